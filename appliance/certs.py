@@ -1,0 +1,252 @@
+"""Certificates, revocations and the resolved directory. Pure functions of bytes and time.
+
+A certificate says: this key is this user (with a workspace role) or this node, issued by
+the workspace key or by an admin whose own certificate chains to the workspace key.
+The directory a node trusts is computed from every certificate and revocation it has
+ever seen (append-only), never from what a document currently shows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import nacl.signing
+
+from appliance import cbor, crypto
+from appliance.errors import CertificateInvalid, InvalidInput
+
+CERT_DOMAIN = b"rallypoint/certificate/v1\x00"
+REVOCATION_DOMAIN = b"rallypoint/revocation/v1\x00"
+ROLES = ("admin", "member", "observer")
+SUBJECT_KINDS = ("user", "node")
+MAX_NAME = 64
+
+
+@dataclass(frozen=True)
+class Certificate:
+    workspace: bytes
+    kind: str  # "user" | "node"
+    key: bytes
+    name: str
+    role: str  # users: admin|member|observer; nodes: "node"
+    issuer: bytes
+    issued_at: int  # ms since the epoch
+    expires_at: int | None
+    signature: bytes
+    encoded: bytes = field(compare=False, repr=False)
+
+    @property
+    def fingerprint(self) -> bytes:
+        return crypto.sha256(self.encoded)
+
+    def valid_at(self, now_ms: int) -> bool:
+        return self.issued_at <= now_ms + 5 * 60_000 and (
+            self.expires_at is None or now_ms < self.expires_at
+        )
+
+
+@dataclass(frozen=True)
+class Revocation:
+    workspace: bytes
+    subject: bytes
+    reason: str
+    issuer: bytes
+    revoked_at: int
+    signature: bytes
+    encoded: bytes = field(compare=False, repr=False)
+
+    @property
+    def fingerprint(self) -> bytes:
+        return crypto.sha256(self.encoded)
+
+
+def check_name(name: str) -> str:
+    cleaned = name.strip()
+    if not cleaned or len(cleaned) > MAX_NAME or any(c.isspace() or not c.isprintable() for c in cleaned) or cleaned.startswith("@"):
+        raise InvalidInput(f"invalid name {name!r}: 1-{MAX_NAME} printable characters, no spaces, not starting with @")
+    return cleaned
+
+
+def issue_certificate(
+    issuer_key: nacl.signing.SigningKey,
+    *,
+    workspace: bytes,
+    kind: str,
+    key: bytes,
+    name: str,
+    role: str,
+    issued_at: int,
+    expires_at: int | None = None,
+) -> Certificate:
+    if kind not in SUBJECT_KINDS:
+        raise InvalidInput(f"unknown certificate kind {kind!r}")
+    if kind == "user" and role not in ROLES:
+        raise InvalidInput(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+    if kind == "node":
+        role = "node"
+    body = cbor.encode(
+        {
+            "v": 1,
+            "kind": kind,
+            "workspace": workspace,
+            "key": key,
+            "name": check_name(name),
+            "role": role,
+            "issuer": bytes(issuer_key.verify_key),
+            "issued_at": issued_at,
+            "expires_at": expires_at,
+        }
+    )
+    signature = crypto.sign(issuer_key, CERT_DOMAIN + body)
+    return decode_certificate(cbor.encode([body, signature]))
+
+
+def issue_revocation(
+    issuer_key: nacl.signing.SigningKey, *, workspace: bytes, subject: bytes, reason: str, revoked_at: int
+) -> Revocation:
+    body = cbor.encode(
+        {
+            "v": 1,
+            "kind": "revocation",
+            "workspace": workspace,
+            "subject": subject,
+            "reason": reason[:200],
+            "issuer": bytes(issuer_key.verify_key),
+            "revoked_at": revoked_at,
+        }
+    )
+    signature = crypto.sign(issuer_key, REVOCATION_DOMAIN + body)
+    return decode_revocation(cbor.encode([body, signature]))
+
+
+def _split(encoded: bytes, what: str) -> tuple[dict, bytes, bytes]:
+    try:
+        outer = cbor.decode(encoded, what)
+        if not (isinstance(outer, list) and len(outer) == 2 and all(isinstance(x, bytes) for x in outer)):
+            raise InvalidInput(f"{what}: expected [body, signature]")
+        body_bytes, signature = outer
+        body = cbor.decode(body_bytes, what)
+    except InvalidInput as exc:
+        raise CertificateInvalid(str(exc)) from exc
+    if not isinstance(body, dict) or body.get("v") != 1:
+        raise CertificateInvalid(f"{what}: unsupported version")
+    return body, body_bytes, signature
+
+
+def _field(body: dict, name: str, kind: type | tuple[type, ...], what: str) -> object:
+    value = body.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
+        raise CertificateInvalid(f"{what}: field {name!r} missing or of the wrong type")
+    if isinstance(value, bytes) and name in ("workspace", "key", "issuer", "subject") and len(value) != crypto.KEY_BYTES:
+        raise CertificateInvalid(f"{what}: field {name!r} is not a 32-byte key")
+    return value
+
+
+def decode_certificate(encoded: bytes) -> Certificate:
+    """Parses and checks the issuer's signature; whether the issuer is trusted is the directory's call."""
+    body, body_bytes, signature = _split(encoded, "certificate")
+    what = "certificate"
+    kind = _field(body, "kind", str, what)
+    if kind not in SUBJECT_KINDS or set(body) != {"v", "kind", "workspace", "key", "name", "role", "issuer", "issued_at", "expires_at"}:
+        raise CertificateInvalid("certificate: unexpected fields")
+    expires_at = body["expires_at"]
+    if expires_at is not None and not isinstance(expires_at, int):
+        raise CertificateInvalid("certificate: bad expiry")
+    cert = Certificate(
+        workspace=_field(body, "workspace", bytes, what),  # type: ignore[arg-type]
+        kind=kind,  # type: ignore[arg-type]
+        key=_field(body, "key", bytes, what),  # type: ignore[arg-type]
+        name=_field(body, "name", str, what),  # type: ignore[arg-type]
+        role=_field(body, "role", str, what),  # type: ignore[arg-type]
+        issuer=_field(body, "issuer", bytes, what),  # type: ignore[arg-type]
+        issued_at=_field(body, "issued_at", int, what),  # type: ignore[arg-type]
+        expires_at=expires_at,
+        signature=signature,
+        encoded=encoded,
+    )
+    if cert.role not in (ROLES if cert.kind == "user" else ("node",)):
+        raise CertificateInvalid(f"certificate: unknown role {cert.role!r}")
+    crypto.require_signature(cert.issuer, CERT_DOMAIN + body_bytes, signature, "certificate")
+    return cert
+
+
+def decode_revocation(encoded: bytes) -> Revocation:
+    body, body_bytes, signature = _split(encoded, "revocation")
+    what = "revocation"
+    if body.get("kind") != "revocation" or set(body) != {"v", "kind", "workspace", "subject", "reason", "issuer", "revoked_at"}:
+        raise CertificateInvalid("revocation: unexpected fields")
+    rev = Revocation(
+        workspace=_field(body, "workspace", bytes, what),  # type: ignore[arg-type]
+        subject=_field(body, "subject", bytes, what),  # type: ignore[arg-type]
+        reason=_field(body, "reason", str, what),  # type: ignore[arg-type]
+        issuer=_field(body, "issuer", bytes, what),  # type: ignore[arg-type]
+        revoked_at=_field(body, "revoked_at", int, what),  # type: ignore[arg-type]
+        signature=signature,
+        encoded=encoded,
+    )
+    crypto.require_signature(rev.issuer, REVOCATION_DOMAIN + body_bytes, signature, "revocation")
+    return rev
+
+
+@dataclass(frozen=True)
+class Directory:
+    """Who this node trusts, resolved at one instant."""
+
+    workspace: bytes
+    users: dict[bytes, Certificate]  # key -> effective (newest) valid certificate
+    nodes: dict[bytes, Certificate]
+    revoked: dict[bytes, Revocation]
+
+    def user(self, key: bytes) -> Certificate | None:
+        return self.users.get(key)
+
+    def user_by_name(self, name: str) -> Certificate | None:
+        for cert in self.users.values():
+            if cert.name == name:
+                return cert
+        return None
+
+    def is_admin(self, key: bytes) -> bool:
+        cert = self.users.get(key)
+        return cert is not None and cert.role == "admin"
+
+
+def resolve_directory(
+    workspace: bytes, certificates: Iterable[Certificate], revocations: Iterable[Revocation], now_ms: int
+) -> Directory:
+    """Certificates chain to the workspace key through admins. Revocations are decided first,
+    against every admin that was ever trusted, so a revocation never flips back when its
+    issuer is revoked in turn (no cycles, one answer for any order of arrival)."""
+    certs = [c for c in certificates if c.workspace == workspace]
+    revs = [r for r in revocations if r.workspace == workspace]
+
+    def closure(excluded: set[bytes]) -> dict[bytes, list[Certificate]]:
+        issuers, accepted = {workspace}, {}
+        changed = True
+        while changed:
+            changed = False
+            for cert in certs:
+                if cert.key in excluded or cert.issuer not in issuers or not cert.valid_at(now_ms):
+                    continue
+                if cert.fingerprint in accepted:
+                    continue
+                accepted[cert.fingerprint] = cert
+                if cert.kind == "user" and cert.role == "admin" and cert.key not in issuers:
+                    issuers.add(cert.key)
+                    changed = True
+        by_key: dict[bytes, list[Certificate]] = {}
+        for cert in accepted.values():
+            by_key.setdefault(cert.key, []).append(cert)
+        return by_key
+
+    ever_trusted = closure(set())
+    revokers = {workspace} | {k for k, cs in ever_trusted.items() if any(c.kind == "user" and c.role == "admin" for c in cs)}
+    revoked = {r.subject: r for r in sorted(revs, key=lambda r: r.revoked_at) if r.issuer in revokers}
+    trusted = closure(set(revoked))
+    newest = {k: max(cs, key=lambda c: (c.issued_at, c.fingerprint)) for k, cs in trusted.items()}
+    return Directory(
+        workspace=workspace,
+        users={k: c for k, c in newest.items() if c.kind == "user"},
+        nodes={k: c for k, c in newest.items() if c.kind == "node"},
+        revoked=revoked,
+    )

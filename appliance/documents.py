@@ -1,0 +1,372 @@
+"""Channels, segments and the directory as Automerge documents.
+
+Shapes (every shared container sits at a document's root, or is created inside a map that
+only its author creates, in the same change - so concurrent first writes never collide):
+
+    directory: {"cert:<fingerprint>": cbor bytes, "rev:<fingerprint>": cbor bytes}
+    head:      {name, purpose, kind, created_by, created_at, archived,
+                members: {user_hex: role}}            # made whole by the creator's first change
+    segment:   {message_id: {author, created_at, text, root_id, edited_at, deleted,
+                             reactions: {"<emoji> <user_hex>": bool},
+                             files: [{name, size, hash}], mentions: [user_hex]}}
+
+A segment document holds at most `segment_size` messages as seen by the node that posts;
+two nodes that roll over to the same next segment concurrently only add distinct root keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from automerge import core
+from automerge._automerge import Document, Message, SyncState
+
+from appliance.changes import ACTOR_BYTES, AUTHOR_KEY_BYTES, uleb128
+from appliance.errors import RallypointError
+
+ROOT = core.ROOT
+Str, Int, Bool, Bytes, Null = (
+    core.ScalarType.Str,
+    core.ScalarType.Int,
+    core.ScalarType.Boolean,
+    core.ScalarType.Bytes,
+    core.ScalarType.Null,
+)
+MapType, ListType = core.ObjType.Map, core.ObjType.List
+
+DIRECTORY_DOC = "directory"
+
+
+class DocumentError(RallypointError):
+    """Automerge refused to load or apply something (its errors are plain Exception)."""
+
+
+def head_doc_id(channel_id: str) -> str:
+    return f"{channel_id}/head"
+
+
+def segment_doc_id(channel_id: str, index: int) -> str:
+    return f"{channel_id}/seg/{index:06d}"
+
+
+def parse_doc_id(doc_id: str) -> tuple[str, str, int]:
+    """(kind, channel_id, segment index); kind is directory, head or segment."""
+    if doc_id == DIRECTORY_DOC:
+        return "directory", "", 0
+    parts = doc_id.split("/")
+    if len(parts) == 2 and parts[1] == "head":
+        return "head", parts[0], 0
+    if len(parts) == 3 and parts[1] == "seg" and parts[2].isdigit():
+        return "segment", parts[0], int(parts[2])
+    raise DocumentError(f"unknown document id {doc_id!r}")
+
+
+def new_document(actor: bytes) -> Document:
+    return Document(actor_id=actor)
+
+
+def load_document(data: bytes, actor: bytes) -> Document:
+    """`data` is a saved document, changes, or both concatenated."""
+    try:
+        doc = Document.load(data)
+    except Exception as exc:
+        raise DocumentError(f"cannot load document: {exc}") from exc
+    doc.set_actor(actor)
+    return doc
+
+
+def apply_changes(doc: Document, changes: list[bytes]) -> None:
+    """Applies changes incrementally. The bindings have no apply_changes, so the changes are
+    wrapped in a sync-protocol message (type 0x42; no heads, needs or haves)."""
+    if not changes:
+        return
+    message = bytearray(b"\x42")
+    message += uleb128(0) + uleb128(0) + uleb128(0) + uleb128(len(changes))
+    for change in changes:
+        message += uleb128(len(change)) + change
+    try:
+        doc.receive_sync_message(SyncState(), Message.decode(bytes(message)))
+    except Exception as exc:
+        raise DocumentError(f"cannot apply changes: {exc}") from exc
+
+
+def _op_author(exid: bytes) -> bytes | None:
+    """Author key of the op that wrote a value: exids are tag, actor length, actor, ..."""
+    if len(exid) < 2 + ACTOR_BYTES or exid[1] != ACTOR_BYTES:
+        return None
+    return exid[2 : 2 + AUTHOR_KEY_BYTES]
+
+
+def _scalar(doc: Document, obj: bytes, prop: str) -> tuple[Any, bytes | None]:
+    got = doc.get(obj, prop)
+    if got is None or isinstance(got[0], core.ObjType):
+        return None, None
+    return got[0][1], _op_author(got[1])
+
+
+def _child(doc: Document, obj: bytes, prop: str | int) -> bytes | None:
+    got = doc.get(obj, prop)
+    if got is None or not isinstance(got[0], core.ObjType):
+        return None
+    return got[1]
+
+
+# --- directory -------------------------------------------------------------------------
+
+
+def directory_entries(doc: Document) -> list[tuple[str, bytes]]:
+    out = []
+    for key in doc.keys(ROOT):
+        value, _ = _scalar(doc, ROOT, key)
+        if isinstance(value, bytes) and key.startswith(("cert:", "rev:")):
+            out.append((key, value))
+    return out
+
+
+def put_directory_entry(doc: Document, key: str, encoded: bytes) -> None:
+    with doc.transaction() as tx:
+        tx.put(ROOT, key, Bytes, encoded)
+
+
+# --- channel head ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChannelHead:
+    channel_id: str
+    name: str
+    purpose: str
+    kind: str  # public | private
+    created_by: str
+    created_at: int
+    archived: bool
+    members: dict[str, str] = field(default_factory=dict)  # user hex -> owner|member
+
+
+def create_head(doc: Document, *, name: str, purpose: str, kind: str, created_by: str, created_at: int) -> None:
+    with doc.transaction() as tx:
+        tx.put(ROOT, "name", Str, name)
+        tx.put(ROOT, "purpose", Str, purpose)
+        tx.put(ROOT, "kind", Str, kind)
+        tx.put(ROOT, "created_by", Str, created_by)
+        tx.put(ROOT, "created_at", Int, created_at)
+        tx.put(ROOT, "archived", Bool, False)
+        members = tx.put_object(ROOT, "members", MapType)
+        tx.put(members, created_by, Str, "owner")
+
+
+def set_member(doc: Document, user_hex: str, role: str | None) -> None:
+    members = _child(doc, ROOT, "members")
+    if members is None:
+        raise DocumentError("channel head has no member map")
+    with doc.transaction() as tx:
+        if role is None:
+            tx.delete(members, user_hex)
+        else:
+            tx.put(members, user_hex, Str, role)
+
+
+def read_head(doc: Document, channel_id: str) -> ChannelHead | None:
+    name, _ = _scalar(doc, ROOT, "name")
+    if not isinstance(name, str):
+        return None
+    members: dict[str, str] = {}
+    members_obj = _child(doc, ROOT, "members")
+    if members_obj is not None:
+        for key in doc.keys(members_obj):
+            role, _ = _scalar(doc, members_obj, key)
+            if isinstance(role, str):
+                members[key] = role
+    purpose, _ = _scalar(doc, ROOT, "purpose")
+    kind, _ = _scalar(doc, ROOT, "kind")
+    created_by, _ = _scalar(doc, ROOT, "created_by")
+    created_at, _ = _scalar(doc, ROOT, "created_at")
+    archived, _ = _scalar(doc, ROOT, "archived")
+    return ChannelHead(
+        channel_id=channel_id,
+        name=name,
+        purpose=purpose if isinstance(purpose, str) else "",
+        kind=kind if kind in ("public", "private") else "private",
+        created_by=created_by if isinstance(created_by, str) else "",
+        created_at=created_at if isinstance(created_at, int) else 0,
+        archived=archived is True,
+        members=members,
+    )
+
+
+# --- messages ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileRef:
+    name: str
+    size: int
+    hash: str  # hex SHA-256 of the blob
+
+
+@dataclass(frozen=True)
+class MessageState:
+    """A message as its segment document says, with authorship checked op by op."""
+
+    message_id: str
+    author: str  # user hex
+    created_at: int
+    text: str
+    root_id: str | None
+    edited_at: int | None
+    deleted: bool
+    reactions: dict[str, tuple[str, ...]]  # emoji -> user hexes, sorted
+    files: tuple[FileRef, ...]
+    mentions: tuple[str, ...]
+    tampered: bool  # a field the author alone may write was written by someone else
+
+
+def _write_list(tx: Any, obj: bytes, values: list[Any]) -> None:
+    for index, value in enumerate(values):
+        if isinstance(value, FileRef):
+            entry = tx.insert_object(obj, index, MapType)
+            tx.put(entry, "name", Str, value.name)
+            tx.put(entry, "size", Int, value.size)
+            tx.put(entry, "hash", Str, value.hash)
+        else:
+            tx.insert(obj, index, Str, value)
+
+
+def post_message(
+    doc: Document,
+    *,
+    message_id: str,
+    author: str,
+    created_at: int,
+    text: str,
+    root_id: str | None,
+    files: list[FileRef],
+    mentions: list[str],
+) -> None:
+    with doc.transaction() as tx:
+        msg = tx.put_object(ROOT, message_id, MapType)
+        tx.put(msg, "author", Str, author)
+        tx.put(msg, "created_at", Int, created_at)
+        tx.put(msg, "text", Str, text)
+        if root_id is None:
+            tx.put(msg, "root_id", Null, None)
+        else:
+            tx.put(msg, "root_id", Str, root_id)
+        tx.put(msg, "edited_at", Null, None)
+        tx.put(msg, "deleted", Bool, False)
+        tx.put_object(msg, "reactions", MapType)
+        _write_list(tx, tx.put_object(msg, "files", ListType), list(files))
+        _write_list(tx, tx.put_object(msg, "mentions", ListType), list(mentions))
+
+
+def _message_obj(doc: Document, message_id: str) -> bytes:
+    obj = _child(doc, ROOT, message_id)
+    if obj is None:
+        raise DocumentError(f"message {message_id} is not in this segment")
+    return obj
+
+
+def edit_message(doc: Document, message_id: str, text: str, edited_at: int, mentions: list[str]) -> None:
+    msg = _message_obj(doc, message_id)
+    mentions_obj = _child(doc, msg, "mentions")
+    with doc.transaction() as tx:
+        tx.put(msg, "text", Str, text)
+        tx.put(msg, "edited_at", Int, edited_at)
+        if mentions_obj is not None:
+            for _ in range(tx.length(mentions_obj)):
+                tx.delete(mentions_obj, 0)
+            _write_list(tx, mentions_obj, mentions)
+
+
+def delete_message(doc: Document, message_id: str, deleted_at: int) -> None:
+    """A tombstone: the flag can only ever go to true, and the text is cleared with it."""
+    msg = _message_obj(doc, message_id)
+    with doc.transaction() as tx:
+        tx.put(msg, "deleted", Bool, True)
+        tx.put(msg, "text", Str, "")
+        tx.put(msg, "edited_at", Int, deleted_at)
+
+
+def set_reaction(doc: Document, message_id: str, emoji: str, user: str, on: bool) -> None:
+    reactions = _child(doc, _message_obj(doc, message_id), "reactions")
+    if reactions is None:
+        raise DocumentError(f"message {message_id} has no reaction map")
+    with doc.transaction() as tx:
+        tx.put(reactions, f"{emoji} {user}", Bool, on)
+
+
+def message_ids(doc: Document) -> list[str]:
+    return list(doc.keys(ROOT))
+
+
+def read_message(doc: Document, message_id: str, admins: frozenset[str]) -> MessageState | None:
+    """Reads one message. Fields only its author may write (text, thread, files, mentions)
+    count only when written by the author; the delete flag also when written by an admin;
+    a reaction only when written by the user it names."""
+    msg = _child(doc, ROOT, message_id)
+    if msg is None:
+        return None
+    author, author_op = _scalar(doc, msg, "author")
+    if not isinstance(author, str) or author_op is None or author_op.hex() != author:
+        return None  # a message map not made by the author it names is ignored whole
+    tampered = False
+
+    def by_author(prop: str) -> Any:
+        nonlocal tampered
+        value, op = _scalar(doc, msg, prop)
+        if op is not None and op.hex() != author:
+            tampered = True
+            return None
+        return value
+
+    created_at, _ = _scalar(doc, msg, "created_at")
+    deleted_value, deleted_op = _scalar(doc, msg, "deleted")
+    deleted = deleted_value is True and deleted_op is not None and (deleted_op.hex() == author or deleted_op.hex() in admins)
+    root_id = by_author("root_id")
+    # A deletion (by the author or an admin) clears the text and stamps the time.
+    text = "" if deleted else by_author("text")
+    edited_at = _scalar(doc, msg, "edited_at")[0] if deleted else by_author("edited_at")
+
+    reactions: dict[str, list[str]] = {}
+    reactions_obj = _child(doc, msg, "reactions")
+    if reactions_obj is not None:
+        for key in doc.keys(reactions_obj):
+            emoji, _, user = key.rpartition(" ")
+            on, op = _scalar(doc, reactions_obj, key)
+            if on is True and emoji and op is not None and op.hex() == user:
+                reactions.setdefault(emoji, []).append(user)
+
+    files: list[FileRef] = []
+    files_obj = _child(doc, msg, "files")
+    if files_obj is not None:
+        for index in range(doc.length(files_obj)):
+            entry = _child(doc, files_obj, index)
+            if entry is None:
+                continue
+            name, op = _scalar(doc, entry, "name")
+            size, _ = _scalar(doc, entry, "size")
+            digest, _ = _scalar(doc, entry, "hash")
+            if op is not None and op.hex() == author and isinstance(name, str) and isinstance(size, int) and isinstance(digest, str):
+                files.append(FileRef(name=name, size=size, hash=digest))
+
+    mentions: list[str] = []
+    mentions_obj = _child(doc, msg, "mentions")
+    if mentions_obj is not None:
+        for index in range(doc.length(mentions_obj)):
+            value, op = _scalar(doc, mentions_obj, index)
+            if isinstance(value, str) and op is not None and op.hex() == author:
+                mentions.append(value)
+
+    return MessageState(
+        message_id=message_id,
+        author=author,
+        created_at=created_at if isinstance(created_at, int) else 0,
+        text="" if deleted or not isinstance(text, str) else text,
+        root_id=root_id if isinstance(root_id, str) else None,
+        edited_at=edited_at if isinstance(edited_at, int) else None,
+        deleted=deleted,
+        reactions={emoji: tuple(sorted(users)) for emoji, users in sorted(reactions.items())},
+        files=() if deleted else tuple(files),
+        mentions=tuple(mentions),
+        tampered=tampered,
+    )

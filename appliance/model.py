@@ -1,0 +1,117 @@
+"""Values the node hands to its callers (CLI, console, sync). Frozen, plain data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+
+def iso_utc(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Identity:
+    workspace_name: str
+    workspace_id: str
+    workspace_key: bytes
+    node_name: str
+    node_id: str
+    node_key: bytes
+    user_name: str
+    user_key: bytes
+    role: str
+    holds_workspace_key: bool
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    name: str
+    key: bytes
+    role: str
+    local: bool  # this node holds the user's secret key
+    revoked: bool = False
+
+
+@dataclass(frozen=True)
+class ChannelSummary:
+    channel_id: str
+    name: str
+    purpose: str
+    kind: str
+    archived: bool
+    unread: int
+    mentions: int
+    members: tuple[str, ...]  # user names (private channels)
+
+
+@dataclass(frozen=True)
+class FileView:
+    name: str
+    size: int
+    hash: str
+
+
+@dataclass(frozen=True)
+class MessageView:
+    id: str
+    channel: str
+    channel_id: str
+    author: str
+    author_key: str
+    created_at: int
+    text: str
+    root_id: str | None
+    edited_at: int | None
+    deleted: bool
+    reactions: dict[str, list[str]]
+    files: list[FileView]
+    mentions: list[str]
+    reply_count: int = 0
+    tampered: bool = False
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "channel": self.channel,
+            "author": self.author,
+            "author_key": self.author_key,
+            "created_at": iso_utc(self.created_at),
+            "text": self.text,
+            "root_id": self.root_id,
+            "edited_at": iso_utc(self.edited_at),
+            "deleted": self.deleted,
+            "reactions": self.reactions,
+            "files": [{"name": f.name, "size": f.size, "hash": f.hash} for f in self.files],
+            "mentions": self.mentions,
+            "reply_count": self.reply_count,
+            "tampered": self.tampered,
+        }
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    """An enrollment file's bytes and the one-time code that opens it (shown, never stored)."""
+
+    data: bytes
+    code: str
+    node_id: str
+    user_name: str
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    doc_id: str
+    applied: int
+    duplicates: int
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    seq: int
+    at: int
+    actor: str
+    action: str
+    detail: dict[str, object] = field(default_factory=dict)

@@ -1,0 +1,1321 @@
+"""A Rallypoint node: one workspace member's local-first store of channels.
+
+`Node` is an async context manager. It is created by `Node.init` or `Node.join` and opened
+with `Node.open`; every operation checks the acting user's certificate and channel role
+here, in the node, whatever interface calls it.
+
+Write path of a local edit: change the in-memory Automerge document, sign the new change,
+then in ONE database transaction append it to the change log and update the materialised
+views (and the audit log where it applies). If that transaction fails the cached document
+is dropped and reloaded from the store, so memory never runs ahead of disk."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nacl.signing
+from automerge._automerge import Document
+from sqlalchemy import and_, bindparam, func, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from appliance import audit, cbor, certs, crypto, documents, ids
+from appliance import schema as t
+from appliance.changes import (
+    ChangeHeader,
+    SignedChange,
+    VerifiedChange,
+    parse_change,
+    sign_change,
+    verify_batch,
+)
+from appliance.errors import (
+    AlreadyInitialised,
+    BlobTooLarge,
+    ChangeRejected,
+    CertificateInvalid,
+    EnrollmentRejected,
+    InvalidInput,
+    NotFound,
+    NotInitialised,
+    PermissionDenied,
+    RallypointError,
+    WrongPassphrase,
+)
+from appliance.model import (
+    AuditRecord,
+    ChannelSummary,
+    Enrollment,
+    FileView,
+    Identity,
+    ImportResult,
+    MessageView,
+    UserInfo,
+)
+from appliance.store import Store, ensure_home
+
+Clock = Callable[[], int]
+Random = Callable[[int], bytes]
+
+SEGMENT_SIZE = 512  # messages per segment document: keeps each commit well under a millisecond
+SNAPSHOT_EVERY = 256  # changes appended to a document before its snapshot is refreshed
+DEFAULT_MAX_BLOB_BYTES = 25 * 1024 * 1024
+MAX_TEXT = 40_000
+MAX_CHANNEL_NAME = 64
+ENROLLMENT_FORMAT = "rallypoint-enrollment/1"
+ENROLLMENT_CODE_CHARS = 12  # 60 bits, behind Argon2id "moderate": not brute-forceable offline
+CHANNEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+MENTION = re.compile(r"(?<![\w@])@([A-Za-z0-9_.-]{1,64})")
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def check_channel_name(name: str) -> str:
+    cleaned = name.strip().lstrip("#").lower()
+    if not CHANNEL_NAME.match(cleaned):
+        raise InvalidInput(f"invalid channel name {name!r}: lowercase letters, digits, - and _, up to 64")
+    return cleaned
+
+
+def check_text(value: str) -> str:
+    if not value.strip():
+        raise InvalidInput("a message needs some text")
+    if len(value) > MAX_TEXT:
+        raise InvalidInput(f"message too long ({len(value)} characters, at most {MAX_TEXT})")
+    return value
+
+
+def check_emoji(emoji: str) -> str:
+    cleaned = emoji.strip()
+    if not cleaned or len(cleaned) > 32 or any(c.isspace() or not c.isprintable() for c in cleaned):
+        raise InvalidInput(f"invalid reaction {emoji!r}")
+    return cleaned
+
+
+@dataclass(frozen=True)
+class Attachment:
+    name: str
+    data: bytes
+
+
+@dataclass
+class _Keys:
+    """Secrets held in memory while the node is unlocked."""
+
+    data_key: bytes
+    node: nacl.signing.SigningKey
+    workspace: nacl.signing.SigningKey | None
+    users: dict[bytes, nacl.signing.SigningKey]
+
+
+@dataclass(frozen=True)
+class _Row:
+    workspace_name: str
+    workspace_key: bytes
+    node_name: str
+    node_key: bytes
+    default_user: bytes
+
+
+class Node:
+    def __init__(
+        self,
+        home: Path,
+        store: Store,
+        row: _Row,
+        keys: _Keys,
+        acting_user: bytes,
+        clock: Clock,
+        rng: Random,
+    ) -> None:
+        self.home = home
+        self.store = store
+        self._row = row
+        self._keys = keys
+        self._user = acting_user
+        self._clock = clock
+        self._rng = rng
+        self._actor_suffix = rng(16)  # fresh per process: a restored backup never reuses a seq
+        self._message_ids = ids.MessageIdFactory()
+        self._docs: dict[str, Document] = {}
+        self._known: dict[str, set[bytes]] = {}
+        self._since_snapshot: dict[str, int] = {}
+        self._segment_cursor: dict[str, tuple[int, int]] = {}
+        self._heads_cache: dict[str, documents.ChannelHead] = {}
+        self._channel_by_name: dict[str, str] = {}
+        self._doc_rows: set[str] = set()
+        self._watermark = 0
+        self.directory = certs.resolve_directory(row.workspace_key, [], [], clock())
+        self.max_blob_bytes = DEFAULT_MAX_BLOB_BYTES
+        self._lock = asyncio.Lock()
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    async def __aenter__(self) -> Node:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        try:
+            await self._flush_snapshots()
+        finally:
+            await self.store.__aexit__(None, None, None)
+
+    @staticmethod
+    async def _fresh_store(home: Path, store: Store | None) -> Store:
+        ensure_home(home)
+        store = store or Store.at(home)
+        await store.__aenter__()
+        if await store.has_identity():
+            await store.__aexit__(None, None, None)
+            raise AlreadyInitialised(f"{home} already holds a node")
+        return store
+
+    @classmethod
+    async def init(
+        cls,
+        home: Path,
+        *,
+        workspace_name: str,
+        user_name: str,
+        node_name: str,
+        passphrase: str,
+        kdf: crypto.KdfParams = crypto.INTERACTIVE,
+        clock: Clock = wall_clock_ms,
+        rng: Random = crypto.random_bytes,
+        store: Store | None = None,
+    ) -> Node:
+        """A new workspace whose first admin is `user_name` on this node."""
+        workspace_name = certs.check_name(workspace_name)
+        user_name = certs.check_name(user_name)
+        node_name = certs.check_name(node_name)
+        _check_passphrase(passphrase)
+        store = await cls._fresh_store(home, store)
+        try:
+            workspace_key = crypto.new_signing_key(rng(32))
+            node_key = crypto.new_signing_key(rng(32))
+            user_key = crypto.new_signing_key(rng(32))
+            ws_pub = bytes(workspace_key.verify_key)
+            now = clock()
+            issued = [
+                certs.issue_certificate(workspace_key, workspace=ws_pub, kind="user", key=bytes(user_key.verify_key), name=user_name, role="admin", issued_at=now),
+                certs.issue_certificate(workspace_key, workspace=ws_pub, kind="node", key=bytes(node_key.verify_key), name=node_name, role="node", issued_at=now),
+            ]
+            keys = _Keys(rng(32), node_key, workspace_key, {bytes(user_key.verify_key): user_key})
+            row = _Row(workspace_name, ws_pub, node_name, bytes(node_key.verify_key), bytes(user_key.verify_key))
+            await cls._write_identity(store, row, keys, passphrase, kdf, rng, now)
+            node = cls(home, store, row, keys, row.default_user, clock, rng)
+            await node._add_directory_entries(issued, "init", {"workspace": node.workspace_id, "user": user_name, "node": node.node_id})
+            return node
+        except BaseException:
+            await store.__aexit__(None, None, None)
+            raise
+
+    @staticmethod
+    async def _write_identity(store: Store, row: _Row, keys: _Keys, passphrase: str, kdf: crypto.KdfParams, rng: Random, now: int) -> None:
+        salt = rng(crypto.SALT_BYTES)
+        sealed_data_key = await asyncio.to_thread(crypto.seal_with_passphrase, passphrase, keys.data_key, salt, rng(crypto.NONCE_BYTES), kdf)
+        secrets_rows = [(bytes(keys.node.verify_key), "node", keys.node)]
+        if keys.workspace is not None:
+            secrets_rows.append((row.workspace_key, "workspace", keys.workspace))
+        secrets_rows += [(pub, "user", sk) for pub, sk in keys.users.items()]
+        async with store.transaction() as conn:
+            await conn.execute(
+                insert(t.node_identity).values(
+                    id=1,
+                    workspace_name=row.workspace_name,
+                    workspace_key=row.workspace_key,
+                    node_name=row.node_name,
+                    node_key=row.node_key,
+                    default_user=row.default_user,
+                    kdf_salt=salt,
+                    kdf_opslimit=kdf.opslimit,
+                    kdf_memlimit=kdf.memlimit,
+                    sealed_data_key=sealed_data_key,
+                    created_at=now,
+                )
+            )
+            for pub, kind, sk in secrets_rows:
+                sealed = crypto.secretbox_seal(keys.data_key, bytes(sk), rng(crypto.NONCE_BYTES))
+                await conn.execute(insert(t.sealed_secrets).values(public_key=pub, kind=kind, sealed=sealed))
+
+    @classmethod
+    async def open(
+        cls,
+        home: Path,
+        passphrase: str,
+        *,
+        as_user: str | None = None,
+        clock: Clock = wall_clock_ms,
+        rng: Random = crypto.random_bytes,
+        store: Store | None = None,
+    ) -> Node:
+        """Unlocks the node. A wrong passphrase raises WrongPassphrase, is audited, and
+        changes nothing else."""
+        if store is None and not (home / "node.db").exists():
+            raise NotInitialised(f"no node in {home}: run `rallypoint init` or `rallypoint join` first")
+        store = store or Store.at(home)
+        await store.__aenter__()
+        try:
+            async with store.reading() as conn:
+                ident = (await conn.execute(select(t.node_identity))).mappings().first()
+                if ident is None:
+                    raise NotInitialised(f"no node in {home}: run `rallypoint init` or `rallypoint join` first")
+                sealed_rows = (await conn.execute(select(t.sealed_secrets))).all()
+            params = crypto.KdfParams(ident["kdf_opslimit"], ident["kdf_memlimit"])
+            try:
+                data_key = await asyncio.to_thread(crypto.open_with_passphrase, passphrase, ident["sealed_data_key"], ident["kdf_salt"], params)
+            except WrongPassphrase:
+                async with store.transaction() as conn:
+                    await _append_audit(conn, clock(), "-", "unlock_failed", {"reason": "wrong passphrase"})
+                raise
+            keys = _Keys(data_key, None, None, {})  # type: ignore[arg-type]
+            for pub, kind, sealed in sealed_rows:
+                seed = crypto.secretbox_open(data_key, sealed)
+                if seed is None:
+                    raise RallypointError(f"sealed {kind} key is damaged")
+                sk = crypto.new_signing_key(seed)
+                if kind == "node":
+                    keys.node = sk
+                elif kind == "workspace":
+                    keys.workspace = sk
+                else:
+                    keys.users[pub] = sk
+            row = _Row(ident["workspace_name"], ident["workspace_key"], ident["node_name"], ident["node_key"], ident["default_user"])
+            node = cls(home, store, row, keys, row.default_user, clock, rng)
+            await node._load_state()
+            if as_user is not None:
+                node.act_as(as_user)
+            return node
+        except BaseException:
+            await store.__aexit__(None, None, None)
+            raise
+
+    async def _load_state(self) -> None:
+        async with self.store.reading() as conn:
+            rows = (await conn.execute(select(t.directory_entries.c.kind, t.directory_entries.c.data))).all()
+            self._watermark = (await conn.execute(select(func.coalesce(func.max(t.changes.c.id), 0)))).scalar_one()
+            limit = (await conn.execute(select(t.settings.c.value).where(t.settings.c.name == "max_blob_bytes"))).scalar()
+        if limit is not None:
+            self.max_blob_bytes = int(limit)
+        self._resolve([(kind, data) for kind, data in rows])
+
+    def _resolve(self, entries: Iterable[tuple[str, bytes]]) -> None:
+        found_certs, found_revs = [], []
+        for kind, data in entries:
+            try:
+                if kind == "certificate":
+                    found_certs.append(certs.decode_certificate(data))
+                else:
+                    found_revs.append(certs.decode_revocation(data))
+            except CertificateInvalid:
+                continue  # stored entries were checked on arrival; a damaged one trusts nothing
+        self.directory = certs.resolve_directory(self._row.workspace_key, found_certs, found_revs, self._clock())
+
+    # --- who -----------------------------------------------------------------------
+
+    @property
+    def workspace_id(self) -> str:
+        return ids.key_id(self._row.workspace_key)
+
+    @property
+    def node_id(self) -> str:
+        return ids.key_id(self._row.node_key)
+
+    @property
+    def user_key(self) -> bytes:
+        return self._user
+
+    def act_as(self, name: str) -> None:
+        for pub in self._keys.users:
+            cert = self.directory.user(pub)
+            if cert is not None and cert.name == name:
+                self._user = pub
+                return
+        raise NotFound(f"no local user {name!r} on this node")
+
+    def whoami(self) -> Identity:
+        cert = self.directory.user(self._user)
+        return Identity(
+            workspace_name=self._row.workspace_name,
+            workspace_id=self.workspace_id,
+            workspace_key=self._row.workspace_key,
+            node_name=self._row.node_name,
+            node_id=self.node_id,
+            node_key=self._row.node_key,
+            user_name=cert.name if cert else ids.key_id(self._user),
+            user_key=self._user,
+            role=cert.role if cert else "revoked",
+            holds_workspace_key=self._keys.workspace is not None,
+        )
+
+    def user_name(self, user_hex: str) -> str:
+        try:
+            cert = self.directory.user(bytes.fromhex(user_hex))
+        except ValueError:
+            cert = None
+        return cert.name if cert else f"unknown:{user_hex[:8]}"
+
+    def users(self) -> list[UserInfo]:
+        listed = [
+            UserInfo(name=c.name, key=k, role=c.role, local=k in self._keys.users)
+            for k, c in self.directory.users.items()
+        ]
+        return sorted(listed, key=lambda u: u.name)
+
+    def _acting_cert(self) -> certs.Certificate:
+        cert = self.directory.user(self._user)
+        if cert is None:
+            raise PermissionDenied("this user's certificate is revoked, expired or unknown")
+        return cert
+
+    async def _require_admin(self, action: str) -> nacl.signing.SigningKey:
+        cert = self.directory.user(self._user)
+        if cert is None or cert.role != "admin":
+            async with self.store.transaction() as conn:
+                await _append_audit(conn, self._clock(), self._user.hex(), "permission_denied", {"action": action})
+            raise PermissionDenied(f"{action} needs the admin role")
+        return self._keys.users[self._user]
+
+    # --- directory: certificates, users, enrollment, revocation ---------------------
+
+    async def _add_directory_entries(
+        self,
+        entries: Sequence[certs.Certificate | certs.Revocation],
+        action: str,
+        detail: dict[str, object],
+        extra: Callable[[AsyncConnection], Any] | None = None,
+    ) -> None:
+        """Writes signed entries into the directory document (as the acting admin) and the
+        append-only directory table, with an audit entry, in one transaction."""
+        now = self._clock()
+
+        def mutate(doc: Document) -> None:
+            with doc.transaction() as tx:
+                for entry in entries:
+                    prefix = "cert" if isinstance(entry, certs.Certificate) else "rev"
+                    tx.put(documents.ROOT, f"{prefix}:{entry.fingerprint.hex()}", documents.Bytes, entry.encoded)
+
+        async def also(conn: AsyncConnection) -> None:
+            await self._store_directory_entries(conn, [(_entry_kind(e), e.encoded, e.fingerprint) for e in entries], now)
+            await _append_audit(conn, now, self._user.hex(), action, detail)
+            if extra is not None:
+                await extra(conn)
+
+        await self._commit_local(documents.DIRECTORY_DOC, mutate, also)
+        await self._reload_directory()
+
+    async def _store_directory_entries(self, conn: AsyncConnection, entries: Iterable[tuple[str, bytes, bytes]], now: int) -> None:
+        for kind, data, fingerprint in entries:
+            exists = (await conn.execute(select(t.directory_entries.c.fingerprint).where(t.directory_entries.c.fingerprint == fingerprint))).first()
+            if exists is None:
+                await conn.execute(insert(t.directory_entries).values(fingerprint=fingerprint, kind=kind, data=data, added_at=now))
+
+    async def _reload_directory(self) -> None:
+        async with self.store.reading() as conn:
+            rows = (await conn.execute(select(t.directory_entries.c.kind, t.directory_entries.c.data))).all()
+        self._resolve([(kind, data) for kind, data in rows])
+
+    async def add_user(self, name: str, role: str = "member") -> UserInfo:
+        """A new user whose secret key lives on this node (sealed), certified by the acting admin."""
+        issuer = await self._require_admin("user add")
+        name = certs.check_name(name)
+        if self.directory.user_by_name(name) is not None:
+            raise InvalidInput(f"user {name!r} already exists; use `user role` to change the role")
+        user_key = crypto.new_signing_key(self._rng(32))
+        pub = bytes(user_key.verify_key)
+        cert = certs.issue_certificate(issuer, workspace=self._row.workspace_key, kind="user", key=pub, name=name, role=role, issued_at=self._clock())
+        sealed = crypto.secretbox_seal(self._keys.data_key, bytes(user_key), self._rng(crypto.NONCE_BYTES))
+
+        async def keep_secret(conn: AsyncConnection) -> None:
+            await conn.execute(insert(t.sealed_secrets).values(public_key=pub, kind="user", sealed=sealed))
+
+        await self._add_directory_entries([cert], "user_added", {"user": name, "role": role, "key": pub.hex()}, keep_secret)
+        self._keys.users[pub] = user_key
+        return UserInfo(name=name, key=pub, role=role, local=True)
+
+    async def set_role(self, name: str, role: str) -> UserInfo:
+        issuer = await self._require_admin("user role")
+        current = self.directory.user_by_name(name)
+        if current is None:
+            raise NotFound(f"no user {name!r}")
+        cert = certs.issue_certificate(issuer, workspace=self._row.workspace_key, kind="user", key=current.key, name=name, role=role, issued_at=max(self._clock(), current.issued_at + 1))
+        await self._add_directory_entries([cert], "role_changed", {"user": name, "from": current.role, "to": role})
+        return UserInfo(name=name, key=current.key, role=role, local=current.key in self._keys.users)
+
+    async def revoke(self, subject: bytes, reason: str) -> None:
+        """A signed revocation entry in the directory; it travels with the directory document."""
+        issuer = await self._require_admin("revoke")
+        if subject == self._user:
+            raise InvalidInput("an admin cannot revoke themselves")
+        known = self.directory.users.get(subject) or self.directory.nodes.get(subject)
+        if known is None:
+            raise NotFound("no such user or node in the directory")
+        rev = certs.issue_revocation(issuer, workspace=self._row.workspace_key, subject=subject, reason=reason, revoked_at=self._clock())
+        await self._add_directory_entries([rev], "revoked", {"subject": known.name, "kind": known.kind, "key": subject.hex(), "reason": reason})
+
+    async def invite(self, node_name: str, user_name: str, role: str = "member", *, kdf: crypto.KdfParams = crypto.MODERATE) -> Enrollment:
+        """Certificates and fresh keys for a new node and its first user, sealed in a file
+        that opens only with a one-time code shown here (so a lost stick exposes nothing)."""
+        issuer = await self._require_admin("invite")
+        node_name, user_name = certs.check_name(node_name), certs.check_name(user_name)
+        if self.directory.user_by_name(user_name) is not None:
+            raise InvalidInput(f"user {user_name!r} already exists")
+        node_key, user_key = crypto.new_signing_key(self._rng(32)), crypto.new_signing_key(self._rng(32))
+        now = self._clock()
+        ws = self._row.workspace_key
+        issued = [
+            certs.issue_certificate(issuer, workspace=ws, kind="node", key=bytes(node_key.verify_key), name=node_name, role="node", issued_at=now),
+            certs.issue_certificate(issuer, workspace=ws, kind="user", key=bytes(user_key.verify_key), name=user_name, role=role, issued_at=now),
+        ]
+        node_id = ids.key_id(bytes(node_key.verify_key))
+        await self._add_directory_entries(issued, "invited", {"node": node_name, "node_id": node_id, "user": user_name, "role": role})
+        directory_changes = await self.changes_for(documents.DIRECTORY_DOC, [])
+        inner = cbor.encode(
+            {
+                "workspace_name": self._row.workspace_name,
+                "workspace_key": ws,
+                "node_name": node_name,
+                "node_seed": bytes(node_key),
+                "user_seed": bytes(user_key),
+                "invited_by": self.node_id,
+                "issued_at": now,
+                "directory": [[c.data, c.signature or b""] for c in directory_changes],
+            }
+        )
+        code = "".join(secrets.choice(ids.CROCKFORD) for _ in range(ENROLLMENT_CODE_CHARS))
+        salt = self._rng(crypto.SALT_BYTES)
+        sealed = await asyncio.to_thread(crypto.seal_with_passphrase, _normalise_code(code), inner, salt, self._rng(crypto.NONCE_BYTES), kdf)
+        data = cbor.encode({"format": ENROLLMENT_FORMAT, "salt": salt, "opslimit": kdf.opslimit, "memlimit": kdf.memlimit, "sealed": sealed})
+        shown = "-".join(code[i : i + 4] for i in range(0, len(code), 4))
+        return Enrollment(data=data, code=shown, node_id=node_id, user_name=user_name)
+
+    @classmethod
+    async def join(
+        cls,
+        home: Path,
+        enrollment: bytes,
+        code: str,
+        passphrase: str,
+        *,
+        kdf: crypto.KdfParams = crypto.INTERACTIVE,
+        clock: Clock = wall_clock_ms,
+        rng: Random = crypto.random_bytes,
+        store: Store | None = None,
+    ) -> Node:
+        _check_passphrase(passphrase)
+        inner = await asyncio.to_thread(_open_enrollment, enrollment, code)
+        store = await cls._fresh_store(home, store)
+        try:
+            node_key = crypto.new_signing_key(inner["node_seed"])
+            user_key = crypto.new_signing_key(inner["user_seed"])
+            row = _Row(inner["workspace_name"], inner["workspace_key"], inner["node_name"], bytes(node_key.verify_key), bytes(user_key.verify_key))
+            keys = _Keys(rng(32), node_key, None, {row.default_user: user_key})
+            node = cls(home, store, row, keys, row.default_user, clock, rng)
+            signed = [SignedChange(data, sig or None) for data, sig in inner["directory"]]
+            await node.import_changes(documents.DIRECTORY_DOC, signed, received_from=inner["invited_by"])
+            if node.directory.nodes.get(row.node_key) is None or node.directory.user(row.default_user) is None:
+                raise EnrollmentRejected("the enrollment file's certificates do not verify up to its workspace key")
+            await cls._write_identity(store, row, keys, passphrase, kdf, rng, clock())
+            async with store.transaction() as conn:
+                await _append_audit(conn, clock(), row.default_user.hex(), "joined", {"workspace": node.workspace_id, "node": node.node_id, "invited_by": inner["invited_by"]})
+            return node
+        except ChangeRejected as exc:
+            await store.__aexit__(None, None, None)
+            _remove_db(home)
+            raise EnrollmentRejected(f"the enrollment file's directory does not verify: {exc}") from exc
+        except BaseException:
+            await store.__aexit__(None, None, None)
+            _remove_db(home)
+            raise
+
+    # --- documents: load, local commit, import ---------------------------------------
+
+    def _actor(self) -> bytes:
+        return self._user + self._actor_suffix
+
+    async def _doc(self, doc_id: str) -> Document:
+        cached = self._docs.get(doc_id)
+        if cached is not None:
+            return cached
+        async with self.store.reading() as conn:
+            snap = (await conn.execute(select(t.snapshots.c.data, t.snapshots.c.upto_change_id).where(t.snapshots.c.doc_id == doc_id))).first()
+            upto = snap.upto_change_id if snap else 0
+            rows = (await conn.execute(select(t.changes.c.data).where(and_(t.changes.c.doc_id == doc_id, t.changes.c.id > upto)).order_by(t.changes.c.id))).scalars().all()
+            hashes = (await conn.execute(select(t.changes.c.hash).where(t.changes.c.doc_id == doc_id))).scalars().all()
+        data = (snap.data if snap else b"") + b"".join(rows)
+        doc = documents.load_document(data, self._actor()) if data else documents.new_document(self._actor())
+        self._docs[doc_id] = doc
+        self._known[doc_id] = set(hashes)
+        self._since_snapshot[doc_id] = len(rows)
+        return doc
+
+    def _forget(self, doc_id: str) -> None:
+        self._doc_rows.discard(doc_id)
+        self._docs.pop(doc_id, None)
+        self._known.pop(doc_id, None)
+        self._since_snapshot.pop(doc_id, None)
+
+    async def _ensure_document_row(self, conn: AsyncConnection, doc_id: str) -> None:
+        if doc_id in self._doc_rows:
+            return
+        exists = (await conn.execute(select(t.documents.c.doc_id).where(t.documents.c.doc_id == doc_id))).first()
+        if exists is None:
+            kind, channel_id, index = documents.parse_doc_id(doc_id)
+            await conn.execute(insert(t.documents).values(doc_id=doc_id, kind=kind, channel_id=channel_id, segment_index=index))
+        self._doc_rows.add(doc_id)  # only after commit would be exact; a rollback forgets all caches
+
+    async def _commit_local(
+        self,
+        doc_id: str,
+        mutate: Callable[[Document], None] | Sequence[Callable[[Document], None]],
+        also: Callable[[AsyncConnection], Any] | None = None,
+    ) -> list[ChangeHeader]:
+        """Makes one signed change per mutation and stores them, with whatever `also` writes,
+        in one transaction."""
+        mutations = [mutate] if callable(mutate) else list(mutate)
+        signer = self._keys.users[self._user]
+        async with self._lock:
+            doc = await self._doc(doc_id)
+            doc.set_actor(self._actor())
+            made: list[tuple[ChangeHeader, bytes, bytes]] = []
+            try:
+                for mutation in mutations:
+                    before = doc.get_heads()
+                    mutation(doc)
+                    change = doc.get_last_local_change()
+                    if change is None or doc.get_heads() == before:
+                        raise RallypointError("the edit changed nothing")
+                    header = parse_change(change.bytes)
+                    made.append((header, change.bytes, sign_change(signer, doc_id, header.hash)))
+                async with self.store.transaction() as conn:
+                    await self._ensure_document_row(conn, doc_id)
+                    await self._append_changes(conn, doc_id, [(header, data, signature, header.hash) for header, data, signature in made], None)
+                    if also is not None:
+                        await also(conn)
+            except BaseException:
+                self._forget(doc_id)  # memory must not run ahead of the store
+                raise
+            self._known[doc_id].update(header.hash for header, _, _ in made)
+            await self._count_for_snapshot(doc_id, len(made))
+            return [header for header, _, _ in made]
+
+    async def _append_changes(
+        self, conn: AsyncConnection, doc_id: str, rows: Sequence[tuple[ChangeHeader, bytes, bytes | None, bytes]], received_from: str | None
+    ) -> None:
+        """(header, bytes, signature, vouched_by) rows, in one executemany."""
+        now = self._clock()
+        await conn.execute(
+            _INSERT_CHANGE,
+            [
+                {
+                    "doc_id": doc_id,
+                    "hash": header.hash,
+                    "actor": header.actor,
+                    "seq": header.seq,
+                    "deps": b"".join(header.deps),
+                    "data": data,
+                    "signature": signature,
+                    "vouched_by": vouched_by,
+                    "received_from": received_from,
+                    "received_at": now,
+                }
+                for header, data, signature, vouched_by in rows
+            ],
+        )
+
+    async def _count_for_snapshot(self, doc_id: str, added: int) -> None:
+        self._since_snapshot[doc_id] = self._since_snapshot.get(doc_id, 0) + added
+        if self._since_snapshot[doc_id] >= SNAPSHOT_EVERY:
+            await self._snapshot(doc_id)
+
+    async def _snapshot(self, doc_id: str) -> None:
+        doc = self._docs.get(doc_id)
+        if doc is None:
+            return
+        data = doc.save()
+        async with self.store.transaction() as conn:
+            upto = (await conn.execute(select(func.max(t.changes.c.id)).where(t.changes.c.doc_id == doc_id))).scalar_one()
+            known = len(self._known.get(doc_id, ()))
+            stored = (await conn.execute(select(func.count()).where(and_(t.changes.c.doc_id == doc_id, t.changes.c.id <= upto)))).scalar_one()
+            if stored != known:
+                return  # another process appended meanwhile; the next snapshot will catch up
+            values = {"data": data, "upto_change_id": upto, "saved_at": self._clock()}
+            updated = await conn.execute(update(t.snapshots).where(t.snapshots.c.doc_id == doc_id).values(**values))
+            if updated.rowcount == 0:
+                await conn.execute(insert(t.snapshots).values(doc_id=doc_id, **values))
+        self._since_snapshot[doc_id] = 0
+
+    async def _flush_snapshots(self) -> None:
+        for doc_id, pending in list(self._since_snapshot.items()):
+            if pending:
+                await self._snapshot(doc_id)
+
+    def _authoriser(self, doc_id: str) -> Callable[[bytes], str | None]:
+        kind, channel_id, _ = documents.parse_doc_id(doc_id)
+
+        def authorise(author: bytes) -> str | None:
+            if author in self.directory.revoked:
+                return f"author {ids.key_id(author)} is revoked"
+            cert = self.directory.user(author)
+            if cert is None:
+                return f"author {ids.key_id(author)} is not a user of this workspace"
+            if kind == "directory":
+                return None if cert.role == "admin" else f"{cert.name} is not an admin and cannot change the directory"
+            if cert.role == "observer":
+                return f"{cert.name} is an observer and cannot write"
+            head = self._heads_cache.get(channel_id)
+            if head is None:
+                return None if kind == "head" else f"segment of unknown channel {channel_id}"
+            if head.kind == "private" and author.hex() not in head.members and not self.directory.is_admin(author):
+                return f"{cert.name} is not a member of private channel #{head.name}"
+            return None
+
+        return authorise
+
+    async def import_changes(self, doc_id: str, incoming: Sequence[SignedChange], received_from: str) -> ImportResult:
+        """The verification path for changes from anywhere else (bundles, LAN, enrollment):
+        every change is checked - format, hash chain, author signature, author's certificate
+        and channel role - before it touches a document; one bad change rejects the batch."""
+        kind, channel_id, _ = documents.parse_doc_id(doc_id)
+        async with self._lock:
+            if kind != "directory":
+                await self._load_head(channel_id)
+            doc = await self._doc(doc_id)
+            known = self._known[doc_id]
+            if kind == "directory":
+                verified = verify_batch(doc_id, incoming, known, lambda author: None)
+                new_entries = self._check_directory_batch(doc, verified)
+            else:
+                verified = verify_batch(doc_id, incoming, known, self._authoriser(doc_id))
+                new_entries = []
+            duplicates = len(incoming) - len(verified)
+            if not verified:
+                return ImportResult(doc_id, 0, duplicates)
+            try:
+                async with self.store.transaction() as conn:
+                    await self._ensure_document_row(conn, doc_id)
+                    await self._append_changes(conn, doc_id, [(c.header, c.data, c.signature, c.vouched_by) for c in verified], received_from)
+                    documents.apply_changes(doc, [c.data for c in verified])
+                    if kind == "directory":
+                        await self._store_directory_entries(conn, new_entries, self._clock())
+                    elif kind == "head":
+                        await self._materialise_head(conn, channel_id, doc)
+                    else:
+                        await self._materialise_segment(conn, channel_id, doc_id, doc)
+            except BaseException:
+                self._forget(doc_id)
+                if kind == "head":
+                    self._heads_cache.pop(channel_id, None)
+                raise
+            known.update(c.header.hash for c in verified)
+        if kind == "directory":
+            await self._reload_directory()
+        await self._count_for_snapshot(doc_id, len(verified))
+        return ImportResult(doc_id, len(verified), duplicates)
+
+    def _check_directory_batch(self, doc: Document, verified: list[VerifiedChange]) -> list[tuple[str, bytes, bytes]]:
+        """Directory changes must be by admins - judged on the directory as it would be with
+        the batch's own certificates, which are self-verifying up to the workspace key."""
+        trial = documents.load_document(doc.save() + b"".join(c.data for c in verified), self._actor())
+        entries: list[tuple[str, bytes, bytes]] = []
+        found_certs, found_revs = [], []
+        for key, data in documents.directory_entries(trial):
+            try:
+                entry: certs.Certificate | certs.Revocation = certs.decode_certificate(data) if key.startswith("cert:") else certs.decode_revocation(data)
+            except CertificateInvalid as exc:
+                raise ChangeRejected(f"directory entry {key}: {exc}") from exc
+            (found_certs if isinstance(entry, certs.Certificate) else found_revs).append(entry)
+            entries.append((_entry_kind(entry), data, entry.fingerprint))
+        existing_certs = list(self.directory.users.values()) + list(self.directory.nodes.values())
+        trial_dir = certs.resolve_directory(self._row.workspace_key, existing_certs + found_certs, list(self.directory.revoked.values()) + found_revs, self._clock())
+        for change in verified:
+            if not trial_dir.is_admin(change.header.author):
+                raise ChangeRejected(f"directory change by {ids.key_id(change.header.author)}, who is not an admin")
+        return entries
+
+    async def changes_for(self, doc_id: str, have: Sequence[bytes]) -> list[SignedChange]:
+        """Changes of a document that a peer with heads `have` lacks (all, when a head is
+        unknown here - never the library's silent fallback), each run ending in a signed change."""
+        async with self.store.reading() as conn:
+            rows = (await conn.execute(select(t.changes.c.hash, t.changes.c.deps, t.changes.c.data, t.changes.c.signature).where(t.changes.c.doc_id == doc_id).order_by(t.changes.c.id))).all()
+        by_hash = {r.hash: r for r in rows}
+        excluded: set[bytes] = set()
+        if have and all(h in by_hash for h in have):
+            stack = list(have)
+            while stack:
+                current = stack.pop()
+                if current in excluded:
+                    continue
+                excluded.add(current)
+                deps = by_hash[current].deps
+                stack.extend(deps[i : i + 32] for i in range(0, len(deps), 32))
+        return [SignedChange(r.data, r.signature) for r in rows if r.hash not in excluded]
+
+    async def document_heads(self, doc_id: str) -> list[bytes]:
+        return list((await self._doc(doc_id)).get_heads())
+
+    async def document_ids(self) -> list[str]:
+        async with self.store.reading() as conn:
+            return list((await conn.execute(select(t.documents.c.doc_id).order_by(t.documents.c.doc_id))).scalars().all())
+
+    async def refresh(self) -> bool:
+        """Picks up changes another process appended to this store (the CLI while the console
+        runs). Returns whether anything arrived that this process did not write itself."""
+        async with self.store.reading() as conn:
+            rows = (await conn.execute(select(t.changes.c.id, t.changes.c.doc_id, t.changes.c.hash, t.changes.c.data).where(t.changes.c.id > self._watermark).order_by(t.changes.c.id))).all()
+        if not rows:
+            return False
+        async with self._lock:
+            self._watermark = rows[-1].id
+            foreign = [row for row in rows if row.hash not in self._known.get(row.doc_id, ())]
+            if not foreign:
+                return False
+            pending: dict[str, list[bytes]] = {}
+            for row in foreign:
+                if row.doc_id in self._docs:
+                    pending.setdefault(row.doc_id, []).append(row.data)
+                    self._known[row.doc_id].add(row.hash)
+            for doc_id, data in pending.items():
+                try:
+                    documents.apply_changes(self._docs[doc_id], data)
+                except documents.DocumentError:
+                    self._forget(doc_id)
+            self._heads_cache.clear()
+            self._channel_by_name.clear()
+            self._segment_cursor.clear()
+        if any(row.doc_id == documents.DIRECTORY_DOC for row in foreign):
+            await self._reload_directory()
+        return True
+
+    # --- channels ------------------------------------------------------------------
+
+    async def _load_head(self, channel_id: str) -> documents.ChannelHead | None:
+        head = self._heads_cache.get(channel_id)
+        if head is not None:
+            return head
+        async with self.store.reading() as conn:
+            row = (await conn.execute(select(t.channels).where(t.channels.c.channel_id == channel_id))).mappings().first()
+        if row is None:
+            return None
+        head = documents.ChannelHead(
+            channel_id=channel_id,
+            name=row["name"],
+            purpose=row["purpose"],
+            kind=row["kind"],
+            created_by=row["created_by"],
+            created_at=row["created_at"],
+            archived=row["archived"],
+            members=json.loads(row["members"]),
+        )
+        self._heads_cache[channel_id] = head
+        return head
+
+    async def _materialise_head(self, conn: AsyncConnection, channel_id: str, doc: Document) -> None:
+        head = documents.read_head(doc, channel_id)
+        if head is None:
+            return
+        values = {
+            "name": head.name,
+            "purpose": head.purpose,
+            "kind": head.kind,
+            "archived": head.archived,
+            "created_by": head.created_by,
+            "created_at": head.created_at,
+            "members": json.dumps(head.members, sort_keys=True),
+        }
+        updated = await conn.execute(update(t.channels).where(t.channels.c.channel_id == channel_id).values(**values))
+        if updated.rowcount == 0:
+            await conn.execute(insert(t.channels).values(channel_id=channel_id, **values))
+        self._heads_cache[channel_id] = head
+        self._channel_by_name.clear()
+
+    def _can_read(self, head: documents.ChannelHead, user: bytes) -> bool:
+        return head.kind == "public" or user.hex() in head.members
+
+    async def _channel(self, name_or_id: str) -> documents.ChannelHead:
+        """By id, or by name among the channels the acting user can read."""
+        cached = self._channel_by_name.get(name_or_id)
+        if cached is not None:
+            head = await self._load_head(cached)
+            if head is not None and self._can_read(head, self._user):
+                return head
+        async with self.store.reading() as conn:
+            by_id = (await conn.execute(select(t.channels.c.channel_id).where(t.channels.c.channel_id == name_or_id))).scalar()
+            if by_id is None:
+                name = name_or_id.lstrip("#").lower()
+                candidates = (await conn.execute(select(t.channels.c.channel_id).where(t.channels.c.name == name).order_by(t.channels.c.created_at))).scalars().all()
+            else:
+                candidates = [by_id]
+        for channel_id in candidates:
+            head = await self._load_head(channel_id)
+            if head is not None and self._can_read(head, self._user):
+                self._channel_by_name[name_or_id] = channel_id
+                return head
+        raise NotFound(f"no channel {name_or_id!r} that you can read")
+
+    async def create_channel(self, name: str, *, private: bool = False, purpose: str = "") -> ChannelSummary:
+        cert = self._acting_cert()
+        if cert.role == "observer":
+            raise PermissionDenied("observers cannot create channels")
+        name = check_channel_name(name)
+        if len(purpose) > 250:
+            raise InvalidInput("purpose too long (at most 250 characters)")
+        async with self.store.reading() as conn:
+            clash = (await conn.execute(select(t.channels.c.channel_id).where(and_(t.channels.c.name == name, t.channels.c.archived.is_(False))))).first()
+        if clash is not None:
+            raise InvalidInput(f"a channel named #{name} already exists")
+        channel_id = self._rng(10).hex()
+        doc_id = documents.head_doc_id(channel_id)
+        kind = "private" if private else "public"
+
+        def mutate(doc: Document) -> None:
+            documents.create_head(doc, name=name, purpose=purpose, kind=kind, created_by=self._user.hex(), created_at=self._clock())
+
+        async def also(conn: AsyncConnection) -> None:
+            await self._materialise_head(conn, channel_id, self._docs[doc_id])
+            await _append_audit(conn, self._clock(), self._user.hex(), "channel_created", {"channel": name, "kind": kind})
+
+        await self._commit_local(doc_id, mutate, also)
+        return ChannelSummary(channel_id, name, purpose, kind, False, 0, 0, (cert.name,))
+
+    async def add_member(self, channel: str, user_name: str) -> None:
+        head = await self._channel(channel)
+        if head.kind != "private":
+            raise InvalidInput(f"#{head.name} is public: every user can already read it")
+        if head.members.get(self._user.hex()) != "owner" and not self.directory.is_admin(self._user):
+            raise PermissionDenied(f"only the owner of #{head.name} or an admin can add members")
+        target = self.directory.user_by_name(user_name)
+        if target is None:
+            raise NotFound(f"no user {user_name!r}")
+        doc_id = documents.head_doc_id(head.channel_id)
+
+        async def also(conn: AsyncConnection) -> None:
+            await self._materialise_head(conn, head.channel_id, self._docs[doc_id])
+
+        await self._commit_local(doc_id, lambda doc: documents.set_member(doc, target.key.hex(), "member"), also)
+
+    async def list_channels(self) -> list[ChannelSummary]:
+        me = self._user.hex()
+        async with self.store.reading() as conn:
+            rows = (await conn.execute(select(t.channels).order_by(t.channels.c.name))).mappings().all()
+            markers = dict((await conn.execute(select(t.read_markers.c.channel_id, t.read_markers.c.last_read).where(t.read_markers.c.user_key == self._user))).all())
+            out = []
+            for row in rows:
+                members = json.loads(row["members"])
+                if row["kind"] != "public" and me not in members:
+                    continue
+                since = markers.get(row["channel_id"], "")
+                unread_q = select(func.count()).where(
+                    and_(t.messages.c.channel_id == row["channel_id"], t.messages.c.message_id > since, t.messages.c.author != me, t.messages.c.deleted.is_(False))
+                )
+                unread = (await conn.execute(unread_q)).scalar_one()
+                mentions = (await conn.execute(unread_q.where(t.messages.c.mentions.contains(f'"{me}"')))).scalar_one() if unread else 0
+                out.append(
+                    ChannelSummary(
+                        channel_id=row["channel_id"],
+                        name=row["name"],
+                        purpose=row["purpose"],
+                        kind=row["kind"],
+                        archived=row["archived"],
+                        unread=unread,
+                        mentions=mentions,
+                        members=tuple(sorted(self.user_name(u) for u in members)) if row["kind"] == "private" else (),
+                    )
+                )
+        return out
+
+    async def export_channel(self, channel: str) -> dict[str, bytes]:
+        """Each of the channel's Automerge documents, saved whole (doc id -> bytes)."""
+        head = await self._channel(channel)
+        async with self.store.reading() as conn:
+            doc_ids = (await conn.execute(select(t.documents.c.doc_id).where(t.documents.c.channel_id == head.channel_id).order_by(t.documents.c.doc_id))).scalars().all()
+        return {doc_id: (await self._doc(doc_id)).save() for doc_id in doc_ids}
+
+    # --- messages ------------------------------------------------------------------
+
+    async def _writable(self, channel: str) -> documents.ChannelHead:
+        head = await self._channel(channel)
+        cert = self._acting_cert()
+        if cert.role == "observer":
+            raise PermissionDenied("observers can read but not write")
+        if head.archived:
+            raise PermissionDenied(f"#{head.name} is archived")
+        return head
+
+    async def _segment_for_new_message(self, channel_id: str) -> str:
+        cursor = self._segment_cursor.get(channel_id)
+        if cursor is None:
+            async with self.store.reading() as conn:
+                index = (await conn.execute(
+                    select(func.max(t.documents.c.segment_index)).where(and_(t.documents.c.channel_id == channel_id, t.documents.c.kind == "segment"))
+                )).scalar()
+                index = index or 0
+                count = (await conn.execute(
+                    select(func.count()).select_from(t.messages).where(t.messages.c.doc_id == documents.segment_doc_id(channel_id, index))
+                )).scalar_one()
+            cursor = (index, count)
+        index, count = cursor
+        if count >= SEGMENT_SIZE:
+            index, count = index + 1, 0
+        self._segment_cursor[channel_id] = (index, count)
+        return documents.segment_doc_id(channel_id, index)
+
+    def _mentions(self, body: str) -> list[str]:
+        found = []
+        for name in MENTION.findall(body):
+            cert = self.directory.user_by_name(name.rstrip("."))
+            if cert is not None and cert.key.hex() not in found:
+                found.append(cert.key.hex())
+        return found
+
+    async def post(self, channel: str, body: str, *, reply_to: str | None = None, attachments: Sequence[Attachment] = ()) -> str:
+        head = await self._writable(channel)
+        if reply_to is not None:
+            parent = await self._message_row(reply_to)
+            if parent["channel_id"] != head.channel_id:
+                raise InvalidInput("a reply must be in the same channel as its thread")
+            reply_to = parent["root_id"] or parent["message_id"]
+        files = [self._check_attachment(a) for a in attachments]
+        (message_id,) = await self._post_into_segment(head, [check_text(body)], reply_to, files)
+        return message_id
+
+    async def post_many(self, channel: str, bodies: Sequence[str]) -> list[str]:
+        """Bulk posting (bringing in history from elsewhere): still one signed change per
+        message, but one transaction per segment's worth."""
+        head = await self._writable(channel)
+        checked = [check_text(body) for body in bodies]
+        posted: list[str] = []
+        while len(posted) < len(checked):
+            doc_id = await self._segment_for_new_message(head.channel_id)
+            room = SEGMENT_SIZE - self._segment_cursor[head.channel_id][1]
+            posted += await self._post_into_segment(head, checked[len(posted) : len(posted) + room], None, [])
+        return posted
+
+    async def _post_into_segment(
+        self, head: documents.ChannelHead, bodies: Sequence[str], reply_to: str | None, files: Sequence[tuple[Attachment, bytes]]
+    ) -> list[str]:
+        doc_id = await self._segment_for_new_message(head.channel_id)
+        refs = [documents.FileRef(name=a.name, size=len(a.data), hash=digest.hex()) for a, digest in files]
+        mutations, message_ids = [], []
+        for body in bodies:
+            now = self._clock()
+            message_id = self._message_ids.new(now, int.from_bytes(self._rng(10), "big"))
+            message_ids.append(message_id)
+            mutations.append(
+                lambda doc, message_id=message_id, now=now, body=body: documents.post_message(
+                    doc, message_id=message_id, author=self._user.hex(), created_at=now, text=body, root_id=reply_to, files=refs, mentions=self._mentions(body)
+                )
+            )
+
+        async def also(conn: AsyncConnection) -> None:
+            for attachment, digest in files:
+                await self._store_blob(conn, digest, attachment.data)
+            doc = self._docs[doc_id]
+            rows = [self._message_values(head.channel_id, doc_id, doc, message_id) for message_id in message_ids]
+            await conn.execute(_INSERT_MESSAGE, [row for row in rows if row is not None])
+
+        await self._commit_local(doc_id, mutations, also)
+        index, count = self._segment_cursor[head.channel_id]
+        self._segment_cursor[head.channel_id] = (index, count + len(message_ids))
+        return message_ids
+
+    def _check_attachment(self, attachment: Attachment) -> tuple[Attachment, bytes]:
+        name = os.path.basename(attachment.name.replace("\\", "/"))
+        if not name or len(name) > 255 or any(not c.isprintable() for c in name):
+            raise InvalidInput(f"invalid attachment name {attachment.name!r}")
+        if len(attachment.data) > self.max_blob_bytes:
+            raise BlobTooLarge(f"{name} is {len(attachment.data)} bytes; the limit is {self.max_blob_bytes}")
+        return Attachment(name, attachment.data), crypto.sha256(attachment.data)
+
+    async def _store_blob(self, conn: AsyncConnection, digest: bytes, data: bytes) -> None:
+        exists = (await conn.execute(select(t.blobs.c.hash).where(t.blobs.c.hash == digest))).first()
+        if exists is None:
+            await conn.execute(insert(t.blobs).values(hash=digest, size=len(data), data=data, added_at=self._clock()))
+
+    async def blob(self, digest_hex: str) -> bytes:
+        try:
+            digest = bytes.fromhex(digest_hex)
+        except ValueError as exc:
+            raise InvalidInput(f"not a blob hash: {digest_hex!r}") from exc
+        async with self.store.reading() as conn:
+            data = (await conn.execute(select(t.blobs.c.data).where(t.blobs.c.hash == digest))).scalar()
+        if data is None:
+            raise NotFound(f"this node does not have blob {digest_hex[:12]}")
+        return data
+
+    async def blob_count(self) -> int:
+        async with self.store.reading() as conn:
+            return (await conn.execute(select(func.count()).select_from(t.blobs))).scalar_one()
+
+    async def set_max_blob_bytes(self, limit: int) -> None:
+        await self._require_admin("set attachment limit")
+        if limit < 1:
+            raise InvalidInput("the attachment limit must be positive")
+        async with self.store.transaction() as conn:
+            updated = await conn.execute(update(t.settings).where(t.settings.c.name == "max_blob_bytes").values(value=str(limit)))
+            if updated.rowcount == 0:
+                await conn.execute(insert(t.settings).values(name="max_blob_bytes", value=str(limit)))
+            await _append_audit(conn, self._clock(), self._user.hex(), "setting_changed", {"max_blob_bytes": limit})
+        self.max_blob_bytes = limit
+
+    async def _message_row(self, message_id: str) -> dict[str, Any]:
+        if not ids.is_message_id(message_id.upper()):
+            raise InvalidInput(f"not a message id: {message_id!r}")
+        async with self.store.reading() as conn:
+            row = (await conn.execute(select(t.messages).where(t.messages.c.message_id == message_id.upper()))).mappings().first()
+        if row is None:
+            raise NotFound(f"no message {message_id}")
+        head = await self._load_head(row["channel_id"])
+        if head is None or not self._can_read(head, self._user):
+            raise NotFound(f"no message {message_id}")
+        return dict(row)
+
+    async def _modify(self, message_id: str, mutate: Callable[[Document], None]) -> None:
+        row = await self._message_row(message_id)
+        await self._writable(row["channel_id"])
+        if row["deleted"]:
+            raise InvalidInput(f"message {message_id} was deleted")
+        doc_id = row["doc_id"]
+
+        async def also(conn: AsyncConnection) -> None:
+            await self._materialise_message(conn, row["channel_id"], doc_id, self._docs[doc_id], row["message_id"])
+
+        await self._commit_local(doc_id, mutate, also)
+
+    async def edit(self, message_id: str, body: str) -> None:
+        row = await self._message_row(message_id)
+        if row["author"] != self._user.hex():
+            raise PermissionDenied("only a message's author can edit it")
+        body = check_text(body)
+        mentions = self._mentions(body)
+        await self._modify(message_id, lambda doc: documents.edit_message(doc, row["message_id"], body, self._clock(), mentions))
+
+    async def delete(self, message_id: str) -> None:
+        row = await self._message_row(message_id)
+        if row["author"] != self._user.hex() and not self.directory.is_admin(self._user):
+            raise PermissionDenied("only a message's author or an admin can delete it")
+        await self._modify(message_id, lambda doc: documents.delete_message(doc, row["message_id"], self._clock()))
+
+    async def react(self, message_id: str, emoji: str, *, remove: bool = False) -> None:
+        emoji = check_emoji(emoji)
+        row = await self._message_row(message_id)
+        await self._modify(message_id, lambda doc: documents.set_reaction(doc, row["message_id"], emoji, self._user.hex(), not remove))
+
+    def _message_values(self, channel_id: str, doc_id: str, doc: Document, message_id: str) -> dict[str, Any] | None:
+        state = documents.read_message(doc, message_id, self._admin_hexes())
+        if state is None:
+            return None
+        return {
+            "message_id": message_id,
+            "channel_id": channel_id,
+            "doc_id": doc_id,
+            "author": state.author,
+            "created_at": state.created_at,
+            "text": state.text,
+            "root_id": state.root_id,
+            "edited_at": state.edited_at,
+            "deleted": state.deleted,
+            "reactions": json.dumps(state.reactions, sort_keys=True),
+            "files": json.dumps([{"name": f.name, "size": f.size, "hash": f.hash} for f in state.files]),
+            "mentions": json.dumps(list(state.mentions)),
+            "tampered": state.tampered,
+        }
+
+    async def _materialise_message(self, conn: AsyncConnection, channel_id: str, doc_id: str, doc: Document, message_id: str) -> None:
+        values = self._message_values(channel_id, doc_id, doc, message_id)
+        if values is None:
+            return
+        updated = await conn.execute(_UPDATE_MESSAGE, {**values, "target_id": message_id})
+        if not updated.rowcount:
+            await conn.execute(_INSERT_MESSAGE, values)
+
+    async def _materialise_segment(self, conn: AsyncConnection, channel_id: str, doc_id: str, doc: Document) -> None:
+        """Rewrites the view of every message in a segment (after changes from elsewhere):
+        two executemany statements, whatever the segment holds."""
+        rows = [self._message_values(channel_id, doc_id, doc, m) for m in documents.message_ids(doc) if ids.is_message_id(m)]
+        present = set((await conn.execute(select(t.messages.c.message_id).where(t.messages.c.doc_id == doc_id))).scalars())
+        updates = [{**row, "target_id": row["message_id"]} for row in rows if row is not None and row["message_id"] in present]
+        inserts = [row for row in rows if row is not None and row["message_id"] not in present]
+        if updates:
+            await conn.execute(_UPDATE_MESSAGE, updates)
+        if inserts:
+            await conn.execute(_INSERT_MESSAGE, inserts)
+        self._segment_cursor.pop(channel_id, None)
+
+    def _admin_hexes(self) -> frozenset[str]:
+        return frozenset(k.hex() for k, c in self.directory.users.items() if c.role == "admin")
+
+    def _view(self, row: Any, channel_name: str, reply_count: int = 0) -> MessageView:
+        reactions = {emoji: [self.user_name(u) for u in users] for emoji, users in json.loads(row["reactions"]).items()}
+        return MessageView(
+            id=row["message_id"],
+            channel=channel_name,
+            channel_id=row["channel_id"],
+            author=self.user_name(row["author"]),
+            author_key=row["author"],
+            created_at=row["created_at"],
+            text=row["text"],
+            root_id=row["root_id"],
+            edited_at=row["edited_at"],
+            deleted=bool(row["deleted"]),
+            reactions=reactions,
+            files=[FileView(**f) for f in json.loads(row["files"])],
+            mentions=[self.user_name(u) for u in json.loads(row["mentions"])],
+            reply_count=reply_count,
+            tampered=bool(row["tampered"]),
+        )
+
+    async def read(self, channel: str, *, thread: str | None = None, limit: int = 50, before: str | None = None, mark_read: bool = True) -> list[MessageView]:
+        """Oldest first. Without `thread`: the channel's top-level messages, each with its reply
+        count; with `thread`: the thread's root and its replies."""
+        head = await self._channel(channel)
+        m = t.messages.c
+        if thread is not None:
+            root = await self._message_row(thread)
+            root_id = root["root_id"] or root["message_id"]
+            query = select(t.messages).where(and_(m.channel_id == head.channel_id, (m.message_id == root_id) | (m.root_id == root_id)))
+        else:
+            query = select(t.messages).where(and_(m.channel_id == head.channel_id, m.root_id.is_(None)))
+        if before is not None:
+            query = query.where(m.message_id < before)
+        query = query.order_by(m.message_id.desc()).limit(max(1, min(limit, 10_000)))
+        async with self.store.reading() as conn:
+            rows = list(reversed((await conn.execute(query)).mappings().all()))
+            counts: dict[str, int] = {}
+            if thread is None and rows:
+                counted = await conn.execute(
+                    select(m.root_id, func.count()).where(and_(m.root_id.in_([r["message_id"] for r in rows]), m.deleted.is_(False))).group_by(m.root_id)
+                )
+                counts = dict(counted.all())
+        if mark_read and rows and thread is None:
+            await self.mark_read(head.channel_id, rows[-1]["message_id"])
+        return [self._view(r, head.name, counts.get(r["message_id"], 0)) for r in rows]
+
+    async def mark_read(self, channel_id: str, last_read: str) -> None:
+        async with self.store.transaction() as conn:
+            current = (await conn.execute(select(t.read_markers.c.last_read).where(and_(t.read_markers.c.user_key == self._user, t.read_markers.c.channel_id == channel_id)))).scalar()
+            if current is None:
+                await conn.execute(insert(t.read_markers).values(user_key=self._user, channel_id=channel_id, last_read=last_read))
+            elif current < last_read:
+                await conn.execute(update(t.read_markers).where(and_(t.read_markers.c.user_key == self._user, t.read_markers.c.channel_id == channel_id)).values(last_read=last_read))
+
+    async def message(self, message_id: str) -> MessageView:
+        row = await self._message_row(message_id)
+        head = await self._load_head(row["channel_id"])
+        assert head is not None
+        return self._view(row, head.name)
+
+    async def search(self, query: str, *, limit: int = 50) -> list[MessageView]:
+        """Full-text search over the channels the acting user can read, newest first."""
+        terms = re.findall(r"\w+", query)
+        if not terms:
+            raise InvalidInput("search needs at least one word")
+        readable = {c.channel_id: c.name for c in await self.list_channels()}
+        async with self.store.reading() as conn:
+            if self.store.is_sqlite:
+                match = " ".join(f'"{term}"' for term in terms[:-1]) + f' "{terms[-1]}"*'
+                rows = (await conn.execute(
+                    text(
+                        "SELECT m.* FROM messages_fts f JOIN messages m ON m.row_id = f.rowid "
+                        "WHERE messages_fts MATCH :q AND m.deleted = 0 ORDER BY m.message_id DESC LIMIT :n"
+                    ),
+                    {"q": match.strip(), "n": limit * 4},
+                )).mappings().all()
+            else:
+                condition = and_(*(t.messages.c.text.ilike(f"%{term}%") for term in terms), t.messages.c.deleted.is_(False))
+                rows = (await conn.execute(select(t.messages).where(condition).order_by(t.messages.c.message_id.desc()).limit(limit * 4))).mappings().all()
+        return [self._view(r, readable[r["channel_id"]]) for r in rows if r["channel_id"] in readable][:limit]
+
+    # --- audit ---------------------------------------------------------------------
+
+    async def audit_entries(self, limit: int | None = None) -> list[AuditRecord]:
+        query = select(t.audit_log).order_by(t.audit_log.c.seq.desc())
+        if limit:
+            query = query.limit(limit)
+        async with self.store.reading() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [AuditRecord(r["seq"], r["at"], r["actor"], r["action"], json.loads(r["detail"])) for r in reversed(rows)]
+
+    async def verify_audit(self) -> audit.AuditVerdict:
+        async with self.store.reading() as conn:
+            rows = (await conn.execute(select(t.audit_log).order_by(t.audit_log.c.seq))).mappings().all()
+        return audit.verify_chain(audit.AuditEntry(r["seq"], r["at"], r["actor"], r["action"], r["detail"], r["prev_hash"], r["hash"]) for r in rows)
+
+    async def record(self, action: str, detail: dict[str, object]) -> None:
+        """An audit entry on behalf of a caller (sync decisions, console actions)."""
+        async with self.store.transaction() as conn:
+            await _append_audit(conn, self._clock(), self._user.hex(), action, detail)
+
+
+# Built once: SQLAlchemy then reuses their compiled form on the hot path.
+_INSERT_CHANGE = insert(t.changes)
+_INSERT_MESSAGE = insert(t.messages)
+_UPDATE_MESSAGE = (
+    update(t.messages)
+    .where(t.messages.c.message_id == bindparam("target_id"))
+    .values({c.name: bindparam(c.name) for c in t.messages.c if c.name not in ("row_id", "message_id")})
+)
+
+
+async def _append_audit(conn: AsyncConnection, at: int, actor: str, action: str, detail: dict[str, object]) -> None:
+    last = (await conn.execute(select(t.audit_log).order_by(t.audit_log.c.seq.desc()).limit(1))).mappings().first()
+    prev = audit.AuditEntry(last["seq"], last["at"], last["actor"], last["action"], last["detail"], last["prev_hash"], last["hash"]) if last else None
+    entry = audit.make_entry(prev, at, actor, action, detail)
+    await conn.execute(
+        insert(t.audit_log).values(seq=entry.seq, at=entry.at, actor=entry.actor, action=entry.action, detail=entry.detail, prev_hash=entry.prev_hash, hash=entry.hash)
+    )
+
+
+def _entry_kind(entry: certs.Certificate | certs.Revocation) -> str:
+    return "certificate" if isinstance(entry, certs.Certificate) else "revocation"
+
+
+def _check_passphrase(passphrase: str) -> None:
+    if len(passphrase) < 8:
+        raise InvalidInput("the passphrase must have at least 8 characters")
+
+
+def _normalise_code(code: str) -> str:
+    return re.sub(r"[\s-]", "", code).upper().replace("O", "0").replace("I", "1").replace("L", "1")
+
+
+def _open_enrollment(data: bytes, code: str) -> dict[str, Any]:
+    try:
+        outer = cbor.decode(data, "enrollment file")
+    except InvalidInput as exc:
+        raise EnrollmentRejected(f"not an enrollment file ({exc})") from exc
+    if not isinstance(outer, dict) or outer.get("format") != ENROLLMENT_FORMAT:
+        raise EnrollmentRejected("not a Rallypoint enrollment file (or an unsupported version)")
+    try:
+        params = crypto.KdfParams(int(outer["opslimit"]), int(outer["memlimit"]))
+        if params.memlimit > 1 << 30 or params.opslimit > 16:
+            raise EnrollmentRejected("enrollment file asks for an unreasonable key-derivation cost")
+        inner_bytes = crypto.open_with_passphrase(_normalise_code(code), outer["sealed"], outer["salt"], params)
+    except WrongPassphrase as exc:
+        raise EnrollmentRejected("wrong enrollment code (or the file was altered)") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EnrollmentRejected("damaged enrollment file") from exc
+    inner = cbor.decode(inner_bytes, "enrollment contents")
+    if not isinstance(inner, dict):
+        raise EnrollmentRejected("damaged enrollment contents")
+    return inner
+
+
+def _remove_db(home: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        path = home / f"node.db{suffix}"
+        if path.exists():
+            path.unlink()

@@ -1,0 +1,180 @@
+"""The store's tables (SQLAlchemy Core). Alembic migrations create them; a test checks the
+migrations and these definitions agree."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+# One row: who this node is. Secret keys live in `sealed_secrets`, sealed by the data key,
+# which is itself sealed by the passphrase (Argon2id + XSalsa20-Poly1305).
+node_identity = Table(
+    "node_identity",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("workspace_name", String(64), nullable=False),
+    Column("workspace_key", LargeBinary(32), nullable=False),
+    Column("node_name", String(64), nullable=False),
+    Column("node_key", LargeBinary(32), nullable=False),
+    Column("default_user", LargeBinary(32), nullable=False),
+    Column("kdf_salt", LargeBinary(16), nullable=False),
+    Column("kdf_opslimit", Integer, nullable=False),
+    Column("kdf_memlimit", Integer, nullable=False),
+    Column("sealed_data_key", LargeBinary, nullable=False),
+    Column("created_at", Integer, nullable=False),
+)
+
+sealed_secrets = Table(
+    "sealed_secrets",
+    metadata,
+    Column("public_key", LargeBinary(32), primary_key=True),
+    Column("kind", String(16), nullable=False),  # workspace | node | user
+    Column("sealed", LargeBinary, nullable=False),
+)
+
+settings = Table(
+    "settings",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+documents = Table(
+    "documents",
+    metadata,
+    Column("doc_id", String(96), primary_key=True),
+    Column("kind", String(16), nullable=False),  # directory | head | segment
+    Column("channel_id", String(32), nullable=False),
+    Column("segment_index", Integer, nullable=False),
+    Index("ix_documents_channel", "channel_id", "segment_index"),
+)
+
+# Append-only. Signatures are kept only when this node checked them; a change without one
+# is vouched for by a later change of the same actor (`vouched_by`).
+changes = Table(
+    "changes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("doc_id", String(96), ForeignKey("documents.doc_id"), nullable=False),
+    Column("hash", LargeBinary(32), nullable=False, unique=True),
+    Column("actor", LargeBinary(48), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("deps", LargeBinary, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("signature", LargeBinary(64)),
+    Column("vouched_by", LargeBinary(32), nullable=False),
+    Column("received_from", String(32)),  # node id; NULL for changes made here
+    Column("received_at", Integer, nullable=False),
+    UniqueConstraint("doc_id", "actor", "seq", name="uq_changes_actor_seq"),
+    Index("ix_changes_doc", "doc_id", "id"),
+)
+
+snapshots = Table(
+    "snapshots",
+    metadata,
+    Column("doc_id", String(96), ForeignKey("documents.doc_id"), primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+    Column("upto_change_id", Integer, nullable=False),
+    Column("saved_at", Integer, nullable=False),
+)
+
+# Every certificate and revocation ever accepted; the trusted directory is computed from these.
+directory_entries = Table(
+    "directory_entries",
+    metadata,
+    Column("fingerprint", LargeBinary(32), primary_key=True),
+    Column("kind", String(16), nullable=False),  # certificate | revocation
+    Column("data", LargeBinary, nullable=False),
+    Column("added_at", Integer, nullable=False),
+)
+
+# Materialised views, rebuilt from the documents; never the source of truth.
+channels = Table(
+    "channels",
+    metadata,
+    Column("channel_id", String(32), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("purpose", Text, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("archived", Boolean, nullable=False),
+    Column("created_by", String(64), nullable=False),
+    Column("created_at", Integer, nullable=False),
+    Column("members", Text, nullable=False),  # JSON {user_hex: role}
+)
+
+# row_id is the stable rowid the FTS5 index (SQLite) points at; triggers keep it in step.
+messages = Table(
+    "messages",
+    metadata,
+    Column("row_id", Integer, primary_key=True, autoincrement=True),
+    Column("message_id", String(26), nullable=False, unique=True),
+    Column("channel_id", String(32), nullable=False),
+    Column("doc_id", String(96), nullable=False),
+    Column("author", String(64), nullable=False),
+    Column("created_at", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("root_id", String(26)),
+    Column("edited_at", Integer),
+    Column("deleted", Boolean, nullable=False),
+    Column("reactions", Text, nullable=False),  # JSON {emoji: [user_hex]}
+    Column("files", Text, nullable=False),  # JSON [{name, size, hash}]
+    Column("mentions", Text, nullable=False),  # JSON [user_hex]
+    Column("tampered", Boolean, nullable=False),
+    Index("ix_messages_channel", "channel_id", "message_id"),
+    Index("ix_messages_thread", "root_id", "message_id"),
+    Index("ix_messages_doc", "doc_id"),
+)
+
+read_markers = Table(
+    "read_markers",
+    metadata,
+    Column("user_key", LargeBinary(32), primary_key=True),
+    Column("channel_id", String(32), primary_key=True),
+    Column("last_read", String(26), nullable=False),
+)
+
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("hash", LargeBinary(32), primary_key=True),
+    Column("size", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("added_at", Integer, nullable=False),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("at", Integer, nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("action", String(48), nullable=False),
+    Column("detail", Text, nullable=False),  # canonical JSON
+    Column("prev_hash", LargeBinary(32), nullable=False),
+    Column("hash", LargeBinary(32), nullable=False),
+)
+
+# What each peer has told us it holds, so later deltas are small (bundles, LAN sync).
+peer_heads = Table(
+    "peer_heads",
+    metadata,
+    Column("peer", String(32), primary_key=True),
+    Column("doc_id", String(96), primary_key=True),
+    Column("heads", LargeBinary, nullable=False),
+    Column("updated_at", Integer, nullable=False),
+)
+
+SCHEMA_REVISION = "0001"

@@ -1,0 +1,127 @@
+"""The one path to the database: SQLAlchemy 2 async. SQLite (aiosqlite) on the edge in WAL
+mode with synchronous=FULL, so a commit that returned survives kill -9 and power loss;
+the same schema runs on PostgreSQL for a hub."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, select, text
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from appliance import schema
+from appliance.errors import StorageError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+DB_FILE = "node.db"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")  # WAL+NORMAL may lose the last commits on power loss
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=15000")
+    cursor.close()
+
+
+def _describe(exc: BaseException) -> str:
+    message = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    if "full" in message.lower():
+        return f"the disk is full ({message}); nothing was written"
+    if "readonly" in message.lower() or "read-only" in message.lower():
+        return f"the store is read-only ({message}); nothing was written"
+    return f"database error: {message}; nothing was written"
+
+
+class Store:
+    """An async context manager owning the engine. `transaction()` yields a connection in one
+    transaction; any database failure surfaces as StorageError after a full rollback."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.is_sqlite = engine.dialect.name == "sqlite"
+
+    @classmethod
+    def at(cls, home: Path) -> Store:
+        return cls.from_url(f"sqlite+aiosqlite:///{home / DB_FILE}")
+
+    @classmethod
+    def memory(cls) -> Store:
+        """An in-memory store with the same schema, for tests and tools."""
+        return cls(create_async_engine("sqlite+aiosqlite://", poolclass=StaticPool))._with_pragmas()
+
+    @classmethod
+    def from_url(cls, url: str) -> Store:
+        return cls(create_async_engine(url))._with_pragmas()
+
+    def _with_pragmas(self) -> Store:
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        return self
+
+    async def __aenter__(self) -> Store:
+        await self.migrate()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.engine.dispose()
+
+    async def migrate(self) -> None:
+        """Brings the schema to the newest revision with Alembic; a node upgrades in place."""
+        try:
+            async with self.engine.connect() as conn:
+                if await self._revision(conn) == schema.SCHEMA_REVISION:
+                    return
+            async with self.engine.begin() as conn:
+                await conn.run_sync(_upgrade)
+        except SQLAlchemyError as exc:
+            raise StorageError(_describe(exc)) from exc
+
+    @staticmethod
+    async def _revision(conn: AsyncConnection) -> str | None:
+        try:
+            return (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+        except DBAPIError:
+            return None  # no alembic_version table: a new, empty database
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StorageError(_describe(exc)) from exc
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StorageError(_describe(exc)) from exc
+
+    async def has_identity(self) -> bool:
+        async with self.reading() as conn:
+            return (await conn.execute(select(schema.node_identity.c.id))).first() is not None
+
+
+def _upgrade(sync_connection: Any) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = sync_connection
+    command.upgrade(config, "head")
+
+
+def ensure_home(home: Path) -> None:
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(home, 0o700)

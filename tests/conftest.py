@@ -1,0 +1,62 @@
+"""Shared fixtures: nodes with cheap key derivation (the real cost is Argon2id "interactive")."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from appliance import crypto
+from appliance.node import Node
+
+FAST = crypto.KdfParams(1, 8192)
+PASSPHRASE = "correct horse battery"
+REPO = Path(__file__).resolve().parent.parent
+
+
+async def make_workspace(root: Path, *names: str) -> list[Node]:
+    """A workspace created on the first node (user `alice`) and one joined node per extra name,
+    each with its own home under `root`. Returned nodes are open; close them."""
+    first = await Node.init(root / "alpha", workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST)
+    nodes = [first]
+    for name in names:
+        enrollment = await first.invite(f"{name}-node", name, kdf=FAST)
+        nodes.append(await Node.join(root / name, enrollment.data, enrollment.code, PASSPHRASE, kdf=FAST))
+    return nodes
+
+
+async def sync_all(source: Node, target: Node) -> int:
+    """Sends everything `source` has that `target` lacks; returns the changes applied."""
+    applied = 0
+    for doc_id in sorted(await source.document_ids(), key=_doc_order):
+        have = await target.document_heads(doc_id) if doc_id in await target.document_ids() else []
+        result = await target.import_changes(doc_id, await source.changes_for(doc_id, have), source.node_id)
+        applied += result.applied
+    return applied
+
+
+def _doc_order(doc_id: str) -> tuple[int, str]:
+    """Directory first, then channel heads, then segments: what a bundle does too."""
+    return (0 if doc_id == "directory" else 1 if doc_id.endswith("/head") else 2, doc_id)
+
+
+@pytest.fixture
+async def alice(tmp_path: Path) -> AsyncIterator[Node]:
+    node = await Node.init(tmp_path / "alpha", workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST)
+    async with node:
+        yield node
+
+
+def run_cli(home: Path, *args: str, passphrase: str | None = PASSPHRASE, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RALLYPOINT_")}
+    env["RALLYPOINT_HOME"] = str(home)
+    if passphrase is not None:
+        env["RALLYPOINT_PASSPHRASE"] = passphrase
+    executable = shutil.which("rallypoint", path=str(Path(sys.executable).parent))
+    command = [executable] if executable else [sys.executable, "-m", "tui.cli"]
+    return subprocess.run([*command, *args], env=env, capture_output=True, text=True, input=stdin, timeout=timeout, cwd=REPO)
