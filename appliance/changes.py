@@ -52,7 +52,7 @@ class SignedChange:
 @dataclass(frozen=True)
 class VerifiedChange:
     header: ChangeHeader
-    data: bytes
+    data: bytes  # the uncompressed chunk: exactly the bytes the hash and signature cover
     signature: bytes | None  # only signatures that were checked are kept
     vouched_by: bytes  # hash of the change whose verified signature covers this one
 
@@ -110,7 +110,10 @@ def uncompressed_chunk(data: bytes) -> bytes:
 
 
 def parse_change(data: bytes) -> ChangeHeader:
-    raw = uncompressed_chunk(data)
+    return _parse_raw(uncompressed_chunk(data))
+
+
+def _parse_raw(raw: bytes) -> ChangeHeader:
     digest = crypto.sha256(raw[8:])
     if digest[:4] != raw[4:8]:
         raise MalformedChange("checksum does not match (tampered or corrupt change)")
@@ -164,14 +167,17 @@ def verify_batch(
     parsed: dict[bytes, tuple[ChangeHeader, SignedChange]] = {}
     for change in incoming:
         try:
-            header = parse_change(change.data)
+            # Deflate has slack (padding bits), so distinct compressed bytes can inflate to one
+            # change: from here on only the canonical, uncompressed chunk is kept.
+            raw = uncompressed_chunk(change.data)
+            header = _parse_raw(raw)
         except MalformedChange as exc:
             raise ChangeRejected(f"{doc_id}: {exc}") from exc
         if header.hash in known or header.hash in parsed:
             continue
         if len(header.actor) != ACTOR_BYTES:
             raise ChangeRejected(f"{doc_id}: change by an actor id that names no author")
-        parsed[header.hash] = (header, change)
+        parsed[header.hash] = (header, SignedChange(raw, change.signature))
 
     for header, _ in parsed.values():
         for dep in header.deps:

@@ -97,7 +97,7 @@ def _op_author(exid: bytes) -> bytes | None:
     return exid[2 : 2 + AUTHOR_KEY_BYTES]
 
 
-def _scalar(doc: Document, obj: bytes, prop: str) -> tuple[Any, bytes | None]:
+def _scalar(doc: Document, obj: bytes, prop: str | int) -> tuple[Any, bytes | None]:
     got = doc.get(obj, prop)
     if got is None or isinstance(got[0], core.ObjType):
         return None, None

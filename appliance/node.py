@@ -17,6 +17,7 @@ import os
 import re
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,13 +61,14 @@ from appliance.model import (
     MessageView,
     UserInfo,
 )
-from appliance.store import Store, ensure_home
+from appliance.store import DB_FILE, Storage, Store, ensure_home
 
 Clock = Callable[[], int]
 Random = Callable[[int], bytes]
 
 SEGMENT_SIZE = 512  # messages per segment document: keeps each commit well under a millisecond
 SNAPSHOT_EVERY = 256  # changes appended to a document before its snapshot is refreshed
+CACHED_DOCUMENTS = 64  # loaded documents kept in memory (a full segment takes ~0.6 MB)
 DEFAULT_MAX_BLOB_BYTES = 25 * 1024 * 1024
 MAX_TEXT = 40_000
 MAX_CHANNEL_NAME = 64
@@ -131,7 +133,7 @@ class Node:
     def __init__(
         self,
         home: Path,
-        store: Store,
+        store: Storage,
         row: _Row,
         keys: _Keys,
         acting_user: bytes,
@@ -147,7 +149,7 @@ class Node:
         self._rng = rng
         self._actor_suffix = rng(16)  # fresh per process: a restored backup never reuses a seq
         self._message_ids = ids.MessageIdFactory()
-        self._docs: dict[str, Document] = {}
+        self._docs: OrderedDict[str, Document] = OrderedDict()  # least recently used first
         self._known: dict[str, set[bytes]] = {}
         self._since_snapshot: dict[str, int] = {}
         self._segment_cursor: dict[str, tuple[int, int]] = {}
@@ -174,7 +176,7 @@ class Node:
             await self.store.__aexit__(None, None, None)
 
     @staticmethod
-    async def _fresh_store(home: Path, store: Store | None) -> Store:
+    async def _fresh_store(home: Path, store: Storage | None) -> Storage:
         ensure_home(home)
         store = store or Store.at(home)
         await store.__aenter__()
@@ -195,7 +197,7 @@ class Node:
         kdf: crypto.KdfParams = crypto.INTERACTIVE,
         clock: Clock = wall_clock_ms,
         rng: Random = crypto.random_bytes,
-        store: Store | None = None,
+        store: Storage | None = None,
     ) -> Node:
         """A new workspace whose first admin is `user_name` on this node."""
         workspace_name = certs.check_name(workspace_name)
@@ -224,7 +226,7 @@ class Node:
             raise
 
     @staticmethod
-    async def _write_identity(store: Store, row: _Row, keys: _Keys, passphrase: str, kdf: crypto.KdfParams, rng: Random, now: int) -> None:
+    async def _write_identity(store: Storage, row: _Row, keys: _Keys, passphrase: str, kdf: crypto.KdfParams, rng: Random, now: int) -> None:
         salt = rng(crypto.SALT_BYTES)
         sealed_data_key = await asyncio.to_thread(crypto.seal_with_passphrase, passphrase, keys.data_key, salt, rng(crypto.NONCE_BYTES), kdf)
         secrets_rows = [(bytes(keys.node.verify_key), "node", keys.node)]
@@ -251,6 +253,11 @@ class Node:
                 sealed = crypto.secretbox_seal(keys.data_key, bytes(sk), rng(crypto.NONCE_BYTES))
                 await conn.execute(insert(t.sealed_secrets).values(public_key=pub, kind=kind, sealed=sealed))
 
+    @staticmethod
+    def exists(home: Path) -> bool:
+        """Whether `home` holds a node (to choose between first-run setup and unlock)."""
+        return (home / DB_FILE).exists()
+
     @classmethod
     async def open(
         cls,
@@ -260,11 +267,11 @@ class Node:
         as_user: str | None = None,
         clock: Clock = wall_clock_ms,
         rng: Random = crypto.random_bytes,
-        store: Store | None = None,
+        store: Storage | None = None,
     ) -> Node:
         """Unlocks the node. A wrong passphrase raises WrongPassphrase, is audited, and
         changes nothing else."""
-        if store is None and not (home / "node.db").exists():
+        if store is None and not Node.exists(home):
             raise NotInitialised(f"no node in {home}: run `rallypoint init` or `rallypoint join` first")
         store = store or Store.at(home)
         await store.__aenter__()
@@ -313,16 +320,13 @@ class Node:
         self._resolve([(kind, data) for kind, data in rows])
 
     def _resolve(self, entries: Iterable[tuple[str, bytes]]) -> None:
-        found_certs, found_revs = [], []
+        decoded = []
         for kind, data in entries:
             try:
-                if kind == "certificate":
-                    found_certs.append(certs.decode_certificate(data))
-                else:
-                    found_revs.append(certs.decode_revocation(data))
+                decoded.append(_decode_entry(kind, data))
             except CertificateInvalid:
                 continue  # stored entries were checked on arrival; a damaged one trusts nothing
-        self.directory = certs.resolve_directory(self._row.workspace_key, found_certs, found_revs, self._clock())
+        self.directory = certs.resolve_directory(self._row.workspace_key, *_split_entries(decoded), self._clock())
 
     # --- who -----------------------------------------------------------------------
 
@@ -513,7 +517,7 @@ class Node:
         kdf: crypto.KdfParams = crypto.INTERACTIVE,
         clock: Clock = wall_clock_ms,
         rng: Random = crypto.random_bytes,
-        store: Store | None = None,
+        store: Storage | None = None,
     ) -> Node:
         _check_passphrase(passphrase)
         inner = await asyncio.to_thread(_open_enrollment, enrollment, code)
@@ -549,6 +553,7 @@ class Node:
     async def _doc(self, doc_id: str) -> Document:
         cached = self._docs.get(doc_id)
         if cached is not None:
+            self._docs.move_to_end(doc_id)
             return cached
         async with self.store.reading() as conn:
             snap = (await conn.execute(select(t.snapshots.c.data, t.snapshots.c.upto_change_id).where(t.snapshots.c.doc_id == doc_id))).first()
@@ -560,7 +565,16 @@ class Node:
         self._docs[doc_id] = doc
         self._known[doc_id] = set(hashes)
         self._since_snapshot[doc_id] = len(rows)
+        while len(self._docs) > CACHED_DOCUMENTS:
+            await self._evict(next(iter(self._docs)))
         return doc
+
+    async def _evict(self, doc_id: str) -> None:
+        """Drops a document from memory; one with many changes since its snapshot is
+        snapshotted first so that reloading it stays cheap."""
+        if self._since_snapshot.get(doc_id, 0) >= SNAPSHOT_EVERY // 8:
+            await self._snapshot(doc_id)
+        self._forget(doc_id)
 
     def _forget(self, doc_id: str) -> None:
         self._doc_rows.discard(doc_id)
@@ -598,8 +612,8 @@ class Node:
                     change = doc.get_last_local_change()
                     if change is None or doc.get_heads() == before:
                         raise RallypointError("the edit changed nothing")
-                    header = parse_change(change.bytes)
-                    made.append((header, change.bytes, sign_change(signer, doc_id, header.hash)))
+                    header = parse_change(change.raw_bytes)
+                    made.append((header, change.raw_bytes, sign_change(signer, doc_id, header.hash)))
                 async with self.store.transaction() as conn:
                     await self._ensure_document_row(conn, doc_id)
                     await self._append_changes(conn, doc_id, [(header, data, signature, header.hash) for header, data, signature in made], None)
@@ -730,21 +744,19 @@ class Node:
         """Directory changes must be by admins - judged on the directory as it would be with
         the batch's own certificates, which are self-verifying up to the workspace key."""
         trial = documents.load_document(doc.save() + b"".join(c.data for c in verified), self._actor())
-        entries: list[tuple[str, bytes, bytes]] = []
-        found_certs, found_revs = [], []
+        decoded: list[certs.Certificate | certs.Revocation] = []
         for key, data in documents.directory_entries(trial):
             try:
-                entry: certs.Certificate | certs.Revocation = certs.decode_certificate(data) if key.startswith("cert:") else certs.decode_revocation(data)
+                decoded.append(_decode_entry("certificate" if key.startswith("cert:") else "revocation", data))
             except CertificateInvalid as exc:
                 raise ChangeRejected(f"directory entry {key}: {exc}") from exc
-            (found_certs if isinstance(entry, certs.Certificate) else found_revs).append(entry)
-            entries.append((_entry_kind(entry), data, entry.fingerprint))
+        found_certs, found_revs = _split_entries(decoded)
         existing_certs = list(self.directory.users.values()) + list(self.directory.nodes.values())
         trial_dir = certs.resolve_directory(self._row.workspace_key, existing_certs + found_certs, list(self.directory.revoked.values()) + found_revs, self._clock())
         for change in verified:
             if not trial_dir.is_admin(change.header.author):
                 raise ChangeRejected(f"directory change by {ids.key_id(change.header.author)}, who is not an admin")
-        return entries
+        return [(_entry_kind(entry), entry.encoded, entry.fingerprint) for entry in decoded]
 
     async def changes_for(self, doc_id: str, have: Sequence[bytes]) -> list[SignedChange]:
         """Changes of a document that a peer with heads `have` lacks (all, when a head is
@@ -771,18 +783,19 @@ class Node:
         async with self.store.reading() as conn:
             return list((await conn.execute(select(t.documents.c.doc_id).order_by(t.documents.c.doc_id))).scalars().all())
 
-    async def refresh(self) -> bool:
+    async def refresh(self) -> frozenset[str]:
         """Picks up changes another process appended to this store (the CLI while the console
-        runs). Returns whether anything arrived that this process did not write itself."""
+        runs). Returns the ids of the channels that changed - "directory" for the directory -
+        counting only what this process did not write itself (empty when nothing did)."""
         async with self.store.reading() as conn:
             rows = (await conn.execute(select(t.changes.c.id, t.changes.c.doc_id, t.changes.c.hash, t.changes.c.data).where(t.changes.c.id > self._watermark).order_by(t.changes.c.id))).all()
         if not rows:
-            return False
+            return frozenset()
         async with self._lock:
             self._watermark = rows[-1].id
             foreign = [row for row in rows if row.hash not in self._known.get(row.doc_id, ())]
             if not foreign:
-                return False
+                return frozenset()
             pending: dict[str, list[bytes]] = {}
             for row in foreign:
                 if row.doc_id in self._docs:
@@ -796,9 +809,10 @@ class Node:
             self._heads_cache.clear()
             self._channel_by_name.clear()
             self._segment_cursor.clear()
-        if any(row.doc_id == documents.DIRECTORY_DOC for row in foreign):
+        changed = frozenset(documents.parse_doc_id(row.doc_id)[1] or documents.DIRECTORY_DOC for row in foreign)
+        if documents.DIRECTORY_DOC in changed:
             await self._reload_directory()
-        return True
+        return changed
 
     # --- channels ------------------------------------------------------------------
 
@@ -918,11 +932,12 @@ class Node:
                 if row["kind"] != "public" and me not in members:
                     continue
                 since = markers.get(row["channel_id"], "")
-                unread_q = select(func.count()).where(
+                # Unread counts top-level messages (replies show as reply counts); mentions count anywhere.
+                newer = select(func.count()).where(
                     and_(t.messages.c.channel_id == row["channel_id"], t.messages.c.message_id > since, t.messages.c.author != me, t.messages.c.deleted.is_(False))
                 )
-                unread = (await conn.execute(unread_q)).scalar_one()
-                mentions = (await conn.execute(unread_q.where(t.messages.c.mentions.contains(f'"{me}"')))).scalar_one() if unread else 0
+                unread = (await conn.execute(newer.where(t.messages.c.root_id.is_(None)))).scalar_one()
+                mentions = (await conn.execute(newer.where(t.messages.c.mentions.contains(f'"{me}"')))).scalar_one()
                 out.append(
                     ChannelSummary(
                         channel_id=row["channel_id"],
@@ -1200,8 +1215,12 @@ class Node:
                     select(m.root_id, func.count()).where(and_(m.root_id.in_([r["message_id"] for r in rows]), m.deleted.is_(False))).group_by(m.root_id)
                 )
                 counts = dict(counted.all())
-        if mark_read and rows and thread is None:
-            await self.mark_read(head.channel_id, rows[-1]["message_id"])
+        if mark_read and rows and before is None:
+            # Seeing the newest page (or a thread) means having seen the channel up to its
+            # newest message, replies included.
+            async with self.store.reading() as conn:
+                newest = (await conn.execute(select(func.max(m.message_id)).where(m.channel_id == head.channel_id))).scalar_one()
+            await self.mark_read(head.channel_id, newest)
         return [self._view(r, head.name, counts.get(r["message_id"], 0)) for r in rows]
 
     async def mark_read(self, channel_id: str, last_read: str) -> None:
@@ -1279,6 +1298,21 @@ async def _append_audit(conn: AsyncConnection, at: int, actor: str, action: str,
     )
 
 
+def _decode_entry(kind: str, data: bytes) -> certs.Certificate | certs.Revocation:
+    return certs.decode_certificate(data) if kind == "certificate" else certs.decode_revocation(data)
+
+
+def _split_entries(entries: Iterable[certs.Certificate | certs.Revocation]) -> tuple[list[certs.Certificate], list[certs.Revocation]]:
+    found_certs: list[certs.Certificate] = []
+    found_revs: list[certs.Revocation] = []
+    for entry in entries:
+        if isinstance(entry, certs.Certificate):
+            found_certs.append(entry)
+        else:
+            found_revs.append(entry)
+    return found_certs, found_revs
+
+
 def _entry_kind(entry: certs.Certificate | certs.Revocation) -> str:
     return "certificate" if isinstance(entry, certs.Certificate) else "revocation"
 
@@ -1316,6 +1350,6 @@ def _open_enrollment(data: bytes, code: str) -> dict[str, Any]:
 
 def _remove_db(home: Path) -> None:
     for suffix in ("", "-wal", "-shm"):
-        path = home / f"node.db{suffix}"
+        path = home / f"{DB_FILE}{suffix}"
         if path.exists():
             path.unlink()

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import event, select, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -38,6 +38,23 @@ def _describe(exc: BaseException) -> str:
     if "readonly" in message.lower() or "read-only" in message.lower():
         return f"the store is read-only ({message}); nothing was written"
     return f"database error: {message}; nothing was written"
+
+
+class Storage(Protocol):
+    """The node's port to its database. `Store` implements it over SQLAlchemy, on a file
+    (SQLite or PostgreSQL) or in memory (`Store.memory()`, used by tests)."""
+
+    is_sqlite: bool
+
+    async def __aenter__(self) -> Storage: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
+
+    def transaction(self) -> AbstractAsyncContextManager[AsyncConnection]: ...
+
+    def reading(self) -> AbstractAsyncContextManager[AsyncConnection]: ...
+
+    async def has_identity(self) -> bool: ...
 
 
 class Store:

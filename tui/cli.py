@@ -101,7 +101,7 @@ def format_message(message: MessageView) -> str:
 
 async def _with_node(args: argparse.Namespace, action: Callable[[Node], Awaitable[None]]) -> None:
     home = Path(args.home).expanduser()
-    if not (home / "node.db").exists():
+    if not Node.exists(home):
         raise NotInitialised(f"no node in {home}: run `rallypoint init` or `rallypoint join` first")
     async with await Node.open(home, read_passphrase(args), as_user=args.as_user) as node:
         await action(node)

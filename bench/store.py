@@ -1,0 +1,476 @@
+"""Store benchmark: what one post costs as a channel grows, side by side with the
+alternatives a developer would otherwise pick.
+
+Three systems, the same generated chat text, the same disk:
+
+  rallypoint  `Node.post()`: one Ed25519-signed Automerge change in a bounded segment
+              document, appended to the SQLite change log and the messages/FTS5 tables
+              in one durable transaction (WAL, synchronous=FULL).
+  naive       ONE unsegmented Automerge document per channel, one transaction per
+              message (the design this node rejects). Commit only, in memory: no
+              signing, no storage - so it is flattered, not handicapped.
+  sqlite      a plain SQLite messages table, WAL + synchronous=FULL, one transaction
+              per message: the floor a plain chat server would have.
+
+The channel is filled with `post_many` (untimed except for its rate); at each checkpoint
+individual `post()` calls are timed with perf_counter. At the main sizes the node is also
+closed (bytes on disk), reopened (open, first `read(limit=50)`, first post) and
+driven for a sustained sequential run. Figures are wall-clock on a warm page cache.
+
+    python bench/store.py [--quick] [--json] [--sizes 1000,100000,1000000] [--home DIR]
+
+With --json the last line of output is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import random
+import resource
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+
+from automerge import core
+from automerge._automerge import Document
+
+from appliance import crypto, ids
+from appliance.node import SEGMENT_SIZE, Node
+
+CHANNEL = "general"
+PASSPHRASE = "bench passphrase"
+KDF = crypto.KdfParams(1, 8192)  # cheap on purpose: open time here excludes Argon2id's cost
+SEED = 20240601
+PROGRESS_EVERY = 50_000
+
+WORDS = (
+    "the a we they it this that our your my team site node link radio truck convoy bridge road "
+    "north south east west river camp base checkpoint supply water fuel food medic shift patrol "
+    "report update status eta ok copy roger received moving arrived leaving waiting blocked clear "
+    "need have send check confirm please thanks soon later now today tonight tomorrow morning "
+    "battery generator antenna laptop usb stick sync bundle map grid sector zone window door gate "
+    "is are was will can should must not still again already just only about around near behind "
+    "two three five ten twenty hundred km hours minutes litres boxes crates people vehicles"
+).split()
+MENTIONS = ("@alice", "@bob", "@carol", "@dmitri", "@eve", "@ops", "@hq")
+EMOJI = ("👍", "✅", "🚚", "⚠️", "🔋", "📡", "🙏", "😅", "🎉", "❄️")
+ENDINGS = (".", ".", ".", "!", "?", "...", "")
+
+
+@dataclass(frozen=True)
+class Plan:
+    quick: bool
+    sizes: list[int]  # full checkpoints: latency, sustained rate, close/open, bytes on disk
+    naive_sizes: list[int]
+    naive_budget_s: float
+    samples: int  # individually timed post() calls per checkpoint
+    sustained_posts: int
+    fill_chunk: int
+
+
+@dataclass(frozen=True)
+class Latency:
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+@dataclass(frozen=True)
+class Opening:
+    messages: int
+    open_s: float  # open + first read(limit=50): until the first channel view is on screen
+    open_only_s: float
+    first_post_ms: float  # loads the current segment document
+
+
+@dataclass
+class RallypointResult:
+    latency: dict[int, Latency] = field(default_factory=dict)
+    posts_per_s: dict[int, float] = field(default_factory=dict)
+    opening: dict[int, Opening] = field(default_factory=dict)
+    bytes_per_message: dict[int, float] = field(default_factory=dict)
+    fill_messages: int = 0
+    fill_s: float = 0.0
+
+
+def make_plan(quick: bool, sizes: list[int] | None) -> Plan:
+    if quick:
+        sizes = sizes or [1_000, 10_000]
+        return Plan(True, sizes, [n for n in (1_000, 5_000) if n <= max(sizes)], 10.0, 100, 500, 5 * SEGMENT_SIZE)
+    sizes = sizes or [1_000, 100_000, 1_000_000]
+    return Plan(False, sizes, [n for n in (1_000, 20_000, 40_000) if n <= max(sizes)], 180.0, 200, 2_000, 10 * SEGMENT_SIZE)
+
+
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def chat_word(rng: random.Random) -> str:
+    roll = rng.random()
+    word = rng.choice(MENTIONS) if roll < 0.015 else rng.choice(EMOJI) if roll < 0.035 else rng.choice(WORDS)
+    return word + "," if rng.random() < 0.06 else word
+
+
+def chat_line(rng: random.Random) -> str:
+    """One chat-like line of 20-200 characters: words, sometimes @mentions, emoji, commas."""
+    target, ending = rng.randint(20, 200), rng.choice(ENDINGS)
+    words = [chat_word(rng)]
+    while len(" ".join(words)) + len(ending) < target:
+        words.append(chat_word(rng))
+    while len(words) > 1 and len(" ".join(words)) + len(ending) > target:
+        words.pop()
+    words[-1] = words[-1].rstrip(",")
+    while len(" ".join(words)) + len(ending) < 20:
+        words.append("ok")
+    line = " ".join(words) + ending
+    return line[0].upper() + line[1:]
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """Nearest rank on sorted samples."""
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def summarise(seconds: list[float]) -> Latency:
+    ordered = sorted(seconds)
+    return Latency(percentile(ordered, 0.50) * 1e3, percentile(ordered, 0.99) * 1e3, ordered[-1] * 1e3)
+
+
+class Messages:
+    """The same stream of (id, author, created_at, text) for every system."""
+
+    def __init__(self) -> None:
+        self.rng = random.Random(SEED)
+        self.author = self.rng.randbytes(32).hex()
+        self.id_factory = ids.MessageIdFactory()
+
+    def texts(self, count: int) -> list[str]:
+        return [chat_line(self.rng) for _ in range(count)]
+
+    def rows(self, count: int) -> list[tuple[str, str, int, str]]:
+        now = int(time.time() * 1000)
+        return [(self.id_factory.new(now, self.rng.getrandbits(80)), self.author, now, text) for text in self.texts(count)]
+
+
+# --- naive: one unsegmented Automerge document per channel ---------------------------
+
+
+def naive_commit(doc: Document, message_id: str, author: str, created_at: int, text: str) -> None:
+    with doc.transaction() as tx:
+        msg = tx.put_object(core.ROOT, message_id, core.ObjType.Map)
+        tx.put(msg, "author", core.ScalarType.Str, author)
+        tx.put(msg, "text", core.ScalarType.Str, text)
+        tx.put(msg, "created_at", core.ScalarType.Int, created_at)
+
+
+def timed_naive_commits(doc: Document, rows: list[tuple[str, str, int, str]]) -> list[float]:
+    seconds = []
+    for row in rows:
+        start = time.perf_counter()
+        naive_commit(doc, *row)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def bench_naive(plan: Plan) -> dict[int, Latency]:
+    """Commit latency at each reachable size, within the time budget."""
+    doc = Document()
+    source = Messages()
+    started = time.perf_counter()
+    count = 0
+    result: dict[int, Latency] = {}
+    for size in plan.naive_sizes:
+        while count < size:
+            if time.perf_counter() - started > plan.naive_budget_s:
+                progress(f"naive: budget of {plan.naive_budget_s:.0f} s spent at {count:,} messages; stopping")
+                return result
+            for row in source.rows(min(500, size - count)):
+                naive_commit(doc, *row)
+                count += 1
+        result[size] = summarise(timed_naive_commits(doc, source.rows(plan.samples)))
+        count += plan.samples
+        progress(f"naive: {size:,} messages, commit p50 {result[size].p50_ms:.3f} ms ({time.perf_counter() - started:.0f} s so far)")
+    return result
+
+
+# --- sqlite: the floor --------------------------------------------------------------
+
+
+def sqlite_create(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(
+        "CREATE TABLE messages (message_id TEXT PRIMARY KEY, channel TEXT NOT NULL, author TEXT NOT NULL,"
+        " created_at INTEGER NOT NULL, text TEXT NOT NULL)"
+    )
+    conn.execute("CREATE INDEX messages_by_channel ON messages (channel, message_id)")
+    return conn
+
+
+SQLITE_INSERT = "INSERT INTO messages (message_id, author, created_at, text, channel) VALUES (?, ?, ?, ?, 'general')"
+
+
+def sqlite_fill(conn: sqlite3.Connection, rows: list[tuple[str, str, int, str]]) -> None:
+    conn.execute("BEGIN")
+    conn.executemany(SQLITE_INSERT, rows)
+    conn.execute("COMMIT")
+
+
+def timed_sqlite_inserts(conn: sqlite3.Connection, rows: list[tuple[str, str, int, str]]) -> list[float]:
+    seconds = []
+    for row in rows:
+        start = time.perf_counter()
+        conn.execute("BEGIN")
+        conn.execute(SQLITE_INSERT, row)
+        conn.execute("COMMIT")
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def bench_sqlite(path: Path, sizes: list[int], samples: int) -> tuple[dict[int, Latency], float]:
+    """Durable single-row commits at each size (filled in bulk); bytes per message at the end."""
+    conn = sqlite_create(path)
+    source = Messages()
+    count = 0
+    result: dict[int, Latency] = {}
+    for size in sizes:
+        while count < size:
+            chunk = min(20_000, size - count)
+            sqlite_fill(conn, source.rows(chunk))
+            count += chunk
+        result[size] = summarise(timed_sqlite_inserts(conn, source.rows(samples)))
+        count += samples
+        progress(f"sqlite: {size:,} rows, commit p50 {result[size].p50_ms:.3f} ms")
+    conn.close()
+    return result, disk_bytes(path) / count
+
+
+def disk_bytes(db: Path) -> int:
+    return sum(p.stat().st_size for p in (db, db.with_name(db.name + "-wal")) if p.exists())
+
+
+# --- rallypoint ---------------------------------------------------------------------
+
+
+async def fill(node: Node, source: Messages, count: int, target: int, chunk: int, result: RallypointResult) -> int:
+    """post_many up to `target` messages in the channel; returns the new count."""
+    while count < target:
+        bodies = source.texts(min(chunk, target - count))
+        start = time.perf_counter()
+        await node.post_many(CHANNEL, bodies)
+        result.fill_s += time.perf_counter() - start
+        result.fill_messages += len(bodies)
+        if (count + len(bodies)) // PROGRESS_EVERY > count // PROGRESS_EVERY:
+            rate = result.fill_s / result.fill_messages * 1e3
+            eta = (target - count - len(bodies)) * rate / 1e3
+            progress(f"rallypoint: {count + len(bodies):,} messages ({rate:.2f} ms/msg with post_many, {eta / 60:.1f} min to {target:,})")
+        count += len(bodies)
+    return count
+
+
+async def timed_posts(node: Node, bodies: list[str]) -> list[float]:
+    seconds = []
+    for body in bodies:
+        start = time.perf_counter()
+        await node.post(CHANNEL, body)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+async def reopen(home: Path, count: int, body: str) -> tuple[Node, Opening]:
+    """Open (unlock), first channel view, first post: what a user waits for after a restart."""
+    start = time.perf_counter()
+    node = await Node.open(home, PASSPHRASE)
+    opened = time.perf_counter()
+    view = await node.read(CHANNEL, limit=50)
+    viewed = time.perf_counter()
+    assert len(view) == 50, f"first view showed {len(view)} messages"
+    await node.post(CHANNEL, body)
+    posted = time.perf_counter()
+    return node, Opening(count, viewed - start, opened - start, (posted - viewed) * 1e3)
+
+
+async def bench_rallypoint(home: Path, plan: Plan, latency_sizes: list[int]) -> RallypointResult:
+    node = await Node.init(home, workspace_name="bench", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=KDF)
+    await node.create_channel(CHANNEL)
+    source = Messages()
+    result = RallypointResult()
+    count = 0
+    try:
+        for size in latency_sizes:
+            count = await fill(node, source, count, size, plan.fill_chunk, result)
+            if size in plan.sizes:
+                await node.close()
+                result.bytes_per_message[size] = disk_bytes(home / "node.db") / count
+                node, result.opening[size] = await reopen(home, count, source.texts(1)[0])
+                count += 1
+            result.latency[size] = summarise(await timed_posts(node, source.texts(plan.samples)))
+            count += plan.samples
+            if size in plan.sizes:
+                start = time.perf_counter()
+                await timed_posts(node, source.texts(plan.sustained_posts))
+                result.posts_per_s[size] = plan.sustained_posts / (time.perf_counter() - start)
+                count += plan.sustained_posts
+            progress(f"rallypoint: {size:,} messages, post p50 {result.latency[size].p50_ms:.2f} ms, p99 {result.latency[size].p99_ms:.2f} ms")
+    finally:
+        await node.close()
+    return result
+
+
+# --- report -------------------------------------------------------------------------
+
+
+def ratio(a: float, b: float) -> float:
+    return round(a / b, 2)
+
+
+def growths(systems: dict[str, dict[int, Latency]]) -> dict[str, dict[str, float]]:
+    """How much each system's latency grew from its smallest to its largest measured size."""
+    out: dict[str, dict[str, float]] = {}
+    for name, latency in systems.items():
+        if len(latency) >= 2:
+            low, high = min(latency), max(latency)
+            out[name] = {"from": low, "to": high, "p50": ratio(latency[high].p50_ms, latency[low].p50_ms), "p99": ratio(latency[high].p99_ms, latency[low].p99_ms)}
+    return out
+
+
+def comparisons(ours: dict[int, Latency], naive: dict[int, Latency], floor: dict[int, Latency]) -> dict[str, float]:
+    """Ours over naive at the largest size both reached; ours over plain SQLite at our largest."""
+    largest = max(ours)
+    out = {
+        "vs_sqlite_at": largest,
+        "rallypoint_vs_sqlite_p50": ratio(ours[largest].p50_ms, floor[largest].p50_ms),
+        "rallypoint_vs_sqlite_p99": ratio(ours[largest].p99_ms, floor[largest].p99_ms),
+    }
+    common = max(set(ours) & set(naive), default=None)
+    if common is not None:
+        out |= {
+            "vs_naive_at": common,
+            "rallypoint_vs_naive_p50": ratio(ours[common].p50_ms, naive[common].p50_ms),
+            "rallypoint_vs_naive_p99": ratio(ours[common].p99_ms, naive[common].p99_ms),
+        }
+    return out
+
+
+def latency_table(columns: list[int], rows: dict[str, dict[int, Latency]]) -> list[str]:
+    lines = [f"{'latency, ms / messages in channel':<34}" + "".join(f"{n:>12,}" for n in columns)]
+    for name, latency in rows.items():
+        for label in ("p50", "p99"):
+            cells = "".join(f"{getattr(latency[n], label + '_ms'):>12.3f}" if n in latency else f"{'-':>12}" for n in columns)
+            lines.append(f"{name + ' ' + label:<34}{cells}")
+    return lines
+
+
+def report(plan: Plan, ours: RallypointResult, naive: dict[int, Latency], floor: dict[int, Latency], floor_bytes: float, compared: dict[str, float], grown: dict[str, dict[str, float]]) -> list[str]:
+    columns = sorted(set(ours.latency) | set(naive))
+    lines = [
+        f"Rallypoint store benchmark ({'quick' if plan.quick else 'full'}): {os.cpu_count()} cores, automerge {version('automerge')}, "
+        f"SQLite {sqlite3.sqlite_version}, segment {SEGMENT_SIZE} messages, {plan.samples} timed posts per size",
+        "",
+        *latency_table(columns, {"rallypoint post()": ours.latency, "naive single-doc commit": naive, "plain sqlite commit": floor}),
+        "",
+        f"fill with post_many: {ours.fill_s / ours.fill_messages * 1e3:.2f} ms/message ({ours.fill_messages:,} messages in {ours.fill_s:.0f} s)",
+    ]
+    for size in plan.sizes:
+        o = ours.opening[size]
+        lines.append(
+            f"at {size:>9,}: {ours.posts_per_s[size]:6.0f} posts/s sustained ({plan.sustained_posts} sequential post()), "
+            f"open {o.open_only_s:.3f} s, open + first read(50) {o.open_s:.3f} s, first post {o.first_post_ms:.1f} ms, "
+            f"{ours.bytes_per_message[size]:,.0f} bytes/message on disk"
+        )
+    lines.append(f"plain sqlite: {floor_bytes:,.0f} bytes/message on disk")
+    if "vs_naive_at" in compared:
+        lines.append(
+            f"rallypoint / naive single doc at {compared['vs_naive_at']:,}: p50 {compared['rallypoint_vs_naive_p50']}x, "
+            f"p99 {compared['rallypoint_vs_naive_p99']}x (naive = bare in-memory commit, no signature, no storage)"
+        )
+    lines.append(
+        f"rallypoint / plain sqlite at {compared['vs_sqlite_at']:,}: p50 {compared['rallypoint_vs_sqlite_p50']}x, p99 {compared['rallypoint_vs_sqlite_p99']}x"
+    )
+    for name, g in grown.items():
+        lines.append(f"growth, {name}: p50 x{g['p50']}, p99 x{g['p99']} from {g['from']:,} to {g['to']:,} messages")
+    return lines
+
+
+def as_json(plan: Plan, ours: RallypointResult, naive: dict[int, Latency], floor: dict[int, Latency], floor_bytes: float, compared: dict[str, float], grown: dict[str, dict[str, float]]) -> str:
+    def by_size(latency: dict[int, Latency], key: str) -> dict[str, float]:
+        return {str(n): round(getattr(v, key), 4) for n, v in sorted(latency.items())}
+
+    open_at = 100_000 if 100_000 in plan.sizes else max(plan.sizes)
+    largest = max(plan.sizes)
+    return json.dumps(
+        {
+            "quick": plan.quick,
+            "sizes": plan.sizes,
+            "post_p50_ms": by_size(ours.latency, "p50_ms"),
+            "post_p99_ms": by_size(ours.latency, "p99_ms"),
+            "post_max_ms": by_size(ours.latency, "max_ms"),
+            "posts_per_s": round(ours.posts_per_s[largest], 1),
+            "posts_per_s_by_size": {str(n): round(v, 1) for n, v in ours.posts_per_s.items()},
+            "open_s": round(ours.opening[open_at].open_s, 4),
+            "open_only_s": round(ours.opening[open_at].open_only_s, 4),
+            "open_at_messages": ours.opening[open_at].messages,
+            "first_post_after_open_ms": round(ours.opening[open_at].first_post_ms, 2),
+            "open_by_size": {str(n): {"messages": o.messages, "open_s": round(o.open_s, 4), "open_only_s": round(o.open_only_s, 4), "first_post_ms": round(o.first_post_ms, 2)} for n, o in ours.opening.items()},
+            "bytes_per_message": round(ours.bytes_per_message[largest], 1),
+            "bytes_per_message_by_size": {str(n): round(v, 1) for n, v in ours.bytes_per_message.items()},
+            "fill_ms_per_message": round(ours.fill_s / ours.fill_messages * 1e3, 3),
+            "naive_single_doc_p50_ms": by_size(naive, "p50_ms"),
+            "naive_single_doc_p99_ms": by_size(naive, "p99_ms"),
+            "sqlite_p50_ms": by_size(floor, "p50_ms"),
+            "sqlite_p99_ms": by_size(floor, "p99_ms"),
+            "sqlite_bytes_per_message": round(floor_bytes, 1),
+            "comparisons": compared,
+            "growth": grown,
+            "samples_per_size": plan.samples,
+            "sustained_posts": plan.sustained_posts,
+            "segment_size": SEGMENT_SIZE,
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "automerge": version("automerge"), "sqlite": sqlite3.sqlite_version},
+        }
+    )
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Post latency, throughput, open time and disk use of the node store.")
+    parser.add_argument("--quick", action="store_true", help="a run of under a minute (sizes 1k and 10k)")
+    parser.add_argument("--json", action="store_true", help="end with one line of JSON")
+    parser.add_argument("--sizes", type=lambda s: sorted({int(x) for x in s.split(",")}), help="comma-separated message counts, e.g. 1000,100000")
+    parser.add_argument("--home", type=Path, help="an empty directory to work in, kept afterwards (default: a temporary one, removed)")
+    return parser.parse_args()
+
+
+async def main() -> None:
+    args = parse_args()
+    plan = make_plan(args.quick, args.sizes)
+    if args.home is not None and args.home.exists() and any(args.home.iterdir()):
+        sys.exit(f"{args.home} is not empty")
+    work = args.home or Path(tempfile.mkdtemp(prefix="rallypoint-bench-"))
+    try:
+        naive = bench_naive(plan)
+        latency_sizes = sorted(set(plan.sizes) | set(naive))
+        floor, floor_bytes = bench_sqlite(work / "plain.db", latency_sizes, plan.samples)
+        ours = await bench_rallypoint(work / "node", plan, latency_sizes)
+    finally:
+        if args.home is None:
+            shutil.rmtree(work, ignore_errors=True)
+    compared = comparisons(ours.latency, naive, floor)
+    grown = growths({"rallypoint": ours.latency, "naive single doc": naive, "plain sqlite": floor})
+    print("\n".join(report(plan, ours, naive, floor, floor_bytes, compared, grown)), flush=True)
+    if args.json:
+        print(as_json(plan, ours, naive, floor, floor_bytes, compared, grown), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,251 @@
+"""The Textual console driven through Pilot at 80x24, against real nodes in tmp homes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from textual.app import App
+from textual.pilot import Pilot
+from textual.widgets import Input, TabbedContent
+
+from appliance import crypto
+from appliance.node import Node
+from tui.app import MainScreen, MessageList, RallypointApp, SetupScreen, UnlockScreen
+
+FAST = crypto.KdfParams(1, 8192)  # cheap key derivation: these tests are not about Argon2 cost
+PASSPHRASE = "correct-horse"
+SIZE = (80, 24)
+# run_test(..., notifications=True) throughout: errors on the main screen are toasts, which
+# Pilot hides unless asked.
+
+
+def screen_text(app: App[None]) -> str:
+    """What the terminal would show, as plain text (Textual has no public text-only snapshot)."""
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
+async def until(pilot: Pilot[None], condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}:\n{screen_text(pilot.app)}")
+        await pilot.pause(0.05)
+
+
+async def until_shown(pilot: Pilot[None], text: str, timeout: float = 5.0) -> None:
+    await until(pilot, lambda: text in screen_text(pilot.app), repr(text), timeout)
+
+
+async def main_screen(pilot: Pilot[None]) -> MainScreen:
+    await until(pilot, lambda: isinstance(pilot.app.screen, MainScreen), "the main screen")
+    screen = pilot.app.screen
+    assert isinstance(screen, MainScreen)
+    await until(pilot, lambda: pane_title(pilot.app) != "", "the first view to load")
+    return screen
+
+
+def pane_title(app: App[None]) -> str:
+    """The line above the messages, right of the channel list."""
+    lines = screen_text(app).splitlines()
+    return lines[1][20:].strip() if len(lines) > 1 else ""
+
+
+def channel_row(app: App[None], name: str) -> str:
+    """The channel list's row for `name` (the list is the leftmost 19 columns, then its border)."""
+    return next(line[:19] for line in screen_text(app).splitlines() if line.startswith(f"# {name}"))
+
+
+def fill(app: App[None], **fields: str) -> None:
+    for field_id, value in fields.items():
+        app.screen.query_one(f"#{field_id.replace('_', '-')}", Input).value = value
+
+
+@pytest.fixture
+async def home(tmp_path: Path) -> Path:
+    """A node with alice (admin) and #general."""
+    node_home = tmp_path / "alice"
+    async with await Node.init(node_home, workspace_name="acme", user_name="alice", node_name="laptop", passphrase=PASSPHRASE, kdf=FAST) as node:
+        await node.create_channel("general")
+    return node_home
+
+
+async def test_first_run_creates_a_workspace_through_the_setup_form(tmp_path: Path) -> None:
+    node_home = tmp_path / "fresh"
+    app = RallypointApp(node_home)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        assert isinstance(app.screen, SetupScreen)
+        await pilot.click("#create-workspace")
+        await pilot.press(*"acme")
+        fill(app, create_user="alice", create_node="laptop", create_passphrase=PASSPHRASE, create_confirm="something-else")
+        await pilot.click("#create-submit")
+        await until_shown(pilot, "The passphrases do not match.")
+
+        fill(app, create_workspace="has space", create_confirm=PASSPHRASE)
+        app.screen.query_one("#create-confirm", Input).focus()
+        await pilot.press("enter")  # Enter on the last field submits
+        await until_shown(pilot, "invalid name 'has space'")
+        assert not (node_home / "node.db").exists()
+
+        fill(app, create_workspace="acme")
+        await pilot.press("enter")
+        await main_screen(pilot)
+        assert "acme — alice (admin) on laptop" in screen_text(app)
+        assert "No channels yet" in screen_text(app)
+    assert (node_home / "node.db").exists()
+
+
+async def test_join_with_a_wrong_then_the_right_code(tmp_path: Path) -> None:
+    async with await Node.init(tmp_path / "admin", workspace_name="acme", user_name="alice", node_name="laptop", passphrase=PASSPHRASE, kdf=FAST) as admin:
+        enrollment = await admin.invite("desk", "carol", kdf=FAST)
+    enrollment_file = tmp_path / "carol.enrollment"
+    enrollment_file.write_bytes(enrollment.data)
+
+    app = RallypointApp(tmp_path / "carol")
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        app.screen.query_one(TabbedContent).active = "join"
+        fill(app, join_file=str(enrollment_file), join_code="AAAA-BBBB-CCCC", join_passphrase=PASSPHRASE, join_confirm=PASSPHRASE)
+        app.screen.query_one("#join-confirm", Input).focus()
+        await pilot.press("enter")
+        await until_shown(pilot, "wrong enrollment code")
+        fill(app, join_code=enrollment.code)
+        app.screen.query_one("#join-confirm", Input).focus()
+        await pilot.press("enter")
+        await main_screen(pilot)
+        assert "acme — carol (member) on desk" in screen_text(app)
+
+
+async def test_unlock_with_a_wrong_then_the_right_passphrase(home: Path) -> None:
+    app = RallypointApp(home, passphrase="not-the-passphrase")  # a wrong one given up front
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        assert isinstance(app.screen, UnlockScreen)
+        await until_shown(pilot, "wrong passphrase")
+        field = app.screen.query_one("#unlock-passphrase", Input)
+        await pilot.press(*"also-wrong", "enter")
+        await until(pilot, lambda: not field.disabled and field.value == "", "the second attempt to fail")  # a failure clears the field
+        assert "wrong passphrase" in screen_text(app)
+        await pilot.press(*PASSPHRASE, "enter")
+        await main_screen(pilot)
+        assert "# general" in screen_text(app)
+
+
+async def test_channel_list_shows_unread_and_mention_counts(home: Path) -> None:
+    async with await Node.open(home, PASSPHRASE) as other:
+        await other.add_user("bob")
+        other.act_as("bob")
+        await other.create_channel("random")
+        for text in ("one", "two @alice", "three"):
+            await other.post("random", text)
+    async with RallypointApp(home, PASSPHRASE).run_test(size=SIZE, notifications=True) as pilot:
+        screen = await main_screen(pilot)
+        assert channel_row(pilot.app, "random").endswith(" 3 @1")
+        assert channel_row(pilot.app, "general").rstrip() == "# general"
+        await pilot.press("alt+down")
+        await until_shown(pilot, "two @alice")
+        assert screen.query_one(MessageList).selected() is not None
+        await until(pilot, lambda: channel_row(pilot.app, "random").rstrip() == "# random", "reading to mark #random read")
+
+
+async def test_post_reply_react_edit_and_delete(home: Path) -> None:
+    async with RallypointApp(home, PASSPHRASE).run_test(size=SIZE, notifications=True) as pilot:
+        screen = await main_screen(pilot)
+        messages = screen.query_one(MessageList)
+
+        await pilot.press(*"hello world", "enter")  # the composer has focus
+        await until_shown(pilot, "hello world")
+        assert "alice" in screen_text(pilot.app)
+
+        await pilot.press("up")  # to the message list, on the newest message
+        await until(pilot, lambda: messages.has_focus, "the message list to take focus")
+        await pilot.press("t")
+        await until_shown(pilot, "Thread in # general")
+        await pilot.press("c", *"a reply", "enter")
+        await until_shown(pilot, "a reply")
+        await pilot.press("escape")
+        await until_shown(pilot, "↳ 1 reply")
+        assert "a reply" not in screen_text(pilot.app)
+
+        messages.focus()
+        await pilot.press("r")
+        await pilot.press("enter")  # the default reaction
+        await until_shown(pilot, "👍 alice")
+
+        await pilot.press("e")
+        pilot.app.screen.query_one("#prompt-value", Input).value = "hello again"
+        await pilot.press("enter")
+        await until_shown(pilot, "hello again")
+        assert "(edited)" in screen_text(pilot.app)
+
+        await pilot.press("d")
+        await until_shown(pilot, "Delete this message?")
+        await pilot.press("y")
+        await until_shown(pilot, "(message deleted)")
+        assert "hello again" not in screen_text(pilot.app)
+
+
+async def test_new_channel_from_the_keyboard(home: Path) -> None:
+    async with RallypointApp(home, PASSPHRASE).run_test(size=SIZE, notifications=True) as pilot:
+        await main_screen(pilot)
+        await pilot.press("ctrl+n", *"Bad Name", "enter")
+        await until_shown(pilot, "invalid channel name")
+        await pilot.press("ctrl+n", *"ops", "tab", "space", "tab", "enter")  # tick "private", then press Create
+        await until_shown(pilot, "Message # ops")
+        assert "🔒ops" in screen_text(pilot.app)
+
+
+async def test_a_message_posted_by_another_process_appears_while_running(home: Path) -> None:
+    async with RallypointApp(home, PASSPHRASE).run_test(size=SIZE, notifications=True) as pilot:
+        await main_screen(pilot)
+        async with await Node.open(home, PASSPHRASE) as other:  # what `rallypoint post` does
+            await other.post("general", "from the cli")
+        await until_shown(pilot, "from the cli", timeout=5.0)
+
+
+async def test_network_text_is_shown_literally_and_inert(home: Path) -> None:
+    hostile = "[bold red]x[/] \x1b[31mred\x1b]0;title\x07"
+    async with await Node.open(home, PASSPHRASE) as other:
+        await other.post("general", hostile)
+    async with RallypointApp(home, PASSPHRASE).run_test(size=SIZE, notifications=True) as pilot:
+        screen = await main_screen(pilot)
+        shown = screen_text(pilot.app)
+        assert "[bold red]x[/] ␛[31mred␛]0;title␇" in shown  # no markup parsed, controls visible
+        assert "\x1b" not in shown and "\x07" not in shown
+        message_list = screen.query_one(MessageList)
+        segments = [segment for strip in message_list.render_lines(message_list.region.reset_offset) for segment in strip]
+        literal = [segment for segment in segments if "x[/]" in segment.text]
+        assert literal and not any(segment.style and segment.style.bold for segment in literal)  # no [bold] applied
+
+
+async def test_every_binding_fits_the_80_column_footer(home: Path) -> None:
+    async with await Node.open(home, PASSPHRASE) as other:
+        await other.post("general", "a message")
+    async with RallypointApp(home, PASSPHRASE).run_test(size=SIZE, notifications=True) as pilot:
+        await main_screen(pilot)
+        composer_footer = "↑ Messages ^n New channel alt+↑↓ Channel ^q Quit"
+        await until(pilot, lambda: screen_text(pilot.app).splitlines()[-1].strip() == composer_footer, "the composer's bindings")
+        await pilot.press("up")
+        await until(pilot, lambda: "Thread" in screen_text(pilot.app).splitlines()[-1], "the message list's bindings")
+        for label in ("⏎ Thread", "r React", "e Edit", "d Delete", "c Write", "^n New channel", "alt+↑↓ Channel", "^q Quit"):
+            assert label in screen_text(pilot.app).splitlines()[-1]
+        await pilot.press("t")
+        await until_shown(pilot, "esc Close")
+        for label in ("r React", "e Edit", "d Delete", "c Write", "^n New channel", "alt+↑↓ Channel", "esc Close", "^q Quit"):
+            assert label in screen_text(pilot.app).splitlines()[-1]
+
+
+async def test_quitting_closes_the_node(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    closed: list[Node] = []
+    close = Node.close
+
+    async def recording_close(node: Node) -> None:
+        closed.append(node)
+        await close(node)
+
+    monkeypatch.setattr(Node, "close", recording_close)
+    app = RallypointApp(home, PASSPHRASE)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await main_screen(pilot)
+        await pilot.press("ctrl+q")
+    assert closed == [app.node]

@@ -1,0 +1,326 @@
+"""The node through its public API: identity, enrollment, channels, messages, verification."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from appliance import documents, node as node_module
+from appliance.changes import SignedChange
+from appliance.errors import (
+    BlobTooLarge,
+    ChangeRejected,
+    EnrollmentRejected,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    WrongPassphrase,
+)
+from appliance.node import Attachment, Node
+from tests.conftest import FAST, PASSPHRASE, make_workspace, sync_all
+
+
+async def test_secret_keys_are_sealed_on_disk(tmp_path: Path) -> None:
+    seeds = []
+
+    def recording_rng(n: int) -> bytes:
+        value = node_module.crypto.random_bytes(n)
+        seeds.append(value)
+        return value
+
+    node = await Node.init(tmp_path / "a", workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST, rng=recording_rng)
+    await node.close()
+    raw = b"".join(p.read_bytes() for p in (tmp_path / "a").iterdir() if p.is_file())
+    key_seeds = [s for s in seeds if len(s) == 32]
+    assert len(key_seeds) >= 4  # workspace, node, user and data key
+    assert not any(seed in raw for seed in key_seeds)
+
+
+async def test_wrong_passphrase_is_a_clear_error_and_changes_nothing_but_the_audit_log(tmp_path: Path) -> None:
+    node = await Node.init(tmp_path / "a", workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST)
+    await node.create_channel("general")
+    await node.post("general", "before")
+    await node.close()
+    db = tmp_path / "a" / "node.db"
+
+    def snapshot() -> dict[str, list[tuple]]:
+        with sqlite3.connect(db) as conn:
+            tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'messages_fts%'")]
+            return {t: conn.execute(f"SELECT * FROM {t}").fetchall() for t in tables if t != "audit_log"}
+
+    before = snapshot()
+    with pytest.raises(WrongPassphrase):
+        await Node.open(tmp_path / "a", "not the passphrase")
+    assert snapshot() == before
+    async with await Node.open(tmp_path / "a", PASSPHRASE) as node:
+        assert [m.text for m in await node.read("general")] == ["before"]
+        assert [e.action for e in await node.audit_entries()][-1] == "unlock_failed"
+
+
+async def test_whoami_shows_checkable_ids(alice: Node) -> None:
+    me = alice.whoami()
+    assert (me.user_name, me.role, me.node_name) == ("alice", "admin", "alpha")
+    assert node_module.ids.normalise_key_id(me.node_id) == me.node_id
+
+
+async def test_invite_and_join_need_the_one_time_code(tmp_path: Path, alice: Node) -> None:
+    enrollment = await alice.invite("bravo", "bob", kdf=FAST)
+    assert len(enrollment.code.replace("-", "")) == 12
+    assert b"bob" not in enrollment.data  # everything but the KDF parameters is sealed
+    wrong = "0000-0000-0000" if enrollment.code != "0000-0000-0000" else "1111-1111-1111"
+    with pytest.raises(EnrollmentRejected, match="wrong enrollment code"):
+        await Node.join(tmp_path / "b", enrollment.data, wrong, PASSPHRASE)
+    assert not (tmp_path / "b" / "node.db").exists()
+    tampered = bytearray(enrollment.data)
+    tampered[-5] ^= 1
+    with pytest.raises(EnrollmentRejected):
+        await Node.join(tmp_path / "b", bytes(tampered), enrollment.code, PASSPHRASE)
+    async with await Node.join(tmp_path / "b", enrollment.data, enrollment.code.lower(), PASSPHRASE, kdf=FAST) as bob:
+        me = bob.whoami()
+        assert (me.user_name, me.role, me.node_id, me.workspace_id) == ("bob", "member", enrollment.node_id, alice.workspace_id)
+        assert {u.name for u in bob.users()} == {"alice", "bob"}
+    assert [e.action for e in await alice.audit_entries()][-1] == "invited"
+
+
+async def test_only_admins_administer_and_refusals_are_audited(tmp_path: Path) -> None:
+    alice, bob = await make_workspace(tmp_path, "bob")
+    async with alice, bob:
+        with pytest.raises(PermissionDenied):
+            await bob.add_user("mallory")
+        with pytest.raises(PermissionDenied):
+            await bob.invite("evil", "eve", kdf=FAST)
+        assert [e.action for e in await bob.audit_entries()][-2:] == ["permission_denied", "permission_denied"]
+        carol = await alice.add_user("carol", "observer")
+        assert carol.local
+        await alice.set_role("carol", "member")
+        assert alice.directory.user_by_name("carol").role == "member"
+        actions = [e.action for e in await alice.audit_entries()]
+        assert {"init", "invited", "user_added", "role_changed"} <= set(actions)
+
+
+async def test_messages_threads_edits_reactions_deletes(alice: Node) -> None:
+    await alice.create_channel("general", purpose="all hands")
+    await alice.add_user("bob")
+    root = await alice.post("general", "hello @bob and @nobody")
+    alice.act_as("bob")
+    reply = await alice.post("general", "hi alice", reply_to=root)
+    nested = await alice.post("general", "reply to a reply lands in the same thread", reply_to=reply)
+    await alice.react(root, "👍")
+    alice.act_as("alice")
+    await alice.react(root, "👍")
+    await alice.react(root, ":tada:")
+    await alice.react(root, ":tada:", remove=True)
+    await alice.edit(root, "hello again @bob")
+    (top,) = await alice.read("general")
+    assert top.text == "hello again @bob" and top.edited_at is not None
+    assert top.reactions == {"👍": ["alice", "bob"]} or top.reactions == {"👍": ["bob", "alice"]}
+    assert top.mentions == ["bob"] and top.reply_count == 2
+    thread = await alice.read("general", thread=root)
+    assert [m.id for m in thread] == [root, reply, nested]
+    assert all(m.root_id == root for m in thread[1:])
+    with pytest.raises(PermissionDenied):
+        await alice.edit(reply, "not mine")
+    await alice.delete(reply)  # admins may delete anyone's message
+    deleted = (await alice.read("general", thread=root))[1]
+    assert deleted.deleted and deleted.text == ""
+    with pytest.raises(InvalidInput):
+        await alice.edit(root, "   ")
+
+
+async def test_attachments_are_stored_once_and_limited(alice: Node, tmp_path: Path) -> None:
+    await alice.create_channel("files")
+    data = b"report contents " * 1000
+    first = await alice.post("files", "v1", attachments=[Attachment("report.txt", data)])
+    await alice.post("files", "same file again", attachments=[Attachment("copy.txt", data)])
+    assert await alice.blob_count() == 1
+    (view,) = [m for m in await alice.read("files") if m.id == first]
+    assert view.files[0].name == "report.txt" and view.files[0].size == len(data)
+    assert await alice.blob(view.files[0].hash) == data
+    await alice.set_max_blob_bytes(100)
+    with pytest.raises(BlobTooLarge):
+        await alice.post("files", "too big", attachments=[Attachment("big.bin", bytes(101))])
+    assert await alice.blob_count() == 1
+
+
+async def test_private_channels_are_for_members_only(tmp_path: Path) -> None:
+    alice, bob = await make_workspace(tmp_path, "bob")
+    async with alice, bob:
+        await alice.create_channel("secret", private=True)
+        await alice.post("secret", "for members")
+        await sync_all(alice, bob)
+        assert "secret" not in [c.name for c in await bob.list_channels()]
+        with pytest.raises(NotFound):
+            await bob.read("secret")
+        await alice.add_member("secret", "bob")
+        await sync_all(alice, bob)
+        assert [m.text for m in await bob.read("secret")] == ["for members"]
+
+
+async def test_observers_read_but_cannot_write_even_through_sync(tmp_path: Path) -> None:
+    alice, olga = await make_workspace(tmp_path, "olga")
+    async with alice, olga:
+        await alice.create_channel("general")
+        await sync_all(alice, olga)
+        await olga.post("general", "written while still a member")
+        await alice.set_role("olga", "observer")
+        await sync_all(alice, olga)
+        with pytest.raises(PermissionDenied):
+            await olga.post("general", "observers cannot post")
+        # A change olga made before learning of her demotion is refused by alice now.
+        with pytest.raises(ChangeRejected, match="observer"):
+            await sync_all(olga, alice)
+
+
+async def test_revocation_is_a_signed_entry_and_bars_the_revoked_author(tmp_path: Path) -> None:
+    alice, bob = await make_workspace(tmp_path, "bob")
+    async with alice, bob:
+        await alice.create_channel("general")
+        await sync_all(alice, bob)
+        await bob.post("general", "bob's message")
+        bob_key = bob.whoami().user_key
+        await alice.revoke(bob_key, "left the team")
+        assert bob_key in alice.directory.revoked
+        assert "bob" not in {u.name for u in alice.users()}
+        with pytest.raises(ChangeRejected, match="revoked"):
+            await sync_all(bob, alice)
+        assert [m.text for m in await alice.read("general")] == []
+        await sync_all(alice, bob)  # the revocation travels with the directory document
+        assert bob_key in bob.directory.revoked
+        with pytest.raises(PermissionDenied):
+            await bob.post("general", "after revocation")
+
+
+async def test_a_tampered_batch_is_rejected_whole_and_stores_nothing(tmp_path: Path) -> None:
+    alice, bob = await make_workspace(tmp_path, "bob")
+    async with alice, bob:
+        await alice.create_channel("general")
+        await sync_all(alice, bob)
+        for i in range(5):
+            await alice.post("general", f"message {i}")
+        (segment,) = [d for d in await alice.document_ids() if "/seg/" in d]
+        batch = await alice.changes_for(segment, [])
+        bad = bytearray(batch[2].data)
+        bad[-3] ^= 0x40
+        tampered = batch[:2] + [SignedChange(bytes(bad), batch[2].signature)] + batch[3:]
+        with pytest.raises(ChangeRejected):
+            await bob.import_changes(segment, tampered, alice.node_id)
+        assert await bob.read("general") == []
+        result = await bob.import_changes(segment, batch, alice.node_id)
+        assert result.applied == 5
+        again = await bob.import_changes(segment, batch, alice.node_id)
+        assert (again.applied, again.duplicates) == (0, 5)
+
+
+async def test_changes_from_an_unknown_workspace_user_are_rejected(tmp_path: Path) -> None:
+    (alice,) = await make_workspace(tmp_path / "one")
+    (eve,) = await make_workspace(tmp_path / "two")
+    async with alice, eve:
+        await eve.create_channel("general")
+        (head,) = [d for d in await eve.document_ids() if d.endswith("/head")]
+        with pytest.raises(ChangeRejected, match="not a user of this workspace"):
+            await alice.import_changes(head, await eve.changes_for(head, []), eve.node_id)
+        with pytest.raises(ChangeRejected):
+            await alice.import_changes(documents.DIRECTORY_DOC, await eve.changes_for(documents.DIRECTORY_DOC, []), eve.node_id)
+
+
+async def test_segments_bound_every_document(alice: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(node_module, "SEGMENT_SIZE", 8)
+    await alice.create_channel("busy")
+    ids = await alice.post_many("busy", [f"bulk {i}" for i in range(30)])
+    ids += [await alice.post("busy", f"single {i}") for i in range(5)]
+    segments = [d for d in await alice.document_ids() if "/seg/" in d]
+    assert len(segments) == 5
+    for doc_id in segments:
+        doc = await alice._doc(doc_id)
+        assert len(documents.message_ids(doc)) <= 8
+    assert [m.id for m in await alice.read("busy", limit=100)] == ids
+
+
+async def test_a_deleted_message_is_never_resurrected_by_a_concurrent_edit(tmp_path: Path) -> None:
+    alice, bob = await make_workspace(tmp_path, "bob")
+    async with alice, bob:
+        await alice.create_channel("general")
+        await sync_all(alice, bob)
+        message = await bob.post("general", "original")
+        await sync_all(bob, alice)
+        await alice.delete(message)  # admin deletes
+        await bob.edit(message, "edited concurrently")  # bob has not seen the delete
+        await sync_all(alice, bob)
+        await sync_all(bob, alice)
+        for node in (alice, bob):
+            (view,) = await node.read("general")
+            assert view.deleted and view.text == ""
+
+
+async def test_unread_and_mention_counts(alice: Node) -> None:
+    await alice.create_channel("general")
+    await alice.add_user("bob")
+    alice.act_as("bob")
+    await alice.post("general", "one")
+    await alice.post("general", "hey @alice")
+    alice.act_as("alice")
+    alice.act_as("bob")
+    first = (await alice.read("general"))[0].id
+    await alice.post("general", "a reply does not count as unread, a mention in it does: @alice", reply_to=first)
+    alice.act_as("alice")
+    (summary,) = await alice.list_channels()
+    assert (summary.unread, summary.mentions) == (2, 2)
+    await alice.read("general")
+    (summary,) = await alice.list_channels()
+    assert (summary.unread, summary.mentions) == (0, 0)
+
+
+async def test_search_finds_words_across_readable_channels_only(alice: Node) -> None:
+    await alice.create_channel("ops")
+    await alice.create_channel("hidden", private=True)
+    await alice.post("ops", "generator fuel is low at checkpoint bravo")
+    await alice.post("hidden", "generator secret")
+    await alice.add_user("bob")
+    alice.act_as("bob")
+    assert [m.channel for m in await alice.search("generator")] == ["ops"]
+    assert [m.text for m in await alice.search("checkp")] == ["generator fuel is low at checkpoint bravo"]
+    alice.act_as("alice")
+    assert len(await alice.search("generator")) == 2
+
+
+async def test_refresh_sees_what_another_process_wrote(tmp_path: Path) -> None:
+    async with await Node.init(tmp_path / "a", workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST) as first:
+        await first.create_channel("general")
+        await first.read("general")
+        async with await Node.open(tmp_path / "a", PASSPHRASE) as second:
+            await second.post("general", "from the CLI")
+        general = (await first.list_channels())[0].channel_id
+        assert await first.refresh() == {general}
+        assert [m.text for m in await first.read("general")] == ["from the CLI"]
+        await first.post("general", "own post")
+        assert await first.refresh() == frozenset()
+
+
+async def test_export_gives_loadable_automerge_documents(alice: Node) -> None:
+    await alice.create_channel("general")
+    message = await alice.post("general", "exported")
+    exported = await alice.export_channel("general")
+    (head_id,) = [d for d in exported if d.endswith("/head")]
+    (segment_id,) = [d for d in exported if "/seg/" in d]
+    head = documents.load_document(exported[head_id], bytes(48))
+    assert documents.read_head(head, "x").name == "general"
+    segment = documents.load_document(exported[segment_id], bytes(48))
+    assert documents.message_ids(segment) == [message]
+
+
+async def test_memory_holds_a_bounded_number_of_documents(alice: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(node_module, "CACHED_DOCUMENTS", 3)
+    monkeypatch.setattr(node_module, "SEGMENT_SIZE", 4)
+    posted: dict[str, list[str]] = {}
+    for name in ("one", "two", "three"):
+        await alice.create_channel(name)
+    for round_ in range(6):
+        for name in ("one", "two", "three"):
+            posted.setdefault(name, []).append(await alice.post(name, f"{name} {round_}"))
+            assert len(alice._docs) <= 3
+    for name, expected in posted.items():
+        assert [m.id for m in await alice.read(name)] == expected
+    await alice.react(posted["one"][0], "👍")  # edits a segment that was evicted long ago
+    assert (await alice.read("one"))[0].reactions == {"👍": ["alice"]}

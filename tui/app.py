@@ -1,0 +1,774 @@
+"""The Rallypoint console: a Textual front end that only orchestrates the node.
+
+Every node call runs in a worker and its outcome comes back to the UI as a Message, so the
+event loop never waits on the store. Text that can come from the network (messages, names,
+purposes, file names, error messages quoting them) is shown through `printable()` inside
+`Content` objects: never parsed as markup, control characters made visible."""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, Vertical
+from textual.content import Content
+from textual.events import Resize
+from textual.message import Message
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, OptionList, Static, TabbedContent, TabPane
+from textual.widgets.option_list import Option
+
+from appliance.errors import RallypointError, WrongPassphrase
+from appliance.model import ChannelSummary, Identity, MessageView
+from appliance.node import Node
+
+POLL_SECONDS = 0.5  # how soon a message written by another process (the CLI, sync) shows up
+HISTORY = 200  # top-level messages loaded per channel view
+DEFAULT_REACTION = "👍"
+
+# C0 controls (ESC, BEL, ...) become their visible Unicode "control pictures"; C1 controls and
+# bidi overrides/isolates (which can reorder or hide text) become U+FFFD.
+_CONTROL_PICTURES: dict[int, str] = {code: chr(0x2400 + code) for code in range(0x20)} | {0x7F: "\u2421"}
+_HIDDEN_HAZARDS: dict[int, str] = {code: "\ufffd" for code in (*range(0x80, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+_ONE_LINE = str.maketrans(_CONTROL_PICTURES | _HIDDEN_HAZARDS)
+_MULTI_LINE = str.maketrans(_CONTROL_PICTURES | _HIDDEN_HAZARDS | {ord("\n"): "\n", ord("\t"): "    "})
+
+
+def printable(value: str, *, multiline: bool = False) -> str:
+    """Untrusted text made inert for a terminal: no escape sequences, no hidden reordering."""
+    if multiline:
+        return value.replace("\r\n", "\n").translate(_MULTI_LINE)
+    return value.translate(_ONE_LINE)
+
+
+def clock_time(ms: int) -> str:
+    """Local HH:MM, with the date in front when it is not today."""
+    moment = datetime.fromtimestamp(ms / 1000)
+    return moment.strftime("%H:%M") if moment.date() == datetime.now().date() else moment.strftime("%Y-%m-%d %H:%M")
+
+
+def file_size(size: int) -> str:
+    if size < 1024:
+        return f"{size} B"
+    scaled = size / 1024
+    for unit in ("KB", "MB"):
+        if scaled < 1024:
+            return f"{scaled:.1f} {unit}"
+        scaled /= 1024
+    return f"{scaled:.1f} GB"
+
+
+# --- messages from workers back to the UI -------------------------------------------
+
+
+class NodeUnlocked(Message):
+    """A node was created, joined or opened; the app owns it from here on."""
+
+    def __init__(self, node: Node, identity: Identity) -> None:
+        super().__init__()
+        self.node = node
+        self.identity = identity
+
+
+class Failed(Message, bubble=False):
+    """A node call refused with a RallypointError (or a file that could not be read)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+
+class ViewLoaded(Message, bubble=False):
+    def __init__(
+        self, generation: int, identity: Identity, channels: list[ChannelSummary], channel_id: str | None, thread_root: str | None, messages: list[MessageView]
+    ) -> None:
+        super().__init__()
+        self.generation = generation
+        self.identity = identity  # the role can change while the console runs
+        self.channels = channels
+        self.channel_id = channel_id
+        self.thread_root = thread_root
+        self.messages = messages
+
+
+class Polled(Message, bubble=False):
+    def __init__(self, changed: frozenset[str]) -> None:
+        super().__init__()
+        self.changed = changed
+
+
+class Written(Message, bubble=False):
+    """A write succeeded; `select` is the message to highlight afterwards, if any."""
+
+    def __init__(self, select: str | None = None) -> None:
+        super().__init__()
+        self.select = select
+
+
+class PostFailed(Message, bubble=False):
+    def __init__(self, reason: str, draft: str) -> None:
+        super().__init__()
+        self.reason = reason
+        self.draft = draft
+
+
+class ChannelCreated(Message, bubble=False):
+    def __init__(self, channel: ChannelSummary) -> None:
+        super().__init__()
+        self.channel = channel
+
+
+# --- first run and unlock -----------------------------------------------------------
+
+
+class SetupScreen(Screen[None]):
+    """First run: create a new workspace, or join one with an enrollment file and its code."""
+
+    def __init__(self, home: Path) -> None:
+        super().__init__()
+        self.home = home
+        self.busy = False
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="setup"):
+            yield Static(Content(f"No node in {printable(str(self.home))} yet."), id="setup-intro")
+            with TabbedContent(id="setup-tabs"):
+                with TabPane("Create a workspace", id="create"):
+                    with Grid(classes="form"):
+                        yield Label("Workspace name")
+                        yield Input(id="create-workspace", placeholder="no spaces, e.g. acme")
+                        yield Label("Your user name")
+                        yield Input(id="create-user", placeholder="e.g. alice")
+                        yield Label("Node name")
+                        yield Input(platform.node().split(".")[0] or "node", id="create-node")
+                        yield Label("Passphrase")
+                        yield Input(id="create-passphrase", password=True, placeholder="at least 8 characters")
+                        yield Label("Confirm passphrase")
+                        yield Input(id="create-confirm", password=True)
+                    yield Button("Create workspace", id="create-submit", variant="primary")
+                with TabPane("Join a workspace", id="join"):
+                    with Grid(classes="form"):
+                        yield Label("Enrollment file")
+                        yield Input(id="join-file", placeholder="path to the .enrollment file")
+                        yield Label("One-time code")
+                        yield Input(id="join-code", placeholder="XXXX-XXXX-XXXX")
+                        yield Label("Passphrase")
+                        yield Input(id="join-passphrase", password=True, placeholder="at least 8 characters")
+                        yield Label("Confirm passphrase")
+                        yield Input(id="join-confirm", password=True)
+                    yield Button("Join workspace", id="join-submit", variant="primary")
+            yield Static(id="setup-status")
+        yield Footer(compact=True)
+
+    def field(self, name: str) -> str:
+        return self.query_one(f"#{name}", Input).value
+
+    def show_status(self, text: str, error: bool = False) -> None:
+        status = self.query_one("#setup-status", Static)
+        status.update(Content(printable(text)))
+        status.set_class(error, "error")
+
+    @on(Input.Submitted)
+    def next_field_or_submit(self, event: Input.Submitted) -> None:
+        """Enter moves down the form; on its last field it submits."""
+        pane = event.input.query_ancestor(TabPane)
+        fields = list(pane.query(Input))
+        if event.input is fields[-1]:
+            self.submit(pane.id or "")
+        else:
+            fields[fields.index(event.input) + 1].focus()
+
+    @on(Button.Pressed)
+    def button_submit(self, event: Button.Pressed) -> None:
+        self.submit(event.button.query_ancestor(TabPane).id or "")
+
+    def submit(self, form: str) -> None:
+        """`form` is the tab's id, "create" or "join", which prefixes its fields' ids."""
+        if self.busy:
+            return
+        if self.field(f"{form}-passphrase") != self.field(f"{form}-confirm"):
+            self.show_status("The passphrases do not match.", error=True)
+            return
+        self.busy = True
+        if form == "create":
+            self.show_status("Creating the workspace…")
+            self.create_workspace(self.field("create-workspace"), self.field("create-user"), self.field("create-node"), self.field("create-passphrase"))
+        else:
+            self.show_status("Joining the workspace…")
+            self.join_workspace(self.field("join-file"), self.field("join-code"), self.field("join-passphrase"))
+
+    @work(group="setup")
+    async def create_workspace(self, workspace: str, user: str, node_name: str, passphrase: str) -> None:
+        try:
+            node = await Node.init(self.home, workspace_name=workspace, user_name=user, node_name=node_name, passphrase=passphrase)
+        except RallypointError as exc:
+            self.post_message(Failed(str(exc)))
+            return
+        self.app.post_message(NodeUnlocked(node, node.whoami()))
+
+    @work(group="setup")
+    async def join_workspace(self, enrollment_path: str, code: str, passphrase: str) -> None:
+        try:
+            enrollment = await asyncio.to_thread(Path(enrollment_path).expanduser().read_bytes)
+            node = await Node.join(self.home, enrollment, code, passphrase)
+        except OSError as exc:
+            self.post_message(Failed(f"cannot read the enrollment file: {exc.strerror or exc}"))
+            return
+        except RallypointError as exc:
+            self.post_message(Failed(str(exc)))
+            return
+        self.app.post_message(NodeUnlocked(node, node.whoami()))
+
+    @on(Failed)
+    def setup_failed(self, event: Failed) -> None:
+        self.busy = False
+        self.show_status(event.reason, error=True)
+
+
+class UnlockScreen(Screen[None]):
+    """Asks for the passphrase; tries the one given on the command line first, if any."""
+
+    def __init__(self, home: Path, as_user: str | None, passphrase: str | None) -> None:
+        super().__init__()
+        self.home = home
+        self.as_user = as_user
+        self.given_passphrase = passphrase
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="unlock"):
+            yield Static(Content(f"Unlock the node in {printable(str(self.home))}"), id="unlock-prompt")
+            yield Input(id="unlock-passphrase", password=True, placeholder="passphrase")
+            yield Static(id="unlock-status")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        if self.given_passphrase is not None:
+            self.attempt(self.given_passphrase)
+
+    @on(Input.Submitted, "#unlock-passphrase")
+    def submit(self, event: Input.Submitted) -> None:
+        self.attempt(event.value)
+
+    def attempt(self, passphrase: str) -> None:
+        field = self.query_one("#unlock-passphrase", Input)
+        field.disabled = True  # one attempt at a time: each costs a key derivation
+        self.show_status("Unlocking…")
+        self.unlock(passphrase)
+
+    def show_status(self, text: str, error: bool = False) -> None:
+        status = self.query_one("#unlock-status", Static)
+        status.update(Content(printable(text)))
+        status.set_class(error, "error")
+
+    @work(group="unlock")
+    async def unlock(self, passphrase: str) -> None:
+        try:
+            node = await Node.open(self.home, passphrase, as_user=self.as_user)
+        except WrongPassphrase:
+            self.post_message(Failed("wrong passphrase — try again"))
+            return
+        except RallypointError as exc:
+            self.post_message(Failed(str(exc)))
+            return
+        self.app.post_message(NodeUnlocked(node, node.whoami()))
+
+    @on(Failed)
+    def unlock_failed(self, event: Failed) -> None:
+        field = self.query_one("#unlock-passphrase", Input)
+        field.disabled = False
+        field.clear()
+        field.focus()
+        self.show_status(event.reason, error=True)
+
+
+# --- small dialogs ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewChannel:
+    name: str
+    private: bool
+
+
+class NewChannelScreen(ModalScreen[NewChannel | None]):
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static("New channel", classes="dialog-title")
+            yield Input(id="channel-name", placeholder="name: lowercase, digits, - and _")
+            yield Checkbox("Private (members only)", id="channel-private")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Create", id="channel-create", variant="primary")
+                yield Button("Cancel", id="channel-cancel")
+        yield Footer(compact=True)
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#channel-create")
+    def create(self) -> None:
+        self.dismiss(NewChannel(self.query_one("#channel-name", Input).value, self.query_one("#channel-private", Checkbox).value))
+
+    @on(Button.Pressed, "#channel-cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class PromptScreen(ModalScreen[str | None]):
+    """One line of input (a reaction, an edited message); Enter saves, Escape cancels."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, value: str) -> None:
+        super().__init__()
+        self.title_text = title
+        self.initial_value = value
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(self.title_text, classes="dialog-title")
+            yield Input(self.initial_value, id="prompt-value")
+            yield Static("Enter saves · Escape cancels", classes="dialog-hint")
+        yield Footer(compact=True)
+
+    @on(Input.Submitted)
+    def save(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
+
+    def __init__(self, question: str, detail: str) -> None:
+        super().__init__()
+        self.question = question
+        self.detail = detail
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(self.question, classes="dialog-title")
+            yield Static(Content(printable(self.detail)), classes="dialog-detail")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Yes (y)", id="confirm-yes", variant="error")
+                yield Button("No (n)", id="confirm-no")
+        yield Footer(compact=True)
+
+    @on(Button.Pressed)
+    def pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "confirm-yes")
+
+    def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)
+
+
+# --- the main screen ----------------------------------------------------------------
+
+
+class ChannelList(OptionList):
+    """Channels with unread and mention counts, right-aligned in whatever width the list has."""
+
+    COMPONENT_CLASSES = {"channel--unread", "channel--count", "channel--mentions", "channel--archived"}
+
+    def __init__(self, id: str) -> None:
+        super().__init__(id=id, markup=False)
+        self.channels: list[ChannelSummary] = []
+        self.current: str | None = None
+
+    def show(self, channels: list[ChannelSummary], current: str | None) -> None:
+        self.channels = channels
+        self.current = current
+        self.rebuild()
+
+    def on_resize(self, event: Resize) -> None:
+        self.rebuild()  # labels are truncated and padded to the width
+
+    def rebuild(self) -> None:
+        width = self.scrollable_content_region.width
+        self.clear_options()
+        self.add_options(Option(self.label(channel, width), id=channel.channel_id) for channel in self.channels)
+        if self.current is not None and self.channels:
+            self.highlighted = self.get_option_index(self.current)
+
+    def label(self, channel: ChannelSummary, width: int) -> Content:
+        prefix = "🔒" if channel.kind == "private" else "# "
+        name = Content(prefix + printable(channel.name))
+        if channel.archived:
+            name = name.stylize(self.get_visual_style("channel--archived", partial=True))
+        elif channel.unread:
+            name = name.stylize(self.get_visual_style("channel--unread", partial=True))
+        counts = Content()
+        if channel.unread:
+            counts = Content.styled(f" {channel.unread}", self.get_visual_style("channel--count", partial=True))
+        if channel.mentions:
+            counts += Content.styled(f" @{channel.mentions}", self.get_visual_style("channel--mentions", partial=True))
+        if width <= counts.cell_length:
+            return name + counts
+        return name.truncate(width - counts.cell_length, ellipsis=True, pad=True) + counts
+
+
+class MessageList(OptionList):
+    """The channel's (or one thread's) messages; the highlighted one is what actions act on."""
+
+    COMPONENT_CLASSES = {"message--author", "message--time", "message--edited", "message--tombstone", "message--meta", "message--tampered"}
+    BINDINGS = [
+        Binding("t,enter", "screen.open_thread", "Thread"),
+        Binding("r", "screen.react", "React"),
+        Binding("e", "screen.edit", "Edit"),
+        Binding("d,delete", "screen.delete", "Delete"),
+        Binding("c,i", "screen.focus_composer", "Write"),
+    ]
+
+    def __init__(self, id: str) -> None:
+        super().__init__(id=id, markup=False)
+        self.messages: dict[str, MessageView] = {}
+
+    def selected(self) -> MessageView | None:
+        option = self.highlighted_option
+        return self.messages.get(option.id) if option is not None and option.id is not None else None
+
+    def show(self, messages: list[MessageView], select: str | None) -> None:
+        """Keeps the highlight on the same message, unless it was on the newest one: then it
+        follows new arrivals."""
+        previous = self.selected()
+        following = self.highlighted is None or self.highlighted == self.option_count - 1
+        self.messages = {message.id: message for message in messages}
+        self.clear_options()
+        if not messages:
+            self.add_option(Option(Content("No messages yet."), disabled=True))
+            return
+        self.add_options(Option(self.render_message(message), id=message.id) for message in messages)
+        keep = select or (None if following or previous is None else previous.id)
+        self.highlighted = self.get_option_index(keep) if keep in self.messages else self.option_count - 1
+
+    def render_message(self, message: MessageView) -> Content:
+        def styled(text: str, component: str) -> Content:
+            return Content.styled(text, self.get_visual_style(component, partial=True))
+
+        header = styled(printable(message.author), "message--author") + " " + styled(clock_time(message.created_at), "message--time")
+        if message.edited_at is not None and not message.deleted:
+            header += styled(" (edited)", "message--edited")
+        if message.tampered:
+            header += styled(" ⚠ altered by someone other than its author", "message--tampered")
+        if message.deleted:
+            return Content("\n").join([header, styled("(message deleted)", "message--tombstone")])
+        lines = [header, Content(printable(message.text, multiline=True))]
+        lines += [styled(f"📎 {printable(f.name)} ({file_size(f.size)})", "message--meta") for f in message.files]
+        if message.reactions:
+            reactions = "   ".join(f"{printable(emoji)} {', '.join(printable(name) for name in names)}" for emoji, names in message.reactions.items() if names)
+            lines.append(styled(reactions, "message--meta"))
+        if message.reply_count:
+            lines.append(styled(f"↳ {message.reply_count} {'reply' if message.reply_count == 1 else 'replies'}", "message--meta"))
+        return Content("\n").join(lines)
+
+
+class Composer(Input):
+    BINDINGS = [Binding("up", "screen.focus_messages", "Messages")]
+
+
+class MainScreen(Screen[None]):
+    """Channel list on the left; the channel (or an open thread) and the composer on the right."""
+
+    BINDINGS = [
+        Binding("ctrl+n", "new_channel", "New channel"),
+        Binding("alt+down,ctrl+down", "cycle_channel(1)", "Channel", key_display="alt+↑↓"),
+        Binding("alt+up,ctrl+up", "cycle_channel(-1)", "Previous channel", show=False),
+        Binding("escape", "close_thread", "Close"),
+    ]
+
+    def __init__(self, node: Node, identity: Identity) -> None:
+        super().__init__()
+        self.node = node
+        self.identity = identity
+        self.channel_id: str | None = None
+        self.thread_root: str | None = None
+        self.generation = 0  # a view load older than the newest request is dropped
+        self.polling = False
+        self.select_after_load: str | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="body"):
+            yield ChannelList(id="channels")
+            with Vertical(id="pane"):
+                yield Static(id="pane-title")
+                yield MessageList(id="messages")
+                yield Composer(id="composer", placeholder="Message")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.show_identity()
+        self.query_one(Composer).focus()
+        self.reload()
+        self.set_interval(POLL_SECONDS, self.poll)
+
+    # --- loading ---
+
+    def show_identity(self) -> None:
+        me = self.identity
+        self.title = printable(me.workspace_name)
+        self.sub_title = f"{printable(me.user_name)} ({me.role}) on {printable(me.node_name)} {me.node_id}"
+
+    def reload(self, select: str | None = None) -> None:
+        self.generation += 1
+        if select is not None:
+            self.select_after_load = select
+        self.load_view(self.generation, self.channel_id, self.thread_root)
+
+    @work(group="load")
+    async def load_view(self, generation: int, channel_id: str | None, thread_root: str | None) -> None:
+        try:
+            identity = self.node.whoami()
+            channels = await self.node.list_channels()
+            if channel_id not in {channel.channel_id for channel in channels}:
+                channel_id, thread_root = (channels[0].channel_id if channels else None), None
+            messages = await self.node.read(channel_id, thread=thread_root, limit=HISTORY) if channel_id else []
+            if channel_id is not None:
+                channels = await self.node.list_channels()  # unread counts after this read
+        except RallypointError as exc:
+            self.post_message(Failed(str(exc)))
+            return
+        self.post_message(ViewLoaded(generation, identity, channels, channel_id, thread_root, messages))
+
+    @on(ViewLoaded)
+    def view_loaded(self, event: ViewLoaded) -> None:
+        if event.generation != self.generation:
+            return
+        self.channel_id, self.thread_root = event.channel_id, event.thread_root
+        self.identity = event.identity
+        self.show_identity()
+        self.refresh_bindings()
+        self.query_one(ChannelList).show(event.channels, event.channel_id)
+        self.query_one(MessageList).show(event.messages, self.select_after_load)
+        self.select_after_load = None
+        current = next((channel for channel in event.channels if channel.channel_id == event.channel_id), None)
+        title, placeholder = self.titles(current)
+        self.query_one("#pane-title", Static).update(title)
+        self.query_one(Composer).placeholder = placeholder
+
+    def titles(self, channel: ChannelSummary | None) -> tuple[Content, str]:
+        if channel is None:
+            return Content("No channels yet: press ctrl+n to create one."), "Create a channel first (ctrl+n)"
+        name = printable(channel.name)
+        if self.thread_root is not None:
+            return Content(f"Thread in # {name} · escape closes it"), "Reply in thread"
+        purpose = f" — {printable(channel.purpose)}" if channel.purpose else ""
+        return Content(f"# {name}{purpose}"), f"Message # {name}"
+
+    def poll(self) -> None:
+        if not self.polling:
+            self.polling = True
+            self.poll_node()
+
+    @work(group="poll")
+    async def poll_node(self) -> None:
+        try:
+            changed = await self.node.refresh()
+        except RallypointError as exc:
+            self.post_message(Failed(str(exc)))
+            changed = frozenset()
+        self.post_message(Polled(changed))
+
+    @on(Polled)
+    def polled(self, event: Polled) -> None:
+        """Anything from elsewhere can move unread counts, so any change reloads the view."""
+        self.polling = False
+        if event.changed:
+            self.reload()
+
+    @on(Failed)
+    def failed(self, event: Failed) -> None:
+        self.notify(printable(event.reason), severity="error", markup=False)
+
+    # --- channels ---
+
+    @on(OptionList.OptionSelected, "#channels")
+    def channel_clicked(self, event: OptionList.OptionSelected) -> None:
+        if event.option.id is not None:
+            self.show_channel(event.option.id)
+
+    def show_channel(self, channel_id: str) -> None:
+        self.channel_id, self.thread_root = channel_id, None
+        self.reload()
+
+    def action_cycle_channel(self, step: int) -> None:
+        ids = [channel.channel_id for channel in self.query_one(ChannelList).channels]
+        if ids:
+            position = ids.index(self.channel_id) if self.channel_id in ids else 0
+            self.show_channel(ids[(position + step) % len(ids)])
+
+    def action_new_channel(self) -> None:
+        self.app.push_screen(NewChannelScreen(), self.create_channel_from)
+
+    def create_channel_from(self, request: NewChannel | None) -> None:
+        if request is not None:
+            self.create_channel(request)
+
+    @work(group="write")
+    async def create_channel(self, request: NewChannel) -> None:
+        try:
+            channel = await self.node.create_channel(request.name, private=request.private)
+        except RallypointError as exc:
+            self.post_message(Failed(str(exc)))
+            return
+        self.post_message(ChannelCreated(channel))
+
+    @on(ChannelCreated)
+    def channel_created(self, event: ChannelCreated) -> None:
+        self.show_channel(event.channel.channel_id)
+
+    # --- composing ---
+
+    def action_focus_composer(self) -> None:
+        self.query_one(Composer).focus()
+
+    def action_focus_messages(self) -> None:
+        self.query_one(MessageList).focus()
+
+    @on(Input.Submitted, "#composer")
+    def compose_submitted(self, event: Input.Submitted) -> None:
+        if not event.value.strip():
+            return
+        if self.channel_id is None:
+            self.notify("Create a channel first (ctrl+n).", severity="warning")
+            return
+        event.input.clear()
+        self.send(self.channel_id, event.value, self.thread_root)
+
+    @work(group="write")
+    async def send(self, channel_id: str, text: str, reply_to: str | None) -> None:
+        try:
+            message_id = await self.node.post(channel_id, text, reply_to=reply_to)
+        except RallypointError as exc:
+            self.post_message(PostFailed(str(exc), text))
+            return
+        self.post_message(Written(message_id))
+
+    @on(PostFailed)
+    def post_failed(self, event: PostFailed) -> None:
+        composer = self.query_one(Composer)
+        if not composer.value:
+            composer.value = event.draft  # the draft is not lost
+        self.notify(printable(event.reason), severity="error", markup=False)
+
+    @on(Written)
+    def written(self, event: Written) -> None:
+        self.reload(select=event.select)
+
+    # --- acting on the highlighted message ---
+
+    def selected_message(self) -> MessageView | None:
+        message = self.query_one(MessageList).selected()
+        if message is None:
+            self.notify("Select a message first.", severity="warning")
+        return message
+
+    def action_open_thread(self) -> None:
+        message = self.selected_message()
+        if message is not None:
+            self.thread_root = message.root_id or message.id
+            self.reload(select=message.id)
+
+    def action_close_thread(self) -> None:
+        root, self.thread_root = self.thread_root, None
+        self.reload(select=root)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Thread and Close swap places in the footer as a thread opens and closes.
+        if action == "close_thread":
+            return self.thread_root is not None
+        if action == "open_thread":
+            return self.thread_root is None
+        return True
+
+    def action_react(self) -> None:
+        message = self.selected_message()
+        if message is None:
+            return
+
+        def react_with(emoji: str | None) -> None:
+            if emoji:
+                already = self.identity.user_name in message.reactions.get(emoji.strip(), [])
+                self.change(message.id, lambda: self.node.react(message.id, emoji, remove=already))
+
+        self.app.push_screen(PromptScreen("React with (again to remove)", DEFAULT_REACTION), react_with)
+
+    def action_edit(self) -> None:
+        message = self.selected_message()
+        if message is None:
+            return
+        if message.author_key != self.identity.user_key.hex():
+            self.notify("You can only edit your own messages.", severity="warning")
+            return
+
+        def save(text: str | None) -> None:
+            if text is not None and text != message.text:
+                self.change(message.id, lambda: self.node.edit(message.id, text))
+
+        self.app.push_screen(PromptScreen("Edit message", message.text), save)
+
+    def action_delete(self) -> None:
+        message = self.selected_message()
+        if message is None:
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.change(message.id, lambda: self.node.delete(message.id))
+
+        self.app.push_screen(ConfirmScreen("Delete this message?", f"{message.author}: {message.text[:200]}"), confirmed)
+
+    @work(group="write")
+    async def change(self, message_id: str, write: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await write()
+        except RallypointError as exc:
+            self.post_message(Failed(str(exc)))
+            return
+        self.post_message(Written(message_id))
+
+
+# --- the app ------------------------------------------------------------------------
+
+
+class RallypointApp(App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "Rallypoint"
+    ENABLE_COMMAND_PALETTE = False  # every action has its own key, shown in the footer
+    BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
+
+    def __init__(self, home: Path, passphrase: str | None = None, as_user: str | None = None) -> None:
+        super().__init__()
+        self.home = home
+        self.passphrase = passphrase
+        self.as_user = as_user
+        self.node: Node | None = None
+
+    def on_mount(self) -> None:
+        if Node.exists(self.home):
+            self.push_screen(UnlockScreen(self.home, self.as_user, self.passphrase))
+        else:
+            self.push_screen(SetupScreen(self.home))
+
+    @on(NodeUnlocked)
+    def node_unlocked(self, event: NodeUnlocked) -> None:
+        self.node = event.node
+        self.switch_screen(MainScreen(event.node, event.identity))
+
+    async def on_unmount(self) -> None:
+        if self.node is not None:
+            await self.node.close()
+
+
+def run_console(home: Path, passphrase: str | None, as_user: str | None) -> None:
+    RallypointApp(home, passphrase, as_user).run()
