@@ -123,11 +123,6 @@ def directory_entries(doc: Document) -> list[tuple[str, bytes]]:
     return out
 
 
-def put_directory_entry(doc: Document, key: str, encoded: bytes) -> None:
-    with doc.transaction() as tx:
-        tx.put(ROOT, key, Bytes, encoded)
-
-
 # --- channel head ----------------------------------------------------------------------
 
 

@@ -1014,7 +1014,7 @@ class Node:
         checked = [check_text(body) for body in bodies]
         posted: list[str] = []
         while len(posted) < len(checked):
-            doc_id = await self._segment_for_new_message(head.channel_id)
+            await self._segment_for_new_message(head.channel_id)  # rolls over to a fresh segment when full
             room = SEGMENT_SIZE - self._segment_cursor[head.channel_id][1]
             posted += await self._post_into_segment(head, checked[len(posted) : len(posted) + room], None, [])
         return posted
@@ -1273,10 +1273,6 @@ class Node:
             rows = (await conn.execute(select(t.audit_log).order_by(t.audit_log.c.seq))).mappings().all()
         return audit.verify_chain(audit.AuditEntry(r["seq"], r["at"], r["actor"], r["action"], r["detail"], r["prev_hash"], r["hash"]) for r in rows)
 
-    async def record(self, action: str, detail: dict[str, object]) -> None:
-        """An audit entry on behalf of a caller (sync decisions, console actions)."""
-        async with self.store.transaction() as conn:
-            await _append_audit(conn, self._clock(), self._user.hex(), action, detail)
 
 
 # Built once: SQLAlchemy then reuses their compiled form on the hot path.

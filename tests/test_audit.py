@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from appliance import audit
+from appliance.errors import WrongPassphrase
 from appliance.node import Node
 from tests.conftest import FAST, PASSPHRASE, run_cli
 
@@ -41,7 +42,7 @@ async def _node_with_history(home: Path) -> None:
         await node.add_user("bob")
         await node.set_role("bob", "observer")
         await node.create_channel("general")
-    with pytest.raises(Exception):
+    with pytest.raises(WrongPassphrase):
         await Node.open(home, "wrong passphrase")
 
 

@@ -28,25 +28,11 @@ from textual.widgets.option_list import Option
 from appliance.errors import RallypointError, WrongPassphrase
 from appliance.model import ChannelSummary, Identity, MessageView
 from appliance.node import Node
+from tui.text import printable
 
 POLL_SECONDS = 0.5  # how soon a message written by another process (the CLI, sync) shows up
 HISTORY = 200  # top-level messages loaded per channel view
 DEFAULT_REACTION = "👍"
-
-# C0 controls (ESC, BEL, ...) become their visible Unicode "control pictures"; C1 controls and
-# bidi overrides/isolates (which can reorder or hide text) become U+FFFD.
-_CONTROL_PICTURES: dict[int, str] = {code: chr(0x2400 + code) for code in range(0x20)} | {0x7F: "\u2421"}
-_HIDDEN_HAZARDS: dict[int, str] = {code: "\ufffd" for code in (*range(0x80, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A))}
-_ONE_LINE = str.maketrans(_CONTROL_PICTURES | _HIDDEN_HAZARDS)
-_MULTI_LINE = str.maketrans(_CONTROL_PICTURES | _HIDDEN_HAZARDS | {ord("\n"): "\n", ord("\t"): "    "})
-
-
-def printable(value: str, *, multiline: bool = False) -> str:
-    """Untrusted text made inert for a terminal: no escape sequences, no hidden reordering."""
-    if multiline:
-        return value.replace("\r\n", "\n").translate(_MULTI_LINE)
-    return value.translate(_ONE_LINE)
-
 
 def clock_time(ms: int) -> str:
     """Local HH:MM, with the date in front when it is not today."""

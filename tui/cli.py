@@ -20,6 +20,7 @@ from appliance import __version__
 from appliance.errors import InvalidInput, NotInitialised, RallypointError
 from appliance.model import MessageView, iso_utc
 from appliance.node import Attachment, Node
+from tui.text import printable
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -76,22 +77,16 @@ def emit(args: argparse.Namespace, payload: Any, human: str) -> None:
         print(human)
 
 
-def plain(value: str) -> str:
-    """Text from other nodes printed to a terminal: control characters (ESC, OSC, BEL...) are
-    made visible instead of being interpreted by the terminal."""
-    return "".join(ch if ch.isprintable() or ch == "\n" else f"\\x{ord(ch):02x}" for ch in value)
-
-
 def format_message(message: MessageView) -> str:
     when = (iso_utc(message.created_at) or "")[:16].replace("T", " ")
-    head = f"[{message.id}] {when} {plain(message.author)}"
+    head = f"[{message.id}] {when} {printable(message.author)}"
     if message.deleted:
         return f"{head}: (message deleted)"
-    lines = [f"{head}: {plain(message.text)}" + (" (edited)" if message.edited_at else "")]
+    lines = [f"{head}: {printable(message.text, multiline=True)}" + (" (edited)" if message.edited_at else "")]
     for file in message.files:
-        lines.append(f"    attachment: {plain(file.name)} ({file.size} bytes, {file.hash[:12]})")
+        lines.append(f"    attachment: {printable(file.name)} ({file.size} bytes, {file.hash[:12]})")
     if message.reactions:
-        lines.append("    " + "  ".join(f"{plain(e)} {', '.join(plain(u) for u in users)}" for e, users in message.reactions.items()))
+        lines.append("    " + "  ".join(f"{printable(e)} {', '.join(printable(u) for u in users)}" for e, users in message.reactions.items()))
     if message.reply_count:
         lines.append(f"    ↳ {message.reply_count} repl{'y' if message.reply_count == 1 else 'ies'}")
     if message.tampered:
@@ -196,7 +191,7 @@ async def cmd_user(args: argparse.Namespace) -> None:
             emit(
                 args,
                 [{"name": u.name, "role": u.role, "key": u.key.hex(), "local": u.local} for u in users],
-                "\n".join(f"{plain(u.name):<20} {u.role:<9} {'(this node)' if u.local else ''}" for u in users),
+                "\n".join(f"{printable(u.name):<20} {u.role:<9} {'(this node)' if u.local else ''}" for u in users),
             )
 
     await _with_node(args, run)
@@ -229,7 +224,7 @@ async def cmd_channel(args: argparse.Namespace) -> None:
                     for c in channels
                 ],
                 "\n".join(
-                    f"#{plain(c.name):<24} {c.kind:<8} {c.unread:>5} unread" + (f", {c.mentions} mentions" if c.mentions else "") + (f"  {plain(c.purpose)}" if c.purpose else "")
+                    f"#{printable(c.name):<24} {c.kind:<8} {c.unread:>5} unread" + (f", {c.mentions} mentions" if c.mentions else "") + (f"  {printable(c.purpose)}" if c.purpose else "")
                     for c in channels
                 )
                 or "no channels yet: rallypoint channel create NAME",
@@ -295,7 +290,7 @@ async def cmd_react(args: argparse.Namespace) -> None:
 async def cmd_search(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
         found = await node.search(args.query, limit=args.limit)
-        emit(args, [m.as_json() for m in found], "\n".join(f"#{plain(m.channel)} " + format_message(m) for m in found) or "nothing found")
+        emit(args, [m.as_json() for m in found], "\n".join(f"#{printable(m.channel)} " + format_message(m) for m in found) or "nothing found")
 
     await _with_node(args, run)
 
@@ -334,7 +329,7 @@ async def cmd_audit(args: argparse.Namespace) -> None:
         emit(
             args,
             [{"seq": e.seq, "at": iso_utc(e.at), "actor": e.actor, "action": e.action, "detail": e.detail} for e in entries],
-            "\n".join(f"{e.seq:>6} {iso_utc(e.at)} {e.action:<18} {plain(node.user_name(e.actor)) if e.actor != '-' else '-':<12} {plain(json.dumps(e.detail, ensure_ascii=False))}" for e in entries),
+            "\n".join(f"{e.seq:>6} {iso_utc(e.at)} {e.action:<18} {printable(node.user_name(e.actor)) if e.actor != '-' else '-':<12} {printable(json.dumps(e.detail, ensure_ascii=False))}" for e in entries),
         )
 
     await _with_node(args, run)
