@@ -117,6 +117,8 @@ class ChannelCreated(Message, bubble=False):
 class SetupScreen(Screen[None]):
     """First run: create a new workspace, or join one with an enrollment file and its code."""
 
+    AUTO_FOCUS = "#create-workspace"  # type straight away; the tabs are a shift+tab away
+
     def __init__(self, home: Path) -> None:
         super().__init__()
         self.home = home
