@@ -1,6 +1,6 @@
 """The one path to the database: SQLAlchemy 2 async. SQLite (aiosqlite) on the edge in WAL
-mode with synchronous=FULL, so a commit that returned survives kill -9 and power loss;
-the same schema runs on PostgreSQL for a hub."""
+mode with synchronous=FULL, so a commit that returned survives kill -9 and power loss. The
+schema keeps to portable types so a hub can move to PostgreSQL."""
 
 from __future__ import annotations
 

@@ -11,11 +11,10 @@ from textual.app import App
 from textual.pilot import Pilot
 from textual.widgets import Input, TabbedContent
 
-from appliance import crypto
 from appliance.node import Node
+from tests.conftest import FAST
 from tui.app import MainScreen, MessageList, RallypointApp, SetupScreen, UnlockScreen
 
-FAST = crypto.KdfParams(1, 8192)  # cheap key derivation: these tests are not about Argon2 cost
 PASSPHRASE = "correct-horse"
 SIZE = (80, 24)
 # run_test(..., notifications=True) throughout: errors on the main screen are toasts, which

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -324,3 +325,22 @@ async def test_memory_holds_a_bounded_number_of_documents(alice: Node, monkeypat
         assert [m.id for m in await alice.read(name)] == expected
     await alice.react(posted["one"][0], "👍")  # edits a segment that was evicted long ago
     assert (await alice.read("one"))[0].reactions == {"👍": ["alice"]}
+
+
+async def test_each_process_writes_under_a_fresh_actor_of_the_same_author(tmp_path: Path) -> None:
+    home = tmp_path / "alpha"
+    async with await Node.init(home, workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST) as node:
+        await node.create_channel("general")
+        await node.post("general", "first run")
+    backup = tmp_path / "backup"
+    shutil.copytree(home, backup)
+    async with await Node.open(home, PASSPHRASE) as node:
+        await node.post("general", "second run")
+    async with await Node.open(backup, PASSPHRASE) as restored:  # the box restored from its backup
+        await restored.post("general", "after the restore")
+        async with await Node.open(home, PASSPHRASE) as original:
+            await sync_all(restored, original)  # would fail on "duplicate seq" with a reused actor
+            assert [m.text for m in await original.read("general")] == ["first run", "second run", "after the restore"]
+    with sqlite3.connect(home / "node.db") as conn:
+        actors = {row[0] for row in conn.execute("SELECT DISTINCT actor FROM changes WHERE doc_id LIKE '%/seg/%'")}
+    assert len(actors) == 3 and len({actor[:32] for actor in actors}) == 1
