@@ -294,6 +294,22 @@ def message_ids(doc: Document) -> list[str]:
     return list(doc.keys(ROOT))
 
 
+def _fields(doc: Document, obj: bytes) -> dict[str, tuple[Any, bytes]]:
+    """Every key of a map with its value and op id, in two calls into the library."""
+    return dict(zip(doc.keys(obj), doc.values(obj)))
+
+
+def _as_scalar(entry: tuple[Any, bytes] | None) -> tuple[Any, bytes | None]:
+    """(value, author of the op that wrote it); (None, None) for a missing key or an object."""
+    if entry is None or isinstance(entry[0], core.ObjType):
+        return None, None
+    return entry[0][1], _op_author(entry[1])
+
+
+def _as_object(entry: tuple[Any, bytes] | None) -> bytes | None:
+    return entry[1] if entry is not None and isinstance(entry[0], core.ObjType) else None
+
+
 def read_message(doc: Document, message_id: str, admins: frozenset[str]) -> MessageState | None:
     """Reads one message. Fields only its author may write (text, thread, files, mentions)
     count only when written by the author; the delete flag also when written by an admin;
@@ -301,54 +317,56 @@ def read_message(doc: Document, message_id: str, admins: frozenset[str]) -> Mess
     msg = _child(doc, ROOT, message_id)
     if msg is None:
         return None
-    author, author_op = _scalar(doc, msg, "author")
+    fields = _fields(doc, msg)
+    author, author_op = _as_scalar(fields.get("author"))
     if not isinstance(author, str) or author_op is None or author_op.hex() != author:
         return None  # a message map not made by the author it names is ignored whole
     tampered = False
 
     def by_author(prop: str) -> Any:
         nonlocal tampered
-        value, op = _scalar(doc, msg, prop)
+        value, op = _as_scalar(fields.get(prop))
         if op is not None and op.hex() != author:
             tampered = True
             return None
         return value
 
-    created_at, _ = _scalar(doc, msg, "created_at")
-    deleted_value, deleted_op = _scalar(doc, msg, "deleted")
+    created_at, _ = _as_scalar(fields.get("created_at"))
+    deleted_value, deleted_op = _as_scalar(fields.get("deleted"))
     deleted = deleted_value is True and deleted_op is not None and (deleted_op.hex() == author or deleted_op.hex() in admins)
     root_id = by_author("root_id")
     # A deletion (by the author or an admin) clears the text and stamps the time.
     text = "" if deleted else by_author("text")
-    edited_at = _scalar(doc, msg, "edited_at")[0] if deleted else by_author("edited_at")
+    edited_at = _as_scalar(fields.get("edited_at"))[0] if deleted else by_author("edited_at")
 
     reactions: dict[str, list[str]] = {}
-    reactions_obj = _child(doc, msg, "reactions")
+    reactions_obj = _as_object(fields.get("reactions"))
     if reactions_obj is not None:
-        for key in doc.keys(reactions_obj):
+        for key, entry in _fields(doc, reactions_obj).items():
             emoji, _, user = key.rpartition(" ")
-            on, op = _scalar(doc, reactions_obj, key)
+            on, op = _as_scalar(entry)
             if on is True and emoji and op is not None and op.hex() == user:
                 reactions.setdefault(emoji, []).append(user)
 
     files: list[FileRef] = []
-    files_obj = _child(doc, msg, "files")
+    files_obj = _as_object(fields.get("files"))
     if files_obj is not None:
-        for index in range(doc.length(files_obj)):
-            entry = _child(doc, files_obj, index)
-            if entry is None:
+        for entry in doc.values(files_obj):
+            file_obj = _as_object(entry)
+            if file_obj is None:
                 continue
-            name, op = _scalar(doc, entry, "name")
-            size, _ = _scalar(doc, entry, "size")
-            digest, _ = _scalar(doc, entry, "hash")
+            file_fields = _fields(doc, file_obj)
+            name, op = _as_scalar(file_fields.get("name"))
+            size, _ = _as_scalar(file_fields.get("size"))
+            digest, _ = _as_scalar(file_fields.get("hash"))
             if op is not None and op.hex() == author and isinstance(name, str) and isinstance(size, int) and isinstance(digest, str):
                 files.append(FileRef(name=name, size=size, hash=digest))
 
     mentions: list[str] = []
-    mentions_obj = _child(doc, msg, "mentions")
+    mentions_obj = _as_object(fields.get("mentions"))
     if mentions_obj is not None:
-        for index in range(doc.length(mentions_obj)):
-            value, op = _scalar(doc, mentions_obj, index)
+        for entry in doc.values(mentions_obj):
+            value, op = _as_scalar(entry)
             if isinstance(value, str) and op is not None and op.hex() == author:
                 mentions.append(value)
 

@@ -1,0 +1,613 @@
+"""The bundle codec: a signed, encrypted, self-contained file that carries changes, blobs and
+acknowledgements from one node to one or more others. docs/bundle-format.md is the
+specification; this module follows it to the byte.
+
+Pure functions of bytes, keys, randomness and time: no file or socket I/O, no clock, no
+system randomness. `build_bundle` takes 32 bytes of randomness and derives everything random
+from them (and from the inputs, so reusing randomness by mistake never reuses a key stream);
+`open_bundle` checks, in a fixed order, everything a hostile file could get wrong and raises one
+distinct `BundleRejected` subclass per outcome. Every third-party exception is translated at
+this boundary."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import Any
+
+import nacl.bindings as sodium
+import nacl.exceptions
+import nacl.public
+import nacl.signing
+
+from appliance import cbor, crypto
+from appliance.changes import MAX_CHANGE_BYTES, SignedChange
+from appliance.errors import InvalidInput
+from appliance.ids import key_id
+from sync.errors import (
+    BundleRejected,
+    Malformed,
+    NotAddressedToMe,
+    RevokedSender,
+    Tampered,
+    TooLarge,
+    Truncated,
+    UnknownSender,
+    UnsupportedVersion,
+)
+
+Buffer = cbor.Buffer
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+MAGIC = b"\x89RPBNDL\n"
+FORMAT_VERSION = 1
+PREFIX_BYTES = len(MAGIC) + 1 + 4  # magic, version, header length
+LENGTH_BYTES = 8  # the ciphertext length field
+SIGNATURE_BYTES = 64
+SIGNATURE_DOMAIN = b"rallypoint/bundle/v1\x00"
+
+MAX_HEADER_BYTES = 256 * KiB
+MAX_HEADER_ITEMS = 65_536
+MAX_RECIPIENTS = 1024
+MAX_DOC_ID_BYTES = 256
+MAX_CREATED_AT = 2**63 - 1
+MIN_CHUNK_SIZE = 1 * KiB
+MAX_CHUNK_SIZE = 1 * MiB
+DEFAULT_CHUNK_SIZE = 64 * KiB
+
+ID_BYTES = 16
+KEY_BYTES = 32
+HASH_BYTES = 32
+CONTENT_KEY_BYTES = sodium.crypto_secretstream_xchacha20poly1305_KEYBYTES  # 32
+WRAPPED_KEY_BYTES = 32 + 16 + CONTENT_KEY_BYTES  # sealed box: ephemeral key, MAC, content key
+RANDOMNESS_BYTES = 32
+DEFAULT_MAX_BUNDLE_BYTES = 2 * GiB
+
+STREAM_HEADER_BYTES = sodium.crypto_secretstream_xchacha20poly1305_HEADERBYTES  # 24
+CHUNK_OVERHEAD = sodium.crypto_secretstream_xchacha20poly1305_ABYTES  # 17: tag byte + MAC
+TAG_MESSAGE = sodium.crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
+TAG_FINAL = sodium.crypto_secretstream_xchacha20poly1305_TAG_FINAL
+MIN_CIPHERTEXT_BYTES = STREAM_HEADER_BYTES + CHUNK_OVERHEAD + 1
+
+HEADER_FIELDS = frozenset({"v", "id", "workspace", "sender", "created_at", "heads", "recipients", "chunk_size"})
+PAYLOAD_FIELDS = frozenset({"directory", "changes", "blobs", "acks"})
+DERIVE_CONTEXT = "rallypoint/bundle/v1/derive"
+_HEX_KEY = re.compile(r"[0-9a-f]{64}")
+
+SenderStatus = Callable[[bytes], str]
+"""Given a sender's node key: "trusted", "unknown" or "revoked" (from the caller's directory)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Hard limits a reader applies; see docs/bundle-format.md ("Limits") for the memory bound."""
+
+    max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES  # the declared ciphertext length
+    max_plaintext_bytes: int = 256 * MiB  # decrypted payload, enforced before any CBOR decoding
+    max_items: int = 1_000_000  # CBOR data items in the payload, counted before decoding
+    max_blob_bytes: int = 32 * MiB  # one blob
+
+    def __post_init__(self) -> None:
+        for name in ("max_bundle_bytes", "max_plaintext_bytes", "max_items", "max_blob_bytes"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise ValueError(f"Limits.{name} must be a positive int")
+
+
+DocChanges = tuple[tuple[str, tuple[SignedChange, ...]], ...]
+Hashes = Mapping[str, tuple[bytes, ...]]
+
+
+@dataclass(frozen=True)
+class BundleContent:
+    """What a bundle carries. Directory updates are applied before channel changes; within a
+    section documents and changes keep the sender's order. `acks` maps a peer's node key to the
+    heads the sender knows that peer has (per document). Lists are normalised to tuples and
+    ack hashes to sorted, de-duplicated tuples, so equal content compares equal."""
+
+    directory: DocChanges = ()
+    changes: DocChanges = ()
+    blobs: tuple[tuple[bytes, bytes], ...] = ()
+    acks: Mapping[bytes, Hashes] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "directory", _doc_groups(self.directory))
+        object.__setattr__(self, "changes", _doc_groups(self.changes))
+        object.__setattr__(self, "blobs", tuple((h, d) for h, d in self.blobs))
+        object.__setattr__(
+            self,
+            "acks",
+            {peer: {doc: tuple(sorted(set(hashes))) for doc, hashes in docs.items()} for peer, docs in self.acks.items()},
+        )
+
+
+def _doc_groups(groups: Any) -> DocChanges:
+    return tuple((doc_id, tuple(changes)) for doc_id, changes in groups)
+
+
+@dataclass(frozen=True)
+class BundleHeader:
+    """The clear-text header: readable by anyone holding the file, without a key."""
+
+    id: bytes
+    workspace: bytes
+    sender: bytes
+    created_at: int  # milliseconds since the Unix epoch, as the sender's clock said
+    heads: Hashes  # the sender's heads per document: an implicit acknowledgement
+    recipients: tuple[bytes, ...]  # node keys, ascending
+    chunk_size: int
+    raw: bytes  # the exact header bytes the signature covers
+    ciphertext_length: int
+
+
+# --- building ---------------------------------------------------------------------------
+
+
+def build_bundle(
+    content: BundleContent,
+    *,
+    sender_key: nacl.signing.SigningKey,
+    workspace: bytes,
+    recipients: Sequence[bytes],
+    heads: Mapping[str, Sequence[bytes]],
+    created_at: int,
+    randomness: bytes,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> bytes:
+    """The bundle's bytes. `randomness` is 32 bytes that MUST come fresh from a CSPRNG for each
+    bundle (`appliance.crypto.random_bytes(32)`); the same inputs and randomness give the same
+    bytes. Raises ValueError for inputs no reader would accept (bad lengths, duplicate keys or
+    documents, a blob whose key is not its SHA-256, no recipients, ...)."""
+    wire = _content_to_wire(content)
+    try:
+        _content_from_wire(wire, _BUILD_LIMITS)  # the reader's own rules, so we never write what it rejects
+    except BundleRejected as exc:
+        raise ValueError(str(exc)) from exc
+    return _seal_plaintext(
+        cbor.encode(wire),
+        sender_key=sender_key,
+        workspace=workspace,
+        recipients=recipients,
+        heads=heads,
+        created_at=created_at,
+        randomness=randomness,
+        chunk_size=chunk_size,
+    )
+
+
+_BUILD_LIMITS = Limits(max_bundle_bytes=2**64 - 1, max_plaintext_bytes=2**64 - 1, max_items=2**64 - 1, max_blob_bytes=2**64 - 1)
+
+
+def _content_to_wire(content: BundleContent) -> dict[str, Any]:
+    def groups(section: DocChanges, name: str) -> list[Any]:
+        out = []
+        for doc_id, changes in section:
+            entries = []
+            for change in changes:
+                if not isinstance(change, SignedChange):
+                    raise TypeError(f"{name}: {doc_id!r} holds {type(change).__name__}, not SignedChange")
+                entries.append([change.data, change.signature])
+            out.append([doc_id, entries])
+        return out
+
+    acks = {}
+    for peer, docs in content.acks.items():
+        if not isinstance(peer, bytes) or len(peer) != KEY_BYTES:
+            raise ValueError("acks: a peer is not a 32-byte node key")
+        acks[peer.hex()] = {doc: list(hashes) for doc, hashes in docs.items()}
+    return {
+        "directory": groups(content.directory, "directory"),
+        "changes": groups(content.changes, "changes"),
+        "blobs": [[digest, data] for digest, data in content.blobs],
+        "acks": acks,
+    }
+
+
+def _seal_plaintext(
+    plaintext: bytes,
+    *,
+    sender_key: nacl.signing.SigningKey,
+    workspace: bytes,
+    recipients: Sequence[bytes],
+    heads: Mapping[str, Sequence[bytes]],
+    created_at: int,
+    randomness: bytes,
+    chunk_size: int,
+    stream_tags: Sequence[int] | None = None,
+) -> bytes:
+    """Encrypts, wraps, signs and frames a payload that is already encoded. `stream_tags`
+    overrides the chunk tags (only the vector generator uses it, to write bad streams)."""
+    if not isinstance(randomness, bytes) or len(randomness) != RANDOMNESS_BYTES:
+        raise ValueError(f"randomness must be {RANDOMNESS_BYTES} bytes")
+    if not plaintext:
+        raise ValueError("empty plaintext")
+    keys = [bytes(r) for r in recipients]
+    recipient_keys = sorted(set(keys))
+    if len(recipient_keys) != len(keys):
+        raise ValueError("a recipient is listed twice")
+    heads_wire = {doc: sorted({bytes(h) for h in hashes}) for doc, hashes in heads.items()}
+    sender = bytes(sender_key.verify_key)
+
+    context = [DERIVE_CONTEXT, sender, workspace, recipient_keys, heads_wire, created_at, chunk_size, crypto.sha256(plaintext)]
+    master = hashlib.blake2b(cbor.encode(context), digest_size=32, key=randomness).digest()
+    content_key = _derive(master, b"rp-content-key", CONTENT_KEY_BYTES)
+    header_obj = {
+        "v": FORMAT_VERSION,
+        "id": _derive(master, b"rp-bundle-id", ID_BYTES),
+        "workspace": workspace,
+        "sender": sender,
+        "created_at": created_at,
+        "heads": heads_wire,
+        "recipients": [[r, _wrap_key(content_key, r, _derive(master, b"rp-wrap-seed", 32, r))] for r in recipient_keys],
+        "chunk_size": chunk_size,
+    }
+    header_raw = cbor.encode(header_obj)
+    if len(header_raw) > MAX_HEADER_BYTES:
+        raise ValueError(f"header is {len(header_raw):,} bytes; the format allows {MAX_HEADER_BYTES:,}")
+    try:
+        _header_from_wire(header_obj, header_raw, 0)
+    except BundleRejected as exc:
+        raise ValueError(str(exc)) from exc
+    stream_header = _derive(master, b"rp-stream-header", STREAM_HEADER_BYTES)
+    ciphertext = _encrypt_stream(content_key, stream_header, plaintext, chunk_size, crypto.sha256(header_raw), stream_tags)
+    return _frame(header_raw, ciphertext, _sign(sender_key, header_raw, ciphertext))
+
+
+def _derive(master: bytes, label: bytes, size: int, data: bytes = b"") -> bytes:
+    return hashlib.blake2b(data, digest_size=size, key=master, person=label).digest()
+
+
+def _wrap_key(content_key: bytes, recipient: bytes, seed: bytes) -> bytes:
+    """libsodium's crypto_box_seal with its ephemeral key pair made from `seed`: the output is
+    exactly what crypto_box_seal would write had randombytes produced that key pair, and opens
+    with crypto_box_seal_open / nacl.public.SealedBox."""
+    try:
+        public = bytes(nacl.signing.VerifyKey(recipient).to_curve25519_public_key())
+        ephemeral_pk, ephemeral_sk = sodium.crypto_box_seed_keypair(seed)
+        nonce = hashlib.blake2b(ephemeral_pk + public, digest_size=sodium.crypto_box_NONCEBYTES).digest()
+        return ephemeral_pk + sodium.crypto_box(content_key, nonce, public, ephemeral_sk)
+    except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
+        raise ValueError(f"recipient {recipient.hex()[:16]}... is not a usable Ed25519 public key") from exc
+
+
+def _encrypt_stream(
+    key: bytes, stream_header: bytes, plaintext: bytes, chunk_size: int, ad: bytes, tags: Sequence[int] | None = None
+) -> bytes:
+    """A libsodium secretstream with a chosen header. init_push would draw the header from
+    randombytes; init_pull computes the very same state from a given header (both run
+    HChaCha20(key, header[0:16]), reset the counter and copy header[16:24]), so a state set up by
+    init_pull and then used to push writes the stream init_push would have written."""
+    state = sodium.crypto_secretstream_xchacha20poly1305_state()
+    sodium.crypto_secretstream_xchacha20poly1305_init_pull(state, stream_header, key)
+    pieces = [plaintext[i : i + chunk_size] for i in range(0, len(plaintext), chunk_size)]
+    if tags is None:
+        tags = [TAG_MESSAGE] * (len(pieces) - 1) + [TAG_FINAL]
+    out = [stream_header]
+    for piece, tag in zip(pieces, tags, strict=True):
+        out.append(sodium.crypto_secretstream_xchacha20poly1305_push(state, piece, ad, tag))
+    return b"".join(out)
+
+
+def _sign(sender_key: nacl.signing.SigningKey, header_raw: bytes, ciphertext: Buffer) -> bytes:
+    return crypto.sign(sender_key, _signed_message(header_raw, ciphertext))
+
+
+def _signed_message(header_raw: bytes, ciphertext: Buffer) -> bytes:
+    return SIGNATURE_DOMAIN + header_raw + hashlib.sha256(ciphertext).digest()
+
+
+def _frame(header_raw: bytes, ciphertext: bytes, signature: bytes, version: int = FORMAT_VERSION) -> bytes:
+    return b"".join(
+        [
+            MAGIC,
+            bytes([version]),
+            len(header_raw).to_bytes(4, "big"),
+            header_raw,
+            len(ciphertext).to_bytes(LENGTH_BYTES, "big"),
+            ciphertext,
+            signature,
+        ]
+    )
+
+
+# --- reading ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    header: BundleHeader
+    wrapped: dict[bytes, bytes]
+    view: memoryview
+    ciphertext_start: int
+
+
+def read_header(data: Buffer, *, max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES) -> BundleHeader:
+    """The header of a bundle, checked for framing (magic, version, lengths, no trailing bytes)
+    and canonical, well-formed fields - but not authenticated: nothing here is verified against
+    the sender's signature. No key needed (`bundle inspect`, routing)."""
+    return _parse(data, max_bundle_bytes).header
+
+
+def open_bundle(
+    data: Buffer,
+    *,
+    my_key: nacl.signing.SigningKey,
+    sender_status: SenderStatus,
+    limits: Limits = Limits(),
+    workspace: bytes | None = None,
+) -> tuple[BundleHeader, BundleContent]:
+    """Verifies and decrypts a bundle addressed to the node whose key is `my_key`.
+
+    Checks in this order, raising the first failure: magic, version, lengths (Malformed,
+    UnsupportedVersion, TooLarge, Truncated), header (Malformed, TooLarge), workspace when given
+    and the sender's standing (UnknownSender, RevokedSender), the signature (Tampered), that
+    this node is a recipient (NotAddressedToMe), the wrapped key and every chunk (Tampered,
+    Truncated, TooLarge), the payload (Malformed, TooLarge)."""
+    parsed = _parse(data, limits.max_bundle_bytes)
+    header = parsed.header
+    if workspace is not None and header.workspace != workspace:
+        raise UnknownSender(f"bundle from node {key_id(header.sender)} belongs to another workspace")
+    status = sender_status(header.sender)
+    if status == "unknown":
+        raise UnknownSender(f"bundle from node {key_id(header.sender)}, which this workspace's directory does not know")
+    if status == "revoked":
+        raise RevokedSender(f"bundle from node {key_id(header.sender)}, whose certificate is revoked")
+    if status != "trusted":
+        raise ValueError(f"sender_status returned {status!r}; expected 'trusted', 'unknown' or 'revoked'")
+
+    start, length = parsed.ciphertext_start, header.ciphertext_length
+    ciphertext = parsed.view[start : start + length]
+    signature = bytes(parsed.view[start + length :])
+    if not crypto.verify(header.sender, _signed_message(header.raw, ciphertext), signature):
+        raise Tampered(f"bundle signature by node {key_id(header.sender)} does not verify: the file was altered")
+
+    wrapped = parsed.wrapped.get(bytes(my_key.verify_key))
+    if wrapped is None:
+        raise NotAddressedToMe(f"bundle is not addressed to this node (it is for {len(header.recipients)} other node(s))")
+    content_key = _unwrap_key(wrapped, my_key)
+    plaintext = _decrypt_stream(ciphertext, content_key, header.chunk_size, crypto.sha256(header.raw), limits.max_plaintext_bytes)
+    return header, _decode_payload(plaintext, limits)
+
+
+def _parse(data: Buffer, max_bundle_bytes: int) -> _Parsed:
+    view = memoryview(data).cast("B")
+    size = len(view)
+    if size < len(MAGIC):
+        if bytes(view) == MAGIC[:size]:
+            raise Truncated("bundle is truncated: the file ends inside the magic" if size else "bundle file is empty")
+        raise Malformed("not a Rallypoint bundle (bad magic)")
+    if view[: len(MAGIC)] != MAGIC:
+        raise Malformed("not a Rallypoint bundle (bad magic)")
+    if size < len(MAGIC) + 1:
+        raise Truncated("bundle is truncated: the file ends before the format version")
+    version = view[len(MAGIC)]
+    if version != FORMAT_VERSION:
+        raise UnsupportedVersion(f"bundle format version {version} is not supported (this node reads version {FORMAT_VERSION})")
+    if size < PREFIX_BYTES:
+        raise Truncated("bundle is truncated: the file ends inside the header length")
+    header_length = int.from_bytes(view[len(MAGIC) + 1 : PREFIX_BYTES], "big")
+    if header_length > MAX_HEADER_BYTES:
+        raise TooLarge(f"bundle header declares {header_length:,} bytes; the limit is {MAX_HEADER_BYTES:,}")
+    ciphertext_start = PREFIX_BYTES + header_length + LENGTH_BYTES
+    if size < ciphertext_start:
+        raise Truncated(f"bundle is truncated: the file ends inside the header ({size:,} of at least {ciphertext_start:,} bytes)")
+    ciphertext_length = int.from_bytes(view[ciphertext_start - LENGTH_BYTES : ciphertext_start], "big")
+    if ciphertext_length > max_bundle_bytes:
+        raise TooLarge(f"bundle declares {ciphertext_length:,} bytes of ciphertext; the limit is {max_bundle_bytes:,}")
+    if ciphertext_length < MIN_CIPHERTEXT_BYTES:
+        raise Malformed(f"bundle declares {ciphertext_length} bytes of ciphertext; a stream needs at least {MIN_CIPHERTEXT_BYTES}")
+    expected = ciphertext_start + ciphertext_length + SIGNATURE_BYTES
+    if size < expected:
+        raise Truncated(f"bundle is truncated: its lengths say {expected:,} bytes, the file holds {size:,}")
+    if size > expected:
+        raise Malformed(f"bundle has {size - expected:,} trailing bytes after its signature")
+    raw = bytes(view[PREFIX_BYTES : PREFIX_BYTES + header_length])
+    header, wrapped = _header_from_wire(_strict_decode(raw, "bundle header", MAX_HEADER_ITEMS), raw, ciphertext_length)
+    return _Parsed(header, wrapped, view, ciphertext_start)
+
+
+def _unwrap_key(wrapped: bytes, my_key: nacl.signing.SigningKey) -> bytes:
+    try:
+        content_key = nacl.public.SealedBox(my_key.to_curve25519_private_key()).decrypt(wrapped)
+    except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
+        raise Tampered("the content key wrapped for this node does not open: the bundle was altered") from exc
+    if len(content_key) != CONTENT_KEY_BYTES:
+        raise Malformed(f"the wrapped content key is {len(content_key)} bytes, not {CONTENT_KEY_BYTES}")
+    return content_key
+
+
+def _decrypt_stream(ciphertext: memoryview, key: bytes, chunk_size: int, ad: bytes, max_plaintext: int) -> bytearray:
+    """Chunk boundaries follow from the lengths alone (every chunk but the last holds
+    `chunk_size` bytes), so the plaintext size is known - and limited - before decrypting."""
+    body = len(ciphertext) - STREAM_HEADER_BYTES
+    full = chunk_size + CHUNK_OVERHEAD
+    count = -(-body // full)
+    last = body - (count - 1) * full
+    if last <= CHUNK_OVERHEAD:
+        raise Malformed(f"the encrypted stream's last chunk is {last} bytes: too short to hold any data")
+    plaintext_length = body - count * CHUNK_OVERHEAD
+    if plaintext_length > max_plaintext:
+        raise TooLarge(f"bundle payload is {plaintext_length:,} bytes; the limit is {max_plaintext:,}")
+    state = sodium.crypto_secretstream_xchacha20poly1305_state()
+    try:
+        sodium.crypto_secretstream_xchacha20poly1305_init_pull(state, bytes(ciphertext[:STREAM_HEADER_BYTES]), key)
+    except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
+        raise Tampered("the encrypted stream's header is unusable") from exc
+    out = bytearray()
+    pos = STREAM_HEADER_BYTES
+    for index in range(count):
+        piece = bytes(ciphertext[pos : pos + full])
+        pos += len(piece)
+        try:
+            message, tag = sodium.crypto_secretstream_xchacha20poly1305_pull(state, piece, ad)
+        except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
+            raise Tampered(f"encrypted chunk {index + 1} of {count} fails authentication (altered, reordered or spliced)") from exc
+        if len(out) + len(message) > max_plaintext:  # unreachable given the check above; kept as the invariant
+            raise TooLarge(f"bundle payload exceeds {max_plaintext:,} bytes")
+        out += message
+        if tag == TAG_FINAL:
+            if index != count - 1:
+                raise Tampered(f"the encrypted stream has data after its final chunk ({index + 1} of {count})")
+        elif tag != TAG_MESSAGE:
+            raise Malformed(f"encrypted chunk {index + 1} carries an unexpected stream tag {tag}")
+        elif index == count - 1:
+            raise Truncated("bundle is truncated: the encrypted stream ends without its final chunk")
+    return out
+
+
+def _decode_payload(plaintext: bytearray, limits: Limits) -> BundleContent:
+    return _content_from_wire(_strict_decode(plaintext, "bundle payload", limits.max_items), limits)
+
+
+# --- CBOR: structure scan, strict decode, field checks ------------------------------------
+
+
+def _strict_decode(raw: Buffer, what: str, max_items: int) -> Any:
+    try:
+        return cbor.decode(raw, what, max_items=max_items)
+    except cbor.CborTooLarge as exc:
+        raise TooLarge(_one_line(str(exc))) from exc
+    except InvalidInput as exc:
+        raise Malformed(_one_line(str(exc)) or f"{what}: malformed CBOR") from exc
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:300]
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int  # not bool
+
+
+def _need(condition: bool, message: str) -> None:
+    if not condition:
+        raise Malformed(message)
+
+
+def _fixed_bytes(value: Any, size: int, what: str) -> bytes:
+    _need(isinstance(value, bytes) and len(value) == size, f"{what} must be {size} bytes")
+    return bytes(value)
+
+
+def _doc_id(value: Any, what: str) -> str:
+    _need(isinstance(value, str), f"{what}: a document id is not a text string")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        size = 0
+    _need(0 < size <= MAX_DOC_ID_BYTES, f"{what}: a document id is empty, not UTF-8 or over {MAX_DOC_ID_BYTES} bytes")
+    return str(value)
+
+
+def _sorted_hashes(value: Any, what: str) -> tuple[bytes, ...]:
+    _need(isinstance(value, list), f"{what}: hashes are not a list")
+    for item in value:
+        _fixed_bytes(item, HASH_BYTES, f"{what}: a hash")
+    _need(all(a < b for a, b in pairwise(value)), f"{what}: hashes are not sorted ascending without duplicates")
+    return tuple(value)
+
+
+def _heads(value: Any, what: str) -> dict[str, tuple[bytes, ...]]:
+    _need(isinstance(value, dict), f"{what} is not a map")
+    return {_doc_id(doc, what): _sorted_hashes(hashes, f"{what} of {doc!r}") for doc, hashes in value.items()}
+
+
+def _header_from_wire(obj: Any, raw: bytes, ciphertext_length: int) -> tuple[BundleHeader, dict[bytes, bytes]]:
+    _need(isinstance(obj, dict), "bundle header is not a CBOR map")
+    _need(set(obj) == HEADER_FIELDS, f"bundle header must have exactly the fields {sorted(HEADER_FIELDS)}")
+    _need(_is_int(obj["v"]) and obj["v"] == FORMAT_VERSION, f"bundle header field v must be {FORMAT_VERSION}, as the version byte says")
+    created_at = obj["created_at"]
+    _need(_is_int(created_at) and 0 <= created_at <= MAX_CREATED_AT, "bundle header field created_at must be an int in 0..2^63-1")
+    chunk_size = obj["chunk_size"]
+    _need(
+        _is_int(chunk_size) and MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE,
+        f"bundle header field chunk_size must be an int in {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE}",
+    )
+    recipients = obj["recipients"]
+    _need(isinstance(recipients, list) and len(recipients) > 0, "bundle header lists no recipients")
+    if len(recipients) > MAX_RECIPIENTS:
+        raise TooLarge(f"bundle header lists {len(recipients):,} recipients; the limit is {MAX_RECIPIENTS}")
+    wrapped: dict[bytes, bytes] = {}
+    for entry in recipients:
+        _need(isinstance(entry, list) and len(entry) == 2, "a bundle recipient is not [node key, wrapped key]")
+        node = _fixed_bytes(entry[0], KEY_BYTES, "a recipient's node key")
+        wrapped[node] = _fixed_bytes(entry[1], WRAPPED_KEY_BYTES, "a recipient's wrapped content key")
+    keys = [entry[0] for entry in recipients]
+    _need(all(a < b for a, b in pairwise(keys)), "bundle recipients are not sorted by node key without duplicates")
+    header = BundleHeader(
+        id=_fixed_bytes(obj["id"], ID_BYTES, "bundle id"),
+        workspace=_fixed_bytes(obj["workspace"], KEY_BYTES, "bundle workspace key"),
+        sender=_fixed_bytes(obj["sender"], KEY_BYTES, "bundle sender key"),
+        created_at=created_at,
+        heads=_heads(obj["heads"], "bundle heads"),
+        recipients=tuple(keys),
+        chunk_size=chunk_size,
+        raw=raw,
+        ciphertext_length=ciphertext_length,
+    )
+    return header, wrapped
+
+
+def _content_from_wire(obj: Any, limits: Limits) -> BundleContent:
+    _need(isinstance(obj, dict), "bundle payload is not a CBOR map")
+    _need(set(obj) == PAYLOAD_FIELDS, f"bundle payload must have exactly the fields {sorted(PAYLOAD_FIELDS)}")
+
+    def section(name: str) -> DocChanges:
+        value = obj[name]
+        _need(isinstance(value, list), f"payload {name} is not a list")
+        seen: set[str] = set()
+        out = []
+        for group in value:
+            _need(isinstance(group, list) and len(group) == 2, f"payload {name}: an entry is not [document id, changes]")
+            doc_id = _doc_id(group[0], f"payload {name}")
+            _need(doc_id not in seen, f"payload {name}: document {doc_id!r} appears twice")
+            seen.add(doc_id)
+            _need(isinstance(group[1], list), f"payload {name} of {doc_id!r}: changes are not a list")
+            changes: list[SignedChange] = []
+            append = changes.append
+            for entry in group[1]:  # hot: one iteration per change
+                if type(entry) is not list or len(entry) != 2:
+                    raise Malformed(f"payload {name} of {doc_id!r}: a change is not [bytes, signature or null]")
+                data, signature = entry
+                if type(data) is not bytes or not data:
+                    raise Malformed(f"payload {name} of {doc_id!r}: a change is not non-empty bytes")
+                if len(data) > MAX_CHANGE_BYTES:
+                    raise TooLarge(f"payload {name} of {doc_id!r}: a change of {len(data):,} bytes exceeds {MAX_CHANGE_BYTES:,}")
+                if signature is not None and (type(signature) is not bytes or len(signature) != SIGNATURE_BYTES):
+                    raise Malformed(f"payload {name} of {doc_id!r}: a signature is neither {SIGNATURE_BYTES} bytes nor null")
+                append(SignedChange(data, signature))
+            out.append((doc_id, tuple(changes)))
+        return tuple(out)
+
+    directory = section("directory")
+    changes = section("changes")
+
+    blobs_wire = obj["blobs"]
+    _need(isinstance(blobs_wire, list), "payload blobs is not a list")
+    blobs = []
+    seen_blobs: set[bytes] = set()
+    for entry in blobs_wire:
+        _need(isinstance(entry, list) and len(entry) == 2, "payload blobs: an entry is not [sha256, data]")
+        digest = _fixed_bytes(entry[0], HASH_BYTES, "payload blobs: a blob key")
+        data = entry[1]
+        _need(isinstance(data, bytes), "payload blobs: blob data is not bytes")
+        if len(data) > limits.max_blob_bytes:
+            raise TooLarge(f"payload blob {digest.hex()[:12]} is {len(data):,} bytes; the limit is {limits.max_blob_bytes:,}")
+        _need(digest not in seen_blobs, f"payload blob {digest.hex()[:12]} appears twice")
+        seen_blobs.add(digest)
+        _need(crypto.sha256(data) == digest, f"payload blob {digest.hex()[:12]}: data does not hash to its key")
+        blobs.append((digest, data))
+
+    acks_wire = obj["acks"]
+    _need(isinstance(acks_wire, dict), "payload acks is not a map")
+    acks: dict[bytes, Hashes] = {}
+    for peer, docs in acks_wire.items():
+        _need(isinstance(peer, str) and _HEX_KEY.fullmatch(peer) is not None, "payload acks: a peer is not 64 lowercase hex digits")
+        acks[bytes.fromhex(peer)] = _heads(docs, f"payload acks for {peer[:12]}")
+    return BundleContent(directory=directory, changes=changes, blobs=tuple(blobs), acks=acks)

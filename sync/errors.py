@@ -1,0 +1,45 @@
+"""The root exception of the sync package and the distinct outcomes of opening a bundle.
+
+Every exception's message is one line meant for the user (the CLI prints it as is)."""
+
+from __future__ import annotations
+
+
+class SyncError(Exception):
+    """Root of every error the sync package raises on purpose."""
+
+
+class BundleRejected(SyncError):
+    """A bundle this node will not import; the subclass says why."""
+
+
+class NotAddressedToMe(BundleRejected):
+    """An intact bundle that carries no content key for this node (it may be carried on)."""
+
+
+class Tampered(BundleRejected):
+    """The signature, a wrapped key or an encrypted chunk does not verify: the bytes were altered."""
+
+
+class Truncated(BundleRejected):
+    """The file is shorter than its own lengths say, or its encrypted stream stops before the final chunk."""
+
+
+class UnknownSender(BundleRejected):
+    """Signed by a node this workspace's directory does not know (or for another workspace)."""
+
+
+class RevokedSender(BundleRejected):
+    """Signed by a node whose certificate has been revoked."""
+
+
+class UnsupportedVersion(BundleRejected):
+    """A bundle format version this node cannot read."""
+
+
+class TooLarge(BundleRejected):
+    """A length, size or item count over a hard limit."""
+
+
+class Malformed(BundleRejected):
+    """Bytes that do not follow the bundle format (bad magic, non-canonical CBOR, wrong fields, trailing bytes)."""

@@ -1,0 +1,294 @@
+"""Builds every bundle test vector in tests/vectors/ from fixed keys, randomness and time.
+
+    python -m tests.make_vectors           # check: exit 1 if a committed file differs
+    python -m tests.make_vectors --write   # regenerate tests/vectors/*.bundle and manifest.json
+
+Good vectors come from `build_bundle`; bad ones are good ones altered byte by byte, or (where
+the point is a check deeper than the signature) altered and signed again with the sender's key,
+so a reader must get past the signature to find the fault. tests/vectors/README.md explains."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import nacl.signing
+from automerge._automerge import ROOT, Document, ScalarType
+
+from appliance import cbor
+from appliance.changes import SignedChange, parse_change, sign_change
+from sync import bundle
+from sync.bundle import BundleContent, BundleHeader
+
+VECTORS = Path(__file__).resolve().parent / "vectors"
+MANIFEST = "manifest.json"
+
+
+def _key(n: int) -> nacl.signing.SigningKey:
+    return nacl.signing.SigningKey(bytes([n]) * 32)
+
+
+SENDER = _key(1)
+IDENTITIES = {"A": _key(2), "B": _key(3), "C": _key(4)}
+WORKSPACE_KEY = _key(5)
+WORKSPACE = bytes(WORKSPACE_KEY.verify_key)
+STRANGER = _key(6)  # a node no directory knows
+REVOKED = _key(7)  # a node whose certificate the reader's directory has revoked
+AUTHOR = _key(8)  # the user who wrote the channel changes
+ADMIN = _key(9)  # the user who wrote the directory change
+OTHER_WORKSPACE = bytes(_key(10).verify_key)
+CREATED_AT = 1_767_225_600_000  # 2026-01-01T00:00:00Z in milliseconds
+
+CHANNEL = "c0ffee00c0ffee00"
+HEAD_DOC = f"{CHANNEL}/head"
+SEGMENT_DOC = f"{CHANNEL}/seg/000000"
+
+
+def pk(key: nacl.signing.SigningKey) -> bytes:
+    return bytes(key.verify_key)
+
+
+def randomness(name: str) -> bytes:
+    return hashlib.sha256(b"rallypoint bundle test vector " + name.encode()).digest()
+
+
+def automerge_changes(author: nacl.signing.SigningKey, doc_id: str, texts: list[str], sign_all: bool = True) -> tuple[SignedChange, ...]:
+    """One real Automerge change per text (a string put at the root), deterministic: fixed
+    actor id (the author's key and 16 zero bytes) and Automerge's zero timestamp. Unless
+    `sign_all`, only the last change is signed (it vouches for the earlier ones)."""
+    doc = Document(actor_id=pk(author) + bytes(16))
+    out = []
+    for index, text in enumerate(texts):
+        with doc.transaction() as tx:
+            tx.put(ROOT, "text", ScalarType.Str, text)
+        change = doc.get_last_local_change()
+        assert change is not None
+        signed = sign_all or index == len(texts) - 1
+        signature = sign_change(author, doc_id, parse_change(change.bytes).hash) if signed else None
+        out.append(SignedChange(change.bytes, signature))
+    return tuple(out)
+
+
+def last_hash(changes: tuple[SignedChange, ...]) -> bytes:
+    return parse_change(changes[-1].data).hash
+
+
+def build(
+    name: str,
+    content: BundleContent,
+    recipients: list[str],
+    *,
+    sender: nacl.signing.SigningKey = SENDER,
+    workspace: bytes = WORKSPACE,
+    heads: Mapping[str, Sequence[bytes]] | None = None,
+    chunk_size: int = bundle.DEFAULT_CHUNK_SIZE,
+) -> bytes:
+    return bundle.build_bundle(
+        content,
+        sender_key=sender,
+        workspace=workspace,
+        recipients=[pk(IDENTITIES[r]) for r in recipients],
+        heads=heads or {},
+        created_at=CREATED_AT,
+        randomness=randomness(name),
+        chunk_size=chunk_size,
+    )
+
+
+def seal_raw(name: str, plaintext: bytes, recipients: list[str], **kwargs: Any) -> bytes:
+    """A bundle around an arbitrary (possibly invalid) payload, properly encrypted and signed."""
+    return bundle._seal_plaintext(
+        plaintext,
+        sender_key=SENDER,
+        workspace=WORKSPACE,
+        recipients=[pk(IDENTITIES[r]) for r in recipients],
+        heads={},
+        created_at=CREATED_AT,
+        randomness=randomness(name),
+        chunk_size=kwargs.pop("chunk_size", bundle.DEFAULT_CHUNK_SIZE),
+        **kwargs,
+    )
+
+
+def split(data: bytes) -> tuple[bytes, bytes, bytes]:
+    """(header bytes, ciphertext, signature) of a well-framed bundle."""
+    header_length = int.from_bytes(data[9:13], "big")
+    header = data[13 : 13 + header_length]
+    start = 13 + header_length + 8
+    ciphertext_length = int.from_bytes(data[start - 8 : start], "big")
+    return header, data[start : start + ciphertext_length], data[start + ciphertext_length :]
+
+
+def resign(header: bytes, ciphertext: bytes, key: nacl.signing.SigningKey = SENDER) -> bytes:
+    return bundle._frame(header, ciphertext, bundle._sign(key, header, ciphertext))
+
+
+def chunks(ciphertext: bytes, chunk_size: int) -> tuple[bytes, list[bytes]]:
+    step = chunk_size + bundle.CHUNK_OVERHEAD
+    body = ciphertext[bundle.STREAM_HEADER_BYTES :]
+    return ciphertext[: bundle.STREAM_HEADER_BYTES], [body[i : i + step] for i in range(0, len(body), step)]
+
+
+def flip(data: bytes, offset: int) -> bytes:
+    return data[:offset] + bytes([data[offset] ^ 0x01]) + data[offset + 1 :]
+
+
+def summarize(header: BundleHeader, content: BundleContent) -> str:
+    """The manifest's `contains` line, recomputed by the test from what opened."""
+    directory = sum(len(c) for _, c in content.directory)
+    changes = sum(len(c) for _, c in content.changes)
+    blob_bytes = sum(len(d) for _, d in content.blobs)
+    return (
+        f"{directory} directory change(s), {changes} channel change(s) in {len(content.changes)} document(s), "
+        f"{len(content.blobs)} blob(s) of {blob_bytes} bytes, acks for {len(content.acks)} peer(s); "
+        f"header: heads for {len(header.heads)} document(s), {len(header.recipients)} recipient(s), chunk size {header.chunk_size}"
+    )
+
+
+def count_items(plaintext: bytes) -> int:
+    limit = 1
+    while True:
+        try:
+            cbor.scan(plaintext, "count", limit)
+            return limit
+        except cbor.CborTooLarge:
+            limit += 1
+
+
+Entry = dict[str, Any]
+
+
+def build_vectors() -> dict[str, bytes]:
+    """Every file of tests/vectors/ except README.md: `NAME.bundle` and `manifest.json`."""
+    files: dict[str, bytes] = {}
+    manifest: dict[str, Entry] = {}
+
+    def add(name: str, data: bytes, description: str, expected: str, *, open_as: str = "A", status: str = "trusted", limits: dict[str, int] | None = None, contains: Callable[[], str] | None = None) -> None:
+        entry: Entry = {"description": description, "open_as": open_as, "sender_status": status, "expected": expected}
+        if limits:
+            entry["limits"] = limits
+        if expected == "ok":
+            header, content = bundle.open_bundle(data, my_key=IDENTITIES[open_as], sender_status=lambda _k: status, workspace=WORKSPACE)
+            entry["contains"] = summarize(header, content)
+        files[f"{name}.bundle"] = data
+        manifest[name] = entry
+
+    segment = automerge_changes(AUTHOR, SEGMENT_DOC, ["hello", "hello, world"])
+    small = BundleContent(changes=((SEGMENT_DOC, segment),))
+    add("ok_small", build("ok_small", small, ["A"], heads={SEGMENT_DOC: [last_hash(segment)]}),
+        "two signed Automerge changes in one channel segment, for A", "ok")
+
+    directory = automerge_changes(ADMIN, "directory", ["certificate for node B"])
+    head = automerge_changes(AUTHOR, HEAD_DOC, ["general"])
+    unsigned_first = automerge_changes(AUTHOR, SEGMENT_DOC, ["one", "two"], sign_all=False)
+    multi = BundleContent(
+        directory=(("directory", directory),),
+        changes=((HEAD_DOC, head), (SEGMENT_DOC, unsigned_first)),
+        acks={pk(IDENTITIES["A"]): {SEGMENT_DOC: (last_hash(segment),)}},
+    )
+    multi_heads = {"directory": [last_hash(directory)], HEAD_DOC: [last_hash(head)], SEGMENT_DOC: [last_hash(unsigned_first)]}
+    add("ok_multi_recipient", build("ok_multi_recipient", multi, ["A", "B"], heads=multi_heads),
+        "directory update first, two channel documents (the first change unsigned, vouched for by the second), acks for A; for A and B, opened by B", "ok", open_as="B")
+
+    blob_data = bytes((i * 7 + 3) % 251 for i in range(3000))
+    with_blob = BundleContent(changes=((SEGMENT_DOC, segment),), blobs=((hashlib.sha256(blob_data).digest(), blob_data),))
+    base = build("ok_with_blob", with_blob, ["A"], heads={SEGMENT_DOC: [last_hash(segment)]}, chunk_size=1024)
+    add("ok_with_blob", base, "one change and a 3000-byte blob, chunk size 1024 so the stream has 4 chunks, for A", "ok")
+
+    add("ok_empty", build("ok_empty", BundleContent(), ["A"]), "no content and no heads (a bare acknowledgement), for A", "ok")
+
+    # Faults in the framing and the signed bytes (the base is ok_with_blob: 4 chunks of 1024).
+    header, ciphertext, signature = split(base)
+    start = len(base) - len(signature) - len(ciphertext)
+    add("tampered_ciphertext", flip(base, start + len(ciphertext) // 2), "one ciphertext byte flipped", "Tampered")
+    id_offset = base.index(b"\x62id\x50", 13) + 4  # the text "id", then a 16-byte byte string
+    add("tampered_header", flip(base, id_offset), "one byte of the header's bundle id flipped (still canonical CBOR)", "Tampered")
+    add("tampered_signature", flip(base, len(base) - 1), "the last byte of the signature flipped", "Tampered")
+    stream_header, pieces = chunks(ciphertext, 1024)
+    assert len(pieces) == 4
+    mid_second = start + len(stream_header) + len(pieces[0]) + len(pieces[1]) // 2
+    add("truncated_mid_chunk", base[:mid_second], "the file cut in the middle of the second chunk", "Truncated")
+    before_final = start + len(ciphertext) - len(pieces[-1])
+    add("truncated_at_chunk_boundary", base[:before_final], "the file cut exactly before the final chunk", "Truncated")
+    add("truncated_stream_resigned", resign(header, stream_header + b"".join(pieces[:-1])),
+        "final chunk removed, lengths fixed and signed again by the sender: the stream ends without TAG_FINAL", "Truncated")
+    add("reordered_chunks", resign(header, stream_header + pieces[0] + pieces[2] + pieces[1] + pieces[3]),
+        "chunks 2 and 3 swapped, signed again by the sender: chunk 2 fails authentication", "Tampered")
+    plaintext = cbor.encode(bundle._content_to_wire(with_blob))
+    tags = [bundle.TAG_MESSAGE, bundle.TAG_FINAL, bundle.TAG_MESSAGE, bundle.TAG_FINAL]
+    add("data_after_final", seal_raw("data_after_final", plaintext, ["A"], chunk_size=1024, stream_tags=tags),
+        "a properly signed stream whose second of four chunks carries TAG_FINAL", "Tampered")
+    add("unsupported_version", base[:8] + b"\x02" + base[9:], "format version byte 2", "UnsupportedVersion")
+    add("bad_magic", b"\x89RPBNDX\n" + base[8:], "the magic's seventh byte changed", "Malformed")
+    add("trailing_garbage", base + b"\x00" * 7, "seven zero bytes after the signature", "Malformed")
+    add("oversized_header_length", base[:9] + b"\xff\xff\xff\xff" + base[13:], "header length field 0xFFFFFFFF (over 256 KiB)", "TooLarge")
+    c_field = 13 + len(header)
+    add("oversized_ciphertext_length", base[:c_field] + (2**40).to_bytes(8, "big") + base[c_field + 8 :],
+        "ciphertext length field 2^40 (over the 2 GiB default limit)", "TooLarge")
+
+    # Faults in the header, signed again so only the header check can catch them.
+    canonical_field = b"\x6achunk_size\x19\x04\x00"
+    assert header.count(canonical_field) == 1
+    long_form = header.replace(canonical_field, b"\x6achunk_size\x1a\x00\x00\x04\x00")
+    add("noncanonical_header", resign(long_form, ciphertext), "chunk_size 1024 written as a 4-byte integer, signed again by the sender", "Malformed")
+    fields = cbor.decode(header, "vector")
+    extra = dict(fields, x=1)
+    add("header_unknown_field", resign(cbor.encode(extra), ciphertext), "header with an extra field \"x\", signed again by the sender", "Malformed")
+    add("no_recipients", resign(cbor.encode(dict(fields, recipients=[])), ciphertext), "header with an empty recipient list, signed again by the sender", "Malformed")
+    garbage = dict(fields, recipients=[[fields["recipients"][0][0], bytes(80)]])
+    add("wrapped_key_garbage", resign(cbor.encode(garbage), ciphertext), "A's wrapped content key replaced by zeros, signed again by the sender", "Tampered")
+
+    # Who sent it, for whom.
+    add("not_addressed", build("not_addressed", small, ["A", "B"], heads={SEGMENT_DOC: [last_hash(segment)]}),
+        "an intact bundle for A and B, opened by C", "NotAddressedToMe", open_as="C")
+    add("unknown_sender", build("unknown_sender", small, ["A"], sender=STRANGER), "signed by a node the directory does not know", "UnknownSender", status="unknown")
+    add("revoked_sender", build("revoked_sender", small, ["A"], sender=REVOKED), "signed by a node whose certificate is revoked", "RevokedSender", status="revoked")
+    add("other_workspace", build("other_workspace", small, ["A"], workspace=OTHER_WORKSPACE),
+        "an intact bundle for another workspace (readers pass their workspace key)", "UnknownSender")
+
+    # Payload: limits and shape (properly encrypted and signed).
+    add("payload_over_limit", build("payload_over_limit", with_blob, ["A"], chunk_size=1024),
+        f"a {len(plaintext):,}-byte payload opened with max_plaintext_bytes 2048", "TooLarge", limits={"max_plaintext_bytes": 2048})
+    add("blob_over_limit", build("blob_over_limit", with_blob, ["A"]), "a 3000-byte blob opened with max_blob_bytes 2048", "TooLarge", limits={"max_blob_bytes": 2048})
+    add("items_over_limit", build("items_over_limit", small, ["A"]), f"a payload of {count_items(cbor.encode(bundle._content_to_wire(small)))} CBOR items opened with max_items 10", "TooLarge", limits={"max_items": 10})
+    wrong_hash = cbor.encode({"directory": [], "changes": [], "blobs": [[hashlib.sha256(b"other").digest(), blob_data]], "acks": {}})
+    add("blob_hash_mismatch", seal_raw("blob_hash_mismatch", wrong_hash, ["A"]), "a blob whose data does not hash to its key", "Malformed")
+    add("payload_missing_field", seal_raw("payload_missing_field", cbor.encode({"directory": [], "changes": [], "blobs": []}), ["A"]),
+        "a payload map without \"acks\"", "Malformed")
+    stringref = cbor2.dumps({"acks": {}, "blobs": [], "changes": [], "directory": cbor2.CBORTag(256, [])}, canonical=True)
+    add("payload_cbor_tag", seal_raw("payload_cbor_tag", stringref, ["A"]), "a payload holding a CBOR tag (256, string references)", "Malformed")
+    noncanonical = b"\xa4" + b"\x69directory\x80" + b"\x67changes\x80" + b"\x65blobs\x80" + b"\x64acks\xa0"
+    add("payload_noncanonical", seal_raw("payload_noncanonical", noncanonical, ["A"]), "a payload map with its keys out of canonical order", "Malformed")
+
+    files[MANIFEST] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--write", action="store_true", help="write the vectors into tests/vectors/")
+    args = parser.parse_args(argv)
+    files = build_vectors()
+    if args.write:
+        VECTORS.mkdir(exist_ok=True)
+        for stale in VECTORS.glob("*.bundle"):
+            if stale.name not in files:
+                stale.unlink()
+        for name, data in files.items():
+            (VECTORS / name).write_bytes(data)
+        print(f"wrote {len(files)} files to {VECTORS}")
+        return 0
+    differ = [name for name, data in files.items() if not (VECTORS / name).is_file() or (VECTORS / name).read_bytes() != data]
+    for name in differ:
+        print(f"differs: {name}")
+    return 1 if differ else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,446 @@
+"""The bundle codec (sync/bundle.py, docs/bundle-format.md): committed vectors, round trips,
+mutation and truncation of real bundles, hostile payloads, and bounded memory."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tracemalloc
+from collections.abc import Callable
+from typing import Any
+
+import cbor2
+import nacl.bindings as sodium
+import nacl.public
+import nacl.signing
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from appliance import cbor
+from appliance.changes import SignedChange, verify_batch
+from sync import bundle, errors
+from sync.bundle import BundleContent, Limits, build_bundle, open_bundle, read_header
+from tests import make_vectors as mv
+
+MANIFEST: dict[str, dict[str, Any]] = json.loads((mv.VECTORS / "manifest.json").read_text())
+POOL = [nacl.signing.SigningKey(bytes([40 + i]) * 32) for i in range(5)]
+SENDER = mv.SENDER
+EMPTY = BundleContent()
+DEFAULT_LIMITS = Limits()
+OUTCOMES = ["NotAddressedToMe", "Tampered", "Truncated", "UnknownSender", "RevokedSender", "UnsupportedVersion", "TooLarge", "Malformed"]
+
+
+def pk(key: nacl.signing.SigningKey) -> bytes:
+    return bytes(key.verify_key)
+
+
+def only_sender(key: bytes) -> str:
+    return "trusted" if key == pk(SENDER) else "unknown"
+
+
+def make(content: BundleContent = EMPTY, recipients: list[nacl.signing.SigningKey] | None = None, **kwargs: Any) -> bytes:
+    args: dict[str, Any] = {
+        "sender_key": SENDER,
+        "workspace": mv.WORKSPACE,
+        "recipients": [pk(k) for k in (recipients if recipients is not None else [POOL[0]])],
+        "heads": {},
+        "created_at": mv.CREATED_AT,
+        "randomness": bytes(range(32)),
+    }
+    if "recipient_keys" in kwargs:
+        args["recipients"] = kwargs.pop("recipient_keys")
+    args.update(kwargs)
+    return build_bundle(content, **args)
+
+
+def seal_raw(plaintext: bytes, recipient: nacl.signing.SigningKey = POOL[0], chunk_size: int = 65536) -> bytes:
+    return bundle._seal_plaintext(
+        plaintext, sender_key=SENDER, workspace=mv.WORKSPACE, recipients=[pk(recipient)], heads={},
+        created_at=mv.CREATED_AT, randomness=bytes(32), chunk_size=chunk_size,
+    )
+
+
+def open_as(data: bytes, key: nacl.signing.SigningKey = POOL[0], limits: Limits = DEFAULT_LIMITS, status: Callable[[bytes], str] = only_sender) -> tuple[bundle.BundleHeader, BundleContent]:
+    return open_bundle(data, my_key=key, sender_status=status, limits=limits, workspace=mv.WORKSPACE)
+
+
+def blob(data: bytes) -> tuple[bytes, bytes]:
+    return hashlib.sha256(data).digest(), data
+
+
+# --- committed vectors ---------------------------------------------------------------------
+
+
+def test_committed_vectors_are_byte_identical_to_a_fresh_build() -> None:
+    built = mv.build_vectors()
+    on_disk = {path.name for path in mv.VECTORS.iterdir() if path.name != "README.md"}
+    assert on_disk == set(built), "run: python -m tests.make_vectors --write"
+    for name, data in sorted(built.items()):
+        assert (mv.VECTORS / name).read_bytes() == data, f"{name} differs; run: python -m tests.make_vectors --write"
+
+
+def test_manifest_covers_every_outcome() -> None:
+    expected = {entry["expected"] for entry in MANIFEST.values()}
+    assert expected == {"ok", *OUTCOMES}
+    for entry in MANIFEST.values():
+        assert entry["open_as"] in mv.IDENTITIES and entry["sender_status"] in {"trusted", "unknown", "revoked"}
+        assert ("contains" in entry) == (entry["expected"] == "ok")
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST))
+def test_vector_has_exactly_its_expected_outcome(name: str) -> None:
+    entry = MANIFEST[name]
+    data = (mv.VECTORS / f"{name}.bundle").read_bytes()
+    key = mv.IDENTITIES[entry["open_as"]]
+    limits = Limits(**entry.get("limits", {}))
+
+    def status(_sender: bytes) -> str:
+        return str(entry["sender_status"])
+
+    if entry["expected"] == "ok":
+        header, content = open_as(data, key, limits, status)
+        assert mv.summarize(header, content) == entry["contains"]
+        assert read_header(data) == header
+        for doc_id, changes in content.directory + content.changes:  # real, verifiable changes
+            assert verify_batch(doc_id, changes, known=set(), authorise=lambda _author: None)
+        for other in mv.IDENTITIES.values():
+            if pk(other) in header.recipients:
+                assert open_as(data, other, limits, status) == (header, content)
+            else:
+                with pytest.raises(errors.NotAddressedToMe):
+                    open_as(data, other, limits, status)
+        return
+    with pytest.raises(errors.BundleRejected) as caught:
+        open_as(data, key, limits, status)
+    assert type(caught.value).__name__ == entry["expected"], str(caught.value)
+    message = str(caught.value)
+    assert message and "\n" not in message
+
+
+def test_outcomes_are_distinct_sync_errors() -> None:
+    types = [getattr(errors, name) for name in OUTCOMES]
+    assert len(set(types)) == len(types)
+    for kind in types:
+        assert issubclass(kind, errors.BundleRejected) and issubclass(kind, errors.SyncError)
+        assert all(not issubclass(kind, other) for other in types if other is not kind)
+
+
+# --- the two libsodium constructions, reproducibly -------------------------------------------
+
+
+def test_stream_is_byte_identical_to_libsodium_init_push() -> None:
+    key = bytes(range(32))
+    plaintext = bytes(i % 256 for i in range(5000))
+    ad = b"\x07" * 32
+    state = sodium.crypto_secretstream_xchacha20poly1305_state()
+    stream_header = sodium.crypto_secretstream_xchacha20poly1305_init_push(state, key)  # libsodium's own randomness
+    pieces = [plaintext[i : i + 1024] for i in range(0, len(plaintext), 1024)]
+    reference = stream_header + b"".join(
+        sodium.crypto_secretstream_xchacha20poly1305_push(state, piece, ad, bundle.TAG_FINAL if i == len(pieces) - 1 else bundle.TAG_MESSAGE)
+        for i, piece in enumerate(pieces)
+    )
+    assert bundle._encrypt_stream(key, stream_header, plaintext, 1024, ad) == reference
+    decrypted = bundle._decrypt_stream(memoryview(reference), key, 1024, ad, 10_000)
+    assert bytes(decrypted) == plaintext
+
+
+def test_wrapped_key_is_a_libsodium_sealed_box() -> None:
+    recipient = POOL[1]
+    content_key = bytes(range(32, 64))
+    wrapped = bundle._wrap_key(content_key, pk(recipient), b"\x11" * 32)
+    assert len(wrapped) == bundle.WRAPPED_KEY_BYTES
+    secret = recipient.to_curve25519_private_key()
+    assert nacl.public.SealedBox(secret).decrypt(wrapped) == content_key
+    assert sodium.crypto_box_seal_open(wrapped, bytes(secret.public_key), bytes(secret)) == content_key
+    assert bundle._wrap_key(content_key, pk(recipient), b"\x11" * 32) == wrapped  # reproducible
+    assert bundle._wrap_key(content_key, pk(recipient), b"\x12" * 32) != wrapped
+
+
+# --- building and round trips ----------------------------------------------------------------
+
+
+doc_ids = st.text(min_size=1, max_size=12)
+signed_changes = st.builds(SignedChange, st.binary(min_size=1, max_size=200), st.none() | st.binary(min_size=64, max_size=64))
+groups = st.lists(st.tuples(doc_ids, st.lists(signed_changes, max_size=3).map(tuple)), max_size=3, unique_by=lambda g: g[0]).map(tuple)
+hashes = st.lists(st.binary(min_size=32, max_size=32), max_size=3)
+contents = st.builds(
+    BundleContent,
+    directory=groups,
+    changes=groups,
+    blobs=st.lists(st.binary(max_size=2500), max_size=3, unique=True).map(lambda ds: tuple(blob(d) for d in ds)),
+    acks=st.dictionaries(st.sampled_from([pk(k) for k in POOL]), st.dictionaries(doc_ids, hashes, max_size=2), max_size=2),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    content=contents,
+    who=st.lists(st.integers(0, len(POOL) - 1), min_size=1, max_size=3, unique=True),
+    heads=st.dictionaries(doc_ids, hashes, max_size=3),
+    chunk_size=st.sampled_from([1024, 1025, 4096, 65536]) | st.integers(1024, 3000),
+    created_at=st.integers(0, 2**63 - 1),
+    randomness=st.binary(min_size=32, max_size=32),
+)
+def test_every_recipient_opens_the_same_content_and_no_one_else_does(
+    content: BundleContent, who: list[int], heads: dict[str, list[bytes]], chunk_size: int, created_at: int, randomness: bytes
+) -> None:
+    recipients = [POOL[i] for i in who]
+    data = make(content, recipients, heads=heads, chunk_size=chunk_size, created_at=created_at, randomness=randomness)
+    assert make(content, recipients, heads=heads, chunk_size=chunk_size, created_at=created_at, randomness=randomness) == data
+    header = read_header(data)
+    assert header.sender == pk(SENDER) and header.workspace == mv.WORKSPACE and header.created_at == created_at
+    assert header.recipients == tuple(sorted(pk(k) for k in recipients)) and header.chunk_size == chunk_size
+    assert header.heads == {doc: tuple(sorted(set(h))) for doc, h in heads.items()}
+    for index, key in enumerate(POOL):
+        if index in who:
+            assert open_as(data, key) == (header, content)
+        else:
+            with pytest.raises(errors.NotAddressedToMe):
+                open_as(data, key)
+
+
+def test_same_randomness_with_other_content_never_reuses_a_stream() -> None:
+    one = make(BundleContent(blobs=(blob(b"one"),)))
+    two = make(BundleContent(blobs=(blob(b"two"),)))
+    assert read_header(one).id != read_header(two).id
+    assert bundle_stream_header(one) != bundle_stream_header(two)
+    assert make(BundleContent(blobs=(blob(b"one"),))) == one
+
+
+def bundle_stream_header(data: bytes) -> bytes:
+    header = read_header(data)
+    start = bundle.PREFIX_BYTES + len(header.raw) + bundle.LENGTH_BYTES
+    return data[start : start + bundle.STREAM_HEADER_BYTES]
+
+
+def test_a_thousand_and_twenty_four_recipients_fit_and_each_can_open() -> None:
+    keys = [nacl.signing.SigningKey(i.to_bytes(32, "big")) for i in range(1, bundle.MAX_RECIPIENTS + 1)]
+    data = make(BundleContent(blobs=(blob(b"all"),)), keys)
+    header = read_header(data)
+    assert len(header.recipients) == bundle.MAX_RECIPIENTS and len(header.raw) <= bundle.MAX_HEADER_BYTES
+    assert open_as(data, keys[-1])[1].blobs == (blob(b"all"),)
+    with pytest.raises(ValueError, match="recipients"):
+        make(BundleContent(), keys + [POOL[0]])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"recipients": []}, "no recipients"),
+        ({"recipients": [POOL[0], POOL[0]]}, "twice"),
+        ({"recipient_keys": [bytes(32)]}, "Ed25519"),
+        ({"chunk_size": 1023}, "chunk_size"),
+        ({"chunk_size": 2**20 + 1}, "chunk_size"),
+        ({"randomness": bytes(31)}, "randomness"),
+        ({"workspace": bytes(31)}, "workspace"),
+        ({"created_at": -1}, "created_at"),
+        ({"heads": {"": []}}, "document id"),
+        ({"heads": {f"doc-{i:06d}": [bytes(32)] for i in range(6000)}}, "header is"),
+    ],
+)
+def test_builder_refuses_what_no_reader_would_accept(change: dict[str, Any], message: str) -> None:
+    if "recipient_keys" in change:
+        change = {"recipients": [], **change}
+    with pytest.raises(ValueError, match=message):
+        make(BundleContent(), **change)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (BundleContent(blobs=((bytes(32), b"data"),)), "does not hash"),
+        (BundleContent(blobs=(blob(b"x"), blob(b"x"))), "twice"),
+        (BundleContent(changes=(("d", (SignedChange(b"c", None),)), ("d", ()))), "twice"),
+        (BundleContent(changes=(("d", (SignedChange(b"c", b"short"),)),)), "signature"),
+        (BundleContent(changes=(("d", (SignedChange(b"", None),)),)), "non-empty"),
+        (BundleContent(acks={b"short": {}}), "node key"),
+    ],
+)
+def test_builder_refuses_bad_content(content: BundleContent, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make(content)
+
+
+# --- the order of checks -----------------------------------------------------------------------
+
+
+def test_status_is_checked_before_the_signature_and_the_signature_before_the_recipients() -> None:
+    data = make(BundleContent(blobs=(blob(b"x" * 100),)))
+    broken = data[:-100] + bytes([data[-100] ^ 1]) + data[-99:]
+    with pytest.raises(errors.RevokedSender):
+        open_as(broken, status=lambda _k: "revoked")
+    with pytest.raises(errors.UnknownSender):
+        open_as(broken, status=lambda _k: "unknown")
+    with pytest.raises(errors.Tampered):
+        open_as(broken, POOL[3])  # not a recipient, but the tampering is what it is told
+    with pytest.raises(errors.NotAddressedToMe):
+        open_as(data, POOL[3])
+    with pytest.raises(ValueError, match="sender_status"):
+        open_as(data, status=lambda _k: "maybe")
+
+
+def test_workspace_is_checked_only_when_given() -> None:
+    data = make(workspace=mv.OTHER_WORKSPACE)
+    with pytest.raises(errors.UnknownSender, match="another workspace"):
+        open_as(data)
+    header, _ = open_bundle(data, my_key=POOL[0], sender_status=only_sender)
+    assert header.workspace == mv.OTHER_WORKSPACE
+
+
+def test_read_header_needs_no_key_and_accepts_any_buffer() -> None:
+    data = make(BundleContent(blobs=(blob(b"y"),)), [POOL[0], POOL[1]])
+    header = read_header(data)
+    assert header == read_header(bytearray(data)) == read_header(memoryview(data))
+    assert data[bundle.PREFIX_BYTES : bundle.PREFIX_BYTES + len(header.raw)] == header.raw
+    assert open_bundle(memoryview(data), my_key=POOL[1], sender_status=only_sender)[0] == header
+    with pytest.raises(errors.TooLarge):
+        read_header(data, max_bundle_bytes=header.ciphertext_length - 1)
+
+
+# --- mutation and truncation of real bundles ----------------------------------------------------
+
+
+SMALL = make(BundleContent(changes=(("doc", (SignedChange(b"c" * 700, bytes(64)),)),), blobs=(blob(b"b" * 600),)), [POOL[0], POOL[1]], chunk_size=1024, heads={"doc": [bytes(32)]})
+
+
+def test_flipping_any_byte_is_rejected() -> None:
+    assert open_as(SMALL)
+    for offset in range(len(SMALL)):
+        mutated = SMALL[:offset] + bytes([SMALL[offset] ^ 0x01]) + SMALL[offset + 1 :]
+        for key in (POOL[0], POOL[2]):
+            with pytest.raises(errors.BundleRejected):
+                open_as(mutated, key)
+
+
+@settings(max_examples=150, deadline=None)
+@given(offset=st.integers(0, len(SMALL) - 1), mask=st.integers(1, 255), reader=st.sampled_from([0, 1, 2]))
+def test_any_byte_changed_any_way_is_rejected(offset: int, mask: int, reader: int) -> None:
+    mutated = SMALL[:offset] + bytes([SMALL[offset] ^ mask]) + SMALL[offset + 1 :]
+    with pytest.raises(errors.BundleRejected):
+        open_as(mutated, POOL[reader])
+
+
+def test_every_truncation_is_truncated_and_any_extension_malformed() -> None:
+    for length in range(len(SMALL)):
+        with pytest.raises(errors.Truncated):
+            open_as(SMALL[:length])
+        with pytest.raises(errors.Truncated):
+            read_header(SMALL[:length])
+    for extra in (b"\x00", b"\x00" * 64, SMALL):
+        with pytest.raises(errors.Malformed, match="trailing"):
+            open_as(SMALL + extra)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400) | st.binary(max_size=400).map(lambda tail: bundle.MAGIC + b"\x01" + tail))
+def test_random_bytes_are_rejected_cleanly(data: bytes) -> None:
+    with pytest.raises(errors.BundleRejected):
+        open_as(data)
+    with pytest.raises(errors.BundleRejected):
+        read_header(data)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, len(SMALL)), st.integers(0, len(SMALL)), st.binary(max_size=50))
+def test_splices_are_rejected(start: int, end: int, insert: bytes) -> None:
+    mutated = SMALL[:start] + insert + SMALL[max(start, end) :]
+    if mutated == SMALL:
+        return
+    with pytest.raises(errors.BundleRejected):
+        open_as(mutated)
+
+
+# --- hostile content signed by a trusted sender ------------------------------------------------
+
+
+cbor_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**64), 2**64) | st.binary(max_size=40) | st.text(max_size=8) | st.floats(allow_nan=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=9) | st.binary(max_size=4), inner, max_size=4),
+    max_leaves=20,
+)
+near_payloads = st.fixed_dictionaries(
+    {"directory": cbor_values, "changes": cbor_values, "blobs": cbor_values, "acks": cbor_values},
+    optional={"x": cbor_values},
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(cbor_values, near_payloads))
+def test_any_payload_from_a_trusted_sender_opens_or_is_malformed(value: Any) -> None:
+    plaintext = cbor2.dumps(value, canonical=True)
+    data = seal_raw(plaintext, chunk_size=1024)
+    try:
+        _, content = open_as(data)
+    except (errors.Malformed, errors.TooLarge):
+        return
+    assert cbor.encode(bundle._content_to_wire(content)) == plaintext
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(cbor_values, st.fixed_dictionaries({k: cbor_values for k in bundle.HEADER_FIELDS})))
+def test_any_header_from_a_trusted_sender_parses_or_is_rejected(value: Any) -> None:
+    header_raw = cbor2.dumps(value, canonical=True)
+    ciphertext = bytes(100)
+    data = bundle._frame(header_raw, ciphertext, bundle._sign(SENDER, header_raw, ciphertext))
+    with pytest.raises(errors.BundleRejected):
+        open_as(data)
+
+
+# --- bounded memory ------------------------------------------------------------------------------
+
+
+def peak_of(action: Callable[[], object]) -> int:
+    tracemalloc.start()
+    try:
+        action()
+    except errors.BundleRejected:
+        pass
+    else:
+        raise AssertionError("expected a rejection")
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_huge_declared_lengths_are_refused_without_allocating() -> None:
+    data = make(BundleContent(blobs=(blob(b"z" * 50),)))
+    raw = read_header(data).raw
+    at = bundle.PREFIX_BYTES + len(raw)
+    huge_stream = data[:at] + (2**40).to_bytes(8, "big") + data[at + 8 :]
+    huge_header = data[:9] + (2**32 - 1).to_bytes(4, "big") + data[13:]
+    assert peak_of(lambda: open_as(huge_stream)) < 1_000_000
+    with pytest.raises(errors.TooLarge):
+        open_as(huge_stream)
+    assert peak_of(lambda: open_as(huge_stream, limits=Limits(max_bundle_bytes=2**41))) < 1_000_000
+    with pytest.raises(errors.Truncated):
+        open_as(huge_stream, limits=Limits(max_bundle_bytes=2**41))
+    assert peak_of(lambda: open_as(huge_header)) < 1_000_000
+    with pytest.raises(errors.TooLarge):
+        open_as(huge_header)
+
+
+def test_an_oversized_payload_is_refused_before_it_is_decrypted() -> None:
+    data = seal_raw(cbor.encode({"directory": [], "changes": [], "blobs": [blob(bytes(8 * 2**20))], "acks": {}}), chunk_size=2**20)
+    limits = Limits(max_plaintext_bytes=64 * 1024)
+    assert peak_of(lambda: open_as(data, limits=limits)) < 2_000_000
+    with pytest.raises(errors.TooLarge, match="payload"):
+        open_as(data, limits=limits)
+
+
+@pytest.mark.parametrize(
+    ("plaintext", "outcome"),
+    [
+        (b"\x9a\x00\x0f\x42\x40" + b"\x40" * 1_000_000, errors.TooLarge),  # a million empty byte strings
+        (b"\x81" * 200_000 + b"\xf6", errors.Malformed),  # nesting far past the depth limit
+        (b"\xd9\x01\x00\x9a\x00\x01\x86\xa0\x5a\x00\x01\x86\xa0" + b"A" * 100_000 + b"\xd8\x19\x00" * 99_999, errors.Malformed),  # string references
+        (b"\x9b" + b"\xff" * 8, errors.Malformed),  # an array claiming 2^64 - 1 items
+    ],
+)
+def test_cbor_bombs_from_a_trusted_sender_stay_within_a_few_megabytes(plaintext: bytes, outcome: type[Exception]) -> None:
+    data = seal_raw(plaintext, chunk_size=2**20)
+    limits = Limits(max_items=100_000)
+    assert peak_of(lambda: open_as(data, limits=limits)) < 3 * len(plaintext) + 1_000_000
+    with pytest.raises(outcome):
+        open_as(data, limits=limits)
