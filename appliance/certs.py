@@ -34,6 +34,7 @@ class Certificate:
     expires_at: int | None
     signature: bytes
     encoded: bytes = field(compare=False, repr=False)
+    home: bytes | None = None  # users: the node holding the user's key (routes private channels)
 
     @property
     def fingerprint(self) -> bytes:
@@ -77,6 +78,7 @@ def issue_certificate(
     role: str,
     issued_at: int,
     expires_at: int | None = None,
+    home: bytes | None = None,
 ) -> Certificate:
     if kind not in SUBJECT_KINDS:
         raise InvalidInput(f"unknown certificate kind {kind!r}")
@@ -84,8 +86,12 @@ def issue_certificate(
         raise InvalidInput(f"unknown role {role!r}; one of {', '.join(ROLES)}")
     if kind == "node":
         role = "node"
+    if home is not None and (kind != "user" or len(home) != crypto.KEY_BYTES):
+        raise InvalidInput("only a user certificate names a home node, by its 32-byte key")
+    optional = {} if home is None else {"home": home}
     body = cbor.encode(
         {
+            **optional,
             "v": 1,
             "kind": kind,
             "workspace": workspace,
@@ -137,7 +143,7 @@ def _field(body: dict, name: str, kind: type | tuple[type, ...], what: str) -> o
     value = body.get(name)
     if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
         raise CertificateInvalid(f"{what}: field {name!r} missing or of the wrong type")
-    if isinstance(value, bytes) and name in ("workspace", "key", "issuer", "subject") and len(value) != crypto.KEY_BYTES:
+    if isinstance(value, bytes) and name in ("workspace", "key", "issuer", "subject", "home") and len(value) != crypto.KEY_BYTES:
         raise CertificateInvalid(f"{what}: field {name!r} is not a 32-byte key")
     return value
 
@@ -147,7 +153,8 @@ def decode_certificate(encoded: bytes) -> Certificate:
     body, body_bytes, signature = _split(encoded, "certificate")
     what = "certificate"
     kind = _field(body, "kind", str, what)
-    if kind not in SUBJECT_KINDS or set(body) != {"v", "kind", "workspace", "key", "name", "role", "issuer", "issued_at", "expires_at"}:
+    required = {"v", "kind", "workspace", "key", "name", "role", "issuer", "issued_at", "expires_at"}
+    if kind not in SUBJECT_KINDS or not required <= set(body) <= required | {"home"} or ("home" in body and kind != "user"):
         raise CertificateInvalid("certificate: unexpected fields")
     expires_at = body["expires_at"]
     if expires_at is not None and not isinstance(expires_at, int):
@@ -163,6 +170,7 @@ def decode_certificate(encoded: bytes) -> Certificate:
         expires_at=expires_at,
         signature=signature,
         encoded=encoded,
+        home=_field(body, "home", bytes, what) if "home" in body else None,  # type: ignore[arg-type]
     )
     if cert.role not in (ROLES if cert.kind == "user" else ("node",)):
         raise CertificateInvalid(f"certificate: unknown role {cert.role!r}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import nacl.signing
 
 from appliance import crypto
-from appliance.errors import ChangeRejected, RallypointError
+from appliance.errors import ChangeRejected, MissingDependencies, RallypointError
 
 MAGIC = bytes.fromhex("856f4a83")
 CHUNK_CHANGE = 1
@@ -182,7 +182,7 @@ def verify_batch(
     for header, _ in parsed.values():
         for dep in header.deps:
             if dep not in known and dep not in parsed:
-                raise ChangeRejected(f"{doc_id}: change {header.hash.hex()[:12]} depends on a change this node lacks")
+                raise MissingDependencies(f"{doc_id}: change {header.hash.hex()[:12]} depends on a change this node lacks")
 
     by_actor: dict[bytes, list[ChangeHeader]] = {}
     seen_seq: set[tuple[bytes, int]] = set()

@@ -41,6 +41,14 @@ class ChangeRejected(RallypointError):
     """A batch of changes that failed verification; nothing of it was applied."""
 
 
+class MissingDependencies(ChangeRejected):
+    """A batch that builds on changes this node does not have yet (an earlier bundle is missing)."""
+
+
+class NodeLocked(RallypointError):
+    """This node's own revocation arrived: it locked itself and wiped its data key."""
+
+
 class CertificateInvalid(RallypointError):
     """A certificate or revocation that is malformed or whose signature does not verify."""
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+
+from appliance.changes import SignedChange
 
 
 def iso_utc(ms: int | None) -> str | None:
@@ -106,6 +109,66 @@ class ImportResult:
     doc_id: str
     applied: int
     duplicates: int
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    node_id: str
+    name: str
+    key: bytes
+    revoked: bool
+    this_node: bool
+
+
+@dataclass(frozen=True)
+class ChannelIntake:
+    """What an import brought to one channel."""
+
+    channel_id: str
+    name: str  # "" while the channel's head is unknown here
+    readable: bool  # the acting user may read it (otherwise this node only carries it)
+    changes: int
+    new_messages: int
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    """What an import changed (or, with preview, would change)."""
+
+    changes: int  # new changes applied
+    duplicates: int  # changes this node already had
+    directory_entries: int  # certificates and revocations in the directory document
+    channels: tuple[ChannelIntake, ...]
+    blobs: int  # new blobs stored
+    preview: bool
+    wiped: bool = False  # the batch revoked this very node: it locked itself and wiped its data
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Where an imported batch came from; recorded in the import's own transaction."""
+
+    source: str  # "bundle" | "lan"
+    sender: bytes  # the sending node's key
+    created_at: int  # the sender's clock when it made the batch, ms
+    sender_heads: Mapping[str, tuple[bytes, ...]]  # what the sender holds: an acknowledgement
+    digest: bytes | None = None  # SHA-256 of the bundle file
+    bundle_id: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Delta:
+    """What some peers lack, in priority order: the directory, channel heads, then segments
+    (newest first); blobs they lack. `heads` are this node's heads of every document the
+    peers may receive (sent along as an acknowledgement)."""
+
+    documents: tuple[tuple[str, tuple[SignedChange, ...]], ...]
+    blobs: tuple[tuple[bytes, str, bytes], ...]  # (hash, document that references it, bytes)
+    heads: Mapping[str, tuple[bytes, ...]]
+
+    @property
+    def change_count(self) -> int:
+        return sum(len(changes) for _, changes in self.documents)
 
 
 @dataclass(frozen=True)

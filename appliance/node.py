@@ -18,8 +18,8 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +41,11 @@ from appliance.changes import (
 from appliance.errors import (
     AlreadyInitialised,
     BlobTooLarge,
-    ChangeRejected,
     CertificateInvalid,
+    ChangeRejected,
     EnrollmentRejected,
     InvalidInput,
+    NodeLocked,
     NotFound,
     NotInitialised,
     PermissionDenied,
@@ -53,12 +54,17 @@ from appliance.errors import (
 )
 from appliance.model import (
     AuditRecord,
+    ChannelIntake,
     ChannelSummary,
+    Delta,
     Enrollment,
     FileView,
     Identity,
     ImportResult,
+    ImportSummary,
     MessageView,
+    NodeInfo,
+    Receipt,
     UserInfo,
 )
 from appliance.store import DB_FILE, Storage, Store, ensure_home
@@ -75,6 +81,7 @@ MAX_CHANNEL_NAME = 64
 ENROLLMENT_FORMAT = "rallypoint-enrollment/1"
 ENROLLMENT_CODE_CHARS = 12  # 60 bits, behind Argon2id "moderate": not brute-forceable offline
 CHANNEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+LOCKED_SETTING = "locked"  # set by a remote wipe; its value is the reason shown on open
 MENTION = re.compile(r"(?<![\w@])@([A-Za-z0-9_.-]{1,64})")
 
 
@@ -158,8 +165,12 @@ class Node:
         self._doc_rows: set[str] = set()
         self._watermark = 0
         self.directory = certs.resolve_directory(row.workspace_key, [], [], clock())
+        self._node_names: dict[bytes, str] = {}
+        self._users_ever: dict[bytes, certs.Certificate] = {}
         self.max_blob_bytes = DEFAULT_MAX_BLOB_BYTES
         self._lock = asyncio.Lock()
+        self._locked: str | None = None  # the reason, once a remote wipe happened
+        self._hold_snapshots = False  # set while an import's transaction is open
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -212,7 +223,7 @@ class Node:
             ws_pub = bytes(workspace_key.verify_key)
             now = clock()
             issued = [
-                certs.issue_certificate(workspace_key, workspace=ws_pub, kind="user", key=bytes(user_key.verify_key), name=user_name, role="admin", issued_at=now),
+                certs.issue_certificate(workspace_key, workspace=ws_pub, kind="user", key=bytes(user_key.verify_key), name=user_name, role="admin", issued_at=now, home=bytes(node_key.verify_key)),
                 certs.issue_certificate(workspace_key, workspace=ws_pub, kind="node", key=bytes(node_key.verify_key), name=node_name, role="node", issued_at=now),
             ]
             keys = _Keys(rng(32), node_key, workspace_key, {bytes(user_key.verify_key): user_key})
@@ -281,6 +292,9 @@ class Node:
                 if ident is None:
                     raise NotInitialised(f"no node in {home}: run `rallypoint init` or `rallypoint join` first")
                 sealed_rows = (await conn.execute(select(t.sealed_secrets))).all()
+                locked = (await conn.execute(select(t.settings.c.value).where(t.settings.c.name == LOCKED_SETTING))).scalar()
+            if locked is not None:
+                raise NodeLocked(locked)
             params = crypto.KdfParams(ident["kdf_opslimit"], ident["kdf_memlimit"])
             try:
                 data_key = await asyncio.to_thread(crypto.open_with_passphrase, passphrase, ident["sealed_data_key"], ident["kdf_salt"], params)
@@ -327,6 +341,9 @@ class Node:
             except CertificateInvalid:
                 continue  # stored entries were checked on arrival; a damaged one trusts nothing
         self.directory = certs.resolve_directory(self._row.workspace_key, *_split_entries(decoded), self._clock())
+        self._node_names = {e.key: e.name for e in decoded if isinstance(e, certs.Certificate) and e.kind == "node"}
+        user_certs = sorted((e for e in decoded if isinstance(e, certs.Certificate) and e.kind == "user"), key=lambda c: c.issued_at)
+        self._users_ever = {c.key: c for c in user_certs}  # newest certificate per user, revoked ones too
 
     # --- who -----------------------------------------------------------------------
 
@@ -440,7 +457,7 @@ class Node:
             raise InvalidInput(f"user {name!r} already exists; use `user role` to change the role")
         user_key = crypto.new_signing_key(self._rng(32))
         pub = bytes(user_key.verify_key)
-        cert = certs.issue_certificate(issuer, workspace=self._row.workspace_key, kind="user", key=pub, name=name, role=role, issued_at=self._clock())
+        cert = certs.issue_certificate(issuer, workspace=self._row.workspace_key, kind="user", key=pub, name=name, role=role, issued_at=self._clock(), home=self._row.node_key)
         sealed = crypto.secretbox_seal(self._keys.data_key, bytes(user_key), self._rng(crypto.NONCE_BYTES))
 
         async def keep_secret(conn: AsyncConnection) -> None:
@@ -455,7 +472,7 @@ class Node:
         current = self.directory.user_by_name(name)
         if current is None:
             raise NotFound(f"no user {name!r}")
-        cert = certs.issue_certificate(issuer, workspace=self._row.workspace_key, kind="user", key=current.key, name=name, role=role, issued_at=max(self._clock(), current.issued_at + 1))
+        cert = certs.issue_certificate(issuer, workspace=self._row.workspace_key, kind="user", key=current.key, name=name, role=role, issued_at=max(self._clock(), current.issued_at + 1), home=current.home)
         await self._add_directory_entries([cert], "role_changed", {"user": name, "from": current.role, "to": role})
         return UserInfo(name=name, key=current.key, role=role, local=current.key in self._keys.users)
 
@@ -482,7 +499,7 @@ class Node:
         ws = self._row.workspace_key
         issued = [
             certs.issue_certificate(issuer, workspace=ws, kind="node", key=bytes(node_key.verify_key), name=node_name, role="node", issued_at=now),
-            certs.issue_certificate(issuer, workspace=ws, kind="user", key=bytes(user_key.verify_key), name=user_name, role=role, issued_at=now),
+            certs.issue_certificate(issuer, workspace=ws, kind="user", key=bytes(user_key.verify_key), name=user_name, role=role, issued_at=now, home=bytes(node_key.verify_key)),
         ]
         node_id = ids.key_id(bytes(node_key.verify_key))
         await self._add_directory_entries(issued, "invited", {"node": node_name, "node_id": node_id, "user": user_name, "role": role})
@@ -572,7 +589,7 @@ class Node:
     async def _evict(self, doc_id: str) -> None:
         """Drops a document from memory; one with many changes since its snapshot is
         snapshotted first so that reloading it stays cheap."""
-        if self._since_snapshot.get(doc_id, 0) >= SNAPSHOT_EVERY // 8:
+        if not self._hold_snapshots and self._since_snapshot.get(doc_id, 0) >= SNAPSHOT_EVERY // 8:
             await self._snapshot(doc_id)
         self._forget(doc_id)
 
@@ -599,6 +616,7 @@ class Node:
     ) -> list[ChangeHeader]:
         """Makes one signed change per mutation and stores them, with whatever `also` writes,
         in one transaction."""
+        self._require_unlocked()
         mutations = [mutate] if callable(mutate) else list(mutate)
         signer = self._keys.users[self._user]
         async with self._lock:
@@ -659,17 +677,19 @@ class Node:
         doc = self._docs.get(doc_id)
         if doc is None:
             return
-        data = doc.save()
         async with self.store.transaction() as conn:
-            upto = (await conn.execute(select(func.max(t.changes.c.id)).where(t.changes.c.doc_id == doc_id))).scalar_one()
-            known = len(self._known.get(doc_id, ()))
-            stored = (await conn.execute(select(func.count()).where(and_(t.changes.c.doc_id == doc_id, t.changes.c.id <= upto)))).scalar_one()
-            if stored != known:
-                return  # another process appended meanwhile; the next snapshot will catch up
-            values = {"data": data, "upto_change_id": upto, "saved_at": self._clock()}
-            updated = await conn.execute(update(t.snapshots).where(t.snapshots.c.doc_id == doc_id).values(**values))
-            if updated.rowcount == 0:
-                await conn.execute(insert(t.snapshots).values(doc_id=doc_id, **values))
+            await self._write_snapshot(conn, doc_id, doc)
+
+    async def _write_snapshot(self, conn: AsyncConnection, doc_id: str, doc: Document) -> None:
+        upto = (await conn.execute(select(func.max(t.changes.c.id)).where(t.changes.c.doc_id == doc_id))).scalar_one()
+        known = len(self._known.get(doc_id, ()))
+        stored = (await conn.execute(select(func.count()).where(and_(t.changes.c.doc_id == doc_id, t.changes.c.id <= upto)))).scalar_one()
+        if stored != known:
+            return  # another process appended meanwhile; the next snapshot will catch up
+        values = {"data": doc.save(), "upto_change_id": upto, "saved_at": self._clock()}
+        updated = await conn.execute(update(t.snapshots).where(t.snapshots.c.doc_id == doc_id).values(**values))
+        if updated.rowcount == 0:
+            await conn.execute(insert(t.snapshots).values(doc_id=doc_id, **values))
         self._since_snapshot[doc_id] = 0
 
     async def _flush_snapshots(self) -> None:
@@ -677,72 +697,208 @@ class Node:
             if pending:
                 await self._snapshot(doc_id)
 
-    def _authoriser(self, doc_id: str) -> Callable[[bytes], str | None]:
+    def _authoriser(
+        self, doc_id: str, directory: certs.Directory, head_of: Callable[[str], documents.ChannelHead | None], relay: bytes | None = None
+    ) -> Callable[[bytes], str | None]:
+        """Who may write `doc_id`, judged on `directory` and the channel heads `head_of` gives
+        (during an import: as they will be once the batch's own directory and head changes apply).
+
+        A revoked author's changes are refused - unless `relay`, the trusted node that sent the
+        batch, is not the author's own node: a relay accepted them before it learnt of the
+        revocation (it refuses new ones from then on), and refusing them here would make every
+        later bundle from it, which builds on them, unacceptable for ever."""
         kind, channel_id, _ = documents.parse_doc_id(doc_id)
 
         def authorise(author: bytes) -> str | None:
-            if author in self.directory.revoked:
-                return f"author {ids.key_id(author)} is revoked"
-            cert = self.directory.user(author)
+            cert = directory.user(author)
+            if author in directory.revoked:
+                former = self._users_ever.get(author)
+                if relay is None or former is None or relay == former.home or relay in directory.revoked:
+                    return f"author {ids.key_id(author)} is revoked"
+                cert = former
             if cert is None:
                 return f"author {ids.key_id(author)} is not a user of this workspace"
             if kind == "directory":
                 return None if cert.role == "admin" else f"{cert.name} is not an admin and cannot change the directory"
             if cert.role == "observer":
                 return f"{cert.name} is an observer and cannot write"
-            head = self._heads_cache.get(channel_id)
+            head = head_of(channel_id)
             if head is None:
                 return None if kind == "head" else f"segment of unknown channel {channel_id}"
-            if head.kind == "private" and author.hex() not in head.members and not self.directory.is_admin(author):
+            if head.kind != "public" and author.hex() not in head.members and not directory.is_admin(author):
                 return f"{cert.name} is not a member of private channel #{head.name}"
             return None
 
         return authorise
 
     async def import_changes(self, doc_id: str, incoming: Sequence[SignedChange], received_from: str) -> ImportResult:
-        """The verification path for changes from anywhere else (bundles, LAN, enrollment):
-        every change is checked - format, hash chain, author signature, author's certificate
-        and channel role - before it touches a document; one bad change rejects the batch."""
-        kind, channel_id, _ = documents.parse_doc_id(doc_id)
+        """One document's batch through `import_batches`."""
+        summary = await self.import_batches([(doc_id, incoming)], received_from=received_from)
+        return ImportResult(doc_id, summary.changes, summary.duplicates)
+
+    async def import_batches(
+        self,
+        batches: Sequence[tuple[str, Sequence[SignedChange]]],
+        *,
+        blobs: Sequence[tuple[bytes, bytes]] = (),
+        received_from: str,
+        receipt: Receipt | None = None,
+        preview: bool = False,
+    ) -> ImportSummary:
+        """The verification path for everything from elsewhere (bundles, LAN, enrollment),
+        all or nothing. Every change is checked - format, hash chain, author signature, the
+        author's certificate and channel role - before anything is written: directory changes
+        against the certificates they carry, channel heads against the directory as it will
+        be, segments against the heads as they will be. Then one transaction appends, applies,
+        materialises and records `receipt` (peer heads, bundle log, audit). One bad change
+        rejects everything (ChangeRejected; MissingDependencies when it only lacks earlier
+        changes). `preview` runs the same path and rolls it back."""
+        grouped: dict[str, list[SignedChange]] = {}
+        for doc_id, changes in batches:
+            documents.parse_doc_id(doc_id)
+            grouped.setdefault(doc_id, []).extend(changes)
+        for digest, data in blobs:
+            if crypto.sha256(data) != digest:
+                raise ChangeRejected(f"blob {digest.hex()[:12]} does not match its hash")
+            if len(data) > self.max_blob_bytes:
+                raise ChangeRejected(f"blob {digest.hex()[:12]} ({len(data)} bytes) is over this node's limit of {self.max_blob_bytes} bytes")
+        order = sorted(grouped, key=_import_rank)
         async with self._lock:
-            if kind != "directory":
-                await self._load_head(channel_id)
-            doc = await self._doc(doc_id)
-            known = self._known[doc_id]
-            if kind == "directory":
-                verified = verify_batch(doc_id, incoming, known, lambda author: None)
-                new_entries = self._check_directory_batch(doc, verified)
-            else:
-                verified = verify_batch(doc_id, incoming, known, self._authoriser(doc_id))
-                new_entries = []
-            duplicates = len(incoming) - len(verified)
-            if not verified:
-                return ImportResult(doc_id, 0, duplicates)
+            self._require_unlocked()
+            known = await self._stored_hashes(order)
+            relay = receipt.sender if receipt is not None else None
+            plan, new_entries = await self._verify_batches(order, grouped, known, relay)
+            touched = [doc_id for doc_id, _ in plan]
             try:
                 async with self.store.transaction() as conn:
-                    await self._ensure_document_row(conn, doc_id)
-                    await self._append_changes(conn, doc_id, [(c.header, c.data, c.signature, c.vouched_by) for c in verified], received_from)
-                    documents.apply_changes(doc, [c.data for c in verified])
-                    if kind == "directory":
-                        await self._store_directory_entries(conn, new_entries, self._clock())
-                    elif kind == "head":
-                        await self._materialise_head(conn, channel_id, doc)
-                    else:
-                        await self._materialise_segment(conn, channel_id, doc_id, doc)
+                    summary = await self._write_batches(conn, plan, known, new_entries, blobs, received_from, preview)
+                    summary = replace(summary, duplicates=sum(len(c) for c in grouped.values()) - summary.changes)
+                    if receipt is not None:
+                        await self._record_receipt(conn, receipt, summary, blobs, preview)
+                    if preview:
+                        raise _Rollback(summary)
+            except _Rollback as rollback:
+                self._forget_after_import(touched)
+                return rollback.summary
             except BaseException:
-                self._forget(doc_id)
-                if kind == "head":
-                    self._heads_cache.pop(channel_id, None)
+                self._forget_after_import(touched)
                 raise
-            known.update(c.header.hash for c in verified)
-        if kind == "directory":
+            finally:
+                self._hold_snapshots = False
+        if new_entries:
             await self._reload_directory()
-        await self._count_for_snapshot(doc_id, len(verified))
-        return ImportResult(doc_id, len(verified), duplicates)
+            if self._row.node_key in self.directory.revoked:
+                await self._wipe_after_revocation(self.directory.revoked[self._row.node_key])
+                return replace(summary, wiped=True)
+        return summary
 
-    def _check_directory_batch(self, doc: Document, verified: list[VerifiedChange]) -> list[tuple[str, bytes, bytes]]:
+    async def _stored_hashes(self, doc_ids: Sequence[str]) -> dict[str, set[bytes]]:
+        known: dict[str, set[bytes]] = {doc_id: set() for doc_id in doc_ids}
+        async with self.store.reading() as conn:
+            for start in range(0, len(doc_ids), 500):
+                chunk = doc_ids[start : start + 500]
+                rows = await conn.execute(select(t.changes.c.doc_id, t.changes.c.hash).where(t.changes.c.doc_id.in_(chunk)))
+                for doc_id, digest in rows:
+                    known[doc_id].add(digest)
+        return known
+
+    async def _verify_batches(
+        self, order: Sequence[str], grouped: dict[str, list[SignedChange]], known: dict[str, set[bytes]], relay: bytes | None
+    ) -> tuple[list[tuple[str, list[VerifiedChange]]], list[tuple[str, bytes, bytes]]]:
+        directory = self.directory
+        new_entries: list[tuple[str, bytes, bytes]] = []
+        trial_heads: dict[str, documents.ChannelHead | None] = {}
+        plan: list[tuple[str, list[VerifiedChange]]] = []
+        for doc_id in order:
+            kind, channel_id, _ = documents.parse_doc_id(doc_id)
+            if kind == "directory":
+                verified = verify_batch(doc_id, grouped[doc_id], known[doc_id], lambda author: None)
+                if verified:
+                    new_entries, directory = self._check_directory_batch(await self._doc(doc_id), verified)
+            else:
+                if channel_id not in trial_heads:
+                    trial_heads[channel_id] = await self._load_head(channel_id)
+                verified = verify_batch(doc_id, grouped[doc_id], known[doc_id], self._authoriser(doc_id, directory, trial_heads.get, relay))
+                if verified and kind == "head":
+                    current = await self._doc(doc_id)
+                    trial = documents.load_document(current.save() + b"".join(c.data for c in verified), self._actor())
+                    trial_heads[channel_id] = documents.read_head(trial, channel_id) or trial_heads[channel_id]
+            if verified:
+                plan.append((doc_id, verified))
+        return plan, new_entries
+
+    async def _write_batches(
+        self,
+        conn: AsyncConnection,
+        plan: Sequence[tuple[str, list[VerifiedChange]]],
+        known: dict[str, set[bytes]],
+        new_entries: Sequence[tuple[str, bytes, bytes]],
+        blobs: Sequence[tuple[bytes, bytes]],
+        received_from: str,
+        preview: bool,
+    ) -> ImportSummary:
+        now = self._clock()
+        self._hold_snapshots = True  # an evicted document must not open a second write transaction
+        intake: dict[str, list[int]] = {}
+        applied = 0
+        for doc_id, verified in plan:
+            kind, channel_id, _ = documents.parse_doc_id(doc_id)
+            doc = await self._doc(doc_id)
+            if not known[doc_id] <= self._known[doc_id]:  # another process wrote meanwhile
+                self._forget(doc_id)
+                doc = await self._doc(doc_id)
+            await self._ensure_document_row(conn, doc_id)
+            await self._append_changes(conn, doc_id, [(c.header, c.data, c.signature, c.vouched_by) for c in verified], received_from)
+            documents.apply_changes(doc, [c.data for c in verified])
+            self._known[doc_id].update(c.header.hash for c in verified)
+            applied += len(verified)
+            new_messages = 0
+            if kind == "directory":
+                await self._store_directory_entries(conn, new_entries, now)
+            elif kind == "head":
+                await self._materialise_head(conn, channel_id, doc)
+            else:
+                new_messages = await self._materialise_segment(conn, channel_id, doc_id, doc)
+            if kind != "directory":
+                counts = intake.setdefault(channel_id, [0, 0])
+                counts[0] += len(verified)
+                counts[1] += new_messages
+            pending = self._since_snapshot.get(doc_id, 0) + len(verified)
+            if pending >= SNAPSHOT_EVERY and not preview:
+                await self._write_snapshot(conn, doc_id, doc)
+                pending = 0
+            self._since_snapshot[doc_id] = pending
+        added_blobs = 0
+        for digest, data in blobs:
+            if (await conn.execute(select(t.blobs.c.hash).where(t.blobs.c.hash == digest))).first() is None:
+                await self._store_blob(conn, digest, data)
+                added_blobs += 1
+        channels = []
+        for channel_id, (changes, messages) in sorted(intake.items()):
+            head = self._heads_cache.get(channel_id)
+            readable = head is not None and self._can_read(head, self._user)
+            channels.append(ChannelIntake(channel_id, head.name if head else "", readable, changes, messages))
+        return ImportSummary(
+            changes=applied,
+            duplicates=0,
+            directory_entries=len(new_entries),
+            channels=tuple(channels),
+            blobs=added_blobs,
+            preview=preview,
+        )
+
+    def _forget_after_import(self, doc_ids: Iterable[str]) -> None:
+        for doc_id in doc_ids:
+            self._forget(doc_id)
+            channel_id = documents.parse_doc_id(doc_id)[1]
+            self._heads_cache.pop(channel_id, None)
+            self._segment_cursor.pop(channel_id, None)
+        self._channel_by_name.clear()
+
+    def _check_directory_batch(self, doc: Document, verified: list[VerifiedChange]) -> tuple[list[tuple[str, bytes, bytes]], certs.Directory]:
         """Directory changes must be by admins - judged on the directory as it would be with
-        the batch's own certificates, which are self-verifying up to the workspace key."""
+        the batch's own certificates, which are self-verifying up to the workspace key.
+        Returns the entries to store and that trial directory."""
         trial = documents.load_document(doc.save() + b"".join(c.data for c in verified), self._actor())
         decoded: list[certs.Certificate | certs.Revocation] = []
         for key, data in documents.directory_entries(trial):
@@ -756,24 +912,15 @@ class Node:
         for change in verified:
             if not trial_dir.is_admin(change.header.author):
                 raise ChangeRejected(f"directory change by {ids.key_id(change.header.author)}, who is not an admin")
-        return [(_entry_kind(entry), entry.encoded, entry.fingerprint) for entry in decoded]
+        return [(_entry_kind(entry), entry.encoded, entry.fingerprint) for entry in decoded], trial_dir
 
     async def changes_for(self, doc_id: str, have: Sequence[bytes]) -> list[SignedChange]:
-        """Changes of a document that a peer with heads `have` lacks (all, when a head is
-        unknown here - never the library's silent fallback), each run ending in a signed change."""
+        """Changes of a document that a peer with heads `have` lacks: everything that is not an
+        ancestor of a head known here (a head unknown here says the peer has changes we lack,
+        not which of ours it has). Each actor's run ends in a signed change."""
         async with self.store.reading() as conn:
             rows = (await conn.execute(select(t.changes.c.hash, t.changes.c.deps, t.changes.c.data, t.changes.c.signature).where(t.changes.c.doc_id == doc_id).order_by(t.changes.c.id))).all()
-        by_hash = {r.hash: r for r in rows}
-        excluded: set[bytes] = set()
-        if have and all(h in by_hash for h in have):
-            stack = list(have)
-            while stack:
-                current = stack.pop()
-                if current in excluded:
-                    continue
-                excluded.add(current)
-                deps = by_hash[current].deps
-                stack.extend(deps[i : i + 32] for i in range(0, len(deps), 32))
+        excluded = _ancestors({r.hash: r.deps for r in rows}, have)
         return [SignedChange(r.data, r.signature) for r in rows if r.hash not in excluded]
 
     async def document_heads(self, doc_id: str) -> list[bytes]:
@@ -813,6 +960,246 @@ class Node:
         if documents.DIRECTORY_DOC in changed:
             await self._reload_directory()
         return changed
+
+    # --- exchange with peers: receipts, deltas, remote wipe ---------------------------
+
+    async def _record_receipt(self, conn: AsyncConnection, receipt: Receipt, summary: ImportSummary, blobs: Sequence[tuple[bytes, bytes]], preview: bool) -> None:
+        """In the import's transaction: what the sender told us it holds, the blobs it sent
+        (so we never send them back), the bundle's log row and the audit entry."""
+        now = self._clock()
+        sender = ids.key_id(receipt.sender)
+        await self._store_peer_heads(conn, sender, receipt.sender_heads, receipt.created_at)
+        for digest, _ in blobs:
+            await self._upsert_peer_blob(conn, sender, digest, None, None, now)
+        await self._confirm_sent_blobs(conn, sender, receipt.sender_heads, now)
+        outcome = "accepted" if summary.changes or summary.blobs else "duplicate"
+        if receipt.digest is not None:
+            await conn.execute(t.bundle_log.delete().where(t.bundle_log.c.digest == receipt.digest))  # an earlier "unknown sender"
+            await conn.execute(
+                insert(t.bundle_log).values(
+                    digest=receipt.digest, bundle_id=receipt.bundle_id, sender=sender, created_at=receipt.created_at, outcome=outcome, reason="", decided_at=now
+                )
+            )
+        detail: dict[str, object] = {
+            "from": sender,
+            "via": receipt.source,
+            "changes": summary.changes,
+            "duplicates": summary.duplicates,
+            "directory_entries": summary.directory_entries,
+            "channels": len(summary.channels),
+            "messages": sum(c.new_messages for c in summary.channels),
+            "blobs": summary.blobs,
+        }
+        if receipt.bundle_id is not None:
+            detail["bundle"] = receipt.bundle_id.hex()
+        await _append_audit(conn, now, self._row.node_key.hex(), f"{receipt.source}_{outcome}", detail)
+
+    async def _store_peer_heads(self, conn: AsyncConnection, peer: str, heads: Mapping[str, Sequence[bytes]], as_of: int) -> None:
+        stored = dict((await conn.execute(select(t.peer_heads.c.doc_id, t.peer_heads.c.updated_at).where(t.peer_heads.c.peer == peer))).all())
+        for doc_id, hashes in heads.items():
+            if doc_id not in stored:
+                await conn.execute(insert(t.peer_heads).values(peer=peer, doc_id=doc_id, heads=b"".join(hashes), updated_at=as_of))
+            elif stored[doc_id] < as_of:  # an older bundle, imported late, never rolls knowledge back
+                await conn.execute(
+                    update(t.peer_heads).where(and_(t.peer_heads.c.peer == peer, t.peer_heads.c.doc_id == doc_id)).values(heads=b"".join(hashes), updated_at=as_of)
+                )
+
+    async def _upsert_peer_blob(self, conn: AsyncConnection, peer: str, digest: bytes, doc_id: str | None, heads: bytes | None, now: int) -> None:
+        where = and_(t.peer_blobs.c.peer == peer, t.peer_blobs.c.hash == digest)
+        row = (await conn.execute(select(t.peer_blobs.c.heads).where(where))).first()
+        if row is None:
+            await conn.execute(insert(t.peer_blobs).values(peer=peer, hash=digest, doc_id=doc_id, heads=heads, updated_at=now))
+        elif row.heads is not None:  # a confirmed row stays confirmed
+            await conn.execute(update(t.peer_blobs).where(where).values(doc_id=doc_id, heads=heads, updated_at=now))
+
+    async def _confirm_sent_blobs(self, conn: AsyncConnection, peer: str, heads: Mapping[str, Sequence[bytes]], now: int) -> None:
+        """A blob we sent counts as held once the peer acknowledges the heads we had when we sent it."""
+        pending = (await conn.execute(select(t.peer_blobs.c.hash, t.peer_blobs.c.doc_id, t.peer_blobs.c.heads).where(and_(t.peer_blobs.c.peer == peer, t.peer_blobs.c.heads.is_not(None))))).all()
+        by_doc: dict[str, list[Any]] = {}
+        for row in pending:
+            if row.doc_id in heads:
+                by_doc.setdefault(row.doc_id, []).append(row)
+        for doc_id, rows in by_doc.items():
+            graph = dict((await conn.execute(select(t.changes.c.hash, t.changes.c.deps).where(t.changes.c.doc_id == doc_id))).all())
+            held = _ancestors(graph, heads[doc_id])
+            for row in rows:
+                if all(h in held for h in _split_hashes(row.heads)):
+                    await conn.execute(update(t.peer_blobs).where(and_(t.peer_blobs.c.peer == peer, t.peer_blobs.c.hash == row.hash)).values(heads=None, updated_at=now))
+
+    def routable_to(self, peer: bytes, head: documents.ChannelHead) -> bool:
+        """Whether a channel's documents may go to node `peer`: public channels go everywhere,
+        private ones only to nodes that hold a member's key (its certificate's home)."""
+        if head.kind == "public":
+            return True
+        for member in head.members:
+            cert = self.directory.users.get(bytes.fromhex(member))
+            if cert is not None and cert.home == peer:
+                return True
+        return False
+
+    async def delta_for(self, peers: Sequence[bytes]) -> Delta:
+        """Everything at least one of `peers` lacks, as far as the heads they last told us say
+        (everything, for a peer we know nothing about), limited to documents all of them may
+        receive; the blobs referenced by messages in those documents that some peer lacks.
+        A revoked node receives the directory only: the news of its revocation, which makes
+        it wipe itself."""
+        self._require_unlocked()
+        peer_ids = [ids.key_id(p) for p in peers]
+        async with self.store.reading() as conn:
+            doc_rows = (await conn.execute(select(t.documents.c.doc_id, t.documents.c.kind, t.documents.c.channel_id, t.documents.c.segment_index))).all()
+            known_heads: dict[str, dict[str, bytes]] = {}
+            for peer, doc_id, heads in await conn.execute(select(t.peer_heads.c.peer, t.peer_heads.c.doc_id, t.peer_heads.c.heads).where(t.peer_heads.c.peer.in_(peer_ids))):
+                known_heads.setdefault(doc_id, {})[peer] = heads
+            graphs: dict[str, dict[bytes, bytes]] = {}
+            change_ids: dict[bytes, int] = {}
+            for doc_id, row_id, digest, deps in await conn.execute(select(t.changes.c.doc_id, t.changes.c.id, t.changes.c.hash, t.changes.c.deps)):
+                graphs.setdefault(doc_id, {})[digest] = deps
+                change_ids[digest] = row_id
+        allowed: list[Any] = []
+        revoked_peer = any(p in self.directory.revoked for p in peers)
+        for row in doc_rows:
+            if row.kind != "directory" and revoked_peer:
+                continue
+            if row.kind != "directory":
+                head = await self._load_head(row.channel_id)
+                if head is None or not all(self.routable_to(p, head) for p in peers):
+                    continue
+            allowed.append(row)
+        allowed.sort(key=lambda r: (_import_rank(r.doc_id), -r.segment_index, r.channel_id))
+        wanted: list[tuple[str, list[int]]] = []
+        our_heads: dict[str, tuple[bytes, ...]] = {}
+        for row in allowed:
+            graph = graphs.get(row.doc_id, {})
+            our_heads[row.doc_id] = _frontier(graph)
+            held = [_ancestors(graph, _split_hashes(known_heads.get(row.doc_id, {}).get(p, b""))) for p in peer_ids]
+            common = set.intersection(*held) if held else set()
+            missing = sorted(change_ids[h] for h in graph if h not in common)
+            if missing:
+                wanted.append((row.doc_id, missing))
+        async with self.store.reading() as conn:
+            delta_docs = []
+            for doc_id, row_ids in wanted:
+                fetched: dict[int, SignedChange] = {}
+                for start in range(0, len(row_ids), 500):
+                    chunk = row_ids[start : start + 500]
+                    for row_id, data, signature in await conn.execute(select(t.changes.c.id, t.changes.c.data, t.changes.c.signature).where(t.changes.c.id.in_(chunk))):
+                        fetched[row_id] = SignedChange(data, signature)
+                delta_docs.append((doc_id, tuple(fetched[i] for i in row_ids)))
+            blobs = await self._blobs_lacking(conn, peer_ids, [doc_id for doc_id, _ in wanted])
+        return Delta(documents=tuple(delta_docs), blobs=blobs, heads=our_heads)
+
+    async def _blobs_lacking(self, conn: AsyncConnection, peer_ids: Sequence[str], doc_ids: Sequence[str]) -> tuple[tuple[bytes, str, bytes], ...]:
+        referenced: dict[bytes, str] = {}
+        for start in range(0, len(doc_ids), 500):
+            rows = await conn.execute(select(t.messages.c.doc_id, t.messages.c.files).where(and_(t.messages.c.doc_id.in_(doc_ids[start : start + 500]), t.messages.c.files != "[]")))
+            for doc_id, files in rows:
+                for file in json.loads(files):
+                    referenced.setdefault(bytes.fromhex(file["hash"]), doc_id)
+        if not referenced:
+            return ()
+        held: dict[bytes, int] = {}
+        for (digest,) in await conn.execute(select(t.peer_blobs.c.hash).where(and_(t.peer_blobs.c.peer.in_(peer_ids), t.peer_blobs.c.heads.is_(None)))):
+            held[digest] = held.get(digest, 0) + 1
+        needed = [h for h in referenced if held.get(h, 0) < len(peer_ids)]
+        found: list[tuple[bytes, str, bytes]] = []
+        for start in range(0, len(needed), 100):
+            for digest, data in await conn.execute(select(t.blobs.c.hash, t.blobs.c.data).where(t.blobs.c.hash.in_(needed[start : start + 100]))):
+                found.append((digest, referenced[digest], data))
+        return tuple(sorted(found))
+
+    async def note_sent(self, peers: Sequence[bytes], blobs: Sequence[tuple[bytes, str]], heads: Mapping[str, Sequence[bytes]]) -> None:
+        """Blobs just written into a bundle for `peers`: not sent again once they acknowledge
+        the heads we had (until then, every bundle repeats them: a stick can be lost)."""
+        now = self._clock()
+        async with self.store.transaction() as conn:
+            for peer in peers:
+                for digest, doc_id in blobs:
+                    await self._upsert_peer_blob(conn, ids.key_id(peer), digest, doc_id, b"".join(heads.get(doc_id, ())) or b"\x00", now)
+
+    async def bundle_decision(self, digest: bytes) -> tuple[str, str] | None:
+        """(outcome, reason) if this exact bundle file was decided on before."""
+        async with self.store.reading() as conn:
+            row = (await conn.execute(select(t.bundle_log.c.outcome, t.bundle_log.c.reason).where(t.bundle_log.c.digest == digest))).first()
+        return None if row is None else (row.outcome, row.reason)
+
+    async def record_rejection(self, digest: bytes, *, outcome: str, reason: str, sender: bytes | None, bundle_id: bytes | None, created_at: int | None, source: str = "bundle") -> None:
+        """A refused bundle: one log row and one audit entry (a re-presented one is not audited again)."""
+        now = self._clock()
+        async with self.store.transaction() as conn:
+            exists = (await conn.execute(select(t.bundle_log.c.digest).where(t.bundle_log.c.digest == digest))).first()
+            if exists is not None:
+                return
+            sender_id = ids.key_id(sender) if sender is not None else None
+            await conn.execute(insert(t.bundle_log).values(digest=digest, bundle_id=bundle_id, sender=sender_id, created_at=created_at, outcome=outcome, reason=reason, decided_at=now))
+            detail: dict[str, object] = {"outcome": outcome, "reason": reason, "from": sender_id, "digest": digest.hex()}
+            if bundle_id is not None:
+                detail["bundle"] = bundle_id.hex()
+            await _append_audit(conn, now, self._row.node_key.hex(), f"{source}_rejected", detail)
+
+    async def courier_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The latest bundle decisions, newest first."""
+        async with self.store.reading() as conn:
+            rows = (await conn.execute(select(t.bundle_log).order_by(t.bundle_log.c.decided_at.desc()).limit(limit))).mappings().all()
+        return [{**row, "digest": row["digest"].hex(), "bundle_id": row["bundle_id"].hex() if row["bundle_id"] else None} for row in rows]
+
+    def node_key_of(self, node_id: str) -> bytes:
+        """The key of an enrolled node, by node id (check character verified) or node name."""
+        for key, cert in self.directory.nodes.items():
+            if cert.name == node_id:
+                return key
+        wanted = ids.normalise_key_id(node_id)
+        for key in list(self.directory.nodes) + list(self.directory.revoked):
+            if ids.key_id(key) == wanted:
+                return key
+        raise NotFound(f"no node {node_id} in this workspace's directory")
+
+    def nodes(self) -> list[NodeInfo]:
+        """Every node the directory ever certified, revoked ones included."""
+        keys = set(self.directory.nodes) | {k for k in self.directory.revoked if k in self._node_names}
+        return sorted(
+            (NodeInfo(ids.key_id(k), self._node_names.get(k, "?"), k, k in self.directory.revoked, k == self._row.node_key) for k in keys),
+            key=lambda n: (n.revoked, n.name),
+        )
+
+    def peers(self, *, revoked: bool = False) -> list[bytes]:
+        """Every other enrolled node of the workspace; with `revoked`, revoked ones too."""
+        keys = set(self.directory.nodes) | ({k for k in self.directory.revoked if k in self._node_names} if revoked else set())
+        return sorted(k for k in keys if k != self._row.node_key)
+
+    @property
+    def signing_key(self) -> nacl.signing.SigningKey:
+        """This node's identity key: signs bundles, opens the ones addressed to it."""
+        self._require_unlocked()
+        return self._keys.node
+
+    def _require_unlocked(self) -> None:
+        if self._locked is not None:
+            raise NodeLocked(self._locked)
+
+    async def _wipe_after_revocation(self, revocation: certs.Revocation) -> None:
+        """Remote wipe: this node's own revocation arrived. Its data key and sealed secrets are
+        destroyed and its content deleted (overwritten on disk, then the file is rewritten), so
+        the store left behind opens to nothing but the audit log and the reason."""
+        by = self.directory.users.get(revocation.issuer)
+        reason = f"this node was revoked by {by.name if by else ids.key_id(revocation.issuer)} ({revocation.reason or 'no reason given'}); its data was wiped"
+        async with self._lock:
+            async with self.store.transaction() as conn:
+                for table in (t.changes, t.snapshots, t.messages, t.read_markers, t.channels, t.blobs, t.peer_heads, t.peer_blobs, t.documents, t.sealed_secrets):
+                    await conn.execute(table.delete())
+                if self.store.is_sqlite:  # FTS5 keeps deleted terms in its index until told otherwise
+                    await conn.execute(text("INSERT INTO messages_fts(messages_fts) VALUES ('delete-all')"))
+                await conn.execute(update(t.node_identity).values(sealed_data_key=b""))
+                await conn.execute(insert(t.settings).values(name=LOCKED_SETTING, value=reason))
+                await _append_audit(conn, self._clock(), self._row.node_key.hex(), "wiped", {"revoked_by": revocation.issuer.hex(), "reason": revocation.reason})
+            self._docs.clear()
+            self._known.clear()
+            self._since_snapshot.clear()
+            self._heads_cache.clear()
+            self._channel_by_name.clear()
+            self._doc_rows.clear()
+            self._keys = _Keys(b"", crypto.new_signing_key(self._rng(32)), None, {})
+            self._locked = reason
+        await self.store.scrub()
 
     # --- channels ------------------------------------------------------------------
 
@@ -861,6 +1248,7 @@ class Node:
 
     async def _channel(self, name_or_id: str) -> documents.ChannelHead:
         """By id, or by name among the channels the acting user can read."""
+        self._require_unlocked()
         cached = self._channel_by_name.get(name_or_id)
         if cached is not None:
             head = await self._load_head(cached)
@@ -922,6 +1310,7 @@ class Node:
         await self._commit_local(doc_id, lambda doc: documents.set_member(doc, target.key.hex(), "member"), also)
 
     async def list_channels(self) -> list[ChannelSummary]:
+        self._require_unlocked()
         me = self._user.hex()
         async with self.store.reading() as conn:
             rows = (await conn.execute(select(t.channels).order_by(t.channels.c.name))).mappings().all()
@@ -1061,6 +1450,7 @@ class Node:
             await conn.execute(insert(t.blobs).values(hash=digest, size=len(data), data=data, added_at=self._clock()))
 
     async def blob(self, digest_hex: str) -> bytes:
+        self._require_unlocked()
         try:
             digest = bytes.fromhex(digest_hex)
         except ValueError as exc:
@@ -1157,9 +1547,9 @@ class Node:
         if not updated.rowcount:
             await conn.execute(_INSERT_MESSAGE, values)
 
-    async def _materialise_segment(self, conn: AsyncConnection, channel_id: str, doc_id: str, doc: Document) -> None:
+    async def _materialise_segment(self, conn: AsyncConnection, channel_id: str, doc_id: str, doc: Document) -> int:
         """Rewrites the view of every message in a segment (after changes from elsewhere):
-        two executemany statements, whatever the segment holds."""
+        two executemany statements, whatever the segment holds. Returns how many messages are new."""
         rows = [self._message_values(channel_id, doc_id, doc, m) for m in documents.message_ids(doc) if ids.is_message_id(m)]
         present = set((await conn.execute(select(t.messages.c.message_id).where(t.messages.c.doc_id == doc_id))).scalars())
         updates = [{**row, "target_id": row["message_id"]} for row in rows if row is not None and row["message_id"] in present]
@@ -1169,6 +1559,7 @@ class Node:
         if inserts:
             await conn.execute(_INSERT_MESSAGE, inserts)
         self._segment_cursor.pop(channel_id, None)
+        return len(inserts)
 
     def _admin_hexes(self) -> frozenset[str]:
         return frozenset(k.hex() for k, c in self.directory.users.items() if c.role == "admin")
@@ -1239,6 +1630,7 @@ class Node:
 
     async def search(self, query: str, *, limit: int = 50) -> list[MessageView]:
         """Full-text search over the channels the acting user can read, newest first."""
+        self._require_unlocked()
         terms = re.findall(r"\w+", query)
         if not terms:
             raise InvalidInput("search needs at least one word")
@@ -1292,6 +1684,43 @@ async def _append_audit(conn: AsyncConnection, at: int, actor: str, action: str,
     await conn.execute(
         insert(t.audit_log).values(seq=entry.seq, at=entry.at, actor=entry.actor, action=entry.action, detail=entry.detail, prev_hash=entry.prev_hash, hash=entry.hash)
     )
+
+
+class _Rollback(Exception):
+    """Ends a preview import's transaction, carrying what it would have changed."""
+
+    def __init__(self, summary: ImportSummary) -> None:
+        super().__init__("preview")
+        self.summary = summary
+
+
+def _import_rank(doc_id: str) -> int:
+    """Directory first (it decides who may write), then channel heads (they decide private
+    membership), then segments."""
+    return ("directory", "head", "segment").index(documents.parse_doc_id(doc_id)[0])
+
+
+def _split_hashes(joined: bytes) -> list[bytes]:
+    return [joined[i : i + 32] for i in range(0, len(joined) - len(joined) % 32, 32)]
+
+
+def _ancestors(graph: Mapping[bytes, bytes], heads: Iterable[bytes]) -> set[bytes]:
+    """Every change reachable from the heads that `graph` (hash -> concatenated deps) knows."""
+    found: set[bytes] = set()
+    stack = [h for h in heads if h in graph]
+    while stack:
+        current = stack.pop()
+        if current in found:
+            continue
+        found.add(current)
+        stack.extend(dep for dep in _split_hashes(graph[current]) if dep in graph)
+    return found
+
+
+def _frontier(graph: Mapping[bytes, bytes]) -> tuple[bytes, ...]:
+    """The heads of a document: changes no other change depends on."""
+    depended = {dep for deps in graph.values() for dep in _split_hashes(deps)}
+    return tuple(sorted(h for h in graph if h not in depended))
 
 
 def _decode_entry(kind: str, data: bytes) -> certs.Certificate | certs.Revocation:

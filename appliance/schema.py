@@ -177,4 +177,31 @@ peer_heads = Table(
     Column("updated_at", Integer, nullable=False),
 )
 
-SCHEMA_REVISION = "0001"
+# Blobs a peer holds as far as we know: received from it (heads NULL), or sent to it in a
+# bundle and not yet confirmed - `heads` are our heads of `doc_id` when we sent it; once the
+# peer acknowledges heads that include them, the row is confirmed (heads NULL).
+peer_blobs = Table(
+    "peer_blobs",
+    metadata,
+    Column("peer", String(32), primary_key=True),
+    Column("hash", LargeBinary(32), primary_key=True),
+    Column("doc_id", String(96)),
+    Column("heads", LargeBinary),
+    Column("updated_at", Integer, nullable=False),
+)
+
+# Every bundle this node decided on, by the SHA-256 of its bytes: a re-presented bundle is
+# recognised without reopening it, and a rejected one is not audited twice.
+bundle_log = Table(
+    "bundle_log",
+    metadata,
+    Column("digest", LargeBinary(32), primary_key=True),
+    Column("bundle_id", LargeBinary(16)),
+    Column("sender", String(32)),
+    Column("created_at", Integer),
+    Column("outcome", String(24), nullable=False),  # accepted | duplicate | rejected kind
+    Column("reason", Text, nullable=False),
+    Column("decided_at", Integer, nullable=False),
+)
+
+SCHEMA_REVISION = "0002"

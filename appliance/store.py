@@ -28,6 +28,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=FULL")  # WAL+NORMAL may lose the last commits on power loss
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=15000")
+    cursor.execute("PRAGMA secure_delete=ON")  # deleted rows are overwritten, not left in free pages
     cursor.close()
 
 
@@ -55,6 +56,8 @@ class Storage(Protocol):
     def reading(self) -> AbstractAsyncContextManager[AsyncConnection]: ...
 
     async def has_identity(self) -> bool: ...
+
+    async def scrub(self) -> None: ...
 
 
 class Store:
@@ -127,6 +130,19 @@ class Store:
     async def has_identity(self) -> bool:
         async with self.reading() as conn:
             return (await conn.execute(select(schema.node_identity.c.id))).first() is not None
+
+    async def scrub(self) -> None:
+        """Rewrites the database without its free pages and empties the write-ahead log, so
+        deleted data is gone from the files too (after a remote wipe)."""
+        if not self.is_sqlite:
+            return
+        try:
+            async with self.engine.connect() as conn:
+                raw = await conn.get_raw_connection()
+                await raw.driver_connection.execute("VACUUM")  # type: ignore[union-attr]
+                await raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[union-attr]
+        except (SQLAlchemyError, OSError) as exc:
+            raise StorageError(_describe(exc)) from exc
 
 
 def _upgrade(sync_connection: Any) -> None:

@@ -43,3 +43,9 @@ class TooLarge(BundleRejected):
 
 class Malformed(BundleRejected):
     """Bytes that do not follow the bundle format (bad magic, non-canonical CBOR, wrong fields, trailing bytes)."""
+
+
+class StickError(SyncError):
+    """A courier stick or the quarantine folder could not be read or written as asked: missing, full,
+    read-only, damaged or unplugged, or laid out in a way this node refuses (a link where a folder
+    belongs, a file that changed since the scan, an unknown layout)."""

@@ -16,14 +16,19 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from appliance import __version__
+from appliance import __version__, ids
 from appliance.errors import InvalidInput, NotInitialised, RallypointError
 from appliance.model import MessageView, iso_utc
 from appliance.node import Attachment, Node
+from sync import sneakernet
+from sync.bundle import read_header
+from sync.errors import SyncError
+from sync.sneakernet import ExportReport, ImportReport, Progress, ProgressCallback
 from tui.text import printable
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_REJECTED = 3  # an import ran, and refused at least one bundle
 
 
 class CliError(RallypointError):
@@ -335,6 +340,184 @@ async def cmd_audit(args: argparse.Namespace) -> None:
     await _with_node(args, run)
 
 
+# --- courier ----------------------------------------------------------------------------
+
+
+def _progress_printer(args: argparse.Namespace) -> ProgressCallback | None:
+    """A one-line progress bar on stderr, for people at a terminal."""
+    if args.json or not sys.stderr.isatty():
+        return None
+
+    def show(progress: Progress) -> None:
+        width = 30
+        filled = width * progress.done // progress.total if progress.total else width
+        label = printable(progress.label)[:36]
+        end = "\n" if progress.total and progress.done >= progress.total else ""
+        print(f"\r{progress.phase:<7}[{'#' * filled}{'.' * (width - filled)}] {progress.done}/{progress.total} {label:<36}", end=end, file=sys.stderr, flush=True)
+
+    return show
+
+
+def _import_json(report: ImportReport) -> dict[str, Any]:
+    return {
+        "preview": report.preview,
+        "wiped": report.wiped,
+        "changes": report.changes_applied,
+        "senders": list(report.senders),
+        "channels": [
+            {"channel_id": c.channel_id, "name": c.name or None, "readable": c.readable, "changes": c.changes, "new_messages": c.new_messages} for c in report.channels
+        ],
+        "directory_entries": sum(f.summary.directory_entries for f in report.accepted if f.summary),
+        "blobs": sum(f.summary.blobs for f in report.accepted if f.summary),
+        "files": [
+            {"name": f.name, "outcome": f.outcome, "reason": f.reason, "sender": f.sender, "bundle_id": f.bundle_id, "quarantined": str(f.quarantined) if f.quarantined else None}
+            for f in report.files
+        ],
+        "problems": [{"path": p.path, "reason": p.reason} for p in report.problems],
+    }
+
+
+def _import_text(report: ImportReport, quarantine: Path) -> str:
+    lines = ["Preview: nothing was changed on this node or the stick." if report.preview else ""]
+    accepted = report.accepted
+    verb = "Would import" if report.preview else "Imported"
+    lines.append(f"{verb} {len(accepted)} bundle(s) from {len(report.senders)} node(s){': ' + ', '.join(report.senders) if report.senders else ''}")
+    for c in report.channels:
+        name = f"#{printable(c.name)}" if c.name else f"channel {c.channel_id}"
+        if c.readable:
+            lines.append(f"  {name}: {c.new_messages} new message(s), {c.changes} change(s)")
+        else:
+            lines.append(f"  {name}: {c.changes} change(s) carried for other nodes (not readable here)")
+    entries = sum(f.summary.directory_entries for f in accepted if f.summary)
+    blobs = sum(f.summary.blobs for f in accepted if f.summary)
+    if entries or blobs:
+        lines.append(f"  directory: {entries} certificate(s)/revocation(s); files: {blobs}")
+    rejected = report.rejected
+    if rejected:
+        where = "" if report.preview else f" (kept in quarantine: {quarantine})"
+        lines.append(f"Rejected {len(rejected)} bundle(s){where}:")
+        lines.extend(f"  {printable(f.name)}: {f.outcome}: {printable(f.reason)}" for f in rejected)
+    for outcome in (sneakernet.SEEN, sneakernet.NOT_FOR_ME, sneakernet.WAITING):
+        matching = [f for f in report.files if f.outcome == outcome]
+        if matching:
+            lines.append(f"{outcome.capitalize()}: {len(matching)} bundle(s)")
+            lines.extend(f"  {printable(f.name)}: {printable(f.reason)}" for f in matching if outcome == sneakernet.WAITING)
+    if report.problems:
+        lines.append(f"Skipped on the stick ({len(report.problems)}):")
+        lines.extend(f"  {printable(p.path)}: {printable(p.reason)}" for p in report.problems)
+    if report.wiped:
+        lines.append("THIS NODE WAS REVOKED: it has locked itself and wiped its data key and content.")
+    return "\n".join(line for line in lines if line)
+
+
+def _export_json(report: ExportReport) -> dict[str, Any]:
+    return {
+        "bundles": [{"file": str(b.path), "recipients": list(b.recipients), "bytes": b.size, "changes": b.changes, "blobs": b.blobs, "bundle_id": b.bundle_id} for b in report.bundles],
+        "superseded": report.superseded,
+    }
+
+
+def _export_text(report: ExportReport) -> str:
+    lines = [f"Wrote {len(report.bundles)} bundle(s), {report.size:,} bytes:"]
+    lines.extend(f"  {b.path.parent.name}/{b.path.name}: {b.changes} change(s), {b.blobs} file(s), {b.size:,} bytes" for b in report.bundles)
+    if report.superseded:
+        lines.append(f"Removed {report.superseded} older bundle(s) of this node that these replace.")
+    return "\n".join(lines)
+
+
+def _stick_root(path: str) -> Path:
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise CliError(f"{path}: no such folder (is the stick mounted?)")
+    return root
+
+
+def _exit_for(report: ImportReport) -> None:
+    if report.rejected:
+        raise SystemExit(EXIT_REJECTED)
+
+
+async def cmd_bundle(args: argparse.Namespace) -> None:
+    if args.bundle_command == "inspect":
+        _inspect(args)
+        return
+
+    async def run(node: Node) -> None:
+        if args.bundle_command == "export":
+            report = await sneakernet.export_bundles(node, _stick_root(args.to), for_nodes=args.for_nodes or (), max_bytes=args.max_bytes, broadcast=args.broadcast, progress=_progress_printer(args))
+            emit(args, _export_json(report), _export_text(report))
+        else:
+            imported = await sneakernet.import_bundles(node, _stick_root(args.source), preview=args.preview, progress=_progress_printer(args))
+            emit(args, _import_json(imported), _import_text(imported, node.home / sneakernet.QUARANTINE_DIR))
+            _exit_for(imported)
+
+    await _with_node(args, run)
+
+
+def _inspect(args: argparse.Namespace) -> None:
+    """The clear-text header only: no key, no passphrase, no secrets."""
+    path = Path(args.file).expanduser()
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(sneakernet.IMPORT_LIMITS.max_bundle_bytes + 1024 * 1024)
+    except OSError as exc:
+        raise CliError(f"cannot read {args.file}: {exc.strerror}") from exc
+    header = read_header(data)
+    recipients = [ids.key_id(r) for r in header.recipients]
+    payload: dict[str, Any] = {
+        "file": str(path),
+        "bytes": len(data),
+        "bundle_id": header.id.hex(),
+        "workspace_id": ids.key_id(header.workspace),
+        "sender": ids.key_id(header.sender),
+        "created_at": iso_utc(header.created_at),
+        "recipients": recipients,
+        "documents_acknowledged": len(header.heads),
+        "encrypted_bytes": header.ciphertext_length,
+        "chunk_size": header.chunk_size,
+        "verified": False,
+    }
+    human = "\n".join(
+        [
+            f"bundle {payload['bundle_id']} ({len(data):,} bytes), workspace {payload['workspace_id']}",
+            f"from node {payload['sender']}, made {payload['created_at']} (sender's clock)",
+            f"for {len(header.recipients)} node(s): {', '.join(recipients)}",
+            f"acknowledges what the sender holds of {len(header.heads)} document(s)",
+            f"payload: {header.ciphertext_length:,} encrypted bytes in chunks of {header.chunk_size:,}",
+            "(header only; its signature is checked when a recipient imports it)",
+        ]
+    )
+    emit(args, payload, human)
+
+
+async def cmd_courier(args: argparse.Namespace) -> None:
+    async def run(node: Node) -> None:
+        imported, exported = await sneakernet.courier(node, _stick_root(args.dir), progress=_progress_printer(args), max_bytes=args.max_bytes)
+        payload = {"import": _import_json(imported), "export": _export_json(exported) if exported else None}
+        human = _import_text(imported, node.home / sneakernet.QUARANTINE_DIR) + ("\n" + _export_text(exported) if exported else "\nNothing exported.")
+        emit(args, payload, human)
+        _exit_for(imported)
+
+    await _with_node(args, run)
+
+
+async def cmd_node(args: argparse.Namespace) -> None:
+    async def run(node: Node) -> None:
+        if args.node_command == "revoke":
+            key = node.node_key_of(args.node)
+            await node.revoke(key, args.reason)
+            emit(args, {"revoked": ids.key_id(key)}, f"node {ids.key_id(key)} revoked; the revocation travels with the next bundles (run `rallypoint courier`)")
+            return
+        rows = node.nodes()
+        emit(
+            args,
+            [{"node_id": r.node_id, "name": r.name, "revoked": r.revoked, "this_node": r.this_node} for r in rows],
+            "\n".join(f"{r.node_id}  {printable(r.name):<20} {'revoked' if r.revoked else 'this node' if r.this_node else ''}" for r in rows),
+        )
+
+    await _with_node(args, run)
+
+
 def cmd_console(args: argparse.Namespace) -> None:
     """Runs outside asyncio.run: Textual owns the event loop (and the terminal's signals)."""
     from tui.app import run_console  # Textual loads only for the console
@@ -446,6 +629,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true")
     p.add_argument("--limit", type=int, default=200)
 
+    p = command("bundle", cmd_bundle, "write, import and inspect courier bundles")
+    bundle_sub = p.add_subparsers(dest="bundle_command", required=True, metavar="ACTION")
+    q = bundle_sub.add_parser("export", parents=[common], help="write bundles with what peers lack into a stick's outboxes")
+    q.add_argument("--to", required=True, metavar="DIR", help="the stick (or any folder)")
+    q.add_argument("--for", dest="for_nodes", action="append", metavar="NODE", help="a peer's node id or name (repeatable; default: every enrolled peer)")
+    q.add_argument("--max-bytes", type=int, default=sneakernet.DEFAULT_MAX_BYTES, metavar="N", help="cap per bundle; the rest goes into further bundles")
+    q.add_argument("--broadcast", action="store_true", help="one series for all the peers, in the broadcast outbox (public channels only)")
+    q = bundle_sub.add_parser("import", parents=[common], help="import every bundle on a stick addressed to this node")
+    q.add_argument("--from", dest="source", required=True, metavar="DIR")
+    q.add_argument("--preview", action="store_true", help="show what would change; change nothing")
+    q = bundle_sub.add_parser("inspect", parents=[common], help="show a bundle's clear-text header: who from, for whom (no key needed)")
+    q.add_argument("file", metavar="FILE")
+
+    p = command("courier", cmd_courier, "import what a stick holds for this node, then write fresh bundles for every peer")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--max-bytes", type=int, default=sneakernet.DEFAULT_MAX_BYTES, metavar="N")
+
+    p = command("node", cmd_node, "nodes of the workspace")
+    node_sub = p.add_subparsers(dest="node_command", required=True, metavar="ACTION")
+    q = node_sub.add_parser("revoke", parents=[common], help="admin: revoke a node; it wipes itself when the revocation reaches it")
+    q.add_argument("node", metavar="NODE", help="node id or name")
+    q.add_argument("--reason", default="revoked by an admin")
+    node_sub.add_parser("list", parents=[common], help="list the workspace's nodes")
+
     command("console", cmd_console, "open the terminal console")
     return parser
 
@@ -459,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
         outcome = args.handler(args)
         if outcome is not None:
             asyncio.run(outcome)
-    except RallypointError as exc:
+    except (RallypointError, SyncError) as exc:
         print(f"rallypoint: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

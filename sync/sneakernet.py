@@ -1,0 +1,467 @@
+"""The courier workflow: bundles for peers written to a stick, bundles on a stick imported.
+
+The edge between the node, the bundle codec (pure bytes) and the stick (files, in
+`sync.stick`). Export asks the node what each peer lacks (`Node.delta_for`), packs it in
+priority order into bundles no larger than a cap, and writes each atomically into the
+peer's outbox, superseding this node's older bundles there. Import opens everything
+addressed to this node, hands the content to the node's all-or-nothing verification path
+and records every decision: accepted bundles leave the stick, rejected ones go to the
+node's quarantine folder, bundles that only lack an earlier bundle wait for it."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance import crypto, ids
+from appliance.changes import SignedChange, parse_change
+from appliance.errors import (
+    ChangeRejected,
+    InvalidInput,
+    MissingDependencies,
+    NodeLocked,
+)
+from appliance.model import ChannelIntake, Delta, ImportSummary, Receipt
+from appliance.node import Node, wall_clock_ms
+from sync import stick
+from sync.bundle import (
+    DEFAULT_CHUNK_SIZE,
+    BundleContent,
+    BundleHeader,
+    Limits,
+    build_bundle,
+    open_bundle,
+    read_header,
+)
+from sync.errors import BundleRejected, NotAddressedToMe, SyncError, UnknownSender
+
+MiB = 1024 * 1024
+DEFAULT_MAX_BYTES = 64 * MiB  # one bundle; more content goes into further bundles
+MIN_MAX_BYTES = 64 * 1024
+IMPORT_LIMITS = Limits(max_bundle_bytes=256 * MiB, max_plaintext_bytes=256 * MiB, max_items=4_000_000)
+MAX_HEADS_IN_HEADER = 2_000  # documents whose heads a header lists; keeps it far below the format's cap
+QUARANTINE_DIR = "quarantine"
+ITEM_OVERHEAD = 16  # CBOR framing of one change or blob, generously
+SEGMENT_OVERHEAD = 128  # a document group: its id and framing
+
+Clock = Callable[[], int]
+Random = Callable[[int], bytes]
+
+
+@dataclass(frozen=True)
+class Progress:
+    phase: str  # "scan", "import", "export"
+    done: int
+    total: int
+    label: str
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class WrittenBundle:
+    path: Path
+    recipients: tuple[str, ...]  # node ids
+    size: int
+    changes: int
+    blobs: int
+    bundle_id: str
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    bundles: tuple[WrittenBundle, ...]
+    superseded: int  # this node's older bundles removed from the outboxes
+
+    @property
+    def size(self) -> int:
+        return sum(b.size for b in self.bundles)
+
+    @property
+    def changes(self) -> int:
+        return sum(b.changes for b in self.bundles)
+
+
+# Outcomes of one file on the stick. Rejections carry the bundle error's class name
+# ("Tampered", "UnknownSender", ...) or "ChangeRejected" for content the node refused.
+ACCEPTED = "accepted"
+DUPLICATE = "duplicate"  # intact and from a trusted sender, but nothing in it was new
+SEEN = "seen"  # this exact file was imported (or rejected) before
+NOT_FOR_ME = "not for this node"
+WAITING = "waiting"  # builds on a bundle this node has not imported yet; left on the stick
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    name: str
+    outcome: str
+    reason: str
+    sender: str | None = None  # node id
+    bundle_id: str | None = None
+    summary: ImportSummary | None = None
+    quarantined: Path | None = None
+
+    @property
+    def rejected(self) -> bool:
+        return self.outcome not in (ACCEPTED, DUPLICATE, SEEN, NOT_FOR_ME, WAITING)
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    files: tuple[FileOutcome, ...]
+    problems: tuple[stick.StickProblem, ...]
+    preview: bool
+    wiped: bool = False
+
+    @property
+    def accepted(self) -> tuple[FileOutcome, ...]:
+        return tuple(f for f in self.files if f.outcome in (ACCEPTED, DUPLICATE))
+
+    @property
+    def rejected(self) -> tuple[FileOutcome, ...]:
+        return tuple(f for f in self.files if f.rejected)
+
+    @property
+    def changes_applied(self) -> int:
+        return sum(f.summary.changes for f in self.accepted if f.summary)
+
+    @property
+    def channels(self) -> tuple[ChannelIntake, ...]:
+        """Per channel, summed over every accepted bundle."""
+        merged: dict[str, ChannelIntake] = {}
+        for outcome in self.accepted:
+            for c in outcome.summary.channels if outcome.summary else ():
+                seen = merged.get(c.channel_id)
+                merged[c.channel_id] = c if seen is None else ChannelIntake(c.channel_id, c.name or seen.name, c.readable, seen.changes + c.changes, seen.new_messages + c.new_messages)
+        return tuple(sorted(merged.values(), key=lambda c: (c.name or "~", c.channel_id)))
+
+    @property
+    def senders(self) -> tuple[str, ...]:
+        return tuple(sorted({f.sender for f in self.accepted if f.sender}))
+
+
+# --- export -----------------------------------------------------------------------------
+
+
+async def export_bundles(
+    node: Node,
+    root: Path,
+    *,
+    for_nodes: Sequence[str] = (),
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    broadcast: bool = False,
+    progress: ProgressCallback | None = None,
+    clock: Clock = wall_clock_ms,
+    rng: Random = crypto.random_bytes,
+) -> ExportReport:
+    """Bundles with what each peer lacks: one series per peer in its outbox (default: every
+    enrolled peer), or with `broadcast` one series for all of them in the broadcast outbox
+    (public channels and the directory only: every recipient can open it). A revoked node
+    gets the directory only - its revocation, on which it wipes itself."""
+    if max_bytes < MIN_MAX_BYTES:
+        raise InvalidInput(f"--max-bytes must be at least {MIN_MAX_BYTES} bytes")
+    peers = [node.node_key_of(n) for n in for_nodes] if for_nodes else node.peers(revoked=not broadcast)
+    for peer in peers:
+        if broadcast and peer in node.directory.revoked:
+            raise InvalidInput(f"node {ids.key_id(peer)} is revoked; a broadcast bundle is not for it")
+        if peer not in node.directory.nodes and peer not in node.directory.revoked:
+            raise InvalidInput(f"node {ids.key_id(peer)} is not enrolled in this workspace")
+    if not peers:
+        raise InvalidInput("this node knows no other enrolled node to export for")
+    groups = [peers] if broadcast else [[p] for p in peers]
+    written: list[WrittenBundle] = []
+    superseded = 0
+    for index, group in enumerate(groups):
+        outbox = stick.BROADCAST if broadcast else stick.outbox_name(ids.key_id(group[0]))
+        label = "broadcast" if broadcast else ids.key_id(group[0])
+        if progress:
+            progress(Progress("export", index, len(groups), label))
+        delta = await node.delta_for(group)
+        names: list[str] = []
+        for part, content in enumerate(_split(delta, max_bytes)):
+            created_at = clock() + part  # parts sort, and import, in order
+            data = await asyncio.to_thread(
+                build_bundle,
+                content,
+                sender_key=node.signing_key,
+                workspace=node.directory.workspace,
+                recipients=group,
+                heads=_header_heads(delta, content),
+                created_at=created_at,
+                randomness=rng(32),
+                chunk_size=DEFAULT_CHUNK_SIZE,
+            )
+            header = read_header(data)
+            name = stick.bundle_file_name(node.node_id, created_at, header.id)
+            path = await stick.write_bundle_file(root, outbox, name, data)
+            names.append(name)
+            written.append(
+                WrittenBundle(
+                    path=path,
+                    recipients=tuple(ids.key_id(p) for p in group),
+                    size=len(data),
+                    changes=sum(len(c) for _, c in content.directory + content.changes),
+                    blobs=len(content.blobs),
+                    bundle_id=header.id.hex(),
+                )
+            )
+        superseded += await stick.remove_own_older(root, outbox, node.node_id, names)
+        await node.note_sent(group, [(digest, doc_id) for digest, doc_id, _ in delta.blobs], delta.heads)
+    if progress:
+        progress(Progress("export", len(groups), len(groups), "done"))
+    return ExportReport(tuple(written), superseded)
+
+
+def _header_heads(delta: Delta, content: BundleContent) -> dict[str, tuple[bytes, ...]]:
+    """Our heads, as an acknowledgement: documents in this bundle first, then the rest,
+    up to MAX_HEADS_IN_HEADER."""
+    carried = [doc_id for doc_id, _ in content.directory + content.changes]
+    order = carried + [doc_id for doc_id in delta.heads if doc_id not in set(carried)]
+    return {doc_id: delta.heads[doc_id] for doc_id in order[:MAX_HEADS_IN_HEADER] if delta.heads.get(doc_id)}
+
+
+def _split(delta: Delta, max_bytes: int) -> list[BundleContent]:
+    """Packs the delta, in its priority order, into bundles of at most `max_bytes` (estimated
+    conservatively). A document may span bundles: each part is a causal prefix, cut only
+    where every unsigned change is followed by its actor's signed one, so each bundle
+    verifies on its own once the earlier ones are in. Always at least one bundle (it
+    carries our heads, an acknowledgement, even when nothing else is new)."""
+    budget = max_bytes - _fixed_overhead(delta, max_bytes)
+    parts: list[BundleContent] = []
+    current: list[tuple[str, list[SignedChange]]] = []
+    blobs: list[tuple[bytes, bytes]] = []
+    used = 0
+
+    def flush() -> None:
+        nonlocal current, blobs, used
+        if current or blobs or not parts:
+            directory = tuple((d, _one_signature_per_actor(c)) for d, c in current if d == "directory")
+            changes = tuple((d, _one_signature_per_actor(c)) for d, c in current if d != "directory")
+            parts.append(BundleContent(directory=directory, changes=changes, blobs=tuple(blobs)))
+        current, blobs, used = [], [], 0
+
+    for doc_id, changes in delta.documents:
+        for atom in _atoms(changes):
+            size = sum(len(c.data) + 64 + ITEM_OVERHEAD for c in atom) + SEGMENT_OVERHEAD
+            if size > budget:
+                raise InvalidInput(f"{len(atom)} change(s) of {doc_id} need {size:,} bytes; raise --max-bytes")
+            if used + size > budget:
+                flush()
+            if current and current[-1][0] == doc_id:
+                current[-1][1].extend(atom)
+                used += size - SEGMENT_OVERHEAD
+            else:
+                current.append((doc_id, list(atom)))
+                used += size
+    for digest, _, data in delta.blobs:
+        size = len(data) + len(digest) + ITEM_OVERHEAD
+        if size > budget:
+            raise InvalidInput(f"a {len(data):,}-byte attachment does not fit in --max-bytes {max_bytes:,}")
+        if used + size > budget:
+            flush()
+        blobs.append((digest, data))
+        used += size
+    flush()
+    return parts
+
+
+def _atoms(changes: Sequence[SignedChange]) -> list[list[SignedChange]]:
+    """Runs that must travel together: an unsigned change (vouched for by a later change of
+    its actor) stays with changes up to that actor's next signed one."""
+    atoms: list[list[SignedChange]] = []
+    pending: list[SignedChange] = []
+    open_actors: set[bytes] = set()
+    for change in changes:
+        pending.append(change)
+        if change.signature is None or open_actors:
+            actor = parse_change(change.data).actor
+            if change.signature is None:
+                open_actors.add(actor)
+            else:
+                open_actors.discard(actor)
+        if not open_actors:
+            atoms.append(pending)
+            pending = []
+    if pending:
+        atoms.append(pending)
+    return atoms
+
+
+def _one_signature_per_actor(changes: Sequence[SignedChange]) -> tuple[SignedChange, ...]:
+    """Keeps only each actor's last signature in a document's run: an actor's later change
+    depends on its earlier ones, and its hash covers theirs, so the receiver's verifier
+    vouches for them with that one signature (64 bytes per message saved on the stick)."""
+    last_signed: dict[bytes, int] = {}
+    actors = [parse_change(c.data).actor for c in changes]
+    for index, (change, actor) in enumerate(zip(changes, actors, strict=True)):
+        if change.signature is not None:
+            last_signed[actor] = index
+    return tuple(
+        change if change.signature is None or last_signed[actor] == index else SignedChange(change.data, None)
+        for index, (change, actor) in enumerate(zip(changes, actors, strict=True))
+    )
+
+
+def _fixed_overhead(delta: Delta, chunk_budget: int) -> int:
+    """Header (recipients, heads), framing, signature and the stream's per-chunk cost."""
+    heads = sum(len(d) + 8 + 33 * len(h) for d, h in list(delta.heads.items())[:MAX_HEADS_IN_HEADER])
+    chunks = chunk_budget // DEFAULT_CHUNK_SIZE + 1
+    return 4096 + heads + 17 * chunks
+
+
+# --- import -----------------------------------------------------------------------------
+
+
+async def import_bundles(
+    node: Node,
+    root: Path,
+    *,
+    preview: bool = False,
+    progress: ProgressCallback | None = None,
+) -> ImportReport:
+    """Imports every bundle on the stick addressed to this node (its outbox and the
+    broadcast outbox), oldest first; bundles that lack an earlier one are retried after the
+    others. `preview` reports what would happen and changes nothing, on the node or the stick."""
+    me = node.node_id
+    scan = await stick.scan(root, [stick.outbox_name(me), stick.BROADCAST], max_file_bytes=IMPORT_LIMITS.max_bundle_bytes + 300 * 1024)
+    outcomes: dict[str, FileOutcome] = {}
+    queue = list(scan.files)
+    total = len(queue)
+    while queue:
+        deferred: list[stick.StickFile] = []
+        for file in queue:
+            if progress:
+                progress(Progress("import", len(outcomes), total, file.name))
+            outcome = await _import_file(node, file, preview, last_try=False)
+            if outcome is None:
+                deferred.append(file)
+                continue
+            outcomes[file.name] = outcome
+            if outcome.summary is not None and outcome.summary.wiped:
+                if progress:
+                    progress(Progress("import", total, total, "wiped"))
+                return ImportReport(tuple(outcomes.values()), scan.problems, preview, wiped=True)
+        if len(deferred) == len(queue):  # no progress: decide them for good
+            for file in deferred:
+                outcome = await _import_file(node, file, preview, last_try=True)
+                assert outcome is not None
+                outcomes[file.name] = outcome
+            break
+        queue = deferred
+    if progress:
+        progress(Progress("import", total, total, "done"))
+    ordered = tuple(outcomes[f.name] for f in scan.files)
+    return ImportReport(ordered, scan.problems, preview)
+
+
+async def _import_file(node: Node, file: stick.StickFile, preview: bool, *, last_try: bool) -> FileOutcome | None:
+    """The outcome of one file; None to try it again after the others (it may need a bundle
+    that is still to come: an unknown sender's certificate, earlier changes)."""
+    mine = file.outbox != stick.BROADCAST
+    try:
+        data = await stick.read_bundle_file(file, max_file_bytes=IMPORT_LIMITS.max_bundle_bytes + 300 * 1024)
+    except SyncError as exc:
+        return FileOutcome(file.name, "Unreadable", str(exc))
+    digest = hashlib.sha256(data).digest()
+    seen = await node.bundle_decision(digest)
+    if seen is not None and seen[0] != UnknownSender.__name__:  # the directory may know it by now
+        if mine and seen[0] in (ACCEPTED, DUPLICATE) and not preview:
+            await stick.remove_bundle_file(file)
+        return FileOutcome(file.name, SEEN, f"already {'imported' if seen[0] in (ACCEPTED, DUPLICATE) else 'rejected: ' + seen[1]}")
+    header: BundleHeader | None = None
+    try:
+        header = read_header(data, max_bundle_bytes=IMPORT_LIMITS.max_bundle_bytes)
+        opened, content = await asyncio.to_thread(
+            open_bundle, data, my_key=node.signing_key, sender_status=_sender_status(node), limits=_limits(node), workspace=node.directory.workspace
+        )
+    except NotAddressedToMe as exc:
+        return FileOutcome(file.name, NOT_FOR_ME, str(exc), sender=ids.key_id(header.sender) if header else None)
+    except UnknownSender as exc:
+        if not last_try:
+            return None  # a bundle still to come may carry its certificate
+        if not preview:  # audited once; left on the stick for when the directory catches up
+            await node.record_rejection(digest, outcome=type(exc).__name__, reason=str(exc), sender=header.sender if header else None, bundle_id=header.id if header else None, created_at=header.created_at if header else None)
+        return FileOutcome(file.name, type(exc).__name__, str(exc), ids.key_id(header.sender) if header else None, header.id.hex() if header else None)
+    except BundleRejected as exc:
+        return await _reject(node, file, data, digest, header, type(exc).__name__, str(exc), preview)
+    sender = ids.key_id(opened.sender)
+    receipt = Receipt(source="bundle", sender=opened.sender, created_at=opened.created_at, sender_heads=opened.heads, digest=digest, bundle_id=opened.id)
+    try:
+        summary = await node.import_batches(
+            list(content.directory) + list(content.changes),
+            blobs=content.blobs,
+            received_from=sender,
+            receipt=receipt,
+            preview=preview,
+        )
+    except MissingDependencies as exc:
+        if not last_try:
+            return None
+        return FileOutcome(file.name, WAITING, f"{exc}; import the earlier bundles from {sender} first", sender, opened.id.hex())
+    except ChangeRejected as exc:
+        return await _reject(node, file, data, digest, opened, "ChangeRejected", str(exc), preview)
+    if mine and not preview:
+        await stick.remove_bundle_file(file)
+    outcome = ACCEPTED if summary.changes or summary.blobs else DUPLICATE
+    return FileOutcome(file.name, outcome, "", sender, opened.id.hex(), summary)
+
+
+async def _reject(
+    node: Node, file: stick.StickFile, data: bytes, digest: bytes, header: BundleHeader | None, outcome: str, reason: str, preview: bool
+) -> FileOutcome:
+    """Quarantines the bundle in the node's home and records the decision (audited once);
+    the stick keeps broadcast bundles (other nodes judge them for themselves)."""
+    sender = ids.key_id(header.sender) if header else None
+    bundle_id = header.id.hex() if header else None
+    if preview:
+        return FileOutcome(file.name, outcome, reason, sender, bundle_id)
+    quarantined = await stick.quarantine_file(data, node.home / QUARANTINE_DIR, file.name, f"{outcome}: {reason}")
+    await node.record_rejection(
+        digest,
+        outcome=outcome,
+        reason=reason,
+        sender=header.sender if header else None,
+        bundle_id=header.id if header else None,
+        created_at=header.created_at if header else None,
+    )
+    if file.outbox != stick.BROADCAST:
+        await stick.remove_bundle_file(file)
+    return FileOutcome(file.name, outcome, reason, sender, bundle_id, quarantined=quarantined)
+
+
+def _sender_status(node: Node) -> Callable[[bytes], str]:
+    def status(sender: bytes) -> str:
+        if sender in node.directory.revoked:
+            return "revoked"
+        return "trusted" if sender in node.directory.nodes else "unknown"
+
+    return status
+
+
+def _limits(node: Node) -> Limits:
+    return Limits(
+        max_bundle_bytes=IMPORT_LIMITS.max_bundle_bytes,
+        max_plaintext_bytes=IMPORT_LIMITS.max_plaintext_bytes,
+        max_items=IMPORT_LIMITS.max_items,
+        max_blob_bytes=node.max_blob_bytes,
+    )
+
+
+# --- courier ----------------------------------------------------------------------------
+
+
+async def courier(node: Node, root: Path, *, progress: ProgressCallback | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[ImportReport, ExportReport | None]:
+    """One action at a stop on the route: import what is addressed to this node, then write
+    fresh bundles for every peer. No export when the import wiped this node."""
+    imported = await import_bundles(node, root, progress=progress)
+    if imported.wiped:
+        return imported, None
+    try:
+        exported = await export_bundles(node, root, max_bytes=max_bytes, progress=progress)
+    except NodeLocked:
+        return imported, None
+    return imported, exported

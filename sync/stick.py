@@ -1,0 +1,638 @@
+"""The file-system edge of sneakernet: the folder layout on a courier stick, scanning and reading
+it as hostile ground, and writing bundles so that a pulled stick never holds half a file.
+docs/bundle-format.md ("Stick layout") specifies the layout:
+
+    <root>/rallypoint/FORMAT          "rallypoint-stick/1\\n"
+    <root>/rallypoint/to-<NODEID>/    bundles addressed to that node only
+    <root>/rallypoint/broadcast/      bundles addressed to several nodes
+
+Anyone may have prepared a stick. Below the folder the user names (`root`), nothing is ever
+followed: each folder is opened relative to its parent's descriptor with O_NOFOLLOW, so a link
+swapped in between a scan and a read is refused, not followed. Only regular files whose names
+match the bundle file pattern exactly are offered; everything else is skipped and reported as a
+`StickProblem` whose path has control characters and undecodable bytes escaped. A scan examines
+at most MAX_ENTRIES entries and lists at most MAX_LISTED_PROBLEMS problems per folder, so a stick
+stuffed with junk costs bounded time and memory. Every OSError becomes a `StickError` with a
+one-line message. The public functions are async and do their blocking work in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import itertools
+import os
+import re
+import secrets
+import stat
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.errors import InvalidInput
+from appliance.ids import normalise_key_id
+from sync.bundle import ID_BYTES, MAX_CREATED_AT
+from sync.errors import StickError
+
+STICK_DIR = "rallypoint"
+BROADCAST = "broadcast"
+FORMAT_FILE = "FORMAT"
+FORMAT_LINE = "rallypoint-stick/1"
+OUTBOX_PREFIX = "to-"
+BUNDLE_SUFFIX = ".rpb"
+TEMP_PREFIX = ".tmp-"
+REASON_SUFFIX = ".reason.txt"
+
+MAX_ENTRIES = 10_000  # directory entries examined per folder before giving up on the rest (reported once)
+MAX_LISTED_PROBLEMS = 100  # skipped entries reported one by one per folder; the rest in one summary line
+STALE_TEMP_SECONDS = 3600  # a writer's temporary file this old was left by a crash or a pulled stick
+
+_MAX_COUNTED_ENTRIES = 100 * MAX_ENTRIES  # counting what was not examined stays bounded too
+_MAX_FORMAT_BYTES = 256
+_MAX_SHOWN_FORMAT_BYTES = 64
+_READ_CHUNK_BYTES = 1024 * 1024
+_MAX_QUARANTINE_COPIES = 10_000
+
+_NODE_ID = r"[A-Z2-7]{7}-[A-Z2-7]{7}-[A-Z2-7]{7}"  # appliance.ids.key_id: 21 base32 characters in groups of 7
+_NODE_ID_PATTERN = re.compile(_NODE_ID)
+_BUNDLE_FILE_NAME = re.compile(rf"(?P<sender>{_NODE_ID})-(?P<created_at>[0-9]{{13,19}})-(?P<bundle_id>[0-9a-f]{{32}})\.rpb")
+_QUARANTINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+# O_NONBLOCK: a FIFO swapped in after the last check must not block the open or the read.
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+# Shown paths: C0/C1 controls, bidi and line-separator characters, undecodable bytes (which
+# surrogateescape turns into U+DC80..U+DCFF) and the backslash itself become escapes.
+_ESCAPES: dict[int, str] = (
+    {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
+    | {code: f"\\u{code:04x}" for code in (0x200E, 0x200F, 0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+    | {0xDC00 + byte: f"\\x{byte:02x}" for byte in range(0x80, 0x100)}
+    | {ord("\\"): "\\\\"}
+)
+
+_KINDS: tuple[tuple[Callable[[int], bool], str], ...] = (
+    (stat.S_ISLNK, "a symbolic link"),
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISREG, "a regular file"),
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a device file"),
+    (stat.S_ISBLK, "a device file"),
+)
+
+
+@dataclass(frozen=True)
+class StickFile:
+    """A candidate bundle file found by `scan`: a regular file with a bundle file name, within the
+    size limit when it was scanned. Its content is not authenticated until the bundle is opened."""
+
+    path: Path
+    name: str
+    outbox: str  # "to-<NODEID>" or "broadcast"
+    size: int
+
+
+@dataclass(frozen=True)
+class StickProblem:
+    """Something on the stick that was skipped, and why. `path` is printable: control characters,
+    bidi controls, undecodable bytes and backslashes are escaped."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class StickScan:
+    files: tuple[StickFile, ...]  # sorted by name
+    problems: tuple[StickProblem, ...]
+
+
+@dataclass(frozen=True)
+class BundleFileName:
+    """What a bundle file's name says. Not authenticated: the bundle's signed header decides."""
+
+    sender_id: str
+    created_at_ms: int
+    bundle_id: bytes
+
+
+class _WrongKind(Exception):
+    """Something other than the folder or regular file that belongs at `name`."""
+
+    def __init__(self, name: str, mode: int, wanted: str) -> None:
+        reason = f"is {_kind(mode)}, not {wanted}"
+        super().__init__(f"{reason}; links are not followed" if stat.S_ISLNK(mode) else reason)
+        self.name = name
+
+
+def outbox_name(node_id: str) -> str:
+    """The outbox folder for bundles addressed to `node_id` alone."""
+    if not _is_node_id(node_id):
+        raise ValueError(f"not a node id: {node_id!r}")
+    return OUTBOX_PREFIX + node_id
+
+
+def bundle_file_name(sender_id: str, created_at_ms: int, bundle_id: bytes) -> str:
+    """`<SENDERID>-<created_at_ms, at least 13 digits>-<bundle id hex>.rpb`: sorts by sender, then time."""
+    if not _is_node_id(sender_id):
+        raise ValueError(f"not a node id: {sender_id!r}")
+    if not 0 <= created_at_ms <= MAX_CREATED_AT:
+        raise ValueError(f"created_at_ms out of range: {created_at_ms}")
+    if len(bundle_id) != ID_BYTES:
+        raise ValueError(f"a bundle id is {ID_BYTES} bytes, not {len(bundle_id)}")
+    return f"{sender_id}-{created_at_ms:013d}-{bundle_id.hex()}{BUNDLE_SUFFIX}"
+
+
+def parse_bundle_file_name(name: str) -> BundleFileName | None:
+    """The parts of a bundle file name, or None for any other name (including a node id whose
+    check character fails)."""
+    match = _BUNDLE_FILE_NAME.fullmatch(name)
+    if match is None or not _is_node_id(match["sender"]):
+        return None
+    created_at_ms = int(match["created_at"])
+    if created_at_ms > MAX_CREATED_AT:
+        return None
+    return BundleFileName(match["sender"], created_at_ms, bytes.fromhex(match["bundle_id"]))
+
+
+async def scan(root: Path, outboxes: Sequence[str], *, max_file_bytes: int) -> StickScan:
+    """The candidate bundle files in the named outboxes of the stick at `root`, and what was
+    skipped. A missing rallypoint/ folder or outbox is an empty scan; `root` itself must exist."""
+    return await asyncio.to_thread(_scan_blocking, Path(root), tuple(outboxes), max_file_bytes)
+
+
+async def read_bundle_file(file: StickFile, *, max_file_bytes: int) -> bytes:
+    """The bytes of a file `scan` found, refusing it if it is no longer a regular file or has grown
+    past `max_file_bytes`."""
+    return await asyncio.to_thread(_read_blocking, file, max_file_bytes)
+
+
+async def write_bundle_file(root: Path, outbox: str, name: str, data: bytes) -> Path:
+    """Writes a bundle into `outbox` atomically, creating rallypoint/, FORMAT and the outbox if
+    missing; returns the file's path."""
+    return await asyncio.to_thread(_write_blocking, Path(root), outbox, name, data)
+
+
+async def remove_bundle_file(file: StickFile) -> None:
+    """Deletes a file `scan` found; one that is already gone is fine."""
+    await asyncio.to_thread(_remove_blocking, file)
+
+
+async def quarantine_file(data: bytes, quarantine_dir: Path, name: str, reason: str) -> Path:
+    """Keeps a rejected bundle's bytes in `quarantine_dir` (created 0o700) with `<name>.reason.txt`
+    beside it; never overwrites an earlier one (adds -1, -2, ... before the suffix). Returns the
+    bundle copy's path."""
+    return await asyncio.to_thread(_quarantine_blocking, data, Path(quarantine_dir), name, reason)
+
+
+async def remove_own_older(root: Path, outbox: str, sender_id: str, keep: Collection[str]) -> int:
+    """Deletes `sender_id`'s bundle files in `outbox` other than those named in `keep` (an exporter
+    superseding its earlier bundles); returns how many. Never touches other senders' files."""
+    return await asyncio.to_thread(_remove_own_older_blocking, Path(root), outbox, sender_id, keep)
+
+
+# --- scanning ---------------------------------------------------------------------------------
+
+
+def _scan_blocking(root: Path, outboxes: tuple[str, ...], max_file_bytes: int) -> StickScan:
+    for outbox in outboxes:
+        _check_outbox(outbox)
+    stick_path = root / STICK_DIR
+    try:
+        root_fd = os.open(root, _DIR_FLAGS)
+    except OSError as exc:
+        raise _stick_error(exc, f"cannot open the stick folder {_shown(root)}") from exc
+    files: list[StickFile] = []
+    problems: list[StickProblem] = []
+    with _owned(root_fd):
+        try:
+            stick_fd = _open_real_dir(STICK_DIR, root_fd)
+        except FileNotFoundError:
+            return StickScan((), ())
+        except (_WrongKind, OSError) as exc:
+            return StickScan((), (StickProblem(_shown(stick_path), _reason(exc)),))
+        with _owned(stick_fd):
+            format_problem = _format_problem(stick_fd)
+            if format_problem is not None:
+                problems.append(StickProblem(_shown(stick_path / FORMAT_FILE), format_problem))
+            for outbox in dict.fromkeys(outboxes):
+                outbox_path = stick_path / outbox
+                try:
+                    outbox_fd = _open_real_dir(outbox, stick_fd)
+                except FileNotFoundError:
+                    continue
+                except (_WrongKind, OSError) as exc:
+                    problems.append(StickProblem(_shown(outbox_path), _reason(exc)))
+                    continue
+                with _owned(outbox_fd):
+                    _scan_outbox(outbox_fd, outbox, outbox_path, max_file_bytes, files, problems)
+    files.sort(key=lambda file: (file.name, file.outbox))
+    return StickScan(tuple(files), tuple(problems))
+
+
+def _scan_outbox(outbox_fd: int, outbox: str, outbox_path: Path, max_file_bytes: int, files: list[StickFile], problems: list[StickProblem]) -> None:
+    """Appends the outbox's candidate files to `files` and what it skipped to `problems`."""
+    listed = unlisted = 0
+    not_examined: StickProblem | None = None
+    try:
+        with os.scandir(outbox_fd) as entries:
+            for examined, entry in enumerate(entries):
+                if examined == MAX_ENTRIES:
+                    not_examined = StickProblem(_shown(outbox_path), _not_examined(entries))
+                    break
+                verdict = _examine(entry, outbox, outbox_path, max_file_bytes)
+                if isinstance(verdict, StickFile):
+                    files.append(verdict)
+                elif verdict is not None and listed < MAX_LISTED_PROBLEMS:
+                    problems.append(StickProblem(_shown(outbox_path / entry.name), verdict))
+                    listed += 1
+                elif verdict is not None:
+                    unlisted += 1
+    except OSError as exc:
+        problems.append(StickProblem(_shown(outbox_path), f"could not be listed to the end: {exc.strerror}"))
+    if unlisted:
+        problems.append(StickProblem(_shown(outbox_path), f"{unlisted:,} further entries skipped, not listed one by one"))
+    if not_examined is not None:
+        problems.append(not_examined)
+
+
+def _not_examined(rest: Iterator[os.DirEntry[str]]) -> str:
+    """The summary line for the entry that hit MAX_ENTRIES and those after it (counted, not examined)."""
+    count = 1 + sum(1 for _ in itertools.islice(rest, _MAX_COUNTED_ENTRIES))
+    amount = f"more than {_MAX_COUNTED_ENTRIES:,}" if count > _MAX_COUNTED_ENTRIES else f"{count:,}"
+    return f"{amount} further entries not examined (a folder is read up to {MAX_ENTRIES:,} entries)"
+
+
+def _examine(entry: os.DirEntry[str], outbox: str, outbox_path: Path, max_file_bytes: int) -> StickFile | str | None:
+    """A candidate file, the reason an entry is skipped, or None for one skipped silently."""
+    raw_name = os.fsencode(entry.name)
+    if raw_name.startswith(TEMP_PREFIX.encode()) and raw_name.endswith(BUNDLE_SUFFIX.encode()):
+        return None
+    try:
+        name = raw_name.decode("utf-8")
+    except UnicodeDecodeError:
+        return "name is not valid UTF-8"
+    try:
+        info = entry.stat(follow_symlinks=False)
+    except FileNotFoundError:
+        return None  # removed while we were scanning
+    except OSError as exc:
+        return f"cannot be examined: {exc.strerror}"
+    if not stat.S_ISREG(info.st_mode):
+        return str(_WrongKind(name, info.st_mode, "a regular file"))
+    if parse_bundle_file_name(name) is None:
+        return "name is not a bundle file name (<SENDERID>-<MILLISECONDS>-<BUNDLE ID>.rpb)"
+    if info.st_size > max_file_bytes:
+        return f"is {info.st_size:,} bytes, over the limit of {max_file_bytes:,}"
+    return StickFile(outbox_path / name, name, outbox, info.st_size)
+
+
+def _format_problem(stick_fd: int) -> str | None:
+    """Why rallypoint/FORMAT does not name this layout, or None (also when it is missing, as on a
+    stick a person laid out by hand)."""
+    try:
+        fd, _ = _open_regular(FORMAT_FILE, stick_fd)
+        with _owned(fd):
+            head = os.read(fd, _MAX_FORMAT_BYTES)
+    except FileNotFoundError:
+        return None
+    except (_WrongKind, OSError) as exc:
+        return _reason(exc)
+    line = head.split(b"\n", 1)[0]
+    if line == FORMAT_LINE.encode():
+        return None
+    return f'says "{_shown(line[:_MAX_SHOWN_FORMAT_BYTES])}", not "{FORMAT_LINE}": a layout this node does not know'
+
+
+# --- reading and removing ---------------------------------------------------------------------
+
+
+def _read_blocking(file: StickFile, max_file_bytes: int) -> bytes:
+    root = _root_of(file)
+    shown = _shown(file.path)
+    try:
+        with _owned(_open_outbox(root, file.outbox)) as outbox_fd:
+            fd, info = _open_regular(file.name, outbox_fd)
+            with _owned(fd):
+                if info.st_size > max_file_bytes:
+                    raise StickError(f"cannot read {shown}: it is {info.st_size:,} bytes now, over the limit of {max_file_bytes:,}")
+                return _read_at_most(fd, max_file_bytes, shown)
+    except _WrongKind as exc:
+        raise StickError(f"cannot read {shown}: {exc.name} {exc} (it changed since the scan)") from exc
+    except OSError as exc:
+        raise _stick_error(exc, f"cannot read {shown}") from exc
+
+
+def _read_at_most(fd: int, max_bytes: int, shown: str) -> bytes:
+    """Reads to the end, refusing a file that grows past `max_bytes` while it is read."""
+    chunks: list[bytes] = []
+    total = 0
+    while chunk := os.read(fd, min(_READ_CHUNK_BYTES, max_bytes + 1 - total)):
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > max_bytes:
+            raise StickError(f"cannot read {shown}: it grew past the limit of {max_bytes:,} bytes while being read")
+    return b"".join(chunks)
+
+
+def _remove_blocking(file: StickFile) -> None:
+    root = _root_of(file)
+    try:
+        with _owned(_open_outbox(root, file.outbox)) as outbox_fd:
+            os.unlink(file.name, dir_fd=outbox_fd)
+    except FileNotFoundError:
+        return
+    except _WrongKind as exc:
+        raise StickError(f"cannot remove {_shown(file.path)}: {exc.name} {exc}") from exc
+    except OSError as exc:
+        raise _stick_error(exc, f"cannot remove {_shown(file.path)}") from exc
+
+
+def _remove_own_older_blocking(root: Path, outbox: str, sender_id: str, keep: Collection[str]) -> int:
+    _check_outbox(outbox)
+    if not _is_node_id(sender_id):
+        raise ValueError(f"not a node id: {sender_id!r}")
+    outbox_path = root / STICK_DIR / outbox
+    removed = 0
+    try:
+        with _owned(_open_outbox(root, outbox)) as outbox_fd, os.scandir(outbox_fd) as entries:
+            for entry in itertools.islice(entries, MAX_ENTRIES):
+                parsed = parse_bundle_file_name(entry.name)
+                if parsed is None or parsed.sender_id != sender_id or entry.name in keep or not entry.is_file(follow_symlinks=False):
+                    continue
+                try:
+                    os.unlink(entry.name, dir_fd=outbox_fd)
+                except FileNotFoundError:
+                    continue
+                removed += 1
+    except FileNotFoundError:
+        return removed
+    except _WrongKind as exc:
+        raise StickError(f"cannot clean {_shown(outbox_path)}: {exc.name} {exc}") from exc
+    except OSError as exc:
+        raise _stick_error(exc, f"cannot clean {_shown(outbox_path)}") from exc
+    return removed
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+
+def _write_blocking(root: Path, outbox: str, name: str, data: bytes) -> Path:
+    _check_outbox(outbox)
+    if parse_bundle_file_name(name) is None:
+        raise ValueError(f"not a bundle file name: {name!r}")
+    stick_path = root / STICK_DIR
+    final = stick_path / outbox / name
+    try:
+        with _owned(os.open(root, _DIR_FLAGS)) as root_fd, _owned(_make_real_dir(STICK_DIR, root_fd)) as stick_fd:
+            _ensure_format(stick_fd, stick_path)
+            with _owned(_make_real_dir(outbox, stick_fd)) as outbox_fd:
+                _remove_stale_temps(outbox_fd)
+                _write_replace(outbox_fd, name, data, 0o644)
+    except _WrongKind as exc:
+        raise StickError(f"cannot write {_shown(final)}: {exc.name} {exc}") from exc
+    except OSError as exc:
+        raise _stick_error(exc, f"cannot write {_shown(final)}") from exc
+    return final
+
+
+def _make_real_dir(name: str, parent_fd: int) -> int:
+    """Opens the folder `name`, creating it first if missing; refuses a link or a non-folder."""
+    try:
+        os.mkdir(name, 0o755, dir_fd=parent_fd)
+    except FileExistsError:
+        pass
+    else:
+        _fsync_dir(parent_fd)
+    return _open_real_dir(name, parent_fd)
+
+
+def _ensure_format(stick_fd: int, stick_path: Path) -> None:
+    """Writes FORMAT if missing; refuses to add to a stick laid out by another layout version."""
+    try:
+        os.lstat(FORMAT_FILE, dir_fd=stick_fd)
+    except FileNotFoundError:
+        _write_replace(stick_fd, FORMAT_FILE, f"{FORMAT_LINE}\n".encode(), 0o644)
+        return
+    problem = _format_problem(stick_fd)
+    if problem is not None:
+        raise StickError(f"not writing to {_shown(stick_path)}: its {FORMAT_FILE} {problem}")
+
+
+def _remove_stale_temps(dir_fd: int) -> None:
+    """Removes temporary files that a crash or a pulled stick left behind; failing to is harmless."""
+    stale_before = time.time() - STALE_TEMP_SECONDS
+    with os.scandir(dir_fd) as entries:
+        for entry in itertools.islice(entries, MAX_ENTRIES):
+            if not (entry.name.startswith(TEMP_PREFIX) and entry.name.endswith(BUNDLE_SUFFIX)):
+                continue
+            with suppress(OSError):
+                info = entry.stat(follow_symlinks=False)
+                if stat.S_ISREG(info.st_mode) and info.st_mtime < stale_before:
+                    os.unlink(entry.name, dir_fd=dir_fd)
+
+
+def _write_replace(dir_fd: int, name: str, data: bytes, mode: int) -> None:
+    """Temp file, fsync, rename, fsync the folder: a crash or a pulled stick leaves the old file or
+    the new one under `name`, never part of one."""
+    temp = _write_temp(dir_fd, data, mode)
+    try:
+        os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        _unlink_quietly(temp, dir_fd)
+        raise
+    _fsync_dir(dir_fd)
+
+
+def _write_temp(dir_fd: int, data: bytes, mode: int) -> str:
+    """A new, fsynced temporary file holding `data`; returns its name. Removed again on failure."""
+    temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}{BUNDLE_SUFFIX}"
+    fd = os.open(temp, _CREATE_FLAGS, mode, dir_fd=dir_fd)
+    try:
+        with _owned(fd):
+            _write_all(fd, data)
+            os.fsync(fd)
+    except BaseException:
+        _unlink_quietly(temp, dir_fd)
+        raise
+    return temp
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:  # a broken file system; without this check the loop would never end
+            raise OSError(errno.EIO, "the write made no progress")
+        view = view[written:]
+
+
+def _fsync_dir(dir_fd: int) -> None:
+    """Makes new entries and renames durable; some file systems cannot sync a folder and say so."""
+    try:
+        os.fsync(dir_fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
+
+
+def _quarantine_blocking(data: bytes, quarantine_dir: Path, name: str, reason: str) -> Path:
+    if not _QUARANTINE_NAME.fullmatch(name):
+        raise ValueError(f"not a safe file name for the quarantine: {name!r}")
+    reason_text = reason if reason.endswith("\n") else reason + "\n"
+    try:
+        quarantine_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with _owned(os.open(quarantine_dir, _DIR_FLAGS | os.O_NOFOLLOW)) as dir_fd:
+            data_temp = _write_temp(dir_fd, data, 0o600)
+            try:
+                reason_temp = _write_temp(dir_fd, reason_text.encode(), 0o600)
+                try:
+                    stored = _link_unused_name(dir_fd, data_temp, reason_temp, name)
+                finally:
+                    _unlink_quietly(reason_temp, dir_fd)
+            finally:
+                _unlink_quietly(data_temp, dir_fd)
+            _fsync_dir(dir_fd)
+    except OSError as exc:
+        raise _stick_error(exc, f"cannot quarantine {name} in {_shown(quarantine_dir)}", medium="disk") from exc
+    return quarantine_dir / stored
+
+
+def _link_unused_name(dir_fd: int, data_temp: str, reason_temp: str, name: str) -> str:
+    """Hard-links the two temporary files to the first free `name`, `stem-1.suffix`, ... and its
+    reason file; a hard link never replaces an existing name, so nothing is overwritten."""
+    stem, suffix = Path(name).stem, Path(name).suffix
+    for copy in range(_MAX_QUARANTINE_COPIES):
+        candidate = name if copy == 0 else f"{stem}-{copy}{suffix}"
+        try:
+            os.link(data_temp, candidate, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except FileExistsError:
+            continue
+        try:
+            os.link(reason_temp, candidate + REASON_SUFFIX, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except FileExistsError:
+            os.unlink(candidate, dir_fd=dir_fd)
+            continue
+        return candidate
+    raise StickError(f"cannot quarantine {name}: {_MAX_QUARANTINE_COPIES:,} files of that name are already there")
+
+
+# --- shared -----------------------------------------------------------------------------------
+
+
+@contextmanager
+def _owned(fd: int) -> Iterator[int]:
+    """Closes a descriptor when the block ends."""
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _open_real_dir(name: str, parent_fd: int) -> int:
+    """Opens the folder `name` inside `parent_fd`; a link (even to a folder) or anything else
+    raises _WrongKind."""
+    try:
+        return os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent_fd)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
+        raise _WrongKind(name, os.lstat(name, dir_fd=parent_fd).st_mode, "a folder") from exc
+
+
+def _open_outbox(root: Path, outbox: str) -> int:
+    """The outbox's descriptor, reached without following a link below `root`."""
+    with _owned(os.open(root, _DIR_FLAGS)) as root_fd, _owned(_open_real_dir(STICK_DIR, root_fd)) as stick_fd:
+        return _open_real_dir(outbox, stick_fd)
+
+
+def _open_regular(name: str, dir_fd: int) -> tuple[int, os.stat_result]:
+    """Opens a regular file for reading. Checked before opening (opening a device can have
+    effects) and again after (the name may have been swapped in between)."""
+    mode = os.lstat(name, dir_fd=dir_fd).st_mode
+    if not stat.S_ISREG(mode):
+        raise _WrongKind(name, mode, "a regular file")
+    try:
+        fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _WrongKind(name, stat.S_IFLNK, "a regular file") from exc
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _WrongKind(name, info.st_mode, "a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, info
+
+
+def _unlink_quietly(name: str, dir_fd: int) -> None:
+    with suppress(OSError):
+        os.unlink(name, dir_fd=dir_fd)
+
+
+def _root_of(file: StickFile) -> Path:
+    """The folder the user named, from a file `scan` found; refuses a StickFile that does not fit
+    the layout (a caller's mistake, not the stick's)."""
+    outbox_path = file.path.parent
+    if (
+        file.path.name != file.name
+        or outbox_path.name != file.outbox
+        or outbox_path.parent.name != STICK_DIR
+        or not _is_outbox(file.outbox)
+        or parse_bundle_file_name(file.name) is None
+    ):
+        raise ValueError(f"not a bundle file in a stick's layout: {file.path}")
+    return outbox_path.parent.parent
+
+
+def _is_node_id(text: str) -> bool:
+    if _NODE_ID_PATTERN.fullmatch(text) is None:
+        return False
+    try:
+        return normalise_key_id(text) == text
+    except InvalidInput:  # the check character fails
+        return False
+
+
+def _is_outbox(name: str) -> bool:
+    return name == BROADCAST or (name.startswith(OUTBOX_PREFIX) and _is_node_id(name.removeprefix(OUTBOX_PREFIX)))
+
+
+def _check_outbox(name: str) -> None:
+    if not _is_outbox(name):
+        raise ValueError(f"not an outbox name: {name!r}")
+
+
+def _kind(mode: int) -> str:
+    return next((noun for is_kind, noun in _KINDS if is_kind(mode)), "an unknown kind of file")
+
+
+def _reason(exc: _WrongKind | OSError) -> str:
+    """A problem's reason: what is there instead, or why it could not be read."""
+    if isinstance(exc, _WrongKind):
+        return str(exc)
+    return f"cannot be read: {exc.strerror or type(exc).__name__}"
+
+
+def _shown(path: str | bytes | os.PathLike[str]) -> str:
+    """A path made printable on one line: see _ESCAPES."""
+    return os.fsencode(path).decode("utf-8", "surrogateescape").translate(_ESCAPES)
+
+
+def _stick_error(exc: OSError, doing: str, *, medium: str = "stick") -> StickError:
+    """The one-line message for an OSError, leading with what the user can act on."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StickError(f"{medium} is full: {doing}")
+    if exc.errno == errno.EROFS:
+        return StickError(f"{medium} is read-only: {doing}")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return StickError(f"permission denied: {doing}")
+    if exc.errno == errno.EIO:
+        return StickError(f"input/output error (is the {medium} damaged or unplugged?): {doing}")
+    return StickError(f"{doing}: {exc.strerror or type(exc).__name__}")
