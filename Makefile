@@ -23,6 +23,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/store.py --quick
+	$(BIN)/python bench/sneakernet.py --quick
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -46,25 +46,12 @@ from automerge._automerge import Document
 
 from appliance import crypto, ids
 from appliance.node import SEGMENT_SIZE, Node
+from chat import SEED, chat_line
 
 CHANNEL = "general"
 PASSPHRASE = "bench passphrase"
 KDF = crypto.KdfParams(1, 8192)  # cheap on purpose: open time here excludes Argon2id's cost
-SEED = 20240601
 PROGRESS_EVERY = 50_000
-
-WORDS = (
-    "the a we they it this that our your my team site node link radio truck convoy bridge road "
-    "north south east west river camp base checkpoint supply water fuel food medic shift patrol "
-    "report update status eta ok copy roger received moving arrived leaving waiting blocked clear "
-    "need have send check confirm please thanks soon later now today tonight tomorrow morning "
-    "battery generator antenna laptop usb stick sync bundle map grid sector zone window door gate "
-    "is are was will can should must not still again already just only about around near behind "
-    "two three five ten twenty hundred km hours minutes litres boxes crates people vehicles"
-).split()
-MENTIONS = ("@alice", "@bob", "@carol", "@dmitri", "@eve", "@ops", "@hq")
-EMOJI = ("👍", "✅", "🚚", "⚠️", "🔋", "📡", "🙏", "😅", "🎉", "❄️")
-ENDINGS = (".", ".", ".", "!", "?", "...", "")
 
 
 @dataclass(frozen=True)
@@ -113,27 +100,6 @@ def make_plan(quick: bool, sizes: list[int] | None) -> Plan:
 
 def progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def chat_word(rng: random.Random) -> str:
-    roll = rng.random()
-    word = rng.choice(MENTIONS) if roll < 0.015 else rng.choice(EMOJI) if roll < 0.035 else rng.choice(WORDS)
-    return word + "," if rng.random() < 0.06 else word
-
-
-def chat_line(rng: random.Random) -> str:
-    """One chat-like line of 20-200 characters: words, sometimes @mentions, emoji, commas."""
-    target, ending = rng.randint(20, 200), rng.choice(ENDINGS)
-    words = [chat_word(rng)]
-    while len(" ".join(words)) + len(ending) < target:
-        words.append(chat_word(rng))
-    while len(words) > 1 and len(" ".join(words)) + len(ending) > target:
-        words.pop()
-    words[-1] = words[-1].rstrip(",")
-    while len(" ".join(words)) + len(ending) < 20:
-        words.append("ok")
-    line = " ".join(words) + ending
-    return line[0].upper() + line[1:]
 
 
 def percentile(ordered: list[float], q: float) -> float:
