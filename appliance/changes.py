@@ -8,7 +8,7 @@ really covers them - before the change is handed to Automerge."""
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import nacl.signing
@@ -242,3 +242,27 @@ def _causal_order(parsed: dict[bytes, tuple[ChangeHeader, SignedChange]]) -> lis
             stack.append((current, True))
             stack.extend((dep, False) for dep in parsed[current][0].deps if dep not in placed)
     return ordered
+
+
+def relay_units(changes: Sequence[SignedChange]) -> list[list[SignedChange]]:
+    """Cuts a causally ordered list (as `Node.changes_for` gives it) into the smallest runs a
+    sender may put in separate batches: a change stored without a signature (vouched for by a
+    later change of its actor) stays with the changes up to that actor's next signed one, or
+    no receiver could ever verify it."""
+    units: list[list[SignedChange]] = []
+    pending: list[SignedChange] = []
+    open_actors: set[bytes] = set()
+    for change in changes:
+        pending.append(change)
+        if change.signature is None or open_actors:
+            actor = parse_change(change.data).actor
+            if change.signature is None:
+                open_actors.add(actor)
+            else:
+                open_actors.discard(actor)
+        if not open_actors:
+            units.append(pending)
+            pending = []
+    if pending:
+        units.append(pending)
+    return units

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance import crypto, ids
-from appliance.changes import SignedChange, parse_change
+from appliance.changes import SignedChange, parse_change, relay_units
 from appliance.errors import (
     ChangeRejected,
     InvalidInput,
@@ -245,7 +245,7 @@ def _split(delta: Delta, max_bytes: int) -> list[BundleContent]:
         current, blobs, used = [], [], 0
 
     for doc_id, changes in delta.documents:
-        for atom in _atoms(changes):
+        for atom in relay_units(changes):
             size = sum(len(c.data) + 64 + ITEM_OVERHEAD for c in atom) + SEGMENT_OVERHEAD
             if size > budget:
                 raise InvalidInput(f"{len(atom)} change(s) of {doc_id} need {size:,} bytes; raise --max-bytes")
@@ -267,28 +267,6 @@ def _split(delta: Delta, max_bytes: int) -> list[BundleContent]:
         used += size
     flush()
     return parts
-
-
-def _atoms(changes: Sequence[SignedChange]) -> list[list[SignedChange]]:
-    """Runs that must travel together: an unsigned change (vouched for by a later change of
-    its actor) stays with changes up to that actor's next signed one."""
-    atoms: list[list[SignedChange]] = []
-    pending: list[SignedChange] = []
-    open_actors: set[bytes] = set()
-    for change in changes:
-        pending.append(change)
-        if change.signature is None or open_actors:
-            actor = parse_change(change.data).actor
-            if change.signature is None:
-                open_actors.add(actor)
-            else:
-                open_actors.discard(actor)
-        if not open_actors:
-            atoms.append(pending)
-            pending = []
-    if pending:
-        atoms.append(pending)
-    return atoms
 
 
 def _one_signature_per_actor(changes: Sequence[SignedChange]) -> tuple[SignedChange, ...]:

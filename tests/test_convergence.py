@@ -10,10 +10,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from appliance.changes import SignedChange
+from appliance.changes import SignedChange, relay_units
 from appliance.errors import ChangeRejected
 from appliance.node import Node
 from tests.conftest import PASSPHRASE, make_workspace, sync_all
@@ -57,12 +57,13 @@ async def deliver_shuffled(source: Node, target: Node, rng: random.Random) -> No
     pending: list[tuple[str, list[SignedChange]]] = []
     for doc_id in await source.document_ids():
         changes = await source.changes_for(doc_id, [])  # causal order: batches never depend on later ones
-        while changes:
+        units = relay_units(changes)  # a relayed change without its own signature travels with its voucher
+        while units:
             size = rng.randint(1, 4)
-            batch = changes[:size]
+            batch = [change for unit in units[:size] for change in unit]
             rng.shuffle(batch)
             pending.append((doc_id, batch))
-            changes = changes[size:]
+            units = units[size:]
     pending += rng.sample(pending, k=len(pending) // 3)
     rng.shuffle(pending)
     for _ in range(len(pending) + 1):
@@ -132,6 +133,9 @@ async def run_scenario(homes: list[Path], operations: list[tuple], seed: int) ->
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(operations=st.lists(operation, min_size=1, max_size=25), seed=st.integers(0, 2**32))
+# Once failed: a relayed change whose signature was dropped (vouched for by a later change)
+# was batched apart from its voucher, so neither batch could ever verify.
+@example(operations=[("post", 0, "0"), ("post", 2, "0"), ("post", 2, "0"), ("exchange", 2, 0)], seed=0)
 def test_three_replicas_converge(template: Path, operations: list[tuple], seed: int) -> None:
     with tempfile.TemporaryDirectory(prefix="rp-example-") as work:
         homes = []

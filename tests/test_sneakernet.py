@@ -329,7 +329,7 @@ async def test_a_revoked_peer_gets_the_directory_only_and_unknown_peers_nothing(
 
 def test_one_signature_per_actor_run_is_enough() -> None:
     """The exporter drops all but each actor's last signature; the verifier accepts that."""
-    from appliance.changes import SignedChange, parse_change, sign_change, verify_batch
+    from appliance.changes import SignedChange, parse_change, relay_units, sign_change, verify_batch
 
     key = crypto.new_signing_key(bytes(32))
     doc = documents.new_document(bytes(key.verify_key) + bytes(16))
@@ -343,5 +343,5 @@ def test_one_signature_per_actor_run_is_enough() -> None:
     stripped = sneakernet._one_signature_per_actor(made)
     assert [c.signature is not None for c in stripped] == [False] * 4 + [True]
     assert len(verify_batch("d", stripped, set(), lambda author: None)) == 5
-    assert json.dumps([len(a) for a in sneakernet._atoms(stripped)]) == "[5]"
-    assert list(itertools.chain(*sneakernet._atoms(made))) == made
+    assert json.dumps([len(a) for a in relay_units(stripped)]) == "[5]"
+    assert list(itertools.chain(*relay_units(made))) == made
