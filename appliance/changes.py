@@ -23,7 +23,9 @@ HASH_BYTES = 32
 AUTHOR_KEY_BYTES = 32
 ACTOR_SUFFIX_BYTES = 16
 ACTOR_BYTES = AUTHOR_KEY_BYTES + ACTOR_SUFFIX_BYTES
-MAX_CHANGE_BYTES = 4 * 1024 * 1024  # after inflation: caps decompression bombs
+MAX_CHANGE_BYTES = 4 * 1024 * 1024  # one change as stored or sent
+MAX_INFLATED_CHANGE_BYTES = 1024 * 1024  # one change after inflation (a 40,000-character message is ~160 KB)
+MAX_BATCH_INFLATION = 64 * 1024 * 1024  # bytes inflation may add over a whole batch: caps decompression bombs
 SIGNATURE_DOMAIN = b"rallypoint/change/v1\x00"
 
 
@@ -100,10 +102,10 @@ def uncompressed_chunk(data: bytes) -> bytes:
         raise MalformedChange(f"unexpected chunk type {chunk_type}")
     inflater = zlib.decompressobj(wbits=-15)
     try:
-        body = inflater.decompress(data[body_start:], MAX_CHANGE_BYTES + 1)
+        body = inflater.decompress(data[body_start:], MAX_INFLATED_CHANGE_BYTES + 1)
     except zlib.error as exc:
         raise MalformedChange(f"corrupt compressed change: {exc}") from exc
-    if len(body) > MAX_CHANGE_BYTES or inflater.unconsumed_tail or not inflater.eof:
+    if len(body) > MAX_INFLATED_CHANGE_BYTES or inflater.unconsumed_tail or not inflater.eof:
         raise MalformedChange("compressed change too large or incomplete")
     header = data[:8] + bytes([CHUNK_CHANGE]) + uleb128(len(body))
     return header + body
@@ -165,6 +167,7 @@ def verify_batch(
     so a valid signature on an actor's newest change vouches for every earlier change of that
     actor it (transitively) depends on."""
     parsed: dict[bytes, tuple[ChangeHeader, SignedChange]] = {}
+    inflation = 0
     for change in incoming:
         try:
             # Deflate has slack (padding bits), so distinct compressed bytes can inflate to one
@@ -173,6 +176,9 @@ def verify_batch(
             header = _parse_raw(raw)
         except MalformedChange as exc:
             raise ChangeRejected(f"{doc_id}: {exc}") from exc
+        inflation += len(raw) - len(change.data)
+        if inflation > MAX_BATCH_INFLATION:
+            raise ChangeRejected(f"{doc_id}: compressed changes inflate by more than {MAX_BATCH_INFLATION:,} bytes")
         if header.hash in known or header.hash in parsed:
             continue
         if len(header.actor) != ACTOR_BYTES:

@@ -15,6 +15,8 @@ two nodes that roll over to the same next segment concurrently only add distinct
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,16 +51,21 @@ def segment_doc_id(channel_id: str, index: int) -> str:
     return f"{channel_id}/seg/{index:06d}"
 
 
+_CHANNEL_ID = re.compile(r"[0-9a-f]{20}")  # 10 random bytes, as Node.create_channel makes them
+_SEGMENT_INDEX = re.compile(r"[0-9]{6,9}")
+
+
 def parse_doc_id(doc_id: str) -> tuple[str, str, int]:
     """(kind, channel_id, segment index); kind is directory, head or segment."""
     if doc_id == DIRECTORY_DOC:
         return "directory", "", 0
     parts = doc_id.split("/")
-    if len(parts) == 2 and parts[1] == "head":
-        return "head", parts[0], 0
-    if len(parts) == 3 and parts[1] == "seg" and parts[2].isdigit():
-        return "segment", parts[0], int(parts[2])
-    raise DocumentError(f"unknown document id {doc_id!r}")
+    if len(parts) in (2, 3) and _CHANNEL_ID.fullmatch(parts[0]):
+        if len(parts) == 2 and parts[1] == "head":
+            return "head", parts[0], 0
+        if len(parts) == 3 and parts[1] == "seg" and _SEGMENT_INDEX.fullmatch(parts[2]):
+            return "segment", parts[0], int(parts[2])
+    raise DocumentError(f"unknown document id {doc_id[:80]!r}")
 
 
 def new_document(actor: bytes) -> Document:

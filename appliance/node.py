@@ -755,7 +755,10 @@ class Node:
         changes). `preview` runs the same path and rolls it back."""
         grouped: dict[str, list[SignedChange]] = {}
         for doc_id, changes in batches:
-            documents.parse_doc_id(doc_id)
+            try:
+                documents.parse_doc_id(doc_id)
+            except documents.DocumentError as exc:
+                raise ChangeRejected(str(exc)) from exc
             grouped.setdefault(doc_id, []).extend(changes)
         for digest, data in blobs:
             if crypto.sha256(data) != digest:
