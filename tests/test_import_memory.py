@@ -35,6 +35,12 @@ reserves 64 MB of address space per thread arena) and a fixed two-thread default
 (the default grows with the CPU count) keep the address space about memory rather than
 about the machine.
 
+The second test does the same with decompression bombs, changes that deflate about a
+thousandfold: a bundle of 250 that each inflate past the 4 MiB a change may have, and one of
+900 that each stay just under the per-change inflation cap, so that only the cap on what
+inflation may add to a whole batch stops them. Either would need about 1 GiB; without the
+batch cap the child dies of MemoryError.
+
 A MemoryError inside the decoder would surface as a Malformed rejection (the CBOR decoder
 wraps every exception), so each rejection must also give the reason expected for that bomb,
 not merely its outcome class. (Out of address space, cbor2 6's Rust encoder panics instead:
@@ -234,12 +240,12 @@ def frame_parts(data: bytes) -> tuple[bytes, bytes, bytes]:
     return header.raw, data[start : start + header.ciphertext_length], data[start + header.ciphertext_length :]
 
 
-def deflate_bomb_changes(actor: bytes, seqs: range) -> list[bytes]:
-    """Compressed Automerge change chunks of about 4 KB that each inflate to just under the
-    4 MiB a change may have. Their headers (checksum, actor, seq) are valid; they carry no
-    valid author signature. The zeros after each header compress once: after a full flush,
-    deflate output does not depend on what came before."""
-    size = ch.MAX_CHANGE_BYTES - 64
+def deflate_bomb_changes(actor: bytes, seqs: range, inflated: int) -> list[bytes]:
+    """Compressed Automerge change chunks (about 1 KB per MiB) that each inflate to `inflated`
+    bytes. Their headers (checksum, actor, seq) are valid; they carry no valid author
+    signature. The zeros after each header compress once: after a full flush, deflate output
+    does not depend on what came before."""
+    size = inflated - 64
     zeros = zlib.compressobj(9, zlib.DEFLATED, -15)
     zeros_tail = zeros.compress(bytes(size)) + zeros.flush()
     out = []
@@ -273,10 +279,13 @@ async def prepare(root: Path, make_bombs: str) -> Setup:
         else:
             channel_id = (await alice.list_channels())[0].channel_id
             actor = alice.user_key + bytes(16)
-            changes = [[change, bytes(64)] for change in deflate_bomb_changes(actor, range(1000, 1300))]
-            plaintext = bundle.cbor.encode({"directory": [], "changes": [[f"{channel_id}/seg/000000", changes]], "blobs": [], "acks": {}})
-            inflated = len(changes) * ch.MAX_CHANGE_BYTES // MiB
-            sealer.place(Bomb(f"{len(changes)} compressed changes inflating to {inflated:,} MiB", sealer.seal(plaintext), None, r"."), bombs)
+            # Changes over the per-change inflation cap, and changes just under it that only the
+            # cap on a whole batch's inflation stops: each bomb alone would need ~1 GiB.
+            for count, inflated in ((250, ch.MAX_CHANGE_BYTES), (900, ch.MAX_INFLATED_CHANGE_BYTES - 1024)):
+                changes = [[change, bytes(64)] for change in deflate_bomb_changes(actor, range(1000, 1000 + count), inflated)]
+                plaintext = bundle.cbor.encode({"directory": [], "changes": [[f"{channel_id}/seg/000000", changes]], "blobs": [], "acks": {}})
+                label = f"{count} compressed changes inflating to {count * inflated // MiB:,} MiB"
+                sealer.place(Bomb(label, sealer.seal(plaintext), "ChangeRejected", r"compressed change"), bombs)
         return Setup(bob.home, stick_root, bombs, legit.path.name)
 
 
