@@ -1520,6 +1520,8 @@ class Node:
     async def react(self, message_id: str, emoji: str, *, remove: bool = False) -> None:
         emoji = check_emoji(emoji)
         row = await self._message_row(message_id)
+        if (self._user.hex() in json.loads(row["reactions"]).get(emoji, [])) != remove:
+            return  # already as asked: reacting twice (or removing what is not there) changes nothing
         await self._modify(message_id, lambda doc: documents.set_reaction(doc, row["message_id"], emoji, self._user.hex(), not remove))
 
     def _message_values(self, channel_id: str, doc_id: str, doc: Document, message_id: str) -> dict[str, Any] | None:

@@ -136,6 +136,8 @@ async def run_scenario(homes: list[Path], operations: list[tuple], seed: int) ->
 # Once failed: a relayed change whose signature was dropped (vouched for by a later change)
 # was batched apart from its voucher, so neither batch could ever verify.
 @example(operations=[("post", 0, "0"), ("post", 2, "0"), ("post", 2, "0"), ("exchange", 2, 0)], seed=0)
+# Once failed: reacting twice with the same emoji was an error ("the edit changed nothing").
+@example(operations=[("post", 0, "0"), ("react", 0, 8), ("react", 0, 50)], seed=0)
 def test_three_replicas_converge(template: Path, operations: list[tuple], seed: int) -> None:
     with tempfile.TemporaryDirectory(prefix="rp-example-") as work:
         homes = []
