@@ -772,6 +772,7 @@ class Node:
             relay = receipt.sender if receipt is not None else None
             plan, new_entries = await self._verify_batches(order, grouped, known, relay)
             touched = [doc_id for doc_id, _ in plan]
+            self._hold_snapshots = True  # an evicted document must not open a second write transaction
             try:
                 async with self.store.transaction() as conn:
                     summary = await self._write_batches(conn, plan, known, new_entries, blobs, received_from, preview)
@@ -823,8 +824,7 @@ class Node:
                     trial_heads[channel_id] = await self._load_head(channel_id)
                 verified = verify_batch(doc_id, grouped[doc_id], known[doc_id], self._authoriser(doc_id, directory, trial_heads.get, relay))
                 if verified and kind == "head":
-                    current = await self._doc(doc_id)
-                    trial = documents.load_document(current.save() + b"".join(c.data for c in verified), self._actor())
+                    trial = self._trial(await self._doc(doc_id), verified)
                     trial_heads[channel_id] = documents.read_head(trial, channel_id) or trial_heads[channel_id]
             if verified:
                 plan.append((doc_id, verified))
@@ -841,7 +841,6 @@ class Node:
         preview: bool,
     ) -> ImportSummary:
         now = self._clock()
-        self._hold_snapshots = True  # an evicted document must not open a second write transaction
         intake: dict[str, list[int]] = {}
         applied = 0
         for doc_id, verified in plan:
@@ -890,6 +889,11 @@ class Node:
             preview=preview,
         )
 
+    def _trial(self, doc: Document, verified: Sequence[VerifiedChange]) -> Document:
+        """A copy of `doc` with the verified changes applied: what it will be, judged before
+        anything is written."""
+        return documents.load_document(doc.save() + b"".join(c.data for c in verified), self._actor())
+
     def _forget_after_import(self, doc_ids: Iterable[str]) -> None:
         for doc_id in doc_ids:
             self._forget(doc_id)
@@ -902,7 +906,7 @@ class Node:
         """Directory changes must be by admins - judged on the directory as it would be with
         the batch's own certificates, which are self-verifying up to the workspace key.
         Returns the entries to store and that trial directory."""
-        trial = documents.load_document(doc.save() + b"".join(c.data for c in verified), self._actor())
+        trial = self._trial(doc, verified)
         decoded: list[certs.Certificate | certs.Revocation] = []
         for key, data in documents.directory_entries(trial):
             try:

@@ -22,7 +22,6 @@ from appliance.errors import (
     ChangeRejected,
     InvalidInput,
     MissingDependencies,
-    NodeLocked,
 )
 from appliance.model import ChannelIntake, Delta, ImportSummary, Receipt
 from appliance.node import Node, wall_clock_ms
@@ -42,6 +41,7 @@ MiB = 1024 * 1024
 DEFAULT_MAX_BYTES = 64 * MiB  # one bundle; more content goes into further bundles
 MIN_MAX_BYTES = 64 * 1024
 IMPORT_LIMITS = Limits(max_bundle_bytes=256 * MiB, max_plaintext_bytes=256 * MiB, max_items=4_000_000)
+MAX_BUNDLE_FILE_BYTES = IMPORT_LIMITS.max_bundle_bytes + 300 * 1024  # the ciphertext, plus header, framing and signature
 MAX_HEADS_IN_HEADER = 2_000  # documents whose heads a header lists; keeps it far below the format's cap
 QUARANTINE_DIR = "quarantine"
 ITEM_OVERHEAD = 16  # CBOR framing of one change or blob, generously
@@ -220,7 +220,8 @@ def _header_heads(delta: Delta, content: BundleContent) -> dict[str, tuple[bytes
     """Our heads, as an acknowledgement: documents in this bundle first, then the rest,
     up to MAX_HEADS_IN_HEADER."""
     carried = [doc_id for doc_id, _ in content.directory + content.changes]
-    order = carried + [doc_id for doc_id in delta.heads if doc_id not in set(carried)]
+    in_bundle = set(carried)
+    order = carried + [doc_id for doc_id in delta.heads if doc_id not in in_bundle]
     return {doc_id: delta.heads[doc_id] for doc_id in order[:MAX_HEADS_IN_HEADER] if delta.heads.get(doc_id)}
 
 
@@ -305,7 +306,7 @@ async def import_bundles(
     broadcast outbox), oldest first; bundles that lack an earlier one are retried after the
     others. `preview` reports what would happen and changes nothing, on the node or the stick."""
     me = node.node_id
-    scan = await stick.scan(root, [stick.outbox_name(me), stick.BROADCAST], max_file_bytes=IMPORT_LIMITS.max_bundle_bytes + 300 * 1024)
+    scan = await stick.scan(root, [stick.outbox_name(me), stick.BROADCAST], max_file_bytes=MAX_BUNDLE_FILE_BYTES)
     outcomes: dict[str, FileOutcome] = {}
     queue = list(scan.files)
     total = len(queue)
@@ -341,7 +342,7 @@ async def _import_file(node: Node, file: stick.StickFile, preview: bool, *, last
     that is still to come: an unknown sender's certificate, earlier changes)."""
     mine = file.outbox != stick.BROADCAST
     try:
-        data = await stick.read_bundle_file(file, max_file_bytes=IMPORT_LIMITS.max_bundle_bytes + 300 * 1024)
+        data = await stick.read_bundle_file(file, max_file_bytes=MAX_BUNDLE_FILE_BYTES)
     except SyncError as exc:
         return FileOutcome(file.name, "Unreadable", str(exc))
     digest = hashlib.sha256(data).digest()
@@ -438,8 +439,4 @@ async def courier(node: Node, root: Path, *, progress: ProgressCallback | None =
     imported = await import_bundles(node, root, progress=progress)
     if imported.wiped:
         return imported, None
-    try:
-        exported = await export_bundles(node, root, max_bytes=max_bytes, progress=progress)
-    except NodeLocked:
-        return imported, None
-    return imported, exported
+    return imported, await export_bundles(node, root, max_bytes=max_bytes, progress=progress)

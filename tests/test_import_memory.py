@@ -74,7 +74,7 @@ AS_HEADROOM = 768 * MiB  # address space allowed above the child's baseline
 RSS_HEADROOM = 640 * MiB  # peak resident set allowed above the child's baseline
 CHILD_TIMEOUT = 90
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc/self/status as on Linux")
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the memory cap is enforced with Linux's RLIMIT_AS and measured in /proc/self/status")
 
 CHILD = r"""
 import asyncio, concurrent.futures, json, re, resource, sys

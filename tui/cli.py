@@ -459,7 +459,7 @@ def _inspect(args: argparse.Namespace) -> None:
     path = Path(args.file).expanduser()
     try:
         with path.open("rb") as handle:
-            data = handle.read(sneakernet.IMPORT_LIMITS.max_bundle_bytes + 1024 * 1024)
+            data = handle.read(sneakernet.MAX_BUNDLE_FILE_BYTES + 1)
     except OSError as exc:
         raise CliError(f"cannot read {args.file}: {exc.strerror}") from exc
     header = read_header(data)
