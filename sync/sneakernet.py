@@ -28,6 +28,8 @@ from appliance.node import Node, wall_clock_ms
 from sync import stick
 from sync.bundle import (
     DEFAULT_CHUNK_SIZE,
+    KEY_BYTES,
+    WRAPPED_KEY_BYTES,
     BundleContent,
     BundleHeader,
     Limits,
@@ -182,7 +184,7 @@ async def export_bundles(
             progress(Progress("export", index, len(groups), label))
         delta = await node.delta_for(group)
         names: list[str] = []
-        for part, content in enumerate(_split(delta, max_bytes)):
+        for part, content in enumerate(_split(delta, max_bytes, len(group))):
             created_at = clock() + part  # parts sort, and import, in order
             data = await asyncio.to_thread(
                 build_bundle,
@@ -225,13 +227,13 @@ def _header_heads(delta: Delta, content: BundleContent) -> dict[str, tuple[bytes
     return {doc_id: delta.heads[doc_id] for doc_id in order[:MAX_HEADS_IN_HEADER] if delta.heads.get(doc_id)}
 
 
-def _split(delta: Delta, max_bytes: int) -> list[BundleContent]:
+def _split(delta: Delta, max_bytes: int, recipients: int) -> list[BundleContent]:
     """Packs the delta, in its priority order, into bundles of at most `max_bytes` (estimated
     conservatively). A document may span bundles: each part is a causal prefix, cut only
     where every unsigned change is followed by its actor's signed one, so each bundle
     verifies on its own once the earlier ones are in. Always at least one bundle (it
     carries our heads, an acknowledgement, even when nothing else is new)."""
-    budget = max_bytes - _fixed_overhead(delta, max_bytes)
+    budget = max_bytes - _fixed_overhead(delta, max_bytes, recipients)
     parts: list[BundleContent] = []
     current: list[tuple[str, list[SignedChange]]] = []
     blobs: list[tuple[bytes, bytes]] = []
@@ -285,11 +287,12 @@ def _one_signature_per_actor(changes: Sequence[SignedChange]) -> tuple[SignedCha
     )
 
 
-def _fixed_overhead(delta: Delta, chunk_budget: int) -> int:
+def _fixed_overhead(delta: Delta, chunk_budget: int, recipients: int) -> int:
     """Header (recipients, heads), framing, signature and the stream's per-chunk cost."""
     heads = sum(len(d) + 8 + 33 * len(h) for d, h in list(delta.heads.items())[:MAX_HEADS_IN_HEADER])
+    wrapped_keys = recipients * (KEY_BYTES + WRAPPED_KEY_BYTES + 8)  # key, sealed content key, CBOR framing
     chunks = chunk_budget // DEFAULT_CHUNK_SIZE + 1
-    return 4096 + heads + 17 * chunks
+    return 4096 + heads + wrapped_keys + 17 * chunks
 
 
 # --- import -----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from appliance import crypto, documents
 from appliance.errors import InvalidInput, NodeLocked, NotFound
 from appliance.node import Attachment, Node
 from sync import sneakernet, stick
+from sync.bundle import build_bundle
 from sync.sneakernet import export_bundles, import_bundles
 from tests.conftest import FAST, PASSPHRASE, make_workspace
 
@@ -199,6 +200,25 @@ async def test_max_bytes_splits_into_bundles_that_import_in_any_order(tmp_path: 
         result = await import_bundles(bob, root)
         assert {f.outcome for f in result.files} == {"accepted"}
         assert len(await texts(bob, "general")) == 300
+
+
+async def test_max_bytes_holds_for_a_bundle_addressed_to_hundreds_of_nodes(tmp_path: Path) -> None:
+    """Each recipient adds a wrapped key to the header: the cap must account for them."""
+    (alice,) = await make_workspace(tmp_path)
+    async with alice:
+        await alice.create_channel("general")
+        await alice.post_many("general", [f"message {i} " + "y" * 300 for i in range(400)])
+        recipients = [crypto.new_signing_key(i.to_bytes(2, "big") * 16).verify_key.encode() for i in range(1, 301)]
+        delta = await alice.delta_for(recipients)
+        max_bytes = 128 * 1024
+        parts = sneakernet._split(delta, max_bytes, len(recipients))
+        assert len(parts) > 2
+        for content in parts:
+            data = build_bundle(
+                content, sender_key=alice.signing_key, workspace=alice.directory.workspace, recipients=recipients,
+                heads=sneakernet._header_heads(delta, content), created_at=0, randomness=bytes(32),
+            )  # fmt: skip
+            assert len(data) <= max_bytes
 
 
 async def test_directory_goes_first_and_a_new_nodes_bundles_are_accepted_after_it(tmp_path: Path) -> None:
