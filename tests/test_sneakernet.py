@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from appliance import crypto, documents
+from appliance.changes import SignedChange, parse_change, relay_units, sign_change, verify_batch
 from appliance.errors import InvalidInput, NodeLocked, NotFound
 from appliance.node import Attachment, Node
 from sync import sneakernet, stick
@@ -166,7 +167,7 @@ async def test_a_route_converges_and_private_channels_reach_only_their_members(t
         await sneakernet.courier(bob, root)
         await bob.post("general", "from bob")
         await sneakernet.courier(bob, root)
-        imported, _ = await sneakernet.courier(carol, root)
+        await sneakernet.courier(carol, root)
         await carol.post("general", "from carol")
         await carol.post("ops", "carol answers")
         await sneakernet.courier(carol, root)
@@ -349,8 +350,6 @@ async def test_a_revoked_peer_gets_the_directory_only_and_unknown_peers_nothing(
 
 def test_one_signature_per_actor_run_is_enough() -> None:
     """The exporter drops all but each actor's last signature; the verifier accepts that."""
-    from appliance.changes import SignedChange, parse_change, relay_units, sign_change, verify_batch
-
     key = crypto.new_signing_key(bytes(32))
     doc = documents.new_document(bytes(key.verify_key) + bytes(16))
     made = []
