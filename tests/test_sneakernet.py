@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from appliance import crypto, documents
-from appliance.changes import SignedChange, parse_change, relay_units, sign_change, verify_batch
+from appliance.changes import (
+    SignedChange,
+    parse_change,
+    relay_units,
+    sign_change,
+    verify_batch,
+)
 from appliance.errors import InvalidInput, NodeLocked, NotFound
 from appliance.node import Attachment, Node
 from sync import sneakernet, stick
