@@ -1162,7 +1162,7 @@ class Node:
 
     def nodes(self) -> list[NodeInfo]:
         """Every node the directory ever certified, revoked ones included."""
-        keys = set(self.directory.nodes) | {k for k in self.directory.revoked if k in self._node_names}
+        keys = [*self.peers(revoked=True), self._row.node_key]
         return sorted(
             (NodeInfo(ids.key_id(k), self._node_names.get(k, "?"), k, k in self.directory.revoked, k == self._row.node_key) for k in keys),
             key=lambda n: (n.revoked, n.name),
