@@ -15,6 +15,12 @@ for the stick (local disk, warm page cache: a real stick's write speed is not in
               per message: one `nncp-exec` per line, measured on a sample (200; 1,000 for a
                            full run) and extrapolated linearly to each size.
               NNCP only delivers bytes: nothing is applied, indexed or readable as a channel.
+  automerge   the floor any Automerge-based format meets in this Python binding, with no store,
+              no SQL and no bundle: the same lines posted into segment documents of the node's
+              shape, then per change the cost to load them back (from change chunks, as import
+              does, and from a compacted `save()`, the cheapest form the binding reads) and to
+              list them with their hashes, actors and sequence numbers (what checking each
+              author's signature needs, since the binding has no cheaper way to name them).
 
     python bench/sneakernet.py [--quick] [--json] [--sizes 10000,100000] [--sample 1000]
                                [--systems rallypoint,nncp] [--home DIR]
@@ -45,7 +51,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TypeVar
 
-from appliance import crypto
+from appliance import crypto, documents
 from appliance.node import SEGMENT_SIZE, Node
 from chat import chat_lines
 
@@ -175,6 +181,56 @@ async def bench_rallypoint(work: Path, bodies: list[str]) -> RallypointRun:
         await node_a.close()
         if node_b is not None:
             await node_b.close()
+
+
+# --- automerge floor ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AutomergeFloor:
+    messages: int
+    change_bytes: int  # every change chunk, uncompressed, as import hands them to the binding
+    saved_bytes: int  # the same segments compacted with save()
+    load_changes_s: float
+    load_saved_s: float
+    list_changes_s: float  # get_changes on the loaded documents, reading hash, actor, seq and deps
+
+    @property
+    def verified_changes_per_s_ceiling(self) -> float:
+        """At most this many changes per second can be loaded and named for signature checks."""
+        return self.messages / (self.load_saved_s + self.list_changes_s)
+
+
+def bench_automerge_floor(bodies: Sequence[str]) -> AutomergeFloor:
+    actor = bytes(range(48))
+    author = actor[:32].hex()
+    segments: list[tuple[list[bytes], bytes]] = []
+    for start in range(0, len(bodies), SEGMENT_SIZE):
+        doc = documents.new_document(actor)
+        chunks = []
+        for offset, body in enumerate(bodies[start : start + SEGMENT_SIZE]):
+            documents.post_message(doc, message_id=f"{start + offset:020x}", author=author, created_at=start + offset, text=body, root_id=None, files=[], mentions=[])
+            chunks.append(doc.get_last_local_change().raw_bytes)
+        segments.append((chunks, doc.save()))
+    started = time.perf_counter()
+    for chunks, _ in segments:
+        documents.load_document(b"".join(chunks), actor)
+    load_changes_s = time.perf_counter() - started
+    started = time.perf_counter()
+    loaded = [documents.load_document(saved, actor) for _, saved in segments]
+    load_saved_s = time.perf_counter() - started
+    started = time.perf_counter()
+    named = sum(len([(c.hash, c.actor_id, c.seq, c.deps) for c in doc.get_changes([])]) for doc in loaded)
+    list_changes_s = time.perf_counter() - started
+    assert named == len(bodies), f"listed {named} changes for {len(bodies)} messages"
+    return AutomergeFloor(
+        messages=len(bodies),
+        change_bytes=sum(len(c) for chunks, _ in segments for c in chunks),
+        saved_bytes=sum(len(saved) for _, saved in segments),
+        load_changes_s=load_changes_s,
+        load_saved_s=load_saved_s,
+        list_changes_s=list_changes_s,
+    )
 
 
 # --- nncp ---------------------------------------------------------------------------
@@ -309,6 +365,7 @@ class Results:
     plan: Plan
     text_bytes: float  # UTF-8 bytes per generated line, over the largest size
     rallypoint: dict[int, RallypointRun] | None = None
+    floor: dict[int, AutomergeFloor] | None = None
     batched: dict[int, NncpRun] | None = None
     batched_raw: dict[int, NncpRun] | None = None  # the same with -nocompress
     per_message: dict[int, NncpRun] | None = None  # by size, scaled from plan.sample messages
@@ -362,6 +419,20 @@ def rallypoint_rows(runs: dict[int, RallypointRun]) -> list[Row]:
     ]
 
 
+def floor_rows(runs: dict[int, AutomergeFloor]) -> list[Row]:
+    def row(label: str, value: Callable[[AutomergeFloor], str]) -> Row:
+        return label, {n: value(run) for n, run in runs.items()}
+
+    return [
+        row("load from change chunks, s", lambda x: f"{x.load_changes_s:.2f}"),
+        row("load from save(), s", lambda x: f"{x.load_saved_s:.2f}"),
+        row("list changes (hash, actor, seq, deps), s", lambda x: f"{x.list_changes_s:.2f}"),
+        row("ceiling: changes/s loaded from save() and listed", lambda x: f"{x.verified_changes_per_s_ceiling:,.0f}"),
+        row("change chunks, bytes per message", lambda x: f"{x.change_bytes / x.messages:,.0f}"),
+        row("save(), bytes per message", lambda x: f"{x.saved_bytes / x.messages:,.0f}"),
+    ]
+
+
 def nncp_rows(runs: dict[int, NncpRun]) -> list[Row]:
     def row(label: str, value: Callable[[NncpRun], str]) -> Row:
         return label, {n: value(run) + ("*" if run.extrapolated_from else "") for n, run in runs.items()}
@@ -388,6 +459,9 @@ def report(r: Results) -> list[str]:
     ]
     if r.rallypoint is not None:
         lines += table("rallypoint: export, import (verify + apply), read", sizes, rallypoint_rows(r.rallypoint))
+        lines.append("")
+    if r.floor is not None:
+        lines += table("automerge alone: no store, no SQL, no bundle", sizes, floor_rows(r.floor))
         lines.append("")
     if r.batched is not None and r.batched_raw is not None and r.per_message is not None:
         raw = r.batched_raw
@@ -439,6 +513,17 @@ def rallypoint_json(run: RallypointRun) -> dict[str, object]:
     }
 
 
+def floor_json(run: AutomergeFloor) -> dict[str, object]:
+    return {
+        "load_changes_s": round(run.load_changes_s, 4),
+        "load_saved_s": round(run.load_saved_s, 4),
+        "list_changes_s": round(run.list_changes_s, 4),
+        "verified_changes_per_s_ceiling": round(run.verified_changes_per_s_ceiling, 1),
+        "change_bytes_per_message": round(run.change_bytes / run.messages, 1),
+        "saved_bytes_per_message": round(run.saved_bytes / run.messages, 1),
+    }
+
+
 def nncp_json(run: NncpRun) -> dict[str, object]:
     return {
         "exec_s": round(run.send_s, 4),
@@ -466,6 +551,7 @@ def as_json(r: Results) -> str:
             "systems": list(r.plan.systems),
             "text_bytes_per_message": round(r.text_bytes, 1),
             "rallypoint": by_size(r.rallypoint, rallypoint_json),
+            "automerge_floor": by_size(r.floor, floor_json),
             "nncp_batched": by_size(r.batched, nncp_json),
             "nncp_batched_nocompress": by_size(r.batched_raw, nncp_json),
             "nncp_per_message": by_size(r.per_message, nncp_json),
@@ -523,6 +609,7 @@ async def main() -> None:
     try:
         if "rallypoint" in plan.systems:
             results.rallypoint = {n: await bench_rallypoint(work / f"rallypoint-{n}", lines[n]) for n in plan.sizes}
+            results.floor = {n: bench_automerge_floor(lines[n]) for n in plan.sizes}
         if nncp_note is None:
             results.nncp_version = nncp_version()
             results.batched = {n: bench_nncp_batched(work / f"nncp-batched-{n}", lines[n]) for n in plan.sizes}
