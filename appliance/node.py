@@ -18,7 +18,7 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,9 @@ from appliance.store import DB_FILE, Storage, Store, ensure_home
 
 Clock = Callable[[], int]
 Random = Callable[[int], bytes]
+ChangeListener = Callable[[frozenset[str]], None]
+"""Called with the ids of documents that gained changes (local, imported, or written by another
+process and picked up by `refresh`), after they are stored."""
 
 SEGMENT_SIZE = 512  # messages per segment document: keeps each commit well under a millisecond
 SNAPSHOT_EVERY = 256  # changes appended to a document before its snapshot is refreshed
@@ -171,6 +174,7 @@ class Node:
         self._lock = asyncio.Lock()
         self._locked: str | None = None  # the reason, once a remote wipe happened
         self._hold_snapshots = False  # set while an import's transaction is open
+        self._listeners: list[ChangeListener] = []
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -354,6 +358,27 @@ class Node:
     @property
     def node_id(self) -> str:
         return ids.key_id(self._row.node_key)
+
+    @property
+    def workspace_key(self) -> bytes:
+        return self._row.workspace_key
+
+    @property
+    def node_key(self) -> bytes:
+        return self._row.node_key
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: ChangeListener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _notify(self, doc_ids: Iterable[str]) -> None:
+        changed = frozenset(doc_ids)
+        if changed:
+            for listener in list(self._listeners):
+                listener(changed)
 
     @property
     def user_key(self) -> bytes:
@@ -642,7 +667,8 @@ class Node:
                 raise
             self._known[doc_id].update(header.hash for header, _, _ in made)
             await self._count_for_snapshot(doc_id, len(made))
-            return [header for header, _, _ in made]
+        self._notify([doc_id])
+        return [header for header, _, _ in made]
 
     async def _append_changes(
         self, conn: AsyncConnection, doc_id: str, rows: Sequence[tuple[ChangeHeader, bytes, bytes | None, bytes]], received_from: str | None
@@ -794,6 +820,7 @@ class Node:
             if self._row.node_key in self.directory.revoked:
                 await self._wipe_after_revocation(self.directory.revoked[self._row.node_key])
                 return replace(summary, wiped=True)
+        self._notify(touched)
         return summary
 
     async def _stored_hashes(self, doc_ids: Sequence[str]) -> dict[str, set[bytes]]:
@@ -966,6 +993,7 @@ class Node:
         changed = frozenset(documents.parse_doc_id(row.doc_id)[1] or documents.DIRECTORY_DOC for row in foreign)
         if documents.DIRECTORY_DOC in changed:
             await self._reload_directory()
+        self._notify(row.doc_id for row in foreign)
         return changed
 
     # --- exchange with peers: receipts, deltas, remote wipe ---------------------------
@@ -1006,7 +1034,7 @@ class Node:
         for doc_id, hashes in heads.items():
             if doc_id not in stored:
                 await conn.execute(insert(t.peer_heads).values(peer=peer, doc_id=doc_id, heads=b"".join(hashes), updated_at=as_of))
-            elif stored[doc_id] < as_of:  # an older bundle, imported late, never rolls knowledge back
+            elif stored[doc_id] <= as_of:  # an older bundle, imported late, never rolls knowledge back
                 await conn.execute(
                     update(t.peer_heads).where(and_(t.peer_heads.c.peer == peer, t.peer_heads.c.doc_id == doc_id)).values(heads=b"".join(hashes), updated_at=as_of)
                 )
@@ -1044,22 +1072,58 @@ class Node:
                 return True
         return False
 
-    async def delta_for(self, peers: Sequence[bytes]) -> Delta:
+    async def delta_for(
+        self, peers: Sequence[bytes], *, only: Collection[str] | None = None, also_held: Mapping[str, Sequence[bytes]] | None = None
+    ) -> Delta:
         """Everything at least one of `peers` lacks, as far as the heads they last told us say
         (everything, for a peer we know nothing about), limited to documents all of them may
         receive; the blobs referenced by messages in those documents that some peer lacks.
         A revoked node receives the directory only: the news of its revocation, which makes
-        it wipe itself."""
-        self._require_unlocked()
+        it wipe itself. `only` limits the delta to those documents; `also_held` adds heads the
+        peers are known to hold beyond their last acknowledgement (what a live session has
+        just sent them)."""
+        wanted, our_heads = await self._missing(peers, only, also_held)
         peer_ids = [ids.key_id(p) for p in peers]
         async with self.store.reading() as conn:
-            doc_rows = (await conn.execute(select(t.documents.c.doc_id, t.documents.c.kind, t.documents.c.channel_id, t.documents.c.segment_index))).all()
+            delta_docs = []
+            for doc_id, row_ids in wanted:
+                fetched: dict[int, SignedChange] = {}
+                for start in range(0, len(row_ids), 500):
+                    chunk = row_ids[start : start + 500]
+                    for row_id, data, signature in await conn.execute(select(t.changes.c.id, t.changes.c.data, t.changes.c.signature).where(t.changes.c.id.in_(chunk))):
+                        fetched[row_id] = SignedChange(data, signature)
+                delta_docs.append((doc_id, tuple(fetched[i] for i in row_ids)))
+            blobs = await self._blobs_lacking(conn, peer_ids, [doc_id for doc_id, _ in wanted])
+        return Delta(documents=tuple(delta_docs), blobs=blobs, heads=our_heads)
+
+    async def changes_behind(self, peer: bytes) -> int:
+        """How many of our changes `peer` lacks, as far as the heads it last told us say."""
+        wanted, _ = await self._missing([peer], None, None)
+        return sum(len(row_ids) for _, row_ids in wanted)
+
+    async def _missing(
+        self, peers: Sequence[bytes], only: Collection[str] | None, also_held: Mapping[str, Sequence[bytes]] | None
+    ) -> tuple[list[tuple[str, list[int]]], dict[str, tuple[bytes, ...]]]:
+        """(document, change row ids) some peer lacks, in priority order, and our heads of every
+        document the peers may receive."""
+        self._require_unlocked()
+        peer_ids = [ids.key_id(p) for p in peers]
+        wanted_docs = sorted(only) if only is not None else None
+        async with self.store.reading() as conn:
+            doc_query = select(t.documents.c.doc_id, t.documents.c.kind, t.documents.c.channel_id, t.documents.c.segment_index)
+            heads_query = select(t.peer_heads.c.peer, t.peer_heads.c.doc_id, t.peer_heads.c.heads).where(t.peer_heads.c.peer.in_(peer_ids))
+            graph_query = select(t.changes.c.doc_id, t.changes.c.id, t.changes.c.hash, t.changes.c.deps)
+            if wanted_docs is not None:
+                doc_query = doc_query.where(t.documents.c.doc_id.in_(wanted_docs))
+                heads_query = heads_query.where(t.peer_heads.c.doc_id.in_(wanted_docs))
+                graph_query = graph_query.where(t.changes.c.doc_id.in_(wanted_docs))
+            doc_rows = (await conn.execute(doc_query)).all()
             known_heads: dict[str, dict[str, bytes]] = {}
-            for peer, doc_id, heads in await conn.execute(select(t.peer_heads.c.peer, t.peer_heads.c.doc_id, t.peer_heads.c.heads).where(t.peer_heads.c.peer.in_(peer_ids))):
+            for peer, doc_id, heads in await conn.execute(heads_query):
                 known_heads.setdefault(doc_id, {})[peer] = heads
             graphs: dict[str, dict[bytes, bytes]] = {}
             change_ids: dict[bytes, int] = {}
-            for doc_id, row_id, digest, deps in await conn.execute(select(t.changes.c.doc_id, t.changes.c.id, t.changes.c.hash, t.changes.c.deps)):
+            for doc_id, row_id, digest, deps in await conn.execute(graph_query):
                 graphs.setdefault(doc_id, {})[digest] = deps
                 change_ids[digest] = row_id
         allowed: list[Any] = []
@@ -1078,22 +1142,13 @@ class Node:
         for row in allowed:
             graph = graphs.get(row.doc_id, {})
             our_heads[row.doc_id] = _frontier(graph)
-            held = [_ancestors(graph, _split_hashes(known_heads.get(row.doc_id, {}).get(p, b""))) for p in peer_ids]
+            extra = list((also_held or {}).get(row.doc_id, ()))
+            held = [_ancestors(graph, _split_hashes(known_heads.get(row.doc_id, {}).get(p, b"")) + extra) for p in peer_ids]
             common = set.intersection(*held) if held else set()
             missing = sorted(change_ids[h] for h in graph if h not in common)
             if missing:
                 wanted.append((row.doc_id, missing))
-        async with self.store.reading() as conn:
-            delta_docs = []
-            for doc_id, row_ids in wanted:
-                fetched: dict[int, SignedChange] = {}
-                for start in range(0, len(row_ids), 500):
-                    chunk = row_ids[start : start + 500]
-                    for row_id, data, signature in await conn.execute(select(t.changes.c.id, t.changes.c.data, t.changes.c.signature).where(t.changes.c.id.in_(chunk))):
-                        fetched[row_id] = SignedChange(data, signature)
-                delta_docs.append((doc_id, tuple(fetched[i] for i in row_ids)))
-            blobs = await self._blobs_lacking(conn, peer_ids, [doc_id for doc_id, _ in wanted])
-        return Delta(documents=tuple(delta_docs), blobs=blobs, heads=our_heads)
+        return wanted, our_heads
 
     async def _blobs_lacking(self, conn: AsyncConnection, peer_ids: Sequence[str], doc_ids: Sequence[str]) -> tuple[tuple[bytes, str, bytes], ...]:
         referenced: dict[bytes, str] = {}
@@ -1122,6 +1177,14 @@ class Node:
             for peer in peers:
                 for digest, doc_id in blobs:
                     await self._upsert_peer_blob(conn, ids.key_id(peer), digest, doc_id, b"".join(heads.get(doc_id, ())) or b"\x00", now)
+
+    async def record_peer_heads(self, peer: bytes, heads: Mapping[str, Sequence[bytes]]) -> None:
+        """What a peer just told us it holds (a LAN acknowledgement): the base of the next delta
+        for it, by LAN or by bundle, and confirmation of the blobs sent before those heads."""
+        now, peer_id = self._clock(), ids.key_id(peer)
+        async with self.store.transaction() as conn:
+            await self._store_peer_heads(conn, peer_id, heads, now)
+            await self._confirm_sent_blobs(conn, peer_id, heads, now)
 
     async def bundle_decision(self, digest: bytes) -> tuple[str, str] | None:
         """(outcome, reason) if this exact bundle file was decided on before."""
