@@ -178,3 +178,31 @@ class AuditRecord:
     actor: str
     action: str
     detail: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LanPeer:
+    """A node seen on the LAN, by mDNS or by an incoming session."""
+
+    node_id: str
+    workspace_id: str
+    address: str
+    port: int
+    last_seen: int  # ms
+    last_sync: int | None  # ms; when a session last exchanged heads with it
+
+
+@dataclass(frozen=True)
+class PeerStatus:
+    """One row of `rallypoint peers`: a workspace node, a node seen on the LAN, or both."""
+
+    node_id: str
+    name: str  # "" for a node the directory does not know
+    trust: str  # "trusted" | "revoked" | "unknown" | "other workspace"
+    key: bytes | None  # the node key, for nodes of the directory
+    address: str | None  # where it was last seen on the LAN
+    port: int | None
+    last_seen: int | None
+    last_sync: int | None
+    last_courier: int | None  # when a bundle from it was last accepted
+    behind: int | None  # changes of ours it lacks as far as it told us; None if it is not ours to sync

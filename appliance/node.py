@@ -28,7 +28,7 @@ from automerge._automerge import Document
 from sqlalchemy import and_, bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from appliance import audit, cbor, certs, crypto, documents, ids
+from appliance import audit, cbor, certs, crypto, documents, ids, netpolicy
 from appliance import schema as t
 from appliance.changes import (
     ChangeHeader,
@@ -62,8 +62,10 @@ from appliance.model import (
     Identity,
     ImportResult,
     ImportSummary,
+    LanPeer,
     MessageView,
     NodeInfo,
+    PeerStatus,
     Receipt,
     UserInfo,
 )
@@ -379,6 +381,10 @@ class Node:
         if changed:
             for listener in list(self._listeners):
                 listener(changed)
+
+    def now(self) -> int:
+        """This node's clock, in ms."""
+        return self._clock()
 
     @property
     def user_key(self) -> bytes:
@@ -1096,6 +1102,10 @@ class Node:
             blobs = await self._blobs_lacking(conn, peer_ids, [doc_id for doc_id, _ in wanted])
         return Delta(documents=tuple(delta_docs), blobs=blobs, heads=our_heads)
 
+    async def heads_for(self, peer: bytes) -> dict[str, tuple[bytes, ...]]:
+        """Our heads of every document `peer` may receive (what a LAN session announces)."""
+        return (await self._missing([peer], None, None))[1]
+
     async def changes_behind(self, peer: bytes) -> int:
         """How many of our changes `peer` lacks, as far as the heads it last told us say."""
         wanted, _ = await self._missing([peer], None, None)
@@ -1235,6 +1245,106 @@ class Node:
         """Every other enrolled node of the workspace; with `revoked`, revoked ones too."""
         keys = set(self.directory.nodes) | ({k for k in self.directory.revoked if k in self._node_names} if revoked else set())
         return sorted(k for k in keys if k != self._row.node_key)
+
+    def trust_of(self, node_key: bytes) -> str:
+        """"trusted" (a current node of this workspace), "revoked" or "unknown"."""
+        if node_key in self.directory.revoked:
+            return "revoked"
+        return "trusted" if node_key in self.directory.nodes else "unknown"
+
+    # --- LAN: peers seen, IP rules for incoming sessions ---------------------------
+
+    async def note_lan_peer(self, node_id: str, workspace_id: str, address: str, port: int) -> None:
+        """Remembers where a node was seen on the LAN (mDNS or an incoming session)."""
+        now = self._clock()
+        async with self.store.transaction() as conn:
+            updated = await conn.execute(
+                update(t.lan_peers).where(t.lan_peers.c.node_id == node_id).values(workspace_id=workspace_id, address=address, port=port, last_seen=now)
+            )
+            if updated.rowcount == 0:
+                await conn.execute(insert(t.lan_peers).values(node_id=node_id, workspace_id=workspace_id, address=address, port=port, last_seen=now))
+
+    async def note_lan_sync(self, node_key: bytes, address: str, port: int) -> None:
+        """A session with this workspace node just exchanged heads."""
+        now = self._clock()
+        node_id, workspace_id = ids.key_id(node_key), ids.key_id(self._row.workspace_key)
+        async with self.store.transaction() as conn:
+            updated = await conn.execute(update(t.lan_peers).where(t.lan_peers.c.node_id == node_id).values(last_seen=now, last_sync=now))
+            if updated.rowcount == 0:
+                await conn.execute(
+                    insert(t.lan_peers).values(node_id=node_id, workspace_id=workspace_id, address=address, port=port, last_seen=now, last_sync=now)
+                )
+
+    async def lan_peers(self) -> list[LanPeer]:
+        async with self.store.reading() as conn:
+            rows = (await conn.execute(select(t.lan_peers).order_by(t.lan_peers.c.node_id))).all()
+        return [LanPeer(r.node_id, r.workspace_id, r.address, r.port, r.last_seen, r.last_sync) for r in rows]
+
+    async def peer_overview(self) -> list[PeerStatus]:
+        """Every other node of the directory and every node seen on the LAN: trust, where it
+        was seen, when it last synced by LAN and by courier, and how far behind it is."""
+        workspace_id = ids.key_id(self._row.workspace_key)
+        seen = {p.node_id: p for p in await self.lan_peers()}
+        async with self.store.reading() as conn:
+            courier = dict(
+                (await conn.execute(select(t.bundle_log.c.sender, func.max(t.bundle_log.c.decided_at)).where(t.bundle_log.c.outcome == "accepted").group_by(t.bundle_log.c.sender))).all()
+            )
+        rows: list[PeerStatus] = []
+        for info in self.nodes():
+            if info.this_node:
+                continue
+            lan = seen.pop(info.node_id, None)
+            trust = self.trust_of(info.key)
+            behind = None if trust != "trusted" or self._locked is not None else await self.changes_behind(info.key)
+            rows.append(
+                PeerStatus(
+                    info.node_id, info.name, trust, info.key,
+                    lan.address if lan else None, lan.port if lan else None, lan.last_seen if lan else None, lan.last_sync if lan else None,
+                    courier.get(info.node_id), behind,
+                )
+            )
+        for lan in seen.values():
+            if lan.node_id == self.node_id:
+                continue
+            trust = "unknown" if lan.workspace_id == workspace_id else "other workspace"
+            rows.append(PeerStatus(lan.node_id, "", trust, None, lan.address, lan.port, lan.last_seen, lan.last_sync, None, None))
+        order = {"trusted": 0, "unknown": 1, "revoked": 2, "other workspace": 3}
+        return sorted(rows, key=lambda r: (order[r.trust], r.name, r.node_id))
+
+    async def network_rules(self) -> list[netpolicy.NetworkRule]:
+        """The rules in force for incoming LAN sessions, the default private ranges included
+        while the operator has allowed nothing."""
+        async with self.store.reading() as conn:
+            rows = (await conn.execute(select(t.network_rules.c.network, t.network_rules.c.action).order_by(t.network_rules.c.network))).all()
+        return netpolicy.effective_rules([netpolicy.NetworkRule(network, action) for network, action in rows])
+
+    async def set_network_rule(self, network: str, action: str | None) -> str:
+        """Admin: allows or denies a network for incoming LAN sessions (None removes the
+        operator's rule for it). Audited. Returns the network in normal form."""
+        normal = netpolicy.parse_network(network)
+        if action not in ("allow", "deny", None):
+            raise InvalidInput(f"unknown network rule action {action!r}")
+        await self._require_admin(f"network rule {action or 'remove'}")
+        now = self._clock()
+        async with self.store.transaction() as conn:
+            removed = await conn.execute(t.network_rules.delete().where(t.network_rules.c.network == normal))
+            if action is None and removed.rowcount == 0:
+                raise NotFound(f"there is no rule for {normal}")
+            if action is not None:
+                await conn.execute(insert(t.network_rules).values(network=normal, action=action, created_at=now, created_by=self._user.hex()))
+            await _append_audit(conn, now, self._user.hex(), "network_rule", {"network": normal, "action": action or "removed"})
+        return normal
+
+    async def address_allowed(self, address: str) -> netpolicy.Decision:
+        return netpolicy.decide(address, await self.network_rules())
+
+    async def audit_lan_refusal(self, address: str, reason: str, peer: bytes | None = None) -> None:
+        """Records that an incoming or outgoing LAN session was refused, and why."""
+        detail: dict[str, object] = {"address": address, "reason": reason}
+        if peer is not None:
+            detail["peer"] = ids.key_id(peer)
+        async with self.store.transaction() as conn:
+            await _append_audit(conn, self._clock(), self._row.node_key.hex(), "lan_refused", detail)
 
     @property
     def signing_key(self) -> nacl.signing.SigningKey:

@@ -205,3 +205,27 @@ bundle_log = Table(
 )
 
 SCHEMA_REVISION = "0002"
+
+# Nodes seen on the LAN (by mDNS or an incoming session), this workspace's or not: where they
+# were last seen and when a session last synced with them. Written by the serving process, read
+# by `rallypoint peers` and the console in any process.
+lan_peers = Table(
+    "lan_peers",
+    metadata,
+    Column("node_id", String(32), primary_key=True),
+    Column("workspace_id", String(32), nullable=False),
+    Column("address", String(64), nullable=False),
+    Column("port", Integer, nullable=False),
+    Column("last_seen", Integer, nullable=False),
+    Column("last_sync", Integer),
+)
+
+# The operator's IP rules for incoming LAN sessions (`rallypoint allow` / `deny`).
+network_rules = Table(
+    "network_rules",
+    metadata,
+    Column("network", String(64), primary_key=True),  # normalised CIDR
+    Column("action", String(8), nullable=False),  # allow | deny
+    Column("created_at", Integer, nullable=False),
+    Column("created_by", String(64), nullable=False),
+)

@@ -229,29 +229,46 @@ def _header_heads(delta: Delta, content: BundleContent) -> dict[str, tuple[bytes
 
 def _split(delta: Delta, max_bytes: int, recipients: int) -> list[BundleContent]:
     """Packs the delta, in its priority order, into bundles of at most `max_bytes` (estimated
-    conservatively). A document may span bundles: each part is a causal prefix, cut only
-    where every unsigned change is followed by its actor's signed one, so each bundle
-    verifies on its own once the earlier ones are in. Always at least one bundle (it
-    carries our heads, an acknowledgement, even when nothing else is new)."""
-    budget = max_bytes - _fixed_overhead(delta, max_bytes, recipients)
-    parts: list[BundleContent] = []
+    conservatively). Always at least one bundle (it carries our heads, an acknowledgement,
+    even when nothing else is new)."""
+    try:
+        parts = pack_delta(delta, max_bytes - _fixed_overhead(delta, max_bytes, recipients))
+    except InvalidInput as exc:
+        raise InvalidInput(f"{exc}; raise --max-bytes") from exc
+    return [
+        BundleContent(
+            directory=tuple((d, _one_signature_per_actor(c)) for d, c in documents if d == "directory"),
+            changes=tuple((d, _one_signature_per_actor(c)) for d, c in documents if d != "directory"),
+            blobs=blobs,
+        )
+        for documents, blobs in parts
+    ] or [BundleContent()]
+
+
+DeltaPart = tuple[tuple[tuple[str, tuple[SignedChange, ...]], ...], tuple[tuple[bytes, bytes], ...]]
+
+
+def pack_delta(delta: Delta, budget: int) -> list[DeltaPart]:
+    """Cuts a delta, in its priority order, into parts of at most `budget` bytes of changes and
+    blobs (estimated conservatively), for bundles and for LAN frames alike. A document may span
+    parts: each part is a causal prefix, cut only where every unsigned change is followed by
+    its actor's signed one, so each part verifies on its own once the earlier ones are in."""
+    parts: list[DeltaPart] = []
     current: list[tuple[str, list[SignedChange]]] = []
     blobs: list[tuple[bytes, bytes]] = []
     used = 0
 
     def flush() -> None:
         nonlocal current, blobs, used
-        if current or blobs or not parts:
-            directory = tuple((d, _one_signature_per_actor(c)) for d, c in current if d == "directory")
-            changes = tuple((d, _one_signature_per_actor(c)) for d, c in current if d != "directory")
-            parts.append(BundleContent(directory=directory, changes=changes, blobs=tuple(blobs)))
+        if current or blobs:
+            parts.append((tuple((d, tuple(c)) for d, c in current), tuple(blobs)))
         current, blobs, used = [], [], 0
 
     for doc_id, changes in delta.documents:
         for atom in relay_units(changes):
             size = sum(len(c.data) + 64 + ITEM_OVERHEAD for c in atom) + SEGMENT_OVERHEAD
             if size > budget:
-                raise InvalidInput(f"{len(atom)} change(s) of {doc_id} need {size:,} bytes; raise --max-bytes")
+                raise InvalidInput(f"{len(atom)} change(s) of {doc_id} need {size:,} bytes, more than the {budget:,} a part may hold")
             if used + size > budget:
                 flush()
             if current and current[-1][0] == doc_id:
@@ -263,7 +280,7 @@ def _split(delta: Delta, max_bytes: int, recipients: int) -> list[BundleContent]
     for digest, _, data in delta.blobs:
         size = len(data) + len(digest) + ITEM_OVERHEAD
         if size > budget:
-            raise InvalidInput(f"a {len(data):,}-byte attachment does not fit in --max-bytes {max_bytes:,}")
+            raise InvalidInput(f"a {len(data):,}-byte attachment does not fit in a part of {budget:,} bytes")
         if used + size > budget:
             flush()
         blobs.append((digest, data))

@@ -28,6 +28,8 @@ from textual.widgets.option_list import Option
 from appliance.errors import RallypointError, WrongPassphrase
 from appliance.model import ChannelSummary, Identity, MessageView
 from appliance.node import Node
+from sync.errors import SyncError
+from sync.lan import LanConfig, LanEvent, LanService, Received, Refused
 from tui.text import printable
 
 POLL_SECONDS = 0.5  # how soon a message written by another process (the CLI, sync) shows up
@@ -61,6 +63,16 @@ class NodeUnlocked(Message):
         super().__init__()
         self.node = node
         self.identity = identity
+
+
+class StoreChanged(Message, bubble=False):
+    """The node stored changes (a local write, a LAN import, another process's write)."""
+
+
+class LanNotice(Message, bubble=False):
+    def __init__(self, event: LanEvent) -> None:
+        super().__init__()
+        self.event = event
 
 
 class Failed(Message, bubble=False):
@@ -499,6 +511,18 @@ class MainScreen(Screen[None]):
         self.query_one(Composer).focus()
         self.reload()
         self.set_interval(POLL_SECONDS, self.poll)
+        self.node.add_listener(self.node_changed)
+
+    def on_unmount(self) -> None:
+        self.node.remove_listener(self.node_changed)
+
+    def node_changed(self, doc_ids: frozenset[str]) -> None:
+        """Changes stored by anyone in this process (LAN sync included) reload the view."""
+        self.post_message(StoreChanged())
+
+    @on(StoreChanged)
+    def store_changed(self) -> None:
+        self.reload()
 
     # --- loading ---
 
@@ -735,11 +759,12 @@ class RallypointApp(App[None]):
     ENABLE_COMMAND_PALETTE = False  # every action has its own key, shown in the footer
     BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
 
-    def __init__(self, home: Path, passphrase: str | None = None, as_user: str | None = None) -> None:
+    def __init__(self, home: Path, passphrase: str | None = None, as_user: str | None = None, lan: LanConfig | None = None) -> None:
         super().__init__()
         self.home = home
         self.passphrase = passphrase
         self.as_user = as_user
+        self.lan = lan  # None: no LAN service in this console (tests, or --no-lan)
         self.node: Node | None = None
 
     def on_mount(self) -> None:
@@ -752,11 +777,30 @@ class RallypointApp(App[None]):
     def node_unlocked(self, event: NodeUnlocked) -> None:
         self.node = event.node
         self.switch_screen(MainScreen(event.node, event.identity))
+        if self.lan is not None:
+            self.serve_lan(event.node, self.lan)
+
+    @work(group="lan", exclusive=True)
+    async def serve_lan(self, node: Node, config: LanConfig) -> None:
+        """The same LAN service as `rallypoint serve`, for as long as the console runs."""
+        try:
+            async with LanService(node, config, on_event=lambda event: self.post_message(LanNotice(event))):
+                await asyncio.Event().wait()
+        except SyncError as exc:
+            self.notify(f"LAN sync is off: {printable(str(exc))}", severity="warning", markup=False)
+
+    @on(LanNotice)
+    def lan_notice(self, notice: LanNotice) -> None:
+        event = notice.event
+        if isinstance(event, Refused):
+            self.notify(f"refused a LAN session from {printable(event.address)}: {printable(event.reason)}", severity="warning", markup=False)
+        elif isinstance(event, Received) and event.messages:
+            self.notify(f"{event.messages} new message(s) from {event.node_id}", markup=False)
 
     async def on_unmount(self) -> None:
         if self.node is not None:
             await self.node.close()
 
 
-def run_console(home: Path, passphrase: str | None, as_user: str | None) -> None:
-    RallypointApp(home, passphrase, as_user).run()
+def run_console(home: Path, passphrase: str | None, as_user: str | None, lan: LanConfig | None) -> None:
+    RallypointApp(home, passphrase, as_user, lan).run()

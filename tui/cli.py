@@ -9,6 +9,7 @@ import asyncio
 import getpass
 import json
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -20,7 +21,7 @@ from appliance import __version__, ids
 from appliance.errors import InvalidInput, NotInitialised, RallypointError
 from appliance.model import MessageView, iso_utc
 from appliance.node import Attachment, Node
-from sync import sneakernet
+from sync import lan, sneakernet
 from sync.bundle import read_header
 from sync.errors import SyncError
 from sync.sneakernet import ExportReport, ImportReport, Progress, ProgressCallback
@@ -518,6 +519,115 @@ async def cmd_node(args: argparse.Namespace) -> None:
     await _with_node(args, run)
 
 
+async def cmd_serve(args: argparse.Namespace) -> None:
+    """Runs the node headless until SIGTERM or SIGINT: LAN discovery and sync, one line per event."""
+
+    def report(event: lan.LanEvent) -> None:
+        emit(args, {"event": type(event).__name__, **_event_json(event)}, _event_text(event))
+        sys.stdout.flush()
+
+    async def run(node: Node) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        config = lan.LanConfig(bind=args.bind, port=args.port, discovery=not args.no_mdns)
+        async with lan.LanService(node, config, on_event=report) as service:
+            for target in args.peer or ():
+                host, _, port = target.rpartition(":")
+                if not host or not port.isdigit():
+                    raise CliError(f"--peer {target!r}: expected ADDRESS:PORT")
+                service.dial(host.strip("[]"), int(port))
+            emit(args, {"event": "Listening", "node_id": node.node_id, "address": args.bind, "port": service.port}, f"node {node.node_id} listening on {args.bind}:{service.port}")
+            sys.stdout.flush()
+            await stop.wait()
+        emit(args, {"event": "Stopped"}, "stopped")
+
+    await _with_node(args, run)
+
+
+def _event_json(event: lan.LanEvent) -> dict[str, Any]:
+    if isinstance(event, lan.PeerDiscovered):
+        peer = event.peer
+        return {"node_id": peer.node_id, "workspace_id": peer.workspace_id, "addresses": list(peer.addresses), "port": peer.port, "same_workspace": event.same_workspace}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(event).items()}
+
+
+def _event_text(event: lan.LanEvent) -> str:
+    if isinstance(event, lan.PeerDiscovered):
+        where = f"{event.peer.addresses[0] if event.peer.addresses else '?'}:{event.peer.port}"
+        return f"discovered {event.peer.node_id} at {where}" + ("" if event.same_workspace else f" (workspace {event.peer.workspace_id}: not synced)")
+    if isinstance(event, lan.PeerLost):
+        return f"lost {event.node_id}"
+    if isinstance(event, lan.SessionUp):
+        return f"session with {event.node_id} at {event.address} ({'we dialled' if event.initiator else 'it dialled'})"
+    if isinstance(event, lan.SessionDown):
+        return f"session with {event.node_id} ended: {printable(event.reason)}"
+    if isinstance(event, lan.Received):
+        return f"received {event.changes} change(s), {event.messages} new message(s) from {event.node_id}"
+    return f"refused {event.address}{' (' + event.node_id + ')' if event.node_id else ''}: {printable(event.reason)}"
+
+
+async def cmd_peers(args: argparse.Namespace) -> None:
+    async def run(node: Node) -> None:
+        rows = await node.peer_overview()
+        payload = [
+            {
+                "node_id": r.node_id,
+                "name": r.name,
+                "trust": r.trust,
+                "trusted": r.trust == "trusted",
+                "address": r.address,
+                "port": r.port,
+                "last_seen": iso_utc(r.last_seen),
+                "last_sync": iso_utc(r.last_sync),
+                "last_courier": iso_utc(r.last_courier),
+                "behind": r.behind,
+            }
+            for r in rows
+        ]
+
+        def when(ms: int | None) -> str:
+            return (iso_utc(ms) or "never")[:16].replace("T", " ")
+
+        lines = [f"{'NODE':<23} {'NAME':<14} {'TRUST':<15} {'ADDRESS':<21} {'LAST SYNC':<16} {'COURIER':<16} BEHIND"]
+        for r in rows:
+            address = f"{r.address}:{r.port}" if r.address else "-"
+            behind = "-" if r.behind is None else f"{r.behind} change(s)"
+            lines.append(f"{r.node_id:<23} {printable(r.name)[:14]:<14} {r.trust:<15} {address:<21} {when(r.last_sync):<16} {when(r.last_courier):<16} {behind}")
+        emit(args, payload, "\n".join(lines) if rows else "no peers known yet")
+
+    await _with_node(args, run)
+
+
+async def cmd_allow(args: argparse.Namespace) -> None:
+    async def run(node: Node) -> None:
+        if args.list or not (args.network or args.remove):
+            rules = await node.network_rules()
+            emit(
+                args,
+                [{"network": r.network, "action": r.action, "default": r.default} for r in rules],
+                "\n".join(f"{r.action:<6} {r.network}" + ("  (default while nothing is allowed)" if r.default else "") for r in rules) or "no rules: every incoming session is refused",
+            )
+            return
+        if args.remove:
+            network = await node.set_network_rule(args.remove, None)
+            emit(args, {"removed": network}, f"rule for {network} removed")
+            return
+        network = await node.set_network_rule(args.network, "allow")
+        emit(args, {"allowed": network}, f"incoming LAN sessions from {network} allowed (a running node applies it to new connections)")
+
+    await _with_node(args, run)
+
+
+async def cmd_deny(args: argparse.Namespace) -> None:
+    async def run(node: Node) -> None:
+        network = await node.set_network_rule(args.network, "deny")
+        emit(args, {"denied": network}, f"incoming LAN sessions from {network} denied (a running node applies it to new connections)")
+
+    await _with_node(args, run)
+
+
 def cmd_console(args: argparse.Namespace) -> None:
     """Runs outside asyncio.run: Textual owns the event loop (and the terminal's signals)."""
     from tui.app import run_console  # Textual loads only for the console
@@ -525,7 +635,8 @@ def cmd_console(args: argparse.Namespace) -> None:
     passphrase = os.environ.get("RALLYPOINT_PASSPHRASE")
     if args.passphrase_file:
         passphrase = read_passphrase(args)
-    run_console(Path(args.home).expanduser(), passphrase, args.as_user)
+    config = None if args.no_lan else lan.LanConfig(bind=args.bind, port=args.port)
+    run_console(Path(args.home).expanduser(), passphrase, args.as_user, config)
 
 
 # --- parser ---------------------------------------------------------------------------
@@ -653,7 +764,26 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--reason", default="revoked by an admin")
     node_sub.add_parser("list", parents=[common], help="list the workspace's nodes")
 
-    command("console", cmd_console, "open the terminal console")
+    p = command("serve", cmd_serve, "run headless: advertise on the LAN, find peers, sync with them live (until SIGTERM)")
+    p.add_argument("--port", type=int, default=lan.DEFAULT_PORT, help=f"TCP port for sessions (default {lan.DEFAULT_PORT}; 0: any free port, mDNS tells peers)")
+    p.add_argument("--bind", default="0.0.0.0", metavar="ADDR", help="address to listen on; also the only interface mDNS uses (default: all)")
+    p.add_argument("--peer", action="append", metavar="ADDR:PORT", help="also keep a session with this address (for routed networks without mDNS)")
+    p.add_argument("--no-mdns", action="store_true", help="neither advertise nor browse")
+
+    p = command("peers", cmd_peers, "discovered and known peers: trust, address, last sync, how far behind")
+
+    p = command("allow", cmd_allow, "admin: allow incoming LAN sessions from a network (CIDR); --list shows the rules")
+    p.add_argument("network", nargs="?", metavar="CIDR")
+    p.add_argument("--list", action="store_true", help="show the rules in force")
+    p.add_argument("--remove", metavar="CIDR", help="remove the rule for this network")
+
+    p = command("deny", cmd_deny, "admin: refuse incoming LAN sessions from a network (CIDR); beats a shorter allow")
+    p.add_argument("network", metavar="CIDR")
+
+    p = command("console", cmd_console, "open the terminal console (it also runs the LAN service, like `serve`)")
+    p.add_argument("--port", type=int, default=lan.DEFAULT_PORT, help="TCP port for LAN sessions (0: any free port)")
+    p.add_argument("--bind", default="0.0.0.0", metavar="ADDR", help="address to listen on; also the only interface mDNS uses")
+    p.add_argument("--no-lan", action="store_true", help="no LAN discovery or sync in this console")
     return parser
 
 

@@ -1,0 +1,650 @@
+"""Live sync on a LAN: the service that advertises this node, finds its peers, and keeps an
+authenticated session open with each trusted one (docs/lan-protocol.md).
+
+The edge between the node and the network: sockets, timers and mDNS live here; the bytes on
+the wire are `sync.wire`'s pure codec; everything a peer sends goes through the node's own
+verification path (`Node.import_batches`, the same as bundle import). One service per node:
+
+- a TCP server; an incoming connection is checked against the IP allowlist before a byte of
+  it is read, must finish the handshake within a deadline, and is dropped (and audited) if its
+  node is unknown or revoked; at most `max_unauthenticated` handshakes run at once;
+- mDNS discovery (`sync.discovery`); the node with the lower id dials a discovered peer of its
+  workspace (the other dials too if no session shows up), and a dropped session is redialled
+  with exponential backoff and jitter;
+- per session: both sides send their heads, then exactly what the other lacks, then every new
+  change as it is made (node listeners), acknowledged by heads so the next delta - by LAN or
+  by bundle - starts where the peer is;
+- the store is polled for changes another process wrote (a CLI post while `serve` runs), so
+  they propagate at once without two writers holding diverging documents."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from appliance import crypto, ids
+from appliance.errors import ChangeRejected, InvalidInput, MissingDependencies, NodeLocked, RallypointError
+from appliance.model import Delta, Receipt
+from appliance.node import Node
+from sync import wire
+from sync.discovery import Advert, Discovery, DiscoveryEvent, PeerGone, PeerSeen
+from sync.errors import SessionError, SyncError
+from sync.sneakernet import pack_delta
+
+DEFAULT_PORT = 7373
+PART_BUDGET = 1024 * 1024  # changes and blobs per Changes message: well under the frame cap, and pipelines
+HIGH_WATER_BYTES = 4 * 1024 * 1024  # queued output beyond which the pusher waits
+REFUSAL_AUDIT_INTERVAL_S = 60.0  # one audit entry per (address, reason) per interval
+MAX_REFUSALS_TRACKED = 1024
+
+
+@dataclass(frozen=True)
+class LanConfig:
+    bind: str = "0.0.0.0"
+    port: int = DEFAULT_PORT  # 0: any free port (mDNS tells peers which)
+    discovery: bool = True
+    mdns_interfaces: Sequence[str] | None = None  # None: the bind address, or every interface for 0.0.0.0
+    handshake_deadline_s: float = 5.0
+    max_unauthenticated: int = 16
+    ping_interval_s: float = 15.0
+    idle_timeout_s: float = 45.0
+    store_poll_s: float = 0.05
+    backoff_min_s: float = 0.5
+    backoff_max_s: float = 30.0
+    defer_dial_s: float = 3.0  # the higher id dials too if no session came up within this
+
+
+# --- events for whoever runs the service (the console, `serve`'s log) -----------------
+
+
+@dataclass(frozen=True)
+class PeerDiscovered:
+    peer: PeerSeen
+    same_workspace: bool
+
+
+@dataclass(frozen=True)
+class PeerLost:
+    node_id: str
+
+
+@dataclass(frozen=True)
+class SessionUp:
+    node_id: str
+    address: str
+    initiator: bool
+
+
+@dataclass(frozen=True)
+class SessionDown:
+    node_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Received:
+    node_id: str
+    changes: int
+    messages: int
+    channels: tuple[str, ...]  # ids of channels that gained changes
+
+
+@dataclass(frozen=True)
+class Refused:
+    address: str
+    reason: str
+    node_id: str | None
+
+
+LanEvent = PeerDiscovered | PeerLost | SessionUp | SessionDown | Received | Refused
+EventSink = Callable[[LanEvent], None]
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    node_id: str
+    address: str
+    port: int
+    initiator: bool
+    started_at: float
+    sent_changes: int
+    received_changes: int
+
+
+class _Refusal(Exception):
+    """A connection this node will not serve; the message is the audited reason."""
+
+    def __init__(self, reason: str, peer: bytes | None = None) -> None:
+        super().__init__(reason)
+        self.peer = peer
+
+
+class LanService:
+    """Runs LAN discovery and sync for one unlocked node (an async context manager)."""
+
+    def __init__(self, node: Node, config: LanConfig = LanConfig(), *, on_event: EventSink | None = None, rng: Callable[[int], bytes] = crypto.random_bytes) -> None:
+        self.node = node
+        self.config = config
+        self._on_event = on_event
+        self._rng = rng
+        self._server: asyncio.Server | None = None
+        self._discovery: Discovery | None = None
+        self._sessions: dict[bytes, _Session] = {}
+        self._dialers: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._handshaking = 0
+        self._refusals: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._closing = False
+        self.port = 0
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    async def __aenter__(self) -> LanService:
+        try:
+            self._server = await asyncio.start_server(self._accept, self.config.bind, self.config.port, reuse_address=True)
+        except OSError as exc:
+            raise SyncError(f"cannot listen on {self.config.bind}:{self.config.port}: {exc.strerror or exc}") from exc
+        self.port = self._server.sockets[0].getsockname()[1]
+        try:
+            if self.config.discovery:
+                interfaces = self.config.mdns_interfaces
+                if interfaces is None and self.config.bind not in ("0.0.0.0", "::", ""):
+                    interfaces = [self.config.bind]
+                advert = Advert(node_id=self.node.node_id, workspace_id=self.node.workspace_id, port=self.port)
+                self._discovery = Discovery(advert, self._on_discovery, interfaces=interfaces)
+                await self._discovery.__aenter__()
+            self.node.add_listener(self._on_local_change)
+            self._spawn(self._poll_store())
+        except BaseException:
+            await self._shutdown()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        self._closing = True
+        self.node.remove_listener(self._on_local_change)
+        if self._discovery is not None:
+            with contextlib.suppress(Exception):
+                await self._discovery.__aexit__(None, None, None)
+            self._discovery = None
+        if self._server is not None:
+            self._server.close()
+        await asyncio.gather(*(s.close("node shutting down") for s in list(self._sessions.values())), return_exceptions=True)
+        for task in [*self._tasks, *self._dialers.values()]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._dialers.values(), return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+            self._server = None
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _emit(self, event: LanEvent) -> None:
+        if self._on_event is not None:
+            self._on_event(event)
+
+    # --- what the service knows --------------------------------------------------
+
+    def sessions(self) -> list[SessionInfo]:
+        return sorted((s.info() for s in self._sessions.values()), key=lambda i: i.node_id)
+
+    def discovered(self) -> list[PeerSeen]:
+        return self._discovery.peers() if self._discovery is not None else []
+
+    # --- incoming ------------------------------------------------------------------
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await self._serve_connection(reader, writer)
+        except asyncio.CancelledError:
+            # The service is shutting down. Not re-raised: this task is the connection's own,
+            # and asyncio's stream server logs a cancelled handler as an error.
+            writer.close()
+        finally:
+            self._tasks.discard(task)
+
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peername = writer.get_extra_info("peername") or ("?", 0)
+        address, port = str(peername[0]), int(peername[1])
+        if self._closing:
+            writer.close()
+            return
+        if self._handshaking >= self.config.max_unauthenticated:
+            writer.close()
+            await self._refuse(address, "too many unauthenticated connections", None)
+            return
+        self._handshaking += 1
+        counted = True
+        try:
+            decision = await self.node.address_allowed(address)
+            if not decision.allowed:
+                raise _Refusal("address not in the allowlist" if decision.rule is None else f"address denied by rule {decision.rule.network}")
+            responder = wire.Responder(self.node.workspace_key, self.node.signing_key, self._rng(32))
+            try:
+                async with asyncio.timeout(self.config.handshake_deadline_s):
+                    writer.write(responder.read_hello(await reader.readexactly(wire.HELLO_BYTES)))
+                    await writer.drain()
+                    peer, keys = responder.read_auth(await reader.readexactly(wire.AUTH_BYTES))
+            except TimeoutError as exc:
+                raise _Refusal("handshake deadline passed") from exc
+            except asyncio.IncompleteReadError as exc:
+                raise _Refusal("connection closed during the handshake") from exc
+            except SessionError as exc:
+                raise _Refusal(f"handshake failed: {exc}") from exc
+            self._check_trust(peer)
+            self._handshaking -= 1
+            counted = False
+            await self._run_session(reader, writer, peer, keys, initiator=False, address=address, port=port)
+        except _Refusal as refusal:
+            writer.close()
+            await self._refuse(address, str(refusal), refusal.peer)
+        except (ConnectionError, OSError):
+            writer.close()
+        finally:
+            if counted:
+                self._handshaking -= 1
+
+    def _check_trust(self, peer: bytes) -> None:
+        trust = self.node.trust_of(peer)
+        if peer == self.node.node_key:
+            raise _Refusal("the peer claims this node's own identity", peer)
+        if trust != "trusted":
+            raise _Refusal(f"{trust} node {ids.key_id(peer)}", peer)
+
+    async def _refuse(self, address: str, reason: str, peer: bytes | None) -> None:
+        """Audits a refusal - once per address and reason per interval, so a flood of bad
+        connections cannot flood the audit log - and tells the console."""
+        self._emit(Refused(address, reason, ids.key_id(peer) if peer else None))
+        key, now = (address, reason.split(":", 1)[0]), time.monotonic()
+        last = self._refusals.get(key)
+        if last is not None and now - last < REFUSAL_AUDIT_INTERVAL_S:
+            return
+        self._refusals[key] = now
+        self._refusals.move_to_end(key)
+        while len(self._refusals) > MAX_REFUSALS_TRACKED:
+            self._refusals.popitem(last=False)
+        with contextlib.suppress(RallypointError):
+            await self.node.audit_lan_refusal(address, reason, peer)
+
+    # --- outgoing ------------------------------------------------------------------
+
+    async def connect(self, address: str, port: int, *, expect: str | None = None) -> None:
+        """Dials a peer and runs the session until it ends. `expect` is the node id mDNS
+        announced: a different node answering is refused."""
+        try:
+            async with asyncio.timeout(self.config.handshake_deadline_s):
+                reader, writer = await asyncio.open_connection(address, port)
+        except (OSError, TimeoutError) as exc:
+            raise SessionError(f"cannot reach {address}:{port}: {exc}") from exc
+        try:
+            initiator = wire.Initiator(self.node.workspace_key, self.node.signing_key, self._rng(32))
+            try:
+                async with asyncio.timeout(self.config.handshake_deadline_s):
+                    writer.write(initiator.hello())
+                    await writer.drain()
+                    peer = initiator.read_response(await reader.readexactly(wire.RESPONSE_BYTES))
+                    self._check_trust(peer)
+                    if expect is not None and ids.key_id(peer) != expect:
+                        raise _Refusal(f"{address}:{port} announced {expect} but answered as {ids.key_id(peer)}", peer)
+                    auth, keys = initiator.auth()
+                    writer.write(auth)
+                    await writer.drain()
+            except TimeoutError as exc:
+                raise _Refusal("handshake deadline passed") from exc
+            except asyncio.IncompleteReadError as exc:
+                raise _Refusal("the peer closed the connection during the handshake (it refused us?)") from exc
+            except SessionError as exc:
+                raise _Refusal(f"handshake failed: {exc}") from exc
+        except _Refusal as refusal:
+            writer.close()
+            await self._refuse(address, str(refusal), refusal.peer)
+            raise SessionError(str(refusal)) from refusal
+        except OSError as exc:
+            writer.close()
+            raise SessionError(f"{address}:{port}: {exc}") from exc
+        await self._run_session(reader, writer, peer, keys, initiator=True, address=address, port=port)
+
+    def dial(self, address: str, port: int) -> None:
+        """Keeps a session with a fixed address (a peer mDNS cannot reach, or tests)."""
+        target = f"{address}:{port}"
+        if target not in self._dialers and not self._closing:
+            self._dialers[target] = asyncio.create_task(self._keep_dialing(target, lambda: ([address], port, None), defer=False))
+
+    def _on_discovery(self, event: DiscoveryEvent) -> None:
+        if isinstance(event, PeerGone):
+            self._emit(PeerLost(event.node_id))
+            return
+        same = event.workspace_id == self.node.workspace_id
+        self._emit(PeerDiscovered(event, same))
+        if event.addresses:
+            self._spawn(self._note_seen(event))
+        if same and not self._closing and event.node_id not in self._dialers:
+            key = self._key_of(event.node_id)
+            if key is not None and self.node.trust_of(key) == "trusted":
+                self._dialers[event.node_id] = asyncio.create_task(
+                    self._keep_dialing(event.node_id, lambda: self._located(event.node_id), defer=event.node_id < self.node.node_id)
+                )
+
+    def _located(self, node_id: str) -> tuple[list[str], int, str | None] | None:
+        peer = next((p for p in self.discovered() if p.node_id == node_id), None)
+        return None if peer is None else (list(peer.addresses), peer.port, node_id)
+
+    async def _note_seen(self, peer: PeerSeen) -> None:
+        with contextlib.suppress(RallypointError):
+            await self.node.note_lan_peer(peer.node_id, peer.workspace_id, peer.addresses[0], peer.port)
+
+    async def _keep_dialing(self, target: str, locate: Callable[[], tuple[list[str], int, str | None] | None], *, defer: bool) -> None:
+        """Keeps one session with a peer while `locate` finds it (mDNS still lists it). Of two
+        peers that see each other, the lower node id dials at once and the other only if no
+        session came up (`defer`); failures back off exponentially, with jitter."""
+        backoff = self.config.backoff_min_s
+        try:
+            if defer:
+                await asyncio.sleep(self.config.defer_dial_s)
+            while not self._closing:
+                located = locate()
+                if located is None:
+                    return
+                addresses, port, expect = located
+                session = self._session_with(expect)
+                if session is not None:
+                    await session.finished.wait()
+                    continue
+                try:
+                    await self._connect_any(addresses, port, expect)
+                    backoff = self.config.backoff_min_s
+                except SessionError:
+                    pass
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+                backoff = min(backoff * 2, self.config.backoff_max_s)
+        finally:
+            self._dialers.pop(target, None)
+
+    def _session_with(self, node_id: str | None) -> _Session | None:
+        if node_id is None:
+            return None
+        return next((s for s in self._sessions.values() if s.peer_id == node_id), None)
+
+    async def _connect_any(self, addresses: Sequence[str], port: int, expect: str | None) -> None:
+        last: SessionError | None = None
+        for address in addresses:
+            try:
+                await self.connect(address, port, expect=expect)
+                return
+            except SessionError as exc:
+                last = exc
+        if last is not None:
+            raise last
+
+    def _key_of(self, node_id: str) -> bytes | None:
+        try:
+            return self.node.node_key_of(node_id)
+        except RallypointError:
+            return None
+
+    # --- sessions ------------------------------------------------------------------
+
+    async def _run_session(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: bytes, keys: wire.SessionKeys, *, initiator: bool, address: str, port: int
+    ) -> None:
+        session = _Session(self, reader, writer, peer, keys, initiator=initiator, address=address, port=port)
+        existing = self._sessions.get(peer)
+        if existing is not None:
+            # Both dialled at once, or a reconnect raced the old session's end: keep the session
+            # the lower node id initiated, the same choice on both sides.
+            lower_is_me = self.node.node_id < ids.key_id(peer)
+            keep_new = (initiator == lower_is_me) or existing.initiator == initiator
+            if not keep_new:
+                await session.close("duplicate session")
+                return
+            await existing.close("replaced by a newer session")
+        self._sessions[peer] = session
+        reason = "closed"
+        try:
+            reason = await session.run()
+        finally:
+            if self._sessions.get(peer) is session:
+                del self._sessions[peer]
+            session.finished.set()
+            if session.up:
+                self._emit(SessionDown(ids.key_id(peer), reason))
+
+    def _on_local_change(self, doc_ids: frozenset[str]) -> None:
+        for session in self._sessions.values():
+            session.push(doc_ids)
+
+    async def _poll_store(self) -> None:
+        """Picks up what other processes wrote to this node's store (a CLI post or import while
+        the service runs); the node's listeners then push it like a local change."""
+        while not self._closing:
+            await asyncio.sleep(self.config.store_poll_s)
+            with contextlib.suppress(RallypointError):
+                await self.node.refresh()
+
+
+class _Session:
+    """One authenticated connection to a trusted peer. The reader loop never waits on the
+    network to send: acknowledgements and pongs go through a writer task's queue, and bulk
+    data is sent by the pusher task under a high-water mark, so two peers sending each other
+    large deltas at once cannot deadlock on full socket buffers."""
+
+    def __init__(
+        self, service: LanService, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: bytes, keys: wire.SessionKeys, *, initiator: bool, address: str, port: int
+    ) -> None:
+        self.service = service
+        self.node = service.node
+        self.reader = reader
+        self.writer = writer
+        self.peer = peer
+        self.peer_id = ids.key_id(peer)
+        self.initiator = initiator
+        self.address = address
+        self.port = port
+        self.keys = keys
+        self.sealer = wire.FrameSealer(keys.send, service._rng(wire.STREAM_HEADER_BYTES))
+        self.finished = asyncio.Event()
+        self.up = False
+        self.started_at = time.time()
+        self.sent_changes = 0
+        self.received_changes = 0
+        self._outbox: deque[bytes] = deque()
+        self._queued_bytes = 0
+        self._output = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._dirty: set[str] = set()
+        self._full_resync = False
+        self._wake = asyncio.Event()
+        self._sent_heads: dict[str, tuple[bytes, ...]] = {}  # what we sent beyond the peer's last acknowledgement
+        self._closed = False
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    def info(self) -> SessionInfo:
+        return SessionInfo(self.peer_id, self.address, self.port, self.initiator, self.started_at, self.sent_changes, self.received_changes)
+
+    def push(self, doc_ids: frozenset[str]) -> None:
+        self._dirty |= doc_ids
+        self._wake.set()
+
+    async def run(self) -> str:
+        config = self.service.config
+        try:
+            self._tasks = [asyncio.create_task(self._write_frames())]
+            self._enqueue(self.sealer.header)
+            async with asyncio.timeout(config.handshake_deadline_s):
+                opener = wire.FrameOpener(self.keys.receive, await self.reader.readexactly(wire.STREAM_HEADER_BYTES))
+            # Both ends now trust each other (a refusing responder closes before its header).
+            self.up = True
+            self.service._emit(SessionUp(self.peer_id, self.address, self.initiator))
+            self._send(wire.Heads(await self.node.heads_for(self.peer), complete=True))
+            self._tasks += [asyncio.create_task(self._pusher()), asyncio.create_task(self._pinger())]
+            while True:
+                async with asyncio.timeout(config.idle_timeout_s):
+                    size = opener.length(await self.reader.readexactly(4))
+                    plaintext, final = opener.open(await self.reader.readexactly(size))
+                if final:
+                    return "the peer closed the session"
+                ended = await self._handle(wire.decode_message(plaintext))
+                if ended is not None:
+                    return ended
+        except TimeoutError:
+            return "the peer went silent"
+        except asyncio.IncompleteReadError:
+            return "connection lost"
+        except (ConnectionError, OSError) as exc:
+            return f"connection lost: {exc}"
+        except SessionError as exc:
+            await self.service._refuse(self.address, f"session ended: {exc}", self.peer)
+            await self.close(str(exc))
+            return str(exc)
+        except NodeLocked:
+            await self.close("node locked")
+            return "this node is locked"
+        finally:
+            await self.close(None)
+
+    async def close(self, reason: str | None) -> None:
+        """Ends the session; with a reason, says goodbye first (best effort, briefly)."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._tasks[1:]:
+            task.cancel()
+        if reason is not None:
+            self._enqueue(self.sealer.seal(wire.encode_message(wire.Bye(reason[:wire.MAX_REASON_CHARS])), final=True), force=True)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1):
+                    while self._outbox and not self._tasks[0].done():
+                        await self._drained.wait()
+                        self._drained.clear()
+        for task in self._tasks[:1]:
+            task.cancel()
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1):
+                await self.writer.wait_closed()
+        self.finished.set()
+
+    # --- output ------------------------------------------------------------------
+
+    def _enqueue(self, frame: bytes, *, force: bool = False) -> None:
+        if self._closed and not force:
+            return
+        self._outbox.append(frame)
+        self._queued_bytes += len(frame)
+        self._output.set()
+
+    def _send(self, message: wire.Message) -> None:
+        self._enqueue(self.sealer.seal(wire.encode_message(message)))
+
+    async def _send_bulk(self, message: wire.Message) -> None:
+        self._send(message)
+        while self._queued_bytes > HIGH_WATER_BYTES and not self._closed:
+            self._drained.clear()
+            await self._drained.wait()
+
+    async def _write_frames(self) -> None:
+        try:
+            while True:
+                await self._output.wait()
+                self._output.clear()
+                while self._outbox:
+                    frame = self._outbox.popleft()
+                    self.writer.write(frame)
+                    await self.writer.drain()
+                    self._queued_bytes -= len(frame)
+                    self._drained.set()
+        except (ConnectionError, OSError):
+            self.writer.close()  # the reader sees the end and ends the session
+
+    # --- input -------------------------------------------------------------------
+
+    async def _handle(self, message: wire.Message) -> str | None:
+        if isinstance(message, wire.Heads):
+            await self.node.record_peer_heads(self.peer, message.heads)
+            if message.complete:
+                await self.node.note_lan_sync(self.peer, self.address, self.port)
+                self._full_resync = True
+                self._wake.set()
+        elif isinstance(message, wire.Changes):
+            await self._import(message)
+        elif isinstance(message, wire.Ping):
+            self._send(wire.Pong(message.nonce))
+        elif isinstance(message, wire.Bye):
+            return f"the peer said goodbye: {message.reason}"
+        return None
+
+    async def _import(self, message: wire.Changes) -> None:
+        receipt = Receipt(source="lan", sender=self.peer, created_at=self.node.now(), sender_heads=message.heads)
+        try:
+            summary = await self.node.import_batches(message.docs, blobs=message.blobs, received_from=self.peer_id, receipt=receipt)
+        except MissingDependencies:
+            # We lack something the peer believes we have (frames lost with a dropped session):
+            # our complete heads make it send everything we lack.
+            self._send(wire.Heads(await self.node.heads_for(self.peer), complete=True))
+            return
+        except ChangeRejected as exc:
+            raise SessionError(f"{self.peer_id} sent changes this node rejects: {exc}") from exc
+        self.received_changes += summary.changes
+        self._send(wire.Heads({doc_id: tuple(sorted(await self.node.document_heads(doc_id))) for doc_id, _ in message.docs}, complete=False))
+        if summary.changes or summary.blobs:
+            self.service._emit(Received(self.peer_id, summary.changes, sum(c.new_messages for c in summary.channels), tuple(c.channel_id for c in summary.channels)))
+
+    # --- pushing what the peer lacks ------------------------------------------------
+
+    async def _pusher(self) -> None:
+        """Sends what the peer lacks: everything after it sent its complete heads, then the
+        new changes of the documents local changes and imports touched."""
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                if self._full_resync:
+                    self._full_resync, self._dirty, self._sent_heads = False, set(), {}
+                    delta = await self.node.delta_for([self.peer])
+                else:
+                    docs, self._dirty = self._dirty, set()
+                    delta = await self.node.delta_for([self.peer], only=docs, also_held=self._sent_heads)
+                await self._send_delta(delta)
+        except SessionError as exc:
+            await self.close(str(exc))
+        except (NodeLocked, ConnectionError, OSError):
+            await self.close(None)
+
+    async def _send_delta(self, delta: Delta) -> None:
+        if not delta.documents and not delta.blobs:
+            return
+        try:
+            parts = pack_delta(delta, PART_BUDGET)
+        except InvalidInput as exc:
+            raise SessionError(str(exc)) from exc
+        for documents, blobs in parts:
+            part_heads = {doc_id: tuple(sorted(delta.heads.get(doc_id, ()))) for doc_id, _ in documents}
+            await self._send_bulk(wire.Changes(documents, blobs, part_heads))
+            self.sent_changes += sum(len(c) for _, c in documents)
+            self._sent_heads.update(part_heads)
+        if delta.blobs:
+            await self.node.note_sent([self.peer], [(digest, doc_id) for digest, doc_id, _ in delta.blobs], delta.heads)
+
+    async def _pinger(self) -> None:
+        nonce = 0
+        while True:
+            await asyncio.sleep(self.service.config.ping_interval_s)
+            nonce += 1
+            self._send(wire.Ping(nonce))

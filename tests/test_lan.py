@@ -1,0 +1,278 @@
+"""LAN sessions in one process over real loopback sockets (mDNS off: the multi-process tests
+cover discovery): sync, live pushes, remembered acknowledgements, and a hostile network -
+unknown, revoked and filtered peers, stalled and excess handshakes, oversized and malformed
+frames - while a legitimate peer keeps syncing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import nacl.signing
+import pytest
+
+from appliance.node import Node
+from sync import wire
+from sync.lan import LanConfig, LanEvent, LanService, SessionDown, SessionUp
+from tests.conftest import PASSPHRASE, make_workspace
+
+pytestmark = pytest.mark.timeout(120)
+
+QUICK = LanConfig(bind="127.0.0.1", port=0, discovery=False, handshake_deadline_s=1.0, max_unauthenticated=4, store_poll_s=0.02, backoff_min_s=0.05, backoff_max_s=0.2)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def texts(node: Node, channel: str = "general") -> list[str]:
+    return sorted(m.text for m in await node.read(channel, limit=10_000, mark_read=False))
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[LanEvent] = []
+
+    def __call__(self, event: LanEvent) -> None:
+        self.events.append(event)
+
+    def of(self, kind: type) -> list[LanEvent]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+@contextlib.asynccontextmanager
+async def serving(node: Node, config: LanConfig = QUICK) -> AsyncIterator[tuple[LanService, Recorder]]:
+    recorder = Recorder()
+    async with LanService(node, config, on_event=recorder) as service:
+        yield service, recorder
+
+
+async def audit_actions(node: Node) -> list[tuple[str, str]]:
+    return [(e.action, str(e.detail.get("reason", ""))) for e in await node.audit_entries()]
+
+
+async def test_two_nodes_sync_everything_then_push_live_both_ways(tmp_path: Path) -> None:
+    alpha, bravo = await make_workspace(tmp_path, "bravo")
+    async with alpha, bravo:
+        await alpha.create_channel("general")
+        await alpha.post_many("general", [f"before {i}" for i in range(300)])
+        async with serving(alpha) as (a, _), serving(bravo) as (b, b_events):
+            b.dial("127.0.0.1", a.port)
+            await eventually(lambda: _has(bravo, "general", 300), what="initial sync")
+            assert b_events.of(SessionUp)
+            started = time.monotonic()
+            await alpha.post("general", "live from alpha")
+            await eventually(lambda: _contains(bravo, "live from alpha"), what="push to bravo")
+            assert time.monotonic() - started < 5
+            await bravo.post("general", "live from bravo")
+            await eventually(lambda: _contains(alpha, "live from bravo"), what="push to alpha")
+            await eventually(lambda: _zero(alpha.changes_behind(bravo.node_key)), what="alpha's record of bravo's heads")
+            await eventually(lambda: _zero(bravo.changes_behind(alpha.node_key)), what="bravo's record of alpha's heads")
+        assert await texts(alpha) == await texts(bravo)
+        # What the session acknowledged is remembered: a bundle for the peer now is empty.
+        assert (await alpha.delta_for([bravo.node_key])).change_count == 0
+        peers = {p.node_id: p for p in await alpha.peer_overview()}
+        assert peers[bravo.node_id].trust == "trusted" and peers[bravo.node_id].last_sync is not None
+
+
+async def test_a_post_from_another_process_on_the_same_store_propagates(tmp_path: Path) -> None:
+    alpha, bravo = await make_workspace(tmp_path, "bravo")
+    async with alpha, bravo:
+        await alpha.create_channel("general")
+        async with serving(alpha) as (a, _), serving(bravo) as (b, _):
+            b.dial("127.0.0.1", a.port)
+            await eventually(lambda: _channel_known(bravo, "general"), what="channel on bravo")
+            # A second Node on alpha's home stands in for the CLI: another writer of the store.
+            async with await Node.open(tmp_path / "alpha", PASSPHRASE) as cli:
+                await cli.post("general", "written by the CLI")
+            await eventually(lambda: _contains(bravo, "written by the CLI"), what="CLI post on bravo")
+
+
+async def test_a_dropped_session_is_redialled_and_catches_up(tmp_path: Path) -> None:
+    alpha, bravo = await make_workspace(tmp_path, "bravo")
+    async with alpha, bravo:
+        await alpha.create_channel("general")
+        async with serving(alpha) as (a, _):
+            port = a.port
+            async with serving(bravo) as (b, b_events):
+                b.dial("127.0.0.1", port)
+                await eventually(lambda: _channel_known(bravo, "general"), what="first sync")
+        await alpha.post("general", "while apart")
+        config = LanConfig(**{**QUICK.__dict__, "port": port})
+        async with serving(bravo) as (b, b_events):
+            b.dial("127.0.0.1", port)
+            await asyncio.sleep(0.3)  # bravo fails to connect and backs off
+            async with serving(alpha, config):
+                await eventually(lambda: _contains(bravo, "while apart"), what="catch-up after reconnect")
+
+
+async def test_unknown_and_other_workspace_nodes_are_refused_and_audited(tmp_path: Path) -> None:
+    (alpha, bravo), (stranger,) = await make_workspace(tmp_path / "one", "bravo"), await make_workspace(tmp_path / "two")
+    async with alpha, bravo, stranger:
+        await alpha.create_channel("general")
+        await alpha.post("general", "secret plans")
+        await stranger.create_channel("general")
+        async with serving(alpha) as (a, a_events), serving(stranger) as (s, s_events):
+            with pytest.raises(Exception) as refused:
+                await s.connect("127.0.0.1", a.port)
+            assert "workspace" in str(refused.value) or "closed" in str(refused.value)
+            await eventually(lambda: _any_refusal(alpha), what="alpha audits the refusal")
+            assert "secret plans" not in await texts(stranger)
+            assert not a_events.of(SessionUp)
+
+
+async def test_a_node_not_in_the_directory_is_refused_before_any_data(tmp_path: Path) -> None:
+    alpha, bravo = await make_workspace(tmp_path, "bravo")
+    async with alpha, bravo:
+        await alpha.create_channel("general")
+        await alpha.post("general", "members only")
+        impostor = nacl.signing.SigningKey(bytes(range(32)))
+        async with serving(alpha) as (a, a_events):
+            reader, writer = await asyncio.open_connection("127.0.0.1", a.port)
+            initiator = wire.Initiator(alpha.workspace_key, impostor, bytes(32))
+            writer.write(initiator.hello())
+            await writer.drain()
+            initiator.read_response(await reader.readexactly(wire.RESPONSE_BYTES))
+            auth, _ = initiator.auth()
+            writer.write(auth)
+            await writer.drain()
+            # The node says nothing more: no stream header, no heads, just the end.
+            assert await hung_up(reader, 5)
+            writer.close()
+            await eventually(lambda: _audited(alpha, "unknown node"), what="audit of the unknown node")
+            assert not a_events.of(SessionUp)
+
+
+async def test_a_revoked_node_is_refused(tmp_path: Path) -> None:
+    alpha, bravo = await make_workspace(tmp_path, "bravo")
+    async with alpha, bravo:
+        await alpha.create_channel("general")
+        await alpha.revoke(bravo.node_key, "lost laptop")
+        await alpha.post("general", "after the revocation")
+        async with serving(alpha) as (a, a_events), serving(bravo) as (b, b_events):
+            await b.connect("127.0.0.1", a.port)  # alpha hangs up after bravo's AUTH
+            await eventually(lambda: _audited(alpha, "revoked node"), what="audit of the revoked node")
+            assert not a_events.of(SessionUp) and not b_events.of(SessionUp)
+        assert not await _contains(bravo, "after the revocation")
+
+
+async def test_an_address_outside_the_allowlist_is_refused_unread(tmp_path: Path) -> None:
+    alpha, bravo = await make_workspace(tmp_path, "bravo")
+    async with alpha, bravo:
+        await alpha.set_network_rule("127.0.0.0/8", "deny")
+        async with serving(alpha) as (a, _), serving(bravo) as (b, _):
+            with pytest.raises(Exception):
+                await b.connect("127.0.0.1", a.port)
+            await eventually(lambda: _audited(alpha, "denied by rule 127.0.0.0/8"), what="allowlist refusal audited")
+        await alpha.set_network_rule("127.0.0.0/8", None)
+        await alpha.set_network_rule("127.0.0.1/32", "allow")
+        async with serving(alpha) as (a, _), serving(bravo) as (b, _):
+            b.dial("127.0.0.1", a.port)
+            await eventually(lambda: _zero(bravo.changes_behind(alpha.node_key)), what="sync once allowed")
+
+
+async def test_hostile_connections_do_not_stop_a_legitimate_peer(tmp_path: Path) -> None:
+    alpha, bravo = await make_workspace(tmp_path, "bravo")
+    async with alpha, bravo:
+        await alpha.create_channel("general")
+        async with serving(alpha) as (a, a_events), serving(bravo) as (b, _):
+            b.dial("127.0.0.1", a.port)
+            await eventually(lambda: _channel_known(bravo, "general"), what="first sync")
+            # Stalled handshakes beyond the cap: the extra ones are closed at once.
+            stalled = [await asyncio.open_connection("127.0.0.1", a.port) for _ in range(QUICK.max_unauthenticated + 3)]
+            await asyncio.sleep(0.1)
+            assert [await hung_up(reader, 0.5) for reader, _ in stalled[QUICK.max_unauthenticated :]] == [True] * 3
+            # Garbage instead of a HELLO, and an oversized frame from an authenticated peer.
+            junk_reader, junk_writer = await asyncio.open_connection("127.0.0.1", a.port)
+            junk_writer.write(b"GET / HTTP/1.1\r\n" + b"x" * 200)
+            await junk_writer.drain()
+            assert await hung_up(junk_reader, 5)
+            await alpha.post("general", "still flowing")
+            await eventually(lambda: _contains(bravo, "still flowing"), what="live sync during the attack")
+            # The stalled ones hit the handshake deadline.
+            for reader, _ in stalled[: QUICK.max_unauthenticated]:
+                assert await hung_up(reader, QUICK.handshake_deadline_s + 3)
+            for _, writer in [*stalled, (junk_reader, junk_writer)]:
+                writer.close()
+            await eventually(lambda: _audited(alpha, "handshake deadline passed"), what="deadline audited")
+            await eventually(lambda: _audited(alpha, "too many unauthenticated connections"), what="cap audited")
+            await bravo.post("general", "and back")
+            await eventually(lambda: _contains(alpha, "and back"), what="still syncing after the attack")
+
+
+@pytest.mark.parametrize("attack", ["oversized", "malformed", "replayed"])
+async def test_a_bad_frame_ends_the_session(tmp_path: Path, attack: str) -> None:
+    alpha, bravo = await make_workspace(tmp_path, "bravo")
+    async with alpha, bravo:
+        await alpha.create_channel("general")
+        async with serving(alpha) as (a, a_events):
+            reader, writer = await asyncio.open_connection("127.0.0.1", a.port)
+            initiator = wire.Initiator(bravo.workspace_key, bravo.signing_key, bytes(32))
+            writer.write(initiator.hello())
+            initiator.read_response(await reader.readexactly(wire.RESPONSE_BYTES))
+            auth, keys = initiator.auth()
+            sealer = wire.FrameSealer(keys.send, bytes(24))
+            writer.write(auth + sealer.header)
+            if attack == "oversized":
+                writer.write(struct.pack(">I", wire.MAX_FRAME_BYTES + 1) + b"\x00" * 64)
+            elif attack == "malformed":
+                writer.write(sealer.seal(b"\xa1\x61t\x64junk"))
+            else:
+                frame = sealer.seal(wire.encode_message(wire.Ping(1)))
+                writer.write(frame + frame)
+            await writer.drain()
+            await eventually(lambda: _has_event(a_events, SessionDown), what="session ended")
+            down = a_events.of(SessionDown)[0]
+            assert down.node_id == bravo.node_id
+            await eventually(lambda: _audited(alpha, "session ended"), what="bad frame audited")
+            writer.close()
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+async def hung_up(reader: asyncio.StreamReader, timeout: float) -> bool:
+    """Whether the other end closed (or reset) the connection within `timeout`, sending nothing."""
+    try:
+        return await asyncio.wait_for(reader.read(), timeout) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+async def _has(node: Node, channel: str, count: int) -> bool:
+    return await _channel_known(node, channel) and len(await texts(node, channel)) >= count
+
+
+async def _contains(node: Node, text: str) -> bool:
+    return await _channel_known(node, "general") and text in await texts(node)
+
+
+async def _channel_known(node: Node, name: str) -> bool:
+    return any(c.name == name for c in await node.list_channels())
+
+
+async def _zero(count: Awaitable[int]) -> bool:
+    return await count == 0
+
+
+async def _has_event(recorder: Recorder, kind: type) -> bool:
+    return bool(recorder.of(kind))
+
+
+async def _any_refusal(node: Node) -> bool:
+    return any(action == "lan_refused" for action, _ in await audit_actions(node))
+
+
+async def _audited(node: Node, reason: str) -> bool:
+    return any(action == "lan_refused" and reason in detail for action, detail in await audit_actions(node))
