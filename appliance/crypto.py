@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+import nacl.bindings as sodium
 import nacl.exceptions
 import nacl.pwhash
 import nacl.secret
@@ -77,6 +78,26 @@ def secretbox_open(key: bytes, sealed: bytes) -> bytes | None:
 
 def random_bytes(n: int) -> bytes:
     return nacl.utils.random(n)
+
+
+SECRETSTREAM_KEY_BYTES = sodium.crypto_secretstream_xchacha20poly1305_KEYBYTES  # 32
+SECRETSTREAM_HEADER_BYTES = sodium.crypto_secretstream_xchacha20poly1305_HEADERBYTES  # 24
+
+
+def secretstream_push_state(key: bytes, header: bytes) -> sodium.crypto_secretstream_xchacha20poly1305_state:
+    """A libsodium secretstream (xchacha20poly1305) state, ready to push, for a header the caller
+    chose, so that codecs can take their randomness as a parameter.
+
+    init_push would draw the header from randombytes and PyNaCl offers no way to supply it.
+    init_pull computes the very same state from a given header (both run HChaCha20(key,
+    header[0:16]), reset the counter and copy header[16:24]), so a state set up by init_pull and
+    then used to push writes, byte for byte, the stream init_push would have written had it drawn
+    this header. The header MUST still be fresh randomness for every stream under one key."""
+    if len(key) != SECRETSTREAM_KEY_BYTES or len(header) != SECRETSTREAM_HEADER_BYTES:
+        raise ValueError(f"a secretstream needs a {SECRETSTREAM_KEY_BYTES}-byte key and a {SECRETSTREAM_HEADER_BYTES}-byte header")
+    state = sodium.crypto_secretstream_xchacha20poly1305_state()
+    sodium.crypto_secretstream_xchacha20poly1305_init_pull(state, header, key)
+    return state
 
 
 NONCE_BYTES = nacl.secret.SecretBox.NONCE_SIZE

@@ -301,6 +301,25 @@ def message_ids(doc: Document) -> list[str]:
     return list(doc.keys(ROOT))
 
 
+# The binding's Patch objects expose nothing but their Debug rendering; these two shapes name
+# the message a patch touches (a key of the segment's root, or a path under one).
+_ROOT_KEY_PATCH = re.compile(r'^Patch \{ obj: Root, path: \[\], action: \w+ \{ key: "([0-9A-Z]{26})"')
+_UNDER_MESSAGE_PATCH = re.compile(r'^Patch \{ obj: .*?, path: \[\(Root, Map\("([0-9A-Z]{26})"\)')
+
+
+def touched_messages(doc: Document, before: list[bytes]) -> set[str] | None:
+    """Ids of the segment's messages that changed since heads `before`; None when a patch
+    does not say which message it touches (the caller then rereads every message)."""
+    touched: set[str] = set()
+    for patch in doc.diff(before, doc.get_heads()):
+        rendered = repr(patch)
+        match = _ROOT_KEY_PATCH.match(rendered) or _UNDER_MESSAGE_PATCH.match(rendered)
+        if match is None:
+            return None
+        touched.add(match.group(1))
+    return touched
+
+
 def _fields(doc: Document, obj: bytes) -> dict[str, tuple[Any, bytes]]:
     """Every key of a map with its value and op id, in two calls into the library."""
     return dict(zip(doc.keys(obj), doc.values(obj)))

@@ -73,9 +73,10 @@ from appliance.store import DB_FILE, Storage, Store, ensure_home
 
 Clock = Callable[[], int]
 Random = Callable[[int], bytes]
-ChangeListener = Callable[[frozenset[str]], None]
-"""Called with the ids of documents that gained changes (local, imported, or written by another
-process and picked up by `refresh`), after they are stored."""
+ChangeListener = Callable[[frozenset[str], str | None], None]
+"""Called with the ids of documents that gained changes, once they are stored, and where the
+changes came from: the node id they were received from, or None for this node's own writes
+(in this process, or in another one and picked up by `refresh`)."""
 
 SEGMENT_SIZE = 512  # messages per segment document: keeps each commit well under a millisecond
 SNAPSHOT_EVERY = 256  # changes appended to a document before its snapshot is refreshed
@@ -376,11 +377,11 @@ class Node:
         if listener in self._listeners:
             self._listeners.remove(listener)
 
-    def _notify(self, doc_ids: Iterable[str]) -> None:
+    def _notify(self, doc_ids: Iterable[str], received_from: str | None = None) -> None:
         changed = frozenset(doc_ids)
         if changed:
             for listener in list(self._listeners):
-                listener(changed)
+                listener(changed, received_from)
 
     def now(self) -> int:
         """This node's clock, in ms."""
@@ -826,7 +827,7 @@ class Node:
             if self._row.node_key in self.directory.revoked:
                 await self._wipe_after_revocation(self.directory.revoked[self._row.node_key])
                 return replace(summary, wiped=True)
-        self._notify(touched)
+        self._notify(touched, received_from)
         return summary
 
     async def _stored_hashes(self, doc_ids: Sequence[str]) -> dict[str, set[bytes]]:
@@ -884,6 +885,7 @@ class Node:
                 doc = await self._doc(doc_id)
             await self._ensure_document_row(conn, doc_id)
             await self._append_changes(conn, doc_id, [(c.header, c.data, c.signature, c.vouched_by) for c in verified], received_from)
+            before = doc.get_heads()
             documents.apply_changes(doc, [c.data for c in verified])
             self._known[doc_id].update(c.header.hash for c in verified)
             applied += len(verified)
@@ -893,7 +895,7 @@ class Node:
             elif kind == "head":
                 await self._materialise_head(conn, channel_id, doc)
             else:
-                new_messages = await self._materialise_segment(conn, channel_id, doc_id, doc)
+                new_messages = await self._materialise_segment(conn, channel_id, doc_id, doc, documents.touched_messages(doc, before) if before else None)
             if kind != "directory":
                 counts = intake.setdefault(channel_id, [0, 0])
                 counts[0] += len(verified)
@@ -1729,11 +1731,16 @@ class Node:
         if not updated.rowcount:
             await conn.execute(_INSERT_MESSAGE, values)
 
-    async def _materialise_segment(self, conn: AsyncConnection, channel_id: str, doc_id: str, doc: Document) -> int:
-        """Rewrites the view of every message in a segment (after changes from elsewhere):
-        two executemany statements, whatever the segment holds. Returns how many messages are new."""
-        rows = [self._message_values(channel_id, doc_id, doc, m) for m in documents.message_ids(doc) if ids.is_message_id(m)]
-        present = set((await conn.execute(select(t.messages.c.message_id).where(t.messages.c.doc_id == doc_id))).scalars())
+    async def _materialise_segment(self, conn: AsyncConnection, channel_id: str, doc_id: str, doc: Document, only: set[str] | None = None) -> int:
+        """Rewrites the view of the segment's messages that changes from elsewhere touched
+        (`only`; None: every message): two executemany statements, whatever the segment
+        holds. Returns how many messages are new."""
+        wanted = documents.message_ids(doc) if only is None else sorted(only)
+        rows = [self._message_values(channel_id, doc_id, doc, m) for m in wanted if ids.is_message_id(m)]
+        present_query = select(t.messages.c.message_id).where(t.messages.c.doc_id == doc_id)
+        if only is not None:
+            present_query = present_query.where(t.messages.c.message_id.in_(wanted))
+        present = set((await conn.execute(present_query)).scalars())
         updates = [{**row, "target_id": row["message_id"]} for row in rows if row is not None and row["message_id"] in present]
         inserts = [row for row in rows if row is not None and row["message_id"] not in present]
         if updates:

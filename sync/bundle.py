@@ -24,9 +24,9 @@ import nacl.public
 import nacl.signing
 
 from appliance import cbor, crypto
-from appliance.changes import MAX_CHANGE_BYTES, SignedChange
-from appliance.errors import InvalidInput
+from appliance.changes import SignedChange
 from appliance.ids import key_id
+from sync import fields
 from sync.errors import (
     BundleRejected,
     Malformed,
@@ -49,13 +49,13 @@ MAGIC = b"\x89RPBNDL\n"
 FORMAT_VERSION = 1
 PREFIX_BYTES = len(MAGIC) + 1 + 4  # magic, version, header length
 LENGTH_BYTES = 8  # the ciphertext length field
-SIGNATURE_BYTES = 64
+SIGNATURE_BYTES = fields.SIGNATURE_BYTES
 SIGNATURE_DOMAIN = b"rallypoint/bundle/v1\x00"
 
 MAX_HEADER_BYTES = 256 * KiB
 MAX_HEADER_ITEMS = 65_536
 MAX_RECIPIENTS = 1024
-MAX_DOC_ID_BYTES = 256
+MAX_DOC_ID_BYTES = fields.MAX_DOC_ID_BYTES
 MAX_CREATED_AT = 2**63 - 1
 MIN_CHUNK_SIZE = 1 * KiB
 MAX_CHUNK_SIZE = 1 * MiB
@@ -63,7 +63,7 @@ DEFAULT_CHUNK_SIZE = 64 * KiB
 
 ID_BYTES = 16
 KEY_BYTES = 32
-HASH_BYTES = 32
+HASH_BYTES = fields.HASH_BYTES
 CONTENT_KEY_BYTES = sodium.crypto_secretstream_xchacha20poly1305_KEYBYTES  # 32
 WRAPPED_KEY_BYTES = 32 + 16 + CONTENT_KEY_BYTES  # sealed box: ephemeral key, MAC, content key
 RANDOMNESS_BYTES = 32
@@ -100,7 +100,7 @@ class Limits:
                 raise ValueError(f"Limits.{name} must be a positive int")
 
 
-DocChanges = tuple[tuple[str, tuple[SignedChange, ...]], ...]
+DocChanges = fields.DocChanges
 Hashes = Mapping[str, tuple[bytes, ...]]
 
 
@@ -279,12 +279,8 @@ def _wrap_key(content_key: bytes, recipient: bytes, seed: bytes) -> bytes:
 def _encrypt_stream(
     key: bytes, stream_header: bytes, plaintext: bytes, chunk_size: int, ad: bytes, tags: Sequence[int] | None = None
 ) -> bytes:
-    """A libsodium secretstream with a chosen header. init_push would draw the header from
-    randombytes; init_pull computes the very same state from a given header (both run
-    HChaCha20(key, header[0:16]), reset the counter and copy header[16:24]), so a state set up by
-    init_pull and then used to push writes the stream init_push would have written."""
-    state = sodium.crypto_secretstream_xchacha20poly1305_state()
-    sodium.crypto_secretstream_xchacha20poly1305_init_pull(state, stream_header, key)
+    """A libsodium secretstream with a chosen header (see `crypto.secretstream_push_state`)."""
+    state = crypto.secretstream_push_state(key, stream_header)
     pieces = [plaintext[i : i + chunk_size] for i in range(0, len(plaintext), chunk_size)]
     if tags is None:
         tags = [TAG_MESSAGE] * (len(pieces) - 1) + [TAG_FINAL]
@@ -408,7 +404,7 @@ def _parse(data: Buffer, max_bundle_bytes: int) -> _Parsed:
     if size > expected:
         raise Malformed(f"bundle has {size - expected:,} trailing bytes after its signature")
     raw = bytes(view[PREFIX_BYTES : PREFIX_BYTES + header_length])
-    header, wrapped = _header_from_wire(_strict_decode(raw, "bundle header", MAX_HEADER_ITEMS), raw, ciphertext_length)
+    header, wrapped = _header_from_wire(fields.strict_decode(raw, "bundle header", MAX_HEADER_ITEMS), raw, ciphertext_length)
     return _Parsed(header, wrapped, view, ciphertext_start)
 
 
@@ -462,90 +458,44 @@ def _decrypt_stream(ciphertext: memoryview, key: bytes, chunk_size: int, ad: byt
 
 
 def _decode_payload(plaintext: bytearray, limits: Limits) -> BundleContent:
-    return _content_from_wire(_strict_decode(plaintext, "bundle payload", limits.max_items), limits)
+    return _content_from_wire(fields.strict_decode(plaintext, "bundle payload", limits.max_items), limits)
 
 
-# --- CBOR: structure scan, strict decode, field checks ------------------------------------
-
-
-def _strict_decode(raw: Buffer, what: str, max_items: int) -> Any:
-    try:
-        return cbor.decode(raw, what, max_items=max_items)
-    except cbor.CborTooLarge as exc:
-        raise TooLarge(_one_line(str(exc))) from exc
-    except InvalidInput as exc:
-        raise Malformed(_one_line(str(exc)) or f"{what}: malformed CBOR") from exc
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())[:300]
-
-
-def _is_int(value: Any) -> bool:
-    return type(value) is int  # not bool
-
-
-def _need(condition: bool, message: str) -> None:
-    if not condition:
-        raise Malformed(message)
-
-
-def _fixed_bytes(value: Any, size: int, what: str) -> bytes:
-    _need(isinstance(value, bytes) and len(value) == size, f"{what} must be {size} bytes")
-    return bytes(value)
-
-
-def _doc_id(value: Any, what: str) -> str:
-    _need(isinstance(value, str), f"{what}: a document id is not a text string")
-    try:
-        size = len(value.encode("utf-8"))
-    except UnicodeEncodeError:
-        size = 0
-    _need(0 < size <= MAX_DOC_ID_BYTES, f"{what}: a document id is empty, not UTF-8 or over {MAX_DOC_ID_BYTES} bytes")
-    return str(value)
-
-
-def _sorted_hashes(value: Any, what: str) -> tuple[bytes, ...]:
-    _need(isinstance(value, list), f"{what}: hashes are not a list")
-    for item in value:
-        _fixed_bytes(item, HASH_BYTES, f"{what}: a hash")
-    _need(all(a < b for a, b in pairwise(value)), f"{what}: hashes are not sorted ascending without duplicates")
-    return tuple(value)
-
-
-def _heads(value: Any, what: str) -> dict[str, tuple[bytes, ...]]:
-    _need(isinstance(value, dict), f"{what} is not a map")
-    return {_doc_id(doc, what): _sorted_hashes(hashes, f"{what} of {doc!r}") for doc, hashes in value.items()}
+# --- header and payload fields (the checks, shared with sync/wire.py, are in sync/fields.py) --
 
 
 def _header_from_wire(obj: Any, raw: bytes, ciphertext_length: int) -> tuple[BundleHeader, dict[bytes, bytes]]:
-    _need(isinstance(obj, dict), "bundle header is not a CBOR map")
-    _need(set(obj) == HEADER_FIELDS, f"bundle header must have exactly the fields {sorted(HEADER_FIELDS)}")
-    _need(_is_int(obj["v"]) and obj["v"] == FORMAT_VERSION, f"bundle header field v must be {FORMAT_VERSION}, as the version byte says")
+    fields.need(isinstance(obj, dict), "bundle header is not a CBOR map")
+    fields.need(set(obj) == HEADER_FIELDS, f"bundle header must have exactly the fields {sorted(HEADER_FIELDS)}")
+    fields.need(
+        fields.is_int(obj["v"]) and obj["v"] == FORMAT_VERSION, f"bundle header field v must be {FORMAT_VERSION}, as the version byte says"
+    )
     created_at = obj["created_at"]
-    _need(_is_int(created_at) and 0 <= created_at <= MAX_CREATED_AT, "bundle header field created_at must be an int in 0..2^63-1")
+    fields.need(
+        fields.is_int(created_at) and 0 <= created_at <= MAX_CREATED_AT, "bundle header field created_at must be an int in 0..2^63-1"
+    )
     chunk_size = obj["chunk_size"]
-    _need(
-        _is_int(chunk_size) and MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE,
+    fields.need(
+        fields.is_int(chunk_size) and MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE,
         f"bundle header field chunk_size must be an int in {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE}",
     )
     recipients = obj["recipients"]
-    _need(isinstance(recipients, list) and len(recipients) > 0, "bundle header lists no recipients")
+    fields.need(isinstance(recipients, list) and len(recipients) > 0, "bundle header lists no recipients")
     if len(recipients) > MAX_RECIPIENTS:
         raise TooLarge(f"bundle header lists {len(recipients):,} recipients; the limit is {MAX_RECIPIENTS}")
     wrapped: dict[bytes, bytes] = {}
     for entry in recipients:
-        _need(isinstance(entry, list) and len(entry) == 2, "a bundle recipient is not [node key, wrapped key]")
-        node = _fixed_bytes(entry[0], KEY_BYTES, "a recipient's node key")
-        wrapped[node] = _fixed_bytes(entry[1], WRAPPED_KEY_BYTES, "a recipient's wrapped content key")
+        fields.need(isinstance(entry, list) and len(entry) == 2, "a bundle recipient is not [node key, wrapped key]")
+        node = fields.fixed_bytes(entry[0], KEY_BYTES, "a recipient's node key")
+        wrapped[node] = fields.fixed_bytes(entry[1], WRAPPED_KEY_BYTES, "a recipient's wrapped content key")
     keys = [entry[0] for entry in recipients]
-    _need(all(a < b for a, b in pairwise(keys)), "bundle recipients are not sorted by node key without duplicates")
+    fields.need(all(a < b for a, b in pairwise(keys)), "bundle recipients are not sorted by node key without duplicates")
     header = BundleHeader(
-        id=_fixed_bytes(obj["id"], ID_BYTES, "bundle id"),
-        workspace=_fixed_bytes(obj["workspace"], KEY_BYTES, "bundle workspace key"),
-        sender=_fixed_bytes(obj["sender"], KEY_BYTES, "bundle sender key"),
+        id=fields.fixed_bytes(obj["id"], ID_BYTES, "bundle id"),
+        workspace=fields.fixed_bytes(obj["workspace"], KEY_BYTES, "bundle workspace key"),
+        sender=fields.fixed_bytes(obj["sender"], KEY_BYTES, "bundle sender key"),
         created_at=created_at,
-        heads=_heads(obj["heads"], "bundle heads"),
+        heads=fields.heads(obj["heads"], "bundle heads"),
         recipients=tuple(keys),
         chunk_size=chunk_size,
         raw=raw,
@@ -555,59 +505,17 @@ def _header_from_wire(obj: Any, raw: bytes, ciphertext_length: int) -> tuple[Bun
 
 
 def _content_from_wire(obj: Any, limits: Limits) -> BundleContent:
-    _need(isinstance(obj, dict), "bundle payload is not a CBOR map")
-    _need(set(obj) == PAYLOAD_FIELDS, f"bundle payload must have exactly the fields {sorted(PAYLOAD_FIELDS)}")
+    fields.need(isinstance(obj, dict), "bundle payload is not a CBOR map")
+    fields.need(set(obj) == PAYLOAD_FIELDS, f"bundle payload must have exactly the fields {sorted(PAYLOAD_FIELDS)}")
 
-    def section(name: str) -> DocChanges:
-        value = obj[name]
-        _need(isinstance(value, list), f"payload {name} is not a list")
-        seen: set[str] = set()
-        out = []
-        for group in value:
-            _need(isinstance(group, list) and len(group) == 2, f"payload {name}: an entry is not [document id, changes]")
-            doc_id = _doc_id(group[0], f"payload {name}")
-            _need(doc_id not in seen, f"payload {name}: document {doc_id!r} appears twice")
-            seen.add(doc_id)
-            _need(isinstance(group[1], list), f"payload {name} of {doc_id!r}: changes are not a list")
-            changes: list[SignedChange] = []
-            append = changes.append
-            for entry in group[1]:  # hot: one iteration per change
-                if type(entry) is not list or len(entry) != 2:
-                    raise Malformed(f"payload {name} of {doc_id!r}: a change is not [bytes, signature or null]")
-                data, signature = entry
-                if type(data) is not bytes or not data:
-                    raise Malformed(f"payload {name} of {doc_id!r}: a change is not non-empty bytes")
-                if len(data) > MAX_CHANGE_BYTES:
-                    raise TooLarge(f"payload {name} of {doc_id!r}: a change of {len(data):,} bytes exceeds {MAX_CHANGE_BYTES:,}")
-                if signature is not None and (type(signature) is not bytes or len(signature) != SIGNATURE_BYTES):
-                    raise Malformed(f"payload {name} of {doc_id!r}: a signature is neither {SIGNATURE_BYTES} bytes nor null")
-                append(SignedChange(data, signature))
-            out.append((doc_id, tuple(changes)))
-        return tuple(out)
-
-    directory = section("directory")
-    changes = section("changes")
-
-    blobs_wire = obj["blobs"]
-    _need(isinstance(blobs_wire, list), "payload blobs is not a list")
-    blobs = []
-    seen_blobs: set[bytes] = set()
-    for entry in blobs_wire:
-        _need(isinstance(entry, list) and len(entry) == 2, "payload blobs: an entry is not [sha256, data]")
-        digest = _fixed_bytes(entry[0], HASH_BYTES, "payload blobs: a blob key")
-        data = entry[1]
-        _need(isinstance(data, bytes), "payload blobs: blob data is not bytes")
-        if len(data) > limits.max_blob_bytes:
-            raise TooLarge(f"payload blob {digest.hex()[:12]} is {len(data):,} bytes; the limit is {limits.max_blob_bytes:,}")
-        _need(digest not in seen_blobs, f"payload blob {digest.hex()[:12]} appears twice")
-        seen_blobs.add(digest)
-        _need(crypto.sha256(data) == digest, f"payload blob {digest.hex()[:12]}: data does not hash to its key")
-        blobs.append((digest, data))
+    directory = fields.doc_changes(obj["directory"], "payload directory")
+    changes = fields.doc_changes(obj["changes"], "payload changes")
+    blobs = fields.blob_entries(obj["blobs"], "payload", limits.max_blob_bytes)
 
     acks_wire = obj["acks"]
-    _need(isinstance(acks_wire, dict), "payload acks is not a map")
+    fields.need(isinstance(acks_wire, dict), "payload acks is not a map")
     acks: dict[bytes, Hashes] = {}
     for peer, docs in acks_wire.items():
-        _need(isinstance(peer, str) and _HEX_KEY.fullmatch(peer) is not None, "payload acks: a peer is not 64 lowercase hex digits")
-        acks[bytes.fromhex(peer)] = _heads(docs, f"payload acks for {peer[:12]}")
-    return BundleContent(directory=directory, changes=changes, blobs=tuple(blobs), acks=acks)
+        fields.need(isinstance(peer, str) and _HEX_KEY.fullmatch(peer) is not None, "payload acks: a peer is not 64 lowercase hex digits")
+        acks[bytes.fromhex(peer)] = fields.heads(docs, f"payload acks for {peer[:12]}")
+    return BundleContent(directory=directory, changes=changes, blobs=blobs, acks=acks)

@@ -1,4 +1,5 @@
-"""The root exception of the sync package and the distinct outcomes of opening a bundle.
+"""The root exception of the sync package, the distinct outcomes of opening a bundle, and the
+ways a LAN session fails.
 
 Every exception's message is one line meant for the user (the CLI prints it as is)."""
 
@@ -49,3 +50,28 @@ class StickError(SyncError):
     """A courier stick or the quarantine folder could not be read or written as asked: missing, full,
     read-only, damaged or unplugged, or laid out in a way this node refuses (a link where a folder
     belongs, a file that changed since the scan, an unknown layout)."""
+
+
+class SessionError(SyncError):
+    """A LAN session failed or was refused; the subclass says why. The connection is closed."""
+
+
+class HandshakeFailed(SessionError):
+    """The peer's handshake does not verify: a bad signature or key, another workspace, a short message."""
+
+
+class UnsupportedProtocol(SessionError):
+    """The peer does not speak this protocol: unknown magic, version or role byte."""
+
+
+class FrameRejected(SessionError):
+    """A frame fails authentication or decryption, has a zero, short or oversized length, or follows the final frame."""
+
+
+class MessageMalformed(SessionError):
+    """A frame's plaintext is not a valid message (bad CBOR, unknown type or field, too many items)."""
+
+
+class DiscoveryError(SyncError):
+    """mDNS discovery could not start, advertise or stop as asked: no usable interface, an address
+    that cannot be bound, or another node on the LAN already advertising this node's id."""

@@ -40,6 +40,8 @@ from sync.sneakernet import pack_delta
 DEFAULT_PORT = 7373
 PART_BUDGET = 1024 * 1024  # changes and blobs per Changes message: well under the frame cap, and pipelines
 HIGH_WATER_BYTES = 4 * 1024 * 1024  # queued output beyond which the pusher waits
+ACK_WRITE_INTERVAL_S = 1.0
+RELAY_DELAY_S = 0.1  # before relaying what another peer sent: time for the peer to say it has it
 REFUSAL_AUDIT_INTERVAL_S = 60.0  # one audit entry per (address, reason) per interval
 MAX_REFUSALS_TRACKED = 1024
 
@@ -115,6 +117,8 @@ class SessionInfo:
     started_at: float
     sent_changes: int
     received_changes: int
+    bytes_sent: int  # on the wire, stream header and frames
+    bytes_received: int
 
 
 class _Refusal(Exception):
@@ -426,9 +430,9 @@ class LanService:
             if session.up:
                 self._emit(SessionDown(ids.key_id(peer), reason))
 
-    def _on_local_change(self, doc_ids: frozenset[str]) -> None:
+    def _on_local_change(self, doc_ids: frozenset[str], received_from: str | None) -> None:
         for session in self._sessions.values():
-            session.push(doc_ids)
+            session.push(doc_ids, received_from)
 
     async def _poll_store(self) -> None:
         """Picks up what other processes wrote to this node's store (a CLI post or import while
@@ -464,23 +468,43 @@ class _Session:
         self.started_at = time.time()
         self.sent_changes = 0
         self.received_changes = 0
+        self.bytes_sent = 0
+        self.bytes_received = wire.STREAM_HEADER_BYTES
         self._outbox: deque[bytes] = deque()
         self._queued_bytes = 0
         self._output = asyncio.Event()
         self._drained = asyncio.Event()
-        self._dirty: set[str] = set()
+        self._dirty: set[str] = set()  # documents whose changes the peer may lack
+        self._announce: set[str] = set()  # documents whose heads we tell the peer
         self._full_resync = False
         self._wake = asyncio.Event()
-        self._sent_heads: dict[str, tuple[bytes, ...]] = {}  # what we sent beyond the peer's last acknowledgement
+        self._peer_has: dict[str, tuple[bytes, ...]] = {}  # the peer's heads as far as this session knows
+        self._acks: dict[str, tuple[bytes, ...]] = {}  # acknowledged, not yet written
+        self._ack_writer: asyncio.Task[None] | None = None
         self._closed = False
         self._tasks: list[asyncio.Task[Any]] = []
 
     def info(self) -> SessionInfo:
-        return SessionInfo(self.peer_id, self.address, self.port, self.initiator, self.started_at, self.sent_changes, self.received_changes)
+        return SessionInfo(
+            self.peer_id, self.address, self.port, self.initiator, self.started_at, self.sent_changes, self.received_changes, self.bytes_sent, self.bytes_received
+        )
 
-    def push(self, doc_ids: frozenset[str]) -> None:
-        self._dirty |= doc_ids
+    def push(self, doc_ids: frozenset[str], received_from: str | None) -> None:
+        """Documents that gained changes: ours are pushed at once; what we received is announced
+        (our new heads, which also acknowledge it to its sender) and relayed after a moment to a
+        peer that still lacks it - by then the peer has usually told us it got it elsewhere."""
+        if received_from is None:
+            self._dirty |= doc_ids
+        else:
+            self._announce |= doc_ids
+            if received_from != self.peer_id:
+                asyncio.get_running_loop().call_later(RELAY_DELAY_S, self._relay, doc_ids)
         self._wake.set()
+
+    def _relay(self, doc_ids: frozenset[str]) -> None:
+        if not self._closed:
+            self._dirty |= doc_ids
+            self._wake.set()
 
     async def run(self) -> str:
         config = self.service.config
@@ -496,8 +520,9 @@ class _Session:
             self._tasks += [asyncio.create_task(self._pusher()), asyncio.create_task(self._pinger())]
             while True:
                 async with asyncio.timeout(config.idle_timeout_s):
-                    size = opener.length(await self.reader.readexactly(4))
+                    size = opener.length(await self.reader.readexactly(wire.LENGTH_BYTES))
                     plaintext, final = opener.open(await self.reader.readexactly(size))
+                self.bytes_received += wire.LENGTH_BYTES + size
                 if final:
                     return "the peer closed the session"
                 ended = await self._handle(wire.decode_message(plaintext))
@@ -535,6 +560,9 @@ class _Session:
                         self._drained.clear()
         for task in self._tasks[:1]:
             task.cancel()
+        if self._ack_writer is not None:
+            self._ack_writer.cancel()
+        await self._write_acks(0)
         self.writer.close()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(1):
@@ -569,6 +597,7 @@ class _Session:
                     self.writer.write(frame)
                     await self.writer.drain()
                     self._queued_bytes -= len(frame)
+                    self.bytes_sent += len(frame)
                     self._drained.set()
         except (ConnectionError, OSError):
             self.writer.close()  # the reader sees the end and ends the session
@@ -577,11 +606,20 @@ class _Session:
 
     async def _handle(self, message: wire.Message) -> str | None:
         if isinstance(message, wire.Heads):
-            await self.node.record_peer_heads(self.peer, message.heads)
             if message.complete:
+                self._acks.clear()
+                self._peer_has = dict(message.heads)
+                await self.node.record_peer_heads(self.peer, message.heads)
                 await self.node.note_lan_sync(self.peer, self.address, self.port)
                 self._full_resync = True
                 self._wake.set()
+            else:
+                # Acknowledgements are kept for later deltas (a bundle to this peer), not for
+                # this session, which knows what it sent: written at most once per interval.
+                self._acks.update(message.heads)
+                self._peer_has.update(message.heads)
+                if self._ack_writer is None or self._ack_writer.done():
+                    self._ack_writer = asyncio.create_task(self._write_acks(ACK_WRITE_INTERVAL_S))
         elif isinstance(message, wire.Changes):
             await self._import(message)
         elif isinstance(message, wire.Ping):
@@ -602,30 +640,49 @@ class _Session:
         except ChangeRejected as exc:
             raise SessionError(f"{self.peer_id} sent changes this node rejects: {exc}") from exc
         self.received_changes += summary.changes
-        self._send(wire.Heads({doc_id: tuple(sorted(await self.node.document_heads(doc_id))) for doc_id, _ in message.docs}, complete=False))
+        self._peer_has.update(message.heads)
+        for doc_id in self._acks.keys() & message.heads.keys():
+            self._acks[doc_id] = message.heads[doc_id]  # a pending acknowledgement must not overwrite newer heads
+        # Acknowledge every document of the message, also those that brought nothing new (we had
+        # them from another peer), so the sender learns what we hold.
+        self._announce |= {doc_id for doc_id, _ in message.docs}
+        self._wake.set()
         if summary.changes or summary.blobs:
             self.service._emit(Received(self.peer_id, summary.changes, sum(c.new_messages for c in summary.channels), tuple(c.channel_id for c in summary.channels)))
+
+    async def _write_acks(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        acks, self._acks = self._acks, {}
+        if acks:
+            with contextlib.suppress(RallypointError):
+                await self.node.record_peer_heads(self.peer, acks)
 
     # --- pushing what the peer lacks ------------------------------------------------
 
     async def _pusher(self) -> None:
         """Sends what the peer lacks: everything after it sent its complete heads, then the
-        new changes of the documents local changes and imports touched."""
+        new changes of the documents that local writes and imports touched."""
         try:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
                 if self._full_resync:
-                    self._full_resync, self._dirty, self._sent_heads = False, set(), {}
-                    delta = await self.node.delta_for([self.peer])
-                else:
-                    docs, self._dirty = self._dirty, set()
-                    delta = await self.node.delta_for([self.peer], only=docs, also_held=self._sent_heads)
-                await self._send_delta(delta)
+                    self._full_resync, self._dirty = False, set()
+                    await self._send_delta(await self.node.delta_for([self.peer]))
+                if self._announce:
+                    docs, self._announce = sorted(self._announce), set()
+                    self._send(wire.Heads({doc_id: await self._our_heads(doc_id) for doc_id in docs}, complete=False))
+                docs, self._dirty = self._dirty, set()
+                lacking = [doc_id for doc_id in sorted(docs) if not set(await self._our_heads(doc_id)) <= set(self._peer_has.get(doc_id, ()))]
+                if lacking:
+                    await self._send_delta(await self.node.delta_for([self.peer], only=lacking, also_held=self._peer_has))
         except SessionError as exc:
             await self.close(str(exc))
         except (NodeLocked, ConnectionError, OSError):
             await self.close(None)
+
+    async def _our_heads(self, doc_id: str) -> tuple[bytes, ...]:
+        return tuple(sorted(await self.node.document_heads(doc_id)))
 
     async def _send_delta(self, delta: Delta) -> None:
         if not delta.documents and not delta.blobs:
@@ -638,7 +695,7 @@ class _Session:
             part_heads = {doc_id: tuple(sorted(delta.heads.get(doc_id, ()))) for doc_id, _ in documents}
             await self._send_bulk(wire.Changes(documents, blobs, part_heads))
             self.sent_changes += sum(len(c) for _, c in documents)
-            self._sent_heads.update(part_heads)
+            self._peer_has.update(part_heads)
         if delta.blobs:
             await self.node.note_sent([self.peer], [(digest, doc_id) for digest, doc_id, _ in delta.blobs], delta.heads)
 

@@ -138,8 +138,14 @@ def test_three_serve_processes_on_loopback_discover_each_other_and_converge(work
         wait_converged([alpha, bravo, charlie], expected | {"live from bravo", "live from charlie"}, timeout=15)
         assert "the other workspace" not in texts(alpha) and texts(stranger) == ["the other workspace"]
         assert not any(e["event"] == "SessionUp" and e["node_id"] == ids[3] for n in nodes[:3] for e in n.events)
-        # `peers` lists the other workspace's node, untrusted, and the workspace's nodes as synced.
-        listed = {p["node_id"]: p for p in json.loads(run_cli(alpha, "peers", "--json").stdout)}
+        # `peers` lists the other workspace's node, untrusted, and the workspace's nodes as synced
+        # (acknowledgements are written within a second or so).
+        deadline = time.monotonic() + 10
+        while True:
+            listed = {p["node_id"]: p for p in json.loads(run_cli(alpha, "peers", "--json").stdout)}
+            if listed[ids[1]]["behind"] == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert listed[ids[3]]["trust"] == "other workspace" and not listed[ids[3]]["trusted"]
         assert listed[ids[1]]["trusted"] and listed[ids[1]]["last_sync"] and listed[ids[1]]["behind"] == 0
         assert [n.stop() for n in nodes] == [0, 0, 0, 0]  # SIGTERM stops cleanly

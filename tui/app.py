@@ -516,12 +516,12 @@ class MainScreen(Screen[None]):
     def on_unmount(self) -> None:
         self.node.remove_listener(self.node_changed)
 
-    def node_changed(self, doc_ids: frozenset[str]) -> None:
+    def node_changed(self, doc_ids: frozenset[str], received_from: str | None) -> None:
         """Changes stored by anyone in this process (LAN sync included) reload the view."""
         self.post_message(StoreChanged())
 
     @on(StoreChanged)
-    def store_changed(self) -> None:
+    def store_changed(self, _: StoreChanged) -> None:
         self.reload()
 
     # --- loading ---

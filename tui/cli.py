@@ -13,6 +13,7 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -523,7 +524,7 @@ async def cmd_serve(args: argparse.Namespace) -> None:
     """Runs the node headless until SIGTERM or SIGINT: LAN discovery and sync, one line per event."""
 
     def report(event: lan.LanEvent) -> None:
-        emit(args, {"event": type(event).__name__, **_event_json(event)}, _event_text(event))
+        emit(args, {"event": type(event).__name__, "at": time.time(), **_event_json(event)}, _event_text(event))
         sys.stdout.flush()
 
     async def run(node: Node) -> None:

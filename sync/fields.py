@@ -1,0 +1,121 @@
+"""Field checks shared by the codecs that decode strict CBOR sent by another node: the bundle
+payload and header (sync/bundle.py) and the LAN session messages (sync/wire.py).
+
+Each check returns the value in its checked form or raises the bundle codec's `Malformed` (bytes
+that break the format) or `TooLarge` (a size or count over a limit). The bundle codec lets them
+through as its own outcomes; the LAN codec translates them at its boundary."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from typing import Any
+
+from appliance import cbor, crypto
+from appliance.changes import MAX_CHANGE_BYTES, SignedChange
+from appliance.errors import InvalidInput
+from sync.errors import Malformed, TooLarge
+
+MAX_DOC_ID_BYTES = 256
+HASH_BYTES = 32
+SIGNATURE_BYTES = 64
+
+DocChanges = tuple[tuple[str, tuple[SignedChange, ...]], ...]
+Blobs = tuple[tuple[bytes, bytes], ...]
+
+
+def strict_decode(raw: cbor.Buffer, what: str, max_items: int) -> Any:
+    try:
+        return cbor.decode(raw, what, max_items=max_items)
+    except cbor.CborTooLarge as exc:
+        raise TooLarge(one_line(str(exc))) from exc
+    except InvalidInput as exc:
+        raise Malformed(one_line(str(exc)) or f"{what}: malformed CBOR") from exc
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())[:300]
+
+
+def is_int(value: Any) -> bool:
+    return type(value) is int  # not bool
+
+
+def need(condition: bool, message: str) -> None:
+    if not condition:
+        raise Malformed(message)
+
+
+def fixed_bytes(value: Any, size: int, what: str) -> bytes:
+    need(isinstance(value, bytes) and len(value) == size, f"{what} must be {size} bytes")
+    return bytes(value)
+
+
+def doc_id(value: Any, what: str) -> str:
+    need(isinstance(value, str), f"{what}: a document id is not a text string")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        size = 0
+    need(0 < size <= MAX_DOC_ID_BYTES, f"{what}: a document id is empty, not UTF-8 or over {MAX_DOC_ID_BYTES} bytes")
+    return str(value)
+
+
+def sorted_hashes(value: Any, what: str) -> tuple[bytes, ...]:
+    need(isinstance(value, list), f"{what}: hashes are not a list")
+    for item in value:
+        fixed_bytes(item, HASH_BYTES, f"{what}: a hash")
+    need(all(a < b for a, b in pairwise(value)), f"{what}: hashes are not sorted ascending without duplicates")
+    return tuple(value)
+
+
+def heads(value: Any, what: str) -> dict[str, tuple[bytes, ...]]:
+    need(isinstance(value, dict), f"{what} is not a map")
+    return {doc_id(doc, what): sorted_hashes(hashes, f"{what} of {doc!r}") for doc, hashes in value.items()}
+
+
+def doc_changes(value: Any, what: str) -> DocChanges:
+    """An array of `[document id, [[change bytes, signature or null], ...]]`, each document once,
+    order kept."""
+    need(isinstance(value, list), f"{what} is not a list")
+    seen: set[str] = set()
+    out = []
+    for group in value:
+        need(isinstance(group, list) and len(group) == 2, f"{what}: an entry is not [document id, changes]")
+        doc = doc_id(group[0], what)
+        need(doc not in seen, f"{what}: document {doc!r} appears twice")
+        seen.add(doc)
+        need(isinstance(group[1], list), f"{what} of {doc!r}: changes are not a list")
+        changes: list[SignedChange] = []
+        append = changes.append
+        for entry in group[1]:  # hot: one iteration per change
+            if type(entry) is not list or len(entry) != 2:
+                raise Malformed(f"{what} of {doc!r}: a change is not [bytes, signature or null]")
+            data, signature = entry
+            if type(data) is not bytes or not data:
+                raise Malformed(f"{what} of {doc!r}: a change is not non-empty bytes")
+            if len(data) > MAX_CHANGE_BYTES:
+                raise TooLarge(f"{what} of {doc!r}: a change of {len(data):,} bytes exceeds {MAX_CHANGE_BYTES:,}")
+            if signature is not None and (type(signature) is not bytes or len(signature) != SIGNATURE_BYTES):
+                raise Malformed(f"{what} of {doc!r}: a signature is neither {SIGNATURE_BYTES} bytes nor null")
+            append(SignedChange(data, signature))
+        out.append((doc, tuple(changes)))
+    return tuple(out)
+
+
+def blob_entries(value: Any, what: str, max_blob_bytes: int) -> Blobs:
+    """An array of `[sha256, data]`, each hash once, every blob's data hashing to its key."""
+    need(isinstance(value, list), f"{what} blobs is not a list")
+    out = []
+    seen: set[bytes] = set()
+    for entry in value:
+        need(isinstance(entry, list) and len(entry) == 2, f"{what} blobs: an entry is not [sha256, data]")
+        digest = fixed_bytes(entry[0], HASH_BYTES, f"{what} blobs: a blob key")
+        data = entry[1]
+        need(isinstance(data, bytes), f"{what} blobs: blob data is not bytes")
+        if len(data) > max_blob_bytes:
+            raise TooLarge(f"{what} blob {digest.hex()[:12]} is {len(data):,} bytes; the limit is {max_blob_bytes:,}")
+        need(digest not in seen, f"{what} blob {digest.hex()[:12]} appears twice")
+        seen.add(digest)
+        need(crypto.sha256(data) == digest, f"{what} blob {digest.hex()[:12]}: data does not hash to its key")
+        out.append((digest, data))
+    return tuple(out)
