@@ -25,7 +25,7 @@ import random
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from appliance import crypto, ids
@@ -41,6 +41,7 @@ DEFAULT_PORT = 7373
 PART_BUDGET = 1024 * 1024  # changes and blobs per Changes message: well under the frame cap, and pipelines
 HIGH_WATER_BYTES = 4 * 1024 * 1024  # queued output beyond which the pusher waits
 ACK_WRITE_INTERVAL_S = 1.0
+BLOB_PART_BYTES = 512 * 1024  # blobs larger than this go in pieces of this size, after the changes
 RELAY_DELAY_S = 0.1  # before relaying what another peer sent: time for the peer to say it has it
 REFUSAL_AUDIT_INTERVAL_S = 60.0  # one audit entry per (address, reason) per interval
 MAX_REFUSALS_TRACKED = 1024
@@ -480,6 +481,7 @@ class _Session:
         self._wake = asyncio.Event()
         self._peer_has: dict[str, tuple[bytes, ...]] = {}  # the peer's heads as far as this session knows
         self._acks: dict[str, tuple[bytes, ...]] = {}  # acknowledged, not yet written
+        self._blob: tuple[bytes, int, bytearray] | None = None  # a large blob being received
         self._ack_writer: asyncio.Task[None] | None = None
         self._closed = False
         self._tasks: list[asyncio.Task[Any]] = []
@@ -622,6 +624,8 @@ class _Session:
                     self._ack_writer = asyncio.create_task(self._write_acks(ACK_WRITE_INTERVAL_S))
         elif isinstance(message, wire.Changes):
             await self._import(message)
+        elif isinstance(message, wire.BlobPart):
+            await self._receive_blob_part(message)
         elif isinstance(message, wire.Ping):
             self._send(wire.Pong(message.nonce))
         elif isinstance(message, wire.Bye):
@@ -657,6 +661,28 @@ class _Session:
             with contextlib.suppress(RallypointError):
                 await self.node.record_peer_heads(self.peer, acks)
 
+    async def _receive_blob_part(self, part: wire.BlobPart) -> None:
+        """Collects a large blob's pieces, in order, up to this node's attachment limit; stores
+        it through the import path once whole and matching its hash."""
+        if part.offset == 0:
+            if part.size > self.node.max_blob_bytes:
+                raise SessionError(f"{self.peer_id} sent a {part.size:,}-byte attachment; this node's limit is {self.node.max_blob_bytes:,}")
+            self._blob = (part.digest, part.size, bytearray())
+        elif self._blob is None or self._blob[:2] != (part.digest, part.size) or len(self._blob[2]) != part.offset:
+            raise SessionError(f"{self.peer_id} sent a piece of an attachment out of order")
+        digest, size, data = self._blob
+        data += part.data
+        if len(data) < size:
+            return
+        self._blob = None
+        if crypto.sha256(bytes(data)) != digest:
+            raise SessionError(f"{self.peer_id} sent an attachment that does not match its hash")
+        receipt = Receipt(source="lan", sender=self.peer, created_at=self.node.now(), sender_heads={})
+        try:
+            await self.node.import_batches([], blobs=[(digest, bytes(data))], received_from=self.peer_id, receipt=receipt)
+        except ChangeRejected as exc:
+            raise SessionError(f"{self.peer_id} sent an attachment this node rejects: {exc}") from exc
+
     # --- pushing what the peer lacks ------------------------------------------------
 
     async def _pusher(self) -> None:
@@ -685,10 +711,12 @@ class _Session:
         return tuple(sorted(await self.node.document_heads(doc_id)))
 
     async def _send_delta(self, delta: Delta) -> None:
+        """Changes in parts under the frame cap, small blobs with them, large ones in pieces."""
         if not delta.documents and not delta.blobs:
             return
+        large = [(digest, data) for digest, _, data in delta.blobs if len(data) > BLOB_PART_BYTES]
         try:
-            parts = pack_delta(delta, PART_BUDGET)
+            parts = pack_delta(replace(delta, blobs=tuple(b for b in delta.blobs if len(b[2]) <= BLOB_PART_BYTES)), PART_BUDGET)
         except InvalidInput as exc:
             raise SessionError(str(exc)) from exc
         for documents, blobs in parts:
@@ -696,6 +724,9 @@ class _Session:
             await self._send_bulk(wire.Changes(documents, blobs, part_heads))
             self.sent_changes += sum(len(c) for _, c in documents)
             self._peer_has.update(part_heads)
+        for digest, data in large:
+            for offset in range(0, len(data), BLOB_PART_BYTES):
+                await self._send_bulk(wire.BlobPart(digest, len(data), offset, data[offset : offset + BLOB_PART_BYTES]))
         if delta.blobs:
             await self.node.note_sent([self.peer], [(digest, doc_id) for digest, doc_id, _ in delta.blobs], delta.heads)
 

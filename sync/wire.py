@@ -404,7 +404,19 @@ class Bye:
     reason: str  # at most 300 characters; shown to operators as plain text
 
 
-Message = Heads | Changes | Ping | Pong | Bye
+@dataclass(frozen=True)
+class BlobPart:
+    """A piece of a blob too large for one Changes message, sent in order: `offset` is where
+    `data` starts in the blob of `size` bytes whose SHA-256 is `digest`. The receiver checks the
+    size against its own attachment limit before keeping anything, and the digest at the end."""
+
+    digest: bytes
+    size: int
+    offset: int
+    data: bytes
+
+
+Message = Heads | Changes | BlobPart | Ping | Pong | Bye
 
 _FIELDS: dict[str, frozenset[str]] = {
     "heads": frozenset({"t", "heads", "complete"}),
@@ -412,7 +424,9 @@ _FIELDS: dict[str, frozenset[str]] = {
     "ping": frozenset({"t", "nonce"}),
     "pong": frozenset({"t", "nonce"}),
     "bye": frozenset({"t", "reason"}),
+    "blob": frozenset({"t", "digest", "size", "offset", "data"}),
 }
+MAX_BLOB_SIZE = 2**40  # a sanity bound on the declared size; the receiver's attachment limit is far lower
 
 
 def _normal_heads(heads: Mapping[str, Collection[bytes]]) -> dict[str, tuple[bytes, ...]]:
@@ -463,6 +477,8 @@ def _to_wire(message: Message) -> dict[str, Any]:
                         raise TypeError(f"Changes: {doc_id!r} holds {type(change).__name__}, not SignedChange")
                 wire_docs.append([doc_id, [[change.data, change.signature] for change in changes]])
             return {"t": "changes", "docs": wire_docs, "blobs": [[digest, data] for digest, data in blobs], "heads": _heads_to_wire(heads)}
+        case BlobPart(digest=digest, size=size, offset=offset, data=data):
+            return {"t": "blob", "digest": digest, "size": size, "offset": offset, "data": data}
         case Ping(nonce=nonce):
             return {"t": "ping", "nonce": nonce}
         case Pong(nonce=nonce):
@@ -493,6 +509,12 @@ def _from_wire(obj: Any) -> Message:
         heads = fields.heads(obj["heads"], "changes message heads")
         fields.need(set(heads) == {doc_id for doc_id, _ in docs}, "a changes message must give heads for exactly the documents it carries")
         return Changes(docs, blobs, heads)
+    if kind == "blob":
+        size, offset, data = obj["size"], obj["offset"], obj["data"]
+        fields.need(fields.is_int(size) and 0 < size <= MAX_BLOB_SIZE, "blob message size must be an int in 1..2^40")
+        fields.need(isinstance(data, bytes) and len(data) > 0, "blob message data must be non-empty bytes")
+        fields.need(fields.is_int(offset) and 0 <= offset and offset + len(data) <= size, "blob message offset and data must lie within its size")
+        return BlobPart(fields.fixed_bytes(obj["digest"], HASH_BYTES, "blob message digest"), size, offset, bytes(data))
     if kind == "bye":
         reason = obj["reason"]
         fields.need(

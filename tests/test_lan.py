@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,7 +16,8 @@ from pathlib import Path
 import nacl.signing
 import pytest
 
-from appliance.node import Node
+from appliance.errors import NotFound
+from appliance.node import Attachment, Node
 from sync import wire
 from sync.lan import LanConfig, LanEvent, LanService, SessionDown, SessionUp
 from tests.conftest import PASSPHRASE, make_workspace
@@ -82,6 +84,38 @@ async def test_two_nodes_sync_everything_then_push_live_both_ways(tmp_path: Path
         assert (await alpha.delta_for([bravo.node_key])).change_count == 0
         peers = {p.node_id: p for p in await alpha.peer_overview()}
         assert peers[bravo.node_id].trust == "trusted" and peers[bravo.node_id].last_sync is not None
+
+
+async def test_attachments_small_and_larger_than_a_frame_travel_once(tmp_path: Path) -> None:
+    alpha, bravo = await make_workspace(tmp_path, "bravo")
+    async with alpha, bravo:
+        await alpha.create_channel("general")
+        small, large = os.urandom(3_000), os.urandom(9 * 1024 * 1024 + 123)  # the large one spans frames
+        async with serving(alpha) as (a, _), serving(bravo) as (b, _):
+            b.dial("127.0.0.1", a.port)
+            await eventually(lambda: _channel_known(bravo, "general"), what="first sync")
+            await alpha.post("general", "two files", attachments=[Attachment("small.bin", small), Attachment("map.tif", large)])
+            await eventually(lambda: _contains(bravo, "two files"), what="the message")
+            message = next(m for m in await bravo.read("general", mark_read=False) if m.text == "two files")
+            hashes = {f.name: f.hash for f in message.files}
+            await eventually(lambda: _has_blob(bravo, hashes["map.tif"]), timeout=20, what="the large attachment")
+            assert await bravo.blob(hashes["small.bin"]) == small and await bravo.blob(hashes["map.tif"]) == large
+            session = a.sessions()[0]
+            assert len(large) < session.bytes_sent < len(large) + len(small) + 200_000  # each sent once
+
+
+async def test_an_attachment_over_the_receivers_limit_ends_the_session_and_stores_nothing(tmp_path: Path) -> None:
+    alpha, bravo = await make_workspace(tmp_path, "bravo")
+    async with alpha, bravo:
+        await alpha.create_channel("general")
+        bravo.max_blob_bytes = 1024 * 1024  # the node-local setting an admin of bravo would make
+        async with serving(alpha) as (a, _), serving(bravo) as (b, b_events):
+            b.dial("127.0.0.1", a.port)
+            await eventually(lambda: _channel_known(bravo, "general"), what="first sync")
+            await alpha.post("general", "too big", attachments=[Attachment("big.bin", os.urandom(2 * 1024 * 1024))])
+            await eventually(lambda: _has_event(b_events, SessionDown), what="the session ends")
+            assert "limit" in b_events.of(SessionDown)[0].reason
+            assert await bravo.blob_count() == 0
 
 
 async def test_a_post_from_another_process_on_the_same_store_propagates(tmp_path: Path) -> None:
@@ -260,6 +294,14 @@ async def _contains(node: Node, text: str) -> bool:
 
 async def _channel_known(node: Node, name: str) -> bool:
     return any(c.name == name for c in await node.list_channels())
+
+
+async def _has_blob(node: Node, digest: str) -> bool:
+    try:
+        await node.blob(digest)
+    except NotFound:
+        return False
+    return True
 
 
 async def _zero(count: Awaitable[int]) -> bool:

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from appliance import cbor, crypto
 from appliance.changes import SignedChange
 from sync import errors, wire
-from sync.wire import Bye, Changes, FrameOpener, FrameSealer, Heads, Initiator, Message, Ping, Pong, Responder, SessionKeys
+from sync.wire import BlobPart, Bye, Changes, FrameOpener, FrameSealer, Heads, Initiator, Message, Ping, Pong, Responder, SessionKeys
 
 
 def pk(key: nacl.signing.SigningKey) -> bytes:
@@ -520,10 +520,19 @@ def changes_messages(draw: st.DrawFn) -> Changes:
     )
 
 
+@st.composite
+def blob_parts(draw: st.DrawFn) -> BlobPart:
+    data = draw(st.binary(min_size=1, max_size=100))
+    offset = draw(st.integers(min_value=0, max_value=2**39))
+    size = draw(st.integers(min_value=offset + len(data), max_value=2**40))
+    return BlobPart(draw(hashes), size, offset, data)
+
+
 nonces = st.integers(min_value=0, max_value=2**64 - 1)
 messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(Heads, heads_maps, st.booleans()),
     changes_messages(),
+    blob_parts(),
     st.builds(Ping, nonces),
     st.builds(Pong, nonces),
     st.builds(Bye, st.text(text_characters, max_size=300)),
@@ -607,6 +616,11 @@ BAD_MESSAGES: dict[str, tuple[bytes, str]] = {  # name: (bytes, part of the erro
         bytes.fromhex("a2") + cbor.encode("nonce") + b"\x01" + cbor.encode("t") + cbor.encode("ping"),
         "not canonical",
     ),
+    "blob part beyond its size": (with_field(BlobPart(bytes(32), 10, 5, b"x"), "offset", 10), "within its size"),
+    "blob part empty": (with_field(BlobPart(bytes(32), 10, 0, b"x"), "data", b""), "non-empty bytes"),
+    "blob size zero": (with_field(BlobPart(bytes(32), 10, 0, b"x"), "size", 0), "size must be"),
+    "blob size over 2^40": (with_field(BlobPart(bytes(32), 10, 0, b"x"), "size", 2**40 + 1), "size must be"),
+    "blob digest short": (with_field(BlobPart(bytes(32), 10, 0, b"x"), "digest", bytes(31)), "32 bytes"),
     "trailing bytes": (wire.encode_message(Ping(1)) + b"\x00", "trailing bytes"),
     "cbor tag": (bytes.fromhex("c1") + wire.encode_message(Ping(1)), "tags"),
     "float nonce": (with_field(Ping(1), "nonce", 1.5), "float"),
