@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,9 @@ from textual.pilot import Pilot
 from textual.widgets import Input, TabbedContent
 
 from appliance.node import Node
-from tests.conftest import FAST
+from sync.lan import LanConfig, LanService
+from tests.conftest import FAST, make_workspace
+from tests.conftest import PASSPHRASE as WORKSPACE_PASSPHRASE
 from tui.app import MainScreen, MessageList, RallypointApp, SetupScreen, UnlockScreen
 
 PASSPHRASE = "correct-horse"
@@ -248,3 +251,22 @@ async def test_quitting_closes_the_node(home: Path, monkeypatch: pytest.MonkeyPa
         await main_screen(pilot)
         await pilot.press("ctrl+q")
     assert closed == [app.node]
+
+
+async def test_the_console_runs_the_lan_service_and_shows_what_peers_send(tmp_path: Path) -> None:
+    alpha, bravo = await make_workspace(tmp_path, "bravo")
+    await alpha.create_channel("general")
+    await alpha.close()
+    with socket.socket() as probe:  # a free port for the console's service
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = LanConfig(bind="127.0.0.1", port=port, discovery=False)
+    async with bravo, RallypointApp(tmp_path / "alpha", WORKSPACE_PASSPHRASE, lan=config).run_test(size=SIZE, notifications=True) as pilot:
+        await main_screen(pilot)
+        async with LanService(bravo, LanConfig(bind="127.0.0.1", port=0, discovery=False)) as service:
+            service.dial("127.0.0.1", port)
+            deadline = time.monotonic() + 10
+            while not any(c.name == "general" for c in await bravo.list_channels()) and time.monotonic() < deadline:
+                await pilot.pause(0.05)
+            await bravo.post("general", "over the LAN")
+            await until_shown(pilot, "over the LAN", timeout=10.0)

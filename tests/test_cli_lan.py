@@ -1,0 +1,67 @@
+"""The LAN commands from the command line: the IP allowlist (admins only, audited) and `peers`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from appliance import netpolicy
+from tests.conftest import make_workspace, run_cli
+
+
+def ok(result) -> str:  # type: ignore[no-untyped-def]
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def homes(tmp_path: Path) -> tuple[Path, Path]:
+    async def make() -> None:
+        alpha, bravo = await make_workspace(tmp_path, "bravo")
+        async with alpha, bravo:
+            await alpha.add_user("carol", "member")
+            await alpha.create_channel("general")
+            await alpha.post_many("general", ["one", "two", "three"])
+
+    asyncio.run(make())
+    return tmp_path / "alpha", tmp_path / "bravo"
+
+
+def test_allowlist_rules_replace_the_private_default_and_are_audited(tmp_path: Path) -> None:
+    alpha, _ = homes(tmp_path)
+    defaults = json.loads(ok(run_cli(alpha, "allow", "--list", "--json")))
+    assert {r["network"] for r in defaults} == {str(n) for n in netpolicy.DEFAULT_ALLOWED} and all(r["default"] for r in defaults)
+
+    ok(run_cli(alpha, "allow", "10.20.0.0/16"))
+    ok(run_cli(alpha, "deny", "10.20.9.0/24"))
+    rules = json.loads(ok(run_cli(alpha, "allow", "--list", "--json")))
+    assert [(r["network"], r["action"], r["default"]) for r in rules] == [("10.20.0.0/16", "allow", False), ("10.20.9.0/24", "deny", False)]
+    parsed = [netpolicy.NetworkRule(r["network"], r["action"]) for r in rules]
+    assert netpolicy.decide("10.20.1.7", parsed).allowed
+    assert not netpolicy.decide("10.20.9.7", parsed).allowed  # the longer prefix wins
+    assert not netpolicy.decide("192.168.1.5", parsed).allowed  # the default is gone once something is allowed
+
+    ok(run_cli(alpha, "allow", "--remove", "10.20.0.0/16"))
+    after = json.loads(ok(run_cli(alpha, "allow", "--list", "--json")))
+    assert any(r["default"] for r in after)  # nothing allowed any more: the private default is back
+
+    bad = run_cli(alpha, "allow", "10.20.0.1/16")
+    assert bad.returncode == 1 and "not a network in CIDR notation" in bad.stderr and bad.stderr.count("\n") == 1
+
+    refused = run_cli(alpha, "deny", "0.0.0.0/0", "--as", "carol")
+    assert refused.returncode == 1 and "admin role" in refused.stderr
+    audit = json.loads(ok(run_cli(alpha, "audit", "--json")))
+    actions = [(e["action"], e["detail"]) for e in audit]
+    assert ("network_rule", {"network": "10.20.9.0/24", "action": "deny"}) in actions
+    assert any(action == "permission_denied" and "network rule" in str(detail) for action, detail in actions)
+
+
+def test_peers_lists_the_workspace_nodes_with_trust_and_how_far_behind(tmp_path: Path) -> None:
+    alpha, bravo = homes(tmp_path)
+    listed = json.loads(ok(run_cli(alpha, "peers", "--json")))
+    (peer,) = listed
+    assert peer["name"] == "bravo-node" and peer["trust"] == "trusted" and peer["trusted"] is True
+    assert peer["last_sync"] is None and peer["address"] is None
+    assert peer["behind"] > 3  # nothing acknowledged yet: everything, directory included
+    text = ok(run_cli(alpha, "peers"))
+    assert "bravo-node" in text and "never" in text
