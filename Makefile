@@ -24,6 +24,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/store.py --quick
 	$(BIN)/python bench/sneakernet.py --quick
+	$(BIN)/python bench/lan.py --quick
 
 clean:
 	rm -rf $(VENV) build *.egg-info
