@@ -468,7 +468,6 @@ class Node:
                 await extra(conn)
 
         await self._commit_local(documents.DIRECTORY_DOC, mutate, also)
-        await self._reload_directory()
 
     async def _store_directory_entries(self, conn: AsyncConnection, entries: Iterable[tuple[str, bytes, bytes]], now: int) -> None:
         for kind, data, fingerprint in entries:
@@ -674,6 +673,8 @@ class Node:
                 raise
             self._known[doc_id].update(header.hash for header, _, _ in made)
             await self._count_for_snapshot(doc_id, len(made))
+        if doc_id == documents.DIRECTORY_DOC:
+            await self._reload_directory()  # listeners see the directory as it now is
         self._notify([doc_id])
         return [header for header, _, _ in made]
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from appliance import crypto, ids
+from appliance import crypto, documents, ids
 from appliance.errors import ChangeRejected, InvalidInput, MissingDependencies, NodeLocked, RallypointError
 from appliance.model import Delta, Receipt
 from appliance.node import Node
@@ -260,7 +260,7 @@ class LanService:
         except _Refusal as refusal:
             writer.close()
             await self._refuse(address, str(refusal), refusal.peer)
-        except (ConnectionError, OSError):
+        except (ConnectionError, OSError, RallypointError):  # RallypointError: the node locked itself (remote wipe)
             writer.close()
         finally:
             if counted:
@@ -321,7 +321,7 @@ class LanService:
             writer.close()
             await self._refuse(address, str(refusal), refusal.peer)
             raise SessionError(str(refusal)) from refusal
-        except OSError as exc:
+        except (OSError, RallypointError) as exc:
             writer.close()
             raise SessionError(f"{address}:{port}: {exc}") from exc
         await self._run_session(reader, writer, peer, keys, initiator=True, address=address, port=port)
@@ -424,6 +424,7 @@ class LanService:
         reason = "closed"
         try:
             reason = await session.run()
+            reason = session.close_reason or reason  # why we ended it, not how the socket noticed
         finally:
             if self._sessions.get(peer) is session:
                 del self._sessions[peer]
@@ -432,7 +433,12 @@ class LanService:
                 self._emit(SessionDown(ids.key_id(peer), reason))
 
     def _on_local_change(self, doc_ids: frozenset[str], received_from: str | None) -> None:
-        for session in self._sessions.values():
+        for session in list(self._sessions.values()):
+            if documents.DIRECTORY_DOC in doc_ids and self.node.trust_of(session.peer) != "trusted":
+                # A revocation just arrived: the peer gets the directory that tells it so (a
+                # revoked node wipes itself on reading it), then nothing more.
+                self._spawn(session.revoked())
+                continue
             session.push(doc_ids, received_from)
 
     async def _poll_store(self) -> None:
@@ -466,6 +472,7 @@ class _Session:
         self.sealer = wire.FrameSealer(keys.send, service._rng(wire.STREAM_HEADER_BYTES))
         self.finished = asyncio.Event()
         self.up = False
+        self.close_reason: str | None = None
         self.started_at = time.time()
         self.sent_changes = 0
         self.received_changes = 0
@@ -551,9 +558,10 @@ class _Session:
         if self._closed:
             return
         self._closed = True
+        self.close_reason = reason
         for task in self._tasks[1:]:
             task.cancel()
-        if reason is not None:
+        if reason is not None and self._tasks:  # a session that never ran has no stream to say goodbye in
             self._enqueue(self.sealer.seal(wire.encode_message(wire.Bye(reason[:wire.MAX_REASON_CHARS])), final=True), force=True)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1):
@@ -706,6 +714,14 @@ class _Session:
             await self.close(str(exc))
         except (NodeLocked, ConnectionError, OSError):
             await self.close(None)
+
+    async def revoked(self) -> None:
+        """Ends the session with a peer just revoked, after sending it the news."""
+        if self._closed:
+            return
+        with contextlib.suppress(SessionError, RallypointError, ConnectionError, OSError):
+            await self._send_delta(await self.node.delta_for([self.peer], only=[documents.DIRECTORY_DOC], also_held=self._peer_has))
+        await self.close(f"{self.peer_id} has been revoked")
 
     async def _our_heads(self, doc_id: str) -> tuple[bytes, ...]:
         return tuple(sorted(await self.node.document_heads(doc_id)))

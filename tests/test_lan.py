@@ -16,7 +16,7 @@ from pathlib import Path
 import nacl.signing
 import pytest
 
-from appliance.errors import NotFound
+from appliance.errors import NodeLocked, NotFound
 from appliance.node import Attachment, Node
 from sync import wire
 from sync.lan import LanConfig, LanEvent, LanService, SessionDown, SessionUp
@@ -199,6 +199,23 @@ async def test_a_revoked_node_is_refused(tmp_path: Path) -> None:
         assert not await _contains(bravo, "after the revocation")
 
 
+async def test_revoking_a_peer_mid_session_sends_it_the_news_and_ends_the_session(tmp_path: Path) -> None:
+    alpha, bravo = await make_workspace(tmp_path, "bravo")
+    async with alpha, bravo:
+        await alpha.create_channel("general")
+        async with serving(alpha) as (a, a_events), serving(bravo) as (b, _):
+            b.dial("127.0.0.1", a.port)
+            await eventually(lambda: _channel_known(bravo, "general"), what="first sync")
+            await alpha.revoke(bravo.node_key, "stolen")
+            await alpha.post("general", "after the revocation")
+            await eventually(lambda: _has_event(a_events, SessionDown), what="the session ends")
+            assert "revoked" in a_events.of(SessionDown)[0].reason
+            # Bravo read its own revocation and wiped itself; it reconnects no more.
+            await eventually(lambda: _locked(bravo), what="bravo's remote wipe")
+            await asyncio.sleep(0.5)
+            assert len(a_events.of(SessionUp)) == 1
+
+
 async def test_an_address_outside_the_allowlist_is_refused_unread(tmp_path: Path) -> None:
     alpha, bravo = await make_workspace(tmp_path, "bravo")
     async with alpha, bravo:
@@ -294,6 +311,14 @@ async def _contains(node: Node, text: str) -> bool:
 
 async def _channel_known(node: Node, name: str) -> bool:
     return any(c.name == name for c in await node.list_channels())
+
+
+async def _locked(node: Node) -> bool:
+    try:
+        await node.list_channels()
+    except NodeLocked:
+        return True
+    return False
 
 
 async def _has_blob(node: Node, digest: str) -> bool:
