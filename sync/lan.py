@@ -45,6 +45,7 @@ BLOB_PART_BYTES = 512 * 1024  # blobs larger than this go in pieces of this size
 RELAY_DELAY_S = 0.1  # before relaying what another peer sent: time for the peer to say it has it
 REFUSAL_AUDIT_INTERVAL_S = 60.0  # one audit entry per (address, reason) per interval
 MAX_REFUSALS_TRACKED = 1024
+SHUTDOWN_GRACE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,8 @@ class LanService:
         self._discovery: Discovery | None = None
         self._sessions: dict[bytes, _Session] = {}
         self._dialers: dict[str, asyncio.Task[None]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()  # store polling, peer records, revocations
+        self._connections: set[asyncio.Task[Any]] = set()  # incoming connections being served
         self._handshaking = 0
         self._refusals: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._closing = False
@@ -184,9 +186,14 @@ class LanService:
         if self._server is not None:
             self._server.close()
         await asyncio.gather(*(s.close("node shutting down") for s in list(self._sessions.values())), return_exceptions=True)
-        for task in [*self._tasks, *self._dialers.values()]:
-            task.cancel()
-        await asyncio.gather(*self._tasks, *self._dialers.values(), return_exceptions=True)
+        # A task may be in the middle of a write to the store (an import, a peer record): each gets
+        # a moment to finish before what still waits (on the network, a backoff) is cancelled.
+        running = [*self._connections, *self._dialers.values(), *self._tasks]
+        if running:
+            _, pending = await asyncio.wait(running, timeout=SHUTDOWN_GRACE_S)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
@@ -215,7 +222,7 @@ class LanService:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._tasks.add(task)
+        self._connections.add(task)
         try:
             await self._serve_connection(reader, writer)
         except asyncio.CancelledError:
@@ -223,7 +230,7 @@ class LanService:
             # and asyncio's stream server logs a cancelled handler as an error.
             writer.close()
         finally:
-            self._tasks.discard(task)
+            self._connections.discard(task)
 
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peername = writer.get_extra_info("peername") or ("?", 0)

@@ -97,9 +97,7 @@ class ViewLoaded(Message, bubble=False):
 
 
 class Polled(Message, bubble=False):
-    def __init__(self, changed: frozenset[str]) -> None:
-        super().__init__()
-        self.changed = changed
+    """A poll of the store ended (what it found arrives as StoreChanged)."""
 
 
 class Written(Message, bubble=False):
@@ -522,6 +520,7 @@ class MainScreen(Screen[None]):
 
     @on(StoreChanged)
     def store_changed(self, _: StoreChanged) -> None:
+        """Anything from elsewhere can move unread counts, so any change reloads the view."""
         self.reload()
 
     # --- loading ---
@@ -537,7 +536,7 @@ class MainScreen(Screen[None]):
             self.select_after_load = select
         self.load_view(self.generation, self.channel_id, self.thread_root)
 
-    @work(group="load")
+    @work(group="load", exclusive=True)
     async def load_view(self, generation: int, channel_id: str | None, thread_root: str | None) -> None:
         try:
             identity = self.node.whoami()
@@ -585,18 +584,15 @@ class MainScreen(Screen[None]):
     @work(group="poll")
     async def poll_node(self) -> None:
         try:
-            changed = await self.node.refresh()
+            await self.node.refresh()
         except RallypointError as exc:
             self.post_message(Failed(str(exc)))
-            changed = frozenset()
-        self.post_message(Polled(changed))
+        self.post_message(Polled())
 
     @on(Polled)
     def polled(self, event: Polled) -> None:
-        """Anything from elsewhere can move unread counts, so any change reloads the view."""
+        """What the poll found reaches the view through the node's listener (`store_changed`)."""
         self.polling = False
-        if event.changed:
-            self.reload()
 
     @on(Failed)
     def failed(self, event: Failed) -> None:
