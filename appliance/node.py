@@ -978,7 +978,7 @@ class Node:
         runs). Returns the ids of the channels that changed - "directory" for the directory -
         counting only what this process did not write itself (empty when nothing did)."""
         async with self.store.reading() as conn:
-            rows = (await conn.execute(select(t.changes.c.id, t.changes.c.doc_id, t.changes.c.hash, t.changes.c.data).where(t.changes.c.id > self._watermark).order_by(t.changes.c.id))).all()
+            rows = (await conn.execute(select(t.changes.c.id, t.changes.c.doc_id, t.changes.c.hash).where(t.changes.c.id > self._watermark).order_by(t.changes.c.id))).all()
         if not rows:
             return frozenset()
         async with self._lock:
@@ -986,10 +986,15 @@ class Node:
             foreign = [row for row in rows if row.hash not in self._known.get(row.doc_id, ())]
             if not foreign:
                 return frozenset()
+            loaded = [row.id for row in foreign if row.doc_id in self._docs]  # the change bytes only where a document is in memory
+            data: dict[int, bytes] = {}
+            async with self.store.reading() as conn:
+                for start in range(0, len(loaded), 500):
+                    data.update((await conn.execute(select(t.changes.c.id, t.changes.c.data).where(t.changes.c.id.in_(loaded[start : start + 500])))).tuples().all())
             pending: dict[str, list[bytes]] = {}
             for row in foreign:
                 if row.doc_id in self._docs:
-                    pending.setdefault(row.doc_id, []).append(row.data)
+                    pending.setdefault(row.doc_id, []).append(data[row.id])
                     self._known[row.doc_id].add(row.hash)
             for doc_id, data in pending.items():
                 try:
