@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from textual.app import App
 from textual.pilot import Pilot
-from textual.widgets import Input, TabbedContent
+from textual.widgets import DataTable, Input, TabbedContent
 
 from appliance.node import Node
 from sync.lan import LanConfig, LanService
@@ -270,3 +270,32 @@ async def test_the_console_runs_the_lan_service_and_shows_what_peers_send(tmp_pa
                 await pilot.pause(0.05)
             await bravo.post("general", "over the LAN")
             await until_shown(pilot, "over the LAN", timeout=10.0)
+
+
+async def test_the_peers_view_shows_trust_and_sessions_live(tmp_path: Path) -> None:
+    alpha, bravo, charlie = await make_workspace(tmp_path, "bravo", "charlie")
+    await alpha.create_channel("general")
+    await alpha.close()
+    await charlie.close()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = LanConfig(bind="127.0.0.1", port=port, discovery=False)
+    async with bravo, RallypointApp(tmp_path / "alpha", WORKSPACE_PASSPHRASE, lan=config).run_test(size=SIZE, notifications=True) as pilot:
+        await main_screen(pilot)
+        await pilot.press("f2")
+        await until_shown(pilot, "charlie-node")
+        table = pilot.app.screen.query_one(DataTable)
+
+        def row_of(name: str) -> list[str]:
+            return next([str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count) if str(table.get_row_at(i)[0]) == name)
+
+        assert row_of("bravo-node")[1:4] == ["trusted", "-", "-"] and row_of("bravo-node")[4] == "never"
+        async with LanService(bravo, LanConfig(bind="127.0.0.1", port=0, discovery=False)) as service:
+            service.dial("127.0.0.1", port)
+            await until(pilot, lambda: row_of("bravo-node")[3] == "up" and row_of("bravo-node")[4] != "never", "bravo's session", timeout=10.0)
+            assert row_of("bravo-node")[2].startswith("127.0.0.1:")
+            assert row_of("charlie-node")[3] == "-"
+        await until(pilot, lambda: row_of("bravo-node")[3] == "-", "bravo's session ending", timeout=10.0)
+        await pilot.press("escape")
+        await main_screen(pilot)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -22,18 +23,19 @@ from textual.content import Content
 from textual.events import Resize
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, OptionList, Static, TabbedContent, TabPane
+from textual.widgets import Button, Checkbox, DataTable, Footer, Header, Input, Label, OptionList, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
 
 from appliance.errors import RallypointError, WrongPassphrase
-from appliance.model import ChannelSummary, Identity, MessageView
+from appliance.model import ChannelSummary, Identity, MessageView, PeerStatus
 from appliance.node import Node
 from sync.errors import SyncError
-from sync.lan import LanConfig, LanEvent, LanService, Received, Refused
+from sync.lan import LanConfig, LanEvent, LanService, Received, Refused, SessionInfo
 from tui.text import printable
 
 POLL_SECONDS = 0.5  # how soon a message written by another process (the CLI, sync) shows up
 HISTORY = 200  # top-level messages loaded per channel view
+PEERS_REFRESH_SECONDS = 2.0  # the peers view also changes without LAN events (courier visits, clocks)
 DEFAULT_REACTION = "👍"
 
 def clock_time(ms: int) -> str:
@@ -478,6 +480,7 @@ class MainScreen(Screen[None]):
     """Channel list on the left; the channel (or an open thread) and the composer on the right."""
 
     BINDINGS = [
+        Binding("f2", "peers", "Peers", show=False),
         Binding("ctrl+n", "new_channel", "New channel"),
         Binding("alt+down,ctrl+down", "cycle_channel(1)", "Channel", key_display="alt+↑↓"),
         Binding("alt+up,ctrl+up", "cycle_channel(-1)", "Previous channel", show=False),
@@ -615,6 +618,9 @@ class MainScreen(Screen[None]):
             position = ids.index(self.channel_id) if self.channel_id in ids else 0
             self.show_channel(ids[(position + step) % len(ids)])
 
+    def action_peers(self) -> None:
+        self.app.push_screen(PeersScreen())
+
     def action_new_channel(self) -> None:
         self.app.push_screen(NewChannelScreen(), self.create_channel_from)
 
@@ -746,6 +752,90 @@ class MainScreen(Screen[None]):
         self.post_message(Written(message_id))
 
 
+# --- peers and sync health -----------------------------------------------------------
+
+
+class PeersLoaded(Message, bubble=False):
+    def __init__(self, rows: list[PeerStatus], sessions: dict[str, SessionInfo], lan_on: bool) -> None:
+        super().__init__()
+        self.rows = rows
+        self.sessions = sessions
+        self.lan_on = lan_on
+
+
+def ago(ms: int | None) -> str:
+    if ms is None:
+        return "never"
+    seconds = max(0, int(datetime.now().timestamp() - ms / 1000))
+    return f"{seconds}s ago" if seconds < 120 else f"{seconds // 60}m ago" if seconds < 7200 else clock_time(ms)
+
+
+class PeersScreen(Screen[None]):
+    """Every known and discovered node: trust, where it was seen, its live session, when it last
+    synced by LAN and by courier, and how many of our changes it lacks. Live: LAN events reload it."""
+
+    BINDINGS = [Binding("escape,f2", "app.pop_screen", "Back"), Binding("f5", "reload", "Refresh")]
+    COLUMNS = ("Node", "Trust", "Address", "Session", "LAN sync", "Courier", "Behind")
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="peers-status")
+        yield DataTable(id="peers", cursor_type="row", zebra_stripes=True)
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.title = "Peers and sync health"
+        self.query_one(DataTable).add_columns(*self.COLUMNS)
+        self.reload()
+        self.set_interval(PEERS_REFRESH_SECONDS, self.reload)
+
+    def action_reload(self) -> None:
+        self.reload()
+
+    def reload(self) -> None:
+        self.load_peers()
+
+    @work(group="peers", exclusive=True)
+    async def load_peers(self) -> None:
+        app = self.app
+        assert isinstance(app, RallypointApp) and app.node is not None
+        try:
+            rows = await app.node.peer_overview()
+        except RallypointError as exc:
+            self.post_message(Failed(str(exc)))
+            return
+        service = app.lan_service
+        sessions = {info.node_id: info for info in service.sessions()} if service is not None else {}
+        self.post_message(PeersLoaded(rows, sessions, service is not None))
+
+    @on(PeersLoaded)
+    def peers_loaded(self, event: PeersLoaded) -> None:
+        table = self.query_one(DataTable)
+        selected = table.cursor_row
+        table.clear()
+        for row in event.rows:
+            session = event.sessions.get(row.node_id)
+            cells = (
+                printable(row.name) or row.node_id[:15],
+                row.trust,
+                f"{printable(row.address)}:{row.port}" if row.address else "-",
+                "up" if session else "-",
+                ago(row.last_sync),
+                ago(row.last_courier),
+                "-" if row.behind is None else str(row.behind),
+            )
+            table.add_row(*(Text(cell) for cell in cells), key=row.node_id)  # Text: never parsed as markup
+        if event.rows:
+            table.move_cursor(row=min(selected, len(event.rows) - 1))
+        up = sum(1 for row in event.rows if row.node_id in event.sessions)
+        lan = f"LAN sync on, {up} session{'s' if up != 1 else ''} up" if event.lan_on else "LAN sync is off in this console"
+        self.query_one("#peers-status", Static).update(Content(f"{len(event.rows)} node(s) · {lan} · Behind: our changes it lacks"))
+
+    @on(Failed)
+    def failed(self, event: Failed) -> None:
+        self.notify(printable(event.reason), severity="error", markup=False)
+
+
 # --- the app ------------------------------------------------------------------------
 
 
@@ -761,6 +851,7 @@ class RallypointApp(App[None]):
         self.passphrase = passphrase
         self.as_user = as_user
         self.lan = lan  # None: no LAN service in this console (tests, or --no-lan)
+        self.lan_service: LanService | None = None
         self.node: Node | None = None
 
     def on_mount(self) -> None:
@@ -780,14 +871,19 @@ class RallypointApp(App[None]):
     async def serve_lan(self, node: Node, config: LanConfig) -> None:
         """The same LAN service as `rallypoint serve`, for as long as the console runs."""
         try:
-            async with LanService(node, config, on_event=lambda event: self.post_message(LanNotice(event))):
+            async with LanService(node, config, on_event=lambda event: self.post_message(LanNotice(event))) as service:
+                self.lan_service = service
                 await asyncio.Event().wait()
         except SyncError as exc:
             self.notify(f"LAN sync is off: {printable(str(exc))}", severity="warning", markup=False)
+        finally:
+            self.lan_service = None
 
     @on(LanNotice)
     def lan_notice(self, notice: LanNotice) -> None:
         event = notice.event
+        if isinstance(self.screen, PeersScreen):
+            self.screen.reload()
         if isinstance(event, Refused):
             self.notify(f"refused a LAN session from {printable(event.address)}: {printable(event.reason)}", severity="warning", markup=False)
         elif isinstance(event, Received) and event.messages:
