@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from textual.app import App
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Input, TabbedContent
+from textual.widgets import DataTable, Input, Static, TabbedContent
 
 from appliance.node import Node
 from sync.lan import LanConfig, LanService
 from tests.conftest import FAST, make_workspace
 from tests.conftest import PASSPHRASE as WORKSPACE_PASSPHRASE
-from tui.app import MainScreen, MessageList, RallypointApp, SetupScreen, UnlockScreen
+from tui.app import MainScreen, MessageList, PeersScreen, RallypointApp, SetupScreen, UnlockScreen, binding_sections
 
 PASSPHRASE = "correct-horse"
 SIZE = (80, 24)
@@ -299,3 +299,23 @@ async def test_the_peers_view_shows_trust_and_sessions_live(tmp_path: Path) -> N
         await until(pilot, lambda: row_of("bravo-node")[3] == "-", "bravo's session ending", timeout=10.0)
         await pilot.press("escape")
         await main_screen(pilot)
+
+
+async def test_help_lists_every_binding_and_the_palette_reaches_every_view(home: Path) -> None:
+    async with RallypointApp(home, PASSPHRASE).run_test(size=SIZE, notifications=True) as pilot:
+        await main_screen(pilot)
+        await pilot.press("f1")
+        await until_shown(pilot, "Keys (ctrl+p: command palette")
+        help_text = "\n".join(str(w.render()) for w in pilot.app.screen.query(Static))
+        for section, bindings in binding_sections():
+            assert section in help_text
+            for binding in bindings:
+                assert (binding.description or binding.action) in help_text
+        await pilot.press("escape")
+        await main_screen(pilot)
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.2)
+        await pilot.press(*"peers and sync")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(pilot.app.screen, PeersScreen), "the peers view from the palette")

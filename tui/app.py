@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import platform
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from rich.text import Text
 from textual import on, work
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.containers import Grid, Horizontal, Vertical
+from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.events import Resize
 from textual.message import Message
@@ -166,7 +167,7 @@ class SetupScreen(Screen[None]):
                         yield Input(id="join-confirm", password=True)
                     yield Button("Join workspace", id="join-submit", variant="primary")
             yield Static(id="setup-status")
-        yield Footer(compact=True)
+        yield Footer(compact=True, show_command_palette=False)
 
     def field(self, name: str) -> str:
         return self.query_one(f"#{name}", Input).value
@@ -248,7 +249,7 @@ class UnlockScreen(Screen[None]):
             yield Static(Content(f"Unlock the node in {printable(str(self.home))}"), id="unlock-prompt")
             yield Input(id="unlock-passphrase", password=True, placeholder="passphrase")
             yield Static(id="unlock-status")
-        yield Footer(compact=True)
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         if self.given_passphrase is not None:
@@ -310,7 +311,7 @@ class NewChannelScreen(ModalScreen[NewChannel | None]):
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Create", id="channel-create", variant="primary")
                 yield Button("Cancel", id="channel-cancel")
-        yield Footer(compact=True)
+        yield Footer(compact=True, show_command_palette=False)
 
     @on(Input.Submitted)
     @on(Button.Pressed, "#channel-create")
@@ -337,7 +338,7 @@ class PromptScreen(ModalScreen[str | None]):
             yield Static(self.title_text, classes="dialog-title")
             yield Input(self.initial_value, id="prompt-value")
             yield Static("Enter saves · Escape cancels", classes="dialog-hint")
-        yield Footer(compact=True)
+        yield Footer(compact=True, show_command_palette=False)
 
     @on(Input.Submitted)
     def save(self, event: Input.Submitted) -> None:
@@ -362,7 +363,7 @@ class ConfirmScreen(ModalScreen[bool]):
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Yes (y)", id="confirm-yes", variant="error")
                 yield Button("No (n)", id="confirm-no")
-        yield Footer(compact=True)
+        yield Footer(compact=True, show_command_palette=False)
 
     @on(Button.Pressed)
     def pressed(self, event: Button.Pressed) -> None:
@@ -505,7 +506,7 @@ class MainScreen(Screen[None]):
                 yield Static(id="pane-title")
                 yield MessageList(id="messages")
                 yield Composer(id="composer", placeholder="Message")
-        yield Footer(compact=True)
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.show_identity()
@@ -781,7 +782,7 @@ class PeersScreen(Screen[None]):
         yield Header()
         yield Static(id="peers-status")
         yield DataTable(id="peers", cursor_type="row", zebra_stripes=True)
-        yield Footer(compact=True)
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.title = "Peers and sync health"
@@ -839,11 +840,45 @@ class PeersScreen(Screen[None]):
 # --- the app ------------------------------------------------------------------------
 
 
+class HelpScreen(ModalScreen[None]):
+    """Every key binding of the console, screen by screen (the footer shows only what fits)."""
+
+    BINDINGS = [Binding("escape,f1,q", "app.pop_screen", "Close")]
+
+    def compose(self) -> ComposeResult:
+        lines: list[str] = []
+        for title, bindings in binding_sections():
+            lines.append(title)
+            for binding in bindings:
+                keys = binding.key_display or ", ".join(binding.key.split(","))
+                lines.append(f"  {keys:<22} {binding.description or binding.action}")
+            lines.append("")
+        with Vertical(classes="dialog", id="help"):
+            yield Static(Content("Keys (ctrl+p: command palette; the mouse works too)"), classes="dialog-title")
+            with VerticalScroll(id="help-keys"):
+                yield Static(Text("\n".join(lines)))
+            yield Static(Content("escape closes"), classes="dialog-hint")
+
+
+def binding_sections() -> list[tuple[str, list[Binding]]]:
+    """Where each binding applies, for the help screen; the classes' own BINDINGS are the source."""
+    sections: list[tuple[str, type]] = [
+        ("Everywhere", RallypointApp),
+        ("Channels", MainScreen),
+        ("Message list", MessageList),
+        ("Composer", Composer),
+        ("Peers and sync health", PeersScreen),
+    ]
+    return [(title, [b for b in cls.BINDINGS if isinstance(b, Binding)]) for title, cls in sections]
+
+
 class RallypointApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "Rallypoint"
-    ENABLE_COMMAND_PALETTE = False  # every action has its own key, shown in the footer
-    BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
+    BINDINGS = [
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("f1", "help", "Help: every key", show=False),
+    ]
 
     def __init__(self, home: Path, passphrase: str | None = None, as_user: str | None = None, lan: LanConfig | None = None) -> None:
         super().__init__()
@@ -853,6 +888,18 @@ class RallypointApp(App[None]):
         self.lan = lan  # None: no LAN service in this console (tests, or --no-lan)
         self.lan_service: LanService | None = None
         self.node: Node | None = None
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        """The palette offers the console's own actions first, then Textual's (themes, keys)."""
+        if isinstance(screen, MainScreen):
+            yield SystemCommand("Peers and sync health", "every known node, its trust, session and lag (F2)", screen.action_peers)
+            yield SystemCommand("New channel", "create a channel (ctrl+n)", screen.action_new_channel)
+        yield SystemCommand("Help", "every key binding (F1)", self.action_help)
+        yield from super().get_system_commands(screen)
 
     def on_mount(self) -> None:
         if Node.exists(self.home):
