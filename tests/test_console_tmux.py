@@ -1,0 +1,104 @@
+"""The real `rallypoint console` in a real terminal: tmux runs it at 80x24, the test types into it
+and reads the screen back, and the node's store holds what was typed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from appliance.node import Node
+from tests.conftest import PASSPHRASE, make_workspace
+
+pytestmark = [pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (Debian: apt-get install tmux)"), pytest.mark.timeout(120)]
+
+
+class Terminal:
+    """One tmux session on a private server socket, so nothing touches the user's own tmux."""
+
+    def __init__(self, socket_name: str, command: list[str], env: dict[str, str]) -> None:
+        self.base = ["tmux", "-L", socket_name]
+        exports = " ".join(f"{k}={_quote(v)}" for k, v in env.items())
+        subprocess.run([*self.base, "new-session", "-d", "-s", "rp", "-x", "80", "-y", "24", f"env {exports} {' '.join(map(_quote, command))}"], check=True, timeout=10)
+
+    def screen(self) -> str:
+        return subprocess.run([*self.base, "capture-pane", "-p", "-t", "rp"], capture_output=True, text=True, timeout=10).stdout
+
+    def keys(self, *keys: str) -> None:
+        subprocess.run([*self.base, "send-keys", "-t", "rp", *keys], check=True, timeout=10)
+
+    def type(self, text: str) -> None:
+        subprocess.run([*self.base, "send-keys", "-t", "rp", "-l", text], check=True, timeout=10)
+
+    def wait_for(self, text: str, timeout: float = 20.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            shown = self.screen()
+            if text in shown:
+                return shown
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} not on the screen within {timeout}s:\n{self.screen()}")
+
+    def running(self) -> bool:
+        return subprocess.run([*self.base, "has-session", "-t", "rp"], capture_output=True, timeout=10).returncode == 0
+
+    def kill(self) -> None:
+        subprocess.run([*self.base, "kill-server"], capture_output=True, timeout=10)
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    async def make() -> None:
+        (alpha,) = await make_workspace(tmp_path)
+        async with alpha:
+            await alpha.create_channel("general")
+            await alpha.post("general", "already here")
+
+    asyncio.run(make())
+    return tmp_path / "alpha"
+
+
+@pytest.fixture
+def terminal(home: Path) -> Iterator[Terminal]:
+    executable = shutil.which("rallypoint", path=str(Path(sys.executable).parent))
+    command = [executable] if executable else [sys.executable, "-m", "tui.cli"]
+    env = {"RALLYPOINT_HOME": str(home), "RALLYPOINT_PASSPHRASE": PASSPHRASE, "TERM": "xterm-256color", "PATH": os.environ.get("PATH", "")}
+    term = Terminal(f"rptest-{os.getpid()}", [*command, "console", "--no-lan"], env)
+    try:
+        yield term
+    finally:
+        term.kill()
+
+
+def test_the_real_console_takes_typed_messages_at_80x24(home: Path, terminal: Terminal) -> None:
+    shown = terminal.wait_for("already here")
+    assert "# general" in shown
+    assert all(len(line) <= 80 for line in shown.splitlines())
+    terminal.type("typed in tmux")
+    terminal.keys("Enter")
+    terminal.wait_for("typed in tmux")
+    terminal.keys("F1")
+    terminal.wait_for("Keys (ctrl+p")
+    terminal.keys("Escape")
+    terminal.keys("C-q")
+    deadline = time.monotonic() + 10
+    while terminal.running() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not terminal.running()
+
+    async def stored() -> list[str]:
+        async with await Node.open(home, PASSPHRASE) as node:
+            return [m.text for m in await node.read("general", mark_read=False)]
+
+    assert asyncio.run(stored()) == ["already here", "typed in tmux"]
