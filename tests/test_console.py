@@ -16,7 +16,7 @@ from appliance.node import Node
 from sync.lan import LanConfig, LanService
 from tests.conftest import FAST, make_workspace
 from tests.conftest import PASSPHRASE as WORKSPACE_PASSPHRASE
-from tui.app import MainScreen, MessageList, PeersScreen, RallypointApp, SetupScreen, UnlockScreen, binding_sections
+from tui.app import Composer, MainScreen, MessageList, PeersScreen, RallypointApp, SetupScreen, UnlockScreen, binding_sections
 
 PASSPHRASE = "correct-horse"
 SIZE = (80, 24)
@@ -319,3 +319,30 @@ async def test_help_lists_every_binding_and_the_palette_reaches_every_view(home:
         await pilot.pause(0.3)
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(pilot.app.screen, PeersScreen), "the peers view from the palette")
+
+
+async def test_reaction_picker_and_mention_completion(home: Path) -> None:
+    async with await Node.open(home, PASSPHRASE) as other:
+        await other.add_user("bob", "member")
+        await other.post("general", "react to me")
+    async with RallypointApp(home, PASSPHRASE).run_test(size=SIZE, notifications=True) as pilot:
+        screen = await main_screen(pilot)
+        await until_shown(pilot, "react to me")
+        screen.query_one(MessageList).focus()
+        await pilot.press("r", "down", "down", "down", "enter")  # the fourth: 🎉
+        await until_shown(pilot, "🎉 alice")
+        await pilot.press("r", "tab", *"🚀", "enter")  # any other emoji, typed
+        await until_shown(pilot, "🚀 alice")
+        await pilot.press("r")
+        await until_shown(pilot, "🎉  party  (yours)")
+        await pilot.press("down", "down", "down", "enter")  # picking it again removes it
+        await until(pilot, lambda: "🎉 alice" not in screen_text(pilot.app), "the reaction removed")
+
+        composer = screen.query_one(Composer)
+        composer.focus()
+        await pilot.press(*"thanks @b")
+        await until_shown(pilot, "thanks @bob")  # the suggestion, shown after the cursor
+        await pilot.press("right")  # accepts it
+        await until(pilot, lambda: composer.value == "thanks @bob", "the completed mention")
+        await pilot.press("enter")
+        await until_shown(pilot, "thanks @bob")

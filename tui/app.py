@@ -25,6 +25,7 @@ from textual.events import Resize
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Checkbox, DataTable, Footer, Header, Input, Label, OptionList, Static, TabbedContent, TabPane
+from textual.suggester import Suggester
 from textual.widgets.option_list import Option
 
 from appliance.errors import RallypointError, WrongPassphrase
@@ -37,7 +38,6 @@ from tui.text import printable
 POLL_SECONDS = 0.5  # how soon a message written by another process (the CLI, sync) shows up
 HISTORY = 200  # top-level messages loaded per channel view
 PEERS_REFRESH_SECONDS = 2.0  # the peers view also changes without LAN events (courier visits, clocks)
-DEFAULT_REACTION = "👍"
 
 def clock_time(ms: int) -> str:
     """Local HH:MM, with the date in front when it is not today."""
@@ -348,6 +348,61 @@ class PromptScreen(ModalScreen[str | None]):
         self.dismiss(None)
 
 
+REACTIONS = (("👍", "thumbs up"), ("❤️", "heart"), ("😄", "smile"), ("🎉", "party"), ("👀", "looking"), ("✅", "done"), ("❌", "no"), ("🙏", "thanks"))
+
+
+class EmojiPicker(ModalScreen[str | None]):
+    """Pick a reaction: arrows and Enter over the common ones, or type any other and Enter.
+    Reactions the user already gave are marked (picking one again removes it)."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, mine: Iterable[str]) -> None:
+        super().__init__()
+        self.mine = frozenset(mine)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog", id="emoji-picker"):
+            yield Static("React (again to remove)", classes="dialog-title")
+            yield OptionList(
+                *(Option(Content(f"{emoji}  {name}" + ("  (yours)" if emoji in self.mine else "")), id=emoji) for emoji, name in REACTIONS),
+                id="emoji-choices",
+            )
+            yield Input(id="emoji-other", placeholder="or type any emoji, then Enter")
+            yield Static("↑↓ Enter picks · Tab: type another · Escape cancels", classes="dialog-hint")
+        yield Footer(compact=True, show_command_palette=False)
+
+    def on_mount(self) -> None:
+        self.query_one("#emoji-choices", OptionList).focus()
+
+    @on(OptionList.OptionSelected, "#emoji-choices")
+    def picked(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)
+
+    @on(Input.Submitted, "#emoji-other")
+    def typed(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value.strip() or None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class MentionSuggester(Suggester):
+    """Completes an @mention being typed at the end of the composer with a user's name."""
+
+    def __init__(self, names: Callable[[], Iterable[str]]) -> None:
+        super().__init__(use_cache=False, case_sensitive=True)
+        self.names = names
+
+    async def get_suggestion(self, value: str) -> str | None:
+        head, _, last = value.rpartition(" ")
+        if not last.startswith("@") or len(last) < 2:
+            return None
+        typed = last[1:].lower()
+        match = next((name for name in sorted(self.names()) if name.lower().startswith(typed) and name.lower() != typed), None)
+        return None if match is None else f"{head}{' ' if head else ''}@{match}"
+
+
 class ConfirmScreen(ModalScreen[bool]):
     BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
 
@@ -505,7 +560,7 @@ class MainScreen(Screen[None]):
             with Vertical(id="pane"):
                 yield Static(id="pane-title")
                 yield MessageList(id="messages")
-                yield Composer(id="composer", placeholder="Message")
+                yield Composer(id="composer", placeholder="Message", suggester=MentionSuggester(lambda: [u.name for u in self.node.users()]))
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
@@ -713,10 +768,11 @@ class MainScreen(Screen[None]):
 
         def react_with(emoji: str | None) -> None:
             if emoji:
-                already = self.identity.user_name in message.reactions.get(emoji.strip(), [])
+                already = self.identity.user_name in message.reactions.get(emoji, [])
                 self.change(message.id, lambda: self.node.react(message.id, emoji, remove=already))
 
-        self.app.push_screen(PromptScreen("React with (again to remove)", DEFAULT_REACTION), react_with)
+        mine = [emoji for emoji, users in message.reactions.items() if self.identity.user_name in users]
+        self.app.push_screen(EmojiPicker(mine), react_with)
 
     def action_edit(self) -> None:
         message = self.selected_message()
