@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from textual.app import App
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Input, Static, TabbedContent
+from textual.widgets import DataTable, Input, OptionList, Static, TabbedContent
 
 from appliance.node import Node
 from sync.lan import LanConfig, LanService
 from tests.conftest import FAST, make_workspace
 from tests.conftest import PASSPHRASE as WORKSPACE_PASSPHRASE
-from tui.app import Composer, MainScreen, MessageList, PeersScreen, RallypointApp, SetupScreen, UnlockScreen, binding_sections
+from tui.app import Composer, MainScreen, MessageList, PeersScreen, RallypointApp, SearchScreen, SetupScreen, UnlockScreen, binding_sections
 
 PASSPHRASE = "correct-horse"
 SIZE = (80, 24)
@@ -346,3 +346,26 @@ async def test_reaction_picker_and_mention_completion(home: Path) -> None:
         await until(pilot, lambda: composer.value == "thanks @bob", "the completed mention")
         await pilot.press("enter")
         await until_shown(pilot, "thanks @bob")
+
+
+async def test_search_across_channels_opens_the_message_where_it_is(home: Path) -> None:
+    async with await Node.open(home, PASSPHRASE) as other:
+        await other.create_channel("ops")
+        root = await other.post("ops", "the generator needs fuel")
+        await other.post("ops", "fuel delivered [bold]tonight[/]", reply_to=root)
+        await other.post("general", "nothing to see")
+    async with RallypointApp(home, PASSPHRASE).run_test(size=SIZE, notifications=True) as pilot:
+        screen = await main_screen(pilot)
+        await pilot.press("ctrl+f")
+        await until(pilot, lambda: isinstance(pilot.app.screen, SearchScreen), "the search dialog")
+        await pilot.press(*"fuel", "enter")
+        await until_shown(pilot, "2 message(s) for 'fuel'")
+        assert "#ops (thread) · alice: fuel delivered [bold]tonight[/]" in screen_text(pilot.app)  # literal text
+        await pilot.press("down")  # from the query to the results
+        results = pilot.app.screen.query_one("#search-results", OptionList)
+        assert results.has_focus
+        target = next(i for i, m in enumerate(pilot.app.screen.found) if m.root_id)
+        await pilot.press(*["down"] * target, "enter")
+        await main_screen(pilot)
+        await until(pilot, lambda: screen.thread_root == root, "the thread opened")
+        assert "Thread in # ops" in pane_title(pilot.app)

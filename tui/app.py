@@ -37,6 +37,7 @@ from tui.text import printable
 
 POLL_SECONDS = 0.5  # how soon a message written by another process (the CLI, sync) shows up
 HISTORY = 200  # top-level messages loaded per channel view
+SEARCH_LIMIT = 50
 PEERS_REFRESH_SECONDS = 2.0  # the peers view also changes without LAN events (courier visits, clocks)
 
 def clock_time(ms: int) -> str:
@@ -403,6 +404,70 @@ class MentionSuggester(Suggester):
         return None if match is None else f"{head}{' ' if head else ''}@{match}"
 
 
+class SearchResults(Message, bubble=False):
+    def __init__(self, query: str, found: list[MessageView]) -> None:
+        super().__init__()
+        self.query = query
+        self.found = found
+
+
+class SearchScreen(ModalScreen[MessageView | None]):
+    """Full-text search across every channel this user can read; Enter on a result opens it."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("down", "focus_results", "Results", show=False)]
+
+    def __init__(self, node: Node) -> None:
+        super().__init__()
+        self.node = node
+        self.found: list[MessageView] = []
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog", id="search"):
+            yield Static("Search all channels", classes="dialog-title")
+            yield Input(id="search-query", placeholder="words, then Enter")
+            yield Static(id="search-status", classes="dialog-hint")
+            yield OptionList(id="search-results")
+        yield Footer(compact=True, show_command_palette=False)
+
+    @on(Input.Submitted, "#search-query")
+    def submitted(self, event: Input.Submitted) -> None:
+        if event.value.strip():
+            self.query_one("#search-status", Static).update("searching…")
+            self.run_search(event.value.strip())
+
+    @work(group="search", exclusive=True)
+    async def run_search(self, query: str) -> None:
+        try:
+            found = await self.node.search(query, limit=SEARCH_LIMIT)
+        except RallypointError as exc:
+            self.notify(printable(str(exc)), severity="error", markup=False)
+            return
+        self.post_message(SearchResults(query, found))
+
+    @on(SearchResults)
+    def show_results(self, event: SearchResults) -> None:
+        self.found = event.found
+        results = self.query_one("#search-results", OptionList)
+        results.clear_options()
+        for index, message in enumerate(event.found):
+            where = f"#{printable(message.channel)}" + (" (thread)" if message.root_id else "")
+            results.add_option(Option(Content(f"{where} · {printable(message.author)}: {printable(message.text)[:200]}"), id=str(index)))
+        more = " (the first ones)" if len(event.found) == SEARCH_LIMIT else ""
+        self.query_one("#search-status", Static).update(Content(f"{len(event.found)} message(s) for {printable(event.query)!r}{more} · ↓ to the results, Enter opens"))
+        if event.found:
+            results.highlighted = 0
+
+    def action_focus_results(self) -> None:
+        self.query_one("#search-results", OptionList).focus()
+
+    @on(OptionList.OptionSelected, "#search-results")
+    def opened(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(self.found[int(event.option.id or 0)])
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
 class ConfirmScreen(ModalScreen[bool]):
     BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
 
@@ -537,6 +602,7 @@ class MainScreen(Screen[None]):
 
     BINDINGS = [
         Binding("f2", "peers", "Peers", show=False),
+        Binding("ctrl+f", "search", "Search", show=False),
         Binding("ctrl+n", "new_channel", "New channel"),
         Binding("alt+down,ctrl+down", "cycle_channel(1)", "Channel", key_display="alt+↑↓"),
         Binding("alt+up,ctrl+up", "cycle_channel(-1)", "Previous channel", show=False),
@@ -673,6 +739,14 @@ class MainScreen(Screen[None]):
         if ids:
             position = ids.index(self.channel_id) if self.channel_id in ids else 0
             self.show_channel(ids[(position + step) % len(ids)])
+
+    def action_search(self) -> None:
+        def open_result(message: MessageView | None) -> None:
+            if message is not None:
+                self.channel_id, self.thread_root = message.channel_id, message.root_id
+                self.reload(select=message.id)
+
+        self.app.push_screen(SearchScreen(self.node), open_result)
 
     def action_peers(self) -> None:
         self.app.push_screen(PeersScreen())
@@ -954,6 +1028,7 @@ class RallypointApp(App[None]):
         if isinstance(screen, MainScreen):
             yield SystemCommand("Peers and sync health", "every known node, its trust, session and lag (F2)", screen.action_peers)
             yield SystemCommand("New channel", "create a channel (ctrl+n)", screen.action_new_channel)
+            yield SystemCommand("Search", "full-text search across channels (ctrl+f)", screen.action_search)
         yield SystemCommand("Help", "every key binding (F1)", self.action_help)
         yield from super().get_system_commands(screen)
 
