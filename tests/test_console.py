@@ -12,11 +12,11 @@ from textual.app import App
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, OptionList, Static, TabbedContent
 
-from appliance.node import Node
+from appliance.node import Attachment, Node
 from sync.lan import LanConfig, LanService
 from tests.conftest import FAST, make_workspace
 from tests.conftest import PASSPHRASE as WORKSPACE_PASSPHRASE
-from tui.app import Composer, MainScreen, MessageList, PeersScreen, RallypointApp, SearchScreen, SetupScreen, UnlockScreen, binding_sections
+from tui.app import Composer, MainScreen, MessageList, PeersScreen, RallypointApp, SaveFilesScreen, SearchScreen, SetupScreen, UnlockScreen, binding_sections
 
 PASSPHRASE = "correct-horse"
 SIZE = (80, 24)
@@ -369,3 +369,24 @@ async def test_search_across_channels_opens_the_message_where_it_is(home: Path) 
         await main_screen(pilot)
         await until(pilot, lambda: screen.thread_root == root, "the thread opened")
         assert "Thread in # ops" in pane_title(pilot.app)
+
+
+async def test_attachments_are_listed_and_saved_under_safe_names(home: Path, tmp_path: Path) -> None:
+    async with await Node.open(home, PASSPHRASE) as other:
+        await other.post("general", "the plans", attachments=[Attachment("../../etc/plan.txt", b"secret plan"), Attachment("..", b"\x00map")])
+    folder = tmp_path / "saved"
+    folder.mkdir()
+    (folder / "plan.txt").write_bytes(b"kept")
+    async with RallypointApp(home, PASSPHRASE).run_test(size=SIZE, notifications=True) as pilot:
+        screen = await main_screen(pilot)
+        await until_shown(pilot, "📎 plan.txt (11 B)")
+        screen.query_one(MessageList).focus()
+        await pilot.press("s")
+        await until(pilot, lambda: isinstance(pilot.app.screen, SaveFilesScreen), "the save dialog")
+        pilot.app.screen.query_one("#save-folder", Input).value = str(folder)
+        await pilot.press("enter")
+        await until(pilot, lambda: len(list(folder.iterdir())) == 3, "the saved files")
+    assert (folder / "plan.txt").read_bytes() == b"kept"  # never overwritten
+    assert (folder / "plan (2).txt").read_bytes() == b"secret plan"
+    (other_file,) = [p for p in folder.iterdir() if p.name.startswith("attachment-")]  # ".." is no name to save under
+    assert other_file.read_bytes() == b"\x00map"

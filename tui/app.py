@@ -33,6 +33,7 @@ from appliance.model import ChannelSummary, Identity, MessageView, PeerStatus
 from appliance.node import Node
 from sync.errors import SyncError
 from sync.lan import LanConfig, LanEvent, LanService, Received, Refused, SessionInfo
+from tui.files import free_path, safe_file_name, write_atomically
 from tui.text import printable
 
 POLL_SECONDS = 0.5  # how soon a message written by another process (the CLI, sync) shows up
@@ -468,6 +469,33 @@ class SearchScreen(ModalScreen[MessageView | None]):
         self.dismiss(None)
 
 
+class SaveFilesScreen(ModalScreen[Path | None]):
+    """Where to save a message's attachments: a folder; Enter saves them all there."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, message: MessageView) -> None:
+        super().__init__()
+        self.message = message
+
+    def compose(self) -> ComposeResult:
+        downloads = Path.home() / "Downloads"
+        with Vertical(classes="dialog"):
+            yield Static("Save attachments", classes="dialog-title")
+            yield Static(Content("\n".join(f"📎 {printable(f.name)} ({file_size(f.size)})" for f in self.message.files)), classes="dialog-detail")
+            yield Input(str(downloads if downloads.is_dir() else Path.home()), id="save-folder")
+            yield Static("Enter saves into this folder (existing files are kept) · Escape cancels", classes="dialog-hint")
+        yield Footer(compact=True, show_command_palette=False)
+
+    @on(Input.Submitted, "#save-folder")
+    def chosen(self, event: Input.Submitted) -> None:
+        if event.value.strip():
+            self.dismiss(Path(event.value.strip()).expanduser())
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
 class ConfirmScreen(ModalScreen[bool]):
     BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
 
@@ -548,6 +576,7 @@ class MessageList(OptionList):
         Binding("e", "screen.edit", "Edit"),
         Binding("d,delete", "screen.delete", "Delete"),
         Binding("c,i", "screen.focus_composer", "Write"),
+        Binding("s", "screen.save_files", "Save files", show=False),
     ]
 
     def __init__(self, id: str) -> None:
@@ -872,6 +901,35 @@ class MainScreen(Screen[None]):
                 self.change(message.id, lambda: self.node.delete(message.id))
 
         self.app.push_screen(ConfirmScreen("Delete this message?", f"{message.author}: {message.text[:200]}"), confirmed)
+
+    def action_save_files(self) -> None:
+        message = self.selected_message()
+        if message is None:
+            return
+        if not message.files:
+            self.notify("This message has no attachments.", severity="warning")
+            return
+
+        def save_into(folder: Path | None) -> None:
+            if folder is not None:
+                self.save_files(message, folder)
+
+        self.app.push_screen(SaveFilesScreen(message), save_into)
+
+    @work(group="files")
+    async def save_files(self, message: MessageView, folder: Path) -> None:
+        saved: list[str] = []
+        try:
+            for file in message.files:
+                data = await self.node.blob(file.hash)
+                target = free_path(folder, safe_file_name(file.name, f"attachment-{file.hash[:12]}"))
+                await asyncio.to_thread(write_atomically, target, data, 0o644)
+                saved.append(str(target))
+        except (RallypointError, OSError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            self.post_message(Failed(f"saving {len(saved) + 1} of {len(message.files)} failed: {reason}"))
+            return
+        self.notify(f"saved {', '.join(printable(path) for path in saved)}", markup=False)
 
     @work(group="write")
     async def change(self, message_id: str, write: Callable[[], Awaitable[None]]) -> None:

@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -26,6 +25,7 @@ from sync import lan, sneakernet
 from sync.bundle import read_header
 from sync.errors import SyncError
 from sync.sneakernet import ExportReport, ImportReport, Progress, ProgressCallback
+from tui.files import write_atomically
 from tui.text import printable
 
 EXIT_ERROR = 1
@@ -58,23 +58,6 @@ def read_passphrase(args: argparse.Namespace, *, confirm: bool = False, prompt: 
     if confirm and getpass.getpass("Repeat passphrase: ") != first:
         raise CliError("the passphrases do not match")
     return first
-
-
-def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Temp file, fsync, rename: a crash leaves the old file or the new one, never half."""
-    path = path.expanduser()
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, mode)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def emit(args: argparse.Namespace, payload: Any, human: str) -> None:

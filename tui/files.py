@@ -1,0 +1,45 @@
+"""Files the console and the command line write for the user: saved attachments, enrollment
+files, exported documents."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import unicodedata
+from pathlib import Path
+
+
+def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Temp file, fsync, rename: a crash leaves the old file or the new one, never half."""
+    path = path.expanduser()
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, mode)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def safe_file_name(name: str, fallback: str) -> str:
+    """A name from the network made safe to create in a folder the user chose: no directories,
+    no control characters, never "." or ".." (then `fallback`)."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = "".join(ch for ch in base if unicodedata.category(ch)[0] != "C").strip()
+    return cleaned if cleaned not in ("", ".", "..") else fallback
+
+
+def free_path(folder: Path, name: str) -> Path:
+    """`folder/name`, or `name (2)`, `name (3)`... if that exists: saving never overwrites."""
+    candidate = folder / name
+    stem, suffix = os.path.splitext(name)
+    number = 2
+    while candidate.exists():
+        candidate = folder / f"{stem} ({number}){suffix}"
+        number += 1
+    return candidate
