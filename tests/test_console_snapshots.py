@@ -1,0 +1,102 @@
+"""The main screens at 80x24, compared with committed text snapshots (tests/snapshots/). Keys,
+ids and times come from a fixed clock and randomness, so the screens are the same on every run.
+
+    RALLYPOINT_UPDATE_SNAPSHOTS=1 pytest tests/test_console_snapshots.py
+
+rewrites the snapshots and the README's SVG screenshots (docs/screenshots/) from the app itself."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+
+from appliance.node import Attachment, Node
+from tests.conftest import FAST, PASSPHRASE, REPO
+from tests.test_console import SIZE, main_screen, screen_text, until, until_shown
+from tui.app import MessageList, PeersScreen, RallypointApp
+
+SNAPSHOTS = REPO / "tests" / "snapshots"
+SCREENSHOTS = REPO / "docs" / "screenshots"
+UPDATE = os.environ.get("RALLYPOINT_UPDATE_SNAPSHOTS") == "1"
+START_MS = 1_790_000_000_000  # 2026-09-21, 14:13 UTC
+
+
+def fixed_randomness(seed: bytes) -> Callable[[int], bytes]:
+    counter = itertools.count()
+
+    def rng(size: int) -> bytes:
+        out = b""
+        while len(out) < size:
+            out += hashlib.sha256(seed + next(counter).to_bytes(8, "big")).digest()
+        return out[:size]
+
+    return rng
+
+
+def fixed_clock() -> Callable[[], int]:
+    ticks = itertools.count()
+    return lambda: START_MS + 61_000 * next(ticks)
+
+
+@pytest.fixture(autouse=True)
+def utc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Times are shown in local time: the snapshots are taken in UTC."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+
+
+@pytest.fixture
+async def home(tmp_path: Path) -> Path:
+    home = tmp_path / "alpha"
+    node = await Node.init(home, workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST, clock=fixed_clock(), rng=fixed_randomness(b"alpha"))
+    async with node:
+        await node.invite("bravo", "bob", kdf=FAST)
+        await node.invite("charlie", "carol", role="observer", kdf=FAST)
+        await node.create_channel("general", purpose="all hands")
+        await node.create_channel("ops")
+        await node.post("ops", "generator check at 18:00")
+        root = await node.post("general", "Water point moved to the north gate. @bob can you confirm?")
+        await node.post("general", "Confirmed, signs are up.", reply_to=root)
+        await node.post("general", "Map of the new layout", attachments=[Attachment("layout.png", b"\x89PNG" + bytes(2000))])
+        await node.react(root, "👍")
+        await node.post("general", "Courier leaves at dawn; bring the stick.")
+    return home
+
+
+async def check(pilot: Pilot[None], name: str) -> None:
+    await pilot.pause(0.3)
+    shown = screen_text(pilot.app)
+    assert all(len(line) <= SIZE[0] for line in shown.splitlines())
+    path = SNAPSHOTS / f"{name}.txt"
+    if UPDATE:
+        path.write_text(shown)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        pilot.app.save_screenshot(f"{name}.svg", path=str(SCREENSHOTS))
+    assert shown == path.read_text(), f"the {name} screen changed; if on purpose, rerun with RALLYPOINT_UPDATE_SNAPSHOTS=1"
+
+
+async def test_main_screens_match_their_snapshots(home: Path) -> None:
+    async with RallypointApp(home, PASSPHRASE).run_test(size=SIZE) as pilot:
+        screen = await main_screen(pilot)
+        await until_shown(pilot, "Courier leaves at dawn")
+        await check(pilot, "channel")
+        messages = screen.query_one(MessageList)
+        messages.focus()
+        messages.highlighted = 0
+        await pilot.press("t")
+        await until_shown(pilot, "Thread in # general")
+        await check(pilot, "thread")
+        await pilot.press("escape", "f2")
+        await until(pilot, lambda: isinstance(pilot.app.screen, PeersScreen), "the peers view")
+        await until_shown(pilot, "charlie")
+        await check(pilot, "peers")
+        await pilot.press("escape", "f1")
+        await until_shown(pilot, "Keys (ctrl+p")
+        await check(pilot, "help")
