@@ -25,6 +25,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/store.py --quick
 	$(BIN)/python bench/sneakernet.py --quick
 	$(BIN)/python bench/lan.py --quick
+	$(BIN)/python bench/console.py --quick
 
 clean:
 	rm -rf $(VENV) build *.egg-info
