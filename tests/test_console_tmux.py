@@ -69,11 +69,15 @@ def home(tmp_path: Path) -> Path:
     return tmp_path / "alpha"
 
 
-@pytest.fixture
-def terminal(home: Path) -> Iterator[Terminal]:
+# A modern terminal, and a 16-colour one (a serial console, an old xterm).
+TERMINALS = {"256 colours": {"TERM": "xterm-256color"}, "16 colours": {"TERM": "xterm-16color", "TEXTUAL_COLOR_SYSTEM": "standard"}}
+
+
+@pytest.fixture(params=sorted(TERMINALS))
+def terminal(home: Path, request: pytest.FixtureRequest) -> Iterator[Terminal]:
     executable = shutil.which("rallypoint", path=str(Path(sys.executable).parent))
     command = [executable] if executable else [sys.executable, "-m", "tui.cli"]
-    env = {"RALLYPOINT_HOME": str(home), "RALLYPOINT_PASSPHRASE": PASSPHRASE, "TERM": "xterm-256color", "PATH": os.environ.get("PATH", "")}
+    env = {"RALLYPOINT_HOME": str(home), "RALLYPOINT_PASSPHRASE": PASSPHRASE, "PATH": os.environ.get("PATH", ""), **TERMINALS[request.param]}
     term = Terminal(f"rptest-{os.getpid()}", [*command, "console", "--no-lan"], env)
     try:
         yield term
