@@ -16,7 +16,6 @@ two nodes that roll over to the same next segment concurrently only add distinct
 from __future__ import annotations
 
 import re
-
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -33,9 +33,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from chat import chat_lines  # noqa: E402
+
 from appliance import crypto  # noqa: E402
 from appliance.node import SEGMENT_SIZE, Node  # noqa: E402
-from chat import chat_lines  # noqa: E402
 from tui.app import MainScreen, MessageList, RallypointApp  # noqa: E402
 
 PASSPHRASE = "bench passphrase"

@@ -48,11 +48,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `tests.netns` when run as a script
 
+from chat import chat_lines  # noqa: E402
+from syncthing_side import SyncthingFigures, measure_syncthing, messages_needed, syncthing_missing_hint  # noqa: E402
+
 from appliance import crypto  # noqa: E402
 from appliance.node import SEGMENT_SIZE, Node  # noqa: E402
-from chat import chat_lines  # noqa: E402
 from sync.lan import LanConfig, LanEvent, LanService, Received, SessionUp  # noqa: E402
-from syncthing_side import SyncthingFigures, measure_syncthing, messages_needed, syncthing_missing_hint  # noqa: E402
 
 CHANNEL = "general"
 PASSPHRASE = "bench passphrase"

@@ -51,9 +51,10 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TypeVar
 
+from chat import chat_lines
+
 from appliance import crypto, documents
 from appliance.node import SEGMENT_SIZE, Node
-from chat import chat_lines
 
 CHANNEL = "general"
 PASSPHRASE = "bench passphrase"

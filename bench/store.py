@@ -43,10 +43,10 @@ from pathlib import Path
 
 from automerge import core
 from automerge._automerge import Document
+from chat import SEED, chat_line
 
 from appliance import crypto, ids
 from appliance.node import SEGMENT_SIZE, Node
-from chat import SEED, chat_line
 
 CHANNEL = "general"
 PASSPHRASE = "bench passphrase"

@@ -742,10 +742,10 @@ class _Session:
             parts = pack_delta(replace(delta, blobs=tuple(b for b in delta.blobs if len(b[2]) <= BLOB_PART_BYTES)), PART_BUDGET)
         except InvalidInput as exc:
             raise SessionError(str(exc)) from exc
-        for documents, blobs in parts:
-            part_heads = {doc_id: tuple(sorted(delta.heads.get(doc_id, ()))) for doc_id, _ in documents}
-            await self._send_bulk(wire.Changes(documents, blobs, part_heads))
-            self.sent_changes += sum(len(c) for _, c in documents)
+        for docs, blobs in parts:
+            part_heads = {doc_id: tuple(sorted(delta.heads.get(doc_id, ()))) for doc_id, _ in docs}
+            await self._send_bulk(wire.Changes(docs, blobs, part_heads))
+            self.sent_changes += sum(len(c) for _, c in docs)
             self._peer_has.update(part_heads)
         for digest, data in large:
             for offset in range(0, len(data), BLOB_PART_BYTES):

@@ -4,57 +4,20 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from textual.app import App
-from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, OptionList, Static, TabbedContent
 
 from appliance.node import Attachment, Node
 from sync.lan import LanConfig, LanService
 from tests.conftest import FAST, make_workspace
 from tests.conftest import PASSPHRASE as WORKSPACE_PASSPHRASE
-from tui.app import Composer, MainScreen, MessageList, PeersScreen, RallypointApp, SaveFilesScreen, SearchScreen, SetupScreen, UnlockScreen, binding_sections
+from tests.console_helpers import SIZE, main_screen, pane_title, screen_text, until, until_shown
+from tui.app import Composer, MessageList, PeersScreen, RallypointApp, SaveFilesScreen, SearchScreen, SetupScreen, UnlockScreen, binding_sections
 
 PASSPHRASE = "correct-horse"
-SIZE = (80, 24)
-# run_test(..., notifications=True) throughout: errors on the main screen are toasts, which
-# Pilot hides unless asked.
-
-
-def screen_text(app: App[None]) -> str:
-    """What the terminal would show, as plain text (Textual has no public text-only snapshot)."""
-    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
-
-
-async def until(pilot: Pilot[None], condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}:\n{screen_text(pilot.app)}")
-        await pilot.pause(0.05)
-
-
-async def until_shown(pilot: Pilot[None], text: str, timeout: float = 5.0) -> None:
-    await until(pilot, lambda: text in screen_text(pilot.app), repr(text), timeout)
-
-
-async def main_screen(pilot: Pilot[None]) -> MainScreen:
-    await until(pilot, lambda: isinstance(pilot.app.screen, MainScreen), "the main screen")
-    screen = pilot.app.screen
-    assert isinstance(screen, MainScreen)
-    await until(pilot, lambda: pane_title(pilot.app) != "", "the first view to load")
-    return screen
-
-
-def pane_title(app: App[None]) -> str:
-    """The line above the messages, right of the channel list."""
-    lines = screen_text(app).splitlines()
-    return lines[1][20:].strip() if len(lines) > 1 else ""
-
-
 def channel_row(app: App[None], name: str) -> str:
     """The channel list's row for `name` (the list is the leftmost 19 columns, then its border)."""
     return next(line[:19] for line in screen_text(app).splitlines() if line.startswith(f"# {name}"))

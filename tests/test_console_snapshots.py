@@ -19,7 +19,7 @@ from textual.pilot import Pilot
 
 from appliance.node import Attachment, Node
 from tests.conftest import FAST, PASSPHRASE, REPO
-from tests.test_console import SIZE, main_screen, screen_text, until, until_shown
+from tests.console_helpers import SIZE, main_screen, screen_text, until, until_shown
 from tui.app import MessageList, PeersScreen, RallypointApp
 
 SNAPSHOTS = REPO / "tests" / "snapshots"

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance import documents, node as node_module
+from appliance import documents
+from appliance import node as node_module
 from appliance.changes import SignedChange
 from appliance.errors import (
     BlobTooLarge,

@@ -24,8 +24,8 @@ from textual.content import Content
 from textual.events import Resize
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, Checkbox, DataTable, Footer, Header, Input, Label, OptionList, Static, TabbedContent, TabPane
 from textual.suggester import Suggester
+from textual.widgets import Button, Checkbox, DataTable, Footer, Header, Input, Label, OptionList, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
 
 from appliance.errors import RallypointError, WrongPassphrase
@@ -33,6 +33,7 @@ from appliance.model import ChannelSummary, Identity, MessageView, PeerStatus
 from appliance.node import Node
 from sync.errors import SyncError
 from sync.lan import LanConfig, LanEvent, LanService, Received, Refused, SessionInfo
+from tui.admin import AdminScreen
 from tui.files import free_path, safe_file_name, write_atomically
 from tui.text import printable
 
@@ -631,6 +632,7 @@ class MainScreen(Screen[None]):
 
     BINDINGS = [
         Binding("f2", "peers", "Peers", show=False),
+        Binding("f3", "admin", "Admin", show=False),
         Binding("ctrl+f", "search", "Search", show=False),
         Binding("ctrl+n", "new_channel", "New channel"),
         Binding("alt+down,ctrl+down", "cycle_channel(1)", "Channel", key_display="alt+↑↓"),
@@ -777,6 +779,9 @@ class MainScreen(Screen[None]):
 
         self.app.push_screen(SearchScreen(self.node), open_result)
 
+    def action_admin(self) -> None:
+        self.app.push_screen(AdminScreen(self.node))
+
     def action_peers(self) -> None:
         self.app.push_screen(PeersScreen())
 
@@ -857,6 +862,8 @@ class MainScreen(Screen[None]):
         self.reload(select=root)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "admin":
+            return self.identity.role == "admin"  # others do not see it; the node refuses them anyway
         # Thread and Close swap places in the footer as a thread opens and closes.
         if action == "close_thread":
             return self.thread_root is not None
@@ -1056,6 +1063,7 @@ def binding_sections() -> list[tuple[str, list[Binding]]]:
         ("Message list", MessageList),
         ("Composer", Composer),
         ("Peers and sync health", PeersScreen),
+        ("Admin (admins only)", AdminScreen),
     ]
     return [(title, [b for b in cls.BINDINGS if isinstance(b, Binding)]) for title, cls in sections]
 
@@ -1087,6 +1095,8 @@ class RallypointApp(App[None]):
             yield SystemCommand("Peers and sync health", "every known node, its trust, session and lag (F2)", screen.action_peers)
             yield SystemCommand("New channel", "create a channel (ctrl+n)", screen.action_new_channel)
             yield SystemCommand("Search", "full-text search across channels (ctrl+f)", screen.action_search)
+            if screen.identity.role == "admin":
+                yield SystemCommand("Admin", "users and roles, enrollment, revocation, IP allowlist, audit log (F3)", screen.action_admin)
         yield SystemCommand("Help", "every key binding (F1)", self.action_help)
         yield from super().get_system_commands(screen)
 

@@ -1,0 +1,46 @@
+"""Pilot helpers shared by the console tests: what the screen shows, and waiting (bounded) for it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from textual.app import App
+from textual.pilot import Pilot
+
+from tui.app import MainScreen
+
+SIZE = (80, 24)
+# run_test(..., notifications=True) throughout: errors on the main screen are toasts, which
+# Pilot hides unless asked.
+
+
+def screen_text(app: App[None]) -> str:
+    """What the terminal would show, as plain text (Textual has no public text-only snapshot)."""
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
+async def until(pilot: Pilot[None], condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}:\n{screen_text(pilot.app)}")
+        await pilot.pause(0.05)
+
+
+async def until_shown(pilot: Pilot[None], text: str, timeout: float = 5.0) -> None:
+    await until(pilot, lambda: text in screen_text(pilot.app), repr(text), timeout)
+
+
+async def main_screen(pilot: Pilot[None]) -> MainScreen:
+    await until(pilot, lambda: isinstance(pilot.app.screen, MainScreen), "the main screen")
+    screen = pilot.app.screen
+    assert isinstance(screen, MainScreen)
+    await until(pilot, lambda: pane_title(pilot.app) != "", "the first view to load")
+    return screen
+
+
+def pane_title(app: App[None]) -> str:
+    """The line above the messages, right of the channel list."""
+    lines = screen_text(app).splitlines()
+    return lines[1][20:].strip() if len(lines) > 1 else ""

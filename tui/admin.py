@@ -1,0 +1,714 @@
+"""The console's admin area: users and roles, nodes and enrollment, the IP allowlist, the audit log.
+
+The screen never decides who may do what: every action goes to the node, which refuses a
+non-admin with PermissionDenied and audits the refusal; the refusal is shown like any other
+error. As in the rest of the console, node calls run in workers and come back as Messages,
+and text from the network is shown through `printable()` in `Content` or rich `Text`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.content import Content
+from textual.coordinate import Coordinate
+from textual.message import Message
+from textual.screen import ModalScreen, Screen
+from textual.widget import Widget
+from textual.widgets import Button, DataTable, Footer, Header, Input, Label, OptionList, Static, TabbedContent, TabPane
+from textual.widgets.option_list import Option
+
+from appliance import ids
+from appliance.audit import AuditVerdict
+from appliance.certs import ROLES
+from appliance.documents import DIRECTORY_DOC
+from appliance.errors import RallypointError
+from appliance.model import Enrollment, Identity, NodeInfo, UserInfo, iso_utc
+from appliance.netpolicy import NetworkRule
+from appliance.node import Node
+from tui.files import write_atomically
+from tui.text import printable
+
+AUDIT_LIMIT = 1000  # newest entries loaded; verification still covers the whole chain
+NAME_WIDTH = 20  # names can be 64 characters: longer ones are cut so the other columns stay on screen
+ACTOR_WIDTH = 12
+DETAIL_WIDTH = 22  # the highlighted entry's full detail is shown under the table
+
+# The tab each tab-specific action belongs to; the footer shows only the active tab's actions.
+TAB_OF_ACTION = {
+    "add_user": "users",
+    "change_role": "users",
+    "revoke_user": "users",
+    "enroll": "nodes",
+    "revoke_node": "nodes",
+    "set_rule": "allowlist",
+    "remove_rule": "allowlist",
+    "filter": "audit",
+}
+TABLE_OF_TAB = {"users": "#users-table", "nodes": "#nodes-table", "allowlist": "#rules-table", "audit": "#audit-table"}
+
+
+def cell(value: str, width: int | None = None) -> Text:
+    """A table cell that is never parsed as markup, cut with an ellipsis at `width`."""
+    text = Text(printable(value), no_wrap=True)
+    if width is not None:
+        text.truncate(width, overflow="ellipsis")
+    return text
+
+
+def short_time(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000).strftime("%m-%d %H:%M")
+
+
+def rule_key(rule: NetworkRule) -> str:
+    # An operator's deny can name the same network as a default allow: both are rows.
+    return f"{'default' if rule.default else 'rule'}:{rule.network}"
+
+
+def unwritable(path: Path) -> str | None:
+    """Why an enrollment file cannot be written at `path`, checked before the node certifies anything."""
+    if path.is_dir():
+        return f"{path} is a directory: give a file name"
+    if not path.parent.is_dir():
+        return f"there is no directory {path.parent}"
+    if not os.access(path.parent, os.W_OK):
+        return f"cannot write into {path.parent}"
+    return None
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    seq: int
+    at: int
+    action: str
+    actor: str  # a name where the directory knows the key
+    detail: str  # one line of JSON
+
+    def matches(self, needle: str) -> bool:
+        folded = needle.casefold()
+        return any(folded in value.casefold() for value in (self.action, self.actor, self.detail))
+
+
+@dataclass(frozen=True)
+class NewUser:
+    name: str
+    role: str
+
+
+@dataclass(frozen=True)
+class Invitation:
+    node_name: str
+    user_name: str
+    role: str
+    path: Path
+
+
+# --- messages from workers back to the screen ----------------------------------------
+
+
+class AdminLoaded(Message, bubble=False):
+    def __init__(
+        self, identity: Identity, users: list[UserInfo], nodes: list[NodeInfo], rules: list[NetworkRule], audit: list[AuditRow], verdict: AuditVerdict
+    ) -> None:
+        super().__init__()
+        self.identity = identity  # the acting user's role can change while the screen is open
+        self.users = users
+        self.nodes = nodes
+        self.rules = rules
+        self.audit = audit
+        self.verdict = verdict
+
+
+class ActionDone(Message, bubble=False):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
+class ActionFailed(Message, bubble=False):
+    """The node refused (PermissionDenied, InvalidInput, NotFound...) or a file could not be written."""
+
+    def __init__(self, reason: str, reload: bool = True) -> None:
+        super().__init__()
+        self.reason = reason
+        self.reload = reload  # the node may have audited the refusal; False when loading itself failed
+
+
+class Enrolled(Message, bubble=False):
+    def __init__(self, enrollment: Enrollment, request: Invitation) -> None:
+        super().__init__()
+        self.enrollment = enrollment
+        self.request = request
+
+
+class DirectoryChanged(Message, bubble=False):
+    """Users, nodes or revocations changed (here, or arriving from another node)."""
+
+
+# --- dialogs ---------------------------------------------------------------------------
+
+
+class Incomplete(Exception):
+    """A form field that must be filled in; the message says which."""
+
+    def __init__(self, message: str, field_id: str) -> None:
+        super().__init__(message)
+        self.field_id = field_id
+
+
+class RoleList(OptionList):
+    """The workspace roles, one a line; the highlighted one is the choice (Enter confirms it)."""
+
+    def __init__(self, role: str, id: str) -> None:
+        super().__init__(*(Option(name, id=name) for name in ROLES), id=id, markup=False, classes="field")
+        self.initial = role
+
+    def on_mount(self) -> None:
+        self.highlighted = ROLES.index(self.initial)
+
+    @property
+    def role(self) -> str:
+        option = self.highlighted_option
+        return option.id if option is not None and option.id is not None else self.initial
+
+
+def labelled(label: str, widget: Widget) -> Horizontal:
+    return Horizontal(Label(label), widget, classes="admin-field")
+
+
+ResultT = TypeVar("ResultT")
+
+
+class FormScreen(ModalScreen[ResultT | None], Generic[ResultT]):
+    """A dialog of fields: Enter moves to the next field and submits from the last one;
+    Escape cancels. Subclasses yield their fields (class "field") and build the result."""
+
+    CSS_PATH = "admin.tcss"
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, submit: str, detail: str = "", danger: bool = False) -> None:
+        super().__init__()
+        self.title_text = title
+        self.submit_label = submit
+        self.detail = detail
+        self.danger = danger
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog admin-dialog"):
+            yield Static(Content(printable(self.title_text)), classes="dialog-title")
+            if self.detail:
+                yield Static(Content(printable(self.detail, multiline=True)), classes="admin-detail")
+            yield from self.fields()
+            yield Static(id="form-error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(self.submit_label, id="form-submit", variant="error" if self.danger else "primary", compact=True)
+                yield Button("Cancel", id="form-cancel", compact=True)
+        yield Footer(compact=True)
+
+    def fields(self) -> ComposeResult:
+        raise NotImplementedError
+
+    def result(self) -> ResultT:
+        """The form's value; raises Incomplete when a field is missing."""
+        raise NotImplementedError
+
+    def value(self, field_id: str, what: str) -> str:
+        text = self.query_one(f"#{field_id}", Input).value.strip()
+        if not text:
+            raise Incomplete(f"Enter {what}.", field_id)
+        return text
+
+    @on(Input.Submitted)
+    @on(OptionList.OptionSelected)
+    def next_field_or_submit(self, event: Input.Submitted | OptionList.OptionSelected) -> None:
+        fields = list(self.query(".field"))
+        if event.control is fields[-1]:
+            self.submit()
+        else:
+            fields[fields.index(event.control) + 1].focus()
+
+    @on(Button.Pressed, "#form-submit")
+    def submit(self) -> None:
+        try:
+            value = self.result()
+        except Incomplete as exc:
+            error = self.query_one("#form-error", Static)
+            error.update(Content(str(exc)))
+            error.display = True
+            self.query_one(f"#{exc.field_id}").focus()
+            return
+        self.dismiss(value)
+
+    @on(Button.Pressed, "#form-cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class UserForm(FormScreen[NewUser]):
+    def __init__(self) -> None:
+        super().__init__("Add a user (their key stays sealed on this node)", "Add")
+
+    def fields(self) -> ComposeResult:
+        yield labelled("Name", Input(id="user-name", placeholder="no spaces, e.g. bob", classes="field"))
+        yield labelled("Role", RoleList("member", id="user-role"))
+
+    def result(self) -> NewUser:
+        return NewUser(self.value("user-name", "a name"), self.query_one(RoleList).role)
+
+
+class RoleForm(FormScreen[str]):
+    def __init__(self, user: UserInfo) -> None:
+        super().__init__(f"Role for {user.name}", "Change")
+        self.current = user.role
+
+    def fields(self) -> ComposeResult:
+        yield labelled("Role", RoleList(self.current, id="role-choice"))
+
+    def result(self) -> str:
+        return self.query_one(RoleList).role
+
+
+class InviteForm(FormScreen[Invitation]):
+    def __init__(self) -> None:
+        super().__init__("Enroll a node and its first user", "Enroll")
+
+    def fields(self) -> ComposeResult:
+        yield labelled("Node name", Input(id="invite-node", placeholder="e.g. bravo", classes="field"))
+        yield labelled("First user", Input(id="invite-user", placeholder="a new user, e.g. bob", classes="field"))
+        yield labelled("Role", RoleList("member", id="invite-role"))
+        yield labelled("Write to", Input(id="invite-file", placeholder="file, e.g. /media/stick/bravo.enrollment", classes="field"))
+
+    def result(self) -> Invitation:
+        node_name = self.value("invite-node", "the new node's name")
+        user_name = self.value("invite-user", "the first user's name")
+        path = Path(self.value("invite-file", "where to write the enrollment file")).expanduser().absolute()
+        return Invitation(node_name, user_name, self.query_one(RoleList).role, path)
+
+
+class ReasonForm(FormScreen[str]):
+    """Confirms a revocation; the reason travels with it to every node."""
+
+    def __init__(self, title: str, detail: str) -> None:
+        super().__init__(title, "Revoke", detail, danger=True)
+
+    def fields(self) -> ComposeResult:
+        yield labelled("Reason", Input(id="revoke-reason", placeholder="why (recorded and sent along)", classes="field"))
+
+    def result(self) -> str:
+        return self.value("revoke-reason", "a reason")
+
+
+class NetworkForm(FormScreen[str]):
+    def __init__(self, action: str) -> None:
+        super().__init__(f"{action.capitalize()} incoming LAN sessions from a network", action.capitalize())
+
+    def fields(self) -> ComposeResult:
+        yield labelled("Network", Input(id="rule-network", placeholder="CIDR, e.g. 10.1.0.0/16 or fd00::/8", classes="field"))
+
+    def result(self) -> str:
+        return self.value("rule-network", "a network")
+
+
+class EnrollmentCard(ModalScreen[None]):
+    """The one-time code, shown once: the file travels on the stick, the code by voice."""
+
+    CSS_PATH = "admin.tcss"
+    BINDINGS = [Binding("escape,enter", "dismiss", "Close")]
+
+    def __init__(self, enrollment: Enrollment, request: Invitation) -> None:
+        super().__init__()
+        self.enrollment = enrollment
+        self.request = request
+
+    def compose(self) -> ComposeResult:
+        request, enrollment = self.request, self.enrollment
+        with Vertical(classes="dialog admin-dialog"):
+            yield Static(Content(f"Node {printable(request.node_name)} enrolled"), classes="dialog-title")
+            yield Static(Content("Enrollment file written to:"))
+            yield Static(Content(printable(str(request.path))), id="enrollment-file")
+            yield Static(Content("One-time code: tell it to the new node's operator, never write it on the stick:"))
+            yield Static(Content(enrollment.code), id="enrollment-code")
+            yield Static(Content(f"Node id {enrollment.node_id}, first user {printable(enrollment.user_name)} ({request.role})"))
+            yield Static(Content("Enter or Escape closes; the code is not shown again."), classes="dialog-hint")
+        yield Footer(compact=True)
+
+
+class AuditFilter(Input):
+    """Filters the audit log as you type; Enter, Escape or ↓ go back to the table."""
+
+    BINDINGS = [Binding("escape", "screen.focus_table", "Done"), Binding("down", "screen.focus_table", "Done", show=False)]
+
+
+# --- the admin screen ----------------------------------------------------------------
+
+
+class AdminScreen(Screen[None]):
+    """Users and roles, nodes and enrollment, the IP allowlist and the audit log, as tabs.
+
+    Keys: 1-4 switch tabs (shown in the tab labels); the footer shows only the active tab's
+    actions, so it fits 80 columns. Every tab acts on the highlighted table row:
+      Users      a add · r role · x (or Delete) revoke
+      Nodes      a enroll a node · x revoke
+      Allowlist  a allow · d deny · x remove the rule
+      Audit log  / filter (Enter, Escape or ↓ return to the table)
+      always     F5 refresh · Escape back
+    All are single letters on the screen, not priority bindings: the only Input on the
+    screen is the audit filter, and while it has focus letters are typed into it (the footer
+    then hides the letter keys). Dialogs take their input in fields: Enter moves on and
+    submits from the last field, Escape cancels. The mouse works too (tabs, rows, buttons)."""
+
+    CSS_PATH = "admin.tcss"
+    AUTO_FOCUS = "#users-table"
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("a", "add_user", "Add user"),
+        Binding("a", "enroll", "Enroll node"),
+        Binding("a", "set_rule('allow')", "Allow"),
+        Binding("r", "change_role", "Role"),
+        Binding("d", "set_rule('deny')", "Deny"),
+        Binding("x,delete", "revoke_user", "Revoke"),
+        Binding("x,delete", "revoke_node", "Revoke"),
+        Binding("x,delete", "remove_rule", "Remove"),
+        Binding("slash", "filter", "Filter"),
+        Binding("f5", "reload", "Refresh"),
+        Binding("1", "tab('users')", "Users", show=False),
+        Binding("2", "tab('nodes')", "Nodes", show=False),
+        Binding("3", "tab('allowlist')", "IP allowlist", show=False),
+        Binding("4", "tab('audit')", "Audit log", show=False),
+    ]
+
+    def __init__(self, node: Node) -> None:
+        super().__init__()
+        self.node = node
+        self.tab = "users"
+        self.users: dict[str, UserInfo] = {}
+        self.nodes: dict[str, NodeInfo] = {}
+        self.rules: dict[str, NetworkRule] = {}
+        self.audit: list[AuditRow] = []
+        self.verdict: AuditVerdict | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with TabbedContent(id="admin-tabs", initial="users"):
+            with TabPane("1 Users", id="users"):
+                yield DataTable(id="users-table", cursor_type="row", zebra_stripes=True)
+            with TabPane("2 Nodes", id="nodes"):
+                yield DataTable(id="nodes-table", cursor_type="row", zebra_stripes=True)
+            with TabPane("3 IP allowlist", id="allowlist"):
+                yield Static(Content("Incoming LAN sessions: the longest matching prefix decides, a deny wins a tie; the defaults apply until you allow a network."), id="allowlist-note")
+                yield DataTable(id="rules-table", cursor_type="row", zebra_stripes=True)
+            with TabPane("4 Audit log", id="audit"):
+                yield AuditFilter(id="audit-filter", placeholder="/ to filter by action, actor or detail")
+                yield Static(id="audit-status")
+                yield DataTable(id="audit-table", cursor_type="row", zebra_stripes=True)
+                yield Static(id="audit-detail")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.title = "Admin"
+        self.table("#users-table").add_columns("Name", "Role", "Key id", "Revoked")
+        self.table("#nodes-table").add_columns("Name", "Node id", "Status", "This node")
+        self.table("#rules-table").add_columns("Network", "Rule", "Source")
+        self.table("#audit-table").add_columns("Seq", "Time", "Action", "Actor", "Detail")
+        self.reload()
+        self.node.add_listener(self.node_changed)
+
+    def on_unmount(self) -> None:
+        self.node.remove_listener(self.node_changed)
+
+    def node_changed(self, doc_ids: frozenset[str], received_from: str | None) -> None:
+        if DIRECTORY_DOC in doc_ids:
+            self.post_message(DirectoryChanged())
+
+    @on(DirectoryChanged)
+    def directory_changed(self) -> None:
+        self.reload()
+
+    def table(self, selector: str) -> DataTable[Text]:
+        return self.query_one(selector, DataTable)
+
+    # --- tabs and keys ---
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        tab = TAB_OF_ACTION.get(action)
+        if tab is None:
+            return True
+        # Hidden (False), not just disabled: the same key acts differently on each tab.
+        return tab == self.tab and not isinstance(self.focused, Input)
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+
+    @on(TabbedContent.TabActivated)
+    def tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self.tab = event.pane.id or "users"
+        self.action_focus_table()
+        self.refresh_bindings()
+
+    def action_focus_table(self) -> None:
+        self.table(TABLE_OF_TAB[self.tab]).focus()
+
+    def selected(self, selector: str, what: str) -> str | None:
+        """The highlighted row's key, or None (with a hint) when the table is empty."""
+        key = highlighted(self.table(selector))
+        if key is None:
+            self.notify(f"There is no {what} to act on.", severity="warning")
+        return key
+
+    # --- loading ---
+
+    def action_reload(self) -> None:
+        self.reload()
+
+    @work(group="admin-load", exclusive=True)
+    async def reload(self) -> None:
+        """Everything the tabs show, in one go: the newest load wins."""
+        try:
+            identity, users, nodes = self.node.whoami(), self.node.users(), self.node.nodes()
+            rules = await self.node.network_rules()
+            records = await self.node.audit_entries(AUDIT_LIMIT)
+            verdict = await self.node.verify_audit()
+        except RallypointError as exc:
+            self.post_message(ActionFailed(str(exc), reload=False))
+            return
+        known = {info.key.hex(): f"node {info.name}" for info in nodes} | {user.key.hex(): user.name for user in users}
+        audit = [
+            AuditRow(r.seq, r.at, r.action, known.get(r.actor) or ("-" if r.actor == "-" else self.node.user_name(r.actor)), json.dumps(r.detail, ensure_ascii=False, sort_keys=True))
+            for r in reversed(records)  # newest first
+        ]
+        self.post_message(AdminLoaded(identity, users, nodes, rules, audit, verdict))
+
+    @on(AdminLoaded)
+    def loaded(self, event: AdminLoaded) -> None:
+        me = event.identity
+        self.sub_title = f"{printable(me.user_name)} ({me.role}) on {printable(me.node_name)}"
+        self.users = {user.key.hex(): user for user in event.users}
+        self.nodes = {info.node_id: info for info in event.nodes}
+        self.rules = {rule_key(rule): rule for rule in event.rules}
+        self.audit, self.verdict = event.audit, event.verdict
+        fill(
+            self.table("#users-table"),
+            ((key, (cell(u.name, NAME_WIDTH), cell(u.role), cell(ids.key_id(u.key)), cell("revoked" if u.revoked else ""))) for key, u in self.users.items()),
+        )
+        fill(
+            self.table("#nodes-table"),
+            ((key, (cell(n.name, NAME_WIDTH), cell(n.node_id), cell("revoked" if n.revoked else "trusted"), cell("this node" if n.this_node else ""))) for key, n in self.nodes.items()),
+        )
+        fill(
+            self.table("#rules-table"),
+            ((key, (cell(r.network), cell(r.action), cell("default" if r.default else "operator"))) for key, r in self.rules.items()),
+        )
+        self.show_audit()
+
+    @on(Input.Changed, "#audit-filter")
+    def show_audit(self) -> None:
+        needle = self.query_one(AuditFilter).value.strip()
+        rows = [row for row in self.audit if row.matches(needle)] if needle else self.audit
+        fill(
+            self.table("#audit-table"),
+            (
+                (str(row.seq), (Text(str(row.seq), justify="right"), cell(short_time(row.at)), cell(row.action), cell(row.actor, ACTOR_WIDTH), cell(row.detail, DETAIL_WIDTH)))
+                for row in rows
+            ),
+            follow_first=True,
+        )
+        self.show_audit_detail()
+        if self.verdict is None:
+            return
+        verdict = self.verdict
+        status = f"Audit chain intact: {verdict.count} entries" if verdict.ok else f"Audit chain BROKEN after {verdict.count}: {verdict.problem}"
+        if len(self.audit) < verdict.count:
+            status += f" · newest {len(self.audit)} loaded"
+        if needle:
+            status += f" · {len(rows)} matching"
+        widget = self.query_one("#audit-status", Static)
+        widget.update(Content(status))
+        widget.set_class(not verdict.ok, "error")
+
+    @on(DataTable.RowHighlighted, "#audit-table")
+    def show_audit_detail(self) -> None:
+        key = highlighted(self.table("#audit-table"))
+        row = next((row for row in self.audit if str(row.seq) == key), None)
+        text = "" if row is None else f"#{row.seq} {iso_utc(row.at)} {printable(row.actor)}: {printable(row.action)} {printable(row.detail)}"
+        self.query_one("#audit-detail", Static).update(Content(text))
+
+    @on(Input.Submitted, "#audit-filter")
+    def filter_done(self) -> None:
+        self.action_focus_table()
+
+    def action_filter(self) -> None:
+        self.query_one(AuditFilter).focus()
+
+    # --- outcomes ---
+
+    @work(group="admin-write")
+    async def perform(self, call: Callable[[], Awaitable[str]]) -> None:
+        """One admin call on the node; what it did (or why it refused) comes back as a message."""
+        try:
+            done = await call()
+        except RallypointError as exc:
+            self.post_message(ActionFailed(str(exc)))
+            return
+        self.post_message(ActionDone(done))
+
+    @on(ActionDone)
+    def action_done(self, event: ActionDone) -> None:
+        self.notify(printable(event.text), markup=False)
+        self.reload()
+
+    @on(ActionFailed)
+    def action_failed(self, event: ActionFailed) -> None:
+        self.notify(printable(event.reason), severity="error", markup=False)
+        if event.reload:
+            self.reload()  # a refusal is audited: the log has a new entry
+
+    # --- users ---
+
+    def selected_user(self) -> UserInfo | None:
+        key = self.selected("#users-table", "user")
+        return None if key is None else self.users.get(key)
+
+    def action_add_user(self) -> None:
+        def chosen(request: NewUser | None) -> None:
+            if request is not None:
+                self.perform(partial(self.add_user, request))
+
+        self.app.push_screen(UserForm(), chosen)
+
+    async def add_user(self, request: NewUser) -> str:
+        user = await self.node.add_user(request.name, request.role)
+        return f"User {user.name} added ({user.role})"
+
+    def action_change_role(self) -> None:
+        user = self.selected_user()
+        if user is None:
+            return
+
+        def chosen(role: str | None) -> None:
+            if role is not None and role != user.role:
+                self.perform(partial(self.set_role, user.name, role))
+
+        self.app.push_screen(RoleForm(user), chosen)
+
+    async def set_role(self, name: str, role: str) -> str:
+        user = await self.node.set_role(name, role)
+        return f"{user.name} is now {user.role}"
+
+    def action_revoke_user(self) -> None:
+        user = self.selected_user()
+        if user is None:
+            return
+        detail = f"Key {ids.key_id(user.key)} stops being trusted on every node the revocation reaches. It cannot be undone."
+        self.confirm_revoke(ReasonForm(f"Revoke user {user.name}?", detail), user.key, f"User {user.name}")
+
+    def confirm_revoke(self, form: ReasonForm, subject: bytes, what: str) -> None:
+        def confirmed(reason: str | None) -> None:
+            if reason is not None:
+                self.perform(partial(self.revoke, subject, reason, what))
+
+        self.app.push_screen(form, confirmed)
+
+    async def revoke(self, subject: bytes, reason: str, what: str) -> str:
+        await self.node.revoke(subject, reason)
+        return f"{what} revoked"
+
+    # --- nodes ---
+
+    def action_enroll(self) -> None:
+        def chosen(request: Invitation | None) -> None:
+            if request is not None:
+                self.enroll(request)
+
+        self.app.push_screen(InviteForm(), chosen)
+
+    @work(group="admin-write")
+    async def enroll(self, request: Invitation) -> None:
+        problem = await asyncio.to_thread(unwritable, request.path)
+        if problem is not None:
+            self.post_message(ActionFailed(problem, reload=False))
+            return
+        try:
+            enrollment = await self.node.invite(request.node_name, request.user_name, request.role)
+        except RallypointError as exc:
+            self.post_message(ActionFailed(str(exc)))
+            return
+        try:
+            await asyncio.to_thread(write_atomically, request.path, enrollment.data)
+        except OSError as exc:
+            # The certificates are in the directory already; without the file they are of no use.
+            self.post_message(ActionFailed(f"node {enrollment.node_id} was certified but {request.path} could not be written ({exc.strerror or exc}): revoke it and enroll again"))
+            return
+        self.post_message(Enrolled(enrollment, request))
+
+    @on(Enrolled)
+    def enrolled(self, event: Enrolled) -> None:
+        self.app.push_screen(EnrollmentCard(event.enrollment, event.request))
+        self.reload()
+
+    def action_revoke_node(self) -> None:
+        key = self.selected("#nodes-table", "node")
+        info = None if key is None else self.nodes.get(key)
+        if info is None:
+            return
+        if info.revoked:
+            self.notify(f"Node {printable(info.name)} is revoked already.", severity="warning", markup=False)
+            return
+        detail = f"Node id {info.node_id}. It gets the news at its next sync and wipes its data. It cannot be undone."
+        if info.this_node:
+            detail += "\nThis is the node this console runs on."
+        self.confirm_revoke(ReasonForm(f"Revoke node {info.name}?", detail), info.key, f"Node {info.name}")
+
+    # --- IP allowlist ---
+
+    def action_set_rule(self, action: str) -> None:
+        def chosen(network: str | None) -> None:
+            if network is not None:
+                self.perform(partial(self.set_rule, network, action))
+
+        self.app.push_screen(NetworkForm(action), chosen)
+
+    async def set_rule(self, network: str, action: str | None) -> str:
+        normal = await self.node.set_network_rule(network, action)
+        return f"Rule for {normal} removed" if action is None else f"Incoming LAN sessions from {normal}: {action}"
+
+    def action_remove_rule(self) -> None:
+        key = self.selected("#rules-table", "rule")
+        rule = None if key is None else self.rules.get(key)
+        if rule is None:
+            return
+        if rule.default:
+            self.notify(f"{rule.network} is a built-in default: it stays until you allow a network.", severity="warning", markup=False)
+            return
+        self.perform(partial(self.set_rule, rule.network, None))
+
+
+def fill(table: DataTable[Text], rows: Iterable[tuple[str, tuple[Text, ...]]], follow_first: bool = False) -> None:
+    """Replaces a table's rows, keeping the cursor on the same row when it is still there
+    (with `follow_first`, a cursor on the first row stays there: the newest audit entry)."""
+    kept = highlighted(table)
+    position = table.cursor_row
+    table.clear()
+    for key, cells in rows:
+        table.add_row(*cells, key=key)
+    if table.row_count:
+        keys = [row_key.value for row_key in table.rows]
+        stay = follow_first and position == 0
+        table.move_cursor(row=keys.index(kept) if kept in keys and not stay else min(position, table.row_count - 1))
+
+
+def highlighted(table: DataTable[Text]) -> str | None:
+    if table.row_count == 0:
+        return None
+    return table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
