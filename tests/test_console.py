@@ -353,3 +353,26 @@ async def test_attachments_are_listed_and_saved_under_safe_names(home: Path, tmp
     assert (folder / "plan (2).txt").read_bytes() == b"secret plan"
     (other_file,) = [p for p in folder.iterdir() if p.name.startswith("attachment-")]  # ".." is no name to save under
     assert other_file.read_bytes() == b"\x00map"
+
+
+async def test_on_a_wide_terminal_a_thread_opens_beside_its_channel(home: Path) -> None:
+    async with await Node.open(home, PASSPHRASE) as other:
+        root = await other.post("general", "where is the fuel?")
+        await other.post("general", "in the shed", reply_to=root)
+        await other.post("general", "unrelated news")
+    async with RallypointApp(home, PASSPHRASE).run_test(size=(120, 30), notifications=True) as pilot:
+        screen = await main_screen(pilot)
+        messages = screen.query_one("#messages", MessageList)
+        messages.focus()
+        messages.highlighted = 0
+        await pilot.press("t")
+        await until_shown(pilot, "Thread · escape closes it")
+        lines = screen_text(pilot.app).splitlines()
+        assert any("unrelated news" in line for line in lines)  # the channel stays in view
+        beside = screen.query_one("#beside-messages", MessageList)
+        assert [m.text for m in beside.messages.values()] == ["where is the fuel?", "in the shed"]
+        await pilot.press("c", *"on my way", "enter")
+        await until(pilot, lambda: "on my way" in [m.text for m in beside.messages.values()], "the reply in the thread beside")
+        assert "on my way" not in [m.text for m in messages.messages.values()]  # a reply, not a channel message
+        await pilot.press("escape")
+        await until(pilot, lambda: not screen.query_one("#beside").display, "the thread closed")

@@ -39,6 +39,7 @@ from tui.text import printable
 
 POLL_SECONDS = 0.5  # how soon a message written by another process (the CLI, sync) shows up
 HISTORY = 200  # top-level messages loaded per channel view
+WIDE_COLUMNS = 110  # from this width an open thread shows beside its channel
 SEARCH_LIMIT = 50
 PEERS_REFRESH_SECONDS = 2.0  # the peers view also changes without LAN events (courier visits, clocks)
 
@@ -91,7 +92,14 @@ class Failed(Message, bubble=False):
 
 class ViewLoaded(Message, bubble=False):
     def __init__(
-        self, generation: int, identity: Identity, channels: list[ChannelSummary], channel_id: str | None, thread_root: str | None, messages: list[MessageView]
+        self,
+        generation: int,
+        identity: Identity,
+        channels: list[ChannelSummary],
+        channel_id: str | None,
+        thread_root: str | None,
+        messages: list[MessageView],
+        beside: list[MessageView] | None = None,
     ) -> None:
         super().__init__()
         self.generation = generation
@@ -100,6 +108,7 @@ class ViewLoaded(Message, bubble=False):
         self.channel_id = channel_id
         self.thread_root = thread_root
         self.messages = messages
+        self.beside = beside  # the open thread, shown beside the channel on a wide terminal
 
 
 class Polled(Message, bubble=False):
@@ -628,7 +637,8 @@ class Composer(Input):
 
 
 class MainScreen(Screen[None]):
-    """Channel list on the left; the channel (or an open thread) and the composer on the right."""
+    """Channel list on the left; the channel and the composer on the right. An open thread takes
+    the channel's place at 80 columns, and opens beside it on a terminal WIDE_COLUMNS wide."""
 
     BINDINGS = [
         Binding("f2", "peers", "Peers", show=False),
@@ -658,6 +668,9 @@ class MainScreen(Screen[None]):
                 yield Static(id="pane-title")
                 yield MessageList(id="messages")
                 yield Composer(id="composer", placeholder="Message", suggester=MentionSuggester(lambda: [u.name for u in self.node.users()]))
+            with Vertical(id="beside"):
+                yield Static(id="beside-title")
+                yield MessageList(id="beside-messages")
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
@@ -699,13 +712,28 @@ class MainScreen(Screen[None]):
             channels = await self.node.list_channels()
             if channel_id not in {channel.channel_id for channel in channels}:
                 channel_id, thread_root = (channels[0].channel_id if channels else None), None
-            messages = await self.node.read(channel_id, thread=thread_root, limit=HISTORY) if channel_id else []
+            beside = None
+            if channel_id is not None and thread_root is not None and self.wide():
+                beside = await self.node.read(channel_id, thread=thread_root, limit=HISTORY)
+                messages = await self.node.read(channel_id, limit=HISTORY)
+            else:
+                messages = await self.node.read(channel_id, thread=thread_root, limit=HISTORY) if channel_id else []
             if channel_id is not None:
                 channels = await self.node.list_channels()  # unread counts after this read
         except RallypointError as exc:
             self.post_message(Failed(str(exc)))
             return
-        self.post_message(ViewLoaded(generation, identity, channels, channel_id, thread_root, messages))
+        self.post_message(ViewLoaded(generation, identity, channels, channel_id, thread_root, messages, beside))
+
+    def wide(self) -> bool:
+        return self.size.width >= WIDE_COLUMNS
+
+    def on_resize(self, event: Resize) -> None:
+        if self.thread_root is not None and (self.beside_shown() != self.wide()):
+            self.reload()
+
+    def beside_shown(self) -> bool:
+        return self.query_one("#beside").display
 
     @on(ViewLoaded)
     def view_loaded(self, event: ViewLoaded) -> None:
@@ -716,19 +744,28 @@ class MainScreen(Screen[None]):
         self.show_identity()
         self.refresh_bindings()
         self.query_one(ChannelList).show(event.channels, event.channel_id)
-        self.query_one(MessageList).show(event.messages, self.select_after_load)
+        beside = self.query_one("#beside-messages", MessageList)
+        self.query_one("#beside").display = event.beside is not None
+        if event.beside is not None:
+            beside.show(event.beside, self.select_after_load)
+            self.query_one("#messages", MessageList).show(event.messages, event.thread_root)
+        else:
+            self.query_one("#messages", MessageList).show(event.messages, self.select_after_load)
         self.select_after_load = None
         current = next((channel for channel in event.channels if channel.channel_id == event.channel_id), None)
-        title, placeholder = self.titles(current)
+        title, placeholder = self.titles(current, beside=event.beside is not None)
         self.query_one("#pane-title", Static).update(title)
+        self.query_one("#beside-title", Static).update(Content("Thread · escape closes it"))
         self.query_one(Composer).placeholder = placeholder
 
-    def titles(self, channel: ChannelSummary | None) -> tuple[Content, str]:
+    def titles(self, channel: ChannelSummary | None, *, beside: bool = False) -> tuple[Content, str]:
         if channel is None:
             return Content("No channels yet: press ctrl+n to create one."), "Create a channel first (ctrl+n)"
         name = printable(channel.name)
-        if self.thread_root is not None:
+        if self.thread_root is not None and not beside:
             return Content(f"Thread in # {name} · escape closes it"), "Reply in thread"
+        if self.thread_root is not None:
+            return Content(f"# {name}"), "Reply in thread (beside)"
         purpose = f" — {printable(channel.purpose)}" if channel.purpose else ""
         return Content(f"# {name}{purpose}"), f"Message # {name}"
 
@@ -811,7 +848,7 @@ class MainScreen(Screen[None]):
         self.query_one(Composer).focus()
 
     def action_focus_messages(self) -> None:
-        self.query_one(MessageList).focus()
+        self.query_one("#messages", MessageList).focus()
 
     @on(Input.Submitted, "#composer")
     def compose_submitted(self, event: Input.Submitted) -> None:
@@ -846,7 +883,8 @@ class MainScreen(Screen[None]):
     # --- acting on the highlighted message ---
 
     def selected_message(self) -> MessageView | None:
-        message = self.query_one(MessageList).selected()
+        focused = self.focused if isinstance(self.focused, MessageList) else self.query_one("#messages", MessageList)
+        message = focused.selected()
         if message is None:
             self.notify("Select a message first.", severity="warning")
         return message
@@ -868,7 +906,7 @@ class MainScreen(Screen[None]):
         if action == "close_thread":
             return self.thread_root is not None
         if action == "open_thread":
-            return self.thread_root is None
+            return self.thread_root is None or self.beside_shown()
         return True
 
     def action_react(self) -> None:
