@@ -34,6 +34,7 @@ from appliance.node import Node
 from sync.errors import SyncError
 from sync.lan import LanConfig, LanEvent, LanService, Received, Refused, SessionInfo
 from tui.admin import AdminScreen
+from tui.courier import CourierScreen
 from tui.files import free_path, safe_file_name, write_atomically
 from tui.text import printable
 
@@ -643,6 +644,7 @@ class MainScreen(Screen[None]):
     BINDINGS = [
         Binding("f2", "peers", "Peers", show=False),
         Binding("f3", "admin", "Admin", show=False),
+        Binding("f4", "courier", "Courier", show=False),
         Binding("ctrl+f", "search", "Search", show=False),
         Binding("ctrl+n", "new_channel", "New channel"),
         Binding("alt+down,ctrl+down", "cycle_channel(1)", "Channel", key_display="alt+↑↓"),
@@ -707,6 +709,14 @@ class MainScreen(Screen[None]):
 
     @work(group="load", exclusive=True)
     async def load_view(self, generation: int, channel_id: str | None, thread_root: str | None) -> None:
+        """A newer load cancels this one; what it asked the node runs to its end all the same
+        (reading marks messages read: a write that must not be cut off)."""
+        try:
+            await asyncio.shield(self.load_from_node(generation, channel_id, thread_root))
+        except RallypointError as exc:
+            self.post_message(Failed(str(exc)))
+
+    async def load_from_node(self, generation: int, channel_id: str | None, thread_root: str | None) -> None:
         try:
             identity = self.node.whoami()
             channels = await self.node.list_channels()
@@ -738,14 +748,15 @@ class MainScreen(Screen[None]):
     @on(ViewLoaded)
     def view_loaded(self, event: ViewLoaded) -> None:
         if event.generation != self.generation:
-            return
+            return  # a newer load is on its way
         self.channel_id, self.thread_root = event.channel_id, event.thread_root
         self.identity = event.identity
         self.show_identity()
         self.refresh_bindings()
         self.query_one(ChannelList).show(event.channels, event.channel_id)
         beside = self.query_one("#beside-messages", MessageList)
-        self.query_one("#beside").display = event.beside is not None
+        if self.query_one("#beside").display != (event.beside is not None):
+            self.query_one("#beside").display = event.beside is not None
         if event.beside is not None:
             beside.show(event.beside, self.select_after_load)
             self.query_one("#messages", MessageList).show(event.messages, event.thread_root)
@@ -815,6 +826,9 @@ class MainScreen(Screen[None]):
                 self.reload(select=message.id)
 
         self.app.push_screen(SearchScreen(self.node), open_result)
+
+    def action_courier(self) -> None:
+        self.app.push_screen(CourierScreen(self.node))
 
     def action_admin(self) -> None:
         self.app.push_screen(AdminScreen(self.node))
@@ -1101,6 +1115,7 @@ def binding_sections() -> list[tuple[str, list[Binding]]]:
         ("Message list", MessageList),
         ("Composer", Composer),
         ("Peers and sync health", PeersScreen),
+        ("Courier (USB stick)", CourierScreen),
         ("Admin (admins only)", AdminScreen),
     ]
     return [(title, [b for b in cls.BINDINGS if isinstance(b, Binding)]) for title, cls in sections]
@@ -1133,6 +1148,7 @@ class RallypointApp(App[None]):
             yield SystemCommand("Peers and sync health", "every known node, its trust, session and lag (F2)", screen.action_peers)
             yield SystemCommand("New channel", "create a channel (ctrl+n)", screen.action_new_channel)
             yield SystemCommand("Search", "full-text search across channels (ctrl+f)", screen.action_search)
+            yield SystemCommand("Courier", "import and export bundles on a USB stick or any folder (F4)", screen.action_courier)
             if screen.identity.role == "admin":
                 yield SystemCommand("Admin", "users and roles, enrollment, revocation, IP allowlist, audit log (F3)", screen.action_admin)
         yield SystemCommand("Help", "every key binding (F1)", self.action_help)

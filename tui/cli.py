@@ -26,6 +26,7 @@ from sync.bundle import read_header
 from sync.errors import SyncError
 from sync.sneakernet import ExportReport, ImportReport, Progress, ProgressCallback
 from tui.files import write_atomically
+from tui.reports import export_report_text, import_report_text
 from tui.text import printable
 
 EXIT_ERROR = 1
@@ -362,39 +363,6 @@ def _import_json(report: ImportReport) -> dict[str, Any]:
     }
 
 
-def _import_text(report: ImportReport, quarantine: Path) -> str:
-    lines = ["Preview: nothing was changed on this node or the stick." if report.preview else ""]
-    accepted = report.accepted
-    verb = "Would import" if report.preview else "Imported"
-    lines.append(f"{verb} {len(accepted)} bundle(s) from {len(report.senders)} node(s){': ' + ', '.join(report.senders) if report.senders else ''}")
-    for c in report.channels:
-        name = f"#{printable(c.name)}" if c.name else f"channel {c.channel_id}"
-        if c.readable:
-            lines.append(f"  {name}: {c.new_messages} new message(s), {c.changes} change(s)")
-        else:
-            lines.append(f"  {name}: {c.changes} change(s) carried for other nodes (not readable here)")
-    entries = sum(f.summary.directory_entries for f in accepted if f.summary)
-    blobs = sum(f.summary.blobs for f in accepted if f.summary)
-    if entries or blobs:
-        lines.append(f"  directory: {entries} certificate(s)/revocation(s); files: {blobs}")
-    rejected = report.rejected
-    if rejected:
-        where = "" if report.preview else f" (kept in quarantine: {quarantine})"
-        lines.append(f"Rejected {len(rejected)} bundle(s){where}:")
-        lines.extend(f"  {printable(f.name)}: {f.outcome}: {printable(f.reason)}" for f in rejected)
-    for outcome in (sneakernet.SEEN, sneakernet.NOT_FOR_ME, sneakernet.WAITING):
-        matching = [f for f in report.files if f.outcome == outcome]
-        if matching:
-            lines.append(f"{outcome.capitalize()}: {len(matching)} bundle(s)")
-            lines.extend(f"  {printable(f.name)}: {printable(f.reason)}" for f in matching if outcome == sneakernet.WAITING)
-    if report.problems:
-        lines.append(f"Skipped on the stick ({len(report.problems)}):")
-        lines.extend(f"  {printable(p.path)}: {printable(p.reason)}" for p in report.problems)
-    if report.wiped:
-        lines.append("THIS NODE WAS REVOKED: it has locked itself and wiped its data key and content.")
-    return "\n".join(line for line in lines if line)
-
-
 def _export_json(report: ExportReport) -> dict[str, Any]:
     return {
         "bundles": [{"file": str(b.path), "recipients": list(b.recipients), "bytes": b.size, "changes": b.changes, "blobs": b.blobs, "bundle_id": b.bundle_id} for b in report.bundles],
@@ -402,12 +370,8 @@ def _export_json(report: ExportReport) -> dict[str, Any]:
     }
 
 
-def _export_text(report: ExportReport) -> str:
-    lines = [f"Wrote {len(report.bundles)} bundle(s), {report.size:,} bytes:"]
-    lines.extend(f"  {b.path.parent.name}/{b.path.name}: {b.changes} change(s), {b.blobs} file(s), {b.size:,} bytes" for b in report.bundles)
-    if report.superseded:
-        lines.append(f"Removed {report.superseded} older bundle(s) of this node that these replace.")
-    return "\n".join(lines)
+def _names(node: Node) -> dict[str, str]:
+    return {n.node_id: n.name for n in node.nodes()}
 
 
 def _stick_root(path: str) -> Path:
@@ -430,10 +394,10 @@ async def cmd_bundle(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
         if args.bundle_command == "export":
             report = await sneakernet.export_bundles(node, _stick_root(args.to), for_nodes=args.for_nodes or (), max_bytes=args.max_bytes, broadcast=args.broadcast, progress=_progress_printer(args))
-            emit(args, _export_json(report), _export_text(report))
+            emit(args, _export_json(report), export_report_text(report, _names(node)))
         else:
             imported = await sneakernet.import_bundles(node, _stick_root(args.source), preview=args.preview, progress=_progress_printer(args))
-            emit(args, _import_json(imported), _import_text(imported, node.home / sneakernet.QUARANTINE_DIR))
+            emit(args, _import_json(imported), import_report_text(imported, node.home / sneakernet.QUARANTINE_DIR, _names(node)))
             _exit_for(imported)
 
     await _with_node(args, run)
@@ -479,7 +443,8 @@ async def cmd_courier(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
         imported, exported = await sneakernet.courier(node, _stick_root(args.dir), progress=_progress_printer(args), max_bytes=args.max_bytes)
         payload = {"import": _import_json(imported), "export": _export_json(exported) if exported else None}
-        human = _import_text(imported, node.home / sneakernet.QUARANTINE_DIR) + ("\n" + _export_text(exported) if exported else "\nNothing exported.")
+        names = _names(node)
+        human = import_report_text(imported, node.home / sneakernet.QUARANTINE_DIR, names) + ("\n" + export_report_text(exported, names) if exported else "\nNothing exported.")
         emit(args, payload, human)
         _exit_for(imported)
 
