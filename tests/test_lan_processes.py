@@ -25,9 +25,9 @@ import pytest
 
 from appliance.node import Node
 from tests.conftest import PASSPHRASE, make_workspace, run_cli
-from tests.netns import ROOT_REASON, BridgeLan, Netns, netns
+from tests.netns import BridgeLan, Netns, netns, requires_root
 
-pytestmark = [pytest.mark.skipif(ROOT_REASON is not None, reason=ROOT_REASON or ""), pytest.mark.timeout(240)]
+pytestmark = [requires_root, pytest.mark.timeout(240)]
 
 CONVERGE_S = 40.0
 
