@@ -421,12 +421,19 @@ class Node:
             cert = None
         return cert.name if cert else f"unknown:{user_hex[:8]}"
 
-    def users(self) -> list[UserInfo]:
+    def users(self, revoked: bool = False) -> list[UserInfo]:
+        """The workspace's users; with `revoked`, also those whose certificate was revoked (role as last certified)."""
         listed = [
             UserInfo(name=c.name, key=k, role=c.role, local=k in self._keys.users)
             for k, c in self.directory.users.items()
         ]
-        return sorted(listed, key=lambda u: u.name)
+        if revoked:
+            listed += [
+                UserInfo(name=c.name, key=k, role=c.role, local=k in self._keys.users, revoked=True)
+                for k, c in self._users_ever.items()
+                if k in self.directory.revoked
+            ]
+        return sorted(listed, key=lambda u: (u.name, u.revoked))
 
     def _acting_cert(self) -> certs.Certificate:
         cert = self.directory.user(self._user)

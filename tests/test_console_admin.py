@@ -209,9 +209,11 @@ async def test_revoke_a_node_and_a_user(tmp_path: Path) -> None:
         await until_screen(pilot, ReasonForm)
         await pilot.press(*"left the team")
         await pilot.press("enter")
-        await until(pilot, lambda: "carol" not in first_column(screen, "#users-table"), "carol gone from the users")
+        await until(pilot, lambda: ["carol", "revoked"] in [[row[0], row[3]] for row in rows(screen, "#users-table")], "carol shown revoked")
         await until_notified(pilot, shown, "User carol revoked")
         assert app.node.directory.user_by_name("carol") is None
+        await pilot.press("x")  # carol is still highlighted
+        await until_notified(pilot, shown, "User carol is revoked already")
 
         highlight(screen, "#users-table", "alice")
         await pilot.press("x")
@@ -387,7 +389,7 @@ async def test_hostile_names_and_reasons_are_shown_literally(tmp_path: Path, hom
         await pilot.press(*"[i]gone[/i]")
         await pilot.press("enter")
         assert "[/]" in await until_notified(pilot, shown, f"User {HOSTILE_SHOWN} revoked")
-        await until(pilot, lambda: HOSTILE_SHOWN not in first_column(screen, "#users-table"), "the hostile user revoked")
+        await until(pilot, lambda: [HOSTILE_SHOWN, "revoked"] in [[row[0], row[3]] for row in rows(screen, "#users-table")], "the hostile user revoked")
 
 
 async def test_every_tab_and_dialog_fits_80_columns(home: Path) -> None:

@@ -185,6 +185,7 @@ async def test_revocation_is_a_signed_entry_and_bars_the_revoked_author(tmp_path
         await alice.revoke(bob_key, "left the team")
         assert bob_key in alice.directory.revoked
         assert "bob" not in {u.name for u in alice.users()}
+        assert [(u.name, u.revoked) for u in alice.users(revoked=True)] == [("alice", False), ("bob", True)]
         with pytest.raises(ChangeRejected, match="revoked"):
             await sync_all(bob, alice)
         assert [m.text for m in await alice.read("general")] == []

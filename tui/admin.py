@@ -476,7 +476,7 @@ class AdminScreen(Screen[None]):
     async def reload(self) -> None:
         """Everything the tabs show, in one go: the newest load wins."""
         try:
-            identity, users, nodes = self.node.whoami(), self.node.users(), self.node.nodes()
+            identity, users, nodes = self.node.whoami(), self.node.users(revoked=True), self.node.nodes()
             rules = await self.node.network_rules()
             records = await self.node.audit_entries(AUDIT_LIMIT)
             verdict = await self.node.verify_audit()
@@ -577,8 +577,13 @@ class AdminScreen(Screen[None]):
     # --- users ---
 
     def selected_user(self) -> UserInfo | None:
+        """The highlighted user, unless revoked (a revoked certificate takes no further changes)."""
         key = self.selected("#users-table", "user")
-        return None if key is None else self.users.get(key)
+        user = None if key is None else self.users.get(key)
+        if user is not None and user.revoked:
+            self.notify(f"User {printable(user.name)} is revoked already.", severity="warning", markup=False)
+            return None
+        return user
 
     def action_add_user(self) -> None:
         def chosen(request: NewUser | None) -> None:

@@ -178,11 +178,11 @@ async def cmd_user(args: argparse.Namespace) -> None:
             await node.revoke(target.key, args.reason)
             emit(args, {"revoked": args.name}, f"{args.name} revoked")
         else:
-            users = node.users()
+            users = node.users(revoked=True)
             emit(
                 args,
-                [{"name": u.name, "role": u.role, "key": u.key.hex(), "local": u.local} for u in users],
-                "\n".join(f"{printable(u.name):<20} {u.role:<9} {'(this node)' if u.local else ''}" for u in users),
+                [{"name": u.name, "role": u.role, "key": u.key.hex(), "local": u.local, "revoked": u.revoked} for u in users],
+                "\n".join(f"{printable(u.name):<20} {u.role:<9} {'revoked' if u.revoked else ''}{' (this node)' if u.local else ''}".rstrip() for u in users),
             )
 
     await _with_node(args, run)
