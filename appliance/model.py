@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from appliance.changes import SignedChange
 
@@ -92,6 +93,13 @@ class MessageView:
             "reply_count": self.reply_count,
             "tampered": self.tampered,
         }
+
+
+@dataclass(frozen=True)
+class BackupInfo:
+    path: Path
+    bytes: int
+    taken_at: int  # ms
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -50,10 +51,12 @@ from appliance.errors import (
     NotInitialised,
     PermissionDenied,
     RallypointError,
+    StorageError,
     WrongPassphrase,
 )
 from appliance.model import (
     AuditRecord,
+    BackupInfo,
     ChannelIntake,
     ChannelSummary,
     Delta,
@@ -69,7 +72,7 @@ from appliance.model import (
     Receipt,
     UserInfo,
 )
-from appliance.store import DB_FILE, Storage, Store, ensure_home
+from appliance.store import DB_FILE, Storage, Store, check_database_file, ensure_home
 
 Clock = Callable[[], int]
 Random = Callable[[int], bytes]
@@ -87,6 +90,7 @@ MAX_CHANNEL_NAME = 64
 ENROLLMENT_FORMAT = "rallypoint-enrollment/1"
 ENROLLMENT_CODE_CHARS = 12  # 60 bits, behind Argon2id "moderate": not brute-forceable offline
 CHANNEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+BACKUP_SUFFIX = ".backup.db"  # a SQLite file: `sqlite3` opens it read-only for inspection
 LOCKED_SETTING = "locked"  # set by a remote wipe; its value is the reason shown on open
 MENTION = re.compile(r"(?<![\w@])@([A-Za-z0-9_.-]{1,64})")
 
@@ -1867,6 +1871,54 @@ class Node:
             rows = (await conn.execute(select(t.audit_log).order_by(t.audit_log.c.seq))).mappings().all()
         return audit.verify_chain(audit.AuditEntry(r["seq"], r["at"], r["actor"], r["action"], r["detail"], r["prev_hash"], r["hash"]) for r in rows)
 
+    # --- backups -------------------------------------------------------------------
+
+    async def backup(self, directory: Path) -> BackupInfo:
+        """Admin: writes a consistent copy of this node's store into `directory` while the node
+        keeps running, and audits it. The copy holds content in the clear and secrets sealed
+        under the passphrase; `Node.restore` brings it back on a new or rebuilt machine."""
+        await self._require_admin("backup")
+        if not directory.is_dir():
+            raise InvalidInput(f"no folder {directory}")
+        taken_at = self._clock()
+        name = f"rallypoint-{self.node_id}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(taken_at / 1000))}{BACKUP_SUFFIX}"
+        target, partial = directory / name, directory / f".{name}.partial"
+        if target.exists():
+            raise InvalidInput(f"{target} exists already")
+        try:
+            partial.unlink(missing_ok=True)  # left by an interrupted backup
+            await self.store.backup_into(partial)
+            await asyncio.to_thread(_publish_backup, partial, target)
+            size = target.stat().st_size
+        except OSError as exc:
+            raise StorageError(f"cannot write the backup into {directory}: {exc.strerror or exc}") from exc
+        finally:
+            partial.unlink(missing_ok=True)
+        async with self.store.transaction() as conn:
+            await _append_audit(conn, self._clock(), self._user.hex(), "backup", {"file": name, "bytes": size})
+        return BackupInfo(target, size, taken_at)
+
+    @classmethod
+    async def restore(cls, home: Path, backup: Path, passphrase: str, *, clock: Clock = wall_clock_ms, rng: Random = crypto.random_bytes) -> Node:
+        """Makes an empty `home` the node a backup was taken of: the file is checked, copied in and
+        unlocked with `passphrase`; if any step fails, `home` is left without a node again."""
+        if Node.exists(home):
+            raise AlreadyInitialised(f"{home} already holds a node: restore into an empty home")
+        await asyncio.to_thread(check_database_file, backup)
+        ensure_home(home)
+        try:
+            await asyncio.to_thread(_copy_durably, backup, home / DB_FILE)
+            node = await cls.open(home, passphrase, clock=clock, rng=rng)
+        except OSError as exc:
+            _remove_db(home)
+            raise StorageError(f"cannot copy {backup.name} into {home}: {exc.strerror or exc}") from exc
+        except BaseException:
+            _remove_db(home)
+            raise
+        async with node.store.transaction() as conn:
+            await _append_audit(conn, clock(), "-", "restored", {"file": backup.name})
+        return node
+
 
 
 # Built once: SQLAlchemy then reuses their compiled form on the hot path.
@@ -1973,6 +2025,34 @@ def _open_enrollment(data: bytes, code: str) -> dict[str, Any]:
     if not isinstance(inner, dict):
         raise EnrollmentRejected("damaged enrollment contents")
     return inner
+
+
+def _publish_backup(partial: Path, target: Path) -> None:
+    """Checks the fresh copy, makes it durable, then gives it its name: a crash or a full disk
+    never leaves a file that looks like a finished backup."""
+    check_database_file(partial)
+    _fsync_path(partial)
+    os.rename(partial, target)
+    _fsync_path(target.parent)
+
+
+def _copy_durably(source: Path, target: Path) -> None:
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        shutil.copyfile(source, partial)
+        _fsync_path(partial)
+        os.rename(partial, target)
+        _fsync_path(target.parent)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _remove_db(home: Path) -> None:

@@ -5,8 +5,9 @@ schema keeps to portable types so a hub can move to PostgreSQL."""
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, closing
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -58,6 +59,8 @@ class Storage(Protocol):
     async def has_identity(self) -> bool: ...
 
     async def scrub(self) -> None: ...
+
+    async def backup_into(self, target: Path) -> None: ...
 
 
 class Store:
@@ -143,6 +146,30 @@ class Store:
                 await raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[union-attr]
         except (SQLAlchemyError, OSError) as exc:
             raise StorageError(_describe(exc)) from exc
+
+    async def backup_into(self, target: Path) -> None:
+        """Writes one consistent snapshot of the whole database to `target` (a new file) while the
+        node keeps running: SQLite's VACUUM INTO reads a single read transaction. Secrets stay
+        sealed in the copy, so opening it needs the same passphrase."""
+        if not self.is_sqlite:
+            raise StorageError("this store is PostgreSQL: back it up with pg_dump")
+        try:
+            async with self.engine.connect() as conn:
+                raw = await conn.get_raw_connection()
+                await raw.driver_connection.execute("VACUUM INTO ?", (str(target),))  # type: ignore[union-attr]
+        except (SQLAlchemyError, sqlite3.Error, OSError) as exc:
+            raise StorageError(_describe(exc)) from exc
+
+
+def check_database_file(path: Path) -> None:
+    """Raises StorageError unless `path` is an intact SQLite database (a backup about to be used)."""
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+            verdict = conn.execute("PRAGMA quick_check").fetchone()
+    except sqlite3.Error as exc:
+        raise StorageError(f"{path.name} is not a readable node database: {exc}") from exc
+    if verdict != ("ok",):
+        raise StorageError(f"{path.name} is damaged: {verdict[0] if verdict else 'no verdict'}")
 
 
 def _upgrade(sync_connection: Any) -> None:

@@ -19,7 +19,7 @@ from appliance import certs
 from appliance.node import Node
 from tests.conftest import FAST, PASSPHRASE, make_workspace
 from tests.console_helpers import SIZE, main_screen, screen_text, until, until_shown
-from tui.admin import AdminScreen, EnrollmentCard, InviteForm, NetworkForm, ReasonForm, RoleForm, UserForm
+from tui.admin import AdminScreen, BackupForm, EnrollmentCard, InviteForm, NetworkForm, ReasonForm, RoleForm, UserForm
 from tui.app import MainScreen, RallypointApp
 
 HOSTILE = "[bold]x[/] \x1b[31m"
@@ -223,6 +223,29 @@ async def test_revoke_a_node_and_a_user(tmp_path: Path) -> None:
         await until_notified(pilot, shown, "an admin cannot revoke themselves")  # the node's rule, shown as is
 
 
+async def test_a_backup_from_the_nodes_tab_restores(tmp_path: Path, home: Path) -> None:
+    shelf = tmp_path / "shelf"
+    shelf.mkdir()
+    app = RallypointApp(home, PASSPHRASE)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await open_admin(pilot)
+        shown = recorded_notifications(app)
+        await pilot.press("2", "b")
+        await until_screen(pilot, BackupForm)
+        await pilot.press("enter")
+        await until_shown(pilot, "Enter the folder to write the backup into.")
+        await pilot.press(*str(tmp_path / "missing"), "enter")
+        await until_notified(pilot, shown, "no folder")
+        await pilot.press("b")
+        await until_screen(pilot, BackupForm)
+        await pilot.press(*str(shelf), "enter")
+        await until_notified(pilot, shown, f"Backup written to {shelf}")
+        assert app.node is not None and (await app.node.audit_entries(1))[0].action == "backup"
+    (taken,) = shelf.iterdir()
+    async with await Node.restore(tmp_path / "rebuilt", taken, PASSPHRASE) as restored:
+        assert restored.whoami().node_name == "alpha"
+
+
 async def test_allow_deny_and_remove_network_rules(home: Path) -> None:
     app = RallypointApp(home, PASSPHRASE)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
@@ -396,7 +419,7 @@ async def test_every_tab_and_dialog_fits_80_columns(home: Path) -> None:
     app = RallypointApp(home, PASSPHRASE)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await open_admin(pilot)
-        for tab, key, dialog in (("1", "a", UserForm), ("1", "r", RoleForm), ("1", "x", ReasonForm), ("2", "a", InviteForm), ("3", "d", NetworkForm)):
+        for tab, key, dialog in (("1", "a", UserForm), ("1", "r", RoleForm), ("1", "x", ReasonForm), ("2", "a", InviteForm), ("2", "b", BackupForm), ("3", "d", NetworkForm)):
             await pilot.press(tab)
             await pilot.pause(0.1)
             assert_fits(app)

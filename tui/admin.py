@@ -53,6 +53,7 @@ TAB_OF_ACTION = {
     "revoke_user": "users",
     "enroll": "nodes",
     "revoke_node": "nodes",
+    "backup": "nodes",
     "set_rule": "allowlist",
     "remove_rule": "allowlist",
     "filter": "audit",
@@ -321,6 +322,17 @@ class NetworkForm(FormScreen[str]):
         return self.value("rule-network", "a network")
 
 
+class BackupForm(FormScreen[Path]):
+    def __init__(self) -> None:
+        super().__init__("Back up this node", "Back up", "A consistent copy of the whole store, taken while the node runs. It opens only with this node's passphrase.")
+
+    def fields(self) -> ComposeResult:
+        yield labelled("Folder", Input(id="backup-folder", placeholder="e.g. /media/backup", classes="field"))
+
+    def result(self) -> Path:
+        return Path(self.value("backup-folder", "the folder to write the backup into")).expanduser().absolute()
+
+
 class EnrollmentCard(ModalScreen[None]):
     """The one-time code, shown once: the file travels on the stick, the code by voice."""
 
@@ -380,6 +392,7 @@ class AdminScreen(Screen[None]):
         Binding("d", "set_rule('deny')", "Deny"),
         Binding("x,delete", "revoke_user", "Revoke"),
         Binding("x,delete", "revoke_node", "Revoke"),
+        Binding("b", "backup", "Backup"),
         Binding("x,delete", "remove_rule", "Remove"),
         Binding("slash", "filter", "Filter"),
         Binding("f5", "reload", "Refresh"),
@@ -674,6 +687,17 @@ class AdminScreen(Screen[None]):
         if info.this_node:
             detail += "\nThis is the node this console runs on."
         self.confirm_revoke(ReasonForm(f"Revoke node {info.name}?", detail), info.key, f"Node {info.name}")
+
+    def action_backup(self) -> None:
+        def chosen(folder: Path | None) -> None:
+            if folder is not None:
+                self.perform(partial(self.take_backup, folder))
+
+        self.app.push_screen(BackupForm(), chosen)
+
+    async def take_backup(self, folder: Path) -> str:
+        taken = await self.node.backup(folder)
+        return f"Backup written to {taken.path} ({taken.bytes:,} bytes)"
 
     # --- IP allowlist ---
 

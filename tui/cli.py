@@ -326,6 +326,29 @@ async def cmd_audit(args: argparse.Namespace) -> None:
     await _with_node(args, run)
 
 
+async def cmd_backup(args: argparse.Namespace) -> None:
+    async def run(node: Node) -> None:
+        taken = await node.backup(Path(args.to).expanduser())
+        emit(
+            args,
+            {"file": str(taken.path), "bytes": taken.bytes, "taken_at": iso_utc(taken.taken_at)},
+            f"Backup written to {taken.path} ({taken.bytes:,} bytes)\nIt opens only with this node's passphrase; keep it as safe as the node itself.",
+        )
+
+    await _with_node(args, run)
+
+
+async def cmd_restore(args: argparse.Namespace) -> None:
+    home = Path(args.home).expanduser()
+    async with await Node.restore(home, Path(args.file).expanduser(), read_passphrase(args)) as node:
+        me = node.whoami()
+        emit(
+            args,
+            {"home": str(home), "workspace": me.workspace_name, "node": me.node_name, "node_id": me.node_id},
+            f"Node {me.node_name} ({me.node_id}) of {me.workspace_name} restored into {home}\nA LAN session brings what its peers wrote since the backup; by courier, send each peer a bundle first (they then know what it lacks).",
+        )
+
+
 # --- courier ----------------------------------------------------------------------------
 
 
@@ -688,6 +711,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("audit", cmd_audit, "show or verify the audit log")
     p.add_argument("--verify", action="store_true")
     p.add_argument("--limit", type=int, default=200)
+
+    p = command("backup", cmd_backup, "admin: write a consistent copy of this node's store into a folder (while it runs)")
+    p.add_argument("--to", required=True, metavar="DIR")
+    p = command("restore", cmd_restore, "make an empty home the node a backup was taken of (needs that node's passphrase)")
+    p.add_argument("file", metavar="FILE")
 
     p = command("bundle", cmd_bundle, "write, import and inspect courier bundles")
     bundle_sub = p.add_subparsers(dest="bundle_command", required=True, metavar="ACTION")
