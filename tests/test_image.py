@@ -1,0 +1,414 @@
+"""The appliance image recipe (images/): its units, firewall, USB mounting and signed updates.
+
+The cheap tests read the overlay files and run the update verifier and installer on this host
+(against a throwaway venv). The long test runs `images/build --stage rootfs` for real (root and
+debootstrap needed: several minutes, Debian mirror and PyPI), then checks the tree in a chroot:
+`rallypoint --version`, `systemd-analyze verify`, `nft --check`, the user, no password login, and
+a signed update that is applied while tampered and foreign-key ones are refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.metadata
+import os
+import shutil
+import subprocess
+import sys
+import types
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sync.lan import DEFAULT_PORT
+
+REPO = Path(__file__).resolve().parent.parent
+IMAGES = REPO / "images"
+OVERLAY = IMAGES / "overlay"
+SERVICE = OVERLAY / "etc/systemd/system/rallypoint.service"
+CONSOLE = OVERLAY / "etc/systemd/system/rallypoint-console.service"
+USB_UNIT = OVERLAY / "etc/systemd/system/rallypoint-usb-mount@.service"
+USB_RULE = OVERLAY / "etc/udev/rules.d/90-rallypoint-usb.rules"
+NFTABLES = OVERLAY / "etc/nftables.conf"
+SBIN = OVERLAY / "usr/local/sbin"
+BUILD_TIMEOUT_S = 1800
+COMMAND_TIMEOUT_S = 120
+VENV_TIMEOUT_S = 180
+
+
+def load_script(name: str) -> types.ModuleType:
+    """One of the image's Python scripts (no .py suffix) as a module, without writing bytecode
+    next to it."""
+    path = SBIN / name
+    module = types.ModuleType(name.replace("-", "_"))
+    module.__file__ = str(path)
+    sys.modules[module.__name__] = module  # dataclasses look their module up there
+    exec(compile(path.read_text(), str(path), "exec"), module.__dict__)
+    return module
+
+
+update = load_script("rallypoint-update")
+
+
+def directives(unit: Path) -> dict[str, list[str]]:
+    """Every `Key=value` of a unit file, values in order (keys such as SystemCallFilter repeat)."""
+    found: dict[str, list[str]] = {}
+    for line in unit.read_text().splitlines():
+        if "=" in line and not line.startswith(("#", ";", "[")):
+            key, value = line.split("=", 1)
+            found.setdefault(key.strip(), []).append(value.strip())
+    return found
+
+
+# --- units, firewall, USB: the files themselves --------------------------------------------
+
+
+def test_service_runs_serve_sandboxed_with_the_sealed_passphrase() -> None:
+    unit = directives(SERVICE)
+    required = {
+        "ProtectSystem": "strict", "NoNewPrivileges": "yes", "PrivateTmp": "yes", "StateDirectory": "rallypoint",
+        "Restart": "on-failure", "ProtectHome": "yes", "PrivateDevices": "yes", "CapabilityBoundingSet": "",
+        "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX AF_NETLINK", "User": "rallypoint", "MemoryDenyWriteExecute": "yes",
+    }
+    for key, value in required.items():
+        assert unit.get(key) == [value], f"{key}={value} missing from rallypoint.service"
+    assert "@system-service" in unit["SystemCallFilter"]
+    (exec_start,) = unit["ExecStart"]
+    assert exec_start == "/usr/local/bin/rallypoint serve --passphrase-file %d/passphrase"
+    # The unit decrypts exactly the credential the console seals at first boot, into the home it opens.
+    tty = load_script("rallypoint-tty")
+    assert unit["LoadCredentialEncrypted"] == [f"passphrase:{tty.CREDENTIAL}"]
+    assert unit["ConditionPathExists"] == [str(tty.CREDENTIAL)]
+    assert f"RALLYPOINT_HOME={tty.NODE_HOME}" in unit["Environment"][0].split()
+    assert unit["WantedBy"] == ["multi-user.target"]
+
+
+def test_console_replaces_the_getty_on_tty1() -> None:
+    unit = directives(CONSOLE)
+    assert unit["TTYPath"] == ["/dev/tty1"]
+    assert unit["Conflicts"] == ["getty@tty1.service"]
+    assert unit["ExecStart"] == ["/usr/local/sbin/rallypoint-tty"]
+    assert unit["Restart"] == ["always"]
+    assert os.access(SBIN / "rallypoint-tty", os.X_OK)
+
+
+def test_firewall_lets_in_only_mdns_and_the_sync_port_from_private_networks() -> None:
+    text = NFTABLES.read_text()
+    assert f"define sync_port = {DEFAULT_PORT}" in text
+    assert "type filter hook input priority filter; policy drop;" in text
+    assert 'iif "lo" accept' in text and "ct state established,related accept" in text
+    for network in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7", "fe80::/10"):
+        assert network in text
+    accepts = [line.strip() for line in text.splitlines() if line.strip().endswith("accept") and "dport" in line]
+    assert sorted(accepts) == sorted([
+        "udp dport 5353 ip saddr @lan_v4 accept", "udp dport 5353 ip6 saddr @lan_v6 accept",
+        "tcp dport $sync_port ip saddr @lan_v4 accept", "tcp dport $sync_port ip6 saddr @lan_v6 accept",
+        "udp sport 547 udp dport 546 ip6 saddr fe80::/10 accept",  # DHCPv6 replies to this host's client
+    ])
+
+
+@pytest.mark.skipif(shutil.which("nft") is None or os.geteuid() != 0, reason="nft --check needs the nftables package and root (netlink)")
+def test_firewall_config_parses_on_this_host() -> None:
+    result = subprocess.run(["nft", "--check", "--file", str(NFTABLES)], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+    assert result.returncode == 0, result.stderr
+
+
+def test_usb_sticks_mount_noexec_for_the_rallypoint_user() -> None:
+    rule = USB_RULE.read_text()
+    assert 'ENV{ID_BUS}=="usb"' in rule and 'ENV{SYSTEMD_WANTS}+="rallypoint-usb-mount@%k.service"' in rule
+    assert "RUN" not in rule  # udev itself runs nothing
+    unit = directives(USB_UNIT)
+    assert unit["BindsTo"] == ["dev-%i.device"]  # pulled stick: the unit stops, the filesystem is unmounted
+    assert unit["ExecStart"] == ["/usr/local/sbin/rallypoint-usb-mount add %I"]
+    usb = load_script("rallypoint-usb-mount")
+    for fs_type in ("vfat", "exfat", "ntfs", "ext4"):
+        driver, options = usb.mount_options(fs_type, 998, 997)
+        assert {"nosuid", "nodev", "noexec"} <= set(options.split(","))
+        if fs_type != "ext4":
+            assert {"uid=998", "gid=997", "fmask=0177", "dmask=0077"} <= set(options.split(","))
+    assert usb.mount_options("ntfs", 1, 1)[0] == "ntfs3"
+    for refused in ("iso9660", "squashfs", ""):
+        with pytest.raises(ValueError):
+            usb.mount_options(refused, 1, 1)
+    assert usb.mount_name("COURIER 1", "sdb1") == "COURIER_1"
+    assert usb.mount_name("../..", "sdb1") == "_.."
+    assert usb.mount_name("", "sdb1") == "usb-sdb1"
+    assert usb.mount_name("x" * 300, "sdb1") == "x" * 64
+
+
+def test_sign_update_is_the_appliance_verifier() -> None:
+    assert (IMAGES / "sign-update").resolve() == (SBIN / "rallypoint-update").resolve()
+    assert os.access(IMAGES / "build", os.X_OK)
+
+
+# --- signed updates -------------------------------------------------------------------------
+
+
+def pack_wheel(wheel: Path, files: dict[str, bytes]) -> Path:
+    """Writes a wheel from its files, adding the RECORD (hash and size of each)."""
+    dist_info = next(path.split("/")[0] for path in files if path.endswith(".dist-info/WHEEL"))
+    record = [f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}" for path, data in files.items()]
+    files = {**files, f"{dist_info}/RECORD": ("\n".join([*record, f"{dist_info}/RECORD,,"]) + "\n").encode()}
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, data in files.items():
+            archive.writestr(path, data)
+    return wheel
+
+
+def write_wheel(directory: Path, name: str, version: str, files: dict[str, bytes]) -> Path:
+    dist_info = f"{name}-{version}.dist-info"
+    return pack_wheel(directory / f"{name}-{version}-py3-none-any.whl", {
+        **files,
+        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    })
+
+
+def fake_rallypoint_wheel(directory: Path, version: str) -> Path:
+    """A stand-in for the project's wheel whose `rallypoint --version` says `version`."""
+    module = f'def main():\n    print("rallypoint {version}")\n'.encode()
+    return write_wheel(directory, "rallypoint", version, {
+        "rallypoint_stub.py": module,
+        f"rallypoint-{version}.dist-info/entry_points.txt": b"[console_scripts]\nrallypoint = rallypoint_stub:main\n",
+    })
+
+
+def revised_wheel(wheel: Path, directory: Path, version: str) -> Path:
+    """The project's real wheel under another version number (dist-info renamed, METADATA and
+    appliance.__version__, which `rallypoint --version` prints, changed, RECORD redone)."""
+    old_version = wheel.name.split("-")[1]
+    old_info, new_info = f"rallypoint-{old_version}.dist-info/", f"rallypoint-{version}.dist-info/"
+    with zipfile.ZipFile(wheel) as archive:
+        files = {i.filename.replace(old_info, new_info): archive.read(i) for i in archive.infolist() if not i.filename.endswith("/RECORD")}
+    metadata = files[new_info + "METADATA"].decode()
+    files[new_info + "METADATA"] = metadata.replace(f"\nVersion: {old_version}\n", f"\nVersion: {version}\n", 1).encode()
+    package = files["appliance/__init__.py"].decode()
+    files["appliance/__init__.py"] = package.replace(f'__version__ = "{old_version}"', f'__version__ = "{version}"').encode()
+    return pack_wheel(directory / wheel.name.replace(f"-{old_version}-", f"-{version}-"), files)
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> tuple[Path, Path]:
+    secret, public = update.keygen(tmp_path / "keys", "test key")
+    assert secret.stat().st_mode & 0o777 == 0o600
+    return secret, public
+
+
+def test_a_signed_update_verifies_and_any_change_is_refused(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    secret, public = keys
+    wheel = fake_rallypoint_wheel(tmp_path, "0.2.0")
+    dependency = write_wheel(tmp_path, "helper", "1.0", {"helper.py": b"X = 1\n"})
+    stick = tmp_path / "stick"
+    manifest = update.sign(secret, [wheel, dependency], stick / "rallypoint-update")
+    assert manifest.version == "0.2.0" and len(manifest.wheels) == 2
+    trusted = update.read_key_file(public)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    verified, staged = update.verify_and_stage(update.find_update(stick), trusted, staging)
+    assert verified == manifest and [p.read_bytes() for p in staged] == [wheel.read_bytes(), dependency.read_bytes()]
+
+    other_secret, other_public = update.keygen(tmp_path / "other", "someone else")
+    with pytest.raises(update.UpdateRejected, match="signature does not verify"):
+        update.verify_and_stage(stick / "rallypoint-update", update.read_key_file(other_public), staging)
+
+    body = (stick / "rallypoint-update/manifest.json").read_bytes()
+    signature = (stick / "rallypoint-update/manifest.sig").read_bytes()
+    with pytest.raises(update.UpdateRejected, match="signature does not verify"):
+        update.verify_manifest(body.replace(b"0.2.0", b"0.3.0"), signature, trusted)
+    with pytest.raises(update.UpdateRejected, match="signature does not verify"):
+        update.verify_manifest(body, b"not base64!", trusted)
+    raw = base64.b64encode(bytes(update.nacl.signing.SigningKey(update.read_key_file(secret)).sign(body).signature))
+    with pytest.raises(update.UpdateRejected, match="signature does not verify"):  # no context string: not an update signature
+        update.verify_manifest(body, raw, trusted)
+
+    carried = stick / "rallypoint-update" / dependency.name
+    carried.write_bytes(carried.read_bytes() + b"\0")
+    with pytest.raises(update.UpdateRejected, match="does not match the signed manifest"):
+        update.verify_and_stage(stick / "rallypoint-update", trusted, staging)
+    carried.unlink()
+    with pytest.raises(update.UpdateRejected, match="cannot read"):
+        update.verify_and_stage(stick / "rallypoint-update", trusted, staging)
+
+
+def test_signing_refuses_ambiguous_updates(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    secret, _ = keys
+    helper = write_wheel(tmp_path, "helper", "1.0", {"helper.py": b""})
+    with pytest.raises(ValueError, match="exactly one rallypoint wheel"):
+        update.sign(secret, [helper], tmp_path / "out")
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir(), second.mkdir()
+    with pytest.raises(ValueError, match="exactly one rallypoint wheel"):
+        update.sign(secret, [fake_rallypoint_wheel(first, "1.0"), fake_rallypoint_wheel(second, "2.0")], tmp_path / "out")
+    with pytest.raises(update.UpdateRejected, match="not a Rallypoint update key"):
+        update.sign(tmp_path / "a" / "rallypoint-1.0-py3-none-any.whl", [fake_rallypoint_wheel(tmp_path, "3.0")], tmp_path / "out2")
+
+
+@pytest.fixture
+def venv(tmp_path: Path) -> Path:
+    """A throwaway venv (pip from ensurepip: offline) holding a stand-in rallypoint 0.1.0."""
+    target = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(target)], check=True, timeout=VENV_TIMEOUT_S)
+    wheels = tmp_path / "installed"
+    wheels.mkdir()
+    pip = [str(target / "bin/python"), "-m", "pip", "--isolated", "install", "--quiet", "--no-index", "--no-deps"]
+    subprocess.run([*pip, str(fake_rallypoint_wheel(wheels, "0.1.0"))], check=True, timeout=VENV_TIMEOUT_S)
+    return target
+
+
+def installed(venv: Path) -> str:
+    return subprocess.run([str(venv / "bin/rallypoint"), "--version"], capture_output=True, text=True, check=True, timeout=COMMAND_TIMEOUT_S).stdout.strip()
+
+
+@pytest.mark.timeout(600)
+def test_apply_installs_a_signed_newer_update_and_nothing_else(tmp_path: Path, keys: tuple[Path, Path], venv: Path) -> None:
+    secret, public = keys
+    trusted = update.read_key_file(public)
+
+    def signed(version: str, name: str) -> Path:
+        wheels = tmp_path / f"wheels-{name}"
+        wheels.mkdir()
+        update.sign(secret, [fake_rallypoint_wheel(wheels, version)], tmp_path / name / "rallypoint-update")
+        return tmp_path / name / "rallypoint-update"
+
+    tampered = signed("0.3.0", "tampered")
+    wheel = tampered / "rallypoint-0.3.0-py3-none-any.whl"
+    wheel.write_bytes(wheel.read_bytes().replace(b"rallypoint 0.3.0", b"rallypoint 6.6.6"))
+    with pytest.raises(update.UpdateRejected, match="does not match"):
+        update.apply(tampered, trusted, venv, allow_downgrade=False, restart_service=False)
+    assert installed(venv) == "rallypoint 0.1.0"
+
+    foreign = signed("0.3.0", "foreign")
+    _, other_public = update.keygen(tmp_path / "other", "someone else")
+    with pytest.raises(update.UpdateRejected, match="signature"):
+        update.apply(foreign, update.read_key_file(other_public), venv, allow_downgrade=False, restart_service=False)
+    assert installed(venv) == "rallypoint 0.1.0"
+
+    assert update.apply(signed("0.2.0", "good"), trusted, venv, allow_downgrade=False, restart_service=False) == "0.2.0"
+    assert installed(venv) == "rallypoint 0.2.0"
+
+    older = signed("0.1.5", "older")  # a genuine but older update, replayed
+    with pytest.raises(update.UpdateRejected, match="not newer"):
+        update.apply(older, trusted, venv, allow_downgrade=False, restart_service=False)
+    assert installed(venv) == "rallypoint 0.2.0"
+
+
+# --- the real build -------------------------------------------------------------------------
+
+
+def build_skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root: images/build runs debootstrap and chroot (run the tests as root, e.g. in CI)"
+    if shutil.which("debootstrap") is None:
+        return "debootstrap not installed: apt-get install debootstrap"
+    return None
+
+
+requires_build = pytest.mark.skipif(build_skip_reason() is not None, reason=build_skip_reason() or "")
+
+
+def in_chroot(rootfs: Path, *cmd: str) -> subprocess.CompletedProcess[str]:
+    """`cmd` in the tree, with /proc mounted in a private mount namespace (gone when it exits)."""
+    script = 'mount -t proc proc "$0/proc" && exec chroot "$0" "$@"'
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/root"}
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, str(rootfs), *cmd], capture_output=True, text=True, env=env, timeout=COMMAND_TIMEOUT_S * 5)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """OUT of one real `images/build --stage rootfs` (removed afterwards: it is large)."""
+    out = tmp_path_factory.mktemp("image")
+    result = subprocess.run([str(IMAGES / "build"), "--stage", "rootfs", "--out", str(out)], capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+    assert result.returncode == 0, f"images/build failed:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
+    yield out
+    shutil.rmtree(out, ignore_errors=True)
+
+
+@requires_build
+@pytest.mark.timeout(BUILD_TIMEOUT_S + 300)
+def test_rootfs_build_checks_itself(built: Path) -> None:
+    rootfs = built / "rootfs"
+    expected = f"rallypoint {importlib.metadata.version('rallypoint')}"
+    assert (built / "checks/rallypoint-version.txt").read_text().strip() == expected
+    assert in_chroot(rootfs, "rallypoint", "--version").stdout.strip() == expected
+    assert (rootfs / "etc/systemd/system/rallypoint.service").read_bytes() == SERVICE.read_bytes()
+
+    verified = in_chroot(rootfs, "systemd-analyze", "verify", "rallypoint.service", "rallypoint-console.service", "rallypoint-usb-mount@sdb1.service")
+    assert verified.returncode == 0 and "rallypoint" not in verified.stdout + verified.stderr, verified.stdout + verified.stderr
+    # ... and verify does look: a unit whose ExecStart does not exist fails it.
+    broken = rootfs / "etc/systemd/system/rp-broken.service"
+    broken.write_text(SERVICE.read_text().replace("/usr/local/bin/rallypoint serve", "/usr/local/bin/no-such-binary serve"))
+    try:
+        failed = in_chroot(rootfs, "systemd-analyze", "verify", "rp-broken.service")
+    finally:
+        broken.unlink()
+    assert failed.returncode != 0 and "no-such-binary" in failed.stdout + failed.stderr
+
+    checked = in_chroot(rootfs, "nft", "--check", "--file", "/etc/nftables.conf")
+    assert checked.returncode == 0, checked.stderr
+    (rootfs / "tmp/bad.nft").write_text(NFTABLES.read_text().replace("policy drop;", "policy dropp;"))
+    assert in_chroot(rootfs, "nft", "--check", "--file", "/tmp/bad.nft").returncode != 0
+
+
+@requires_build
+@pytest.mark.timeout(BUILD_TIMEOUT_S + 300)
+def test_rootfs_has_the_user_units_and_no_password_login(built: Path) -> None:
+    rootfs = built / "rootfs"
+    users = {line.split(":")[0]: line.split(":") for line in (rootfs / "etc/passwd").read_text().splitlines()}
+    user = users["rallypoint"]
+    assert user[5:] == ["/var/lib/rallypoint", "/usr/sbin/nologin"] and int(user[2]) < 1000  # a system user
+    home = (rootfs / "var/lib/rallypoint").stat()
+    assert home.st_uid == int(user[2]) and home.st_mode & 0o777 == 0o700
+    shadow = {line.split(":")[0]: line.split(":")[1] for line in (rootfs / "etc/shadow").read_text().splitlines()}
+    assert shadow["root"].startswith("!") and shadow["rallypoint"] in ("!", "!*", "*")
+    sshd_config = rootfs / "etc/ssh/sshd_config"
+    if (rootfs / "usr/sbin/sshd").exists():  # none is installed today; if one ever is, it takes keys only
+        text = sshd_config.read_text() + "".join(p.read_text() for p in (rootfs / "etc/ssh/sshd_config.d").glob("*.conf"))
+        assert "PasswordAuthentication no" in text and "KbdInteractiveAuthentication no" in text
+    units = ["rallypoint.service", "rallypoint-console.service", "nftables.service", "systemd-networkd.service", "getty@tty1.service"]
+    states = in_chroot(rootfs, "systemctl", "is-enabled", *units).stdout.split()
+    assert states == ["enabled"] * 4 + ["masked"]  # tty1 is the console's
+    assert (rootfs / "etc/machine-id").read_text() == ""
+    assert "DEVELOPMENT" in (rootfs / "etc/rallypoint/update-signing.pub").read_text()
+    assert not list(rootfs.rglob("update-signing.key"))  # the dev key's secret half stays in OUT
+    assert (built / "dev-update-key/update-signing.key").exists()
+
+
+@requires_build
+@pytest.mark.timeout(BUILD_TIMEOUT_S + 900)
+def test_rootfs_applies_a_signed_update_and_refuses_a_tampered_one(built: Path, tmp_path: Path) -> None:
+    rootfs = built / "rootfs"
+    secret = built / "dev-update-key/update-signing.key"
+    (real_wheel,) = (built / "wheels").glob("rallypoint-*.whl")
+    current = importlib.metadata.version("rallypoint")
+    newer = f"{current}.post1"
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    new_wheel = revised_wheel(real_wheel, wheels, newer)
+
+    def stick(name: str, key: Path) -> str:
+        folder = rootfs / "tmp" / name
+        shutil.rmtree(folder, ignore_errors=True)
+        update.sign(key, [new_wheel], folder / "rallypoint-update")
+        return f"/tmp/{name}"
+
+    tampered = stick("tampered", secret)
+    carried = rootfs / "tmp/tampered/rallypoint-update" / new_wheel.name
+    data = bytearray(carried.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    carried.write_bytes(bytes(data))
+    refused = in_chroot(rootfs, "rallypoint-update", "apply", tampered)
+    assert refused.returncode == 2 and "does not match the signed manifest" in refused.stderr and "nothing was installed" in refused.stderr
+
+    other_secret, _ = update.keygen(tmp_path / "other", "not the baked key")
+    refused = in_chroot(rootfs, "rallypoint-update", "apply", stick("foreign", other_secret))
+    assert refused.returncode == 2 and "signature does not verify" in refused.stderr
+    assert in_chroot(rootfs, "rallypoint", "--version").stdout.strip() == f"rallypoint {current}"
+
+    applied = in_chroot(rootfs, "rallypoint-update", "apply", stick("good", secret))
+    assert applied.returncode == 0, applied.stderr
+    assert in_chroot(rootfs, "rallypoint", "--version").stdout.strip() == f"rallypoint {newer}"
+    replayed = in_chroot(rootfs, "rallypoint-update", "apply", stick("good", secret))
+    assert replayed.returncode == 2 and "not newer" in replayed.stderr
