@@ -27,5 +27,17 @@ bench: $(STAMP)
 	$(BIN)/python bench/lan.py --quick
 	$(BIN)/python bench/console.py --quick
 
+# Three nodes on this machine (network namespaces as root, else loopback), then alpha's console;
+# the scenario partitions charlie and heals it; lab-down removes it all (images/lab/README.md).
+.PHONY: lab lab-scenario lab-down
+lab: $(STAMP)
+	$(BIN)/python images/lab/lab.py up
+
+lab-scenario: $(STAMP)
+	$(BIN)/python images/lab/lab.py scenario
+
+lab-down: $(STAMP)
+	$(BIN)/python images/lab/lab.py down
+
 clean:
 	rm -rf $(VENV) build *.egg-info
