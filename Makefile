@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test venv bench clean
+.PHONY: run test venv bench wheel clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,5 +39,10 @@ lab-scenario: $(STAMP)
 lab-down: $(STAMP)
 	$(BIN)/python images/lab/lab.py down
 
+# The project's wheel (dist/), what the appliance image and the Vagrant lab install.
+wheel: $(STAMP)
+	rm -f dist/rallypoint-*.whl
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist .
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build dist *.egg-info
