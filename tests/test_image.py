@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from sync.lan import DEFAULT_PORT
+from tests.conftest import PASSPHRASE, run_cli
 from tests.netns import BridgeLan, requires_root
 
 REPO = Path(__file__).resolve().parent.parent
@@ -96,6 +97,30 @@ def test_console_replaces_the_getty_on_tty1() -> None:
     assert unit["ExecStart"] == ["/usr/local/sbin/rallypoint-tty"]
     assert unit["Restart"] == ["always"]
     assert os.access(SBIN / "rallypoint-tty", os.X_OK)
+
+
+def test_first_boot_restores_the_node_from_a_backup_on_a_stick(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """rallypoint-tty's third first-boot choice, with the real `rallypoint` doing the work as this
+    user (not as the appliance's rallypoint user) and the sealing left out (no systemd here)."""
+    origin, restored, stick = tmp_path / "origin", tmp_path / "restored", tmp_path / "media" / "BACKUPS"
+    stick.mkdir(parents=True)
+    assert run_cli(origin, "init", "--workspace", "acme", "--user", "alice").returncode == 0
+    assert run_cli(origin, "channel", "create", "general").returncode == 0
+    assert run_cli(origin, "post", "general", "before the disk died").returncode == 0
+    assert run_cli(origin, "backup", "--to", str(stick)).returncode == 0
+    (stick / "notes.txt").write_text("not a backup")
+
+    tty = load_script("rallypoint-tty")
+    answers, sealed = iter(["3", "1"]), []
+    monkeypatch.setattr(tty, "MEDIA", tmp_path / "media")
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(answers))
+    monkeypatch.setattr(tty.getpass, "getpass", lambda prompt="": PASSPHRASE)
+    monkeypatch.setattr(tty, "run_node", lambda args, capture=False, **env: run_cli(restored, *args, passphrase=env.get("RALLYPOINT_PASSPHRASE")))
+    monkeypatch.setattr(tty, "seal_for_service", sealed.append)
+    assert tty.first_boot() == PASSPHRASE
+    assert sealed == [PASSPHRASE]
+    read = run_cli(restored, "read", "general", "--json")
+    assert [m["text"] for m in json.loads(read.stdout)] == ["before the disk died"]
 
 
 def test_firewall_lets_in_only_mdns_and_the_sync_port_from_private_networks() -> None:
