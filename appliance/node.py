@@ -374,6 +374,11 @@ class Node:
     def node_key(self) -> bytes:
         return self._row.node_key
 
+    @property
+    def locked_reason(self) -> str | None:
+        """Why this node holds nothing any more (its revocation arrived and it wiped itself)."""
+        return self._locked
+
     def add_listener(self, listener: ChangeListener) -> None:
         self._listeners.append(listener)
 

@@ -100,13 +100,20 @@ class Received:
 
 
 @dataclass(frozen=True)
+class Wiped:
+    """This node's own revocation arrived and it wiped itself; the service has stopped."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class Refused:
     address: str
     reason: str
     node_id: str | None
 
 
-LanEvent = PeerDiscovered | PeerLost | SessionUp | SessionDown | Received | Refused
+LanEvent = PeerDiscovered | PeerLost | SessionUp | SessionDown | Received | Refused | Wiped
 EventSink = Callable[[LanEvent], None]
 
 
@@ -148,6 +155,9 @@ class LanService:
         self._handshaking = 0
         self._refusals: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._closing = False
+        self._ending: asyncio.Task[None] | None = None
+        self.ended = asyncio.Event()  # set when the service stopped by itself (a remote wipe)
+        self.end_reason: str | None = None
         self.port = 0
 
     # --- lifecycle ---------------------------------------------------------------
@@ -174,7 +184,23 @@ class LanService:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        if self._ending is not None:
+            await self._ending
         await self._shutdown()
+
+    def _stop_after_wipe(self) -> None:
+        """Nothing is left to serve or advertise once the node has wiped itself: the service
+        stops, and `ended` tells whoever runs it."""
+        if self._ending is not None:
+            return
+        self.end_reason = self.node.locked_reason or "this node wiped itself"
+        self._emit(Wiped(self.end_reason))
+
+        async def end() -> None:
+            await self._shutdown()
+            self.ended.set()
+
+        self._ending = asyncio.create_task(end())
 
     async def _shutdown(self) -> None:
         self._closing = True
@@ -666,6 +692,9 @@ class _Session:
         # them from another peer), so the sender learns what we hold.
         self._announce |= {doc_id for doc_id, _ in message.docs}
         self._wake.set()
+        if summary.wiped:
+            self.service._stop_after_wipe()
+            return
         if summary.changes or summary.blobs:
             self.service._emit(Received(self.peer_id, summary.changes, sum(c.new_messages for c in summary.channels), tuple(c.channel_id for c in summary.channels)))
 

@@ -99,5 +99,8 @@ def test_node_revoke_reaches_the_node_which_wipes_itself(tmp_path: Path) -> None
     assert refused.returncode == 3 and "RevokedSender" in refused.stdout
     wiped = json.loads(ok(run_cli(bravo, "courier", str(stick), "--json")))
     assert wiped["import"]["wiped"] is True and wiped["export"] is None
+    # Exit status 4: wiped, nothing to retry (rallypoint.service does not restart on it).
     after = run_cli(bravo, "read", "general")
-    assert after.returncode == 1 and "revoked" in after.stderr
+    assert after.returncode == 4 and "revoked" in after.stderr
+    serve = run_cli(bravo, "serve", "--port", "0", "--no-mdns")
+    assert serve.returncode == 4 and "revoked" in serve.stderr

@@ -235,6 +235,28 @@ async def test_the_console_runs_the_lan_service_and_shows_what_peers_send(tmp_pa
             await until_shown(pilot, "over the LAN", timeout=10.0)
 
 
+async def test_the_console_closes_when_its_node_is_revoked_over_the_lan(tmp_path: Path) -> None:
+    alpha, bravo = await make_workspace(tmp_path, "bravo")
+    await alpha.create_channel("general")
+    await bravo.close()
+    with socket.socket() as probe:  # a free port for the console's service
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = LanConfig(bind="127.0.0.1", port=port, discovery=False)
+    app = RallypointApp(tmp_path / "bravo", WORKSPACE_PASSPHRASE, lan=config)
+    async with alpha, app.run_test(size=SIZE, notifications=True) as pilot:
+        await main_screen(pilot)
+        async with LanService(alpha, LanConfig(bind="127.0.0.1", port=0, discovery=False)) as service:
+            service.dial("127.0.0.1", port)
+            await until_shown(pilot, "general", timeout=10.0)
+            await alpha.revoke(bravo.node_key, "stolen")
+            deadline = time.monotonic() + 10
+            while app.is_running and time.monotonic() < deadline:
+                await pilot.pause(0.05)
+    assert not app.is_running
+    assert app.return_value is not None and "revoked" in app.return_value and "stolen" in app.return_value
+
+
 async def test_the_peers_view_shows_trust_and_sessions_live(tmp_path: Path) -> None:
     alpha, bravo, charlie = await make_workspace(tmp_path, "bravo", "charlie")
     await alpha.create_channel("general")

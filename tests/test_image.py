@@ -14,6 +14,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -26,8 +27,10 @@ from pathlib import Path
 import pytest
 
 from sync.lan import DEFAULT_PORT
-from tests.conftest import PASSPHRASE, run_cli
+from sync.sneakernet import export_bundles, import_bundles
+from tests.conftest import PASSPHRASE, make_workspace, run_cli
 from tests.netns import BridgeLan, requires_root
+from tui.cli import EXIT_WIPED
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = REPO / "images"
@@ -88,6 +91,7 @@ def test_service_runs_serve_sandboxed_with_the_sealed_passphrase() -> None:
     assert unit["ConditionPathExists"] == [str(tty.CREDENTIAL)]
     assert f"RALLYPOINT_HOME={tty.NODE_HOME}" in unit["Environment"][0].split()
     assert unit["WantedBy"] == ["multi-user.target"]
+    assert unit["RestartPreventExitStatus"] == [str(EXIT_WIPED)]  # a wiped node is not restarted
 
 
 def test_console_replaces_the_getty_on_tty1() -> None:
@@ -121,6 +125,41 @@ def test_first_boot_restores_the_node_from_a_backup_on_a_stick(tmp_path: Path, m
     assert sealed == [PASSPHRASE]
     read = run_cli(restored, "read", "general", "--json")
     assert [m["text"] for m in json.loads(read.stdout)] == ["before the disk died"]
+
+
+async def test_a_wiped_node_is_set_aside_for_a_fresh_enrollment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """rallypoint-tty on a node whose revocation arrived: it recognises the wiped store by the
+    real `rallypoint`'s exit status, and ERASE sets it aside, drops the sealed passphrase and
+    leaves an empty home for the first-boot setup."""
+    alpha, bravo = await make_workspace(tmp_path, "bravo")
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    async with alpha, bravo:
+        await alpha.revoke(bravo.node_key, "stolen")
+        await export_bundles(alpha, stick)
+        assert (await import_bundles(bravo, stick)).wiped
+    home, credential = tmp_path / "bravo", tmp_path / "rallypoint-passphrase"
+    credential.write_text("sealed")
+
+    tty = load_script("rallypoint-tty")
+    commands: list[tuple[str, ...]] = []
+    monkeypatch.setattr(tty, "run_node", lambda args, capture=False, **env: run_cli(home, *args, passphrase=env.get("RALLYPOINT_PASSPHRASE")))
+    assert tty.wiped_reason() is not None and "stolen" in tty.wiped_reason()
+    monkeypatch.setattr(tty, "run_node", lambda args, capture=False, **env: run_cli(tmp_path / "alpha", *args, passphrase=PASSPHRASE))
+    assert tty.wiped_reason() is None  # a node in service is not taken for a wiped one
+
+    monkeypatch.setattr(tty, "NODE_HOME", home)
+    monkeypatch.setattr(tty, "CREDENTIAL", credential)
+    monkeypatch.setattr(tty, "NODE_USER", pwd.getpwuid(os.getuid()).pw_name)
+    monkeypatch.setattr(tty, "systemctl", lambda *args: commands.append(args))
+    monkeypatch.setattr(tty, "pause", lambda text="": None)
+    monkeypatch.setattr("builtins.input", lambda prompt="": "ERASE")
+    tty.offer_fresh_start("this node was revoked")
+    assert commands == [("stop", tty.SERVICE)]
+    assert not credential.exists()
+    assert home.is_dir() and list(home.iterdir()) == []
+    (kept,) = tmp_path.glob("bravo.wiped-*")
+    assert (kept / "node.db").exists()
 
 
 def test_firewall_lets_in_only_mdns_and_the_sync_port_from_private_networks() -> None:

@@ -19,7 +19,7 @@ import pytest
 from appliance.errors import NodeLocked, NotFound
 from appliance.node import Attachment, Node
 from sync import wire
-from sync.lan import LanConfig, LanEvent, LanService, SessionDown, SessionUp
+from sync.lan import LanConfig, LanEvent, LanService, SessionDown, SessionUp, Wiped
 from tests.conftest import PASSPHRASE, make_workspace
 
 pytestmark = pytest.mark.timeout(120)
@@ -203,15 +203,21 @@ async def test_revoking_a_peer_mid_session_sends_it_the_news_and_ends_the_sessio
     alpha, bravo = await make_workspace(tmp_path, "bravo")
     async with alpha, bravo:
         await alpha.create_channel("general")
-        async with serving(alpha) as (a, a_events), serving(bravo) as (b, _):
+        async with serving(alpha) as (a, a_events), serving(bravo) as (b, b_events):
             b.dial("127.0.0.1", a.port)
             await eventually(lambda: _channel_known(bravo, "general"), what="first sync")
             await alpha.revoke(bravo.node_key, "stolen")
             await alpha.post("general", "after the revocation")
             await eventually(lambda: _has_event(a_events, SessionDown), what="the session ends")
             assert "revoked" in a_events.of(SessionDown)[0].reason
-            # Bravo read its own revocation and wiped itself; it reconnects no more.
+            # Bravo read its own revocation and wiped itself; its service stopped: it neither
+            # listens nor reconnects any more.
             await eventually(lambda: _locked(bravo), what="bravo's remote wipe")
+            await asyncio.wait_for(b.ended.wait(), 10)
+            (wiped,) = b_events.of(Wiped)
+            assert wiped.reason == b.end_reason and "stolen" in wiped.reason
+            with pytest.raises(OSError):
+                await asyncio.open_connection("127.0.0.1", b.port)
             await asyncio.sleep(0.5)
             assert len(a_events.of(SessionUp)) == 1
 

@@ -32,7 +32,7 @@ from appliance.errors import RallypointError, WrongPassphrase
 from appliance.model import ChannelSummary, Identity, MessageView, PeerStatus
 from appliance.node import Node
 from sync.errors import SyncError
-from sync.lan import LanConfig, LanEvent, LanService, Received, Refused, SessionInfo
+from sync.lan import LanConfig, LanEvent, LanService, Received, Refused, SessionInfo, Wiped
 from tui.admin import AdminScreen
 from tui.courier import CourierScreen
 from tui.files import free_path, safe_file_name, write_atomically
@@ -1121,7 +1121,7 @@ def binding_sections() -> list[tuple[str, list[Binding]]]:
     return [(title, [b for b in cls.BINDINGS if isinstance(b, Binding)]) for title, cls in sections]
 
 
-class RallypointApp(App[None]):
+class RallypointApp(App[str]):
     CSS_PATH = "app.tcss"
     TITLE = "Rallypoint"
     BINDINGS = [
@@ -1188,11 +1188,14 @@ class RallypointApp(App[None]):
             self.notify(f"refused a LAN session from {printable(event.address)}: {printable(event.reason)}", severity="warning", markup=False)
         elif isinstance(event, Received) and event.messages:
             self.notify(f"{event.messages} new message(s) from {event.node_id}", markup=False)
+        elif isinstance(event, Wiped):
+            self.exit(result=event.reason)  # nothing is left to show; the command says why
 
     async def on_unmount(self) -> None:
         if self.node is not None:
             await self.node.close()
 
 
-def run_console(home: Path, passphrase: str | None, as_user: str | None, lan: LanConfig | None) -> None:
-    RallypointApp(home, passphrase, as_user, lan).run()
+def run_console(home: Path, passphrase: str | None, as_user: str | None, lan: LanConfig | None) -> str | None:
+    """Runs the console until the operator quits (None) or the node wipes itself (the reason)."""
+    return RallypointApp(home, passphrase, as_user, lan).run()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import __version__, ids
-from appliance.errors import InvalidInput, NotInitialised, RallypointError
+from appliance.errors import InvalidInput, NodeLocked, NotInitialised, RallypointError
 from appliance.model import MessageView, iso_utc
 from appliance.node import Attachment, Node
 from sync import lan, sneakernet
@@ -32,6 +32,7 @@ from tui.text import printable
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_REJECTED = 3  # an import ran, and refused at least one bundle
+EXIT_WIPED = 4  # this node's revocation reached it and it wiped itself: nothing to retry (rallypoint.service does not restart on it)
 
 
 class CliError(RallypointError):
@@ -512,7 +513,14 @@ async def cmd_serve(args: argparse.Namespace) -> None:
                 service.dial(host.strip("[]"), int(port))
             emit(args, {"event": "Listening", "node_id": node.node_id, "address": args.bind, "port": service.port}, f"node {node.node_id} listening on {args.bind}:{service.port}")
             sys.stdout.flush()
-            await stop.wait()
+            waits = [asyncio.create_task(stop.wait()), asyncio.create_task(service.ended.wait())]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
+        if service.end_reason is not None:
+            raise NodeLocked(service.end_reason)
         emit(args, {"event": "Stopped"}, "stopped")
 
     await _with_node(args, run)
@@ -537,6 +545,8 @@ def _event_text(event: lan.LanEvent) -> str:
         return f"session with {event.node_id} ended: {printable(event.reason)}"
     if isinstance(event, lan.Received):
         return f"received {event.changes} change(s), {event.messages} new message(s) from {event.node_id}"
+    if isinstance(event, lan.Wiped):
+        return f"stopping: {printable(event.reason)}"
     return f"refused {event.address}{' (' + event.node_id + ')' if event.node_id else ''}: {printable(event.reason)}"
 
 
@@ -608,7 +618,9 @@ def cmd_console(args: argparse.Namespace) -> None:
     if args.passphrase_file:
         passphrase = read_passphrase(args)
     config = None if args.no_lan else lan.LanConfig(bind=args.bind, port=args.port)
-    run_console(Path(args.home).expanduser(), passphrase, args.as_user, config)
+    wiped = run_console(Path(args.home).expanduser(), passphrase, args.as_user, config)
+    if wiped is not None:
+        raise NodeLocked(wiped)
 
 
 # --- parser ---------------------------------------------------------------------------
@@ -773,6 +785,9 @@ def main(argv: list[str] | None = None) -> int:
         outcome = args.handler(args)
         if outcome is not None:
             asyncio.run(outcome)
+    except NodeLocked as exc:
+        print(f"rallypoint: error: {printable(str(exc))}", file=sys.stderr)
+        return EXIT_WIPED
     except (RallypointError, SyncError) as exc:
         print(f"rallypoint: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
