@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import REPO, run_cli
 from tests.netns import requires_root
-from tests.test_console_tmux import Terminal
+from tests.terminal import Terminal
 
 pytestmark = pytest.mark.timeout(300)
 
