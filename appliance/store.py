@@ -164,7 +164,8 @@ class Store:
 def check_database_file(path: Path) -> None:
     """Raises StorageError unless `path` is an intact SQLite database (a backup about to be used)."""
     try:
-        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        # as_uri() percent-encodes the path: a '?' or '#' in a folder name cannot end it early.
+        with closing(sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)) as conn:
             verdict = conn.execute("PRAGMA quick_check").fetchone()
     except sqlite3.Error as exc:
         raise StorageError(f"{path.name} is not a readable node database: {exc}") from exc

@@ -101,7 +101,7 @@ async def test_a_full_disk_fails_the_backup_cleanly(tmp_path: Path) -> None:
 
 
 def test_backup_and_restore_from_the_command_line(tmp_path: Path) -> None:
-    home, rebuilt, shelf = tmp_path / "home", tmp_path / "rebuilt", tmp_path / "shelf"
+    home, rebuilt, shelf = tmp_path / "home", tmp_path / "rebuilt", tmp_path / "shelf #2?"  # a stick's label may hold anything
     shelf.mkdir()
     assert run_cli(home, "init", "--workspace", "acme", "--user", "alice").returncode == 0
     assert run_cli(home, "channel", "create", "general").returncode == 0
@@ -111,6 +111,10 @@ def test_backup_and_restore_from_the_command_line(tmp_path: Path) -> None:
     backup_file = json.loads(written.stdout)["file"]
     wrong = run_cli(rebuilt, "restore", backup_file, passphrase="wrong passphrase")
     assert wrong.returncode != 0 and "passphrase" in wrong.stderr and not (rebuilt / "node.db").exists()
+    damaged = shelf / "damaged.backup.db"
+    damaged.write_bytes(b"not a database" * 100)
+    refused = run_cli(rebuilt, "restore", str(damaged))
+    assert refused.returncode != 0 and "damaged.backup.db is not a readable node database" in refused.stderr
     restored = run_cli(rebuilt, "restore", backup_file)
     assert restored.returncode == 0, restored.stderr
     assert "restored into" in restored.stdout
