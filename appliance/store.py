@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import event, select, text
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
@@ -73,7 +74,9 @@ class Store:
 
     @classmethod
     def at(cls, home: Path) -> Store:
-        return cls.from_url(f"sqlite+aiosqlite:///{home / DB_FILE}")
+        # URL.create takes the path as it is: in a URL string a '?' or '#' in a folder name would
+        # end the path and the node would live in another file.
+        return cls.from_url(URL.create("sqlite+aiosqlite", database=str(home / DB_FILE)))
 
     @classmethod
     def memory(cls) -> Store:
@@ -81,7 +84,7 @@ class Store:
         return cls(create_async_engine("sqlite+aiosqlite://", poolclass=StaticPool))._with_pragmas()
 
     @classmethod
-    def from_url(cls, url: str) -> Store:
+    def from_url(cls, url: str | URL) -> Store:
         return cls(create_async_engine(url))._with_pragmas()
 
     def _with_pragmas(self) -> Store:

@@ -77,3 +77,14 @@ async def test_the_in_memory_store_runs_a_whole_node(tmp_path: Path) -> None:
     assert [m.id for m in await node.search("memory")] == [message]
     assert not (tmp_path / "memory" / "node.db").exists()
     await node.close()
+
+
+async def test_a_home_is_any_folder_name(tmp_path: Path) -> None:
+    """'?', '#' and '%' end or escape a path in a URL; the store takes the home as a path."""
+    home = tmp_path / "field kit #2?mode=ro%20"
+    async with await Node.init(home, workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST) as node:
+        await node.create_channel("general")
+        await node.post("general", "kept where it belongs")
+    assert [p.name for p in tmp_path.iterdir()] == [home.name]
+    async with await Node.open(home, PASSPHRASE) as node:
+        assert [m.text for m in await node.read("general")] == ["kept where it belongs"]
