@@ -39,9 +39,10 @@ lab-scenario: $(STAMP)
 lab-down: $(STAMP)
 	$(BIN)/python images/lab/lab.py down
 
-# The project's wheel (dist/), what the appliance image and the Vagrant lab install.
+# The project's wheel (dist/), what the appliance image and the Vagrant lab install. build/ goes
+# first: setuptools would ship modules an older tree left there.
 wheel: $(STAMP)
-	rm -f dist/rallypoint-*.whl
+	rm -rf build dist/rallypoint-*.whl
 	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist .
 
 clean:
