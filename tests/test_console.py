@@ -28,6 +28,15 @@ def fill(app: App[None], **fields: str) -> None:
         app.screen.query_one(f"#{field_id.replace('_', '-')}", Input).value = value
 
 
+def console_lan() -> LanConfig:
+    """The console's LAN service under test: loopback, no mDNS, and a port known beforehand (free
+    when asked) for a peer to dial."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return LanConfig(bind="127.0.0.1", port=port, discovery=False)
+
+
 @pytest.fixture
 async def home(tmp_path: Path) -> Path:
     """A node with alice (admin) and #general."""
@@ -220,14 +229,11 @@ async def test_the_console_runs_the_lan_service_and_shows_what_peers_send(tmp_pa
     alpha, bravo = await make_workspace(tmp_path, "bravo")
     await alpha.create_channel("general")
     await alpha.close()
-    with socket.socket() as probe:  # a free port for the console's service
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = LanConfig(bind="127.0.0.1", port=port, discovery=False)
+    config = console_lan()
     async with bravo, RallypointApp(tmp_path / "alpha", WORKSPACE_PASSPHRASE, lan=config).run_test(size=SIZE, notifications=True) as pilot:
         await main_screen(pilot)
         async with LanService(bravo, LanConfig(bind="127.0.0.1", port=0, discovery=False)) as service:
-            service.dial("127.0.0.1", port)
+            service.dial("127.0.0.1", config.port)
             deadline = time.monotonic() + 10
             while not any(c.name == "general" for c in await bravo.list_channels()) and time.monotonic() < deadline:
                 await pilot.pause(0.05)
@@ -239,15 +245,12 @@ async def test_the_console_closes_when_its_node_is_revoked_over_the_lan(tmp_path
     alpha, bravo = await make_workspace(tmp_path, "bravo")
     await alpha.create_channel("general")
     await bravo.close()
-    with socket.socket() as probe:  # a free port for the console's service
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = LanConfig(bind="127.0.0.1", port=port, discovery=False)
+    config = console_lan()
     app = RallypointApp(tmp_path / "bravo", WORKSPACE_PASSPHRASE, lan=config)
     async with alpha, app.run_test(size=SIZE, notifications=True) as pilot:
         await main_screen(pilot)
         async with LanService(alpha, LanConfig(bind="127.0.0.1", port=0, discovery=False)) as service:
-            service.dial("127.0.0.1", port)
+            service.dial("127.0.0.1", config.port)
             await until_shown(pilot, "general", timeout=10.0)
             await alpha.revoke(bravo.node_key, "stolen")
             deadline = time.monotonic() + 10
@@ -262,10 +265,7 @@ async def test_the_peers_view_shows_trust_and_sessions_live(tmp_path: Path) -> N
     await alpha.create_channel("general")
     await alpha.close()
     await charlie.close()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = LanConfig(bind="127.0.0.1", port=port, discovery=False)
+    config = console_lan()
     async with bravo, RallypointApp(tmp_path / "alpha", WORKSPACE_PASSPHRASE, lan=config).run_test(size=SIZE, notifications=True) as pilot:
         await main_screen(pilot)
         await pilot.press("f2")
@@ -277,7 +277,7 @@ async def test_the_peers_view_shows_trust_and_sessions_live(tmp_path: Path) -> N
 
         assert row_of("bravo-node")[1:4] == ["trusted", "-", "-"] and row_of("bravo-node")[4] == "never"
         async with LanService(bravo, LanConfig(bind="127.0.0.1", port=0, discovery=False)) as service:
-            service.dial("127.0.0.1", port)
+            service.dial("127.0.0.1", config.port)
             await until(pilot, lambda: row_of("bravo-node")[3] == "up" and row_of("bravo-node")[4] != "never", "bravo's session", timeout=10.0)
             assert row_of("bravo-node")[2].startswith("127.0.0.1:")
             assert row_of("charlie-node")[3] == "-"
