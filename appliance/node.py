@@ -993,8 +993,13 @@ class Node:
         """Picks up changes another process appended to this store (the CLI while the console
         runs). Returns the ids of the channels that changed - "directory" for the directory -
         counting only what this process did not write itself (empty when nothing did)."""
+        self._require_unlocked()
         async with self.store.reading() as conn:
             rows = (await conn.execute(select(t.changes.c.id, t.changes.c.doc_id, t.changes.c.hash).where(t.changes.c.id > self._watermark).order_by(t.changes.c.id))).all()
+            wiped = (await conn.execute(select(t.settings.c.value).where(t.settings.c.name == LOCKED_SETTING))).scalar()
+        if wiped is not None:  # another process imported this node's revocation
+            self._forget_everything(wiped)
+            raise NodeLocked(wiped)
         if not rows:
             return frozenset()
         async with self._lock:
@@ -1395,15 +1400,20 @@ class Node:
                 await conn.execute(update(t.node_identity).values(sealed_data_key=b""))
                 await conn.execute(insert(t.settings).values(name=LOCKED_SETTING, value=reason))
                 await _append_audit(conn, self._clock(), self._row.node_key.hex(), "wiped", {"revoked_by": revocation.issuer.hex(), "reason": revocation.reason})
-            self._docs.clear()
-            self._known.clear()
-            self._since_snapshot.clear()
-            self._heads_cache.clear()
-            self._channel_by_name.clear()
-            self._doc_rows.clear()
-            self._keys = _Keys(b"", crypto.new_signing_key(self._rng(32)), None, {})
-            self._locked = reason
+            self._forget_everything(reason)
         await self.store.scrub()
+
+    def _forget_everything(self, reason: str) -> None:
+        """The in-memory half of a remote wipe: documents and keys go, and every call from now on
+        raises NodeLocked(reason)."""
+        self._docs.clear()
+        self._known.clear()
+        self._since_snapshot.clear()
+        self._heads_cache.clear()
+        self._channel_by_name.clear()
+        self._doc_rows.clear()
+        self._keys = _Keys(b"", crypto.new_signing_key(self._rng(32)), None, {})
+        self._locked = reason
 
     # --- channels ------------------------------------------------------------------
 

@@ -479,8 +479,13 @@ class LanService:
         the service runs); the node's listeners then push it like a local change."""
         while not self._closing:
             await asyncio.sleep(self.config.store_poll_s)
-            with contextlib.suppress(RallypointError):
+            try:
                 await self.node.refresh()
+            except NodeLocked:  # another process imported this node's revocation (a courier's bundle)
+                self._stop_after_wipe()
+                return
+            except RallypointError:
+                continue
 
 
 class _Session:

@@ -12,6 +12,7 @@ from textual.widgets import DataTable, Input, OptionList, Static, TabbedContent
 
 from appliance.node import Attachment, Node
 from sync.lan import LanConfig, LanService
+from sync.sneakernet import export_bundles, import_bundles
 from tests.conftest import FAST, make_workspace
 from tests.conftest import PASSPHRASE as WORKSPACE_PASSPHRASE
 from tests.console_helpers import SIZE, main_screen, pane_title, screen_text, until, until_shown
@@ -258,6 +259,27 @@ async def test_the_console_closes_when_its_node_is_revoked_over_the_lan(tmp_path
                 await pilot.pause(0.05)
     assert not app.is_running
     assert app.return_value is not None and "revoked" in app.return_value and "stolen" in app.return_value
+
+
+async def test_the_console_closes_when_another_process_wipes_its_node(tmp_path: Path) -> None:
+    """The appliance's console runs without LAN beside `serve`; a courier's import in another
+    process brings this node's revocation."""
+    alpha, bravo = await make_workspace(tmp_path, "bravo")
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    await alpha.create_channel("general")
+    await alpha.revoke(bravo.node_key, "stolen")
+    await export_bundles(alpha, stick)
+    await alpha.close()
+    app = RallypointApp(tmp_path / "bravo", WORKSPACE_PASSPHRASE)
+    async with bravo, app.run_test(size=SIZE, notifications=True) as pilot:
+        await main_screen(pilot)
+        assert (await import_bundles(bravo, stick)).wiped
+        deadline = time.monotonic() + 10
+        while app.is_running and time.monotonic() < deadline:
+            await pilot.pause(0.05)
+    assert not app.is_running
+    assert app.return_value is not None and "stolen" in app.return_value
 
 
 async def test_the_peers_view_shows_trust_and_sessions_live(tmp_path: Path) -> None:

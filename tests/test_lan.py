@@ -19,6 +19,7 @@ import pytest
 from appliance.errors import NodeLocked, NotFound
 from appliance.node import Attachment, Node
 from sync import wire
+from sync.sneakernet import export_bundles, import_bundles
 from sync.lan import LanConfig, LanEvent, LanService, SessionDown, SessionUp, Wiped
 from tests.conftest import PASSPHRASE, make_workspace
 
@@ -220,6 +221,31 @@ async def test_revoking_a_peer_mid_session_sends_it_the_news_and_ends_the_sessio
                 await asyncio.open_connection("127.0.0.1", b.port)
             await asyncio.sleep(0.5)
             assert len(a_events.of(SessionUp)) == 1
+
+
+async def test_a_wipe_by_another_process_stops_the_service(tmp_path: Path) -> None:
+    """The revocation comes by courier, imported by another process on the same home (the
+    console beside `serve`): the service's node notices it on its next look at the store, drops
+    its keys and documents, and the service stops."""
+    alpha, bravo = await make_workspace(tmp_path, "bravo")
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    async with alpha, bravo:
+        await alpha.create_channel("general")
+        await alpha.revoke(bravo.node_key, "stolen")
+        await export_bundles(alpha, stick)
+        async with serving(bravo) as (b, b_events):
+            async with await Node.open(bravo.home, PASSPHRASE) as courier_side:
+                assert (await import_bundles(courier_side, stick)).wiped
+            await asyncio.wait_for(b.ended.wait(), 10)
+            (wiped,) = b_events.of(Wiped)
+            assert "stolen" in wiped.reason and bravo.locked_reason == wiped.reason
+            with pytest.raises(NodeLocked):
+                await bravo.refresh()
+            with pytest.raises(NodeLocked):
+                await bravo.heads_for(alpha.node_key)
+            with pytest.raises(OSError):
+                await asyncio.open_connection("127.0.0.1", b.port)
 
 
 async def test_an_address_outside_the_allowlist_is_refused_unread(tmp_path: Path) -> None:

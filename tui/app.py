@@ -28,7 +28,7 @@ from textual.suggester import Suggester
 from textual.widgets import Button, Checkbox, DataTable, Footer, Header, Input, Label, OptionList, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
 
-from appliance.errors import RallypointError, WrongPassphrase
+from appliance.errors import NodeLocked, RallypointError, WrongPassphrase
 from appliance.model import ChannelSummary, Identity, MessageView, PeerStatus
 from appliance.node import Node
 from sync.errors import SyncError
@@ -789,6 +789,9 @@ class MainScreen(Screen[None]):
     async def poll_node(self) -> None:
         try:
             await self.node.refresh()
+        except NodeLocked as exc:  # another process imported this node's revocation
+            self.app.exit(result=str(exc))
+            return
         except RallypointError as exc:
             self.post_message(Failed(str(exc)))
         self.post_message(Polled())
