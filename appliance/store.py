@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import event, select, text
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
@@ -22,9 +22,14 @@ from appliance.errors import StorageError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DB_FILE = "node.db"
+_WRITE = "rallypoint_write"  # execution option of the connections `transaction()` hands out
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # The driver would begin a transaction only at the first write, leaving the reads before it
+    # outside: another process could change what a read-then-write saw. `_sqlite_begin` says
+    # BEGIN itself instead.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")  # WAL+NORMAL may lose the last commits on power loss
@@ -32,6 +37,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=15000")
     cursor.execute("PRAGMA secure_delete=ON")  # deleted rows are overwritten, not left in free pages
     cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    """A write transaction takes the write lock before its first read (BEGIN IMMEDIATE, waiting
+    up to the busy timeout), so nothing it read can change before it writes; a read gets one
+    snapshot of the database (BEGIN)."""
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
 
 
 def _describe(exc: BaseException) -> str:
@@ -90,6 +102,7 @@ class Store:
     def _with_pragmas(self) -> Store:
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
         return self
 
     async def __aenter__(self) -> Store:
@@ -105,10 +118,10 @@ class Store:
             async with self.engine.connect() as conn:
                 if await self._revision(conn) == schema.SCHEMA_REVISION:
                     return
-            async with self.engine.begin() as conn:
-                await conn.run_sync(_upgrade)
         except SQLAlchemyError as exc:
             raise StorageError(_describe(exc)) from exc
+        async with self.transaction() as conn:
+            await conn.run_sync(_upgrade)
 
     @staticmethod
     async def _revision(conn: AsyncConnection) -> str | None:
@@ -120,8 +133,10 @@ class Store:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         try:
-            async with self.engine.begin() as conn:
-                yield conn
+            async with self.engine.connect() as conn:
+                await conn.execution_options(**{_WRITE: True})
+                async with conn.begin():
+                    yield conn
         except SQLAlchemyError as exc:
             raise StorageError(_describe(exc)) from exc
 

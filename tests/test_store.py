@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -88,3 +89,17 @@ async def test_a_home_is_any_folder_name(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == [home.name]
     async with await Node.open(home, PASSPHRASE) as node:
         assert [m.text for m in await node.read("general")] == ["kept where it belongs"]
+
+
+async def test_read_then_write_transactions_of_two_processes_do_not_collide(tmp_path: Path) -> None:
+    """Two nodes on one home (the console and the CLI, say) mark the same fresh channels read at
+    the same moment: each transaction's read of the marker and its write are one unit."""
+    home = tmp_path / "alpha"
+    async with await Node.init(home, workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST) as node:
+        for i in range(30):
+            await node.create_channel(f"c{i}")
+            await node.post(f"c{i}", "unread")
+    async with await Node.open(home, PASSPHRASE) as console, await Node.open(home, PASSPHRASE) as cli:
+        for i in range(30):
+            await asyncio.gather(console.read(f"c{i}"), cli.read(f"c{i}"))
+        assert all(s.unread == 0 for s in await cli.list_channels())
