@@ -787,8 +787,10 @@ class MainScreen(Screen[None]):
 
     @work(group="poll")
     async def poll_node(self) -> None:
+        """Like a view load, the store work runs to its end even when the worker is cancelled
+        (the app closing): a database call cut off in the middle can leave its connection hung."""
         try:
-            await self.node.refresh()
+            await asyncio.shield(self.node.refresh())
         except NodeLocked as exc:  # another process imported this node's revocation
             self.app.exit(result=str(exc))
             return
