@@ -13,6 +13,7 @@ import pytest
 
 from appliance import crypto
 from appliance.node import Node
+from sync.sneakernet import export_bundles
 
 FAST = crypto.KdfParams(1, 8192)
 PASSPHRASE = "correct horse battery"
@@ -28,6 +29,16 @@ async def make_workspace(root: Path, *names: str) -> list[Node]:
         enrollment = await first.invite(f"{name}-node", name, kdf=FAST)
         nodes.append(await Node.join(root / name, enrollment.data, enrollment.code, PASSPHRASE, kdf=FAST))
     return nodes
+
+
+async def revocation_on_stick(admin: Node, revoked: Node, root: Path) -> Path:
+    """`admin` revokes `revoked` ("stolen") and writes the bundles that carry the news into a
+    stick folder under `root`; returns the stick."""
+    stick = root / "stick"
+    stick.mkdir(exist_ok=True)
+    await admin.revoke(revoked.node_key, "stolen")
+    await export_bundles(admin, stick)
+    return stick
 
 
 async def sync_all(source: Node, target: Node) -> int:

@@ -12,8 +12,8 @@ from textual.widgets import DataTable, Input, OptionList, Static, TabbedContent
 
 from appliance.node import Attachment, Node
 from sync.lan import LanConfig, LanService
-from sync.sneakernet import export_bundles, import_bundles
-from tests.conftest import FAST, make_workspace
+from sync.sneakernet import import_bundles
+from tests.conftest import FAST, make_workspace, revocation_on_stick
 from tests.conftest import PASSPHRASE as WORKSPACE_PASSPHRASE
 from tests.console_helpers import SIZE, main_screen, pane_title, screen_text, until, until_shown
 from tui.app import Composer, MessageList, PeersScreen, RallypointApp, SaveFilesScreen, SearchScreen, SetupScreen, UnlockScreen, binding_sections
@@ -265,11 +265,8 @@ async def test_the_console_closes_when_another_process_wipes_its_node(tmp_path: 
     """The appliance's console runs without LAN beside `serve`; a courier's import in another
     process brings this node's revocation."""
     alpha, bravo = await make_workspace(tmp_path, "bravo")
-    stick = tmp_path / "stick"
-    stick.mkdir()
     await alpha.create_channel("general")
-    await alpha.revoke(bravo.node_key, "stolen")
-    await export_bundles(alpha, stick)
+    stick = await revocation_on_stick(alpha, bravo, tmp_path)
     await alpha.close()
     app = RallypointApp(tmp_path / "bravo", WORKSPACE_PASSPHRASE)
     async with bravo, app.run_test(size=SIZE, notifications=True) as pilot:

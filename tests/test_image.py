@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 
 from sync.lan import DEFAULT_PORT
-from sync.sneakernet import export_bundles, import_bundles
-from tests.conftest import PASSPHRASE, make_workspace, run_cli
+from sync.sneakernet import import_bundles
+from tests.conftest import PASSPHRASE, make_workspace, revocation_on_stick, run_cli
 from tests.netns import BridgeLan, requires_root
 from tui.cli import EXIT_WIPED
 
@@ -132,11 +132,8 @@ async def test_a_wiped_node_is_set_aside_for_a_fresh_enrollment(tmp_path: Path, 
     real `rallypoint`'s exit status, and ERASE sets it aside, drops the sealed passphrase and
     leaves an empty home for the first-boot setup."""
     alpha, bravo = await make_workspace(tmp_path, "bravo")
-    stick = tmp_path / "stick"
-    stick.mkdir()
     async with alpha, bravo:
-        await alpha.revoke(bravo.node_key, "stolen")
-        await export_bundles(alpha, stick)
+        stick = await revocation_on_stick(alpha, bravo, tmp_path)
         assert (await import_bundles(bravo, stick)).wiped
     home, credential = tmp_path / "bravo", tmp_path / "rallypoint-passphrase"
     credential.write_text("sealed")

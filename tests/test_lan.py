@@ -19,9 +19,9 @@ import pytest
 from appliance.errors import NodeLocked, NotFound
 from appliance.node import Attachment, Node
 from sync import wire
-from sync.sneakernet import export_bundles, import_bundles
 from sync.lan import LanConfig, LanEvent, LanService, SessionDown, SessionUp, Wiped
-from tests.conftest import PASSPHRASE, make_workspace
+from sync.sneakernet import import_bundles
+from tests.conftest import PASSPHRASE, make_workspace, revocation_on_stick
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -228,12 +228,9 @@ async def test_a_wipe_by_another_process_stops_the_service(tmp_path: Path) -> No
     console beside `serve`): the service's node notices it on its next look at the store, drops
     its keys and documents, and the service stops."""
     alpha, bravo = await make_workspace(tmp_path, "bravo")
-    stick = tmp_path / "stick"
-    stick.mkdir()
     async with alpha, bravo:
         await alpha.create_channel("general")
-        await alpha.revoke(bravo.node_key, "stolen")
-        await export_bundles(alpha, stick)
+        stick = await revocation_on_stick(alpha, bravo, tmp_path)
         async with serving(bravo) as (b, b_events):
             async with await Node.open(bravo.home, PASSPHRASE) as courier_side:
                 assert (await import_bundles(courier_side, stick)).wiped
