@@ -340,8 +340,22 @@ def read_message(doc: Document, message_id: str, admins: frozenset[str]) -> Mess
     count only when written by the author; the delete flag also when written by an admin;
     a reaction only when written by the user it names."""
     msg = _child(doc, ROOT, message_id)
-    if msg is None:
-        return None
+    return None if msg is None else _read_message_map(doc, message_id, msg, admins)
+
+
+def read_messages(doc: Document, admins: frozenset[str]) -> list[MessageState]:
+    """Every message of a segment, as `read_message` reads each: the root is listed in one
+    call rather than one lookup per message."""
+    states = []
+    for message_id, entry in _fields(doc, ROOT).items():
+        msg = _as_object(entry)
+        state = None if msg is None else _read_message_map(doc, message_id, msg, admins)
+        if state is not None:
+            states.append(state)
+    return states
+
+
+def _read_message_map(doc: Document, message_id: str, msg: bytes, admins: frozenset[str]) -> MessageState | None:
     fields = _fields(doc, msg)
     author, author_op = _as_scalar(fields.get("author"))
     if not isinstance(author, str) or author_op is None or author_op.hex() != author:

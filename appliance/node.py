@@ -338,7 +338,7 @@ class Node:
     async def _load_state(self) -> None:
         async with self.store.reading() as conn:
             rows = (await conn.execute(select(t.directory_entries.c.kind, t.directory_entries.c.data))).all()
-            self._watermark = (await conn.execute(select(func.coalesce(func.max(t.changes.c.id), 0)))).scalar_one()
+            self._watermark = await self._newest_change_id(conn)
             limit = (await conn.execute(select(t.settings.c.value).where(t.settings.c.name == "max_blob_bytes"))).scalar()
         if limit is not None:
             self.max_blob_bytes = int(limit)
@@ -825,12 +825,18 @@ class Node:
             self._hold_snapshots = True  # an evicted document must not open a second write transaction
             try:
                 async with self.store.transaction() as conn:
+                    first = await self._newest_change_id(conn)
                     summary = await self._write_batches(conn, plan, known, new_entries, blobs, received_from, preview)
                     summary = replace(summary, duplicates=sum(len(c) for c in grouped.values()) - summary.changes)
                     if receipt is not None:
                         await self._record_receipt(conn, receipt, summary, blobs, preview)
                     if preview:
                         raise _Rollback(summary)
+                    last = await self._newest_change_id(conn)
+                # The write lock made (first, last] this import's rows alone: `refresh` need not
+                # read them back, unless rows of another process still wait before them.
+                if self._watermark == first:
+                    self._watermark = last
             except _Rollback as rollback:
                 self._forget_after_import(touched)
                 return rollback.summary
@@ -846,6 +852,10 @@ class Node:
                 return replace(summary, wiped=True)
         self._notify(touched, received_from)
         return summary
+
+    @staticmethod
+    async def _newest_change_id(conn: AsyncConnection) -> int:
+        return int((await conn.execute(select(func.coalesce(func.max(t.changes.c.id), 0)))).scalar_one())
 
     async def _stored_hashes(self, doc_ids: Sequence[str]) -> dict[str, set[bytes]]:
         known: dict[str, set[bytes]] = {doc_id: set() for doc_id in doc_ids}
@@ -1003,7 +1013,7 @@ class Node:
         if not rows:
             return frozenset()
         async with self._lock:
-            self._watermark = rows[-1].id
+            self._watermark = max(self._watermark, rows[-1].id)  # an import may have moved it past these
             foreign = [row for row in rows if row.hash not in self._known.get(row.doc_id, ())]
             if not foreign:
                 return frozenset()
@@ -1641,9 +1651,9 @@ class Node:
         async def also(conn: AsyncConnection) -> None:
             for attachment, digest in files:
                 await self._store_blob(conn, digest, attachment.data)
-            doc = self._docs[doc_id]
-            rows = [self._message_values(head.channel_id, doc_id, doc, message_id) for message_id in message_ids]
-            await conn.execute(_INSERT_MESSAGE, [row for row in rows if row is not None])
+            doc, admins = self._docs[doc_id], self._admin_hexes()
+            states = [documents.read_message(doc, message_id, admins) for message_id in message_ids]
+            await self._insert_messages(conn, [self._message_values(head.channel_id, doc_id, state) for state in states if state is not None])
 
         await self._commit_local(doc_id, mutations, also)
         index, count = self._segment_cursor[head.channel_id]
@@ -1735,12 +1745,10 @@ class Node:
             return  # already as asked: reacting twice (or removing what is not there) changes nothing
         await self._modify(message_id, lambda doc: documents.set_reaction(doc, row["message_id"], emoji, self._user.hex(), not remove))
 
-    def _message_values(self, channel_id: str, doc_id: str, doc: Document, message_id: str) -> dict[str, Any] | None:
-        state = documents.read_message(doc, message_id, self._admin_hexes())
-        if state is None:
-            return None
+    @staticmethod
+    def _message_values(channel_id: str, doc_id: str, state: documents.MessageState) -> dict[str, Any]:
         return {
-            "message_id": message_id,
+            "message_id": state.message_id,
             "channel_id": channel_id,
             "doc_id": doc_id,
             "author": state.author,
@@ -1749,36 +1757,52 @@ class Node:
             "root_id": state.root_id,
             "edited_at": state.edited_at,
             "deleted": state.deleted,
-            "reactions": json.dumps(state.reactions, sort_keys=True),
-            "files": json.dumps([{"name": f.name, "size": f.size, "hash": f.hash} for f in state.files]),
-            "mentions": json.dumps(list(state.mentions)),
+            # Most messages have none of these: the literals spare a bulk import ~8 us a message.
+            "reactions": json.dumps(state.reactions, sort_keys=True) if state.reactions else "{}",
+            "files": json.dumps([{"name": f.name, "size": f.size, "hash": f.hash} for f in state.files]) if state.files else "[]",
+            "mentions": json.dumps(list(state.mentions)) if state.mentions else "[]",
             "tampered": state.tampered,
         }
 
     async def _materialise_message(self, conn: AsyncConnection, channel_id: str, doc_id: str, doc: Document, message_id: str) -> None:
-        values = self._message_values(channel_id, doc_id, doc, message_id)
-        if values is None:
+        state = documents.read_message(doc, message_id, self._admin_hexes())
+        if state is None:
             return
+        values = self._message_values(channel_id, doc_id, state)
         updated = await conn.execute(_UPDATE_MESSAGE, {**values, "target_id": message_id})
         if not updated.rowcount:
-            await conn.execute(_INSERT_MESSAGE, values)
+            await self._insert_messages(conn, [values])
+
+    async def _insert_messages(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+        """Adds rows to the view and, on SQLite, their text to the search index in one
+        statement (FTS5 indexes a batch about ten times faster than a trigger per row)."""
+        if not rows:
+            return
+        before = (await conn.execute(select(func.coalesce(func.max(t.messages.c.row_id), 0)))).scalar_one() if self.store.is_sqlite else 0
+        await conn.execute(_INSERT_MESSAGE, rows)
+        if self.store.is_sqlite:  # row_id only grows, and the write lock is ours: the new rows are those above
+            await conn.execute(_INDEX_NEW_MESSAGES, {"before": before})
 
     async def _materialise_segment(self, conn: AsyncConnection, channel_id: str, doc_id: str, doc: Document, only: set[str] | None = None) -> int:
         """Rewrites the view of the segment's messages that changes from elsewhere touched
         (`only`; None: every message): two executemany statements, whatever the segment
         holds. Returns how many messages are new."""
-        wanted = documents.message_ids(doc) if only is None else sorted(only)
-        rows = [self._message_values(channel_id, doc_id, doc, m) for m in wanted if ids.is_message_id(m)]
+        admins = self._admin_hexes()
+        if only is None:
+            states = documents.read_messages(doc, admins)
+        else:
+            states = [documents.read_message(doc, m, admins) for m in sorted(only)]
+        rows = [self._message_values(channel_id, doc_id, s) for s in states if s is not None and ids.is_message_id(s.message_id)]
         present_query = select(t.messages.c.message_id).where(t.messages.c.doc_id == doc_id)
         if only is not None:
-            present_query = present_query.where(t.messages.c.message_id.in_(wanted))
+            present_query = present_query.where(t.messages.c.message_id.in_(sorted(only)))
         present = set((await conn.execute(present_query)).scalars())
-        updates = [{**row, "target_id": row["message_id"]} for row in rows if row is not None and row["message_id"] in present]
-        inserts = [row for row in rows if row is not None and row["message_id"] not in present]
+        updates = [{**row, "target_id": row["message_id"]} for row in rows if row["message_id"] in present]
+        inserts = [row for row in rows if row["message_id"] not in present]
         if updates:
             await conn.execute(_UPDATE_MESSAGE, updates)
         if inserts:
-            await conn.execute(_INSERT_MESSAGE, inserts)
+            await self._insert_messages(conn, inserts)
         self._segment_cursor.pop(channel_id, None)
         return len(inserts)
 
@@ -1939,6 +1963,7 @@ class Node:
 # Built once: SQLAlchemy then reuses their compiled form on the hot path.
 _INSERT_CHANGE = insert(t.changes)
 _INSERT_MESSAGE = insert(t.messages)
+_INDEX_NEW_MESSAGES = text("INSERT INTO messages_fts(rowid, text) SELECT row_id, text FROM messages WHERE row_id > :before")
 _UPDATE_MESSAGE = (
     update(t.messages)
     .where(t.messages.c.message_id == bindparam("target_id"))

@@ -288,6 +288,24 @@ async def test_search_finds_words_across_readable_channels_only(alice: Node) -> 
     assert len(await alice.search("generator")) == 2
 
 
+async def test_the_search_index_follows_every_way_a_message_arrives(tmp_path: Path) -> None:
+    alice, bob = await make_workspace(tmp_path, "bob")
+    async with alice, bob:
+        await alice.create_channel("general")
+        posted = await alice.post("general", "posted kestrel")
+        batch = await alice.post_many("general", ["batch heron one", "batch heron two"])
+        await sync_all(alice, bob)  # a segment bob never had
+        later = await alice.post("general", "later osprey")
+        await sync_all(alice, bob)  # into a segment bob has
+        await alice.edit(posted, "edited falcon")
+        await sync_all(alice, bob)
+        for node in (alice, bob):
+            assert {m.id for m in await node.search("heron")} == set(batch)
+            assert [m.id for m in await node.search("osprey")] == [later]
+            assert [m.id for m in await node.search("falcon")] == [posted]
+            assert await node.search("kestrel") == []
+
+
 async def test_refresh_sees_what_another_process_wrote(tmp_path: Path) -> None:
     async with await Node.init(tmp_path / "a", workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST) as first:
         await first.create_channel("general")
@@ -299,6 +317,27 @@ async def test_refresh_sees_what_another_process_wrote(tmp_path: Path) -> None:
         assert [m.text for m in await first.read("general")] == ["from the CLI"]
         await first.post("general", "own post")
         assert await first.refresh() == frozenset()
+
+
+async def test_refresh_after_imports_misses_nothing_another_process_wrote(tmp_path: Path) -> None:
+    """An import lets `refresh` skip its own rows, never another process's before or after."""
+    alice, bob = await make_workspace(tmp_path, "bob")
+    async with alice, bob:
+        await alice.create_channel("general")
+        await alice.create_channel("ops")
+        await sync_all(alice, bob)
+        ops = {c.name: c.channel_id for c in await bob.list_channels()}["ops"]
+        async with await Node.open(tmp_path / "bob", PASSPHRASE) as cli:
+            await cli.post("ops", "before the import")  # waiting when bob imports
+            await alice.post("general", "from alice")
+            await sync_all(alice, bob)
+            assert await bob.refresh() == {ops}
+            await alice.post("general", "from alice again")
+            await sync_all(alice, bob)
+            assert await bob.refresh() == frozenset()
+            await cli.post("ops", "after the import")
+        assert await bob.refresh() == {ops}
+        assert [m.text for m in await bob.read("ops")] == ["before the import", "after the import"]
 
 
 async def test_export_gives_loadable_automerge_documents(alice: Node) -> None:
