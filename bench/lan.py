@@ -11,6 +11,11 @@ loopback, beside Syncthing moving the same messages as files between two folders
   initial sync  A (a `serve` process) holds N messages; B, empty and enrolled, starts in this
                 process and dials it: time until B has stored all N and reads the last one,
                 and the bytes of the session on the wire (both directions, frames included).
+  floor         for each initial sync size, what the pinned Automerge binding alone takes to
+                apply those messages' changes as import does and read every message back as
+                materialising the view does (bench/automerge_floor.py): no store, no
+                signatures, no network, one core (the binding holds the GIL). No receiver
+                that shows every message it was sent can sync faster on one core.
   syncthing     two Syncthing instances on loopback (discovery, relays, NAT off): one small
                 file with a rescan requested at once, one with the default watcher (full run
                 only), and N message files of the same text (bench/syncthing_side.py).
@@ -48,6 +53,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `tests.netns` when run as a script
 
+from automerge_floor import measure_floor  # noqa: E402
 from chat import chat_lines  # noqa: E402
 from syncthing_side import SyncthingFigures, measure_syncthing, messages_needed, syncthing_missing_hint  # noqa: E402
 
@@ -317,7 +323,8 @@ def main() -> None:
             for size in sizes:
                 progress(f"initial sync of {size:,} messages")
                 run = asyncio.run(measure_initial_sync(work, bodies, size))
-                figures["initial_sync"].append({**asdict(run), "bytes_per_message": run.bytes_per_message})
+                floor = measure_floor(bodies[:size])
+                figures["initial_sync"].append({**asdict(run), "bytes_per_message": run.bytes_per_message, "floor_apply_s": floor.apply_s, "floor_read_s": floor.read_s})
         if "syncthing" in systems:
             progress("syncthing: two instances on loopback")
             counts = [min(s, 1_000) for s in sizes] if args.quick else [s for s in sizes if s <= 10_000]
@@ -384,6 +391,9 @@ def report(figures: dict[str, Any]) -> list[str]:
         target = TARGET_SYNC_S.get(run["messages"])
         verdict = f"  (target ≤ {target:.0f} s: {'meets' if run['seconds'] <= target else 'misses'})" if target else ""
         lines.append(f"initial sync {run['messages']:>7,} messages: {run['seconds']:6.2f} s  {run['wire_bytes'] / 1e6:7.2f} MB on the wire  {run['bytes_per_message']:5.0f} B/message{verdict}")
+        floor = run["floor_apply_s"] + run["floor_read_s"]
+        against = f"; the target is {'above' if target and target >= floor else 'below'} this floor" if target else ""
+        lines.append(f"  floor: automerge alone applies them in {run['floor_apply_s']:.2f} s and reads them back in {run['floor_read_s']:.2f} s = {floor:.2f} s{against}")
     if st := figures.get("syncthing"):
         lines.append("")
         watcher = f"{st['single_file_watcher_ms']:.0f} ms" if st["single_file_watcher_ms"] else "not measured (quick)"

@@ -16,11 +16,10 @@ for the stick (local disk, warm page cache: a real stick's write speed is not in
                            full run) and extrapolated linearly to each size.
               NNCP only delivers bytes: nothing is applied, indexed or readable as a channel.
   automerge   the floor any Automerge-based format meets in this Python binding, with no store,
-              no SQL and no bundle: the same lines posted into segment documents of the node's
-              shape, then per change the cost to load them back (from change chunks, as import
-              does, and from a compacted `save()`, the cheapest form the binding reads) and to
-              list them with their hashes, actors and sequence numbers (what checking each
-              author's signature needs, since the binding has no cheaper way to name them).
+              no SQL and no bundle (bench/automerge_floor.py): loading the same lines back
+              from change chunks and from a compacted `save()`, listing their hashes, actors
+              and sequence numbers (what checking each author's signature needs), applying
+              them as import does and reading every message back.
 
     python bench/sneakernet.py [--quick] [--json] [--sizes 10000,100000] [--sample 1000]
                                [--systems rallypoint,nncp] [--home DIR]
@@ -51,9 +50,10 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TypeVar
 
+from automerge_floor import AutomergeFloor, measure_floor
 from chat import chat_lines
 
-from appliance import crypto, documents
+from appliance import crypto
 from appliance.node import SEGMENT_SIZE, Node
 
 CHANNEL = "general"
@@ -182,56 +182,6 @@ async def bench_rallypoint(work: Path, bodies: list[str]) -> RallypointRun:
         await node_a.close()
         if node_b is not None:
             await node_b.close()
-
-
-# --- automerge floor ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AutomergeFloor:
-    messages: int
-    change_bytes: int  # every change chunk, uncompressed, as import hands them to the binding
-    saved_bytes: int  # the same segments compacted with save()
-    load_changes_s: float
-    load_saved_s: float
-    list_changes_s: float  # get_changes on the loaded documents, reading hash, actor, seq and deps
-
-    @property
-    def verified_changes_per_s_ceiling(self) -> float:
-        """At most this many changes per second can be loaded and named for signature checks."""
-        return self.messages / (self.load_saved_s + self.list_changes_s)
-
-
-def bench_automerge_floor(bodies: Sequence[str]) -> AutomergeFloor:
-    actor = bytes(range(48))
-    author = actor[:32].hex()
-    segments: list[tuple[list[bytes], bytes]] = []
-    for start in range(0, len(bodies), SEGMENT_SIZE):
-        doc = documents.new_document(actor)
-        chunks = []
-        for offset, body in enumerate(bodies[start : start + SEGMENT_SIZE]):
-            documents.post_message(doc, message_id=f"{start + offset:020x}", author=author, created_at=start + offset, text=body, root_id=None, files=[], mentions=[])
-            chunks.append(doc.get_last_local_change().raw_bytes)
-        segments.append((chunks, doc.save()))
-    started = time.perf_counter()
-    for chunks, _ in segments:
-        documents.load_document(b"".join(chunks), actor)
-    load_changes_s = time.perf_counter() - started
-    started = time.perf_counter()
-    loaded = [documents.load_document(saved, actor) for _, saved in segments]
-    load_saved_s = time.perf_counter() - started
-    started = time.perf_counter()
-    named = sum(len([(c.hash, c.actor_id, c.seq, c.deps) for c in doc.get_changes([])]) for doc in loaded)
-    list_changes_s = time.perf_counter() - started
-    assert named == len(bodies), f"listed {named} changes for {len(bodies)} messages"
-    return AutomergeFloor(
-        messages=len(bodies),
-        change_bytes=sum(len(c) for chunks, _ in segments for c in chunks),
-        saved_bytes=sum(len(saved) for _, saved in segments),
-        load_changes_s=load_changes_s,
-        load_saved_s=load_saved_s,
-        list_changes_s=list_changes_s,
-    )
 
 
 # --- nncp ---------------------------------------------------------------------------
@@ -429,6 +379,7 @@ def floor_rows(runs: dict[int, AutomergeFloor]) -> list[Row]:
         row("load from save(), s", lambda x: f"{x.load_saved_s:.2f}"),
         row("list changes (hash, actor, seq, deps), s", lambda x: f"{x.list_changes_s:.2f}"),
         row("ceiling: changes/s loaded from save() and listed", lambda x: f"{x.verified_changes_per_s_ceiling:,.0f}"),
+        row("apply as import does + read back, s", lambda x: f"{x.apply_and_read_s:.2f}"),
         row("change chunks, bytes per message", lambda x: f"{x.change_bytes / x.messages:,.0f}"),
         row("save(), bytes per message", lambda x: f"{x.saved_bytes / x.messages:,.0f}"),
     ]
@@ -520,6 +471,8 @@ def floor_json(run: AutomergeFloor) -> dict[str, object]:
         "load_saved_s": round(run.load_saved_s, 4),
         "list_changes_s": round(run.list_changes_s, 4),
         "verified_changes_per_s_ceiling": round(run.verified_changes_per_s_ceiling, 1),
+        "apply_s": round(run.apply_s, 4),
+        "read_s": round(run.read_s, 4),
         "change_bytes_per_message": round(run.change_bytes / run.messages, 1),
         "saved_bytes_per_message": round(run.saved_bytes / run.messages, 1),
     }
@@ -610,7 +563,7 @@ async def main() -> None:
     try:
         if "rallypoint" in plan.systems:
             results.rallypoint = {n: await bench_rallypoint(work / f"rallypoint-{n}", lines[n]) for n in plan.sizes}
-            results.floor = {n: bench_automerge_floor(lines[n]) for n in plan.sizes}
+            results.floor = {n: measure_floor(lines[n]) for n in plan.sizes}
         if nncp_note is None:
             results.nncp_version = nncp_version()
             results.batched = {n: bench_nncp_batched(work / f"nncp-batched-{n}", lines[n]) for n in plan.sizes}
