@@ -18,6 +18,7 @@ from appliance.changes import (
     verify_batch,
 )
 from appliance.errors import InvalidInput, NodeLocked, NotFound
+from appliance.model import Delta
 from appliance.node import Attachment, Node
 from sync import sneakernet, stick
 from sync.bundle import build_bundle
@@ -226,6 +227,23 @@ async def test_max_bytes_holds_for_a_bundle_addressed_to_hundreds_of_nodes(tmp_p
                 heads=sneakernet._header_heads(delta, content), created_at=0, randomness=bytes(32),
             )  # fmt: skip
             assert len(data) <= max_bytes
+
+
+def test_a_document_that_fits_in_a_part_is_not_cut_one_that_does_not_is() -> None:
+    def changes(count: int) -> tuple[SignedChange, ...]:
+        return tuple(SignedChange(bytes(1_000), bytes(64)) for _ in range(count))
+
+    delta = Delta(documents=(("c/seg/000002", changes(30)), ("c/seg/000001", changes(50)), ("c/seg/000000", changes(150))), blobs=(), heads={})
+    parts = sneakernet.pack_delta(delta, 64 * 1024)
+    placed: dict[str, list[tuple[int, int]]] = {}
+    for index, (docs, _) in enumerate(parts):
+        for doc_id, part_changes in docs:
+            placed.setdefault(doc_id, []).append((index, len(part_changes)))
+    # 30 and 50 would share a part only by cutting the 50: each starts a part and stays whole;
+    # 150 cannot fit in one part, so it fills what is left and spans the next ones.
+    assert placed["c/seg/000002"] == [(0, 30)] and placed["c/seg/000001"] == [(1, 50)]
+    assert placed["c/seg/000000"][0][0] == 1 and len(placed["c/seg/000000"]) > 1
+    assert sum(n for _, n in placed["c/seg/000000"]) == 150
 
 
 async def test_directory_goes_first_and_a_new_nodes_bundles_are_accepted_after_it(tmp_path: Path) -> None:
