@@ -1147,8 +1147,13 @@ class Node:
 
     async def changes_behind(self, peer: bytes) -> int:
         """How many of our changes `peer` lacks, as far as the heads it last told us say."""
+        return sum(count for _, count in await self.documents_lacking(peer))
+
+    async def documents_lacking(self, peer: bytes) -> list[tuple[str, int]]:
+        """The documents `peer` lacks changes of, in the order `delta_for` sends them, with
+        how many: a large delta can then be read and sent a few documents at a time."""
         wanted, _ = await self._missing([peer], None, None)
-        return sum(len(row_ids) for _, row_ids in wanted)
+        return [(doc_id, len(row_ids)) for doc_id, row_ids in wanted]
 
     async def _missing(
         self, peers: Sequence[bytes], only: Collection[str] | None, also_held: Mapping[str, Sequence[bytes]] | None

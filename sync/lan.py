@@ -38,6 +38,7 @@ from sync.errors import SessionError, SyncError
 from sync.sneakernet import pack_delta
 
 DEFAULT_PORT = 7373
+RESYNC_GROUP_CHANGES = 4096  # changes read from the store at a time when a session starts
 PART_BUDGET = 1024 * 1024  # changes and blobs per Changes message: well under the frame cap, and pipelines
 HIGH_WATER_BYTES = 4 * 1024 * 1024  # queued output beyond which the pusher waits
 ACK_WRITE_INTERVAL_S = 1.0
@@ -743,7 +744,10 @@ class _Session:
                 self._wake.clear()
                 if self._full_resync:
                     self._full_resync, self._dirty = False, set()
-                    await self._send_delta(await self.node.delta_for([self.peer]))
+                    # A few documents at a time: the peer imports the first (the directory,
+                    # channel heads, the newest segments) while the rest is still being read.
+                    for group in _batched_by_changes(await self.node.documents_lacking(self.peer), RESYNC_GROUP_CHANGES):
+                        await self._send_delta(await self.node.delta_for([self.peer], only=group))
                 if self._announce:
                     docs, self._announce = sorted(self._announce), set()
                     self._send(wire.Heads({doc_id: await self._our_heads(doc_id) for doc_id in docs}, complete=False))
@@ -793,3 +797,16 @@ class _Session:
             await asyncio.sleep(self.service.config.ping_interval_s)
             nonce += 1
             self._send(wire.Ping(nonce))
+
+
+def _batched_by_changes(lacking: Sequence[tuple[str, int]], limit: int) -> list[list[str]]:
+    """Consecutive documents, each group holding up to `limit` changes (or one document)."""
+    groups: list[list[str]] = []
+    count = 0
+    for doc_id, changes in lacking:
+        if not groups or count + changes > limit:
+            groups.append([])
+            count = 0
+        groups[-1].append(doc_id)
+        count += changes
+    return groups

@@ -12,13 +12,14 @@ import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import nacl.signing
 import pytest
 
 from appliance.errors import NodeLocked, NotFound
 from appliance.node import Attachment, Node
-from sync import wire
+from sync import lan, wire
 from sync.lan import LanConfig, LanEvent, LanService, SessionDown, SessionUp, Wiped
 from sync.sneakernet import import_bundles
 from tests.conftest import PASSPHRASE, make_workspace, revocation_on_stick
@@ -85,6 +86,29 @@ async def test_two_nodes_sync_everything_then_push_live_both_ways(tmp_path: Path
         assert (await alpha.delta_for([bravo.node_key])).change_count == 0
         peers = {p.node_id: p for p in await alpha.peer_overview()}
         assert peers[bravo.node_id].trust == "trusted" and peers[bravo.node_id].last_sync is not None
+
+
+async def test_a_session_start_reads_and_sends_the_delta_a_few_documents_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lan, "RESYNC_GROUP_CHANGES", 600)
+    alpha, bravo = await make_workspace(tmp_path, "bravo")
+    async with alpha, bravo:
+        await alpha.create_channel("general")
+        await alpha.post_many("general", [f"before {i}" for i in range(1_300)])  # three segments
+        read: list[list[str]] = []
+        delta_for = alpha.delta_for
+
+        async def recording(peers: list[bytes], **kwargs: Any) -> Any:
+            read.append(sorted(kwargs.get("only") or ["everything"]))
+            return await delta_for(peers, **kwargs)
+
+        monkeypatch.setattr(alpha, "delta_for", recording)
+        async with serving(alpha) as (a, _), serving(bravo) as (b, _):
+            b.dial("127.0.0.1", a.port)
+            await eventually(lambda: _has(bravo, "general", 1_300), what="initial sync")
+            await eventually(lambda: _zero(alpha.changes_behind(bravo.node_key)), what="alpha's record of bravo's heads")
+        assert await texts(bravo) == sorted(f"before {i}" for i in range(1_300))
+    segments = [doc_id for group in read for doc_id in group if "/seg/" in doc_id]
+    assert len(read) >= 3 and segments == sorted(segments, reverse=True)  # newest segment first
 
 
 async def test_attachments_small_and_larger_than_a_frame_travel_once(tmp_path: Path) -> None:
