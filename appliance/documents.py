@@ -296,10 +296,6 @@ def set_reaction(doc: Document, message_id: str, emoji: str, user: str, on: bool
         tx.put(reactions, f"{emoji} {user}", Bool, on)
 
 
-def message_ids(doc: Document) -> list[str]:
-    return list(doc.keys(ROOT))
-
-
 # The binding's Patch objects expose nothing but their Debug rendering; these two shapes name
 # the message a patch touches (a key of the segment's root, or a path under one).
 _ROOT_KEY_PATCH = re.compile(r'^Patch \{ obj: Root, path: \[\], action: \w+ \{ key: "([0-9A-Z]{26})"')
