@@ -1793,14 +1793,14 @@ class Node:
         (`only`; None: every message): two executemany statements, whatever the segment
         holds. Returns how many messages are new."""
         admins = self._admin_hexes()
+        present_query = select(t.messages.c.message_id).where(t.messages.c.doc_id == doc_id)
         if only is None:
             states = documents.read_messages(doc, admins)
         else:
-            states = [documents.read_message(doc, m, admins) for m in sorted(only)]
+            wanted = sorted(only)
+            states = [documents.read_message(doc, m, admins) for m in wanted]
+            present_query = present_query.where(t.messages.c.message_id.in_(wanted))
         rows = [self._message_values(channel_id, doc_id, s) for s in states if s is not None and ids.is_message_id(s.message_id)]
-        present_query = select(t.messages.c.message_id).where(t.messages.c.doc_id == doc_id)
-        if only is not None:
-            present_query = present_query.where(t.messages.c.message_id.in_(sorted(only)))
         present = set((await conn.execute(present_query)).scalars())
         updates = [{**row, "target_id": row["message_id"]} for row in rows if row["message_id"] in present]
         inserts = [row for row in rows if row["message_id"] not in present]
