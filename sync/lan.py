@@ -33,11 +33,11 @@ from appliance.errors import ChangeRejected, InvalidInput, MissingDependencies, 
 from appliance.model import Delta, Receipt
 from appliance.node import Node
 from sync import wire
+from sync.defaults import DEFAULT_PORT
 from sync.discovery import Advert, Discovery, DiscoveryEvent, PeerGone, PeerSeen
 from sync.errors import SessionError, SyncError
 from sync.sneakernet import pack_delta
 
-DEFAULT_PORT = 7373
 RESYNC_GROUP_CHANGES = 4096  # changes read from the store at a time when a session starts
 PART_BUDGET = 1024 * 1024  # changes and blobs per Changes message: well under the frame cap, and pipelines
 HIGH_WATER_BYTES = 4 * 1024 * 1024  # queued output beyond which the pusher waits

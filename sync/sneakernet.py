@@ -37,10 +37,9 @@ from sync.bundle import (
     open_bundle,
     read_header,
 )
+from sync.defaults import DEFAULT_MAX_BYTES, MiB
 from sync.errors import BundleRejected, NotAddressedToMe, SyncError, UnknownSender
 
-MiB = 1024 * 1024
-DEFAULT_MAX_BYTES = 64 * MiB  # one bundle; more content goes into further bundles
 MIN_MAX_BYTES = 64 * 1024
 IMPORT_LIMITS = Limits(max_bundle_bytes=256 * MiB, max_plaintext_bytes=256 * MiB, max_items=4_000_000)
 MAX_BUNDLE_FILE_BYTES = IMPORT_LIMITS.max_bundle_bytes + 300 * 1024  # the ciphertext, plus header, framing and signature

@@ -15,19 +15,21 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance import __version__, ids
 from appliance.errors import InvalidInput, NodeLocked, NotInitialised, RallypointError
-from appliance.model import MessageView, iso_utc
-from appliance.node import Attachment, Node
-from sync import lan, sneakernet
-from sync.bundle import read_header
+from appliance.model import iso_utc
+from sync.defaults import DEFAULT_MAX_BYTES, DEFAULT_PORT
 from sync.errors import SyncError
-from sync.sneakernet import ExportReport, ImportReport, Progress, ProgressCallback
 from tui.files import write_atomically
-from tui.reports import export_report_text, import_report_text
 from tui.text import printable
+
+if TYPE_CHECKING:  # each command imports what it uses when it runs: `--help` loads none of it
+    from appliance.model import MessageView
+    from appliance.node import Attachment, Node
+    from sync import lan
+    from sync.sneakernet import ExportReport, ImportReport, Progress, ProgressCallback
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -87,6 +89,8 @@ def format_message(message: MessageView) -> str:
 
 
 async def _with_node(args: argparse.Namespace, action: Callable[[Node], Awaitable[None]]) -> None:
+    from appliance.node import Node
+
     home = Path(args.home).expanduser()
     if not Node.exists(home):
         raise NotInitialised(f"no node in {home}: run `rallypoint init` or `rallypoint join` first")
@@ -98,6 +102,8 @@ async def _with_node(args: argparse.Namespace, action: Callable[[Node], Awaitabl
 
 
 async def cmd_init(args: argparse.Namespace) -> None:
+    from appliance.node import Node
+
     home = Path(args.home).expanduser()
     node_name = args.node_name or socket.gethostname().split(".")[0] or "node"
     passphrase = read_passphrase(args, confirm=True, prompt="New passphrase for this node: ")
@@ -124,6 +130,8 @@ async def cmd_invite(args: argparse.Namespace) -> None:
 
 
 async def cmd_join(args: argparse.Namespace) -> None:
+    from appliance.node import Node
+
     try:
         data = Path(args.file).read_bytes()
     except OSError as exc:
@@ -226,6 +234,8 @@ async def cmd_channel(args: argparse.Namespace) -> None:
 
 
 def _read_attachment(path: str, limit: int) -> Attachment:
+    from appliance.node import Attachment
+
     file = Path(path).expanduser()
     try:
         if not file.is_file():
@@ -340,6 +350,8 @@ async def cmd_backup(args: argparse.Namespace) -> None:
 
 
 async def cmd_restore(args: argparse.Namespace) -> None:
+    from appliance.node import Node
+
     home = Path(args.home).expanduser()
     async with await Node.restore(home, Path(args.file).expanduser(), read_passphrase(args)) as node:
         me = node.whoami()
@@ -411,6 +423,9 @@ def _exit_for(report: ImportReport) -> None:
 
 
 async def cmd_bundle(args: argparse.Namespace) -> None:
+    from sync import sneakernet
+    from tui.reports import export_report_text, import_report_text
+
     if args.bundle_command == "inspect":
         _inspect(args)
         return
@@ -429,6 +444,9 @@ async def cmd_bundle(args: argparse.Namespace) -> None:
 
 def _inspect(args: argparse.Namespace) -> None:
     """The clear-text header only: no key, no passphrase, no secrets."""
+    from sync import sneakernet
+    from sync.bundle import read_header
+
     path = Path(args.file).expanduser()
     try:
         with path.open("rb") as handle:
@@ -464,6 +482,9 @@ def _inspect(args: argparse.Namespace) -> None:
 
 
 async def cmd_courier(args: argparse.Namespace) -> None:
+    from sync import sneakernet
+    from tui.reports import export_report_text, import_report_text
+
     async def run(node: Node) -> None:
         imported, exported = await sneakernet.courier(node, _stick_root(args.dir), progress=_progress_printer(args), max_bytes=args.max_bytes)
         payload = {"import": _import_json(imported), "export": _export_json(exported) if exported else None}
@@ -494,6 +515,8 @@ async def cmd_node(args: argparse.Namespace) -> None:
 
 async def cmd_serve(args: argparse.Namespace) -> None:
     """Runs the node headless until SIGTERM or SIGINT: LAN discovery and sync, one line per event."""
+    from sync import lan
+
 
     def report(event: lan.LanEvent) -> None:
         emit(args, {"event": type(event).__name__, "at": time.time(), **_event_json(event)}, _event_text(event))
@@ -527,6 +550,8 @@ async def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def _event_json(event: lan.LanEvent) -> dict[str, Any]:
+    from sync import lan
+
     if isinstance(event, lan.PeerDiscovered):
         peer = event.peer
         return {"node_id": peer.node_id, "workspace_id": peer.workspace_id, "addresses": list(peer.addresses), "port": peer.port, "same_workspace": event.same_workspace}
@@ -534,6 +559,8 @@ def _event_json(event: lan.LanEvent) -> dict[str, Any]:
 
 
 def _event_text(event: lan.LanEvent) -> str:
+    from sync import lan
+
     if isinstance(event, lan.PeerDiscovered):
         where = f"{event.peer.addresses[0] if event.peer.addresses else '?'}:{event.peer.port}"
         return f"discovered {event.peer.node_id} at {where}" + ("" if event.same_workspace else f" (workspace {event.peer.workspace_id}: not synced)")
@@ -612,6 +639,7 @@ async def cmd_deny(args: argparse.Namespace) -> None:
 
 def cmd_console(args: argparse.Namespace) -> None:
     """Runs outside asyncio.run: Textual owns the event loop (and the terminal's signals)."""
+    from sync import lan
     from tui.app import run_console  # Textual loads only for the console
 
     passphrase = os.environ.get("RALLYPOINT_PASSPHRASE")
@@ -734,7 +762,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = bundle_sub.add_parser("export", parents=[common], help="write bundles with what peers lack into a stick's outboxes")
     q.add_argument("--to", required=True, metavar="DIR", help="the stick (or any folder)")
     q.add_argument("--for", dest="for_nodes", action="append", metavar="NODE", help="a peer's node id or name (repeatable; default: every enrolled peer)")
-    q.add_argument("--max-bytes", type=int, default=sneakernet.DEFAULT_MAX_BYTES, metavar="N", help="cap per bundle; the rest goes into further bundles")
+    q.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, metavar="N", help="cap per bundle; the rest goes into further bundles")
     q.add_argument("--broadcast", action="store_true", help="one series for all the peers, in the broadcast outbox (public channels only)")
     q = bundle_sub.add_parser("import", parents=[common], help="import every bundle on a stick addressed to this node")
     q.add_argument("--from", dest="source", required=True, metavar="DIR")
@@ -744,7 +772,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("courier", cmd_courier, "import what a stick holds for this node, then write fresh bundles for every peer")
     p.add_argument("dir", metavar="DIR")
-    p.add_argument("--max-bytes", type=int, default=sneakernet.DEFAULT_MAX_BYTES, metavar="N")
+    p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, metavar="N")
 
     p = command("node", cmd_node, "nodes of the workspace")
     node_sub = p.add_subparsers(dest="node_command", required=True, metavar="ACTION")
@@ -754,7 +782,7 @@ def build_parser() -> argparse.ArgumentParser:
     node_sub.add_parser("list", parents=[common], help="list the workspace's nodes")
 
     p = command("serve", cmd_serve, "run headless: advertise on the LAN, find peers, sync with them live (until SIGTERM)")
-    p.add_argument("--port", type=int, default=lan.DEFAULT_PORT, help=f"TCP port for sessions (default {lan.DEFAULT_PORT}; 0: any free port, mDNS tells peers)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port for sessions (default {DEFAULT_PORT}; 0: any free port, mDNS tells peers)")
     p.add_argument("--bind", default="0.0.0.0", metavar="ADDR", help="address to listen on; also the only interface mDNS uses (default: all)")
     p.add_argument("--peer", action="append", metavar="ADDR:PORT", help="also keep a session with this address (for routed networks without mDNS)")
     p.add_argument("--no-mdns", action="store_true", help="neither advertise nor browse")
@@ -770,7 +798,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("network", metavar="CIDR")
 
     p = command("console", cmd_console, "open the terminal console (it also runs the LAN service, like `serve`)")
-    p.add_argument("--port", type=int, default=lan.DEFAULT_PORT, help="TCP port for LAN sessions (0: any free port)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port for LAN sessions (0: any free port)")
     p.add_argument("--bind", default="0.0.0.0", metavar="ADDR", help="address to listen on; also the only interface mDNS uses")
     p.add_argument("--no-lan", action="store_true", help="no LAN discovery or sync in this console")
     return parser
