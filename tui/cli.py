@@ -1,6 +1,6 @@
 """The `rallypoint` command. Every subcommand takes --home, --passphrase-file, --as and --json;
-human text by default, stable JSON with --json; any error is one line on stderr and a
-non-zero exit status."""
+human text by default, stable JSON with --json; any error is one line on stderr (a JSON
+object under --json) and a non-zero exit status."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from appliance.errors import InvalidInput, NodeLocked, NotInitialised, Rallypoin
 from appliance.model import iso_utc
 from sync.defaults import DEFAULT_MAX_BYTES, DEFAULT_PORT
 from sync.errors import SyncError
+from tui.cli_output import ArgumentParser, CommandFailed, UsageError, report_error, stdout_closed
 from tui.files import write_atomically
 from tui.text import printable
 
@@ -325,7 +326,7 @@ async def cmd_audit(args: argparse.Namespace) -> None:
                 f"audit log intact: {verdict.count} entries, head {verdict.head.hex()[:16]}" if verdict.ok else f"AUDIT LOG BROKEN after {verdict.count} good entries: {verdict.problem}",
             )
             if not verdict.ok:
-                raise SystemExit(EXIT_ERROR)
+                raise CommandFailed(f"the audit log is broken after {verdict.count} good entries: {verdict.problem}", EXIT_ERROR, "AuditBroken")
             return
         entries = await node.audit_entries(args.limit)
         emit(
@@ -417,9 +418,13 @@ def _stick_root(path: str) -> Path:
     return root
 
 
-def _exit_for(report: ImportReport) -> None:
+def _exit_for(report: ImportReport, node: Node) -> None:
+    """Exit 4 when the import wiped this node (its revocation was on the stick), else 3 when
+    it refused a bundle; the report is printed first either way."""
+    if report.wiped:
+        raise NodeLocked(node.locked_reason or "this node was revoked and wiped itself")
     if report.rejected:
-        raise SystemExit(EXIT_REJECTED)
+        raise CommandFailed(f"{len(report.rejected)} bundle(s) rejected (see the report)", EXIT_REJECTED, "BundleRejected")
 
 
 async def cmd_bundle(args: argparse.Namespace) -> None:
@@ -437,7 +442,7 @@ async def cmd_bundle(args: argparse.Namespace) -> None:
         else:
             imported = await sneakernet.import_bundles(node, _stick_root(args.source), preview=args.preview, progress=_progress_printer(args))
             emit(args, _import_json(imported), import_report_text(imported, node.home / sneakernet.QUARANTINE_DIR, _names(node)))
-            _exit_for(imported)
+            _exit_for(imported, node)
 
     await _with_node(args, run)
 
@@ -491,7 +496,7 @@ async def cmd_courier(args: argparse.Namespace) -> None:
         names = _names(node)
         human = import_report_text(imported, node.home / sneakernet.QUARANTINE_DIR, names) + ("\n" + export_report_text(exported, names) if exported else "\nNothing exported.")
         emit(args, payload, human)
-        _exit_for(imported)
+        _exit_for(imported, node)
 
     await _with_node(args, run)
 
@@ -655,13 +660,13 @@ def cmd_console(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = ArgumentParser(add_help=False)
     common.add_argument("--home", default=argparse.SUPPRESS, help="node data directory (default: $RALLYPOINT_HOME or ~/.local/share/rallypoint)")
     common.add_argument("--passphrase-file", default=argparse.SUPPRESS, help="read the passphrase from this file (else $RALLYPOINT_PASSPHRASE, else a prompt)")
     common.add_argument("--as", dest="as_user", default=argparse.SUPPRESS, metavar="USER", help="act as this local user")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print stable JSON")
 
-    parser = argparse.ArgumentParser(prog="rallypoint", description="Rallypoint: team channels that work without a network.", parents=[common])
+    parser = ArgumentParser(prog="rallypoint", description="Rallypoint: team channels that work without a network.", parents=[common])
     parser.add_argument("--version", action="version", version=f"rallypoint {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -805,24 +810,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    for name, default in (("home", str(default_home())), ("passphrase_file", None), ("as_user", None), ("json", False)):
-        if not hasattr(args, name):
-            setattr(args, name, default)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    as_json = "--json" in argv  # until the command line has parsed
     try:
+        args = build_parser().parse_args(argv)
+        for name, default in (("home", str(default_home())), ("passphrase_file", None), ("as_user", None), ("json", False)):
+            if not hasattr(args, name):
+                setattr(args, name, default)
+        as_json = args.json
         outcome = args.handler(args)
         if outcome is not None:
             asyncio.run(outcome)
+    except UsageError as exc:
+        return report_error(as_json, EXIT_USAGE, "UsageError", str(exc), usage=exc.usage, prog=exc.prog)
+    except CommandFailed as exc:
+        return report_error(as_json, exc.exit_status, exc.kind, str(exc))
     except NodeLocked as exc:
-        print(f"rallypoint: error: {printable(str(exc))}", file=sys.stderr)
-        return EXIT_WIPED
+        return report_error(as_json, EXIT_WIPED, type(exc).__name__, str(exc))
     except (RallypointError, SyncError) as exc:
-        print(f"rallypoint: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return report_error(as_json, EXIT_ERROR, type(exc).__name__, str(exc))
     except KeyboardInterrupt:
-        print("rallypoint: interrupted", file=sys.stderr)
-        return 130
-    except SystemExit as exc:
+        return report_error(as_json, 130, "Interrupted", "interrupted")
+    except BrokenPipeError:
+        return stdout_closed()
+    except SystemExit as exc:  # --help and --version
         return int(exc.code or 0)
     return 0
 
