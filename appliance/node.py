@@ -1679,13 +1679,16 @@ class Node:
             await conn.execute(insert(t.blobs).values(hash=digest, size=len(data), data=data, added_at=self._clock()))
 
     async def blob(self, digest_hex: str) -> bytes:
+        """An attachment by its hash, or by any unique start of it (`read` shows 12 hex digits)."""
         self._require_unlocked()
-        try:
-            digest = bytes.fromhex(digest_hex)
-        except ValueError as exc:
-            raise InvalidInput(f"not a blob hash: {digest_hex!r}") from exc
+        low, high = ids.hash_prefix_range(digest_hex)
+        matching = t.blobs.c.hash.between(low, high)
         async with self.store.reading() as conn:
-            data = (await conn.execute(select(t.blobs.c.data).where(t.blobs.c.hash == digest))).scalar()
+            found = (await conn.execute(select(t.blobs.c.hash).where(matching).limit(2))).scalars().all()
+            if len(found) > 1:
+                count = (await conn.execute(select(func.count()).select_from(t.blobs).where(matching))).scalar_one()
+                raise InvalidInput(f"{digest_hex} starts the hashes of {count} attachments on this node: give more of it")
+            data = (await conn.execute(select(t.blobs.c.data).where(t.blobs.c.hash == found[0]))).scalar() if found else None
         if data is None:
             raise NotFound(f"this node does not have blob {digest_hex[:12]}")
         return data

@@ -5,13 +5,16 @@ JSON object, a reader that closes the pipe early gets no traceback, `file` takes
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from appliance import ids
 from tests.conftest import PASSPHRASE, REPO, make_workspace, revocation_on_stick, run_cli
 
 
@@ -114,3 +117,39 @@ def test_a_reader_that_closes_the_pipe_early_gets_no_traceback(tmp_path: Path) -
     shell = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, env=cli_env(home), timeout=60, cwd=REPO, text=True)
     assert shell.stdout.startswith("[") and shell.stdout.count("\n") == 1
     assert shell.stderr == "" and shell.returncode in (0, 141)
+
+
+def two_contents_sharing_a_hash_prefix(digits: int) -> tuple[bytes, bytes]:
+    """Two small files whose SHA-256 hashes start with the same `digits` hex digits (a birthday
+    search: about 2**(2 * digits) ** 0.5 tries)."""
+    seen: dict[str, bytes] = {}
+    for number in range(10_000_000):
+        content = f"file {number}".encode()
+        prefix = hashlib.sha256(content).hexdigest()[:digits]
+        if prefix in seen:
+            return seen[prefix], content
+        seen[prefix] = content
+    raise AssertionError("no shared prefix found")
+
+
+def test_file_takes_the_short_hash_read_prints_and_refuses_an_ambiguous_one(tmp_path: Path) -> None:
+    home = tmp_path / "alpha"
+    ok(run_cli(home, "init", "--workspace", "acme", "--user", "alice"))
+    ok(run_cli(home, "channel", "create", "general"))
+    first, second = two_contents_sharing_a_hash_prefix(ids.MIN_HASH_PREFIX)
+    for name, content in (("first.txt", first), ("second.txt", second)):
+        (tmp_path / name).write_bytes(content)
+        ok(run_cli(home, "post", "general", name, "--attach", str(tmp_path / name)))
+    shown = ok(run_cli(home, "read", "general"))
+    short = re.search(r"attachment: first\.txt \(\d+ bytes, ([0-9a-f]{12})\)", shown)
+    assert short is not None, shown
+    saved = json.loads(ok(run_cli(home, "file", short.group(1), "--out", str(tmp_path / "saved"), "--json")))
+    assert (tmp_path / "saved").read_bytes() == first and saved["hash"] == hashlib.sha256(first).hexdigest()
+
+    shared = hashlib.sha256(first).hexdigest()[: ids.MIN_HASH_PREFIX]
+    ambiguous = run_cli(home, "file", shared, "--out", str(tmp_path / "which"))
+    assert ambiguous.returncode == 1 and "2 attachments" in ambiguous.stderr and not (tmp_path / "which").exists()
+    too_short = run_cli(home, "file", shared[:4], "--out", str(tmp_path / "which"))
+    assert too_short.returncode == 1 and "at least 8" in too_short.stderr
+    absent = run_cli(home, "file", "0" * 12, "--out", str(tmp_path / "which"))
+    assert absent.returncode == 1 and "does not have" in absent.stderr

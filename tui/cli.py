@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import hashlib
 import json
 import os
 import signal
@@ -302,7 +303,7 @@ async def cmd_file(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
         data = await node.blob(args.hash)
         write_atomically(Path(args.out), data, 0o644)
-        emit(args, {"hash": args.hash, "file": args.out, "bytes": len(data)}, f"{len(data)} bytes written to {args.out}")
+        emit(args, {"hash": hashlib.sha256(data).hexdigest(), "file": args.out, "bytes": len(data)}, f"{len(data)} bytes written to {args.out}")
 
     await _with_node(args, run)
 
@@ -747,7 +748,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50)
 
     p = command("file", cmd_file, "save an attachment by its hash")
-    p.add_argument("hash")
+    p.add_argument("hash", help="the hash, or any unique start of it of 8 hex digits or more (`read` shows 12)")
     p.add_argument("--out", required=True, metavar="PATH")
 
     p = command("config", cmd_config, "show or (admin) change node settings")
