@@ -794,6 +794,7 @@ class Node:
         received_from: str,
         receipt: Receipt | None = None,
         preview: bool = False,
+        progress: Callable[[str, int], None] | None = None,
     ) -> ImportSummary:
         """The verification path for everything from elsewhere (bundles, LAN, enrollment),
         all or nothing. Every change is checked - format, hash chain, author signature, the
@@ -802,7 +803,8 @@ class Node:
         be, segments against the heads as they will be. Then one transaction appends, applies,
         materialises and records `receipt` (peer heads, bundle log, audit). One bad change
         rejects everything (ChangeRejected; MissingDependencies when it only lacks earlier
-        changes). `preview` runs the same path and rolls it back."""
+        changes). `preview` runs the same path and rolls it back. `progress` hears ("verify" or
+        "write", its changes) as each document is done: a big bundle takes seconds."""
         grouped: dict[str, list[SignedChange]] = {}
         for doc_id, changes in batches:
             try:
@@ -820,13 +822,13 @@ class Node:
             self._require_unlocked()
             known = await self._stored_hashes(order)
             relay = receipt.sender if receipt is not None else None
-            plan, new_entries = await self._verify_batches(order, grouped, known, relay)
+            plan, new_entries = await self._verify_batches(order, grouped, known, relay, progress)
             touched = [doc_id for doc_id, _ in plan]
             self._hold_snapshots = True  # an evicted document must not open a second write transaction
             try:
                 async with self.store.transaction() as conn:
                     first = await self._newest_change_id(conn)
-                    summary = await self._write_batches(conn, plan, known, new_entries, blobs, received_from, preview)
+                    summary = await self._write_batches(conn, plan, known, new_entries, blobs, received_from, preview, progress)
                     summary = replace(summary, duplicates=sum(len(c) for c in grouped.values()) - summary.changes)
                     if receipt is not None:
                         await self._record_receipt(conn, receipt, summary, blobs, preview)
@@ -868,7 +870,7 @@ class Node:
         return known
 
     async def _verify_batches(
-        self, order: Sequence[str], grouped: dict[str, list[SignedChange]], known: dict[str, set[bytes]], relay: bytes | None
+        self, order: Sequence[str], grouped: dict[str, list[SignedChange]], known: dict[str, set[bytes]], relay: bytes | None, progress: Callable[[str, int], None] | None = None
     ) -> tuple[list[tuple[str, list[VerifiedChange]]], list[tuple[str, bytes, bytes]]]:
         directory = self.directory
         new_entries: list[tuple[str, bytes, bytes]] = []
@@ -889,6 +891,8 @@ class Node:
                     trial_heads[channel_id] = documents.read_head(trial, channel_id) or trial_heads[channel_id]
             if verified:
                 plan.append((doc_id, verified))
+            if progress is not None:
+                progress("verify", len(grouped[doc_id]))
         return plan, new_entries
 
     async def _write_batches(
@@ -900,6 +904,7 @@ class Node:
         blobs: Sequence[tuple[bytes, bytes]],
         received_from: str,
         preview: bool,
+        progress: Callable[[str, int], None] | None = None,
     ) -> ImportSummary:
         now = self._clock()
         intake: dict[str, list[int]] = {}
@@ -932,6 +937,8 @@ class Node:
                 await self._write_snapshot(conn, doc_id, doc)
                 pending = 0
             self._since_snapshot[doc_id] = pending
+            if progress is not None:
+                progress("write", len(verified))
         added_blobs = 0
         for digest, data in blobs:
             if (await conn.execute(select(t.blobs.c.hash).where(t.blobs.c.hash == digest))).first() is None:

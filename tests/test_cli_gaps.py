@@ -8,13 +8,18 @@ import asyncio
 import hashlib
 import json
 import os
+import pty
 import re
+import select
+import selectors
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from appliance import ids
+from sync.sneakernet import export_bundles
 from tests.conftest import PASSPHRASE, REPO, make_workspace, revocation_on_stick, run_cli
 
 
@@ -153,3 +158,107 @@ def test_file_takes_the_short_hash_read_prints_and_refuses_an_ambiguous_one(tmp_
     assert too_short.returncode == 1 and "at least 8" in too_short.stderr
     absent = run_cli(home, "file", "0" * 12, "--out", str(tmp_path / "which"))
     assert absent.returncode == 1 and "does not have" in absent.stderr
+
+
+def start_serve(home: Path) -> tuple[subprocess.Popen[bytes], dict[str, object]]:
+    """`rallypoint serve --json` on loopback, once it says it listens (within 60 s)."""
+    env = cli_env(home) | {"PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([*cli_command(), "serve", "--port", "0", "--bind", "127.0.0.1", "--no-mdns", "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout=60):
+            proc.kill()
+            raise AssertionError("serve did not start within 60 s")
+    listening = json.loads(proc.stdout.readline())
+    assert listening["event"] == "Listening", listening
+    return proc, listening
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    assert proc.wait(timeout=30) == 0
+
+
+def test_a_second_serve_on_the_same_home_is_refused_while_the_first_runs(tmp_path: Path) -> None:
+    home = channel_with(tmp_path, 1)
+    first, _ = start_serve(home)
+    try:
+        second = subprocess.run([*cli_command(), "serve", "--port", "0", "--bind", "127.0.0.1", "--no-mdns"], env=cli_env(home), capture_output=True, text=True, timeout=60, cwd=REPO)
+        assert second.returncode == 1 and f"already runs in process {first.pid}" in second.stderr and second.stdout == ""
+        as_json = subprocess.run([*cli_command(), "serve", "--port", "0", "--no-mdns", "--json"], env=cli_env(home), capture_output=True, text=True, timeout=60, cwd=REPO)
+        assert json_error(as_json)["kind"] == "ServiceAlreadyRunning"
+        assert first.poll() is None  # the first one is untouched
+        ok(run_cli(home, "post", "general", "beside serve"))  # other commands work beside it
+    finally:
+        stop(first)
+    again, _ = start_serve(home)  # the lock went with the process that held it
+    again.kill()  # even a kill -9 releases it
+    again.wait(timeout=30)
+    last, _ = start_serve(home)
+    stop(last)
+
+
+async def test_a_console_opened_while_serve_runs_works_without_its_own_lan_service(tmp_path: Path) -> None:
+    from sync.lan import LanConfig
+    from tests.console_helpers import SIZE, main_screen, until_shown
+    from tui.app import RallypointApp
+
+    home = await asyncio.to_thread(channel_with, tmp_path, 1)
+    serving, _ = await asyncio.to_thread(start_serve, home)
+    try:
+        app = RallypointApp(home, PASSPHRASE, lan=LanConfig(bind="127.0.0.1", port=0, discovery=False))
+        async with app.run_test(size=SIZE, notifications=True) as pilot:
+            await main_screen(pilot)
+            await until_shown(pilot, "already runs in process", timeout=10.0)
+            assert app.is_running and app.lan_service is None
+    finally:
+        await asyncio.to_thread(stop, serving)
+
+
+def run_with_terminal_stderr(home: Path, *args: str) -> tuple[int, str, str]:
+    """The command with its stderr on a pseudo-terminal (as for a person at a terminal) and its
+    stdout on a pipe: (exit status, stdout, what the terminal showed)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*cli_command(), *args], env=cli_env(home), stdout=subprocess.PIPE, stderr=slave, cwd=REPO)
+    os.close(slave)
+    shown = bytearray()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 1.0)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the command closed the terminal's last open end
+                break
+            if not chunk:
+                break
+            shown += chunk
+    os.close(master)
+    stdout, _ = proc.communicate(timeout=60)
+    return proc.returncode, stdout.decode(), shown.decode()
+
+
+def test_a_big_import_shows_its_progress_on_a_terminal_and_nothing_elsewhere(tmp_path: Path) -> None:
+    async def make() -> None:
+        alpha, bravo = await make_workspace(tmp_path, "bravo")
+        async with alpha, bravo:
+            await alpha.create_channel("general")
+            await alpha.post_many("general", [f"message {i}" for i in range(1_500)])  # three segments
+            (tmp_path / "stick").mkdir()
+            await export_bundles(alpha, tmp_path / "stick", for_nodes=[bravo.node_id])
+
+    asyncio.run(make())
+    bravo, stick = tmp_path / "bravo", tmp_path / "stick"
+    shutil.copytree(bravo, tmp_path / "bravo-copy")
+    shutil.copytree(stick, tmp_path / "stick-copy")
+    status, stdout, shown = run_with_terminal_stderr(bravo, "bundle", "import", "--from", str(stick))
+    assert status == 0 and stdout.startswith("Imported 1 bundle(s)") and "1500 new message(s)" in stdout
+    # Inside the one bundle, the bar moves as the node verifies and writes its documents.
+    steps = [(phase, int(done.replace(",", "")), int(total.replace(",", ""))) for phase, done, total in re.findall(r"(verify|write) *\[[#.]+\] ([\d,]+)/([\d,]+)", shown)]
+    for phase in ("verify", "write"):
+        partial = [done for p, done, total in steps if p == phase and 0 < done < total]
+        assert len(partial) >= 2 and partial == sorted(partial), (phase, shown)
+    # A pipe or a file gets the report alone.
+    piped = run_cli(tmp_path / "bravo-copy", "bundle", "import", "--from", str(tmp_path / "stick-copy"))
+    assert piped.returncode == 0 and piped.stderr == "" and piped.stdout.startswith("Imported 1 bundle(s)")
