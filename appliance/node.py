@@ -55,6 +55,7 @@ from appliance.errors import (
     WrongPassphrase,
 )
 from appliance.model import (
+    MAX_READ_PAGE,
     AuditRecord,
     BackupInfo,
     ChannelIntake,
@@ -1857,7 +1858,7 @@ class Node:
             query = select(t.messages).where(and_(m.channel_id == head.channel_id, m.root_id.is_(None)))
         if before is not None:
             query = query.where(m.message_id < before)
-        query = query.order_by(m.message_id.desc()).limit(max(1, min(limit, 10_000)))
+        query = query.order_by(m.message_id.desc()).limit(max(1, min(limit, MAX_READ_PAGE)))
         async with self.store.reading() as conn:
             rows = list(reversed((await conn.execute(query)).mappings().all()))
             counts: dict[str, int] = {}

@@ -262,3 +262,35 @@ def test_a_big_import_shows_its_progress_on_a_terminal_and_nothing_elsewhere(tmp
     # A pipe or a file gets the report alone.
     piped = run_cli(tmp_path / "bravo-copy", "bundle", "import", "--from", str(tmp_path / "stick-copy"))
     assert piped.returncode == 0 and piped.stderr == "" and piped.stdout.startswith("Imported 1 bundle(s)")
+
+
+def test_read_pages_back_with_before_and_says_when_it_left_messages_out(tmp_path: Path) -> None:
+    home = channel_with(tmp_path, 120)
+    newest = run_cli(home, "read", "general", "--limit", "50")
+    assert newest.returncode == 0 and newest.stdout.count("\n[") + 1 == 50 and "message 119" in newest.stdout
+    hint = re.fullmatch(r"rallypoint: older messages not shown; the page before this one: rallypoint read general --before (\S+)\n", newest.stderr)
+    assert hint is not None, newest.stderr
+    oldest_shown = re.match(r"\[(\S+)\]", newest.stdout)
+    assert oldest_shown is not None and hint.group(1) == oldest_shown.group(1)
+
+    # The cursor in --json --page reads the whole channel back, page by page, and then stops.
+    pages: list[list[str]] = []
+    before: list[str] = []
+    while True:
+        page = json.loads(ok(result := run_cli(home, "read", "general", "--limit", "50", "--json", "--page", *before)))
+        assert result.stderr == ""
+        pages.append([m["text"] for m in page["messages"]])
+        if page["next_before"] is None:
+            break
+        assert page["next_before"] == page["messages"][0]["id"] and len(pages) < 5
+        before = ["--before", page["next_before"]]
+    assert [len(p) for p in pages] == [50, 50, 20]
+    assert [text for p in reversed(pages) for text in p] == [f"message {i}" for i in range(120)]
+    last = run_cli(home, "read", "general", "--limit", "50", *before)
+    assert last.returncode == 0 and last.stderr == "" and last.stdout.startswith("[")  # the oldest page: nothing left out
+    assert isinstance(json.loads(ok(run_cli(home, "read", "general", "--json"))), list)  # without --page, the list as before
+
+    too_many = run_cli(home, "read", "general", "--limit", "100000", "--json")
+    assert too_many.returncode == 2 and "10,000" in str(json_error(too_many)["error"])
+    not_an_id = run_cli(home, "read", "general", "--before", "yesterday")
+    assert not_an_id.returncode == 1 and "not a message id" in not_an_id.stderr

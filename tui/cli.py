@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from appliance import __version__, ids
 from appliance.errors import InvalidInput, NodeLocked, NotInitialised, RallypointError
-from appliance.model import iso_utc
+from appliance.model import MAX_READ_PAGE, iso_utc
 from sync.defaults import DEFAULT_MAX_BYTES, DEFAULT_PORT
 from sync.errors import SyncError
 from tui.cli_output import ArgumentParser, CommandFailed, UsageError, report_error, stdout_closed
@@ -260,9 +260,18 @@ async def cmd_post(args: argparse.Namespace) -> None:
 
 
 async def cmd_read(args: argparse.Namespace) -> None:
+    if args.before is not None and not ids.is_message_id(args.before):
+        raise InvalidInput(f"--before {args.before!r}: not a message id")
+
     async def run(node: Node) -> None:
-        messages = await node.read(args.channel, thread=args.thread, limit=args.limit)
-        emit(args, [m.as_json() for m in messages], "\n".join(format_message(m) for m in messages) or "no messages")
+        messages = await node.read(args.channel, thread=args.thread, limit=args.limit, before=args.before)
+        older = bool(messages) and bool(await node.read(args.channel, thread=args.thread, limit=1, before=messages[0].id, mark_read=False))
+        next_before = messages[0].id if older else None
+        listed = [m.as_json() for m in messages]
+        emit(args, {"messages": listed, "next_before": next_before} if args.page else listed, "\n".join(format_message(m) for m in messages) or "no messages")
+        if next_before is not None and not (args.json and args.page):  # never a silent cut: say how to read on
+            thread = f" --thread {args.thread}" if args.thread else ""
+            print(f"rallypoint: older messages not shown; the page before this one: rallypoint read {args.channel}{thread} --before {next_before}", file=sys.stderr)
 
     await _with_node(args, run)
 
@@ -660,6 +669,16 @@ def cmd_console(args: argparse.Namespace) -> None:
 # --- parser ---------------------------------------------------------------------------
 
 
+def _page_size(text: str) -> int:
+    try:
+        size = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= size <= MAX_READ_PAGE:
+        raise argparse.ArgumentTypeError(f"a page holds 1 to {MAX_READ_PAGE:,} messages; read older ones with --before")
+    return size
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = ArgumentParser(add_help=False)
     common.add_argument("--home", default=argparse.SUPPRESS, help="node data directory (default: $RALLYPOINT_HOME or ~/.local/share/rallypoint)")
@@ -726,10 +745,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reply-to", metavar="ID")
     p.add_argument("--attach", action="append", metavar="PATH")
 
-    p = command("read", cmd_read, "read a channel or a thread, oldest first")
+    p = command("read", cmd_read, "read a channel or a thread, oldest first: the newest page, or the one before --before")
     p.add_argument("channel")
     p.add_argument("--thread", metavar="ID")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=_page_size, default=50, metavar="N", help=f"messages on the page (default 50, at most {MAX_READ_PAGE:,})")
+    p.add_argument("--before", metavar="ID", help="the page of messages older than this one (stderr names it when a page leaves older messages out)")
+    p.add_argument("--page", action="store_true", help='with --json: {"messages": [...], "next_before": ID or null} instead of the bare list')
 
     p = command("edit", cmd_edit, "edit your message")
     p.add_argument("id")
