@@ -5,7 +5,6 @@ object under --json) and a non-zero exit status."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import hashlib
 import json
@@ -530,6 +529,8 @@ async def cmd_node(args: argparse.Namespace) -> None:
 
 async def cmd_serve(args: argparse.Namespace) -> None:
     """Runs the node headless until SIGTERM or SIGINT: LAN discovery and sync, one line per event."""
+    import asyncio
+
     from sync import lan
 
 
@@ -842,6 +843,8 @@ def main(argv: list[str] | None = None) -> int:
         as_json = args.json
         outcome = args.handler(args)
         if outcome is not None:
+            import asyncio  # not for --help and --version: a third of their start-up
+
             asyncio.run(outcome)
     except UsageError as exc:
         return report_error(as_json, EXIT_USAGE, "UsageError", str(exc), usage=exc.usage, prog=exc.prog)
