@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/sneakernet.py --quick
 	$(BIN)/python bench/lan.py --quick
 	$(BIN)/python bench/console.py --quick
+	$(BIN)/python bench/cli.py --quick
 
 # Three nodes on this machine (network namespaces as root, else loopback), then alpha's console;
 # the scenario partitions charlie and heals it; lab-down removes it all (images/lab/README.md).

@@ -96,3 +96,15 @@ def message_id_ms(message_id: str) -> int:
     for ch in message_id[:10]:
         value = value * 32 + CROCKFORD.index(ch)
     return value
+
+
+MIN_HASH_PREFIX = 8  # hex digits: what a person may type for a blob hash (`read` shows 12)
+
+
+def hash_prefix_range(prefix: str, digest_bytes: int = 32) -> tuple[bytes, bytes]:
+    """The lowest and highest digest that start with a hex `prefix` (of any length from
+    MIN_HASH_PREFIX up to the whole digest): a range query finds every match."""
+    text = prefix.strip().lower()
+    if not MIN_HASH_PREFIX <= len(text) <= 2 * digest_bytes or any(c not in "0123456789abcdef" for c in text):
+        raise InvalidInput(f"not a blob hash: {prefix!r} (give at least {MIN_HASH_PREFIX} of its hex digits)")
+    return bytes.fromhex(text.ljust(2 * digest_bytes, "0")), bytes.fromhex(text.ljust(2 * digest_bytes, "f"))

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from appliance.changes import SignedChange
 
+MAX_READ_PAGE = 10_000  # messages one read returns at most; older ones are read with `before`
+
 
 def iso_utc(ms: int | None) -> str | None:
     if ms is None:

@@ -55,6 +55,7 @@ from appliance.errors import (
     WrongPassphrase,
 )
 from appliance.model import (
+    MAX_READ_PAGE,
     AuditRecord,
     BackupInfo,
     ChannelIntake,
@@ -794,6 +795,7 @@ class Node:
         received_from: str,
         receipt: Receipt | None = None,
         preview: bool = False,
+        progress: Callable[[str, int], None] | None = None,
     ) -> ImportSummary:
         """The verification path for everything from elsewhere (bundles, LAN, enrollment),
         all or nothing. Every change is checked - format, hash chain, author signature, the
@@ -802,7 +804,8 @@ class Node:
         be, segments against the heads as they will be. Then one transaction appends, applies,
         materialises and records `receipt` (peer heads, bundle log, audit). One bad change
         rejects everything (ChangeRejected; MissingDependencies when it only lacks earlier
-        changes). `preview` runs the same path and rolls it back."""
+        changes). `preview` runs the same path and rolls it back. `progress` hears ("verify" or
+        "write", its changes) as each document is done: a big bundle takes seconds."""
         grouped: dict[str, list[SignedChange]] = {}
         for doc_id, changes in batches:
             try:
@@ -820,13 +823,13 @@ class Node:
             self._require_unlocked()
             known = await self._stored_hashes(order)
             relay = receipt.sender if receipt is not None else None
-            plan, new_entries = await self._verify_batches(order, grouped, known, relay)
+            plan, new_entries = await self._verify_batches(order, grouped, known, relay, progress)
             touched = [doc_id for doc_id, _ in plan]
             self._hold_snapshots = True  # an evicted document must not open a second write transaction
             try:
                 async with self.store.transaction() as conn:
                     first = await self._newest_change_id(conn)
-                    summary = await self._write_batches(conn, plan, known, new_entries, blobs, received_from, preview)
+                    summary = await self._write_batches(conn, plan, known, new_entries, blobs, received_from, preview, progress)
                     summary = replace(summary, duplicates=sum(len(c) for c in grouped.values()) - summary.changes)
                     if receipt is not None:
                         await self._record_receipt(conn, receipt, summary, blobs, preview)
@@ -868,7 +871,7 @@ class Node:
         return known
 
     async def _verify_batches(
-        self, order: Sequence[str], grouped: dict[str, list[SignedChange]], known: dict[str, set[bytes]], relay: bytes | None
+        self, order: Sequence[str], grouped: dict[str, list[SignedChange]], known: dict[str, set[bytes]], relay: bytes | None, progress: Callable[[str, int], None] | None = None
     ) -> tuple[list[tuple[str, list[VerifiedChange]]], list[tuple[str, bytes, bytes]]]:
         directory = self.directory
         new_entries: list[tuple[str, bytes, bytes]] = []
@@ -889,6 +892,8 @@ class Node:
                     trial_heads[channel_id] = documents.read_head(trial, channel_id) or trial_heads[channel_id]
             if verified:
                 plan.append((doc_id, verified))
+            if progress is not None:
+                progress("verify", len(grouped[doc_id]))
         return plan, new_entries
 
     async def _write_batches(
@@ -900,6 +905,7 @@ class Node:
         blobs: Sequence[tuple[bytes, bytes]],
         received_from: str,
         preview: bool,
+        progress: Callable[[str, int], None] | None = None,
     ) -> ImportSummary:
         now = self._clock()
         intake: dict[str, list[int]] = {}
@@ -932,6 +938,8 @@ class Node:
                 await self._write_snapshot(conn, doc_id, doc)
                 pending = 0
             self._since_snapshot[doc_id] = pending
+            if progress is not None:
+                progress("write", len(verified))
         added_blobs = 0
         for digest, data in blobs:
             if (await conn.execute(select(t.blobs.c.hash).where(t.blobs.c.hash == digest))).first() is None:
@@ -1679,13 +1687,16 @@ class Node:
             await conn.execute(insert(t.blobs).values(hash=digest, size=len(data), data=data, added_at=self._clock()))
 
     async def blob(self, digest_hex: str) -> bytes:
+        """An attachment by its hash, or by any unique start of it (`read` shows 12 hex digits)."""
         self._require_unlocked()
-        try:
-            digest = bytes.fromhex(digest_hex)
-        except ValueError as exc:
-            raise InvalidInput(f"not a blob hash: {digest_hex!r}") from exc
+        low, high = ids.hash_prefix_range(digest_hex)
+        matching = t.blobs.c.hash.between(low, high)
         async with self.store.reading() as conn:
-            data = (await conn.execute(select(t.blobs.c.data).where(t.blobs.c.hash == digest))).scalar()
+            found = (await conn.execute(select(t.blobs.c.hash).where(matching).limit(2))).scalars().all()
+            if len(found) > 1:
+                count = (await conn.execute(select(func.count()).select_from(t.blobs).where(matching))).scalar_one()
+                raise InvalidInput(f"{digest_hex} starts the hashes of {count} attachments on this node: give more of it")
+            data = (await conn.execute(select(t.blobs.c.data).where(t.blobs.c.hash == found[0]))).scalar() if found else None
         if data is None:
             raise NotFound(f"this node does not have blob {digest_hex[:12]}")
         return data
@@ -1847,7 +1858,7 @@ class Node:
             query = select(t.messages).where(and_(m.channel_id == head.channel_id, m.root_id.is_(None)))
         if before is not None:
             query = query.where(m.message_id < before)
-        query = query.order_by(m.message_id.desc()).limit(max(1, min(limit, 10_000)))
+        query = query.order_by(m.message_id.desc()).limit(max(1, min(limit, MAX_READ_PAGE)))
         async with self.store.reading() as conn:
             rows = list(reversed((await conn.execute(query)).mappings().all()))
             counts: dict[str, int] = {}

@@ -33,11 +33,12 @@ from appliance.errors import ChangeRejected, InvalidInput, MissingDependencies, 
 from appliance.model import Delta, Receipt
 from appliance.node import Node
 from sync import wire
+from sync.defaults import DEFAULT_PORT
 from sync.discovery import Advert, Discovery, DiscoveryEvent, PeerGone, PeerSeen
 from sync.errors import SessionError, SyncError
+from sync.service_lock import ServiceLock
 from sync.sneakernet import pack_delta
 
-DEFAULT_PORT = 7373
 RESYNC_GROUP_CHANGES = 4096  # changes read from the store at a time when a session starts
 PART_BUDGET = 1024 * 1024  # changes and blobs per Changes message: well under the frame cap, and pipelines
 HIGH_WATER_BYTES = 4 * 1024 * 1024  # queued output beyond which the pusher waits
@@ -160,13 +161,16 @@ class LanService:
         self.ended = asyncio.Event()  # set when the service stopped by itself (a remote wipe)
         self.end_reason: str | None = None
         self.port = 0
+        self._lock = ServiceLock(node.home)
 
     # --- lifecycle ---------------------------------------------------------------
 
     async def __aenter__(self) -> LanService:
+        self._lock.acquire()  # before listening: a second service would advertise this node twice
         try:
             self._server = await asyncio.start_server(self._accept, self.config.bind, self.config.port, reuse_address=True)
         except OSError as exc:
+            self._lock.release()
             raise SyncError(f"cannot listen on {self.config.bind}:{self.config.port}: {exc.strerror or exc}") from exc
         self.port = self._server.sockets[0].getsockname()[1]
         try:
@@ -225,6 +229,7 @@ class LanService:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
             self._server = None
+        self._lock.release()
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)

@@ -37,10 +37,9 @@ from sync.bundle import (
     open_bundle,
     read_header,
 )
+from sync.defaults import DEFAULT_MAX_BYTES, MiB
 from sync.errors import BundleRejected, NotAddressedToMe, SyncError, UnknownSender
 
-MiB = 1024 * 1024
-DEFAULT_MAX_BYTES = 64 * MiB  # one bundle; more content goes into further bundles
 MIN_MAX_BYTES = 64 * 1024
 IMPORT_LIMITS = Limits(max_bundle_bytes=256 * MiB, max_plaintext_bytes=256 * MiB, max_items=4_000_000)
 MAX_BUNDLE_FILE_BYTES = IMPORT_LIMITS.max_bundle_bytes + 300 * 1024  # the ciphertext, plus header, framing and signature
@@ -55,7 +54,7 @@ Random = Callable[[int], bytes]
 
 @dataclass(frozen=True)
 class Progress:
-    phase: str  # "scan", "import", "export"
+    phase: str  # "import", "verify" and "write" (a bundle's changes), "export"
     done: int
     total: int
     label: str
@@ -341,7 +340,7 @@ async def import_bundles(
         for file in queue:
             if progress:
                 progress(Progress("import", len(outcomes), total, file.name))
-            outcome = await _import_file(node, file, preview, last_try=False)
+            outcome = await _import_file(node, file, preview, last_try=False, progress=progress)
             if outcome is None:
                 deferred.append(file)
                 continue
@@ -352,7 +351,7 @@ async def import_bundles(
                 return ImportReport(tuple(outcomes.values()), scan.problems, preview, wiped=True)
         if len(deferred) == len(queue):  # no progress: decide them for good
             for file in deferred:
-                outcome = await _import_file(node, file, preview, last_try=True)
+                outcome = await _import_file(node, file, preview, last_try=True, progress=progress)
                 assert outcome is not None
                 outcomes[file.name] = outcome
             break
@@ -363,7 +362,7 @@ async def import_bundles(
     return ImportReport(ordered, scan.problems, preview)
 
 
-async def _import_file(node: Node, file: stick.StickFile, preview: bool, *, last_try: bool) -> FileOutcome | None:
+async def _import_file(node: Node, file: stick.StickFile, preview: bool, *, last_try: bool, progress: ProgressCallback | None = None) -> FileOutcome | None:
     """The outcome of one file; None to try it again after the others (it may need a bundle
     that is still to come: an unknown sender's certificate, earlier changes)."""
     mine = file.outbox != stick.BROADCAST
@@ -402,6 +401,7 @@ async def _import_file(node: Node, file: stick.StickFile, preview: bool, *, last
             received_from=sender,
             receipt=receipt,
             preview=preview,
+            progress=_changes_progress(progress, content, file.name),
         )
     except MissingDependencies as exc:
         if not last_try:
@@ -436,6 +436,21 @@ async def _reject(
     if file.outbox != stick.BROADCAST:
         await stick.remove_bundle_file(file)
     return FileOutcome(file.name, outcome, reason, sender, bundle_id, quarantined=quarantined)
+
+
+def _changes_progress(progress: ProgressCallback | None, content: BundleContent, label: str) -> Callable[[str, int], None] | None:
+    """A bundle's changes as the node verifies them, then writes them (20,000 messages take
+    seconds; the bar moves a document at a time)."""
+    if progress is None:
+        return None
+    total = sum(len(changes) for _, changes in content.directory + content.changes)
+    done = {"verify": 0, "write": 0}
+
+    def advance(phase: str, changes: int) -> None:
+        done[phase] += changes
+        progress(Progress(phase, done[phase], total, label))
+
+    return advance
 
 
 def _sender_status(node: Node) -> Callable[[bytes], str]:

@@ -97,7 +97,9 @@ def test_node_revoke_reaches_the_node_which_wipes_itself(tmp_path: Path) -> None
     assert [n["revoked"] for n in nodes if n["name"] == "bravo"] == [True]
     refused = run_cli(alpha, "courier", str(stick))  # bravo's last bundle is still on the stick
     assert refused.returncode == 3 and "RevokedSender" in refused.stdout
-    wiped = json.loads(ok(run_cli(bravo, "courier", str(stick), "--json")))
+    wiping = run_cli(bravo, "courier", str(stick), "--json")
+    assert wiping.returncode == 4 and "revoked" in wiping.stderr
+    wiped = json.loads(wiping.stdout)
     assert wiped["import"]["wiped"] is True and wiped["export"] is None
     # Exit status 4: wiped, nothing to retry (rallypoint.service does not restart on it).
     after = run_cli(bravo, "read", "general")

@@ -1,12 +1,12 @@
 """The `rallypoint` command. Every subcommand takes --home, --passphrase-file, --as and --json;
-human text by default, stable JSON with --json; any error is one line on stderr and a
-non-zero exit status."""
+human text by default, stable JSON with --json; any error is one line on stderr (a JSON
+object under --json) and a non-zero exit status."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
+import hashlib
 import json
 import os
 import signal
@@ -15,19 +15,22 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance import __version__, ids
 from appliance.errors import InvalidInput, NodeLocked, NotInitialised, RallypointError
-from appliance.model import MessageView, iso_utc
-from appliance.node import Attachment, Node
-from sync import lan, sneakernet
-from sync.bundle import read_header
+from appliance.model import MAX_READ_PAGE, iso_utc
+from sync.defaults import DEFAULT_MAX_BYTES, DEFAULT_PORT
 from sync.errors import SyncError
-from sync.sneakernet import ExportReport, ImportReport, Progress, ProgressCallback
+from tui.cli_output import ArgumentParser, CommandFailed, UsageError, report_error, stdout_closed
 from tui.files import write_atomically
-from tui.reports import export_report_text, import_report_text
 from tui.text import printable
+
+if TYPE_CHECKING:  # each command imports what it uses when it runs: `--help` loads none of it
+    from appliance.model import MessageView
+    from appliance.node import Attachment, Node
+    from sync import lan
+    from sync.sneakernet import ExportReport, ImportReport, Progress, ProgressCallback
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -87,6 +90,8 @@ def format_message(message: MessageView) -> str:
 
 
 async def _with_node(args: argparse.Namespace, action: Callable[[Node], Awaitable[None]]) -> None:
+    from appliance.node import Node
+
     home = Path(args.home).expanduser()
     if not Node.exists(home):
         raise NotInitialised(f"no node in {home}: run `rallypoint init` or `rallypoint join` first")
@@ -98,6 +103,8 @@ async def _with_node(args: argparse.Namespace, action: Callable[[Node], Awaitabl
 
 
 async def cmd_init(args: argparse.Namespace) -> None:
+    from appliance.node import Node
+
     home = Path(args.home).expanduser()
     node_name = args.node_name or socket.gethostname().split(".")[0] or "node"
     passphrase = read_passphrase(args, confirm=True, prompt="New passphrase for this node: ")
@@ -124,6 +131,8 @@ async def cmd_invite(args: argparse.Namespace) -> None:
 
 
 async def cmd_join(args: argparse.Namespace) -> None:
+    from appliance.node import Node
+
     try:
         data = Path(args.file).read_bytes()
     except OSError as exc:
@@ -226,6 +235,8 @@ async def cmd_channel(args: argparse.Namespace) -> None:
 
 
 def _read_attachment(path: str, limit: int) -> Attachment:
+    from appliance.node import Attachment
+
     file = Path(path).expanduser()
     try:
         if not file.is_file():
@@ -248,9 +259,18 @@ async def cmd_post(args: argparse.Namespace) -> None:
 
 
 async def cmd_read(args: argparse.Namespace) -> None:
+    if args.before is not None and not ids.is_message_id(args.before):
+        raise InvalidInput(f"--before {args.before!r}: not a message id")
+
     async def run(node: Node) -> None:
-        messages = await node.read(args.channel, thread=args.thread, limit=args.limit)
-        emit(args, [m.as_json() for m in messages], "\n".join(format_message(m) for m in messages) or "no messages")
+        messages = await node.read(args.channel, thread=args.thread, limit=args.limit, before=args.before)
+        older = bool(messages) and bool(await node.read(args.channel, thread=args.thread, limit=1, before=messages[0].id, mark_read=False))
+        next_before = messages[0].id if older else None
+        listed = [m.as_json() for m in messages]
+        emit(args, {"messages": listed, "next_before": next_before} if args.page else listed, "\n".join(format_message(m) for m in messages) or "no messages")
+        if next_before is not None and not (args.json and args.page):  # never a silent cut: say how to read on
+            thread = f" --thread {args.thread}" if args.thread else ""
+            print(f"rallypoint: older messages not shown; the page before this one: rallypoint read {args.channel}{thread} --before {next_before}", file=sys.stderr)
 
     await _with_node(args, run)
 
@@ -291,7 +311,7 @@ async def cmd_file(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
         data = await node.blob(args.hash)
         write_atomically(Path(args.out), data, 0o644)
-        emit(args, {"hash": args.hash, "file": args.out, "bytes": len(data)}, f"{len(data)} bytes written to {args.out}")
+        emit(args, {"hash": hashlib.sha256(data).hexdigest(), "file": args.out, "bytes": len(data)}, f"{len(data)} bytes written to {args.out}")
 
     await _with_node(args, run)
 
@@ -315,7 +335,7 @@ async def cmd_audit(args: argparse.Namespace) -> None:
                 f"audit log intact: {verdict.count} entries, head {verdict.head.hex()[:16]}" if verdict.ok else f"AUDIT LOG BROKEN after {verdict.count} good entries: {verdict.problem}",
             )
             if not verdict.ok:
-                raise SystemExit(EXIT_ERROR)
+                raise CommandFailed(f"the audit log is broken after {verdict.count} good entries: {verdict.problem}", EXIT_ERROR, "AuditBroken")
             return
         entries = await node.audit_entries(args.limit)
         emit(
@@ -340,6 +360,8 @@ async def cmd_backup(args: argparse.Namespace) -> None:
 
 
 async def cmd_restore(args: argparse.Namespace) -> None:
+    from appliance.node import Node
+
     home = Path(args.home).expanduser()
     async with await Node.restore(home, Path(args.file).expanduser(), read_passphrase(args)) as node:
         me = node.whoami()
@@ -405,12 +427,19 @@ def _stick_root(path: str) -> Path:
     return root
 
 
-def _exit_for(report: ImportReport) -> None:
+def _exit_for(report: ImportReport, node: Node) -> None:
+    """Exit 4 when the import wiped this node (its revocation was on the stick), else 3 when
+    it refused a bundle; the report is printed first either way."""
+    if report.wiped:
+        raise NodeLocked(node.locked_reason or "this node was revoked and wiped itself")
     if report.rejected:
-        raise SystemExit(EXIT_REJECTED)
+        raise CommandFailed(f"{len(report.rejected)} bundle(s) rejected (see the report)", EXIT_REJECTED, "BundleRejected")
 
 
 async def cmd_bundle(args: argparse.Namespace) -> None:
+    from sync import sneakernet
+    from tui.reports import export_report_text, import_report_text
+
     if args.bundle_command == "inspect":
         _inspect(args)
         return
@@ -422,13 +451,16 @@ async def cmd_bundle(args: argparse.Namespace) -> None:
         else:
             imported = await sneakernet.import_bundles(node, _stick_root(args.source), preview=args.preview, progress=_progress_printer(args))
             emit(args, _import_json(imported), import_report_text(imported, node.home / sneakernet.QUARANTINE_DIR, _names(node)))
-            _exit_for(imported)
+            _exit_for(imported, node)
 
     await _with_node(args, run)
 
 
 def _inspect(args: argparse.Namespace) -> None:
     """The clear-text header only: no key, no passphrase, no secrets."""
+    from sync import sneakernet
+    from sync.bundle import read_header
+
     path = Path(args.file).expanduser()
     try:
         with path.open("rb") as handle:
@@ -464,13 +496,16 @@ def _inspect(args: argparse.Namespace) -> None:
 
 
 async def cmd_courier(args: argparse.Namespace) -> None:
+    from sync import sneakernet
+    from tui.reports import export_report_text, import_report_text
+
     async def run(node: Node) -> None:
         imported, exported = await sneakernet.courier(node, _stick_root(args.dir), progress=_progress_printer(args), max_bytes=args.max_bytes)
         payload = {"import": _import_json(imported), "export": _export_json(exported) if exported else None}
         names = _names(node)
         human = import_report_text(imported, node.home / sneakernet.QUARANTINE_DIR, names) + ("\n" + export_report_text(exported, names) if exported else "\nNothing exported.")
         emit(args, payload, human)
-        _exit_for(imported)
+        _exit_for(imported, node)
 
     await _with_node(args, run)
 
@@ -494,6 +529,10 @@ async def cmd_node(args: argparse.Namespace) -> None:
 
 async def cmd_serve(args: argparse.Namespace) -> None:
     """Runs the node headless until SIGTERM or SIGINT: LAN discovery and sync, one line per event."""
+    import asyncio
+
+    from sync import lan
+
 
     def report(event: lan.LanEvent) -> None:
         emit(args, {"event": type(event).__name__, "at": time.time(), **_event_json(event)}, _event_text(event))
@@ -527,6 +566,8 @@ async def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def _event_json(event: lan.LanEvent) -> dict[str, Any]:
+    from sync import lan
+
     if isinstance(event, lan.PeerDiscovered):
         peer = event.peer
         return {"node_id": peer.node_id, "workspace_id": peer.workspace_id, "addresses": list(peer.addresses), "port": peer.port, "same_workspace": event.same_workspace}
@@ -534,6 +575,8 @@ def _event_json(event: lan.LanEvent) -> dict[str, Any]:
 
 
 def _event_text(event: lan.LanEvent) -> str:
+    from sync import lan
+
     if isinstance(event, lan.PeerDiscovered):
         where = f"{event.peer.addresses[0] if event.peer.addresses else '?'}:{event.peer.port}"
         return f"discovered {event.peer.node_id} at {where}" + ("" if event.same_workspace else f" (workspace {event.peer.workspace_id}: not synced)")
@@ -612,6 +655,7 @@ async def cmd_deny(args: argparse.Namespace) -> None:
 
 def cmd_console(args: argparse.Namespace) -> None:
     """Runs outside asyncio.run: Textual owns the event loop (and the terminal's signals)."""
+    from sync import lan
     from tui.app import run_console  # Textual loads only for the console
 
     passphrase = os.environ.get("RALLYPOINT_PASSPHRASE")
@@ -626,14 +670,24 @@ def cmd_console(args: argparse.Namespace) -> None:
 # --- parser ---------------------------------------------------------------------------
 
 
+def _page_size(text: str) -> int:
+    try:
+        size = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= size <= MAX_READ_PAGE:
+        raise argparse.ArgumentTypeError(f"a page holds 1 to {MAX_READ_PAGE:,} messages; read older ones with --before")
+    return size
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = ArgumentParser(add_help=False)
     common.add_argument("--home", default=argparse.SUPPRESS, help="node data directory (default: $RALLYPOINT_HOME or ~/.local/share/rallypoint)")
     common.add_argument("--passphrase-file", default=argparse.SUPPRESS, help="read the passphrase from this file (else $RALLYPOINT_PASSPHRASE, else a prompt)")
     common.add_argument("--as", dest="as_user", default=argparse.SUPPRESS, metavar="USER", help="act as this local user")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print stable JSON")
 
-    parser = argparse.ArgumentParser(prog="rallypoint", description="Rallypoint: team channels that work without a network.", parents=[common])
+    parser = ArgumentParser(prog="rallypoint", description="Rallypoint: team channels that work without a network.", parents=[common])
     parser.add_argument("--version", action="version", version=f"rallypoint {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -692,10 +746,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reply-to", metavar="ID")
     p.add_argument("--attach", action="append", metavar="PATH")
 
-    p = command("read", cmd_read, "read a channel or a thread, oldest first")
+    p = command("read", cmd_read, "read a channel or a thread, oldest first: the newest page, or the one before --before")
     p.add_argument("channel")
     p.add_argument("--thread", metavar="ID")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=_page_size, default=50, metavar="N", help=f"messages on the page (default 50, at most {MAX_READ_PAGE:,})")
+    p.add_argument("--before", metavar="ID", help="the page of messages older than this one (stderr names it when a page leaves older messages out)")
+    p.add_argument("--page", action="store_true", help='with --json: {"messages": [...], "next_before": ID or null} instead of the bare list')
 
     p = command("edit", cmd_edit, "edit your message")
     p.add_argument("id")
@@ -714,7 +770,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50)
 
     p = command("file", cmd_file, "save an attachment by its hash")
-    p.add_argument("hash")
+    p.add_argument("hash", help="the hash, or any unique start of it of 8 hex digits or more (`read` shows 12)")
     p.add_argument("--out", required=True, metavar="PATH")
 
     p = command("config", cmd_config, "show or (admin) change node settings")
@@ -734,7 +790,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = bundle_sub.add_parser("export", parents=[common], help="write bundles with what peers lack into a stick's outboxes")
     q.add_argument("--to", required=True, metavar="DIR", help="the stick (or any folder)")
     q.add_argument("--for", dest="for_nodes", action="append", metavar="NODE", help="a peer's node id or name (repeatable; default: every enrolled peer)")
-    q.add_argument("--max-bytes", type=int, default=sneakernet.DEFAULT_MAX_BYTES, metavar="N", help="cap per bundle; the rest goes into further bundles")
+    q.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, metavar="N", help="cap per bundle; the rest goes into further bundles")
     q.add_argument("--broadcast", action="store_true", help="one series for all the peers, in the broadcast outbox (public channels only)")
     q = bundle_sub.add_parser("import", parents=[common], help="import every bundle on a stick addressed to this node")
     q.add_argument("--from", dest="source", required=True, metavar="DIR")
@@ -744,7 +800,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("courier", cmd_courier, "import what a stick holds for this node, then write fresh bundles for every peer")
     p.add_argument("dir", metavar="DIR")
-    p.add_argument("--max-bytes", type=int, default=sneakernet.DEFAULT_MAX_BYTES, metavar="N")
+    p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, metavar="N")
 
     p = command("node", cmd_node, "nodes of the workspace")
     node_sub = p.add_subparsers(dest="node_command", required=True, metavar="ACTION")
@@ -754,7 +810,7 @@ def build_parser() -> argparse.ArgumentParser:
     node_sub.add_parser("list", parents=[common], help="list the workspace's nodes")
 
     p = command("serve", cmd_serve, "run headless: advertise on the LAN, find peers, sync with them live (until SIGTERM)")
-    p.add_argument("--port", type=int, default=lan.DEFAULT_PORT, help=f"TCP port for sessions (default {lan.DEFAULT_PORT}; 0: any free port, mDNS tells peers)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port for sessions (default {DEFAULT_PORT}; 0: any free port, mDNS tells peers)")
     p.add_argument("--bind", default="0.0.0.0", metavar="ADDR", help="address to listen on; also the only interface mDNS uses (default: all)")
     p.add_argument("--peer", action="append", metavar="ADDR:PORT", help="also keep a session with this address (for routed networks without mDNS)")
     p.add_argument("--no-mdns", action="store_true", help="neither advertise nor browse")
@@ -770,31 +826,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("network", metavar="CIDR")
 
     p = command("console", cmd_console, "open the terminal console (it also runs the LAN service, like `serve`)")
-    p.add_argument("--port", type=int, default=lan.DEFAULT_PORT, help="TCP port for LAN sessions (0: any free port)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port for LAN sessions (0: any free port)")
     p.add_argument("--bind", default="0.0.0.0", metavar="ADDR", help="address to listen on; also the only interface mDNS uses")
     p.add_argument("--no-lan", action="store_true", help="no LAN discovery or sync in this console")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    for name, default in (("home", str(default_home())), ("passphrase_file", None), ("as_user", None), ("json", False)):
-        if not hasattr(args, name):
-            setattr(args, name, default)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    as_json = "--json" in argv  # until the command line has parsed
     try:
+        args = build_parser().parse_args(argv)
+        for name, default in (("home", str(default_home())), ("passphrase_file", None), ("as_user", None), ("json", False)):
+            if not hasattr(args, name):
+                setattr(args, name, default)
+        as_json = args.json
         outcome = args.handler(args)
         if outcome is not None:
+            import asyncio  # not for --help and --version: a third of their start-up
+
             asyncio.run(outcome)
+    except UsageError as exc:
+        return report_error(as_json, EXIT_USAGE, "UsageError", str(exc), usage=exc.usage, prog=exc.prog)
+    except CommandFailed as exc:
+        return report_error(as_json, exc.exit_status, exc.kind, str(exc))
     except NodeLocked as exc:
-        print(f"rallypoint: error: {printable(str(exc))}", file=sys.stderr)
-        return EXIT_WIPED
+        return report_error(as_json, EXIT_WIPED, type(exc).__name__, str(exc))
     except (RallypointError, SyncError) as exc:
-        print(f"rallypoint: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return report_error(as_json, EXIT_ERROR, type(exc).__name__, str(exc))
     except KeyboardInterrupt:
-        print("rallypoint: interrupted", file=sys.stderr)
-        return 130
-    except SystemExit as exc:
+        return report_error(as_json, 130, "Interrupted", "interrupted")
+    except BrokenPipeError:
+        return stdout_closed()
+    except SystemExit as exc:  # --help and --version
         return int(exc.code or 0)
     return 0
 

@@ -58,7 +58,7 @@ STOP_TIMEOUT_S = 5.0
 START_TIMEOUT_S = 10.0
 CARRIER_TIMEOUT_S = 5.0
 POLL_INTERVAL_S = 1.0
-READ_LIMIT = 100_000
+READ_LIMIT = 10_000  # the most one `read` page holds (a lab channel holds far fewer)
 CONSOLE_PID_PREFIX = "console-"  # pid files: console-<pid> for each console opened, serve-<node>
 
 Result = TypeVar("Result")
