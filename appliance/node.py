@@ -913,7 +913,10 @@ class Node:
             await self._ensure_document_row(conn, doc_id)
             await self._append_changes(conn, doc_id, [(c.header, c.data, c.signature, c.vouched_by) for c in verified], received_from)
             before = doc.get_heads()
-            documents.apply_changes(doc, [c.data for c in verified])
+            try:
+                documents.apply_changes(doc, [c.data for c in verified])
+            except documents.DocumentError as exc:
+                raise ChangeRejected(f"{doc_id}: {exc}") from exc
             self._known[doc_id].update(c.header.hash for c in verified)
             applied += len(verified)
             new_messages = 0
@@ -954,7 +957,10 @@ class Node:
     def _trial(self, doc: Document, verified: Sequence[VerifiedChange]) -> Document:
         """A copy of `doc` with the verified changes applied: what it will be, judged before
         anything is written."""
-        return documents.load_document(doc.save() + b"".join(c.data for c in verified), self._actor())
+        try:
+            return documents.load_document(doc.save() + b"".join(c.data for c in verified), self._actor())
+        except documents.DocumentError as exc:
+            raise ChangeRejected(str(exc)) from exc
 
     def _forget_after_import(self, doc_ids: Iterable[str]) -> None:
         for doc_id in doc_ids:
