@@ -29,7 +29,7 @@ from automerge._automerge import Document
 from sqlalchemy import and_, bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from appliance import audit, cbor, certs, crypto, documents, ids, netpolicy
+from appliance import audit, cbor, certs, crypto, documents, identity, ids, netpolicy
 from appliance import schema as t
 from appliance.changes import (
     ChangeHeader,
@@ -144,6 +144,7 @@ class _Row:
     node_name: str
     node_key: bytes
     default_user: bytes
+    incarnation: bytes  # this installation of the identity (see schema.node_identity)
 
 
 class Node:
@@ -238,7 +239,7 @@ class Node:
                 certs.issue_certificate(workspace_key, workspace=ws_pub, kind="node", key=bytes(node_key.verify_key), name=node_name, role="node", issued_at=now),
             ]
             keys = _Keys(rng(32), node_key, workspace_key, {bytes(user_key.verify_key): user_key})
-            row = _Row(workspace_name, ws_pub, node_name, bytes(node_key.verify_key), bytes(user_key.verify_key))
+            row = _Row(workspace_name, ws_pub, node_name, bytes(node_key.verify_key), bytes(user_key.verify_key), rng(identity.INCARNATION_BYTES))
             await cls._write_identity(store, row, keys, passphrase, kdf, rng, now)
             node = cls(home, store, row, keys, row.default_user, clock, rng)
             await node._add_directory_entries(issued, "init", {"workspace": node.workspace_id, "user": user_name, "node": node.node_id})
@@ -269,6 +270,8 @@ class Node:
                     kdf_memlimit=kdf.memlimit,
                     sealed_data_key=sealed_data_key,
                     created_at=now,
+                    incarnation=row.incarnation,
+                    audit_legacy_until=0,
                 )
             )
             for pub, kind, sk in secrets_rows:
@@ -311,7 +314,7 @@ class Node:
                 data_key = await asyncio.to_thread(crypto.open_with_passphrase, passphrase, ident["sealed_data_key"], ident["kdf_salt"], params)
             except WrongPassphrase:
                 async with store.transaction() as conn:
-                    await _append_audit(conn, clock(), "-", "unlock_failed", {"reason": "wrong passphrase"})
+                    await _append_audit(conn, None, clock(), "-", "unlock_failed", {"reason": "wrong passphrase"})
                 raise
             keys = _Keys(data_key, None, None, {})  # type: ignore[arg-type]
             for pub, kind, sealed in sealed_rows:
@@ -325,7 +328,7 @@ class Node:
                     keys.workspace = sk
                 else:
                     keys.users[pub] = sk
-            row = _Row(ident["workspace_name"], ident["workspace_key"], ident["node_name"], ident["node_key"], ident["default_user"])
+            row = _Row(ident["workspace_name"], ident["workspace_key"], ident["node_name"], ident["node_key"], ident["default_user"], ident["incarnation"])
             node = cls(home, store, row, keys, row.default_user, clock, rng)
             await node._load_state()
             if as_user is not None:
@@ -454,7 +457,7 @@ class Node:
         cert = self.directory.user(self._user)
         if cert is None or cert.role != "admin":
             async with self.store.transaction() as conn:
-                await _append_audit(conn, self._clock(), self._user.hex(), "permission_denied", {"action": action})
+                await _append_audit(conn, self._keys.node, self._clock(), self._user.hex(), "permission_denied", {"action": action})
             raise PermissionDenied(f"{action} needs the admin role")
         return self._keys.users[self._user]
 
@@ -479,7 +482,7 @@ class Node:
 
         async def also(conn: AsyncConnection) -> None:
             await self._store_directory_entries(conn, [(_entry_kind(e), e.encoded, e.fingerprint) for e in entries], now)
-            await _append_audit(conn, now, self._user.hex(), action, detail)
+            await _append_audit(conn, self._keys.node, now, self._user.hex(), action, detail)
             if extra is not None:
                 await extra(conn)
 
@@ -589,7 +592,7 @@ class Node:
         try:
             node_key = crypto.new_signing_key(inner["node_seed"])
             user_key = crypto.new_signing_key(inner["user_seed"])
-            row = _Row(inner["workspace_name"], inner["workspace_key"], inner["node_name"], bytes(node_key.verify_key), bytes(user_key.verify_key))
+            row = _Row(inner["workspace_name"], inner["workspace_key"], inner["node_name"], bytes(node_key.verify_key), bytes(user_key.verify_key), rng(identity.INCARNATION_BYTES))
             keys = _Keys(rng(32), node_key, None, {row.default_user: user_key})
             node = cls(home, store, row, keys, row.default_user, clock, rng)
             signed = [SignedChange(data, sig or None) for data, sig in inner["directory"]]
@@ -598,7 +601,7 @@ class Node:
                 raise EnrollmentRejected("the enrollment file's certificates do not verify up to its workspace key")
             await cls._write_identity(store, row, keys, passphrase, kdf, rng, clock())
             async with store.transaction() as conn:
-                await _append_audit(conn, clock(), row.default_user.hex(), "joined", {"workspace": node.workspace_id, "node": node.node_id, "invited_by": inner["invited_by"]})
+                await _append_audit(conn, keys.node, clock(), row.default_user.hex(), "joined", {"workspace": node.workspace_id, "node": node.node_id, "invited_by": inner["invited_by"]})
             return node
         except ChangeRejected as exc:
             await store.__aexit__(None, None, None)
@@ -1078,7 +1081,7 @@ class Node:
         }
         if receipt.bundle_id is not None:
             detail["bundle"] = receipt.bundle_id.hex()
-        await _append_audit(conn, now, self._row.node_key.hex(), f"{receipt.source}_{outcome}", detail)
+        await _append_audit(conn, self._keys.node, now, self._row.node_key.hex(), f"{receipt.source}_{outcome}", detail)
 
     async def _store_peer_heads(self, conn: AsyncConnection, peer: str, heads: Mapping[str, Sequence[bytes]], as_of: int) -> None:
         stored = dict((await conn.execute(select(t.peer_heads.c.doc_id, t.peer_heads.c.updated_at).where(t.peer_heads.c.peer == peer))).all())
@@ -1264,7 +1267,7 @@ class Node:
             detail: dict[str, object] = {"outcome": outcome, "reason": reason, "from": sender_id, "digest": digest.hex()}
             if bundle_id is not None:
                 detail["bundle"] = bundle_id.hex()
-            await _append_audit(conn, now, self._row.node_key.hex(), f"{source}_rejected", detail)
+            await _append_audit(conn, self._keys.node, now, self._row.node_key.hex(), f"{source}_rejected", detail)
 
     async def courier_log(self, limit: int = 100) -> list[dict[str, Any]]:
         """The latest bundle decisions, newest first."""
@@ -1382,7 +1385,7 @@ class Node:
                 raise NotFound(f"there is no rule for {normal}")
             if action is not None:
                 await conn.execute(insert(t.network_rules).values(network=normal, action=action, created_at=now, created_by=self._user.hex()))
-            await _append_audit(conn, now, self._user.hex(), "network_rule", {"network": normal, "action": action or "removed"})
+            await _append_audit(conn, self._keys.node, now, self._user.hex(), "network_rule", {"network": normal, "action": action or "removed"})
         return normal
 
     async def address_allowed(self, address: str) -> netpolicy.Decision:
@@ -1394,7 +1397,7 @@ class Node:
         if peer is not None:
             detail["peer"] = ids.key_id(peer)
         async with self.store.transaction() as conn:
-            await _append_audit(conn, self._clock(), self._row.node_key.hex(), "lan_refused", detail)
+            await _append_audit(conn, self._keys.node, self._clock(), self._row.node_key.hex(), "lan_refused", detail)
 
     @property
     def signing_key(self) -> nacl.signing.SigningKey:
@@ -1420,7 +1423,7 @@ class Node:
                     await conn.execute(text("INSERT INTO messages_fts(messages_fts) VALUES ('delete-all')"))
                 await conn.execute(update(t.node_identity).values(sealed_data_key=b""))
                 await conn.execute(insert(t.settings).values(name=LOCKED_SETTING, value=reason))
-                await _append_audit(conn, self._clock(), self._row.node_key.hex(), "wiped", {"revoked_by": revocation.issuer.hex(), "reason": revocation.reason})
+                await _append_audit(conn, self._keys.node, self._clock(), self._row.node_key.hex(), "wiped", {"revoked_by": revocation.issuer.hex(), "reason": revocation.reason})
             self._forget_everything(reason)
         await self.store.scrub()
 
@@ -1523,7 +1526,7 @@ class Node:
 
         async def also(conn: AsyncConnection) -> None:
             await self._materialise_head(conn, channel_id, self._docs[doc_id])
-            await _append_audit(conn, self._clock(), self._user.hex(), "channel_created", {"channel": name, "kind": kind})
+            await _append_audit(conn, self._keys.node, self._clock(), self._user.hex(), "channel_created", {"channel": name, "kind": kind})
 
         await self._commit_local(doc_id, mutate, also)
         return ChannelSummary(channel_id, name, purpose, kind, False, 0, 0, (cert.name,))
@@ -1541,6 +1544,7 @@ class Node:
 
         async def also(conn: AsyncConnection) -> None:
             await self._materialise_head(conn, head.channel_id, self._docs[doc_id])
+            await _append_audit(conn, self._keys.node, self._clock(), self._user.hex(), "member_added", {"channel": head.name, "user": user_name, "role": "member"})
 
         await self._commit_local(doc_id, lambda doc: documents.set_member(doc, target.key.hex(), "member"), also)
 
@@ -1708,7 +1712,7 @@ class Node:
             updated = await conn.execute(update(t.settings).where(t.settings.c.name == "max_blob_bytes").values(value=str(limit)))
             if updated.rowcount == 0:
                 await conn.execute(insert(t.settings).values(name="max_blob_bytes", value=str(limit)))
-            await _append_audit(conn, self._clock(), self._user.hex(), "setting_changed", {"max_blob_bytes": limit})
+            await _append_audit(conn, self._keys.node, self._clock(), self._user.hex(), "setting_changed", {"max_blob_bytes": limit})
         self.max_blob_bytes = limit
 
     async def _message_row(self, message_id: str) -> dict[str, Any]:
@@ -1723,15 +1727,19 @@ class Node:
             raise NotFound(f"no message {message_id}")
         return dict(row)
 
-    async def _modify(self, message_id: str, mutate: Callable[[Document], None]) -> None:
+    async def _modify(self, message_id: str, mutate: Callable[[Document], None], audited: str | None = None) -> None:
+        """`audited`: the audit action to record with the change (its detail names the message)."""
         row = await self._message_row(message_id)
-        await self._writable(row["channel_id"])
+        head = await self._writable(row["channel_id"])
         if row["deleted"]:
             raise InvalidInput(f"message {message_id} was deleted")
         doc_id = row["doc_id"]
 
         async def also(conn: AsyncConnection) -> None:
             await self._materialise_message(conn, row["channel_id"], doc_id, self._docs[doc_id], row["message_id"])
+            if audited is not None:
+                detail = {"message": row["message_id"], "channel": head.name, "author": self.user_name(row["author"])}
+                await _append_audit(conn, self._keys.node, self._clock(), self._user.hex(), audited, detail)
 
         await self._commit_local(doc_id, mutate, also)
 
@@ -1745,9 +1753,10 @@ class Node:
 
     async def delete(self, message_id: str) -> None:
         row = await self._message_row(message_id)
-        if row["author"] != self._user.hex() and not self.directory.is_admin(self._user):
+        moderated = row["author"] != self._user.hex()
+        if moderated and not self.directory.is_admin(self._user):
             raise PermissionDenied("only a message's author or an admin can delete it")
-        await self._modify(message_id, lambda doc: documents.delete_message(doc, row["message_id"], self._clock()))
+        await self._modify(message_id, lambda doc: documents.delete_message(doc, row["message_id"], self._clock()), "message_deleted" if moderated else None)
 
     async def react(self, message_id: str, emoji: str, *, remove: bool = False) -> None:
         emoji = check_emoji(emoji)
@@ -1917,9 +1926,13 @@ class Node:
         return [AuditRecord(r["seq"], r["at"], r["actor"], r["action"], json.loads(r["detail"])) for r in reversed(rows)]
 
     async def verify_audit(self) -> audit.AuditVerdict:
+        """The chain checked against this node's key; entries from before audit signing (up to
+        the store's upgrade) count as legacy."""
         async with self.store.reading() as conn:
+            legacy_until = (await conn.execute(select(t.node_identity.c.audit_legacy_until))).scalar_one()
             rows = (await conn.execute(select(t.audit_log).order_by(t.audit_log.c.seq))).mappings().all()
-        return audit.verify_chain(audit.AuditEntry(r["seq"], r["at"], r["actor"], r["action"], r["detail"], r["prev_hash"], r["hash"]) for r in rows)
+        entries = (audit.AuditEntry(r["seq"], r["at"], r["actor"], r["action"], r["detail"], r["prev_hash"], r["hash"], r["signature"]) for r in rows)
+        return audit.verify_chain(entries, self._row.node_key, legacy_until=legacy_until)
 
     # --- backups -------------------------------------------------------------------
 
@@ -1945,7 +1958,7 @@ class Node:
         finally:
             partial.unlink(missing_ok=True)
         async with self.store.transaction() as conn:
-            await _append_audit(conn, self._clock(), self._user.hex(), "backup", {"file": name, "bytes": size})
+            await _append_audit(conn, self._keys.node, self._clock(), self._user.hex(), "backup", {"file": name, "bytes": size})
         return BackupInfo(target, size, taken_at)
 
     @classmethod
@@ -1966,7 +1979,7 @@ class Node:
             _remove_db(home)
             raise
         async with node.store.transaction() as conn:
-            await _append_audit(conn, clock(), "-", "restored", {"file": backup.name})
+            await _append_audit(conn, node._keys.node, clock(), "-", "restored", {"file": backup.name})
         return node
 
 
@@ -1982,12 +1995,15 @@ _UPDATE_MESSAGE = (
 )
 
 
-async def _append_audit(conn: AsyncConnection, at: int, actor: str, action: str, detail: dict[str, object]) -> None:
+async def _append_audit(conn: AsyncConnection, signer: nacl.signing.SigningKey | None, at: int, actor: str, action: str, detail: dict[str, object]) -> None:
+    """Appends an entry signed with `signer`, the node's key (None only while it is still sealed)."""
     last = (await conn.execute(select(t.audit_log).order_by(t.audit_log.c.seq.desc()).limit(1))).mappings().first()
     prev = audit.AuditEntry(last["seq"], last["at"], last["actor"], last["action"], last["detail"], last["prev_hash"], last["hash"]) if last else None
-    entry = audit.make_entry(prev, at, actor, action, detail)
+    entry = audit.make_entry(prev, at, actor, action, detail, signer)
     await conn.execute(
-        insert(t.audit_log).values(seq=entry.seq, at=entry.at, actor=entry.actor, action=entry.action, detail=entry.detail, prev_hash=entry.prev_hash, hash=entry.hash)
+        insert(t.audit_log).values(
+            seq=entry.seq, at=entry.at, actor=entry.actor, action=entry.action, detail=entry.detail, prev_hash=entry.prev_hash, hash=entry.hash, signature=entry.signature
+        )
     )
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import __version__, ids
+from appliance.audit import AuditVerdict
 from appliance.errors import InvalidInput, NodeLocked, NotInitialised, RallypointError
 from appliance.model import MessageView, iso_utc
 from appliance.node import Attachment, Node
@@ -305,14 +306,25 @@ async def cmd_config(args: argparse.Namespace) -> None:
     await _with_node(args, run)
 
 
+def _audit_verdict_text(verdict: AuditVerdict) -> str:
+    if not verdict.ok:
+        return f"AUDIT LOG BROKEN after {verdict.count} good entries: {verdict.problem}"
+    text = f"audit log intact: {verdict.count} entries, signed by this node's key, head {verdict.head.hex()[:16]}"
+    if verdict.legacy:
+        text += f"\n{verdict.legacy} legacy entries (1-{verdict.legacy}) were written before entries were signed; their hash chain holds"
+    if verdict.uncovered:
+        text += f"\nthe last {verdict.uncovered} entries (failed unlocks) are not yet covered by a signature"
+    return text
+
+
 async def cmd_audit(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
         if args.verify:
             verdict = await node.verify_audit()
             emit(
                 args,
-                {"ok": verdict.ok, "entries": verdict.count, "head": verdict.head.hex(), "problem": verdict.problem},
-                f"audit log intact: {verdict.count} entries, head {verdict.head.hex()[:16]}" if verdict.ok else f"AUDIT LOG BROKEN after {verdict.count} good entries: {verdict.problem}",
+                {"ok": verdict.ok, "entries": verdict.count, "head": verdict.head.hex(), "problem": verdict.problem, "legacy": verdict.legacy, "uncovered": verdict.uncovered},
+                _audit_verdict_text(verdict),
             )
             if not verdict.ok:
                 raise SystemExit(EXIT_ERROR)
