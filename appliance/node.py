@@ -332,7 +332,7 @@ class Node:
             node = cls(home, store, row, keys, row.default_user, clock, rng)
             await node._load_state()
             if as_user is not None:
-                node.act_as(as_user)
+                await node.act_as(as_user)
             return node
         except BaseException:
             await store.__aexit__(None, None, None)
@@ -403,13 +403,24 @@ class Node:
     def user_key(self) -> bytes:
         return self._user
 
-    def act_as(self, name: str) -> None:
-        for pub in self._keys.users:
-            cert = self.directory.user(pub)
-            if cert is not None and cert.name == name:
-                self._user = pub
-                return
-        raise NotFound(f"no local user {name!r} on this node")
+    async def act_as(self, name: str) -> None:
+        """Makes `name` the acting user. The passphrase unlocks the node, not a person: every
+        local user's key is sealed under it, so acting as anyone but the node's default user
+        would need that user's own sign-in, which this version does not have yet. Until it
+        does, only the default user acts; a refusal is audited."""
+        default = self.directory.user(self._row.default_user)
+        if default is not None and default.name == name:
+            self._user = self._row.default_user
+            return
+        if not any((cert := self.directory.user(pub)) is not None and cert.name == name for pub in self._keys.users):
+            raise NotFound(f"no local user {name!r} on this node")
+        async with self.store.transaction() as conn:
+            await _append_audit(conn, self._keys.node, self._clock(), self._row.default_user.hex(), "permission_denied", {"action": f"act as {name}"})
+        owner = default.name if default is not None else ids.key_id(self._row.default_user)
+        raise PermissionDenied(
+            f"this node acts only as its own user {owner}: acting as {name} needs {name}'s own sign-in, which this version does not have yet"
+            f" (the node's passphrase is not {name}'s secret); {name} can use a node enrolled for them (rallypoint invite)"
+        )
 
     def whoami(self) -> Identity:
         cert = self.directory.user(self._user)
