@@ -19,7 +19,8 @@ from appliance import schema as t
 
 INCARNATION_BYTES = 16
 USED_ENROLLMENT_FORMAT = "rallypoint-enrollment-used/1"
-REFUSAL_AUDIT_INTERVAL_MS = 3_600_000  # a conflicted peer that keeps trying is audited once an hour
+REFUSAL_AUDIT_INTERVAL_MS = 3_600_000
+CONFLICT_PREFIX = "identity conflict: "  # begins every refusal for a conflict (a LAN peer's Bye says it)  # a conflicted peer that keeps trying is audited once an hour
 
 
 # --- enrollment files used once ------------------------------------------------------------
@@ -30,11 +31,12 @@ def used_enrollment_marker(node_id: str, used_at: int) -> bytes:
     return cbor.encode({"format": USED_ENROLLMENT_FORMAT, "node": node_id, "used_at": used_at})
 
 
-def consume_enrollment_file(path: Path, marker: bytes) -> str | None:
-    """Overwrites the enrollment file in place - its sealed keys first with the marker and
-    zeros, flushed to the medium, then cut to the marker - so the file cannot be joined with
-    again. Returns None, or why the file could not be consumed (a read-only stick): the
-    caller then tells the operator to destroy it."""
+def consume_enrollment_file(path: Path, node_id: str, used_at: int) -> str | None:
+    """After a successful join: overwrites the enrollment file in place - its sealed keys
+    first with the used marker and zeros, flushed to the medium, then cut to the marker - so
+    the file cannot be joined with again. Returns None, or why the file could not be consumed
+    (a read-only stick): the caller then tells the operator to destroy it (UNCONSUMED_WARNING)."""
+    marker = used_enrollment_marker(node_id, used_at)
     try:
         fd = os.open(path, os.O_WRONLY)
         try:
@@ -50,6 +52,12 @@ def consume_enrollment_file(path: Path, marker: bytes) -> str | None:
     return None
 
 
+UNCONSUMED_WARNING = (
+    "WARNING: the enrollment file could not be marked as used ({reason}). Destroy it now: anyone with it and the code"
+    " can install this node's identity on a second machine, and both would then be refused by every peer."
+)
+
+
 # --- incarnations seen ----------------------------------------------------------------------
 
 
@@ -61,19 +69,24 @@ class IncarnationVerdict:
     refusals: int  # contacts refused since the conflict, this one included
 
 
-async def record_incarnation(conn: AsyncConnection, node_key: bytes, incarnation: bytes, now: int, *, first: bytes | None = None) -> IncarnationVerdict:
+async def record_incarnation(
+    conn: AsyncConnection, node_key: bytes, incarnation: bytes, now: int, *, first: bytes | None = None, record: bool = True
+) -> IncarnationVerdict:
     """Judges one contact of `node_key` presenting `incarnation`, in the caller's transaction.
     `first` is the incarnation the key is known to have when it was not seen yet (this
-    node's own, for its own key)."""
+    node's own, for its own key). Without `record` nothing is written (nor to be audited)."""
     row = (await conn.execute(select(t.peer_incarnations).where(t.peer_incarnations.c.node_key == node_key))).mappings().first()
     if row is None:
         known = first or incarnation
-        await conn.execute(insert(t.peer_incarnations).values(node_key=node_key, incarnation=known, first_seen=now, refusals=0))
+        if record:
+            await conn.execute(insert(t.peer_incarnations).values(node_key=node_key, incarnation=known, first_seen=now, refusals=0))
         row = {"incarnation": known, "conflict_at": None, "refusals": 0, "audited_at": None}
     if row["conflict_at"] is None and row["incarnation"] == incarnation:
         return IncarnationVerdict(False, False, False, 0)
     detected = row["conflict_at"] is None
     refusals = row["refusals"] + 1
+    if not record:
+        return IncarnationVerdict(True, detected, False, refusals)
     audit = detected or row["audited_at"] is None or now - row["audited_at"] >= REFUSAL_AUDIT_INTERVAL_MS
     values: dict[str, object] = {"refusals": refusals}
     if detected:

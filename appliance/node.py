@@ -45,6 +45,7 @@ from appliance.errors import (
     CertificateInvalid,
     ChangeRejected,
     EnrollmentRejected,
+    IdentityConflict,
     InvalidInput,
     NodeLocked,
     NotFound,
@@ -376,6 +377,11 @@ class Node:
     @property
     def node_key(self) -> bytes:
         return self._row.node_key
+
+    @property
+    def incarnation(self) -> bytes:
+        """This installation of the node's identity (what peers see in handshakes and bundles)."""
+        return self._row.incarnation
 
     @property
     def locked_reason(self) -> str | None:
@@ -1353,6 +1359,7 @@ class Node:
             courier = dict(
                 (await conn.execute(select(t.bundle_log.c.sender, func.max(t.bundle_log.c.decided_at)).where(t.bundle_log.c.outcome == "accepted").group_by(t.bundle_log.c.sender))).all()
             )
+            conflicted = await identity.conflicted_keys(conn)
         rows: list[PeerStatus] = []
         for info in self.nodes():
             if info.this_node:
@@ -1365,6 +1372,7 @@ class Node:
                     info.node_id, info.name, trust, info.key,
                     lan.address if lan else None, lan.port if lan else None, lan.last_seen if lan else None, lan.last_sync if lan else None,
                     courier.get(info.node_id), behind,
+                    self._conflict_text(info.key) if trust == "trusted" and info.key in conflicted else None,
                 )
             )
         for lan in seen.values():
@@ -1401,6 +1409,43 @@ class Node:
 
     async def address_allowed(self, address: str) -> netpolicy.Decision:
         return netpolicy.decide(address, await self.network_rules())
+
+    async def check_peer_incarnation(self, peer: bytes, incarnation: bytes, *, via: str, address: str | None = None, record: bool = True) -> None:
+        """Judges a node key presented with `incarnation` (a LAN handshake, a bundle). Raises
+        IdentityConflict - audited, at most once an hour per key after the first - when the key
+        is this node's own from another machine, was first seen with another incarnation, or is
+        already in conflict; otherwise remembers the first incarnation seen. Without `record`
+        (a preview) it judges and writes nothing."""
+        own = peer == self._row.node_key
+        if own and incarnation == self._row.incarnation:
+            return
+        now = self._clock()
+        async with self.store.transaction() as conn:
+            verdict = await identity.record_incarnation(conn, peer, incarnation, now, first=self._row.incarnation if own else None, record=record)
+            if verdict.audit:
+                detail: dict[str, object] = {"node": ids.key_id(peer), "via": via, "incarnation": incarnation.hex(), "detected": verdict.detected, "refusals": verdict.refusals}
+                if address is not None:
+                    detail["address"] = address
+                await _append_audit(conn, self._keys.node, now, self._row.node_key.hex(), "identity_conflict", detail)
+        if verdict.refused:
+            raise IdentityConflict(self._conflict_text(peer))
+
+    def _conflict_text(self, node_key: bytes) -> str:
+        if node_key == self._row.node_key:
+            return (
+                f"{identity.CONFLICT_PREFIX}another machine presents this node's own identity (its enrollment file was used twice, or its disk copied)"
+                f" -- revoke it and re-enroll both (rallypoint node revoke {self._row.node_name})"
+            )
+        name = self._node_names.get(node_key, ids.key_id(node_key))
+        return f"{identity.CONFLICT_PREFIX}two nodes present the identity of {name} ({ids.key_id(node_key)}) -- revoke it and re-enroll (rallypoint node revoke {name})"
+
+    async def audit_conflict_reported(self, peer: bytes, reason: str, *, via: str, address: str | None = None) -> None:
+        """A peer refused this node because it sees this node's identity on two machines."""
+        detail: dict[str, object] = {"by": ids.key_id(peer), "via": via, "reason": reason}
+        if address is not None:
+            detail["address"] = address
+        async with self.store.transaction() as conn:
+            await _append_audit(conn, self._keys.node, self._clock(), self._row.node_key.hex(), "identity_conflict_reported", detail)
 
     async def audit_lan_refusal(self, address: str, reason: str, peer: bytes | None = None) -> None:
         """Records that an incoming or outgoing LAN session was refused, and why."""
@@ -2088,6 +2133,10 @@ def _open_enrollment(data: bytes, code: str) -> dict[str, Any]:
         outer = cbor.decode(data, "enrollment file")
     except InvalidInput as exc:
         raise EnrollmentRejected(f"not an enrollment file ({exc})") from exc
+    if isinstance(outer, dict) and outer.get("format") == identity.USED_ENROLLMENT_FORMAT:
+        used_at = outer.get("used_at")
+        when = f" at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(used_at / 1000))}" if isinstance(used_at, int) else ""
+        raise EnrollmentRejected(f"this enrollment file was already used (by node {str(outer.get('node'))[:40]}{when}): ask an admin for a new invitation")
     if not isinstance(outer, dict) or outer.get("format") != ENROLLMENT_FORMAT:
         raise EnrollmentRejected("not a Rallypoint enrollment file (or an unsupported version)")
     try:

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from appliance import __version__, ids
+from appliance import __version__, identity, ids
 from appliance.audit import AuditVerdict
 from appliance.errors import InvalidInput, NodeLocked, NotInitialised, RallypointError
 from appliance.model import MessageView, iso_utc
@@ -136,6 +136,9 @@ async def cmd_join(args: argparse.Namespace) -> None:
         code = input("One-time code: ")
     passphrase = read_passphrase(args, confirm=True, prompt="New passphrase for this node: ")
     async with await Node.join(Path(args.home).expanduser(), data, code, passphrase) as node:
+        unconsumed = identity.consume_enrollment_file(Path(args.file), node.node_id, node.now())
+        if unconsumed is not None:
+            print(identity.UNCONSUMED_WARNING.format(reason=unconsumed), file=sys.stderr)
         me = node.whoami()
         emit(
             args,
@@ -577,6 +580,7 @@ async def cmd_peers(args: argparse.Namespace) -> None:
                 "last_sync": iso_utc(r.last_sync),
                 "last_courier": iso_utc(r.last_courier),
                 "behind": r.behind,
+                "conflict": r.conflict,
             }
             for r in rows
         ]
@@ -589,6 +593,8 @@ async def cmd_peers(args: argparse.Namespace) -> None:
             address = f"{r.address}:{r.port}" if r.address else "-"
             behind = "-" if r.behind is None else f"{r.behind} change(s)"
             lines.append(f"{r.node_id:<23} {printable(r.name)[:14]:<14} {r.trust:<15} {address:<21} {when(r.last_sync):<16} {when(r.last_courier):<16} {behind}")
+            if r.conflict:
+                lines.append(f"  {printable(r.conflict)}")
         emit(args, payload, "\n".join(lines) if rows else "no peers known yet")
 
     await _with_node(args, run)
