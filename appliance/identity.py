@@ -97,6 +97,13 @@ async def record_incarnation(
     return IncarnationVerdict(True, detected, audit, refusals)
 
 
+async def known_good(conn: AsyncConnection, node_key: bytes, incarnation: bytes) -> bool:
+    """Whether `node_key` was first seen with `incarnation` and is not in conflict: the common
+    case, answered by a read alone (no write lock for every LAN session)."""
+    row = (await conn.execute(select(t.peer_incarnations.c.incarnation, t.peer_incarnations.c.conflict_at).where(t.peer_incarnations.c.node_key == node_key))).first()
+    return row is not None and row.conflict_at is None and row.incarnation == incarnation
+
+
 async def conflicted_keys(conn: AsyncConnection) -> set[bytes]:
     """Node keys two machines were seen presenting."""
     rows = await conn.execute(select(t.peer_incarnations.c.node_key).where(t.peer_incarnations.c.conflict_at.is_not(None)))

@@ -1419,6 +1419,9 @@ class Node:
         own = peer == self._row.node_key
         if own and incarnation == self._row.incarnation:
             return
+        async with self.store.reading() as conn:
+            if await identity.known_good(conn, peer, incarnation):
+                return
         now = self._clock()
         async with self.store.transaction() as conn:
             verdict = await identity.record_incarnation(conn, peer, incarnation, now, first=self._row.incarnation if own else None, record=record)
