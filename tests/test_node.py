@@ -21,7 +21,7 @@ from appliance.errors import (
     WrongPassphrase,
 )
 from appliance.node import Attachment, Node
-from tests.conftest import FAST, PASSPHRASE, make_workspace, sync_all
+from tests.conftest import FAST, PASSPHRASE, make_workspace, run_cli, sync_all
 
 
 async def test_secret_keys_are_sealed_on_disk(tmp_path: Path) -> None:
@@ -305,6 +305,9 @@ async def test_only_the_nodes_own_user_acts_until_per_user_sign_in_exists(tmp_pa
         await Node.open(home, PASSPHRASE, as_user="bob")
     async with await Node.open(home, PASSPHRASE, as_user="alice") as again:
         assert again.whoami().user_name == "alice"
+    refused = run_cli(home, "post", "general", "as bob", "--as", "bob")
+    assert refused.returncode == 1 and "needs bob's own sign-in" in refused.stderr
+    assert "only the node's own user may act" in " ".join(run_cli(home, "post", "--help").stdout.split())
 
 
 async def test_the_search_index_follows_every_way_a_message_arrives(tmp_path: Path) -> None:
