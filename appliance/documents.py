@@ -16,6 +16,8 @@ two nodes that roll over to the same next segment concurrently only add distinct
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,12 +73,27 @@ def new_document(actor: bytes) -> Document:
     return Document(actor_id=actor)
 
 
+@contextmanager
+def binding_errors(what: str) -> Iterator[None]:
+    """Turns what the Automerge binding raises on bad bytes into DocumentError. Its errors are
+    plain Exception, but on some crafted input it panics: `pyo3_runtime.PanicException`, a
+    BaseException that `except Exception` misses and that would end the node. Only the
+    binding's panics are caught beside Exception: KeyboardInterrupt, SystemExit, GeneratorExit
+    and CancelledError pass through."""
+    try:
+        yield
+    except Exception as exc:
+        raise DocumentError(f"{what}: {exc}") from exc
+    except BaseException as exc:
+        if type(exc).__module__ != "pyo3_runtime":
+            raise
+        raise DocumentError(f"{what}: the Automerge library failed on these bytes ({exc})") from exc
+
+
 def load_document(data: bytes, actor: bytes) -> Document:
     """`data` is a saved document, changes, or both concatenated."""
-    try:
+    with binding_errors("cannot load document"):
         doc = Document.load(data)
-    except Exception as exc:
-        raise DocumentError(f"cannot load document: {exc}") from exc
     doc.set_actor(actor)
     return doc
 
@@ -90,10 +107,8 @@ def apply_changes(doc: Document, changes: list[bytes]) -> None:
     message += uleb128(0) + uleb128(0) + uleb128(0) + uleb128(len(changes))
     for change in changes:
         message += uleb128(len(change)) + change
-    try:
+    with binding_errors("cannot apply changes"):
         doc.receive_sync_message(SyncState(), Message.decode(bytes(message)))
-    except Exception as exc:
-        raise DocumentError(f"cannot apply changes: {exc}") from exc
 
 
 def _op_author(exid: bytes) -> bytes | None:

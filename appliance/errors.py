@@ -59,3 +59,8 @@ class AuditChainBroken(RallypointError):
 
 class StorageError(RallypointError):
     """The database refused a write (full disk, read-only medium, locked); nothing was half-written."""
+
+
+class IdentityConflict(RallypointError):
+    """Two machines present one node identity (an enrollment file used twice, a copied disk):
+    that node is refused until an admin revokes it and it is re-enrolled."""

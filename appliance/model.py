@@ -216,3 +216,4 @@ class PeerStatus:
     last_sync: int | None
     last_courier: int | None  # when a bundle from it was last accepted
     behind: int | None  # changes of ours it lacks as far as it told us; None if it is not ours to sync
+    conflict: str | None = None  # why it is refused although trusted: two machines present its identity

@@ -29,7 +29,7 @@ from automerge._automerge import Document
 from sqlalchemy import and_, bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from appliance import audit, cbor, certs, crypto, documents, ids, netpolicy
+from appliance import audit, cbor, certs, crypto, documents, identity, ids, netpolicy
 from appliance import schema as t
 from appliance.changes import (
     ChangeHeader,
@@ -45,6 +45,7 @@ from appliance.errors import (
     CertificateInvalid,
     ChangeRejected,
     EnrollmentRejected,
+    IdentityConflict,
     InvalidInput,
     NodeLocked,
     NotFound,
@@ -145,6 +146,7 @@ class _Row:
     node_name: str
     node_key: bytes
     default_user: bytes
+    incarnation: bytes  # this installation of the identity (see schema.node_identity)
 
 
 class Node:
@@ -239,7 +241,7 @@ class Node:
                 certs.issue_certificate(workspace_key, workspace=ws_pub, kind="node", key=bytes(node_key.verify_key), name=node_name, role="node", issued_at=now),
             ]
             keys = _Keys(rng(32), node_key, workspace_key, {bytes(user_key.verify_key): user_key})
-            row = _Row(workspace_name, ws_pub, node_name, bytes(node_key.verify_key), bytes(user_key.verify_key))
+            row = _Row(workspace_name, ws_pub, node_name, bytes(node_key.verify_key), bytes(user_key.verify_key), rng(identity.INCARNATION_BYTES))
             await cls._write_identity(store, row, keys, passphrase, kdf, rng, now)
             node = cls(home, store, row, keys, row.default_user, clock, rng)
             await node._add_directory_entries(issued, "init", {"workspace": node.workspace_id, "user": user_name, "node": node.node_id})
@@ -270,6 +272,8 @@ class Node:
                     kdf_memlimit=kdf.memlimit,
                     sealed_data_key=sealed_data_key,
                     created_at=now,
+                    incarnation=row.incarnation,
+                    audit_legacy_until=0,
                 )
             )
             for pub, kind, sk in secrets_rows:
@@ -312,7 +316,7 @@ class Node:
                 data_key = await asyncio.to_thread(crypto.open_with_passphrase, passphrase, ident["sealed_data_key"], ident["kdf_salt"], params)
             except WrongPassphrase:
                 async with store.transaction() as conn:
-                    await _append_audit(conn, clock(), "-", "unlock_failed", {"reason": "wrong passphrase"})
+                    await _append_audit(conn, None, clock(), "-", "unlock_failed", {"reason": "wrong passphrase"})
                 raise
             keys = _Keys(data_key, None, None, {})  # type: ignore[arg-type]
             for pub, kind, sealed in sealed_rows:
@@ -326,11 +330,11 @@ class Node:
                     keys.workspace = sk
                 else:
                     keys.users[pub] = sk
-            row = _Row(ident["workspace_name"], ident["workspace_key"], ident["node_name"], ident["node_key"], ident["default_user"])
+            row = _Row(ident["workspace_name"], ident["workspace_key"], ident["node_name"], ident["node_key"], ident["default_user"], ident["incarnation"])
             node = cls(home, store, row, keys, row.default_user, clock, rng)
             await node._load_state()
             if as_user is not None:
-                node.act_as(as_user)
+                await node.act_as(as_user)
             return node
         except BaseException:
             await store.__aexit__(None, None, None)
@@ -376,6 +380,11 @@ class Node:
         return self._row.node_key
 
     @property
+    def incarnation(self) -> bytes:
+        """This installation of the node's identity (what peers see in handshakes and bundles)."""
+        return self._row.incarnation
+
+    @property
     def locked_reason(self) -> str | None:
         """Why this node holds nothing any more (its revocation arrived and it wiped itself)."""
         return self._locked
@@ -401,13 +410,24 @@ class Node:
     def user_key(self) -> bytes:
         return self._user
 
-    def act_as(self, name: str) -> None:
-        for pub in self._keys.users:
-            cert = self.directory.user(pub)
-            if cert is not None and cert.name == name:
-                self._user = pub
-                return
-        raise NotFound(f"no local user {name!r} on this node")
+    async def act_as(self, name: str) -> None:
+        """Makes `name` the acting user. The passphrase unlocks the node, not a person: every
+        local user's key is sealed under it, so acting as anyone but the node's default user
+        would need that user's own sign-in, which this version does not have yet. Until it
+        does, only the default user acts; a refusal is audited."""
+        default = self.directory.user(self._row.default_user)
+        if default is not None and default.name == name:
+            self._user = self._row.default_user
+            return
+        if not any((cert := self.directory.user(pub)) is not None and cert.name == name for pub in self._keys.users):
+            raise NotFound(f"no local user {name!r} on this node")
+        async with self.store.transaction() as conn:
+            await _append_audit(conn, self._keys.node, self._clock(), self._row.default_user.hex(), "permission_denied", {"action": f"act as {name}"})
+        owner = default.name if default is not None else ids.key_id(self._row.default_user)
+        raise PermissionDenied(
+            f"this node acts only as its own user {owner}: acting as {name} needs {name}'s own sign-in, which this version does not have yet"
+            f" (the node's passphrase is not {name}'s secret); {name} can use a node enrolled for them (rallypoint invite)"
+        )
 
     def whoami(self) -> Identity:
         cert = self.directory.user(self._user)
@@ -455,7 +475,7 @@ class Node:
         cert = self.directory.user(self._user)
         if cert is None or cert.role != "admin":
             async with self.store.transaction() as conn:
-                await _append_audit(conn, self._clock(), self._user.hex(), "permission_denied", {"action": action})
+                await _append_audit(conn, self._keys.node, self._clock(), self._user.hex(), "permission_denied", {"action": action})
             raise PermissionDenied(f"{action} needs the admin role")
         return self._keys.users[self._user]
 
@@ -480,7 +500,7 @@ class Node:
 
         async def also(conn: AsyncConnection) -> None:
             await self._store_directory_entries(conn, [(_entry_kind(e), e.encoded, e.fingerprint) for e in entries], now)
-            await _append_audit(conn, now, self._user.hex(), action, detail)
+            await _append_audit(conn, self._keys.node, now, self._user.hex(), action, detail)
             if extra is not None:
                 await extra(conn)
 
@@ -590,7 +610,7 @@ class Node:
         try:
             node_key = crypto.new_signing_key(inner["node_seed"])
             user_key = crypto.new_signing_key(inner["user_seed"])
-            row = _Row(inner["workspace_name"], inner["workspace_key"], inner["node_name"], bytes(node_key.verify_key), bytes(user_key.verify_key))
+            row = _Row(inner["workspace_name"], inner["workspace_key"], inner["node_name"], bytes(node_key.verify_key), bytes(user_key.verify_key), rng(identity.INCARNATION_BYTES))
             keys = _Keys(rng(32), node_key, None, {row.default_user: user_key})
             node = cls(home, store, row, keys, row.default_user, clock, rng)
             signed = [SignedChange(data, sig or None) for data, sig in inner["directory"]]
@@ -599,7 +619,7 @@ class Node:
                 raise EnrollmentRejected("the enrollment file's certificates do not verify up to its workspace key")
             await cls._write_identity(store, row, keys, passphrase, kdf, rng, clock())
             async with store.transaction() as conn:
-                await _append_audit(conn, clock(), row.default_user.hex(), "joined", {"workspace": node.workspace_id, "node": node.node_id, "invited_by": inner["invited_by"]})
+                await _append_audit(conn, keys.node, clock(), row.default_user.hex(), "joined", {"workspace": node.workspace_id, "node": node.node_id, "invited_by": inner["invited_by"]})
             return node
         except ChangeRejected as exc:
             await store.__aexit__(None, None, None)
@@ -919,7 +939,10 @@ class Node:
             await self._ensure_document_row(conn, doc_id)
             await self._append_changes(conn, doc_id, [(c.header, c.data, c.signature, c.vouched_by) for c in verified], received_from)
             before = doc.get_heads()
-            documents.apply_changes(doc, [c.data for c in verified])
+            try:
+                documents.apply_changes(doc, [c.data for c in verified])
+            except documents.DocumentError as exc:
+                raise ChangeRejected(f"{doc_id}: {exc}") from exc
             self._known[doc_id].update(c.header.hash for c in verified)
             applied += len(verified)
             new_messages = 0
@@ -962,7 +985,10 @@ class Node:
     def _trial(self, doc: Document, verified: Sequence[VerifiedChange]) -> Document:
         """A copy of `doc` with the verified changes applied: what it will be, judged before
         anything is written."""
-        return documents.load_document(doc.save() + b"".join(c.data for c in verified), self._actor())
+        try:
+            return documents.load_document(doc.save() + b"".join(c.data for c in verified), self._actor())
+        except documents.DocumentError as exc:
+            raise ChangeRejected(str(exc)) from exc
 
     def _forget_after_import(self, doc_ids: Iterable[str]) -> None:
         for doc_id in doc_ids:
@@ -1080,7 +1106,7 @@ class Node:
         }
         if receipt.bundle_id is not None:
             detail["bundle"] = receipt.bundle_id.hex()
-        await _append_audit(conn, now, self._row.node_key.hex(), f"{receipt.source}_{outcome}", detail)
+        await _append_audit(conn, self._keys.node, now, self._row.node_key.hex(), f"{receipt.source}_{outcome}", detail)
 
     async def _store_peer_heads(self, conn: AsyncConnection, peer: str, heads: Mapping[str, Sequence[bytes]], as_of: int) -> None:
         stored = dict((await conn.execute(select(t.peer_heads.c.doc_id, t.peer_heads.c.updated_at).where(t.peer_heads.c.peer == peer))).all())
@@ -1266,7 +1292,7 @@ class Node:
             detail: dict[str, object] = {"outcome": outcome, "reason": reason, "from": sender_id, "digest": digest.hex()}
             if bundle_id is not None:
                 detail["bundle"] = bundle_id.hex()
-            await _append_audit(conn, now, self._row.node_key.hex(), f"{source}_rejected", detail)
+            await _append_audit(conn, self._keys.node, now, self._row.node_key.hex(), f"{source}_rejected", detail)
 
     async def courier_log(self, limit: int = 100) -> list[dict[str, Any]]:
         """The latest bundle decisions, newest first."""
@@ -1341,6 +1367,7 @@ class Node:
             courier = dict(
                 (await conn.execute(select(t.bundle_log.c.sender, func.max(t.bundle_log.c.decided_at)).where(t.bundle_log.c.outcome == "accepted").group_by(t.bundle_log.c.sender))).all()
             )
+            conflicted = await identity.conflicted_keys(conn)
         rows: list[PeerStatus] = []
         for info in self.nodes():
             if info.this_node:
@@ -1353,6 +1380,7 @@ class Node:
                     info.node_id, info.name, trust, info.key,
                     lan.address if lan else None, lan.port if lan else None, lan.last_seen if lan else None, lan.last_sync if lan else None,
                     courier.get(info.node_id), behind,
+                    self._conflict_text(info.key) if trust == "trusted" and info.key in conflicted else None,
                 )
             )
         for lan in seen.values():
@@ -1384,11 +1412,51 @@ class Node:
                 raise NotFound(f"there is no rule for {normal}")
             if action is not None:
                 await conn.execute(insert(t.network_rules).values(network=normal, action=action, created_at=now, created_by=self._user.hex()))
-            await _append_audit(conn, now, self._user.hex(), "network_rule", {"network": normal, "action": action or "removed"})
+            await _append_audit(conn, self._keys.node, now, self._user.hex(), "network_rule", {"network": normal, "action": action or "removed"})
         return normal
 
     async def address_allowed(self, address: str) -> netpolicy.Decision:
         return netpolicy.decide(address, await self.network_rules())
+
+    async def check_peer_incarnation(self, peer: bytes, incarnation: bytes, *, via: str, address: str | None = None, record: bool = True) -> None:
+        """Judges a node key presented with `incarnation` (a LAN handshake, a bundle). Raises
+        IdentityConflict - audited, at most once an hour per key after the first - when the key
+        is this node's own from another machine, was first seen with another incarnation, or is
+        already in conflict; otherwise remembers the first incarnation seen. Without `record`
+        (a preview) it judges and writes nothing."""
+        own = peer == self._row.node_key
+        if own and incarnation == self._row.incarnation:
+            return
+        async with self.store.reading() as conn:
+            if await identity.known_good(conn, peer, incarnation):
+                return
+        now = self._clock()
+        async with self.store.transaction() as conn:
+            verdict = await identity.record_incarnation(conn, peer, incarnation, now, first=self._row.incarnation if own else None, record=record)
+            if verdict.audit:
+                detail: dict[str, object] = {"node": ids.key_id(peer), "via": via, "incarnation": incarnation.hex(), "detected": verdict.detected, "refusals": verdict.refusals}
+                if address is not None:
+                    detail["address"] = address
+                await _append_audit(conn, self._keys.node, now, self._row.node_key.hex(), "identity_conflict", detail)
+        if verdict.refused:
+            raise IdentityConflict(self._conflict_text(peer))
+
+    def _conflict_text(self, node_key: bytes) -> str:
+        if node_key == self._row.node_key:
+            return (
+                f"{identity.CONFLICT_PREFIX}another machine presents this node's own identity (its enrollment file was used twice, or its disk copied)"
+                f" -- revoke it and re-enroll both (rallypoint node revoke {self._row.node_name})"
+            )
+        name = self._node_names.get(node_key, ids.key_id(node_key))
+        return f"{identity.CONFLICT_PREFIX}two nodes present the identity of {name} ({ids.key_id(node_key)}) -- revoke it and re-enroll (rallypoint node revoke {name})"
+
+    async def audit_conflict_reported(self, peer: bytes, reason: str, *, via: str, address: str | None = None) -> None:
+        """A peer refused this node because it sees this node's identity on two machines."""
+        detail: dict[str, object] = {"by": ids.key_id(peer), "via": via, "reason": reason}
+        if address is not None:
+            detail["address"] = address
+        async with self.store.transaction() as conn:
+            await _append_audit(conn, self._keys.node, self._clock(), self._row.node_key.hex(), "identity_conflict_reported", detail)
 
     async def audit_lan_refusal(self, address: str, reason: str, peer: bytes | None = None) -> None:
         """Records that an incoming or outgoing LAN session was refused, and why."""
@@ -1396,7 +1464,7 @@ class Node:
         if peer is not None:
             detail["peer"] = ids.key_id(peer)
         async with self.store.transaction() as conn:
-            await _append_audit(conn, self._clock(), self._row.node_key.hex(), "lan_refused", detail)
+            await _append_audit(conn, self._keys.node, self._clock(), self._row.node_key.hex(), "lan_refused", detail)
 
     @property
     def signing_key(self) -> nacl.signing.SigningKey:
@@ -1422,7 +1490,7 @@ class Node:
                     await conn.execute(text("INSERT INTO messages_fts(messages_fts) VALUES ('delete-all')"))
                 await conn.execute(update(t.node_identity).values(sealed_data_key=b""))
                 await conn.execute(insert(t.settings).values(name=LOCKED_SETTING, value=reason))
-                await _append_audit(conn, self._clock(), self._row.node_key.hex(), "wiped", {"revoked_by": revocation.issuer.hex(), "reason": revocation.reason})
+                await _append_audit(conn, self._keys.node, self._clock(), self._row.node_key.hex(), "wiped", {"revoked_by": revocation.issuer.hex(), "reason": revocation.reason})
             self._forget_everything(reason)
         await self.store.scrub()
 
@@ -1525,7 +1593,7 @@ class Node:
 
         async def also(conn: AsyncConnection) -> None:
             await self._materialise_head(conn, channel_id, self._docs[doc_id])
-            await _append_audit(conn, self._clock(), self._user.hex(), "channel_created", {"channel": name, "kind": kind})
+            await _append_audit(conn, self._keys.node, self._clock(), self._user.hex(), "channel_created", {"channel": name, "kind": kind})
 
         await self._commit_local(doc_id, mutate, also)
         return ChannelSummary(channel_id, name, purpose, kind, False, 0, 0, (cert.name,))
@@ -1543,6 +1611,7 @@ class Node:
 
         async def also(conn: AsyncConnection) -> None:
             await self._materialise_head(conn, head.channel_id, self._docs[doc_id])
+            await _append_audit(conn, self._keys.node, self._clock(), self._user.hex(), "member_added", {"channel": head.name, "user": user_name, "role": "member"})
 
         await self._commit_local(doc_id, lambda doc: documents.set_member(doc, target.key.hex(), "member"), also)
 
@@ -1713,7 +1782,7 @@ class Node:
             updated = await conn.execute(update(t.settings).where(t.settings.c.name == "max_blob_bytes").values(value=str(limit)))
             if updated.rowcount == 0:
                 await conn.execute(insert(t.settings).values(name="max_blob_bytes", value=str(limit)))
-            await _append_audit(conn, self._clock(), self._user.hex(), "setting_changed", {"max_blob_bytes": limit})
+            await _append_audit(conn, self._keys.node, self._clock(), self._user.hex(), "setting_changed", {"max_blob_bytes": limit})
         self.max_blob_bytes = limit
 
     async def _message_row(self, message_id: str) -> dict[str, Any]:
@@ -1728,15 +1797,19 @@ class Node:
             raise NotFound(f"no message {message_id}")
         return dict(row)
 
-    async def _modify(self, message_id: str, mutate: Callable[[Document], None]) -> None:
+    async def _modify(self, message_id: str, mutate: Callable[[Document], None], audited: str | None = None) -> None:
+        """`audited`: the audit action to record with the change (its detail names the message)."""
         row = await self._message_row(message_id)
-        await self._writable(row["channel_id"])
+        head = await self._writable(row["channel_id"])
         if row["deleted"]:
             raise InvalidInput(f"message {message_id} was deleted")
         doc_id = row["doc_id"]
 
         async def also(conn: AsyncConnection) -> None:
             await self._materialise_message(conn, row["channel_id"], doc_id, self._docs[doc_id], row["message_id"])
+            if audited is not None:
+                detail = {"message": row["message_id"], "channel": head.name, "author": self.user_name(row["author"])}
+                await _append_audit(conn, self._keys.node, self._clock(), self._user.hex(), audited, detail)
 
         await self._commit_local(doc_id, mutate, also)
 
@@ -1750,9 +1823,10 @@ class Node:
 
     async def delete(self, message_id: str) -> None:
         row = await self._message_row(message_id)
-        if row["author"] != self._user.hex() and not self.directory.is_admin(self._user):
+        moderated = row["author"] != self._user.hex()
+        if moderated and not self.directory.is_admin(self._user):
             raise PermissionDenied("only a message's author or an admin can delete it")
-        await self._modify(message_id, lambda doc: documents.delete_message(doc, row["message_id"], self._clock()))
+        await self._modify(message_id, lambda doc: documents.delete_message(doc, row["message_id"], self._clock()), "message_deleted" if moderated else None)
 
     async def react(self, message_id: str, emoji: str, *, remove: bool = False) -> None:
         emoji = check_emoji(emoji)
@@ -1922,9 +1996,13 @@ class Node:
         return [AuditRecord(r["seq"], r["at"], r["actor"], r["action"], json.loads(r["detail"])) for r in reversed(rows)]
 
     async def verify_audit(self) -> audit.AuditVerdict:
+        """The chain checked against this node's key; entries from before audit signing (up to
+        the store's upgrade) count as legacy."""
         async with self.store.reading() as conn:
+            legacy_until = (await conn.execute(select(t.node_identity.c.audit_legacy_until))).scalar_one()
             rows = (await conn.execute(select(t.audit_log).order_by(t.audit_log.c.seq))).mappings().all()
-        return audit.verify_chain(audit.AuditEntry(r["seq"], r["at"], r["actor"], r["action"], r["detail"], r["prev_hash"], r["hash"]) for r in rows)
+        entries = (audit.AuditEntry(r["seq"], r["at"], r["actor"], r["action"], r["detail"], r["prev_hash"], r["hash"], r["signature"]) for r in rows)
+        return audit.verify_chain(entries, self._row.node_key, legacy_until=legacy_until)
 
     # --- backups -------------------------------------------------------------------
 
@@ -1950,7 +2028,7 @@ class Node:
         finally:
             partial.unlink(missing_ok=True)
         async with self.store.transaction() as conn:
-            await _append_audit(conn, self._clock(), self._user.hex(), "backup", {"file": name, "bytes": size})
+            await _append_audit(conn, self._keys.node, self._clock(), self._user.hex(), "backup", {"file": name, "bytes": size})
         return BackupInfo(target, size, taken_at)
 
     @classmethod
@@ -1971,7 +2049,7 @@ class Node:
             _remove_db(home)
             raise
         async with node.store.transaction() as conn:
-            await _append_audit(conn, clock(), "-", "restored", {"file": backup.name})
+            await _append_audit(conn, node._keys.node, clock(), "-", "restored", {"file": backup.name})
         return node
 
 
@@ -1987,12 +2065,15 @@ _UPDATE_MESSAGE = (
 )
 
 
-async def _append_audit(conn: AsyncConnection, at: int, actor: str, action: str, detail: dict[str, object]) -> None:
+async def _append_audit(conn: AsyncConnection, signer: nacl.signing.SigningKey | None, at: int, actor: str, action: str, detail: dict[str, object]) -> None:
+    """Appends an entry signed with `signer`, the node's key (None only while it is still sealed)."""
     last = (await conn.execute(select(t.audit_log).order_by(t.audit_log.c.seq.desc()).limit(1))).mappings().first()
     prev = audit.AuditEntry(last["seq"], last["at"], last["actor"], last["action"], last["detail"], last["prev_hash"], last["hash"]) if last else None
-    entry = audit.make_entry(prev, at, actor, action, detail)
+    entry = audit.make_entry(prev, at, actor, action, detail, signer)
     await conn.execute(
-        insert(t.audit_log).values(seq=entry.seq, at=entry.at, actor=entry.actor, action=entry.action, detail=entry.detail, prev_hash=entry.prev_hash, hash=entry.hash)
+        insert(t.audit_log).values(
+            seq=entry.seq, at=entry.at, actor=entry.actor, action=entry.action, detail=entry.detail, prev_hash=entry.prev_hash, hash=entry.hash, signature=entry.signature
+        )
     )
 
 
@@ -2066,6 +2147,10 @@ def _open_enrollment(data: bytes, code: str) -> dict[str, Any]:
         outer = cbor.decode(data, "enrollment file")
     except InvalidInput as exc:
         raise EnrollmentRejected(f"not an enrollment file ({exc})") from exc
+    if isinstance(outer, dict) and outer.get("format") == identity.USED_ENROLLMENT_FORMAT:
+        used_at = outer.get("used_at")
+        when = f" at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(used_at / 1000))}" if isinstance(used_at, int) else ""
+        raise EnrollmentRejected(f"this enrollment file was already used (by node {str(outer.get('node'))[:40]}{when}): ask an admin for a new invitation")
     if not isinstance(outer, dict) or outer.get("format") != ENROLLMENT_FORMAT:
         raise EnrollmentRejected("not a Rallypoint enrollment file (or an unsupported version)")
     try:

@@ -35,6 +35,11 @@ node_identity = Table(
     Column("kdf_memlimit", Integer, nullable=False),
     Column("sealed_data_key", LargeBinary, nullable=False),
     Column("created_at", Integer, nullable=False),
+    # 16 random bytes made when this identity was installed on this machine (init, join; a
+    # restore keeps them): two machines presenting one node key show different incarnations.
+    Column("incarnation", LargeBinary(16), nullable=False),
+    # Audit entries up to this seq were written before entries were signed (set on upgrade).
+    Column("audit_legacy_until", Integer, nullable=False),
 )
 
 sealed_secrets = Table(
@@ -165,6 +170,7 @@ audit_log = Table(
     Column("detail", Text, nullable=False),  # canonical JSON
     Column("prev_hash", LargeBinary(32), nullable=False),
     Column("hash", LargeBinary(32), nullable=False),
+    Column("signature", LargeBinary(64)),  # the node key's signature over the hash
 )
 
 # What each peer has told us it holds, so later deltas are small (bundles, LAN sync).
@@ -204,7 +210,7 @@ bundle_log = Table(
     Column("decided_at", Integer, nullable=False),
 )
 
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 
 # Nodes seen on the LAN (by mDNS or an incoming session), this workspace's or not: where they
 # were last seen and when a session last synced with them. Written by the serving process, read
@@ -228,4 +234,19 @@ network_rules = Table(
     Column("action", String(8), nullable=False),  # allow | deny
     Column("created_at", Integer, nullable=False),
     Column("created_by", String(64), nullable=False),
+)
+
+# The incarnation each other node presented first (LAN handshake, bundle). A node key seen
+# with a second incarnation is in conflict - an enrollment used twice, a cloned disk - and is
+# refused from then on, both incarnations, until an admin revokes it.
+peer_incarnations = Table(
+    "peer_incarnations",
+    metadata,
+    Column("node_key", LargeBinary(32), primary_key=True),
+    Column("incarnation", LargeBinary(16), nullable=False),
+    Column("first_seen", Integer, nullable=False),
+    Column("conflict_at", Integer),  # when a second incarnation showed up
+    Column("conflicting", LargeBinary(16)),  # that second incarnation
+    Column("refusals", Integer, nullable=False),  # contacts refused since the conflict
+    Column("audited_at", Integer),  # the last refusal audited (at most one an hour)
 )

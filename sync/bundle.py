@@ -77,6 +77,7 @@ MIN_CIPHERTEXT_BYTES = STREAM_HEADER_BYTES + CHUNK_OVERHEAD + 1
 
 HEADER_FIELDS = frozenset({"v", "id", "workspace", "sender", "created_at", "heads", "recipients", "chunk_size"})
 PAYLOAD_FIELDS = frozenset({"directory", "changes", "blobs", "acks"})
+INCARNATION_BYTES = 16  # the optional payload field "incarnation"
 DERIVE_CONTEXT = "rallypoint/bundle/v1/derive"
 _HEX_KEY = re.compile(r"[0-9a-f]{64}")
 
@@ -115,6 +116,7 @@ class BundleContent:
     changes: DocChanges = ()
     blobs: tuple[tuple[bytes, bytes], ...] = ()
     acks: Mapping[bytes, Hashes] = field(default_factory=dict)
+    incarnation: bytes | None = None  # the sender's (appliance.identity); None in bundles of older writers
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "directory", _doc_groups(self.directory))
@@ -201,12 +203,17 @@ def _content_to_wire(content: BundleContent) -> dict[str, Any]:
         if not isinstance(peer, bytes) or len(peer) != KEY_BYTES:
             raise ValueError("acks: a peer is not a 32-byte node key")
         acks[peer.hex()] = {doc: list(hashes) for doc, hashes in docs.items()}
-    return {
+    wire: dict[str, Any] = {
         "directory": groups(content.directory, "directory"),
         "changes": groups(content.changes, "changes"),
         "blobs": [[digest, data] for digest, data in content.blobs],
         "acks": acks,
     }
+    if content.incarnation is not None:
+        if not isinstance(content.incarnation, bytes) or len(content.incarnation) != INCARNATION_BYTES:
+            raise ValueError(f"incarnation: not {INCARNATION_BYTES} bytes")
+        wire["incarnation"] = content.incarnation
+    return wire
 
 
 def _seal_plaintext(
@@ -506,7 +513,8 @@ def _header_from_wire(obj: Any, raw: bytes, ciphertext_length: int) -> tuple[Bun
 
 def _content_from_wire(obj: Any, limits: Limits) -> BundleContent:
     fields.need(isinstance(obj, dict), "bundle payload is not a CBOR map")
-    fields.need(set(obj) == PAYLOAD_FIELDS, f"bundle payload must have exactly the fields {sorted(PAYLOAD_FIELDS)}")
+    fields.need(set(obj) - {"incarnation"} == PAYLOAD_FIELDS, f"bundle payload must have exactly the fields {sorted(PAYLOAD_FIELDS)}, and may have incarnation")
+    incarnation = fields.fixed_bytes(obj["incarnation"], INCARNATION_BYTES, "payload incarnation") if "incarnation" in obj else None
 
     directory = fields.doc_changes(obj["directory"], "payload directory")
     changes = fields.doc_changes(obj["changes"], "payload changes")
@@ -518,4 +526,4 @@ def _content_from_wire(obj: Any, limits: Limits) -> BundleContent:
     for peer, docs in acks_wire.items():
         fields.need(isinstance(peer, str) and _HEX_KEY.fullmatch(peer) is not None, "payload acks: a peer is not 64 lowercase hex digits")
         acks[bytes.fromhex(peer)] = fields.heads(docs, f"payload acks for {peer[:12]}")
-    return BundleContent(directory=directory, changes=changes, blobs=blobs, acks=acks)
+    return BundleContent(directory=directory, changes=changes, blobs=blobs, acks=acks, incarnation=incarnation)

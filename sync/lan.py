@@ -28,8 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from appliance import crypto, documents, ids
-from appliance.errors import ChangeRejected, InvalidInput, MissingDependencies, NodeLocked, RallypointError
+from appliance import crypto, documents, identity, ids
+from appliance.errors import ChangeRejected, IdentityConflict, InvalidInput, MissingDependencies, NodeLocked, RallypointError
 from appliance.model import Delta, Receipt
 from appliance.node import Node
 from sync import wire
@@ -280,7 +280,7 @@ class LanService:
             decision = await self.node.address_allowed(address)
             if not decision.allowed:
                 raise _Refusal("address not in the allowlist" if decision.rule is None else f"address denied by rule {decision.rule.network}")
-            responder = wire.Responder(self.node.workspace_key, self.node.signing_key, self._rng(32))
+            responder = wire.Responder(self.node.workspace_key, self.node.signing_key, self._rng(32), incarnation=self.node.incarnation)
             try:
                 async with asyncio.timeout(self.config.handshake_deadline_s):
                     writer.write(responder.read_hello(await reader.readexactly(wire.HELLO_BYTES)))
@@ -293,8 +293,12 @@ class LanService:
             except SessionError as exc:
                 raise _Refusal(f"handshake failed: {exc}") from exc
             self._check_trust(peer)
+            conflict = await self._check_incarnation(peer, responder.peer_incarnation, address)
             self._handshaking -= 1
             counted = False
+            if conflict is not None:
+                await self._refuse_session(writer, keys, address, peer, conflict)
+                return
             await self._run_session(reader, writer, peer, keys, initiator=False, address=address, port=port)
         except _Refusal as refusal:
             writer.close()
@@ -307,25 +311,52 @@ class LanService:
 
     def _check_trust(self, peer: bytes) -> None:
         trust = self.node.trust_of(peer)
-        if peer == self.node.node_key:
-            raise _Refusal("the peer claims this node's own identity", peer)
         if trust != "trusted":
             raise _Refusal(f"{trust} node {ids.key_id(peer)}", peer)
+
+    async def _check_incarnation(self, peer: bytes, incarnation: bytes, address: str) -> str | None:
+        """After the handshake authenticated a trusted key: None, or why the session is refused
+        because two machines present that key (this node's own from elsewhere included; the node
+        audits it). This node reaching itself is refused outright."""
+        if peer == self.node.node_key and incarnation == self.node.incarnation:
+            raise _Refusal("this node reached itself", peer)
+        try:
+            await self.node.check_peer_incarnation(peer, incarnation, via="lan", address=address)
+        except IdentityConflict as exc:
+            return str(exc)
+        return None
+
+    async def _refuse_session(self, writer: asyncio.StreamWriter, keys: wire.SessionKeys, address: str, peer: bytes, reason: str) -> None:
+        """Ends an authenticated connection at once, telling the peer why: a Bye as the only,
+        final frame of our stream, so that the other side can record it too."""
+        self._emit(Refused(address, reason, ids.key_id(peer)))
+        sealer = wire.FrameSealer(keys.send, self._rng(wire.STREAM_HEADER_BYTES))
+        with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+            writer.write(sealer.header + sealer.seal(wire.encode_message(wire.Bye(reason[: wire.MAX_REASON_CHARS])), final=True))
+            async with asyncio.timeout(1):
+                await writer.drain()
+        writer.close()
 
     async def _refuse(self, address: str, reason: str, peer: bytes | None) -> None:
         """Audits a refusal - once per address and reason per interval, so a flood of bad
         connections cannot flood the audit log - and tells the console."""
         self._emit(Refused(address, reason, ids.key_id(peer) if peer else None))
-        key, now = (address, reason.split(":", 1)[0]), time.monotonic()
+        if not self._audit_due(address, reason.split(":", 1)[0]):
+            return
+        with contextlib.suppress(RallypointError):
+            await self.node.audit_lan_refusal(address, reason, peer)
+
+    def _audit_due(self, address: str, kind: str) -> bool:
+        """Whether an event of `kind` from `address` is audited now: once per interval."""
+        key, now = (address, kind), time.monotonic()
         last = self._refusals.get(key)
         if last is not None and now - last < REFUSAL_AUDIT_INTERVAL_S:
-            return
+            return False
         self._refusals[key] = now
         self._refusals.move_to_end(key)
         while len(self._refusals) > MAX_REFUSALS_TRACKED:
             self._refusals.popitem(last=False)
-        with contextlib.suppress(RallypointError):
-            await self.node.audit_lan_refusal(address, reason, peer)
+        return True
 
     # --- outgoing ------------------------------------------------------------------
 
@@ -338,7 +369,7 @@ class LanService:
         except (OSError, TimeoutError) as exc:
             raise SessionError(f"cannot reach {address}:{port}: {exc}") from exc
         try:
-            initiator = wire.Initiator(self.node.workspace_key, self.node.signing_key, self._rng(32))
+            initiator = wire.Initiator(self.node.workspace_key, self.node.signing_key, self._rng(32), incarnation=self.node.incarnation)
             try:
                 async with asyncio.timeout(self.config.handshake_deadline_s):
                     writer.write(initiator.hello())
@@ -347,6 +378,7 @@ class LanService:
                     self._check_trust(peer)
                     if expect is not None and ids.key_id(peer) != expect:
                         raise _Refusal(f"{address}:{port} announced {expect} but answered as {ids.key_id(peer)}", peer)
+                    conflict = await self._check_incarnation(peer, initiator.peer_incarnation, address)
                     auth, keys = initiator.auth()
                     writer.write(auth)
                     await writer.drain()
@@ -363,6 +395,9 @@ class LanService:
         except (OSError, RallypointError) as exc:
             writer.close()
             raise SessionError(f"{address}:{port}: {exc}") from exc
+        if conflict is not None:  # authenticated first, so that the refusal reaches the peer
+            await self._refuse_session(writer, keys, address, peer, conflict)
+            raise SessionError(conflict)
         await self._run_session(reader, writer, peer, keys, initiator=True, address=address, port=port)
 
     def dial(self, address: str, port: int) -> None:
@@ -576,11 +611,11 @@ class _Session:
                     size = opener.length(await self.reader.readexactly(wire.LENGTH_BYTES))
                     plaintext, final = opener.open(await self.reader.readexactly(size))
                 self.bytes_received += wire.LENGTH_BYTES + size
-                if final:
-                    return "the peer closed the session"
-                ended = await self._handle(wire.decode_message(plaintext))
+                ended = await self._handle(wire.decode_message(plaintext))  # the final frame is a Bye saying why
                 if ended is not None:
                     return ended
+                if final:
+                    return "the peer closed the session"
         except TimeoutError:
             return "the peer went silent"
         except asyncio.IncompleteReadError:
@@ -681,6 +716,10 @@ class _Session:
         elif isinstance(message, wire.Ping):
             self._send(wire.Pong(message.nonce))
         elif isinstance(message, wire.Bye):
+            # The peer refused us because it sees our identity on two machines: recorded here too.
+            if message.reason.startswith(identity.CONFLICT_PREFIX) and self.service._audit_due(self.address, "identity conflict reported"):
+                with contextlib.suppress(RallypointError):
+                    await self.node.audit_conflict_reported(self.peer, message.reason, via="lan", address=self.address)
             return f"the peer said goodbye: {message.reason}"
         return None
 

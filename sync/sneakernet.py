@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from appliance import crypto, ids
 from appliance.changes import SignedChange, parse_change, relay_units
 from appliance.errors import (
     ChangeRejected,
+    IdentityConflict,
     InvalidInput,
     MissingDependencies,
 )
@@ -187,7 +188,7 @@ async def export_bundles(
             created_at = clock() + part  # parts sort, and import, in order
             data = await asyncio.to_thread(
                 build_bundle,
-                content,
+                replace(content, incarnation=node.incarnation),
                 sender_key=node.signing_key,
                 workspace=node.directory.workspace,
                 recipients=group,
@@ -392,6 +393,11 @@ async def _import_file(node: Node, file: stick.StickFile, preview: bool, *, last
         return FileOutcome(file.name, type(exc).__name__, str(exc), ids.key_id(header.sender) if header else None, header.id.hex() if header else None)
     except BundleRejected as exc:
         return await _reject(node, file, data, digest, header, type(exc).__name__, str(exc), preview)
+    if content.incarnation is not None:
+        try:
+            await node.check_peer_incarnation(opened.sender, content.incarnation, via="bundle", record=not preview)
+        except IdentityConflict as exc:
+            return await _reject(node, file, data, digest, opened, "IdentityConflict", str(exc), preview)
     sender = ids.key_id(opened.sender)
     receipt = Receipt(source="bundle", sender=opened.sender, created_at=opened.created_at, sender_heads=opened.heads, digest=digest, bundle_id=opened.id)
     try:

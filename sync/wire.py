@@ -33,20 +33,21 @@ MiB = 1024 * 1024
 # --- handshake layout ----------------------------------------------------------------------
 
 MAGIC = b"RPLAN"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 ROLE_INITIATOR = 0  # the role byte of HELLO
 ROLE_RESPONDER = 1  # the role byte of RESPONSE
-SIGNATURE_DOMAIN = b"rallypoint/lan/v1\x00"
+SIGNATURE_DOMAIN = b"rallypoint/lan/v2\x00"
 AUTH_LABEL = b"auth"
 KEY_BYTES = 32
 SIGNATURE_BYTES = 64
+INCARNATION_BYTES = 16  # which installation of its node key a side is (appliance.identity)
 SEED_BYTES = sodium.crypto_kx_SEED_BYTES  # 32
 EPHEMERAL_BYTES = sodium.crypto_kx_PUBLIC_KEY_BYTES  # 32
 PREFIX_BYTES = len(MAGIC) + 2  # magic, version, role
 HELLO_BYTES = PREFIX_BYTES + KEY_BYTES + EPHEMERAL_BYTES  # 71
-RESPONSE_SIGNED_BYTES = HELLO_BYTES + KEY_BYTES  # 103: the part of RESPONSE before its signature
-RESPONSE_BYTES = RESPONSE_SIGNED_BYTES + SIGNATURE_BYTES  # 167
-AUTH_BYTES = KEY_BYTES + SIGNATURE_BYTES  # 96
+RESPONSE_SIGNED_BYTES = HELLO_BYTES + KEY_BYTES + INCARNATION_BYTES  # 119: the part of RESPONSE before its signature
+RESPONSE_BYTES = RESPONSE_SIGNED_BYTES + SIGNATURE_BYTES  # 183
+AUTH_BYTES = KEY_BYTES + INCARNATION_BYTES + SIGNATURE_BYTES  # 112
 SESSION_KEY_BYTES = sodium.crypto_kx_SESSION_KEY_BYTES  # 32
 PERSON_I2R = b"rp-lan-i2r"
 PERSON_R2I = b"rp-lan-r2i"
@@ -88,16 +89,19 @@ class Initiator:
     """The side that connects. Steps, each once and in this order:
 
     1. `hello()`: the HELLO to send.
-    2. `read_response(data)`: checks the RESPONSE and returns the responder's node key. The
-       caller MUST check that key against the workspace directory (known, not revoked) and close
-       the connection without sending anything if it is not trusted.
+    2. `read_response(data)`: checks the RESPONSE and returns the responder's node key (its
+       incarnation is then `peer_incarnation`). The caller MUST check that key against the
+       workspace directory (known, not revoked) and close the connection without sending
+       anything if it is not trusted.
     3. `auth()`: the AUTH to send, and the session keys.
 
     A step that raised leaves the handshake failed: every later call raises RuntimeError."""
 
-    def __init__(self, workspace_key: bytes, node_key: nacl.signing.SigningKey, ephemeral_seed: bytes) -> None:
+    def __init__(self, workspace_key: bytes, node_key: nacl.signing.SigningKey, ephemeral_seed: bytes, *, incarnation: bytes) -> None:
         self._workspace = _key_argument(workspace_key, "workspace_key")
         self._node_key = _signing_key_argument(node_key)
+        self._incarnation = _incarnation_argument(incarnation)
+        self.peer_incarnation = b""  # the responder's, once its RESPONSE is read
         self._ephemeral_public, self._ephemeral_secret = _ephemeral_keypair(ephemeral_seed)
         self._hello = MAGIC + bytes([PROTOCOL_VERSION, ROLE_INITIATOR]) + self._workspace + self._ephemeral_public
         self._response = b""
@@ -116,7 +120,7 @@ class Initiator:
         self._step = "failed"  # until every check has passed
         response = bytes(data)
         _check_prefix(response, ROLE_RESPONDER, RESPONSE_BYTES, "RESPONSE")
-        workspace, ephemeral, node, signature = _split(response[PREFIX_BYTES:], KEY_BYTES, EPHEMERAL_BYTES, KEY_BYTES, SIGNATURE_BYTES)
+        workspace, ephemeral, node, incarnation, signature = _split(response[PREFIX_BYTES:], KEY_BYTES, EPHEMERAL_BYTES, KEY_BYTES, INCARNATION_BYTES, SIGNATURE_BYTES)
         if workspace != self._workspace:
             raise HandshakeFailed(f"peer belongs to another workspace ({key_id(workspace)})")
         if not crypto.verify(node, SIGNATURE_DOMAIN + self._hello + response[:RESPONSE_SIGNED_BYTES], signature):
@@ -128,6 +132,7 @@ class Initiator:
         self._ephemeral_secret = b""  # no longer needed: dropped early, for forward secrecy
         self._response = response
         self._raw_keys = (send, receive)
+        self.peer_incarnation = incarnation
         self._step = "auth"
         return node
 
@@ -136,8 +141,8 @@ class Initiator:
         known to be trusted."""
         self._expect("auth")
         node = bytes(self._node_key.verify_key)
-        signature = crypto.sign(self._node_key, SIGNATURE_DOMAIN + AUTH_LABEL + self._hello + self._response + node)
-        auth = node + signature
+        signature = crypto.sign(self._node_key, SIGNATURE_DOMAIN + AUTH_LABEL + self._hello + self._response + node + self._incarnation)
+        auth = node + self._incarnation + signature
         self._step = "done"
         return auth, _session_keys(self._hello + self._response + auth, *self._raw_keys, initiator=True)
 
@@ -151,15 +156,18 @@ class Responder:
     reading anything. Steps, each once and in this order:
 
     1. `read_hello(data)`: checks the HELLO and returns the RESPONSE to send.
-    2. `read_auth(data)`: checks the AUTH and returns the initiator's node key and the session
-       keys. The caller MUST check that key against the workspace directory and close the
-       connection without sending anything if it is not trusted.
+    2. `read_auth(data)`: checks the AUTH and returns the initiator's node key (its incarnation
+       is then `peer_incarnation`) and the session keys. The caller MUST check that key against
+       the workspace directory and close the connection without sending anything if it is not
+       trusted.
 
     A step that raised leaves the handshake failed: every later call raises RuntimeError."""
 
-    def __init__(self, workspace_key: bytes, node_key: nacl.signing.SigningKey, ephemeral_seed: bytes) -> None:
+    def __init__(self, workspace_key: bytes, node_key: nacl.signing.SigningKey, ephemeral_seed: bytes, *, incarnation: bytes) -> None:
         self._workspace = _key_argument(workspace_key, "workspace_key")
         self._node_key = _signing_key_argument(node_key)
+        self._incarnation = _incarnation_argument(incarnation)
+        self.peer_incarnation = b""  # the initiator's, once its AUTH is read
         self._ephemeral_public, self._ephemeral_secret = _ephemeral_keypair(ephemeral_seed)
         self._hello = b""
         self._response = b""
@@ -181,7 +189,7 @@ class Responder:
             raise HandshakeFailed("the initiator sent an unusable ephemeral key") from exc
         self._ephemeral_secret = b""  # no longer needed: dropped early, for forward secrecy
         signed = (
-            MAGIC + bytes([PROTOCOL_VERSION, ROLE_RESPONDER]) + self._workspace + self._ephemeral_public + bytes(self._node_key.verify_key)
+            MAGIC + bytes([PROTOCOL_VERSION, ROLE_RESPONDER]) + self._workspace + self._ephemeral_public + bytes(self._node_key.verify_key) + self._incarnation
         )
         self._hello = hello
         self._response = signed + crypto.sign(self._node_key, SIGNATURE_DOMAIN + hello + signed)
@@ -197,9 +205,10 @@ class Responder:
         auth = bytes(data)
         if len(auth) != AUTH_BYTES:
             raise HandshakeFailed(f"the peer's AUTH is {len(auth)} bytes; expected {AUTH_BYTES}")
-        node, signature = _split(auth, KEY_BYTES, SIGNATURE_BYTES)
-        if not crypto.verify(node, SIGNATURE_DOMAIN + AUTH_LABEL + self._hello + self._response + node, signature):
+        node, incarnation, signature = _split(auth, KEY_BYTES, INCARNATION_BYTES, SIGNATURE_BYTES)
+        if not crypto.verify(node, SIGNATURE_DOMAIN + AUTH_LABEL + self._hello + self._response + node + incarnation, signature):
             raise HandshakeFailed(f"the initiator's handshake signature does not verify (it claims to be node {key_id(node)})")
+        self.peer_incarnation = incarnation
         self._step = "done"
         return node, _session_keys(self._hello + self._response + auth, *self._raw_keys, initiator=False)
 
@@ -211,6 +220,12 @@ class Responder:
 def _key_argument(value: bytes, name: str) -> bytes:
     if not isinstance(value, bytes) or len(value) != KEY_BYTES:
         raise ValueError(f"{name} must be {KEY_BYTES} bytes")
+    return value
+
+
+def _incarnation_argument(value: bytes) -> bytes:
+    if not isinstance(value, bytes) or len(value) != INCARNATION_BYTES:
+        raise ValueError(f"incarnation must be {INCARNATION_BYTES} bytes")
     return value
 
 

@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Input, OptionList, Static, TabbedContent
 from appliance.node import Attachment, Node
 from sync.lan import LanConfig, LanService
 from sync.sneakernet import import_bundles
-from tests.conftest import FAST, make_workspace, revocation_on_stick
+from tests.conftest import FAST, make_workspace, revocation_on_stick, sync_all
 from tests.conftest import PASSPHRASE as WORKSPACE_PASSPHRASE
 from tests.console_helpers import SIZE, main_screen, pane_title, screen_text, until, until_shown
 from tui.app import Composer, MessageList, PeersScreen, RallypointApp, SaveFilesScreen, SearchScreen, SetupScreen, UnlockScreen, binding_sections
@@ -106,13 +106,15 @@ async def test_unlock_with_a_wrong_then_the_right_passphrase(home: Path) -> None
         assert "# general" in screen_text(app)
 
 
-async def test_channel_list_shows_unread_and_mention_counts(home: Path) -> None:
-    async with await Node.open(home, PASSPHRASE) as other:
-        await other.add_user("bob")
-        other.act_as("bob")
-        await other.create_channel("random")
-        for text in ("one", "two @alice", "three"):
-            await other.post("random", text)
+async def test_channel_list_shows_unread_and_mention_counts(home: Path, tmp_path: Path) -> None:
+    async with await Node.open(home, PASSPHRASE) as alice:
+        enrollment = await alice.invite("bravo", "bob", kdf=FAST)
+        async with await Node.join(tmp_path / "bob", enrollment.data, enrollment.code, PASSPHRASE, kdf=FAST) as bob:
+            await sync_all(alice, bob)
+            await bob.create_channel("random")
+            for text in ("one", "two @alice", "three"):
+                await bob.post("random", text)
+            await sync_all(bob, alice)
     async with RallypointApp(home, PASSPHRASE).run_test(size=SIZE, notifications=True) as pilot:
         screen = await main_screen(pilot)
         assert channel_row(pilot.app, "random").endswith(" 3 @1")

@@ -327,11 +327,19 @@ async def test_audit_log_lists_filters_and_verifies(home: Path) -> None:
         await until_shown(pilot, "Audit chain BROKEN after 1: entry 2 was altered")
 
 
+async def member_node(admin_home: Path, home: Path, name: str) -> Path:
+    """A node joined from `admin_home`'s invitation whose own user `name` is a member (the
+    console acts only as the node's own user)."""
+    async with await Node.open(admin_home, PASSPHRASE) as admin:
+        enrollment = await admin.invite(f"{name}-node", name, "member", kdf=FAST)
+    await (await Node.join(home, enrollment.data, enrollment.code, PASSPHRASE, kdf=FAST)).close()
+    return home
+
+
 async def test_a_member_is_refused_by_the_node_and_the_refusal_is_audited(tmp_path: Path, home: Path) -> None:
-    async with await Node.open(home, PASSPHRASE) as node:
-        await node.add_user("carol", "member")
+    carol_home = await member_node(home, tmp_path / "carol", "carol")
     out = tmp_path / "x.enrollment"
-    app = RallypointApp(home, PASSPHRASE, as_user="carol")
+    app = RallypointApp(carol_home, PASSPHRASE)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         screen = await open_admin(pilot)
         shown = recorded_notifications(app)
@@ -441,9 +449,8 @@ async def test_the_admin_area_is_reachable_by_key_and_palette_for_admins_only(tm
         await until(pilot, lambda: isinstance(pilot.app.screen, MainScreen), "the main screen")
         await pilot.press("f3")
         await until_screen(pilot, AdminScreen)
-    async with await Node.open(home, PASSPHRASE) as node:
-        await node.add_user("mallory", "member")
-    async with RallypointApp(home, PASSPHRASE, as_user="mallory").run_test(size=SIZE, notifications=True) as pilot:
+    mallory_home = await member_node(home, tmp_path / "mallory", "mallory")
+    async with RallypointApp(mallory_home, PASSPHRASE).run_test(size=SIZE, notifications=True) as pilot:
         screen = await main_screen(pilot)
         await pilot.press("f3")
         await pilot.pause(0.3)

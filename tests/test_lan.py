@@ -197,7 +197,7 @@ async def test_a_node_not_in_the_directory_is_refused_before_any_data(tmp_path: 
         impostor = nacl.signing.SigningKey(bytes(range(32)))
         async with serving(alpha) as (a, a_events):
             reader, writer = await asyncio.open_connection("127.0.0.1", a.port)
-            initiator = wire.Initiator(alpha.workspace_key, impostor, bytes(32))
+            initiator = wire.Initiator(alpha.workspace_key, impostor, bytes(32), incarnation=bytes(16))
             writer.write(initiator.hello())
             await writer.drain()
             initiator.read_response(await reader.readexactly(wire.RESPONSE_BYTES))
@@ -320,7 +320,7 @@ async def test_a_bad_frame_ends_the_session(tmp_path: Path, attack: str) -> None
         await alpha.create_channel("general")
         async with serving(alpha) as (a, a_events):
             reader, writer = await asyncio.open_connection("127.0.0.1", a.port)
-            initiator = wire.Initiator(bravo.workspace_key, bravo.signing_key, bytes(32))
+            initiator = wire.Initiator(bravo.workspace_key, bravo.signing_key, bytes(32), incarnation=bravo.incarnation)
             writer.write(initiator.hello())
             initiator.read_response(await reader.readexactly(wire.RESPONSE_BYTES))
             auth, keys = initiator.auth()

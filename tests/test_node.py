@@ -21,7 +21,7 @@ from appliance.errors import (
     WrongPassphrase,
 )
 from appliance.node import Attachment, Node
-from tests.conftest import FAST, PASSPHRASE, make_workspace, sync_all
+from tests.conftest import FAST, PASSPHRASE, make_workspace, run_cli, sync_all
 
 
 async def test_secret_keys_are_sealed_on_disk(tmp_path: Path) -> None:
@@ -102,33 +102,34 @@ async def test_only_admins_administer_and_refusals_are_audited(tmp_path: Path) -
         assert {"init", "invited", "user_added", "role_changed"} <= set(actions)
 
 
-async def test_messages_threads_edits_reactions_deletes(alice: Node) -> None:
-    await alice.create_channel("general", purpose="all hands")
-    await alice.add_user("bob")
-    root = await alice.post("general", "hello @bob and @nobody")
-    alice.act_as("bob")
-    reply = await alice.post("general", "hi alice", reply_to=root)
-    nested = await alice.post("general", "reply to a reply lands in the same thread", reply_to=reply)
-    await alice.react(root, "👍")
-    alice.act_as("alice")
-    await alice.react(root, "👍")
-    await alice.react(root, ":tada:")
-    await alice.react(root, ":tada:", remove=True)
-    await alice.edit(root, "hello again @bob")
-    (top,) = await alice.read("general")
-    assert top.text == "hello again @bob" and top.edited_at is not None
-    assert top.reactions == {"👍": ["alice", "bob"]} or top.reactions == {"👍": ["bob", "alice"]}
-    assert top.mentions == ["bob"] and top.reply_count == 2
-    thread = await alice.read("general", thread=root)
-    assert [m.id for m in thread] == [root, reply, nested]
-    assert all(m.root_id == root for m in thread[1:])
-    with pytest.raises(PermissionDenied):
-        await alice.edit(reply, "not mine")
-    await alice.delete(reply)  # admins may delete anyone's message
-    deleted = (await alice.read("general", thread=root))[1]
-    assert deleted.deleted and deleted.text == ""
-    with pytest.raises(InvalidInput):
-        await alice.edit(root, "   ")
+async def test_messages_threads_edits_reactions_deletes(tmp_path: Path) -> None:
+    alice, bob = await make_workspace(tmp_path, "bob")
+    async with alice, bob:
+        await alice.create_channel("general", purpose="all hands")
+        root = await alice.post("general", "hello @bob and @nobody")
+        await sync_all(alice, bob)
+        reply = await bob.post("general", "hi alice", reply_to=root)
+        nested = await bob.post("general", "reply to a reply lands in the same thread", reply_to=reply)
+        await bob.react(root, "👍")
+        await sync_all(bob, alice)
+        await alice.react(root, "👍")
+        await alice.react(root, ":tada:")
+        await alice.react(root, ":tada:", remove=True)
+        await alice.edit(root, "hello again @bob")
+        (top,) = await alice.read("general")
+        assert top.text == "hello again @bob" and top.edited_at is not None
+        assert top.reactions == {"👍": ["alice", "bob"]} or top.reactions == {"👍": ["bob", "alice"]}
+        assert top.mentions == ["bob"] and top.reply_count == 2
+        thread = await alice.read("general", thread=root)
+        assert [m.id for m in thread] == [root, reply, nested]
+        assert all(m.root_id == root for m in thread[1:])
+        with pytest.raises(PermissionDenied):
+            await alice.edit(reply, "not mine")
+        await alice.delete(reply)  # admins may delete anyone's message
+        deleted = (await alice.read("general", thread=root))[1]
+        assert deleted.deleted and deleted.text == ""
+        with pytest.raises(InvalidInput):
+            await alice.edit(root, "   ")
 
 
 async def test_attachments_are_stored_once_and_limited(alice: Node, tmp_path: Path) -> None:
@@ -257,35 +258,56 @@ async def test_a_deleted_message_is_never_resurrected_by_a_concurrent_edit(tmp_p
             assert view.deleted and view.text == ""
 
 
-async def test_unread_and_mention_counts(alice: Node) -> None:
-    await alice.create_channel("general")
-    await alice.add_user("bob")
-    alice.act_as("bob")
-    await alice.post("general", "one")
-    await alice.post("general", "hey @alice")
-    alice.act_as("alice")
-    alice.act_as("bob")
-    first = (await alice.read("general"))[0].id
-    await alice.post("general", "a reply does not count as unread, a mention in it does: @alice", reply_to=first)
-    alice.act_as("alice")
-    (summary,) = await alice.list_channels()
-    assert (summary.unread, summary.mentions) == (2, 2)
-    await alice.read("general")
-    (summary,) = await alice.list_channels()
-    assert (summary.unread, summary.mentions) == (0, 0)
+async def test_unread_and_mention_counts(tmp_path: Path) -> None:
+    alice, bob = await make_workspace(tmp_path, "bob")
+    async with alice, bob:
+        await alice.create_channel("general")
+        await sync_all(alice, bob)
+        await bob.post("general", "one")
+        await bob.post("general", "hey @alice")
+        first = (await bob.read("general"))[0].id
+        await bob.post("general", "a reply does not count as unread, a mention in it does: @alice", reply_to=first)
+        await sync_all(bob, alice)
+        (summary,) = await alice.list_channels()
+        assert (summary.unread, summary.mentions) == (2, 2)
+        await alice.read("general")
+        (summary,) = await alice.list_channels()
+        assert (summary.unread, summary.mentions) == (0, 0)
 
 
-async def test_search_finds_words_across_readable_channels_only(alice: Node) -> None:
-    await alice.create_channel("ops")
-    await alice.create_channel("hidden", private=True)
-    await alice.post("ops", "generator fuel is low at checkpoint bravo")
-    await alice.post("hidden", "generator secret")
-    await alice.add_user("bob")
-    alice.act_as("bob")
-    assert [m.channel for m in await alice.search("generator")] == ["ops"]
-    assert [m.text for m in await alice.search("checkp")] == ["generator fuel is low at checkpoint bravo"]
-    alice.act_as("alice")
-    assert len(await alice.search("generator")) == 2
+async def test_search_finds_words_across_readable_channels_only(tmp_path: Path) -> None:
+    alice, bob = await make_workspace(tmp_path, "bob")
+    async with alice, bob:
+        await alice.create_channel("ops")
+        await alice.create_channel("hidden", private=True)
+        await alice.post("ops", "generator fuel is low at checkpoint bravo")
+        await alice.post("hidden", "generator secret")
+        await sync_all(alice, bob)  # every document, the private channel's too: bob's node holds but cannot show it
+        assert [m.channel for m in await bob.search("generator")] == ["ops"]
+        assert [m.text for m in await bob.search("checkp")] == ["generator fuel is low at checkpoint bravo"]
+        assert len(await alice.search("generator")) == 2
+
+
+async def test_only_the_nodes_own_user_acts_until_per_user_sign_in_exists(tmp_path: Path) -> None:
+    """Every local user's key is sealed under the node's passphrase: the passphrase is nobody's
+    personal secret, so it lets the node act as its own user only."""
+    home = tmp_path / "alpha"
+    async with await Node.init(home, workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST) as alice:
+        await alice.add_user("bob")
+        with pytest.raises(PermissionDenied, match="needs bob's own sign-in"):
+            await alice.act_as("bob")
+        assert alice.whoami().user_name == "alice"
+        with pytest.raises(NotFound):
+            await alice.act_as("nobody")
+        await alice.act_as("alice")
+        assert [(e.action, e.detail) for e in await alice.audit_entries()][-1] == ("permission_denied", {"action": "act as bob"})
+    with pytest.raises(PermissionDenied, match="needs bob's own sign-in"):
+        await Node.open(home, PASSPHRASE, as_user="bob")
+    async with await Node.open(home, PASSPHRASE, as_user="alice") as again:
+        assert again.whoami().user_name == "alice"
+    refused = run_cli(home, "post", "general", "as bob", "--as", "bob")
+    assert refused.returncode == 1 and "needs bob's own sign-in" in refused.stderr
+    assert "only the node's own user may act" in " ".join(run_cli(home, "post", "--help").stdout.split())
 
 
 async def test_the_search_index_follows_every_way_a_message_arrives(tmp_path: Path) -> None:

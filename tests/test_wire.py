@@ -35,6 +35,8 @@ INITIATOR_SEED = bytes([0xA1]) * 32
 RESPONDER_SEED = bytes([0xB2]) * 32
 I2R_HEADER = bytes([0xC3]) * 24
 R2I_HEADER = bytes([0xD4]) * 24
+INITIATOR_INCARNATION = bytes([0xE5]) * 16
+RESPONDER_INCARNATION = bytes([0xF6]) * 16
 DIRECTORY_HEAD = hashlib.sha256(b"rallypoint").digest()
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -44,8 +46,8 @@ def handshake(
 ) -> tuple[list[bytes], tuple[bytes, SessionKeys], tuple[bytes, SessionKeys]]:
     """[HELLO, RESPONSE, AUTH], (responder's node key as the initiator saw it, initiator's keys),
     (initiator's node key as the responder saw it, responder's keys)."""
-    initiator = Initiator(WORKSPACE, INITIATOR_NODE, initiator_seed)
-    responder = Responder(WORKSPACE, RESPONDER_NODE, responder_seed)
+    initiator = Initiator(WORKSPACE, INITIATOR_NODE, initiator_seed, incarnation=INITIATOR_INCARNATION)
+    responder = Responder(WORKSPACE, RESPONDER_NODE, responder_seed, incarnation=RESPONDER_INCARNATION)
     hello = initiator.hello()
     response = responder.read_hello(hello)
     responder_node = initiator.read_response(response)
@@ -66,21 +68,22 @@ def test_fixed_vector_pins_the_format() -> None:
     is a protocol change and needs a new version (docs/lan-protocol.md, "Versioning")."""
     (hello, response, auth), (responder_node, keys), (initiator_node, _) = handshake()
     assert hello.hex() == (
-        "52504c414e01005c9c6df261c9cb840475776aaefcd944b405328fab28f9b3a95ef40490d3de84a493bfe285ca79c30588e4ce8c98a1"
+        "52504c414e02005c9c6df261c9cb840475776aaefcd944b405328fab28f9b3a95ef40490d3de84a493bfe285ca79c30588e4ce8c98a1"
         "65dd799dfe110ba485fd3bdebb6faf5d5c"
     )
     assert response.hex() == (
-        "52504c414e01015c9c6df261c9cb840475776aaefcd944b405328fab28f9b3a95ef40490d3de84e8448df25f5742a1b60d3d1f88e28b"
-        "d15ca119d8d56e8efc7e619de9d51f3b2929acbae141bccaf0b22e1a94d34d0bc7361e526d0bfe12c89794bc9322966dd7f05b194127"
-        "ea54749eb10f351b1b6803a80d57249fabbd2422f2ea0c36993a8117853550e34bfddac676391413eb12e249ebe5bb4af0d0b4638d9c"
-        "f9b5e9180f"
+        "52504c414e02015c9c6df261c9cb840475776aaefcd944b405328fab28f9b3a95ef40490d3de84e8448df25f5742a1b60d3d1f88e28b"
+        "d15ca119d8d56e8efc7e619de9d51f3b2929acbae141bccaf0b22e1a94d34d0bc7361e526d0bfe12c89794bc9322966dd7f6f6f6f6f6"
+        "f6f6f6f6f6f6f6f6f6f6f6f3569497a769f704061176738d0f25b31d1ab3b934daf04abac4b0fb9f3568bff5b1ba4598f3d202e69936"
+        "95ccd81985f9cd8264656597e433144e6523a53f02"
     )
     assert auth.hex() == (
-        "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b86dfd3d5f78c02ae999eb73f3a98fc5114ea7a7836f66"
-        "fc190955a03c2594e5e34f86a8335658c419114706c288adf0fa18dac03d4117c001a3ffc4401e02d004"
+        "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5327dc34ab3ee"
+        "cb17f59966f54cc209ad6fdc6dfea0bc4eeeaa38ced362fd952220f0704842f46ac9ac4f63a9ac719c2a8828bd75502fa0de8b2ed4a9"
+        "418f6907"
     )
-    assert keys.send.hex() == "a4b49a911ae11bc7a1abbdb5c14adc8d5c96087f89ea5d1d87ff5c31afaf347d"
-    assert keys.receive.hex() == "32b9b9c3e08571a3d16c3856f7cd2610178fbcbdbd8ad817b586714260344f01"
+    assert keys.send.hex() == "29dc5ea80534df23c6c6be978227d80b5dc20ea236ad80a82a7d3940fc3789b5"
+    assert keys.receive.hex() == "6969eed2c7cead5432ecf5ba7daa523a051d08c307d2a69d2e109170d885a93a"
     assert (responder_node, initiator_node) == (pk(RESPONDER_NODE), pk(INITIATOR_NODE))
 
     message = wire.encode_message(Heads({"directory": (DIRECTORY_HEAD,)}, complete=True))
@@ -91,8 +94,8 @@ def test_fixed_vector_pins_the_format() -> None:
     sealer = FrameSealer(keys.send, I2R_HEADER)
     assert sealer.header == I2R_HEADER
     assert sealer.seal(message).hex() == (
-        "00000058355aee325aab9d0dfc5e0d08846574f471d5a05493887afdb045bd585fb3f6e9856d7f92ceefa00a7b9321a8a6831485d5e3"
-        "ee7762eb661f3801d624ee2c6358a716b8f542071986cdf43ddc0e7c05379ddc425e4582b64c"
+        "00000058ce5344c862c42ab61397fd3272465f40411106d6101607cd8c3bfd5e59a42aa96a88531530fe23aa15f486d83a22aa3afb4b"
+        "52e7df2360f9da94c08149083ccf99e8c8de7cb3fdc2683c8b4a805e7f01df7a11597d2ae1c8"
     )
 
 
@@ -108,9 +111,10 @@ def test_session_keys_follow_the_spec() -> None:
     r2i = hashlib.blake2b(transcript, key=rx, digest_size=32, person=b"rp-lan-r2i").digest()
     assert (initiator_keys.send, initiator_keys.receive) == (i2r, r2i)
     assert (responder_keys.send, responder_keys.receive) == (r2i, i2r)
-    domain = b"rallypoint/lan/v1\x00"
-    assert crypto.verify(pk(RESPONDER_NODE), domain + hello + response[:103], response[103:])
-    assert crypto.verify(pk(INITIATOR_NODE), domain + b"auth" + hello + response + pk(INITIATOR_NODE), auth[32:])
+    domain = b"rallypoint/lan/v2\x00"
+    assert response[103:119] == RESPONDER_INCARNATION and auth[32:48] == INITIATOR_INCARNATION
+    assert crypto.verify(pk(RESPONDER_NODE), domain + hello + response[:119], response[119:])
+    assert crypto.verify(pk(INITIATOR_NODE), domain + b"auth" + hello + response + pk(INITIATOR_NODE) + INITIATOR_INCARNATION, auth[48:])
 
 
 # --- handshake --------------------------------------------------------------------------------
@@ -118,7 +122,7 @@ def test_session_keys_follow_the_spec() -> None:
 
 def test_handshake_gives_both_sides_matching_keys_and_each_other_s_node_key() -> None:
     (hello, response, auth), (responder_node, initiator_keys), (initiator_node, responder_keys) = handshake()
-    assert (len(hello), len(response), len(auth)) == (wire.HELLO_BYTES, wire.RESPONSE_BYTES, wire.AUTH_BYTES) == (71, 167, 96)
+    assert (len(hello), len(response), len(auth)) == (wire.HELLO_BYTES, wire.RESPONSE_BYTES, wire.AUTH_BYTES) == (71, 183, 112)
     assert responder_node == pk(RESPONDER_NODE) and initiator_node == pk(INITIATOR_NODE)
     assert initiator_keys.send == responder_keys.receive and initiator_keys.receive == responder_keys.send
     assert initiator_keys.send != initiator_keys.receive
@@ -141,12 +145,12 @@ def test_fresh_ephemeral_seeds_give_fresh_keys() -> None:
 
 
 def test_a_flipped_byte_in_hello_fails_the_handshake() -> None:
-    hello = Initiator(WORKSPACE, INITIATOR_NODE, INITIATOR_SEED).hello()
+    hello = Initiator(WORKSPACE, INITIATOR_NODE, INITIATOR_SEED, incarnation=INITIATOR_INCARNATION).hello()
     for index in range(len(hello)):
         for mask in (0x01, 0x80):
-            initiator = Initiator(WORKSPACE, INITIATOR_NODE, INITIATOR_SEED)
+            initiator = Initiator(WORKSPACE, INITIATOR_NODE, INITIATOR_SEED, incarnation=INITIATOR_INCARNATION)
             initiator.hello()
-            responder = Responder(WORKSPACE, RESPONDER_NODE, RESPONDER_SEED)
+            responder = Responder(WORKSPACE, RESPONDER_NODE, RESPONDER_SEED, incarnation=RESPONDER_INCARNATION)
             tampered = flipped(hello, index, mask)
             if index < wire.PREFIX_BYTES:  # magic, version, role
                 with pytest.raises(errors.UnsupportedProtocol):
@@ -160,12 +164,12 @@ def test_a_flipped_byte_in_hello_fails_the_handshake() -> None:
 
 
 def test_a_flipped_byte_in_response_fails_the_handshake() -> None:
-    responder = Responder(WORKSPACE, RESPONDER_NODE, RESPONDER_SEED)
-    hello = Initiator(WORKSPACE, INITIATOR_NODE, INITIATOR_SEED).hello()
+    responder = Responder(WORKSPACE, RESPONDER_NODE, RESPONDER_SEED, incarnation=RESPONDER_INCARNATION)
+    hello = Initiator(WORKSPACE, INITIATOR_NODE, INITIATOR_SEED, incarnation=INITIATOR_INCARNATION).hello()
     response = responder.read_hello(hello)
     for index in range(len(response)):
         for mask in (0x01, 0x80):
-            initiator = Initiator(WORKSPACE, INITIATOR_NODE, INITIATOR_SEED)
+            initiator = Initiator(WORKSPACE, INITIATOR_NODE, INITIATOR_SEED, incarnation=INITIATOR_INCARNATION)
             initiator.hello()
             tampered = flipped(response, index, mask)
             expected: type[errors.SessionError] = errors.UnsupportedProtocol if index < wire.PREFIX_BYTES else errors.HandshakeFailed
@@ -177,20 +181,20 @@ def test_a_flipped_byte_in_auth_fails_the_handshake() -> None:
     (hello, response, auth), _, _ = handshake()
     for index in range(len(auth)):
         for mask in (0x01, 0x80):
-            responder = Responder(WORKSPACE, RESPONDER_NODE, RESPONDER_SEED)
+            responder = Responder(WORKSPACE, RESPONDER_NODE, RESPONDER_SEED, incarnation=RESPONDER_INCARNATION)
             assert responder.read_hello(hello) == response
             with pytest.raises(errors.HandshakeFailed):
                 responder.read_auth(flipped(auth, index, mask))
 
 
 def test_peers_of_another_workspace_are_refused_by_both_sides() -> None:
-    stranger_hello = Initiator(OTHER_WORKSPACE, THIRD_NODE, INITIATOR_SEED).hello()
+    stranger_hello = Initiator(OTHER_WORKSPACE, THIRD_NODE, INITIATOR_SEED, incarnation=INITIATOR_INCARNATION).hello()
     with pytest.raises(errors.HandshakeFailed, match="peer belongs to another workspace"):
-        Responder(WORKSPACE, RESPONDER_NODE, RESPONDER_SEED).read_hello(stranger_hello)
+        Responder(WORKSPACE, RESPONDER_NODE, RESPONDER_SEED, incarnation=RESPONDER_INCARNATION).read_hello(stranger_hello)
 
     # a responder of another workspace, answering a HELLO of its own workspace, correctly signed
-    foreign_response = Responder(OTHER_WORKSPACE, THIRD_NODE, RESPONDER_SEED).read_hello(stranger_hello)
-    initiator = Initiator(WORKSPACE, INITIATOR_NODE, INITIATOR_SEED)
+    foreign_response = Responder(OTHER_WORKSPACE, THIRD_NODE, RESPONDER_SEED, incarnation=RESPONDER_INCARNATION).read_hello(stranger_hello)
+    initiator = Initiator(WORKSPACE, INITIATOR_NODE, INITIATOR_SEED, incarnation=INITIATOR_INCARNATION)
     initiator.hello()
     with pytest.raises(errors.HandshakeFailed, match="peer belongs to another workspace"):
         initiator.read_response(foreign_response)
@@ -201,63 +205,64 @@ def test_peers_of_another_workspace_are_refused_by_both_sides() -> None:
     [
         (lambda hello: b"SSH-2" + hello[5:], "bad magic"),
         (lambda hello: b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".ljust(71, b" "), "bad magic"),
-        (lambda hello: hello[:5] + b"\x02" + hello[6:], "version 2"),
+        (lambda hello: hello[:5] + b"\x01" + hello[6:], "version 1"),
+        (lambda hello: hello[:5] + b"\x03" + hello[6:], "version 3"),
         (lambda hello: hello[:5] + b"\x00" + hello[6:], "version 0"),
         (lambda hello: hello[:6] + b"\x01" + hello[7:], "role 1"),
     ],
 )
 def test_wrong_magic_version_or_role_is_an_unsupported_protocol(edit: Callable[[bytes], bytes], match: str) -> None:
-    hello = Initiator(WORKSPACE, INITIATOR_NODE, INITIATOR_SEED).hello()
+    hello = Initiator(WORKSPACE, INITIATOR_NODE, INITIATOR_SEED, incarnation=INITIATOR_INCARNATION).hello()
     with pytest.raises(errors.UnsupportedProtocol, match=match):
-        Responder(WORKSPACE, RESPONDER_NODE, RESPONDER_SEED).read_hello(edit(hello))
+        Responder(WORKSPACE, RESPONDER_NODE, RESPONDER_SEED, incarnation=RESPONDER_INCARNATION).read_hello(edit(hello))
 
 
 def test_a_response_sent_back_as_hello_or_a_hello_as_response_is_refused() -> None:
     (hello, response, _), _, _ = handshake()
     with pytest.raises(errors.UnsupportedProtocol, match="role"):
-        Responder(WORKSPACE, RESPONDER_NODE, RESPONDER_SEED).read_hello(response[:71])
-    initiator = Initiator(WORKSPACE, INITIATOR_NODE, INITIATOR_SEED)
+        Responder(WORKSPACE, RESPONDER_NODE, RESPONDER_SEED, incarnation=RESPONDER_INCARNATION).read_hello(response[:71])
+    initiator = Initiator(WORKSPACE, INITIATOR_NODE, INITIATOR_SEED, incarnation=INITIATOR_INCARNATION)
     initiator.hello()
     with pytest.raises(errors.UnsupportedProtocol, match="role"):
-        initiator.read_response(hello + bytes(96))
+        initiator.read_response(hello + bytes(112))
 
 
-@pytest.mark.parametrize("size", [0, 3, 6, 70, 72, 167])
+@pytest.mark.parametrize("size", [0, 3, 6, 70, 72, 183])
 def test_a_hello_of_the_wrong_length_is_refused(size: int) -> None:
-    hello = Initiator(WORKSPACE, INITIATOR_NODE, INITIATOR_SEED).hello()
+    hello = Initiator(WORKSPACE, INITIATOR_NODE, INITIATOR_SEED, incarnation=INITIATOR_INCARNATION).hello()
     data = (hello + bytes(200))[:size]
     with pytest.raises(errors.HandshakeFailed, match="bytes; expected 71"):
-        Responder(WORKSPACE, RESPONDER_NODE, RESPONDER_SEED).read_hello(data)
+        Responder(WORKSPACE, RESPONDER_NODE, RESPONDER_SEED, incarnation=RESPONDER_INCARNATION).read_hello(data)
 
 
-@pytest.mark.parametrize("size", [0, 71, 166, 168])
+@pytest.mark.parametrize("size", [0, 71, 182, 184])
 def test_a_response_of_the_wrong_length_is_refused(size: int) -> None:
     (_, response, _), _, _ = handshake()
-    initiator = Initiator(WORKSPACE, INITIATOR_NODE, INITIATOR_SEED)
+    initiator = Initiator(WORKSPACE, INITIATOR_NODE, INITIATOR_SEED, incarnation=INITIATOR_INCARNATION)
     initiator.hello()
-    with pytest.raises(errors.HandshakeFailed, match="bytes; expected 167"):
+    with pytest.raises(errors.HandshakeFailed, match="bytes; expected 183"):
         initiator.read_response((response + bytes(10))[:size])
 
 
-@pytest.mark.parametrize("size", [0, 32, 95, 97])
+@pytest.mark.parametrize("size", [0, 32, 111, 113])
 def test_an_auth_of_the_wrong_length_is_refused(size: int) -> None:
     (hello, _, auth), _, _ = handshake()
-    responder = Responder(WORKSPACE, RESPONDER_NODE, RESPONDER_SEED)
+    responder = Responder(WORKSPACE, RESPONDER_NODE, RESPONDER_SEED, incarnation=RESPONDER_INCARNATION)
     responder.read_hello(hello)
-    with pytest.raises(errors.HandshakeFailed, match="bytes; expected 96"):
+    with pytest.raises(errors.HandshakeFailed, match="bytes; expected 112"):
         responder.read_auth((auth + bytes(10))[:size])
 
 
 def test_a_response_replayed_from_another_session_is_refused() -> None:
     (_, old_response, old_auth), _, _ = handshake()
-    initiator = Initiator(WORKSPACE, INITIATOR_NODE, bytes([0xA2]) * 32)  # a new session: new ephemeral key
+    initiator = Initiator(WORKSPACE, INITIATOR_NODE, bytes([0xA2]) * 32, incarnation=INITIATOR_INCARNATION)  # a new session: new ephemeral key
     initiator.hello()
     with pytest.raises(errors.HandshakeFailed, match="signature does not verify"):
         initiator.read_response(old_response)
 
     # and an AUTH replayed into a new session with the responder
-    responder = Responder(WORKSPACE, RESPONDER_NODE, bytes([0xB3]) * 32)
-    responder.read_hello(Initiator(WORKSPACE, INITIATOR_NODE, INITIATOR_SEED).hello())
+    responder = Responder(WORKSPACE, RESPONDER_NODE, bytes([0xB3]) * 32, incarnation=RESPONDER_INCARNATION)
+    responder.read_hello(Initiator(WORKSPACE, INITIATOR_NODE, INITIATOR_SEED, incarnation=INITIATOR_INCARNATION).hello())
     with pytest.raises(errors.HandshakeFailed, match="signature does not verify"):
         responder.read_auth(old_auth)
 
@@ -267,14 +272,14 @@ def test_an_auth_swapped_by_another_trusted_node_leaves_it_with_keys_that_open_n
     AUTH in place of the initiator's. The responder accepts that node's signature (the caller's
     directory decides about it), but the keys bind the whole transcript, so the initiator's
     frames do not open and nothing is misattributed."""
-    initiator = Initiator(WORKSPACE, INITIATOR_NODE, INITIATOR_SEED)
-    responder = Responder(WORKSPACE, RESPONDER_NODE, RESPONDER_SEED)
+    initiator = Initiator(WORKSPACE, INITIATOR_NODE, INITIATOR_SEED, incarnation=INITIATOR_INCARNATION)
+    responder = Responder(WORKSPACE, RESPONDER_NODE, RESPONDER_SEED, incarnation=RESPONDER_INCARNATION)
     hello = initiator.hello()
     response = responder.read_hello(hello)
     initiator.read_response(response)
     _, initiator_keys = initiator.auth()
     third = pk(THIRD_NODE)
-    swapped = third + crypto.sign(THIRD_NODE, wire.SIGNATURE_DOMAIN + b"auth" + hello + response + third)
+    swapped = third + INITIATOR_INCARNATION + crypto.sign(THIRD_NODE, wire.SIGNATURE_DOMAIN + b"auth" + hello + response + third + INITIATOR_INCARNATION)
     claimed, responder_keys = responder.read_auth(swapped)
     assert claimed == third
     opener = FrameOpener(responder_keys.receive, I2R_HEADER)
@@ -283,14 +288,14 @@ def test_an_auth_swapped_by_another_trusted_node_leaves_it_with_keys_that_open_n
 
 
 def test_a_low_order_ephemeral_key_is_refused() -> None:
-    hello = Initiator(WORKSPACE, INITIATOR_NODE, INITIATOR_SEED).hello()
+    hello = Initiator(WORKSPACE, INITIATOR_NODE, INITIATOR_SEED, incarnation=INITIATOR_INCARNATION).hello()
     with pytest.raises(errors.HandshakeFailed, match="unusable ephemeral key"):
-        Responder(WORKSPACE, RESPONDER_NODE, RESPONDER_SEED).read_hello(hello[:39] + bytes(32))
+        Responder(WORKSPACE, RESPONDER_NODE, RESPONDER_SEED, incarnation=RESPONDER_INCARNATION).read_hello(hello[:39] + bytes(32))
 
     # a responder with a zero ephemeral key, signing it properly: the initiator still refuses
-    initiator = Initiator(WORKSPACE, INITIATOR_NODE, INITIATOR_SEED)
+    initiator = Initiator(WORKSPACE, INITIATOR_NODE, INITIATOR_SEED, incarnation=INITIATOR_INCARNATION)
     hello = initiator.hello()
-    signed = wire.MAGIC + bytes([1, 1]) + WORKSPACE + bytes(32) + pk(RESPONDER_NODE)
+    signed = wire.MAGIC + bytes([wire.PROTOCOL_VERSION, 1]) + WORKSPACE + bytes(32) + pk(RESPONDER_NODE) + RESPONDER_INCARNATION
     response = signed + crypto.sign(RESPONDER_NODE, wire.SIGNATURE_DOMAIN + hello + signed)
     with pytest.raises(errors.HandshakeFailed, match="unusable ephemeral key"):
         initiator.read_response(response)
@@ -298,7 +303,7 @@ def test_a_low_order_ephemeral_key_is_refused() -> None:
 
 def test_steps_out_of_order_are_programming_errors() -> None:
     (hello, response, auth), _, _ = handshake()
-    initiator = Initiator(WORKSPACE, INITIATOR_NODE, INITIATOR_SEED)
+    initiator = Initiator(WORKSPACE, INITIATOR_NODE, INITIATOR_SEED, incarnation=INITIATOR_INCARNATION)
     with pytest.raises(RuntimeError):
         initiator.read_response(response)
     with pytest.raises(RuntimeError):
@@ -313,7 +318,7 @@ def test_steps_out_of_order_are_programming_errors() -> None:
     with pytest.raises(RuntimeError):
         initiator.auth()
 
-    responder = Responder(WORKSPACE, RESPONDER_NODE, RESPONDER_SEED)
+    responder = Responder(WORKSPACE, RESPONDER_NODE, RESPONDER_SEED, incarnation=RESPONDER_INCARNATION)
     with pytest.raises(RuntimeError):
         responder.read_auth(auth)
     responder.read_hello(hello)
@@ -326,7 +331,7 @@ def test_steps_out_of_order_are_programming_errors() -> None:
 
 def test_a_failed_step_leaves_the_handshake_failed() -> None:
     (hello, response, auth), _, _ = handshake()
-    initiator = Initiator(WORKSPACE, INITIATOR_NODE, INITIATOR_SEED)
+    initiator = Initiator(WORKSPACE, INITIATOR_NODE, INITIATOR_SEED, incarnation=INITIATOR_INCARNATION)
     initiator.hello()
     with pytest.raises(errors.HandshakeFailed):
         initiator.read_response(flipped(response, 150))
@@ -335,7 +340,7 @@ def test_a_failed_step_leaves_the_handshake_failed() -> None:
     with pytest.raises(RuntimeError):
         initiator.auth()
 
-    responder = Responder(WORKSPACE, RESPONDER_NODE, RESPONDER_SEED)
+    responder = Responder(WORKSPACE, RESPONDER_NODE, RESPONDER_SEED, incarnation=RESPONDER_INCARNATION)
     responder.read_hello(hello)
     with pytest.raises(errors.HandshakeFailed):
         responder.read_auth(flipped(auth, 50))
@@ -345,11 +350,11 @@ def test_a_failed_step_leaves_the_handshake_failed() -> None:
 
 def test_bad_arguments_are_programming_errors() -> None:
     with pytest.raises(ValueError):
-        Initiator(WORKSPACE[:31], INITIATOR_NODE, INITIATOR_SEED)
+        Initiator(WORKSPACE[:31], INITIATOR_NODE, INITIATOR_SEED, incarnation=INITIATOR_INCARNATION)
     with pytest.raises(ValueError):
-        Responder(WORKSPACE, RESPONDER_NODE, RESPONDER_SEED[:31])
+        Responder(WORKSPACE, RESPONDER_NODE, RESPONDER_SEED[:31], incarnation=RESPONDER_INCARNATION)
     with pytest.raises(TypeError):
-        Initiator(WORKSPACE, bytes(INITIATOR_NODE), INITIATOR_SEED)  # type: ignore[arg-type]
+        Initiator(WORKSPACE, bytes(INITIATOR_NODE), INITIATOR_SEED, incarnation=INITIATOR_INCARNATION)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         FrameSealer(bytes(32), bytes(23))
     with pytest.raises(ValueError):

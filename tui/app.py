@@ -28,6 +28,7 @@ from textual.suggester import Suggester
 from textual.widgets import Button, Checkbox, DataTable, Footer, Header, Input, Label, OptionList, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
 
+from appliance import identity
 from appliance.errors import NodeLocked, RallypointError, WrongPassphrase
 from appliance.model import ChannelSummary, Identity, MessageView, PeerStatus
 from appliance.node import Node
@@ -239,6 +240,9 @@ class SetupScreen(Screen[None]):
         except RallypointError as exc:
             self.post_message(Failed(str(exc)))
             return
+        unconsumed = await asyncio.to_thread(identity.consume_enrollment_file, Path(enrollment_path).expanduser(), node.node_id, node.now())
+        if unconsumed is not None:
+            self.app.notify(identity.UNCONSUMED_WARNING.format(reason=unconsumed), severity="warning", timeout=30)
         self.app.post_message(NodeUnlocked(node, node.whoami()))
 
     @on(Failed)
@@ -1070,7 +1074,7 @@ class PeersScreen(Screen[None]):
             session = event.sessions.get(row.node_id)
             cells = (
                 printable(row.name) or row.node_id[:15],
-                row.trust,
+                row.trust if row.conflict is None else "CONFLICT",
                 f"{printable(row.address)}:{row.port}" if row.address else "-",
                 "up" if session else "-",
                 ago(row.last_sync),
@@ -1082,7 +1086,8 @@ class PeersScreen(Screen[None]):
             table.move_cursor(row=min(selected, len(event.rows) - 1))
         up = sum(1 for row in event.rows if row.node_id in event.sessions)
         lan = f"LAN sync on, {up} session{'s' if up != 1 else ''} up" if event.lan_on else "LAN sync is off in this console"
-        self.query_one("#peers-status", Static).update(Content(f"{len(event.rows)} node(s) · {lan} · Behind: our changes it lacks"))
+        conflicts = "".join(f"\n{printable(row.conflict)}" for row in event.rows if row.conflict)
+        self.query_one("#peers-status", Static).update(Content(f"{len(event.rows)} node(s) · {lan} · Behind: our changes it lacks{conflicts}"))
 
     @on(Failed)
     def failed(self, event: Failed) -> None:

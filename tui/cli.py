@@ -17,7 +17,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from appliance import __version__, ids
+from appliance import __version__, identity, ids
+from appliance.audit import AuditVerdict
 from appliance.errors import InvalidInput, NodeLocked, NotInitialised, RallypointError
 from appliance.model import MAX_READ_PAGE, iso_utc
 from sync.defaults import DEFAULT_MAX_BYTES, DEFAULT_PORT
@@ -144,6 +145,9 @@ async def cmd_join(args: argparse.Namespace) -> None:
         code = input("One-time code: ")
     passphrase = read_passphrase(args, confirm=True, prompt="New passphrase for this node: ")
     async with await Node.join(Path(args.home).expanduser(), data, code, passphrase) as node:
+        unconsumed = identity.consume_enrollment_file(Path(args.file), node.node_id, node.now())
+        if unconsumed is not None:
+            print(identity.UNCONSUMED_WARNING.format(reason=unconsumed), file=sys.stderr)
         me = node.whoami()
         emit(
             args,
@@ -325,14 +329,25 @@ async def cmd_config(args: argparse.Namespace) -> None:
     await _with_node(args, run)
 
 
+def _audit_verdict_text(verdict: AuditVerdict) -> str:
+    if not verdict.ok:
+        return f"AUDIT LOG BROKEN after {verdict.count} good entries: {verdict.problem}"
+    text = f"audit log intact: {verdict.count} entries, signed by this node's key, head {verdict.head.hex()[:16]}"
+    if verdict.legacy:
+        text += f"\n{verdict.legacy} legacy entries (1-{verdict.legacy}) were written before entries were signed; their hash chain holds"
+    if verdict.uncovered:
+        text += f"\nthe last {verdict.uncovered} entries (failed unlocks) are not yet covered by a signature"
+    return text
+
+
 async def cmd_audit(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
         if args.verify:
             verdict = await node.verify_audit()
             emit(
                 args,
-                {"ok": verdict.ok, "entries": verdict.count, "head": verdict.head.hex(), "problem": verdict.problem},
-                f"audit log intact: {verdict.count} entries, head {verdict.head.hex()[:16]}" if verdict.ok else f"AUDIT LOG BROKEN after {verdict.count} good entries: {verdict.problem}",
+                {"ok": verdict.ok, "entries": verdict.count, "head": verdict.head.hex(), "problem": verdict.problem, "legacy": verdict.legacy, "uncovered": verdict.uncovered},
+                _audit_verdict_text(verdict),
             )
             if not verdict.ok:
                 raise CommandFailed(f"the audit log is broken after {verdict.count} good entries: {verdict.problem}", EXIT_ERROR, "AuditBroken")
@@ -608,6 +623,7 @@ async def cmd_peers(args: argparse.Namespace) -> None:
                 "last_sync": iso_utc(r.last_sync),
                 "last_courier": iso_utc(r.last_courier),
                 "behind": r.behind,
+                "conflict": r.conflict,
             }
             for r in rows
         ]
@@ -620,6 +636,8 @@ async def cmd_peers(args: argparse.Namespace) -> None:
             address = f"{r.address}:{r.port}" if r.address else "-"
             behind = "-" if r.behind is None else f"{r.behind} change(s)"
             lines.append(f"{r.node_id:<23} {printable(r.name)[:14]:<14} {r.trust:<15} {address:<21} {when(r.last_sync):<16} {when(r.last_courier):<16} {behind}")
+            if r.conflict:
+                lines.append(f"  {printable(r.conflict)}")
         emit(args, payload, "\n".join(lines) if rows else "no peers known yet")
 
     await _with_node(args, run)
@@ -684,7 +702,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = ArgumentParser(add_help=False)
     common.add_argument("--home", default=argparse.SUPPRESS, help="node data directory (default: $RALLYPOINT_HOME or ~/.local/share/rallypoint)")
     common.add_argument("--passphrase-file", default=argparse.SUPPRESS, help="read the passphrase from this file (else $RALLYPOINT_PASSPHRASE, else a prompt)")
-    common.add_argument("--as", dest="as_user", default=argparse.SUPPRESS, metavar="USER", help="act as this local user")
+    common.add_argument("--as", dest="as_user", default=argparse.SUPPRESS, metavar="USER", help="act as this local user: only the node's own user may act until per-user sign-in exists (a later version); others are refused")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print stable JSON")
 
     parser = ArgumentParser(prog="rallypoint", description="Rallypoint: team channels that work without a network.", parents=[common])
