@@ -19,8 +19,8 @@ from appliance import schema as t
 
 INCARNATION_BYTES = 16
 USED_ENROLLMENT_FORMAT = "rallypoint-enrollment-used/1"
-REFUSAL_AUDIT_INTERVAL_MS = 3_600_000
-CONFLICT_PREFIX = "identity conflict: "  # begins every refusal for a conflict (a LAN peer's Bye says it)  # a conflicted peer that keeps trying is audited once an hour
+REFUSAL_AUDIT_INTERVAL_MS = 3_600_000  # a conflicted peer that keeps trying is audited once an hour
+CONFLICT_PREFIX = "identity conflict: "  # begins every refusal for a conflict (a LAN peer's Bye says it)
 
 
 # --- enrollment files used once ------------------------------------------------------------

@@ -17,8 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from appliance import __version__, identity, ids
-from appliance.audit import AuditVerdict
+from appliance import __version__, ids
 from appliance.errors import InvalidInput, NodeLocked, NotInitialised, RallypointError
 from appliance.model import MAX_READ_PAGE, iso_utc
 from sync.defaults import DEFAULT_MAX_BYTES, DEFAULT_PORT
@@ -28,6 +27,7 @@ from tui.files import write_atomically
 from tui.text import printable
 
 if TYPE_CHECKING:  # each command imports what it uses when it runs: `--help` loads none of it
+    from appliance.audit import AuditVerdict
     from appliance.model import MessageView
     from appliance.node import Attachment, Node
     from sync import lan
@@ -132,6 +132,7 @@ async def cmd_invite(args: argparse.Namespace) -> None:
 
 
 async def cmd_join(args: argparse.Namespace) -> None:
+    from appliance import identity
     from appliance.node import Node
 
     try:
