@@ -29,7 +29,7 @@ from automerge._automerge import Document
 from sqlalchemy import and_, bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from appliance import audit, cbor, certs, crypto, documents, ids, netpolicy
+from appliance import audit, backups, cbor, certs, crypto, documents, files, ids, netpolicy
 from appliance import schema as t
 from appliance.changes import (
     ChangeHeader,
@@ -88,6 +88,7 @@ DEFAULT_MAX_BLOB_BYTES = 25 * 1024 * 1024
 MAX_TEXT = 40_000
 MAX_CHANNEL_NAME = 64
 ENROLLMENT_FORMAT = "rallypoint-enrollment/1"
+MAX_ENROLLMENT_FILE_BYTES = 16 * 1024 * 1024  # certificates and the directory: far below this in any workspace
 ENROLLMENT_CODE_CHARS = 12  # 60 bits, behind Argon2id "moderate": not brute-forceable offline
 CHANNEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 BACKUP_SUFFIX = ".backup.db"  # a SQLite file: `sqlite3` opens it read-only for inspection
@@ -1926,21 +1927,23 @@ class Node:
             raise InvalidInput(f"no folder {directory}")
         taken_at = self._clock()
         name = f"rallypoint-{self.node_id}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(taken_at / 1000))}{BACKUP_SUFFIX}"
-        target, partial = directory / name, directory / f".{name}.partial"
+        target = directory / name
         if target.exists():
             raise InvalidInput(f"{target} exists already")
         try:
-            partial.unlink(missing_ok=True)  # left by an interrupted backup
-            await self.store.backup_into(partial)
-            await asyncio.to_thread(_publish_backup, partial, target)
+            debris = await asyncio.to_thread(backups.remove_debris, directory)
+            with backups.partial_file(directory / backups.partial_name(name)) as partial:
+                await self.store.backup_into(partial)
+                await asyncio.to_thread(_publish_backup, partial, target)
             size = target.stat().st_size
         except OSError as exc:
             raise StorageError(f"cannot write the backup into {directory}: {exc.strerror or exc}") from exc
-        finally:
-            partial.unlink(missing_ok=True)
         async with self.store.transaction() as conn:
-            await _append_audit(conn, self._clock(), self._user.hex(), "backup", {"file": name, "bytes": size})
-        return BackupInfo(target, size, taken_at)
+            detail: dict[str, object] = {"file": name, "bytes": size}
+            if debris.files:
+                detail["removed_debris"] = {"files": debris.files, "bytes": debris.bytes}
+            await _append_audit(conn, self._clock(), self._user.hex(), "backup", detail)
+        return BackupInfo(target, size, taken_at, debris.files, debris.bytes)
 
     @classmethod
     async def restore(cls, home: Path, backup: Path, passphrase: str, *, clock: Clock = wall_clock_ms, rng: Random = crypto.random_bytes) -> Node:
@@ -1948,7 +1951,6 @@ class Node:
         unlocked with `passphrase`; if any step fails, `home` is left without a node again."""
         if Node.exists(home):
             raise AlreadyInitialised(f"{home} already holds a node: restore into an empty home")
-        await asyncio.to_thread(check_database_file, backup)
         ensure_home(home)
         try:
             await asyncio.to_thread(_copy_durably, backup, home / DB_FILE)
@@ -2082,10 +2084,18 @@ def _publish_backup(partial: Path, target: Path) -> None:
 
 
 def _copy_durably(source: Path, target: Path) -> None:
+    """Copies the backup at `source` (a regular file: a named pipe would block the copy forever)
+    to `target`, readable by its owner only, and checks the copy before giving it its name: what
+    is checked is what is used, even if `source` is swapped meanwhile."""
     partial = target.with_name(f".{target.name}.partial")
     try:
-        shutil.copyfile(source, partial)
-        _fsync_path(partial)
+        partial.unlink(missing_ok=True)  # left by a restore that was killed
+        fd, _ = files.open_regular(source)
+        with files.owned(fd), open(fd, "rb", closefd=False) as reader, open(files.create_private(partial), "wb") as writer:
+            shutil.copyfileobj(reader, writer, files.COPY_CHUNK_BYTES)
+            writer.flush()
+            os.fsync(writer.fileno())
+        check_database_file(partial, source.name)
         os.rename(partial, target)
         _fsync_path(target.parent)
     finally:

@@ -180,16 +180,18 @@ class Store:
             raise StorageError(_describe(exc)) from exc
 
 
-def check_database_file(path: Path) -> None:
-    """Raises StorageError unless `path` is an intact SQLite database (a backup about to be used)."""
+def check_database_file(path: Path, name: str | None = None) -> None:
+    """Raises StorageError unless `path` is an intact SQLite database (a backup about to be used),
+    naming it `name` (default: its file name)."""
+    name = name or path.name
     try:
         # as_uri() percent-encodes the path: a '?' or '#' in a folder name cannot end it early.
         with closing(sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)) as conn:
             verdict = conn.execute("PRAGMA quick_check").fetchone()
     except sqlite3.Error as exc:
-        raise StorageError(f"{path.name} is not a readable node database: {exc}") from exc
+        raise StorageError(f"{name} is not a readable node database: {exc}") from exc
     if verdict != ("ok",):
-        raise StorageError(f"{path.name} is damaged: {verdict[0] if verdict else 'no verdict'}")
+        raise StorageError(f"{name} is damaged: {verdict[0] if verdict else 'no verdict'}")
 
 
 def _upgrade(sync_connection: Any) -> None:

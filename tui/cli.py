@@ -19,8 +19,9 @@ from typing import Any
 
 from appliance import __version__, ids
 from appliance.errors import InvalidInput, NodeLocked, NotInitialised, RallypointError
+from appliance.files import read_regular_file
 from appliance.model import MessageView, iso_utc
-from appliance.node import Attachment, Node
+from appliance.node import MAX_ENROLLMENT_FILE_BYTES, Attachment, Node
 from sync import lan, sneakernet
 from sync.bundle import read_header
 from sync.errors import SyncError
@@ -125,7 +126,7 @@ async def cmd_invite(args: argparse.Namespace) -> None:
 
 async def cmd_join(args: argparse.Namespace) -> None:
     try:
-        data = Path(args.file).read_bytes()
+        data = read_regular_file(Path(args.file), MAX_ENROLLMENT_FILE_BYTES)
     except OSError as exc:
         raise CliError(f"cannot read enrollment file: {exc.strerror}") from exc
     code = args.code or os.environ.get("RALLYPOINT_ENROLLMENT_CODE")
@@ -330,10 +331,11 @@ async def cmd_audit(args: argparse.Namespace) -> None:
 async def cmd_backup(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
         taken = await node.backup(Path(args.to).expanduser())
+        debris = f"\nRemoved {taken.debris_files} file(s) ({taken.debris_bytes:,} bytes) left there by interrupted backups." if taken.debris_files else ""
         emit(
             args,
-            {"file": str(taken.path), "bytes": taken.bytes, "taken_at": iso_utc(taken.taken_at)},
-            f"Backup written to {taken.path} ({taken.bytes:,} bytes)\nIt opens only with this node's passphrase; keep it as safe as the node itself.",
+            {"file": str(taken.path), "bytes": taken.bytes, "taken_at": iso_utc(taken.taken_at), "removed_debris": {"files": taken.debris_files, "bytes": taken.debris_bytes}},
+            f"Backup written to {taken.path} ({taken.bytes:,} bytes){debris}\nIt opens only with this node's passphrase; keep it as safe as the node itself.",
         )
 
     await _with_node(args, run)
@@ -431,8 +433,7 @@ def _inspect(args: argparse.Namespace) -> None:
     """The clear-text header only: no key, no passphrase, no secrets."""
     path = Path(args.file).expanduser()
     try:
-        with path.open("rb") as handle:
-            data = handle.read(sneakernet.MAX_BUNDLE_FILE_BYTES + 1)
+        data = read_regular_file(path, sneakernet.MAX_BUNDLE_FILE_BYTES)
     except OSError as exc:
         raise CliError(f"cannot read {args.file}: {exc.strerror}") from exc
     header = read_header(data)
