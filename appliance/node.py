@@ -183,6 +183,8 @@ class Node:
         self._locked: str | None = None  # the reason, once a remote wipe happened
         self._hold_snapshots = False  # set while an import's transaction is open
         self._listeners: list[ChangeListener] = []
+        # Writes that failed without failing what was asked (a snapshot, a read marker): said once each.
+        self.skipped_writes: list[str] = []
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -728,8 +730,17 @@ class Node:
         doc = self._docs.get(doc_id)
         if doc is None:
             return
-        async with self.store.transaction() as conn:
-            await self._write_snapshot(conn, doc_id, doc)
+        try:
+            async with self.store.transaction() as conn:
+                await self._write_snapshot(conn, doc_id, doc)
+        except StorageError as exc:
+            # A snapshot only makes loading faster; the change log it condenses is stored. It stays
+            # pending and is written when there is room, so a full disk fails no post, import or read.
+            self._skipped_write(f"document snapshots were not saved (the changes are stored; they are saved later): {exc}")
+
+    def _skipped_write(self, what: str) -> None:
+        if what not in self.skipped_writes:
+            self.skipped_writes.append(what)
 
     async def _write_snapshot(self, conn: AsyncConnection, doc_id: str, doc: Document) -> None:
         upto = (await conn.execute(select(func.max(t.changes.c.id)).where(t.changes.c.doc_id == doc_id))).scalar_one()
@@ -1247,8 +1258,11 @@ class Node:
             row = (await conn.execute(select(t.bundle_log.c.outcome, t.bundle_log.c.reason).where(t.bundle_log.c.digest == digest))).first()
         return None if row is None else (row.outcome, row.reason)
 
-    async def record_rejection(self, digest: bytes, *, outcome: str, reason: str, sender: bytes | None, bundle_id: bytes | None, created_at: int | None, source: str = "bundle") -> None:
-        """A refused bundle: one log row and one audit entry (a re-presented one is not audited again)."""
+    async def record_rejection(
+        self, digest: bytes, *, outcome: str, reason: str, sender: bytes | None, bundle_id: bytes | None, created_at: int | None, source: str = "bundle", quarantine: Mapping[str, object] | None = None
+    ) -> None:
+        """A refused bundle: one log row and one audit entry (a re-presented one is not audited
+        again), with what happened to its copy in `quarantine` (kept, dropped, problem)."""
         now = self._clock()
         async with self.store.transaction() as conn:
             exists = (await conn.execute(select(t.bundle_log.c.digest).where(t.bundle_log.c.digest == digest))).first()
@@ -1259,6 +1273,8 @@ class Node:
             detail: dict[str, object] = {"outcome": outcome, "reason": reason, "from": sender_id, "digest": digest.hex()}
             if bundle_id is not None:
                 detail["bundle"] = bundle_id.hex()
+            if quarantine is not None:
+                detail["quarantine"] = dict(quarantine)
             await _append_audit(conn, now, self._row.node_key.hex(), f"{source}_rejected", detail)
 
     async def courier_log(self, limit: int = 100) -> list[dict[str, Any]]:
@@ -1862,7 +1878,10 @@ class Node:
             # newest message, replies included.
             async with self.store.reading() as conn:
                 newest = (await conn.execute(select(func.max(m.message_id)).where(m.channel_id == head.channel_id))).scalar_one()
-            await self.mark_read(head.channel_id, newest)
+            try:
+                await self.mark_read(head.channel_id, newest)
+            except StorageError as exc:  # the messages were read all the same (a full disk, say)
+                self._skipped_write(f"#{head.name} was not marked read: {exc}")
         return [self._view(r, head.name, counts.get(r["message_id"], 0)) for r in rows]
 
     async def mark_read(self, channel_id: str, last_read: str) -> None:

@@ -34,8 +34,10 @@ from appliance.errors import InvalidInput
 from appliance.files import FileTooLarge, NotARegularFile, file_kind, open_regular, read_at_most
 from appliance.files import owned as _owned
 from appliance.ids import normalise_key_id
+from sync import quarantine
 from sync.bundle import ID_BYTES, MAX_CREATED_AT
 from sync.errors import StickError
+from sync.quarantine import DroppedFile, KeptFile, Quarantined, QuarantineQuota
 
 STICK_DIR = "rallypoint"
 BROADCAST = "broadcast"
@@ -169,11 +171,12 @@ async def remove_bundle_file(file: StickFile) -> None:
     await asyncio.to_thread(_remove_blocking, file)
 
 
-async def quarantine_file(data: bytes, quarantine_dir: Path, name: str, reason: str) -> Path:
+async def quarantine_file(data: bytes, quarantine_dir: Path, name: str, reason: str, quota: QuarantineQuota = QuarantineQuota()) -> Quarantined:
     """Keeps a rejected bundle's bytes in `quarantine_dir` (created 0o700) with `<name>.reason.txt`
-    beside it; never overwrites an earlier one (adds -1, -2, ... before the suffix). Returns the
-    bundle copy's path."""
-    return await asyncio.to_thread(_quarantine_blocking, data, Path(quarantine_dir), name, reason)
+    beside it, within `quota` (sync.quarantine: the oldest go first, one over the quota is not
+    kept); never overwrites an earlier one (adds -1, -2, ... before the suffix). Says where the
+    copy is and what was dropped."""
+    return await asyncio.to_thread(_quarantine_blocking, data, Path(quarantine_dir), name, reason, quota)
 
 
 async def remove_own_older(root: Path, outbox: str, sender_id: str, keep: Collection[str]) -> int:
@@ -457,17 +460,23 @@ def _fsync_dir(dir_fd: int) -> None:
             raise
 
 
-def _quarantine_blocking(data: bytes, quarantine_dir: Path, name: str, reason: str) -> Path:
+def _quarantine_blocking(data: bytes, quarantine_dir: Path, name: str, reason: str, quota: QuarantineQuota) -> Quarantined:
     if not _QUARANTINE_NAME.fullmatch(name):
         raise ValueError(f"not a safe file name for the quarantine: {name!r}")
-    reason_text = reason if reason.endswith("\n") else reason + "\n"
+    reason_bytes = (reason if reason.endswith("\n") else reason + "\n").encode()
     try:
         quarantine_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         with _owned(os.open(quarantine_dir, _DIR_FLAGS | os.O_NOFOLLOW)) as dir_fd:
+            decided = quarantine.plan(_quarantined(dir_fd), name, len(data) + len(reason_bytes), quota)
+            if decided.refused is not None:
+                return Quarantined(None, (decided.refused,))
             data_temp = _write_temp(dir_fd, data, 0o600)
             try:
-                reason_temp = _write_temp(dir_fd, reason_text.encode(), 0o600)
+                reason_temp = _write_temp(dir_fd, reason_bytes, 0o600)
                 try:
+                    for old in decided.evict:  # only once the new copy is written: it is kept for sure
+                        _unlink_quietly(old.name + REASON_SUFFIX, dir_fd)
+                        _unlink_quietly(old.name, dir_fd)
                     stored = _link_unused_name(dir_fd, data_temp, reason_temp, name)
                 finally:
                     _unlink_quietly(reason_temp, dir_fd)
@@ -476,7 +485,25 @@ def _quarantine_blocking(data: bytes, quarantine_dir: Path, name: str, reason: s
             _fsync_dir(dir_fd)
     except OSError as exc:
         raise _stick_error(exc, f"cannot quarantine {name} in {_shown(quarantine_dir)}", medium="disk") from exc
-    return quarantine_dir / stored
+    evicted = quarantine.eviction_reason(quota)
+    return Quarantined(quarantine_dir / stored, tuple(DroppedFile(f.name, f.size, evicted) for f in decided.evict))
+
+
+def _quarantined(dir_fd: int) -> list[KeptFile]:
+    """The bundles in the quarantine (up to MAX_ENTRIES entries looked at), each with its reason file's size."""
+    bundles: dict[str, os.stat_result] = {}
+    reasons: dict[str, int] = {}
+    with os.scandir(dir_fd) as entries:
+        for entry in itertools.islice(entries, MAX_ENTRIES):
+            with suppress(OSError):
+                info = entry.stat(follow_symlinks=False)
+                if not stat.S_ISREG(info.st_mode) or entry.name.startswith(TEMP_PREFIX):
+                    continue
+                if entry.name.endswith(REASON_SUFFIX):
+                    reasons[entry.name.removesuffix(REASON_SUFFIX)] = info.st_size
+                else:
+                    bundles[entry.name] = info
+    return [KeptFile(name, info.st_size + reasons.get(name, 0), info.st_mtime_ns) for name, info in bundles.items()]
 
 
 def _link_unused_name(dir_fd: int, data_temp: str, reason_temp: str, name: str) -> str:

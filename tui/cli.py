@@ -22,9 +22,10 @@ from appliance.errors import InvalidInput, NodeLocked, NotInitialised, Rallypoin
 from appliance.files import read_regular_file
 from appliance.model import MessageView, iso_utc
 from appliance.node import MAX_ENROLLMENT_FILE_BYTES, Attachment, Node
-from sync import lan, sneakernet
+from sync import lan, quarantine, sneakernet
 from sync.bundle import read_header
 from sync.errors import SyncError
+from sync.quarantine import QuarantineQuota
 from sync.sneakernet import ExportReport, ImportReport, Progress, ProgressCallback
 from tui.files import write_atomically
 from tui.reports import export_report_text, import_report_text
@@ -91,8 +92,13 @@ async def _with_node(args: argparse.Namespace, action: Callable[[Node], Awaitabl
     home = Path(args.home).expanduser()
     if not Node.exists(home):
         raise NotInitialised(f"no node in {home}: run `rallypoint init` or `rallypoint join` first")
-    async with await Node.open(home, read_passphrase(args), as_user=args.as_user) as node:
-        await action(node)
+    node = await Node.open(home, read_passphrase(args), as_user=args.as_user)
+    try:
+        async with node:
+            await action(node)
+    finally:
+        for skipped in node.skipped_writes:  # after what was done was said, and on any exit
+            print(f"rallypoint: warning: {printable(skipped)}", file=sys.stderr)
 
 
 # --- commands -------------------------------------------------------------------------
@@ -382,7 +388,16 @@ def _import_json(report: ImportReport) -> dict[str, Any]:
         "directory_entries": sum(f.summary.directory_entries for f in report.accepted if f.summary),
         "blobs": sum(f.summary.blobs for f in report.accepted if f.summary),
         "files": [
-            {"name": f.name, "outcome": f.outcome, "reason": f.reason, "sender": f.sender, "bundle_id": f.bundle_id, "quarantined": str(f.quarantined) if f.quarantined else None}
+            {
+                "name": f.name,
+                "outcome": f.outcome,
+                "reason": f.reason,
+                "sender": f.sender,
+                "bundle_id": f.bundle_id,
+                "quarantined": str(f.quarantined) if f.quarantined else None,
+                "quarantine_dropped": [d.as_json() for d in f.quarantine_dropped],
+                "quarantine_problem": f.quarantine_problem,
+            }
             for f in report.files
         ],
         "problems": [{"path": p.path, "reason": p.reason} for p in report.problems],
@@ -407,6 +422,18 @@ def _stick_root(path: str) -> Path:
     return root
 
 
+def _quarantine_quota(args: argparse.Namespace) -> QuarantineQuota:
+    try:
+        return QuarantineQuota(args.quarantine_max_bytes, args.quarantine_max_files)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def _quarantine_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quarantine-max-bytes", type=int, default=quarantine.DEFAULT_MAX_BYTES, metavar="N", help="keep at most N bytes of rejected bundles in the quarantine (oldest dropped first)")
+    parser.add_argument("--quarantine-max-files", type=int, default=quarantine.DEFAULT_MAX_FILES, metavar="N", help="keep at most N rejected bundles in the quarantine")
+
+
 def _exit_for(report: ImportReport) -> None:
     if report.rejected:
         raise SystemExit(EXIT_REJECTED)
@@ -422,7 +449,7 @@ async def cmd_bundle(args: argparse.Namespace) -> None:
             report = await sneakernet.export_bundles(node, _stick_root(args.to), for_nodes=args.for_nodes or (), max_bytes=args.max_bytes, broadcast=args.broadcast, progress=_progress_printer(args))
             emit(args, _export_json(report), export_report_text(report, _names(node)))
         else:
-            imported = await sneakernet.import_bundles(node, _stick_root(args.source), preview=args.preview, progress=_progress_printer(args))
+            imported = await sneakernet.import_bundles(node, _stick_root(args.source), preview=args.preview, progress=_progress_printer(args), quarantine_quota=_quarantine_quota(args))
             emit(args, _import_json(imported), import_report_text(imported, node.home / sneakernet.QUARANTINE_DIR, _names(node)))
             _exit_for(imported)
 
@@ -466,7 +493,7 @@ def _inspect(args: argparse.Namespace) -> None:
 
 async def cmd_courier(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
-        imported, exported = await sneakernet.courier(node, _stick_root(args.dir), progress=_progress_printer(args), max_bytes=args.max_bytes)
+        imported, exported = await sneakernet.courier(node, _stick_root(args.dir), progress=_progress_printer(args), max_bytes=args.max_bytes, quarantine_quota=_quarantine_quota(args))
         payload = {"import": _import_json(imported), "export": _export_json(exported) if exported else None}
         names = _names(node)
         human = import_report_text(imported, node.home / sneakernet.QUARANTINE_DIR, names) + ("\n" + export_report_text(exported, names) if exported else "\nNothing exported.")
@@ -740,12 +767,14 @@ def build_parser() -> argparse.ArgumentParser:
     q = bundle_sub.add_parser("import", parents=[common], help="import every bundle on a stick addressed to this node")
     q.add_argument("--from", dest="source", required=True, metavar="DIR")
     q.add_argument("--preview", action="store_true", help="show what would change; change nothing")
+    _quarantine_options(q)
     q = bundle_sub.add_parser("inspect", parents=[common], help="show a bundle's clear-text header: who from, for whom (no key needed)")
     q.add_argument("file", metavar="FILE")
 
     p = command("courier", cmd_courier, "import what a stick holds for this node, then write fresh bundles for every peer")
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--max-bytes", type=int, default=sneakernet.DEFAULT_MAX_BYTES, metavar="N")
+    _quarantine_options(p)
 
     p = command("node", cmd_node, "nodes of the workspace")
     node_sub = p.add_subparsers(dest="node_command", required=True, metavar="ACTION")
