@@ -12,6 +12,7 @@ is dropped and reloaded from the store, so memory never runs ahead of disk."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -313,8 +314,9 @@ class Node:
             try:
                 data_key = await asyncio.to_thread(crypto.open_with_passphrase, passphrase, ident["sealed_data_key"], ident["kdf_salt"], params)
             except WrongPassphrase:
-                async with store.transaction() as conn:
-                    await _append_audit(conn, clock(), "-", "unlock_failed", {"reason": "wrong passphrase"})
+                with contextlib.suppress(StorageError):  # a full disk: the attempt goes unaudited, the answer stays right
+                    async with store.transaction() as conn:
+                        await _append_audit(conn, clock(), "-", "unlock_failed", {"reason": "wrong passphrase"})
                 raise
             keys = _Keys(data_key, None, None, {})  # type: ignore[arg-type]
             for pub, kind, sealed in sealed_rows:

@@ -84,6 +84,8 @@ async def test_reads_work_on_a_full_disk_and_writes_say_why_they_fail(disk: Path
     assert listed.returncode == 0 and "random" in listed.stdout
     refused = run_cli(home, "post", "general", "no room")
     assert refused.returncode == 1 and "the disk is full" in refused.stderr and "nothing was written" in refused.stderr
+    wrong = run_cli(home, "read", "general", passphrase="not the passphrase")
+    assert wrong.returncode == 1 and wrong.stderr.strip() == "rallypoint: error: wrong passphrase"
 
     async with await Node.open(home, PASSPHRASE) as node:
         assert [m.text for m in await node.read("general")] == [f"hello {i}" for i in range(5)]
