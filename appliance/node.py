@@ -30,7 +30,7 @@ from automerge._automerge import Document
 from sqlalchemy import and_, bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from appliance import audit, backups, cbor, certs, crypto, documents, files, ids, netpolicy
+from appliance import audit, backups, cbor, certs, crypto, documents, ids, netpolicy
 from appliance import schema as t
 from appliance.changes import (
     ChangeHeader,
@@ -73,6 +73,7 @@ from appliance.model import (
     Receipt,
     UserInfo,
 )
+from appliance.files import COPY_CHUNK_BYTES, create_private, open_regular, owned
 from appliance.store import DB_FILE, Storage, Store, check_database_file, ensure_home
 
 Clock = Callable[[], int]
@@ -1959,11 +1960,14 @@ class Node:
             size = target.stat().st_size
         except OSError as exc:
             raise StorageError(f"cannot write the backup into {directory}: {exc.strerror or exc}") from exc
-        async with self.store.transaction() as conn:
-            detail: dict[str, object] = {"file": name, "bytes": size}
-            if debris.files:
-                detail["removed_debris"] = {"files": debris.files, "bytes": debris.bytes}
-            await _append_audit(conn, self._clock(), self._user.hex(), "backup", detail)
+        detail: dict[str, object] = {"file": name, "bytes": size}
+        if debris.files:
+            detail["removed_debris"] = {"files": debris.files, "bytes": debris.bytes}
+        try:
+            async with self.store.transaction() as conn:
+                await _append_audit(conn, self._clock(), self._user.hex(), "backup", detail)
+        except StorageError as exc:  # a full disk is when a backup is wanted most: keep it, say so
+            self._skipped_write(f"the backup {name} was written but is not in the audit log: {exc}")
         return BackupInfo(target, size, taken_at, debris.files, debris.bytes)
 
     @classmethod
@@ -2111,9 +2115,9 @@ def _copy_durably(source: Path, target: Path) -> None:
     partial = target.with_name(f".{target.name}.partial")
     try:
         partial.unlink(missing_ok=True)  # left by a restore that was killed
-        fd, _ = files.open_regular(source)
-        with files.owned(fd), open(fd, "rb", closefd=False) as reader, open(files.create_private(partial), "wb") as writer:
-            shutil.copyfileobj(reader, writer, files.COPY_CHUNK_BYTES)
+        fd, _ = open_regular(source)
+        with owned(fd), open(fd, "rb", closefd=False) as reader, open(create_private(partial), "wb") as writer:
+            shutil.copyfileobj(reader, writer, COPY_CHUNK_BYTES)
             writer.flush()
             os.fsync(writer.fileno())
         check_database_file(partial, source.name)

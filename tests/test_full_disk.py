@@ -86,6 +86,12 @@ async def test_reads_work_on_a_full_disk_and_writes_say_why_they_fail(disk: Path
     assert refused.returncode == 1 and "the disk is full" in refused.stderr and "nothing was written" in refused.stderr
     wrong = run_cli(home, "read", "general", passphrase="not the passphrase")
     assert wrong.returncode == 1 and wrong.stderr.strip() == "rallypoint: error: wrong passphrase"
+    shelf = disk.parent / "shelf"
+    shelf.mkdir()
+    backup = run_cli(home, "backup", "--to", str(shelf), "--json")
+    assert backup.returncode == 0, backup.stderr
+    assert "was written but is not in the audit log: the disk is full" in backup.stderr
+    assert Path(json.loads(backup.stdout)["file"]).exists()
 
     async with await Node.open(home, PASSPHRASE) as node:
         assert [m.text for m in await node.read("general")] == [f"hello {i}" for i in range(5)]
