@@ -102,6 +102,8 @@ class BackupInfo:
     path: Path
     bytes: int
     taken_at: int  # ms
+    debris_files: int = 0  # left in the folder by interrupted backups, removed by this one
+    debris_bytes: int = 0
 
 
 @dataclass(frozen=True)

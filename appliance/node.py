@@ -12,6 +12,7 @@ is dropped and reloaded from the store, so memory never runs ahead of disk."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -29,7 +30,7 @@ from automerge._automerge import Document
 from sqlalchemy import and_, bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from appliance import audit, cbor, certs, crypto, documents, identity, ids, netpolicy
+from appliance import audit, backups, cbor, certs, crypto, documents, identity, ids, netpolicy
 from appliance import schema as t
 from appliance.changes import (
     ChangeHeader,
@@ -74,6 +75,7 @@ from appliance.model import (
     Receipt,
     UserInfo,
 )
+from appliance.files import COPY_CHUNK_BYTES, create_private, open_regular, owned
 from appliance.store import DB_FILE, Storage, Store, check_database_file, ensure_home
 
 Clock = Callable[[], int]
@@ -90,6 +92,7 @@ DEFAULT_MAX_BLOB_BYTES = 25 * 1024 * 1024
 MAX_TEXT = 40_000
 MAX_CHANNEL_NAME = 64
 ENROLLMENT_FORMAT = "rallypoint-enrollment/1"
+MAX_ENROLLMENT_FILE_BYTES = 16 * 1024 * 1024  # certificates and the directory: far below this in any workspace
 ENROLLMENT_CODE_CHARS = 12  # 60 bits, behind Argon2id "moderate": not brute-forceable offline
 CHANNEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 BACKUP_SUFFIX = ".backup.db"  # a SQLite file: `sqlite3` opens it read-only for inspection
@@ -185,6 +188,8 @@ class Node:
         self._locked: str | None = None  # the reason, once a remote wipe happened
         self._hold_snapshots = False  # set while an import's transaction is open
         self._listeners: list[ChangeListener] = []
+        # Writes that failed without failing what was asked (a snapshot, a read marker): said once each.
+        self.skipped_writes: list[str] = []
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -315,8 +320,9 @@ class Node:
             try:
                 data_key = await asyncio.to_thread(crypto.open_with_passphrase, passphrase, ident["sealed_data_key"], ident["kdf_salt"], params)
             except WrongPassphrase:
-                async with store.transaction() as conn:
-                    await _append_audit(conn, None, clock(), "-", "unlock_failed", {"reason": "wrong passphrase"})
+                with contextlib.suppress(StorageError):  # a full disk: the attempt goes unaudited, the answer stays right
+                    async with store.transaction() as conn:
+                        await _append_audit(conn, None, clock(), "-", "unlock_failed", {"reason": "wrong passphrase"})
                 raise
             keys = _Keys(data_key, None, None, {})  # type: ignore[arg-type]
             for pub, kind, sealed in sealed_rows:
@@ -748,8 +754,17 @@ class Node:
         doc = self._docs.get(doc_id)
         if doc is None:
             return
-        async with self.store.transaction() as conn:
-            await self._write_snapshot(conn, doc_id, doc)
+        try:
+            async with self.store.transaction() as conn:
+                await self._write_snapshot(conn, doc_id, doc)
+        except StorageError as exc:
+            # A snapshot only makes loading faster; the change log it condenses is stored. It stays
+            # pending and is written when there is room, so a full disk fails no post, import or read.
+            self._skipped_write(f"document snapshots were not saved (the changes are stored; they are saved later): {exc}")
+
+    def _skipped_write(self, what: str) -> None:
+        if what not in self.skipped_writes:
+            self.skipped_writes.append(what)
 
     async def _write_snapshot(self, conn: AsyncConnection, doc_id: str, doc: Document) -> None:
         upto = (await conn.execute(select(func.max(t.changes.c.id)).where(t.changes.c.doc_id == doc_id))).scalar_one()
@@ -1280,8 +1295,11 @@ class Node:
             row = (await conn.execute(select(t.bundle_log.c.outcome, t.bundle_log.c.reason).where(t.bundle_log.c.digest == digest))).first()
         return None if row is None else (row.outcome, row.reason)
 
-    async def record_rejection(self, digest: bytes, *, outcome: str, reason: str, sender: bytes | None, bundle_id: bytes | None, created_at: int | None, source: str = "bundle") -> None:
-        """A refused bundle: one log row and one audit entry (a re-presented one is not audited again)."""
+    async def record_rejection(
+        self, digest: bytes, *, outcome: str, reason: str, sender: bytes | None, bundle_id: bytes | None, created_at: int | None, source: str = "bundle", quarantine: Mapping[str, object] | None = None
+    ) -> None:
+        """A refused bundle: one log row and one audit entry (a re-presented one is not audited
+        again), with what happened to its copy in `quarantine` (kept, dropped, problem)."""
         now = self._clock()
         async with self.store.transaction() as conn:
             exists = (await conn.execute(select(t.bundle_log.c.digest).where(t.bundle_log.c.digest == digest))).first()
@@ -1292,6 +1310,8 @@ class Node:
             detail: dict[str, object] = {"outcome": outcome, "reason": reason, "from": sender_id, "digest": digest.hex()}
             if bundle_id is not None:
                 detail["bundle"] = bundle_id.hex()
+            if quarantine is not None:
+                detail["quarantine"] = dict(quarantine)
             await _append_audit(conn, self._keys.node, now, self._row.node_key.hex(), f"{source}_rejected", detail)
 
     async def courier_log(self, limit: int = 100) -> list[dict[str, Any]]:
@@ -1946,7 +1966,10 @@ class Node:
             # newest message, replies included.
             async with self.store.reading() as conn:
                 newest = (await conn.execute(select(func.max(m.message_id)).where(m.channel_id == head.channel_id))).scalar_one()
-            await self.mark_read(head.channel_id, newest)
+            try:
+                await self.mark_read(head.channel_id, newest)
+            except StorageError as exc:  # the messages were read all the same (a full disk, say)
+                self._skipped_write(f"#{head.name} was not marked read: {exc}")
         return [self._view(r, head.name, counts.get(r["message_id"], 0)) for r in rows]
 
     async def mark_read(self, channel_id: str, last_read: str) -> None:
@@ -2015,21 +2038,26 @@ class Node:
             raise InvalidInput(f"no folder {directory}")
         taken_at = self._clock()
         name = f"rallypoint-{self.node_id}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(taken_at / 1000))}{BACKUP_SUFFIX}"
-        target, partial = directory / name, directory / f".{name}.partial"
+        target = directory / name
         if target.exists():
             raise InvalidInput(f"{target} exists already")
         try:
-            partial.unlink(missing_ok=True)  # left by an interrupted backup
-            await self.store.backup_into(partial)
-            await asyncio.to_thread(_publish_backup, partial, target)
+            debris = await asyncio.to_thread(backups.remove_debris, directory)
+            with backups.partial_file(directory / backups.partial_name(name)) as partial:
+                await self.store.backup_into(partial)
+                await asyncio.to_thread(_publish_backup, partial, target)
             size = target.stat().st_size
         except OSError as exc:
             raise StorageError(f"cannot write the backup into {directory}: {exc.strerror or exc}") from exc
-        finally:
-            partial.unlink(missing_ok=True)
-        async with self.store.transaction() as conn:
-            await _append_audit(conn, self._keys.node, self._clock(), self._user.hex(), "backup", {"file": name, "bytes": size})
-        return BackupInfo(target, size, taken_at)
+        detail: dict[str, object] = {"file": name, "bytes": size}
+        if debris.files:
+            detail["removed_debris"] = {"files": debris.files, "bytes": debris.bytes}
+        try:
+            async with self.store.transaction() as conn:
+                await _append_audit(conn, self._keys.node, self._clock(), self._user.hex(), "backup", detail)
+        except StorageError as exc:  # a full disk is when a backup is wanted most: keep it, say so
+            self._skipped_write(f"the backup {name} was written but is not in the audit log: {exc}")
+        return BackupInfo(target, size, taken_at, debris.files, debris.bytes)
 
     @classmethod
     async def restore(cls, home: Path, backup: Path, passphrase: str, *, clock: Clock = wall_clock_ms, rng: Random = crypto.random_bytes) -> Node:
@@ -2037,7 +2065,6 @@ class Node:
         unlocked with `passphrase`; if any step fails, `home` is left without a node again."""
         if Node.exists(home):
             raise AlreadyInitialised(f"{home} already holds a node: restore into an empty home")
-        await asyncio.to_thread(check_database_file, backup)
         ensure_home(home)
         try:
             await asyncio.to_thread(_copy_durably, backup, home / DB_FILE)
@@ -2178,10 +2205,18 @@ def _publish_backup(partial: Path, target: Path) -> None:
 
 
 def _copy_durably(source: Path, target: Path) -> None:
+    """Copies the backup at `source` (a regular file: a named pipe would block the copy forever)
+    to `target`, readable by its owner only, and checks the copy before giving it its name: what
+    is checked is what is used, even if `source` is swapped meanwhile."""
     partial = target.with_name(f".{target.name}.partial")
     try:
-        shutil.copyfile(source, partial)
-        _fsync_path(partial)
+        partial.unlink(missing_ok=True)  # left by a restore that was killed
+        fd, _ = open_regular(source)
+        with owned(fd), open(fd, "rb", closefd=False) as reader, open(create_private(partial), "wb") as writer:
+            shutil.copyfileobj(reader, writer, COPY_CHUNK_BYTES)
+            writer.flush()
+            os.fsync(writer.fileno())
+        check_database_file(partial, source.name)
         os.rename(partial, target)
         _fsync_path(target.parent)
     finally:

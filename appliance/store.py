@@ -47,6 +47,16 @@ def _sqlite_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+# What opening the store on a full disk fails with: SQLite cannot give the shared-memory index of
+# the write-ahead log (the -shm file) its room, or cannot write at all.
+_NO_ROOM = frozenset({"SQLITE_IOERR_SHMSIZE", "SQLITE_IOERR_SHMMAP", "SQLITE_FULL"})
+READ_ONLY_WHEN_FULL = "the disk is full: this node is open for reading only"
+
+
+def _no_room(exc: SQLAlchemyError) -> bool:
+    return getattr(getattr(exc, "orig", None), "sqlite_errorname", None) in _NO_ROOM
+
+
 def _describe(exc: BaseException) -> str:
     message = str(getattr(exc, "orig", None) or exc).splitlines()[0]
     if "full" in message.lower():
@@ -81,15 +91,18 @@ class Store:
     """An async context manager owning the engine. `transaction()` yields a connection in one
     transaction; any database failure surfaces as StorageError after a full rollback."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, path: Path | None = None) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
+        self.path = path  # the SQLite file, for a store on one
+        self.read_only: str | None = None  # why, when the store could be opened for reading only
 
     @classmethod
     def at(cls, home: Path) -> Store:
         # URL.create takes the path as it is: in a URL string a '?' or '#' in a folder name would
         # end the path and the node would live in another file.
-        return cls.from_url(URL.create("sqlite+aiosqlite", database=str(home / DB_FILE)))
+        path = home / DB_FILE
+        return cls(create_async_engine(URL.create("sqlite+aiosqlite", database=str(path))), path)._with_pragmas()
 
     @classmethod
     def memory(cls) -> Store:
@@ -114,15 +127,40 @@ class Store:
         await self.engine.dispose()
 
     async def migrate(self) -> None:
-        """Brings the schema to the newest revision with Alembic; a node upgrades in place."""
+        """Brings the schema to the newest revision with Alembic; a node upgrades in place. On a
+        disk too full to open the store for writing, it is opened for reading only."""
         try:
-            async with self.engine.connect() as conn:
-                if await self._revision(conn) == schema.SCHEMA_REVISION:
-                    return
+            revision = await self._current_revision()
         except SQLAlchemyError as exc:
-            raise StorageError(_describe(exc)) from exc
+            if self.path is None or not _no_room(exc):
+                raise StorageError(_describe(exc)) from exc
+            revision = await self._open_for_reading_only()
+        if revision == schema.SCHEMA_REVISION:
+            return
         async with self.transaction() as conn:
             await conn.run_sync(_upgrade)
+
+    async def _current_revision(self) -> str | None:
+        async with self.engine.connect() as conn:
+            return await self._revision(conn)
+
+    async def _open_for_reading_only(self) -> str | None:
+        """Reopens the file so that SQLite keeps the write-ahead log's index in memory instead of
+        growing the -shm file (`readonly_shm`, which wants the file to exist: an empty one takes no
+        room). Reads then work and see every commit; every write is refused with the reason."""
+        assert self.path is not None
+        await self.engine.dispose()
+        try:
+            os.close(os.open(f"{self.path}-shm", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+            uri = self.path.absolute().as_uri()  # percent-encoded: a '?' or '#' in a folder name stays in the path
+            self.engine = create_async_engine(URL.create("sqlite+aiosqlite", database=uri, query={"uri": "true", "mode": "ro", "readonly_shm": "1"}))
+            self._with_pragmas()
+            self.read_only = READ_ONLY_WHEN_FULL
+            return await self._current_revision()
+        except OSError as exc:
+            raise StorageError(f"the disk is full: cannot open the store ({exc.strerror})") from exc
+        except SQLAlchemyError as exc:
+            raise StorageError(_describe(exc)) from exc
 
     @staticmethod
     async def _revision(conn: AsyncConnection) -> str | None:
@@ -133,6 +171,8 @@ class Store:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        if self.read_only is not None:
+            raise StorageError(f"{self.read_only}; nothing was written")
         try:
             async with self.engine.connect() as conn:
                 await conn.execution_options(**{_WRITE: True})
@@ -180,16 +220,18 @@ class Store:
             raise StorageError(_describe(exc)) from exc
 
 
-def check_database_file(path: Path) -> None:
-    """Raises StorageError unless `path` is an intact SQLite database (a backup about to be used)."""
+def check_database_file(path: Path, name: str | None = None) -> None:
+    """Raises StorageError unless `path` is an intact SQLite database (a backup about to be used),
+    naming it `name` (default: its file name)."""
+    name = name or path.name
     try:
         # as_uri() percent-encodes the path: a '?' or '#' in a folder name cannot end it early.
         with closing(sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)) as conn:
             verdict = conn.execute("PRAGMA quick_check").fetchone()
     except sqlite3.Error as exc:
-        raise StorageError(f"{path.name} is not a readable node database: {exc}") from exc
+        raise StorageError(f"{name} is not a readable node database: {exc}") from exc
     if verdict != ("ok",):
-        raise StorageError(f"{path.name} is damaged: {verdict[0] if verdict else 'no verdict'}")
+        raise StorageError(f"{name} is damaged: {verdict[0] if verdict else 'no verdict'}")
 
 
 def _upgrade(sync_connection: Any) -> None:

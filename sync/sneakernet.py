@@ -39,7 +39,8 @@ from sync.bundle import (
     read_header,
 )
 from sync.defaults import DEFAULT_MAX_BYTES, MiB
-from sync.errors import BundleRejected, NotAddressedToMe, SyncError, UnknownSender
+from sync.errors import BundleRejected, NotAddressedToMe, StickError, SyncError, UnknownSender
+from sync.quarantine import DroppedFile, Quarantined, QuarantineQuota
 
 MIN_MAX_BYTES = 64 * 1024
 IMPORT_LIMITS = Limits(max_bundle_bytes=256 * MiB, max_plaintext_bytes=256 * MiB, max_items=4_000_000)
@@ -106,6 +107,8 @@ class FileOutcome:
     bundle_id: str | None = None
     summary: ImportSummary | None = None
     quarantined: Path | None = None
+    quarantine_dropped: tuple[DroppedFile, ...] = ()  # this bundle, if not kept, and older ones it displaced
+    quarantine_problem: str | None = None  # why it could not be quarantined (it stays on the stick)
 
     @property
     def rejected(self) -> bool:
@@ -144,6 +147,10 @@ class ImportReport:
     @property
     def senders(self) -> tuple[str, ...]:
         return tuple(sorted({f.sender for f in self.accepted if f.sender}))
+
+    @property
+    def quarantine_dropped(self) -> tuple[DroppedFile, ...]:
+        return tuple(d for f in self.files for d in f.quarantine_dropped)
 
 
 # --- export -----------------------------------------------------------------------------
@@ -327,10 +334,12 @@ async def import_bundles(
     *,
     preview: bool = False,
     progress: ProgressCallback | None = None,
+    quarantine_quota: QuarantineQuota = QuarantineQuota(),
 ) -> ImportReport:
     """Imports every bundle on the stick addressed to this node (its outbox and the
     broadcast outbox), oldest first; bundles that lack an earlier one are retried after the
-    others. `preview` reports what would happen and changes nothing, on the node or the stick."""
+    others. `preview` reports what would happen and changes nothing, on the node or the stick.
+    Rejected bundles are quarantined within `quarantine_quota`."""
     me = node.node_id
     scan = await stick.scan(root, [stick.outbox_name(me), stick.BROADCAST], max_file_bytes=MAX_BUNDLE_FILE_BYTES)
     outcomes: dict[str, FileOutcome] = {}
@@ -341,7 +350,7 @@ async def import_bundles(
         for file in queue:
             if progress:
                 progress(Progress("import", len(outcomes), total, file.name))
-            outcome = await _import_file(node, file, preview, last_try=False, progress=progress)
+            outcome = await _import_file(node, file, preview, quarantine_quota, last_try=False, progress=progress)
             if outcome is None:
                 deferred.append(file)
                 continue
@@ -352,7 +361,7 @@ async def import_bundles(
                 return ImportReport(tuple(outcomes.values()), scan.problems, preview, wiped=True)
         if len(deferred) == len(queue):  # no progress: decide them for good
             for file in deferred:
-                outcome = await _import_file(node, file, preview, last_try=True, progress=progress)
+                outcome = await _import_file(node, file, preview, quarantine_quota, last_try=True, progress=progress)
                 assert outcome is not None
                 outcomes[file.name] = outcome
             break
@@ -363,7 +372,7 @@ async def import_bundles(
     return ImportReport(ordered, scan.problems, preview)
 
 
-async def _import_file(node: Node, file: stick.StickFile, preview: bool, *, last_try: bool, progress: ProgressCallback | None = None) -> FileOutcome | None:
+async def _import_file(node: Node, file: stick.StickFile, preview: bool, quota: QuarantineQuota, *, last_try: bool, progress: ProgressCallback | None = None) -> FileOutcome | None:
     """The outcome of one file; None to try it again after the others (it may need a bundle
     that is still to come: an unknown sender's certificate, earlier changes)."""
     mine = file.outbox != stick.BROADCAST
@@ -392,12 +401,12 @@ async def _import_file(node: Node, file: stick.StickFile, preview: bool, *, last
             await node.record_rejection(digest, outcome=type(exc).__name__, reason=str(exc), sender=header.sender if header else None, bundle_id=header.id if header else None, created_at=header.created_at if header else None)
         return FileOutcome(file.name, type(exc).__name__, str(exc), ids.key_id(header.sender) if header else None, header.id.hex() if header else None)
     except BundleRejected as exc:
-        return await _reject(node, file, data, digest, header, type(exc).__name__, str(exc), preview)
+        return await _reject(node, file, data, digest, header, type(exc).__name__, str(exc), preview, quota)
     if content.incarnation is not None:
         try:
             await node.check_peer_incarnation(opened.sender, content.incarnation, via="bundle", record=not preview)
         except IdentityConflict as exc:
-            return await _reject(node, file, data, digest, opened, "IdentityConflict", str(exc), preview)
+            return await _reject(node, file, data, digest, opened, "IdentityConflict", str(exc), preview, quota)
     sender = ids.key_id(opened.sender)
     receipt = Receipt(source="bundle", sender=opened.sender, created_at=opened.created_at, sender_heads=opened.heads, digest=digest, bundle_id=opened.id)
     try:
@@ -414,7 +423,7 @@ async def _import_file(node: Node, file: stick.StickFile, preview: bool, *, last
             return None
         return FileOutcome(file.name, WAITING, f"{exc}; import the earlier bundles from {sender} first", sender, opened.id.hex())
     except ChangeRejected as exc:
-        return await _reject(node, file, data, digest, opened, "ChangeRejected", str(exc), preview)
+        return await _reject(node, file, data, digest, opened, "ChangeRejected", str(exc), preview, quota)
     if mine and not preview:
         await stick.remove_bundle_file(file)
     outcome = ACCEPTED if summary.changes or summary.blobs else DUPLICATE
@@ -422,15 +431,20 @@ async def _import_file(node: Node, file: stick.StickFile, preview: bool, *, last
 
 
 async def _reject(
-    node: Node, file: stick.StickFile, data: bytes, digest: bytes, header: BundleHeader | None, outcome: str, reason: str, preview: bool
+    node: Node, file: stick.StickFile, data: bytes, digest: bytes, header: BundleHeader | None, outcome: str, reason: str, preview: bool, quota: QuarantineQuota
 ) -> FileOutcome:
     """Quarantines the bundle in the node's home and records the decision (audited once);
-    the stick keeps broadcast bundles (other nodes judge them for themselves)."""
+    the stick keeps broadcast bundles (other nodes judge them for themselves), and a bundle that
+    could not be quarantined: a failure to keep a copy must not stop the bundles beside it."""
     sender = ids.key_id(header.sender) if header else None
     bundle_id = header.id.hex() if header else None
     if preview:
         return FileOutcome(file.name, outcome, reason, sender, bundle_id)
-    quarantined = await stick.quarantine_file(data, node.home / QUARANTINE_DIR, file.name, f"{outcome}: {reason}")
+    kept, problem = Quarantined(None, ()), None
+    try:
+        kept = await stick.quarantine_file(data, node.home / QUARANTINE_DIR, file.name, f"{outcome}: {reason}", quota)
+    except StickError as exc:
+        problem = str(exc)
     await node.record_rejection(
         digest,
         outcome=outcome,
@@ -438,10 +452,11 @@ async def _reject(
         sender=header.sender if header else None,
         bundle_id=header.id if header else None,
         created_at=header.created_at if header else None,
+        quarantine={"kept": kept.path.name if kept.path else None, "dropped": [d.as_json() for d in kept.dropped], "problem": problem},
     )
-    if file.outbox != stick.BROADCAST:
+    if file.outbox != stick.BROADCAST and problem is None:
         await stick.remove_bundle_file(file)
-    return FileOutcome(file.name, outcome, reason, sender, bundle_id, quarantined=quarantined)
+    return FileOutcome(file.name, outcome, reason, sender, bundle_id, quarantined=kept.path, quarantine_dropped=kept.dropped, quarantine_problem=problem)
 
 
 def _changes_progress(progress: ProgressCallback | None, content: BundleContent, label: str) -> Callable[[str, int], None] | None:
@@ -480,10 +495,12 @@ def _limits(node: Node) -> Limits:
 # --- courier ----------------------------------------------------------------------------
 
 
-async def courier(node: Node, root: Path, *, progress: ProgressCallback | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[ImportReport, ExportReport | None]:
+async def courier(
+    node: Node, root: Path, *, progress: ProgressCallback | None = None, max_bytes: int = DEFAULT_MAX_BYTES, quarantine_quota: QuarantineQuota = QuarantineQuota()
+) -> tuple[ImportReport, ExportReport | None]:
     """One action at a stop on the route: import what is addressed to this node, then write
     fresh bundles for every peer. No export when the import wiped this node."""
-    imported = await import_bundles(node, root, progress=progress)
+    imported = await import_bundles(node, root, progress=progress, quarantine_quota=quarantine_quota)
     if imported.wiped:
         return imported, None
     return imported, await export_bundles(node, root, max_bytes=max_bytes, progress=progress)

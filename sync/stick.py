@@ -25,15 +25,19 @@ import re
 import secrets
 import stat
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.errors import InvalidInput
+from appliance.files import FileTooLarge, NotARegularFile, file_kind, open_regular, read_at_most
+from appliance.files import owned as _owned
 from appliance.ids import normalise_key_id
+from sync import quarantine
 from sync.bundle import ID_BYTES, MAX_CREATED_AT
 from sync.errors import StickError
+from sync.quarantine import DroppedFile, KeptFile, Quarantined, QuarantineQuota
 
 STICK_DIR = "rallypoint"
 BROADCAST = "broadcast"
@@ -51,7 +55,6 @@ STALE_TEMP_SECONDS = 3600  # a writer's temporary file this old was left by a cr
 _MAX_COUNTED_ENTRIES = 100 * MAX_ENTRIES  # counting what was not examined stays bounded too
 _MAX_FORMAT_BYTES = 256
 _MAX_SHOWN_FORMAT_BYTES = 64
-_READ_CHUNK_BYTES = 1024 * 1024
 _MAX_QUARANTINE_COPIES = 10_000
 
 _NODE_ID = r"[A-Z2-7]{7}-[A-Z2-7]{7}-[A-Z2-7]{7}"  # appliance.ids.key_id: 21 base32 characters in groups of 7
@@ -60,8 +63,6 @@ _BUNDLE_FILE_NAME = re.compile(rf"(?P<sender>{_NODE_ID})-(?P<created_at>[0-9]{{1
 _QUARANTINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-# O_NONBLOCK: a FIFO swapped in after the last check must not block the open or the read.
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 # Shown paths: C0/C1 controls, bidi and line-separator characters, undecodable bytes (which
@@ -72,17 +73,6 @@ _ESCAPES: dict[int, str] = (
     | {0xDC00 + byte: f"\\x{byte:02x}" for byte in range(0x80, 0x100)}
     | {ord("\\"): "\\\\"}
 )
-
-_KINDS: tuple[tuple[Callable[[int], bool], str], ...] = (
-    (stat.S_ISLNK, "a symbolic link"),
-    (stat.S_ISDIR, "a folder"),
-    (stat.S_ISREG, "a regular file"),
-    (stat.S_ISFIFO, "a named pipe"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a device file"),
-    (stat.S_ISBLK, "a device file"),
-)
-
 
 @dataclass(frozen=True)
 class StickFile:
@@ -123,7 +113,7 @@ class _WrongKind(Exception):
     """Something other than the folder or regular file that belongs at `name`."""
 
     def __init__(self, name: str, mode: int, wanted: str) -> None:
-        reason = f"is {_kind(mode)}, not {wanted}"
+        reason = f"is {file_kind(mode)}, not {wanted}"
         super().__init__(f"{reason}; links are not followed" if stat.S_ISLNK(mode) else reason)
         self.name = name
 
@@ -181,11 +171,12 @@ async def remove_bundle_file(file: StickFile) -> None:
     await asyncio.to_thread(_remove_blocking, file)
 
 
-async def quarantine_file(data: bytes, quarantine_dir: Path, name: str, reason: str) -> Path:
+async def quarantine_file(data: bytes, quarantine_dir: Path, name: str, reason: str, quota: QuarantineQuota = QuarantineQuota()) -> Quarantined:
     """Keeps a rejected bundle's bytes in `quarantine_dir` (created 0o700) with `<name>.reason.txt`
-    beside it; never overwrites an earlier one (adds -1, -2, ... before the suffix). Returns the
-    bundle copy's path."""
-    return await asyncio.to_thread(_quarantine_blocking, data, Path(quarantine_dir), name, reason)
+    beside it, within `quota` (sync.quarantine: the oldest go first, one over the quota is not
+    kept); never overwrites an earlier one (adds -1, -2, ... before the suffix). Says where the
+    copy is and what was dropped."""
+    return await asyncio.to_thread(_quarantine_blocking, data, Path(quarantine_dir), name, reason, quota)
 
 
 async def remove_own_older(root: Path, outbox: str, sender_id: str, keep: Collection[str]) -> int:
@@ -319,23 +310,13 @@ def _read_blocking(file: StickFile, max_file_bytes: int) -> bytes:
             with _owned(fd):
                 if info.st_size > max_file_bytes:
                     raise StickError(f"cannot read {shown}: it is {info.st_size:,} bytes now, over the limit of {max_file_bytes:,}")
-                return _read_at_most(fd, max_file_bytes, shown)
+                return read_at_most(fd, max_file_bytes, shown)
+    except FileTooLarge as exc:
+        raise StickError(f"cannot read {exc}") from exc
     except _WrongKind as exc:
         raise StickError(f"cannot read {shown}: {exc.name} {exc} (it changed since the scan)") from exc
     except OSError as exc:
         raise _stick_error(exc, f"cannot read {shown}") from exc
-
-
-def _read_at_most(fd: int, max_bytes: int, shown: str) -> bytes:
-    """Reads to the end, refusing a file that grows past `max_bytes` while it is read."""
-    chunks: list[bytes] = []
-    total = 0
-    while chunk := os.read(fd, min(_READ_CHUNK_BYTES, max_bytes + 1 - total)):
-        chunks.append(chunk)
-        total += len(chunk)
-        if total > max_bytes:
-            raise StickError(f"cannot read {shown}: it grew past the limit of {max_bytes:,} bytes while being read")
-    return b"".join(chunks)
 
 
 def _remove_blocking(file: StickFile) -> None:
@@ -479,17 +460,23 @@ def _fsync_dir(dir_fd: int) -> None:
             raise
 
 
-def _quarantine_blocking(data: bytes, quarantine_dir: Path, name: str, reason: str) -> Path:
+def _quarantine_blocking(data: bytes, quarantine_dir: Path, name: str, reason: str, quota: QuarantineQuota) -> Quarantined:
     if not _QUARANTINE_NAME.fullmatch(name):
         raise ValueError(f"not a safe file name for the quarantine: {name!r}")
-    reason_text = reason if reason.endswith("\n") else reason + "\n"
+    reason_bytes = (reason if reason.endswith("\n") else reason + "\n").encode()
     try:
         quarantine_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         with _owned(os.open(quarantine_dir, _DIR_FLAGS | os.O_NOFOLLOW)) as dir_fd:
+            decided = quarantine.plan(_quarantined(dir_fd), name, len(data) + len(reason_bytes), quota)
+            if decided.refused is not None:
+                return Quarantined(None, (decided.refused,))
             data_temp = _write_temp(dir_fd, data, 0o600)
             try:
-                reason_temp = _write_temp(dir_fd, reason_text.encode(), 0o600)
+                reason_temp = _write_temp(dir_fd, reason_bytes, 0o600)
                 try:
+                    for old in decided.evict:  # only once the new copy is written: it is kept for sure
+                        _unlink_quietly(old.name + REASON_SUFFIX, dir_fd)
+                        _unlink_quietly(old.name, dir_fd)
                     stored = _link_unused_name(dir_fd, data_temp, reason_temp, name)
                 finally:
                     _unlink_quietly(reason_temp, dir_fd)
@@ -498,7 +485,25 @@ def _quarantine_blocking(data: bytes, quarantine_dir: Path, name: str, reason: s
             _fsync_dir(dir_fd)
     except OSError as exc:
         raise _stick_error(exc, f"cannot quarantine {name} in {_shown(quarantine_dir)}", medium="disk") from exc
-    return quarantine_dir / stored
+    evicted = quarantine.eviction_reason(quota)
+    return Quarantined(quarantine_dir / stored, tuple(DroppedFile(f.name, f.size, evicted) for f in decided.evict))
+
+
+def _quarantined(dir_fd: int) -> list[KeptFile]:
+    """The bundles in the quarantine (up to MAX_ENTRIES entries looked at), each with its reason file's size."""
+    bundles: dict[str, os.stat_result] = {}
+    reasons: dict[str, int] = {}
+    with os.scandir(dir_fd) as entries:
+        for entry in itertools.islice(entries, MAX_ENTRIES):
+            with suppress(OSError):
+                info = entry.stat(follow_symlinks=False)
+                if not stat.S_ISREG(info.st_mode) or entry.name.startswith(TEMP_PREFIX):
+                    continue
+                if entry.name.endswith(REASON_SUFFIX):
+                    reasons[entry.name.removesuffix(REASON_SUFFIX)] = info.st_size
+                else:
+                    bundles[entry.name] = info
+    return [KeptFile(name, info.st_size + reasons.get(name, 0), info.st_mtime_ns) for name, info in bundles.items()]
 
 
 def _link_unused_name(dir_fd: int, data_temp: str, reason_temp: str, name: str) -> str:
@@ -523,15 +528,6 @@ def _link_unused_name(dir_fd: int, data_temp: str, reason_temp: str, name: str) 
 # --- shared -----------------------------------------------------------------------------------
 
 
-@contextmanager
-def _owned(fd: int) -> Iterator[int]:
-    """Closes a descriptor when the block ends."""
-    try:
-        yield fd
-    finally:
-        os.close(fd)
-
-
 def _open_real_dir(name: str, parent_fd: int) -> int:
     """Opens the folder `name` inside `parent_fd`; a link (even to a folder) or anything else
     raises _WrongKind."""
@@ -550,25 +546,11 @@ def _open_outbox(root: Path, outbox: str) -> int:
 
 
 def _open_regular(name: str, dir_fd: int) -> tuple[int, os.stat_result]:
-    """Opens a regular file for reading. Checked before opening (opening a device can have
-    effects) and again after (the name may have been swapped in between)."""
-    mode = os.lstat(name, dir_fd=dir_fd).st_mode
-    if not stat.S_ISREG(mode):
-        raise _WrongKind(name, mode, "a regular file")
+    """Opens a regular file for reading, never through a link; anything else raises _WrongKind."""
     try:
-        fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise _WrongKind(name, stat.S_IFLNK, "a regular file") from exc
-        raise
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise _WrongKind(name, info.st_mode, "a regular file")
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd, info
+        return open_regular(name, dir_fd=dir_fd, follow_symlinks=False)
+    except NotARegularFile as exc:
+        raise _WrongKind(name, exc.mode, "a regular file") from exc
 
 
 def _unlink_quietly(name: str, dir_fd: int) -> None:
@@ -607,10 +589,6 @@ def _is_outbox(name: str) -> bool:
 def _check_outbox(name: str) -> None:
     if not _is_outbox(name):
         raise ValueError(f"not an outbox name: {name!r}")
-
-
-def _kind(mode: int) -> str:
-    return next((noun for is_kind, noun in _KINDS if is_kind(mode)), "an unknown kind of file")
 
 
 def _reason(exc: _WrongKind | OSError) -> str:

@@ -64,10 +64,22 @@ async def alice(tmp_path: Path) -> AsyncIterator[Node]:
 
 
 def run_cli(home: Path, *args: str, passphrase: str | None = PASSPHRASE, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    command, env = cli_command(home, passphrase)
+    return subprocess.run([*command, *args], env=env, capture_output=True, text=True, input=stdin, timeout=timeout, cwd=REPO)
+
+
+def start_cli(home: Path, *args: str, passphrase: str | None = PASSPHRASE) -> subprocess.Popen[str]:
+    """`rallypoint ARGS` running in the background (stdin closed), for a test that kills it or
+    watches it; the caller waits for it."""
+    command, env = cli_command(home, passphrase)
+    return subprocess.Popen([*command, *args], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+
+
+def cli_command(home: Path, passphrase: str | None = PASSPHRASE) -> tuple[list[str], dict[str, str]]:
+    """The `rallypoint` command of this checkout and its environment, for `home`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RALLYPOINT_")}
     env["RALLYPOINT_HOME"] = str(home)
     if passphrase is not None:
         env["RALLYPOINT_PASSPHRASE"] = passphrase
     executable = shutil.which("rallypoint", path=str(Path(sys.executable).parent))
-    command = [executable] if executable else [sys.executable, "-m", "tui.cli"]
-    return subprocess.run([*command, *args], env=env, capture_output=True, text=True, input=stdin, timeout=timeout, cwd=REPO)
+    return ([executable] if executable else [sys.executable, "-m", "tui.cli"]), env

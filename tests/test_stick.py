@@ -558,9 +558,8 @@ async def test_quarantine_never_overwrites(tmp_path: Path) -> None:
     home.mkdir()
     quarantine = home / "quarantine"
     name = name_for()
-    first = await quarantine_file(b"one", quarantine, name, "tampered")
-    second = await quarantine_file(b"two", quarantine, name, "truncated\n")
-    third = await quarantine_file(b"three", quarantine, name, "malformed")
+    first, second, third = [(await quarantine_file(data, quarantine, name, why)).path for data, why in ((b"one", "tampered"), (b"two", "truncated\n"), (b"three", "malformed"))]
+    assert first and second and third
 
     assert stat.S_IMODE(quarantine.stat().st_mode) == 0o700 & ~current_umask()
     assert [first.name, second.name, third.name] == [name, name.replace(".rpb", "-1.rpb"), name.replace(".rpb", "-2.rpb")]
@@ -573,8 +572,8 @@ async def test_quarantine_never_overwrites(tmp_path: Path) -> None:
 async def test_quarantine_skips_a_name_whose_reason_file_exists(tmp_path: Path) -> None:
     name = name_for()
     tmp_path.joinpath(f"{name}.reason.txt").write_text("someone else's")
-    stored = await quarantine_file(b"data", tmp_path, name, "why")
-    assert stored.name == name.replace(".rpb", "-1.rpb")
+    stored = (await quarantine_file(b"data", tmp_path, name, "why")).path
+    assert stored is not None and stored.name == name.replace(".rpb", "-1.rpb")
     assert not (tmp_path / name).exists()
     assert tmp_path.joinpath(f"{name}.reason.txt").read_text() == "someone else's"
 

@@ -30,8 +30,9 @@ from textual.widgets.option_list import Option
 
 from appliance import identity
 from appliance.errors import NodeLocked, RallypointError, WrongPassphrase
+from appliance.files import read_regular_file
 from appliance.model import ChannelSummary, Identity, MessageView, PeerStatus
-from appliance.node import Node
+from appliance.node import MAX_ENROLLMENT_FILE_BYTES, Node
 from sync.errors import SyncError
 from sync.lan import LanConfig, LanEvent, LanService, Received, Refused, SessionInfo, Wiped
 from tui.admin import AdminScreen
@@ -232,7 +233,7 @@ class SetupScreen(Screen[None]):
     @work(group="setup")
     async def join_workspace(self, enrollment_path: str, code: str, passphrase: str) -> None:
         try:
-            enrollment = await asyncio.to_thread(Path(enrollment_path).expanduser().read_bytes)
+            enrollment = await asyncio.to_thread(read_regular_file, Path(enrollment_path).expanduser(), MAX_ENROLLMENT_FILE_BYTES)
             node = await Node.join(self.home, enrollment, code, passphrase)
         except OSError as exc:
             self.post_message(Failed(f"cannot read the enrollment file: {exc.strerror or exc}"))

@@ -19,9 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from appliance import __version__, ids
 from appliance.errors import InvalidInput, NodeLocked, NotInitialised, RallypointError
+from appliance.files import read_regular_file
 from appliance.model import MAX_READ_PAGE, iso_utc
+from sync import quarantine
 from sync.defaults import DEFAULT_MAX_BYTES, DEFAULT_PORT
 from sync.errors import SyncError
+from sync.quarantine import QuarantineQuota
 from tui.cli_output import ArgumentParser, CommandFailed, UsageError, report_error, stdout_closed
 from tui.files import write_atomically
 from tui.text import printable
@@ -96,8 +99,13 @@ async def _with_node(args: argparse.Namespace, action: Callable[[Node], Awaitabl
     home = Path(args.home).expanduser()
     if not Node.exists(home):
         raise NotInitialised(f"no node in {home}: run `rallypoint init` or `rallypoint join` first")
-    async with await Node.open(home, read_passphrase(args), as_user=args.as_user) as node:
-        await action(node)
+    node = await Node.open(home, read_passphrase(args), as_user=args.as_user)
+    try:
+        async with node:
+            await action(node)
+    finally:
+        for skipped in node.skipped_writes:  # after what was done was said, and on any exit
+            print(f"rallypoint: warning: {printable(skipped)}", file=sys.stderr)
 
 
 # --- commands -------------------------------------------------------------------------
@@ -133,10 +141,10 @@ async def cmd_invite(args: argparse.Namespace) -> None:
 
 async def cmd_join(args: argparse.Namespace) -> None:
     from appliance import identity
-    from appliance.node import Node
+    from appliance.node import MAX_ENROLLMENT_FILE_BYTES, Node
 
     try:
-        data = Path(args.file).read_bytes()
+        data = read_regular_file(Path(args.file), MAX_ENROLLMENT_FILE_BYTES)
     except OSError as exc:
         raise CliError(f"cannot read enrollment file: {exc.strerror}") from exc
     code = args.code or os.environ.get("RALLYPOINT_ENROLLMENT_CODE")
@@ -366,10 +374,11 @@ async def cmd_audit(args: argparse.Namespace) -> None:
 async def cmd_backup(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
         taken = await node.backup(Path(args.to).expanduser())
+        debris = f"\nRemoved {taken.debris_files} file(s) ({taken.debris_bytes:,} bytes) left there by interrupted backups." if taken.debris_files else ""
         emit(
             args,
-            {"file": str(taken.path), "bytes": taken.bytes, "taken_at": iso_utc(taken.taken_at)},
-            f"Backup written to {taken.path} ({taken.bytes:,} bytes)\nIt opens only with this node's passphrase; keep it as safe as the node itself.",
+            {"file": str(taken.path), "bytes": taken.bytes, "taken_at": iso_utc(taken.taken_at), "removed_debris": {"files": taken.debris_files, "bytes": taken.debris_bytes}},
+            f"Backup written to {taken.path} ({taken.bytes:,} bytes){debris}\nIt opens only with this node's passphrase; keep it as safe as the node itself.",
         )
 
     await _with_node(args, run)
@@ -418,7 +427,16 @@ def _import_json(report: ImportReport) -> dict[str, Any]:
         "directory_entries": sum(f.summary.directory_entries for f in report.accepted if f.summary),
         "blobs": sum(f.summary.blobs for f in report.accepted if f.summary),
         "files": [
-            {"name": f.name, "outcome": f.outcome, "reason": f.reason, "sender": f.sender, "bundle_id": f.bundle_id, "quarantined": str(f.quarantined) if f.quarantined else None}
+            {
+                "name": f.name,
+                "outcome": f.outcome,
+                "reason": f.reason,
+                "sender": f.sender,
+                "bundle_id": f.bundle_id,
+                "quarantined": str(f.quarantined) if f.quarantined else None,
+                "quarantine_dropped": [d.as_json() for d in f.quarantine_dropped],
+                "quarantine_problem": f.quarantine_problem,
+            }
             for f in report.files
         ],
         "problems": [{"path": p.path, "reason": p.reason} for p in report.problems],
@@ -443,6 +461,18 @@ def _stick_root(path: str) -> Path:
     return root
 
 
+def _quarantine_quota(args: argparse.Namespace) -> QuarantineQuota:
+    try:
+        return QuarantineQuota(args.quarantine_max_bytes, args.quarantine_max_files)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def _quarantine_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quarantine-max-bytes", type=int, default=quarantine.DEFAULT_MAX_BYTES, metavar="N", help="keep at most N bytes of rejected bundles in the quarantine (oldest dropped first)")
+    parser.add_argument("--quarantine-max-files", type=int, default=quarantine.DEFAULT_MAX_FILES, metavar="N", help="keep at most N rejected bundles in the quarantine")
+
+
 def _exit_for(report: ImportReport, node: Node) -> None:
     """Exit 4 when the import wiped this node (its revocation was on the stick), else 3 when
     it refused a bundle; the report is printed first either way."""
@@ -465,7 +495,7 @@ async def cmd_bundle(args: argparse.Namespace) -> None:
             report = await sneakernet.export_bundles(node, _stick_root(args.to), for_nodes=args.for_nodes or (), max_bytes=args.max_bytes, broadcast=args.broadcast, progress=_progress_printer(args))
             emit(args, _export_json(report), export_report_text(report, _names(node)))
         else:
-            imported = await sneakernet.import_bundles(node, _stick_root(args.source), preview=args.preview, progress=_progress_printer(args))
+            imported = await sneakernet.import_bundles(node, _stick_root(args.source), preview=args.preview, progress=_progress_printer(args), quarantine_quota=_quarantine_quota(args))
             emit(args, _import_json(imported), import_report_text(imported, node.home / sneakernet.QUARANTINE_DIR, _names(node)))
             _exit_for(imported, node)
 
@@ -479,8 +509,7 @@ def _inspect(args: argparse.Namespace) -> None:
 
     path = Path(args.file).expanduser()
     try:
-        with path.open("rb") as handle:
-            data = handle.read(sneakernet.MAX_BUNDLE_FILE_BYTES + 1)
+        data = read_regular_file(path, sneakernet.MAX_BUNDLE_FILE_BYTES)
     except OSError as exc:
         raise CliError(f"cannot read {args.file}: {exc.strerror}") from exc
     header = read_header(data)
@@ -516,7 +545,7 @@ async def cmd_courier(args: argparse.Namespace) -> None:
     from tui.reports import export_report_text, import_report_text
 
     async def run(node: Node) -> None:
-        imported, exported = await sneakernet.courier(node, _stick_root(args.dir), progress=_progress_printer(args), max_bytes=args.max_bytes)
+        imported, exported = await sneakernet.courier(node, _stick_root(args.dir), progress=_progress_printer(args), max_bytes=args.max_bytes, quarantine_quota=_quarantine_quota(args))
         payload = {"import": _import_json(imported), "export": _export_json(exported) if exported else None}
         names = _names(node)
         human = import_report_text(imported, node.home / sneakernet.QUARANTINE_DIR, names) + ("\n" + export_report_text(exported, names) if exported else "\nNothing exported.")
@@ -814,12 +843,14 @@ def build_parser() -> argparse.ArgumentParser:
     q = bundle_sub.add_parser("import", parents=[common], help="import every bundle on a stick addressed to this node")
     q.add_argument("--from", dest="source", required=True, metavar="DIR")
     q.add_argument("--preview", action="store_true", help="show what would change; change nothing")
+    _quarantine_options(q)
     q = bundle_sub.add_parser("inspect", parents=[common], help="show a bundle's clear-text header: who from, for whom (no key needed)")
     q.add_argument("file", metavar="FILE")
 
     p = command("courier", cmd_courier, "import what a stick holds for this node, then write fresh bundles for every peer")
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, metavar="N")
+    _quarantine_options(p)
 
     p = command("node", cmd_node, "nodes of the workspace")
     node_sub = p.add_subparsers(dest="node_command", required=True, metavar="ACTION")

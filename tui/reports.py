@@ -39,6 +39,10 @@ def import_report_text(report: ImportReport, quarantine: Path, names: Mapping[st
         where = "" if report.preview else f" (kept in quarantine: {printable(str(quarantine))})"
         lines.append(f"Rejected {len(report.rejected)} bundle(s){where}:")
         lines.extend(f"  {printable(f.name)}: {f.outcome}: {printable(f.reason)}" for f in report.rejected)
+        lines.extend(f"  {printable(f.name)}: not quarantined, left on the stick: {printable(f.quarantine_problem)}" for f in report.rejected if f.quarantine_problem)
+    if report.quarantine_dropped:
+        lines.append(f"Not kept in quarantine ({len(report.quarantine_dropped)}):")
+        lines.extend(f"  {printable(d.name)} ({d.size:,} bytes): {printable(d.reason)}" for d in report.quarantine_dropped)
     for outcome in (sneakernet.SEEN, sneakernet.NOT_FOR_ME, sneakernet.WAITING):
         matching = [f for f in report.files if f.outcome == outcome]
         if matching:
