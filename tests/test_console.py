@@ -170,6 +170,20 @@ async def test_new_channel_from_the_keyboard(home: Path) -> None:
         assert "🔒ops" in screen_text(pilot.app)
 
 
+async def test_enter_on_the_private_checkbox_submits_the_form_as_ticked(home: Path) -> None:
+    """Enter on the checkbox once toggled it back and created a public channel: Space ticks,
+    Enter submits, wherever the focus is in the form."""
+    async with RallypointApp(home, PASSPHRASE).run_test(size=SIZE, notifications=True) as pilot:
+        await main_screen(pilot)
+        await pilot.press("ctrl+n", *"ops", "tab", "space", "enter")
+        await until_shown(pilot, "Message # ops")
+        assert pilot.app.node is not None
+        assert {c.name: c.kind for c in await pilot.app.node.list_channels()}["ops"] == "private"
+        await pilot.press("ctrl+n", *"logistics", "tab", "enter")  # unticked: public
+        await until_shown(pilot, "Message # logistics")
+        assert {c.name: c.kind for c in await pilot.app.node.list_channels()}["logistics"] == "public"
+
+
 async def test_a_message_posted_by_another_process_appears_while_running(home: Path) -> None:
     async with RallypointApp(home, PASSPHRASE).run_test(size=SIZE, notifications=True) as pilot:
         await main_screen(pilot)

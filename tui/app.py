@@ -25,7 +25,7 @@ from textual.events import Resize
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.suggester import Suggester
-from textual.widgets import Button, Checkbox, DataTable, Footer, Header, Input, Label, OptionList, Static, TabbedContent, TabPane
+from textual.widgets import Button, DataTable, Footer, Header, Input, Label, OptionList, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
 
 from appliance.errors import NodeLocked, RallypointError, WrongPassphrase
@@ -34,6 +34,7 @@ from appliance.node import Node
 from sync.errors import SyncError
 from sync.lan import LanConfig, LanEvent, LanService, Received, Refused, SessionInfo, Wiped
 from tui.admin import AdminScreen
+from tui.controls import FormCheckbox, StoppingOptionList
 from tui.courier import CourierScreen
 from tui.files import free_path, safe_file_name, write_atomically
 from tui.text import printable
@@ -314,13 +315,15 @@ class NewChannel:
 
 
 class NewChannelScreen(ModalScreen[NewChannel | None]):
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    """Enter creates the channel from anywhere in the form (Space ticks the checkbox)."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("enter", "create", "Create", show=False)]
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Static("New channel", classes="dialog-title")
             yield Input(id="channel-name", placeholder="name: lowercase, digits, - and _")
-            yield Checkbox("Private (members only)", id="channel-private")
+            yield FormCheckbox("Private (members only)", id="channel-private")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Create", id="channel-create", variant="primary")
                 yield Button("Cancel", id="channel-cancel")
@@ -328,8 +331,8 @@ class NewChannelScreen(ModalScreen[NewChannel | None]):
 
     @on(Input.Submitted)
     @on(Button.Pressed, "#channel-create")
-    def create(self) -> None:
-        self.dismiss(NewChannel(self.query_one("#channel-name", Input).value, self.query_one("#channel-private", Checkbox).value))
+    def action_create(self) -> None:
+        self.dismiss(NewChannel(self.query_one("#channel-name", Input).value, self.query_one("#channel-private", FormCheckbox).value))
 
     @on(Button.Pressed, "#channel-cancel")
     def action_cancel(self) -> None:
@@ -377,7 +380,7 @@ class EmojiPicker(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="emoji-picker"):
             yield Static("React (again to remove)", classes="dialog-title")
-            yield OptionList(
+            yield StoppingOptionList(
                 *(Option(Content(f"{emoji}  {name}" + ("  (yours)" if emoji in self.mine else "")), id=emoji) for emoji, name in REACTIONS),
                 id="emoji-choices",
             )
@@ -438,7 +441,7 @@ class SearchScreen(ModalScreen[MessageView | None]):
             yield Static("Search all channels", classes="dialog-title")
             yield Input(id="search-query", placeholder="words, then Enter")
             yield Static(id="search-status", classes="dialog-hint")
-            yield OptionList(id="search-results")
+            yield StoppingOptionList(id="search-results")
         yield Footer(compact=True, show_command_palette=False)
 
     @on(Input.Submitted, "#search-query")
@@ -535,7 +538,7 @@ class ConfirmScreen(ModalScreen[bool]):
 # --- the main screen ----------------------------------------------------------------
 
 
-class ChannelList(OptionList):
+class ChannelList(StoppingOptionList):
     """Channels with unread and mention counts, right-aligned in whatever width the list has."""
 
     COMPONENT_CLASSES = {"channel--unread", "channel--count", "channel--mentions", "channel--archived"}
