@@ -37,10 +37,10 @@ from tui.admin import AdminScreen
 from tui.controls import FormCheckbox, StoppingOptionList
 from tui.courier import CourierScreen
 from tui.files import free_path, safe_file_name, write_atomically
+from tui.history import PAGE, PagedOptionList, Window, oldest_window
 from tui.text import printable
 
 POLL_SECONDS = 0.5  # how soon a message written by another process (the CLI, sync) shows up
-HISTORY = 200  # top-level messages loaded per channel view
 WIDE_COLUMNS = 110  # from this width an open thread shows beside its channel
 SEARCH_LIMIT = 50
 PEERS_REFRESH_SECONDS = 2.0  # the peers view also changes without LAN events (courier visits, clocks)
@@ -101,6 +101,8 @@ class ViewLoaded(Message, bubble=False):
         channel_id: str | None,
         thread_root: str | None,
         messages: list[MessageView],
+        window: Window,
+        more_older: bool,
         beside: list[MessageView] | None = None,
     ) -> None:
         super().__init__()
@@ -110,7 +112,22 @@ class ViewLoaded(Message, bubble=False):
         self.channel_id = channel_id
         self.thread_root = thread_root
         self.messages = messages
+        self.window = window  # which stretch of the history `messages` is
+        self.more_older = more_older
         self.beside = beside  # the open thread, shown beside the channel on a wide terminal
+
+
+class OldestFound(Message, bubble=False):
+    """Home: the window that begins with the first message of this channel (or thread),
+    found from the window `start`."""
+
+    def __init__(self, channel_id: str, thread_root: str | None, start: Window, window: Window, first: str | None) -> None:
+        super().__init__()
+        self.channel_id = channel_id
+        self.thread_root = thread_root
+        self.start = start
+        self.window = window
+        self.first = first
 
 
 class Polled(Message, bubble=False):
@@ -580,8 +597,10 @@ class ChannelList(StoppingOptionList):
         return name.truncate(width - counts.cell_length, ellipsis=True, pad=True) + counts
 
 
-class MessageList(OptionList):
-    """The channel's (or one thread's) messages; the highlighted one is what actions act on."""
+class MessageList(PagedOptionList):
+    """The channel's (or one thread's) messages; the highlighted one is what actions act on.
+    It holds a window of a long history: moving past either end of what it holds, while there
+    is more that way, asks its screen for the next page (PastTheEnd)."""
 
     COMPONENT_CLASSES = {"message--author", "message--time", "message--edited", "message--tombstone", "message--meta", "message--tampered"}
     BINDINGS = [
@@ -595,25 +614,29 @@ class MessageList(OptionList):
 
     def __init__(self, id: str) -> None:
         super().__init__(id=id, markup=False)
-        self.messages: dict[str, MessageView] = {}
+        self.messages: dict[str, MessageView] = {}  # oldest first
 
     def selected(self) -> MessageView | None:
         option = self.highlighted_option
         return self.messages.get(option.id) if option is not None and option.id is not None else None
 
-    def show(self, messages: list[MessageView], select: str | None) -> None:
+    def show(self, messages: list[MessageView], select: str | None, *, step: int = 0, more_older: bool = False, more_newer: bool = False) -> None:
         """Keeps the highlight on the same message, unless it was on the newest one: then it
-        follows new arrivals."""
+        follows new arrivals. `step` moves the highlight that many places from `select`."""
         previous = self.selected()
         following = self.highlighted is None or self.highlighted == self.option_count - 1
         self.messages = {message.id: message for message in messages}
+        self.more_older, self.more_newer = more_older, more_newer
         self.clear_options()
         if not messages:
             self.add_option(Option(Content("No messages yet."), disabled=True))
             return
         self.add_options(Option(self.render_message(message), id=message.id) for message in messages)
         keep = select or (None if following or previous is None else previous.id)
-        self.highlighted = self.get_option_index(keep) if keep in self.messages else self.option_count - 1
+        if keep in self.messages:
+            self.highlighted = max(0, min(self.option_count - 1, self.get_option_index(keep) + step))
+        else:
+            self.highlighted = self.option_count - 1
 
     def render_message(self, message: MessageView) -> Content:
         def styled(text: str, component: str) -> Content:
@@ -664,6 +687,11 @@ class MainScreen(Screen[None]):
         self.generation = 0  # a view load older than the newest request is dropped
         self.polling = False
         self.select_after_load: str | None = None
+        self.step_after_load = 0  # places from select_after_load (the message past a page's end)
+        self.newest_after_load = False  # ↑ from the composer: the highlight goes to the newest message
+        self.window = Window()  # the stretch of the channel's (or thread's) history the list holds
+        self.channel_window = Window()  # the channel's, kept while a thread takes its place
+        self.paging = False  # a page is being read: more presses at the end wait for it
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -704,45 +732,48 @@ class MainScreen(Screen[None]):
         self.title = printable(me.workspace_name)
         self.sub_title = f"{printable(me.user_name)} ({me.role}) on {printable(me.node_name)} {me.node_id}"
 
-    def reload(self, select: str | None = None) -> None:
+    def reload(self, select: str | None = None, step: int = 0) -> None:
         self.generation += 1
         if select is not None:
-            self.select_after_load = select
-        self.load_view(self.generation, self.channel_id, self.thread_root)
+            self.select_after_load, self.step_after_load = select, step
+        self.load_view(self.generation, self.channel_id, self.thread_root, self.window)
 
     @work(group="load", exclusive=True)
-    async def load_view(self, generation: int, channel_id: str | None, thread_root: str | None) -> None:
+    async def load_view(self, generation: int, channel_id: str | None, thread_root: str | None, window: Window) -> None:
         """A newer load cancels this one; what it asked the node runs to its end all the same
         (reading marks messages read: a write that must not be cut off)."""
         try:
-            await asyncio.shield(self.load_from_node(generation, channel_id, thread_root))
+            await asyncio.shield(self.load_from_node(generation, channel_id, thread_root, window))
         except RallypointError as exc:
             self.post_message(Failed(str(exc)))
 
-    async def load_from_node(self, generation: int, channel_id: str | None, thread_root: str | None) -> None:
+    async def load_from_node(self, generation: int, channel_id: str | None, thread_root: str | None, window: Window) -> None:
         try:
             identity = self.node.whoami()
             channels = await self.node.list_channels()
             if channel_id not in {channel.channel_id for channel in channels}:
-                channel_id, thread_root = (channels[0].channel_id if channels else None), None
+                channel_id, thread_root, window = (channels[0].channel_id if channels else None), None, Window()
             beside = None
             if channel_id is not None and thread_root is not None and self.wide():
-                beside = await self.node.read(channel_id, thread=thread_root, limit=HISTORY)
-                messages = await self.node.read(channel_id, limit=HISTORY)
+                beside = await self.node.read(channel_id, thread=thread_root, limit=PAGE)
+                messages = await self.node.read(channel_id, before=window.anchor, limit=window.span + 1)
             else:
-                messages = await self.node.read(channel_id, thread=thread_root, limit=HISTORY) if channel_id else []
+                messages = await self.node.read(channel_id, thread=thread_root, before=window.anchor, limit=window.span + 1) if channel_id else []
             if channel_id is not None:
                 channels = await self.node.list_channels()  # unread counts after this read
         except RallypointError as exc:
             self.post_message(Failed(str(exc)))
             return
-        self.post_message(ViewLoaded(generation, identity, channels, channel_id, thread_root, messages, beside))
+        more_older = len(messages) > window.span  # one more than the window was asked for
+        messages = messages[-window.span :]
+        self.post_message(ViewLoaded(generation, identity, channels, channel_id, thread_root, messages, window, more_older, beside))
 
     def wide(self) -> bool:
         return self.size.width >= WIDE_COLUMNS
 
     def on_resize(self, event: Resize) -> None:
         if self.thread_root is not None and (self.beside_shown() != self.wide()):
+            self.window = self.channel_window = Window()  # the list changes from channel to thread or back
             self.reload()
 
     def beside_shown(self) -> bool:
@@ -752,7 +783,8 @@ class MainScreen(Screen[None]):
     def view_loaded(self, event: ViewLoaded) -> None:
         if event.generation != self.generation:
             return  # a newer load is on its way
-        self.channel_id, self.thread_root = event.channel_id, event.thread_root
+        self.channel_id, self.thread_root, self.window = event.channel_id, event.thread_root, event.window
+        self.paging = False
         self.identity = event.identity
         self.show_identity()
         self.refresh_bindings()
@@ -760,12 +792,16 @@ class MainScreen(Screen[None]):
         beside = self.query_one("#beside-messages", MessageList)
         if self.query_one("#beside").display != (event.beside is not None):
             self.query_one("#beside").display = event.beside is not None
+        messages = self.query_one("#messages", MessageList)
+        more = {"more_older": event.more_older, "more_newer": not event.window.at_newest}
         if event.beside is not None:
             beside.show(event.beside, self.select_after_load)
-            self.query_one("#messages", MessageList).show(event.messages, event.thread_root)
+            messages.show(event.messages, event.thread_root, **more)
         else:
-            self.query_one("#messages", MessageList).show(event.messages, self.select_after_load)
-        self.select_after_load = None
+            messages.show(event.messages, self.select_after_load, step=self.step_after_load, **more)
+        if self.newest_after_load:
+            messages.highlighted = messages.option_count - 1
+        self.select_after_load, self.step_after_load, self.newest_after_load = None, 0, False
         current = next((channel for channel in event.channels if channel.channel_id == event.channel_id), None)
         title, placeholder = self.titles(current, beside=event.beside is not None)
         self.query_one("#pane-title", Static).update(title)
@@ -808,7 +844,51 @@ class MainScreen(Screen[None]):
 
     @on(Failed)
     def failed(self, event: Failed) -> None:
+        self.paging = False
         self.notify(printable(event.reason), severity="error", markup=False)
+
+    # --- paging through a long history ---
+
+    @on(MessageList.PastTheEnd, "#messages")
+    def past_the_end(self, event: MessageList.PastTheEnd) -> None:
+        """The cursor went past the messages the list holds: the page beyond, or the very end."""
+        if self.paging or self.channel_id is None:
+            return
+        self.paging = True
+        shown = list(self.query_one("#messages", MessageList).messages)
+        if event.towards == "older":
+            self.window = self.window.older(shown)
+            self.reload(select=shown[0], step=-1)
+        elif event.towards == "newer":
+            self.window = self.window.newer_window()
+            self.reload(select=shown[-1], step=1)
+        elif event.towards == "newest":
+            self.show_newest()
+        else:
+            self.find_oldest(self.channel_id, self.thread_root, self.window)
+
+    def show_newest(self) -> None:
+        self.window, self.newest_after_load = Window(), True
+        self.reload()
+
+    @work(group="history", exclusive=True)
+    async def find_oldest(self, channel_id: str, thread_root: str | None, window: Window) -> None:
+        async def read_ids(before: str | None, limit: int) -> list[str]:
+            return [m.id for m in await self.node.read(channel_id, thread=thread_root, before=before, limit=limit, mark_read=False)]
+
+        try:
+            oldest, first = await oldest_window(read_ids, window)
+        except RallypointError as exc:
+            self.post_message(Failed(str(exc)))
+            return
+        self.post_message(OldestFound(channel_id, thread_root, window, oldest, first))
+
+    @on(OldestFound)
+    def oldest_found(self, event: OldestFound) -> None:
+        if (event.channel_id, event.thread_root, event.start) != (self.channel_id, self.thread_root, self.window):
+            return  # the operator has moved on
+        self.window = event.window
+        self.reload(select=event.first)
 
     # --- channels ---
 
@@ -818,7 +898,7 @@ class MainScreen(Screen[None]):
             self.show_channel(event.option.id)
 
     def show_channel(self, channel_id: str) -> None:
-        self.channel_id, self.thread_root = channel_id, None
+        self.channel_id, self.thread_root, self.window = channel_id, None, Window()
         self.reload()
 
     def action_cycle_channel(self, step: int) -> None:
@@ -830,7 +910,7 @@ class MainScreen(Screen[None]):
     def action_search(self) -> None:
         def open_result(message: MessageView | None) -> None:
             if message is not None:
-                self.channel_id, self.thread_root = message.channel_id, message.root_id
+                self.channel_id, self.thread_root, self.window = message.channel_id, message.root_id, Window()
                 self.reload(select=message.id)
 
         self.app.push_screen(SearchScreen(self.node), open_result)
@@ -870,7 +950,13 @@ class MainScreen(Screen[None]):
         self.query_one(Composer).focus()
 
     def action_focus_messages(self) -> None:
-        self.query_one("#messages", MessageList).focus()
+        """↑ from the composer: the newest message, wherever the list was left."""
+        messages = self.query_one("#messages", MessageList)
+        messages.focus()
+        if not self.window.at_newest:
+            self.show_newest()
+        elif messages.option_count:
+            messages.highlighted = messages.option_count - 1
 
     @on(Input.Submitted, "#composer")
     def compose_submitted(self, event: Input.Submitted) -> None:
@@ -880,6 +966,8 @@ class MainScreen(Screen[None]):
             self.notify("Create a channel first (ctrl+n).", severity="warning")
             return
         event.input.clear()
+        if not self.window.at_newest:
+            self.window = Window()  # to show the message sent
         self.send(self.channel_id, event.value, self.thread_root)
 
     @work(group="write")
@@ -914,11 +1002,15 @@ class MainScreen(Screen[None]):
     def action_open_thread(self) -> None:
         message = self.selected_message()
         if message is not None:
+            if not self.wide():  # the thread takes the channel's place (and its window) until closed
+                self.channel_window, self.window = self.window, Window()
             self.thread_root = message.root_id or message.id
             self.reload(select=message.id)
 
     def action_close_thread(self) -> None:
         root, self.thread_root = self.thread_root, None
+        if not self.beside_shown():
+            self.window = self.channel_window
         self.reload(select=root)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
