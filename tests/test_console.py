@@ -72,6 +72,22 @@ async def test_first_run_creates_a_workspace_through_the_setup_form(tmp_path: Pa
     assert (node_home / "node.db").exists()
 
 
+async def test_the_first_run_form_says_how_to_reach_the_join_form(tmp_path: Path) -> None:
+    """Typing starts in the Create form; the Join form was a shift+tab away and nothing said so."""
+    app = RallypointApp(tmp_path / "fresh")
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        assert isinstance(app.screen, SetupScreen)
+        await until_shown(pilot, "Joining a workspace someone else created? Press ctrl+t.")
+        assert "^t Join a workspace instead" in screen_text(app).splitlines()[-1]
+        await pilot.press("ctrl+t")
+        await until(pilot, lambda: app.screen.query_one(TabbedContent).active == "join", "the Join form")
+        assert app.focused is app.screen.query_one("#join-file", Input)
+        assert "^t Create a workspace instead" in screen_text(app).splitlines()[-1]
+        await pilot.press("ctrl+t")
+        await until(pilot, lambda: app.screen.query_one(TabbedContent).active == "create", "the Create form")
+        assert app.focused is app.screen.query_one("#create-workspace", Input)
+
+
 async def test_join_with_a_wrong_then_the_right_code(tmp_path: Path) -> None:
     async with await Node.init(tmp_path / "admin", workspace_name="acme", user_name="alice", node_name="laptop", passphrase=PASSPHRASE, kdf=FAST) as admin:
         enrollment = await admin.invite("desk", "carol", kdf=FAST)

@@ -159,9 +159,16 @@ class ChannelCreated(Message, bubble=False):
 
 
 class SetupScreen(Screen[None]):
-    """First run: create a new workspace, or join one with an enrollment file and its code."""
+    """First run: create a new workspace, or join one with an enrollment file and its code.
+    Each form says how to reach the other (ctrl+t, also in the footer): typing starts in the
+    Create form, and nothing else would tell an operator with a node to join that the tabs
+    are a shift+tab away."""
 
-    AUTO_FOCUS = "#create-workspace"  # type straight away; the tabs are a shift+tab away
+    AUTO_FOCUS = "#create-workspace"  # type straight away
+    BINDINGS = [
+        Binding("ctrl+t", "show_form('join')", "Join a workspace instead"),
+        Binding("ctrl+t", "show_form('create')", "Create a workspace instead"),
+    ]
 
     def __init__(self, home: Path) -> None:
         super().__init__()
@@ -174,6 +181,7 @@ class SetupScreen(Screen[None]):
             yield Static(Content(f"No node in {printable(str(self.home))} yet."), id="setup-intro")
             with TabbedContent(id="setup-tabs"):
                 with TabPane("Create a workspace", id="create"):
+                    yield Static("Joining a workspace someone else created? Press ctrl+t.", classes="form-hint")
                     with Grid(classes="form"):
                         yield Label("Workspace name")
                         yield Input(id="create-workspace", placeholder="no spaces, e.g. acme")
@@ -187,6 +195,7 @@ class SetupScreen(Screen[None]):
                         yield Input(id="create-confirm", password=True)
                     yield Button("Create workspace", id="create-submit", variant="primary")
                 with TabPane("Join a workspace", id="join"):
+                    yield Static("Starting a new workspace instead? Press ctrl+t.", classes="form-hint")
                     with Grid(classes="form"):
                         yield Label("Enrollment file")
                         yield Input(id="join-file", placeholder="path to the .enrollment file")
@@ -202,6 +211,19 @@ class SetupScreen(Screen[None]):
 
     def field(self, name: str) -> str:
         return self.query_one(f"#{name}", Input).value
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "show_form":
+            return self.query_one(TabbedContent).active != parameters[0]  # the other form's key only
+        return True
+
+    def action_show_form(self, form: str) -> None:
+        self.query_one(TabbedContent).active = form
+        self.query_one(f"#{form}", TabPane).query(Input).first().focus()
+
+    @on(TabbedContent.TabActivated)
+    def form_shown(self) -> None:
+        self.refresh_bindings()
 
     def show_status(self, text: str, error: bool = False) -> None:
         status = self.query_one("#setup-status", Static)
