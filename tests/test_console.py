@@ -12,11 +12,11 @@ from textual.widgets import DataTable, Input, OptionList, Static, TabbedContent
 
 from appliance.node import Attachment, Node
 from sync.lan import LanConfig, LanService
-from sync.sneakernet import import_bundles
+from sync.sneakernet import export_bundles, import_bundles
 from tests.conftest import FAST, make_workspace, revocation_on_stick
 from tests.conftest import PASSPHRASE as WORKSPACE_PASSPHRASE
 from tests.console_helpers import SIZE, main_screen, pane_title, screen_text, until, until_shown
-from tui.app import Composer, MessageList, PeersScreen, RallypointApp, SaveFilesScreen, SearchScreen, SetupScreen, UnlockScreen, binding_sections
+from tui.app import Composer, MainScreen, MessageList, PeersScreen, RallypointApp, SaveFilesScreen, SearchScreen, SetupScreen, UnlockScreen, binding_sections
 
 PASSPHRASE = "correct-horse"
 def channel_row(app: App[None], name: str) -> str:
@@ -106,6 +106,33 @@ async def test_join_with_a_wrong_then_the_right_code(tmp_path: Path) -> None:
         await pilot.press("enter")
         await main_screen(pilot)
         assert "acme — carol (member) on desk" in screen_text(app)
+
+
+async def test_a_joined_node_waits_for_its_first_sync_before_inviting_channels(tmp_path: Path) -> None:
+    """A joined node holds only the directory: creating channels before the first sync made
+    duplicates of channels that existed elsewhere. It says it is waiting, and asks first."""
+    alpha, bravo = await make_workspace(tmp_path, "bravo")
+    await alpha.create_channel("general")
+    await bravo.close()
+    app = RallypointApp(tmp_path / "bravo", WORKSPACE_PASSPHRASE)
+    async with alpha, app.run_test(size=SIZE, notifications=True) as pilot:
+        await main_screen(pilot)
+        assert pane_title(app) == "Waiting for the first sync (LAN peers or a courier stick)"
+        assert "ctrl+n to create" not in screen_text(app)
+        await pilot.press("ctrl+n")
+        await until_shown(pilot, "Create a channel before the first sync?")
+        await pilot.press("n")
+        await until(pilot, lambda: isinstance(app.screen, MainScreen), "the main screen again")
+        assert app.node is not None and await app.node.list_channels() == []
+
+        stick = tmp_path / "stick"
+        stick.mkdir()
+        await export_bundles(alpha, stick)
+        async with await Node.open(tmp_path / "bravo", WORKSPACE_PASSPHRASE) as courier:  # `rallypoint courier` beside the console
+            assert (await import_bundles(courier, stick)).accepted
+        await until(pilot, lambda: pane_title(app).startswith("# general"), "#general from the stick")
+        await pilot.press("ctrl+n")
+        await until_shown(pilot, "New channel")  # synced: no question asked
 
 
 async def test_unlock_with_a_wrong_then_the_right_passphrase(home: Path) -> None:

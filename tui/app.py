@@ -36,6 +36,7 @@ from sync.lan import LanConfig, LanEvent, LanService, Received, Refused, Session
 from tui.admin import AdminScreen
 from tui.controls import FormCheckbox, StoppingOptionList
 from tui.courier import CourierScreen
+from tui import firstsync
 from tui.files import free_path, safe_file_name, write_atomically
 from tui.history import PAGE, PagedOptionList, Window, oldest_window
 from tui.text import printable
@@ -104,6 +105,7 @@ class ViewLoaded(Message, bubble=False):
         window: Window,
         more_older: bool,
         beside: list[MessageView] | None = None,
+        before_first_sync: bool = False,
     ) -> None:
         super().__init__()
         self.generation = generation
@@ -115,6 +117,7 @@ class ViewLoaded(Message, bubble=False):
         self.window = window  # which stretch of the history `messages` is
         self.more_older = more_older
         self.beside = beside  # the open thread, shown beside the channel on a wide terminal
+        self.before_first_sync = before_first_sync  # a joined node that has no channels yet
 
 
 class OldestFound(Message, bubble=False):
@@ -642,7 +645,9 @@ class MessageList(PagedOptionList):
         option = self.highlighted_option
         return self.messages.get(option.id) if option is not None and option.id is not None else None
 
-    def show(self, messages: list[MessageView], select: str | None, *, step: int = 0, more_older: bool = False, more_newer: bool = False) -> None:
+    def show(
+        self, messages: list[MessageView], select: str | None, *, step: int = 0, more_older: bool = False, more_newer: bool = False, empty: str = "No messages yet."
+    ) -> None:
         """Keeps the highlight on the same message, unless it was on the newest one: then it
         follows new arrivals. `step` moves the highlight that many places from `select`."""
         previous = self.selected()
@@ -651,7 +656,7 @@ class MessageList(PagedOptionList):
         self.more_older, self.more_newer = more_older, more_newer
         self.clear_options()
         if not messages:
-            self.add_option(Option(Content("No messages yet."), disabled=True))
+            self.add_option(Option(Content(empty), disabled=True))
             return
         self.add_options(Option(self.render_message(message), id=message.id) for message in messages)
         keep = select or (None if following or previous is None else previous.id)
@@ -714,6 +719,7 @@ class MainScreen(Screen[None]):
         self.window = Window()  # the stretch of the channel's (or thread's) history the list holds
         self.channel_window = Window()  # the channel's, kept while a thread takes its place
         self.paging = False  # a page is being read: more presses at the end wait for it
+        self.before_first_sync = False  # joined, never synced: no channels to show yet
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -783,12 +789,13 @@ class MainScreen(Screen[None]):
                 messages = await self.node.read(channel_id, thread=thread_root, before=window.anchor, limit=window.span + 1) if channel_id else []
             if channel_id is not None:
                 channels = await self.node.list_channels()  # unread counts after this read
+            before_first_sync = not channels and await firstsync.awaiting_first_sync(self.node)
         except RallypointError as exc:
             self.post_message(Failed(str(exc)))
             return
         more_older = len(messages) > window.span  # one more than the window was asked for
         messages = messages[-window.span :]
-        self.post_message(ViewLoaded(generation, identity, channels, channel_id, thread_root, messages, window, more_older, beside))
+        self.post_message(ViewLoaded(generation, identity, channels, channel_id, thread_root, messages, window, more_older, beside, before_first_sync))
 
     def wide(self) -> bool:
         return self.size.width >= WIDE_COLUMNS
@@ -806,7 +813,7 @@ class MainScreen(Screen[None]):
         if event.generation != self.generation:
             return  # a newer load is on its way
         self.channel_id, self.thread_root, self.window = event.channel_id, event.thread_root, event.window
-        self.paging = False
+        self.paging, self.before_first_sync = False, event.before_first_sync
         self.identity = event.identity
         self.show_identity()
         self.refresh_bindings()
@@ -820,7 +827,8 @@ class MainScreen(Screen[None]):
             beside.show(event.beside, self.select_after_load)
             messages.show(event.messages, event.thread_root, **more)
         else:
-            messages.show(event.messages, self.select_after_load, step=self.step_after_load, **more)
+            empty = firstsync.DETAIL if event.before_first_sync else "No messages yet."
+            messages.show(event.messages, self.select_after_load, step=self.step_after_load, empty=empty, **more)
         if self.newest_after_load:
             messages.highlighted = messages.option_count - 1
         self.select_after_load, self.step_after_load, self.newest_after_load = None, 0, False
@@ -831,6 +839,8 @@ class MainScreen(Screen[None]):
         self.query_one(Composer).placeholder = placeholder
 
     def titles(self, channel: ChannelSummary | None, *, beside: bool = False) -> tuple[Content, str]:
+        if channel is None and self.before_first_sync:
+            return Content(firstsync.TITLE), "Channels arrive with the first sync"
         if channel is None:
             return Content("No channels yet: press ctrl+n to create one."), "Create a channel first (ctrl+n)"
         name = printable(channel.name)
@@ -947,7 +957,15 @@ class MainScreen(Screen[None]):
         self.app.push_screen(PeersScreen())
 
     def action_new_channel(self) -> None:
-        self.app.push_screen(NewChannelScreen(), self.create_channel_from)
+        if not self.before_first_sync:
+            self.app.push_screen(NewChannelScreen(), self.create_channel_from)
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.app.push_screen(NewChannelScreen(), self.create_channel_from)
+
+        self.app.push_screen(ConfirmScreen(firstsync.CONFIRM, firstsync.CONFIRM_DETAIL), confirmed)
 
     def create_channel_from(self, request: NewChannel | None) -> None:
         if request is not None:
@@ -985,7 +1003,7 @@ class MainScreen(Screen[None]):
         if not event.value.strip():
             return
         if self.channel_id is None:
-            self.notify("Create a channel first (ctrl+n).", severity="warning")
+            self.notify(firstsync.TITLE if self.before_first_sync else "Create a channel first (ctrl+n).", severity="warning")
             return
         event.input.clear()
         if not self.window.at_newest:
