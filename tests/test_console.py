@@ -15,7 +15,7 @@ from sync.lan import LanConfig, LanService
 from sync.sneakernet import export_bundles, import_bundles
 from tests.conftest import FAST, make_workspace, revocation_on_stick
 from tests.conftest import PASSPHRASE as WORKSPACE_PASSPHRASE
-from tests.console_helpers import SIZE, main_screen, pane_title, screen_text, until, until_shown
+from tests.console_helpers import SIZE, main_screen, pane_title, recorded_notifications, screen_text, until, until_notified, until_shown
 from tui.app import Composer, MainScreen, MessageList, PeersScreen, RallypointApp, SaveFilesScreen, SearchScreen, SetupScreen, UnlockScreen, binding_sections
 
 PASSPHRASE = "correct-horse"
@@ -284,12 +284,15 @@ async def test_quitting_closes_the_node(home: Path, monkeypatch: pytest.MonkeyPa
 
 
 async def test_the_console_runs_the_lan_service_and_shows_what_peers_send(tmp_path: Path) -> None:
+    """What arrives shows up, and the notification names the sender as its certificate does
+    (it once gave the bare node id)."""
     alpha, bravo = await make_workspace(tmp_path, "bravo")
     await alpha.create_channel("general")
     await alpha.close()
     config = console_lan()
     async with bravo, RallypointApp(tmp_path / "alpha", WORKSPACE_PASSPHRASE, lan=config).run_test(size=SIZE, notifications=True) as pilot:
         await main_screen(pilot)
+        shown = recorded_notifications(pilot.app)
         async with LanService(bravo, LanConfig(bind="127.0.0.1", port=0, discovery=False)) as service:
             service.dial("127.0.0.1", config.port)
             deadline = time.monotonic() + 10
@@ -297,6 +300,7 @@ async def test_the_console_runs_the_lan_service_and_shows_what_peers_send(tmp_pa
                 await pilot.pause(0.05)
             await bravo.post("general", "over the LAN")
             await until_shown(pilot, "over the LAN", timeout=10.0)
+            await until_notified(pilot, shown, f"new message(s) from bravo-node ({bravo.node_id.split('-')[0]}-…)", timeout=10.0)
 
 
 async def test_the_console_closes_when_its_node_is_revoked_over_the_lan(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from textual.widgets import DataTable, Input, Static
 from appliance import certs
 from appliance.node import Node
 from tests.conftest import FAST, PASSPHRASE, make_workspace
-from tests.console_helpers import SIZE, main_screen, screen_text, until, until_shown
+from tests.console_helpers import SIZE, main_screen, recorded_notifications, screen_text, until, until_notified, until_shown
 from tui.admin import AdminScreen, BackupForm, EnrollmentCard, InviteForm, NetworkForm, ReasonForm, RoleConfirm, RoleForm, UserForm
 from tui.app import MainScreen, RallypointApp
 
@@ -28,26 +28,6 @@ HOSTILE_SHOWN = "[bold]x[/] ␛[31m"  # markup not parsed, the escape made visib
 
 async def until_screen(pilot: Pilot[None], kind: type[Screen[Any]]) -> None:
     await until(pilot, lambda: isinstance(pilot.app.screen, kind), kind.__name__)
-
-
-def recorded_notifications(app: App[None]) -> list[tuple[str, bool]]:
-    """Every notification from here on, with whether it was allowed to contain markup."""
-    shown: list[tuple[str, bool]] = []
-    notify = app.notify
-
-    def recording(message: str, **options: Any) -> None:
-        shown.append((message, options.get("markup", True)))
-        notify(message, **options)
-
-    app.notify = recording  # type: ignore[method-assign]
-    return shown
-
-
-async def until_notified(pilot: Pilot[None], shown: list[tuple[str, bool]], text: str) -> str:
-    await until(pilot, lambda: any(text in message for message, _ in shown), f"a notification with {text!r}")
-    message, markup = next((message, markup) for message, markup in shown if text in message)
-    assert markup is False  # node text in notifications is never parsed as markup
-    return message
 
 
 async def open_admin(pilot: Pilot[None]) -> AdminScreen:

@@ -39,6 +39,7 @@ from tui.courier import CourierScreen
 from tui import firstsync
 from tui.files import free_path, safe_file_name, write_atomically
 from tui.history import PAGE, PagedOptionList, Window, oldest_window
+from tui.reports import node_label
 from tui.text import printable
 
 POLL_SECONDS = 0.5  # how soon a message written by another process (the CLI, sync) shows up
@@ -1324,10 +1325,12 @@ class RallypointApp(App[str]):
         event = notice.event
         if isinstance(self.screen, PeersScreen):
             self.screen.reload()
+        names = {info.node_id: info.name for info in self.node.nodes()} if self.node is not None else {}
         if isinstance(event, Refused):
-            self.notify(f"refused a LAN session from {printable(event.address)}: {printable(event.reason)}", severity="warning", markup=False)
+            peer = printable(event.address) if event.node_id is None else f"{node_label(event.node_id, names)} at {printable(event.address)}"
+            self.notify(f"refused a LAN session from {peer}: {printable(event.reason)}", severity="warning", markup=False)
         elif isinstance(event, Received) and event.messages:
-            self.notify(f"{event.messages} new message(s) from {event.node_id}", markup=False)
+            self.notify(f"{event.messages} new message(s) from {node_label(event.node_id, names)}", markup=False)
         elif isinstance(event, Wiped):
             self.exit(result=event.reason)  # nothing is left to show; the command says why
 
