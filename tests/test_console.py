@@ -255,7 +255,7 @@ async def test_every_binding_fits_the_80_column_footer(home: Path) -> None:
         await other.post("general", "a message")
     async with RallypointApp(home, PASSPHRASE).run_test(size=SIZE, notifications=True) as pilot:
         await main_screen(pilot)
-        composer_footer = "↑ Messages ^n New channel alt+↑↓ Channel ^q Quit"
+        composer_footer = "↑ Messages ^o Attach ^n New channel alt+↑↓ Channel ^q Quit"
         await until(pilot, lambda: screen_text(pilot.app).splitlines()[-1].strip() == composer_footer, "the composer's bindings")
         await pilot.press("up")
         await until(pilot, lambda: "Thread" in screen_text(pilot.app).splitlines()[-1], "the message list's bindings")

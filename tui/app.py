@@ -34,13 +34,14 @@ from appliance.node import Node
 from sync.errors import SyncError
 from sync.lan import LanConfig, LanEvent, LanService, Received, Refused, SessionInfo, Wiped
 from tui.admin import AdminScreen
+from tui.attach import AttachScreen, LocalFile, read_file
 from tui.controls import FormCheckbox, StoppingOptionList
 from tui.courier import CourierScreen
 from tui import firstsync
 from tui.files import free_path, safe_file_name, write_atomically
 from tui.history import PAGE, PagedOptionList, Window, oldest_window
 from tui.reports import node_label
-from tui.text import printable
+from tui.text import file_size, printable
 
 POLL_SECONDS = 0.5  # how soon a message written by another process (the CLI, sync) shows up
 WIDE_COLUMNS = 110  # from this width an open thread shows beside its channel
@@ -51,17 +52,6 @@ def clock_time(ms: int) -> str:
     """Local HH:MM, with the date in front when it is not today."""
     moment = datetime.fromtimestamp(ms / 1000)
     return moment.strftime("%H:%M") if moment.date() == datetime.now().date() else moment.strftime("%Y-%m-%d %H:%M")
-
-
-def file_size(size: int) -> str:
-    if size < 1024:
-        return f"{size} B"
-    scaled = size / 1024
-    for unit in ("KB", "MB"):
-        if scaled < 1024:
-            return f"{scaled:.1f} {unit}"
-        scaled /= 1024
-    return f"{scaled:.1f} GB"
 
 
 # --- messages from workers back to the UI -------------------------------------------
@@ -147,10 +137,11 @@ class Written(Message, bubble=False):
 
 
 class PostFailed(Message, bubble=False):
-    def __init__(self, reason: str, draft: str) -> None:
+    def __init__(self, reason: str, draft: str, files: tuple[LocalFile, ...] = ()) -> None:
         super().__init__()
         self.reason = reason
         self.draft = draft
+        self.files = files
 
 
 class ChannelCreated(Message, bubble=False):
@@ -688,7 +679,11 @@ class MessageList(PagedOptionList):
 
 
 class Composer(Input):
-    BINDINGS = [Binding("up", "screen.focus_messages", "Messages")]
+    BINDINGS = [
+        Binding("up", "screen.focus_messages", "Messages"),
+        Binding("ctrl+o", "screen.attach", "Attach"),
+        Binding("ctrl+r", "screen.clear_attachments", "Remove files"),
+    ]
 
 
 class MainScreen(Screen[None]):
@@ -721,6 +716,8 @@ class MainScreen(Screen[None]):
         self.channel_window = Window()  # the channel's, kept while a thread takes its place
         self.paging = False  # a page is being read: more presses at the end wait for it
         self.before_first_sync = False  # joined, never synced: no channels to show yet
+        self.attachments: list[LocalFile] = []  # go with the next message sent
+        self.attach_folder = Path.home()  # where the file picker opens: the last file's folder
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -729,6 +726,7 @@ class MainScreen(Screen[None]):
             with Vertical(id="pane"):
                 yield Static(id="pane-title")
                 yield MessageList(id="messages")
+                yield Static(id="attachments")
                 yield Composer(id="composer", placeholder="Message", suggester=MentionSuggester(lambda: [u.name for u in self.node.users()]))
             with Vertical(id="beside"):
                 yield Static(id="beside-title")
@@ -1001,31 +999,62 @@ class MainScreen(Screen[None]):
 
     @on(Input.Submitted, "#composer")
     def compose_submitted(self, event: Input.Submitted) -> None:
-        if not event.value.strip():
+        if not event.value.strip() and not self.attachments:
             return
         if self.channel_id is None:
             self.notify(firstsync.TITLE if self.before_first_sync else "Create a channel first (ctrl+n).", severity="warning")
             return
+        files = tuple(self.attachments)
         event.input.clear()
+        self.show_attachments([])
         if not self.window.at_newest:
             self.window = Window()  # to show the message sent
-        self.send(self.channel_id, event.value, self.thread_root)
+        self.send(self.channel_id, event.value, self.thread_root, files)
 
     @work(group="write")
-    async def send(self, channel_id: str, text: str, reply_to: str | None) -> None:
+    async def send(self, channel_id: str, draft: str, reply_to: str | None, files: tuple[LocalFile, ...]) -> None:
+        """Files alone make a message too: their names are its text."""
+        text = draft if draft.strip() or not files else " ".join(file.name for file in files)
         try:
-            message_id = await self.node.post(channel_id, text, reply_to=reply_to)
+            attachments = [await asyncio.to_thread(read_file, file, self.node.max_blob_bytes) for file in files]
+            message_id = await self.node.post(channel_id, text, reply_to=reply_to, attachments=attachments)
         except RallypointError as exc:
-            self.post_message(PostFailed(str(exc), text))
+            self.post_message(PostFailed(str(exc), draft, files))
             return
         self.post_message(Written(message_id))
 
     @on(PostFailed)
     def post_failed(self, event: PostFailed) -> None:
         composer = self.query_one(Composer)
-        if not composer.value:
-            composer.value = event.draft  # the draft is not lost
+        if not composer.value and not self.attachments:
+            composer.value = event.draft  # the draft is not lost, nor the files picked
+            self.show_attachments(list(event.files))
         self.notify(printable(event.reason), severity="error", markup=False)
+
+    # --- attaching files ---
+
+    def action_attach(self) -> None:
+        if self.channel_id is None:
+            self.notify(firstsync.TITLE if self.before_first_sync else "Create a channel first (ctrl+n).", severity="warning")
+            return
+
+        def attach(file: LocalFile | None) -> None:
+            if file is not None:
+                self.attach_folder = file.path.parent
+                self.show_attachments([*self.attachments, file])
+            self.query_one(Composer).focus()
+
+        self.app.push_screen(AttachScreen(self.node.max_blob_bytes, self.attach_folder), attach)
+
+    def action_clear_attachments(self) -> None:
+        self.show_attachments([])
+
+    def show_attachments(self, files: list[LocalFile]) -> None:
+        self.attachments = files
+        shown = self.query_one("#attachments", Static)
+        shown.display = bool(files)
+        shown.update(Content("  ".join(file.label() for file in files) + " · ctrl+r removes them"))
+        self.refresh_bindings()
 
     @on(Written)
     def written(self, event: Written) -> None:
@@ -1057,6 +1086,8 @@ class MainScreen(Screen[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "admin":
             return self.identity.role == "admin"  # others do not see it; the node refuses them anyway
+        if action == "clear_attachments":
+            return bool(self.attachments)
         # Thread and Close swap places in the footer as a thread opens and closes.
         if action == "close_thread":
             return self.thread_root is not None
@@ -1288,6 +1319,7 @@ class RallypointApp(App[str]):
         if isinstance(screen, MainScreen):
             yield SystemCommand("Peers and sync health", "every known node, its trust, session and lag (F2)", screen.action_peers)
             yield SystemCommand("New channel", "create a channel (ctrl+n)", screen.action_new_channel)
+            yield SystemCommand("Attach a file", "to the next message, from a path or the folder tree (ctrl+o in the composer)", screen.action_attach)
             yield SystemCommand("Search", "full-text search across channels (ctrl+f)", screen.action_search)
             yield SystemCommand("Courier", "import and export bundles on a USB stick or any folder (F4)", screen.action_courier)
             if screen.identity.role == "admin":
