@@ -34,8 +34,9 @@ class Window:
         return self.anchor is None
 
     def older(self, shown: Sequence[str]) -> Window:
-        """One page further back. `shown` is what this window holds, oldest first: the window
-        grows up to WINDOW, then gives up its newest page."""
+        """One page further back. `shown` is what this window holds, oldest first (all `span`
+        of them, as there are older ones): the window grows up to WINDOW, then gives up its
+        newest page."""
         if self.span + PAGE <= WINDOW:
             return replace(self, span=self.span + PAGE)
         return Window(shown[-PAGE], self.span, (*self.newer, self.anchor))
@@ -91,8 +92,8 @@ class PagedOptionList(StoppingOptionList):
         def control(self) -> PagedOptionList:
             return self.paged_list
 
-    more_older = False
-    more_newer = False
+    more_older: bool = False
+    more_newer: bool = False
 
     def at_first(self) -> bool:
         return self.highlighted == 0
