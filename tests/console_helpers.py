@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from textual.app import App
 from textual.pilot import Pilot
@@ -30,6 +31,26 @@ async def until(pilot: Pilot[None], condition: Callable[[], bool], what: str, ti
 
 async def until_shown(pilot: Pilot[None], text: str, timeout: float = 5.0) -> None:
     await until(pilot, lambda: text in screen_text(pilot.app), repr(text), timeout)
+
+
+def recorded_notifications(app: App[None]) -> list[tuple[str, bool]]:
+    """Every notification from here on, with whether it was allowed to contain markup."""
+    shown: list[tuple[str, bool]] = []
+    notify = app.notify
+
+    def recording(message: str, **options: Any) -> None:
+        shown.append((message, options.get("markup", True)))
+        notify(message, **options)
+
+    app.notify = recording  # type: ignore[method-assign]
+    return shown
+
+
+async def until_notified(pilot: Pilot[None], shown: list[tuple[str, bool]], text: str, timeout: float = 5.0) -> str:
+    await until(pilot, lambda: any(text in message for message, _ in shown), f"a notification with {text!r}", timeout)
+    message, markup = next((message, markup) for message, markup in shown if text in message)
+    assert markup is False  # node text in notifications is never parsed as markup
+    return message
 
 
 async def main_screen(pilot: Pilot[None]) -> MainScreen:

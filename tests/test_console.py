@@ -12,11 +12,11 @@ from textual.widgets import DataTable, Input, OptionList, Static, TabbedContent
 
 from appliance.node import Attachment, Node
 from sync.lan import LanConfig, LanService
-from sync.sneakernet import import_bundles
+from sync.sneakernet import export_bundles, import_bundles
 from tests.conftest import FAST, make_workspace, revocation_on_stick, sync_all
 from tests.conftest import PASSPHRASE as WORKSPACE_PASSPHRASE
-from tests.console_helpers import SIZE, main_screen, pane_title, screen_text, until, until_shown
-from tui.app import Composer, MessageList, PeersScreen, RallypointApp, SaveFilesScreen, SearchScreen, SetupScreen, UnlockScreen, binding_sections
+from tests.console_helpers import SIZE, main_screen, pane_title, recorded_notifications, screen_text, until, until_notified, until_shown
+from tui.app import Composer, MainScreen, MessageList, PeersScreen, RallypointApp, SaveFilesScreen, SearchScreen, SetupScreen, UnlockScreen, binding_sections
 
 PASSPHRASE = "correct-horse"
 def channel_row(app: App[None], name: str) -> str:
@@ -72,6 +72,22 @@ async def test_first_run_creates_a_workspace_through_the_setup_form(tmp_path: Pa
     assert (node_home / "node.db").exists()
 
 
+async def test_the_first_run_form_says_how_to_reach_the_join_form(tmp_path: Path) -> None:
+    """Typing starts in the Create form; the Join form was a shift+tab away and nothing said so."""
+    app = RallypointApp(tmp_path / "fresh")
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        assert isinstance(app.screen, SetupScreen)
+        await until_shown(pilot, "Joining a workspace someone else created? Press ctrl+t.")
+        assert "^t Join a workspace instead" in screen_text(app).splitlines()[-1]
+        await pilot.press("ctrl+t")
+        await until(pilot, lambda: app.screen.query_one(TabbedContent).active == "join", "the Join form")
+        assert app.focused is app.screen.query_one("#join-file", Input)
+        assert "^t Create a workspace instead" in screen_text(app).splitlines()[-1]
+        await pilot.press("ctrl+t")
+        await until(pilot, lambda: app.screen.query_one(TabbedContent).active == "create", "the Create form")
+        assert app.focused is app.screen.query_one("#create-workspace", Input)
+
+
 async def test_join_with_a_wrong_then_the_right_code(tmp_path: Path) -> None:
     async with await Node.init(tmp_path / "admin", workspace_name="acme", user_name="alice", node_name="laptop", passphrase=PASSPHRASE, kdf=FAST) as admin:
         enrollment = await admin.invite("desk", "carol", kdf=FAST)
@@ -90,6 +106,33 @@ async def test_join_with_a_wrong_then_the_right_code(tmp_path: Path) -> None:
         await pilot.press("enter")
         await main_screen(pilot)
         assert "acme — carol (member) on desk" in screen_text(app)
+
+
+async def test_a_joined_node_waits_for_its_first_sync_before_inviting_channels(tmp_path: Path) -> None:
+    """A joined node holds only the directory: creating channels before the first sync made
+    duplicates of channels that existed elsewhere. It says it is waiting, and asks first."""
+    alpha, bravo = await make_workspace(tmp_path, "bravo")
+    await alpha.create_channel("general")
+    await bravo.close()
+    app = RallypointApp(tmp_path / "bravo", WORKSPACE_PASSPHRASE)
+    async with alpha, app.run_test(size=SIZE, notifications=True) as pilot:
+        await main_screen(pilot)
+        assert pane_title(app) == "Waiting for the first sync (LAN peers or a courier stick)"
+        assert "ctrl+n to create" not in screen_text(app)
+        await pilot.press("ctrl+n")
+        await until_shown(pilot, "Create a channel before the first sync?")
+        await pilot.press("n")
+        await until(pilot, lambda: isinstance(app.screen, MainScreen), "the main screen again")
+        assert app.node is not None and await app.node.list_channels() == []
+
+        stick = tmp_path / "stick"
+        stick.mkdir()
+        await export_bundles(alpha, stick)
+        async with await Node.open(tmp_path / "bravo", WORKSPACE_PASSPHRASE) as courier:  # `rallypoint courier` beside the console
+            assert (await import_bundles(courier, stick)).accepted
+        await until(pilot, lambda: pane_title(app).startswith("# general"), "#general from the stick")
+        await pilot.press("ctrl+n")
+        await until_shown(pilot, "New channel")  # synced: no question asked
 
 
 async def test_unlock_with_a_wrong_then_the_right_passphrase(home: Path) -> None:
@@ -172,6 +215,20 @@ async def test_new_channel_from_the_keyboard(home: Path) -> None:
         assert "🔒ops" in screen_text(pilot.app)
 
 
+async def test_enter_on_the_private_checkbox_submits_the_form_as_ticked(home: Path) -> None:
+    """Enter on the checkbox once toggled it back and created a public channel: Space ticks,
+    Enter submits, wherever the focus is in the form."""
+    async with RallypointApp(home, PASSPHRASE).run_test(size=SIZE, notifications=True) as pilot:
+        await main_screen(pilot)
+        await pilot.press("ctrl+n", *"ops", "tab", "space", "enter")
+        await until_shown(pilot, "Message # ops")
+        assert pilot.app.node is not None
+        assert {c.name: c.kind for c in await pilot.app.node.list_channels()}["ops"] == "private"
+        await pilot.press("ctrl+n", *"logistics", "tab", "enter")  # unticked: public
+        await until_shown(pilot, "Message # logistics")
+        assert {c.name: c.kind for c in await pilot.app.node.list_channels()}["logistics"] == "public"
+
+
 async def test_a_message_posted_by_another_process_appears_while_running(home: Path) -> None:
     async with RallypointApp(home, PASSPHRASE).run_test(size=SIZE, notifications=True) as pilot:
         await main_screen(pilot)
@@ -200,7 +257,7 @@ async def test_every_binding_fits_the_80_column_footer(home: Path) -> None:
         await other.post("general", "a message")
     async with RallypointApp(home, PASSPHRASE).run_test(size=SIZE, notifications=True) as pilot:
         await main_screen(pilot)
-        composer_footer = "↑ Messages ^n New channel alt+↑↓ Channel ^q Quit"
+        composer_footer = "↑ Messages ^o Attach ^n New channel alt+↑↓ Channel ^q Quit"
         await until(pilot, lambda: screen_text(pilot.app).splitlines()[-1].strip() == composer_footer, "the composer's bindings")
         await pilot.press("up")
         await until(pilot, lambda: "Thread" in screen_text(pilot.app).splitlines()[-1], "the message list's bindings")
@@ -229,12 +286,15 @@ async def test_quitting_closes_the_node(home: Path, monkeypatch: pytest.MonkeyPa
 
 
 async def test_the_console_runs_the_lan_service_and_shows_what_peers_send(tmp_path: Path) -> None:
+    """What arrives shows up, and the notification names the sender as its certificate does
+    (it once gave the bare node id)."""
     alpha, bravo = await make_workspace(tmp_path, "bravo")
     await alpha.create_channel("general")
     await alpha.close()
     config = console_lan()
     async with bravo, RallypointApp(tmp_path / "alpha", WORKSPACE_PASSPHRASE, lan=config).run_test(size=SIZE, notifications=True) as pilot:
         await main_screen(pilot)
+        shown = recorded_notifications(pilot.app)
         async with LanService(bravo, LanConfig(bind="127.0.0.1", port=0, discovery=False)) as service:
             service.dial("127.0.0.1", config.port)
             deadline = time.monotonic() + 10
@@ -242,6 +302,7 @@ async def test_the_console_runs_the_lan_service_and_shows_what_peers_send(tmp_pa
                 await pilot.pause(0.05)
             await bravo.post("general", "over the LAN")
             await until_shown(pilot, "over the LAN", timeout=10.0)
+            await until_notified(pilot, shown, f"new message(s) from bravo-node ({bravo.node_id.split('-')[0]}-…)", timeout=10.0)
 
 
 async def test_the_console_closes_when_its_node_is_revoked_over_the_lan(tmp_path: Path) -> None:

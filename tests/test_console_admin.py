@@ -18,8 +18,8 @@ from textual.widgets import DataTable, Input, Static
 from appliance import certs
 from appliance.node import Node
 from tests.conftest import FAST, PASSPHRASE, make_workspace
-from tests.console_helpers import SIZE, main_screen, screen_text, until, until_shown
-from tui.admin import AdminScreen, BackupForm, EnrollmentCard, InviteForm, NetworkForm, ReasonForm, RoleForm, UserForm
+from tests.console_helpers import SIZE, main_screen, recorded_notifications, screen_text, until, until_notified, until_shown
+from tui.admin import AdminScreen, BackupForm, EnrollmentCard, InviteForm, NetworkForm, ReasonForm, RoleConfirm, RoleForm, UserForm
 from tui.app import MainScreen, RallypointApp
 
 HOSTILE = "[bold]x[/] \x1b[31m"
@@ -28,26 +28,6 @@ HOSTILE_SHOWN = "[bold]x[/] ␛[31m"  # markup not parsed, the escape made visib
 
 async def until_screen(pilot: Pilot[None], kind: type[Screen[Any]]) -> None:
     await until(pilot, lambda: isinstance(pilot.app.screen, kind), kind.__name__)
-
-
-def recorded_notifications(app: App[None]) -> list[tuple[str, bool]]:
-    """Every notification from here on, with whether it was allowed to contain markup."""
-    shown: list[tuple[str, bool]] = []
-    notify = app.notify
-
-    def recording(message: str, **options: Any) -> None:
-        shown.append((message, options.get("markup", True)))
-        notify(message, **options)
-
-    app.notify = recording  # type: ignore[method-assign]
-    return shown
-
-
-async def until_notified(pilot: Pilot[None], shown: list[tuple[str, bool]], text: str) -> str:
-    await until(pilot, lambda: any(text in message for message, _ in shown), f"a notification with {text!r}")
-    message, markup = next((message, markup) for message, markup in shown if text in message)
-    assert markup is False  # node text in notifications is never parsed as markup
-    return message
 
 
 async def open_admin(pilot: Pilot[None]) -> AdminScreen:
@@ -128,6 +108,43 @@ async def test_add_a_user_and_change_their_role(home: Path) -> None:
         await until(pilot, lambda: ["bob", "observer"] in [row[:2] for row in rows(screen, "#users-table")], "bob's new role")
         await until_notified(pilot, shown, "bob is now observer")
         assert app.node is not None and {u.name: u.role for u in app.node.users()} == {"alice": "admin", "bob": "observer"}
+
+
+async def test_the_role_list_stops_at_its_ends_and_a_new_admin_is_confirmed_by_name(home: Path) -> None:
+    """↓ ↓ from member once wrapped round to admin: the list stops at observer, and an admin is
+    only made after a confirmation that names the user and the role (Cancel has the focus)."""
+    app = RallypointApp(home, PASSPHRASE)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        screen = await open_admin(pilot)
+        shown = recorded_notifications(app)
+        await pilot.press("a")
+        await until_screen(pilot, UserForm)
+        await pilot.press(*"bob", "enter", "down", "down", "down", "enter")  # member -> observer, then the end
+        await until_notified(pilot, shown, "User bob added (observer)")
+
+        await pilot.press("a")
+        await until_screen(pilot, UserForm)
+        await pilot.press(*"carol", "enter", "up", "up", "enter")  # member -> admin, then the top
+        await until_screen(pilot, RoleConfirm)
+        assert "Make carol an ADMIN?" in screen_text(app)
+        await pilot.press("enter")  # on Cancel: nothing happens
+        await until_screen(pilot, AdminScreen)
+        await pilot.press("a")
+        await until_screen(pilot, UserForm)
+        await pilot.press(*"carol", "enter", "up", "enter")
+        await until_screen(pilot, RoleConfirm)
+        await pilot.press("shift+tab", "enter")  # on "Make admin"
+        await until_notified(pilot, shown, "User carol added (admin)")
+
+        highlight(screen, "#users-table", "bob")
+        await pilot.press("r")
+        await until_screen(pilot, RoleForm)
+        await pilot.press("up", "up", "enter")  # observer -> member -> admin
+        await until_screen(pilot, RoleConfirm)
+        assert "Make bob an ADMIN?" in screen_text(app)
+        await pilot.press("escape")
+        await until_screen(pilot, AdminScreen)
+        assert app.node is not None and {u.name: u.role for u in app.node.users()} == {"alice": "admin", "bob": "observer", "carol": "admin"}
 
 
 async def test_enroll_a_node_writes_the_file_shows_the_code_and_the_node_can_join(tmp_path: Path, home: Path) -> None:

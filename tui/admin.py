@@ -38,6 +38,7 @@ from appliance.errors import RallypointError
 from appliance.model import Enrollment, Identity, NodeInfo, UserInfo, iso_utc
 from appliance.netpolicy import NetworkRule
 from appliance.node import Node
+from tui.controls import StoppingOptionList
 from tui.files import write_atomically
 from tui.text import printable
 
@@ -169,8 +170,9 @@ class Incomplete(Exception):
         self.field_id = field_id
 
 
-class RoleList(OptionList):
-    """The workspace roles, one a line; the highlighted one is the choice (Enter confirms it)."""
+class RoleList(StoppingOptionList):
+    """The workspace roles, one a line; the highlighted one is the choice (Enter confirms it).
+    It stops at its ends: admin is first, so no ↓ ever reaches it."""
 
     def __init__(self, role: str, id: str) -> None:
         super().__init__(*(Option(name, id=name) for name in ROLES), id=id, markup=False, classes="field")
@@ -279,6 +281,28 @@ class RoleForm(FormScreen[str]):
 
     def result(self) -> str:
         return self.query_one(RoleList).role
+
+
+ADMIN_POWERS = (
+    "Admins can add users and change roles, enroll and revoke nodes and users, delete anyone's "
+    "messages and take backups, on every node of the workspace."
+)
+
+
+class RoleConfirm(FormScreen[bool]):
+    """Asked before anyone is made an admin, naming them: the role is one keypress from the
+    others in the list. Cancel has the focus, so a stray Enter changes nothing."""
+
+    AUTO_FOCUS = "#form-cancel"
+
+    def __init__(self, who: str) -> None:
+        super().__init__(f"Make {who} an ADMIN?", "Make admin", f"{ADMIN_POWERS}\nTab to Make admin, then Enter; Escape cancels.", danger=True)
+
+    def fields(self) -> ComposeResult:
+        yield from ()
+
+    def result(self) -> bool:
+        return True
 
 
 class InviteForm(FormScreen[Invitation]):
@@ -601,9 +625,21 @@ class AdminScreen(Screen[None]):
     def action_add_user(self) -> None:
         def chosen(request: NewUser | None) -> None:
             if request is not None:
-                self.perform(partial(self.add_user, request))
+                self.after_admin_confirmed(request.role, request.name, partial(self.perform, partial(self.add_user, request)))
 
         self.app.push_screen(UserForm(), chosen)
+
+    def after_admin_confirmed(self, role: str, who: str, then: Callable[[], object]) -> None:
+        """Runs `then` at once, unless `role` is admin: then only once the operator confirms."""
+        if role != "admin":
+            then()
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                then()
+
+        self.app.push_screen(RoleConfirm(who), confirmed)
 
     async def add_user(self, request: NewUser) -> str:
         user = await self.node.add_user(request.name, request.role)
@@ -616,7 +652,7 @@ class AdminScreen(Screen[None]):
 
         def chosen(role: str | None) -> None:
             if role is not None and role != user.role:
-                self.perform(partial(self.set_role, user.name, role))
+                self.after_admin_confirmed(role, user.name, partial(self.perform, partial(self.set_role, user.name, role)))
 
         self.app.push_screen(RoleForm(user), chosen)
 
@@ -647,7 +683,7 @@ class AdminScreen(Screen[None]):
     def action_enroll(self) -> None:
         def chosen(request: Invitation | None) -> None:
             if request is not None:
-                self.enroll(request)
+                self.after_admin_confirmed(request.role, f"{request.user_name} (first user of node {request.node_name})", partial(self.enroll, request))
 
         self.app.push_screen(InviteForm(), chosen)
 

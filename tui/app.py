@@ -25,7 +25,7 @@ from textual.events import Resize
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.suggester import Suggester
-from textual.widgets import Button, Checkbox, DataTable, Footer, Header, Input, Label, OptionList, Static, TabbedContent, TabPane
+from textual.widgets import Button, DataTable, Footer, Header, Input, Label, OptionList, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
 
 from appliance import identity
@@ -36,12 +36,16 @@ from appliance.node import MAX_ENROLLMENT_FILE_BYTES, Node
 from sync.errors import SyncError
 from sync.lan import LanConfig, LanEvent, LanService, Received, Refused, SessionInfo, Wiped
 from tui.admin import AdminScreen
+from tui.attach import AttachScreen, LocalFile, read_file
+from tui.controls import FormCheckbox, StoppingOptionList
 from tui.courier import CourierScreen
+from tui import firstsync
 from tui.files import free_path, safe_file_name, write_atomically
-from tui.text import printable
+from tui.history import PAGE, PagedOptionList, Window, oldest_window
+from tui.reports import node_label
+from tui.text import file_size, printable
 
 POLL_SECONDS = 0.5  # how soon a message written by another process (the CLI, sync) shows up
-HISTORY = 200  # top-level messages loaded per channel view
 WIDE_COLUMNS = 110  # from this width an open thread shows beside its channel
 SEARCH_LIMIT = 50
 PEERS_REFRESH_SECONDS = 2.0  # the peers view also changes without LAN events (courier visits, clocks)
@@ -50,17 +54,6 @@ def clock_time(ms: int) -> str:
     """Local HH:MM, with the date in front when it is not today."""
     moment = datetime.fromtimestamp(ms / 1000)
     return moment.strftime("%H:%M") if moment.date() == datetime.now().date() else moment.strftime("%Y-%m-%d %H:%M")
-
-
-def file_size(size: int) -> str:
-    if size < 1024:
-        return f"{size} B"
-    scaled = size / 1024
-    for unit in ("KB", "MB"):
-        if scaled < 1024:
-            return f"{scaled:.1f} {unit}"
-        scaled /= 1024
-    return f"{scaled:.1f} GB"
 
 
 # --- messages from workers back to the UI -------------------------------------------
@@ -102,7 +95,10 @@ class ViewLoaded(Message, bubble=False):
         channel_id: str | None,
         thread_root: str | None,
         messages: list[MessageView],
+        window: Window,
+        more_older: bool,
         beside: list[MessageView] | None = None,
+        before_first_sync: bool = False,
     ) -> None:
         super().__init__()
         self.generation = generation
@@ -111,7 +107,23 @@ class ViewLoaded(Message, bubble=False):
         self.channel_id = channel_id
         self.thread_root = thread_root
         self.messages = messages
+        self.window = window  # which stretch of the history `messages` is
+        self.more_older = more_older
         self.beside = beside  # the open thread, shown beside the channel on a wide terminal
+        self.before_first_sync = before_first_sync  # a joined node that has no channels yet
+
+
+class OldestFound(Message, bubble=False):
+    """Home: the window that begins with the first message of this channel (or thread),
+    found from the window `start`."""
+
+    def __init__(self, channel_id: str, thread_root: str | None, start: Window, window: Window, first: str | None) -> None:
+        super().__init__()
+        self.channel_id = channel_id
+        self.thread_root = thread_root
+        self.start = start
+        self.window = window
+        self.first = first
 
 
 class Polled(Message, bubble=False):
@@ -127,10 +139,11 @@ class Written(Message, bubble=False):
 
 
 class PostFailed(Message, bubble=False):
-    def __init__(self, reason: str, draft: str) -> None:
+    def __init__(self, reason: str, draft: str, files: tuple[LocalFile, ...] = ()) -> None:
         super().__init__()
         self.reason = reason
         self.draft = draft
+        self.files = files
 
 
 class ChannelCreated(Message, bubble=False):
@@ -143,9 +156,16 @@ class ChannelCreated(Message, bubble=False):
 
 
 class SetupScreen(Screen[None]):
-    """First run: create a new workspace, or join one with an enrollment file and its code."""
+    """First run: create a new workspace, or join one with an enrollment file and its code.
+    Each form says how to reach the other (ctrl+t, also in the footer): typing starts in the
+    Create form, and nothing else would tell an operator with a node to join that the tabs
+    are a shift+tab away."""
 
-    AUTO_FOCUS = "#create-workspace"  # type straight away; the tabs are a shift+tab away
+    AUTO_FOCUS = "#create-workspace"  # type straight away
+    BINDINGS = [
+        Binding("ctrl+t", "show_form('join')", "Join a workspace instead"),
+        Binding("ctrl+t", "show_form('create')", "Create a workspace instead"),
+    ]
 
     def __init__(self, home: Path) -> None:
         super().__init__()
@@ -158,6 +178,7 @@ class SetupScreen(Screen[None]):
             yield Static(Content(f"No node in {printable(str(self.home))} yet."), id="setup-intro")
             with TabbedContent(id="setup-tabs"):
                 with TabPane("Create a workspace", id="create"):
+                    yield Static("Joining a workspace someone else created? Press ctrl+t.", classes="form-hint")
                     with Grid(classes="form"):
                         yield Label("Workspace name")
                         yield Input(id="create-workspace", placeholder="no spaces, e.g. acme")
@@ -171,6 +192,7 @@ class SetupScreen(Screen[None]):
                         yield Input(id="create-confirm", password=True)
                     yield Button("Create workspace", id="create-submit", variant="primary")
                 with TabPane("Join a workspace", id="join"):
+                    yield Static("Starting a new workspace instead? Press ctrl+t.", classes="form-hint")
                     with Grid(classes="form"):
                         yield Label("Enrollment file")
                         yield Input(id="join-file", placeholder="path to the .enrollment file")
@@ -186,6 +208,19 @@ class SetupScreen(Screen[None]):
 
     def field(self, name: str) -> str:
         return self.query_one(f"#{name}", Input).value
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "show_form":
+            return self.query_one(TabbedContent).active != parameters[0]  # the other form's key only
+        return True
+
+    def action_show_form(self, form: str) -> None:
+        self.query_one(TabbedContent).active = form
+        self.query_one(f"#{form}", TabPane).query(Input).first().focus()
+
+    @on(TabbedContent.TabActivated)
+    def form_shown(self) -> None:
+        self.refresh_bindings()
 
     def show_status(self, text: str, error: bool = False) -> None:
         status = self.query_one("#setup-status", Static)
@@ -319,13 +354,15 @@ class NewChannel:
 
 
 class NewChannelScreen(ModalScreen[NewChannel | None]):
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    """Enter creates the channel from anywhere in the form (Space ticks the checkbox)."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("enter", "create", "Create", show=False)]
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Static("New channel", classes="dialog-title")
             yield Input(id="channel-name", placeholder="name: lowercase, digits, - and _")
-            yield Checkbox("Private (members only)", id="channel-private")
+            yield FormCheckbox("Private (members only)", id="channel-private")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Create", id="channel-create", variant="primary")
                 yield Button("Cancel", id="channel-cancel")
@@ -333,8 +370,8 @@ class NewChannelScreen(ModalScreen[NewChannel | None]):
 
     @on(Input.Submitted)
     @on(Button.Pressed, "#channel-create")
-    def create(self) -> None:
-        self.dismiss(NewChannel(self.query_one("#channel-name", Input).value, self.query_one("#channel-private", Checkbox).value))
+    def action_create(self) -> None:
+        self.dismiss(NewChannel(self.query_one("#channel-name", Input).value, self.query_one("#channel-private", FormCheckbox).value))
 
     @on(Button.Pressed, "#channel-cancel")
     def action_cancel(self) -> None:
@@ -382,7 +419,7 @@ class EmojiPicker(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="emoji-picker"):
             yield Static("React (again to remove)", classes="dialog-title")
-            yield OptionList(
+            yield StoppingOptionList(
                 *(Option(Content(f"{emoji}  {name}" + ("  (yours)" if emoji in self.mine else "")), id=emoji) for emoji, name in REACTIONS),
                 id="emoji-choices",
             )
@@ -443,7 +480,7 @@ class SearchScreen(ModalScreen[MessageView | None]):
             yield Static("Search all channels", classes="dialog-title")
             yield Input(id="search-query", placeholder="words, then Enter")
             yield Static(id="search-status", classes="dialog-hint")
-            yield OptionList(id="search-results")
+            yield StoppingOptionList(id="search-results")
         yield Footer(compact=True, show_command_palette=False)
 
     @on(Input.Submitted, "#search-query")
@@ -540,7 +577,7 @@ class ConfirmScreen(ModalScreen[bool]):
 # --- the main screen ----------------------------------------------------------------
 
 
-class ChannelList(OptionList):
+class ChannelList(StoppingOptionList):
     """Channels with unread and mention counts, right-aligned in whatever width the list has."""
 
     COMPONENT_CLASSES = {"channel--unread", "channel--count", "channel--mentions", "channel--archived"}
@@ -582,8 +619,10 @@ class ChannelList(OptionList):
         return name.truncate(width - counts.cell_length, ellipsis=True, pad=True) + counts
 
 
-class MessageList(OptionList):
-    """The channel's (or one thread's) messages; the highlighted one is what actions act on."""
+class MessageList(PagedOptionList):
+    """The channel's (or one thread's) messages; the highlighted one is what actions act on.
+    It holds a window of a long history: moving past either end of what it holds, while there
+    is more that way, asks its screen for the next page (PastTheEnd)."""
 
     COMPONENT_CLASSES = {"message--author", "message--time", "message--edited", "message--tombstone", "message--meta", "message--tampered"}
     BINDINGS = [
@@ -597,25 +636,31 @@ class MessageList(OptionList):
 
     def __init__(self, id: str) -> None:
         super().__init__(id=id, markup=False)
-        self.messages: dict[str, MessageView] = {}
+        self.messages: dict[str, MessageView] = {}  # oldest first
 
     def selected(self) -> MessageView | None:
         option = self.highlighted_option
         return self.messages.get(option.id) if option is not None and option.id is not None else None
 
-    def show(self, messages: list[MessageView], select: str | None) -> None:
+    def show(
+        self, messages: list[MessageView], select: str | None, *, step: int = 0, more_older: bool = False, more_newer: bool = False, empty: str = "No messages yet."
+    ) -> None:
         """Keeps the highlight on the same message, unless it was on the newest one: then it
-        follows new arrivals."""
+        follows new arrivals. `step` moves the highlight that many places from `select`."""
         previous = self.selected()
         following = self.highlighted is None or self.highlighted == self.option_count - 1
         self.messages = {message.id: message for message in messages}
+        self.more_older, self.more_newer = more_older, more_newer
         self.clear_options()
         if not messages:
-            self.add_option(Option(Content("No messages yet."), disabled=True))
+            self.add_option(Option(Content(empty), disabled=True))
             return
         self.add_options(Option(self.render_message(message), id=message.id) for message in messages)
         keep = select or (None if following or previous is None else previous.id)
-        self.highlighted = self.get_option_index(keep) if keep in self.messages else self.option_count - 1
+        if keep in self.messages:
+            self.highlighted = max(0, min(self.option_count - 1, self.get_option_index(keep) + step))
+        else:
+            self.highlighted = self.option_count - 1
 
     def render_message(self, message: MessageView) -> Content:
         def styled(text: str, component: str) -> Content:
@@ -639,7 +684,11 @@ class MessageList(OptionList):
 
 
 class Composer(Input):
-    BINDINGS = [Binding("up", "screen.focus_messages", "Messages")]
+    BINDINGS = [
+        Binding("up", "screen.focus_messages", "Messages"),
+        Binding("ctrl+o", "screen.attach", "Attach"),
+        Binding("ctrl+r", "screen.clear_attachments", "Remove files"),
+    ]
 
 
 class MainScreen(Screen[None]):
@@ -666,6 +715,14 @@ class MainScreen(Screen[None]):
         self.generation = 0  # a view load older than the newest request is dropped
         self.polling = False
         self.select_after_load: str | None = None
+        self.step_after_load = 0  # places from select_after_load (the message past a page's end)
+        self.newest_after_load = False  # ↑ from the composer: the highlight goes to the newest message
+        self.window = Window()  # the stretch of the channel's (or thread's) history the list holds
+        self.channel_window = Window()  # the channel's, kept while a thread takes its place
+        self.paging = False  # a page is being read: more presses at the end wait for it
+        self.before_first_sync = False  # joined, never synced: no channels to show yet
+        self.attachments: list[LocalFile] = []  # go with the next message sent
+        self.attach_folder = Path.home()  # where the file picker opens: the last file's folder
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -674,6 +731,7 @@ class MainScreen(Screen[None]):
             with Vertical(id="pane"):
                 yield Static(id="pane-title")
                 yield MessageList(id="messages")
+                yield Static(id="attachments")
                 yield Composer(id="composer", placeholder="Message", suggester=MentionSuggester(lambda: [u.name for u in self.node.users()]))
             with Vertical(id="beside"):
                 yield Static(id="beside-title")
@@ -706,45 +764,49 @@ class MainScreen(Screen[None]):
         self.title = printable(me.workspace_name)
         self.sub_title = f"{printable(me.user_name)} ({me.role}) on {printable(me.node_name)} {me.node_id}"
 
-    def reload(self, select: str | None = None) -> None:
+    def reload(self, select: str | None = None, step: int = 0) -> None:
         self.generation += 1
         if select is not None:
-            self.select_after_load = select
-        self.load_view(self.generation, self.channel_id, self.thread_root)
+            self.select_after_load, self.step_after_load = select, step
+        self.load_view(self.generation, self.channel_id, self.thread_root, self.window)
 
     @work(group="load", exclusive=True)
-    async def load_view(self, generation: int, channel_id: str | None, thread_root: str | None) -> None:
+    async def load_view(self, generation: int, channel_id: str | None, thread_root: str | None, window: Window) -> None:
         """A newer load cancels this one; what it asked the node runs to its end all the same
         (reading marks messages read: a write that must not be cut off)."""
         try:
-            await asyncio.shield(self.load_from_node(generation, channel_id, thread_root))
+            await asyncio.shield(self.load_from_node(generation, channel_id, thread_root, window))
         except RallypointError as exc:
             self.post_message(Failed(str(exc)))
 
-    async def load_from_node(self, generation: int, channel_id: str | None, thread_root: str | None) -> None:
+    async def load_from_node(self, generation: int, channel_id: str | None, thread_root: str | None, window: Window) -> None:
         try:
             identity = self.node.whoami()
             channels = await self.node.list_channels()
             if channel_id not in {channel.channel_id for channel in channels}:
-                channel_id, thread_root = (channels[0].channel_id if channels else None), None
+                channel_id, thread_root, window = (channels[0].channel_id if channels else None), None, Window()
             beside = None
             if channel_id is not None and thread_root is not None and self.wide():
-                beside = await self.node.read(channel_id, thread=thread_root, limit=HISTORY)
-                messages = await self.node.read(channel_id, limit=HISTORY)
+                beside = await self.node.read(channel_id, thread=thread_root, limit=PAGE)
+                messages = await self.node.read(channel_id, before=window.anchor, limit=window.span + 1)
             else:
-                messages = await self.node.read(channel_id, thread=thread_root, limit=HISTORY) if channel_id else []
+                messages = await self.node.read(channel_id, thread=thread_root, before=window.anchor, limit=window.span + 1) if channel_id else []
             if channel_id is not None:
                 channels = await self.node.list_channels()  # unread counts after this read
+            before_first_sync = not channels and await firstsync.awaiting_first_sync(self.node)
         except RallypointError as exc:
             self.post_message(Failed(str(exc)))
             return
-        self.post_message(ViewLoaded(generation, identity, channels, channel_id, thread_root, messages, beside))
+        more_older = len(messages) > window.span  # one more than the window was asked for
+        messages = messages[-window.span :]
+        self.post_message(ViewLoaded(generation, identity, channels, channel_id, thread_root, messages, window, more_older, beside, before_first_sync))
 
     def wide(self) -> bool:
         return self.size.width >= WIDE_COLUMNS
 
     def on_resize(self, event: Resize) -> None:
         if self.thread_root is not None and (self.beside_shown() != self.wide()):
+            self.window = self.channel_window = Window()  # the list changes from channel to thread or back
             self.reload()
 
     def beside_shown(self) -> bool:
@@ -754,7 +816,8 @@ class MainScreen(Screen[None]):
     def view_loaded(self, event: ViewLoaded) -> None:
         if event.generation != self.generation:
             return  # a newer load is on its way
-        self.channel_id, self.thread_root = event.channel_id, event.thread_root
+        self.channel_id, self.thread_root, self.window = event.channel_id, event.thread_root, event.window
+        self.paging, self.before_first_sync = False, event.before_first_sync
         self.identity = event.identity
         self.show_identity()
         self.refresh_bindings()
@@ -762,12 +825,17 @@ class MainScreen(Screen[None]):
         beside = self.query_one("#beside-messages", MessageList)
         if self.query_one("#beside").display != (event.beside is not None):
             self.query_one("#beside").display = event.beside is not None
+        messages = self.query_one("#messages", MessageList)
+        more = {"more_older": event.more_older, "more_newer": not event.window.at_newest}
         if event.beside is not None:
             beside.show(event.beside, self.select_after_load)
-            self.query_one("#messages", MessageList).show(event.messages, event.thread_root)
+            messages.show(event.messages, event.thread_root, **more)
         else:
-            self.query_one("#messages", MessageList).show(event.messages, self.select_after_load)
-        self.select_after_load = None
+            empty = firstsync.DETAIL if event.before_first_sync else "No messages yet."
+            messages.show(event.messages, self.select_after_load, step=self.step_after_load, empty=empty, **more)
+        if self.newest_after_load:
+            messages.highlighted = messages.option_count - 1
+        self.select_after_load, self.step_after_load, self.newest_after_load = None, 0, False
         current = next((channel for channel in event.channels if channel.channel_id == event.channel_id), None)
         title, placeholder = self.titles(current, beside=event.beside is not None)
         self.query_one("#pane-title", Static).update(title)
@@ -775,6 +843,8 @@ class MainScreen(Screen[None]):
         self.query_one(Composer).placeholder = placeholder
 
     def titles(self, channel: ChannelSummary | None, *, beside: bool = False) -> tuple[Content, str]:
+        if channel is None and self.before_first_sync:
+            return Content(firstsync.TITLE), "Channels arrive with the first sync"
         if channel is None:
             return Content("No channels yet: press ctrl+n to create one."), "Create a channel first (ctrl+n)"
         name = printable(channel.name)
@@ -810,7 +880,51 @@ class MainScreen(Screen[None]):
 
     @on(Failed)
     def failed(self, event: Failed) -> None:
+        self.paging = False
         self.notify(printable(event.reason), severity="error", markup=False)
+
+    # --- paging through a long history ---
+
+    @on(MessageList.PastTheEnd, "#messages")
+    def past_the_end(self, event: MessageList.PastTheEnd) -> None:
+        """The cursor went past the messages the list holds: the page beyond, or the very end."""
+        if self.paging or self.channel_id is None:
+            return
+        self.paging = True
+        shown = list(self.query_one("#messages", MessageList).messages)
+        if event.towards == "older":
+            self.window = self.window.older(shown)
+            self.reload(select=shown[0], step=-1)
+        elif event.towards == "newer":
+            self.window = self.window.newer_window()
+            self.reload(select=shown[-1], step=1)
+        elif event.towards == "newest":
+            self.show_newest()
+        else:
+            self.find_oldest(self.channel_id, self.thread_root, self.window)
+
+    def show_newest(self) -> None:
+        self.window, self.newest_after_load = Window(), True
+        self.reload()
+
+    @work(group="history", exclusive=True)
+    async def find_oldest(self, channel_id: str, thread_root: str | None, window: Window) -> None:
+        async def read_ids(before: str | None, limit: int) -> list[str]:
+            return [m.id for m in await self.node.read(channel_id, thread=thread_root, before=before, limit=limit, mark_read=False)]
+
+        try:
+            oldest, first = await oldest_window(read_ids, window)
+        except RallypointError as exc:
+            self.post_message(Failed(str(exc)))
+            return
+        self.post_message(OldestFound(channel_id, thread_root, window, oldest, first))
+
+    @on(OldestFound)
+    def oldest_found(self, event: OldestFound) -> None:
+        if (event.channel_id, event.thread_root, event.start) != (self.channel_id, self.thread_root, self.window):
+            return  # the operator has moved on
+        self.window = event.window
+        self.reload(select=event.first)
 
     # --- channels ---
 
@@ -820,7 +934,7 @@ class MainScreen(Screen[None]):
             self.show_channel(event.option.id)
 
     def show_channel(self, channel_id: str) -> None:
-        self.channel_id, self.thread_root = channel_id, None
+        self.channel_id, self.thread_root, self.window = channel_id, None, Window()
         self.reload()
 
     def action_cycle_channel(self, step: int) -> None:
@@ -832,7 +946,7 @@ class MainScreen(Screen[None]):
     def action_search(self) -> None:
         def open_result(message: MessageView | None) -> None:
             if message is not None:
-                self.channel_id, self.thread_root = message.channel_id, message.root_id
+                self.channel_id, self.thread_root, self.window = message.channel_id, message.root_id, Window()
                 self.reload(select=message.id)
 
         self.app.push_screen(SearchScreen(self.node), open_result)
@@ -847,7 +961,15 @@ class MainScreen(Screen[None]):
         self.app.push_screen(PeersScreen())
 
     def action_new_channel(self) -> None:
-        self.app.push_screen(NewChannelScreen(), self.create_channel_from)
+        if not self.before_first_sync:
+            self.app.push_screen(NewChannelScreen(), self.create_channel_from)
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.app.push_screen(NewChannelScreen(), self.create_channel_from)
+
+        self.app.push_screen(ConfirmScreen(firstsync.CONFIRM, firstsync.CONFIRM_DETAIL), confirmed)
 
     def create_channel_from(self, request: NewChannel | None) -> None:
         if request is not None:
@@ -872,33 +994,72 @@ class MainScreen(Screen[None]):
         self.query_one(Composer).focus()
 
     def action_focus_messages(self) -> None:
-        self.query_one("#messages", MessageList).focus()
+        """↑ from the composer: the newest message, wherever the list was left."""
+        messages = self.query_one("#messages", MessageList)
+        messages.focus()
+        if not self.window.at_newest:
+            self.show_newest()
+        elif messages.option_count:
+            messages.highlighted = messages.option_count - 1
 
     @on(Input.Submitted, "#composer")
     def compose_submitted(self, event: Input.Submitted) -> None:
-        if not event.value.strip():
+        if not event.value.strip() and not self.attachments:
             return
         if self.channel_id is None:
-            self.notify("Create a channel first (ctrl+n).", severity="warning")
+            self.notify(firstsync.TITLE if self.before_first_sync else "Create a channel first (ctrl+n).", severity="warning")
             return
+        files = tuple(self.attachments)
         event.input.clear()
-        self.send(self.channel_id, event.value, self.thread_root)
+        self.show_attachments([])
+        if not self.window.at_newest:
+            self.window = Window()  # to show the message sent
+        self.send(self.channel_id, event.value, self.thread_root, files)
 
     @work(group="write")
-    async def send(self, channel_id: str, text: str, reply_to: str | None) -> None:
+    async def send(self, channel_id: str, draft: str, reply_to: str | None, files: tuple[LocalFile, ...]) -> None:
+        """Files alone make a message too: their names are its text."""
+        text = draft if draft.strip() or not files else " ".join(file.name for file in files)
         try:
-            message_id = await self.node.post(channel_id, text, reply_to=reply_to)
+            attachments = [await asyncio.to_thread(read_file, file, self.node.max_blob_bytes) for file in files]
+            message_id = await self.node.post(channel_id, text, reply_to=reply_to, attachments=attachments)
         except RallypointError as exc:
-            self.post_message(PostFailed(str(exc), text))
+            self.post_message(PostFailed(str(exc), draft, files))
             return
         self.post_message(Written(message_id))
 
     @on(PostFailed)
     def post_failed(self, event: PostFailed) -> None:
         composer = self.query_one(Composer)
-        if not composer.value:
-            composer.value = event.draft  # the draft is not lost
+        if not composer.value and not self.attachments:
+            composer.value = event.draft  # the draft is not lost, nor the files picked
+            self.show_attachments(list(event.files))
         self.notify(printable(event.reason), severity="error", markup=False)
+
+    # --- attaching files ---
+
+    def action_attach(self) -> None:
+        if self.channel_id is None:
+            self.notify(firstsync.TITLE if self.before_first_sync else "Create a channel first (ctrl+n).", severity="warning")
+            return
+
+        def attach(file: LocalFile | None) -> None:
+            if file is not None:
+                self.attach_folder = file.path.parent
+                self.show_attachments([*self.attachments, file])
+            self.query_one(Composer).focus()
+
+        self.app.push_screen(AttachScreen(self.node.max_blob_bytes, self.attach_folder), attach)
+
+    def action_clear_attachments(self) -> None:
+        self.show_attachments([])
+
+    def show_attachments(self, files: list[LocalFile]) -> None:
+        self.attachments = files
+        shown = self.query_one("#attachments", Static)
+        shown.display = bool(files)
+        shown.update(Content("  ".join(file.label() for file in files) + " · ctrl+r removes them"))
+        self.refresh_bindings()
 
     @on(Written)
     def written(self, event: Written) -> None:
@@ -916,16 +1077,22 @@ class MainScreen(Screen[None]):
     def action_open_thread(self) -> None:
         message = self.selected_message()
         if message is not None:
+            if not self.wide():  # the thread takes the channel's place (and its window) until closed
+                self.channel_window, self.window = self.window, Window()
             self.thread_root = message.root_id or message.id
             self.reload(select=message.id)
 
     def action_close_thread(self) -> None:
         root, self.thread_root = self.thread_root, None
+        if not self.beside_shown():
+            self.window = self.channel_window
         self.reload(select=root)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "admin":
             return self.identity.role == "admin"  # others do not see it; the node refuses them anyway
+        if action == "clear_attachments":
+            return bool(self.attachments)
         # Thread and Close swap places in the footer as a thread opens and closes.
         if action == "close_thread":
             return self.thread_root is not None
@@ -1158,6 +1325,7 @@ class RallypointApp(App[str]):
         if isinstance(screen, MainScreen):
             yield SystemCommand("Peers and sync health", "every known node, its trust, session and lag (F2)", screen.action_peers)
             yield SystemCommand("New channel", "create a channel (ctrl+n)", screen.action_new_channel)
+            yield SystemCommand("Attach a file", "to the next message, from a path or the folder tree (ctrl+o in the composer)", screen.action_attach)
             yield SystemCommand("Search", "full-text search across channels (ctrl+f)", screen.action_search)
             yield SystemCommand("Courier", "import and export bundles on a USB stick or any folder (F4)", screen.action_courier)
             if screen.identity.role == "admin":
@@ -1195,10 +1363,12 @@ class RallypointApp(App[str]):
         event = notice.event
         if isinstance(self.screen, PeersScreen):
             self.screen.reload()
+        names = {info.node_id: info.name for info in self.node.nodes()} if self.node is not None else {}
         if isinstance(event, Refused):
-            self.notify(f"refused a LAN session from {printable(event.address)}: {printable(event.reason)}", severity="warning", markup=False)
+            peer = printable(event.address) if event.node_id is None else f"{node_label(event.node_id, names)} at {printable(event.address)}"
+            self.notify(f"refused a LAN session from {peer}: {printable(event.reason)}", severity="warning", markup=False)
         elif isinstance(event, Received) and event.messages:
-            self.notify(f"{event.messages} new message(s) from {event.node_id}", markup=False)
+            self.notify(f"{event.messages} new message(s) from {node_label(event.node_id, names)}", markup=False)
         elif isinstance(event, Wiped):
             self.exit(result=event.reason)  # nothing is left to show; the command says why
 

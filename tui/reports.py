@@ -18,6 +18,13 @@ def node_name(node_id: str, names: Mapping[str, str]) -> str:
     return printable(name) if name else node_id
 
 
+def node_label(node_id: str, names: Mapping[str, str]) -> str:
+    """A node as a notification names it: "bravo (ABCDEFG-…)", its name with the start of its
+    id to check it by; the whole id when the directory does not know it."""
+    name = names.get(node_id)
+    return f"{printable(name)} ({node_id.split('-')[0]}-…)" if name else node_id
+
+
 def import_report_text(report: ImportReport, quarantine: Path, names: Mapping[str, str]) -> str:
     """What an import brought in (or, previewed, would bring), what it refused and why.
     `names`: node id -> node name, to say who sent what."""

@@ -1,4 +1,5 @@
-"""Untrusted text (from other nodes) made safe to show in a terminal, for the CLI and the console."""
+"""Text for the terminal, for the CLI and the console: untrusted text (from other nodes) made
+safe to show, and sizes in words."""
 
 from __future__ import annotations
 
@@ -15,3 +16,14 @@ def printable(value: str, *, multiline: bool = False) -> str:
     if multiline:
         return value.replace("\r\n", "\n").translate(_MULTI_LINE)
     return value.translate(_ONE_LINE)
+
+
+def file_size(size: int) -> str:
+    if size < 1024:
+        return f"{size} B"
+    scaled = size / 1024
+    for unit in ("KB", "MB"):
+        if scaled < 1024:
+            return f"{scaled:.1f} {unit}"
+        scaled /= 1024
+    return f"{scaled:.1f} GB"
