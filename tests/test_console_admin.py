@@ -175,6 +175,7 @@ async def test_enroll_a_node_writes_the_file_shows_the_code_and_the_node_can_joi
         app.screen.query_one("#invite-file", Input).focus()
         await pilot.press("enter")
         await until_screen(pilot, EnrollmentCard)
+        await until(pilot, lambda: screen_text(app).splitlines()[-1].strip() != "", "the card's footer to be drawn")  # under load it paints a frame later
         code = str(app.screen.query_one("#enrollment-code", Static).render())
         assert re.fullmatch(r"[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}", code)
         assert code in screen_text(app)
