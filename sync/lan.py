@@ -5,9 +5,12 @@ The edge between the node and the network: sockets, timers and mDNS live here; t
 the wire are `sync.wire`'s pure codec; everything a peer sends goes through the node's own
 verification path (`Node.import_batches`, the same as bundle import). One service per node:
 
-- a TCP server; an incoming connection is checked against the IP allowlist before a byte of
-  it is read, must finish the handshake within a deadline, and is dropped (and audited) if its
-  node is unknown or revoked; at most `max_unauthenticated` handshakes run at once;
+- a TCP server; an incoming connection passes the handshake gate (`sync.gate`: a bounded number
+  of handshakes in progress, in all and per address) before it gets a task or a buffer, is
+  checked against the IP allowlist before a byte of it is read, must finish the handshake
+  within a deadline, and is dropped if its node is unknown or revoked; refusals are audited
+  at a bounded rate, the rest summarised (`sync.refusals`);
+- the IP allowlist applies to dialling too: a peer at an address it refuses is not dialled;
 - mDNS discovery (`sync.discovery`); the node with the lower id dials a discovered peer of its
   workspace (the other dials too if no session shows up), and a dropped session is redialled
   with exponential backoff and jitter;
@@ -21,21 +24,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from appliance import crypto, documents, ids
+from appliance import crypto, documents, ids, netpolicy
 from appliance.errors import ChangeRejected, InvalidInput, MissingDependencies, NodeLocked, RallypointError
 from appliance.model import Delta, Receipt
 from appliance.node import Node
 from sync import wire
 from sync.discovery import Advert, Discovery, DiscoveryEvent, PeerGone, PeerSeen
 from sync.errors import SessionError, SyncError
+from sync.gate import HandshakeGate, Pending
+from sync.interfaces import interface_networks
+from sync.refusals import RefusalLog
 from sync.sneakernet import pack_delta
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 7373
 RESYNC_GROUP_CHANGES = 4096  # changes read from the store at a time when a session starts
@@ -44,8 +53,11 @@ HIGH_WATER_BYTES = 4 * 1024 * 1024  # queued output beyond which the pusher wait
 ACK_WRITE_INTERVAL_S = 1.0
 BLOB_PART_BYTES = 512 * 1024  # blobs larger than this go in pieces of this size, after the changes
 RELAY_DELAY_S = 0.1  # before relaying what another peer sent: time for the peer to say it has it
-REFUSAL_AUDIT_INTERVAL_S = 60.0  # one audit entry per (address, reason) per interval
-MAX_REFUSALS_TRACKED = 1024
+REFUSAL_REPEAT_S = 60.0  # a refusal of the same kind from the same address is reported once per this
+REFUSAL_SUMMARY_INTERVAL_S = 10.0  # refusals not reported one by one are summarised this often
+REFUSALS_REPORTED_PER_INTERVAL = 10
+MAX_AUDITS_QUEUED = 64
+LOCAL_NETWORKS_TTL_S = 10.0  # this host's interface networks are read again after this
 SHUTDOWN_GRACE_S = 2.0
 
 
@@ -56,7 +68,9 @@ class LanConfig:
     discovery: bool = True
     mdns_interfaces: Sequence[str] | None = None  # None: the bind address, or every interface for 0.0.0.0
     handshake_deadline_s: float = 5.0
-    max_unauthenticated: int = 16
+    max_unauthenticated: int = 32  # handshakes in progress, in all
+    max_unauthenticated_per_address: int = 4
+    min_handshake_age_s: float = 0.25  # a pending handshake younger than this never gives way to a newer one
     ping_interval_s: float = 15.0
     idle_timeout_s: float = 45.0
     store_poll_s: float = 0.05
@@ -114,7 +128,17 @@ class Refused:
     node_id: str | None
 
 
-LanEvent = PeerDiscovered | PeerLost | SessionUp | SessionDown | Received | Refused | Wiped
+@dataclass(frozen=True)
+class RefusalsSummarised:
+    """Refusals too many to report one by one, in the last interval."""
+
+    summary: str
+    reason: str
+    refusals: int
+    addresses: int
+
+
+LanEvent = PeerDiscovered | PeerLost | SessionUp | SessionDown | Received | Refused | RefusalsSummarised | Wiped
 EventSink = Callable[[LanEvent], None]
 
 
@@ -132,11 +156,35 @@ class SessionInfo:
 
 
 class _Refusal(Exception):
-    """A connection this node will not serve; the message is the audited reason."""
+    """A connection this node will not serve; the message is the audited reason, `kind` the
+    part that floods are counted by (the reason up to its first colon unless given)."""
 
-    def __init__(self, reason: str, peer: bytes | None = None) -> None:
+    def __init__(self, reason: str, peer: bytes | None = None, kind: str | None = None) -> None:
         super().__init__(reason)
         self.peer = peer
+        self.kind = kind or reason.split(":", 1)[0]
+
+
+class _GatedProtocol(asyncio.StreamReaderProtocol):
+    """An incoming connection's protocol: the handshake gate admits or sheds it as it is
+    accepted, before it has a stream writer or a task."""
+
+    def __init__(self, service: LanService) -> None:
+        self._service = service
+        self._pending: Pending | None = None
+        super().__init__(asyncio.StreamReader(), self._connected)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._pending = self._service._admit(transport)
+        if self._pending is None:
+            assert isinstance(transport, asyncio.Transport)
+            transport.abort()
+            return
+        super().connection_made(transport)
+
+    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert self._pending is not None
+        await self._service._accept(reader, writer, self._pending)
 
 
 class LanService:
@@ -153,8 +201,11 @@ class LanService:
         self._dialers: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()  # store polling, peer records, revocations
         self._connections: set[asyncio.Task[Any]] = set()  # incoming connections being served
-        self._handshaking = 0
-        self._refusals: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._gate = HandshakeGate(config.max_unauthenticated, config.max_unauthenticated_per_address, config.min_handshake_age_s)
+        self._refusals = RefusalLog(time.monotonic(), per_interval=REFUSALS_REPORTED_PER_INTERVAL, repeat_s=REFUSAL_REPEAT_S)
+        self._audits: deque[tuple[str, str, bytes | None]] = deque(maxlen=MAX_AUDITS_QUEUED)  # refusals to audit
+        self._audit_wake = asyncio.Event()
+        self._local_networks: tuple[float, tuple[netpolicy.LocalNetwork, ...]] | None = None
         self._closing = False
         self._ending: asyncio.Task[None] | None = None
         self.ended = asyncio.Event()  # set when the service stopped by itself (a remote wipe)
@@ -165,7 +216,7 @@ class LanService:
 
     async def __aenter__(self) -> LanService:
         try:
-            self._server = await asyncio.start_server(self._accept, self.config.bind, self.config.port, reuse_address=True)
+            self._server = await asyncio.get_running_loop().create_server(lambda: _GatedProtocol(self), self.config.bind, self.config.port, reuse_address=True)
         except OSError as exc:
             raise SyncError(f"cannot listen on {self.config.bind}:{self.config.port}: {exc.strerror or exc}") from exc
         self.port = self._server.sockets[0].getsockname()[1]
@@ -179,6 +230,7 @@ class LanService:
                 await self._discovery.__aenter__()
             self.node.add_listener(self._on_local_change)
             self._spawn(self._poll_store())
+            self._spawn(self._report_refusals())
         except BaseException:
             await self._shutdown()
             raise
@@ -205,6 +257,7 @@ class LanService:
 
     async def _shutdown(self) -> None:
         self._closing = True
+        self._audit_wake.set()  # the refusal reporter writes what it holds and ends
         self.node.remove_listener(self._on_local_change)
         if self._discovery is not None:
             with contextlib.suppress(Exception):
@@ -246,35 +299,38 @@ class LanService:
 
     # --- incoming ------------------------------------------------------------------
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _admit(self, transport: asyncio.BaseTransport) -> Pending | None:
+        """The gate's entry for a connection just accepted, or None if it is shed."""
+        if self._closing:
+            return None
+        assert isinstance(transport, asyncio.Transport)
+        address = str((transport.get_extra_info("peername") or ("?", 0))[0])
+        pending = self._gate.admit(address, time.monotonic(), transport.abort)
+        if pending is None:
+            self._refuse(address, "too many pending handshakes", None)
+        return pending
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pending: Pending) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
         try:
-            await self._serve_connection(reader, writer)
+            await self._serve_connection(reader, writer, pending)
         except asyncio.CancelledError:
             # The service is shutting down. Not re-raised: this task is the connection's own,
             # and asyncio's stream server logs a cancelled handler as an error.
             writer.close()
         finally:
+            self._gate.release(pending)
             self._connections.discard(task)
 
-    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pending: Pending) -> None:
         peername = writer.get_extra_info("peername") or ("?", 0)
         address, port = str(peername[0]), int(peername[1])
-        if self._closing:
-            writer.close()
-            return
-        if self._handshaking >= self.config.max_unauthenticated:
-            writer.close()
-            await self._refuse(address, "too many unauthenticated connections", None)
-            return
-        self._handshaking += 1
-        counted = True
         try:
-            decision = await self.node.address_allowed(address)
+            decision = await self._decide(address)
             if not decision.allowed:
-                raise _Refusal("address not in the allowlist" if decision.rule is None else f"address denied by rule {decision.rule.network}")
+                raise _Refusal(netpolicy.refusal_reason(address, decision), kind="address not allowed")
             responder = wire.Responder(self.node.workspace_key, self.node.signing_key, self._rng(32))
             try:
                 async with asyncio.timeout(self.config.handshake_deadline_s):
@@ -283,50 +339,79 @@ class LanService:
                     peer, keys = responder.read_auth(await reader.readexactly(wire.AUTH_BYTES))
             except TimeoutError as exc:
                 raise _Refusal("handshake deadline passed") from exc
-            except asyncio.IncompleteReadError as exc:
+            except (asyncio.IncompleteReadError, ConnectionError) as exc:
+                if pending.evicted:
+                    raise _Refusal("too many pending handshakes: gave way to newer connections") from exc
                 raise _Refusal("connection closed during the handshake") from exc
             except SessionError as exc:
                 raise _Refusal(f"handshake failed: {exc}") from exc
             self._check_trust(peer)
-            self._handshaking -= 1
-            counted = False
+            self._gate.release(pending)
             await self._run_session(reader, writer, peer, keys, initiator=False, address=address, port=port)
         except _Refusal as refusal:
             writer.close()
-            await self._refuse(address, str(refusal), refusal.peer)
+            self._refuse(address, str(refusal), refusal.peer, refusal.kind)
         except (ConnectionError, OSError, RallypointError):  # RallypointError: the node locked itself (remote wipe)
             writer.close()
-        finally:
-            if counted:
-                self._handshaking -= 1
 
     def _check_trust(self, peer: bytes) -> None:
         trust = self.node.trust_of(peer)
         if peer == self.node.node_key:
             raise _Refusal("the peer claims this node's own identity", peer)
         if trust != "trusted":
-            raise _Refusal(f"{trust} node {ids.key_id(peer)}", peer)
+            raise _Refusal(f"{trust} node {ids.key_id(peer)}", peer, kind=f"{trust} node")
 
-    async def _refuse(self, address: str, reason: str, peer: bytes | None) -> None:
-        """Audits a refusal - once per address and reason per interval, so a flood of bad
-        connections cannot flood the audit log - and tells the console."""
-        self._emit(Refused(address, reason, ids.key_id(peer) if peer else None))
-        key, now = (address, reason.split(":", 1)[0]), time.monotonic()
-        last = self._refusals.get(key)
-        if last is not None and now - last < REFUSAL_AUDIT_INTERVAL_S:
+    async def _decide(self, address: str) -> netpolicy.Decision:
+        """The IP allowlist's decision for a session with `address`, either direction."""
+        now = time.monotonic()
+        if self._local_networks is None or now - self._local_networks[0] > LOCAL_NETWORKS_TTL_S:
+            self._local_networks = (now, interface_networks())
+        return await self.node.address_allowed(address, self._local_networks[1])
+
+    def _refuse(self, address: str, reason: str, peer: bytes | None, kind: str | None = None) -> None:
+        """Reports a refusal - an event and an audit entry - unless too many were reported
+        lately (`sync.refusals`): a flood of bad connections then costs a counter each, and
+        a summary per interval."""
+        if not self._refusals.note(address, kind or reason.split(":", 1)[0], time.monotonic()):
             return
-        self._refusals[key] = now
-        self._refusals.move_to_end(key)
-        while len(self._refusals) > MAX_REFUSALS_TRACKED:
-            self._refusals.popitem(last=False)
-        with contextlib.suppress(RallypointError):
-            await self.node.audit_lan_refusal(address, reason, peer)
+        self._emit(Refused(address, reason, ids.key_id(peer) if peer else None))
+        self._audits.append((address, reason, peer))
+        self._audit_wake.set()
+
+    async def _report_refusals(self) -> None:
+        """Audits the refusals reported one by one as they come, and summarises the others once
+        per interval; writes what it holds when the service stops."""
+        next_summary = time.monotonic() + REFUSAL_SUMMARY_INTERVAL_S
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, next_summary - time.monotonic())):
+                    await self._audit_wake.wait()
+            self._audit_wake.clear()
+            while self._audits:
+                address, reason, peer = self._audits.popleft()
+                with contextlib.suppress(RallypointError):
+                    await self.node.audit_lan_refusal(address, reason, peer)
+            now = time.monotonic()
+            if now >= next_summary or self._closing:
+                next_summary = now + REFUSAL_SUMMARY_INTERVAL_S
+                for summary in self._refusals.summaries(now):
+                    self._emit(RefusalsSummarised(summary.text(), summary.kind, summary.refusals, summary.addresses))
+                    with contextlib.suppress(RallypointError):
+                        await self.node.audit_lan_refusals(summary.text(), summary.kind, summary.refusals, summary.addresses)
+            if self._closing:
+                return
 
     # --- outgoing ------------------------------------------------------------------
 
     async def connect(self, address: str, port: int, *, expect: str | None = None) -> None:
         """Dials a peer and runs the session until it ends. `expect` is the node id mDNS
-        announced: a different node answering is refused."""
+        announced: a different node answering is refused. An address the IP allowlist refuses
+        is not dialled."""
+        decision = await self._decide(address)
+        if not decision.allowed:
+            reason = netpolicy.refusal_reason(address, decision)
+            self._refuse(address, f"not dialled: {reason}", self._key_of(expect) if expect else None, kind="address not allowed")
+            raise SessionError(f"{address}:{port} not dialled: {reason}")
         try:
             async with asyncio.timeout(self.config.handshake_deadline_s):
                 reader, writer = await asyncio.open_connection(address, port)
@@ -353,7 +438,7 @@ class LanService:
                 raise _Refusal(f"handshake failed: {exc}") from exc
         except _Refusal as refusal:
             writer.close()
-            await self._refuse(address, str(refusal), refusal.peer)
+            self._refuse(address, str(refusal), refusal.peer, refusal.kind)
             raise SessionError(str(refusal)) from refusal
         except (OSError, RallypointError) as exc:
             writer.close()
@@ -411,6 +496,8 @@ class LanService:
                     backoff = self.config.backoff_min_s
                 except SessionError:
                     pass
+                except Exception:  # a bug in one attempt must not end the dialling: logged, then redialled
+                    log.exception("dialling %s failed unexpectedly", target)
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
                 backoff = min(backoff * 2, self.config.backoff_max_s)
         finally:
@@ -583,7 +670,7 @@ class _Session:
         except (ConnectionError, OSError) as exc:
             return f"connection lost: {exc}"
         except SessionError as exc:
-            await self.service._refuse(self.address, f"session ended: {exc}", self.peer)
+            self.service._refuse(self.address, f"session ended: {exc}", self.peer)
             await self.close(str(exc))
             return str(exc)
         except NodeLocked:
@@ -628,6 +715,8 @@ class _Session:
         self._output.set()
 
     def _send(self, message: wire.Message) -> None:
+        if self._closed:  # the stream already ended with its final frame (closed while starting): nothing may follow
+            return
         self._enqueue(self.sealer.seal(wire.encode_message(message)))
 
     async def _send_bulk(self, message: wire.Message) -> None:

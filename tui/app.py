@@ -32,7 +32,8 @@ from appliance.errors import NodeLocked, RallypointError, WrongPassphrase
 from appliance.model import ChannelSummary, Identity, MessageView, PeerStatus
 from appliance.node import Node
 from sync.errors import SyncError
-from sync.lan import LanConfig, LanEvent, LanService, Received, Refused, SessionInfo, Wiped
+from sync.interfaces import interface_networks
+from sync.lan import LanConfig, LanEvent, LanService, Received, RefusalsSummarised, Refused, SessionInfo, Wiped
 from tui.admin import AdminScreen
 from tui.courier import CourierScreen
 from tui.files import free_path, safe_file_name, write_atomically
@@ -1034,6 +1035,7 @@ class PeersScreen(Screen[None]):
         yield Header()
         yield Static(id="peers-status")
         yield DataTable(id="peers", cursor_type="row", zebra_stripes=True)
+        yield Static(id="peers-refused")
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
@@ -1053,7 +1055,7 @@ class PeersScreen(Screen[None]):
         app = self.app
         assert isinstance(app, RallypointApp) and app.node is not None
         try:
-            rows = await app.node.peer_overview()
+            rows = await app.node.peer_overview(interface_networks())
         except RallypointError as exc:
             self.post_message(Failed(str(exc)))
             return
@@ -1072,7 +1074,7 @@ class PeersScreen(Screen[None]):
                 printable(row.name) or row.node_id[:15],
                 row.trust,
                 f"{printable(row.address)}:{row.port}" if row.address else "-",
-                "up" if session else "-",
+                "up" if session else "refused" if row.refused else "-",
                 ago(row.last_sync),
                 ago(row.last_courier),
                 "-" if row.behind is None else str(row.behind),
@@ -1083,6 +1085,8 @@ class PeersScreen(Screen[None]):
         up = sum(1 for row in event.rows if row.node_id in event.sessions)
         lan = f"LAN sync on, {up} session{'s' if up != 1 else ''} up" if event.lan_on else "LAN sync is off in this console"
         self.query_one("#peers-status", Static).update(Content(f"{len(event.rows)} node(s) · {lan} · Behind: our changes it lacks"))
+        refused = [f"{printable(row.name) or row.node_id}: not synced by LAN: {printable(row.refused)}" for row in event.rows if row.refused]
+        self.query_one("#peers-refused", Static).update(Content("\n".join(refused)))
 
     @on(Failed)
     def failed(self, event: Failed) -> None:
@@ -1190,7 +1194,9 @@ class RallypointApp(App[str]):
         if isinstance(self.screen, PeersScreen):
             self.screen.reload()
         if isinstance(event, Refused):
-            self.notify(f"refused a LAN session from {printable(event.address)}: {printable(event.reason)}", severity="warning", markup=False)
+            self.notify(f"refused a LAN session with {printable(event.address)}: {printable(event.reason)}", severity="warning", markup=False)
+        elif isinstance(event, RefusalsSummarised):
+            self.notify(printable(event.summary), severity="warning", markup=False)
         elif isinstance(event, Received) and event.messages:
             self.notify(f"{event.messages} new message(s) from {event.node_id}", markup=False)
         elif isinstance(event, Wiped):
