@@ -1384,9 +1384,6 @@ class Node:
             await _append_audit(conn, now, self._user.hex(), "network_rule", {"network": normal, "action": action or "removed"})
         return normal
 
-    async def address_allowed(self, address: str, local_networks: Sequence[netpolicy.LocalNetwork] = ()) -> netpolicy.Decision:
-        return netpolicy.decide(address, await self.network_rules(local_networks))
-
     async def audit_lan_refusal(self, address: str, reason: str, peer: bytes | None = None) -> None:
         """Records that an incoming or outgoing LAN session was refused, and why."""
         detail: dict[str, object] = {"address": address, "reason": reason}

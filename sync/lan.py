@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import random
 import time
@@ -41,6 +42,7 @@ from sync.discovery import Advert, Discovery, DiscoveryEvent, PeerGone, PeerSeen
 from sync.errors import SessionError, SyncError
 from sync.gate import HandshakeGate, Pending
 from sync.interfaces import interface_networks
+from sync.memory import release_free_memory
 from sync.refusals import RefusalLog
 from sync.sneakernet import pack_delta
 
@@ -58,6 +60,8 @@ REFUSAL_SUMMARY_INTERVAL_S = 10.0  # refusals not reported one by one are summar
 REFUSALS_REPORTED_PER_INTERVAL = 10
 MAX_AUDITS_QUEUED = 64
 LOCAL_NETWORKS_TTL_S = 10.0  # this host's interface networks are read again after this
+EVICTED = "too many pending handshakes: gave way to newer connections"
+RULES_TTL_S = 1.0  # the allowlist is read from the store again after this (another process may change it)
 SHUTDOWN_GRACE_S = 2.0
 
 
@@ -68,9 +72,9 @@ class LanConfig:
     discovery: bool = True
     mdns_interfaces: Sequence[str] | None = None  # None: the bind address, or every interface for 0.0.0.0
     handshake_deadline_s: float = 5.0
-    max_unauthenticated: int = 32  # handshakes in progress, in all
-    max_unauthenticated_per_address: int = 4
-    min_handshake_age_s: float = 0.25  # a pending handshake younger than this never gives way to a newer one
+    max_unauthenticated: int = 256  # handshakes in progress, in all (a few KiB each)
+    max_unauthenticated_per_address: int = 8
+    handshake_penalty_s: float = 2.0  # an address that presented an unknown key or a bad handshake is shed this long
     ping_interval_s: float = 15.0
     idle_timeout_s: float = 45.0
     store_poll_s: float = 0.05
@@ -166,25 +170,68 @@ class _Refusal(Exception):
 
 
 class _GatedProtocol(asyncio.StreamReaderProtocol):
-    """An incoming connection's protocol: the handshake gate admits or sheds it as it is
-    accepted, before it has a stream writer or a task."""
+    """An incoming connection's protocol. The handshake gate admits or sheds it as it is
+    accepted; an admitted connection gets its stream writer and its task only once it sends
+    something (an initiator sends its HELLO at once), so a flood of silent connections costs a
+    transport and a timer each, and a silent one is dropped at the handshake deadline."""
 
     def __init__(self, service: LanService) -> None:
         self._service = service
         self._pending: Pending | None = None
-        super().__init__(asyncio.StreamReader(), self._connected)
+        self._transport_held: asyncio.Transport | None = None
+        self._silence_timer: asyncio.TimerHandle | None = None
+        # A module function, not a bound method: the protocol must not hold itself (a reference
+        # cycle per connection that waits for the collector: a flood would pile them up).
+        super().__init__(asyncio.StreamReader(), _serve_admitted)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
         self._pending = self._service._admit(transport)
         if self._pending is None:
-            assert isinstance(transport, asyncio.Transport)
             transport.abort()
             return
-        super().connection_made(transport)
+        self._transport_held = transport
+        self._silence_timer = asyncio.get_running_loop().call_later(self._service.config.handshake_deadline_s, self._silent_too_long)
 
-    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        assert self._pending is not None
-        await self._service._accept(reader, writer, self._pending)
+    def data_received(self, data: bytes) -> None:
+        if self._transport_held is not None:  # the first bytes: the handshake starts
+            transport, self._transport_held = self._transport_held, None
+            self._cancel_timer()
+            super().connection_made(transport)
+        super().data_received(data)
+
+    def eof_received(self) -> bool | None:
+        if self._transport_held is not None:
+            self._transport_held.abort()
+            return None
+        return super().eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport_held is not None:  # it never said a word
+            self._transport_held = None
+            self._cancel_timer()
+            if self._pending is not None:
+                self._service._gate.release(self._pending)
+                if self._pending.evicted:
+                    self._service._refuse(self._pending.address, EVICTED, None)
+        super().connection_lost(exc)
+
+    def _silent_too_long(self) -> None:
+        self._silence_timer = None
+        if self._transport_held is not None and self._pending is not None:
+            self._service._refuse(self._pending.address, "handshake deadline passed", None)
+            self._transport_held.abort()
+
+    def _cancel_timer(self) -> None:
+        if self._silence_timer is not None:
+            self._silence_timer.cancel()
+            self._silence_timer = None
+
+
+async def _serve_admitted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    protocol = writer.transport.get_protocol()
+    assert isinstance(protocol, _GatedProtocol) and protocol._pending is not None
+    await protocol._service._accept(reader, writer, protocol._pending)
 
 
 class LanService:
@@ -201,11 +248,12 @@ class LanService:
         self._dialers: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()  # store polling, peer records, revocations
         self._connections: set[asyncio.Task[Any]] = set()  # incoming connections being served
-        self._gate = HandshakeGate(config.max_unauthenticated, config.max_unauthenticated_per_address, config.min_handshake_age_s)
+        self._gate = HandshakeGate(config.max_unauthenticated, config.max_unauthenticated_per_address, config.handshake_penalty_s)
         self._refusals = RefusalLog(time.monotonic(), per_interval=REFUSALS_REPORTED_PER_INTERVAL, repeat_s=REFUSAL_REPEAT_S)
         self._audits: deque[tuple[str, str, bytes | None]] = deque(maxlen=MAX_AUDITS_QUEUED)  # refusals to audit
         self._audit_wake = asyncio.Event()
         self._local_networks: tuple[float, tuple[netpolicy.LocalNetwork, ...]] | None = None
+        self._rules: tuple[float, list[netpolicy.NetworkRule]] | None = None
         self._closing = False
         self._ending: asyncio.Task[None] | None = None
         self.ended = asyncio.Event()  # set when the service stopped by itself (a remote wipe)
@@ -231,6 +279,11 @@ class LanService:
             self.node.add_listener(self._on_local_change)
             self._spawn(self._poll_store())
             self._spawn(self._report_refusals())
+            # What is alive now (the node, its directory and store, the libraries) lives as long as
+            # the process: frozen, the collector's full passes - which a flood of short-lived
+            # connections triggers - no longer walk it (~100k objects: a 30-200 ms stall each).
+            gc.collect()
+            gc.freeze()
         except BaseException:
             await self._shutdown()
             raise
@@ -307,7 +360,7 @@ class LanService:
         address = str((transport.get_extra_info("peername") or ("?", 0))[0])
         pending = self._gate.admit(address, time.monotonic(), transport.abort)
         if pending is None:
-            self._refuse(address, "too many pending handshakes", None)
+            self._refuse(address, f"shed for {self.config.handshake_penalty_s:g} s after a failed handshake", None)
         return pending
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pending: Pending) -> None:
@@ -341,7 +394,7 @@ class LanService:
                 raise _Refusal("handshake deadline passed") from exc
             except (asyncio.IncompleteReadError, ConnectionError) as exc:
                 if pending.evicted:
-                    raise _Refusal("too many pending handshakes: gave way to newer connections") from exc
+                    raise _Refusal(EVICTED) from exc
                 raise _Refusal("connection closed during the handshake") from exc
             except SessionError as exc:
                 raise _Refusal(f"handshake failed: {exc}") from exc
@@ -350,6 +403,8 @@ class LanService:
             await self._run_session(reader, writer, peer, keys, initiator=False, address=address, port=port)
         except _Refusal as refusal:
             writer.close()
+            if refusal.peer is not None or refusal.kind == "handshake failed":  # no honest node fails so: its next tries are shed at accept
+                self._gate.penalise(address, time.monotonic())
             self._refuse(address, str(refusal), refusal.peer, refusal.kind)
         except (ConnectionError, OSError, RallypointError):  # RallypointError: the node locked itself (remote wipe)
             writer.close()
@@ -362,11 +417,15 @@ class LanService:
             raise _Refusal(f"{trust} node {ids.key_id(peer)}", peer, kind=f"{trust} node")
 
     async def _decide(self, address: str) -> netpolicy.Decision:
-        """The IP allowlist's decision for a session with `address`, either direction."""
+        """The IP allowlist's decision for a session with `address`, either direction. The rules
+        are read at most once per RULES_TTL_S: a flood of connections does not become a flood
+        of reads."""
         now = time.monotonic()
-        if self._local_networks is None or now - self._local_networks[0] > LOCAL_NETWORKS_TTL_S:
-            self._local_networks = (now, interface_networks())
-        return await self.node.address_allowed(address, self._local_networks[1])
+        if self._rules is None or now - self._rules[0] > RULES_TTL_S:
+            if self._local_networks is None or now - self._local_networks[0] > LOCAL_NETWORKS_TTL_S:
+                self._local_networks = (now, interface_networks())
+            self._rules = (now, await self.node.network_rules(self._local_networks[1]))
+        return netpolicy.decide(address, self._rules[1])
 
     def _refuse(self, address: str, reason: str, peer: bytes | None, kind: str | None = None) -> None:
         """Reports a refusal - an event and an audit entry - unless too many were reported
@@ -382,6 +441,7 @@ class LanService:
         """Audits the refusals reported one by one as they come, and summarises the others once
         per interval; writes what it holds when the service stops."""
         next_summary = time.monotonic() + REFUSAL_SUMMARY_INTERVAL_S
+        flooded = False
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, next_summary - time.monotonic())):
@@ -394,10 +454,14 @@ class LanService:
             now = time.monotonic()
             if now >= next_summary or self._closing:
                 next_summary = now + REFUSAL_SUMMARY_INTERVAL_S
-                for summary in self._refusals.summaries(now):
+                summaries = self._refusals.summaries(now)
+                for summary in summaries:
                     self._emit(RefusalsSummarised(summary.text(), summary.kind, summary.refusals, summary.addresses))
                     with contextlib.suppress(RallypointError):
                         await self.node.audit_lan_refusals(summary.text(), summary.kind, summary.refusals, summary.addresses)
+                if flooded and not summaries:  # a flood just ended: what it made the process allocate goes back
+                    release_free_memory()
+                flooded = bool(summaries)
             if self._closing:
                 return
 

@@ -314,21 +314,33 @@ async def test_hostile_connections_do_not_stop_a_legitimate_peer(tmp_path: Path)
         async with serving(alpha, config) as (a, a_events), serving(bravo) as (b, _), serving(charlie) as (c, c_events):
             b.dial("127.0.0.1", a.port)
             await eventually(lambda: _channel_known(bravo, "general"), what="first sync")
-            # Stalled handshakes from one address beyond its cap: the extra one is shed at once.
+            # Stalled handshakes from one address beyond its cap: its oldest gives way.
             per_address = QUICK.max_unauthenticated_per_address
             stalled = [await asyncio.open_connection("127.0.0.1", a.port, local_addr=("127.0.0.9", 0)) for _ in range(per_address + 1)]
-            assert await hung_up(stalled[-1][0], 0.5)
-            shed = [stalled.pop()]
-            # Another address fills the gate; while its handshakes are young, a newcomer is shed.
+            assert await hung_up(stalled[0][0], 1)
+            evicted = [stalled.pop(0)]
+            # Another address fills the gate: the oldest of all gives way to each newcomer.
             stalled += [await asyncio.open_connection("127.0.0.1", a.port, local_addr=("127.0.0.10", 0)) for _ in range(QUICK.max_unauthenticated - per_address)]
-            shed.append(await asyncio.open_connection("127.0.0.1", a.port, local_addr=("127.0.0.11", 0)))
-            assert await hung_up(shed[-1][0], 0.5)
-            # Once they are older than a real handshake takes, a new legitimate session pushes out
-            # the oldest stalled one: a few stalled sockets cannot lock out a new session.
-            await asyncio.sleep(QUICK.min_handshake_age_s)
+            assert not await hung_up(stalled[0][0], 0.2)
+            stalled.append(await asyncio.open_connection("127.0.0.1", a.port, local_addr=("127.0.0.11", 0)))
+            assert await hung_up(stalled[0][0], 1)
+            evicted.append(stalled.pop(0))
+            # So a few stalled sockets cannot lock out a new legitimate session.
             c.dial("127.0.0.1", a.port)
             await eventually(lambda: _has_event(c_events, SessionUp), timeout=3, what="a new session beside the stalled ones")
-            assert await hung_up(stalled[0][0], 1)
+            # An address that presented an unknown key is shed at once for a while; others are not.
+            impostor_reader, impostor_writer = await asyncio.open_connection("127.0.0.1", a.port, local_addr=("127.0.0.12", 0))
+            initiator = wire.Initiator(alpha.workspace_key, nacl.signing.SigningKey(bytes(range(32))), bytes(32))
+            impostor_writer.write(initiator.hello())
+            initiator.read_response(await impostor_reader.readexactly(wire.RESPONSE_BYTES))
+            impostor_writer.write(initiator.auth()[0])
+            assert await hung_up(impostor_reader, 5)
+            for source, shed in (("127.0.0.12", True), ("127.0.0.13", False)):
+                reader, writer = await asyncio.open_connection("127.0.0.1", a.port, local_addr=(source, 0))
+                writer.write(wire.Initiator(alpha.workspace_key, bravo.signing_key, bytes(32)).hello())
+                assert await hung_up(reader, 1) if shed else len(await reader.readexactly(wire.RESPONSE_BYTES)) == wire.RESPONSE_BYTES
+                evicted.append((reader, writer))
+            evicted.append((impostor_reader, impostor_writer))
             # Garbage instead of a HELLO, and an oversized frame from an authenticated peer.
             junk_reader, junk_writer = await asyncio.open_connection("127.0.0.1", a.port)
             junk_writer.write(b"GET / HTTP/1.1\r\n" + b"x" * 200)
@@ -339,10 +351,11 @@ async def test_hostile_connections_do_not_stop_a_legitimate_peer(tmp_path: Path)
             # The stalled ones still there hit the handshake deadline.
             for reader, _ in stalled[1:]:
                 assert await hung_up(reader, config.handshake_deadline_s + 3)
-            for _, writer in [*stalled, *shed, (junk_reader, junk_writer)]:
+            for _, writer in [*stalled, *evicted, (junk_reader, junk_writer)]:
                 writer.close()
             await eventually(lambda: _audited(alpha, "handshake deadline passed"), what="deadline audited")
-            await eventually(lambda: _audited(alpha, "too many pending handshakes"), what="cap audited")
+            await eventually(lambda: _audited(alpha, "too many pending handshakes: gave way to newer connections"), what="evictions audited")
+            await eventually(lambda: _audited(alpha, "shed for 2 s after a failed handshake"), what="the penalty audited")
             await bravo.post("general", "and back")
             await eventually(lambda: _contains(alpha, "and back"), what="still syncing after the attack")
 
