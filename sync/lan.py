@@ -39,6 +39,7 @@ from appliance.model import Delta, Receipt
 from appliance.node import Node
 from sync import wire
 from sync.discovery import Advert, Discovery, DiscoveryEvent, PeerGone, PeerSeen
+from sync.accepting import AcceptHooks, GatedProtocol
 from sync.errors import SessionError, SyncError
 from sync.gate import HandshakeGate, Pending
 from sync.interfaces import interface_networks
@@ -169,71 +170,6 @@ class _Refusal(Exception):
         self.kind = kind or reason.split(":", 1)[0]
 
 
-class _GatedProtocol(asyncio.StreamReaderProtocol):
-    """An incoming connection's protocol. The handshake gate admits or sheds it as it is
-    accepted; an admitted connection gets its stream writer and its task only once it sends
-    something (an initiator sends its HELLO at once), so a flood of silent connections costs a
-    transport and a timer each, and a silent one is dropped at the handshake deadline."""
-
-    def __init__(self, service: LanService) -> None:
-        self._service = service
-        self._pending: Pending | None = None
-        self._transport_held: asyncio.Transport | None = None
-        self._silence_timer: asyncio.TimerHandle | None = None
-        # A module function, not a bound method: the protocol must not hold itself (a reference
-        # cycle per connection that waits for the collector: a flood would pile them up).
-        super().__init__(asyncio.StreamReader(), _serve_admitted)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._pending = self._service._admit(transport)
-        if self._pending is None:
-            transport.abort()
-            return
-        self._transport_held = transport
-        self._silence_timer = asyncio.get_running_loop().call_later(self._service.config.handshake_deadline_s, self._silent_too_long)
-
-    def data_received(self, data: bytes) -> None:
-        if self._transport_held is not None:  # the first bytes: the handshake starts
-            transport, self._transport_held = self._transport_held, None
-            self._cancel_timer()
-            super().connection_made(transport)
-        super().data_received(data)
-
-    def eof_received(self) -> bool | None:
-        if self._transport_held is not None:
-            self._transport_held.abort()
-            return None
-        return super().eof_received()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._transport_held is not None:  # it never said a word
-            self._transport_held = None
-            self._cancel_timer()
-            if self._pending is not None:
-                self._service._gate.release(self._pending)
-                if self._pending.evicted:
-                    self._service._refuse(self._pending.address, EVICTED, None)
-        super().connection_lost(exc)
-
-    def _silent_too_long(self) -> None:
-        self._silence_timer = None
-        if self._transport_held is not None and self._pending is not None:
-            self._service._refuse(self._pending.address, "handshake deadline passed", None)
-            self._transport_held.abort()
-
-    def _cancel_timer(self) -> None:
-        if self._silence_timer is not None:
-            self._silence_timer.cancel()
-            self._silence_timer = None
-
-
-async def _serve_admitted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    protocol = writer.transport.get_protocol()
-    assert isinstance(protocol, _GatedProtocol) and protocol._pending is not None
-    await protocol._service._accept(reader, writer, protocol._pending)
-
-
 class LanService:
     """Runs LAN discovery and sync for one unlocked node (an async context manager)."""
 
@@ -264,7 +200,8 @@ class LanService:
 
     async def __aenter__(self) -> LanService:
         try:
-            self._server = await asyncio.get_running_loop().create_server(lambda: _GatedProtocol(self), self.config.bind, self.config.port, reuse_address=True)
+            hooks = AcceptHooks(self._admit, self._accept, self._closed_silent, self.config.handshake_deadline_s)
+            self._server = await asyncio.get_running_loop().create_server(lambda: GatedProtocol(hooks), self.config.bind, self.config.port, reuse_address=True)
         except OSError as exc:
             raise SyncError(f"cannot listen on {self.config.bind}:{self.config.port}: {exc.strerror or exc}") from exc
         self.port = self._server.sockets[0].getsockname()[1]
@@ -362,6 +299,14 @@ class LanService:
         if pending is None:
             self._refuse(address, f"shed for {self.config.handshake_penalty_s:g} s after a failed handshake", None)
         return pending
+
+    def _closed_silent(self, pending: Pending, timed_out: bool) -> None:
+        """An admitted connection ended before sending a byte."""
+        self._gate.release(pending)
+        if timed_out:
+            self._refuse(pending.address, "handshake deadline passed", None)
+        elif pending.evicted:
+            self._refuse(pending.address, EVICTED, None)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pending: Pending) -> None:
         task = asyncio.current_task()
@@ -535,8 +480,11 @@ class LanService:
         return None if peer is None else (list(peer.addresses), peer.port, node_id)
 
     async def _note_seen(self, peer: PeerSeen) -> None:
+        """Remembers where a peer was seen: its first address the allowlist allows, else its first
+        (`peers` then shows why it is refused)."""
         with contextlib.suppress(RallypointError):
-            await self.node.note_lan_peer(peer.node_id, peer.workspace_id, peer.addresses[0], peer.port)
+            allowed = [address for address in peer.addresses if (await self._decide(address)).allowed]
+            await self.node.note_lan_peer(peer.node_id, peer.workspace_id, (allowed or peer.addresses)[0], peer.port)
 
     async def _keep_dialing(self, target: str, locate: Callable[[], tuple[list[str], int, str | None] | None], *, defer: bool) -> None:
         """Keeps one session with a peer while `locate` finds it (mDNS still lists it). Of two
