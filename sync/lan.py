@@ -435,7 +435,7 @@ class LanService:
                     peer = initiator.read_response(await reader.readexactly(wire.RESPONSE_BYTES))
                     self._check_trust(peer)
                     if expect is not None and ids.key_id(peer) != expect:
-                        raise _Refusal(f"{address}:{port} announced {expect} but answered as {ids.key_id(peer)}", peer)
+                        raise _Refusal(f"{address}:{port} announced {expect} but answered as {ids.key_id(peer)}", peer, kind="another node answered")
                     auth, keys = initiator.auth()
                     writer.write(auth)
                     await writer.drain()
