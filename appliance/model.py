@@ -219,3 +219,4 @@ class PeerStatus:
     last_courier: int | None  # when a bundle from it was last accepted
     behind: int | None  # changes of ours it lacks as far as it told us; None if it is not ours to sync
     conflict: str | None = None  # why it is refused although trusted: two machines present its identity
+    refused: str | None = None  # a trusted node at an address the IP allowlist refuses: why, and the command that allows it

@@ -1378,11 +1378,13 @@ class Node:
             rows = (await conn.execute(select(t.lan_peers).order_by(t.lan_peers.c.node_id))).all()
         return [LanPeer(r.node_id, r.workspace_id, r.address, r.port, r.last_seen, r.last_sync) for r in rows]
 
-    async def peer_overview(self) -> list[PeerStatus]:
+    async def peer_overview(self, local_networks: Sequence[netpolicy.LocalNetwork] = ()) -> list[PeerStatus]:
         """Every other node of the directory and every node seen on the LAN: trust, where it
-        was seen, when it last synced by LAN and by courier, and how far behind it is."""
+        was seen, when it last synced by LAN and by courier, how far behind it is, and - for a
+        trusted node seen at an address the IP allowlist refuses - why, and how to allow it."""
         workspace_id = ids.key_id(self._row.workspace_key)
         seen = {p.node_id: p for p in await self.lan_peers()}
+        rules = await self.network_rules(local_networks)
         async with self.store.reading() as conn:
             courier = dict(
                 (await conn.execute(select(t.bundle_log.c.sender, func.max(t.bundle_log.c.decided_at)).where(t.bundle_log.c.outcome == "accepted").group_by(t.bundle_log.c.sender))).all()
@@ -1395,12 +1397,14 @@ class Node:
             lan = seen.pop(info.node_id, None)
             trust = self.trust_of(info.key)
             behind = None if trust != "trusted" or self._locked is not None else await self.changes_behind(info.key)
+            decision = netpolicy.decide(lan.address, rules) if lan and trust == "trusted" else None
             rows.append(
                 PeerStatus(
                     info.node_id, info.name, trust, info.key,
                     lan.address if lan else None, lan.port if lan else None, lan.last_seen if lan else None, lan.last_sync if lan else None,
                     courier.get(info.node_id), behind,
                     self._conflict_text(info.key) if trust == "trusted" and info.key in conflicted else None,
+                    netpolicy.refusal_reason(lan.address, decision) if lan and decision and not decision.allowed else None,
                 )
             )
         for lan in seen.values():
@@ -1411,15 +1415,16 @@ class Node:
         order = {"trusted": 0, "unknown": 1, "revoked": 2, "other workspace": 3}
         return sorted(rows, key=lambda r: (order[r.trust], r.name, r.node_id))
 
-    async def network_rules(self) -> list[netpolicy.NetworkRule]:
-        """The rules in force for incoming LAN sessions, the default private ranges included
-        while the operator has allowed nothing."""
+    async def network_rules(self, local_networks: Sequence[netpolicy.LocalNetwork] = ()) -> list[netpolicy.NetworkRule]:
+        """The rules in force for LAN sessions (both directions), the defaults - this node's
+        interface networks, as the caller found them, and the private ranges - included while
+        the operator has allowed nothing."""
         async with self.store.reading() as conn:
             rows = (await conn.execute(select(t.network_rules.c.network, t.network_rules.c.action).order_by(t.network_rules.c.network))).all()
-        return netpolicy.effective_rules([netpolicy.NetworkRule(network, action) for network, action in rows])
+        return netpolicy.effective_rules([netpolicy.NetworkRule(network, action) for network, action in rows], local_networks)
 
     async def set_network_rule(self, network: str, action: str | None) -> str:
-        """Admin: allows or denies a network for incoming LAN sessions (None removes the
+        """Admin: allows or denies a network for LAN sessions, both directions (None removes the
         operator's rule for it). Audited. Returns the network in normal form."""
         normal = netpolicy.parse_network(network)
         if action not in ("allow", "deny", None):
@@ -1434,9 +1439,6 @@ class Node:
                 await conn.execute(insert(t.network_rules).values(network=normal, action=action, created_at=now, created_by=self._user.hex()))
             await _append_audit(conn, self._keys.node, now, self._user.hex(), "network_rule", {"network": normal, "action": action or "removed"})
         return normal
-
-    async def address_allowed(self, address: str) -> netpolicy.Decision:
-        return netpolicy.decide(address, await self.network_rules())
 
     async def check_peer_incarnation(self, peer: bytes, incarnation: bytes, *, via: str, address: str | None = None, record: bool = True) -> None:
         """Judges a node key presented with `incarnation` (a LAN handshake, a bundle). Raises
@@ -1485,6 +1487,12 @@ class Node:
             detail["peer"] = ids.key_id(peer)
         async with self.store.transaction() as conn:
             await _append_audit(conn, self._keys.node, self._clock(), self._row.node_key.hex(), "lan_refused", detail)
+
+    async def audit_lan_refusals(self, summary: str, kind: str, refusals: int, addresses: int) -> None:
+        """Records a summary of LAN refusals too many to audit one by one (a flood)."""
+        detail: dict[str, object] = {"summary": summary, "reason": kind, "refusals": refusals, "addresses": addresses}
+        async with self.store.transaction() as conn:
+            await _append_audit(conn, self._clock(), self._row.node_key.hex(), "lan_refusals_summarised", detail)
 
     @property
     def signing_key(self) -> nacl.signing.SigningKey:

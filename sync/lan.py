@@ -5,9 +5,12 @@ The edge between the node and the network: sockets, timers and mDNS live here; t
 the wire are `sync.wire`'s pure codec; everything a peer sends goes through the node's own
 verification path (`Node.import_batches`, the same as bundle import). One service per node:
 
-- a TCP server; an incoming connection is checked against the IP allowlist before a byte of
-  it is read, must finish the handshake within a deadline, and is dropped (and audited) if its
-  node is unknown or revoked; at most `max_unauthenticated` handshakes run at once;
+- a TCP server; an incoming connection passes the handshake gate (`sync.gate`: a bounded number
+  of handshakes in progress, in all and per address) before it gets a task or a buffer, is
+  checked against the IP allowlist before a byte of it is read, must finish the handshake
+  within a deadline, and is dropped if its node is unknown or revoked; refusals are audited
+  at a bounded rate, the rest summarised (`sync.refusals`);
+- the IP allowlist applies to dialling too: a peer at an address it refuses is not dialled;
 - mDNS discovery (`sync.discovery`); the node with the lower id dials a discovered peer of its
   workspace (the other dials too if no session shows up), and a dropped session is redialled
   with exponential backoff and jitter;
@@ -21,23 +24,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import logging
 import random
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from appliance import crypto, documents, identity, ids
+from appliance import crypto, documents, identity, ids, netpolicy
 from appliance.errors import ChangeRejected, IdentityConflict, InvalidInput, MissingDependencies, NodeLocked, RallypointError
 from appliance.model import Delta, Receipt
 from appliance.node import Node
 from sync import wire
 from sync.defaults import DEFAULT_PORT
 from sync.discovery import Advert, Discovery, DiscoveryEvent, PeerGone, PeerSeen
+from sync.accepting import AcceptHooks, GatedProtocol
 from sync.errors import SessionError, SyncError
+from sync.gate import HandshakeGate, Pending
+from sync.interfaces import interface_networks
+from sync.memory import release_free_memory
+from sync.refusals import RefusalLog
 from sync.service_lock import ServiceLock
 from sync.sneakernet import pack_delta
+
+log = logging.getLogger(__name__)
 
 RESYNC_GROUP_CHANGES = 4096  # changes read from the store at a time when a session starts
 PART_BUDGET = 1024 * 1024  # changes and blobs per Changes message: well under the frame cap, and pipelines
@@ -45,8 +57,13 @@ HIGH_WATER_BYTES = 4 * 1024 * 1024  # queued output beyond which the pusher wait
 ACK_WRITE_INTERVAL_S = 1.0
 BLOB_PART_BYTES = 512 * 1024  # blobs larger than this go in pieces of this size, after the changes
 RELAY_DELAY_S = 0.1  # before relaying what another peer sent: time for the peer to say it has it
-REFUSAL_AUDIT_INTERVAL_S = 60.0  # one audit entry per (address, reason) per interval
-MAX_REFUSALS_TRACKED = 1024
+REFUSAL_REPEAT_S = 60.0  # a refusal of the same kind from the same address is reported once per this
+REFUSAL_SUMMARY_INTERVAL_S = 10.0  # refusals not reported one by one are summarised this often
+REFUSALS_REPORTED_PER_INTERVAL = 10
+MAX_AUDITS_QUEUED = 64
+LOCAL_NETWORKS_TTL_S = 10.0  # this host's interface networks are read again after this
+EVICTED = "too many pending handshakes: gave way to newer connections"
+RULES_TTL_S = 1.0  # the allowlist is read from the store again after this (another process may change it)
 SHUTDOWN_GRACE_S = 2.0
 
 
@@ -57,7 +74,9 @@ class LanConfig:
     discovery: bool = True
     mdns_interfaces: Sequence[str] | None = None  # None: the bind address, or every interface for 0.0.0.0
     handshake_deadline_s: float = 5.0
-    max_unauthenticated: int = 16
+    max_unauthenticated: int = 256  # handshakes in progress, in all (a few KiB each)
+    max_unauthenticated_per_address: int = 8
+    handshake_penalty_s: float = 2.0  # an address that presented an unknown key or a bad handshake is shed this long
     ping_interval_s: float = 15.0
     idle_timeout_s: float = 45.0
     store_poll_s: float = 0.05
@@ -115,7 +134,17 @@ class Refused:
     node_id: str | None
 
 
-LanEvent = PeerDiscovered | PeerLost | SessionUp | SessionDown | Received | Refused | Wiped
+@dataclass(frozen=True)
+class RefusalsSummarised:
+    """Refusals too many to report one by one, in the last interval."""
+
+    summary: str
+    reason: str
+    refusals: int
+    addresses: int
+
+
+LanEvent = PeerDiscovered | PeerLost | SessionUp | SessionDown | Received | Refused | RefusalsSummarised | Wiped
 EventSink = Callable[[LanEvent], None]
 
 
@@ -133,11 +162,13 @@ class SessionInfo:
 
 
 class _Refusal(Exception):
-    """A connection this node will not serve; the message is the audited reason."""
+    """A connection this node will not serve; the message is the audited reason, `kind` the
+    part that floods are counted by (the reason up to its first colon unless given)."""
 
-    def __init__(self, reason: str, peer: bytes | None = None) -> None:
+    def __init__(self, reason: str, peer: bytes | None = None, kind: str | None = None) -> None:
         super().__init__(reason)
         self.peer = peer
+        self.kind = kind or reason.split(":", 1)[0]
 
 
 class LanService:
@@ -154,8 +185,12 @@ class LanService:
         self._dialers: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()  # store polling, peer records, revocations
         self._connections: set[asyncio.Task[Any]] = set()  # incoming connections being served
-        self._handshaking = 0
-        self._refusals: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._gate = HandshakeGate(config.max_unauthenticated, config.max_unauthenticated_per_address, config.handshake_penalty_s)
+        self._refusals = RefusalLog(time.monotonic(), per_interval=REFUSALS_REPORTED_PER_INTERVAL, repeat_s=REFUSAL_REPEAT_S)
+        self._audits: deque[tuple[str, str, bytes | None]] = deque(maxlen=MAX_AUDITS_QUEUED)  # refusals to audit
+        self._audit_wake = asyncio.Event()
+        self._local_networks: tuple[float, tuple[netpolicy.LocalNetwork, ...]] | None = None
+        self._rules: tuple[float, list[netpolicy.NetworkRule]] | None = None
         self._closing = False
         self._ending: asyncio.Task[None] | None = None
         self.ended = asyncio.Event()  # set when the service stopped by itself (a remote wipe)
@@ -168,7 +203,8 @@ class LanService:
     async def __aenter__(self) -> LanService:
         self._lock.acquire()  # before listening: a second service would advertise this node twice
         try:
-            self._server = await asyncio.start_server(self._accept, self.config.bind, self.config.port, reuse_address=True)
+            hooks = AcceptHooks(self._admit, self._accept, self._closed_silent, self.config.handshake_deadline_s)
+            self._server = await asyncio.get_running_loop().create_server(lambda: GatedProtocol(hooks), self.config.bind, self.config.port, reuse_address=True)
         except OSError as exc:
             self._lock.release()
             raise SyncError(f"cannot listen on {self.config.bind}:{self.config.port}: {exc.strerror or exc}") from exc
@@ -183,6 +219,12 @@ class LanService:
                 await self._discovery.__aenter__()
             self.node.add_listener(self._on_local_change)
             self._spawn(self._poll_store())
+            self._spawn(self._report_refusals())
+            # What is alive now (the node, its directory and store, the libraries) lives as long as
+            # the process: frozen, the collector's full passes - which a flood of short-lived
+            # connections triggers - no longer walk it (~100k objects: a 30-200 ms stall each).
+            gc.collect()
+            gc.freeze()
         except BaseException:
             await self._shutdown()
             raise
@@ -209,6 +251,7 @@ class LanService:
 
     async def _shutdown(self) -> None:
         self._closing = True
+        self._audit_wake.set()  # the refusal reporter writes what it holds and ends
         self.node.remove_listener(self._on_local_change)
         if self._discovery is not None:
             with contextlib.suppress(Exception):
@@ -251,35 +294,46 @@ class LanService:
 
     # --- incoming ------------------------------------------------------------------
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _admit(self, transport: asyncio.BaseTransport) -> Pending | None:
+        """The gate's entry for a connection just accepted, or None if it is shed."""
+        if self._closing:
+            return None
+        assert isinstance(transport, asyncio.Transport)
+        address = str((transport.get_extra_info("peername") or ("?", 0))[0])
+        pending = self._gate.admit(address, time.monotonic(), transport.abort)
+        if pending is None:
+            self._refuse(address, f"shed for {self.config.handshake_penalty_s:g} s after a failed handshake", None)
+        return pending
+
+    def _closed_silent(self, pending: Pending, timed_out: bool) -> None:
+        """An admitted connection ended before sending a byte."""
+        self._gate.release(pending)
+        if timed_out:
+            self._refuse(pending.address, "handshake deadline passed", None)
+        elif pending.evicted:
+            self._refuse(pending.address, EVICTED, None)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pending: Pending) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
         try:
-            await self._serve_connection(reader, writer)
+            await self._serve_connection(reader, writer, pending)
         except asyncio.CancelledError:
             # The service is shutting down. Not re-raised: this task is the connection's own,
             # and asyncio's stream server logs a cancelled handler as an error.
             writer.close()
         finally:
+            self._gate.release(pending)
             self._connections.discard(task)
 
-    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pending: Pending) -> None:
         peername = writer.get_extra_info("peername") or ("?", 0)
         address, port = str(peername[0]), int(peername[1])
-        if self._closing:
-            writer.close()
-            return
-        if self._handshaking >= self.config.max_unauthenticated:
-            writer.close()
-            await self._refuse(address, "too many unauthenticated connections", None)
-            return
-        self._handshaking += 1
-        counted = True
         try:
-            decision = await self.node.address_allowed(address)
+            decision = await self._decide(address)
             if not decision.allowed:
-                raise _Refusal("address not in the allowlist" if decision.rule is None else f"address denied by rule {decision.rule.network}")
+                raise _Refusal(netpolicy.refusal_reason(address, decision), kind="address not allowed")
             responder = wire.Responder(self.node.workspace_key, self.node.signing_key, self._rng(32), incarnation=self.node.incarnation)
             try:
                 async with asyncio.timeout(self.config.handshake_deadline_s):
@@ -288,31 +342,31 @@ class LanService:
                     peer, keys = responder.read_auth(await reader.readexactly(wire.AUTH_BYTES))
             except TimeoutError as exc:
                 raise _Refusal("handshake deadline passed") from exc
-            except asyncio.IncompleteReadError as exc:
+            except (asyncio.IncompleteReadError, ConnectionError) as exc:
+                if pending.evicted:
+                    raise _Refusal(EVICTED) from exc
                 raise _Refusal("connection closed during the handshake") from exc
             except SessionError as exc:
                 raise _Refusal(f"handshake failed: {exc}") from exc
             self._check_trust(peer)
+            self._gate.release(pending)
             conflict = await self._check_incarnation(peer, responder.peer_incarnation, address)
-            self._handshaking -= 1
-            counted = False
             if conflict is not None:
                 await self._refuse_session(writer, keys, address, peer, conflict)
                 return
             await self._run_session(reader, writer, peer, keys, initiator=False, address=address, port=port)
         except _Refusal as refusal:
             writer.close()
-            await self._refuse(address, str(refusal), refusal.peer)
+            if refusal.peer is not None or refusal.kind == "handshake failed":  # no honest node fails so: its next tries are shed at accept
+                self._gate.penalise(address, time.monotonic())
+            self._refuse(address, str(refusal), refusal.peer, refusal.kind)
         except (ConnectionError, OSError, RallypointError):  # RallypointError: the node locked itself (remote wipe)
             writer.close()
-        finally:
-            if counted:
-                self._handshaking -= 1
 
     def _check_trust(self, peer: bytes) -> None:
         trust = self.node.trust_of(peer)
         if trust != "trusted":
-            raise _Refusal(f"{trust} node {ids.key_id(peer)}", peer)
+            raise _Refusal(f"{trust} node {ids.key_id(peer)}", peer, kind=f"{trust} node")
 
     async def _check_incarnation(self, peer: bytes, incarnation: bytes, address: str) -> str | None:
         """After the handshake authenticated a trusted key: None, or why the session is refused
@@ -337,32 +391,66 @@ class LanService:
                 await writer.drain()
         writer.close()
 
-    async def _refuse(self, address: str, reason: str, peer: bytes | None) -> None:
-        """Audits a refusal - once per address and reason per interval, so a flood of bad
-        connections cannot flood the audit log - and tells the console."""
-        self._emit(Refused(address, reason, ids.key_id(peer) if peer else None))
-        if not self._audit_due(address, reason.split(":", 1)[0]):
-            return
-        with contextlib.suppress(RallypointError):
-            await self.node.audit_lan_refusal(address, reason, peer)
+    async def _decide(self, address: str) -> netpolicy.Decision:
+        """The IP allowlist's decision for a session with `address`, either direction. The rules
+        are read at most once per RULES_TTL_S: a flood of connections does not become a flood
+        of reads."""
+        now = time.monotonic()
+        if self._rules is None or now - self._rules[0] > RULES_TTL_S:
+            if self._local_networks is None or now - self._local_networks[0] > LOCAL_NETWORKS_TTL_S:
+                self._local_networks = (now, interface_networks())
+            self._rules = (now, await self.node.network_rules(self._local_networks[1]))
+        return netpolicy.decide(address, self._rules[1])
 
-    def _audit_due(self, address: str, kind: str) -> bool:
-        """Whether an event of `kind` from `address` is audited now: once per interval."""
-        key, now = (address, kind), time.monotonic()
-        last = self._refusals.get(key)
-        if last is not None and now - last < REFUSAL_AUDIT_INTERVAL_S:
-            return False
-        self._refusals[key] = now
-        self._refusals.move_to_end(key)
-        while len(self._refusals) > MAX_REFUSALS_TRACKED:
-            self._refusals.popitem(last=False)
-        return True
+    def _refuse(self, address: str, reason: str, peer: bytes | None, kind: str | None = None) -> None:
+        """Reports a refusal - an event and an audit entry - unless too many were reported
+        lately (`sync.refusals`): a flood of bad connections then costs a counter each, and
+        a summary per interval."""
+        if not self._refusals.note(address, kind or reason.split(":", 1)[0], time.monotonic()):
+            return
+        self._emit(Refused(address, reason, ids.key_id(peer) if peer else None))
+        self._audits.append((address, reason, peer))
+        self._audit_wake.set()
+
+    async def _report_refusals(self) -> None:
+        """Audits the refusals reported one by one as they come, and summarises the others once
+        per interval; writes what it holds when the service stops."""
+        next_summary = time.monotonic() + REFUSAL_SUMMARY_INTERVAL_S
+        flooded = False
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, next_summary - time.monotonic())):
+                    await self._audit_wake.wait()
+            self._audit_wake.clear()
+            while self._audits:
+                address, reason, peer = self._audits.popleft()
+                with contextlib.suppress(RallypointError):
+                    await self.node.audit_lan_refusal(address, reason, peer)
+            now = time.monotonic()
+            if now >= next_summary or self._closing:
+                next_summary = now + REFUSAL_SUMMARY_INTERVAL_S
+                summaries = self._refusals.summaries(now)
+                for summary in summaries:
+                    self._emit(RefusalsSummarised(summary.text(), summary.kind, summary.refusals, summary.addresses))
+                    with contextlib.suppress(RallypointError):
+                        await self.node.audit_lan_refusals(summary.text(), summary.kind, summary.refusals, summary.addresses)
+                if flooded and not summaries:  # a flood just ended: what it made the process allocate goes back
+                    release_free_memory()
+                flooded = bool(summaries)
+            if self._closing:
+                return
 
     # --- outgoing ------------------------------------------------------------------
 
     async def connect(self, address: str, port: int, *, expect: str | None = None) -> None:
         """Dials a peer and runs the session until it ends. `expect` is the node id mDNS
-        announced: a different node answering is refused."""
+        announced: a different node answering is refused. An address the IP allowlist refuses
+        is not dialled."""
+        decision = await self._decide(address)
+        if not decision.allowed:
+            reason = netpolicy.refusal_reason(address, decision)
+            self._refuse(address, f"not dialled: {reason}", self._key_of(expect) if expect else None, kind="address not allowed")
+            raise SessionError(f"{address}:{port} not dialled: {reason}")
         try:
             async with asyncio.timeout(self.config.handshake_deadline_s):
                 reader, writer = await asyncio.open_connection(address, port)
@@ -377,7 +465,7 @@ class LanService:
                     peer = initiator.read_response(await reader.readexactly(wire.RESPONSE_BYTES))
                     self._check_trust(peer)
                     if expect is not None and ids.key_id(peer) != expect:
-                        raise _Refusal(f"{address}:{port} announced {expect} but answered as {ids.key_id(peer)}", peer)
+                        raise _Refusal(f"{address}:{port} announced {expect} but answered as {ids.key_id(peer)}", peer, kind="another node answered")
                     conflict = await self._check_incarnation(peer, initiator.peer_incarnation, address)
                     auth, keys = initiator.auth()
                     writer.write(auth)
@@ -390,7 +478,7 @@ class LanService:
                 raise _Refusal(f"handshake failed: {exc}") from exc
         except _Refusal as refusal:
             writer.close()
-            await self._refuse(address, str(refusal), refusal.peer)
+            self._refuse(address, str(refusal), refusal.peer, refusal.kind)
             raise SessionError(str(refusal)) from refusal
         except (OSError, RallypointError) as exc:
             writer.close()
@@ -426,8 +514,11 @@ class LanService:
         return None if peer is None else (list(peer.addresses), peer.port, node_id)
 
     async def _note_seen(self, peer: PeerSeen) -> None:
+        """Remembers where a peer was seen: its first address the allowlist allows, else its first
+        (`peers` then shows why it is refused)."""
         with contextlib.suppress(RallypointError):
-            await self.node.note_lan_peer(peer.node_id, peer.workspace_id, peer.addresses[0], peer.port)
+            allowed = [address for address in peer.addresses if (await self._decide(address)).allowed]
+            await self.node.note_lan_peer(peer.node_id, peer.workspace_id, (allowed or peer.addresses)[0], peer.port)
 
     async def _keep_dialing(self, target: str, locate: Callable[[], tuple[list[str], int, str | None] | None], *, defer: bool) -> None:
         """Keeps one session with a peer while `locate` finds it (mDNS still lists it). Of two
@@ -451,6 +542,8 @@ class LanService:
                     backoff = self.config.backoff_min_s
                 except SessionError:
                     pass
+                except Exception:  # a bug in one attempt must not end the dialling: logged, then redialled
+                    log.exception("dialling %s failed unexpectedly", target)
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
                 backoff = min(backoff * 2, self.config.backoff_max_s)
         finally:
@@ -623,7 +716,7 @@ class _Session:
         except (ConnectionError, OSError) as exc:
             return f"connection lost: {exc}"
         except SessionError as exc:
-            await self.service._refuse(self.address, f"session ended: {exc}", self.peer)
+            self.service._refuse(self.address, f"session ended: {exc}", self.peer)
             await self.close(str(exc))
             return str(exc)
         except NodeLocked:
@@ -668,6 +761,8 @@ class _Session:
         self._output.set()
 
     def _send(self, message: wire.Message) -> None:
+        if self._closed:  # the stream already ended with its final frame (closed while starting): nothing may follow
+            return
         self._enqueue(self.sealer.seal(wire.encode_message(message)))
 
     async def _send_bulk(self, message: wire.Message) -> None:
@@ -717,7 +812,7 @@ class _Session:
             self._send(wire.Pong(message.nonce))
         elif isinstance(message, wire.Bye):
             # The peer refused us because it sees our identity on two machines: recorded here too.
-            if message.reason.startswith(identity.CONFLICT_PREFIX) and self.service._audit_due(self.address, "identity conflict reported"):
+            if message.reason.startswith(identity.CONFLICT_PREFIX) and self.service._refusals.note(self.address, "identity conflict reported", time.monotonic()):
                 with contextlib.suppress(RallypointError):
                     await self.node.audit_conflict_reported(self.peer, message.reason, via="lan", address=self.address)
             return f"the peer said goodbye: {message.reason}"

@@ -221,13 +221,14 @@ class netns:  # noqa: N801 - used like a function: `with netns() as ns:`
 
 class BridgeLan:
     """A `hub` namespace holding a bridge and `count` node namespaces, each joined to it by a veth
-    pair: `eth0` inside the node (address SUBNET.(i+1)/24, multicast routed through it), `vethI`
+    pair: `eth0` inside the node (address `subnet`.(i+1)/24, multicast routed through it), `vethI`
     on the hub. Nothing is created in the host's own namespace."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, subnet: str = SUBNET) -> None:
         if not 1 <= count <= 250:
             raise ValueError("between 1 and 250 nodes")
         self.count = count
+        self.subnet = subnet
         self.hub: Netns | None = None
         self.nodes: list[Netns] = []
 
@@ -242,7 +243,7 @@ class BridgeLan:
             hub.ip("link", "set", "br0", "type", "bridge", "mcast_snooping", "0")
             hub.ip("link", "set", "br0", "up")
             for i in range(self.count):
-                node = Netns(_new_name(), f"{SUBNET}.{i + 1}")
+                node = Netns(_new_name(), f"{self.subnet}.{i + 1}")
                 ip("netns", "add", node.name)
                 self.nodes.append(node)
                 _loopback_multicast(node)

@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 
 from appliance import netpolicy
-from tests.conftest import make_workspace, run_cli
+from appliance.node import Node
+from sync.interfaces import interface_networks
+from tests.conftest import PASSPHRASE, make_workspace, run_cli
 
 
 def ok(result) -> str:  # type: ignore[no-untyped-def]
@@ -30,7 +32,10 @@ def homes(tmp_path: Path) -> tuple[Path, Path]:
 def test_allowlist_rules_replace_the_private_default_and_are_audited(tmp_path: Path) -> None:
     alpha, bravo = homes(tmp_path)
     defaults = json.loads(ok(run_cli(alpha, "allow", "--list", "--json")))
-    assert {r["network"] for r in defaults} == {str(n) for n in netpolicy.DEFAULT_ALLOWED} and all(r["default"] for r in defaults)
+    # The private ranges, and the networks of this host's interfaces that they do not hold.
+    interfaces = [n.network for n in interface_networks() if not any(r.network == n.network for r in netpolicy.effective_rules([]))]
+    assert {r["network"] for r in defaults if not r["interface"]} == {str(n) for n in netpolicy.DEFAULT_ALLOWED} and all(r["default"] for r in defaults)
+    assert {r["network"] for r in defaults if r["interface"]} <= set(interfaces)
 
     ok(run_cli(alpha, "allow", "10.20.0.0/16"))
     ok(run_cli(alpha, "deny", "10.20.9.0/24"))
@@ -65,3 +70,25 @@ def test_peers_lists_the_workspace_nodes_with_trust_and_how_far_behind(tmp_path:
     assert peer["behind"] > 3  # nothing acknowledged yet: everything, directory included
     text = ok(run_cli(alpha, "peers"))
     assert "bravo-node" in text and "never" in text
+
+
+def test_peers_shows_why_a_trusted_peer_is_refused_and_the_command_that_allows_it(tmp_path: Path) -> None:
+    alpha, bravo = homes(tmp_path)
+    (peer,) = json.loads(ok(run_cli(alpha, "peers", "--json")))
+    assert peer["refused"] is None
+
+    async def seen_at(address: str) -> None:
+        async with await Node.open(alpha, PASSPHRASE) as node:
+            await node.note_lan_peer(peer["node_id"], node.workspace_id, address, 7373)
+
+    # mDNS saw bravo at an address of TEST-NET-2: no private range, no network of this host.
+    asyncio.run(seen_at("198.51.100.7"))
+    (refused,) = json.loads(ok(run_cli(alpha, "peers", "--json")))
+    assert refused["refused"] == "address 198.51.100.7 is not in the allowlist (to allow it: rallypoint allow 198.51.100.7/32)"
+    assert "not synced by LAN: address 198.51.100.7 is not in the allowlist (to allow it: rallypoint allow 198.51.100.7/32)" in ok(run_cli(alpha, "peers"))
+    ok(run_cli(alpha, "allow", "198.51.100.7/32"))
+    (allowed,) = json.loads(ok(run_cli(alpha, "peers", "--json")))
+    assert allowed["refused"] is None
+    asyncio.run(seen_at("127.0.0.1"))  # the operator's allow replaced the defaults: loopback is refused now
+    (loopback,) = json.loads(ok(run_cli(alpha, "peers", "--json")))
+    assert "rallypoint allow 127.0.0.1/32" in loopback["refused"]

@@ -345,6 +345,7 @@ async def test_the_console_closes_when_another_process_wipes_its_node(tmp_path: 
 async def test_the_peers_view_shows_trust_and_sessions_live(tmp_path: Path) -> None:
     alpha, bravo, charlie = await make_workspace(tmp_path, "bravo", "charlie")
     await alpha.create_channel("general")
+    await alpha.note_lan_peer(charlie.node_id, alpha.workspace_id, "198.51.100.7", 7373)  # seen at an address the allowlist refuses
     await alpha.close()
     await charlie.close()
     config = console_lan()
@@ -358,11 +359,14 @@ async def test_the_peers_view_shows_trust_and_sessions_live(tmp_path: Path) -> N
             return next([str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count) if str(table.get_row_at(i)[0]) == name)
 
         assert row_of("bravo-node")[1:4] == ["trusted", "-", "-"] and row_of("bravo-node")[4] == "never"
+        assert row_of("charlie-node")[1:4] == ["trusted", "198.51.100.7:7373", "refused"]
+        await until_shown(pilot, "charlie-node: not synced by LAN: address 198.51.100.7 is not in the allowlist")
+        await until_shown(pilot, "(to allow it: rallypoint allow 198.51.100.7/32)")
         async with LanService(bravo, LanConfig(bind="127.0.0.1", port=0, discovery=False)) as service:
             service.dial("127.0.0.1", config.port)
             await until(pilot, lambda: row_of("bravo-node")[3] == "up" and row_of("bravo-node")[4] != "never", "bravo's session", timeout=10.0)
             assert row_of("bravo-node")[2].startswith("127.0.0.1:")
-            assert row_of("charlie-node")[3] == "-"
+            assert row_of("charlie-node")[3] == "refused"
         await until(pilot, lambda: row_of("bravo-node")[3] == "-", "bravo's session ending", timeout=10.0)
         await pilot.press("escape")
         await main_screen(pilot)

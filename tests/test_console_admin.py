@@ -271,6 +271,8 @@ async def test_allow_deny_and_remove_network_rules(home: Path) -> None:
         shown = recorded_notifications(app)
         await pilot.press("3")
         await until(pilot, lambda: ["127.0.0.0/8", "allow", "default"] in rows(screen, "#rules-table"), "the default rules")
+        assert ["100.64.0.0/10", "allow", "default"] in rows(screen, "#rules-table")
+        await until_shown(pilot, "LAN sessions in both directions, incoming and dialled")
         assert_fits(app)
 
         await pilot.press("a")

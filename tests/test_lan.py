@@ -11,6 +11,7 @@ import os
 import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,16 @@ import pytest
 from appliance.errors import NodeLocked, NotFound
 from appliance.node import Attachment, Node
 from sync import lan, wire
+from sync.errors import SessionError
 from sync.lan import LanConfig, LanEvent, LanService, SessionDown, SessionUp, Wiped
 from sync.sneakernet import import_bundles
 from tests.conftest import PASSPHRASE, make_workspace, revocation_on_stick
 
 pytestmark = pytest.mark.timeout(120)
 
-QUICK = LanConfig(bind="127.0.0.1", port=0, discovery=False, handshake_deadline_s=1.0, max_unauthenticated=4, store_poll_s=0.02, backoff_min_s=0.05, backoff_max_s=0.2)
+QUICK = LanConfig(
+    bind="127.0.0.1", port=0, discovery=False, handshake_deadline_s=1.0, max_unauthenticated=4, max_unauthenticated_per_address=2, store_poll_s=0.02, backoff_min_s=0.05, backoff_max_s=0.2
+)
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0, what: str = "condition") -> None:
@@ -284,17 +288,59 @@ async def test_an_address_outside_the_allowlist_is_refused_unread(tmp_path: Path
             await eventually(lambda: _zero(bravo.changes_behind(alpha.node_key)), what="sync once allowed")
 
 
-async def test_hostile_connections_do_not_stop_a_legitimate_peer(tmp_path: Path) -> None:
+async def test_the_allowlist_applies_to_the_sessions_this_node_dials(tmp_path: Path) -> None:
     alpha, bravo = await make_workspace(tmp_path, "bravo")
     async with alpha, bravo:
         await alpha.create_channel("general")
-        async with serving(alpha) as (a, a_events), serving(bravo) as (b, _):
+        await alpha.post("general", "not before it is allowed")
+        await alpha.set_network_rule("10.20.0.0/16", "allow")  # replaces the defaults: loopback is refused
+        async with serving(alpha) as (a, a_events), serving(bravo) as (b, b_events):
+            with pytest.raises(SessionError, match=r"not dialled: address 127\.0\.0\.1 is not in the allowlist \(to allow it: rallypoint allow 127\.0\.0\.1/32\)"):
+                await asyncio.wait_for(a.connect("127.0.0.1", b.port), 5)
+            a.dial("127.0.0.1", b.port)
+            await eventually(lambda: _audited(alpha, "not dialled: address 127.0.0.1 is not in the allowlist"), what="the refused dial audited")
+            assert [e.address for e in a_events.of(lan.Refused)] == ["127.0.0.1"]  # reported once, not once per retry
+            assert not b_events.of(SessionUp) and not b_events.of(lan.Refused)  # bravo never saw a connection
+            assert not await _channel_known(bravo, "general")
+            await alpha.set_network_rule("127.0.0.1/32", "allow")
+            await eventually(lambda: _contains(bravo, "not before it is allowed"), what="sync once allowed: the dialler kept trying")
+
+
+async def test_hostile_connections_do_not_stop_a_legitimate_peer(tmp_path: Path) -> None:
+    alpha, bravo, charlie = await make_workspace(tmp_path, "bravo", "charlie")
+    async with alpha, bravo, charlie:
+        await alpha.create_channel("general")
+        config = replace(QUICK, handshake_deadline_s=5.0)  # the stalled ones outlast the check for a new session
+        async with serving(alpha, config) as (a, a_events), serving(bravo) as (b, _), serving(charlie) as (c, c_events):
             b.dial("127.0.0.1", a.port)
             await eventually(lambda: _channel_known(bravo, "general"), what="first sync")
-            # Stalled handshakes beyond the cap: the extra ones are closed at once.
-            stalled = [await asyncio.open_connection("127.0.0.1", a.port) for _ in range(QUICK.max_unauthenticated + 3)]
-            await asyncio.sleep(0.1)
-            assert [await hung_up(reader, 0.5) for reader, _ in stalled[QUICK.max_unauthenticated :]] == [True] * 3
+            # Stalled handshakes from one address beyond its cap: its oldest gives way.
+            per_address = QUICK.max_unauthenticated_per_address
+            stalled = [await asyncio.open_connection("127.0.0.1", a.port, local_addr=("127.0.0.9", 0)) for _ in range(per_address + 1)]
+            assert await hung_up(stalled[0][0], 1)
+            evicted = [stalled.pop(0)]
+            # Another address fills the gate: the oldest of all gives way to each newcomer.
+            stalled += [await asyncio.open_connection("127.0.0.1", a.port, local_addr=("127.0.0.10", 0)) for _ in range(QUICK.max_unauthenticated - per_address)]
+            assert not await hung_up(stalled[0][0], 0.2)
+            stalled.append(await asyncio.open_connection("127.0.0.1", a.port, local_addr=("127.0.0.11", 0)))
+            assert await hung_up(stalled[0][0], 1)
+            evicted.append(stalled.pop(0))
+            # So a few stalled sockets cannot lock out a new legitimate session.
+            c.dial("127.0.0.1", a.port)
+            await eventually(lambda: _has_event(c_events, SessionUp), timeout=3, what="a new session beside the stalled ones")
+            # An address that presented an unknown key is shed at once for a while; others are not.
+            impostor_reader, impostor_writer = await asyncio.open_connection("127.0.0.1", a.port, local_addr=("127.0.0.12", 0))
+            initiator = wire.Initiator(alpha.workspace_key, nacl.signing.SigningKey(bytes(range(32))), bytes(32))
+            impostor_writer.write(initiator.hello())
+            initiator.read_response(await impostor_reader.readexactly(wire.RESPONSE_BYTES))
+            impostor_writer.write(initiator.auth()[0])
+            assert await hung_up(impostor_reader, 5)
+            for source, shed in (("127.0.0.12", True), ("127.0.0.13", False)):
+                reader, writer = await asyncio.open_connection("127.0.0.1", a.port, local_addr=(source, 0))
+                writer.write(wire.Initiator(alpha.workspace_key, bravo.signing_key, bytes(32)).hello())
+                assert await hung_up(reader, 1) if shed else len(await reader.readexactly(wire.RESPONSE_BYTES)) == wire.RESPONSE_BYTES
+                evicted.append((reader, writer))
+            evicted.append((impostor_reader, impostor_writer))
             # Garbage instead of a HELLO, and an oversized frame from an authenticated peer.
             junk_reader, junk_writer = await asyncio.open_connection("127.0.0.1", a.port)
             junk_writer.write(b"GET / HTTP/1.1\r\n" + b"x" * 200)
@@ -302,15 +348,49 @@ async def test_hostile_connections_do_not_stop_a_legitimate_peer(tmp_path: Path)
             assert await hung_up(junk_reader, 5)
             await alpha.post("general", "still flowing")
             await eventually(lambda: _contains(bravo, "still flowing"), what="live sync during the attack")
-            # The stalled ones hit the handshake deadline.
-            for reader, _ in stalled[: QUICK.max_unauthenticated]:
-                assert await hung_up(reader, QUICK.handshake_deadline_s + 3)
-            for _, writer in [*stalled, (junk_reader, junk_writer)]:
+            # The stalled ones still there hit the handshake deadline.
+            for reader, _ in stalled[1:]:
+                assert await hung_up(reader, config.handshake_deadline_s + 3)
+            for _, writer in [*stalled, *evicted, (junk_reader, junk_writer)]:
                 writer.close()
             await eventually(lambda: _audited(alpha, "handshake deadline passed"), what="deadline audited")
-            await eventually(lambda: _audited(alpha, "too many unauthenticated connections"), what="cap audited")
+            await eventually(lambda: _audited(alpha, "too many pending handshakes: gave way to newer connections"), what="evictions audited")
+            await eventually(lambda: _audited(alpha, "shed for 2 s after a failed handshake"), what="the penalty audited")
             await bravo.post("general", "and back")
             await eventually(lambda: _contains(alpha, "and back"), what="still syncing after the attack")
+
+
+async def test_a_session_closed_while_it_starts_is_redialled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both nodes dial at once: the higher id's own session, still starting (reading its heads),
+    is replaced by the one the lower id dialled. It ends quietly and its dialler keeps going:
+    once the lower id restarts without dialling, the higher id's dialler brings a session back."""
+    alpha, bravo = await make_workspace(tmp_path, "bravo")
+    low, high = sorted((alpha, bravo), key=lambda n: n.node_id)
+    async with alpha, bravo:
+        await low.create_channel("general")
+        starting, resume = asyncio.Event(), asyncio.Event()
+        real_heads_for = high.heads_for
+
+        async def heads_for_paused_once(peer: bytes) -> Any:
+            if not starting.is_set():  # the first session of `high` to start waits here
+                starting.set()
+                await resume.wait()
+            return await real_heads_for(peer)
+
+        monkeypatch.setattr(high, "heads_for", heads_for_paused_once)
+        async with serving(high) as (h, h_events):
+            async with serving(low) as (l, _):
+                port = l.port
+                h.dial("127.0.0.1", port)
+                await asyncio.wait_for(starting.wait(), 10)
+                l.dial("127.0.0.1", h.port)  # replaces high's starting session
+                await eventually(lambda: _count(h_events, SessionUp, 2), what="the second session")
+                resume.set()
+                await eventually(lambda: _count(h_events, SessionDown, 1), what="the first session's end")
+            async with serving(low, replace(QUICK, port=port)):  # low no longer dials
+                await eventually(lambda: _count(h_events, SessionUp, 3), what="high redials")
+                await low.post("general", "after the redial")
+                await eventually(lambda: _contains(high, "after the redial"), what="sync after the redial")
 
 
 @pytest.mark.parametrize("attack", ["oversized", "malformed", "replayed"])
@@ -384,6 +464,10 @@ async def _has_blob(node: Node, digest: str) -> bool:
 
 async def _zero(count: Awaitable[int]) -> bool:
     return await count == 0
+
+
+async def _count(recorder: Recorder, kind: type, at_least: int) -> bool:
+    return len(recorder.of(kind)) >= at_least
 
 
 async def _has_event(recorder: Recorder, kind: type) -> bool:

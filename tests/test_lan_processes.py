@@ -4,7 +4,9 @@ multicast mDNS, inside network namespaces these tests create (root only; they sk
 - three nodes on one namespace's loopback discover each other, converge and push live, while
   a node of another workspace is listed but never synced with;
 - three nodes on a virtual bridge: one is partitioned (its cable pulled) while both sides keep
-  posting; once healed, all three hold the same messages."""
+  posting; once healed, all three hold the same messages;
+- two nodes on a field network numbered outside the private ranges sync with no allowlist
+  rule: the network of their own interface is allowed by default."""
 
 from __future__ import annotations
 
@@ -174,3 +176,18 @@ def test_a_partitioned_node_catches_up_after_the_link_heals(workspace: list[Path
         wait_converged(homes, history | {"alpha during the partition", "bravo during the partition", "charlie alone"}, timeout=60)
         for node in nodes:
             assert node.stop() == 0
+
+
+def test_nodes_on_a_field_network_outside_the_private_ranges_sync_by_default(workspace: list[Path]) -> None:
+    alpha, bravo, _, _ = workspace
+    with BridgeLan(2, subnet="198.18.7") as lan:  # benchmarking space (RFC 2544): not a private range
+        nodes = [Serving(ns, home, ns.address or "") for ns, home in zip(lan.nodes, (alpha, bravo), strict=True)]
+        ids = [n.wait_for(lambda e: e["event"] == "Listening", 30, "listening")["node_id"] for n in nodes]
+        for me, node in enumerate(nodes):
+            other = ids[1 - me]
+            node.wait_for(lambda e, o=other: e["event"] == "PeerDiscovered" and e["node_id"] == o and e["same_workspace"], 20, f"discovery of {other}")
+        wait_converged([alpha, bravo], {f"history {i}" for i in range(50)})
+        post(bravo, "over the field network")
+        wait_converged([alpha, bravo], {f"history {i}" for i in range(50)} | {"over the field network"}, timeout=15)
+        assert not [e for n in nodes for e in n.events if e["event"] == "Refused"]
+        assert [n.stop() for n in nodes] == [0, 0]

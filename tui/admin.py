@@ -39,6 +39,7 @@ from appliance.model import Enrollment, Identity, NodeInfo, UserInfo, iso_utc
 from appliance.netpolicy import NetworkRule
 from appliance.node import Node
 from tui.controls import StoppingOptionList
+from sync.interfaces import interface_networks
 from tui.files import write_atomically
 from tui.text import printable
 
@@ -337,7 +338,7 @@ class ReasonForm(FormScreen[str]):
 
 class NetworkForm(FormScreen[str]):
     def __init__(self, action: str) -> None:
-        super().__init__(f"{action.capitalize()} incoming LAN sessions from a network", action.capitalize())
+        super().__init__(f"{action.capitalize()} LAN sessions with a network (incoming and dialled)", action.capitalize())
 
     def fields(self) -> ComposeResult:
         yield labelled("Network", Input(id="rule-network", placeholder="CIDR, e.g. 10.1.0.0/16 or fd00::/8", classes="field"))
@@ -444,7 +445,13 @@ class AdminScreen(Screen[None]):
             with TabPane("2 Nodes", id="nodes"):
                 yield DataTable(id="nodes-table", cursor_type="row", zebra_stripes=True)
             with TabPane("3 IP allowlist", id="allowlist"):
-                yield Static(Content("Incoming LAN sessions: the longest matching prefix decides, a deny wins a tie; the defaults apply until you allow a network."), id="allowlist-note")
+                yield Static(
+                    Content(
+                        "LAN sessions in both directions, incoming and dialled: the longest matching prefix decides, a deny wins a tie; "
+                        "the defaults (this node's own networks and the private ranges) apply until you allow a network."
+                    ),
+                    id="allowlist-note",
+                )
                 yield DataTable(id="rules-table", cursor_type="row", zebra_stripes=True)
             with TabPane("4 Audit log", id="audit"):
                 yield AuditFilter(id="audit-filter", placeholder="/ to filter by action, actor or detail")
@@ -514,7 +521,7 @@ class AdminScreen(Screen[None]):
         """Everything the tabs show, in one go: the newest load wins."""
         try:
             identity, users, nodes = self.node.whoami(), self.node.users(revoked=True), self.node.nodes()
-            rules = await self.node.network_rules()
+            rules = await self.node.network_rules(interface_networks())
             records = await self.node.audit_entries(AUDIT_LIMIT)
             verdict = await self.node.verify_audit()
         except RallypointError as exc:
@@ -545,7 +552,7 @@ class AdminScreen(Screen[None]):
         )
         fill(
             self.table("#rules-table"),
-            ((key, (cell(r.network), cell(r.action), cell("default" if r.default else "operator"))) for key, r in self.rules.items()),
+            ((key, (cell(r.network), cell(r.action), cell(f"default: network of {r.interface}" if r.interface else "default" if r.default else "operator"))) for key, r in self.rules.items()),
         )
         self.show_audit()
 
@@ -746,7 +753,7 @@ class AdminScreen(Screen[None]):
 
     async def set_rule(self, network: str, action: str | None) -> str:
         normal = await self.node.set_network_rule(network, action)
-        return f"Rule for {normal} removed" if action is None else f"Incoming LAN sessions from {normal}: {action}"
+        return f"Rule for {normal} removed" if action is None else f"LAN sessions with {normal}, both directions: {action}"
 
     def action_remove_rule(self) -> None:
         key = self.selected("#rules-table", "rule")

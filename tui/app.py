@@ -34,7 +34,8 @@ from appliance.files import read_regular_file
 from appliance.model import ChannelSummary, Identity, MessageView, PeerStatus
 from appliance.node import MAX_ENROLLMENT_FILE_BYTES, Node
 from sync.errors import SyncError
-from sync.lan import LanConfig, LanEvent, LanService, Received, Refused, SessionInfo, Wiped
+from sync.interfaces import interface_networks
+from sync.lan import LanConfig, LanEvent, LanService, Received, RefusalsSummarised, Refused, SessionInfo, Wiped
 from tui.admin import AdminScreen
 from tui.attach import AttachScreen, LocalFile, read_file
 from tui.controls import FormCheckbox, StoppingOptionList
@@ -1206,6 +1207,7 @@ class PeersScreen(Screen[None]):
         yield Header()
         yield Static(id="peers-status")
         yield DataTable(id="peers", cursor_type="row", zebra_stripes=True)
+        yield Static(id="peers-refused")
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
@@ -1225,7 +1227,7 @@ class PeersScreen(Screen[None]):
         app = self.app
         assert isinstance(app, RallypointApp) and app.node is not None
         try:
-            rows = await app.node.peer_overview()
+            rows = await app.node.peer_overview(interface_networks())
         except RallypointError as exc:
             self.post_message(Failed(str(exc)))
             return
@@ -1244,7 +1246,7 @@ class PeersScreen(Screen[None]):
                 printable(row.name) or row.node_id[:15],
                 row.trust if row.conflict is None else "CONFLICT",
                 f"{printable(row.address)}:{row.port}" if row.address else "-",
-                "up" if session else "-",
+                "up" if session else "refused" if row.refused else "-",
                 ago(row.last_sync),
                 ago(row.last_courier),
                 "-" if row.behind is None else str(row.behind),
@@ -1256,6 +1258,8 @@ class PeersScreen(Screen[None]):
         lan = f"LAN sync on, {up} session{'s' if up != 1 else ''} up" if event.lan_on else "LAN sync is off in this console"
         conflicts = "".join(f"\n{printable(row.conflict)}" for row in event.rows if row.conflict)
         self.query_one("#peers-status", Static).update(Content(f"{len(event.rows)} node(s) · {lan} · Behind: our changes it lacks{conflicts}"))
+        refused = [f"{printable(row.name) or row.node_id}: not synced by LAN: {printable(row.refused)}" for row in event.rows if row.refused]
+        self.query_one("#peers-refused", Static).update(Content("\n".join(refused)))
 
     @on(Failed)
     def failed(self, event: Failed) -> None:
@@ -1367,6 +1371,8 @@ class RallypointApp(App[str]):
         if isinstance(event, Refused):
             peer = printable(event.address) if event.node_id is None else f"{node_label(event.node_id, names)} at {printable(event.address)}"
             self.notify(f"refused a LAN session from {peer}: {printable(event.reason)}", severity="warning", markup=False)
+        elif isinstance(event, RefusalsSummarised):
+            self.notify(printable(event.summary), severity="warning", markup=False)
         elif isinstance(event, Received) and event.messages:
             self.notify(f"{event.messages} new message(s) from {node_label(event.node_id, names)}", markup=False)
         elif isinstance(event, Wiped):

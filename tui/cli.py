@@ -21,9 +21,11 @@ from appliance import __version__, ids
 from appliance.errors import InvalidInput, NodeLocked, NotInitialised, RallypointError
 from appliance.files import read_regular_file
 from appliance.model import MAX_READ_PAGE, iso_utc
+from appliance.netpolicy import NetworkRule
 from sync import quarantine
 from sync.defaults import DEFAULT_MAX_BYTES, DEFAULT_PORT
 from sync.errors import SyncError
+from sync.interfaces import interface_networks
 from sync.quarantine import QuarantineQuota
 from tui.cli_output import ArgumentParser, CommandFailed, UsageError, report_error, stdout_closed
 from tui.files import write_atomically
@@ -635,12 +637,14 @@ def _event_text(event: lan.LanEvent) -> str:
         return f"received {event.changes} change(s), {event.messages} new message(s) from {event.node_id}"
     if isinstance(event, lan.Wiped):
         return f"stopping: {printable(event.reason)}"
+    if isinstance(event, lan.RefusalsSummarised):
+        return event.summary
     return f"refused {event.address}{' (' + event.node_id + ')' if event.node_id else ''}: {printable(event.reason)}"
 
 
 async def cmd_peers(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
-        rows = await node.peer_overview()
+        rows = await node.peer_overview(interface_networks())
         payload = [
             {
                 "node_id": r.node_id,
@@ -654,6 +658,7 @@ async def cmd_peers(args: argparse.Namespace) -> None:
                 "last_courier": iso_utc(r.last_courier),
                 "behind": r.behind,
                 "conflict": r.conflict,
+                "refused": r.refused,
             }
             for r in rows
         ]
@@ -668,6 +673,8 @@ async def cmd_peers(args: argparse.Namespace) -> None:
             lines.append(f"{r.node_id:<23} {printable(r.name)[:14]:<14} {r.trust:<15} {address:<21} {when(r.last_sync):<16} {when(r.last_courier):<16} {behind}")
             if r.conflict:
                 lines.append(f"  {printable(r.conflict)}")
+            if r.refused:
+                lines.append(f"  not synced by LAN: {printable(r.refused)}")
         emit(args, payload, "\n".join(lines) if rows else "no peers known yet")
 
     await _with_node(args, run)
@@ -676,11 +683,11 @@ async def cmd_peers(args: argparse.Namespace) -> None:
 async def cmd_allow(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
         if args.list or not (args.network or args.remove):
-            rules = await node.network_rules()
+            rules = await node.network_rules(interface_networks())
             emit(
                 args,
-                [{"network": r.network, "action": r.action, "default": r.default} for r in rules],
-                "\n".join(f"{r.action:<6} {r.network}" + ("  (default while nothing is allowed)" if r.default else "") for r in rules) or "no rules: every incoming session is refused",
+                [{"network": r.network, "action": r.action, "default": r.default, "interface": r.interface} for r in rules],
+                "\n".join(f"{r.action:<6} {r.network}" + _default_note(r) for r in rules) or "no rules: every LAN session is refused",
             )
             return
         if args.remove:
@@ -688,15 +695,21 @@ async def cmd_allow(args: argparse.Namespace) -> None:
             emit(args, {"removed": network}, f"rule for {network} removed")
             return
         network = await node.set_network_rule(args.network, "allow")
-        emit(args, {"allowed": network}, f"incoming LAN sessions from {network} allowed (a running node applies it to new connections)")
+        emit(args, {"allowed": network}, f"LAN sessions with {network} allowed, both directions (a running node applies it to new connections)")
 
     await _with_node(args, run)
+
+
+def _default_note(rule: NetworkRule) -> str:
+    if not rule.default:
+        return ""
+    return f"  (default while nothing is allowed: the network of {rule.interface})" if rule.interface else "  (default while nothing is allowed)"
 
 
 async def cmd_deny(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
         network = await node.set_network_rule(args.network, "deny")
-        emit(args, {"denied": network}, f"incoming LAN sessions from {network} denied (a running node applies it to new connections)")
+        emit(args, {"denied": network}, f"LAN sessions with {network} denied, both directions (a running node applies it to new connections)")
 
     await _with_node(args, run)
 
@@ -867,12 +880,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("peers", cmd_peers, "discovered and known peers: trust, address, last sync, how far behind")
 
-    p = command("allow", cmd_allow, "admin: allow incoming LAN sessions from a network (CIDR); --list shows the rules")
+    p = command("allow", cmd_allow, "admin: allow LAN sessions with a network (CIDR), incoming and dialled; --list shows the rules")
     p.add_argument("network", nargs="?", metavar="CIDR")
     p.add_argument("--list", action="store_true", help="show the rules in force")
     p.add_argument("--remove", metavar="CIDR", help="remove the rule for this network")
 
-    p = command("deny", cmd_deny, "admin: refuse incoming LAN sessions from a network (CIDR); beats a shorter allow")
+    p = command("deny", cmd_deny, "admin: refuse LAN sessions with a network (CIDR), incoming and dialled; beats a shorter allow")
     p.add_argument("network", metavar="CIDR")
 
     p = command("console", cmd_console, "open the terminal console (it also runs the LAN service, like `serve`)")
