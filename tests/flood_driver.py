@@ -51,14 +51,14 @@ async def one(kind: str, port: int, n: int, workspace_key: bytes, deadline: floa
             if kind == "addresses":
                 await reader.read(1)
             elif kind == "slowloris":
-                hello = wire.Initiator(workspace_key, nacl.signing.SigningKey.generate(), os.urandom(32)).hello()
+                hello = wire.Initiator(workspace_key, nacl.signing.SigningKey.generate(), os.urandom(32), incarnation=os.urandom(16)).hello()
                 for byte in hello[:-1]:
                     writer.write(bytes([byte]))
                     await writer.drain()
                     await asyncio.sleep(TRICKLE_S)
                 await reader.read(1)
             else:
-                initiator = wire.Initiator(workspace_key, nacl.signing.SigningKey.generate(), os.urandom(32))
+                initiator = wire.Initiator(workspace_key, nacl.signing.SigningKey.generate(), os.urandom(32), incarnation=os.urandom(16))
                 writer.write(initiator.hello())
                 initiator.read_response(await reader.readexactly(wire.RESPONSE_BYTES))
                 writer.write(initiator.auth()[0])
