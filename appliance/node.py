@@ -1097,7 +1097,7 @@ class Node:
         (so we never send them back), the bundle's log row and the audit entry."""
         now = self._clock()
         sender = ids.key_id(receipt.sender)
-        await self._store_peer_heads(conn, sender, receipt.sender_heads, receipt.created_at)
+        await self._store_peer_heads(conn, sender, receipt.sender_heads, now)
         for digest, _ in blobs:
             await self._upsert_peer_blob(conn, sender, digest, None, None, now)
         await self._confirm_sent_blobs(conn, sender, receipt.sender_heads, now)
@@ -1123,15 +1123,19 @@ class Node:
             detail["bundle"] = receipt.bundle_id.hex()
         await _append_audit(conn, self._keys.node, now, self._row.node_key.hex(), f"{receipt.source}_{outcome}", detail)
 
-    async def _store_peer_heads(self, conn: AsyncConnection, peer: str, heads: Mapping[str, Sequence[bytes]], as_of: int) -> None:
-        stored = dict((await conn.execute(select(t.peer_heads.c.doc_id, t.peer_heads.c.updated_at).where(t.peer_heads.c.peer == peer))).all())
+    async def _store_peer_heads(self, conn: AsyncConnection, peer: str, heads: Mapping[str, Sequence[bytes]], now: int) -> None:
+        """The latest report to arrive replaces what we believed of each document it lists; no
+        clock decides (a sender's clock a day ahead once froze its acknowledgements, and a
+        receiver cannot order two boxes' clocks). A report that arrives out of order (a late,
+        older bundle) only makes the next delta larger: importing twice changes nothing. Any
+        rule that kept the larger of two reports would over-credit a peer restored from a
+        backup, which then would never be sent what it lost."""
+        stored = set((await conn.execute(select(t.peer_heads.c.doc_id).where(t.peer_heads.c.peer == peer))).scalars().all())
         for doc_id, hashes in heads.items():
             if doc_id not in stored:
-                await conn.execute(insert(t.peer_heads).values(peer=peer, doc_id=doc_id, heads=b"".join(hashes), updated_at=as_of))
-            elif stored[doc_id] <= as_of:  # an older bundle, imported late, never rolls knowledge back
-                await conn.execute(
-                    update(t.peer_heads).where(and_(t.peer_heads.c.peer == peer, t.peer_heads.c.doc_id == doc_id)).values(heads=b"".join(hashes), updated_at=as_of)
-                )
+                await conn.execute(insert(t.peer_heads).values(peer=peer, doc_id=doc_id, heads=b"".join(hashes), updated_at=now))
+            else:
+                await conn.execute(update(t.peer_heads).where(and_(t.peer_heads.c.peer == peer, t.peer_heads.c.doc_id == doc_id)).values(heads=b"".join(hashes), updated_at=now))
 
     async def _upsert_peer_blob(self, conn: AsyncConnection, peer: str, digest: bytes, doc_id: str | None, heads: bytes | None, now: int) -> None:
         where = and_(t.peer_blobs.c.peer == peer, t.peer_blobs.c.hash == digest)

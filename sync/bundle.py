@@ -1,6 +1,8 @@
 """The bundle codec: a signed, encrypted, self-contained file that carries changes, blobs and
 acknowledgements from one node to one or more others. docs/bundle-format.md is the
-specification; this module follows it to the byte.
+specification; this module follows it to the byte. It writes format version 2, whose only
+clear text is what a recipient needs to find its key (anonymous recipient stanzas), and reads
+versions 2 and 1 (sync/bundle_v1.py: the previous release's format, with a clear header).
 
 Pure functions of bytes, keys, randomness and time: no file or socket I/O, no clock, no
 system randomness. `build_bundle` takes 32 bytes of randomness and derives everything random
@@ -46,15 +48,17 @@ MiB = 1024 * KiB
 GiB = 1024 * MiB
 
 MAGIC = b"\x89RPBNDL\n"
-FORMAT_VERSION = 1
-PREFIX_BYTES = len(MAGIC) + 1 + 4  # magic, version, header length
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+PREFIX_BYTES = len(MAGIC) + 1 + 4 + 2  # magic, version, chunk size, stanza count
 LENGTH_BYTES = 8  # the ciphertext length field
 SIGNATURE_BYTES = fields.SIGNATURE_BYTES
-SIGNATURE_DOMAIN = b"rallypoint/bundle/v1\x00"
+SIGNATURE_DOMAIN = b"rallypoint/bundle/v2\x00"
+INNER_LENGTH_BYTES = 4 + 8  # the inner header's length (u32) and the payload's (u64)
 
 MAX_HEADER_BYTES = 256 * KiB
 MAX_HEADER_ITEMS = 65_536
-MAX_RECIPIENTS = 1024
+MAX_RECIPIENTS = 1024  # recipient stanzas
 MAX_DOC_ID_BYTES = fields.MAX_DOC_ID_BYTES
 MAX_CREATED_AT = 2**63 - 1
 MIN_CHUNK_SIZE = 1 * KiB
@@ -66,6 +70,8 @@ KEY_BYTES = 32
 HASH_BYTES = fields.HASH_BYTES
 CONTENT_KEY_BYTES = sodium.crypto_secretstream_xchacha20poly1305_KEYBYTES  # 32
 WRAPPED_KEY_BYTES = 32 + 16 + CONTENT_KEY_BYTES  # sealed box: ephemeral key, MAC, content key
+STANZA_BYTES = WRAPPED_KEY_BYTES  # a recipient stanza is a sealed content key and nothing else
+ENVELOPE_MAX_BYTES = PREFIX_BYTES + MAX_RECIPIENTS * STANZA_BYTES  # what `addressed_to` needs at most
 RANDOMNESS_BYTES = 32
 DEFAULT_MAX_BUNDLE_BYTES = 2 * GiB
 
@@ -75,10 +81,10 @@ TAG_MESSAGE = sodium.crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
 TAG_FINAL = sodium.crypto_secretstream_xchacha20poly1305_TAG_FINAL
 MIN_CIPHERTEXT_BYTES = STREAM_HEADER_BYTES + CHUNK_OVERHEAD + 1
 
-HEADER_FIELDS = frozenset({"v", "id", "workspace", "sender", "created_at", "heads", "recipients", "chunk_size"})
+HEADER_FIELDS = frozenset({"v", "id", "workspace", "sender", "incarnation", "created_at", "heads", "recipients"})  # the inner header
 PAYLOAD_FIELDS = frozenset({"directory", "changes", "blobs", "acks"})
-INCARNATION_BYTES = 16  # the optional payload field "incarnation"
-DERIVE_CONTEXT = "rallypoint/bundle/v1/derive"
+INCARNATION_BYTES = 16  # the inner header field "incarnation" (appliance.identity)
+DERIVE_CONTEXT = "rallypoint/bundle/v2/derive"
 _HEX_KEY = re.compile(r"[0-9a-f]{64}")
 
 SenderStatus = Callable[[bytes], str]
@@ -116,7 +122,6 @@ class BundleContent:
     changes: DocChanges = ()
     blobs: tuple[tuple[bytes, bytes], ...] = ()
     acks: Mapping[bytes, Hashes] = field(default_factory=dict)
-    incarnation: bytes | None = None  # the sender's (appliance.identity); None in bundles of older writers
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "directory", _doc_groups(self.directory))
@@ -135,8 +140,10 @@ def _doc_groups(groups: Any) -> DocChanges:
 
 @dataclass(frozen=True)
 class BundleHeader:
-    """The clear-text header: readable by anyone holding the file, without a key."""
+    """Who sent a bundle, when, for whom, and the sender's heads. In version 2 this is the
+    encrypted inner header, known only to recipients; in version 1 it was clear text."""
 
+    version: int
     id: bytes
     workspace: bytes
     sender: bytes
@@ -145,6 +152,19 @@ class BundleHeader:
     recipients: tuple[bytes, ...]  # node keys, ascending
     chunk_size: int
     raw: bytes  # the exact header bytes the signature covers
+    ciphertext_length: int
+    incarnation: bytes | None = None  # the sender's machine (appliance.identity); None in format 1, which predates it
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What anyone holding the file can know without a key: the format version, the file's
+    size, how many recipient stanzas it has, and the stream's framing. Not authenticated."""
+
+    version: int
+    size: int
+    stanzas: int
+    chunk_size: int
     ciphertext_length: int
 
 
@@ -159,13 +179,14 @@ def build_bundle(
     recipients: Sequence[bytes],
     heads: Mapping[str, Sequence[bytes]],
     created_at: int,
+    incarnation: bytes,
     randomness: bytes,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> bytes:
-    """The bundle's bytes. `randomness` is 32 bytes that MUST come fresh from a CSPRNG for each
-    bundle (`appliance.crypto.random_bytes(32)`); the same inputs and randomness give the same
-    bytes. Raises ValueError for inputs no reader would accept (bad lengths, duplicate keys or
-    documents, a blob whose key is not its SHA-256, no recipients, ...)."""
+    """The bundle's bytes (format version 2). `randomness` is 32 bytes that MUST come fresh
+    from a CSPRNG for each bundle (`appliance.crypto.random_bytes(32)`); the same inputs and
+    randomness give the same bytes. Raises ValueError for inputs no reader would accept (bad
+    lengths, duplicate keys or documents, a blob whose key is not its SHA-256, no recipients, ...)."""
     wire = _content_to_wire(content)
     try:
         _content_from_wire(wire, _BUILD_LIMITS)  # the reader's own rules, so we never write what it rejects
@@ -178,6 +199,7 @@ def build_bundle(
         recipients=recipients,
         heads=heads,
         created_at=created_at,
+        incarnation=incarnation,
         randomness=randomness,
         chunk_size=chunk_size,
     )
@@ -203,67 +225,102 @@ def _content_to_wire(content: BundleContent) -> dict[str, Any]:
         if not isinstance(peer, bytes) or len(peer) != KEY_BYTES:
             raise ValueError("acks: a peer is not a 32-byte node key")
         acks[peer.hex()] = {doc: list(hashes) for doc, hashes in docs.items()}
-    wire: dict[str, Any] = {
+    return {
         "directory": groups(content.directory, "directory"),
         "changes": groups(content.changes, "changes"),
         "blobs": [[digest, data] for digest, data in content.blobs],
         "acks": acks,
     }
-    if content.incarnation is not None:
-        if not isinstance(content.incarnation, bytes) or len(content.incarnation) != INCARNATION_BYTES:
-            raise ValueError(f"incarnation: not {INCARNATION_BYTES} bytes")
-        wire["incarnation"] = content.incarnation
-    return wire
 
 
 def _seal_plaintext(
-    plaintext: bytes,
+    payload: bytes,
     *,
     sender_key: nacl.signing.SigningKey,
     workspace: bytes,
     recipients: Sequence[bytes],
     heads: Mapping[str, Sequence[bytes]],
     created_at: int,
+    incarnation: bytes,
     randomness: bytes,
     chunk_size: int,
     stream_tags: Sequence[int] | None = None,
+    inner: Callable[[bytes, bytes, bytes, bytes], bytes] | None = None,
 ) -> bytes:
-    """Encrypts, wraps, signs and frames a payload that is already encoded. `stream_tags`
-    overrides the chunk tags (only the vector generator uses it, to write bad streams)."""
+    """Signs, pads, encrypts and frames a payload that is already encoded. The vector
+    generator and the fuzzer alone use `stream_tags` (overrides the chunk tags) and `inner`
+    (given the envelope, inner header, payload and signature, returns the plaintext to
+    encrypt), to write bad bundles."""
     if not isinstance(randomness, bytes) or len(randomness) != RANDOMNESS_BYTES:
         raise ValueError(f"randomness must be {RANDOMNESS_BYTES} bytes")
-    if not plaintext:
-        raise ValueError("empty plaintext")
+    if not payload:
+        raise ValueError("empty payload")
+    if not (fields.is_int(chunk_size) and MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE):
+        raise ValueError(f"chunk_size must be an int in {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE}")
     keys = [bytes(r) for r in recipients]
     recipient_keys = sorted(set(keys))
     if len(recipient_keys) != len(keys):
         raise ValueError("a recipient is listed twice")
+    if not recipient_keys:
+        raise ValueError("a bundle needs at least one recipient (no recipients given)")
+    if len(recipient_keys) > MAX_RECIPIENTS:
+        raise ValueError(f"{len(recipient_keys):,} recipients; the format allows {MAX_RECIPIENTS}")
     heads_wire = {doc: sorted({bytes(h) for h in hashes}) for doc, hashes in heads.items()}
     sender = bytes(sender_key.verify_key)
 
-    context = [DERIVE_CONTEXT, sender, workspace, recipient_keys, heads_wire, created_at, chunk_size, crypto.sha256(plaintext)]
+    context = [DERIVE_CONTEXT, sender, incarnation, workspace, recipient_keys, heads_wire, created_at, chunk_size, crypto.sha256(payload)]
     master = hashlib.blake2b(cbor.encode(context), digest_size=32, key=randomness).digest()
     content_key = _derive(master, b"rp-content-key", CONTENT_KEY_BYTES)
+    # Sorted by their own (random-looking) bytes: the order says nothing about the recipients.
+    stanzas = sorted(_wrap_key(content_key, r, _derive(master, b"rp-wrap-seed", 32, r)) for r in recipient_keys)
+    envelope = MAGIC + bytes([FORMAT_VERSION]) + chunk_size.to_bytes(4, "big") + len(stanzas).to_bytes(2, "big") + b"".join(stanzas)
     header_obj = {
         "v": FORMAT_VERSION,
         "id": _derive(master, b"rp-bundle-id", ID_BYTES),
         "workspace": workspace,
         "sender": sender,
+        "incarnation": incarnation,
         "created_at": created_at,
         "heads": heads_wire,
-        "recipients": [[r, _wrap_key(content_key, r, _derive(master, b"rp-wrap-seed", 32, r))] for r in recipient_keys],
-        "chunk_size": chunk_size,
+        "recipients": recipient_keys,
     }
     header_raw = cbor.encode(header_obj)
     if len(header_raw) > MAX_HEADER_BYTES:
         raise ValueError(f"header is {len(header_raw):,} bytes; the format allows {MAX_HEADER_BYTES:,}")
     try:
-        _header_from_wire(header_obj, header_raw, 0)
+        _header_from_wire(header_obj, header_raw, chunk_size, 0)
     except BundleRejected as exc:
         raise ValueError(str(exc)) from exc
+    signature = crypto.sign(sender_key, _signed_message(envelope, header_raw, payload))
+    plaintext = (inner or _inner_plaintext)(envelope, header_raw, payload, signature)
     stream_header = _derive(master, b"rp-stream-header", STREAM_HEADER_BYTES)
-    ciphertext = _encrypt_stream(content_key, stream_header, plaintext, chunk_size, crypto.sha256(header_raw), stream_tags)
-    return _frame(header_raw, ciphertext, _sign(sender_key, header_raw, ciphertext))
+    ciphertext = _encrypt_stream(content_key, stream_header, plaintext, chunk_size, crypto.sha256(envelope), stream_tags)
+    return envelope + len(ciphertext).to_bytes(LENGTH_BYTES, "big") + ciphertext
+
+
+def _inner_plaintext(_envelope: bytes, header_raw: bytes, payload: bytes, signature: bytes) -> bytes:
+    """Inner header, payload and signature with their lengths, zero-padded (Padmé)."""
+    body = len(header_raw).to_bytes(4, "big") + header_raw + len(payload).to_bytes(8, "big") + payload + signature
+    return body + bytes(padded_length(len(body)) - len(body))
+
+
+def padded_length(length: int) -> int:
+    """Padmé (Nikitin et al., "Reducing metadata leakage from encrypted files and
+    communication with PURBs", 2019): rounds up to a length whose low bits are zero, at most
+    ~12% more, so the size reveals O(log log n) bits instead of log n."""
+    if length < 2:
+        return length
+    exponent = length.bit_length() - 1
+    low_bits = exponent - exponent.bit_length()
+    mask = (1 << low_bits) - 1
+    return (length + mask) & ~mask
+
+
+def _signed_message(envelope: Buffer, header_raw: bytes, payload: Buffer) -> bytes:
+    """What the sender signs: the clear envelope (version, chunk size, every stanza's bytes),
+    the exact inner header, and the payload's digest. Binding the stanzas means a recipient,
+    who knows the content key, cannot re-address the bundle to others and keep the signature."""
+    return SIGNATURE_DOMAIN + crypto.sha256(bytes(envelope)) + header_raw + hashlib.sha256(payload).digest()
 
 
 def _derive(master: bytes, label: bytes, size: int, data: bytes = b"") -> bytes:
@@ -297,44 +354,18 @@ def _encrypt_stream(
     return b"".join(out)
 
 
-def _sign(sender_key: nacl.signing.SigningKey, header_raw: bytes, ciphertext: Buffer) -> bytes:
-    return crypto.sign(sender_key, _signed_message(header_raw, ciphertext))
-
-
-def _signed_message(header_raw: bytes, ciphertext: Buffer) -> bytes:
-    return SIGNATURE_DOMAIN + header_raw + hashlib.sha256(ciphertext).digest()
-
-
-def _frame(header_raw: bytes, ciphertext: bytes, signature: bytes, version: int = FORMAT_VERSION) -> bytes:
-    return b"".join(
-        [
-            MAGIC,
-            bytes([version]),
-            len(header_raw).to_bytes(4, "big"),
-            header_raw,
-            len(ciphertext).to_bytes(LENGTH_BYTES, "big"),
-            ciphertext,
-            signature,
-        ]
-    )
-
-
 # --- reading ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Parsed:
-    header: BundleHeader
-    wrapped: dict[bytes, bytes]
-    view: memoryview
-    ciphertext_start: int
+def read_envelope(data: Buffer, *, max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES) -> Envelope:
+    """What a bundle shows without a key (`bundle inspect`): checked for framing (magic,
+    version, lengths, no trailing bytes), not authenticated."""
+    view = memoryview(data).cast("B")
+    if _version(view) == 1:
+        from sync import bundle_v1  # builds on this module, so imported when needed
 
-
-def read_header(data: Buffer, *, max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES) -> BundleHeader:
-    """The header of a bundle, checked for framing (magic, version, lengths, no trailing bytes)
-    and canonical, well-formed fields - but not authenticated: nothing here is verified against
-    the sender's signature. No key needed (`bundle inspect`, routing)."""
-    return _parse(data, max_bundle_bytes).header
+        return bundle_v1.read_envelope(view, max_bundle_bytes)
+    return _parse(view, max_bundle_bytes).envelope
 
 
 def open_bundle(
@@ -345,41 +376,68 @@ def open_bundle(
     limits: Limits = Limits(),
     workspace: bytes | None = None,
 ) -> tuple[BundleHeader, BundleContent]:
-    """Verifies and decrypts a bundle addressed to the node whose key is `my_key`.
+    """Decrypts and verifies a bundle addressed to the node whose key is `my_key`.
 
     Checks in this order, raising the first failure: magic, version, lengths (Malformed,
-    UnsupportedVersion, TooLarge, Truncated), header (Malformed, TooLarge), workspace when given
-    and the sender's standing (UnknownSender, RevokedSender), the signature (Tampered), that
-    this node is a recipient (NotAddressedToMe), the wrapped key and every chunk (Tampered,
-    Truncated, TooLarge), the payload (Malformed, TooLarge)."""
-    parsed = _parse(data, limits.max_bundle_bytes)
-    header = parsed.header
+    UnsupportedVersion, TooLarge, Truncated), a stanza that opens with this key
+    (NotAddressedToMe), the stream (Malformed, TooLarge, Tampered, Truncated), the inner
+    framing and header (Malformed, TooLarge), the workspace when given and the sender's
+    standing (UnknownSender, RevokedSender), the signature (Tampered), the recipient list
+    (Malformed), the payload (Malformed, TooLarge). Version 1 files keep version 1's order."""
+    view = memoryview(data).cast("B")
+    if _version(view) == 1:
+        from sync import bundle_v1  # builds on this module, so imported when needed
+
+        return bundle_v1.open_bundle(view, my_key=my_key, sender_status=sender_status, limits=limits, workspace=workspace)
+    parsed = _parse(view, limits.max_bundle_bytes)
+    envelope = parsed.envelope
+    content_key = next((key for stanza in parsed.stanzas if (key := _unwrap_key(stanza, my_key)) is not None), None)
+    if content_key is None:
+        raise NotAddressedToMe(f"bundle is not addressed to this node (none of its {envelope.stanzas} recipient stanza(s) opens with this node's key)")
+    ciphertext = view[parsed.ciphertext_start :]
+    plaintext = _decrypt_stream(ciphertext, content_key, envelope.chunk_size, crypto.sha256(parsed.raw_envelope), limits.max_plaintext_bytes)
+    header_raw, payload, signature = _split_inner(plaintext)
+    header = _header_from_wire(fields.strict_decode(header_raw, "bundle header", MAX_HEADER_ITEMS), header_raw, envelope.chunk_size, envelope.ciphertext_length)
     if workspace is not None and header.workspace != workspace:
         raise UnknownSender(f"bundle from node {key_id(header.sender)} belongs to another workspace")
-    status = sender_status(header.sender)
+    _check_standing(header.sender, sender_status)
+    if not crypto.verify(header.sender, _signed_message(parsed.raw_envelope, header_raw, payload), signature):
+        raise Tampered(f"bundle signature by node {key_id(header.sender)} does not verify: the bundle was altered or re-addressed")
+    if len(header.recipients) != envelope.stanzas or bytes(my_key.verify_key) not in header.recipients:
+        raise Malformed(f"the sender lists {len(header.recipients)} recipient(s) that do not match the bundle's {envelope.stanzas} stanza(s)")
+    return header, _decode_payload(payload, limits)
+
+
+def addressed_to(head: Buffer, my_key: nacl.signing.SigningKey) -> bool:
+    """Whether a bundle may be for the node whose key is `my_key`, from the file's first
+    ENVELOPE_MAX_BYTES (or all of it): False only for a version 2 envelope none of whose
+    stanzas opens with that key, so a node skips other nodes' bundles on a stick without
+    reading them whole. True for anything else (version 1, damage): opening it says why."""
+    view = memoryview(head).cast("B")
+    try:
+        if _version(view) != FORMAT_VERSION or len(view) < PREFIX_BYTES:
+            return True
+    except BundleRejected:
+        return True
+    count = int.from_bytes(view[len(MAGIC) + 5 : PREFIX_BYTES], "big")
+    end = PREFIX_BYTES + count * STANZA_BYTES
+    if not 0 < count <= MAX_RECIPIENTS or len(view) < end:
+        return True
+    return any(_unwrap_key(view[at : at + STANZA_BYTES], my_key) is not None for at in range(PREFIX_BYTES, end, STANZA_BYTES))
+
+
+def _check_standing(sender: bytes, sender_status: SenderStatus) -> None:
+    status = sender_status(sender)
     if status == "unknown":
-        raise UnknownSender(f"bundle from node {key_id(header.sender)}, which this workspace's directory does not know")
+        raise UnknownSender(f"bundle from node {key_id(sender)}, which this workspace's directory does not know")
     if status == "revoked":
-        raise RevokedSender(f"bundle from node {key_id(header.sender)}, whose certificate is revoked")
+        raise RevokedSender(f"bundle from node {key_id(sender)}, whose certificate is revoked")
     if status != "trusted":
         raise ValueError(f"sender_status returned {status!r}; expected 'trusted', 'unknown' or 'revoked'")
 
-    start, length = parsed.ciphertext_start, header.ciphertext_length
-    ciphertext = parsed.view[start : start + length]
-    signature = bytes(parsed.view[start + length :])
-    if not crypto.verify(header.sender, _signed_message(header.raw, ciphertext), signature):
-        raise Tampered(f"bundle signature by node {key_id(header.sender)} does not verify: the file was altered")
 
-    wrapped = parsed.wrapped.get(bytes(my_key.verify_key))
-    if wrapped is None:
-        raise NotAddressedToMe(f"bundle is not addressed to this node (it is for {len(header.recipients)} other node(s))")
-    content_key = _unwrap_key(wrapped, my_key)
-    plaintext = _decrypt_stream(ciphertext, content_key, header.chunk_size, crypto.sha256(header.raw), limits.max_plaintext_bytes)
-    return header, _decode_payload(plaintext, limits)
-
-
-def _parse(data: Buffer, max_bundle_bytes: int) -> _Parsed:
-    view = memoryview(data).cast("B")
+def _version(view: memoryview) -> int:
+    """The format version byte, after the magic; raises for a file that has neither."""
     size = len(view)
     if size < len(MAGIC):
         if bytes(view) == MAGIC[:size]:
@@ -390,39 +448,79 @@ def _parse(data: Buffer, max_bundle_bytes: int) -> _Parsed:
     if size < len(MAGIC) + 1:
         raise Truncated("bundle is truncated: the file ends before the format version")
     version = view[len(MAGIC)]
-    if version != FORMAT_VERSION:
-        raise UnsupportedVersion(f"bundle format version {version} is not supported (this node reads version {FORMAT_VERSION})")
+    if version not in READABLE_VERSIONS:
+        raise UnsupportedVersion(f"bundle format version {version} is not supported (this node reads versions 1 and 2)")
+    return version
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    envelope: Envelope
+    raw_envelope: memoryview  # magic to the last stanza: the stream's additional data, signed
+    stanzas: tuple[memoryview, ...]
+    ciphertext_start: int
+
+
+def _parse(view: memoryview, max_bundle_bytes: int) -> _Parsed:
+    """Version 2's clear framing, after `_version`."""
+    size = len(view)
     if size < PREFIX_BYTES:
-        raise Truncated("bundle is truncated: the file ends inside the header length")
-    header_length = int.from_bytes(view[len(MAGIC) + 1 : PREFIX_BYTES], "big")
-    if header_length > MAX_HEADER_BYTES:
-        raise TooLarge(f"bundle header declares {header_length:,} bytes; the limit is {MAX_HEADER_BYTES:,}")
-    ciphertext_start = PREFIX_BYTES + header_length + LENGTH_BYTES
+        raise Truncated("bundle is truncated: the file ends inside the chunk size or stanza count")
+    chunk_size = int.from_bytes(view[len(MAGIC) + 1 : len(MAGIC) + 5], "big")
+    if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
+        raise Malformed(f"bundle chunk size {chunk_size:,} is outside {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE}")
+    count = int.from_bytes(view[len(MAGIC) + 5 : PREFIX_BYTES], "big")
+    if count == 0:
+        raise Malformed("bundle has no recipient stanzas")
+    if count > MAX_RECIPIENTS:
+        raise TooLarge(f"bundle has {count:,} recipient stanzas; the limit is {MAX_RECIPIENTS}")
+    ciphertext_start = PREFIX_BYTES + count * STANZA_BYTES + LENGTH_BYTES
     if size < ciphertext_start:
-        raise Truncated(f"bundle is truncated: the file ends inside the header ({size:,} of at least {ciphertext_start:,} bytes)")
+        raise Truncated(f"bundle is truncated: the file ends inside its recipient stanzas ({size:,} of at least {ciphertext_start:,} bytes)")
     ciphertext_length = int.from_bytes(view[ciphertext_start - LENGTH_BYTES : ciphertext_start], "big")
     if ciphertext_length > max_bundle_bytes:
         raise TooLarge(f"bundle declares {ciphertext_length:,} bytes of ciphertext; the limit is {max_bundle_bytes:,}")
     if ciphertext_length < MIN_CIPHERTEXT_BYTES:
         raise Malformed(f"bundle declares {ciphertext_length} bytes of ciphertext; a stream needs at least {MIN_CIPHERTEXT_BYTES}")
-    expected = ciphertext_start + ciphertext_length + SIGNATURE_BYTES
+    expected = ciphertext_start + ciphertext_length
     if size < expected:
         raise Truncated(f"bundle is truncated: its lengths say {expected:,} bytes, the file holds {size:,}")
     if size > expected:
-        raise Malformed(f"bundle has {size - expected:,} trailing bytes after its signature")
-    raw = bytes(view[PREFIX_BYTES : PREFIX_BYTES + header_length])
-    header, wrapped = _header_from_wire(fields.strict_decode(raw, "bundle header", MAX_HEADER_ITEMS), raw, ciphertext_length)
-    return _Parsed(header, wrapped, view, ciphertext_start)
+        raise Malformed(f"bundle has {size - expected:,} trailing bytes after its ciphertext")
+    stanza_end = ciphertext_start - LENGTH_BYTES
+    stanzas = tuple(view[at : at + STANZA_BYTES] for at in range(PREFIX_BYTES, stanza_end, STANZA_BYTES))
+    return _Parsed(Envelope(FORMAT_VERSION, size, count, chunk_size, ciphertext_length), view[:stanza_end], stanzas, ciphertext_start)
 
 
-def _unwrap_key(wrapped: bytes, my_key: nacl.signing.SigningKey) -> bytes:
+def _split_inner(plaintext: bytearray) -> tuple[bytes, memoryview, bytes]:
+    """(inner header bytes, payload, signature) of a decrypted stream; the rest must be the
+    exact zero padding."""
+    view = memoryview(plaintext)
+    size = len(view)
+    if size < INNER_LENGTH_BYTES + SIGNATURE_BYTES:
+        raise Malformed(f"the decrypted bundle is {size} bytes: too short for a header, a payload and a signature")
+    header_length = int.from_bytes(view[:4], "big")
+    if header_length > MAX_HEADER_BYTES:
+        raise TooLarge(f"bundle header declares {header_length:,} bytes; the limit is {MAX_HEADER_BYTES:,}")
+    payload_at = 4 + header_length + 8
+    if payload_at + SIGNATURE_BYTES > size:
+        raise Malformed("the bundle's inner header runs past the decrypted data")
+    payload_length = int.from_bytes(view[payload_at - 8 : payload_at], "big")
+    body = payload_at + payload_length + SIGNATURE_BYTES
+    if payload_length == 0 or body > size:
+        raise Malformed(f"the bundle's payload length {payload_length:,} does not fit the decrypted data")
+    if size != padded_length(body) or any(view[body:]):
+        raise Malformed("the bundle's padding is not the zero bytes its length calls for")
+    return bytes(view[4 : 4 + header_length]), view[payload_at : payload_at + payload_length], bytes(view[body - SIGNATURE_BYTES : body])
+
+
+def _unwrap_key(wrapped: Buffer, my_key: nacl.signing.SigningKey) -> bytes | None:
+    """The content key in a sealed box of STANZA_BYTES (always 32 bytes), or None when the
+    box is not for this key (or was altered: the two look the same)."""
     try:
-        content_key = nacl.public.SealedBox(my_key.to_curve25519_private_key()).decrypt(wrapped)
-    except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
-        raise Tampered("the content key wrapped for this node does not open: the bundle was altered") from exc
-    if len(content_key) != CONTENT_KEY_BYTES:
-        raise Malformed(f"the wrapped content key is {len(content_key)} bytes, not {CONTENT_KEY_BYTES}")
-    return content_key
+        return bytes(nacl.public.SealedBox(my_key.to_curve25519_private_key()).decrypt(bytes(wrapped)))
+    except (nacl.exceptions.CryptoError, ValueError, TypeError):
+        return None
 
 
 def _decrypt_stream(ciphertext: memoryview, key: bytes, chunk_size: int, ad: bytes, max_plaintext: int) -> bytearray:
@@ -471,7 +569,7 @@ def _decode_payload(plaintext: bytearray, limits: Limits) -> BundleContent:
 # --- header and payload fields (the checks, shared with sync/wire.py, are in sync/fields.py) --
 
 
-def _header_from_wire(obj: Any, raw: bytes, ciphertext_length: int) -> tuple[BundleHeader, dict[bytes, bytes]]:
+def _header_from_wire(obj: Any, raw: bytes, chunk_size: int, ciphertext_length: int) -> BundleHeader:
     fields.need(isinstance(obj, dict), "bundle header is not a CBOR map")
     fields.need(set(obj) == HEADER_FIELDS, f"bundle header must have exactly the fields {sorted(HEADER_FIELDS)}")
     fields.need(
@@ -481,26 +579,18 @@ def _header_from_wire(obj: Any, raw: bytes, ciphertext_length: int) -> tuple[Bun
     fields.need(
         fields.is_int(created_at) and 0 <= created_at <= MAX_CREATED_AT, "bundle header field created_at must be an int in 0..2^63-1"
     )
-    chunk_size = obj["chunk_size"]
-    fields.need(
-        fields.is_int(chunk_size) and MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE,
-        f"bundle header field chunk_size must be an int in {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE}",
-    )
     recipients = obj["recipients"]
     fields.need(isinstance(recipients, list) and len(recipients) > 0, "bundle header lists no recipients")
     if len(recipients) > MAX_RECIPIENTS:
         raise TooLarge(f"bundle header lists {len(recipients):,} recipients; the limit is {MAX_RECIPIENTS}")
-    wrapped: dict[bytes, bytes] = {}
-    for entry in recipients:
-        fields.need(isinstance(entry, list) and len(entry) == 2, "a bundle recipient is not [node key, wrapped key]")
-        node = fields.fixed_bytes(entry[0], KEY_BYTES, "a recipient's node key")
-        wrapped[node] = fields.fixed_bytes(entry[1], WRAPPED_KEY_BYTES, "a recipient's wrapped content key")
-    keys = [entry[0] for entry in recipients]
+    keys = [fields.fixed_bytes(r, KEY_BYTES, "a recipient's node key") for r in recipients]
     fields.need(all(a < b for a, b in pairwise(keys)), "bundle recipients are not sorted by node key without duplicates")
-    header = BundleHeader(
+    return BundleHeader(
+        version=FORMAT_VERSION,
         id=fields.fixed_bytes(obj["id"], ID_BYTES, "bundle id"),
         workspace=fields.fixed_bytes(obj["workspace"], KEY_BYTES, "bundle workspace key"),
         sender=fields.fixed_bytes(obj["sender"], KEY_BYTES, "bundle sender key"),
+        incarnation=fields.fixed_bytes(obj["incarnation"], INCARNATION_BYTES, "bundle sender incarnation"),
         created_at=created_at,
         heads=fields.heads(obj["heads"], "bundle heads"),
         recipients=tuple(keys),
@@ -508,13 +598,11 @@ def _header_from_wire(obj: Any, raw: bytes, ciphertext_length: int) -> tuple[Bun
         raw=raw,
         ciphertext_length=ciphertext_length,
     )
-    return header, wrapped
 
 
 def _content_from_wire(obj: Any, limits: Limits) -> BundleContent:
     fields.need(isinstance(obj, dict), "bundle payload is not a CBOR map")
-    fields.need(set(obj) - {"incarnation"} == PAYLOAD_FIELDS, f"bundle payload must have exactly the fields {sorted(PAYLOAD_FIELDS)}, and may have incarnation")
-    incarnation = fields.fixed_bytes(obj["incarnation"], INCARNATION_BYTES, "payload incarnation") if "incarnation" in obj else None
+    fields.need(set(obj) == PAYLOAD_FIELDS, f"bundle payload must have exactly the fields {sorted(PAYLOAD_FIELDS)}")
 
     directory = fields.doc_changes(obj["directory"], "payload directory")
     changes = fields.doc_changes(obj["changes"], "payload changes")
@@ -526,4 +614,4 @@ def _content_from_wire(obj: Any, limits: Limits) -> BundleContent:
     for peer, docs in acks_wire.items():
         fields.need(isinstance(peer, str) and _HEX_KEY.fullmatch(peer) is not None, "payload acks: a peer is not 64 lowercase hex digits")
         acks[bytes.fromhex(peer)] = fields.heads(docs, f"payload acks for {peer[:12]}")
-    return BundleContent(directory=directory, changes=changes, blobs=blobs, acks=acks, incarnation=incarnation)
+    return BundleContent(directory=directory, changes=changes, blobs=blobs, acks=acks)

@@ -3,17 +3,20 @@
 The edge between the node, the bundle codec (pure bytes) and the stick (files, in
 `sync.stick`). Export asks the node what each peer lacks (`Node.delta_for`), packs it in
 priority order into bundles no larger than a cap, and writes each atomically into the
-peer's outbox, superseding this node's older bundles there. Import opens everything
-addressed to this node, hands the content to the node's all-or-nothing verification path
-and records every decision: accepted bundles leave the stick, rejected ones go to the
-node's quarantine folder, bundles that only lack an earlier bundle wait for it."""
+stick's `bundles/` folder under a name that says nothing, superseding this node's older
+bundles for the same peers. Import tries every bundle on the stick (format 2 bundles do not
+say for whom they are: a node finds its own by opening them), hands the content to the
+node's all-or-nothing verification path and records every decision: accepted bundles for
+this node alone leave the stick, rejected ones go to the node's quarantine folder, bundles
+that only lack an earlier bundle wait for it."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from appliance import crypto, ids
@@ -29,14 +32,16 @@ from appliance.node import Node, wall_clock_ms
 from sync import stick
 from sync.bundle import (
     DEFAULT_CHUNK_SIZE,
+    ENVELOPE_MAX_BYTES,
     KEY_BYTES,
-    WRAPPED_KEY_BYTES,
+    STANZA_BYTES,
     BundleContent,
     BundleHeader,
     Limits,
+    addressed_to,
     build_bundle,
     open_bundle,
-    read_header,
+    read_envelope,
 )
 from sync.defaults import DEFAULT_MAX_BYTES, MiB
 from sync.errors import BundleRejected, NotAddressedToMe, StickError, SyncError, UnknownSender
@@ -72,7 +77,6 @@ class WrittenBundle:
     size: int
     changes: int
     blobs: int
-    bundle_id: str
 
 
 @dataclass(frozen=True)
@@ -167,10 +171,10 @@ async def export_bundles(
     clock: Clock = wall_clock_ms,
     rng: Random = crypto.random_bytes,
 ) -> ExportReport:
-    """Bundles with what each peer lacks: one series per peer in its outbox (default: every
-    enrolled peer), or with `broadcast` one series for all of them in the broadcast outbox
-    (public channels and the directory only: every recipient can open it). A revoked node
-    gets the directory only - its revocation, on which it wipes itself."""
+    """Bundles with what each peer lacks: one series per peer (default: every enrolled peer),
+    or with `broadcast` one series for all of them (public channels and the directory only:
+    every recipient can open it), all in the stick's bundles/ folder. A revoked node gets the
+    directory only - its revocation, on which it wipes itself."""
     if max_bytes < MIN_MAX_BYTES:
         raise InvalidInput(f"--max-bytes must be at least {MIN_MAX_BYTES} bytes")
     peers = [node.node_key_of(n) for n in for_nodes] if for_nodes else node.peers(revoked=not broadcast)
@@ -184,29 +188,30 @@ async def export_bundles(
     groups = [peers] if broadcast else [[p] for p in peers]
     written: list[WrittenBundle] = []
     superseded = 0
+    namer = _StickNames(node)
     for index, group in enumerate(groups):
-        outbox = stick.BROADCAST if broadcast else stick.outbox_name(ids.key_id(group[0]))
         label = "broadcast" if broadcast else ids.key_id(group[0])
         if progress:
             progress(Progress("export", index, len(groups), label))
         delta = await node.delta_for(group)
         names: list[str] = []
+        series = rng(_SERIES_BYTES)
         for part, content in enumerate(_split(delta, max_bytes, len(group))):
-            created_at = clock() + part  # parts sort, and import, in order
+            created_at = clock() + part
             data = await asyncio.to_thread(
                 build_bundle,
-                replace(content, incarnation=node.incarnation),
+                content,
                 sender_key=node.signing_key,
                 workspace=node.directory.workspace,
                 recipients=group,
                 heads=_header_heads(delta, content),
                 created_at=created_at,
+                incarnation=node.incarnation,
                 randomness=rng(32),
                 chunk_size=DEFAULT_CHUNK_SIZE,
             )
-            header = read_header(data)
-            name = stick.bundle_file_name(node.node_id, created_at, header.id)
-            path = await stick.write_bundle_file(root, outbox, name, data)
+            name = namer.name(series, part, group)
+            path = await stick.write_bundle_file(root, stick.BUNDLES, name, data)
             names.append(name)
             written.append(
                 WrittenBundle(
@@ -215,14 +220,40 @@ async def export_bundles(
                     size=len(data),
                     changes=sum(len(c) for _, c in content.directory + content.changes),
                     blobs=len(content.blobs),
-                    bundle_id=header.id.hex(),
                 )
             )
-        superseded += await stick.remove_own_older(root, outbox, node.node_id, names)
+        superseded += await stick.remove_own_older(root, stick.BUNDLES, lambda found, g=group: namer.is_own(found, g), names)
         await node.note_sent(group, [(digest, doc_id) for digest, doc_id, _ in delta.blobs], delta.heads)
     if progress:
         progress(Progress("export", len(groups), len(groups), "done"))
     return ExportReport(tuple(written), superseded)
+
+
+_SERIES_BYTES = 6
+_PART_BYTES = 2
+_TAG_BYTES = 8
+
+
+class _StickNames:
+    """Names for the bundles/ folder that say nothing to anyone but their writer: a random
+    series, the part number (so a series' parts sort, and import, in order) and a tag keyed by
+    a secret of this node over those and the recipients. The writer recognises, and
+    supersedes, its own earlier bundles for the same peers; to others the names are noise."""
+
+    def __init__(self, node: Node) -> None:
+        self._key = hashlib.blake2b(node.signing_key.encode(), digest_size=32, person=b"rp-stick-names").digest()
+
+    def name(self, series: bytes, part: int, group: Sequence[bytes]) -> str:
+        prefix = series + part.to_bytes(_PART_BYTES, "big")
+        return stick.anonymous_file_name(prefix + self._tag(prefix, group))
+
+    def is_own(self, name: str, group: Sequence[bytes]) -> bool:
+        raw = bytes.fromhex(name.removesuffix(stick.BUNDLE_SUFFIX))
+        prefix = raw[: _SERIES_BYTES + _PART_BYTES]
+        return hmac.compare_digest(raw[len(prefix) :], self._tag(prefix, group))
+
+    def _tag(self, prefix: bytes, group: Sequence[bytes]) -> bytes:
+        return hashlib.blake2b(prefix + b"".join(sorted(group)), digest_size=_TAG_BYTES, key=self._key).digest()
 
 
 def _header_heads(delta: Delta, content: BundleContent) -> dict[str, tuple[bytes, ...]]:
@@ -238,8 +269,9 @@ def _split(delta: Delta, max_bytes: int, recipients: int) -> list[BundleContent]
     """Packs the delta, in its priority order, into bundles of at most `max_bytes` (estimated
     conservatively). Always at least one bundle (it carries our heads, an acknowledgement,
     even when nothing else is new)."""
+    # Padding adds under 1/16 to a bundle of 32 KiB or more (MIN_MAX_BYTES is 64 KiB).
     try:
-        parts = pack_delta(delta, max_bytes - _fixed_overhead(delta, max_bytes, recipients))
+        parts = pack_delta(delta, (max_bytes - _fixed_overhead(delta, max_bytes, recipients)) * 15 // 16)
     except InvalidInput as exc:
         raise InvalidInput(f"{exc}; raise --max-bytes") from exc
     return [
@@ -320,9 +352,9 @@ def _one_signature_per_actor(changes: Sequence[SignedChange]) -> tuple[SignedCha
 def _fixed_overhead(delta: Delta, chunk_budget: int, recipients: int) -> int:
     """Header (recipients, heads), framing, signature and the stream's per-chunk cost."""
     heads = sum(len(d) + 8 + 33 * len(h) for d, h in list(delta.heads.items())[:MAX_HEADS_IN_HEADER])
-    wrapped_keys = recipients * (KEY_BYTES + WRAPPED_KEY_BYTES + 8)  # key, sealed content key, CBOR framing
+    stanzas = recipients * (STANZA_BYTES + KEY_BYTES + 3)  # a stanza, and the inner header's list of keys
     chunks = chunk_budget // DEFAULT_CHUNK_SIZE + 1
-    return 4096 + heads + wrapped_keys + 17 * chunks
+    return 4096 + heads + stanzas + 17 * chunks
 
 
 # --- import -----------------------------------------------------------------------------
@@ -336,12 +368,13 @@ async def import_bundles(
     progress: ProgressCallback | None = None,
     quarantine_quota: QuarantineQuota = QuarantineQuota(),
 ) -> ImportReport:
-    """Imports every bundle on the stick addressed to this node (its outbox and the
-    broadcast outbox), oldest first; bundles that lack an earlier one are retried after the
-    others. `preview` reports what would happen and changes nothing, on the node or the stick.
+    """Imports every bundle on the stick addressed to this node (any in bundles/, which do not
+    say for whom they are, and an earlier release's in this node's outbox and the broadcast
+    outbox), in name order; bundles that lack an earlier one are retried after the others.
+    `preview` reports what would happen and changes nothing, on the node or the stick.
     Rejected bundles are quarantined within `quarantine_quota`."""
     me = node.node_id
-    scan = await stick.scan(root, [stick.outbox_name(me), stick.BROADCAST], max_file_bytes=MAX_BUNDLE_FILE_BYTES)
+    scan = await stick.scan(root, [stick.BUNDLES, stick.outbox_name(me), stick.BROADCAST], max_file_bytes=MAX_BUNDLE_FILE_BYTES)
     outcomes: dict[str, FileOutcome] = {}
     queue = list(scan.files)
     total = len(queue)
@@ -375,36 +408,35 @@ async def import_bundles(
 async def _import_file(node: Node, file: stick.StickFile, preview: bool, quota: QuarantineQuota, *, last_try: bool, progress: ProgressCallback | None = None) -> FileOutcome | None:
     """The outcome of one file; None to try it again after the others (it may need a bundle
     that is still to come: an unknown sender's certificate, earlier changes)."""
-    mine = file.outbox != stick.BROADCAST
     try:
+        if not addressed_to(await stick.read_bundle_head(file, ENVELOPE_MAX_BYTES), node.signing_key):
+            return FileOutcome(file.name, NOT_FOR_ME, "none of its recipient stanzas opens with this node's key: it is for other nodes")
         data = await stick.read_bundle_file(file, max_file_bytes=MAX_BUNDLE_FILE_BYTES)
     except SyncError as exc:
         return FileOutcome(file.name, "Unreadable", str(exc))
     digest = hashlib.sha256(data).digest()
     seen = await node.bundle_decision(digest)
     if seen is not None and seen[0] != UnknownSender.__name__:  # the directory may know it by now
-        if mine and seen[0] in (ACCEPTED, DUPLICATE) and not preview:
+        if seen[0] in (ACCEPTED, DUPLICATE) and not preview and _mine_alone(file, data):
             await stick.remove_bundle_file(file)
         return FileOutcome(file.name, SEEN, f"already {'imported' if seen[0] in (ACCEPTED, DUPLICATE) else 'rejected: ' + seen[1]}")
-    header: BundleHeader | None = None
     try:
-        header = read_header(data, max_bundle_bytes=IMPORT_LIMITS.max_bundle_bytes)
         opened, content = await asyncio.to_thread(
             open_bundle, data, my_key=node.signing_key, sender_status=_sender_status(node), limits=_limits(node), workspace=node.directory.workspace
         )
     except NotAddressedToMe as exc:
-        return FileOutcome(file.name, NOT_FOR_ME, str(exc), sender=ids.key_id(header.sender) if header else None)
+        return FileOutcome(file.name, NOT_FOR_ME, str(exc))
     except UnknownSender as exc:
         if not last_try:
             return None  # a bundle still to come may carry its certificate
         if not preview:  # audited once; left on the stick for when the directory catches up
-            await node.record_rejection(digest, outcome=type(exc).__name__, reason=str(exc), sender=header.sender if header else None, bundle_id=header.id if header else None, created_at=header.created_at if header else None)
-        return FileOutcome(file.name, type(exc).__name__, str(exc), ids.key_id(header.sender) if header else None, header.id.hex() if header else None)
+            await node.record_rejection(digest, outcome=type(exc).__name__, reason=str(exc), sender=None, bundle_id=None, created_at=None)
+        return FileOutcome(file.name, type(exc).__name__, str(exc))
     except BundleRejected as exc:
-        return await _reject(node, file, data, digest, header, type(exc).__name__, str(exc), preview, quota)
-    if content.incarnation is not None:
+        return await _reject(node, file, data, digest, None, type(exc).__name__, str(exc), preview, quota)
+    if opened.incarnation is not None:  # None only in format 1, which predates incarnations
         try:
-            await node.check_peer_incarnation(opened.sender, content.incarnation, via="bundle", record=not preview)
+            await node.check_peer_incarnation(opened.sender, opened.incarnation, via="bundle", record=not preview)
         except IdentityConflict as exc:
             return await _reject(node, file, data, digest, opened, "IdentityConflict", str(exc), preview, quota)
     sender = ids.key_id(opened.sender)
@@ -424,7 +456,7 @@ async def _import_file(node: Node, file: stick.StickFile, preview: bool, quota: 
         return FileOutcome(file.name, WAITING, f"{exc}; import the earlier bundles from {sender} first", sender, opened.id.hex())
     except ChangeRejected as exc:
         return await _reject(node, file, data, digest, opened, "ChangeRejected", str(exc), preview, quota)
-    if mine and not preview:
+    if not preview and _mine_alone(file, data):
         await stick.remove_bundle_file(file)
     outcome = ACCEPTED if summary.changes or summary.blobs else DUPLICATE
     return FileOutcome(file.name, outcome, "", sender, opened.id.hex(), summary)
@@ -434,8 +466,9 @@ async def _reject(
     node: Node, file: stick.StickFile, data: bytes, digest: bytes, header: BundleHeader | None, outcome: str, reason: str, preview: bool, quota: QuarantineQuota
 ) -> FileOutcome:
     """Quarantines the bundle in the node's home and records the decision (audited once);
-    the stick keeps broadcast bundles (other nodes judge them for themselves), and a bundle that
-    could not be quarantined: a failure to keep a copy must not stop the bundles beside it."""
+    the stick keeps bundles for other nodes too (they judge them for themselves), and a bundle
+    that could not be quarantined: a failure to keep a copy must not stop the bundles beside it.
+    `header` is None when the bundle did not open: who sent it is then not known."""
     sender = ids.key_id(header.sender) if header else None
     bundle_id = header.id.hex() if header else None
     if preview:
@@ -454,7 +487,7 @@ async def _reject(
         created_at=header.created_at if header else None,
         quarantine={"kept": kept.path.name if kept.path else None, "dropped": [d.as_json() for d in kept.dropped], "problem": problem},
     )
-    if file.outbox != stick.BROADCAST and problem is None:
+    if problem is None and _mine_alone(file, data):
         await stick.remove_bundle_file(file)
     return FileOutcome(file.name, outcome, reason, sender, bundle_id, quarantined=kept.path, quarantine_dropped=kept.dropped, quarantine_problem=problem)
 
@@ -472,6 +505,19 @@ def _changes_progress(progress: ProgressCallback | None, content: BundleContent,
         progress(Progress(phase, done[phase], total, label))
 
     return advance
+
+
+def _mine_alone(file: stick.StickFile, data: bytes) -> bool:
+    """Whether a file that this node decided on may leave the stick: nobody else needs it.
+    In bundles/, a bundle with one recipient stanza (a rejected one whose stanzas cannot be
+    read stays: it may be for others); in an earlier release's outboxes, one in this node's
+    own (not broadcast)."""
+    if file.outbox != stick.BUNDLES:
+        return file.outbox != stick.BROADCAST
+    try:
+        return read_envelope(data, max_bundle_bytes=IMPORT_LIMITS.max_bundle_bytes).stanzas == 1
+    except BundleRejected:
+        return False
 
 
 def _sender_status(node: Node) -> Callable[[bytes], str]:

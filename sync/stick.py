@@ -3,8 +3,11 @@ it as hostile ground, and writing bundles so that a pulled stick never holds hal
 docs/bundle-format.md ("Stick layout") specifies the layout:
 
     <root>/rallypoint/FORMAT          "rallypoint-stick/1\\n"
-    <root>/rallypoint/to-<NODEID>/    bundles addressed to that node only
-    <root>/rallypoint/broadcast/      bundles addressed to several nodes
+    <root>/rallypoint/bundles/        every bundle this release writes, under names that say
+                                      nothing (each node tries them all: format 2 bundles
+                                      name neither sender nor recipients)
+    <root>/rallypoint/to-<NODEID>/    bundles an earlier release addressed to that node only
+    <root>/rallypoint/broadcast/      bundles an earlier release addressed to several nodes
 
 Anyone may have prepared a stick. Below the folder the user names (`root`), nothing is ever
 followed: each folder is opened relative to its parent's descriptor with O_NOFOLLOW, so a link
@@ -25,7 +28,7 @@ import re
 import secrets
 import stat
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +44,7 @@ from sync.quarantine import DroppedFile, KeptFile, Quarantined, QuarantineQuota
 
 STICK_DIR = "rallypoint"
 BROADCAST = "broadcast"
+BUNDLES = "bundles"
 FORMAT_FILE = "FORMAT"
 FORMAT_LINE = "rallypoint-stick/1"
 OUTBOX_PREFIX = "to-"
@@ -60,6 +64,7 @@ _MAX_QUARANTINE_COPIES = 10_000
 _NODE_ID = r"[A-Z2-7]{7}-[A-Z2-7]{7}-[A-Z2-7]{7}"  # appliance.ids.key_id: 21 base32 characters in groups of 7
 _NODE_ID_PATTERN = re.compile(_NODE_ID)
 _BUNDLE_FILE_NAME = re.compile(rf"(?P<sender>{_NODE_ID})-(?P<created_at>[0-9]{{13,19}})-(?P<bundle_id>[0-9a-f]{{32}})\.rpb")
+_ANONYMOUS_NAME = re.compile(r"[0-9a-f]{32}\.rpb")  # in bundles/: 16 bytes that name no one, in hex
 _QUARANTINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -136,6 +141,22 @@ def bundle_file_name(sender_id: str, created_at_ms: int, bundle_id: bytes) -> st
     return f"{sender_id}-{created_at_ms:013d}-{bundle_id.hex()}{BUNDLE_SUFFIX}"
 
 
+def anonymous_file_name(name_bytes: bytes) -> str:
+    """A file name in bundles/: 16 bytes (the writer's choice; they must say nothing about
+    sender or recipients) as 32 lowercase hex digits, then `.rpb`."""
+    if len(name_bytes) != 16:
+        raise ValueError(f"an anonymous bundle name is 16 bytes, not {len(name_bytes)}")
+    return name_bytes.hex() + BUNDLE_SUFFIX
+
+
+def is_bundle_file_name(outbox: str, name: str) -> bool:
+    """Whether `name` is a bundle file's name in `outbox` (anonymous in bundles/, the earlier
+    `<SENDERID>-<MS>-<ID>.rpb` elsewhere)."""
+    if outbox == BUNDLES:
+        return _ANONYMOUS_NAME.fullmatch(name) is not None
+    return parse_bundle_file_name(name) is not None
+
+
 def parse_bundle_file_name(name: str) -> BundleFileName | None:
     """The parts of a bundle file name, or None for any other name (including a node id whose
     check character fails)."""
@@ -160,6 +181,12 @@ async def read_bundle_file(file: StickFile, *, max_file_bytes: int) -> bytes:
     return await asyncio.to_thread(_read_blocking, file, max_file_bytes)
 
 
+async def read_bundle_head(file: StickFile, size: int) -> bytes:
+    """The first `size` bytes of a file `scan` found (all of it if shorter), refusing it if it
+    is no longer a regular file: enough to tell whether a bundle is for this node."""
+    return await asyncio.to_thread(_read_head_blocking, file, size)
+
+
 async def write_bundle_file(root: Path, outbox: str, name: str, data: bytes) -> Path:
     """Writes a bundle into `outbox` atomically, creating rallypoint/, FORMAT and the outbox if
     missing; returns the file's path."""
@@ -179,10 +206,10 @@ async def quarantine_file(data: bytes, quarantine_dir: Path, name: str, reason: 
     return await asyncio.to_thread(_quarantine_blocking, data, Path(quarantine_dir), name, reason, quota)
 
 
-async def remove_own_older(root: Path, outbox: str, sender_id: str, keep: Collection[str]) -> int:
-    """Deletes `sender_id`'s bundle files in `outbox` other than those named in `keep` (an exporter
-    superseding its earlier bundles); returns how many. Never touches other senders' files."""
-    return await asyncio.to_thread(_remove_own_older_blocking, Path(root), outbox, sender_id, keep)
+async def remove_own_older(root: Path, outbox: str, is_own: Callable[[str], bool], keep: Collection[str]) -> int:
+    """Deletes the bundle files in `outbox` whose names `is_own` claims, other than those named
+    in `keep` (an exporter superseding its earlier bundles); returns how many."""
+    return await asyncio.to_thread(_remove_own_older_blocking, Path(root), outbox, is_own, keep)
 
 
 # --- scanning ---------------------------------------------------------------------------------
@@ -274,8 +301,8 @@ def _examine(entry: os.DirEntry[str], outbox: str, outbox_path: Path, max_file_b
         return f"cannot be examined: {exc.strerror}"
     if not stat.S_ISREG(info.st_mode):
         return str(_WrongKind(name, info.st_mode, "a regular file"))
-    if parse_bundle_file_name(name) is None:
-        return "name is not a bundle file name (<SENDERID>-<MILLISECONDS>-<BUNDLE ID>.rpb)"
+    if not is_bundle_file_name(outbox, name):
+        return "name is not a bundle file name (" + ("32 hex digits" if outbox == BUNDLES else "<SENDERID>-<MILLISECONDS>-<BUNDLE ID>") + ".rpb)"
     if info.st_size > max_file_bytes:
         return f"is {info.st_size:,} bytes, over the limit of {max_file_bytes:,}"
     return StickFile(outbox_path / name, name, outbox, info.st_size)
@@ -319,6 +346,25 @@ def _read_blocking(file: StickFile, max_file_bytes: int) -> bytes:
         raise _stick_error(exc, f"cannot read {shown}") from exc
 
 
+def _read_head_blocking(file: StickFile, size: int) -> bytes:
+    root = _root_of(file)
+    shown = _shown(file.path)
+    try:
+        with _owned(_open_outbox(root, file.outbox)) as outbox_fd:
+            fd, _ = _open_regular(file.name, outbox_fd)
+            with _owned(fd):
+                chunks: list[bytes] = []
+                total = 0
+                while total < size and (chunk := os.read(fd, size - total)):
+                    chunks.append(chunk)
+                    total += len(chunk)
+                return b"".join(chunks)
+    except _WrongKind as exc:
+        raise StickError(f"cannot read {shown}: {exc.name} {exc} (it changed since the scan)") from exc
+    except OSError as exc:
+        raise _stick_error(exc, f"cannot read {shown}") from exc
+
+
 def _remove_blocking(file: StickFile) -> None:
     root = _root_of(file)
     try:
@@ -332,17 +378,14 @@ def _remove_blocking(file: StickFile) -> None:
         raise _stick_error(exc, f"cannot remove {_shown(file.path)}") from exc
 
 
-def _remove_own_older_blocking(root: Path, outbox: str, sender_id: str, keep: Collection[str]) -> int:
+def _remove_own_older_blocking(root: Path, outbox: str, is_own: Callable[[str], bool], keep: Collection[str]) -> int:
     _check_outbox(outbox)
-    if not _is_node_id(sender_id):
-        raise ValueError(f"not a node id: {sender_id!r}")
     outbox_path = root / STICK_DIR / outbox
     removed = 0
     try:
         with _owned(_open_outbox(root, outbox)) as outbox_fd, os.scandir(outbox_fd) as entries:
             for entry in itertools.islice(entries, MAX_ENTRIES):
-                parsed = parse_bundle_file_name(entry.name)
-                if parsed is None or parsed.sender_id != sender_id or entry.name in keep or not entry.is_file(follow_symlinks=False):
+                if not is_bundle_file_name(outbox, entry.name) or not is_own(entry.name) or entry.name in keep or not entry.is_file(follow_symlinks=False):
                     continue
                 try:
                     os.unlink(entry.name, dir_fd=outbox_fd)
@@ -363,7 +406,7 @@ def _remove_own_older_blocking(root: Path, outbox: str, sender_id: str, keep: Co
 
 def _write_blocking(root: Path, outbox: str, name: str, data: bytes) -> Path:
     _check_outbox(outbox)
-    if parse_bundle_file_name(name) is None:
+    if not is_bundle_file_name(outbox, name):
         raise ValueError(f"not a bundle file name: {name!r}")
     stick_path = root / STICK_DIR
     final = stick_path / outbox / name
@@ -567,7 +610,7 @@ def _root_of(file: StickFile) -> Path:
         or outbox_path.name != file.outbox
         or outbox_path.parent.name != STICK_DIR
         or not _is_outbox(file.outbox)
-        or parse_bundle_file_name(file.name) is None
+        or not is_bundle_file_name(file.outbox, file.name)
     ):
         raise ValueError(f"not a bundle file in a stick's layout: {file.path}")
     return outbox_path.parent.parent
@@ -583,7 +626,7 @@ def _is_node_id(text: str) -> bool:
 
 
 def _is_outbox(name: str) -> bool:
-    return name == BROADCAST or (name.startswith(OUTBOX_PREFIX) and _is_node_id(name.removeprefix(OUTBOX_PREFIX)))
+    return name in (BROADCAST, BUNDLES) or (name.startswith(OUTBOX_PREFIX) and _is_node_id(name.removeprefix(OUTBOX_PREFIX)))
 
 
 def _check_outbox(name: str) -> None:

@@ -1,11 +1,13 @@
-"""Builds every bundle test vector in tests/vectors/ from fixed keys, randomness and time.
+"""Builds every bundle test vector in tests/vectors/ from fixed keys, randomness and time:
+format 2 at the top, format 1 (what the previous release wrote, still read) in v1/.
 
     python -m tests.make_vectors           # check: exit 1 if a committed file differs
-    python -m tests.make_vectors --write   # regenerate tests/vectors/*.bundle and manifest.json
+    python -m tests.make_vectors --write   # regenerate tests/vectors/**/*.bundle and the manifests
 
-Good vectors come from `build_bundle`; bad ones are good ones altered byte by byte, or (where
-the point is a check deeper than the signature) altered and signed again with the sender's key,
-so a reader must get past the signature to find the fault. tests/vectors/README.md explains."""
+Good vectors come from the builders; bad ones are good ones altered byte by byte, or (where
+the point is a check deeper than the signature, or behind the encryption) altered and
+encrypted or signed again with the keys it takes, so a reader must get that far to find the
+fault. tests/vectors/README.md explains."""
 
 from __future__ import annotations
 
@@ -21,13 +23,14 @@ import cbor2
 import nacl.signing
 from automerge._automerge import ROOT, Document, ScalarType
 
-from appliance import cbor
+from appliance import cbor, crypto
 from appliance.changes import SignedChange, parse_change, sign_change
-from sync import bundle
+from sync import bundle, bundle_v1
 from sync.bundle import BundleContent, BundleHeader
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 MANIFEST = "manifest.json"
+V1 = "v1"  # the folder of format 1 vectors
 
 
 def _key(n: int) -> nacl.signing.SigningKey:
@@ -44,6 +47,7 @@ AUTHOR = _key(8)  # the user who wrote the channel changes
 ADMIN = _key(9)  # the user who wrote the directory change
 OTHER_WORKSPACE = bytes(_key(10).verify_key)
 CREATED_AT = 1_767_225_600_000  # 2026-01-01T00:00:00Z in milliseconds
+INCARNATION = bytes(range(0xA0, 0xB0))  # the sender's, in every format 2 vector
 
 CHANNEL = "c0ffee00c0ffee00"
 HEAD_DOC = f"{CHANNEL}/head"
@@ -89,7 +93,7 @@ def build(
     heads: Mapping[str, Sequence[bytes]] | None = None,
     chunk_size: int = bundle.DEFAULT_CHUNK_SIZE,
 ) -> bytes:
-    return bundle.build_bundle(
+    return bundle_v1.build_bundle(
         content,
         sender_key=sender,
         workspace=workspace,
@@ -102,8 +106,8 @@ def build(
 
 
 def seal_raw(name: str, plaintext: bytes, recipients: list[str], **kwargs: Any) -> bytes:
-    """A bundle around an arbitrary (possibly invalid) payload, properly encrypted and signed."""
-    return bundle._seal_plaintext(
+    """A format 1 bundle around an arbitrary (possibly invalid) payload, properly encrypted and signed."""
+    return bundle_v1.seal_plaintext(
         plaintext,
         sender_key=SENDER,
         workspace=WORKSPACE,
@@ -126,7 +130,7 @@ def split(data: bytes) -> tuple[bytes, bytes, bytes]:
 
 
 def resign(header: bytes, ciphertext: bytes, key: nacl.signing.SigningKey = SENDER) -> bytes:
-    return bundle._frame(header, ciphertext, bundle._sign(key, header, ciphertext))
+    return bundle_v1.frame(header, ciphertext, bundle_v1.sign(key, header, ciphertext))
 
 
 def chunks(ciphertext: bytes, chunk_size: int) -> tuple[bytes, list[bytes]]:
@@ -165,19 +169,16 @@ Entry = dict[str, Any]
 
 
 def build_vectors() -> dict[str, bytes]:
-    """Every file of tests/vectors/ except README.md: `NAME.bundle` and `manifest.json`."""
+    """Every file of tests/vectors/ except README.md, by its path in that folder."""
+    return build_v2_vectors() | {f"{V1}/{name}": data for name, data in build_v1_vectors().items()}
+
+
+def build_v1_vectors() -> dict[str, bytes]:
+    """Format 1: `NAME.bundle` and `manifest.json` of tests/vectors/v1/."""
     files: dict[str, bytes] = {}
     manifest: dict[str, Entry] = {}
 
-    def add(name: str, data: bytes, description: str, expected: str, *, open_as: str = "A", status: str = "trusted", limits: dict[str, int] | None = None, contains: Callable[[], str] | None = None) -> None:
-        entry: Entry = {"description": description, "open_as": open_as, "sender_status": status, "expected": expected}
-        if limits:
-            entry["limits"] = limits
-        if expected == "ok":
-            header, content = bundle.open_bundle(data, my_key=IDENTITIES[open_as], sender_status=lambda _k: status, workspace=WORKSPACE)
-            entry["contains"] = summarize(header, content)
-        files[f"{name}.bundle"] = data
-        manifest[name] = entry
+    add = _adder(files, manifest)
 
     segment = automerge_changes(AUTHOR, SEGMENT_DOC, ["hello", "hello, world"])
     small = BundleContent(changes=((SEGMENT_DOC, segment),))
@@ -224,7 +225,6 @@ def build_vectors() -> dict[str, bytes]:
     tags = [bundle.TAG_MESSAGE, bundle.TAG_FINAL, bundle.TAG_MESSAGE, bundle.TAG_FINAL]
     add("data_after_final", seal_raw("data_after_final", plaintext, ["A"], chunk_size=1024, stream_tags=tags),
         "a properly signed stream whose second of four chunks carries TAG_FINAL", "Tampered")
-    add("unsupported_version", base[:8] + b"\x02" + base[9:], "format version byte 2", "UnsupportedVersion")
     add("bad_magic", b"\x89RPBNDX\n" + base[8:], "the magic's seventh byte changed", "Malformed")
     add("trailing_garbage", base + b"\x00" * 7, "seven zero bytes after the signature", "Malformed")
     add("oversized_header_length", base[:9] + b"\xff\xff\xff\xff" + base[13:], "header length field 0xFFFFFFFF (over 256 KiB)", "TooLarge")
@@ -270,15 +270,177 @@ def build_vectors() -> dict[str, bytes]:
     return files
 
 
+def _adder(files: dict[str, bytes], manifest: dict[str, Entry]) -> Callable[..., None]:
+    def add(name: str, data: bytes, description: str, expected: str, *, open_as: str = "A", status: str = "trusted", limits: dict[str, int] | None = None) -> None:
+        entry: Entry = {"description": description, "open_as": open_as, "sender_status": status, "expected": expected}
+        if limits:
+            entry["limits"] = limits
+        if expected == "ok":
+            header, content = bundle.open_bundle(data, my_key=IDENTITIES[open_as], sender_status=lambda _k: status, workspace=WORKSPACE)
+            entry["contains"] = summarize(header, content)
+        files[f"{name}.bundle"] = data
+        manifest[name] = entry
+
+    return add
+
+
+# --- format 2 ----------------------------------------------------------------------------------
+
+Inner = Callable[[bytes, bytes, bytes, bytes], bytes]
+
+
+def build2(name: str, content: BundleContent, recipients: list[str], *, sender: nacl.signing.SigningKey = SENDER, workspace: bytes = WORKSPACE,
+           heads: Mapping[str, Sequence[bytes]] | None = None, chunk_size: int = bundle.DEFAULT_CHUNK_SIZE) -> bytes:  # fmt: skip
+    return bundle.build_bundle(
+        content, sender_key=sender, workspace=workspace, recipients=[pk(IDENTITIES[r]) for r in recipients], heads=heads or {},
+        created_at=CREATED_AT, incarnation=INCARNATION, randomness=randomness(name), chunk_size=chunk_size,
+    )  # fmt: skip
+
+
+def seal2(name: str, payload: bytes, recipients: list[str], *, chunk_size: int = bundle.DEFAULT_CHUNK_SIZE, stream_tags: list[int] | None = None, inner: Inner | None = None) -> bytes:
+    """A format 2 bundle around an arbitrary payload; `inner` rewrites the plaintext (see
+    `bundle._seal_plaintext`)."""
+    return bundle._seal_plaintext(
+        payload, sender_key=SENDER, workspace=WORKSPACE, recipients=[pk(IDENTITIES[r]) for r in recipients], heads={},
+        created_at=CREATED_AT, incarnation=INCARNATION, randomness=randomness(name), chunk_size=chunk_size, stream_tags=stream_tags, inner=inner,
+    )  # fmt: skip
+
+
+def resigned_header(edit: Callable[[dict[str, Any]], bytes]) -> Inner:
+    """An `inner` that replaces the inner header by `edit(fields)` and signs it again with the
+    sender's key, so only the checks behind the signature can find the fault."""
+
+    def inner(envelope: bytes, header_raw: bytes, payload: bytes, _signature: bytes) -> bytes:
+        new_raw = edit(cbor.decode(header_raw, "vector"))
+        return bundle._inner_plaintext(envelope, new_raw, payload, crypto.sign(SENDER, bundle._signed_message(envelope, new_raw, payload)))
+
+    return inner
+
+
+def opened_inner(data: bytes, reader: str) -> tuple[bytes, bytes, bytes]:
+    """(inner header bytes, payload, signature) of a format 2 bundle, as `reader` decrypts it."""
+    view = memoryview(data)
+    parsed = bundle._parse(view, bundle.DEFAULT_MAX_BUNDLE_BYTES)
+    key = next(k for s in parsed.stanzas if (k := bundle._unwrap_key(s, IDENTITIES[reader])) is not None)
+    plaintext = bundle._decrypt_stream(view[parsed.ciphertext_start :], key, parsed.envelope.chunk_size, crypto.sha256(parsed.raw_envelope), 2**32)
+    header_raw, payload, signature = bundle._split_inner(plaintext)
+    return header_raw, bytes(payload), signature
+
+
+def build_v2_vectors() -> dict[str, bytes]:
+    """Format 2: `NAME.bundle` and `manifest.json` of tests/vectors/."""
+    files: dict[str, bytes] = {}
+    manifest: dict[str, Entry] = {}
+    add = _adder(files, manifest)
+
+    segment = automerge_changes(AUTHOR, SEGMENT_DOC, ["hello", "hello, world"])
+    small = BundleContent(changes=((SEGMENT_DOC, segment),))
+    small_heads = {SEGMENT_DOC: [last_hash(segment)]}
+    add("ok_small", build2("ok_small", small, ["A"], heads=small_heads), "two signed Automerge changes in one channel segment, for A", "ok")
+    directory = automerge_changes(ADMIN, "directory", ["certificate for node B"])
+    head = automerge_changes(AUTHOR, HEAD_DOC, ["general"])
+    unsigned_first = automerge_changes(AUTHOR, SEGMENT_DOC, ["one", "two"], sign_all=False)
+    multi = BundleContent(
+        directory=(("directory", directory),),
+        changes=((HEAD_DOC, head), (SEGMENT_DOC, unsigned_first)),
+        acks={pk(IDENTITIES["A"]): {SEGMENT_DOC: (last_hash(segment),)}},
+    )
+    multi_heads = {"directory": [last_hash(directory)], HEAD_DOC: [last_hash(head)], SEGMENT_DOC: [last_hash(unsigned_first)]}
+    ok_multi = build2("ok_multi_recipient", multi, ["A", "B"], heads=multi_heads)
+    add("ok_multi_recipient", ok_multi,
+        "directory update first, two channel documents (the first change unsigned, vouched for by the second), acks for A; for A and B, opened by B", "ok", open_as="B")
+    blob_data = bytes((i * 7 + 3) % 251 for i in range(3000))
+    with_blob = BundleContent(changes=((SEGMENT_DOC, segment),), blobs=((hashlib.sha256(blob_data).digest(), blob_data),))
+    base = build2("ok_with_blob", with_blob, ["A"], heads=small_heads, chunk_size=1024)
+    add("ok_with_blob", base, "one change and a 3000-byte blob, chunk size 1024 so the stream has 4 chunks, for A", "ok")
+    add("ok_empty", build2("ok_empty", BundleContent(), ["A"]), "no content and no heads (a bare acknowledgement), for A", "ok")
+
+    # The clear framing (base: ok_with_blob, one stanza, 4 chunks of 1024).
+    start = bundle.PREFIX_BYTES + bundle.STANZA_BYTES + bundle.LENGTH_BYTES
+    ciphertext = base[start:]
+    stream_header, pieces = chunks(ciphertext, 1024)
+    assert len(pieces) == 4
+    add("bad_magic", b"\x89RPBNDX\n" + base[8:], "the magic's seventh byte changed", "Malformed")
+    add("unsupported_version", base[:8] + b"\x03" + base[9:], "format version byte 3", "UnsupportedVersion")
+    add("bad_chunk_size", base[:9] + (512).to_bytes(4, "big") + base[13:], "chunk size field 512 (under 1024)", "Malformed")
+    add("no_stanzas", base[:13] + b"\x00\x00" + base[15:], "stanza count 0", "Malformed")
+    add("too_many_stanzas", base[:13] + (bundle.MAX_RECIPIENTS + 1).to_bytes(2, "big") + base[15:], "stanza count 1025 (over 1024)", "TooLarge")
+    add("trailing_garbage", base + b"\x00" * 7, "seven zero bytes after the ciphertext", "Malformed")
+    add("oversized_ciphertext_length", base[: start - 8] + (2**40).to_bytes(8, "big") + base[start:],
+        "ciphertext length field 2^40 (over the 2 GiB default limit)", "TooLarge")
+    add("truncated_mid_chunk", base[: start + len(stream_header) + len(pieces[0]) + len(pieces[1]) // 2], "the file cut in the middle of the second chunk", "Truncated")
+    add("truncated_at_chunk_boundary", base[: len(base) - len(pieces[-1])], "the file cut exactly before the final chunk", "Truncated")
+
+    # Stanzas: who may open it.
+    add("tampered_stanza", flip(base, bundle.PREFIX_BYTES + 40), "one byte of A's only stanza flipped: it no longer opens for A (nor for anyone)", "NotAddressedToMe")
+    add("not_addressed", build2("not_addressed", small, ["A", "B"], heads=small_heads), "an intact bundle for A and B, opened by C", "NotAddressedToMe", open_as="C")
+    ab_header, _, ab_signature = opened_inner(ok_multi, "B")
+    readdressed = bundle._seal_plaintext(
+        cbor.encode(bundle._content_to_wire(multi)), sender_key=SENDER, workspace=WORKSPACE, recipients=[pk(IDENTITIES[r]) for r in ("A", "B", "C")],
+        heads=multi_heads, created_at=CREATED_AT, incarnation=INCARNATION, randomness=randomness("readdressed"),
+        chunk_size=bundle.DEFAULT_CHUNK_SIZE, inner=lambda envelope, _h, payload, _s: bundle._inner_plaintext(envelope, ab_header, payload, ab_signature),
+    )  # fmt: skip
+    add("readdressed_by_recipient", readdressed,
+        "B, a recipient, re-encrypted ok_multi_recipient's inner header, payload and signature with a stanza for C added: the signature covers the stanzas", "Tampered", open_as="C")
+
+    # The stream (one stanza for A; no outer signature: the stream's own authentication decides).
+    add("tampered_ciphertext", flip(base, start + len(ciphertext) // 2), "one ciphertext byte flipped", "Tampered")
+    add("reordered_chunks", base[:start] + stream_header + pieces[0] + pieces[2] + pieces[1] + pieces[3], "chunks 2 and 3 swapped", "Tampered")
+    dropped = stream_header + b"".join(pieces[:-1])
+    add("truncated_stream", base[: start - 8] + len(dropped).to_bytes(8, "big") + dropped,
+        "final chunk removed and the length fixed: the stream ends without TAG_FINAL", "Truncated")
+    blob_payload = cbor.encode(bundle._content_to_wire(with_blob))
+    tags = [bundle.TAG_MESSAGE, bundle.TAG_FINAL, bundle.TAG_MESSAGE, bundle.TAG_FINAL]
+    add("data_after_final", seal2("data_after_final", blob_payload, ["A"], chunk_size=1024, stream_tags=tags),
+        "a properly encrypted stream whose second of four chunks carries TAG_FINAL", "Tampered")
+
+    # Behind the encryption: the inner header and the signature.
+    _, _, other_signature = opened_inner(files["ok_small.bundle"], "A")
+    add("swapped_signature", seal2("swapped_signature", blob_payload, ["A"], inner=lambda e, h, p, _s: bundle._inner_plaintext(e, h, p, other_signature)),
+        "the signature of ok_small in place of this bundle's own", "Tampered")
+    add("tampered_inner_header", seal2("tampered_inner_header", blob_payload, ["A"], inner=lambda e, h, p, s: bundle._inner_plaintext(e, h.replace(CREATED_AT.to_bytes(8, "big"), (CREATED_AT + 1).to_bytes(8, "big")), p, s)),
+        "created_at changed by one millisecond inside the encryption (as a recipient could), not signed again", "Tampered")
+    add("noncanonical_header", seal2("noncanonical_header", blob_payload, ["A"], inner=resigned_header(lambda f: cbor.encode(f).replace(b"\x61v\x02", b"\x61v\x18\x02"))),
+        "the inner header's v written as a 1-byte-argument integer, signed again by the sender", "Malformed")
+    add("header_unknown_field", seal2("header_unknown_field", blob_payload, ["A"], inner=resigned_header(lambda f: cbor.encode(dict(f, x=1)))),
+        "inner header with an extra field \"x\", signed again by the sender", "Malformed")
+    add("recipients_mismatch", seal2("recipients_mismatch", blob_payload, ["A"], inner=resigned_header(lambda f: cbor.encode(dict(f, recipients=sorted([pk(IDENTITIES["A"]), pk(IDENTITIES["B"])]))))),
+        "the inner header lists A and B, the bundle has one stanza (A's); signed again by the sender", "Malformed")
+    add("bad_padding", seal2("bad_padding", blob_payload, ["A"], inner=lambda e, h, p, s: bundle._inner_plaintext(e, h, p, s)[:-1] + b"\x01"),
+        "the last padding byte is 1, not 0", "Malformed")
+
+    # Who sent it.
+    add("unknown_sender", build2("unknown_sender", small, ["A"], sender=STRANGER), "signed by a node the directory does not know", "UnknownSender", status="unknown")
+    add("revoked_sender", build2("revoked_sender", small, ["A"], sender=REVOKED), "signed by a node whose certificate is revoked", "RevokedSender", status="revoked")
+    add("other_workspace", build2("other_workspace", small, ["A"], workspace=OTHER_WORKSPACE),
+        "an intact bundle for another workspace (readers pass their workspace key)", "UnknownSender")
+
+    # Payload: limits and shape (properly encrypted and signed).
+    add("payload_over_limit", build2("payload_over_limit", with_blob, ["A"], chunk_size=1024),
+        "a bundle whose decrypted stream exceeds max_plaintext_bytes 2048", "TooLarge", limits={"max_plaintext_bytes": 2048})
+    add("blob_over_limit", build2("blob_over_limit", with_blob, ["A"]), "a 3000-byte blob opened with max_blob_bytes 2048", "TooLarge", limits={"max_blob_bytes": 2048})
+    add("items_over_limit", build2("items_over_limit", small, ["A"]), f"a payload of {count_items(cbor.encode(bundle._content_to_wire(small)))} CBOR items opened with max_items 10", "TooLarge", limits={"max_items": 10})
+    wrong_hash = cbor.encode({"directory": [], "changes": [], "blobs": [[hashlib.sha256(b"other").digest(), blob_data]], "acks": {}})
+    add("blob_hash_mismatch", seal2("blob_hash_mismatch", wrong_hash, ["A"]), "a blob whose data does not hash to its key", "Malformed")
+    add("payload_missing_field", seal2("payload_missing_field", cbor.encode({"directory": [], "changes": [], "blobs": []}), ["A"]), "a payload map without \"acks\"", "Malformed")
+    stringref = cbor2.dumps({"acks": {}, "blobs": [], "changes": [], "directory": cbor2.CBORTag(256, [])}, canonical=True)
+    add("payload_cbor_tag", seal2("payload_cbor_tag", stringref, ["A"]), "a payload holding a CBOR tag (256, string references)", "Malformed")
+    noncanonical = b"\xa4" + b"\x69directory\x80" + b"\x67changes\x80" + b"\x65blobs\x80" + b"\x64acks\xa0"
+    add("payload_noncanonical", seal2("payload_noncanonical", noncanonical, ["A"]), "a payload map with its keys out of canonical order", "Malformed")
+
+    files[MANIFEST] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    return files
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write", action="store_true", help="write the vectors into tests/vectors/")
     args = parser.parse_args(argv)
     files = build_vectors()
     if args.write:
-        VECTORS.mkdir(exist_ok=True)
-        for stale in VECTORS.glob("*.bundle"):
-            if stale.name not in files:
+        (VECTORS / V1).mkdir(parents=True, exist_ok=True)
+        for stale in VECTORS.glob("**/*.bundle"):
+            if stale.relative_to(VECTORS).as_posix() not in files:
                 stale.unlink()
         for name, data in files.items():
             (VECTORS / name).write_bytes(data)

@@ -1,5 +1,6 @@
-"""The bundle codec (sync/bundle.py, docs/bundle-format.md): committed vectors, round trips,
-mutation and truncation of real bundles, hostile payloads, and bounded memory."""
+"""The bundle codec (sync/bundle.py, sync/bundle_v1.py, docs/bundle-format.md): committed
+vectors of both formats, round trips, what a file shows without a key, mutation and truncation
+of real bundles, hostile headers and payloads, and bounded memory."""
 
 from __future__ import annotations
 
@@ -19,11 +20,13 @@ from hypothesis import strategies as st
 
 from appliance import cbor
 from appliance.changes import SignedChange, verify_batch
-from sync import bundle, errors
-from sync.bundle import BundleContent, Limits, build_bundle, open_bundle, read_header
+from sync import bundle, bundle_v1, errors
+from sync.bundle import BundleContent, Limits, addressed_to, build_bundle, open_bundle, read_envelope
 from tests import make_vectors as mv
 
-MANIFEST: dict[str, dict[str, Any]] = json.loads((mv.VECTORS / "manifest.json").read_text())
+MANIFEST: dict[str, dict[str, Any]] = json.loads((mv.VECTORS / mv.MANIFEST).read_text()) | {
+    f"{mv.V1}/{name}": entry for name, entry in json.loads((mv.VECTORS / mv.V1 / mv.MANIFEST).read_text()).items()
+}
 POOL = [nacl.signing.SigningKey(bytes([40 + i]) * 32) for i in range(5)]
 SENDER = mv.SENDER
 EMPTY = BundleContent()
@@ -46,6 +49,7 @@ def make(content: BundleContent = EMPTY, recipients: list[nacl.signing.SigningKe
         "recipients": [pk(k) for k in (recipients if recipients is not None else [POOL[0]])],
         "heads": {},
         "created_at": mv.CREATED_AT,
+        "incarnation": mv.INCARNATION,
         "randomness": bytes(range(32)),
     }
     if "recipient_keys" in kwargs:
@@ -54,10 +58,10 @@ def make(content: BundleContent = EMPTY, recipients: list[nacl.signing.SigningKe
     return build_bundle(content, **args)
 
 
-def seal_raw(plaintext: bytes, recipient: nacl.signing.SigningKey = POOL[0], chunk_size: int = 65536) -> bytes:
+def seal_raw(plaintext: bytes, recipient: nacl.signing.SigningKey = POOL[0], chunk_size: int = 65536, inner: mv.Inner | None = None) -> bytes:
     return bundle._seal_plaintext(
         plaintext, sender_key=SENDER, workspace=mv.WORKSPACE, recipients=[pk(recipient)], heads={},
-        created_at=mv.CREATED_AT, randomness=bytes(32), chunk_size=chunk_size,
+        created_at=mv.CREATED_AT, incarnation=mv.INCARNATION, randomness=bytes(32), chunk_size=chunk_size, inner=inner,
     )
 
 
@@ -74,15 +78,17 @@ def blob(data: bytes) -> tuple[bytes, bytes]:
 
 def test_committed_vectors_are_byte_identical_to_a_fresh_build() -> None:
     built = mv.build_vectors()
-    on_disk = {path.name for path in mv.VECTORS.iterdir() if path.name != "README.md"}
+    on_disk = {path.relative_to(mv.VECTORS).as_posix() for path in mv.VECTORS.rglob("*") if path.is_file() and path.name != "README.md"}
     assert on_disk == set(built), "run: python -m tests.make_vectors --write"
     for name, data in sorted(built.items()):
         assert (mv.VECTORS / name).read_bytes() == data, f"{name} differs; run: python -m tests.make_vectors --write"
 
 
 def test_manifest_covers_every_outcome() -> None:
-    expected = {entry["expected"] for entry in MANIFEST.values()}
+    expected = {entry["expected"] for name, entry in MANIFEST.items() if not name.startswith(mv.V1)}
     assert expected == {"ok", *OUTCOMES}
+    v1_expected = {entry["expected"] for name, entry in MANIFEST.items() if name.startswith(mv.V1)}
+    assert v1_expected == {"ok", *OUTCOMES} - {"UnsupportedVersion"}  # version 1's own bad vectors, all still refused as before
     for entry in MANIFEST.values():
         assert entry["open_as"] in mv.IDENTITIES and entry["sender_status"] in {"trusted", "unknown", "revoked"}
         assert ("contains" in entry) == (entry["expected"] == "ok")
@@ -101,7 +107,8 @@ def test_vector_has_exactly_its_expected_outcome(name: str) -> None:
     if entry["expected"] == "ok":
         header, content = open_as(data, key, limits, status)
         assert mv.summarize(header, content) == entry["contains"]
-        assert read_header(data) == header
+        envelope = read_envelope(data)
+        assert (envelope.version, envelope.stanzas, envelope.size) == (header.version, len(header.recipients), len(data))
         for doc_id, changes in content.directory + content.changes:  # real, verifiable changes
             assert verify_batch(doc_id, changes, known=set(), authorise=lambda _author: None)
         for other in mv.IDENTITIES.values():
@@ -110,9 +117,12 @@ def test_vector_has_exactly_its_expected_outcome(name: str) -> None:
             else:
                 with pytest.raises(errors.NotAddressedToMe):
                     open_as(data, other, limits, status)
+            assert addressed_to(data[: bundle.ENVELOPE_MAX_BYTES], other) == (pk(other) in header.recipients or header.version == 1)
         return
     with pytest.raises(errors.BundleRejected) as caught:
         open_as(data, key, limits, status)
+    if entry["expected"] != "NotAddressedToMe":
+        assert addressed_to(data[: bundle.ENVELOPE_MAX_BYTES], key)  # skipping it unread would hide the fault
     assert type(caught.value).__name__ == entry["expected"], str(caught.value)
     message = str(caught.value)
     assert message and "\n" not in message
@@ -188,11 +198,14 @@ def test_every_recipient_opens_the_same_content_and_no_one_else_does(
     recipients = [POOL[i] for i in who]
     data = make(content, recipients, heads=heads, chunk_size=chunk_size, created_at=created_at, randomness=randomness)
     assert make(content, recipients, heads=heads, chunk_size=chunk_size, created_at=created_at, randomness=randomness) == data
-    header = read_header(data)
+    assert pk(SENDER) not in data and mv.WORKSPACE not in data and not any(pk(k) in data for k in POOL)  # nobody named in clear
+    header = open_as(data, recipients[0])[0]
+    assert read_envelope(data).stanzas == len(recipients) and len(data) == read_envelope(data).size
     assert header.sender == pk(SENDER) and header.workspace == mv.WORKSPACE and header.created_at == created_at
     assert header.recipients == tuple(sorted(pk(k) for k in recipients)) and header.chunk_size == chunk_size
     assert header.heads == {doc: tuple(sorted(set(h))) for doc, h in heads.items()}
     for index, key in enumerate(POOL):
+        assert addressed_to(data, key) == (index in who)
         if index in who:
             assert open_as(data, key) == (header, content)
         else:
@@ -203,23 +216,22 @@ def test_every_recipient_opens_the_same_content_and_no_one_else_does(
 def test_same_randomness_with_other_content_never_reuses_a_stream() -> None:
     one = make(BundleContent(blobs=(blob(b"one"),)))
     two = make(BundleContent(blobs=(blob(b"two"),)))
-    assert read_header(one).id != read_header(two).id
+    assert open_as(one)[0].id != open_as(two)[0].id
     assert bundle_stream_header(one) != bundle_stream_header(two)
     assert make(BundleContent(blobs=(blob(b"one"),))) == one
 
 
 def bundle_stream_header(data: bytes) -> bytes:
-    header = read_header(data)
-    start = bundle.PREFIX_BYTES + len(header.raw) + bundle.LENGTH_BYTES
+    start = bundle.PREFIX_BYTES + read_envelope(data).stanzas * bundle.STANZA_BYTES + bundle.LENGTH_BYTES
     return data[start : start + bundle.STREAM_HEADER_BYTES]
 
 
 def test_a_thousand_and_twenty_four_recipients_fit_and_each_can_open() -> None:
     keys = [nacl.signing.SigningKey(i.to_bytes(32, "big")) for i in range(1, bundle.MAX_RECIPIENTS + 1)]
     data = make(BundleContent(blobs=(blob(b"all"),)), keys)
-    header = read_header(data)
-    assert len(header.recipients) == bundle.MAX_RECIPIENTS and len(header.raw) <= bundle.MAX_HEADER_BYTES
-    assert open_as(data, keys[-1])[1].blobs == (blob(b"all"),)
+    header, content = open_as(data, keys[-1])
+    assert len(header.recipients) == read_envelope(data).stanzas == bundle.MAX_RECIPIENTS and len(header.raw) <= bundle.MAX_HEADER_BYTES
+    assert content.blobs == (blob(b"all"),)
     with pytest.raises(ValueError, match="recipients"):
         make(BundleContent(), keys + [POOL[0]])
 
@@ -265,17 +277,23 @@ def test_builder_refuses_bad_content(content: BundleContent, message: str) -> No
 # --- the order of checks -----------------------------------------------------------------------
 
 
-def test_status_is_checked_before_the_signature_and_the_signature_before_the_recipients() -> None:
-    data = make(BundleContent(blobs=(blob(b"x" * 100),)))
-    broken = data[:-100] + bytes([data[-100] ^ 1]) + data[-99:]
+def test_recipients_then_stream_then_standing_then_signature() -> None:
+    """Format 2's order: only a recipient can read who sent a bundle, so the stanza comes
+    first; the sender's standing is judged before its signature, as in format 1."""
+    payload = cbor.encode(bundle._content_to_wire(BundleContent(blobs=(blob(b"x" * 100),))))
+    forged = seal_raw(payload, inner=lambda e, h, p, sig: bundle._inner_plaintext(e, h, p, sig[:-1] + bytes([sig[-1] ^ 1])))
     with pytest.raises(errors.RevokedSender):
-        open_as(broken, status=lambda _k: "revoked")
+        open_as(forged, status=lambda _k: "revoked")
     with pytest.raises(errors.UnknownSender):
-        open_as(broken, status=lambda _k: "unknown")
-    with pytest.raises(errors.Tampered):
-        open_as(broken, POOL[3])  # not a recipient, but the tampering is what it is told
+        open_as(forged, status=lambda _k: "unknown")
+    with pytest.raises(errors.Tampered, match="signature"):
+        open_as(forged)
     with pytest.raises(errors.NotAddressedToMe):
-        open_as(data, POOL[3])
+        open_as(forged, POOL[3])  # a non-recipient learns nothing, not even that it was forged
+    data = seal_raw(payload)
+    damaged = data[:-5] + bytes([data[-5] ^ 1]) + data[-4:]
+    with pytest.raises(errors.Tampered, match="chunk"):
+        open_as(damaged, status=lambda _k: "revoked")  # the stream is checked before the sender is known
     with pytest.raises(ValueError, match="sender_status"):
         open_as(data, status=lambda _k: "maybe")
 
@@ -288,14 +306,25 @@ def test_workspace_is_checked_only_when_given() -> None:
     assert header.workspace == mv.OTHER_WORKSPACE
 
 
-def test_read_header_needs_no_key_and_accepts_any_buffer() -> None:
+def test_read_envelope_needs_no_key_shows_counts_only_and_accepts_any_buffer() -> None:
     data = make(BundleContent(blobs=(blob(b"y"),)), [POOL[0], POOL[1]])
-    header = read_header(data)
-    assert header == read_header(bytearray(data)) == read_header(memoryview(data))
-    assert data[bundle.PREFIX_BYTES : bundle.PREFIX_BYTES + len(header.raw)] == header.raw
-    assert open_bundle(memoryview(data), my_key=POOL[1], sender_status=only_sender)[0] == header
+    envelope = read_envelope(data)
+    assert envelope == read_envelope(bytearray(data)) == read_envelope(memoryview(data))
+    assert (envelope.version, envelope.size, envelope.stanzas, envelope.chunk_size) == (2, len(data), 2, bundle.DEFAULT_CHUNK_SIZE)
+    assert open_bundle(memoryview(data), my_key=POOL[1], sender_status=only_sender)[0] == open_as(data)[0]
     with pytest.raises(errors.TooLarge):
-        read_header(data, max_bundle_bytes=header.ciphertext_length - 1)
+        read_envelope(data, max_bundle_bytes=envelope.ciphertext_length - 1)
+
+
+def test_a_format_1_bundle_still_opens_and_shows_its_clear_header() -> None:
+    content = BundleContent(blobs=(blob(b"old"),))
+    data = bundle_v1.build_bundle(content, sender_key=SENDER, workspace=mv.WORKSPACE, recipients=[pk(POOL[0])], heads={}, created_at=7, randomness=bytes(32))
+    header, opened = open_as(data)
+    assert (header.version, header.created_at, opened) == (1, 7, content)
+    assert read_envelope(data).version == 1 and pk(SENDER) in data  # why format 2 exists
+    assert addressed_to(data, POOL[3])  # version 1 is judged by opening it
+    with pytest.raises(errors.NotAddressedToMe):
+        open_as(data, POOL[3])
 
 
 # --- mutation and truncation of real bundles ----------------------------------------------------
@@ -326,19 +355,19 @@ def test_every_truncation_is_truncated_and_any_extension_malformed() -> None:
         with pytest.raises(errors.Truncated):
             open_as(SMALL[:length])
         with pytest.raises(errors.Truncated):
-            read_header(SMALL[:length])
+            read_envelope(SMALL[:length])
     for extra in (b"\x00", b"\x00" * 64, SMALL):
         with pytest.raises(errors.Malformed, match="trailing"):
             open_as(SMALL + extra)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=400) | st.binary(max_size=400).map(lambda tail: bundle.MAGIC + b"\x01" + tail))
+@given(st.binary(max_size=400) | st.tuples(st.sampled_from([b"\x01", b"\x02"]), st.binary(max_size=400)).map(lambda v: bundle.MAGIC + v[0] + v[1]))
 def test_random_bytes_are_rejected_cleanly(data: bytes) -> None:
     with pytest.raises(errors.BundleRejected):
         open_as(data)
     with pytest.raises(errors.BundleRejected):
-        read_header(data)
+        read_envelope(data)
 
 
 @settings(max_examples=150, deadline=None)
@@ -381,10 +410,12 @@ def test_any_payload_from_a_trusted_sender_opens_or_is_malformed(value: Any) -> 
 @given(st.one_of(cbor_values, st.fixed_dictionaries({k: cbor_values for k in bundle.HEADER_FIELDS})))
 def test_any_header_from_a_trusted_sender_parses_or_is_rejected(value: Any) -> None:
     header_raw = cbor2.dumps(value, canonical=True)
-    ciphertext = bytes(100)
-    data = bundle._frame(header_raw, ciphertext, bundle._sign(SENDER, header_raw, ciphertext))
+    data = seal_raw(cbor.encode(bundle._content_to_wire(EMPTY)), inner=mv.resigned_header(lambda _fields: header_raw))
     with pytest.raises(errors.BundleRejected):
         open_as(data)
+    ciphertext = bytes(100)  # format 1: the same header in clear
+    with pytest.raises(errors.BundleRejected):
+        open_as(bundle_v1.frame(header_raw, ciphertext, bundle_v1.sign(SENDER, header_raw, ciphertext)))
 
 
 # --- bounded memory ------------------------------------------------------------------------------
@@ -406,10 +437,14 @@ def peak_of(action: Callable[[], object]) -> int:
 
 def test_huge_declared_lengths_are_refused_without_allocating() -> None:
     data = make(BundleContent(blobs=(blob(b"z" * 50),)))
-    raw = read_header(data).raw
-    at = bundle.PREFIX_BYTES + len(raw)
+    at = bundle.PREFIX_BYTES + bundle.STANZA_BYTES
     huge_stream = data[:at] + (2**40).to_bytes(8, "big") + data[at + 8 :]
-    huge_header = data[:9] + (2**32 - 1).to_bytes(4, "big") + data[13:]
+    huge_count = data[:13] + b"\xff\xff" + data[15:]
+    assert peak_of(lambda: open_as(huge_count)) < 1_000_000
+    with pytest.raises(errors.TooLarge):
+        open_as(huge_count)
+    old = bundle_v1.build_bundle(BundleContent(), sender_key=SENDER, workspace=mv.WORKSPACE, recipients=[pk(POOL[0])], heads={}, created_at=0, randomness=bytes(32))
+    huge_header = old[:9] + (2**32 - 1).to_bytes(4, "big") + old[13:]
     assert peak_of(lambda: open_as(huge_stream)) < 1_000_000
     with pytest.raises(errors.TooLarge):
         open_as(huge_stream)

@@ -53,10 +53,23 @@ def test_a_stick_carried_round_a_route_converges_every_node(tmp_path: Path) -> N
     assert texts(alpha, "ops") == texts(charlie, "ops") == ["for carol's eyes", "carol answers"]
     assert run_cli(bravo, "read", "ops").returncode != 0
 
-    # bundle inspect needs no passphrase and shows sender and recipients.
-    (leftover,) = list((stick / "rallypoint").glob("to-*/*.rpb"))[:1]
-    header = json.loads(ok(run_cli(alpha, "bundle", "inspect", str(leftover), "--json", passphrase=None)))
-    assert header["sender"] and header["recipients"] and header["verified"] is False
+    # The stick names no node; bundle inspect needs no passphrase and shows only what anyone
+    # holding the file can know; with --unlock, a recipient sees who sent it, when, for whom.
+    node_ids = [json.loads(ok(run_cli(home, "whoami", "--json")))["node_id"] for home in (alpha, bravo, charlie)]
+    leftovers = sorted((stick / "rallypoint").rglob("*.rpb"))  # alpha's last two, charlie's for bravo
+    assert len(leftovers) == 3 and all(p.parent.name == "bundles" for p in leftovers)
+    assert not any(node_id in str(path) for path in (stick / "rallypoint").rglob("*") for node_id in node_ids)
+    clear = json.loads(ok(run_cli(alpha, "bundle", "inspect", str(leftovers[0]), "--json", passphrase=None)))
+    assert clear == {"file": str(leftovers[0]), "bytes": leftovers[0].stat().st_size, "format": 2, "recipient_stanzas": 1, "opened": False}
+    human = ok(run_cli(alpha, "bundle", "inspect", str(leftovers[0]), passphrase=None))
+    assert not any(node_id in human for node_id in node_ids) and "alpha" not in human
+    opened = [json.loads(ok(run_cli(bravo, "bundle", "inspect", str(path), "--unlock", "--json"))) for path in leftovers]
+    assert sorted(o["opened"] for o in opened) == [False, True, True]
+    mine = next(o for o in opened if o.get("sender_name") == "alpha")
+    assert (mine["sender"], mine["sender_name"], mine["recipients"]) == (node_ids[0], "alpha", [node_ids[1]])
+    assert mine["created_at"] and mine["channels_acknowledged"] >= 1
+    theirs = next(o for o in opened if not o["opened"])
+    assert "sender" not in theirs and "not addressed" in theirs["refused"]
 
     audit = json.loads(ok(run_cli(charlie, "audit", "--json")))
     assert {"bundle_accepted"} <= {e["action"] for e in audit}
@@ -75,7 +88,7 @@ def alpha_and_bravo(tmp_path: Path) -> tuple[Path, Path, Path]:
 def test_rejected_bundles_exit_non_zero_and_are_quarantined(tmp_path: Path) -> None:
     alpha, bravo, stick = alpha_and_bravo(tmp_path)
     ok(run_cli(alpha, "bundle", "export", "--to", str(stick)))
-    (bundle,) = list((stick / "rallypoint").glob("to-*/*.rpb"))
+    (bundle,) = list((stick / "rallypoint").glob("bundles/*.rpb"))
     data = bytearray(bundle.read_bytes())
     data[len(data) // 2] ^= 0xFF
     bundle.write_bytes(bytes(data))

@@ -125,7 +125,7 @@ async def test_export_writes_bundles_for_the_ticked_peers_only(route: Route) -> 
         await pilot.press("x")
         await until(pilot, lambda: "Wrote 1 bundle(s)" in report(screen), "the export report")
         (written,) = bundle_files(route.stick)
-        assert written.parent.name == stick.outbox_name(screen.peer_ids[0])  # bravo-node's outbox
+        assert written.parent.name == stick.BUNDLES  # names no one: the report says it is for bravo-node
         assert written.name in report(screen)
         assert "for bravo-node:" in report(screen) and "charlie" not in report(screen)
         assert f"{written.stat().st_size:,} bytes" in report(screen)
@@ -308,11 +308,11 @@ async def test_everything_fits_80_columns(route: Route) -> None:
         shown = screen_text(pilot.app)
         lines = shown.splitlines()
         assert len(lines) == 24 and all(cell_len(line) <= 80 for line in lines)
-        assert "Bundles on a stick: rallypoint/to-<node id>/ and …/broadcast/" in shown
+        assert "Bundles on a stick: rallypoint/bundles/ (names say nothing)" in shown
         for peer in screen.peer_ids:
             assert peer in shown  # names and ids are not cut
         for bundle in bundle_files(route.stick):
-            assert f"  {bundle.name}" in shown  # the 74-character file names fit on a line
+            assert f"  {bundle.name}" in shown  # the file names fit on a line
         assert screen.query_one("#courier-report-tab .courier-scroll").max_scroll_x == 0
         letters = ("p Preview", "i Import", "x Export", "c Courier", "r Quarantine", "esc Back", "^q Quit")
         assert all(label in footer(pilot) for label in letters)

@@ -15,7 +15,7 @@ from appliance.changes import SignedChange, _uleb, parse_change, sign_change, ul
 from appliance.errors import ChangeRejected
 from appliance.node import Node
 from sync import stick
-from sync.bundle import BundleContent, build_bundle, read_header
+from sync.bundle import BundleContent, build_bundle
 from sync.sneakernet import import_bundles
 from tests.conftest import FAST, PASSPHRASE
 
@@ -103,10 +103,9 @@ async def test_a_signed_change_that_panics_automerge_is_rejected_by_import_and_b
         root.mkdir()
         data = build_bundle(
             BundleContent(changes=((doc_id, tuple(signed)),)), sender_key=alice.signing_key, workspace=alice.directory.workspace,
-            recipients=[bob.node_key], heads={}, created_at=alice.now(), randomness=crypto.random_bytes(32),
+            recipients=[bob.node_key], heads={}, created_at=alice.now(), incarnation=alice.incarnation, randomness=crypto.random_bytes(32),
         )  # fmt: skip
-        name = stick.bundle_file_name(alice.node_id, alice.now(), read_header(data).id)
-        await stick.write_bundle_file(root, stick.outbox_name(bob.node_id), name, data)
+        await stick.write_bundle_file(root, stick.BUNDLES, stick.anonymous_file_name(crypto.random_bytes(16)), data)
         report = await import_bundles(bob, root)
         (outcome,) = report.files
         assert outcome.outcome == "ChangeRejected" and "Automerge library failed" in outcome.reason

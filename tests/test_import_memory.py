@@ -5,8 +5,9 @@ trusts, so it gets past the signature and reaches the checks that must refuse it
 building what it describes: a CBOR array declaring 2^32 items, arrays nested 100,000 deep, a
 byte string claiming 2^40 bytes, maps of a million and of two million tiny entries (the
 latter at the importer's limit of 4,000,000 CBOR items), string-reference tags, arrays at
-and just past the item limit, a header length field of 2^32 - 1, a header whose CBOR
-declares a 2^32-entry map, and a ciphertext length field of 2^62. Next to them on the stick
+and just past the item limit, a stanza count of 65,535, an inner header length field of
+2^32 - 1, an inner header whose CBOR declares a 2^32-entry map, a ciphertext length field of
+2^62, and the same header bombs in format 1 (still read). Next to them on the stick
 lies an ordinary bundle (300 messages and a 200 KB attachment), imported after all of them,
 so the same run shows that the normal path fits and that the node still works.
 
@@ -64,8 +65,9 @@ from typing import Any
 import pytest
 
 from appliance import changes as ch
+from appliance import crypto
 from appliance.node import Attachment, Node
-from sync import bundle, sneakernet, stick
+from sync import bundle, bundle_v1, sneakernet, stick
 from sync.sneakernet import IMPORT_LIMITS, export_bundles
 from tests.conftest import PASSPHRASE, REPO, make_workspace
 
@@ -142,11 +144,14 @@ class Sealer:
 
     def __init__(self, alice: Node, bob: Node, root: Path, created_at: int) -> None:
         self.alice, self.bob, self.root, self.created_at = alice, bob, root, created_at
-        self.outbox = root / stick.STICK_DIR / stick.outbox_name(bob.node_id)
+        self.placed = 0
 
-    def seal(self, plaintext: bytes) -> bytes:
+    def seal(self, plaintext: bytes, *, version: int = 2, inner: Any = None) -> bytes:
         self.created_at += 1
-        return bundle._seal_plaintext(
+        extra: dict[str, Any] = {"inner": inner} if inner is not None else {}
+        if version == 2:
+            extra["incarnation"] = self.alice.incarnation
+        return (bundle._seal_plaintext if version == 2 else bundle_v1.seal_plaintext)(
             plaintext,
             sender_key=self.alice.signing_key,
             workspace=self.alice.directory.workspace,
@@ -155,20 +160,40 @@ class Sealer:
             created_at=self.created_at,
             randomness=hashlib.sha256(plaintext[:64] + self.created_at.to_bytes(8, "big")).digest(),
             chunk_size=bundle.MAX_CHUNK_SIZE,
+            **extra,
         )
 
     def place(self, bomb: Bomb, bombs: dict[str, Bomb]) -> None:
-        """Named like any bundle from Alice (a broken header cannot name it itself)."""
-        self.created_at += 1
-        name = stick.bundle_file_name(self.alice.node_id, self.created_at, hashlib.sha256(bomb.data).digest()[:16])
-        (self.outbox / name).write_bytes(bomb.data)
+        """Format 2 in bundles/ under names that sort first; format 1 in Bob's outbox of the
+        earlier layout, named like any bundle from Alice."""
+        self.placed += 1
+        if bomb.data[len(bundle.MAGIC)] == 1:
+            outbox, name = stick.outbox_name(self.bob.node_id), stick.bundle_file_name(self.alice.node_id, self.created_at + self.placed, hashlib.sha256(bomb.data).digest()[:16])
+        else:
+            outbox, name = stick.BUNDLES, stick.anonymous_file_name(self.placed.to_bytes(16, "big"))
+        folder = self.root / stick.STICK_DIR / outbox
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(bomb.data)
         bombs[name] = bomb
 
 
 def cbor_bombs(sealer: Sealer) -> list[Bomb]:
-    small = sealer.seal(b"\xa4" + b"\x64acks\xa0" + b"\x65blobs\x80" + b"\x67changes\x80" + b"\x69directory\x80")
-    header, ciphertext, _ = frame_parts(small)
-    at = bundle.PREFIX_BYTES + len(header)
+    empty = b"\xa4" + b"\x64acks\xa0" + b"\x65blobs\x80" + b"\x67changes\x80" + b"\x69directory\x80"
+    small = sealer.seal(empty)
+    small_v1 = sealer.seal(empty, version=1)
+    header, ciphertext, _ = frame_parts(small_v1)
+    at = bundle_v1.PREFIX_BYTES + len(header)
+    stream_at = bundle.PREFIX_BYTES + bundle.STANZA_BYTES
+    signer = sealer.alice.signing_key
+
+    def inner_header(header_raw: bytes, declared: int | None = None) -> Any:
+        def inner(envelope: bytes, _h: bytes, payload: bytes, _s: bytes) -> bytes:
+            signature = crypto.sign(signer, bundle._signed_message(envelope, header_raw, payload))
+            plaintext = bundle._inner_plaintext(envelope, header_raw, payload, signature)
+            return plaintext if declared is None else declared.to_bytes(4, "big") + plaintext[4:]
+
+        return inner
+
     items = IMPORT_LIMITS.max_items  # CBOR data items, the array's own head included
     # The real header with its "heads" map (empty: a0) replaced by one declaring 2^32 entries, signed again.
     huge_heads = header.replace(b"\x65heads\xa0", b"\x65heads" + cbor_head(5, 2**32), 1)
@@ -197,16 +222,25 @@ def cbor_bombs(sealer: Sealer) -> list[Bomb]:
             "TooLarge",
             rf"payload holds more than {IMPORT_LIMITS.max_items:,} CBOR items",
         ),
-        Bomb("header length field 2^32 - 1", small[:9] + (2**32 - 1).to_bytes(4, "big") + small[13:], "TooLarge", r"header declares 4,294,967,295 bytes"),
+        Bomb("stanza count 65,535", small[:13] + b"\xff\xff" + small[15:], "TooLarge", r"65,535 recipient stanzas"),
+        Bomb("inner header length field 2^32 - 1", sealer.seal(empty, inner=inner_header(b"\xa0", 2**32 - 1)), "TooLarge", r"header declares 4,294,967,295 bytes"),
+        Bomb("inner header map declaring 2^32 entries", sealer.seal(empty, inner=inner_header(cbor_head(5, 2**32))), "Malformed", r"header: CBOR ends inside an item"),
         Bomb(
-            "header map declaring 2^32 entries",
-            bundle._frame(huge_heads, ciphertext, bundle._sign(sealer.alice.signing_key, huge_heads, ciphertext)),
+            "ciphertext length field 2^62",
+            small[:stream_at] + (2**62).to_bytes(8, "big") + small[stream_at + 8 :],
+            "TooLarge",
+            r"declares 4,611,686,018,427,387,904 bytes of ciphertext",
+        ),
+        Bomb("format 1: header length field 2^32 - 1", small_v1[:9] + (2**32 - 1).to_bytes(4, "big") + small_v1[13:], "TooLarge", r"header declares 4,294,967,295 bytes"),
+        Bomb(
+            "format 1: header map declaring 2^32 entries",
+            bundle_v1.frame(huge_heads, ciphertext, bundle_v1.sign(signer, huge_heads, ciphertext)),
             "Malformed",
             r"header: CBOR ends inside an item",
         ),
         Bomb(
-            "ciphertext length field 2^62",
-            small[:at] + (2**62).to_bytes(8, "big") + small[at + 8 :],
+            "format 1: ciphertext length field 2^62",
+            small_v1[:at] + (2**62).to_bytes(8, "big") + small_v1[at + 8 :],
             "TooLarge",
             r"declares 4,611,686,018,427,387,904 bytes of ciphertext",
         ),
@@ -235,9 +269,11 @@ def tiny_map(entries: int) -> bytes:
 
 
 def frame_parts(data: bytes) -> tuple[bytes, bytes, bytes]:
-    header = bundle.read_header(data)
-    start = bundle.PREFIX_BYTES + len(header.raw) + bundle.LENGTH_BYTES
-    return header.raw, data[start : start + header.ciphertext_length], data[start + header.ciphertext_length :]
+    """(header, ciphertext, signature) of a format 1 bundle."""
+    header_length = int.from_bytes(data[9:13], "big")
+    start = bundle_v1.PREFIX_BYTES + header_length + bundle_v1.LENGTH_BYTES
+    length = int.from_bytes(data[start - 8 : start], "big")
+    return data[bundle_v1.PREFIX_BYTES : bundle_v1.PREFIX_BYTES + header_length], data[start : start + length], data[start + length :]
 
 
 def deflate_bomb_changes(actor: bytes, seqs: range, inflated: int) -> list[bytes]:
@@ -271,7 +307,9 @@ async def prepare(root: Path, make_bombs: str) -> Setup:
         exported = await export_bundles(alice, stick_root, for_nodes=[bob.node_id])
         (legit,) = exported.bundles
         # Bombs sort before the ordinary bundle: it is imported after all of them.
-        sealer = Sealer(alice, bob, stick_root, created_at=int(legit.path.name.split("-")[3]) - 10_000)
+        legit_name = stick.anonymous_file_name(b"\xff" * 16)
+        legit.path.rename(legit.path.with_name(legit_name))
+        sealer = Sealer(alice, bob, stick_root, created_at=1_767_225_600_000)
         bombs: dict[str, Bomb] = {}
         if make_bombs == "cbor":
             for bomb in cbor_bombs(sealer):
@@ -286,7 +324,7 @@ async def prepare(root: Path, make_bombs: str) -> Setup:
                 plaintext = bundle.cbor.encode({"directory": [], "changes": [[f"{channel_id}/seg/000000", changes]], "blobs": [], "acks": {}})
                 label = f"{count} compressed changes inflating to {count * inflated // MiB:,} MiB"
                 sealer.place(Bomb(label, sealer.seal(plaintext), "ChangeRejected", r"compressed change"), bombs)
-        return Setup(bob.home, stick_root, bombs, legit.path.name)
+        return Setup(bob.home, stick_root, bombs, legit_name)
 
 
 def import_capped(setup: Setup) -> dict[str, Any]:

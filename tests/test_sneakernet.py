@@ -20,7 +20,7 @@ from appliance.changes import (
 from appliance.errors import InvalidInput, NodeLocked, NotFound
 from appliance.model import Delta
 from appliance.node import Attachment, Node
-from sync import sneakernet, stick
+from sync import bundle_v1, sneakernet, stick
 from sync.bundle import build_bundle
 from sync.sneakernet import export_bundles, import_bundles
 from tests.conftest import FAST, PASSPHRASE, make_workspace
@@ -202,16 +202,15 @@ async def test_max_bytes_splits_into_bundles_that_import_in_any_order(tmp_path: 
         files = bundle_files(root)
         # Rename so that the last part sorts first: the importer retries what lacks an earlier part.
         for index, path in enumerate(files):
-            parts = path.name.split("-")
-            parts[3] = str(int(parts[3]) - 10 * index)
-            path.rename(path.with_name("-".join(parts)))
+            path.rename(path.with_name(stick.anonymous_file_name(bytes([255 - index]) + bytes(15))))
         result = await import_bundles(bob, root)
         assert {f.outcome for f in result.files} == {"accepted"}
         assert len(await texts(bob, "general")) == 300
 
 
 async def test_max_bytes_holds_for_a_bundle_addressed_to_hundreds_of_nodes(tmp_path: Path) -> None:
-    """Each recipient adds a wrapped key to the header: the cap must account for them."""
+    """Each recipient adds a stanza and a key in the inner header, and padding adds up to a
+    sixteenth: the cap must account for them."""
     (alice,) = await make_workspace(tmp_path)
     async with alice:
         await alice.create_channel("general")
@@ -224,7 +223,7 @@ async def test_max_bytes_holds_for_a_bundle_addressed_to_hundreds_of_nodes(tmp_p
         for content in parts:
             data = build_bundle(
                 content, sender_key=alice.signing_key, workspace=alice.directory.workspace, recipients=recipients,
-                heads=sneakernet._header_heads(delta, content), created_at=0, randomness=bytes(32),
+                heads=sneakernet._header_heads(delta, content), created_at=0, incarnation=alice.incarnation, randomness=bytes(32),
             )  # fmt: skip
             assert len(data) <= max_bytes
 
@@ -349,7 +348,7 @@ async def test_hostile_stick_entries_are_reported_not_followed(tmp_path: Path) -
     async with alice, bob:
         await alice.create_channel("general")
         await export_bundles(alice, root)
-        outbox = root / stick.STICK_DIR / stick.outbox_name(bob.node_id)
+        outbox = root / stick.STICK_DIR / stick.BUNDLES
         (outbox / "evil.rpb").symlink_to(next(outbox.iterdir()))
         (outbox / "junk.txt").write_text("x")
         report = await import_bundles(bob, root)
@@ -388,3 +387,54 @@ def test_one_signature_per_actor_run_is_enough() -> None:
     assert len(verify_batch("d", stripped, set(), lambda author: None)) == 5
     assert json.dumps([len(a) for a in relay_units(stripped)]) == "[5]"
     assert list(itertools.chain(*relay_units(made))) == made
+
+
+async def test_a_lost_stick_names_no_node_user_or_channel(tmp_path: Path) -> None:
+    """Nothing on a stick, in its paths or its bytes, says who sends to whom or which channels
+    exist; each node finds its own bundles by opening them and leaves the others' in place."""
+    alice, bob, carol = await make_workspace(tmp_path, "bob", "carol")
+    root = stick_dir(tmp_path)
+    async with alice, bob, carol:
+        channel = await alice.create_channel("general")
+        await alice.post("general", "hello")
+        await export_bundles(alice, root)
+        files = bundle_files(root)
+        assert len(files) == 2 and {p.parent.name for p in files} == {stick.BUNDLES}
+        secrets = [n.node_key for n in (alice, bob, carol)] + [alice.directory.workspace]
+        names = [n.node_id for n in (alice, bob, carol)] + [channel.channel_id, "general", "alice", "bob", "carol", "acme"]
+        for path in (root / stick.STICK_DIR).rglob("*"):
+            assert not any(name in str(path.relative_to(root)) for name in names)
+            if path.is_file():
+                data = path.read_bytes()
+                assert not any(key in data for key in secrets)
+                assert not any(name.encode() in data for name in names)
+                assert not any(name.encode().hex().encode() in data for name in names)
+        seen_by_bob = await import_bundles(bob, root)
+        assert sorted(f.outcome for f in seen_by_bob.files) == ["accepted", sneakernet.NOT_FOR_ME]
+        assert len(bundle_files(root)) == 1  # bob's left the stick; carol's stays
+        seen_by_carol = await import_bundles(carol, root)
+        assert [f.outcome for f in seen_by_carol.files] == ["accepted"]
+        assert bundle_files(root) == []
+        assert await texts(bob, "general") == await texts(carol, "general") == ["hello"]
+
+
+async def test_a_stick_an_earlier_release_wrote_still_imports(tmp_path: Path) -> None:
+    """Format 1 bundles in to-<NODEID>/ (what the previous release writes) are read: a fleet
+    runs two adjacent releases side by side."""
+    alice, bob = await make_workspace(tmp_path, "bob")
+    root = stick_dir(tmp_path)
+    async with alice, bob:
+        await alice.create_channel("general")
+        await alice.post_many("general", ["one", "two"])
+        delta = await alice.delta_for([bob.node_key])
+        (content,) = sneakernet._split(delta, sneakernet.DEFAULT_MAX_BYTES, 1)
+        data = bundle_v1.build_bundle(
+            content, sender_key=alice.signing_key, workspace=alice.directory.workspace, recipients=[bob.node_key],
+            heads=sneakernet._header_heads(delta, content), created_at=1_767_225_600_000, randomness=bytes(32),
+        )  # fmt: skip
+        name = stick.bundle_file_name(alice.node_id, 1_767_225_600_000, bytes(16))
+        await stick.write_bundle_file(root, stick.outbox_name(bob.node_id), name, data)
+        report = await import_bundles(bob, root)
+        assert [f.outcome for f in report.files] == ["accepted"]
+        assert await texts(bob, "general") == ["one", "two"]
+        assert bundle_files(root) == []

@@ -18,17 +18,20 @@ from appliance.ids import key_id
 from sync.errors import StickError, SyncError
 from sync.stick import (
     BROADCAST,
+    BUNDLES,
     FORMAT_LINE,
     MAX_ENTRIES,
     MAX_LISTED_PROBLEMS,
     STICK_DIR,
     StickFile,
     StickScan,
+    anonymous_file_name,
     bundle_file_name,
     outbox_name,
     parse_bundle_file_name,
     quarantine_file,
     read_bundle_file,
+    read_bundle_head,
     remove_bundle_file,
     remove_own_older,
     scan,
@@ -544,10 +547,32 @@ async def test_remove_own_older_keeps_others_and_the_kept(tmp_path: Path) -> Non
     linked.symlink_to(outside)
     (outbox_dir(tmp_path) / name_for(ME, 5)).mkdir()
 
-    assert await remove_own_older(tmp_path, MY_OUTBOX, ME, {mine_new.name}) == 1
+    def mine(name: str) -> bool:
+        return name.startswith(ME)
+
+    assert await remove_own_older(tmp_path, MY_OUTBOX, mine, {mine_new.name}) == 1
     assert not mine_old.exists() and mine_new.exists() and theirs.exists()
     assert linked.is_symlink() and outside.read_bytes() == b"keep me"
-    assert await remove_own_older(tmp_path / "nothing", MY_OUTBOX, ME, ()) == 0
+    assert await remove_own_older(tmp_path / "nothing", MY_OUTBOX, mine, ()) == 0
+
+
+async def test_the_bundles_folder_takes_anonymous_names_only(tmp_path: Path) -> None:
+    anonymous = anonymous_file_name(bytes(range(16)))
+    assert anonymous == "000102030405060708090a0b0c0d0e0f.rpb"
+    with pytest.raises(ValueError):
+        anonymous_file_name(bytes(15))
+    path = await write_bundle_file(tmp_path, BUNDLES, anonymous, b"0123456789")
+    assert path == tmp_path / STICK_DIR / BUNDLES / anonymous
+    with pytest.raises(ValueError):
+        await write_bundle_file(tmp_path, BUNDLES, name_for(), b"named")  # a sender's id has no place there
+    place(tmp_path, name_for(), outbox=BUNDLES)
+    place(tmp_path, anonymous.upper().replace(".RPB", ".rpb"), outbox=BUNDLES)
+    result = await scan(tmp_path, [BUNDLES], max_file_bytes=100)
+    assert [f.name for f in result.files] == [anonymous]
+    assert "32 hex digits" in problem_for(result, name_for())
+    (found,) = result.files
+    assert await read_bundle_head(found, 4) == b"0123"
+    assert await read_bundle_head(found, 1000) == b"0123456789"
 
 
 # --- quarantine --------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from tui.text import printable
 
 if TYPE_CHECKING:  # each command imports what it uses when it runs: `--help` loads none of it
     from appliance.audit import AuditVerdict
+    from sync.bundle import BundleHeader, Envelope
     from appliance.model import MessageView
     from appliance.node import Attachment, Node
     from sync import lan
@@ -447,7 +448,7 @@ def _import_json(report: ImportReport) -> dict[str, Any]:
 
 def _export_json(report: ExportReport) -> dict[str, Any]:
     return {
-        "bundles": [{"file": str(b.path), "recipients": list(b.recipients), "bytes": b.size, "changes": b.changes, "blobs": b.blobs, "bundle_id": b.bundle_id} for b in report.bundles],
+        "bundles": [{"file": str(b.path), "recipients": list(b.recipients), "bytes": b.size, "changes": b.changes, "blobs": b.blobs} for b in report.bundles],
         "superseded": report.superseded,
     }
 
@@ -489,7 +490,7 @@ async def cmd_bundle(args: argparse.Namespace) -> None:
     from tui.reports import export_report_text, import_report_text
 
     if args.bundle_command == "inspect":
-        _inspect(args)
+        await _inspect(args)
         return
 
     async def run(node: Node) -> None:
@@ -504,42 +505,76 @@ async def cmd_bundle(args: argparse.Namespace) -> None:
     await _with_node(args, run)
 
 
-def _inspect(args: argparse.Namespace) -> None:
-    """The clear-text header only: no key, no passphrase, no secrets."""
+async def _inspect(args: argparse.Namespace) -> None:
+    """Without --unlock, what anyone holding the file can know: no key, no passphrase. With
+    it, and this node a recipient, also who sent it, when and what it acknowledges."""
+    import asyncio
+
     from sync import sneakernet
-    from sync.bundle import read_header
+    from sync.bundle import open_bundle, read_envelope
 
     path = Path(args.file).expanduser()
     try:
         data = read_regular_file(path, sneakernet.MAX_BUNDLE_FILE_BYTES)
     except OSError as exc:
         raise CliError(f"cannot read {args.file}: {exc.strerror}") from exc
-    header = read_header(data)
-    recipients = [ids.key_id(r) for r in header.recipients]
-    payload: dict[str, Any] = {
-        "file": str(path),
-        "bytes": len(data),
+    envelope = read_envelope(data)
+    payload: dict[str, Any] = {"file": str(path), "bytes": len(data), "format": envelope.version, "recipient_stanzas": envelope.stanzas, "opened": False}
+    human = [f"bundle format {envelope.version}, {len(data):,} bytes, {envelope.stanzas} recipient stanza(s)"]
+    if not args.unlock:
+        human.append("(sender, recipients and content are encrypted; --unlock opens it if this node is a recipient)")
+        emit(args, payload, "\n".join(human))
+        return
+
+    async def run(node: Node) -> None:
+        try:
+            header, _ = await asyncio.to_thread(
+                open_bundle, data, my_key=node.signing_key, sender_status=lambda _key: "trusted", limits=sneakernet.IMPORT_LIMITS, workspace=node.directory.workspace
+            )
+        except SyncError as exc:
+            payload["refused"] = str(exc)
+            emit(args, payload, "\n".join([*human, f"not opened: {exc}"]))
+            return
+        names = _names(node)
+        payload.update(_opened_json(header, envelope, names), opened=True)
+        emit(args, payload, "\n".join([*human, *_opened_text(header, names)]))
+
+    await _with_node(args, run)
+
+
+def _opened_json(header: BundleHeader, envelope: Envelope, names: dict[str, str]) -> dict[str, Any]:
+    return {
         "bundle_id": header.id.hex(),
         "workspace_id": ids.key_id(header.workspace),
         "sender": ids.key_id(header.sender),
+        "sender_name": names.get(ids.key_id(header.sender)),
         "created_at": iso_utc(header.created_at),
-        "recipients": recipients,
+        "recipients": [ids.key_id(r) for r in header.recipients],
         "documents_acknowledged": len(header.heads),
-        "encrypted_bytes": header.ciphertext_length,
-        "chunk_size": header.chunk_size,
-        "verified": False,
+        "channels_acknowledged": _channels_in(header),
+        "encrypted_bytes": envelope.ciphertext_length,
+        "chunk_size": envelope.chunk_size,
     }
-    human = "\n".join(
-        [
-            f"bundle {payload['bundle_id']} ({len(data):,} bytes), workspace {payload['workspace_id']}",
-            f"from node {payload['sender']}, made {payload['created_at']} (sender's clock)",
-            f"for {len(header.recipients)} node(s): {', '.join(recipients)}",
-            f"acknowledges what the sender holds of {len(header.heads)} document(s)",
-            f"payload: {header.ciphertext_length:,} encrypted bytes in chunks of {header.chunk_size:,}",
-            "(header only; its signature is checked when a recipient imports it)",
-        ]
-    )
-    emit(args, payload, human)
+
+
+def _channels_in(header: BundleHeader) -> int:
+    """Channels whose documents (`<channel>/head`, `<channel>/seg/<n>`) the header's heads list."""
+    return len({doc_id.split("/", 1)[0] for doc_id in header.heads if doc_id != "directory"})
+
+
+def _opened_text(header: BundleHeader, names: dict[str, str]) -> list[str]:
+    def who(key: bytes) -> str:
+        node_id = ids.key_id(key)
+        return f"{names[node_id]} ({node_id})" if node_id in names else node_id
+
+    channels = _channels_in(header)
+    return [
+        f"bundle {header.id.hex()}, workspace {ids.key_id(header.workspace)}",
+        f"from node {who(header.sender)}, made {iso_utc(header.created_at)} (sender's clock)",
+        f"for {len(header.recipients)} node(s): {', '.join(who(r) for r in header.recipients)}",
+        f"acknowledges what the sender holds of {len(header.heads)} document(s) in {channels} channel(s)",
+        "(opened, but the sender's standing and the content are checked only on import)",
+    ]
 
 
 async def cmd_courier(args: argparse.Namespace) -> None:
@@ -848,17 +883,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("bundle", cmd_bundle, "write, import and inspect courier bundles")
     bundle_sub = p.add_subparsers(dest="bundle_command", required=True, metavar="ACTION")
-    q = bundle_sub.add_parser("export", parents=[common], help="write bundles with what peers lack into a stick's outboxes")
+    q = bundle_sub.add_parser("export", parents=[common], help="write bundles with what peers lack into a stick (rallypoint/bundles/)")
     q.add_argument("--to", required=True, metavar="DIR", help="the stick (or any folder)")
     q.add_argument("--for", dest="for_nodes", action="append", metavar="NODE", help="a peer's node id or name (repeatable; default: every enrolled peer)")
     q.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, metavar="N", help="cap per bundle; the rest goes into further bundles")
-    q.add_argument("--broadcast", action="store_true", help="one series for all the peers, in the broadcast outbox (public channels only)")
+    q.add_argument("--broadcast", action="store_true", help="one series that all the peers can open (public channels only)")
     q = bundle_sub.add_parser("import", parents=[common], help="import every bundle on a stick addressed to this node")
     q.add_argument("--from", dest="source", required=True, metavar="DIR")
     q.add_argument("--preview", action="store_true", help="show what would change; change nothing")
     _quarantine_options(q)
-    q = bundle_sub.add_parser("inspect", parents=[common], help="show a bundle's clear-text header: who from, for whom (no key needed)")
+    q = bundle_sub.add_parser("inspect", parents=[common], help="show what a bundle file tells anyone (format, size, recipient count); --unlock: who from, for whom, when")
     q.add_argument("file", metavar="FILE")
+    q.add_argument("--unlock", action="store_true", help="unlock this node (passphrase) and, if it is a recipient, show sender, recipients, time and what it acknowledges")
 
     p = command("courier", cmd_courier, "import what a stick holds for this node, then write fresh bundles for every peer")
     p.add_argument("dir", metavar="DIR")

@@ -167,7 +167,7 @@ class CourierScreen(Screen[None]):
             with Horizontal(classes="courier-row"):
                 yield Label("Stick folder", classes="courier-label")
                 yield Input(str(found) if found else "", id="courier-stick", placeholder="where the stick is mounted, e.g. /media/you/STICK")
-            yield Static("Bundles on a stick: rallypoint/to-<node id>/ and …/broadcast/", id="courier-hint")
+            yield Static("Bundles on a stick: rallypoint/bundles/ (names say nothing)", id="courier-hint")
             with Horizontal(id="courier-export"):
                 yield Label("Export for", classes="courier-label")
                 yield SelectionList[str](id="courier-peers")
