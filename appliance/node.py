@@ -1496,7 +1496,7 @@ class Node:
         """Records a summary of LAN refusals too many to audit one by one (a flood)."""
         detail: dict[str, object] = {"summary": summary, "reason": kind, "refusals": refusals, "addresses": addresses}
         async with self.store.transaction() as conn:
-            await _append_audit(conn, self._clock(), self._row.node_key.hex(), "lan_refusals_summarised", detail)
+            await _append_audit(conn, self._keys.node, self._clock(), self._row.node_key.hex(), "lan_refusals_summarised", detail)
 
     @property
     def signing_key(self) -> nacl.signing.SigningKey:

@@ -330,14 +330,14 @@ async def test_hostile_connections_do_not_stop_a_legitimate_peer(tmp_path: Path)
             await eventually(lambda: _has_event(c_events, SessionUp), timeout=3, what="a new session beside the stalled ones")
             # An address that presented an unknown key is shed at once for a while; others are not.
             impostor_reader, impostor_writer = await asyncio.open_connection("127.0.0.1", a.port, local_addr=("127.0.0.12", 0))
-            initiator = wire.Initiator(alpha.workspace_key, nacl.signing.SigningKey(bytes(range(32))), bytes(32))
+            initiator = wire.Initiator(alpha.workspace_key, nacl.signing.SigningKey(bytes(range(32))), bytes(32), incarnation=bytes(16))
             impostor_writer.write(initiator.hello())
             initiator.read_response(await impostor_reader.readexactly(wire.RESPONSE_BYTES))
             impostor_writer.write(initiator.auth()[0])
             assert await hung_up(impostor_reader, 5)
             for source, shed in (("127.0.0.12", True), ("127.0.0.13", False)):
                 reader, writer = await asyncio.open_connection("127.0.0.1", a.port, local_addr=(source, 0))
-                writer.write(wire.Initiator(alpha.workspace_key, bravo.signing_key, bytes(32)).hello())
+                writer.write(wire.Initiator(alpha.workspace_key, bravo.signing_key, bytes(32), incarnation=bravo.incarnation).hello())
                 assert await hung_up(reader, 1) if shed else len(await reader.readexactly(wire.RESPONSE_BYTES)) == wire.RESPONSE_BYTES
                 evicted.append((reader, writer))
             evicted.append((impostor_reader, impostor_writer))
