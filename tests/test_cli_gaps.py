@@ -89,12 +89,10 @@ def test_a_rejected_bundle_and_a_wiping_courier_run_say_so_with_exit_3_and_4(tmp
 
     asyncio.run(make())
     bravo, stick = tmp_path / "bravo", tmp_path / "stick"
-    (revocation,) = (stick / "rallypoint").glob("to-*/*.rpb")
+    (revocation,) = (stick / "rallypoint" / "bundles").glob("*.rpb")
     tampered = bytearray(revocation.read_bytes())
-    tampered[len(tampered) // 2] ^= 0xFF
-    sender, created_at, rest = revocation.name.rsplit("-", 2)
-    (stick / "rallypoint" / "broadcast").mkdir()
-    (stick / "rallypoint" / "broadcast" / f"{sender}-{int(created_at) + 1}-{rest}").write_bytes(bytes(tampered))
+    tampered[len(tampered) // 2] ^= 0xFF  # in the encrypted stream: its stanza still opens for bravo
+    (stick / "rallypoint" / "bundles" / ("f" * 32 + ".rpb")).write_bytes(bytes(tampered))  # sorts after the revocation
     preview = run_cli(bravo, "bundle", "import", "--from", str(stick), "--preview", "--json")
     assert preview.returncode == 3 and json.loads(preview.stdout)["preview"] is True
     assert json_error(preview)["kind"] == "BundleRejected"

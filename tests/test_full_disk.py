@@ -135,7 +135,7 @@ async def test_an_import_that_committed_says_so_when_the_disk_fills_after_it(dis
     bravo = await Node.open(disk / "bravo", PASSPHRASE)
     report = await import_bundles(bravo, stick_root)
     assert [f.outcome for f in report.files] == [sneakernet.ACCEPTED]
-    assert not list((stick_root / stick.STICK_DIR / stick.outbox_name(bravo.node_id)).iterdir())
+    assert not list((stick_root / stick.STICK_DIR / stick.BUNDLES).iterdir())
     fill(disk)
     await bravo.close()  # the snapshots of the imported documents are due now
     assert len(bravo.skipped_writes) == 1 and bravo.skipped_writes[0].startswith("document snapshots were not saved (the changes are stored")
@@ -154,7 +154,7 @@ async def test_junk_that_cannot_be_quarantined_does_not_stop_the_genuine_bundle(
         await alpha.post("general", "genuine")
         written = await export_bundles(alpha, stick_root, for_nodes=[bravo.node_id])
     genuine = written.bundles[0].path
-    junk = genuine.with_name(stick.bundle_file_name(alpha.node_id, 1_000_000_000_000, bytes(16)))  # sorts first
+    junk = genuine.with_name(stick.anonymous_file_name(bytes(16)))  # sorts first
     junk.write_bytes(os.urandom(4 << 20))
     shutil.move(tmp_path / "bravo", disk / "bravo")
     fill(disk, leave=2 << 20)  # room for the import, not for a copy of the junk
