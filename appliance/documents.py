@@ -235,6 +235,7 @@ class MessageState:
     files: tuple[FileRef, ...]
     mentions: tuple[str, ...]
     tampered: bool  # a field the author alone may write was written by someone else
+    deleted_by: str | None = None  # who set the delete flag, when not the author: counts only while an admin
 
 
 def _write_list(tx: Any, obj: bytes, values: list[Any]) -> None:
@@ -348,7 +349,8 @@ def _as_object(entry: tuple[Any, bytes] | None) -> bytes | None:
 
 def read_message(doc: Document, message_id: str, admins: frozenset[str]) -> MessageState | None:
     """Reads one message. Fields only its author may write (text, thread, files, mentions)
-    count only when written by the author; the delete flag also when written by an admin;
+    count only when written by the author; the delete flag also when written by one of
+    `admins` (the directory as it is now: the node re-reads such messages when it changes);
     a reaction only when written by the user it names."""
     msg = _child(doc, ROOT, message_id)
     return None if msg is None else _read_message_map(doc, message_id, msg, admins)
@@ -383,7 +385,8 @@ def _read_message_map(doc: Document, message_id: str, msg: bytes, admins: frozen
 
     created_at, _ = _as_scalar(fields.get("created_at"))
     deleted_value, deleted_op = _as_scalar(fields.get("deleted"))
-    deleted = deleted_value is True and deleted_op is not None and (deleted_op.hex() == author or deleted_op.hex() in admins)
+    deleted_by = deleted_op.hex() if deleted_value is True and deleted_op is not None and deleted_op.hex() != author else None
+    deleted = deleted_value is True and deleted_op is not None and (deleted_by is None or deleted_by in admins)
     root_id = by_author("root_id")
     # A deletion (by the author or an admin) clears the text and stamps the time.
     text = "" if deleted else by_author("text")
@@ -432,4 +435,5 @@ def _read_message_map(doc: Document, message_id: str, msg: bytes, admins: frozen
         files=() if deleted else tuple(files),
         mentions=tuple(mentions),
         tampered=tampered,
+        deleted_by=deleted_by,
     )

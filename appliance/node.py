@@ -183,6 +183,7 @@ class Node:
         self.directory = certs.resolve_directory(row.workspace_key, [], [], clock())
         self._node_names: dict[bytes, str] = {}
         self._users_ever: dict[bytes, certs.Certificate] = {}
+        self._decoded: dict[tuple[str, bytes], certs.Certificate | certs.Revocation] = {}  # entries are checked once
         self.max_blob_bytes = DEFAULT_MAX_BLOB_BYTES
         self._lock = asyncio.Lock()
         self._locked: str | None = None  # the reason, once a remote wipe happened
@@ -339,6 +340,7 @@ class Node:
             row = _Row(ident["workspace_name"], ident["workspace_key"], ident["node_name"], ident["node_key"], ident["default_user"], ident["incarnation"])
             node = cls(home, store, row, keys, row.default_user, clock, rng)
             await node._load_state()
+            await node._judge_upgraded()
             if as_user is not None:
                 await node.act_as(as_user)
             return node
@@ -355,17 +357,33 @@ class Node:
             self.max_blob_bytes = int(limit)
         self._resolve([(kind, data) for kind, data in rows])
 
+    async def _judge_upgraded(self) -> None:
+        """Messages an upgrade marked as not yet judged (deleted_by '') are read once from their
+        documents."""
+        async with self.store.reading() as conn:
+            unjudged = (await conn.execute(select(t.messages.c.message_id).where(t.messages.c.deleted_by == "").limit(1))).first()
+        if unjudged is not None:
+            with contextlib.suppress(StorageError):  # a full disk still opens; the next open retries
+                async with self._lock, self.store.transaction() as conn:
+                    await self._rejudge(conn, self._admin_hexes(), t.messages.c.deleted_by == "")
+
     def _resolve(self, entries: Iterable[tuple[str, bytes]]) -> None:
-        decoded = []
-        for kind, data in entries:
-            try:
-                decoded.append(_decode_entry(kind, data))
-            except CertificateInvalid:
-                continue  # stored entries were checked on arrival; a damaged one trusts nothing
-        self.directory = certs.resolve_directory(self._row.workspace_key, *_split_entries(decoded), self._clock())
+        self.directory, decoded = self._resolved(entries)
         self._node_names = {e.key: e.name for e in decoded if isinstance(e, certs.Certificate) and e.kind == "node"}
         user_certs = sorted((e for e in decoded if isinstance(e, certs.Certificate) and e.kind == "user"), key=lambda c: c.issued_at)
         self._users_ever = {c.key: c for c in user_certs}  # newest certificate per user, revoked ones too
+
+    def _resolved(self, entries: Iterable[tuple[str, bytes]]) -> tuple[certs.Directory, list[certs.Certificate | certs.Revocation]]:
+        decoded = []
+        for kind, data in entries:
+            entry = self._decoded.get((kind, data))
+            if entry is None:
+                try:
+                    entry = self._decoded[(kind, data)] = _decode_entry(kind, data)
+                except CertificateInvalid:
+                    continue  # stored entries were checked on arrival; a damaged one trusts nothing
+            decoded.append(entry)
+        return certs.resolve_directory(self._row.workspace_key, *_split_entries(decoded), self._clock()), decoded
 
     # --- who -----------------------------------------------------------------------
 
@@ -512,11 +530,18 @@ class Node:
 
         await self._commit_local(documents.DIRECTORY_DOC, mutate, also)
 
-    async def _store_directory_entries(self, conn: AsyncConnection, entries: Iterable[tuple[str, bytes, bytes]], now: int) -> None:
+    async def _store_directory_entries(self, conn: AsyncConnection, entries: Iterable[tuple[str, bytes, bytes]], now: int) -> frozenset[str]:
+        """Returns the admins as the directory now stands; when they changed, the messages whose
+        view depends on it are re-read in this same transaction."""
         for kind, data, fingerprint in entries:
             exists = (await conn.execute(select(t.directory_entries.c.fingerprint).where(t.directory_entries.c.fingerprint == fingerprint))).first()
             if exists is None:
                 await conn.execute(insert(t.directory_entries).values(fingerprint=fingerprint, kind=kind, data=data, added_at=now))
+        rows = (await conn.execute(select(t.directory_entries.c.kind, t.directory_entries.c.data))).all()
+        admins = _admin_hexes(self._resolved(rows)[0])
+        if admins != self._admin_hexes():
+            await self._rejudge(conn, admins, t.messages.c.deleted_by.is_not(None))
+        return admins
 
     async def _reload_directory(self) -> None:
         async with self.store.reading() as conn:
@@ -714,10 +739,13 @@ class Node:
             except BaseException:
                 self._forget(doc_id)  # memory must not run ahead of the store
                 raise
-            self._known[doc_id].update(header.hash for header, _, _ in made)
-            await self._count_for_snapshot(doc_id, len(made))
-        if doc_id == documents.DIRECTORY_DOC:
-            await self._reload_directory()  # listeners see the directory as it now is
+            if self._docs.get(doc_id) is doc:
+                self._known[doc_id].update(header.hash for header, _, _ in made)
+                await self._count_for_snapshot(doc_id, len(made))
+            else:  # evicted by what `also` loaded (a directory change re-reads many segments)
+                self._forget(doc_id)
+            if doc_id == documents.DIRECTORY_DOC:
+                await self._reload_directory()  # under the lock: nothing is materialised with the old admins
         self._notify([doc_id])
         return [header for header, _, _ in made]
 
@@ -883,8 +911,9 @@ class Node:
                 raise
             finally:
                 self._hold_snapshots = False
+            if new_entries:
+                await self._reload_directory()  # under the lock: nothing is materialised with the old admins
         if new_entries:
-            await self._reload_directory()
             if self._row.node_key in self.directory.revoked:
                 await self._wipe_after_revocation(self.directory.revoked[self._row.node_key])
                 return replace(summary, wiped=True)
@@ -945,6 +974,7 @@ class Node:
         now = self._clock()
         intake: dict[str, list[int]] = {}
         applied = 0
+        admins = self._admin_hexes()
         for doc_id, verified in plan:
             kind, channel_id, _ = documents.parse_doc_id(doc_id)
             doc = await self._doc(doc_id)
@@ -962,11 +992,11 @@ class Node:
             applied += len(verified)
             new_messages = 0
             if kind == "directory":
-                await self._store_directory_entries(conn, new_entries, now)
+                admins = await self._store_directory_entries(conn, new_entries, now)
             elif kind == "head":
                 await self._materialise_head(conn, channel_id, doc)
             else:
-                new_messages = await self._materialise_segment(conn, channel_id, doc_id, doc, documents.touched_messages(doc, before) if before else None)
+                new_messages = await self._materialise_segment(conn, channel_id, doc_id, doc, documents.touched_messages(doc, before) if before else None, admins)
             if kind != "directory":
                 counts = intake.setdefault(channel_id, [0, 0])
                 counts[0] += len(verified)
@@ -1014,23 +1044,43 @@ class Node:
         self._channel_by_name.clear()
 
     def _check_directory_batch(self, doc: Document, verified: list[VerifiedChange]) -> tuple[list[tuple[str, bytes, bytes]], certs.Directory]:
-        """Directory changes must be by admins - judged on the directory as it would be with
-        the batch's own certificates, which are self-verifying up to the workspace key.
-        Returns the entries to store and that trial directory."""
+        """Directory changes must be by admins - each judged on the directory as of that change
+        (its history, just before or with it, and the revocations known here), so that a
+        concurrent demotion of its author, arriving first or not, decides nothing. Returns the
+        entries to store and the trial directory (the batch applied)."""
         trial = self._trial(doc, verified)
-        decoded: list[certs.Certificate | certs.Revocation] = []
-        for key, data in documents.directory_entries(trial):
-            try:
-                decoded.append(_decode_entry("certificate" if key.startswith("cert:") else "revocation", data))
-            except CertificateInvalid as exc:
-                raise ChangeRejected(f"directory entry {key}: {exc}") from exc
-        found_certs, found_revs = _split_entries(decoded)
-        existing_certs = list(self.directory.users.values()) + list(self.directory.nodes.values())
-        trial_dir = certs.resolve_directory(self._row.workspace_key, existing_certs + found_certs, list(self.directory.revoked.values()) + found_revs, self._clock())
+        decoded: dict[str, certs.Certificate | certs.Revocation] = {}
+
+        def entries(version: Document) -> list[certs.Certificate | certs.Revocation]:
+            for key, data in documents.directory_entries(version):
+                if key not in decoded:
+                    try:
+                        decoded[key] = _decode_entry("certificate" if key.startswith("cert:") else "revocation", data)
+                    except CertificateInvalid as exc:
+                        raise ChangeRejected(f"directory entry {key}: {exc}") from exc
+            return [decoded[key] for key, _ in documents.directory_entries(version)]
+
+        found_certs, found_revs = _split_entries(entries(trial))
+        known_revs = list(self.directory.revoked.values())
+        history = trial.get_changes([])  # in causal order
+        graph = {c.hash: b"".join(c.deps) for c in history}
+
+        def admin_at(heads: list[bytes], author: bytes) -> bool:
+            # The document as it was at `heads`, loaded from that history (Document.fork_at can
+            # panic on some histories: automerge 0.7.2 "MissingOps").
+            past = _ancestors(graph, heads)
+            version = documents.load_document(b"".join(c.raw_bytes for c in history if c.hash in past), self._actor()) if past else documents.new_document(self._actor())
+            certs_then, revs_then = _split_entries(entries(version))
+            return certs.resolve_directory(self._row.workspace_key, certs_then, revs_then + known_revs, self._clock()).is_admin(author)
+
         for change in verified:
-            if not trial_dir.is_admin(change.header.author):
-                raise ChangeRejected(f"directory change by {ids.key_id(change.header.author)}, who is not an admin")
-        return [(_entry_kind(entry), entry.encoded, entry.fingerprint) for entry in decoded], trial_dir
+            # An admin before the change (a self-demotion) or after it (the first admin's own certificate).
+            author = change.header.author
+            if not admin_at(list(change.header.deps), author) and not admin_at([change.header.hash], author):
+                raise ChangeRejected(f"directory change by {ids.key_id(author)}, who is not an admin")
+        existing_certs = list(self.directory.users.values()) + list(self.directory.nodes.values())
+        trial_dir = certs.resolve_directory(self._row.workspace_key, existing_certs + found_certs, known_revs + found_revs, self._clock())
+        return [(_entry_kind(entry), entry.encoded, entry.fingerprint) for entry in decoded.values()], trial_dir
 
     async def changes_for(self, doc_id: str, have: Sequence[bytes]) -> list[SignedChange]:
         """Changes of a document that a peer with heads `have` lacks: everything that is not an
@@ -1768,10 +1818,13 @@ class Node:
             doc, admins = self._docs[doc_id], self._admin_hexes()
             states = [documents.read_message(doc, message_id, admins) for message_id in message_ids]
             await self._insert_messages(conn, [self._message_values(head.channel_id, doc_id, state) for state in states if state is not None])
+            # Under the write lock: an import that came first may have reset the cursor (it is
+            # then recounted from the store) or moved it to another segment.
+            cursor = self._segment_cursor.get(head.channel_id)
+            if cursor is not None and documents.segment_doc_id(head.channel_id, cursor[0]) == doc_id:
+                self._segment_cursor[head.channel_id] = (cursor[0], cursor[1] + len(message_ids))
 
         await self._commit_local(doc_id, mutations, also)
-        index, count = self._segment_cursor[head.channel_id]
-        self._segment_cursor[head.channel_id] = (index, count + len(message_ids))
         return message_ids
 
     def _check_attachment(self, attachment: Attachment) -> tuple[Attachment, bytes]:
@@ -1884,6 +1937,7 @@ class Node:
             "files": json.dumps([{"name": f.name, "size": f.size, "hash": f.hash} for f in state.files]) if state.files else "[]",
             "mentions": json.dumps(list(state.mentions)) if state.mentions else "[]",
             "tampered": state.tampered,
+            "deleted_by": state.deleted_by,
         }
 
     async def _materialise_message(self, conn: AsyncConnection, channel_id: str, doc_id: str, doc: Document, message_id: str) -> None:
@@ -1905,11 +1959,12 @@ class Node:
         if self.store.is_sqlite:  # row_id only grows, and the write lock is ours: the new rows are those above
             await conn.execute(_INDEX_NEW_MESSAGES, {"before": before})
 
-    async def _materialise_segment(self, conn: AsyncConnection, channel_id: str, doc_id: str, doc: Document, only: set[str] | None = None) -> int:
+    async def _materialise_segment(
+        self, conn: AsyncConnection, channel_id: str, doc_id: str, doc: Document, only: set[str] | None, admins: frozenset[str]
+    ) -> int:
         """Rewrites the view of the segment's messages that changes from elsewhere touched
-        (`only`; None: every message): two executemany statements, whatever the segment
-        holds. Returns how many messages are new."""
-        admins = self._admin_hexes()
+        (`only`; None: every message), judged with `admins`: two executemany statements,
+        whatever the segment holds. Returns how many messages are new."""
         present_query = select(t.messages.c.message_id).where(t.messages.c.doc_id == doc_id)
         if only is None:
             states = documents.read_messages(doc, admins)
@@ -1929,7 +1984,22 @@ class Node:
         return len(inserts)
 
     def _admin_hexes(self) -> frozenset[str]:
-        return frozenset(k.hex() for k, c in self.directory.users.items() if c.role == "admin")
+        return _admin_hexes(self.directory)
+
+    async def _rejudge(self, conn: AsyncConnection, admins: frozenset[str], which: Any) -> None:
+        """Re-reads, with `admins`, the messages `which` selects among those whose delete flag
+        someone other than the author set (found by their index): whether that deletion counts
+        is the only part of a view that depends on the directory."""
+        m = t.messages.c
+        affected: dict[tuple[str, str], set[str]] = {}
+        for message_id, channel_id, doc_id in await conn.execute(select(m.message_id, m.channel_id, m.doc_id).where(which)):
+            affected.setdefault((channel_id, doc_id), set()).add(message_id)
+        held, self._hold_snapshots = self._hold_snapshots, True  # an eviction must not open a second write transaction
+        try:
+            for (channel_id, doc_id), message_ids in sorted(affected.items()):
+                await self._materialise_segment(conn, channel_id, doc_id, await self._doc(doc_id), message_ids, admins)
+        finally:
+            self._hold_snapshots = held
 
     def _view(self, row: Any, channel_name: str, reply_count: int = 0) -> MessageView:
         reactions = {emoji: [self.user_name(u) for u in users] for emoji, users in json.loads(row["reactions"]).items()}
@@ -2151,6 +2221,10 @@ def _frontier(graph: Mapping[bytes, bytes]) -> tuple[bytes, ...]:
     """The heads of a document: changes no other change depends on."""
     depended = {dep for deps in graph.values() for dep in _split_hashes(deps)}
     return tuple(sorted(h for h in graph if h not in depended))
+
+
+def _admin_hexes(directory: certs.Directory) -> frozenset[str]:
+    return frozenset(k.hex() for k, c in directory.users.items() if c.role == "admin")
 
 
 def _decode_entry(kind: str, data: bytes) -> certs.Certificate | certs.Revocation:

@@ -138,9 +138,13 @@ messages = Table(
     Column("files", Text, nullable=False),  # JSON [{name, size, hash}]
     Column("mentions", Text, nullable=False),  # JSON [user_hex]
     Column("tampered", Boolean, nullable=False),
+    # Who set the delete flag when not the author (user hex): whether it counts depends on who
+    # is an admin, so these rows are re-read when that changes. '' = not yet known (upgrade).
+    Column("deleted_by", String(64)),
     Index("ix_messages_channel", "channel_id", "message_id"),
     Index("ix_messages_thread", "root_id", "message_id"),
     Index("ix_messages_doc", "doc_id"),
+    Index("ix_messages_deleted_by", "deleted_by"),
 )
 
 read_markers = Table(
