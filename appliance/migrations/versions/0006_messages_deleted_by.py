@@ -3,15 +3,15 @@ deletion counts depends on who is an admin, so the node re-reads these messages 
 admins change. Rows that may have one (deleted or tampered) start as '' - not yet known - and
 are re-read when the node next opens.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0005'
-down_revision = '0004'
+revision = '0006'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
