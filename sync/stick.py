@@ -29,7 +29,7 @@ import secrets
 import stat
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -328,16 +328,16 @@ def _format_problem(stick_fd: int) -> str | None:
 # --- reading and removing ---------------------------------------------------------------------
 
 
-def _read_blocking(file: StickFile, max_file_bytes: int) -> bytes:
-    root = _root_of(file)
+@contextmanager
+def _opened_for_reading(file: StickFile) -> Iterator[tuple[int, os.stat_result]]:
+    """The file's descriptor and status, opened as a regular file inside its outbox; every
+    failure, while opening or while the caller reads, as a StickError naming the file."""
     shown = _shown(file.path)
     try:
-        with _owned(_open_outbox(root, file.outbox)) as outbox_fd:
+        with _owned(_open_outbox(_root_of(file), file.outbox)) as outbox_fd:
             fd, info = _open_regular(file.name, outbox_fd)
             with _owned(fd):
-                if info.st_size > max_file_bytes:
-                    raise StickError(f"cannot read {shown}: it is {info.st_size:,} bytes now, over the limit of {max_file_bytes:,}")
-                return read_at_most(fd, max_file_bytes, shown)
+                yield fd, info
     except FileTooLarge as exc:
         raise StickError(f"cannot read {exc}") from exc
     except _WrongKind as exc:
@@ -346,23 +346,21 @@ def _read_blocking(file: StickFile, max_file_bytes: int) -> bytes:
         raise _stick_error(exc, f"cannot read {shown}") from exc
 
 
+def _read_blocking(file: StickFile, max_file_bytes: int) -> bytes:
+    with _opened_for_reading(file) as (fd, info):
+        if info.st_size > max_file_bytes:
+            raise StickError(f"cannot read {_shown(file.path)}: it is {info.st_size:,} bytes now, over the limit of {max_file_bytes:,}")
+        return read_at_most(fd, max_file_bytes, _shown(file.path))
+
+
 def _read_head_blocking(file: StickFile, size: int) -> bytes:
-    root = _root_of(file)
-    shown = _shown(file.path)
-    try:
-        with _owned(_open_outbox(root, file.outbox)) as outbox_fd:
-            fd, _ = _open_regular(file.name, outbox_fd)
-            with _owned(fd):
-                chunks: list[bytes] = []
-                total = 0
-                while total < size and (chunk := os.read(fd, size - total)):
-                    chunks.append(chunk)
-                    total += len(chunk)
-                return b"".join(chunks)
-    except _WrongKind as exc:
-        raise StickError(f"cannot read {shown}: {exc.name} {exc} (it changed since the scan)") from exc
-    except OSError as exc:
-        raise _stick_error(exc, f"cannot read {shown}") from exc
+    with _opened_for_reading(file) as (fd, _):
+        chunks: list[bytes] = []
+        total = 0
+        while total < size and (chunk := os.read(fd, size - total)):
+            chunks.append(chunk)
+            total += len(chunk)
+        return b"".join(chunks)
 
 
 def _remove_blocking(file: StickFile) -> None:
