@@ -637,13 +637,17 @@ BOOT_TIMEOUT_S = 600  # QEMU without KVM (KVM cannot run OVMF on every host): ab
 DIAGNOSTICS_UNIT = """[Unit]
 Description=test_image: report the booted appliance's state on the serial port, then power off
 After=multi-user.target rallypoint-console.service
+# The serial getty hangs the port up when it starts, which would cut the report short: it goes.
+Conflicts=serial-getty@ttyS0.service
+After=serial-getty@ttyS0.service
 
 [Service]
 Type=oneshot
 StandardOutput=file:/dev/ttyS0
 StandardError=inherit
 ExecStart=/bin/sh -c 'echo RP-BOOTED $(systemctl is-active multi-user.target); systemctl --failed --no-legend --plain | sed "s/^/RP-FAILED /"; for u in rallypoint-console nftables rallypoint-firewall-networks systemd-networkd; do echo RP-ACTIVE $u $(systemctl is-active $u); done; echo RP-SERVICE $(systemctl show -P ConditionResult rallypoint.service); nft list tables | sed "s/^/RP-NFT /"; for i in $(seq 20); do nft list set inet rallypoint own_v4 | grep -q / && break; sleep 0.5; done; nft list set inet rallypoint own_v4 | grep -o "[0-9.]*/[0-9]*" | sed "s/^/RP-OWN-V4 /"; echo RP-ROOT $(findmnt -no OPTIONS /)'
-ExecStartPost=/bin/systemctl poweroff --no-block
+# Also after a failed report: the test then fails on the report, not on a timeout.
+ExecStopPost=/bin/systemctl poweroff --no-block
 
 [Install]
 WantedBy=multi-user.target
