@@ -15,6 +15,7 @@ import importlib.metadata
 import json
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.netpolicy import DEFAULT_ALLOWED
 from sync.lan import DEFAULT_PORT
 from sync.sneakernet import import_bundles
 from tests.conftest import PASSPHRASE, make_workspace, revocation_on_stick, run_cli
@@ -38,6 +40,7 @@ OVERLAY = IMAGES / "overlay"
 SERVICE = OVERLAY / "etc/systemd/system/rallypoint.service"
 CONSOLE = OVERLAY / "etc/systemd/system/rallypoint-console.service"
 USB_UNIT = OVERLAY / "etc/systemd/system/rallypoint-usb-mount@.service"
+FIREWALL_UNIT = OVERLAY / "etc/systemd/system/rallypoint-firewall-networks.service"
 USB_RULE = OVERLAY / "etc/udev/rules.d/90-rallypoint-usb.rules"
 NFTABLES = OVERLAY / "etc/nftables.conf"
 SBIN = OVERLAY / "usr/local/sbin"
@@ -159,19 +162,46 @@ async def test_a_wiped_node_is_set_aside_for_a_fresh_enrollment(tmp_path: Path, 
     assert (kept / "node.db").exists()
 
 
-def test_firewall_lets_in_only_mdns_and_the_sync_port_from_private_networks() -> None:
+def nft_set_elements(text: str, name: str) -> set[str]:
+    """The elements of a named set as nftables.conf declares them."""
+    match = re.search(rf"set {name} {{\s*type \S+\s*flags interval\s*(?:elements = {{ (?P<elements>[^}}]*) }}\s*)?}}", text)
+    assert match is not None, f"no set {name} in nftables.conf"
+    return {e.strip() for e in (match["elements"] or "").split(",") if e.strip()}
+
+
+def test_firewall_lets_in_only_mdns_and_the_sync_port_from_the_default_allowlist() -> None:
     text = NFTABLES.read_text()
     assert f"define sync_port = {DEFAULT_PORT}" in text
     assert "type filter hook input priority filter; policy drop;" in text
     assert 'iif "lo" accept' in text and "ct state established,related accept" in text
-    for network in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7", "fe80::/10"):
-        assert network in text
+    # The node's own default allowlist: its private ranges here (loopback is `iif "lo"`) ...
+    private = nft_set_elements(text, "private_v4") | nft_set_elements(text, "private_v6")
+    assert private == {str(n) for n in DEFAULT_ALLOWED if not n.is_loopback}
+    # ... and its interface networks, filled at run time by the unit's script.
+    firewall = load_script("rallypoint-firewall-networks")
+    assert firewall.TABLE == "inet rallypoint" and "table inet rallypoint {" in text
+    for name in firewall.SETS.values():
+        assert nft_set_elements(text, name) == set()
     accepts = [line.strip() for line in text.splitlines() if line.strip().endswith("accept") and "dport" in line]
     assert sorted(accepts) == sorted([
-        "udp dport 5353 ip saddr @lan_v4 accept", "udp dport 5353 ip6 saddr @lan_v6 accept",
-        "tcp dport $sync_port ip saddr @lan_v4 accept", "tcp dport $sync_port ip6 saddr @lan_v6 accept",
+        *(f"{proto} dport {port} {family} saddr @{kind}_v{version} accept"
+          for proto, port in (("udp", "5353"), ("tcp", "$sync_port")) for family, version in (("ip", 4), ("ip6", 6)) for kind in ("private", "own")),
         "udp sport 547 udp dport 546 ip6 saddr fe80::/10 accept",  # DHCPv6 replies to this host's client
     ])
+
+
+def test_firewall_networks_unit_follows_nftables_with_net_admin_only() -> None:
+    unit = directives(FIREWALL_UNIT)
+    assert unit["ExecStart"] == ["/usr/local/sbin/rallypoint-firewall-networks"]
+    assert unit["ExecReload"] == ["/usr/local/sbin/rallypoint-firewall-networks --once"]
+    # Loading nftables.conf empties the sets: the unit is restarted and reloaded with nftables.
+    assert unit["BindsTo"] == ["nftables.service"] and unit["ReloadPropagatedFrom"] == ["nftables.service"]
+    assert unit["After"] == ["nftables.service"]
+    assert unit["CapabilityBoundingSet"] == ["CAP_NET_ADMIN"] and unit["NoNewPrivileges"] == ["yes"]
+    assert unit["RestrictAddressFamilies"] == ["AF_NETLINK AF_UNIX"] and unit["ProtectSystem"] == ["strict"]
+    assert "PrivateNetwork" not in unit  # it must see and change this machine's own network
+    assert unit["WantedBy"] == ["multi-user.target"]
+    assert os.access(SBIN / "rallypoint-firewall-networks", os.X_OK)
 
 
 @pytest.mark.skipif(shutil.which("nft") is None or os.geteuid() != 0, reason="nft --check needs the nftables package and root (netlink)")
@@ -399,7 +429,7 @@ def test_rootfs_build_checks_itself(built: Path) -> None:
     assert in_chroot(rootfs, "rallypoint", "--version").stdout.strip() == expected
     assert (rootfs / "etc/systemd/system/rallypoint.service").read_bytes() == SERVICE.read_bytes()
 
-    verified = in_chroot(rootfs, "systemd-analyze", "verify", "rallypoint.service", "rallypoint-console.service", "rallypoint-usb-mount@sdb1.service")
+    verified = in_chroot(rootfs, "systemd-analyze", "verify", "rallypoint.service", "rallypoint-console.service", "rallypoint-firewall-networks.service", "rallypoint-usb-mount@sdb1.service")
     assert verified.returncode == 0 and "rallypoint" not in verified.stdout + verified.stderr, verified.stdout + verified.stderr
     # ... and verify does look: a unit whose ExecStart does not exist fails it.
     broken = rootfs / "etc/systemd/system/rp-broken.service"
@@ -431,9 +461,9 @@ def test_rootfs_has_the_user_units_and_no_password_login(built: Path) -> None:
     if (rootfs / "usr/sbin/sshd").exists():  # none is installed today; if one ever is, it takes keys only
         text = sshd_config.read_text() + "".join(p.read_text() for p in (rootfs / "etc/ssh/sshd_config.d").glob("*.conf"))
         assert "PasswordAuthentication no" in text and "KbdInteractiveAuthentication no" in text
-    units = ["rallypoint.service", "rallypoint-console.service", "nftables.service", "systemd-networkd.service", "getty@tty1.service"]
+    units = ["rallypoint.service", "rallypoint-console.service", "nftables.service", "rallypoint-firewall-networks.service", "systemd-networkd.service", "getty@tty1.service"]
     states = in_chroot(rootfs, "systemctl", "is-enabled", *units).stdout.split()
-    assert states == ["enabled"] * 4 + ["masked"]  # tty1 is the console's
+    assert states == ["enabled"] * 5 + ["masked"]  # tty1 is the console's
     assert (rootfs / "etc/machine-id").read_text() == ""
     assert "DEVELOPMENT" in (rootfs / "etc/rallypoint/update-signing.pub").read_text()
     assert not list(rootfs.rglob("update-signing.key"))  # the dev key's secret half stays in OUT
@@ -485,7 +515,7 @@ def test_rootfs_applies_a_signed_update_and_refuses_a_tampered_one(built: Path, 
 PROBE = """
 import socket, sys
 source, target, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-with socket.socket() as s:
+with socket.socket(socket.AF_INET6 if ":" in target else socket.AF_INET) as s:
     s.settimeout(2)
     s.bind((source, 0))
     try:
@@ -498,39 +528,108 @@ LISTENER = """
 import socket, sys, time
 servers = []
 for port in map(int, sys.argv[1:]):
-    s = socket.socket()
+    s = socket.socket(socket.AF_INET6)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port))
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # IPv4 too
+    s.bind(("::", port))
     s.listen()
     servers.append(s)
 time.sleep(120)
 """
-PUBLIC_NET = "198.51.100"  # TEST-NET-2: stands for any address outside the private ranges
+FIELD_NET = "198.51.100"  # TEST-NET-2: a field network numbered outside the private ranges
+FIELD_NET6 = "2001:db8:1:"  # documentation prefix: the same network's IPv6 side
+MOVED_NET = "198.18.0"  # benchmarking range: the network the appliance's cable is moved to
+FOREIGN_NET = "203.0.113"  # TEST-NET-3: a network the appliance is not on
+SETTLE_TIMEOUT_S = 10
 
 
 @requires_root
 @requires_build
 @pytest.mark.timeout(BUILD_TIMEOUT_S + 300)
-def test_firewall_admits_only_the_sync_port_from_private_addresses(built: Path) -> None:
-    """The image's nftables.conf, loaded by the image's own nft into a namespace on a two-node
-    LAN: the sync port answers a private address, not a public one; another port answers no one."""
+def test_firewall_admits_the_sync_port_from_the_appliances_own_networks(built: Path, tmp_path: Path) -> None:
+    """The image's nftables.conf and rallypoint-firewall-networks (its ExecStart, run by the
+    image's own python3 and nft) in a namespace on a two-node LAN numbered outside the private
+    ranges: the peer reaches the sync port over IPv4 and IPv6; an address the appliance can
+    answer but whose network it is not on does not, nor does any address reach another port;
+    when the appliance's address moves to another network the firewall follows by itself; and
+    the unit's reload command refills the sets that reloading nftables.conf empties."""
+    rootfs = built / "rootfs"
+    unit = directives(FIREWALL_UNIT)
     with BridgeLan(2) as lan:
         appliance, peer = lan.nodes
         for index, node in enumerate(lan.nodes, 1):
-            node.ip("addr", "add", f"{PUBLIC_NET}.{index}/24", "dev", "eth0")
-        loaded = appliance.check(["chroot", str(built / "rootfs"), "nft", "--file", "/etc/nftables.conf"])
-        assert loaded.returncode == 0, loaded.stderr
+            node.ip("addr", "add", f"{FIELD_NET}.{index}/24", "dev", "eth0")
+            node.ip("addr", "add", f"{FIELD_NET6}:{index}/64", "dev", "eth0", "nodad")
+        appliance.ip("addr", "add", f"{FIELD_NET}.200/25", "dev", "eth0")  # overlaps the /24: nft refuses overlaps unless merged
+        peer.ip("addr", "add", f"{FOREIGN_NET}.2/24", "dev", "eth0")
+        appliance.ip("route", "add", f"{FOREIGN_NET}.0/24", "dev", "eth0")  # replies could reach it: only the firewall can stop it
         appliance.run([sys.executable, "-c", LISTENER, str(DEFAULT_PORT), str(DEFAULT_PORT + 1)])
 
-        def probe(source: str, target: str, port: int) -> str:
+        def probe(source: str, target: str, port: int = DEFAULT_PORT) -> str:
             return peer.check([sys.executable, "-c", PROBE, source, target, str(port)]).stdout.strip()
 
+        def in_image(*argv: str) -> subprocess.CompletedProcess[str]:
+            return appliance.check(["chroot", str(rootfs), *argv])
+
+        def own_sets() -> tuple[set[str], set[str]]:
+            listed = []
+            for name in ("own_v4", "own_v6"):
+                result = in_image("nft", "--json", "list", "set", "inet", "rallypoint", name)
+                assert result.returncode == 0, result.stderr
+                (found,) = [entry["set"] for entry in json.loads(result.stdout)["nftables"] if "set" in entry]
+                listed.append({f"{e['prefix']['addr']}/{e['prefix']['len']}" if isinstance(e, dict) else e for e in found.get("elem", [])})
+            return listed[0], listed[1]
+
+        def wait_for_own_v4(expected: set[str]) -> set[str]:
+            """own_v6 once own_v4 holds exactly `expected` (bounded)."""
+            deadline = time.monotonic() + SETTLE_TIMEOUT_S
+            while (sets := own_sets())[0] != expected:
+                assert time.monotonic() < deadline, f"own_v4 is {sets[0]}, not {expected}; rallypoint-firewall-networks said:\n{log.read_text()}"
+                time.sleep(0.1)
+            return sets[1]
+
+        # Without the firewall every probe below gets through: what is blocked later, the firewall blocks.
         deadline = time.monotonic() + 10  # until the listener is up
-        while probe(peer.address or "", appliance.address or "", DEFAULT_PORT) != "open":
-            assert time.monotonic() < deadline, "the sync port never answered a private address"
+        while probe(f"{FIELD_NET}.2", f"{FIELD_NET}.1") != "open":
+            assert time.monotonic() < deadline, "the sync port never answered"
             time.sleep(0.2)
-        assert probe(f"{PUBLIC_NET}.2", f"{PUBLIC_NET}.1", DEFAULT_PORT) == "blocked"
+        assert probe(f"{FOREIGN_NET}.2", f"{FIELD_NET}.1") == "open"
+        assert probe(f"{FIELD_NET}.2", f"{FIELD_NET}.1", DEFAULT_PORT + 1) == "open"
+
+        loaded = in_image("nft", "--file", "/etc/nftables.conf")
+        assert loaded.returncode == 0, loaded.stderr
+        assert own_sets() == (set(), set())
+        assert probe(f"{FIELD_NET}.2", f"{FIELD_NET}.1") == "blocked"  # the file alone admits the private ranges only
+        assert probe(peer.address or "", appliance.address or "") == "open"  # BridgeLan's 10.231.0.x
+
+        log = tmp_path / "firewall-networks.log"
+        with log.open("w") as stderr:
+            follower = appliance.run(["chroot", str(rootfs), *unit["ExecStart"][0].split()], stderr=stderr)
+        own_v6 = wait_for_own_v4({f"{FIELD_NET}.0/24", f"{lan.subnet}.0/24"})  # no 127.0.0.0/8: loopback is left out
+        assert f"{FIELD_NET6}:/64" in own_v6 and own_v6 <= {f"{FIELD_NET6}:/64", "fe80::/64"}, own_v6
+        assert probe(f"{FIELD_NET}.2", f"{FIELD_NET}.1") == "open"
+        assert probe(f"{FIELD_NET6}:2", f"{FIELD_NET6}:1") == "open"
+        assert probe(f"{FOREIGN_NET}.2", f"{FIELD_NET}.1") == "blocked"
+        assert probe(f"{FIELD_NET}.2", f"{FIELD_NET}.1", DEFAULT_PORT + 1) == "blocked"
         assert probe(peer.address or "", appliance.address or "", DEFAULT_PORT + 1) == "blocked"
+
+        # The cable moves to another network: the old one is no longer admitted, the new one is.
+        for address in (f"{FIELD_NET}.1/24", f"{FIELD_NET}.200/25"):
+            appliance.ip("addr", "del", address, "dev", "eth0")
+        appliance.ip("addr", "add", f"{MOVED_NET}.1/24", "dev", "eth0")
+        appliance.ip("route", "add", f"{FIELD_NET}.0/24", "dev", "eth0")  # still answerable, no longer its network
+        peer.ip("addr", "add", f"{MOVED_NET}.2/24", "dev", "eth0")
+        wait_for_own_v4({f"{MOVED_NET}.0/24", f"{lan.subnet}.0/24"})
+        assert probe(f"{MOVED_NET}.2", f"{MOVED_NET}.1") == "open"
+        assert probe(f"{FIELD_NET}.2", f"{MOVED_NET}.1") == "blocked"
+
+        # Reloading nftables.conf (nftables.service's reload) empties the sets; the unit's reload refills them.
+        assert in_image("nft", "--file", "/etc/nftables.conf").returncode == 0
+        assert own_sets()[0] == set()
+        reloaded = in_image(*unit["ExecReload"][0].split())
+        assert reloaded.returncode == 0, reloaded.stderr
+        assert own_sets()[0] == {f"{MOVED_NET}.0/24", f"{lan.subnet}.0/24"}
+        assert follower.poll() is None, log.read_text()
 
 
 OVMF = Path("/usr/share/ovmf/OVMF.fd")
@@ -538,13 +637,17 @@ BOOT_TIMEOUT_S = 600  # QEMU without KVM (KVM cannot run OVMF on every host): ab
 DIAGNOSTICS_UNIT = """[Unit]
 Description=test_image: report the booted appliance's state on the serial port, then power off
 After=multi-user.target rallypoint-console.service
+# The serial getty hangs the port up when it starts, which would cut the report short: it goes.
+Conflicts=serial-getty@ttyS0.service
+After=serial-getty@ttyS0.service
 
 [Service]
 Type=oneshot
 StandardOutput=file:/dev/ttyS0
 StandardError=inherit
-ExecStart=/bin/sh -c 'echo RP-BOOTED $(systemctl is-active multi-user.target); systemctl --failed --no-legend --plain | sed "s/^/RP-FAILED /"; for u in rallypoint-console nftables systemd-networkd; do echo RP-ACTIVE $u $(systemctl is-active $u); done; echo RP-SERVICE $(systemctl show -P ConditionResult rallypoint.service); nft list tables | sed "s/^/RP-NFT /"; echo RP-ROOT $(findmnt -no OPTIONS /)'
-ExecStartPost=/bin/systemctl poweroff --no-block
+ExecStart=/bin/sh -c 'echo RP-BOOTED $(systemctl is-active multi-user.target); systemctl --failed --no-legend --plain | sed "s/^/RP-FAILED /"; for u in rallypoint-console nftables rallypoint-firewall-networks systemd-networkd; do echo RP-ACTIVE $u $(systemctl is-active $u); done; echo RP-SERVICE $(systemctl show -P ConditionResult rallypoint.service); nft list tables | sed "s/^/RP-NFT /"; for i in $(seq 20); do nft list set inet rallypoint own_v4 | grep -q / && break; sleep 0.5; done; nft list set inet rallypoint own_v4 | grep -o "[0-9.]*/[0-9]*" | sed "s/^/RP-OWN-V4 /"; echo RP-ROOT $(findmnt -no OPTIONS /)'
+# Also after a failed report: the test then fails on the report, not on a timeout.
+ExecStopPost=/bin/systemctl poweroff --no-block
 
 [Install]
 WantedBy=multi-user.target
@@ -590,8 +693,9 @@ def test_image_boots_to_the_console_with_the_firewall_up(built: Path, tmp_path: 
     report = [line.strip() for line in serial.read_text(errors="replace").splitlines() if line.startswith("RP-")]
     assert "RP-BOOTED active" in report, report
     assert not [line for line in report if line.startswith("RP-FAILED")], report
-    for unit_name in ("rallypoint-console", "nftables", "systemd-networkd"):
+    for unit_name in ("rallypoint-console", "nftables", "rallypoint-firewall-networks", "systemd-networkd"):
         assert f"RP-ACTIVE {unit_name} active" in report, report
     assert "RP-SERVICE no" in report, report  # first boot: no sealed passphrase yet, so skipped, not failed
     assert "RP-NFT table inet rallypoint" in report, report
+    assert "RP-OWN-V4 10.0.2.0/24" in report, report  # QEMU's user network, by DHCP: the firewall admits it, sandboxed as it runs
     assert any(line.startswith("RP-ROOT rw,") for line in report), report
