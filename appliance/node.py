@@ -1120,7 +1120,7 @@ class Node:
             data: dict[int, bytes] = {}
             async with self.store.reading() as conn:
                 for start in range(0, len(loaded), 500):
-                    data.update((await conn.execute(select(t.changes.c.id, t.changes.c.data).where(t.changes.c.id.in_(loaded[start : start + 500])))).tuples().all())
+                    data.update((await conn.execute(select(t.changes.c.id, t.changes.c.data).where(t.changes.c.id.in_(loaded[start : start + 500])))).all())
             pending: dict[str, list[bytes]] = {}
             for row in foreign:
                 if row.doc_id in self._docs:
