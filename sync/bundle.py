@@ -187,13 +187,8 @@ def build_bundle(
     from a CSPRNG for each bundle (`appliance.crypto.random_bytes(32)`); the same inputs and
     randomness give the same bytes. Raises ValueError for inputs no reader would accept (bad
     lengths, duplicate keys or documents, a blob whose key is not its SHA-256, no recipients, ...)."""
-    wire = _content_to_wire(content)
-    try:
-        _content_from_wire(wire, _BUILD_LIMITS)  # the reader's own rules, so we never write what it rejects
-    except BundleRejected as exc:
-        raise ValueError(str(exc)) from exc
     return _seal_plaintext(
-        cbor.encode(wire),
+        encode_payload(content),
         sender_key=sender_key,
         workspace=workspace,
         recipients=recipients,
@@ -203,6 +198,17 @@ def build_bundle(
         randomness=randomness,
         chunk_size=chunk_size,
     )
+
+
+def encode_payload(content: BundleContent) -> bytes:
+    """The payload's CBOR, the same in both formats. Checked by the reader's own rules, so no
+    writer writes what a reader rejects (ValueError)."""
+    wire = _content_to_wire(content)
+    try:
+        _content_from_wire(wire, _BUILD_LIMITS)
+    except BundleRejected as exc:
+        raise ValueError(str(exc)) from exc
+    return cbor.encode(wire)
 
 
 _BUILD_LIMITS = Limits(max_bundle_bytes=2**64 - 1, max_plaintext_bytes=2**64 - 1, max_items=2**64 - 1, max_blob_bytes=2**64 - 1)

@@ -77,13 +77,8 @@ def build_bundle(
     chunk_size: int = common.DEFAULT_CHUNK_SIZE,
 ) -> bytes:
     """A version 1 bundle, exactly as the previous release wrote it."""
-    wire = common._content_to_wire(content)
-    try:
-        common._content_from_wire(wire, common._BUILD_LIMITS)
-    except BundleRejected as exc:
-        raise ValueError(str(exc)) from exc
     return seal_plaintext(
-        cbor.encode(wire), sender_key=sender_key, workspace=workspace, recipients=recipients, heads=heads,
+        common.encode_payload(content), sender_key=sender_key, workspace=workspace, recipients=recipients, heads=heads,
         created_at=created_at, randomness=randomness, chunk_size=chunk_size,
     )
 
