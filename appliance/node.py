@@ -40,6 +40,7 @@ from appliance.changes import (
     sign_change,
     verify_batch,
 )
+from appliance.feed import ChangeFeed, DirectoryChanged, DocumentsChanged, NodeWiped, Origin
 from appliance.errors import (
     AlreadyInitialised,
     BlobTooLarge,
@@ -80,10 +81,6 @@ from appliance.store import DB_FILE, Storage, Store, check_database_file, ensure
 
 Clock = Callable[[], int]
 Random = Callable[[int], bytes]
-ChangeListener = Callable[[frozenset[str], str | None], None]
-"""Called with the ids of documents that gained changes, once they are stored, and where the
-changes came from: the node id they were received from, or None for this node's own writes
-(in this process, or in another one and picked up by `refresh`)."""
 
 SEGMENT_SIZE = 512  # messages per segment document: keeps each commit well under a millisecond
 SNAPSHOT_EVERY = 256  # changes appended to a document before its snapshot is refreshed
@@ -180,17 +177,29 @@ class Node:
         self._channel_by_name: dict[str, str] = {}
         self._doc_rows: set[str] = set()
         self._watermark = 0
-        self.directory = certs.resolve_directory(row.workspace_key, [], [], clock())
+        self._api_directory = certs.resolve_directory(row.workspace_key, [], [], clock())
         self._node_names: dict[bytes, str] = {}
         self._users_ever: dict[bytes, certs.Certificate] = {}
         self._decoded: dict[tuple[str, bytes], certs.Certificate | certs.Revocation] = {}  # entries are checked once
-        self.max_blob_bytes = DEFAULT_MAX_BLOB_BYTES
+        self._api_max_blob_bytes = DEFAULT_MAX_BLOB_BYTES
         self._lock = asyncio.Lock()
         self._locked: str | None = None  # the reason, once a remote wipe happened
         self._hold_snapshots = False  # set while an import's transaction is open
-        self._listeners: list[ChangeListener] = []
+        self.feed = ChangeFeed(self._api_refresh)
         # Writes that failed without failing what was asked (a snapshot, a read marker): said once each.
-        self.skipped_writes: list[str] = []
+        self._api_skipped_writes: list[str] = []
+        self.identity = _IdentityFacet(self)
+        self.directory = _DirectoryFacet(self)
+        self.enrollment = _EnrollmentFacet(self)
+        self.chat = _ChatFacet(self)
+        self.views = _ViewsFacet(self)
+        self.replica = _ReplicaFacet(self)
+        self.blobs = _BlobsFacet(self)
+        self.intake = _IntakeFacet(self)
+        self.exchange = _ExchangeFacet(self)
+        self.peers = _PeersFacet(self)
+        self.audit = _AuditFacet(self)
+        self.custody = _CustodyFacet(self)
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -250,7 +259,7 @@ class Node:
             row = _Row(workspace_name, ws_pub, node_name, bytes(node_key.verify_key), bytes(user_key.verify_key), rng(identity.INCARNATION_BYTES))
             await cls._write_identity(store, row, keys, passphrase, kdf, rng, now)
             node = cls(home, store, row, keys, row.default_user, clock, rng)
-            await node._add_directory_entries(issued, "init", {"workspace": node.workspace_id, "user": user_name, "node": node.node_id})
+            await node._add_directory_entries(issued, "init", {"workspace": node._api_workspace_id, "user": user_name, "node": node._api_node_id})
             return node
         except BaseException:
             await store.__aexit__(None, None, None)
@@ -342,7 +351,7 @@ class Node:
             await node._load_state()
             await node._judge_upgraded()
             if as_user is not None:
-                await node.act_as(as_user)
+                await node._api_act_as(as_user)
             return node
         except BaseException:
             await store.__aexit__(None, None, None)
@@ -354,7 +363,7 @@ class Node:
             self._watermark = await self._newest_change_id(conn)
             limit = (await conn.execute(select(t.settings.c.value).where(t.settings.c.name == "max_blob_bytes"))).scalar()
         if limit is not None:
-            self.max_blob_bytes = int(limit)
+            self._api_max_blob_bytes = int(limit)
         self._resolve([(kind, data) for kind, data in rows])
 
     async def _judge_upgraded(self) -> None:
@@ -368,7 +377,7 @@ class Node:
                     await self._rejudge(conn, self._admin_hexes(), t.messages.c.deleted_by == "")
 
     def _resolve(self, entries: Iterable[tuple[str, bytes]]) -> None:
-        self.directory, decoded = self._resolved(entries)
+        self._api_directory, decoded = self._resolved(entries)
         self._node_names = {e.key: e.name for e in decoded if isinstance(e, certs.Certificate) and e.kind == "node"}
         user_certs = sorted((e for e in decoded if isinstance(e, certs.Certificate) and e.kind == "user"), key=lambda c: c.issued_at)
         self._users_ever = {c.key: c for c in user_certs}  # newest certificate per user, revoked ones too
@@ -388,62 +397,58 @@ class Node:
     # --- who -----------------------------------------------------------------------
 
     @property
-    def workspace_id(self) -> str:
+    def _api_workspace_id(self) -> str:
         return ids.key_id(self._row.workspace_key)
 
     @property
-    def node_id(self) -> str:
+    def _api_node_id(self) -> str:
         return ids.key_id(self._row.node_key)
 
     @property
-    def workspace_key(self) -> bytes:
+    def _api_workspace_key(self) -> bytes:
         return self._row.workspace_key
 
     @property
-    def node_key(self) -> bytes:
+    def _api_node_key(self) -> bytes:
         return self._row.node_key
 
     @property
-    def incarnation(self) -> bytes:
+    def _api_incarnation(self) -> bytes:
         """This installation of the node's identity (what peers see in handshakes and bundles)."""
         return self._row.incarnation
 
     @property
-    def locked_reason(self) -> str | None:
+    def _api_locked_reason(self) -> str | None:
         """Why this node holds nothing any more (its revocation arrived and it wiped itself)."""
         return self._locked
 
-    def add_listener(self, listener: ChangeListener) -> None:
-        self._listeners.append(listener)
-
-    def remove_listener(self, listener: ChangeListener) -> None:
-        if listener in self._listeners:
-            self._listeners.remove(listener)
-
-    def _notify(self, doc_ids: Iterable[str], received_from: str | None = None) -> None:
+    def _notify(self, doc_ids: Iterable[str], origin: Origin, received_from: str | None = None) -> None:
         changed = frozenset(doc_ids)
-        if changed:
-            for listener in list(self._listeners):
-                listener(changed, received_from)
+        if not changed:
+            return
+        channels = frozenset(channel for channel in (documents.parse_doc_id(doc_id)[1] for doc_id in changed) if channel is not None)
+        self.feed.publish(DocumentsChanged(changed, channels, origin, received_from))
+        if documents.DIRECTORY_DOC in changed:
+            self.feed.publish(DirectoryChanged(origin))
 
-    def now(self) -> int:
+    def _api_now(self) -> int:
         """This node's clock, in ms."""
         return self._clock()
 
     @property
-    def user_key(self) -> bytes:
+    def _api_user_key(self) -> bytes:
         return self._user
 
-    async def act_as(self, name: str) -> None:
+    async def _api_act_as(self, name: str) -> None:
         """Makes `name` the acting user. The passphrase unlocks the node, not a person: every
         local user's key is sealed under it, so acting as anyone but the node's default user
         would need that user's own sign-in, which this version does not have yet. Until it
         does, only the default user acts; a refusal is audited."""
-        default = self.directory.user(self._row.default_user)
+        default = self._api_directory.user(self._row.default_user)
         if default is not None and default.name == name:
             self._user = self._row.default_user
             return
-        if not any((cert := self.directory.user(pub)) is not None and cert.name == name for pub in self._keys.users):
+        if not any((cert := self._api_directory.user(pub)) is not None and cert.name == name for pub in self._keys.users):
             raise NotFound(f"no local user {name!r} on this node")
         async with self.store.transaction() as conn:
             await _append_audit(conn, self._keys.node, self._clock(), self._row.default_user.hex(), "permission_denied", {"action": f"act as {name}"})
@@ -453,14 +458,14 @@ class Node:
             f" (the node's passphrase is not {name}'s secret); {name} can use a node enrolled for them (rallypoint invite)"
         )
 
-    def whoami(self) -> Identity:
-        cert = self.directory.user(self._user)
+    def _api_whoami(self) -> Identity:
+        cert = self._api_directory.user(self._user)
         return Identity(
             workspace_name=self._row.workspace_name,
-            workspace_id=self.workspace_id,
+            workspace_id=self._api_workspace_id,
             workspace_key=self._row.workspace_key,
             node_name=self._row.node_name,
-            node_id=self.node_id,
+            node_id=self._api_node_id,
             node_key=self._row.node_key,
             user_name=cert.name if cert else ids.key_id(self._user),
             user_key=self._user,
@@ -468,35 +473,35 @@ class Node:
             holds_workspace_key=self._keys.workspace is not None,
         )
 
-    def user_name(self, user_hex: str) -> str:
+    def _api_user_name(self, user_hex: str) -> str:
         try:
-            cert = self.directory.user(bytes.fromhex(user_hex))
+            cert = self._api_directory.user(bytes.fromhex(user_hex))
         except ValueError:
             cert = None
         return cert.name if cert else f"unknown:{user_hex[:8]}"
 
-    def users(self, revoked: bool = False) -> list[UserInfo]:
+    def _api_users(self, revoked: bool = False) -> list[UserInfo]:
         """The workspace's users; with `revoked`, also those whose certificate was revoked (role as last certified)."""
         listed = [
             UserInfo(name=c.name, key=k, role=c.role, local=k in self._keys.users)
-            for k, c in self.directory.users.items()
+            for k, c in self._api_directory.users.items()
         ]
         if revoked:
             listed += [
                 UserInfo(name=c.name, key=k, role=c.role, local=k in self._keys.users, revoked=True)
                 for k, c in self._users_ever.items()
-                if k in self.directory.revoked
+                if k in self._api_directory.revoked
             ]
         return sorted(listed, key=lambda u: (u.name, u.revoked))
 
     def _acting_cert(self) -> certs.Certificate:
-        cert = self.directory.user(self._user)
+        cert = self._api_directory.user(self._user)
         if cert is None:
             raise PermissionDenied("this user's certificate is revoked, expired or unknown")
         return cert
 
     async def _require_admin(self, action: str) -> nacl.signing.SigningKey:
-        cert = self.directory.user(self._user)
+        cert = self._api_directory.user(self._user)
         if cert is None or cert.role != "admin":
             async with self.store.transaction() as conn:
                 await _append_audit(conn, self._keys.node, self._clock(), self._user.hex(), "permission_denied", {"action": action})
@@ -548,11 +553,11 @@ class Node:
             rows = (await conn.execute(select(t.directory_entries.c.kind, t.directory_entries.c.data))).all()
         self._resolve([(kind, data) for kind, data in rows])
 
-    async def add_user(self, name: str, role: str = "member") -> UserInfo:
+    async def _api_add_user(self, name: str, role: str = "member") -> UserInfo:
         """A new user whose secret key lives on this node (sealed), certified by the acting admin."""
         issuer = await self._require_admin("user add")
         name = certs.check_name(name)
-        if self.directory.user_by_name(name) is not None:
+        if self._api_directory.user_by_name(name) is not None:
             raise InvalidInput(f"user {name!r} already exists; use `user role` to change the role")
         user_key = crypto.new_signing_key(self._rng(32))
         pub = bytes(user_key.verify_key)
@@ -566,32 +571,32 @@ class Node:
         self._keys.users[pub] = user_key
         return UserInfo(name=name, key=pub, role=role, local=True)
 
-    async def set_role(self, name: str, role: str) -> UserInfo:
+    async def _api_set_role(self, name: str, role: str) -> UserInfo:
         issuer = await self._require_admin("user role")
-        current = self.directory.user_by_name(name)
+        current = self._api_directory.user_by_name(name)
         if current is None:
             raise NotFound(f"no user {name!r}")
         cert = certs.issue_certificate(issuer, workspace=self._row.workspace_key, kind="user", key=current.key, name=name, role=role, issued_at=max(self._clock(), current.issued_at + 1), home=current.home)
         await self._add_directory_entries([cert], "role_changed", {"user": name, "from": current.role, "to": role})
         return UserInfo(name=name, key=current.key, role=role, local=current.key in self._keys.users)
 
-    async def revoke(self, subject: bytes, reason: str) -> None:
+    async def _api_revoke(self, subject: bytes, reason: str) -> None:
         """A signed revocation entry in the directory; it travels with the directory document."""
         issuer = await self._require_admin("revoke")
         if subject == self._user:
             raise InvalidInput("an admin cannot revoke themselves")
-        known = self.directory.users.get(subject) or self.directory.nodes.get(subject)
+        known = self._api_directory.users.get(subject) or self._api_directory.nodes.get(subject)
         if known is None:
             raise NotFound("no such user or node in the directory")
         rev = certs.issue_revocation(issuer, workspace=self._row.workspace_key, subject=subject, reason=reason, revoked_at=self._clock())
         await self._add_directory_entries([rev], "revoked", {"subject": known.name, "kind": known.kind, "key": subject.hex(), "reason": reason})
 
-    async def invite(self, node_name: str, user_name: str, role: str = "member", *, kdf: crypto.KdfParams = crypto.MODERATE) -> Enrollment:
+    async def _api_invite(self, node_name: str, user_name: str, role: str = "member", *, kdf: crypto.KdfParams = crypto.MODERATE) -> Enrollment:
         """Certificates and fresh keys for a new node and its first user, sealed in a file
         that opens only with a one-time code shown here (so a lost stick exposes nothing)."""
         issuer = await self._require_admin("invite")
         node_name, user_name = certs.check_name(node_name), certs.check_name(user_name)
-        if self.directory.user_by_name(user_name) is not None:
+        if self._api_directory.user_by_name(user_name) is not None:
             raise InvalidInput(f"user {user_name!r} already exists")
         node_key, user_key = crypto.new_signing_key(self._rng(32)), crypto.new_signing_key(self._rng(32))
         now = self._clock()
@@ -602,7 +607,7 @@ class Node:
         ]
         node_id = ids.key_id(bytes(node_key.verify_key))
         await self._add_directory_entries(issued, "invited", {"node": node_name, "node_id": node_id, "user": user_name, "role": role})
-        directory_changes = await self.changes_for(documents.DIRECTORY_DOC, [])
+        directory_changes = await self._api_changes_for(documents.DIRECTORY_DOC, [])
         inner = cbor.encode(
             {
                 "workspace_name": self._row.workspace_name,
@@ -610,7 +615,7 @@ class Node:
                 "node_name": node_name,
                 "node_seed": bytes(node_key),
                 "user_seed": bytes(user_key),
-                "invited_by": self.node_id,
+                "invited_by": self._api_node_id,
                 "issued_at": now,
                 "directory": [[c.data, c.signature or b""] for c in directory_changes],
             }
@@ -645,12 +650,12 @@ class Node:
             keys = _Keys(rng(32), node_key, None, {row.default_user: user_key})
             node = cls(home, store, row, keys, row.default_user, clock, rng)
             signed = [SignedChange(data, sig or None) for data, sig in inner["directory"]]
-            await node.import_changes(documents.DIRECTORY_DOC, signed, received_from=inner["invited_by"])
-            if node.directory.nodes.get(row.node_key) is None or node.directory.user(row.default_user) is None:
+            await node._api_import_changes(documents.DIRECTORY_DOC, signed, received_from=inner["invited_by"])
+            if node._api_directory.nodes.get(row.node_key) is None or node._api_directory.user(row.default_user) is None:
                 raise EnrollmentRejected("the enrollment file's certificates do not verify up to its workspace key")
             await cls._write_identity(store, row, keys, passphrase, kdf, rng, clock())
             async with store.transaction() as conn:
-                await _append_audit(conn, keys.node, clock(), row.default_user.hex(), "joined", {"workspace": node.workspace_id, "node": node.node_id, "invited_by": inner["invited_by"]})
+                await _append_audit(conn, keys.node, clock(), row.default_user.hex(), "joined", {"workspace": node._api_workspace_id, "node": node._api_node_id, "invited_by": inner["invited_by"]})
             return node
         except ChangeRejected as exc:
             await store.__aexit__(None, None, None)
@@ -746,7 +751,7 @@ class Node:
                 self._forget(doc_id)
             if doc_id == documents.DIRECTORY_DOC:
                 await self._reload_directory()  # under the lock: nothing is materialised with the old admins
-        self._notify([doc_id])
+        self._notify([doc_id], Origin.LOCAL)
         return [header for header, _, _ in made]
 
     async def _append_changes(
@@ -791,8 +796,8 @@ class Node:
             self._skipped_write(f"document snapshots were not saved (the changes are stored; they are saved later): {exc}")
 
     def _skipped_write(self, what: str) -> None:
-        if what not in self.skipped_writes:
-            self.skipped_writes.append(what)
+        if what not in self._api_skipped_writes:
+            self._api_skipped_writes.append(what)
 
     async def _write_snapshot(self, conn: AsyncConnection, doc_id: str, doc: Document) -> None:
         upto = (await conn.execute(select(func.max(t.changes.c.id)).where(t.changes.c.doc_id == doc_id))).scalar_one()
@@ -845,12 +850,12 @@ class Node:
 
         return authorise
 
-    async def import_changes(self, doc_id: str, incoming: Sequence[SignedChange], received_from: str) -> ImportResult:
+    async def _api_import_changes(self, doc_id: str, incoming: Sequence[SignedChange], received_from: str) -> ImportResult:
         """One document's batch through `import_batches`."""
-        summary = await self.import_batches([(doc_id, incoming)], received_from=received_from)
+        summary = await self._api_import_batches([(doc_id, incoming)], received_from=received_from)
         return ImportResult(doc_id, summary.changes, summary.duplicates)
 
-    async def import_batches(
+    async def _api_import_batches(
         self,
         batches: Sequence[tuple[str, Sequence[SignedChange]]],
         *,
@@ -879,8 +884,8 @@ class Node:
         for digest, data in blobs:
             if crypto.sha256(data) != digest:
                 raise ChangeRejected(f"blob {digest.hex()[:12]} does not match its hash")
-            if len(data) > self.max_blob_bytes:
-                raise ChangeRejected(f"blob {digest.hex()[:12]} ({len(data)} bytes) is over this node's limit of {self.max_blob_bytes} bytes")
+            if len(data) > self._api_max_blob_bytes:
+                raise ChangeRejected(f"blob {digest.hex()[:12]} ({len(data)} bytes) is over this node's limit of {self._api_max_blob_bytes} bytes")
         order = sorted(grouped, key=_import_rank)
         async with self._lock:
             self._require_unlocked()
@@ -914,10 +919,10 @@ class Node:
             if new_entries:
                 await self._reload_directory()  # under the lock: nothing is materialised with the old admins
         if new_entries:
-            if self._row.node_key in self.directory.revoked:
-                await self._wipe_after_revocation(self.directory.revoked[self._row.node_key])
+            if self._row.node_key in self._api_directory.revoked:
+                await self._wipe_after_revocation(self._api_directory.revoked[self._row.node_key])
                 return replace(summary, wiped=True)
-        self._notify(touched, received_from)
+        self._notify(touched, Origin.PEER if received_from is not None else Origin.LOCAL, received_from)
         return summary
 
     @staticmethod
@@ -937,7 +942,7 @@ class Node:
     async def _verify_batches(
         self, order: Sequence[str], grouped: dict[str, list[SignedChange]], known: dict[str, set[bytes]], relay: bytes | None, progress: Callable[[str, int], None] | None = None
     ) -> tuple[list[tuple[str, list[VerifiedChange]]], list[tuple[str, bytes, bytes]]]:
-        directory = self.directory
+        directory = self._api_directory
         new_entries: list[tuple[str, bytes, bytes]] = []
         trial_heads: dict[str, documents.ChannelHead | None] = {}
         plan: list[tuple[str, list[VerifiedChange]]] = []
@@ -1061,7 +1066,7 @@ class Node:
             return [decoded[key] for key, _ in documents.directory_entries(version)]
 
         found_certs, found_revs = _split_entries(entries(trial))
-        known_revs = list(self.directory.revoked.values())
+        known_revs = list(self._api_directory.revoked.values())
         history = trial.get_changes([])  # in causal order
         graph = {c.hash: b"".join(c.deps) for c in history}
 
@@ -1078,11 +1083,11 @@ class Node:
             author = change.header.author
             if not admin_at(list(change.header.deps), author) and not admin_at([change.header.hash], author):
                 raise ChangeRejected(f"directory change by {ids.key_id(author)}, who is not an admin")
-        existing_certs = list(self.directory.users.values()) + list(self.directory.nodes.values())
+        existing_certs = list(self._api_directory.users.values()) + list(self._api_directory.nodes.values())
         trial_dir = certs.resolve_directory(self._row.workspace_key, existing_certs + found_certs, known_revs + found_revs, self._clock())
         return [(_entry_kind(entry), entry.encoded, entry.fingerprint) for entry in decoded.values()], trial_dir
 
-    async def changes_for(self, doc_id: str, have: Sequence[bytes]) -> list[SignedChange]:
+    async def _api_changes_for(self, doc_id: str, have: Sequence[bytes]) -> list[SignedChange]:
         """Changes of a document that a peer with heads `have` lacks: everything that is not an
         ancestor of a head known here (a head unknown here says the peer has changes we lack,
         not which of ours it has). Each actor's run ends in a signed change."""
@@ -1091,14 +1096,14 @@ class Node:
         excluded = _ancestors({r.hash: r.deps for r in rows}, have)
         return [SignedChange(r.data, r.signature) for r in rows if r.hash not in excluded]
 
-    async def document_heads(self, doc_id: str) -> list[bytes]:
+    async def _api_document_heads(self, doc_id: str) -> list[bytes]:
         return list((await self._doc(doc_id)).get_heads())
 
-    async def document_ids(self) -> list[str]:
+    async def _api_document_ids(self) -> list[str]:
         async with self.store.reading() as conn:
             return list((await conn.execute(select(t.documents.c.doc_id).order_by(t.documents.c.doc_id))).scalars().all())
 
-    async def refresh(self) -> frozenset[str]:
+    async def _api_refresh(self) -> frozenset[str]:
         """Picks up changes another process appended to this store (the CLI while the console
         runs). Returns the ids of the channels that changed - "directory" for the directory -
         counting only what this process did not write itself (empty when nothing did)."""
@@ -1107,7 +1112,8 @@ class Node:
             rows = (await conn.execute(select(t.changes.c.id, t.changes.c.doc_id, t.changes.c.hash).where(t.changes.c.id > self._watermark).order_by(t.changes.c.id))).all()
             wiped = (await conn.execute(select(t.settings.c.value).where(t.settings.c.name == LOCKED_SETTING))).scalar()
         if wiped is not None:  # another process imported this node's revocation
-            self._forget_everything(wiped)
+            if self._locked is None:
+                self._forget_everything(wiped)
             raise NodeLocked(wiped)
         if not rows:
             return frozenset()
@@ -1137,7 +1143,7 @@ class Node:
         changed = frozenset(documents.parse_doc_id(row.doc_id)[1] or documents.DIRECTORY_DOC for row in foreign)
         if documents.DIRECTORY_DOC in changed:
             await self._reload_directory()
-        self._notify(row.doc_id for row in foreign)
+        self._notify((row.doc_id for row in foreign), Origin.STORE)
         return changed
 
     # --- exchange with peers: receipts, deltas, remote wipe ---------------------------
@@ -1209,18 +1215,18 @@ class Node:
                 if all(h in held for h in _split_hashes(row.heads)):
                     await conn.execute(update(t.peer_blobs).where(and_(t.peer_blobs.c.peer == peer, t.peer_blobs.c.hash == row.hash)).values(heads=None, updated_at=now))
 
-    def routable_to(self, peer: bytes, head: documents.ChannelHead) -> bool:
+    def _api_routable_to(self, peer: bytes, head: documents.ChannelHead) -> bool:
         """Whether a channel's documents may go to node `peer`: public channels go everywhere,
         private ones only to nodes that hold a member's key (its certificate's home)."""
         if head.kind == "public":
             return True
         for member in head.members:
-            cert = self.directory.users.get(bytes.fromhex(member))
+            cert = self._api_directory.users.get(bytes.fromhex(member))
             if cert is not None and cert.home == peer:
                 return True
         return False
 
-    async def delta_for(
+    async def _api_delta_for(
         self, peers: Sequence[bytes], *, only: Collection[str] | None = None, also_held: Mapping[str, Sequence[bytes]] | None = None
     ) -> Delta:
         """Everything at least one of `peers` lacks, as far as the heads they last told us say
@@ -1244,15 +1250,15 @@ class Node:
             blobs = await self._blobs_lacking(conn, peer_ids, [doc_id for doc_id, _ in wanted])
         return Delta(documents=tuple(delta_docs), blobs=blobs, heads=our_heads)
 
-    async def heads_for(self, peer: bytes) -> dict[str, tuple[bytes, ...]]:
+    async def _api_heads_for(self, peer: bytes) -> dict[str, tuple[bytes, ...]]:
         """Our heads of every document `peer` may receive (what a LAN session announces)."""
         return (await self._missing([peer], None, None))[1]
 
-    async def changes_behind(self, peer: bytes) -> int:
+    async def _api_changes_behind(self, peer: bytes) -> int:
         """How many of our changes `peer` lacks, as far as the heads it last told us say."""
-        return sum(count for _, count in await self.documents_lacking(peer))
+        return sum(count for _, count in await self._api_documents_lacking(peer))
 
-    async def documents_lacking(self, peer: bytes) -> list[tuple[str, int]]:
+    async def _api_documents_lacking(self, peer: bytes) -> list[tuple[str, int]]:
         """The documents `peer` lacks changes of, in the order `delta_for` sends them, with
         how many: a large delta can then be read and sent a few documents at a time."""
         wanted, _ = await self._missing([peer], None, None)
@@ -1284,13 +1290,13 @@ class Node:
                 graphs.setdefault(doc_id, {})[digest] = deps
                 change_ids[digest] = row_id
         allowed: list[Any] = []
-        revoked_peer = any(p in self.directory.revoked for p in peers)
+        revoked_peer = any(p in self._api_directory.revoked for p in peers)
         for row in doc_rows:
             if row.kind != "directory" and revoked_peer:
                 continue
             if row.kind != "directory":
                 head = await self._load_head(row.channel_id)
-                if head is None or not all(self.routable_to(p, head) for p in peers):
+                if head is None or not all(self._api_routable_to(p, head) for p in peers):
                     continue
             allowed.append(row)
         allowed.sort(key=lambda r: (_import_rank(r.doc_id), -r.segment_index, r.channel_id))
@@ -1326,7 +1332,7 @@ class Node:
                 found.append((digest, referenced[digest], data))
         return tuple(sorted(found))
 
-    async def note_sent(self, peers: Sequence[bytes], blobs: Sequence[tuple[bytes, str]], heads: Mapping[str, Sequence[bytes]]) -> None:
+    async def _api_note_sent(self, peers: Sequence[bytes], blobs: Sequence[tuple[bytes, str]], heads: Mapping[str, Sequence[bytes]]) -> None:
         """Blobs just written into a bundle for `peers`: not sent again once they acknowledge
         the heads we had (until then, every bundle repeats them: a stick can be lost)."""
         now = self._clock()
@@ -1335,7 +1341,7 @@ class Node:
                 for digest, doc_id in blobs:
                     await self._upsert_peer_blob(conn, ids.key_id(peer), digest, doc_id, b"".join(heads.get(doc_id, ())) or b"\x00", now)
 
-    async def record_peer_heads(self, peer: bytes, heads: Mapping[str, Sequence[bytes]]) -> None:
+    async def _api_record_peer_heads(self, peer: bytes, heads: Mapping[str, Sequence[bytes]]) -> None:
         """What a peer just told us it holds (a LAN acknowledgement): the base of the next delta
         for it, by LAN or by bundle, and confirmation of the blobs sent before those heads."""
         now, peer_id = self._clock(), ids.key_id(peer)
@@ -1343,13 +1349,13 @@ class Node:
             await self._store_peer_heads(conn, peer_id, heads, now)
             await self._confirm_sent_blobs(conn, peer_id, heads, now)
 
-    async def bundle_decision(self, digest: bytes) -> tuple[str, str] | None:
+    async def _api_bundle_decision(self, digest: bytes) -> tuple[str, str] | None:
         """(outcome, reason) if this exact bundle file was decided on before."""
         async with self.store.reading() as conn:
             row = (await conn.execute(select(t.bundle_log.c.outcome, t.bundle_log.c.reason).where(t.bundle_log.c.digest == digest))).first()
         return None if row is None else (row.outcome, row.reason)
 
-    async def record_rejection(
+    async def _api_record_rejection(
         self, digest: bytes, *, outcome: str, reason: str, sender: bytes | None, bundle_id: bytes | None, created_at: int | None, source: str = "bundle", quarantine: Mapping[str, object] | None = None
     ) -> None:
         """A refused bundle: one log row and one audit entry (a re-presented one is not audited
@@ -1368,45 +1374,45 @@ class Node:
                 detail["quarantine"] = dict(quarantine)
             await _append_audit(conn, self._keys.node, now, self._row.node_key.hex(), f"{source}_rejected", detail)
 
-    async def courier_log(self, limit: int = 100) -> list[dict[str, Any]]:
+    async def _api_courier_log(self, limit: int = 100) -> list[dict[str, Any]]:
         """The latest bundle decisions, newest first."""
         async with self.store.reading() as conn:
             rows = (await conn.execute(select(t.bundle_log).order_by(t.bundle_log.c.decided_at.desc()).limit(limit))).mappings().all()
         return [{**row, "digest": row["digest"].hex(), "bundle_id": row["bundle_id"].hex() if row["bundle_id"] else None} for row in rows]
 
-    def node_key_of(self, node_id: str) -> bytes:
+    def _api_node_key_of(self, node_id: str) -> bytes:
         """The key of an enrolled node, by node id (check character verified) or node name."""
-        for key, cert in self.directory.nodes.items():
+        for key, cert in self._api_directory.nodes.items():
             if cert.name == node_id:
                 return key
         wanted = ids.normalise_key_id(node_id)
-        for key in list(self.directory.nodes) + list(self.directory.revoked):
+        for key in list(self._api_directory.nodes) + list(self._api_directory.revoked):
             if ids.key_id(key) == wanted:
                 return key
         raise NotFound(f"no node {node_id} in this workspace's directory")
 
-    def nodes(self) -> list[NodeInfo]:
+    def _api_nodes(self) -> list[NodeInfo]:
         """Every node the directory ever certified, revoked ones included."""
-        keys = [*self.peers(revoked=True), self._row.node_key]
+        keys = [*self._api_peers(revoked=True), self._row.node_key]
         return sorted(
-            (NodeInfo(ids.key_id(k), self._node_names.get(k, "?"), k, k in self.directory.revoked, k == self._row.node_key) for k in keys),
+            (NodeInfo(ids.key_id(k), self._node_names.get(k, "?"), k, k in self._api_directory.revoked, k == self._row.node_key) for k in keys),
             key=lambda n: (n.revoked, n.name),
         )
 
-    def peers(self, *, revoked: bool = False) -> list[bytes]:
+    def _api_peers(self, *, revoked: bool = False) -> list[bytes]:
         """Every other enrolled node of the workspace; with `revoked`, revoked ones too."""
-        keys = set(self.directory.nodes) | ({k for k in self.directory.revoked if k in self._node_names} if revoked else set())
+        keys = set(self._api_directory.nodes) | ({k for k in self._api_directory.revoked if k in self._node_names} if revoked else set())
         return sorted(k for k in keys if k != self._row.node_key)
 
-    def trust_of(self, node_key: bytes) -> str:
+    def _api_trust_of(self, node_key: bytes) -> str:
         """"trusted" (a current node of this workspace), "revoked" or "unknown"."""
-        if node_key in self.directory.revoked:
+        if node_key in self._api_directory.revoked:
             return "revoked"
-        return "trusted" if node_key in self.directory.nodes else "unknown"
+        return "trusted" if node_key in self._api_directory.nodes else "unknown"
 
     # --- LAN: peers seen, IP rules for incoming sessions ---------------------------
 
-    async def note_lan_peer(self, node_id: str, workspace_id: str, address: str, port: int) -> None:
+    async def _api_note_lan_peer(self, node_id: str, workspace_id: str, address: str, port: int) -> None:
         """Remembers where a node was seen on the LAN (mDNS or an incoming session)."""
         now = self._clock()
         async with self.store.transaction() as conn:
@@ -1416,7 +1422,7 @@ class Node:
             if updated.rowcount == 0:
                 await conn.execute(insert(t.lan_peers).values(node_id=node_id, workspace_id=workspace_id, address=address, port=port, last_seen=now))
 
-    async def note_lan_sync(self, node_key: bytes, address: str, port: int) -> None:
+    async def _api_note_lan_sync(self, node_key: bytes, address: str, port: int) -> None:
         """A session with this workspace node just exchanged heads."""
         now = self._clock()
         node_id, workspace_id = ids.key_id(node_key), ids.key_id(self._row.workspace_key)
@@ -1427,30 +1433,30 @@ class Node:
                     insert(t.lan_peers).values(node_id=node_id, workspace_id=workspace_id, address=address, port=port, last_seen=now, last_sync=now)
                 )
 
-    async def lan_peers(self) -> list[LanPeer]:
+    async def _api_lan_peers(self) -> list[LanPeer]:
         async with self.store.reading() as conn:
             rows = (await conn.execute(select(t.lan_peers).order_by(t.lan_peers.c.node_id))).all()
         return [LanPeer(r.node_id, r.workspace_id, r.address, r.port, r.last_seen, r.last_sync) for r in rows]
 
-    async def peer_overview(self, local_networks: Sequence[netpolicy.LocalNetwork] = ()) -> list[PeerStatus]:
+    async def _api_peer_overview(self, local_networks: Sequence[netpolicy.LocalNetwork] = ()) -> list[PeerStatus]:
         """Every other node of the directory and every node seen on the LAN: trust, where it
         was seen, when it last synced by LAN and by courier, how far behind it is, and - for a
         trusted node seen at an address the IP allowlist refuses - why, and how to allow it."""
         workspace_id = ids.key_id(self._row.workspace_key)
-        seen = {p.node_id: p for p in await self.lan_peers()}
-        rules = await self.network_rules(local_networks)
+        seen = {p.node_id: p for p in await self._api_lan_peers()}
+        rules = await self._api_network_rules(local_networks)
         async with self.store.reading() as conn:
             courier = dict(
                 (await conn.execute(select(t.bundle_log.c.sender, func.max(t.bundle_log.c.decided_at)).where(t.bundle_log.c.outcome == "accepted").group_by(t.bundle_log.c.sender))).all()
             )
             conflicted = await identity.conflicted_keys(conn)
         rows: list[PeerStatus] = []
-        for info in self.nodes():
+        for info in self._api_nodes():
             if info.this_node:
                 continue
             lan = seen.pop(info.node_id, None)
-            trust = self.trust_of(info.key)
-            behind = None if trust != "trusted" or self._locked is not None else await self.changes_behind(info.key)
+            trust = self._api_trust_of(info.key)
+            behind = None if trust != "trusted" or self._locked is not None else await self._api_changes_behind(info.key)
             decision = netpolicy.decide(lan.address, rules) if lan and trust == "trusted" else None
             rows.append(
                 PeerStatus(
@@ -1462,14 +1468,14 @@ class Node:
                 )
             )
         for lan in seen.values():
-            if lan.node_id == self.node_id:
+            if lan.node_id == self._api_node_id:
                 continue
             trust = "unknown" if lan.workspace_id == workspace_id else "other workspace"
             rows.append(PeerStatus(lan.node_id, "", trust, None, lan.address, lan.port, lan.last_seen, lan.last_sync, None, None))
         order = {"trusted": 0, "unknown": 1, "revoked": 2, "other workspace": 3}
         return sorted(rows, key=lambda r: (order[r.trust], r.name, r.node_id))
 
-    async def network_rules(self, local_networks: Sequence[netpolicy.LocalNetwork] = ()) -> list[netpolicy.NetworkRule]:
+    async def _api_network_rules(self, local_networks: Sequence[netpolicy.LocalNetwork] = ()) -> list[netpolicy.NetworkRule]:
         """The rules in force for LAN sessions (both directions), the defaults - this node's
         interface networks, as the caller found them, and the private ranges - included while
         the operator has allowed nothing."""
@@ -1477,7 +1483,7 @@ class Node:
             rows = (await conn.execute(select(t.network_rules.c.network, t.network_rules.c.action).order_by(t.network_rules.c.network))).all()
         return netpolicy.effective_rules([netpolicy.NetworkRule(network, action) for network, action in rows], local_networks)
 
-    async def set_network_rule(self, network: str, action: str | None) -> str:
+    async def _api_set_network_rule(self, network: str, action: str | None) -> str:
         """Admin: allows or denies a network for LAN sessions, both directions (None removes the
         operator's rule for it). Audited. Returns the network in normal form."""
         normal = netpolicy.parse_network(network)
@@ -1494,7 +1500,7 @@ class Node:
             await _append_audit(conn, self._keys.node, now, self._user.hex(), "network_rule", {"network": normal, "action": action or "removed"})
         return normal
 
-    async def check_peer_incarnation(self, peer: bytes, incarnation: bytes, *, via: str, address: str | None = None, record: bool = True) -> None:
+    async def _api_check_peer_incarnation(self, peer: bytes, incarnation: bytes, *, via: str, address: str | None = None, record: bool = True) -> None:
         """Judges a node key presented with `incarnation` (a LAN handshake, a bundle). Raises
         IdentityConflict - audited, at most once an hour per key after the first - when the key
         is this node's own from another machine, was first seen with another incarnation, or is
@@ -1526,7 +1532,7 @@ class Node:
         name = self._node_names.get(node_key, ids.key_id(node_key))
         return f"{identity.CONFLICT_PREFIX}two nodes present the identity of {name} ({ids.key_id(node_key)}) -- revoke it and re-enroll (rallypoint node revoke {name})"
 
-    async def audit_conflict_reported(self, peer: bytes, reason: str, *, via: str, address: str | None = None) -> None:
+    async def _api_audit_conflict_reported(self, peer: bytes, reason: str, *, via: str, address: str | None = None) -> None:
         """A peer refused this node because it sees this node's identity on two machines."""
         detail: dict[str, object] = {"by": ids.key_id(peer), "via": via, "reason": reason}
         if address is not None:
@@ -1534,7 +1540,7 @@ class Node:
         async with self.store.transaction() as conn:
             await _append_audit(conn, self._keys.node, self._clock(), self._row.node_key.hex(), "identity_conflict_reported", detail)
 
-    async def audit_lan_refusal(self, address: str, reason: str, peer: bytes | None = None) -> None:
+    async def _api_audit_lan_refusal(self, address: str, reason: str, peer: bytes | None = None) -> None:
         """Records that an incoming or outgoing LAN session was refused, and why."""
         detail: dict[str, object] = {"address": address, "reason": reason}
         if peer is not None:
@@ -1542,14 +1548,14 @@ class Node:
         async with self.store.transaction() as conn:
             await _append_audit(conn, self._keys.node, self._clock(), self._row.node_key.hex(), "lan_refused", detail)
 
-    async def audit_lan_refusals(self, summary: str, kind: str, refusals: int, addresses: int) -> None:
+    async def _api_audit_lan_refusals(self, summary: str, kind: str, refusals: int, addresses: int) -> None:
         """Records a summary of LAN refusals too many to audit one by one (a flood)."""
         detail: dict[str, object] = {"summary": summary, "reason": kind, "refusals": refusals, "addresses": addresses}
         async with self.store.transaction() as conn:
             await _append_audit(conn, self._keys.node, self._clock(), self._row.node_key.hex(), "lan_refusals_summarised", detail)
 
     @property
-    def signing_key(self) -> nacl.signing.SigningKey:
+    def _api_signing_key(self) -> nacl.signing.SigningKey:
         """This node's identity key: signs bundles, opens the ones addressed to it."""
         self._require_unlocked()
         return self._keys.node
@@ -1562,7 +1568,7 @@ class Node:
         """Remote wipe: this node's own revocation arrived. Its data key and sealed secrets are
         destroyed and its content deleted (overwritten on disk, then the file is rewritten), so
         the store left behind opens to nothing but the audit log and the reason."""
-        by = self.directory.users.get(revocation.issuer)
+        by = self._api_directory.users.get(revocation.issuer)
         reason = f"this node was revoked by {by.name if by else ids.key_id(revocation.issuer)} ({revocation.reason or 'no reason given'}); its data was wiped"
         async with self._lock:
             async with self.store.transaction() as conn:
@@ -1587,6 +1593,7 @@ class Node:
         self._doc_rows.clear()
         self._keys = _Keys(b"", crypto.new_signing_key(self._rng(32)), None, {})
         self._locked = reason
+        self.feed.publish(NodeWiped(reason))
 
     # --- channels ------------------------------------------------------------------
 
@@ -1655,7 +1662,7 @@ class Node:
                 return head
         raise NotFound(f"no channel {name_or_id!r} that you can read")
 
-    async def create_channel(self, name: str, *, private: bool = False, purpose: str = "") -> ChannelSummary:
+    async def _api_create_channel(self, name: str, *, private: bool = False, purpose: str = "") -> ChannelSummary:
         cert = self._acting_cert()
         if cert.role == "observer":
             raise PermissionDenied("observers cannot create channels")
@@ -1680,13 +1687,13 @@ class Node:
         await self._commit_local(doc_id, mutate, also)
         return ChannelSummary(channel_id, name, purpose, kind, False, 0, 0, (cert.name,))
 
-    async def add_member(self, channel: str, user_name: str) -> None:
+    async def _api_add_member(self, channel: str, user_name: str) -> None:
         head = await self._channel(channel)
         if head.kind != "private":
             raise InvalidInput(f"#{head.name} is public: every user can already read it")
-        if head.members.get(self._user.hex()) != "owner" and not self.directory.is_admin(self._user):
+        if head.members.get(self._user.hex()) != "owner" and not self._api_directory.is_admin(self._user):
             raise PermissionDenied(f"only the owner of #{head.name} or an admin can add members")
-        target = self.directory.user_by_name(user_name)
+        target = self._api_directory.user_by_name(user_name)
         if target is None:
             raise NotFound(f"no user {user_name!r}")
         doc_id = documents.head_doc_id(head.channel_id)
@@ -1697,7 +1704,7 @@ class Node:
 
         await self._commit_local(doc_id, lambda doc: documents.set_member(doc, target.key.hex(), "member"), also)
 
-    async def list_channels(self) -> list[ChannelSummary]:
+    async def _api_list_channels(self) -> list[ChannelSummary]:
         self._require_unlocked()
         me = self._user.hex()
         async with self.store.reading() as conn:
@@ -1724,12 +1731,12 @@ class Node:
                         archived=row["archived"],
                         unread=unread,
                         mentions=mentions,
-                        members=tuple(sorted(self.user_name(u) for u in members)) if row["kind"] == "private" else (),
+                        members=tuple(sorted(self._api_user_name(u) for u in members)) if row["kind"] == "private" else (),
                     )
                 )
         return out
 
-    async def export_channel(self, channel: str) -> dict[str, bytes]:
+    async def _api_export_channel(self, channel: str) -> dict[str, bytes]:
         """Each of the channel's Automerge documents, saved whole (doc id -> bytes)."""
         head = await self._channel(channel)
         async with self.store.reading() as conn:
@@ -1768,12 +1775,12 @@ class Node:
     def _mentions(self, body: str) -> list[str]:
         found = []
         for name in MENTION.findall(body):
-            cert = self.directory.user_by_name(name.rstrip("."))
+            cert = self._api_directory.user_by_name(name.rstrip("."))
             if cert is not None and cert.key.hex() not in found:
                 found.append(cert.key.hex())
         return found
 
-    async def post(self, channel: str, body: str, *, reply_to: str | None = None, attachments: Sequence[Attachment] = ()) -> str:
+    async def _api_post(self, channel: str, body: str, *, reply_to: str | None = None, attachments: Sequence[Attachment] = ()) -> str:
         head = await self._writable(channel)
         if reply_to is not None:
             parent = await self._message_row(reply_to)
@@ -1784,7 +1791,7 @@ class Node:
         (message_id,) = await self._post_into_segment(head, [check_text(body)], reply_to, files)
         return message_id
 
-    async def post_many(self, channel: str, bodies: Sequence[str]) -> list[str]:
+    async def _api_post_many(self, channel: str, bodies: Sequence[str]) -> list[str]:
         """Bulk posting (bringing in history from elsewhere): still one signed change per
         message, but one transaction per segment's worth."""
         head = await self._writable(channel)
@@ -1831,8 +1838,8 @@ class Node:
         name = os.path.basename(attachment.name.replace("\\", "/"))
         if not name or len(name) > 255 or any(not c.isprintable() for c in name):
             raise InvalidInput(f"invalid attachment name {attachment.name!r}")
-        if len(attachment.data) > self.max_blob_bytes:
-            raise BlobTooLarge(f"{name} is {len(attachment.data)} bytes; the limit is {self.max_blob_bytes}")
+        if len(attachment.data) > self._api_max_blob_bytes:
+            raise BlobTooLarge(f"{name} is {len(attachment.data)} bytes; the limit is {self._api_max_blob_bytes}")
         return Attachment(name, attachment.data), crypto.sha256(attachment.data)
 
     async def _store_blob(self, conn: AsyncConnection, digest: bytes, data: bytes) -> None:
@@ -1840,7 +1847,7 @@ class Node:
         if exists is None:
             await conn.execute(insert(t.blobs).values(hash=digest, size=len(data), data=data, added_at=self._clock()))
 
-    async def blob(self, digest_hex: str) -> bytes:
+    async def _api_blob(self, digest_hex: str) -> bytes:
         """An attachment by its hash, or by any unique start of it (`read` shows 12 hex digits)."""
         self._require_unlocked()
         low, high = ids.hash_prefix_range(digest_hex)
@@ -1855,11 +1862,11 @@ class Node:
             raise NotFound(f"this node does not have blob {digest_hex[:12]}")
         return data
 
-    async def blob_count(self) -> int:
+    async def _api_blob_count(self) -> int:
         async with self.store.reading() as conn:
             return (await conn.execute(select(func.count()).select_from(t.blobs))).scalar_one()
 
-    async def set_max_blob_bytes(self, limit: int) -> None:
+    async def _api_set_max_blob_bytes(self, limit: int) -> None:
         await self._require_admin("set attachment limit")
         if limit < 1:
             raise InvalidInput("the attachment limit must be positive")
@@ -1868,7 +1875,7 @@ class Node:
             if updated.rowcount == 0:
                 await conn.execute(insert(t.settings).values(name="max_blob_bytes", value=str(limit)))
             await _append_audit(conn, self._keys.node, self._clock(), self._user.hex(), "setting_changed", {"max_blob_bytes": limit})
-        self.max_blob_bytes = limit
+        self._api_max_blob_bytes = limit
 
     async def _message_row(self, message_id: str) -> dict[str, Any]:
         if not ids.is_message_id(message_id.upper()):
@@ -1893,12 +1900,12 @@ class Node:
         async def also(conn: AsyncConnection) -> None:
             await self._materialise_message(conn, row["channel_id"], doc_id, self._docs[doc_id], row["message_id"])
             if audited is not None:
-                detail = {"message": row["message_id"], "channel": head.name, "author": self.user_name(row["author"])}
+                detail = {"message": row["message_id"], "channel": head.name, "author": self._api_user_name(row["author"])}
                 await _append_audit(conn, self._keys.node, self._clock(), self._user.hex(), audited, detail)
 
         await self._commit_local(doc_id, mutate, also)
 
-    async def edit(self, message_id: str, body: str) -> None:
+    async def _api_edit(self, message_id: str, body: str) -> None:
         row = await self._message_row(message_id)
         if row["author"] != self._user.hex():
             raise PermissionDenied("only a message's author can edit it")
@@ -1906,14 +1913,14 @@ class Node:
         mentions = self._mentions(body)
         await self._modify(message_id, lambda doc: documents.edit_message(doc, row["message_id"], body, self._clock(), mentions))
 
-    async def delete(self, message_id: str) -> None:
+    async def _api_delete(self, message_id: str) -> None:
         row = await self._message_row(message_id)
         moderated = row["author"] != self._user.hex()
-        if moderated and not self.directory.is_admin(self._user):
+        if moderated and not self._api_directory.is_admin(self._user):
             raise PermissionDenied("only a message's author or an admin can delete it")
         await self._modify(message_id, lambda doc: documents.delete_message(doc, row["message_id"], self._clock()), "message_deleted" if moderated else None)
 
-    async def react(self, message_id: str, emoji: str, *, remove: bool = False) -> None:
+    async def _api_react(self, message_id: str, emoji: str, *, remove: bool = False) -> None:
         emoji = check_emoji(emoji)
         row = await self._message_row(message_id)
         if (self._user.hex() in json.loads(row["reactions"]).get(emoji, [])) != remove:
@@ -1984,7 +1991,7 @@ class Node:
         return len(inserts)
 
     def _admin_hexes(self) -> frozenset[str]:
-        return _admin_hexes(self.directory)
+        return _admin_hexes(self._api_directory)
 
     async def _rejudge(self, conn: AsyncConnection, admins: frozenset[str], which: Any) -> None:
         """Re-reads, with `admins`, the messages `which` selects among those whose delete flag
@@ -2002,12 +2009,12 @@ class Node:
             self._hold_snapshots = held
 
     def _view(self, row: Any, channel_name: str, reply_count: int = 0) -> MessageView:
-        reactions = {emoji: [self.user_name(u) for u in users] for emoji, users in json.loads(row["reactions"]).items()}
+        reactions = {emoji: [self._api_user_name(u) for u in users] for emoji, users in json.loads(row["reactions"]).items()}
         return MessageView(
             id=row["message_id"],
             channel=channel_name,
             channel_id=row["channel_id"],
-            author=self.user_name(row["author"]),
+            author=self._api_user_name(row["author"]),
             author_key=row["author"],
             created_at=row["created_at"],
             text=row["text"],
@@ -2016,12 +2023,12 @@ class Node:
             deleted=bool(row["deleted"]),
             reactions=reactions,
             files=[FileView(**f) for f in json.loads(row["files"])],
-            mentions=[self.user_name(u) for u in json.loads(row["mentions"])],
+            mentions=[self._api_user_name(u) for u in json.loads(row["mentions"])],
             reply_count=reply_count,
             tampered=bool(row["tampered"]),
         )
 
-    async def read(self, channel: str, *, thread: str | None = None, limit: int = 50, before: str | None = None, mark_read: bool = True) -> list[MessageView]:
+    async def _api_read(self, channel: str, *, thread: str | None = None, limit: int = 50, before: str | None = None, mark_read: bool = True) -> list[MessageView]:
         """Oldest first. Without `thread`: the channel's top-level messages, each with its reply
         count; with `thread`: the thread's root and its replies."""
         head = await self._channel(channel)
@@ -2049,12 +2056,12 @@ class Node:
             async with self.store.reading() as conn:
                 newest = (await conn.execute(select(func.max(m.message_id)).where(m.channel_id == head.channel_id))).scalar_one()
             try:
-                await self.mark_read(head.channel_id, newest)
+                await self._api_mark_read(head.channel_id, newest)
             except StorageError as exc:  # the messages were read all the same (a full disk, say)
                 self._skipped_write(f"#{head.name} was not marked read: {exc}")
         return [self._view(r, head.name, counts.get(r["message_id"], 0)) for r in rows]
 
-    async def mark_read(self, channel_id: str, last_read: str) -> None:
+    async def _api_mark_read(self, channel_id: str, last_read: str) -> None:
         async with self.store.transaction() as conn:
             current = (await conn.execute(select(t.read_markers.c.last_read).where(and_(t.read_markers.c.user_key == self._user, t.read_markers.c.channel_id == channel_id)))).scalar()
             if current is None:
@@ -2062,19 +2069,19 @@ class Node:
             elif current < last_read:
                 await conn.execute(update(t.read_markers).where(and_(t.read_markers.c.user_key == self._user, t.read_markers.c.channel_id == channel_id)).values(last_read=last_read))
 
-    async def message(self, message_id: str) -> MessageView:
+    async def _api_message(self, message_id: str) -> MessageView:
         row = await self._message_row(message_id)
         head = await self._load_head(row["channel_id"])
         assert head is not None
         return self._view(row, head.name)
 
-    async def search(self, query: str, *, limit: int = 50) -> list[MessageView]:
+    async def _api_search(self, query: str, *, limit: int = 50) -> list[MessageView]:
         """Full-text search over the channels the acting user can read, newest first."""
         self._require_unlocked()
         terms = re.findall(r"\w+", query)
         if not terms:
             raise InvalidInput("search needs at least one word")
-        readable = {c.channel_id: c.name for c in await self.list_channels()}
+        readable = {c.channel_id: c.name for c in await self._api_list_channels()}
         async with self.store.reading() as conn:
             if self.store.is_sqlite:
                 match = " ".join(f'"{term}"' for term in terms[:-1]) + f' "{terms[-1]}"*'
@@ -2092,7 +2099,7 @@ class Node:
 
     # --- audit ---------------------------------------------------------------------
 
-    async def audit_entries(self, limit: int | None = None) -> list[AuditRecord]:
+    async def _api_audit_entries(self, limit: int | None = None) -> list[AuditRecord]:
         query = select(t.audit_log).order_by(t.audit_log.c.seq.desc())
         if limit:
             query = query.limit(limit)
@@ -2100,7 +2107,7 @@ class Node:
             rows = (await conn.execute(query)).mappings().all()
         return [AuditRecord(r["seq"], r["at"], r["actor"], r["action"], json.loads(r["detail"])) for r in reversed(rows)]
 
-    async def verify_audit(self) -> audit.AuditVerdict:
+    async def _api_verify_audit(self) -> audit.AuditVerdict:
         """The chain checked against this node's key; entries from before audit signing (up to
         the store's upgrade) count as legacy."""
         async with self.store.reading() as conn:
@@ -2111,7 +2118,7 @@ class Node:
 
     # --- backups -------------------------------------------------------------------
 
-    async def backup(self, directory: Path) -> BackupInfo:
+    async def _api_backup(self, directory: Path) -> BackupInfo:
         """Admin: writes a consistent copy of this node's store into `directory` while the node
         keeps running, and audits it. The copy holds content in the clear and secrets sealed
         under the passphrase; `Node.restore` brings it back on a new or rebuilt machine."""
@@ -2119,7 +2126,7 @@ class Node:
         if not directory.is_dir():
             raise InvalidInput(f"no folder {directory}")
         taken_at = self._clock()
-        name = f"rallypoint-{self.node_id}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(taken_at / 1000))}{BACKUP_SUFFIX}"
+        name = f"rallypoint-{self._api_node_id}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(taken_at / 1000))}{BACKUP_SUFFIX}"
         target = directory / name
         if target.exists():
             raise InvalidInput(f"{target} exists already")
@@ -2322,3 +2329,23 @@ def _remove_db(home: Path) -> None:
         path = home / f"{DB_FILE}{suffix}"
         if path.exists():
             path.unlink()
+
+
+def _facet(name: str, members: dict[str, str]) -> type:
+    """Stand-in while the services move out of Node: each member reads the Node's own."""
+    namespace: dict[str, Any] = {new: property(lambda self, old=old: getattr(self._node, "_api_" + old)) for new, old in members.items()}
+    namespace["__init__"] = lambda self, node: setattr(self, "_node", node)
+    return type(name, (), namespace)
+
+_IdentityFacet = _facet("identity", {'node_id': 'node_id', 'workspace_id': 'workspace_id', 'workspace_key': 'workspace_key', 'node_key': 'node_key', 'incarnation': 'incarnation', 'signing_key': 'signing_key', 'user_key': 'user_key', 'whoami': 'whoami', 'act_as': 'act_as', 'now': 'now', 'locked_reason': 'locked_reason'})
+_DirectoryFacet = _facet("directory", {'users': 'users', 'user_name': 'user_name', 'add_user': 'add_user', 'set_role': 'set_role', 'revoke': 'revoke', 'nodes': 'nodes', 'peers': 'peers', 'trust_of': 'trust_of', 'node_key_of': 'node_key_of', 'current': 'directory'})
+_EnrollmentFacet = _facet("enrollment", {'invite': 'invite'})
+_ChatFacet = _facet("chat", {'create_channel': 'create_channel', 'add_member': 'add_member', 'post': 'post', 'post_many': 'post_many', 'edit': 'edit', 'delete': 'delete', 'react': 'react'})
+_ViewsFacet = _facet("views", {'list_channels': 'list_channels', 'read': 'read', 'message': 'message', 'search': 'search', 'mark_read': 'mark_read'})
+_ReplicaFacet = _facet("replica", {'changes_for': 'changes_for', 'document_heads': 'document_heads', 'document_ids': 'document_ids', 'export_channel': 'export_channel', 'skipped_writes': 'skipped_writes'})
+_BlobsFacet = _facet("blobs", {'blob': 'blob', 'blob_count': 'blob_count', 'set_max_blob_bytes': 'set_max_blob_bytes', 'max_blob_bytes': 'max_blob_bytes'})
+_IntakeFacet = _facet("intake", {'import_changes': 'import_changes', 'import_batches': 'import_batches', 'bundle_decision': 'bundle_decision', 'record_rejection': 'record_rejection', 'courier_log': 'courier_log'})
+_ExchangeFacet = _facet("exchange", {'delta_for': 'delta_for', 'heads_for': 'heads_for', 'changes_behind': 'changes_behind', 'documents_lacking': 'documents_lacking', 'note_sent': 'note_sent', 'record_peer_heads': 'record_peer_heads', 'routable_to': 'routable_to'})
+_PeersFacet = _facet("peers", {'note_lan_peer': 'note_lan_peer', 'note_lan_sync': 'note_lan_sync', 'lan_peers': 'lan_peers', 'peer_overview': 'peer_overview', 'network_rules': 'network_rules', 'set_network_rule': 'set_network_rule', 'check_peer_incarnation': 'check_peer_incarnation', 'audit_conflict_reported': 'audit_conflict_reported', 'audit_lan_refusal': 'audit_lan_refusal', 'audit_lan_refusals': 'audit_lan_refusals'})
+_AuditFacet = _facet("audit", {'entries': 'audit_entries', 'verify': 'verify_audit'})
+_CustodyFacet = _facet("custody", {'backup': 'backup'})

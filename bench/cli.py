@@ -41,8 +41,8 @@ def command() -> list[str]:
 
 async def make_node(home: Path) -> None:
     async with await Node.init(home, workspace_name="bench", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=crypto.KdfParams(1, 8192)) as node:
-        await node.create_channel("general")
-        await node.post_many("general", [f"message {i}" for i in range(200)])
+        await node.chat.create_channel("general")
+        await node.chat.post_many("general", [f"message {i}" for i in range(200)])
 
 
 def median_seconds(argv: list[str], env: dict[str, str], runs: int) -> float:

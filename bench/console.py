@@ -55,10 +55,10 @@ async def fill(home: Path, count: int) -> str:
     bodies = chat_lines(count)
     node = await Node.init(home, workspace_name="bench", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=KDF)
     async with node:
-        await node.create_channel("general")
+        await node.chat.create_channel("general")
         start = time.perf_counter()
         for done in range(0, count, FILL_CHUNK):
-            await node.post_many("general", bodies[done : done + FILL_CHUNK])
+            await node.chat.post_many("general", bodies[done : done + FILL_CHUNK])
         progress(f"{count:,} messages posted in {time.perf_counter() - start:.1f} s")
     return bodies[-1]
 

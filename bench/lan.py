@@ -90,12 +90,12 @@ async def make_workspace(root: Path, names: list[str], fill: int, bodies: list[s
     first = await Node.init(root / names[0], workspace_name="bench", user_name="alice", node_name=names[0], passphrase=PASSPHRASE, kdf=KDF)
     async with first:
         for name in names[1:]:
-            enrollment = await first.invite(name, f"user-{name}", kdf=KDF)
+            enrollment = await first.enrollment.invite(name, f"user-{name}", kdf=KDF)
             await (await Node.join(root / name, enrollment.data, enrollment.code, PASSPHRASE, kdf=KDF)).close()
-        await first.create_channel(CHANNEL)
+        await first.chat.create_channel(CHANNEL)
         start = time.perf_counter()
         for done in range(0, fill, FILL_CHUNK):
-            await first.post_many(CHANNEL, bodies[done : min(fill, done + FILL_CHUNK)])
+            await first.chat.post_many(CHANNEL, bodies[done : min(fill, done + FILL_CHUNK)])
         if fill:
             progress(f"{names[0]} filled with {fill:,} messages in {time.perf_counter() - start:.1f} s")
     return [root / name for name in names]
@@ -237,7 +237,7 @@ async def measure_propagation(work: Path, bodies: list[str], posts: int, mdns: b
             post_times: list[float] = []
             for n in range(posts):
                 start, clock = time.time(), time.perf_counter()  # the peers stamp arrivals with the same wall clock
-                await alpha.post(CHANNEL, bodies[n % len(bodies)])
+                await alpha.chat.post(CHANNEL, bodies[n % len(bodies)])
                 post_times.append(time.perf_counter() - clock)
                 got: set[int] = set()
                 while len(got) < 2:
@@ -273,7 +273,7 @@ async def measure_initial_sync(work: Path, bodies: list[str], size: int) -> Init
             start = time.perf_counter()
             service.dial("127.0.0.1", listening["port"])
             await asyncio.wait_for(done.wait(), 600)
-            last = await bravo.read(CHANNEL, limit=1, mark_read=False)
+            last = await bravo.views.read(CHANNEL, limit=1, mark_read=False)
             seconds = time.perf_counter() - start
             if not last or last[-1].text != bodies[size - 1]:
                 raise RuntimeError("B does not read the last message sent")

@@ -134,7 +134,7 @@ async def courier(node_a: Node, node_b: Node, stick: Path, messages: int, last_t
     """Export on A, import on B, first read on B: the only code that touches sync.sneakernet."""
     export_bundles, import_bundles = sneakernet_api()
     start = time.perf_counter()
-    report = await export_bundles(node_a, stick, for_nodes=[node_b.node_id])
+    report = await export_bundles(node_a, stick, for_nodes=[node_b.identity.node_id])
     export_s = time.perf_counter() - start
     stick_bytes, stick_files = tree_bytes(stick)
     start = time.perf_counter()
@@ -142,7 +142,7 @@ async def courier(node_a: Node, node_b: Node, stick: Path, messages: int, last_t
     import_s = time.perf_counter() - start
     assert not result.rejected, f"B rejected bundles: {result.rejected}"
     start = time.perf_counter()
-    view = await node_b.read(CHANNEL, limit=50)
+    view = await node_b.views.read(CHANNEL, limit=50)
     read_s = time.perf_counter() - start
     assert view and view[-1].text == last_text, f"B's channel does not end with the last line sent: {view[-1].text if view else None!r}"
     return RallypointRun(
@@ -164,12 +164,12 @@ async def bench_rallypoint(work: Path, bodies: list[str]) -> RallypointRun:
     node_a = await Node.init(work / "a", workspace_name="bench", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=KDF)
     node_b = None
     try:
-        enrollment = await node_a.invite("bravo", "bob", kdf=KDF)
+        enrollment = await node_a.enrollment.invite("bravo", "bob", kdf=KDF)
         node_b = await Node.join(work / "b", enrollment.data, enrollment.code, PASSPHRASE, kdf=KDF)
-        await node_a.create_channel(CHANNEL)
+        await node_a.chat.create_channel(CHANNEL)
         start = time.perf_counter()
         for done in range(0, len(bodies), FILL_CHUNK):
-            await node_a.post_many(CHANNEL, bodies[done : done + FILL_CHUNK])
+            await node_a.chat.post_many(CHANNEL, bodies[done : done + FILL_CHUNK])
             if (done + FILL_CHUNK) // PROGRESS_EVERY > done // PROGRESS_EVERY:
                 progress(f"rallypoint: A holds {min(done + FILL_CHUNK, len(bodies)):,} messages ({time.perf_counter() - start:.0f} s)")
         progress(f"rallypoint: A filled with {len(bodies):,} messages in {time.perf_counter() - start:.1f} s; exporting")

@@ -234,7 +234,7 @@ async def fill(node: Node, source: Messages, count: int, target: int, chunk: int
     while count < target:
         bodies = source.texts(min(chunk, target - count))
         start = time.perf_counter()
-        await node.post_many(CHANNEL, bodies)
+        await node.chat.post_many(CHANNEL, bodies)
         result.fill_s += time.perf_counter() - start
         result.fill_messages += len(bodies)
         if (count + len(bodies)) // PROGRESS_EVERY > count // PROGRESS_EVERY:
@@ -249,7 +249,7 @@ async def timed_posts(node: Node, bodies: list[str]) -> list[float]:
     seconds = []
     for body in bodies:
         start = time.perf_counter()
-        await node.post(CHANNEL, body)
+        await node.chat.post(CHANNEL, body)
         seconds.append(time.perf_counter() - start)
     return seconds
 
@@ -259,17 +259,17 @@ async def reopen(home: Path, count: int, body: str) -> tuple[Node, Opening]:
     start = time.perf_counter()
     node = await Node.open(home, PASSPHRASE)
     opened = time.perf_counter()
-    view = await node.read(CHANNEL, limit=50)
+    view = await node.views.read(CHANNEL, limit=50)
     viewed = time.perf_counter()
     assert len(view) == 50, f"first view showed {len(view)} messages"
-    await node.post(CHANNEL, body)
+    await node.chat.post(CHANNEL, body)
     posted = time.perf_counter()
     return node, Opening(count, viewed - start, opened - start, (posted - viewed) * 1e3)
 
 
 async def bench_rallypoint(home: Path, plan: Plan, latency_sizes: list[int]) -> RallypointResult:
     node = await Node.init(home, workspace_name="bench", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=KDF)
-    await node.create_channel(CHANNEL)
+    await node.chat.create_channel(CHANNEL)
     source = Messages()
     result = RallypointResult()
     count = 0

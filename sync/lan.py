@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from appliance import crypto, documents, identity, ids, netpolicy
+from appliance.feed import DocumentsChanged, FeedEvent, NodeWiped, Subscription
 from appliance.errors import ChangeRejected, IdentityConflict, InvalidInput, MissingDependencies, NodeLocked, RallypointError
 from appliance.model import Delta, Receipt
 from appliance.node import Node
@@ -192,6 +193,8 @@ class LanService:
         self._local_networks: tuple[float, tuple[netpolicy.LocalNetwork, ...]] | None = None
         self._rules: tuple[float, list[netpolicy.NetworkRule]] | None = None
         self._closing = False
+        self._stopping = asyncio.Event()
+        self._subscription: Subscription | None = None
         self._ending: asyncio.Task[None] | None = None
         self.ended = asyncio.Event()  # set when the service stopped by itself (a remote wipe)
         self.end_reason: str | None = None
@@ -214,10 +217,10 @@ class LanService:
                 interfaces = self.config.mdns_interfaces
                 if interfaces is None and self.config.bind not in ("0.0.0.0", "::", ""):
                     interfaces = [self.config.bind]
-                advert = Advert(node_id=self.node.node_id, workspace_id=self.node.workspace_id, port=self.port)
+                advert = Advert(node_id=self.node.identity.node_id, workspace_id=self.node.identity.workspace_id, port=self.port)
                 self._discovery = Discovery(advert, self._on_discovery, interfaces=interfaces)
                 await self._discovery.__aenter__()
-            self.node.add_listener(self._on_local_change)
+            self._subscription = self.node.feed.subscribe(self._on_feed)
             self._spawn(self._poll_store())
             self._spawn(self._report_refusals())
             # What is alive now (the node, its directory and store, the libraries) lives as long as
@@ -240,7 +243,7 @@ class LanService:
         stops, and `ended` tells whoever runs it."""
         if self._ending is not None:
             return
-        self.end_reason = self.node.locked_reason or "this node wiped itself"
+        self.end_reason = self.node.identity.locked_reason or "this node wiped itself"
         self._emit(Wiped(self.end_reason))
 
         async def end() -> None:
@@ -252,7 +255,9 @@ class LanService:
     async def _shutdown(self) -> None:
         self._closing = True
         self._audit_wake.set()  # the refusal reporter writes what it holds and ends
-        self.node.remove_listener(self._on_local_change)
+        if self._subscription is not None:
+            self._subscription.close()
+        self._stopping.set()
         if self._discovery is not None:
             with contextlib.suppress(Exception):
                 await self._discovery.__aexit__(None, None, None)
@@ -334,7 +339,7 @@ class LanService:
             decision = await self._decide(address)
             if not decision.allowed:
                 raise _Refusal(netpolicy.refusal_reason(address, decision), kind="address not allowed")
-            responder = wire.Responder(self.node.workspace_key, self.node.signing_key, self._rng(32), incarnation=self.node.incarnation)
+            responder = wire.Responder(self.node.identity.workspace_key, self.node.identity.signing_key, self._rng(32), incarnation=self.node.identity.incarnation)
             try:
                 async with asyncio.timeout(self.config.handshake_deadline_s):
                     writer.write(responder.read_hello(await reader.readexactly(wire.HELLO_BYTES)))
@@ -364,7 +369,7 @@ class LanService:
             writer.close()
 
     def _check_trust(self, peer: bytes) -> None:
-        trust = self.node.trust_of(peer)
+        trust = self.node.directory.trust_of(peer)
         if trust != "trusted":
             raise _Refusal(f"{trust} node {ids.key_id(peer)}", peer, kind=f"{trust} node")
 
@@ -372,10 +377,10 @@ class LanService:
         """After the handshake authenticated a trusted key: None, or why the session is refused
         because two machines present that key (this node's own from elsewhere included; the node
         audits it). This node reaching itself is refused outright."""
-        if peer == self.node.node_key and incarnation == self.node.incarnation:
+        if peer == self.node.identity.node_key and incarnation == self.node.identity.incarnation:
             raise _Refusal("this node reached itself", peer)
         try:
-            await self.node.check_peer_incarnation(peer, incarnation, via="lan", address=address)
+            await self.node.peers.check_peer_incarnation(peer, incarnation, via="lan", address=address)
         except IdentityConflict as exc:
             return str(exc)
         return None
@@ -399,7 +404,7 @@ class LanService:
         if self._rules is None or now - self._rules[0] > RULES_TTL_S:
             if self._local_networks is None or now - self._local_networks[0] > LOCAL_NETWORKS_TTL_S:
                 self._local_networks = (now, interface_networks())
-            self._rules = (now, await self.node.network_rules(self._local_networks[1]))
+            self._rules = (now, await self.node.peers.network_rules(self._local_networks[1]))
         return netpolicy.decide(address, self._rules[1])
 
     def _refuse(self, address: str, reason: str, peer: bytes | None, kind: str | None = None) -> None:
@@ -425,7 +430,7 @@ class LanService:
             while self._audits:
                 address, reason, peer = self._audits.popleft()
                 with contextlib.suppress(RallypointError):
-                    await self.node.audit_lan_refusal(address, reason, peer)
+                    await self.node.peers.audit_lan_refusal(address, reason, peer)
             now = time.monotonic()
             if now >= next_summary or self._closing:
                 next_summary = now + REFUSAL_SUMMARY_INTERVAL_S
@@ -433,7 +438,7 @@ class LanService:
                 for summary in summaries:
                     self._emit(RefusalsSummarised(summary.text(), summary.kind, summary.refusals, summary.addresses))
                     with contextlib.suppress(RallypointError):
-                        await self.node.audit_lan_refusals(summary.text(), summary.kind, summary.refusals, summary.addresses)
+                        await self.node.peers.audit_lan_refusals(summary.text(), summary.kind, summary.refusals, summary.addresses)
                 if flooded and not summaries:  # a flood just ended: what it made the process allocate goes back
                     release_free_memory()
                 flooded = bool(summaries)
@@ -457,7 +462,7 @@ class LanService:
         except (OSError, TimeoutError) as exc:
             raise SessionError(f"cannot reach {address}:{port}: {exc}") from exc
         try:
-            initiator = wire.Initiator(self.node.workspace_key, self.node.signing_key, self._rng(32), incarnation=self.node.incarnation)
+            initiator = wire.Initiator(self.node.identity.workspace_key, self.node.identity.signing_key, self._rng(32), incarnation=self.node.identity.incarnation)
             try:
                 async with asyncio.timeout(self.config.handshake_deadline_s):
                     writer.write(initiator.hello())
@@ -498,15 +503,15 @@ class LanService:
         if isinstance(event, PeerGone):
             self._emit(PeerLost(event.node_id))
             return
-        same = event.workspace_id == self.node.workspace_id
+        same = event.workspace_id == self.node.identity.workspace_id
         self._emit(PeerDiscovered(event, same))
         if event.addresses:
             self._spawn(self._note_seen(event))
         if same and not self._closing and event.node_id not in self._dialers:
             key = self._key_of(event.node_id)
-            if key is not None and self.node.trust_of(key) == "trusted":
+            if key is not None and self.node.directory.trust_of(key) == "trusted":
                 self._dialers[event.node_id] = asyncio.create_task(
-                    self._keep_dialing(event.node_id, lambda: self._located(event.node_id), defer=event.node_id < self.node.node_id)
+                    self._keep_dialing(event.node_id, lambda: self._located(event.node_id), defer=event.node_id < self.node.identity.node_id)
                 )
 
     def _located(self, node_id: str) -> tuple[list[str], int, str | None] | None:
@@ -518,7 +523,7 @@ class LanService:
         (`peers` then shows why it is refused)."""
         with contextlib.suppress(RallypointError):
             allowed = [address for address in peer.addresses if (await self._decide(address)).allowed]
-            await self.node.note_lan_peer(peer.node_id, peer.workspace_id, (allowed or peer.addresses)[0], peer.port)
+            await self.node.peers.note_lan_peer(peer.node_id, peer.workspace_id, (allowed or peer.addresses)[0], peer.port)
 
     async def _keep_dialing(self, target: str, locate: Callable[[], tuple[list[str], int, str | None] | None], *, defer: bool) -> None:
         """Keeps one session with a peer while `locate` finds it (mDNS still lists it). Of two
@@ -567,7 +572,7 @@ class LanService:
 
     def _key_of(self, node_id: str) -> bytes | None:
         try:
-            return self.node.node_key_of(node_id)
+            return self.node.directory.node_key_of(node_id)
         except RallypointError:
             return None
 
@@ -581,7 +586,7 @@ class LanService:
         if existing is not None:
             # Both dialled at once, or a reconnect raced the old session's end: keep the session
             # the lower node id initiated, the same choice on both sides.
-            lower_is_me = self.node.node_id < ids.key_id(peer)
+            lower_is_me = self.node.identity.node_id < ids.key_id(peer)
             keep_new = (initiator == lower_is_me) or existing.initiator == initiator
             if not keep_new:
                 await session.close("duplicate session")
@@ -599,9 +604,15 @@ class LanService:
             if session.up:
                 self._emit(SessionDown(ids.key_id(peer), reason))
 
-    def _on_local_change(self, doc_ids: frozenset[str], received_from: str | None) -> None:
+    def _on_feed(self, event: FeedEvent) -> None:
+        if isinstance(event, NodeWiped):
+            self._stop_after_wipe()
+        elif isinstance(event, DocumentsChanged):
+            self._push(event.doc_ids, event.peer)
+
+    def _push(self, doc_ids: frozenset[str], received_from: str | None) -> None:
         for session in list(self._sessions.values()):
-            if documents.DIRECTORY_DOC in doc_ids and self.node.trust_of(session.peer) != "trusted":
+            if documents.DIRECTORY_DOC in doc_ids and self.node.directory.trust_of(session.peer) != "trusted":
                 # A revocation just arrived: the peer gets the directory that tells it so (a
                 # revoked node wipes itself on reading it), then nothing more.
                 self._spawn(session.revoked())
@@ -609,17 +620,10 @@ class LanService:
             session.push(doc_ids, received_from)
 
     async def _poll_store(self) -> None:
-        """Picks up what other processes wrote to this node's store (a CLI post or import while
-        the service runs); the node's listeners then push it like a local change."""
-        while not self._closing:
-            await asyncio.sleep(self.config.store_poll_s)
-            try:
-                await self.node.refresh()
-            except NodeLocked:  # another process imported this node's revocation (a courier's bundle)
-                self._stop_after_wipe()
-                return
-            except RallypointError:
-                continue
+        """Keeps the node's one store poller running while the service does: what other
+        processes write (a CLI post, a courier's import) reaches `_on_feed` like a local change."""
+        async with self.node.feed.polling(self.config.store_poll_s):
+            await self._stopping.wait()
 
 
 class _Session:
@@ -697,7 +701,7 @@ class _Session:
             # Both ends now trust each other (a refusing responder closes before its header).
             self.up = True
             self.service._emit(SessionUp(self.peer_id, self.address, self.initiator))
-            self._send(wire.Heads(await self.node.heads_for(self.peer), complete=True))
+            self._send(wire.Heads(await self.node.exchange.heads_for(self.peer), complete=True))
             self._tasks += [asyncio.create_task(self._pusher()), asyncio.create_task(self._pinger())]
             while True:
                 async with asyncio.timeout(config.idle_timeout_s):
@@ -793,8 +797,8 @@ class _Session:
             if message.complete:
                 self._acks.clear()
                 self._peer_has = dict(message.heads)
-                await self.node.record_peer_heads(self.peer, message.heads)
-                await self.node.note_lan_sync(self.peer, self.address, self.port)
+                await self.node.exchange.record_peer_heads(self.peer, message.heads)
+                await self.node.peers.note_lan_sync(self.peer, self.address, self.port)
                 self._full_resync = True
                 self._wake.set()
             else:
@@ -814,18 +818,18 @@ class _Session:
             # The peer refused us because it sees our identity on two machines: recorded here too.
             if message.reason.startswith(identity.CONFLICT_PREFIX) and self.service._refusals.note(self.address, "identity conflict reported", time.monotonic()):
                 with contextlib.suppress(RallypointError):
-                    await self.node.audit_conflict_reported(self.peer, message.reason, via="lan", address=self.address)
+                    await self.node.peers.audit_conflict_reported(self.peer, message.reason, via="lan", address=self.address)
             return f"the peer said goodbye: {message.reason}"
         return None
 
     async def _import(self, message: wire.Changes) -> None:
-        receipt = Receipt(source="lan", sender=self.peer, created_at=self.node.now(), sender_heads=message.heads)
+        receipt = Receipt(source="lan", sender=self.peer, created_at=self.node.identity.now(), sender_heads=message.heads)
         try:
-            summary = await self.node.import_batches(message.docs, blobs=message.blobs, received_from=self.peer_id, receipt=receipt)
+            summary = await self.node.intake.import_batches(message.docs, blobs=message.blobs, received_from=self.peer_id, receipt=receipt)
         except MissingDependencies:
             # We lack something the peer believes we have (frames lost with a dropped session):
             # our complete heads make it send everything we lack.
-            self._send(wire.Heads(await self.node.heads_for(self.peer), complete=True))
+            self._send(wire.Heads(await self.node.exchange.heads_for(self.peer), complete=True))
             return
         except ChangeRejected as exc:
             raise SessionError(f"{self.peer_id} sent changes this node rejects: {exc}") from exc
@@ -848,14 +852,14 @@ class _Session:
         acks, self._acks = self._acks, {}
         if acks:
             with contextlib.suppress(RallypointError):
-                await self.node.record_peer_heads(self.peer, acks)
+                await self.node.exchange.record_peer_heads(self.peer, acks)
 
     async def _receive_blob_part(self, part: wire.BlobPart) -> None:
         """Collects a large blob's pieces, in order, up to this node's attachment limit; stores
         it through the import path once whole and matching its hash."""
         if part.offset == 0:
-            if part.size > self.node.max_blob_bytes:
-                raise SessionError(f"{self.peer_id} sent a {part.size:,}-byte attachment; this node's limit is {self.node.max_blob_bytes:,}")
+            if part.size > self.node.blobs.max_blob_bytes:
+                raise SessionError(f"{self.peer_id} sent a {part.size:,}-byte attachment; this node's limit is {self.node.blobs.max_blob_bytes:,}")
             self._blob = (part.digest, part.size, bytearray())
         elif self._blob is None or self._blob[:2] != (part.digest, part.size) or len(self._blob[2]) != part.offset:
             raise SessionError(f"{self.peer_id} sent a piece of an attachment out of order")
@@ -866,9 +870,9 @@ class _Session:
         self._blob = None
         if crypto.sha256(bytes(data)) != digest:
             raise SessionError(f"{self.peer_id} sent an attachment that does not match its hash")
-        receipt = Receipt(source="lan", sender=self.peer, created_at=self.node.now(), sender_heads={})
+        receipt = Receipt(source="lan", sender=self.peer, created_at=self.node.identity.now(), sender_heads={})
         try:
-            await self.node.import_batches([], blobs=[(digest, bytes(data))], received_from=self.peer_id, receipt=receipt)
+            await self.node.intake.import_batches([], blobs=[(digest, bytes(data))], received_from=self.peer_id, receipt=receipt)
         except ChangeRejected as exc:
             raise SessionError(f"{self.peer_id} sent an attachment this node rejects: {exc}") from exc
 
@@ -885,15 +889,15 @@ class _Session:
                     self._full_resync, self._dirty = False, set()
                     # A few documents at a time: the peer imports the first (the directory,
                     # channel heads, the newest segments) while the rest is still being read.
-                    for group in _batched_by_changes(await self.node.documents_lacking(self.peer), RESYNC_GROUP_CHANGES):
-                        await self._send_delta(await self.node.delta_for([self.peer], only=group))
+                    for group in _batched_by_changes(await self.node.exchange.documents_lacking(self.peer), RESYNC_GROUP_CHANGES):
+                        await self._send_delta(await self.node.exchange.delta_for([self.peer], only=group))
                 if self._announce:
                     docs, self._announce = sorted(self._announce), set()
                     self._send(wire.Heads({doc_id: await self._our_heads(doc_id) for doc_id in docs}, complete=False))
                 docs, self._dirty = self._dirty, set()
                 lacking = [doc_id for doc_id in sorted(docs) if not set(await self._our_heads(doc_id)) <= set(self._peer_has.get(doc_id, ()))]
                 if lacking:
-                    await self._send_delta(await self.node.delta_for([self.peer], only=lacking, also_held=self._peer_has))
+                    await self._send_delta(await self.node.exchange.delta_for([self.peer], only=lacking, also_held=self._peer_has))
         except SessionError as exc:
             await self.close(str(exc))
         except (NodeLocked, ConnectionError, OSError):
@@ -904,11 +908,11 @@ class _Session:
         if self._closed:
             return
         with contextlib.suppress(SessionError, RallypointError, ConnectionError, OSError):
-            await self._send_delta(await self.node.delta_for([self.peer], only=[documents.DIRECTORY_DOC], also_held=self._peer_has))
+            await self._send_delta(await self.node.exchange.delta_for([self.peer], only=[documents.DIRECTORY_DOC], also_held=self._peer_has))
         await self.close(f"{self.peer_id} has been revoked")
 
     async def _our_heads(self, doc_id: str) -> tuple[bytes, ...]:
-        return tuple(sorted(await self.node.document_heads(doc_id)))
+        return tuple(sorted(await self.node.replica.document_heads(doc_id)))
 
     async def _send_delta(self, delta: Delta) -> None:
         """Changes in parts under the frame cap, small blobs with them, large ones in pieces."""
@@ -928,7 +932,7 @@ class _Session:
             for offset in range(0, len(data), BLOB_PART_BYTES):
                 await self._send_bulk(wire.BlobPart(digest, len(data), offset, data[offset : offset + BLOB_PART_BYTES]))
         if delta.blobs:
-            await self.node.note_sent([self.peer], [(digest, doc_id) for digest, doc_id, _ in delta.blobs], delta.heads)
+            await self.node.exchange.note_sent([self.peer], [(digest, doc_id) for digest, doc_id, _ in delta.blobs], delta.heads)
 
     async def _pinger(self) -> None:
         nonce = 0

@@ -177,11 +177,11 @@ async def export_bundles(
     directory only - its revocation, on which it wipes itself."""
     if max_bytes < MIN_MAX_BYTES:
         raise InvalidInput(f"--max-bytes must be at least {MIN_MAX_BYTES} bytes")
-    peers = [node.node_key_of(n) for n in for_nodes] if for_nodes else node.peers(revoked=not broadcast)
+    peers = [node.directory.node_key_of(n) for n in for_nodes] if for_nodes else node.directory.peers(revoked=not broadcast)
     for peer in peers:
-        if broadcast and peer in node.directory.revoked:
+        if broadcast and peer in node.directory.current.revoked:
             raise InvalidInput(f"node {ids.key_id(peer)} is revoked; a broadcast bundle is not for it")
-        if peer not in node.directory.nodes and peer not in node.directory.revoked:
+        if peer not in node.directory.current.nodes and peer not in node.directory.current.revoked:
             raise InvalidInput(f"node {ids.key_id(peer)} is not enrolled in this workspace")
     if not peers:
         raise InvalidInput("this node knows no other enrolled node to export for")
@@ -193,7 +193,7 @@ async def export_bundles(
         label = "broadcast" if broadcast else ids.key_id(group[0])
         if progress:
             progress(Progress("export", index, len(groups), label))
-        delta = await node.delta_for(group)
+        delta = await node.exchange.delta_for(group)
         names: list[str] = []
         series = rng(_SERIES_BYTES)
         for part, content in enumerate(_split(delta, max_bytes, len(group))):
@@ -201,12 +201,12 @@ async def export_bundles(
             data = await asyncio.to_thread(
                 build_bundle,
                 content,
-                sender_key=node.signing_key,
-                workspace=node.directory.workspace,
+                sender_key=node.identity.signing_key,
+                workspace=node.directory.current.workspace,
                 recipients=group,
                 heads=_header_heads(delta, content),
                 created_at=created_at,
-                incarnation=node.incarnation,
+                incarnation=node.identity.incarnation,
                 randomness=rng(32),
                 chunk_size=DEFAULT_CHUNK_SIZE,
             )
@@ -223,7 +223,7 @@ async def export_bundles(
                 )
             )
         superseded += await stick.remove_own_older(root, stick.BUNDLES, lambda found, g=group: namer.is_own(found, g), names)
-        await node.note_sent(group, [(digest, doc_id) for digest, doc_id, _ in delta.blobs], delta.heads)
+        await node.exchange.note_sent(group, [(digest, doc_id) for digest, doc_id, _ in delta.blobs], delta.heads)
     if progress:
         progress(Progress("export", len(groups), len(groups), "done"))
     return ExportReport(tuple(written), superseded)
@@ -241,7 +241,7 @@ class _StickNames:
     supersedes, its own earlier bundles for the same peers; to others the names are noise."""
 
     def __init__(self, node: Node) -> None:
-        self._key = hashlib.blake2b(node.signing_key.encode(), digest_size=32, person=b"rp-stick-names").digest()
+        self._key = hashlib.blake2b(node.identity.signing_key.encode(), digest_size=32, person=b"rp-stick-names").digest()
 
     def name(self, series: bytes, part: int, group: Sequence[bytes]) -> str:
         prefix = series + part.to_bytes(_PART_BYTES, "big")
@@ -373,7 +373,7 @@ async def import_bundles(
     outbox), in name order; bundles that lack an earlier one are retried after the others.
     `preview` reports what would happen and changes nothing, on the node or the stick.
     Rejected bundles are quarantined within `quarantine_quota`."""
-    me = node.node_id
+    me = node.identity.node_id
     scan = await stick.scan(root, [stick.BUNDLES, stick.outbox_name(me), stick.BROADCAST], max_file_bytes=MAX_BUNDLE_FILE_BYTES)
     outcomes: dict[str, FileOutcome] = {}
     queue = list(scan.files)
@@ -409,20 +409,20 @@ async def _import_file(node: Node, file: stick.StickFile, preview: bool, quota: 
     """The outcome of one file; None to try it again after the others (it may need a bundle
     that is still to come: an unknown sender's certificate, earlier changes)."""
     try:
-        if not addressed_to(await stick.read_bundle_head(file, ENVELOPE_MAX_BYTES), node.signing_key):
+        if not addressed_to(await stick.read_bundle_head(file, ENVELOPE_MAX_BYTES), node.identity.signing_key):
             return FileOutcome(file.name, NOT_FOR_ME, "none of its recipient stanzas opens with this node's key: it is for other nodes")
         data = await stick.read_bundle_file(file, max_file_bytes=MAX_BUNDLE_FILE_BYTES)
     except SyncError as exc:
         return FileOutcome(file.name, "Unreadable", str(exc))
     digest = hashlib.sha256(data).digest()
-    seen = await node.bundle_decision(digest)
+    seen = await node.intake.bundle_decision(digest)
     if seen is not None and seen[0] != UnknownSender.__name__:  # the directory may know it by now
         if seen[0] in (ACCEPTED, DUPLICATE) and not preview and _mine_alone(file, data):
             await stick.remove_bundle_file(file)
         return FileOutcome(file.name, SEEN, f"already {'imported' if seen[0] in (ACCEPTED, DUPLICATE) else 'rejected: ' + seen[1]}")
     try:
         opened, content = await asyncio.to_thread(
-            open_bundle, data, my_key=node.signing_key, sender_status=_sender_status(node), limits=_limits(node), workspace=node.directory.workspace
+            open_bundle, data, my_key=node.identity.signing_key, sender_status=_sender_status(node), limits=_limits(node), workspace=node.directory.current.workspace
         )
     except NotAddressedToMe as exc:
         return FileOutcome(file.name, NOT_FOR_ME, str(exc))
@@ -430,19 +430,19 @@ async def _import_file(node: Node, file: stick.StickFile, preview: bool, quota: 
         if not last_try:
             return None  # a bundle still to come may carry its certificate
         if not preview:  # audited once; left on the stick for when the directory catches up
-            await node.record_rejection(digest, outcome=type(exc).__name__, reason=str(exc), sender=None, bundle_id=None, created_at=None)
+            await node.intake.record_rejection(digest, outcome=type(exc).__name__, reason=str(exc), sender=None, bundle_id=None, created_at=None)
         return FileOutcome(file.name, type(exc).__name__, str(exc))
     except BundleRejected as exc:
         return await _reject(node, file, data, digest, None, type(exc).__name__, str(exc), preview, quota)
     if opened.incarnation is not None:  # None only in format 1, which predates incarnations
         try:
-            await node.check_peer_incarnation(opened.sender, opened.incarnation, via="bundle", record=not preview)
+            await node.peers.check_peer_incarnation(opened.sender, opened.incarnation, via="bundle", record=not preview)
         except IdentityConflict as exc:
             return await _reject(node, file, data, digest, opened, "IdentityConflict", str(exc), preview, quota)
     sender = ids.key_id(opened.sender)
     receipt = Receipt(source="bundle", sender=opened.sender, created_at=opened.created_at, sender_heads=opened.heads, digest=digest, bundle_id=opened.id)
     try:
-        summary = await node.import_batches(
+        summary = await node.intake.import_batches(
             list(content.directory) + list(content.changes),
             blobs=content.blobs,
             received_from=sender,
@@ -478,7 +478,7 @@ async def _reject(
         kept = await stick.quarantine_file(data, node.home / QUARANTINE_DIR, file.name, f"{outcome}: {reason}", quota)
     except StickError as exc:
         problem = str(exc)
-    await node.record_rejection(
+    await node.intake.record_rejection(
         digest,
         outcome=outcome,
         reason=reason,
@@ -522,9 +522,9 @@ def _mine_alone(file: stick.StickFile, data: bytes) -> bool:
 
 def _sender_status(node: Node) -> Callable[[bytes], str]:
     def status(sender: bytes) -> str:
-        if sender in node.directory.revoked:
+        if sender in node.directory.current.revoked:
             return "revoked"
-        return "trusted" if sender in node.directory.nodes else "unknown"
+        return "trusted" if sender in node.directory.current.nodes else "unknown"
 
     return status
 
@@ -534,7 +534,7 @@ def _limits(node: Node) -> Limits:
         max_bundle_bytes=IMPORT_LIMITS.max_bundle_bytes,
         max_plaintext_bytes=IMPORT_LIMITS.max_plaintext_bytes,
         max_items=IMPORT_LIMITS.max_items,
-        max_blob_bytes=node.max_blob_bytes,
+        max_blob_bytes=node.blobs.max_blob_bytes,
     )
 
 

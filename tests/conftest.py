@@ -26,7 +26,7 @@ async def make_workspace(root: Path, *names: str) -> list[Node]:
     first = await Node.init(root / "alpha", workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST)
     nodes = [first]
     for name in names:
-        enrollment = await first.invite(f"{name}-node", name, kdf=FAST)
+        enrollment = await first.enrollment.invite(f"{name}-node", name, kdf=FAST)
         nodes.append(await Node.join(root / name, enrollment.data, enrollment.code, PASSPHRASE, kdf=FAST))
     return nodes
 
@@ -36,7 +36,7 @@ async def revocation_on_stick(admin: Node, revoked: Node, root: Path) -> Path:
     stick folder under `root`; returns the stick."""
     stick = root / "stick"
     stick.mkdir(exist_ok=True)
-    await admin.revoke(revoked.node_key, "stolen")
+    await admin.directory.revoke(revoked.identity.node_key, "stolen")
     await export_bundles(admin, stick)
     return stick
 
@@ -44,9 +44,9 @@ async def revocation_on_stick(admin: Node, revoked: Node, root: Path) -> Path:
 async def sync_all(source: Node, target: Node) -> int:
     """Sends everything `source` has that `target` lacks; returns the changes applied."""
     applied = 0
-    for doc_id in sorted(await source.document_ids(), key=_doc_order):
-        have = await target.document_heads(doc_id) if doc_id in await target.document_ids() else []
-        result = await target.import_changes(doc_id, await source.changes_for(doc_id, have), source.node_id)
+    for doc_id in sorted(await source.replica.document_ids(), key=_doc_order):
+        have = await target.replica.document_heads(doc_id) if doc_id in await target.replica.document_ids() else []
+        result = await target.intake.import_changes(doc_id, await source.replica.changes_for(doc_id, have), source.identity.node_id)
         applied += result.applied
     return applied
 

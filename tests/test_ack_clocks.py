@@ -43,8 +43,8 @@ async def test_a_skewed_senders_acknowledgements_keep_deltas_small(tmp_path: Pat
     root = tmp_path / "stick"
     root.mkdir()
     async with alice, bob:
-        await alice.create_channel("general")
-        await alice.post("general", "the segment exists on both nodes before the skew")
+        await alice.chat.create_channel("general")
+        await alice.chat.post("general", "the segment exists on both nodes before the skew")
         await export_bundles(alice, root)
         await import_bundles(bob, root)
         await export_bundles(bob, root)
@@ -55,13 +55,13 @@ async def test_a_skewed_senders_acknowledgements_keep_deltas_small(tmp_path: Pat
 
         sent: list[int] = []
         for round_ in range(ROUNDS):
-            await poster.post_many("general", [f"round {round_} post {i}" for i in range(POSTS_PER_ROUND)])
+            await poster.chat.post_many("general", [f"round {round_} post {i}" for i in range(POSTS_PER_ROUND)])
             sent.append((await export_bundles(poster, root)).changes)
             await import_bundles(acker_node, root)
             await export_bundles(acker_node, root, clock=skewed_clock(later_offset))
             await import_bundles(poster, root)
         assert sent == [POSTS_PER_ROUND] * ROUNDS
-        assert await poster.changes_behind(acker_node.node_key) == 0
+        assert await poster.exchange.changes_behind(acker_node.identity.node_key) == 0
 
 
 async def test_a_lan_acknowledgement_counts_after_a_bundle_from_a_clock_ahead(tmp_path: Path) -> None:
@@ -71,21 +71,21 @@ async def test_a_lan_acknowledgement_counts_after_a_bundle_from_a_clock_ahead(tm
     root = tmp_path / "stick"
     root.mkdir()
     async with alice, bob:
-        await alice.create_channel("general")
-        await alice.post("general", "the segment exists on both nodes before the skew")
+        await alice.chat.create_channel("general")
+        await alice.chat.post("general", "the segment exists on both nodes before the skew")
         await export_bundles(alice, root)
         await import_bundles(bob, root)
         await export_bundles(bob, root, clock=skewed_clock(DAY_MS))
         await import_bundles(alice, root)
-        assert await alice.changes_behind(bob.node_key) == 0
+        assert await alice.exchange.changes_behind(bob.identity.node_key) == 0
 
-        await alice.post_many("general", [f"post {i}" for i in range(POSTS_PER_ROUND)])
-        assert await alice.changes_behind(bob.node_key) == POSTS_PER_ROUND
+        await alice.chat.post_many("general", [f"post {i}" for i in range(POSTS_PER_ROUND)])
+        assert await alice.exchange.changes_behind(bob.identity.node_key) == POSTS_PER_ROUND
         await export_bundles(alice, root)
         await import_bundles(bob, root)
         # What bob's LAN session would tell alice: his heads of every document he may share.
-        await alice.record_peer_heads(bob.node_key, await bob.heads_for(alice.node_key))
-        assert await alice.changes_behind(bob.node_key) == 0
+        await alice.exchange.record_peer_heads(bob.identity.node_key, await bob.exchange.heads_for(alice.identity.node_key))
+        assert await alice.exchange.changes_behind(bob.identity.node_key) == 0
 
 
 async def test_a_peer_restored_from_a_backup_is_sent_what_it_lost(tmp_path: Path) -> None:
@@ -99,22 +99,22 @@ async def test_a_peer_restored_from_a_backup_is_sent_what_it_lost(tmp_path: Path
     backups.mkdir()
     async with bob:
         async with alice:
-            await alice.create_channel("general")
-            await alice.post("general", "before the backup")
+            await alice.chat.create_channel("general")
+            await alice.chat.post("general", "before the backup")
             await export_bundles(alice, root)
             await import_bundles(bob, root)
-            taken = await alice.backup(backups)
-            await bob.post_many("general", [f"after the backup {i}" for i in range(POSTS_PER_ROUND)])
+            taken = await alice.custody.backup(backups)
+            await bob.chat.post_many("general", [f"after the backup {i}" for i in range(POSTS_PER_ROUND)])
             await export_bundles(bob, root)
             await import_bundles(alice, root)
             await export_bundles(alice, root)
             await import_bundles(bob, root)
-            assert await bob.changes_behind(alice.node_key) == 0
+            assert await bob.exchange.changes_behind(alice.identity.node_key) == 0
         async with await Node.restore(tmp_path / "rebuilt", taken.path, PASSPHRASE) as restored:
-            assert len(await restored.read("general", limit=100, mark_read=False)) == 1
+            assert len(await restored.views.read("general", limit=100, mark_read=False)) == 1
             await export_bundles(restored, root)
             await import_bundles(bob, root)
-            assert await bob.changes_behind(restored.node_key) == POSTS_PER_ROUND
+            assert await bob.exchange.changes_behind(restored.identity.node_key) == POSTS_PER_ROUND
             await export_bundles(bob, root)
             await import_bundles(restored, root)
-            assert len(await restored.read("general", limit=100, mark_read=False)) == 1 + POSTS_PER_ROUND
+            assert len(await restored.views.read("general", limit=100, mark_read=False)) == 1 + POSTS_PER_ROUND

@@ -79,9 +79,9 @@ def test_unsigned_entries_verify_only_as_legacy_or_as_failed_unlocks_covered_lat
 async def _node_with_history(home: Path) -> None:
     node = await Node.init(home, workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST)
     async with node:
-        await node.add_user("bob")
-        await node.set_role("bob", "observer")
-        await node.create_channel("general")
+        await node.directory.add_user("bob")
+        await node.directory.set_role("bob", "observer")
+        await node.chat.create_channel("general")
     with pytest.raises(WrongPassphrase):
         await Node.open(home, "wrong passphrase")
 
@@ -132,7 +132,7 @@ async def test_an_edited_entry_with_the_chain_recomputed_is_named_by_verify(tmp_
     result = run_cli(home, "audit", "--verify")
     assert result.returncode == 1 and "AUDIT LOG BROKEN after 1 good entries: entry 2 " in result.stdout
     async with await Node.open(home, PASSPHRASE) as node:
-        verdict = await node.verify_audit()
+        verdict = await node.audit.verify()
         assert not verdict.ok and verdict.count == 1 and verdict.problem is not None and verdict.problem.startswith("entry 2 ")
 
 
@@ -157,10 +157,10 @@ async def test_entries_written_before_the_upgrade_verify_as_legacy(tmp_path: Pat
         command.downgrade(config, "0004")
     engine.dispose()
     async with await Node.open(home, PASSPHRASE) as node:  # upgrades the store
-        verdict = await node.verify_audit()
+        verdict = await node.audit.verify()
         assert (verdict.ok, verdict.count, verdict.legacy) == (True, 5, 5)
-        await node.create_channel("later")
-        verdict = await node.verify_audit()
+        await node.chat.create_channel("later")
+        verdict = await node.audit.verify()
         assert (verdict.ok, verdict.count, verdict.legacy) == (True, 6, 5)
     assert "5 legacy entries" in run_cli(home, "audit", "--verify").stdout
     _recompute_chain_from(home / "node.db", 6, '{"channel":"other","kind":"public"}')
@@ -173,19 +173,19 @@ async def test_entries_written_before_the_upgrade_verify_as_legacy(tmp_path: Pat
 async def test_an_admin_deleting_another_users_message_and_membership_changes_are_audited(tmp_path: Path) -> None:
     alice, bob = await make_workspace(tmp_path, "bob")
     async with alice, bob:
-        await alice.create_channel("general")
-        await alice.create_channel("ops", private=True)
+        await alice.chat.create_channel("general")
+        await alice.chat.create_channel("ops", private=True)
         await sync_all(alice, bob)
-        theirs = await bob.post("general", "bob's message")
+        theirs = await bob.chat.post("general", "bob's message")
         await sync_all(bob, alice)
-        own = await alice.post("general", "alice's own")
-        await alice.delete(own)  # deleting one's own message is ordinary use, not moderation
-        await alice.delete(theirs)
-        await alice.add_member("ops", "bob")
-        entries = [(e.action, e.detail) for e in await alice.audit_entries()]
+        own = await alice.chat.post("general", "alice's own")
+        await alice.chat.delete(own)  # deleting one's own message is ordinary use, not moderation
+        await alice.chat.delete(theirs)
+        await alice.chat.add_member("ops", "bob")
+        entries = [(e.action, e.detail) for e in await alice.audit.entries()]
         assert entries[-2:] == [
             ("message_deleted", {"message": theirs, "channel": "general", "author": "bob"}),
             ("member_added", {"channel": "ops", "user": "bob", "role": "member"}),
         ]
         assert "message_deleted" not in [action for action, _ in entries[:-2]]
-        assert (await alice.verify_audit()).ok
+        assert (await alice.audit.verify()).ok

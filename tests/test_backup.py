@@ -26,35 +26,35 @@ async def test_a_backup_taken_while_posting_restores_to_the_same_node(tmp_path: 
     shelf = tmp_path / "shelf"
     shelf.mkdir()
     async with alpha:
-        await alpha.create_channel("general")
-        posted = [await alpha.post("general", f"message {i}") for i in range(20)]
+        await alpha.chat.create_channel("general")
+        posted = [await alpha.chat.post("general", f"message {i}") for i in range(20)]
 
         async def keep_posting() -> None:
             for i in range(20, 60):
-                posted.append(await alpha.post("general", f"message {i}"))
+                posted.append(await alpha.chat.post("general", f"message {i}"))
 
         poster = asyncio.create_task(keep_posting())
-        taken = await alpha.backup(shelf)
+        taken = await alpha.custody.backup(shelf)
         await poster
         assert taken.path.parent == shelf and taken.path.name.endswith(BACKUP_SUFFIX) and taken.bytes == taken.path.stat().st_size
         assert [p.name for p in shelf.iterdir()] == [taken.path.name]  # no partial file left beside it
-        assert (await alpha.audit_entries(1))[0].action == "backup"
-        node_id = alpha.node_id
+        assert (await alpha.audit.entries(1))[0].action == "backup"
+        node_id = alpha.identity.node_id
 
     async with await Node.restore(tmp_path / "rebuilt", taken.path, PASSPHRASE) as restored:
-        assert restored.node_id == node_id
-        kept = [m.id for m in await restored.read("general", limit=100)]
+        assert restored.identity.node_id == node_id
+        kept = [m.id for m in await restored.views.read("general", limit=100)]
         assert len(kept) >= 20 and kept == posted[: len(kept)]  # one snapshot: a prefix of the posts, no gaps
-        entries = await restored.audit_entries(1)
+        entries = await restored.audit.entries(1)
         assert [e.action for e in entries] == ["restored"]
-        assert (await restored.verify_audit()).ok
-        await restored.post("general", "written on the rebuilt machine")
+        assert (await restored.audit.verify()).ok
+        await restored.chat.post("general", "written on the rebuilt machine")
 
 
 async def test_a_failed_restore_leaves_no_node_and_a_bad_backup_is_named(tmp_path: Path) -> None:
     (alpha,) = await make_workspace(tmp_path)
     async with alpha:
-        taken = await alpha.backup(tmp_path)
+        taken = await alpha.custody.backup(tmp_path)
     target = tmp_path / "target"
     with pytest.raises(WrongPassphrase):
         await Node.restore(target, taken.path, "not the passphrase")
@@ -79,7 +79,7 @@ async def test_a_backup_is_readable_by_its_owner_only_whatever_the_umask(tmp_pat
     previous = os.umask(0)
     try:
         async with alpha:
-            taken = await alpha.backup(tmp_path)
+            taken = await alpha.custody.backup(tmp_path)
     finally:
         os.umask(previous)
     assert stat.S_IMODE(taken.path.stat().st_mode) == 0o600
@@ -93,9 +93,9 @@ async def _fill(home: Path, megabytes: int) -> None:
     long enough to be killed in the middle."""
     (alpha,) = await make_workspace(home)
     async with alpha:
-        await alpha.create_channel("general")
+        await alpha.chat.create_channel("general")
         for i in range(megabytes // 8):
-            await alpha.post("general", f"file {i}", attachments=[Attachment(f"f{i}.bin", os.urandom(8 << 20))])
+            await alpha.chat.post("general", f"file {i}", attachments=[Attachment(f"f{i}.bin", os.urandom(8 << 20))])
 
 
 def _partials(shelf: Path) -> list[Path]:
@@ -150,10 +150,10 @@ async def test_only_admins_take_backups_and_bad_folders_are_refused(tmp_path: Pa
     alpha, bob = await make_workspace(tmp_path, "bob")
     async with alpha, bob:
         with pytest.raises(PermissionDenied, match="backup needs the admin role"):
-            await bob.backup(tmp_path)
-        assert (await bob.audit_entries(1))[0].action == "permission_denied"
+            await bob.custody.backup(tmp_path)
+        assert (await bob.audit.entries(1))[0].action == "permission_denied"
         with pytest.raises(InvalidInput, match="no folder"):
-            await alpha.backup(tmp_path / "missing")
+            await alpha.custody.backup(tmp_path / "missing")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a small tmpfs standing in for a full stick")
@@ -167,13 +167,13 @@ async def test_a_full_disk_fails_the_backup_cleanly(tmp_path: Path, room: str) -
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
         async with alpha:
-            await alpha.create_channel("general")
-            await alpha.post("general", "x" * 30_000, attachments=[Attachment("big.bin", os.urandom(2 << 20))])
+            await alpha.chat.create_channel("general")
+            await alpha.chat.post("general", "x" * 30_000, attachments=[Attachment("big.bin", os.urandom(2 << 20))])
             with pytest.raises(StorageError, match="full"):
-                await alpha.backup(small)
+                await alpha.custody.backup(small)
             assert list(small.iterdir()) == []
-            assert [m.text for m in await alpha.read("general")] == ["x" * 30_000]
-            assert (await alpha.audit_entries(1))[0].action != "backup"
+            assert [m.text for m in await alpha.views.read("general")] == ["x" * 30_000]
+            assert (await alpha.audit.entries(1))[0].action != "backup"
     finally:
         subprocess.run(["umount", str(small)], capture_output=True, timeout=30)
 

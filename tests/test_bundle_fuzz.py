@@ -658,22 +658,22 @@ async def prepare_courier(root: Path) -> Courier:
     stick_root = root / "stick"
     stick_root.mkdir()
     async with alice, bob:
-        await alice.create_channel("general")
-        await alice.post_many("general", [f"fuzz message {i} " + "x" * (i % 50) for i in range(240)])
-        await alice.post("general", "a file", attachments=[Attachment("blob.bin", bytes(range(256)) * 300)])
-        await export_bundles(alice, stick_root, for_nodes=[bob.node_id])
+        await alice.chat.create_channel("general")
+        await alice.chat.post_many("general", [f"fuzz message {i} " + "x" * (i % 50) for i in range(240)])
+        await alice.chat.post("general", "a file", attachments=[Attachment("blob.bin", bytes(range(256)) * 300)])
+        await export_bundles(alice, stick_root, for_nodes=[bob.identity.node_id])
         first = await import_bundles(bob, stick_root)
         assert [f.outcome for f in first.files] == [sneakernet.ACCEPTED]
-        await export_bundles(alice, stick_root, for_nodes=[bob.node_id])  # same changes, fresh bytes
+        await export_bundles(alice, stick_root, for_nodes=[bob.identity.node_id])  # same changes, fresh bytes
         (path,) = sorted((stick_root / stick.STICK_DIR / stick.BUNDLES).glob("*.rpb"))
         seed = path.read_bytes()
         path.unlink()
-        header, content = open_bundle(seed, my_key=bob.signing_key, sender_status=lambda _k: "trusted")
+        header, content = open_bundle(seed, my_key=bob.identity.signing_key, sender_status=lambda _k: "trusted")
         assert header.ciphertext_length > 2 * header.chunk_size  # several stream chunks to mangle
-        channel_id = (await alice.list_channels())[0].channel_id
+        channel_id = (await alice.views.list_channels())[0].channel_id
         doc_ids = ("directory", f"{channel_id}/head", f"{channel_id}/seg/000000", f"{channel_id}/seg/000001", "0123456789abcdef0123/seg/000000")
-        context = Context(signer=alice.signing_key, plaintext=cbor.encode(bundle._content_to_wire(content)), header=header, content=content, doc_ids=doc_ids)
-        return Courier(stick_root, bob.home, bob.node_id, seed, path.name, await message_count(bob), context)
+        context = Context(signer=alice.identity.signing_key, plaintext=cbor.encode(bundle._content_to_wire(content)), header=header, content=content, doc_ids=doc_ids)
+        return Courier(stick_root, bob.home, bob.identity.node_id, seed, path.name, await message_count(bob), context)
 
 
 @pytest.fixture(scope="module")
@@ -692,7 +692,7 @@ def import_once(courier: Courier, data: bytes) -> tuple[sneakernet.ImportReport,
     async def run() -> tuple[sneakernet.ImportReport, int]:
         async with await Node.open(courier.bob_home, PASSPHRASE) as bob:
             report = await import_bundles(bob, courier.stick)
-            verdict = await bob.verify_audit()
+            verdict = await bob.audit.verify()
             assert verdict.ok, verdict.problem
             return report, await message_count(bob)
 

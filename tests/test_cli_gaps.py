@@ -52,8 +52,8 @@ def channel_with(tmp_path: Path, count: int) -> Path:
     async def make() -> None:
         (alpha,) = await make_workspace(tmp_path)
         async with alpha:
-            await alpha.create_channel("general")
-            await alpha.post_many("general", [f"message {i}" for i in range(count)])
+            await alpha.chat.create_channel("general")
+            await alpha.chat.post_many("general", [f"message {i}" for i in range(count)])
 
     asyncio.run(make())
     return tmp_path / "alpha"
@@ -84,7 +84,7 @@ def test_a_rejected_bundle_and_a_wiping_courier_run_say_so_with_exit_3_and_4(tmp
     async def make() -> None:
         alpha, bravo = await make_workspace(tmp_path, "bravo")
         async with alpha, bravo:
-            await alpha.create_channel("general")
+            await alpha.chat.create_channel("general")
             await revocation_on_stick(alpha, bravo, tmp_path)
 
     asyncio.run(make())
@@ -241,10 +241,10 @@ def test_a_big_import_shows_its_progress_on_a_terminal_and_nothing_elsewhere(tmp
     async def make() -> None:
         alpha, bravo = await make_workspace(tmp_path, "bravo")
         async with alpha, bravo:
-            await alpha.create_channel("general")
-            await alpha.post_many("general", [f"message {i}" for i in range(1_500)])  # three segments
+            await alpha.chat.create_channel("general")
+            await alpha.chat.post_many("general", [f"message {i}" for i in range(1_500)])  # three segments
             (tmp_path / "stick").mkdir()
-            await export_bundles(alpha, tmp_path / "stick", for_nodes=[bravo.node_id])
+            await export_bundles(alpha, tmp_path / "stick", for_nodes=[bravo.identity.node_id])
 
     asyncio.run(make())
     bravo, stick = tmp_path / "bravo", tmp_path / "stick"

@@ -21,9 +21,9 @@ def homes(tmp_path: Path) -> tuple[Path, Path]:
     async def make() -> None:
         alpha, bravo = await make_workspace(tmp_path, "bravo")
         async with alpha, bravo:
-            await alpha.add_user("carol", "member")
-            await alpha.create_channel("general")
-            await alpha.post_many("general", ["one", "two", "three"])
+            await alpha.directory.add_user("carol", "member")
+            await alpha.chat.create_channel("general")
+            await alpha.chat.post_many("general", ["one", "two", "three"])
 
     asyncio.run(make())
     return tmp_path / "alpha", tmp_path / "bravo"
@@ -79,7 +79,7 @@ def test_peers_shows_why_a_trusted_peer_is_refused_and_the_command_that_allows_i
 
     async def seen_at(address: str) -> None:
         async with await Node.open(alpha, PASSPHRASE) as node:
-            await node.note_lan_peer(peer["node_id"], node.workspace_id, address, 7373)
+            await node.peers.note_lan_peer(peer["node_id"], node.identity.workspace_id, address, 7373)
 
     # mDNS saw bravo at an address of TEST-NET-2: no private range, no network of this host.
     asyncio.run(seen_at("198.51.100.7"))

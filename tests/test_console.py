@@ -43,7 +43,7 @@ async def home(tmp_path: Path) -> Path:
     """A node with alice (admin) and #general."""
     node_home = tmp_path / "alice"
     async with await Node.init(node_home, workspace_name="acme", user_name="alice", node_name="laptop", passphrase=PASSPHRASE, kdf=FAST) as node:
-        await node.create_channel("general")
+        await node.chat.create_channel("general")
     return node_home
 
 
@@ -90,7 +90,7 @@ async def test_the_first_run_form_says_how_to_reach_the_join_form(tmp_path: Path
 
 async def test_join_with_a_wrong_then_the_right_code(tmp_path: Path) -> None:
     async with await Node.init(tmp_path / "admin", workspace_name="acme", user_name="alice", node_name="laptop", passphrase=PASSPHRASE, kdf=FAST) as admin:
-        enrollment = await admin.invite("desk", "carol", kdf=FAST)
+        enrollment = await admin.enrollment.invite("desk", "carol", kdf=FAST)
     enrollment_file = tmp_path / "carol.enrollment"
     enrollment_file.write_bytes(enrollment.data)
 
@@ -112,7 +112,7 @@ async def test_a_joined_node_waits_for_its_first_sync_before_inviting_channels(t
     """A joined node holds only the directory: creating channels before the first sync made
     duplicates of channels that existed elsewhere. It says it is waiting, and asks first."""
     alpha, bravo = await make_workspace(tmp_path, "bravo")
-    await alpha.create_channel("general")
+    await alpha.chat.create_channel("general")
     await bravo.close()
     app = RallypointApp(tmp_path / "bravo", WORKSPACE_PASSPHRASE)
     async with alpha, app.run_test(size=SIZE, notifications=True) as pilot:
@@ -123,7 +123,7 @@ async def test_a_joined_node_waits_for_its_first_sync_before_inviting_channels(t
         await until_shown(pilot, "Create a channel before the first sync?")
         await pilot.press("n")
         await until(pilot, lambda: isinstance(app.screen, MainScreen), "the main screen again")
-        assert app.node is not None and await app.node.list_channels() == []
+        assert app.node is not None and await app.node.views.list_channels() == []
 
         stick = tmp_path / "stick"
         stick.mkdir()
@@ -151,12 +151,12 @@ async def test_unlock_with_a_wrong_then_the_right_passphrase(home: Path) -> None
 
 async def test_channel_list_shows_unread_and_mention_counts(home: Path, tmp_path: Path) -> None:
     async with await Node.open(home, PASSPHRASE) as alice:
-        enrollment = await alice.invite("bravo", "bob", kdf=FAST)
+        enrollment = await alice.enrollment.invite("bravo", "bob", kdf=FAST)
         async with await Node.join(tmp_path / "bob", enrollment.data, enrollment.code, PASSPHRASE, kdf=FAST) as bob:
             await sync_all(alice, bob)
-            await bob.create_channel("random")
+            await bob.chat.create_channel("random")
             for text in ("one", "two @alice", "three"):
-                await bob.post("random", text)
+                await bob.chat.post("random", text)
             await sync_all(bob, alice)
     async with RallypointApp(home, PASSPHRASE).run_test(size=SIZE, notifications=True) as pilot:
         screen = await main_screen(pilot)
@@ -223,24 +223,24 @@ async def test_enter_on_the_private_checkbox_submits_the_form_as_ticked(home: Pa
         await pilot.press("ctrl+n", *"ops", "tab", "space", "enter")
         await until_shown(pilot, "Message # ops")
         assert pilot.app.node is not None
-        assert {c.name: c.kind for c in await pilot.app.node.list_channels()}["ops"] == "private"
+        assert {c.name: c.kind for c in await pilot.app.node.views.list_channels()}["ops"] == "private"
         await pilot.press("ctrl+n", *"logistics", "tab", "enter")  # unticked: public
         await until_shown(pilot, "Message # logistics")
-        assert {c.name: c.kind for c in await pilot.app.node.list_channels()}["logistics"] == "public"
+        assert {c.name: c.kind for c in await pilot.app.node.views.list_channels()}["logistics"] == "public"
 
 
 async def test_a_message_posted_by_another_process_appears_while_running(home: Path) -> None:
     async with RallypointApp(home, PASSPHRASE).run_test(size=SIZE, notifications=True) as pilot:
         await main_screen(pilot)
         async with await Node.open(home, PASSPHRASE) as other:  # what `rallypoint post` does
-            await other.post("general", "from the cli")
+            await other.chat.post("general", "from the cli")
         await until_shown(pilot, "from the cli", timeout=5.0)
 
 
 async def test_network_text_is_shown_literally_and_inert(home: Path) -> None:
     hostile = "[bold red]x[/] \x1b[31mred\x1b]0;title\x07"
     async with await Node.open(home, PASSPHRASE) as other:
-        await other.post("general", hostile)
+        await other.chat.post("general", hostile)
     async with RallypointApp(home, PASSPHRASE).run_test(size=SIZE, notifications=True) as pilot:
         screen = await main_screen(pilot)
         shown = screen_text(pilot.app)
@@ -254,7 +254,7 @@ async def test_network_text_is_shown_literally_and_inert(home: Path) -> None:
 
 async def test_every_binding_fits_the_80_column_footer(home: Path) -> None:
     async with await Node.open(home, PASSPHRASE) as other:
-        await other.post("general", "a message")
+        await other.chat.post("general", "a message")
     async with RallypointApp(home, PASSPHRASE).run_test(size=SIZE, notifications=True) as pilot:
         await main_screen(pilot)
         composer_footer = "↑ Messages ^o Attach ^n New channel alt+↑↓ Channel ^q Quit"
@@ -289,7 +289,7 @@ async def test_the_console_runs_the_lan_service_and_shows_what_peers_send(tmp_pa
     """What arrives shows up, and the notification names the sender as its certificate does
     (it once gave the bare node id)."""
     alpha, bravo = await make_workspace(tmp_path, "bravo")
-    await alpha.create_channel("general")
+    await alpha.chat.create_channel("general")
     await alpha.close()
     config = console_lan()
     async with bravo, RallypointApp(tmp_path / "alpha", WORKSPACE_PASSPHRASE, lan=config).run_test(size=SIZE, notifications=True) as pilot:
@@ -298,16 +298,16 @@ async def test_the_console_runs_the_lan_service_and_shows_what_peers_send(tmp_pa
         async with LanService(bravo, LanConfig(bind="127.0.0.1", port=0, discovery=False)) as service:
             service.dial("127.0.0.1", config.port)
             deadline = time.monotonic() + 10
-            while not any(c.name == "general" for c in await bravo.list_channels()) and time.monotonic() < deadline:
+            while not any(c.name == "general" for c in await bravo.views.list_channels()) and time.monotonic() < deadline:
                 await pilot.pause(0.05)
-            await bravo.post("general", "over the LAN")
+            await bravo.chat.post("general", "over the LAN")
             await until_shown(pilot, "over the LAN", timeout=10.0)
-            await until_notified(pilot, shown, f"new message(s) from bravo-node ({bravo.node_id.split('-')[0]}-…)", timeout=10.0)
+            await until_notified(pilot, shown, f"new message(s) from bravo-node ({bravo.identity.node_id.split('-')[0]}-…)", timeout=10.0)
 
 
 async def test_the_console_closes_when_its_node_is_revoked_over_the_lan(tmp_path: Path) -> None:
     alpha, bravo = await make_workspace(tmp_path, "bravo")
-    await alpha.create_channel("general")
+    await alpha.chat.create_channel("general")
     await bravo.close()
     config = console_lan()
     app = RallypointApp(tmp_path / "bravo", WORKSPACE_PASSPHRASE, lan=config)
@@ -316,7 +316,7 @@ async def test_the_console_closes_when_its_node_is_revoked_over_the_lan(tmp_path
         async with LanService(alpha, LanConfig(bind="127.0.0.1", port=0, discovery=False)) as service:
             service.dial("127.0.0.1", config.port)
             await until_shown(pilot, "general", timeout=10.0)
-            await alpha.revoke(bravo.node_key, "stolen")
+            await alpha.directory.revoke(bravo.identity.node_key, "stolen")
             deadline = time.monotonic() + 10
             while app.is_running and time.monotonic() < deadline:
                 await pilot.pause(0.05)
@@ -328,7 +328,7 @@ async def test_the_console_closes_when_another_process_wipes_its_node(tmp_path: 
     """The appliance's console runs without LAN beside `serve`; a courier's import in another
     process brings this node's revocation."""
     alpha, bravo = await make_workspace(tmp_path, "bravo")
-    await alpha.create_channel("general")
+    await alpha.chat.create_channel("general")
     stick = await revocation_on_stick(alpha, bravo, tmp_path)
     await alpha.close()
     app = RallypointApp(tmp_path / "bravo", WORKSPACE_PASSPHRASE)
@@ -344,8 +344,8 @@ async def test_the_console_closes_when_another_process_wipes_its_node(tmp_path: 
 
 async def test_the_peers_view_shows_trust_and_sessions_live(tmp_path: Path) -> None:
     alpha, bravo, charlie = await make_workspace(tmp_path, "bravo", "charlie")
-    await alpha.create_channel("general")
-    await alpha.note_lan_peer(charlie.node_id, alpha.workspace_id, "198.51.100.7", 7373)  # seen at an address the allowlist refuses
+    await alpha.chat.create_channel("general")
+    await alpha.peers.note_lan_peer(charlie.identity.node_id, alpha.identity.workspace_id, "198.51.100.7", 7373)  # seen at an address the allowlist refuses
     await alpha.close()
     await charlie.close()
     config = console_lan()
@@ -394,8 +394,8 @@ async def test_help_lists_every_binding_and_the_palette_reaches_every_view(home:
 
 async def test_reaction_picker_and_mention_completion(home: Path) -> None:
     async with await Node.open(home, PASSPHRASE) as other:
-        await other.add_user("bob", "member")
-        await other.post("general", "react to me")
+        await other.directory.add_user("bob", "member")
+        await other.chat.post("general", "react to me")
     async with RallypointApp(home, PASSPHRASE).run_test(size=SIZE, notifications=True) as pilot:
         screen = await main_screen(pilot)
         await until_shown(pilot, "react to me")
@@ -421,10 +421,10 @@ async def test_reaction_picker_and_mention_completion(home: Path) -> None:
 
 async def test_search_across_channels_opens_the_message_where_it_is(home: Path) -> None:
     async with await Node.open(home, PASSPHRASE) as other:
-        await other.create_channel("ops")
-        root = await other.post("ops", "the generator needs fuel")
-        await other.post("ops", "fuel delivered [bold]tonight[/]", reply_to=root)
-        await other.post("general", "nothing to see")
+        await other.chat.create_channel("ops")
+        root = await other.chat.post("ops", "the generator needs fuel")
+        await other.chat.post("ops", "fuel delivered [bold]tonight[/]", reply_to=root)
+        await other.chat.post("general", "nothing to see")
     async with RallypointApp(home, PASSPHRASE).run_test(size=SIZE, notifications=True) as pilot:
         screen = await main_screen(pilot)
         await pilot.press("ctrl+f")
@@ -444,7 +444,7 @@ async def test_search_across_channels_opens_the_message_where_it_is(home: Path) 
 
 async def test_attachments_are_listed_and_saved_under_safe_names(home: Path, tmp_path: Path) -> None:
     async with await Node.open(home, PASSPHRASE) as other:
-        await other.post("general", "the plans", attachments=[Attachment("../../etc/plan.txt", b"secret plan"), Attachment("..", b"\x00map")])
+        await other.chat.post("general", "the plans", attachments=[Attachment("../../etc/plan.txt", b"secret plan"), Attachment("..", b"\x00map")])
     folder = tmp_path / "saved"
     folder.mkdir()
     (folder / "plan.txt").write_bytes(b"kept")
@@ -465,9 +465,9 @@ async def test_attachments_are_listed_and_saved_under_safe_names(home: Path, tmp
 
 async def test_on_a_wide_terminal_a_thread_opens_beside_its_channel(home: Path) -> None:
     async with await Node.open(home, PASSPHRASE) as other:
-        root = await other.post("general", "where is the fuel?")
-        await other.post("general", "in the shed", reply_to=root)
-        await other.post("general", "unrelated news")
+        root = await other.chat.post("general", "where is the fuel?")
+        await other.chat.post("general", "in the shed", reply_to=root)
+        await other.chat.post("general", "unrelated news")
     async with RallypointApp(home, PASSPHRASE).run_test(size=(120, 30), notifications=True) as pilot:
         screen = await main_screen(pilot)
         messages = screen.query_one("#messages", MessageList)

@@ -107,7 +107,7 @@ async def test_add_a_user_and_change_their_role(home: Path) -> None:
         await pilot.press("down", "enter")  # member -> observer
         await until(pilot, lambda: ["bob", "observer"] in [row[:2] for row in rows(screen, "#users-table")], "bob's new role")
         await until_notified(pilot, shown, "bob is now observer")
-        assert app.node is not None and {u.name: u.role for u in app.node.users()} == {"alice": "admin", "bob": "observer"}
+        assert app.node is not None and {u.name: u.role for u in app.node.directory.users()} == {"alice": "admin", "bob": "observer"}
 
 
 async def test_the_role_list_stops_at_its_ends_and_a_new_admin_is_confirmed_by_name(home: Path) -> None:
@@ -144,7 +144,7 @@ async def test_the_role_list_stops_at_its_ends_and_a_new_admin_is_confirmed_by_n
         assert "Make bob an ADMIN?" in screen_text(app)
         await pilot.press("escape")
         await until_screen(pilot, AdminScreen)
-        assert app.node is not None and {u.name: u.role for u in app.node.users()} == {"alice": "admin", "bob": "observer", "carol": "admin"}
+        assert app.node is not None and {u.name: u.role for u in app.node.directory.users()} == {"alice": "admin", "bob": "observer", "carol": "admin"}
 
 
 async def test_enroll_a_node_writes_the_file_shows_the_code_and_the_node_can_join(tmp_path: Path, home: Path) -> None:
@@ -166,7 +166,7 @@ async def test_enroll_a_node_writes_the_file_shows_the_code_and_the_node_can_joi
         await pilot.press(*str(tmp_path / "missing" / "bravo.enrollment"))
         await pilot.press("enter")
         await until_notified(pilot, shown, f"there is no directory {tmp_path / 'missing'}")
-        assert app.node is not None and [n.name for n in app.node.nodes()] == ["alpha"]  # checked before anything was certified
+        assert app.node is not None and [n.name for n in app.node.directory.nodes()] == ["alpha"]  # checked before anything was certified
 
         await pilot.press("a")
         await until_screen(pilot, InviteForm)
@@ -188,14 +188,14 @@ async def test_enroll_a_node_writes_the_file_shows_the_code_and_the_node_can_joi
 
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     async with await Node.join(tmp_path / "bravo", out.read_bytes(), code, PASSPHRASE, kdf=FAST) as bravo:
-        me = bravo.whoami()
+        me = bravo.identity.whoami()
         assert (me.node_name, me.user_name, me.role) == ("bravo", "bob", "member")
 
 
 async def test_revoke_a_node_and_a_user(tmp_path: Path) -> None:
     alpha, bob_node = await make_workspace(tmp_path, "bob")
-    await alpha.add_user("carol")
-    bob_node_key = bob_node.node_key
+    await alpha.directory.add_user("carol")
+    bob_node_key = bob_node.identity.node_key
     await alpha.close()
     await bob_node.close()
     app = RallypointApp(tmp_path / "alpha", PASSPHRASE)
@@ -216,7 +216,7 @@ async def test_revoke_a_node_and_a_user(tmp_path: Path) -> None:
         await pilot.press("enter")
         await until(pilot, lambda: ["bob-node", "revoked"] in [[row[0], row[2]] for row in rows(screen, "#nodes-table")], "bob's node revoked")
         await until_notified(pilot, shown, "Node bob-node revoked")
-        assert app.node.trust_of(bob_node_key) == "revoked"
+        assert app.node.directory.trust_of(bob_node_key) == "revoked"
         highlight(screen, "#nodes-table", "bob-node")
         await pilot.press("x")
         await until_notified(pilot, shown, "revoked already")
@@ -229,7 +229,7 @@ async def test_revoke_a_node_and_a_user(tmp_path: Path) -> None:
         await pilot.press("enter")
         await until(pilot, lambda: ["carol", "revoked"] in [[row[0], row[3]] for row in rows(screen, "#users-table")], "carol shown revoked")
         await until_notified(pilot, shown, "User carol revoked")
-        assert app.node.directory.user_by_name("carol") is None
+        assert app.node.directory.current.user_by_name("carol") is None
         await pilot.press("x")  # carol is still highlighted
         await until_notified(pilot, shown, "User carol is revoked already")
 
@@ -258,10 +258,10 @@ async def test_a_backup_from_the_nodes_tab_restores(tmp_path: Path, home: Path) 
         await until_screen(pilot, BackupForm)
         await pilot.press(*str(shelf), "enter")
         await until_notified(pilot, shown, f"Backup written to {shelf}")
-        assert app.node is not None and (await app.node.audit_entries(1))[0].action == "backup"
+        assert app.node is not None and (await app.node.audit.entries(1))[0].action == "backup"
     (taken,) = shelf.iterdir()
     async with await Node.restore(tmp_path / "rebuilt", taken, PASSPHRASE) as restored:
-        assert restored.whoami().node_name == "alpha"
+        assert restored.identity.whoami().node_name == "alpha"
 
 
 async def test_allow_deny_and_remove_network_rules(home: Path) -> None:
@@ -298,7 +298,7 @@ async def test_allow_deny_and_remove_network_rules(home: Path) -> None:
         await pilot.press("x")
         await until(pilot, lambda: ["127.0.0.0/8", "allow", "default"] in rows(screen, "#rules-table"), "the defaults back")
         await until_notified(pilot, shown, "Rule for 10.1.0.0/16 removed")
-        assert app.node is not None and [(r.network, r.action) for r in await app.node.network_rules() if not r.default] == [("192.168.5.0/24", "deny")]
+        assert app.node is not None and [(r.network, r.action) for r in await app.node.peers.network_rules() if not r.default] == [("192.168.5.0/24", "deny")]
 
         highlight(screen, "#rules-table", "127.0.0.0/8")
         await pilot.press("x")
@@ -307,16 +307,16 @@ async def test_allow_deny_and_remove_network_rules(home: Path) -> None:
 
 async def test_audit_log_lists_filters_and_verifies(home: Path) -> None:
     async with await Node.open(home, PASSPHRASE) as node:
-        await node.add_user("bob")
-        await node.set_role("bob", "observer")
-        await node.set_network_rule("10.9.0.0/16", "deny")
+        await node.directory.add_user("bob")
+        await node.directory.set_role("bob", "observer")
+        await node.peers.set_network_rule("10.9.0.0/16", "deny")
     app = RallypointApp(home, PASSPHRASE)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         screen = await open_admin(pilot)
         await pilot.press("4")
         await until(pilot, lambda: screen.query_one("#audit-table", DataTable).has_focus, "the audit tab")
         assert app.node is not None
-        count = (await app.node.verify_audit()).count
+        count = (await app.node.audit.verify()).count
         await until_shown(pilot, f"Audit chain intact: {count} entries")
         actions = [row[2] for row in rows(screen, "#audit-table")]
         assert actions[:3] == ["network_rule", "role_changed", "user_added"]  # newest first
@@ -351,7 +351,7 @@ async def member_node(admin_home: Path, home: Path, name: str) -> Path:
     """A node joined from `admin_home`'s invitation whose own user `name` is a member (the
     console acts only as the node's own user)."""
     async with await Node.open(admin_home, PASSPHRASE) as admin:
-        enrollment = await admin.invite(f"{name}-node", name, "member", kdf=FAST)
+        enrollment = await admin.enrollment.invite(f"{name}-node", name, "member", kdf=FAST)
     await (await Node.join(home, enrollment.data, enrollment.code, PASSPHRASE, kdf=FAST)).close()
     return home
 
@@ -397,24 +397,24 @@ async def test_a_member_is_refused_by_the_node_and_the_refusal_is_audited(tmp_pa
         assert {row[3] for row in rows(screen, "#audit-table")[:4]} == {"carol"}
 
         assert app.node is not None
-        refused = [entry for entry in await app.node.audit_entries() if entry.action == "permission_denied"]
-        carol = app.node.whoami().user_key.hex()
+        refused = [entry for entry in await app.node.audit.entries() if entry.action == "permission_denied"]
+        carol = app.node.identity.whoami().user_key.hex()
         assert [(entry.actor, entry.detail["action"]) for entry in refused] == [
             (carol, "user add"), (carol, "network rule deny"), (carol, "invite"), (carol, "revoke")
         ]
-        assert [u.name for u in app.node.users()] == ["alice", "carol"] and not out.exists()
-        assert not any(not r.default for r in await app.node.network_rules())
+        assert [u.name for u in app.node.directory.users()] == ["alice", "carol"] and not out.exists()
+        assert not any(not r.default for r in await app.node.peers.network_rules())
 
 
 async def test_hostile_names_and_reasons_are_shown_literally(tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A rogue admin elsewhere can certify names this node's own checks would refuse.
     monkeypatch.setattr(certs, "check_name", lambda name: name)
     async with await Node.open(home, PASSPHRASE) as node:
-        await node.add_user(HOSTILE)
-        await node.invite("[red]n[/]\x07", "bob", kdf=FAST)
-        bob = node.directory.user_by_name("bob")
+        await node.directory.add_user(HOSTILE)
+        await node.enrollment.invite("[red]n[/]\x07", "bob", kdf=FAST)
+        bob = node.directory.current.user_by_name("bob")
         assert bob is not None
-        await node.revoke(bob.key, "[b]why[/b]\x1b[2J")
+        await node.directory.revoke(bob.key, "[b]why[/b]\x1b[2J")
     app = RallypointApp(home, PASSPHRASE)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         screen = await open_admin(pilot)

@@ -39,8 +39,8 @@ def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 async def node_home(tmp_path: Path) -> Path:
     home = tmp_path / "alpha"
     async with await Node.init(home, workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST) as node:
-        await node.create_channel("general")
-        await node.set_max_blob_bytes(4096)
+        await node.chat.create_channel("general")
+        await node.blobs.set_max_blob_bytes(4096)
     return home
 
 
@@ -67,10 +67,10 @@ async def test_files_picked_in_the_console_are_posted_as_blobs(files: Path, node
         await until_shown(pilot, "the plan and the map")
         assert "ctrl+r removes them" not in screen_text(app)
         assert app.node is not None
-        (message,) = await app.node.read("general")
+        (message,) = await app.node.views.read("general")
         assert [(f.name, f.size) for f in message.files] == [("plan.txt", 900), ("map.bin", 768)]
-        assert await app.node.blob(message.files[0].hash) == (files / "plan.txt").read_bytes()
-        assert await app.node.blob(message.files[1].hash) == (files / "docs" / "map.bin").read_bytes()
+        assert await app.node.blobs.blob(message.files[0].hash) == (files / "plan.txt").read_bytes()
+        assert await app.node.blobs.blob(message.files[1].hash) == (files / "docs" / "map.bin").read_bytes()
 
         await pilot.press("ctrl+o")  # a file alone is a message too: its name is the text
         await until(pilot, lambda: isinstance(app.screen, AttachScreen), "the file picker")

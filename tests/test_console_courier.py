@@ -47,8 +47,8 @@ def no_mounted_sticks(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 async def route(tmp_path: Path) -> Route:
     alpha, bravo, charlie = await make_workspace(tmp_path, "bravo", "charlie")
-    await alpha.create_channel("general")
-    await alpha.post_many("general", MESSAGES)
+    await alpha.chat.create_channel("general")
+    await alpha.chat.post_many("general", MESSAGES)
     for node in (alpha, bravo, charlie):
         await node.close()
     (tmp_path / "stick").mkdir()
@@ -142,14 +142,14 @@ async def test_preview_changes_nothing_then_import_brings_the_messages(route: Ro
         assert "Preview: nothing was changed" in report(screen)
         assert "Would import 1 bundle(s) from 1 node(s): alpha" in report(screen)
         assert f"#general: {len(MESSAGES)} new message(s)" in report(screen)
-        assert await node.list_channels() == []
+        assert await node.views.list_channels() == []
         assert {path: path.read_bytes() for path in bundle_files(route.stick)} == before
 
         await pilot.press("i")
         await until(pilot, lambda: "Imported" in report(screen), "the import report")
         assert "Imported 1 bundle(s) from 1 node(s): alpha" in report(screen)
         assert f"#general: {len(MESSAGES)} new message(s)" in report(screen)
-        assert [message.text for message in await node.read("general", mark_read=False)] == MESSAGES
+        assert [message.text for message in await node.views.read("general", mark_read=False)] == MESSAGES
         assert bundle_files(route.stick) == []  # an imported bundle leaves the stick
         bar = screen.query_one("#courier-bar", ProgressBar)
         assert bar.total == bar.progress == 1
@@ -182,7 +182,7 @@ async def test_a_tampered_bundle_is_rejected_and_listed_in_quarantine(route: Rou
         assert "Imported 0 bundle(s)" in report(screen)
         assert f"Rejected 1 bundle(s) (kept in quarantine: {route.bravo / 'quarantine'}):" in report(screen)
         assert f"{bundle.name}: Tampered:" in report(screen)
-        assert await screen.node.list_channels() == []
+        assert await screen.node.views.list_channels() == []
 
         await pilot.press("r")
         await until(pilot, lambda: screen.query_one(TabbedContent).active == "courier-quarantine-tab", "the quarantine tab")
@@ -195,8 +195,8 @@ async def test_a_tampered_bundle_is_rejected_and_listed_in_quarantine(route: Rou
 
 async def test_the_screen_answers_keys_while_a_large_import_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     alpha, bravo = await make_workspace(tmp_path, "bravo")
-    await alpha.create_channel("general")
-    await alpha.post_many("general", [f"message {i}" for i in range(4000)])
+    await alpha.chat.create_channel("general")
+    await alpha.chat.post_many("general", [f"message {i}" for i in range(4000)])
     root = tmp_path / "stick"
     root.mkdir()
     await sneakernet.export_bundles(alpha, root)  # one bundle: its import is one long verification and transaction
@@ -205,7 +205,7 @@ async def test_the_screen_answers_keys_while_a_large_import_runs(tmp_path: Path,
     async with courier_console(tmp_path / "bravo") as (pilot, screen):
         node = screen.node
         started = finished = 0
-        import_batches = node.import_batches
+        import_batches = node.intake.import_batches
 
         async def counting(*args: Any, **kwargs: Any) -> ImportSummary:
             nonlocal started, finished
@@ -237,7 +237,7 @@ async def test_the_screen_answers_keys_while_a_large_import_runs(tmp_path: Path,
         assert "#general: 4000 new message(s)" in report(screen)
         bar = screen.query_one("#courier-bar", ProgressBar)
         assert bar.total == bar.progress == 1
-        assert len(await node.read("general", limit=10_000, mark_read=False)) == 4000
+        assert len(await node.views.read("general", limit=10_000, mark_read=False)) == 4000
 
 
 async def test_letters_type_in_fields_where_alt_keys_act(route: Route, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,8 +24,8 @@ async def long_home(tmp_path: Path) -> Path:
     """#general with COUNT messages, "message 0" the oldest."""
     home = tmp_path / "alpha"
     async with await Node.init(home, workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST) as node:
-        await node.create_channel("general")
-        await node.post_many("general", [f"message {index}" for index in range(COUNT)])
+        await node.chat.create_channel("general")
+        await node.chat.post_many("general", [f"message {index}" for index in range(COUNT)])
     return home
 
 
@@ -91,15 +91,15 @@ async def test_a_20000_message_channel_is_paged_both_ways_within_the_bound(long_
 async def test_the_oldest_window_pages_forward_the_way_paging_back_came(alice: Node) -> None:
     """Home's window is the one paging back page by page would reach: the same anchors, so
     moving down from it pages forward through every message, none skipped."""
-    await alice.create_channel("general")
+    await alice.chat.create_channel("general")
     count = 5 * WINDOW + 17
-    await alice.post_many("general", [f"m{index}" for index in range(count)])
+    await alice.chat.post_many("general", [f"m{index}" for index in range(count)])
 
     async def read_ids(before: str | None, limit: int) -> list[str]:
-        return [m.id for m in await alice.read("general", before=before, limit=limit, mark_read=False)]
+        return [m.id for m in await alice.views.read("general", before=before, limit=limit, mark_read=False)]
 
     async def held(window: Window) -> list[str]:
-        return [m.text for m in await alice.read("general", before=window.anchor, limit=window.span, mark_read=False)]
+        return [m.text for m in await alice.views.read("general", before=window.anchor, limit=window.span, mark_read=False)]
 
     stepped = Window()
     while len(await read_ids(stepped.anchor, stepped.span + 1)) > stepped.span:

@@ -57,16 +57,16 @@ async def home(tmp_path: Path) -> Path:
     home = tmp_path / "alpha"
     node = await Node.init(home, workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST, clock=fixed_clock(), rng=fixed_randomness(b"alpha"))
     async with node:
-        await node.invite("bravo", "bob", kdf=FAST)
-        await node.invite("charlie", "carol", role="observer", kdf=FAST)
-        await node.create_channel("general", purpose="all hands")
-        await node.create_channel("ops")
-        await node.post("ops", "generator check at 18:00")
-        root = await node.post("general", "Water point moved to the north gate. @bob can you confirm?")
-        await node.post("general", "Confirmed, signs are up.", reply_to=root)
-        await node.post("general", "Map of the new layout", attachments=[Attachment("layout.png", b"\x89PNG" + bytes(2000))])
-        await node.react(root, "👍")
-        await node.post("general", "Courier leaves at dawn; bring the stick.")
+        await node.enrollment.invite("bravo", "bob", kdf=FAST)
+        await node.enrollment.invite("charlie", "carol", role="observer", kdf=FAST)
+        await node.chat.create_channel("general", purpose="all hands")
+        await node.chat.create_channel("ops")
+        await node.chat.post("ops", "generator check at 18:00")
+        root = await node.chat.post("general", "Water point moved to the north gate. @bob can you confirm?")
+        await node.chat.post("general", "Confirmed, signs are up.", reply_to=root)
+        await node.chat.post("general", "Map of the new layout", attachments=[Attachment("layout.png", b"\x89PNG" + bytes(2000))])
+        await node.chat.react(root, "👍")
+        await node.chat.post("general", "Courier leaves at dawn; bring the stick.")
     return home
 
 

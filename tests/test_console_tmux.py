@@ -25,8 +25,8 @@ def home(tmp_path: Path) -> Path:
     async def make() -> None:
         (alpha,) = await make_workspace(tmp_path)
         async with alpha:
-            await alpha.create_channel("general")
-            await alpha.post("general", "already here")
+            await alpha.chat.create_channel("general")
+            await alpha.chat.post("general", "already here")
 
     asyncio.run(make())
     return tmp_path / "alpha"
@@ -66,6 +66,6 @@ def test_the_real_console_takes_typed_messages_at_80x24(home: Path, terminal: Te
 
     async def stored() -> list[str]:
         async with await Node.open(home, PASSPHRASE) as node:
-            return [m.text for m in await node.read("general", mark_read=False)]
+            return [m.text for m in await node.views.read("general", mark_read=False)]
 
     assert asyncio.run(stored()) == ["already here", "typed in tmux"]

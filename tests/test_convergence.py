@@ -55,8 +55,8 @@ async def deliver_shuffled(source: Node, target: Node, rng: random.Random) -> No
     sent in random order and some twice. A batch whose dependencies have not arrived yet is
     refused whole and retried later - as a bundle or a LAN peer would."""
     pending: list[tuple[str, list[SignedChange]]] = []
-    for doc_id in await source.document_ids():
-        changes = await source.changes_for(doc_id, [])  # causal order: batches never depend on later ones
+    for doc_id in await source.replica.document_ids():
+        changes = await source.replica.changes_for(doc_id, [])  # causal order: batches never depend on later ones
         units = relay_units(changes)  # a relayed change without its own signature travels with its voucher
         while units:
             size = rng.randint(1, 4)
@@ -70,7 +70,7 @@ async def deliver_shuffled(source: Node, target: Node, rng: random.Random) -> No
         retry = []
         for doc_id, batch in pending:
             try:
-                await target.import_changes(doc_id, batch, source.node_id)
+                await target.intake.import_changes(doc_id, batch, source.identity.node_id)
             except ChangeRejected as exc:
                 assert "lacks" in str(exc) or "unknown channel" in str(exc)
                 retry.append((doc_id, batch))
@@ -81,12 +81,12 @@ async def deliver_shuffled(source: Node, target: Node, rng: random.Random) -> No
 
 
 async def materialised(node: Node) -> list[dict]:
-    top = await node.read("general", limit=1000, mark_read=False)
+    top = await node.views.read("general", limit=1000, mark_read=False)
     out = []
     for message in top:
         out.append(message.as_json())
         if message.reply_count:
-            out += [m.as_json() for m in (await node.read("general", thread=message.id, limit=1000, mark_read=False))[1:]]
+            out += [m.as_json() for m in (await node.views.read("general", thread=message.id, limit=1000, mark_read=False))[1:]]
     return out
 
 
@@ -96,23 +96,23 @@ async def run_scenario(homes: list[Path], operations: list[tuple], seed: int) ->
     try:
         for kind, who, arg in operations:
             node = nodes[who]
-            known = await node.read("general", limit=1000, mark_read=False)
+            known = await node.views.read("general", limit=1000, mark_read=False)
             target = known[arg % len(known)] if known and isinstance(arg, int) else None
             if kind == "post":
-                await node.post("general", arg)
+                await node.chat.post("general", arg)
             elif kind == "exchange":
                 if who != arg:
                     await deliver_shuffled(nodes[who], nodes[arg], rng)
             elif target is None or target.deleted:
                 continue
             elif kind == "reply":
-                await node.post("general", f"re {target.id[-4:]}", reply_to=target.id)
-            elif kind == "edit" and target.author_key == node.user_key.hex():
-                await node.edit(target.id, f"edited by {who}")
-            elif kind == "delete" and target.author_key == node.user_key.hex():
-                await node.delete(target.id)
+                await node.chat.post("general", f"re {target.id[-4:]}", reply_to=target.id)
+            elif kind == "edit" and target.author_key == node.identity.user_key.hex():
+                await node.chat.edit(target.id, f"edited by {who}")
+            elif kind == "delete" and target.author_key == node.identity.user_key.hex():
+                await node.chat.delete(target.id)
             elif kind in ("react", "unreact"):
-                await node.react(target.id, EMOJI[arg % 3], remove=kind == "unreact")
+                await node.chat.react(target.id, EMOJI[arg % 3], remove=kind == "unreact")
         for _ in range(2):  # full mesh, twice, so everything reaches everyone
             for a in nodes:
                 for b in nodes:

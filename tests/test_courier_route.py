@@ -27,11 +27,11 @@ def test_a_stick_brings_each_node_what_the_nodes_before_it_on_the_route_held(tmp
     async def make() -> None:
         alpha, bravo, charlie = await make_workspace(tmp_path, "bravo", "charlie")
         async with alpha, bravo, charlie:
-            await alpha.create_channel("general")
+            await alpha.chat.create_channel("general")
             for node in (bravo, charlie):  # the channel (not its messages) everywhere before the trip
                 await sync_all(alpha, node)
             for node, text in ((alpha, "from alpha"), (bravo, "from bravo"), (charlie, "from charlie")):
-                await node.post("general", text)
+                await node.chat.post("general", text)
 
     asyncio.run(make())
     alpha, bravo, charlie = tmp_path / "alpha", tmp_path / "bravo", tmp_path / "charlie"

@@ -76,34 +76,34 @@ async def _alice_with_known_user_key(home: Path) -> tuple[Node, crypto.nacl.sign
         return value
 
     alice = await Node.init(home, workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST, rng=recording_rng)
-    (user_key,) = [crypto.new_signing_key(s) for s in seeds if len(s) == 32 and bytes(crypto.new_signing_key(s).verify_key) == alice.user_key]
+    (user_key,) = [crypto.new_signing_key(s) for s in seeds if len(s) == 32 and bytes(crypto.new_signing_key(s).verify_key) == alice.identity.user_key]
     return alice, user_key
 
 
 async def test_a_signed_change_that_panics_automerge_is_rejected_by_import_and_bundle(tmp_path: Path) -> None:
     alice, user_key = await _alice_with_known_user_key(tmp_path / "alpha")
-    enrollment = await alice.invite("bravo", "bob", kdf=FAST)
+    enrollment = await alice.enrollment.invite("bravo", "bob", kdf=FAST)
     bob = await Node.join(tmp_path / "bob", enrollment.data, enrollment.code, PASSPHRASE, kdf=FAST)
     async with alice, bob:
-        channel = await alice.create_channel("general")
-        await alice.post("general", "kept")
-        content = await alice.delta_for([bob.node_key])
-        await bob.import_batches(list(content.documents), received_from=alice.node_id)
-        await bob.post("general", "bob's own")
+        channel = await alice.chat.create_channel("general")
+        await alice.chat.post("general", "kept")
+        content = await alice.exchange.delta_for([bob.identity.node_key])
+        await bob.intake.import_batches(list(content.documents), received_from=alice.identity.node_id)
+        await bob.chat.post("general", "bob's own")
 
         # Alice's key signs a crafted change in a new segment: authorised, well-formed, signed.
         doc_id = documents.segment_doc_id(channel.channel_id, 1)
-        first, crafted = restamped(chunks((VECTORS / "panic-change-pair.bin").read_bytes()), alice.user_key + bytes(16))
+        first, crafted = restamped(chunks((VECTORS / "panic-change-pair.bin").read_bytes()), alice.identity.user_key + bytes(16))
         signed = [SignedChange(first, None), SignedChange(crafted, sign_change(user_key, doc_id, parse_change(crafted).hash))]
 
         with pytest.raises(ChangeRejected, match="Automerge library failed"):
-            await bob.import_batches([(doc_id, signed)], received_from=alice.node_id)
+            await bob.intake.import_batches([(doc_id, signed)], received_from=alice.identity.node_id)
 
         root = tmp_path / "stick"
         root.mkdir()
         data = build_bundle(
-            BundleContent(changes=((doc_id, tuple(signed)),)), sender_key=alice.signing_key, workspace=alice.directory.workspace,
-            recipients=[bob.node_key], heads={}, created_at=alice.now(), incarnation=alice.incarnation, randomness=crypto.random_bytes(32),
+            BundleContent(changes=((doc_id, tuple(signed)),)), sender_key=alice.identity.signing_key, workspace=alice.directory.current.workspace,
+            recipients=[bob.identity.node_key], heads={}, created_at=alice.identity.now(), incarnation=alice.identity.incarnation, randomness=crypto.random_bytes(32),
         )  # fmt: skip
         await stick.write_bundle_file(root, stick.BUNDLES, stick.anonymous_file_name(crypto.random_bytes(16)), data)
         report = await import_bundles(bob, root)
@@ -112,9 +112,9 @@ async def test_a_signed_change_that_panics_automerge_is_rejected_by_import_and_b
         assert outcome.quarantined is not None and outcome.quarantined.exists()
 
         # Nothing stored was lost, and the node goes on working.
-        assert [m.text for m in await bob.read("general")] == ["kept", "bob's own"]
-        await bob.post("general", "still posting")
-        assert doc_id not in await bob.document_ids()
-        assert (await bob.verify_audit()).ok
+        assert [m.text for m in await bob.views.read("general")] == ["kept", "bob's own"]
+        await bob.chat.post("general", "still posting")
+        assert doc_id not in await bob.replica.document_ids()
+        assert (await bob.audit.verify()).ok
     async with await Node.open(tmp_path / "bob", PASSPHRASE) as reopened:
-        assert [m.text for m in await reopened.read("general")] == ["kept", "bob's own", "still posting"]
+        assert [m.text for m in await reopened.views.read("general")] == ["kept", "bob's own", "still posting"]

@@ -21,7 +21,7 @@ from appliance.node import Node
 async def main():
     async with await Node.open(Path(sys.argv[1]), sys.argv[2]) as node:
         for i in range(100000):
-            message_id = await node.post("general", f"durable {i}")
+            message_id = await node.chat.post("general", f"durable {i}")
             print(message_id, flush=True)
 
 asyncio.run(main())
@@ -33,7 +33,7 @@ def test_every_acknowledged_post_survives_kill_9(tmp_path: Path) -> None:
 
     async def setup() -> None:
         async with await Node.init(home, workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST) as node:
-            await node.create_channel("general")
+            await node.chat.create_channel("general")
 
     asyncio.run(setup())
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(home), PASSPHRASE], stdout=subprocess.PIPE, text=True, cwd=REPO)
@@ -51,8 +51,8 @@ def test_every_acknowledged_post_survives_kill_9(tmp_path: Path) -> None:
 
     async def check() -> None:
         async with await Node.open(home, PASSPHRASE) as node:
-            stored = {m.id for m in await node.read("general", limit=10_000)}
+            stored = {m.id for m in await node.views.read("general", limit=10_000)}
             assert set(acknowledged) <= stored
-            await node.post("general", "still writable after the crash")
+            await node.chat.post("general", "still writable after the crash")
 
     asyncio.run(check())

@@ -63,9 +63,9 @@ def make_room(disk: Path) -> None:
 
 async def _node_with_messages(home: Path) -> list[str]:
     async with await Node.init(home, workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST) as node:
-        await node.create_channel("general")
-        await node.create_channel("random")
-        return [await node.post("general", f"hello {i}") for i in range(5)] + [await node.post("random", "unread here")]
+        await node.chat.create_channel("general")
+        await node.chat.create_channel("random")
+        return [await node.chat.post("general", f"hello {i}") for i in range(5)] + [await node.chat.post("random", "unread here")]
 
 
 async def test_reads_work_on_a_full_disk_and_writes_say_why_they_fail(disk: Path) -> None:
@@ -94,20 +94,20 @@ async def test_reads_work_on_a_full_disk_and_writes_say_why_they_fail(disk: Path
     assert Path(json.loads(backup.stdout)["file"]).exists()
 
     async with await Node.open(home, PASSPHRASE) as node:
-        assert [m.text for m in await node.read("general")] == [f"hello {i}" for i in range(5)]
-        assert [m.id for m in await node.search("hello")] == posted[4::-1]
-        assert {c.name: c.unread for c in await node.list_channels()}["random"] == 0  # alice's own post
-        assert (await node.message(posted[0])).text == "hello 0"
-        assert (await node.verify_audit()).ok
+        assert [m.text for m in await node.views.read("general")] == [f"hello {i}" for i in range(5)]
+        assert [m.id for m in await node.views.search("hello")] == posted[4::-1]
+        assert {c.name: c.unread for c in await node.views.list_channels()}["random"] == 0  # alice's own post
+        assert (await node.views.message(posted[0])).text == "hello 0"
+        assert (await node.audit.verify()).ok
         with pytest.raises(StorageError, match="the disk is full"):
-            await node.post("general", "no room")
-    assert node.skipped_writes and all("the disk is full" in line for line in node.skipped_writes)
+            await node.chat.post("general", "no room")
+    assert node.replica.skipped_writes and all("the disk is full" in line for line in node.replica.skipped_writes)
 
     make_room(disk)
     async with await Node.open(home, PASSPHRASE) as node:
-        await node.post("general", "room again")
-        assert [m.text for m in await node.read("general")][-1] == "room again"
-    assert node.skipped_writes == []
+        await node.chat.post("general", "room again")
+        assert [m.text for m in await node.views.read("general")][-1] == "room again"
+    assert node.replica.skipped_writes == []
 
 
 async def test_the_console_shows_a_channel_on_a_full_disk(disk: Path) -> None:
@@ -128,9 +128,9 @@ async def test_an_import_that_committed_says_so_when_the_disk_fills_after_it(dis
     stick_root = tmp_path / "stick"
     stick_root.mkdir()
     async with alpha, bravo:
-        await alpha.create_channel("general")
-        await alpha.post_many("general", [f"carried {i}" for i in range(100)])
-        await export_bundles(alpha, stick_root, for_nodes=[bravo.node_id])
+        await alpha.chat.create_channel("general")
+        await alpha.chat.post_many("general", [f"carried {i}" for i in range(100)])
+        await export_bundles(alpha, stick_root, for_nodes=[bravo.identity.node_id])
     shutil.move(tmp_path / "bravo", disk / "bravo")
     bravo = await Node.open(disk / "bravo", PASSPHRASE)
     report = await import_bundles(bravo, stick_root)
@@ -138,11 +138,11 @@ async def test_an_import_that_committed_says_so_when_the_disk_fills_after_it(dis
     assert not list((stick_root / stick.STICK_DIR / stick.BUNDLES).iterdir())
     fill(disk)
     await bravo.close()  # the snapshots of the imported documents are due now
-    assert len(bravo.skipped_writes) == 1 and bravo.skipped_writes[0].startswith("document snapshots were not saved (the changes are stored")
+    assert len(bravo.replica.skipped_writes) == 1 and bravo.replica.skipped_writes[0].startswith("document snapshots were not saved (the changes are stored")
 
     make_room(disk)
     async with await Node.open(disk / "bravo", PASSPHRASE) as reopened:
-        assert len(await reopened.read("general", limit=200)) == 100
+        assert len(await reopened.views.read("general", limit=200)) == 100
 
 
 async def test_junk_that_cannot_be_quarantined_does_not_stop_the_genuine_bundle(disk: Path, tmp_path: Path) -> None:
@@ -150,9 +150,9 @@ async def test_junk_that_cannot_be_quarantined_does_not_stop_the_genuine_bundle(
     stick_root = tmp_path / "stick"
     stick_root.mkdir()
     async with alpha, bravo:
-        await alpha.create_channel("general")
-        await alpha.post("general", "genuine")
-        written = await export_bundles(alpha, stick_root, for_nodes=[bravo.node_id])
+        await alpha.chat.create_channel("general")
+        await alpha.chat.post("general", "genuine")
+        written = await export_bundles(alpha, stick_root, for_nodes=[bravo.identity.node_id])
     genuine = written.bundles[0].path
     junk = genuine.with_name(stick.anonymous_file_name(bytes(16)))  # sorts first
     junk.write_bytes(os.urandom(4 << 20))
@@ -166,6 +166,6 @@ async def test_junk_that_cannot_be_quarantined_does_not_stop_the_genuine_bundle(
         assert rejected.rejected and rejected.quarantined is None
         assert rejected.quarantine_problem is not None and rejected.quarantine_problem.startswith("disk is full: cannot quarantine")
         assert junk.exists() and not genuine.exists()  # the junk's only copy stays where it was
-        assert [m.text for m in await bravo.read("general")] == ["genuine"]
-        audited = next(e for e in await bravo.audit_entries() if e.action == "bundle_rejected")
+        assert [m.text for m in await bravo.views.read("general")] == ["genuine"]
+        audited = next(e for e in await bravo.audit.entries() if e.action == "bundle_rejected")
         assert audited.detail["quarantine"]["problem"] == rejected.quarantine_problem

@@ -84,11 +84,11 @@ def test_a_socket_is_refused(tmp_path: Path, listening_socket: Path, command: st
 async def test_named_pipes_on_a_stick_do_not_stop_a_courier_run(tmp_path: Path) -> None:
     alpha, bravo = await make_workspace(tmp_path, "bravo")
     async with alpha, bravo:
-        outbox = tmp_path / "stick" / stick.STICK_DIR / stick.outbox_name(bravo.node_id)
+        outbox = tmp_path / "stick" / stick.STICK_DIR / stick.outbox_name(bravo.identity.node_id)
         outbox.mkdir(parents=True)
         (outbox.parent / stick.BROADCAST).mkdir()
         for index, folder in enumerate((outbox, outbox, outbox.parent / stick.BROADCAST)):
-            os.mkfifo(folder / stick.bundle_file_name(alpha.node_id, 1_700_000_000_000 + index, bytes(16)))
+            os.mkfifo(folder / stick.bundle_file_name(alpha.identity.node_id, 1_700_000_000_000 + index, bytes(16)))
     result = run_cli(tmp_path / "bravo", "courier", str(tmp_path / "stick"), timeout=BOUND_S * 3)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("is a named pipe, not a regular file") == 3

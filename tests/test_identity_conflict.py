@@ -25,7 +25,7 @@ pytestmark = pytest.mark.timeout(120)
 
 async def _alpha_and_enrollment(tmp_path: Path) -> tuple[Node, Path, str]:
     alpha = await Node.init(tmp_path / "alpha", workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST)
-    enrollment = await alpha.invite("bravo", "bob", kdf=FAST)
+    enrollment = await alpha.enrollment.invite("bravo", "bob", kdf=FAST)
     file = tmp_path / "bravo.enroll"
     file.write_bytes(enrollment.data)
     return alpha, file, enrollment.code
@@ -38,14 +38,14 @@ async def _clones(tmp_path: Path) -> tuple[Node, Node, Node]:
     shutil.copyfile(file, copy)
     first = await Node.join(tmp_path / "bravo1", file.read_bytes(), code, PASSPHRASE, kdf=FAST)
     second = await Node.join(tmp_path / "bravo2", copy.read_bytes(), code, PASSPHRASE, kdf=FAST)
-    assert first.node_key == second.node_key and first.incarnation != second.incarnation
-    await alpha.create_channel("general")
-    await alpha.post("general", "for bravo only")
+    assert first.identity.node_key == second.identity.node_key and first.identity.incarnation != second.identity.incarnation
+    await alpha.chat.create_channel("general")
+    await alpha.chat.post("general", "for bravo only")
     return alpha, first, second
 
 
 async def _audited(node: Node, action: str) -> list[dict[str, object]]:
-    return [e.detail for e in await node.audit_entries() if e.action == action]
+    return [e.detail for e in await node.audit.entries() if e.action == action]
 
 
 def _audits(node: Node, action: str, at_least: int = 1) -> Callable[[], Awaitable[bool]]:
@@ -97,10 +97,10 @@ async def test_clones_meeting_a_third_node_on_the_lan_are_refused_and_audited_on
                 s.dial("127.0.0.1", a.port)
                 await eventually(_audits(second, "identity_conflict_reported"), what="the clone hearing why")
             (seen,) = await _audited(alpha, "identity_conflict")
-            assert seen["detected"] is True and seen["via"] == "lan" and seen["incarnation"] == second.incarnation.hex()
+            assert seen["detected"] is True and seen["via"] == "lan" and seen["incarnation"] == second.identity.incarnation.hex()
             (reported,) = await _audited(second, "identity_conflict_reported")
             assert str(reported["reason"]).startswith("identity conflict: two nodes present the identity of bravo")
-            assert "general" not in [c.name for c in await second.list_channels()]  # nothing reached it
+            assert "general" not in [c.name for c in await second.views.list_channels()]  # nothing reached it
 
             # alpha dialling the clone: refused as soon as the RESPONSE shows who answers, and told
             async with serving(second) as (s, _):
@@ -115,15 +115,15 @@ async def test_clones_meeting_a_third_node_on_the_lan_are_refused_and_audited_on
             async with serving(first) as (f, _):
                 f.dial("127.0.0.1", a.port)
                 await eventually(_audits(first, "identity_conflict_reported"), what="the first clone refused")
-        (row,) = [p for p in await alpha.peer_overview() if p.key == first.node_key]
+        (row,) = [p for p in await alpha.peers.peer_overview() if p.key == first.identity.node_key]
         assert row.conflict is not None and "rallypoint node revoke bravo" in row.conflict
         assert "identity conflict: two nodes present the identity of bravo" in run_cli(alpha.home, "peers").stdout
 
         # once the admin revokes that node, it is simply a revoked node
-        await alpha.revoke(first.node_key, "identity conflict")
-        (row,) = [p for p in await alpha.peer_overview() if p.key == first.node_key]
+        await alpha.directory.revoke(first.identity.node_key, "identity conflict")
+        (row,) = [p for p in await alpha.peers.peer_overview() if p.key == first.identity.node_key]
         assert row.trust == "revoked" and row.conflict is None
-        assert (await alpha.verify_audit()).ok and (await second.verify_audit()).ok
+        assert (await alpha.audit.verify()).ok and (await second.audit.verify()).ok
 
 
 async def test_a_clone_meeting_its_twin_is_refused_on_both_sides(tmp_path: Path) -> None:
@@ -135,7 +135,7 @@ async def test_a_clone_meeting_its_twin_is_refused_on_both_sides(tmp_path: Path)
             await eventually(_audits(second, "identity_conflict"), what="the second clone seeing its twin")
         for node, other in ((first, second), (second, first)):
             (seen, *_) = await _audited(node, "identity_conflict")
-            assert seen["node"] == node.node_id and seen["incarnation"] == other.incarnation.hex()
+            assert seen["node"] == node.identity.node_id and seen["incarnation"] == other.identity.incarnation.hex()
 
 
 async def test_clones_by_bundle_are_refused_quarantined_and_audited(tmp_path: Path) -> None:
@@ -144,8 +144,8 @@ async def test_clones_by_bundle_are_refused_quarantined_and_audited(tmp_path: Pa
         sticks = [tmp_path / f"stick{i}" for i in range(3)]
         for root in sticks:
             root.mkdir()
-        await export_bundles(first, sticks[0], for_nodes=[alpha.node_id])
-        await export_bundles(second, sticks[1], for_nodes=[alpha.node_id])
+        await export_bundles(first, sticks[0], for_nodes=[alpha.identity.node_id])
+        await export_bundles(second, sticks[1], for_nodes=[alpha.identity.node_id])
         accepted = await import_bundles(alpha, sticks[0])
         assert [f.outcome for f in accepted.files] in (["accepted"], ["duplicate"])
         refused = await import_bundles(alpha, sticks[1])
@@ -153,18 +153,18 @@ async def test_clones_by_bundle_are_refused_quarantined_and_audited(tmp_path: Pa
         assert outcome.outcome == "IdentityConflict" and outcome.reason.startswith("identity conflict: two nodes present the identity of bravo")
         assert outcome.quarantined is not None and outcome.quarantined.exists()
         (seen,) = await _audited(alpha, "identity_conflict")
-        assert seen["via"] == "bundle" and seen["incarnation"] == second.incarnation.hex()
+        assert seen["via"] == "bundle" and seen["incarnation"] == second.identity.incarnation.hex()
         # later bundles of the first machine are refused as well
-        await export_bundles(first, sticks[0], for_nodes=[alpha.node_id])
+        await export_bundles(first, sticks[0], for_nodes=[alpha.identity.node_id])
         (later,) = (await import_bundles(alpha, sticks[0])).files
         assert later.outcome == "IdentityConflict"
 
         # a bundle signed with this node's own key, from the other machine (addressed to that key)
-        await export_bundles(second, sticks[2], for_nodes=[second.node_id])
+        await export_bundles(second, sticks[2], for_nodes=[second.identity.node_id])
         (own,) = (await import_bundles(first, sticks[2])).files
         assert own.outcome == "IdentityConflict" and "another machine presents this node's own identity" in own.reason
         (mine,) = await _audited(first, "identity_conflict")
-        assert mine["via"] == "bundle" and mine["incarnation"] == second.incarnation.hex()
+        assert mine["via"] == "bundle" and mine["incarnation"] == second.identity.incarnation.hex()
 
 
 async def test_a_restored_node_keeps_its_incarnation(tmp_path: Path) -> None:
@@ -172,10 +172,10 @@ async def test_a_restored_node_keeps_its_incarnation(tmp_path: Path) -> None:
     backups = tmp_path / "backups"
     backups.mkdir()
     async with alpha:
-        info = await alpha.backup(backups)
-        incarnation = alpha.incarnation
+        info = await alpha.custody.backup(backups)
+        incarnation = alpha.identity.incarnation
     async with await Node.restore(tmp_path / "restored", info.path, PASSPHRASE) as restored:
-        assert restored.incarnation == incarnation
+        assert restored.identity.incarnation == incarnation
 
 
 async def _has(node: Node, text: str) -> bool:

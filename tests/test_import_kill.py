@@ -112,12 +112,12 @@ async def prepare(root: Path) -> Template:
     stick_root = root / "stick"
     stick_root.mkdir()
     async with alice, bob:
-        await alice.create_channel("general")
+        await alice.chat.create_channel("general")
         for start in range(0, MESSAGES, 500):
-            await alice.post_many("general", [f"message {i}: " + "lorem ipsum " * (i % 7) for i in range(start, start + 500)])
+            await alice.chat.post_many("general", [f"message {i}: " + "lorem ipsum " * (i % 7) for i in range(start, start + 500)])
         for k in range(3):
-            await alice.post("general", f"attachment {k}", attachments=[Attachment(f"file-{k}.bin", os.urandom(40_000 * (k + 1)))])
-        exported = await export_bundles(alice, stick_root, for_nodes=[bob.node_id])
+            await alice.chat.post("general", f"attachment {k}", attachments=[Attachment(f"file-{k}.bin", os.urandom(40_000 * (k + 1)))])
+        exported = await export_bundles(alice, stick_root, for_nodes=[bob.identity.node_id])
         assert len(exported.bundles) == 1 and exported.changes >= MESSAGES
     return Template(root / "bob", stick_root)
 
@@ -180,10 +180,10 @@ async def recover(copy: Template) -> tuple[dict[str, Any], dict[str, Any], sneak
     """Opens the node after the kill: its state then, and after importing the stick again."""
     async with await Node.open(copy.bob_home, PASSPHRASE) as node:
         found = await state_of(node)
-        verdict = await node.verify_audit()
+        verdict = await node.audit.verify()
         assert verdict.ok, verdict.problem
         report = await import_bundles(node, copy.stick)
-        assert (await node.verify_audit()).ok
+        assert (await node.audit.verify()).ok
         final = await state_of(node)
     return found, final, report
 

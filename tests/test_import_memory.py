@@ -150,12 +150,12 @@ class Sealer:
         self.created_at += 1
         extra: dict[str, Any] = {"inner": inner} if inner is not None else {}
         if version == 2:
-            extra["incarnation"] = self.alice.incarnation
+            extra["incarnation"] = self.alice.identity.incarnation
         return (bundle._seal_plaintext if version == 2 else bundle_v1.seal_plaintext)(
             plaintext,
-            sender_key=self.alice.signing_key,
-            workspace=self.alice.directory.workspace,
-            recipients=[bytes(self.bob.signing_key.verify_key)],
+            sender_key=self.alice.identity.signing_key,
+            workspace=self.alice.directory.current.workspace,
+            recipients=[bytes(self.bob.identity.signing_key.verify_key)],
             heads={},
             created_at=self.created_at,
             randomness=hashlib.sha256(plaintext[:64] + self.created_at.to_bytes(8, "big")).digest(),
@@ -168,7 +168,7 @@ class Sealer:
         earlier layout, named like any bundle from Alice."""
         self.placed += 1
         if bomb.data[len(bundle.MAGIC)] == 1:
-            outbox, name = stick.outbox_name(self.bob.node_id), stick.bundle_file_name(self.alice.node_id, self.created_at + self.placed, hashlib.sha256(bomb.data).digest()[:16])
+            outbox, name = stick.outbox_name(self.bob.identity.node_id), stick.bundle_file_name(self.alice.identity.node_id, self.created_at + self.placed, hashlib.sha256(bomb.data).digest()[:16])
         else:
             outbox, name = stick.BUNDLES, stick.anonymous_file_name(self.placed.to_bytes(16, "big"))
         folder = self.root / stick.STICK_DIR / outbox
@@ -184,7 +184,7 @@ def cbor_bombs(sealer: Sealer) -> list[Bomb]:
     header, ciphertext, _ = frame_parts(small_v1)
     at = bundle_v1.PREFIX_BYTES + len(header)
     stream_at = bundle.PREFIX_BYTES + bundle.STANZA_BYTES
-    signer = sealer.alice.signing_key
+    signer = sealer.alice.identity.signing_key
 
     def inner_header(header_raw: bytes, declared: int | None = None) -> Any:
         def inner(envelope: bytes, _h: bytes, payload: bytes, _s: bytes) -> bytes:
@@ -301,10 +301,10 @@ async def prepare(root: Path, make_bombs: str) -> Setup:
     stick_root = root / "stick"
     stick_root.mkdir()
     async with alice, bob:
-        await alice.create_channel("general")
-        await alice.post_many("general", [f"ordinary message {i}" for i in range(300)])
-        await alice.post("general", "with a file", attachments=[Attachment("photo.jpg", os.urandom(200_000))])
-        exported = await export_bundles(alice, stick_root, for_nodes=[bob.node_id])
+        await alice.chat.create_channel("general")
+        await alice.chat.post_many("general", [f"ordinary message {i}" for i in range(300)])
+        await alice.chat.post("general", "with a file", attachments=[Attachment("photo.jpg", os.urandom(200_000))])
+        exported = await export_bundles(alice, stick_root, for_nodes=[bob.identity.node_id])
         (legit,) = exported.bundles
         # Bombs sort before the ordinary bundle: it is imported after all of them.
         legit_name = stick.anonymous_file_name(b"\xff" * 16)
@@ -315,8 +315,8 @@ async def prepare(root: Path, make_bombs: str) -> Setup:
             for bomb in cbor_bombs(sealer):
                 sealer.place(bomb, bombs)
         else:
-            channel_id = (await alice.list_channels())[0].channel_id
-            actor = alice.user_key + bytes(16)
+            channel_id = (await alice.views.list_channels())[0].channel_id
+            actor = alice.identity.user_key + bytes(16)
             # Changes over the per-change inflation cap, and changes just under it that only the
             # cap on a whole batch's inflation stops: each bomb alone would need ~1 GiB.
             for count, inflated in ((250, ch.MAX_CHANGE_BYTES), (900, ch.MAX_INFLATED_CHANGE_BYTES - 1024)):

@@ -43,7 +43,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0
 
 
 async def texts(node: Node, channel: str = "general") -> list[str]:
-    return sorted(m.text for m in await node.read(channel, limit=10_000, mark_read=False))
+    return sorted(m.text for m in await node.views.read(channel, limit=10_000, mark_read=False))
 
 
 class Recorder:
@@ -65,41 +65,41 @@ async def serving(node: Node, config: LanConfig = QUICK) -> AsyncIterator[tuple[
 
 
 async def audit_actions(node: Node) -> list[tuple[str, str]]:
-    return [(e.action, str(e.detail.get("reason", ""))) for e in await node.audit_entries()]
+    return [(e.action, str(e.detail.get("reason", ""))) for e in await node.audit.entries()]
 
 
 async def test_two_nodes_sync_everything_then_push_live_both_ways(tmp_path: Path) -> None:
     alpha, bravo = await make_workspace(tmp_path, "bravo")
     async with alpha, bravo:
-        await alpha.create_channel("general")
-        await alpha.post_many("general", [f"before {i}" for i in range(300)])
+        await alpha.chat.create_channel("general")
+        await alpha.chat.post_many("general", [f"before {i}" for i in range(300)])
         async with serving(alpha) as (a, _), serving(bravo) as (b, b_events):
             b.dial("127.0.0.1", a.port)
             await eventually(lambda: _has(bravo, "general", 300), what="initial sync")
             assert b_events.of(SessionUp)
             started = time.monotonic()
-            await alpha.post("general", "live from alpha")
+            await alpha.chat.post("general", "live from alpha")
             await eventually(lambda: _contains(bravo, "live from alpha"), what="push to bravo")
             assert time.monotonic() - started < 5
-            await bravo.post("general", "live from bravo")
+            await bravo.chat.post("general", "live from bravo")
             await eventually(lambda: _contains(alpha, "live from bravo"), what="push to alpha")
-            await eventually(lambda: _zero(alpha.changes_behind(bravo.node_key)), what="alpha's record of bravo's heads")
-            await eventually(lambda: _zero(bravo.changes_behind(alpha.node_key)), what="bravo's record of alpha's heads")
+            await eventually(lambda: _zero(alpha.exchange.changes_behind(bravo.identity.node_key)), what="alpha's record of bravo's heads")
+            await eventually(lambda: _zero(bravo.exchange.changes_behind(alpha.identity.node_key)), what="bravo's record of alpha's heads")
         assert await texts(alpha) == await texts(bravo)
         # What the session acknowledged is remembered: a bundle for the peer now is empty.
-        assert (await alpha.delta_for([bravo.node_key])).change_count == 0
-        peers = {p.node_id: p for p in await alpha.peer_overview()}
-        assert peers[bravo.node_id].trust == "trusted" and peers[bravo.node_id].last_sync is not None
+        assert (await alpha.exchange.delta_for([bravo.identity.node_key])).change_count == 0
+        peers = {p.node_id: p for p in await alpha.peers.peer_overview()}
+        assert peers[bravo.identity.node_id].trust == "trusted" and peers[bravo.identity.node_id].last_sync is not None
 
 
 async def test_a_session_start_reads_and_sends_the_delta_a_few_documents_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lan, "RESYNC_GROUP_CHANGES", 600)
     alpha, bravo = await make_workspace(tmp_path, "bravo")
     async with alpha, bravo:
-        await alpha.create_channel("general")
-        await alpha.post_many("general", [f"before {i}" for i in range(1_300)])  # three segments
+        await alpha.chat.create_channel("general")
+        await alpha.chat.post_many("general", [f"before {i}" for i in range(1_300)])  # three segments
         read: list[list[str]] = []
-        delta_for = alpha.delta_for
+        delta_for = alpha.exchange.delta_for
 
         async def recording(peers: list[bytes], **kwargs: Any) -> Any:
             read.append(sorted(kwargs.get("only") or ["everything"]))
@@ -109,7 +109,7 @@ async def test_a_session_start_reads_and_sends_the_delta_a_few_documents_at_a_ti
         async with serving(alpha) as (a, _), serving(bravo) as (b, _):
             b.dial("127.0.0.1", a.port)
             await eventually(lambda: _has(bravo, "general", 1_300), what="initial sync")
-            await eventually(lambda: _zero(alpha.changes_behind(bravo.node_key)), what="alpha's record of bravo's heads")
+            await eventually(lambda: _zero(alpha.exchange.changes_behind(bravo.identity.node_key)), what="alpha's record of bravo's heads")
         assert await texts(bravo) == sorted(f"before {i}" for i in range(1_300))
     segments = [doc_id for group in read for doc_id in group if "/seg/" in doc_id]
     assert len(read) >= 3 and segments == sorted(segments, reverse=True)  # newest segment first
@@ -118,17 +118,17 @@ async def test_a_session_start_reads_and_sends_the_delta_a_few_documents_at_a_ti
 async def test_attachments_small_and_larger_than_a_frame_travel_once(tmp_path: Path) -> None:
     alpha, bravo = await make_workspace(tmp_path, "bravo")
     async with alpha, bravo:
-        await alpha.create_channel("general")
+        await alpha.chat.create_channel("general")
         small, large = os.urandom(3_000), os.urandom(9 * 1024 * 1024 + 123)  # the large one spans frames
         async with serving(alpha) as (a, _), serving(bravo) as (b, _):
             b.dial("127.0.0.1", a.port)
             await eventually(lambda: _channel_known(bravo, "general"), what="first sync")
-            await alpha.post("general", "two files", attachments=[Attachment("small.bin", small), Attachment("map.tif", large)])
+            await alpha.chat.post("general", "two files", attachments=[Attachment("small.bin", small), Attachment("map.tif", large)])
             await eventually(lambda: _contains(bravo, "two files"), what="the message")
-            message = next(m for m in await bravo.read("general", mark_read=False) if m.text == "two files")
+            message = next(m for m in await bravo.views.read("general", mark_read=False) if m.text == "two files")
             hashes = {f.name: f.hash for f in message.files}
             await eventually(lambda: _has_blob(bravo, hashes["map.tif"]), timeout=20, what="the large attachment")
-            assert await bravo.blob(hashes["small.bin"]) == small and await bravo.blob(hashes["map.tif"]) == large
+            assert await bravo.blobs.blob(hashes["small.bin"]) == small and await bravo.blobs.blob(hashes["map.tif"]) == large
             session = a.sessions()[0]
             assert len(large) < session.bytes_sent < len(large) + len(small) + 200_000  # each sent once
 
@@ -136,40 +136,40 @@ async def test_attachments_small_and_larger_than_a_frame_travel_once(tmp_path: P
 async def test_an_attachment_over_the_receivers_limit_ends_the_session_and_stores_nothing(tmp_path: Path) -> None:
     alpha, bravo = await make_workspace(tmp_path, "bravo")
     async with alpha, bravo:
-        await alpha.create_channel("general")
-        bravo.max_blob_bytes = 1024 * 1024  # the node-local setting an admin of bravo would make
+        await alpha.chat.create_channel("general")
+        bravo.blobs.max_blob_bytes = 1024 * 1024  # the node-local setting an admin of bravo would make
         async with serving(alpha) as (a, _), serving(bravo) as (b, b_events):
             b.dial("127.0.0.1", a.port)
             await eventually(lambda: _channel_known(bravo, "general"), what="first sync")
-            await alpha.post("general", "too big", attachments=[Attachment("big.bin", os.urandom(2 * 1024 * 1024))])
+            await alpha.chat.post("general", "too big", attachments=[Attachment("big.bin", os.urandom(2 * 1024 * 1024))])
             await eventually(lambda: _has_event(b_events, SessionDown), what="the session ends")
             assert "limit" in b_events.of(SessionDown)[0].reason
-            assert await bravo.blob_count() == 0
+            assert await bravo.blobs.blob_count() == 0
 
 
 async def test_a_post_from_another_process_on_the_same_store_propagates(tmp_path: Path) -> None:
     alpha, bravo = await make_workspace(tmp_path, "bravo")
     async with alpha, bravo:
-        await alpha.create_channel("general")
+        await alpha.chat.create_channel("general")
         async with serving(alpha) as (a, _), serving(bravo) as (b, _):
             b.dial("127.0.0.1", a.port)
             await eventually(lambda: _channel_known(bravo, "general"), what="channel on bravo")
             # A second Node on alpha's home stands in for the CLI: another writer of the store.
             async with await Node.open(tmp_path / "alpha", PASSPHRASE) as cli:
-                await cli.post("general", "written by the CLI")
+                await cli.chat.post("general", "written by the CLI")
             await eventually(lambda: _contains(bravo, "written by the CLI"), what="CLI post on bravo")
 
 
 async def test_a_dropped_session_is_redialled_and_catches_up(tmp_path: Path) -> None:
     alpha, bravo = await make_workspace(tmp_path, "bravo")
     async with alpha, bravo:
-        await alpha.create_channel("general")
+        await alpha.chat.create_channel("general")
         async with serving(alpha) as (a, _):
             port = a.port
             async with serving(bravo) as (b, b_events):
                 b.dial("127.0.0.1", port)
                 await eventually(lambda: _channel_known(bravo, "general"), what="first sync")
-        await alpha.post("general", "while apart")
+        await alpha.chat.post("general", "while apart")
         config = LanConfig(**{**QUICK.__dict__, "port": port})
         async with serving(bravo) as (b, b_events):
             b.dial("127.0.0.1", port)
@@ -181,9 +181,9 @@ async def test_a_dropped_session_is_redialled_and_catches_up(tmp_path: Path) -> 
 async def test_unknown_and_other_workspace_nodes_are_refused_and_audited(tmp_path: Path) -> None:
     (alpha, bravo), (stranger,) = await make_workspace(tmp_path / "one", "bravo"), await make_workspace(tmp_path / "two")
     async with alpha, bravo, stranger:
-        await alpha.create_channel("general")
-        await alpha.post("general", "secret plans")
-        await stranger.create_channel("general")
+        await alpha.chat.create_channel("general")
+        await alpha.chat.post("general", "secret plans")
+        await stranger.chat.create_channel("general")
         async with serving(alpha) as (a, a_events), serving(stranger) as (s, s_events):
             with pytest.raises(Exception) as refused:
                 await s.connect("127.0.0.1", a.port)
@@ -196,12 +196,12 @@ async def test_unknown_and_other_workspace_nodes_are_refused_and_audited(tmp_pat
 async def test_a_node_not_in_the_directory_is_refused_before_any_data(tmp_path: Path) -> None:
     alpha, bravo = await make_workspace(tmp_path, "bravo")
     async with alpha, bravo:
-        await alpha.create_channel("general")
-        await alpha.post("general", "members only")
+        await alpha.chat.create_channel("general")
+        await alpha.chat.post("general", "members only")
         impostor = nacl.signing.SigningKey(bytes(range(32)))
         async with serving(alpha) as (a, a_events):
             reader, writer = await asyncio.open_connection("127.0.0.1", a.port)
-            initiator = wire.Initiator(alpha.workspace_key, impostor, bytes(32), incarnation=bytes(16))
+            initiator = wire.Initiator(alpha.identity.workspace_key, impostor, bytes(32), incarnation=bytes(16))
             writer.write(initiator.hello())
             await writer.drain()
             initiator.read_response(await reader.readexactly(wire.RESPONSE_BYTES))
@@ -218,9 +218,9 @@ async def test_a_node_not_in_the_directory_is_refused_before_any_data(tmp_path: 
 async def test_a_revoked_node_is_refused(tmp_path: Path) -> None:
     alpha, bravo = await make_workspace(tmp_path, "bravo")
     async with alpha, bravo:
-        await alpha.create_channel("general")
-        await alpha.revoke(bravo.node_key, "lost laptop")
-        await alpha.post("general", "after the revocation")
+        await alpha.chat.create_channel("general")
+        await alpha.directory.revoke(bravo.identity.node_key, "lost laptop")
+        await alpha.chat.post("general", "after the revocation")
         async with serving(alpha) as (a, a_events), serving(bravo) as (b, b_events):
             await b.connect("127.0.0.1", a.port)  # alpha hangs up after bravo's AUTH
             await eventually(lambda: _audited(alpha, "revoked node"), what="audit of the revoked node")
@@ -231,12 +231,12 @@ async def test_a_revoked_node_is_refused(tmp_path: Path) -> None:
 async def test_revoking_a_peer_mid_session_sends_it_the_news_and_ends_the_session(tmp_path: Path) -> None:
     alpha, bravo = await make_workspace(tmp_path, "bravo")
     async with alpha, bravo:
-        await alpha.create_channel("general")
+        await alpha.chat.create_channel("general")
         async with serving(alpha) as (a, a_events), serving(bravo) as (b, b_events):
             b.dial("127.0.0.1", a.port)
             await eventually(lambda: _channel_known(bravo, "general"), what="first sync")
-            await alpha.revoke(bravo.node_key, "stolen")
-            await alpha.post("general", "after the revocation")
+            await alpha.directory.revoke(bravo.identity.node_key, "stolen")
+            await alpha.chat.post("general", "after the revocation")
             await eventually(lambda: _has_event(a_events, SessionDown), what="the session ends")
             assert "revoked" in a_events.of(SessionDown)[0].reason
             # Bravo read its own revocation and wiped itself; its service stopped: it neither
@@ -257,18 +257,18 @@ async def test_a_wipe_by_another_process_stops_the_service(tmp_path: Path) -> No
     its keys and documents, and the service stops."""
     alpha, bravo = await make_workspace(tmp_path, "bravo")
     async with alpha, bravo:
-        await alpha.create_channel("general")
+        await alpha.chat.create_channel("general")
         stick = await revocation_on_stick(alpha, bravo, tmp_path)
         async with serving(bravo) as (b, b_events):
             async with await Node.open(bravo.home, PASSPHRASE) as courier_side:
                 assert (await import_bundles(courier_side, stick)).wiped
             await asyncio.wait_for(b.ended.wait(), 10)
             (wiped,) = b_events.of(Wiped)
-            assert "stolen" in wiped.reason and bravo.locked_reason == wiped.reason
+            assert "stolen" in wiped.reason and bravo.identity.locked_reason == wiped.reason
             with pytest.raises(NodeLocked):
-                await bravo.refresh()
+                await bravo.feed.poll()
             with pytest.raises(NodeLocked):
-                await bravo.heads_for(alpha.node_key)
+                await bravo.exchange.heads_for(alpha.identity.node_key)
             with pytest.raises(OSError):
                 await asyncio.open_connection("127.0.0.1", b.port)
 
@@ -276,24 +276,24 @@ async def test_a_wipe_by_another_process_stops_the_service(tmp_path: Path) -> No
 async def test_an_address_outside_the_allowlist_is_refused_unread(tmp_path: Path) -> None:
     alpha, bravo = await make_workspace(tmp_path, "bravo")
     async with alpha, bravo:
-        await alpha.set_network_rule("127.0.0.0/8", "deny")
+        await alpha.peers.set_network_rule("127.0.0.0/8", "deny")
         async with serving(alpha) as (a, _), serving(bravo) as (b, _):
             with pytest.raises(Exception):
                 await b.connect("127.0.0.1", a.port)
             await eventually(lambda: _audited(alpha, "denied by rule 127.0.0.0/8"), what="allowlist refusal audited")
-        await alpha.set_network_rule("127.0.0.0/8", None)
-        await alpha.set_network_rule("127.0.0.1/32", "allow")
+        await alpha.peers.set_network_rule("127.0.0.0/8", None)
+        await alpha.peers.set_network_rule("127.0.0.1/32", "allow")
         async with serving(alpha) as (a, _), serving(bravo) as (b, _):
             b.dial("127.0.0.1", a.port)
-            await eventually(lambda: _zero(bravo.changes_behind(alpha.node_key)), what="sync once allowed")
+            await eventually(lambda: _zero(bravo.exchange.changes_behind(alpha.identity.node_key)), what="sync once allowed")
 
 
 async def test_the_allowlist_applies_to_the_sessions_this_node_dials(tmp_path: Path) -> None:
     alpha, bravo = await make_workspace(tmp_path, "bravo")
     async with alpha, bravo:
-        await alpha.create_channel("general")
-        await alpha.post("general", "not before it is allowed")
-        await alpha.set_network_rule("10.20.0.0/16", "allow")  # replaces the defaults: loopback is refused
+        await alpha.chat.create_channel("general")
+        await alpha.chat.post("general", "not before it is allowed")
+        await alpha.peers.set_network_rule("10.20.0.0/16", "allow")  # replaces the defaults: loopback is refused
         async with serving(alpha) as (a, a_events), serving(bravo) as (b, b_events):
             with pytest.raises(SessionError, match=r"not dialled: address 127\.0\.0\.1 is not in the allowlist \(to allow it: rallypoint allow 127\.0\.0\.1/32\)"):
                 await asyncio.wait_for(a.connect("127.0.0.1", b.port), 5)
@@ -302,14 +302,14 @@ async def test_the_allowlist_applies_to_the_sessions_this_node_dials(tmp_path: P
             assert [e.address for e in a_events.of(lan.Refused)] == ["127.0.0.1"]  # reported once, not once per retry
             assert not b_events.of(SessionUp) and not b_events.of(lan.Refused)  # bravo never saw a connection
             assert not await _channel_known(bravo, "general")
-            await alpha.set_network_rule("127.0.0.1/32", "allow")
+            await alpha.peers.set_network_rule("127.0.0.1/32", "allow")
             await eventually(lambda: _contains(bravo, "not before it is allowed"), what="sync once allowed: the dialler kept trying")
 
 
 async def test_hostile_connections_do_not_stop_a_legitimate_peer(tmp_path: Path) -> None:
     alpha, bravo, charlie = await make_workspace(tmp_path, "bravo", "charlie")
     async with alpha, bravo, charlie:
-        await alpha.create_channel("general")
+        await alpha.chat.create_channel("general")
         config = replace(QUICK, handshake_deadline_s=5.0)  # the stalled ones outlast the check for a new session
         async with serving(alpha, config) as (a, a_events), serving(bravo) as (b, _), serving(charlie) as (c, c_events):
             b.dial("127.0.0.1", a.port)
@@ -330,14 +330,14 @@ async def test_hostile_connections_do_not_stop_a_legitimate_peer(tmp_path: Path)
             await eventually(lambda: _has_event(c_events, SessionUp), timeout=3, what="a new session beside the stalled ones")
             # An address that presented an unknown key is shed at once for a while; others are not.
             impostor_reader, impostor_writer = await asyncio.open_connection("127.0.0.1", a.port, local_addr=("127.0.0.12", 0))
-            initiator = wire.Initiator(alpha.workspace_key, nacl.signing.SigningKey(bytes(range(32))), bytes(32), incarnation=bytes(16))
+            initiator = wire.Initiator(alpha.identity.workspace_key, nacl.signing.SigningKey(bytes(range(32))), bytes(32), incarnation=bytes(16))
             impostor_writer.write(initiator.hello())
             initiator.read_response(await impostor_reader.readexactly(wire.RESPONSE_BYTES))
             impostor_writer.write(initiator.auth()[0])
             assert await hung_up(impostor_reader, 5)
             for source, shed in (("127.0.0.12", True), ("127.0.0.13", False)):
                 reader, writer = await asyncio.open_connection("127.0.0.1", a.port, local_addr=(source, 0))
-                writer.write(wire.Initiator(alpha.workspace_key, bravo.signing_key, bytes(32), incarnation=bravo.incarnation).hello())
+                writer.write(wire.Initiator(alpha.identity.workspace_key, bravo.identity.signing_key, bytes(32), incarnation=bravo.identity.incarnation).hello())
                 assert await hung_up(reader, 1) if shed else len(await reader.readexactly(wire.RESPONSE_BYTES)) == wire.RESPONSE_BYTES
                 evicted.append((reader, writer))
             evicted.append((impostor_reader, impostor_writer))
@@ -346,7 +346,7 @@ async def test_hostile_connections_do_not_stop_a_legitimate_peer(tmp_path: Path)
             junk_writer.write(b"GET / HTTP/1.1\r\n" + b"x" * 200)
             await junk_writer.drain()
             assert await hung_up(junk_reader, 5)
-            await alpha.post("general", "still flowing")
+            await alpha.chat.post("general", "still flowing")
             await eventually(lambda: _contains(bravo, "still flowing"), what="live sync during the attack")
             # The stalled ones still there hit the handshake deadline.
             for reader, _ in stalled[1:]:
@@ -356,7 +356,7 @@ async def test_hostile_connections_do_not_stop_a_legitimate_peer(tmp_path: Path)
             await eventually(lambda: _audited(alpha, "handshake deadline passed"), what="deadline audited")
             await eventually(lambda: _audited(alpha, "too many pending handshakes: gave way to newer connections"), what="evictions audited")
             await eventually(lambda: _audited(alpha, "shed for 2 s after a failed handshake"), what="the penalty audited")
-            await bravo.post("general", "and back")
+            await bravo.chat.post("general", "and back")
             await eventually(lambda: _contains(alpha, "and back"), what="still syncing after the attack")
 
 
@@ -365,11 +365,11 @@ async def test_a_session_closed_while_it_starts_is_redialled(tmp_path: Path, mon
     is replaced by the one the lower id dialled. It ends quietly and its dialler keeps going:
     once the lower id restarts without dialling, the higher id's dialler brings a session back."""
     alpha, bravo = await make_workspace(tmp_path, "bravo")
-    low, high = sorted((alpha, bravo), key=lambda n: n.node_id)
+    low, high = sorted((alpha, bravo), key=lambda n: n.identity.node_id)
     async with alpha, bravo:
-        await low.create_channel("general")
+        await low.chat.create_channel("general")
         starting, resume = asyncio.Event(), asyncio.Event()
-        real_heads_for = high.heads_for
+        real_heads_for = high.exchange.heads_for
 
         async def heads_for_paused_once(peer: bytes) -> Any:
             if not starting.is_set():  # the first session of `high` to start waits here
@@ -389,7 +389,7 @@ async def test_a_session_closed_while_it_starts_is_redialled(tmp_path: Path, mon
                 await eventually(lambda: _count(h_events, SessionDown, 1), what="the first session's end")
             async with serving(low, replace(QUICK, port=port)):  # low no longer dials
                 await eventually(lambda: _count(h_events, SessionUp, 3), what="high redials")
-                await low.post("general", "after the redial")
+                await low.chat.post("general", "after the redial")
                 await eventually(lambda: _contains(high, "after the redial"), what="sync after the redial")
 
 
@@ -397,10 +397,10 @@ async def test_a_session_closed_while_it_starts_is_redialled(tmp_path: Path, mon
 async def test_a_bad_frame_ends_the_session(tmp_path: Path, attack: str) -> None:
     alpha, bravo = await make_workspace(tmp_path, "bravo")
     async with alpha, bravo:
-        await alpha.create_channel("general")
+        await alpha.chat.create_channel("general")
         async with serving(alpha) as (a, a_events):
             reader, writer = await asyncio.open_connection("127.0.0.1", a.port)
-            initiator = wire.Initiator(bravo.workspace_key, bravo.signing_key, bytes(32), incarnation=bravo.incarnation)
+            initiator = wire.Initiator(bravo.identity.workspace_key, bravo.identity.signing_key, bytes(32), incarnation=bravo.identity.incarnation)
             writer.write(initiator.hello())
             initiator.read_response(await reader.readexactly(wire.RESPONSE_BYTES))
             auth, keys = initiator.auth()
@@ -416,7 +416,7 @@ async def test_a_bad_frame_ends_the_session(tmp_path: Path, attack: str) -> None
             await writer.drain()
             await eventually(lambda: _has_event(a_events, SessionDown), what="session ended")
             down = a_events.of(SessionDown)[0]
-            assert down.node_id == bravo.node_id
+            assert down.node_id == bravo.identity.node_id
             await eventually(lambda: _audited(alpha, "session ended"), what="bad frame audited")
             writer.close()
 
@@ -443,12 +443,12 @@ async def _contains(node: Node, text: str) -> bool:
 
 
 async def _channel_known(node: Node, name: str) -> bool:
-    return any(c.name == name for c in await node.list_channels())
+    return any(c.name == name for c in await node.views.list_channels())
 
 
 async def _locked(node: Node) -> bool:
     try:
-        await node.list_channels()
+        await node.views.list_channels()
     except NodeLocked:
         return True
     return False
@@ -456,7 +456,7 @@ async def _locked(node: Node) -> bool:
 
 async def _has_blob(node: Node, digest: str) -> bool:
     try:
-        await node.blob(digest)
+        await node.blobs.blob(digest)
     except NotFound:
         return False
     return True

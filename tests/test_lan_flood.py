@@ -115,7 +115,7 @@ async def serving(home: Path) -> AsyncIterator[Server]:
 async def propagation(bravo: Node, server: Server, text: str) -> float:
     """Seconds from bravo's having stored a post to the server's having imported it."""
     after = len(server.events)
-    await bravo.post("general", text)
+    await bravo.chat.post("general", text)
     started = time.time()
     _, received = await server.next_event("Received", after, timeout=10)
     return float(received["at"]) - started
@@ -135,14 +135,14 @@ async def flood(kind: str, port: int, workspace_key: bytes) -> dict[str, Any]:
 
 async def refusal_entries(home: Path) -> list[tuple[str, dict[str, Any]]]:
     async with await Node.open(home, PASSPHRASE) as node:
-        return [(e.action, e.detail) for e in await node.audit_entries() if e.action in ("lan_refused", "lan_refusals_summarised")]
+        return [(e.action, e.detail) for e in await node.audit.entries() if e.action in ("lan_refused", "lan_refusals_summarised")]
 
 
 async def test_floods_leave_a_legitimate_peer_syncing_and_the_server_bounded(tmp_path: Path) -> None:
     alpha, bravo, charlie = await make_workspace(tmp_path, "bravo", "charlie")
-    await alpha.create_channel("general")
-    await alpha.post_many("general", [f"history {i}" for i in range(50)])
-    workspace_key = alpha.workspace_key
+    await alpha.chat.create_channel("general")
+    await alpha.chat.post_many("general", [f"history {i}" for i in range(50)])
+    workspace_key = alpha.identity.workspace_key
     await alpha.close()
     async with bravo, charlie, serving(tmp_path / "alpha") as server, LanService(bravo, PEER) as peer:
         _, listening = await server.next_event("Listening", 0, timeout=30)
@@ -150,7 +150,7 @@ async def test_floods_leave_a_legitimate_peer_syncing_and_the_server_bounded(tmp
         peer.dial("127.0.0.1", port)
         await server.next_event("SessionUp", 0, timeout=20)
         deadline = time.monotonic() + 20
-        while not any(c.name == "general" for c in await bravo.list_channels()):
+        while not any(c.name == "general" for c in await bravo.views.list_channels()):
             assert time.monotonic() < deadline, "bravo never got #general"
             await asyncio.sleep(0.05)
         quiet = sorted([await propagation(bravo, server, f"warm-up {i}") for i in range(20)])  # also warms up: documents loaded, buffers grown

@@ -81,9 +81,9 @@ class Serving:
 def texts(home: Path) -> list[str]:
     async def read() -> list[str]:
         async with await Node.open(home, PASSPHRASE) as node:
-            if not any(c.name == "general" for c in await node.list_channels()):
+            if not any(c.name == "general" for c in await node.views.list_channels()):
                 return []
-            return sorted(m.text for m in await node.read("general", limit=10_000, mark_read=False))
+            return sorted(m.text for m in await node.views.read("general", limit=10_000, mark_read=False))
 
     return asyncio.run(read())
 

@@ -36,8 +36,8 @@ def test_the_oldest_go_first_and_one_over_the_quota_is_not_kept() -> None:
 async def test_a_stick_of_junk_keeps_the_quarantine_within_its_quota_and_says_what_it_dropped(tmp_path: Path) -> None:
     alpha, bravo = await make_workspace(tmp_path, "bravo")
     async with alpha, bravo:
-        outbox = tmp_path / "stick" / stick.STICK_DIR / stick.outbox_name(bravo.node_id)
-        sender = alpha.node_id
+        outbox = tmp_path / "stick" / stick.STICK_DIR / stick.outbox_name(bravo.identity.node_id)
+        sender = alpha.identity.node_id
     outbox.mkdir(parents=True)
 
     def junk(at: int, size: int) -> str:
@@ -72,9 +72,9 @@ async def test_a_stick_of_junk_keeps_the_quarantine_within_its_quota_and_says_wh
 async def test_the_report_names_what_the_quarantine_dropped(tmp_path: Path) -> None:
     alpha, bravo = await make_workspace(tmp_path, "bravo")
     async with alpha, bravo:
-        outbox = tmp_path / "stick" / stick.STICK_DIR / stick.outbox_name(bravo.node_id)
+        outbox = tmp_path / "stick" / stick.STICK_DIR / stick.outbox_name(bravo.identity.node_id)
         outbox.mkdir(parents=True)
-        names = [stick.bundle_file_name(alpha.node_id, 1_700_000_000_000 + i, os.urandom(16)) for i in range(3)]
+        names = [stick.bundle_file_name(alpha.identity.node_id, 1_700_000_000_000 + i, os.urandom(16)) for i in range(3)]
         for name in names:
             (outbox / name).write_bytes(os.urandom(500))
         report = await import_bundles(bravo, tmp_path / "stick", quarantine_quota=QuarantineQuota(max_bytes=10 * MiB, max_files=2))

@@ -111,14 +111,14 @@ async def deliver(source: Node, target: Node, budget: int = PART_BUDGET) -> int:
     """What `source` knows `target` lacks, as a LAN session sends it: in parts, each imported
     with its heads as a receipt; then `target` acknowledges what it holds. Returns the changes
     `target` applied."""
-    delta = await source.delta_for([target.node_key])
+    delta = await source.exchange.delta_for([target.identity.node_key])
     applied = 0
     for docs, blobs in pack_delta(delta, budget):
         heads = {doc_id: tuple(sorted(delta.heads.get(doc_id, ()))) for doc_id, _ in docs}
-        receipt = Receipt(source="lan", sender=source.node_key, created_at=source.now(), sender_heads=heads)
-        summary = await target.import_batches(list(docs), blobs=blobs, received_from=source.node_id, receipt=receipt)
+        receipt = Receipt(source="lan", sender=source.identity.node_key, created_at=source.identity.now(), sender_heads=heads)
+        summary = await target.intake.import_batches(list(docs), blobs=blobs, received_from=source.identity.node_id, receipt=receipt)
         applied += summary.changes
-    await source.record_peer_heads(target.node_key, await target.heads_for(source.node_key))
+    await source.exchange.record_peer_heads(target.identity.node_key, await target.exchange.heads_for(source.identity.node_key))
     return applied
 
 
@@ -154,10 +154,10 @@ async def rebuilt_view(node: Node) -> tuple[dict[str, dict[str, Any]], dict[str,
             logged.setdefault(doc_id, []).append(data)
     decoded = [certs.decode_certificate(d) if kind == "certificate" else certs.decode_revocation(d) for kind, d in entries]
     directory = certs.resolve_directory(
-        node.workspace_key,
+        node.identity.workspace_key,
         [e for e in decoded if isinstance(e, certs.Certificate)],
         [e for e in decoded if isinstance(e, certs.Revocation)],
-        node.now(),
+        node.identity.now(),
     )
     admins = frozenset(k.hex() for k, c in directory.users.items() if c.role == "admin")
     channels: dict[str, dict[str, Any]] = {}
@@ -187,14 +187,14 @@ async def rebuilt_view(node: Node) -> tuple[dict[str, dict[str, Any]], dict[str,
 async def check_converged(nodes: list[Node]) -> None:
     views = [await view_of(node) for node in nodes]
     for node, view in zip(nodes, views):
-        assert view == await rebuilt_view(node), f"{node.whoami().node_name}'s view is not what its documents say"
+        assert view == await rebuilt_view(node), f"{node.identity.whoami().node_name}'s view is not what its documents say"
         async with node.store.reading() as conn:  # the search index matches the messages it indexes
             await conn.execute(text("INSERT INTO messages_fts(messages_fts) VALUES ('integrity-check')"))
     # Each channel is on exactly the nodes of its members (public: all), with the same documents.
     channels = views[0][0]
     for channel_id, channel in channels.items():
         members = json.loads(channel["members"])
-        holders = [i for i, node in enumerate(nodes) if channel["kind"] == "public" or node.user_key.hex() in members]
+        holders = [i for i, node in enumerate(nodes) if channel["kind"] == "public" or node.identity.user_key.hex() in members]
         for i, (held, messages) in enumerate(views):
             in_channel = {m: row for m, row in messages.items() if row["channel_id"] == channel_id}
             if i not in holders:
@@ -248,17 +248,17 @@ class Schedules(RuleBasedStateMachine):
 
     async def _messages(self, node: Node) -> list[dict[str, Any]]:
         """The view rows of the channels the node's user can read, in id order."""
-        readable = [c.channel_id for c in await node.list_channels()]
+        readable = [c.channel_id for c in await node.views.list_channels()]
         async with node.store.reading() as conn:
             rows = await conn.execute(select(t.messages).where(t.messages.c.channel_id.in_(readable)).order_by(t.messages.c.message_id))
             return [dict(r) for r in rows.mappings()]
 
     async def _pick(self, node: Node, pick: int, *, mine: bool = False) -> dict[str, Any] | None:
-        live = [m for m in await self._messages(node) if not m["deleted"] and (not mine or m["author"] == node.user_key.hex())]
+        live = [m for m in await self._messages(node) if not m["deleted"] and (not mine or m["author"] == node.identity.user_key.hex())]
         return live[pick % len(live)] if live else None
 
     async def _readable(self, node: Node, channel: str) -> bool:
-        return channel in {c.name for c in await node.list_channels()}
+        return channel in {c.name for c in await node.views.list_channels()}
 
     # --- users ----------------------------------------------------------------------------
 
@@ -267,7 +267,7 @@ class Schedules(RuleBasedStateMachine):
         async def go() -> None:
             node = self.nodes[who]
             if await self._readable(node, channel):
-                await node.post(channel, self.text(words))
+                await node.chat.post(channel, self.text(words))
 
         self.run(go())
 
@@ -277,7 +277,7 @@ class Schedules(RuleBasedStateMachine):
             node = self.nodes[who]
             target = await self._pick(node, pick)
             if target is not None:
-                await node.post(target["channel_id"], self.text(words), reply_to=target["message_id"])
+                await node.chat.post(target["channel_id"], self.text(words), reply_to=target["message_id"])
 
         self.run(go())
 
@@ -287,7 +287,7 @@ class Schedules(RuleBasedStateMachine):
             node = self.nodes[who]
             target = await self._pick(node, pick, mine=True)
             if target is not None:
-                await node.edit(target["message_id"], self.text(words))
+                await node.chat.edit(target["message_id"], self.text(words))
 
         self.run(go())
 
@@ -297,7 +297,7 @@ class Schedules(RuleBasedStateMachine):
             node = self.nodes[who]
             target = await self._pick(node, pick)
             if target is not None:
-                await node.react(target["message_id"], emoji, remove=remove)
+                await node.chat.react(target["message_id"], emoji, remove=remove)
 
         self.run(go())
 
@@ -308,11 +308,11 @@ class Schedules(RuleBasedStateMachine):
 
         async def go() -> None:
             node = self.nodes[who]
-            if others and not node.directory.is_admin(node.user_key):
+            if others and not node.directory.current.is_admin(node.identity.user_key):
                 return
-            live = [m for m in await self._messages(node) if not m["deleted"] and (m["author"] != node.user_key.hex()) == others]
+            live = [m for m in await self._messages(node) if not m["deleted"] and (m["author"] != node.identity.user_key.hex()) == others]
             if live:
-                await node.delete(live[pick % len(live)]["message_id"])
+                await node.chat.delete(live[pick % len(live)]["message_id"])
 
         self.run(go())
 
@@ -322,8 +322,8 @@ class Schedules(RuleBasedStateMachine):
     def set_role(self, who: int, subject: int, role: str) -> None:
         async def go() -> None:
             node = self.nodes[who]
-            if node.directory.is_admin(node.user_key):  # themselves too
-                await node.set_role(USERS[subject], role)
+            if node.directory.current.is_admin(node.identity.user_key):  # themselves too
+                await node.directory.set_role(USERS[subject], role)
 
         self.run(go())
 
@@ -333,12 +333,12 @@ class Schedules(RuleBasedStateMachine):
 
         async def go() -> None:
             node = self.nodes[who]
-            listed = {c.name: c for c in await node.list_channels()}
+            listed = {c.name: c for c in await node.views.list_channels()}
             ops = listed.get("ops")
             if ops is None or USERS[subject] in ops.members:
                 return
-            if USERS[who] == "alice" or node.directory.is_admin(node.user_key):  # alice made #ops: its owner
-                await node.add_member("ops", USERS[subject])
+            if USERS[who] == "alice" or node.directory.current.is_admin(node.identity.user_key):  # alice made #ops: its owner
+                await node.chat.add_member("ops", USERS[subject])
 
         self.run(go())
 
@@ -358,7 +358,7 @@ class Schedules(RuleBasedStateMachine):
 
         async def go() -> None:
             source, target = self.nodes[a], self.nodes[b]
-            await export_bundles(source, self.stick, for_nodes=[target.node_id], clock=self.clock, rng=random.Random(next(self.serial)).randbytes)
+            await export_bundles(source, self.stick, for_nodes=[target.identity.node_id], clock=self.clock, rng=random.Random(next(self.serial)).randbytes)
             report = await import_bundles(target, self.stick)
             refused = [(o.name, o.outcome, o.reason) for o in report.rejected]
             assert not refused and not report.problems, f"{USERS[b]}'s node refused bundles: {refused} {report.problems}"
@@ -373,7 +373,7 @@ class Schedules(RuleBasedStateMachine):
 
         async def go() -> None:
             node, sender = self.nodes[who], self.nodes[source]
-            await node.post("general", self.text("warms the post path"))  # the channel and its segment cursor are cached
+            await node.chat.post("general", self.text("warms the post path"))  # the channel and its segment cursor are cached
             store = node.store
             assert isinstance(store, GatedStore)
             store.arm()
@@ -381,7 +381,7 @@ class Schedules(RuleBasedStateMachine):
             entered = asyncio.ensure_future(store.entered.wait())
             await asyncio.wait([importing, entered], return_when=asyncio.FIRST_COMPLETED)
             body = self.text("races an import")
-            posting = asyncio.ensure_future(node.post("general", body))
+            posting = asyncio.ensure_future(node.chat.post("general", body))
             for _ in range(10):  # the post runs up to the node's write lock, which the import holds
                 await asyncio.sleep(0)
             store.release.set()
@@ -467,11 +467,11 @@ async def test_an_upgraded_store_judges_the_deletions_it_could_not(tmp_path: Pat
     """A store from before `messages.deleted_by` may hold a deletion judged with other admins
     than the directory's: the upgrade marks such rows, and the node re-reads them on open."""
     alice, bob = await make_workspace(tmp_path, "bob")
-    await alice.create_channel("general")
+    await alice.chat.create_channel("general")
     await heal([alice, bob])
-    posted = await bob.post("general", "bob says")
+    posted = await bob.chat.post("general", "bob says")
     await heal([alice, bob])
-    await alice.delete(posted)  # as an admin
+    await alice.chat.delete(posted)  # as an admin
     for node in (alice, bob):
         await node.close()
     db = tmp_path / "alpha" / DB_FILE
@@ -483,7 +483,7 @@ async def test_an_upgraded_store_judges_the_deletions_it_could_not(tmp_path: Pat
         # what an older node could have left: the deletion judged as by a non-admin
         conn.execute(text("UPDATE messages SET deleted = 0, tampered = 1 WHERE message_id = :m"), {"m": posted})
     async with await Node.open(tmp_path / "alpha", PASSPHRASE) as alice:
-        view = await alice.message(posted)
+        view = await alice.views.message(posted)
         assert view.deleted and not view.tampered and view.text == ""
 
 
@@ -493,19 +493,19 @@ async def test_a_demotion_rejudges_more_segments_than_the_node_keeps_in_memory(t
     """The re-read after a role change loads every segment with a deletion by someone else -
     here more than the documents a node keeps in memory - in the role change's transaction."""
     alice, bob = await make_workspace(tmp_path, "bob")
-    await alice.set_role("bob", "admin")
+    await alice.directory.set_role("bob", "admin")
     channels = [f"c{i}" for i in range(CACHED_DOCUMENTS + 1)]
     posted = []
     for name in channels:
-        await alice.create_channel(name)
-        posted.append(await alice.post(name, f"alice in #{name}"))
+        await alice.chat.create_channel(name)
+        posted.append(await alice.chat.post(name, f"alice in #{name}"))
     await heal([alice, bob])
     for message_id in posted:
-        await bob.delete(message_id)
+        await bob.chat.delete(message_id)
     await heal([alice, bob])
-    await bob.set_role("bob", "member")  # his deletions of others' messages stop counting
+    await bob.directory.set_role("bob", "member")  # his deletions of others' messages stop counting
     await check_converged([bob])
-    views = [await bob.message(message_id) for message_id in posted]
+    views = [await bob.views.message(message_id) for message_id in posted]
     assert all(not v.deleted and v.tampered for v in views)
     await heal([alice, bob])
     await check_converged([alice, bob])

@@ -37,17 +37,17 @@ def bundle_files(root: Path) -> list[Path]:
 
 
 async def texts(node: Node, channel: str) -> list[str]:
-    return [m.text for m in await node.read(channel, limit=10_000, mark_read=False)]
+    return [m.text for m in await node.views.read(channel, limit=10_000, mark_read=False)]
 
 
 async def test_a_bundle_brings_a_peer_exactly_what_it_lacks(tmp_path: Path) -> None:
     alice, bob = await make_workspace(tmp_path, "bob")
     root = stick_dir(tmp_path)
     async with alice, bob:
-        await alice.create_channel("general")
-        await alice.post_many("general", [f"first {i}" for i in range(30)])
+        await alice.chat.create_channel("general")
+        await alice.chat.post_many("general", [f"first {i}" for i in range(30)])
         first = await export_bundles(alice, root)
-        assert first.changes == (await alice.delta_for([bob.signing_key.verify_key.encode()])).change_count
+        assert first.changes == (await alice.exchange.delta_for([bob.identity.signing_key.verify_key.encode()])).change_count
         report = await import_bundles(bob, root)
         assert [f.outcome for f in report.files] == ["accepted"]
         assert await texts(bob, "general") == [f"first {i}" for i in range(30)]
@@ -56,7 +56,7 @@ async def test_a_bundle_brings_a_peer_exactly_what_it_lacks(tmp_path: Path) -> N
         # Bob's answer acknowledges what he holds: Alice's next bundle carries only the new post.
         await export_bundles(bob, root)
         await import_bundles(alice, root)
-        await alice.post("general", "second")
+        await alice.chat.post("general", "second")
         second = await export_bundles(alice, root)
         assert second.changes == 1
         await import_bundles(bob, root)
@@ -68,9 +68,9 @@ async def test_reimporting_in_any_order_changes_nothing(tmp_path: Path) -> None:
     root = stick_dir(tmp_path)
     saved: list[tuple[str, bytes]] = []
     async with alice, bob:
-        await alice.create_channel("general")
+        await alice.chat.create_channel("general")
         for round_ in range(3):
-            await alice.post_many("general", [f"round {round_} message {i}" for i in range(5)])
+            await alice.chat.post_many("general", [f"round {round_} message {i}" for i in range(5)])
             await export_bundles(alice, root)
             saved.extend((p.parent.name + "/" + p.name, p.read_bytes()) for p in bundle_files(root))
         # Only the newest bundle survives on the stick (it supersedes the older ones): put all back, shuffled.
@@ -79,13 +79,13 @@ async def test_reimporting_in_any_order_changes_nothing(tmp_path: Path) -> None:
         first = await import_bundles(bob, root)
         assert len(first.files) == 3 and {f.outcome for f in first.files} <= {"accepted", "duplicate"}
         state = await texts(bob, "general")
-        audit_before = len(await bob.audit_entries())
+        audit_before = len(await bob.audit.entries())
         for name, data in saved:
             (root / stick.STICK_DIR / name).write_bytes(data)
         again = await import_bundles(bob, root)
         assert {f.outcome for f in again.files} == {sneakernet.SEEN}
         assert await texts(bob, "general") == state
-        assert len(await bob.audit_entries()) == audit_before
+        assert len(await bob.audit.entries()) == audit_before
         assert len(state) == 15
 
 
@@ -93,17 +93,17 @@ async def test_a_deleted_message_stays_deleted_when_an_old_bundle_returns(tmp_pa
     alice, bob = await make_workspace(tmp_path, "bob")
     root = stick_dir(tmp_path)
     async with alice, bob:
-        await alice.create_channel("general")
-        message = await alice.post("general", "regrettable")
+        await alice.chat.create_channel("general")
+        message = await alice.chat.post("general", "regrettable")
         await export_bundles(alice, root)
         (old,) = bundle_files(root)
         old_bytes, old_name = old.read_bytes(), old.relative_to(root)
-        await alice.delete(message)
+        await alice.chat.delete(message)
         await export_bundles(alice, root)
         await import_bundles(bob, root)
         (root / old_name).write_bytes(old_bytes)
         await import_bundles(bob, root)
-        (view,) = await bob.read("general")
+        (view,) = await bob.views.read("general")
         assert view.deleted and view.text == ""
 
 
@@ -111,18 +111,18 @@ async def test_preview_changes_nothing_on_the_node_or_the_stick(tmp_path: Path) 
     alice, bob = await make_workspace(tmp_path, "bob")
     root = stick_dir(tmp_path)
     async with alice, bob:
-        await alice.create_channel("general")
-        await alice.post_many("general", ["one", "two", "three"])
+        await alice.chat.create_channel("general")
+        await alice.chat.post_many("general", ["one", "two", "three"])
         await export_bundles(alice, root)
         before = [(p, p.read_bytes()) for p in bundle_files(root)]
-        audit_before = len(await bob.audit_entries())
+        audit_before = len(await bob.audit.entries())
         preview = await import_bundles(bob, root, preview=True)
         assert preview.preview and preview.changes_applied > 0
         (general,) = [c for c in preview.channels if c.name == "general"]
         assert general.new_messages == 3
         assert [(p, p.read_bytes()) for p in bundle_files(root)] == before
-        assert len(await bob.audit_entries()) == audit_before
-        assert [c.name for c in await bob.list_channels()] == []
+        assert len(await bob.audit.entries()) == audit_before
+        assert [c.name for c in await bob.views.list_channels()] == []
         real = await import_bundles(bob, root)
         assert real.changes_applied == preview.changes_applied
 
@@ -131,8 +131,8 @@ async def test_tampered_bundles_are_quarantined_audited_and_store_nothing(tmp_pa
     alice, bob = await make_workspace(tmp_path, "bob")
     root = stick_dir(tmp_path)
     async with alice, bob:
-        await alice.create_channel("general")
-        await alice.post("general", "hello")
+        await alice.chat.create_channel("general")
+        await alice.chat.post("general", "hello")
         await export_bundles(alice, root)
         (path,) = bundle_files(root)
         data = bytearray(path.read_bytes())
@@ -144,8 +144,8 @@ async def test_tampered_bundles_are_quarantined_audited_and_store_nothing(tmp_pa
         assert outcome.quarantined.read_bytes() == bytes(data)
         assert "Tampered" in Path(str(outcome.quarantined) + ".reason.txt").read_text()
         assert bundle_files(root) == []
-        assert await bob.list_channels() == []
-        (entry,) = [e for e in await bob.audit_entries() if e.action == "bundle_rejected"]
+        assert await bob.views.list_channels() == []
+        (entry,) = [e for e in await bob.audit.entries() if e.action == "bundle_rejected"]
         assert entry.detail["outcome"] == "Tampered"
 
 
@@ -153,7 +153,7 @@ async def test_truncated_bundle_is_rejected_as_truncated(tmp_path: Path) -> None
     alice, bob = await make_workspace(tmp_path, "bob")
     root = stick_dir(tmp_path)
     async with alice, bob:
-        await alice.create_channel("general")
+        await alice.chat.create_channel("general")
         await export_bundles(alice, root)
         (path,) = bundle_files(root)
         path.write_bytes(path.read_bytes()[:-500])
@@ -165,18 +165,18 @@ async def test_a_route_converges_and_private_channels_reach_only_their_members(t
     alice, bob, carol = await make_workspace(tmp_path, "bob", "carol")
     root = stick_dir(tmp_path)
     async with alice, bob, carol:
-        await alice.create_channel("general")
-        await alice.create_channel("ops", private=True)
-        await alice.add_member("ops", "carol")
-        await alice.post("ops", "for carol only")
-        await alice.post("general", "from alice")
+        await alice.chat.create_channel("general")
+        await alice.chat.create_channel("ops", private=True)
+        await alice.chat.add_member("ops", "carol")
+        await alice.chat.post("ops", "for carol only")
+        await alice.chat.post("general", "from alice")
         await sneakernet.courier(alice, root)
         await sneakernet.courier(bob, root)
-        await bob.post("general", "from bob")
+        await bob.chat.post("general", "from bob")
         await sneakernet.courier(bob, root)
         await sneakernet.courier(carol, root)
-        await carol.post("general", "from carol")
-        await carol.post("ops", "carol answers")
+        await carol.chat.post("general", "from carol")
+        await carol.chat.post("ops", "carol answers")
         await sneakernet.courier(carol, root)
         await sneakernet.courier(alice, root)
         await sneakernet.courier(bob, root)
@@ -186,16 +186,16 @@ async def test_a_route_converges_and_private_channels_reach_only_their_members(t
             assert sorted(await texts(node, "general")) == ["from alice", "from bob", "from carol"]
         assert await texts(carol, "ops") == ["for carol only", "carol answers"]
         assert await texts(alice, "ops") == ["for carol only", "carol answers"]
-        ops_id = next(c.channel_id for c in await alice.list_channels() if c.name == "ops")
-        assert not any(d.startswith(ops_id) for d in await bob.document_ids())  # never sent to bob
+        ops_id = next(c.channel_id for c in await alice.views.list_channels() if c.name == "ops")
+        assert not any(d.startswith(ops_id) for d in await bob.replica.document_ids())  # never sent to bob
 
 
 async def test_max_bytes_splits_into_bundles_that_import_in_any_order(tmp_path: Path) -> None:
     alice, bob = await make_workspace(tmp_path, "bob")
     root = stick_dir(tmp_path)
     async with alice, bob:
-        await alice.create_channel("general")
-        await alice.post_many("general", [f"message number {i} " + "x" * 200 for i in range(300)])
+        await alice.chat.create_channel("general")
+        await alice.chat.post_many("general", [f"message number {i} " + "x" * 200 for i in range(300)])
         report = await export_bundles(alice, root, max_bytes=64 * 1024)
         assert len(report.bundles) > 2
         assert all(b.size <= 64 * 1024 for b in report.bundles)
@@ -213,17 +213,17 @@ async def test_max_bytes_holds_for_a_bundle_addressed_to_hundreds_of_nodes(tmp_p
     sixteenth: the cap must account for them."""
     (alice,) = await make_workspace(tmp_path)
     async with alice:
-        await alice.create_channel("general")
-        await alice.post_many("general", [f"message {i} " + "y" * 300 for i in range(400)])
+        await alice.chat.create_channel("general")
+        await alice.chat.post_many("general", [f"message {i} " + "y" * 300 for i in range(400)])
         recipients = [crypto.new_signing_key(i.to_bytes(2, "big") * 16).verify_key.encode() for i in range(1, 301)]
-        delta = await alice.delta_for(recipients)
+        delta = await alice.exchange.delta_for(recipients)
         max_bytes = 128 * 1024
         parts = sneakernet._split(delta, max_bytes, len(recipients))
         assert len(parts) > 2
         for content in parts:
             data = build_bundle(
-                content, sender_key=alice.signing_key, workspace=alice.directory.workspace, recipients=recipients,
-                heads=sneakernet._header_heads(delta, content), created_at=0, incarnation=alice.incarnation, randomness=bytes(32),
+                content, sender_key=alice.identity.signing_key, workspace=alice.directory.current.workspace, recipients=recipients,
+                heads=sneakernet._header_heads(delta, content), created_at=0, incarnation=alice.identity.incarnation, randomness=bytes(32),
             )  # fmt: skip
             assert len(data) <= max_bytes
 
@@ -249,37 +249,37 @@ async def test_directory_goes_first_and_a_new_nodes_bundles_are_accepted_after_i
     alice, bob = await make_workspace(tmp_path, "bob")
     root = stick_dir(tmp_path)
     async with alice, bob:
-        await alice.create_channel("general")
+        await alice.chat.create_channel("general")
         await export_bundles(alice, root)
         await import_bundles(bob, root)
-        enrollment = await alice.invite("carol-node", "carol", kdf=FAST)
+        enrollment = await alice.enrollment.invite("carol-node", "carol", kdf=FAST)
         carol = await Node.join(tmp_path / "carol", enrollment.data, enrollment.code, PASSPHRASE, kdf=FAST)
         async with carol:
             await sneakernet.courier(carol, root)  # bob does not know carol yet ...
             await sneakernet.courier(alice, root)  # ... alice's bundle for bob carries carol's certificate
             report = await import_bundles(bob, root)
             assert not report.rejected, report.rejected
-            assert carol.node_id in {n.node_id for n in bob.nodes()}
+            assert carol.identity.node_id in {n.node_id for n in bob.directory.nodes()}
 
 
 async def test_blobs_travel_once_and_only_to_peers_that_lack_them(tmp_path: Path) -> None:
     alice, bob = await make_workspace(tmp_path, "bob")
     root = stick_dir(tmp_path)
     async with alice, bob:
-        await alice.create_channel("general")
+        await alice.chat.create_channel("general")
         payload = crypto.random_bytes(20_000)
-        await alice.post("general", "see file", attachments=[Attachment("map.bin", payload)])
+        await alice.chat.post("general", "see file", attachments=[Attachment("map.bin", payload)])
         first = await export_bundles(alice, root)
         assert [b.blobs for b in first.bundles] == [1]
         await import_bundles(bob, root)
-        (view,) = await bob.read("general")
-        assert await bob.blob(view.files[0].hash) == payload
+        (view,) = await bob.views.read("general")
+        assert await bob.blobs.blob(view.files[0].hash) == payload
         again = await export_bundles(alice, root)  # bob has not acknowledged yet: repeated
         assert [b.blobs for b in again.bundles] == [1]
         await import_bundles(bob, root)
         await export_bundles(bob, root)
         await import_bundles(alice, root)  # bob's heads now cover the message: alice knows he has it
-        await alice.post("general", "no file here")
+        await alice.chat.post("general", "no file here")
         third = await export_bundles(alice, root)
         assert [b.blobs for b in third.bundles] == [0]
 
@@ -289,25 +289,25 @@ async def test_revocation_travels_and_the_revoked_node_wipes_itself(tmp_path: Pa
     root, late = stick_dir(tmp_path), tmp_path / "late-stick"
     late.mkdir()
     async with alice, bob, carol:
-        await alice.create_channel("general")
-        await alice.post("general", "zebra-before")
+        await alice.chat.create_channel("general")
+        await alice.chat.post("general", "zebra-before")
         for node in (alice, bob, carol, alice):
             await sneakernet.courier(node, root)
-        bob_node = bob.signing_key.verify_key.encode()
-        await alice.revoke(bob_node, "laptop stolen")
+        bob_node = bob.identity.signing_key.verify_key.encode()
+        await alice.directory.revoke(bob_node, "laptop stolen")
         await export_bundles(alice, root)
         await import_bundles(carol, root)  # carol learns of the revocation
-        await bob.post("general", "zebra-after")
-        await export_bundles(bob, late, for_nodes=[carol.node_id])  # bob has not heard yet
+        await bob.chat.post("general", "zebra-after")
+        await export_bundles(bob, late, for_nodes=[carol.identity.node_id])  # bob has not heard yet
         report = await import_bundles(carol, late)
         assert [f.outcome for f in report.files] == ["RevokedSender"]
         assert "zebra-after" not in await texts(carol, "general")
-        assert "bundle_rejected" in [e.action for e in await carol.audit_entries()]
+        assert "bundle_rejected" in [e.action for e in await carol.audit.entries()]
 
         wipe = await import_bundles(bob, root)
         assert wipe.wiped
         with pytest.raises(NodeLocked):
-            await bob.read("general")
+            await bob.views.read("general")
         with pytest.raises(NodeLocked):
             await export_bundles(bob, root)
     files = b"".join(p.read_bytes() for p in (tmp_path / "bob").glob("node.db*"))
@@ -320,22 +320,22 @@ async def test_a_revoked_authors_own_node_is_refused_but_earlier_relayed_posts_f
     alice, bob, carol = await make_workspace(tmp_path, "bob", "carol")
     root = stick_dir(tmp_path)
     async with alice, bob, carol:
-        await alice.create_channel("general")
+        await alice.chat.create_channel("general")
         for node in (alice, bob, carol, alice, bob):
             await sneakernet.courier(node, root)
-        await bob.post("general", "bob, before")
-        await export_bundles(bob, root, for_nodes=[alice.node_id])
+        await bob.chat.post("general", "bob, before")
+        await export_bundles(bob, root, for_nodes=[alice.identity.node_id])
         await import_bundles(alice, root)  # alice accepts it: bob is still valid
-        bob_user = next(u.key for u in alice.users() if u.name == "bob")
-        await alice.revoke(bob_user, "left the team")
-        await alice.post("general", "alice, after")  # builds on bob's post
-        await export_bundles(alice, root, for_nodes=[carol.node_id])
+        bob_user = next(u.key for u in alice.directory.users() if u.name == "bob")
+        await alice.directory.revoke(bob_user, "left the team")
+        await alice.chat.post("general", "alice, after")  # builds on bob's post
+        await export_bundles(alice, root, for_nodes=[carol.identity.node_id])
         relayed = await import_bundles(carol, root)
         assert not relayed.rejected, relayed.rejected
         assert await texts(carol, "general") == ["bob, before", "alice, after"]
 
-        await bob.post("general", "bob, after")  # bob's node is not revoked, bob's user is
-        await export_bundles(bob, root, for_nodes=[carol.node_id])
+        await bob.chat.post("general", "bob, after")  # bob's node is not revoked, bob's user is
+        await export_bundles(bob, root, for_nodes=[carol.identity.node_id])
         direct = await import_bundles(carol, root)
         (outcome,) = direct.rejected
         assert outcome.outcome == "ChangeRejected" and "revoked" in outcome.reason
@@ -346,7 +346,7 @@ async def test_hostile_stick_entries_are_reported_not_followed(tmp_path: Path) -
     alice, bob = await make_workspace(tmp_path, "bob")
     root = stick_dir(tmp_path)
     async with alice, bob:
-        await alice.create_channel("general")
+        await alice.chat.create_channel("general")
         await export_bundles(alice, root)
         outbox = root / stick.STICK_DIR / stick.BUNDLES
         (outbox / "evil.rpb").symlink_to(next(outbox.iterdir()))
@@ -360,13 +360,13 @@ async def test_a_revoked_peer_gets_the_directory_only_and_unknown_peers_nothing(
     alice, bob = await make_workspace(tmp_path, "bob")
     root = stick_dir(tmp_path)
     async with alice, bob:
-        await alice.create_channel("general")
-        await alice.post("general", "secret plans")
-        await alice.revoke(bob.signing_key.verify_key.encode(), "gone")
-        delta = await alice.delta_for([bob.signing_key.verify_key.encode()])
+        await alice.chat.create_channel("general")
+        await alice.chat.post("general", "secret plans")
+        await alice.directory.revoke(bob.identity.signing_key.verify_key.encode(), "gone")
+        delta = await alice.exchange.delta_for([bob.identity.signing_key.verify_key.encode()])
         assert [doc_id for doc_id, _ in delta.documents] == [documents.DIRECTORY_DOC]
         with pytest.raises(InvalidInput, match="revoked"):
-            await export_bundles(alice, root, broadcast=True, for_nodes=[bob.node_id])
+            await export_bundles(alice, root, broadcast=True, for_nodes=[bob.identity.node_id])
         with pytest.raises(NotFound, match="no node"):
             await export_bundles(alice, root, for_nodes=["AAAAAAA-AAAAAAA-AAAAAAA"])
 
@@ -395,13 +395,13 @@ async def test_a_lost_stick_names_no_node_user_or_channel(tmp_path: Path) -> Non
     alice, bob, carol = await make_workspace(tmp_path, "bob", "carol")
     root = stick_dir(tmp_path)
     async with alice, bob, carol:
-        channel = await alice.create_channel("general")
-        await alice.post("general", "hello")
+        channel = await alice.chat.create_channel("general")
+        await alice.chat.post("general", "hello")
         await export_bundles(alice, root)
         files = bundle_files(root)
         assert len(files) == 2 and {p.parent.name for p in files} == {stick.BUNDLES}
-        secrets = [n.node_key for n in (alice, bob, carol)] + [alice.directory.workspace]
-        names = [n.node_id for n in (alice, bob, carol)] + [channel.channel_id, "general", "alice", "bob", "carol", "acme"]
+        secrets = [n.identity.node_key for n in (alice, bob, carol)] + [alice.directory.current.workspace]
+        names = [n.identity.node_id for n in (alice, bob, carol)] + [channel.channel_id, "general", "alice", "bob", "carol", "acme"]
         for path in (root / stick.STICK_DIR).rglob("*"):
             assert not any(name in str(path.relative_to(root)) for name in names)
             if path.is_file():
@@ -424,16 +424,16 @@ async def test_a_stick_an_earlier_release_wrote_still_imports(tmp_path: Path) ->
     alice, bob = await make_workspace(tmp_path, "bob")
     root = stick_dir(tmp_path)
     async with alice, bob:
-        await alice.create_channel("general")
-        await alice.post_many("general", ["one", "two"])
-        delta = await alice.delta_for([bob.node_key])
+        await alice.chat.create_channel("general")
+        await alice.chat.post_many("general", ["one", "two"])
+        delta = await alice.exchange.delta_for([bob.identity.node_key])
         (content,) = sneakernet._split(delta, sneakernet.DEFAULT_MAX_BYTES, 1)
         data = bundle_v1.build_bundle(
-            content, sender_key=alice.signing_key, workspace=alice.directory.workspace, recipients=[bob.node_key],
+            content, sender_key=alice.identity.signing_key, workspace=alice.directory.current.workspace, recipients=[bob.identity.node_key],
             heads=sneakernet._header_heads(delta, content), created_at=1_767_225_600_000, randomness=bytes(32),
         )  # fmt: skip
-        name = stick.bundle_file_name(alice.node_id, 1_767_225_600_000, bytes(16))
-        await stick.write_bundle_file(root, stick.outbox_name(bob.node_id), name, data)
+        name = stick.bundle_file_name(alice.identity.node_id, 1_767_225_600_000, bytes(16))
+        await stick.write_bundle_file(root, stick.outbox_name(bob.identity.node_id), name, data)
         report = await import_bundles(bob, root)
         assert [f.outcome for f in report.files] == ["accepted"]
         assert await texts(bob, "general") == ["one", "two"]

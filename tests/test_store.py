@@ -41,9 +41,9 @@ async def test_migrations_build_exactly_the_declared_schema(tmp_path: Path) -> N
 async def test_a_full_disk_is_a_clear_error_and_loses_nothing(tmp_path: Path) -> None:
     home = tmp_path / "alpha"
     async with await Node.init(home, workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST) as node:
-        await node.create_channel("general")
+        await node.chat.create_channel("general")
         for i in range(20):
-            await node.post("general", f"kept {i}")
+            await node.chat.post("general", f"kept {i}")
 
     with sqlite3.connect(home / "node.db") as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -59,23 +59,23 @@ async def test_a_full_disk_is_a_clear_error_and_loses_nothing(tmp_path: Path) ->
     async with await Node.open(home, PASSPHRASE, store=store) as node:
         with pytest.raises(StorageError, match="full"):
             for i in range(2000):
-                await node.post("general", f"filler {i} " + "x" * 2000)
-        texts = [m.text for m in await node.read("general", limit=5000)]
+                await node.chat.post("general", f"filler {i} " + "x" * 2000)
+        texts = [m.text for m in await node.views.read("general", limit=5000)]
     assert texts[:20] == [f"kept {i}" for i in range(20)]
 
     async with await Node.open(home, PASSPHRASE) as node:  # space again: all consistent
-        after = [m.text for m in await node.read("general", limit=5000)]
+        after = [m.text for m in await node.views.read("general", limit=5000)]
         assert after == texts
-        await node.post("general", "room again")
+        await node.chat.post("general", "room again")
 
 
 async def test_the_in_memory_store_runs_a_whole_node(tmp_path: Path) -> None:
     store = Store.memory()
     node = await Node.init(tmp_path / "memory", workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST, store=store)
-    await node.create_channel("general")
-    message = await node.post("general", "kept in memory")
-    assert [m.id for m in await node.read("general")] == [message]
-    assert [m.id for m in await node.search("memory")] == [message]
+    await node.chat.create_channel("general")
+    message = await node.chat.post("general", "kept in memory")
+    assert [m.id for m in await node.views.read("general")] == [message]
+    assert [m.id for m in await node.views.search("memory")] == [message]
     assert not (tmp_path / "memory" / "node.db").exists()
     await node.close()
 
@@ -84,11 +84,11 @@ async def test_a_home_is_any_folder_name(tmp_path: Path) -> None:
     """'?', '#' and '%' end or escape a path in a URL; the store takes the home as a path."""
     home = tmp_path / "field kit #2?mode=ro%20"
     async with await Node.init(home, workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST) as node:
-        await node.create_channel("general")
-        await node.post("general", "kept where it belongs")
+        await node.chat.create_channel("general")
+        await node.chat.post("general", "kept where it belongs")
     assert [p.name for p in tmp_path.iterdir()] == [home.name]
     async with await Node.open(home, PASSPHRASE) as node:
-        assert [m.text for m in await node.read("general")] == ["kept where it belongs"]
+        assert [m.text for m in await node.views.read("general")] == ["kept where it belongs"]
 
 
 async def test_read_then_write_transactions_of_two_processes_do_not_collide(tmp_path: Path) -> None:
@@ -97,9 +97,9 @@ async def test_read_then_write_transactions_of_two_processes_do_not_collide(tmp_
     home = tmp_path / "alpha"
     async with await Node.init(home, workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST) as node:
         for i in range(30):
-            await node.create_channel(f"c{i}")
-            await node.post(f"c{i}", "unread")
+            await node.chat.create_channel(f"c{i}")
+            await node.chat.post(f"c{i}", "unread")
     async with await Node.open(home, PASSPHRASE) as console, await Node.open(home, PASSPHRASE) as cli:
         for i in range(30):
-            await asyncio.gather(console.read(f"c{i}"), cli.read(f"c{i}"))
-        assert all(s.unread == 0 for s in await cli.list_channels())
+            await asyncio.gather(console.views.read(f"c{i}"), cli.views.read(f"c{i}"))
+        assert all(s.unread == 0 for s in await cli.views.list_channels())

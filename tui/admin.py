@@ -30,11 +30,11 @@ from textual.widget import Widget
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, OptionList, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
 
-from appliance import ids
+from appliance import feed, ids
 from appliance.audit import AuditVerdict
 from appliance.certs import ROLES
-from appliance.documents import DIRECTORY_DOC
 from appliance.errors import RallypointError
+from appliance.feed import FeedEvent
 from appliance.model import Enrollment, Identity, NodeInfo, UserInfo, iso_utc
 from appliance.netpolicy import NetworkRule
 from appliance.node import Node
@@ -467,13 +467,13 @@ class AdminScreen(Screen[None]):
         self.table("#rules-table").add_columns("Network", "Rule", "Source")
         self.table("#audit-table").add_columns("Seq", "Time", "Action", "Actor", "Detail")
         self.reload()
-        self.node.add_listener(self.node_changed)
+        self.subscription = self.node.feed.subscribe(self.node_changed)
 
     def on_unmount(self) -> None:
-        self.node.remove_listener(self.node_changed)
+        self.subscription.close()
 
-    def node_changed(self, doc_ids: frozenset[str], received_from: str | None) -> None:
-        if DIRECTORY_DOC in doc_ids:
+    def node_changed(self, event: FeedEvent) -> None:
+        if isinstance(event, feed.DirectoryChanged):
             self.post_message(DirectoryChanged())
 
     @on(DirectoryChanged)
@@ -520,16 +520,16 @@ class AdminScreen(Screen[None]):
     async def reload(self) -> None:
         """Everything the tabs show, in one go: the newest load wins."""
         try:
-            identity, users, nodes = self.node.whoami(), self.node.users(revoked=True), self.node.nodes()
-            rules = await self.node.network_rules(interface_networks())
-            records = await self.node.audit_entries(AUDIT_LIMIT)
-            verdict = await self.node.verify_audit()
+            identity, users, nodes = self.node.identity.whoami(), self.node.directory.users(revoked=True), self.node.directory.nodes()
+            rules = await self.node.peers.network_rules(interface_networks())
+            records = await self.node.audit.entries(AUDIT_LIMIT)
+            verdict = await self.node.audit.verify()
         except RallypointError as exc:
             self.post_message(ActionFailed(str(exc), reload=False))
             return
         known = {info.key.hex(): f"node {info.name}" for info in nodes} | {user.key.hex(): user.name for user in users}
         audit = [
-            AuditRow(r.seq, r.at, r.action, known.get(r.actor) or ("-" if r.actor == "-" else self.node.user_name(r.actor)), json.dumps(r.detail, ensure_ascii=False, sort_keys=True))
+            AuditRow(r.seq, r.at, r.action, known.get(r.actor) or ("-" if r.actor == "-" else self.node.directory.user_name(r.actor)), json.dumps(r.detail, ensure_ascii=False, sort_keys=True))
             for r in reversed(records)  # newest first
         ]
         self.post_message(AdminLoaded(identity, users, nodes, rules, audit, verdict))
@@ -649,7 +649,7 @@ class AdminScreen(Screen[None]):
         self.app.push_screen(RoleConfirm(who), confirmed)
 
     async def add_user(self, request: NewUser) -> str:
-        user = await self.node.add_user(request.name, request.role)
+        user = await self.node.directory.add_user(request.name, request.role)
         return f"User {user.name} added ({user.role})"
 
     def action_change_role(self) -> None:
@@ -664,7 +664,7 @@ class AdminScreen(Screen[None]):
         self.app.push_screen(RoleForm(user), chosen)
 
     async def set_role(self, name: str, role: str) -> str:
-        user = await self.node.set_role(name, role)
+        user = await self.node.directory.set_role(name, role)
         return f"{user.name} is now {user.role}"
 
     def action_revoke_user(self) -> None:
@@ -682,7 +682,7 @@ class AdminScreen(Screen[None]):
         self.app.push_screen(form, confirmed)
 
     async def revoke(self, subject: bytes, reason: str, what: str) -> str:
-        await self.node.revoke(subject, reason)
+        await self.node.directory.revoke(subject, reason)
         return f"{what} revoked"
 
     # --- nodes ---
@@ -701,7 +701,7 @@ class AdminScreen(Screen[None]):
             self.post_message(ActionFailed(problem, reload=False))
             return
         try:
-            enrollment = await self.node.invite(request.node_name, request.user_name, request.role)
+            enrollment = await self.node.enrollment.invite(request.node_name, request.user_name, request.role)
         except RallypointError as exc:
             self.post_message(ActionFailed(str(exc)))
             return
@@ -739,7 +739,7 @@ class AdminScreen(Screen[None]):
         self.app.push_screen(BackupForm(), chosen)
 
     async def take_backup(self, folder: Path) -> str:
-        taken = await self.node.backup(folder)
+        taken = await self.node.custody.backup(folder)
         return f"Backup written to {taken.path} ({taken.bytes:,} bytes)"
 
     # --- IP allowlist ---
@@ -752,7 +752,7 @@ class AdminScreen(Screen[None]):
         self.app.push_screen(NetworkForm(action), chosen)
 
     async def set_rule(self, network: str, action: str | None) -> str:
-        normal = await self.node.set_network_rule(network, action)
+        normal = await self.node.peers.set_network_rule(network, action)
         return f"Rule for {normal} removed" if action is None else f"LAN sessions with {normal}, both directions: {action}"
 
     def action_remove_rule(self) -> None:

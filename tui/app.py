@@ -29,7 +29,8 @@ from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Opt
 from textual.widgets.option_list import Option
 
 from appliance import identity
-from appliance.errors import NodeLocked, RallypointError, WrongPassphrase
+from appliance.errors import RallypointError, WrongPassphrase
+from appliance.feed import FeedEvent, NodeWiped
 from appliance.files import read_regular_file
 from appliance.model import ChannelSummary, Identity, MessageView, PeerStatus
 from appliance.node import MAX_ENROLLMENT_FILE_BYTES, Node
@@ -125,10 +126,6 @@ class OldestFound(Message, bubble=False):
         self.start = start
         self.window = window
         self.first = first
-
-
-class Polled(Message, bubble=False):
-    """A poll of the store ended (what it found arrives as StoreChanged)."""
 
 
 class Written(Message, bubble=False):
@@ -264,7 +261,7 @@ class SetupScreen(Screen[None]):
         except RallypointError as exc:
             self.post_message(Failed(str(exc)))
             return
-        self.app.post_message(NodeUnlocked(node, node.whoami()))
+        self.app.post_message(NodeUnlocked(node, node.identity.whoami()))
 
     @work(group="setup")
     async def join_workspace(self, enrollment_path: str, code: str, passphrase: str) -> None:
@@ -277,10 +274,10 @@ class SetupScreen(Screen[None]):
         except RallypointError as exc:
             self.post_message(Failed(str(exc)))
             return
-        unconsumed = await asyncio.to_thread(identity.consume_enrollment_file, Path(enrollment_path).expanduser(), node.node_id, node.now())
+        unconsumed = await asyncio.to_thread(identity.consume_enrollment_file, Path(enrollment_path).expanduser(), node.identity.node_id, node.identity.now())
         if unconsumed is not None:
             self.app.notify(identity.UNCONSUMED_WARNING.format(reason=unconsumed), severity="warning", timeout=30)
-        self.app.post_message(NodeUnlocked(node, node.whoami()))
+        self.app.post_message(NodeUnlocked(node, node.identity.whoami()))
 
     @on(Failed)
     def setup_failed(self, event: Failed) -> None:
@@ -334,7 +331,7 @@ class UnlockScreen(Screen[None]):
         except RallypointError as exc:
             self.post_message(Failed(str(exc)))
             return
-        self.app.post_message(NodeUnlocked(node, node.whoami()))
+        self.app.post_message(NodeUnlocked(node, node.identity.whoami()))
 
     @on(Failed)
     def unlock_failed(self, event: Failed) -> None:
@@ -493,7 +490,7 @@ class SearchScreen(ModalScreen[MessageView | None]):
     @work(group="search", exclusive=True)
     async def run_search(self, query: str) -> None:
         try:
-            found = await self.node.search(query, limit=SEARCH_LIMIT)
+            found = await self.node.views.search(query, limit=SEARCH_LIMIT)
         except RallypointError as exc:
             self.notify(printable(str(exc)), severity="error", markup=False)
             return
@@ -714,7 +711,6 @@ class MainScreen(Screen[None]):
         self.channel_id: str | None = None
         self.thread_root: str | None = None
         self.generation = 0  # a view load older than the newest request is dropped
-        self.polling = False
         self.select_after_load: str | None = None
         self.step_after_load = 0  # places from select_after_load (the message past a page's end)
         self.newest_after_load = False  # ↑ from the composer: the highlight goes to the newest message
@@ -733,7 +729,7 @@ class MainScreen(Screen[None]):
                 yield Static(id="pane-title")
                 yield MessageList(id="messages")
                 yield Static(id="attachments")
-                yield Composer(id="composer", placeholder="Message", suggester=MentionSuggester(lambda: [u.name for u in self.node.users()]))
+                yield Composer(id="composer", placeholder="Message", suggester=MentionSuggester(lambda: [u.name for u in self.node.directory.users()]))
             with Vertical(id="beside"):
                 yield Static(id="beside-title")
                 yield MessageList(id="beside-messages")
@@ -743,15 +739,25 @@ class MainScreen(Screen[None]):
         self.show_identity()
         self.query_one(Composer).focus()
         self.reload()
-        self.set_interval(POLL_SECONDS, self.poll)
-        self.node.add_listener(self.node_changed)
+        self.subscription = self.node.feed.subscribe(self.node_changed)
+        self.watch_store()
 
     def on_unmount(self) -> None:
-        self.node.remove_listener(self.node_changed)
+        self.subscription.close()
 
-    def node_changed(self, doc_ids: frozenset[str], received_from: str | None) -> None:
-        """Changes stored by anyone in this process (LAN sync included) reload the view."""
-        self.post_message(StoreChanged())
+    @work(group="poll")
+    async def watch_store(self) -> None:
+        """Keeps the node's store poller running while this screen shows: what another process
+        writes (the CLI, a courier's import) arrives through the change feed."""
+        async with self.node.feed.polling(POLL_SECONDS):
+            await asyncio.Event().wait()  # until the screen goes and cancels this worker
+
+    def node_changed(self, event: FeedEvent) -> None:
+        """Changes stored by anyone (LAN sync and other processes included) reload the view."""
+        if isinstance(event, NodeWiped):  # the node's revocation arrived: nothing is left to show
+            self.app.exit(result=event.reason)
+        else:
+            self.post_message(StoreChanged())
 
     @on(StoreChanged)
     def store_changed(self, _: StoreChanged) -> None:
@@ -782,18 +788,18 @@ class MainScreen(Screen[None]):
 
     async def load_from_node(self, generation: int, channel_id: str | None, thread_root: str | None, window: Window) -> None:
         try:
-            identity = self.node.whoami()
-            channels = await self.node.list_channels()
+            identity = self.node.identity.whoami()
+            channels = await self.node.views.list_channels()
             if channel_id not in {channel.channel_id for channel in channels}:
                 channel_id, thread_root, window = (channels[0].channel_id if channels else None), None, Window()
             beside = None
             if channel_id is not None and thread_root is not None and self.wide():
-                beside = await self.node.read(channel_id, thread=thread_root, limit=PAGE)
-                messages = await self.node.read(channel_id, before=window.anchor, limit=window.span + 1)
+                beside = await self.node.views.read(channel_id, thread=thread_root, limit=PAGE)
+                messages = await self.node.views.read(channel_id, before=window.anchor, limit=window.span + 1)
             else:
-                messages = await self.node.read(channel_id, thread=thread_root, before=window.anchor, limit=window.span + 1) if channel_id else []
+                messages = await self.node.views.read(channel_id, thread=thread_root, before=window.anchor, limit=window.span + 1) if channel_id else []
             if channel_id is not None:
-                channels = await self.node.list_channels()  # unread counts after this read
+                channels = await self.node.views.list_channels()  # unread counts after this read
             before_first_sync = not channels and await firstsync.awaiting_first_sync(self.node)
         except RallypointError as exc:
             self.post_message(Failed(str(exc)))
@@ -856,29 +862,6 @@ class MainScreen(Screen[None]):
         purpose = f" — {printable(channel.purpose)}" if channel.purpose else ""
         return Content(f"# {name}{purpose}"), f"Message # {name}"
 
-    def poll(self) -> None:
-        if not self.polling:
-            self.polling = True
-            self.poll_node()
-
-    @work(group="poll")
-    async def poll_node(self) -> None:
-        """Like a view load, the store work runs to its end even when the worker is cancelled
-        (the app closing): a database call cut off in the middle can leave its connection hung."""
-        try:
-            await asyncio.shield(self.node.refresh())
-        except NodeLocked as exc:  # another process imported this node's revocation
-            self.app.exit(result=str(exc))
-            return
-        except RallypointError as exc:
-            self.post_message(Failed(str(exc)))
-        self.post_message(Polled())
-
-    @on(Polled)
-    def polled(self, event: Polled) -> None:
-        """What the poll found reaches the view through the node's listener (`store_changed`)."""
-        self.polling = False
-
     @on(Failed)
     def failed(self, event: Failed) -> None:
         self.paging = False
@@ -911,7 +894,7 @@ class MainScreen(Screen[None]):
     @work(group="history", exclusive=True)
     async def find_oldest(self, channel_id: str, thread_root: str | None, window: Window) -> None:
         async def read_ids(before: str | None, limit: int) -> list[str]:
-            return [m.id for m in await self.node.read(channel_id, thread=thread_root, before=before, limit=limit, mark_read=False)]
+            return [m.id for m in await self.node.views.read(channel_id, thread=thread_root, before=before, limit=limit, mark_read=False)]
 
         try:
             oldest, first = await oldest_window(read_ids, window)
@@ -979,7 +962,7 @@ class MainScreen(Screen[None]):
     @work(group="write")
     async def create_channel(self, request: NewChannel) -> None:
         try:
-            channel = await self.node.create_channel(request.name, private=request.private)
+            channel = await self.node.chat.create_channel(request.name, private=request.private)
         except RallypointError as exc:
             self.post_message(Failed(str(exc)))
             return
@@ -1022,8 +1005,8 @@ class MainScreen(Screen[None]):
         """Files alone make a message too: their names are its text."""
         text = draft if draft.strip() or not files else " ".join(file.name for file in files)
         try:
-            attachments = [await asyncio.to_thread(read_file, file, self.node.max_blob_bytes) for file in files]
-            message_id = await self.node.post(channel_id, text, reply_to=reply_to, attachments=attachments)
+            attachments = [await asyncio.to_thread(read_file, file, self.node.blobs.max_blob_bytes) for file in files]
+            message_id = await self.node.chat.post(channel_id, text, reply_to=reply_to, attachments=attachments)
         except RallypointError as exc:
             self.post_message(PostFailed(str(exc), draft, files))
             return
@@ -1050,7 +1033,7 @@ class MainScreen(Screen[None]):
                 self.show_attachments([*self.attachments, file])
             self.query_one(Composer).focus()
 
-        self.app.push_screen(AttachScreen(self.node.max_blob_bytes, self.attach_folder), attach)
+        self.app.push_screen(AttachScreen(self.node.blobs.max_blob_bytes, self.attach_folder), attach)
 
     def action_clear_attachments(self) -> None:
         self.show_attachments([])
@@ -1109,7 +1092,7 @@ class MainScreen(Screen[None]):
         def react_with(emoji: str | None) -> None:
             if emoji:
                 already = self.identity.user_name in message.reactions.get(emoji, [])
-                self.change(message.id, lambda: self.node.react(message.id, emoji, remove=already))
+                self.change(message.id, lambda: self.node.chat.react(message.id, emoji, remove=already))
 
         mine = [emoji for emoji, users in message.reactions.items() if self.identity.user_name in users]
         self.app.push_screen(EmojiPicker(mine), react_with)
@@ -1124,7 +1107,7 @@ class MainScreen(Screen[None]):
 
         def save(text: str | None) -> None:
             if text is not None and text != message.text:
-                self.change(message.id, lambda: self.node.edit(message.id, text))
+                self.change(message.id, lambda: self.node.chat.edit(message.id, text))
 
         self.app.push_screen(PromptScreen("Edit message", message.text), save)
 
@@ -1135,7 +1118,7 @@ class MainScreen(Screen[None]):
 
         def confirmed(yes: bool | None) -> None:
             if yes:
-                self.change(message.id, lambda: self.node.delete(message.id))
+                self.change(message.id, lambda: self.node.chat.delete(message.id))
 
         self.app.push_screen(ConfirmScreen("Delete this message?", f"{message.author}: {message.text[:200]}"), confirmed)
 
@@ -1158,7 +1141,7 @@ class MainScreen(Screen[None]):
         saved: list[str] = []
         try:
             for file in message.files:
-                data = await self.node.blob(file.hash)
+                data = await self.node.blobs.blob(file.hash)
                 target = free_path(folder, safe_file_name(file.name, f"attachment-{file.hash[:12]}"))
                 await asyncio.to_thread(write_atomically, target, data, 0o644)
                 saved.append(str(target))
@@ -1227,7 +1210,7 @@ class PeersScreen(Screen[None]):
         app = self.app
         assert isinstance(app, RallypointApp) and app.node is not None
         try:
-            rows = await app.node.peer_overview(interface_networks())
+            rows = await app.node.peers.peer_overview(interface_networks())
         except RallypointError as exc:
             self.post_message(Failed(str(exc)))
             return
@@ -1367,7 +1350,7 @@ class RallypointApp(App[str]):
         event = notice.event
         if isinstance(self.screen, PeersScreen):
             self.screen.reload()
-        names = {info.node_id: info.name for info in self.node.nodes()} if self.node is not None else {}
+        names = {info.node_id: info.name for info in self.node.directory.nodes()} if self.node is not None else {}
         if isinstance(event, Refused):
             peer = printable(event.address) if event.node_id is None else f"{node_label(event.node_id, names)} at {printable(event.address)}"
             self.notify(f"refused a LAN session from {peer}: {printable(event.reason)}", severity="warning", markup=False)

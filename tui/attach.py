@@ -1,5 +1,5 @@
 """Attaching files from the console: the picker (a path with completion, or the folder tree),
-and the checks a file passes on the way to `node.post(..., attachments=...)`.
+and the checks a file passes on the way to `node.chat.post(..., attachments=...)`.
 
 A file is checked when it is picked (its size shown against this node's limit) and again when
 the message is sent, on the opened file itself: it may have changed in between. Only regular

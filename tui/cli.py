@@ -107,7 +107,7 @@ async def _with_node(args: argparse.Namespace, action: Callable[[Node], Awaitabl
         async with node:
             await action(node)
     finally:
-        for skipped in node.skipped_writes:  # after what was done was said, and on any exit
+        for skipped in node.replica.skipped_writes:  # after what was done was said, and on any exit
             print(f"rallypoint: warning: {printable(skipped)}", file=sys.stderr)
 
 
@@ -121,7 +121,7 @@ async def cmd_init(args: argparse.Namespace) -> None:
     node_name = args.node_name or socket.gethostname().split(".")[0] or "node"
     passphrase = read_passphrase(args, confirm=True, prompt="New passphrase for this node: ")
     async with await Node.init(home, workspace_name=args.workspace, user_name=args.user, node_name=node_name, passphrase=passphrase) as node:
-        me = node.whoami()
+        me = node.identity.whoami()
         emit(
             args,
             {"workspace": me.workspace_name, "workspace_id": me.workspace_id, "node": me.node_name, "node_id": me.node_id, "user": me.user_name, "home": str(home)},
@@ -131,7 +131,7 @@ async def cmd_init(args: argparse.Namespace) -> None:
 
 async def cmd_invite(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
-        enrollment = await node.invite(args.node_name, args.user, args.role)
+        enrollment = await node.enrollment.invite(args.node_name, args.user, args.role)
         write_atomically(Path(args.out), enrollment.data)
         emit(
             args,
@@ -157,10 +157,10 @@ async def cmd_join(args: argparse.Namespace) -> None:
         code = input("One-time code: ")
     passphrase = read_passphrase(args, confirm=True, prompt="New passphrase for this node: ")
     async with await Node.join(Path(args.home).expanduser(), data, code, passphrase) as node:
-        unconsumed = identity.consume_enrollment_file(Path(args.file), node.node_id, node.now())
+        unconsumed = identity.consume_enrollment_file(Path(args.file), node.identity.node_id, node.identity.now())
         if unconsumed is not None:
             print(identity.UNCONSUMED_WARNING.format(reason=unconsumed), file=sys.stderr)
-        me = node.whoami()
+        me = node.identity.whoami()
         emit(
             args,
             {"workspace": me.workspace_name, "workspace_id": me.workspace_id, "node": me.node_name, "node_id": me.node_id, "user": me.user_name, "role": me.role},
@@ -170,7 +170,7 @@ async def cmd_join(args: argparse.Namespace) -> None:
 
 async def cmd_whoami(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
-        me = node.whoami()
+        me = node.identity.whoami()
         emit(
             args,
             {
@@ -192,19 +192,19 @@ async def cmd_whoami(args: argparse.Namespace) -> None:
 async def cmd_user(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
         if args.user_command == "add":
-            user = await node.add_user(args.name, args.role)
+            user = await node.directory.add_user(args.name, args.role)
             emit(args, {"user": user.name, "role": user.role, "key": user.key.hex()}, f"User {user.name} added ({user.role})")
         elif args.user_command == "role":
-            user = await node.set_role(args.name, args.role)
+            user = await node.directory.set_role(args.name, args.role)
             emit(args, {"user": user.name, "role": user.role}, f"{user.name} is now {user.role}")
         elif args.user_command == "revoke":
-            target = node.directory.user_by_name(args.name)
+            target = node.directory.current.user_by_name(args.name)
             if target is None:
                 raise InvalidInput(f"no user {args.name!r}")
-            await node.revoke(target.key, args.reason)
+            await node.directory.revoke(target.key, args.reason)
             emit(args, {"revoked": args.name}, f"{args.name} revoked")
         else:
-            users = node.users(revoked=True)
+            users = node.directory.users(revoked=True)
             emit(
                 args,
                 [{"name": u.name, "role": u.role, "key": u.key.hex(), "local": u.local, "revoked": u.revoked} for u in users],
@@ -217,13 +217,13 @@ async def cmd_user(args: argparse.Namespace) -> None:
 async def cmd_channel(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
         if args.channel_command == "create":
-            channel = await node.create_channel(args.name, private=args.private, purpose=args.purpose)
+            channel = await node.chat.create_channel(args.name, private=args.private, purpose=args.purpose)
             emit(args, {"id": channel.channel_id, "name": channel.name, "kind": channel.kind}, f"#{channel.name} created ({channel.kind})")
         elif args.channel_command == "add-member":
-            await node.add_member(args.name, args.user)
+            await node.chat.add_member(args.name, args.user)
             emit(args, {"channel": args.name, "added": args.user}, f"{args.user} added to #{args.name}")
         elif args.channel_command == "export":
-            documents = await node.export_channel(args.name)
+            documents = await node.replica.export_channel(args.name)
             out = Path(args.automerge).expanduser()
             out.mkdir(parents=True, exist_ok=True)
             written = []
@@ -233,7 +233,7 @@ async def cmd_channel(args: argparse.Namespace) -> None:
                 written.append({"document": doc_id, "file": str(path), "bytes": len(data)})
             emit(args, written, "\n".join(f"{w['file']}  ({w['bytes']} bytes)" for w in written))
         else:
-            channels = await node.list_channels()
+            channels = await node.views.list_channels()
             emit(
                 args,
                 [
@@ -267,8 +267,8 @@ def _read_attachment(path: str, limit: int) -> Attachment:
 
 async def cmd_post(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
-        attachments = [_read_attachment(p, node.max_blob_bytes) for p in args.attach or []]
-        message_id = await node.post(args.channel, args.text, reply_to=args.reply_to, attachments=attachments)
+        attachments = [_read_attachment(p, node.blobs.max_blob_bytes) for p in args.attach or []]
+        message_id = await node.chat.post(args.channel, args.text, reply_to=args.reply_to, attachments=attachments)
         emit(args, {"id": message_id}, message_id)
 
     await _with_node(args, run)
@@ -279,8 +279,8 @@ async def cmd_read(args: argparse.Namespace) -> None:
         raise InvalidInput(f"--before {args.before!r}: not a message id")
 
     async def run(node: Node) -> None:
-        messages = await node.read(args.channel, thread=args.thread, limit=args.limit, before=args.before)
-        older = bool(messages) and bool(await node.read(args.channel, thread=args.thread, limit=1, before=messages[0].id, mark_read=False))
+        messages = await node.views.read(args.channel, thread=args.thread, limit=args.limit, before=args.before)
+        older = bool(messages) and bool(await node.views.read(args.channel, thread=args.thread, limit=1, before=messages[0].id, mark_read=False))
         next_before = messages[0].id if older else None
         listed = [m.as_json() for m in messages]
         emit(args, {"messages": listed, "next_before": next_before} if args.page else listed, "\n".join(format_message(m) for m in messages) or "no messages")
@@ -293,7 +293,7 @@ async def cmd_read(args: argparse.Namespace) -> None:
 
 async def cmd_edit(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
-        await node.edit(args.id, args.text)
+        await node.chat.edit(args.id, args.text)
         emit(args, {"id": args.id, "edited": True}, "edited")
 
     await _with_node(args, run)
@@ -301,7 +301,7 @@ async def cmd_edit(args: argparse.Namespace) -> None:
 
 async def cmd_delete(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
-        await node.delete(args.id)
+        await node.chat.delete(args.id)
         emit(args, {"id": args.id, "deleted": True}, "deleted")
 
     await _with_node(args, run)
@@ -309,7 +309,7 @@ async def cmd_delete(args: argparse.Namespace) -> None:
 
 async def cmd_react(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
-        await node.react(args.id, args.emoji, remove=args.remove)
+        await node.chat.react(args.id, args.emoji, remove=args.remove)
         emit(args, {"id": args.id, "emoji": args.emoji, "on": not args.remove}, "reaction removed" if args.remove else "reacted")
 
     await _with_node(args, run)
@@ -317,7 +317,7 @@ async def cmd_react(args: argparse.Namespace) -> None:
 
 async def cmd_search(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
-        found = await node.search(args.query, limit=args.limit)
+        found = await node.views.search(args.query, limit=args.limit)
         emit(args, [m.as_json() for m in found], "\n".join(f"#{printable(m.channel)} " + format_message(m) for m in found) or "nothing found")
 
     await _with_node(args, run)
@@ -325,7 +325,7 @@ async def cmd_search(args: argparse.Namespace) -> None:
 
 async def cmd_file(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
-        data = await node.blob(args.hash)
+        data = await node.blobs.blob(args.hash)
         write_atomically(Path(args.out), data, 0o644)
         emit(args, {"hash": hashlib.sha256(data).hexdigest(), "file": args.out, "bytes": len(data)}, f"{len(data)} bytes written to {args.out}")
 
@@ -335,8 +335,8 @@ async def cmd_file(args: argparse.Namespace) -> None:
 async def cmd_config(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
         if args.max_attachment_bytes is not None:
-            await node.set_max_blob_bytes(args.max_attachment_bytes)
-        emit(args, {"max_attachment_bytes": node.max_blob_bytes}, f"max attachment size: {node.max_blob_bytes} bytes")
+            await node.blobs.set_max_blob_bytes(args.max_attachment_bytes)
+        emit(args, {"max_attachment_bytes": node.blobs.max_blob_bytes}, f"max attachment size: {node.blobs.max_blob_bytes} bytes")
 
     await _with_node(args, run)
 
@@ -355,7 +355,7 @@ def _audit_verdict_text(verdict: AuditVerdict) -> str:
 async def cmd_audit(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
         if args.verify:
-            verdict = await node.verify_audit()
+            verdict = await node.audit.verify()
             emit(
                 args,
                 {"ok": verdict.ok, "entries": verdict.count, "head": verdict.head.hex(), "problem": verdict.problem, "legacy": verdict.legacy, "uncovered": verdict.uncovered},
@@ -364,11 +364,11 @@ async def cmd_audit(args: argparse.Namespace) -> None:
             if not verdict.ok:
                 raise CommandFailed(f"the audit log is broken after {verdict.count} good entries: {verdict.problem}", EXIT_ERROR, "AuditBroken")
             return
-        entries = await node.audit_entries(args.limit)
+        entries = await node.audit.entries(args.limit)
         emit(
             args,
             [{"seq": e.seq, "at": iso_utc(e.at), "actor": e.actor, "action": e.action, "detail": e.detail} for e in entries],
-            "\n".join(f"{e.seq:>6} {iso_utc(e.at)} {e.action:<18} {printable(node.user_name(e.actor)) if e.actor != '-' else '-':<12} {printable(json.dumps(e.detail, ensure_ascii=False))}" for e in entries),
+            "\n".join(f"{e.seq:>6} {iso_utc(e.at)} {e.action:<18} {printable(node.directory.user_name(e.actor)) if e.actor != '-' else '-':<12} {printable(json.dumps(e.detail, ensure_ascii=False))}" for e in entries),
         )
 
     await _with_node(args, run)
@@ -376,7 +376,7 @@ async def cmd_audit(args: argparse.Namespace) -> None:
 
 async def cmd_backup(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
-        taken = await node.backup(Path(args.to).expanduser())
+        taken = await node.custody.backup(Path(args.to).expanduser())
         debris = f"\nRemoved {taken.debris_files} file(s) ({taken.debris_bytes:,} bytes) left there by interrupted backups." if taken.debris_files else ""
         emit(
             args,
@@ -392,7 +392,7 @@ async def cmd_restore(args: argparse.Namespace) -> None:
 
     home = Path(args.home).expanduser()
     async with await Node.restore(home, Path(args.file).expanduser(), read_passphrase(args)) as node:
-        me = node.whoami()
+        me = node.identity.whoami()
         emit(
             args,
             {"home": str(home), "workspace": me.workspace_name, "node": me.node_name, "node_id": me.node_id},
@@ -454,7 +454,7 @@ def _export_json(report: ExportReport) -> dict[str, Any]:
 
 
 def _names(node: Node) -> dict[str, str]:
-    return {n.node_id: n.name for n in node.nodes()}
+    return {n.node_id: n.name for n in node.directory.nodes()}
 
 
 def _stick_root(path: str) -> Path:
@@ -480,7 +480,7 @@ def _exit_for(report: ImportReport, node: Node) -> None:
     """Exit 4 when the import wiped this node (its revocation was on the stick), else 3 when
     it refused a bundle; the report is printed first either way."""
     if report.wiped:
-        raise NodeLocked(node.locked_reason or "this node was revoked and wiped itself")
+        raise NodeLocked(node.identity.locked_reason or "this node was revoked and wiped itself")
     if report.rejected:
         raise CommandFailed(f"{len(report.rejected)} bundle(s) rejected (see the report)", EXIT_REJECTED, "BundleRejected")
 
@@ -529,7 +529,7 @@ async def _inspect(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
         try:
             header, _ = await asyncio.to_thread(
-                open_bundle, data, my_key=node.signing_key, sender_status=lambda _key: "trusted", limits=sneakernet.IMPORT_LIMITS, workspace=node.directory.workspace
+                open_bundle, data, my_key=node.identity.signing_key, sender_status=lambda _key: "trusted", limits=sneakernet.IMPORT_LIMITS, workspace=node.directory.current.workspace
             )
         except SyncError as exc:
             payload["refused"] = str(exc)
@@ -595,11 +595,11 @@ async def cmd_courier(args: argparse.Namespace) -> None:
 async def cmd_node(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
         if args.node_command == "revoke":
-            key = node.node_key_of(args.node)
-            await node.revoke(key, args.reason)
+            key = node.directory.node_key_of(args.node)
+            await node.directory.revoke(key, args.reason)
             emit(args, {"revoked": ids.key_id(key)}, f"node {ids.key_id(key)} revoked; the revocation travels with the next bundles (run `rallypoint courier`)")
             return
-        rows = node.nodes()
+        rows = node.directory.nodes()
         emit(
             args,
             [{"node_id": r.node_id, "name": r.name, "revoked": r.revoked, "this_node": r.this_node} for r in rows],
@@ -632,7 +632,7 @@ async def cmd_serve(args: argparse.Namespace) -> None:
                 if not host or not port.isdigit():
                     raise CliError(f"--peer {target!r}: expected ADDRESS:PORT")
                 service.dial(host.strip("[]"), int(port))
-            emit(args, {"event": "Listening", "node_id": node.node_id, "address": args.bind, "port": service.port}, f"node {node.node_id} listening on {args.bind}:{service.port}")
+            emit(args, {"event": "Listening", "node_id": node.identity.node_id, "address": args.bind, "port": service.port}, f"node {node.identity.node_id} listening on {args.bind}:{service.port}")
             sys.stdout.flush()
             waits = [asyncio.create_task(stop.wait()), asyncio.create_task(service.ended.wait())]
             try:
@@ -679,7 +679,7 @@ def _event_text(event: lan.LanEvent) -> str:
 
 async def cmd_peers(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
-        rows = await node.peer_overview(interface_networks())
+        rows = await node.peers.peer_overview(interface_networks())
         payload = [
             {
                 "node_id": r.node_id,
@@ -718,7 +718,7 @@ async def cmd_peers(args: argparse.Namespace) -> None:
 async def cmd_allow(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
         if args.list or not (args.network or args.remove):
-            rules = await node.network_rules(interface_networks())
+            rules = await node.peers.network_rules(interface_networks())
             emit(
                 args,
                 [{"network": r.network, "action": r.action, "default": r.default, "interface": r.interface} for r in rules],
@@ -726,10 +726,10 @@ async def cmd_allow(args: argparse.Namespace) -> None:
             )
             return
         if args.remove:
-            network = await node.set_network_rule(args.remove, None)
+            network = await node.peers.set_network_rule(args.remove, None)
             emit(args, {"removed": network}, f"rule for {network} removed")
             return
-        network = await node.set_network_rule(args.network, "allow")
+        network = await node.peers.set_network_rule(args.network, "allow")
         emit(args, {"allowed": network}, f"LAN sessions with {network} allowed, both directions (a running node applies it to new connections)")
 
     await _with_node(args, run)
@@ -743,7 +743,7 @@ def _default_note(rule: NetworkRule) -> str:
 
 async def cmd_deny(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
-        network = await node.set_network_rule(args.network, "deny")
+        network = await node.peers.set_network_rule(args.network, "deny")
         emit(args, {"denied": network}, f"LAN sessions with {network} denied, both directions (a running node applies it to new connections)")
 
     await _with_node(args, run)

@@ -269,7 +269,7 @@ class CourierScreen(Screen[None]):
         self.post_message(ProgressChanged(progress))
 
     def names(self) -> dict[str, str]:
-        return {info.node_id: info.name for info in self.node.nodes()}
+        return {info.node_id: info.name for info in self.node.directory.nodes()}
 
     async def import_job(self, root: Path, *, preview: bool) -> str:
         report = await sneakernet.import_bundles(self.node, root, preview=preview, progress=self.report_progress)
@@ -314,7 +314,7 @@ class CourierScreen(Screen[None]):
 
     @work(group="peers", exclusive=True)
     async def load_peers(self) -> None:
-        self.post_message(PeersLoaded([info for info in self.node.nodes() if not info.this_node and not info.revoked]))
+        self.post_message(PeersLoaded([info for info in self.node.directory.nodes() if not info.this_node and not info.revoked]))
 
     @on(PeersLoaded)
     def peers_loaded(self, event: PeersLoaded) -> None:

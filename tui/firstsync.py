@@ -20,6 +20,6 @@ CONFIRM_DETAIL = "The workspace's channels have not arrived yet: one of the same
 async def awaiting_first_sync(node: Node) -> bool:
     """True for a node that did not found its workspace and has never synced with a peer,
     neither over the LAN nor by an accepted bundle."""
-    if node.whoami().holds_workspace_key:
+    if node.identity.whoami().holds_workspace_key:
         return False  # the founding node: the workspace starts here
-    return not any(peer.last_sync is not None or peer.last_courier is not None for peer in await node.peer_overview())
+    return not any(peer.last_sync is not None or peer.last_courier is not None for peer in await node.peers.peer_overview())

@@ -2,7 +2,7 @@
 
 A channel can hold far more messages than a widget should: the list holds a window of at
 most WINDOW of them, paged in PAGE at a time as the cursor reaches either end, and the
-window is read with nothing but `node.read(before=ID, limit=N)`. A window is the `span`
+window is read with nothing but `node.views.read(before=ID, limit=N)`. A window is the `span`
 messages just before its `anchor` (None: the newest ones); moving back up past WINDOW drops
 the newest page and remembers the anchor it had, so moving down again re-reads that window
 exactly. One read per move: messages that arrive in between (a courier's bundle of older
