@@ -25,7 +25,7 @@ from automerge import core
 from automerge._automerge import Document, Message, SyncState
 
 from appliance.changes import ACTOR_BYTES, AUTHOR_KEY_BYTES, uleb128
-from appliance.errors import RallypointError
+from appliance.errors import ApplianceError
 
 ROOT = core.ROOT
 Str, Int, Bool, Bytes, Null = (
@@ -40,7 +40,7 @@ MapType, ListType = core.ObjType.Map, core.ObjType.List
 DIRECTORY_DOC = "directory"
 
 
-class DocumentError(RallypointError):
+class DocumentError(ApplianceError):
     """Automerge refused to load or apply something (its errors are plain Exception)."""
 
 
