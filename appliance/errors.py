@@ -24,7 +24,6 @@ translated at the boundary (`raise X(...) from exc`).
     │   ├── DocumentError                  (appliance.documents)
     │   ├── NodeLocked
     │   ├── CertificateInvalid
-    │   ├── AuditChainBroken
     │   ├── StorageError
     │   └── IdentityConflict
     ├── SyncError                          sync/errors.py draws its tree
@@ -86,10 +85,6 @@ class NodeLocked(ApplianceError):
 
 class CertificateInvalid(ApplianceError):
     """A certificate or revocation that is malformed or whose signature does not verify."""
-
-
-class AuditChainBroken(ApplianceError):
-    """The audit log's hash chain does not verify."""
 
 
 class StorageError(ApplianceError):
