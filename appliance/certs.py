@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TypeVar
 
 import nacl.signing
 
@@ -17,18 +19,47 @@ from appliance.errors import CertificateInvalid, InvalidInput
 
 CERT_DOMAIN = b"rallypoint/certificate/v1\x00"
 REVOCATION_DOMAIN = b"rallypoint/revocation/v1\x00"
-ROLES = ("admin", "member", "observer")
-SUBJECT_KINDS = ("user", "node")
 MAX_NAME = 64
+T = TypeVar("T")
+
+
+class Role(StrEnum):
+    """What a certificate lets its subject do, as certificates and the store spell it."""
+
+    ADMIN = "admin"
+    MEMBER = "member"
+    OBSERVER = "observer"
+    NODE = "node"  # every node certificate's role
+    REVOKED = "revoked"  # never in a certificate: what `whoami` says of a user whose certificate is gone
+
+
+ROLES = (Role.ADMIN, Role.MEMBER, Role.OBSERVER)  # the roles a user certificate grants
+
+
+class SubjectKind(StrEnum):
+    """Who a certificate is about."""
+
+    USER = "user"
+    NODE = "node"
+
+
+class Trust(StrEnum):
+    """How this node treats another node, by the directory (and, for LAN sightings, the
+    workspace it announces)."""
+
+    TRUSTED = "trusted"  # a current node of this workspace
+    UNKNOWN = "unknown"  # no certificate here (yet): an enrollment still to arrive, or a stranger
+    REVOKED = "revoked"
+    OTHER_WORKSPACE = "other workspace"  # seen on the LAN announcing another workspace
 
 
 @dataclass(frozen=True)
 class Certificate:
     workspace: bytes
-    kind: str  # "user" | "node"
+    kind: SubjectKind
     key: bytes
     name: str
-    role: str  # users: admin|member|observer; nodes: "node"
+    role: Role  # users: one of ROLES; nodes: Role.NODE
     issuer: bytes
     issued_at: int  # ms since the epoch
     expires_at: int | None
@@ -72,32 +103,32 @@ def issue_certificate(
     issuer_key: nacl.signing.SigningKey,
     *,
     workspace: bytes,
-    kind: str,
+    kind: SubjectKind,
     key: bytes,
     name: str,
-    role: str,
+    role: Role,
     issued_at: int,
     expires_at: int | None = None,
     home: bytes | None = None,
 ) -> Certificate:
-    if kind not in SUBJECT_KINDS:
-        raise InvalidInput(f"unknown certificate kind {kind!r}")
-    if kind == "user" and role not in ROLES:
-        raise InvalidInput(f"unknown role {role!r}; one of {', '.join(ROLES)}")
-    if kind == "node":
-        role = "node"
-    if home is not None and (kind != "user" or len(home) != crypto.KEY_BYTES):
+    if kind not in tuple(SubjectKind):
+        raise InvalidInput(f"unknown certificate kind {str(kind)!r}")
+    if kind == SubjectKind.USER and role not in ROLES:
+        raise InvalidInput(f"unknown role {str(role)!r}; one of {', '.join(ROLES)}")
+    if kind == SubjectKind.NODE:
+        role = Role.NODE
+    if home is not None and (kind != SubjectKind.USER or len(home) != crypto.KEY_BYTES):
         raise InvalidInput("only a user certificate names a home node, by its 32-byte key")
     optional = {} if home is None else {"home": home}
     body = cbor.encode(
         {
             **optional,
             "v": 1,
-            "kind": kind,
+            "kind": str(kind),  # the plain string: the signed bytes do not depend on the enum
             "workspace": workspace,
             "key": key,
             "name": check_name(name),
-            "role": role,
+            "role": str(role),
             "issuer": bytes(issuer_key.verify_key),
             "issued_at": issued_at,
             "expires_at": expires_at,
@@ -125,7 +156,7 @@ def issue_revocation(
     return decode_revocation(cbor.encode([body, signature]))
 
 
-def _split(encoded: bytes, what: str) -> tuple[dict, bytes, bytes]:
+def _split(encoded: bytes, what: str) -> tuple[dict[str, object], bytes, bytes]:
     try:
         outer = cbor.decode(encoded, what)
         if not (isinstance(outer, list) and len(outer) == 2 and all(isinstance(x, bytes) for x in outer)):
@@ -139,7 +170,7 @@ def _split(encoded: bytes, what: str) -> tuple[dict, bytes, bytes]:
     return body, body_bytes, signature
 
 
-def _field(body: dict, name: str, kind: type | tuple[type, ...], what: str) -> object:
+def _field(body: dict[str, object], name: str, kind: type[T], what: str) -> T:
     value = body.get(name)
     if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
         raise CertificateInvalid(f"{what}: field {name!r} missing or of the wrong type")
@@ -154,26 +185,33 @@ def decode_certificate(encoded: bytes) -> Certificate:
     what = "certificate"
     kind = _field(body, "kind", str, what)
     required = {"v", "kind", "workspace", "key", "name", "role", "issuer", "issued_at", "expires_at"}
-    if kind not in SUBJECT_KINDS or not required <= set(body) <= required | {"home"} or ("home" in body and kind != "user"):
+    if kind not in tuple(SubjectKind) or not required <= set(body) <= required | {"home"} or ("home" in body and kind != SubjectKind.USER):
         raise CertificateInvalid("certificate: unexpected fields")
     expires_at = body["expires_at"]
     if expires_at is not None and not isinstance(expires_at, int):
         raise CertificateInvalid("certificate: bad expiry")
+    workspace = _field(body, "workspace", bytes, what)
+    key = _field(body, "key", bytes, what)
+    name = _field(body, "name", str, what)
+    role = _field(body, "role", str, what)
+    issuer = _field(body, "issuer", bytes, what)
+    issued_at = _field(body, "issued_at", int, what)
+    home = _field(body, "home", bytes, what) if "home" in body else None
+    if role not in (ROLES if kind == SubjectKind.USER else (Role.NODE,)):
+        raise CertificateInvalid(f"certificate: unknown role {role!r}")
     cert = Certificate(
-        workspace=_field(body, "workspace", bytes, what),  # type: ignore[arg-type]
-        kind=kind,  # type: ignore[arg-type]
-        key=_field(body, "key", bytes, what),  # type: ignore[arg-type]
-        name=_field(body, "name", str, what),  # type: ignore[arg-type]
-        role=_field(body, "role", str, what),  # type: ignore[arg-type]
-        issuer=_field(body, "issuer", bytes, what),  # type: ignore[arg-type]
-        issued_at=_field(body, "issued_at", int, what),  # type: ignore[arg-type]
+        workspace=workspace,
+        kind=SubjectKind(kind),
+        key=key,
+        name=name,
+        role=Role(role),
+        issuer=issuer,
+        issued_at=issued_at,
         expires_at=expires_at,
         signature=signature,
         encoded=encoded,
-        home=_field(body, "home", bytes, what) if "home" in body else None,  # type: ignore[arg-type]
+        home=home,
     )
-    if cert.role not in (ROLES if cert.kind == "user" else ("node",)):
-        raise CertificateInvalid(f"certificate: unknown role {cert.role!r}")
     crypto.require_signature(cert.issuer, CERT_DOMAIN + body_bytes, signature, "certificate")
     return cert
 
@@ -184,11 +222,11 @@ def decode_revocation(encoded: bytes) -> Revocation:
     if body.get("kind") != "revocation" or set(body) != {"v", "kind", "workspace", "subject", "reason", "issuer", "revoked_at"}:
         raise CertificateInvalid("revocation: unexpected fields")
     rev = Revocation(
-        workspace=_field(body, "workspace", bytes, what),  # type: ignore[arg-type]
-        subject=_field(body, "subject", bytes, what),  # type: ignore[arg-type]
-        reason=_field(body, "reason", str, what),  # type: ignore[arg-type]
-        issuer=_field(body, "issuer", bytes, what),  # type: ignore[arg-type]
-        revoked_at=_field(body, "revoked_at", int, what),  # type: ignore[arg-type]
+        workspace=_field(body, "workspace", bytes, what),
+        subject=_field(body, "subject", bytes, what),
+        reason=_field(body, "reason", str, what),
+        issuer=_field(body, "issuer", bytes, what),
+        revoked_at=_field(body, "revoked_at", int, what),
         signature=signature,
         encoded=encoded,
     )
@@ -216,7 +254,13 @@ class Directory:
 
     def is_admin(self, key: bytes) -> bool:
         cert = self.users.get(key)
-        return cert is not None and cert.role == "admin"
+        return cert is not None and cert.role == Role.ADMIN
+
+    def trust_of(self, node_key: bytes) -> Trust:
+        """The one trust rule for a node key: revoked wins, then a current node certificate."""
+        if node_key in self.revoked:
+            return Trust.REVOKED
+        return Trust.TRUSTED if node_key in self.nodes else Trust.UNKNOWN
 
 
 def resolve_directory(
@@ -239,7 +283,7 @@ def resolve_directory(
                 if cert.fingerprint in accepted:
                     continue
                 accepted[cert.fingerprint] = cert
-                if cert.kind == "user" and cert.role == "admin" and cert.key not in issuers:
+                if cert.kind == SubjectKind.USER and cert.role == Role.ADMIN and cert.key not in issuers:
                     issuers.add(cert.key)
                     changed = True
         by_key: dict[bytes, list[Certificate]] = {}
@@ -248,13 +292,13 @@ def resolve_directory(
         return by_key
 
     ever_trusted = closure(set())
-    revokers = {workspace} | {k for k, cs in ever_trusted.items() if any(c.kind == "user" and c.role == "admin" for c in cs)}
+    revokers = {workspace} | {k for k, cs in ever_trusted.items() if any(c.kind == SubjectKind.USER and c.role == Role.ADMIN for c in cs)}
     revoked = {r.subject: r for r in sorted(revs, key=lambda r: r.revoked_at) if r.issuer in revokers}
     trusted = closure(set(revoked))
     newest = {k: max(cs, key=lambda c: (c.issued_at, c.fingerprint)) for k, cs in trusted.items()}
     return Directory(
         workspace=workspace,
-        users={k: c for k, c in newest.items() if c.kind == "user"},
-        nodes={k: c for k, c in newest.items() if c.kind == "node"},
+        users={k: c for k, c in newest.items() if c.kind == SubjectKind.USER},
+        nodes={k: c for k, c in newest.items() if c.kind == SubjectKind.NODE},
         revoked=revoked,
     )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import nacl.signing
 
 from appliance import crypto
-from appliance.errors import ChangeRejected, MissingDependencies, RallypointError
+from appliance.errors import ApplianceError, ChangeRejected, MissingDependencies
 
 MAGIC = bytes.fromhex("856f4a83")
 CHUNK_CHANGE = 1
@@ -59,7 +59,7 @@ class VerifiedChange:
     vouched_by: bytes  # hash of the change whose verified signature covers this one
 
 
-class MalformedChange(RallypointError):
+class MalformedChange(ApplianceError):
     """Bytes that are not an Automerge change chunk."""
 
 

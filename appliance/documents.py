@@ -19,13 +19,14 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from enum import StrEnum
+from typing import Any, NamedTuple
 
 from automerge import core
 from automerge._automerge import Document, Message, SyncState
 
 from appliance.changes import ACTOR_BYTES, AUTHOR_KEY_BYTES, uleb128
-from appliance.errors import RallypointError
+from appliance.errors import ApplianceError
 
 ROOT = core.ROOT
 Str, Int, Bool, Bytes, Null = (
@@ -40,7 +41,37 @@ MapType, ListType = core.ObjType.Map, core.ObjType.List
 DIRECTORY_DOC = "directory"
 
 
-class DocumentError(RallypointError):
+class DocumentKind(StrEnum):
+    """The three shapes of document, as a document id says and the store's `documents.kind` holds."""
+
+    DIRECTORY = "directory"
+    HEAD = "head"
+    SEGMENT = "segment"
+
+
+class ChannelKind(StrEnum):
+    """Who may read a channel: every user, or its members (and admins)."""
+
+    PUBLIC = "public"
+    PRIVATE = "private"
+
+
+class ChannelRole(StrEnum):
+    """A user's place in a channel's member map."""
+
+    OWNER = "owner"  # its creator: may add members
+    MEMBER = "member"
+
+
+class DocumentRef(NamedTuple):
+    """What a document id names. A named tuple: callers still unpack it as the triple it was."""
+
+    kind: DocumentKind
+    channel_id: str  # "" for the directory
+    segment: int  # the segment's index; 0 for the directory and heads
+
+
+class DocumentError(ApplianceError):
     """Automerge refused to load or apply something (its errors are plain Exception)."""
 
 
@@ -56,16 +87,15 @@ _CHANNEL_ID = re.compile(r"[0-9a-f]{20}")  # 10 random bytes, as Node.create_cha
 _SEGMENT_INDEX = re.compile(r"[0-9]{6,9}")
 
 
-def parse_doc_id(doc_id: str) -> tuple[str, str, int]:
-    """(kind, channel_id, segment index); kind is directory, head or segment."""
+def parse_doc_id(doc_id: str) -> DocumentRef:
     if doc_id == DIRECTORY_DOC:
-        return "directory", "", 0
+        return DocumentRef(DocumentKind.DIRECTORY, "", 0)
     parts = doc_id.split("/")
     if len(parts) in (2, 3) and _CHANNEL_ID.fullmatch(parts[0]):
         if len(parts) == 2 and parts[1] == "head":
-            return "head", parts[0], 0
+            return DocumentRef(DocumentKind.HEAD, parts[0], 0)
         if len(parts) == 3 and parts[1] == "seg" and _SEGMENT_INDEX.fullmatch(parts[2]):
-            return "segment", parts[0], int(parts[2])
+            return DocumentRef(DocumentKind.SEGMENT, parts[0], int(parts[2]))
     raise DocumentError(f"unknown document id {doc_id[:80]!r}")
 
 
@@ -135,12 +165,20 @@ def _child(doc: Document, obj: bytes, prop: str | int) -> bytes | None:
 # --- directory -------------------------------------------------------------------------
 
 
-def directory_entries(doc: Document) -> list[tuple[str, bytes]]:
+class DirectoryEntry(NamedTuple):
+    """One certificate or revocation as the directory document holds it. A named tuple:
+    callers still unpack it as the pair it was."""
+
+    key: str  # "cert:<fingerprint>" or "rev:<fingerprint>"
+    data: bytes  # its CBOR encoding
+
+
+def directory_entries(doc: Document) -> list[DirectoryEntry]:
     out = []
     for key in doc.keys(ROOT):
         value, _ = _scalar(doc, ROOT, key)
         if isinstance(value, bytes) and key.startswith(("cert:", "rev:")):
-            out.append((key, value))
+            out.append(DirectoryEntry(key, value))
     return out
 
 
@@ -152,26 +190,26 @@ class ChannelHead:
     channel_id: str
     name: str
     purpose: str
-    kind: str  # public | private
+    kind: ChannelKind
     created_by: str
     created_at: int
     archived: bool
-    members: dict[str, str] = field(default_factory=dict)  # user hex -> owner|member
+    members: dict[str, str] = field(default_factory=dict)  # user hex -> a ChannelRole as the document spells it
 
 
-def create_head(doc: Document, *, name: str, purpose: str, kind: str, created_by: str, created_at: int) -> None:
+def create_head(doc: Document, *, name: str, purpose: str, kind: ChannelKind, created_by: str, created_at: int) -> None:
     with doc.transaction() as tx:
         tx.put(ROOT, "name", Str, name)
         tx.put(ROOT, "purpose", Str, purpose)
-        tx.put(ROOT, "kind", Str, kind)
+        tx.put(ROOT, "kind", Str, str(kind))
         tx.put(ROOT, "created_by", Str, created_by)
         tx.put(ROOT, "created_at", Int, created_at)
         tx.put(ROOT, "archived", Bool, False)
         members = tx.put_object(ROOT, "members", MapType)
-        tx.put(members, created_by, Str, "owner")
+        tx.put(members, created_by, Str, str(ChannelRole.OWNER))
 
 
-def set_member(doc: Document, user_hex: str, role: str | None) -> None:
+def set_member(doc: Document, user_hex: str, role: ChannelRole | None) -> None:
     members = _child(doc, ROOT, "members")
     if members is None:
         raise DocumentError("channel head has no member map")
@@ -179,7 +217,7 @@ def set_member(doc: Document, user_hex: str, role: str | None) -> None:
         if role is None:
             tx.delete(members, user_hex)
         else:
-            tx.put(members, user_hex, Str, role)
+            tx.put(members, user_hex, Str, str(role))
 
 
 def read_head(doc: Document, channel_id: str) -> ChannelHead | None:
@@ -202,7 +240,7 @@ def read_head(doc: Document, channel_id: str) -> ChannelHead | None:
         channel_id=channel_id,
         name=name,
         purpose=purpose if isinstance(purpose, str) else "",
-        kind=kind if kind in ("public", "private") else "private",
+        kind=ChannelKind(kind) if kind in tuple(ChannelKind) else ChannelKind.PRIVATE,
         created_by=created_by if isinstance(created_by, str) else "",
         created_at=created_at if isinstance(created_at, int) else 0,
         archived=archived is True,

@@ -1,35 +1,69 @@
-"""The one root exception of the node, and the distinct outcomes callers act on."""
+"""The one exception tree of Rallypoint, and the distinct outcomes callers act on.
+
+Every error raised on purpose is a `RallypointError`; its message is one line meant for the
+user. Each package declares its own sub-root in its `errors.py`; an error a module of the
+package keeps beside the code that raises it says so in brackets. Third-party exceptions are
+translated at the boundary (`raise X(...) from exc`).
+
+    RallypointError
+    ├── ApplianceError                     this file: the node, its store and its values
+    │   ├── NotInitialised
+    │   ├── AlreadyInitialised
+    │   ├── WrongPassphrase
+    │   ├── EnrollmentRejected
+    │   ├── PermissionDenied
+    │   ├── NotFound
+    │   ├── InvalidInput
+    │   │   ├── BlobTooLarge
+    │   │   ├── CborTooLarge               (appliance.cbor)
+    │   │   ├── NotARegularFile            (appliance.files)
+    │   │   └── FileTooLarge               (appliance.files)
+    │   ├── ChangeRejected
+    │   │   └── MissingDependencies
+    │   ├── MalformedChange                (appliance.changes)
+    │   ├── DocumentError                  (appliance.documents)
+    │   ├── NodeLocked
+    │   ├── CertificateInvalid
+    │   ├── StorageError
+    │   └── IdentityConflict
+    ├── SyncError                          sync/errors.py draws its tree
+    └── TuiError                           tui/errors.py: the console and the CLI
+"""
 
 
 class RallypointError(Exception):
-    """Root of every error the node raises on purpose; its message is shown to the user."""
+    """Root of every error Rallypoint raises on purpose; its message is shown to the user."""
 
 
-class NotInitialised(RallypointError):
+class ApplianceError(RallypointError):
+    """Root of every error the appliance package (the node) raises on purpose."""
+
+
+class NotInitialised(ApplianceError):
     """The home directory holds no node yet."""
 
 
-class AlreadyInitialised(RallypointError):
+class AlreadyInitialised(ApplianceError):
     """`init` or `join` on a home that already holds a node."""
 
 
-class WrongPassphrase(RallypointError):
+class WrongPassphrase(ApplianceError):
     """The passphrase does not open the sealed keys."""
 
 
-class EnrollmentRejected(RallypointError):
+class EnrollmentRejected(ApplianceError):
     """An enrollment file that is damaged, for another workspace, or opened with a wrong code."""
 
 
-class PermissionDenied(RallypointError):
+class PermissionDenied(ApplianceError):
     """The acting user's certificate or channel role does not allow the action."""
 
 
-class NotFound(RallypointError):
+class NotFound(ApplianceError):
     """A channel, message, user or blob that this node does not have."""
 
 
-class InvalidInput(RallypointError):
+class InvalidInput(ApplianceError):
     """A name, text or file the node refuses before touching anything."""
 
 
@@ -37,7 +71,7 @@ class BlobTooLarge(InvalidInput):
     """An attachment over the configured size limit."""
 
 
-class ChangeRejected(RallypointError):
+class ChangeRejected(ApplianceError):
     """A batch of changes that failed verification; nothing of it was applied."""
 
 
@@ -45,22 +79,18 @@ class MissingDependencies(ChangeRejected):
     """A batch that builds on changes this node does not have yet (an earlier bundle is missing)."""
 
 
-class NodeLocked(RallypointError):
+class NodeLocked(ApplianceError):
     """This node's own revocation arrived: it locked itself and wiped its data key."""
 
 
-class CertificateInvalid(RallypointError):
+class CertificateInvalid(ApplianceError):
     """A certificate or revocation that is malformed or whose signature does not verify."""
 
 
-class AuditChainBroken(RallypointError):
-    """The audit log's hash chain does not verify."""
-
-
-class StorageError(RallypointError):
+class StorageError(ApplianceError):
     """The database refused a write (full disk, read-only medium, locked); nothing was half-written."""
 
 
-class IdentityConflict(RallypointError):
+class IdentityConflict(ApplianceError):
     """Two machines present one node identity (an enrollment file used twice, a copied disk):
     that node is refused until an admin revokes it and it is re-enrolled."""

@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
+from typing import NamedTuple
 
+from appliance.certs import Role, Trust
 from appliance.changes import SignedChange
+from appliance.documents import ChannelKind
 
 MAX_READ_PAGE = 10_000  # messages one read returns at most; older ones are read with `before`
 
@@ -28,7 +32,7 @@ class Identity:
     node_key: bytes
     user_name: str
     user_key: bytes
-    role: str
+    role: Role  # Role.REVOKED when the acting user's certificate is gone
     holds_workspace_key: bool
 
 
@@ -36,7 +40,7 @@ class Identity:
 class UserInfo:
     name: str
     key: bytes
-    role: str
+    role: Role
     local: bool  # this node holds the user's secret key
     revoked: bool = False
 
@@ -46,7 +50,7 @@ class ChannelSummary:
     channel_id: str
     name: str
     purpose: str
-    kind: str
+    kind: ChannelKind
     archived: bool
     unread: int
     mentions: int
@@ -116,6 +120,42 @@ class Enrollment:
     user_name: str
 
 
+class Carrier(StrEnum):
+    """How changes travelled from another node."""
+
+    BUNDLE = "bundle"  # a signed, encrypted file on a courier stick
+    LAN = "lan"  # an authenticated LAN session
+
+
+class ImportOutcome(StrEnum):
+    """What became of one bundle file (the store's `bundle_log.outcome`, the courier report).
+    A rejection is named by the error that refused it: the values are those classes' names,
+    as stored since the first release."""
+
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"  # intact and from a trusted sender, but nothing in it was new
+    SEEN = "seen"  # this exact file was imported (or rejected) before
+    NOT_FOR_ME = "not for this node"
+    WAITING = "waiting"  # builds on a bundle this node has not imported yet; left on the stick
+    UNREADABLE = "Unreadable"  # the stick would not give its bytes
+    TAMPERED = "Tampered"
+    TRUNCATED = "Truncated"
+    UNKNOWN_SENDER = "UnknownSender"
+    REVOKED_SENDER = "RevokedSender"
+    UNSUPPORTED_VERSION = "UnsupportedVersion"
+    TOO_LARGE = "TooLarge"
+    MALFORMED = "Malformed"
+    CHANGE_REJECTED = "ChangeRejected"
+    IDENTITY_CONFLICT = "IdentityConflict"
+
+    @property
+    def rejected(self) -> bool:
+        return self not in _NOT_REJECTED
+
+
+_NOT_REJECTED = frozenset({ImportOutcome.ACCEPTED, ImportOutcome.DUPLICATE, ImportOutcome.SEEN, ImportOutcome.NOT_FOR_ME, ImportOutcome.WAITING})
+
+
 @dataclass(frozen=True)
 class ImportResult:
     doc_id: str
@@ -155,17 +195,37 @@ class ImportSummary:
     preview: bool
     wiped: bool = False  # the batch revoked this very node: it locked itself and wiped its data
 
+    @property
+    def outcome(self) -> ImportOutcome:
+        """An import that stored nothing new was a duplicate."""
+        return ImportOutcome.ACCEPTED if self.changes or self.blobs else ImportOutcome.DUPLICATE
+
 
 @dataclass(frozen=True)
 class Receipt:
     """Where an imported batch came from; recorded in the import's own transaction."""
 
-    source: str  # "bundle" | "lan"
+    source: Carrier
     sender: bytes  # the sending node's key
     created_at: int  # the sender's clock when it made the batch, ms
     sender_heads: Mapping[str, tuple[bytes, ...]]  # what the sender holds: an acknowledgement
     digest: bytes | None = None  # SHA-256 of the bundle file
     bundle_id: bytes | None = None
+
+
+class DocumentDelta(NamedTuple):
+    """One document's changes a peer lacks. A named tuple: callers still unpack the pair."""
+
+    doc_id: str
+    changes: tuple[SignedChange, ...]
+
+
+class BlobDelta(NamedTuple):
+    """One blob a peer lacks. A named tuple: callers still unpack the triple."""
+
+    hash: bytes
+    doc_id: str  # a document that references it (its readers may have it)
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -174,8 +234,8 @@ class Delta:
     (newest first); blobs they lack. `heads` are this node's heads of every document the
     peers may receive (sent along as an acknowledgement)."""
 
-    documents: tuple[tuple[str, tuple[SignedChange, ...]], ...]
-    blobs: tuple[tuple[bytes, str, bytes], ...]  # (hash, document that references it, bytes)
+    documents: tuple[DocumentDelta, ...]
+    blobs: tuple[BlobDelta, ...]
     heads: Mapping[str, tuple[bytes, ...]]
 
     @property
@@ -210,7 +270,7 @@ class PeerStatus:
 
     node_id: str
     name: str  # "" for a node the directory does not know
-    trust: str  # "trusted" | "revoked" | "unknown" | "other workspace"
+    trust: Trust
     key: bytes | None  # the node key, for nodes of the directory
     address: str | None  # where it was last seen on the LAN
     port: int | None

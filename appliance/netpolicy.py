@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 from appliance.errors import InvalidInput
 
@@ -36,10 +37,15 @@ class LocalNetwork:
     interface: str
 
 
+class RuleAction(StrEnum):
+    ALLOW = "allow"
+    DENY = "deny"
+
+
 @dataclass(frozen=True)
 class NetworkRule:
     network: str  # normalised CIDR
-    action: str  # "allow" | "deny"
+    action: RuleAction
     default: bool = False  # a built-in default (a private range or an interface's network), in force while nothing is allowed
     interface: str | None = None  # for the default of an interface's network: the interface
 
@@ -61,13 +67,13 @@ def parse_network(text: str) -> str:
 def effective_rules(rules: Sequence[NetworkRule], local: Sequence[LocalNetwork] = ()) -> list[NetworkRule]:
     """The operator's rules, plus - while none of them allows - the networks of this node's
     interfaces (`local`) and the private ranges."""
-    if any(r.action == "allow" for r in rules):
+    if any(r.action == RuleAction.ALLOW for r in rules):
         return list(rules)
     interfaces: dict[str, NetworkRule] = {}
     for net in local:
         if net.network not in interfaces and not _within_private(ipaddress.ip_network(net.network)):
-            interfaces[net.network] = NetworkRule(net.network, "allow", default=True, interface=net.interface)
-    return [*rules, *interfaces.values(), *(NetworkRule(str(n), "allow", default=True) for n in DEFAULT_ALLOWED)]
+            interfaces[net.network] = NetworkRule(net.network, RuleAction.ALLOW, default=True, interface=net.interface)
+    return [*rules, *interfaces.values(), *(NetworkRule(str(n), RuleAction.ALLOW, default=True) for n in DEFAULT_ALLOWED)]
 
 
 def _within_private(network: Network) -> bool:
@@ -88,12 +94,12 @@ def decide(address: str, rules: Sequence[NetworkRule], local: Sequence[LocalNetw
     for rule in effective_rules(rules, local):
         network = ipaddress.ip_network(rule.network)
         if ip.version == network.version and ip in network:
-            rank = (network.prefixlen, rule.action == "deny")
+            rank = (network.prefixlen, rule.action == RuleAction.DENY)
             if best is None or rank > best[:2]:
                 best = (*rank, rule)
     if best is None:
         return Decision(False, None)
-    return Decision(best[2].action == "allow", best[2])
+    return Decision(best[2].action == RuleAction.ALLOW, best[2])
 
 
 def refusal_reason(address: str, decision: Decision) -> str:

@@ -1,12 +1,35 @@
-"""The root exception of the sync package, the distinct outcomes of opening a bundle, and the
-ways a LAN session fails.
+"""The sync package's exceptions: its sub-root under `RallypointError`, the distinct outcomes of
+opening a bundle, and the ways a courier stick, a LAN session or discovery fails.
 
-Every exception's message is one line meant for the user (the CLI prints it as is)."""
+Every exception's message is one line meant for the user (the CLI prints it as is).
+
+    RallypointError                        appliance/errors.py draws the whole tree
+    └── SyncError
+        ├── BundleRejected
+        │   ├── NotAddressedToMe
+        │   ├── Tampered
+        │   ├── Truncated
+        │   ├── UnknownSender
+        │   ├── RevokedSender
+        │   ├── UnsupportedVersion
+        │   ├── TooLarge
+        │   └── Malformed
+        ├── StickError
+        ├── SessionError
+        │   ├── HandshakeFailed
+        │   ├── UnsupportedProtocol
+        │   ├── FrameRejected
+        │   └── MessageMalformed
+        ├── DiscoveryError
+        └── ServiceAlreadyRunning          (sync.service_lock)
+"""
 
 from __future__ import annotations
 
+from appliance.errors import RallypointError
 
-class SyncError(Exception):
+
+class SyncError(RallypointError):
     """Root of every error the sync package raises on purpose."""
 
 
