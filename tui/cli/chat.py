@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from appliance import ids
-from appliance.errors import InvalidInput
 from appliance.model import MAX_READ_PAGE, iso_utc
 from tui.cli.output import emit
 from tui.cli.parsing import Command
@@ -103,7 +102,7 @@ async def cmd_post(args: argparse.Namespace) -> None:
 
 async def cmd_read(args: argparse.Namespace) -> None:
     if args.before is not None and not ids.is_message_id(args.before):
-        raise InvalidInput(f"--before {args.before!r}: not a message id")
+        raise CliError(f"--before {args.before!r}: not a message id")
 
     async def run(node: Node) -> None:
         messages = await node.views.read(args.channel, thread=args.thread, limit=args.limit, before=args.before)
