@@ -65,8 +65,8 @@ class MemoryReplica:
 
     def __init__(self, workspace: bytes, node_key: bytes, *, clock: Callable[[], int], max_blob_bytes: int = 16 * 1024 * 1024) -> None:
         self.node_key = node_key
+        self.workspace = workspace
         self.feed = ChangeFeed(self._nothing_to_poll)
-        self._workspace = workspace
         self._clock = clock
         self._max_blob_bytes = max_blob_bytes
         self._changes: dict[str, dict[bytes, SignedChange]] = {}  # per document, in causal order
@@ -260,7 +260,7 @@ class MemoryReplica:
     def _authorise(self, doc_id: str) -> Callable[[bytes], str | None]:
         def authorise(author: bytes) -> str | None:
             if doc_id == documents.DIRECTORY_DOC:
-                return None if author == self._workspace or self._directory.is_admin(author) or not self._directory.users else "only admins write the directory"
+                return None if author == self.workspace or self._directory.is_admin(author) or not self._directory.users else "only admins write the directory"
             return None if author in self._directory.users else f"author {author.hex()[:12]} is not a user of this workspace"
 
         return authorise
@@ -275,7 +275,7 @@ class MemoryReplica:
                 found_certs.append(certs.decode_certificate(data))
             else:
                 found_revs.append(certs.decode_revocation(data))
-        return certs.resolve_directory(self._workspace, found_certs, found_revs, self._clock())
+        return certs.resolve_directory(self.workspace, found_certs, found_revs, self._clock())
 
     def _allowed(self, peers: Sequence[bytes]) -> list[str]:
         """The documents all of `peers` may receive: a revoked node only the directory."""

@@ -12,13 +12,14 @@ import enum
 import os
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from appliance import documents, ids, netpolicy
 from appliance.errors import IdentityConflict, InvalidInput
 from appliance.feed import DocumentsChanged, FeedEvent, NodeWiped
+from appliance.model import LanPeer
 from appliance.netpolicy import LocalNetwork, NetworkRule
 from sync import wire
 from sync.discovery import DISCOVERY_VERSION, Advert, DiscoveryEvent, PeerGone, PeerSeen
@@ -114,12 +115,12 @@ class MemoryLanBook:
     """The node's record of the LAN, in memory: sightings, syncs, the allowlist's rules, the
     first incarnation seen of each key, and the audited refusals."""
 
-    def __init__(self, node_key: bytes, incarnation: bytes, clock: Callable[[], int]) -> None:
+    def __init__(self, workspace_id: str, node_key: bytes, incarnation: bytes, clock: Callable[[], int]) -> None:
+        self._workspace_id = workspace_id
         self._node_key = node_key
         self._incarnation = incarnation
         self._clock = clock
-        self.seen: dict[str, tuple[str, str, int, int]] = {}  # node id -> workspace, address, port, when
-        self.synced: dict[str, tuple[str, int, int]] = {}  # node id -> address, port, when
+        self._peers: dict[str, LanPeer] = {}
         self.rules: dict[str, str] = {}  # network -> allow | deny
         self.incarnations: dict[bytes, bytes] = {}
         self.refusals: list[Refusal] = []
@@ -127,10 +128,16 @@ class MemoryLanBook:
         self.conflicts_reported: list[tuple[bytes, str]] = []
 
     async def note_lan_peer(self, node_id: str, workspace_id: str, address: str, port: int) -> None:
-        self.seen[node_id] = (workspace_id, address, port, self._clock())
+        known = self._peers.get(node_id)
+        self._peers[node_id] = LanPeer(node_id, workspace_id, address, port, self._clock(), None if known is None else known.last_sync)
 
     async def note_lan_sync(self, node_key: bytes, address: str, port: int) -> None:
-        self.synced[ids.key_id(node_key)] = (address, port, self._clock())
+        node_id, now = ids.key_id(node_key), self._clock()
+        known = self._peers.get(node_id)
+        self._peers[node_id] = LanPeer(node_id, self._workspace_id, address, port, now, now) if known is None else replace(known, last_seen=now, last_sync=now)
+
+    async def lan_peers(self) -> list[LanPeer]:
+        return sorted(self._peers.values(), key=lambda p: p.node_id)
 
     async def network_rules(self, local_networks: Sequence[LocalNetwork] = ()) -> list[NetworkRule]:
         return netpolicy.effective_rules([NetworkRule(network, action) for network, action in sorted(self.rules.items())], local_networks)
@@ -250,7 +257,7 @@ class TwinNode:
         self.replica = replica
         self.node_key = replica.node_key
         self.node_id = ids.key_id(replica.node_key)
-        self.book = MemoryLanBook(replica.node_key, os.urandom(16), replica.now)
+        self.book = MemoryLanBook(ids.key_id(replica.workspace), replica.node_key, os.urandom(16), replica.now)
         self.host = MemoryHost()
         self.timing = timing
         self.sessions = SessionTable(self.node_id, replica, self._spawn)
