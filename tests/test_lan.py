@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import nacl.signing
 import pytest
@@ -25,6 +25,7 @@ from sync import session as lan_session
 from sync.errors import SessionError
 from sync.lan import LanConfig, LanEvent, LanService, SessionDown, SessionUp, Wiped
 from sync.sneakernet import import_bundles
+from sync.twins import MemoryLan
 from tests.conftest import PASSPHRASE, make_workspace, revocation_on_stick, sync_all
 
 pytestmark = pytest.mark.timeout(120)
@@ -58,6 +59,9 @@ async def texts(node: Node, channel: str = "general") -> list[str]:
     return sorted(m.text for m in await node.views.read(channel, limit=10_000, mark_read=False))
 
 
+Event = TypeVar("Event")
+
+
 class Recorder:
     def __init__(self) -> None:
         self.events: list[LanEvent] = []
@@ -65,7 +69,7 @@ class Recorder:
     def __call__(self, event: LanEvent) -> None:
         self.events.append(event)
 
-    def of(self, kind: type) -> list[LanEvent]:
+    def of(self, kind: type[Event]) -> list[Event]:
         return [e for e in self.events if isinstance(e, kind)]
 
 
@@ -159,6 +163,23 @@ async def test_an_attachment_over_the_receivers_limit_ends_the_session_and_store
             await eventually(lambda: _has_event(b_events, SessionDown), what="the session ends")
             assert "limit" in b_events.of(SessionDown)[0].reason
             assert await bravo.blobs.blob_count() == 0
+
+
+async def test_peers_a_finder_reports_are_dialled_without_being_told(tmp_path: Path) -> None:
+    """Discovery behind its port: with an in-memory finder in place of mDNS, each service
+    learns of the other, the lower node id dials, and the two sync over real sockets."""
+    alpha, bravo = await make_workspace(tmp_path, "bravo")
+    lan = MemoryLan()
+    found = replace(QUICK, discovery=True)
+    async with alpha, bravo:
+        await alpha.chat.create_channel("general")
+        async with LanService(alpha, found, finder=lan.finder("127.0.0.1")) as a, LanService(bravo, found, finder=lan.finder("127.0.0.1")) as b:
+            assert [p.node_id for p in a.discovered()] == [bravo.identity.node_id]
+            await alpha.chat.post("general", "found, not dialled")
+            await eventually(lambda: _contains(bravo, "found, not dialled"), what="the post over the found session")
+            sessions = a.sessions() + b.sessions()
+            assert len(sessions) == 2 and sum(s.initiator for s in sessions) == 1
+        assert {p.node_id for p in await alpha.peers.lan_peers()} == {bravo.identity.node_id}
 
 
 async def test_a_post_from_another_process_on_the_same_store_propagates(tmp_path: Path) -> None:
@@ -393,11 +414,11 @@ async def test_a_session_closed_while_it_starts_is_redialled(tmp_path: Path, mon
 
         monkeypatch.setattr(high, "exchange", Intercepted(high.exchange, heads_for=heads_for_paused_once))
         async with serving(high) as (h, h_events):
-            async with serving(low) as (l, _):
-                port = l.port
+            async with serving(low) as (low_service, _):
+                port = low_service.port
                 h.dial("127.0.0.1", port)
                 await asyncio.wait_for(starting.wait(), 10)
-                l.dial("127.0.0.1", h.port)  # replaces high's starting session
+                low_service.dial("127.0.0.1", h.port)  # replaces high's starting session
                 await eventually(lambda: _count(h_events, SessionUp, 2), what="the second session")
                 resume.set()
                 await eventually(lambda: _count(h_events, SessionDown, 1), what="the first session's end")
