@@ -66,7 +66,7 @@ class RefusalsSummarised:
 
 
 LanEvent = PeerDiscovered | PeerLost | SessionUp | SessionDown | Received | Refused | RefusalsSummarised | Wiped
-EventSink = Callable[[LanEvent], None]
+EventSink = Callable[[LanEvent], object]  # what a sink returns is ignored
 
 
 @dataclass(frozen=True)
