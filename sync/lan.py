@@ -11,12 +11,14 @@ verification path (`node.intake.import_batches`, the same as bundle import). One
   within a deadline, and is dropped if its node is unknown or revoked; refusals are audited
   at a bounded rate, the rest summarised (`sync.refusals`);
 - the IP allowlist applies to dialling too: a peer at an address it refuses is not dialled;
-- mDNS discovery (`sync.discovery`); the node with the lower id dials a discovered peer of its
-  workspace (the other dials too if no session shows up), and a dropped session is redialled
-  with exponential backoff and jitter;
-- per session: both sides send their heads, then exactly what the other lacks, then every new
-  change as it is made (node listeners), acknowledged by heads so the next delta - by LAN or
-  by bundle - starts where the peer is;
+- discovery behind a `sync.ports.PeerFinder` (mDNS, `sync.discovery`, unless another finder is
+  given); the node with the lower id dials a discovered peer of its workspace (the other dials
+  too if no session shows up), and a dropped session is redialled with exponential backoff
+  and jitter;
+- per session, `sync.session` over the ports wired here (`sync.replica.NodeReplica`, the node's
+  `peers` service, `sync.channel.StreamChannel`): both sides send their heads, then exactly
+  what the other lacks, then every new change as it is made (the node's change feed),
+  acknowledged by heads so the next delta - by LAN or by bundle - starts where the peer is;
 - the store is polled for changes another process wrote (a CLI post while `serve` runs), so
   they propagate at once without two writers holding diverging documents."""
 

@@ -4,6 +4,7 @@ in-memory replicas that verify every change - milliseconds a test."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
@@ -15,6 +16,7 @@ from sync.events import Received, SessionDown, SessionUp
 from sync.session import SessionTiming
 from sync.twins import TwinNode, twin_nodes, time_ms
 from sync.memory_replica import Workspace
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -109,3 +111,17 @@ async def test_a_peer_that_goes_silent_is_let_go() -> None:
     finally:
         await alpha.aclose()
         await bravo.aclose()
+
+
+@pytest.mark.parametrize("module", ["session", "ports", "lan", "replica", "channel", "twins", "memory_replica"])
+def test_the_lan_side_names_no_node_class_and_the_session_no_stream(module: str) -> None:
+    """Sync reaches the node through its ports (and `LanNode`, a structural type), never the
+    `Node` class or a private appliance module; the session sees frames, not a socket's streams."""
+    tree = ast.parse((REPO / "sync" / f"{module}.py").read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert "appliance.node" not in imported
+    assert not [name for name in imported if name.startswith("appliance.") and name.split(".")[1].startswith("_")]
+    if module in ("session", "ports", "twins", "memory_replica"):
+        names = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)} | {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+        assert not names & {"StreamReader", "StreamWriter", "socket", "open_connection"}
