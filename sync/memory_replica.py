@@ -6,8 +6,7 @@ replica can be tested in milliseconds, and the twin passes the same acceptance s
 node (tests/contracts/).
 
 Simpler than the node where sync does not look: any trusted user may write any channel
-document, every document goes to every trusted peer, and a blob belongs to the document it
-was attached to."""
+document, and every document goes to every trusted peer."""
 
 from __future__ import annotations
 
@@ -135,7 +134,7 @@ class MemoryReplica:
             self._keep(doc_id, changes)
         new_blobs = [(digest, data) for digest, data in blobs if digest not in self._blobs]
         for digest, data in new_blobs:
-            self._blobs[digest] = ("", data)  # kept, not relayed: the twin does not read which message references it
+            self._blobs[digest] = (self._referencing(digest), data)
         self._directory = directory
         if receipt is not None and receipt.sender_heads:
             await self.record_peer_heads(receipt.sender, receipt.sender_heads)
@@ -256,6 +255,14 @@ class MemoryReplica:
             header = parse_change(change.data)
             stored[header.hash] = change
             deps[header.hash] = header.deps
+
+    def _referencing(self, digest: bytes) -> str:
+        """The document whose messages reference a blob ("" if none does yet)."""
+        wanted = digest.hex()
+        for doc_id in self.document_ids():
+            if doc_id != documents.DIRECTORY_DOC and any(f.hash == wanted for m in documents.read_messages(self._load(doc_id, bytes(48)), frozenset()) for f in m.files):
+                return doc_id
+        return ""
 
     def _authorise(self, doc_id: str) -> Callable[[bytes], str | None]:
         def authorise(author: bytes) -> str | None:

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from appliance import certs, documents
+from appliance import certs, crypto, documents
 from sync.events import Received, SessionDown, SessionUp
-from sync.session import SessionTiming
+from sync.session import BLOB_PART_BYTES, SessionTiming
 from sync.twins import TwinNode, twin_nodes, time_ms
 from sync.memory_replica import Workspace
 from tests.conftest import REPO
@@ -125,3 +126,16 @@ def test_the_lan_side_names_no_node_class_and_the_session_no_stream(module: str)
     if module in ("session", "ports", "twins", "memory_replica"):
         names = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)} | {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
         assert not names & {"StreamReader", "StreamWriter", "socket", "open_connection"}
+
+
+async def test_attachments_small_and_in_pieces_reach_a_peer_and_are_relayed(three: tuple[Workspace, list[TwinNode]]) -> None:
+    workspace, (alpha, bravo, charlie) = three
+    alpha.connect(bravo)
+    bravo.connect(charlie)
+    await eventually(lambda: len(bravo.sessions.infos()) == 2, "both of bravo's sessions")
+    small, large = os.urandom(3_000), os.urandom(BLOB_PART_BYTES * 2 + 17)  # the large one goes in three pieces
+    alpha.replica.post(SEGMENT, workspace.admin, "small", attachment=small)
+    alpha.replica.post(SEGMENT, workspace.admin, "large", attachment=large)
+    for node in (bravo, charlie):
+        await eventually(lambda node=node: node.replica.blob(crypto.sha256(small)) == small and node.replica.blob(crypto.sha256(large)) == large, f"both blobs on {node.node_id}")  # type: ignore[misc]
+    assert charlie.replica.texts(SEGMENT) == ["small", "large"]
