@@ -45,8 +45,9 @@ from types import TracebackType
 from typing import Any, Self
 
 import ifaddr  # zeroconf's own dependency, and how zeroconf itself lists interface addresses
-from zeroconf import (
+from zeroconf import (  # type: ignore[attr-defined]  # the DNS record classes are exported, but left out of __all__
     DNSPointer,
+    DNSRecord,
     DNSService,
     InterfaceChoice,
     IPVersion,
@@ -490,7 +491,7 @@ class Discovery:
                 if isinstance(record, DNSService):
                     hosts.add(record.server_key)
         type_key = SERVICE_TYPE.lower()
-        doomed = []
+        doomed: list[DNSRecord] = []
         for name in cache.names():
             if name in keep or name in hosts:
                 continue

@@ -95,6 +95,10 @@ class MessageMalformed(SessionError):
     """A frame's plaintext is not a valid message (bad CBOR, unknown type or field, too many items)."""
 
 
+class ChannelLost(SyncError):
+    """A session's connection broke (reset, or ended without its final frame); the message says how."""
+
+
 class DiscoveryError(SyncError):
     """mDNS discovery could not start, advertise or stop as asked: no usable interface, an address
     that cannot be bound, or another node on the LAN already advertising this node's id."""

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import nacl.signing
 import pytest
@@ -21,16 +21,29 @@ import pytest
 from appliance.errors import NodeLocked, NotFound
 from appliance.node import Attachment, Node
 from sync import lan, wire
+from sync import session as lan_session
 from sync.errors import SessionError
 from sync.lan import LanConfig, LanEvent, LanService, SessionDown, SessionUp, Wiped
 from sync.sneakernet import import_bundles
-from tests.conftest import PASSPHRASE, make_workspace, revocation_on_stick
+from sync.twins import MemoryLan
+from tests.conftest import PASSPHRASE, make_workspace, revocation_on_stick, sync_all
 
 pytestmark = pytest.mark.timeout(120)
 
 QUICK = LanConfig(
     bind="127.0.0.1", port=0, discovery=False, handshake_deadline_s=1.0, max_unauthenticated=4, max_unauthenticated_per_address=2, store_poll_s=0.02, backoff_min_s=0.05, backoff_max_s=0.2
 )
+
+
+class Intercepted:
+    """A node service with some methods replaced by the test's; the rest are the service's own."""
+
+    def __init__(self, service: Any, **methods: Callable[..., Awaitable[Any]]) -> None:
+        self._service = service
+        self.__dict__.update(methods)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._service, name)
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0, what: str = "condition") -> None:
@@ -46,6 +59,9 @@ async def texts(node: Node, channel: str = "general") -> list[str]:
     return sorted(m.text for m in await node.views.read(channel, limit=10_000, mark_read=False))
 
 
+Event = TypeVar("Event")
+
+
 class Recorder:
     def __init__(self) -> None:
         self.events: list[LanEvent] = []
@@ -53,7 +69,7 @@ class Recorder:
     def __call__(self, event: LanEvent) -> None:
         self.events.append(event)
 
-    def of(self, kind: type) -> list[LanEvent]:
+    def of(self, kind: type[Event]) -> list[Event]:
         return [e for e in self.events if isinstance(e, kind)]
 
 
@@ -93,7 +109,7 @@ async def test_two_nodes_sync_everything_then_push_live_both_ways(tmp_path: Path
 
 
 async def test_a_session_start_reads_and_sends_the_delta_a_few_documents_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lan, "RESYNC_GROUP_CHANGES", 600)
+    monkeypatch.setattr(lan_session, "RESYNC_GROUP_CHANGES", 600)
     alpha, bravo = await make_workspace(tmp_path, "bravo")
     async with alpha, bravo:
         await alpha.chat.create_channel("general")
@@ -105,7 +121,7 @@ async def test_a_session_start_reads_and_sends_the_delta_a_few_documents_at_a_ti
             read.append(sorted(kwargs.get("only") or ["everything"]))
             return await delta_for(peers, **kwargs)
 
-        monkeypatch.setattr(alpha, "delta_for", recording)
+        monkeypatch.setattr(alpha, "exchange", Intercepted(alpha.exchange, delta_for=recording))
         async with serving(alpha) as (a, _), serving(bravo) as (b, _):
             b.dial("127.0.0.1", a.port)
             await eventually(lambda: _has(bravo, "general", 1_300), what="initial sync")
@@ -137,7 +153,9 @@ async def test_an_attachment_over_the_receivers_limit_ends_the_session_and_store
     alpha, bravo = await make_workspace(tmp_path, "bravo")
     async with alpha, bravo:
         await alpha.chat.create_channel("general")
-        bravo.blobs.max_blob_bytes = 1024 * 1024  # the node-local setting an admin of bravo would make
+        await alpha.directory.set_role("bravo", "admin")  # so that bravo's own user may set bravo's limit
+        await sync_all(alpha, bravo)
+        await bravo.blobs.set_max_blob_bytes(1024 * 1024)  # the node-local setting an admin of bravo would make
         async with serving(alpha) as (a, _), serving(bravo) as (b, b_events):
             b.dial("127.0.0.1", a.port)
             await eventually(lambda: _channel_known(bravo, "general"), what="first sync")
@@ -145,6 +163,23 @@ async def test_an_attachment_over_the_receivers_limit_ends_the_session_and_store
             await eventually(lambda: _has_event(b_events, SessionDown), what="the session ends")
             assert "limit" in b_events.of(SessionDown)[0].reason
             assert await bravo.blobs.blob_count() == 0
+
+
+async def test_peers_a_finder_reports_are_dialled_without_being_told(tmp_path: Path) -> None:
+    """Discovery behind its port: with an in-memory finder in place of mDNS, each service
+    learns of the other, the lower node id dials, and the two sync over real sockets."""
+    alpha, bravo = await make_workspace(tmp_path, "bravo")
+    lan = MemoryLan()
+    found = replace(QUICK, discovery=True)
+    async with alpha, bravo:
+        await alpha.chat.create_channel("general")
+        async with LanService(alpha, found, finder=lan.finder("127.0.0.1")) as a, LanService(bravo, found, finder=lan.finder("127.0.0.1")) as b:
+            assert [p.node_id for p in a.discovered()] == [bravo.identity.node_id]
+            await alpha.chat.post("general", "found, not dialled")
+            await eventually(lambda: _contains(bravo, "found, not dialled"), what="the post over the found session")
+            sessions = a.sessions() + b.sessions()
+            assert len(sessions) == 2 and sum(s.initiator for s in sessions) == 1
+        assert {p.node_id for p in await alpha.peers.lan_peers()} == {bravo.identity.node_id}
 
 
 async def test_a_post_from_another_process_on_the_same_store_propagates(tmp_path: Path) -> None:
@@ -377,13 +412,13 @@ async def test_a_session_closed_while_it_starts_is_redialled(tmp_path: Path, mon
                 await resume.wait()
             return await real_heads_for(peer)
 
-        monkeypatch.setattr(high, "heads_for", heads_for_paused_once)
+        monkeypatch.setattr(high, "exchange", Intercepted(high.exchange, heads_for=heads_for_paused_once))
         async with serving(high) as (h, h_events):
-            async with serving(low) as (l, _):
-                port = l.port
+            async with serving(low) as (low_service, _):
+                port = low_service.port
                 h.dial("127.0.0.1", port)
                 await asyncio.wait_for(starting.wait(), 10)
-                l.dial("127.0.0.1", h.port)  # replaces high's starting session
+                low_service.dial("127.0.0.1", h.port)  # replaces high's starting session
                 await eventually(lambda: _count(h_events, SessionUp, 2), what="the second session")
                 resume.set()
                 await eventually(lambda: _count(h_events, SessionDown, 1), what="the first session's end")

@@ -1,0 +1,128 @@
+"""The real `Replica` and what the LAN service needs of a node, typed structurally: sync never
+imports the `Node` class, only names the services it calls (`LanNode`)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import nacl.signing
+
+from appliance.changes import SignedChange
+from appliance.feed import ChangeFeed
+from appliance.model import Delta, ImportSummary, Receipt
+from sync.ports import LanBook
+
+
+class NodeIdentity(Protocol):
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def workspace_id(self) -> str: ...
+    @property
+    def workspace_key(self) -> bytes: ...
+    @property
+    def node_key(self) -> bytes: ...
+    @property
+    def incarnation(self) -> bytes: ...
+    @property
+    def signing_key(self) -> nacl.signing.SigningKey: ...
+    @property
+    def locked_reason(self) -> str | None: ...
+    def now(self) -> int: ...
+
+
+class NodeDirectory(Protocol):
+    def trust_of(self, node_key: bytes) -> str: ...
+    def node_key_of(self, node_id: str) -> bytes: ...
+
+
+class NodeExchange(Protocol):
+    async def heads_for(self, peer: bytes) -> dict[str, tuple[bytes, ...]]: ...
+    async def documents_lacking(self, peer: bytes) -> list[tuple[str, int]]: ...
+    async def delta_for(
+        self, peers: Sequence[bytes], *, only: Collection[str] | None = None, also_held: Mapping[str, Sequence[bytes]] | None = None
+    ) -> Delta: ...
+    async def record_peer_heads(self, peer: bytes, heads: Mapping[str, Sequence[bytes]]) -> None: ...
+    async def note_sent(self, peers: Sequence[bytes], blobs: Sequence[tuple[bytes, str]], heads: Mapping[str, Sequence[bytes]]) -> None: ...
+
+
+class NodeIntake(Protocol):
+    async def import_batches(
+        self, batches: Sequence[tuple[str, Sequence[SignedChange]]], *, blobs: Sequence[tuple[bytes, bytes]] = (), received_from: str, receipt: Receipt | None = None
+    ) -> ImportSummary: ...
+
+
+class NodeDocuments(Protocol):
+    async def document_heads(self, doc_id: str) -> list[bytes]: ...
+
+
+class NodeBlobs(Protocol):
+    @property
+    def max_blob_bytes(self) -> int: ...
+
+
+class LanNode(Protocol):
+    """The node services the LAN service uses (`appliance.node.Node` provides them)."""
+
+    @property
+    def home(self) -> Path: ...
+    @property
+    def identity(self) -> NodeIdentity: ...
+    @property
+    def directory(self) -> NodeDirectory: ...
+    @property
+    def exchange(self) -> NodeExchange: ...
+    @property
+    def intake(self) -> NodeIntake: ...
+    @property
+    def replica(self) -> NodeDocuments: ...
+    @property
+    def blobs(self) -> NodeBlobs: ...
+    @property
+    def peers(self) -> LanBook: ...
+    @property
+    def feed(self) -> ChangeFeed: ...
+
+
+class NodeReplica:
+    """A node's store as a `Replica`: each member is the node service's own."""
+
+    def __init__(self, node: LanNode) -> None:
+        self._node = node
+
+    async def heads_for(self, peer: bytes) -> dict[str, tuple[bytes, ...]]:
+        return await self._node.exchange.heads_for(peer)
+
+    async def documents_lacking(self, peer: bytes) -> list[tuple[str, int]]:
+        return await self._node.exchange.documents_lacking(peer)
+
+    async def delta_for(
+        self, peers: Sequence[bytes], *, only: Collection[str] | None = None, also_held: Mapping[str, Sequence[bytes]] | None = None
+    ) -> Delta:
+        return await self._node.exchange.delta_for(peers, only=only, also_held=also_held)
+
+    async def document_heads(self, doc_id: str) -> list[bytes]:
+        return await self._node.replica.document_heads(doc_id)
+
+    async def import_batches(
+        self, batches: Sequence[tuple[str, Sequence[SignedChange]]], *, blobs: Sequence[tuple[bytes, bytes]] = (), received_from: str, receipt: Receipt | None = None
+    ) -> ImportSummary:
+        return await self._node.intake.import_batches(batches, blobs=blobs, received_from=received_from, receipt=receipt)
+
+    async def record_peer_heads(self, peer: bytes, heads: Mapping[str, Sequence[bytes]]) -> None:
+        await self._node.exchange.record_peer_heads(peer, heads)
+
+    async def note_sent(self, peers: Sequence[bytes], blobs: Sequence[tuple[bytes, str]], heads: Mapping[str, Sequence[bytes]]) -> None:
+        await self._node.exchange.note_sent(peers, blobs, heads)
+
+    def trust_of(self, node_key: bytes) -> str:
+        return self._node.directory.trust_of(node_key)
+
+    def now(self) -> int:
+        return self._node.identity.now()
+
+    @property
+    def max_blob_bytes(self) -> int:
+        return self._node.blobs.max_blob_bytes

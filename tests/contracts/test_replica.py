@@ -1,0 +1,150 @@
+"""The `Replica` port's acceptance suite, run by every implementation: the node's services
+(`sync.replica.NodeReplica` over a real node and store) and the twin
+(`sync.memory_replica.MemoryReplica`). In each world a trusted peer wrote changes the replica
+under test lacks; the replica's own admin can write and revoke."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from appliance import certs, documents, ids
+from appliance.changes import SignedChange, parse_change
+from appliance.errors import ChangeRejected, MissingDependencies
+from appliance.model import Receipt
+from sync.ports import Replica
+from sync.replica import NodeReplica
+from sync.twins import twin_nodes
+from tests.conftest import make_workspace, sync_all
+
+pytestmark = pytest.mark.timeout(60)
+
+CHANNEL = "0123456789abcdef0123"
+
+
+@dataclass
+class World:
+    replica: Replica
+    peer: bytes  # a trusted peer of the replica
+    doc_id: str  # the document the peer wrote in
+    batch: list[SignedChange]  # the peer's two new changes there, in order, which the replica lacks
+    post: Callable[[str], Awaitable[None]]  # a local write on the replica
+    revoke_peer: Callable[[], Awaitable[None]]
+
+
+async def node_world(root: Path) -> AsyncIterator[World]:
+    alpha, bravo = await make_workspace(root, "bravo")
+    async with alpha, bravo:
+        await alpha.chat.create_channel("general")
+        await sync_all(alpha, bravo)
+        before = {doc_id: await bravo.replica.document_heads(doc_id) for doc_id in await bravo.replica.document_ids()}
+        await bravo.chat.post("general", "first from bravo")
+        await bravo.chat.post("general", "second from bravo")
+        changed = [doc_id for doc_id in await bravo.replica.document_ids() if await bravo.replica.document_heads(doc_id) != before.get(doc_id)]
+        assert len(changed) == 1
+        batch = await bravo.replica.changes_for(changed[0], before.get(changed[0], []))
+
+        async def post(text: str) -> None:
+            await alpha.chat.post("general", text)
+
+        async def revoke() -> None:
+            await alpha.directory.revoke(bravo.identity.node_key, "stolen")
+
+        yield World(NodeReplica(alpha), bravo.identity.node_key, changed[0], list(batch), post, revoke)
+
+
+async def memory_world() -> AsyncIterator[World]:
+    workspace, (alpha, bravo) = await twin_nodes(2)
+    segment = documents.segment_doc_id(CHANNEL, 0)
+    bravo.replica.post(segment, workspace.admin, "first from bravo")
+    bravo.replica.post(segment, workspace.admin, "second from bravo")
+
+    async def post(text: str) -> None:
+        alpha.replica.post(segment, workspace.admin, text)
+
+    async def revoke() -> None:
+        revocation = certs.issue_revocation(workspace.admin, workspace=workspace.id, subject=bravo.node_key, reason="stolen", revoked_at=int(time.time() * 1000))
+        alpha.replica.add_directory_entries(workspace.admin, [revocation])
+
+    try:
+        yield World(alpha.replica, bravo.node_key, segment, bravo.replica.changes_of(segment), post, revoke)
+    finally:
+        await alpha.aclose()
+        await bravo.aclose()
+
+
+@pytest.fixture(params=["node", "memory"])
+async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
+    made = node_world(tmp_path) if request.param == "node" else memory_world()
+    yield await anext(made)
+    with pytest.raises(StopAsyncIteration):
+        await anext(made)
+
+
+async def test_the_batch_is_what_the_peer_wrote(world: World) -> None:
+    assert len(world.batch) == 2  # the premise of the other tests
+
+
+async def test_import_is_idempotent(world: World) -> None:
+    peer_id = ids.key_id(world.peer)
+    first = await world.replica.import_batches([(world.doc_id, world.batch)], received_from=peer_id)
+    heads = await world.replica.document_heads(world.doc_id)
+    second = await world.replica.import_batches([(world.doc_id, world.batch)], received_from=peer_id)
+    assert first.changes == 2 and second.changes == 0 and second.duplicates == 2
+    assert await world.replica.document_heads(world.doc_id) == heads
+
+
+async def test_import_is_all_or_nothing(world: World) -> None:
+    heads = await world.replica.document_heads(world.doc_id)
+    with pytest.raises(ChangeRejected):
+        await world.replica.import_batches([(world.doc_id, world.batch), (documents.DIRECTORY_DOC, [SignedChange(os.urandom(120), None)])], received_from=ids.key_id(world.peer))
+    assert await world.replica.document_heads(world.doc_id) == heads  # the good document was not kept either
+    tampered = [world.batch[0], SignedChange(world.batch[1].data, bytes(64))]
+    with pytest.raises(ChangeRejected):
+        await world.replica.import_batches([(world.doc_id, tampered)], received_from=ids.key_id(world.peer))
+    assert await world.replica.document_heads(world.doc_id) == heads
+
+
+async def test_a_change_without_its_dependency_is_missing_dependencies(world: World) -> None:
+    with pytest.raises(MissingDependencies):
+        await world.replica.import_batches([(world.doc_id, world.batch[1:])], received_from=ids.key_id(world.peer))
+
+
+async def test_the_senders_heads_in_a_receipt_are_an_acknowledgement(world: World) -> None:
+    assert await world.replica.documents_lacking(world.peer) != []  # nothing acknowledged yet
+    held = dict(await world.replica.heads_for(world.peer))
+    held[world.doc_id] = (parse_change(world.batch[-1].data).hash,)  # the sender holds what it sent
+    receipt = Receipt(source="lan", sender=world.peer, created_at=world.replica.now(), sender_heads=held)
+    await world.replica.import_batches([(world.doc_id, world.batch)], received_from=ids.key_id(world.peer), receipt=receipt)
+    assert await world.replica.documents_lacking(world.peer) == []
+
+
+async def test_an_acknowledged_head_is_not_sent_again(world: World) -> None:
+    await world.post("ours")
+    delta = await world.replica.delta_for([world.peer])
+    assert delta.change_count > 0
+    await world.replica.record_peer_heads(world.peer, delta.heads)
+    assert await world.replica.documents_lacking(world.peer) == []
+    assert (await world.replica.delta_for([world.peer])).change_count == 0
+    await world.post("newer")
+    again = await world.replica.delta_for([world.peer])
+    assert again.change_count == 1  # only the change made after the acknowledgement
+
+
+async def test_a_revoked_peer_gets_only_the_directory(world: World) -> None:
+    await world.post("ours")
+    assert world.replica.trust_of(world.peer) == "trusted"
+    await world.revoke_peer()
+    assert world.replica.trust_of(world.peer) == "revoked"
+    assert set(await world.replica.heads_for(world.peer)) == {documents.DIRECTORY_DOC}
+    delta = await world.replica.delta_for([world.peer])
+    assert [doc_id for doc_id, _ in delta.documents] == [documents.DIRECTORY_DOC]
+
+
+async def test_trust_of_an_unknown_key(world: World) -> None:
+    assert world.replica.trust_of(os.urandom(32)) == "unknown"
