@@ -20,6 +20,7 @@ Every exception's message is one line meant for the user (the CLI prints it as i
         │   ├── UnsupportedProtocol
         │   ├── FrameRejected
         │   └── MessageMalformed
+        ├── ChannelLost
         ├── DiscoveryError
         └── ServiceAlreadyRunning          (sync.service_lock)
 """
