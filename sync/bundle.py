@@ -401,7 +401,7 @@ def open_bundle(
     if content_key is None:
         raise NotAddressedToMe(f"bundle is not addressed to this node (none of its {envelope.stanzas} recipient stanza(s) opens with this node's key)")
     ciphertext = view[parsed.ciphertext_start :]
-    plaintext = _decrypt_stream(ciphertext, content_key, envelope.chunk_size, crypto.sha256(parsed.raw_envelope), limits.max_plaintext_bytes)
+    plaintext = _decrypt_stream(ciphertext, content_key, envelope.chunk_size, hashlib.sha256(parsed.raw_envelope).digest(), limits.max_plaintext_bytes)
     header_raw, payload, signature = _split_inner(plaintext)
     header = _header_from_wire(fields.strict_decode(header_raw, "bundle header", MAX_HEADER_ITEMS), header_raw, envelope.chunk_size, envelope.ciphertext_length)
     if workspace is not None and header.workspace != workspace:
@@ -568,7 +568,7 @@ def _decrypt_stream(ciphertext: memoryview, key: bytes, chunk_size: int, ad: byt
     return out
 
 
-def _decode_payload(plaintext: bytearray, limits: Limits) -> BundleContent:
+def _decode_payload(plaintext: Buffer, limits: Limits) -> BundleContent:
     return _content_from_wire(fields.strict_decode(plaintext, "bundle payload", limits.max_items), limits)
 
 
