@@ -25,8 +25,9 @@ from automerge._automerge import ROOT, Document, ScalarType
 
 from appliance import cbor, crypto
 from appliance.changes import SignedChange, parse_change, sign_change
-from sync import bundle, bundle_v1
+from sync import bundle
 from sync.bundle import BundleContent, BundleHeader
+from tests import format1_writer
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 MANIFEST = "manifest.json"
@@ -93,7 +94,7 @@ def build(
     heads: Mapping[str, Sequence[bytes]] | None = None,
     chunk_size: int = bundle.DEFAULT_CHUNK_SIZE,
 ) -> bytes:
-    return bundle_v1.build_bundle(
+    return format1_writer.build_bundle(
         content,
         sender_key=sender,
         workspace=workspace,
@@ -107,7 +108,7 @@ def build(
 
 def seal_raw(name: str, plaintext: bytes, recipients: list[str], **kwargs: Any) -> bytes:
     """A format 1 bundle around an arbitrary (possibly invalid) payload, properly encrypted and signed."""
-    return bundle_v1.seal_plaintext(
+    return format1_writer.seal_plaintext(
         plaintext,
         sender_key=SENDER,
         workspace=WORKSPACE,
@@ -130,7 +131,7 @@ def split(data: bytes) -> tuple[bytes, bytes, bytes]:
 
 
 def resign(header: bytes, ciphertext: bytes, key: nacl.signing.SigningKey = SENDER) -> bytes:
-    return bundle_v1.frame(header, ciphertext, bundle_v1.sign(key, header, ciphertext))
+    return format1_writer.frame(header, ciphertext, format1_writer.sign(key, header, ciphertext))
 
 
 def chunks(ciphertext: bytes, chunk_size: int) -> tuple[bytes, list[bytes]]:

@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 
 from appliance import cbor
 from appliance.changes import SignedChange, verify_batch
-from sync import bundle, bundle_v1, errors
+from sync import bundle, errors
 from sync.bundle import BundleContent, Limits, addressed_to, build_bundle, open_bundle, read_envelope
+from tests import format1_writer
 from tests import make_vectors as mv
 
 MANIFEST: dict[str, dict[str, Any]] = json.loads((mv.VECTORS / mv.MANIFEST).read_text()) | {
@@ -318,7 +319,7 @@ def test_read_envelope_needs_no_key_shows_counts_only_and_accepts_any_buffer() -
 
 def test_a_format_1_bundle_still_opens_and_shows_its_clear_header() -> None:
     content = BundleContent(blobs=(blob(b"old"),))
-    data = bundle_v1.build_bundle(content, sender_key=SENDER, workspace=mv.WORKSPACE, recipients=[pk(POOL[0])], heads={}, created_at=7, randomness=bytes(32))
+    data = format1_writer.build_bundle(content, sender_key=SENDER, workspace=mv.WORKSPACE, recipients=[pk(POOL[0])], heads={}, created_at=7, randomness=bytes(32))
     header, opened = open_as(data)
     assert (header.version, header.created_at, opened) == (1, 7, content)
     assert read_envelope(data).version == 1 and pk(SENDER) in data  # why format 2 exists
@@ -415,7 +416,7 @@ def test_any_header_from_a_trusted_sender_parses_or_is_rejected(value: Any) -> N
         open_as(data)
     ciphertext = bytes(100)  # format 1: the same header in clear
     with pytest.raises(errors.BundleRejected):
-        open_as(bundle_v1.frame(header_raw, ciphertext, bundle_v1.sign(SENDER, header_raw, ciphertext)))
+        open_as(format1_writer.frame(header_raw, ciphertext, format1_writer.sign(SENDER, header_raw, ciphertext)))
 
 
 # --- bounded memory ------------------------------------------------------------------------------
@@ -443,7 +444,7 @@ def test_huge_declared_lengths_are_refused_without_allocating() -> None:
     assert peak_of(lambda: open_as(huge_count)) < 1_000_000
     with pytest.raises(errors.TooLarge):
         open_as(huge_count)
-    old = bundle_v1.build_bundle(BundleContent(), sender_key=SENDER, workspace=mv.WORKSPACE, recipients=[pk(POOL[0])], heads={}, created_at=0, randomness=bytes(32))
+    old = format1_writer.build_bundle(BundleContent(), sender_key=SENDER, workspace=mv.WORKSPACE, recipients=[pk(POOL[0])], heads={}, created_at=0, randomness=bytes(32))
     huge_header = old[:9] + (2**32 - 1).to_bytes(4, "big") + old[13:]
     assert peak_of(lambda: open_as(huge_stream)) < 1_000_000
     with pytest.raises(errors.TooLarge):

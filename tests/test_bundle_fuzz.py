@@ -51,6 +51,7 @@ from appliance.node import Attachment, Node
 from sync import bundle, bundle_v1, errors, sneakernet, stick
 from sync.bundle import BundleContent, Limits, open_bundle, read_envelope
 from sync.sneakernet import export_bundles, import_bundles
+from tests import format1_writer
 from tests import make_vectors as mv
 from tests.conftest import PASSPHRASE, make_workspace
 
@@ -310,7 +311,7 @@ def mangle_ciphertext(draw: st.DrawFn, m: Mutant, _ctx: Context) -> None:
         new = ct[:at] + ct[start : start + length] + ct[at:]
         m.steps.append(f"duplicate ciphertext[{start}:{start + length}] at {at}")
     if draw(st.booleans()):
-        m.data = reframe2(v2.envelope, new) if v2 is not None else bundle_v1.frame(parts.header, new, parts.signature) if parts is not None else m.data
+        m.data = reframe2(v2.envelope, new) if v2 is not None else format1_writer.frame(parts.header, new, parts.signature) if parts is not None else m.data
         m.steps.append("lengths fixed")
     else:
         start = len(m.data) - (0 if v2 is not None else bundle.SIGNATURE_BYTES) - len(ct)
@@ -380,7 +381,7 @@ def replace_header(draw: st.DrawFn, m: Mutant, ctx: Context) -> None:
 
         seal(draw, m, ctx, ctx.plaintext, "inner header replaced", inner=inner)
     elif parts is not None:
-        m.data = bundle_v1.frame(header, parts.ciphertext, parts.signature)
+        m.data = format1_writer.frame(header, parts.ciphertext, parts.signature)
 
 
 def reseal_payload(draw: st.DrawFn, m: Mutant, ctx: Context) -> None:
@@ -422,7 +423,7 @@ def seal(draw: st.DrawFn, m: Mutant, ctx: Context, plaintext: bytes, step: str, 
     tags = None
     if draw(st.integers(0, 4)) == 0:  # now and then, stream tags of the builder's choosing
         tags = draw(st.lists(st.sampled_from([bundle.TAG_MESSAGE, 1, 2, bundle.TAG_FINAL]), min_size=pieces, max_size=pieces))
-    sealer = bundle._seal_plaintext if ctx.header.version == 2 else bundle_v1.seal_plaintext
+    sealer = bundle._seal_plaintext if ctx.header.version == 2 else format1_writer.seal_plaintext
     extra: dict[str, Any] = {"inner": inner} if inner is not None else {}
     if ctx.header.version == 2:
         extra["incarnation"] = ctx.header.incarnation

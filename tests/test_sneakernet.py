@@ -20,9 +20,10 @@ from appliance.changes import (
 from appliance.errors import InvalidInput, NodeLocked, NotFound
 from appliance.model import Delta
 from appliance.node import Attachment, Node
-from sync import bundle_v1, sneakernet, stick
+from sync import sneakernet, stick
 from sync.bundle import build_bundle
 from sync.sneakernet import export_bundles, import_bundles
+from tests import format1_writer
 from tests.conftest import FAST, PASSPHRASE, make_workspace
 
 
@@ -428,12 +429,12 @@ async def test_a_stick_an_earlier_release_wrote_still_imports(tmp_path: Path) ->
         await alice.chat.post_many("general", ["one", "two"])
         delta = await alice.exchange.delta_for([bob.identity.node_key])
         (content,) = sneakernet._split(delta, sneakernet.DEFAULT_MAX_BYTES, 1)
-        data = bundle_v1.build_bundle(
+        data = format1_writer.build_bundle(
             content, sender_key=alice.identity.signing_key, workspace=alice.directory.current.workspace, recipients=[bob.identity.node_key],
             heads=sneakernet._header_heads(delta, content), created_at=1_767_225_600_000, randomness=bytes(32),
         )  # fmt: skip
         name = stick.bundle_file_name(alice.identity.node_id, 1_767_225_600_000, bytes(16))
-        await stick.write_bundle_file(root, stick.outbox_name(bob.identity.node_id), name, data)
+        await sneakernet.medium_for(bob, root).write(stick.outbox_name(bob.identity.node_id), name, data)
         report = await import_bundles(bob, root)
         assert [f.outcome for f in report.files] == ["accepted"]
         assert await texts(bob, "general") == ["one", "two"]
