@@ -22,6 +22,7 @@ from appliance.model import Delta
 from appliance.node import Attachment, Node
 from sync import sneakernet, stick
 from sync.bundle import build_bundle
+from sync.memory_medium import MemoryMedium
 from sync.sneakernet import export_bundles, import_bundles
 from tests import format1_writer
 from tests.conftest import FAST, PASSPHRASE, make_workspace
@@ -62,6 +63,28 @@ async def test_a_bundle_brings_a_peer_exactly_what_it_lacks(tmp_path: Path) -> N
         assert second.changes == 1
         await import_bundles(bob, root)
         assert (await texts(bob, "general"))[-1] == "second"
+
+
+async def test_the_courier_runs_over_the_in_memory_medium(tmp_path: Path) -> None:
+    """Export and import use only the Medium port: the in-memory twin carries a bundle, a
+    rejected one is quarantined in memory, and no stick folder or quarantine folder appears."""
+    alice, bob = await make_workspace(tmp_path, "bob")
+    medium = MemoryMedium(tmp_path / "no-such-stick")
+    async with alice, bob:
+        await alice.chat.create_channel("general")
+        await alice.chat.post_many("general", ["over", "memory"])
+        exported = await export_bundles(alice, medium)
+        (written,) = exported.bundles
+        medium.place(stick.BUNDLES, stick.anonymous_file_name(bytes(16)), b"\x89RPBNDL\n\x02" + bytes(100))  # sorts first
+        report = await import_bundles(bob, medium)
+        assert [f.outcome for f in report.files] == ["Malformed", "accepted"]
+        assert await texts(bob, "general") == ["over", "memory"]
+        kept = report.files[0].quarantined
+        assert kept is not None and medium.kept(kept.name)[1].startswith("Malformed: ")
+        left = (await medium.scan([stick.BUNDLES], max_file_bytes=1 << 20)).files
+        assert [f.name for f in left] == [stick.anonymous_file_name(bytes(16))]  # the junk stays: its stanzas cannot be read, it may be for others
+        assert written.path.is_relative_to(tmp_path / "no-such-stick") and not (tmp_path / "no-such-stick").exists()
+        assert not (bob.home / sneakernet.QUARANTINE_DIR).exists()
 
 
 async def test_reimporting_in_any_order_changes_nothing(tmp_path: Path) -> None:
