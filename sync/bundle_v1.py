@@ -20,6 +20,7 @@ import nacl.signing
 from appliance import crypto
 from appliance.ids import key_id
 from sync import bundle as common
+from sync import sealing
 from sync import fields
 from sync.bundle import (
     ID_BYTES,
@@ -95,10 +96,10 @@ def open_bundle(view: memoryview, *, my_key: nacl.signing.SigningKey, sender_sta
     wrapped = parsed.wrapped.get(bytes(my_key.verify_key))
     if wrapped is None:
         raise NotAddressedToMe(f"bundle is not addressed to this node (it is for {len(header.recipients)} other node(s))")
-    content_key = common._unwrap_key(wrapped, my_key)
+    content_key = sealing.unwrap_key(wrapped, my_key)
     if content_key is None:
         raise Tampered("the content key wrapped for this node does not open: the bundle was altered")
-    plaintext = common._decrypt_stream(ciphertext, content_key, header.chunk_size, crypto.sha256(header.raw), limits.max_plaintext_bytes)
+    plaintext = sealing.decrypt_stream(ciphertext, content_key, header.chunk_size, crypto.sha256(header.raw), limits.max_plaintext_bytes)
     return header, common._decode_payload(plaintext, limits)
 
 

@@ -12,6 +12,7 @@ import nacl.signing
 
 from appliance import cbor, crypto
 from sync import bundle as common
+from sync import sealing
 from sync import bundle_v1
 from sync.bundle import CONTENT_KEY_BYTES, ID_BYTES, MAGIC, MAX_HEADER_BYTES, RANDOMNESS_BYTES, STREAM_HEADER_BYTES, BundleContent
 from sync.bundle_v1 import DERIVE_CONTEXT, LENGTH_BYTES, VERSION
@@ -63,15 +64,15 @@ def seal_plaintext(
 
     context = [DERIVE_CONTEXT, sender, workspace, recipient_keys, heads_wire, created_at, chunk_size, crypto.sha256(plaintext)]
     master = hashlib.blake2b(cbor.encode(context), digest_size=32, key=randomness).digest()
-    content_key = common._derive(master, b"rp-content-key", CONTENT_KEY_BYTES)
+    content_key = sealing.derive(master, b"rp-content-key", CONTENT_KEY_BYTES)
     header_obj = {
         "v": VERSION,
-        "id": common._derive(master, b"rp-bundle-id", ID_BYTES),
+        "id": sealing.derive(master, b"rp-bundle-id", ID_BYTES),
         "workspace": workspace,
         "sender": sender,
         "created_at": created_at,
         "heads": heads_wire,
-        "recipients": [[r, common._wrap_key(content_key, r, common._derive(master, b"rp-wrap-seed", 32, r))] for r in recipient_keys],
+        "recipients": [[r, sealing.wrap_key(content_key, r, sealing.derive(master, b"rp-wrap-seed", 32, r))] for r in recipient_keys],
         "chunk_size": chunk_size,
     }
     header_raw = cbor.encode(header_obj)
@@ -81,8 +82,8 @@ def seal_plaintext(
         bundle_v1._header_from_wire(header_obj, header_raw, 0)
     except BundleRejected as exc:
         raise ValueError(str(exc)) from exc
-    stream_header = common._derive(master, b"rp-stream-header", STREAM_HEADER_BYTES)
-    ciphertext = common._encrypt_stream(content_key, stream_header, plaintext, chunk_size, crypto.sha256(header_raw), stream_tags)
+    stream_header = sealing.derive(master, b"rp-stream-header", STREAM_HEADER_BYTES)
+    ciphertext = sealing.encrypt_stream(content_key, stream_header, plaintext, chunk_size, crypto.sha256(header_raw), stream_tags)
     return frame(header_raw, ciphertext, sign(sender_key, header_raw, ciphertext))
 
 

@@ -25,7 +25,7 @@ from automerge._automerge import ROOT, Document, ScalarType
 
 from appliance import cbor, crypto
 from appliance.changes import SignedChange, parse_change, sign_change
-from sync import bundle
+from sync import bundle, sealing
 from sync.bundle import BundleContent, BundleHeader
 from tests import format1_writer
 
@@ -322,8 +322,8 @@ def opened_inner(data: bytes, reader: str) -> tuple[bytes, bytes, bytes]:
     """(inner header bytes, payload, signature) of a format 2 bundle, as `reader` decrypts it."""
     view = memoryview(data)
     parsed = bundle._parse(view, bundle.DEFAULT_MAX_BUNDLE_BYTES)
-    key = next(k for s in parsed.stanzas if (k := bundle._unwrap_key(s, IDENTITIES[reader])) is not None)
-    plaintext = bundle._decrypt_stream(view[parsed.ciphertext_start :], key, parsed.envelope.chunk_size, crypto.sha256(parsed.raw_envelope), 2**32)
+    key = next(k for s in parsed.stanzas if (k := sealing.unwrap_key(s, IDENTITIES[reader])) is not None)
+    plaintext = sealing.decrypt_stream(view[parsed.ciphertext_start :], key, parsed.envelope.chunk_size, crypto.sha256(parsed.raw_envelope), 2**32)
     header_raw, payload, signature = bundle._split_inner(plaintext)
     return header_raw, bytes(payload), signature
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from appliance import cbor
 from appliance.changes import SignedChange, verify_batch
-from sync import bundle, errors
+from sync import bundle, errors, sealing
 from sync.bundle import BundleContent, Limits, addressed_to, build_bundle, open_bundle, read_envelope
 from tests import format1_writer
 from tests import make_vectors as mv
@@ -151,21 +151,21 @@ def test_stream_is_byte_identical_to_libsodium_init_push() -> None:
         sodium.crypto_secretstream_xchacha20poly1305_push(state, piece, ad, bundle.TAG_FINAL if i == len(pieces) - 1 else bundle.TAG_MESSAGE)
         for i, piece in enumerate(pieces)
     )
-    assert bundle._encrypt_stream(key, stream_header, plaintext, 1024, ad) == reference
-    decrypted = bundle._decrypt_stream(memoryview(reference), key, 1024, ad, 10_000)
+    assert sealing.encrypt_stream(key, stream_header, plaintext, 1024, ad) == reference
+    decrypted = sealing.decrypt_stream(memoryview(reference), key, 1024, ad, 10_000)
     assert bytes(decrypted) == plaintext
 
 
 def test_wrapped_key_is_a_libsodium_sealed_box() -> None:
     recipient = POOL[1]
     content_key = bytes(range(32, 64))
-    wrapped = bundle._wrap_key(content_key, pk(recipient), b"\x11" * 32)
+    wrapped = sealing.wrap_key(content_key, pk(recipient), b"\x11" * 32)
     assert len(wrapped) == bundle.WRAPPED_KEY_BYTES
     secret = recipient.to_curve25519_private_key()
     assert nacl.public.SealedBox(secret).decrypt(wrapped) == content_key
     assert sodium.crypto_box_seal_open(wrapped, bytes(secret.public_key), bytes(secret)) == content_key
-    assert bundle._wrap_key(content_key, pk(recipient), b"\x11" * 32) == wrapped  # reproducible
-    assert bundle._wrap_key(content_key, pk(recipient), b"\x12" * 32) != wrapped
+    assert sealing.wrap_key(content_key, pk(recipient), b"\x11" * 32) == wrapped  # reproducible
+    assert sealing.wrap_key(content_key, pk(recipient), b"\x12" * 32) != wrapped
 
 
 # --- building and round trips ----------------------------------------------------------------
