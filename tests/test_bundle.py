@@ -24,6 +24,7 @@ from sync import bundle, errors, sealing
 from sync.bundle import BundleContent, Limits, addressed_to, build_bundle, open_bundle, read_envelope
 from tests import format1_writer
 from tests import make_vectors as mv
+from tests.conftest import REPO
 
 MANIFEST: dict[str, dict[str, Any]] = json.loads((mv.VECTORS / mv.MANIFEST).read_text()) | {
     f"{mv.V1}/{name}": entry for name, entry in json.loads((mv.VECTORS / mv.V1 / mv.MANIFEST).read_text()).items()
@@ -86,13 +87,18 @@ def test_committed_vectors_are_byte_identical_to_a_fresh_build() -> None:
 
 
 def test_manifest_covers_every_outcome() -> None:
+    """Outcomes are named in the specification's words (section 9), one error class each."""
+    assert sorted(kind.__name__ for kind in mv.OUTCOMES.values() if kind is not None) == sorted(OUTCOMES)
     expected = {entry["expected"] for name, entry in MANIFEST.items() if not name.startswith(mv.V1)}
-    assert expected == {"ok", *OUTCOMES}
+    assert expected == set(mv.OUTCOMES)
     v1_expected = {entry["expected"] for name, entry in MANIFEST.items() if name.startswith(mv.V1)}
-    assert v1_expected == {"ok", *OUTCOMES} - {"UnsupportedVersion"}  # version 1's own bad vectors, all still refused as before
+    assert v1_expected == set(mv.OUTCOMES) - {"rejected: unsupported version"}  # version 1's own bad vectors, all still refused as before
+    spec = (REPO / "docs" / "bundle-format.md").read_text()
+    for outcome in mv.OUTCOMES:
+        assert f"**{outcome}**" in spec, f"docs/bundle-format.md does not define {outcome!r}"
     for entry in MANIFEST.values():
         assert entry["open_as"] in mv.IDENTITIES and entry["sender_status"] in {"trusted", "unknown", "revoked"}
-        assert ("contains" in entry) == (entry["expected"] == "ok")
+        assert ("contains" in entry) == (entry["expected"] == mv.ACCEPTED)
 
 
 @pytest.mark.parametrize("name", sorted(MANIFEST))
@@ -105,7 +111,7 @@ def test_vector_has_exactly_its_expected_outcome(name: str) -> None:
     def status(_sender: bytes) -> str:
         return str(entry["sender_status"])
 
-    if entry["expected"] == "ok":
+    if entry["expected"] == mv.ACCEPTED:
         header, content = open_as(data, key, limits, status)
         assert mv.summarize(header, content) == entry["contains"]
         envelope = read_envelope(data)
@@ -122,9 +128,9 @@ def test_vector_has_exactly_its_expected_outcome(name: str) -> None:
         return
     with pytest.raises(errors.BundleRejected) as caught:
         open_as(data, key, limits, status)
-    if entry["expected"] != "NotAddressedToMe":
+    if mv.OUTCOMES[entry["expected"]] is not errors.NotAddressedToMe:
         assert addressed_to(data[: bundle.ENVELOPE_MAX_BYTES], key)  # skipping it unread would hide the fault
-    assert type(caught.value).__name__ == entry["expected"], str(caught.value)
+    assert type(caught.value) is mv.OUTCOMES[entry["expected"]], str(caught.value)
     message = str(caught.value)
     assert message and "\n" not in message
 

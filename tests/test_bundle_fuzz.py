@@ -1,7 +1,7 @@
 """The bundle decoder's fuzz target (docs/bundle-format.md, "Fuzzing").
 
 Seeds are the committed good vectors of both formats (tests/vectors and tests/vectors/v1,
-`"expected": "ok"` in manifest.json) and, for the import path, a real bundle one node exported
+`"expected": "accepted"` in manifest.json) and, for the import path, a real bundle one node exported
 for another. Hypothesis mutates them - bit flips and byte overwrites at any offset and around
 every field boundary, insertions, deletions, truncations, splices of two bundles, duplicated,
 dropped and swapped ciphertext chunks or byte ranges, length and count fields overwritten with
@@ -76,7 +76,7 @@ FUZZ_SETTINGS: dict[str, Any] = {
 MANIFEST: dict[str, dict[str, Any]] = json.loads((mv.VECTORS / mv.MANIFEST).read_text()) | {
     f"{mv.V1}/{name}": entry for name, entry in json.loads((mv.VECTORS / mv.V1 / mv.MANIFEST).read_text()).items()
 }
-SEEDS: dict[str, bytes] = {name: (mv.VECTORS / f"{name}.bundle").read_bytes() for name, entry in sorted(MANIFEST.items()) if entry["expected"] == "ok"}
+SEEDS: dict[str, bytes] = {name: (mv.VECTORS / f"{name}.bundle").read_bytes() for name, entry in sorted(MANIFEST.items()) if entry["expected"] == mv.ACCEPTED}
 SEED_NAMES = sorted(SEEDS)
 SPLICE_PARTNERS = [SEEDS[name] for name in SEED_NAMES]
 ORIGINALS = set(SPLICE_PARTNERS)  # a splice at (0, 0) is another seed, unaltered
@@ -149,6 +149,7 @@ def landmarks(data: bytes) -> list[int]:
     """Offsets where a field starts or ends: where off-by-one mutations do the most damage."""
     marks = [0, 8, 9, 13, 15, len(data) - bundle.SIGNATURE_BYTES, len(data)]
     v2 = frame2_of(data)
+    size: int | None
     if v2 is not None:
         size = int.from_bytes(data[9:13], "big")
         start = len(v2.envelope) + 8
@@ -283,6 +284,7 @@ def mangle_ciphertext(draw: st.DrawFn, m: Mutant, _ctx: Context) -> None:
     are fixed up (so the framing stays valid) or left as they were."""
     parts = frame_of(m.data)
     v2 = frame2_of(m.data)
+    size: int | None
     if v2 is not None and v2.ciphertext:
         ct, size = v2.ciphertext, int.from_bytes(m.data[9:13], "big")
     elif parts is None or not parts.ciphertext:
@@ -337,6 +339,7 @@ def header_edits(draw: st.DrawFn, fields: dict[Any, Any], names: frozenset[str])
             "workspace": [bytes(32), bytes(31), mv.OTHER_WORKSPACE],
             "sender": [bytes(32), mv.pk(mv.STRANGER), mv.pk(mv.REVOKED), bytes(33)],
             "created_at": [0, 2**63 - 1, 2**63, 2**64 - 1, -1],
+            "incarnation": [b"", bytes(15), bytes(17), None, "incarnation"],
             "chunk_size": [0, 1, 1023, 1024, 1025, 2**20, 2**20 + 1, 2**64 - 1],
             "heads": [{}, {"": []}, {"x" * 257: []}, {"d": [bytes(32), bytes(32)]}, {"d": [bytes(31)]}, []],
             "recipients": [[], recipients * 2, list(reversed(recipients)), [bytes(32)], [[bytes(32), bytes(80)]], [[bytes(32)]], recipients[:1] * 1025],
@@ -414,7 +417,7 @@ def seal(draw: st.DrawFn, m: Mutant, ctx: Context, plaintext: bytes, step: str, 
     if ctx.header.version == 2:
         probe = bundle._seal_plaintext(
             plaintext, sender_key=ctx.signer, workspace=ctx.header.workspace, recipients=ctx.header.recipients, heads=ctx.header.heads,
-            created_at=ctx.header.created_at, incarnation=ctx.header.incarnation, randomness=bytes(32), chunk_size=chunk_size, inner=inner,
+            created_at=ctx.header.created_at, incarnation=ctx.header.incarnation or bytes(bundle.INCARNATION_BYTES), randomness=bytes(32), chunk_size=chunk_size, inner=inner,
         )  # fmt: skip
         stream_bytes = len(probe) - len(frame2_of(probe).envelope) - 8 - bundle.STREAM_HEADER_BYTES  # type: ignore[union-attr]
         pieces = -(-stream_bytes // (chunk_size + bundle.CHUNK_OVERHEAD))
@@ -734,7 +737,7 @@ def test_import_rejects_a_trusted_bundle_naming_an_unknown_document(courier: Cou
     plaintext = cbor.encode({"directory": [], "changes": [["not-a-document", [[b"\x01", None]]]], "blobs": [], "acks": {}})
     data = bundle._seal_plaintext(
         plaintext, sender_key=ctx.signer, workspace=ctx.header.workspace, recipients=ctx.header.recipients,
-        heads={}, created_at=ctx.header.created_at, incarnation=ctx.header.incarnation, randomness=bytes(32), chunk_size=bundle.DEFAULT_CHUNK_SIZE,
+        heads={}, created_at=ctx.header.created_at, incarnation=ctx.header.incarnation or bytes(bundle.INCARNATION_BYTES), randomness=bytes(32), chunk_size=bundle.DEFAULT_CHUNK_SIZE,
     )  # fmt: skip
     report, messages = import_once(courier, data)
     assert [f.outcome for f in report.files] == ["ChangeRejected"]

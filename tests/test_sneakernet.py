@@ -22,6 +22,7 @@ from appliance.model import Delta
 from appliance.node import Attachment, Node
 from sync import sneakernet, stick
 from sync.bundle import build_bundle
+from sync.defaults import DEFAULT_MAX_BYTES
 from sync.memory_medium import MemoryMedium
 from sync.sneakernet import export_bundles, import_bundles
 from tests import format1_writer
@@ -451,7 +452,7 @@ async def test_a_stick_an_earlier_release_wrote_still_imports(tmp_path: Path) ->
         await alice.chat.create_channel("general")
         await alice.chat.post_many("general", ["one", "two"])
         delta = await alice.exchange.delta_for([bob.identity.node_key])
-        (content,) = sneakernet._split(delta, sneakernet.DEFAULT_MAX_BYTES, 1)
+        (content,) = sneakernet._split(delta, DEFAULT_MAX_BYTES, 1)
         data = format1_writer.build_bundle(
             content, sender_key=alice.identity.signing_key, workspace=alice.directory.current.workspace, recipients=[bob.identity.node_key],
             heads=sneakernet._header_heads(delta, content), created_at=1_767_225_600_000, randomness=bytes(32),
