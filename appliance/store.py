@@ -5,6 +5,7 @@ schema keeps to portable types so a hub can move to PostgreSQL."""
 from __future__ import annotations
 
 import os
+import secrets
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, closing
@@ -15,7 +16,6 @@ from sqlalchemy import event, select, text
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import StaticPool
 
 from appliance import schema
 from appliance.errors import StorageError
@@ -68,7 +68,8 @@ def _describe(exc: BaseException) -> str:
 
 class Storage(Protocol):
     """The node's port to its database. `Store` implements it over SQLAlchemy, on a file
-    (SQLite or PostgreSQL) or in memory (`Store.memory()`, used by tests)."""
+    (SQLite or PostgreSQL) or in memory (`Store.memory()`, its twin for tests and tools);
+    tests/contracts/test_store.py holds both to the same contract."""
 
     is_sqlite: bool
 
@@ -96,6 +97,7 @@ class Store:
         self.is_sqlite = engine.dialect.name == "sqlite"
         self.path = path  # the SQLite file, for a store on one
         self.read_only: str | None = None  # why, when the store could be opened for reading only
+        self._keep_alive: sqlite3.Connection | None = None  # holds an in-memory database open
 
     @classmethod
     def at(cls, home: Path) -> Store:
@@ -106,8 +108,14 @@ class Store:
 
     @classmethod
     def memory(cls) -> Store:
-        """An in-memory store with the same schema, for tests and tools."""
-        return cls(create_async_engine("sqlite+aiosqlite://", poolclass=StaticPool))._with_pragmas()
+        """An in-memory SQLite store with the same schema and the same isolation as a file: every
+        pooled connection opens one database that SQLite's memdb VFS shares by name within the
+        process, so a reader sees only committed data (it waits, up to the busy timeout, while a
+        writer commits). The database lives until the store closes."""
+        name = f"/rallypoint-{secrets.token_hex(16)}"
+        store = cls(create_async_engine(URL.create("sqlite+aiosqlite", database=f"file:{name}", query={"uri": "true", "vfs": "memdb"})))
+        store._keep_alive = sqlite3.connect(f"file:{name}?vfs=memdb", uri=True, check_same_thread=False)
+        return store._with_pragmas()
 
     @classmethod
     def from_url(cls, url: str | URL) -> Store:
@@ -125,6 +133,9 @@ class Store:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.engine.dispose()
+        if self._keep_alive is not None:
+            self._keep_alive.close()
+            self._keep_alive = None
 
     async def migrate(self) -> None:
         """Brings the schema to the newest revision with Alembic; a node upgrades in place. On a

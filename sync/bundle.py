@@ -28,7 +28,11 @@ import nacl.signing
 from appliance import cbor, crypto
 from appliance.changes import SignedChange
 from appliance.ids import key_id
-from sync import fields
+from sync import fields, sealing
+from sync.sealing import CHUNK_OVERHEAD as CHUNK_OVERHEAD
+from sync.sealing import STREAM_HEADER_BYTES as STREAM_HEADER_BYTES
+from sync.sealing import TAG_FINAL as TAG_FINAL
+from sync.sealing import TAG_MESSAGE as TAG_MESSAGE
 from sync.errors import (
     BundleRejected,
     Malformed,
@@ -75,10 +79,6 @@ ENVELOPE_MAX_BYTES = PREFIX_BYTES + MAX_RECIPIENTS * STANZA_BYTES  # what `addre
 RANDOMNESS_BYTES = 32
 DEFAULT_MAX_BUNDLE_BYTES = 2 * GiB
 
-STREAM_HEADER_BYTES = sodium.crypto_secretstream_xchacha20poly1305_HEADERBYTES  # 24
-CHUNK_OVERHEAD = sodium.crypto_secretstream_xchacha20poly1305_ABYTES  # 17: tag byte + MAC
-TAG_MESSAGE = sodium.crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
-TAG_FINAL = sodium.crypto_secretstream_xchacha20poly1305_TAG_FINAL
 MIN_CIPHERTEXT_BYTES = STREAM_HEADER_BYTES + CHUNK_OVERHEAD + 1
 
 HEADER_FIELDS = frozenset({"v", "id", "workspace", "sender", "incarnation", "created_at", "heads", "recipients"})  # the inner header
@@ -276,13 +276,13 @@ def _seal_plaintext(
 
     context = [DERIVE_CONTEXT, sender, incarnation, workspace, recipient_keys, heads_wire, created_at, chunk_size, crypto.sha256(payload)]
     master = hashlib.blake2b(cbor.encode(context), digest_size=32, key=randomness).digest()
-    content_key = _derive(master, b"rp-content-key", CONTENT_KEY_BYTES)
+    content_key = sealing.derive(master, b"rp-content-key", CONTENT_KEY_BYTES)
     # Sorted by their own (random-looking) bytes: the order says nothing about the recipients.
-    stanzas = sorted(_wrap_key(content_key, r, _derive(master, b"rp-wrap-seed", 32, r)) for r in recipient_keys)
+    stanzas = sorted(sealing.wrap_key(content_key, r, sealing.derive(master, b"rp-wrap-seed", 32, r)) for r in recipient_keys)
     envelope = MAGIC + bytes([FORMAT_VERSION]) + chunk_size.to_bytes(4, "big") + len(stanzas).to_bytes(2, "big") + b"".join(stanzas)
     header_obj = {
         "v": FORMAT_VERSION,
-        "id": _derive(master, b"rp-bundle-id", ID_BYTES),
+        "id": sealing.derive(master, b"rp-bundle-id", ID_BYTES),
         "workspace": workspace,
         "sender": sender,
         "incarnation": incarnation,
@@ -299,8 +299,8 @@ def _seal_plaintext(
         raise ValueError(str(exc)) from exc
     signature = crypto.sign(sender_key, _signed_message(envelope, header_raw, payload))
     plaintext = (inner or _inner_plaintext)(envelope, header_raw, payload, signature)
-    stream_header = _derive(master, b"rp-stream-header", STREAM_HEADER_BYTES)
-    ciphertext = _encrypt_stream(content_key, stream_header, plaintext, chunk_size, crypto.sha256(envelope), stream_tags)
+    stream_header = sealing.derive(master, b"rp-stream-header", STREAM_HEADER_BYTES)
+    ciphertext = sealing.encrypt_stream(content_key, stream_header, plaintext, chunk_size, crypto.sha256(envelope), stream_tags)
     return envelope + len(ciphertext).to_bytes(LENGTH_BYTES, "big") + ciphertext
 
 
@@ -327,37 +327,6 @@ def _signed_message(envelope: Buffer, header_raw: bytes, payload: Buffer) -> byt
     the exact inner header, and the payload's digest. Binding the stanzas means a recipient,
     who knows the content key, cannot re-address the bundle to others and keep the signature."""
     return SIGNATURE_DOMAIN + crypto.sha256(bytes(envelope)) + header_raw + hashlib.sha256(payload).digest()
-
-
-def _derive(master: bytes, label: bytes, size: int, data: bytes = b"") -> bytes:
-    return hashlib.blake2b(data, digest_size=size, key=master, person=label).digest()
-
-
-def _wrap_key(content_key: bytes, recipient: bytes, seed: bytes) -> bytes:
-    """libsodium's crypto_box_seal with its ephemeral key pair made from `seed`: the output is
-    exactly what crypto_box_seal would write had randombytes produced that key pair, and opens
-    with crypto_box_seal_open / nacl.public.SealedBox."""
-    try:
-        public = bytes(nacl.signing.VerifyKey(recipient).to_curve25519_public_key())
-        ephemeral_pk, ephemeral_sk = sodium.crypto_box_seed_keypair(seed)
-        nonce = hashlib.blake2b(ephemeral_pk + public, digest_size=sodium.crypto_box_NONCEBYTES).digest()
-        return ephemeral_pk + sodium.crypto_box(content_key, nonce, public, ephemeral_sk)
-    except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
-        raise ValueError(f"recipient {recipient.hex()[:16]}... is not a usable Ed25519 public key") from exc
-
-
-def _encrypt_stream(
-    key: bytes, stream_header: bytes, plaintext: bytes, chunk_size: int, ad: bytes, tags: Sequence[int] | None = None
-) -> bytes:
-    """A libsodium secretstream with a chosen header (see `crypto.secretstream_push_state`)."""
-    state = crypto.secretstream_push_state(key, stream_header)
-    pieces = [plaintext[i : i + chunk_size] for i in range(0, len(plaintext), chunk_size)]
-    if tags is None:
-        tags = [TAG_MESSAGE] * (len(pieces) - 1) + [TAG_FINAL]
-    out = [stream_header]
-    for piece, tag in zip(pieces, tags, strict=True):
-        out.append(sodium.crypto_secretstream_xchacha20poly1305_push(state, piece, ad, tag))
-    return b"".join(out)
 
 
 # --- reading ----------------------------------------------------------------------------
@@ -397,11 +366,11 @@ def open_bundle(
         return bundle_v1.open_bundle(view, my_key=my_key, sender_status=sender_status, limits=limits, workspace=workspace)
     parsed = _parse(view, limits.max_bundle_bytes)
     envelope = parsed.envelope
-    content_key = next((key for stanza in parsed.stanzas if (key := _unwrap_key(stanza, my_key)) is not None), None)
+    content_key = next((key for stanza in parsed.stanzas if (key := sealing.unwrap_key(stanza, my_key)) is not None), None)
     if content_key is None:
         raise NotAddressedToMe(f"bundle is not addressed to this node (none of its {envelope.stanzas} recipient stanza(s) opens with this node's key)")
     ciphertext = view[parsed.ciphertext_start :]
-    plaintext = _decrypt_stream(ciphertext, content_key, envelope.chunk_size, crypto.sha256(parsed.raw_envelope), limits.max_plaintext_bytes)
+    plaintext = sealing.decrypt_stream(ciphertext, content_key, envelope.chunk_size, hashlib.sha256(parsed.raw_envelope).digest(), limits.max_plaintext_bytes)
     header_raw, payload, signature = _split_inner(plaintext)
     header = _header_from_wire(fields.strict_decode(header_raw, "bundle header", MAX_HEADER_ITEMS), header_raw, envelope.chunk_size, envelope.ciphertext_length)
     if workspace is not None and header.workspace != workspace:
@@ -429,7 +398,7 @@ def addressed_to(head: Buffer, my_key: nacl.signing.SigningKey) -> bool:
     end = PREFIX_BYTES + count * STANZA_BYTES
     if not 0 < count <= MAX_RECIPIENTS or len(view) < end:
         return True
-    return any(_unwrap_key(view[at : at + STANZA_BYTES], my_key) is not None for at in range(PREFIX_BYTES, end, STANZA_BYTES))
+    return any(sealing.unwrap_key(view[at : at + STANZA_BYTES], my_key) is not None for at in range(PREFIX_BYTES, end, STANZA_BYTES))
 
 
 def _check_standing(sender: bytes, sender_status: SenderStatus) -> None:
@@ -520,55 +489,7 @@ def _split_inner(plaintext: bytearray) -> tuple[bytes, memoryview, bytes]:
     return bytes(view[4 : 4 + header_length]), view[payload_at : payload_at + payload_length], bytes(view[body - SIGNATURE_BYTES : body])
 
 
-def _unwrap_key(wrapped: Buffer, my_key: nacl.signing.SigningKey) -> bytes | None:
-    """The content key in a sealed box of STANZA_BYTES (always 32 bytes), or None when the
-    box is not for this key (or was altered: the two look the same)."""
-    try:
-        return bytes(nacl.public.SealedBox(my_key.to_curve25519_private_key()).decrypt(bytes(wrapped)))
-    except (nacl.exceptions.CryptoError, ValueError, TypeError):
-        return None
-
-
-def _decrypt_stream(ciphertext: memoryview, key: bytes, chunk_size: int, ad: bytes, max_plaintext: int) -> bytearray:
-    """Chunk boundaries follow from the lengths alone (every chunk but the last holds
-    `chunk_size` bytes), so the plaintext size is known - and limited - before decrypting."""
-    body = len(ciphertext) - STREAM_HEADER_BYTES
-    full = chunk_size + CHUNK_OVERHEAD
-    count = -(-body // full)
-    last = body - (count - 1) * full
-    if last <= CHUNK_OVERHEAD:
-        raise Malformed(f"the encrypted stream's last chunk is {last} bytes: too short to hold any data")
-    plaintext_length = body - count * CHUNK_OVERHEAD
-    if plaintext_length > max_plaintext:
-        raise TooLarge(f"bundle payload is {plaintext_length:,} bytes; the limit is {max_plaintext:,}")
-    state = sodium.crypto_secretstream_xchacha20poly1305_state()
-    try:
-        sodium.crypto_secretstream_xchacha20poly1305_init_pull(state, bytes(ciphertext[:STREAM_HEADER_BYTES]), key)
-    except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
-        raise Tampered("the encrypted stream's header is unusable") from exc
-    out = bytearray()
-    pos = STREAM_HEADER_BYTES
-    for index in range(count):
-        piece = bytes(ciphertext[pos : pos + full])
-        pos += len(piece)
-        try:
-            message, tag = sodium.crypto_secretstream_xchacha20poly1305_pull(state, piece, ad)
-        except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
-            raise Tampered(f"encrypted chunk {index + 1} of {count} fails authentication (altered, reordered or spliced)") from exc
-        if len(out) + len(message) > max_plaintext:  # unreachable given the check above; kept as the invariant
-            raise TooLarge(f"bundle payload exceeds {max_plaintext:,} bytes")
-        out += message
-        if tag == TAG_FINAL:
-            if index != count - 1:
-                raise Tampered(f"the encrypted stream has data after its final chunk ({index + 1} of {count})")
-        elif tag != TAG_MESSAGE:
-            raise Malformed(f"encrypted chunk {index + 1} carries an unexpected stream tag {tag}")
-        elif index == count - 1:
-            raise Truncated("bundle is truncated: the encrypted stream ends without its final chunk")
-    return out
-
-
-def _decode_payload(plaintext: bytearray, limits: Limits) -> BundleContent:
+def _decode_payload(plaintext: Buffer, limits: Limits) -> BundleContent:
     return _content_from_wire(fields.strict_decode(plaintext, "bundle payload", limits.max_items), limits)
 
 

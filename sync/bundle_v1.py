@@ -3,27 +3,26 @@
 Version 1 carried its header in clear: sender, workspace, recipients, time and heads were
 readable from a lost stick. Version 2 (sync/bundle.py) moved them inside the encryption. A
 fleet runs two adjacent releases side by side, so this release still opens version 1 bundles
-that older nodes write; the next one drops this module. Its writer makes the version 1 test
-vectors and the fuzzer's version 1 mutants, which prove the reader; nodes write version 2.
+that older nodes write; the next one drops this module. Nodes write version 2 only; the
+version 1 writer that makes the test vectors and the fuzzer's mutants is in tests/format1_writer.py.
 
 Payload, stream and key wrapping are shared with version 2 and live in sync/bundle.py."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
 import nacl.signing
 
-from appliance import cbor, crypto
+from appliance import crypto
 from appliance.ids import key_id
 from sync import bundle as common
+from sync import sealing
 from sync import fields
 from sync.bundle import (
-    CONTENT_KEY_BYTES,
     ID_BYTES,
     KEY_BYTES,
     MAGIC,
@@ -34,9 +33,7 @@ from sync.bundle import (
     MAX_RECIPIENTS,
     MIN_CHUNK_SIZE,
     MIN_CIPHERTEXT_BYTES,
-    RANDOMNESS_BYTES,
     SIGNATURE_BYTES,
-    STREAM_HEADER_BYTES,
     WRAPPED_KEY_BYTES,
     BundleContent,
     BundleHeader,
@@ -45,7 +42,6 @@ from sync.bundle import (
     SenderStatus,
 )
 from sync.errors import (
-    BundleRejected,
     Malformed,
     NotAddressedToMe,
     Tampered,
@@ -62,92 +58,12 @@ HEADER_FIELDS = frozenset({"v", "id", "workspace", "sender", "created_at", "head
 DERIVE_CONTEXT = "rallypoint/bundle/v1/derive"
 
 
-# --- writing (test vectors and fuzz mutants only) ---------------------------------------------
-
-
-def build_bundle(
-    content: BundleContent,
-    *,
-    sender_key: nacl.signing.SigningKey,
-    workspace: bytes,
-    recipients: Sequence[bytes],
-    heads: Mapping[str, Sequence[bytes]],
-    created_at: int,
-    randomness: bytes,
-    chunk_size: int = common.DEFAULT_CHUNK_SIZE,
-) -> bytes:
-    """A version 1 bundle, exactly as the previous release wrote it."""
-    return seal_plaintext(
-        common.encode_payload(content), sender_key=sender_key, workspace=workspace, recipients=recipients, heads=heads,
-        created_at=created_at, randomness=randomness, chunk_size=chunk_size,
-    )
-
-
-def seal_plaintext(
-    plaintext: bytes,
-    *,
-    sender_key: nacl.signing.SigningKey,
-    workspace: bytes,
-    recipients: Sequence[bytes],
-    heads: Mapping[str, Sequence[bytes]],
-    created_at: int,
-    randomness: bytes,
-    chunk_size: int,
-    stream_tags: Sequence[int] | None = None,
-) -> bytes:
-    """Encrypts, wraps, signs and frames a payload that is already encoded. `stream_tags`
-    overrides the chunk tags (to write bad streams)."""
-    if not isinstance(randomness, bytes) or len(randomness) != RANDOMNESS_BYTES:
-        raise ValueError(f"randomness must be {RANDOMNESS_BYTES} bytes")
-    if not plaintext:
-        raise ValueError("empty plaintext")
-    keys = [bytes(r) for r in recipients]
-    recipient_keys = sorted(set(keys))
-    if len(recipient_keys) != len(keys):
-        raise ValueError("a recipient is listed twice")
-    heads_wire = {doc: sorted({bytes(h) for h in hashes}) for doc, hashes in heads.items()}
-    sender = bytes(sender_key.verify_key)
-
-    context = [DERIVE_CONTEXT, sender, workspace, recipient_keys, heads_wire, created_at, chunk_size, crypto.sha256(plaintext)]
-    master = hashlib.blake2b(cbor.encode(context), digest_size=32, key=randomness).digest()
-    content_key = common._derive(master, b"rp-content-key", CONTENT_KEY_BYTES)
-    header_obj = {
-        "v": VERSION,
-        "id": common._derive(master, b"rp-bundle-id", ID_BYTES),
-        "workspace": workspace,
-        "sender": sender,
-        "created_at": created_at,
-        "heads": heads_wire,
-        "recipients": [[r, common._wrap_key(content_key, r, common._derive(master, b"rp-wrap-seed", 32, r))] for r in recipient_keys],
-        "chunk_size": chunk_size,
-    }
-    header_raw = cbor.encode(header_obj)
-    if len(header_raw) > MAX_HEADER_BYTES:
-        raise ValueError(f"header is {len(header_raw):,} bytes; the format allows {MAX_HEADER_BYTES:,}")
-    try:
-        _header_from_wire(header_obj, header_raw, 0)
-    except BundleRejected as exc:
-        raise ValueError(str(exc)) from exc
-    stream_header = common._derive(master, b"rp-stream-header", STREAM_HEADER_BYTES)
-    ciphertext = common._encrypt_stream(content_key, stream_header, plaintext, chunk_size, crypto.sha256(header_raw), stream_tags)
-    return frame(header_raw, ciphertext, sign(sender_key, header_raw, ciphertext))
-
-
-def sign(sender_key: nacl.signing.SigningKey, header_raw: bytes, ciphertext: common.Buffer) -> bytes:
-    return crypto.sign(sender_key, _signed_message(header_raw, ciphertext))
-
-
-def _signed_message(header_raw: bytes, ciphertext: common.Buffer) -> bytes:
-    return SIGNATURE_DOMAIN + header_raw + hashlib.sha256(ciphertext).digest()
-
-
-def frame(header_raw: bytes, ciphertext: bytes, signature: bytes, version: int = VERSION) -> bytes:
-    return b"".join(
-        [MAGIC, bytes([version]), len(header_raw).to_bytes(4, "big"), header_raw, len(ciphertext).to_bytes(LENGTH_BYTES, "big"), ciphertext, signature]
-    )
-
-
 # --- reading ----------------------------------------------------------------------------
+
+
+def signed_message(header_raw: bytes, ciphertext: common.Buffer) -> bytes:
+    """What the sender signed: the domain, the clear header and the ciphertext's digest."""
+    return SIGNATURE_DOMAIN + header_raw + hashlib.sha256(ciphertext).digest()
 
 
 @dataclass(frozen=True)
@@ -174,16 +90,16 @@ def open_bundle(view: memoryview, *, my_key: nacl.signing.SigningKey, sender_sta
     start, length = parsed.ciphertext_start, header.ciphertext_length
     ciphertext = parsed.view[start : start + length]
     signature = bytes(parsed.view[start + length :])
-    if not crypto.verify(header.sender, _signed_message(header.raw, ciphertext), signature):
+    if not crypto.verify(header.sender, signed_message(header.raw, ciphertext), signature):
         raise Tampered(f"bundle signature by node {key_id(header.sender)} does not verify: the file was altered")
 
     wrapped = parsed.wrapped.get(bytes(my_key.verify_key))
     if wrapped is None:
         raise NotAddressedToMe(f"bundle is not addressed to this node (it is for {len(header.recipients)} other node(s))")
-    content_key = common._unwrap_key(wrapped, my_key)
+    content_key = sealing.unwrap_key(wrapped, my_key)
     if content_key is None:
         raise Tampered("the content key wrapped for this node does not open: the bundle was altered")
-    plaintext = common._decrypt_stream(ciphertext, content_key, header.chunk_size, crypto.sha256(header.raw), limits.max_plaintext_bytes)
+    plaintext = sealing.decrypt_stream(ciphertext, content_key, header.chunk_size, crypto.sha256(header.raw), limits.max_plaintext_bytes)
     return header, common._decode_payload(plaintext, limits)
 
 

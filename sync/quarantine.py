@@ -3,17 +3,35 @@
 with them. The quarantine holds at most `max_files` bundles and `max_bytes` bytes (bundles and
 their reason files): to keep a new one, the oldest go first; a bundle larger than the whole quota
 is not kept at all. Every bundle dropped either way is named, with its size and why, in the
-import's report and the audit log (the audit log keeps every rejection's digest regardless)."""
+import's report and the audit log (the audit log keeps every rejection's digest regardless).
+
+On disk (`keep`) the quarantine is a folder (0o700) holding each bundle under its stick name
+and its reason in `<name>.reason.txt`; `plan` is the quota's policy, which the in-memory
+courier medium applies too."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+import os
+import re
+import stat
+from collections.abc import Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+
+from appliance.files import owned as _owned
+from sync.errors import StickError
+from sync.fs import DIR_FLAGS, TEMP_PREFIX, fsync_dir, shown, stick_error, unlink_quietly, write_temp
 
 MiB = 1024 * 1024
 DEFAULT_MAX_BYTES = 64 * MiB
 DEFAULT_MAX_FILES = 200
+REASON_SUFFIX = ".reason.txt"
+
+_MAX_ENTRIES = 10_000  # folder entries looked at
+_MAX_COPIES = 10_000
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 
 @dataclass(frozen=True)
@@ -79,3 +97,90 @@ def plan(kept: Sequence[KeptFile], name: str, size: int, quota: QuarantineQuota)
 
 def eviction_reason(quota: QuarantineQuota) -> str:
     return f"removed, oldest first, to keep the quarantine within {quota.max_files:,} bundles and {quota.max_bytes:,} bytes"
+
+
+def check_name(name: str) -> None:
+    """Refuses a name that is not a safe file name in the quarantine (a caller's mistake)."""
+    if not _NAME.fullmatch(name):
+        raise ValueError(f"not a safe file name for the quarantine: {name!r}")
+
+
+def reason_bytes(reason: str) -> bytes:
+    """The reason file's content: the reason, ending in one newline."""
+    return (reason if reason.endswith("\n") else reason + "\n").encode()
+
+
+def keep(data: bytes, quarantine_dir: Path, name: str, reason: str, quota: QuarantineQuota) -> Quarantined:
+    """Keeps a rejected bundle's bytes in `quarantine_dir` (created 0o700) with `<name>.reason.txt`
+    beside it, within `quota` (the oldest go first, one over the quota is not kept); never
+    overwrites an earlier one (adds -1, -2, ... before the suffix). Blocking."""
+    check_name(name)
+    reason_data = reason_bytes(reason)
+    try:
+        quarantine_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with _owned(os.open(quarantine_dir, DIR_FLAGS | os.O_NOFOLLOW)) as dir_fd:
+            decided = plan(_kept(dir_fd), name, len(data) + len(reason_data), quota)
+            if decided.refused is not None:
+                return Quarantined(None, (decided.refused,))
+            data_temp = write_temp(dir_fd, data, 0o600)
+            try:
+                reason_temp = write_temp(dir_fd, reason_data, 0o600)
+                try:
+                    for old in decided.evict:  # only once the new copy is written: it is kept for sure
+                        unlink_quietly(old.name + REASON_SUFFIX, dir_fd)
+                        unlink_quietly(old.name, dir_fd)
+                    stored = _link_unused_name(dir_fd, data_temp, reason_temp, name)
+                finally:
+                    unlink_quietly(reason_temp, dir_fd)
+            finally:
+                unlink_quietly(data_temp, dir_fd)
+            fsync_dir(dir_fd)
+    except OSError as exc:
+        raise stick_error(exc, f"cannot quarantine {name} in {shown(quarantine_dir)}", medium="disk") from exc
+    evicted = eviction_reason(quota)
+    return Quarantined(quarantine_dir / stored, tuple(DroppedFile(f.name, f.size, evicted) for f in decided.evict))
+
+
+def _kept(dir_fd: int) -> list[KeptFile]:
+    """The bundles in the quarantine (up to _MAX_ENTRIES entries looked at), each with its reason file's size."""
+    bundles: dict[str, os.stat_result] = {}
+    reasons: dict[str, int] = {}
+    with os.scandir(dir_fd) as entries:
+        for entry in itertools.islice(entries, _MAX_ENTRIES):
+            with suppress(OSError):
+                info = entry.stat(follow_symlinks=False)
+                if not stat.S_ISREG(info.st_mode) or entry.name.startswith(TEMP_PREFIX):
+                    continue
+                if entry.name.endswith(REASON_SUFFIX):
+                    reasons[entry.name.removesuffix(REASON_SUFFIX)] = info.st_size
+                else:
+                    bundles[entry.name] = info
+    return [KeptFile(name, info.st_size + reasons.get(name, 0), info.st_mtime_ns) for name, info in bundles.items()]
+
+
+def unused_names(name: str) -> Iterator[str]:
+    """The names a copy of `name` may take, in order: `name`, `stem-1.suffix`, ..."""
+    stem, suffix = Path(name).stem, Path(name).suffix
+    for copy in range(_MAX_COPIES):
+        yield name if copy == 0 else f"{stem}-{copy}{suffix}"
+
+
+def too_many_copies(name: str) -> StickError:
+    return StickError(f"cannot quarantine {name}: {_MAX_COPIES:,} files of that name are already there")
+
+
+def _link_unused_name(dir_fd: int, data_temp: str, reason_temp: str, name: str) -> str:
+    """Hard-links the two temporary files to the first free name of `unused_names` and its
+    reason file; a hard link never replaces an existing name, so nothing is overwritten."""
+    for candidate in unused_names(name):
+        try:
+            os.link(data_temp, candidate, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except FileExistsError:
+            continue
+        try:
+            os.link(reason_temp, candidate + REASON_SUFFIX, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except FileExistsError:
+            os.unlink(candidate, dir_fd=dir_fd)
+            continue
+        return candidate
+    raise too_many_copies(name)

@@ -1,9 +1,9 @@
 """The courier workflow: bundles for peers written to a stick, bundles on a stick imported.
 
-The edge between the node, the bundle codec (pure bytes) and the stick (files, in
-`sync.stick`). Export asks the node what each peer lacks (`Node.delta_for`), packs it in
-priority order into bundles no larger than a cap, and writes each atomically into the
-stick's `bundles/` folder under a name that says nothing, superseding this node's older
+The edge between the node, the bundle codec (pure bytes) and the courier medium (a
+`sync.ports.Medium`: the stick's files in `sync.stick`, or memory). Export asks the node what
+each peer lacks (`node.exchange.delta_for`), packs it (`sync.packing`) in priority order into
+bundles no larger than a cap, and writes each atomically into the medium's `bundles/` folder under a name that says nothing, superseding this node's older
 bundles for the same peers. Import tries every bundle on the stick (format 2 bundles do not
 say for whom they are: a node finds its own by opening them), hands the content to the
 node's all-or-nothing verification path and records every decision: accepted bundles for
@@ -13,14 +13,16 @@ that only lack an earlier bundle wait for it."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from appliance import crypto, ids
-from appliance.changes import SignedChange, parse_change, relay_units
+from appliance.changes import SignedChange, parse_change
 from appliance.errors import (
     ChangeRejected,
     IdentityConflict,
@@ -45,6 +47,8 @@ from sync.bundle import (
 )
 from sync.defaults import DEFAULT_MAX_BYTES, MiB
 from sync.errors import BundleRejected, NotAddressedToMe, StickError, SyncError, UnknownSender
+from sync.packing import pack_delta
+from sync.ports import Medium, StickFile, StickProblem
 from sync.quarantine import DroppedFile, Quarantined, QuarantineQuota
 
 MIN_MAX_BYTES = 64 * 1024
@@ -52,8 +56,6 @@ IMPORT_LIMITS = Limits(max_bundle_bytes=256 * MiB, max_plaintext_bytes=256 * MiB
 MAX_BUNDLE_FILE_BYTES = IMPORT_LIMITS.max_bundle_bytes + 300 * 1024  # the ciphertext, plus header, framing and signature
 MAX_HEADS_IN_HEADER = 2_000  # documents whose heads a header lists; keeps it far below the format's cap
 QUARANTINE_DIR = "quarantine"
-ITEM_OVERHEAD = 16  # CBOR framing of one change or blob, generously
-SEGMENT_OVERHEAD = 128  # a document group: its id and framing
 
 Clock = Callable[[], int]
 Random = Callable[[int], bytes]
@@ -122,7 +124,7 @@ class FileOutcome:
 @dataclass(frozen=True)
 class ImportReport:
     files: tuple[FileOutcome, ...]
-    problems: tuple[stick.StickProblem, ...]
+    problems: tuple[StickProblem, ...]
     preview: bool
     wiped: bool = False
 
@@ -157,12 +159,26 @@ class ImportReport:
         return tuple(d for f in self.files for d in f.quarantine_dropped)
 
 
+# --- the medium -------------------------------------------------------------------------
+
+
+Where = Medium | str | os.PathLike[str]
+
+
+def medium_for(node: Node, where: Where) -> Medium:
+    """The medium itself, or the stick in the folder `where` (rejected bundles quarantined in
+    the node's home)."""
+    if isinstance(where, (str, os.PathLike)):
+        return stick.StickMedium(Path(where), quarantine_dir=node.home / QUARANTINE_DIR)
+    return where
+
+
 # --- export -----------------------------------------------------------------------------
 
 
 async def export_bundles(
     node: Node,
-    root: Path,
+    where: Where,
     *,
     for_nodes: Sequence[str] = (),
     max_bytes: int = DEFAULT_MAX_BYTES,
@@ -173,8 +189,9 @@ async def export_bundles(
 ) -> ExportReport:
     """Bundles with what each peer lacks: one series per peer (default: every enrolled peer),
     or with `broadcast` one series for all of them (public channels and the directory only:
-    every recipient can open it), all in the stick's bundles/ folder. A revoked node gets the
-    directory only - its revocation, on which it wipes itself."""
+    every recipient can open it), all in the bundles/ folder of the medium (or the stick in the
+    folder) `where`. A revoked node gets the directory only - its revocation, on which it wipes
+    itself."""
     if max_bytes < MIN_MAX_BYTES:
         raise InvalidInput(f"--max-bytes must be at least {MIN_MAX_BYTES} bytes")
     peers = [node.directory.node_key_of(n) for n in for_nodes] if for_nodes else node.directory.peers(revoked=not broadcast)
@@ -185,6 +202,7 @@ async def export_bundles(
             raise InvalidInput(f"node {ids.key_id(peer)} is not enrolled in this workspace")
     if not peers:
         raise InvalidInput("this node knows no other enrolled node to export for")
+    medium = medium_for(node, where)
     groups = [peers] if broadcast else [[p] for p in peers]
     written: list[WrittenBundle] = []
     superseded = 0
@@ -211,7 +229,7 @@ async def export_bundles(
                 chunk_size=DEFAULT_CHUNK_SIZE,
             )
             name = namer.name(series, part, group)
-            path = await stick.write_bundle_file(root, stick.BUNDLES, name, data)
+            path = await medium.write(stick.BUNDLES, name, data)
             names.append(name)
             written.append(
                 WrittenBundle(
@@ -222,7 +240,7 @@ async def export_bundles(
                     blobs=len(content.blobs),
                 )
             )
-        superseded += await stick.remove_own_older(root, stick.BUNDLES, lambda found, g=group: namer.is_own(found, g), names)
+        superseded += await medium.remove_own_older(stick.BUNDLES, functools.partial(namer.is_own, group=group), names)
         await node.exchange.note_sent(group, [(digest, doc_id) for digest, doc_id, _ in delta.blobs], delta.heads)
     if progress:
         progress(Progress("export", len(groups), len(groups), "done"))
@@ -284,56 +302,6 @@ def _split(delta: Delta, max_bytes: int, recipients: int) -> list[BundleContent]
     ] or [BundleContent()]
 
 
-DeltaPart = tuple[tuple[tuple[str, tuple[SignedChange, ...]], ...], tuple[tuple[bytes, bytes], ...]]
-
-
-def pack_delta(delta: Delta, budget: int) -> list[DeltaPart]:
-    """Cuts a delta, in its priority order, into parts of at most `budget` bytes of changes and
-    blobs (estimated conservatively), for bundles and for LAN frames alike. A document may span
-    parts: each part is a causal prefix, cut only where every unsigned change is followed by
-    its actor's signed one, so each part verifies on its own once the earlier ones are in.
-    A document that fits in a part of its own is not cut: its part starts afresh instead
-    (half a segment imported into the other half costs a diff and a read per message, about
-    40 ms a segment, where a whole segment is read in one pass)."""
-    parts: list[DeltaPart] = []
-    current: list[tuple[str, list[SignedChange]]] = []
-    blobs: list[tuple[bytes, bytes]] = []
-    used = 0
-
-    def flush() -> None:
-        nonlocal current, blobs, used
-        if current or blobs:
-            parts.append((tuple((d, tuple(c)) for d, c in current), tuple(blobs)))
-        current, blobs, used = [], [], 0
-
-    for doc_id, changes in delta.documents:
-        atoms = [(atom, sum(len(c.data) + 64 + ITEM_OVERHEAD for c in atom) + SEGMENT_OVERHEAD) for atom in relay_units(changes)]
-        whole = sum(size - SEGMENT_OVERHEAD for _, size in atoms) + SEGMENT_OVERHEAD
-        if used + whole > budget >= whole:
-            flush()
-        for atom, size in atoms:
-            if size > budget:
-                raise InvalidInput(f"{len(atom)} change(s) of {doc_id} need {size:,} bytes, more than the {budget:,} a part may hold")
-            if used + size > budget:
-                flush()
-            if current and current[-1][0] == doc_id:
-                current[-1][1].extend(atom)
-                used += size - SEGMENT_OVERHEAD
-            else:
-                current.append((doc_id, list(atom)))
-                used += size
-    for digest, _, data in delta.blobs:
-        size = len(data) + len(digest) + ITEM_OVERHEAD
-        if size > budget:
-            raise InvalidInput(f"a {len(data):,}-byte attachment does not fit in a part of {budget:,} bytes")
-        if used + size > budget:
-            flush()
-        blobs.append((digest, data))
-        used += size
-    flush()
-    return parts
-
-
 def _one_signature_per_actor(changes: Sequence[SignedChange]) -> tuple[SignedChange, ...]:
     """Keeps only each actor's last signature in a document's run: an actor's later change
     depends on its earlier ones, and its hash covers theirs, so the receiver's verifier
@@ -362,7 +330,7 @@ def _fixed_overhead(delta: Delta, chunk_budget: int, recipients: int) -> int:
 
 async def import_bundles(
     node: Node,
-    root: Path,
+    where: Where,
     *,
     preview: bool = False,
     progress: ProgressCallback | None = None,
@@ -372,18 +340,20 @@ async def import_bundles(
     say for whom they are, and an earlier release's in this node's outbox and the broadcast
     outbox), in name order; bundles that lack an earlier one are retried after the others.
     `preview` reports what would happen and changes nothing, on the node or the stick.
-    Rejected bundles are quarantined within `quarantine_quota`."""
+    Rejected bundles are quarantined within `quarantine_quota`. `where` is the medium, or the
+    folder of a stick."""
     me = node.identity.node_id
-    scan = await stick.scan(root, [stick.BUNDLES, stick.outbox_name(me), stick.BROADCAST], max_file_bytes=MAX_BUNDLE_FILE_BYTES)
+    medium = medium_for(node, where)
+    scan = await medium.scan([stick.BUNDLES, stick.outbox_name(me), stick.BROADCAST], max_file_bytes=MAX_BUNDLE_FILE_BYTES)
     outcomes: dict[str, FileOutcome] = {}
     queue = list(scan.files)
     total = len(queue)
     while queue:
-        deferred: list[stick.StickFile] = []
+        deferred: list[StickFile] = []
         for file in queue:
             if progress:
                 progress(Progress("import", len(outcomes), total, file.name))
-            outcome = await _import_file(node, file, preview, quarantine_quota, last_try=False, progress=progress)
+            outcome = await _import_file(node, medium, file, preview, quarantine_quota, last_try=False, progress=progress)
             if outcome is None:
                 deferred.append(file)
                 continue
@@ -394,7 +364,7 @@ async def import_bundles(
                 return ImportReport(tuple(outcomes.values()), scan.problems, preview, wiped=True)
         if len(deferred) == len(queue):  # no progress: decide them for good
             for file in deferred:
-                outcome = await _import_file(node, file, preview, quarantine_quota, last_try=True, progress=progress)
+                outcome = await _import_file(node, medium, file, preview, quarantine_quota, last_try=True, progress=progress)
                 assert outcome is not None
                 outcomes[file.name] = outcome
             break
@@ -405,20 +375,20 @@ async def import_bundles(
     return ImportReport(ordered, scan.problems, preview)
 
 
-async def _import_file(node: Node, file: stick.StickFile, preview: bool, quota: QuarantineQuota, *, last_try: bool, progress: ProgressCallback | None = None) -> FileOutcome | None:
+async def _import_file(node: Node, medium: Medium, file: StickFile, preview: bool, quota: QuarantineQuota, *, last_try: bool, progress: ProgressCallback | None = None) -> FileOutcome | None:
     """The outcome of one file; None to try it again after the others (it may need a bundle
     that is still to come: an unknown sender's certificate, earlier changes)."""
     try:
-        if not addressed_to(await stick.read_bundle_head(file, ENVELOPE_MAX_BYTES), node.identity.signing_key):
+        if not addressed_to(await medium.read_head(file, ENVELOPE_MAX_BYTES), node.identity.signing_key):
             return FileOutcome(file.name, NOT_FOR_ME, "none of its recipient stanzas opens with this node's key: it is for other nodes")
-        data = await stick.read_bundle_file(file, max_file_bytes=MAX_BUNDLE_FILE_BYTES)
+        data = await medium.read(file, max_file_bytes=MAX_BUNDLE_FILE_BYTES)
     except SyncError as exc:
         return FileOutcome(file.name, "Unreadable", str(exc))
     digest = hashlib.sha256(data).digest()
     seen = await node.intake.bundle_decision(digest)
     if seen is not None and seen[0] != UnknownSender.__name__:  # the directory may know it by now
         if seen[0] in (ACCEPTED, DUPLICATE) and not preview and _mine_alone(file, data):
-            await stick.remove_bundle_file(file)
+            await medium.remove(file)
         return FileOutcome(file.name, SEEN, f"already {'imported' if seen[0] in (ACCEPTED, DUPLICATE) else 'rejected: ' + seen[1]}")
     try:
         opened, content = await asyncio.to_thread(
@@ -433,12 +403,12 @@ async def _import_file(node: Node, file: stick.StickFile, preview: bool, quota: 
             await node.intake.record_rejection(digest, outcome=type(exc).__name__, reason=str(exc), sender=None, bundle_id=None, created_at=None)
         return FileOutcome(file.name, type(exc).__name__, str(exc))
     except BundleRejected as exc:
-        return await _reject(node, file, data, digest, None, type(exc).__name__, str(exc), preview, quota)
+        return await _reject(node, medium, file, data, digest, None, type(exc).__name__, str(exc), preview, quota)
     if opened.incarnation is not None:  # None only in format 1, which predates incarnations
         try:
             await node.peers.check_peer_incarnation(opened.sender, opened.incarnation, via="bundle", record=not preview)
         except IdentityConflict as exc:
-            return await _reject(node, file, data, digest, opened, "IdentityConflict", str(exc), preview, quota)
+            return await _reject(node, medium, file, data, digest, opened, "IdentityConflict", str(exc), preview, quota)
     sender = ids.key_id(opened.sender)
     receipt = Receipt(source="bundle", sender=opened.sender, created_at=opened.created_at, sender_heads=opened.heads, digest=digest, bundle_id=opened.id)
     try:
@@ -455,17 +425,17 @@ async def _import_file(node: Node, file: stick.StickFile, preview: bool, quota: 
             return None
         return FileOutcome(file.name, WAITING, f"{exc}; import the earlier bundles from {sender} first", sender, opened.id.hex())
     except ChangeRejected as exc:
-        return await _reject(node, file, data, digest, opened, "ChangeRejected", str(exc), preview, quota)
+        return await _reject(node, medium, file, data, digest, opened, "ChangeRejected", str(exc), preview, quota)
     if not preview and _mine_alone(file, data):
-        await stick.remove_bundle_file(file)
+        await medium.remove(file)
     outcome = ACCEPTED if summary.changes or summary.blobs else DUPLICATE
     return FileOutcome(file.name, outcome, "", sender, opened.id.hex(), summary)
 
 
 async def _reject(
-    node: Node, file: stick.StickFile, data: bytes, digest: bytes, header: BundleHeader | None, outcome: str, reason: str, preview: bool, quota: QuarantineQuota
+    node: Node, medium: Medium, file: StickFile, data: bytes, digest: bytes, header: BundleHeader | None, outcome: str, reason: str, preview: bool, quota: QuarantineQuota
 ) -> FileOutcome:
-    """Quarantines the bundle in the node's home and records the decision (audited once);
+    """Quarantines the bundle (the stick's quarantine is in the node's home) and records the decision (audited once);
     the stick keeps bundles for other nodes too (they judge them for themselves), and a bundle
     that could not be quarantined: a failure to keep a copy must not stop the bundles beside it.
     `header` is None when the bundle did not open: who sent it is then not known."""
@@ -475,7 +445,7 @@ async def _reject(
         return FileOutcome(file.name, outcome, reason, sender, bundle_id)
     kept, problem = Quarantined(None, ()), None
     try:
-        kept = await stick.quarantine_file(data, node.home / QUARANTINE_DIR, file.name, f"{outcome}: {reason}", quota)
+        kept = await medium.quarantine(data, file.name, f"{outcome}: {reason}", quota)
     except StickError as exc:
         problem = str(exc)
     await node.intake.record_rejection(
@@ -488,7 +458,7 @@ async def _reject(
         quarantine={"kept": kept.path.name if kept.path else None, "dropped": [d.as_json() for d in kept.dropped], "problem": problem},
     )
     if problem is None and _mine_alone(file, data):
-        await stick.remove_bundle_file(file)
+        await medium.remove(file)
     return FileOutcome(file.name, outcome, reason, sender, bundle_id, quarantined=kept.path, quarantine_dropped=kept.dropped, quarantine_problem=problem)
 
 
@@ -507,7 +477,7 @@ def _changes_progress(progress: ProgressCallback | None, content: BundleContent,
     return advance
 
 
-def _mine_alone(file: stick.StickFile, data: bytes) -> bool:
+def _mine_alone(file: StickFile, data: bytes) -> bool:
     """Whether a file that this node decided on may leave the stick: nobody else needs it.
     In bundles/, a bundle with one recipient stanza (a rejected one whose stanzas cannot be
     read stays: it may be for others); in an earlier release's outboxes, one in this node's
@@ -542,11 +512,12 @@ def _limits(node: Node) -> Limits:
 
 
 async def courier(
-    node: Node, root: Path, *, progress: ProgressCallback | None = None, max_bytes: int = DEFAULT_MAX_BYTES, quarantine_quota: QuarantineQuota = QuarantineQuota()
+    node: Node, where: Where, *, progress: ProgressCallback | None = None, max_bytes: int = DEFAULT_MAX_BYTES, quarantine_quota: QuarantineQuota = QuarantineQuota()
 ) -> tuple[ImportReport, ExportReport | None]:
     """One action at a stop on the route: import what is addressed to this node, then write
     fresh bundles for every peer. No export when the import wiped this node."""
-    imported = await import_bundles(node, root, progress=progress, quarantine_quota=quarantine_quota)
+    medium = medium_for(node, where)
+    imported = await import_bundles(node, medium, progress=progress, quarantine_quota=quarantine_quota)
     if imported.wiped:
         return imported, None
-    return imported, await export_bundles(node, root, max_bytes=max_bytes, progress=progress)
+    return imported, await export_bundles(node, medium, max_bytes=max_bytes, progress=progress)

@@ -16,7 +16,8 @@ match the bundle file pattern exactly are offered; everything else is skipped an
 `StickProblem` whose path has control characters and undecodable bytes escaped. A scan examines
 at most MAX_ENTRIES entries and lists at most MAX_LISTED_PROBLEMS problems per folder, so a stick
 stuffed with junk costs bounded time and memory. Every OSError becomes a `StickError` with a
-one-line message. The public functions are async and do their blocking work in a thread."""
+one-line message. `StickMedium` is the stick as a `sync.ports.Medium`: its methods are async and
+do their blocking work in a thread; rejected bundles go to the node's quarantine folder."""
 
 from __future__ import annotations
 
@@ -25,7 +26,6 @@ import errno
 import itertools
 import os
 import re
-import secrets
 import stat
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -40,7 +40,17 @@ from appliance.ids import normalise_key_id
 from sync import quarantine
 from sync.bundle import ID_BYTES, MAX_CREATED_AT
 from sync.errors import StickError
-from sync.quarantine import DroppedFile, KeptFile, Quarantined, QuarantineQuota
+from sync.fs import DIR_FLAGS as _DIR_FLAGS
+from sync.fs import TEMP_PREFIX as TEMP_PREFIX
+from sync.fs import fsync_dir as _fsync_dir
+from sync.fs import shown as _shown
+from sync.fs import stick_error as _stick_error
+from sync.fs import write_replace as _write_replace
+from sync.ports import StickFile as StickFile
+from sync.ports import StickProblem as StickProblem
+from sync.ports import StickScan as StickScan
+from sync.quarantine import REASON_SUFFIX as REASON_SUFFIX
+from sync.quarantine import Quarantined, QuarantineQuota
 
 STICK_DIR = "rallypoint"
 BROADCAST = "broadcast"
@@ -49,8 +59,6 @@ FORMAT_FILE = "FORMAT"
 FORMAT_LINE = "rallypoint-stick/1"
 OUTBOX_PREFIX = "to-"
 BUNDLE_SUFFIX = ".rpb"
-TEMP_PREFIX = ".tmp-"
-REASON_SUFFIX = ".reason.txt"
 
 MAX_ENTRIES = 10_000  # directory entries examined per folder before giving up on the rest (reported once)
 MAX_LISTED_PROBLEMS = 100  # skipped entries reported one by one per folder; the rest in one summary line
@@ -59,51 +67,11 @@ STALE_TEMP_SECONDS = 3600  # a writer's temporary file this old was left by a cr
 _MAX_COUNTED_ENTRIES = 100 * MAX_ENTRIES  # counting what was not examined stays bounded too
 _MAX_FORMAT_BYTES = 256
 _MAX_SHOWN_FORMAT_BYTES = 64
-_MAX_QUARANTINE_COPIES = 10_000
 
 _NODE_ID = r"[A-Z2-7]{7}-[A-Z2-7]{7}-[A-Z2-7]{7}"  # appliance.ids.key_id: 21 base32 characters in groups of 7
 _NODE_ID_PATTERN = re.compile(_NODE_ID)
 _BUNDLE_FILE_NAME = re.compile(rf"(?P<sender>{_NODE_ID})-(?P<created_at>[0-9]{{13,19}})-(?P<bundle_id>[0-9a-f]{{32}})\.rpb")
 _ANONYMOUS_NAME = re.compile(r"[0-9a-f]{32}\.rpb")  # in bundles/: 16 bytes that name no one, in hex
-_QUARANTINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
-
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-
-# Shown paths: C0/C1 controls, bidi and line-separator characters, undecodable bytes (which
-# surrogateescape turns into U+DC80..U+DCFF) and the backslash itself become escapes.
-_ESCAPES: dict[int, str] = (
-    {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
-    | {code: f"\\u{code:04x}" for code in (0x200E, 0x200F, 0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))}
-    | {0xDC00 + byte: f"\\x{byte:02x}" for byte in range(0x80, 0x100)}
-    | {ord("\\"): "\\\\"}
-)
-
-@dataclass(frozen=True)
-class StickFile:
-    """A candidate bundle file found by `scan`: a regular file with a bundle file name, within the
-    size limit when it was scanned. Its content is not authenticated until the bundle is opened."""
-
-    path: Path
-    name: str
-    outbox: str  # "to-<NODEID>" or "broadcast"
-    size: int
-
-
-@dataclass(frozen=True)
-class StickProblem:
-    """Something on the stick that was skipped, and why. `path` is printable: control characters,
-    bidi controls, undecodable bytes and backslashes are escaped."""
-
-    path: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class StickScan:
-    files: tuple[StickFile, ...]  # sorted by name
-    problems: tuple[StickProblem, ...]
-
 
 @dataclass(frozen=True)
 class BundleFileName:
@@ -169,47 +137,52 @@ def parse_bundle_file_name(name: str) -> BundleFileName | None:
     return BundleFileName(match["sender"], created_at_ms, bytes.fromhex(match["bundle_id"]))
 
 
-async def scan(root: Path, outboxes: Sequence[str], *, max_file_bytes: int) -> StickScan:
-    """The candidate bundle files in the named outboxes of the stick at `root`, and what was
-    skipped. A missing rallypoint/ folder or outbox is an empty scan; `root` itself must exist."""
-    return await asyncio.to_thread(_scan_blocking, Path(root), tuple(outboxes), max_file_bytes)
+class StickMedium:
+    """The courier stick at `root` (the folder the user names) as a `sync.ports.Medium`; rejected
+    bundles are quarantined in `quarantine_dir` on the node's own disk."""
 
+    def __init__(self, root: Path, *, quarantine_dir: Path) -> None:
+        self.root = Path(root)
+        self.quarantine_dir = Path(quarantine_dir)
 
-async def read_bundle_file(file: StickFile, *, max_file_bytes: int) -> bytes:
-    """The bytes of a file `scan` found, refusing it if it is no longer a regular file or has grown
-    past `max_file_bytes`."""
-    return await asyncio.to_thread(_read_blocking, file, max_file_bytes)
+    async def scan(self, outboxes: Sequence[str], *, max_file_bytes: int) -> StickScan:
+        """The candidate bundle files in the named outboxes, and what was skipped. A missing
+        rallypoint/ folder or outbox is an empty scan; `root` itself must exist."""
+        return await asyncio.to_thread(_scan_blocking, self.root, tuple(outboxes), max_file_bytes)
 
+    async def read(self, file: StickFile, *, max_file_bytes: int) -> bytes:
+        """The bytes of a file `scan` found, refusing it if it is no longer a regular file or
+        has grown past `max_file_bytes`."""
+        return await asyncio.to_thread(_read_blocking, self._found(file), max_file_bytes)
 
-async def read_bundle_head(file: StickFile, size: int) -> bytes:
-    """The first `size` bytes of a file `scan` found (all of it if shorter), refusing it if it
-    is no longer a regular file: enough to tell whether a bundle is for this node."""
-    return await asyncio.to_thread(_read_head_blocking, file, size)
+    async def read_head(self, file: StickFile, size: int) -> bytes:
+        """The first `size` bytes of a file `scan` found (all of it if shorter), refusing it if
+        it is no longer a regular file: enough to tell whether a bundle is for this node."""
+        return await asyncio.to_thread(_read_head_blocking, self._found(file), size)
 
+    async def write(self, outbox: str, name: str, data: bytes) -> Path:
+        """Writes a bundle into `outbox` atomically, creating rallypoint/, FORMAT and the outbox
+        if missing; returns the file's path."""
+        return await asyncio.to_thread(_write_blocking, self.root, outbox, name, data)
 
-async def write_bundle_file(root: Path, outbox: str, name: str, data: bytes) -> Path:
-    """Writes a bundle into `outbox` atomically, creating rallypoint/, FORMAT and the outbox if
-    missing; returns the file's path."""
-    return await asyncio.to_thread(_write_blocking, Path(root), outbox, name, data)
+    async def remove(self, file: StickFile) -> None:
+        """Deletes a file `scan` found; one that is already gone is fine."""
+        await asyncio.to_thread(_remove_blocking, self._found(file))
 
+    async def remove_own_older(self, outbox: str, is_own: Callable[[str], bool], keep: Collection[str]) -> int:
+        """Deletes the bundle files in `outbox` whose names `is_own` claims, other than those
+        named in `keep` (an exporter superseding its earlier bundles); returns how many."""
+        return await asyncio.to_thread(_remove_own_older_blocking, self.root, outbox, is_own, keep)
 
-async def remove_bundle_file(file: StickFile) -> None:
-    """Deletes a file `scan` found; one that is already gone is fine."""
-    await asyncio.to_thread(_remove_blocking, file)
+    async def quarantine(self, data: bytes, name: str, reason: str, quota: QuarantineQuota = QuarantineQuota()) -> Quarantined:
+        """Keeps a rejected bundle in the quarantine folder: see `sync.quarantine.keep`."""
+        return await asyncio.to_thread(quarantine.keep, data, self.quarantine_dir, name, reason, quota)
 
-
-async def quarantine_file(data: bytes, quarantine_dir: Path, name: str, reason: str, quota: QuarantineQuota = QuarantineQuota()) -> Quarantined:
-    """Keeps a rejected bundle's bytes in `quarantine_dir` (created 0o700) with `<name>.reason.txt`
-    beside it, within `quota` (sync.quarantine: the oldest go first, one over the quota is not
-    kept); never overwrites an earlier one (adds -1, -2, ... before the suffix). Says where the
-    copy is and what was dropped."""
-    return await asyncio.to_thread(_quarantine_blocking, data, Path(quarantine_dir), name, reason, quota)
-
-
-async def remove_own_older(root: Path, outbox: str, is_own: Callable[[str], bool], keep: Collection[str]) -> int:
-    """Deletes the bundle files in `outbox` whose names `is_own` claims, other than those named
-    in `keep` (an exporter superseding its earlier bundles); returns how many."""
-    return await asyncio.to_thread(_remove_own_older_blocking, Path(root), outbox, is_own, keep)
+    def _found(self, file: StickFile) -> StickFile:
+        """`file`, if a scan of this stick could have found it (a caller's mistake otherwise)."""
+        if _root_of(file) != self.root:
+            raise ValueError(f"not a file on the stick at {self.root}: {file.path}")
+        return file
 
 
 # --- scanning ---------------------------------------------------------------------------------
@@ -217,7 +190,7 @@ async def remove_own_older(root: Path, outbox: str, is_own: Callable[[str], bool
 
 def _scan_blocking(root: Path, outboxes: tuple[str, ...], max_file_bytes: int) -> StickScan:
     for outbox in outboxes:
-        _check_outbox(outbox)
+        check_outbox(outbox)
     stick_path = root / STICK_DIR
     try:
         root_fd = os.open(root, _DIR_FLAGS)
@@ -301,11 +274,16 @@ def _examine(entry: os.DirEntry[str], outbox: str, outbox_path: Path, max_file_b
         return f"cannot be examined: {exc.strerror}"
     if not stat.S_ISREG(info.st_mode):
         return str(_WrongKind(name, info.st_mode, "a regular file"))
+    return file_problem(outbox, name, info.st_size, max_file_bytes) or StickFile(outbox_path / name, name, outbox, info.st_size)
+
+
+def file_problem(outbox: str, name: str, size: int, max_file_bytes: int) -> str | None:
+    """Why a regular file in `outbox` is not a candidate bundle file, or None if it is one."""
     if not is_bundle_file_name(outbox, name):
         return "name is not a bundle file name (" + ("32 hex digits" if outbox == BUNDLES else "<SENDERID>-<MILLISECONDS>-<BUNDLE ID>") + ".rpb)"
-    if info.st_size > max_file_bytes:
-        return f"is {info.st_size:,} bytes, over the limit of {max_file_bytes:,}"
-    return StickFile(outbox_path / name, name, outbox, info.st_size)
+    if size > max_file_bytes:
+        return f"is {size:,} bytes, over the limit of {max_file_bytes:,}"
+    return None
 
 
 def _format_problem(stick_fd: int) -> str | None:
@@ -319,6 +297,11 @@ def _format_problem(stick_fd: int) -> str | None:
         return None
     except (_WrongKind, OSError) as exc:
         return _reason(exc)
+    return format_line_problem(head)
+
+
+def format_line_problem(head: bytes) -> str | None:
+    """Why a FORMAT file starting with `head` does not name this layout, or None."""
     line = head.split(b"\n", 1)[0]
     if line == FORMAT_LINE.encode():
         return None
@@ -377,7 +360,7 @@ def _remove_blocking(file: StickFile) -> None:
 
 
 def _remove_own_older_blocking(root: Path, outbox: str, is_own: Callable[[str], bool], keep: Collection[str]) -> int:
-    _check_outbox(outbox)
+    check_outbox(outbox)
     outbox_path = root / STICK_DIR / outbox
     removed = 0
     try:
@@ -403,7 +386,7 @@ def _remove_own_older_blocking(root: Path, outbox: str, is_own: Callable[[str], 
 
 
 def _write_blocking(root: Path, outbox: str, name: str, data: bytes) -> Path:
-    _check_outbox(outbox)
+    check_outbox(outbox)
     if not is_bundle_file_name(outbox, name):
         raise ValueError(f"not a bundle file name: {name!r}")
     stick_path = root / STICK_DIR
@@ -457,115 +440,6 @@ def _remove_stale_temps(dir_fd: int) -> None:
                     os.unlink(entry.name, dir_fd=dir_fd)
 
 
-def _write_replace(dir_fd: int, name: str, data: bytes, mode: int) -> None:
-    """Temp file, fsync, rename, fsync the folder: a crash or a pulled stick leaves the old file or
-    the new one under `name`, never part of one."""
-    temp = _write_temp(dir_fd, data, mode)
-    try:
-        os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except BaseException:
-        _unlink_quietly(temp, dir_fd)
-        raise
-    _fsync_dir(dir_fd)
-
-
-def _write_temp(dir_fd: int, data: bytes, mode: int) -> str:
-    """A new, fsynced temporary file holding `data`; returns its name. Removed again on failure."""
-    temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}{BUNDLE_SUFFIX}"
-    fd = os.open(temp, _CREATE_FLAGS, mode, dir_fd=dir_fd)
-    try:
-        with _owned(fd):
-            _write_all(fd, data)
-            os.fsync(fd)
-    except BaseException:
-        _unlink_quietly(temp, dir_fd)
-        raise
-    return temp
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        if written <= 0:  # a broken file system; without this check the loop would never end
-            raise OSError(errno.EIO, "the write made no progress")
-        view = view[written:]
-
-
-def _fsync_dir(dir_fd: int) -> None:
-    """Makes new entries and renames durable; some file systems cannot sync a folder and say so."""
-    try:
-        os.fsync(dir_fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
-            raise
-
-
-def _quarantine_blocking(data: bytes, quarantine_dir: Path, name: str, reason: str, quota: QuarantineQuota) -> Quarantined:
-    if not _QUARANTINE_NAME.fullmatch(name):
-        raise ValueError(f"not a safe file name for the quarantine: {name!r}")
-    reason_bytes = (reason if reason.endswith("\n") else reason + "\n").encode()
-    try:
-        quarantine_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with _owned(os.open(quarantine_dir, _DIR_FLAGS | os.O_NOFOLLOW)) as dir_fd:
-            decided = quarantine.plan(_quarantined(dir_fd), name, len(data) + len(reason_bytes), quota)
-            if decided.refused is not None:
-                return Quarantined(None, (decided.refused,))
-            data_temp = _write_temp(dir_fd, data, 0o600)
-            try:
-                reason_temp = _write_temp(dir_fd, reason_bytes, 0o600)
-                try:
-                    for old in decided.evict:  # only once the new copy is written: it is kept for sure
-                        _unlink_quietly(old.name + REASON_SUFFIX, dir_fd)
-                        _unlink_quietly(old.name, dir_fd)
-                    stored = _link_unused_name(dir_fd, data_temp, reason_temp, name)
-                finally:
-                    _unlink_quietly(reason_temp, dir_fd)
-            finally:
-                _unlink_quietly(data_temp, dir_fd)
-            _fsync_dir(dir_fd)
-    except OSError as exc:
-        raise _stick_error(exc, f"cannot quarantine {name} in {_shown(quarantine_dir)}", medium="disk") from exc
-    evicted = quarantine.eviction_reason(quota)
-    return Quarantined(quarantine_dir / stored, tuple(DroppedFile(f.name, f.size, evicted) for f in decided.evict))
-
-
-def _quarantined(dir_fd: int) -> list[KeptFile]:
-    """The bundles in the quarantine (up to MAX_ENTRIES entries looked at), each with its reason file's size."""
-    bundles: dict[str, os.stat_result] = {}
-    reasons: dict[str, int] = {}
-    with os.scandir(dir_fd) as entries:
-        for entry in itertools.islice(entries, MAX_ENTRIES):
-            with suppress(OSError):
-                info = entry.stat(follow_symlinks=False)
-                if not stat.S_ISREG(info.st_mode) or entry.name.startswith(TEMP_PREFIX):
-                    continue
-                if entry.name.endswith(REASON_SUFFIX):
-                    reasons[entry.name.removesuffix(REASON_SUFFIX)] = info.st_size
-                else:
-                    bundles[entry.name] = info
-    return [KeptFile(name, info.st_size + reasons.get(name, 0), info.st_mtime_ns) for name, info in bundles.items()]
-
-
-def _link_unused_name(dir_fd: int, data_temp: str, reason_temp: str, name: str) -> str:
-    """Hard-links the two temporary files to the first free `name`, `stem-1.suffix`, ... and its
-    reason file; a hard link never replaces an existing name, so nothing is overwritten."""
-    stem, suffix = Path(name).stem, Path(name).suffix
-    for copy in range(_MAX_QUARANTINE_COPIES):
-        candidate = name if copy == 0 else f"{stem}-{copy}{suffix}"
-        try:
-            os.link(data_temp, candidate, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        except FileExistsError:
-            continue
-        try:
-            os.link(reason_temp, candidate + REASON_SUFFIX, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        except FileExistsError:
-            os.unlink(candidate, dir_fd=dir_fd)
-            continue
-        return candidate
-    raise StickError(f"cannot quarantine {name}: {_MAX_QUARANTINE_COPIES:,} files of that name are already there")
-
-
 # --- shared -----------------------------------------------------------------------------------
 
 
@@ -592,11 +466,6 @@ def _open_regular(name: str, dir_fd: int) -> tuple[int, os.stat_result]:
         return open_regular(name, dir_fd=dir_fd, follow_symlinks=False)
     except NotARegularFile as exc:
         raise _WrongKind(name, exc.mode, "a regular file") from exc
-
-
-def _unlink_quietly(name: str, dir_fd: int) -> None:
-    with suppress(OSError):
-        os.unlink(name, dir_fd=dir_fd)
 
 
 def _root_of(file: StickFile) -> Path:
@@ -627,7 +496,7 @@ def _is_outbox(name: str) -> bool:
     return name in (BROADCAST, BUNDLES) or (name.startswith(OUTBOX_PREFIX) and _is_node_id(name.removeprefix(OUTBOX_PREFIX)))
 
 
-def _check_outbox(name: str) -> None:
+def check_outbox(name: str) -> None:
     if not _is_outbox(name):
         raise ValueError(f"not an outbox name: {name!r}")
 
@@ -637,21 +506,3 @@ def _reason(exc: _WrongKind | OSError) -> str:
     if isinstance(exc, _WrongKind):
         return str(exc)
     return f"cannot be read: {exc.strerror or type(exc).__name__}"
-
-
-def _shown(path: str | bytes | os.PathLike[str]) -> str:
-    """A path made printable on one line: see _ESCAPES."""
-    return os.fsencode(path).decode("utf-8", "surrogateescape").translate(_ESCAPES)
-
-
-def _stick_error(exc: OSError, doing: str, *, medium: str = "stick") -> StickError:
-    """The one-line message for an OSError, leading with what the user can act on."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StickError(f"{medium} is full: {doing}")
-    if exc.errno == errno.EROFS:
-        return StickError(f"{medium} is read-only: {doing}")
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return StickError(f"permission denied: {doing}")
-    if exc.errno == errno.EIO:
-        return StickError(f"input/output error (is the {medium} damaged or unplugged?): {doing}")
-    return StickError(f"{doing}: {exc.strerror or type(exc).__name__}")

@@ -25,12 +25,28 @@ from automerge._automerge import ROOT, Document, ScalarType
 
 from appliance import cbor, crypto
 from appliance.changes import SignedChange, parse_change, sign_change
-from sync import bundle, bundle_v1
+from sync import bundle, errors, sealing
 from sync.bundle import BundleContent, BundleHeader
+from tests import format1_writer
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 MANIFEST = "manifest.json"
 V1 = "v1"  # the folder of format 1 vectors
+
+# The outcomes of docs/bundle-format.md section 9, as the manifests name them, and the error
+# sync/errors.py raises for each (None: the bundle opens).
+ACCEPTED = "accepted"
+OUTCOMES: dict[str, type[errors.BundleRejected] | None] = {
+    ACCEPTED: None,
+    "rejected: malformed": errors.Malformed,
+    "rejected: truncated": errors.Truncated,
+    "rejected: tampered": errors.Tampered,
+    "rejected: not addressed to this node": errors.NotAddressedToMe,
+    "rejected: unknown sender": errors.UnknownSender,
+    "rejected: revoked sender": errors.RevokedSender,
+    "rejected: unsupported version": errors.UnsupportedVersion,
+    "rejected: too large": errors.TooLarge,
+}
 
 
 def _key(n: int) -> nacl.signing.SigningKey:
@@ -93,7 +109,7 @@ def build(
     heads: Mapping[str, Sequence[bytes]] | None = None,
     chunk_size: int = bundle.DEFAULT_CHUNK_SIZE,
 ) -> bytes:
-    return bundle_v1.build_bundle(
+    return format1_writer.build_bundle(
         content,
         sender_key=sender,
         workspace=workspace,
@@ -107,7 +123,7 @@ def build(
 
 def seal_raw(name: str, plaintext: bytes, recipients: list[str], **kwargs: Any) -> bytes:
     """A format 1 bundle around an arbitrary (possibly invalid) payload, properly encrypted and signed."""
-    return bundle_v1.seal_plaintext(
+    return format1_writer.seal_plaintext(
         plaintext,
         sender_key=SENDER,
         workspace=WORKSPACE,
@@ -130,7 +146,7 @@ def split(data: bytes) -> tuple[bytes, bytes, bytes]:
 
 
 def resign(header: bytes, ciphertext: bytes, key: nacl.signing.SigningKey = SENDER) -> bytes:
-    return bundle_v1.frame(header, ciphertext, bundle_v1.sign(key, header, ciphertext))
+    return format1_writer.frame(header, ciphertext, format1_writer.sign(key, header, ciphertext))
 
 
 def chunks(ciphertext: bytes, chunk_size: int) -> tuple[bytes, list[bytes]]:
@@ -183,7 +199,7 @@ def build_v1_vectors() -> dict[str, bytes]:
     segment = automerge_changes(AUTHOR, SEGMENT_DOC, ["hello", "hello, world"])
     small = BundleContent(changes=((SEGMENT_DOC, segment),))
     add("ok_small", build("ok_small", small, ["A"], heads={SEGMENT_DOC: [last_hash(segment)]}),
-        "two signed Automerge changes in one channel segment, for A", "ok")
+        "two signed Automerge changes in one channel segment, for A", "accepted")
 
     directory = automerge_changes(ADMIN, "directory", ["certificate for node B"])
     head = automerge_changes(AUTHOR, HEAD_DOC, ["general"])
@@ -195,76 +211,76 @@ def build_v1_vectors() -> dict[str, bytes]:
     )
     multi_heads = {"directory": [last_hash(directory)], HEAD_DOC: [last_hash(head)], SEGMENT_DOC: [last_hash(unsigned_first)]}
     add("ok_multi_recipient", build("ok_multi_recipient", multi, ["A", "B"], heads=multi_heads),
-        "directory update first, two channel documents (the first change unsigned, vouched for by the second), acks for A; for A and B, opened by B", "ok", open_as="B")
+        "directory update first, two channel documents (the first change unsigned, vouched for by the second), acks for A; for A and B, opened by B", "accepted", open_as="B")
 
     blob_data = bytes((i * 7 + 3) % 251 for i in range(3000))
     with_blob = BundleContent(changes=((SEGMENT_DOC, segment),), blobs=((hashlib.sha256(blob_data).digest(), blob_data),))
     base = build("ok_with_blob", with_blob, ["A"], heads={SEGMENT_DOC: [last_hash(segment)]}, chunk_size=1024)
-    add("ok_with_blob", base, "one change and a 3000-byte blob, chunk size 1024 so the stream has 4 chunks, for A", "ok")
+    add("ok_with_blob", base, "one change and a 3000-byte blob, chunk size 1024 so the stream has 4 chunks, for A", "accepted")
 
-    add("ok_empty", build("ok_empty", BundleContent(), ["A"]), "no content and no heads (a bare acknowledgement), for A", "ok")
+    add("ok_empty", build("ok_empty", BundleContent(), ["A"]), "no content and no heads (a bare acknowledgement), for A", "accepted")
 
     # Faults in the framing and the signed bytes (the base is ok_with_blob: 4 chunks of 1024).
     header, ciphertext, signature = split(base)
     start = len(base) - len(signature) - len(ciphertext)
-    add("tampered_ciphertext", flip(base, start + len(ciphertext) // 2), "one ciphertext byte flipped", "Tampered")
+    add("tampered_ciphertext", flip(base, start + len(ciphertext) // 2), "one ciphertext byte flipped", "rejected: tampered")
     id_offset = base.index(b"\x62id\x50", 13) + 4  # the text "id", then a 16-byte byte string
-    add("tampered_header", flip(base, id_offset), "one byte of the header's bundle id flipped (still canonical CBOR)", "Tampered")
-    add("tampered_signature", flip(base, len(base) - 1), "the last byte of the signature flipped", "Tampered")
+    add("tampered_header", flip(base, id_offset), "one byte of the header's bundle id flipped (still canonical CBOR)", "rejected: tampered")
+    add("tampered_signature", flip(base, len(base) - 1), "the last byte of the signature flipped", "rejected: tampered")
     stream_header, pieces = chunks(ciphertext, 1024)
     assert len(pieces) == 4
     mid_second = start + len(stream_header) + len(pieces[0]) + len(pieces[1]) // 2
-    add("truncated_mid_chunk", base[:mid_second], "the file cut in the middle of the second chunk", "Truncated")
+    add("truncated_mid_chunk", base[:mid_second], "the file cut in the middle of the second chunk", "rejected: truncated")
     before_final = start + len(ciphertext) - len(pieces[-1])
-    add("truncated_at_chunk_boundary", base[:before_final], "the file cut exactly before the final chunk", "Truncated")
+    add("truncated_at_chunk_boundary", base[:before_final], "the file cut exactly before the final chunk", "rejected: truncated")
     add("truncated_stream_resigned", resign(header, stream_header + b"".join(pieces[:-1])),
-        "final chunk removed, lengths fixed and signed again by the sender: the stream ends without TAG_FINAL", "Truncated")
+        "final chunk removed, lengths fixed and signed again by the sender: the stream ends without TAG_FINAL", "rejected: truncated")
     add("reordered_chunks", resign(header, stream_header + pieces[0] + pieces[2] + pieces[1] + pieces[3]),
-        "chunks 2 and 3 swapped, signed again by the sender: chunk 2 fails authentication", "Tampered")
+        "chunks 2 and 3 swapped, signed again by the sender: chunk 2 fails authentication", "rejected: tampered")
     plaintext = cbor.encode(bundle._content_to_wire(with_blob))
     tags = [bundle.TAG_MESSAGE, bundle.TAG_FINAL, bundle.TAG_MESSAGE, bundle.TAG_FINAL]
     add("data_after_final", seal_raw("data_after_final", plaintext, ["A"], chunk_size=1024, stream_tags=tags),
-        "a properly signed stream whose second of four chunks carries TAG_FINAL", "Tampered")
-    add("bad_magic", b"\x89RPBNDX\n" + base[8:], "the magic's seventh byte changed", "Malformed")
-    add("trailing_garbage", base + b"\x00" * 7, "seven zero bytes after the signature", "Malformed")
-    add("oversized_header_length", base[:9] + b"\xff\xff\xff\xff" + base[13:], "header length field 0xFFFFFFFF (over 256 KiB)", "TooLarge")
+        "a properly signed stream whose second of four chunks carries TAG_FINAL", "rejected: tampered")
+    add("bad_magic", b"\x89RPBNDX\n" + base[8:], "the magic's seventh byte changed", "rejected: malformed")
+    add("trailing_garbage", base + b"\x00" * 7, "seven zero bytes after the signature", "rejected: malformed")
+    add("oversized_header_length", base[:9] + b"\xff\xff\xff\xff" + base[13:], "header length field 0xFFFFFFFF (over 256 KiB)", "rejected: too large")
     c_field = 13 + len(header)
     add("oversized_ciphertext_length", base[:c_field] + (2**40).to_bytes(8, "big") + base[c_field + 8 :],
-        "ciphertext length field 2^40 (over the 2 GiB default limit)", "TooLarge")
+        "ciphertext length field 2^40 (over the 2 GiB default limit)", "rejected: too large")
 
     # Faults in the header, signed again so only the header check can catch them.
     canonical_field = b"\x6achunk_size\x19\x04\x00"
     assert header.count(canonical_field) == 1
     long_form = header.replace(canonical_field, b"\x6achunk_size\x1a\x00\x00\x04\x00")
-    add("noncanonical_header", resign(long_form, ciphertext), "chunk_size 1024 written as a 4-byte integer, signed again by the sender", "Malformed")
+    add("noncanonical_header", resign(long_form, ciphertext), "chunk_size 1024 written as a 4-byte integer, signed again by the sender", "rejected: malformed")
     fields = cbor.decode(header, "vector")
     extra = dict(fields, x=1)
-    add("header_unknown_field", resign(cbor.encode(extra), ciphertext), "header with an extra field \"x\", signed again by the sender", "Malformed")
-    add("no_recipients", resign(cbor.encode(dict(fields, recipients=[])), ciphertext), "header with an empty recipient list, signed again by the sender", "Malformed")
+    add("header_unknown_field", resign(cbor.encode(extra), ciphertext), "header with an extra field \"x\", signed again by the sender", "rejected: malformed")
+    add("no_recipients", resign(cbor.encode(dict(fields, recipients=[])), ciphertext), "header with an empty recipient list, signed again by the sender", "rejected: malformed")
     garbage = dict(fields, recipients=[[fields["recipients"][0][0], bytes(80)]])
-    add("wrapped_key_garbage", resign(cbor.encode(garbage), ciphertext), "A's wrapped content key replaced by zeros, signed again by the sender", "Tampered")
+    add("wrapped_key_garbage", resign(cbor.encode(garbage), ciphertext), "A's wrapped content key replaced by zeros, signed again by the sender", "rejected: tampered")
 
     # Who sent it, for whom.
     add("not_addressed", build("not_addressed", small, ["A", "B"], heads={SEGMENT_DOC: [last_hash(segment)]}),
-        "an intact bundle for A and B, opened by C", "NotAddressedToMe", open_as="C")
-    add("unknown_sender", build("unknown_sender", small, ["A"], sender=STRANGER), "signed by a node the directory does not know", "UnknownSender", status="unknown")
-    add("revoked_sender", build("revoked_sender", small, ["A"], sender=REVOKED), "signed by a node whose certificate is revoked", "RevokedSender", status="revoked")
+        "an intact bundle for A and B, opened by C", "rejected: not addressed to this node", open_as="C")
+    add("unknown_sender", build("unknown_sender", small, ["A"], sender=STRANGER), "signed by a node the directory does not know", "rejected: unknown sender", status="unknown")
+    add("revoked_sender", build("revoked_sender", small, ["A"], sender=REVOKED), "signed by a node whose certificate is revoked", "rejected: revoked sender", status="revoked")
     add("other_workspace", build("other_workspace", small, ["A"], workspace=OTHER_WORKSPACE),
-        "an intact bundle for another workspace (readers pass their workspace key)", "UnknownSender")
+        "an intact bundle for another workspace (readers pass their workspace key)", "rejected: unknown sender")
 
     # Payload: limits and shape (properly encrypted and signed).
     add("payload_over_limit", build("payload_over_limit", with_blob, ["A"], chunk_size=1024),
-        f"a {len(plaintext):,}-byte payload opened with max_plaintext_bytes 2048", "TooLarge", limits={"max_plaintext_bytes": 2048})
-    add("blob_over_limit", build("blob_over_limit", with_blob, ["A"]), "a 3000-byte blob opened with max_blob_bytes 2048", "TooLarge", limits={"max_blob_bytes": 2048})
-    add("items_over_limit", build("items_over_limit", small, ["A"]), f"a payload of {count_items(cbor.encode(bundle._content_to_wire(small)))} CBOR items opened with max_items 10", "TooLarge", limits={"max_items": 10})
+        f"a {len(plaintext):,}-byte payload opened with max_plaintext_bytes 2048", "rejected: too large", limits={"max_plaintext_bytes": 2048})
+    add("blob_over_limit", build("blob_over_limit", with_blob, ["A"]), "a 3000-byte blob opened with max_blob_bytes 2048", "rejected: too large", limits={"max_blob_bytes": 2048})
+    add("items_over_limit", build("items_over_limit", small, ["A"]), f"a payload of {count_items(cbor.encode(bundle._content_to_wire(small)))} CBOR items opened with max_items 10", "rejected: too large", limits={"max_items": 10})
     wrong_hash = cbor.encode({"directory": [], "changes": [], "blobs": [[hashlib.sha256(b"other").digest(), blob_data]], "acks": {}})
-    add("blob_hash_mismatch", seal_raw("blob_hash_mismatch", wrong_hash, ["A"]), "a blob whose data does not hash to its key", "Malformed")
+    add("blob_hash_mismatch", seal_raw("blob_hash_mismatch", wrong_hash, ["A"]), "a blob whose data does not hash to its key", "rejected: malformed")
     add("payload_missing_field", seal_raw("payload_missing_field", cbor.encode({"directory": [], "changes": [], "blobs": []}), ["A"]),
-        "a payload map without \"acks\"", "Malformed")
+        "a payload map without \"acks\"", "rejected: malformed")
     stringref = cbor2.dumps({"acks": {}, "blobs": [], "changes": [], "directory": cbor2.CBORTag(256, [])}, canonical=True)
-    add("payload_cbor_tag", seal_raw("payload_cbor_tag", stringref, ["A"]), "a payload holding a CBOR tag (256, string references)", "Malformed")
+    add("payload_cbor_tag", seal_raw("payload_cbor_tag", stringref, ["A"]), "a payload holding a CBOR tag (256, string references)", "rejected: malformed")
     noncanonical = b"\xa4" + b"\x69directory\x80" + b"\x67changes\x80" + b"\x65blobs\x80" + b"\x64acks\xa0"
-    add("payload_noncanonical", seal_raw("payload_noncanonical", noncanonical, ["A"]), "a payload map with its keys out of canonical order", "Malformed")
+    add("payload_noncanonical", seal_raw("payload_noncanonical", noncanonical, ["A"]), "a payload map with its keys out of canonical order", "rejected: malformed")
 
     files[MANIFEST] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     return files
@@ -275,7 +291,9 @@ def _adder(files: dict[str, bytes], manifest: dict[str, Entry]) -> Callable[...,
         entry: Entry = {"description": description, "open_as": open_as, "sender_status": status, "expected": expected}
         if limits:
             entry["limits"] = limits
-        if expected == "ok":
+        if expected not in OUTCOMES:
+            raise ValueError(f"{name}: {expected!r} is not an outcome of docs/bundle-format.md section 9")
+        if expected == ACCEPTED:
             header, content = bundle.open_bundle(data, my_key=IDENTITIES[open_as], sender_status=lambda _k: status, workspace=WORKSPACE)
             entry["contains"] = summarize(header, content)
         files[f"{name}.bundle"] = data
@@ -321,8 +339,8 @@ def opened_inner(data: bytes, reader: str) -> tuple[bytes, bytes, bytes]:
     """(inner header bytes, payload, signature) of a format 2 bundle, as `reader` decrypts it."""
     view = memoryview(data)
     parsed = bundle._parse(view, bundle.DEFAULT_MAX_BUNDLE_BYTES)
-    key = next(k for s in parsed.stanzas if (k := bundle._unwrap_key(s, IDENTITIES[reader])) is not None)
-    plaintext = bundle._decrypt_stream(view[parsed.ciphertext_start :], key, parsed.envelope.chunk_size, crypto.sha256(parsed.raw_envelope), 2**32)
+    key = next(k for s in parsed.stanzas if (k := sealing.unwrap_key(s, IDENTITIES[reader])) is not None)
+    plaintext = sealing.decrypt_stream(view[parsed.ciphertext_start :], key, parsed.envelope.chunk_size, crypto.sha256(bytes(parsed.raw_envelope)), 2**32)
     header_raw, payload, signature = bundle._split_inner(plaintext)
     return header_raw, bytes(payload), signature
 
@@ -336,7 +354,7 @@ def build_v2_vectors() -> dict[str, bytes]:
     segment = automerge_changes(AUTHOR, SEGMENT_DOC, ["hello", "hello, world"])
     small = BundleContent(changes=((SEGMENT_DOC, segment),))
     small_heads = {SEGMENT_DOC: [last_hash(segment)]}
-    add("ok_small", build2("ok_small", small, ["A"], heads=small_heads), "two signed Automerge changes in one channel segment, for A", "ok")
+    add("ok_small", build2("ok_small", small, ["A"], heads=small_heads), "two signed Automerge changes in one channel segment, for A", "accepted")
     directory = automerge_changes(ADMIN, "directory", ["certificate for node B"])
     head = automerge_changes(AUTHOR, HEAD_DOC, ["general"])
     unsigned_first = automerge_changes(AUTHOR, SEGMENT_DOC, ["one", "two"], sign_all=False)
@@ -348,32 +366,32 @@ def build_v2_vectors() -> dict[str, bytes]:
     multi_heads = {"directory": [last_hash(directory)], HEAD_DOC: [last_hash(head)], SEGMENT_DOC: [last_hash(unsigned_first)]}
     ok_multi = build2("ok_multi_recipient", multi, ["A", "B"], heads=multi_heads)
     add("ok_multi_recipient", ok_multi,
-        "directory update first, two channel documents (the first change unsigned, vouched for by the second), acks for A; for A and B, opened by B", "ok", open_as="B")
+        "directory update first, two channel documents (the first change unsigned, vouched for by the second), acks for A; for A and B, opened by B", "accepted", open_as="B")
     blob_data = bytes((i * 7 + 3) % 251 for i in range(3000))
     with_blob = BundleContent(changes=((SEGMENT_DOC, segment),), blobs=((hashlib.sha256(blob_data).digest(), blob_data),))
     base = build2("ok_with_blob", with_blob, ["A"], heads=small_heads, chunk_size=1024)
-    add("ok_with_blob", base, "one change and a 3000-byte blob, chunk size 1024 so the stream has 4 chunks, for A", "ok")
-    add("ok_empty", build2("ok_empty", BundleContent(), ["A"]), "no content and no heads (a bare acknowledgement), for A", "ok")
+    add("ok_with_blob", base, "one change and a 3000-byte blob, chunk size 1024 so the stream has 4 chunks, for A", "accepted")
+    add("ok_empty", build2("ok_empty", BundleContent(), ["A"]), "no content and no heads (a bare acknowledgement), for A", "accepted")
 
     # The clear framing (base: ok_with_blob, one stanza, 4 chunks of 1024).
     start = bundle.PREFIX_BYTES + bundle.STANZA_BYTES + bundle.LENGTH_BYTES
     ciphertext = base[start:]
     stream_header, pieces = chunks(ciphertext, 1024)
     assert len(pieces) == 4
-    add("bad_magic", b"\x89RPBNDX\n" + base[8:], "the magic's seventh byte changed", "Malformed")
-    add("unsupported_version", base[:8] + b"\x03" + base[9:], "format version byte 3", "UnsupportedVersion")
-    add("bad_chunk_size", base[:9] + (512).to_bytes(4, "big") + base[13:], "chunk size field 512 (under 1024)", "Malformed")
-    add("no_stanzas", base[:13] + b"\x00\x00" + base[15:], "stanza count 0", "Malformed")
-    add("too_many_stanzas", base[:13] + (bundle.MAX_RECIPIENTS + 1).to_bytes(2, "big") + base[15:], "stanza count 1025 (over 1024)", "TooLarge")
-    add("trailing_garbage", base + b"\x00" * 7, "seven zero bytes after the ciphertext", "Malformed")
+    add("bad_magic", b"\x89RPBNDX\n" + base[8:], "the magic's seventh byte changed", "rejected: malformed")
+    add("unsupported_version", base[:8] + b"\x03" + base[9:], "format version byte 3", "rejected: unsupported version")
+    add("bad_chunk_size", base[:9] + (512).to_bytes(4, "big") + base[13:], "chunk size field 512 (under 1024)", "rejected: malformed")
+    add("no_stanzas", base[:13] + b"\x00\x00" + base[15:], "stanza count 0", "rejected: malformed")
+    add("too_many_stanzas", base[:13] + (bundle.MAX_RECIPIENTS + 1).to_bytes(2, "big") + base[15:], "stanza count 1025 (over 1024)", "rejected: too large")
+    add("trailing_garbage", base + b"\x00" * 7, "seven zero bytes after the ciphertext", "rejected: malformed")
     add("oversized_ciphertext_length", base[: start - 8] + (2**40).to_bytes(8, "big") + base[start:],
-        "ciphertext length field 2^40 (over the 2 GiB default limit)", "TooLarge")
-    add("truncated_mid_chunk", base[: start + len(stream_header) + len(pieces[0]) + len(pieces[1]) // 2], "the file cut in the middle of the second chunk", "Truncated")
-    add("truncated_at_chunk_boundary", base[: len(base) - len(pieces[-1])], "the file cut exactly before the final chunk", "Truncated")
+        "ciphertext length field 2^40 (over the 2 GiB default limit)", "rejected: too large")
+    add("truncated_mid_chunk", base[: start + len(stream_header) + len(pieces[0]) + len(pieces[1]) // 2], "the file cut in the middle of the second chunk", "rejected: truncated")
+    add("truncated_at_chunk_boundary", base[: len(base) - len(pieces[-1])], "the file cut exactly before the final chunk", "rejected: truncated")
 
     # Stanzas: who may open it.
-    add("tampered_stanza", flip(base, bundle.PREFIX_BYTES + 40), "one byte of A's only stanza flipped: it no longer opens for A (nor for anyone)", "NotAddressedToMe")
-    add("not_addressed", build2("not_addressed", small, ["A", "B"], heads=small_heads), "an intact bundle for A and B, opened by C", "NotAddressedToMe", open_as="C")
+    add("tampered_stanza", flip(base, bundle.PREFIX_BYTES + 40), "one byte of A's only stanza flipped: it no longer opens for A (nor for anyone)", "rejected: not addressed to this node")
+    add("not_addressed", build2("not_addressed", small, ["A", "B"], heads=small_heads), "an intact bundle for A and B, opened by C", "rejected: not addressed to this node", open_as="C")
     ab_header, _, ab_signature = opened_inner(ok_multi, "B")
     readdressed = bundle._seal_plaintext(
         cbor.encode(bundle._content_to_wire(multi)), sender_key=SENDER, workspace=WORKSPACE, recipients=[pk(IDENTITIES[r]) for r in ("A", "B", "C")],
@@ -381,52 +399,52 @@ def build_v2_vectors() -> dict[str, bytes]:
         chunk_size=bundle.DEFAULT_CHUNK_SIZE, inner=lambda envelope, _h, payload, _s: bundle._inner_plaintext(envelope, ab_header, payload, ab_signature),
     )  # fmt: skip
     add("readdressed_by_recipient", readdressed,
-        "B, a recipient, re-encrypted ok_multi_recipient's inner header, payload and signature with a stanza for C added: the signature covers the stanzas", "Tampered", open_as="C")
+        "B, a recipient, re-encrypted ok_multi_recipient's inner header, payload and signature with a stanza for C added: the signature covers the stanzas", "rejected: tampered", open_as="C")
 
     # The stream (one stanza for A; no outer signature: the stream's own authentication decides).
-    add("tampered_ciphertext", flip(base, start + len(ciphertext) // 2), "one ciphertext byte flipped", "Tampered")
-    add("reordered_chunks", base[:start] + stream_header + pieces[0] + pieces[2] + pieces[1] + pieces[3], "chunks 2 and 3 swapped", "Tampered")
+    add("tampered_ciphertext", flip(base, start + len(ciphertext) // 2), "one ciphertext byte flipped", "rejected: tampered")
+    add("reordered_chunks", base[:start] + stream_header + pieces[0] + pieces[2] + pieces[1] + pieces[3], "chunks 2 and 3 swapped", "rejected: tampered")
     dropped = stream_header + b"".join(pieces[:-1])
     add("truncated_stream", base[: start - 8] + len(dropped).to_bytes(8, "big") + dropped,
-        "final chunk removed and the length fixed: the stream ends without TAG_FINAL", "Truncated")
+        "final chunk removed and the length fixed: the stream ends without TAG_FINAL", "rejected: truncated")
     blob_payload = cbor.encode(bundle._content_to_wire(with_blob))
     tags = [bundle.TAG_MESSAGE, bundle.TAG_FINAL, bundle.TAG_MESSAGE, bundle.TAG_FINAL]
     add("data_after_final", seal2("data_after_final", blob_payload, ["A"], chunk_size=1024, stream_tags=tags),
-        "a properly encrypted stream whose second of four chunks carries TAG_FINAL", "Tampered")
+        "a properly encrypted stream whose second of four chunks carries TAG_FINAL", "rejected: tampered")
 
     # Behind the encryption: the inner header and the signature.
     _, _, other_signature = opened_inner(files["ok_small.bundle"], "A")
     add("swapped_signature", seal2("swapped_signature", blob_payload, ["A"], inner=lambda e, h, p, _s: bundle._inner_plaintext(e, h, p, other_signature)),
-        "the signature of ok_small in place of this bundle's own", "Tampered")
+        "the signature of ok_small in place of this bundle's own", "rejected: tampered")
     add("tampered_inner_header", seal2("tampered_inner_header", blob_payload, ["A"], inner=lambda e, h, p, s: bundle._inner_plaintext(e, h.replace(CREATED_AT.to_bytes(8, "big"), (CREATED_AT + 1).to_bytes(8, "big")), p, s)),
-        "created_at changed by one millisecond inside the encryption (as a recipient could), not signed again", "Tampered")
+        "created_at changed by one millisecond inside the encryption (as a recipient could), not signed again", "rejected: tampered")
     add("noncanonical_header", seal2("noncanonical_header", blob_payload, ["A"], inner=resigned_header(lambda f: cbor.encode(f).replace(b"\x61v\x02", b"\x61v\x18\x02"))),
-        "the inner header's v written as a 1-byte-argument integer, signed again by the sender", "Malformed")
+        "the inner header's v written as a 1-byte-argument integer, signed again by the sender", "rejected: malformed")
     add("header_unknown_field", seal2("header_unknown_field", blob_payload, ["A"], inner=resigned_header(lambda f: cbor.encode(dict(f, x=1)))),
-        "inner header with an extra field \"x\", signed again by the sender", "Malformed")
+        "inner header with an extra field \"x\", signed again by the sender", "rejected: malformed")
     add("recipients_mismatch", seal2("recipients_mismatch", blob_payload, ["A"], inner=resigned_header(lambda f: cbor.encode(dict(f, recipients=sorted([pk(IDENTITIES["A"]), pk(IDENTITIES["B"])]))))),
-        "the inner header lists A and B, the bundle has one stanza (A's); signed again by the sender", "Malformed")
+        "the inner header lists A and B, the bundle has one stanza (A's); signed again by the sender", "rejected: malformed")
     add("bad_padding", seal2("bad_padding", blob_payload, ["A"], inner=lambda e, h, p, s: bundle._inner_plaintext(e, h, p, s)[:-1] + b"\x01"),
-        "the last padding byte is 1, not 0", "Malformed")
+        "the last padding byte is 1, not 0", "rejected: malformed")
 
     # Who sent it.
-    add("unknown_sender", build2("unknown_sender", small, ["A"], sender=STRANGER), "signed by a node the directory does not know", "UnknownSender", status="unknown")
-    add("revoked_sender", build2("revoked_sender", small, ["A"], sender=REVOKED), "signed by a node whose certificate is revoked", "RevokedSender", status="revoked")
+    add("unknown_sender", build2("unknown_sender", small, ["A"], sender=STRANGER), "signed by a node the directory does not know", "rejected: unknown sender", status="unknown")
+    add("revoked_sender", build2("revoked_sender", small, ["A"], sender=REVOKED), "signed by a node whose certificate is revoked", "rejected: revoked sender", status="revoked")
     add("other_workspace", build2("other_workspace", small, ["A"], workspace=OTHER_WORKSPACE),
-        "an intact bundle for another workspace (readers pass their workspace key)", "UnknownSender")
+        "an intact bundle for another workspace (readers pass their workspace key)", "rejected: unknown sender")
 
     # Payload: limits and shape (properly encrypted and signed).
     add("payload_over_limit", build2("payload_over_limit", with_blob, ["A"], chunk_size=1024),
-        "a bundle whose decrypted stream exceeds max_plaintext_bytes 2048", "TooLarge", limits={"max_plaintext_bytes": 2048})
-    add("blob_over_limit", build2("blob_over_limit", with_blob, ["A"]), "a 3000-byte blob opened with max_blob_bytes 2048", "TooLarge", limits={"max_blob_bytes": 2048})
-    add("items_over_limit", build2("items_over_limit", small, ["A"]), f"a payload of {count_items(cbor.encode(bundle._content_to_wire(small)))} CBOR items opened with max_items 10", "TooLarge", limits={"max_items": 10})
+        "a bundle whose decrypted stream exceeds max_plaintext_bytes 2048", "rejected: too large", limits={"max_plaintext_bytes": 2048})
+    add("blob_over_limit", build2("blob_over_limit", with_blob, ["A"]), "a 3000-byte blob opened with max_blob_bytes 2048", "rejected: too large", limits={"max_blob_bytes": 2048})
+    add("items_over_limit", build2("items_over_limit", small, ["A"]), f"a payload of {count_items(cbor.encode(bundle._content_to_wire(small)))} CBOR items opened with max_items 10", "rejected: too large", limits={"max_items": 10})
     wrong_hash = cbor.encode({"directory": [], "changes": [], "blobs": [[hashlib.sha256(b"other").digest(), blob_data]], "acks": {}})
-    add("blob_hash_mismatch", seal2("blob_hash_mismatch", wrong_hash, ["A"]), "a blob whose data does not hash to its key", "Malformed")
-    add("payload_missing_field", seal2("payload_missing_field", cbor.encode({"directory": [], "changes": [], "blobs": []}), ["A"]), "a payload map without \"acks\"", "Malformed")
+    add("blob_hash_mismatch", seal2("blob_hash_mismatch", wrong_hash, ["A"]), "a blob whose data does not hash to its key", "rejected: malformed")
+    add("payload_missing_field", seal2("payload_missing_field", cbor.encode({"directory": [], "changes": [], "blobs": []}), ["A"]), "a payload map without \"acks\"", "rejected: malformed")
     stringref = cbor2.dumps({"acks": {}, "blobs": [], "changes": [], "directory": cbor2.CBORTag(256, [])}, canonical=True)
-    add("payload_cbor_tag", seal2("payload_cbor_tag", stringref, ["A"]), "a payload holding a CBOR tag (256, string references)", "Malformed")
+    add("payload_cbor_tag", seal2("payload_cbor_tag", stringref, ["A"]), "a payload holding a CBOR tag (256, string references)", "rejected: malformed")
     noncanonical = b"\xa4" + b"\x69directory\x80" + b"\x67changes\x80" + b"\x65blobs\x80" + b"\x64acks\xa0"
-    add("payload_noncanonical", seal2("payload_noncanonical", noncanonical, ["A"]), "a payload map with its keys out of canonical order", "Malformed")
+    add("payload_noncanonical", seal2("payload_noncanonical", noncanonical, ["A"]), "a payload map with its keys out of canonical order", "rejected: malformed")
 
     files[MANIFEST] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     return files

@@ -20,9 +20,11 @@ from hypothesis import strategies as st
 
 from appliance import cbor
 from appliance.changes import SignedChange, verify_batch
-from sync import bundle, bundle_v1, errors
+from sync import bundle, errors, sealing
 from sync.bundle import BundleContent, Limits, addressed_to, build_bundle, open_bundle, read_envelope
+from tests import format1_writer
 from tests import make_vectors as mv
+from tests.conftest import REPO
 
 MANIFEST: dict[str, dict[str, Any]] = json.loads((mv.VECTORS / mv.MANIFEST).read_text()) | {
     f"{mv.V1}/{name}": entry for name, entry in json.loads((mv.VECTORS / mv.V1 / mv.MANIFEST).read_text()).items()
@@ -85,13 +87,18 @@ def test_committed_vectors_are_byte_identical_to_a_fresh_build() -> None:
 
 
 def test_manifest_covers_every_outcome() -> None:
+    """Outcomes are named in the specification's words (section 9), one error class each."""
+    assert sorted(kind.__name__ for kind in mv.OUTCOMES.values() if kind is not None) == sorted(OUTCOMES)
     expected = {entry["expected"] for name, entry in MANIFEST.items() if not name.startswith(mv.V1)}
-    assert expected == {"ok", *OUTCOMES}
+    assert expected == set(mv.OUTCOMES)
     v1_expected = {entry["expected"] for name, entry in MANIFEST.items() if name.startswith(mv.V1)}
-    assert v1_expected == {"ok", *OUTCOMES} - {"UnsupportedVersion"}  # version 1's own bad vectors, all still refused as before
+    assert v1_expected == set(mv.OUTCOMES) - {"rejected: unsupported version"}  # version 1's own bad vectors, all still refused as before
+    spec = (REPO / "docs" / "bundle-format.md").read_text()
+    for outcome in mv.OUTCOMES:
+        assert f"**{outcome}**" in spec, f"docs/bundle-format.md does not define {outcome!r}"
     for entry in MANIFEST.values():
         assert entry["open_as"] in mv.IDENTITIES and entry["sender_status"] in {"trusted", "unknown", "revoked"}
-        assert ("contains" in entry) == (entry["expected"] == "ok")
+        assert ("contains" in entry) == (entry["expected"] == mv.ACCEPTED)
 
 
 @pytest.mark.parametrize("name", sorted(MANIFEST))
@@ -104,7 +111,7 @@ def test_vector_has_exactly_its_expected_outcome(name: str) -> None:
     def status(_sender: bytes) -> str:
         return str(entry["sender_status"])
 
-    if entry["expected"] == "ok":
+    if entry["expected"] == mv.ACCEPTED:
         header, content = open_as(data, key, limits, status)
         assert mv.summarize(header, content) == entry["contains"]
         envelope = read_envelope(data)
@@ -121,9 +128,9 @@ def test_vector_has_exactly_its_expected_outcome(name: str) -> None:
         return
     with pytest.raises(errors.BundleRejected) as caught:
         open_as(data, key, limits, status)
-    if entry["expected"] != "NotAddressedToMe":
+    if mv.OUTCOMES[entry["expected"]] is not errors.NotAddressedToMe:
         assert addressed_to(data[: bundle.ENVELOPE_MAX_BYTES], key)  # skipping it unread would hide the fault
-    assert type(caught.value).__name__ == entry["expected"], str(caught.value)
+    assert type(caught.value) is mv.OUTCOMES[entry["expected"]], str(caught.value)
     message = str(caught.value)
     assert message and "\n" not in message
 
@@ -150,21 +157,21 @@ def test_stream_is_byte_identical_to_libsodium_init_push() -> None:
         sodium.crypto_secretstream_xchacha20poly1305_push(state, piece, ad, bundle.TAG_FINAL if i == len(pieces) - 1 else bundle.TAG_MESSAGE)
         for i, piece in enumerate(pieces)
     )
-    assert bundle._encrypt_stream(key, stream_header, plaintext, 1024, ad) == reference
-    decrypted = bundle._decrypt_stream(memoryview(reference), key, 1024, ad, 10_000)
+    assert sealing.encrypt_stream(key, stream_header, plaintext, 1024, ad) == reference
+    decrypted = sealing.decrypt_stream(memoryview(reference), key, 1024, ad, 10_000)
     assert bytes(decrypted) == plaintext
 
 
 def test_wrapped_key_is_a_libsodium_sealed_box() -> None:
     recipient = POOL[1]
     content_key = bytes(range(32, 64))
-    wrapped = bundle._wrap_key(content_key, pk(recipient), b"\x11" * 32)
+    wrapped = sealing.wrap_key(content_key, pk(recipient), b"\x11" * 32)
     assert len(wrapped) == bundle.WRAPPED_KEY_BYTES
     secret = recipient.to_curve25519_private_key()
     assert nacl.public.SealedBox(secret).decrypt(wrapped) == content_key
     assert sodium.crypto_box_seal_open(wrapped, bytes(secret.public_key), bytes(secret)) == content_key
-    assert bundle._wrap_key(content_key, pk(recipient), b"\x11" * 32) == wrapped  # reproducible
-    assert bundle._wrap_key(content_key, pk(recipient), b"\x12" * 32) != wrapped
+    assert sealing.wrap_key(content_key, pk(recipient), b"\x11" * 32) == wrapped  # reproducible
+    assert sealing.wrap_key(content_key, pk(recipient), b"\x12" * 32) != wrapped
 
 
 # --- building and round trips ----------------------------------------------------------------
@@ -318,7 +325,7 @@ def test_read_envelope_needs_no_key_shows_counts_only_and_accepts_any_buffer() -
 
 def test_a_format_1_bundle_still_opens_and_shows_its_clear_header() -> None:
     content = BundleContent(blobs=(blob(b"old"),))
-    data = bundle_v1.build_bundle(content, sender_key=SENDER, workspace=mv.WORKSPACE, recipients=[pk(POOL[0])], heads={}, created_at=7, randomness=bytes(32))
+    data = format1_writer.build_bundle(content, sender_key=SENDER, workspace=mv.WORKSPACE, recipients=[pk(POOL[0])], heads={}, created_at=7, randomness=bytes(32))
     header, opened = open_as(data)
     assert (header.version, header.created_at, opened) == (1, 7, content)
     assert read_envelope(data).version == 1 and pk(SENDER) in data  # why format 2 exists
@@ -415,7 +422,7 @@ def test_any_header_from_a_trusted_sender_parses_or_is_rejected(value: Any) -> N
         open_as(data)
     ciphertext = bytes(100)  # format 1: the same header in clear
     with pytest.raises(errors.BundleRejected):
-        open_as(bundle_v1.frame(header_raw, ciphertext, bundle_v1.sign(SENDER, header_raw, ciphertext)))
+        open_as(format1_writer.frame(header_raw, ciphertext, format1_writer.sign(SENDER, header_raw, ciphertext)))
 
 
 # --- bounded memory ------------------------------------------------------------------------------
@@ -443,7 +450,7 @@ def test_huge_declared_lengths_are_refused_without_allocating() -> None:
     assert peak_of(lambda: open_as(huge_count)) < 1_000_000
     with pytest.raises(errors.TooLarge):
         open_as(huge_count)
-    old = bundle_v1.build_bundle(BundleContent(), sender_key=SENDER, workspace=mv.WORKSPACE, recipients=[pk(POOL[0])], heads={}, created_at=0, randomness=bytes(32))
+    old = format1_writer.build_bundle(BundleContent(), sender_key=SENDER, workspace=mv.WORKSPACE, recipients=[pk(POOL[0])], heads={}, created_at=0, randomness=bytes(32))
     huge_header = old[:9] + (2**32 - 1).to_bytes(4, "big") + old[13:]
     assert peak_of(lambda: open_as(huge_stream)) < 1_000_000
     with pytest.raises(errors.TooLarge):

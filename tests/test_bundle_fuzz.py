@@ -1,7 +1,7 @@
 """The bundle decoder's fuzz target (docs/bundle-format.md, "Fuzzing").
 
 Seeds are the committed good vectors of both formats (tests/vectors and tests/vectors/v1,
-`"expected": "ok"` in manifest.json) and, for the import path, a real bundle one node exported
+`"expected": "accepted"` in manifest.json) and, for the import path, a real bundle one node exported
 for another. Hypothesis mutates them - bit flips and byte overwrites at any offset and around
 every field boundary, insertions, deletions, truncations, splices of two bundles, duplicated,
 dropped and swapped ciphertext chunks or byte ranges, length and count fields overwritten with
@@ -51,6 +51,7 @@ from appliance.node import Attachment, Node
 from sync import bundle, bundle_v1, errors, sneakernet, stick
 from sync.bundle import BundleContent, Limits, open_bundle, read_envelope
 from sync.sneakernet import export_bundles, import_bundles
+from tests import format1_writer
 from tests import make_vectors as mv
 from tests.conftest import PASSPHRASE, make_workspace
 
@@ -75,7 +76,7 @@ FUZZ_SETTINGS: dict[str, Any] = {
 MANIFEST: dict[str, dict[str, Any]] = json.loads((mv.VECTORS / mv.MANIFEST).read_text()) | {
     f"{mv.V1}/{name}": entry for name, entry in json.loads((mv.VECTORS / mv.V1 / mv.MANIFEST).read_text()).items()
 }
-SEEDS: dict[str, bytes] = {name: (mv.VECTORS / f"{name}.bundle").read_bytes() for name, entry in sorted(MANIFEST.items()) if entry["expected"] == "ok"}
+SEEDS: dict[str, bytes] = {name: (mv.VECTORS / f"{name}.bundle").read_bytes() for name, entry in sorted(MANIFEST.items()) if entry["expected"] == mv.ACCEPTED}
 SEED_NAMES = sorted(SEEDS)
 SPLICE_PARTNERS = [SEEDS[name] for name in SEED_NAMES]
 ORIGINALS = set(SPLICE_PARTNERS)  # a splice at (0, 0) is another seed, unaltered
@@ -148,6 +149,7 @@ def landmarks(data: bytes) -> list[int]:
     """Offsets where a field starts or ends: where off-by-one mutations do the most damage."""
     marks = [0, 8, 9, 13, 15, len(data) - bundle.SIGNATURE_BYTES, len(data)]
     v2 = frame2_of(data)
+    size: int | None
     if v2 is not None:
         size = int.from_bytes(data[9:13], "big")
         start = len(v2.envelope) + 8
@@ -282,6 +284,7 @@ def mangle_ciphertext(draw: st.DrawFn, m: Mutant, _ctx: Context) -> None:
     are fixed up (so the framing stays valid) or left as they were."""
     parts = frame_of(m.data)
     v2 = frame2_of(m.data)
+    size: int | None
     if v2 is not None and v2.ciphertext:
         ct, size = v2.ciphertext, int.from_bytes(m.data[9:13], "big")
     elif parts is None or not parts.ciphertext:
@@ -310,7 +313,7 @@ def mangle_ciphertext(draw: st.DrawFn, m: Mutant, _ctx: Context) -> None:
         new = ct[:at] + ct[start : start + length] + ct[at:]
         m.steps.append(f"duplicate ciphertext[{start}:{start + length}] at {at}")
     if draw(st.booleans()):
-        m.data = reframe2(v2.envelope, new) if v2 is not None else bundle_v1.frame(parts.header, new, parts.signature) if parts is not None else m.data
+        m.data = reframe2(v2.envelope, new) if v2 is not None else format1_writer.frame(parts.header, new, parts.signature) if parts is not None else m.data
         m.steps.append("lengths fixed")
     else:
         start = len(m.data) - (0 if v2 is not None else bundle.SIGNATURE_BYTES) - len(ct)
@@ -336,6 +339,7 @@ def header_edits(draw: st.DrawFn, fields: dict[Any, Any], names: frozenset[str])
             "workspace": [bytes(32), bytes(31), mv.OTHER_WORKSPACE],
             "sender": [bytes(32), mv.pk(mv.STRANGER), mv.pk(mv.REVOKED), bytes(33)],
             "created_at": [0, 2**63 - 1, 2**63, 2**64 - 1, -1],
+            "incarnation": [b"", bytes(15), bytes(17), None, "incarnation"],
             "chunk_size": [0, 1, 1023, 1024, 1025, 2**20, 2**20 + 1, 2**64 - 1],
             "heads": [{}, {"": []}, {"x" * 257: []}, {"d": [bytes(32), bytes(32)]}, {"d": [bytes(31)]}, []],
             "recipients": [[], recipients * 2, list(reversed(recipients)), [bytes(32)], [[bytes(32), bytes(80)]], [[bytes(32)]], recipients[:1] * 1025],
@@ -380,7 +384,7 @@ def replace_header(draw: st.DrawFn, m: Mutant, ctx: Context) -> None:
 
         seal(draw, m, ctx, ctx.plaintext, "inner header replaced", inner=inner)
     elif parts is not None:
-        m.data = bundle_v1.frame(header, parts.ciphertext, parts.signature)
+        m.data = format1_writer.frame(header, parts.ciphertext, parts.signature)
 
 
 def reseal_payload(draw: st.DrawFn, m: Mutant, ctx: Context) -> None:
@@ -413,7 +417,7 @@ def seal(draw: st.DrawFn, m: Mutant, ctx: Context, plaintext: bytes, step: str, 
     if ctx.header.version == 2:
         probe = bundle._seal_plaintext(
             plaintext, sender_key=ctx.signer, workspace=ctx.header.workspace, recipients=ctx.header.recipients, heads=ctx.header.heads,
-            created_at=ctx.header.created_at, incarnation=ctx.header.incarnation, randomness=bytes(32), chunk_size=chunk_size, inner=inner,
+            created_at=ctx.header.created_at, incarnation=ctx.header.incarnation or bytes(bundle.INCARNATION_BYTES), randomness=bytes(32), chunk_size=chunk_size, inner=inner,
         )  # fmt: skip
         stream_bytes = len(probe) - len(frame2_of(probe).envelope) - 8 - bundle.STREAM_HEADER_BYTES  # type: ignore[union-attr]
         pieces = -(-stream_bytes // (chunk_size + bundle.CHUNK_OVERHEAD))
@@ -422,7 +426,7 @@ def seal(draw: st.DrawFn, m: Mutant, ctx: Context, plaintext: bytes, step: str, 
     tags = None
     if draw(st.integers(0, 4)) == 0:  # now and then, stream tags of the builder's choosing
         tags = draw(st.lists(st.sampled_from([bundle.TAG_MESSAGE, 1, 2, bundle.TAG_FINAL]), min_size=pieces, max_size=pieces))
-    sealer = bundle._seal_plaintext if ctx.header.version == 2 else bundle_v1.seal_plaintext
+    sealer = bundle._seal_plaintext if ctx.header.version == 2 else format1_writer.seal_plaintext
     extra: dict[str, Any] = {"inner": inner} if inner is not None else {}
     if ctx.header.version == 2:
         extra["incarnation"] = ctx.header.incarnation
@@ -733,7 +737,7 @@ def test_import_rejects_a_trusted_bundle_naming_an_unknown_document(courier: Cou
     plaintext = cbor.encode({"directory": [], "changes": [["not-a-document", [[b"\x01", None]]]], "blobs": [], "acks": {}})
     data = bundle._seal_plaintext(
         plaintext, sender_key=ctx.signer, workspace=ctx.header.workspace, recipients=ctx.header.recipients,
-        heads={}, created_at=ctx.header.created_at, incarnation=ctx.header.incarnation, randomness=bytes(32), chunk_size=bundle.DEFAULT_CHUNK_SIZE,
+        heads={}, created_at=ctx.header.created_at, incarnation=ctx.header.incarnation or bytes(bundle.INCARNATION_BYTES), randomness=bytes(32), chunk_size=bundle.DEFAULT_CHUNK_SIZE,
     )  # fmt: skip
     report, messages = import_once(courier, data)
     assert [f.outcome for f in report.files] == ["ChangeRejected"]

@@ -16,7 +16,7 @@ from appliance.errors import ChangeRejected
 from appliance.node import Node
 from sync import stick
 from sync.bundle import BundleContent, build_bundle
-from sync.sneakernet import import_bundles
+from sync.sneakernet import import_bundles, medium_for
 from tests.conftest import FAST, PASSPHRASE
 
 VECTORS = Path(__file__).parent / "automerge_vectors"
@@ -105,7 +105,7 @@ async def test_a_signed_change_that_panics_automerge_is_rejected_by_import_and_b
             BundleContent(changes=((doc_id, tuple(signed)),)), sender_key=alice.identity.signing_key, workspace=alice.directory.current.workspace,
             recipients=[bob.identity.node_key], heads={}, created_at=alice.identity.now(), incarnation=alice.identity.incarnation, randomness=crypto.random_bytes(32),
         )  # fmt: skip
-        await stick.write_bundle_file(root, stick.BUNDLES, stick.anonymous_file_name(crypto.random_bytes(16)), data)
+        await medium_for(bob, root).write(stick.BUNDLES, stick.anonymous_file_name(crypto.random_bytes(16)), data)
         report = await import_bundles(bob, root)
         (outcome,) = report.files
         assert outcome.outcome == "ChangeRejected" and "Automerge library failed" in outcome.reason

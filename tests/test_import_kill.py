@@ -66,7 +66,7 @@ if hook == "in_transaction":  # every row of the import written; the transaction
 elif hook == "after_commit":  # committed; the bundle not yet removed from the stick
     async def die_instead(*args, **kwargs):
         die()
-    stick.remove_bundle_file = die_instead
+    stick.StickMedium.remove = die_instead
 
 async def main():
     async with await Node.open(home, passphrase) as node:

@@ -69,6 +69,7 @@ from appliance import crypto
 from appliance.node import Attachment, Node
 from sync import bundle, bundle_v1, sneakernet, stick
 from sync.sneakernet import IMPORT_LIMITS, export_bundles
+from tests import format1_writer
 from tests.conftest import PASSPHRASE, REPO, make_workspace
 
 MiB = 1024 * 1024
@@ -151,7 +152,7 @@ class Sealer:
         extra: dict[str, Any] = {"inner": inner} if inner is not None else {}
         if version == 2:
             extra["incarnation"] = self.alice.identity.incarnation
-        return (bundle._seal_plaintext if version == 2 else bundle_v1.seal_plaintext)(
+        return (bundle._seal_plaintext if version == 2 else format1_writer.seal_plaintext)(
             plaintext,
             sender_key=self.alice.identity.signing_key,
             workspace=self.alice.directory.current.workspace,
@@ -234,7 +235,7 @@ def cbor_bombs(sealer: Sealer) -> list[Bomb]:
         Bomb("format 1: header length field 2^32 - 1", small_v1[:9] + (2**32 - 1).to_bytes(4, "big") + small_v1[13:], "TooLarge", r"header declares 4,294,967,295 bytes"),
         Bomb(
             "format 1: header map declaring 2^32 entries",
-            bundle_v1.frame(huge_heads, ciphertext, bundle_v1.sign(signer, huge_heads, ciphertext)),
+            format1_writer.frame(huge_heads, ciphertext, format1_writer.sign(signer, huge_heads, ciphertext)),
             "Malformed",
             r"header: CBOR ends inside an item",
         ),

@@ -43,7 +43,8 @@ from appliance.model import Receipt
 from appliance.node import CACHED_DOCUMENTS, Node
 from appliance.store import DB_FILE, MIGRATIONS, Store
 from sync.lan import PART_BUDGET
-from sync.sneakernet import export_bundles, import_bundles, pack_delta
+from sync.packing import pack_delta
+from sync.sneakernet import export_bundles, import_bundles
 from tests.conftest import PASSPHRASE, make_workspace
 
 T = TypeVar("T")

@@ -20,9 +20,12 @@ from appliance.changes import (
 from appliance.errors import InvalidInput, NodeLocked, NotFound
 from appliance.model import Delta
 from appliance.node import Attachment, Node
-from sync import bundle_v1, sneakernet, stick
+from sync import packing, sneakernet, stick
 from sync.bundle import build_bundle
+from sync.defaults import DEFAULT_MAX_BYTES
+from sync.memory_medium import MemoryMedium
 from sync.sneakernet import export_bundles, import_bundles
+from tests import format1_writer
 from tests.conftest import FAST, PASSPHRASE, make_workspace
 
 
@@ -61,6 +64,28 @@ async def test_a_bundle_brings_a_peer_exactly_what_it_lacks(tmp_path: Path) -> N
         assert second.changes == 1
         await import_bundles(bob, root)
         assert (await texts(bob, "general"))[-1] == "second"
+
+
+async def test_the_courier_runs_over_the_in_memory_medium(tmp_path: Path) -> None:
+    """Export and import use only the Medium port: the in-memory twin carries a bundle, a
+    rejected one is quarantined in memory, and no stick folder or quarantine folder appears."""
+    alice, bob = await make_workspace(tmp_path, "bob")
+    medium = MemoryMedium(tmp_path / "no-such-stick")
+    async with alice, bob:
+        await alice.chat.create_channel("general")
+        await alice.chat.post_many("general", ["over", "memory"])
+        exported = await export_bundles(alice, medium)
+        (written,) = exported.bundles
+        medium.place(stick.BUNDLES, stick.anonymous_file_name(bytes(16)), b"\x89RPBNDL\n\x02" + bytes(100))  # sorts first
+        report = await import_bundles(bob, medium)
+        assert [f.outcome for f in report.files] == ["Malformed", "accepted"]
+        assert await texts(bob, "general") == ["over", "memory"]
+        kept = report.files[0].quarantined
+        assert kept is not None and medium.kept(kept.name)[1].startswith("Malformed: ")
+        left = (await medium.scan([stick.BUNDLES], max_file_bytes=1 << 20)).files
+        assert [f.name for f in left] == [stick.anonymous_file_name(bytes(16))]  # the junk stays: its stanzas cannot be read, it may be for others
+        assert written.path.is_relative_to(tmp_path / "no-such-stick") and not (tmp_path / "no-such-stick").exists()
+        assert not (bob.home / sneakernet.QUARANTINE_DIR).exists()
 
 
 async def test_reimporting_in_any_order_changes_nothing(tmp_path: Path) -> None:
@@ -233,7 +258,7 @@ def test_a_document_that_fits_in_a_part_is_not_cut_one_that_does_not_is() -> Non
         return tuple(SignedChange(bytes(1_000), bytes(64)) for _ in range(count))
 
     delta = Delta(documents=(("c/seg/000002", changes(30)), ("c/seg/000001", changes(50)), ("c/seg/000000", changes(150))), blobs=(), heads={})
-    parts = sneakernet.pack_delta(delta, 64 * 1024)
+    parts = packing.pack_delta(delta, 64 * 1024)
     placed: dict[str, list[tuple[int, int]]] = {}
     for index, (docs, _) in enumerate(parts):
         for doc_id, part_changes in docs:
@@ -427,13 +452,13 @@ async def test_a_stick_an_earlier_release_wrote_still_imports(tmp_path: Path) ->
         await alice.chat.create_channel("general")
         await alice.chat.post_many("general", ["one", "two"])
         delta = await alice.exchange.delta_for([bob.identity.node_key])
-        (content,) = sneakernet._split(delta, sneakernet.DEFAULT_MAX_BYTES, 1)
-        data = bundle_v1.build_bundle(
+        (content,) = sneakernet._split(delta, DEFAULT_MAX_BYTES, 1)
+        data = format1_writer.build_bundle(
             content, sender_key=alice.identity.signing_key, workspace=alice.directory.current.workspace, recipients=[bob.identity.node_key],
             heads=sneakernet._header_heads(delta, content), created_at=1_767_225_600_000, randomness=bytes(32),
         )  # fmt: skip
         name = stick.bundle_file_name(alice.identity.node_id, 1_767_225_600_000, bytes(16))
-        await stick.write_bundle_file(root, stick.outbox_name(bob.identity.node_id), name, data)
+        await sneakernet.medium_for(bob, root).write(stick.outbox_name(bob.identity.node_id), name, data)
         report = await import_bundles(bob, root)
         assert [f.outcome for f in report.files] == ["accepted"]
         assert await texts(bob, "general") == ["one", "two"]

@@ -1,4 +1,4 @@
-"""The courier stick's file-system edge (sync/stick.py): the layout, scanning a hostile stick
+"""The courier stick's file-system edge (sync/stick.py, StickMedium): the layout, scanning a hostile stick
 without following anything, bounded scans of junk, races between scan and read, atomic writes
 and the quarantine."""
 
@@ -28,14 +28,8 @@ from sync.stick import (
     anonymous_file_name,
     bundle_file_name,
     outbox_name,
+    StickMedium,
     parse_bundle_file_name,
-    quarantine_file,
-    read_bundle_file,
-    read_bundle_head,
-    remove_bundle_file,
-    remove_own_older,
-    scan,
-    write_bundle_file,
 )
 
 ME = key_id(b"\x01" * 32)
@@ -49,6 +43,15 @@ CREATED_AT = 1_700_000_000_000
 
 def name_for(sender: str = PEER, serial: int = 0) -> str:
     return bundle_file_name(sender, CREATED_AT + serial, serial.to_bytes(16, "big"))
+
+
+def stick_at(root: Path) -> StickMedium:
+    return StickMedium(root, quarantine_dir=root.parent / "quarantine")
+
+
+def stick_of(file: StickFile) -> StickMedium:
+    """The stick a scan found `file` on: <root>/rallypoint/<outbox>/<name>."""
+    return stick_at(file.path.parents[2])
 
 
 def outbox_dir(root: Path, outbox: str = MY_OUTBOX) -> Path:
@@ -123,22 +126,22 @@ def test_name_builders_refuse_bad_input() -> None:
 
 async def test_write_scan_read_remove(tmp_path: Path) -> None:
     first, second = name_for(serial=2), name_for(OTHER, serial=1)
-    await write_bundle_file(tmp_path, MY_OUTBOX, first, b"first")
-    path = await write_bundle_file(tmp_path, BROADCAST, second, b"second")
+    await stick_at(tmp_path).write(MY_OUTBOX, first, b"first")
+    path = await stick_at(tmp_path).write(BROADCAST, second, b"second")
     assert path == tmp_path / STICK_DIR / BROADCAST / second
     assert (tmp_path / STICK_DIR / "FORMAT").read_text() == FORMAT_LINE + "\n"
     assert stat.S_IMODE(path.stat().st_mode) == 0o644 & ~current_umask()
 
-    result = await scan(tmp_path, OUTBOXES, max_file_bytes=LIMIT)
+    result = await stick_at(tmp_path).scan(OUTBOXES, max_file_bytes=LIMIT)
     assert result.problems == ()
     assert [f.name for f in result.files] == sorted([first, second])
     by_name = {f.name: f for f in result.files}
     assert by_name[first] == StickFile(tmp_path / STICK_DIR / MY_OUTBOX / first, first, MY_OUTBOX, 5)
-    assert await read_bundle_file(by_name[second], max_file_bytes=LIMIT) == b"second"
+    assert await stick_of(by_name[second]).read(by_name[second], max_file_bytes=LIMIT) == b"second"
 
-    await remove_bundle_file(by_name[first])
-    await remove_bundle_file(by_name[first])  # already gone: fine
-    assert [f.name for f in (await scan(tmp_path, OUTBOXES, max_file_bytes=LIMIT)).files] == [second]
+    await stick_of(by_name[first]).remove(by_name[first])
+    await stick_of(by_name[first]).remove(by_name[first])  # already gone: fine
+    assert [f.name for f in (await stick_at(tmp_path).scan(OUTBOXES, max_file_bytes=LIMIT)).files] == [second]
 
 
 def current_umask() -> int:
@@ -149,38 +152,38 @@ def current_umask() -> int:
 
 async def test_rewriting_a_name_replaces_it(tmp_path: Path) -> None:
     name = name_for()
-    await write_bundle_file(tmp_path, MY_OUTBOX, name, b"old")
-    await write_bundle_file(tmp_path, MY_OUTBOX, name, b"new")
+    await stick_at(tmp_path).write(MY_OUTBOX, name, b"old")
+    await stick_at(tmp_path).write(MY_OUTBOX, name, b"new")
     assert (tmp_path / STICK_DIR / MY_OUTBOX / name).read_bytes() == b"new"
     assert sorted(os.listdir(tmp_path / STICK_DIR / MY_OUTBOX)) == [name]
 
 
 async def test_missing_layout_is_an_empty_scan(tmp_path: Path) -> None:
-    assert await scan(tmp_path, OUTBOXES, max_file_bytes=LIMIT) == StickScan((), ())
+    assert await stick_at(tmp_path).scan(OUTBOXES, max_file_bytes=LIMIT) == StickScan((), ())
     (tmp_path / STICK_DIR).mkdir()
-    assert await scan(tmp_path, OUTBOXES, max_file_bytes=LIMIT) == StickScan((), ())
+    assert await stick_at(tmp_path).scan(OUTBOXES, max_file_bytes=LIMIT) == StickScan((), ())
 
 
 async def test_missing_stick_folder_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(StickError, match="cannot open the stick folder"):
-        await scan(tmp_path / "unplugged", OUTBOXES, max_file_bytes=LIMIT)
+        await stick_at(tmp_path / "unplugged").scan(OUTBOXES, max_file_bytes=LIMIT)
 
 
 async def test_scan_refuses_bad_outbox_names(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
-        await scan(tmp_path, ["../etc"], max_file_bytes=LIMIT)
+        await stick_at(tmp_path).scan(["../etc"], max_file_bytes=LIMIT)
 
 
 async def test_only_the_named_outboxes_are_scanned(tmp_path: Path) -> None:
     place(tmp_path, name_for(), outbox=outbox_name(PEER))
     mine = place(tmp_path, name_for(serial=1))
-    result = await scan(tmp_path, OUTBOXES, max_file_bytes=LIMIT)
+    result = await stick_at(tmp_path).scan(OUTBOXES, max_file_bytes=LIMIT)
     assert [f.path for f in result.files] == [mine] and result.problems == ()
 
 
 async def test_temporary_files_are_ignored(tmp_path: Path) -> None:
     place(tmp_path, ".tmp-0123abcd.rpb", b"half a bundle")
-    assert await scan(tmp_path, OUTBOXES, max_file_bytes=LIMIT) == StickScan((), ())
+    assert await stick_at(tmp_path).scan(OUTBOXES, max_file_bytes=LIMIT) == StickScan((), ())
 
 
 # --- hostile stick -----------------------------------------------------------------------------
@@ -193,7 +196,7 @@ async def test_symlinked_file_is_reported_not_followed(tmp_path: Path) -> None:
     target.write_bytes(b"secret")
     (outbox_dir(tmp_path / "stick") / name_for()).symlink_to(target)
 
-    result = await scan(tmp_path / "stick", OUTBOXES, max_file_bytes=LIMIT)
+    result = await stick_at(tmp_path / "stick").scan(OUTBOXES, max_file_bytes=LIMIT)
     assert result.files == ()
     assert "symbolic link" in problem_for(result, name_for())
 
@@ -205,7 +208,7 @@ async def test_symlinked_outbox_is_reported_not_followed(tmp_path: Path) -> None
     (tmp_path / "stick" / STICK_DIR).mkdir(parents=True)
     (tmp_path / "stick" / STICK_DIR / MY_OUTBOX).symlink_to(elsewhere, target_is_directory=True)
 
-    result = await scan(tmp_path / "stick", OUTBOXES, max_file_bytes=LIMIT)
+    result = await stick_at(tmp_path / "stick").scan(OUTBOXES, max_file_bytes=LIMIT)
     assert result.files == ()
     assert problem_for(result, MY_OUTBOX).startswith("is a symbolic link, not a folder")
 
@@ -216,14 +219,14 @@ async def test_symlinked_stick_folder_is_reported_not_followed(tmp_path: Path) -
     (tmp_path / "stick").mkdir()
     (tmp_path / "stick" / STICK_DIR).symlink_to(real / STICK_DIR, target_is_directory=True)
 
-    result = await scan(tmp_path / "stick", OUTBOXES, max_file_bytes=LIMIT)
+    result = await stick_at(tmp_path / "stick").scan(OUTBOXES, max_file_bytes=LIMIT)
     assert result.files == ()
     assert "symbolic link" in problem_for(result, STICK_DIR)
 
 
 async def test_stick_folder_that_is_a_file_is_reported(tmp_path: Path) -> None:
     (tmp_path / STICK_DIR).write_text("not a folder")
-    result = await scan(tmp_path, OUTBOXES, max_file_bytes=LIMIT)
+    result = await stick_at(tmp_path).scan(OUTBOXES, max_file_bytes=LIMIT)
     assert result.files == ()
     assert problem_for(result, STICK_DIR) == "is a regular file, not a folder"
 
@@ -232,7 +235,7 @@ async def test_stick_folder_that_is_a_file_is_reported(tmp_path: Path) -> None:
 async def test_fifo_is_reported_without_blocking(tmp_path: Path) -> None:
     os.mkfifo(outbox_dir(tmp_path) / name_for())
     os.mkfifo(tmp_path / STICK_DIR / "FORMAT")
-    result = await scan(tmp_path, OUTBOXES, max_file_bytes=LIMIT)
+    result = await stick_at(tmp_path).scan(OUTBOXES, max_file_bytes=LIMIT)
     assert result.files == ()
     assert problem_for(result, name_for()) == "is a named pipe, not a regular file"
     assert problem_for(result, "FORMAT") == "is a named pipe, not a regular file"
@@ -241,14 +244,14 @@ async def test_fifo_is_reported_without_blocking(tmp_path: Path) -> None:
 @pytest.mark.timeout(10)
 async def test_stick_folder_that_is_a_fifo_does_not_block(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / STICK_DIR)
-    result = await scan(tmp_path, OUTBOXES, max_file_bytes=LIMIT)
+    result = await stick_at(tmp_path).scan(OUTBOXES, max_file_bytes=LIMIT)
     assert problem_for(result, STICK_DIR) == "is a named pipe, not a folder"
 
 
 async def test_socket_is_reported(tmp_path: Path) -> None:
     path = outbox_dir(tmp_path) / name_for()
     os.mknod(path, 0o600 | stat.S_IFSOCK)
-    result = await scan(tmp_path, OUTBOXES, max_file_bytes=LIMIT)
+    result = await stick_at(tmp_path).scan(OUTBOXES, max_file_bytes=LIMIT)
     assert problem_for(result, name_for()) == "is a socket, not a regular file"
 
 
@@ -259,7 +262,7 @@ async def test_device_file_is_reported(tmp_path: Path) -> None:
         os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # like /dev/null
     except PermissionError:
         pytest.skip("creating a device file (mknod) needs root; CI runs as root")
-    result = await scan(tmp_path, OUTBOXES, max_file_bytes=LIMIT)
+    result = await stick_at(tmp_path).scan(OUTBOXES, max_file_bytes=LIMIT)
     assert result.files == ()
     assert problem_for(result, name_for()) == "is a device file, not a regular file"
 
@@ -268,7 +271,7 @@ async def test_directory_loop_is_not_followed(tmp_path: Path) -> None:
     outbox = outbox_dir(tmp_path)
     (outbox / name_for()).symlink_to(outbox, target_is_directory=True)
     (outbox / "up").symlink_to("..", target_is_directory=True)
-    result = await scan(tmp_path, OUTBOXES, max_file_bytes=LIMIT)
+    result = await stick_at(tmp_path).scan(OUTBOXES, max_file_bytes=LIMIT)
     assert result.files == ()
     assert "symbolic link" in problem_for(result, name_for())
     assert "symbolic link" in problem_for(result, "/up")
@@ -278,7 +281,7 @@ async def test_subfolder_is_reported_not_entered(tmp_path: Path) -> None:
     sub = outbox_dir(tmp_path) / name_for()
     sub.mkdir()
     (sub / name_for(serial=1)).write_bytes(b"nested")
-    result = await scan(tmp_path, OUTBOXES, max_file_bytes=LIMIT)
+    result = await stick_at(tmp_path).scan(OUTBOXES, max_file_bytes=LIMIT)
     assert result.files == ()
     assert problem_for(result, name_for()) == "is a folder, not a regular file"
 
@@ -287,7 +290,7 @@ async def test_huge_sparse_file_is_judged_by_its_apparent_size(tmp_path: Path) -
     path = outbox_dir(tmp_path) / name_for()
     with path.open("wb") as handle:
         handle.truncate(10 * 1024**3)
-    result = await scan(tmp_path, OUTBOXES, max_file_bytes=LIMIT)
+    result = await stick_at(tmp_path).scan(OUTBOXES, max_file_bytes=LIMIT)
     assert result.files == ()
     assert problem_for(result, name_for()) == f"is {10 * 1024**3:,} bytes, over the limit of {LIMIT:,}"
 
@@ -306,7 +309,7 @@ async def test_huge_sparse_file_is_judged_by_its_apparent_size(tmp_path: Path) -
 async def test_bad_names_are_reported_printably(tmp_path: Path, raw_name: bytes, shown_end: str) -> None:
     outbox = outbox_dir(tmp_path)
     (Path(os.fsdecode(os.fsencode(outbox) + b"/" + raw_name))).write_bytes(b"bundle")
-    result = await scan(tmp_path, OUTBOXES, max_file_bytes=LIMIT)
+    result = await stick_at(tmp_path).scan(OUTBOXES, max_file_bytes=LIMIT)
     assert result.files == ()
     assert problem_for(result, shown_end).startswith("name is not a bundle file name")
     assert_printable(result)
@@ -317,7 +320,7 @@ async def test_name_that_is_not_utf8_is_reported(tmp_path: Path) -> None:
     raw = os.fsencode(outbox) + b"/\xff\xfe" + name_for().encode()
     fd = os.open(raw, os.O_WRONLY | os.O_CREAT, 0o644)
     os.close(fd)
-    result = await scan(tmp_path, OUTBOXES, max_file_bytes=LIMIT)
+    result = await stick_at(tmp_path).scan(OUTBOXES, max_file_bytes=LIMIT)
     assert result.files == ()
     assert problem_for(result, "\\xff\\xfe" + name_for()) == "name is not valid UTF-8"
     assert_printable(result)
@@ -326,7 +329,7 @@ async def test_name_that_is_not_utf8_is_reported(tmp_path: Path) -> None:
 async def test_control_characters_in_the_root_path_are_escaped(tmp_path: Path) -> None:
     root = tmp_path / "stick\x1b]0;pwned\x07"
     (outbox_dir(root) / "junk").write_bytes(b"")
-    result = await scan(root, OUTBOXES, max_file_bytes=LIMIT)
+    result = await stick_at(root).scan(OUTBOXES, max_file_bytes=LIMIT)
     assert "stick\\x1b]0;pwned\\x07" in result.problems[0].path
     assert_printable(result)
 
@@ -334,11 +337,11 @@ async def test_control_characters_in_the_root_path_are_escaped(tmp_path: Path) -
 async def test_unknown_format_is_reported_and_refused_by_the_writer(tmp_path: Path) -> None:
     place(tmp_path, name_for())
     (tmp_path / STICK_DIR / "FORMAT").write_text("rallypoint-stick/2\n")
-    result = await scan(tmp_path, OUTBOXES, max_file_bytes=LIMIT)
+    result = await stick_at(tmp_path).scan(OUTBOXES, max_file_bytes=LIMIT)
     assert [f.name for f in result.files] == [name_for()]
     assert "rallypoint-stick/2" in problem_for(result, "FORMAT")
     with pytest.raises(StickError, match="layout this node does not know"):
-        await write_bundle_file(tmp_path, MY_OUTBOX, name_for(serial=1), b"x")
+        await stick_at(tmp_path).write(MY_OUTBOX, name_for(serial=1), b"x")
 
 
 @pytest.mark.timeout(60)
@@ -354,7 +357,7 @@ async def test_a_hundred_thousand_junk_files_are_scanned_quickly_and_briefly(tmp
     real = place(tmp_path, name_for(), outbox=BROADCAST)
 
     started = time.monotonic()
-    result = await scan(tmp_path, OUTBOXES, max_file_bytes=LIMIT)
+    result = await stick_at(tmp_path).scan(OUTBOXES, max_file_bytes=LIMIT)
     assert time.monotonic() - started < 20
     assert [f.path for f in result.files] == [real]
     assert len(result.problems) == MAX_LISTED_PROBLEMS + 2
@@ -368,7 +371,7 @@ async def test_a_hundred_thousand_junk_files_are_scanned_quickly_and_briefly(tmp
 async def test_junk_beyond_the_listed_problems_is_summarised(tmp_path: Path) -> None:
     for index in range(MAX_LISTED_PROBLEMS + 5):
         place(tmp_path, f"junk-{index}")
-    result = await scan(tmp_path, OUTBOXES, max_file_bytes=LIMIT)
+    result = await stick_at(tmp_path).scan(OUTBOXES, max_file_bytes=LIMIT)
     assert len(result.problems) == MAX_LISTED_PROBLEMS + 1
     assert result.problems[-1].reason == "5 further entries skipped, not listed one by one"
 
@@ -378,7 +381,7 @@ async def test_junk_beyond_the_listed_problems_is_summarised(tmp_path: Path) -> 
 
 async def scanned_one(root: Path) -> StickFile:
     place(root, name_for(), b"bundle")
-    (file,) = (await scan(root, OUTBOXES, max_file_bytes=LIMIT)).files
+    (file,) = (await stick_at(root).scan(OUTBOXES, max_file_bytes=LIMIT)).files
     return file
 
 
@@ -388,7 +391,7 @@ async def test_file_swapped_for_a_fifo_after_the_scan_is_refused(tmp_path: Path)
     file.path.unlink()
     os.mkfifo(file.path)
     with pytest.raises(StickError, match="named pipe"):
-        await read_bundle_file(file, max_file_bytes=LIMIT)
+        await stick_of(file).read(file, max_file_bytes=LIMIT)
 
 
 @pytest.mark.timeout(10)
@@ -405,7 +408,7 @@ async def test_fifo_swapped_in_between_check_and_open_does_not_block(tmp_path: P
 
     monkeypatch.setattr(os, "lstat", lstat_then_swap)
     with pytest.raises(StickError, match="named pipe"):
-        await read_bundle_file(file, max_file_bytes=LIMIT)
+        await stick_of(file).read(file, max_file_bytes=LIMIT)
 
 
 async def test_file_swapped_for_a_symlink_after_the_scan_is_refused(tmp_path: Path) -> None:
@@ -415,7 +418,7 @@ async def test_file_swapped_for_a_symlink_after_the_scan_is_refused(tmp_path: Pa
     file.path.unlink()
     file.path.symlink_to(outside)
     with pytest.raises(StickError, match="symbolic link"):
-        await read_bundle_file(file, max_file_bytes=LIMIT)
+        await stick_of(file).read(file, max_file_bytes=LIMIT)
 
 
 async def test_outbox_swapped_for_a_symlink_after_the_scan_is_refused(tmp_path: Path) -> None:
@@ -424,9 +427,9 @@ async def test_outbox_swapped_for_a_symlink_after_the_scan_is_refused(tmp_path: 
     file.path.parent.rename(moved)
     file.path.parent.symlink_to(moved, target_is_directory=True)
     with pytest.raises(StickError, match="symbolic link"):
-        await read_bundle_file(file, max_file_bytes=LIMIT)
+        await stick_of(file).read(file, max_file_bytes=LIMIT)
     with pytest.raises(StickError, match="symbolic link"):
-        await remove_bundle_file(file)
+        await stick_of(file).remove(file)
     assert (moved / file.name).exists()
 
 
@@ -434,7 +437,7 @@ async def test_file_grown_past_the_limit_is_refused(tmp_path: Path) -> None:
     file = await scanned_one(tmp_path)
     file.path.write_bytes(b"x" * 2000)
     with pytest.raises(StickError, match="over the limit"):
-        await read_bundle_file(file, max_file_bytes=1000)
+        await stick_of(file).read(file, max_file_bytes=1000)
 
 
 async def test_file_growing_while_read_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -449,14 +452,14 @@ async def test_file_growing_while_read_is_refused(tmp_path: Path, monkeypatch: p
 
     monkeypatch.setattr(os, "read", read_then_grow)
     with pytest.raises(StickError, match="grew past the limit"):
-        await read_bundle_file(file, max_file_bytes=1000)
+        await stick_of(file).read(file, max_file_bytes=1000)
 
 
 async def test_vanished_file_is_an_error_when_read(tmp_path: Path) -> None:
     file = await scanned_one(tmp_path)
     file.path.unlink()
     with pytest.raises(StickError, match="cannot read"):
-        await read_bundle_file(file, max_file_bytes=LIMIT)
+        await stick_of(file).read(file, max_file_bytes=LIMIT)
 
 
 # --- atomic writes -----------------------------------------------------------------------------
@@ -468,7 +471,7 @@ def leftovers(root: Path) -> list[str]:
 
 @pytest.mark.parametrize("failing", ["fsync", "write"])
 async def test_failed_write_leaves_neither_final_nor_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str) -> None:
-    existing = await write_bundle_file(tmp_path, MY_OUTBOX, name_for(serial=1), b"earlier")
+    existing = await stick_at(tmp_path).write(MY_OUTBOX, name_for(serial=1), b"earlier")
     before = leftovers(tmp_path)
 
     def no_space(*args: Any) -> None:
@@ -476,7 +479,7 @@ async def test_failed_write_leaves_neither_final_nor_temporary_file(tmp_path: Pa
 
     monkeypatch.setattr(os, failing, no_space)
     with pytest.raises(StickError, match="^stick is full: cannot write .*" + re.escape(name_for())):
-        await write_bundle_file(tmp_path, MY_OUTBOX, name_for(), b"x" * 100_000)
+        await stick_at(tmp_path).write(MY_OUTBOX, name_for(), b"x" * 100_000)
     monkeypatch.undo()
     assert leftovers(tmp_path) == before
     assert existing.read_bytes() == b"earlier"
@@ -488,7 +491,7 @@ async def test_failed_first_write_leaves_nothing_behind(tmp_path: Path, monkeypa
 
     monkeypatch.setattr(os, "fsync", no_space)
     with pytest.raises(StickError, match="^stick is full"):
-        await write_bundle_file(tmp_path, MY_OUTBOX, name_for(), b"x")
+        await stick_at(tmp_path).write(MY_OUTBOX, name_for(), b"x")
     monkeypatch.undo()
     assert leftovers(tmp_path) == []
 
@@ -499,7 +502,7 @@ async def test_read_only_stick_gets_a_clear_message(tmp_path: Path, monkeypatch:
 
     monkeypatch.setattr(os, "mkdir", read_only)
     with pytest.raises(StickError, match="^stick is read-only: cannot write"):
-        await write_bundle_file(tmp_path, MY_OUTBOX, name_for(), b"x")
+        await stick_at(tmp_path).write(MY_OUTBOX, name_for(), b"x")
 
 
 @pytest.mark.parametrize("where", [STICK_DIR, f"{STICK_DIR}/{MY_OUTBOX}"])
@@ -510,7 +513,7 @@ async def test_writer_refuses_a_symlinked_folder(tmp_path: Path, where: str) -> 
     (root / where).parent.mkdir(parents=True, exist_ok=True)
     (root / where).symlink_to(elsewhere, target_is_directory=True)
     with pytest.raises(StickError, match="symbolic link, not a folder"):
-        await write_bundle_file(root, MY_OUTBOX, name_for(), b"x")
+        await stick_at(root).write(MY_OUTBOX, name_for(), b"x")
     assert list(elsewhere.iterdir()) == []
 
 
@@ -518,13 +521,13 @@ async def test_writer_refuses_an_outbox_that_is_a_file(tmp_path: Path) -> None:
     (tmp_path / STICK_DIR).mkdir()
     (tmp_path / STICK_DIR / MY_OUTBOX).write_bytes(b"")
     with pytest.raises(StickError, match="regular file, not a folder"):
-        await write_bundle_file(tmp_path, MY_OUTBOX, name_for(), b"x")
+        await stick_at(tmp_path).write(MY_OUTBOX, name_for(), b"x")
 
 
 @pytest.mark.parametrize(("outbox", "name"), [("../x", name_for()), (MY_OUTBOX, "/etc/passwd"), (MY_OUTBOX, "../" + name_for())])
 async def test_writer_refuses_names_outside_the_layout(tmp_path: Path, outbox: str, name: str) -> None:
     with pytest.raises(ValueError):
-        await write_bundle_file(tmp_path, outbox, name, b"x")
+        await stick_at(tmp_path).write(outbox, name, b"x")
     assert leftovers(tmp_path) == []
 
 
@@ -534,7 +537,7 @@ async def test_writer_removes_only_stale_temporary_files_where_it_writes(tmp_pat
     two_hours_ago = time.time() - 7200
     for path in (stale, elsewhere):
         os.utime(path, (two_hours_ago, two_hours_ago))
-    await write_bundle_file(tmp_path, MY_OUTBOX, name_for(), b"x")
+    await stick_at(tmp_path).write(MY_OUTBOX, name_for(), b"x")
     assert not stale.exists() and fresh.exists() and elsewhere.exists()
 
 
@@ -550,10 +553,10 @@ async def test_remove_own_older_keeps_others_and_the_kept(tmp_path: Path) -> Non
     def mine(name: str) -> bool:
         return name.startswith(ME)
 
-    assert await remove_own_older(tmp_path, MY_OUTBOX, mine, {mine_new.name}) == 1
+    assert await stick_at(tmp_path).remove_own_older(MY_OUTBOX, mine, {mine_new.name}) == 1
     assert not mine_old.exists() and mine_new.exists() and theirs.exists()
     assert linked.is_symlink() and outside.read_bytes() == b"keep me"
-    assert await remove_own_older(tmp_path / "nothing", MY_OUTBOX, mine, ()) == 0
+    assert await stick_at(tmp_path / "nothing").remove_own_older(MY_OUTBOX, mine, ()) == 0
 
 
 async def test_the_bundles_folder_takes_anonymous_names_only(tmp_path: Path) -> None:
@@ -561,18 +564,18 @@ async def test_the_bundles_folder_takes_anonymous_names_only(tmp_path: Path) -> 
     assert anonymous == "000102030405060708090a0b0c0d0e0f.rpb"
     with pytest.raises(ValueError):
         anonymous_file_name(bytes(15))
-    path = await write_bundle_file(tmp_path, BUNDLES, anonymous, b"0123456789")
+    path = await stick_at(tmp_path).write(BUNDLES, anonymous, b"0123456789")
     assert path == tmp_path / STICK_DIR / BUNDLES / anonymous
     with pytest.raises(ValueError):
-        await write_bundle_file(tmp_path, BUNDLES, name_for(), b"named")  # a sender's id has no place there
+        await stick_at(tmp_path).write(BUNDLES, name_for(), b"named")  # a sender's id has no place there
     place(tmp_path, name_for(), outbox=BUNDLES)
     place(tmp_path, anonymous.upper().replace(".RPB", ".rpb"), outbox=BUNDLES)
-    result = await scan(tmp_path, [BUNDLES], max_file_bytes=100)
+    result = await stick_at(tmp_path).scan([BUNDLES], max_file_bytes=100)
     assert [f.name for f in result.files] == [anonymous]
     assert "32 hex digits" in problem_for(result, name_for())
     (found,) = result.files
-    assert await read_bundle_head(found, 4) == b"0123"
-    assert await read_bundle_head(found, 1000) == b"0123456789"
+    assert await stick_of(found).read_head(found, 4) == b"0123"
+    assert await stick_of(found).read_head(found, 1000) == b"0123456789"
 
 
 # --- quarantine --------------------------------------------------------------------------------
@@ -583,7 +586,7 @@ async def test_quarantine_never_overwrites(tmp_path: Path) -> None:
     home.mkdir()
     quarantine = home / "quarantine"
     name = name_for()
-    first, second, third = [(await quarantine_file(data, quarantine, name, why)).path for data, why in ((b"one", "tampered"), (b"two", "truncated\n"), (b"three", "malformed"))]
+    first, second, third = [(await StickMedium(tmp_path, quarantine_dir=quarantine).quarantine(data, name, why)).path for data, why in ((b"one", "tampered"), (b"two", "truncated\n"), (b"three", "malformed"))]
     assert first and second and third
 
     assert stat.S_IMODE(quarantine.stat().st_mode) == 0o700 & ~current_umask()
@@ -597,7 +600,7 @@ async def test_quarantine_never_overwrites(tmp_path: Path) -> None:
 async def test_quarantine_skips_a_name_whose_reason_file_exists(tmp_path: Path) -> None:
     name = name_for()
     tmp_path.joinpath(f"{name}.reason.txt").write_text("someone else's")
-    stored = (await quarantine_file(b"data", tmp_path, name, "why")).path
+    stored = (await StickMedium(tmp_path, quarantine_dir=tmp_path).quarantine(b"data", name, "why")).path
     assert stored is not None and stored.name == name.replace(".rpb", "-1.rpb")
     assert not (tmp_path / name).exists()
     assert tmp_path.joinpath(f"{name}.reason.txt").read_text() == "someone else's"
@@ -606,7 +609,7 @@ async def test_quarantine_skips_a_name_whose_reason_file_exists(tmp_path: Path) 
 @pytest.mark.parametrize("bad", ["../escape", ".hidden", "a/b", "bell\x07", ""])
 async def test_quarantine_refuses_unsafe_names(tmp_path: Path, bad: str) -> None:
     with pytest.raises(ValueError):
-        await quarantine_file(b"x", tmp_path / "q", bad, "why")
+        await StickMedium(tmp_path, quarantine_dir=tmp_path / "q").quarantine(b"x", bad, "why")
 
 
 async def test_quarantine_reports_a_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -615,7 +618,7 @@ async def test_quarantine_reports_a_full_disk(tmp_path: Path, monkeypatch: pytes
 
     monkeypatch.setattr(os, "fsync", no_space)
     with pytest.raises(StickError, match="^disk is full: cannot quarantine"):
-        await quarantine_file(b"x", tmp_path / "q", name_for(), "why")
+        await StickMedium(tmp_path, quarantine_dir=tmp_path / "q").quarantine(b"x", name_for(), "why")
     monkeypatch.undo()
     assert leftovers(tmp_path) == []
 
