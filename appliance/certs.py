@@ -125,7 +125,7 @@ def issue_revocation(
     return decode_revocation(cbor.encode([body, signature]))
 
 
-def _split(encoded: bytes, what: str) -> tuple[dict, bytes, bytes]:
+def _split(encoded: bytes, what: str) -> tuple[dict[str, object], bytes, bytes]:
     try:
         outer = cbor.decode(encoded, what)
         if not (isinstance(outer, list) and len(outer) == 2 and all(isinstance(x, bytes) for x in outer)):
@@ -139,7 +139,7 @@ def _split(encoded: bytes, what: str) -> tuple[dict, bytes, bytes]:
     return body, body_bytes, signature
 
 
-def _field(body: dict, name: str, kind: type | tuple[type, ...], what: str) -> object:
+def _field(body: dict[str, object], name: str, kind: type | tuple[type, ...], what: str) -> object:
     value = body.get(name)
     if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
         raise CertificateInvalid(f"{what}: field {name!r} missing or of the wrong type")

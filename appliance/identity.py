@@ -8,8 +8,10 @@ by the join that used it: overwritten in place with a marker saying so."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -75,7 +77,7 @@ async def record_incarnation(
     """Judges one contact of `node_key` presenting `incarnation`, in the caller's transaction.
     `first` is the incarnation the key is known to have when it was not seen yet (this
     node's own, for its own key). Without `record` nothing is written (nor to be audited)."""
-    row = (await conn.execute(select(t.peer_incarnations).where(t.peer_incarnations.c.node_key == node_key))).mappings().first()
+    row: Mapping[Any, Any] | None = (await conn.execute(select(t.peer_incarnations).where(t.peer_incarnations.c.node_key == node_key))).mappings().first()
     if row is None:
         known = first or incarnation
         if record:

@@ -30,7 +30,7 @@ class AuditService:
         """The chain checked against this node's key; entries from before audit signing (up to
         the store's upgrade) count as legacy."""
         async with self._kernel.store.reading() as conn:
-            legacy_until = (await conn.execute(select(t.node_identity.c.audit_legacy_until))).scalar_one()
+            legacy_until: int = (await conn.execute(select(t.node_identity.c.audit_legacy_until))).scalar_one()
             rows = (await conn.execute(select(t.audit_log).order_by(t.audit_log.c.seq))).mappings().all()
         entries = (audit.AuditEntry(r["seq"], r["at"], r["actor"], r["action"], r["detail"], r["prev_hash"], r["hash"], r["signature"]) for r in rows)
         return audit.verify_chain(entries, self._identity.row.node_key, legacy_until=legacy_until)

@@ -4,6 +4,7 @@ admin sets."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func, insert, select, update
@@ -56,11 +57,11 @@ class BlobsService:
         low, high = ids.hash_prefix_range(digest_hex)
         matching = t.blobs.c.hash.between(low, high)
         async with self._kernel.store.reading() as conn:
-            found = (await conn.execute(select(t.blobs.c.hash).where(matching).limit(2))).scalars().all()
+            found: Sequence[bytes] = (await conn.execute(select(t.blobs.c.hash).where(matching).limit(2))).scalars().all()
             if len(found) > 1:
                 count = (await conn.execute(select(func.count()).select_from(t.blobs).where(matching))).scalar_one()
                 raise InvalidInput(f"{digest_hex} starts the hashes of {count} attachments on this node: give more of it")
-            data = (await conn.execute(select(t.blobs.c.data).where(t.blobs.c.hash == found[0]))).scalar() if found else None
+            data: bytes | None = (await conn.execute(select(t.blobs.c.data).where(t.blobs.c.hash == found[0]))).scalar() if found else None
         if data is None:
             raise NotFound(f"this node does not have blob {digest_hex[:12]}")
         return data

@@ -64,8 +64,8 @@ class ExchangeService:
                 fetched: dict[int, SignedChange] = {}
                 for start in range(0, len(row_ids), 500):
                     chunk = row_ids[start : start + 500]
-                    for row_id, data, signature in await conn.execute(select(t.changes.c.id, t.changes.c.data, t.changes.c.signature).where(t.changes.c.id.in_(chunk))):
-                        fetched[row_id] = SignedChange(data, signature)
+                    for change in await conn.execute(select(t.changes.c.id, t.changes.c.data, t.changes.c.signature).where(t.changes.c.id.in_(chunk))):
+                        fetched[change.id] = SignedChange(change.data, change.signature)
                 delta_docs.append((doc_id, tuple(fetched[i] for i in row_ids)))
             blobs = await self._blobs_lacking(conn, peer_ids, [doc_id for doc_id, _ in wanted])
         return Delta(documents=tuple(delta_docs), blobs=blobs, heads=our_heads)
@@ -102,13 +102,13 @@ class ExchangeService:
                 graph_query = graph_query.where(t.changes.c.doc_id.in_(wanted_docs))
             doc_rows = (await conn.execute(doc_query)).all()
             known_heads: dict[str, dict[str, bytes]] = {}
-            for peer, doc_id, heads in await conn.execute(heads_query):
-                known_heads.setdefault(doc_id, {})[peer] = heads
+            for reported in await conn.execute(heads_query):
+                known_heads.setdefault(reported.doc_id, {})[reported.peer] = reported.heads
             graphs: dict[str, dict[bytes, bytes]] = {}
             change_ids: dict[bytes, int] = {}
-            for doc_id, row_id, digest, deps in await conn.execute(graph_query):
-                graphs.setdefault(doc_id, {})[digest] = deps
-                change_ids[digest] = row_id
+            for change in await conn.execute(graph_query):
+                graphs.setdefault(change.doc_id, {})[change.hash] = change.deps
+                change_ids[change.hash] = change.id
         allowed: list[Any] = []
         revoked_peer = any(p in self._roster.current.revoked for p in peers)
         for row in doc_rows:
@@ -137,19 +137,19 @@ class ExchangeService:
         referenced: dict[bytes, str] = {}
         for start in range(0, len(doc_ids), 500):
             rows = await conn.execute(select(t.messages.c.doc_id, t.messages.c.files).where(and_(t.messages.c.doc_id.in_(doc_ids[start : start + 500]), t.messages.c.files != "[]")))
-            for doc_id, files in rows:
-                for file in json.loads(files):
-                    referenced.setdefault(bytes.fromhex(file["hash"]), doc_id)
+            for message in rows:
+                for file in json.loads(message.files):
+                    referenced.setdefault(bytes.fromhex(file["hash"]), message.doc_id)
         if not referenced:
             return ()
         held: dict[bytes, int] = {}
-        for (digest,) in await conn.execute(select(t.peer_blobs.c.hash).where(and_(t.peer_blobs.c.peer.in_(peer_ids), t.peer_blobs.c.heads.is_(None)))):
-            held[digest] = held.get(digest, 0) + 1
+        for blob in await conn.execute(select(t.peer_blobs.c.hash).where(and_(t.peer_blobs.c.peer.in_(peer_ids), t.peer_blobs.c.heads.is_(None)))):
+            held[blob.hash] = held.get(blob.hash, 0) + 1
         needed = [h for h in referenced if held.get(h, 0) < len(peer_ids)]
         found: list[tuple[bytes, str, bytes]] = []
         for start in range(0, len(needed), 100):
-            for digest, data in await conn.execute(select(t.blobs.c.hash, t.blobs.c.data).where(t.blobs.c.hash.in_(needed[start : start + 100]))):
-                found.append((digest, referenced[digest], data))
+            for blob in await conn.execute(select(t.blobs.c.hash, t.blobs.c.data).where(t.blobs.c.hash.in_(needed[start : start + 100]))):
+                found.append((blob.hash, referenced[blob.hash], blob.data))
         return tuple(sorted(found))
 
     async def note_sent(self, peers: Sequence[bytes], blobs: Sequence[tuple[bytes, str]], heads: Mapping[str, Sequence[bytes]]) -> None:
@@ -176,7 +176,7 @@ class ExchangeService:
         older bundle) only makes the next delta larger: importing twice changes nothing. Any
         rule that kept the larger of two reports would over-credit a peer restored from a
         backup, which then would never be sent what it lost."""
-        stored = set((await conn.execute(select(t.peer_heads.c.doc_id).where(t.peer_heads.c.peer == peer))).scalars().all())
+        stored: set[str] = set((await conn.execute(select(t.peer_heads.c.doc_id).where(t.peer_heads.c.peer == peer))).scalars().all())
         for doc_id, hashes in heads.items():
             if doc_id not in stored:
                 await conn.execute(insert(t.peer_heads).values(peer=peer, doc_id=doc_id, heads=b"".join(hashes), updated_at=now))
@@ -199,7 +199,7 @@ class ExchangeService:
             if row.doc_id in heads:
                 by_doc.setdefault(row.doc_id, []).append(row)
         for doc_id, rows in by_doc.items():
-            graph = dict((await conn.execute(select(t.changes.c.hash, t.changes.c.deps).where(t.changes.c.doc_id == doc_id))).all())
+            graph: dict[bytes, bytes] = dict((await conn.execute(select(t.changes.c.hash, t.changes.c.deps).where(t.changes.c.doc_id == doc_id))).all())
             held = ancestors(graph, heads[doc_id])
             for row in rows:
                 if all(h in held for h in split_hashes(row.heads)):

@@ -4,6 +4,7 @@ lookups by name or id among the channels the acting user can read."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from automerge._automerge import Document
 from sqlalchemy import insert, select, update
@@ -96,7 +97,7 @@ class ChannelHeads:
             by_id = (await conn.execute(select(t.channels.c.channel_id).where(t.channels.c.channel_id == name_or_id))).scalar()
             if by_id is None:
                 name = name_or_id.lstrip("#").lower()
-                candidates = (await conn.execute(select(t.channels.c.channel_id).where(t.channels.c.name == name).order_by(t.channels.c.created_at))).scalars().all()
+                candidates: Sequence[str] = (await conn.execute(select(t.channels.c.channel_id).where(t.channels.c.name == name).order_by(t.channels.c.created_at))).scalars().all()
             else:
                 candidates = [by_id]
         for channel_id in candidates:

@@ -205,17 +205,17 @@ async def unlock(store: Storage, home_text: str, passphrase: str, clock: Clock) 
                 await append_audit(conn, None, clock(), "-", "unlock_failed", {"reason": "wrong passphrase"})
         raise
     keys = Keys(data_key, None, None, {})  # type: ignore[arg-type]
-    for pub, kind, sealed in sealed_rows:
-        seed = crypto.secretbox_open(data_key, sealed)
+    for secret in sealed_rows:
+        seed = crypto.secretbox_open(data_key, secret.sealed)
         if seed is None:
-            raise RallypointError(f"sealed {kind} key is damaged")
+            raise RallypointError(f"sealed {secret.kind} key is damaged")
         sk = crypto.new_signing_key(seed)
-        if kind == "node":
+        if secret.kind == "node":
             keys.node = sk
-        elif kind == "workspace":
+        elif secret.kind == "workspace":
             keys.workspace = sk
         else:
-            keys.users[pub] = sk
+            keys.users[secret.public_key] = sk
     row = IdentityRow(ident["workspace_name"], ident["workspace_key"], ident["node_name"], ident["node_key"], ident["default_user"], ident["incarnation"])
     return row, keys
 

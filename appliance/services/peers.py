@@ -61,7 +61,7 @@ class PeersService:
         seen = {p.node_id: p for p in await self.lan_peers()}
         rules = await self.network_rules(local_networks)
         async with self._kernel.store.reading() as conn:
-            courier = dict(
+            courier: dict[str, int] = dict(
                 (await conn.execute(select(t.bundle_log.c.sender, func.max(t.bundle_log.c.decided_at)).where(t.bundle_log.c.outcome == "accepted").group_by(t.bundle_log.c.sender))).all()
             )
             conflicted = await identity.conflicted_keys(conn)
@@ -96,7 +96,7 @@ class PeersService:
         the operator has allowed nothing."""
         async with self._kernel.store.reading() as conn:
             rows = (await conn.execute(select(t.network_rules.c.network, t.network_rules.c.action).order_by(t.network_rules.c.network))).all()
-        return netpolicy.effective_rules([netpolicy.NetworkRule(network, action) for network, action in rows], local_networks)
+        return netpolicy.effective_rules([netpolicy.NetworkRule(rule.network, rule.action) for rule in rows], local_networks)
 
     async def set_network_rule(self, network: str, action: str | None) -> str:
         """Admin: allows or denies a network for LAN sessions, both directions (None removes the

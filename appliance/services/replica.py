@@ -101,8 +101,8 @@ class ReplicaService:
         async with self._kernel.store.reading() as conn:
             snap = (await conn.execute(select(t.snapshots.c.data, t.snapshots.c.upto_change_id).where(t.snapshots.c.doc_id == doc_id))).first()
             upto = snap.upto_change_id if snap else 0
-            rows = (await conn.execute(select(t.changes.c.data).where(and_(t.changes.c.doc_id == doc_id, t.changes.c.id > upto)).order_by(t.changes.c.id))).scalars().all()
-            hashes = (await conn.execute(select(t.changes.c.hash).where(t.changes.c.doc_id == doc_id))).scalars().all()
+            rows: Sequence[bytes] = (await conn.execute(select(t.changes.c.data).where(and_(t.changes.c.doc_id == doc_id, t.changes.c.id > upto)).order_by(t.changes.c.id))).scalars().all()
+            hashes: Sequence[bytes] = (await conn.execute(select(t.changes.c.hash).where(t.changes.c.doc_id == doc_id))).scalars().all()
         data = (snap.data if snap else b"") + b"".join(rows)
         doc = documents.load_document(data, self.actor()) if data else documents.new_document(self.actor())
         self._docs[doc_id] = doc
@@ -286,8 +286,8 @@ class ReplicaService:
             for start in range(0, len(doc_ids), 500):
                 chunk = doc_ids[start : start + 500]
                 rows = await conn.execute(select(t.changes.c.doc_id, t.changes.c.hash).where(t.changes.c.doc_id.in_(chunk)))
-                for doc_id, digest in rows:
-                    known[doc_id].add(digest)
+                for change in rows:
+                    known[change.doc_id].add(change.hash)
         return known
 
     async def changes_for(self, doc_id: str, have: Sequence[bytes]) -> list[SignedChange]:
@@ -310,7 +310,7 @@ class ReplicaService:
         """Each of the channel's Automerge documents, saved whole (doc id -> bytes)."""
         head = await self._heads.channel(channel)
         async with self._kernel.store.reading() as conn:
-            doc_ids = (await conn.execute(select(t.documents.c.doc_id).where(t.documents.c.channel_id == head.channel_id).order_by(t.documents.c.doc_id))).scalars().all()
+            doc_ids: Sequence[str] = (await conn.execute(select(t.documents.c.doc_id).where(t.documents.c.channel_id == head.channel_id).order_by(t.documents.c.doc_id))).scalars().all()
         return {doc_id: (await self.document(doc_id)).save() for doc_id in doc_ids}
 
     async def refresh(self) -> frozenset[str]:
@@ -342,9 +342,9 @@ class ReplicaService:
                 if row.doc_id in self._docs:
                     pending.setdefault(row.doc_id, []).append(data[row.id])
                     self._known[row.doc_id].add(row.hash)
-            for doc_id, data in pending.items():
+            for doc_id, changes in pending.items():
                 try:
-                    documents.apply_changes(self._docs[doc_id], data)
+                    documents.apply_changes(self._docs[doc_id], changes)
                 except documents.DocumentError:
                     self._forget(doc_id)
             self._kernel.invalidate((row.doc_id for row in foreign), loaded=False)

@@ -25,7 +25,7 @@ class Roster:
     async def reload(self) -> None:
         async with self._kernel.store.reading() as conn:
             rows = (await conn.execute(select(t.directory_entries.c.kind, t.directory_entries.c.data))).all()
-        self.resolve([(kind, data) for kind, data in rows])
+        self.resolve([(row.kind, row.data) for row in rows])
 
     def resolve(self, entries: Iterable[tuple[str, bytes]]) -> None:
         self.current, decoded = self.resolved(entries)

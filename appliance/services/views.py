@@ -57,7 +57,7 @@ class ViewsService:
         me = self._identity.user_key.hex()
         async with self._kernel.store.reading() as conn:
             rows = (await conn.execute(select(t.channels).order_by(t.channels.c.name))).mappings().all()
-            markers = dict((await conn.execute(select(t.read_markers.c.channel_id, t.read_markers.c.last_read).where(t.read_markers.c.user_key == self._identity.user_key))).all())
+            markers: dict[str, str] = dict((await conn.execute(select(t.read_markers.c.channel_id, t.read_markers.c.last_read).where(t.read_markers.c.user_key == self._identity.user_key))).all())
             out = []
             for row in rows:
                 members = json.loads(row["members"])
@@ -143,13 +143,13 @@ class ViewsService:
         whatever the segment holds. Returns how many messages are new."""
         present_query = select(t.messages.c.message_id).where(t.messages.c.doc_id == doc_id)
         if only is None:
-            states = documents.read_messages(doc, admins)
+            states: Sequence[documents.MessageState | None] = documents.read_messages(doc, admins)
         else:
             wanted = sorted(only)
             states = [documents.read_message(doc, m, admins) for m in wanted]
             present_query = present_query.where(t.messages.c.message_id.in_(wanted))
         rows = [self.message_values(channel_id, doc_id, s) for s in states if s is not None and ids.is_message_id(s.message_id)]
-        present = set((await conn.execute(present_query)).scalars())
+        present: set[str] = set((await conn.execute(present_query)).scalars())
         updates = [{**row, "target_id": row["message_id"]} for row in rows if row["message_id"] in present]
         inserts = [row for row in rows if row["message_id"] not in present]
         if updates:
@@ -165,8 +165,8 @@ class ViewsService:
         is the only part of a view that depends on the directory."""
         m = t.messages.c
         affected: dict[tuple[str, str], set[str]] = {}
-        for message_id, channel_id, doc_id in await conn.execute(select(m.message_id, m.channel_id, m.doc_id).where(which)):
-            affected.setdefault((channel_id, doc_id), set()).add(message_id)
+        for message in await conn.execute(select(m.message_id, m.channel_id, m.doc_id).where(which)):
+            affected.setdefault((message.channel_id, message.doc_id), set()).add(message.message_id)
         with self._replica.snapshots_held():  # an eviction must not open a second write transaction
             for (channel_id, doc_id), message_ids in sorted(affected.items()):
                 await self.materialise_segment(conn, channel_id, doc_id, await self._replica.document(doc_id), message_ids, admins)
