@@ -39,7 +39,7 @@ def template() -> Path:
 
     async def build() -> None:
         nodes = await make_workspace(root, "bob", "carol")
-        await nodes[0].create_channel("general")
+        await nodes[0].chat.create_channel("general")
         for other in nodes[1:]:
             await sync_all(nodes[0], other)
         for node in nodes:

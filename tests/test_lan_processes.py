@@ -110,11 +110,11 @@ def workspace(tmp_path: Path) -> Iterator[list[Path]]:
 
     async def make() -> list[Path]:
         nodes = await make_workspace(tmp_path / "acme", "bravo", "charlie")
-        await nodes[0].create_channel("general")
-        await nodes[0].post_many("general", [f"history {i}" for i in range(50)])
+        await nodes[0].chat.create_channel("general")
+        await nodes[0].chat.post_many("general", [f"history {i}" for i in range(50)])
         others = await make_workspace(tmp_path / "other")
-        await others[0].create_channel("general")
-        await others[0].post("general", "the other workspace")
+        await others[0].chat.create_channel("general")
+        await others[0].chat.post("general", "the other workspace")
         for node in [*nodes, *others]:
             await node.close()
         return [tmp_path / "acme" / "alpha", tmp_path / "acme" / "bravo", tmp_path / "acme" / "charlie", tmp_path / "other" / "alpha"]

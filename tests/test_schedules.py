@@ -94,10 +94,10 @@ def template() -> Iterator[Path]:
 
     async def build() -> None:
         nodes = await make_workspace(root, "bob", "carol")
-        await nodes[0].set_role("bob", "admin")
-        await nodes[0].create_channel("general")
-        await nodes[0].create_channel("ops", private=True)
-        await nodes[0].add_member("ops", "bob")
+        await nodes[0].directory.set_role("bob", "admin")
+        await nodes[0].chat.create_channel("general")
+        await nodes[0].chat.create_channel("ops", private=True)
+        await nodes[0].chat.add_member("ops", "bob")
         await heal(nodes)
         for node in nodes:
             await node.close()
