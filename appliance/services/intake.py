@@ -116,7 +116,7 @@ class IntakeService:
                         summary = await self._write_batches(conn, plan, known, new_entries, blobs, received_from, preview, progress)
                         summary = replace(summary, duplicates=sum(len(c) for c in grouped.values()) - summary.changes)
                         if receipt is not None:
-                            await self._record_receipt(conn, receipt, summary, blobs, preview)
+                            await self.record_receipt(conn, receipt, summary, blobs, preview)
                         if preview:
                             raise _Rollback(summary)
                         last = await self._replica.newest_change_id(conn)
@@ -295,7 +295,7 @@ class IntakeService:
         trial_dir = certs.resolve_directory(self._identity.row.workspace_key, existing_certs + found_certs, known_revs + found_revs, self._kernel.clock())
         return [(entry_kind(entry), entry.encoded, entry.fingerprint) for entry in decoded.values()], trial_dir
 
-    async def _record_receipt(self, conn: AsyncConnection, receipt: Receipt, summary: ImportSummary, blobs: Sequence[tuple[bytes, bytes]], preview: bool) -> None:
+    async def record_receipt(self, conn: AsyncConnection, receipt: Receipt, summary: ImportSummary, blobs: Sequence[tuple[bytes, bytes]], preview: bool) -> None:
         """In the import's transaction: what the sender told us it holds, the blobs it sent
         (so we never send them back), the bundle's log row and the audit entry."""
         now = self._kernel.clock()
