@@ -339,7 +339,9 @@ class ReplicaService:
                     data.update((await conn.execute(select(t.changes.c.id, t.changes.c.data).where(t.changes.c.id.in_(loaded[start : start + 500])))).all())
             pending: dict[str, list[bytes]] = {}
             for row in foreign:
-                if row.doc_id in self._docs:
+                # Not read above: its document was loaded since (and holds it), or a wipe by another
+                # process deleted it meanwhile (the next poll finds the node locked).
+                if row.doc_id in self._docs and row.id in data:
                     pending.setdefault(row.doc_id, []).append(data[row.id])
                     self._known[row.doc_id].add(row.hash)
             for doc_id, changes in pending.items():
