@@ -144,7 +144,7 @@ class Node:
         store = store or Store.at(home)
         await store.__aenter__()
         try:
-            row, keys = await unlock(store, str(home), passphrase, clock)
+            row, keys = await unlock(store, home, passphrase, clock)
             node = cls(home, store, row, keys, clock, rng)
             await node._roster.reload()
             await node.replica.load()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import nacl.signing
 from sqlalchemy import insert, select
@@ -185,13 +186,13 @@ async def write_identity(store: Storage, row: IdentityRow, keys: Keys, passphras
             await conn.execute(insert(t.sealed_secrets).values(public_key=pub, kind=kind, sealed=sealed))
 
 
-async def unlock(store: Storage, home_text: str, passphrase: str, clock: Clock) -> tuple[IdentityRow, Keys]:
+async def unlock(store: Storage, home: Path, passphrase: str, clock: Clock) -> tuple[IdentityRow, Keys]:
     """Reads the identity and unseals its keys. A wrong passphrase raises WrongPassphrase, is
     audited, and changes nothing else."""
     async with store.reading() as conn:
         ident = (await conn.execute(select(t.node_identity))).mappings().first()
         if ident is None:
-            raise NotInitialised(f"no node in {home_text}: run `rallypoint init` or `rallypoint join` first")
+            raise NotInitialised(f"no node in {home}: run `rallypoint init` or `rallypoint join` first")
         sealed_rows = (await conn.execute(select(t.sealed_secrets))).all()
         locked = (await conn.execute(select(t.settings.c.value).where(t.settings.c.name == LOCKED_SETTING))).scalar()
     if locked is not None:
