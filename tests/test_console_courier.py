@@ -214,7 +214,7 @@ async def test_the_screen_answers_keys_while_a_large_import_runs(tmp_path: Path,
             finished += 1
             return summary
 
-        monkeypatch.setattr(node, "import_batches", counting)
+        monkeypatch.setattr(node.intake, "import_batches", counting)
         handled: list[tuple[int, bool]] = []  # imports finished when the key was handled; the run going on?
         show_quarantine = screen.action_quarantine
 

@@ -50,6 +50,7 @@ RUNNER = r"""
 import asyncio, os, signal, sys, time
 from pathlib import Path
 from appliance.node import Node
+from appliance.services.intake import IntakeService
 from sync import sneakernet, stick
 
 home, passphrase, root, hook = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), sys.argv[4]
@@ -58,11 +59,11 @@ def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
 if hook == "in_transaction":  # every row of the import written; the transaction not committed
-    record = Node._record_receipt
+    record = IntakeService.record_receipt
     async def record_then_die(self, *args, **kwargs):
         await record(self, *args, **kwargs)
         die()
-    Node._record_receipt = record_then_die
+    IntakeService.record_receipt = record_then_die
 elif hook == "after_commit":  # committed; the bundle not yet removed from the stick
     async def die_instead(*args, **kwargs):
         die()

@@ -121,7 +121,7 @@ async def test_a_session_start_reads_and_sends_the_delta_a_few_documents_at_a_ti
             read.append(sorted(kwargs.get("only") or ["everything"]))
             return await delta_for(peers, **kwargs)
 
-        monkeypatch.setattr(alpha, "exchange", Intercepted(alpha.exchange, delta_for=recording))
+        monkeypatch.setattr(alpha.exchange, "delta_for", recording)
         async with serving(alpha) as (a, _), serving(bravo) as (b, _):
             b.dial("127.0.0.1", a.port)
             await eventually(lambda: _has(bravo, "general", 1_300), what="initial sync")
@@ -412,7 +412,7 @@ async def test_a_session_closed_while_it_starts_is_redialled(tmp_path: Path, mon
                 await resume.wait()
             return await real_heads_for(peer)
 
-        monkeypatch.setattr(high, "exchange", Intercepted(high.exchange, heads_for=heads_for_paused_once))
+        monkeypatch.setattr(high.exchange, "heads_for", heads_for_paused_once)
         async with serving(high) as (h, h_events):
             async with serving(low) as (low_service, _):
                 port = low_service.port

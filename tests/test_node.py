@@ -10,7 +10,10 @@ import pytest
 
 from appliance import documents
 from appliance import node as node_module
+from appliance.services import chat as chat_module
+from appliance.services import replica as replica_module
 from appliance.changes import SignedChange
+from appliance.ids import normalise_key_id
 from appliance.errors import (
     BlobTooLarge,
     ChangeRejected,
@@ -64,7 +67,7 @@ async def test_wrong_passphrase_is_a_clear_error_and_changes_nothing_but_the_aud
 async def test_whoami_shows_checkable_ids(alice: Node) -> None:
     me = alice.identity.whoami()
     assert (me.user_name, me.role, me.node_name) == ("alice", "admin", "alpha")
-    assert node_module.ids.normalise_key_id(me.node_id) == me.node_id
+    assert normalise_key_id(me.node_id) == me.node_id
 
 
 async def test_invite_and_join_need_the_one_time_code(tmp_path: Path, alice: Node) -> None:
@@ -230,14 +233,14 @@ async def test_changes_from_an_unknown_workspace_user_are_rejected(tmp_path: Pat
 
 
 async def test_segments_bound_every_document(alice: Node, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(node_module, "SEGMENT_SIZE", 8)
+    monkeypatch.setattr(chat_module, "SEGMENT_SIZE", 8)
     await alice.chat.create_channel("busy")
     ids = await alice.chat.post_many("busy", [f"bulk {i}" for i in range(30)])
     ids += [await alice.chat.post("busy", f"single {i}") for i in range(5)]
     segments = [d for d in await alice.replica.document_ids() if "/seg/" in d]
     assert len(segments) == 5
     for doc_id in segments:
-        doc = await alice._doc(doc_id)
+        doc = await alice.replica.document(doc_id)
         assert len(documents.read_messages(doc, frozenset())) <= 8
     assert [m.id for m in await alice.views.read("busy", limit=100)] == ids
 
@@ -375,15 +378,15 @@ async def test_export_gives_loadable_automerge_documents(alice: Node) -> None:
 
 
 async def test_memory_holds_a_bounded_number_of_documents(alice: Node, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(node_module, "CACHED_DOCUMENTS", 3)
-    monkeypatch.setattr(node_module, "SEGMENT_SIZE", 4)
+    monkeypatch.setattr(replica_module, "CACHED_DOCUMENTS", 3)
+    monkeypatch.setattr(chat_module, "SEGMENT_SIZE", 4)
     posted: dict[str, list[str]] = {}
     for name in ("one", "two", "three"):
         await alice.chat.create_channel(name)
     for round_ in range(6):
         for name in ("one", "two", "three"):
             posted.setdefault(name, []).append(await alice.chat.post(name, f"{name} {round_}"))
-            assert len(alice._docs) <= 3
+            assert alice.replica.documents_in_memory() <= 3
     for name, expected in posted.items():
         assert [m.id for m in await alice.views.read(name)] == expected
     await alice.chat.react(posted["one"][0], "👍")  # edits a segment that was evicted long ago

@@ -1,0 +1,143 @@
+"""Custody of the node's data: backups while it runs, restoring one into an empty home, and
+the remote wipe when this node's own revocation arrives."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from pathlib import Path
+
+from sqlalchemy import insert, text, update
+
+from appliance import backups, certs, ids
+from appliance import schema as t
+from appliance.errors import AlreadyInitialised, InvalidInput, StorageError
+from appliance.files import COPY_CHUNK_BYTES, create_private, open_regular, owned
+from appliance.kernel import Kernel
+from appliance.model import BackupInfo
+from appliance.services.identity import LOCKED_SETTING, IdentityService
+from appliance.services.roster import Roster
+from appliance.store import DB_FILE, check_database_file, ensure_home
+
+BACKUP_SUFFIX = ".backup.db"  # a SQLite file: `sqlite3` opens it read-only for inspection
+
+
+class CustodyService:
+    def __init__(self, kernel: Kernel, identity: IdentityService, roster: Roster) -> None:
+        self._kernel = kernel
+        self._identity = identity
+        self._roster = roster
+
+    async def backup(self, directory: Path) -> BackupInfo:
+        """Admin: writes a consistent copy of this node's store into `directory` while the node
+        keeps running, and audits it. The copy holds content in the clear and secrets sealed
+        under the passphrase; `Node.restore` brings it back on a new or rebuilt machine."""
+        await self._identity.require_admin("backup")
+        if not directory.is_dir():
+            raise InvalidInput(f"no folder {directory}")
+        taken_at = self._kernel.clock()
+        name = f"rallypoint-{self._identity.node_id}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(taken_at / 1000))}{BACKUP_SUFFIX}"
+        target = directory / name
+        if target.exists():
+            raise InvalidInput(f"{target} exists already")
+        try:
+            debris = await asyncio.to_thread(backups.remove_debris, directory)
+            with backups.partial_file(directory / backups.partial_name(name)) as partial:
+                await self._kernel.store.backup_into(partial)
+                await asyncio.to_thread(_publish_backup, partial, target)
+            size = target.stat().st_size
+        except OSError as exc:
+            raise StorageError(f"cannot write the backup into {directory}: {exc.strerror or exc}") from exc
+        detail: dict[str, object] = {"file": name, "bytes": size}
+        if debris.files:
+            detail["removed_debris"] = {"files": debris.files, "bytes": debris.bytes}
+        try:
+            async with self._kernel.store.transaction() as conn:
+                await self._kernel.audit(conn, self._kernel.clock(), self._identity.user_key.hex(), "backup", detail)
+        except StorageError as exc:  # a full disk is when a backup is wanted most: keep it, say so
+            self._kernel.note_skipped_write(f"the backup {name} was written but is not in the audit log: {exc}")
+        return BackupInfo(target, size, taken_at, debris.files, debris.bytes)
+
+    async def record_restore(self, backup: Path) -> None:
+        """Audits that this node was brought back from `backup` (the restore's last step)."""
+        async with self._kernel.store.transaction() as conn:
+            await self._kernel.audit(conn, self._kernel.clock(), "-", "restored", {"file": backup.name})
+
+    async def wipe_after_revocation(self, revocation: certs.Revocation) -> None:
+        """Remote wipe: this node's own revocation arrived. Its data key and sealed secrets are
+        destroyed and its content deleted (overwritten on disk, then the file is rewritten), so
+        the store left behind opens to nothing but the audit log and the reason."""
+        by = self._roster.current.users.get(revocation.issuer)
+        reason = f"this node was revoked by {by.name if by else ids.key_id(revocation.issuer)} ({revocation.reason or 'no reason given'}); its data was wiped"
+        async with self._kernel.lock:
+            async with self._kernel.store.transaction() as conn:
+                for table in (t.changes, t.snapshots, t.messages, t.read_markers, t.channels, t.blobs, t.peer_heads, t.peer_blobs, t.documents, t.sealed_secrets):
+                    await conn.execute(table.delete())
+                if self._kernel.store.is_sqlite:  # FTS5 keeps deleted terms in its index until told otherwise
+                    await conn.execute(text("INSERT INTO messages_fts(messages_fts) VALUES ('delete-all')"))
+                await conn.execute(update(t.node_identity).values(sealed_data_key=b""))
+                await conn.execute(insert(t.settings).values(name=LOCKED_SETTING, value=reason))
+                await self._kernel.audit(conn, self._kernel.clock(), self._identity.row.node_key.hex(), "wiped", {"revoked_by": revocation.issuer.hex(), "reason": revocation.reason})
+            self._identity.lock(reason)
+        await self._kernel.store.scrub()
+
+
+async def bring_in(home: Path, backup: Path) -> None:
+    """Copies a backup into an empty `home` (checked before it gets its name); the caller then
+    opens it and, if that fails, removes it again (`remove_db`)."""
+    if (home / DB_FILE).exists():
+        raise AlreadyInitialised(f"{home} already holds a node: restore into an empty home")
+    ensure_home(home)
+    try:
+        await asyncio.to_thread(_copy_durably, backup, home / DB_FILE)
+    except OSError as exc:
+        remove_db(home)
+        raise StorageError(f"cannot copy {backup.name} into {home}: {exc.strerror or exc}") from exc
+    except BaseException:
+        remove_db(home)
+        raise
+
+
+def _publish_backup(partial: Path, target: Path) -> None:
+    """Checks the fresh copy, makes it durable, then gives it its name: a crash or a full disk
+    never leaves a file that looks like a finished backup."""
+    check_database_file(partial)
+    _fsync_path(partial)
+    os.rename(partial, target)
+    _fsync_path(target.parent)
+
+
+def _copy_durably(source: Path, target: Path) -> None:
+    """Copies the backup at `source` (a regular file: a named pipe would block the copy forever)
+    to `target`, readable by its owner only, and checks the copy before giving it its name: what
+    is checked is what is used, even if `source` is swapped meanwhile."""
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        partial.unlink(missing_ok=True)  # left by a restore that was killed
+        fd, _ = open_regular(source)
+        with owned(fd), open(fd, "rb", closefd=False) as reader, open(create_private(partial), "wb") as writer:
+            shutil.copyfileobj(reader, writer, COPY_CHUNK_BYTES)
+            writer.flush()
+            os.fsync(writer.fileno())
+        check_database_file(partial, source.name)
+        os.rename(partial, target)
+        _fsync_path(target.parent)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_db(home: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        path = home / f"{DB_FILE}{suffix}"
+        if path.exists():
+            path.unlink()

@@ -1,0 +1,124 @@
+"""Enrollment: an admin's invitation (certificates and fresh keys for a new node, sealed under
+a one-time code) and the join path that installs one on the new node."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import time
+from typing import Any
+
+from appliance import cbor, certs, crypto, documents, identity, ids
+from appliance.changes import SignedChange
+from appliance.errors import EnrollmentRejected, InvalidInput, WrongPassphrase
+from appliance.kernel import Kernel
+from appliance.model import Enrollment
+from appliance.services.directory import DirectoryService
+from appliance.services.identity import IdentityRow, IdentityService, Keys, write_identity
+from appliance.services.intake import IntakeService
+from appliance.services.replica import ReplicaService
+from appliance.services.roster import Roster
+
+ENROLLMENT_FORMAT = "rallypoint-enrollment/1"
+MAX_ENROLLMENT_FILE_BYTES = 16 * 1024 * 1024  # certificates and the directory: far below this in any workspace
+ENROLLMENT_CODE_CHARS = 12  # 60 bits, behind Argon2id "moderate": not brute-forceable offline
+
+
+class EnrollmentService:
+    def __init__(
+        self, kernel: Kernel, identity: IdentityService, roster: Roster, replica: ReplicaService, directory: DirectoryService, intake: IntakeService
+    ) -> None:
+        self._kernel = kernel
+        self._identity = identity
+        self._roster = roster
+        self._replica = replica
+        self._directory = directory
+        self._intake = intake
+
+    async def invite(self, node_name: str, user_name: str, role: str = "member", *, kdf: crypto.KdfParams = crypto.MODERATE) -> Enrollment:
+        """Certificates and fresh keys for a new node and its first user, sealed in a file
+        that opens only with a one-time code shown here (so a lost stick exposes nothing)."""
+        issuer = await self._identity.require_admin("invite")
+        node_name, user_name = certs.check_name(node_name), certs.check_name(user_name)
+        if self._roster.current.user_by_name(user_name) is not None:
+            raise InvalidInput(f"user {user_name!r} already exists")
+        node_key, user_key = crypto.new_signing_key(self._kernel.rng(32)), crypto.new_signing_key(self._kernel.rng(32))
+        now = self._kernel.clock()
+        ws = self._identity.row.workspace_key
+        issued = [
+            certs.issue_certificate(issuer, workspace=ws, kind="node", key=bytes(node_key.verify_key), name=node_name, role="node", issued_at=now),
+            certs.issue_certificate(issuer, workspace=ws, kind="user", key=bytes(user_key.verify_key), name=user_name, role=role, issued_at=now, home=bytes(node_key.verify_key)),
+        ]
+        node_id = ids.key_id(bytes(node_key.verify_key))
+        await self._directory.add_entries(issued, "invited", {"node": node_name, "node_id": node_id, "user": user_name, "role": role})
+        directory_changes = await self._replica.changes_for(documents.DIRECTORY_DOC, [])
+        inner = cbor.encode(
+            {
+                "workspace_name": self._identity.row.workspace_name,
+                "workspace_key": ws,
+                "node_name": node_name,
+                "node_seed": bytes(node_key),
+                "user_seed": bytes(user_key),
+                "invited_by": self._identity.node_id,
+                "issued_at": now,
+                "directory": [[c.data, c.signature or b""] for c in directory_changes],
+            }
+        )
+        code = "".join(secrets.choice(ids.CROCKFORD) for _ in range(ENROLLMENT_CODE_CHARS))
+        salt = self._kernel.rng(crypto.SALT_BYTES)
+        sealed = await asyncio.to_thread(crypto.seal_with_passphrase, normalise_code(code), inner, salt, self._kernel.rng(crypto.NONCE_BYTES), kdf)
+        data = cbor.encode({"format": ENROLLMENT_FORMAT, "salt": salt, "opslimit": kdf.opslimit, "memlimit": kdf.memlimit, "sealed": sealed})
+        shown = "-".join(code[i : i + 4] for i in range(0, len(code), 4))
+        return Enrollment(data=data, code=shown, node_id=node_id, user_name=user_name)
+
+    async def install(self, inner: dict[str, Any], passphrase: str, kdf: crypto.KdfParams) -> None:
+        """The join path, on the new node: imports the invitation's directory through the normal
+        verification path, checks this node's own certificates resolve up to the workspace key,
+        and only then writes its identity."""
+        row, keys = self._identity.row, self._identity.keys
+        signed = [SignedChange(data, sig or None) for data, sig in inner["directory"]]
+        await self._intake.import_changes(documents.DIRECTORY_DOC, signed, received_from=inner["invited_by"])
+        if self._roster.current.nodes.get(row.node_key) is None or self._roster.current.user(row.default_user) is None:
+            raise EnrollmentRejected("the enrollment file's certificates do not verify up to its workspace key")
+        await write_identity(self._kernel.store, row, keys, passphrase, kdf, self._kernel.rng, self._kernel.clock())
+        async with self._kernel.store.transaction() as conn:
+            await self._kernel.audit(conn, self._kernel.clock(), row.default_user.hex(), "joined", {"workspace": self._identity.workspace_id, "node": self._identity.node_id, "invited_by": inner["invited_by"]})
+
+
+def enrolled_identity(inner: dict[str, Any], incarnation: bytes, data_key: bytes) -> tuple[IdentityRow, Keys]:
+    """The identity an opened enrollment file gives the new node."""
+    node_key = crypto.new_signing_key(inner["node_seed"])
+    user_key = crypto.new_signing_key(inner["user_seed"])
+    row = IdentityRow(inner["workspace_name"], inner["workspace_key"], inner["node_name"], bytes(node_key.verify_key), bytes(user_key.verify_key), incarnation)
+    return row, Keys(data_key, node_key, None, {row.default_user: user_key})
+
+
+def normalise_code(code: str) -> str:
+    return re.sub(r"[\s-]", "", code).upper().replace("O", "0").replace("I", "1").replace("L", "1")
+
+
+def open_enrollment(data: bytes, code: str) -> dict[str, Any]:
+    try:
+        outer = cbor.decode(data, "enrollment file")
+    except InvalidInput as exc:
+        raise EnrollmentRejected(f"not an enrollment file ({exc})") from exc
+    if isinstance(outer, dict) and outer.get("format") == identity.USED_ENROLLMENT_FORMAT:
+        used_at = outer.get("used_at")
+        when = f" at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(used_at / 1000))}" if isinstance(used_at, int) else ""
+        raise EnrollmentRejected(f"this enrollment file was already used (by node {str(outer.get('node'))[:40]}{when}): ask an admin for a new invitation")
+    if not isinstance(outer, dict) or outer.get("format") != ENROLLMENT_FORMAT:
+        raise EnrollmentRejected("not a Rallypoint enrollment file (or an unsupported version)")
+    try:
+        params = crypto.KdfParams(int(outer["opslimit"]), int(outer["memlimit"]))
+        if params.memlimit > 1 << 30 or params.opslimit > 16:
+            raise EnrollmentRejected("enrollment file asks for an unreasonable key-derivation cost")
+        inner_bytes = crypto.open_with_passphrase(normalise_code(code), outer["sealed"], outer["salt"], params)
+    except WrongPassphrase as exc:
+        raise EnrollmentRejected("wrong enrollment code (or the file was altered)") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EnrollmentRejected("damaged enrollment file") from exc
+    inner = cbor.decode(inner_bytes, "enrollment contents")
+    if not isinstance(inner, dict):
+        raise EnrollmentRejected("damaged enrollment contents")
+    return inner

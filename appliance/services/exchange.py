@@ -1,0 +1,206 @@
+"""What to send whom: deltas from the heads each peer last reported, the blobs it lacks,
+routing of private channels, and the record of peer heads and of blobs sent."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import and_, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from appliance import documents, ids
+from appliance.graph import ancestors, frontier, split_hashes
+from appliance import schema as t
+from appliance.changes import SignedChange
+from appliance.kernel import Kernel
+from appliance.model import Delta
+from appliance.services.heads import ChannelHeads
+from appliance.services.identity import IdentityService
+from appliance.services.roster import Roster
+
+
+def import_rank(doc_id: str) -> int:
+    """Directory first (it decides who may write), then channel heads (they decide private
+    membership), then segments."""
+    return ("directory", "head", "segment").index(documents.parse_doc_id(doc_id)[0])
+
+
+
+class ExchangeService:
+    def __init__(self, kernel: Kernel, identity: IdentityService, roster: Roster, heads: ChannelHeads) -> None:
+        self._kernel = kernel
+        self._identity = identity
+        self._roster = roster
+        self._heads = heads
+
+    def routable_to(self, peer: bytes, head: documents.ChannelHead) -> bool:
+        """Whether a channel's documents may go to node `peer`: public channels go everywhere,
+        private ones only to nodes that hold a member's key (its certificate's home)."""
+        if head.kind == "public":
+            return True
+        for member in head.members:
+            cert = self._roster.current.users.get(bytes.fromhex(member))
+            if cert is not None and cert.home == peer:
+                return True
+        return False
+
+    async def delta_for(
+        self, peers: Sequence[bytes], *, only: Collection[str] | None = None, also_held: Mapping[str, Sequence[bytes]] | None = None
+    ) -> Delta:
+        """Everything at least one of `peers` lacks, as far as the heads they last told us say
+        (everything, for a peer we know nothing about), limited to documents all of them may
+        receive; the blobs referenced by messages in those documents that some peer lacks.
+        A revoked node receives the directory only: the news of its revocation, which makes
+        it wipe itself. `only` limits the delta to those documents; `also_held` adds heads the
+        peers are known to hold beyond their last acknowledgement (what a live session has
+        just sent them)."""
+        wanted, our_heads = await self._missing(peers, only, also_held)
+        peer_ids = [ids.key_id(p) for p in peers]
+        async with self._kernel.store.reading() as conn:
+            delta_docs = []
+            for doc_id, row_ids in wanted:
+                fetched: dict[int, SignedChange] = {}
+                for start in range(0, len(row_ids), 500):
+                    chunk = row_ids[start : start + 500]
+                    for change in await conn.execute(select(t.changes.c.id, t.changes.c.data, t.changes.c.signature).where(t.changes.c.id.in_(chunk))):
+                        fetched[change.id] = SignedChange(change.data, change.signature)
+                delta_docs.append((doc_id, tuple(fetched[i] for i in row_ids)))
+            blobs = await self._blobs_lacking(conn, peer_ids, [doc_id for doc_id, _ in wanted])
+        return Delta(documents=tuple(delta_docs), blobs=blobs, heads=our_heads)
+
+    async def heads_for(self, peer: bytes) -> dict[str, tuple[bytes, ...]]:
+        """Our heads of every document `peer` may receive (what a LAN session announces)."""
+        return (await self._missing([peer], None, None))[1]
+
+    async def changes_behind(self, peer: bytes) -> int:
+        """How many of our changes `peer` lacks, as far as the heads it last told us say."""
+        return sum(count for _, count in await self.documents_lacking(peer))
+
+    async def documents_lacking(self, peer: bytes) -> list[tuple[str, int]]:
+        """The documents `peer` lacks changes of, in the order `delta_for` sends them, with
+        how many: a large delta can then be read and sent a few documents at a time."""
+        wanted, _ = await self._missing([peer], None, None)
+        return [(doc_id, len(row_ids)) for doc_id, row_ids in wanted]
+
+    async def _missing(
+        self, peers: Sequence[bytes], only: Collection[str] | None, also_held: Mapping[str, Sequence[bytes]] | None
+    ) -> tuple[list[tuple[str, list[int]]], dict[str, tuple[bytes, ...]]]:
+        """(document, change row ids) some peer lacks, in priority order, and our heads of every
+        document the peers may receive."""
+        self._identity.require_unlocked()
+        peer_ids = [ids.key_id(p) for p in peers]
+        wanted_docs = sorted(only) if only is not None else None
+        async with self._kernel.store.reading() as conn:
+            doc_query = select(t.documents.c.doc_id, t.documents.c.kind, t.documents.c.channel_id, t.documents.c.segment_index)
+            heads_query = select(t.peer_heads.c.peer, t.peer_heads.c.doc_id, t.peer_heads.c.heads).where(t.peer_heads.c.peer.in_(peer_ids))
+            graph_query = select(t.changes.c.doc_id, t.changes.c.id, t.changes.c.hash, t.changes.c.deps)
+            if wanted_docs is not None:
+                doc_query = doc_query.where(t.documents.c.doc_id.in_(wanted_docs))
+                heads_query = heads_query.where(t.peer_heads.c.doc_id.in_(wanted_docs))
+                graph_query = graph_query.where(t.changes.c.doc_id.in_(wanted_docs))
+            doc_rows = (await conn.execute(doc_query)).all()
+            known_heads: dict[str, dict[str, bytes]] = {}
+            for reported in await conn.execute(heads_query):
+                known_heads.setdefault(reported.doc_id, {})[reported.peer] = reported.heads
+            graphs: dict[str, dict[bytes, bytes]] = {}
+            change_ids: dict[bytes, int] = {}
+            for change in await conn.execute(graph_query):
+                graphs.setdefault(change.doc_id, {})[change.hash] = change.deps
+                change_ids[change.hash] = change.id
+        allowed: list[Any] = []
+        revoked_peer = any(p in self._roster.current.revoked for p in peers)
+        for row in doc_rows:
+            if row.kind != "directory" and revoked_peer:
+                continue
+            if row.kind != "directory":
+                head = await self._heads.head(row.channel_id)
+                if head is None or not all(self.routable_to(p, head) for p in peers):
+                    continue
+            allowed.append(row)
+        allowed.sort(key=lambda r: (import_rank(r.doc_id), -r.segment_index, r.channel_id))
+        wanted: list[tuple[str, list[int]]] = []
+        our_heads: dict[str, tuple[bytes, ...]] = {}
+        for row in allowed:
+            graph = graphs.get(row.doc_id, {})
+            our_heads[row.doc_id] = frontier(graph)
+            extra = list((also_held or {}).get(row.doc_id, ()))
+            held = [ancestors(graph, split_hashes(known_heads.get(row.doc_id, {}).get(p, b"")) + extra) for p in peer_ids]
+            common = set.intersection(*held) if held else set()
+            missing = sorted(change_ids[h] for h in graph if h not in common)
+            if missing:
+                wanted.append((row.doc_id, missing))
+        return wanted, our_heads
+
+    async def _blobs_lacking(self, conn: AsyncConnection, peer_ids: Sequence[str], doc_ids: Sequence[str]) -> tuple[tuple[bytes, str, bytes], ...]:
+        referenced: dict[bytes, str] = {}
+        for start in range(0, len(doc_ids), 500):
+            rows = await conn.execute(select(t.messages.c.doc_id, t.messages.c.files).where(and_(t.messages.c.doc_id.in_(doc_ids[start : start + 500]), t.messages.c.files != "[]")))
+            for message in rows:
+                for file in json.loads(message.files):
+                    referenced.setdefault(bytes.fromhex(file["hash"]), message.doc_id)
+        if not referenced:
+            return ()
+        held: dict[bytes, int] = {}
+        for blob in await conn.execute(select(t.peer_blobs.c.hash).where(and_(t.peer_blobs.c.peer.in_(peer_ids), t.peer_blobs.c.heads.is_(None)))):
+            held[blob.hash] = held.get(blob.hash, 0) + 1
+        needed = [h for h in referenced if held.get(h, 0) < len(peer_ids)]
+        found: list[tuple[bytes, str, bytes]] = []
+        for start in range(0, len(needed), 100):
+            for blob in await conn.execute(select(t.blobs.c.hash, t.blobs.c.data).where(t.blobs.c.hash.in_(needed[start : start + 100]))):
+                found.append((blob.hash, referenced[blob.hash], blob.data))
+        return tuple(sorted(found))
+
+    async def note_sent(self, peers: Sequence[bytes], blobs: Sequence[tuple[bytes, str]], heads: Mapping[str, Sequence[bytes]]) -> None:
+        """Blobs just written into a bundle for `peers`: not sent again once they acknowledge
+        the heads we had (until then, every bundle repeats them: a stick can be lost)."""
+        now = self._kernel.clock()
+        async with self._kernel.store.transaction() as conn:
+            for peer in peers:
+                for digest, doc_id in blobs:
+                    await self.upsert_peer_blob(conn, ids.key_id(peer), digest, doc_id, b"".join(heads.get(doc_id, ())) or b"\x00", now)
+
+    async def record_peer_heads(self, peer: bytes, heads: Mapping[str, Sequence[bytes]]) -> None:
+        """What a peer just told us it holds (a LAN acknowledgement): the base of the next delta
+        for it, by LAN or by bundle, and confirmation of the blobs sent before those heads."""
+        now, peer_id = self._kernel.clock(), ids.key_id(peer)
+        async with self._kernel.store.transaction() as conn:
+            await self.store_peer_heads(conn, peer_id, heads, now)
+            await self.confirm_sent_blobs(conn, peer_id, heads, now)
+
+    async def store_peer_heads(self, conn: AsyncConnection, peer: str, heads: Mapping[str, Sequence[bytes]], now: int) -> None:
+        """The latest report to arrive replaces what we believed of each document it lists; no
+        clock decides (a sender's clock a day ahead once froze its acknowledgements, and a
+        receiver cannot order two boxes' clocks). A report that arrives out of order (a late,
+        older bundle) only makes the next delta larger: importing twice changes nothing. Any
+        rule that kept the larger of two reports would over-credit a peer restored from a
+        backup, which then would never be sent what it lost."""
+        stored: set[str] = set((await conn.execute(select(t.peer_heads.c.doc_id).where(t.peer_heads.c.peer == peer))).scalars().all())
+        for doc_id, hashes in heads.items():
+            if doc_id not in stored:
+                await conn.execute(insert(t.peer_heads).values(peer=peer, doc_id=doc_id, heads=b"".join(hashes), updated_at=now))
+            else:
+                await conn.execute(update(t.peer_heads).where(and_(t.peer_heads.c.peer == peer, t.peer_heads.c.doc_id == doc_id)).values(heads=b"".join(hashes), updated_at=now))
+
+    async def upsert_peer_blob(self, conn: AsyncConnection, peer: str, digest: bytes, doc_id: str | None, heads: bytes | None, now: int) -> None:
+        where = and_(t.peer_blobs.c.peer == peer, t.peer_blobs.c.hash == digest)
+        row = (await conn.execute(select(t.peer_blobs.c.heads).where(where))).first()
+        if row is None:
+            await conn.execute(insert(t.peer_blobs).values(peer=peer, hash=digest, doc_id=doc_id, heads=heads, updated_at=now))
+        elif row.heads is not None:  # a confirmed row stays confirmed
+            await conn.execute(update(t.peer_blobs).where(where).values(doc_id=doc_id, heads=heads, updated_at=now))
+
+    async def confirm_sent_blobs(self, conn: AsyncConnection, peer: str, heads: Mapping[str, Sequence[bytes]], now: int) -> None:
+        """A blob we sent counts as held once the peer acknowledges the heads we had when we sent it."""
+        pending = (await conn.execute(select(t.peer_blobs.c.hash, t.peer_blobs.c.doc_id, t.peer_blobs.c.heads).where(and_(t.peer_blobs.c.peer == peer, t.peer_blobs.c.heads.is_not(None))))).all()
+        by_doc: dict[str, list[Any]] = {}
+        for row in pending:
+            if row.doc_id in heads:
+                by_doc.setdefault(row.doc_id, []).append(row)
+        for doc_id, rows in by_doc.items():
+            graph: dict[bytes, bytes] = dict((await conn.execute(select(t.changes.c.hash, t.changes.c.deps).where(t.changes.c.doc_id == doc_id))).all())
+            held = ancestors(graph, heads[doc_id])
+            for row in rows:
+                if all(h in held for h in split_hashes(row.heads)):
+                    await conn.execute(update(t.peer_blobs).where(and_(t.peer_blobs.c.peer == peer, t.peer_blobs.c.hash == row.hash)).values(heads=None, updated_at=now))

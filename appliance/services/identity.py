@@ -1,0 +1,226 @@
+"""Who this node is and who acts on it: its identity row, the keys unsealed while it is
+unlocked, the acting user, and the lock a remote wipe leaves."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import nacl.signing
+from sqlalchemy import insert, select
+
+from appliance import certs, crypto, ids
+from appliance import schema as t
+from appliance.errors import InvalidInput, NodeLocked, NotFound, NotInitialised, PermissionDenied, RallypointError, StorageError, WrongPassphrase
+from appliance.feed import NodeWiped
+from appliance.kernel import Clock, Kernel, Random, append_audit
+from appliance.model import Identity
+from appliance.services.roster import Roster
+from appliance.store import Storage
+
+LOCKED_SETTING = "locked"  # set by a remote wipe; its value is the reason shown on open
+
+
+@dataclass
+class Keys:
+    """Secrets held in memory while the node is unlocked."""
+
+    data_key: bytes
+    node: nacl.signing.SigningKey
+    workspace: nacl.signing.SigningKey | None
+    users: dict[bytes, nacl.signing.SigningKey]
+
+
+@dataclass(frozen=True)
+class IdentityRow:
+    workspace_name: str
+    workspace_key: bytes
+    node_name: str
+    node_key: bytes
+    default_user: bytes
+    incarnation: bytes  # this installation of the identity (see schema.node_identity)
+
+
+
+class IdentityService:
+    def __init__(self, kernel: Kernel, roster: Roster, row: IdentityRow, keys: Keys) -> None:
+        self._kernel = kernel
+        self._roster = roster
+        self.row = row
+        self.keys = keys
+        self._acting = row.default_user
+        self._locked: str | None = None  # the reason, once a remote wipe happened
+        kernel.signer = keys.node
+
+    @property
+    def workspace_id(self) -> str:
+        return ids.key_id(self.row.workspace_key)
+
+    @property
+    def node_id(self) -> str:
+        return ids.key_id(self.row.node_key)
+
+    @property
+    def workspace_key(self) -> bytes:
+        return self.row.workspace_key
+
+    @property
+    def node_key(self) -> bytes:
+        return self.row.node_key
+
+    @property
+    def incarnation(self) -> bytes:
+        """This installation of the node's identity (what peers see in handshakes and bundles)."""
+        return self.row.incarnation
+
+    @property
+    def locked_reason(self) -> str | None:
+        """Why this node holds nothing any more (its revocation arrived and it wiped itself)."""
+        return self._locked
+
+    def now(self) -> int:
+        """This node's clock, in ms."""
+        return self._kernel.clock()
+
+    @property
+    def user_key(self) -> bytes:
+        return self._acting
+
+    async def act_as(self, name: str) -> None:
+        """Makes `name` the acting user. The passphrase unlocks the node, not a person: every
+        local user's key is sealed under it, so acting as anyone but the node's default user
+        would need that user's own sign-in, which this version does not have yet. Until it
+        does, only the default user acts; a refusal is audited."""
+        default = self._roster.current.user(self.row.default_user)
+        if default is not None and default.name == name:
+            self._acting = self.row.default_user
+            return
+        if not any((cert := self._roster.current.user(pub)) is not None and cert.name == name for pub in self.keys.users):
+            raise NotFound(f"no local user {name!r} on this node")
+        async with self._kernel.store.transaction() as conn:
+            await self._kernel.audit(conn, self._kernel.clock(), self.row.default_user.hex(), "permission_denied", {"action": f"act as {name}"})
+        owner = default.name if default is not None else ids.key_id(self.row.default_user)
+        raise PermissionDenied(
+            f"this node acts only as its own user {owner}: acting as {name} needs {name}'s own sign-in, which this version does not have yet"
+            f" (the node's passphrase is not {name}'s secret); {name} can use a node enrolled for them (rallypoint invite)"
+        )
+
+    def whoami(self) -> Identity:
+        cert = self._roster.current.user(self.user_key)
+        return Identity(
+            workspace_name=self.row.workspace_name,
+            workspace_id=self.workspace_id,
+            workspace_key=self.row.workspace_key,
+            node_name=self.row.node_name,
+            node_id=self.node_id,
+            node_key=self.row.node_key,
+            user_name=cert.name if cert else ids.key_id(self.user_key),
+            user_key=self.user_key,
+            role=cert.role if cert else "revoked",
+            holds_workspace_key=self.keys.workspace is not None,
+        )
+
+    def acting_cert(self) -> certs.Certificate:
+        cert = self._roster.current.user(self.user_key)
+        if cert is None:
+            raise PermissionDenied("this user's certificate is revoked, expired or unknown")
+        return cert
+
+    async def require_admin(self, action: str) -> nacl.signing.SigningKey:
+        cert = self._roster.current.user(self.user_key)
+        if cert is None or cert.role != "admin":
+            async with self._kernel.store.transaction() as conn:
+                await self._kernel.audit(conn, self._kernel.clock(), self.user_key.hex(), "permission_denied", {"action": action})
+            raise PermissionDenied(f"{action} needs the admin role")
+        return self.keys.users[self.user_key]
+
+    @property
+    def signing_key(self) -> nacl.signing.SigningKey:
+        """This node's identity key: signs bundles, opens the ones addressed to it."""
+        self.require_unlocked()
+        return self.keys.node
+
+    def require_unlocked(self) -> None:
+        if self._locked is not None:
+            raise NodeLocked(self._locked)
+
+    def lock(self, reason: str) -> None:
+        """The in-memory half of a remote wipe: documents and keys go, and every call from now on
+        raises NodeLocked(reason)."""
+        self.keys = Keys(b"", crypto.new_signing_key(self._kernel.rng(32)), None, {})
+        self._kernel.signer = self.keys.node
+        self._locked = reason
+        self._kernel.invalidate()
+        self._kernel.feed.publish(NodeWiped(reason))
+
+
+async def write_identity(store: Storage, row: IdentityRow, keys: Keys, passphrase: str, kdf: crypto.KdfParams, rng: Random, now: int) -> None:
+    salt = rng(crypto.SALT_BYTES)
+    sealed_data_key = await asyncio.to_thread(crypto.seal_with_passphrase, passphrase, keys.data_key, salt, rng(crypto.NONCE_BYTES), kdf)
+    secrets_rows = [(bytes(keys.node.verify_key), "node", keys.node)]
+    if keys.workspace is not None:
+        secrets_rows.append((row.workspace_key, "workspace", keys.workspace))
+    secrets_rows += [(pub, "user", sk) for pub, sk in keys.users.items()]
+    async with store.transaction() as conn:
+        await conn.execute(
+            insert(t.node_identity).values(
+                id=1,
+                workspace_name=row.workspace_name,
+                workspace_key=row.workspace_key,
+                node_name=row.node_name,
+                node_key=row.node_key,
+                default_user=row.default_user,
+                kdf_salt=salt,
+                kdf_opslimit=kdf.opslimit,
+                kdf_memlimit=kdf.memlimit,
+                sealed_data_key=sealed_data_key,
+                created_at=now,
+                incarnation=row.incarnation,
+                audit_legacy_until=0,
+            )
+        )
+        for pub, kind, sk in secrets_rows:
+            sealed = crypto.secretbox_seal(keys.data_key, bytes(sk), rng(crypto.NONCE_BYTES))
+            await conn.execute(insert(t.sealed_secrets).values(public_key=pub, kind=kind, sealed=sealed))
+
+
+async def unlock(store: Storage, home: Path, passphrase: str, clock: Clock) -> tuple[IdentityRow, Keys]:
+    """Reads the identity and unseals its keys. A wrong passphrase raises WrongPassphrase, is
+    audited, and changes nothing else."""
+    async with store.reading() as conn:
+        ident = (await conn.execute(select(t.node_identity))).mappings().first()
+        if ident is None:
+            raise NotInitialised(f"no node in {home}: run `rallypoint init` or `rallypoint join` first")
+        sealed_rows = (await conn.execute(select(t.sealed_secrets))).all()
+        locked = (await conn.execute(select(t.settings.c.value).where(t.settings.c.name == LOCKED_SETTING))).scalar()
+    if locked is not None:
+        raise NodeLocked(locked)
+    params = crypto.KdfParams(ident["kdf_opslimit"], ident["kdf_memlimit"])
+    try:
+        data_key = await asyncio.to_thread(crypto.open_with_passphrase, passphrase, ident["sealed_data_key"], ident["kdf_salt"], params)
+    except WrongPassphrase:
+        with contextlib.suppress(StorageError):  # a full disk: the attempt goes unaudited, the answer stays right
+            async with store.transaction() as conn:
+                await append_audit(conn, None, clock(), "-", "unlock_failed", {"reason": "wrong passphrase"})
+        raise
+    keys = Keys(data_key, None, None, {})  # type: ignore[arg-type]
+    for secret in sealed_rows:
+        seed = crypto.secretbox_open(data_key, secret.sealed)
+        if seed is None:
+            raise RallypointError(f"sealed {secret.kind} key is damaged")
+        sk = crypto.new_signing_key(seed)
+        if secret.kind == "node":
+            keys.node = sk
+        elif secret.kind == "workspace":
+            keys.workspace = sk
+        else:
+            keys.users[secret.public_key] = sk
+    row = IdentityRow(ident["workspace_name"], ident["workspace_key"], ident["node_name"], ident["node_key"], ident["default_user"], ident["incarnation"])
+    return row, keys
+
+
+def check_passphrase(passphrase: str) -> None:
+    if len(passphrase) < 8:
+        raise InvalidInput("the passphrase must have at least 8 characters")

@@ -1,0 +1,358 @@
+"""Everything from elsewhere (bundles, LAN, enrollment) comes in here: verified - format,
+hash chain, author signature, the author's certificate and channel role - before anything
+is written, then written in one transaction with its receipt; and the log of bundle
+decisions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from automerge._automerge import Document
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from appliance import certs, crypto, documents, ids
+from appliance.graph import ancestors
+from appliance import schema as t
+from appliance.changes import SignedChange, VerifiedChange, verify_batch
+from appliance.errors import CertificateInvalid, ChangeRejected
+from appliance.feed import Origin
+from appliance.kernel import Kernel
+from appliance.model import ChannelIntake, ImportResult, ImportSummary, Receipt
+from appliance.services.blobs import BlobsService
+from appliance.services.custody import CustodyService
+from appliance.services.directory import DirectoryService
+from appliance.services.exchange import ExchangeService, import_rank
+from appliance.services.heads import ChannelHeads
+from appliance.services.identity import IdentityService
+from appliance.services.replica import ReplicaService
+from appliance.services.roster import Roster, decode_entry, entry_kind, split_entries
+from appliance.services.views import ViewsService
+
+
+class _Rollback(Exception):
+    """Ends a preview import's transaction, carrying what it would have changed."""
+
+    def __init__(self, summary: ImportSummary) -> None:
+        super().__init__("preview")
+        self.summary = summary
+
+
+
+class IntakeService:
+    def __init__(
+        self,
+        kernel: Kernel,
+        identity: IdentityService,
+        roster: Roster,
+        heads: ChannelHeads,
+        replica: ReplicaService,
+        views: ViewsService,
+        directory: DirectoryService,
+        blobs: BlobsService,
+        exchange: ExchangeService,
+        custody: CustodyService,
+    ) -> None:
+        self._kernel = kernel
+        self._identity = identity
+        self._roster = roster
+        self._heads = heads
+        self._replica = replica
+        self._views = views
+        self._directory = directory
+        self._blobs = blobs
+        self._exchange = exchange
+        self._custody = custody
+
+    async def import_changes(self, doc_id: str, incoming: Sequence[SignedChange], received_from: str) -> ImportResult:
+        """One document's batch through `import_batches`."""
+        summary = await self.import_batches([(doc_id, incoming)], received_from=received_from)
+        return ImportResult(doc_id, summary.changes, summary.duplicates)
+
+    async def import_batches(
+        self,
+        batches: Sequence[tuple[str, Sequence[SignedChange]]],
+        *,
+        blobs: Sequence[tuple[bytes, bytes]] = (),
+        received_from: str,
+        receipt: Receipt | None = None,
+        preview: bool = False,
+        progress: Callable[[str, int], None] | None = None,
+    ) -> ImportSummary:
+        """The verification path for everything from elsewhere (bundles, LAN, enrollment),
+        all or nothing. Every change is checked - format, hash chain, author signature, the
+        author's certificate and channel role - before anything is written: directory changes
+        against the certificates they carry, channel heads against the directory as it will
+        be, segments against the heads as they will be. Then one transaction appends, applies,
+        materialises and records `receipt` (peer heads, bundle log, audit). One bad change
+        rejects everything (ChangeRejected; MissingDependencies when it only lacks earlier
+        changes). `preview` runs the same path and rolls it back. `progress` hears ("verify" or
+        "write", its changes) as each document is done: a big bundle takes seconds."""
+        grouped: dict[str, list[SignedChange]] = {}
+        for doc_id, changes in batches:
+            try:
+                documents.parse_doc_id(doc_id)
+            except documents.DocumentError as exc:
+                raise ChangeRejected(str(exc)) from exc
+            grouped.setdefault(doc_id, []).extend(changes)
+        for digest, data in blobs:
+            if crypto.sha256(data) != digest:
+                raise ChangeRejected(f"blob {digest.hex()[:12]} does not match its hash")
+            if len(data) > self._blobs.max_blob_bytes:
+                raise ChangeRejected(f"blob {digest.hex()[:12]} ({len(data)} bytes) is over this node's limit of {self._blobs.max_blob_bytes} bytes")
+        order = sorted(grouped, key=import_rank)
+        async with self._kernel.lock:
+            self._identity.require_unlocked()
+            known = await self._replica.stored_hashes(order)
+            relay = receipt.sender if receipt is not None else None
+            plan, new_entries = await self._verify_batches(order, grouped, known, relay, progress)
+            touched = [doc_id for doc_id, _ in plan]
+            with self._replica.snapshots_held():  # an evicted document must not open a second write transaction
+                try:
+                    async with self._kernel.store.transaction() as conn:
+                        first = await self._replica.newest_change_id(conn)
+                        summary = await self._write_batches(conn, plan, known, new_entries, blobs, received_from, preview, progress)
+                        summary = replace(summary, duplicates=sum(len(c) for c in grouped.values()) - summary.changes)
+                        if receipt is not None:
+                            await self.record_receipt(conn, receipt, summary, blobs, preview)
+                        if preview:
+                            raise _Rollback(summary)
+                        last = await self._replica.newest_change_id(conn)
+                    self._replica.advance_watermark(first, last)  # the write lock made (first, last] this import's alone
+                except _Rollback as rollback:
+                    self._kernel.invalidate(touched)
+                    return rollback.summary
+                except BaseException:
+                    self._kernel.invalidate(touched)
+                    raise
+            if new_entries:
+                await self._roster.reload()  # under the lock: nothing is materialised with the old admins
+        if new_entries:
+            if self._identity.row.node_key in self._roster.current.revoked:
+                await self._custody.wipe_after_revocation(self._roster.current.revoked[self._identity.row.node_key])
+                return replace(summary, wiped=True)
+        self._replica.notify(touched, Origin.PEER if received_from is not None else Origin.LOCAL, received_from)
+        return summary
+
+    def _authoriser(
+        self, doc_id: str, directory: certs.Directory, head_of: Callable[[str], documents.ChannelHead | None], relay: bytes | None = None
+    ) -> Callable[[bytes], str | None]:
+        """Who may write `doc_id`, judged on `directory` and the channel heads `head_of` gives
+        (during an import: as they will be once the batch's own directory and head changes apply).
+
+        A revoked author's changes are refused - unless `relay`, the trusted node that sent the
+        batch, is not the author's own node: a relay accepted them before it learnt of the
+        revocation (it refuses new ones from then on), and refusing them here would make every
+        later bundle from it, which builds on them, unacceptable for ever."""
+        kind, channel_id, _ = documents.parse_doc_id(doc_id)
+
+        def authorise(author: bytes) -> str | None:
+            cert = directory.user(author)
+            if author in directory.revoked:
+                former = self._roster.users_ever.get(author)
+                if relay is None or former is None or relay == former.home or relay in directory.revoked:
+                    return f"author {ids.key_id(author)} is revoked"
+                cert = former
+            if cert is None:
+                return f"author {ids.key_id(author)} is not a user of this workspace"
+            if kind == "directory":
+                return None if cert.role == "admin" else f"{cert.name} is not an admin and cannot change the directory"
+            if cert.role == "observer":
+                return f"{cert.name} is an observer and cannot write"
+            head = head_of(channel_id)
+            if head is None:
+                return None if kind == "head" else f"segment of unknown channel {channel_id}"
+            if head.kind != "public" and author.hex() not in head.members and not directory.is_admin(author):
+                return f"{cert.name} is not a member of private channel #{head.name}"
+            return None
+
+        return authorise
+
+    async def _verify_batches(
+        self, order: Sequence[str], grouped: dict[str, list[SignedChange]], known: dict[str, set[bytes]], relay: bytes | None, progress: Callable[[str, int], None] | None = None
+    ) -> tuple[list[tuple[str, list[VerifiedChange]]], list[tuple[str, bytes, bytes]]]:
+        directory = self._roster.current
+        new_entries: list[tuple[str, bytes, bytes]] = []
+        trial_heads: dict[str, documents.ChannelHead | None] = {}
+        plan: list[tuple[str, list[VerifiedChange]]] = []
+        for doc_id in order:
+            kind, channel_id, _ = documents.parse_doc_id(doc_id)
+            if kind == "directory":
+                verified = verify_batch(doc_id, grouped[doc_id], known[doc_id], lambda author: None)
+                if verified:
+                    new_entries, directory = self._check_directory_batch(await self._replica.document(doc_id), verified)
+            else:
+                if channel_id not in trial_heads:
+                    trial_heads[channel_id] = await self._heads.head(channel_id)
+                verified = verify_batch(doc_id, grouped[doc_id], known[doc_id], self._authoriser(doc_id, directory, trial_heads.get, relay))
+                if verified and kind == "head":
+                    trial = self._trial(await self._replica.document(doc_id), verified)
+                    trial_heads[channel_id] = documents.read_head(trial, channel_id) or trial_heads[channel_id]
+            if verified:
+                plan.append((doc_id, verified))
+            if progress is not None:
+                progress("verify", len(grouped[doc_id]))
+        return plan, new_entries
+
+    async def _write_batches(
+        self,
+        conn: AsyncConnection,
+        plan: Sequence[tuple[str, list[VerifiedChange]]],
+        known: dict[str, set[bytes]],
+        new_entries: Sequence[tuple[str, bytes, bytes]],
+        blobs: Sequence[tuple[bytes, bytes]],
+        received_from: str,
+        preview: bool,
+        progress: Callable[[str, int], None] | None = None,
+    ) -> ImportSummary:
+        now = self._kernel.clock()
+        intake: dict[str, list[int]] = {}
+        applied = 0
+        admins = self._roster.admin_hexes()
+        for doc_id, verified in plan:
+            kind, channel_id, _ = documents.parse_doc_id(doc_id)
+            doc, before = await self._replica.apply_verified(conn, doc_id, verified, known, received_from)
+            applied += len(verified)
+            new_messages = 0
+            if kind == "directory":
+                admins = await self._directory.store_entries(conn, new_entries, now)
+            elif kind == "head":
+                await self._heads.materialise_head(conn, channel_id, doc)
+            else:
+                new_messages = await self._views.materialise_segment(conn, channel_id, doc_id, doc, documents.touched_messages(doc, before) if before else None, admins)
+            if kind != "directory":
+                counts = intake.setdefault(channel_id, [0, 0])
+                counts[0] += len(verified)
+                counts[1] += new_messages
+            await self._replica.count_imported(conn, doc_id, doc, len(verified), preview)
+            if progress is not None:
+                progress("write", len(verified))
+        added_blobs = 0
+        for digest, data in blobs:
+            if (await conn.execute(select(t.blobs.c.hash).where(t.blobs.c.hash == digest))).first() is None:
+                await self._blobs.store(conn, digest, data)
+                added_blobs += 1
+        channels = []
+        for channel_id, (changes, messages) in sorted(intake.items()):
+            head = self._heads.cached(channel_id)
+            readable = head is not None and self._heads.can_read(head, self._identity.user_key)
+            channels.append(ChannelIntake(channel_id, head.name if head else "", readable, changes, messages))
+        return ImportSummary(
+            changes=applied,
+            duplicates=0,
+            directory_entries=len(new_entries),
+            channels=tuple(channels),
+            blobs=added_blobs,
+            preview=preview,
+        )
+
+    def _trial(self, doc: Document, verified: Sequence[VerifiedChange]) -> Document:
+        """A copy of `doc` with the verified changes applied: what it will be, judged before
+        anything is written."""
+        try:
+            return documents.load_document(doc.save() + b"".join(c.data for c in verified), self._replica.actor())
+        except documents.DocumentError as exc:
+            raise ChangeRejected(str(exc)) from exc
+
+    def _check_directory_batch(self, doc: Document, verified: list[VerifiedChange]) -> tuple[list[tuple[str, bytes, bytes]], certs.Directory]:
+        """Directory changes must be by admins - each judged on the directory as of that change
+        (its history, just before or with it, and the revocations known here), so that a
+        concurrent demotion of its author, arriving first or not, decides nothing. Returns the
+        entries to store and the trial directory (the batch applied)."""
+        trial = self._trial(doc, verified)
+        decoded: dict[str, certs.Certificate | certs.Revocation] = {}
+
+        def entries(version: Document) -> list[certs.Certificate | certs.Revocation]:
+            for key, data in documents.directory_entries(version):
+                if key not in decoded:
+                    try:
+                        decoded[key] = decode_entry("certificate" if key.startswith("cert:") else "revocation", data)
+                    except CertificateInvalid as exc:
+                        raise ChangeRejected(f"directory entry {key}: {exc}") from exc
+            return [decoded[key] for key, _ in documents.directory_entries(version)]
+
+        found_certs, found_revs = split_entries(entries(trial))
+        known_revs = list(self._roster.current.revoked.values())
+        history = trial.get_changes([])  # in causal order
+        graph = {c.hash: b"".join(c.deps) for c in history}
+
+        def admin_at(heads: list[bytes], author: bytes) -> bool:
+            # The document as it was at `heads`, loaded from that history (Document.fork_at can
+            # panic on some histories: automerge 0.7.2 "MissingOps").
+            past = ancestors(graph, heads)
+            version = documents.load_document(b"".join(c.raw_bytes for c in history if c.hash in past), self._replica.actor()) if past else documents.new_document(self._replica.actor())
+            certs_then, revs_then = split_entries(entries(version))
+            return certs.resolve_directory(self._identity.row.workspace_key, certs_then, revs_then + known_revs, self._kernel.clock()).is_admin(author)
+
+        for change in verified:
+            # An admin before the change (a self-demotion) or after it (the first admin's own certificate).
+            author = change.header.author
+            if not admin_at(list(change.header.deps), author) and not admin_at([change.header.hash], author):
+                raise ChangeRejected(f"directory change by {ids.key_id(author)}, who is not an admin")
+        existing_certs = list(self._roster.current.users.values()) + list(self._roster.current.nodes.values())
+        trial_dir = certs.resolve_directory(self._identity.row.workspace_key, existing_certs + found_certs, known_revs + found_revs, self._kernel.clock())
+        return [(entry_kind(entry), entry.encoded, entry.fingerprint) for entry in decoded.values()], trial_dir
+
+    async def record_receipt(self, conn: AsyncConnection, receipt: Receipt, summary: ImportSummary, blobs: Sequence[tuple[bytes, bytes]], preview: bool) -> None:
+        """In the import's transaction: what the sender told us it holds, the blobs it sent
+        (so we never send them back), the bundle's log row and the audit entry."""
+        now = self._kernel.clock()
+        sender = ids.key_id(receipt.sender)
+        await self._exchange.store_peer_heads(conn, sender, receipt.sender_heads, now)
+        for digest, _ in blobs:
+            await self._exchange.upsert_peer_blob(conn, sender, digest, None, None, now)
+        await self._exchange.confirm_sent_blobs(conn, sender, receipt.sender_heads, now)
+        outcome = "accepted" if summary.changes or summary.blobs else "duplicate"
+        if receipt.digest is not None:
+            await conn.execute(t.bundle_log.delete().where(t.bundle_log.c.digest == receipt.digest))  # an earlier "unknown sender"
+            await conn.execute(
+                insert(t.bundle_log).values(
+                    digest=receipt.digest, bundle_id=receipt.bundle_id, sender=sender, created_at=receipt.created_at, outcome=outcome, reason="", decided_at=now
+                )
+            )
+        detail: dict[str, object] = {
+            "from": sender,
+            "via": receipt.source,
+            "changes": summary.changes,
+            "duplicates": summary.duplicates,
+            "directory_entries": summary.directory_entries,
+            "channels": len(summary.channels),
+            "messages": sum(c.new_messages for c in summary.channels),
+            "blobs": summary.blobs,
+        }
+        if receipt.bundle_id is not None:
+            detail["bundle"] = receipt.bundle_id.hex()
+        await self._kernel.audit(conn, now, self._identity.row.node_key.hex(), f"{receipt.source}_{outcome}", detail)
+
+    async def bundle_decision(self, digest: bytes) -> tuple[str, str] | None:
+        """(outcome, reason) if this exact bundle file was decided on before."""
+        async with self._kernel.store.reading() as conn:
+            row = (await conn.execute(select(t.bundle_log.c.outcome, t.bundle_log.c.reason).where(t.bundle_log.c.digest == digest))).first()
+        return None if row is None else (row.outcome, row.reason)
+
+    async def record_rejection(
+        self, digest: bytes, *, outcome: str, reason: str, sender: bytes | None, bundle_id: bytes | None, created_at: int | None, source: str = "bundle", quarantine: Mapping[str, object] | None = None
+    ) -> None:
+        """A refused bundle: one log row and one audit entry (a re-presented one is not audited
+        again), with what happened to its copy in `quarantine` (kept, dropped, problem)."""
+        now = self._kernel.clock()
+        async with self._kernel.store.transaction() as conn:
+            exists = (await conn.execute(select(t.bundle_log.c.digest).where(t.bundle_log.c.digest == digest))).first()
+            if exists is not None:
+                return
+            sender_id = ids.key_id(sender) if sender is not None else None
+            await conn.execute(insert(t.bundle_log).values(digest=digest, bundle_id=bundle_id, sender=sender_id, created_at=created_at, outcome=outcome, reason=reason, decided_at=now))
+            detail: dict[str, object] = {"outcome": outcome, "reason": reason, "from": sender_id, "digest": digest.hex()}
+            if bundle_id is not None:
+                detail["bundle"] = bundle_id.hex()
+            if quarantine is not None:
+                detail["quarantine"] = dict(quarantine)
+            await self._kernel.audit(conn, now, self._identity.row.node_key.hex(), f"{source}_rejected", detail)
+
+    async def courier_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The latest bundle decisions, newest first."""
+        async with self._kernel.store.reading() as conn:
+            rows = (await conn.execute(select(t.bundle_log).order_by(t.bundle_log.c.decided_at.desc()).limit(limit))).mappings().all()
+        return [{**row, "digest": row["digest"].hex(), "bundle_id": row["bundle_id"].hex() if row["bundle_id"] else None} for row in rows]

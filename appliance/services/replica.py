@@ -1,0 +1,357 @@
+"""The node's replica of its documents: the cache of loaded Automerge documents, the change
+log, local commits (sign, then one transaction), snapshots, and the pick-up of changes other
+processes appended to the store, published on the change feed.
+
+Write path of a local edit: change the in-memory Automerge document, sign the new change,
+then in ONE database transaction append it to the change log and update the materialised
+views (and the audit log where it applies). If that transaction fails the cached document
+is dropped and reloaded from the store, so memory never runs ahead of disk."""
+
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+from automerge._automerge import Document
+from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from appliance import documents
+from appliance.graph import ancestors
+from appliance import schema as t
+from appliance.changes import ChangeHeader, SignedChange, VerifiedChange, parse_change, sign_change
+from appliance.errors import ChangeRejected, NodeLocked, RallypointError, StorageError
+from appliance.feed import DirectoryChanged, DocumentsChanged, Origin
+from appliance.kernel import Kernel, Stale
+from appliance.services.heads import ChannelHeads
+from appliance.services.identity import LOCKED_SETTING, IdentityService
+from appliance.services.roster import Roster
+
+SNAPSHOT_EVERY = 256  # changes appended to a document before its snapshot is refreshed
+CACHED_DOCUMENTS = 64  # loaded documents kept in memory (a full segment takes ~0.6 MB)
+
+# Built once: SQLAlchemy then reuses its compiled form on the hot path.
+_INSERT_CHANGE = insert(t.changes)
+
+
+class ReplicaService:
+    def __init__(self, kernel: Kernel, identity: IdentityService, roster: Roster, heads: ChannelHeads) -> None:
+        self._kernel = kernel
+        self._identity = identity
+        self._roster = roster
+        self._heads = heads
+        self._actor_suffix = kernel.rng(16)  # fresh per process: a restored backup never reuses a seq
+        self._docs: OrderedDict[str, Document] = OrderedDict()  # least recently used first
+        self._known: dict[str, set[bytes]] = {}
+        self._since_snapshot: dict[str, int] = {}
+        self._doc_rows: set[str] = set()
+        self._watermark = 0  # the newest change-log row this process has seen
+        self._hold_snapshots = False  # set while an import's transaction is open
+        kernel.on_stale(self._drop)
+        kernel.poll_with(self.refresh)
+
+    def _drop(self, stale: Stale) -> None:
+        if not stale.loaded:
+            return
+        if stale.doc_ids is None:
+            self._docs.clear()
+            self._known.clear()
+            self._since_snapshot.clear()
+            self._doc_rows.clear()
+            return
+        for doc_id in stale.doc_ids:
+            self._forget(doc_id)
+
+    async def load(self) -> None:
+        async with self._kernel.store.reading() as conn:
+            self._watermark = await self.newest_change_id(conn)
+
+    @property
+    def skipped_writes(self) -> list[str]:
+        """Writes that failed without failing what was asked (a snapshot, a read marker)."""
+        return self._kernel.skipped_writes
+
+    def documents_in_memory(self) -> int:
+        """How many documents are loaded (at most CACHED_DOCUMENTS)."""
+        return len(self._docs)
+
+    def loaded(self, doc_id: str) -> Document:
+        """A document in memory: the one a local commit is writing (its `also` reads it)."""
+        return self._docs[doc_id]
+
+    @contextlib.contextmanager
+    def snapshots_held(self) -> Iterator[None]:
+        """While a write transaction is open: an evicted document must not open a second one."""
+        held, self._hold_snapshots = self._hold_snapshots, True
+        try:
+            yield
+        finally:
+            self._hold_snapshots = held
+
+    def actor(self) -> bytes:
+        return self._identity.user_key + self._actor_suffix
+
+    async def document(self, doc_id: str) -> Document:
+        cached = self._docs.get(doc_id)
+        if cached is not None:
+            self._docs.move_to_end(doc_id)
+            return cached
+        async with self._kernel.store.reading() as conn:
+            snap = (await conn.execute(select(t.snapshots.c.data, t.snapshots.c.upto_change_id).where(t.snapshots.c.doc_id == doc_id))).first()
+            upto = snap.upto_change_id if snap else 0
+            rows: Sequence[bytes] = (await conn.execute(select(t.changes.c.data).where(and_(t.changes.c.doc_id == doc_id, t.changes.c.id > upto)).order_by(t.changes.c.id))).scalars().all()
+            hashes: Sequence[bytes] = (await conn.execute(select(t.changes.c.hash).where(t.changes.c.doc_id == doc_id))).scalars().all()
+        data = (snap.data if snap else b"") + b"".join(rows)
+        doc = documents.load_document(data, self.actor()) if data else documents.new_document(self.actor())
+        self._docs[doc_id] = doc
+        self._known[doc_id] = set(hashes)
+        self._since_snapshot[doc_id] = len(rows)
+        while len(self._docs) > CACHED_DOCUMENTS:
+            await self._evict(next(iter(self._docs)))
+        return doc
+
+    async def _evict(self, doc_id: str) -> None:
+        """Drops a document from memory; one with many changes since its snapshot is
+        snapshotted first so that reloading it stays cheap."""
+        if not self._hold_snapshots and self._since_snapshot.get(doc_id, 0) >= SNAPSHOT_EVERY // 8:
+            await self._snapshot(doc_id)
+        self._forget(doc_id)
+
+    def _forget(self, doc_id: str) -> None:
+        self._doc_rows.discard(doc_id)
+        self._docs.pop(doc_id, None)
+        self._known.pop(doc_id, None)
+        self._since_snapshot.pop(doc_id, None)
+
+    async def ensure_document_row(self, conn: AsyncConnection, doc_id: str) -> None:
+        if doc_id in self._doc_rows:
+            return
+        exists = (await conn.execute(select(t.documents.c.doc_id).where(t.documents.c.doc_id == doc_id))).first()
+        if exists is None:
+            kind, channel_id, index = documents.parse_doc_id(doc_id)
+            await conn.execute(insert(t.documents).values(doc_id=doc_id, kind=kind, channel_id=channel_id, segment_index=index))
+        self._doc_rows.add(doc_id)  # only after commit would be exact; a rollback forgets all caches
+
+    async def commit_local(
+        self,
+        doc_id: str,
+        mutate: Callable[[Document], None] | Sequence[Callable[[Document], None]],
+        also: Callable[[AsyncConnection], Any] | None = None,
+    ) -> list[ChangeHeader]:
+        """Makes one signed change per mutation and stores them, with whatever `also` writes,
+        in one transaction."""
+        self._identity.require_unlocked()
+        mutations = [mutate] if callable(mutate) else list(mutate)
+        signer = self._identity.keys.users[self._identity.user_key]
+        async with self._kernel.lock:
+            doc = await self.document(doc_id)
+            doc.set_actor(self.actor())
+            made: list[tuple[ChangeHeader, bytes, bytes]] = []
+            try:
+                for mutation in mutations:
+                    before = doc.get_heads()
+                    mutation(doc)
+                    change = doc.get_last_local_change()
+                    if change is None or doc.get_heads() == before:
+                        raise RallypointError("the edit changed nothing")
+                    header = parse_change(change.raw_bytes)
+                    made.append((header, change.raw_bytes, sign_change(signer, doc_id, header.hash)))
+                async with self._kernel.store.transaction() as conn:
+                    await self.ensure_document_row(conn, doc_id)
+                    await self.append_changes(conn, doc_id, [(header, data, signature, header.hash) for header, data, signature in made], None)
+                    if also is not None:
+                        await also(conn)
+            except BaseException:
+                self._kernel.invalidate([doc_id])  # memory must not run ahead of the store
+                raise
+            if self._docs.get(doc_id) is doc:
+                self._known[doc_id].update(header.hash for header, _, _ in made)
+                await self._count_for_snapshot(doc_id, len(made))
+            else:  # evicted by what `also` loaded (a directory change re-reads many segments)
+                self._forget(doc_id)
+            if doc_id == documents.DIRECTORY_DOC:
+                await self._roster.reload()  # under the lock: nothing is materialised with the old admins
+        self.notify([doc_id], Origin.LOCAL)
+        return [header for header, _, _ in made]
+
+    async def append_changes(
+        self, conn: AsyncConnection, doc_id: str, rows: Sequence[tuple[ChangeHeader, bytes, bytes | None, bytes]], received_from: str | None
+    ) -> None:
+        """(header, bytes, signature, vouched_by) rows, in one executemany."""
+        now = self._kernel.clock()
+        await conn.execute(
+            _INSERT_CHANGE,
+            [
+                {
+                    "doc_id": doc_id,
+                    "hash": header.hash,
+                    "actor": header.actor,
+                    "seq": header.seq,
+                    "deps": b"".join(header.deps),
+                    "data": data,
+                    "signature": signature,
+                    "vouched_by": vouched_by,
+                    "received_from": received_from,
+                    "received_at": now,
+                }
+                for header, data, signature, vouched_by in rows
+            ],
+        )
+
+    async def _count_for_snapshot(self, doc_id: str, added: int) -> None:
+        self._since_snapshot[doc_id] = self._since_snapshot.get(doc_id, 0) + added
+        if self._since_snapshot[doc_id] >= SNAPSHOT_EVERY:
+            await self._snapshot(doc_id)
+
+    async def _snapshot(self, doc_id: str) -> None:
+        doc = self._docs.get(doc_id)
+        if doc is None:
+            return
+        try:
+            async with self._kernel.store.transaction() as conn:
+                await self.write_snapshot(conn, doc_id, doc)
+        except StorageError as exc:
+            # A snapshot only makes loading faster; the change log it condenses is stored. It stays
+            # pending and is written when there is room, so a full disk fails no post, import or read.
+            self._kernel.note_skipped_write(f"document snapshots were not saved (the changes are stored; they are saved later): {exc}")
+
+    async def write_snapshot(self, conn: AsyncConnection, doc_id: str, doc: Document) -> None:
+        upto = (await conn.execute(select(func.max(t.changes.c.id)).where(t.changes.c.doc_id == doc_id))).scalar_one()
+        known = len(self._known.get(doc_id, ()))
+        stored = (await conn.execute(select(func.count()).where(and_(t.changes.c.doc_id == doc_id, t.changes.c.id <= upto)))).scalar_one()
+        if stored != known:
+            return  # another process appended meanwhile; the next snapshot will catch up
+        values = {"data": doc.save(), "upto_change_id": upto, "saved_at": self._kernel.clock()}
+        updated = await conn.execute(update(t.snapshots).where(t.snapshots.c.doc_id == doc_id).values(**values))
+        if updated.rowcount == 0:
+            await conn.execute(insert(t.snapshots).values(doc_id=doc_id, **values))
+        self._since_snapshot[doc_id] = 0
+
+    async def flush_snapshots(self) -> None:
+        for doc_id, pending in list(self._since_snapshot.items()):
+            if pending:
+                await self._snapshot(doc_id)
+
+    def notify(self, doc_ids: Iterable[str], origin: Origin, received_from: str | None = None) -> None:
+        changed = frozenset(doc_ids)
+        if not changed:
+            return
+        channels = frozenset(channel for channel in (documents.parse_doc_id(doc_id)[1] for doc_id in changed) if channel is not None)
+        self._kernel.feed.publish(DocumentsChanged(changed, channels, origin, received_from))
+        if documents.DIRECTORY_DOC in changed:
+            self._kernel.feed.publish(DirectoryChanged(origin))
+
+    async def apply_verified(
+        self, conn: AsyncConnection, doc_id: str, verified: Sequence[VerifiedChange], known: dict[str, set[bytes]], received_from: str | None
+    ) -> tuple[Document, list[bytes]]:
+        """In an import's transaction: appends verified changes to the log and applies them to
+        the document. Returns the document and its heads before."""
+        doc = await self.document(doc_id)
+        if not known[doc_id] <= self._known[doc_id]:  # another process wrote meanwhile
+            self._forget(doc_id)
+            doc = await self.document(doc_id)
+        await self.ensure_document_row(conn, doc_id)
+        await self.append_changes(conn, doc_id, [(c.header, c.data, c.signature, c.vouched_by) for c in verified], received_from)
+        before = doc.get_heads()
+        try:
+            documents.apply_changes(doc, [c.data for c in verified])
+        except documents.DocumentError as exc:
+            raise ChangeRejected(f"{doc_id}: {exc}") from exc
+        self._known[doc_id].update(c.header.hash for c in verified)
+        return doc, before
+
+    async def count_imported(self, conn: AsyncConnection, doc_id: str, doc: Document, added: int, preview: bool) -> None:
+        """Snapshot bookkeeping for changes an import applied, in its transaction."""
+        pending = self._since_snapshot.get(doc_id, 0) + added
+        if pending >= SNAPSHOT_EVERY and not preview:
+            await self.write_snapshot(conn, doc_id, doc)
+            pending = 0
+        self._since_snapshot[doc_id] = pending
+
+    def advance_watermark(self, first: int, last: int) -> None:
+        """An import under the write lock appended rows (first, last]: `refresh` need not read
+        them back, unless rows of another process still wait before them."""
+        if self._watermark == first:
+            self._watermark = last
+
+    @staticmethod
+    async def newest_change_id(conn: AsyncConnection) -> int:
+        return int((await conn.execute(select(func.coalesce(func.max(t.changes.c.id), 0)))).scalar_one())
+
+    async def stored_hashes(self, doc_ids: Sequence[str]) -> dict[str, set[bytes]]:
+        known: dict[str, set[bytes]] = {doc_id: set() for doc_id in doc_ids}
+        async with self._kernel.store.reading() as conn:
+            for start in range(0, len(doc_ids), 500):
+                chunk = doc_ids[start : start + 500]
+                rows = await conn.execute(select(t.changes.c.doc_id, t.changes.c.hash).where(t.changes.c.doc_id.in_(chunk)))
+                for change in rows:
+                    known[change.doc_id].add(change.hash)
+        return known
+
+    async def changes_for(self, doc_id: str, have: Sequence[bytes]) -> list[SignedChange]:
+        """Changes of a document that a peer with heads `have` lacks: everything that is not an
+        ancestor of a head known here (a head unknown here says the peer has changes we lack,
+        not which of ours it has). Each actor's run ends in a signed change."""
+        async with self._kernel.store.reading() as conn:
+            rows = (await conn.execute(select(t.changes.c.hash, t.changes.c.deps, t.changes.c.data, t.changes.c.signature).where(t.changes.c.doc_id == doc_id).order_by(t.changes.c.id))).all()
+        excluded = ancestors({r.hash: r.deps for r in rows}, have)
+        return [SignedChange(r.data, r.signature) for r in rows if r.hash not in excluded]
+
+    async def document_heads(self, doc_id: str) -> list[bytes]:
+        return list((await self.document(doc_id)).get_heads())
+
+    async def document_ids(self) -> list[str]:
+        async with self._kernel.store.reading() as conn:
+            return list((await conn.execute(select(t.documents.c.doc_id).order_by(t.documents.c.doc_id))).scalars().all())
+
+    async def export_channel(self, channel: str) -> dict[str, bytes]:
+        """Each of the channel's Automerge documents, saved whole (doc id -> bytes)."""
+        head = await self._heads.channel(channel)
+        async with self._kernel.store.reading() as conn:
+            doc_ids: Sequence[str] = (await conn.execute(select(t.documents.c.doc_id).where(t.documents.c.channel_id == head.channel_id).order_by(t.documents.c.doc_id))).scalars().all()
+        return {doc_id: (await self.document(doc_id)).save() for doc_id in doc_ids}
+
+    async def refresh(self) -> frozenset[str]:
+        """Picks up changes another process appended to this store (the CLI while the console
+        runs). Returns the ids of the channels that changed - "directory" for the directory -
+        counting only what this process did not write itself (empty when nothing did)."""
+        self._identity.require_unlocked()
+        async with self._kernel.store.reading() as conn:
+            rows = (await conn.execute(select(t.changes.c.id, t.changes.c.doc_id, t.changes.c.hash).where(t.changes.c.id > self._watermark).order_by(t.changes.c.id))).all()
+            wiped = (await conn.execute(select(t.settings.c.value).where(t.settings.c.name == LOCKED_SETTING))).scalar()
+        if wiped is not None:  # another process imported this node's revocation
+            if self._identity.locked_reason is None:
+                self._identity.lock(wiped)
+            raise NodeLocked(wiped)
+        if not rows:
+            return frozenset()
+        async with self._kernel.lock:
+            self._watermark = max(self._watermark, rows[-1].id)  # an import may have moved it past these
+            foreign = [row for row in rows if row.hash not in self._known.get(row.doc_id, ())]
+            if not foreign:
+                return frozenset()
+            loaded = [row.id for row in foreign if row.doc_id in self._docs]  # the change bytes only where a document is in memory
+            data: dict[int, bytes] = {}
+            async with self._kernel.store.reading() as conn:
+                for start in range(0, len(loaded), 500):
+                    data.update((await conn.execute(select(t.changes.c.id, t.changes.c.data).where(t.changes.c.id.in_(loaded[start : start + 500])))).all())
+            pending: dict[str, list[bytes]] = {}
+            for row in foreign:
+                # Not read above: its document was loaded since (and holds it), or a wipe by another
+                # process deleted it meanwhile (the next poll finds the node locked).
+                if row.doc_id in self._docs and row.id in data:
+                    pending.setdefault(row.doc_id, []).append(data[row.id])
+                    self._known[row.doc_id].add(row.hash)
+            for doc_id, changes in pending.items():
+                try:
+                    documents.apply_changes(self._docs[doc_id], changes)
+                except documents.DocumentError:
+                    self._forget(doc_id)
+            self._kernel.invalidate((row.doc_id for row in foreign), loaded=False)
+        changed = frozenset(documents.parse_doc_id(row.doc_id)[1] or documents.DIRECTORY_DOC for row in foreign)
+        if documents.DIRECTORY_DOC in changed:
+            await self._roster.reload()
+        self.notify((row.doc_id for row in foreign), Origin.STORE)
+        return changed
