@@ -92,6 +92,13 @@ class Revocation:
         return crypto.sha256(self.encoded)
 
 
+def check_role(role: str) -> Role:
+    """A role a user certificate may grant, from its spelling (what the CLI and console pass)."""
+    if role not in ROLES:
+        raise InvalidInput(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+    return Role(role)
+
+
 def check_name(name: str) -> str:
     cleaned = name.strip()
     if not cleaned or len(cleaned) > MAX_NAME or any(c.isspace() or not c.isprintable() for c in cleaned) or cleaned.startswith("@"):

@@ -22,7 +22,7 @@ from appliance import certs, crypto, documents
 from appliance.changes import SignedChange, parse_change, sign_change, verify_batch
 from appliance.errors import ChangeRejected, NodeLocked
 from appliance.feed import ChangeFeed, DocumentsChanged, NodeWiped, Origin
-from appliance.model import ChannelIntake, Delta, ImportSummary, Receipt
+from appliance.model import BlobDelta, ChannelIntake, Delta, DocumentDelta, ImportSummary, Receipt
 
 
 @dataclass(frozen=True)
@@ -46,10 +46,10 @@ def memory_workspace(nodes: int, *, now_ms: int = 1_700_000_000_000) -> Workspac
     node_keys = tuple(crypto.new_signing_key(os.urandom(32)) for _ in range(nodes))
     workspace = bytes(key.verify_key)
     entries: list[certs.Certificate | certs.Revocation] = [
-        certs.issue_certificate(key, workspace=workspace, kind="user", key=bytes(admin.verify_key), name="admin", role="admin", issued_at=now_ms)
+        certs.issue_certificate(key, workspace=workspace, kind=certs.SubjectKind.USER, key=bytes(admin.verify_key), name="admin", role=certs.Role.ADMIN, issued_at=now_ms)
     ]
     for index, node in enumerate(node_keys):
-        entries.append(certs.issue_certificate(admin, workspace=workspace, kind="node", key=bytes(node.verify_key), name=f"node-{index}", role="node", issued_at=now_ms))
+        entries.append(certs.issue_certificate(admin, workspace=workspace, kind=certs.SubjectKind.NODE, key=bytes(node.verify_key), name=f"node-{index}", role=certs.Role.NODE, issued_at=now_ms))
     return Workspace(key, admin, node_keys, tuple(entries))
 
 
@@ -95,9 +95,9 @@ class MemoryReplica:
         self._require_unlocked()
         wanted = self._missing(peers, only, also_held)
         wanted_docs = {doc_id for doc_id, _ in wanted}
-        blobs = tuple(sorted((digest, doc_id, data) for digest, (doc_id, data) in self._blobs.items() if doc_id in wanted_docs and not all(self._holds(p, digest) for p in peers)))
+        blobs = tuple(sorted(BlobDelta(digest, doc_id, data) for digest, (doc_id, data) in self._blobs.items() if doc_id in wanted_docs and not all(self._holds(p, digest) for p in peers)))
         allowed = [doc_id for doc_id in self._allowed(peers) if only is None or doc_id in only]
-        return Delta(documents=tuple((doc_id, tuple(changes)) for doc_id, changes in wanted), blobs=blobs, heads={doc_id: self._frontier(doc_id) for doc_id in allowed})
+        return Delta(documents=tuple(DocumentDelta(doc_id, tuple(changes)) for doc_id, changes in wanted), blobs=blobs, heads={doc_id: self._frontier(doc_id) for doc_id in allowed})
 
     async def document_heads(self, doc_id: str) -> list[bytes]:
         self._require_unlocked()

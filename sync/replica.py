@@ -1,14 +1,16 @@
-"""The real `Replica` and what the LAN service needs of a node, typed structurally: sync never
-imports the `Node` class, only names the services it calls (`LanNode`)."""
+"""The real `Replica` and what the LAN service and the courier need of a node, typed
+structurally: sync never imports the `Node` class, only names the services it calls (`LanNode`,
+`CourierNode`)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import nacl.signing
 
+from appliance import certs
 from appliance.changes import SignedChange
 from appliance.feed import ChangeFeed
 from appliance.model import Delta, ImportSummary, Receipt
@@ -50,7 +52,14 @@ class NodeExchange(Protocol):
 
 class NodeIntake(Protocol):
     async def import_batches(
-        self, batches: Sequence[tuple[str, Sequence[SignedChange]]], *, blobs: Sequence[tuple[bytes, bytes]] = (), received_from: str, receipt: Receipt | None = None
+        self,
+        batches: Sequence[tuple[str, Sequence[SignedChange]]],
+        *,
+        blobs: Sequence[tuple[bytes, bytes]] = (),
+        received_from: str,
+        receipt: Receipt | None = None,
+        preview: bool = False,
+        progress: Callable[[str, int], None] | None = None,
     ) -> ImportSummary: ...
 
 
@@ -84,6 +93,38 @@ class LanNode(Protocol):
     def peers(self) -> LanBook: ...
     @property
     def feed(self) -> ChangeFeed: ...
+
+
+class CourierDirectory(NodeDirectory, Protocol):
+    @property
+    def current(self) -> certs.Directory: ...
+    def peers(self, *, revoked: bool = False) -> list[bytes]: ...
+
+
+class CourierIntake(NodeIntake, Protocol):
+    async def bundle_decision(self, digest: bytes) -> tuple[str, str] | None: ...
+    async def record_rejection(
+        self, digest: bytes, *, outcome: str, reason: str, sender: bytes | None, bundle_id: bytes | None, created_at: int | None, source: str = "bundle", quarantine: Mapping[str, object] | None = None
+    ) -> None: ...
+
+
+class CourierNode(Protocol):
+    """The node services the courier (sync.sneakernet) uses (`appliance.node.Node` provides them)."""
+
+    @property
+    def home(self) -> Path: ...
+    @property
+    def identity(self) -> NodeIdentity: ...
+    @property
+    def directory(self) -> CourierDirectory: ...
+    @property
+    def exchange(self) -> NodeExchange: ...
+    @property
+    def intake(self) -> CourierIntake: ...
+    @property
+    def blobs(self) -> NodeBlobs: ...
+    @property
+    def peers(self) -> LanBook: ...
 
 
 class NodeReplica:

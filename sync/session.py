@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from appliance import crypto, documents, identity, ids
 from appliance.errors import ChangeRejected, InvalidInput, MissingDependencies, NodeLocked, RallypointError
-from appliance.model import Delta, Receipt
+from appliance.model import Carrier, Delta, Receipt
 from sync import wire
 from sync.errors import ChannelLost, SessionError
 from sync.events import LanEvent, Received, SessionDown, SessionInfo, SessionUp
@@ -191,7 +191,7 @@ class Session:
         return None
 
     async def _import(self, message: wire.Changes) -> None:
-        receipt = Receipt(source="lan", sender=self.peer, created_at=self.replica.now(), sender_heads=message.heads)
+        receipt = Receipt(source=Carrier.LAN, sender=self.peer, created_at=self.replica.now(), sender_heads=message.heads)
         try:
             summary = await self.replica.import_batches(message.docs, blobs=message.blobs, received_from=self.peer_id, receipt=receipt)
         except MissingDependencies:
@@ -238,7 +238,7 @@ class Session:
         self._blob = None
         if crypto.sha256(bytes(data)) != digest:
             raise SessionError(f"{self.peer_id} sent an attachment that does not match its hash")
-        receipt = Receipt(source="lan", sender=self.peer, created_at=self.replica.now(), sender_heads={})
+        receipt = Receipt(source=Carrier.LAN, sender=self.peer, created_at=self.replica.now(), sender_heads={})
         try:
             await self.replica.import_batches([], blobs=[(digest, bytes(data))], received_from=self.peer_id, receipt=receipt)
         except ChangeRejected as exc:

@@ -29,8 +29,8 @@ from appliance.errors import (
     InvalidInput,
     MissingDependencies,
 )
-from appliance.model import ChannelIntake, Delta, ImportSummary, Receipt
-from appliance.node import Node, wall_clock_ms
+from appliance.model import Carrier, ChannelIntake, Delta, ImportSummary, Receipt
+from appliance.kernel import wall_clock_ms
 from sync import stick
 from sync.bundle import (
     DEFAULT_CHUNK_SIZE,
@@ -48,6 +48,7 @@ from sync.bundle import (
 from sync.defaults import DEFAULT_MAX_BYTES, MiB
 from sync.errors import BundleRejected, NotAddressedToMe, StickError, SyncError, UnknownSender
 from sync.packing import pack_delta
+from sync.replica import CourierNode
 from sync.ports import Medium, StickFile, StickProblem
 from sync.quarantine import DroppedFile, Quarantined, QuarantineQuota
 
@@ -165,7 +166,7 @@ class ImportReport:
 Where = Medium | str | os.PathLike[str]
 
 
-def medium_for(node: Node, where: Where) -> Medium:
+def medium_for(node: CourierNode, where: Where) -> Medium:
     """The medium itself, or the stick in the folder `where` (rejected bundles quarantined in
     the node's home)."""
     if isinstance(where, (str, os.PathLike)):
@@ -177,7 +178,7 @@ def medium_for(node: Node, where: Where) -> Medium:
 
 
 async def export_bundles(
-    node: Node,
+    node: CourierNode,
     where: Where,
     *,
     for_nodes: Sequence[str] = (),
@@ -258,7 +259,7 @@ class _StickNames:
     a secret of this node over those and the recipients. The writer recognises, and
     supersedes, its own earlier bundles for the same peers; to others the names are noise."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: CourierNode) -> None:
         self._key = hashlib.blake2b(node.identity.signing_key.encode(), digest_size=32, person=b"rp-stick-names").digest()
 
     def name(self, series: bytes, part: int, group: Sequence[bytes]) -> str:
@@ -329,7 +330,7 @@ def _fixed_overhead(delta: Delta, chunk_budget: int, recipients: int) -> int:
 
 
 async def import_bundles(
-    node: Node,
+    node: CourierNode,
     where: Where,
     *,
     preview: bool = False,
@@ -375,7 +376,7 @@ async def import_bundles(
     return ImportReport(ordered, scan.problems, preview)
 
 
-async def _import_file(node: Node, medium: Medium, file: StickFile, preview: bool, quota: QuarantineQuota, *, last_try: bool, progress: ProgressCallback | None = None) -> FileOutcome | None:
+async def _import_file(node: CourierNode, medium: Medium, file: StickFile, preview: bool, quota: QuarantineQuota, *, last_try: bool, progress: ProgressCallback | None = None) -> FileOutcome | None:
     """The outcome of one file; None to try it again after the others (it may need a bundle
     that is still to come: an unknown sender's certificate, earlier changes)."""
     try:
@@ -410,7 +411,7 @@ async def _import_file(node: Node, medium: Medium, file: StickFile, preview: boo
         except IdentityConflict as exc:
             return await _reject(node, medium, file, data, digest, opened, "IdentityConflict", str(exc), preview, quota)
     sender = ids.key_id(opened.sender)
-    receipt = Receipt(source="bundle", sender=opened.sender, created_at=opened.created_at, sender_heads=opened.heads, digest=digest, bundle_id=opened.id)
+    receipt = Receipt(source=Carrier.BUNDLE, sender=opened.sender, created_at=opened.created_at, sender_heads=opened.heads, digest=digest, bundle_id=opened.id)
     try:
         summary = await node.intake.import_batches(
             list(content.directory) + list(content.changes),
@@ -433,7 +434,7 @@ async def _import_file(node: Node, medium: Medium, file: StickFile, preview: boo
 
 
 async def _reject(
-    node: Node, medium: Medium, file: StickFile, data: bytes, digest: bytes, header: BundleHeader | None, outcome: str, reason: str, preview: bool, quota: QuarantineQuota
+    node: CourierNode, medium: Medium, file: StickFile, data: bytes, digest: bytes, header: BundleHeader | None, outcome: str, reason: str, preview: bool, quota: QuarantineQuota
 ) -> FileOutcome:
     """Quarantines the bundle (the stick's quarantine is in the node's home) and records the decision (audited once);
     the stick keeps bundles for other nodes too (they judge them for themselves), and a bundle
@@ -490,7 +491,7 @@ def _mine_alone(file: StickFile, data: bytes) -> bool:
         return False
 
 
-def _sender_status(node: Node) -> Callable[[bytes], str]:
+def _sender_status(node: CourierNode) -> Callable[[bytes], str]:
     def status(sender: bytes) -> str:
         if sender in node.directory.current.revoked:
             return "revoked"
@@ -499,7 +500,7 @@ def _sender_status(node: Node) -> Callable[[bytes], str]:
     return status
 
 
-def _limits(node: Node) -> Limits:
+def _limits(node: CourierNode) -> Limits:
     return Limits(
         max_bundle_bytes=IMPORT_LIMITS.max_bundle_bytes,
         max_plaintext_bytes=IMPORT_LIMITS.max_plaintext_bytes,
@@ -512,7 +513,7 @@ def _limits(node: Node) -> Limits:
 
 
 async def courier(
-    node: Node, where: Where, *, progress: ProgressCallback | None = None, max_bytes: int = DEFAULT_MAX_BYTES, quarantine_quota: QuarantineQuota = QuarantineQuota()
+    node: CourierNode, where: Where, *, progress: ProgressCallback | None = None, max_bytes: int = DEFAULT_MAX_BYTES, quarantine_quota: QuarantineQuota = QuarantineQuota()
 ) -> tuple[ImportReport, ExportReport | None]:
     """One action at a stop on the route: import what is addressed to this node, then write
     fresh bundles for every peer. No export when the import wiped this node."""

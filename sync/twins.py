@@ -121,7 +121,7 @@ class MemoryLanBook:
         self._incarnation = incarnation
         self._clock = clock
         self._peers: dict[str, LanPeer] = {}
-        self.rules: dict[str, str] = {}  # network -> allow | deny
+        self.rules: dict[str, netpolicy.RuleAction] = {}  # network -> allow | deny
         self.incarnations: dict[bytes, bytes] = {}
         self.refusals: list[Refusal] = []
         self.summaries: list[tuple[str, str, int, int]] = []
@@ -150,7 +150,7 @@ class MemoryLanBook:
         if action is None:
             self.rules.pop(normal, None)
         else:
-            self.rules[normal] = action
+            self.rules[normal] = netpolicy.RuleAction(action)
         return normal
 
     async def check_peer_incarnation(self, peer: bytes, incarnation: bytes, *, via: str, address: str | None = None, record: bool = True) -> None:

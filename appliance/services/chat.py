@@ -11,7 +11,7 @@ from automerge._automerge import Document
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from appliance import documents, ids
+from appliance import certs, documents, ids
 from appliance import schema as t
 from appliance.errors import InvalidInput, NotFound, PermissionDenied
 from appliance.kernel import Kernel, Stale
@@ -78,7 +78,7 @@ class ChatService:
 
     async def create_channel(self, name: str, *, private: bool = False, purpose: str = "") -> ChannelSummary:
         cert = self._identity.acting_cert()
-        if cert.role == "observer":
+        if cert.role == certs.Role.OBSERVER:
             raise PermissionDenied("observers cannot create channels")
         name = check_channel_name(name)
         if len(purpose) > 250:
@@ -89,7 +89,7 @@ class ChatService:
             raise InvalidInput(f"a channel named #{name} already exists")
         channel_id = self._kernel.rng(10).hex()
         doc_id = documents.head_doc_id(channel_id)
-        kind = "private" if private else "public"
+        kind = documents.ChannelKind.PRIVATE if private else documents.ChannelKind.PUBLIC
 
         def mutate(doc: Document) -> None:
             documents.create_head(doc, name=name, purpose=purpose, kind=kind, created_by=self._identity.user_key.hex(), created_at=self._kernel.clock())
@@ -116,12 +116,12 @@ class ChatService:
             await self._heads.materialise_head(conn, head.channel_id, self._replica.loaded(doc_id))
             await self._kernel.audit(conn, self._kernel.clock(), self._identity.user_key.hex(), "member_added", {"channel": head.name, "user": user_name, "role": "member"})
 
-        await self._replica.commit_local(doc_id, lambda doc: documents.set_member(doc, target.key.hex(), "member"), also)
+        await self._replica.commit_local(doc_id, lambda doc: documents.set_member(doc, target.key.hex(), documents.ChannelRole.MEMBER), also)
 
     async def _writable(self, channel: str) -> documents.ChannelHead:
         head = await self._heads.channel(channel)
         cert = self._identity.acting_cert()
-        if cert.role == "observer":
+        if cert.role == certs.Role.OBSERVER:
             raise PermissionDenied("observers can read but not write")
         if head.archived:
             raise PermissionDenied(f"#{head.name} is archived")

@@ -92,12 +92,12 @@ class DirectoryService:
     async def add_user(self, name: str, role: str = "member") -> UserInfo:
         """A new user whose secret key lives on this node (sealed), certified by the acting admin."""
         issuer = await self._identity.require_admin("user add")
-        name = certs.check_name(name)
+        name, granted = certs.check_name(name), certs.check_role(role)
         if self._roster.current.user_by_name(name) is not None:
             raise InvalidInput(f"user {name!r} already exists; use `user role` to change the role")
         user_key = crypto.new_signing_key(self._kernel.rng(32))
         pub = bytes(user_key.verify_key)
-        cert = certs.issue_certificate(issuer, workspace=self._identity.row.workspace_key, kind="user", key=pub, name=name, role=role, issued_at=self._kernel.clock(), home=self._identity.row.node_key)
+        cert = certs.issue_certificate(issuer, workspace=self._identity.row.workspace_key, kind=certs.SubjectKind.USER, key=pub, name=name, role=granted, issued_at=self._kernel.clock(), home=self._identity.row.node_key)
         sealed = crypto.secretbox_seal(self._identity.keys.data_key, bytes(user_key), self._kernel.rng(crypto.NONCE_BYTES))
 
         async def keep_secret(conn: AsyncConnection) -> None:
@@ -105,16 +105,17 @@ class DirectoryService:
 
         await self.add_entries([cert], "user_added", {"user": name, "role": role, "key": pub.hex()}, keep_secret)
         self._identity.keys.users[pub] = user_key
-        return UserInfo(name=name, key=pub, role=role, local=True)
+        return UserInfo(name=name, key=pub, role=granted, local=True)
 
     async def set_role(self, name: str, role: str) -> UserInfo:
         issuer = await self._identity.require_admin("user role")
+        granted = certs.check_role(role)
         current = self._roster.current.user_by_name(name)
         if current is None:
             raise NotFound(f"no user {name!r}")
-        cert = certs.issue_certificate(issuer, workspace=self._identity.row.workspace_key, kind="user", key=current.key, name=name, role=role, issued_at=max(self._kernel.clock(), current.issued_at + 1), home=current.home)
+        cert = certs.issue_certificate(issuer, workspace=self._identity.row.workspace_key, kind=certs.SubjectKind.USER, key=current.key, name=name, role=granted, issued_at=max(self._kernel.clock(), current.issued_at + 1), home=current.home)
         await self.add_entries([cert], "role_changed", {"user": name, "from": current.role, "to": role})
-        return UserInfo(name=name, key=current.key, role=role, local=current.key in self._identity.keys.users)
+        return UserInfo(name=name, key=current.key, role=granted, local=current.key in self._identity.keys.users)
 
     async def revoke(self, subject: bytes, reason: str) -> None:
         """A signed revocation entry in the directory; it travels with the directory document."""

@@ -40,15 +40,15 @@ class EnrollmentService:
         """Certificates and fresh keys for a new node and its first user, sealed in a file
         that opens only with a one-time code shown here (so a lost stick exposes nothing)."""
         issuer = await self._identity.require_admin("invite")
-        node_name, user_name = certs.check_name(node_name), certs.check_name(user_name)
+        node_name, user_name, granted = certs.check_name(node_name), certs.check_name(user_name), certs.check_role(role)
         if self._roster.current.user_by_name(user_name) is not None:
             raise InvalidInput(f"user {user_name!r} already exists")
         node_key, user_key = crypto.new_signing_key(self._kernel.rng(32)), crypto.new_signing_key(self._kernel.rng(32))
         now = self._kernel.clock()
         ws = self._identity.row.workspace_key
         issued = [
-            certs.issue_certificate(issuer, workspace=ws, kind="node", key=bytes(node_key.verify_key), name=node_name, role="node", issued_at=now),
-            certs.issue_certificate(issuer, workspace=ws, kind="user", key=bytes(user_key.verify_key), name=user_name, role=role, issued_at=now, home=bytes(node_key.verify_key)),
+            certs.issue_certificate(issuer, workspace=ws, kind=certs.SubjectKind.NODE, key=bytes(node_key.verify_key), name=node_name, role=certs.Role.NODE, issued_at=now),
+            certs.issue_certificate(issuer, workspace=ws, kind=certs.SubjectKind.USER, key=bytes(user_key.verify_key), name=user_name, role=granted, issued_at=now, home=bytes(node_key.verify_key)),
         ]
         node_id = ids.key_id(bytes(node_key.verify_key))
         await self._directory.add_entries(issued, "invited", {"node": node_name, "node_id": node_id, "user": user_name, "role": role})

@@ -15,7 +15,7 @@ from appliance.graph import ancestors, frontier, split_hashes
 from appliance import schema as t
 from appliance.changes import SignedChange
 from appliance.kernel import Kernel
-from appliance.model import Delta
+from appliance.model import BlobDelta, Delta, DocumentDelta
 from appliance.services.heads import ChannelHeads
 from appliance.services.identity import IdentityService
 from appliance.services.roster import Roster
@@ -66,7 +66,7 @@ class ExchangeService:
                     chunk = row_ids[start : start + 500]
                     for change in await conn.execute(select(t.changes.c.id, t.changes.c.data, t.changes.c.signature).where(t.changes.c.id.in_(chunk))):
                         fetched[change.id] = SignedChange(change.data, change.signature)
-                delta_docs.append((doc_id, tuple(fetched[i] for i in row_ids)))
+                delta_docs.append(DocumentDelta(doc_id, tuple(fetched[i] for i in row_ids)))
             blobs = await self._blobs_lacking(conn, peer_ids, [doc_id for doc_id, _ in wanted])
         return Delta(documents=tuple(delta_docs), blobs=blobs, heads=our_heads)
 
@@ -133,7 +133,7 @@ class ExchangeService:
                 wanted.append((row.doc_id, missing))
         return wanted, our_heads
 
-    async def _blobs_lacking(self, conn: AsyncConnection, peer_ids: Sequence[str], doc_ids: Sequence[str]) -> tuple[tuple[bytes, str, bytes], ...]:
+    async def _blobs_lacking(self, conn: AsyncConnection, peer_ids: Sequence[str], doc_ids: Sequence[str]) -> tuple[BlobDelta, ...]:
         referenced: dict[bytes, str] = {}
         for start in range(0, len(doc_ids), 500):
             rows = await conn.execute(select(t.messages.c.doc_id, t.messages.c.files).where(and_(t.messages.c.doc_id.in_(doc_ids[start : start + 500]), t.messages.c.files != "[]")))
@@ -146,10 +146,10 @@ class ExchangeService:
         for blob in await conn.execute(select(t.peer_blobs.c.hash).where(and_(t.peer_blobs.c.peer.in_(peer_ids), t.peer_blobs.c.heads.is_(None)))):
             held[blob.hash] = held.get(blob.hash, 0) + 1
         needed = [h for h in referenced if held.get(h, 0) < len(peer_ids)]
-        found: list[tuple[bytes, str, bytes]] = []
+        found: list[BlobDelta] = []
         for start in range(0, len(needed), 100):
             for blob in await conn.execute(select(t.blobs.c.hash, t.blobs.c.data).where(t.blobs.c.hash.in_(needed[start : start + 100]))):
-                found.append((blob.hash, referenced[blob.hash], blob.data))
+                found.append(BlobDelta(blob.hash, referenced[blob.hash], blob.data))
         return tuple(sorted(found))
 
     async def note_sent(self, peers: Sequence[bytes], blobs: Sequence[tuple[bytes, str]], heads: Mapping[str, Sequence[bytes]]) -> None:

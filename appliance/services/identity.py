@@ -118,7 +118,7 @@ class IdentityService:
             node_key=self.row.node_key,
             user_name=cert.name if cert else ids.key_id(self.user_key),
             user_key=self.user_key,
-            role=cert.role if cert else "revoked",
+            role=cert.role if cert else certs.Role.REVOKED,
             holds_workspace_key=self.keys.workspace is not None,
         )
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import func, insert, select, update
 
-from appliance import identity, ids, netpolicy
+from appliance import certs, identity, ids, netpolicy
 from appliance import schema as t
 from appliance.errors import IdentityConflict, InvalidInput, NotFound
 from appliance.kernel import Kernel
@@ -85,7 +85,7 @@ class PeersService:
         for lan in seen.values():
             if lan.node_id == self._identity.node_id:
                 continue
-            trust = "unknown" if lan.workspace_id == workspace_id else "other workspace"
+            trust = certs.Trust.UNKNOWN if lan.workspace_id == workspace_id else certs.Trust.OTHER_WORKSPACE
             rows.append(PeerStatus(lan.node_id, "", trust, None, lan.address, lan.port, lan.last_seen, lan.last_sync, None, None))
         order = {"trusted": 0, "unknown": 1, "revoked": 2, "other workspace": 3}
         return sorted(rows, key=lambda r: (order[r.trust], r.name, r.node_id))
