@@ -1,5 +1,5 @@
-"""The `PeerFinder` port's acceptance suite: mDNS (`sync.discovery.Discovery` on loopback, where
-the loopback carries multicast; tests/test_discovery.py covers it in network namespaces) and
+"""The `PeerFinder` port's acceptance suite: mDNS (`sync.discovery.Discovery` on loopback, in a
+network namespace when the host's loopback carries no multicast: tests/contracts/conftest.py) and
 the twin (`sync.twins.MemoryPeerFinder`). Every wait is bounded."""
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -22,22 +21,13 @@ pytestmark = pytest.mark.timeout(60)
 SEE_TIMEOUT_S = 10.0
 
 
-def loopback_multicast() -> bool:
-    try:
-        return int(Path("/sys/class/net/lo/flags").read_text(), 16) & 0x1000 != 0  # IFF_MULTICAST
-    except (OSError, ValueError):
-        return False
-
-
 def mdns(advert: Advert, on_event: Callable[[DiscoveryEvent], None]) -> PeerFinder:
     return Discovery(advert, on_event, interfaces=["127.0.0.1"])
 
 
-@pytest.fixture(params=["mdns", "memory"])
+@pytest.fixture(params=[pytest.param("mdns", marks=pytest.mark.multicast_loopback), "memory"])
 def make_finder(request: pytest.FixtureRequest) -> FinderFactory:
     if request.param == "mdns":
-        if not loopback_multicast():
-            pytest.skip("this loopback carries no multicast (tests/test_discovery.py runs mDNS in namespaces)")
         return mdns
     return MemoryLan().finder("127.0.0.1")
 
