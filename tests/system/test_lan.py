@@ -278,7 +278,7 @@ async def test_an_address_outside_the_allowlist_is_refused_unread(tmp_path: Path
     async with alpha, bravo:
         await alpha.peers.set_network_rule("127.0.0.0/8", "deny")
         async with serving(alpha) as (a, _), serving(bravo) as (b, _):
-            with pytest.raises(Exception):
+            with pytest.raises(SessionError):
                 await b.connect("127.0.0.1", a.port)
             await eventually(lambda: _audited(alpha, "denied by rule 127.0.0.0/8"), what="allowlist refusal audited")
         await alpha.peers.set_network_rule("127.0.0.0/8", None)
@@ -379,11 +379,11 @@ async def test_a_session_closed_while_it_starts_is_redialled(tmp_path: Path, mon
 
         monkeypatch.setattr(high, "heads_for", heads_for_paused_once)
         async with serving(high) as (h, h_events):
-            async with serving(low) as (l, _):
-                port = l.port
+            async with serving(low) as (lo, _):
+                port = lo.port
                 h.dial("127.0.0.1", port)
                 await asyncio.wait_for(starting.wait(), 10)
-                l.dial("127.0.0.1", h.port)  # replaces high's starting session
+                lo.dial("127.0.0.1", h.port)  # replaces high's starting session
                 await eventually(lambda: _count(h_events, SessionUp, 2), what="the second session")
                 resume.set()
                 await eventually(lambda: _count(h_events, SessionDown, 1), what="the first session's end")
