@@ -22,7 +22,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column('incarnation', sa.LargeBinary(length=16), nullable=True))
         batch.add_column(sa.Column('audit_legacy_until', sa.Integer(), nullable=True))
     conn = op.get_bind()
-    legacy_until = conn.execute(sa.text('SELECT COALESCE(MAX(seq), 0) FROM audit_log')).scalar_one()
+    legacy_until: int = conn.execute(sa.text('SELECT COALESCE(MAX(seq), 0) FROM audit_log')).scalar_one()
     for (row_id,) in conn.execute(sa.text('SELECT id FROM node_identity')).all():
         conn.execute(
             sa.text('UPDATE node_identity SET incarnation = :incarnation, audit_legacy_until = :legacy WHERE id = :id'),
