@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast lint venv bench wheel clean
+.PHONY: run test test-fast lint typecheck ruff venv bench wheel clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,9 +26,14 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not system" $(PYTEST_ARGS)
 
-# Strict typing of the three packages and the linter over the whole tree (pyproject.toml configures both).
-lint: $(STAMP)
+# Strict typing of the three packages and the linter over the whole tree (pyproject.toml configures
+# both); `make -k lint` runs both even when the first fails.
+lint: typecheck ruff
+
+typecheck: $(STAMP)
 	$(BIN)/mypy --strict appliance sync tui
+
+ruff: $(STAMP)
 	$(BIN)/ruff check .
 
 bench: $(STAMP)
