@@ -242,7 +242,9 @@ def test_every_port_has_a_contract_suite_over_two_shipped_implementations(port: 
     assert suite is not None, f"no tests/contracts/test_*.py has PORT = {cls}"
     tree = parsed(suite)
     implementations = module_assignment(tree, "IMPLEMENTATIONS")
-    assert isinstance(implementations, ast.List | ast.Tuple), f"{name_of(suite)}: no module-level IMPLEMENTATIONS list"
+    if isinstance(implementations, ast.Dict):  # test ids -> classes
+        implementations = ast.List([v for v in implementations.values])
+    assert isinstance(implementations, ast.List | ast.Tuple), f"{name_of(suite)}: no module-level IMPLEMENTATIONS list or dict"
     names = [ast.unparse(e) for e in implementations.elts]
     assert len(set(names)) >= 2, f"{name_of(suite)} runs {names}: a real implementation and a twin at least"
     imported = shipped_imports(tree)
@@ -252,6 +254,6 @@ def test_every_port_has_a_contract_suite_over_two_shipped_implementations(port: 
         for call in ast.walk(tree)
         if isinstance(call, ast.Call)
         and re.search(r"(^|\.)(fixture|parametrize)$", ast.unparse(call.func))
-        and any(isinstance(a, ast.Name) and a.id == "IMPLEMENTATIONS" for a in [*call.args, *(k.value for k in call.keywords)])
+        and any(isinstance(n, ast.Name) and n.id == "IMPLEMENTATIONS" for a in [*call.args, *(k.value for k in call.keywords)] for n in ast.walk(a))
     ]
     assert parametrised, f"{name_of(suite)}: no fixture or parametrize runs over IMPLEMENTATIONS"
