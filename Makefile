@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test venv bench wheel clean
+.PHONY: run test test-fast lint typecheck ruff venv bench wheel clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,23 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(BIN)/rallypoint console
 
+# Every tier (tests/unit, contracts, flows, console, system); test-fast leaves out the system tier
+# (real processes, sockets, namespaces, the image) and takes a few minutes.
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not system" $(PYTEST_ARGS)
+
+# Strict typing of the three packages and the linter over the whole tree (pyproject.toml configures
+# both); `make -k lint` runs both even when the first fails.
+lint: typecheck ruff
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict appliance sync tui
+
+ruff: $(STAMP)
+	$(BIN)/ruff check .
 
 bench: $(STAMP)
 	$(BIN)/python bench/store.py --quick

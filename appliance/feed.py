@@ -4,7 +4,11 @@ other processes wrote to the same store (the CLI while the console runs).
 
 Events are published after the write they describe is durable. Listeners are called in the
 publishing task and must not block: a console posts itself a message, the LAN service queues
-work for its sessions."""
+work for its sessions.
+
+`Feed` is the port whoever subscribes or publishes depends on; `ChangeFeed` is the node's, and
+`RecordingFeed` its twin that also keeps every event published through it, in order, for a
+test or a twin service to read back. tests/contracts/test_feed.py runs on both."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import enum
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from appliance.errors import NodeLocked, RallypointError
 
@@ -132,3 +137,38 @@ class ChangeFeed:
                 return
             except RallypointError as exc:  # a busy or briefly unreadable store: the next poll retries
                 log.warning("polling the store failed: %s", exc)
+
+
+class Feed(Protocol):
+    """The change feed as its users see it: subscribe, publish, poll other processes' writes
+    now, or keep the one poller running while inside `polling`."""
+
+    def subscribe(self, listener: Listener) -> Subscription: ...
+
+    def publish(self, event: FeedEvent) -> None: ...
+
+    async def poll(self) -> frozenset[str]: ...
+
+    def polling(self, interval_s: float) -> contextlib.AbstractAsyncContextManager[None]: ...
+
+
+class RecordingFeed:
+    """A `ChangeFeed` that also keeps every event published through it (`events`, oldest
+    first): it delivers, polls and stops exactly as the feed it wraps."""
+
+    def __init__(self, poll_store: Callable[[], Awaitable[frozenset[str]]]) -> None:
+        self._feed = ChangeFeed(poll_store)
+        self.events: list[FeedEvent] = []
+
+    def subscribe(self, listener: Listener) -> Subscription:
+        return self._feed.subscribe(listener)
+
+    def publish(self, event: FeedEvent) -> None:
+        self.events.append(event)
+        self._feed.publish(event)
+
+    async def poll(self) -> frozenset[str]:
+        return await self._feed.poll()
+
+    def polling(self, interval_s: float) -> contextlib.AbstractAsyncContextManager[None]:
+        return self._feed.polling(interval_s)

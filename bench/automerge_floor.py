@@ -72,7 +72,7 @@ def measure_floor(bodies: Sequence[str]) -> AutomergeFloor:
     assert named == len(bodies), f"listed {named} changes for {len(bodies)} messages"
     applied = [documents.new_document(actor) for _ in segments]
     started = time.perf_counter()
-    for doc, (chunks, _) in zip(applied, segments):
+    for doc, (chunks, _) in zip(applied, segments, strict=True):
         documents.apply_changes(doc, chunks)
     apply_s = time.perf_counter() - started
     started = time.perf_counter()

@@ -388,7 +388,10 @@ def as_json(plan: Plan, ours: RallypointResult, naive: dict[int, Latency], floor
             "open_only_s": round(ours.opening[open_at].open_only_s, 4),
             "open_at_messages": ours.opening[open_at].messages,
             "first_post_after_open_ms": round(ours.opening[open_at].first_post_ms, 2),
-            "open_by_size": {str(n): {"messages": o.messages, "open_s": round(o.open_s, 4), "open_only_s": round(o.open_only_s, 4), "first_post_ms": round(o.first_post_ms, 2)} for n, o in ours.opening.items()},
+            "open_by_size": {
+                str(n): {"messages": o.messages, "open_s": round(o.open_s, 4), "open_only_s": round(o.open_only_s, 4), "first_post_ms": round(o.first_post_ms, 2)}
+                for n, o in ours.opening.items()
+            },
             "bytes_per_message": round(ours.bytes_per_message[largest], 1),
             "bytes_per_message_by_size": {str(n): round(v, 1) for n, v in ours.bytes_per_message.items()},
             "fill_ms_per_message": round(ours.fill_s / ours.fill_messages * 1e3, 3),

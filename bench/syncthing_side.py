@@ -393,7 +393,7 @@ def bulk(a: Instance, b: Instance, contents: list[bytes], timeout_s: float) -> B
     start = time.perf_counter()
     for i in range(0, n, FILES_PER_DIR):
         (src / paths[i].parent).mkdir(parents=True)
-    for path, content in zip(paths, contents):
+    for path, content in zip(paths, contents, strict=True):
         (src / path).write_bytes(content)
     a.scan(FOLDER, timeout_s)
     scanned = time.perf_counter() - start
@@ -406,7 +406,7 @@ def bulk(a: Instance, b: Instance, contents: list[bytes], timeout_s: float) -> B
             raise TimeoutError(f"syncthing: timed out after {timeout_s:.0f} s with {on_b:,} of {n:,} files on B")
         time.sleep(min(1.0, max(0.01, 0.01 * (time.perf_counter() - start))))
     seconds = time.perf_counter() - start
-    wrong = [path for path, content in zip(paths, contents) if (dst / path).read_bytes() != content]
+    wrong = [path for path, content in zip(paths, contents, strict=True) if (dst / path).read_bytes() != content]
     if wrong:
         raise RuntimeError(f"syncthing: {len(wrong)} of {n} files differ on B")
     wait_quiet(a, b, FOLDER, timeout_s)
@@ -539,7 +539,10 @@ def main() -> None:
                 **asdict(figures),
                 "single_file_rescan_ms": round(figures.single_file_rescan_ms, 2),
                 "single_file_watcher_ms": None if figures.single_file_watcher_ms is None else round(figures.single_file_watcher_ms, 1),
-                "bulk": [{**asdict(f), "seconds": round(f.seconds, 4), "files_per_s": round(f.messages / f.seconds, 1), "wire_bytes_per_message": round(f.wire_bytes / f.messages, 1)} for f in figures.bulk],
+                "bulk": [
+                    {**asdict(f), "seconds": round(f.seconds, 4), "files_per_s": round(f.messages / f.seconds, 1), "wire_bytes_per_message": round(f.wire_bytes / f.messages, 1)}
+                    for f in figures.bulk
+                ],
             },
             "note": syncthing_missing_hint() if figures is None else None,
         }), flush=True)

@@ -1,4 +1,10 @@
-"""Shared fixtures: nodes with cheap key derivation (the real cost is Argon2id "interactive")."""
+"""Shared fixtures: nodes with cheap key derivation (the real cost is Argon2id "interactive").
+
+Tests live in tier folders, and each test gets its folder's marker (`-m "not system"` is
+`make test-fast`): unit (pure modules and codecs), contracts (one acceptance suite per port, run
+on every implementation), flows (node and multi-service behaviour in one process), console
+(Pilot, snapshots, tmux), system (real processes, sockets, namespaces, the image, Vagrant). A test
+that needs root is also marked `root` (`tests.netns.requires_root` implies it)."""
 
 from __future__ import annotations
 
@@ -14,10 +20,29 @@ import pytest
 from appliance import crypto
 from appliance.node import Node
 from sync.sneakernet import export_bundles
+from tests.netns import requires_root
 
 FAST = crypto.KdfParams(1, 8192)
 PASSPHRASE = "correct horse battery"
 REPO = Path(__file__).resolve().parent.parent
+TESTS = REPO / "tests"
+TIERS = ("unit", "contracts", "flows", "console", "system")
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = tier_of(item.path)
+        if tier is not None:
+            item.add_marker(tier)
+        if any(mark == requires_root.mark for mark in item.iter_markers("skipif")):
+            item.add_marker("root")
+
+
+def tier_of(path: Path) -> str | None:
+    """The tier folder a test file is in, None outside the tiers."""
+    parts = path.resolve().relative_to(TESTS).parts if path.resolve().is_relative_to(TESTS) else ()
+    return parts[0] if len(parts) > 1 and parts[0] in TIERS else None
 
 
 async def make_workspace(root: Path, *names: str) -> list[Node]:

@@ -1,4 +1,4 @@
-"""Test driver for sync.discovery, run inside a network namespace by tests/test_discovery.py.
+"""Test driver for sync.discovery, run inside a network namespace by tests/system/test_discovery.py.
 
     python tests/discovery_driver.py run --node ID --ws ID --port P --interface 127.0.0.1 --duration 20
         Runs a Discovery for at most --duration seconds (or until SIGTERM/SIGINT, which stop it

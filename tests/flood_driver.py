@@ -1,4 +1,4 @@
-"""Test driver for tests/test_lan_flood.py: floods a LAN service on loopback with one kind of
+"""Test driver for tests/system/test_lan_flood.py: floods a LAN service on loopback with one kind of
 hostile connection for a bounded time and number of connections, from its own process.
 
     python tests/flood_driver.py KIND --port P --seconds S [--workspace-key HEX]

@@ -3,7 +3,7 @@ directory, materialised channels and messages (with an FTS5 index on SQLite), bl
 and peers' known heads.
 
 Revision ID: 0001
-Revises: 
+Revises:
 """
 
 import sqlalchemy as sa

@@ -313,7 +313,7 @@ async def test_an_address_outside_the_allowlist_is_refused_unread(tmp_path: Path
     async with alpha, bravo:
         await alpha.peers.set_network_rule("127.0.0.0/8", "deny")
         async with serving(alpha) as (a, _), serving(bravo) as (b, _):
-            with pytest.raises(Exception):
+            with pytest.raises(SessionError):
                 await b.connect("127.0.0.1", a.port)
             await eventually(lambda: _audited(alpha, "denied by rule 127.0.0.0/8"), what="allowlist refusal audited")
         await alpha.peers.set_network_rule("127.0.0.0/8", None)

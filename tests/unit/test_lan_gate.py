@@ -1,5 +1,5 @@
 """The handshake gate (sync.gate) and the refusal log (sync.refusals): pure, time as a
-parameter. The flood they are for is tests/test_lan_flood.py."""
+parameter. The flood they are for is tests/system/test_lan_flood.py."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from tests.conftest import FAST, PASSPHRASE, make_workspace, run_cli
 from tests.console_helpers import SIZE, main_screen, screen_text, until_shown
 from tui.app import RallypointApp
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a small tmpfs standing in for a full disk")
+pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a small tmpfs standing in for a full disk")]
 
 FILLER = "filler"
 

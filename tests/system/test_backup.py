@@ -156,6 +156,7 @@ async def test_only_admins_take_backups_and_bad_folders_are_refused(tmp_path: Pa
             await alpha.custody.backup(tmp_path / "missing")
 
 
+@pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a small tmpfs standing in for a full stick")
 @pytest.mark.parametrize("room", ["64k", "1m"])  # full at once; full in the middle of the copy
 async def test_a_full_disk_fails_the_backup_cleanly(tmp_path: Path, room: str) -> None:

@@ -18,7 +18,7 @@ from sync.errors import SessionError
 from sync.lan import Refused, SessionUp
 from sync.sneakernet import export_bundles, import_bundles
 from tests.conftest import FAST, PASSPHRASE, run_cli
-from tests.test_lan import eventually, serving, texts
+from tests.system.test_lan import eventually, serving, texts
 
 pytestmark = pytest.mark.timeout(120)
 

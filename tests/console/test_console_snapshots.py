@@ -1,7 +1,7 @@
 """The main screens at 80x24, compared with committed text snapshots (tests/snapshots/). Keys,
 ids and times come from a fixed clock and randomness, so the screens are the same on every run.
 
-    RALLYPOINT_UPDATE_SNAPSHOTS=1 pytest tests/test_console_snapshots.py
+    RALLYPOINT_UPDATE_SNAPSHOTS=1 pytest tests/console/test_console_snapshots.py
 
 rewrites the snapshots and the README's SVG screenshots (docs/screenshots/) from the app itself."""
 

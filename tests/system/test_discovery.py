@@ -23,7 +23,7 @@ from appliance import ids
 from sync.discovery import SERVICE_TYPE, Advert, PeerSeen, is_key_id, parse_txt, peer_from_info
 from tests.netns import BridgeLan, Netns, netns, requires_root
 
-DRIVER = str(Path(__file__).resolve().parent / "discovery_driver.py")
+DRIVER = str(Path(__file__).resolve().parents[2] / "tests" / "discovery_driver.py")
 WS1, WS2 = ids.key_id(b"workspace one"), ids.key_id(b"workspace two")
 A, B, C, D = (ids.key_id(name.encode()) for name in ("node a", "node b", "node c", "node d"))
 SEE_TIMEOUT_S = 10.0

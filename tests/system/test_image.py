@@ -34,7 +34,7 @@ from tests.conftest import PASSPHRASE, make_workspace, revocation_on_stick, run_
 from tests.netns import BridgeLan, requires_root
 from tui.cli import EXIT_WIPED
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 IMAGES = REPO / "images"
 OVERLAY = IMAGES / "overlay"
 SERVICE = OVERLAY / "etc/systemd/system/rallypoint.service"
@@ -204,6 +204,7 @@ def test_firewall_networks_unit_follows_nftables_with_net_admin_only() -> None:
     assert os.access(SBIN / "rallypoint-firewall-networks", os.X_OK)
 
 
+@pytest.mark.root
 @pytest.mark.skipif(shutil.which("nft") is None or os.geteuid() != 0, reason="nft --check needs the nftables package and root (netlink)")
 def test_firewall_config_parses_on_this_host() -> None:
     result = subprocess.run(["nft", "--check", "--file", str(NFTABLES)], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
@@ -420,6 +421,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     shutil.rmtree(out, ignore_errors=True)
 
 
+@pytest.mark.root
 @requires_build
 @pytest.mark.timeout(BUILD_TIMEOUT_S + 300)
 def test_rootfs_build_checks_itself(built: Path) -> None:
@@ -446,6 +448,7 @@ def test_rootfs_build_checks_itself(built: Path) -> None:
     assert in_chroot(rootfs, "nft", "--check", "--file", "/tmp/bad.nft").returncode != 0
 
 
+@pytest.mark.root
 @requires_build
 @pytest.mark.timeout(BUILD_TIMEOUT_S + 300)
 def test_rootfs_has_the_user_units_and_no_password_login(built: Path) -> None:
@@ -470,6 +473,7 @@ def test_rootfs_has_the_user_units_and_no_password_login(built: Path) -> None:
     assert (built / "dev-update-key/update-signing.key").exists()
 
 
+@pytest.mark.root
 @requires_build
 @pytest.mark.timeout(BUILD_TIMEOUT_S + 900)
 def test_rootfs_applies_a_signed_update_and_refuses_a_tampered_one(built: Path, tmp_path: Path) -> None:

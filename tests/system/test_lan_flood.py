@@ -43,7 +43,7 @@ MIN_CONNECTIONS = {"addresses": 1000, "slowloris": 300, "unknown": 300}  # the f
 MAX_AUDIT_ENTRIES = 80  # refusals over the three floods: a few reported one by one, the rest summarised
 SUMMARISED = {"too many pending handshakes", "shed for 2 s after a failed handshake"}
 PEER = LanConfig(bind="127.0.0.1", port=0, discovery=False, backoff_min_s=0.1, backoff_max_s=0.5)
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def rallypoint() -> list[str]:

@@ -188,7 +188,7 @@ async def rebuilt_view(node: Node) -> tuple[dict[str, dict[str, Any]], dict[str,
 
 async def check_converged(nodes: list[Node]) -> None:
     views = [await view_of(node) for node in nodes]
-    for node, view in zip(nodes, views):
+    for node, view in zip(nodes, views, strict=True):
         assert view == await rebuilt_view(node), f"{node.identity.whoami().node_name}'s view is not what its documents say"
         async with node.store.reading() as conn:  # the search index matches the messages it indexes
             await conn.execute(text("INSERT INTO messages_fts(messages_fts) VALUES ('integrity-check')"))

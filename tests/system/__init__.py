@@ -1,0 +1,1 @@
+"""System tier: real processes, sockets, network namespaces, the appliance image and Vagrant."""
