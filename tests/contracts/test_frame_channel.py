@@ -14,7 +14,7 @@ from sync import wire
 from sync.channel import StreamChannel
 from sync.errors import ChannelLost
 from sync.ports import FrameChannel
-from sync.twins import channel_pair
+from sync.twins import MemoryChannel, channel_pair
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -50,7 +50,11 @@ async def memory_pair() -> AsyncIterator[tuple[FrameChannel, FrameChannel]]:
     await other.close()
 
 
-@pytest.fixture(params=["stream", "memory"])
+PORT = FrameChannel
+IMPLEMENTATIONS = {"stream": StreamChannel, "memory": MemoryChannel}
+
+
+@pytest.fixture(params=list(IMPLEMENTATIONS))
 async def pair(request: pytest.FixtureRequest) -> AsyncIterator[tuple[FrameChannel, FrameChannel]]:
     made = stream_pair() if request.param == "stream" else memory_pair()
     one, other = await anext(made)

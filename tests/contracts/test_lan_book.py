@@ -13,6 +13,7 @@ import pytest
 from appliance import ids, netpolicy
 from appliance.errors import IdentityConflict
 from appliance.model import LanPeer
+from appliance.services.peers import PeersService
 from sync.ports import LanBook
 from sync.twins import MemoryLanBook, time_ms
 from tests.conftest import make_workspace
@@ -59,7 +60,11 @@ async def memory_world() -> AsyncIterator[World]:
     yield World(book, node_key, incarnation, book.lan_peers, book.set_network_rule, refusals, summaries)
 
 
-@pytest.fixture(params=["node", "memory"])
+PORT = LanBook
+IMPLEMENTATIONS = {"node": PeersService, "memory": MemoryLanBook}
+
+
+@pytest.fixture(params=list(IMPLEMENTATIONS))
 async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
     made = node_world(tmp_path) if request.param == "node" else memory_world()
     yield await anext(made)

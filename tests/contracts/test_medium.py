@@ -59,9 +59,13 @@ def memory_twin(_tmp_path: Path) -> Twin:
     return Twin(medium, medium.place, medium.place_format, lambda path: medium.kept(path.name))
 
 
-@pytest.fixture(params=[stick_twin, memory_twin], ids=["stick", "memory"])
+PORT = Medium
+IMPLEMENTATIONS = {"stick": stick.StickMedium, "memory": MemoryMedium}
+
+
+@pytest.fixture(params=list(IMPLEMENTATIONS))
 def twin(request: pytest.FixtureRequest, tmp_path: Path) -> Twin:
-    make: Callable[[Path], Twin] = request.param
+    make: Callable[[Path], Twin] = stick_twin if request.param == "stick" else memory_twin
     return make(tmp_path)
 
 

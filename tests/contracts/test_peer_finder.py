@@ -14,7 +14,7 @@ import pytest
 from appliance import ids
 from sync.discovery import Advert, Discovery, DiscoveryEvent, PeerGone, PeerSeen
 from sync.ports import FinderFactory, PeerFinder
-from sync.twins import MemoryLan
+from sync.twins import MemoryLan, MemoryPeerFinder
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -25,7 +25,12 @@ def mdns(advert: Advert, on_event: Callable[[DiscoveryEvent], None]) -> PeerFind
     return Discovery(advert, on_event, interfaces=["127.0.0.1"])
 
 
-@pytest.fixture(params=[pytest.param("mdns", marks=pytest.mark.multicast_loopback), "memory"])
+PORT = PeerFinder
+IMPLEMENTATIONS = {"mdns": Discovery, "memory": MemoryPeerFinder}
+NEEDS_MULTICAST = {"mdns"}
+
+
+@pytest.fixture(params=[pytest.param(name, marks=pytest.mark.multicast_loopback) if name in NEEDS_MULTICAST else name for name in IMPLEMENTATIONS])
 def make_finder(request: pytest.FixtureRequest) -> FinderFactory:
     if request.param == "mdns":
         return mdns

@@ -17,6 +17,7 @@ from appliance import certs, documents, ids
 from appliance.changes import SignedChange, parse_change
 from appliance.errors import ChangeRejected, MissingDependencies
 from appliance.model import Receipt
+from sync.memory_replica import MemoryReplica
 from sync.ports import Replica
 from sync.replica import NodeReplica
 from sync.twins import twin_nodes
@@ -78,7 +79,11 @@ async def memory_world() -> AsyncIterator[World]:
         await bravo.aclose()
 
 
-@pytest.fixture(params=["node", "memory"])
+PORT = Replica
+IMPLEMENTATIONS = {"node": NodeReplica, "memory": MemoryReplica}
+
+
+@pytest.fixture(params=list(IMPLEMENTATIONS))
 async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
     made = node_world(tmp_path) if request.param == "node" else memory_world()
     yield await anext(made)

@@ -27,9 +27,13 @@ def memory_store(_tmp_path: Path) -> Store:
     return Store.memory()
 
 
-@pytest.fixture(params=[file_store, memory_store], ids=["file", "memory"])
+PORT = Storage
+IMPLEMENTATIONS = {"file": Store.at, "memory": Store.memory}  # the twin: SQLite in memory
+
+
+@pytest.fixture(params=list(IMPLEMENTATIONS))
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
-    make: Callable[[Path], Store] = request.param
+    make: Callable[[Path], Store] = file_store if request.param == "file" else memory_store
     async with make(tmp_path) as opened:
         async with opened.transaction() as conn:
             await conn.execute(text("CREATE TABLE probe (id INTEGER PRIMARY KEY, value TEXT NOT NULL)"))

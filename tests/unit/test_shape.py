@@ -22,7 +22,7 @@ from tests.conftest import REPO, TIERS
 PACKAGES = ("appliance", "sync", "tui")
 MAX_MODULE_LINES = 600
 MAX_CLASS_METHODS = 40
-MAX_FACADE_MEMBERS = 20  # openers, close, home, identity and one attribute per service
+MAX_FACADE_MEMBERS = 22  # openers (init, open, join, restore, exists), close, home, the store, the feed, one attribute per service
 # Pure modules: bytes in and out, randomness and time as parameters. Add a module here when it
 # is pure (e.g. the graph helpers of the change log); everything it imports of the project is
 # then held to the same rule.
