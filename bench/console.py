@@ -37,7 +37,9 @@ from chat import chat_lines  # noqa: E402
 
 from appliance import crypto  # noqa: E402
 from appliance.node import SEGMENT_SIZE, Node  # noqa: E402
-from tui.app import MainScreen, MessageList, RallypointApp  # noqa: E402
+from tui.app import RallypointApp  # noqa: E402
+from tui.screens.main import MainScreen  # noqa: E402
+from tui.widgets.message_list import MessageList  # noqa: E402
 
 PASSPHRASE = "bench passphrase"
 KDF = crypto.KdfParams(1, 8192)

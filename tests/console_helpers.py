@@ -9,7 +9,7 @@ from typing import Any
 from textual.app import App
 from textual.pilot import Pilot
 
-from tui.app import MainScreen
+from tui.screens.main import MainScreen
 
 SIZE = (80, 24)
 # run_test(..., notifications=True) throughout: errors on the main screen are toasts, which

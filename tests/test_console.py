@@ -16,7 +16,15 @@ from sync.sneakernet import export_bundles, import_bundles
 from tests.conftest import FAST, make_workspace, revocation_on_stick, sync_all
 from tests.conftest import PASSPHRASE as WORKSPACE_PASSPHRASE
 from tests.console_helpers import SIZE, main_screen, pane_title, recorded_notifications, screen_text, until, until_notified, until_shown
-from tui.app import Composer, MainScreen, MessageList, PeersScreen, RallypointApp, SaveFilesScreen, SearchScreen, SetupScreen, UnlockScreen, binding_sections
+from tui.app import RallypointApp, binding_sections
+from tui.dialogs.save_files import SaveFilesScreen
+from tui.screens.main import MainScreen
+from tui.screens.peers import PeersScreen
+from tui.screens.search import SearchScreen
+from tui.screens.setup import SetupScreen
+from tui.screens.unlock import UnlockScreen
+from tui.widgets.composer import Composer
+from tui.widgets.message_list import MessageList
 
 PASSPHRASE = "correct-horse"
 def channel_row(app: App[None], name: str) -> str:

@@ -14,8 +14,9 @@ from appliance.errors import BlobTooLarge, InvalidInput
 from appliance.node import Node
 from tests.conftest import FAST, PASSPHRASE
 from tests.console_helpers import SIZE, main_screen, screen_text, until, until_shown
-from tui.app import MainScreen, RallypointApp
-from tui.attach import AttachScreen, check_file, read_file
+from tui.app import RallypointApp
+from tui.dialogs.attach import AttachScreen, check_file, read_file
+from tui.screens.main import MainScreen
 
 
 def path_field(app: App[None]) -> Input:

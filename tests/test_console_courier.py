@@ -21,9 +21,9 @@ from sync import sneakernet, stick
 from tests.conftest import PASSPHRASE as WORKSPACE_PASSPHRASE
 from tests.conftest import make_workspace
 from tests.console_helpers import SIZE, main_screen, screen_text, until, until_shown
-from tui import courier
 from tui.app import RallypointApp
-from tui.courier import CourierScreen
+from tui.screens import courier
+from tui.screens.courier import CourierScreen
 
 MESSAGES = ["one", "two", "three"]
 

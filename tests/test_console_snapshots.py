@@ -20,7 +20,9 @@ from textual.pilot import Pilot
 from appliance.node import Attachment, Node
 from tests.conftest import FAST, PASSPHRASE, REPO
 from tests.console_helpers import SIZE, main_screen, screen_text, until, until_shown
-from tui.app import MessageList, PeersScreen, RallypointApp
+from tui.app import RallypointApp
+from tui.screens.peers import PeersScreen
+from tui.widgets.message_list import MessageList
 
 SNAPSHOTS = REPO / "tests" / "snapshots"
 SCREENSHOTS = REPO / "docs" / "screenshots"
