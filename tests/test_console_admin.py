@@ -21,7 +21,7 @@ from tests.conftest import FAST, PASSPHRASE, make_workspace
 from tests.console_helpers import SIZE, main_screen, recorded_notifications, screen_text, until, until_notified, until_shown
 from tui.app import RallypointApp
 from tui.dialogs.admin_forms import BackupForm, EnrollmentCard, InviteForm, NetworkForm, ReasonForm, RoleConfirm, RoleForm, UserForm
-from tui.screens.admin import AdminScreen
+from tui.screens.admin import AdminScreen, admin_screen
 from tui.screens.main import MainScreen
 
 HOSTILE = "[bold]x[/] \x1b[31m"
@@ -37,7 +37,7 @@ async def open_admin(pilot: Pilot[None]) -> AdminScreen:
     app = pilot.app
     await until_screen(pilot, MainScreen)
     assert isinstance(app, RallypointApp) and app.node is not None
-    screen = AdminScreen.of(app.node)
+    screen = admin_screen(app.node)
     await app.push_screen(screen)
     await until(pilot, lambda: rows(screen, "#users-table") != [] and rows(screen, "#audit-table") != [], "the admin screen to load")
     return screen

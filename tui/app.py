@@ -30,7 +30,7 @@ from sync.errors import SyncError
 from sync.lan import LanConfig, LanEvent, LanService, Received, RefusalsSummarised, Refused, SessionInfo, Wiped
 from tui.messages import Destination, LanNotice, Navigate, NodeUnlocked
 from tui.reports import node_label
-from tui.screens.admin import AdminScreen
+from tui.screens.admin import AdminScreen, admin_screen
 from tui.screens.courier import CourierScreen
 from tui.screens.help import HelpScreen
 from tui.screens.main import MainScreen
@@ -127,7 +127,7 @@ class RallypointApp(App[str]):
         if destination == "peers":
             return PeersScreen(peers=node.peers, feed=node.feed, lan_sessions=self.lan_sessions)
         if destination == "admin":
-            return AdminScreen.of(node)
+            return admin_screen(node)
         return CourierScreen(node)
 
     def lan_sessions(self) -> list[SessionInfo] | None:

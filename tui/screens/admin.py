@@ -153,19 +153,6 @@ class AdminScreen(Screen[None]):
         self.audit: list[AuditRow] = []
         self.verdict: AuditVerdict | None = None
 
-    @classmethod
-    def of(cls, node: Node) -> AdminScreen:
-        """The screen with the node's services it uses."""
-        return cls(
-            identity=node.identity,
-            directory=node.directory,
-            enrollment=node.enrollment,
-            peers=node.peers,
-            audit=node.audit,
-            custody=node.custody,
-            feed=node.feed,
-        )
-
     def compose(self) -> ComposeResult:
         yield Header()
         with TabbedContent(id="admin-tabs", initial="users"):
@@ -493,6 +480,19 @@ class AdminScreen(Screen[None]):
             self.notify(f"{rule.network} is a built-in default: it stays until you allow a network.", severity="warning", markup=False)
             return
         self.perform(partial(self.set_rule, rule.network, None))
+
+
+def admin_screen(node: Node) -> AdminScreen:
+    """The admin screen with the node's services it uses."""
+    return AdminScreen(
+        identity=node.identity,
+        directory=node.directory,
+        enrollment=node.enrollment,
+        peers=node.peers,
+        audit=node.audit,
+        custody=node.custody,
+        feed=node.feed,
+    )
 
 
 def fill(table: DataTable[Text], rows: Iterable[tuple[str, tuple[Text, ...]]], follow_first: bool = False) -> None:

@@ -1,4 +1,6 @@
-"""The main screen."""
+"""The main screen: the channel list, the open channel (or thread) and the composer. It loads
+the view in a worker, pages through a long history, opens threads, and reloads when the
+change feed says documents changed. What it does to messages is its base, MessageActions."""
 
 from __future__ import annotations
 

@@ -130,7 +130,7 @@ class SetupScreen(Screen[None]):
         except RallypointError as exc:
             self.post_message(Failed(str(exc)))
             return
-        self.app.post_message(NodeUnlocked(node, node.identity.whoami()))
+        self.post_message(NodeUnlocked(node, node.identity.whoami()))
 
     @work(group="setup")
     async def join_workspace(self, enrollment_path: str, code: str, passphrase: str) -> None:
@@ -145,8 +145,8 @@ class SetupScreen(Screen[None]):
             return
         unconsumed = await asyncio.to_thread(identity.consume_enrollment_file, Path(enrollment_path).expanduser(), node.identity.node_id, node.identity.now())
         if unconsumed is not None:
-            self.app.notify(identity.UNCONSUMED_WARNING.format(reason=unconsumed), severity="warning", timeout=30)
-        self.app.post_message(NodeUnlocked(node, node.identity.whoami()))
+            self.notify(identity.UNCONSUMED_WARNING.format(reason=unconsumed), severity="warning", timeout=30)
+        self.post_message(NodeUnlocked(node, node.identity.whoami()))
 
     @on(Failed)
     def setup_failed(self, event: Failed) -> None:

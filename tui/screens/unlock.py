@@ -63,7 +63,7 @@ class UnlockScreen(Screen[None]):
         except RallypointError as exc:
             self.post_message(Failed(str(exc)))
             return
-        self.app.post_message(NodeUnlocked(node, node.identity.whoami()))
+        self.post_message(NodeUnlocked(node, node.identity.whoami()))
 
     @on(Failed)
     def unlock_failed(self, event: Failed) -> None:
