@@ -35,7 +35,7 @@ def selected(messages: MessageList) -> str:
     return "" if message is None else message.text
 
 
-async def until_selected(pilot: Pilot[None], messages: MessageList, text: str, timeout: float = 10.0) -> None:
+async def until_selected(pilot: Pilot[Any], messages: MessageList, text: str, timeout: float = 10.0) -> None:
     await until(pilot, lambda: selected(messages) == text, f"{text!r} to be highlighted (it is {selected(messages)!r})", timeout)
 
 

@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from textual.pilot import Pilot
@@ -72,7 +73,7 @@ async def home(tmp_path: Path) -> Path:
     return home
 
 
-async def check(pilot: Pilot[None], name: str) -> None:
+async def check(pilot: Pilot[Any], name: str) -> None:
     await pilot.pause(0.3)
     shown = screen_text(pilot.app)
     assert all(len(line) <= SIZE[0] for line in shown.splitlines())

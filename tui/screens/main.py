@@ -15,7 +15,7 @@ from textual.events import Resize
 from textual.widgets import Footer, Header, Input, OptionList, Static
 
 from appliance.errors import RallypointError
-from appliance.feed import FeedEvent, NodeWiped
+from appliance.feed import ChangeFeed, FeedEvent, NodeWiped
 from appliance.model import ChannelSummary, Identity, MessageView
 from tui import firstsync
 from tui.dialogs.attach import LocalFile, read_file
@@ -25,7 +25,6 @@ from tui.history import PAGE, Window, oldest_window
 from tui.messages import ChannelCreated, Destination, Draft, Failed, Navigate, OldestFound, StoreChanged, ViewLoaded, Written
 from tui.screens.message_actions import MessageActions
 from tui.services import BlobsService, ChatService, DirectoryService, IdentityService, PeersService, ViewsService
-from appliance.feed import ChangeFeed
 from tui.screens.search import SearchScreen
 from tui.text import printable
 from tui.widgets.channel_list import ChannelList
@@ -388,7 +387,7 @@ class MainScreen(MessageActions):
         self.reload(select=root)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "admin":
+        if action == "open" and parameters == ("admin",):
             return self.identity.role == "admin"  # others do not see it; the node refuses them anyway
         if action == "clear_attachments":
             return bool(self.attachments)

@@ -30,6 +30,10 @@ from tui.widgets.message_list import MessageList
 
 
 class MessageActions(Screen[None]):
+    """The main screen's actions on messages: the highlighted one (its list's bindings say
+    `screen.react`, `screen.edit`...) and the files for the next. Writes run in workers and
+    come back as Written or Failed, which MainScreen handles by reloading its view."""
+
     def __init__(self, me: Identity, *, chat: ChatService, blobs: BlobsService) -> None:
         super().__init__()
         self.identity = me  # the role can change while the console runs: each view load updates it
