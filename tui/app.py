@@ -24,7 +24,7 @@ from textual.binding import Binding
 from textual.dom import DOMNode
 from textual.screen import Screen
 
-from appliance.feed import FeedEvent, NodeWiped
+from appliance.feed import FeedEvent, NodeWiped, Subscription
 from appliance.node import Node
 from sync.errors import SyncError
 from sync.lan import LanConfig, LanEvent, LanService, Received, RefusalsSummarised, Refused, SessionInfo, Wiped
@@ -72,6 +72,7 @@ class RallypointApp(App[str]):
         self.lan = lan  # None: no LAN service in this console (tests, or --no-lan)
         self.lan_service: LanService | None = None
         self.node: Node | None = None
+        self.feed_subscription: Subscription | None = None  # the app exits when the node wipes itself
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

@@ -27,6 +27,7 @@ from tui.screens.message_actions import MessageActions
 from tui.services import BlobsService, ChatService, DirectoryService, IdentityService, PeersService, ViewsService
 from tui.screens.search import SearchScreen
 from tui.text import printable
+from tui.widgets.attachment_bar import AttachmentBar
 from tui.widgets.channel_list import ChannelList
 from tui.widgets.composer import Composer, MentionSuggester
 from tui.widgets.message_list import MessageList
@@ -85,7 +86,7 @@ class MainScreen(MessageActions):
             with Vertical(id="pane"):
                 yield Static(id="pane-title")
                 yield MessageList(id="messages")
-                yield Static(id="attachments")
+                yield AttachmentBar(id="attachments")
                 yield Composer(id="composer", placeholder="Message", suggester=MentionSuggester(lambda: [u.name for u in self.directory.users()]))
             with Vertical(id="beside"):
                 yield Static(id="beside-title")

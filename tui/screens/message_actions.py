@@ -9,9 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from textual import work
-from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import Static
 
 from appliance.errors import RallypointError
 from appliance.model import Identity, MessageView
@@ -25,6 +23,7 @@ from tui.files import free_path, safe_file_name, write_atomically
 from tui.messages import Failed, Written
 from tui.services import BlobsService, ChatService
 from tui.text import printable
+from tui.widgets.attachment_bar import AttachmentBar
 from tui.widgets.composer import Composer
 from tui.widgets.message_list import MessageList
 
@@ -149,7 +148,5 @@ class MessageActions(Screen[None]):
 
     def show_attachments(self, files: list[LocalFile]) -> None:
         self.attachments = files
-        shown = self.query_one("#attachments", Static)
-        shown.display = bool(files)
-        shown.update(Content("  ".join(file.label() for file in files) + " · ctrl+r removes them"))
+        self.query_one(AttachmentBar).files = tuple(files)
         self.refresh_bindings()
