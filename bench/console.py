@@ -37,7 +37,9 @@ from chat import chat_lines  # noqa: E402
 
 from appliance import crypto  # noqa: E402
 from appliance.node import SEGMENT_SIZE, Node  # noqa: E402
-from tui.app import MainScreen, MessageList, RallypointApp  # noqa: E402
+from tui.app import RallypointApp  # noqa: E402
+from tui.screens.main import MainScreen  # noqa: E402
+from tui.widgets.message_list import MessageList  # noqa: E402
 
 PASSPHRASE = "bench passphrase"
 KDF = crypto.KdfParams(1, 8192)
@@ -91,7 +93,8 @@ async def measure_opening(home: Path, count: int, newest: str) -> Opening:
         deadline = time.perf_counter() + 120
         while time.perf_counter() < deadline:
             screen = app.screen
-            if isinstance(screen, MainScreen) and any(newest[:40] in str(option.prompt) for option in screen.query_one(MessageList).options[-3:]):
+            lists: list[MessageList] = list(screen.query(MessageList)) if isinstance(screen, MainScreen) else []  # none until the screen has composed
+            if any(newest[:40] in str(option.prompt) for shown in lists[:1] for option in shown.options[-3:]):
                 break
             await pilot.pause(0.005)
         else:
@@ -103,7 +106,7 @@ async def measure_scrolling(home: Path, count: int, steps: int) -> Scrolling:
     app = RallypointApp(home, PASSPHRASE)
     async with app.run_test(size=SIZE) as pilot:
         deadline = time.perf_counter() + 120
-        while not (isinstance(app.screen, MainScreen) and app.screen.query_one(MessageList).option_count) and time.perf_counter() < deadline:
+        while not (isinstance(app.screen, MainScreen) and any(shown.option_count for shown in app.screen.query(MessageList))) and time.perf_counter() < deadline:
             await pilot.pause(0.01)
         messages = app.screen.query_one(MessageList)
         messages.focus()

@@ -9,19 +9,19 @@ from typing import Any
 from textual.app import App
 from textual.pilot import Pilot
 
-from tui.app import MainScreen
+from tui.screens.main import MainScreen
 
 SIZE = (80, 24)
 # run_test(..., notifications=True) throughout: errors on the main screen are toasts, which
 # Pilot hides unless asked.
 
 
-def screen_text(app: App[None]) -> str:
+def screen_text(app: App[Any]) -> str:
     """What the terminal would show, as plain text (Textual has no public text-only snapshot)."""
     return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
 
 
-async def until(pilot: Pilot[None], condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+async def until(pilot: Pilot[Any], condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -29,11 +29,11 @@ async def until(pilot: Pilot[None], condition: Callable[[], bool], what: str, ti
         await pilot.pause(0.05)
 
 
-async def until_shown(pilot: Pilot[None], text: str, timeout: float = 5.0) -> None:
+async def until_shown(pilot: Pilot[Any], text: str, timeout: float = 5.0) -> None:
     await until(pilot, lambda: text in screen_text(pilot.app), repr(text), timeout)
 
 
-def recorded_notifications(app: App[None]) -> list[tuple[str, bool]]:
+def recorded_notifications(app: App[Any]) -> list[tuple[str, bool]]:
     """Every notification from here on, with whether it was allowed to contain markup."""
     shown: list[tuple[str, bool]] = []
     notify = app.notify
@@ -46,14 +46,14 @@ def recorded_notifications(app: App[None]) -> list[tuple[str, bool]]:
     return shown
 
 
-async def until_notified(pilot: Pilot[None], shown: list[tuple[str, bool]], text: str, timeout: float = 5.0) -> str:
+async def until_notified(pilot: Pilot[Any], shown: list[tuple[str, bool]], text: str, timeout: float = 5.0) -> str:
     await until(pilot, lambda: any(text in message for message, _ in shown), f"a notification with {text!r}", timeout)
     message, markup = next((message, markup) for message, markup in shown if text in message)
     assert markup is False  # node text in notifications is never parsed as markup
     return message
 
 
-async def main_screen(pilot: Pilot[None]) -> MainScreen:
+async def main_screen(pilot: Pilot[Any]) -> MainScreen:
     await until(pilot, lambda: isinstance(pilot.app.screen, MainScreen), "the main screen")
     screen = pilot.app.screen
     assert isinstance(screen, MainScreen)
@@ -61,7 +61,7 @@ async def main_screen(pilot: Pilot[None]) -> MainScreen:
     return screen
 
 
-def pane_title(app: App[None]) -> str:
+def pane_title(app: App[Any]) -> str:
     """The line above the messages, right of the channel list."""
     lines = screen_text(app).splitlines()
     return lines[1][20:].strip() if len(lines) > 1 else ""

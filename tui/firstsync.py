@@ -5,7 +5,7 @@ elsewhere already."""
 
 from __future__ import annotations
 
-from appliance.node import Node
+from tui.services import IdentityService, PeersService
 
 TITLE = "Waiting for the first sync (LAN peers or a courier stick)"
 DETAIL = (
@@ -17,9 +17,9 @@ CONFIRM = "Create a channel before the first sync?"
 CONFIRM_DETAIL = "The workspace's channels have not arrived yet: one of the same name may exist elsewhere, and there would then be two."
 
 
-async def awaiting_first_sync(node: Node) -> bool:
+async def awaiting_first_sync(identity: IdentityService, peers: PeersService) -> bool:
     """True for a node that did not found its workspace and has never synced with a peer,
     neither over the LAN nor by an accepted bundle."""
-    if node.identity.whoami().holds_workspace_key:
+    if identity.whoami().holds_workspace_key:
         return False  # the founding node: the workspace starts here
-    return not any(peer.last_sync is not None or peer.last_courier is not None for peer in await node.peers.peer_overview())
+    return not any(peer.last_sync is not None or peer.last_courier is not None for peer in await peers.peer_overview())

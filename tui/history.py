@@ -12,12 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
-
-from textual.events import MouseScrollDown, MouseScrollUp
-from textual.message import Message
-
-from tui.controls import StoppingOptionList
 
 PAGE = 200  # messages read per step, and the newest page shown when a channel opens
 WINDOW = 3 * PAGE  # the most messages the message list holds at once (a multiple of PAGE)
@@ -72,76 +66,3 @@ async def oldest_window(read_ids: ReadIds, start: Window) -> tuple[Window, str |
     if pages_back == 0:
         return Window(start.anchor, WINDOW, start.newer), first
     return Window(boundaries[pages_back - 1], WINDOW, (*start.newer, start.anchor, *boundaries[: pages_back - 1])), first
-
-
-Towards = Literal["older", "newer", "oldest", "newest"]
-
-
-class PagedOptionList(StoppingOptionList):
-    """An option list that holds one window of a longer run. Its owner says whether there is
-    more either way (`more_older`, `more_newer`); moving past that end (↑ ↓, page keys, Home,
-    End, the mouse wheel) then posts PastTheEnd instead, for the owner to page in."""
-
-    class PastTheEnd(Message):
-        def __init__(self, paged_list: PagedOptionList, towards: Towards) -> None:
-            super().__init__()
-            self.paged_list = paged_list
-            self.towards = towards
-
-        @property
-        def control(self) -> PagedOptionList:
-            return self.paged_list
-
-    more_older: bool = False
-    more_newer: bool = False
-
-    def at_first(self) -> bool:
-        return self.highlighted == 0
-
-    def at_last(self) -> bool:
-        return self.highlighted == self.option_count - 1
-
-    def action_cursor_up(self) -> None:
-        if self.more_older and self.at_first():
-            self.post_message(self.PastTheEnd(self, "older"))
-        else:
-            super().action_cursor_up()
-
-    def action_cursor_down(self) -> None:
-        if self.more_newer and self.at_last():
-            self.post_message(self.PastTheEnd(self, "newer"))
-        else:
-            super().action_cursor_down()
-
-    def action_page_up(self) -> None:
-        if self.more_older and self.at_first():
-            self.post_message(self.PastTheEnd(self, "older"))
-        else:
-            super().action_page_up()
-
-    def action_page_down(self) -> None:
-        if self.more_newer and self.at_last():
-            self.post_message(self.PastTheEnd(self, "newer"))
-        else:
-            super().action_page_down()
-
-    def action_first(self) -> None:
-        if self.more_older:
-            self.post_message(self.PastTheEnd(self, "oldest"))
-        else:
-            super().action_first()
-
-    def action_last(self) -> None:
-        if self.more_newer:
-            self.post_message(self.PastTheEnd(self, "newest"))
-        else:
-            super().action_last()
-
-    def on_mouse_scroll_up(self, event: MouseScrollUp) -> None:
-        if self.more_older and self.scroll_y == 0:
-            self.post_message(self.PastTheEnd(self, "older"))
-
-    def on_mouse_scroll_down(self, event: MouseScrollDown) -> None:
-        if self.more_newer and self.scroll_y >= self.max_scroll_y:
-            self.post_message(self.PastTheEnd(self, "newer"))
-

@@ -1,5 +1,5 @@
 """Text for the terminal, for the CLI and the console: untrusted text (from other nodes) made
-safe to show, and sizes in words."""
+safe to show (sizes and times in words: tui/formatting.py)."""
 
 from __future__ import annotations
 
@@ -16,14 +16,3 @@ def printable(value: str, *, multiline: bool = False) -> str:
     if multiline:
         return value.replace("\r\n", "\n").translate(_MULTI_LINE)
     return value.translate(_ONE_LINE)
-
-
-def file_size(size: int) -> str:
-    if size < 1024:
-        return f"{size} B"
-    scaled = size / 1024
-    for unit in ("KB", "MB"):
-        if scaled < 1024:
-            return f"{scaled:.1f} {unit}"
-        scaled /= 1024
-    return f"{scaled:.1f} GB"

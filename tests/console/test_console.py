@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from textual.app import App
@@ -16,15 +17,23 @@ from sync.sneakernet import export_bundles, import_bundles
 from tests.conftest import FAST, make_workspace, revocation_on_stick, sync_all
 from tests.conftest import PASSPHRASE as WORKSPACE_PASSPHRASE
 from tests.console_helpers import SIZE, main_screen, pane_title, recorded_notifications, screen_text, until, until_notified, until_shown
-from tui.app import Composer, MainScreen, MessageList, PeersScreen, RallypointApp, SaveFilesScreen, SearchScreen, SetupScreen, UnlockScreen, binding_sections
+from tui.app import RallypointApp, binding_sections
+from tui.dialogs.save_files import SaveFilesScreen
+from tui.screens.main import MainScreen
+from tui.screens.peers import PeersScreen
+from tui.screens.search import SearchScreen
+from tui.screens.setup import SetupScreen
+from tui.screens.unlock import UnlockScreen
+from tui.widgets.composer import Composer
+from tui.widgets.message_list import MessageList
 
 PASSPHRASE = "correct-horse"
-def channel_row(app: App[None], name: str) -> str:
+def channel_row(app: App[Any], name: str) -> str:
     """The channel list's row for `name` (the list is the leftmost 19 columns, then its border)."""
     return next(line[:19] for line in screen_text(app).splitlines() if line.startswith(f"# {name}"))
 
 
-def fill(app: App[None], **fields: str) -> None:
+def fill(app: App[Any], **fields: str) -> None:
     for field_id, value in fields.items():
         app.screen.query_one(f"#{field_id.replace('_', '-')}", Input).value = value
 
@@ -222,6 +231,7 @@ async def test_enter_on_the_private_checkbox_submits_the_form_as_ticked(home: Pa
         await main_screen(pilot)
         await pilot.press("ctrl+n", *"ops", "tab", "space", "enter")
         await until_shown(pilot, "Message # ops")
+        assert isinstance(pilot.app, RallypointApp)
         assert pilot.app.node is not None
         assert {c.name: c.kind for c in await pilot.app.node.views.list_channels()}["ops"] == "private"
         await pilot.press("ctrl+n", *"logistics", "tab", "enter")  # unticked: public
@@ -435,6 +445,7 @@ async def test_search_across_channels_opens_the_message_where_it_is(home: Path) 
         await pilot.press("down")  # from the query to the results
         results = pilot.app.screen.query_one("#search-results", OptionList)
         assert results.has_focus
+        assert isinstance(pilot.app.screen, SearchScreen)
         target = next(i for i, m in enumerate(pilot.app.screen.found) if m.root_id)
         await pilot.press(*["down"] * target, "enter")
         await main_screen(pilot)

@@ -19,23 +19,25 @@ from appliance import certs
 from appliance.node import Node
 from tests.conftest import FAST, PASSPHRASE, make_workspace
 from tests.console_helpers import SIZE, main_screen, recorded_notifications, screen_text, until, until_notified, until_shown
-from tui.admin import AdminScreen, BackupForm, EnrollmentCard, InviteForm, NetworkForm, ReasonForm, RoleConfirm, RoleForm, UserForm
-from tui.app import MainScreen, RallypointApp
+from tui.app import RallypointApp
+from tui.dialogs.admin_forms import BackupForm, EnrollmentCard, InviteForm, NetworkForm, ReasonForm, RoleConfirm, RoleForm, UserForm
+from tui.screens.admin import AdminScreen, admin_screen
+from tui.screens.main import MainScreen
 
 HOSTILE = "[bold]x[/] \x1b[31m"
 HOSTILE_SHOWN = "[bold]x[/] ␛[31m"  # markup not parsed, the escape made visible
 
 
-async def until_screen(pilot: Pilot[None], kind: type[Screen[Any]]) -> None:
+async def until_screen(pilot: Pilot[Any], kind: type[Screen[Any]]) -> None:
     await until(pilot, lambda: isinstance(pilot.app.screen, kind), kind.__name__)
 
 
-async def open_admin(pilot: Pilot[None]) -> AdminScreen:
+async def open_admin(pilot: Pilot[Any]) -> AdminScreen:
     """What the main screen's admin key will do: push the admin screen for the app's node."""
     app = pilot.app
     await until_screen(pilot, MainScreen)
     assert isinstance(app, RallypointApp) and app.node is not None
-    screen = AdminScreen(app.node)
+    screen = admin_screen(app.node)
     await app.push_screen(screen)
     await until(pilot, lambda: rows(screen, "#users-table") != [] and rows(screen, "#audit-table") != [], "the admin screen to load")
     return screen
@@ -54,7 +56,7 @@ def highlight(screen: AdminScreen, table: str, first_cell: str) -> None:
     screen.query_one(table, DataTable).move_cursor(row=first_column(screen, table).index(first_cell))
 
 
-def assert_fits(app: App[None]) -> None:
+def assert_fits(app: App[Any]) -> None:
     """No line wider than 80 cells, every footer binding visible, any dialog wholly on screen."""
     lines = screen_text(app).splitlines()
     assert len(lines) == SIZE[1] and all(cell_len(line) <= SIZE[0] for line in lines)
@@ -175,7 +177,7 @@ async def test_enroll_a_node_writes_the_file_shows_the_code_and_the_node_can_joi
         app.screen.query_one("#invite-file", Input).focus()
         await pilot.press("enter")
         await until_screen(pilot, EnrollmentCard)
-        await until(pilot, lambda: screen_text(app).splitlines()[-1].strip() != "", "the card's footer to be drawn")  # under load it paints a frame later
+        await until(pilot, lambda: (screen_text(app).splitlines() or [""])[-1].strip() != "", "the card's footer to be drawn")  # under load it paints a frame later (or none yet)
         code = str(app.screen.query_one("#enrollment-code", Static).render())
         assert re.fullmatch(r"[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}", code)
         assert code in screen_text(app)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from textual.app import App
@@ -14,11 +15,13 @@ from appliance.errors import BlobTooLarge, InvalidInput
 from appliance.node import Node
 from tests.conftest import FAST, PASSPHRASE
 from tests.console_helpers import SIZE, main_screen, screen_text, until, until_shown
-from tui.app import MainScreen, RallypointApp
-from tui.attach import AttachScreen, check_file, read_file
+from tui.app import RallypointApp
+from tui.dialogs.attach import AttachScreen, check_file, read_file
+from tui.screens.main import MainScreen
+from tui.widgets.message_list import MessageList
 
 
-def path_field(app: App[None]) -> Input:
+def path_field(app: App[Any]) -> Input:
     return app.screen.query_one("#attach-path", Input)
 
 
@@ -80,7 +83,7 @@ async def test_files_picked_in_the_console_are_posted_as_blobs(files: Path, node
         await until_shown(pilot, "ctrl+r removes them")
         await pilot.press("enter")
         await until(pilot, lambda: "ctrl+r removes them" not in screen_text(app), "the file sent")
-        await until(pilot, lambda: len(pilot.app.screen.query_one("#messages").options) == 2, "the second message")
+        await until(pilot, lambda: len(pilot.app.screen.query_one("#messages", MessageList).options) == 2, "the second message")
 
 
 async def test_the_picker_refuses_what_cannot_be_attached(files: Path, node_home: Path) -> None:
@@ -103,6 +106,7 @@ async def test_the_picker_refuses_what_cannot_be_attached(files: Path, node_home
         assert isinstance(app.screen, AttachScreen)
         await pilot.press("escape")
         await until(pilot, lambda: isinstance(app.screen, MainScreen), "the main screen")
+        assert isinstance(app.screen, MainScreen)
         assert app.screen.attachments == [] and "ctrl+r removes them" not in screen_text(app)
 
 

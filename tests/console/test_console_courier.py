@@ -21,9 +21,9 @@ from sync import sneakernet, stick
 from tests.conftest import PASSPHRASE as WORKSPACE_PASSPHRASE
 from tests.conftest import make_workspace
 from tests.console_helpers import SIZE, main_screen, screen_text, until, until_shown
-from tui import courier
 from tui.app import RallypointApp
-from tui.courier import CourierScreen
+from tui.screens import courier
+from tui.screens.courier import CourierScreen
 
 MESSAGES = ["one", "two", "three"]
 
@@ -65,7 +65,7 @@ def bundle_files(root: Path) -> list[Path]:
 
 
 @asynccontextmanager
-async def courier_console(home: Path) -> AsyncIterator[tuple[Pilot[None], CourierScreen]]:
+async def courier_console(home: Path) -> AsyncIterator[tuple[Pilot[Any], CourierScreen]]:
     """The console unlocked on `home`, with the courier screen pushed over the main screen."""
     app = RallypointApp(home, WORKSPACE_PASSPHRASE)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
@@ -87,13 +87,13 @@ def quarantine(screen: CourierScreen) -> str:
     return str(screen.query_one("#courier-quarantine", Static).content)
 
 
-def send_key(pilot: Pilot[None], key: str) -> None:
+def send_key(pilot: Pilot[Any], key: str) -> None:
     """A key press as the terminal driver delivers it. (Pilot.press also waits for the process to
     go idle, up to seconds, which a running import never lets happen.)"""
     pilot.app.post_message(events.Key(key, key))
 
 
-def record_notifications(pilot: Pilot[None], monkeypatch: pytest.MonkeyPatch) -> list[str]:
+def record_notifications(pilot: Pilot[Any], monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every notification's text, unwrapped (a long toast wraps on screen); toasts still show."""
     notes: list[str] = []
     notify = pilot.app.notify
@@ -106,11 +106,11 @@ def record_notifications(pilot: Pilot[None], monkeypatch: pytest.MonkeyPatch) ->
     return notes
 
 
-def footer(pilot: Pilot[None]) -> str:
+def footer(pilot: Pilot[Any]) -> str:
     return screen_text(pilot.app).splitlines()[-1]
 
 
-async def choose_stick(pilot: Pilot[None], screen: CourierScreen, root: Path) -> None:
+async def choose_stick(pilot: Pilot[Any], screen: CourierScreen, root: Path) -> None:
     """Types nothing: sets the folder, then leaves the field so that plain letters act."""
     screen.query_one("#courier-stick", Input).value = str(root)
     screen.query_one("#courier-peers", SelectionList).focus()
@@ -210,7 +210,7 @@ async def test_the_screen_answers_keys_while_a_large_import_runs(tmp_path: Path,
         async def counting(*args: Any, **kwargs: Any) -> ImportSummary:
             nonlocal started, finished
             started += 1
-            summary = await import_batches(*args, **kwargs)
+            summary: ImportSummary = await import_batches(*args, **kwargs)
             finished += 1
             return summary
 

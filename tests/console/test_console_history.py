@@ -13,7 +13,8 @@ from appliance.model import MessageView
 from appliance.node import Node
 from tests.conftest import FAST, PASSPHRASE
 from tests.console_helpers import SIZE, main_screen, until
-from tui.app import MessageList, RallypointApp
+from tui.app import RallypointApp
+from tui.widgets.message_list import MessageList
 from tui.history import PAGE, WINDOW, Window, oldest_window
 
 COUNT = 20_000
@@ -34,7 +35,7 @@ def selected(messages: MessageList) -> str:
     return "" if message is None else message.text
 
 
-async def until_selected(pilot: Pilot[None], messages: MessageList, text: str, timeout: float = 10.0) -> None:
+async def until_selected(pilot: Pilot[Any], messages: MessageList, text: str, timeout: float = 10.0) -> None:
     await until(pilot, lambda: selected(messages) == text, f"{text!r} to be highlighted (it is {selected(messages)!r})", timeout)
 
 

@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from textual.pilot import Pilot
@@ -20,7 +21,9 @@ from textual.pilot import Pilot
 from appliance.node import Attachment, Node
 from tests.conftest import FAST, PASSPHRASE, REPO
 from tests.console_helpers import SIZE, main_screen, screen_text, until, until_shown
-from tui.app import MessageList, PeersScreen, RallypointApp
+from tui.app import RallypointApp
+from tui.screens.peers import PeersScreen
+from tui.widgets.message_list import MessageList
 
 SNAPSHOTS = REPO / "tests" / "snapshots"
 SCREENSHOTS = REPO / "docs" / "screenshots"
@@ -70,7 +73,7 @@ async def home(tmp_path: Path) -> Path:
     return home
 
 
-async def check(pilot: Pilot[None], name: str) -> None:
+async def check(pilot: Pilot[Any], name: str) -> None:
     await pilot.pause(0.3)
     shown = screen_text(pilot.app)
     assert all(len(line) <= SIZE[0] for line in shown.splitlines())

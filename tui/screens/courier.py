@@ -1,7 +1,7 @@
 """The console's courier flow: preview, import, export and courier runs against a USB stick, with a
 progress bar, a plain-text report of each run and the node's quarantine.
 
-Like the rest of the console (tui/app.py), every node and stick call runs in a worker and comes
+Like the rest of the console, every node and stick call runs in a worker and comes
 back as a Message; text from the network or the stick goes through `printable()` into `Content`,
 never parsed as markup. The report functions use no Textual: they can move to a module the CLI
 shares (tui/reports.py)."""
@@ -12,7 +12,6 @@ import asyncio
 import glob
 import os
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
 from functools import partial
 from pathlib import Path
 
@@ -21,17 +20,18 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
-from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Label, ProgressBar, SelectionList, Static, TabbedContent, TabPane
 from textual.widgets.selection_list import Selection
 
 from appliance.errors import RallypointError
-from appliance.model import NodeInfo
 from appliance.node import Node
 from sync import sneakernet, stick
+from sync.defaults import DEFAULT_MAX_BYTES, MiB
 from sync.errors import SyncError
 from sync.sneakernet import Progress
+from tui.formatting import clock_seconds, date_time
+from tui.messages import Failed, JobDone, NodesLoaded, ProgressChanged, QuarantineLoaded
 from tui.reports import export_report_text, import_report_text
 from tui.text import printable
 
@@ -61,7 +61,7 @@ def quarantine_text(folder: Path) -> str:
     files.sort(key=lambda file: file[1].st_mtime, reverse=True)
     lines = [f"{len(files)} rejected bundle(s) in {shown}, newest first:"]
     for name, info in files[:MAX_QUARANTINE_LISTED]:
-        when = datetime.fromtimestamp(info.st_mtime).strftime("%Y-%m-%d %H:%M")
+        when = date_time(info.st_mtime)
         lines += ["", printable(name), f"  {when} · {info.st_size:,} bytes", f"  {_reason(folder / (name + stick.REASON_SUFFIX))}"]
     if len(files) > MAX_QUARANTINE_LISTED:
         lines += ["", f"… and {len(files) - MAX_QUARANTINE_LISTED} older one(s)."]
@@ -83,43 +83,6 @@ def mounted_stick(patterns: Sequence[str]) -> Path | None:
             if os.path.ismount(candidate):
                 return Path(candidate)
     return None
-
-
-# --- messages from workers back to the screen -------------------------------------------
-
-
-class ProgressChanged(Message, bubble=False):
-    def __init__(self, progress: Progress) -> None:
-        super().__init__()
-        self.progress = progress
-
-
-class JobDone(Message, bubble=False):
-    def __init__(self, title: str, root: Path, report: str) -> None:
-        super().__init__()
-        self.title = title
-        self.root = root
-        self.report = report
-
-
-class JobFailed(Message, bubble=False):
-    def __init__(self, title: str, root: Path, reason: str) -> None:
-        super().__init__()
-        self.title = title
-        self.root = root
-        self.reason = reason
-
-
-class PeersLoaded(Message, bubble=False):
-    def __init__(self, peers: list[NodeInfo]) -> None:
-        super().__init__()
-        self.peers = peers
-
-
-class QuarantineLoaded(Message, bubble=False):
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
 
 
 # --- the screen ---------------------------------------------------------------------------
@@ -158,6 +121,7 @@ class CourierScreen(Screen[None]):
         self.node = node
         self.quarantine_dir = node.home / sneakernet.QUARANTINE_DIR
         self.busy = False
+        self.running = ("", Path())  # the title and folder of the run going on, or the last one
         self.peer_ids: list[str] = []  # as listed, to keep the operator's ticks across reloads
 
     def compose(self) -> ComposeResult:
@@ -167,12 +131,12 @@ class CourierScreen(Screen[None]):
             with Horizontal(classes="courier-row"):
                 yield Label("Stick folder", classes="courier-label")
                 yield Input(str(found) if found else "", id="courier-stick", placeholder="where the stick is mounted, e.g. /media/you/STICK")
-            yield Static("Bundles on a stick: rallypoint/bundles/ (names say nothing)", id="courier-hint")
+            yield Static(f"Bundles on a stick: {stick.STICK_DIR}/{stick.BUNDLES}/ (names say nothing)", id="courier-hint")
             with Horizontal(id="courier-export"):
                 yield Label("Export for", classes="courier-label")
                 yield SelectionList[str](id="courier-peers")
                 yield Label("MB per bundle", id="courier-cap-label")
-                yield Input(str(sneakernet.DEFAULT_MAX_BYTES // sneakernet.MiB), id="courier-cap", type="number")
+                yield Input(str(DEFAULT_MAX_BYTES // MiB), id="courier-cap", type="number")
             with Horizontal(classes="courier-row"):
                 yield Label("Progress", classes="courier-label")
                 yield ProgressBar(total=1, show_eta=False, id="courier-bar")
@@ -236,15 +200,16 @@ class CourierScreen(Screen[None]):
         self.set_busy(True)
         self.query_one("#courier-bar", ProgressBar).update(total=1, progress=0)
         self.query_one("#courier-phase", Static).update(Content(f"{TITLES[action]}…"))
-        self.run_job(TITLES[action], Path(folder).expanduser(), job)
+        self.running = (TITLES[action], Path(folder).expanduser())
+        self.run_job(self.running[1], job)
 
     def max_bytes(self) -> int | None:
         try:
-            max_bytes = int(float(self.query_one("#courier-cap", Input).value) * sneakernet.MiB)
+            max_bytes = int(float(self.query_one("#courier-cap", Input).value) * MiB)
         except ValueError:
             max_bytes = 0
         if max_bytes < sneakernet.MIN_MAX_BYTES:
-            self.refuse(f"The size cap must be a number of MB, at least {sneakernet.MIN_MAX_BYTES / sneakernet.MiB:g}.", "#courier-cap")
+            self.refuse(f"The size cap must be a number of MB, at least {sneakernet.MIN_MAX_BYTES / MiB:g}.", "#courier-cap")
             return None
         return max_bytes
 
@@ -253,16 +218,16 @@ class CourierScreen(Screen[None]):
         self.query_one(focus).focus()
 
     @work(group="courier")
-    async def run_job(self, title: str, root: Path, job: Job) -> None:
+    async def run_job(self, root: Path, job: Job) -> None:
         try:
             if not await asyncio.to_thread(root.is_dir):
-                self.post_message(JobFailed(title, root, f"{root}: no such folder (is the stick mounted?)"))
+                self.post_message(Failed(f"{root}: no such folder (is the stick mounted?)"))
                 return
             report = await job(root)
         except (RallypointError, SyncError, OSError) as exc:  # StickError is a SyncError
-            self.post_message(JobFailed(title, root, str(exc)))
+            self.post_message(Failed(str(exc)))
             return
-        self.post_message(JobDone(title, root, report))
+        self.post_message(JobDone(report))
 
     def report_progress(self, progress: Progress) -> None:
         """Called in the worker's coroutine: the bar is updated from the screen's queue."""
@@ -293,20 +258,21 @@ class CourierScreen(Screen[None]):
 
     @on(JobDone)
     def job_done(self, event: JobDone) -> None:
-        self.finished(event.title, "done", event.root, event.report)
+        self.finished("done", event.report)
         self.load_peers()  # an import can bring new nodes (or revocations)
         self.load_quarantine()
 
-    @on(JobFailed)
-    def job_failed(self, event: JobFailed) -> None:
+    @on(Failed)
+    def job_failed(self, event: Failed) -> None:
         """A notification, and the report too: a toast goes away, the operator may be elsewhere."""
-        self.finished(event.title, "failed", event.root, f"Failed: {printable(event.reason)}")
-        self.notify(printable(f"{event.title} failed: {event.reason}"), severity="error", markup=False)
+        self.finished("failed", f"Failed: {printable(event.reason)}")
+        self.notify(printable(f"{self.running[0]} failed: {event.reason}"), severity="error", markup=False)
 
-    def finished(self, title: str, outcome: str, root: Path, report: str) -> None:
+    def finished(self, outcome: str, report: str) -> None:
+        title, root = self.running
         self.set_busy(False)
         self.query_one("#courier-phase", Static).update(Content(f"{title}: {outcome}."))
-        stamp = datetime.now().strftime("%H:%M:%S")
+        stamp = clock_seconds()
         self.query_one("#courier-report", Static).update(Content(f"{title} · {printable(str(root))} · {stamp}\n\n{report}"))
         self.query_one(TabbedContent).active = "courier-report-tab"
 
@@ -314,10 +280,10 @@ class CourierScreen(Screen[None]):
 
     @work(group="peers", exclusive=True)
     async def load_peers(self) -> None:
-        self.post_message(PeersLoaded([info for info in self.node.directory.nodes() if not info.this_node and not info.revoked]))
+        self.post_message(NodesLoaded([info for info in self.node.directory.nodes() if not info.this_node and not info.revoked]))
 
-    @on(PeersLoaded)
-    def peers_loaded(self, event: PeersLoaded) -> None:
+    @on(NodesLoaded)
+    def peers_loaded(self, event: NodesLoaded) -> None:
         """New peers come ticked; one the operator unticked stays unticked."""
         peers = self.query_one("#courier-peers", SelectionList)
         unticked = set(self.peer_ids) - set(peers.selected)

@@ -11,36 +11,31 @@ import asyncio
 import json
 import os
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
-from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Generic, TypeVar
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.coordinate import Coordinate
-from textual.message import Message
-from textual.screen import ModalScreen, Screen
-from textual.widget import Widget
-from textual.widgets import Button, DataTable, Footer, Header, Input, Label, OptionList, Static, TabbedContent, TabPane
-from textual.widgets.option_list import Option
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedContent, TabPane
 
 from appliance import feed, ids
 from appliance.audit import AuditVerdict
-from appliance.certs import ROLES
 from appliance.errors import RallypointError
-from appliance.feed import FeedEvent
-from appliance.model import Enrollment, Identity, NodeInfo, UserInfo, iso_utc
+from appliance.feed import ChangeFeed, FeedEvent
+from appliance.model import NodeInfo, UserInfo, iso_utc
 from appliance.netpolicy import NetworkRule
 from appliance.node import Node
-from tui.controls import StoppingOptionList
 from sync.interfaces import interface_networks
+from tui.dialogs.admin_forms import BackupForm, EnrollmentCard, InviteForm, NetworkForm, NewUser, ReasonForm, RoleConfirm, RoleForm, UserForm
 from tui.files import write_atomically
+from tui.formatting import short_time
+from tui.messages import ActionDone, AdminLoaded, AuditRow, DirectoryChanged, Enrolled, Failed, Invitation
+from tui.services import AuditService, CustodyService, DirectoryService, EnrollmentService, IdentityService, PeersService
 from tui.text import printable
 
 AUDIT_LIMIT = 1000  # newest entries loaded; verification still covers the whole chain
@@ -71,10 +66,6 @@ def cell(value: str, width: int | None = None) -> Text:
     return text
 
 
-def short_time(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000).strftime("%m-%d %H:%M")
-
-
 def rule_key(rule: NetworkRule) -> str:
     # An operator's deny can name the same network as a default allow: both are rows.
     return f"{'default' if rule.default else 'rule'}:{rule.network}"
@@ -89,297 +80,6 @@ def unwritable(path: Path) -> str | None:
     if not os.access(path.parent, os.W_OK):
         return f"cannot write into {path.parent}"
     return None
-
-
-@dataclass(frozen=True)
-class AuditRow:
-    seq: int
-    at: int
-    action: str
-    actor: str  # a name where the directory knows the key
-    detail: str  # one line of JSON
-
-    def matches(self, needle: str) -> bool:
-        folded = needle.casefold()
-        return any(folded in value.casefold() for value in (self.action, self.actor, self.detail))
-
-
-@dataclass(frozen=True)
-class NewUser:
-    name: str
-    role: str
-
-
-@dataclass(frozen=True)
-class Invitation:
-    node_name: str
-    user_name: str
-    role: str
-    path: Path
-
-
-# --- messages from workers back to the screen ----------------------------------------
-
-
-class AdminLoaded(Message, bubble=False):
-    def __init__(
-        self, identity: Identity, users: list[UserInfo], nodes: list[NodeInfo], rules: list[NetworkRule], audit: list[AuditRow], verdict: AuditVerdict
-    ) -> None:
-        super().__init__()
-        self.identity = identity  # the acting user's role can change while the screen is open
-        self.users = users
-        self.nodes = nodes
-        self.rules = rules
-        self.audit = audit
-        self.verdict = verdict
-
-
-class ActionDone(Message, bubble=False):
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
-
-
-class ActionFailed(Message, bubble=False):
-    """The node refused (PermissionDenied, InvalidInput, NotFound...) or a file could not be written."""
-
-    def __init__(self, reason: str, reload: bool = True) -> None:
-        super().__init__()
-        self.reason = reason
-        self.reload = reload  # the node may have audited the refusal; False when loading itself failed
-
-
-class Enrolled(Message, bubble=False):
-    def __init__(self, enrollment: Enrollment, request: Invitation) -> None:
-        super().__init__()
-        self.enrollment = enrollment
-        self.request = request
-
-
-class DirectoryChanged(Message, bubble=False):
-    """Users, nodes or revocations changed (here, or arriving from another node)."""
-
-
-# --- dialogs ---------------------------------------------------------------------------
-
-
-class Incomplete(Exception):
-    """A form field that must be filled in; the message says which."""
-
-    def __init__(self, message: str, field_id: str) -> None:
-        super().__init__(message)
-        self.field_id = field_id
-
-
-class RoleList(StoppingOptionList):
-    """The workspace roles, one a line; the highlighted one is the choice (Enter confirms it).
-    It stops at its ends: admin is first, so no ↓ ever reaches it."""
-
-    def __init__(self, role: str, id: str) -> None:
-        super().__init__(*(Option(name, id=name) for name in ROLES), id=id, markup=False, classes="field")
-        self.initial = role
-
-    def on_mount(self) -> None:
-        self.highlighted = ROLES.index(self.initial)
-
-    @property
-    def role(self) -> str:
-        option = self.highlighted_option
-        return option.id if option is not None and option.id is not None else self.initial
-
-
-def labelled(label: str, widget: Widget) -> Horizontal:
-    return Horizontal(Label(label), widget, classes="admin-field")
-
-
-ResultT = TypeVar("ResultT")
-
-
-class FormScreen(ModalScreen[ResultT | None], Generic[ResultT]):
-    """A dialog of fields: Enter moves to the next field and submits from the last one;
-    Escape cancels. Subclasses yield their fields (class "field") and build the result."""
-
-    CSS_PATH = "admin.tcss"
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
-
-    def __init__(self, title: str, submit: str, detail: str = "", danger: bool = False) -> None:
-        super().__init__()
-        self.title_text = title
-        self.submit_label = submit
-        self.detail = detail
-        self.danger = danger
-
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog admin-dialog"):
-            yield Static(Content(printable(self.title_text)), classes="dialog-title")
-            if self.detail:
-                yield Static(Content(printable(self.detail, multiline=True)), classes="admin-detail")
-            yield from self.fields()
-            yield Static(id="form-error")
-            with Horizontal(classes="dialog-buttons"):
-                yield Button(self.submit_label, id="form-submit", variant="error" if self.danger else "primary", compact=True)
-                yield Button("Cancel", id="form-cancel", compact=True)
-        yield Footer(compact=True)
-
-    def fields(self) -> ComposeResult:
-        raise NotImplementedError
-
-    def result(self) -> ResultT:
-        """The form's value; raises Incomplete when a field is missing."""
-        raise NotImplementedError
-
-    def value(self, field_id: str, what: str) -> str:
-        text = self.query_one(f"#{field_id}", Input).value.strip()
-        if not text:
-            raise Incomplete(f"Enter {what}.", field_id)
-        return text
-
-    @on(Input.Submitted)
-    @on(OptionList.OptionSelected)
-    def next_field_or_submit(self, event: Input.Submitted | OptionList.OptionSelected) -> None:
-        fields = list(self.query(".field"))
-        if event.control is fields[-1]:
-            self.submit()
-        else:
-            fields[fields.index(event.control) + 1].focus()
-
-    @on(Button.Pressed, "#form-submit")
-    def submit(self) -> None:
-        try:
-            value = self.result()
-        except Incomplete as exc:
-            error = self.query_one("#form-error", Static)
-            error.update(Content(str(exc)))
-            error.display = True
-            self.query_one(f"#{exc.field_id}").focus()
-            return
-        self.dismiss(value)
-
-    @on(Button.Pressed, "#form-cancel")
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
-
-class UserForm(FormScreen[NewUser]):
-    def __init__(self) -> None:
-        super().__init__("Add a user (their key stays sealed on this node)", "Add")
-
-    def fields(self) -> ComposeResult:
-        yield labelled("Name", Input(id="user-name", placeholder="no spaces, e.g. bob", classes="field"))
-        yield labelled("Role", RoleList("member", id="user-role"))
-
-    def result(self) -> NewUser:
-        return NewUser(self.value("user-name", "a name"), self.query_one(RoleList).role)
-
-
-class RoleForm(FormScreen[str]):
-    def __init__(self, user: UserInfo) -> None:
-        super().__init__(f"Role for {user.name}", "Change")
-        self.current = user.role
-
-    def fields(self) -> ComposeResult:
-        yield labelled("Role", RoleList(self.current, id="role-choice"))
-
-    def result(self) -> str:
-        return self.query_one(RoleList).role
-
-
-ADMIN_POWERS = (
-    "Admins can add users and change roles, enroll and revoke nodes and users, delete anyone's "
-    "messages and take backups, on every node of the workspace."
-)
-
-
-class RoleConfirm(FormScreen[bool]):
-    """Asked before anyone is made an admin, naming them: the role is one keypress from the
-    others in the list. Cancel has the focus, so a stray Enter changes nothing."""
-
-    AUTO_FOCUS = "#form-cancel"
-
-    def __init__(self, who: str) -> None:
-        super().__init__(f"Make {who} an ADMIN?", "Make admin", f"{ADMIN_POWERS}\nTab to Make admin, then Enter; Escape cancels.", danger=True)
-
-    def fields(self) -> ComposeResult:
-        yield from ()
-
-    def result(self) -> bool:
-        return True
-
-
-class InviteForm(FormScreen[Invitation]):
-    def __init__(self) -> None:
-        super().__init__("Enroll a node and its first user", "Enroll")
-
-    def fields(self) -> ComposeResult:
-        yield labelled("Node name", Input(id="invite-node", placeholder="e.g. bravo", classes="field"))
-        yield labelled("First user", Input(id="invite-user", placeholder="a new user, e.g. bob", classes="field"))
-        yield labelled("Role", RoleList("member", id="invite-role"))
-        yield labelled("Write to", Input(id="invite-file", placeholder="file, e.g. /media/stick/bravo.enrollment", classes="field"))
-
-    def result(self) -> Invitation:
-        node_name = self.value("invite-node", "the new node's name")
-        user_name = self.value("invite-user", "the first user's name")
-        path = Path(self.value("invite-file", "where to write the enrollment file")).expanduser().absolute()
-        return Invitation(node_name, user_name, self.query_one(RoleList).role, path)
-
-
-class ReasonForm(FormScreen[str]):
-    """Confirms a revocation; the reason travels with it to every node."""
-
-    def __init__(self, title: str, detail: str) -> None:
-        super().__init__(title, "Revoke", detail, danger=True)
-
-    def fields(self) -> ComposeResult:
-        yield labelled("Reason", Input(id="revoke-reason", placeholder="why (recorded and sent along)", classes="field"))
-
-    def result(self) -> str:
-        return self.value("revoke-reason", "a reason")
-
-
-class NetworkForm(FormScreen[str]):
-    def __init__(self, action: str) -> None:
-        super().__init__(f"{action.capitalize()} LAN sessions with a network (incoming and dialled)", action.capitalize())
-
-    def fields(self) -> ComposeResult:
-        yield labelled("Network", Input(id="rule-network", placeholder="CIDR, e.g. 10.1.0.0/16 or fd00::/8", classes="field"))
-
-    def result(self) -> str:
-        return self.value("rule-network", "a network")
-
-
-class BackupForm(FormScreen[Path]):
-    def __init__(self) -> None:
-        super().__init__("Back up this node", "Back up", "A consistent copy of the whole store, taken while the node runs. It opens only with this node's passphrase.")
-
-    def fields(self) -> ComposeResult:
-        yield labelled("Folder", Input(id="backup-folder", placeholder="e.g. /media/backup", classes="field"))
-
-    def result(self) -> Path:
-        return Path(self.value("backup-folder", "the folder to write the backup into")).expanduser().absolute()
-
-
-class EnrollmentCard(ModalScreen[None]):
-    """The one-time code, shown once: the file travels on the stick, the code by voice."""
-
-    CSS_PATH = "admin.tcss"
-    BINDINGS = [Binding("escape,enter", "dismiss", "Close")]
-
-    def __init__(self, enrollment: Enrollment, request: Invitation) -> None:
-        super().__init__()
-        self.enrollment = enrollment
-        self.request = request
-
-    def compose(self) -> ComposeResult:
-        request, enrollment = self.request, self.enrollment
-        with Vertical(classes="dialog admin-dialog"):
-            yield Static(Content(f"Node {printable(request.node_name)} enrolled"), classes="dialog-title")
-            yield Static(Content("Enrollment file written to:"))
-            yield Static(Content(printable(str(request.path))), id="enrollment-file")
-            yield Static(Content("One-time code: tell it to the new node's operator, never write it on the stick:"))
-            yield Static(Content(enrollment.code), id="enrollment-code")
-            yield Static(Content(f"Node id {enrollment.node_id}, first user {printable(enrollment.user_name)} ({request.role})"))
-            yield Static(Content("Enter or Escape closes; the code is not shown again."), classes="dialog-hint")
-        yield Footer(compact=True)
 
 
 class AuditFilter(Input):
@@ -427,9 +127,25 @@ class AdminScreen(Screen[None]):
         Binding("4", "tab('audit')", "Audit log", show=False),
     ]
 
-    def __init__(self, node: Node) -> None:
+    def __init__(
+        self,
+        *,
+        identity: IdentityService,
+        directory: DirectoryService,
+        enrollment: EnrollmentService,
+        peers: PeersService,
+        audit: AuditService,
+        custody: CustodyService,
+        feed: ChangeFeed,
+    ) -> None:
         super().__init__()
-        self.node = node
+        self.identity = identity
+        self.directory = directory
+        self.enrollment = enrollment
+        self.peers = peers
+        self.audit_log = audit  # self.audit holds the rows shown
+        self.custody = custody
+        self.feed = feed
         self.tab = "users"
         self.users: dict[str, UserInfo] = {}
         self.nodes: dict[str, NodeInfo] = {}
@@ -467,7 +183,7 @@ class AdminScreen(Screen[None]):
         self.table("#rules-table").add_columns("Network", "Rule", "Source")
         self.table("#audit-table").add_columns("Seq", "Time", "Action", "Actor", "Detail")
         self.reload()
-        self.subscription = self.node.feed.subscribe(self.node_changed)
+        self.subscription = self.feed.subscribe(self.node_changed)
 
     def on_unmount(self) -> None:
         self.subscription.close()
@@ -520,16 +236,16 @@ class AdminScreen(Screen[None]):
     async def reload(self) -> None:
         """Everything the tabs show, in one go: the newest load wins."""
         try:
-            identity, users, nodes = self.node.identity.whoami(), self.node.directory.users(revoked=True), self.node.directory.nodes()
-            rules = await self.node.peers.network_rules(interface_networks())
-            records = await self.node.audit.entries(AUDIT_LIMIT)
-            verdict = await self.node.audit.verify()
+            identity, users, nodes = self.identity.whoami(), self.directory.users(revoked=True), self.directory.nodes()
+            rules = await self.peers.network_rules(interface_networks())
+            records = await self.audit_log.entries(AUDIT_LIMIT)
+            verdict = await self.audit_log.verify()
         except RallypointError as exc:
-            self.post_message(ActionFailed(str(exc), reload=False))
+            self.post_message(Failed(str(exc)))
             return
         known = {info.key.hex(): f"node {info.name}" for info in nodes} | {user.key.hex(): user.name for user in users}
         audit = [
-            AuditRow(r.seq, r.at, r.action, known.get(r.actor) or ("-" if r.actor == "-" else self.node.directory.user_name(r.actor)), json.dumps(r.detail, ensure_ascii=False, sort_keys=True))
+            AuditRow(r.seq, r.at, r.action, known.get(r.actor) or ("-" if r.actor == "-" else self.directory.user_name(r.actor)), json.dumps(r.detail, ensure_ascii=False, sort_keys=True))
             for r in reversed(records)  # newest first
         ]
         self.post_message(AdminLoaded(identity, users, nodes, rules, audit, verdict))
@@ -603,7 +319,7 @@ class AdminScreen(Screen[None]):
         try:
             done = await call()
         except RallypointError as exc:
-            self.post_message(ActionFailed(str(exc)))
+            self.post_message(Failed(str(exc), reload=True))
             return
         self.post_message(ActionDone(done))
 
@@ -612,8 +328,8 @@ class AdminScreen(Screen[None]):
         self.notify(printable(event.text), markup=False)
         self.reload()
 
-    @on(ActionFailed)
-    def action_failed(self, event: ActionFailed) -> None:
+    @on(Failed)
+    def action_failed(self, event: Failed) -> None:
         self.notify(printable(event.reason), severity="error", markup=False)
         if event.reload:
             self.reload()  # a refusal is audited: the log has a new entry
@@ -649,7 +365,7 @@ class AdminScreen(Screen[None]):
         self.app.push_screen(RoleConfirm(who), confirmed)
 
     async def add_user(self, request: NewUser) -> str:
-        user = await self.node.directory.add_user(request.name, request.role)
+        user = await self.directory.add_user(request.name, request.role)
         return f"User {user.name} added ({user.role})"
 
     def action_change_role(self) -> None:
@@ -664,7 +380,7 @@ class AdminScreen(Screen[None]):
         self.app.push_screen(RoleForm(user), chosen)
 
     async def set_role(self, name: str, role: str) -> str:
-        user = await self.node.directory.set_role(name, role)
+        user = await self.directory.set_role(name, role)
         return f"{user.name} is now {user.role}"
 
     def action_revoke_user(self) -> None:
@@ -682,7 +398,7 @@ class AdminScreen(Screen[None]):
         self.app.push_screen(form, confirmed)
 
     async def revoke(self, subject: bytes, reason: str, what: str) -> str:
-        await self.node.directory.revoke(subject, reason)
+        await self.directory.revoke(subject, reason)
         return f"{what} revoked"
 
     # --- nodes ---
@@ -698,18 +414,18 @@ class AdminScreen(Screen[None]):
     async def enroll(self, request: Invitation) -> None:
         problem = await asyncio.to_thread(unwritable, request.path)
         if problem is not None:
-            self.post_message(ActionFailed(problem, reload=False))
+            self.post_message(Failed(problem))
             return
         try:
-            enrollment = await self.node.enrollment.invite(request.node_name, request.user_name, request.role)
+            enrollment = await self.enrollment.invite(request.node_name, request.user_name, request.role)
         except RallypointError as exc:
-            self.post_message(ActionFailed(str(exc)))
+            self.post_message(Failed(str(exc), reload=True))
             return
         try:
             await asyncio.to_thread(write_atomically, request.path, enrollment.data)
         except OSError as exc:
             # The certificates are in the directory already; without the file they are of no use.
-            self.post_message(ActionFailed(f"node {enrollment.node_id} was certified but {request.path} could not be written ({exc.strerror or exc}): revoke it and enroll again"))
+            self.post_message(Failed(f"node {enrollment.node_id} was certified but {request.path} could not be written ({exc.strerror or exc}): revoke it and enroll again", reload=True))
             return
         self.post_message(Enrolled(enrollment, request))
 
@@ -739,7 +455,7 @@ class AdminScreen(Screen[None]):
         self.app.push_screen(BackupForm(), chosen)
 
     async def take_backup(self, folder: Path) -> str:
-        taken = await self.node.custody.backup(folder)
+        taken = await self.custody.backup(folder)
         return f"Backup written to {taken.path} ({taken.bytes:,} bytes)"
 
     # --- IP allowlist ---
@@ -752,7 +468,7 @@ class AdminScreen(Screen[None]):
         self.app.push_screen(NetworkForm(action), chosen)
 
     async def set_rule(self, network: str, action: str | None) -> str:
-        normal = await self.node.peers.set_network_rule(network, action)
+        normal = await self.peers.set_network_rule(network, action)
         return f"Rule for {normal} removed" if action is None else f"LAN sessions with {normal}, both directions: {action}"
 
     def action_remove_rule(self) -> None:
@@ -764,6 +480,19 @@ class AdminScreen(Screen[None]):
             self.notify(f"{rule.network} is a built-in default: it stays until you allow a network.", severity="warning", markup=False)
             return
         self.perform(partial(self.set_rule, rule.network, None))
+
+
+def admin_screen(node: Node) -> AdminScreen:
+    """The admin screen with the node's services it uses."""
+    return AdminScreen(
+        identity=node.identity,
+        directory=node.directory,
+        enrollment=node.enrollment,
+        peers=node.peers,
+        audit=node.audit,
+        custody=node.custody,
+        feed=node.feed,
+    )
 
 
 def fill(table: DataTable[Text], rows: Iterable[tuple[str, tuple[Text, ...]]], follow_first: bool = False) -> None:

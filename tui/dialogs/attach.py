@@ -18,7 +18,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.content import Content
-from textual.message import Message
 from textual.screen import ModalScreen
 from textual.suggester import Suggester
 from textual.widgets import DirectoryTree, Footer, Input, Static
@@ -26,7 +25,9 @@ from textual.widgets.directory_tree import DirEntry
 
 from appliance.errors import BlobTooLarge, InvalidInput, RallypointError
 from appliance.node import Attachment
-from tui.text import file_size, printable
+from tui.formatting import file_size
+from tui.messages import FileChecked
+from tui.text import printable
 
 
 @dataclass(frozen=True)
@@ -108,15 +109,6 @@ def worth_reporting(path: Path) -> bool:
     """While a path is being typed or browsed, only something that exists and is not a folder
     gets a verdict; a missing file is news only once Enter asks for it."""
     return path.exists() and not path.is_dir()
-
-
-class FileChecked(Message, bubble=False):
-    def __init__(self, path: Path, file: LocalFile | None, problem: str, chosen: bool) -> None:
-        super().__init__()
-        self.path = path
-        self.file = file
-        self.problem = problem  # "" when there is nothing to say yet
-        self.chosen = chosen  # Enter asked for it: attach it if it passes
 
 
 class AttachScreen(ModalScreen[LocalFile | None]):
