@@ -371,7 +371,7 @@ def touched_messages(doc: Document, before: list[bytes]) -> set[str] | None:
 
 def _fields(doc: Document, obj: bytes) -> dict[str, tuple[Any, bytes]]:
     """Every key of a map with its value and op id, in two calls into the library."""
-    return dict(zip(doc.keys(obj), doc.values(obj)))
+    return dict(zip(doc.keys(obj), doc.values(obj), strict=True))
 
 
 def _as_scalar(entry: tuple[Any, bytes] | None) -> tuple[Any, bytes | None]:

@@ -113,7 +113,9 @@ class Node:
             ws_pub = bytes(workspace_key.verify_key)
             now = clock()
             issued = [
-                certs.issue_certificate(workspace_key, workspace=ws_pub, kind=certs.SubjectKind.USER, key=bytes(user_key.verify_key), name=user_name, role=certs.Role.ADMIN, issued_at=now, home=bytes(node_key.verify_key)),
+                certs.issue_certificate(
+                    workspace_key, workspace=ws_pub, kind=certs.SubjectKind.USER, key=bytes(user_key.verify_key), name=user_name, role=certs.Role.ADMIN, issued_at=now, home=bytes(node_key.verify_key)
+                ),
                 certs.issue_certificate(workspace_key, workspace=ws_pub, kind=certs.SubjectKind.NODE, key=bytes(node_key.verify_key), name=node_name, role=certs.Role.NODE, issued_at=now),
             ]
             keys = Keys(rng(32), node_key, workspace_key, {bytes(user_key.verify_key): user_key})

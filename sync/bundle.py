@@ -29,10 +29,6 @@ from appliance import cbor, crypto
 from appliance.changes import SignedChange
 from appliance.ids import key_id
 from sync import fields, sealing
-from sync.sealing import CHUNK_OVERHEAD as CHUNK_OVERHEAD
-from sync.sealing import STREAM_HEADER_BYTES as STREAM_HEADER_BYTES
-from sync.sealing import TAG_FINAL as TAG_FINAL
-from sync.sealing import TAG_MESSAGE as TAG_MESSAGE
 from sync.errors import (
     BundleRejected,
     Malformed,
@@ -44,6 +40,10 @@ from sync.errors import (
     UnknownSender,
     UnsupportedVersion,
 )
+from sync.sealing import CHUNK_OVERHEAD as CHUNK_OVERHEAD
+from sync.sealing import STREAM_HEADER_BYTES as STREAM_HEADER_BYTES
+from sync.sealing import TAG_FINAL as TAG_FINAL
+from sync.sealing import TAG_MESSAGE as TAG_MESSAGE
 
 Buffer = cbor.Buffer
 

@@ -20,8 +20,7 @@ import nacl.signing
 from appliance import crypto
 from appliance.ids import key_id
 from sync import bundle as common
-from sync import sealing
-from sync import fields
+from sync import fields, sealing
 from sync.bundle import (
     ID_BYTES,
     KEY_BYTES,

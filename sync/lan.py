@@ -44,7 +44,7 @@ from sync.channel import StreamChannel
 from sync.defaults import DEFAULT_PORT
 from sync.discovery import Advert, Discovery, DiscoveryEvent, PeerGone, PeerSeen
 from sync.errors import SessionError, SyncError
-from sync.events import EventSink, LanEvent, PeerDiscovered, PeerLost, Received, Refused, RefusalsSummarised, SessionDown, SessionInfo, SessionUp, Wiped
+from sync.events import EventSink, LanEvent, PeerDiscovered, PeerLost, Received, RefusalsSummarised, Refused, SessionDown, SessionInfo, SessionUp, Wiped
 from sync.gate import HandshakeGate, Pending
 from sync.interfaces import interface_networks
 from sync.memory import release_free_memory

@@ -15,8 +15,8 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import nacl.signing
-from automerge.core import ROOT, ScalarType
 from automerge._automerge import Document
+from automerge.core import ROOT, ScalarType
 
 from appliance import certs, crypto, documents
 from appliance.changes import SignedChange, parse_change, sign_change, verify_batch

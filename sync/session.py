@@ -22,8 +22,8 @@ from appliance.model import Carrier, Delta, Receipt
 from sync import wire
 from sync.errors import ChannelLost, SessionError
 from sync.events import LanEvent, Received, SessionDown, SessionInfo, SessionUp
-from sync.ports import FrameChannel, LanBook, Replica
 from sync.packing import pack_delta
+from sync.ports import FrameChannel, LanBook, Replica
 
 RESYNC_GROUP_CHANGES = 4096  # changes read from the store at a time when a session starts
 PART_BUDGET = 1024 * 1024  # changes and blobs per Changes message: well under the frame cap, and pipelines

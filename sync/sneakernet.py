@@ -29,8 +29,8 @@ from appliance.errors import (
     InvalidInput,
     MissingDependencies,
 )
-from appliance.model import Carrier, ChannelIntake, Delta, ImportSummary, Receipt
 from appliance.kernel import wall_clock_ms
+from appliance.model import Carrier, ChannelIntake, Delta, ImportSummary, Receipt
 from sync import stick
 from sync.bundle import (
     DEFAULT_CHUNK_SIZE,
@@ -48,9 +48,9 @@ from sync.bundle import (
 from sync.defaults import DEFAULT_MAX_BYTES, MiB
 from sync.errors import BundleRejected, NotAddressedToMe, StickError, SyncError, UnknownSender
 from sync.packing import pack_delta
-from sync.replica import CourierNode
 from sync.ports import Medium, StickFile, StickProblem
 from sync.quarantine import DroppedFile, Quarantined, QuarantineQuota
+from sync.replica import CourierNode
 
 MIN_MAX_BYTES = 64 * 1024
 IMPORT_LIMITS = Limits(max_bundle_bytes=256 * MiB, max_plaintext_bytes=256 * MiB, max_items=4_000_000)

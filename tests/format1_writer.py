@@ -12,8 +12,7 @@ import nacl.signing
 
 from appliance import cbor, crypto
 from sync import bundle as common
-from sync import sealing
-from sync import bundle_v1
+from sync import bundle_v1, sealing
 from sync.bundle import CONTENT_KEY_BYTES, ID_BYTES, MAGIC, MAX_HEADER_BYTES, RANDOMNESS_BYTES, STREAM_HEADER_BYTES, BundleContent
 from sync.bundle_v1 import DERIVE_CONTEXT, LENGTH_BYTES, VERSION
 from sync.errors import BundleRejected

@@ -272,7 +272,8 @@ def build_v1_vectors() -> dict[str, bytes]:
     add("payload_over_limit", build("payload_over_limit", with_blob, ["A"], chunk_size=1024),
         f"a {len(plaintext):,}-byte payload opened with max_plaintext_bytes 2048", "rejected: too large", limits={"max_plaintext_bytes": 2048})
     add("blob_over_limit", build("blob_over_limit", with_blob, ["A"]), "a 3000-byte blob opened with max_blob_bytes 2048", "rejected: too large", limits={"max_blob_bytes": 2048})
-    add("items_over_limit", build("items_over_limit", small, ["A"]), f"a payload of {count_items(cbor.encode(bundle._content_to_wire(small)))} CBOR items opened with max_items 10", "rejected: too large", limits={"max_items": 10})
+    small_items = count_items(cbor.encode(bundle._content_to_wire(small)))
+    add("items_over_limit", build("items_over_limit", small, ["A"]), f"a payload of {small_items} CBOR items opened with max_items 10", "rejected: too large", limits={"max_items": 10})
     wrong_hash = cbor.encode({"directory": [], "changes": [], "blobs": [[hashlib.sha256(b"other").digest(), blob_data]], "acks": {}})
     add("blob_hash_mismatch", seal_raw("blob_hash_mismatch", wrong_hash, ["A"]), "a blob whose data does not hash to its key", "rejected: malformed")
     add("payload_missing_field", seal_raw("payload_missing_field", cbor.encode({"directory": [], "changes": [], "blobs": []}), ["A"]),
@@ -416,7 +417,8 @@ def build_v2_vectors() -> dict[str, bytes]:
     _, _, other_signature = opened_inner(files["ok_small.bundle"], "A")
     add("swapped_signature", seal2("swapped_signature", blob_payload, ["A"], inner=lambda e, h, p, _s: bundle._inner_plaintext(e, h, p, other_signature)),
         "the signature of ok_small in place of this bundle's own", "rejected: tampered")
-    add("tampered_inner_header", seal2("tampered_inner_header", blob_payload, ["A"], inner=lambda e, h, p, s: bundle._inner_plaintext(e, h.replace(CREATED_AT.to_bytes(8, "big"), (CREATED_AT + 1).to_bytes(8, "big")), p, s)),
+    later = (CREATED_AT.to_bytes(8, "big"), (CREATED_AT + 1).to_bytes(8, "big"))
+    add("tampered_inner_header", seal2("tampered_inner_header", blob_payload, ["A"], inner=lambda e, h, p, s: bundle._inner_plaintext(e, h.replace(*later), p, s)),
         "created_at changed by one millisecond inside the encryption (as a recipient could), not signed again", "rejected: tampered")
     add("noncanonical_header", seal2("noncanonical_header", blob_payload, ["A"], inner=resigned_header(lambda f: cbor.encode(f).replace(b"\x61v\x02", b"\x61v\x18\x02"))),
         "the inner header's v written as a 1-byte-argument integer, signed again by the sender", "rejected: malformed")
@@ -437,7 +439,8 @@ def build_v2_vectors() -> dict[str, bytes]:
     add("payload_over_limit", build2("payload_over_limit", with_blob, ["A"], chunk_size=1024),
         "a bundle whose decrypted stream exceeds max_plaintext_bytes 2048", "rejected: too large", limits={"max_plaintext_bytes": 2048})
     add("blob_over_limit", build2("blob_over_limit", with_blob, ["A"]), "a 3000-byte blob opened with max_blob_bytes 2048", "rejected: too large", limits={"max_blob_bytes": 2048})
-    add("items_over_limit", build2("items_over_limit", small, ["A"]), f"a payload of {count_items(cbor.encode(bundle._content_to_wire(small)))} CBOR items opened with max_items 10", "rejected: too large", limits={"max_items": 10})
+    small_items = count_items(cbor.encode(bundle._content_to_wire(small)))
+    add("items_over_limit", build2("items_over_limit", small, ["A"]), f"a payload of {small_items} CBOR items opened with max_items 10", "rejected: too large", limits={"max_items": 10})
     wrong_hash = cbor.encode({"directory": [], "changes": [], "blobs": [[hashlib.sha256(b"other").digest(), blob_data]], "acks": {}})
     add("blob_hash_mismatch", seal2("blob_hash_mismatch", wrong_hash, ["A"]), "a blob whose data does not hash to its key", "rejected: malformed")
     add("payload_missing_field", seal2("payload_missing_field", cbor.encode({"directory": [], "changes": [], "blobs": []}), ["A"]), "a payload map without \"acks\"", "rejected: malformed")

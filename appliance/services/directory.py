@@ -97,7 +97,8 @@ class DirectoryService:
             raise InvalidInput(f"user {name!r} already exists; use `user role` to change the role")
         user_key = crypto.new_signing_key(self._kernel.rng(32))
         pub = bytes(user_key.verify_key)
-        cert = certs.issue_certificate(issuer, workspace=self._identity.row.workspace_key, kind=certs.SubjectKind.USER, key=pub, name=name, role=granted, issued_at=self._kernel.clock(), home=self._identity.row.node_key)
+        workspace = self._identity.row.workspace_key
+        cert = certs.issue_certificate(issuer, workspace=workspace, kind=certs.SubjectKind.USER, key=pub, name=name, role=granted, issued_at=self._kernel.clock(), home=self._identity.row.node_key)
         sealed = crypto.secretbox_seal(self._identity.keys.data_key, bytes(user_key), self._kernel.rng(crypto.NONCE_BYTES))
 
         async def keep_secret(conn: AsyncConnection) -> None:
@@ -113,7 +114,10 @@ class DirectoryService:
         current = self._roster.current.user_by_name(name)
         if current is None:
             raise NotFound(f"no user {name!r}")
-        cert = certs.issue_certificate(issuer, workspace=self._identity.row.workspace_key, kind=certs.SubjectKind.USER, key=current.key, name=name, role=granted, issued_at=max(self._kernel.clock(), current.issued_at + 1), home=current.home)
+        issued_at = max(self._kernel.clock(), current.issued_at + 1)  # newer than the certificate it replaces
+        cert = certs.issue_certificate(
+            issuer, workspace=self._identity.row.workspace_key, kind=certs.SubjectKind.USER, key=current.key, name=name, role=granted, issued_at=issued_at, home=current.home
+        )
         await self.add_entries([cert], "role_changed", {"user": name, "from": current.role, "to": role})
         return UserInfo(name=name, key=current.key, role=granted, local=current.key in self._identity.keys.users)
 

@@ -83,7 +83,8 @@ class EnrollmentService:
             raise EnrollmentRejected("the enrollment file's certificates do not verify up to its workspace key")
         await write_identity(self._kernel.store, row, keys, passphrase, kdf, self._kernel.rng, self._kernel.clock())
         async with self._kernel.store.transaction() as conn:
-            await self._kernel.audit(conn, self._kernel.clock(), row.default_user.hex(), "joined", {"workspace": self._identity.workspace_id, "node": self._identity.node_id, "invited_by": inner["invited_by"]})
+            joined = {"workspace": self._identity.workspace_id, "node": self._identity.node_id, "invited_by": inner["invited_by"]}
+            await self._kernel.audit(conn, self._kernel.clock(), row.default_user.hex(), "joined", joined)
 
 
 def enrolled_identity(inner: dict[str, Any], incarnation: bytes, data_key: bytes) -> tuple[IdentityRow, Keys]:

@@ -11,9 +11,9 @@ from sqlalchemy import and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance import documents, ids
-from appliance.graph import ancestors, frontier, split_hashes
 from appliance import schema as t
 from appliance.changes import SignedChange
+from appliance.graph import ancestors, frontier, split_hashes
 from appliance.kernel import Kernel
 from appliance.model import BlobDelta, Delta, DocumentDelta
 from appliance.services.heads import ChannelHeads

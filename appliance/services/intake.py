@@ -14,11 +14,11 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance import certs, crypto, documents, ids
-from appliance.graph import ancestors
 from appliance import schema as t
 from appliance.changes import SignedChange, VerifiedChange, verify_batch
 from appliance.errors import CertificateInvalid, ChangeRejected
 from appliance.feed import Origin
+from appliance.graph import ancestors
 from appliance.kernel import Kernel
 from appliance.model import ChannelIntake, ImportResult, ImportSummary, Receipt
 from appliance.services.blobs import BlobsService

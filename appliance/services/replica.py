@@ -19,11 +19,11 @@ from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance import documents
-from appliance.graph import ancestors
 from appliance import schema as t
 from appliance.changes import ChangeHeader, SignedChange, VerifiedChange, parse_change, sign_change
 from appliance.errors import ChangeRejected, NodeLocked, RallypointError, StorageError
 from appliance.feed import DirectoryChanged, DocumentsChanged, Origin
+from appliance.graph import ancestors
 from appliance.kernel import Kernel, Stale
 from appliance.services.heads import ChannelHeads
 from appliance.services.identity import LOCKED_SETTING, IdentityService

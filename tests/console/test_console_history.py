@@ -14,8 +14,8 @@ from appliance.node import Node
 from tests.conftest import FAST, PASSPHRASE
 from tests.console_helpers import SIZE, main_screen, until
 from tui.app import RallypointApp
-from tui.widgets.message_list import MessageList
 from tui.history import PAGE, WINDOW, Window, oldest_window
+from tui.widgets.message_list import MessageList
 
 COUNT = 20_000
 

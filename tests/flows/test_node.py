@@ -10,10 +10,7 @@ import pytest
 
 from appliance import documents
 from appliance import node as node_module
-from appliance.services import chat as chat_module
-from appliance.services import replica as replica_module
 from appliance.changes import SignedChange
-from appliance.ids import normalise_key_id
 from appliance.errors import (
     BlobTooLarge,
     ChangeRejected,
@@ -23,7 +20,10 @@ from appliance.errors import (
     PermissionDenied,
     WrongPassphrase,
 )
+from appliance.ids import normalise_key_id
 from appliance.node import Attachment, Node
+from appliance.services import chat as chat_module
+from appliance.services import replica as replica_module
 from tests.conftest import FAST, PASSPHRASE, make_workspace, run_cli, sync_all
 
 

@@ -14,9 +14,9 @@ import pytest
 
 from appliance import certs, crypto, documents
 from sync.events import Received, SessionDown, SessionUp
-from sync.session import BLOB_PART_BYTES, SessionTiming
-from sync.twins import TwinNode, twin_nodes, time_ms
 from sync.memory_replica import Workspace
+from sync.session import BLOB_PART_BYTES, SessionTiming
+from sync.twins import TwinNode, time_ms, twin_nodes
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.timeout(30)

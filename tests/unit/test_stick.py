@@ -24,11 +24,11 @@ from sync.stick import (
     MAX_LISTED_PROBLEMS,
     STICK_DIR,
     StickFile,
+    StickMedium,
     StickScan,
     anonymous_file_name,
     bundle_file_name,
     outbox_name,
-    StickMedium,
     parse_bundle_file_name,
 )
 
@@ -586,7 +586,8 @@ async def test_quarantine_never_overwrites(tmp_path: Path) -> None:
     home.mkdir()
     quarantine = home / "quarantine"
     name = name_for()
-    first, second, third = [(await StickMedium(tmp_path, quarantine_dir=quarantine).quarantine(data, name, why)).path for data, why in ((b"one", "tampered"), (b"two", "truncated\n"), (b"three", "malformed"))]
+    medium = StickMedium(tmp_path, quarantine_dir=quarantine)
+    first, second, third = [(await medium.quarantine(data, name, why)).path for data, why in ((b"one", "tampered"), (b"two", "truncated\n"), (b"three", "malformed"))]
     assert first and second and third
 
     assert stat.S_IMODE(quarantine.stat().st_mode) == 0o700 & ~current_umask()

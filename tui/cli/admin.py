@@ -97,7 +97,10 @@ async def cmd_audit(args: argparse.Namespace) -> None:
         emit(
             args,
             [{"seq": e.seq, "at": iso_utc(e.at), "actor": e.actor, "action": e.action, "detail": e.detail} for e in entries],
-            "\n".join(f"{e.seq:>6} {iso_utc(e.at)} {e.action:<18} {printable(node.directory.user_name(e.actor)) if e.actor != '-' else '-':<12} {printable(json.dumps(e.detail, ensure_ascii=False))}" for e in entries),
+            "\n".join(
+                f"{e.seq:>6} {iso_utc(e.at)} {e.action:<18} {printable(node.directory.user_name(e.actor)) if e.actor != '-' else '-':<12} {printable(json.dumps(e.detail, ensure_ascii=False))}"
+                for e in entries
+            ),
         )
 
     await with_node(args, run)

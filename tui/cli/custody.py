@@ -37,7 +37,8 @@ async def cmd_restore(args: argparse.Namespace) -> None:
         emit(
             args,
             {"home": str(home), "workspace": me.workspace_name, "node": me.node_name, "node_id": me.node_id},
-            f"Node {me.node_name} ({me.node_id}) of {me.workspace_name} restored into {home}\nA LAN session brings what its peers wrote since the backup; by courier, send each peer a bundle first (they then know what it lacks).",
+            f"Node {me.node_name} ({me.node_id}) of {me.workspace_name} restored into {home}\n"
+            "A LAN session brings what its peers wrote since the backup; by courier, send each peer a bundle first (they then know what it lacks).",
         )
 
 

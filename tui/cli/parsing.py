@@ -45,6 +45,12 @@ def common_options() -> ArgumentParser:
     common = ArgumentParser(add_help=False)
     common.add_argument("--home", default=argparse.SUPPRESS, help="node data directory (default: $RALLYPOINT_HOME or ~/.local/share/rallypoint)")
     common.add_argument("--passphrase-file", default=argparse.SUPPRESS, help="read the passphrase from this file (else $RALLYPOINT_PASSPHRASE, else a prompt)")
-    common.add_argument("--as", dest="as_user", default=argparse.SUPPRESS, metavar="USER", help="act as this local user: only the node's own user may act until per-user sign-in exists (a later version); others are refused")
+    common.add_argument(
+        "--as",
+        dest="as_user",
+        default=argparse.SUPPRESS,
+        metavar="USER",
+        help="act as this local user: only the node's own user may act until per-user sign-in exists (a later version); others are refused",
+    )
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print stable JSON")
     return common

@@ -23,6 +23,7 @@ from tui.messages import Invitation
 from tui.text import printable
 from tui.widgets.controls import StoppingOptionList
 
+
 @dataclass(frozen=True)
 class NewUser:
     name: str

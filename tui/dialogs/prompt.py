@@ -10,7 +10,6 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, Static
 
 
-
 class PromptScreen(ModalScreen[str | None]):
     """One line of input (a reaction, an edited message); Enter saves, Escape cancels."""
 

@@ -24,8 +24,8 @@ from tui.dialogs.new_channel import NewChannel, NewChannelScreen
 from tui.history import PAGE, Window, oldest_window
 from tui.messages import ChannelCreated, Destination, Draft, Failed, Navigate, OldestFound, StoreChanged, ViewLoaded, Written
 from tui.screens.message_actions import MessageActions
-from tui.services import BlobsService, ChatService, DirectoryService, IdentityService, PeersService, ViewsService
 from tui.screens.search import SearchScreen
+from tui.services import BlobsService, ChatService, DirectoryService, IdentityService, PeersService, ViewsService
 from tui.text import printable
 from tui.widgets.attachment_bar import AttachmentBar
 from tui.widgets.channel_list import ChannelList

@@ -9,7 +9,6 @@ from textual.suggester import Suggester
 from textual.widgets import Input
 
 
-
 class MentionSuggester(Suggester):
     """Completes an @mention being typed at the end of the composer with a user's name."""
 
