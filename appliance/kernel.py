@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance import audit
 from appliance import schema as t
+from appliance.audit_actions import AuditAction
 from appliance.feed import ChangeFeed
 from appliance.store import Storage
 
@@ -74,12 +75,12 @@ class Kernel:
         if what not in self.skipped_writes:
             self.skipped_writes.append(what)
 
-    async def audit(self, conn: AsyncConnection, at: int, actor: str, action: str, detail: dict[str, object]) -> None:
+    async def audit(self, conn: AsyncConnection, at: int, actor: str, action: AuditAction, detail: dict[str, object]) -> None:
         """Appends an audit entry signed by the node's key, in `conn`'s transaction."""
         await append_audit(conn, self.signer, at, actor, action, detail)
 
 
-async def append_audit(conn: AsyncConnection, signer: nacl.signing.SigningKey | None, at: int, actor: str, action: str, detail: dict[str, object]) -> None:
+async def append_audit(conn: AsyncConnection, signer: nacl.signing.SigningKey | None, at: int, actor: str, action: AuditAction, detail: dict[str, object]) -> None:
     """Appends an entry signed with `signer`, the node's key (None only while it is still sealed)."""
     last = (await conn.execute(select(t.audit_log).order_by(t.audit_log.c.seq.desc()).limit(1))).mappings().first()
     prev = audit.AuditEntry(last["seq"], last["at"], last["actor"], last["action"], last["detail"], last["prev_hash"], last["hash"]) if last else None

@@ -15,6 +15,7 @@ import asyncio
 from pathlib import Path
 
 from appliance import certs, crypto, identity
+from appliance.audit_actions import AuditAction
 from appliance.errors import AlreadyInitialised, ChangeRejected, EnrollmentRejected, NotInitialised
 from appliance.kernel import Clock, Kernel, Random, wall_clock_ms
 from appliance.services.audit import AuditService
@@ -122,7 +123,7 @@ class Node:
             row = IdentityRow(workspace_name, ws_pub, node_name, bytes(node_key.verify_key), bytes(user_key.verify_key), rng(identity.INCARNATION_BYTES))
             await write_identity(store, row, keys, passphrase, kdf, rng, now)
             node = cls(home, store, row, keys, clock, rng)
-            await node.directory.add_entries(issued, "init", {"workspace": node.identity.workspace_id, "user": user_name, "node": node.identity.node_id})
+            await node.directory.add_entries(issued, AuditAction.INIT, {"workspace": node.identity.workspace_id, "user": user_name, "node": node.identity.node_id})
             return node
         except BaseException:
             await store.__aexit__(None, None, None)

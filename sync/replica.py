@@ -104,7 +104,7 @@ class CourierDirectory(NodeDirectory, Protocol):
 class CourierIntake(NodeIntake, Protocol):
     async def bundle_decision(self, digest: bytes) -> tuple[str, str] | None: ...
     async def record_rejection(
-        self, digest: bytes, *, outcome: str, reason: str, sender: bytes | None, bundle_id: bytes | None, created_at: int | None, source: str = "bundle", quarantine: Mapping[str, object] | None = None
+        self, digest: bytes, *, outcome: str, reason: str, sender: bytes | None, bundle_id: bytes | None, created_at: int | None, quarantine: Mapping[str, object] | None = None
     ) -> None: ...
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance import crypto, ids
 from appliance import schema as t
+from appliance.audit_actions import AuditAction
 from appliance.errors import BlobTooLarge, InvalidInput, NotFound
 from appliance.kernel import Kernel
 from appliance.services.identity import IdentityService
@@ -78,5 +79,5 @@ class BlobsService:
             updated = await conn.execute(update(t.settings).where(t.settings.c.name == "max_blob_bytes").values(value=str(limit)))
             if updated.rowcount == 0:
                 await conn.execute(insert(t.settings).values(name="max_blob_bytes", value=str(limit)))
-            await self._kernel.audit(conn, self._kernel.clock(), self._identity.user_key.hex(), "setting_changed", {"max_blob_bytes": limit})
+            await self._kernel.audit(conn, self._kernel.clock(), self._identity.user_key.hex(), AuditAction.SETTING_CHANGED, {"max_blob_bytes": limit})
         self.max_blob_bytes = limit

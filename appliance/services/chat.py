@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance import certs, documents, ids
 from appliance import schema as t
+from appliance.audit_actions import AuditAction
 from appliance.errors import InvalidInput, NotFound, PermissionDenied
 from appliance.kernel import Kernel, Stale
 from appliance.model import ChannelSummary
@@ -96,7 +97,7 @@ class ChatService:
 
         async def also(conn: AsyncConnection) -> None:
             await self._heads.materialise_head(conn, channel_id, self._replica.loaded(doc_id))
-            await self._kernel.audit(conn, self._kernel.clock(), self._identity.user_key.hex(), "channel_created", {"channel": name, "kind": kind})
+            await self._kernel.audit(conn, self._kernel.clock(), self._identity.user_key.hex(), AuditAction.CHANNEL_CREATED, {"channel": name, "kind": kind})
 
         await self._replica.commit_local(doc_id, mutate, also)
         return ChannelSummary(channel_id, name, purpose, kind, False, 0, 0, (cert.name,))
@@ -114,7 +115,7 @@ class ChatService:
 
         async def also(conn: AsyncConnection) -> None:
             await self._heads.materialise_head(conn, head.channel_id, self._replica.loaded(doc_id))
-            await self._kernel.audit(conn, self._kernel.clock(), self._identity.user_key.hex(), "member_added", {"channel": head.name, "user": user_name, "role": "member"})
+            await self._kernel.audit(conn, self._kernel.clock(), self._identity.user_key.hex(), AuditAction.MEMBER_ADDED, {"channel": head.name, "user": user_name, "role": "member"})
 
         await self._replica.commit_local(doc_id, lambda doc: documents.set_member(doc, target.key.hex(), documents.ChannelRole.MEMBER), also)
 
@@ -207,7 +208,7 @@ class ChatService:
         await self._replica.commit_local(doc_id, mutations, also)
         return message_ids
 
-    async def _modify(self, message_id: str, mutate: Callable[[Document], None], audited: str | None = None) -> None:
+    async def _modify(self, message_id: str, mutate: Callable[[Document], None], audited: AuditAction | None = None) -> None:
         """`audited`: the audit action to record with the change (its detail names the message)."""
         row = await self._views.message_row(message_id)
         head = await self._writable(row["channel_id"])
@@ -236,7 +237,7 @@ class ChatService:
         moderated = row["author"] != self._identity.user_key.hex()
         if moderated and not self._roster.current.is_admin(self._identity.user_key):
             raise PermissionDenied("only a message's author or an admin can delete it")
-        await self._modify(message_id, lambda doc: documents.delete_message(doc, row["message_id"], self._kernel.clock()), "message_deleted" if moderated else None)
+        await self._modify(message_id, lambda doc: documents.delete_message(doc, row["message_id"], self._kernel.clock()), AuditAction.MESSAGE_DELETED if moderated else None)
 
     async def react(self, message_id: str, emoji: str, *, remove: bool = False) -> None:
         emoji = check_emoji(emoji)

@@ -13,6 +13,7 @@ from sqlalchemy import insert, text, update
 
 from appliance import backups, certs, ids
 from appliance import schema as t
+from appliance.audit_actions import AuditAction
 from appliance.errors import AlreadyInitialised, InvalidInput, StorageError
 from appliance.files import COPY_CHUNK_BYTES, create_private, open_regular, owned
 from appliance.kernel import Kernel
@@ -55,7 +56,7 @@ class CustodyService:
             detail["removed_debris"] = {"files": debris.files, "bytes": debris.bytes}
         try:
             async with self._kernel.store.transaction() as conn:
-                await self._kernel.audit(conn, self._kernel.clock(), self._identity.user_key.hex(), "backup", detail)
+                await self._kernel.audit(conn, self._kernel.clock(), self._identity.user_key.hex(), AuditAction.BACKUP, detail)
         except StorageError as exc:  # a full disk is when a backup is wanted most: keep it, say so
             self._kernel.note_skipped_write(f"the backup {name} was written but is not in the audit log: {exc}")
         return BackupInfo(target, size, taken_at, debris.files, debris.bytes)
@@ -63,7 +64,7 @@ class CustodyService:
     async def record_restore(self, backup: Path) -> None:
         """Audits that this node was brought back from `backup` (the restore's last step)."""
         async with self._kernel.store.transaction() as conn:
-            await self._kernel.audit(conn, self._kernel.clock(), "-", "restored", {"file": backup.name})
+            await self._kernel.audit(conn, self._kernel.clock(), "-", AuditAction.RESTORED, {"file": backup.name})
 
     async def wipe_after_revocation(self, revocation: certs.Revocation) -> None:
         """Remote wipe: this node's own revocation arrived. Its data key and sealed secrets are
@@ -79,7 +80,7 @@ class CustodyService:
                     await conn.execute(text("INSERT INTO messages_fts(messages_fts) VALUES ('delete-all')"))
                 await conn.execute(update(t.node_identity).values(sealed_data_key=b""))
                 await conn.execute(insert(t.settings).values(name=LOCKED_SETTING, value=reason))
-                await self._kernel.audit(conn, self._kernel.clock(), self._identity.row.node_key.hex(), "wiped", {"revoked_by": revocation.issuer.hex(), "reason": revocation.reason})
+                await self._kernel.audit(conn, self._kernel.clock(), self._identity.row.node_key.hex(), AuditAction.WIPED, {"revoked_by": revocation.issuer.hex(), "reason": revocation.reason})
             self._identity.lock(reason)
         await self._kernel.store.scrub()
 

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance import certs, crypto, documents, ids
 from appliance import schema as t
+from appliance.audit_actions import AuditAction
 from appliance.errors import InvalidInput, NotFound
 from appliance.kernel import Kernel
 from appliance.model import NodeInfo, UserInfo
@@ -54,7 +55,7 @@ class DirectoryService:
     async def add_entries(
         self,
         entries: Sequence[certs.Certificate | certs.Revocation],
-        action: str,
+        action: AuditAction,
         detail: dict[str, object],
         extra: Callable[[AsyncConnection], Any] | None = None,
     ) -> None:
@@ -104,7 +105,7 @@ class DirectoryService:
         async def keep_secret(conn: AsyncConnection) -> None:
             await conn.execute(insert(t.sealed_secrets).values(public_key=pub, kind="user", sealed=sealed))
 
-        await self.add_entries([cert], "user_added", {"user": name, "role": role, "key": pub.hex()}, keep_secret)
+        await self.add_entries([cert], AuditAction.USER_ADDED, {"user": name, "role": role, "key": pub.hex()}, keep_secret)
         self._identity.keys.users[pub] = user_key
         return UserInfo(name=name, key=pub, role=granted, local=True)
 
@@ -118,7 +119,7 @@ class DirectoryService:
         cert = certs.issue_certificate(
             issuer, workspace=self._identity.row.workspace_key, kind=certs.SubjectKind.USER, key=current.key, name=name, role=granted, issued_at=issued_at, home=current.home
         )
-        await self.add_entries([cert], "role_changed", {"user": name, "from": current.role, "to": role})
+        await self.add_entries([cert], AuditAction.ROLE_CHANGED, {"user": name, "from": current.role, "to": role})
         return UserInfo(name=name, key=current.key, role=granted, local=current.key in self._identity.keys.users)
 
     async def revoke(self, subject: bytes, reason: str) -> None:
@@ -130,7 +131,7 @@ class DirectoryService:
         if known is None:
             raise NotFound("no such user or node in the directory")
         rev = certs.issue_revocation(issuer, workspace=self._identity.row.workspace_key, subject=subject, reason=reason, revoked_at=self._kernel.clock())
-        await self.add_entries([rev], "revoked", {"subject": known.name, "kind": known.kind, "key": subject.hex(), "reason": reason})
+        await self.add_entries([rev], AuditAction.REVOKED, {"subject": known.name, "kind": known.kind, "key": subject.hex(), "reason": reason})
 
     def node_key_of(self, node_id: str) -> bytes:
         """The key of an enrolled node, by node id (check character verified) or node name."""

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from appliance import cbor, certs, crypto, documents, identity, ids
+from appliance.audit_actions import AuditAction
 from appliance.changes import SignedChange
 from appliance.errors import EnrollmentRejected, InvalidInput, WrongPassphrase
 from appliance.kernel import Kernel
@@ -51,7 +52,7 @@ class EnrollmentService:
             certs.issue_certificate(issuer, workspace=ws, kind=certs.SubjectKind.USER, key=bytes(user_key.verify_key), name=user_name, role=granted, issued_at=now, home=bytes(node_key.verify_key)),
         ]
         node_id = ids.key_id(bytes(node_key.verify_key))
-        await self._directory.add_entries(issued, "invited", {"node": node_name, "node_id": node_id, "user": user_name, "role": role})
+        await self._directory.add_entries(issued, AuditAction.INVITED, {"node": node_name, "node_id": node_id, "user": user_name, "role": role})
         directory_changes = await self._replica.changes_for(documents.DIRECTORY_DOC, [])
         inner = cbor.encode(
             {
@@ -84,7 +85,7 @@ class EnrollmentService:
         await write_identity(self._kernel.store, row, keys, passphrase, kdf, self._kernel.rng, self._kernel.clock())
         async with self._kernel.store.transaction() as conn:
             joined = {"workspace": self._identity.workspace_id, "node": self._identity.node_id, "invited_by": inner["invited_by"]}
-            await self._kernel.audit(conn, self._kernel.clock(), row.default_user.hex(), "joined", joined)
+            await self._kernel.audit(conn, self._kernel.clock(), row.default_user.hex(), AuditAction.JOINED, joined)
 
 
 def enrolled_identity(inner: dict[str, Any], incarnation: bytes, data_key: bytes) -> tuple[IdentityRow, Keys]:

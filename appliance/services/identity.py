@@ -13,6 +13,7 @@ from sqlalchemy import insert, select
 
 from appliance import certs, crypto, ids
 from appliance import schema as t
+from appliance.audit_actions import AuditAction
 from appliance.errors import InvalidInput, NodeLocked, NotFound, NotInitialised, PermissionDenied, RallypointError, StorageError, WrongPassphrase
 from appliance.feed import NodeWiped
 from appliance.kernel import Clock, Kernel, Random, append_audit
@@ -100,7 +101,7 @@ class IdentityService:
         if not any((cert := self._roster.current.user(pub)) is not None and cert.name == name for pub in self.keys.users):
             raise NotFound(f"no local user {name!r} on this node")
         async with self._kernel.store.transaction() as conn:
-            await self._kernel.audit(conn, self._kernel.clock(), self.row.default_user.hex(), "permission_denied", {"action": f"act as {name}"})
+            await self._kernel.audit(conn, self._kernel.clock(), self.row.default_user.hex(), AuditAction.PERMISSION_DENIED, {"action": f"act as {name}"})
         owner = default.name if default is not None else ids.key_id(self.row.default_user)
         raise PermissionDenied(
             f"this node acts only as its own user {owner}: acting as {name} needs {name}'s own sign-in, which this version does not have yet"
@@ -132,7 +133,7 @@ class IdentityService:
         cert = self._roster.current.user(self.user_key)
         if cert is None or cert.role != "admin":
             async with self._kernel.store.transaction() as conn:
-                await self._kernel.audit(conn, self._kernel.clock(), self.user_key.hex(), "permission_denied", {"action": action})
+                await self._kernel.audit(conn, self._kernel.clock(), self.user_key.hex(), AuditAction.PERMISSION_DENIED, {"action": action})
             raise PermissionDenied(f"{action} needs the admin role")
         return self.keys.users[self.user_key]
 
@@ -203,7 +204,7 @@ async def unlock(store: Storage, home: Path, passphrase: str, clock: Clock) -> t
     except WrongPassphrase:
         with contextlib.suppress(StorageError):  # a full disk: the attempt goes unaudited, the answer stays right
             async with store.transaction() as conn:
-                await append_audit(conn, None, clock(), "-", "unlock_failed", {"reason": "wrong passphrase"})
+                await append_audit(conn, None, clock(), "-", AuditAction.UNLOCK_FAILED, {"reason": "wrong passphrase"})
         raise
     keys = Keys(data_key, None, None, {})  # type: ignore[arg-type]
     for secret in sealed_rows:

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance import certs, crypto, documents, ids
 from appliance import schema as t
+from appliance.audit_actions import AuditAction
 from appliance.changes import SignedChange, VerifiedChange, verify_batch
 from appliance.errors import CertificateInvalid, ChangeRejected
 from appliance.feed import Origin
@@ -324,7 +325,7 @@ class IntakeService:
         }
         if receipt.bundle_id is not None:
             detail["bundle"] = receipt.bundle_id.hex()
-        await self._kernel.audit(conn, now, self._identity.row.node_key.hex(), f"{receipt.source}_{outcome}", detail)
+        await self._kernel.audit(conn, now, self._identity.row.node_key.hex(), AuditAction(f"{receipt.source}_{outcome}"), detail)
 
     async def bundle_decision(self, digest: bytes) -> tuple[str, str] | None:
         """(outcome, reason) if this exact bundle file was decided on before."""
@@ -333,7 +334,7 @@ class IntakeService:
         return None if row is None else (row.outcome, row.reason)
 
     async def record_rejection(
-        self, digest: bytes, *, outcome: str, reason: str, sender: bytes | None, bundle_id: bytes | None, created_at: int | None, source: str = "bundle", quarantine: Mapping[str, object] | None = None
+        self, digest: bytes, *, outcome: str, reason: str, sender: bytes | None, bundle_id: bytes | None, created_at: int | None, quarantine: Mapping[str, object] | None = None
     ) -> None:
         """A refused bundle: one log row and one audit entry (a re-presented one is not audited
         again), with what happened to its copy in `quarantine` (kept, dropped, problem)."""
@@ -349,7 +350,7 @@ class IntakeService:
                 detail["bundle"] = bundle_id.hex()
             if quarantine is not None:
                 detail["quarantine"] = dict(quarantine)
-            await self._kernel.audit(conn, now, self._identity.row.node_key.hex(), f"{source}_rejected", detail)
+            await self._kernel.audit(conn, now, self._identity.row.node_key.hex(), AuditAction.BUNDLE_REJECTED, detail)
 
     async def courier_log(self, limit: int = 100) -> list[dict[str, Any]]:
         """The latest bundle decisions, newest first."""

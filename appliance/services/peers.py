@@ -10,6 +10,7 @@ from sqlalchemy import func, insert, select, update
 
 from appliance import certs, identity, ids, netpolicy
 from appliance import schema as t
+from appliance.audit_actions import AuditAction
 from appliance.errors import IdentityConflict, InvalidInput, NotFound
 from appliance.kernel import Kernel
 from appliance.model import LanPeer, PeerStatus
@@ -112,7 +113,7 @@ class PeersService:
                 raise NotFound(f"there is no rule for {normal}")
             if action is not None:
                 await conn.execute(insert(t.network_rules).values(network=normal, action=action, created_at=now, created_by=self._identity.user_key.hex()))
-            await self._kernel.audit(conn, now, self._identity.user_key.hex(), "network_rule", {"network": normal, "action": action or "removed"})
+            await self._kernel.audit(conn, now, self._identity.user_key.hex(), AuditAction.NETWORK_RULE, {"network": normal, "action": action or "removed"})
         return normal
 
     async def check_peer_incarnation(self, peer: bytes, incarnation: bytes, *, via: str, address: str | None = None, record: bool = True) -> None:
@@ -134,7 +135,7 @@ class PeersService:
                 detail: dict[str, object] = {"node": ids.key_id(peer), "via": via, "incarnation": incarnation.hex(), "detected": verdict.detected, "refusals": verdict.refusals}
                 if address is not None:
                     detail["address"] = address
-                await self._kernel.audit(conn, now, self._identity.row.node_key.hex(), "identity_conflict", detail)
+                await self._kernel.audit(conn, now, self._identity.row.node_key.hex(), AuditAction.IDENTITY_CONFLICT, detail)
         if verdict.refused:
             raise IdentityConflict(self._conflict_text(peer))
 
@@ -153,7 +154,7 @@ class PeersService:
         if address is not None:
             detail["address"] = address
         async with self._kernel.store.transaction() as conn:
-            await self._kernel.audit(conn, self._kernel.clock(), self._identity.row.node_key.hex(), "identity_conflict_reported", detail)
+            await self._kernel.audit(conn, self._kernel.clock(), self._identity.row.node_key.hex(), AuditAction.IDENTITY_CONFLICT_REPORTED, detail)
 
     async def audit_lan_refusal(self, address: str, reason: str, peer: bytes | None = None) -> None:
         """Records that an incoming or outgoing LAN session was refused, and why."""
@@ -161,10 +162,10 @@ class PeersService:
         if peer is not None:
             detail["peer"] = ids.key_id(peer)
         async with self._kernel.store.transaction() as conn:
-            await self._kernel.audit(conn, self._kernel.clock(), self._identity.row.node_key.hex(), "lan_refused", detail)
+            await self._kernel.audit(conn, self._kernel.clock(), self._identity.row.node_key.hex(), AuditAction.LAN_REFUSED, detail)
 
     async def audit_lan_refusals(self, summary: str, kind: str, refusals: int, addresses: int) -> None:
         """Records a summary of LAN refusals too many to audit one by one (a flood)."""
         detail: dict[str, object] = {"summary": summary, "reason": kind, "refusals": refusals, "addresses": addresses}
         async with self._kernel.store.transaction() as conn:
-            await self._kernel.audit(conn, self._kernel.clock(), self._identity.row.node_key.hex(), "lan_refusals_summarised", detail)
+            await self._kernel.audit(conn, self._kernel.clock(), self._identity.row.node_key.hex(), AuditAction.LAN_REFUSALS_SUMMARISED, detail)
