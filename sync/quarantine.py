@@ -141,6 +141,60 @@ def keep(data: bytes, quarantine_dir: Path, name: str, reason: str, quota: Quara
     return Quarantined(quarantine_dir / stored, tuple(DroppedFile(f.name, f.size, evicted) for f in decided.evict))
 
 
+@dataclass(frozen=True)
+class QuarantinedBundle:
+    """A bundle in the quarantine as an operator reads it: name, size, when, and its reason."""
+
+    name: str
+    size: int
+    mtime_ns: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class QuarantineListing:
+    bundles: tuple[QuarantinedBundle, ...]  # newest first, at most the `limit` asked for
+    total: int  # every bundle in the quarantine
+
+
+def listing(quarantine_dir: Path, *, limit: int, max_reason_bytes: int = 2048) -> QuarantineListing:
+    """The quarantined bundles, newest first, each with the reason its import gave (blocking I/O;
+    a quarantine not made yet is empty). Raises StickError when the folder cannot be read."""
+    try:
+        dir_fd = os.open(quarantine_dir, DIR_FLAGS)
+    except FileNotFoundError:  # made on the first rejection
+        return QuarantineListing((), 0)
+    except OSError as exc:
+        raise stick_error(exc, "reading the quarantine", medium="quarantine") from exc
+    try:
+        kept = sorted(_kept(dir_fd), key=lambda file: file.mtime_ns, reverse=True)
+        bundles = tuple(QuarantinedBundle(file.name, _bundle_size(dir_fd, file), file.mtime_ns, _reason(dir_fd, file.name, max_reason_bytes)) for file in kept[:limit])
+    finally:
+        os.close(dir_fd)
+    return QuarantineListing(bundles, len(kept))
+
+
+def _bundle_size(dir_fd: int, file: KeptFile) -> int:
+    """The bundle's own bytes (a KeptFile counts its reason file's too, for the quota)."""
+    try:
+        return os.stat(file.name, dir_fd=dir_fd, follow_symlinks=False).st_size
+    except OSError:
+        return file.size
+
+
+def _reason(dir_fd: int, name: str, max_bytes: int) -> str:
+    try:
+        fd = os.open(name + REASON_SUFFIX, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    except OSError:
+        return "(no reason recorded)"
+    try:
+        return os.read(fd, max_bytes).decode("utf-8", "replace").strip() if stat.S_ISREG(os.fstat(fd).st_mode) else "(no reason recorded)"
+    except OSError:
+        return "(no reason recorded)"
+    finally:
+        os.close(fd)
+
+
 def _kept(dir_fd: int) -> list[KeptFile]:
     """The bundles in the quarantine (up to _MAX_ENTRIES entries looked at), each with its reason file's size."""
     bundles: dict[str, os.stat_result] = {}

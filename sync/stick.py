@@ -55,6 +55,7 @@ from sync.quarantine import Quarantined, QuarantineQuota
 STICK_DIR = "rallypoint"
 BROADCAST = "broadcast"
 BUNDLES = "bundles"
+BUNDLE_FOLDER = f"{STICK_DIR}/{BUNDLES}"  # where bundles go on a stick, as shown to operators
 FORMAT_FILE = "FORMAT"
 FORMAT_LINE = "rallypoint-stick/1"
 OUTBOX_PREFIX = "to-"

@@ -81,3 +81,15 @@ async def test_the_report_names_what_the_quarantine_dropped(tmp_path: Path) -> N
     assert [d.name for d in report.quarantine_dropped] == names[:1]
     text = import_report_text(report, tmp_path / "bravo" / QUARANTINE_DIR, {})
     assert "Not kept in quarantine (1):" in text and f"  {names[0]} (" in text
+
+
+def test_the_listing_reads_newest_first_with_each_reason_and_the_bundles_own_size(tmp_path: Path) -> None:
+    folder = tmp_path / "quarantine"
+    assert quarantine.listing(folder, limit=10) == quarantine.QuarantineListing((), 0)  # made on the first rejection
+    quota = QuarantineQuota()
+    for index, (data, reason) in enumerate(((b"first", "tampered"), (b"second one", "truncated"), (b"third", "unknown sender"))):
+        quarantine.keep(data, folder, f"b{index}.bundle", reason, quota)
+        os.utime(folder / f"b{index}.bundle", ns=(index * 10**9, index * 10**9))
+    found = quarantine.listing(folder, limit=2)
+    assert found.total == 3
+    assert [(b.name, b.size, b.reason) for b in found.bundles] == [("b2.bundle", 5, "unknown sender"), ("b1.bundle", 10, "truncated")]

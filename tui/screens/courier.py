@@ -26,9 +26,10 @@ from textual.widgets.selection_list import Selection
 
 from appliance.errors import RallypointError
 from appliance.node import Node
-from sync import sneakernet, stick
+from sync import quarantine, sneakernet, stick
 from sync.defaults import DEFAULT_MAX_BYTES, MiB
 from sync.errors import SyncError
+from sync.quarantine import QuarantineListing
 from sync.sneakernet import Progress
 from tui.formatting import clock_seconds, date_time
 from tui.messages import Failed, JobDone, NodesLoaded, ProgressChanged, QuarantineLoaded
@@ -37,43 +38,21 @@ from tui.text import printable
 
 STICK_MOUNTS = ("/media/*/*", "/run/media/*/*")  # where desktops mount removable media
 MAX_QUARANTINE_LISTED = 200  # newest first; the rest are counted
-MAX_REASON_BYTES = 2048
 
 Job = Callable[[Path], Awaitable[str]]  # one run against the stick's folder, returning its report
 
 
-def quarantine_text(folder: Path) -> str:
-    """The quarantined bundles, newest first, each with the reason its import gave (blocking I/O)."""
+def quarantine_text(folder: Path, listing: QuarantineListing) -> str:
+    """The quarantined bundles, newest first, each with the reason its import gave."""
     shown = printable(str(folder))
-    try:
-        with os.scandir(folder) as scan:
-            files = [
-                (entry.name, entry.stat(follow_symlinks=False))
-                for entry in scan
-                if entry.is_file(follow_symlinks=False) and not entry.name.endswith(stick.REASON_SUFFIX) and not entry.name.startswith(stick.TEMP_PREFIX)
-            ]
-    except FileNotFoundError:  # made on the first rejection
-        files = []
-    except OSError as exc:
-        return f"Cannot read {shown}: {exc.strerror or exc}"
-    if not files:
+    if not listing.bundles:
         return f"Nothing in quarantine ({shown})."
-    files.sort(key=lambda file: file[1].st_mtime, reverse=True)
-    lines = [f"{len(files)} rejected bundle(s) in {shown}, newest first:"]
-    for name, info in files[:MAX_QUARANTINE_LISTED]:
-        when = date_time(info.st_mtime)
-        lines += ["", printable(name), f"  {when} · {info.st_size:,} bytes", f"  {_reason(folder / (name + stick.REASON_SUFFIX))}"]
-    if len(files) > MAX_QUARANTINE_LISTED:
-        lines += ["", f"… and {len(files) - MAX_QUARANTINE_LISTED} older one(s)."]
+    lines = [f"{listing.total} rejected bundle(s) in {shown}, newest first:"]
+    for bundle in listing.bundles:
+        lines += ["", printable(bundle.name), f"  {date_time(bundle.mtime_ns / 1e9)} · {bundle.size:,} bytes", f"  {printable(bundle.reason)}"]
+    if listing.total > len(listing.bundles):
+        lines += ["", f"… and {listing.total - len(listing.bundles)} older one(s)."]
     return "\n".join(lines)
-
-
-def _reason(path: Path) -> str:
-    try:
-        with path.open("rb") as handle:
-            return printable(handle.read(MAX_REASON_BYTES).decode("utf-8", "replace").strip())
-    except OSError:
-        return "(no reason recorded)"
 
 
 def mounted_stick(patterns: Sequence[str]) -> Path | None:
@@ -131,7 +110,7 @@ class CourierScreen(Screen[None]):
             with Horizontal(classes="courier-row"):
                 yield Label("Stick folder", classes="courier-label")
                 yield Input(str(found) if found else "", id="courier-stick", placeholder="where the stick is mounted, e.g. /media/you/STICK")
-            yield Static(f"Bundles on a stick: {stick.STICK_DIR}/{stick.BUNDLES}/ (names say nothing)", id="courier-hint")
+            yield Static(f"Bundles on a stick: {stick.BUNDLE_FOLDER}/ (names say nothing)", id="courier-hint")
             with Horizontal(id="courier-export"):
                 yield Label("Export for", classes="courier-label")
                 yield SelectionList[str](id="courier-peers")
@@ -297,7 +276,12 @@ class CourierScreen(Screen[None]):
 
     @work(group="quarantine", exclusive=True)
     async def load_quarantine(self) -> None:
-        self.post_message(QuarantineLoaded(await asyncio.to_thread(quarantine_text, self.quarantine_dir)))
+        try:
+            found = await asyncio.to_thread(quarantine.listing, self.quarantine_dir, limit=MAX_QUARANTINE_LISTED)
+        except SyncError as exc:
+            self.post_message(QuarantineLoaded(f"Cannot read {printable(str(self.quarantine_dir))}: {exc}"))
+            return
+        self.post_message(QuarantineLoaded(quarantine_text(self.quarantine_dir, found)))
 
     @on(QuarantineLoaded)
     def quarantine_loaded(self, event: QuarantineLoaded) -> None:
