@@ -21,6 +21,8 @@ Every exception's message is one line meant for the user (the CLI prints it as i
         │   ├── FrameRejected
         │   └── MessageMalformed
         ├── ChannelLost
+        ├── ExportRefused
+        │   └── DoesNotFit
         ├── DiscoveryError
         └── ServiceAlreadyRunning          (sync.service_lock)
 """
@@ -98,6 +100,15 @@ class MessageMalformed(SessionError):
 
 class ChannelLost(SyncError):
     """A session's connection broke (reset, or ended without its final frame); the message says how."""
+
+
+class ExportRefused(SyncError):
+    """An export this node cannot make as asked: a size limit too small for what must travel, a
+    recipient that is not an enrolled node, no one to export for."""
+
+
+class DoesNotFit(ExportRefused):
+    """One indivisible piece (a change's causal group, an attachment) exceeds the part size."""
 
 
 class DiscoveryError(SyncError):

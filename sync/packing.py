@@ -7,9 +7,9 @@ heads, so the same measure bounds a bundle part too."""
 from __future__ import annotations
 
 from appliance.changes import SignedChange, relay_units
-from appliance.errors import InvalidInput
 from appliance.model import Delta
 from sync import wire
+from sync.errors import DoesNotFit
 
 DeltaPart = tuple[tuple[tuple[str, tuple[SignedChange, ...]], ...], tuple[tuple[bytes, bytes], ...]]
 
@@ -42,7 +42,7 @@ def pack_delta(delta: Delta, budget: int) -> list[DeltaPart]:
             flush()
         for atom, size in atoms:
             if size > room:
-                raise InvalidInput(f"{len(atom)} change(s) of {doc_id} need {size:,} bytes, more than the {room:,} a part may hold")
+                raise DoesNotFit(f"{len(atom)} change(s) of {doc_id} need {size:,} bytes, more than the {room:,} a part may hold")
             if used + size > room:
                 flush()
             if current and current[-1][0] == doc_id:
@@ -54,7 +54,7 @@ def pack_delta(delta: Delta, budget: int) -> list[DeltaPart]:
     for digest, _, data in delta.blobs:
         size = wire.blob_entry_bytes(data)
         if size > room:
-            raise InvalidInput(f"a {len(data):,}-byte attachment does not fit in a part of {room:,} bytes")
+            raise DoesNotFit(f"a {len(data):,}-byte attachment does not fit in a part of {room:,} bytes")
         if used + size > room:
             flush()
         blobs.append((digest, data))

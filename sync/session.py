@@ -17,10 +17,10 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from appliance import crypto, documents, identity, ids
-from appliance.errors import ChangeRejected, InvalidInput, MissingDependencies, NodeLocked, RallypointError
+from appliance.errors import ChangeRejected, MissingDependencies, NodeLocked, RallypointError
 from appliance.model import Carrier, Delta, Receipt
 from sync import wire
-from sync.errors import ChannelLost, SessionError
+from sync.errors import ChannelLost, DoesNotFit, SessionError
 from sync.events import LanEvent, Received, SessionDown, SessionInfo, SessionUp
 from sync.packing import pack_delta
 from sync.ports import FrameChannel, LanBook, Replica
@@ -289,7 +289,7 @@ class Session:
         large = [(digest, data) for digest, _, data in delta.blobs if len(data) > BLOB_PART_BYTES]
         try:
             parts = pack_delta(replace(delta, blobs=tuple(b for b in delta.blobs if len(b[2]) <= BLOB_PART_BYTES)), PART_BUDGET)
-        except InvalidInput as exc:
+        except DoesNotFit as exc:
             raise SessionError(str(exc)) from exc
         for docs, blobs in parts:
             part_heads = {doc_id: tuple(sorted(delta.heads.get(doc_id, ()))) for doc_id, _ in docs}

@@ -26,7 +26,6 @@ from appliance.changes import SignedChange, parse_change
 from appliance.errors import (
     ChangeRejected,
     IdentityConflict,
-    InvalidInput,
     MissingDependencies,
 )
 from appliance.kernel import wall_clock_ms
@@ -46,7 +45,7 @@ from sync.bundle import (
     read_envelope,
 )
 from sync.defaults import DEFAULT_MAX_BYTES, MiB
-from sync.errors import BundleRejected, NotAddressedToMe, StickError, SyncError, UnknownSender
+from sync.errors import BundleRejected, DoesNotFit, ExportRefused, NotAddressedToMe, StickError, SyncError, UnknownSender
 from sync.packing import pack_delta
 from sync.ports import Medium, StickFile, StickProblem
 from sync.quarantine import DroppedFile, Quarantined, QuarantineQuota
@@ -194,15 +193,15 @@ async def export_bundles(
     folder) `where`. A revoked node gets the directory only - its revocation, on which it wipes
     itself."""
     if max_bytes < MIN_MAX_BYTES:
-        raise InvalidInput(f"--max-bytes must be at least {MIN_MAX_BYTES} bytes")
+        raise ExportRefused(f"a bundle size limit of {max_bytes:,} bytes is too small: at least {MIN_MAX_BYTES:,}")
     peers = [node.directory.node_key_of(n) for n in for_nodes] if for_nodes else node.directory.peers(revoked=not broadcast)
     for peer in peers:
         if broadcast and peer in node.directory.current.revoked:
-            raise InvalidInput(f"node {ids.key_id(peer)} is revoked; a broadcast bundle is not for it")
+            raise ExportRefused(f"node {ids.key_id(peer)} is revoked; a broadcast bundle is not for it")
         if peer not in node.directory.current.nodes and peer not in node.directory.current.revoked:
-            raise InvalidInput(f"node {ids.key_id(peer)} is not enrolled in this workspace")
+            raise ExportRefused(f"node {ids.key_id(peer)} is not enrolled in this workspace")
     if not peers:
-        raise InvalidInput("this node knows no other enrolled node to export for")
+        raise ExportRefused("this node knows no other enrolled node to export for")
     medium = medium_for(node, where)
     groups = [peers] if broadcast else [[p] for p in peers]
     written: list[WrittenBundle] = []
@@ -291,8 +290,8 @@ def _split(delta: Delta, max_bytes: int, recipients: int) -> list[BundleContent]
     # Padding adds under 1/16 to a bundle of 32 KiB or more (MIN_MAX_BYTES is 64 KiB).
     try:
         parts = pack_delta(delta, (max_bytes - _fixed_overhead(delta, max_bytes, recipients)) * 15 // 16)
-    except InvalidInput as exc:
-        raise InvalidInput(f"{exc}; raise --max-bytes") from exc
+    except DoesNotFit as exc:
+        raise DoesNotFit(f"{exc}; raise the bundle size limit") from exc
     return [
         BundleContent(
             directory=tuple((d, _one_signature_per_actor(c)) for d, c in documents if d == "directory"),
