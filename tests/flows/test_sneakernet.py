@@ -17,12 +17,13 @@ from appliance.changes import (
     sign_change,
     verify_batch,
 )
-from appliance.errors import InvalidInput, NodeLocked, NotFound
+from appliance.errors import NodeLocked, NotFound
 from appliance.model import Delta
 from appliance.node import Attachment, Node
 from sync import packing, sneakernet, stick
 from sync.bundle import build_bundle
 from sync.defaults import DEFAULT_MAX_BYTES
+from sync.errors import ExportRefused
 from sync.memory_medium import MemoryMedium
 from sync.sneakernet import export_bundles, import_bundles
 from tests import format1_writer
@@ -390,7 +391,7 @@ async def test_a_revoked_peer_gets_the_directory_only_and_unknown_peers_nothing(
         await alice.directory.revoke(bob.identity.signing_key.verify_key.encode(), "gone")
         delta = await alice.exchange.delta_for([bob.identity.signing_key.verify_key.encode()])
         assert [doc_id for doc_id, _ in delta.documents] == [documents.DIRECTORY_DOC]
-        with pytest.raises(InvalidInput, match="revoked"):
+        with pytest.raises(ExportRefused, match="revoked"):
             await export_bundles(alice, root, broadcast=True, for_nodes=[bob.identity.node_id])
         with pytest.raises(NotFound, match="no node"):
             await export_bundles(alice, root, for_nodes=["AAAAAAA-AAAAAAA-AAAAAAA"])
