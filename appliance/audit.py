@@ -38,10 +38,6 @@ class AuditEntry:
     hash: bytes
     signature: bytes | None = None  # the node's signature over the hash
 
-    def detail_dict(self) -> dict[str, object]:
-        value = json.loads(self.detail)
-        return value if isinstance(value, dict) else {}
-
 
 @dataclass(frozen=True)
 class AuditVerdict:

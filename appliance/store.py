@@ -117,10 +117,6 @@ class Store:
         store._keep_alive = sqlite3.connect(f"file:{name}?vfs=memdb", uri=True, check_same_thread=False)
         return store._with_pragmas()
 
-    @classmethod
-    def from_url(cls, url: str | URL) -> Store:
-        return cls(create_async_engine(url))._with_pragmas()
-
     def _with_pragmas(self) -> Store:
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
 
 from automerge._automerge import Document
 from sqlalchemy import insert, select
@@ -351,9 +350,3 @@ class IntakeService:
             if quarantine is not None:
                 detail["quarantine"] = dict(quarantine)
             await self._kernel.audit(conn, now, self._identity.row.node_key.hex(), AuditAction.BUNDLE_REJECTED, detail)
-
-    async def courier_log(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The latest bundle decisions, newest first."""
-        async with self._kernel.store.reading() as conn:
-            rows = (await conn.execute(select(t.bundle_log).order_by(t.bundle_log.c.decided_at.desc()).limit(limit))).mappings().all()
-        return [{**row, "digest": row["digest"].hex(), "bundle_id": row["bundle_id"].hex() if row["bundle_id"] else None} for row in rows]
