@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from appliance.certs import Role, Trust
-from appliance.changes import SignedChange
-from appliance.documents import ChannelKind
+if TYPE_CHECKING:  # annotations only: the CLI reads these values without loading CBOR or Automerge
+    from appliance.certs import Role, Trust
+    from appliance.changes import SignedChange
+    from appliance.documents import ChannelKind
 
 MAX_READ_PAGE = 10_000  # messages one read returns at most; older ones are read with `before`
 

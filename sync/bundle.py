@@ -26,6 +26,7 @@ import nacl.public
 import nacl.signing
 
 from appliance import cbor, crypto
+from appliance.certs import Trust
 from appliance.changes import SignedChange
 from appliance.ids import key_id
 from sync import fields, sealing
@@ -87,8 +88,8 @@ INCARNATION_BYTES = 16  # the inner header field "incarnation" (appliance.identi
 DERIVE_CONTEXT = "rallypoint/bundle/v2/derive"
 _HEX_KEY = re.compile(r"[0-9a-f]{64}")
 
-SenderStatus = Callable[[bytes], str]
-"""Given a sender's node key: "trusted", "unknown" or "revoked" (from the caller's directory)."""
+SenderStatus = Callable[[bytes], Trust]
+"""Given a sender's node key, its trust by the caller's directory (`certs.Directory.trust_of`)."""
 
 
 @dataclass(frozen=True)
@@ -403,11 +404,11 @@ def addressed_to(head: Buffer, my_key: nacl.signing.SigningKey) -> bool:
 
 def _check_standing(sender: bytes, sender_status: SenderStatus) -> None:
     status = sender_status(sender)
-    if status == "unknown":
+    if status == Trust.UNKNOWN:
         raise UnknownSender(f"bundle from node {key_id(sender)}, which this workspace's directory does not know")
-    if status == "revoked":
+    if status == Trust.REVOKED:
         raise RevokedSender(f"bundle from node {key_id(sender)}, whose certificate is revoked")
-    if status != "trusted":
+    if status != Trust.TRUSTED:
         raise ValueError(f"sender_status returned {status!r}; expected 'trusted', 'unknown' or 'revoked'")
 
 

@@ -168,10 +168,8 @@ class MemoryReplica:
                 if sent.get(digest, ()) is not None:  # a confirmed blob stays confirmed
                     sent[digest] = (doc_id, tuple(heads.get(doc_id, ())))
 
-    def trust_of(self, node_key: bytes) -> str:
-        if node_key in self._directory.revoked:
-            return "revoked"
-        return "trusted" if node_key in self._directory.nodes else "unknown"
+    def trust_of(self, node_key: bytes) -> certs.Trust:
+        return self._directory.trust_of(node_key)
 
     def now(self) -> int:
         return self._clock()

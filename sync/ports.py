@@ -22,14 +22,17 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self
+from typing import TYPE_CHECKING, Protocol, Self, TypeAlias
 
+from appliance.certs import Trust
 from appliance.changes import SignedChange
 from appliance.model import Delta, ImportSummary, Receipt
 from appliance.netpolicy import LocalNetwork, NetworkRule
 from sync import wire
-from sync.discovery import Advert, DiscoveryEvent, PeerSeen
 from sync.quarantine import Quarantined, QuarantineQuota
+
+if TYPE_CHECKING:  # zeroconf loads only where mDNS is used (the courier commands never need it)
+    from sync.discovery import Advert, DiscoveryEvent, PeerSeen
 
 
 class Replica(Protocol):
@@ -75,8 +78,8 @@ class Replica(Protocol):
         """Blobs sent to `peers`: held by them once they acknowledge `heads`."""
         ...
 
-    def trust_of(self, node_key: bytes) -> str:
-        """"trusted", "revoked" or "unknown"."""
+    def trust_of(self, node_key: bytes) -> Trust:
+        """The directory's one trust rule (`certs.Directory.trust_of`)."""
         ...
 
     def now(self) -> int:
@@ -156,7 +159,7 @@ class PeerFinder(Protocol):
     def peers(self) -> list[PeerSeen]: ...
 
 
-FinderFactory = Callable[[Advert, Callable[[DiscoveryEvent], None]], PeerFinder]
+FinderFactory: TypeAlias = "Callable[[Advert, Callable[[DiscoveryEvent], None]], PeerFinder]"
 """Makes the finder for this node's advert, reporting to the given listener."""
 
 

@@ -36,7 +36,7 @@ class NodeIdentity(Protocol):
 
 
 class NodeDirectory(Protocol):
-    def trust_of(self, node_key: bytes) -> str: ...
+    def trust_of(self, node_key: bytes) -> certs.Trust: ...
     def node_key_of(self, node_id: str) -> bytes: ...
 
 
@@ -158,7 +158,7 @@ class NodeReplica:
     async def note_sent(self, peers: Sequence[bytes], blobs: Sequence[tuple[bytes, str]], heads: Mapping[str, Sequence[bytes]]) -> None:
         await self._node.exchange.note_sent(peers, blobs, heads)
 
-    def trust_of(self, node_key: bytes) -> str:
+    def trust_of(self, node_key: bytes) -> certs.Trust:
         return self._node.directory.trust_of(node_key)
 
     def now(self) -> int:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance import crypto, ids
+from appliance.certs import Trust
 from appliance.changes import SignedChange, parse_change
 from appliance.errors import (
     ChangeRejected,
@@ -490,13 +491,8 @@ def _mine_alone(file: StickFile, data: bytes) -> bool:
         return False
 
 
-def _sender_status(node: CourierNode) -> Callable[[bytes], str]:
-    def status(sender: bytes) -> str:
-        if sender in node.directory.current.revoked:
-            return "revoked"
-        return "trusted" if sender in node.directory.current.nodes else "unknown"
-
-    return status
+def _sender_status(node: CourierNode) -> Callable[[bytes], Trust]:
+    return node.directory.current.trust_of
 
 
 def _limits(node: CourierNode) -> Limits:

@@ -152,9 +152,11 @@ async def _inspect(args: argparse.Namespace) -> None:
         return
 
     async def run(node: Node) -> None:
+        from appliance.certs import Trust
+
         try:
             header, _ = await asyncio.to_thread(
-                open_bundle, data, my_key=node.identity.signing_key, sender_status=lambda _key: "trusted", limits=sneakernet.IMPORT_LIMITS, workspace=node.directory.current.workspace
+                open_bundle, data, my_key=node.identity.signing_key, sender_status=lambda _key: Trust.TRUSTED, limits=sneakernet.IMPORT_LIMITS, workspace=node.directory.current.workspace
             )
         except SyncError as exc:
             payload["refused"] = str(exc)
