@@ -22,6 +22,7 @@ from appliance import certs, crypto, documents
 from appliance.changes import SignedChange, parse_change, sign_change, verify_batch
 from appliance.errors import ChangeRejected, NodeLocked
 from appliance.feed import ChangeFeed, DocumentsChanged, NodeWiped, Origin
+from appliance.incoming import group_incoming, import_rank
 from appliance.model import BlobDelta, ChannelIntake, Delta, DocumentDelta, ImportSummary, Receipt
 
 
@@ -51,12 +52,6 @@ def memory_workspace(nodes: int, *, now_ms: int = 1_700_000_000_000) -> Workspac
     for index, node in enumerate(node_keys):
         entries.append(certs.issue_certificate(admin, workspace=workspace, kind=certs.SubjectKind.NODE, key=bytes(node.verify_key), name=f"node-{index}", role=certs.Role.NODE, issued_at=now_ms))
     return Workspace(key, admin, node_keys, tuple(entries))
-
-
-def _import_rank(doc_id: str) -> tuple[int, int, str]:
-    """The directory first, then channel heads, then segments newest first (as the node sends)."""
-    kind, channel_id, index = documents.parse_doc_id(doc_id)
-    return {"directory": 0, "head": 1}.get(kind, 2), -index, channel_id
 
 
 class MemoryReplica:
@@ -107,22 +102,11 @@ class MemoryReplica:
         self, batches: Sequence[tuple[str, Sequence[SignedChange]]], *, blobs: Sequence[tuple[bytes, bytes]] = (), received_from: str, receipt: Receipt | None = None
     ) -> ImportSummary:
         self._require_unlocked()
-        grouped: dict[str, list[SignedChange]] = {}
-        for doc_id, changes in batches:
-            try:
-                documents.parse_doc_id(doc_id)
-            except documents.DocumentError as exc:
-                raise ChangeRejected(str(exc)) from exc
-            grouped.setdefault(doc_id, []).extend(changes)
-        for digest, data in blobs:
-            if crypto.sha256(data) != digest:
-                raise ChangeRejected(f"blob {digest.hex()[:12]} does not match its hash")
-            if len(data) > self._max_blob_bytes:
-                raise ChangeRejected(f"blob {digest.hex()[:12]} ({len(data)} bytes) is over this node's limit of {self._max_blob_bytes} bytes")
+        grouped = group_incoming(batches, blobs, self._max_blob_bytes)
         # Everything is verified before anything is kept: one bad change rejects the whole import.
         plan: list[tuple[str, list[SignedChange]]] = []
         duplicates = 0
-        for doc_id in sorted(grouped, key=_import_rank):
+        for doc_id in grouped:
             known = self._changes.get(doc_id, {})
             verified = verify_batch(doc_id, grouped[doc_id], known, self._authorise(doc_id))
             duplicates += len(grouped[doc_id]) - len(verified)
@@ -185,7 +169,7 @@ class MemoryReplica:
         return self._directory
 
     def document_ids(self) -> list[str]:
-        return sorted(self._changes, key=_import_rank)
+        return sorted(self._changes, key=import_rank)
 
     def changes_of(self, doc_id: str) -> list[SignedChange]:
         return list(self._changes.get(doc_id, {}).values())

@@ -14,18 +14,12 @@ from appliance import documents, ids
 from appliance import schema as t
 from appliance.changes import SignedChange
 from appliance.graph import ancestors, frontier, split_hashes
+from appliance.incoming import import_rank
 from appliance.kernel import Kernel
 from appliance.model import BlobDelta, Delta, DocumentDelta
 from appliance.services.heads import ChannelHeads
 from appliance.services.identity import IdentityService
 from appliance.services.roster import Roster
-
-
-def import_rank(doc_id: str) -> int:
-    """Directory first (it decides who may write), then channel heads (they decide private
-    membership), then segments."""
-    return ("directory", "head", "segment").index(documents.parse_doc_id(doc_id)[0])
-
 
 
 class ExchangeService:

@@ -12,19 +12,20 @@ from automerge._automerge import Document
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from appliance import certs, crypto, documents, ids
+from appliance import certs, documents, ids
 from appliance import schema as t
 from appliance.audit_actions import AuditAction
 from appliance.changes import SignedChange, VerifiedChange, verify_batch
 from appliance.errors import CertificateInvalid, ChangeRejected
 from appliance.feed import Origin
 from appliance.graph import ancestors
+from appliance.incoming import group_incoming
 from appliance.kernel import Kernel
 from appliance.model import ChannelIntake, ImportResult, ImportSummary, Receipt
 from appliance.services.blobs import BlobsService
 from appliance.services.custody import CustodyService
 from appliance.services.directory import DirectoryService
-from appliance.services.exchange import ExchangeService, import_rank
+from appliance.services.exchange import ExchangeService
 from appliance.services.heads import ChannelHeads
 from appliance.services.identity import IdentityService
 from appliance.services.replica import ReplicaService
@@ -90,19 +91,8 @@ class IntakeService:
         rejects everything (ChangeRejected; MissingDependencies when it only lacks earlier
         changes). `preview` runs the same path and rolls it back. `progress` hears ("verify" or
         "write", its changes) as each document is done: a big bundle takes seconds."""
-        grouped: dict[str, list[SignedChange]] = {}
-        for doc_id, changes in batches:
-            try:
-                documents.parse_doc_id(doc_id)
-            except documents.DocumentError as exc:
-                raise ChangeRejected(str(exc)) from exc
-            grouped.setdefault(doc_id, []).extend(changes)
-        for digest, data in blobs:
-            if crypto.sha256(data) != digest:
-                raise ChangeRejected(f"blob {digest.hex()[:12]} does not match its hash")
-            if len(data) > self._blobs.max_blob_bytes:
-                raise ChangeRejected(f"blob {digest.hex()[:12]} ({len(data)} bytes) is over this node's limit of {self._blobs.max_blob_bytes} bytes")
-        order = sorted(grouped, key=import_rank)
+        grouped = group_incoming(batches, blobs, self._blobs.max_blob_bytes)
+        order = list(grouped)
         async with self._kernel.lock:
             self._identity.require_unlocked()
             known = await self._replica.stored_hashes(order)

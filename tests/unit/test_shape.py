@@ -36,6 +36,8 @@ PURE = [
     "appliance/audit.py",
     "appliance/netpolicy.py",
     "appliance/audit_actions.py",
+    "appliance/graph.py",
+    "appliance/incoming.py",
 ]
 IMPURE = {"asyncio", "sqlalchemy", "aiosqlite", "socket", "zeroconf", "textual"}
 STORE_LIBRARIES = {"sqlalchemy", "aiosqlite", "alembic"}  # only appliance/ talks to the database
