@@ -36,7 +36,6 @@ class Origin(enum.Enum):
 @dataclass(frozen=True)
 class DocumentsChanged:
     doc_ids: frozenset[str]
-    channel_ids: frozenset[str]  # the channels those documents belong to (none for the directory)
     origin: Origin
     peer: str | None = None  # the node id they were received from, when `origin` is PEER
 

@@ -18,7 +18,7 @@ import nacl.signing
 from automerge._automerge import Document
 from automerge.core import ROOT, ScalarType
 
-from appliance import certs, crypto, documents
+from appliance import certs, crypto, documents, graph
 from appliance.changes import SignedChange, parse_change, sign_change, verify_batch
 from appliance.errors import ChangeRejected, NodeLocked
 from appliance.feed import ChangeFeed, DocumentsChanged, NodeWiped, Origin
@@ -64,7 +64,7 @@ class MemoryReplica:
         self._clock = clock
         self._max_blob_bytes = max_blob_bytes
         self._changes: dict[str, dict[bytes, SignedChange]] = {}  # per document, in causal order
-        self._deps: dict[str, dict[bytes, tuple[bytes, ...]]] = {}
+        self._deps: dict[str, dict[bytes, bytes]] = {}  # per document: hash -> its deps joined (appliance.graph)
         self._peer_heads: dict[bytes, dict[str, tuple[bytes, ...]]] = {}
         self._blobs: dict[bytes, tuple[str, bytes]] = {}  # hash -> (document, bytes)
         self._peer_blobs: dict[bytes, dict[bytes, tuple[str, tuple[bytes, ...]] | None]] = {}  # None: held
@@ -236,7 +236,7 @@ class MemoryReplica:
         for change in changes:
             header = parse_change(change.data)
             stored[header.hash] = change
-            deps[header.hash] = header.deps
+            deps[header.hash] = b"".join(header.deps)
 
     def _referencing(self, digest: bytes) -> str:
         """The document whose messages reference a blob ("" if none does yet)."""
@@ -289,24 +289,13 @@ class MemoryReplica:
         return digest in sent and sent[digest] is None
 
     def _ancestors(self, doc_id: str, heads: Iterable[bytes]) -> set[bytes]:
-        graph = self._deps.get(doc_id, {})
-        found: set[bytes] = set()
-        stack = [h for h in heads if h in graph]
-        while stack:
-            current = stack.pop()
-            if current not in found:
-                found.add(current)
-                stack.extend(dep for dep in graph[current] if dep in graph)
-        return found
+        return graph.ancestors(self._deps.get(doc_id, {}), heads)
 
     def _frontier(self, doc_id: str) -> tuple[bytes, ...]:
-        graph = self._deps.get(doc_id, {})
-        depended = {dep for deps in graph.values() for dep in deps}
-        return tuple(sorted(h for h in graph if h not in depended))
+        return graph.frontier(self._deps.get(doc_id, {}))
 
     def _publish(self, doc_ids: frozenset[str], origin: Origin, peer: str | None) -> None:
-        channels = frozenset(channel for channel in (documents.parse_doc_id(doc_id)[1] for doc_id in doc_ids) if channel)
-        self.feed.publish(DocumentsChanged(doc_ids, channels, origin, peer))
+        self.feed.publish(DocumentsChanged(doc_ids, origin, peer))
 
     def _wipe(self, reason: str) -> None:
         self._changes.clear()

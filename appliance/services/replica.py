@@ -238,8 +238,7 @@ class ReplicaService:
         changed = frozenset(doc_ids)
         if not changed:
             return
-        channels = frozenset(channel for channel in (documents.parse_doc_id(doc_id)[1] for doc_id in changed) if channel is not None)
-        self._kernel.feed.publish(DocumentsChanged(changed, channels, origin, received_from))
+        self._kernel.feed.publish(DocumentsChanged(changed, origin, received_from))
         if documents.DIRECTORY_DOC in changed:
             self._kernel.feed.publish(DirectoryChanged(origin))
 

@@ -23,9 +23,9 @@ INTERVAL_S = 0.01
 WAIT_S = 10.0  # every wait in this suite ends by then
 
 EVENTS: list[FeedEvent] = [
-    DocumentsChanged(frozenset({"c1/head"}), frozenset({"c1"}), Origin.LOCAL),
+    DocumentsChanged(frozenset({"c1/head"}), Origin.LOCAL),
     DirectoryChanged(Origin.PEER),
-    DocumentsChanged(frozenset({"c2/s0"}), frozenset({"c2"}), Origin.PEER, peer="NODE"),
+    DocumentsChanged(frozenset({"c2/s0"}), Origin.PEER, peer="NODE"),
     NodeWiped("revoked"),
 ]
 
