@@ -95,7 +95,7 @@ class Revocation:
 def check_role(role: str) -> Role:
     """A role a user certificate may grant, from its spelling (what the CLI and console pass)."""
     if role not in ROLES:
-        raise InvalidInput(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+        raise InvalidInput(f"unknown role {str(role)!r}; one of {', '.join(ROLES)}")
     return Role(role)
 
 
@@ -120,10 +120,7 @@ def issue_certificate(
 ) -> Certificate:
     if kind not in tuple(SubjectKind):
         raise InvalidInput(f"unknown certificate kind {str(kind)!r}")
-    if kind == SubjectKind.USER and role not in ROLES:
-        raise InvalidInput(f"unknown role {str(role)!r}; one of {', '.join(ROLES)}")
-    if kind == SubjectKind.NODE:
-        role = Role.NODE
+    role = check_role(role) if kind == SubjectKind.USER else Role.NODE
     if home is not None and (kind != SubjectKind.USER or len(home) != crypto.KEY_BYTES):
         raise InvalidInput("only a user certificate names a home node, by its 32-byte key")
     optional = {} if home is None else {"home": home}

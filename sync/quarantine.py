@@ -167,19 +167,12 @@ def listing(quarantine_dir: Path, *, limit: int, max_reason_bytes: int = 2048) -
     except OSError as exc:
         raise stick_error(exc, "reading the quarantine", medium="quarantine") from exc
     try:
-        kept = sorted(_kept(dir_fd), key=lambda file: file.mtime_ns, reverse=True)
-        bundles = tuple(QuarantinedBundle(file.name, _bundle_size(dir_fd, file), file.mtime_ns, _reason(dir_fd, file.name, max_reason_bytes)) for file in kept[:limit])
+        found, _ = _entries(dir_fd)
+        newest = sorted(found.items(), key=lambda item: item[1].st_mtime_ns, reverse=True)
+        bundles = tuple(QuarantinedBundle(name, info.st_size, info.st_mtime_ns, _reason(dir_fd, name, max_reason_bytes)) for name, info in newest[:limit])
     finally:
         os.close(dir_fd)
-    return QuarantineListing(bundles, len(kept))
-
-
-def _bundle_size(dir_fd: int, file: KeptFile) -> int:
-    """The bundle's own bytes (a KeptFile counts its reason file's too, for the quota)."""
-    try:
-        return os.stat(file.name, dir_fd=dir_fd, follow_symlinks=False).st_size
-    except OSError:
-        return file.size
+    return QuarantineListing(bundles, len(found))
 
 
 def _reason(dir_fd: int, name: str, max_bytes: int) -> str:
@@ -196,7 +189,14 @@ def _reason(dir_fd: int, name: str, max_bytes: int) -> str:
 
 
 def _kept(dir_fd: int) -> list[KeptFile]:
-    """The bundles in the quarantine (up to _MAX_ENTRIES entries looked at), each with its reason file's size."""
+    """The bundles in the quarantine, each with its reason file's size (what the quota counts)."""
+    bundles, reasons = _entries(dir_fd)
+    return [KeptFile(name, info.st_size + reasons.get(name, 0), info.st_mtime_ns) for name, info in bundles.items()]
+
+
+def _entries(dir_fd: int) -> tuple[dict[str, os.stat_result], dict[str, int]]:
+    """The bundles in the quarantine (up to _MAX_ENTRIES entries looked at), and the size of
+    each reason file by its bundle's name."""
     bundles: dict[str, os.stat_result] = {}
     reasons: dict[str, int] = {}
     with os.scandir(dir_fd) as entries:
@@ -209,7 +209,7 @@ def _kept(dir_fd: int) -> list[KeptFile]:
                     reasons[entry.name.removesuffix(REASON_SUFFIX)] = info.st_size
                 else:
                     bundles[entry.name] = info
-    return [KeptFile(name, info.st_size + reasons.get(name, 0), info.st_mtime_ns) for name, info in bundles.items()]
+    return bundles, reasons
 
 
 def unused_names(name: str) -> Iterator[str]:

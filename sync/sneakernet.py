@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance import crypto, ids
-from appliance.certs import Trust
 from appliance.changes import SignedChange, parse_change
 from appliance.errors import (
     ChangeRejected,
@@ -393,7 +392,7 @@ async def _import_file(node: CourierNode, medium: Medium, file: StickFile, previ
         return FileOutcome(file.name, SEEN, f"already {'imported' if seen[0] in (ACCEPTED, DUPLICATE) else 'rejected: ' + seen[1]}")
     try:
         opened, content = await asyncio.to_thread(
-            open_bundle, data, my_key=node.identity.signing_key, sender_status=_sender_status(node), limits=_limits(node), workspace=node.directory.current.workspace
+            open_bundle, data, my_key=node.identity.signing_key, sender_status=node.directory.current.trust_of, limits=_limits(node), workspace=node.directory.current.workspace
         )
     except NotAddressedToMe as exc:
         return FileOutcome(file.name, NOT_FOR_ME, str(exc))
@@ -489,10 +488,6 @@ def _mine_alone(file: StickFile, data: bytes) -> bool:
         return read_envelope(data, max_bundle_bytes=IMPORT_LIMITS.max_bundle_bytes).stanzas == 1
     except BundleRejected:
         return False
-
-
-def _sender_status(node: CourierNode) -> Callable[[bytes], Trust]:
-    return node.directory.current.trust_of
 
 
 def _limits(node: CourierNode) -> Limits:
