@@ -221,6 +221,19 @@ class DocumentDelta(NamedTuple):
     changes: tuple[SignedChange, ...]
 
 
+@dataclass(frozen=True)
+class WholeSegment:
+    """A segment a peer lacks entirely, carried whole: its compacted document (the bytes of
+    Automerge's `save()`, stored by the receiver as they came) and, for each actor that wrote
+    changes in it, that actor's author's signature (`changes.sign_change`) over the actor's
+    newest change in it. The receiver accepts it only if every change of each actor is covered
+    by that actor's own signature (appliance/wholes.py)."""
+
+    doc_id: str
+    data: bytes
+    signatures: tuple[tuple[bytes, bytes], ...]  # (change hash, signature), one per actor
+
+
 class BlobDelta(NamedTuple):
     """One blob a peer lacks. A named tuple: callers still unpack the triple."""
 
@@ -238,6 +251,8 @@ class Delta:
     documents: tuple[DocumentDelta, ...]
     blobs: tuple[BlobDelta, ...]
     heads: Mapping[str, tuple[bytes, ...]]
+    # Segments the peers lack entirely, newest first; they travel after the directory and heads.
+    wholes: tuple[WholeSegment, ...] = ()
 
     @property
     def change_count(self) -> int:
