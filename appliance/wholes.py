@@ -15,6 +15,10 @@ from appliance import crypto, ids
 from appliance.changes import ACTOR_BYTES, AUTHOR_KEY_BYTES, Authorise, ChangeHeader, signing_payload
 from appliance.errors import ChangeRejected
 
+# A segment larger than this compacted travels as change chunks instead: it must fit a LAN frame
+# (4 MiB) with room to spare, and bounds what a reader loads from one item.
+MAX_WHOLE_BYTES = 2 * 1024 * 1024
+
 
 def vouch_for_whole(doc_id: str, listed: Sequence[ChangeHeader], signatures: Mapping[bytes, bytes], authorise: Authorise) -> dict[bytes, bytes]:
     """Checks a whole segment's changes (`listed`, every change of the loaded document) against
