@@ -10,7 +10,9 @@ import asyncio
 import random
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from automerge._automerge import Document
@@ -26,6 +28,7 @@ from tests.conftest import PASSPHRASE, make_workspace, sync_all
 
 NAMES = ("alpha", "bob", "carol")
 EMOJI = ("👍", ":tada:", "🔥")
+Operation = tuple[str, int, Any]  # kind, which node, a text or a pick
 
 operation = st.one_of(
     st.tuples(st.just("post"), st.integers(0, 2), st.text(min_size=1, max_size=40).filter(str.strip)),
@@ -40,7 +43,7 @@ operation = st.one_of(
 
 
 @pytest.fixture(scope="module")
-def template() -> Path:
+def template() -> Iterator[Path]:
     """Three enrolled nodes sharing #general, built once; each example works on a copy."""
     root = Path(tempfile.mkdtemp(prefix="rp-converge-"))
 
@@ -87,7 +90,7 @@ async def deliver_shuffled(source: Node, target: Node, rng: random.Random) -> No
     raise AssertionError("batches never became applicable")
 
 
-async def materialised(node: Node) -> list[dict]:
+async def materialised(node: Node) -> list[dict[str, Any]]:
     top = await node.views.read("general", limit=1000, mark_read=False)
     out = []
     for message in top:
@@ -120,7 +123,7 @@ async def message_shapes(node: Node) -> list[set[int]]:
     return shapes
 
 
-async def run_scenario(homes: list[Path], operations: list[tuple], seed: int, older_first_segment: bool) -> list[set[int]]:
+async def run_scenario(homes: list[Path], operations: list[Operation], seed: int, older_first_segment: bool) -> list[set[int]]:
     """Returns the formats of each segment's messages, as the nodes end."""
     rng = random.Random(seed)
     nodes = [await Node.open(home, PASSPHRASE) for home in homes]
@@ -172,11 +175,11 @@ async def run_scenario(homes: list[Path], operations: list[tuple], seed: int, ol
 @example(operations=[("post", 0, "0"), ("post", 2, "0"), ("post", 2, "0"), ("exchange", 2, 0)], seed=0, older_first_segment=False)
 # Once failed: reacting twice with the same emoji was an error ("the edit changed nothing").
 @example(operations=[("post", 0, "0"), ("react", 0, 8), ("react", 0, 50)], seed=0, older_first_segment=False)
-def test_three_replicas_converge(template: Path, operations: list[tuple], seed: int, older_first_segment: bool) -> None:
+def test_three_replicas_converge(template: Path, operations: list[Operation], seed: int, older_first_segment: bool) -> None:
     converge(template, operations, seed, older_first_segment)
 
 
-def converge(template: Path, operations: list[tuple], seed: int, older_first_segment: bool) -> list[set[int]]:
+def converge(template: Path, operations: list[Operation], seed: int, older_first_segment: bool) -> list[set[int]]:
     with tempfile.TemporaryDirectory(prefix="rp-example-") as work, pytest.MonkeyPatch.context() as patch:
         patch.setattr(chat_module, "SEGMENT_SIZE", 3)
         homes = []

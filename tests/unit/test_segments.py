@@ -55,7 +55,7 @@ def test_a_new_segment_is_format_2_and_holds_one_value_a_message() -> None:
     post(doc, SECOND, ALICE, "a reply", root_id=FIRST)
     assert doc.keys(ROOT) == [FIRST, SECOND, segments.FORMAT_KEY]
     assert segments.is_format_2(doc)
-    assert doc.get(ROOT, FIRST)[0][0] == documents.Bytes
+    assert doc.values(ROOT)[0][0] == (documents.Bytes, segments.encode_message(ALICE.hex(), 1_000, "hello @bob", None, files, [BOB.hex()]))
     first, second = segments.read_messages(doc, frozenset())
     assert first == MessageState(FIRST, ALICE.hex(), 1_000, "hello @bob", None, None, False, {}, tuple(files), (BOB.hex(),), False)
     assert (second.text, second.root_id, second.files, second.mentions) == ("a reply", FIRST, (), ())
@@ -96,7 +96,7 @@ def test_the_format_1_vector_still_reads_as_main_read_it() -> None:
 
 def reading(state: MessageState | None) -> dict[str, Any]:
     assert state is not None
-    out = json.loads(json.dumps(asdict(state)))
+    out: dict[str, Any] = json.loads(json.dumps(asdict(state)))
     out["files"] = [list(f.values()) for f in out["files"]]
     return out
 
