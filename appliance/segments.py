@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +50,7 @@ FORMAT_KEY = "format"
 FORMAT_2 = 2
 EDIT, DELETION, REACTION = "e", "d", "r"
 _MAX_VALUE_ITEMS = 20_000  # CBOR items in one message value: files and mentions are few
+_FEW = 64  # fewer wanted messages of a format-2 segment than this: a lookup each beats listing its values
 _DEFAULTS: tuple[Any, ...] = (None, [], [])  # root_id, files, mentions: left off the end of a message value
 
 
@@ -132,7 +133,7 @@ def post_message(
     mentions: list[str],
 ) -> None:
     """Format 2 into a new (empty) or format-2 segment, format 1 into a format-1 one."""
-    new = doc.length(ROOT) == 0
+    new = not doc.get_heads()  # far cheaper than counting the root's keys
     if new or is_format_2(doc):
         value = encode_message(author, created_at, text, root_id, files, mentions)
         with doc.transaction() as tx:
@@ -252,24 +253,37 @@ def touched_messages(doc: Document, before: list[bytes]) -> set[str] | None:
 
 
 def read_message(doc: Document, message_id: str, admins: frozenset[str]) -> MessageState | None:
-    """Reads one message as `read_messages` does: a format-2 message in one lookup and one
-    listing of the root's keys (its parts sit right after it, in key order)."""
+    """Reads one message as `read_messages` does. A format-2 message costs a listing of the
+    root's keys (its parts sit right after it, in key order): for several, `read_messages`
+    with `only` lists them once."""
+    return _read_one(doc, message_id, admins, None)
+
+
+def _read_one(doc: Document, message_id: str, admins: frozenset[str], keys: list[str] | None) -> MessageState | None:
+    """`keys`: the root's keys, when already listed."""
     got = doc.get(ROOT, message_id)
     if got is None:
         return None
     if isinstance(got[0], core.ObjType):
         return _read_format_1(doc, message_id, got[1], admins)
-    keys = doc.keys(ROOT)
-    prefix = message_id + "/"
-    start = bisect.bisect_left(keys, prefix)
+    keys = doc.keys(ROOT) if keys is None else keys
+    start = bisect.bisect_left(keys, message_id + "/")
     end = bisect.bisect_left(keys, message_id + "0", start)  # "0" follows "/"
     parts = [(key, doc.get(ROOT, key)) for key in keys[start:end]]
     return _read_format_2(message_id, got, [(key, entry) for key, entry in parts if entry is not None], admins)
 
 
-def read_messages(doc: Document, admins: frozenset[str]) -> list[MessageState]:
-    """Every message of a segment, in id order. The root is listed once (two calls into the
-    library); a format-2 message needs no further call, a format-1 message two or more."""
+def read_messages(doc: Document, admins: frozenset[str], only: Collection[str] | None = None) -> list[MessageState]:
+    """The segment's messages (those in `only`, when given) in id order, as `read_message`
+    reads each. The root is listed once - its keys and values, two calls into the library -
+    after which a format-2 message needs no further call and a format-1 one two or more.
+    Cheaper for a few messages: in a format-1 segment a lookup each and no listing; in a
+    format-2 one a listing of the keys only and a lookup per value."""
+    format_2 = only is not None and is_format_2(doc)
+    if only is not None and (not format_2 or len(only) <= _FEW):
+        keys = doc.keys(ROOT) if format_2 else None
+        found = (_read_one(doc, message_id, admins, keys) for message_id in sorted(only))
+        return [state for state in found if state is not None]
     fields = _fields(doc, ROOT)
     parts: dict[str, list[tuple[str, Entry]]] = {}
     for key, entry in fields.items():
@@ -278,7 +292,7 @@ def read_messages(doc: Document, admins: frozenset[str]) -> list[MessageState]:
             parts.setdefault(message_id, []).append((key, entry))
     states = []
     for message_id, entry in fields.items():
-        if "/" in message_id or message_id == FORMAT_KEY:
+        if "/" in message_id or message_id == FORMAT_KEY or (only is not None and message_id not in only):
             continue
         msg = _as_object(entry)
         if msg is not None:
@@ -298,17 +312,21 @@ def decode_message(data: bytes) -> tuple[str, int, str, str | None, tuple[FileRe
     value = cbor2.loads(data)
     if not isinstance(value, list) or not 3 <= len(value) <= 6:
         raise InvalidInput("a message value is an array of 3 to 6 items")
-    author, created_at, text, root_id, files, mentions = (*value, *_DEFAULTS[len(value) - 3 :])
-    if not (
-        isinstance(author, bytes)
-        and isinstance(created_at, int)
-        and isinstance(text, str)
-        and (root_id is None or isinstance(root_id, str))
-        and isinstance(files, list)
-        and all(isinstance(f, list) and len(f) == 3 and isinstance(f[0], str) and isinstance(f[1], int) and isinstance(f[2], bytes) for f in files)
-    ):
+    author, created_at, text = value[0], value[1], value[2]
+    root_id = value[3] if len(value) > 3 else None
+    if not (isinstance(author, bytes) and isinstance(created_at, int) and isinstance(text, str) and (root_id is None or isinstance(root_id, str))):
         raise InvalidInput("a message value has a field of the wrong type")
-    return author.hex(), created_at, text, root_id, tuple(FileRef(f[0], f[1], f[2].hex()) for f in files), _users(mentions)
+    files = _files(value[4]) if len(value) > 4 else ()
+    mentions = _users(value[5]) if len(value) > 5 else ()
+    return author.hex(), created_at, text, root_id, files, mentions
+
+
+def _files(value: Any) -> tuple[FileRef, ...]:
+    if not isinstance(value, list) or not all(
+        isinstance(f, list) and len(f) == 3 and isinstance(f[0], str) and isinstance(f[1], int) and isinstance(f[2], bytes) for f in value
+    ):
+        raise InvalidInput("a file list holds [name, size, hash]")
+    return tuple(FileRef(f[0], f[1], f[2].hex()) for f in value)
 
 
 def _users(value: Any) -> tuple[str, ...]:
@@ -340,6 +358,8 @@ def _read_format_2(message_id: str, entry: Entry, parts: Sequence[tuple[str, Ent
         return None  # cbor2 raises ValueError subclasses
     if op.hex() != author:
         return None  # a message not written by the author it names is ignored whole
+    if not parts:  # most messages: never edited, deleted or reacted to
+        return MessageState(message_id, author, created_at, text, root_id, None, False, {}, files, mentions, False)
     tampered = False
     edit: tuple[int, str, tuple[str, ...]] | None = None
     deletions: dict[str, int] = {}  # writer -> when

@@ -146,7 +146,7 @@ class ViewsService:
             states: Sequence[segments.MessageState | None] = segments.read_messages(doc, admins)
         else:
             wanted = sorted(only)
-            states = [segments.read_message(doc, m, admins) for m in wanted]
+            states = segments.read_messages(doc, admins, only=wanted)
             present_query = present_query.where(t.messages.c.message_id.in_(wanted))
         rows = [self.message_values(channel_id, doc_id, s) for s in states if s is not None and ids.is_message_id(s.message_id)]
         present: set[str] = set((await conn.execute(present_query)).scalars())

@@ -171,6 +171,23 @@ def test_a_deletion_of_anothers_message_counts_only_while_its_writer_is_an_admin
     assert (by_author.deleted, by_author.deleted_by, by_author.edited_at, by_author.tampered) == (True, None, 4_500, False)
 
 
+def test_reading_some_messages_agrees_with_reading_them_all() -> None:
+    doc = as_user(documents.new_document(actor(ALICE)), ALICE)
+    message_ids = [f"01JDQ7Z0000000000000001{n:03d}" for n in range(100)]
+    for n, message_id in enumerate(message_ids):
+        post(doc, message_id, ALICE, f"message {n}")
+    for message_id in message_ids[::7]:
+        segments.edit_message(doc, message_id, "edited", 2_000, [])
+        segments.set_reaction(doc, message_id, "👍", ALICE.hex(), True)
+    every = segments.read_messages(doc, frozenset())
+    assert len(every) == 100 and every[7].text == "edited" and every[7].reactions == {"👍": (ALICE.hex(),)}
+    for wanted in (message_ids[:3], message_ids[::2], message_ids[:80], [*message_ids[5:9], "01JDQ7Z0000000000000000999"]):
+        assert segments.read_messages(doc, frozenset(), only=set(wanted)) == [s for s in every if s.message_id in wanted]
+    old = documents.load_document((VECTORS / "format1.automerge").read_bytes(), actor(CAROL))
+    old_ids = [s.message_id for s in segments.read_messages(old, frozenset())]
+    assert segments.read_messages(old, frozenset(), only=set(old_ids[1:3])) == segments.read_messages(old, frozenset())[1:3]
+
+
 def test_touched_messages_names_format_2_messages_by_their_keys() -> None:
     doc = as_user(documents.new_document(actor(ALICE)), ALICE)
     post(doc, FIRST, ALICE, "one")
