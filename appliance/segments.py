@@ -279,10 +279,11 @@ def read_messages(doc: Document, admins: frozenset[str], only: Collection[str] |
     after which a format-2 message needs no further call and a format-1 one two or more.
     Cheaper for a few messages: in a format-1 segment a lookup each and no listing; in a
     format-2 one a listing of the keys only and a lookup per value."""
-    format_2 = only is not None and is_format_2(doc)
-    if only is not None and (not format_2 or len(only) <= _FEW):
+    wanted = None if only is None else set(only)
+    format_2 = wanted is not None and is_format_2(doc)
+    if wanted is not None and (not format_2 or len(wanted) <= _FEW):
         keys = doc.keys(ROOT) if format_2 else None
-        found = (_read_one(doc, message_id, admins, keys) for message_id in sorted(only))
+        found = (_read_one(doc, message_id, admins, keys) for message_id in sorted(wanted))
         return [state for state in found if state is not None]
     fields = _fields(doc, ROOT)
     parts: dict[str, list[tuple[str, Entry]]] = {}
@@ -292,7 +293,7 @@ def read_messages(doc: Document, admins: frozenset[str], only: Collection[str] |
             parts.setdefault(message_id, []).append((key, entry))
     states = []
     for message_id, entry in fields.items():
-        if "/" in message_id or message_id == FORMAT_KEY or (only is not None and message_id not in only):
+        if "/" in message_id or message_id == FORMAT_KEY or (wanted is not None and message_id not in wanted):
             continue
         msg = _as_object(entry)
         if msg is not None:

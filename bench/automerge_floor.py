@@ -9,7 +9,8 @@ shape (`SEGMENT_SIZE` messages each), then timed, per form a receiver could be h
   apply          `documents.apply_changes` of each segment's chunks into an empty document:
                  what `Node.import_batches` does (the binding has no apply_changes)
   read           `segments.read_messages` of every applied segment: what materialising the
-                 message view reads back, field by field, through the binding
+                 message view reads back through the binding (format 2: one listing of the
+                 root a segment, one value a message)
 
 Imported as a sibling module (`from automerge_floor import measure_floor`) by sneakernet.py
 and lan.py, which print these beside their own end-to-end figures.
