@@ -366,7 +366,7 @@ def _read_format_2(message_id: str, entry: Entry, parts: Sequence[tuple[str, Ent
     deletions: dict[str, int] = {}  # writer -> when
     reactions: dict[str, list[str]] = {}
     for key, part in parts:
-        _, kind, writer, rest = (key.split("/", 3) + [""])[:4]
+        _, kind, writer, rest = (key.split("/", 3) + ["", ""])[:4]  # a crafted key may have fewer parts
         value, op = _as_scalar(part)
         by_writer = op is not None and op.hex() == writer
         if kind == REACTION:

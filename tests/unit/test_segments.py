@@ -134,6 +134,17 @@ def test_a_value_that_is_no_message_is_ignored() -> None:
     assert [s.message_id for s in segments.read_messages(doc, frozenset())] == [FIRST]
 
 
+@given(value=st.binary(max_size=64) | st.builds(cbor.encode, st.lists(st.none() | st.integers() | st.text(max_size=4) | st.binary(max_size=33), max_size=7)))
+def test_whatever_the_values_and_keys_say_reading_never_fails(value: bytes) -> None:
+    doc = as_user(documents.new_document(actor(ALICE)), ALICE)
+    post(doc, FIRST, ALICE, "fine")
+    for key in (SECOND, f"{FIRST}/e/{ALICE.hex()}", f"{FIRST}/e", f"{FIRST}/", f"{FIRST}/r/{ALICE.hex()}", f"{FIRST}/x/{ALICE.hex()}/y"):
+        put(doc, key, documents.Bytes, value)
+    states = segments.read_messages(doc, frozenset())
+    assert states[0].message_id == FIRST and states[0].reactions == {}
+    assert segments.read_message(doc, FIRST, frozenset()) == states[0]
+
+
 def test_edits_and_deletions_under_a_key_naming_someone_else_are_ignored() -> None:
     doc = as_user(documents.new_document(actor(ALICE)), ALICE)
     post(doc, FIRST, ALICE, "alice says")
