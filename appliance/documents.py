@@ -6,9 +6,7 @@ only its author creates, in the same change - so concurrent first writes never c
     directory: {"cert:<fingerprint>": cbor bytes, "rev:<fingerprint>": cbor bytes}
     head:      {name, purpose, kind, created_by, created_at, archived,
                 members: {user_hex: role}}            # made whole by the creator's first change
-    segment:   {message_id: {author, created_at, text, root_id, edited_at, deleted,
-                             reactions: {"<emoji> <user_hex>": bool},
-                             files: [{name, size, hash}], mentions: [user_hex]}}
+    segment:   messages, each a root key or a few (appliance/segments.py, both formats)
 
 A segment document holds at most `segment_size` messages as seen by the node that posts;
 two nodes that roll over to the same next segment concurrently only add distinct root keys."""
@@ -141,7 +139,7 @@ def apply_changes(doc: Document, changes: list[bytes]) -> None:
         doc.receive_sync_message(SyncState(), Message.decode(bytes(message)))
 
 
-def _op_author(exid: bytes) -> bytes | None:
+def op_author(exid: bytes) -> bytes | None:
     """Author key of the op that wrote a value: exids are tag, actor length, actor, ..."""
     if len(exid) < 2 + ACTOR_BYTES or exid[1] != ACTOR_BYTES:
         return None
@@ -152,10 +150,10 @@ def _scalar(doc: Document, obj: bytes, prop: str | int) -> tuple[Any, bytes | No
     got = doc.get(obj, prop)
     if got is None or isinstance(got[0], core.ObjType):
         return None, None
-    return got[0][1], _op_author(got[1])
+    return got[0][1], op_author(got[1])
 
 
-def _child(doc: Document, obj: bytes, prop: str | int) -> bytes | None:
+def child(doc: Document, obj: bytes, prop: str | int) -> bytes | None:
     got = doc.get(obj, prop)
     if got is None or not isinstance(got[0], core.ObjType):
         return None
@@ -210,7 +208,7 @@ def create_head(doc: Document, *, name: str, purpose: str, kind: ChannelKind, cr
 
 
 def set_member(doc: Document, user_hex: str, role: ChannelRole | None) -> None:
-    members = _child(doc, ROOT, "members")
+    members = child(doc, ROOT, "members")
     if members is None:
         raise DocumentError("channel head has no member map")
     with doc.transaction() as tx:
@@ -225,7 +223,7 @@ def read_head(doc: Document, channel_id: str) -> ChannelHead | None:
     if not isinstance(name, str):
         return None
     members: dict[str, str] = {}
-    members_obj = _child(doc, ROOT, "members")
+    members_obj = child(doc, ROOT, "members")
     if members_obj is not None:
         for key in doc.keys(members_obj):
             role, _ = _scalar(doc, members_obj, key)
@@ -245,233 +243,4 @@ def read_head(doc: Document, channel_id: str) -> ChannelHead | None:
         created_at=created_at if isinstance(created_at, int) else 0,
         archived=archived is True,
         members=members,
-    )
-
-
-# --- messages ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FileRef:
-    name: str
-    size: int
-    hash: str  # hex SHA-256 of the blob
-
-
-@dataclass(frozen=True)
-class MessageState:
-    """A message as its segment document says, with authorship checked op by op."""
-
-    message_id: str
-    author: str  # user hex
-    created_at: int
-    text: str
-    root_id: str | None
-    edited_at: int | None
-    deleted: bool
-    reactions: dict[str, tuple[str, ...]]  # emoji -> user hexes, sorted
-    files: tuple[FileRef, ...]
-    mentions: tuple[str, ...]
-    tampered: bool  # a field the author alone may write was written by someone else
-    deleted_by: str | None = None  # who set the delete flag, when not the author: counts only while an admin
-
-
-def _write_list(tx: Any, obj: bytes, values: list[Any]) -> None:
-    for index, value in enumerate(values):
-        if isinstance(value, FileRef):
-            entry = tx.insert_object(obj, index, MapType)
-            tx.put(entry, "name", Str, value.name)
-            tx.put(entry, "size", Int, value.size)
-            tx.put(entry, "hash", Str, value.hash)
-        else:
-            tx.insert(obj, index, Str, value)
-
-
-def post_message(
-    doc: Document,
-    *,
-    message_id: str,
-    author: str,
-    created_at: int,
-    text: str,
-    root_id: str | None,
-    files: list[FileRef],
-    mentions: list[str],
-) -> None:
-    with doc.transaction() as tx:
-        msg = tx.put_object(ROOT, message_id, MapType)
-        tx.put(msg, "author", Str, author)
-        tx.put(msg, "created_at", Int, created_at)
-        tx.put(msg, "text", Str, text)
-        if root_id is None:
-            tx.put(msg, "root_id", Null, None)
-        else:
-            tx.put(msg, "root_id", Str, root_id)
-        tx.put(msg, "edited_at", Null, None)
-        tx.put(msg, "deleted", Bool, False)
-        tx.put_object(msg, "reactions", MapType)
-        _write_list(tx, tx.put_object(msg, "files", ListType), list(files))
-        _write_list(tx, tx.put_object(msg, "mentions", ListType), list(mentions))
-
-
-def _message_obj(doc: Document, message_id: str) -> bytes:
-    obj = _child(doc, ROOT, message_id)
-    if obj is None:
-        raise DocumentError(f"message {message_id} is not in this segment")
-    return obj
-
-
-def edit_message(doc: Document, message_id: str, text: str, edited_at: int, mentions: list[str]) -> None:
-    msg = _message_obj(doc, message_id)
-    mentions_obj = _child(doc, msg, "mentions")
-    with doc.transaction() as tx:
-        tx.put(msg, "text", Str, text)
-        tx.put(msg, "edited_at", Int, edited_at)
-        if mentions_obj is not None:
-            for _ in range(tx.length(mentions_obj)):
-                tx.delete(mentions_obj, 0)
-            _write_list(tx, mentions_obj, mentions)
-
-
-def delete_message(doc: Document, message_id: str, deleted_at: int) -> None:
-    """A tombstone: the flag can only ever go to true, and the text is cleared with it."""
-    msg = _message_obj(doc, message_id)
-    with doc.transaction() as tx:
-        tx.put(msg, "deleted", Bool, True)
-        tx.put(msg, "text", Str, "")
-        tx.put(msg, "edited_at", Int, deleted_at)
-
-
-def set_reaction(doc: Document, message_id: str, emoji: str, user: str, on: bool) -> None:
-    reactions = _child(doc, _message_obj(doc, message_id), "reactions")
-    if reactions is None:
-        raise DocumentError(f"message {message_id} has no reaction map")
-    with doc.transaction() as tx:
-        tx.put(reactions, f"{emoji} {user}", Bool, on)
-
-
-# The binding's Patch objects expose nothing but their Debug rendering; these two shapes name
-# the message a patch touches (a key of the segment's root, or a path under one).
-_ROOT_KEY_PATCH = re.compile(r'^Patch \{ obj: Root, path: \[\], action: \w+ \{ key: "([0-9A-Z]{26})"')
-_UNDER_MESSAGE_PATCH = re.compile(r'^Patch \{ obj: .*?, path: \[\(Root, Map\("([0-9A-Z]{26})"\)')
-
-
-def touched_messages(doc: Document, before: list[bytes]) -> set[str] | None:
-    """Ids of the segment's messages that changed since heads `before`; None when a patch
-    does not say which message it touches (the caller then rereads every message)."""
-    touched: set[str] = set()
-    for patch in doc.diff(before, doc.get_heads()):
-        rendered = repr(patch)
-        match = _ROOT_KEY_PATCH.match(rendered) or _UNDER_MESSAGE_PATCH.match(rendered)
-        if match is None:
-            return None
-        touched.add(match.group(1))
-    return touched
-
-
-def _fields(doc: Document, obj: bytes) -> dict[str, tuple[Any, bytes]]:
-    """Every key of a map with its value and op id, in two calls into the library."""
-    return dict(zip(doc.keys(obj), doc.values(obj), strict=True))
-
-
-def _as_scalar(entry: tuple[Any, bytes] | None) -> tuple[Any, bytes | None]:
-    """(value, author of the op that wrote it); (None, None) for a missing key or an object."""
-    if entry is None or isinstance(entry[0], core.ObjType):
-        return None, None
-    return entry[0][1], _op_author(entry[1])
-
-
-def _as_object(entry: tuple[Any, bytes] | None) -> bytes | None:
-    return entry[1] if entry is not None and isinstance(entry[0], core.ObjType) else None
-
-
-def read_message(doc: Document, message_id: str, admins: frozenset[str]) -> MessageState | None:
-    """Reads one message. Fields only its author may write (text, thread, files, mentions)
-    count only when written by the author; the delete flag also when written by one of
-    `admins` (the directory as it is now: the node re-reads such messages when it changes);
-    a reaction only when written by the user it names."""
-    msg = _child(doc, ROOT, message_id)
-    return None if msg is None else _read_message_map(doc, message_id, msg, admins)
-
-
-def read_messages(doc: Document, admins: frozenset[str]) -> list[MessageState]:
-    """Every message of a segment, as `read_message` reads each: the root is listed in one
-    call rather than one lookup per message."""
-    states = []
-    for message_id, entry in _fields(doc, ROOT).items():
-        msg = _as_object(entry)
-        state = None if msg is None else _read_message_map(doc, message_id, msg, admins)
-        if state is not None:
-            states.append(state)
-    return states
-
-
-def _read_message_map(doc: Document, message_id: str, msg: bytes, admins: frozenset[str]) -> MessageState | None:
-    fields = _fields(doc, msg)
-    author, author_op = _as_scalar(fields.get("author"))
-    if not isinstance(author, str) or author_op is None or author_op.hex() != author:
-        return None  # a message map not made by the author it names is ignored whole
-    tampered = False
-
-    def by_author(prop: str) -> Any:
-        nonlocal tampered
-        value, op = _as_scalar(fields.get(prop))
-        if op is not None and op.hex() != author:
-            tampered = True
-            return None
-        return value
-
-    created_at, _ = _as_scalar(fields.get("created_at"))
-    deleted_value, deleted_op = _as_scalar(fields.get("deleted"))
-    deleted_by = deleted_op.hex() if deleted_value is True and deleted_op is not None and deleted_op.hex() != author else None
-    deleted = deleted_value is True and deleted_op is not None and (deleted_by is None or deleted_by in admins)
-    root_id = by_author("root_id")
-    # A deletion (by the author or an admin) clears the text and stamps the time.
-    text = "" if deleted else by_author("text")
-    edited_at = _as_scalar(fields.get("edited_at"))[0] if deleted else by_author("edited_at")
-
-    reactions: dict[str, list[str]] = {}
-    reactions_obj = _as_object(fields.get("reactions"))
-    if reactions_obj is not None:
-        for key, entry in _fields(doc, reactions_obj).items():
-            emoji, _, user = key.rpartition(" ")
-            on, op = _as_scalar(entry)
-            if on is True and emoji and op is not None and op.hex() == user:
-                reactions.setdefault(emoji, []).append(user)
-
-    files: list[FileRef] = []
-    files_obj = _as_object(fields.get("files"))
-    if files_obj is not None:
-        for entry in doc.values(files_obj):
-            file_obj = _as_object(entry)
-            if file_obj is None:
-                continue
-            file_fields = _fields(doc, file_obj)
-            name, op = _as_scalar(file_fields.get("name"))
-            size, _ = _as_scalar(file_fields.get("size"))
-            digest, _ = _as_scalar(file_fields.get("hash"))
-            if op is not None and op.hex() == author and isinstance(name, str) and isinstance(size, int) and isinstance(digest, str):
-                files.append(FileRef(name=name, size=size, hash=digest))
-
-    mentions: list[str] = []
-    mentions_obj = _as_object(fields.get("mentions"))
-    if mentions_obj is not None:
-        for entry in doc.values(mentions_obj):
-            value, op = _as_scalar(entry)
-            if isinstance(value, str) and op is not None and op.hex() == author:
-                mentions.append(value)
-
-    return MessageState(
-        message_id=message_id,
-        author=author,
-        created_at=created_at if isinstance(created_at, int) else 0,
-        text="" if deleted or not isinstance(text, str) else text,
-        root_id=root_id if isinstance(root_id, str) else None,
-        edited_at=edited_at if isinstance(edited_at, int) else None,
-        deleted=deleted,
-        reactions={emoji: tuple(sorted(users)) for emoji, users in sorted(reactions.items())},
-        files=() if deleted else tuple(files),
-        mentions=tuple(mentions),
-        tampered=tampered,
-        deleted_by=deleted_by,
     )

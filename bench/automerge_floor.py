@@ -8,8 +8,9 @@ shape (`SEGMENT_SIZE` messages each), then timed, per form a receiver could be h
                  checking each author's signature needs; the binding has no cheaper way)
   apply          `documents.apply_changes` of each segment's chunks into an empty document:
                  what `Node.import_batches` does (the binding has no apply_changes)
-  read           `documents.read_messages` of every applied segment: what materialising the
-                 message view reads back, field by field, through the binding
+  read           `segments.read_messages` of every applied segment: what materialising the
+                 message view reads back through the binding (format 2: one listing of the
+                 root a segment, one value a message)
 
 Imported as a sibling module (`from automerge_floor import measure_floor`) by sneakernet.py
 and lan.py, which print these beside their own end-to-end figures.
@@ -21,7 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from appliance import documents
+from appliance import documents, segments
 from appliance.node import SEGMENT_SIZE
 
 
@@ -51,38 +52,40 @@ class AutomergeFloor:
 def measure_floor(bodies: Sequence[str]) -> AutomergeFloor:
     actor = bytes(range(48))
     author = actor[:32].hex()
-    segments: list[tuple[list[bytes], bytes]] = []
+    made: list[tuple[list[bytes], bytes]] = []
     for start in range(0, len(bodies), SEGMENT_SIZE):
         doc = documents.new_document(actor)
         chunks = []
         for offset, body in enumerate(bodies[start : start + SEGMENT_SIZE]):
-            documents.post_message(doc, message_id=f"{start + offset:026d}", author=author, created_at=start + offset, text=body, root_id=None, files=[], mentions=[])
-            chunks.append(doc.get_last_local_change().raw_bytes)
-        segments.append((chunks, doc.save()))
+            segments.post_message(doc, message_id=f"{start + offset:026d}", author=author, created_at=start + offset, text=body, root_id=None, files=[], mentions=[])
+            change = doc.get_last_local_change()
+            assert change is not None
+            chunks.append(change.raw_bytes)
+        made.append((chunks, doc.save()))
     started = time.perf_counter()
-    for chunks, _ in segments:
+    for chunks, _ in made:
         documents.load_document(b"".join(chunks), actor)
     load_changes_s = time.perf_counter() - started
     started = time.perf_counter()
-    loaded = [documents.load_document(saved, actor) for _, saved in segments]
+    loaded = [documents.load_document(saved, actor) for _, saved in made]
     load_saved_s = time.perf_counter() - started
     started = time.perf_counter()
     named = sum(len([(c.hash, c.actor_id, c.seq, c.deps) for c in doc.get_changes([])]) for doc in loaded)
     list_changes_s = time.perf_counter() - started
     assert named == len(bodies), f"listed {named} changes for {len(bodies)} messages"
-    applied = [documents.new_document(actor) for _ in segments]
+    applied = [documents.new_document(actor) for _ in made]
     started = time.perf_counter()
-    for doc, (chunks, _) in zip(applied, segments, strict=True):
+    for doc, (chunks, _) in zip(applied, made, strict=True):
         documents.apply_changes(doc, chunks)
     apply_s = time.perf_counter() - started
     started = time.perf_counter()
-    read = sum(len(documents.read_messages(doc, frozenset())) for doc in applied)
+    read = sum(len(segments.read_messages(doc, frozenset())) for doc in applied)
     read_s = time.perf_counter() - started
     assert read == len(bodies), f"read {read} messages back for {len(bodies)}"
     return AutomergeFloor(
         messages=len(bodies),
-        change_bytes=sum(len(c) for chunks, _ in segments for c in chunks),
-        saved_bytes=sum(len(saved) for _, saved in segments),
+        change_bytes=sum(len(c) for chunks, _ in made for c in chunks),
+        saved_bytes=sum(len(saved) for _, saved in made),
         load_changes_s=load_changes_s,
         load_saved_s=load_saved_s,
         list_changes_s=list_changes_s,

@@ -18,7 +18,7 @@ import nacl.signing
 from automerge._automerge import Document
 from automerge.core import ROOT, ScalarType
 
-from appliance import certs, crypto, documents, graph
+from appliance import certs, crypto, documents, graph, segments
 from appliance.changes import SignedChange, parse_change, sign_change, verify_batch
 from appliance.errors import ChangeRejected, NodeLocked
 from appliance.feed import ChangeFeed, DocumentsChanged, NodeWiped, Origin
@@ -194,15 +194,15 @@ class MemoryReplica:
 
     def post(self, doc_id: str, author: nacl.signing.SigningKey, text: str, *, attachment: bytes | None = None) -> None:
         """A message by `author` in a channel document; with an attachment, its blob too."""
-        files: list[documents.FileRef] = []
+        files: list[segments.FileRef] = []
         if attachment is not None:
             digest = crypto.sha256(attachment)
             self._blobs[digest] = (doc_id, attachment)
-            files.append(documents.FileRef("file.bin", len(attachment), digest.hex()))
+            files.append(segments.FileRef("file.bin", len(attachment), digest.hex()))
         message_id = f"{self.node_key.hex()[:8]}{len(self._changes.get(doc_id, {})):018d}"  # unique per node
 
         def put(doc: Document) -> None:
-            documents.post_message(doc, message_id=message_id, author=bytes(author.verify_key).hex(), created_at=self._clock(), text=text, root_id=None, files=files, mentions=[])
+            segments.post_message(doc, message_id=message_id, author=bytes(author.verify_key).hex(), created_at=self._clock(), text=text, root_id=None, files=files, mentions=[])
 
         self._write(doc_id, author, put)
         self._publish(frozenset([doc_id]), Origin.LOCAL, None)
@@ -210,7 +210,7 @@ class MemoryReplica:
     def texts(self, doc_id: str) -> list[str]:
         """The texts of a channel document's messages, in message order."""
         doc = self._load(doc_id, b"\x00" * 48)
-        return [m.text for m in documents.read_messages(doc, frozenset())]
+        return [m.text for m in segments.read_messages(doc, frozenset())]
 
     # --- inside -------------------------------------------------------------------------
 
@@ -242,7 +242,7 @@ class MemoryReplica:
         """The document whose messages reference a blob ("" if none does yet)."""
         wanted = digest.hex()
         for doc_id in self.document_ids():
-            if doc_id != documents.DIRECTORY_DOC and any(f.hash == wanted for m in documents.read_messages(self._load(doc_id, bytes(48)), frozenset()) for f in m.files):
+            if doc_id != documents.DIRECTORY_DOC and any(f.hash == wanted for m in segments.read_messages(self._load(doc_id, bytes(48)), frozenset()) for f in m.files):
                 return doc_id
         return ""
 

@@ -11,7 +11,7 @@ from automerge._automerge import Document
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from appliance import certs, documents, ids
+from appliance import certs, documents, ids, segments
 from appliance import schema as t
 from appliance.audit_actions import AuditAction
 from appliance.errors import InvalidInput, NotFound, PermissionDenied
@@ -181,14 +181,14 @@ class ChatService:
         self, head: documents.ChannelHead, bodies: Sequence[str], reply_to: str | None, files: Sequence[tuple[Attachment, bytes]]
     ) -> list[str]:
         doc_id = await self._segment_for_new_message(head.channel_id)
-        refs = [documents.FileRef(name=a.name, size=len(a.data), hash=digest.hex()) for a, digest in files]
+        refs = [segments.FileRef(name=a.name, size=len(a.data), hash=digest.hex()) for a, digest in files]
         mutations, message_ids = [], []
         for body in bodies:
             now = self._kernel.clock()
             message_id = self._message_ids.new(now, int.from_bytes(self._kernel.rng(10), "big"))
             message_ids.append(message_id)
             mutations.append(
-                lambda doc, message_id=message_id, now=now, body=body: documents.post_message(
+                lambda doc, message_id=message_id, now=now, body=body: segments.post_message(
                     doc, message_id=message_id, author=self._identity.user_key.hex(), created_at=now, text=body, root_id=reply_to, files=refs, mentions=self._mentions(body)
                 )
             )
@@ -197,7 +197,7 @@ class ChatService:
             for attachment, digest in files:
                 await self._blobs.store(conn, digest, attachment.data)
             doc, admins = self._replica.loaded(doc_id), self._roster.admin_hexes()
-            states = [documents.read_message(doc, message_id, admins) for message_id in message_ids]
+            states = [segments.read_message(doc, message_id, admins) for message_id in message_ids]
             await self._views.insert_messages(conn, [self._views.message_values(head.channel_id, doc_id, state) for state in states if state is not None])
             # Under the write lock: an import that came first may have reset the cursor (it is
             # then recounted from the store) or moved it to another segment.
@@ -230,18 +230,18 @@ class ChatService:
             raise PermissionDenied("only a message's author can edit it")
         body = check_text(body)
         mentions = self._mentions(body)
-        await self._modify(message_id, lambda doc: documents.edit_message(doc, row["message_id"], body, self._kernel.clock(), mentions))
+        await self._modify(message_id, lambda doc: segments.edit_message(doc, row["message_id"], body, self._kernel.clock(), mentions))
 
     async def delete(self, message_id: str) -> None:
         row = await self._views.message_row(message_id)
         moderated = row["author"] != self._identity.user_key.hex()
         if moderated and not self._roster.current.is_admin(self._identity.user_key):
             raise PermissionDenied("only a message's author or an admin can delete it")
-        await self._modify(message_id, lambda doc: documents.delete_message(doc, row["message_id"], self._kernel.clock()), AuditAction.MESSAGE_DELETED if moderated else None)
+        await self._modify(message_id, lambda doc: segments.delete_message(doc, row["message_id"], self._kernel.clock()), AuditAction.MESSAGE_DELETED if moderated else None)
 
     async def react(self, message_id: str, emoji: str, *, remove: bool = False) -> None:
         emoji = check_emoji(emoji)
         row = await self._views.message_row(message_id)
         if (self._identity.user_key.hex() in json.loads(row["reactions"]).get(emoji, [])) != remove:
             return  # already as asked: reacting twice (or removing what is not there) changes nothing
-        await self._modify(message_id, lambda doc: documents.set_reaction(doc, row["message_id"], emoji, self._identity.user_key.hex(), not remove))
+        await self._modify(message_id, lambda doc: segments.set_reaction(doc, row["message_id"], emoji, self._identity.user_key.hex(), not remove))

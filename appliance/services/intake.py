@@ -12,7 +12,7 @@ from automerge._automerge import Document
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from appliance import certs, documents, ids
+from appliance import certs, documents, ids, segments
 from appliance import schema as t
 from appliance.audit_actions import AuditAction
 from appliance.changes import SignedChange, VerifiedChange, verify_batch
@@ -211,7 +211,7 @@ class IntakeService:
             elif kind == "head":
                 await self._heads.materialise_head(conn, channel_id, doc)
             else:
-                new_messages = await self._views.materialise_segment(conn, channel_id, doc_id, doc, documents.touched_messages(doc, before) if before else None, admins)
+                new_messages = await self._views.materialise_segment(conn, channel_id, doc_id, doc, segments.touched_messages(doc, before) if before else None, admins)
             if kind != "directory":
                 counts = intake.setdefault(channel_id, [0, 0])
                 counts[0] += len(verified)

@@ -14,7 +14,7 @@ from automerge._automerge import Document
 from sqlalchemy import and_, bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from appliance import documents, ids
+from appliance import ids, segments
 from appliance import schema as t
 from appliance.errors import InvalidInput, NotFound, StorageError
 from appliance.kernel import Kernel
@@ -97,7 +97,7 @@ class ViewsService:
         return dict(row)
 
     @staticmethod
-    def message_values(channel_id: str, doc_id: str, state: documents.MessageState) -> dict[str, Any]:
+    def message_values(channel_id: str, doc_id: str, state: segments.MessageState) -> dict[str, Any]:
         return {
             "message_id": state.message_id,
             "channel_id": channel_id,
@@ -117,7 +117,7 @@ class ViewsService:
         }
 
     async def materialise_message(self, conn: AsyncConnection, channel_id: str, doc_id: str, doc: Document, message_id: str) -> None:
-        state = documents.read_message(doc, message_id, self._roster.admin_hexes())
+        state = segments.read_message(doc, message_id, self._roster.admin_hexes())
         if state is None:
             return
         values = self.message_values(channel_id, doc_id, state)
@@ -143,10 +143,10 @@ class ViewsService:
         whatever the segment holds. Returns how many messages are new."""
         present_query = select(t.messages.c.message_id).where(t.messages.c.doc_id == doc_id)
         if only is None:
-            states: Sequence[documents.MessageState | None] = documents.read_messages(doc, admins)
+            states: Sequence[segments.MessageState | None] = segments.read_messages(doc, admins)
         else:
             wanted = sorted(only)
-            states = [documents.read_message(doc, m, admins) for m in wanted]
+            states = segments.read_messages(doc, admins, only=wanted)
             present_query = present_query.where(t.messages.c.message_id.in_(wanted))
         rows = [self.message_values(channel_id, doc_id, s) for s in states if s is not None and ids.is_message_id(s.message_id)]
         present: set[str] = set((await conn.execute(present_query)).scalars())

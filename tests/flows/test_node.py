@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance import documents
+from appliance import documents, segments
 from appliance import node as node_module
 from appliance.changes import SignedChange
 from appliance.errors import (
@@ -237,11 +237,11 @@ async def test_segments_bound_every_document(alice: Node, monkeypatch: pytest.Mo
     await alice.chat.create_channel("busy")
     ids = await alice.chat.post_many("busy", [f"bulk {i}" for i in range(30)])
     ids += [await alice.chat.post("busy", f"single {i}") for i in range(5)]
-    segments = [d for d in await alice.replica.document_ids() if "/seg/" in d]
-    assert len(segments) == 5
-    for doc_id in segments:
+    segment_ids = [d for d in await alice.replica.document_ids() if "/seg/" in d]
+    assert len(segment_ids) == 5
+    for doc_id in segment_ids:
         doc = await alice.replica.document(doc_id)
-        assert len(documents.read_messages(doc, frozenset())) <= 8
+        assert len(segments.read_messages(doc, frozenset())) <= 8
     assert [m.id for m in await alice.views.read("busy", limit=100)] == ids
 
 
@@ -374,7 +374,7 @@ async def test_export_gives_loadable_automerge_documents(alice: Node) -> None:
     head = documents.load_document(exported[head_id], bytes(48))
     assert documents.read_head(head, "x").name == "general"
     segment = documents.load_document(exported[segment_id], bytes(48))
-    assert [state.message_id for state in documents.read_messages(segment, frozenset())] == [message]
+    assert [state.message_id for state in segments.read_messages(segment, frozenset())] == [message]
 
 
 async def test_memory_holds_a_bounded_number_of_documents(alice: Node, monkeypatch: pytest.MonkeyPatch) -> None:

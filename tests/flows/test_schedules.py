@@ -37,7 +37,7 @@ from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_a
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from appliance import certs, documents, ids
+from appliance import certs, documents, ids, segments
 from appliance import schema as t
 from appliance.model import Receipt
 from appliance.node import CACHED_DOCUMENTS, Node
@@ -180,7 +180,7 @@ async def rebuilt_view(node: Node) -> tuple[dict[str, dict[str, Any]], dict[str,
                     "members": json.dumps(head.members, sort_keys=True),
                 }
         elif kind == "segment":
-            for state in documents.read_messages(doc, admins):
+            for state in segments.read_messages(doc, admins):
                 if ids.is_message_id(state.message_id):
                     messages[state.message_id] = ViewsService.message_values(channel_id, doc_id, state)
     return channels, messages

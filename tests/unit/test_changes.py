@@ -7,7 +7,7 @@ from automerge._automerge import Document
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance import changes, crypto, documents
+from appliance import changes, crypto, documents, segments
 from appliance.changes import SignedChange, parse_change, sign_change, verify_batch
 from appliance.errors import ChangeRejected
 
@@ -24,8 +24,8 @@ def write(doc: Document, who: crypto.nacl.signing.SigningKey, texts: list[str]) 
     doc.set_actor(bytes(who.verify_key) + bytes(16))
     out = []
     for text in texts:
-        message_id = f"{len(documents.read_messages(doc, frozenset())):026d}"
-        documents.post_message(doc, message_id=message_id, author=bytes(who.verify_key).hex(), created_at=1, text=text, root_id=None, files=[], mentions=[])
+        message_id = f"{len(segments.read_messages(doc, frozenset())):026d}"
+        segments.post_message(doc, message_id=message_id, author=bytes(who.verify_key).hex(), created_at=1, text=text, root_id=None, files=[], mentions=[])
         change = doc.get_last_local_change()
         assert change is not None
         out.append(SignedChange(change.bytes, sign_change(who, DOC, parse_change(change.bytes).hash)))

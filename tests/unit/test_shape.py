@@ -33,6 +33,7 @@ PURE = [
     "appliance/certs.py",
     "appliance/changes.py",
     "appliance/documents.py",
+    "appliance/segments.py",
     "appliance/audit.py",
     "appliance/netpolicy.py",
     "appliance/audit_actions.py",
