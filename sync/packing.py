@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from appliance.changes import SignedChange, relay_units
 from appliance.model import Delta
-from sync import wire
+from sync import messages
 from sync.errors import DoesNotFit
 
 DeltaPart = tuple[tuple[tuple[str, tuple[SignedChange, ...]], ...], tuple[tuple[bytes, bytes], ...]]
@@ -22,7 +22,7 @@ def pack_delta(delta: Delta, budget: int) -> list[DeltaPart]:
     earlier ones are in. A document that fits in a part of its own is not cut: its part starts
     afresh instead (half a segment imported into the other half costs a diff and a read per
     message, about 40 ms a segment, where a whole segment is read in one pass)."""
-    room = budget - wire.CHANGES_OVERHEAD_BYTES
+    room = budget - messages.CHANGES_OVERHEAD_BYTES
     parts: list[DeltaPart] = []
     current: list[tuple[str, list[SignedChange]]] = []
     blobs: list[tuple[bytes, bytes]] = []
@@ -35,8 +35,8 @@ def pack_delta(delta: Delta, budget: int) -> list[DeltaPart]:
         current, blobs, used = [], [], 0
 
     for doc_id, changes in delta.documents:
-        entry = wire.doc_entry_bytes(doc_id, delta.heads.get(doc_id, ()))
-        atoms = [(atom, sum(wire.change_entry_bytes(c) for c in atom) + entry) for atom in relay_units(changes)]
+        entry = messages.doc_entry_bytes(doc_id, delta.heads.get(doc_id, ()))
+        atoms = [(atom, sum(messages.change_entry_bytes(c) for c in atom) + entry) for atom in relay_units(changes)]
         whole = sum(size - entry for _, size in atoms) + entry
         if used + whole > room >= whole:
             flush()
@@ -52,7 +52,7 @@ def pack_delta(delta: Delta, budget: int) -> list[DeltaPart]:
                 current.append((doc_id, list(atom)))
                 used += size
     for digest, _, data in delta.blobs:
-        size = wire.blob_entry_bytes(data)
+        size = messages.blob_entry_bytes(data)
         if size > room:
             raise DoesNotFit(f"a {len(data):,}-byte attachment does not fit in a part of {room:,} bytes")
         if used + size > room:
