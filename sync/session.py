@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from appliance import crypto, documents, identity, ids
 from appliance.errors import ChangeRejected, MissingDependencies, NodeLocked, RallypointError
 from appliance.model import Carrier, Delta, Receipt
-from sync import messages
+from sync import messages, wire
 from sync.errors import ChannelLost, DoesNotFit, SessionError
 from sync.events import LanEvent, Received, SessionDown, SessionInfo, SessionUp
 from sync.packing import pack_delta
@@ -193,7 +193,7 @@ class Session:
     async def _import(self, message: messages.Changes) -> None:
         receipt = Receipt(source=Carrier.LAN, sender=self.peer, created_at=self.replica.now(), sender_heads=message.heads)
         try:
-            summary = await self.replica.import_batches(message.docs, blobs=message.blobs, received_from=self.peer_id, receipt=receipt)
+            summary = await self.replica.import_batches(message.docs, wholes=message.wholes, blobs=message.blobs, received_from=self.peer_id, receipt=receipt)
         except MissingDependencies:
             # We lack something the peer believes we have (frames lost with a dropped session):
             # our complete heads make it send everything we lack.
@@ -207,7 +207,7 @@ class Session:
             self._acks[doc_id] = message.heads[doc_id]  # a pending acknowledgement must not overwrite newer heads
         # Acknowledge every document of the message, also those that brought nothing new (we had
         # them from another peer), so the sender learns what we hold.
-        self._announce |= {doc_id for doc_id, _ in message.docs}
+        self._announce |= {doc_id for doc_id, _ in message.docs} | {whole.doc_id for whole in message.wholes}
         self._wake.set()
         if summary.wiped:
             self.host.stop_after_wipe()
@@ -284,16 +284,17 @@ class Session:
 
     async def _send_delta(self, delta: Delta) -> None:
         """Changes in parts under the frame cap, small blobs with them, large ones in pieces."""
-        if not delta.documents and not delta.blobs:
+        if not delta.documents and not delta.blobs and not delta.wholes:
             return
         large = [(digest, data) for digest, _, data in delta.blobs if len(data) > BLOB_PART_BYTES]
         try:
-            parts = pack_delta(replace(delta, blobs=tuple(b for b in delta.blobs if len(b[2]) <= BLOB_PART_BYTES)), PART_BUDGET)
+            parts = pack_delta(replace(delta, blobs=tuple(b for b in delta.blobs if len(b[2]) <= BLOB_PART_BYTES)), PART_BUDGET, cap=wire.MAX_MESSAGE_BYTES)
         except DoesNotFit as exc:
             raise SessionError(str(exc)) from exc
-        for docs, blobs in parts:
-            part_heads = {doc_id: tuple(sorted(delta.heads.get(doc_id, ()))) for doc_id, _ in docs}
-            await self._send_bulk(messages.Changes(docs, blobs, part_heads))
+        for docs, blobs, wholes in parts:
+            carried = [doc_id for doc_id, _ in docs] + [whole.doc_id for whole in wholes]
+            part_heads = {doc_id: tuple(sorted(delta.heads.get(doc_id, ()))) for doc_id in carried}
+            await self._send_bulk(messages.Changes(docs, blobs, part_heads, wholes))
             self.sent_changes += sum(len(c) for _, c in docs)
             self._peer_has.update(part_heads)
         for digest, data in large:
