@@ -79,6 +79,7 @@ class WrittenBundle:
     size: int
     changes: int
     blobs: int
+    wholes: int = 0  # segments carried whole (their changes are not counted in `changes`)
 
 
 @dataclass(frozen=True)
@@ -238,6 +239,7 @@ async def export_bundles(
                     size=len(data),
                     changes=sum(len(c) for _, c in content.directory + content.changes),
                     blobs=len(content.blobs),
+                    wholes=len(content.wholes),
                 )
             )
         superseded += await medium.remove_own_older(stick.BUNDLES, functools.partial(namer.is_own, group=group), names)
