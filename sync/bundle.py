@@ -1,8 +1,9 @@
 """The bundle codec: a signed, encrypted, self-contained file that carries changes, blobs and
 acknowledgements from one node to one or more others. docs/bundle-format.md is the
-specification; this module follows it to the byte. It writes format version 2, whose only
-clear text is what a recipient needs to find its key (anonymous recipient stanzas), and reads
-versions 2 and 1 (sync/bundle_v1.py: the previous release's format, with a clear header).
+specification; this module follows it to the byte. It writes format version 3, whose only
+clear text is what a recipient needs to find its key (anonymous recipient stanzas) and whose
+payload is compressed (sync/bundle_payload.py), and reads versions 3, 2 (the same framing, the
+payload uncompressed) and 1 (sync/bundle_v1.py: an older release's format, with a clear header).
 
 Pure functions of bytes, keys, randomness and time: no file or socket I/O, no clock, no
 system randomness. `build_bundle` takes 32 bytes of randomness and derives everything random
@@ -14,9 +15,8 @@ this boundary."""
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
@@ -27,9 +27,10 @@ import nacl.signing
 
 from appliance import cbor, crypto
 from appliance.certs import Trust
-from appliance.changes import SignedChange
 from appliance.ids import key_id
-from sync import fields, sealing
+from sync import bundle_payload, fields, sealing
+from sync.bundle_payload import BundleContent as BundleContent
+from sync.bundle_payload import Limits as Limits
 from sync.errors import (
     BundleRejected,
     Malformed,
@@ -53,12 +54,13 @@ MiB = 1024 * KiB
 GiB = 1024 * MiB
 
 MAGIC = b"\x89RPBNDL\n"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+FRAMED_VERSIONS = (2, 3)  # anonymous stanzas and an encrypted inner header: this module's framing
 PREFIX_BYTES = len(MAGIC) + 1 + 4 + 2  # magic, version, chunk size, stanza count
 LENGTH_BYTES = 8  # the ciphertext length field
 SIGNATURE_BYTES = fields.SIGNATURE_BYTES
-SIGNATURE_DOMAIN = b"rallypoint/bundle/v2\x00"
+SIGNATURE_DOMAIN = b"rallypoint/bundle/v2\x00"  # the same in format 3: the signed envelope names the version
 INNER_LENGTH_BYTES = 4 + 8  # the inner header's length (u32) and the payload's (u64)
 
 MAX_HEADER_BYTES = 256 * KiB
@@ -78,71 +80,26 @@ WRAPPED_KEY_BYTES = 32 + 16 + CONTENT_KEY_BYTES  # sealed box: ephemeral key, MA
 STANZA_BYTES = WRAPPED_KEY_BYTES  # a recipient stanza is a sealed content key and nothing else
 ENVELOPE_MAX_BYTES = PREFIX_BYTES + MAX_RECIPIENTS * STANZA_BYTES  # what `addressed_to` needs at most
 RANDOMNESS_BYTES = 32
-DEFAULT_MAX_BUNDLE_BYTES = 2 * GiB
+DEFAULT_LIMITS = Limits()
+DEFAULT_MAX_BUNDLE_BYTES = DEFAULT_LIMITS.max_bundle_bytes
 
 MIN_CIPHERTEXT_BYTES = STREAM_HEADER_BYTES + CHUNK_OVERHEAD + 1
 
 HEADER_FIELDS = frozenset({"v", "id", "workspace", "sender", "incarnation", "created_at", "heads", "recipients"})  # the inner header
-PAYLOAD_FIELDS = frozenset({"directory", "changes", "blobs", "acks"})
 INCARNATION_BYTES = 16  # the inner header field "incarnation" (appliance.identity)
-DERIVE_CONTEXT = "rallypoint/bundle/v2/derive"
-_HEX_KEY = re.compile(r"[0-9a-f]{64}")
+DERIVE_CONTEXT = "rallypoint/bundle/v2/derive"  # unchanged in format 3
 
 SenderStatus = Callable[[bytes], Trust]
 """Given a sender's node key, its trust by the caller's directory (`certs.Directory.trust_of`)."""
 
 
-@dataclass(frozen=True)
-class Limits:
-    """Hard limits a reader applies; see docs/bundle-format.md ("Limits") for the memory bound."""
-
-    max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES  # the declared ciphertext length
-    max_plaintext_bytes: int = 256 * MiB  # decrypted payload, enforced before any CBOR decoding
-    max_items: int = 1_000_000  # CBOR data items in the payload, counted before decoding
-    max_blob_bytes: int = 32 * MiB  # one blob
-
-    def __post_init__(self) -> None:
-        for name in ("max_bundle_bytes", "max_plaintext_bytes", "max_items", "max_blob_bytes"):
-            value = getattr(self, name)
-            if type(value) is not int or value < 1:
-                raise ValueError(f"Limits.{name} must be a positive int")
-
-
-DocChanges = fields.DocChanges
 Hashes = Mapping[str, tuple[bytes, ...]]
 
 
 @dataclass(frozen=True)
-class BundleContent:
-    """What a bundle carries. Directory updates are applied before channel changes; within a
-    section documents and changes keep the sender's order. `acks` maps a peer's node key to the
-    heads the sender knows that peer has (per document). Lists are normalised to tuples and
-    ack hashes to sorted, de-duplicated tuples, so equal content compares equal."""
-
-    directory: DocChanges = ()
-    changes: DocChanges = ()
-    blobs: tuple[tuple[bytes, bytes], ...] = ()
-    acks: Mapping[bytes, Hashes] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "directory", _doc_groups(self.directory))
-        object.__setattr__(self, "changes", _doc_groups(self.changes))
-        object.__setattr__(self, "blobs", tuple((h, d) for h, d in self.blobs))
-        object.__setattr__(
-            self,
-            "acks",
-            {peer: {doc: tuple(sorted(set(hashes))) for doc, hashes in docs.items()} for peer, docs in self.acks.items()},
-        )
-
-
-def _doc_groups(groups: Any) -> DocChanges:
-    return tuple((doc_id, tuple(changes)) for doc_id, changes in groups)
-
-
-@dataclass(frozen=True)
 class BundleHeader:
-    """Who sent a bundle, when, for whom, and the sender's heads. In version 2 this is the
-    encrypted inner header, known only to recipients; in version 1 it was clear text."""
+    """Who sent a bundle, when, for whom, and the sender's heads. In versions 2 and 3 this is
+    the encrypted inner header, known only to recipients; in version 1 it was clear text."""
 
     version: int
     id: bytes
@@ -184,12 +141,12 @@ def build_bundle(
     randomness: bytes,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> bytes:
-    """The bundle's bytes (format version 2). `randomness` is 32 bytes that MUST come fresh
+    """The bundle's bytes (format version 3). `randomness` is 32 bytes that MUST come fresh
     from a CSPRNG for each bundle (`appliance.crypto.random_bytes(32)`); the same inputs and
     randomness give the same bytes. Raises ValueError for inputs no reader would accept (bad
     lengths, duplicate keys or documents, a blob whose key is not its SHA-256, no recipients, ...)."""
     return _seal_plaintext(
-        encode_payload(content),
+        bundle_payload.encode_payload(content, FORMAT_VERSION),
         sender_key=sender_key,
         workspace=workspace,
         recipients=recipients,
@@ -199,45 +156,6 @@ def build_bundle(
         randomness=randomness,
         chunk_size=chunk_size,
     )
-
-
-def encode_payload(content: BundleContent) -> bytes:
-    """The payload's CBOR, the same in both formats. Checked by the reader's own rules, so no
-    writer writes what a reader rejects (ValueError)."""
-    wire = _content_to_wire(content)
-    try:
-        _content_from_wire(wire, _BUILD_LIMITS)
-    except BundleRejected as exc:
-        raise ValueError(str(exc)) from exc
-    return cbor.encode(wire)
-
-
-_BUILD_LIMITS = Limits(max_bundle_bytes=2**64 - 1, max_plaintext_bytes=2**64 - 1, max_items=2**64 - 1, max_blob_bytes=2**64 - 1)
-
-
-def _content_to_wire(content: BundleContent) -> dict[str, Any]:
-    def groups(section: DocChanges, name: str) -> list[Any]:
-        out = []
-        for doc_id, changes in section:
-            entries = []
-            for change in changes:
-                if not isinstance(change, SignedChange):
-                    raise TypeError(f"{name}: {doc_id!r} holds {type(change).__name__}, not SignedChange")
-                entries.append([change.data, change.signature])
-            out.append([doc_id, entries])
-        return out
-
-    acks = {}
-    for peer, docs in content.acks.items():
-        if not isinstance(peer, bytes) or len(peer) != KEY_BYTES:
-            raise ValueError("acks: a peer is not a 32-byte node key")
-        acks[peer.hex()] = {doc: list(hashes) for doc, hashes in docs.items()}
-    return {
-        "directory": groups(content.directory, "directory"),
-        "changes": groups(content.changes, "changes"),
-        "blobs": [[digest, data] for digest, data in content.blobs],
-        "acks": acks,
-    }
 
 
 def _seal_plaintext(
@@ -253,11 +171,14 @@ def _seal_plaintext(
     chunk_size: int,
     stream_tags: Sequence[int] | None = None,
     inner: Callable[[bytes, bytes, bytes, bytes], bytes] | None = None,
+    version: int = FORMAT_VERSION,
 ) -> bytes:
-    """Signs, pads, encrypts and frames a payload that is already encoded. The vector
-    generator and the fuzzer alone use `stream_tags` (overrides the chunk tags) and `inner`
-    (given the envelope, inner header, payload and signature, returns the plaintext to
-    encrypt), to write bad bundles."""
+    """Signs, pads, encrypts and frames a payload that is already encoded (and, in format 3,
+    compressed). The vector generator and the fuzzer alone use `stream_tags` (overrides the
+    chunk tags), `inner` (given the envelope, inner header, payload and signature, returns the
+    plaintext to encrypt), to write bad bundles, and `version` 2, to write the previous format."""
+    if version not in FRAMED_VERSIONS:
+        raise ValueError(f"this writer frames formats {FRAMED_VERSIONS}, not {version}")
     if not isinstance(randomness, bytes) or len(randomness) != RANDOMNESS_BYTES:
         raise ValueError(f"randomness must be {RANDOMNESS_BYTES} bytes")
     if not payload:
@@ -280,9 +201,9 @@ def _seal_plaintext(
     content_key = sealing.derive(master, b"rp-content-key", CONTENT_KEY_BYTES)
     # Sorted by their own (random-looking) bytes: the order says nothing about the recipients.
     stanzas = sorted(sealing.wrap_key(content_key, r, sealing.derive(master, b"rp-wrap-seed", 32, r)) for r in recipient_keys)
-    envelope = MAGIC + bytes([FORMAT_VERSION]) + chunk_size.to_bytes(4, "big") + len(stanzas).to_bytes(2, "big") + b"".join(stanzas)
+    envelope = MAGIC + bytes([version]) + chunk_size.to_bytes(4, "big") + len(stanzas).to_bytes(2, "big") + b"".join(stanzas)
     header_obj = {
-        "v": FORMAT_VERSION,
+        "v": version,
         "id": sealing.derive(master, b"rp-bundle-id", ID_BYTES),
         "workspace": workspace,
         "sender": sender,
@@ -295,7 +216,7 @@ def _seal_plaintext(
     if len(header_raw) > MAX_HEADER_BYTES:
         raise ValueError(f"header is {len(header_raw):,} bytes; the format allows {MAX_HEADER_BYTES:,}")
     try:
-        _header_from_wire(header_obj, header_raw, chunk_size, 0)
+        _header_from_wire(header_obj, header_raw, version, chunk_size, 0)
     except BundleRejected as exc:
         raise ValueError(str(exc)) from exc
     signature = crypto.sign(sender_key, _signed_message(envelope, header_raw, payload))
@@ -349,7 +270,7 @@ def open_bundle(
     *,
     my_key: nacl.signing.SigningKey,
     sender_status: SenderStatus,
-    limits: Limits = Limits(),
+    limits: Limits = DEFAULT_LIMITS,
     workspace: bytes | None = None,
 ) -> tuple[BundleHeader, BundleContent]:
     """Decrypts and verifies a bundle addressed to the node whose key is `my_key`.
@@ -373,7 +294,7 @@ def open_bundle(
     ciphertext = view[parsed.ciphertext_start :]
     plaintext = sealing.decrypt_stream(ciphertext, content_key, envelope.chunk_size, hashlib.sha256(parsed.raw_envelope).digest(), limits.max_plaintext_bytes)
     header_raw, payload, signature = _split_inner(plaintext)
-    header = _header_from_wire(fields.strict_decode(header_raw, "bundle header", MAX_HEADER_ITEMS), header_raw, envelope.chunk_size, envelope.ciphertext_length)
+    header = _header_from_wire(fields.strict_decode(header_raw, "bundle header", MAX_HEADER_ITEMS), header_raw, envelope.version, envelope.chunk_size, envelope.ciphertext_length)
     if workspace is not None and header.workspace != workspace:
         raise UnknownSender(f"bundle from node {key_id(header.sender)} belongs to another workspace")
     _check_standing(header.sender, sender_status)
@@ -381,17 +302,17 @@ def open_bundle(
         raise Tampered(f"bundle signature by node {key_id(header.sender)} does not verify: the bundle was altered or re-addressed")
     if len(header.recipients) != envelope.stanzas or bytes(my_key.verify_key) not in header.recipients:
         raise Malformed(f"the sender lists {len(header.recipients)} recipient(s) that do not match the bundle's {envelope.stanzas} stanza(s)")
-    return header, _decode_payload(payload, limits)
+    return header, bundle_payload.decode_payload(payload, limits, envelope.version)
 
 
 def addressed_to(head: Buffer, my_key: nacl.signing.SigningKey) -> bool:
     """Whether a bundle may be for the node whose key is `my_key`, from the file's first
-    ENVELOPE_MAX_BYTES (or all of it): False only for a version 2 envelope none of whose
+    ENVELOPE_MAX_BYTES (or all of it): False only for a version 2 or 3 envelope none of whose
     stanzas opens with that key, so a node skips other nodes' bundles on a stick without
     reading them whole. True for anything else (version 1, damage): opening it says why."""
     view = memoryview(head).cast("B")
     try:
-        if _version(view) != FORMAT_VERSION or len(view) < PREFIX_BYTES:
+        if _version(view) not in FRAMED_VERSIONS or len(view) < PREFIX_BYTES:
             return True
     except BundleRejected:
         return True
@@ -425,7 +346,7 @@ def _version(view: memoryview) -> int:
         raise Truncated("bundle is truncated: the file ends before the format version")
     version = view[len(MAGIC)]
     if version not in READABLE_VERSIONS:
-        raise UnsupportedVersion(f"bundle format version {version} is not supported (this node reads versions 1 and 2)")
+        raise UnsupportedVersion(f"bundle format version {version} is not supported (this node reads versions 1, 2 and 3)")
     return version
 
 
@@ -438,7 +359,7 @@ class _Parsed:
 
 
 def _parse(view: memoryview, max_bundle_bytes: int) -> _Parsed:
-    """Version 2's clear framing, after `_version`."""
+    """Versions 2 and 3's clear framing, after `_version`."""
     size = len(view)
     if size < PREFIX_BYTES:
         raise Truncated("bundle is truncated: the file ends inside the chunk size or stanza count")
@@ -465,7 +386,7 @@ def _parse(view: memoryview, max_bundle_bytes: int) -> _Parsed:
         raise Malformed(f"bundle has {size - expected:,} trailing bytes after its ciphertext")
     stanza_end = ciphertext_start - LENGTH_BYTES
     stanzas = tuple(view[at : at + STANZA_BYTES] for at in range(PREFIX_BYTES, stanza_end, STANZA_BYTES))
-    return _Parsed(Envelope(FORMAT_VERSION, size, count, chunk_size, ciphertext_length), view[:stanza_end], stanzas, ciphertext_start)
+    return _Parsed(Envelope(view[len(MAGIC)], size, count, chunk_size, ciphertext_length), view[:stanza_end], stanzas, ciphertext_start)
 
 
 def _split_inner(plaintext: bytearray) -> tuple[bytes, memoryview, bytes]:
@@ -490,19 +411,13 @@ def _split_inner(plaintext: bytearray) -> tuple[bytes, memoryview, bytes]:
     return bytes(view[4 : 4 + header_length]), view[payload_at : payload_at + payload_length], bytes(view[body - SIGNATURE_BYTES : body])
 
 
-def _decode_payload(plaintext: Buffer, limits: Limits) -> BundleContent:
-    return _content_from_wire(fields.strict_decode(plaintext, "bundle payload", limits.max_items), limits)
+# --- header fields (the checks, shared with sync/messages.py, are in sync/fields.py) --------
 
 
-# --- header and payload fields (the checks, shared with sync/wire.py, are in sync/fields.py) --
-
-
-def _header_from_wire(obj: Any, raw: bytes, chunk_size: int, ciphertext_length: int) -> BundleHeader:
+def _header_from_wire(obj: Any, raw: bytes, version: int, chunk_size: int, ciphertext_length: int) -> BundleHeader:
     fields.need(isinstance(obj, dict), "bundle header is not a CBOR map")
     fields.need(set(obj) == HEADER_FIELDS, f"bundle header must have exactly the fields {sorted(HEADER_FIELDS)}")
-    fields.need(
-        fields.is_int(obj["v"]) and obj["v"] == FORMAT_VERSION, f"bundle header field v must be {FORMAT_VERSION}, as the version byte says"
-    )
+    fields.need(fields.is_int(obj["v"]) and obj["v"] == version, f"bundle header field v must be {version}, as the version byte says")
     created_at = obj["created_at"]
     fields.need(
         fields.is_int(created_at) and 0 <= created_at <= MAX_CREATED_AT, "bundle header field created_at must be an int in 0..2^63-1"
@@ -514,7 +429,7 @@ def _header_from_wire(obj: Any, raw: bytes, chunk_size: int, ciphertext_length: 
     keys = [fields.fixed_bytes(r, KEY_BYTES, "a recipient's node key") for r in recipients]
     fields.need(all(a < b for a, b in pairwise(keys)), "bundle recipients are not sorted by node key without duplicates")
     return BundleHeader(
-        version=FORMAT_VERSION,
+        version=version,
         id=fields.fixed_bytes(obj["id"], ID_BYTES, "bundle id"),
         workspace=fields.fixed_bytes(obj["workspace"], KEY_BYTES, "bundle workspace key"),
         sender=fields.fixed_bytes(obj["sender"], KEY_BYTES, "bundle sender key"),
@@ -526,20 +441,3 @@ def _header_from_wire(obj: Any, raw: bytes, chunk_size: int, ciphertext_length: 
         raw=raw,
         ciphertext_length=ciphertext_length,
     )
-
-
-def _content_from_wire(obj: Any, limits: Limits) -> BundleContent:
-    fields.need(isinstance(obj, dict), "bundle payload is not a CBOR map")
-    fields.need(set(obj) == PAYLOAD_FIELDS, f"bundle payload must have exactly the fields {sorted(PAYLOAD_FIELDS)}")
-
-    directory = fields.doc_changes(obj["directory"], "payload directory")
-    changes = fields.doc_changes(obj["changes"], "payload changes")
-    blobs = fields.blob_entries(obj["blobs"], "payload", limits.max_blob_bytes)
-
-    acks_wire = obj["acks"]
-    fields.need(isinstance(acks_wire, dict), "payload acks is not a map")
-    acks: dict[bytes, Hashes] = {}
-    for peer, docs in acks_wire.items():
-        fields.need(isinstance(peer, str) and _HEX_KEY.fullmatch(peer) is not None, "payload acks: a peer is not 64 lowercase hex digits")
-        acks[bytes.fromhex(peer)] = fields.heads(docs, f"payload acks for {peer[:12]}")
-    return BundleContent(directory=directory, changes=changes, blobs=blobs, acks=acks)

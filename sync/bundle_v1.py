@@ -20,7 +20,7 @@ import nacl.signing
 from appliance import crypto
 from appliance.ids import key_id
 from sync import bundle as common
-from sync import fields, sealing
+from sync import bundle_payload, fields, sealing
 from sync.bundle import (
     ID_BYTES,
     KEY_BYTES,
@@ -99,7 +99,7 @@ def open_bundle(view: memoryview, *, my_key: nacl.signing.SigningKey, sender_sta
     if content_key is None:
         raise Tampered("the content key wrapped for this node does not open: the bundle was altered")
     plaintext = sealing.decrypt_stream(ciphertext, content_key, header.chunk_size, crypto.sha256(header.raw), limits.max_plaintext_bytes)
-    return header, common._decode_payload(plaintext, limits)
+    return header, bundle_payload.decode_payload(plaintext, limits, VERSION)
 
 
 def _parse(view: memoryview, max_bundle_bytes: int) -> _Parsed:

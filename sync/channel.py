@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 from collections import deque
 
-from sync import wire
+from sync import messages, wire
 from sync.errors import ChannelLost
 
 HIGH_WATER_BYTES = 4 * 1024 * 1024  # queued output beyond which `room` waits
@@ -55,17 +55,17 @@ class StreamChannel:
         except (ConnectionError, OSError) as exc:
             raise ChannelLost(f"connection lost: {exc}") from exc
 
-    def send(self, message: wire.Message) -> None:
+    def send(self, message: messages.Message) -> None:
         if self._closed:  # the stream already ended with its final frame (closed while starting): nothing may follow
             return
-        self._enqueue(self._sealer.seal(wire.encode_message(message)))
+        self._enqueue(self._sealer.seal(messages.encode_message(message)))
 
     async def room(self) -> None:
         while self._queued_bytes > HIGH_WATER_BYTES and not self._closed:
             self._drained.clear()
             await self._drained.wait()
 
-    async def receive(self) -> wire.Message | None:
+    async def receive(self) -> messages.Message | None:
         if self._closed or self._ended or self._opener is None:
             return None
         try:
@@ -81,14 +81,14 @@ class StreamChannel:
             raise ChannelLost(f"connection lost: {exc}") from exc
         self._bytes_received += wire.LENGTH_BYTES + size
         self._ended = final
-        return wire.decode_message(plaintext)
+        return messages.decode_message(plaintext)
 
-    async def close(self, final: wire.Message | None = None) -> None:
+    async def close(self, final: messages.Message | None = None) -> None:
         if self._closed:
             return
         self._closed = True
         if final is not None and self._writing is not None:  # a channel that never opened has no stream to say goodbye in
-            self._enqueue(self._sealer.seal(wire.encode_message(final), final=True))
+            self._enqueue(self._sealer.seal(messages.encode_message(final), final=True))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(GOODBYE_S):
                     while self._outbox and not self._writing.done():

@@ -1,5 +1,5 @@
 """Field checks shared by the codecs that decode strict CBOR sent by another node: the bundle
-payload and header (sync/bundle.py) and the LAN session messages (sync/wire.py).
+payload and header (sync/bundle.py) and the LAN session messages (sync/messages.py).
 
 Each check returns the value in its checked form or raises the bundle codec's `Malformed` (bytes
 that break the format) or `TooLarge` (a size or count over a limit). The bundle codec lets them
@@ -13,6 +13,8 @@ from typing import Any
 from appliance import cbor, crypto
 from appliance.changes import MAX_CHANGE_BYTES, SignedChange
 from appliance.errors import InvalidInput
+from appliance.model import WholeSegment
+from appliance.wholes import MAX_WHOLE_BYTES
 from sync.errors import Malformed, TooLarge
 
 MAX_DOC_ID_BYTES = 256
@@ -118,4 +120,45 @@ def blob_entries(value: Any, what: str, max_blob_bytes: int) -> Blobs:
         seen.add(digest)
         need(crypto.sha256(data) == digest, f"{what} blob {digest.hex()[:12]}: data does not hash to its key")
         out.append((digest, data))
+    return tuple(out)
+
+
+def normal_wholes(wholes: Any) -> tuple[WholeSegment, ...]:
+    """Segments carried whole with their signatures sorted by change hash, as they are encoded."""
+    return tuple(WholeSegment(whole.doc_id, whole.data, tuple(sorted(whole.signatures))) for whole in wholes)
+
+
+def wholes_to_wire(wholes: tuple[WholeSegment, ...]) -> list[Any]:
+    out = []
+    for whole in wholes:
+        if not isinstance(whole, WholeSegment):
+            raise TypeError(f"wholes holds {type(whole).__name__}, not WholeSegment")
+        out.append([whole.doc_id, whole.data, [[change_hash, signature] for change_hash, signature in whole.signatures]])
+    return out
+
+
+def whole_entries(value: Any, what: str, chunked: set[str]) -> tuple[WholeSegment, ...]:
+    """An array of `[document id, compacted document, [[change hash, signature], ...]]`, each
+    document once and not among `chunked` (the documents carried as changes beside them), the
+    signatures sorted by change hash without duplicates. Whether they vouch for the document's
+    changes is for the receiver to judge (appliance.wholes), after loading it."""
+    need(isinstance(value, list), f"{what} is not a list")
+    seen: set[str] = set()
+    out = []
+    for entry in value:
+        need(isinstance(entry, list) and len(entry) == 3, f"{what}: an entry is not [document id, document, signatures]")
+        doc = doc_id(entry[0], what)
+        need(doc not in seen and doc not in chunked, f"{what}: document {doc!r} appears twice")
+        seen.add(doc)
+        data, signed = entry[1], entry[2]
+        need(type(data) is bytes and len(data) > 0, f"{what} of {doc!r}: the document is not non-empty bytes")
+        if len(data) > MAX_WHOLE_BYTES:
+            raise TooLarge(f"{what} of {doc!r}: a document of {len(data):,} bytes exceeds {MAX_WHOLE_BYTES:,}")
+        need(isinstance(signed, list) and len(signed) > 0, f"{what} of {doc!r}: the signatures are not a non-empty list")
+        signatures = []
+        for pair in signed:
+            need(isinstance(pair, list) and len(pair) == 2, f"{what} of {doc!r}: a signature is not [change hash, signature]")
+            signatures.append((fixed_bytes(pair[0], HASH_BYTES, f"{what} of {doc!r}: a change hash"), fixed_bytes(pair[1], SIGNATURE_BYTES, f"{what} of {doc!r}: a signature")))
+        need(all(a[0] < b[0] for a, b in pairwise(signatures)), f"{what} of {doc!r}: signatures are not sorted by change hash without duplicates")
+        out.append(WholeSegment(doc, bytes(data), tuple(signatures)))
     return tuple(out)

@@ -38,7 +38,7 @@ from typing import Any
 from appliance import crypto, ids, netpolicy
 from appliance.errors import IdentityConflict, RallypointError
 from appliance.feed import DocumentsChanged, FeedEvent, NodeWiped, Subscription
-from sync import wire
+from sync import messages, wire
 from sync.accepting import AcceptHooks, GatedProtocol
 from sync.channel import StreamChannel
 from sync.defaults import DEFAULT_PORT
@@ -333,7 +333,7 @@ class LanService:
         self.emit(Refused(address, reason, ids.key_id(peer)))
         sealer = wire.FrameSealer(keys.send, self._rng(wire.STREAM_HEADER_BYTES))
         with contextlib.suppress(ConnectionError, OSError, TimeoutError):
-            writer.write(sealer.header + sealer.seal(wire.encode_message(wire.Bye(reason[: wire.MAX_REASON_CHARS])), final=True))
+            writer.write(sealer.header + sealer.seal(messages.encode_message(messages.Bye(reason[: messages.MAX_REASON_CHARS])), final=True))
             async with asyncio.timeout(1):
                 await writer.drain()
         writer.close()

@@ -19,11 +19,12 @@ from automerge._automerge import Document
 from automerge.core import ROOT, ScalarType
 
 from appliance import certs, crypto, documents, graph, segments
-from appliance.changes import SignedChange, parse_change, sign_change, verify_batch
+from appliance.changes import ChangeHeader, SignedChange, parse_change, sign_change, verify_batch
 from appliance.errors import ChangeRejected, NodeLocked
 from appliance.feed import ChangeFeed, DocumentsChanged, NodeWiped, Origin
 from appliance.incoming import group_incoming, import_rank
-from appliance.model import BlobDelta, ChannelIntake, Delta, DocumentDelta, ImportSummary, Receipt
+from appliance.model import BlobDelta, ChannelIntake, Delta, DocumentDelta, ImportSummary, Receipt, WholeSegment
+from appliance.wholes import MAX_WHOLE_BYTES, vouch_for_whole
 
 
 @dataclass(frozen=True)
@@ -92,22 +93,45 @@ class MemoryReplica:
         wanted_docs = {doc_id for doc_id, _ in wanted}
         blobs = tuple(sorted(BlobDelta(digest, doc_id, data) for digest, (doc_id, data) in self._blobs.items() if doc_id in wanted_docs and not all(self._holds(p, digest) for p in peers)))
         allowed = [doc_id for doc_id in self._allowed(peers) if only is None or doc_id in only]
-        return Delta(documents=tuple(DocumentDelta(doc_id, tuple(changes)) for doc_id, changes in wanted), blobs=blobs, heads={doc_id: self._frontier(doc_id) for doc_id in allowed})
+        wholes: list[WholeSegment] = []
+        chunks: list[DocumentDelta] = []
+        for doc_id, changes in wanted:
+            # Only segments travel whole, and only to peers that hold none of them.
+            lacked = documents.parse_doc_id(doc_id).kind == documents.DocumentKind.SEGMENT and not any(self._held(p, doc_id, also_held) for p in peers)
+            whole = whole_segment(doc_id, changes) if lacked else None
+            if whole is None:
+                chunks.append(DocumentDelta(doc_id, tuple(changes)))
+            else:
+                wholes.append(whole)
+        return Delta(documents=tuple(chunks), blobs=blobs, heads={doc_id: self._frontier(doc_id) for doc_id in allowed}, wholes=tuple(wholes))
 
     async def document_heads(self, doc_id: str) -> list[bytes]:
         self._require_unlocked()
         return list(self._frontier(doc_id))
 
     async def import_batches(
-        self, batches: Sequence[tuple[str, Sequence[SignedChange]]], *, blobs: Sequence[tuple[bytes, bytes]] = (), received_from: str, receipt: Receipt | None = None
+        self,
+        batches: Sequence[tuple[str, Sequence[SignedChange]]],
+        *,
+        wholes: Sequence[WholeSegment] = (),
+        blobs: Sequence[tuple[bytes, bytes]] = (),
+        received_from: str,
+        receipt: Receipt | None = None,
     ) -> ImportSummary:
         self._require_unlocked()
-        grouped = group_incoming(batches, blobs, self._max_blob_bytes)
+        grouped = group_incoming([*batches, *((whole.doc_id, ()) for whole in wholes)], blobs, self._max_blob_bytes)
         # Everything is verified before anything is kept: one bad change rejects the whole import.
         plan: list[tuple[str, list[SignedChange]]] = []
         duplicates = 0
+        for whole in wholes:
+            known = self._changes.get(whole.doc_id, {})
+            admitted = self._admit_whole(whole)
+            duplicates += sum(1 for header, _ in admitted if header.hash in known)
+            plan.append((whole.doc_id, [change for header, change in admitted if header.hash not in known]))
         for doc_id in grouped:
-            known = self._changes.get(doc_id, {})
+            if not grouped[doc_id]:
+                continue  # a document that came whole alone
+            known = {**self._changes.get(doc_id, {}), **{parse_change(c.data).hash: c for d, cs in plan if d == doc_id for c in cs}}
             verified = verify_batch(doc_id, grouped[doc_id], known, self._authorise(doc_id))
             duplicates += len(grouped[doc_id]) - len(verified)
             plan.append((doc_id, [SignedChange(v.data, v.signature) for v in verified]))
@@ -238,6 +262,25 @@ class MemoryReplica:
             stored[header.hash] = change
             deps[header.hash] = b"".join(header.deps)
 
+    def _admit_whole(self, whole: WholeSegment) -> list[tuple[ChangeHeader, SignedChange]]:
+        """A whole segment's changes, in the document's causal order, each with its author's
+        signature where it is one the sender signed; ChangeRejected unless the admission rule
+        (appliance.wholes) vouches for every one of them."""
+        if len(whole.data) > MAX_WHOLE_BYTES:
+            raise ChangeRejected(f"{whole.doc_id}: a segment carried whole of {len(whole.data):,} bytes exceeds {MAX_WHOLE_BYTES:,}")
+        try:
+            listed = [change.bytes for change in documents.load_document(whole.data, bytes(48)).get_changes([])]
+        except documents.DocumentError as exc:
+            raise ChangeRejected(f"{whole.doc_id}: {exc}") from exc
+        headers = [parse_change(data) for data in listed]
+        signatures = dict(whole.signatures)
+        vouch_for_whole(whole.doc_id, headers, signatures, self._authorise(whole.doc_id))
+        return [(header, SignedChange(data, signatures.get(header.hash))) for header, data in zip(headers, listed, strict=True)]
+
+    def _held(self, peer: bytes, doc_id: str, also_held: Mapping[str, Sequence[bytes]] | None) -> bool:
+        """Whether `peer` acknowledged holding any of `doc_id` (or `also_held` says it does)."""
+        return bool(self._peer_heads.get(peer, {}).get(doc_id) or (also_held or {}).get(doc_id))
+
     def _referencing(self, digest: bytes) -> str:
         """The document whose messages reference a blob ("" if none does yet)."""
         wanted = digest.hex()
@@ -308,3 +351,23 @@ class MemoryReplica:
     def _require_unlocked(self) -> None:
         if self.locked_reason is not None:
             raise NodeLocked(self.locked_reason)
+
+
+def whole_segment(doc_id: str, changes: Sequence[SignedChange]) -> WholeSegment | None:
+    """`changes` (a whole document, in causal order) as one compacted document with one signature
+    per actor, over its newest change; None where that change carries no signature of its own
+    or the document is over MAX_WHOLE_BYTES compacted (it then travels as change chunks)."""
+    newest: dict[bytes, tuple[ChangeHeader, bytes | None]] = {}
+    for change in changes:
+        header = parse_change(change.data)
+        if header.actor not in newest or newest[header.actor][0].seq < header.seq:
+            newest[header.actor] = (header, change.signature)
+    signatures = []
+    for header, signature in newest.values():
+        if signature is None:
+            return None
+        signatures.append((header.hash, signature))
+    doc = documents.new_document(bytes(48))
+    documents.apply_changes(doc, [change.data for change in changes])
+    data = doc.save()
+    return None if len(data) > MAX_WHOLE_BYTES else WholeSegment(doc_id, data, tuple(sorted(signatures)))

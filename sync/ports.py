@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Protocol, Self, TypeAlias
 
 from appliance.certs import Trust
 from appliance.changes import SignedChange
-from appliance.model import Delta, ImportSummary, Receipt
+from appliance.model import Delta, ImportSummary, Receipt, WholeSegment
 from appliance.netpolicy import LocalNetwork, NetworkRule
-from sync import wire
+from sync import messages
 from sync.quarantine import Quarantined, QuarantineQuota
 
 if TYPE_CHECKING:  # zeroconf loads only where mDNS is used (the courier commands never need it)
@@ -62,12 +62,14 @@ class Replica(Protocol):
         self,
         batches: Sequence[tuple[str, Sequence[SignedChange]]],
         *,
+        wholes: Sequence[WholeSegment] = (),
         blobs: Sequence[tuple[bytes, bytes]] = (),
         received_from: str,
         receipt: Receipt | None = None,
     ) -> ImportSummary:
         """Verifies and applies, all or nothing (ChangeRejected, MissingDependencies); importing
-        twice changes nothing the second time."""
+        twice changes nothing the second time. `wholes`: segments carried whole, each admitted
+        only if every change in it is covered by its own author's signature (appliance.wholes)."""
         ...
 
     async def record_peer_heads(self, peer: bytes, heads: Mapping[str, Sequence[bytes]]) -> None:
@@ -130,7 +132,7 @@ class FrameChannel(Protocol):
         handshake deadline. A channel closed before it opened sends nothing."""
         ...
 
-    def send(self, message: wire.Message) -> None:
+    def send(self, message: messages.Message) -> None:
         """Queues a message (ignored once closed)."""
         ...
 
@@ -138,12 +140,12 @@ class FrameChannel(Protocol):
         """Returns once queued output is under the high-water mark, or the channel closed."""
         ...
 
-    async def receive(self) -> wire.Message | None:
+    async def receive(self) -> messages.Message | None:
         """The next message; None after the peer's final message or a close. Raises
         ChannelLost when the connection broke, SessionError for a frame that does not verify."""
         ...
 
-    async def close(self, final: wire.Message | None = None) -> None:
+    async def close(self, final: messages.Message | None = None) -> None:
         """Ends the channel, with `final` as the last message if given (sent best effort, briefly)."""
         ...
 

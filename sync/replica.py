@@ -13,7 +13,7 @@ import nacl.signing
 from appliance import certs
 from appliance.changes import SignedChange
 from appliance.feed import ChangeFeed
-from appliance.model import Delta, ImportSummary, Receipt
+from appliance.model import Delta, ImportSummary, Receipt, WholeSegment
 from sync.ports import LanBook
 
 
@@ -55,6 +55,7 @@ class NodeIntake(Protocol):
         self,
         batches: Sequence[tuple[str, Sequence[SignedChange]]],
         *,
+        wholes: Sequence[WholeSegment] = (),
         blobs: Sequence[tuple[bytes, bytes]] = (),
         received_from: str,
         receipt: Receipt | None = None,
@@ -148,9 +149,17 @@ class NodeReplica:
         return await self._node.replica.document_heads(doc_id)
 
     async def import_batches(
-        self, batches: Sequence[tuple[str, Sequence[SignedChange]]], *, blobs: Sequence[tuple[bytes, bytes]] = (), received_from: str, receipt: Receipt | None = None
+        self,
+        batches: Sequence[tuple[str, Sequence[SignedChange]]],
+        *,
+        wholes: Sequence[WholeSegment] = (),
+        blobs: Sequence[tuple[bytes, bytes]] = (),
+        received_from: str,
+        receipt: Receipt | None = None,
     ) -> ImportSummary:
-        return await self._node.intake.import_batches(batches, blobs=blobs, received_from=received_from, receipt=receipt)
+        if not wholes:  # the plain call also serves an intake that predates segments carried whole
+            return await self._node.intake.import_batches(batches, blobs=blobs, received_from=received_from, receipt=receipt)
+        return await self._node.intake.import_batches(batches, wholes=wholes, blobs=blobs, received_from=received_from, receipt=receipt)
 
     async def record_peer_heads(self, peer: bytes, heads: Mapping[str, Sequence[bytes]]) -> None:
         await self._node.exchange.record_peer_heads(peer, heads)

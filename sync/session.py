@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from appliance import crypto, documents, identity, ids
 from appliance.errors import ChangeRejected, MissingDependencies, NodeLocked, RallypointError
 from appliance.model import Carrier, Delta, Receipt
-from sync import wire
+from sync import messages, wire
 from sync.errors import ChannelLost, DoesNotFit, SessionError
 from sync.events import LanEvent, Received, SessionDown, SessionInfo, SessionUp
 from sync.packing import pack_delta
@@ -120,7 +120,7 @@ class Session:
             # Both ends now trust each other (a refusing responder closes before its header).
             self.up = True
             self.host.emit(SessionUp(self.peer_id, self.address, self.initiator))
-            self.channel.send(wire.Heads(await self.replica.heads_for(self.peer), complete=True))
+            self.channel.send(messages.Heads(await self.replica.heads_for(self.peer), complete=True))
             self._tasks += [asyncio.create_task(self._pusher()), asyncio.create_task(self._pinger())]
             while True:
                 async with asyncio.timeout(self.timing.idle_timeout_s):
@@ -152,7 +152,7 @@ class Session:
         self.close_reason = reason
         for task in self._tasks:
             task.cancel()
-        await self.channel.close(wire.Bye(reason[: wire.MAX_REASON_CHARS]) if reason is not None else None)
+        await self.channel.close(messages.Bye(reason[: messages.MAX_REASON_CHARS]) if reason is not None else None)
         if self._ack_writer is not None:
             self._ack_writer.cancel()
         await self._write_acks(0)
@@ -160,8 +160,8 @@ class Session:
 
     # --- input -------------------------------------------------------------------
 
-    async def _handle(self, message: wire.Message) -> str | None:
-        if isinstance(message, wire.Heads):
+    async def _handle(self, message: messages.Message) -> str | None:
+        if isinstance(message, messages.Heads):
             if message.complete:
                 self._acks.clear()
                 self._peer_has = dict(message.heads)
@@ -176,13 +176,13 @@ class Session:
                 self._peer_has.update(message.heads)
                 if self._ack_writer is None or self._ack_writer.done():
                     self._ack_writer = asyncio.create_task(self._write_acks(ACK_WRITE_INTERVAL_S))
-        elif isinstance(message, wire.Changes):
+        elif isinstance(message, messages.Changes):
             await self._import(message)
-        elif isinstance(message, wire.BlobPart):
+        elif isinstance(message, messages.BlobPart):
             await self._receive_blob_part(message)
-        elif isinstance(message, wire.Ping):
-            self.channel.send(wire.Pong(message.nonce))
-        elif isinstance(message, wire.Bye):
+        elif isinstance(message, messages.Ping):
+            self.channel.send(messages.Pong(message.nonce))
+        elif isinstance(message, messages.Bye):
             # The peer refused us because it sees our identity on two machines: recorded here too.
             if message.reason.startswith(identity.CONFLICT_PREFIX) and self.host.first_report(self.address, "identity conflict reported"):
                 with contextlib.suppress(RallypointError):
@@ -190,14 +190,14 @@ class Session:
             return f"the peer said goodbye: {message.reason}"
         return None
 
-    async def _import(self, message: wire.Changes) -> None:
+    async def _import(self, message: messages.Changes) -> None:
         receipt = Receipt(source=Carrier.LAN, sender=self.peer, created_at=self.replica.now(), sender_heads=message.heads)
         try:
-            summary = await self.replica.import_batches(message.docs, blobs=message.blobs, received_from=self.peer_id, receipt=receipt)
+            summary = await self.replica.import_batches(message.docs, wholes=message.wholes, blobs=message.blobs, received_from=self.peer_id, receipt=receipt)
         except MissingDependencies:
             # We lack something the peer believes we have (frames lost with a dropped session):
             # our complete heads make it send everything we lack.
-            self.channel.send(wire.Heads(await self.replica.heads_for(self.peer), complete=True))
+            self.channel.send(messages.Heads(await self.replica.heads_for(self.peer), complete=True))
             return
         except ChangeRejected as exc:
             raise SessionError(f"{self.peer_id} sent changes this node rejects: {exc}") from exc
@@ -207,7 +207,7 @@ class Session:
             self._acks[doc_id] = message.heads[doc_id]  # a pending acknowledgement must not overwrite newer heads
         # Acknowledge every document of the message, also those that brought nothing new (we had
         # them from another peer), so the sender learns what we hold.
-        self._announce |= {doc_id for doc_id, _ in message.docs}
+        self._announce |= {doc_id for doc_id, _ in message.docs} | {whole.doc_id for whole in message.wholes}
         self._wake.set()
         if summary.wiped:
             self.host.stop_after_wipe()
@@ -222,7 +222,7 @@ class Session:
             with contextlib.suppress(RallypointError):
                 await self.replica.record_peer_heads(self.peer, acks)
 
-    async def _receive_blob_part(self, part: wire.BlobPart) -> None:
+    async def _receive_blob_part(self, part: messages.BlobPart) -> None:
         """Collects a large blob's pieces, in order, up to this node's attachment limit; stores
         it through the import path once whole and matching its hash."""
         if part.offset == 0:
@@ -261,7 +261,7 @@ class Session:
                         await self._send_delta(await self.replica.delta_for([self.peer], only=group))
                 if self._announce:
                     announced, self._announce = sorted(self._announce), set()
-                    self.channel.send(wire.Heads({doc_id: await self._our_heads(doc_id) for doc_id in announced}, complete=False))
+                    self.channel.send(messages.Heads({doc_id: await self._our_heads(doc_id) for doc_id in announced}, complete=False))
                 docs, self._dirty = self._dirty, set()
                 lacking = [doc_id for doc_id in sorted(docs) if not set(await self._our_heads(doc_id)) <= set(self._peer_has.get(doc_id, ()))]
                 if lacking:
@@ -284,25 +284,26 @@ class Session:
 
     async def _send_delta(self, delta: Delta) -> None:
         """Changes in parts under the frame cap, small blobs with them, large ones in pieces."""
-        if not delta.documents and not delta.blobs:
+        if not delta.documents and not delta.blobs and not delta.wholes:
             return
         large = [(digest, data) for digest, _, data in delta.blobs if len(data) > BLOB_PART_BYTES]
         try:
-            parts = pack_delta(replace(delta, blobs=tuple(b for b in delta.blobs if len(b[2]) <= BLOB_PART_BYTES)), PART_BUDGET)
+            parts = pack_delta(replace(delta, blobs=tuple(b for b in delta.blobs if len(b[2]) <= BLOB_PART_BYTES)), PART_BUDGET, cap=wire.MAX_MESSAGE_BYTES)
         except DoesNotFit as exc:
             raise SessionError(str(exc)) from exc
-        for docs, blobs in parts:
-            part_heads = {doc_id: tuple(sorted(delta.heads.get(doc_id, ()))) for doc_id, _ in docs}
-            await self._send_bulk(wire.Changes(docs, blobs, part_heads))
+        for docs, blobs, wholes in parts:
+            carried = [doc_id for doc_id, _ in docs] + [whole.doc_id for whole in wholes]
+            part_heads = {doc_id: tuple(sorted(delta.heads.get(doc_id, ()))) for doc_id in carried}
+            await self._send_bulk(messages.Changes(docs, blobs, part_heads, wholes))
             self.sent_changes += sum(len(c) for _, c in docs)
             self._peer_has.update(part_heads)
         for digest, data in large:
             for offset in range(0, len(data), BLOB_PART_BYTES):
-                await self._send_bulk(wire.BlobPart(digest, len(data), offset, data[offset : offset + BLOB_PART_BYTES]))
+                await self._send_bulk(messages.BlobPart(digest, len(data), offset, data[offset : offset + BLOB_PART_BYTES]))
         if delta.blobs:
             await self.replica.note_sent([self.peer], [(digest, doc_id) for digest, doc_id, _ in delta.blobs], delta.heads)
 
-    async def _send_bulk(self, message: wire.Message) -> None:
+    async def _send_bulk(self, message: messages.Message) -> None:
         if self._closed:
             return
         self.channel.send(message)
@@ -313,7 +314,7 @@ class Session:
         while True:
             await asyncio.sleep(self.timing.ping_interval_s)
             nonce += 1
-            self.channel.send(wire.Ping(nonce))
+            self.channel.send(messages.Ping(nonce))
 
 
 class SessionTable:

@@ -79,6 +79,7 @@ class WrittenBundle:
     size: int
     changes: int
     blobs: int
+    wholes: int = 0  # segments carried whole (their changes are not counted in `changes`)
 
 
 @dataclass(frozen=True)
@@ -238,6 +239,7 @@ async def export_bundles(
                     size=len(data),
                     changes=sum(len(c) for _, c in content.directory + content.changes),
                     blobs=len(content.blobs),
+                    wholes=len(content.wholes),
                 )
             )
         superseded += await medium.remove_own_older(stick.BUNDLES, functools.partial(namer.is_own, group=group), names)
@@ -277,7 +279,7 @@ class _StickNames:
 def _header_heads(delta: Delta, content: BundleContent) -> dict[str, tuple[bytes, ...]]:
     """Our heads, as an acknowledgement: documents in this bundle first, then the rest,
     up to MAX_HEADS_IN_HEADER."""
-    carried = [doc_id for doc_id, _ in content.directory + content.changes]
+    carried = [doc_id for doc_id, _ in content.directory + content.changes] + [whole.doc_id for whole in content.wholes]
     in_bundle = set(carried)
     order = carried + [doc_id for doc_id in delta.heads if doc_id not in in_bundle]
     return {doc_id: delta.heads[doc_id] for doc_id in order[:MAX_HEADS_IN_HEADER] if delta.heads.get(doc_id)}
@@ -297,8 +299,9 @@ def _split(delta: Delta, max_bytes: int, recipients: int) -> list[BundleContent]
             directory=tuple((d, _one_signature_per_actor(c)) for d, c in documents if d == "directory"),
             changes=tuple((d, _one_signature_per_actor(c)) for d, c in documents if d != "directory"),
             blobs=blobs,
+            wholes=wholes,
         )
-        for documents, blobs in parts
+        for documents, blobs, wholes in parts
     ] or [BundleContent()]
 
 
@@ -411,9 +414,12 @@ async def _import_file(node: CourierNode, medium: Medium, file: StickFile, previ
             return await _reject(node, medium, file, data, digest, opened, "IdentityConflict", str(exc), preview, quota)
     sender = ids.key_id(opened.sender)
     receipt = Receipt(source=Carrier.BUNDLE, sender=opened.sender, created_at=opened.created_at, sender_heads=opened.heads, digest=digest, bundle_id=opened.id)
+    # Only a bundle that carries segments whole names them: an intake that predates them takes none.
+    whole = {"wholes": content.wholes} if content.wholes else {}
     try:
         summary = await node.intake.import_batches(
             list(content.directory) + list(content.changes),
+            **whole,
             blobs=content.blobs,
             received_from=sender,
             receipt=receipt,

@@ -21,7 +21,7 @@ from appliance.errors import IdentityConflict, InvalidInput
 from appliance.feed import DocumentsChanged, FeedEvent, NodeWiped
 from appliance.model import LanPeer
 from appliance.netpolicy import LocalNetwork, NetworkRule
-from sync import wire
+from sync import messages
 from sync.discovery import DISCOVERY_VERSION, Advert, DiscoveryEvent, PeerGone, PeerSeen
 from sync.errors import ChannelLost
 from sync.events import LanEvent
@@ -60,15 +60,15 @@ class MemoryChannel:
     async def open(self) -> None:
         self._opened = True
 
-    def send(self, message: wire.Message) -> None:
+    def send(self, message: messages.Message) -> None:
         if self._closed:
             return
-        self._deliver(wire.encode_message(message))
+        self._deliver(messages.encode_message(message))
 
     async def room(self) -> None:
         return  # the peer's queue is unbounded: there is always room
 
-    async def receive(self) -> wire.Message | None:
+    async def receive(self) -> messages.Message | None:
         if self._closed or self._ended:
             return None
         item = await self._inbox.get()
@@ -79,14 +79,14 @@ class MemoryChannel:
             self._ended = True
             return None
         self._bytes_received += len(item)
-        return wire.decode_message(item)
+        return messages.decode_message(item)
 
-    async def close(self, final: wire.Message | None = None) -> None:
+    async def close(self, final: messages.Message | None = None) -> None:
         if self._closed:
             return
         self._closed = True
         if final is not None and self._opened:
-            self._deliver(wire.encode_message(final))
+            self._deliver(messages.encode_message(final))
         if self._peer is not None:
             self._peer._inbox.put_nowait(_End.FINAL if final is not None and self._opened else _End.LOST)
         self._inbox.put_nowait(_End.CLOSED)

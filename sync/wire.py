@@ -1,6 +1,6 @@
-"""The LAN session codec: the three handshake messages, the encrypted frames and the messages two
-nodes exchange over TCP. docs/lan-protocol.md is the specification; this module follows it to
-the byte.
+"""The LAN session codec: the three handshake messages and the encrypted frames (the messages
+they carry: sync/messages.py). docs/lan-protocol.md is the specification; this module follows
+it to the byte.
 
 Pure: bytes in, bytes out; no sockets, no clock, no system randomness. The ephemeral key seeds
 and stream headers are parameters, so the same inputs give the same bytes and the test vectors
@@ -14,29 +14,25 @@ RuntimeError, ValueError or TypeError."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import nacl.bindings as sodium
 import nacl.exceptions
 import nacl.signing
 
 from appliance import cbor, crypto
-from appliance.changes import SignedChange
 from appliance.ids import key_id
-from sync import fields
-from sync.errors import FrameRejected, HandshakeFailed, Malformed, MessageMalformed, TooLarge, UnsupportedProtocol
+from sync.errors import FrameRejected, HandshakeFailed, UnsupportedProtocol
 
 MiB = 1024 * 1024
 
 # --- handshake layout ----------------------------------------------------------------------
 
 MAGIC = b"RPLAN"
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3  # 3: Changes carries segments whole (sync/messages.py)
 ROLE_INITIATOR = 0  # the role byte of HELLO
 ROLE_RESPONDER = 1  # the role byte of RESPONSE
-SIGNATURE_DOMAIN = b"rallypoint/lan/v2\x00"
+SIGNATURE_DOMAIN = b"rallypoint/lan/v3\x00"
 AUTH_LABEL = b"auth"
 KEY_BYTES = 32
 SIGNATURE_BYTES = 64
@@ -62,15 +58,6 @@ LENGTH_BYTES = 4
 MAX_FRAME_BYTES = 4 * MiB  # ciphertext of one frame, length prefix excluded
 MIN_FRAME_BYTES = FRAME_OVERHEAD + 1  # every frame carries a message, and no message is empty
 MAX_MESSAGE_BYTES = MAX_FRAME_BYTES - FRAME_OVERHEAD
-
-# --- messages ------------------------------------------------------------------------------
-
-MAX_MESSAGE_ITEMS = 524_288  # CBOR data items in one message: bounds decoding memory (~100 bytes each)
-MAX_NONCE = 2**64 - 1
-MAX_REASON_CHARS = 300
-HASH_BYTES = fields.HASH_BYTES
-
-Hashes = Mapping[str, tuple[bytes, ...]]
 
 
 # --- handshake -----------------------------------------------------------------------------
@@ -248,7 +235,9 @@ def _check_prefix(data: bytes, role: int, size: int, what: str) -> None:
     if len(data) >= len(MAGIC) and data[: len(MAGIC)] != MAGIC:
         raise UnsupportedProtocol("the peer does not speak the Rallypoint LAN protocol (bad magic)")
     if len(data) > len(MAGIC) and data[len(MAGIC)] != PROTOCOL_VERSION:
-        raise UnsupportedProtocol(f"the peer speaks LAN protocol version {data[len(MAGIC)]}; this node speaks version {PROTOCOL_VERSION}")
+        version = data[len(MAGIC)]
+        release = "an older Rallypoint release: upgrade it" if version < PROTOCOL_VERSION else "a newer Rallypoint release: upgrade this node"
+        raise UnsupportedProtocol(f"the peer speaks LAN protocol version {version}, of {release} (this node speaks version {PROTOCOL_VERSION})")
     if len(data) > len(MAGIC) + 1 and data[len(MAGIC) + 1] != role:
         raise UnsupportedProtocol(f"the peer's {what} carries role {data[len(MAGIC) + 1]}, not {role}")
     if len(data) != size:
@@ -369,207 +358,3 @@ class FrameOpener:
     def _reject(self, message: str) -> FrameRejected:
         self._failed = True
         return FrameRejected(message)
-
-
-# --- messages ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Heads:
-    """The sender's heads per document. `complete`: these are all the documents the sender may
-    share with the peer (sent first, and to resynchronise); otherwise an acknowledgement of just
-    these documents. Hash lists are normalised to sorted, de-duplicated tuples."""
-
-    heads: Hashes
-    complete: bool
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "heads", _normal_heads(self.heads))
-
-
-@dataclass(frozen=True)
-class Changes:
-    """Changes per document in the sender's order (the directory first), each change with its
-    author's signature or None (vouched for by a later change of the same actor in the same
-    document), blobs as (SHA-256, data), and the sender's heads of exactly the documents in `docs`
-    after these changes. Lists are normalised to tuples, hash lists sorted and de-duplicated."""
-
-    docs: fields.DocChanges = ()
-    blobs: fields.Blobs = ()
-    heads: Hashes = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "docs", tuple((doc_id, tuple(changes)) for doc_id, changes in self.docs))
-        object.__setattr__(self, "blobs", tuple((digest, data) for digest, data in self.blobs))
-        object.__setattr__(self, "heads", _normal_heads(self.heads))
-
-
-@dataclass(frozen=True)
-class Ping:
-    nonce: int  # 0 .. 2^64 - 1, echoed by the Pong
-
-
-@dataclass(frozen=True)
-class Pong:
-    nonce: int
-
-
-@dataclass(frozen=True)
-class Bye:
-    reason: str  # at most 300 characters; shown to operators as plain text
-
-
-@dataclass(frozen=True)
-class BlobPart:
-    """A piece of a blob too large for one Changes message, sent in order: `offset` is where
-    `data` starts in the blob of `size` bytes whose SHA-256 is `digest`. The receiver checks the
-    size against its own attachment limit before keeping anything, and the digest at the end."""
-
-    digest: bytes
-    size: int
-    offset: int
-    data: bytes
-
-
-Message = Heads | Changes | BlobPart | Ping | Pong | Bye
-
-_FIELDS: dict[str, frozenset[str]] = {
-    "heads": frozenset({"t", "heads", "complete"}),
-    "changes": frozenset({"t", "docs", "blobs", "heads"}),
-    "ping": frozenset({"t", "nonce"}),
-    "pong": frozenset({"t", "nonce"}),
-    "bye": frozenset({"t", "reason"}),
-    "blob": frozenset({"t", "digest", "size", "offset", "data"}),
-}
-MAX_BLOB_SIZE = 2**40  # a sanity bound on the declared size; the receiver's attachment limit is far lower
-
-
-def _normal_heads(heads: Mapping[str, Collection[bytes]]) -> dict[str, tuple[bytes, ...]]:
-    return {doc_id: tuple(sorted(set(hashes))) for doc_id, hashes in heads.items()}
-
-
-def encode_message(message: Message) -> bytes:
-    """A message's canonical CBOR: the plaintext of one frame. Raises ValueError for a message no
-    reader would accept (checked by the reader's own rules), including one over MAX_MESSAGE_BYTES
-    or MAX_MESSAGE_ITEMS: split it (see `change_entry_bytes`)."""
-    wire = _to_wire(message)
-    try:
-        _from_wire(wire)
-    except (Malformed, TooLarge) as exc:
-        raise ValueError(str(exc)) from exc
-    raw = cbor.encode(wire)
-    if len(raw) > MAX_MESSAGE_BYTES:
-        raise ValueError(f"the message is {len(raw):,} bytes; one frame carries at most {MAX_MESSAGE_BYTES:,}")
-    try:
-        cbor.scan(raw, "the message", MAX_MESSAGE_ITEMS)
-    except cbor.CborTooLarge as exc:
-        raise ValueError(str(exc)) from exc
-    return raw
-
-
-def decode_message(raw: cbor.Buffer) -> Message:
-    """The message a frame carries. Raises MessageMalformed for anything but the canonical
-    encoding of a valid message."""
-    if len(raw) > MAX_MESSAGE_BYTES:
-        raise MessageMalformed(f"a message of {len(raw):,} bytes exceeds {MAX_MESSAGE_BYTES:,}")
-    try:
-        return _from_wire(fields.strict_decode(raw, "LAN message", MAX_MESSAGE_ITEMS))
-    except (Malformed, TooLarge) as exc:
-        raise MessageMalformed(str(exc)) from exc
-
-
-def _to_wire(message: Message) -> dict[str, Any]:
-    match message:
-        case Heads(heads=heads, complete=complete):
-            if type(complete) is not bool:
-                raise TypeError(f"Heads.complete must be a bool, not {type(complete).__name__}")
-            return {"t": "heads", "heads": _heads_to_wire(heads), "complete": int(complete)}
-        case Changes(docs=docs, blobs=blobs, heads=heads):
-            wire_docs = []
-            for doc_id, changes in docs:
-                for change in changes:
-                    if not isinstance(change, SignedChange):
-                        raise TypeError(f"Changes: {doc_id!r} holds {type(change).__name__}, not SignedChange")
-                wire_docs.append([doc_id, [[change.data, change.signature] for change in changes]])
-            return {"t": "changes", "docs": wire_docs, "blobs": [[digest, data] for digest, data in blobs], "heads": _heads_to_wire(heads)}
-        case BlobPart(digest=digest, size=size, offset=offset, data=data):
-            return {"t": "blob", "digest": digest, "size": size, "offset": offset, "data": data}
-        case Ping(nonce=nonce):
-            return {"t": "ping", "nonce": nonce}
-        case Pong(nonce=nonce):
-            return {"t": "pong", "nonce": nonce}
-        case Bye(reason=reason):
-            return {"t": "bye", "reason": reason}
-    raise TypeError(f"not a LAN message: {type(message).__name__}")
-
-
-def _heads_to_wire(heads: Hashes) -> dict[str, list[bytes]]:
-    return {doc_id: list(hashes) for doc_id, hashes in heads.items()}
-
-
-def _from_wire(obj: Any) -> Message:
-    fields.need(isinstance(obj, dict), "a LAN message is not a CBOR map")
-    kind = obj.get("t")
-    fields.need(isinstance(kind, str), "a LAN message has no text field t giving its type")
-    fields.need(kind in _FIELDS, f"unknown LAN message type {kind[:40]!r}")
-    expected = _FIELDS[kind]
-    fields.need(set(obj) == expected, f"a {kind} message must have exactly the fields {sorted(expected)}")
-    if kind == "heads":
-        complete = obj["complete"]
-        fields.need(fields.is_int(complete) and complete in (0, 1), "heads message field complete must be 0 or 1")
-        return Heads(fields.heads(obj["heads"], "heads message heads"), complete == 1)
-    if kind == "changes":
-        docs = fields.doc_changes(obj["docs"], "changes message docs")
-        blobs = fields.blob_entries(obj["blobs"], "changes message", MAX_MESSAGE_BYTES)
-        heads = fields.heads(obj["heads"], "changes message heads")
-        fields.need(set(heads) == {doc_id for doc_id, _ in docs}, "a changes message must give heads for exactly the documents it carries")
-        return Changes(docs, blobs, heads)
-    if kind == "blob":
-        size, offset, data = obj["size"], obj["offset"], obj["data"]
-        fields.need(fields.is_int(size) and 0 < size <= MAX_BLOB_SIZE, "blob message size must be an int in 1..2^40")
-        fields.need(isinstance(data, bytes) and len(data) > 0, "blob message data must be non-empty bytes")
-        fields.need(fields.is_int(offset) and 0 <= offset and offset + len(data) <= size, "blob message offset and data must lie within its size")
-        return BlobPart(fields.fixed_bytes(obj["digest"], HASH_BYTES, "blob message digest"), size, offset, bytes(data))
-    if kind == "bye":
-        reason = obj["reason"]
-        fields.need(
-            isinstance(reason, str) and len(reason) <= MAX_REASON_CHARS,
-            f"bye message reason must be text of at most {MAX_REASON_CHARS} characters",
-        )
-        return Bye(reason)
-    nonce = obj["nonce"]
-    fields.need(fields.is_int(nonce) and 0 <= nonce <= MAX_NONCE, f"{kind} message nonce must be an int in 0..2^64-1")
-    return Ping(nonce) if kind == "ping" else Pong(nonce)
-
-
-# --- sizes, for a sender that packs changes into frames --------------------------------------
-
-_MAX_HEAD_BYTES = 9  # a CBOR head with an 8-byte argument
-
-
-def _head_bytes(argument: int) -> int:
-    """The size of a CBOR head (major type and length or value) for `argument`."""
-    return 1 if argument < 24 else 2 if argument < 2**8 else 3 if argument < 2**16 else 5 if argument < 2**32 else 9
-
-
-# The Changes map with its keys, the type and the heads of its three containers at their largest.
-CHANGES_OVERHEAD_BYTES = len(cbor.encode({"t": "changes", "docs": [], "blobs": [], "heads": {}})) + 3 * (_MAX_HEAD_BYTES - 1)
-
-
-def doc_entry_bytes(doc_id: str, heads: Collection[bytes]) -> int:
-    """At most what one document adds to a Changes message besides its changes: its entry in
-    `docs` (with the changes array's head at its largest) and its entry in `heads`."""
-    size = len(doc_id.encode("utf-8"))
-    text = _head_bytes(size) + size
-    return (1 + text + _MAX_HEAD_BYTES) + (text + _head_bytes(len(heads)) + len(heads) * (_head_bytes(HASH_BYTES) + HASH_BYTES))
-
-
-def change_entry_bytes(change: SignedChange) -> int:
-    """Exactly what one change adds to its document's entry in a Changes message."""
-    signature = 1 if change.signature is None else _head_bytes(fields.SIGNATURE_BYTES) + fields.SIGNATURE_BYTES
-    return 1 + _head_bytes(len(change.data)) + len(change.data) + signature
-
-
-def blob_entry_bytes(data: bytes) -> int:
-    """Exactly what one blob adds to a Changes message."""
-    return 1 + _head_bytes(HASH_BYTES) + HASH_BYTES + _head_bytes(len(data)) + len(data)

@@ -12,7 +12,7 @@ import nacl.signing
 
 from appliance import cbor, crypto
 from sync import bundle as common
-from sync import bundle_v1, sealing
+from sync import bundle_payload, bundle_v1, sealing
 from sync.bundle import CONTENT_KEY_BYTES, ID_BYTES, MAGIC, MAX_HEADER_BYTES, RANDOMNESS_BYTES, STREAM_HEADER_BYTES, BundleContent
 from sync.bundle_v1 import DERIVE_CONTEXT, LENGTH_BYTES, VERSION
 from sync.errors import BundleRejected
@@ -31,7 +31,7 @@ def build_bundle(
 ) -> bytes:
     """A version 1 bundle, exactly as the previous release wrote it."""
     return seal_plaintext(
-        common.encode_payload(content), sender_key=sender_key, workspace=workspace, recipients=recipients, heads=heads,
+        bundle_payload.encode_payload(content, VERSION), sender_key=sender_key, workspace=workspace, recipients=recipients, heads=heads,
         created_at=created_at, randomness=randomness, chunk_size=chunk_size,
     )
 

@@ -1,5 +1,6 @@
 """Builds every bundle test vector in tests/vectors/ from fixed keys, randomness and time:
-format 2 at the top, format 1 (what the previous release wrote, still read) in v1/.
+format 2 at the top, format 3 (what nodes write now: a compressed payload that may carry
+segments whole) in v3/, format 1 (what an older release wrote, still read) in v1/.
 
     python -m tests.make_vectors           # check: exit 1 if a committed file differs
     python -m tests.make_vectors --write   # regenerate tests/vectors/**/*.bundle and the manifests
@@ -21,17 +22,21 @@ from typing import Any
 
 import cbor2
 import nacl.signing
+import zstandard
 from automerge._automerge import ROOT, Document, ScalarType
 
 from appliance import cbor, crypto
 from appliance.changes import SignedChange, parse_change, sign_change
-from sync import bundle, errors, sealing
+from appliance.model import WholeSegment
+from appliance.wholes import MAX_WHOLE_BYTES
+from sync import bundle, bundle_payload, errors, sealing
 from sync.bundle import BundleContent, BundleHeader
 from tests import format1_writer
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 MANIFEST = "manifest.json"
 V1 = "v1"  # the folder of format 1 vectors
+V3 = "v3"  # the folder of format 3 vectors
 
 # The outcomes of docs/bundle-format.md section 9, as the manifests name them, and the error
 # sync/errors.py raises for each (None: the bundle opens).
@@ -164,8 +169,9 @@ def summarize(header: BundleHeader, content: BundleContent) -> str:
     directory = sum(len(c) for _, c in content.directory)
     changes = sum(len(c) for _, c in content.changes)
     blob_bytes = sum(len(d) for _, d in content.blobs)
+    wholes = f"{len(content.wholes)} segment(s) whole of {sum(len(w.data) for w in content.wholes)} bytes, " if content.wholes else ""
     return (
-        f"{directory} directory change(s), {changes} channel change(s) in {len(content.changes)} document(s), "
+        f"{directory} directory change(s), {changes} channel change(s) in {len(content.changes)} document(s), {wholes}"
         f"{len(content.blobs)} blob(s) of {blob_bytes} bytes, acks for {len(content.acks)} peer(s); "
         f"header: heads for {len(header.heads)} document(s), {len(header.recipients)} recipient(s), chunk size {header.chunk_size}"
     )
@@ -186,7 +192,11 @@ Entry = dict[str, Any]
 
 def build_vectors() -> dict[str, bytes]:
     """Every file of tests/vectors/ except README.md, by its path in that folder."""
-    return build_v2_vectors() | {f"{V1}/{name}": data for name, data in build_v1_vectors().items()}
+    return (
+        build_v2_vectors()
+        | {f"{V1}/{name}": data for name, data in build_v1_vectors().items()}
+        | {f"{V3}/{name}": data for name, data in build_v3_vectors().items()}
+    )
 
 
 def build_v1_vectors() -> dict[str, bytes]:
@@ -237,7 +247,7 @@ def build_v1_vectors() -> dict[str, bytes]:
         "final chunk removed, lengths fixed and signed again by the sender: the stream ends without TAG_FINAL", "rejected: truncated")
     add("reordered_chunks", resign(header, stream_header + pieces[0] + pieces[2] + pieces[1] + pieces[3]),
         "chunks 2 and 3 swapped, signed again by the sender: chunk 2 fails authentication", "rejected: tampered")
-    plaintext = cbor.encode(bundle._content_to_wire(with_blob))
+    plaintext = cbor.encode(bundle_payload.content_to_wire(with_blob, 2))
     tags = [bundle.TAG_MESSAGE, bundle.TAG_FINAL, bundle.TAG_MESSAGE, bundle.TAG_FINAL]
     add("data_after_final", seal_raw("data_after_final", plaintext, ["A"], chunk_size=1024, stream_tags=tags),
         "a properly signed stream whose second of four chunks carries TAG_FINAL", "rejected: tampered")
@@ -272,7 +282,7 @@ def build_v1_vectors() -> dict[str, bytes]:
     add("payload_over_limit", build("payload_over_limit", with_blob, ["A"], chunk_size=1024),
         f"a {len(plaintext):,}-byte payload opened with max_plaintext_bytes 2048", "rejected: too large", limits={"max_plaintext_bytes": 2048})
     add("blob_over_limit", build("blob_over_limit", with_blob, ["A"]), "a 3000-byte blob opened with max_blob_bytes 2048", "rejected: too large", limits={"max_blob_bytes": 2048})
-    small_items = count_items(cbor.encode(bundle._content_to_wire(small)))
+    small_items = count_items(cbor.encode(bundle_payload.content_to_wire(small, 2)))
     add("items_over_limit", build("items_over_limit", small, ["A"]), f"a payload of {small_items} CBOR items opened with max_items 10", "rejected: too large", limits={"max_items": 10})
     wrong_hash = cbor.encode({"directory": [], "changes": [], "blobs": [[hashlib.sha256(b"other").digest(), blob_data]], "acks": {}})
     add("blob_hash_mismatch", seal_raw("blob_hash_mismatch", wrong_hash, ["A"]), "a blob whose data does not hash to its key", "rejected: malformed")
@@ -309,19 +319,18 @@ Inner = Callable[[bytes, bytes, bytes, bytes], bytes]
 
 
 def build2(name: str, content: BundleContent, recipients: list[str], *, sender: nacl.signing.SigningKey = SENDER, workspace: bytes = WORKSPACE,
-           heads: Mapping[str, Sequence[bytes]] | None = None, chunk_size: int = bundle.DEFAULT_CHUNK_SIZE) -> bytes:  # fmt: skip
-    return bundle.build_bundle(
-        content, sender_key=sender, workspace=workspace, recipients=[pk(IDENTITIES[r]) for r in recipients], heads=heads or {},
-        created_at=CREATED_AT, incarnation=INCARNATION, randomness=randomness(name), chunk_size=chunk_size,
-    )  # fmt: skip
+           heads: Mapping[str, Sequence[bytes]] | None = None, chunk_size: int = bundle.DEFAULT_CHUNK_SIZE, version: int = 2) -> bytes:  # fmt: skip
+    """A bundle of format 2 (as the previous release wrote it) or 3 (as `bundle.build_bundle` writes it)."""
+    return seal2(name, bundle_payload.encode_payload(content, version), recipients, sender=sender, workspace=workspace, heads=heads, chunk_size=chunk_size, version=version)
 
 
-def seal2(name: str, payload: bytes, recipients: list[str], *, chunk_size: int = bundle.DEFAULT_CHUNK_SIZE, stream_tags: list[int] | None = None, inner: Inner | None = None) -> bytes:
-    """A format 2 bundle around an arbitrary payload; `inner` rewrites the plaintext (see
+def seal2(name: str, payload: bytes, recipients: list[str], *, sender: nacl.signing.SigningKey = SENDER, workspace: bytes = WORKSPACE, heads: Mapping[str, Sequence[bytes]] | None = None,
+          chunk_size: int = bundle.DEFAULT_CHUNK_SIZE, stream_tags: list[int] | None = None, inner: Inner | None = None, version: int = 2) -> bytes:  # fmt: skip
+    """A format 2 (or 3) bundle around an arbitrary payload; `inner` rewrites the plaintext (see
     `bundle._seal_plaintext`)."""
     return bundle._seal_plaintext(
-        payload, sender_key=SENDER, workspace=WORKSPACE, recipients=[pk(IDENTITIES[r]) for r in recipients], heads={},
-        created_at=CREATED_AT, incarnation=INCARNATION, randomness=randomness(name), chunk_size=chunk_size, stream_tags=stream_tags, inner=inner,
+        payload, sender_key=sender, workspace=workspace, recipients=[pk(IDENTITIES[r]) for r in recipients], heads=heads or {},
+        created_at=CREATED_AT, incarnation=INCARNATION, randomness=randomness(name), chunk_size=chunk_size, stream_tags=stream_tags, inner=inner, version=version,
     )  # fmt: skip
 
 
@@ -380,7 +389,7 @@ def build_v2_vectors() -> dict[str, bytes]:
     stream_header, pieces = chunks(ciphertext, 1024)
     assert len(pieces) == 4
     add("bad_magic", b"\x89RPBNDX\n" + base[8:], "the magic's seventh byte changed", "rejected: malformed")
-    add("unsupported_version", base[:8] + b"\x03" + base[9:], "format version byte 3", "rejected: unsupported version")
+    add("unsupported_version", base[:8] + b"\x04" + base[9:], "format version byte 4", "rejected: unsupported version")
     add("bad_chunk_size", base[:9] + (512).to_bytes(4, "big") + base[13:], "chunk size field 512 (under 1024)", "rejected: malformed")
     add("no_stanzas", base[:13] + b"\x00\x00" + base[15:], "stanza count 0", "rejected: malformed")
     add("too_many_stanzas", base[:13] + (bundle.MAX_RECIPIENTS + 1).to_bytes(2, "big") + base[15:], "stanza count 1025 (over 1024)", "rejected: too large")
@@ -395,9 +404,9 @@ def build_v2_vectors() -> dict[str, bytes]:
     add("not_addressed", build2("not_addressed", small, ["A", "B"], heads=small_heads), "an intact bundle for A and B, opened by C", "rejected: not addressed to this node", open_as="C")
     ab_header, _, ab_signature = opened_inner(ok_multi, "B")
     readdressed = bundle._seal_plaintext(
-        cbor.encode(bundle._content_to_wire(multi)), sender_key=SENDER, workspace=WORKSPACE, recipients=[pk(IDENTITIES[r]) for r in ("A", "B", "C")],
+        cbor.encode(bundle_payload.content_to_wire(multi, 2)), sender_key=SENDER, workspace=WORKSPACE, recipients=[pk(IDENTITIES[r]) for r in ("A", "B", "C")],
         heads=multi_heads, created_at=CREATED_AT, incarnation=INCARNATION, randomness=randomness("readdressed"),
-        chunk_size=bundle.DEFAULT_CHUNK_SIZE, inner=lambda envelope, _h, payload, _s: bundle._inner_plaintext(envelope, ab_header, payload, ab_signature),
+        chunk_size=bundle.DEFAULT_CHUNK_SIZE, inner=lambda envelope, _h, payload, _s: bundle._inner_plaintext(envelope, ab_header, payload, ab_signature), version=2,
     )  # fmt: skip
     add("readdressed_by_recipient", readdressed,
         "B, a recipient, re-encrypted ok_multi_recipient's inner header, payload and signature with a stanza for C added: the signature covers the stanzas", "rejected: tampered", open_as="C")
@@ -408,7 +417,7 @@ def build_v2_vectors() -> dict[str, bytes]:
     dropped = stream_header + b"".join(pieces[:-1])
     add("truncated_stream", base[: start - 8] + len(dropped).to_bytes(8, "big") + dropped,
         "final chunk removed and the length fixed: the stream ends without TAG_FINAL", "rejected: truncated")
-    blob_payload = cbor.encode(bundle._content_to_wire(with_blob))
+    blob_payload = cbor.encode(bundle_payload.content_to_wire(with_blob, 2))
     tags = [bundle.TAG_MESSAGE, bundle.TAG_FINAL, bundle.TAG_MESSAGE, bundle.TAG_FINAL]
     add("data_after_final", seal2("data_after_final", blob_payload, ["A"], chunk_size=1024, stream_tags=tags),
         "a properly encrypted stream whose second of four chunks carries TAG_FINAL", "rejected: tampered")
@@ -439,7 +448,7 @@ def build_v2_vectors() -> dict[str, bytes]:
     add("payload_over_limit", build2("payload_over_limit", with_blob, ["A"], chunk_size=1024),
         "a bundle whose decrypted stream exceeds max_plaintext_bytes 2048", "rejected: too large", limits={"max_plaintext_bytes": 2048})
     add("blob_over_limit", build2("blob_over_limit", with_blob, ["A"]), "a 3000-byte blob opened with max_blob_bytes 2048", "rejected: too large", limits={"max_blob_bytes": 2048})
-    small_items = count_items(cbor.encode(bundle._content_to_wire(small)))
+    small_items = count_items(cbor.encode(bundle_payload.content_to_wire(small, 2)))
     add("items_over_limit", build2("items_over_limit", small, ["A"]), f"a payload of {small_items} CBOR items opened with max_items 10", "rejected: too large", limits={"max_items": 10})
     wrong_hash = cbor.encode({"directory": [], "changes": [], "blobs": [[hashlib.sha256(b"other").digest(), blob_data]], "acks": {}})
     add("blob_hash_mismatch", seal2("blob_hash_mismatch", wrong_hash, ["A"]), "a blob whose data does not hash to its key", "rejected: malformed")
@@ -453,6 +462,88 @@ def build_v2_vectors() -> dict[str, bytes]:
     return files
 
 
+# --- format 3 ----------------------------------------------------------------------------------
+
+
+def whole_segment(author: nacl.signing.SigningKey, doc_id: str, texts: list[str]) -> WholeSegment:
+    """A segment carried whole: the compacted document of one change per text by `author`
+    (deterministic, as `automerge_changes`) and the author's signature over the last change."""
+    doc = Document(actor_id=pk(author) + bytes(16))
+    for text in texts:
+        with doc.transaction() as tx:
+            tx.put(ROOT, "text", ScalarType.Str, text)
+    change = doc.get_last_local_change()
+    assert change is not None
+    newest = parse_change(change.bytes).hash
+    return WholeSegment(doc_id, doc.save(), ((newest, sign_change(author, doc_id, newest)),))
+
+
+def compressed(wire: dict[str, Any]) -> bytes:
+    return bundle_payload.compress(cbor.encode(wire))
+
+
+def build_v3_vectors() -> dict[str, bytes]:
+    """Format 3: `NAME.bundle` and `manifest.json` of tests/vectors/v3/. The framing is format
+    2's (its vectors cover it); these cover what changed: the compressed payload and wholes."""
+    files: dict[str, bytes] = {}
+    manifest: dict[str, Entry] = {}
+    add = _adder(files, manifest)
+
+    def build3(name: str, content: BundleContent, recipients: list[str], **kwargs: Any) -> bytes:
+        return build2(f"v3/{name}", content, recipients, version=3, **kwargs)
+
+    def seal3(name: str, payload: bytes) -> bytes:
+        return seal2(f"v3/{name}", payload, ["A"], version=3)
+
+    segment = automerge_changes(AUTHOR, SEGMENT_DOC, ["hello", "hello, world"])
+    small = BundleContent(changes=((SEGMENT_DOC, segment),))
+    add("ok_small", build3("ok_small", small, ["A"], heads={SEGMENT_DOC: [last_hash(segment)]}), "two signed Automerge changes in one channel segment, for A", "accepted")
+    head = automerge_changes(AUTHOR, HEAD_DOC, ["general"])
+    whole = whole_segment(AUTHOR, SEGMENT_DOC, ["one", "two", "three"])
+    with_whole = BundleContent(changes=((HEAD_DOC, head),), wholes=(whole,))
+    whole_heads = {HEAD_DOC: [last_hash(head)], SEGMENT_DOC: [whole.signatures[0][0]]}
+    add("ok_whole", build3("ok_whole", with_whole, ["A", "B"], heads=whole_heads),
+        "a channel head as changes and a segment of three changes carried whole (its author's one signature over the third), for A and B", "accepted")
+    blob_data = bytes((i * 7 + 3) % 251 for i in range(3000))
+    with_blob = BundleContent(changes=((SEGMENT_DOC, segment),), blobs=((hashlib.sha256(blob_data).digest(), blob_data),))
+    add("ok_with_blob", build3("ok_with_blob", with_blob, ["A"], chunk_size=1024), "one change and a 3000-byte blob, chunk size 1024, for A", "accepted")
+    add("ok_empty", build3("ok_empty", BundleContent(), ["A"]), "no content and no heads (a bare acknowledgement), for A", "accepted")
+
+    # The compression.
+    empty = bundle_payload.content_to_wire(BundleContent(), 3)
+    bomb = bundle_payload.compress(cbor.encode(dict(empty, blobs=[[hashlib.sha256(bytes(4 * 1024 * 1024)).digest(), bytes(4 * 1024 * 1024)]])))
+    add("zstd_bomb", seal3("zstd_bomb", bomb), f"a {len(bomb):,}-byte zstd frame that expands to over 4 MiB, opened with max_plaintext_bytes 1048576",
+        "rejected: too large", limits={"max_plaintext_bytes": 1024 * 1024})
+    raw = cbor.encode(empty)
+    add("zstd_size_undeclared", seal3("zstd_size_undeclared", zstandard_frame_without_size(raw)), "a zstd frame that does not declare its content size", "rejected: malformed")
+    frame = compressed(bundle_payload.content_to_wire(with_blob, 3))
+    add("zstd_truncated", seal3("zstd_truncated", frame[:-16]), "the zstd frame cut 16 bytes short, signed as it is", "rejected: malformed")
+    add("payload_uncompressed", seal3("payload_uncompressed", raw), "the payload's CBOR map not compressed", "rejected: malformed")
+    add("payload_without_wholes", seal3("payload_without_wholes", compressed(bundle_payload.content_to_wire(small, 2))), "a compressed payload map of format 2's four fields", "rejected: malformed")
+    small_items = count_items(cbor.encode(bundle_payload.content_to_wire(small, 3)))
+    add("items_over_limit", build3("items_over_limit", small, ["A"]), f"a payload of {small_items} CBOR items opened with max_items 10", "rejected: too large", limits={"max_items": 10})
+
+    # Wholes: the reader's limits and shape (whether the signatures vouch is the receiver's check).
+    def with_wholes(entries: list[Any]) -> bytes:
+        return compressed(dict(empty, wholes=entries))
+
+    signed = [[change_hash, signature] for change_hash, signature in whole.signatures]
+    add("whole_over_limit", seal3("whole_over_limit", with_wholes([[SEGMENT_DOC, bytes(MAX_WHOLE_BYTES + 1), signed]])),
+        "a segment carried whole of 2 MiB + 1 byte (over MAX_WHOLE_BYTES)", "rejected: too large")
+    add("whole_unsigned", seal3("whole_unsigned", with_wholes([[SEGMENT_DOC, whole.data, []]])), "a segment carried whole without signatures", "rejected: malformed")
+    add("whole_also_as_changes", seal3("whole_also_as_changes", compressed(dict(bundle_payload.content_to_wire(small, 3), wholes=[[SEGMENT_DOC, whole.data, signed]]))),
+        "one segment both as changes and whole", "rejected: malformed")
+    add("whole_short_signature", seal3("whole_short_signature", with_wholes([[SEGMENT_DOC, whole.data, [[signed[0][0], signed[0][1][:63]]]]])),
+        "a segment carried whole whose signature is 63 bytes", "rejected: malformed")
+
+    files[MANIFEST] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    return files
+
+
+def zstandard_frame_without_size(raw: bytes) -> bytes:
+    return zstandard.ZstdCompressor(write_content_size=False).compress(raw)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write", action="store_true", help="write the vectors into tests/vectors/")
@@ -460,6 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     files = build_vectors()
     if args.write:
         (VECTORS / V1).mkdir(parents=True, exist_ok=True)
+        (VECTORS / V3).mkdir(parents=True, exist_ok=True)
         for stale in VECTORS.glob("**/*.bundle"):
             if stale.relative_to(VECTORS).as_posix() not in files:
                 stale.unlink()

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from sync import wire
+from sync import messages, wire
 from sync.channel import StreamChannel
 from sync.errors import ChannelLost
 from sync.ports import FrameChannel
@@ -64,27 +64,27 @@ async def pair(request: pytest.FixtureRequest) -> AsyncIterator[tuple[FrameChann
         await anext(made)
 
 
-async def receive(channel: FrameChannel) -> wire.Message | None:
+async def receive(channel: FrameChannel) -> messages.Message | None:
     return await asyncio.wait_for(channel.receive(), BOUND_S)
 
 
 async def test_messages_arrive_in_order_both_ways(pair: tuple[FrameChannel, FrameChannel]) -> None:
     one, other = pair
     for nonce in range(200):
-        one.send(wire.Ping(nonce))
-        other.send(wire.Pong(nonce))
+        one.send(messages.Ping(nonce))
+        other.send(messages.Pong(nonce))
     await asyncio.wait_for(one.room(), BOUND_S)
-    assert [await receive(other) for _ in range(200)] == [wire.Ping(n) for n in range(200)]
-    assert [await receive(one) for _ in range(200)] == [wire.Pong(n) for n in range(200)]
+    assert [await receive(other) for _ in range(200)] == [messages.Ping(n) for n in range(200)]
+    assert [await receive(one) for _ in range(200)] == [messages.Pong(n) for n in range(200)]
     assert one.bytes_sent > 0 and other.bytes_received > 0
 
 
 async def test_a_final_message_arrives_then_the_channel_ends(pair: tuple[FrameChannel, FrameChannel]) -> None:
     one, other = pair
-    one.send(wire.Heads({}, complete=True))
-    await asyncio.wait_for(one.close(wire.Bye("done")), BOUND_S)
-    assert await receive(other) == wire.Heads({}, complete=True)
-    assert await receive(other) == wire.Bye("done")
+    one.send(messages.Heads({}, complete=True))
+    await asyncio.wait_for(one.close(messages.Bye("done")), BOUND_S)
+    assert await receive(other) == messages.Heads({}, complete=True)
+    assert await receive(other) == messages.Bye("done")
     assert await receive(other) is None
     assert await receive(other) is None  # and stays ended
 
@@ -93,7 +93,7 @@ async def test_a_receive_after_close_ends_at_once(pair: tuple[FrameChannel, Fram
     one, _ = pair
     await asyncio.wait_for(one.close(), BOUND_S)
     assert await receive(one) is None
-    one.send(wire.Ping(1))  # ignored, not an error
+    one.send(messages.Ping(1))  # ignored, not an error
 
 
 async def test_a_close_ends_a_receive_already_waiting(pair: tuple[FrameChannel, FrameChannel]) -> None:

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from automerge.core import ROOT, ScalarType
 
 from appliance import certs, documents, ids
 from appliance.changes import SignedChange, parse_change
 from appliance.errors import ChangeRejected, MissingDependencies
-from appliance.model import Receipt
-from sync.memory_replica import MemoryReplica
+from appliance.model import Carrier, Receipt, WholeSegment
+from sync.memory_replica import MemoryReplica, whole_segment
 from sync.ports import Replica
 from sync.replica import NodeReplica
 from sync.twins import twin_nodes
@@ -26,6 +27,7 @@ from tests.conftest import make_workspace, sync_all
 pytestmark = pytest.mark.timeout(60)
 
 CHANNEL = "0123456789abcdef0123"
+SIDE_CHANNEL = "89abcdef0123456789ab"
 
 
 @dataclass
@@ -36,6 +38,8 @@ class World:
     batch: list[SignedChange]  # the peer's two new changes there, in order, which the replica lacks
     post: Callable[[str], Awaitable[None]]  # a local write on the replica
     revoke_peer: Callable[[], Awaitable[None]]
+    whole: WholeSegment  # a segment the peer wrote and the replica lacks entirely, carried whole
+    with_whole: list[tuple[str, list[SignedChange]]]  # what must come with it (its channel's head)
 
 
 async def node_world(root: Path) -> AsyncIterator[World]:
@@ -56,7 +60,16 @@ async def node_world(root: Path) -> AsyncIterator[World]:
         async def revoke() -> None:
             await alpha.directory.revoke(bravo.identity.node_key, "stolen")
 
-        yield World(NodeReplica(alpha), bravo.identity.node_key, changed[0], list(batch), post, revoke)
+        # A channel only bravo has: its head travels as changes, its segment whole.
+        await bravo.chat.create_channel("side")
+        await bravo.chat.post("side", "only on bravo")
+        fresh = [doc_id for doc_id in await bravo.replica.document_ids() if doc_id not in before]
+        head = next(doc_id for doc_id in fresh if documents.parse_doc_id(doc_id).kind == documents.DocumentKind.HEAD)
+        segment = next(doc_id for doc_id in fresh if documents.parse_doc_id(doc_id).kind == documents.DocumentKind.SEGMENT)
+        whole = whole_segment(segment, await bravo.replica.changes_for(segment, []))
+        assert whole is not None
+        with_whole = [(head, await bravo.replica.changes_for(head, []))]
+        yield World(NodeReplica(alpha), bravo.identity.node_key, changed[0], list(batch), post, revoke, whole, with_whole)
 
 
 async def memory_world() -> AsyncIterator[World]:
@@ -72,8 +85,12 @@ async def memory_world() -> AsyncIterator[World]:
         revocation = certs.issue_revocation(workspace.admin, workspace=workspace.id, subject=bravo.node_key, reason="stolen", revoked_at=int(time.time() * 1000))
         alpha.replica.add_directory_entries(workspace.admin, [revocation])
 
+    side = documents.segment_doc_id(SIDE_CHANNEL, 0)
+    bravo.replica.post(side, workspace.admin, "only on bravo")
+    whole = whole_segment(side, bravo.replica.changes_of(side))
+    assert whole is not None
     try:
-        yield World(alpha.replica, bravo.node_key, segment, bravo.replica.changes_of(segment), post, revoke)
+        yield World(alpha.replica, bravo.node_key, segment, bravo.replica.changes_of(segment), post, revoke, whole, [])
     finally:
         await alpha.aclose()
         await bravo.aclose()
@@ -124,7 +141,7 @@ async def test_the_senders_heads_in_a_receipt_are_an_acknowledgement(world: Worl
     assert await world.replica.documents_lacking(world.peer) != []  # nothing acknowledged yet
     held = dict(await world.replica.heads_for(world.peer))
     held[world.doc_id] = (parse_change(world.batch[-1].data).hash,)  # the sender holds what it sent
-    receipt = Receipt(source="lan", sender=world.peer, created_at=world.replica.now(), sender_heads=held)
+    receipt = Receipt(source=Carrier.LAN, sender=world.peer, created_at=world.replica.now(), sender_heads=held)
     await world.replica.import_batches([(world.doc_id, world.batch)], received_from=ids.key_id(world.peer), receipt=receipt)
     assert await world.replica.documents_lacking(world.peer) == []
 
@@ -153,3 +170,42 @@ async def test_a_revoked_peer_gets_only_the_directory(world: World) -> None:
 
 async def test_trust_of_an_unknown_key(world: World) -> None:
     assert world.replica.trust_of(os.urandom(32)) == "unknown"
+
+
+async def test_a_whole_segment_imports_once(world: World) -> None:
+    peer_id = ids.key_id(world.peer)
+    first = await world.replica.import_batches(world.with_whole, wholes=[world.whole], received_from=peer_id)
+    loaded = documents.load_document(world.whole.data, bytes(48))
+    assert first.changes >= len(loaded.get_changes([]))
+    assert sorted(await world.replica.document_heads(world.whole.doc_id)) == sorted(loaded.get_heads())
+    second = await world.replica.import_batches(world.with_whole, wholes=[world.whole], received_from=peer_id)
+    assert second.changes == 0 and second.duplicates == first.changes
+    assert sorted(await world.replica.document_heads(world.whole.doc_id)) == sorted(loaded.get_heads())
+
+
+async def test_a_change_slipped_in_under_another_actor_is_refused(world: World) -> None:
+    """Whoever assembles a whole segment can add a change under an author's actor id, but cannot
+    sign it as that author: the author's signature covers exactly its changes 1..n."""
+    doc = documents.load_document(world.whole.data, bytes(48))
+    victim = parse_change(doc.get_changes([])[-1].bytes).actor
+    doc.set_actor(victim)
+    with doc.transaction() as tx:
+        tx.put(ROOT, "slipped", ScalarType.Str, "not written by the author")
+    slipped = WholeSegment(world.whole.doc_id, doc.save(), world.whole.signatures)
+    with pytest.raises(ChangeRejected):
+        await world.replica.import_batches(world.with_whole, wholes=[slipped], received_from=ids.key_id(world.peer))
+    assert await world.replica.document_heads(world.whole.doc_id) == []
+
+
+async def test_a_bad_whole_segment_leaves_nothing(world: World) -> None:
+    heads = await world.replica.document_heads(world.doc_id)
+    # The same document under another segment's id: its author signed it for the first id only.
+    elsewhere = WholeSegment(documents.segment_doc_id(SIDE_CHANNEL, 7), world.whole.data, world.whole.signatures)
+    with pytest.raises(ChangeRejected):
+        await world.replica.import_batches([*world.with_whole, (world.doc_id, world.batch)], wholes=[world.whole, elsewhere], received_from=ids.key_id(world.peer))
+    assert await world.replica.document_heads(world.doc_id) == heads
+    assert await world.replica.document_heads(world.whole.doc_id) == []
+    unsigned = WholeSegment(world.whole.doc_id, world.whole.data, ())
+    with pytest.raises(ChangeRejected):
+        await world.replica.import_batches(world.with_whole, wholes=[unsigned], received_from=ids.key_id(world.peer))
+    assert await world.replica.document_heads(world.whole.doc_id) == []

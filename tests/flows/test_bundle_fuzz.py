@@ -27,6 +27,7 @@ cases and N // 8 imports; the docs say how to run a long one."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import shutil
@@ -48,7 +49,7 @@ from appliance import cbor, crypto
 from appliance import schema as t
 from appliance.changes import SignedChange
 from appliance.node import Attachment, Node
-from sync import bundle, bundle_v1, errors, sneakernet, stick
+from sync import bundle, bundle_payload, bundle_v1, errors, sneakernet, stick
 from sync.bundle import BundleContent, Limits, open_bundle, read_envelope
 from sync.sneakernet import export_bundles, import_bundles
 from tests import format1_writer
@@ -74,7 +75,7 @@ FUZZ_SETTINGS: dict[str, Any] = {
 }
 
 MANIFEST: dict[str, dict[str, Any]] = json.loads((mv.VECTORS / mv.MANIFEST).read_text()) | {
-    f"{mv.V1}/{name}": entry for name, entry in json.loads((mv.VECTORS / mv.V1 / mv.MANIFEST).read_text()).items()
+    f"{folder}/{name}": entry for folder in (mv.V1, mv.V3) for name, entry in json.loads((mv.VECTORS / folder / mv.MANIFEST).read_text()).items()
 }
 SEEDS: dict[str, bytes] = {name: (mv.VECTORS / f"{name}.bundle").read_bytes() for name, entry in sorted(MANIFEST.items()) if entry["expected"] == mv.ACCEPTED}
 SEED_NAMES = sorted(SEEDS)
@@ -123,8 +124,8 @@ class Frame2:
 
 
 def frame2_of(data: bytes) -> Frame2 | None:
-    """The parts of a format 2 file whose magic, version, count and length agree with its size."""
-    if len(data) < bundle.PREFIX_BYTES or data[:9] != bundle.MAGIC + b"\x02":
+    """The parts of a format 2 or 3 file whose magic, version, count and length agree with its size."""
+    if len(data) < bundle.PREFIX_BYTES or data[:8] != bundle.MAGIC or data[8] not in bundle.FRAMED_VERSIONS:
         return None
     end = bundle.PREFIX_BYTES + int.from_bytes(data[13:15], "big") * bundle.STANZA_BYTES
     if end + 8 > len(data) or end + 8 + int.from_bytes(data[end : end + 8], "big") != len(data):
@@ -353,7 +354,7 @@ def replace_header(draw: st.DrawFn, m: Mutant, ctx: Context) -> None:
     bytes. Format 2's header is inside the encryption: the mutant is sealed again, by the
     trusted key, around the seed's payload (what a sender, or a recipient, could do)."""
     parts = frame_of(m.data)
-    if ctx.header.version == 2 and ctx.plaintext is not None:
+    if ctx.header.version != 1 and ctx.plaintext is not None:
         raw = ctx.header.raw
     elif parts is None:
         return set_byte(draw, m, ctx)
@@ -370,13 +371,13 @@ def replace_header(draw: st.DrawFn, m: Mutant, ctx: Context) -> None:
             fields = None
         value: Any
         if kind == "edit" and isinstance(fields, dict):
-            value, step = header_edits(draw, fields, bundle.HEADER_FIELDS if ctx.header.version == 2 else bundle_v1.HEADER_FIELDS)
+            value, step = header_edits(draw, fields, bundle.HEADER_FIELDS if ctx.header.version != 1 else bundle_v1.HEADER_FIELDS)
         else:
             value, step = draw(cbor_values), "header := generated CBOR"
         canonical = draw(st.booleans())
         header = cbor2.dumps(value, canonical=canonical)
         m.steps.append(step + ("" if canonical else " (not canonical)"))
-    if ctx.header.version == 2 and ctx.plaintext is not None:
+    if ctx.header.version != 1 and ctx.plaintext is not None:
         signer = ctx.signer
 
         def inner(envelope: bytes, _h: bytes, payload: bytes, _s: bytes) -> bytes:
@@ -406,17 +407,20 @@ def reseal_payload(draw: st.DrawFn, m: Mutant, ctx: Context) -> None:
     elif kind == "generated":
         plaintext = cbor2.dumps(draw(cbor_values), canonical=draw(st.booleans()))
     else:
-        near = draw(st.fixed_dictionaries({k: cbor_values for k in bundle.PAYLOAD_FIELDS}, optional={"x": cbor_values}))
+        near = draw(st.fixed_dictionaries({k: cbor_values for k in bundle_payload.PAYLOAD_FIELDS}, optional={"x": cbor_values}))
         plaintext = cbor2.dumps(near, canonical=True)
     seal(draw, m, ctx, plaintext or b"\xf6", f"payload {kind}")
 
 
 def seal(draw: st.DrawFn, m: Mutant, ctx: Context, plaintext: bytes, step: str, inner: mv.Inner | None = None) -> None:
-    """Encrypts (and signs) `plaintext` anew with the seed's header fields, in the seed's format."""
+    """Encrypts (and signs) `plaintext` anew with the seed's header fields, in the seed's format
+    (format 3 compresses it first, as its writer does)."""
     chunk_size = draw(st.sampled_from([bundle.MIN_CHUNK_SIZE, bundle.MIN_CHUNK_SIZE + 1, ctx.header.chunk_size]))
-    if ctx.header.version == 2:
+    if ctx.header.version >= bundle_payload.COMPRESSED_FROM:
+        plaintext = bundle_payload.compress(plaintext)
+    if ctx.header.version != 1:
         probe = bundle._seal_plaintext(
-            plaintext, sender_key=ctx.signer, workspace=ctx.header.workspace, recipients=ctx.header.recipients, heads=ctx.header.heads,
+            plaintext, version=ctx.header.version, sender_key=ctx.signer, workspace=ctx.header.workspace, recipients=ctx.header.recipients, heads=ctx.header.heads,
             created_at=ctx.header.created_at, incarnation=ctx.header.incarnation or bytes(bundle.INCARNATION_BYTES), randomness=bytes(32), chunk_size=chunk_size, inner=inner,
         )  # fmt: skip
         stream_bytes = len(probe) - len(frame2_of(probe).envelope) - 8 - bundle.STREAM_HEADER_BYTES  # type: ignore[union-attr]
@@ -426,10 +430,11 @@ def seal(draw: st.DrawFn, m: Mutant, ctx: Context, plaintext: bytes, step: str, 
     tags = None
     if draw(st.integers(0, 4)) == 0:  # now and then, stream tags of the builder's choosing
         tags = draw(st.lists(st.sampled_from([bundle.TAG_MESSAGE, 1, 2, bundle.TAG_FINAL]), min_size=pieces, max_size=pieces))
-    sealer = bundle._seal_plaintext if ctx.header.version == 2 else format1_writer.seal_plaintext
+    sealer = bundle._seal_plaintext if ctx.header.version != 1 else format1_writer.seal_plaintext
     extra: dict[str, Any] = {"inner": inner} if inner is not None else {}
-    if ctx.header.version == 2:
+    if ctx.header.version != 1:
         extra["incarnation"] = ctx.header.incarnation
+        extra["version"] = ctx.header.version
     m.data = sealer(
         plaintext,
         sender_key=ctx.signer,
@@ -490,7 +495,7 @@ def edit_content(draw: st.DrawFn, m: Mutant, ctx: Context) -> None:
         m.steps.append(f"content {kind} (group {g}, item {i})")
     directory = [(d, tuple(c)) for d, c in groups if d == "directory"]
     channel = [(d, tuple(c)) for d, c in groups if d != "directory"]
-    wire = bundle._content_to_wire(BundleContent(directory=tuple(directory), changes=tuple(channel), blobs=tuple(blobs)))
+    wire = bundle_payload.content_to_wire(BundleContent(directory=tuple(directory), changes=tuple(channel), blobs=tuple(blobs)), ctx.header.version)
     seal(draw, m, ctx, cbor.encode(wire), "content edited")
 
 
@@ -535,7 +540,7 @@ def mutants(draw: st.DrawFn, seed: bytes, ctx: Context, *, payload_ops: tuple[st
 def seed_context(name: str) -> Context:
     data = SEEDS[name]
     header, content = open_bundle(data, my_key=mv.IDENTITIES[MANIFEST[name]["open_as"]], sender_status=lambda _k: "trusted", workspace=mv.WORKSPACE)
-    return Context(signer=mv.SENDER, plaintext=cbor.encode(bundle._content_to_wire(content)), header=header)
+    return Context(signer=mv.SENDER, plaintext=cbor.encode(bundle_payload.content_to_wire(content, header.version)), header=header)
 
 
 SEED_CONTEXTS = {name: seed_context(name) for name in SEED_NAMES}
@@ -664,7 +669,8 @@ async def prepare_courier(root: Path) -> Courier:
     async with alice, bob:
         await alice.chat.create_channel("general")
         await alice.chat.post_many("general", [f"fuzz message {i} " + "x" * (i % 50) for i in range(240)])
-        await alice.chat.post("general", "a file", attachments=[Attachment("blob.bin", bytes(range(256)) * 300)])
+        # Incompressible, so the compressed bundle still spans several stream chunks.
+        await alice.chat.post("general", "a file", attachments=[Attachment("blob.bin", hashlib.shake_256(b"fuzz attachment").digest(150_000))])
         await export_bundles(alice, stick_root, for_nodes=[bob.identity.node_id])
         first = await import_bundles(bob, stick_root)
         assert [f.outcome for f in first.files] == [sneakernet.ACCEPTED]
@@ -676,7 +682,9 @@ async def prepare_courier(root: Path) -> Courier:
         assert header.ciphertext_length > 2 * header.chunk_size  # several stream chunks to mangle
         channel_id = (await alice.views.list_channels())[0].channel_id
         doc_ids = ("directory", f"{channel_id}/head", f"{channel_id}/seg/000000", f"{channel_id}/seg/000001", "0123456789abcdef0123/seg/000000")
-        context = Context(signer=alice.identity.signing_key, plaintext=cbor.encode(bundle._content_to_wire(content)), header=header, content=content, doc_ids=doc_ids)
+        context = Context(
+            signer=alice.identity.signing_key, plaintext=cbor.encode(bundle_payload.content_to_wire(content, header.version)), header=header, content=content, doc_ids=doc_ids
+        )
         return Courier(stick_root, bob.home, bob.identity.node_id, seed, path.name, await message_count(bob), context)
 
 
@@ -734,9 +742,9 @@ def test_import_never_raises_and_accepts_no_altered_bundle(courier: Courier, dat
 
 def test_import_rejects_a_trusted_bundle_naming_an_unknown_document(courier: Courier) -> None:
     ctx = courier.context
-    plaintext = cbor.encode({"directory": [], "changes": [["not-a-document", [[b"\x01", None]]]], "blobs": [], "acks": {}})
+    plaintext = cbor.encode({"directory": [], "changes": [["not-a-document", [[b"\x01", None]]]], "blobs": [], "acks": {}, "wholes": []})
     data = bundle._seal_plaintext(
-        plaintext, sender_key=ctx.signer, workspace=ctx.header.workspace, recipients=ctx.header.recipients,
+        bundle_payload.compress(plaintext), sender_key=ctx.signer, workspace=ctx.header.workspace, recipients=ctx.header.recipients,
         heads={}, created_at=ctx.header.created_at, incarnation=ctx.header.incarnation or bytes(bundle.INCARNATION_BYTES), randomness=bytes(32), chunk_size=bundle.DEFAULT_CHUNK_SIZE,
     )  # fmt: skip
     report, messages = import_once(courier, data)

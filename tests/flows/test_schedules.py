@@ -45,6 +45,7 @@ from appliance.services.views import ViewsService
 from appliance.store import DB_FILE, MIGRATIONS, Store
 from sync.lan import PART_BUDGET
 from sync.packing import pack_delta
+from sync.replica import NodeReplica
 from sync.sneakernet import export_bundles, import_bundles
 from tests.conftest import PASSPHRASE, make_workspace
 
@@ -115,10 +116,10 @@ async def deliver(source: Node, target: Node, budget: int = PART_BUDGET) -> int:
     `target` applied."""
     delta = await source.exchange.delta_for([target.identity.node_key])
     applied = 0
-    for docs, blobs in pack_delta(delta, budget):
-        heads = {doc_id: tuple(sorted(delta.heads.get(doc_id, ()))) for doc_id, _ in docs}
+    for docs, blobs, wholes in pack_delta(delta, budget):
+        heads = {doc_id: tuple(sorted(delta.heads.get(doc_id, ()))) for doc_id in [*(d for d, _ in docs), *(w.doc_id for w in wholes)]}
         receipt = Receipt(source="lan", sender=source.identity.node_key, created_at=source.identity.now(), sender_heads=heads)
-        summary = await target.intake.import_batches(list(docs), blobs=blobs, received_from=source.identity.node_id, receipt=receipt)
+        summary = await NodeReplica(target).import_batches(list(docs), wholes=wholes, blobs=blobs, received_from=source.identity.node_id, receipt=receipt)
         applied += summary.changes
     await source.exchange.record_peer_heads(target.identity.node_key, await target.exchange.heads_for(source.identity.node_key))
     return applied

@@ -139,3 +139,25 @@ async def test_attachments_small_and_in_pieces_reach_a_peer_and_are_relayed(thre
     for node in (bravo, charlie):
         await eventually(lambda node=node: node.replica.blob(crypto.sha256(small)) == small and node.replica.blob(crypto.sha256(large)) == large, f"both blobs on {node.node_id}")  # type: ignore[misc]
     assert charlie.replica.texts(SEGMENT) == ["small", "large"]
+
+
+async def test_a_segment_a_peer_lacks_travels_whole_is_acknowledged_and_relayed_whole(three: tuple[Workspace, list[TwinNode]]) -> None:
+    """alpha - bravo - charlie in a line, neither holding alpha's segment: it crosses each hop
+    as one compacted document (not change chunks), each receiver acknowledges it, and bravo
+    relays it to charlie whole."""
+    workspace, (alpha, bravo, charlie) = three
+    for i in range(3):
+        alpha.replica.post(SEGMENT, workspace.admin, f"whole {i}")
+    delta = await alpha.replica.delta_for([bravo.node_key])
+    assert [whole.doc_id for whole in delta.wholes] == [SEGMENT] and SEGMENT not in dict(delta.documents)
+    alpha.connect(bravo)
+    bravo.connect(charlie)
+    await eventually(lambda: charlie.replica.texts(SEGMENT) == ["whole 0", "whole 1", "whole 2"], "the relayed segment")
+    assert sum(e.changes for e in bravo.host.events if isinstance(e, Received)) == 3
+    assert sum(e.changes for e in charlie.host.events if isinstance(e, Received) and e.node_id == bravo.node_id) == 3
+    for sender, receiver in ((alpha, bravo), (bravo, charlie)):
+        await asyncio.wait_for(_until_nothing_lacking(sender, receiver), 5)
+    # Acknowledged: what follows in the segment goes as a change chunk, not the segment again.
+    assert (await alpha.replica.delta_for([bravo.node_key])).wholes == ()
+    alpha.replica.post(SEGMENT, workspace.admin, "after")
+    await eventually(lambda: charlie.replica.texts(SEGMENT)[-1:] == ["after"], "the next post, relayed")

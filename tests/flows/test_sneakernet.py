@@ -261,8 +261,8 @@ def test_a_document_that_fits_in_a_part_is_not_cut_one_that_does_not_is() -> Non
     delta = Delta(documents=(("c/seg/000002", changes(30)), ("c/seg/000001", changes(50)), ("c/seg/000000", changes(150))), blobs=(), heads={})
     parts = packing.pack_delta(delta, 64 * 1024)
     placed: dict[str, list[tuple[int, int]]] = {}
-    for index, (docs, _) in enumerate(parts):
-        for doc_id, part_changes in docs:
+    for index, part in enumerate(parts):
+        for doc_id, part_changes in part.docs:
             placed.setdefault(doc_id, []).append((index, len(part_changes)))
     # 30 and 50 would share a part only by cutting the 50: each starts a part and stays whole;
     # 150 cannot fit in one part, so it fills what is left and spans the next ones.

@@ -60,7 +60,7 @@ def test_a_stick_carried_round_a_route_converges_every_node(tmp_path: Path) -> N
     assert len(leftovers) == 3 and all(p.parent.name == "bundles" for p in leftovers)
     assert not any(node_id in str(path) for path in (stick / "rallypoint").rglob("*") for node_id in node_ids)
     clear = json.loads(ok(run_cli(alpha, "bundle", "inspect", str(leftovers[0]), "--json", passphrase=None)))
-    assert clear == {"file": str(leftovers[0]), "bytes": leftovers[0].stat().st_size, "format": 2, "recipient_stanzas": 1, "opened": False}
+    assert clear == {"file": str(leftovers[0]), "bytes": leftovers[0].stat().st_size, "format": 3, "recipient_stanzas": 1, "opened": False}
     human = ok(run_cli(alpha, "bundle", "inspect", str(leftovers[0]), passphrase=None))
     assert not any(node_id in human for node_id in node_ids) and "alpha" not in human
     opened = [json.loads(ok(run_cli(bravo, "bundle", "inspect", str(path), "--unlock", "--json"))) for path in leftovers]
@@ -68,6 +68,7 @@ def test_a_stick_carried_round_a_route_converges_every_node(tmp_path: Path) -> N
     mine = next(o for o in opened if o.get("sender_name") == "alpha")
     assert (mine["sender"], mine["sender_name"], mine["recipients"]) == (node_ids[0], "alpha", [node_ids[1]])
     assert mine["created_at"] and mine["channels_acknowledged"] >= 1
+    assert (mine["documents_as_changes"], mine["segments_whole"]) == (0, 0)  # alpha's last bundle: an acknowledgement only
     theirs = next(o for o in opened if not o["opened"])
     assert "sender" not in theirs and "not addressed" in theirs["refused"]
 

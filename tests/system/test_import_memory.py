@@ -63,11 +63,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 
+from appliance import cbor, crypto
 from appliance import changes as ch
-from appliance import crypto
 from appliance.node import Attachment, Node
-from sync import bundle, bundle_v1, sneakernet, stick
+from sync import bundle, bundle_payload, bundle_v1, sneakernet, stick
 from sync.sneakernet import IMPORT_LIMITS, export_bundles
 from tests import format1_writer
 from tests.conftest import PASSPHRASE, REPO, make_workspace
@@ -147,13 +148,16 @@ class Sealer:
         self.alice, self.bob, self.root, self.created_at = alice, bob, root, created_at
         self.placed = 0
 
-    def seal(self, plaintext: bytes, *, version: int = 2, inner: Any = None) -> bytes:
+    def seal(self, plaintext: bytes, *, version: int = bundle.FORMAT_VERSION, inner: Any = None, as_carried: bool = False) -> bytes:
+        """Format 3 compresses `plaintext` as its writer does, unless it is `as_carried` already."""
         self.created_at += 1
         extra: dict[str, Any] = {"inner": inner} if inner is not None else {}
-        if version == 2:
+        if version != 1:
             extra["incarnation"] = self.alice.identity.incarnation
-        return (bundle._seal_plaintext if version == 2 else format1_writer.seal_plaintext)(
-            plaintext,
+            extra["version"] = version
+        payload = bundle_payload.compress(plaintext) if version >= bundle_payload.COMPRESSED_FROM and not as_carried else plaintext
+        return (bundle._seal_plaintext if version != 1 else format1_writer.seal_plaintext)(
+            payload,
             sender_key=self.alice.identity.signing_key,
             workspace=self.alice.directory.current.workspace,
             recipients=[bytes(self.bob.identity.signing_key.verify_key)],
@@ -165,7 +169,7 @@ class Sealer:
         )
 
     def place(self, bomb: Bomb, bombs: dict[str, Bomb]) -> None:
-        """Format 2 in bundles/ under names that sort first; format 1 in Bob's outbox of the
+        """Formats 2 and 3 in bundles/ under names that sort first; format 1 in Bob's outbox of the
         earlier layout, named like any bundle from Alice."""
         self.placed += 1
         if bomb.data[len(bundle.MAGIC)] == 1:
@@ -179,9 +183,10 @@ class Sealer:
 
 
 def cbor_bombs(sealer: Sealer) -> list[Bomb]:
-    empty = b"\xa4" + b"\x64acks\xa0" + b"\x65blobs\x80" + b"\x67changes\x80" + b"\x69directory\x80"
+    empty_v1 = b"\xa4" + b"\x64acks\xa0" + b"\x65blobs\x80" + b"\x67changes\x80" + b"\x69directory\x80"
+    empty = cbor.encode({"acks": {}, "blobs": [], "changes": [], "directory": [], "wholes": []})
     small = sealer.seal(empty)
-    small_v1 = sealer.seal(empty, version=1)
+    small_v1 = sealer.seal(empty_v1, version=1)
     header, ciphertext, _ = frame_parts(small_v1)
     at = bundle_v1.PREFIX_BYTES + len(header)
     stream_at = bundle.PREFIX_BYTES + bundle.STANZA_BYTES
@@ -199,7 +204,21 @@ def cbor_bombs(sealer: Sealer) -> list[Bomb]:
     # The real header with its "heads" map (empty: a0) replaced by one declaring 2^32 entries, signed again.
     huge_heads = header.replace(b"\x65heads\xa0", b"\x65heads" + cbor_head(5, 2**32), 1)
     assert huge_heads != header
+    # zstd: 1 GiB of zeros in a frame of ~32 KiB (declared), and the same without a declared size.
+    zeros, pieces = bytes(MiB), 1024
+    declared = zstandard.ZstdCompressor(level=1).compressobj(size=len(zeros) * pieces)
+    undeclared = zstandard.ZstdCompressor(level=1, write_content_size=False).compressobj()
+    zstd_bomb = b"".join(declared.compress(zeros) for _ in range(pieces)) + declared.flush()
+    zstd_unsized = b"".join(undeclared.compress(zeros) for _ in range(pieces)) + undeclared.flush()
     return [
+        Bomb("zstd frame declaring 1 GiB", sealer.seal(zstd_bomb, as_carried=True), "TooLarge", r"decompresses to 1,073,741,824 bytes; the limit is"),
+        Bomb("zstd frame of 1 GiB, size not declared", sealer.seal(zstd_unsized, as_carried=True), "Malformed", r"does not declare its content size"),
+        Bomb(
+            "a small payload followed by a second frame of 1 GiB",
+            sealer.seal(bundle_payload.compress(empty) + zstd_unsized, as_carried=True),
+            "Malformed",
+            r"holds more than the \d+ bytes it declares",
+        ),
         Bomb("array of 2^32 items", sealer.seal(cbor_head(4, 2**32) + b"\xf6" * 100_000), "Malformed", r"payload: CBOR ends inside an item"),
         Bomb("arrays nested 100,000 deep", sealer.seal(b"\x81" * 100_000 + b"\xf6"), "Malformed", r"payload: CBOR nested deeper than 16"),
         Bomb("byte string of 2^40 bytes", sealer.seal(cbor_head(2, 2**40) + bytes(1000)), "Malformed", r"payload: CBOR ends inside an item"),
@@ -322,7 +341,7 @@ async def prepare(root: Path, make_bombs: str) -> Setup:
             # cap on a whole batch's inflation stops: each bomb alone would need ~1 GiB.
             for count, inflated in ((250, ch.MAX_CHANGE_BYTES), (900, ch.MAX_INFLATED_CHANGE_BYTES - 1024)):
                 changes = [[change, bytes(64)] for change in deflate_bomb_changes(actor, range(1000, 1000 + count), inflated)]
-                plaintext = bundle.cbor.encode({"directory": [], "changes": [[f"{channel_id}/seg/000000", changes]], "blobs": [], "acks": {}})
+                plaintext = cbor.encode({"directory": [], "changes": [[f"{channel_id}/seg/000000", changes]], "blobs": [], "acks": {}, "wholes": []})
                 label = f"{count} compressed changes inflating to {count * inflated // MiB:,} MiB"
                 sealer.place(Bomb(label, sealer.seal(plaintext), "ChangeRejected", r"compressed change"), bombs)
         return Setup(bob.home, stick_root, bombs, legit_name)

@@ -20,7 +20,7 @@ import pytest
 
 from appliance.errors import NodeLocked, NotFound
 from appliance.node import Attachment, Node
-from sync import lan, wire
+from sync import lan, messages, wire
 from sync import session as lan_session
 from sync.errors import SessionError
 from sync.lan import LanConfig, LanEvent, LanService, SessionDown, SessionUp, Wiped
@@ -446,7 +446,7 @@ async def test_a_bad_frame_ends_the_session(tmp_path: Path, attack: str) -> None
             elif attack == "malformed":
                 writer.write(sealer.seal(b"\xa1\x61t\x64junk"))
             else:
-                frame = sealer.seal(wire.encode_message(wire.Ping(1)))
+                frame = sealer.seal(messages.encode_message(messages.Ping(1)))
                 writer.write(frame + frame)
             await writer.drain()
             await eventually(lambda: _has_event(a_events, SessionDown), what="session ended")

@@ -15,19 +15,21 @@ import nacl.bindings as sodium
 import nacl.public
 import nacl.signing
 import pytest
+import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from appliance import cbor
-from appliance.changes import SignedChange, verify_batch
-from sync import bundle, errors, sealing
+from appliance import cbor, documents
+from appliance.changes import SignedChange, parse_change, verify_batch
+from appliance.wholes import vouch_for_whole
+from sync import bundle, bundle_payload, errors, sealing
 from sync.bundle import BundleContent, Limits, addressed_to, build_bundle, open_bundle, read_envelope
 from tests import format1_writer
 from tests import make_vectors as mv
 from tests.conftest import REPO
 
 MANIFEST: dict[str, dict[str, Any]] = json.loads((mv.VECTORS / mv.MANIFEST).read_text()) | {
-    f"{mv.V1}/{name}": entry for name, entry in json.loads((mv.VECTORS / mv.V1 / mv.MANIFEST).read_text()).items()
+    f"{folder}/{name}": entry for folder in (mv.V1, mv.V3) for name, entry in json.loads((mv.VECTORS / folder / mv.MANIFEST).read_text()).items()
 }
 POOL = [nacl.signing.SigningKey(bytes([40 + i]) * 32) for i in range(5)]
 SENDER = mv.SENDER
@@ -61,8 +63,9 @@ def make(content: BundleContent = EMPTY, recipients: list[nacl.signing.SigningKe
 
 
 def seal_raw(plaintext: bytes, recipient: nacl.signing.SigningKey = POOL[0], chunk_size: int = 65536, inner: mv.Inner | None = None) -> bytes:
+    """A format 3 bundle around an arbitrary (possibly invalid) payload map, compressed as a writer does."""
     return bundle._seal_plaintext(
-        plaintext, sender_key=SENDER, workspace=mv.WORKSPACE, recipients=[pk(recipient)], heads={},
+        bundle_payload.compress(plaintext), sender_key=SENDER, workspace=mv.WORKSPACE, recipients=[pk(recipient)], heads={},
         created_at=mv.CREATED_AT, incarnation=mv.INCARNATION, randomness=bytes(32), chunk_size=chunk_size, inner=inner,
     )
 
@@ -89,8 +92,10 @@ def test_committed_vectors_are_byte_identical_to_a_fresh_build() -> None:
 def test_manifest_covers_every_outcome() -> None:
     """Outcomes are named in the specification's words (section 9), one error class each."""
     assert sorted(kind.__name__ for kind in mv.OUTCOMES.values() if kind is not None) == sorted(OUTCOMES)
-    expected = {entry["expected"] for name, entry in MANIFEST.items() if not name.startswith(mv.V1)}
+    expected = {entry["expected"] for name, entry in MANIFEST.items() if "/" not in name}
     assert expected == set(mv.OUTCOMES)
+    v3_expected = {entry["expected"] for name, entry in MANIFEST.items() if name.startswith(mv.V3)}
+    assert v3_expected == {mv.ACCEPTED, "rejected: malformed", "rejected: too large"}  # what format 3 changed: the payload
     v1_expected = {entry["expected"] for name, entry in MANIFEST.items() if name.startswith(mv.V1)}
     assert v1_expected == set(mv.OUTCOMES) - {"rejected: unsupported version"}  # version 1's own bad vectors, all still refused as before
     spec = (REPO / "docs" / "bundle-format.md").read_text()
@@ -118,6 +123,9 @@ def test_vector_has_exactly_its_expected_outcome(name: str) -> None:
         assert (envelope.version, envelope.stanzas, envelope.size) == (header.version, len(header.recipients), len(data))
         for doc_id, changes in content.directory + content.changes:  # real, verifiable changes
             assert verify_batch(doc_id, changes, known=set(), authorise=lambda _author: None)
+        for whole in content.wholes:  # real documents whose author's signature vouches for every change
+            listed = [parse_change(c.bytes) for c in documents.load_document(whole.data, bytes(48)).get_changes([])]
+            assert vouch_for_whole(whole.doc_id, listed, dict(whole.signatures), lambda _author: None)
         for other in mv.IDENTITIES.values():
             if pk(other) in header.recipients:
                 assert open_as(data, other, limits, status) == (header, content)
@@ -287,7 +295,7 @@ def test_builder_refuses_bad_content(content: BundleContent, message: str) -> No
 def test_recipients_then_stream_then_standing_then_signature() -> None:
     """Format 2's order: only a recipient can read who sent a bundle, so the stanza comes
     first; the sender's standing is judged before its signature, as in format 1."""
-    payload = cbor.encode(bundle._content_to_wire(BundleContent(blobs=(blob(b"x" * 100),))))
+    payload = cbor.encode(bundle_payload.content_to_wire(BundleContent(blobs=(blob(b"x" * 100),)), 3))
     forged = seal_raw(payload, inner=lambda e, h, p, sig: bundle._inner_plaintext(e, h, p, sig[:-1] + bytes([sig[-1] ^ 1])))
     with pytest.raises(errors.RevokedSender):
         open_as(forged, status=lambda _k: "revoked")
@@ -317,7 +325,7 @@ def test_read_envelope_needs_no_key_shows_counts_only_and_accepts_any_buffer() -
     data = make(BundleContent(blobs=(blob(b"y"),)), [POOL[0], POOL[1]])
     envelope = read_envelope(data)
     assert envelope == read_envelope(bytearray(data)) == read_envelope(memoryview(data))
-    assert (envelope.version, envelope.size, envelope.stanzas, envelope.chunk_size) == (2, len(data), 2, bundle.DEFAULT_CHUNK_SIZE)
+    assert (envelope.version, envelope.size, envelope.stanzas, envelope.chunk_size) == (bundle.FORMAT_VERSION, len(data), 2, bundle.DEFAULT_CHUNK_SIZE)
     assert open_bundle(memoryview(data), my_key=POOL[1], sender_status=only_sender)[0] == open_as(data)[0]
     with pytest.raises(errors.TooLarge):
         read_envelope(data, max_bundle_bytes=envelope.ciphertext_length - 1)
@@ -396,7 +404,7 @@ cbor_values = st.recursive(
     max_leaves=20,
 )
 near_payloads = st.fixed_dictionaries(
-    {"directory": cbor_values, "changes": cbor_values, "blobs": cbor_values, "acks": cbor_values},
+    {"directory": cbor_values, "changes": cbor_values, "blobs": cbor_values, "acks": cbor_values, "wholes": cbor_values},
     optional={"x": cbor_values},
 )
 
@@ -410,14 +418,14 @@ def test_any_payload_from_a_trusted_sender_opens_or_is_malformed(value: Any) -> 
         _, content = open_as(data)
     except (errors.Malformed, errors.TooLarge):
         return
-    assert cbor.encode(bundle._content_to_wire(content)) == plaintext
+    assert cbor.encode(bundle_payload.content_to_wire(content, 3)) == plaintext
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(cbor_values, st.fixed_dictionaries({k: cbor_values for k in bundle.HEADER_FIELDS})))
 def test_any_header_from_a_trusted_sender_parses_or_is_rejected(value: Any) -> None:
     header_raw = cbor2.dumps(value, canonical=True)
-    data = seal_raw(cbor.encode(bundle._content_to_wire(EMPTY)), inner=mv.resigned_header(lambda _fields: header_raw))
+    data = seal_raw(cbor.encode(bundle_payload.content_to_wire(EMPTY, 3)), inner=mv.resigned_header(lambda _fields: header_raw))
     with pytest.raises(errors.BundleRejected):
         open_as(data)
     ciphertext = bytes(100)  # format 1: the same header in clear
@@ -464,11 +472,45 @@ def test_huge_declared_lengths_are_refused_without_allocating() -> None:
 
 
 def test_an_oversized_payload_is_refused_before_it_is_decrypted() -> None:
-    data = seal_raw(cbor.encode({"directory": [], "changes": [], "blobs": [blob(bytes(8 * 2**20))], "acks": {}}), chunk_size=2**20)
+    data = seal_raw(cbor.encode({"directory": [], "changes": [], "blobs": [blob(bytes(8 * 2**20))], "acks": {}, "wholes": []}), chunk_size=2**20)
     limits = Limits(max_plaintext_bytes=64 * 1024)
     assert peak_of(lambda: open_as(data, limits=limits)) < 2_000_000
     with pytest.raises(errors.TooLarge, match="payload"):
         open_as(data, limits=limits)
+
+
+def test_a_zstd_bomb_is_refused_before_it_is_decompressed() -> None:
+    """300 MiB of zeros compress to a few KiB: the frame's declared size, over the default
+    256 MiB limit, refuses it before a byte is decompressed."""
+    zeros, pieces = bytes(2**20), 300
+    compressor = zstandard.ZstdCompressor(level=1).compressobj(size=len(zeros) * pieces)
+    bomb = b"".join(compressor.compress(zeros) for _ in range(pieces)) + compressor.flush()
+    data = bundle._seal_plaintext(
+        bomb, sender_key=SENDER, workspace=mv.WORKSPACE, recipients=[pk(POOL[0])], heads={},
+        created_at=mv.CREATED_AT, incarnation=mv.INCARNATION, randomness=bytes(32), chunk_size=2**20,
+    )  # fmt: skip
+    assert len(data) < 64 * 1024
+    assert peak_of(lambda: open_as(data)) < 2_000_000
+    with pytest.raises(errors.TooLarge, match="decompresses to 314,572,800 bytes; the limit is 268,435,456"):
+        open_as(data)
+
+
+def test_a_frame_that_holds_more_than_it_declares_stops_at_its_declared_size() -> None:
+    """The decompressor produces at most the declared size plus one byte, whatever follows."""
+    honest = bundle_payload.compress(cbor.encode(bundle_payload.content_to_wire(EMPTY, 3)))
+    more = zstandard.ZstdCompressor(write_content_size=False).compress(bytes(50 * 2**20))
+    assert peak_of(lambda: bundle_payload.decompress(honest + more, 256 * 2**20)) < 4 * bundle_payload.READ_PIECE
+    with pytest.raises(errors.Malformed, match="more than the"):
+        bundle_payload.decompress(honest + more, 256 * 2**20)
+
+
+def test_segments_travel_whole_in_format_3_only() -> None:
+    whole = mv.whole_segment(mv.AUTHOR, mv.SEGMENT_DOC, ["one", "two"])
+    content = BundleContent(wholes=(whole,))
+    _, opened = open_as(make(content, heads={mv.SEGMENT_DOC: [whole.signatures[0][0]]}))
+    assert opened == content and opened.wholes[0].data == whole.data
+    with pytest.raises(ValueError, match="format 2 cannot carry segments whole"):
+        bundle_payload.encode_payload(content, 2)
 
 
 @pytest.mark.parametrize(

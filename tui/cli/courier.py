@@ -155,7 +155,7 @@ async def _inspect(args: argparse.Namespace) -> None:
         from appliance.certs import Trust
 
         try:
-            header, _ = await asyncio.to_thread(
+            header, content = await asyncio.to_thread(
                 open_bundle, data, my_key=node.identity.signing_key, sender_status=lambda _key: Trust.TRUSTED, limits=sneakernet.IMPORT_LIMITS, workspace=node.directory.current.workspace
             )
         except SyncError as exc:
@@ -163,8 +163,10 @@ async def _inspect(args: argparse.Namespace) -> None:
             emit(args, payload, "\n".join([*human, f"not opened: {exc}"]))
             return
         names = _names(node)
-        payload.update(_opened_json(header, envelope, names), opened=True)
-        emit(args, payload, "\n".join([*human, *_opened_text(header, names)]))
+        chunked = len(content.directory) + len(content.changes)
+        payload.update(_opened_json(header, envelope, names), opened=True, documents_as_changes=chunked, segments_whole=len(content.wholes))
+        carried = f"carries {chunked} document(s) as changes and {len(content.wholes)} segment(s) whole"
+        emit(args, payload, "\n".join([*human, *_opened_text(header, names), carried]))
 
     await with_node(args, run)
 
