@@ -49,9 +49,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _writer_pragmas(dbapi_connection: Any, record: Any) -> None:
-    _sqlite_pragmas(dbapi_connection, record)
-    # No checkpoint on the writer's commits: the upkeep runs them from their own thread.
+def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
 
 
@@ -95,10 +93,10 @@ class _Lane:
     (SQLite connections are happiest on one thread). The connection opens at the first job and
     is reopened after a database failure."""
 
-    def __init__(self, url: URL, name: str, on_connect: Callable[[Any, Any], None] | None, *, writes: bool) -> None:
+    def __init__(self, url: URL, name: str, on_connect: list[Callable[[Any, Any], None]], *, writes: bool) -> None:
         self._url = url
         self._writes = writes
-        self._on_connect = on_connect
+        self._on_connect = on_connect  # the store's list: set-ups added later apply to a later connection
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._engine: Engine | None = None
         self._conn: Connection | None = None
@@ -111,9 +109,13 @@ class _Lane:
             if self._engine is None:
                 # NullPool: the one connection is held here, not pooled.
                 self._engine = create_engine(self._url, poolclass=NullPool)
-                if self._on_connect is not None:  # SQLite
-                    event.listen(self._engine, "connect", self._on_connect)
+                for listener in self._on_connect:
+                    event.listen(self._engine, "connect", listener)
+                if self._engine.dialect.name == "sqlite":
                     event.listen(self._engine, "begin", _sqlite_begin)
+                if self._writes and self._engine.dialect.name == "sqlite":
+                    # No checkpoint on the writer's commits: the upkeep runs them from their own thread.
+                    event.listen(self._engine, "connect", _no_autocheckpoint)
             self._conn = self._engine.connect().execution_options(**{_WRITE: self._writes})
         try:
             return job(self._conn)
@@ -194,8 +196,9 @@ class Store:
         self._keep_alive: sqlite3.Connection | None = None  # holds an in-memory database open
         # The same database through the synchronous driver: the writer, and the checkpointer.
         sync_url = sync_url or engine.url.set(drivername=engine.url.drivername.split("+")[0])
-        self._writer = _Lane(sync_url, "rallypoint-writer", _writer_pragmas if self.is_sqlite else None, writes=True)
-        self._checkpointer = _Lane(sync_url, "rallypoint-checkpoint", _sqlite_pragmas, writes=False) if self.is_sqlite else None
+        self._on_connect: list[Callable[[Any, Any], None]] = []
+        self._writer = _Lane(sync_url, "rallypoint-writer", self._on_connect, writes=True)
+        self._checkpointer = _Lane(sync_url, "rallypoint-checkpoint", self._on_connect, writes=False) if self.is_sqlite else None
         self._writes = 0
 
     @classmethod
@@ -221,9 +224,16 @@ class Store:
 
     def _with_pragmas(self) -> Store:
         if self.is_sqlite:
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            self.on_connect(_sqlite_pragmas)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
         return self
+
+    def on_connect(self, listener: Callable[[Any, Any], None]) -> None:
+        """Runs `listener(dbapi_connection, record)` on every new connection of the store, async
+        and writer alike (the pragmas; a test's cap on the database's size)."""
+        if listener not in self._on_connect:  # the read-only reopen sets the pragmas again
+            self._on_connect.append(listener)
+        event.listen(self.engine.sync_engine, "connect", listener)
 
     async def __aenter__(self) -> Store:
         await self.migrate()
