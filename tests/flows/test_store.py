@@ -49,7 +49,7 @@ async def test_a_full_disk_is_a_clear_error_and_loses_nothing(tmp_path: Path) ->
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
     store = Store.at(home)
 
-    def cap_size(dbapi_connection, _record) -> None:
+    def cap_size(dbapi_connection: sqlite3.Connection, _record: object) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA max_page_count = {pages + 2}")  # the "disk" is nearly full
         cursor.close()
