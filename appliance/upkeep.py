@@ -3,9 +3,11 @@ background task the node starts when it opens and stops when it closes.
 
 Three jobs, at most one slice of one of them per step:
 - snapshots: a document with pending local changes is snapshotted when the node has been idle
-  for IDLE_AFTER_S, and at once when its segment filled up or its pending changes passed the
-  replica's SNAPSHOT_BOUND. Nothing acknowledged depends on them: loading replays the change log
-  past the snapshot, so a crash before one loses nothing.
+  for IDLE_AFTER_S; a segment that filled up at the first lull (LULL_S without a write: saving a
+  full segment holds the event loop for ~10 ms, which a post arriving meanwhile would wait out);
+  a document past the replica's SNAPSHOT_BOUND pending changes at once. Nothing acknowledged
+  depends on them: loading replays the change log past the snapshot, so a crash before one loses
+  nothing.
 - WAL checkpoints: the writer thread never checkpoints on commit; a PASSIVE checkpoint (which
   never blocks a writer) runs from its own thread every CHECKPOINT_EVERY writes or when the node
   idles, so the log is reused rather than grown. Should readers keep it from being copied while
@@ -34,6 +36,7 @@ from appliance.store import Checkpoint, Storage
 
 TICK_S = 0.05
 IDLE_AFTER_S = 0.3  # no write for this long: the node is idle
+LULL_S = 0.05  # no write for this long: a pause between bursts
 CHECKPOINT_EVERY = 32  # writes between passive checkpoints while the node is busy (~15 pages each)
 FORCE_CHECKPOINT_PAGES = 16_384  # a log this long (64 MiB of 4 KiB pages) is emptied even if readers wait
 MERGE_EVERY = 16  # writes between index merge slices while busy: well under the crisis bound of 64 segments
@@ -78,14 +81,14 @@ class Upkeep:
         if writes != self._seen:
             self._active_at, self._seen = now, writes
             self._merging = self._store.is_sqlite
-        idle = now - self._active_at >= IDLE_AFTER_S
+        quiet = now - self._active_at
         try:
-            return await self._slice(writes, idle)
+            return await self._slice(writes, quiet >= IDLE_AFTER_S, quiet >= LULL_S)
         finally:
             self._seen = self._store.writes  # its own writes do not make the node busy
 
-    async def _slice(self, writes: int, idle: bool) -> str | None:
-        due = self._replica.snapshots_due() or (sorted(self._replica.pending_snapshots()) if idle else [])
+    async def _slice(self, writes: int, idle: bool, lull: bool) -> str | None:
+        due = self._replica.snapshots_due() or (self._replica.filled_segments() if lull else []) or (sorted(self._replica.pending_snapshots()) if idle else [])
         if due:
             await self._replica.snapshot(due[0])
             self.snapshots += 1

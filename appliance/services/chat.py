@@ -217,7 +217,7 @@ class ChatService:
             if cursor is not None and documents.segment_doc_id(head.channel_id, cursor[0]) == doc_id:
                 self._segment_cursor[head.channel_id] = (cursor[0], cursor[1] + len(rows))
                 if cursor[1] + len(rows) >= SEGMENT_SIZE:
-                    self._replica.snapshot_soon(doc_id)  # full: no more posts will come to it
+                    self._replica.segment_filled(doc_id)
 
         await self._replica.commit_lean(doc_id, mutations, write, count)
         return [state.message_id for state in states]

@@ -8,7 +8,7 @@ views (and the audit log where it applies). If that transaction fails the cached
 is dropped and reloaded from the store, so memory never runs ahead of disk. Messages take the
 lean form (`commit_lean`): one transaction on the store's writer thread. Snapshots are not
 written on that path: the node's upkeep (appliance/upkeep.py) asks for them (`snapshot`) when
-the node is idle, a segment fills up or a document's pending changes pass SNAPSHOT_BOUND; a
+the node idles, after a segment filled up, or when a document's pending changes pass SNAPSHOT_BOUND; a
 crash loses none of them, since loading replays the change log past the snapshot."""
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class ReplicaService:
         self._known: dict[str, set[bytes]] = {}
         self._since_snapshot: dict[str, int] = {}
         self._doc_rows: set[str] = set()
-        self._snapshot_due: set[str] = set()  # documents to snapshot without waiting for the node to idle
+        self._full: set[str] = set()  # segments that filled up: snapshotted at the first lull
         self._watermark = 0  # the newest change-log row this process has seen
         self._hold_snapshots = False  # set while an import's transaction is open
         kernel.on_stale(self._drop)
@@ -71,7 +71,7 @@ class ReplicaService:
             self._known.clear()
             self._since_snapshot.clear()
             self._doc_rows.clear()
-            self._snapshot_due.clear()
+            self._full.clear()
             return
         for doc_id in stale.doc_ids:
             self._forget(doc_id)
@@ -133,7 +133,7 @@ class ReplicaService:
 
     def _forget(self, doc_id: str) -> None:
         self._doc_rows.discard(doc_id)
-        self._snapshot_due.discard(doc_id)
+        self._full.discard(doc_id)
         self._docs.pop(doc_id, None)
         self._known.pop(doc_id, None)
         self._since_snapshot.pop(doc_id, None)
@@ -161,14 +161,12 @@ class ReplicaService:
 
     def _committed(self, doc_id: str, doc: Document, made: Sequence[tuple[ChangeHeader, bytes, bytes]]) -> None:
         """Bookkeeping once a local commit is stored: its hashes are known, its changes wait for
-        a snapshot (the upkeep's, right away past SNAPSHOT_BOUND)."""
+        a snapshot (the upkeep's)."""
         if self._docs.get(doc_id) is not doc:  # evicted by what the commit loaded (a directory change re-reads many segments)
             self._forget(doc_id)
             return
         self._known[doc_id].update(header.hash for header, _, _ in made)
-        self._since_snapshot[doc_id] = pending = self._since_snapshot.get(doc_id, 0) + len(made)
-        if pending >= SNAPSHOT_BOUND:
-            self._snapshot_due.add(doc_id)
+        self._since_snapshot[doc_id] = self._since_snapshot.get(doc_id, 0) + len(made)
 
     async def commit_lean(
         self, doc_id: str, mutations: Sequence[Callable[[Document], None]], write: Callable[[Connection], None], committed: Callable[[], None] | None = None
@@ -258,13 +256,18 @@ class ReplicaService:
         """Documents in memory with local changes since their snapshot: doc id -> how many."""
         return {doc_id: pending for doc_id, pending in self._since_snapshot.items() if pending and doc_id in self._docs}
 
-    def snapshot_soon(self, doc_id: str) -> None:
-        """Asks the upkeep to snapshot a document without waiting for the node to idle (a
-        segment that filled up)."""
-        self._snapshot_due.add(doc_id)
+    def segment_filled(self, doc_id: str) -> None:
+        """A segment that filled up: no more posts come to it, so the upkeep snapshots it at the
+        first lull rather than waiting for the node to idle."""
+        self._full.add(doc_id)
 
     def snapshots_due(self) -> list[str]:
-        return [doc_id for doc_id in self._snapshot_due if self._since_snapshot.get(doc_id)]
+        """Documents past SNAPSHOT_BOUND pending changes: the upkeep snapshots them at once."""
+        return sorted(doc_id for doc_id, pending in self.pending_snapshots().items() if pending >= SNAPSHOT_BOUND)
+
+    def filled_segments(self) -> list[str]:
+        """Segments that filled up and have changes pending."""
+        return sorted(doc_id for doc_id in self._full if self._since_snapshot.get(doc_id) and doc_id in self._docs)
 
     async def snapshot(self, doc_id: str) -> None:
         """The upkeep's snapshot of one document, under the write lock."""
@@ -272,7 +275,7 @@ class ReplicaService:
             await self._snapshot(doc_id)
 
     async def _snapshot(self, doc_id: str) -> None:
-        self._snapshot_due.discard(doc_id)
+        self._full.discard(doc_id)
         doc = self._docs.get(doc_id)
         if doc is None:
             return

@@ -20,9 +20,10 @@ from appliance import schema as t
 from appliance.certs import Role
 from appliance.errors import StorageError
 from appliance.node import SEGMENT_SIZE, Attachment, Node
+from appliance.services import replica
 from appliance.services.views import ViewsService
 from appliance.store import Checkpoint, Store
-from appliance.upkeep import CHECKPOINT_EVERY, IDLE_AFTER_S, MERGE_EVERY, Upkeep
+from appliance.upkeep import CHECKPOINT_EVERY, IDLE_AFTER_S, LULL_S, MERGE_EVERY, Upkeep
 from tests.conftest import FAST, PASSPHRASE, make_workspace, sync_all
 
 AUTOMATIC_CHECKPOINT_PAGES = 1000  # SQLite's default wal_autocheckpoint
@@ -143,16 +144,29 @@ async def test_no_snapshot_on_the_post_path_the_upkeep_takes_them(alice: Node) -
     full, current = documents.segment_doc_id(channel_id, 0), documents.segment_doc_id(channel_id, 1)
     before = await snapshots()
     assert full not in before and current not in before  # the posts wrote none
-    assert await upkeep.step() == "snapshot"  # the full segment, without waiting for the node to idle
-    assert (await snapshots())[full] == await newest_change(full)
-    while (done := await upkeep.step()) is not None:  # busy: checkpoints and merges, but no snapshot of the current segment
+    while (done := await upkeep.step()) is not None:  # busy: checkpoints and merges, no snapshot
         assert done != "snapshot"
+    clock.now += 2 * LULL_S
+    assert await upkeep.step() == "snapshot"  # the full segment, at the first lull
+    assert (await snapshots())[full] == await newest_change(full)
+    assert "snapshot" not in await steps(upkeep)  # the current segment waits for the node to idle
     assert current not in await snapshots()
     clock.now += 2 * IDLE_AFTER_S
     idle = await steps(upkeep)
     assert idle.count("snapshot") == 3  # the directory, the channel head, the current segment
     assert (await snapshots())[current] == await newest_change(current)
     assert upkeep.snapshots == 4 and alice.replica.pending_snapshots() == {}
+
+
+async def test_a_document_past_the_bound_is_snapshotted_however_busy(alice: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(replica, "SNAPSHOT_BOUND", 8)
+    upkeep = await manual_upkeep(alice, Clock())
+    await alice.chat.create_channel("general")
+    posted = [await alice.chat.post("general", f"message {i}") for i in range(8)]
+    segment = (await alice.views.message_row(posted[0]))["doc_id"]
+    assert alice.replica.snapshots_due() == [segment]
+    assert await upkeep.step() == "snapshot"
+    assert segment not in alice.replica.pending_snapshots()
 
 
 async def test_the_writer_never_checkpoints_the_upkeep_does(alice: Node) -> None:
