@@ -302,6 +302,7 @@ class Store:
                     yield conn
         except SQLAlchemyError as exc:
             raise StorageError(_describe(exc)) from exc
+        self._writes += 1
 
     async def write(self, work: Callable[[Connection], T]) -> T:
         """Runs `work` with a synchronous connection in ONE transaction on the writer thread
@@ -319,7 +320,8 @@ class Store:
 
     @property
     def writes(self) -> int:
-        """How many `write`s committed: the upkeep tells a busy node from an idle one by it."""
+        """How many write transactions (`write` and `transaction`) committed: the upkeep tells a
+        busy node from an idle one by it, and checkpoints the log it grew."""
         return self._writes
 
     async def checkpoint(self, mode: Checkpoint) -> tuple[int, int]:

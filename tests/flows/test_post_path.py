@@ -191,8 +191,8 @@ async def test_the_writer_never_checkpoints_the_upkeep_does(alice: Node) -> None
 
 async def test_search_finds_messages_whose_index_is_not_merged(alice: Node) -> None:
     clock = Clock()
-    upkeep = await manual_upkeep(alice, clock)
     await alice.chat.create_channel("general")
+    upkeep = await manual_upkeep(alice, clock)  # counting writes from here
 
     async def index_segments() -> int:
         async with alice.store.reading() as conn:
