@@ -9,13 +9,19 @@ Three jobs, at most one slice of one of them per step:
   depends on them: loading replays the change log past the snapshot, so a crash before one loses
   nothing.
 - WAL checkpoints: the writer thread never checkpoints on commit; a PASSIVE checkpoint (which
-  never blocks a writer) runs from its own thread every CHECKPOINT_EVERY writes or when the node
-  idles, so the log is reused rather than grown. Should readers keep it from being copied while
-  it passes FORCE_CHECKPOINT_PAGES, a TRUNCATE checkpoint waits for them and empties it.
-- search index merges: automatic merging is off (migration 0007); a `merge` of at most
-  MERGE_PAGES pages runs on the writer thread every MERGE_EVERY writes, and slice after slice
-  while the node idles, until there is nothing left to merge. Searches read unmerged segments
-  too.
+  never blocks a writer) runs from its own thread at a lull, and every CHECKPOINT_EVERY writes
+  however busy, so the log is reused rather than grown. Should readers keep it from being copied
+  while it passes FORCE_CHECKPOINT_PAGES, a TRUNCATE checkpoint waits for them and empties it.
+- search index merges: automatic merging is off (migration 0007); a `merge` writing at most
+  MERGE_PAGES pages runs on the writer thread slice after slice at a lull, until there is
+  nothing left to merge, and every MERGE_EVERY writes however busy (before FTS5's crisis bound
+  of 1,024 segments makes a commit merge them itself). Searches read unmerged segments too.
+
+While posts come back to back, what runs between them costs the next post: a checkpoint shares
+the disk with its commit, a merge slice (a commit of its own, ~1 ms) queues before it on the
+writer thread. They run at most once every 128 and 512 writes then, under 1% of posts. The
+node counts as busy while a write holds the write lock (a bulk post signs for a while before it
+writes), not only when a write has just committed.
 
 `step()` is the whole policy and takes its time from the injected clock; `start()` runs it every
 TICK_S."""
@@ -37,9 +43,9 @@ from appliance.store import Checkpoint, Storage
 TICK_S = 0.05
 IDLE_AFTER_S = 0.3  # no write for this long: the node is idle
 LULL_S = 0.05  # no write for this long: a pause between bursts
-CHECKPOINT_EVERY = 32  # writes between passive checkpoints while the node is busy (~15 pages each)
+CHECKPOINT_EVERY = 128  # writes between passive checkpoints while the node is busy (~14 pages a post)
 FORCE_CHECKPOINT_PAGES = 16_384  # a log this long (64 MiB of 4 KiB pages) is emptied even if readers wait
-MERGE_EVERY = 16  # writes between index merge slices while busy: well under the crisis bound of 64 segments
+MERGE_EVERY = 512  # writes between index merge slices while busy: half the crisis bound (migration 0007)
 MERGE_PAGES = 16  # pages one merge slice writes at most: what a post may wait behind
 
 _MERGE = text(f"INSERT INTO messages_fts(messages_fts, rank) VALUES ('merge', {MERGE_PAGES})")
@@ -78,7 +84,7 @@ class Upkeep:
         """Does at most one slice of work and says which ("snapshot", "checkpoint", "merge"),
         None when there was nothing to do."""
         now, writes = self._clock(), self._store.writes
-        if writes != self._seen:
+        if writes != self._seen or self._replica.writing():
             self._active_at, self._seen = now, writes
             self._merging = self._store.is_sqlite
         quiet = now - self._active_at
@@ -93,7 +99,7 @@ class Upkeep:
             await self._replica.snapshot(due[0])
             self.snapshots += 1
             return "snapshot"
-        if writes - self._checkpointed >= CHECKPOINT_EVERY or (idle and writes != self._checkpointed):
+        if writes - self._checkpointed >= CHECKPOINT_EVERY or (lull and writes != self._checkpointed):
             self._checkpointed = writes
             log, copied = await self._store.checkpoint(Checkpoint.PASSIVE)
             self.checkpoints += 1
@@ -101,7 +107,7 @@ class Upkeep:
                 await self._store.checkpoint(Checkpoint.TRUNCATE)
                 self.forced_checkpoints += 1
             return "checkpoint"
-        if self._merging and (idle or writes - self._merged >= MERGE_EVERY):
+        if self._merging and (lull or writes - self._merged >= MERGE_EVERY):
             self._merged = writes
             self._merging = await self._store.write(_merge_slice)
             self.merges += 1

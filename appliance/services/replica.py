@@ -252,6 +252,10 @@ class ReplicaService:
             for header, data, signature, vouched_by in rows
         ]
 
+    def writing(self) -> bool:
+        """Whether a write holds the write lock now (the upkeep then counts the node busy)."""
+        return self._kernel.lock.locked()
+
     def pending_snapshots(self) -> dict[str, int]:
         """Documents in memory with local changes since their snapshot: doc id -> how many."""
         return {doc_id: pending for doc_id, pending in self._since_snapshot.items() if pending and doc_id in self._docs}

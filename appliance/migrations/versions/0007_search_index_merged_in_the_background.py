@@ -15,7 +15,7 @@ down_revision = '0006'
 branch_labels = None
 depends_on = None
 
-CRISIS_MERGE = 64  # segments on one level before a commit must merge them itself (FTS5's default: 16)
+CRISIS_MERGE = 1024  # segments on one level before a commit must merge them itself (FTS5's default: 16)
 
 
 def upgrade() -> None:
