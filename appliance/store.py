@@ -11,6 +11,7 @@ upkeep (appliance/upkeep.py) says, never on the writer's commit."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import sqlite3
@@ -104,7 +105,23 @@ class _Lane:
     async def run(self, job: Callable[[Connection], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._run, job)
 
+    def warm(self) -> None:
+        """Opens the connection on the lane's thread in the background: the first job finds it
+        open (a failure here is met again, and reported, by that job)."""
+        self._thread.submit(self._open_quietly)
+
+    def _open_quietly(self) -> None:
+        with contextlib.suppress(SQLAlchemyError):
+            self._connection()
+
     def _run(self, job: Callable[[Connection], T]) -> T:
+        try:
+            return job(self._connection())
+        except SQLAlchemyError:
+            self._close()
+            raise
+
+    def _connection(self) -> Connection:
         if self._conn is None:
             if self._engine is None:
                 # NullPool: the one connection is held here, not pooled.
@@ -117,11 +134,7 @@ class _Lane:
                     # No checkpoint on the writer's commits: the upkeep runs them from their own thread.
                     event.listen(self._engine, "connect", _no_autocheckpoint)
             self._conn = self._engine.connect().execution_options(**{_WRITE: self._writes})
-        try:
-            return job(self._conn)
-        except SQLAlchemyError:
-            self._close()
-            raise
+        return self._conn
 
     def _close(self) -> None:
         conn, self._conn = self._conn, None
@@ -237,6 +250,8 @@ class Store:
 
     async def __aenter__(self) -> Store:
         await self.migrate()
+        if self.read_only is None:
+            self._writer.warm()  # while the node opens, not on its first post
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
