@@ -7,8 +7,10 @@ whose index segments are not merged yet."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from sqlalchemy import func, select, text
 
 from appliance import documents
 from appliance import schema as t
+from appliance import upkeep as upkeep_module
 from appliance.certs import Role
 from appliance.errors import StorageError
 from appliance.node import SEGMENT_SIZE, Attachment, Node
@@ -27,6 +30,8 @@ from appliance.upkeep import CHECKPOINT_EVERY, IDLE_AFTER_S, LULL_S, MERGE_EVERY
 from tests.conftest import FAST, PASSPHRASE, make_workspace, sync_all
 
 AUTOMATIC_CHECKPOINT_PAGES = 1000  # SQLite's default wal_autocheckpoint
+READER_HOLDS_S = 0.3  # how long a reader keeps the log from being emptied
+STEP_DEADLINE_S = 20.0
 
 
 class Clock:
@@ -187,6 +192,27 @@ async def test_the_writer_never_checkpoints_the_upkeep_does(alice: Node) -> None
     clock.now += 2 * IDLE_AFTER_S
     assert "checkpoint" in await steps(upkeep)
     assert upkeep.checkpoints >= 2
+
+
+async def test_a_log_readers_hold_past_its_bound_is_emptied_once_they_let_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(upkeep_module, "FORCE_CHECKPOINT_PAGES", 1)
+    home = tmp_path / "alpha"
+    async with await Node.init(home, workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST) as node:
+        clock = Clock()
+        upkeep = await manual_upkeep(node, clock)
+        await node.chat.create_channel("general")
+        with closing(sqlite3.connect(home / "node.db", isolation_level=None)) as reader:
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM messages").fetchone()  # holds its snapshot: what comes after cannot be copied
+            await node.chat.post("general", "written while a reader looks")
+            assert "checkpoint" not in await steps(upkeep)  # busy, under CHECKPOINT_EVERY
+            clock.now += 2 * IDLE_AFTER_S
+            stepping = asyncio.create_task(steps(upkeep))
+            await asyncio.wait({stepping}, timeout=READER_HOLDS_S)  # the forced checkpoint waits for the reader
+            reader.execute("COMMIT")
+            assert "checkpoint" in await asyncio.wait_for(stepping, STEP_DEADLINE_S)
+        assert upkeep.forced_checkpoints >= 1
+        assert await node.store.checkpoint(Checkpoint.PASSIVE) == (0, 0)  # emptied
 
 
 async def test_search_finds_messages_whose_index_is_not_merged(alice: Node) -> None:
