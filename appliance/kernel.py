@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import nacl.signing
 from sqlalchemy import insert, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance import audit
@@ -79,13 +80,22 @@ class Kernel:
         """Appends an audit entry signed by the node's key, in `conn`'s transaction."""
         await append_audit(conn, self.signer, at, actor, action, detail)
 
+    def audit_in(self, conn: Connection, at: int, actor: str, action: AuditAction, detail: dict[str, object]) -> None:
+        """The same, in a transaction of the store's writer thread (`Storage.write`)."""
+        append_audit_in(conn, self.signer, at, actor, action, detail)
+
 
 async def append_audit(conn: AsyncConnection, signer: nacl.signing.SigningKey | None, at: int, actor: str, action: AuditAction, detail: dict[str, object]) -> None:
     """Appends an entry signed with `signer`, the node's key (None only while it is still sealed)."""
-    last = (await conn.execute(select(t.audit_log).order_by(t.audit_log.c.seq.desc()).limit(1))).mappings().first()
+    await conn.run_sync(append_audit_in, signer, at, actor, action, detail)
+
+
+def append_audit_in(conn: Connection, signer: nacl.signing.SigningKey | None, at: int, actor: str, action: AuditAction, detail: dict[str, object]) -> None:
+    """`append_audit` on a synchronous connection: the one writer of the chain."""
+    last = conn.execute(select(t.audit_log).order_by(t.audit_log.c.seq.desc()).limit(1)).mappings().first()
     prev = audit.AuditEntry(last["seq"], last["at"], last["actor"], last["action"], last["detail"], last["prev_hash"], last["hash"]) if last else None
     entry = audit.make_entry(prev, at, actor, action, detail, signer)
-    await conn.execute(
+    conn.execute(
         insert(t.audit_log).values(
             seq=entry.seq, at=entry.at, actor=entry.actor, action=entry.action, detail=entry.detail, prev_hash=entry.prev_hash, hash=entry.hash, signature=entry.signature
         )

@@ -33,6 +33,7 @@ from appliance.services.replica import CACHED_DOCUMENTS, ReplicaService
 from appliance.services.roster import Roster
 from appliance.services.views import ViewsService
 from appliance.store import DB_FILE, Storage, Store, ensure_home
+from appliance.upkeep import Upkeep
 
 # What callers import from here.
 __all__ = ["BACKUP_SUFFIX", "CACHED_DOCUMENTS", "MAX_ENROLLMENT_FILE_BYTES", "SEGMENT_SIZE", "Attachment", "Node", "check_channel_name", "wall_clock_ms"]
@@ -59,6 +60,12 @@ class Node:
         self.enrollment = EnrollmentService(kernel, self.identity, roster, self.replica, self.directory, self.intake)
         self.peers = PeersService(kernel, self.identity, roster, self.directory, self.exchange)
         self.audit = AuditService(kernel, self.identity)
+        self._upkeep = Upkeep(store, self.replica, kernel.note_skipped_write)  # started once the node is open
+
+    def _opened(self) -> Node:
+        """The node is open: its store upkeep (snapshots, checkpoints, index merges) starts."""
+        self._upkeep.start()
+        return self
 
     async def __aenter__(self) -> Node:
         return self
@@ -68,6 +75,7 @@ class Node:
 
     async def close(self) -> None:
         try:
+            await self._upkeep.stop()
             await self.replica.flush_snapshots()
         finally:
             await self.store.__aexit__(None, None, None)
@@ -124,7 +132,7 @@ class Node:
             await write_identity(store, row, keys, passphrase, kdf, rng, now)
             node = cls(home, store, row, keys, clock, rng)
             await node.directory.add_entries(issued, AuditAction.INIT, {"workspace": node.identity.workspace_id, "user": user_name, "node": node.identity.node_id})
-            return node
+            return node._opened()
         except BaseException:
             await store.__aexit__(None, None, None)
             raise
@@ -155,7 +163,7 @@ class Node:
             await node.views.judge_upgraded()
             if as_user is not None:
                 await node.identity.act_as(as_user)
-            return node
+            return node._opened()
         except BaseException:
             await store.__aexit__(None, None, None)
             raise
@@ -181,7 +189,7 @@ class Node:
             row, keys = enrolled_identity(inner, rng(identity.INCARNATION_BYTES), rng(32))
             node = cls(home, store, row, keys, clock, rng)
             await node.enrollment.install(inner, passphrase, kdf)
-            return node
+            return node._opened()
         except ChangeRejected as exc:
             await store.__aexit__(None, None, None)
             remove_db(home)

@@ -1,19 +1,29 @@
-"""The one path to the database: SQLAlchemy 2 async. SQLite (aiosqlite) on the edge in WAL
-mode with synchronous=FULL, so a commit that returned survives kill -9 and power loss. The
-schema keeps to portable types so a hub can move to PostgreSQL."""
+"""The one path to the database: SQLAlchemy 2. SQLite on the edge in WAL mode with
+synchronous=FULL, so a commit that returned survives kill -9 and power loss. The schema keeps
+to portable types so a hub can move to PostgreSQL.
+
+Two ways in: the async engine (aiosqlite) for reads and most writes, and `write(work)`, the hot
+path's one hop - a synchronous transaction run on a dedicated writer thread that owns one
+connection for ever (SQLAlchemy's async layer costs a thread hand-off per statement; the writer
+costs one per transaction). WAL checkpoints run on a third thread of their own, when the node's
+upkeep (appliance/upkeep.py) says, never on the writer's commit."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, closing
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import event, select, text
-from sqlalchemy.engine import URL, Connection
+from sqlalchemy import NullPool, create_engine, event, select, text
+from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -22,7 +32,8 @@ from appliance.errors import StorageError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DB_FILE = "node.db"
-_WRITE = "rallypoint_write"  # execution option of the connections `transaction()` hands out
+_WRITE = "rallypoint_write"  # execution option of the connections `transaction()` and `write()` hand out
+T = TypeVar("T")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -37,6 +48,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=15000")
     cursor.execute("PRAGMA secure_delete=ON")  # deleted rows are overwritten, not left in free pages
     cursor.close()
+
+
+def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
 
 
 def _sqlite_begin(conn: Connection) -> None:
@@ -66,6 +81,92 @@ def _describe(exc: BaseException) -> str:
     return f"database error: {message}; nothing was written"
 
 
+class Checkpoint(StrEnum):
+    """SQLite's checkpoint modes the upkeep uses: PASSIVE copies what no reader still needs and
+    never blocks a writer; TRUNCATE waits for writers and readers, then empties the log."""
+
+    PASSIVE = "PASSIVE"
+    TRUNCATE = "TRUNCATE"
+
+
+class _Lane:
+    """One thread, for ever the same, owning one synchronous connection to the database
+    (SQLite connections are happiest on one thread). The connection opens at the first job and
+    is reopened after a database failure."""
+
+    def __init__(self, url: URL, name: str, on_connect: list[Callable[[Any, Any], None]], *, writes: bool) -> None:
+        self._url = url
+        self._writes = writes
+        self._on_connect = on_connect  # the store's list: set-ups added later apply to a later connection
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._engine: Engine | None = None
+        self._conn: Connection | None = None
+
+    async def run(self, job: Callable[[Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._run, job)
+
+    def warm(self) -> None:
+        """Opens the connection on the lane's thread in the background: the first job finds it
+        open (a failure here is met again, and reported, by that job)."""
+        self._thread.submit(self._open_quietly)
+
+    def _open_quietly(self) -> None:
+        with contextlib.suppress(SQLAlchemyError):
+            self._connection()
+
+    def _run(self, job: Callable[[Connection], T]) -> T:
+        try:
+            return job(self._connection())
+        except SQLAlchemyError:
+            self._close()
+            raise
+
+    def _connection(self) -> Connection:
+        if self._conn is None:
+            if self._engine is None:
+                # NullPool: the one connection is held here, not pooled.
+                self._engine = create_engine(self._url, poolclass=NullPool)
+                for listener in self._on_connect:
+                    event.listen(self._engine, "connect", listener)
+                if self._engine.dialect.name == "sqlite":
+                    event.listen(self._engine, "begin", _sqlite_begin)
+                if self._writes and self._engine.dialect.name == "sqlite":
+                    # No checkpoint on the writer's commits: the upkeep runs them from their own thread.
+                    event.listen(self._engine, "connect", _no_autocheckpoint)
+            self._conn = self._engine.connect().execution_options(**{_WRITE: self._writes})
+        return self._conn
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    async def close(self) -> None:
+        """Closes the connection on its own thread, then ends the thread."""
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._close)
+        self._thread.shutdown(wait=True)
+
+
+def _in_transaction(work: Callable[[Connection], T]) -> Callable[[Connection], T]:
+    def job(conn: Connection) -> T:
+        with conn.begin():  # BEGIN IMMEDIATE (`_sqlite_begin`); a raise rolls back
+            return work(conn)
+
+    return job
+
+
+def _checkpoint(mode: Checkpoint) -> Callable[[Connection], tuple[int, int]]:
+    def job(conn: Connection) -> tuple[int, int]:
+        with conn.begin():  # no BEGIN is said on a connection that does not write: SQLite forbids it here
+            row = conn.exec_driver_sql(f"PRAGMA wal_checkpoint({mode.value})").one()
+        return int(row[1]), int(row[2])
+
+    return job
+
+
 class Storage(Protocol):
     """The node's port to its database. `Store` implements it over SQLAlchemy, on a file
     (SQLite or PostgreSQL) or in memory (`Store.memory()`, its twin for tests and tools);
@@ -81,6 +182,13 @@ class Storage(Protocol):
 
     def reading(self) -> AbstractAsyncContextManager[AsyncConnection]: ...
 
+    async def write(self, work: Callable[[Connection], T]) -> T: ...
+
+    async def checkpoint(self, mode: Checkpoint) -> tuple[int, int]: ...
+
+    @property
+    def writes(self) -> int: ...
+
     async def has_identity(self) -> bool: ...
 
     async def scrub(self) -> None: ...
@@ -89,22 +197,29 @@ class Storage(Protocol):
 
 
 class Store:
-    """An async context manager owning the engine. `transaction()` yields a connection in one
-    transaction; any database failure surfaces as StorageError after a full rollback."""
+    """An async context manager owning the engines. `transaction()` yields a connection in one
+    transaction and `write(work)` runs `work` in one on the writer thread; any database failure
+    surfaces as StorageError after a full rollback."""
 
-    def __init__(self, engine: AsyncEngine, path: Path | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, path: Path | None = None, sync_url: URL | None = None) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
         self.path = path  # the SQLite file, for a store on one
         self.read_only: str | None = None  # why, when the store could be opened for reading only
         self._keep_alive: sqlite3.Connection | None = None  # holds an in-memory database open
+        # The same database through the synchronous driver: the writer, and the checkpointer.
+        sync_url = sync_url or engine.url.set(drivername=engine.url.drivername.split("+")[0])
+        self._on_connect: list[Callable[[Any, Any], None]] = []
+        self._writer = _Lane(sync_url, "rallypoint-writer", self._on_connect, writes=True)
+        self._checkpointer = _Lane(sync_url, "rallypoint-checkpoint", self._on_connect, writes=False) if self.is_sqlite else None
+        self._writes = 0
 
     @classmethod
     def at(cls, home: Path) -> Store:
         # URL.create takes the path as it is: in a URL string a '?' or '#' in a folder name would
         # end the path and the node would live in another file.
         path = home / DB_FILE
-        return cls(create_async_engine(URL.create("sqlite+aiosqlite", database=str(path))), path)._with_pragmas()
+        return cls(create_async_engine(URL.create("sqlite+aiosqlite", database=str(path))), path, URL.create("sqlite+pysqlite", database=str(path)))._with_pragmas()
 
     @classmethod
     def memory(cls) -> Store:
@@ -113,21 +228,36 @@ class Store:
         process, so a reader sees only committed data (it waits, up to the busy timeout, while a
         writer commits). The database lives until the store closes."""
         name = f"/rallypoint-{secrets.token_hex(16)}"
-        store = cls(create_async_engine(URL.create("sqlite+aiosqlite", database=f"file:{name}", query={"uri": "true", "vfs": "memdb"})))
+        query = {"uri": "true", "vfs": "memdb"}
+        store = cls(
+            create_async_engine(URL.create("sqlite+aiosqlite", database=f"file:{name}", query=query)), None, URL.create("sqlite+pysqlite", database=f"file:{name}", query=query)
+        )
         store._keep_alive = sqlite3.connect(f"file:{name}?vfs=memdb", uri=True, check_same_thread=False)
         return store._with_pragmas()
 
     def _with_pragmas(self) -> Store:
         if self.is_sqlite:
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            self.on_connect(_sqlite_pragmas)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
         return self
 
+    def on_connect(self, listener: Callable[[Any, Any], None]) -> None:
+        """Runs `listener(dbapi_connection, record)` on every new connection of the store, async
+        and writer alike (the pragmas; a test's cap on the database's size)."""
+        if listener not in self._on_connect:  # the read-only reopen sets the pragmas again
+            self._on_connect.append(listener)
+        event.listen(self.engine.sync_engine, "connect", listener)
+
     async def __aenter__(self) -> Store:
         await self.migrate()
+        if self.read_only is None:
+            self._writer.warm()  # while the node opens, not on its first post
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        await self._writer.close()
+        if self._checkpointer is not None:
+            await self._checkpointer.close()
         await self.engine.dispose()
         if self._keep_alive is not None:
             self._keep_alive.close()
@@ -187,6 +317,38 @@ class Store:
                     yield conn
         except SQLAlchemyError as exc:
             raise StorageError(_describe(exc)) from exc
+        self._writes += 1
+
+    async def write(self, work: Callable[[Connection], T]) -> T:
+        """Runs `work` with a synchronous connection in ONE transaction on the writer thread
+        (one thread hop whatever `work` executes) and returns what it returns; committed when
+        this returns. Failures as `transaction()`: StorageError, nothing written. A caller
+        cancelled while waiting does not stop a write already under way."""
+        if self.read_only is not None:
+            raise StorageError(f"{self.read_only}; nothing was written")
+        try:
+            done = await self._writer.run(_in_transaction(work))
+        except SQLAlchemyError as exc:
+            raise StorageError(_describe(exc)) from exc
+        self._writes += 1
+        return done
+
+    @property
+    def writes(self) -> int:
+        """How many write transactions (`write` and `transaction`) committed: the upkeep tells a
+        busy node from an idle one by it, and checkpoints the log it grew."""
+        return self._writes
+
+    async def checkpoint(self, mode: Checkpoint) -> tuple[int, int]:
+        """Copies the write-ahead log into the database from the checkpointer's own thread and
+        connection. Returns (pages in the log, pages copied); (0, 0) where there is no log."""
+        if self._checkpointer is None or self.read_only is not None:
+            return 0, 0
+        try:
+            log, copied = await self._checkpointer.run(_checkpoint(mode))
+        except SQLAlchemyError as exc:
+            raise StorageError(_describe(exc)) from exc
+        return max(log, 0), max(copied, 0)
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncConnection]:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance import crypto, ids
@@ -48,9 +49,14 @@ class BlobsService:
         return Attachment(name, attachment.data), crypto.sha256(attachment.data)
 
     async def store(self, conn: AsyncConnection, digest: bytes, data: bytes) -> None:
-        exists = (await conn.execute(select(t.blobs.c.hash).where(t.blobs.c.hash == digest))).first()
+        await conn.run_sync(self.store_in, digest, data, self._kernel.clock())
+
+    @staticmethod
+    def store_in(conn: Connection, digest: bytes, data: bytes, now: int) -> None:
+        """Stores a blob unless it is there, in a synchronous connection's transaction."""
+        exists = conn.execute(select(t.blobs.c.hash).where(t.blobs.c.hash == digest)).first()
         if exists is None:
-            await conn.execute(insert(t.blobs).values(hash=digest, size=len(data), data=data, added_at=self._kernel.clock()))
+            conn.execute(insert(t.blobs).values(hash=digest, size=len(data), data=data, added_at=now))
 
     async def blob(self, digest_hex: str) -> bytes:
         """An attachment by its hash, or by any unique start of it (`read` shows 12 hex digits)."""

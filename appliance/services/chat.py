@@ -1,14 +1,19 @@
 """Writing: channels (create, add a member) and messages (post, bulk post, edit, delete,
-react), each a signed change committed with its view rows in one transaction."""
+react), each a signed change committed with its view rows in one transaction. A message's
+view row is built from what the call was given (a post's fields, or the stored row with what
+an edit, deletion or reaction changes), never read back from the document, and written in one
+hop through the store's writer thread (`ReplicaService.commit_lean`)."""
 
 from __future__ import annotations
 
 import json
 import re
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from automerge._automerge import Document
 from sqlalchemy import and_, func, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance import certs, documents, ids, segments
@@ -22,7 +27,7 @@ from appliance.services.heads import ChannelHeads
 from appliance.services.identity import IdentityService
 from appliance.services.replica import ReplicaService
 from appliance.services.roster import Roster
-from appliance.services.views import ViewsService
+from appliance.services.views import ViewsService, insert_message_rows
 
 SEGMENT_SIZE = 512  # messages per segment document: keeps each commit well under a millisecond
 MAX_TEXT = 40_000
@@ -182,66 +187,89 @@ class ChatService:
     ) -> list[str]:
         doc_id = await self._segment_for_new_message(head.channel_id)
         refs = [segments.FileRef(name=a.name, size=len(a.data), hash=digest.hex()) for a, digest in files]
-        mutations, message_ids = [], []
+        author = self._identity.user_key.hex()
+        mutations: list[Callable[[Document], None]] = []
+        states: list[segments.MessageState] = []
         for body in bodies:
             now = self._kernel.clock()
             message_id = self._message_ids.new(now, int.from_bytes(self._kernel.rng(10), "big"))
-            message_ids.append(message_id)
-            mutations.append(
-                lambda doc, message_id=message_id, now=now, body=body: segments.post_message(
-                    doc, message_id=message_id, author=self._identity.user_key.hex(), created_at=now, text=body, root_id=reply_to, files=refs, mentions=self._mentions(body)
-                )
-            )
+            mentions = self._mentions(body)
+            state = segments.MessageState(message_id, author, now, body, reply_to, None, False, {}, tuple(refs), tuple(mentions), False)
+            states.append(state)
 
-        async def also(conn: AsyncConnection) -> None:
-            for attachment, digest in files:
-                await self._blobs.store(conn, digest, attachment.data)
-            doc, admins = self._replica.loaded(doc_id), self._roster.admin_hexes()
-            states = [segments.read_message(doc, message_id, admins) for message_id in message_ids]
-            await self._views.insert_messages(conn, [self._views.message_values(head.channel_id, doc_id, state) for state in states if state is not None])
+            def post(doc: Document, state: segments.MessageState = state, mentions: list[str] = mentions) -> None:
+                segments.post_message(doc, message_id=state.message_id, author=author, created_at=state.created_at, text=state.text, root_id=reply_to, files=refs, mentions=mentions)
+
+            mutations.append(post)
+        rows = [self._views.message_values(head.channel_id, doc_id, state) for state in states]
+        blobs = [(digest, attachment.data) for attachment, digest in files]
+        stored_at, indexed = self._kernel.clock(), self._kernel.store.is_sqlite
+
+        def write(conn: Connection) -> None:
+            for digest, data in blobs:
+                BlobsService.store_in(conn, digest, data, stored_at)
+            insert_message_rows(conn, rows, indexed)
+
+        def count() -> None:
             # Under the write lock: an import that came first may have reset the cursor (it is
             # then recounted from the store) or moved it to another segment.
             cursor = self._segment_cursor.get(head.channel_id)
             if cursor is not None and documents.segment_doc_id(head.channel_id, cursor[0]) == doc_id:
-                self._segment_cursor[head.channel_id] = (cursor[0], cursor[1] + len(message_ids))
+                self._segment_cursor[head.channel_id] = (cursor[0], cursor[1] + len(rows))
+                if cursor[1] + len(rows) >= SEGMENT_SIZE:
+                    self._replica.segment_filled(doc_id)
 
-        await self._replica.commit_local(doc_id, mutations, also)
-        return message_ids
+        await self._replica.commit_lean(doc_id, mutations, write, count)
+        return [state.message_id for state in states]
 
-    async def _modify(self, message_id: str, mutate: Callable[[Document], None], audited: AuditAction | None = None) -> None:
-        """`audited`: the audit action to record with the change (its detail names the message)."""
-        row = await self._views.message_row(message_id)
+    async def _modify(self, row: dict[str, Any], mutate: Callable[[Document], None], changes: dict[str, Any], audited: AuditAction | None = None) -> None:
+        """Commits `mutate` on a message and sets `changes` on its view row (what the mutation
+        does to it); `audited`: the audit action to record with the change (its detail names the
+        message)."""
         head = await self._writable(row["channel_id"])
         if row["deleted"]:
-            raise InvalidInput(f"message {message_id} was deleted")
-        doc_id = row["doc_id"]
+            raise InvalidInput(f"message {row['message_id']} was deleted")
+        audit: tuple[int, str, AuditAction, dict[str, object]] | None = None
+        if audited is not None:
+            detail: dict[str, object] = {"message": row["message_id"], "channel": head.name, "author": self._roster.user_name(row["author"])}
+            audit = (self._kernel.clock(), self._identity.user_key.hex(), audited, detail)
 
-        async def also(conn: AsyncConnection) -> None:
-            await self._views.materialise_message(conn, row["channel_id"], doc_id, self._replica.loaded(doc_id), row["message_id"])
-            if audited is not None:
-                detail = {"message": row["message_id"], "channel": head.name, "author": self._roster.user_name(row["author"])}
-                await self._kernel.audit(conn, self._kernel.clock(), self._identity.user_key.hex(), audited, detail)
+        def write(conn: Connection) -> None:
+            ViewsService.update_message_in(conn, row["message_id"], changes)
+            if audit is not None:
+                self._kernel.audit_in(conn, *audit)
 
-        await self._replica.commit_local(doc_id, mutate, also)
+        await self._replica.commit_lean(row["doc_id"], [mutate], write)
 
     async def edit(self, message_id: str, body: str) -> None:
         row = await self._views.message_row(message_id)
         if row["author"] != self._identity.user_key.hex():
             raise PermissionDenied("only a message's author can edit it")
         body = check_text(body)
-        mentions = self._mentions(body)
-        await self._modify(message_id, lambda doc: segments.edit_message(doc, row["message_id"], body, self._kernel.clock(), mentions))
+        mentions, now = self._mentions(body), self._kernel.clock()
+        changes = {"text": body, "edited_at": now, "mentions": json.dumps(mentions) if mentions else "[]"}
+        await self._modify(row, lambda doc: segments.edit_message(doc, row["message_id"], body, now, mentions), changes)
 
     async def delete(self, message_id: str) -> None:
         row = await self._views.message_row(message_id)
-        moderated = row["author"] != self._identity.user_key.hex()
+        me = self._identity.user_key.hex()
+        moderated = row["author"] != me
         if moderated and not self._roster.current.is_admin(self._identity.user_key):
             raise PermissionDenied("only a message's author or an admin can delete it")
-        await self._modify(message_id, lambda doc: segments.delete_message(doc, row["message_id"], self._kernel.clock()), AuditAction.MESSAGE_DELETED if moderated else None)
+        now = self._kernel.clock()
+        # As a reader of the document sees a tombstone: no text, no files, stamped; a moderator's
+        # deletion names its admin (re-judged should the admins change).
+        changes = {"deleted": True, "text": "", "edited_at": now, "files": "[]", "deleted_by": me if moderated else None}
+        await self._modify(row, lambda doc: segments.delete_message(doc, row["message_id"], now), changes, AuditAction.MESSAGE_DELETED if moderated else None)
 
     async def react(self, message_id: str, emoji: str, *, remove: bool = False) -> None:
         emoji = check_emoji(emoji)
         row = await self._views.message_row(message_id)
-        if (self._identity.user_key.hex() in json.loads(row["reactions"]).get(emoji, [])) != remove:
+        me = self._identity.user_key.hex()
+        reactions: dict[str, list[str]] = json.loads(row["reactions"])
+        if (me in reactions.get(emoji, [])) != remove:
             return  # already as asked: reacting twice (or removing what is not there) changes nothing
-        await self._modify(message_id, lambda doc: segments.set_reaction(doc, row["message_id"], emoji, self._identity.user_key.hex(), not remove))
+        users = sorted(set(reactions.get(emoji, [])) ^ {me})
+        reactions = {k: v for k, v in reactions.items() if k != emoji} | ({emoji: users} if users else {})
+        changes = {"reactions": json.dumps(reactions, sort_keys=True) if reactions else "{}"}
+        await self._modify(row, lambda doc: segments.set_reaction(doc, row["message_id"], emoji, me, not remove), changes)

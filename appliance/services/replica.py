@@ -5,7 +5,11 @@ processes appended to the store, published on the change feed.
 Write path of a local edit: change the in-memory Automerge document, sign the new change,
 then in ONE database transaction append it to the change log and update the materialised
 views (and the audit log where it applies). If that transaction fails the cached document
-is dropped and reloaded from the store, so memory never runs ahead of disk."""
+is dropped and reloaded from the store, so memory never runs ahead of disk. Messages take the
+lean form (`commit_lean`): one transaction on the store's writer thread. Snapshots are not
+written on that path: the node's upkeep (appliance/upkeep.py) asks for them (`snapshot`) when
+the node idles, after a segment filled up, or when a document's pending changes pass SNAPSHOT_BOUND; a
+crash loses none of them, since loading replays the change log past the snapshot."""
 
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from automerge._automerge import Document
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance import documents
@@ -29,11 +34,16 @@ from appliance.services.heads import ChannelHeads
 from appliance.services.identity import LOCKED_SETTING, IdentityService
 from appliance.services.roster import Roster
 
-SNAPSHOT_EVERY = 256  # changes appended to a document before its snapshot is refreshed
+SNAPSHOT_EVERY = 256  # changes an import appends to a document before its snapshot is refreshed
+SNAPSHOT_BOUND = 1024  # pending local changes after which the upkeep snapshots a document at once
 CACHED_DOCUMENTS = 64  # loaded documents kept in memory (a full segment takes ~0.6 MB)
 
-# Built once: SQLAlchemy then reuses its compiled form on the hot path.
+# Built once: SQLAlchemy then reuses their compiled form on the hot path.
 _INSERT_CHANGE = insert(t.changes)
+_DOCUMENT_ROW = select(t.documents.c.doc_id).where(t.documents.c.doc_id == bindparam("doc_id"))
+_INSERT_DOCUMENT = insert(t.documents)
+_NEWEST_OF_DOCUMENT = select(func.max(t.changes.c.id)).where(t.changes.c.doc_id == bindparam("doc_id"))
+_STORED_UP_TO = select(func.count()).where(and_(t.changes.c.doc_id == bindparam("doc_id"), t.changes.c.id <= bindparam("upto")))
 
 
 class ReplicaService:
@@ -47,6 +57,7 @@ class ReplicaService:
         self._known: dict[str, set[bytes]] = {}
         self._since_snapshot: dict[str, int] = {}
         self._doc_rows: set[str] = set()
+        self._full: set[str] = set()  # segments that filled up: snapshotted at the first lull
         self._watermark = 0  # the newest change-log row this process has seen
         self._hold_snapshots = False  # set while an import's transaction is open
         kernel.on_stale(self._drop)
@@ -60,6 +71,7 @@ class ReplicaService:
             self._known.clear()
             self._since_snapshot.clear()
             self._doc_rows.clear()
+            self._full.clear()
             return
         for doc_id in stale.doc_ids:
             self._forget(doc_id)
@@ -121,6 +133,7 @@ class ReplicaService:
 
     def _forget(self, doc_id: str) -> None:
         self._doc_rows.discard(doc_id)
+        self._full.discard(doc_id)
         self._docs.pop(doc_id, None)
         self._known.pop(doc_id, None)
         self._since_snapshot.pop(doc_id, None)
@@ -128,11 +141,64 @@ class ReplicaService:
     async def ensure_document_row(self, conn: AsyncConnection, doc_id: str) -> None:
         if doc_id in self._doc_rows:
             return
-        exists = (await conn.execute(select(t.documents.c.doc_id).where(t.documents.c.doc_id == doc_id))).first()
-        if exists is None:
-            kind, channel_id, index = documents.parse_doc_id(doc_id)
-            await conn.execute(insert(t.documents).values(doc_id=doc_id, kind=kind, channel_id=channel_id, segment_index=index))
+        await conn.run_sync(_ensure_document_row, doc_id)
         self._doc_rows.add(doc_id)  # only after commit would be exact; a rollback forgets all caches
+
+    def _sign(self, doc_id: str, doc: Document, mutations: Sequence[Callable[[Document], None]]) -> list[tuple[ChangeHeader, bytes, bytes]]:
+        """Applies each mutation to the document as one change of this node's actor and signs it."""
+        signer = self._identity.keys.users[self._identity.user_key]
+        doc.set_actor(self.actor())
+        made: list[tuple[ChangeHeader, bytes, bytes]] = []
+        for mutation in mutations:
+            before = doc.get_heads()
+            mutation(doc)
+            change = doc.get_last_local_change()
+            if change is None or doc.get_heads() == before:
+                raise RallypointError("the edit changed nothing")
+            header = parse_change(change.raw_bytes)
+            made.append((header, change.raw_bytes, sign_change(signer, doc_id, header.hash)))
+        return made
+
+    def _committed(self, doc_id: str, doc: Document, made: Sequence[tuple[ChangeHeader, bytes, bytes]]) -> None:
+        """Bookkeeping once a local commit is stored: its hashes are known, its changes wait for
+        a snapshot (the upkeep's)."""
+        if self._docs.get(doc_id) is not doc:  # evicted by what the commit loaded (a directory change re-reads many segments)
+            self._forget(doc_id)
+            return
+        self._known[doc_id].update(header.hash for header, _, _ in made)
+        self._since_snapshot[doc_id] = self._since_snapshot.get(doc_id, 0) + len(made)
+
+    async def commit_lean(
+        self, doc_id: str, mutations: Sequence[Callable[[Document], None]], write: Callable[[Connection], None], committed: Callable[[], None] | None = None
+    ) -> list[ChangeHeader]:
+        """A local edit on the hot path (post, edit, delete, react): one signed change per
+        mutation, stored with what `write` adds - view rows built from the caller's inputs,
+        never read back from the document - in ONE transaction on the store's writer thread.
+        `committed` runs after the commit, still under the write lock."""
+        self._identity.require_unlocked()
+        async with self._kernel.lock:
+            doc = await self.document(doc_id)
+            new_document = doc_id not in self._doc_rows
+            try:
+                made = self._sign(doc_id, doc, mutations)
+                rows = self._change_rows(doc_id, [(header, data, signature, header.hash) for header, data, signature in made], None)
+
+                def work(conn: Connection) -> None:  # on the writer thread: plain values only
+                    if new_document:
+                        _ensure_document_row(conn, doc_id)
+                    conn.execute(_INSERT_CHANGE, rows)
+                    write(conn)
+
+                await self._kernel.store.write(work)
+            except BaseException:
+                self._kernel.invalidate([doc_id])  # memory must not run ahead of the store
+                raise
+            self._doc_rows.add(doc_id)
+            self._committed(doc_id, doc, made)
+            if committed is not None:
+                committed()
+        self.notify([doc_id], Origin.LOCAL)
+        return [header for header, _, _ in made]
 
     async def commit_local(
         self,
@@ -144,20 +210,10 @@ class ReplicaService:
         in one transaction."""
         self._identity.require_unlocked()
         mutations = [mutate] if callable(mutate) else list(mutate)
-        signer = self._identity.keys.users[self._identity.user_key]
         async with self._kernel.lock:
             doc = await self.document(doc_id)
-            doc.set_actor(self.actor())
-            made: list[tuple[ChangeHeader, bytes, bytes]] = []
             try:
-                for mutation in mutations:
-                    before = doc.get_heads()
-                    mutation(doc)
-                    change = doc.get_last_local_change()
-                    if change is None or doc.get_heads() == before:
-                        raise RallypointError("the edit changed nothing")
-                    header = parse_change(change.raw_bytes)
-                    made.append((header, change.raw_bytes, sign_change(signer, doc_id, header.hash)))
+                made = self._sign(doc_id, doc, mutations)
                 async with self._kernel.store.transaction() as conn:
                     await self.ensure_document_row(conn, doc_id)
                     await self.append_changes(conn, doc_id, [(header, data, signature, header.hash) for header, data, signature in made], None)
@@ -166,11 +222,7 @@ class ReplicaService:
             except BaseException:
                 self._kernel.invalidate([doc_id])  # memory must not run ahead of the store
                 raise
-            if self._docs.get(doc_id) is doc:
-                self._known[doc_id].update(header.hash for header, _, _ in made)
-                await self._count_for_snapshot(doc_id, len(made))
-            else:  # evicted by what `also` loaded (a directory change re-reads many segments)
-                self._forget(doc_id)
+            self._committed(doc_id, doc, made)
             if doc_id == documents.DIRECTORY_DOC:
                 await self._roster.reload()  # under the lock: nothing is materialised with the old admins
         self.notify([doc_id], Origin.LOCAL)
@@ -180,53 +232,71 @@ class ReplicaService:
         self, conn: AsyncConnection, doc_id: str, rows: Sequence[tuple[ChangeHeader, bytes, bytes | None, bytes]], received_from: str | None
     ) -> None:
         """(header, bytes, signature, vouched_by) rows, in one executemany."""
-        now = self._kernel.clock()
-        await conn.execute(
-            _INSERT_CHANGE,
-            [
-                {
-                    "doc_id": doc_id,
-                    "hash": header.hash,
-                    "actor": header.actor,
-                    "seq": header.seq,
-                    "deps": b"".join(header.deps),
-                    "data": data,
-                    "signature": signature,
-                    "vouched_by": vouched_by,
-                    "received_from": received_from,
-                    "received_at": now,
-                }
-                for header, data, signature, vouched_by in rows
-            ],
-        )
+        await conn.execute(_INSERT_CHANGE, self._change_rows(doc_id, rows, received_from))
 
-    async def _count_for_snapshot(self, doc_id: str, added: int) -> None:
-        self._since_snapshot[doc_id] = self._since_snapshot.get(doc_id, 0) + added
-        if self._since_snapshot[doc_id] >= SNAPSHOT_EVERY:
+    def _change_rows(self, doc_id: str, rows: Sequence[tuple[ChangeHeader, bytes, bytes | None, bytes]], received_from: str | None) -> list[dict[str, Any]]:
+        now = self._kernel.clock()
+        return [
+            {
+                "doc_id": doc_id,
+                "hash": header.hash,
+                "actor": header.actor,
+                "seq": header.seq,
+                "deps": b"".join(header.deps),
+                "data": data,
+                "signature": signature,
+                "vouched_by": vouched_by,
+                "received_from": received_from,
+                "received_at": now,
+            }
+            for header, data, signature, vouched_by in rows
+        ]
+
+    def writing(self) -> bool:
+        """Whether a write holds the write lock now (the upkeep then counts the node busy)."""
+        return self._kernel.lock.locked()
+
+    def pending_snapshots(self) -> dict[str, int]:
+        """Documents in memory with local changes since their snapshot: doc id -> how many."""
+        return {doc_id: pending for doc_id, pending in self._since_snapshot.items() if pending and doc_id in self._docs}
+
+    def segment_filled(self, doc_id: str) -> None:
+        """A segment that filled up: no more posts come to it, so the upkeep snapshots it at the
+        first lull rather than waiting for the node to idle."""
+        self._full.add(doc_id)
+
+    def snapshots_due(self) -> list[str]:
+        """Documents past SNAPSHOT_BOUND pending changes: the upkeep snapshots them at once."""
+        return sorted(doc_id for doc_id, pending in self.pending_snapshots().items() if pending >= SNAPSHOT_BOUND)
+
+    def filled_segments(self) -> list[str]:
+        """Segments that filled up and have changes pending."""
+        return sorted(doc_id for doc_id in self._full if self._since_snapshot.get(doc_id) and doc_id in self._docs)
+
+    async def snapshot(self, doc_id: str) -> None:
+        """The upkeep's snapshot of one document, under the write lock."""
+        async with self._kernel.lock:
             await self._snapshot(doc_id)
 
     async def _snapshot(self, doc_id: str) -> None:
+        self._full.discard(doc_id)
         doc = self._docs.get(doc_id)
         if doc is None:
             return
+        data, known, now = doc.save(), len(self._known.get(doc_id, ())), self._kernel.clock()
         try:
-            async with self._kernel.store.transaction() as conn:
-                await self.write_snapshot(conn, doc_id, doc)
+            if await self._kernel.store.write(lambda conn: _snapshot_if_current(conn, doc_id, data, known, now)) and self._docs.get(doc_id) is doc:
+                self._since_snapshot[doc_id] = 0
         except StorageError as exc:
             # A snapshot only makes loading faster; the change log it condenses is stored. It stays
             # pending and is written when there is room, so a full disk fails no post, import or read.
             self._kernel.note_skipped_write(f"document snapshots were not saved (the changes are stored; they are saved later): {exc}")
 
     async def write_snapshot(self, conn: AsyncConnection, doc_id: str, doc: Document) -> None:
-        upto = (await conn.execute(select(func.max(t.changes.c.id)).where(t.changes.c.doc_id == doc_id))).scalar_one()
-        known = len(self._known.get(doc_id, ()))
-        stored = (await conn.execute(select(func.count()).where(and_(t.changes.c.doc_id == doc_id, t.changes.c.id <= upto)))).scalar_one()
-        if stored != known:
+        upto = await conn.run_sync(_current_upto, doc_id, len(self._known.get(doc_id, ())))
+        if upto is None:
             return  # another process appended meanwhile; the next snapshot will catch up
-        values = {"data": doc.save(), "upto_change_id": upto, "saved_at": self._kernel.clock()}
-        updated = await conn.execute(update(t.snapshots).where(t.snapshots.c.doc_id == doc_id).values(**values))
-        if updated.rowcount == 0:
-            await conn.execute(insert(t.snapshots).values(doc_id=doc_id, **values))
+        await conn.run_sync(_put_snapshot, doc_id, doc.save(), upto, self._kernel.clock())
         self._since_snapshot[doc_id] = 0
 
     async def flush_snapshots(self) -> None:
@@ -354,3 +424,30 @@ class ReplicaService:
             await self._roster.reload()
         self.notify((row.doc_id for row in foreign), Origin.STORE)
         return changed
+
+
+def _ensure_document_row(conn: Connection, doc_id: str) -> None:
+    if conn.execute(_DOCUMENT_ROW, {"doc_id": doc_id}).first() is None:
+        kind, channel_id, index = documents.parse_doc_id(doc_id)
+        conn.execute(_INSERT_DOCUMENT, {"doc_id": doc_id, "kind": kind, "channel_id": channel_id, "segment_index": index})
+
+
+def _current_upto(conn: Connection, doc_id: str, known: int) -> int | None:
+    """The newest change-log row of a document, when the log holds exactly the `known` changes
+    up to it (None: another process appended meanwhile, a snapshot now would miss them)."""
+    upto: int | None = conn.execute(_NEWEST_OF_DOCUMENT, {"doc_id": doc_id}).scalar_one()
+    stored = conn.execute(_STORED_UP_TO, {"doc_id": doc_id, "upto": upto}).scalar_one()
+    return None if stored != known else upto
+
+
+def _put_snapshot(conn: Connection, doc_id: str, data: bytes, upto: int, now: int) -> None:
+    values = {"data": data, "upto_change_id": upto, "saved_at": now}
+    if conn.execute(update(t.snapshots).where(t.snapshots.c.doc_id == doc_id).values(**values)).rowcount == 0:
+        conn.execute(insert(t.snapshots).values(doc_id=doc_id, **values))
+
+
+def _snapshot_if_current(conn: Connection, doc_id: str, data: bytes, known: int, now: int) -> bool:
+    upto = _current_upto(conn, doc_id, known)
+    if upto is not None:
+        _put_snapshot(conn, doc_id, data, upto, now)
+    return upto is not None

@@ -12,6 +12,7 @@ from typing import Any
 
 from automerge._automerge import Document
 from sqlalchemy import and_, bindparam, func, insert, select, text, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance import ids, segments
@@ -26,6 +27,8 @@ from appliance.services.roster import Roster
 
 # Built once: SQLAlchemy then reuses their compiled form on the hot path.
 _INSERT_MESSAGE = insert(t.messages)
+_NEWEST_ROW = select(func.coalesce(func.max(t.messages.c.row_id), 0))
+_INDEX_MESSAGE = text("INSERT INTO messages_fts(rowid, text) VALUES (:row_id, :text)")
 _INDEX_NEW_MESSAGES = text("INSERT INTO messages_fts(rowid, text) SELECT row_id, text FROM messages WHERE row_id > :before")
 _UPDATE_MESSAGE = (
     update(t.messages)
@@ -116,24 +119,14 @@ class ViewsService:
             "deleted_by": state.deleted_by,
         }
 
-    async def materialise_message(self, conn: AsyncConnection, channel_id: str, doc_id: str, doc: Document, message_id: str) -> None:
-        state = segments.read_message(doc, message_id, self._roster.admin_hexes())
-        if state is None:
-            return
-        values = self.message_values(channel_id, doc_id, state)
-        updated = await conn.execute(_UPDATE_MESSAGE, {**values, "target_id": message_id})
-        if not updated.rowcount:
-            await self.insert_messages(conn, [values])
-
     async def insert_messages(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-        """Adds rows to the view and, on SQLite, their text to the search index in one
-        statement (FTS5 indexes a batch about ten times faster than a trigger per row)."""
-        if not rows:
-            return
-        before = (await conn.execute(select(func.coalesce(func.max(t.messages.c.row_id), 0)))).scalar_one() if self._kernel.store.is_sqlite else 0
-        await conn.execute(_INSERT_MESSAGE, rows)
-        if self._kernel.store.is_sqlite:  # row_id only grows, and the write lock is ours: the new rows are those above
-            await conn.execute(_INDEX_NEW_MESSAGES, {"before": before})
+        await conn.run_sync(insert_message_rows, rows, self._kernel.store.is_sqlite)
+
+    @staticmethod
+    def update_message_in(conn: Connection, message_id: str, changes: dict[str, Any]) -> None:
+        """Sets columns of one message's view row (a local edit, deletion or reaction, whose
+        effect is known without reading the document back)."""
+        conn.execute(update(t.messages).where(t.messages.c.message_id == message_id).values(changes))
 
     async def materialise_segment(
         self, conn: AsyncConnection, channel_id: str, doc_id: str, doc: Document, only: set[str] | None, admins: frozenset[str]
@@ -259,3 +252,19 @@ class ViewsService:
                 condition = and_(*(t.messages.c.text.ilike(f"%{term}%") for term in terms), t.messages.c.deleted.is_(False))
                 rows = (await conn.execute(select(t.messages).where(condition).order_by(t.messages.c.message_id.desc()).limit(limit * 4))).mappings().all()
         return [self._view(r, readable[r["channel_id"]]) for r in rows if r["channel_id"] in readable][:limit]
+
+
+def insert_message_rows(conn: Connection, rows: Sequence[dict[str, Any]], indexed: bool) -> None:
+    """Adds rows to the view and, when `indexed` (SQLite), their text to the search index in one
+    statement (FTS5 indexes a batch about ten times faster than a trigger per row)."""
+    if not rows:
+        return
+    if len(rows) == 1:  # a post: its row id comes back with the insert, one statement fewer
+        row_id = conn.execute(_INSERT_MESSAGE, rows[0]).lastrowid
+        if indexed:
+            conn.execute(_INDEX_MESSAGE, {"row_id": row_id, "text": rows[0]["text"]})
+        return
+    before = conn.execute(_NEWEST_ROW).scalar_one() if indexed else 0
+    conn.execute(_INSERT_MESSAGE, rows)
+    if indexed:  # row_id only grows, and the write lock is ours: the new rows are those above
+        conn.execute(_INDEX_NEW_MESSAGES, {"before": before})

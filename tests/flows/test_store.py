@@ -11,7 +11,6 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event
 
 from appliance import schema
 from appliance.errors import StorageError
@@ -50,12 +49,12 @@ async def test_a_full_disk_is_a_clear_error_and_loses_nothing(tmp_path: Path) ->
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
     store = Store.at(home)
 
-    def cap_size(dbapi_connection, _record) -> None:
+    def cap_size(dbapi_connection: sqlite3.Connection, _record: object) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA max_page_count = {pages + 2}")  # the "disk" is nearly full
         cursor.close()
 
-    event.listen(store.engine.sync_engine, "connect", cap_size)
+    store.on_connect(cap_size)  # the async engine and the writer thread alike
     async with await Node.open(home, PASSPHRASE, store=store) as node:
         with pytest.raises(StorageError, match="full"):
             for i in range(2000):
