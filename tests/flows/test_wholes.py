@@ -5,6 +5,11 @@ the parent. Everything else about an import holds: all or nothing, idempotent, f
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +21,7 @@ from appliance.changes import parse_change, sign_change
 from appliance.errors import ChangeRejected
 from appliance.model import Delta, ImportSummary, WholeSegment
 from appliance.node import Node
+from appliance.wholes import MAX_WHOLE_BYTES
 from tests.conftest import make_workspace, sync_all
 
 VECTORS = Path(__file__).parent / "automerge_vectors"
@@ -145,3 +151,51 @@ async def test_a_change_slipped_in_under_another_authors_actor_is_rejected(tmp_p
         with pytest.raises(ChangeRejected, match="is not signed by its author"):
             await charlie.intake.import_batches([], wholes=(attack,), received_from=bravo.identity.node_id)
         assert len(await texts(charlie)) == 5
+
+
+async def test_a_segment_the_binding_panics_on_is_refused_and_the_node_keeps_working(tmp_path: Path) -> None:
+    alpha, bravo = await make_workspace(tmp_path, "bravo")
+    async with alpha, bravo:
+        await alpha.chat.create_channel("general")
+        await alpha.chat.post_many("general", ["hello"])
+        sent = await delta_to(alpha, bravo)
+        (whole,) = sent.wholes
+        crafted = WholeSegment(whole.doc_id, (VECTORS / "panic-document.bin").read_bytes(), whole.signatures)
+        with pytest.raises(ChangeRejected, match="the Automerge library failed on these bytes"):
+            await import_delta(bravo, sent, alpha, (crafted,))
+        assert await bravo.replica.document_ids() == [documents.DIRECTORY_DOC]
+        await import_delta(bravo, sent, alpha)
+        assert await texts(bravo) == ["hello"]
+
+
+async def test_a_whole_over_the_size_limit_is_refused_before_any_worker_sees_it(tmp_path: Path) -> None:
+    alpha, bravo = await make_workspace(tmp_path, "bravo")
+    async with alpha, bravo:
+        await alpha.chat.create_channel("general")
+        await alpha.chat.post("general", "hello")
+        sent = await delta_to(alpha, bravo)
+        (whole,) = sent.wholes
+        oversized = WholeSegment(whole.doc_id, whole.data + bytes(MAX_WHOLE_BYTES), whole.signatures)
+        with pytest.raises(ChangeRejected, match="over the limit"):
+            await import_delta(bravo, sent, alpha, (oversized,))
+        assert multiprocessing.active_children() == []  # no worker was started for it
+
+
+async def test_a_worker_killed_mid_import_rejects_that_import_and_the_next_succeeds(tmp_path: Path) -> None:
+    alpha, bravo = await make_workspace(tmp_path, "bravo")
+    async with alpha, bravo:
+        await alpha.chat.create_channel("general")
+        await alpha.chat.post_many("general", [f"message {i}" for i in range(MESSAGES)])
+        sent = await delta_to(alpha, bravo)
+        importing = asyncio.ensure_future(import_delta(bravo, sent, alpha))
+        deadline = time.monotonic() + 30
+        while not multiprocessing.active_children():  # the pool starts with the first whole it reads
+            assert time.monotonic() < deadline and not importing.done(), "no worker started"
+            await asyncio.sleep(0.001)
+        for worker in multiprocessing.active_children():
+            os.kill(worker.pid or 0, signal.SIGKILL)
+        with pytest.raises(ChangeRejected, match="the worker reading it died"):
+            await asyncio.wait_for(importing, 60)
+        assert await bravo.replica.document_ids() == [documents.DIRECTORY_DOC]
+        await import_delta(bravo, sent, alpha)  # on a fresh pool
+        assert len(await texts(bravo)) == MESSAGES
