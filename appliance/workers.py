@@ -66,14 +66,28 @@ def read_whole(doc_id: str, data: bytes, admins: frozenset[str], as_changes: boo
     return WholeReading(doc_id, headers, messages, raw)
 
 
-def _cap_memory() -> None:
-    """A worker's initialiser: a crafted segment that balloons on load fails with MemoryError
-    here rather than taking the machine's memory."""
+def _start_worker(node_pid: int) -> None:
+    """A worker's initialiser: caps its memory, so a crafted segment that balloons on load
+    fails with MemoryError here rather than taking the machine's; and ends it when the node's
+    process ends. A worker keeps the fork server alive and waits on a queue it holds both ends
+    of: after a kill -9 of the node nothing else would end either."""
     import resource
+    import select
+    import threading
 
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     limit = WORKER_MEMORY_BYTES if hard == resource.RLIM_INFINITY else min(WORKER_MEMORY_BYTES, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        node = os.pidfd_open(node_pid)
+    except ProcessLookupError:
+        os._exit(0)
+
+    def end_with_the_node() -> None:
+        select.select([node], [], [])  # readable once the node's process has ended
+        os._exit(0)
+
+    threading.Thread(target=end_with_the_node, name="end-with-the-node", daemon=True).start()
 
 
 class WorkerPool:
@@ -92,7 +106,7 @@ class WorkerPool:
 
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload([__name__])  # each worker forks with the binding already loaded
-            self._executor = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_cap_memory)
+            self._executor = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_start_worker, initargs=(os.getpid(),))
         return self._executor
 
     async def read(self, doc_id: str, data: bytes, admins: frozenset[str], *, as_changes: bool = False) -> WholeReading:
