@@ -44,7 +44,7 @@ class ExchangeService:
         return False
 
     async def delta_for(
-        self, peers: Sequence[bytes], *, only: Collection[str] | None = None, also_held: Mapping[str, Sequence[bytes]] | None = None
+        self, peers: Sequence[bytes], *, only: Collection[str] | None = None, also_held: Mapping[str, Sequence[bytes]] | None = None, wholes: bool = True
     ) -> Delta:
         """Everything at least one of `peers` lacks, as far as the heads they last told us say
         (everything, for a peer we know nothing about), limited to documents all of them may
@@ -56,29 +56,31 @@ class ExchangeService:
 
         A segment the peers lack entirely travels whole (`Delta.wholes`, newest first): its
         compacted document and each actor's signature over its newest change - unless it is
-        larger than MAX_WHOLE_BYTES compacted; then, like a segment they partly hold, as changes."""
+        larger than MAX_WHOLE_BYTES compacted; then, like a segment they partly hold, as changes.
+        Without `wholes`, every segment goes as changes (for a format that cannot carry wholes)."""
         wanted, our_heads, entire = await self._missing(peers, only, also_held)
         peer_ids = [ids.key_id(p) for p in peers]
-        wholes: list[WholeSegment] = []
-        for doc_id in [doc_id for doc_id, _ in wanted if doc_id in entire]:
+        carried: list[WholeSegment] = []
+        for doc_id in [doc_id for doc_id, _ in wanted if doc_id in entire] if wholes else []:
             whole = await self._whole(doc_id)
             if whole is not None:
-                wholes.append(whole)
-        carried_whole = {whole.doc_id for whole in wholes}
+                carried.append(whole)
+        carried_whole = {whole.doc_id for whole in carried}
+        fetched: dict[int, tuple[bytes, bytes | None, bytes | None]] = {}
         async with self._kernel.store.reading() as conn:
-            delta_docs = []
-            for doc_id, row_ids in wanted:
-                if doc_id in carried_whole:
-                    continue
-                fetched: dict[int, tuple[bytes, bytes | None, bytes | None]] = {}
+            as_changes = [(doc_id, row_ids) for doc_id, row_ids in wanted if doc_id not in carried_whole]
+            for _, row_ids in as_changes:
                 for start in range(0, len(row_ids), 500):
                     chunk = row_ids[start : start + 500]
                     for change in await conn.execute(select(t.changes.c.id, t.changes.c.hash, t.changes.c.data, t.changes.c.signature).where(t.changes.c.id.in_(chunk))):
                         fetched[change.id] = (change.hash, change.data, change.signature)
-                held = await self._replica.held_bytes(doc_id, {h for h, data, _ in fetched.values() if data is None})
-                delta_docs.append(DocumentDelta(doc_id, tuple(SignedChange(held[h] if data is None else data, sig) for h, data, sig in (fetched[i] for i in row_ids))))
             blobs = await self._blobs_lacking(conn, peer_ids, [doc_id for doc_id, _ in wanted])
-        return Delta(documents=tuple(delta_docs), blobs=blobs, heads=our_heads, wholes=tuple(wholes))
+        delta_docs = []
+        for doc_id, row_ids in as_changes:
+            rows = [fetched[i] for i in row_ids]
+            held = await self._replica.held_bytes(doc_id, {h for h, data, _ in rows if data is None})
+            delta_docs.append(DocumentDelta(doc_id, tuple(SignedChange(held[h] if data is None else data, signature) for h, data, signature in rows)))
+        return Delta(documents=tuple(delta_docs), blobs=blobs, heads=our_heads, wholes=tuple(carried))
 
     async def _whole(self, doc_id: str) -> WholeSegment | None:
         """A segment as it travels whole, or None when it must go as changes (too large, or an

@@ -80,6 +80,12 @@ async def test_segments_travel_whole_are_stored_as_received_and_forward_both_way
         # Forwarded by changes: changes_for reads the bytes held in the snapshot.
         await sync_all(bravo, delta)
         assert await texts(delta) == await texts(bravo)
+        # A peer holding part of a segment that came whole is sent the rest as changes.
+        first = parse_change((await alpha.replica.changes_for(segments[1], []))[0].data).hash
+        partial = await bravo.exchange.delta_for([charlie.identity.node_key], only=[segments[1]], also_held={segments[1]: [first]})
+        assert partial.wholes == ()
+        ((doc_id, rest),) = partial.documents
+        assert doc_id == segments[1] and [c.data for c in rest] == [c.data for c in (await alpha.replica.changes_for(segments[1], [first]))]
         # Forwarded whole: the stored snapshot, not re-saved - after bravo added to one segment.
         await bravo.chat.post("general", "from bravo")
         onward = await delta_to(bravo, charlie)
@@ -199,3 +205,15 @@ async def test_a_worker_killed_mid_import_rejects_that_import_and_the_next_succe
         assert await bravo.replica.document_ids() == [documents.DIRECTORY_DOC]
         await import_delta(bravo, sent, alpha)  # on a fresh pool
         assert len(await texts(bravo)) == MESSAGES
+
+
+async def test_without_wholes_every_segment_goes_as_changes(tmp_path: Path) -> None:
+    """For a reader of a format that cannot carry wholes (a format 1 bundle)."""
+    alpha, bravo = await make_workspace(tmp_path, "bravo")
+    async with alpha, bravo:
+        await alpha.chat.create_channel("general")
+        await alpha.chat.post_many("general", ["one", "two"])
+        sent = await alpha.exchange.delta_for([bravo.identity.node_key], wholes=False)
+        assert sent.wholes == () and [len(d.changes) for d in sent.documents if "/seg/" in d.doc_id] == [2]
+        await import_delta(bravo, sent, alpha)
+        assert await texts(bravo) == ["one", "two"]
