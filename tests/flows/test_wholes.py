@@ -13,6 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import func, select
 
 from appliance import documents, ids
@@ -21,8 +24,9 @@ from appliance.changes import parse_change, sign_change
 from appliance.errors import ChangeRejected
 from appliance.model import Delta, ImportSummary, WholeSegment
 from appliance.node import Node
+from appliance.store import DB_FILE, MIGRATIONS
 from appliance.wholes import MAX_WHOLE_BYTES
-from tests.conftest import make_workspace, sync_all
+from tests.conftest import PASSPHRASE, make_workspace, sync_all
 
 VECTORS = Path(__file__).parent / "automerge_vectors"
 MESSAGES = 1200  # three segments of 512
@@ -217,3 +221,21 @@ async def test_without_wholes_every_segment_goes_as_changes(tmp_path: Path) -> N
         assert sent.wholes == () and [len(d.changes) for d in sent.documents if "/seg/" in d.doc_id] == [2]
         await import_delta(bravo, sent, alpha)
         assert await texts(bravo) == ["one", "two"]
+
+
+async def test_a_downgrade_below_0008_fills_the_bytes_in_from_the_snapshots(tmp_path: Path) -> None:
+    alpha, bravo = await make_workspace(tmp_path, "bravo")
+    async with alpha, bravo:
+        await alpha.chat.create_channel("general")
+        await alpha.chat.post_many("general", [f"message {i}" for i in range(20)])
+        await import_delta(bravo, await delta_to(alpha, bravo), alpha)
+        (segment,) = [d for d in await alpha.replica.document_ids() if "/seg/" in d]
+        expected = [c.data for c in await alpha.replica.changes_for(segment, [])]
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'bravo' / DB_FILE}").begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0006")
+        assert [row[0] for row in conn.execute(select(t.changes.c.data).where(t.changes.c.doc_id == segment).order_by(t.changes.c.id))] == expected
+    async with await Node.open(tmp_path / "bravo", PASSPHRASE) as reopened:  # upgraded again
+        assert len(await texts(reopened)) == 20

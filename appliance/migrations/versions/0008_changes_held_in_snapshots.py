@@ -21,10 +21,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # A row without bytes cannot go back to a schema that requires them: fill them from nothing
-    # is impossible, so a downgrade refuses while any exists.
-    held: int = op.get_bind().execute(sa.text('SELECT COUNT(*) FROM changes WHERE data IS NULL')).scalar_one()
-    if held:
-        raise RuntimeError(f'{held} change(s) are held only in their snapshots: cannot downgrade below 0008')
+    # Earlier revisions require every row's bytes: take them from the snapshot that holds them.
+    from automerge._automerge import Document
+
+    conn = op.get_bind()
+    for (doc_id,) in conn.execute(sa.text('SELECT DISTINCT doc_id FROM changes WHERE data IS NULL')).all():
+        snapshot: bytes = conn.execute(sa.text('SELECT data FROM snapshots WHERE doc_id = :doc_id'), {'doc_id': doc_id}).scalar_one()
+        held = {change.hash: change.raw_bytes for change in Document.load(snapshot).get_changes([])}
+        for row in conn.execute(sa.text('SELECT id, hash FROM changes WHERE doc_id = :doc_id AND data IS NULL'), {'doc_id': doc_id}).all():
+            conn.execute(sa.text('UPDATE changes SET data = :data WHERE id = :id'), {'data': held[bytes(row.hash)], 'id': row.id})
     with op.batch_alter_table('changes') as batch:
         batch.alter_column('data', existing_type=sa.LargeBinary(), nullable=False)
