@@ -74,20 +74,35 @@ def _start_worker(node_pid: int) -> None:
     import resource
     import select
     import threading
+    import time
 
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     limit = WORKER_MEMORY_BYTES if hard == resource.RLIM_INFINITY else min(WORKER_MEMORY_BYTES, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     try:
-        node = os.pidfd_open(node_pid)
+        node: int | None = os.pidfd_open(node_pid)
     except ProcessLookupError:
         os._exit(0)
+    except OSError:  # a kernel before 5.3: ask every second instead
+        node = None
 
     def end_with_the_node() -> None:
-        select.select([node], [], [])  # readable once the node's process has ended
+        if node is not None:
+            select.select([node], [], [])  # readable once the node's process has ended
+        else:
+            while _alive(node_pid):
+                time.sleep(1)
         os._exit(0)
 
     threading.Thread(target=end_with_the_node, name="end-with-the-node", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 class WorkerPool:

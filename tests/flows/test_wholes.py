@@ -26,6 +26,7 @@ from appliance.model import Delta, ImportSummary, WholeSegment
 from appliance.node import Node
 from appliance.store import DB_FILE, MIGRATIONS
 from appliance.wholes import MAX_WHOLE_BYTES
+from appliance.workers import WORKER_MEMORY_BYTES
 from tests.conftest import PASSPHRASE, make_workspace, sync_all
 
 VECTORS = Path(__file__).parent / "automerge_vectors"
@@ -209,7 +210,11 @@ async def test_a_worker_killed_mid_import_rejects_that_import_and_the_next_succe
         assert await bravo.replica.document_ids() == [documents.DIRECTORY_DOC]
         await import_delta(bravo, sent, alpha)  # on a fresh pool
         assert len(await texts(bravo)) == MESSAGES
-
+        workers = multiprocessing.active_children()
+        assert workers
+        for worker in workers:  # each with its address space capped
+            (limit,) = [line.split()[3] for line in Path(f"/proc/{worker.pid}/limits").read_text().splitlines() if line.startswith("Max address space")]
+            assert limit == str(WORKER_MEMORY_BYTES)
 
 async def test_without_wholes_every_segment_goes_as_changes(tmp_path: Path) -> None:
     """For a reader of a format that cannot carry wholes (a format 1 bundle)."""
