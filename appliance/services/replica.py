@@ -258,11 +258,12 @@ class ReplicaService:
             newest = (await conn.execute(select(func.max(t.changes.c.id)).where(t.changes.c.doc_id == doc_id))).scalar_one()
         if snap is not None and newest is not None and snap.upto_change_id >= newest:
             return bytes(snap.data)
-        saved = (await self.document(doc_id)).save()
+        doc = await self.document(doc_id)
+        saved = doc.save()
         if not self._hold_snapshots:
             try:
                 async with self._kernel.store.transaction() as conn:
-                    await self.write_snapshot(conn, doc_id, self._docs[doc_id], saved)
+                    await self.write_snapshot(conn, doc_id, doc, saved)
             except StorageError as exc:
                 self._kernel.note_skipped_write(f"document snapshots were not saved (the changes are stored; they are saved later): {exc}")
         return saved
