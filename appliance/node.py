@@ -54,7 +54,7 @@ class Node:
         self.directory = DirectoryService(kernel, self.identity, roster, self.replica, self.views)
         self.blobs = BlobsService(kernel, self.identity)
         self.chat = ChatService(kernel, self.identity, roster, heads, self.replica, self.views, self.blobs)
-        self.exchange = ExchangeService(kernel, self.identity, roster, heads)
+        self.exchange = ExchangeService(kernel, self.identity, roster, heads, self.replica)
         self.custody = CustodyService(kernel, self.identity, roster)
         self.intake = IntakeService(kernel, self.identity, roster, heads, self.replica, self.views, self.directory, self.blobs, self.exchange, self.custody)
         self.enrollment = EnrollmentService(kernel, self.identity, roster, self.replica, self.directory, self.intake)
@@ -78,6 +78,7 @@ class Node:
             await self._upkeep.stop()
             await self.replica.flush_snapshots()
         finally:
+            self.intake.close()
             await self.store.__aexit__(None, None, None)
 
     @staticmethod

@@ -78,7 +78,7 @@ changes = Table(
     Column("actor", LargeBinary(48), nullable=False),
     Column("seq", Integer, nullable=False),
     Column("deps", LargeBinary, nullable=False),
-    Column("data", LargeBinary, nullable=False),
+    Column("data", LargeBinary),  # NULL: held in the document's snapshot (a segment carried whole)
     Column("signature", LargeBinary(64)),
     Column("vouched_by", LargeBinary(32), nullable=False),
     Column("received_from", String(32)),  # node id; NULL for changes made here
@@ -214,7 +214,7 @@ bundle_log = Table(
     Column("decided_at", Integer, nullable=False),
 )
 
-SCHEMA_REVISION = "0007"
+SCHEMA_REVISION = "0008"
 
 # Nodes seen on the LAN (by mDNS or an incoming session), this workspace's or not: where they
 # were last seen and when a session last synced with them. Written by the serving process, read

@@ -16,18 +16,21 @@ from appliance.changes import SignedChange
 from appliance.graph import ancestors, frontier, split_hashes
 from appliance.incoming import import_rank
 from appliance.kernel import Kernel
-from appliance.model import BlobDelta, Delta, DocumentDelta
+from appliance.model import BlobDelta, Delta, DocumentDelta, WholeSegment
 from appliance.services.heads import ChannelHeads
 from appliance.services.identity import IdentityService
+from appliance.services.replica import ReplicaService
 from appliance.services.roster import Roster
+from appliance.wholes import MAX_WHOLE_BYTES
 
 
 class ExchangeService:
-    def __init__(self, kernel: Kernel, identity: IdentityService, roster: Roster, heads: ChannelHeads) -> None:
+    def __init__(self, kernel: Kernel, identity: IdentityService, roster: Roster, heads: ChannelHeads, replica: ReplicaService) -> None:
         self._kernel = kernel
         self._identity = identity
         self._roster = roster
         self._heads = heads
+        self._replica = replica
 
     def routable_to(self, peer: bytes, head: documents.ChannelHead) -> bool:
         """Whether a channel's documents may go to node `peer`: public channels go everywhere,
@@ -41,7 +44,7 @@ class ExchangeService:
         return False
 
     async def delta_for(
-        self, peers: Sequence[bytes], *, only: Collection[str] | None = None, also_held: Mapping[str, Sequence[bytes]] | None = None
+        self, peers: Sequence[bytes], *, only: Collection[str] | None = None, also_held: Mapping[str, Sequence[bytes]] | None = None, wholes: bool = True
     ) -> Delta:
         """Everything at least one of `peers` lacks, as far as the heads they last told us say
         (everything, for a peer we know nothing about), limited to documents all of them may
@@ -49,20 +52,51 @@ class ExchangeService:
         A revoked node receives the directory only: the news of its revocation, which makes
         it wipe itself. `only` limits the delta to those documents; `also_held` adds heads the
         peers are known to hold beyond their last acknowledgement (what a live session has
-        just sent them)."""
-        wanted, our_heads = await self._missing(peers, only, also_held)
+        just sent them).
+
+        A segment the peers lack entirely travels whole (`Delta.wholes`, newest first): its
+        compacted document and each actor's signature over its newest change - unless it is
+        larger than MAX_WHOLE_BYTES compacted; then, like a segment they partly hold, as changes.
+        Without `wholes`, every segment goes as changes (for a format that cannot carry wholes)."""
+        wanted, our_heads, entire = await self._missing(peers, only, also_held)
         peer_ids = [ids.key_id(p) for p in peers]
+        carried: list[WholeSegment] = []
+        for doc_id in [doc_id for doc_id, _ in wanted if doc_id in entire] if wholes else []:
+            whole = await self._whole(doc_id)
+            if whole is not None:
+                carried.append(whole)
+        carried_whole = {whole.doc_id for whole in carried}
+        fetched: dict[int, tuple[bytes, bytes | None, bytes | None]] = {}
         async with self._kernel.store.reading() as conn:
-            delta_docs = []
-            for doc_id, row_ids in wanted:
-                fetched: dict[int, SignedChange] = {}
+            as_changes = [(doc_id, row_ids) for doc_id, row_ids in wanted if doc_id not in carried_whole]
+            for _, row_ids in as_changes:
                 for start in range(0, len(row_ids), 500):
                     chunk = row_ids[start : start + 500]
-                    for change in await conn.execute(select(t.changes.c.id, t.changes.c.data, t.changes.c.signature).where(t.changes.c.id.in_(chunk))):
-                        fetched[change.id] = SignedChange(change.data, change.signature)
-                delta_docs.append(DocumentDelta(doc_id, tuple(fetched[i] for i in row_ids)))
+                    for change in await conn.execute(select(t.changes.c.id, t.changes.c.hash, t.changes.c.data, t.changes.c.signature).where(t.changes.c.id.in_(chunk))):
+                        fetched[change.id] = (change.hash, change.data, change.signature)
             blobs = await self._blobs_lacking(conn, peer_ids, [doc_id for doc_id, _ in wanted])
-        return Delta(documents=tuple(delta_docs), blobs=blobs, heads=our_heads)
+        delta_docs = []
+        for doc_id, row_ids in as_changes:
+            rows = [fetched[i] for i in row_ids]
+            held = await self._replica.held_bytes(doc_id, {h for h, data, _ in rows if data is None})
+            delta_docs.append(DocumentDelta(doc_id, tuple(SignedChange(held[h] if data is None else data, signature) for h, data, signature in rows)))
+        return Delta(documents=tuple(delta_docs), blobs=blobs, heads=our_heads, wholes=tuple(carried))
+
+    async def _whole(self, doc_id: str) -> WholeSegment | None:
+        """A segment as it travels whole, or None when it must go as changes (too large, or an
+        actor whose newest change this node holds no signature of)."""
+        async with self._kernel.store.reading() as conn:
+            rows = (await conn.execute(select(t.changes.c.hash, t.changes.c.actor, t.changes.c.seq, t.changes.c.signature).where(t.changes.c.doc_id == doc_id))).all()
+        newest: dict[bytes, Any] = {}
+        for row in rows:
+            if row.actor not in newest or row.seq > newest[row.actor].seq:
+                newest[row.actor] = row
+        if any(row.signature is None for row in newest.values()):
+            return None
+        data = await self._replica.whole_data(doc_id)
+        if len(data) > MAX_WHOLE_BYTES:
+            return None
+        return WholeSegment(doc_id, data, tuple(sorted((row.hash, row.signature) for row in newest.values())))
 
     async def heads_for(self, peer: bytes) -> dict[str, tuple[bytes, ...]]:
         """Our heads of every document `peer` may receive (what a LAN session announces)."""
@@ -75,14 +109,14 @@ class ExchangeService:
     async def documents_lacking(self, peer: bytes) -> list[tuple[str, int]]:
         """The documents `peer` lacks changes of, in the order `delta_for` sends them, with
         how many: a large delta can then be read and sent a few documents at a time."""
-        wanted, _ = await self._missing([peer], None, None)
+        wanted, _, _ = await self._missing([peer], None, None)
         return [(doc_id, len(row_ids)) for doc_id, row_ids in wanted]
 
     async def _missing(
         self, peers: Sequence[bytes], only: Collection[str] | None, also_held: Mapping[str, Sequence[bytes]] | None
-    ) -> tuple[list[tuple[str, list[int]]], dict[str, tuple[bytes, ...]]]:
-        """(document, change row ids) some peer lacks, in priority order, and our heads of every
-        document the peers may receive."""
+    ) -> tuple[list[tuple[str, list[int]]], dict[str, tuple[bytes, ...]], set[str]]:
+        """(document, change row ids) some peer lacks, in priority order; our heads of every
+        document the peers may receive; the segments of which the peers hold nothing."""
         self._identity.require_unlocked()
         peer_ids = [ids.key_id(p) for p in peers]
         wanted_docs = sorted(only) if only is not None else None
@@ -116,6 +150,7 @@ class ExchangeService:
         allowed.sort(key=lambda r: (import_rank(r.doc_id), -r.segment_index, r.channel_id))
         wanted: list[tuple[str, list[int]]] = []
         our_heads: dict[str, tuple[bytes, ...]] = {}
+        entire: set[str] = set()
         for row in allowed:
             graph = graphs.get(row.doc_id, {})
             our_heads[row.doc_id] = frontier(graph)
@@ -125,7 +160,9 @@ class ExchangeService:
             missing = sorted(change_ids[h] for h in graph if h not in common)
             if missing:
                 wanted.append((row.doc_id, missing))
-        return wanted, our_heads
+                if row.kind == "segment" and not any(held):
+                    entire.add(row.doc_id)
+        return wanted, our_heads, entire
 
     async def _blobs_lacking(self, conn: AsyncConnection, peer_ids: Sequence[str], doc_ids: Sequence[str]) -> tuple[BlobDelta, ...]:
         referenced: dict[bytes, str] = {}

@@ -16,12 +16,12 @@ from appliance import certs, documents, ids, segments
 from appliance import schema as t
 from appliance.audit_actions import AuditAction
 from appliance.changes import SignedChange, VerifiedChange, verify_batch
-from appliance.errors import CertificateInvalid, ChangeRejected
+from appliance.errors import CertificateInvalid, ChangeRejected, MissingDependencies
 from appliance.feed import Origin
 from appliance.graph import ancestors
 from appliance.incoming import group_incoming
 from appliance.kernel import Kernel
-from appliance.model import ChannelIntake, ImportResult, ImportSummary, Receipt
+from appliance.model import ChannelIntake, ImportResult, ImportSummary, Receipt, WholeSegment
 from appliance.services.blobs import BlobsService
 from appliance.services.custody import CustodyService
 from appliance.services.directory import DirectoryService
@@ -29,8 +29,9 @@ from appliance.services.exchange import ExchangeService
 from appliance.services.heads import ChannelHeads
 from appliance.services.identity import IdentityService
 from appliance.services.replica import ReplicaService
-from appliance.services.roster import Roster, decode_entry, entry_kind, split_entries
+from appliance.services.roster import Roster, admin_hexes, decode_entry, entry_kind, split_entries
 from appliance.services.views import ViewsService
+from appliance.services.wholes_intake import AdmittedWhole, WholesIntake, check_wholes
 
 
 class _Rollback(Exception):
@@ -66,6 +67,11 @@ class IntakeService:
         self._blobs = blobs
         self._exchange = exchange
         self._custody = custody
+        self._wholes = WholesIntake(replica, views, kernel.clock)
+
+    def close(self) -> None:
+        """Stops the worker processes, if any were started."""
+        self._wholes.close()
 
     async def import_changes(self, doc_id: str, incoming: Sequence[SignedChange], received_from: str) -> ImportResult:
         """One document's batch through `import_batches`."""
@@ -76,6 +82,7 @@ class IntakeService:
         self,
         batches: Sequence[tuple[str, Sequence[SignedChange]]],
         *,
+        wholes: Sequence[WholeSegment] = (),
         blobs: Sequence[tuple[bytes, bytes]] = (),
         received_from: str,
         receipt: Receipt | None = None,
@@ -90,27 +97,44 @@ class IntakeService:
         materialises and records `receipt` (peer heads, bundle log, audit). One bad change
         rejects everything (ChangeRejected; MissingDependencies when it only lacks earlier
         changes). `preview` runs the same path and rolls it back. `progress` hears ("verify" or
-        "write", its changes) as each document is done: a big bundle takes seconds."""
+        "write", its changes) as each document is done: a big bundle takes seconds.
+
+        `wholes` are segments carried whole: those of documents this node holds nothing of are
+        read in worker processes and admitted by their authors' signatures (appliance/wholes.py),
+        after the batches, judged on the directory and heads as the batches leave them; the
+        others are imported as their changes."""
         grouped = group_incoming(batches, blobs, self._blobs.max_blob_bytes)
-        order = list(grouped)
+        check_wholes(wholes)
         async with self._kernel.lock:
             self._identity.require_unlocked()
-            known = await self._replica.stored_hashes(order)
+            known = await self._replica.stored_hashes(list(grouped) + [whole.doc_id for whole in wholes if whole.doc_id not in grouped])
+            new_wholes = await self._wholes.split_known(wholes, known, grouped)
+            order = list(grouped)
             relay = receipt.sender if receipt is not None else None
-            plan, new_entries = await self._verify_batches(order, grouped, known, relay, progress)
-            touched = [doc_id for doc_id, _ in plan]
+            plan, new_entries, directory, trial_heads = await self._verify_batches(order, grouped, known, relay, progress)
+            for whole in new_wholes:
+                channel_id = documents.parse_doc_id(whole.doc_id).channel_id
+                if channel_id not in trial_heads:
+                    trial_heads[channel_id] = await self._heads.head(channel_id)
+                if trial_heads[channel_id] is None:
+                    # Its head travels in an earlier part (a courier may bring the parts in any order).
+                    raise MissingDependencies(f"{whole.doc_id}: its channel's head has not arrived yet")
+            admitted = await self._wholes.admit(new_wholes, admin_hexes(directory), lambda doc_id: self._authoriser(doc_id, directory, trial_heads.get, relay), progress)
+            touched = [doc_id for doc_id, _ in plan] + [whole.doc_id for whole in new_wholes]
+            incoming = sum(len(c) for c in grouped.values()) + sum(a.change_count for a in admitted)
             with self._replica.snapshots_held():  # an evicted document must not open a second write transaction
                 try:
                     async with self._kernel.store.transaction() as conn:
                         first = await self._replica.newest_change_id(conn)
-                        summary = await self._write_batches(conn, plan, known, new_entries, blobs, received_from, preview, progress)
-                        summary = replace(summary, duplicates=sum(len(c) for c in grouped.values()) - summary.changes)
+                        summary = await self._write_batches(conn, plan, known, new_entries, blobs, received_from, preview, progress, admitted)
+                        summary = replace(summary, duplicates=incoming - summary.changes)
                         if receipt is not None:
                             await self.record_receipt(conn, receipt, summary, blobs, preview)
                         if preview:
                             raise _Rollback(summary)
                         last = await self._replica.newest_change_id(conn)
                     self._replica.advance_watermark(first, last)  # the write lock made (first, last] this import's alone
+                    self._kernel.invalidate([whole.doc_id for whole in new_wholes])  # loaded from their snapshots when next read
                 except _Rollback as rollback:
                     self._kernel.invalidate(touched)
                     return rollback.summary
@@ -162,7 +186,9 @@ class IntakeService:
 
     async def _verify_batches(
         self, order: Sequence[str], grouped: dict[str, list[SignedChange]], known: dict[str, set[bytes]], relay: bytes | None, progress: Callable[[str, int], None] | None = None
-    ) -> tuple[list[tuple[str, list[VerifiedChange]]], list[tuple[str, bytes, bytes]]]:
+    ) -> tuple[list[tuple[str, list[VerifiedChange]]], list[tuple[str, bytes, bytes]], certs.Directory, dict[str, documents.ChannelHead | None]]:
+        """The batches checked in import order: the verified changes per document, the directory
+        entries to store, and the directory and channel heads as the batches leave them."""
         directory = self._roster.current
         new_entries: list[tuple[str, bytes, bytes]] = []
         trial_heads: dict[str, documents.ChannelHead | None] = {}
@@ -184,7 +210,7 @@ class IntakeService:
                 plan.append((doc_id, verified))
             if progress is not None:
                 progress("verify", len(grouped[doc_id]))
-        return plan, new_entries
+        return plan, new_entries, directory, trial_heads
 
     async def _write_batches(
         self,
@@ -196,6 +222,7 @@ class IntakeService:
         received_from: str,
         preview: bool,
         progress: Callable[[str, int], None] | None = None,
+        admitted: Sequence[AdmittedWhole] = (),
     ) -> ImportSummary:
         now = self._kernel.clock()
         intake: dict[str, list[int]] = {}
@@ -219,6 +246,14 @@ class IntakeService:
             await self._replica.count_imported(conn, doc_id, doc, len(verified), preview)
             if progress is not None:
                 progress("write", len(verified))
+        for whole in admitted:
+            new_messages = await self._wholes.write(conn, whole, received_from)
+            applied += whole.change_count
+            counts = intake.setdefault(documents.parse_doc_id(whole.whole.doc_id).channel_id, [0, 0])
+            counts[0] += whole.change_count
+            counts[1] += new_messages
+            if progress is not None:
+                progress("write", whole.change_count)
         added_blobs = 0
         for digest, data in blobs:
             if (await conn.execute(select(t.blobs.c.hash).where(t.blobs.c.hash == digest))).first() is None:

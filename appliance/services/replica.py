@@ -113,7 +113,12 @@ class ReplicaService:
         async with self._kernel.store.reading() as conn:
             snap = (await conn.execute(select(t.snapshots.c.data, t.snapshots.c.upto_change_id).where(t.snapshots.c.doc_id == doc_id))).first()
             upto = snap.upto_change_id if snap else 0
-            rows: Sequence[bytes] = (await conn.execute(select(t.changes.c.data).where(and_(t.changes.c.doc_id == doc_id, t.changes.c.id > upto)).order_by(t.changes.c.id))).scalars().all()
+            # Rows without bytes (a segment carried whole) are always covered by the snapshot.
+            rows: Sequence[bytes] = (
+                (await conn.execute(select(t.changes.c.data).where(and_(t.changes.c.doc_id == doc_id, t.changes.c.id > upto, t.changes.c.data.is_not(None))).order_by(t.changes.c.id)))
+                .scalars()
+                .all()
+            )
             hashes: Sequence[bytes] = (await conn.execute(select(t.changes.c.hash).where(t.changes.c.doc_id == doc_id))).scalars().all()
         data = (snap.data if snap else b"") + b"".join(rows)
         doc = documents.load_document(data, self.actor()) if data else documents.new_document(self.actor())
@@ -229,12 +234,13 @@ class ReplicaService:
         return [header for header, _, _ in made]
 
     async def append_changes(
-        self, conn: AsyncConnection, doc_id: str, rows: Sequence[tuple[ChangeHeader, bytes, bytes | None, bytes]], received_from: str | None
+        self, conn: AsyncConnection, doc_id: str, rows: Sequence[tuple[ChangeHeader, bytes | None, bytes | None, bytes]], received_from: str | None
     ) -> None:
-        """(header, bytes, signature, vouched_by) rows, in one executemany."""
+        """(header, bytes, signature, vouched_by) rows, in one executemany. No bytes: the
+        change is held in the document's snapshot (a segment that came whole)."""
         await conn.execute(_INSERT_CHANGE, self._change_rows(doc_id, rows, received_from))
 
-    def _change_rows(self, doc_id: str, rows: Sequence[tuple[ChangeHeader, bytes, bytes | None, bytes]], received_from: str | None) -> list[dict[str, Any]]:
+    def _change_rows(self, doc_id: str, rows: Sequence[tuple[ChangeHeader, bytes | None, bytes | None, bytes]], received_from: str | None) -> list[dict[str, Any]]:
         now = self._kernel.clock()
         return [
             {
@@ -292,12 +298,31 @@ class ReplicaService:
             # pending and is written when there is room, so a full disk fails no post, import or read.
             self._kernel.note_skipped_write(f"document snapshots were not saved (the changes are stored; they are saved later): {exc}")
 
-    async def write_snapshot(self, conn: AsyncConnection, doc_id: str, doc: Document) -> None:
+    async def write_snapshot(self, conn: AsyncConnection, doc_id: str, doc: Document, saved: bytes | None = None) -> None:
+        """Stores `doc`'s snapshot (`saved`: its `save()`, when the caller made it already)."""
         upto = await conn.run_sync(_current_upto, doc_id, len(self._known.get(doc_id, ())))
         if upto is None:
             return  # another process appended meanwhile; the next snapshot will catch up
-        await conn.run_sync(_put_snapshot, doc_id, doc.save(), upto, self._kernel.clock())
+        await conn.run_sync(put_snapshot, doc_id, doc.save() if saved is None else saved, upto, self._kernel.clock())
         self._since_snapshot[doc_id] = 0
+
+    async def whole_data(self, doc_id: str) -> bytes:
+        """The document compacted, to send whole: its stored snapshot when that covers every
+        change row, else a fresh `save()` - kept as the snapshot in the same go."""
+        async with self._kernel.store.reading() as conn:
+            snap = (await conn.execute(select(t.snapshots.c.data, t.snapshots.c.upto_change_id).where(t.snapshots.c.doc_id == doc_id))).first()
+            newest = (await conn.execute(select(func.max(t.changes.c.id)).where(t.changes.c.doc_id == doc_id))).scalar_one()
+        if snap is not None and newest is not None and snap.upto_change_id >= newest:
+            return bytes(snap.data)
+        doc = await self.document(doc_id)
+        saved = doc.save()
+        if not self._hold_snapshots:
+            try:
+                async with self._kernel.store.transaction() as conn:
+                    await self.write_snapshot(conn, doc_id, doc, saved)
+            except StorageError as exc:
+                self._kernel.note_skipped_write(f"document snapshots were not saved (the changes are stored; they are saved later): {exc}")
+        return saved
 
     async def flush_snapshots(self) -> None:
         for doc_id, pending in list(self._since_snapshot.items()):
@@ -366,7 +391,16 @@ class ReplicaService:
         async with self._kernel.store.reading() as conn:
             rows = (await conn.execute(select(t.changes.c.hash, t.changes.c.deps, t.changes.c.data, t.changes.c.signature).where(t.changes.c.doc_id == doc_id).order_by(t.changes.c.id))).all()
         excluded = ancestors({r.hash: r.deps for r in rows}, have)
-        return [SignedChange(r.data, r.signature) for r in rows if r.hash not in excluded]
+        wanted = [r for r in rows if r.hash not in excluded]
+        held = await self.held_bytes(doc_id, {r.hash for r in wanted if r.data is None})
+        return [SignedChange(r.data if r.data is not None else held[r.hash], r.signature) for r in wanted]
+
+    async def held_bytes(self, doc_id: str, hashes: set[bytes]) -> dict[bytes, bytes]:
+        """The bytes of changes stored without them (held in the snapshot of a segment that came
+        whole), from the loaded document."""
+        if not hashes:
+            return {}
+        return {c.hash: c.raw_bytes for c in (await self.document(doc_id)).get_changes([]) if c.hash in hashes}
 
     async def document_heads(self, doc_id: str) -> list[bytes]:
         return list((await self.document(doc_id)).get_heads())
@@ -402,11 +436,11 @@ class ReplicaService:
             if not foreign:
                 return frozenset()
             loaded = [row.id for row in foreign if row.doc_id in self._docs]  # the change bytes only where a document is in memory
-            data: dict[int, bytes] = {}
+            data: dict[int, bytes | None] = {}
             async with self._kernel.store.reading() as conn:
                 for start in range(0, len(loaded), 500):
                     data.update((await conn.execute(select(t.changes.c.id, t.changes.c.data).where(t.changes.c.id.in_(loaded[start : start + 500])))).all())
-            pending: dict[str, list[bytes]] = {}
+            pending: dict[str, list[bytes | None]] = {}
             for row in foreign:
                 # Not read above: its document was loaded since (and holds it), or a wipe by another
                 # process deleted it meanwhile (the next poll finds the node locked).
@@ -414,8 +448,12 @@ class ReplicaService:
                     pending.setdefault(row.doc_id, []).append(data[row.id])
                     self._known[row.doc_id].add(row.hash)
             for doc_id, changes in pending.items():
+                present = [change for change in changes if change is not None]
+                if len(present) != len(changes):  # held in a snapshot another process stored: reload on use
+                    self._forget(doc_id)
+                    continue
                 try:
-                    documents.apply_changes(self._docs[doc_id], changes)
+                    documents.apply_changes(self._docs[doc_id], present)
                 except documents.DocumentError:
                     self._forget(doc_id)
             self._kernel.invalidate((row.doc_id for row in foreign), loaded=False)
@@ -440,7 +478,7 @@ def _current_upto(conn: Connection, doc_id: str, known: int) -> int | None:
     return None if stored != known else upto
 
 
-def _put_snapshot(conn: Connection, doc_id: str, data: bytes, upto: int, now: int) -> None:
+def put_snapshot(conn: Connection, doc_id: str, data: bytes, upto: int, now: int) -> None:
     values = {"data": data, "upto_change_id": upto, "saved_at": now}
     if conn.execute(update(t.snapshots).where(t.snapshots.c.doc_id == doc_id).values(**values)).rowcount == 0:
         conn.execute(insert(t.snapshots).values(doc_id=doc_id, **values))
@@ -449,5 +487,5 @@ def _put_snapshot(conn: Connection, doc_id: str, data: bytes, upto: int, now: in
 def _snapshot_if_current(conn: Connection, doc_id: str, data: bytes, known: int, now: int) -> bool:
     upto = _current_upto(conn, doc_id, known)
     if upto is not None:
-        _put_snapshot(conn, doc_id, data, upto, now)
+        put_snapshot(conn, doc_id, data, upto, now)
     return upto is not None

@@ -141,6 +141,15 @@ class ViewsService:
             wanted = sorted(only)
             states = segments.read_messages(doc, admins, only=wanted)
             present_query = present_query.where(t.messages.c.message_id.in_(wanted))
+        return await self.write_states(conn, channel_id, doc_id, states, present_query)
+
+    async def write_states(
+        self, conn: AsyncConnection, channel_id: str, doc_id: str, states: Sequence[segments.MessageState | None], present_query: Any = None
+    ) -> int:
+        """Writes messages read elsewhere (a worker read a segment that came whole) into the
+        view: updates the rows present, inserts the rest. Returns how many are new."""
+        if present_query is None:
+            present_query = select(t.messages.c.message_id).where(t.messages.c.doc_id == doc_id)
         rows = [self.message_values(channel_id, doc_id, s) for s in states if s is not None and ids.is_message_id(s.message_id)]
         present: set[str] = set((await conn.execute(present_query)).scalars())
         updates = [{**row, "target_id": row["message_id"]} for row in rows if row["message_id"] in present]

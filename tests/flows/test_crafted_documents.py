@@ -88,7 +88,7 @@ async def test_a_signed_change_that_panics_automerge_is_rejected_by_import_and_b
         channel = await alice.chat.create_channel("general")
         await alice.chat.post("general", "kept")
         content = await alice.exchange.delta_for([bob.identity.node_key])
-        await bob.intake.import_batches(list(content.documents), received_from=alice.identity.node_id)
+        await bob.intake.import_batches(list(content.documents), wholes=content.wholes, received_from=alice.identity.node_id)
         await bob.chat.post("general", "bob's own")
 
         # Alice's key signs a crafted change in a new segment: authorised, well-formed, signed.

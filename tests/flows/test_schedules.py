@@ -152,8 +152,13 @@ async def rebuilt_view(node: Node) -> tuple[dict[str, dict[str, Any]], dict[str,
     async with node.store.reading() as conn:
         entries = (await conn.execute(select(t.directory_entries.c.kind, t.directory_entries.c.data))).all()
         doc_rows = (await conn.execute(select(t.documents.c.doc_id, t.documents.c.kind, t.documents.c.channel_id))).all()
-        logged: dict[str, list[bytes]] = {}
-        for doc_id, data in await conn.execute(select(t.changes.c.doc_id, t.changes.c.data).order_by(t.changes.c.id)):
+        snapshots: dict[str, Any] = {r.doc_id: r for r in await conn.execute(select(t.snapshots.c.doc_id, t.snapshots.c.data, t.snapshots.c.upto_change_id))}
+        rows: list[tuple[str, int, bytes | None]] = [(r.doc_id, r.id, r.data) for r in await conn.execute(select(t.changes.c.doc_id, t.changes.c.id, t.changes.c.data).order_by(t.changes.c.id))]
+    # A segment that came whole keeps its changes' bytes in its snapshot, which covers those rows.
+    came_whole = {doc_id for doc_id, _, data in rows if data is None}
+    logged: dict[str, list[bytes]] = {doc_id: [snapshots[doc_id].data] for doc_id in came_whole}
+    for doc_id, change_id, data in rows:
+        if data is not None and (doc_id not in came_whole or change_id > snapshots[doc_id].upto_change_id):
             logged.setdefault(doc_id, []).append(data)
     decoded = [certs.decode_certificate(d) if kind == "certificate" else certs.decode_revocation(d) for kind, d in entries]
     directory = certs.resolve_directory(

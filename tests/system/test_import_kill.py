@@ -16,13 +16,18 @@ and imports; it is killed with SIGKILL
 Each time, the node must open again, hold exactly the "before" or the "after" state (counts,
 message ids, change hashes, blobs, audit actions and bundle log, timestamps aside; snapshots
 are a cache and not compared), verify its audit chain, and reach "after" by importing the
-same stick again."""
+same stick again.
+
+The same holds for segments carried whole (issue 15): the second test imports Alice's delta -
+six segments whole, read in worker processes - straight through the intake, killed the same
+ways."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import os
+import pickle
 import select
 import shutil
 import signal
@@ -77,6 +82,41 @@ async def main():
         print("done", time.monotonic() - start, ",".join(f.outcome for f in report.files), flush=True)
 
 asyncio.run(main())
+"""
+
+WHOLES_RUNNER = r"""
+import asyncio, os, pickle, signal, sys, time
+from pathlib import Path
+from appliance.node import Node
+from appliance.services.intake import IntakeService
+from appliance.services.replica import ReplicaService
+
+home, passphrase, root, hook = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), sys.argv[4]
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if hook == "in_transaction":  # every row of the import written (the wholes last); not committed
+    write = IntakeService._write_batches
+    async def write_then_die(self, *args, **kwargs):
+        await write(self, *args, **kwargs)
+        die()
+    IntakeService._write_batches = write_then_die
+elif hook == "after_commit":  # the transaction committed, the import not yet returned
+    def die_instead(*args, **kwargs):
+        die()
+    ReplicaService.advance_watermark = die_instead
+
+async def main():
+    sender, documents, wholes = pickle.loads((root / "delta.pickle").read_bytes())
+    async with await Node.open(home, passphrase) as node:
+        print("ready", flush=True)
+        start = time.monotonic()
+        summary = await node.intake.import_batches(documents, wholes=wholes, received_from=sender)
+        print("done", time.monotonic() - start, summary.outcome, flush=True)
+
+if __name__ == "__main__":
+    asyncio.run(main())
 """
 
 COUNTED = ("documents", "changes", "messages", "blobs", "channels", "directory_entries", "audit_log", "bundle_log", "peer_heads", "peer_blobs")
@@ -142,11 +182,11 @@ class Run:
     seconds: float | None  # the import's duration, when it finished
 
 
-def run_child(copy: Template, *, kill_after: float | None = None, hook: str = "none") -> Run:
-    """Imports in a child process; kills it `kill_after` seconds after it opened the node
-    (None: lets it finish, or kill itself at `hook`)."""
+def run_child(copy: Template, *, kill_after: float | None = None, hook: str = "none", runner: str = RUNNER) -> Run:
+    """Imports in a child process running `runner`; kills it `kill_after` seconds after it
+    opened the node (None: lets it finish, or kill itself at `hook`)."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", RUNNER, str(copy.bob_home), PASSPHRASE, str(copy.stick), hook],
+        [sys.executable, "-c", runner, str(copy.bob_home), PASSPHRASE, str(copy.stick), hook],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
     )  # fmt: skip
     try:
@@ -221,5 +261,62 @@ def test_kill_9_during_import_leaves_the_node_before_or_after_the_bundle(tmp_pat
             assert run.returncode == -signal.SIGKILL and outcome == "before", seen[-1]
         if how.get("hook") == "after_commit":
             assert run.returncode == -signal.SIGKILL and outcome == "after" and report.files[0].outcome == sneakernet.SEEN, seen[-1]
+        shutil.rmtree(tmp_path / f"attempt-{index}")
+    print("\n".join(seen))
+
+
+async def prepare_wholes(root: Path) -> Template:
+    """Bob holds the directory; the "stick" holds Alice's delta for him, pickled: the channel's
+    head as changes, its six segments whole."""
+    alice, bob = await make_workspace(root, "bob")
+    carried = root / "stick"
+    carried.mkdir()
+    async with alice, bob:
+        await alice.chat.create_channel("general")
+        for start in range(0, MESSAGES, 500):
+            await alice.chat.post_many("general", [f"message {i}: " + "lorem ipsum " * (i % 7) for i in range(start, start + 500)])
+        delta = await alice.exchange.delta_for([bob.identity.node_key])
+        assert len(delta.wholes) == 6
+        (carried / "delta.pickle").write_bytes(pickle.dumps((alice.identity.node_id, [(d.doc_id, d.changes) for d in delta.documents], delta.wholes)))
+    return Template(root / "bob", carried)
+
+
+async def import_again(copy: Template) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Opens the node after the kill: its state then, and after importing the delta again."""
+    sender, batches, wholes = pickle.loads((copy.stick / "delta.pickle").read_bytes())
+    async with await Node.open(copy.bob_home, PASSPHRASE) as node:
+        found = await state_of(node)
+        assert (await node.audit.verify()).ok
+        await node.intake.import_batches(batches, wholes=wholes, received_from=sender)
+        final = await state_of(node)
+        assert len(await node.views.read("general", limit=MESSAGES + 1, mark_read=False)) == MESSAGES
+    return found, final
+
+
+@pytest.mark.timeout(240)
+def test_kill_9_during_an_import_of_whole_segments_leaves_the_node_before_or_after(tmp_path: Path) -> None:
+    template = asyncio.run(prepare_wholes(tmp_path / "template"))
+    before = asyncio.run(inspect(fresh_copy(template, tmp_path / "before")))
+
+    reference = fresh_copy(template, tmp_path / "reference")
+    measured = run_child(reference, runner=WHOLES_RUNNER)
+    assert measured.returncode == 0 and measured.seconds is not None
+    after = asyncio.run(inspect(reference))
+    assert after["messages"] == before["messages"] + MESSAGES and after != before
+
+    attempts: list[tuple[str, dict[str, Any]]] = [(f"{f:.2f} x {measured.seconds:.2f} s", {"kill_after": f * measured.seconds}) for f in TIMED_FRACTIONS]
+    attempts += [("hook: in the transaction", {"hook": "in_transaction"}), ("hook: after the commit", {"hook": "after_commit"})]
+    seen: list[str] = []
+    for index, (label, how) in enumerate(attempts):
+        copy = fresh_copy(template, tmp_path / f"attempt-{index}")
+        run = run_child(copy, runner=WHOLES_RUNNER, **how)
+        found, final = asyncio.run(import_again(copy))
+        assert found in (before, after), f"{label}: the node holds neither the state before nor after the import"
+        seen.append(f"{label}: killed={run.returncode != 0} finished={run.finished} ({run.seconds}) -> {'before' if found == before else 'after'}")
+        assert final == after, f"{label}: importing again did not reach the state after the import"
+        if how.get("hook") == "in_transaction":
+            assert run.returncode == -signal.SIGKILL and found == before, seen[-1]
+        if how.get("hook") == "after_commit":
+            assert run.returncode == -signal.SIGKILL and found == after, seen[-1]
         shutil.rmtree(tmp_path / f"attempt-{index}")
     print("\n".join(seen))
