@@ -15,6 +15,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
@@ -74,7 +75,7 @@ changes = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("doc_id", String(96), ForeignKey("documents.doc_id"), nullable=False),
-    Column("hash", LargeBinary(32), nullable=False, unique=True),
+    Column("hash", LargeBinary(32), nullable=False),  # (doc_id, actor, seq) keeps a change from being stored twice
     Column("actor", LargeBinary(48), nullable=False),
     Column("seq", Integer, nullable=False),
     Column("deps", LargeBinary, nullable=False),
@@ -83,8 +84,7 @@ changes = Table(
     Column("vouched_by", LargeBinary(32), nullable=False),
     Column("received_from", String(32)),  # node id; NULL for changes made here
     Column("received_at", Integer, nullable=False),
-    UniqueConstraint("doc_id", "actor", "seq", name="uq_changes_actor_seq"),
-    Index("ix_changes_doc", "doc_id", "id"),
+    UniqueConstraint("doc_id", "actor", "seq", name="uq_changes_actor_seq"),  # also finds a document's rows
 )
 
 snapshots = Table(
@@ -142,9 +142,10 @@ messages = Table(
     # is an admin, so these rows are re-read when that changes. '' = not yet known (upgrade).
     Column("deleted_by", String(64)),
     Index("ix_messages_channel", "channel_id", "message_id"),
-    Index("ix_messages_thread", "root_id", "message_id"),
+    # Partial: most messages are no reply and deleted by nobody else, and write no entry.
+    Index("ix_messages_thread", "root_id", "message_id", sqlite_where=text("root_id IS NOT NULL"), postgresql_where=text("root_id IS NOT NULL")),
     Index("ix_messages_doc", "doc_id"),
-    Index("ix_messages_deleted_by", "deleted_by"),
+    Index("ix_messages_deleted_by", "deleted_by", sqlite_where=text("deleted_by IS NOT NULL"), postgresql_where=text("deleted_by IS NOT NULL")),
 )
 
 read_markers = Table(
@@ -214,7 +215,7 @@ bundle_log = Table(
     Column("decided_at", Integer, nullable=False),
 )
 
-SCHEMA_REVISION = "0008"
+SCHEMA_REVISION = "0009"
 
 # Nodes seen on the LAN (by mDNS or an incoming session), this workspace's or not: where they
 # were last seen and when a session last synced with them. Written by the serving process, read

@@ -27,7 +27,7 @@ from appliance.services.heads import ChannelHeads
 from appliance.services.identity import IdentityService
 from appliance.services.replica import ReplicaService
 from appliance.services.roster import Roster
-from appliance.services.views import ViewsService, insert_message_rows
+from appliance.services.views import ViewsService, insert_message_rows, view_values
 
 SEGMENT_SIZE = 512  # messages per segment document: keeps each commit well under a millisecond
 MAX_TEXT = 40_000
@@ -201,7 +201,7 @@ class ChatService:
                 segments.post_message(doc, message_id=state.message_id, author=author, created_at=state.created_at, text=state.text, root_id=reply_to, files=refs, mentions=mentions)
 
             mutations.append(post)
-        rows = [self._views.message_values(head.channel_id, doc_id, state) for state in states]
+        rows = [view_values(head.channel_id, doc_id, state) for state in states]
         blobs = [(digest, attachment.data) for attachment, digest in files]
         stored_at, indexed = self._kernel.clock(), self._kernel.store.is_sqlite
 

@@ -6,7 +6,7 @@ decisions."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from automerge._automerge import Document
 from sqlalchemy import insert, select
@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from appliance import certs, documents, ids, segments
 from appliance import schema as t
 from appliance.audit_actions import AuditAction
-from appliance.changes import SignedChange, VerifiedChange, verify_batch
+from appliance.changes import Authorise, SignedChange, VerifiedChange, verify_batch
 from appliance.errors import CertificateInvalid, ChangeRejected, MissingDependencies
 from appliance.feed import Origin
 from appliance.graph import ancestors
@@ -31,7 +31,7 @@ from appliance.services.identity import IdentityService
 from appliance.services.replica import ReplicaService
 from appliance.services.roster import Roster, admin_hexes, decode_entry, entry_kind, split_entries
 from appliance.services.views import ViewsService
-from appliance.services.wholes_intake import AdmittedWhole, WholesIntake, check_wholes
+from appliance.services.wholes_intake import WholeReads, WholesIntake, WrittenWhole, check_wholes
 
 
 class _Rollback(Exception):
@@ -41,6 +41,16 @@ class _Rollback(Exception):
         super().__init__("preview")
         self.summary = summary
 
+
+
+@dataclass
+class Wholes:
+    """An import's wholes on their way: read by the workers, admitted by `authoriser`, and
+    what was written of them (filled in by the write)."""
+
+    reads: WholeReads
+    authoriser: Callable[[str], Authorise]
+    written: list[WrittenWhole] = field(default_factory=list)
 
 
 class IntakeService:
@@ -119,14 +129,15 @@ class IntakeService:
                 if trial_heads[channel_id] is None:
                     # Its head travels in an earlier part (a courier may bring the parts in any order).
                     raise MissingDependencies(f"{whole.doc_id}: its channel's head has not arrived yet")
-            admitted = await self._wholes.admit(new_wholes, admin_hexes(directory), lambda doc_id: self._authoriser(doc_id, directory, trial_heads.get, relay), progress)
+            reads = self._wholes.start_reading(new_wholes, admin_hexes(directory))
+            wholes_of = Wholes(reads, lambda doc_id: self._authoriser(doc_id, directory, trial_heads.get, relay))
             touched = [doc_id for doc_id, _ in plan] + [whole.doc_id for whole in new_wholes]
-            incoming = sum(len(c) for c in grouped.values()) + sum(a.change_count for a in admitted)
             with self._replica.snapshots_held():  # an evicted document must not open a second write transaction
                 try:
                     async with self._kernel.store.transaction() as conn:
                         first = await self._replica.newest_change_id(conn)
-                        summary = await self._write_batches(conn, plan, known, new_entries, blobs, received_from, preview, progress, admitted)
+                        summary = await self._write_batches(conn, plan, known, new_entries, blobs, received_from, preview, progress, wholes_of)
+                        incoming = sum(len(c) for c in grouped.values()) + sum(w.changes for w in wholes_of.written)
                         summary = replace(summary, duplicates=incoming - summary.changes)
                         if receipt is not None:
                             await self.record_receipt(conn, receipt, summary, blobs, preview)
@@ -141,6 +152,8 @@ class IntakeService:
                 except BaseException:
                     self._kernel.invalidate(touched)
                     raise
+                finally:
+                    await reads.settle()
             if new_entries:
                 await self._roster.reload()  # under the lock: nothing is materialised with the old admins
         if new_entries:
@@ -222,7 +235,7 @@ class IntakeService:
         received_from: str,
         preview: bool,
         progress: Callable[[str, int], None] | None = None,
-        admitted: Sequence[AdmittedWhole] = (),
+        wholes: Wholes | None = None,
     ) -> ImportSummary:
         now = self._kernel.clock()
         intake: dict[str, list[int]] = {}
@@ -246,14 +259,13 @@ class IntakeService:
             await self._replica.count_imported(conn, doc_id, doc, len(verified), preview)
             if progress is not None:
                 progress("write", len(verified))
-        for whole in admitted:
-            new_messages = await self._wholes.write(conn, whole, received_from)
-            applied += whole.change_count
-            counts = intake.setdefault(documents.parse_doc_id(whole.whole.doc_id).channel_id, [0, 0])
-            counts[0] += whole.change_count
-            counts[1] += new_messages
-            if progress is not None:
-                progress("write", whole.change_count)
+        if wholes is not None:
+            wholes.written = await self._wholes.admit_and_write(conn, wholes.reads, wholes.authoriser, received_from, progress)
+            for whole in wholes.written:
+                applied += whole.changes
+                counts = intake.setdefault(documents.parse_doc_id(whole.doc_id).channel_id, [0, 0])
+                counts[0] += whole.changes
+                counts[1] += whole.new_messages
         added_blobs = 0
         for digest, data in blobs:
             if (await conn.execute(select(t.blobs.c.hash).where(t.blobs.c.hash == digest))).first() is None:

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance import documents
 from appliance import schema as t
+from appliance.bulk import insert_rows
 from appliance.changes import ChangeHeader, SignedChange, VerifiedChange, parse_change, sign_change
 from appliance.errors import ChangeRejected, NodeLocked, RallypointError, StorageError
 from appliance.feed import DirectoryChanged, DocumentsChanged, Origin
@@ -238,7 +239,7 @@ class ReplicaService:
     ) -> None:
         """(header, bytes, signature, vouched_by) rows, in one executemany. No bytes: the
         change is held in the document's snapshot (a segment that came whole)."""
-        await conn.execute(_INSERT_CHANGE, self._change_rows(doc_id, rows, received_from))
+        await conn.run_sync(insert_rows, t.changes, self._change_rows(doc_id, rows, received_from))
 
     def _change_rows(self, doc_id: str, rows: Sequence[tuple[ChangeHeader, bytes | None, bytes | None, bytes]], received_from: str | None) -> list[dict[str, Any]]:
         now = self._kernel.clock()

@@ -6,35 +6,26 @@ imported as its changes instead, through the same verifier as any other batch.""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance import documents
 from appliance import schema as t
-from appliance.changes import Authorise, SignedChange
+from appliance.bulk import insert_tuples
+from appliance.changes import Authorise, ChangeHeader, SignedChange
 from appliance.errors import ChangeRejected
 from appliance.kernel import Clock
 from appliance.model import WholeSegment
 from appliance.services.replica import ReplicaService, put_snapshot
-from appliance.services.views import ViewsService
+from appliance.services.views import ViewsService, insert_view_rows
 from appliance.wholes import vouch_for_whole
 from appliance.workers import WholeReading, WorkerPool
-
-
-@dataclass(frozen=True)
-class AdmittedWhole:
-    """A whole segment read and admitted, ready to write."""
-
-    whole: WholeSegment
-    reading: WholeReading
-    vouched: Mapping[bytes, bytes]  # change hash -> the signed change that vouches for it
-
-    @property
-    def change_count(self) -> int:
-        return len(self.reading.headers)
 
 
 def check_wholes(wholes: Sequence[WholeSegment]) -> None:
@@ -72,35 +63,75 @@ class WholesIntake:
         readings = await self.pool.read_all([(whole.doc_id, whole.data, True) for whole in partial], frozenset())
         for whole, reading in zip(partial, readings, strict=True):
             signatures = dict(whole.signatures)
-            grouped.setdefault(whole.doc_id, []).extend(SignedChange(raw, signatures.get(header.hash)) for header, raw in zip(reading.headers, reading.raw_changes, strict=True))
+            grouped.setdefault(whole.doc_id, []).extend(SignedChange(raw, signatures.get(change[0])) for change, raw in zip(reading.changes, reading.raw_changes, strict=True))
         held = {whole.doc_id for whole in partial}
         return [whole for whole in wholes if whole.doc_id not in held]
 
-    async def admit(
-        self, wholes: Sequence[WholeSegment], admins: frozenset[str], authoriser: Callable[[str], Authorise], progress: Callable[[str, int], None] | None = None
-    ) -> list[AdmittedWhole]:
-        """Reads every whole in the workers at once, then checks each against its authors'
-        signatures and `authoriser(doc_id)`: ChangeRejected for the first that fails."""
-        readings = await self.pool.read_all([(whole.doc_id, whole.data, False) for whole in wholes], admins)
-        admitted = []
-        for whole, reading in zip(wholes, readings, strict=True):
-            vouched = vouch_for_whole(whole.doc_id, reading.headers, dict(whole.signatures), authoriser(whole.doc_id))
-            admitted.append(AdmittedWhole(whole, reading, vouched))
-            if progress is not None:
-                progress("verify", len(reading.headers))
-        return admitted
+    def start_reading(self, wholes: Sequence[WholeSegment], admins: frozenset[str]) -> WholeReads:
+        """Hands every whole to the workers at once; the import writes each as its reading comes
+        back (`admit_and_write`), so the parent writes while the workers read."""
+        return WholeReads(tuple((whole, asyncio.ensure_future(self.pool.read(whole.doc_id, whole.data, admins))) for whole in wholes))
 
-    async def write(self, conn: AsyncConnection, admitted: AdmittedWhole, received_from: str | None) -> int:
-        """In the import's transaction: the change rows, the snapshot as received and the
-        message view. Returns how many messages are new."""
-        doc_id = admitted.whole.doc_id
-        signatures = dict(admitted.whole.signatures)
-        rows = [(header, None, signatures.get(header.hash), admitted.vouched[header.hash]) for header in admitted.reading.headers]
-        # The changes' rows without bytes, and the snapshot as received covering them: the
-        # document is not loaded here.
-        await self._replica.ensure_document_row(conn, doc_id)
-        await self._replica.append_changes(conn, doc_id, rows, received_from)
-        upto = (await conn.execute(select(func.max(t.changes.c.id)).where(t.changes.c.doc_id == doc_id))).scalar_one()
-        await conn.run_sync(put_snapshot, doc_id, admitted.whole.data, upto, self._clock())
-        channel_id = documents.parse_doc_id(doc_id).channel_id
-        return await self._views.write_states(conn, channel_id, doc_id, admitted.reading.messages)
+    async def admit_and_write(
+        self, conn: AsyncConnection, reads: WholeReads, authoriser: Callable[[str], Authorise], received_from: str | None, progress: Callable[[str, int], None] | None = None
+    ) -> list[WrittenWhole]:
+        """In the import's transaction, whole by whole as the workers finish: checks each against
+        its authors' signatures and `authoriser(doc_id)` (ChangeRejected for the first that
+        fails: the transaction then rolls back every whole written before it), then writes the
+        change rows, the snapshot as received and the message view, in one go."""
+        written = []
+        for whole, reading_of in reads.pending:
+            reading = await reading_of
+            headers = reading.headers()
+            vouched = vouch_for_whole(whole.doc_id, headers, dict(whole.signatures), authoriser(whole.doc_id))
+            if progress is not None:
+                progress("verify", len(headers))
+            await self._replica.ensure_document_row(conn, whole.doc_id)
+            await conn.run_sync(_store_whole, whole, headers, vouched, reading.messages, received_from, self._clock())
+            written.append(WrittenWhole(whole.doc_id, len(headers), len(reading.messages)))
+            if progress is not None:
+                progress("write", len(headers))
+        return written
+
+
+@dataclass(frozen=True)
+class WholeReads:
+    """Wholes handed to the workers, each with its reading to come."""
+
+    pending: tuple[tuple[WholeSegment, asyncio.Future[WholeReading]], ...]
+
+    async def settle(self) -> None:
+        """Cancels what is still being read and waits for it: nothing runs on behind an import
+        that ended early."""
+        for _, reading in self.pending:
+            reading.cancel()
+        await asyncio.gather(*(reading for _, reading in self.pending), return_exceptions=True)
+
+
+@dataclass(frozen=True)
+class WrittenWhole:
+    doc_id: str
+    changes: int
+    new_messages: int
+
+
+def _store_whole(
+    conn: Connection, whole: WholeSegment, headers: Sequence[ChangeHeader], vouched: Mapping[bytes, bytes], messages: Sequence[tuple[Any, ...]], received_from: str | None, now: int
+) -> None:
+    """The change rows without bytes, the snapshot as received covering them (the document is
+    not loaded here), the message view rows (VIEW_COLUMNS) and their search entries. A document
+    wholly new here has no messages in the view yet, unless a crafted segment repeats a message
+    id of another: the insert then fails, and the import with it."""
+    signatures = dict(whole.signatures)
+    insert_tuples(
+        conn,
+        t.changes,
+        _CHANGE_COLUMNS,
+        [(whole.doc_id, h.hash, h.actor, h.seq, b"".join(h.deps), None, signatures.get(h.hash), vouched[h.hash], received_from, now) for h in headers],
+    )
+    upto: int = conn.execute(select(func.max(t.changes.c.id)).where(t.changes.c.doc_id == whole.doc_id)).scalar_one()
+    put_snapshot(conn, whole.doc_id, whole.data, upto, now)
+    insert_view_rows(conn, messages, conn.dialect.name == "sqlite")
+
+
+_CHANGE_COLUMNS = ("doc_id", "hash", "actor", "seq", "deps", "data", "signature", "vouched_by", "received_from", "received_at")

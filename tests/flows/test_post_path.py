@@ -24,7 +24,7 @@ from appliance.certs import Role
 from appliance.errors import StorageError
 from appliance.node import SEGMENT_SIZE, Attachment, Node
 from appliance.services import replica
-from appliance.services.views import ViewsService
+from appliance.services.views import view_values
 from appliance.store import Checkpoint, Store
 from appliance.upkeep import CHECKPOINT_EVERY, IDLE_AFTER_S, LULL_S, MERGE_EVERY, Upkeep
 from tests.conftest import FAST, PASSPHRASE, make_workspace, sync_all
@@ -64,7 +64,7 @@ async def row_and_document_agree(node: Node, message_id: str) -> dict[str, Any]:
     doc = await node.replica.document(row["doc_id"])
     state = segments.read_message(doc, message_id, frozenset(u.key.hex() for u in node.directory.users() if u.role == Role.ADMIN))
     assert state is not None
-    expected = ViewsService.message_values(row["channel_id"], row["doc_id"], state)
+    expected = view_values(row["channel_id"], row["doc_id"], state)
     assert {k: row[k] for k in expected} == expected
     return row
 
@@ -179,7 +179,7 @@ async def test_the_writer_never_checkpoints_the_upkeep_does(alice: Node) -> None
     upkeep = await manual_upkeep(alice, clock)
     await alice.chat.create_channel("general")
     await alice.store.checkpoint(Checkpoint.TRUNCATE)
-    for i in range(100):
+    for i in range(200):  # ~10 pages each
         await alice.chat.post("general", f"message {i}")
     log, _ = await alice.store.checkpoint(Checkpoint.PASSIVE)
     assert log > AUTOMATIC_CHECKPOINT_PAGES  # SQLite's own checkpoint would have restarted the log by now

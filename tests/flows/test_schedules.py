@@ -41,7 +41,7 @@ from appliance import certs, documents, ids, segments
 from appliance import schema as t
 from appliance.model import Receipt
 from appliance.node import CACHED_DOCUMENTS, Node
-from appliance.services.views import ViewsService
+from appliance.services.views import view_values
 from appliance.store import DB_FILE, MIGRATIONS, Store
 from sync.lan import PART_BUDGET
 from sync.packing import pack_delta
@@ -188,7 +188,7 @@ async def rebuilt_view(node: Node) -> tuple[dict[str, dict[str, Any]], dict[str,
         elif kind == "segment":
             for state in segments.read_messages(doc, admins):
                 if ids.is_message_id(state.message_id):
-                    messages[state.message_id] = ViewsService.message_values(channel_id, doc_id, state)
+                    messages[state.message_id] = view_values(channel_id, doc_id, state)
     return channels, messages
 
 

@@ -1,6 +1,6 @@
 """changes.data nullable: a segment carried whole is stored as the compacted document it came
 as (its snapshot row, as received); its changes' rows keep their headers, signatures and
-vouchers but no bytes of their own - the snapshot holds them.
+vouchers but no bytes of their own - the snapshot holds them. And no unique index on the hash.
 
 Revision ID: 0008
 Revises: 0007
@@ -15,9 +15,16 @@ branch_labels = None
 depends_on = None
 
 
+# The table is rebuilt anyway: its unnamed UNIQUE (hash) goes too. Nothing looks a change up by
+# its hash alone, and (doc_id, actor, seq) already keeps a change from being stored twice; the
+# hash index was the costliest write of an import (random keys, a page each).
+_NAMES = {"uq": "uq_%(table_name)s_%(column_0_name)s"}
+
+
 def upgrade() -> None:
-    with op.batch_alter_table('changes') as batch:
+    with op.batch_alter_table('changes', naming_convention=_NAMES) as batch:
         batch.alter_column('data', existing_type=sa.LargeBinary(), nullable=True)
+        batch.drop_constraint('uq_changes_hash', type_='unique')
 
 
 def downgrade() -> None:
@@ -32,3 +39,4 @@ def downgrade() -> None:
             conn.execute(sa.text('UPDATE changes SET data = :data WHERE id = :id'), {'data': held[bytes(row.hash)], 'id': row.id})
     with op.batch_alter_table('changes') as batch:
         batch.alter_column('data', existing_type=sa.LargeBinary(), nullable=False)
+        batch.create_unique_constraint('uq_changes_hash', ['hash'])
