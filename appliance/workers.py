@@ -14,11 +14,13 @@ work under `if __name__ == "__main__":` - a worker imports the main module to st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 from automerge._automerge import Document
 
@@ -105,6 +107,34 @@ def _start_worker(node_pid: int) -> None:
     threading.Thread(target=end_with_the_node, name="end-with-the-node", daemon=True).start()
 
 
+@contextlib.contextmanager
+def _stderr_with_a_descriptor() -> Iterator[None]:
+    """multiprocessing hands its helper processes stderr's file descriptor. A console that
+    captures output (Textual) leaves sys.stderr without one (fileno -1): lend them the
+    process's own stderr, or /dev/null, for the while."""
+    try:
+        usable = sys.stderr is not None and sys.stderr.fileno() >= 0
+    except (AttributeError, OSError, ValueError):
+        usable = False
+    if usable:
+        yield
+        return
+    saved = sys.stderr
+    with open(os.devnull, "w") as devnull:
+        sys.stderr = sys.__stderr__ if sys.__stderr__ is not None and _has_descriptor(sys.__stderr__) else devnull
+        try:
+            yield
+        finally:
+            sys.stderr = saved
+
+
+def _has_descriptor(stream: TextIO) -> bool:
+    try:
+        return stream.fileno() >= 0
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -126,10 +156,18 @@ class WorkerPool:
             # Imported here: multiprocessing is not loaded by a node that never reads a whole.
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
+            from multiprocessing import forkserver, resource_tracker
 
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload([__name__])  # each worker forks with the binding already loaded
-            self._executor = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_start_worker, initargs=(os.getpid(),))
+            try:
+                with _stderr_with_a_descriptor():
+                    # Both helper processes start now, while stderr has a descriptor to hand them.
+                    resource_tracker.ensure_running()
+                    forkserver.ensure_running()
+                    self._executor = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_start_worker, initargs=(os.getpid(),))
+            except (OSError, ValueError) as exc:
+                raise ChangeRejected(f"cannot start the processes that read segments carried whole: {exc}") from exc
         return self._executor
 
     async def read(self, doc_id: str, data: bytes, admins: frozenset[str], *, as_changes: bool = False) -> WholeReading:

@@ -110,6 +110,13 @@ class RallypointRun:
     bundles: int
     changes_exported: int
     changes_applied: int
+    # A second courier round: reactions to earlier messages, i.e. changes into segments B holds.
+    existing_changes: int = 0
+    existing_import_s: float = 0.0
+
+    @property
+    def verified_existing_changes_per_s(self) -> float:
+        return self.existing_changes / self.existing_import_s if self.existing_import_s else 0.0
 
     @property
     def round_trip_s(self) -> float:
@@ -158,6 +165,25 @@ async def courier(node_a: Node, node_b: Node, stick: Path, messages: int, last_t
     )
 
 
+async def react_and_courier(node_a: Node, node_b: Node, stick: Path, messages: int) -> tuple[int, float]:
+    """B's answer first (its bundle acknowledges what it now holds), then A reacts to every
+    tenth message (one signed change each, into segments B holds: they travel as change chunks)
+    and couriers them to B. Returns (changes applied, import s)."""
+    export_bundles, import_bundles = sneakernet_api()
+    await export_bundles(node_b, stick, for_nodes=[node_a.identity.node_id])
+    answered = await import_bundles(node_a, stick)
+    assert not answered.rejected, f"A rejected B's answer: {answered.rejected}"
+    page = await node_a.views.read(CHANNEL, limit=min(messages, 10_000), mark_read=False)  # a read returns at most 10,000
+    for view in page[:: max(1, len(page) // max(1, messages // 10))][: messages // 10]:
+        await node_a.chat.react(view.id, "+1")
+    await export_bundles(node_a, stick, for_nodes=[node_b.identity.node_id])
+    start = time.perf_counter()
+    result = await import_bundles(node_b, stick)
+    elapsed = time.perf_counter() - start
+    assert not result.rejected, f"B rejected bundles: {result.rejected}"
+    return result.changes_applied, elapsed
+
+
 async def bench_rallypoint(work: Path, bodies: list[str]) -> RallypointRun:
     """A fresh workspace: A creates it and enrolls B (as tests/conftest.py does), fills the
     channel, then couriers everything to B."""
@@ -177,7 +203,9 @@ async def bench_rallypoint(work: Path, bodies: list[str]) -> RallypointRun:
         stick.mkdir()
         run = await courier(node_a, node_b, stick, len(bodies), bodies[-1])
         progress(f"rallypoint: {len(bodies):,} messages, round trip {run.round_trip_s:.2f} s, {run.bytes_per_message:.0f} bytes/message on the stick")
-        return run
+        existing, existing_s = await react_and_courier(node_a, node_b, stick, len(bodies))
+        progress(f"rallypoint: {existing:,} reactions into segments B holds imported at {existing / existing_s:,.0f} changes/s")
+        return replace(run, existing_changes=existing, existing_import_s=existing_s)
     finally:
         await node_a.close()
         if node_b is not None:
@@ -367,6 +395,7 @@ def rallypoint_rows(runs: dict[int, RallypointRun]) -> list[Row]:
         row("bundles on the stick", lambda x: f"{x.bundles:,}"),
         row("changes exported / applied on B", lambda x: f"{x.changes_exported:,}/{x.changes_applied:,}"),
         row("verified changes per second (applied / import)", lambda x: f"{x.verified_changes_per_s:,.0f}"),
+        row("reactions into held segments: verified changes/s", lambda x: f"{x.verified_existing_changes_per_s:,.0f} ({x.existing_changes:,})"),
     ]
 
 
@@ -462,6 +491,8 @@ def rallypoint_json(run: RallypointRun) -> dict[str, object]:
         "changes_exported": run.changes_exported,
         "changes_applied": run.changes_applied,
         "verified_changes_per_s": round(run.verified_changes_per_s, 1),
+        "existing_segment_changes": run.existing_changes,
+        "verified_existing_changes_per_s": round(run.verified_existing_changes_per_s, 1),
     }
 
 

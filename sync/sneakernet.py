@@ -469,15 +469,16 @@ async def _reject(
 
 
 def _changes_progress(progress: ProgressCallback | None, content: BundleContent, label: str) -> Callable[[str, int], None] | None:
-    """A bundle's changes as the node verifies them, then writes them (20,000 messages take
-    seconds; the bar moves a document at a time)."""
+    """A bundle's documents as the node verifies them, then writes them (20,000 messages take
+    seconds; the bar moves a document at a time). Counted in documents: how many changes a
+    segment carried whole holds is known only once it is read."""
     if progress is None:
         return None
-    total = sum(len(changes) for _, changes in content.directory + content.changes)
+    total = len(content.directory) + len(content.changes) + len(content.wholes)
     done = {"verify": 0, "write": 0}
 
-    def advance(phase: str, changes: int) -> None:
-        done[phase] += changes
+    def advance(phase: str, _changes: int) -> None:
+        done[phase] = min(done[phase] + 1, total)
         progress(Progress(phase, done[phase], total, label))
 
     return advance

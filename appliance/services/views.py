@@ -32,11 +32,6 @@ _INSERT_MESSAGE = insert(t.messages)
 _NEWEST_ROW = select(func.coalesce(func.max(t.messages.c.row_id), 0))
 _INDEX_MESSAGE = text("INSERT INTO messages_fts(rowid, text) VALUES (:row_id, :text)")
 _INDEX_NEW_MESSAGES = text("INSERT INTO messages_fts(rowid, text) SELECT row_id, text FROM messages WHERE row_id > :before")
-_UPDATE_MESSAGE = (
-    update(t.messages)
-    .where(t.messages.c.message_id == bindparam("target_id"))
-    .values({c.name: bindparam(c.name) for c in t.messages.c if c.name not in ("row_id", "message_id")})
-)
 
 
 def view_values(channel_id: str, doc_id: str, state: segments.MessageState) -> dict[str, Any]:
@@ -63,6 +58,7 @@ def view_values(channel_id: str, doc_id: str, state: segments.MessageState) -> d
 
 VIEW_COLUMNS = ("message_id", "channel_id", "doc_id", "author", "created_at", "text", "root_id", "edited_at", "deleted", "reactions", "files", "mentions", "tampered", "deleted_by")
 _VIEW_ROW = itemgetter(*VIEW_COLUMNS)
+_VIEW_COLUMNS = [t.messages.c[name] for name in VIEW_COLUMNS]
 
 
 def view_row(channel_id: str, doc_id: str, state: segments.MessageState) -> tuple[Any, ...]:
@@ -147,7 +143,7 @@ class ViewsService:
         """Rewrites the view of the segment's messages that changes from elsewhere touched
         (`only`; None: every message), judged with `admins`: two executemany statements,
         whatever the segment holds. Returns how many messages are new."""
-        present_query = select(t.messages.c.message_id).where(t.messages.c.doc_id == doc_id)
+        present_query = select(*_VIEW_COLUMNS).where(t.messages.c.doc_id == doc_id)
         if only is None:
             states: Sequence[segments.MessageState | None] = segments.read_messages(doc, admins)
         else:
@@ -159,16 +155,23 @@ class ViewsService:
     async def write_states(
         self, conn: AsyncConnection, channel_id: str, doc_id: str, states: Sequence[segments.MessageState | None], present_query: Any = None
     ) -> int:
-        """Writes messages read elsewhere (a worker read a segment that came whole) into the
-        view: updates the rows present, inserts the rest. Returns how many are new."""
+        """Writes messages read from the document into the view: the rows present get the
+        columns that changed (a reaction rewrites no text, so the search index is left alone),
+        the rest are inserted. Returns how many are new."""
         if present_query is None:
-            present_query = select(t.messages.c.message_id).where(t.messages.c.doc_id == doc_id)
+            present_query = select(*_VIEW_COLUMNS).where(t.messages.c.doc_id == doc_id)
         rows = [view_values(channel_id, doc_id, s) for s in states if s is not None and ids.is_message_id(s.message_id)]
-        present: set[str] = set((await conn.execute(present_query)).scalars())
-        updates = [{**row, "target_id": row["message_id"]} for row in rows if row["message_id"] in present]
+        present = {row.message_id: row._mapping for row in await conn.execute(present_query)}
         inserts = [row for row in rows if row["message_id"] not in present]
-        if updates:
-            await conn.execute(_UPDATE_MESSAGE, updates)
+        changed: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row in rows:
+            stored = present.get(row["message_id"])
+            if stored is not None:
+                columns = tuple(name for name in VIEW_COLUMNS if stored[name] != row[name])
+                if columns:
+                    changed.setdefault(columns, []).append({"target_id": row["message_id"], **{name: row[name] for name in columns}})
+        for columns, updates in changed.items():
+            await conn.execute(update(t.messages).where(t.messages.c.message_id == bindparam("target_id")).values({name: bindparam(name) for name in columns}), updates)
         if inserts:
             await self.insert_messages(conn, inserts)
         self._kernel.invalidate([doc_id], loaded=False)  # the segment cursor counts these rows
