@@ -6,10 +6,7 @@ asyncio process is never forked. Each worker caps its address space and turns wh
 binding raises on crafted bytes (including pyo3's PanicException) into a refusal; a worker
 that dies (killed, out of memory) breaks the pool, which is then rebuilt, and the item it held
 is refused - the node never dies. Workers return plain picklable values, so the parent never
-loads the document itself.
-
-Like every multiprocessing program that does not fork, a program that opens a node keeps its
-work under `if __name__ == "__main__":` - a worker imports the main module to start."""
+loads the document itself."""
 
 from __future__ import annotations
 
@@ -27,7 +24,7 @@ from automerge._automerge import Document
 from appliance import documents, ids, segments
 from appliance.changes import ChangeHeader
 from appliance.errors import ChangeRejected
-from appliance.services.views import view_row
+from appliance.view_rows import view_row
 from appliance.wholes import MAX_WHOLE_BYTES
 
 WORKER_MEMORY_BYTES = 1024 * 1024 * 1024  # address space of one worker: a 2 MiB segment needs far less
@@ -108,6 +105,26 @@ def _start_worker(node_pid: int) -> None:
 
 
 @contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """A worker needs nothing of the program that opened the node, but multiprocessing imports
+    that program's main module in each worker it starts (0.2-0.4 s for the CLI; a script
+    without an `if __name__ == "__main__"` guard would even run again). Workers start inside
+    the submission, on this thread: for that while the main module names no file to import."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    spec, path = getattr(main, "__spec__", None), main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__spec__ = spec
+        if path is not None:
+            main.__file__ = path
+
+
+@contextlib.contextmanager
 def _stderr_with_a_descriptor() -> Iterator[None]:
     """multiprocessing hands its helper processes stderr's file descriptor. A console that
     captures output (Textual) leaves sys.stderr without one (fileno -1): lend them the
@@ -161,7 +178,7 @@ class WorkerPool:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload([__name__])  # each worker forks with the binding already loaded
             try:
-                with _stderr_with_a_descriptor():
+                with _stderr_with_a_descriptor(), _main_module_hidden():
                     # Both helper processes start now, while stderr has a descriptor to hand them.
                     resource_tracker.ensure_running()
                     forkserver.ensure_running()
@@ -179,7 +196,9 @@ class WorkerPool:
             raise ChangeRejected(f"{doc_id}: a segment carried whole is {len(data):,} bytes, over the limit of {MAX_WHOLE_BYTES:,}")
         pool = self._pool()
         try:
-            result = await asyncio.get_running_loop().run_in_executor(pool, read_whole, doc_id, data, admins, as_changes)
+            with _main_module_hidden():  # a worker is started by this submission, if one is needed
+                reading = asyncio.get_running_loop().run_in_executor(pool, read_whole, doc_id, data, admins, as_changes)
+            result = await reading
         except BrokenProcessPool as exc:
             self._discard(pool)
             raise ChangeRejected(f"{doc_id}: the worker reading it died ({exc})") from exc

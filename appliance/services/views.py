@@ -8,7 +8,6 @@ import contextlib
 import json
 import re
 from collections.abc import Sequence
-from operator import itemgetter
 from typing import Any
 
 from automerge._automerge import Document
@@ -26,6 +25,7 @@ from appliance.services.heads import ChannelHeads
 from appliance.services.identity import IdentityService
 from appliance.services.replica import ReplicaService
 from appliance.services.roster import Roster
+from appliance.view_rows import VIEW_COLUMNS, view_tuple, view_values
 
 # Built once: SQLAlchemy then reuses their compiled form on the hot path.
 _INSERT_MESSAGE = insert(t.messages)
@@ -34,36 +34,7 @@ _INDEX_MESSAGE = text("INSERT INTO messages_fts(rowid, text) VALUES (:row_id, :t
 _INDEX_NEW_MESSAGES = text("INSERT INTO messages_fts(rowid, text) SELECT row_id, text FROM messages WHERE row_id > :before")
 
 
-def view_values(channel_id: str, doc_id: str, state: segments.MessageState) -> dict[str, Any]:
-    """A message's row in the view (in VIEW_COLUMNS order)."""
-    return {
-        "message_id": state.message_id,
-        "channel_id": channel_id,
-        "doc_id": doc_id,
-        "author": state.author,
-        "created_at": state.created_at,
-        "text": state.text,
-        "root_id": state.root_id,
-        "edited_at": state.edited_at,
-        "deleted": state.deleted,
-        # Most messages have none of these: the literals spare a bulk import ~8 us a message.
-        "reactions": json.dumps(state.reactions, sort_keys=True) if state.reactions else "{}",
-        "files": json.dumps([{"name": f.name, "size": f.size, "hash": f.hash} for f in state.files]) if state.files else "[]",
-        "mentions": json.dumps(list(state.mentions)) if state.mentions else "[]",
-        "tampered": state.tampered,
-        "deleted_by": state.deleted_by,
-    }
-
-
-
-VIEW_COLUMNS = ("message_id", "channel_id", "doc_id", "author", "created_at", "text", "root_id", "edited_at", "deleted", "reactions", "files", "mentions", "tampered", "deleted_by")
-_VIEW_ROW = itemgetter(*VIEW_COLUMNS)
 _VIEW_COLUMNS = [t.messages.c[name] for name in VIEW_COLUMNS]
-
-
-def view_row(channel_id: str, doc_id: str, state: segments.MessageState) -> tuple[Any, ...]:
-    """A message's row in the view as a tuple of VIEW_COLUMNS values."""
-    return tuple(_VIEW_ROW(view_values(channel_id, doc_id, state)))
 
 
 class ViewsService:
@@ -299,4 +270,4 @@ def insert_message_rows(conn: Connection, rows: Sequence[dict[str, Any]], indexe
         if indexed:
             conn.execute(_INDEX_MESSAGE, {"row_id": row_id, "text": rows[0]["text"]})
         return
-    insert_view_rows(conn, [_VIEW_ROW(row) for row in rows], indexed)
+    insert_view_rows(conn, [view_tuple(row) for row in rows], indexed)

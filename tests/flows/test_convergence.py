@@ -1,8 +1,9 @@
-"""Three replicas apply random operations, exchange changes in random orders with duplicates,
-and must end with identical materialised channels. Segments hold three messages, so schedules
-roll over into new segments (format 2) concurrently; a schedule may start #general with a
-segment an older node opened (format 1), which the nodes keep writing in format 1 - or, when
-another node opened the same segment in format 2 meanwhile, both shapes in one segment."""
+"""Three replicas apply random operations, exchange changes in random orders with duplicates
+(segments carried whole and as changes), and must end with identical materialised channels.
+Segments hold three messages, so schedules roll over into new segments (format 2)
+concurrently; a schedule may start #general with a segment an older node opened (format 1),
+which the nodes keep writing in format 1 - or, when another node opened the same segment in
+format 2 meanwhile, both shapes in one segment."""
 
 from __future__ import annotations
 
@@ -61,9 +62,16 @@ def template() -> Iterator[Path]:
 
 
 async def deliver_shuffled(source: Node, target: Node, rng: random.Random) -> None:
-    """Everything `source` has, cut into random batches (each shuffled inside), the batches
-    sent in random order and some twice. A batch whose dependencies have not arrived yet is
-    refused whole and retried later - as a bundle or a LAN peer would."""
+    """Half the time what `source` would send `target` (segments it holds nothing of - as far
+    as `source` knows - whole, the rest as changes: a whole `target` partly holds is taken
+    apart into changes). Otherwise everything `source` has, cut into random batches (each
+    shuffled inside), the batches sent in random order and some twice. A batch whose
+    dependencies have not arrived yet is refused whole and retried later - as a bundle or a LAN
+    peer would."""
+    if rng.random() < 0.5:
+        delta = await source.exchange.delta_for([target.identity.node_key])
+        await target.intake.import_batches(list(delta.documents), wholes=delta.wholes, received_from=source.identity.node_id)
+        return
     pending: list[tuple[str, list[SignedChange]]] = []
     for doc_id in await source.replica.document_ids():
         changes = await source.replica.changes_for(doc_id, [])  # causal order: batches never depend on later ones

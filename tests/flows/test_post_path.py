@@ -24,9 +24,9 @@ from appliance.certs import Role
 from appliance.errors import StorageError
 from appliance.node import SEGMENT_SIZE, Attachment, Node
 from appliance.services import replica
-from appliance.services.views import view_values
 from appliance.store import Checkpoint, Store
 from appliance.upkeep import CHECKPOINT_EVERY, IDLE_AFTER_S, LULL_S, MERGE_EVERY, Upkeep
+from appliance.view_rows import view_values
 from tests.conftest import FAST, PASSPHRASE, make_workspace, sync_all
 
 AUTOMATIC_CHECKPOINT_PAGES = 1000  # SQLite's default wal_autocheckpoint

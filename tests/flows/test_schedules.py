@@ -41,8 +41,8 @@ from appliance import certs, documents, ids, segments
 from appliance import schema as t
 from appliance.model import Receipt
 from appliance.node import CACHED_DOCUMENTS, Node
-from appliance.services.views import view_values
 from appliance.store import DB_FILE, MIGRATIONS, Store
+from appliance.view_rows import view_values
 from sync.lan import PART_BUDGET
 from sync.packing import pack_delta
 from sync.replica import NodeReplica

@@ -148,14 +148,18 @@ class Template:
     stick: Path
 
 
+async def fill_channel(alice: Node) -> None:
+    await alice.chat.create_channel("general")
+    for start in range(0, MESSAGES, 500):
+        await alice.chat.post_many("general", [f"message {i}: " + "lorem ipsum " * (i % 7) for i in range(start, start + 500)])
+
+
 async def prepare(root: Path) -> Template:
     alice, bob = await make_workspace(root, "bob")
     stick_root = root / "stick"
     stick_root.mkdir()
     async with alice, bob:
-        await alice.chat.create_channel("general")
-        for start in range(0, MESSAGES, 500):
-            await alice.chat.post_many("general", [f"message {i}: " + "lorem ipsum " * (i % 7) for i in range(start, start + 500)])
+        await fill_channel(alice)
         for k in range(3):
             await alice.chat.post("general", f"attachment {k}", attachments=[Attachment(f"file-{k}.bin", os.urandom(40_000 * (k + 1)))])
         exported = await export_bundles(alice, stick_root, for_nodes=[bob.identity.node_id])
@@ -272,9 +276,7 @@ async def prepare_wholes(root: Path) -> Template:
     carried = root / "stick"
     carried.mkdir()
     async with alice, bob:
-        await alice.chat.create_channel("general")
-        for start in range(0, MESSAGES, 500):
-            await alice.chat.post_many("general", [f"message {i}: " + "lorem ipsum " * (i % 7) for i in range(start, start + 500)])
+        await fill_channel(alice)
         delta = await alice.exchange.delta_for([bob.identity.node_key])
         assert len(delta.wholes) == 6
         (carried / "delta.pickle").write_bytes(pickle.dumps((alice.identity.node_id, [(d.doc_id, d.changes) for d in delta.documents], delta.wholes)))

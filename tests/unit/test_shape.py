@@ -39,6 +39,8 @@ PURE = [
     "appliance/audit_actions.py",
     "appliance/graph.py",
     "appliance/incoming.py",
+    "appliance/wholes.py",
+    "appliance/view_rows.py",
 ]
 IMPURE = {"asyncio", "sqlalchemy", "aiosqlite", "socket", "zeroconf", "textual"}
 STORE_LIBRARIES = {"sqlalchemy", "aiosqlite", "alembic"}  # only appliance/ talks to the database
