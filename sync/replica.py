@@ -157,8 +157,6 @@ class NodeReplica:
         received_from: str,
         receipt: Receipt | None = None,
     ) -> ImportSummary:
-        if not wholes:  # the plain call also serves an intake that predates segments carried whole
-            return await self._node.intake.import_batches(batches, blobs=blobs, received_from=received_from, receipt=receipt)
         return await self._node.intake.import_batches(batches, wholes=wholes, blobs=blobs, received_from=received_from, receipt=receipt)
 
     async def record_peer_heads(self, peer: bytes, heads: Mapping[str, Sequence[bytes]]) -> None:

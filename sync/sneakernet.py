@@ -414,12 +414,10 @@ async def _import_file(node: CourierNode, medium: Medium, file: StickFile, previ
             return await _reject(node, medium, file, data, digest, opened, "IdentityConflict", str(exc), preview, quota)
     sender = ids.key_id(opened.sender)
     receipt = Receipt(source=Carrier.BUNDLE, sender=opened.sender, created_at=opened.created_at, sender_heads=opened.heads, digest=digest, bundle_id=opened.id)
-    # Only a bundle that carries segments whole names them: an intake that predates them takes none.
-    whole = {"wholes": content.wholes} if content.wholes else {}
     try:
         summary = await node.intake.import_batches(
             list(content.directory) + list(content.changes),
-            **whole,
+            wholes=content.wholes,
             blobs=content.blobs,
             received_from=sender,
             receipt=receipt,

@@ -129,37 +129,50 @@ async def test_a_failed_write_drops_the_cached_document(tmp_path: Path) -> None:
         assert sorted(s.message_id for s in segments.read_messages(doc, frozenset())) == sorted(stored)
 
 
+async def snapshots(node: Node) -> dict[str, int]:
+    async with node.store.reading() as conn:
+        return dict((await conn.execute(select(t.snapshots.c.doc_id, t.snapshots.c.upto_change_id))).all())
+
+
+async def newest_change(node: Node, doc_id: str) -> int:
+    async with node.store.reading() as conn:
+        return int((await conn.execute(select(func.max(t.changes.c.id)).where(t.changes.c.doc_id == doc_id))).scalar_one())
+
+
+async def test_a_segment_a_bulk_post_fills_is_snapshotted_at_once(alice: Node) -> None:
+    """History brought in with post_many is often sent on at once: a full segment then goes
+    whole as its snapshot, without a save at export."""
+    await manual_upkeep(alice, Clock())
+    await alice.chat.create_channel("general")
+    await alice.chat.post_many("general", [f"message {i}" for i in range(SEGMENT_SIZE + 5)])
+    channel_id = (await alice.views.list_channels())[0].channel_id
+    full, current = documents.segment_doc_id(channel_id, 0), documents.segment_doc_id(channel_id, 1)
+    stored = await snapshots(alice)
+    assert stored[full] == await newest_change(alice, full) and current not in stored
+
+
 async def test_no_snapshot_on_the_post_path_the_upkeep_takes_them(alice: Node) -> None:
     clock = Clock()
     upkeep = await manual_upkeep(alice, clock)
     await alice.chat.create_channel("general")
-    await alice.chat.post_many("general", [f"message {i}" for i in range(SEGMENT_SIZE)])
-    for i in range(5):
-        await alice.chat.post("general", f"into the next segment {i}")
-
-    async def snapshots() -> dict[str, int]:
-        async with alice.store.reading() as conn:
-            return dict((await conn.execute(select(t.snapshots.c.doc_id, t.snapshots.c.upto_change_id))).all())
-
-    async def newest_change(doc_id: str) -> int:
-        async with alice.store.reading() as conn:
-            return int((await conn.execute(select(func.max(t.changes.c.id)).where(t.changes.c.doc_id == doc_id))).scalar_one())
+    for i in range(SEGMENT_SIZE + 5):  # a full segment, and five posts into the next
+        await alice.chat.post("general", f"message {i}")
 
     channel_id = (await alice.views.list_channels())[0].channel_id
     full, current = documents.segment_doc_id(channel_id, 0), documents.segment_doc_id(channel_id, 1)
-    before = await snapshots()
+    before = await snapshots(alice)
     assert full not in before and current not in before  # the posts wrote none
     while (done := await upkeep.step()) is not None:  # busy: checkpoints and merges, no snapshot
         assert done != "snapshot"
     clock.now += 2 * LULL_S
     assert await upkeep.step() == "snapshot"  # the full segment, at the first lull
-    assert (await snapshots())[full] == await newest_change(full)
+    assert (await snapshots(alice))[full] == await newest_change(alice, full)
     assert "snapshot" not in await steps(upkeep)  # the current segment waits for the node to idle
-    assert current not in await snapshots()
+    assert current not in await snapshots(alice)
     clock.now += 2 * IDLE_AFTER_S
     idle = await steps(upkeep)
     assert idle.count("snapshot") == 3  # the directory, the channel head, the current segment
-    assert (await snapshots())[current] == await newest_change(current)
+    assert (await snapshots(alice))[current] == await newest_change(alice, current)
     assert upkeep.snapshots == 4 and alice.replica.pending_snapshots() == {}
 
 
