@@ -5,7 +5,7 @@ store's libraries."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -24,13 +24,25 @@ def view_values(channel_id: str, doc_id: str, state: segments.MessageState) -> d
         "root_id": state.root_id,
         "edited_at": state.edited_at,
         "deleted": state.deleted,
-        # Most messages have none of these: the literals spare a bulk import ~8 us a message.
-        "reactions": json.dumps(state.reactions, sort_keys=True) if state.reactions else "{}",
+        "reactions": reactions_json(state.reactions),
         "files": json.dumps([{"name": f.name, "size": f.size, "hash": f.hash} for f in state.files]) if state.files else "[]",
-        "mentions": json.dumps(list(state.mentions)) if state.mentions else "[]",
+        "mentions": mentions_json(state.mentions),
         "tampered": state.tampered,
         "deleted_by": state.deleted_by,
     }
+
+
+# Most messages have no reactions, files or mentions: the literals spare a bulk import ~8 us a message.
+
+
+def reactions_json(reactions: Mapping[str, Sequence[str]]) -> str:
+    """The `reactions` column: emoji -> user hexes."""
+    return json.dumps(reactions, sort_keys=True) if reactions else "{}"
+
+
+def mentions_json(mentions: Sequence[str]) -> str:
+    """The `mentions` column: user hexes."""
+    return json.dumps(list(mentions)) if mentions else "[]"
 
 
 VIEW_COLUMNS = ("message_id", "channel_id", "doc_id", "author", "created_at", "text", "root_id", "edited_at", "deleted", "reactions", "files", "mentions", "tampered", "deleted_by")

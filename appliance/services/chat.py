@@ -28,7 +28,7 @@ from appliance.services.identity import IdentityService
 from appliance.services.replica import ReplicaService
 from appliance.services.roster import Roster
 from appliance.services.views import ViewsService, insert_message_rows
-from appliance.view_rows import view_values
+from appliance.view_rows import mentions_json, reactions_json, view_values
 
 SEGMENT_SIZE = 512  # messages per segment document: keeps each commit well under a millisecond
 MAX_TEXT = 40_000
@@ -182,9 +182,9 @@ class ChatService:
         while len(posted) < len(checked):
             doc_id = await self._segment_for_new_message(head.channel_id)  # rolls over to a fresh segment when full
             room = SEGMENT_SIZE - self._segment_cursor[head.channel_id][1]
-            posted += await self._post_into_segment(head, checked[len(posted) : len(posted) + room], None, [])
-            cursor = self._segment_cursor.get(head.channel_id)
-            if cursor is not None and cursor[1] >= SEGMENT_SIZE and documents.segment_doc_id(head.channel_id, cursor[0]) == doc_id:
+            batch = checked[len(posted) : len(posted) + room]
+            posted += await self._post_into_segment(head, batch, None, [])
+            if len(batch) == room:  # this batch filled the segment
                 await self._replica.snapshot(doc_id)
         return posted
 
@@ -253,7 +253,7 @@ class ChatService:
             raise PermissionDenied("only a message's author can edit it")
         body = check_text(body)
         mentions, now = self._mentions(body), self._kernel.clock()
-        changes = {"text": body, "edited_at": now, "mentions": json.dumps(mentions) if mentions else "[]"}
+        changes = {"text": body, "edited_at": now, "mentions": mentions_json(mentions)}
         await self._modify(row, lambda doc: segments.edit_message(doc, row["message_id"], body, now, mentions), changes)
 
     async def delete(self, message_id: str) -> None:
@@ -277,5 +277,5 @@ class ChatService:
             return  # already as asked: reacting twice (or removing what is not there) changes nothing
         users = sorted(set(reactions.get(emoji, [])) ^ {me})
         reactions = {k: v for k, v in reactions.items() if k != emoji} | ({emoji: users} if users else {})
-        changes = {"reactions": json.dumps(reactions, sort_keys=True) if reactions else "{}"}
+        changes = {"reactions": reactions_json(reactions)}
         await self._modify(row, lambda doc: segments.set_reaction(doc, row["message_id"], emoji, me, not remove), changes)

@@ -6,7 +6,7 @@ decisions."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from automerge._automerge import Document
 from sqlalchemy import insert, select
@@ -31,7 +31,7 @@ from appliance.services.identity import IdentityService
 from appliance.services.replica import ReplicaService
 from appliance.services.roster import Roster, admin_hexes, decode_entry, entry_kind, split_entries
 from appliance.services.views import ViewsService
-from appliance.services.wholes_intake import WholeReads, WholesIntake, WrittenWhole, check_wholes
+from appliance.services.wholes_intake import WholeReads, WholesIntake, check_wholes
 
 
 class _Rollback(Exception):
@@ -43,14 +43,12 @@ class _Rollback(Exception):
 
 
 
-@dataclass
+@dataclass(frozen=True)
 class Wholes:
-    """An import's wholes on their way: read by the workers, admitted by `authoriser`, and
-    what was written of them (filled in by the write)."""
+    """An import's wholes on their way: read by the workers, admitted by `authoriser`."""
 
     reads: WholeReads
     authoriser: Callable[[str], Authorise]
-    written: list[WrittenWhole] = field(default_factory=list)
 
 
 class IntakeService:
@@ -137,8 +135,8 @@ class IntakeService:
                     async with self._kernel.store.transaction() as conn:
                         first = await self._replica.newest_change_id(conn)
                         summary = await self._write_batches(conn, plan, known, new_entries, blobs, received_from, preview, progress, wholes_of)
-                        incoming = sum(len(c) for c in grouped.values()) + sum(w.changes for w in wholes_of.written)
-                        summary = replace(summary, duplicates=incoming - summary.changes)
+                        # Wholes admitted are new whole: the duplicates are the changes no plan kept.
+                        summary = replace(summary, duplicates=sum(len(c) for c in grouped.values()) - sum(len(v) for _, v in plan))
                         if receipt is not None:
                             await self.record_receipt(conn, receipt, summary, blobs, preview)
                         if preview:
@@ -260,8 +258,7 @@ class IntakeService:
             if progress is not None:
                 progress("write", len(verified))
         if wholes is not None:
-            wholes.written = await self._wholes.admit_and_write(conn, wholes.reads, wholes.authoriser, received_from, progress)
-            for whole in wholes.written:
+            for whole in await self._wholes.admit_and_write(conn, wholes.reads, wholes.authoriser, received_from, progress):
                 applied += whole.changes
                 counts = intake.setdefault(documents.parse_doc_id(whole.doc_id).channel_id, [0, 0])
                 counts[0] += whole.changes

@@ -285,11 +285,13 @@ class ReplicaService:
         async with self._kernel.lock:
             await self._snapshot(doc_id)
 
-    async def _snapshot(self, doc_id: str) -> None:
+    async def _snapshot(self, doc_id: str) -> bytes | None:
+        """Saves a loaded document and stores the result as its snapshot; returns the saved
+        bytes (None: the document is not in memory)."""
         self._full.discard(doc_id)
         doc = self._docs.get(doc_id)
         if doc is None:
-            return
+            return None
         data, known, now = doc.save(), len(self._known.get(doc_id, ())), self._kernel.clock()
         try:
             if await self._kernel.store.write(lambda conn: _snapshot_if_current(conn, doc_id, data, known, now)) and self._docs.get(doc_id) is doc:
@@ -298,13 +300,14 @@ class ReplicaService:
             # A snapshot only makes loading faster; the change log it condenses is stored. It stays
             # pending and is written when there is room, so a full disk fails no post, import or read.
             self._kernel.note_skipped_write(f"document snapshots were not saved (the changes are stored; they are saved later): {exc}")
+        return data
 
-    async def write_snapshot(self, conn: AsyncConnection, doc_id: str, doc: Document, saved: bytes | None = None) -> None:
-        """Stores `doc`'s snapshot (`saved`: its `save()`, when the caller made it already)."""
+    async def write_snapshot(self, conn: AsyncConnection, doc_id: str, doc: Document) -> None:
+        """Stores `doc`'s snapshot in `conn`'s transaction (an import's)."""
         upto = await conn.run_sync(_current_upto, doc_id, len(self._known.get(doc_id, ())))
         if upto is None:
             return  # another process appended meanwhile; the next snapshot will catch up
-        await conn.run_sync(put_snapshot, doc_id, doc.save() if saved is None else saved, upto, self._kernel.clock())
+        await conn.run_sync(put_snapshot, doc_id, doc.save(), upto, self._kernel.clock())
         self._since_snapshot[doc_id] = 0
 
     async def whole_data(self, doc_id: str) -> bytes:
@@ -316,14 +319,10 @@ class ReplicaService:
         if snap is not None and newest is not None and snap.upto_change_id >= newest:
             return bytes(snap.data)
         doc = await self.document(doc_id)
-        saved = doc.save()
-        if not self._hold_snapshots:
-            try:
-                async with self._kernel.store.transaction() as conn:
-                    await self.write_snapshot(conn, doc_id, doc, saved)
-            except StorageError as exc:
-                self._kernel.note_skipped_write(f"document snapshots were not saved (the changes are stored; they are saved later): {exc}")
-        return saved
+        if self._hold_snapshots:  # an import's transaction is open: a second write would wait on it
+            return doc.save()
+        saved = await self._snapshot(doc_id)
+        return doc.save() if saved is None else saved
 
     async def flush_snapshots(self) -> None:
         for doc_id, pending in list(self._since_snapshot.items()):
