@@ -99,9 +99,6 @@ class ViewsService:
             raise NotFound(f"no message {message_id}")
         return dict(row)
 
-    async def insert_messages(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-        await conn.run_sync(insert_message_rows, rows, self._kernel.store.is_sqlite)
-
     @staticmethod
     def update_message_in(conn: Connection, message_id: str, changes: dict[str, Any]) -> None:
         """Sets columns of one message's view row (a local edit, deletion or reaction, whose
@@ -112,8 +109,10 @@ class ViewsService:
         self, conn: AsyncConnection, channel_id: str, doc_id: str, doc: Document, only: set[str] | None, admins: frozenset[str]
     ) -> int:
         """Rewrites the view of the segment's messages that changes from elsewhere touched
-        (`only`; None: every message), judged with `admins`: two executemany statements,
-        whatever the segment holds. Returns how many messages are new."""
+        (`only`; None: every message), judged with `admins`: the rows present get the columns
+        that changed (a reaction rewrites no text, so the search index is left alone), one
+        executemany per set of columns; the rest are inserted in one. Returns how many messages
+        are new."""
         present_query = select(*_VIEW_COLUMNS).where(t.messages.c.doc_id == doc_id)
         if only is None:
             states: Sequence[segments.MessageState | None] = segments.read_messages(doc, admins)
@@ -121,16 +120,6 @@ class ViewsService:
             wanted = sorted(only)
             states = segments.read_messages(doc, admins, only=wanted)
             present_query = present_query.where(t.messages.c.message_id.in_(wanted))
-        return await self.write_states(conn, channel_id, doc_id, states, present_query)
-
-    async def write_states(
-        self, conn: AsyncConnection, channel_id: str, doc_id: str, states: Sequence[segments.MessageState | None], present_query: Any = None
-    ) -> int:
-        """Writes messages read from the document into the view: the rows present get the
-        columns that changed (a reaction rewrites no text, so the search index is left alone),
-        the rest are inserted. Returns how many are new."""
-        if present_query is None:
-            present_query = select(*_VIEW_COLUMNS).where(t.messages.c.doc_id == doc_id)
         rows = [view_values(channel_id, doc_id, s) for s in states if s is not None and ids.is_message_id(s.message_id)]
         present = {row.message_id: row._mapping for row in await conn.execute(present_query)}
         inserts = [row for row in rows if row["message_id"] not in present]
@@ -144,7 +133,7 @@ class ViewsService:
         for columns, updates in changed.items():
             await conn.execute(update(t.messages).where(t.messages.c.message_id == bindparam("target_id")).values({name: bindparam(name) for name in columns}), updates)
         if inserts:
-            await self.insert_messages(conn, inserts)
+            await conn.run_sync(insert_message_rows, inserts, self._kernel.store.is_sqlite)
         self._kernel.invalidate([doc_id], loaded=False)  # the segment cursor counts these rows
         return len(inserts)
 
