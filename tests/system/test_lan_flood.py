@@ -6,7 +6,8 @@ bounded in time and connections:
 - slowloris: HELLOs trickled a byte at a time from 64 addresses;
 - complete handshakes signed by random unknown keys.
 
-Under each: the legitimate peer's posts reach the server within PROPAGATION_P99_S at p99; a new
+Under each: the legitimate peer's posts reach the server within PROPAGATION_P99_S at p99 (or
+FLOOD_SLOWDOWN times the quiet p50 measured first, where the machine is slower than that allows); a new
 legitimate session starts; the server's resident memory stays within RSS_HEADROOM of its
 baseline and comes back within RSS_RETURN of it afterwards. Over all three, the audit log grows
 by a bounded number of entries, the floods summarised."""
@@ -34,7 +35,9 @@ pytestmark = [pytest.mark.skipif(not sys.platform.startswith("linux"), reason="r
 
 MiB = 1024 * 1024
 FLOOD_S = 4.0
+FLOOD_CAP_S = 30.0  # tests/flood_driver.py's CAP_S: a niced driver on a busy machine may need it to open MIN_CONNECTIONS
 PROPAGATION_P99_S = 0.2
+FLOOD_SLOWDOWN = 12  # on a slow or busy machine the bound is this many times the quiet p50 of the same run
 RSS_HEADROOM = 64 * MiB
 RSS_RETURN = 12 * MiB  # "back at its baseline": what Python's allocator keeps of a flood (3-8 MiB here; the test's own posts take <1)
 RSS_RETURN_WITHIN_S = 30.0  # the service gives memory back once an interval (10 s) passed without a flood
@@ -95,9 +98,7 @@ class Server:
 async def serving(home: Path) -> AsyncIterator[Server]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RALLYPOINT_")}
     env |= {"RALLYPOINT_HOME": str(home), "RALLYPOINT_PASSPHRASE": PASSPHRASE, "PYTHONUNBUFFERED": "1"}
-    proc = await asyncio.create_subprocess_exec(
-        *rallypoint(), "serve", "--port", "0", "--bind", "127.0.0.1", "--no-mdns", "--json", env=env, cwd=REPO, stdout=asyncio.subprocess.PIPE
-    )
+    proc = await asyncio.create_subprocess_exec(*rallypoint(), "serve", "--port", "0", "--bind", "127.0.0.1", "--no-mdns", "--json", env=env, cwd=REPO, stdout=asyncio.subprocess.PIPE)
     server = Server(proc)
     try:
         yield server
@@ -123,11 +124,21 @@ async def propagation(bravo: Node, server: Server, text: str) -> float:
 
 async def flood(kind: str, port: int, workspace_key: bytes) -> dict[str, Any]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(REPO / "tests" / "flood_driver.py"), kind, "--port", str(port), "--seconds", str(FLOOD_S), "--workspace-key", workspace_key.hex(),
+        sys.executable,
+        str(REPO / "tests" / "flood_driver.py"),
+        kind,
+        "--port",
+        str(port),
+        "--seconds",
+        str(FLOOD_S),
+        "--at-least",
+        str(MIN_CONNECTIONS[kind]),
+        "--workspace-key",
+        workspace_key.hex(),
         stdout=asyncio.subprocess.PIPE,
         preexec_fn=lambda: os.nice(19),  # the attacker is another machine: here it must not take the server's CPU
     )
-    out, _ = await asyncio.wait_for(proc.communicate(), FLOOD_S + 30)
+    out, _ = await asyncio.wait_for(proc.communicate(), FLOOD_CAP_S + 30)
     assert proc.returncode == 0
     result: dict[str, Any] = json.loads(out)
     return result
@@ -155,6 +166,7 @@ async def test_floods_leave_a_legitimate_peer_syncing_and_the_server_bounded(tmp
             await asyncio.sleep(0.05)
         quiet = sorted([await propagation(bravo, server, f"warm-up {i}") for i in range(20)])  # also warms up: documents loaded, buffers grown
         print(f"no flood: propagation p50 {quiet[10] * 1000:.1f} ms, max {quiet[-1] * 1000:.1f} ms")
+        p99_bound = max(PROPAGATION_P99_S, FLOOD_SLOWDOWN * quiet[10])
         baseline = rss(server.proc.pid)
         audited_before = len(await refusal_entries(tmp_path / "alpha"))
 
@@ -180,7 +192,7 @@ async def test_floods_leave_a_legitimate_peer_syncing_and_the_server_bounded(tmp
                 f"propagation p50 {samples[len(samples) // 2] * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms over {len(samples)} (top {[round(x * 1000) for x in samples[-4:]]}); "
                 f"new session in {newcomer_up:.2f} s; RSS baseline {baseline / MiB:.1f} MiB, peak {peak / MiB:.1f} MiB"
             )
-            assert p99 < PROPAGATION_P99_S, f"{kind}: propagation p99 {p99 * 1000:.0f} ms"
+            assert p99 < p99_bound, f"{kind}: propagation p99 {p99 * 1000:.0f} ms, bound {p99_bound * 1000:.0f} ms"
             assert newcomer_up < NEW_SESSION_WITHIN_S, f"{kind}: no new session during the flood"
             assert peak - baseline < RSS_HEADROOM, f"{kind}: RSS {peak / MiB:.1f} MiB, baseline {baseline / MiB:.1f} MiB"
             deadline = time.monotonic() + RSS_RETURN_WITHIN_S
