@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 from sqlalchemy import and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -22,6 +23,25 @@ from appliance.services.identity import IdentityService
 from appliance.services.replica import ReplicaService
 from appliance.services.roster import Roster
 from appliance.wholes import MAX_WHOLE_BYTES
+
+
+@dataclass(frozen=True)
+class EntireSegment:
+    """A segment the peers hold nothing of: the change rows of each actor's newest change in
+    it (whose signatures vouch for the rest) and its newest change row."""
+
+    newest_of_actors: tuple[int, ...]
+    newest_change_id: int
+
+
+@dataclass(frozen=True)
+class Missing:
+    """What some peers lack: (document, change row ids) in priority order, our heads of every
+    document they may receive, and the segments they hold nothing of."""
+
+    wanted: list[tuple[str, list[int]]]
+    heads: dict[str, tuple[bytes, ...]]
+    entire: dict[str, EntireSegment]
 
 
 class ExchangeService:
@@ -58,13 +78,10 @@ class ExchangeService:
         compacted document and each actor's signature over its newest change - unless it is
         larger than MAX_WHOLE_BYTES compacted; then, like a segment they partly hold, as changes.
         Without `wholes`, every segment goes as changes (for a format that cannot carry wholes)."""
-        wanted, our_heads, entire = await self._missing(peers, only, also_held)
+        missing = await self._missing(peers, only, also_held)
+        wanted, our_heads = missing.wanted, missing.heads
         peer_ids = [ids.key_id(p) for p in peers]
-        carried: list[WholeSegment] = []
-        for doc_id in [doc_id for doc_id, _ in wanted if doc_id in entire] if wholes else []:
-            whole = await self._whole(doc_id)
-            if whole is not None:
-                carried.append(whole)
+        carried = await self._wholes([doc_id for doc_id, _ in wanted if doc_id in missing.entire], missing.entire) if wholes else []
         carried_whole = {whole.doc_id for whole in carried}
         fetched: dict[int, tuple[bytes, bytes | None, bytes | None]] = {}
         async with self._kernel.store.reading() as conn:
@@ -82,25 +99,37 @@ class ExchangeService:
             delta_docs.append(DocumentDelta(doc_id, tuple(SignedChange(held[h] if data is None else data, signature) for h, data, signature in rows)))
         return Delta(documents=tuple(delta_docs), blobs=blobs, heads=our_heads, wholes=tuple(carried))
 
-    async def _whole(self, doc_id: str) -> WholeSegment | None:
-        """A segment as it travels whole, or None when it must go as changes (too large, or an
-        actor whose newest change this node holds no signature of)."""
+    async def _wholes(self, order: Sequence[str], entire: Mapping[str, EntireSegment]) -> list[WholeSegment]:
+        """The segments of `order` as they travel whole, in that order: a few queries for all of
+        them. A segment goes as changes instead when it is too large, or when an actor's newest
+        change in it has no signature here."""
+        newest_rows = [row_id for doc_id in order for row_id in entire[doc_id].newest_of_actors]
+        signed: dict[int, tuple[bytes, bytes | None]] = {}
+        snapshots: dict[str, tuple[bytes, int]] = {}
         async with self._kernel.store.reading() as conn:
-            rows = (await conn.execute(select(t.changes.c.hash, t.changes.c.actor, t.changes.c.seq, t.changes.c.signature).where(t.changes.c.doc_id == doc_id))).all()
-        newest: dict[bytes, Any] = {}
-        for row in rows:
-            if row.actor not in newest or row.seq > newest[row.actor].seq:
-                newest[row.actor] = row
-        if any(row.signature is None for row in newest.values()):
-            return None
-        data = await self._replica.whole_data(doc_id)
-        if len(data) > MAX_WHOLE_BYTES:
-            return None
-        return WholeSegment(doc_id, data, tuple(sorted((row.hash, row.signature) for row in newest.values())))
+            for start in range(0, len(newest_rows), 500):
+                query = select(t.changes.c.id, t.changes.c.hash, t.changes.c.signature).where(t.changes.c.id.in_(newest_rows[start : start + 500]))
+                signed.update((row.id, (row.hash, row.signature)) for row in await conn.execute(query))
+            for start in range(0, len(order), 500):
+                query = select(t.snapshots.c.doc_id, t.snapshots.c.data, t.snapshots.c.upto_change_id).where(t.snapshots.c.doc_id.in_(order[start : start + 500]))
+                snapshots.update((row.doc_id, (row.data, row.upto_change_id)) for row in await conn.execute(query))
+        carried = []
+        for doc_id in order:
+            signatures = [signed[row_id] for row_id in entire[doc_id].newest_of_actors]
+            if any(signature is None for _, signature in signatures):
+                continue
+            snapshot = snapshots.get(doc_id)
+            if snapshot is not None and snapshot[1] >= entire[doc_id].newest_change_id:
+                data = bytes(snapshot[0])
+            else:
+                data = await self._replica.whole_data(doc_id)  # saved now, and kept as its snapshot
+            if len(data) <= MAX_WHOLE_BYTES:
+                carried.append(WholeSegment(doc_id, data, tuple(sorted((h, sig) for h, sig in signatures if sig is not None))))
+        return carried
 
     async def heads_for(self, peer: bytes) -> dict[str, tuple[bytes, ...]]:
         """Our heads of every document `peer` may receive (what a LAN session announces)."""
-        return (await self._missing([peer], None, None))[1]
+        return (await self._missing([peer], None, None)).heads
 
     async def changes_behind(self, peer: bytes) -> int:
         """How many of our changes `peer` lacks, as far as the heads it last told us say."""
@@ -109,21 +138,17 @@ class ExchangeService:
     async def documents_lacking(self, peer: bytes) -> list[tuple[str, int]]:
         """The documents `peer` lacks changes of, in the order `delta_for` sends them, with
         how many: a large delta can then be read and sent a few documents at a time."""
-        wanted, _, _ = await self._missing([peer], None, None)
-        return [(doc_id, len(row_ids)) for doc_id, row_ids in wanted]
+        return [(doc_id, len(row_ids)) for doc_id, row_ids in (await self._missing([peer], None, None)).wanted]
 
-    async def _missing(
-        self, peers: Sequence[bytes], only: Collection[str] | None, also_held: Mapping[str, Sequence[bytes]] | None
-    ) -> tuple[list[tuple[str, list[int]]], dict[str, tuple[bytes, ...]], set[str]]:
-        """(document, change row ids) some peer lacks, in priority order; our heads of every
-        document the peers may receive; the segments of which the peers hold nothing."""
+    async def _missing(self, peers: Sequence[bytes], only: Collection[str] | None, also_held: Mapping[str, Sequence[bytes]] | None) -> Missing:
+        """What some of `peers` lack and our heads of every document they may receive."""
         self._identity.require_unlocked()
         peer_ids = [ids.key_id(p) for p in peers]
         wanted_docs = sorted(only) if only is not None else None
         async with self._kernel.store.reading() as conn:
             doc_query = select(t.documents.c.doc_id, t.documents.c.kind, t.documents.c.channel_id, t.documents.c.segment_index)
             heads_query = select(t.peer_heads.c.peer, t.peer_heads.c.doc_id, t.peer_heads.c.heads).where(t.peer_heads.c.peer.in_(peer_ids))
-            graph_query = select(t.changes.c.doc_id, t.changes.c.id, t.changes.c.hash, t.changes.c.deps)
+            graph_query = select(t.changes.c.doc_id, t.changes.c.id, t.changes.c.hash, t.changes.c.deps, t.changes.c.actor, t.changes.c.seq)
             if wanted_docs is not None:
                 doc_query = doc_query.where(t.documents.c.doc_id.in_(wanted_docs))
                 heads_query = heads_query.where(t.peer_heads.c.doc_id.in_(wanted_docs))
@@ -134,9 +159,18 @@ class ExchangeService:
                 known_heads.setdefault(reported.doc_id, {})[reported.peer] = reported.heads
             graphs: dict[str, dict[bytes, bytes]] = {}
             change_ids: dict[bytes, int] = {}
-            for change in await conn.execute(graph_query):
-                graphs.setdefault(change.doc_id, {})[change.hash] = change.deps
-                change_ids[change.hash] = change.id
+            newest: dict[str, dict[bytes, tuple[int, int]]] = {}  # doc -> actor -> (seq, row id)
+            graph: dict[bytes, bytes] = {}
+            last_doc = None
+            # Unpacked as tuples: a hundred thousand rows by attribute cost a second here.
+            graph_rows = cast(list[tuple[str, int, bytes, bytes, bytes, int]], (await conn.execute(graph_query)).all())
+            for doc_id, row_id, change_hash, deps, actor, seq in graph_rows:
+                if doc_id != last_doc:
+                    graph, actors, last_doc = graphs.setdefault(doc_id, {}), newest.setdefault(doc_id, {}), doc_id
+                graph[change_hash] = deps
+                change_ids[change_hash] = row_id
+                if actor not in actors or actors[actor][0] < seq:
+                    actors[actor] = (seq, row_id)
         allowed: list[Any] = []
         revoked_peer = any(p in self._roster.current.revoked for p in peers)
         for row in doc_rows:
@@ -150,19 +184,26 @@ class ExchangeService:
         allowed.sort(key=lambda r: (import_rank(r.doc_id), -r.segment_index, r.channel_id))
         wanted: list[tuple[str, list[int]]] = []
         our_heads: dict[str, tuple[bytes, ...]] = {}
-        entire: set[str] = set()
+        entire: dict[str, EntireSegment] = {}
         for row in allowed:
             graph = graphs.get(row.doc_id, {})
             our_heads[row.doc_id] = frontier(graph)
+            their_heads = known_heads.get(row.doc_id, {})
             extra = list((also_held or {}).get(row.doc_id, ()))
-            held = [ancestors(graph, split_hashes(known_heads.get(row.doc_id, {}).get(p, b"")) + extra) for p in peer_ids]
-            common = set.intersection(*held) if held else set()
-            missing = sorted(change_ids[h] for h in graph if h not in common)
+            if not extra and not any(their_heads.get(p) for p in peer_ids):
+                missing = sorted(change_ids[h] for h in graph)  # they hold nothing of it
+                held_any = False
+            else:
+                held = [ancestors(graph, split_hashes(their_heads.get(p, b"")) + extra) for p in peer_ids]
+                common = set.intersection(*held) if held else set()
+                missing = sorted(change_ids[h] for h in graph if h not in common)
+                held_any = any(held)
             if missing:
                 wanted.append((row.doc_id, missing))
-                if row.kind == "segment" and not any(held):
-                    entire.add(row.doc_id)
-        return wanted, our_heads, entire
+                if row.kind == "segment" and not held_any:
+                    actors = newest.get(row.doc_id, {})
+                    entire[row.doc_id] = EntireSegment(tuple(row_id for _, row_id in actors.values()), missing[-1])
+        return Missing(wanted, our_heads, entire)
 
     async def _blobs_lacking(self, conn: AsyncConnection, peer_ids: Sequence[str], doc_ids: Sequence[str]) -> tuple[BlobDelta, ...]:
         referenced: dict[bytes, str] = {}
