@@ -6,7 +6,7 @@ asyncio process is never forked. Each worker caps its address space and turns wh
 binding raises on crafted bytes (including pyo3's PanicException) into a refusal; a worker
 that dies (killed, out of memory) breaks the pool, which is then rebuilt, and the item it held
 is refused - the node never dies. Workers return plain picklable values, so the parent never
-loads the document itself."""
+loads the document itself. What a worker runs is in appliance/whole_reader.py."""
 
 from __future__ import annotations
 
@@ -14,94 +14,15 @@ import asyncio
 import contextlib
 import os
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TextIO
 
-from automerge._automerge import Document
-
-from appliance import documents, ids, segments
-from appliance.changes import ChangeHeader
+from appliance import whole_reader
 from appliance.errors import ChangeRejected
-from appliance.view_rows import view_row
+from appliance.whole_reader import WholeReading, WholeRefused, read_whole, start_worker
 from appliance.wholes import MAX_WHOLE_BYTES
-
-WORKER_MEMORY_BYTES = 1024 * 1024 * 1024  # address space of one worker: a 2 MiB segment needs far less
-
-
-@dataclass(frozen=True)
-class WholeReading:
-    """What a worker found in a segment carried whole: every change's header (in the
-    document's causal order), its messages read with the admins it was given and - when the
-    node already holds part of the document - every change's bytes, to import as chunks."""
-
-    doc_id: str
-    # Plain tuples, not dataclasses: they cross the process boundary about six times faster.
-    changes: tuple[tuple[bytes, bytes, int, tuple[bytes, ...]], ...]  # hash, actor, seq, deps
-    messages: tuple[tuple[Any, ...], ...]  # message view rows, values in VIEW_COLUMNS order
-    raw_changes: tuple[bytes, ...]
-
-    def headers(self) -> list[ChangeHeader]:
-        return [ChangeHeader(*change) for change in self.changes]
-
-
-@dataclass(frozen=True)
-class WholeRefused:
-    """A segment a worker could not read, and why."""
-
-    doc_id: str
-    reason: str
-
-
-def read_whole(doc_id: str, data: bytes, admins: frozenset[str], as_changes: bool) -> WholeReading | WholeRefused:
-    """In a worker: loads `data` and lists its changes; reads its messages, or (`as_changes`)
-    keeps every change's bytes instead."""
-    try:
-        with documents.binding_errors(f"{doc_id}: cannot load the segment"):
-            doc = Document.load(data)
-            changes = doc.get_changes([])
-            headers = tuple((c.hash, c.actor_id, c.seq, tuple(c.deps)) for c in changes)
-            raw = tuple(c.raw_bytes for c in changes) if as_changes else ()
-            states = () if as_changes else segments.read_messages(doc, admins)
-            channel_id = documents.parse_doc_id(doc_id).channel_id
-            messages = tuple(view_row(channel_id, doc_id, state) for state in states if ids.is_message_id(state.message_id))
-    except documents.DocumentError as exc:
-        return WholeRefused(doc_id, str(exc))
-    except MemoryError:
-        return WholeRefused(doc_id, f"{doc_id}: the segment needs more than {WORKER_MEMORY_BYTES:,} bytes of memory to load")
-    return WholeReading(doc_id, headers, messages, raw)
-
-
-def _start_worker(node_pid: int) -> None:
-    """A worker's initialiser: caps its memory, so a crafted segment that balloons on load
-    fails with MemoryError here rather than taking the machine's; and ends it when the node's
-    process ends. A worker keeps the fork server alive and waits on a queue it holds both ends
-    of: after a kill -9 of the node nothing else would end either."""
-    import resource
-    import select
-    import threading
-    import time
-
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    limit = WORKER_MEMORY_BYTES if hard == resource.RLIM_INFINITY else min(WORKER_MEMORY_BYTES, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-    try:
-        node: int | None = os.pidfd_open(node_pid)
-    except ProcessLookupError:
-        os._exit(0)
-    except OSError:  # a kernel before 5.3: ask every second instead
-        node = None
-
-    def end_with_the_node() -> None:
-        if node is not None:
-            select.select([node], [], [])  # readable once the node's process has ended
-        else:
-            while _alive(node_pid):
-                time.sleep(1)
-        os._exit(0)
-
-    threading.Thread(target=end_with_the_node, name="end-with-the-node", daemon=True).start()
 
 
 @contextlib.contextmanager
@@ -152,14 +73,6 @@ def _has_descriptor(stream: TextIO) -> bool:
         return False
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 class WorkerPool:
     """The node's pool of segment readers. Nothing starts until the first segment is read: a
     node opened for one CLI command that imports no whole segment pays nothing for it."""
@@ -167,24 +80,44 @@ class WorkerPool:
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or min(2, os.cpu_count() or 1)
         self._executor: Executor | None = None
+        self._starting = threading.Lock()  # `warm` starts the pool on a thread while a read may start it too
+
+    async def warm(self) -> None:
+        """Starts the fork server and every worker now, on a thread (0.1-0.3 s that would
+        otherwise hold up the first segment read, and the event loop with it). A failure is
+        left for the first read to report."""
+        if self._executor is None:
+            with contextlib.suppress(ChangeRejected):
+                await asyncio.to_thread(self._start_workers)
+
+    def _start_workers(self) -> None:
+        pool = self._pool()
+        with _main_module_hidden():  # each submission starts a worker while none is idle
+            started = [pool.submit(os.getpid) for _ in range(self.workers)]
+        for future in started:
+            with contextlib.suppress(Exception):
+                future.result()
 
     def _pool(self) -> Executor:
-        if self._executor is None:
-            # Imported here: multiprocessing is not loaded by a node that never reads a whole.
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-            from multiprocessing import forkserver, resource_tracker
+        with self._starting:
+            return self._executor or self._new_pool()
 
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload([__name__])  # each worker forks with the binding already loaded
-            try:
-                with _stderr_with_a_descriptor(), _main_module_hidden():
-                    # Both helper processes start now, while stderr has a descriptor to hand them.
-                    resource_tracker.ensure_running()
-                    forkserver.ensure_running()
-                    self._executor = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_start_worker, initargs=(os.getpid(),))
-            except (OSError, ValueError) as exc:
-                raise ChangeRejected(f"cannot start the processes that read segments carried whole: {exc}") from exc
+    def _new_pool(self) -> Executor:
+        # Imported here: multiprocessing is not loaded by a node that never reads a whole.
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import forkserver, resource_tracker
+
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([whole_reader.__name__])  # each worker forks with the binding already loaded
+        try:
+            with _stderr_with_a_descriptor(), _main_module_hidden():
+                # Both helper processes start now, while stderr has a descriptor to hand them.
+                resource_tracker.ensure_running()
+                forkserver.ensure_running()
+                self._executor = ProcessPoolExecutor(self.workers, mp_context=context, initializer=start_worker, initargs=(os.getpid(),))
+        except (OSError, ValueError) as exc:
+            raise ChangeRejected(f"cannot start the processes that read segments carried whole: {exc}") from exc
         return self._executor
 
     async def read(self, doc_id: str, data: bytes, admins: frozenset[str], *, as_changes: bool = False) -> WholeReading:

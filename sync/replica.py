@@ -51,6 +51,10 @@ class NodeExchange(Protocol):
 
 
 class NodeIntake(Protocol):
+    async def warm_workers(self) -> None:
+        """Starts what reads segments carried whole, ahead of an import that may bring some."""
+        ...
+
     async def import_batches(
         self,
         batches: Sequence[tuple[str, Sequence[SignedChange]]],

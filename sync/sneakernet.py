@@ -47,7 +47,7 @@ from sync.bundle import (
 from sync.defaults import DEFAULT_MAX_BYTES, MiB
 from sync.errors import BundleRejected, DoesNotFit, ExportRefused, NotAddressedToMe, StickError, SyncError, UnknownSender
 from sync.packing import pack_delta
-from sync.ports import Medium, StickFile, StickProblem
+from sync.ports import Medium, StickFile, StickProblem, StickScan
 from sync.quarantine import DroppedFile, Quarantined, QuarantineQuota
 from sync.replica import CourierNode
 
@@ -348,6 +348,16 @@ async def import_bundles(
     me = node.identity.node_id
     medium = medium_for(node, where)
     scan = await medium.scan([stick.BUNDLES, stick.outbox_name(me), stick.BROADCAST], max_file_bytes=MAX_BUNDLE_FILE_BYTES)
+    # The workers that read segments carried whole start while the first bundle is read off the stick.
+    warming = asyncio.create_task(node.intake.warm_workers()) if scan.files else None
+    try:
+        return await _import_scanned(node, medium, scan, preview, progress, quarantine_quota)
+    finally:
+        if warming is not None:
+            await warming
+
+
+async def _import_scanned(node: CourierNode, medium: Medium, scan: StickScan, preview: bool, progress: ProgressCallback | None, quarantine_quota: QuarantineQuota) -> ImportReport:
     outcomes: dict[str, FileOutcome] = {}
     queue = list(scan.files)
     total = len(queue)

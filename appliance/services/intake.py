@@ -81,6 +81,10 @@ class IntakeService:
         """Stops the worker processes, if any were started."""
         self._wholes.close()
 
+    async def warm_workers(self) -> None:
+        """Starts the worker processes now, ahead of an import that may read segments whole."""
+        await self._wholes.pool.warm()
+
     async def import_changes(self, doc_id: str, incoming: Sequence[SignedChange], received_from: str) -> ImportResult:
         """One document's batch through `import_batches`."""
         summary = await self.import_batches([(doc_id, incoming)], received_from=received_from)

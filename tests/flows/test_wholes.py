@@ -25,8 +25,8 @@ from appliance.errors import ChangeRejected
 from appliance.model import Delta, ImportSummary, WholeSegment
 from appliance.node import Node
 from appliance.store import DB_FILE, MIGRATIONS
+from appliance.whole_reader import WORKER_MEMORY_BYTES
 from appliance.wholes import MAX_WHOLE_BYTES
-from appliance.workers import WORKER_MEMORY_BYTES
 from tests.conftest import PASSPHRASE, make_workspace, sync_all
 
 VECTORS = Path(__file__).parent / "automerge_vectors"
