@@ -8,7 +8,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import and_, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance import documents, ids
@@ -23,6 +23,10 @@ from appliance.services.identity import IdentityService
 from appliance.services.replica import ReplicaService
 from appliance.services.roster import Roster
 from appliance.wholes import MAX_WHOLE_BYTES
+
+_UPDATE_PEER_HEADS = (
+    update(t.peer_heads).where(and_(t.peer_heads.c.peer == bindparam("of_peer"), t.peer_heads.c.doc_id == bindparam("of_doc"))).values(heads=bindparam("heads"), updated_at=bindparam("updated_at"))
+)
 
 
 @dataclass(frozen=True)
@@ -249,11 +253,13 @@ class ExchangeService:
         rule that kept the larger of two reports would over-credit a peer restored from a
         backup, which then would never be sent what it lost."""
         stored: set[str] = set((await conn.execute(select(t.peer_heads.c.doc_id).where(t.peer_heads.c.peer == peer))).scalars().all())
-        for doc_id, hashes in heads.items():
-            if doc_id not in stored:
-                await conn.execute(insert(t.peer_heads).values(peer=peer, doc_id=doc_id, heads=b"".join(hashes), updated_at=now))
-            else:
-                await conn.execute(update(t.peer_heads).where(and_(t.peer_heads.c.peer == peer, t.peer_heads.c.doc_id == doc_id)).values(heads=b"".join(hashes), updated_at=now))
+        rows = [{"peer": peer, "doc_id": doc_id, "heads": b"".join(hashes), "updated_at": now} for doc_id, hashes in heads.items()]
+        new = [row for row in rows if row["doc_id"] not in stored]
+        known = [{"of_peer": row["peer"], "of_doc": row["doc_id"], "heads": row["heads"], "updated_at": row["updated_at"]} for row in rows if row["doc_id"] in stored]
+        if new:  # one statement for all: a bundle reports a few hundred documents
+            await conn.execute(insert(t.peer_heads), new)
+        if known:
+            await conn.execute(_UPDATE_PEER_HEADS, known)
 
     async def upsert_peer_blob(self, conn: AsyncConnection, peer: str, digest: bytes, doc_id: str | None, heads: bytes | None, now: int) -> None:
         where = and_(t.peer_blobs.c.peer == peer, t.peer_blobs.c.hash == digest)

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance import documents
 from appliance import schema as t
-from appliance.bulk import insert_rows
+from appliance.bulk import insert_rows, insert_tuples
 from appliance.changes import ChangeHeader, SignedChange, VerifiedChange, parse_change, sign_change
 from appliance.errors import ChangeRejected, NodeLocked, RallypointError, StorageError
 from appliance.feed import DirectoryChanged, DocumentsChanged, Origin
@@ -41,8 +41,6 @@ CACHED_DOCUMENTS = 64  # loaded documents kept in memory (a full segment takes ~
 
 # Built once: SQLAlchemy then reuses their compiled form on the hot path.
 _INSERT_CHANGE = insert(t.changes)
-_DOCUMENT_ROW = select(t.documents.c.doc_id).where(t.documents.c.doc_id == bindparam("doc_id"))
-_INSERT_DOCUMENT = insert(t.documents)
 _NEWEST_OF_DOCUMENT = select(func.max(t.changes.c.id)).where(t.changes.c.doc_id == bindparam("doc_id"))
 _STORED_UP_TO = select(func.count()).where(and_(t.changes.c.doc_id == bindparam("doc_id"), t.changes.c.id <= bindparam("upto")))
 
@@ -145,10 +143,13 @@ class ReplicaService:
         self._since_snapshot.pop(doc_id, None)
 
     async def ensure_document_row(self, conn: AsyncConnection, doc_id: str) -> None:
-        if doc_id in self._doc_rows:
-            return
-        await conn.run_sync(_ensure_document_row, doc_id)
-        self._doc_rows.add(doc_id)  # only after commit would be exact; a rollback forgets all caches
+        await self.ensure_document_rows(conn, [doc_id])
+
+    async def ensure_document_rows(self, conn: AsyncConnection, doc_ids: Sequence[str]) -> None:
+        missing = [doc_id for doc_id in doc_ids if doc_id not in self._doc_rows]
+        if missing:
+            await conn.run_sync(_ensure_document_rows, missing)
+            self._doc_rows.update(missing)  # only after commit would be exact; a rollback forgets all caches
 
     def _sign(self, doc_id: str, doc: Document, mutations: Sequence[Callable[[Document], None]]) -> list[tuple[ChangeHeader, bytes, bytes]]:
         """Applies each mutation to the document as one change of this node's actor and signs it."""
@@ -191,7 +192,7 @@ class ReplicaService:
 
                 def work(conn: Connection) -> None:  # on the writer thread: plain values only
                     if new_document:
-                        _ensure_document_row(conn, doc_id)
+                        _ensure_document_rows(conn, [doc_id])
                     conn.execute(_INSERT_CHANGE, rows)
                     write(conn)
 
@@ -464,10 +465,10 @@ class ReplicaService:
         return changed
 
 
-def _ensure_document_row(conn: Connection, doc_id: str) -> None:
-    if conn.execute(_DOCUMENT_ROW, {"doc_id": doc_id}).first() is None:
-        kind, channel_id, index = documents.parse_doc_id(doc_id)
-        conn.execute(_INSERT_DOCUMENT, {"doc_id": doc_id, "kind": kind, "channel_id": channel_id, "segment_index": index})
+def _ensure_document_rows(conn: Connection, doc_ids: Sequence[str]) -> None:
+    present: set[str] = set(conn.execute(select(t.documents.c.doc_id).where(t.documents.c.doc_id.in_(doc_ids))).scalars().all())
+    refs = [(doc_id, documents.parse_doc_id(doc_id)) for doc_id in doc_ids if doc_id not in present]
+    insert_tuples(conn, t.documents, ("doc_id", "kind", "channel_id", "segment_index"), [(doc_id, ref.kind.value, ref.channel_id, ref.segment) for doc_id, ref in refs])
 
 
 def _current_upto(conn: Connection, doc_id: str, known: int) -> int | None:

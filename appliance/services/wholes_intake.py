@@ -11,7 +11,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,10 +22,11 @@ from appliance.changes import Authorise, ChangeHeader, SignedChange
 from appliance.errors import ChangeRejected
 from appliance.kernel import Clock
 from appliance.model import WholeSegment
-from appliance.services.replica import ReplicaService, put_snapshot
+from appliance.services.replica import ReplicaService
 from appliance.services.views import ViewsService, insert_view_rows
+from appliance.whole_reader import WholeReading
 from appliance.wholes import vouch_for_whole
-from appliance.workers import WholeReading, WorkerPool
+from appliance.workers import WorkerPool
 
 
 def check_wholes(wholes: Sequence[WholeSegment]) -> None:
@@ -75,22 +76,29 @@ class WholesIntake:
     async def admit_and_write(
         self, conn: AsyncConnection, reads: WholeReads, authoriser: Callable[[str], Authorise], received_from: str | None, progress: Callable[[str, int], None] | None = None
     ) -> list[WrittenWhole]:
-        """In the import's transaction, whole by whole as the workers finish: checks each against
-        its authors' signatures and `authoriser(doc_id)` (ChangeRejected for the first that
-        fails: the transaction then rolls back every whole written before it), then writes the
-        change rows, the snapshot as received and the message view, in one go."""
-        written = []
-        for whole, reading_of in reads.pending:
-            reading = await reading_of
-            headers = reading.headers()
-            vouched = vouch_for_whole(whole.doc_id, headers, dict(whole.signatures), authoriser(whole.doc_id))
-            if progress is not None:
-                progress("verify", len(headers))
-            await self._replica.ensure_document_row(conn, whole.doc_id)
-            await conn.run_sync(_store_whole, whole, headers, vouched, reading.messages, received_from, self._clock())
-            written.append(WrittenWhole(whole.doc_id, len(headers), len(reading.messages)))
-            if progress is not None:
-                progress("write", len(headers))
+        """In the import's transaction, as the workers finish: checks each whole against its
+        authors' signatures and `authoriser(doc_id)` (ChangeRejected for the first that fails:
+        the transaction then rolls back every whole written before it), then writes the change
+        rows, the snapshot as received and the message view - every whole read by then in one
+        go, so a statement serves several segments."""
+        written: list[WrittenWhole] = []
+        pending = list(reads.pending)
+        while pending:
+            await asyncio.wait([reading for _, reading in pending], return_when=asyncio.FIRST_COMPLETED)
+            ready = [(whole, reading.result()) for whole, reading in pending if reading.done()]
+            pending = [(whole, reading) for whole, reading in pending if not reading.done()]
+            admitted = []
+            for whole, reading in ready:
+                headers = reading.headers()
+                admitted.append(_Admitted(whole, headers, vouch_for_whole(whole.doc_id, headers, dict(whole.signatures), authoriser(whole.doc_id)), reading.messages))
+                if progress is not None:
+                    progress("verify", len(headers))
+            await self._replica.ensure_document_rows(conn, [item.whole.doc_id for item in admitted])
+            await conn.run_sync(_store_wholes, admitted, received_from, self._clock())
+            for item in admitted:
+                written.append(WrittenWhole(item.whole.doc_id, len(item.headers), len(item.messages)))
+                if progress is not None:
+                    progress("write", len(item.headers))
         return written
 
 
@@ -115,23 +123,33 @@ class WrittenWhole:
     new_messages: int
 
 
-def _store_whole(
-    conn: Connection, whole: WholeSegment, headers: Sequence[ChangeHeader], vouched: Mapping[bytes, bytes], messages: Sequence[tuple[Any, ...]], received_from: str | None, now: int
-) -> None:
-    """The change rows without bytes, the snapshot as received covering them (the document is
-    not loaded here), the message view rows (VIEW_COLUMNS) and their search entries. A document
-    wholly new here has no messages in the view yet, unless a crafted segment repeats a message
-    id of another: the insert then fails, and the import with it."""
-    signatures = dict(whole.signatures)
-    insert_tuples(
-        conn,
-        t.changes,
-        _CHANGE_COLUMNS,
-        [(whole.doc_id, h.hash, h.actor, h.seq, b"".join(h.deps), None, signatures.get(h.hash), vouched[h.hash], received_from, now) for h in headers],
-    )
-    upto: int = conn.execute(select(func.max(t.changes.c.id)).where(t.changes.c.doc_id == whole.doc_id)).scalar_one()
-    put_snapshot(conn, whole.doc_id, whole.data, upto, now)
-    insert_view_rows(conn, messages, conn.dialect.name == "sqlite")
+@dataclass(frozen=True)
+class _Admitted:
+    """A whole its authors' signatures vouch for, with what the worker read of it."""
+
+    whole: WholeSegment
+    headers: list[ChangeHeader]
+    vouched: dict[bytes, bytes]  # change hash -> the signed change that vouches for it
+    messages: tuple[tuple[Any, ...], ...]
+
+
+def _store_wholes(conn: Connection, admitted: Sequence[_Admitted], received_from: str | None, now: int) -> None:
+    """The change rows without bytes, the snapshots as received covering them (the documents
+    are not loaded here), the message view rows (VIEW_COLUMNS) and their search entries. A
+    document wholly new here has no messages in the view yet, unless a crafted segment repeats
+    a message id of another: the insert then fails, and the import with it."""
+    rows: list[tuple[Any, ...]] = []
+    for item in admitted:
+        signatures = dict(item.whole.signatures)
+        rows.extend((item.whole.doc_id, h.hash, h.actor, h.seq, b"".join(h.deps), None, signatures.get(h.hash), item.vouched[h.hash], received_from, now) for h in item.headers)
+    insert_tuples(conn, t.changes, _CHANGE_COLUMNS, rows)
+    doc_ids = [item.whole.doc_id for item in admitted]
+    newest_query = select(t.changes.c.doc_id, func.max(t.changes.c.id).label("newest")).where(t.changes.c.doc_id.in_(doc_ids)).group_by(t.changes.c.doc_id)
+    newest: dict[str, int] = {row.doc_id: row.newest for row in conn.execute(newest_query)}
+    conn.execute(delete(t.snapshots).where(t.snapshots.c.doc_id.in_(doc_ids)))  # none is expected: the documents are new here
+    insert_tuples(conn, t.snapshots, _SNAPSHOT_COLUMNS, [(item.whole.doc_id, item.whole.data, newest[item.whole.doc_id], now) for item in admitted])
+    insert_view_rows(conn, [row for item in admitted for row in item.messages], conn.dialect.name == "sqlite")
 
 
 _CHANGE_COLUMNS = ("doc_id", "hash", "actor", "seq", "deps", "data", "signature", "vouched_by", "received_from", "received_at")
+_SNAPSHOT_COLUMNS = ("doc_id", "data", "upto_change_id", "saved_at")
