@@ -10,6 +10,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import nacl.signing
 
@@ -29,8 +30,10 @@ MAX_BATCH_INFLATION = 64 * 1024 * 1024  # bytes inflation may add over a whole b
 SIGNATURE_DOMAIN = b"rallypoint/change/v1\x00"
 
 
-@dataclass(frozen=True)
-class ChangeHeader:
+class ChangeHeader(NamedTuple):
+    """A change's identity and place in its document's graph. A named tuple: an import of a
+    hundred thousand changes builds as many, at a third of a frozen dataclass's cost."""
+
     hash: bytes
     actor: bytes
     seq: int

@@ -30,7 +30,7 @@ class WholeReading:
     raw_changes: tuple[bytes, ...]
 
     def headers(self) -> list[ChangeHeader]:
-        return [ChangeHeader(*change) for change in self.changes]
+        return list(map(ChangeHeader._make, self.changes))
 
 
 @dataclass(frozen=True)
