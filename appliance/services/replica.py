@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 from automerge._automerge import Document
 from sqlalchemy import and_, bindparam, func, insert, select, update
@@ -380,9 +380,9 @@ class ReplicaService:
         async with self._kernel.store.reading() as conn:
             for start in range(0, len(doc_ids), 500):
                 chunk = doc_ids[start : start + 500]
-                rows = await conn.execute(select(t.changes.c.doc_id, t.changes.c.hash).where(t.changes.c.doc_id.in_(chunk)))
-                for change in rows:
-                    known[change.doc_id].add(change.hash)
+                rows = cast(list[tuple[str, bytes]], (await conn.execute(select(t.changes.c.doc_id, t.changes.c.hash).where(t.changes.c.doc_id.in_(chunk)))).all())
+                for doc_id, change_hash in rows:  # as tuples: by attribute, a 100k-change channel costs a second
+                    known[doc_id].add(change_hash)
         return known
 
     async def changes_for(self, doc_id: str, have: Sequence[bytes]) -> list[SignedChange]:
