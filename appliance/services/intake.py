@@ -30,7 +30,7 @@ from appliance.services.heads import ChannelHeads
 from appliance.services.identity import IdentityService
 from appliance.services.replica import ReplicaService
 from appliance.services.roster import Roster, admin_hexes, decode_entry, entry_kind, split_entries
-from appliance.services.views import ViewsService
+from appliance.services.views import SegmentTouched, ViewsService
 from appliance.services.wholes_intake import WholeReads, WholesIntake, check_wholes
 
 
@@ -243,24 +243,38 @@ class IntakeService:
         intake: dict[str, list[int]] = {}
         applied = 0
         admins = self._roster.admin_hexes()
+        segment_batches: list[tuple[str, list[VerifiedChange]]] = []
         for doc_id, verified in plan:
             kind, channel_id, _ = documents.parse_doc_id(doc_id)
-            doc, before = await self._replica.apply_verified(conn, doc_id, verified, known, received_from)
+            if kind == "segment":  # after the directory and heads, all at once (below)
+                segment_batches.append((doc_id, verified))
+                continue
+            doc, _ = await self._replica.apply_verified(conn, doc_id, verified, known, received_from)
             applied += len(verified)
-            new_messages = 0
             if kind == "directory":
                 admins = await self._directory.store_entries(conn, new_entries, now)
-            elif kind == "head":
-                await self._heads.materialise_head(conn, channel_id, doc)
             else:
-                new_messages = await self._views.materialise_segment(conn, channel_id, doc_id, doc, segments.touched_messages(doc, before) if before else None, admins)
-            if kind != "directory":
-                counts = intake.setdefault(channel_id, [0, 0])
-                counts[0] += len(verified)
-                counts[1] += new_messages
+                await self._heads.materialise_head(conn, channel_id, doc)
+                intake.setdefault(channel_id, [0, 0])[0] += len(verified)
             await self._replica.count_imported(conn, doc_id, doc, len(verified), preview)
             if progress is not None:
                 progress("write", len(verified))
+        if segment_batches:
+            # Applied one by one in memory; their log rows and view rows written together.
+            touched = []
+            for doc_id, verified in segment_batches:
+                doc, before = await self._replica.apply_in_memory(doc_id, verified, known)
+                touched.append(SegmentTouched(documents.parse_doc_id(doc_id).channel_id, doc_id, doc, segments.touched_messages(doc, before) if before else None))
+            await self._replica.append_verified(conn, segment_batches, received_from)
+            new_messages = await self._views.materialise_segments(conn, touched, admins)
+            for item, (doc_id, verified) in zip(touched, segment_batches, strict=True):
+                applied += len(verified)
+                counts = intake.setdefault(item.channel_id, [0, 0])
+                counts[0] += len(verified)
+                counts[1] += new_messages[doc_id]
+                await self._replica.count_imported(conn, doc_id, item.doc, len(verified), preview)
+                if progress is not None:
+                    progress("write", len(verified))
         if wholes is not None:
             for whole in await self._wholes.admit_and_write(conn, wholes.reads, wholes.authoriser, received_from, progress):
                 applied += whole.changes

@@ -8,6 +8,7 @@ import contextlib
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from automerge._automerge import Document
@@ -35,6 +36,16 @@ _INDEX_NEW_MESSAGES = text("INSERT INTO messages_fts(rowid, text) SELECT row_id,
 
 
 _VIEW_COLUMNS = [t.messages.c[name] for name in VIEW_COLUMNS]
+
+
+@dataclass(frozen=True)
+class SegmentTouched:
+    """A segment an import changed: its document as it now is and the messages touched (None: all)."""
+
+    channel_id: str
+    doc_id: str
+    doc: Document
+    only: set[str] | None
 
 
 class ViewsService:
@@ -108,24 +119,36 @@ class ViewsService:
     async def materialise_segment(
         self, conn: AsyncConnection, channel_id: str, doc_id: str, doc: Document, only: set[str] | None, admins: frozenset[str]
     ) -> int:
-        """Rewrites the view of the segment's messages that changes from elsewhere touched
-        (`only`; None: every message), judged with `admins`: the rows present get the columns
-        that changed (a reaction rewrites no text, so the search index is left alone), one
-        executemany per set of columns; the rest are inserted in one. Returns how many messages
-        are new."""
-        present_query = select(*_VIEW_COLUMNS).where(t.messages.c.doc_id == doc_id)
-        if only is None:
-            states: Sequence[segments.MessageState | None] = segments.read_messages(doc, admins)
-        else:
-            wanted = sorted(only)
-            states = segments.read_messages(doc, admins, only=wanted)
-            present_query = present_query.where(t.messages.c.message_id.in_(wanted))
-        rows = [view_values(channel_id, doc_id, s) for s in states if s is not None and ids.is_message_id(s.message_id)]
-        present = {row.message_id: row._mapping for row in await conn.execute(present_query)}
-        inserts = [row for row in rows if row["message_id"] not in present]
+        """One segment through `materialise_segments`; how many of its messages are new."""
+        return (await self.materialise_segments(conn, [SegmentTouched(channel_id, doc_id, doc, only)], admins))[doc_id]
+
+    async def materialise_segments(self, conn: AsyncConnection, touched: Sequence[SegmentTouched], admins: frozenset[str]) -> dict[str, int]:
+        """Rewrites the view of the messages that changes from elsewhere touched in each
+        segment (`only`; None: every message), judged with `admins`: the rows present get the
+        columns that changed (a reaction rewrites no text, so the search index is left alone),
+        one executemany per set of columns over all the segments; the rest are inserted in one.
+        Returns how many messages are new, per segment."""
+        rows: list[dict[str, Any]] = []
+        wanted_ids: list[str] = []
+        whole_docs: list[str] = []
+        for item in touched:
+            if item.only is None:
+                states: Sequence[segments.MessageState | None] = segments.read_messages(item.doc, admins)
+                whole_docs.append(item.doc_id)
+            else:
+                wanted = sorted(item.only)
+                states = segments.read_messages(item.doc, admins, only=wanted)
+                wanted_ids += wanted
+            rows += [view_values(item.channel_id, item.doc_id, s) for s in states if s is not None and ids.is_message_id(s.message_id)]
+        present: dict[tuple[str, str], Any] = {}
+        for column, keys in ((t.messages.c.message_id, wanted_ids), (t.messages.c.doc_id, whole_docs)):
+            for start in range(0, len(keys), 500):
+                for stored_row in await conn.execute(select(*_VIEW_COLUMNS).where(column.in_(keys[start : start + 500]))):
+                    present[(stored_row.doc_id, stored_row.message_id)] = stored_row._mapping  # a message id another segment holds is not this one's
+        inserts = [row for row in rows if (row["doc_id"], row["message_id"]) not in present]
         changed: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for row in rows:
-            stored = present.get(row["message_id"])
+            stored = present.get((row["doc_id"], row["message_id"]))
             if stored is not None:
                 columns = tuple(name for name in VIEW_COLUMNS if stored[name] != row[name])
                 if columns:
@@ -134,8 +157,11 @@ class ViewsService:
             await conn.execute(update(t.messages).where(t.messages.c.message_id == bindparam("target_id")).values({name: bindparam(name) for name in columns}), updates)
         if inserts:
             await conn.run_sync(insert_message_rows, inserts, self._kernel.store.is_sqlite)
-        self._kernel.invalidate([doc_id], loaded=False)  # the segment cursor counts these rows
-        return len(inserts)
+        self._kernel.invalidate([item.doc_id for item in touched], loaded=False)  # the segment cursors count these rows
+        new = {item.doc_id: 0 for item in touched}
+        for row in inserts:
+            new[row["doc_id"]] += 1
+        return new
 
     async def rejudge(self, conn: AsyncConnection, admins: frozenset[str], which: Any) -> None:
         """Re-reads, with `admins`, the messages `which` selects among those whose delete flag
