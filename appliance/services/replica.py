@@ -29,7 +29,7 @@ from appliance.bulk import insert_rows, insert_tuples
 from appliance.changes import ChangeHeader, SignedChange, VerifiedChange, parse_change, sign_change
 from appliance.errors import ChangeRejected, NodeLocked, RallypointError, StorageError
 from appliance.feed import DirectoryChanged, DocumentsChanged, Origin
-from appliance.graph import ancestors
+from appliance.graph import ancestors, frontier
 from appliance.kernel import Kernel, Stale
 from appliance.services.heads import ChannelHeads
 from appliance.services.identity import LOCKED_SETTING, IdentityService
@@ -343,12 +343,24 @@ class ReplicaService:
     ) -> tuple[Document, list[bytes]]:
         """In an import's transaction: appends verified changes to the log and applies them to
         the document. Returns the document and its heads before."""
+        applied = await self.apply_in_memory(doc_id, verified, known)
+        await self.append_verified(conn, [(doc_id, verified)], received_from)
+        return applied
+
+    async def append_verified(self, conn: AsyncConnection, batches: Sequence[tuple[str, Sequence[VerifiedChange]]], received_from: str | None) -> None:
+        """In an import's transaction: the verified changes of several documents appended to
+        the log in one executemany (their document rows ensured first)."""
+        await self.ensure_document_rows(conn, [doc_id for doc_id, _ in batches])
+        rows = [row for doc_id, verified in batches for row in self._change_rows(doc_id, [(c.header, c.data, c.signature, c.vouched_by) for c in verified], received_from)]
+        await conn.run_sync(insert_rows, t.changes, rows)
+
+    async def apply_in_memory(self, doc_id: str, verified: Sequence[VerifiedChange], known: dict[str, set[bytes]]) -> tuple[Document, list[bytes]]:
+        """Applies verified changes to the cached document (their log rows are the caller's to
+        append, in the same transaction). Returns the document and its heads before."""
         doc = await self.document(doc_id)
         if not known[doc_id] <= self._known[doc_id]:  # another process wrote meanwhile
             self._forget(doc_id)
             doc = await self.document(doc_id)
-        await self.ensure_document_row(conn, doc_id)
-        await self.append_changes(conn, doc_id, [(c.header, c.data, c.signature, c.vouched_by) for c in verified], received_from)
         before = doc.get_heads()
         try:
             documents.apply_changes(doc, [c.data for c in verified])
@@ -404,7 +416,15 @@ class ReplicaService:
         return {c.hash: c.raw_bytes for c in (await self.document(doc_id)).get_changes([]) if c.hash in hashes}
 
     async def document_heads(self, doc_id: str) -> list[bytes]:
-        return list((await self.document(doc_id)).get_heads())
+        """The document's heads: from memory when it is loaded, else from its change log (a
+        session acknowledges every segment it received; loading each from its snapshot for
+        that cost more than the import)."""
+        cached = self._docs.get(doc_id)
+        if cached is not None:
+            return list(cached.get_heads())
+        async with self._kernel.store.reading() as conn:
+            graph: dict[bytes, bytes] = {row.hash: row.deps for row in await conn.execute(select(t.changes.c.hash, t.changes.c.deps).where(t.changes.c.doc_id == doc_id))}
+        return list(frontier(graph))
 
     async def document_ids(self) -> list[str]:
         async with self._kernel.store.reading() as conn:
