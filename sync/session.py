@@ -25,7 +25,7 @@ from sync.events import LanEvent, Received, SessionDown, SessionInfo, SessionUp
 from sync.packing import pack_delta
 from sync.ports import FrameChannel, LanBook, Replica
 
-RESYNC_GROUP_CHANGES = 4096  # changes read from the store at a time when a session starts
+RESYNC_GROUP_CHANGES = 32768  # changes read from the store at a time when a session starts
 PART_BUDGET = 1024 * 1024  # changes and blobs per Changes message: well under the frame cap, and pipelines
 ACK_WRITE_INTERVAL_S = 1.0
 BLOB_PART_BYTES = 512 * 1024  # blobs larger than this go in pieces of this size, after the changes
