@@ -249,7 +249,8 @@ class IntakeService:
             if kind == "segment":  # after the directory and heads, all at once (below)
                 segment_batches.append((doc_id, verified))
                 continue
-            doc, _ = await self._replica.apply_verified(conn, doc_id, verified, known, received_from)
+            doc, _ = await self._replica.apply_in_memory(doc_id, verified, known)
+            await self._replica.append_verified(conn, [(doc_id, verified)], received_from)
             applied += len(verified)
             if kind == "directory":
                 admins = await self._directory.store_entries(conn, new_entries, now)

@@ -142,9 +142,6 @@ class ReplicaService:
         self._known.pop(doc_id, None)
         self._since_snapshot.pop(doc_id, None)
 
-    async def ensure_document_row(self, conn: AsyncConnection, doc_id: str) -> None:
-        await self.ensure_document_rows(conn, [doc_id])
-
     async def ensure_document_rows(self, conn: AsyncConnection, doc_ids: Sequence[str]) -> None:
         missing = [doc_id for doc_id in doc_ids if doc_id not in self._doc_rows]
         if missing:
@@ -222,8 +219,8 @@ class ReplicaService:
             try:
                 made = self._sign(doc_id, doc, mutations)
                 async with self._kernel.store.transaction() as conn:
-                    await self.ensure_document_row(conn, doc_id)
-                    await self.append_changes(conn, doc_id, [(header, data, signature, header.hash) for header, data, signature in made], None)
+                    await self.ensure_document_rows(conn, [doc_id])
+                    await conn.run_sync(insert_rows, t.changes, self._change_rows(doc_id, [(header, data, signature, header.hash) for header, data, signature in made], None))
                     if also is not None:
                         await also(conn)
             except BaseException:
@@ -234,13 +231,6 @@ class ReplicaService:
                 await self._roster.reload()  # under the lock: nothing is materialised with the old admins
         self.notify([doc_id], Origin.LOCAL)
         return [header for header, _, _ in made]
-
-    async def append_changes(
-        self, conn: AsyncConnection, doc_id: str, rows: Sequence[tuple[ChangeHeader, bytes | None, bytes | None, bytes]], received_from: str | None
-    ) -> None:
-        """(header, bytes, signature, vouched_by) rows, in one executemany. No bytes: the
-        change is held in the document's snapshot (a segment that came whole)."""
-        await conn.run_sync(insert_rows, t.changes, self._change_rows(doc_id, rows, received_from))
 
     def _change_rows(self, doc_id: str, rows: Sequence[tuple[ChangeHeader, bytes | None, bytes | None, bytes]], received_from: str | None) -> list[dict[str, Any]]:
         now = self._kernel.clock()
@@ -337,15 +327,6 @@ class ReplicaService:
         self._kernel.feed.publish(DocumentsChanged(changed, origin, received_from))
         if documents.DIRECTORY_DOC in changed:
             self._kernel.feed.publish(DirectoryChanged(origin))
-
-    async def apply_verified(
-        self, conn: AsyncConnection, doc_id: str, verified: Sequence[VerifiedChange], known: dict[str, set[bytes]], received_from: str | None
-    ) -> tuple[Document, list[bytes]]:
-        """In an import's transaction: appends verified changes to the log and applies them to
-        the document. Returns the document and its heads before."""
-        applied = await self.apply_in_memory(doc_id, verified, known)
-        await self.append_verified(conn, [(doc_id, verified)], received_from)
-        return applied
 
     async def append_verified(self, conn: AsyncConnection, batches: Sequence[tuple[str, Sequence[VerifiedChange]]], received_from: str | None) -> None:
         """In an import's transaction: the verified changes of several documents appended to
