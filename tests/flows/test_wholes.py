@@ -216,6 +216,38 @@ async def test_a_worker_killed_mid_import_rejects_that_import_and_the_next_succe
             (limit,) = [line.split()[3] for line in Path(f"/proc/{worker.pid}/limits").read_text().splitlines() if line.startswith("Max address space")]
             assert limit == str(WORKER_MEMORY_BYTES)
 
+async def test_workers_started_ahead_read_the_next_import(tmp_path: Path) -> None:
+    alpha, bravo = await make_workspace(tmp_path, "bravo")
+    async with alpha, bravo:
+        await alpha.chat.create_channel("general")
+        await alpha.chat.post_many("general", [f"message {i}" for i in range(MESSAGES)])
+        before = {p.pid for p in multiprocessing.active_children()}
+        await bravo.intake.warm_workers()
+        started = {p.pid for p in multiprocessing.active_children()} - before
+        assert len(started) >= 2  # the fork server's workers (and the fork server) are up before any whole arrives
+        await bravo.intake.warm_workers()  # once started, warming again starts nothing
+        assert {p.pid for p in multiprocessing.active_children()} - before == started
+        await import_delta(bravo, await delta_to(alpha, bravo), alpha)
+        assert len(await texts(bravo)) == MESSAGES
+        assert {p.pid for p in multiprocessing.active_children()} - before == started  # read by the workers already running
+
+
+async def test_heads_of_a_document_not_in_memory_come_from_its_change_log(tmp_path: Path) -> None:
+    alpha, bravo = await make_workspace(tmp_path, "bravo")
+    async with alpha, bravo:
+        await alpha.chat.create_channel("general")
+        await alpha.chat.post_many("general", ["first"])
+        await sync_all(alpha, bravo)
+        await alpha.chat.post("general", "alpha, apart")  # concurrent: the segment gets two heads
+        await bravo.chat.post("general", "bravo, apart")
+        await sync_all(bravo, alpha)
+    async with await Node.open(tmp_path / "alpha", PASSPHRASE) as reopened:  # nothing loaded yet
+        segment = next(d for d in await reopened.replica.document_ids() if "/seg/" in d)
+        from_log = await reopened.replica.document_heads(segment)
+        loaded = (await reopened.replica.document(segment)).get_heads()
+        assert len(loaded) == 2 and sorted(from_log) == sorted(loaded)
+
+
 async def test_without_wholes_every_segment_goes_as_changes(tmp_path: Path) -> None:
     """For a reader of a format that cannot carry wholes (a format 1 bundle)."""
     alpha, bravo = await make_workspace(tmp_path, "bravo")
