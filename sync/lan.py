@@ -124,7 +124,6 @@ class LanService:
         self._sessions = SessionTable(node.identity.node_id, self._replica, self._spawn)
         self._dialers: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()  # store polling, peer records, revocations
-        self._warming = False
         self._connections: set[asyncio.Task[Any]] = set()  # incoming connections being served
         self._gate = HandshakeGate(config.max_unauthenticated, config.max_unauthenticated_per_address, config.handshake_penalty_s)
         self._refusals = RefusalLog(time.monotonic(), per_interval=REFUSALS_REPORTED_PER_INTERVAL, repeat_s=REFUSAL_REPEAT_S)
@@ -229,10 +228,9 @@ class LanService:
         return task
 
     def emit(self, event: LanEvent) -> None:
-        if isinstance(event, SessionUp) and not self._warming:
+        if isinstance(event, SessionUp):
             # A peer may now send segments whole: the workers that read them start while the
-            # session exchanges heads, not when the first segment arrives.
-            self._warming = True
+            # session exchanges heads, not when the first segment arrives (once started, a no-op).
             self._spawn(self.node.intake.warm_workers())
         if self._on_event is not None:
             self._on_event(event)

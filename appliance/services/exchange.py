@@ -119,8 +119,9 @@ class ExchangeService:
                 snapshots.update((row.doc_id, (row.data, row.upto_change_id)) for row in await conn.execute(query))
         carried = []
         for doc_id in order:
-            signatures = [signed[row_id] for row_id in entire[doc_id].newest_of_actors]
-            if any(signature is None for _, signature in signatures):
+            newest = [signed[row_id] for row_id in entire[doc_id].newest_of_actors]
+            signatures = [(change_hash, signature) for change_hash, signature in newest if signature is not None]
+            if len(signatures) < len(newest):
                 continue
             snapshot = snapshots.get(doc_id)
             if snapshot is not None and snapshot[1] >= entire[doc_id].newest_change_id:
@@ -128,7 +129,7 @@ class ExchangeService:
             else:
                 data = await self._replica.whole_data(doc_id)  # saved now, and kept as its snapshot
             if len(data) <= MAX_WHOLE_BYTES:
-                carried.append(WholeSegment(doc_id, data, tuple(sorted((h, sig) for h, sig in signatures if sig is not None))))
+                carried.append(WholeSegment(doc_id, data, tuple(sorted(signatures))))
         return carried
 
     async def heads_for(self, peer: bytes) -> dict[str, tuple[bytes, ...]]:
@@ -253,9 +254,8 @@ class ExchangeService:
         rule that kept the larger of two reports would over-credit a peer restored from a
         backup, which then would never be sent what it lost."""
         stored: set[str] = set((await conn.execute(select(t.peer_heads.c.doc_id).where(t.peer_heads.c.peer == peer))).scalars().all())
-        rows = [{"peer": peer, "doc_id": doc_id, "heads": b"".join(hashes), "updated_at": now} for doc_id, hashes in heads.items()]
-        new = [row for row in rows if row["doc_id"] not in stored]
-        known = [{"of_peer": row["peer"], "of_doc": row["doc_id"], "heads": row["heads"], "updated_at": row["updated_at"]} for row in rows if row["doc_id"] in stored]
+        new = [{"peer": peer, "doc_id": doc_id, "heads": b"".join(hashes), "updated_at": now} for doc_id, hashes in heads.items() if doc_id not in stored]
+        known = [{"of_peer": peer, "of_doc": doc_id, "heads": b"".join(hashes), "updated_at": now} for doc_id, hashes in heads.items() if doc_id in stored]
         if new:  # one statement for all: a bundle reports a few hundred documents
             await conn.execute(insert(t.peer_heads), new)
         if known:
