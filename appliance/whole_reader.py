@@ -1,10 +1,12 @@
-"""The worker side of appliance/workers.py: what a worker process runs - loading, listing and
-reading one segment carried whole - and its initialiser. Imports nothing of asyncio or the
-node's services: the fork server preloads this module, and every worker starts from it."""
+"""The worker side of appliance/workers.py: what a worker process runs - loading, listing,
+admitting and reading one segment carried whole - and its initialiser. Imports nothing of
+asyncio or the node's services: the fork server preloads this module, and every worker starts
+from it."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,21 +14,47 @@ from automerge._automerge import Document
 
 from appliance import documents, ids, segments
 from appliance.changes import ChangeHeader
+from appliance.errors import ChangeRejected
 from appliance.view_rows import view_row
+from appliance.wholes import vouch_for_whole
 
 WORKER_MEMORY_BYTES = 1024 * 1024 * 1024  # address space of one worker: a 2 MiB segment needs far less
 
 
+# A change-log row of a segment carried whole: no bytes (the snapshot holds them), its own
+# signature if it is an actor's newest, and the signed change that vouches for it.
+LOG_COLUMNS = ("doc_id", "hash", "actor", "seq", "deps", "data", "signature", "vouched_by", "received_from", "received_at")
+
+
 @dataclass(frozen=True)
-class WholeReading:
-    """What a worker found in a segment carried whole: every change's header (in the
-    document's causal order), its messages read with the admins it was given and - when the
-    node already holds part of the document - every change's bytes, to import as chunks."""
+class LogStamp:
+    """What the receiver writes on every change row it logs: who sent it, and when."""
+
+    received_from: str | None
+    received_at: int
+
+
+@dataclass(frozen=True)
+class WholeAdmitted:
+    """A segment carried whole whose changes its authors' signatures cover, as a worker read
+    it: the change-log rows (LOG_COLUMNS values) and message view rows (VIEW_COLUMNS values)
+    to insert, and the authors whose changes it holds - whom the receiver must still allow to
+    write it (the directory lives in the node's process, not here)."""
 
     doc_id: str
     # Plain tuples, not dataclasses: they cross the process boundary about six times faster.
-    changes: tuple[tuple[bytes, bytes, int, tuple[bytes, ...]], ...]  # hash, actor, seq, deps
-    messages: tuple[tuple[Any, ...], ...]  # message view rows, values in VIEW_COLUMNS order
+    log_rows: tuple[tuple[Any, ...], ...]
+    messages: tuple[tuple[Any, ...], ...]
+    authors: frozenset[bytes]
+
+
+@dataclass(frozen=True)
+class WholeChanges:
+    """Every change of a segment carried whole, listed to be imported as chunks (the node holds
+    part of the document): headers (hash, actor, seq, deps) in causal order, and their bytes."""
+
+    doc_id: str
+    changes: tuple[tuple[bytes, bytes, int, tuple[bytes, ...]], ...]
     raw_changes: tuple[bytes, ...]
 
     def headers(self) -> list[ChangeHeader]:
@@ -35,29 +63,55 @@ class WholeReading:
 
 @dataclass(frozen=True)
 class WholeRefused:
-    """A segment a worker could not read, and why."""
+    """A segment a worker could not read or would not admit, and why."""
 
     doc_id: str
     reason: str
 
 
-def read_whole(doc_id: str, data: bytes, admins: frozenset[str], as_changes: bool) -> WholeReading | WholeRefused:
-    """In a worker: loads `data` and lists its changes; reads its messages, or (`as_changes`)
-    keeps every change's bytes instead."""
+def admit_whole(doc_id: str, data: bytes, signatures: Mapping[bytes, bytes], admins: frozenset[str], stamp: LogStamp) -> WholeAdmitted | WholeRefused:
+    """In a worker: loads `data`, lists its changes and checks them against `signatures` by the
+    rule of appliance/wholes.py, then builds its change-log rows and reads its messages."""
+    authors: set[bytes] = set()
+
+    def note_author(author: bytes) -> None:  # authorised by the receiver, on its directory
+        authors.add(author)
+
     try:
         with documents.binding_errors(f"{doc_id}: cannot load the segment"):
             doc = Document.load(data)
-            changes = doc.get_changes([])
+            headers = [ChangeHeader(c.hash, c.actor_id, c.seq, tuple(c.deps)) for c in doc.get_changes([])]
+            vouched = vouch_for_whole(doc_id, headers, signatures, note_author)
+            states = segments.read_messages(doc, admins)
+        channel_id = documents.parse_doc_id(doc_id).channel_id
+        messages = tuple(view_row(channel_id, doc_id, state) for state in states if ids.is_message_id(state.message_id))
+    except (documents.DocumentError, ChangeRejected) as exc:
+        return WholeRefused(doc_id, str(exc))
+    except MemoryError:
+        return _too_big(doc_id)
+    received_from, received_at = stamp.received_from, stamp.received_at
+    log_rows = tuple(
+        (doc_id, h.hash, h.actor, h.seq, b"".join(h.deps), None, signatures.get(h.hash), vouched[h.hash], received_from, received_at) for h in headers
+    )
+    return WholeAdmitted(doc_id, log_rows, messages, frozenset(authors))
+
+
+def list_whole(doc_id: str, data: bytes) -> WholeChanges | WholeRefused:
+    """In a worker: loads `data` and lists every change, with its bytes."""
+    try:
+        with documents.binding_errors(f"{doc_id}: cannot load the segment"):
+            changes = Document.load(data).get_changes([])
             headers = tuple((c.hash, c.actor_id, c.seq, tuple(c.deps)) for c in changes)
-            raw = tuple(c.raw_bytes for c in changes) if as_changes else ()
-            states = () if as_changes else segments.read_messages(doc, admins)
-            channel_id = documents.parse_doc_id(doc_id).channel_id
-            messages = tuple(view_row(channel_id, doc_id, state) for state in states if ids.is_message_id(state.message_id))
+            raw = tuple(c.raw_bytes for c in changes)
     except documents.DocumentError as exc:
         return WholeRefused(doc_id, str(exc))
     except MemoryError:
-        return WholeRefused(doc_id, f"{doc_id}: the segment needs more than {WORKER_MEMORY_BYTES:,} bytes of memory to load")
-    return WholeReading(doc_id, headers, messages, raw)
+        return _too_big(doc_id)
+    return WholeChanges(doc_id, headers, raw)
+
+
+def _too_big(doc_id: str) -> WholeRefused:
+    return WholeRefused(doc_id, f"{doc_id}: the segment needs more than {WORKER_MEMORY_BYTES:,} bytes of memory to load")
 
 
 def start_worker(node_pid: int) -> None:

@@ -6,7 +6,9 @@ asyncio process is never forked. Each worker caps its address space and turns wh
 binding raises on crafted bytes (including pyo3's PanicException) into a refusal; a worker
 that dies (killed, out of memory) breaks the pool, which is then rebuilt, and the item it held
 is refused - the node never dies. Workers return plain picklable values, so the parent never
-loads the document itself. What a worker runs is in appliance/whole_reader.py."""
+loads the document itself; they also check each segment against its authors' signatures and
+build its rows, so the parent's work per change is one row handed to the database. What a
+worker runs is in appliance/whole_reader.py."""
 
 from __future__ import annotations
 
@@ -15,14 +17,16 @@ import contextlib
 import os
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
-from typing import TextIO
+from typing import Any, TextIO, TypeVar
 
 from appliance import whole_reader
 from appliance.errors import ChangeRejected
-from appliance.whole_reader import WholeReading, WholeRefused, read_whole, start_worker
+from appliance.whole_reader import LogStamp, WholeAdmitted, WholeChanges, WholeRefused, admit_whole, list_whole, start_worker
 from appliance.wholes import MAX_WHOLE_BYTES
+
+_Result = TypeVar("_Result", WholeAdmitted, WholeChanges)
 
 
 @contextlib.contextmanager
@@ -120,9 +124,23 @@ class WorkerPool:
             raise ChangeRejected(f"cannot start the processes that read segments carried whole: {exc}") from exc
         return self._executor
 
-    async def read(self, doc_id: str, data: bytes, admins: frozenset[str], *, as_changes: bool = False) -> WholeReading:
-        """One segment read in a worker; ChangeRejected when it cannot be read (too large,
-        refused by the binding, or the worker died)."""
+    async def admit(self, doc_id: str, data: bytes, signatures: Mapping[bytes, bytes], admins: frozenset[str], stamp: LogStamp) -> WholeAdmitted:
+        """One segment read and checked against its authors' signatures in a worker
+        (whole_reader.admit_whole); ChangeRejected when it cannot be read or admitted."""
+        return await self._run(doc_id, data, WholeAdmitted, admit_whole, doc_id, data, signatures, admins, stamp)
+
+    async def list_all(self, items: Sequence[tuple[str, bytes]]) -> list[WholeChanges]:
+        """(doc id, data) items listed concurrently, every change with its bytes; the first
+        refusal raises once every item is done (nothing is left running behind the caller)."""
+        results = await asyncio.gather(*(self._run(doc_id, data, WholeChanges, list_whole, doc_id, data) for doc_id, data in items), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return [r for r in results if isinstance(r, WholeChanges)]
+
+    async def _run(self, doc_id: str, data: bytes, expected: type[_Result], work: Callable[..., _Result | WholeRefused], *args: Any) -> _Result:
+        """`work(*args)` on one segment in a worker; ChangeRejected when the segment is too large,
+        the worker refuses it, or the worker died."""
         from concurrent.futures.process import BrokenProcessPool
 
         if len(data) > MAX_WHOLE_BYTES:
@@ -130,23 +148,16 @@ class WorkerPool:
         pool = self._pool()
         try:
             with _main_module_hidden():  # a worker is started by this submission, if one is needed
-                reading = asyncio.get_running_loop().run_in_executor(pool, read_whole, doc_id, data, admins, as_changes)
-            result = await reading
+                running = asyncio.get_running_loop().run_in_executor(pool, work, *args)
+            result = await running
         except BrokenProcessPool as exc:
             self._discard(pool)
             raise ChangeRejected(f"{doc_id}: the worker reading it died ({exc})") from exc
         if isinstance(result, WholeRefused):
             raise ChangeRejected(result.reason)
+        if not isinstance(result, expected):
+            raise ChangeRejected(f"{doc_id}: the worker returned {type(result).__name__}, not {expected.__name__}")
         return result
-
-    async def read_all(self, items: Sequence[tuple[str, bytes, bool]], admins: frozenset[str]) -> list[WholeReading]:
-        """(doc id, data, as_changes) items read concurrently; the first refusal raises once
-        every item is done (nothing is left running behind the caller)."""
-        results = await asyncio.gather(*(self.read(doc_id, data, admins, as_changes=as_changes) for doc_id, data, as_changes in items), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-        return [r for r in results if isinstance(r, WholeReading)]
 
     def _discard(self, pool: Executor) -> None:
         """A broken pool is shut down and forgotten; the next read starts a fresh one."""

@@ -131,7 +131,7 @@ class IntakeService:
                 if trial_heads[channel_id] is None:
                     # Its head travels in an earlier part (a courier may bring the parts in any order).
                     raise MissingDependencies(f"{whole.doc_id}: its channel's head has not arrived yet")
-            reads = self._wholes.start_reading(new_wholes, admin_hexes(directory))
+            reads = self._wholes.start_reading(new_wholes, admin_hexes(directory), received_from)
             wholes_of = Wholes(reads, lambda doc_id: self._authoriser(doc_id, directory, trial_heads.get, relay))
             touched = [doc_id for doc_id, _ in plan] + [whole.doc_id for whole in new_wholes]
             with self._replica.snapshots_held():  # an evicted document must not open a second write transaction
@@ -277,7 +277,7 @@ class IntakeService:
                 if progress is not None:
                     progress("write", len(verified))
         if wholes is not None:
-            for whole in await self._wholes.admit_and_write(conn, wholes.reads, wholes.authoriser, received_from, progress):
+            for whole in await self._wholes.admit_and_write(conn, wholes.reads, wholes.authoriser, progress):
                 applied += whole.changes
                 counts = intake.setdefault(documents.parse_doc_id(whole.doc_id).channel_id, [0, 0])
                 counts[0] += whole.changes

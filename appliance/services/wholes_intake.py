@@ -1,5 +1,6 @@
-"""The intake of segments carried whole (model.WholeSegment): read in the node's worker
-processes (appliance/workers.py), admitted by the rule of appliance/wholes.py, and written by
+"""The intake of segments carried whole (model.WholeSegment): read and checked against their
+authors' signatures by the rule of appliance/wholes.py in the node's worker processes
+(appliance/workers.py), their authors authorised on the directory here, and written by
 the intake's one transaction - the change rows without bytes, the snapshot as received, the
 message view from the workers' readings. A whole of a document this node holds part of is
 imported as its changes instead, through the same verifier as any other batch."""
@@ -9,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Connection
@@ -18,14 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from appliance import documents
 from appliance import schema as t
 from appliance.bulk import insert_tuples
-from appliance.changes import Authorise, ChangeHeader, SignedChange
+from appliance.changes import Authorise, SignedChange
 from appliance.errors import ChangeRejected
 from appliance.kernel import Clock
 from appliance.model import WholeSegment
 from appliance.services.replica import ReplicaService
 from appliance.services.views import ViewsService, insert_view_rows
-from appliance.whole_reader import WholeReading
-from appliance.wholes import vouch_for_whole
+from appliance.whole_reader import LOG_COLUMNS, LogStamp, WholeAdmitted
 from appliance.workers import WorkerPool
 
 
@@ -61,44 +60,48 @@ class WholesIntake:
         carry - are read as their changes and join `grouped` (each change with its signature
         when the whole carries one). Returns the wholes of documents wholly new here."""
         partial = [whole for whole in wholes if known.get(whole.doc_id) or whole.doc_id in grouped]
-        readings = await self.pool.read_all([(whole.doc_id, whole.data, True) for whole in partial], frozenset())
+        readings = await self.pool.list_all([(whole.doc_id, whole.data) for whole in partial])
         for whole, reading in zip(partial, readings, strict=True):
             signatures = dict(whole.signatures)
             grouped.setdefault(whole.doc_id, []).extend(SignedChange(raw, signatures.get(change[0])) for change, raw in zip(reading.changes, reading.raw_changes, strict=True))
         held = {whole.doc_id for whole in partial}
         return [whole for whole in wholes if whole.doc_id not in held]
 
-    def start_reading(self, wholes: Sequence[WholeSegment], admins: frozenset[str]) -> WholeReads:
+    def start_reading(self, wholes: Sequence[WholeSegment], admins: frozenset[str], received_from: str | None) -> WholeReads:
         """Hands every whole to the workers at once; the import writes each as its reading comes
         back (`admit_and_write`), so the parent writes while the workers read."""
-        return WholeReads(tuple((whole, asyncio.ensure_future(self.pool.read(whole.doc_id, whole.data, admins))) for whole in wholes))
+        stamp = LogStamp(received_from, self._clock())
+        return WholeReads(tuple((whole, asyncio.ensure_future(self.pool.admit(whole.doc_id, whole.data, dict(whole.signatures), admins, stamp))) for whole in wholes))
 
     async def admit_and_write(
-        self, conn: AsyncConnection, reads: WholeReads, authoriser: Callable[[str], Authorise], received_from: str | None, progress: Callable[[str, int], None] | None = None
+        self, conn: AsyncConnection, reads: WholeReads, authoriser: Callable[[str], Authorise], progress: Callable[[str, int], None] | None = None
     ) -> list[WrittenWhole]:
-        """In the import's transaction, as the workers finish: checks each whole against its
-        authors' signatures and `authoriser(doc_id)` (ChangeRejected for the first that fails:
-        the transaction then rolls back every whole written before it), then writes the change
-        rows, the snapshot as received and the message view - every whole read by then in one
-        go, so a statement serves several segments."""
+        """In the import's transaction, as the workers finish (each has checked its whole against
+        its authors' signatures): checks each whole's authors with `authoriser(doc_id)`
+        (ChangeRejected for the first refused: the transaction then rolls back every whole
+        written before it), then writes the change rows, the snapshot as received and the
+        message view - every whole read by then in one go, so a statement serves several
+        segments."""
         written: list[WrittenWhole] = []
         pending = list(reads.pending)
         while pending:
             await asyncio.wait([reading for _, reading in pending], return_when=asyncio.FIRST_COMPLETED)
             ready = [(whole, reading.result()) for whole, reading in pending if reading.done()]
             pending = [(whole, reading) for whole, reading in pending if not reading.done()]
-            admitted = []
-            for whole, reading in ready:
-                headers = reading.headers()
-                admitted.append(_Admitted(whole, headers, vouch_for_whole(whole.doc_id, headers, dict(whole.signatures), authoriser(whole.doc_id)), reading.messages))
+            for whole, admitted in ready:
+                authorise = authoriser(whole.doc_id)
+                for author in sorted(admitted.authors):
+                    refusal = authorise(author)
+                    if refusal is not None:
+                        raise ChangeRejected(f"{whole.doc_id}: {refusal}")
                 if progress is not None:
-                    progress("verify", len(headers))
-            await self._replica.ensure_document_rows(conn, [item.whole.doc_id for item in admitted])
-            await conn.run_sync(_store_wholes, admitted, received_from, self._clock())
-            for item in admitted:
-                written.append(WrittenWhole(item.whole.doc_id, len(item.headers), len(item.messages)))
+                    progress("verify", len(admitted.log_rows))
+            await self._replica.ensure_document_rows(conn, [whole.doc_id for whole, _ in ready])
+            await conn.run_sync(_store_wholes, ready, self._clock())
+            for whole, admitted in ready:
+                written.append(WrittenWhole(whole.doc_id, len(admitted.log_rows), len(admitted.messages)))
                 if progress is not None:
-                    progress("write", len(item.headers))
+                    progress("write", len(admitted.log_rows))
         return written
 
 
@@ -106,7 +109,7 @@ class WholesIntake:
 class WholeReads:
     """Wholes handed to the workers, each with its reading to come."""
 
-    pending: tuple[tuple[WholeSegment, asyncio.Future[WholeReading]], ...]
+    pending: tuple[tuple[WholeSegment, asyncio.Future[WholeAdmitted]], ...]
 
     async def settle(self) -> None:
         """Cancels what is still being read and waits for it: nothing runs on behind an import
@@ -123,33 +126,18 @@ class WrittenWhole:
     new_messages: int
 
 
-@dataclass(frozen=True)
-class _Admitted:
-    """A whole its authors' signatures vouch for, with what the worker read of it."""
-
-    whole: WholeSegment
-    headers: list[ChangeHeader]
-    vouched: dict[bytes, bytes]  # change hash -> the signed change that vouches for it
-    messages: tuple[tuple[Any, ...], ...]
-
-
-def _store_wholes(conn: Connection, admitted: Sequence[_Admitted], received_from: str | None, now: int) -> None:
+def _store_wholes(conn: Connection, ready: Sequence[tuple[WholeSegment, WholeAdmitted]], now: int) -> None:
     """The change rows without bytes, the snapshots as received covering them (the documents
     are not loaded here), the message view rows (VIEW_COLUMNS) and their search entries. A
     document wholly new here has no messages in the view yet, unless a crafted segment repeats
     a message id of another: the insert then fails, and the import with it."""
-    rows: list[tuple[Any, ...]] = []
-    for item in admitted:
-        signatures = dict(item.whole.signatures)
-        rows.extend((item.whole.doc_id, h.hash, h.actor, h.seq, b"".join(h.deps), None, signatures.get(h.hash), item.vouched[h.hash], received_from, now) for h in item.headers)
-    insert_tuples(conn, t.changes, _CHANGE_COLUMNS, rows)
-    doc_ids = [item.whole.doc_id for item in admitted]
+    insert_tuples(conn, t.changes, LOG_COLUMNS, [row for _, admitted in ready for row in admitted.log_rows])
+    doc_ids = [whole.doc_id for whole, _ in ready]
     newest_query = select(t.changes.c.doc_id, func.max(t.changes.c.id).label("newest")).where(t.changes.c.doc_id.in_(doc_ids)).group_by(t.changes.c.doc_id)
     newest: dict[str, int] = {row.doc_id: row.newest for row in conn.execute(newest_query)}
     conn.execute(delete(t.snapshots).where(t.snapshots.c.doc_id.in_(doc_ids)))  # none is expected: the documents are new here
-    insert_tuples(conn, t.snapshots, _SNAPSHOT_COLUMNS, [(item.whole.doc_id, item.whole.data, newest[item.whole.doc_id], now) for item in admitted])
-    insert_view_rows(conn, [row for item in admitted for row in item.messages], conn.dialect.name == "sqlite")
+    insert_tuples(conn, t.snapshots, _SNAPSHOT_COLUMNS, [(whole.doc_id, whole.data, newest[whole.doc_id], now) for whole, _ in ready])
+    insert_view_rows(conn, [row for _, admitted in ready for row in admitted.messages], conn.dialect.name == "sqlite")
 
 
-_CHANGE_COLUMNS = ("doc_id", "hash", "actor", "seq", "deps", "data", "signature", "vouched_by", "received_from", "received_at")
 _SNAPSHOT_COLUMNS = ("doc_id", "data", "upto_change_id", "saved_at")
