@@ -1,9 +1,10 @@
-"""A document's change graph (hash -> concatenated 32-byte dependency hashes): ancestors and
-heads. Pure."""
+"""A document's change graph (hash -> concatenated 32-byte dependency hashes): ancestors,
+heads and a causal order. Pure."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import heapq
+from collections.abc import Iterable, Mapping, Sequence
 
 
 def split_hashes(joined: bytes) -> list[bytes]:
@@ -34,3 +35,34 @@ def frontier(graph: Mapping[bytes, bytes]) -> tuple[bytes, ...]:
         else:
             depended.update(split_hashes(deps))
     return tuple(sorted(h for h in graph if h not in depended))
+
+
+def causal_order(changes: Sequence[tuple[bytes, bytes]]) -> list[int]:
+    """The positions of `changes` ((hash, concatenated deps), in the order stored) arranged so
+    that each follows its dependencies among them, otherwise keeping the stored order. Rows
+    that stand for several changes (appliance/covered.py) interleave two actors' histories."""
+    position = {change_hash: i for i, (change_hash, _) in enumerate(changes)}
+    waiting: dict[int, list[int]] = {}
+    blocked = [0] * len(changes)
+    ready: list[int] = []
+    for i, (_, deps) in enumerate(changes):
+        for dep in split_hashes(deps):
+            before = position.get(dep)
+            if before is not None and before != i:
+                blocked[i] += 1
+                waiting.setdefault(before, []).append(i)
+        if not blocked[i]:
+            ready.append(i)
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for after in waiting.get(i, ()):
+            blocked[after] -= 1
+            if not blocked[after]:
+                heapq.heappush(ready, after)
+    if len(order) < len(changes):  # a cycle no real hashes can make: keep what remains, as stored
+        placed = set(order)
+        order += [i for i in range(len(changes)) if i not in placed]
+    return order

@@ -84,6 +84,10 @@ changes = Table(
     Column("vouched_by", LargeBinary(32), nullable=False),
     Column("received_from", String(32)),  # node id; NULL for changes made here
     Column("received_at", Integer, nullable=False),
+    # A segment carried whole: the row of an actor's signed change stands for its earlier
+    # changes there too (appliance/covered.py): how many, and their headers packed.
+    Column("covered", Integer, nullable=False, server_default=text("0")),
+    Column("covers", LargeBinary),
     UniqueConstraint("doc_id", "actor", "seq", name="uq_changes_actor_seq"),  # also finds a document's rows
 )
 
@@ -215,7 +219,7 @@ bundle_log = Table(
     Column("decided_at", Integer, nullable=False),
 )
 
-SCHEMA_REVISION = "0009"
+SCHEMA_REVISION = "0010"
 
 # Nodes seen on the LAN (by mDNS or an incoming session), this workspace's or not: where they
 # were last seen and when a session last synced with them. Written by the serving process, read

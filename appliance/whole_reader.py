@@ -6,7 +6,7 @@ from it."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +14,7 @@ from automerge._automerge import Document
 
 from appliance import documents, ids, segments
 from appliance.changes import ChangeHeader
+from appliance.covered import pack_covered
 from appliance.errors import ChangeRejected
 from appliance.view_rows import view_row
 from appliance.wholes import vouch_for_whole
@@ -21,9 +22,9 @@ from appliance.wholes import vouch_for_whole
 WORKER_MEMORY_BYTES = 1024 * 1024 * 1024  # address space of one worker: a 2 MiB segment needs far less
 
 
-# A change-log row of a segment carried whole: no bytes (the snapshot holds them), its own
-# signature if it is an actor's newest, and the signed change that vouches for it.
-LOG_COLUMNS = ("doc_id", "hash", "actor", "seq", "deps", "data", "signature", "vouched_by", "received_from", "received_at")
+# A change-log row of a segment carried whole: one per actor, its signed change with no bytes
+# (the snapshot holds them), standing for the actor's earlier changes there (appliance/covered.py).
+LOG_COLUMNS = ("doc_id", "hash", "actor", "seq", "deps", "data", "signature", "vouched_by", "received_from", "received_at", "covered", "covers")
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,12 @@ class LogStamp:
 @dataclass(frozen=True)
 class WholeAdmitted:
     """A segment carried whole whose changes its authors' signatures cover, as a worker read
-    it: the change-log rows (LOG_COLUMNS values) and message view rows (VIEW_COLUMNS values)
-    to insert, and the authors whose changes it holds - whom the receiver must still allow to
+    it: how many changes it holds, the change-log rows (LOG_COLUMNS values: one per actor) and
+    message view rows (VIEW_COLUMNS values) to insert, and the authors whose changes it holds - whom the receiver must still allow to
     write it (the directory lives in the node's process, not here)."""
 
     doc_id: str
+    changes: int
     # Plain tuples, not dataclasses: they cross the process boundary about six times faster.
     log_rows: tuple[tuple[Any, ...], ...]
     messages: tuple[tuple[Any, ...], ...]
@@ -89,11 +91,24 @@ def admit_whole(doc_id: str, data: bytes, signatures: Mapping[bytes, bytes], adm
         return WholeRefused(doc_id, str(exc))
     except MemoryError:
         return _too_big(doc_id)
-    received_from, received_at = stamp.received_from, stamp.received_at
-    log_rows = tuple(
-        (doc_id, h.hash, h.actor, h.seq, b"".join(h.deps), None, signatures.get(h.hash), vouched[h.hash], received_from, received_at) for h in headers
-    )
-    return WholeAdmitted(doc_id, log_rows, messages, frozenset(authors))
+    return WholeAdmitted(doc_id, len(headers), _log_rows(doc_id, headers, vouched, signatures, stamp), messages, frozenset(authors))
+
+
+def _log_rows(doc_id: str, headers: Sequence[ChangeHeader], vouched: Mapping[bytes, bytes], signatures: Mapping[bytes, bytes], stamp: LogStamp) -> tuple[tuple[Any, ...], ...]:
+    """A row per actor (LOG_COLUMNS): its signed change, covering the changes it vouches for."""
+    covered: dict[bytes, list[ChangeHeader]] = {}
+    signed: list[ChangeHeader] = []
+    for header in headers:
+        if vouched[header.hash] == header.hash:
+            signed.append(header)
+        else:
+            covered.setdefault(vouched[header.hash], []).append(header)
+    rows = []
+    for header in signed:
+        earlier = sorted(covered.get(header.hash, ()), key=lambda change: change.seq)
+        packed = pack_covered(earlier) if earlier else None
+        rows.append((doc_id, header.hash, header.actor, header.seq, b"".join(header.deps), None, signatures[header.hash], header.hash, stamp.received_from, stamp.received_at, len(earlier), packed))
+    return tuple(rows)
 
 
 def list_whole(doc_id: str, data: bytes) -> WholeChanges | WholeRefused:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import and_, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -14,19 +14,31 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from appliance import documents, ids
 from appliance import schema as t
 from appliance.changes import SignedChange
-from appliance.graph import ancestors, frontier, split_hashes
+from appliance.covered import unpack_covered
+from appliance.graph import ancestors, causal_order, frontier, split_hashes
 from appliance.incoming import import_rank
 from appliance.kernel import Kernel
 from appliance.model import BlobDelta, Delta, DocumentDelta, WholeSegment
 from appliance.services.heads import ChannelHeads
 from appliance.services.identity import IdentityService
-from appliance.services.replica import ReplicaService
+from appliance.services.replica import ReplicaService, logged_graph
 from appliance.services.roster import Roster
 from appliance.wholes import MAX_WHOLE_BYTES
 
 _UPDATE_PEER_HEADS = (
     update(t.peer_heads).where(and_(t.peer_heads.c.peer == bindparam("of_peer"), t.peer_heads.c.doc_id == bindparam("of_doc"))).values(heads=bindparam("heads"), updated_at=bindparam("updated_at"))
 )
+
+
+class LoggedRef(NamedTuple):
+    """A change in the change log: its row, where it stands among that row's changes (those
+    the row covers first, appliance/covered.py), its hash, and whether the row only covers it
+    - it then has no bytes or signature there: its bytes are in the document's snapshot."""
+
+    row_id: int
+    place: int
+    hash: bytes
+    covered: bool
 
 
 @dataclass(frozen=True)
@@ -40,10 +52,11 @@ class EntireSegment:
 
 @dataclass(frozen=True)
 class Missing:
-    """What some peers lack: (document, change row ids) in priority order, our heads of every
-    document they may receive, and the segments they hold nothing of."""
+    """What some peers lack: (document, the changes) in priority order, each document's changes
+    in an order Automerge can apply; our heads of every document they may receive, and the
+    segments they hold nothing of."""
 
-    wanted: list[tuple[str, list[int]]]
+    wanted: list[tuple[str, list[LoggedRef]]]
     heads: dict[str, tuple[bytes, ...]]
     entire: dict[str, EntireSegment]
 
@@ -89,16 +102,17 @@ class ExchangeService:
         carried_whole = {whole.doc_id for whole in carried}
         fetched: dict[int, tuple[bytes, bytes | None, bytes | None]] = {}
         async with self._kernel.store.reading() as conn:
-            as_changes = [(doc_id, row_ids) for doc_id, row_ids in wanted if doc_id not in carried_whole]
-            for _, row_ids in as_changes:
+            as_changes = [(doc_id, refs) for doc_id, refs in wanted if doc_id not in carried_whole]
+            for _, refs in as_changes:
+                row_ids = [ref.row_id for ref in refs if not ref.covered]
                 for start in range(0, len(row_ids), 500):
                     chunk = row_ids[start : start + 500]
                     for change in await conn.execute(select(t.changes.c.id, t.changes.c.hash, t.changes.c.data, t.changes.c.signature).where(t.changes.c.id.in_(chunk))):
                         fetched[change.id] = (change.hash, change.data, change.signature)
             blobs = await self._blobs_lacking(conn, peer_ids, [doc_id for doc_id, _ in wanted])
         delta_docs = []
-        for doc_id, row_ids in as_changes:
-            rows = [fetched[i] for i in row_ids]
+        for doc_id, refs in as_changes:
+            rows = [(ref.hash, None, None) if ref.covered else fetched[ref.row_id] for ref in refs]
             held = await self._replica.held_bytes(doc_id, {h for h, data, _ in rows if data is None})
             delta_docs.append(DocumentDelta(doc_id, tuple(SignedChange(held[h] if data is None else data, signature) for h, data, signature in rows)))
         return Delta(documents=tuple(delta_docs), blobs=blobs, heads=our_heads, wholes=tuple(carried))
@@ -143,7 +157,7 @@ class ExchangeService:
     async def documents_lacking(self, peer: bytes) -> list[tuple[str, int]]:
         """The documents `peer` lacks changes of, in the order `delta_for` sends them, with
         how many: a large delta can then be read and sent a few documents at a time."""
-        return [(doc_id, len(row_ids)) for doc_id, row_ids in (await self._missing([peer], None, None)).wanted]
+        return [(doc_id, len(refs)) for doc_id, refs in (await self._missing([peer], None, None)).wanted]
 
     async def _missing(self, peers: Sequence[bytes], only: Collection[str] | None, also_held: Mapping[str, Sequence[bytes]] | None) -> Missing:
         """What some of `peers` lack and our heads of every document they may receive."""
@@ -153,7 +167,7 @@ class ExchangeService:
         async with self._kernel.store.reading() as conn:
             doc_query = select(t.documents.c.doc_id, t.documents.c.kind, t.documents.c.channel_id, t.documents.c.segment_index)
             heads_query = select(t.peer_heads.c.peer, t.peer_heads.c.doc_id, t.peer_heads.c.heads).where(t.peer_heads.c.peer.in_(peer_ids))
-            graph_query = select(t.changes.c.doc_id, t.changes.c.id, t.changes.c.hash, t.changes.c.deps, t.changes.c.actor, t.changes.c.seq)
+            graph_query = select(t.changes.c.doc_id, t.changes.c.id, t.changes.c.hash, t.changes.c.deps, t.changes.c.actor, t.changes.c.seq, t.changes.c.covers)
             if wanted_docs is not None:
                 doc_query = doc_query.where(t.documents.c.doc_id.in_(wanted_docs))
                 heads_query = heads_query.where(t.peer_heads.c.doc_id.in_(wanted_docs))
@@ -163,17 +177,23 @@ class ExchangeService:
             for reported in await conn.execute(heads_query):
                 known_heads.setdefault(reported.doc_id, {})[reported.peer] = reported.heads
             graphs: dict[str, dict[bytes, bytes]] = {}
-            change_ids: dict[bytes, int] = {}
+            refs: dict[bytes, LoggedRef] = {}
+            covering: set[str] = set()  # documents with rows that stand for several changes
             newest: dict[str, dict[bytes, tuple[int, int]]] = {}  # doc -> actor -> (seq, row id)
             graph: dict[bytes, bytes] = {}
             last_doc = None
             # Unpacked as tuples: a hundred thousand rows by attribute cost a second here.
-            graph_rows = cast(list[tuple[str, int, bytes, bytes, bytes, int]], (await conn.execute(graph_query)).all())
-            for doc_id, row_id, change_hash, deps, actor, seq in graph_rows:
+            graph_rows = cast(list[tuple[str, int, bytes, bytes, bytes, int, bytes | None]], (await conn.execute(graph_query)).all())
+            for doc_id, row_id, change_hash, deps, actor, seq, covers in graph_rows:
                 if doc_id != last_doc:
                     graph, actors, last_doc = graphs.setdefault(doc_id, {}), newest.setdefault(doc_id, {}), doc_id
+                if covers:
+                    covering.add(doc_id)
+                    for place, change in enumerate(unpack_covered(covers)):
+                        graph[change.hash] = change.deps
+                        refs[change.hash] = LoggedRef(row_id, place, change.hash, True)
                 graph[change_hash] = deps
-                change_ids[change_hash] = row_id
+                refs[change_hash] = LoggedRef(row_id, seq, change_hash, False)  # after the changes it covers: theirs are lower
                 if actor not in actors or actors[actor][0] < seq:
                     actors[actor] = (seq, row_id)
         allowed: list[Any] = []
@@ -187,7 +207,7 @@ class ExchangeService:
                     continue
             allowed.append(row)
         allowed.sort(key=lambda r: (import_rank(r.doc_id), -r.segment_index, r.channel_id))
-        wanted: list[tuple[str, list[int]]] = []
+        wanted: list[tuple[str, list[LoggedRef]]] = []
         our_heads: dict[str, tuple[bytes, ...]] = {}
         entire: dict[str, EntireSegment] = {}
         for row in allowed:
@@ -196,18 +216,20 @@ class ExchangeService:
             their_heads = known_heads.get(row.doc_id, {})
             extra = list((also_held or {}).get(row.doc_id, ()))
             if not extra and not any(their_heads.get(p) for p in peer_ids):
-                missing = sorted(change_ids[h] for h in graph)  # they hold nothing of it
+                missing = sorted(refs[h] for h in graph)  # they hold nothing of it
                 held_any = False
             else:
                 held = [ancestors(graph, split_hashes(their_heads.get(p, b"")) + extra) for p in peer_ids]
                 common = set.intersection(*held) if held else set()
-                missing = sorted(change_ids[h] for h in graph if h not in common)
+                missing = sorted(refs[h] for h in graph if h not in common)
                 held_any = any(held)
+            if row.doc_id in covering:  # one actor's row covers changes another's came between
+                missing = [missing[i] for i in causal_order([(ref.hash, graph[ref.hash]) for ref in missing])]
             if missing:
                 wanted.append((row.doc_id, missing))
                 if row.kind == "segment" and not held_any:
                     actors = newest.get(row.doc_id, {})
-                    entire[row.doc_id] = EntireSegment(tuple(row_id for _, row_id in actors.values()), missing[-1])
+                    entire[row.doc_id] = EntireSegment(tuple(row_id for _, row_id in actors.values()), max(ref.row_id for ref in missing))
         return Missing(wanted, our_heads, entire)
 
     async def _blobs_lacking(self, conn: AsyncConnection, peer_ids: Sequence[str], doc_ids: Sequence[str]) -> tuple[BlobDelta, ...]:
@@ -277,8 +299,7 @@ class ExchangeService:
             if row.doc_id in heads:
                 by_doc.setdefault(row.doc_id, []).append(row)
         for doc_id, rows in by_doc.items():
-            graph: dict[bytes, bytes] = dict((await conn.execute(select(t.changes.c.hash, t.changes.c.deps).where(t.changes.c.doc_id == doc_id))).all())
-            held = ancestors(graph, heads[doc_id])
+            held = ancestors(await logged_graph(conn, doc_id), heads[doc_id])
             for row in rows:
                 if all(h in held for h in split_hashes(row.heads)):
                     await conn.execute(update(t.peer_blobs).where(and_(t.peer_blobs.c.peer == peer, t.peer_blobs.c.hash == row.hash)).values(heads=None, updated_at=now))

@@ -27,9 +27,10 @@ from appliance import documents
 from appliance import schema as t
 from appliance.bulk import insert_rows, insert_tuples
 from appliance.changes import ChangeHeader, SignedChange, VerifiedChange, parse_change, sign_change
+from appliance.covered import CoveredChange, logged_changes, unpack_covered
 from appliance.errors import ChangeRejected, NodeLocked, RallypointError, StorageError
 from appliance.feed import DirectoryChanged, DocumentsChanged, Origin
-from appliance.graph import ancestors, frontier
+from appliance.graph import ancestors, causal_order, frontier
 from appliance.kernel import Kernel, Stale
 from appliance.services.heads import ChannelHeads
 from appliance.services.identity import LOCKED_SETTING, IdentityService
@@ -42,7 +43,8 @@ CACHED_DOCUMENTS = 64  # loaded documents kept in memory (a full segment takes ~
 # Built once: SQLAlchemy then reuses their compiled form on the hot path.
 _INSERT_CHANGE = insert(t.changes)
 _NEWEST_OF_DOCUMENT = select(func.max(t.changes.c.id)).where(t.changes.c.doc_id == bindparam("doc_id"))
-_STORED_UP_TO = select(func.count()).where(and_(t.changes.c.doc_id == bindparam("doc_id"), t.changes.c.id <= bindparam("upto")))
+_LOGGED_GRAPH = select(t.changes.c.hash, t.changes.c.seq, t.changes.c.deps, t.changes.c.covers).where(t.changes.c.doc_id == bindparam("doc_id"))
+_STORED_UP_TO = select(func.coalesce(func.sum(1 + t.changes.c.covered), 0)).where(and_(t.changes.c.doc_id == bindparam("doc_id"), t.changes.c.id <= bindparam("upto")))
 
 
 class ReplicaService:
@@ -118,11 +120,11 @@ class ReplicaService:
                 .scalars()
                 .all()
             )
-            hashes: Sequence[bytes] = (await conn.execute(select(t.changes.c.hash).where(t.changes.c.doc_id == doc_id))).scalars().all()
+            logged = cast(list[tuple[bytes, bytes | None]], (await conn.execute(select(t.changes.c.hash, t.changes.c.covers).where(t.changes.c.doc_id == doc_id))).all())
         data = (snap.data if snap else b"") + b"".join(rows)
         doc = documents.load_document(data, self.actor()) if data else documents.new_document(self.actor())
         self._docs[doc_id] = doc
-        self._known[doc_id] = set(hashes)
+        self._known[doc_id] = _hashes(logged)
         self._since_snapshot[doc_id] = len(rows)
         while len(self._docs) > CACHED_DOCUMENTS:
             await self._evict(next(iter(self._docs)))
@@ -373,9 +375,11 @@ class ReplicaService:
         async with self._kernel.store.reading() as conn:
             for start in range(0, len(doc_ids), 500):
                 chunk = doc_ids[start : start + 500]
-                rows = cast(list[tuple[str, bytes]], (await conn.execute(select(t.changes.c.doc_id, t.changes.c.hash).where(t.changes.c.doc_id.in_(chunk)))).all())
-                for doc_id, change_hash in rows:  # as tuples: by attribute, a 100k-change channel costs a second
+                rows = cast(list[tuple[str, bytes, bytes | None]], (await conn.execute(select(t.changes.c.doc_id, t.changes.c.hash, t.changes.c.covers).where(t.changes.c.doc_id.in_(chunk)))).all())
+                for doc_id, change_hash, covers in rows:  # as tuples: by attribute, a 100k-change channel costs a second
                     known[doc_id].add(change_hash)
+                    if covers:
+                        known[doc_id].update(change.hash for change in unpack_covered(covers))
         return known
 
     async def changes_for(self, doc_id: str, have: Sequence[bytes]) -> list[SignedChange]:
@@ -383,11 +387,18 @@ class ReplicaService:
         ancestor of a head known here (a head unknown here says the peer has changes we lack,
         not which of ours it has). Each actor's run ends in a signed change."""
         async with self._kernel.store.reading() as conn:
-            rows = (await conn.execute(select(t.changes.c.hash, t.changes.c.deps, t.changes.c.data, t.changes.c.signature).where(t.changes.c.doc_id == doc_id).order_by(t.changes.c.id))).all()
-        excluded = ancestors({r.hash: r.deps for r in rows}, have)
-        wanted = [r for r in rows if r.hash not in excluded]
-        held = await self.held_bytes(doc_id, {r.hash for r in wanted if r.data is None})
-        return [SignedChange(r.data if r.data is not None else held[r.hash], r.signature) for r in wanted]
+            columns = (t.changes.c.hash, t.changes.c.seq, t.changes.c.deps, t.changes.c.data, t.changes.c.signature, t.changes.c.covers)
+            rows = (await conn.execute(select(*columns).where(t.changes.c.doc_id == doc_id).order_by(t.changes.c.id))).all()
+        logged: list[tuple[CoveredChange, bytes | None, bytes | None]] = []  # a change, its bytes and its signature when its row holds them
+        for r in rows:
+            logged += [(change, None, None) for change in unpack_covered(r.covers)] if r.covers else []
+            logged.append((CoveredChange(r.hash, r.seq, r.deps), r.data, r.signature))
+        if any(r.covers for r in rows):
+            logged = [logged[i] for i in causal_order([(change.hash, change.deps) for change, _, _ in logged])]
+        excluded = ancestors({change.hash: change.deps for change, _, _ in logged}, have)
+        wanted = [entry for entry in logged if entry[0].hash not in excluded]
+        held = await self.held_bytes(doc_id, {change.hash for change, data, _ in wanted if data is None})
+        return [SignedChange(data if data is not None else held[change.hash], signature) for change, data, signature in wanted]
 
     async def held_bytes(self, doc_id: str, hashes: set[bytes]) -> dict[bytes, bytes]:
         """The bytes of changes stored without them (held in the snapshot of a segment that came
@@ -404,7 +415,7 @@ class ReplicaService:
         if cached is not None:
             return list(cached.get_heads())
         async with self._kernel.store.reading() as conn:
-            graph: dict[bytes, bytes] = {row.hash: row.deps for row in await conn.execute(select(t.changes.c.hash, t.changes.c.deps).where(t.changes.c.doc_id == doc_id))}
+            graph = await logged_graph(conn, doc_id)
         return list(frontier(graph))
 
     async def document_ids(self) -> list[str]:
@@ -466,6 +477,24 @@ class ReplicaService:
         return changed
 
 
+async def logged_graph(conn: AsyncConnection, doc_id: str) -> dict[bytes, bytes]:
+    """A document's change graph (hash -> concatenated deps) as its change log holds it."""
+    graph: dict[bytes, bytes] = {}
+    for change_hash, seq, deps, covers in cast(list[tuple[bytes, int, bytes, bytes | None]], (await conn.execute(_LOGGED_GRAPH, {"doc_id": doc_id})).all()):
+        graph.update((change.hash, change.deps) for change in logged_changes(change_hash, seq, deps, covers))
+    return graph
+
+
+def _hashes(logged: Iterable[tuple[bytes, bytes | None]]) -> set[bytes]:
+    """The hashes of every change of (hash, covers) log rows."""
+    found: set[bytes] = set()
+    for change_hash, covers in logged:
+        found.add(change_hash)
+        if covers:
+            found.update(change.hash for change in unpack_covered(covers))
+    return found
+
+
 def _ensure_document_rows(conn: Connection, doc_ids: Sequence[str]) -> None:
     present: set[str] = set(conn.execute(select(t.documents.c.doc_id).where(t.documents.c.doc_id.in_(doc_ids))).scalars().all())
     refs = [(doc_id, documents.parse_doc_id(doc_id)) for doc_id in doc_ids if doc_id not in present]
@@ -476,7 +505,7 @@ def _current_upto(conn: Connection, doc_id: str, known: int) -> int | None:
     """The newest change-log row of a document, when the log holds exactly the `known` changes
     up to it (None: another process appended meanwhile, a snapshot now would miss them)."""
     upto: int | None = conn.execute(_NEWEST_OF_DOCUMENT, {"doc_id": doc_id}).scalar_one()
-    stored = conn.execute(_STORED_UP_TO, {"doc_id": doc_id, "upto": upto}).scalar_one()
+    stored = int(conn.execute(_STORED_UP_TO, {"doc_id": doc_id, "upto": upto}).scalar_one())
     return None if stored != known else upto
 
 

@@ -95,13 +95,13 @@ class WholesIntake:
                     if refusal is not None:
                         raise ChangeRejected(f"{whole.doc_id}: {refusal}")
                 if progress is not None:
-                    progress("verify", len(admitted.log_rows))
+                    progress("verify", admitted.changes)
             await self._replica.ensure_document_rows(conn, [whole.doc_id for whole, _ in ready])
             await conn.run_sync(_store_wholes, ready, self._clock())
             for whole, admitted in ready:
-                written.append(WrittenWhole(whole.doc_id, len(admitted.log_rows), len(admitted.messages)))
+                written.append(WrittenWhole(whole.doc_id, admitted.changes, len(admitted.messages)))
                 if progress is not None:
-                    progress("write", len(admitted.log_rows))
+                    progress("write", admitted.changes)
         return written
 
 
@@ -127,7 +127,7 @@ class WrittenWhole:
 
 
 def _store_wholes(conn: Connection, ready: Sequence[tuple[WholeSegment, WholeAdmitted]], now: int) -> None:
-    """The change rows without bytes, the snapshots as received covering them (the documents
+    """The change rows without bytes (one per actor), the snapshots as received covering them (the documents
     are not loaded here), the message view rows (VIEW_COLUMNS) and their search entries. A
     document wholly new here has no messages in the view yet, unless a crafted segment repeats
     a message id of another: the insert then fails, and the import with it."""

@@ -43,13 +43,15 @@ async def import_delta(target: Node, delta: Delta, source: Node, wholes: tuple[W
     )
 
 
-async def stored(node: Node, doc_id: str) -> tuple[bytes | None, int, int]:
-    """(snapshot bytes, change rows, change rows without bytes) of a document."""
+async def stored(node: Node, doc_id: str) -> tuple[bytes | None, int, int, int]:
+    """(snapshot bytes, change rows, change rows without bytes, changes the rows stand for) of
+    a document."""
     async with node.store.reading() as conn:
         snapshot = (await conn.execute(select(t.snapshots.c.data).where(t.snapshots.c.doc_id == doc_id))).scalar()
         rows = (await conn.execute(select(func.count()).where(t.changes.c.doc_id == doc_id))).scalar_one()
         held = (await conn.execute(select(func.count()).where(t.changes.c.doc_id == doc_id, t.changes.c.data.is_(None)))).scalar_one()
-    return snapshot, rows, held
+        logged = (await conn.execute(select(func.coalesce(func.sum(1 + t.changes.c.covered), 0)).where(t.changes.c.doc_id == doc_id))).scalar_one()
+    return snapshot, rows, held, logged
 
 
 async def texts(node: Node) -> list[str]:
@@ -76,8 +78,9 @@ async def test_segments_travel_whole_are_stored_as_received_and_forward_both_way
         assert await texts(bravo) == [f"message {i}" for i in range(MESSAGES)]
         assert [m.text for m in await bravo.views.search("1199")] == ["message 1199"]
         for whole in sent.wholes:
-            snapshot, rows, held = await stored(bravo, whole.doc_id)
-            assert snapshot == whole.data and rows == held > 0  # as received, no bytes of their own
+            snapshot, rows, held, logged = await stored(bravo, whole.doc_id)
+            assert snapshot == whole.data  # as received
+            assert rows == held == 1 and logged == len(documents.load_document(whole.data, b"\x00" * 48).get_changes([]))  # one row for alpha's actor, no bytes
 
         again = await import_delta(bravo, sent, alpha)
         assert (again.changes, again.duplicates) == (0, summary.changes + summary.duplicates)
@@ -113,8 +116,38 @@ async def test_a_whole_of_a_segment_held_in_part_imports_as_its_changes(tmp_path
         summary = await import_delta(bravo, sent, alpha)
         assert (summary.changes, summary.channels[0].changes) == (5, 5)
         assert len(await texts(bravo)) == 15
-        _, rows, held = await stored(bravo, sent.wholes[0].doc_id)
-        assert (rows, held) == (15, 0)  # imported as changes: each with its bytes
+        _, rows, held, logged = await stored(bravo, sent.wholes[0].doc_id)
+        assert (rows, held, logged) == (15, 0, 15)  # imported as changes: each with its bytes
+
+
+async def test_a_whole_of_interleaved_authors_is_logged_per_actor_and_forwarded_in_causal_order(tmp_path: Path) -> None:
+    alpha, bravo, charlie, delta = await make_workspace(tmp_path, "bravo", "charlie", "delta")
+    async with alpha, bravo, charlie, delta:
+        await alpha.chat.create_channel("general")
+        for turn in range(3):  # alice and bob take turns in one segment: each one's changes depend on the other's
+            await alpha.chat.post_many("general", [f"alice {turn}.{i}" for i in range(3)])
+            await sync_all(alpha, bravo)
+            await bravo.chat.post_many("general", [f"bob {turn}.{i}" for i in range(3)])
+            await sync_all(bravo, alpha)
+            if turn == 0:
+                await sync_all(alpha, delta)  # delta holds the first turn only
+        sent = await delta_to(alpha, charlie)
+        (whole,) = [w for w in sent.wholes if "/seg/" in w.doc_id]
+        assert len(whole.signatures) == 2
+        await import_delta(charlie, sent, alpha)
+        assert (await stored(charlie, whole.doc_id))[1:] == (2, 2, 18)  # a row per actor, standing for all 18 changes
+
+        # Listed by the replica and by the exchange, the changes come in an order Automerge can
+        # apply: no change before one it depends on (alice's rows cover changes bob's came between).
+        listed = [parse_change(c.data) for c in await charlie.replica.changes_for(whole.doc_id, [])]
+        assert len(listed) == 18 and all(set(h.deps) <= {e.hash for e in listed[:i]} for i, h in enumerate(listed))
+        held = await delta.replica.document_heads(whole.doc_id)
+        partial = await charlie.exchange.delta_for([delta.identity.node_key], only=[whole.doc_id], also_held={whole.doc_id: held})
+        ((_, rest),) = partial.documents
+        assert len(rest) == 12
+        await import_delta(delta, partial, charlie)
+        assert await texts(delta) == await texts(alpha)
+        assert await charlie.replica.document_heads(whole.doc_id) == await alpha.replica.document_heads(whole.doc_id)
 
 
 async def test_one_bad_whole_rejects_the_import_and_stores_nothing(tmp_path: Path) -> None:
@@ -157,7 +190,7 @@ async def test_a_change_slipped_in_under_another_authors_actor_is_rejected(tmp_p
         # delta holds nothing of the segment: it reads the whole and refuses it, naming alice.
         with pytest.raises(ChangeRejected, match=f"actor {ids.key_id(alpha.identity.user_key)} has 6 change\\(s\\) but its author signed change 5"):
             await delta.intake.import_batches([], wholes=(attack,), received_from=bravo.identity.node_id)
-        assert await stored(delta, segment) == (None, 0, 0)
+        assert await stored(delta, segment) == (None, 0, 0, 0)
         # charlie holds it: the whole goes through the change verifier, which refuses it too.
         with pytest.raises(ChangeRejected, match="is not signed by its author"):
             await charlie.intake.import_batches([], wholes=(attack,), received_from=bravo.identity.node_id)

@@ -1,0 +1,58 @@
+"""The changes a change-log row stands for without a row of their own.
+
+A segment carried whole is logged with one row per actor: that actor's signed, newest change
+in it - and, packed into the row's `covers` column, the headers of the actor's earlier changes
+there, which that signature vouches for (appliance/wholes.py). A hundred thousand changes
+carried whole then cost a few hundred rows, not a hundred thousand. Their bytes are in the
+segment's snapshot, as for any change stored without them.
+
+Pure: bytes in, values out."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
+
+from appliance.changes import HASH_BYTES, ChangeHeader
+from appliance.errors import StorageError
+
+_ENTRY = struct.Struct(f">{HASH_BYTES}sIH")  # hash, seq, number of dependencies
+
+
+class CoveredChange(NamedTuple):
+    """A change a log row stands for: its hash, sequence number and dependencies (their
+    hashes concatenated, as in the log's `deps` column)."""
+
+    hash: bytes
+    seq: int
+    deps: bytes
+
+
+def pack_covered(headers: Sequence[ChangeHeader]) -> bytes:
+    """The `covers` column for `headers` (one actor's changes, in sequence order)."""
+    return b"".join(_ENTRY.pack(header.hash, header.seq, len(header.deps)) + b"".join(header.deps) for header in headers)
+
+
+def unpack_covered(packed: bytes) -> list[CoveredChange]:
+    """The changes a `covers` column lists; StorageError if it is cut short (a damaged store)."""
+    found: list[CoveredChange] = []
+    position, end = 0, len(packed)
+    while position < end:
+        if position + _ENTRY.size > end:
+            raise StorageError("a change-log row lists the changes it stands for in a damaged form")
+        change_hash, seq, dep_count = _ENTRY.unpack_from(packed, position)
+        position += _ENTRY.size
+        deps = packed[position : position + dep_count * HASH_BYTES]
+        if len(deps) != dep_count * HASH_BYTES:
+            raise StorageError("a change-log row lists the changes it stands for in a damaged form")
+        position += len(deps)
+        found.append(CoveredChange(change_hash, seq, deps))
+    return found
+
+
+def logged_changes(change_hash: bytes, seq: int, deps: bytes, covers: bytes | None) -> Iterator[CoveredChange]:
+    """Every change a log row stands for: those it covers (in sequence order), then its own."""
+    if covers:
+        yield from unpack_covered(covers)
+    yield CoveredChange(change_hash, seq, deps)
