@@ -39,8 +39,9 @@ class LogStamp:
 class WholeAdmitted:
     """A segment carried whole whose changes its authors' signatures cover, as a worker read
     it: how many changes it holds, the change-log rows (LOG_COLUMNS values: one per actor) and
-    message view rows (VIEW_COLUMNS values) to insert, and the authors whose changes it holds - whom the receiver must still allow to
-    write it (the directory lives in the node's process, not here)."""
+    message view rows (VIEW_COLUMNS values) to insert, and the authors whose changes it holds -
+    whom the receiver must still allow to write it (the directory lives in the node's process,
+    not here)."""
 
     doc_id: str
     changes: int
@@ -53,14 +54,11 @@ class WholeAdmitted:
 @dataclass(frozen=True)
 class WholeChanges:
     """Every change of a segment carried whole, listed to be imported as chunks (the node holds
-    part of the document): headers (hash, actor, seq, deps) in causal order, and their bytes."""
+    part of the document), in causal order: their hashes and their bytes."""
 
     doc_id: str
-    changes: tuple[tuple[bytes, bytes, int, tuple[bytes, ...]], ...]
+    hashes: tuple[bytes, ...]
     raw_changes: tuple[bytes, ...]
-
-    def headers(self) -> list[ChangeHeader]:
-        return list(map(ChangeHeader._make, self.changes))
 
 
 @dataclass(frozen=True)
@@ -116,13 +114,13 @@ def list_whole(doc_id: str, data: bytes) -> WholeChanges | WholeRefused:
     try:
         with documents.binding_errors(f"{doc_id}: cannot load the segment"):
             changes = Document.load(data).get_changes([])
-            headers = tuple((c.hash, c.actor_id, c.seq, tuple(c.deps)) for c in changes)
+            hashes = tuple(c.hash for c in changes)
             raw = tuple(c.raw_bytes for c in changes)
     except documents.DocumentError as exc:
         return WholeRefused(doc_id, str(exc))
     except MemoryError:
         return _too_big(doc_id)
-    return WholeChanges(doc_id, headers, raw)
+    return WholeChanges(doc_id, hashes, raw)
 
 
 def _too_big(doc_id: str) -> WholeRefused:

@@ -63,7 +63,7 @@ class WholesIntake:
         readings = await self.pool.list_all([(whole.doc_id, whole.data) for whole in partial])
         for whole, reading in zip(partial, readings, strict=True):
             signatures = dict(whole.signatures)
-            grouped.setdefault(whole.doc_id, []).extend(SignedChange(raw, signatures.get(change[0])) for change, raw in zip(reading.changes, reading.raw_changes, strict=True))
+            grouped.setdefault(whole.doc_id, []).extend(SignedChange(raw, signatures.get(change_hash)) for change_hash, raw in zip(reading.hashes, reading.raw_changes, strict=True))
         held = {whole.doc_id for whole in partial}
         return [whole for whole in wholes if whole.doc_id not in held]
 
