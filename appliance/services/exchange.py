@@ -8,7 +8,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import and_, bindparam, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance import documents, ids
@@ -28,6 +28,11 @@ from appliance.wholes import MAX_WHOLE_BYTES
 _UPDATE_PEER_HEADS = (
     update(t.peer_heads).where(and_(t.peer_heads.c.peer == bindparam("of_peer"), t.peer_heads.c.doc_id == bindparam("of_doc"))).values(heads=bindparam("heads"), updated_at=bindparam("updated_at"))
 )
+
+
+_DOCUMENTS = select(t.documents.c.doc_id, t.documents.c.kind, t.documents.c.channel_id, t.documents.c.segment_index)
+_GRAPHS = select(t.changes.c.doc_id, t.changes.c.hash, t.changes.c.deps, t.changes.c.covers)
+_CHANGE_COUNTS = select(t.changes.c.doc_id, func.sum(1 + t.changes.c.covered)).group_by(t.changes.c.doc_id)
 
 
 class LoggedRef(NamedTuple):
@@ -147,8 +152,18 @@ class ExchangeService:
         return carried
 
     async def heads_for(self, peer: bytes) -> dict[str, tuple[bytes, ...]]:
-        """Our heads of every document `peer` may receive (what a LAN session announces)."""
-        return (await self._missing([peer], None, None)).heads
+        """Our heads of every document `peer` may receive (what a LAN session announces): the
+        graph of each, and nothing of what the peer lacks."""
+        self._identity.require_unlocked()
+        async with self._kernel.store.reading() as conn:
+            doc_rows = (await conn.execute(_DOCUMENTS)).all()
+            graphs: dict[str, dict[bytes, bytes]] = {}
+            for doc_id, change_hash, deps, covers in cast(list[tuple[str, bytes, bytes, bytes | None]], (await conn.execute(_GRAPHS)).all()):
+                graph = graphs.setdefault(doc_id, {})
+                if covers:
+                    graph.update((change.hash, change.deps) for change in unpack_covered(covers))
+                graph[change_hash] = deps
+        return {row.doc_id: frontier(graphs.get(row.doc_id, {})) for row in await self._allowed(doc_rows, [peer])}
 
     async def changes_behind(self, peer: bytes) -> int:
         """How many of our changes `peer` lacks, as far as the heads it last told us say."""
@@ -156,8 +171,20 @@ class ExchangeService:
 
     async def documents_lacking(self, peer: bytes) -> list[tuple[str, int]]:
         """The documents `peer` lacks changes of, in the order `delta_for` sends them, with
-        how many: a large delta can then be read and sent a few documents at a time."""
-        return [(doc_id, len(refs)) for doc_id, refs in (await self._missing([peer], None, None)).wanted]
+        how many: a large delta can then be read and sent a few documents at a time. Only the
+        documents the peer holds part of need their graphs read; of the others it lacks every
+        change, which the log counts (a new peer's first session: no graph read at all)."""
+        self._identity.require_unlocked()
+        async with self._kernel.store.reading() as conn:
+            doc_rows = (await conn.execute(_DOCUMENTS)).all()
+            query = select(t.peer_heads.c.doc_id).where(and_(t.peer_heads.c.peer == ids.key_id(peer), t.peer_heads.c.heads != b""))
+            partly: set[str] = set((await conn.execute(query)).scalars().all())
+            counts = dict(cast(list[tuple[str, int]], (await conn.execute(_CHANGE_COUNTS)).all()))
+        allowed = await self._allowed(doc_rows, [peer])
+        held_part = [row.doc_id for row in allowed if row.doc_id in partly]
+        lacking_part = {doc_id: len(refs) for doc_id, refs in (await self._missing([peer], held_part, None)).wanted} if held_part else {}
+        lacking = [(row.doc_id, lacking_part.get(row.doc_id, 0) if row.doc_id in partly else counts.get(row.doc_id, 0)) for row in allowed]
+        return [(doc_id, count) for doc_id, count in lacking if count]
 
     async def _missing(self, peers: Sequence[bytes], only: Collection[str] | None, also_held: Mapping[str, Sequence[bytes]] | None) -> Missing:
         """What some of `peers` lack and our heads of every document they may receive."""
@@ -165,7 +192,7 @@ class ExchangeService:
         peer_ids = [ids.key_id(p) for p in peers]
         wanted_docs = sorted(only) if only is not None else None
         async with self._kernel.store.reading() as conn:
-            doc_query = select(t.documents.c.doc_id, t.documents.c.kind, t.documents.c.channel_id, t.documents.c.segment_index)
+            doc_query = _DOCUMENTS
             heads_query = select(t.peer_heads.c.peer, t.peer_heads.c.doc_id, t.peer_heads.c.heads).where(t.peer_heads.c.peer.in_(peer_ids))
             graph_query = select(t.changes.c.doc_id, t.changes.c.id, t.changes.c.hash, t.changes.c.deps, t.changes.c.actor, t.changes.c.seq, t.changes.c.covers)
             if wanted_docs is not None:
@@ -196,17 +223,7 @@ class ExchangeService:
                 refs[change_hash] = LoggedRef(row_id, seq, change_hash, False)  # after the changes it covers: theirs are lower
                 if actor not in actors or actors[actor][0] < seq:
                     actors[actor] = (seq, row_id)
-        allowed: list[Any] = []
-        revoked_peer = any(p in self._roster.current.revoked for p in peers)
-        for row in doc_rows:
-            if row.kind != "directory" and revoked_peer:
-                continue
-            if row.kind != "directory":
-                head = await self._heads.head(row.channel_id)
-                if head is None or not all(self.routable_to(p, head) for p in peers):
-                    continue
-            allowed.append(row)
-        allowed.sort(key=lambda r: (import_rank(r.doc_id), -r.segment_index, r.channel_id))
+        allowed = await self._allowed(doc_rows, peers)
         wanted: list[tuple[str, list[LoggedRef]]] = []
         our_heads: dict[str, tuple[bytes, ...]] = {}
         entire: dict[str, EntireSegment] = {}
@@ -231,6 +248,22 @@ class ExchangeService:
                     actors = newest.get(row.doc_id, {})
                     entire[row.doc_id] = EntireSegment(tuple(row_id for _, row_id in actors.values()), max(ref.row_id for ref in missing))
         return Missing(wanted, our_heads, entire)
+
+    async def _allowed(self, doc_rows: Sequence[Any], peers: Sequence[bytes]) -> list[Any]:
+        """The documents (rows of _DOCUMENTS) all of `peers` may receive, in the order a delta
+        sends them. A revoked node receives the directory only."""
+        allowed: list[Any] = []
+        revoked_peer = any(p in self._roster.current.revoked for p in peers)
+        for row in doc_rows:
+            if row.kind != "directory" and revoked_peer:
+                continue
+            if row.kind != "directory":
+                head = await self._heads.head(row.channel_id)
+                if head is None or not all(self.routable_to(p, head) for p in peers):
+                    continue
+            allowed.append(row)
+        allowed.sort(key=lambda r: (import_rank(r.doc_id), -r.segment_index, r.channel_id))
+        return allowed
 
     async def _blobs_lacking(self, conn: AsyncConnection, peer_ids: Sequence[str], doc_ids: Sequence[str]) -> tuple[BlobDelta, ...]:
         referenced: dict[bytes, str] = {}
