@@ -11,7 +11,7 @@ Pure: bytes in, values out."""
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from appliance.changes import HASH_BYTES, ChangeHeader
@@ -51,8 +51,16 @@ def unpack_covered(packed: bytes) -> list[CoveredChange]:
     return found
 
 
-def logged_changes(change_hash: bytes, seq: int, deps: bytes, covers: bytes | None) -> Iterator[CoveredChange]:
-    """Every change a log row stands for: those it covers (in sequence order), then its own."""
+def add_to_graph(graph: dict[bytes, bytes], change_hash: bytes, deps: bytes, covers: bytes | None) -> None:
+    """Adds every change a log row stands for to `graph` (hash -> deps): those it covers (in
+    sequence order), then its own."""
     if covers:
-        yield from unpack_covered(covers)
-    yield CoveredChange(change_hash, seq, deps)
+        graph.update((change.hash, change.deps) for change in unpack_covered(covers))
+    graph[change_hash] = deps
+
+
+def add_hashes(found: set[bytes], change_hash: bytes, covers: bytes | None) -> None:
+    """Adds the hash of every change a log row stands for to `found`."""
+    found.add(change_hash)
+    if covers:
+        found.update(change.hash for change in unpack_covered(covers))

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from appliance import documents, ids
 from appliance import schema as t
 from appliance.changes import SignedChange
-from appliance.covered import unpack_covered
+from appliance.covered import add_to_graph, unpack_covered
 from appliance.graph import ancestors, causal_order, frontier, split_hashes
 from appliance.incoming import import_rank
 from appliance.kernel import Kernel
@@ -159,10 +159,7 @@ class ExchangeService:
             doc_rows = (await conn.execute(_DOCUMENTS)).all()
             graphs: dict[str, dict[bytes, bytes]] = {}
             for doc_id, change_hash, deps, covers in cast(list[tuple[str, bytes, bytes, bytes | None]], (await conn.execute(_GRAPHS)).all()):
-                graph = graphs.setdefault(doc_id, {})
-                if covers:
-                    graph.update((change.hash, change.deps) for change in unpack_covered(covers))
-                graph[change_hash] = deps
+                add_to_graph(graphs.setdefault(doc_id, {}), change_hash, deps, covers)
         return {row.doc_id: frontier(graphs.get(row.doc_id, {})) for row in await self._allowed(doc_rows, [peer])}
 
     async def changes_behind(self, peer: bytes) -> int:

@@ -27,7 +27,7 @@ from appliance import documents
 from appliance import schema as t
 from appliance.bulk import insert_rows, insert_tuples
 from appliance.changes import ChangeHeader, SignedChange, VerifiedChange, parse_change, sign_change
-from appliance.covered import CoveredChange, logged_changes, unpack_covered
+from appliance.covered import CoveredChange, add_hashes, add_to_graph, unpack_covered
 from appliance.errors import ChangeRejected, NodeLocked, RallypointError, StorageError
 from appliance.feed import DirectoryChanged, DocumentsChanged, Origin
 from appliance.graph import ancestors, causal_order, frontier
@@ -43,7 +43,7 @@ CACHED_DOCUMENTS = 64  # loaded documents kept in memory (a full segment takes ~
 # Built once: SQLAlchemy then reuses their compiled form on the hot path.
 _INSERT_CHANGE = insert(t.changes)
 _NEWEST_OF_DOCUMENT = select(func.max(t.changes.c.id)).where(t.changes.c.doc_id == bindparam("doc_id"))
-_LOGGED_GRAPH = select(t.changes.c.hash, t.changes.c.seq, t.changes.c.deps, t.changes.c.covers).where(t.changes.c.doc_id == bindparam("doc_id"))
+_LOGGED_GRAPH = select(t.changes.c.hash, t.changes.c.deps, t.changes.c.covers).where(t.changes.c.doc_id == bindparam("doc_id"))
 _STORED_UP_TO = select(func.coalesce(func.sum(1 + t.changes.c.covered), 0)).where(and_(t.changes.c.doc_id == bindparam("doc_id"), t.changes.c.id <= bindparam("upto")))
 
 
@@ -124,7 +124,10 @@ class ReplicaService:
         data = (snap.data if snap else b"") + b"".join(rows)
         doc = documents.load_document(data, self.actor()) if data else documents.new_document(self.actor())
         self._docs[doc_id] = doc
-        self._known[doc_id] = _hashes(logged)
+        known: set[bytes] = set()
+        for change_hash, covers in logged:
+            add_hashes(known, change_hash, covers)
+        self._known[doc_id] = known
         self._since_snapshot[doc_id] = len(rows)
         while len(self._docs) > CACHED_DOCUMENTS:
             await self._evict(next(iter(self._docs)))
@@ -377,9 +380,7 @@ class ReplicaService:
                 chunk = doc_ids[start : start + 500]
                 rows = cast(list[tuple[str, bytes, bytes | None]], (await conn.execute(select(t.changes.c.doc_id, t.changes.c.hash, t.changes.c.covers).where(t.changes.c.doc_id.in_(chunk)))).all())
                 for doc_id, change_hash, covers in rows:  # as tuples: by attribute, a 100k-change channel costs a second
-                    known[doc_id].add(change_hash)
-                    if covers:
-                        known[doc_id].update(change.hash for change in unpack_covered(covers))
+                    add_hashes(known[doc_id], change_hash, covers)
         return known
 
     async def changes_for(self, doc_id: str, have: Sequence[bytes]) -> list[SignedChange]:
@@ -480,19 +481,9 @@ class ReplicaService:
 async def logged_graph(conn: AsyncConnection, doc_id: str) -> dict[bytes, bytes]:
     """A document's change graph (hash -> concatenated deps) as its change log holds it."""
     graph: dict[bytes, bytes] = {}
-    for change_hash, seq, deps, covers in cast(list[tuple[bytes, int, bytes, bytes | None]], (await conn.execute(_LOGGED_GRAPH, {"doc_id": doc_id})).all()):
-        graph.update((change.hash, change.deps) for change in logged_changes(change_hash, seq, deps, covers))
+    for change_hash, deps, covers in cast(list[tuple[bytes, bytes, bytes | None]], (await conn.execute(_LOGGED_GRAPH, {"doc_id": doc_id})).all()):
+        add_to_graph(graph, change_hash, deps, covers)
     return graph
-
-
-def _hashes(logged: Iterable[tuple[bytes, bytes | None]]) -> set[bytes]:
-    """The hashes of every change of (hash, covers) log rows."""
-    found: set[bytes] = set()
-    for change_hash, covers in logged:
-        found.add(change_hash)
-        if covers:
-            found.update(change.hash for change in unpack_covered(covers))
-    return found
 
 
 def _ensure_document_rows(conn: Connection, doc_ids: Sequence[str]) -> None:

@@ -127,10 +127,10 @@ class WrittenWhole:
 
 
 def _store_wholes(conn: Connection, ready: Sequence[tuple[WholeSegment, WholeAdmitted]], now: int) -> None:
-    """The change rows without bytes (one per actor), the snapshots as received covering them (the documents
-    are not loaded here), the message view rows (VIEW_COLUMNS) and their search entries. A
-    document wholly new here has no messages in the view yet, unless a crafted segment repeats
-    a message id of another: the insert then fails, and the import with it."""
+    """The change rows without bytes (one per actor), the snapshots as received covering them
+    (the documents are not loaded here), the message view rows (VIEW_COLUMNS) and their search
+    entries. A document wholly new here has no messages in the view yet, unless a crafted
+    segment repeats a message id of another: the insert then fails, and the import with it."""
     insert_tuples(conn, t.changes, LOG_COLUMNS, [row for _, admitted in ready for row in admitted.log_rows])
     doc_ids = [whole.doc_id for whole, _ in ready]
     newest_query = select(t.changes.c.doc_id, func.max(t.changes.c.id).label("newest")).where(t.changes.c.doc_id.in_(doc_ids)).group_by(t.changes.c.doc_id)

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from appliance.changes import ChangeHeader
-from appliance.covered import CoveredChange, logged_changes, pack_covered, unpack_covered
+from appliance.covered import CoveredChange, add_hashes, add_to_graph, pack_covered, unpack_covered
 from appliance.errors import StorageError
 from appliance.graph import causal_order, split_hashes
 from appliance.whole_reader import LOG_COLUMNS, LogStamp, WholeAdmitted, admit_whole
@@ -37,8 +37,12 @@ def test_packed_headers_cut_inside_an_entry_are_refused(changes: list[ChangeHead
 
 def test_a_row_stands_for_what_it_covers_then_itself() -> None:
     earlier = [ChangeHeader(bytes([i]) * 32, b"a" * 48, i, ()) for i in (1, 2)]
-    assert [c.seq for c in logged_changes(b"\x03" * 32, 3, b"\x02" * 32, pack_covered(earlier))] == [1, 2, 3]
-    assert list(logged_changes(b"\x03" * 32, 3, b"", None)) == [CoveredChange(b"\x03" * 32, 3, b"")]
+    graph: dict[bytes, bytes] = {}
+    add_to_graph(graph, b"\x03" * 32, b"\x02" * 32, pack_covered(earlier))
+    assert list(graph.items()) == [(b"\x01" * 32, b""), (b"\x02" * 32, b""), (b"\x03" * 32, b"\x02" * 32)]
+    alone: dict[bytes, bytes] = {}
+    add_to_graph(alone, b"\x03" * 32, b"", None)
+    assert alone == {b"\x03" * 32: b""}
 
 
 @given(st.integers(1, 60), st.randoms(use_true_random=False))
@@ -66,5 +70,7 @@ def test_a_worker_logs_a_whole_with_a_row_per_actor() -> None:
     rows = [dict(zip(LOG_COLUMNS, row, strict=True)) for row in admitted.log_rows]
     assert sorted((row["seq"], row["covered"]) for row in rows) == [(3, 2), (7, 6)]
     assert all(row["data"] is None and row["signature"] and row["vouched_by"] == row["hash"] and row["received_from"] == "peer" for row in rows)
-    logged = {c.hash for row in rows for c in logged_changes(row["hash"], row["seq"], row["deps"], row["covers"])}
+    logged: set[bytes] = set()
+    for row in rows:
+        add_hashes(logged, row["hash"], row["covers"])
     assert logged == {header.hash for header in listed(doc)}
