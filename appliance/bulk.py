@@ -1,4 +1,4 @@
-"""Bulk inserts through SQLAlchemy without its per-row parameter processing.
+"""Bulk inserts and updates through SQLAlchemy without its per-row parameter processing.
 
 An import of a hundred thousand changes writes a hundred thousand rows to the change log and
 as many to the message view. SQLAlchemy's executemany builds and processes each row's
@@ -13,19 +13,24 @@ from collections.abc import Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert
+from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.engine import Connection
 
-_COMPILED: dict[tuple[str, str, tuple[str, ...]], tuple[str, tuple[str, ...]]] = {}
+_COMPILED: dict[tuple[str, str, tuple[str, ...], str | None], tuple[str, tuple[str, ...]]] = {}
+_KEY = "key_value"  # the bind name of an update's key: never a column's
 
 
-def _compiled(conn: Connection, table: Table, columns: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
-    key = (conn.dialect.name, table.name, columns)
-    found = _COMPILED.get(key)
+def _compiled(conn: Connection, table: Table, columns: tuple[str, ...], key_column: str | None = None) -> tuple[str, tuple[str, ...]]:
+    """The statement's SQL and its parameters' order (empty: the dialect takes named ones) -
+    an insert of `columns`, or an update of them on the row whose `key_column` matches."""
+    cache_key = (conn.dialect.name, table.name, columns, key_column)
+    found = _COMPILED.get(cache_key)
     if found is None:
-        compiled = insert(table).values({name: bindparam(name) for name in columns}).compile(dialect=conn.dialect)
+        values: dict[str, Any] = {name: bindparam(name) for name in columns}
+        statement = insert(table).values(values) if key_column is None else update(table).where(table.c[key_column] == bindparam(_KEY)).values(values)
+        compiled = statement.compile(dialect=conn.dialect)
         order = tuple(compiled.positiontup or ()) if compiled.positional else ()
-        found = _COMPILED[key] = (str(compiled), order)
+        found = _COMPILED[cache_key] = (str(compiled), order)
     return found
 
 
@@ -49,3 +54,17 @@ def insert_tuples(conn: Connection, table: Table, columns: tuple[str, ...], rows
         positions = itemgetter(*(columns.index(name) for name in order))
         rows = [positions(row) for row in rows]
     conn.exec_driver_sql(sql, list(rows))
+
+
+def update_tuples(conn: Connection, table: Table, key_column: str, columns: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> None:
+    """Sets `columns` of the rows whose `key_column` matches: each of `rows` is a tuple of the
+    key's value and then `columns`' values. One executemany."""
+    if not rows:
+        return
+    sql, order = _compiled(conn, table, columns, key_column)
+    names = (_KEY, *columns)
+    if not order:
+        conn.exec_driver_sql(sql, [dict(zip(names, row, strict=True)) for row in rows])
+        return
+    positions = itemgetter(*(names.index(name) for name in order))
+    conn.exec_driver_sql(sql, [positions(row) for row in rows])

@@ -62,14 +62,16 @@ class WholeChanges:
 
 
 @dataclass(frozen=True)
-class WholeRefused:
-    """A segment a worker could not read or would not admit, and why."""
+class WorkRefused:
+    """A segment a worker could not read or would not admit, and why; `missing`: its changes
+    build on changes the node lacks (MissingDependencies), rather than being bad."""
 
     doc_id: str
     reason: str
+    missing: bool = False
 
 
-def admit_whole(doc_id: str, data: bytes, signatures: Mapping[bytes, bytes], admins: frozenset[str], stamp: LogStamp) -> WholeAdmitted | WholeRefused:
+def admit_whole(doc_id: str, data: bytes, signatures: Mapping[bytes, bytes], admins: frozenset[str], stamp: LogStamp) -> WholeAdmitted | WorkRefused:
     """In a worker: loads `data`, lists its changes and checks them against `signatures` by the
     rule of appliance/wholes.py, then builds its change-log rows and reads its messages."""
     authors: set[bytes] = set()
@@ -86,7 +88,7 @@ def admit_whole(doc_id: str, data: bytes, signatures: Mapping[bytes, bytes], adm
         channel_id = documents.parse_doc_id(doc_id).channel_id
         messages = tuple(view_row(channel_id, doc_id, state) for state in states if ids.is_message_id(state.message_id))
     except (documents.DocumentError, ChangeRejected) as exc:
-        return WholeRefused(doc_id, str(exc))
+        return WorkRefused(doc_id, str(exc))
     except MemoryError:
         return _too_big(doc_id)
     return WholeAdmitted(doc_id, len(headers), _log_rows(doc_id, headers, vouched, signatures, stamp), messages, frozenset(authors))
@@ -109,7 +111,7 @@ def _log_rows(doc_id: str, headers: Sequence[ChangeHeader], vouched: Mapping[byt
     return tuple(rows)
 
 
-def list_whole(doc_id: str, data: bytes) -> WholeChanges | WholeRefused:
+def list_whole(doc_id: str, data: bytes) -> WholeChanges | WorkRefused:
     """In a worker: loads `data` and lists every change, with its bytes."""
     try:
         with documents.binding_errors(f"{doc_id}: cannot load the segment"):
@@ -117,14 +119,14 @@ def list_whole(doc_id: str, data: bytes) -> WholeChanges | WholeRefused:
             hashes = tuple(c.hash for c in changes)
             raw = tuple(c.raw_bytes for c in changes)
     except documents.DocumentError as exc:
-        return WholeRefused(doc_id, str(exc))
+        return WorkRefused(doc_id, str(exc))
     except MemoryError:
         return _too_big(doc_id)
     return WholeChanges(doc_id, hashes, raw)
 
 
-def _too_big(doc_id: str) -> WholeRefused:
-    return WholeRefused(doc_id, f"{doc_id}: the segment needs more than {WORKER_MEMORY_BYTES:,} bytes of memory to load")
+def _too_big(doc_id: str) -> WorkRefused:
+    return WorkRefused(doc_id, f"{doc_id}: the segment needs more than {WORKER_MEMORY_BYTES:,} bytes of memory to load")
 
 
 def start_worker(node_pid: int) -> None:

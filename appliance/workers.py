@@ -1,5 +1,6 @@
-"""Worker processes that load, list and read segments carried whole, so an import uses both
-cores: the Automerge binding holds the GIL, threads would not help.
+"""Worker processes that load, list and read segments carried whole, and apply a big import's
+changes to segments held here, so an import uses both cores: the Automerge binding holds the
+GIL, threads would not help.
 
 A small pool (min(2, cpus)) started on first use from a "forkserver" context - the node's
 asyncio process is never forked. Each worker caps its address space and turns whatever the
@@ -8,7 +9,7 @@ that dies (killed, out of memory) breaks the pool, which is then rebuilt, and th
 is refused - the node never dies. Workers return plain picklable values, so the parent never
 loads the document itself; they also check each segment against its authors' signatures and
 build its rows, so the parent's work per change is one row handed to the database. What a
-worker runs is in appliance/whole_reader.py."""
+worker runs is in appliance/whole_reader.py and appliance/held_reader.py."""
 
 from __future__ import annotations
 
@@ -21,12 +22,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from typing import Any, TextIO, TypeVar
 
-from appliance import whole_reader
-from appliance.errors import ChangeRejected
-from appliance.whole_reader import LogStamp, WholeAdmitted, WholeChanges, WholeRefused, admit_whole, list_whole, start_worker
+from appliance import held_reader, whole_reader
+from appliance.errors import ChangeRejected, MissingDependencies
+from appliance.held_reader import HeldApplied, HeldBatch, apply_held
+from appliance.whole_reader import LogStamp, WholeAdmitted, WholeChanges, WorkRefused, admit_whole, list_whole, start_worker
 from appliance.wholes import MAX_WHOLE_BYTES
 
-_Result = TypeVar("_Result", WholeAdmitted, WholeChanges)
+_Result = TypeVar("_Result", WholeAdmitted, WholeChanges, HeldApplied)
 
 
 @contextlib.contextmanager
@@ -113,7 +115,7 @@ class WorkerPool:
         from multiprocessing import forkserver, resource_tracker
 
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([whole_reader.__name__])  # each worker forks with the binding already loaded
+        context.set_forkserver_preload([whole_reader.__name__, held_reader.__name__])  # each worker forks with the binding already loaded
         try:
             with _stderr_with_a_descriptor(), _main_module_hidden():
                 # Both helper processes start now, while stderr has a descriptor to hand them.
@@ -127,24 +129,32 @@ class WorkerPool:
     async def admit(self, doc_id: str, data: bytes, signatures: Mapping[bytes, bytes], admins: frozenset[str], stamp: LogStamp) -> WholeAdmitted:
         """One segment read and checked against its authors' signatures in a worker
         (whole_reader.admit_whole); ChangeRejected when it cannot be read or admitted."""
-        return await self._run(doc_id, data, WholeAdmitted, admit_whole, doc_id, data, signatures, admins, stamp)
+        _check_size(doc_id, data)
+        return await self._run(doc_id, WholeAdmitted, admit_whole, doc_id, data, signatures, admins, stamp)
+
+    async def apply_held(self, batch: HeldBatch) -> HeldApplied:
+        """One segment's incoming changes verified and applied in a worker
+        (held_reader.apply_held); MissingDependencies when they build on changes the node lacks,
+        ChangeRejected when they are refused. The segment as stored is the node's own: only the
+        worker's memory cap bounds it."""
+        return await self._run(batch.doc_id, HeldApplied, apply_held, batch)
 
     async def list_all(self, items: Sequence[tuple[str, bytes]]) -> list[WholeChanges]:
         """(doc id, data) items listed concurrently, every change with its bytes; the first
         refusal raises once every item is done (nothing is left running behind the caller)."""
-        results = await asyncio.gather(*(self._run(doc_id, data, WholeChanges, list_whole, doc_id, data) for doc_id, data in items), return_exceptions=True)
+        for doc_id, data in items:
+            _check_size(doc_id, data)
+        results = await asyncio.gather(*(self._run(doc_id, WholeChanges, list_whole, doc_id, data) for doc_id, data in items), return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
         return [r for r in results if isinstance(r, WholeChanges)]
 
-    async def _run(self, doc_id: str, data: bytes, expected: type[_Result], work: Callable[..., _Result | WholeRefused], *args: Any) -> _Result:
-        """`work(*args)` on one segment in a worker; ChangeRejected when the segment is too large,
-        the worker refuses it, or the worker died."""
+    async def _run(self, doc_id: str, expected: type[_Result], work: Callable[..., _Result | WorkRefused], *args: Any) -> _Result:
+        """`work(*args)` on one segment in a worker; ChangeRejected when the worker refuses it
+        (MissingDependencies: it lacks earlier changes) or died."""
         from concurrent.futures.process import BrokenProcessPool
 
-        if len(data) > MAX_WHOLE_BYTES:
-            raise ChangeRejected(f"{doc_id}: a segment carried whole is {len(data):,} bytes, over the limit of {MAX_WHOLE_BYTES:,}")
         pool = self._pool()
         try:
             with _main_module_hidden():  # a worker is started by this submission, if one is needed
@@ -153,8 +163,8 @@ class WorkerPool:
         except BrokenProcessPool as exc:
             self._discard(pool)
             raise ChangeRejected(f"{doc_id}: the worker reading it died ({exc})") from exc
-        if isinstance(result, WholeRefused):
-            raise ChangeRejected(result.reason)
+        if isinstance(result, WorkRefused):
+            raise (MissingDependencies if result.missing else ChangeRejected)(result.reason)
         if not isinstance(result, expected):
             raise ChangeRejected(f"{doc_id}: the worker returned {type(result).__name__}, not {expected.__name__}")
         return result
@@ -169,3 +179,8 @@ class WorkerPool:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+
+
+def _check_size(doc_id: str, data: bytes) -> None:
+    if len(data) > MAX_WHOLE_BYTES:
+        raise ChangeRejected(f"{doc_id}: a segment carried whole is {len(data):,} bytes, over the limit of {MAX_WHOLE_BYTES:,}")

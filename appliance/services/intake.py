@@ -27,6 +27,7 @@ from appliance.services.custody import CustodyService
 from appliance.services.directory import DirectoryService
 from appliance.services.exchange import ExchangeService
 from appliance.services.heads import ChannelHeads
+from appliance.services.held_intake import HeldIntake, HeldWork
 from appliance.services.identity import IdentityService
 from appliance.services.replica import ReplicaService
 from appliance.services.roster import Roster, admin_hexes, decode_entry, entry_kind, split_entries
@@ -76,13 +77,15 @@ class IntakeService:
         self._exchange = exchange
         self._custody = custody
         self._wholes = WholesIntake(replica, views, kernel.clock)
+        self.held = HeldIntake(replica, views, kernel.clock, self._wholes.pool)
 
     def close(self) -> None:
         """Stops the worker processes, if any were started."""
         self._wholes.close()
 
     async def warm_workers(self) -> None:
-        """Starts the worker processes now, ahead of an import that may read segments whole."""
+        """Starts the worker processes now, ahead of an import that may read segments whole or
+        bring many changes into segments held here."""
         await self._wholes.pool.warm()
 
     async def import_changes(self, doc_id: str, incoming: Sequence[SignedChange], received_from: str) -> ImportResult:
@@ -121,7 +124,8 @@ class IntakeService:
             self._identity.require_unlocked()
             known = await self._replica.stored_hashes(list(grouped) + [whole.doc_id for whole in wholes if whole.doc_id not in grouped])
             new_wholes = await self._wholes.split_known(wholes, known, grouped)
-            order = list(grouped)
+            held_ids = self.held.for_workers(grouped)
+            order = [doc_id for doc_id in grouped if doc_id not in held_ids]
             relay = receipt.sender if receipt is not None else None
             plan, new_entries, directory, trial_heads = await self._verify_batches(order, grouped, known, relay, progress)
             for whole in new_wholes:
@@ -131,23 +135,28 @@ class IntakeService:
                 if trial_heads[channel_id] is None:
                     # Its head travels in an earlier part (a courier may bring the parts in any order).
                     raise MissingDependencies(f"{whole.doc_id}: its channel's head has not arrived yet")
+            for doc_id in held_ids:
+                channel_id = documents.parse_doc_id(doc_id).channel_id
+                if channel_id not in trial_heads:
+                    trial_heads[channel_id] = await self._heads.head(channel_id)
             reads = self._wholes.start_reading(new_wholes, admin_hexes(directory), received_from)
             wholes_of = Wholes(reads, lambda doc_id: self._authoriser(doc_id, directory, trial_heads.get, relay))
-            touched = [doc_id for doc_id, _ in plan] + [whole.doc_id for whole in new_wholes]
+            held = HeldWork(held_ids, grouped, known, lambda doc_id: self._authoriser(doc_id, directory, trial_heads.get, relay))
+            touched = [doc_id for doc_id, _ in plan] + [whole.doc_id for whole in new_wholes] + list(held_ids)
             with self._replica.snapshots_held():  # an evicted document must not open a second write transaction
                 try:
                     async with self._kernel.store.transaction() as conn:
                         first = await self._replica.newest_change_id(conn)
-                        summary = await self._write_batches(conn, plan, known, new_entries, blobs, received_from, preview, progress, wholes_of)
-                        # Wholes admitted are new whole: the duplicates are the changes no plan kept.
-                        summary = replace(summary, duplicates=sum(len(c) for c in grouped.values()) - sum(len(v) for _, v in plan))
+                        summary, batched = await self._write_batches(conn, plan, known, new_entries, blobs, received_from, preview, progress, wholes_of, held)
+                        # Wholes admitted are new whole: the duplicates are the changes of batches not applied.
+                        summary = replace(summary, duplicates=sum(len(c) for c in grouped.values()) - batched)
                         if receipt is not None:
                             await self.record_receipt(conn, receipt, summary, blobs, preview)
                         if preview:
                             raise _Rollback(summary)
                         last = await self._replica.newest_change_id(conn)
                     self._replica.advance_watermark(first, last)  # the write lock made (first, last] this import's alone
-                    self._kernel.invalidate([whole.doc_id for whole in new_wholes])  # loaded from their snapshots when next read
+                    self._kernel.invalidate([whole.doc_id for whole in new_wholes] + list(held_ids))  # loaded from the store when next read
                 except _Rollback as rollback:
                     self._kernel.invalidate(touched)
                     return rollback.summary
@@ -238,7 +247,10 @@ class IntakeService:
         preview: bool,
         progress: Callable[[str, int], None] | None = None,
         wholes: Wholes | None = None,
-    ) -> ImportSummary:
+        held: HeldWork | None = None,
+    ) -> tuple[ImportSummary, int]:
+        """Writes what was verified; returns the summary and how many changes of the batches (not
+        the wholes) were applied."""
         now = self._kernel.clock()
         intake: dict[str, list[int]] = {}
         applied = 0
@@ -276,6 +288,13 @@ class IntakeService:
                 await self._replica.count_imported(conn, doc_id, item.doc, len(verified), preview)
                 if progress is not None:
                     progress("write", len(verified))
+        if held is not None and held.doc_ids:
+            for written in await self.held.apply_and_write(conn, held, admins, received_from, preview, progress):
+                applied += written.changes
+                counts = intake.setdefault(documents.parse_doc_id(written.doc_id).channel_id, [0, 0])
+                counts[0] += written.changes
+                counts[1] += written.new_messages
+        batched = applied
         if wholes is not None:
             for whole in await self._wholes.admit_and_write(conn, wholes.reads, wholes.authoriser, progress):
                 applied += whole.changes
@@ -292,7 +311,7 @@ class IntakeService:
             head = self._heads.cached(channel_id)
             readable = head is not None and self._heads.can_read(head, self._identity.user_key)
             channels.append(ChannelIntake(channel_id, head.name if head else "", readable, changes, messages))
-        return ImportSummary(
+        summary = ImportSummary(
             changes=applied,
             duplicates=0,
             directory_entries=len(new_entries),
@@ -300,6 +319,7 @@ class IntakeService:
             blobs=added_blobs,
             preview=preview,
         )
+        return summary, batched
 
     def _trial(self, doc: Document, verified: Sequence[VerifiedChange]) -> Document:
         """A copy of `doc` with the verified changes applied: what it will be, judged before

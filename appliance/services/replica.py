@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 from automerge._automerge import Document
@@ -86,9 +87,9 @@ class ReplicaService:
         """Writes that failed without failing what was asked (a snapshot, a read marker)."""
         return self._kernel.skipped_writes
 
-    def documents_in_memory(self) -> int:
-        """How many documents are loaded (at most CACHED_DOCUMENTS)."""
-        return len(self._docs)
+    def in_memory(self) -> frozenset[str]:
+        """The documents loaded (at most CACHED_DOCUMENTS)."""
+        return frozenset(self._docs)
 
     def loaded(self, doc_id: str) -> Document:
         """A document in memory: the one a local commit is writing (its `also` reads it)."""
@@ -112,23 +113,15 @@ class ReplicaService:
             self._docs.move_to_end(doc_id)
             return cached
         async with self._kernel.store.reading() as conn:
-            snap = (await conn.execute(select(t.snapshots.c.data, t.snapshots.c.upto_change_id).where(t.snapshots.c.doc_id == doc_id))).first()
-            upto = snap.upto_change_id if snap else 0
-            # Rows without bytes (a segment carried whole) are always covered by the snapshot.
-            rows: Sequence[bytes] = (
-                (await conn.execute(select(t.changes.c.data).where(and_(t.changes.c.doc_id == doc_id, t.changes.c.id > upto, t.changes.c.data.is_not(None))).order_by(t.changes.c.id)))
-                .scalars()
-                .all()
-            )
+            stored = (await conn.run_sync(stored_documents, [doc_id]))[doc_id]
             logged = cast(list[tuple[bytes, bytes | None]], (await conn.execute(select(t.changes.c.hash, t.changes.c.covers).where(t.changes.c.doc_id == doc_id))).all())
-        data = (snap.data if snap else b"") + b"".join(rows)
-        doc = documents.load_document(data, self.actor()) if data else documents.new_document(self.actor())
+        doc = documents.load_document(stored.data, self.actor()) if stored.data else documents.new_document(self.actor())
         self._docs[doc_id] = doc
         known: set[bytes] = set()
         for change_hash, covers in logged:
             add_hashes(known, change_hash, covers)
         self._known[doc_id] = known
-        self._since_snapshot[doc_id] = len(rows)
+        self._since_snapshot[doc_id] = stored.since_snapshot
         while len(self._docs) > CACHED_DOCUMENTS:
             await self._evict(next(iter(self._docs)))
         return doc
@@ -484,6 +477,38 @@ async def logged_graph(conn: AsyncConnection, doc_id: str) -> dict[bytes, bytes]
     for change_hash, deps, covers in cast(list[tuple[bytes, bytes, bytes | None]], (await conn.execute(_LOGGED_GRAPH, {"doc_id": doc_id})).all()):
         add_to_graph(graph, change_hash, deps, covers)
     return graph
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    """A document as the store holds it: its snapshot and the change bytes logged after it, to
+    load as one (empty: nothing stored), and how many changes those are."""
+
+    data: bytes
+    since_snapshot: int
+
+
+_SNAPSHOT_UPTO = select(t.snapshots.c.upto_change_id).where(t.snapshots.c.doc_id == t.changes.c.doc_id).scalar_subquery()
+# Rows without bytes (a segment carried whole) are always covered by the snapshot.
+_TAILS = (
+    select(t.changes.c.doc_id, t.changes.c.data)
+    .where(and_(t.changes.c.doc_id.in_(bindparam("doc_ids", expanding=True)), t.changes.c.data.is_not(None), t.changes.c.id > func.coalesce(_SNAPSHOT_UPTO, 0)))
+    .order_by(t.changes.c.id)
+)
+
+
+def stored_documents(conn: Connection, doc_ids: Sequence[str]) -> dict[str, StoredDocument]:
+    """Every document of `doc_ids` as stored, in two statements per 500 of them."""
+    snapshots: dict[str, tuple[bytes, int]] = {}
+    tails: dict[str, list[bytes]] = {doc_id: [] for doc_id in doc_ids}
+    for start in range(0, len(doc_ids), 500):
+        chunk = doc_ids[start : start + 500]
+        snapshot_rows = conn.execute(select(t.snapshots.c.doc_id, t.snapshots.c.data, t.snapshots.c.upto_change_id).where(t.snapshots.c.doc_id.in_(chunk)))
+        for doc_id, data, upto in cast(list[tuple[str, bytes, int]], snapshot_rows.all()):
+            snapshots[doc_id] = (data, upto)
+        for doc_id, data in cast(list[tuple[str, bytes]], conn.execute(_TAILS, {"doc_ids": chunk}).all()):
+            tails[doc_id].append(data)
+    return {doc_id: StoredDocument(snapshots.get(doc_id, (b"", 0))[0] + b"".join(tails[doc_id]), len(tails[doc_id])) for doc_id in doc_ids}
 
 
 def _ensure_document_rows(conn: Connection, doc_ids: Sequence[str]) -> None:

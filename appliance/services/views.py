@@ -7,18 +7,18 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from automerge._automerge import Document
-from sqlalchemy import and_, bindparam, func, insert, select, text, update
+from sqlalchemy import and_, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance import ids, segments
 from appliance import schema as t
-from appliance.bulk import insert_tuples
+from appliance.bulk import insert_tuples, update_tuples
 from appliance.errors import InvalidInput, NotFound, StorageError
 from appliance.kernel import Kernel
 from appliance.model import MAX_READ_PAGE, ChannelSummary, FileView, MessageView
@@ -26,7 +26,7 @@ from appliance.services.heads import ChannelHeads
 from appliance.services.identity import IdentityService
 from appliance.services.replica import ReplicaService
 from appliance.services.roster import Roster
-from appliance.view_rows import VIEW_COLUMNS, view_tuple, view_values
+from appliance.view_rows import VIEW_COLUMNS, view_row, view_tuple
 
 # Built once: SQLAlchemy then reuses their compiled form on the hot path.
 _INSERT_MESSAGE = insert(t.messages)
@@ -124,44 +124,19 @@ class ViewsService:
 
     async def materialise_segments(self, conn: AsyncConnection, touched: Sequence[SegmentTouched], admins: frozenset[str]) -> dict[str, int]:
         """Rewrites the view of the messages that changes from elsewhere touched in each
-        segment (`only`; None: every message), judged with `admins`: the rows present get the
-        columns that changed (a reaction rewrites no text, so the search index is left alone),
-        one executemany per set of columns over all the segments; the rest are inserted in one.
-        Returns how many messages are new, per segment."""
-        rows: list[dict[str, Any]] = []
-        wanted_ids: list[str] = []
-        whole_docs: list[str] = []
+        segment (`only`; None: every message), judged with `admins` (store_view_rows). Returns
+        how many messages are new, per segment."""
+        rows: list[tuple[Any, ...]] = []
         for item in touched:
-            if item.only is None:
-                states: Sequence[segments.MessageState | None] = segments.read_messages(item.doc, admins)
-                whole_docs.append(item.doc_id)
-            else:
-                wanted = sorted(item.only)
-                states = segments.read_messages(item.doc, admins, only=wanted)
-                wanted_ids += wanted
-            rows += [view_values(item.channel_id, item.doc_id, s) for s in states if s is not None and ids.is_message_id(s.message_id)]
-        present: dict[tuple[str, str], Any] = {}
-        for column, keys in ((t.messages.c.message_id, wanted_ids), (t.messages.c.doc_id, whole_docs)):
-            for start in range(0, len(keys), 500):
-                for stored_row in await conn.execute(select(*_VIEW_COLUMNS).where(column.in_(keys[start : start + 500]))):
-                    present[(stored_row.doc_id, stored_row.message_id)] = stored_row._mapping  # a message id another segment holds is not this one's
-        inserts = [row for row in rows if (row["doc_id"], row["message_id"]) not in present]
-        changed: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for row in rows:
-            stored = present.get((row["doc_id"], row["message_id"]))
-            if stored is not None:
-                columns = tuple(name for name in VIEW_COLUMNS if stored[name] != row[name])
-                if columns:
-                    changed.setdefault(columns, []).append({"target_id": row["message_id"], **{name: row[name] for name in columns}})
-        for columns, updates in changed.items():
-            await conn.execute(update(t.messages).where(t.messages.c.message_id == bindparam("target_id")).values({name: bindparam(name) for name in columns}), updates)
-        if inserts:
-            await conn.run_sync(insert_message_rows, inserts, self._kernel.store.is_sqlite)
-        self._kernel.invalidate([item.doc_id for item in touched], loaded=False)  # the segment cursors count these rows
-        new = {item.doc_id: 0 for item in touched}
-        for row in inserts:
-            new[row["doc_id"]] += 1
-        return new
+            states = segments.read_messages(item.doc, admins, only=None if item.only is None else sorted(item.only))
+            rows += [view_row(item.channel_id, item.doc_id, s) for s in states if ids.is_message_id(s.message_id)]
+        new = await conn.run_sync(store_view_rows, rows, [item.doc_id for item in touched if item.only is None])
+        self.view_changed([item.doc_id for item in touched])
+        return {item.doc_id: new.get(item.doc_id, 0) for item in touched}
+
+    def view_changed(self, doc_ids: Sequence[str]) -> None:
+        """Rows of these segments were written: the segment cursors count them."""
+        self._kernel.invalidate(doc_ids, loaded=False)
 
     async def rejudge(self, conn: AsyncConnection, admins: frozenset[str], which: Any) -> None:
         """Re-reads, with `admins`, the messages `which` selects among those whose delete flag
@@ -274,6 +249,41 @@ def insert_view_rows(conn: Connection, rows: Sequence[tuple[Any, ...]], indexed:
         insert_tuples(conn, t.messages, VIEW_COLUMNS, rows)
         if indexed:  # row_id only grows, and the write lock is ours: the new rows are those above
             conn.execute(_INDEX_NEW_MESSAGES, {"before": before})
+
+
+def store_view_rows(conn: Connection, rows: Sequence[tuple[Any, ...]], whole_docs: Collection[str]) -> dict[str, int]:
+    """Writes the view rows (VIEW_COLUMNS values) an import read of the messages its changes
+    touched - of every message, in the segments `whole_docs`: the rows present get the columns
+    that changed (a reaction rewrites no text, so the search index is left alone), one
+    executemany per set of columns; the rest are inserted in one. Returns how many rows are
+    new, per segment."""
+    touched_ids = [row[_MESSAGE] for row in rows if row[_DOC] not in whole_docs]
+    whole_docs = list(whole_docs)
+    present: dict[tuple[str, str], Any] = {}
+    for column, keys in ((t.messages.c.message_id, touched_ids), (t.messages.c.doc_id, whole_docs)):
+        for start in range(0, len(keys), 500):
+            for stored_row in conn.execute(select(*_VIEW_COLUMNS).where(column.in_(keys[start : start + 500]))):
+                present[(stored_row[_DOC], stored_row[_MESSAGE])] = stored_row  # a message id another segment holds is not this one's
+    inserts: list[tuple[Any, ...]] = []
+    changed: dict[tuple[int, ...], list[tuple[Any, ...]]] = {}
+    for row in rows:
+        stored = present.get((row[_DOC], row[_MESSAGE]))
+        if stored is None:
+            inserts.append(row)
+            continue
+        columns = tuple(i for i, value in enumerate(row) if stored[i] != value)
+        if columns:
+            changed.setdefault(columns, []).append((row[_MESSAGE], *(row[i] for i in columns)))
+    for columns, updates in changed.items():
+        update_tuples(conn, t.messages, "message_id", tuple(VIEW_COLUMNS[i] for i in columns), updates)
+    insert_view_rows(conn, inserts, conn.dialect.name == "sqlite")
+    new: dict[str, int] = {}
+    for row in inserts:
+        new[row[_DOC]] = new.get(row[_DOC], 0) + 1
+    return new
+
+
+_DOC, _MESSAGE = VIEW_COLUMNS.index("doc_id"), VIEW_COLUMNS.index("message_id")
 
 
 def insert_message_rows(conn: Connection, rows: Sequence[dict[str, Any]], indexed: bool) -> None:

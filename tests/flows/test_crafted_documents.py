@@ -80,10 +80,12 @@ async def _alice_with_known_user_key(home: Path) -> tuple[Node, crypto.nacl.sign
     return alice, user_key
 
 
-async def test_a_signed_change_that_panics_automerge_is_rejected_by_import_and_bundle(tmp_path: Path) -> None:
+@pytest.mark.parametrize("threshold", [0, 10**9], ids=["workers", "in-process"])
+async def test_a_signed_change_that_panics_automerge_is_rejected_by_import_and_bundle(tmp_path: Path, threshold: int) -> None:
     alice, user_key = await _alice_with_known_user_key(tmp_path / "alpha")
     enrollment = await alice.enrollment.invite("bravo", "bob", kdf=FAST)
     bob = await Node.join(tmp_path / "bob", enrollment.data, enrollment.code, PASSPHRASE, kdf=FAST)
+    bob.intake.held.threshold = threshold  # applied by a worker, or by the node's process
     async with alice, bob:
         channel = await alice.chat.create_channel("general")
         await alice.chat.post("general", "kept")

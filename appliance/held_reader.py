@@ -1,0 +1,93 @@
+"""The worker side of a big import into segments this node already holds: what a worker process
+runs for one segment - verify the incoming changes, load the segment as stored, apply them,
+read the messages they touched, build the rows to write. Like appliance/whole_reader.py it
+imports nothing of asyncio or the node's services, and returns plain picklable values; the
+node's process authorises the authors and writes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from automerge._automerge import Document
+
+from appliance import documents, ids, segments
+from appliance.changes import SignedChange, VerifiedChange, verify_batch
+from appliance.errors import ChangeRejected, MissingDependencies
+from appliance.view_rows import view_row
+from appliance.whole_reader import WORKER_MEMORY_BYTES, LogStamp, WorkRefused
+
+
+@dataclass(frozen=True)
+class HeldBatch:
+    """One segment's incoming changes and the segment as the node stores it: its snapshot and
+    the change bytes logged after it (empty: a segment that starts with these changes)."""
+
+    doc_id: str
+    stored: bytes
+    incoming: tuple[SignedChange, ...]
+    known: frozenset[bytes]  # hashes of the changes the node holds of it
+    admins: frozenset[str]
+    stamp: LogStamp
+    save: bool  # its snapshot is due: return the segment saved
+
+
+@dataclass(frozen=True)
+class HeldApplied:
+    """A batch verified (but for whether its authors may write: `authors`, judged by the node)
+    and applied: its new changes' log rows (LOG_COLUMNS values, one per change), the view rows
+    (VIEW_COLUMNS values) of the messages they touched - of every message, when `every_message`
+    (the changes touched something no message id names) - and the segment saved, if asked."""
+
+    doc_id: str
+    changes: int
+    log_rows: tuple[tuple[Any, ...], ...]
+    messages: tuple[tuple[Any, ...], ...]
+    every_message: bool
+    authors: frozenset[bytes]
+    saved: bytes | None
+
+
+def apply_held(batch: HeldBatch) -> HeldApplied | WorkRefused:
+    """In a worker: `batch` checked by appliance/changes.verify_batch - the rule every import
+    follows - then applied to the stored segment and its touched messages read."""
+    doc_id = batch.doc_id
+    authors: set[bytes] = set()
+
+    def note_author(author: bytes) -> None:  # authorised by the node, on its directory
+        authors.add(author)
+        return None
+
+    try:
+        verified = verify_batch(doc_id, batch.incoming, batch.known, note_author)
+        if not verified:
+            return HeldApplied(doc_id, 0, (), (), False, frozenset(), None)
+        with documents.binding_errors(f"{doc_id}: cannot load the segment"):
+            doc = Document.load(batch.stored) if batch.stored else Document()
+            before = doc.get_heads()
+        try:
+            documents.apply_changes(doc, [change.data for change in verified])
+        except documents.DocumentError as exc:
+            return WorkRefused(doc_id, f"{doc_id}: {exc}")
+        with documents.binding_errors(f"{doc_id}: cannot read the segment"):
+            touched = segments.touched_messages(doc, before) if before else None
+            states = segments.read_messages(doc, batch.admins, only=touched)
+            saved = doc.save() if batch.save else None
+        channel_id = documents.parse_doc_id(doc_id).channel_id
+        messages = tuple(view_row(channel_id, doc_id, state) for state in states if ids.is_message_id(state.message_id))
+    except MissingDependencies as exc:
+        return WorkRefused(doc_id, str(exc), missing=True)
+    except (documents.DocumentError, ChangeRejected) as exc:
+        return WorkRefused(doc_id, str(exc))
+    except MemoryError:
+        return WorkRefused(doc_id, f"{doc_id}: the segment needs more than {WORKER_MEMORY_BYTES:,} bytes of memory to apply its changes")
+    return HeldApplied(doc_id, len(verified), _log_rows(doc_id, verified, batch.stamp), messages, touched is None, frozenset(authors), saved)
+
+
+def _log_rows(doc_id: str, verified: Sequence[VerifiedChange], stamp: LogStamp) -> tuple[tuple[Any, ...], ...]:
+    """A row per change (LOG_COLUMNS), with its bytes; only the signatures checked are kept."""
+    return tuple(
+        (doc_id, c.header.hash, c.header.actor, c.header.seq, b"".join(c.header.deps), c.data, c.signature, c.vouched_by, stamp.received_from, stamp.received_at, 0, None)
+        for c in verified
+    )

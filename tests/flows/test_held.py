@@ -1,0 +1,142 @@
+"""A big import into segments the node holds but has not loaded (issue 15 point 4): the
+workers verify and apply each segment's changes and read the messages they touched; the node's
+process authorises the authors and writes. It must store exactly what applying them in the
+process stores - change log, message view, search, snapshots - and refuse exactly what that
+refuses, all or nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from appliance import documents
+from appliance import schema as t
+from appliance.changes import SignedChange, parse_change
+from appliance.errors import ChangeRejected, MissingDependencies
+from appliance.model import MAX_READ_PAGE, ImportSummary
+from appliance.node import Node
+from appliance.services.replica import SNAPSHOT_EVERY
+from tests.conftest import PASSPHRASE, make_workspace, sync_all
+
+IN_PROCESS = 10**9  # a threshold no import reaches
+
+
+async def view(node: Node) -> list[tuple[Any, ...]]:
+    columns = [c for c in t.messages.c if c.name != "row_id"]
+    async with node.store.reading() as conn:
+        return [tuple(row) for row in (await conn.execute(select(*columns).order_by(t.messages.c.message_id))).all()]
+
+
+async def change_log(node: Node) -> list[tuple[Any, ...]]:
+    """The segments' change rows (the directory's differ: each node joined on its own)."""
+    c = t.changes.c
+    async with node.store.reading() as conn:
+        rows = (await conn.execute(select(c.doc_id, c.hash, c.actor, c.seq, c.deps, c.data, c.signature, c.vouched_by, c.covered, c.covers))).all()
+    return sorted(tuple(row) for row in rows if documents.parse_doc_id(row.doc_id).kind == documents.DocumentKind.SEGMENT)
+
+
+async def segment_ids(node: Node) -> list[str]:
+    return [doc_id for doc_id in await node.replica.document_ids() if documents.parse_doc_id(doc_id).kind == documents.DocumentKind.SEGMENT]
+
+
+async def segment_changes(source: Node, target: Node) -> list[tuple[str, list[SignedChange]]]:
+    """What `source` holds of the segments `target` holds that `target` lacks, as changes."""
+    return [(doc_id, await source.replica.changes_for(doc_id, await target.replica.document_heads(doc_id))) for doc_id in await segment_ids(target)]
+
+
+async def import_from(source: Node, target: Node) -> ImportSummary:
+    delta = await source.exchange.delta_for([target.identity.node_key])
+    return await target.intake.import_batches([(d.doc_id, d.changes) for d in delta.documents], wholes=delta.wholes, received_from=source.identity.node_id)
+
+
+async def test_workers_store_what_the_process_stores(tmp_path: Path) -> None:
+    alpha, bravo, charlie = await make_workspace(tmp_path, "bravo", "charlie")
+    async with alpha, bravo, charlie:
+        await alpha.chat.create_channel("general")
+        ids = [await alpha.chat.post("general", f"message {i}") for i in range(40)]
+        await alpha.chat.post_many("general", [f"bulk {i}" for i in range(900)])
+        await import_from(alpha, bravo)
+        await import_from(alpha, charlie)
+        page = [m.id for m in await alpha.views.read("general", limit=1000, mark_read=False)]
+        for message_id in page[: SNAPSHOT_EVERY + 50]:  # one segment gets enough to be snapshotted again
+            await alpha.chat.react(message_id, "+1")
+        for message_id in page[600:700]:
+            await alpha.chat.react(message_id, "tada")
+        await alpha.chat.react(page[601], "tada", remove=True)
+        await alpha.chat.edit(ids[3], "edited: zanzibar")
+        await alpha.chat.delete(ids[4])
+        await alpha.chat.post("general", "a reply", reply_to=ids[5])
+        await alpha.chat.post_many("general", [f"late {i}" for i in range(200)])  # into the newest segment, and a new one
+        loaded_before = bravo.replica.in_memory() | charlie.replica.in_memory()
+        assert not set(await segment_ids(bravo)) & loaded_before
+        bravo.intake.held.threshold = 0
+        charlie.intake.held.threshold = IN_PROCESS
+
+        by_workers = await import_from(alpha, bravo)
+        in_process = await import_from(alpha, charlie)
+
+        assert by_workers == in_process and by_workers.changes > SNAPSHOT_EVERY + 150 + 200
+        assert await view(bravo) == await view(charlie)
+        assert await change_log(bravo) == await change_log(charlie)
+        segments_now = await segment_ids(bravo)
+        assert not set(segments_now) & bravo.replica.in_memory()  # the parent loaded none of them
+        assert set(segments_now) & charlie.replica.in_memory()  # the other path did
+        for doc_id in segments_now:
+            assert await bravo.replica.document_heads(doc_id) == await alpha.replica.document_heads(doc_id)
+        assert [m.text for m in await bravo.views.search("zanzibar")] == ["edited: zanzibar"]
+        assert [m.text for m in await bravo.views.search("late 199")] == ["late 199"]
+        async with bravo.store.reading() as conn:
+            snapshots: dict[str, int] = dict((await conn.execute(select(t.snapshots.c.doc_id, t.snapshots.c.upto_change_id))).all())
+            newest: dict[str, int] = dict((await conn.execute(select(t.changes.c.doc_id, func.max(t.changes.c.id)).group_by(t.changes.c.doc_id))).all())
+        refreshed = [doc_id for doc_id in segments_now if snapshots.get(doc_id) == newest[doc_id]]
+        assert refreshed  # the segment past SNAPSHOT_EVERY changes was saved by its worker, up to this import
+        heads = {doc_id: await alpha.replica.document_heads(doc_id) for doc_id in segments_now}
+    async with await Node.open(tmp_path / "bravo", PASSPHRASE) as reopened:  # each segment loaded from its snapshot and the rows after it
+        for doc_id in segments_now:
+            assert sorted((await reopened.replica.document(doc_id)).get_heads()) == sorted(heads[doc_id])
+        assert [m.text for m in await reopened.views.read("general", limit=5, mark_read=False)][-1] == "late 199"
+
+
+@pytest.mark.parametrize("threshold", [0, IN_PROCESS], ids=["workers", "in-process"])
+async def test_a_bad_segment_batch_rejects_the_import_and_stores_nothing(tmp_path: Path, threshold: int) -> None:
+    alpha, bravo, charlie = await make_workspace(tmp_path, "bravo", "charlie")
+    async with alpha, bravo, charlie:
+        await alpha.chat.create_channel("general")
+        await alpha.chat.post_many("general", [f"message {i}" for i in range(700)])
+        await import_from(alpha, bravo)
+        await import_from(alpha, charlie)
+        for message in await alpha.views.read("general", limit=MAX_READ_PAGE, mark_read=False):
+            await alpha.chat.react(message.id, "+1")
+        await sync_all(alpha, bravo)  # bravo now has alpha's reactions, to react on top of them
+        for message in (await bravo.views.read("general", limit=MAX_READ_PAGE, mark_read=False))[:300]:
+            await bravo.chat.react(message.id, "eyes")
+        charlie.intake.held.threshold = threshold
+        before = (await view(charlie), await change_log(charlie))
+        batches = await segment_changes(alpha, charlie)
+        assert [len(c) for _, c in batches] == [512, 188]
+
+        # A signature that does not verify, in the last segment only: nothing of the first lands either.
+        doc_id, changes = batches[-1]
+        forged = batches[:-1] + [(doc_id, changes[:-1] + [SignedChange(changes[-1].data, bytes(64))])]
+        with pytest.raises(ChangeRejected, match=f"{doc_id}: change .* is not signed by its author"):
+            await charlie.intake.import_batches(forged, received_from=alpha.identity.node_id)
+        assert (await view(charlie), await change_log(charlie)) == before
+
+        # Changes that build on changes charlie lacks (bravo's reactions without alpha's).
+        only_bravos = [(doc_id, [c for c in changes if parse_change(c.data).actor[:32] == bravo.identity.user_key]) for doc_id, changes in await segment_changes(bravo, charlie)]
+        assert sum(len(c) for _, c in only_bravos) == 300
+        with pytest.raises(MissingDependencies):
+            await charlie.intake.import_batches(only_bravos, received_from=bravo.identity.node_id)
+        assert (await view(charlie), await change_log(charlie)) == before
+
+        # An author charlie's directory no longer lets write: bravo, made an observer.
+        await alpha.directory.set_role("bravo", "observer")
+        await import_from(alpha, charlie)  # the directory, and alpha's reactions
+        settled = (await view(charlie), await change_log(charlie))
+        with pytest.raises(ChangeRejected, match="bravo is an observer and cannot write"):
+            await import_from(bravo, charlie)
+        assert (await view(charlie), await change_log(charlie)) == settled
+        assert len([m for m in await charlie.views.read("general", limit=MAX_READ_PAGE, mark_read=False) if m.reactions == {"+1": ["alice"]}]) == 700
