@@ -77,14 +77,20 @@ def scan(buf: Buffer, what: str, max_items: int = DEFAULT_MAX_ITEMS) -> None:
         raise InvalidInput(f"{what}: CBOR ends inside an item" if pos > size else f"{what}: trailing bytes after the CBOR item")
 
 
+def decode_in_profile(data: Buffer, what: str, *, max_items: int = DEFAULT_MAX_ITEMS) -> Any:
+    """Rejects anything outside the profile and duplicate map keys, whatever the encoding: for
+    values whose author's signed op vouches for them (a message, an edit)."""
+    scan(data, what, max_items)
+    try:
+        return cbor2.loads(data, max_depth=MAX_DEPTH, allow_indefinite=False, allow_duplicate_keys=False)
+    except Exception as exc:  # cbor2 raises several unrelated types (CBORDecodeError is no ValueError)
+        raise InvalidInput(f"{what}: malformed CBOR ({exc})") from exc
+
+
 def decode(data: Buffer, what: str, *, max_items: int = DEFAULT_MAX_ITEMS) -> Any:
     """Rejects anything outside the profile, duplicate map keys, and any encoding that is not
     the canonical one."""
-    scan(data, what, max_items)
-    try:
-        value = cbor2.loads(data, max_depth=MAX_DEPTH, allow_indefinite=False, allow_duplicate_keys=False)
-    except Exception as exc:  # cbor2 raises several unrelated types
-        raise InvalidInput(f"{what}: malformed CBOR ({exc})") from exc
+    value = decode_in_profile(data, what, max_items=max_items)
     if encode(value) != data:
         raise InvalidInput(f"{what}: not canonical CBOR")
     return value

@@ -37,7 +37,6 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import cbor2
 from automerge import core
 from automerge._automerge import Document
 
@@ -309,8 +308,7 @@ def decode_message(data: bytes) -> tuple[str, int, str, str | None, tuple[FileRe
     """A format-2 message value: (author hex, created_at, text, root_id, files, mentions).
     Raises InvalidInput for anything else. The value is its author's own signed op, so the
     profile (no tags, no bombs) is checked, not the canonical encoding."""
-    cbor.scan(data, "message", _MAX_VALUE_ITEMS)
-    value = cbor2.loads(data)
+    value = cbor.decode_in_profile(data, "message", max_items=_MAX_VALUE_ITEMS)
     if not isinstance(value, list) or not 3 <= len(value) <= 6:
         raise InvalidInput("a message value is an array of 3 to 6 items")
     author, created_at, text = value[0], value[1], value[2]
@@ -340,11 +338,10 @@ def _decode_edit(data: Any) -> tuple[int, str, tuple[str, ...]] | None:
     try:
         if not isinstance(data, bytes):
             return None
-        cbor.scan(data, "edit", _MAX_VALUE_ITEMS)
-        value = cbor2.loads(data)
+        value = cbor.decode_in_profile(data, "edit", max_items=_MAX_VALUE_ITEMS)
         if isinstance(value, list) and len(value) == 3 and isinstance(value[0], int) and isinstance(value[1], str):
             return value[0], value[1], _users(value[2])
-    except (InvalidInput, ValueError):
+    except InvalidInput:
         return None
     return None
 
@@ -355,8 +352,8 @@ def _read_format_2(message_id: str, entry: Entry, parts: Sequence[tuple[str, Ent
         return None
     try:
         author, created_at, text, root_id, files, mentions = decode_message(data)
-    except (InvalidInput, ValueError):
-        return None  # cbor2 raises ValueError subclasses
+    except InvalidInput:
+        return None
     if op.hex() != author:
         return None  # a message not written by the author it names is ignored whole
     if not parts:  # most messages: never edited, deleted or reacted to
