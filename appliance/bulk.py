@@ -16,18 +16,21 @@ from typing import Any
 from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.engine import Connection
 
-_COMPILED: dict[tuple[str, str, tuple[str, ...], str | None], tuple[str, tuple[str, ...]]] = {}
-_KEY = "key_value"  # the bind name of an update's key: never a column's
+_COMPILED: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], tuple[str, tuple[str, ...]]] = {}
 
 
-def _compiled(conn: Connection, table: Table, columns: tuple[str, ...], key_column: str | None = None) -> tuple[str, tuple[str, ...]]:
+def _key_bind(column: str) -> str:
+    return f"key_{column}"  # never a column's own bind name
+
+
+def _compiled(conn: Connection, table: Table, columns: tuple[str, ...], key_columns: tuple[str, ...] = ()) -> tuple[str, tuple[str, ...]]:
     """The statement's SQL and its parameters' order (empty: the dialect takes named ones) -
-    an insert of `columns`, or an update of them on the row whose `key_column` matches."""
-    cache_key = (conn.dialect.name, table.name, columns, key_column)
+    an insert of `columns`, or an update of them on the rows whose `key_columns` match."""
+    cache_key = (conn.dialect.name, table.name, columns, key_columns)
     found = _COMPILED.get(cache_key)
     if found is None:
         values: dict[str, Any] = {name: bindparam(name) for name in columns}
-        statement = insert(table).values(values) if key_column is None else update(table).where(table.c[key_column] == bindparam(_KEY)).values(values)
+        statement = update(table).where(*(table.c[key] == bindparam(_key_bind(key)) for key in key_columns)).values(values) if key_columns else insert(table).values(values)
         compiled = statement.compile(dialect=conn.dialect)
         order = tuple(compiled.positiontup or ()) if compiled.positional else ()
         found = _COMPILED[cache_key] = (str(compiled), order)
@@ -56,13 +59,13 @@ def insert_tuples(conn: Connection, table: Table, columns: tuple[str, ...], rows
     conn.exec_driver_sql(sql, list(rows))
 
 
-def update_tuples(conn: Connection, table: Table, key_column: str, columns: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> None:
-    """Sets `columns` of the rows whose `key_column` matches: each of `rows` is a tuple of the
-    key's value and then `columns`' values. One executemany."""
+def update_tuples(conn: Connection, table: Table, key_columns: tuple[str, ...], columns: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> None:
+    """Sets `columns` of the rows whose `key_columns` match: each of `rows` is a tuple of the
+    keys' values and then `columns`' values. One executemany."""
     if not rows:
         return
-    sql, order = _compiled(conn, table, columns, key_column)
-    names = (_KEY, *columns)
+    sql, order = _compiled(conn, table, columns, key_columns)
+    names = (*(_key_bind(key) for key in key_columns), *columns)
     if not order:
         conn.exec_driver_sql(sql, [dict(zip(names, row, strict=True)) for row in rows])
         return

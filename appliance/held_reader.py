@@ -15,7 +15,7 @@ from automerge._automerge import Document
 from appliance import documents, ids, segments
 from appliance.changes import SignedChange, VerifiedChange, verify_batch
 from appliance.errors import ChangeRejected, MissingDependencies
-from appliance.view_rows import view_row
+from appliance.view_rows import reactions_json, view_row
 from appliance.whole_reader import WORKER_MEMORY_BYTES, LogStamp, WorkRefused
 
 
@@ -38,12 +38,14 @@ class HeldApplied:
     """A batch verified (but for whether its authors may write: `authors`, judged by the node)
     and applied: its new changes' log rows (LOG_COLUMNS values, one per change), the view rows
     (VIEW_COLUMNS values) of the messages they touched - of every message, when `every_message`
-    (the changes touched something no message id names) - and the segment saved, if asked."""
+    (the changes touched something no message id names) - but for those whose reactions alone
+    changed, given as (message id, segment, reactions column); and the segment saved, if asked."""
 
     doc_id: str
     changes: int
     log_rows: tuple[tuple[Any, ...], ...]
     messages: tuple[tuple[Any, ...], ...]
+    reactions: tuple[tuple[str, str, str], ...]
     every_message: bool
     authors: frozenset[bytes]
     saved: bytes | None
@@ -62,7 +64,7 @@ def apply_held(batch: HeldBatch) -> HeldApplied | WorkRefused:
     try:
         verified = verify_batch(doc_id, batch.incoming, batch.known, note_author)
         if not verified:
-            return HeldApplied(doc_id, 0, (), (), False, frozenset(), None)
+            return HeldApplied(doc_id, 0, (), (), (), False, frozenset(), None)
         with documents.binding_errors(f"{doc_id}: cannot load the segment"):
             doc = Document.load(batch.stored) if batch.stored else Document()
             before = doc.get_heads()
@@ -71,18 +73,22 @@ def apply_held(batch: HeldBatch) -> HeldApplied | WorkRefused:
         except documents.DocumentError as exc:
             return WorkRefused(doc_id, f"{doc_id}: {exc}")
         with documents.binding_errors(f"{doc_id}: cannot read the segment"):
-            touched = segments.touched_messages(doc, before) if before else None
-            states = segments.read_messages(doc, batch.admins, only=touched)
+            touched = segments.touched_parts(doc, before) if before else None
+            # Most of a big import is reactions: a message whose reactions alone changed is read
+            # from its reaction parts, and only that column of its row is set.
+            reacted = segments.read_reactions(doc, [m for m, kinds in touched.items() if kinds == {segments.REACTION}]) if touched is not None else {}
+            states = segments.read_messages(doc, batch.admins, only=None if touched is None else [m for m in touched if m not in reacted])
             saved = doc.save() if batch.save else None
         channel_id = documents.parse_doc_id(doc_id).channel_id
         messages = tuple(view_row(channel_id, doc_id, state) for state in states if ids.is_message_id(state.message_id))
+        reactions = tuple((message_id, doc_id, reactions_json(users)) for message_id, users in reacted.items() if ids.is_message_id(message_id))
     except MissingDependencies as exc:
         return WorkRefused(doc_id, str(exc), missing=True)
     except (documents.DocumentError, ChangeRejected) as exc:
         return WorkRefused(doc_id, str(exc))
     except MemoryError:
         return WorkRefused(doc_id, f"{doc_id}: the segment needs more than {WORKER_MEMORY_BYTES:,} bytes of memory to apply its changes")
-    return HeldApplied(doc_id, len(verified), _log_rows(doc_id, verified, batch.stamp), messages, touched is None, frozenset(authors), saved)
+    return HeldApplied(doc_id, len(verified), _log_rows(doc_id, verified, batch.stamp), messages, reactions, touched is None, frozenset(authors), saved)
 
 
 def _log_rows(doc_id: str, verified: Sequence[VerifiedChange], stamp: LogStamp) -> tuple[tuple[Any, ...], ...]:

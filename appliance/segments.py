@@ -228,24 +228,36 @@ def set_reaction(doc: Document, message_id: str, emoji: str, user: str, on: bool
 
 # The binding's Patch objects expose nothing but their Debug rendering; these shapes name the
 # message a patch touches (a key of the segment's root - the message or, in format 2, one of
-# its parts - or a path under one); the format key touches none.
-_ROOT_KEY_PATCH = re.compile(r'^Patch \{ obj: Root, path: \[\], action: \w+ \{ key: "([0-9A-Z]{26})[/"]')
+# its parts, whose kind follows the id - or a path under one); the format key touches none.
+_ROOT_KEY_PATCH = re.compile(r'^Patch \{ obj: Root, path: \[\], action: \w+ \{ key: "([0-9A-Z]{26})(?:"|/([^/"]*))')
 _UNDER_MESSAGE_PATCH = re.compile(r'^Patch \{ obj: .*?, path: \[\(Root, Map\("([0-9A-Z]{26})"\)')
 _FORMAT_PATCH = re.compile(r'^Patch \{ obj: Root, path: \[\], action: \w+ \{ key: "format"')
+WHOLE_MESSAGE = ""  # what touched_parts names when a message's own value changed (in format 1: anything of it)
 
 
-def touched_messages(doc: Document, before: list[bytes]) -> set[str] | None:
-    """Ids of the segment's messages that changed since heads `before`; None when a patch
-    does not say which message it touches (the caller then rereads every message)."""
-    touched: set[str] = set()
+def touched_parts(doc: Document, before: list[bytes]) -> dict[str, set[str]] | None:
+    """The segment's messages that changed since heads `before`, each with what of it changed:
+    WHOLE_MESSAGE or the kinds of its format-2 parts (EDIT, DELETION, REACTION); None when a
+    patch does not say which message it touches (the caller then rereads every message)."""
+    touched: dict[str, set[str]] = {}
     for patch in doc.diff(before, doc.get_heads()):
         rendered = repr(patch)
-        match = _ROOT_KEY_PATCH.match(rendered) or _UNDER_MESSAGE_PATCH.match(rendered)
+        match = _ROOT_KEY_PATCH.match(rendered)
         if match is not None:
-            touched.add(match.group(1))
+            touched.setdefault(match.group(1), set()).add(match.group(2) or WHOLE_MESSAGE)
+            continue
+        match = _UNDER_MESSAGE_PATCH.match(rendered)
+        if match is not None:
+            touched.setdefault(match.group(1), set()).add(WHOLE_MESSAGE)
         elif _FORMAT_PATCH.match(rendered) is None:
             return None
     return touched
+
+
+def touched_messages(doc: Document, before: list[bytes]) -> set[str] | None:
+    """Ids of the segment's messages that changed since heads `before` (see touched_parts)."""
+    parts = touched_parts(doc, before)
+    return None if parts is None else set(parts)
 
 
 # --- reading ---------------------------------------------------------------------------
@@ -361,15 +373,11 @@ def _read_format_2(message_id: str, entry: Entry, parts: Sequence[tuple[str, Ent
     tampered = False
     edit: tuple[int, str, tuple[str, ...]] | None = None
     deletions: dict[str, int] = {}  # writer -> when
-    reactions: dict[str, list[str]] = {}
     for key, part in parts:
-        _, kind, writer, rest = (key.split("/", 3) + ["", ""])[:4]  # a crafted key may have fewer parts
+        _, kind, writer, rest = _part_key(key)
         value, op = _as_scalar(part)
         by_writer = op is not None and op.hex() == writer
-        if kind == REACTION:
-            if by_writer and value is True and rest:
-                reactions.setdefault(rest, []).append(writer)
-        elif kind == EDIT and not rest:
+        if kind == EDIT and not rest:
             if by_writer and writer == author:
                 edit = _decode_edit(value)
             else:
@@ -398,12 +406,49 @@ def _read_format_2(message_id: str, entry: Entry, parts: Sequence[tuple[str, Ent
         root_id=root_id,
         edited_at=edited_at,
         deleted=deleted,
-        reactions={emoji: tuple(sorted(users)) for emoji, users in sorted(reactions.items())},
+        reactions=_reactions(parts),
         files=() if deleted else files,
         mentions=mentions,
         tampered=tampered,
         deleted_by=deleted_by,
     )
+
+
+def _part_key(key: str) -> list[str]:
+    """A format-2 part's key: [message id, kind, writer, rest]."""
+    return (key.split("/", 3) + ["", ""])[:4]  # a crafted key may have fewer parts
+
+
+def _reactions(parts: Sequence[tuple[str, Entry]]) -> dict[str, tuple[str, ...]]:
+    """emoji -> users, from a format-2 message's parts: each reaction part set by its writer."""
+    reactions: dict[str, list[str]] = {}
+    for key, part in parts:
+        _, kind, writer, emoji = _part_key(key)
+        if kind == REACTION and emoji:
+            value, op = _as_scalar(part)
+            if op is not None and op.hex() == writer and value is True:
+                reactions.setdefault(emoji, []).append(writer)
+    return {emoji: tuple(sorted(users)) for emoji, users in sorted(reactions.items())}
+
+
+def read_reactions(doc: Document, message_ids: Collection[str]) -> dict[str, dict[str, tuple[str, ...]]]:
+    """The reactions of format-2 messages, as `read_messages` gives them, read from their
+    reaction parts alone - for messages whose reactions alone changed. Messages stored as
+    anything else (format 1, or a crafted map in a format-2 segment) are left out: the caller
+    reads them whole."""
+    if not message_ids or not is_format_2(doc):
+        return {}
+    keys = doc.keys(ROOT)
+    found: dict[str, dict[str, tuple[str, ...]]] = {}
+    for message_id in message_ids:
+        got = doc.get(ROOT, message_id)
+        if got is None or isinstance(got[0], core.ObjType):
+            continue
+        prefix = f"{message_id}/{REACTION}/"
+        start = bisect.bisect_left(keys, prefix)
+        end = bisect.bisect_left(keys, prefix[:-1] + "0", start)  # "0" follows "/"
+        found[message_id] = _reactions([(key, entry) for key in keys[start:end] if (entry := doc.get(ROOT, key)) is not None])
+    return found
 
 
 def _read_format_1(doc: Document, message_id: str, msg: bytes, admins: frozenset[str]) -> MessageState | None:

@@ -24,7 +24,7 @@ from appliance.errors import ChangeRejected
 from appliance.held_reader import HeldApplied, HeldBatch
 from appliance.kernel import Clock
 from appliance.services.replica import SNAPSHOT_EVERY, ReplicaService, StoredDocument, put_snapshot, stored_documents
-from appliance.services.views import ViewsService, store_view_rows
+from appliance.services.views import ViewsService, set_reactions, store_view_rows
 from appliance.whole_reader import LOG_COLUMNS, LogStamp
 from appliance.workers import WorkerPool
 
@@ -128,4 +128,5 @@ def _store_held(conn: Connection, applied: Sequence[HeldApplied], now: int) -> d
         newest_query = select(t.changes.c.doc_id, func.max(t.changes.c.id)).where(t.changes.c.doc_id.in_(list(saved))).group_by(t.changes.c.doc_id)
         for doc_id, newest in cast(list[tuple[str, int]], conn.execute(newest_query).all()):
             put_snapshot(conn, doc_id, saved[doc_id], newest, now)
+    set_reactions(conn, [row for item in applied for row in item.reactions])
     return store_view_rows(conn, [row for item in applied for row in item.messages], {item.doc_id for item in applied if item.every_message})

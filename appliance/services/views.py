@@ -251,6 +251,12 @@ def insert_view_rows(conn: Connection, rows: Sequence[tuple[Any, ...]], indexed:
             conn.execute(_INDEX_NEW_MESSAGES, {"before": before})
 
 
+def set_reactions(conn: Connection, reactions: Sequence[tuple[str, str, str]]) -> None:
+    """Sets the `reactions` column of messages whose reactions alone changed: (message id,
+    segment, reactions_json) each."""
+    update_tuples(conn, t.messages, _MESSAGE_OF_SEGMENT, ("reactions",), reactions)
+
+
 def store_view_rows(conn: Connection, rows: Sequence[tuple[Any, ...]], whole_docs: Collection[str]) -> dict[str, int]:
     """Writes the view rows (VIEW_COLUMNS values) an import read of the messages its changes
     touched - of every message, in the segments `whole_docs`: the rows present get the columns
@@ -273,9 +279,9 @@ def store_view_rows(conn: Connection, rows: Sequence[tuple[Any, ...]], whole_doc
             continue
         columns = tuple(i for i, value in enumerate(row) if stored[i] != value)
         if columns:
-            changed.setdefault(columns, []).append((row[_MESSAGE], *(row[i] for i in columns)))
+            changed.setdefault(columns, []).append((row[_MESSAGE], row[_DOC], *(row[i] for i in columns)))
     for columns, updates in changed.items():
-        update_tuples(conn, t.messages, "message_id", tuple(VIEW_COLUMNS[i] for i in columns), updates)
+        update_tuples(conn, t.messages, _MESSAGE_OF_SEGMENT, tuple(VIEW_COLUMNS[i] for i in columns), updates)
     insert_view_rows(conn, inserts, conn.dialect.name == "sqlite")
     new: dict[str, int] = {}
     for row in inserts:
@@ -284,6 +290,7 @@ def store_view_rows(conn: Connection, rows: Sequence[tuple[Any, ...]], whole_doc
 
 
 _DOC, _MESSAGE = VIEW_COLUMNS.index("doc_id"), VIEW_COLUMNS.index("message_id")
+_MESSAGE_OF_SEGMENT = ("message_id", "doc_id")  # a message id another segment holds is not this one's
 
 
 def insert_message_rows(conn: Connection, rows: Sequence[dict[str, Any]], indexed: bool) -> None:

@@ -3,7 +3,8 @@
 Segments hold three messages, so schedules roll over into new segments (format 2)
 concurrently; a schedule may start #general with a segment an older node opened (format 1),
 which the nodes keep writing in format 1 - or, when another node opened the same segment in
-format 2 meanwhile, both shapes in one segment."""
+format 2 meanwhile, both shapes in one segment. A node applies changes into segments it has not
+loaded in its worker processes or in its own, as the seed picks."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from appliance.changes import SignedChange, relay_units
 from appliance.errors import ChangeRejected
 from appliance.node import Node
 from appliance.services import chat as chat_module
+from appliance.services.held_intake import HELD_IN_WORKERS
 from tests.conftest import PASSPHRASE, make_workspace, sync_all
 
 NAMES = ("alpha", "bob", "carol")
@@ -135,6 +137,8 @@ async def run_scenario(homes: list[Path], operations: list[Operation], seed: int
     """Returns the formats of each segment's messages, as the nodes end."""
     rng = random.Random(seed)
     nodes = [await Node.open(home, PASSPHRASE) for home in homes]
+    for index, node in enumerate(nodes):  # by the seed's bits: changes into segments not in memory applied by workers, or in the process
+        node.intake.held.threshold = 0 if seed >> index & 1 else HELD_IN_WORKERS
     try:
         if older_first_segment:
             await open_as_older_node(nodes[0])

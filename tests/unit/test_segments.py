@@ -216,6 +216,58 @@ def test_touched_messages_names_format_2_messages_by_their_keys() -> None:
     assert segments.touched_messages(doc, before) == {FIRST, SECOND}
 
 
+def test_touched_parts_names_what_of_each_message_changed() -> None:
+    doc = as_user(documents.new_document(actor(ALICE)), ALICE)
+    post(doc, FIRST, ALICE, "one")
+    post(doc, SECOND, ALICE, "two")
+    assert segments.touched_parts(doc, []) == {FIRST: {segments.WHOLE_MESSAGE}, SECOND: {segments.WHOLE_MESSAGE}}
+    before = doc.get_heads()
+    as_user(doc, BOB)
+    segments.set_reaction(doc, FIRST, "+1", BOB.hex(), True)
+    segments.set_reaction(doc, SECOND, "+1", BOB.hex(), True)
+    segments.delete_message(doc, SECOND, 3_000)
+    assert segments.touched_parts(doc, before) == {FIRST: {segments.REACTION}, SECOND: {segments.REACTION, segments.DELETION}}
+    before = doc.get_heads()
+    segments.set_reaction(doc, FIRST, "+1", BOB.hex(), False)
+    as_user(doc, ALICE)
+    segments.edit_message(doc, SECOND, "two, edited", 2_000, [])
+    assert segments.touched_parts(doc, before) == {FIRST: {segments.REACTION}, SECOND: {segments.EDIT}}
+    before = doc.get_heads()
+    put(doc, FIRST + "/", documents.Bytes, b"")  # a crafted key with no kind: the message reread whole
+    assert segments.touched_parts(doc, before) == {FIRST: {segments.WHOLE_MESSAGE}}
+    old = documents.load_document((VECTORS / "format1.automerge").read_bytes(), actor(CAROL))
+    assert {s.message_id for s in segments.read_messages(old, frozenset())} <= set(segments.touched_parts(old, []) or {})
+    assert all(kinds == {segments.WHOLE_MESSAGE} for kinds in (segments.touched_parts(old, []) or {}).values())
+
+
+reactions_written = st.lists(st.tuples(st.sampled_from([FIRST, SECOND]), st.sampled_from([ALICE, BOB, CAROL]), st.sampled_from(["+1", "tada", "a/b"]), st.booleans()), max_size=12)
+
+
+@given(reactions_written, st.lists(st.tuples(st.sampled_from([FIRST, SECOND]), st.sampled_from([ALICE, BOB]), st.sampled_from(["+1", "x"])), max_size=3))
+def test_reactions_read_from_their_parts_alone_are_those_the_message_reads_with(written: list[tuple[str, bytes, str, bool]], forged: list[tuple[str, bytes, str]]) -> None:
+    doc = as_user(documents.new_document(actor(ALICE)), ALICE)
+    post(doc, FIRST, ALICE, "one")
+    post(as_user(doc, BOB), SECOND, BOB, "two")
+    for message_id, user, emoji, on in written:
+        segments.set_reaction(as_user(doc, user), message_id, emoji, user.hex(), on)
+    for message_id, user, emoji in forged:  # a reaction written in another user's name counts for no one
+        as_user(doc, CAROL)
+        put(doc, f"{message_id}/{segments.REACTION}/{user.hex()}/{emoji}", documents.Bool, True)
+    read_whole = {state.message_id: state.reactions for state in segments.read_messages(doc, frozenset())}
+    assert set(read_whole) == {FIRST, SECOND}
+    assert segments.read_reactions(doc, [FIRST, SECOND]) == read_whole
+
+
+def test_reactions_of_messages_stored_as_maps_are_left_to_the_whole_reading() -> None:
+    old = documents.load_document((VECTORS / "format1.automerge").read_bytes(), actor(CAROL))
+    assert segments.read_reactions(old, [s.message_id for s in segments.read_messages(old, frozenset())]) == {}
+    doc = as_user(documents.new_document(actor(ALICE)), ALICE)
+    post(doc, FIRST, ALICE, "one")
+    with doc.transaction() as tx:  # a map where a format-2 message is a value
+        tx.put_object(ROOT, SECOND, documents.MapType)
+    assert set(segments.read_reactions(doc, [FIRST, SECOND, "01JDQ7Z0000000000000000999"])) == {FIRST}
+
+
 def test_two_nodes_opening_the_same_segment_merge_without_losing_a_message() -> None:
     alice = as_user(documents.new_document(actor(ALICE)), ALICE)
     bob = as_user(documents.new_document(actor(BOB)), BOB)
