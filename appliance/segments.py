@@ -32,8 +32,9 @@ message `tampered`."""
 from __future__ import annotations
 
 import bisect
+import functools
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -438,16 +439,21 @@ def read_reactions(doc: Document, message_ids: Collection[str]) -> dict[str, dic
     reads them whole."""
     if not message_ids or not is_format_2(doc):
         return {}
-    keys = doc.keys(ROOT)
+    lookup: Callable[[str], Entry | None]
+    if len(message_ids) > _FEW:  # the root listed once, keys and values, beats a lookup a key
+        fields = _fields(doc, ROOT)
+        keys, lookup = list(fields), fields.get
+    else:
+        keys, lookup = doc.keys(ROOT), functools.partial(doc.get, ROOT)
     found: dict[str, dict[str, tuple[str, ...]]] = {}
     for message_id in message_ids:
-        got = doc.get(ROOT, message_id)
+        got = lookup(message_id)
         if got is None or isinstance(got[0], core.ObjType):
             continue
         prefix = f"{message_id}/{REACTION}/"
         start = bisect.bisect_left(keys, prefix)
         end = bisect.bisect_left(keys, prefix[:-1] + "0", start)  # "0" follows "/"
-        found[message_id] = _reactions([(key, entry) for key in keys[start:end] if (entry := doc.get(ROOT, key)) is not None])
+        found[message_id] = _reactions([(key, entry) for key in keys[start:end] if (entry := lookup(key)) is not None])
     return found
 
 

@@ -258,6 +258,19 @@ def test_reactions_read_from_their_parts_alone_are_those_the_message_reads_with(
     assert segments.read_reactions(doc, [FIRST, SECOND]) == read_whole
 
 
+def test_reactions_of_many_messages_read_from_one_listing_are_the_same() -> None:
+    doc = as_user(documents.new_document(actor(ALICE)), ALICE)
+    message_ids = [f"01JDQ7Z00000000000000{n:05d}" for n in range(segments._FEW + 6)]
+    for n, message_id in enumerate(message_ids):
+        post(doc, message_id, ALICE, f"m{n}")
+        segments.set_reaction(as_user(doc, (ALICE, BOB, CAROL)[n % 3]), message_id, ("+1", "tada")[n % 2], (ALICE, BOB, CAROL)[n % 3].hex(), n % 5 != 0)
+        as_user(doc, ALICE)
+    put(doc, f"{message_ids[7]}/{segments.REACTION}/{BOB.hex()}/+1", documents.Bool, True)  # in bob's name, by alice: no one's
+    read_whole = {state.message_id: state.reactions for state in segments.read_messages(doc, frozenset())}
+    assert segments.read_reactions(doc, message_ids) == read_whole
+    assert segments.read_reactions(doc, message_ids[:3]) == {m: read_whole[m] for m in message_ids[:3]}
+
+
 def test_reactions_of_messages_stored_as_maps_are_left_to_the_whole_reading() -> None:
     old = documents.load_document((VECTORS / "format1.automerge").read_bytes(), actor(CAROL))
     assert segments.read_reactions(old, [s.message_id for s in segments.read_messages(old, frozenset())]) == {}
