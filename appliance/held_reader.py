@@ -16,7 +16,7 @@ from appliance import documents, ids, segments
 from appliance.changes import SignedChange, VerifiedChange, verify_batch
 from appliance.errors import ChangeRejected, MissingDependencies
 from appliance.view_rows import reactions_json, view_row
-from appliance.whole_reader import WORKER_MEMORY_BYTES, LogStamp, WorkRefused
+from appliance.whole_reader import WORKER_MEMORY_BYTES, LogStamp, WorkRefused, log_rows_per_actor
 
 
 @dataclass(frozen=True)
@@ -88,11 +88,19 @@ def apply_held(batch: HeldBatch) -> HeldApplied | WorkRefused:
         return WorkRefused(doc_id, str(exc))
     except MemoryError:
         return WorkRefused(doc_id, f"{doc_id}: the segment needs more than {WORKER_MEMORY_BYTES:,} bytes of memory to apply its changes")
-    return HeldApplied(doc_id, len(verified), _log_rows(doc_id, verified, batch.stamp), messages, reactions, touched is None, frozenset(authors), saved)
+    return HeldApplied(doc_id, len(verified), _log_rows(doc_id, verified, batch.stamp, saved is not None), messages, reactions, touched is None, frozenset(authors), saved)
 
 
-def _log_rows(doc_id: str, verified: Sequence[VerifiedChange], stamp: LogStamp) -> tuple[tuple[Any, ...], ...]:
-    """A row per change (LOG_COLUMNS), with its bytes; only the signatures checked are kept."""
+def _log_rows(doc_id: str, verified: Sequence[VerifiedChange], stamp: LogStamp, saved: bool) -> tuple[tuple[Any, ...], ...]:
+    """The log rows (LOG_COLUMNS) of the changes applied. When the segment was saved (its new
+    snapshot holds their bytes), a row per signed change covering those it vouches for, as for
+    a segment carried whole; else a row per change with its bytes. Only the signatures checked
+    are kept."""
+    if saved:
+        headers = [c.header for c in verified]
+        vouched = {c.header.hash: c.vouched_by for c in verified}
+        signatures = {c.header.hash: c.signature for c in verified if c.signature is not None}
+        return log_rows_per_actor(doc_id, headers, vouched, signatures, stamp)
     return tuple(
         (doc_id, c.header.hash, c.header.actor, c.header.seq, b"".join(c.header.deps), c.data, c.signature, c.vouched_by, stamp.received_from, stamp.received_at, 0, None)
         for c in verified

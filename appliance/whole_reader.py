@@ -91,11 +91,12 @@ def admit_whole(doc_id: str, data: bytes, signatures: Mapping[bytes, bytes], adm
         return WorkRefused(doc_id, str(exc))
     except MemoryError:
         return _too_big(doc_id)
-    return WholeAdmitted(doc_id, len(headers), _log_rows(doc_id, headers, vouched, signatures, stamp), messages, frozenset(authors))
+    return WholeAdmitted(doc_id, len(headers), log_rows_per_actor(doc_id, headers, vouched, signatures, stamp), messages, frozenset(authors))
 
 
-def _log_rows(doc_id: str, headers: Sequence[ChangeHeader], vouched: Mapping[bytes, bytes], signatures: Mapping[bytes, bytes], stamp: LogStamp) -> tuple[tuple[Any, ...], ...]:
-    """A row per actor (LOG_COLUMNS): its signed change, covering the changes it vouches for."""
+def log_rows_per_actor(doc_id: str, headers: Sequence[ChangeHeader], vouched: Mapping[bytes, bytes], signatures: Mapping[bytes, bytes], stamp: LogStamp) -> tuple[tuple[Any, ...], ...]:
+    """A row per signed change (LOG_COLUMNS) without its bytes (the segment saved holds them),
+    covering the changes it vouches for: one per actor of a segment carried whole."""
     covered: dict[bytes, list[ChangeHeader]] = {}
     signed: list[ChangeHeader] = []
     for header in headers:

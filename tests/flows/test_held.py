@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from appliance import documents
 from appliance import schema as t
 from appliance.changes import SignedChange, parse_change
+from appliance.covered import unpack_covered
 from appliance.errors import ChangeRejected, MissingDependencies
 from appliance.model import MAX_READ_PAGE, ImportSummary
 from appliance.node import Node
@@ -31,11 +32,26 @@ async def view(node: Node) -> list[tuple[Any, ...]]:
 
 
 async def change_log(node: Node) -> list[tuple[Any, ...]]:
-    """The segments' change rows (the directory's differ: each node joined on its own)."""
+    """What the segments' change rows stand for (the directory's differ: each node joined on its
+    own): a row per change, or a row covering several (appliance/covered.py)."""
     c = t.changes.c
     async with node.store.reading() as conn:
-        rows = (await conn.execute(select(c.doc_id, c.hash, c.actor, c.seq, c.deps, c.data, c.signature, c.vouched_by, c.covered, c.covers))).all()
-    return sorted(tuple(row) for row in rows if documents.parse_doc_id(row.doc_id).kind == documents.DocumentKind.SEGMENT)
+        rows = (await conn.execute(select(c.doc_id, c.hash, c.seq, c.deps, c.covers))).all()
+    logged = []
+    for row in rows:
+        if documents.parse_doc_id(row.doc_id).kind == documents.DocumentKind.SEGMENT:
+            logged += [(row.doc_id, *change) for change in unpack_covered(row.covers or b"")] + [(row.doc_id, row.hash, row.seq, row.deps)]
+    return sorted(logged)
+
+
+async def forwarded(node: Node) -> dict[str, list[tuple[bytes, bytes | None]]]:
+    """Every segment's changes as the node would send them on: bytes and signature."""
+    return {doc_id: sorted((c.data, c.signature) for c in await node.replica.changes_for(doc_id, [])) for doc_id in await segment_ids(node)}
+
+
+async def row_counts(node: Node) -> dict[str, int]:
+    async with node.store.reading() as conn:
+        return dict((await conn.execute(select(t.changes.c.doc_id, func.count()).group_by(t.changes.c.doc_id))).all())
 
 
 async def segment_ids(node: Node) -> list[str]:
@@ -74,6 +90,7 @@ async def test_workers_store_what_the_process_stores(tmp_path: Path) -> None:
         assert not set(await segment_ids(bravo)) & loaded_before
         bravo.intake.held.threshold = 0
         charlie.intake.held.threshold = IN_PROCESS
+        rows_before = await row_counts(bravo)
 
         by_workers = await import_from(alpha, bravo)
         in_process = await import_from(alpha, charlie)
@@ -84,6 +101,7 @@ async def test_workers_store_what_the_process_stores(tmp_path: Path) -> None:
         segments_now = await segment_ids(bravo)
         assert not set(segments_now) & bravo.replica.in_memory()  # the parent loaded none of them
         assert set(segments_now) & charlie.replica.in_memory()  # the other path did
+        assert await forwarded(bravo) == await forwarded(charlie)  # bytes a snapshot holds are read from it
         for doc_id in segments_now:
             assert await bravo.replica.document_heads(doc_id) == await alpha.replica.document_heads(doc_id)
         assert [m.text for m in await bravo.views.search("zanzibar")] == ["edited: zanzibar"]
@@ -91,8 +109,12 @@ async def test_workers_store_what_the_process_stores(tmp_path: Path) -> None:
         async with bravo.store.reading() as conn:
             snapshots: dict[str, int] = dict((await conn.execute(select(t.snapshots.c.doc_id, t.snapshots.c.upto_change_id))).all())
             newest: dict[str, int] = dict((await conn.execute(select(t.changes.c.doc_id, func.max(t.changes.c.id)).group_by(t.changes.c.doc_id))).all())
-        refreshed = [doc_id for doc_id in segments_now if snapshots.get(doc_id) == newest[doc_id]]
-        assert refreshed  # the segment past SNAPSHOT_EVERY changes was saved by its worker, up to this import
+        by_rows, in_rows = await row_counts(bravo), await row_counts(charlie)
+        due = [doc_id for doc_id in segments_now if in_rows[doc_id] - rows_before.get(doc_id, 0) >= SNAPSHOT_EVERY]
+        assert due  # a segment got enough changes for its snapshot to be refreshed
+        for doc_id in due:  # saved by its worker, up to this import; a row per signed change, their bytes in the snapshot
+            assert snapshots[doc_id] == newest[doc_id]
+            assert by_rows[doc_id] - rows_before[doc_id] < 10
         heads = {doc_id: await alpha.replica.document_heads(doc_id) for doc_id in segments_now}
     async with await Node.open(tmp_path / "bravo", PASSPHRASE) as reopened:  # each segment loaded from its snapshot and the rows after it
         for doc_id in segments_now:
