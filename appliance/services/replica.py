@@ -438,7 +438,12 @@ class ReplicaService:
         if not rows:
             return frozenset()
         async with self._kernel.lock:
-            self._watermark = max(self._watermark, rows[-1].id)  # an import may have moved it past these
+            # An import that held the lock meanwhile may have moved the watermark past rows read
+            # above: they are its own (or seen), not another process's.
+            rows = [row for row in rows if row.id > self._watermark]
+            if not rows:
+                return frozenset()
+            self._watermark = rows[-1].id
             foreign = [row for row in rows if row.hash not in self._known.get(row.doc_id, ())]
             if not foreign:
                 return frozenset()

@@ -6,6 +6,7 @@ refuses, all or nothing."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -162,3 +163,29 @@ async def test_a_bad_segment_batch_rejects_the_import_and_stores_nothing(tmp_pat
             await import_from(bravo, charlie)
         assert (await view(charlie), await change_log(charlie)) == settled
         assert len([m for m in await charlie.views.read("general", limit=MAX_READ_PAGE, mark_read=False) if m.reactions == {"+1": ["alice"]}]) == 700
+
+
+async def test_a_refresh_during_imports_never_takes_them_for_another_process(tmp_path: Path) -> None:
+    """The console polls the store for other processes' writes while imports run: rows an
+    import appended while a poll waited for the write lock are this process's own."""
+    alpha, bravo = await make_workspace(tmp_path, "bravo")
+    async with alpha, bravo:
+        await alpha.chat.create_channel("general")
+        polled: list[frozenset[str]] = []
+        stop = asyncio.Event()
+
+        async def poll() -> None:
+            while not stop.is_set():
+                polled.append(await bravo.replica.refresh())
+                await asyncio.sleep(0)
+
+        poller = asyncio.ensure_future(poll())
+        try:
+            for round_ in range(12):
+                await alpha.chat.post_many("general", [f"round {round_} message {i}" for i in range(300)])
+                await import_from(alpha, bravo)
+        finally:
+            stop.set()
+            await asyncio.wait_for(poller, 10)
+        assert len(polled) > 12 and not any(polled)
+        assert len(await bravo.views.read("general", limit=MAX_READ_PAGE, mark_read=False)) == 3600
