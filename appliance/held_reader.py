@@ -39,7 +39,8 @@ class HeldApplied:
     and applied: its new changes' log rows (LOG_COLUMNS values, one per change), the view rows
     (VIEW_COLUMNS values) of the messages they touched - of every message, when `every_message`
     (the changes touched something no message id names) - but for those whose reactions alone
-    changed, given as (message id, segment, reactions column); and the segment saved, if asked."""
+    changed, given as (message id, segment, reactions column); the segment saved, if asked, and
+    its heads."""
 
     doc_id: str
     changes: int
@@ -49,6 +50,7 @@ class HeldApplied:
     every_message: bool
     authors: frozenset[bytes]
     saved: bytes | None
+    heads: tuple[bytes, ...]  # empty when nothing was applied
 
 
 def apply_held(batch: HeldBatch) -> HeldApplied | WorkRefused:
@@ -64,7 +66,7 @@ def apply_held(batch: HeldBatch) -> HeldApplied | WorkRefused:
     try:
         verified = verify_batch(doc_id, batch.incoming, batch.known, note_author)
         if not verified:
-            return HeldApplied(doc_id, 0, (), (), (), False, frozenset(), None)
+            return HeldApplied(doc_id, 0, (), (), (), False, frozenset(), None, ())
         with documents.binding_errors(f"{doc_id}: cannot load the segment"):
             doc = Document.load(batch.stored) if batch.stored else Document()
             before = doc.get_heads()
@@ -79,6 +81,7 @@ def apply_held(batch: HeldBatch) -> HeldApplied | WorkRefused:
             reacted = segments.read_reactions(doc, [m for m, kinds in touched.items() if kinds == {segments.REACTION}]) if touched is not None else {}
             states = segments.read_messages(doc, batch.admins, only=None if touched is None else [m for m in touched if m not in reacted])
             saved = doc.save() if batch.save else None
+            heads = tuple(doc.get_heads())
         channel_id = documents.parse_doc_id(doc_id).channel_id
         messages = tuple(view_row(channel_id, doc_id, state) for state in states if ids.is_message_id(state.message_id))
         reactions = tuple((message_id, doc_id, reactions_json(users)) for message_id, users in reacted.items() if ids.is_message_id(message_id))
@@ -88,7 +91,7 @@ def apply_held(batch: HeldBatch) -> HeldApplied | WorkRefused:
         return WorkRefused(doc_id, str(exc))
     except MemoryError:
         return WorkRefused(doc_id, f"{doc_id}: the segment needs more than {WORKER_MEMORY_BYTES:,} bytes of memory to apply its changes")
-    return HeldApplied(doc_id, len(verified), _log_rows(doc_id, verified, batch.stamp, saved is not None), messages, reactions, touched is None, frozenset(authors), saved)
+    return HeldApplied(doc_id, len(verified), _log_rows(doc_id, verified, batch.stamp, saved is not None), messages, reactions, touched is None, frozenset(authors), saved, heads)
 
 
 def _log_rows(doc_id: str, verified: Sequence[VerifiedChange], stamp: LogStamp, saved: bool) -> tuple[tuple[Any, ...], ...]:

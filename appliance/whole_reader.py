@@ -39,9 +39,9 @@ class LogStamp:
 class WholeAdmitted:
     """A segment carried whole whose changes its authors' signatures cover, as a worker read
     it: how many changes it holds, the change-log rows (LOG_COLUMNS values: one per actor) and
-    message view rows (VIEW_COLUMNS values) to insert, and the authors whose changes it holds -
+    message view rows (VIEW_COLUMNS values) to insert, the authors whose changes it holds -
     whom the receiver must still allow to write it (the directory lives in the node's process,
-    not here)."""
+    not here) - and its heads."""
 
     doc_id: str
     changes: int
@@ -49,6 +49,7 @@ class WholeAdmitted:
     log_rows: tuple[tuple[Any, ...], ...]
     messages: tuple[tuple[Any, ...], ...]
     authors: frozenset[bytes]
+    heads: tuple[bytes, ...]
 
 
 @dataclass(frozen=True)
@@ -85,13 +86,14 @@ def admit_whole(doc_id: str, data: bytes, signatures: Mapping[bytes, bytes], adm
             headers = [ChangeHeader(c.hash, c.actor_id, c.seq, tuple(c.deps)) for c in doc.get_changes([])]
             vouched = vouch_for_whole(doc_id, headers, signatures, note_author)
             states = segments.read_messages(doc, admins)
+            heads = tuple(doc.get_heads())
         channel_id = documents.parse_doc_id(doc_id).channel_id
         messages = tuple(view_row(channel_id, doc_id, state) for state in states if ids.is_message_id(state.message_id))
     except (documents.DocumentError, ChangeRejected) as exc:
         return WorkRefused(doc_id, str(exc))
     except MemoryError:
         return _too_big(doc_id)
-    return WholeAdmitted(doc_id, len(headers), log_rows_per_actor(doc_id, headers, vouched, signatures, stamp), messages, frozenset(authors))
+    return WholeAdmitted(doc_id, len(headers), log_rows_per_actor(doc_id, headers, vouched, signatures, stamp), messages, frozenset(authors), heads)
 
 
 def log_rows_per_actor(doc_id: str, headers: Sequence[ChangeHeader], vouched: Mapping[bytes, bytes], signatures: Mapping[bytes, bytes], stamp: LogStamp) -> tuple[tuple[Any, ...], ...]:

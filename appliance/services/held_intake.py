@@ -47,6 +47,7 @@ class WrittenHeld:
     doc_id: str
     changes: int
     new_messages: int
+    heads: tuple[bytes, ...]  # empty when nothing was applied
 
 
 class HeldIntake:
@@ -103,7 +104,7 @@ class HeldIntake:
                 new_messages = await conn.run_sync(_store_held, applied_now, self._clock())
                 self._views.view_changed([applied.doc_id for applied in applied_now])
                 for applied in ready:
-                    written.append(WrittenHeld(applied.doc_id, applied.changes, new_messages.get(applied.doc_id, 0)))
+                    written.append(WrittenHeld(applied.doc_id, applied.changes, new_messages.get(applied.doc_id, 0), applied.heads))
                     if progress is not None:
                         progress("write", applied.changes)
         finally:

@@ -45,6 +45,16 @@ class _Rollback(Exception):
 
 
 @dataclass(frozen=True)
+class _Written:
+    """What an import wrote: its summary, how many changes of the batches (not the wholes) it
+    applied, and the heads of the documents the workers wrote."""
+
+    summary: ImportSummary
+    batched: int
+    heads: dict[str, tuple[bytes, ...]]
+
+
+@dataclass(frozen=True)
 class Wholes:
     """An import's wholes on their way: read by the workers, admitted by `authoriser`."""
 
@@ -147,16 +157,16 @@ class IntakeService:
                 try:
                     async with self._kernel.store.transaction() as conn:
                         first = await self._replica.newest_change_id(conn)
-                        summary, batched = await self._write_batches(conn, plan, known, new_entries, blobs, received_from, preview, progress, wholes_of, held)
+                        written = await self._write_batches(conn, plan, known, new_entries, blobs, received_from, preview, progress, wholes_of, held)
                         # Wholes admitted are new whole: the duplicates are the changes of batches not applied.
-                        summary = replace(summary, duplicates=sum(len(c) for c in grouped.values()) - batched)
+                        summary = replace(written.summary, duplicates=sum(len(c) for c in grouped.values()) - written.batched)
                         if receipt is not None:
                             await self.record_receipt(conn, receipt, summary, blobs, preview)
                         if preview:
                             raise _Rollback(summary)
                         last = await self._replica.newest_change_id(conn)
-                    self._replica.advance_watermark(first, last)  # the write lock made (first, last] this import's alone
-                    self._kernel.invalidate([whole.doc_id for whole in new_wholes] + list(held_ids))  # loaded from the store when next read
+                    # The write lock made (first, last] this import's alone; what the workers wrote is loaded from the store when next read.
+                    self._replica.imported(first, last, [whole.doc_id for whole in new_wholes] + list(held_ids), written.heads)
                 except _Rollback as rollback:
                     self._kernel.invalidate(touched)
                     return rollback.summary
@@ -248,9 +258,7 @@ class IntakeService:
         progress: Callable[[str, int], None] | None = None,
         wholes: Wholes | None = None,
         held: HeldWork | None = None,
-    ) -> tuple[ImportSummary, int]:
-        """Writes what was verified; returns the summary and how many changes of the batches (not
-        the wholes) were applied."""
+    ) -> _Written:
         now = self._kernel.clock()
         intake: dict[str, list[int]] = {}
         applied = 0
@@ -288,12 +296,15 @@ class IntakeService:
                 await self._replica.count_imported(conn, doc_id, item.doc, len(verified), preview)
                 if progress is not None:
                     progress("write", len(verified))
+        heads: dict[str, tuple[bytes, ...]] = {}
         if held is not None and held.doc_ids:
             for written in await self.held.apply_and_write(conn, held, admins, received_from, preview, progress):
                 applied += written.changes
                 counts = intake.setdefault(documents.parse_doc_id(written.doc_id).channel_id, [0, 0])
                 counts[0] += written.changes
                 counts[1] += written.new_messages
+                if written.heads:
+                    heads[written.doc_id] = written.heads
         batched = applied
         if wholes is not None:
             for whole in await self._wholes.admit_and_write(conn, wholes.reads, wholes.authoriser, progress):
@@ -301,6 +312,7 @@ class IntakeService:
                 counts = intake.setdefault(documents.parse_doc_id(whole.doc_id).channel_id, [0, 0])
                 counts[0] += whole.changes
                 counts[1] += whole.new_messages
+                heads[whole.doc_id] = whole.heads
         added_blobs = 0
         for digest, data in blobs:
             if (await conn.execute(select(t.blobs.c.hash).where(t.blobs.c.hash == digest))).first() is None:
@@ -319,7 +331,7 @@ class IntakeService:
             blobs=added_blobs,
             preview=preview,
         )
-        return summary, batched
+        return _Written(summary, batched, heads)
 
     def _trial(self, doc: Document, verified: Sequence[VerifiedChange]) -> Document:
         """A copy of `doc` with the verified changes applied: what it will be, judged before

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -58,6 +58,7 @@ class ReplicaService:
         self._docs: OrderedDict[str, Document] = OrderedDict()  # least recently used first
         self._known: dict[str, set[bytes]] = {}
         self._since_snapshot: dict[str, int] = {}
+        self._doc_heads: dict[str, list[bytes]] = {}  # of documents an import wrote without loading them
         self._doc_rows: set[str] = set()
         self._full: set[str] = set()  # segments that filled up: snapshotted at the first lull
         self._watermark = 0  # the newest change-log row this process has seen
@@ -72,6 +73,7 @@ class ReplicaService:
             self._docs.clear()
             self._known.clear()
             self._since_snapshot.clear()
+            self._doc_heads.clear()
             self._doc_rows.clear()
             self._full.clear()
             return
@@ -134,6 +136,7 @@ class ReplicaService:
         self._forget(doc_id)
 
     def _forget(self, doc_id: str) -> None:
+        self._doc_heads.pop(doc_id, None)
         self._doc_rows.discard(doc_id)
         self._full.discard(doc_id)
         self._docs.pop(doc_id, None)
@@ -356,11 +359,17 @@ class ReplicaService:
             pending = 0
         self._since_snapshot[doc_id] = pending
 
-    def advance_watermark(self, first: int, last: int) -> None:
-        """An import under the write lock appended rows (first, last]: `refresh` need not read
-        them back, unless rows of another process still wait before them."""
+    def imported(self, first: int, last: int, unloaded: Sequence[str], heads: Mapping[str, Sequence[bytes]]) -> None:
+        """After an import's commit. It appended rows (first, last] under the write lock:
+        `refresh` need not read them back, unless rows of another process still wait before
+        them. The documents `unloaded` it wrote without loading them (read by the workers) are
+        dropped from memory, with what derives from them; their `heads`, as it left them, are
+        kept: a session acknowledges every document it received, and reading each one's log
+        for that costs more than the import."""
         if self._watermark == first:
             self._watermark = last
+        self._kernel.invalidate(unloaded)
+        self._doc_heads.update((doc_id, list(doc_heads)) for doc_id, doc_heads in heads.items() if doc_id in unloaded)
 
     @staticmethod
     async def newest_change_id(conn: AsyncConnection) -> int:
@@ -408,6 +417,8 @@ class ReplicaService:
         cached = self._docs.get(doc_id)
         if cached is not None:
             return list(cached.get_heads())
+        if doc_id in self._doc_heads:
+            return list(self._doc_heads[doc_id])
         async with self._kernel.store.reading() as conn:
             graph = await logged_graph(conn, doc_id)
         return list(frontier(graph))
@@ -447,6 +458,8 @@ class ReplicaService:
             foreign = [row for row in rows if row.hash not in self._known.get(row.doc_id, ())]
             if not foreign:
                 return frozenset()
+            for row in foreign:
+                self._doc_heads.pop(row.doc_id, None)
             loaded = [row.id for row in foreign if row.doc_id in self._docs]  # the change bytes only where a document is in memory
             data: dict[int, bytes | None] = {}
             async with self._kernel.store.reading() as conn:

@@ -99,7 +99,7 @@ class WholesIntake:
             await self._replica.ensure_document_rows(conn, [whole.doc_id for whole, _ in ready])
             await conn.run_sync(_store_wholes, ready, self._clock())
             for whole, admitted in ready:
-                written.append(WrittenWhole(whole.doc_id, admitted.changes, len(admitted.messages)))
+                written.append(WrittenWhole(whole.doc_id, admitted.changes, len(admitted.messages), admitted.heads))
                 if progress is not None:
                     progress("write", admitted.changes)
         return written
@@ -124,6 +124,7 @@ class WrittenWhole:
     doc_id: str
     changes: int
     new_messages: int
+    heads: tuple[bytes, ...]
 
 
 def _store_wholes(conn: Connection, ready: Sequence[tuple[WholeSegment, WholeAdmitted]], now: int) -> None:

@@ -165,6 +165,25 @@ async def test_a_bad_segment_batch_rejects_the_import_and_stores_nothing(tmp_pat
         assert len([m for m in await charlie.views.read("general", limit=MAX_READ_PAGE, mark_read=False) if m.reactions == {"+1": ["alice"]}]) == 700
 
 
+async def test_heads_kept_from_an_import_follow_later_writes(tmp_path: Path) -> None:
+    alpha, bravo = await make_workspace(tmp_path, "bravo")
+    async with alpha, bravo:
+        await alpha.chat.create_channel("general")
+        await alpha.chat.post_many("general", [f"message {i}" for i in range(600)])
+        await import_from(alpha, bravo)  # two segments, read by the workers: bravo keeps their heads
+        newest = sorted(await segment_ids(bravo))[-1]
+        assert newest not in bravo.replica.in_memory()
+        assert await bravo.replica.document_heads(newest) == await alpha.replica.document_heads(newest)
+        async with await Node.open(tmp_path / "bravo", PASSPHRASE) as other:  # another process on bravo's store
+            await other.chat.post("general", "from the other process")
+            written_there = await other.replica.document_heads(newest)
+        assert await bravo.replica.refresh()  # what the console's poll does
+        assert await bravo.replica.document_heads(newest) == written_there != await alpha.replica.document_heads(newest)
+        await bravo.chat.post("general", "and from this one")  # loads the segment: its heads from memory
+        assert newest in bravo.replica.in_memory()
+        assert await bravo.replica.document_heads(newest) != written_there
+
+
 async def test_a_refresh_during_imports_never_takes_them_for_another_process(tmp_path: Path) -> None:
     """The console polls the store for other processes' writes while imports run: rows an
     import appended while a poll waited for the write lock are this process's own."""

@@ -105,7 +105,7 @@ if hook == "in_transaction":  # every row of the import written (the wholes last
 elif hook == "after_commit":  # the transaction committed, the import not yet returned
     def die_instead(*args, **kwargs):
         die()
-    ReplicaService.advance_watermark = die_instead
+    ReplicaService.imported = die_instead
 
 async def main():
     sender, documents, wholes = pickle.loads((root / "delta.pickle").read_bytes())
