@@ -155,6 +155,15 @@ Authorise = Callable[[bytes], str | None]
 """Given an author key, None when that author may write this document, else the reason not."""
 
 
+def check_authors(doc_id: str, authors: Iterable[bytes], authorise: Authorise) -> None:
+    """ChangeRejected for the first of `authors` (in key order) that `authorise` refuses: what
+    a worker that verified a segment's changes leaves to the node, which holds the directory."""
+    for author in sorted(authors):
+        refusal = authorise(author)
+        if refusal is not None:
+            raise ChangeRejected(f"{doc_id}: {refusal}")
+
+
 def verify_batch(
     doc_id: str,
     incoming: Iterable[SignedChange],

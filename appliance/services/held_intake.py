@@ -19,8 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from appliance import documents
 from appliance import schema as t
 from appliance.bulk import insert_tuples
-from appliance.changes import Authorise, SignedChange
-from appliance.errors import ChangeRejected
+from appliance.changes import Authorise, SignedChange, check_authors
 from appliance.held_reader import HeldApplied, HeldBatch
 from appliance.kernel import Clock
 from appliance.services.replica import SNAPSHOT_EVERY, ReplicaService, StoredDocument, put_snapshot, stored_documents
@@ -92,11 +91,7 @@ class HeldIntake:
                 ready = [reading.result() for reading in pending if reading.done()]
                 pending = [reading for reading in pending if not reading.done()]
                 for applied in ready:
-                    authorise = work.authoriser(applied.doc_id)
-                    for author in sorted(applied.authors):
-                        refusal = authorise(author)
-                        if refusal is not None:
-                            raise ChangeRejected(f"{applied.doc_id}: {refusal}")
+                    check_authors(applied.doc_id, applied.authors, work.authoriser(applied.doc_id))
                     if progress is not None:
                         progress("verify", len(work.grouped[applied.doc_id]))
                 applied_now = [applied for applied in ready if applied.changes]

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from appliance import documents
 from appliance import schema as t
 from appliance.bulk import insert_tuples
-from appliance.changes import Authorise, SignedChange
+from appliance.changes import Authorise, SignedChange, check_authors
 from appliance.errors import ChangeRejected
 from appliance.kernel import Clock
 from appliance.model import WholeSegment
@@ -89,11 +89,7 @@ class WholesIntake:
             ready = [(whole, reading.result()) for whole, reading in pending if reading.done()]
             pending = [(whole, reading) for whole, reading in pending if not reading.done()]
             for whole, admitted in ready:
-                authorise = authoriser(whole.doc_id)
-                for author in sorted(admitted.authors):
-                    refusal = authorise(author)
-                    if refusal is not None:
-                        raise ChangeRejected(f"{whole.doc_id}: {refusal}")
+                check_authors(whole.doc_id, admitted.authors, authoriser(whole.doc_id))
                 if progress is not None:
                     progress("verify", admitted.changes)
             await self._replica.ensure_document_rows(conn, [whole.doc_id for whole, _ in ready])
