@@ -62,6 +62,7 @@ class ReplicaService:
         self._doc_rows: set[str] = set()
         self._full: set[str] = set()  # segments that filled up: snapshotted at the first lull
         self._watermark = 0  # the newest change-log row this process has seen
+        self._imported: list[tuple[int, int]] = []  # rows (first, last] imports appended past the watermark
         self._hold_snapshots = False  # set while an import's transaction is open
         kernel.on_stale(self._drop)
         kernel.poll_with(self.refresh)
@@ -360,14 +361,19 @@ class ReplicaService:
         self._since_snapshot[doc_id] = pending
 
     def imported(self, first: int, last: int, unloaded: Sequence[str], heads: Mapping[str, Sequence[bytes]]) -> None:
-        """After an import's commit. It appended rows (first, last] under the write lock:
-        `refresh` need not read them back, unless rows of another process still wait before
-        them. The documents `unloaded` it wrote without loading them (read by the workers) are
+        """After an import's commit. It appended rows (first, last] under the write lock: they
+        are this process's own, which `refresh` neither reads back nor takes for another
+        process's - also when rows before them still wait for it (another process's, or a
+        local post's: those do not move the watermark). The documents `unloaded` it wrote without loading them (read by the workers) are
         dropped from memory, with what derives from them; their `heads`, as it left them, are
         kept: a session acknowledges every document it received, and reading each one's log
         for that costs more than the import."""
         if self._watermark == first:
             self._watermark = last
+        elif self._imported and self._imported[-1][1] == first:  # imports one after the other
+            self._imported[-1] = (self._imported[-1][0], last)
+        elif last > first:
+            self._imported.append((first, last))
         self._kernel.invalidate(unloaded)
         self._doc_heads.update((doc_id, list(doc_heads)) for doc_id, doc_heads in heads.items() if doc_id in unloaded)
 
@@ -449,12 +455,14 @@ class ReplicaService:
         if not rows:
             return frozenset()
         async with self._kernel.lock:
-            # An import that held the lock meanwhile may have moved the watermark past rows read
-            # above: they are its own (or seen), not another process's.
-            rows = [row for row in rows if row.id > self._watermark]
+            # Imports that held the lock meanwhile, or before, appended some of these rows: they
+            # are this process's own (an import may have moved the watermark past them too).
+            newest = max(self._watermark, rows[-1].id)
+            rows = [row for row in rows if row.id > self._watermark and not any(first < row.id <= last for first, last in self._imported)]
+            self._watermark = newest
+            self._imported = [(first, last) for first, last in self._imported if last > newest]
             if not rows:
                 return frozenset()
-            self._watermark = rows[-1].id
             foreign = [row for row in rows if row.hash not in self._known.get(row.doc_id, ())]
             if not foreign:
                 return frozenset()

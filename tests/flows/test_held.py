@@ -208,3 +208,25 @@ async def test_a_refresh_during_imports_never_takes_them_for_another_process(tmp
             await asyncio.wait_for(poller, 10)
         assert len(polled) > 12 and not any(polled)
         assert len(await bravo.views.read("general", limit=MAX_READ_PAGE, mark_read=False)) == 3600
+
+
+async def test_an_import_after_a_local_post_is_not_taken_for_another_process(tmp_path: Path) -> None:
+    """A local post does not move the watermark of what the poll has seen: imports after it
+    are still this process's own."""
+    alpha, bravo = await make_workspace(tmp_path, "bravo")
+    async with alpha, bravo:
+        await alpha.chat.create_channel("general")
+        await import_from(alpha, bravo)
+        await bravo.replica.refresh()
+        await bravo.chat.post("general", "bravo, before the imports")
+        for round_ in range(3):  # new segments each time: they come whole, read by the workers
+            await alpha.chat.post_many("general", [f"round {round_} message {i}" for i in range(1100)])
+            await import_from(alpha, bravo)
+        await bravo.chat.post("general", "bravo, between them")
+        await alpha.chat.post_many("general", [f"one more {i}" for i in range(1100)])
+        await import_from(alpha, bravo)
+        assert await bravo.replica.refresh() == frozenset()
+        assert await bravo.replica.refresh() == frozenset()
+        async with await Node.open(tmp_path / "bravo", PASSPHRASE) as other:  # another process's write is still seen
+            await other.chat.post("general", "from the other process")
+        assert await bravo.replica.refresh()
