@@ -181,6 +181,14 @@ class WorkerPool:
             self._executor = None
 
 
+async def settle(readings: Sequence[asyncio.Future[Any]]) -> None:
+    """Cancels the readings still running and waits for them all: nothing runs on behind an
+    import that ended early."""
+    for reading in readings:
+        reading.cancel()
+    await asyncio.gather(*readings, return_exceptions=True)
+
+
 def _check_size(doc_id: str, data: bytes) -> None:
     if len(data) > MAX_WHOLE_BYTES:
         raise ChangeRejected(f"{doc_id}: a segment carried whole is {len(data):,} bytes, over the limit of {MAX_WHOLE_BYTES:,}")

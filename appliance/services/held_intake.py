@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast
 
-from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,10 +20,10 @@ from appliance.bulk import insert_tuples
 from appliance.changes import Authorise, SignedChange, check_authors
 from appliance.held_reader import HeldApplied, HeldBatch
 from appliance.kernel import Clock
-from appliance.services.replica import SNAPSHOT_EVERY, ReplicaService, StoredDocument, put_snapshot, stored_documents
+from appliance.services.replica import SNAPSHOT_EVERY, ReplicaService, StoredDocument, newest_change_ids, put_snapshot, stored_documents
 from appliance.services.views import ViewsService, set_reactions, store_view_rows
 from appliance.whole_reader import LOG_COLUMNS, LogStamp
-from appliance.workers import WorkerPool
+from appliance.workers import WorkerPool, settle
 
 HELD_IN_WORKERS = 256  # changes into segments held here but not in memory from which an import hands them to the workers
 
@@ -103,9 +101,7 @@ class HeldIntake:
                     if progress is not None:
                         progress("write", applied.changes)
         finally:
-            for reading in pending:
-                reading.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)  # nothing runs on behind an import that ended early
+            await settle(pending)
         return written
 
     @staticmethod
@@ -120,9 +116,7 @@ def _store_held(conn: Connection, applied: Sequence[HeldApplied], now: int) -> d
     import's) and the view rows; returns how many messages are new, per segment."""
     insert_tuples(conn, t.changes, LOG_COLUMNS, [row for item in applied for row in item.log_rows])
     saved = {item.doc_id: item.saved for item in applied if item.saved is not None}
-    if saved:
-        newest_query = select(t.changes.c.doc_id, func.max(t.changes.c.id)).where(t.changes.c.doc_id.in_(list(saved))).group_by(t.changes.c.doc_id)
-        for doc_id, newest in cast(list[tuple[str, int]], conn.execute(newest_query).all()):
-            put_snapshot(conn, doc_id, saved[doc_id], newest, now)
+    for doc_id, newest in newest_change_ids(conn, list(saved)).items():
+        put_snapshot(conn, doc_id, saved[doc_id], newest, now)
     set_reactions(conn, [row for item in applied for row in item.reactions])
     return store_view_rows(conn, [row for item in applied for row in item.messages], {item.doc_id for item in applied if item.every_message})

@@ -138,17 +138,14 @@ class IntakeService:
             order = [doc_id for doc_id in grouped if doc_id not in held_ids]
             relay = receipt.sender if receipt is not None else None
             plan, new_entries, directory, trial_heads = await self._verify_batches(order, grouped, known, relay, progress)
-            for whole in new_wholes:
-                channel_id = documents.parse_doc_id(whole.doc_id).channel_id
-                if channel_id not in trial_heads:
-                    trial_heads[channel_id] = await self._heads.head(channel_id)
-                if trial_heads[channel_id] is None:
-                    # Its head travels in an earlier part (a courier may bring the parts in any order).
-                    raise MissingDependencies(f"{whole.doc_id}: its channel's head has not arrived yet")
-            for doc_id in held_ids:
+            for doc_id in [whole.doc_id for whole in new_wholes] + list(held_ids):  # judged by the workers' authors, below
                 channel_id = documents.parse_doc_id(doc_id).channel_id
                 if channel_id not in trial_heads:
                     trial_heads[channel_id] = await self._heads.head(channel_id)
+            for whole in new_wholes:
+                if trial_heads[documents.parse_doc_id(whole.doc_id).channel_id] is None:
+                    # Its head travels in an earlier part (a courier may bring the parts in any order).
+                    raise MissingDependencies(f"{whole.doc_id}: its channel's head has not arrived yet")
             reads = self._wholes.start_reading(new_wholes, admin_hexes(directory), received_from)
             wholes_of = Wholes(reads, lambda doc_id: self._authoriser(doc_id, directory, trial_heads.get, relay))
             held = HeldWork(held_ids, grouped, known, lambda doc_id: self._authoriser(doc_id, directory, trial_heads.get, relay))

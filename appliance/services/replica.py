@@ -116,13 +116,9 @@ class ReplicaService:
             self._docs.move_to_end(doc_id)
             return cached
         async with self._kernel.store.reading() as conn:
-            stored = (await conn.run_sync(stored_documents, [doc_id]))[doc_id]
-            logged = cast(list[tuple[bytes, bytes | None]], (await conn.execute(select(t.changes.c.hash, t.changes.c.covers).where(t.changes.c.doc_id == doc_id))).all())
+            stored, known = await conn.run_sync(lambda sync_conn: (stored_documents(sync_conn, [doc_id])[doc_id], logged_hashes(sync_conn, [doc_id])[doc_id]))
         doc = documents.load_document(stored.data, self.actor()) if stored.data else documents.new_document(self.actor())
         self._docs[doc_id] = doc
-        known: set[bytes] = set()
-        for change_hash, covers in logged:
-            add_hashes(known, change_hash, covers)
         self._known[doc_id] = known
         self._since_snapshot[doc_id] = stored.since_snapshot
         while len(self._docs) > CACHED_DOCUMENTS:
@@ -375,21 +371,15 @@ class ReplicaService:
         elif last > first:
             self._imported.append((first, last))
         self._kernel.invalidate(unloaded)
-        self._doc_heads.update((doc_id, list(doc_heads)) for doc_id, doc_heads in heads.items() if doc_id in unloaded)
+        self._doc_heads.update((doc_id, list(heads[doc_id])) for doc_id in unloaded if doc_id in heads)
 
     @staticmethod
     async def newest_change_id(conn: AsyncConnection) -> int:
         return int((await conn.execute(select(func.coalesce(func.max(t.changes.c.id), 0)))).scalar_one())
 
     async def stored_hashes(self, doc_ids: Sequence[str]) -> dict[str, set[bytes]]:
-        known: dict[str, set[bytes]] = {doc_id: set() for doc_id in doc_ids}
         async with self._kernel.store.reading() as conn:
-            for start in range(0, len(doc_ids), 500):
-                chunk = doc_ids[start : start + 500]
-                rows = cast(list[tuple[str, bytes, bytes | None]], (await conn.execute(select(t.changes.c.doc_id, t.changes.c.hash, t.changes.c.covers).where(t.changes.c.doc_id.in_(chunk)))).all())
-                for doc_id, change_hash, covers in rows:  # as tuples: by attribute, a 100k-change channel costs a second
-                    add_hashes(known[doc_id], change_hash, covers)
-        return known
+            return await conn.run_sync(logged_hashes, doc_ids)
 
     async def changes_for(self, doc_id: str, have: Sequence[bytes]) -> list[SignedChange]:
         """Changes of a document that a peer with heads `have` lacks: everything that is not an
@@ -503,6 +493,25 @@ async def logged_graph(conn: AsyncConnection, doc_id: str) -> dict[bytes, bytes]
     for change_hash, deps, covers in cast(list[tuple[bytes, bytes, bytes | None]], (await conn.execute(_LOGGED_GRAPH, {"doc_id": doc_id})).all()):
         add_to_graph(graph, change_hash, deps, covers)
     return graph
+
+
+def logged_hashes(conn: Connection, doc_ids: Sequence[str]) -> dict[str, set[bytes]]:
+    """The hashes of every change the log holds of each of `doc_ids` (rows that cover several
+    expanded), one statement per 500 documents."""
+    known: dict[str, set[bytes]] = {doc_id: set() for doc_id in doc_ids}
+    for start in range(0, len(doc_ids), 500):
+        chunk = doc_ids[start : start + 500]
+        rows = cast(list[tuple[str, bytes, bytes | None]], conn.execute(select(t.changes.c.doc_id, t.changes.c.hash, t.changes.c.covers).where(t.changes.c.doc_id.in_(chunk))).all())
+        for doc_id, change_hash, covers in rows:  # as tuples: by attribute, a 100k-change channel costs a second
+            add_hashes(known[doc_id], change_hash, covers)
+    return known
+
+
+def newest_change_ids(conn: Connection, doc_ids: Sequence[str]) -> dict[str, int]:
+    """The newest change-log row of each of `doc_ids` that has one (what a snapshot written
+    now covers)."""
+    query = select(t.changes.c.doc_id, func.max(t.changes.c.id)).where(t.changes.c.doc_id.in_(doc_ids)).group_by(t.changes.c.doc_id)
+    return dict(cast(list[tuple[str, int]], conn.execute(query).all()))
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,10 +22,10 @@ from appliance.changes import Authorise, SignedChange, check_authors
 from appliance.errors import ChangeRejected
 from appliance.kernel import Clock
 from appliance.model import WholeSegment
-from appliance.services.replica import ReplicaService
+from appliance.services.replica import ReplicaService, newest_change_ids
 from appliance.services.views import ViewsService, insert_view_rows
 from appliance.whole_reader import LOG_COLUMNS, LogStamp, WholeAdmitted
-from appliance.workers import WorkerPool
+from appliance.workers import WorkerPool, settle
 
 
 def check_wholes(wholes: Sequence[WholeSegment]) -> None:
@@ -110,9 +110,7 @@ class WholeReads:
     async def settle(self) -> None:
         """Cancels what is still being read and waits for it: nothing runs on behind an import
         that ended early."""
-        for _, reading in self.pending:
-            reading.cancel()
-        await asyncio.gather(*(reading for _, reading in self.pending), return_exceptions=True)
+        await settle([reading for _, reading in self.pending])
 
 
 @dataclass(frozen=True)
@@ -130,8 +128,7 @@ def _store_wholes(conn: Connection, ready: Sequence[tuple[WholeSegment, WholeAdm
     segment repeats a message id of another: the insert then fails, and the import with it."""
     insert_tuples(conn, t.changes, LOG_COLUMNS, [row for _, admitted in ready for row in admitted.log_rows])
     doc_ids = [whole.doc_id for whole, _ in ready]
-    newest_query = select(t.changes.c.doc_id, func.max(t.changes.c.id).label("newest")).where(t.changes.c.doc_id.in_(doc_ids)).group_by(t.changes.c.doc_id)
-    newest: dict[str, int] = {row.doc_id: row.newest for row in conn.execute(newest_query)}
+    newest = newest_change_ids(conn, doc_ids)
     conn.execute(delete(t.snapshots).where(t.snapshots.c.doc_id.in_(doc_ids)))  # none is expected: the documents are new here
     insert_tuples(conn, t.snapshots, _SNAPSHOT_COLUMNS, [(whole.doc_id, whole.data, newest[whole.doc_id], now) for whole, _ in ready])
     insert_view_rows(conn, [row for _, admitted in ready for row in admitted.messages], conn.dialect.name == "sqlite")
