@@ -130,6 +130,12 @@ async def test_without_terms_nothing_changes_and_a_member_cannot_publish(tmp_pat
             await bob.directory.terms.accept()
 
 
+async def held_terms(node: Node) -> terms.Terms:
+    """The one terms record in the node's directory document."""
+    (entry,) = documents.directory_entries(await node.replica.document(documents.DIRECTORY_DOC), (terms.TERMS_PREFIX,))
+    return terms.decode_terms(entry.data)
+
+
 async def forge_into_directory(node: Node, key: str, data: bytes) -> None:
     """Writes an entry into the node's directory document as its user, past the services' checks
     (what a tampered node could send)."""
@@ -176,8 +182,8 @@ async def test_acceptances_forged_for_another_user_are_refused_audited_and_chang
         published = await alice.directory.terms.publish(1, "Acceptable use", TEXT)
         await carry(alice, bob, root)
         await carry(bob, alice, root)
-        record = next(r for r in bob._roster.terms.published if r.version == published.version)
-        carol_key = carol.identity.keys.users[carol.identity.user_key]
+        record = await held_terms(bob)
+        assert record.version == published.version
         bob_key = bob.identity.keys.users[bob.identity.user_key]
 
         # Carol's name on a record Bob signed: the signature is not Carol's.
@@ -202,8 +208,7 @@ async def test_a_genuine_acceptance_written_by_someone_else_is_refused(tmp_path:
         await alice.directory.terms.publish(1, "Acceptable use", TEXT)
         await carry(alice, bob, root)
         await carry(bob, alice, root)
-        record = bob._roster.terms.current
-        assert record is not None
+        record = await held_terms(bob)
         carol_key = carol.identity.keys.users[carol.identity.user_key]
         carols = terms.accept_terms(carol_key, terms=record, node=carol.identity.node_key, accepted_at=9)
         await forge_into_directory(bob, carols.key, carols.encoded)
