@@ -15,7 +15,7 @@ from appliance import schema as t
 from appliance.errors import InvalidInput, PermissionDenied, TermsNotAccepted
 from appliance.node import Node
 from sync.sneakernet import export_bundles, import_bundles
-from tests.conftest import make_workspace
+from tests.conftest import FAST, PASSPHRASE, make_workspace
 
 TEXT = "1. Be kind.\n2. Report lost sticks at once.\n"
 
@@ -227,3 +227,25 @@ async def test_a_member_may_write_nothing_else_into_the_directory(tmp_path: Path
         await forge_into_directory(bob, "note", b"bob was here")
         reason = await refused_by(alice, bob, root)
         assert "bob, who is not an admin" in reason
+
+
+async def test_a_node_that_joins_later_gets_the_terms_and_every_acceptance(tmp_path: Path) -> None:
+    """The directory an enrollment file carries holds a member's own acceptance change: the new
+    node admits it, and binds its own user to the terms at once."""
+    alice, bob = await make_workspace(tmp_path, "bob")
+    root = stick(tmp_path)
+    async with alice, bob:
+        await alice.directory.terms.publish(1, "Acceptable use", TEXT)
+        await carry(alice, bob, root)
+        await bob.directory.terms.accept()
+        await carry(bob, alice, root)
+        enrollment = await alice.enrollment.invite("carol-node", "carol", kdf=FAST)
+        carol = await Node.join(tmp_path / "carol", enrollment.data, enrollment.code, PASSPHRASE, kdf=FAST)
+        async with carol:
+            assert carol.directory.terms.pending() is not None
+            with pytest.raises(TermsNotAccepted):
+                await carol.views.list_channels()
+            await carol.directory.terms.accept(1)
+            assert await carol.views.list_channels() == []
+            await carry(carol, alice, root)
+            assert all(s.current for s in await alice.directory.terms.status())
