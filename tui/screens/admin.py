@@ -244,7 +244,7 @@ class AdminScreen(Screen[None]):
     @work(group="admin-load", exclusive=True)
     async def reload(self) -> None:
         """Everything the tabs show, in one go: the newest load wins (the Terms tab loads itself)."""
-        self.query_one(TermsStatusPane).reload()
+        self.query_one(TermsStatusPane).reload(self.identity.whoami().role == "admin")
         try:
             identity, users, nodes = self.identity.whoami(), self.directory.users(revoked=True), self.directory.nodes()
             rules = await self.peers.network_rules(interface_networks())
