@@ -29,14 +29,16 @@ _READER = bytes(48)  # an actor for a document that is only read
 def upgrade() -> None:
     conn = op.get_bind()
     snapshot = conn.execute(sa.text("SELECT data FROM snapshots WHERE doc_id = 'directory'")).scalar()
-    logged = [bytes(row) for row in conn.execute(sa.text("SELECT data FROM changes WHERE doc_id = 'directory' AND data IS NOT NULL ORDER BY id")).scalars()]
+    rows: list[bytes] = list(conn.execute(sa.text("SELECT data FROM changes WHERE doc_id = 'directory' AND data IS NOT NULL ORDER BY id")).scalars())
+    logged = [bytes(data) for data in rows]
     if snapshot is None and not logged:
         return
     try:
         doc = documents.load_document(bytes(snapshot or b'') + b''.join(logged), _READER)
     except documents.DocumentError:
         return  # a directory that does not load is judged on the next import, as before
-    known = {bytes(row) for row in conn.execute(sa.text("SELECT fingerprint FROM directory_entries")).scalars()}
+    stored: list[bytes] = list(conn.execute(sa.text("SELECT fingerprint FROM directory_entries")).scalars())
+    known = {bytes(fingerprint) for fingerprint in stored}
     now = int(time.time() * 1000)
     for key, data in documents.directory_entries(doc, ('terms:', 'accept:')):
         try:
