@@ -9,6 +9,7 @@ before it against the document with it), never by its author alone."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 from automerge._automerge import Document
 
@@ -110,56 +111,69 @@ def judge_directory_batch(
                 raise ChangeRejected(f"directory entry {key[:16]}…: {exc}") from exc
         return decoded[key]
 
-    def records(version: Document) -> list[Record]:
-        return [record(key, data) for key, data in documents.directory_entries(version, documents.RECORD_PREFIXES)]
+    def records(values: dict[str, object]) -> list[Record]:
+        return [record(key, value[1]) for key, value in values.items() if key.startswith(documents.RECORD_PREFIXES) and _bytes_value(value)]  # type: ignore[index]
 
     history = trial.get_changes([])  # in causal order
     graph = {c.hash: b"".join(c.deps) for c in history}
-    versions: dict[frozenset[bytes], tuple[Document, certs.Directory]] = {}
+    raw = {c.hash: c.raw_bytes for c in history}
+    versions: dict[frozenset[bytes], _Version] = {}
 
-    def version_at(heads: Iterable[bytes]) -> tuple[Document, certs.Directory]:
-        # The document as it was at `heads`, loaded from that history (Document.fork_at can
-        # panic on some histories: automerge 0.7.2 "MissingOps").
-        past = frozenset(ancestors(graph, heads))
+    def version(past: frozenset[bytes], make: Callable[[], Document]) -> _Version:
         if past not in versions:
-            doc = load(b"".join(c.raw_bytes for c in history if c.hash in past)) if past else empty()
-            found_certs, found_revs, _, _ = split_records(records(doc))
-            versions[past] = (doc, certs.resolve_directory(workspace, found_certs, [*found_revs, *known_revocations], now_ms))
+            doc = make()
+            values = documents.root_values(doc)
+            found_certs, found_revs, _, _ = split_records(records(values))
+            versions[past] = _Version(doc, values, certs.resolve_directory(workspace, found_certs, [*found_revs, *known_revocations], now_ms))
         return versions[past]
 
+    def with_change(doc: Document, change: bytes) -> Document:
+        copy = doc.fork()
+        documents.apply_changes(copy, [change])
+        return copy
+
     for change in verified:
+        # The document as it was just before the change, loaded from that history (Document.fork_at
+        # can panic on some histories: automerge 0.7.2 "MissingOps") unless known already - in a
+        # line of changes, as the previous one left it - then with the change: one fork and one
+        # change applied, not a history loaded, per change.
+        past = frozenset(ancestors(graph, change.header.deps))
+        before = version(past, lambda past=past: load(b"".join(c.raw_bytes for c in history if c.hash in past)) if past else empty())  # type: ignore[misc]
+        after = version(past | {change.header.hash}, lambda before=before, change=change: with_change(before.doc, raw[change.header.hash]))  # type: ignore[misc]
         author = change.header.author
-        before, directory_before = version_at(change.header.deps)
-        after, directory_after = version_at([change.header.hash])
-        written = _written(before, after)
         # An admin before the change (a self-demotion) or after it (the first admin's own certificate).
-        admin = directory_before.is_admin(author) or directory_after.is_admin(author)
-        problem = _judge_change(author, admin, written, directory_after, workspace, after, record)
+        admin = before.directory.is_admin(author) or after.directory.is_admin(author)
+        problem = _judge_change(author, admin, _written(before.values, after.values), after, workspace, record)
         if problem is not None:
             raise ChangeRejected(problem)
-    found_certs, found_revs, _, _ = split_records(records(trial))
+    found_certs, found_revs, _, _ = split_records(records(documents.root_values(trial)))
     trial_directory = certs.resolve_directory(workspace, [*existing, *found_certs], [*known_revocations, *found_revs], now_ms)
     return list(decoded.values()), trial_directory
 
 
-def _written(before: Document, after: Document) -> dict[str, object]:
+@dataclass(frozen=True)
+class _Version:
+    """The directory document at one point of its history: its root values, its directory."""
+
+    doc: Document
+    values: dict[str, object]
+    directory: certs.Directory
+
+
+def _bytes_value(value: object) -> bool:
+    return isinstance(value, tuple) and len(value) == 2 and value[0] == documents.Bytes and isinstance(value[1], bytes)
+
+
+def _written(old: dict[str, object], new: dict[str, object]) -> dict[str, object]:
     """The root keys a change set or changed (value), or deleted (None)."""
-    old, new = documents.root_values(before), documents.root_values(after)
     changed: dict[str, object] = {key: value for key, value in new.items() if old.get(key) != value}
     changed.update({key: None for key in old if key not in new})
     return changed
 
 
-def _judge_change(
-    author: bytes,
-    admin: bool,
-    written: dict[str, object],
-    directory: certs.Directory,
-    workspace: bytes,
-    after: Document,
-    record: Callable[[str, bytes], Record],
-) -> str | None:
+def _judge_change(author: bytes, admin: bool, written: dict[str, object], after: _Version, workspace: bytes, record: Callable[[str, bytes], Record]) -> str | None:
     """Why one directory change is refused, or None."""
+    directory = after.directory
     cert = directory.user(author)
     who = cert.name if cert is not None else ids.key_id(author)
     if not admin and not written:
@@ -170,10 +184,9 @@ def _judge_change(
             if not admin:
                 return f"directory change by {who}, who is not an admin: only admins change certificates and revocations"
             continue
-        if not isinstance(value, tuple) or value[0] != documents.Bytes or not isinstance(value[1], bytes):
+        if not _bytes_value(value):
             return f"directory change by {who} removes or garbles {key[:16]}…: terms and acceptances are only ever added"
-        data = value[1]
-        entry = record(key, data)
+        entry = record(key, value[1])  # type: ignore[index]
         if key != record_key(entry):
             return f"directory entry {key[:16]}… is not stored under its own fingerprint"
         if isinstance(entry, terms.Terms):
@@ -182,7 +195,7 @@ def _judge_change(
                 problem = f"terms version {entry.version} written by {who}, who is not an admin"
         else:
             assert isinstance(entry, terms.Acceptance)
-            problem = _judge_acceptance(entry, author, who, directory, workspace, after, record)
+            problem = _judge_acceptance(entry, author, who, directory, workspace, after.values, record)
         if problem is not None:
             return problem
     return None
@@ -199,7 +212,7 @@ def _judge_terms(entry: terms.Terms, directory: certs.Directory, workspace: byte
 
 
 def _judge_acceptance(
-    entry: terms.Acceptance, author: bytes, who: str, directory: certs.Directory, workspace: bytes, after: Document, record: Callable[[str, bytes], Record]
+    entry: terms.Acceptance, author: bytes, who: str, directory: certs.Directory, workspace: bytes, values: dict[str, object], record: Callable[[str, bytes], Record]
 ) -> str | None:
     if entry.workspace != workspace:
         return "a terms acceptance for another workspace"
@@ -208,7 +221,8 @@ def _judge_acceptance(
         return f"an acceptance of the terms by {named.name if named else ids.key_id(entry.user)} written by {who}: each user records only their own"
     if directory.user(author) is None:
         return f"an acceptance of the terms by {who}, who is not a user of this workspace"
-    held = [record(key, data) for key, data in documents.directory_entries(after, (terms.TERMS_PREFIX,))]
-    if not any(isinstance(r, terms.Terms) and r.fingerprint == entry.terms and r.version == entry.version for r in held):
+    value = values.get(f"{terms.TERMS_PREFIX}{entry.terms.hex()}")
+    held = record(f"{terms.TERMS_PREFIX}{entry.terms.hex()}", value[1]) if _bytes_value(value) else None  # type: ignore[index]
+    if not isinstance(held, terms.Terms) or held.version != entry.version:
         return f"{who} accepted terms version {entry.version}, which the directory does not hold"
     return None

@@ -274,3 +274,19 @@ async def test_an_upgraded_node_finds_the_terms_its_directory_already_held(tmp_p
         conn.execute("DELETE FROM snapshots WHERE doc_id = 'directory'")  # from the change log alone
     async with await Node.open(tmp_path / "bob", PASSPHRASE) as bob:
         assert bob.directory.terms.pending() is None
+
+
+async def test_an_acceptance_of_terms_the_directory_does_not_hold_is_refused(tmp_path: Path) -> None:
+    alice, bob = await make_workspace(tmp_path, "bob")
+    root = stick(tmp_path)
+    async with alice, bob:
+        await alice.directory.terms.publish(1, "Acceptable use", TEXT)
+        await carry(alice, bob, root)
+        await carry(bob, alice, root)
+        bob_key = bob.identity.keys.users[bob.identity.user_key]
+        elsewhere = terms.publish_terms(bob_key, workspace=bob.identity.workspace_key, version=5, title="Not published", text="x", published_at=1)
+        own = terms.accept_terms(bob_key, terms=elsewhere, node=bob.identity.node_key, accepted_at=2)
+        await forge_into_directory(bob, own.key, own.encoded)
+        reason = await refused_by(alice, bob, root)
+        assert "bob accepted terms version 5, which the directory does not hold" in reason
+        assert not {s.user: s for s in await alice.directory.terms.status()}["bob"].current
