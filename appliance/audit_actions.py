@@ -31,6 +31,8 @@ When each is written (actor: the acting user's key, the node's key, or "-" for n
 - WIPED: this node's revocation arrived and it erased what it held.
 - BACKUP: an admin took a backup of the running node.
 - RESTORED: a backup was restored into an empty home.
+- TERMS_PUBLISHED: an admin published a version of the terms of service (and accepted it).
+- TERMS_ACCEPTED: a user accepted the current terms of service on this node.
 """
 
 from __future__ import annotations
@@ -64,3 +66,5 @@ class AuditAction(enum.StrEnum):
     WIPED = "wiped"
     BACKUP = "backup"
     RESTORED = "restored"
+    TERMS_PUBLISHED = "terms_published"
+    TERMS_ACCEPTED = "terms_accepted"

@@ -3,7 +3,8 @@
 Shapes (every shared container sits at a document's root, or is created inside a map that
 only its author creates, in the same change - so concurrent first writes never collide):
 
-    directory: {"cert:<fingerprint>": cbor bytes, "rev:<fingerprint>": cbor bytes}
+    directory: {"cert:<fingerprint>": cbor bytes, "rev:<fingerprint>": cbor bytes,
+                "terms:<fingerprint>": cbor bytes, "accept:<fingerprint>": cbor bytes}
     head:      {name, purpose, kind, created_by, created_at, archived,
                 members: {user_hex: role}}            # made whole by the creator's first change
     segment:   messages, each a root key or a few (appliance/segments.py, both formats)
@@ -167,17 +168,34 @@ class DirectoryEntry(NamedTuple):
     """One certificate or revocation as the directory document holds it. A named tuple:
     callers still unpack it as the pair it was."""
 
-    key: str  # "cert:<fingerprint>" or "rev:<fingerprint>"
+    key: str  # "cert:<fingerprint>", "rev:<fingerprint>", "terms:<fingerprint>" or "accept:<fingerprint>"
     data: bytes  # its CBOR encoding
 
 
-def directory_entries(doc: Document) -> list[DirectoryEntry]:
+CERTIFICATE_PREFIXES = ("cert:", "rev:")
+RECORD_PREFIXES = ("cert:", "rev:", "terms:", "accept:")  # with the terms and their acceptances
+
+
+def directory_entries(doc: Document, prefixes: tuple[str, ...] = CERTIFICATE_PREFIXES) -> list[DirectoryEntry]:
+    """The directory's entries whose keys start with one of `prefixes` (by default its
+    certificates and revocations)."""
     out = []
     for key in doc.keys(ROOT):
         value, _ = _scalar(doc, ROOT, key)
-        if isinstance(value, bytes) and key.startswith(("cert:", "rev:")):
+        if isinstance(value, bytes) and key.startswith(prefixes):
             out.append(DirectoryEntry(key, value))
     return out
+
+
+def root_values(doc: Document) -> dict[str, object]:
+    """Every root key of a document with its value: a scalar's value, or for a container the
+    container's type and id (two containers never compare equal unless they are one)."""
+    values: dict[str, object] = {}
+    for key in doc.keys(ROOT):
+        got = doc.get(ROOT, key)
+        if got is not None:
+            values[key] = (got[0], got[1]) if isinstance(got[0], core.ObjType) else got[0]
+    return values
 
 
 # --- channel head ----------------------------------------------------------------------

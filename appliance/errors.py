@@ -12,6 +12,7 @@ translated at the boundary (`raise X(...) from exc`).
     │   ├── WrongPassphrase
     │   ├── EnrollmentRejected
     │   ├── PermissionDenied
+    │   │   └── TermsNotAccepted
     │   ├── NotFound
     │   ├── InvalidInput
     │   │   ├── BlobTooLarge
@@ -24,6 +25,7 @@ translated at the boundary (`raise X(...) from exc`).
     │   ├── DocumentError                  (appliance.documents)
     │   ├── NodeLocked
     │   ├── CertificateInvalid
+    │   │   └── TermsInvalid               (appliance.terms)
     │   ├── StorageError
     │   └── IdentityConflict
     ├── SyncError                          sync/errors.py draws its tree
@@ -57,6 +59,11 @@ class EnrollmentRejected(ApplianceError):
 
 class PermissionDenied(ApplianceError):
     """The acting user's certificate or channel role does not allow the action."""
+
+
+class TermsNotAccepted(PermissionDenied):
+    """The acting user has not accepted the current terms of service: nothing is read or written
+    for them until they do (`rallypoint terms show`, `rallypoint terms accept`)."""
 
 
 class NotFound(ApplianceError):

@@ -296,3 +296,30 @@ class PeerStatus:
     behind: int | None  # changes of ours it lacks as far as it told us; None if it is not ours to sync
     conflict: str | None = None  # why it is refused although trusted: two machines present its identity
     refused: str | None = None  # a trusted node at an address the IP allowlist refuses: why, and the command that allows it
+
+
+@dataclass(frozen=True)
+class TermsInfo:
+    """One version of the workspace's terms of service, as `terms show` and the console show it."""
+
+    version: int
+    title: str
+    text: str
+    published_at: int
+    publisher: str  # the admin's name (or "workspace key")
+    fingerprint: str  # hex: what an acceptance names
+
+
+@dataclass(frozen=True)
+class TermsStanding:
+    """Where one user stands with the terms: the newest version they accepted, when, on which
+    node, and whether that is the current version."""
+
+    user: str
+    key: bytes
+    role: Role
+    accepted_version: int | None
+    accepted_at: int | None
+    node_name: str | None
+    node_id: str | None
+    current: bool  # accepted the current version (True for everyone when no terms are published)

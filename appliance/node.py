@@ -52,7 +52,7 @@ class Node:
         self.replica = ReplicaService(kernel, self.identity, roster, heads)
         self.views = ViewsService(kernel, self.identity, roster, heads, self.replica)
         self.directory = DirectoryService(kernel, self.identity, roster, self.replica, self.views)
-        self.blobs = BlobsService(kernel, self.identity)
+        self.blobs = BlobsService(kernel, self.identity, roster)
         self.chat = ChatService(kernel, self.identity, roster, heads, self.replica, self.views, self.blobs)
         self.exchange = ExchangeService(kernel, self.identity, roster, heads, self.replica)
         self.custody = CustodyService(kernel, self.identity, roster)

@@ -100,12 +100,13 @@ snapshots = Table(
     Column("saved_at", Integer, nullable=False),
 )
 
-# Every certificate and revocation ever accepted; the trusted directory is computed from these.
+# Every certificate, revocation, terms record and acceptance ever accepted; the trusted directory
+# (and the terms in force) are computed from these.
 directory_entries = Table(
     "directory_entries",
     metadata,
     Column("fingerprint", LargeBinary(32), primary_key=True),
-    Column("kind", String(16), nullable=False),  # certificate | revocation
+    Column("kind", String(16), nullable=False),  # certificate | revocation | terms | acceptance
     Column("data", LargeBinary, nullable=False),
     Column("added_at", Integer, nullable=False),
 )
@@ -219,7 +220,7 @@ bundle_log = Table(
     Column("decided_at", Integer, nullable=False),
 )
 
-SCHEMA_REVISION = "0010"
+SCHEMA_REVISION = "0014"
 
 # Nodes seen on the LAN (by mDNS or an incoming session), this workspace's or not: where they
 # were last seen and when a session last synced with them. Written by the serving process, read

@@ -1,8 +1,9 @@
 """The Rallypoint console: a Textual front end that only orchestrates the node.
 
-This module is the app: which screen shows (setup or unlock, then the main screen, and the
-screens it asks for with a Navigate message, each handed the node's services it uses), the
-LAN worker, the command palette and `run_console`. Screens live in tui/screens/, dialogs in
+This module is the app: which screen shows (setup or unlock, the terms of service while the
+acting user has not accepted the current version, then the main screen, and the screens it
+asks for with a Navigate message, each handed the node's services it uses), the LAN worker,
+the command palette and `run_console`. Screens live in tui/screens/, dialogs in
 tui/dialogs/, widgets in tui/widgets/, the messages workers post back in tui/messages.py.
 
 Every node call runs in a worker and its outcome comes back to the UI as a Message, so the
@@ -13,7 +14,7 @@ purposes, file names, error messages quoting them) is shown through `printable()
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,11 @@ from textual.binding import Binding
 from textual.dom import DOMNode
 from textual.screen import Screen
 
-from appliance.feed import FeedEvent, NodeWiped, Subscription
+from appliance.feed import DirectoryChanged, FeedEvent, NodeWiped, Subscription
 from appliance.node import Node
 from sync.errors import SyncError
 from sync.lan import LanConfig, LanEvent, LanService, Received, RefusalsSummarised, Refused, SessionInfo, Wiped
-from tui.messages import Destination, LanNotice, Navigate, NodeUnlocked
+from tui.messages import Destination, LanNotice, Navigate, NodeUnlocked, SignedOut, TermsPending
 from tui.reports import node_label
 from tui.screens.admin import AdminScreen, admin_screen
 from tui.screens.courier import CourierScreen
@@ -36,6 +37,7 @@ from tui.screens.help import HelpScreen
 from tui.screens.main import MainScreen
 from tui.screens.peers import PeersScreen
 from tui.screens.setup import SetupScreen
+from tui.screens.terms import TermsScreen
 from tui.screens.unlock import UnlockScreen
 from tui.text import printable
 from tui.widgets.composer import Composer
@@ -101,6 +103,50 @@ class RallypointApp(App[str]):
     def node_unlocked(self, event: NodeUnlocked) -> None:
         node = self.node = event.node
         self.feed_subscription = node.feed.subscribe(self.node_changed)
+        self.after_terms(lambda: self.show_main(event))
+
+    def after_terms(self, then: Callable[[], object]) -> None:
+        """Runs `then` at once when the acting user has no terms to accept; else shows the terms
+        first, and signs out if they are declined."""
+        assert self.node is not None
+        pending = self.node.directory.terms.pending()
+        if pending is None:
+            then()
+            return
+
+        def decided(accepted: bool | None) -> None:
+            if accepted:
+                then()
+            else:
+                self.sign_out()
+
+        self.push_screen(TermsScreen(self.node.directory.terms, pending, self.node.identity.whoami().user_name), decided)
+
+    @on(TermsPending)
+    def terms_pending(self) -> None:
+        """A new version arrived while the console runs: it covers everything until accepted."""
+        if self.node is not None and not isinstance(self.screen, TermsScreen | UnlockScreen | SetupScreen):
+            self.after_terms(lambda: None)
+
+    @work(group="sign-out", exclusive=True)
+    async def sign_out(self) -> None:
+        """Declined terms: the LAN service stops, the node closes, the console asks to unlock."""
+        self.workers.cancel_group(self, "lan")
+        node, self.node = self.node, None
+        if self.feed_subscription is not None:
+            self.feed_subscription.close()
+        if node is not None:
+            await node.close()
+        self.post_message(SignedOut())
+
+    @on(SignedOut)
+    def signed_out(self) -> None:
+        while len(self.screen_stack) > 2:  # what was open over the main screen goes with it
+            self.pop_screen()
+        self.switch_screen(UnlockScreen(self.home, self.as_user, None))
+
+    def show_main(self, event: NodeUnlocked) -> None:
+        node = event.node
         main = MainScreen(
             event.identity,
             identity=node.identity,
@@ -118,6 +164,8 @@ class RallypointApp(App[str]):
     def node_changed(self, event: FeedEvent) -> None:
         if isinstance(event, NodeWiped):  # the node's revocation arrived: nothing is left to show
             self.exit(result=event.reason)
+        elif isinstance(event, DirectoryChanged) and self.node is not None and self.node.directory.terms.pending() is not None:
+            self.post_message(TermsPending())
 
     @on(Navigate)
     def navigate(self, event: Navigate) -> None:

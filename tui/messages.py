@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Literal
 from textual.message import Message
 
 from appliance.audit import AuditVerdict
-from appliance.model import ChannelSummary, Enrollment, Identity, MessageView, NodeInfo, PeerStatus, UserInfo
+from appliance.model import ChannelSummary, Enrollment, Identity, MessageView, NodeInfo, PeerStatus, TermsInfo, TermsStanding, UserInfo
 from appliance.netpolicy import NetworkRule
 from appliance.node import Node
 from sync.lan import LanEvent, SessionInfo
@@ -238,3 +238,31 @@ class Enrolled(Message, bubble=False):
 
 class DirectoryChanged(Message, bubble=False):
     """Users, nodes or revocations changed (here, or arriving from another node)."""
+
+
+# --- terms of service ------------------------------------------------------------------
+
+
+class TermsAccepted(Message, bubble=False):
+    """The acting user's acceptance of the shown terms is recorded."""
+
+    def __init__(self, standing: TermsStanding) -> None:
+        super().__init__()
+        self.standing = standing
+
+
+class TermsLoaded(Message, bubble=False):
+    """The admin's view of the terms: the current version and where each user stands."""
+
+    def __init__(self, current: TermsInfo | None, standings: list[TermsStanding]) -> None:
+        super().__init__()
+        self.current = current
+        self.standings = standings
+
+
+class TermsPending(Message):
+    """The directory changed and the acting user now has terms to accept (a new version)."""
+
+
+class SignedOut(Message):
+    """The user declined the terms: the node is closed, the console asks to unlock again."""

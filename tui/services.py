@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 from appliance.audit import AuditVerdict
-from appliance.model import AuditRecord, BackupInfo, ChannelSummary, Enrollment, Identity, MessageView, NodeInfo, PeerStatus, UserInfo
+from appliance.model import AuditRecord, BackupInfo, ChannelSummary, Enrollment, Identity, MessageView, NodeInfo, PeerStatus, TermsInfo, TermsStanding, UserInfo
 from appliance.netpolicy import LocalNetwork, NetworkRule
 from appliance.node import Attachment
 
@@ -64,3 +64,10 @@ class AuditService(Protocol):
 
 class CustodyService(Protocol):
     async def backup(self, directory: Path) -> BackupInfo: ...
+
+
+class TermsService(Protocol):
+    def current(self) -> TermsInfo | None: ...
+    def pending(self) -> TermsInfo | None: ...
+    async def accept(self, version: int | None = None) -> TermsStanding: ...
+    async def status(self) -> list[TermsStanding]: ...

@@ -17,6 +17,8 @@ from appliance.audit_actions import AuditAction
 from appliance.errors import BlobTooLarge, InvalidInput, NotFound
 from appliance.kernel import Kernel
 from appliance.services.identity import IdentityService
+from appliance.services.roster import Roster
+from appliance.services.terms import TermsGate
 
 DEFAULT_MAX_BLOB_BYTES = 25 * 1024 * 1024
 
@@ -29,9 +31,10 @@ class Attachment:
 
 
 class BlobsService:
-    def __init__(self, kernel: Kernel, identity: IdentityService) -> None:
+    def __init__(self, kernel: Kernel, identity: IdentityService, roster: Roster) -> None:
         self._kernel = kernel
         self._identity = identity
+        self._terms = TermsGate(identity, roster)  # an attachment is read like a message
         self.max_blob_bytes = DEFAULT_MAX_BLOB_BYTES
 
     async def load(self) -> None:
@@ -61,6 +64,7 @@ class BlobsService:
     async def blob(self, digest_hex: str) -> bytes:
         """An attachment by its hash, or by any unique start of it (`read` shows 12 hex digits)."""
         self._identity.require_unlocked()
+        self._terms.require_accepted("reading an attachment")
         low, high = ids.hash_prefix_range(digest_hex)
         matching = t.blobs.c.hash.between(low, high)
         async with self._kernel.store.reading() as conn:

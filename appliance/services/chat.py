@@ -27,6 +27,7 @@ from appliance.services.heads import ChannelHeads
 from appliance.services.identity import IdentityService
 from appliance.services.replica import ReplicaService
 from appliance.services.roster import Roster
+from appliance.services.terms import TermsGate
 from appliance.services.views import ViewsService, insert_message_rows
 from appliance.view_rows import mentions_json, reactions_json, view_values
 
@@ -69,6 +70,7 @@ class ChatService:
         self._replica = replica
         self._views = views
         self._blobs = blobs
+        self._terms = TermsGate(identity, roster)  # nothing is written for a user who has not accepted the terms
         self._message_ids = ids.MessageIdFactory()
         self._segment_cursor: dict[str, tuple[int, int]] = {}  # channel -> (newest segment, its messages)
         kernel.on_stale(self._drop)
@@ -84,6 +86,7 @@ class ChatService:
                 self._segment_cursor.pop(channel_id, None)
 
     async def create_channel(self, name: str, *, private: bool = False, purpose: str = "") -> ChannelSummary:
+        self._terms.require_accepted("creating a channel")
         cert = self._identity.acting_cert()
         if cert.role == certs.Role.OBSERVER:
             raise PermissionDenied("observers cannot create channels")
@@ -109,6 +112,7 @@ class ChatService:
         return ChannelSummary(channel_id, name, purpose, kind, False, 0, 0, (cert.name,))
 
     async def add_member(self, channel: str, user_name: str) -> None:
+        self._terms.require_accepted("adding a member")
         head = await self._heads.channel(channel)
         if head.kind != "private":
             raise InvalidInput(f"#{head.name} is public: every user can already read it")
@@ -126,6 +130,7 @@ class ChatService:
         await self._replica.commit_local(doc_id, lambda doc: documents.set_member(doc, target.key.hex(), documents.ChannelRole.MEMBER), also)
 
     async def _writable(self, channel: str) -> documents.ChannelHead:
+        self._terms.require_accepted("posting")
         head = await self._heads.channel(channel)
         cert = self._identity.acting_cert()
         if cert.role == certs.Role.OBSERVER:
@@ -248,6 +253,7 @@ class ChatService:
         await self._replica.commit_lean(row["doc_id"], [mutate], write)
 
     async def edit(self, message_id: str, body: str) -> None:
+        self._terms.require_accepted("editing")
         row = await self._views.message_row(message_id)
         if row["author"] != self._identity.user_key.hex():
             raise PermissionDenied("only a message's author can edit it")
@@ -257,6 +263,7 @@ class ChatService:
         await self._modify(row, lambda doc: segments.edit_message(doc, row["message_id"], body, now, mentions), changes)
 
     async def delete(self, message_id: str) -> None:
+        self._terms.require_accepted("deleting")
         row = await self._views.message_row(message_id)
         me = self._identity.user_key.hex()
         moderated = row["author"] != me
@@ -269,6 +276,7 @@ class ChatService:
         await self._modify(row, lambda doc: segments.delete_message(doc, row["message_id"], now), changes, AuditAction.MESSAGE_DELETED if moderated else None)
 
     async def react(self, message_id: str, emoji: str, *, remove: bool = False) -> None:
+        self._terms.require_accepted("reacting")
         emoji = check_emoji(emoji)
         row = await self._views.message_row(message_id)
         me = self._identity.user_key.hex()

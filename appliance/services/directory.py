@@ -1,5 +1,6 @@
-"""The workspace directory's write side and lookups: users, nodes, roles, revocations,
-written as signed entries into the directory document and the append-only entry table."""
+"""The workspace directory's write side and lookups: users, nodes, roles, revocations (and,
+through `terms`, the terms of service and their acceptances), written as signed entries into
+the directory document and the append-only entry table."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from appliance import certs, crypto, documents, ids
 from appliance import schema as t
 from appliance.audit_actions import AuditAction
+from appliance.directory_records import Record, record_key, record_kind
 from appliance.errors import InvalidInput, NotFound
 from appliance.kernel import Kernel
 from appliance.model import NodeInfo, UserInfo
 from appliance.services.identity import IdentityService
 from appliance.services.replica import ReplicaService
-from appliance.services.roster import Roster, admin_hexes, entry_kind
+from appliance.services.roster import Roster, admin_hexes
+from appliance.services.terms import TermsService
 from appliance.services.views import ViewsService
 
 
@@ -29,6 +32,7 @@ class DirectoryService:
         self._roster = roster
         self._replica = replica
         self._views = views
+        self.terms = TermsService(kernel, identity, roster, self.add_entries)
 
     @property
     def current(self) -> certs.Directory:
@@ -54,7 +58,7 @@ class DirectoryService:
 
     async def add_entries(
         self,
-        entries: Sequence[certs.Certificate | certs.Revocation],
+        entries: Sequence[Record],
         action: AuditAction,
         detail: dict[str, object],
         extra: Callable[[AsyncConnection], Any] | None = None,
@@ -66,11 +70,10 @@ class DirectoryService:
         def mutate(doc: Document) -> None:
             with doc.transaction() as tx:
                 for entry in entries:
-                    prefix = "cert" if isinstance(entry, certs.Certificate) else "rev"
-                    tx.put(documents.ROOT, f"{prefix}:{entry.fingerprint.hex()}", documents.Bytes, entry.encoded)
+                    tx.put(documents.ROOT, record_key(entry), documents.Bytes, entry.encoded)
 
         async def also(conn: AsyncConnection) -> None:
-            await self.store_entries(conn, [(entry_kind(e), e.encoded, e.fingerprint) for e in entries], now)
+            await self.store_entries(conn, [(record_kind(e), e.encoded, e.fingerprint) for e in entries], now)
             await self._kernel.audit(conn, now, self._identity.user_key.hex(), action, detail)
             if extra is not None:
                 await extra(conn)

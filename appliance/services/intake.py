@@ -16,9 +16,9 @@ from appliance import certs, documents, ids, segments
 from appliance import schema as t
 from appliance.audit_actions import AuditAction
 from appliance.changes import Authorise, SignedChange, VerifiedChange, verify_batch
-from appliance.errors import CertificateInvalid, ChangeRejected, MissingDependencies
+from appliance.directory_records import judge_directory_batch, record_kind
+from appliance.errors import ChangeRejected, MissingDependencies
 from appliance.feed import Origin
-from appliance.graph import ancestors
 from appliance.incoming import group_incoming
 from appliance.kernel import Kernel
 from appliance.model import ChannelIntake, ImportResult, ImportSummary, Receipt, WholeSegment
@@ -30,7 +30,7 @@ from appliance.services.heads import ChannelHeads
 from appliance.services.held_intake import HeldIntake, HeldWork
 from appliance.services.identity import IdentityService
 from appliance.services.replica import ReplicaService
-from appliance.services.roster import Roster, admin_hexes, decode_entry, entry_kind, split_entries
+from appliance.services.roster import Roster, admin_hexes
 from appliance.services.views import SegmentTouched, ViewsService
 from appliance.services.wholes_intake import WholeReads, WholesIntake, check_wholes
 
@@ -339,43 +339,20 @@ class IntakeService:
             raise ChangeRejected(str(exc)) from exc
 
     def _check_directory_batch(self, doc: Document, verified: list[VerifiedChange]) -> tuple[list[tuple[str, bytes, bytes]], certs.Directory]:
-        """Directory changes must be by admins - each judged on the directory as of that change
-        (its history, just before or with it, and the revocations known here), so that a
-        concurrent demotion of its author, arriving first or not, decides nothing. Returns the
-        entries to store and the trial directory (the batch applied)."""
-        trial = self._trial(doc, verified)
-        decoded: dict[str, certs.Certificate | certs.Revocation] = {}
-
-        def entries(version: Document) -> list[certs.Certificate | certs.Revocation]:
-            for key, data in documents.directory_entries(version):
-                if key not in decoded:
-                    try:
-                        decoded[key] = decode_entry("certificate" if key.startswith("cert:") else "revocation", data)
-                    except CertificateInvalid as exc:
-                        raise ChangeRejected(f"directory entry {key}: {exc}") from exc
-            return [decoded[key] for key, _ in documents.directory_entries(version)]
-
-        found_certs, found_revs = split_entries(entries(trial))
-        known_revs = list(self._roster.current.revoked.values())
-        history = trial.get_changes([])  # in causal order
-        graph = {c.hash: b"".join(c.deps) for c in history}
-
-        def admin_at(heads: list[bytes], author: bytes) -> bool:
-            # The document as it was at `heads`, loaded from that history (Document.fork_at can
-            # panic on some histories: automerge 0.7.2 "MissingOps").
-            past = ancestors(graph, heads)
-            version = documents.load_document(b"".join(c.raw_bytes for c in history if c.hash in past), self._replica.actor()) if past else documents.new_document(self._replica.actor())
-            certs_then, revs_then = split_entries(entries(version))
-            return certs.resolve_directory(self._identity.row.workspace_key, certs_then, revs_then + known_revs, self._kernel.clock()).is_admin(author)
-
-        for change in verified:
-            # An admin before the change (a self-demotion) or after it (the first admin's own certificate).
-            author = change.header.author
-            if not admin_at(list(change.header.deps), author) and not admin_at([change.header.hash], author):
-                raise ChangeRejected(f"directory change by {ids.key_id(author)}, who is not an admin")
-        existing_certs = list(self._roster.current.users.values()) + list(self._roster.current.nodes.values())
-        trial_dir = certs.resolve_directory(self._identity.row.workspace_key, existing_certs + found_certs, known_revs + found_revs, self._kernel.clock())
-        return [(entry_kind(entry), entry.encoded, entry.fingerprint) for entry in decoded.values()], trial_dir
+        """Directory changes are judged by appliance/directory_records.py (admins write
+        everything, other users their own acceptance of the terms). Returns the entries to store
+        and the trial directory (the batch applied)."""
+        records, trial_dir = judge_directory_batch(
+            self._trial(doc, verified),
+            verified,
+            workspace=self._identity.row.workspace_key,
+            known_revocations=list(self._roster.current.revoked.values()),
+            existing=list(self._roster.current.users.values()) + list(self._roster.current.nodes.values()),
+            now_ms=self._kernel.clock(),
+            load=lambda data: documents.load_document(data, self._replica.actor()),
+            empty=lambda: documents.new_document(self._replica.actor()),
+        )
+        return [(record_kind(record), record.encoded, record.fingerprint) for record in records], trial_dir
 
     async def record_receipt(self, conn: AsyncConnection, receipt: Receipt, summary: ImportSummary, blobs: Sequence[tuple[bytes, bytes]], preview: bool) -> None:
         """In the import's transaction: what the sender told us it holds, the blobs it sent

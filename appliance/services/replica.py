@@ -36,6 +36,7 @@ from appliance.kernel import Kernel, Stale
 from appliance.services.heads import ChannelHeads
 from appliance.services.identity import LOCKED_SETTING, IdentityService
 from appliance.services.roster import Roster
+from appliance.services.terms import TermsGate
 
 SNAPSHOT_EVERY = 256  # changes an import appends to a document before its snapshot is refreshed
 SNAPSHOT_BOUND = 1024  # pending local changes after which the upkeep snapshots a document at once
@@ -54,6 +55,7 @@ class ReplicaService:
         self._identity = identity
         self._roster = roster
         self._heads = heads
+        self._terms = TermsGate(identity, roster)  # a channel's export is a read of it
         self._actor_suffix = kernel.rng(16)  # fresh per process: a restored backup never reuses a seq
         self._docs: OrderedDict[str, Document] = OrderedDict()  # least recently used first
         self._known: dict[str, set[bytes]] = {}
@@ -425,6 +427,7 @@ class ReplicaService:
 
     async def export_channel(self, channel: str) -> dict[str, bytes]:
         """Each of the channel's Automerge documents, saved whole (doc id -> bytes)."""
+        self._terms.require_accepted("exporting a channel")
         head = await self._heads.channel(channel)
         async with self._kernel.store.reading() as conn:
             doc_ids: Sequence[str] = (await conn.execute(select(t.documents.c.doc_id).where(t.documents.c.channel_id == head.channel_id).order_by(t.documents.c.doc_id))).scalars().all()

@@ -1,5 +1,6 @@
-"""The workspace directory as this node trusts it: resolved from every certificate and
-revocation ever accepted (`directory_entries`), each entry decoded once."""
+"""The workspace directory as this node trusts it: resolved from every certificate,
+revocation, terms record and acceptance ever accepted (`directory_entries`), each entry
+decoded once; the terms of service as they stand (`terms`) come with it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Iterable
 
 from sqlalchemy import select
 
-from appliance import certs
+from appliance import certs, directory_records, terms
 from appliance import schema as t
 from appliance.errors import CertificateInvalid
 from appliance.kernel import Kernel
@@ -20,7 +21,8 @@ class Roster:
         self.current = certs.resolve_directory(workspace_key, [], [], kernel.clock())
         self.node_names: dict[bytes, str] = {}
         self.users_ever: dict[bytes, certs.Certificate] = {}
-        self._decoded: dict[tuple[str, bytes], certs.Certificate | certs.Revocation] = {}  # entries are checked once
+        self.terms = terms.NO_TERMS
+        self._decoded: dict[tuple[str, bytes], directory_records.Record] = {}  # entries are checked once
 
     async def reload(self) -> None:
         async with self._kernel.store.reading() as conn:
@@ -32,18 +34,21 @@ class Roster:
         self.node_names = {e.key: e.name for e in decoded if isinstance(e, certs.Certificate) and e.kind == "node"}
         user_certs = sorted((e for e in decoded if isinstance(e, certs.Certificate) and e.kind == "user"), key=lambda c: c.issued_at)
         self.users_ever = {c.key: c for c in user_certs}  # newest certificate per user, revoked ones too
+        certificates, _, published, accepted = directory_records.split_records(decoded)
+        self.terms = terms.resolve_terms(self._workspace_key, directory_records.publishers(self.current, certificates), published, accepted)
 
-    def resolved(self, entries: Iterable[tuple[str, bytes]]) -> tuple[certs.Directory, list[certs.Certificate | certs.Revocation]]:
+    def resolved(self, entries: Iterable[tuple[str, bytes]]) -> tuple[certs.Directory, list[directory_records.Record]]:
         decoded = []
         for kind, data in entries:
             entry = self._decoded.get((kind, data))
             if entry is None:
                 try:
-                    entry = self._decoded[(kind, data)] = decode_entry(kind, data)
+                    entry = self._decoded[(kind, data)] = directory_records.decode_record(kind, data)
                 except CertificateInvalid:
                     continue  # stored entries were checked on arrival; a damaged one trusts nothing
             decoded.append(entry)
-        return certs.resolve_directory(self._workspace_key, *split_entries(decoded), self._kernel.clock()), decoded
+        found_certs, found_revs, _, _ = directory_records.split_records(decoded)
+        return certs.resolve_directory(self._workspace_key, found_certs, found_revs, self._kernel.clock()), decoded
 
     def admin_hexes(self) -> frozenset[str]:
         return admin_hexes(self.current)
@@ -58,22 +63,3 @@ class Roster:
 
 def admin_hexes(directory: certs.Directory) -> frozenset[str]:
     return frozenset(k.hex() for k, c in directory.users.items() if c.role == "admin")
-
-
-def decode_entry(kind: str, data: bytes) -> certs.Certificate | certs.Revocation:
-    return certs.decode_certificate(data) if kind == "certificate" else certs.decode_revocation(data)
-
-
-def split_entries(entries: Iterable[certs.Certificate | certs.Revocation]) -> tuple[list[certs.Certificate], list[certs.Revocation]]:
-    found_certs: list[certs.Certificate] = []
-    found_revs: list[certs.Revocation] = []
-    for entry in entries:
-        if isinstance(entry, certs.Certificate):
-            found_certs.append(entry)
-        else:
-            found_revs.append(entry)
-    return found_certs, found_revs
-
-
-def entry_kind(entry: certs.Certificate | certs.Revocation) -> str:
-    return "certificate" if isinstance(entry, certs.Certificate) else "revocation"

@@ -26,6 +26,7 @@ from appliance.services.heads import ChannelHeads
 from appliance.services.identity import IdentityService
 from appliance.services.replica import ReplicaService
 from appliance.services.roster import Roster
+from appliance.services.terms import TermsGate
 from appliance.view_rows import VIEW_COLUMNS, view_row, view_tuple
 
 # Built once: SQLAlchemy then reuses their compiled form on the hot path.
@@ -55,6 +56,7 @@ class ViewsService:
         self._roster = roster
         self._heads = heads
         self._replica = replica
+        self._terms = TermsGate(identity, roster)  # nothing is shown to a user who has not accepted the terms
 
     async def judge_upgraded(self) -> None:
         """Messages an upgrade marked as not yet judged (deleted_by '') are read once from their
@@ -68,6 +70,7 @@ class ViewsService:
 
     async def list_channels(self) -> list[ChannelSummary]:
         self._identity.require_unlocked()
+        self._terms.require_accepted("listing channels")
         me = self._identity.user_key.hex()
         async with self._kernel.store.reading() as conn:
             rows = (await conn.execute(select(t.channels).order_by(t.channels.c.name))).mappings().all()
@@ -173,6 +176,7 @@ class ViewsService:
     async def read(self, channel: str, *, thread: str | None = None, limit: int = 50, before: str | None = None, mark_read: bool = True) -> list[MessageView]:
         """Oldest first. Without `thread`: the channel's top-level messages, each with its reply
         count; with `thread`: the thread's root and its replies."""
+        self._terms.require_accepted("reading")
         head = await self._heads.channel(channel)
         m = t.messages.c
         if thread is not None:
@@ -212,6 +216,7 @@ class ViewsService:
                 await conn.execute(update(t.read_markers).where(and_(t.read_markers.c.user_key == self._identity.user_key, t.read_markers.c.channel_id == channel_id)).values(last_read=last_read))
 
     async def message(self, message_id: str) -> MessageView:
+        self._terms.require_accepted("reading")
         row = await self.message_row(message_id)
         head = await self._heads.head(row["channel_id"])
         assert head is not None
@@ -220,6 +225,7 @@ class ViewsService:
     async def search(self, query: str, *, limit: int = 50) -> list[MessageView]:
         """Full-text search over the channels the acting user can read, newest first."""
         self._identity.require_unlocked()
+        self._terms.require_accepted("searching")
         terms = re.findall(r"\w+", query)
         if not terms:
             raise InvalidInput("search needs at least one word")

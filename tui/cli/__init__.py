@@ -10,6 +10,7 @@ assembles the parser from them and is the boundary where errors become exit stat
               node                             courier   bundle, courier
     custody   backup, restore                  lan       serve, peers, allow, deny
     console   console                          unlock    the home, the passphrase, the open node
+    terms     terms (publish, show, accept, status)
     output    results, errors, exit statuses   parsing   Command, the raising ArgumentParser
 
 A command imports what it uses when it runs: `--help` and `--version` load no heavy library."""
@@ -22,7 +23,7 @@ import sys
 from appliance import __version__
 from appliance.errors import NodeLocked, RallypointError
 from sync.errors import SyncError
-from tui.cli import admin, chat, console, courier, custody, lan, setup
+from tui.cli import admin, chat, console, courier, custody, lan, setup, terms
 from tui.cli.output import EXIT_ERROR, EXIT_REJECTED, EXIT_USAGE, EXIT_WIPED, report_error, stdout_closed
 from tui.cli.parsing import ArgumentParser, Command, common_options
 from tui.cli.unlock import default_home
@@ -36,6 +37,7 @@ COMMANDS: tuple[Command, ...] = (
     setup.JOIN,
     setup.WHOAMI,
     admin.USER,
+    terms.TERMS,
     chat.CHANNEL,
     chat.POST,
     chat.READ,

@@ -1,4 +1,5 @@
-"""The console's admin area: users and roles, nodes and enrollment, the IP allowlist, the audit log.
+"""The console's admin area: users and roles, nodes and enrollment, the IP allowlist, the audit log,
+who accepted the terms of service.
 
 The screen never decides who may do what: every action goes to the node, which refuses a
 non-admin with PermissionDenied and audits the refusal; the refusal is shown like any other
@@ -35,8 +36,9 @@ from tui.dialogs.admin_forms import BackupForm, EnrollmentCard, InviteForm, Netw
 from tui.files import write_atomically
 from tui.formatting import short_time
 from tui.messages import ActionDone, AdminLoaded, AuditRow, DirectoryChanged, Enrolled, Failed, Invitation
-from tui.services import AuditService, CustodyService, DirectoryService, EnrollmentService, IdentityService, PeersService
+from tui.services import AuditService, CustodyService, DirectoryService, EnrollmentService, IdentityService, PeersService, TermsService
 from tui.text import printable
+from tui.widgets.terms_status import TermsStatusPane
 
 AUDIT_LIMIT = 1000  # newest entries loaded; verification still covers the whole chain
 NAME_WIDTH = 20  # names can be 64 characters: longer ones are cut so the other columns stay on screen
@@ -55,7 +57,7 @@ TAB_OF_ACTION = {
     "remove_rule": "allowlist",
     "filter": "audit",
 }
-TABLE_OF_TAB = {"users": "#users-table", "nodes": "#nodes-table", "allowlist": "#rules-table", "audit": "#audit-table"}
+TABLE_OF_TAB = {"users": "#users-table", "nodes": "#nodes-table", "allowlist": "#rules-table", "audit": "#audit-table", "terms": "#terms-table"}
 
 
 def cell(value: str, width: int | None = None) -> Text:
@@ -92,14 +94,16 @@ class AuditFilter(Input):
 
 
 class AdminScreen(Screen[None]):
-    """Users and roles, nodes and enrollment, the IP allowlist and the audit log, as tabs.
+    """Users and roles, nodes and enrollment, the IP allowlist, the audit log and the terms of
+    service, as tabs.
 
-    Keys: 1-4 switch tabs (shown in the tab labels); the footer shows only the active tab's
+    Keys: 1-5 switch tabs (shown in the tab labels); the footer shows only the active tab's
     actions, so it fits 80 columns. Every tab acts on the highlighted table row:
       Users      a add · r role · x (or Delete) revoke
       Nodes      a enroll a node · x revoke
       Allowlist  a allow · d deny · x remove the rule
       Audit log  / filter (Enter, Escape or ↓ return to the table)
+      Terms      who accepted the current terms of service, which version, when, where
       always     F5 refresh · Escape back
     All are single letters on the screen, not priority bindings: the only Input on the
     screen is the audit filter, and while it has focus letters are typed into it (the footer
@@ -125,6 +129,7 @@ class AdminScreen(Screen[None]):
         Binding("2", "tab('nodes')", "Nodes", show=False),
         Binding("3", "tab('allowlist')", "IP allowlist", show=False),
         Binding("4", "tab('audit')", "Audit log", show=False),
+        Binding("5", "tab('terms')", "Terms", show=False),
     ]
 
     def __init__(
@@ -137,6 +142,7 @@ class AdminScreen(Screen[None]):
         audit: AuditService,
         custody: CustodyService,
         feed: ChangeFeed,
+        terms: TermsService,
     ) -> None:
         super().__init__()
         self.identity = identity
@@ -146,6 +152,7 @@ class AdminScreen(Screen[None]):
         self.audit_log = audit  # self.audit holds the rows shown
         self.custody = custody
         self.feed = feed
+        self.terms = terms
         self.tab = "users"
         self.users: dict[str, UserInfo] = {}
         self.nodes: dict[str, NodeInfo] = {}
@@ -174,6 +181,8 @@ class AdminScreen(Screen[None]):
                 yield Static(id="audit-status")
                 yield DataTable(id="audit-table", cursor_type="row", zebra_stripes=True)
                 yield Static(id="audit-detail")
+            with TabPane("5 Terms", id="terms"):
+                yield TermsStatusPane(self.terms, id="terms-status-pane")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -234,7 +243,8 @@ class AdminScreen(Screen[None]):
 
     @work(group="admin-load", exclusive=True)
     async def reload(self) -> None:
-        """Everything the tabs show, in one go: the newest load wins."""
+        """Everything the tabs show, in one go: the newest load wins (the Terms tab loads itself)."""
+        self.query_one(TermsStatusPane).reload(self.identity.whoami().role == "admin")
         try:
             identity, users, nodes = self.identity.whoami(), self.directory.users(revoked=True), self.directory.nodes()
             rules = await self.peers.network_rules(interface_networks())
@@ -492,6 +502,7 @@ def admin_screen(node: Node) -> AdminScreen:
         audit=node.audit,
         custody=node.custody,
         feed=node.feed,
+        terms=node.directory.terms,
     )
 
 
