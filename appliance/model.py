@@ -55,7 +55,15 @@ class ChannelSummary:
     archived: bool
     unread: int
     mentions: int
-    members: tuple[str, ...]  # user names (private channels)
+    members: tuple[str, ...]  # user names (private channels, direct conversations' participants)
+    label: str = ""  # as lists show it: `#ops`, `#ops (alice, 3f2a)` when names clash, `@bob` for a direct conversation
+    read_only: bool = False
+    admins: tuple[str, ...] = ()  # channel admins' user names
+    created_by: str = ""  # its creator's user name
+
+    @property
+    def is_direct(self) -> bool:
+        return self.kind == "direct"
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,7 @@ channels = Table(
     Column("created_by", String(64), nullable=False),
     Column("created_at", Integer, nullable=False),
     Column("members", Text, nullable=False),  # JSON {user_hex: role}
+    Column("read_only", Boolean, nullable=False, server_default=text("0")),  # announcements: only channel admins post
 )
 
 # row_id is the stable rowid the FTS5 index (SQLite) points at; triggers keep it in step.
@@ -145,6 +146,9 @@ messages = Table(
     # Who set the delete flag when not the author (user hex): whether it counts depends on who
     # is an admin, so these rows are re-read when that changes. '' = not yet known (upgrade).
     Column("deleted_by", String(64)),
+    # A post or reply from elsewhere by someone not a channel admin, arrived while its channel
+    # was read-only or archived: kept in the document, never shown (appliance/services/withheld.py).
+    Column("withheld", Boolean, nullable=False, server_default=text("0")),
     Index("ix_messages_channel", "channel_id", "message_id"),
     # Partial: most messages are no reply and deleted by nobody else, and write no entry.
     Index("ix_messages_thread", "root_id", "message_id", sqlite_where=text("root_id IS NOT NULL"), postgresql_where=text("root_id IS NOT NULL")),
@@ -219,7 +223,7 @@ bundle_log = Table(
     Column("decided_at", Integer, nullable=False),
 )
 
-SCHEMA_REVISION = "0010"
+SCHEMA_REVISION = "0013"
 
 # Nodes seen on the LAN (by mDNS or an incoming session), this workspace's or not: where they
 # were last seen and when a session last synced with them. Written by the serving process, read

@@ -38,6 +38,8 @@ PURE = [
     "appliance/netpolicy.py",
     "appliance/audit_actions.py",
     "appliance/graph.py",
+    "appliance/direct.py",
+    "appliance/head_rules.py",
     "appliance/incoming.py",
     "appliance/wholes.py",
     "appliance/view_rows.py",
