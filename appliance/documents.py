@@ -65,6 +65,7 @@ class ChannelRole(StrEnum):
     OWNER = "owner"
     ADMIN = "admin"
     MEMBER = "member"
+    REMOVED = "removed"  # a former member: kept so the head still reaches their node (they learn they left)
 
 
 CHANNEL_ADMIN_ROLES = frozenset({ChannelRole.OWNER.value, ChannelRole.ADMIN.value})
@@ -207,6 +208,7 @@ class ChannelHead:
     archived: bool
     members: dict[str, str] = field(default_factory=dict)  # user hex -> a ChannelRole as the document spells it
     read_only: bool = False  # announcements: only channel admins post
+    former: tuple[str, ...] = ()  # users removed from it (or who left): its head still goes to their nodes
 
     def is_channel_admin(self, user_hex: str) -> bool:
         """A channel admin (its creator by default; "owner" in older heads). Never in a direct conversation."""
@@ -272,11 +274,14 @@ def read_head(doc: Document, channel_id: str) -> ChannelHead | None:
     if not isinstance(name, str):
         return None
     members: dict[str, str] = {}
+    former: list[str] = []
     members_obj = child(doc, ROOT, "members")
     if members_obj is not None:
         for key in doc.keys(members_obj):
             role, _ = _scalar(doc, members_obj, key)
-            if isinstance(role, str):
+            if role == ChannelRole.REMOVED:
+                former.append(key)
+            elif isinstance(role, str):
                 members[key] = role
     purpose, _ = _scalar(doc, ROOT, "purpose")
     kind, _ = _scalar(doc, ROOT, "kind")
@@ -298,22 +303,36 @@ def read_head(doc: Document, channel_id: str) -> ChannelHead | None:
         archived=archived is True,
         members=members,
         read_only=read_only is True,
+        former=tuple(sorted(former)),
     )
+
+
+def op_id(exid: bytes) -> bytes:
+    """An op's identity as every copy of a document spells it: an exid is tag, actor length,
+    actor, the actor's index in this copy's actor table (which depends on the actors it holds),
+    counter - the index is left out."""
+    if len(exid) < 2 or exid[1] >= 0x80:
+        return exid
+    at = 2 + exid[1]
+    while at < len(exid) and exid[at] & 0x80:  # the index, a ULEB128
+        at += 1
+    return exid[: 2 + exid[1]] + exid[at + 1 :]
 
 
 def head_state(doc: Document) -> dict[str, tuple[Any, bytes]]:
     """Every value of a head that a change can set, with the op that set it (root keys, and
     "members/<user>" for the member map's entries): two versions of a head differ here exactly
-    where a change between them wrote - also when it wrote the value that was already there."""
+    where a change between them wrote (Automerge makes no op for a put of the value already there).
+    Ops are named by `op_id`: two copies of a document number their actors differently."""
     state: dict[str, tuple[Any, bytes]] = {}
     for key in doc.keys(ROOT):
         got = doc.get(ROOT, key)
         if got is not None:
-            state[key] = (got[0] if isinstance(got[0], core.ObjType) else got[0][1], bytes(got[1]))
+            state[key] = (got[0] if isinstance(got[0], core.ObjType) else got[0][1], op_id(got[1]))
     members_obj = child(doc, ROOT, "members")
     if members_obj is not None:
         for key in doc.keys(members_obj):
             got = doc.get(members_obj, key)
             if got is not None:
-                state[f"members/{key}"] = (got[0] if isinstance(got[0], core.ObjType) else got[0][1], bytes(got[1]))
+                state[f"members/{key}"] = (got[0] if isinstance(got[0], core.ObjType) else got[0][1], op_id(got[1]))
     return state

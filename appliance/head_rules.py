@@ -25,8 +25,9 @@ DIRECT_KEYS = frozenset({"name", "kind", "participants"})
 
 @dataclass(frozen=True)
 class HeadEdit:
-    """One change to a head: the head before and after it, and what it wrote ("name",
-    "members/<user hex>", ...)."""
+    """One change to a head: the head before and after it, what it wrote ("name",
+    "members/<user hex>", ...), and the head as the changes concurrent with it leave it (every
+    change but it and those that saw it)."""
 
     change: VerifiedChange
     before: documents.ChannelHead | None
@@ -34,6 +35,7 @@ class HeadEdit:
     before_state: dict[str, tuple[object, bytes]]
     after_state: dict[str, tuple[object, bytes]]
     touched: frozenset[str]
+    beside: documents.ChannelHead | None
 
     @property
     def author_hex(self) -> str:
@@ -41,9 +43,8 @@ class HeadEdit:
 
     @property
     def only_leaves(self) -> bool:
-        """The change only removes its author from the members."""
-        key = f"members/{self.author_hex}"
-        return self.touched == {key} and key not in self.after_state
+        """The change only takes its author out of the members."""
+        return self.touched == {f"members/{self.author_hex}"} and self.after is not None and self.author_hex not in self.after.members
 
 
 def head_edits(channel_id: str, trial: Document, verified: Sequence[VerifiedChange], actor: bytes) -> list[HeadEdit]:
@@ -53,15 +54,20 @@ def head_edits(channel_id: str, trial: Document, verified: Sequence[VerifiedChan
     graph = {change.hash: b"".join(change.deps) for change in history}
     raw = {change.hash: change.raw_bytes for change in history}
     order = [change.hash for change in history]
+
+    def load(hashes: set[bytes]) -> Document:
+        data = b"".join(raw[h] for h in order if h in hashes)
+        return documents.load_document(data, actor) if data else documents.new_document(actor)
+
     edits = []
     for change in verified:
         past = ancestors(graph, list(change.header.deps))
-        data = b"".join(raw[h] for h in order if h in past)
-        before = documents.load_document(data, actor) if data else documents.new_document(actor)
-        after = documents.load_document(data + raw[change.header.hash], actor)
+        before, after = load(past), load(past | {change.header.hash})
+        seen_by = {h for h in order if change.header.hash in ancestors(graph, [h])}  # it and its descendants
+        beside = documents.read_head(load(set(order) - seen_by), channel_id)
         before_state, after_state = documents.head_state(before), documents.head_state(after)
         touched = frozenset(key for key in before_state.keys() | after_state.keys() if before_state.get(key) != after_state.get(key))
-        edits.append(HeadEdit(change, documents.read_head(before, channel_id), documents.read_head(after, channel_id), before_state, after_state, touched))
+        edits.append(HeadEdit(change, documents.read_head(before, channel_id), documents.read_head(after, channel_id), before_state, after_state, touched, beside))
     return edits
 
 
@@ -106,11 +112,13 @@ def refusal(channel_id: str, edit: HeadEdit, workspace_admin: Callable[[bytes], 
     return f"{who} is not a channel admin of #{before.name} and cannot change its {_what(edit.touched)}"
 
 
-def still_admin(edit: HeadEdit, final: documents.ChannelHead | None, workspace_admin: Callable[[bytes], bool]) -> bool:
-    """Whether the author of an admin's change is still one in the head as the import leaves
-    it: a concurrent demotion, arriving first or with it, outranks the demoted admin's changes
-    (as a revocation does). Creations, leaving and direct conversations need no role."""
+def still_admin(edit: HeadEdit, workspace_admin: Callable[[bytes], bool]) -> bool:
+    """Whether the author of an admin's change is still one once the changes concurrent with
+    it are counted (the head as the import leaves it, but for the changes made after seeing
+    this one): a concurrent demotion, arriving first or with it, outranks the demoted admin's
+    changes, as a revocation does; a demotion made after seeing them leaves them standing.
+    Creations, leaving and direct conversations need no role."""
     author = edit.change.header.author
     if edit.before is None or not edit.touched or edit.only_leaves or edit.before.kind == documents.ChannelKind.DIRECT:
         return True
-    return workspace_admin(author) or (final is not None and final.is_channel_admin(author.hex()))
+    return workspace_admin(author) or (edit.beside is not None and edit.beside.is_channel_admin(author.hex()))

@@ -123,6 +123,7 @@ channels = Table(
     Column("created_at", Integer, nullable=False),
     Column("members", Text, nullable=False),  # JSON {user_hex: role}
     Column("read_only", Boolean, nullable=False, server_default=text("0")),  # announcements: only channel admins post
+    Column("former", Text, nullable=False, server_default=text("'[]'")),  # JSON [user_hex]: removed members, whose nodes still get the head
 )
 
 # row_id is the stable rowid the FTS5 index (SQLite) points at; triggers keep it in step.

@@ -43,7 +43,7 @@ class ChannelAdmin:
 
     async def administered(self, channel: str) -> documents.ChannelHead:
         """The channel, if the acting user may run it (a channel admin of it, or a workspace admin)."""
-        head = await self._heads.channel(channel)
+        head = await self._heads.channel(channel, administering=True)
         me = self._identity.user_key
         if head.kind == documents.ChannelKind.DIRECT:
             raise InvalidInput("a direct conversation has no channel admins: its participants never change")
@@ -85,7 +85,7 @@ class ChannelAdmin:
             raise InvalidInput(f"{target.name} is not in #{head.name}")
         if head.admins == (target.key.hex(),) and not self._roster.current.is_admin(self._identity.user_key):
             raise InvalidInput(f"{target.name} is the only channel admin of #{head.name}: make someone else one first")
-        await self._commit(head, lambda doc: documents.set_member(doc, target.key.hex(), None), AuditAction.MEMBER_REMOVED, {"user": target.name})
+        await self._commit(head, lambda doc: documents.set_member(doc, target.key.hex(), ChannelRole.REMOVED), AuditAction.MEMBER_REMOVED, {"user": target.name})
 
     async def set_channel_admin(self, channel: str, user_name: str, admin: bool) -> None:
         """Makes a user a channel admin (adding them if they were not in it) or a plain member again."""

@@ -74,12 +74,17 @@ class ExchangeService:
         self._heads = heads
         self._replica = replica
 
-    def routable_to(self, peer: bytes, head: documents.ChannelHead) -> bool:
+    def routable_to(self, peer: bytes, head: documents.ChannelHead, *, head_document: bool = False) -> bool:
         """Whether a channel's documents may go to node `peer`: public channels go everywhere,
-        private ones only to nodes that hold a member's key (its certificate's home)."""
+        private ones and direct conversations only to nodes that hold a member's (participant's)
+        key - its certificate's home - as the head now says: a member removed, their node gets
+        nothing new of it unless it serves another member. Only the head itself (names and
+        roles, no messages) still goes to a former member's node, so that it learns of the
+        removal and stops showing the channel."""
         if head.kind == "public":
             return True
-        for member in head.members:
+        users = list(head.members) + (list(head.former) if head_document else [])
+        for member in users:
             cert = self._roster.current.users.get(bytes.fromhex(member))
             if cert is not None and cert.home == peer:
                 return True
@@ -256,7 +261,7 @@ class ExchangeService:
                 continue
             if row.kind != "directory":
                 head = await self._heads.head(row.channel_id)
-                if head is None or not all(self.routable_to(p, head) for p in peers):
+                if head is None or not all(self.routable_to(p, head, head_document=row.kind == "head") for p in peers):
                     continue
             allowed.append(row)
         allowed.sort(key=lambda r: (import_rank(r.doc_id), -r.segment_index, r.channel_id))

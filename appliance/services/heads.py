@@ -74,6 +74,7 @@ class ChannelHeads:
             archived=row["archived"],
             members=json.loads(row["members"]),
             read_only=row["read_only"],
+            former=tuple(json.loads(row["former"])),
         )
         self._heads_cache[channel_id] = head
         return head
@@ -91,6 +92,7 @@ class ChannelHeads:
             "created_at": head.created_at,
             "members": json.dumps(head.members, sort_keys=True),
             "read_only": head.read_only,
+            "former": json.dumps(list(head.former)),
         }
         updated = await conn.execute(update(t.channels).where(t.channels.c.channel_id == channel_id).values(**values))
         if updated.rowcount == 0:
@@ -115,12 +117,19 @@ class ChannelHeads:
             return "@" + ",".join(sorted(self._roster.user_name(u) for u in head.members if u != me))
         return f"#{head.name} ({self.creator_name(head)}, {short_id(head.channel_id)})" if ambiguous else f"#{head.name}"
 
-    async def channel(self, name_or_id: str) -> documents.ChannelHead:
+    async def channel(self, name_or_id: str, *, administering: bool = False) -> documents.ChannelHead:
         """By id, `name~idstart`, `@user[,user...]` (a direct conversation), or by name among the
-        channels the acting user can read; AmbiguousChannel when several share that name."""
+        channels the acting user can read - or, `administering` as a workspace admin, among every
+        channel but direct conversations; AmbiguousChannel when several share that name."""
         self._identity.require_unlocked()
+        me = self._identity.user_key
+        every = administering and self._roster.current.is_admin(me)
+
+        def visible(head: documents.ChannelHead | None) -> bool:
+            return head is not None and (self.can_read(head, me) or (every and head.kind != documents.ChannelKind.DIRECT))
+
         cached = self._channel_by_name.get(name_or_id)
-        if cached is not None:
+        if cached is not None and not every:
             head = await self.head(cached)
             if head is not None and self.can_read(head, self._identity.user_key):
                 return head
@@ -136,14 +145,15 @@ class ChannelHeads:
                 candidates: Sequence[str] = (await conn.execute(query.order_by(t.channels.c.created_at, t.channels.c.channel_id))).scalars().all()
             else:
                 candidates = [by_id]
-        readable = [head for head in [await self.head(c) for c in candidates] if head is not None and self.can_read(head, self._identity.user_key)]
+        readable = [head for head in [await self.head(c) for c in candidates] if head is not None and visible(head)]
         if prefix:
             readable = [head for head in readable if head.channel_id.startswith(prefix)]
         if len(readable) > 1:
             listed = "; ".join(f"#{h.name}~{short_id(h.channel_id)} (created by {self.creator_name(h)}, id {h.channel_id})" for h in readable)
             raise AmbiguousChannel(f"{len(readable)} channels are called #{name}: name one of them - {listed}")
         if readable:
-            self._channel_by_name[name_or_id] = readable[0].channel_id
+            if not every:
+                self._channel_by_name[name_or_id] = readable[0].channel_id
             return readable[0]
         raise NotFound(f"no channel {name_or_id!r} that you can read")
 

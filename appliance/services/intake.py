@@ -238,7 +238,7 @@ class IntakeService:
         created = head_rules.creations(trial)
         for edit in head_rules.head_edits(channel_id, trial, verified, self._replica.actor()):
             reason = head_rules.refusal(channel_id, edit, directory.is_admin, name_of, created)
-            if reason is None and not head_rules.still_admin(edit, final, directory.is_admin):
+            if reason is None and not head_rules.still_admin(edit, directory.is_admin):
                 reason = f"{name_of(edit.change.header.author)} is no longer a channel admin of #{final.name if final else channel_id}"
             if reason is not None:
                 shown = edit.before or edit.after or final
