@@ -66,6 +66,21 @@ class ChannelSummary:
         return self.kind == "direct"
 
 
+class MemberRole(StrEnum):
+    """A member's place in a channel as shown ("owner" in older heads shows as channel admin)."""
+
+    CHANNEL_ADMIN = "channel admin"
+    MEMBER = "member"
+    PARTICIPANT = "participant"  # of a direct conversation
+
+
+@dataclass(frozen=True)
+class ChannelMember:
+    name: str
+    user_key: str  # hex
+    role: MemberRole
+
+
 @dataclass(frozen=True)
 class FileView:
     name: str

@@ -18,6 +18,7 @@ from appliance.audit_actions import AuditAction
 from appliance.documents import ChannelRole, HeadField
 from appliance.errors import InvalidInput, NotFound, PermissionDenied
 from appliance.kernel import Kernel
+from appliance.model import ChannelMember, MemberRole
 from appliance.services.heads import ChannelHeads
 from appliance.services.identity import IdentityService
 from appliance.services.replica import ReplicaService
@@ -65,6 +66,18 @@ class ChannelAdmin:
         if cert is None:
             raise NotFound(f"no user {user_name!r}")
         return cert
+
+    async def members(self, channel: str) -> list[ChannelMember]:
+        """Who is in a channel the acting user can read (a workspace admin: any channel but
+        direct conversations), channel admins first. A public channel lists its channel admins
+        and anyone added by name; everyone reads it."""
+        head = await self._heads.channel(channel, administering=True)
+        if head.kind == documents.ChannelKind.DIRECT:
+            role_of = {user: MemberRole.PARTICIPANT for user in head.members}
+        else:
+            role_of = {user: MemberRole.CHANNEL_ADMIN if head.is_channel_admin(user) else MemberRole.MEMBER for user in head.members}
+        listed = [ChannelMember(self._roster.user_name(user), user, role) for user, role in role_of.items()]
+        return sorted(listed, key=lambda m: (m.role != MemberRole.CHANNEL_ADMIN, m.name))
 
     async def add_member(self, channel: str, user_name: str, *, role: ChannelRole = ChannelRole.MEMBER) -> None:
         head = await self.administered(channel)

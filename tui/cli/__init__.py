@@ -22,7 +22,7 @@ import sys
 from appliance import __version__
 from appliance.errors import NodeLocked, RallypointError
 from sync.errors import SyncError
-from tui.cli import admin, chat, console, courier, custody, lan, setup
+from tui.cli import admin, channels, chat, console, courier, custody, lan, setup
 from tui.cli.output import EXIT_ERROR, EXIT_REJECTED, EXIT_USAGE, EXIT_WIPED, report_error, stdout_closed
 from tui.cli.parsing import ArgumentParser, Command, common_options
 from tui.cli.unlock import default_home
@@ -36,7 +36,8 @@ COMMANDS: tuple[Command, ...] = (
     setup.JOIN,
     setup.WHOAMI,
     admin.USER,
-    chat.CHANNEL,
+    channels.CHANNEL,
+    channels.DM,
     chat.POST,
     chat.READ,
     chat.EDIT,
