@@ -24,7 +24,7 @@ SPELLED: dict[type[StrEnum], list[str]] = {
     certs.Trust: ["trusted", "unknown", "revoked", "other workspace"],
     documents.DocumentKind: ["directory", "head", "segment"],
     documents.ChannelKind: ["public", "private", "direct"],
-    documents.ChannelRole: ["owner", "admin", "member"],
+    documents.ChannelRole: ["owner", "admin", "member", "removed"],
     netpolicy.RuleAction: ["allow", "deny"],
     Carrier: ["bundle", "lan"],
     ImportOutcome: [

@@ -19,13 +19,11 @@ from appliance.feed import ChangeFeed, FeedEvent, NodeWiped
 from appliance.model import ChannelSummary, Identity, MessageView
 from tui import firstsync
 from tui.dialogs.attach import LocalFile, read_file
-from tui.dialogs.channel_settings import ChannelEdit, ChannelSettingsScreen, EditKind
 from tui.dialogs.confirm import ConfirmScreen
 from tui.dialogs.new_channel import NewChannel, NewChannelScreen
-from tui.dialogs.prompt import PromptScreen
 from tui.history import PAGE, Window, oldest_window
-from tui.messages import ChannelCreated, ChannelEdited, Destination, Draft, Failed, Navigate, OldestFound, SettingsLoaded, StoreChanged, ViewLoaded, Written
-from tui.screens.message_actions import MessageActions
+from tui.messages import ChannelCreated, Destination, Draft, Failed, Navigate, OldestFound, StoreChanged, ViewLoaded, Written
+from tui.screens.channel_actions import ChannelActions
 from tui.screens.search import SearchScreen
 from tui.services import BlobsService, ChatService, DirectoryService, IdentityService, PeersService, ViewsService
 from tui.text import printable
@@ -38,7 +36,7 @@ POLL_SECONDS = 0.5  # how soon a message written by another process (the CLI, sy
 WIDE_COLUMNS = 110  # from this width an open thread shows beside its channel
 
 
-class MainScreen(MessageActions):
+class MainScreen(ChannelActions):
     """Channel list on the left; the channel and the composer on the right. An open thread takes
     the channel's place at 80 columns, and opens beside it on a terminal WIDE_COLUMNS wide."""
 
@@ -332,88 +330,6 @@ class MainScreen(MessageActions):
     @on(ChannelCreated)
     def channel_created(self, event: ChannelCreated) -> None:
         self.show_channel(event.channel.channel_id)
-
-    # --- running a channel, direct messages ---
-
-    def action_channel_settings(self) -> None:
-        current = next((c for c in self.query_one(ChannelList).channels if c.channel_id == self.channel_id), None)
-        if current is not None:
-            self.load_settings(current)
-
-    @work(group="settings", exclusive=True)
-    async def load_settings(self, channel: ChannelSummary) -> None:
-        try:
-            members = await self.chat.admin.members(channel.channel_id)
-        except RallypointError as exc:
-            self.post_message(Failed(str(exc)))
-            return
-        me = self.identity_service.whoami()
-        manages = not channel.is_direct and (me.role == "admin" or me.user_name in channel.admins)
-        self.post_message(SettingsLoaded(channel, members, manages))
-
-    @on(SettingsLoaded)
-    def settings_loaded(self, event: SettingsLoaded) -> None:
-        def edited(edit: ChannelEdit | None) -> None:
-            if edit is not None:
-                self.edit_channel(edit)
-
-        self.app.push_screen(ChannelSettingsScreen(event.channel, event.members, manages=event.manages), edited)
-
-    @work(group="write")
-    async def edit_channel(self, edit: ChannelEdit) -> None:
-        admin, channel, value = self.chat.admin, edit.channel_id, edit.value
-        try:
-            if edit.kind == EditKind.RENAME:
-                await admin.rename(channel, value)
-            elif edit.kind == EditKind.PURPOSE:
-                await admin.set_purpose(channel, value)
-            elif edit.kind == EditKind.ADD:
-                await admin.add_member(channel, value)
-            elif edit.kind == EditKind.REMOVE:
-                await admin.remove_member(channel, value)
-            elif edit.kind in (EditKind.GRANT_ADMIN, EditKind.REVOKE_ADMIN):
-                await admin.set_channel_admin(channel, value, edit.kind == EditKind.GRANT_ADMIN)
-            elif edit.kind in (EditKind.ARCHIVE, EditKind.UNARCHIVE):
-                await admin.set_archived(channel, edit.kind == EditKind.ARCHIVE)
-            else:
-                await admin.set_read_only(channel, edit.kind == EditKind.READ_ONLY)
-        except RallypointError as exc:
-            self.post_message(Failed(str(exc)))
-            return
-        done = {
-            EditKind.RENAME: f"Renamed to #{value}",
-            EditKind.PURPOSE: "Purpose set",
-            EditKind.ADD: f"{value} added",
-            EditKind.REMOVE: f"{value} removed",
-            EditKind.GRANT_ADMIN: f"{value} is a channel admin",
-            EditKind.REVOKE_ADMIN: f"{value} is no longer a channel admin",
-            EditKind.ARCHIVE: "Archived",
-            EditKind.UNARCHIVE: "Unarchived",
-            EditKind.READ_ONLY: "Read-only: only channel admins post",
-            EditKind.WRITABLE: "Everyone posts again",
-        }[edit.kind]
-        self.post_message(ChannelEdited(done, channel))
-
-    @on(ChannelEdited)
-    def channel_edited(self, event: ChannelEdited) -> None:
-        self.notify(printable(event.done), markup=False)
-        self.show_channel(event.channel_id)
-
-    def action_direct_message(self) -> None:
-        def chosen(names: str | None) -> None:
-            if names is not None and names.strip():
-                self.start_direct([name.strip().lstrip("@") for name in names.replace(" ", ",").split(",") if name.strip()])
-
-        self.app.push_screen(PromptScreen("Direct message with (1 to 7 user names)", ""), chosen)
-
-    @work(group="write")
-    async def start_direct(self, names: list[str]) -> None:
-        try:
-            head = await self.chat.admin.start_direct(names)
-        except RallypointError as exc:
-            self.post_message(Failed(str(exc)))
-            return
-        self.post_message(ChannelEdited(f"Direct conversation with {', '.join(names)}", head.channel_id))
 
     # --- composing ---
 
