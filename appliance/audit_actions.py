@@ -13,6 +13,10 @@ When each is written (actor: the acting user's key, the node's key, or "-" for n
 - USER_ADDED, ROLE_CHANGED, REVOKED: an admin added a user, changed a role, revoked a user or
   a node.
 - CHANNEL_CREATED, MEMBER_ADDED: a channel was created; a user was added to a private channel.
+- ATTRIBUTES_SET: an admin set a user's attributes (a new certificate; old and new).
+- ATTRIBUTES_REFUSED: a certificate carrying attributes issued by someone never an admin
+  arrived from another node; the batch was refused.
+- CHANNEL_POLICY_SET: a channel admin set the attributes a channel requires (none: cleared).
 - MEMBER_REMOVED: a channel admin (or workspace admin) removed a member from a channel.
 - CHANNEL_ADMIN_GRANTED, CHANNEL_ADMIN_REVOKED: a user was made a channel admin of a channel,
   or stopped being one (still a member).
@@ -74,6 +78,9 @@ class AuditAction(enum.StrEnum):
     HEAD_CHANGE_REFUSED = "head_change_refused"
     POSTS_WITHHELD = "posts_withheld"
     DIRECT_STARTED = "direct_started"
+    ATTRIBUTES_SET = "attributes_set"
+    CHANNEL_POLICY_SET = "channel_policy_set"
+    ATTRIBUTES_REFUSED = "attributes_refused"
     SETTING_CHANGED = "setting_changed"
     NETWORK_RULE = "network_rule"
     BUNDLE_ACCEPTED = "bundle_accepted"

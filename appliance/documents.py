@@ -25,8 +25,9 @@ from typing import Any, NamedTuple
 from automerge import core
 from automerge._automerge import Document, Message, SyncState
 
+from appliance import policy
 from appliance.changes import ACTOR_BYTES, AUTHOR_KEY_BYTES, uleb128
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, InvalidInput
 
 ROOT = core.ROOT
 Str, Int, Bool, Bytes, Null = (
@@ -209,6 +210,7 @@ class ChannelHead:
     members: dict[str, str] = field(default_factory=dict)  # user hex -> a ChannelRole as the document spells it
     read_only: bool = False  # announcements: only channel admins post
     former: tuple[str, ...] = ()  # users removed from it (or who left): its head still goes to their nodes
+    requires: policy.Attributes = ()  # attributes a user needs to be in it, read it, or have it routed to their node
 
     def is_channel_admin(self, user_hex: str) -> bool:
         """A channel admin (its creator by default; "owner" in older heads). Never in a direct conversation."""
@@ -248,6 +250,10 @@ class HeadField(StrEnum):
     PURPOSE = "purpose"
     ARCHIVED = "archived"
     READ_ONLY = "read_only"
+    REQUIRES = "requires"  # the attributes a user needs to be in it or read it (appliance/policy.py)
+
+
+UNSATISFIABLE: policy.Attributes = (("-", "-"),)  # what a head's malformed requirement reads as: nobody qualifies
 
 
 def set_head_field(doc: Document, head_field: HeadField, value: str | bool) -> None:
@@ -289,6 +295,11 @@ def read_head(doc: Document, channel_id: str) -> ChannelHead | None:
     created_at, _ = _scalar(doc, ROOT, "created_at")
     archived, _ = _scalar(doc, ROOT, "archived")
     read_only, _ = _scalar(doc, ROOT, "read_only")
+    requires, _ = _scalar(doc, ROOT, "requires")
+    try:
+        required = policy.decode(requires) if isinstance(requires, str) else () if requires is None else UNSATISFIABLE
+    except InvalidInput:
+        required = UNSATISFIABLE
     if kind == ChannelKind.DIRECT:
         participants, _ = _scalar(doc, ROOT, "participants")
         listed = participants.split(",") if isinstance(participants, str) and participants else []
@@ -304,6 +315,7 @@ def read_head(doc: Document, channel_id: str) -> ChannelHead | None:
         members=members,
         read_only=read_only is True,
         former=tuple(sorted(former)),
+        requires=required,
     )
 
 

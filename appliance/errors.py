@@ -20,6 +20,7 @@ translated at the boundary (`raise X(...) from exc`).
     │   │   ├── FileTooLarge               (appliance.files)
     │   │   └── AmbiguousChannel           (appliance.services.heads)
     │   ├── ChangeRejected
+    │   │   ├── AttributesRefused
     │   │   ├── HeadChangeRefused
     │   │   └── MissingDependencies
     │   ├── MalformedChange                (appliance.changes)
@@ -86,6 +87,16 @@ class HeadChangeRefused(ChangeRejected):
         self.channel_id = channel_id
         self.channel = channel
         self.author = author
+
+
+class AttributesRefused(ChangeRejected):
+    """A certificate carrying attributes whose issuer is not an admin, from elsewhere: the
+    whole batch is refused and audited."""
+
+    def __init__(self, message: str, *, subject: str, issuer: str) -> None:
+        super().__init__(message)
+        self.subject = subject
+        self.issuer = issuer
 
 
 class MissingDependencies(ChangeRejected):

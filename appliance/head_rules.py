@@ -105,6 +105,8 @@ def refusal(channel_id: str, edit: HeadEdit, workspace_admin: Callable[[bytes], 
         if after.created_by != author.hex() or set(after.members) != {author.hex()} or not after.is_channel_admin(author.hex()):
             return f"{who} created #{after.name} with someone else as its creator or members"
         return None
+    if "requires" in edit.touched and after.requires == documents.UNSATISFIABLE:
+        return f"{who} wrote a malformed attribute requirement for #{after.name}"
     if before.kind != after.kind:
         return f"{who} tried to change #{before.name} from {before.kind} to {after.kind}: a channel's kind never changes"
     if workspace_admin(author) or before.is_channel_admin(author.hex()) or edit.only_leaves:

@@ -44,6 +44,7 @@ class UserInfo:
     role: Role
     local: bool  # this node holds the user's secret key
     revoked: bool = False
+    attributes: tuple[tuple[str, str], ...] = ()  # what an admin assigned (appliance/policy.py)
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class ChannelSummary:
     read_only: bool = False
     admins: tuple[str, ...] = ()  # channel admins' user names
     created_by: str = ""  # its creator's user name
+    requires: tuple[tuple[str, str], ...] = ()  # attributes a user needs to be in it (appliance/policy.py)
 
     @property
     def is_direct(self) -> bool:

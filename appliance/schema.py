@@ -123,7 +123,8 @@ channels = Table(
     Column("created_at", Integer, nullable=False),
     Column("members", Text, nullable=False),  # JSON {user_hex: role}
     Column("read_only", Boolean, nullable=False, server_default=text("0")),  # announcements: only channel admins post
-    Column("former", Text, nullable=False, server_default=text("'[]'")),  # JSON [user_hex]: removed members, whose nodes still get the head
+    Column("former", Text, nullable=False, server_default=text("'[]'")),  # JSON [user_hex]: removed members (their nodes get the head)
+    Column("requires", Text, nullable=False, server_default=text("''")),  # attributes a user needs (appliance/policy.py), "" for none
 )
 
 # row_id is the stable rowid the FTS5 index (SQLite) points at; triggers keep it in step.

@@ -12,7 +12,7 @@ from automerge._automerge import Document
 from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from appliance import certs, direct, documents
+from appliance import certs, direct, documents, policy
 from appliance import schema as t
 from appliance.audit_actions import AuditAction
 from appliance.documents import ChannelRole, HeadField
@@ -86,6 +86,8 @@ class ChannelAdmin:
             raise InvalidInput(f"#{head.name} is public: every user can already read it")
         if target.key.hex() in head.members:
             raise InvalidInput(f"{target.name} is already in #{head.name}")
+        if not policy.satisfies(target.attributes, head.requires):
+            raise InvalidInput(f"{target.name} lacks the attributes #{head.name} requires ({policy.describe(head.requires)})")
         action = AuditAction.MEMBER_ADDED if role == ChannelRole.MEMBER else AuditAction.CHANNEL_ADMIN_GRANTED
         await self._commit(head, lambda doc: documents.set_member(doc, target.key.hex(), role), action, {"user": target.name, "role": str(role)})
 
@@ -109,6 +111,8 @@ class ChannelAdmin:
             raise InvalidInput(f"{target.name} {'is already' if admin else 'is not'} a channel admin of #{head.name}")
         if not admin and head.admins == (key,):
             raise InvalidInput(f"{target.name} is the only channel admin of #{head.name}: make someone else one first")
+        if admin and not policy.satisfies(target.attributes, head.requires):
+            raise InvalidInput(f"{target.name} lacks the attributes #{head.name} requires ({policy.describe(head.requires)})")
         if admin and head.kind == documents.ChannelKind.PRIVATE and target.role == certs.Role.OBSERVER:
             raise InvalidInput(f"{target.name} is an observer and cannot run a channel")
         role = ChannelRole.ADMIN if admin else ChannelRole.MEMBER
@@ -142,6 +146,17 @@ class ChannelAdmin:
         if head.read_only == read_only:
             raise InvalidInput(f"#{head.name} is {'already' if read_only else 'not'} read-only")
         await self._commit(head, lambda doc: documents.set_head_field(doc, HeadField.READ_ONLY, read_only), AuditAction.CHANNEL_READ_ONLY_SET, {"read_only": read_only})
+
+    async def set_requirements(self, channel: str, attributes: policy.Attributes) -> None:
+        """The attributes a user needs to be in the channel, read it, or have it reach their node
+        (none: no requirement). Members who lack them stay listed but read nothing; their nodes
+        get nothing new of it."""
+        head = await self.administered(channel)
+        required = policy.check_attributes(attributes)
+        if required == head.requires:
+            raise InvalidInput(f"#{head.name} already requires {policy.describe(required)}")
+        detail: dict[str, object] = {"from": policy.describe(head.requires), "to": policy.describe(required)}
+        await self._commit(head, lambda doc: documents.set_head_field(doc, HeadField.REQUIRES, policy.encode(required)), AuditAction.CHANNEL_POLICY_SET, detail)
 
     async def start_direct(self, user_names: Sequence[str]) -> documents.ChannelHead:
         """The acting user's direct conversation with `user_names` (1 to 7 others), made if it

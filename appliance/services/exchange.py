@@ -11,7 +11,7 @@ from typing import Any, NamedTuple, cast
 from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from appliance import documents, ids
+from appliance import documents, ids, policy
 from appliance import schema as t
 from appliance.changes import SignedChange
 from appliance.covered import add_to_graph, unpack_covered
@@ -80,15 +80,16 @@ class ExchangeService:
         key - its certificate's home - as the head now says: a member removed, their node gets
         nothing new of it unless it serves another member. Only the head itself (names and
         roles, no messages) still goes to a former member's node, so that it learns of the
-        removal and stops showing the channel."""
-        if head.kind == "public":
+        removal and stops showing the channel. A channel that requires attributes goes, head
+        and all, only to nodes that serve a user who has them (a public one: any such user)."""
+        if head.kind == "public" and not head.requires:
             return True
-        users = list(head.members) + (list(head.former) if head_document else [])
-        for member in users:
-            cert = self._roster.current.users.get(bytes.fromhex(member))
-            if cert is not None and cert.home == peer:
-                return True
-        return False
+        if head.kind == "public":  # a requirement: only to nodes that serve a user who meets it
+            candidates = [cert for cert in self._roster.current.users.values() if cert.home == peer]
+        else:
+            users = list(head.members) + (list(head.former) if head_document else [])
+            candidates = [cert for member in users if (cert := self._roster.current.users.get(bytes.fromhex(member))) is not None and cert.home == peer]
+        return any(policy.satisfies(cert.attributes, head.requires) for cert in candidates)
 
     async def delta_for(
         self, peers: Sequence[bytes], *, only: Collection[str] | None = None, also_held: Mapping[str, Sequence[bytes]] | None = None, wholes: bool = True

@@ -13,7 +13,7 @@ from automerge._automerge import Document
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from appliance import direct, documents
+from appliance import direct, documents, policy
 from appliance import schema as t
 from appliance.errors import InvalidInput, NotFound
 from appliance.kernel import Kernel, Stale
@@ -25,6 +25,13 @@ SHORT_ID = 4  # hex digits of a channel id that tell same-named channels apart i
 
 def short_id(channel_id: str) -> str:
     return channel_id[:SHORT_ID]
+
+
+def _requirement(text: str) -> policy.Attributes:
+    try:
+        return policy.decode(text)
+    except InvalidInput:
+        return documents.UNSATISFIABLE
 
 
 class AmbiguousChannel(InvalidInput):
@@ -75,6 +82,7 @@ class ChannelHeads:
             members=json.loads(row["members"]),
             read_only=row["read_only"],
             former=tuple(json.loads(row["former"])),
+            requires=_requirement(row["requires"]),
         )
         self._heads_cache[channel_id] = head
         return head
@@ -93,6 +101,7 @@ class ChannelHeads:
             "members": json.dumps(head.members, sort_keys=True),
             "read_only": head.read_only,
             "former": json.dumps(list(head.former)),
+            "requires": policy.encode(head.requires) if head.requires != documents.UNSATISFIABLE else "-=-",
         }
         updated = await conn.execute(update(t.channels).where(t.channels.c.channel_id == channel_id).values(**values))
         if updated.rowcount == 0:
@@ -100,11 +109,18 @@ class ChannelHeads:
         self._heads_cache[channel_id] = head
         self._channel_by_name.clear()
 
-    @staticmethod
-    def can_read(head: documents.ChannelHead, user: bytes) -> bool:
-        """Public channels: everyone. Private channels and direct conversations: their members
-        (participants) - a member removed stops reading here, whatever this node still holds."""
-        return head.kind == "public" or user.hex() in head.members
+    def qualifies(self, head: documents.ChannelHead, user: bytes) -> bool:
+        """Whether the user's certificate carries every attribute the channel requires."""
+        if not head.requires:
+            return True
+        cert = self._roster.current.user(user)
+        return cert is not None and policy.satisfies(cert.attributes, head.requires)
+
+    def can_read(self, head: documents.ChannelHead, user: bytes) -> bool:
+        """Public channels: everyone; private channels and direct conversations: their members
+        (participants) - a member removed stops reading here, whatever this node still holds;
+        and in either, only users with every attribute the channel requires."""
+        return (head.kind == "public" or user.hex() in head.members) and self.qualifies(head, user)
 
     def creator_name(self, head: documents.ChannelHead) -> str:
         return self._roster.user_name(head.created_by) if head.created_by else "?"

@@ -12,11 +12,11 @@ from automerge._automerge import Document
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from appliance import certs, documents, head_rules, ids, segments
+from appliance import certs, documents, head_rules, ids, policy, segments
 from appliance import schema as t
 from appliance.audit_actions import AuditAction
 from appliance.changes import Authorise, SignedChange, VerifiedChange, verify_batch
-from appliance.errors import CertificateInvalid, ChangeRejected, HeadChangeRefused, MissingDependencies
+from appliance.errors import AttributesRefused, CertificateInvalid, ChangeRejected, HeadChangeRefused, MissingDependencies
 from appliance.feed import Origin
 from appliance.graph import ancestors
 from appliance.incoming import group_incoming
@@ -139,9 +139,9 @@ class IntakeService:
             relay = receipt.sender if receipt is not None else None
             try:
                 plan, new_entries, directory, trial_heads = await self._verify_batches(order, grouped, known, relay, progress)
-            except HeadChangeRefused as exc:
+            except (HeadChangeRefused, AttributesRefused) as exc:
                 if not preview:
-                    await self._audit_head_refusal(exc, received_from)
+                    await self._audit_refusal(exc, received_from)
                 raise
             for doc_id in [whole.doc_id for whole in new_wholes] + list(held_ids):  # judged by the workers' authors, below
                 channel_id = documents.parse_doc_id(doc_id).channel_id
@@ -218,6 +218,8 @@ class IntakeService:
                 return None if kind == "head" else f"segment of unknown channel {channel_id}"
             if kind == "head":
                 return None  # what each head change did is judged on its own (head_rules, in _verify_batches)
+            if head.requires and not policy.satisfies(cert.attributes, head.requires):
+                return f"{cert.name} lacks the attributes #{head.name} requires ({policy.describe(head.requires)})"
             if head.kind == documents.ChannelKind.DIRECT and author.hex() not in head.members:
                 return f"{cert.name} is not a participant of direct conversation {channel_id}"
             if head.kind != "public" and author.hex() not in head.members and not directory.is_admin(author):
@@ -245,11 +247,17 @@ class IntakeService:
                 channel = shown.name if shown is not None else ""
                 raise HeadChangeRefused(f"{documents.head_doc_id(channel_id)}: {reason}", channel_id=channel_id, channel=channel, author=edit.author_hex)
 
-    async def _audit_head_refusal(self, refused: HeadChangeRefused, received_from: str) -> None:
-        """A refused head change is recorded apart from the import, which leaves nothing else."""
+    async def _audit_refusal(self, refused: HeadChangeRefused | AttributesRefused, received_from: str) -> None:
+        """A refused head change or certificate is recorded apart from the import, which leaves nothing else."""
         async with self._kernel.store.transaction() as conn:
-            detail: dict[str, object] = {"channel": refused.channel, "channel_id": refused.channel_id, "author": refused.author, "from": received_from, "reason": str(refused)}
-            await self._kernel.audit(conn, self._kernel.clock(), self._identity.row.node_key.hex(), AuditAction.HEAD_CHANGE_REFUSED, detail)
+            detail: dict[str, object] = {"from": received_from, "reason": str(refused)}
+            if isinstance(refused, HeadChangeRefused):
+                detail |= {"channel": refused.channel, "channel_id": refused.channel_id, "author": refused.author}
+                action = AuditAction.HEAD_CHANGE_REFUSED
+            else:
+                detail |= {"user": refused.subject, "issuer": refused.issuer}
+                action = AuditAction.ATTRIBUTES_REFUSED
+            await self._kernel.audit(conn, self._kernel.clock(), self._identity.row.node_key.hex(), action, detail)
 
     async def _verify_batches(
         self, order: Sequence[str], grouped: dict[str, list[SignedChange]], known: dict[str, set[bytes]], relay: bytes | None, progress: Callable[[str, int], None] | None = None
@@ -412,6 +420,12 @@ class IntakeService:
                 raise ChangeRejected(f"directory change by {ids.key_id(author)}, who is not an admin")
         existing_certs = list(self._roster.current.users.values()) + list(self._roster.current.nodes.values())
         trial_dir = certs.resolve_directory(self._identity.row.workspace_key, existing_certs + found_certs, known_revs + found_revs, self._kernel.clock())
+        ever_admins = {c.key for c in list(self._roster.users_ever.values()) + found_certs if c.role == certs.Role.ADMIN} | {self._identity.row.workspace_key}
+        for cert in found_certs:
+            if cert.attributes and cert.issuer not in ever_admins:
+                raise AttributesRefused(
+                    f"the certificate of {cert.name} carries attributes issued by {ids.key_id(cert.issuer)}, who is not an admin", subject=cert.name, issuer=ids.key_id(cert.issuer)
+                )
         return [(entry_kind(entry), entry.encoded, entry.fingerprint) for entry in decoded.values()], trial_dir
 
     async def record_receipt(self, conn: AsyncConnection, receipt: Receipt, summary: ImportSummary, blobs: Sequence[tuple[bytes, bytes]], preview: bool) -> None:

@@ -107,7 +107,8 @@ class ViewsService:
         async with self._kernel.store.reading() as conn:
             rows = (await conn.execute(select(t.channels).order_by(t.channels.c.name, t.channels.c.created_at, t.channels.c.channel_id))).mappings().all()
             markers: dict[str, str] = dict((await conn.execute(select(t.read_markers.c.channel_id, t.read_markers.c.last_read).where(t.read_markers.c.user_key == self._identity.user_key))).all())
-            readable = [row for row in rows if row["kind"] == "public" or me in json.loads(row["members"])]
+            heads = {row["channel_id"]: await self._heads.head(row["channel_id"]) for row in rows}
+            readable = [row for row in rows if (head := heads[row["channel_id"]]) is not None and self._heads.can_read(head, self._identity.user_key)]
             named: dict[str, int] = {}
             for row in readable:
                 if row["kind"] != documents.ChannelKind.DIRECT:
@@ -115,7 +116,7 @@ class ViewsService:
             out = []
             for row in readable:
                 members = json.loads(row["members"])
-                head = await self._heads.head(row["channel_id"])
+                head = heads[row["channel_id"]]
                 assert head is not None
                 since = markers.get(row["channel_id"], "")
                 # Unread counts top-level messages (replies show as reply counts); mentions count anywhere.
@@ -144,6 +145,7 @@ class ViewsService:
                         read_only=head.read_only,
                         admins=tuple(sorted(self._roster.user_name(u) for u in head.admins)),
                         created_by=self._heads.creator_name(head) if head.created_by else "",
+                        requires=head.requires,
                     )
                 )
         return out

@@ -40,6 +40,7 @@ PURE = [
     "appliance/graph.py",
     "appliance/direct.py",
     "appliance/head_rules.py",
+    "appliance/policy.py",
     "appliance/incoming.py",
     "appliance/wholes.py",
     "appliance/view_rows.py",

@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from appliance import policy
 from tui.cli.output import emit
 from tui.cli.parsing import Command
 from tui.cli.unlock import with_node
@@ -36,6 +37,7 @@ def _summary_json(c: ChannelSummary) -> dict[str, object]:
         "admins": list(c.admins),
         "created_by": c.created_by,
         "members": list(c.members),
+        "requires": dict(c.requires),
     }
 
 
@@ -86,6 +88,10 @@ async def cmd_channel(args: argparse.Namespace) -> None:
         elif action == "read-only":
             await admin.set_read_only(args.name, not args.off)
             emit(args, {"channel": args.name, "read_only": not args.off}, f"{args.name} is {'writable again' if args.off else 'read-only: only its channel admins post'}")
+        elif action == "require":
+            required = policy.parse_assignments(args.attributes)
+            await admin.set_requirements(args.name, required)
+            emit(args, {"channel": args.name, "requires": dict(required)}, f"{args.name} requires {policy.describe(required)}")
         elif action == "export":
             documents = await node.replica.export_channel(args.name)
             out = Path(args.automerge).expanduser()
@@ -152,6 +158,9 @@ def _channel_arguments(parser: argparse.ArgumentParser, common: argparse.Argumen
     q = channel_sub.add_parser("archive", parents=[common], help="channel admin: archive a channel (--undo: bring it back)")
     _named(q)
     q.add_argument("--undo", action="store_true")
+    q = channel_sub.add_parser("require", parents=[common], help="channel admin: the attributes a user needs to be in it, read it, or receive it; none clears")
+    _named(q)
+    q.add_argument("attributes", nargs="*", metavar="KEY=VALUE")
     q = channel_sub.add_parser("read-only", parents=[common], help="channel admin: only channel admins post (--off: everyone again); all may react")
     _named(q)
     q.add_argument("--off", action="store_true")
