@@ -46,3 +46,24 @@ def test_channels_made_apart_direct_messages_and_channel_admin_from_the_command_
     assert denied.returncode == 1 and "channel admin" in denied.stderr
     actions = [e["action"] for e in json.loads(ok(run_cli(alpha, "audit", "--json")))]
     assert {"channel_renamed", "channel_read_only_set", "channel_admin_granted", "direct_started"} <= set(actions)
+
+
+def test_attributes_and_a_channel_requirement_from_the_command_line(tmp_path: Path) -> None:
+    alpha = tmp_path / "alpha"
+    ok(run_cli(alpha, "init", "--workspace", "acme", "--user", "alice", "--node-name", "alpha"))
+    ok(run_cli(alpha, "user", "add", "dave"))
+    ok(run_cli(alpha, "user", "attributes", "alice", "clearance=secret", "unit=north"))
+    ok(run_cli(alpha, "channel", "create", "intel", "--private"))
+    ok(run_cli(alpha, "channel", "require", "intel", "clearance=secret"))
+    refused = run_cli(alpha, "channel", "add-member", "intel", "dave")
+    assert refused.returncode == 1 and "dave lacks the attributes #intel requires (clearance=secret)" in refused.stderr
+    bad = run_cli(alpha, "user", "attributes", "dave", "clearance")
+    assert bad.returncode == 1 and "key=value" in bad.stderr
+    ok(run_cli(alpha, "user", "attributes", "dave", "clearance=secret"))
+    ok(run_cli(alpha, "channel", "add-member", "intel", "dave"))
+    users = {u["name"]: u["attributes"] for u in json.loads(ok(run_cli(alpha, "user", "list", "--json")))}
+    assert users == {"alice": {"clearance": "secret", "unit": "north"}, "dave": {"clearance": "secret"}}
+    (intel,) = json.loads(ok(run_cli(alpha, "channel", "list", "--json")))
+    assert intel["requires"] == {"clearance": "secret"} and intel["members"] == ["alice", "dave"]
+    ok(run_cli(alpha, "user", "attributes", "alice"))  # cleared: alice no longer reads it
+    assert json.loads(ok(run_cli(alpha, "channel", "list", "--json"))) == []

@@ -70,6 +70,9 @@ class ChannelSettingsScreen(ModalScreen[ChannelEdit | None]):
             yield Static(Content(describe(self.channel)), classes="dialog-title", id="settings-title")
             yield Static(Content(f"Channel admins: {', '.join(admins) or 'none'}"), classes="settings-line", id="settings-admins")
             yield Static(Content(f"Members: {everyone}"), classes="settings-line", id="settings-members")
+            if self.channel.requires:
+                required = ", ".join(f"{key}={value}" for key, value in self.channel.requires)
+                yield Static(Content(f"Requires: {printable(required)}"), classes="settings-line", id="settings-requires")
             if not self.manages:
                 yield Static("Only its channel admins and workspace admins change this channel.", classes="dialog-hint")
             else:
