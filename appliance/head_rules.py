@@ -26,8 +26,8 @@ DIRECT_KEYS = frozenset({"name", "kind", "participants"})
 @dataclass(frozen=True)
 class HeadEdit:
     """One change to a head: the head before and after it, what it wrote ("name",
-    "members/<user hex>", ...), and the head as the changes concurrent with it leave it (every
-    change but it and those that saw it)."""
+    "members/<user hex>", ...), and - read only when needed - the head as the changes
+    concurrent with it leave it (every change but it and those that saw it)."""
 
     change: VerifiedChange
     before: documents.ChannelHead | None
@@ -35,7 +35,7 @@ class HeadEdit:
     before_state: dict[str, tuple[object, bytes]]
     after_state: dict[str, tuple[object, bytes]]
     touched: frozenset[str]
-    beside: documents.ChannelHead | None
+    beside_of: Callable[[], documents.ChannelHead | None]
 
     @property
     def author_hex(self) -> str:
@@ -49,25 +49,48 @@ class HeadEdit:
 
 def head_edits(channel_id: str, trial: Document, verified: Sequence[VerifiedChange], actor: bytes) -> list[HeadEdit]:
     """Each of `verified` (in the order given, causal) with what it did, read from `trial`: the
-    head document with them applied."""
+    head document with them applied. A change that builds on the one before it (the usual,
+    linear history) costs one applied change, not a load of the document."""
     history = trial.get_changes([])
     graph = {change.hash: b"".join(change.deps) for change in history}
     raw = {change.hash: change.raw_bytes for change in history}
     order = [change.hash for change in history]
+    children: dict[bytes, list[bytes]] = {}
+    for logged in history:
+        for dep in logged.deps:
+            children.setdefault(dep, []).append(logged.hash)
 
     def load(hashes: set[bytes]) -> Document:
         data = b"".join(raw[h] for h in order if h in hashes)
         return documents.load_document(data, actor) if data else documents.new_document(actor)
 
+    def seen_by(start: bytes) -> set[bytes]:
+        found, stack = set(), [start]
+        while stack:
+            current = stack.pop()
+            if current not in found:
+                found.add(current)
+                stack.extend(children.get(current, ()))
+        return found
+
     edits = []
+    last: tuple[set[bytes], Document] | None = None
     for change in verified:
+        change_hash = change.header.hash
         past = ancestors(graph, list(change.header.deps))
-        before, after = load(past), load(past | {change.header.hash})
-        seen_by = {h for h in order if change.header.hash in ancestors(graph, [h])}  # it and its descendants
-        beside = documents.read_head(load(set(order) - seen_by), channel_id)
+        before = last[1] if last is not None and last[0] == past else load(past)
+        after = before.fork()
+        documents.apply_changes(after, [raw[change_hash]])
+        last = (past | {change_hash}, after)
+        before_head = documents.read_head(before, channel_id)
+        concurrent = set(order) - seen_by(change_hash) - past
+
+        def beside_of(past: set[bytes] = past, concurrent: set[bytes] = concurrent, before_head: documents.ChannelHead | None = before_head) -> documents.ChannelHead | None:
+            return documents.read_head(load(past | concurrent), channel_id) if concurrent else before_head
+
         before_state, after_state = documents.head_state(before), documents.head_state(after)
         touched = frozenset(key for key in before_state.keys() | after_state.keys() if before_state.get(key) != after_state.get(key))
-        edits.append(HeadEdit(change, documents.read_head(before, channel_id), documents.read_head(after, channel_id), before_state, after_state, touched, beside))
+        edits.append(HeadEdit(change, before_head, documents.read_head(after, channel_id), before_state, after_state, touched, beside_of))
     return edits
 
 
@@ -123,4 +146,7 @@ def still_admin(edit: HeadEdit, workspace_admin: Callable[[bytes], bool]) -> boo
     author = edit.change.header.author
     if edit.before is None or not edit.touched or edit.only_leaves or edit.before.kind == documents.ChannelKind.DIRECT:
         return True
-    return workspace_admin(author) or (edit.beside is not None and edit.beside.is_channel_admin(author.hex()))
+    if workspace_admin(author):
+        return True
+    beside = edit.beside_of()
+    return beside is not None and beside.is_channel_admin(author.hex())
