@@ -123,3 +123,18 @@ async def test_same_named_channels_show_their_creator_and_id(tmp_path: Path) -> 
         await until(pilot, lambda: len(channels.channels) == 2, "both channels")
         shown = screen_text(pilot.app)
         assert f"# ops (alice, {ours.channel_id[:4]})" in shown and f"# ops (bob, {theirs.channel_id[:4]})" in shown
+
+
+async def test_a_plain_member_sees_the_members_but_no_controls(tmp_path: Path) -> None:
+    alice, bob = await make_workspace(tmp_path, "bob")
+    async with alice, bob:
+        await alice.chat.create_channel("ops", private=True)
+        await alice.chat.add_member("ops", "bob")
+        await sync_all(alice, bob)
+    async with RallypointApp(bob.home, PASSPHRASE).run_test(size=SIZE, notifications=True) as pilot:
+        await main_screen(pilot)
+        await until(pilot, lambda: pane_title(pilot.app).startswith("# ops"), "the channel")
+        await open_settings(pilot)
+        await until_shown(pilot, "Only its channel admins and workspace admins change this channel.")
+        assert "Channel admins: alice" in screen_text(pilot.app) and "Members: bob" in screen_text(pilot.app)
+        assert not pilot.app.screen.query("#rename") and not pilot.app.screen.query("#add")
