@@ -420,9 +420,20 @@ class IntakeService:
                 raise ChangeRejected(f"directory change by {ids.key_id(author)}, who is not an admin")
         existing_certs = list(self._roster.current.users.values()) + list(self._roster.current.nodes.values())
         trial_dir = certs.resolve_directory(self._identity.row.workspace_key, existing_certs + found_certs, known_revs + found_revs, self._kernel.clock())
-        ever_admins = {c.key for c in list(self._roster.users_ever.values()) + found_certs if c.role == certs.Role.ADMIN} | {self._identity.row.workspace_key}
+        # Whoever was ever an admin by a certificate chained to the workspace key (as the
+        # directory resolves issuers; a certificate a non-admin issued to make themselves one
+        # counts for nothing): attributes issued by anyone else are refused, loudly.
+        issuers = {self._identity.row.workspace_key}
+        admin_certs = [c for c in found_certs + list(self._roster.users_ever.values()) if c.kind == certs.SubjectKind.USER and c.role == certs.Role.ADMIN]
+        grew = True
+        while grew:
+            grew = False
+            for admin_cert in admin_certs:
+                if admin_cert.issuer in issuers and admin_cert.key not in issuers:
+                    issuers.add(admin_cert.key)
+                    grew = True
         for cert in found_certs:
-            if cert.attributes and cert.issuer not in ever_admins:
+            if cert.attributes and cert.issuer not in issuers:
                 raise AttributesRefused(
                     f"the certificate of {cert.name} carries attributes issued by {ids.key_id(cert.issuer)}, who is not an admin", subject=cert.name, issuer=ids.key_id(cert.issuer)
                 )

@@ -128,3 +128,17 @@ async def test_attributes_issued_by_a_non_admin_are_refused_and_audited(tmp_path
         refused = [e for e in await bob.audit.entries() if e.action == AuditAction.ATTRIBUTES_REFUSED]
         assert len(refused) == 1 and refused[0].detail["user"] == "carol"
         assert bob.directory.current.user_by_name("carol") is not None and bob.directory.current.user_by_name("carol").attributes == ()
+
+
+async def test_attributes_set_by_an_admin_since_demoted_still_count(tmp_path: Path) -> None:
+    alice, bob, carol = await make_workspace(tmp_path, "bob", "carol")
+    async with alice, bob, carol:
+        await alice.directory.set_role("bob", "admin")
+        await sync_all(alice, bob)
+        await bob.directory.set_attributes("carol", SECRET)
+        await sync_all(bob, alice)
+        await alice.directory.set_role("bob", "member")
+        await sync_all(alice, carol)  # both certificates arrive together
+        cert = carol.directory.current.user_by_name("carol")
+        assert cert is not None and cert.attributes == SECRET
+        assert carol.directory.current.user_by_name("bob").role == "member"  # type: ignore[union-attr]
