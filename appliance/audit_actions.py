@@ -13,6 +13,23 @@ When each is written (actor: the acting user's key, the node's key, or "-" for n
 - USER_ADDED, ROLE_CHANGED, REVOKED: an admin added a user, changed a role, revoked a user or
   a node.
 - CHANNEL_CREATED, MEMBER_ADDED: a channel was created; a user was added to a private channel.
+- ATTRIBUTES_SET: an admin set a user's attributes (a new certificate; old and new).
+- ATTRIBUTES_REFUSED: a certificate carrying attributes issued by someone never an admin
+  arrived from another node; the batch was refused.
+- CHANNEL_POLICY_SET: a channel admin set the attributes a channel requires (none: cleared).
+- MEMBER_REMOVED: a channel admin (or workspace admin) removed a member from a channel.
+- CHANNEL_ADMIN_GRANTED, CHANNEL_ADMIN_REVOKED: a user was made a channel admin of a channel,
+  or stopped being one (still a member).
+- CHANNEL_RENAMED, CHANNEL_PURPOSE_SET: a channel's name or purpose was set (old and new).
+- CHANNEL_ARCHIVED, CHANNEL_UNARCHIVED: a channel was archived (nobody posts) or brought back.
+- CHANNEL_READ_ONLY_SET: a channel was made read-only (announcements: only channel admins post
+  or reply; everyone still reacts) or writable again (detail "read_only": true or false).
+- HEAD_CHANGE_REFUSED: a change to a channel's head (members, roles, name, purpose, archived,
+  read-only) arrived from another node by someone who may not make it; the batch was refused.
+- POSTS_WITHHELD: posts from another node by users who are not channel admins arrived in a
+  channel that is read-only or archived: kept in the document, not shown (one entry per import
+  and channel, with their ids and authors).
+- DIRECT_STARTED: the acting user started a direct conversation (its participants).
 - MESSAGE_DELETED: an admin deleted another user's message (deleting one's own is not audited).
 - SETTING_CHANGED: a node setting changed (the attachment size limit).
 - NETWORK_RULE: an admin allowed, denied or removed a network in the LAN allowlist.
@@ -52,6 +69,20 @@ class AuditAction(enum.StrEnum):
     CHANNEL_CREATED = "channel_created"
     MEMBER_ADDED = "member_added"
     MESSAGE_DELETED = "message_deleted"
+    MEMBER_REMOVED = "member_removed"
+    CHANNEL_ADMIN_GRANTED = "channel_admin_granted"
+    CHANNEL_ADMIN_REVOKED = "channel_admin_revoked"
+    CHANNEL_RENAMED = "channel_renamed"
+    CHANNEL_PURPOSE_SET = "channel_purpose_set"
+    CHANNEL_ARCHIVED = "channel_archived"
+    CHANNEL_UNARCHIVED = "channel_unarchived"
+    CHANNEL_READ_ONLY_SET = "channel_read_only_set"
+    HEAD_CHANGE_REFUSED = "head_change_refused"
+    POSTS_WITHHELD = "posts_withheld"
+    DIRECT_STARTED = "direct_started"
+    ATTRIBUTES_SET = "attributes_set"
+    CHANNEL_POLICY_SET = "channel_policy_set"
+    ATTRIBUTES_REFUSED = "attributes_refused"
     SETTING_CHANGED = "setting_changed"
     NETWORK_RULE = "network_rule"
     BUNDLE_ACCEPTED = "bundle_accepted"

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import nacl.signing
 
-from appliance import cbor, crypto
+from appliance import cbor, crypto, policy
 from appliance.errors import CertificateInvalid, InvalidInput
 
 CERT_DOMAIN = b"rallypoint/certificate/v1\x00"
@@ -66,6 +66,7 @@ class Certificate:
     signature: bytes
     encoded: bytes = field(compare=False, repr=False)
     home: bytes | None = None  # users: the node holding the user's key (routes private channels)
+    attributes: policy.Attributes = ()  # users: what an admin assigned (organisation, clearance...), sorted
 
     @property
     def fingerprint(self) -> bytes:
@@ -117,13 +118,19 @@ def issue_certificate(
     issued_at: int,
     expires_at: int | None = None,
     home: bytes | None = None,
+    attributes: policy.Attributes = (),
 ) -> Certificate:
     if kind not in tuple(SubjectKind):
         raise InvalidInput(f"unknown certificate kind {str(kind)!r}")
     role = check_role(role) if kind == SubjectKind.USER else Role.NODE
     if home is not None and (kind != SubjectKind.USER or len(home) != crypto.KEY_BYTES):
         raise InvalidInput("only a user certificate names a home node, by its 32-byte key")
-    optional = {} if home is None else {"home": home}
+    attributes = policy.check_attributes(attributes)
+    if attributes and kind != SubjectKind.USER:
+        raise InvalidInput("only a user certificate carries attributes")
+    optional: dict[str, object] = {} if home is None else {"home": home}
+    if attributes:  # only when there are some: certificates without keep their bytes
+        optional["attrs"] = dict(attributes)
     body = cbor.encode(
         {
             **optional,
@@ -189,7 +196,8 @@ def decode_certificate(encoded: bytes) -> Certificate:
     what = "certificate"
     kind = _field(body, "kind", str, what)
     required = {"v", "kind", "workspace", "key", "name", "role", "issuer", "issued_at", "expires_at"}
-    if kind not in tuple(SubjectKind) or not required <= set(body) <= required | {"home"} or ("home" in body and kind != SubjectKind.USER):
+    optional = {"home", "attrs"}
+    if kind not in tuple(SubjectKind) or not required <= set(body) <= required | optional or (set(body) & optional and kind != SubjectKind.USER):
         raise CertificateInvalid("certificate: unexpected fields")
     expires_at = body["expires_at"]
     if expires_at is not None and not isinstance(expires_at, int):
@@ -201,6 +209,15 @@ def decode_certificate(encoded: bytes) -> Certificate:
     issuer = _field(body, "issuer", bytes, what)
     issued_at = _field(body, "issued_at", int, what)
     home = _field(body, "home", bytes, what) if "home" in body else None
+    attributes: policy.Attributes = ()
+    if "attrs" in body:
+        raw = _field(body, "attrs", dict, what)
+        try:
+            attributes = policy.check_attributes(raw.items())
+        except InvalidInput as exc:
+            raise CertificateInvalid(f"certificate: {exc}") from exc
+        if not attributes:
+            raise CertificateInvalid("certificate: an empty attribute map is left out, not written")
     if role not in (ROLES if kind == SubjectKind.USER else (Role.NODE,)):
         raise CertificateInvalid(f"certificate: unknown role {role!r}")
     cert = Certificate(
@@ -215,6 +232,7 @@ def decode_certificate(encoded: bytes) -> Certificate:
         signature=signature,
         encoded=encoded,
         home=home,
+        attributes=attributes,
     )
     crypto.require_signature(cert.issuer, CERT_DOMAIN + body_bytes, signature, "certificate")
     return cert

@@ -5,8 +5,10 @@ only its author creates, in the same change - so concurrent first writes never c
 
     directory: {"cert:<fingerprint>": cbor bytes, "rev:<fingerprint>": cbor bytes,
                 "terms:<fingerprint>": cbor bytes, "accept:<fingerprint>": cbor bytes}
-    head:      {name, purpose, kind, created_by, created_at, archived,
+    head:      {name, purpose, kind, created_by, created_at, archived, read_only,
                 members: {user_hex: role}}            # made whole by the creator's first change
+    dm head:   {name: "", kind: "direct", participants: "hex,hex,..."}   # scalars only: two
+                participants may write it concurrently, the values are the same (no container)
     segment:   messages, each a root key or a few (appliance/segments.py, both formats)
 
 A segment document holds at most `segment_size` messages as seen by the node that posts;
@@ -24,8 +26,9 @@ from typing import Any, NamedTuple
 from automerge import core
 from automerge._automerge import Document, Message, SyncState
 
+from appliance import policy
 from appliance.changes import ACTOR_BYTES, AUTHOR_KEY_BYTES, uleb128
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, InvalidInput
 
 ROOT = core.ROOT
 Str, Int, Bool, Bytes, Null = (
@@ -49,17 +52,29 @@ class DocumentKind(StrEnum):
 
 
 class ChannelKind(StrEnum):
-    """Who may read a channel: every user, or its members (and admins)."""
+    """Who may read a channel: every user, its members, or the participants of a direct
+    conversation (whose id is derived from them, appliance/direct.py)."""
 
     PUBLIC = "public"
     PRIVATE = "private"
+    DIRECT = "direct"
 
 
 class ChannelRole(StrEnum):
-    """A user's place in a channel's member map."""
+    """A user's place in a channel's member map. OWNER is what heads written before channel
+    roles say of their creator: it reads as a channel admin, and is shown as one."""
 
-    OWNER = "owner"  # its creator: may add members
+    OWNER = "owner"
+    ADMIN = "admin"
     MEMBER = "member"
+    REMOVED = "removed"  # a former member: kept so the head still reaches their node (they learn they left)
+
+
+CHANNEL_ADMIN_ROLES = frozenset({ChannelRole.OWNER.value, ChannelRole.ADMIN.value})
+
+
+def is_channel_admin_role(role: str | None) -> bool:
+    return role in CHANNEL_ADMIN_ROLES
 
 
 class DocumentRef(NamedTuple):
@@ -211,6 +226,17 @@ class ChannelHead:
     created_at: int
     archived: bool
     members: dict[str, str] = field(default_factory=dict)  # user hex -> a ChannelRole as the document spells it
+    read_only: bool = False  # announcements: only channel admins post
+    former: tuple[str, ...] = ()  # users removed from it (or who left): its head still goes to their nodes
+    requires: policy.Attributes = ()  # attributes a user needs to be in it, read it, or have it routed to their node
+
+    def is_channel_admin(self, user_hex: str) -> bool:
+        """A channel admin (its creator by default; "owner" in older heads). Never in a direct conversation."""
+        return self.kind != ChannelKind.DIRECT and is_channel_admin_role(self.members.get(user_hex))
+
+    @property
+    def admins(self) -> tuple[str, ...]:
+        return tuple(sorted(user for user, role in self.members.items() if is_channel_admin_role(role)))
 
 
 def create_head(doc: Document, *, name: str, purpose: str, kind: ChannelKind, created_by: str, created_at: int) -> None:
@@ -221,8 +247,39 @@ def create_head(doc: Document, *, name: str, purpose: str, kind: ChannelKind, cr
         tx.put(ROOT, "created_by", Str, created_by)
         tx.put(ROOT, "created_at", Int, created_at)
         tx.put(ROOT, "archived", Bool, False)
+        tx.put(ROOT, "read_only", Bool, False)
         members = tx.put_object(ROOT, "members", MapType)
-        tx.put(members, created_by, Str, str(ChannelRole.OWNER))
+        tx.put(members, created_by, Str, str(ChannelRole.OWNER))  # "owner": what older nodes know as channel admin
+
+
+def create_direct_head(doc: Document, participants: str) -> None:
+    """A direct conversation's head: root scalars only, the same values whichever participant
+    writes them first (`participants`: their sorted key hexes joined by commas)."""
+    with doc.transaction() as tx:
+        tx.put(ROOT, "name", Str, "")
+        tx.put(ROOT, "kind", Str, str(ChannelKind.DIRECT))
+        tx.put(ROOT, "participants", Str, participants)
+
+
+class HeadField(StrEnum):
+    """The root scalars of a channel head a channel admin may set."""
+
+    NAME = "name"
+    PURPOSE = "purpose"
+    ARCHIVED = "archived"
+    READ_ONLY = "read_only"
+    REQUIRES = "requires"  # the attributes a user needs to be in it or read it (appliance/policy.py)
+
+
+UNSATISFIABLE: policy.Attributes = (("-", "-"),)  # what a head's malformed requirement reads as: nobody qualifies
+
+
+def set_head_field(doc: Document, head_field: HeadField, value: str | bool) -> None:
+    with doc.transaction() as tx:
+        if isinstance(value, bool):
+            tx.put(ROOT, str(head_field), Bool, value)
+        else:
+            tx.put(ROOT, str(head_field), Str, value)
 
 
 def set_member(doc: Document, user_hex: str, role: ChannelRole | None) -> None:
@@ -241,17 +298,30 @@ def read_head(doc: Document, channel_id: str) -> ChannelHead | None:
     if not isinstance(name, str):
         return None
     members: dict[str, str] = {}
+    former: list[str] = []
     members_obj = child(doc, ROOT, "members")
     if members_obj is not None:
         for key in doc.keys(members_obj):
             role, _ = _scalar(doc, members_obj, key)
-            if isinstance(role, str):
+            if role == ChannelRole.REMOVED:
+                former.append(key)
+            elif isinstance(role, str):
                 members[key] = role
     purpose, _ = _scalar(doc, ROOT, "purpose")
     kind, _ = _scalar(doc, ROOT, "kind")
     created_by, _ = _scalar(doc, ROOT, "created_by")
     created_at, _ = _scalar(doc, ROOT, "created_at")
     archived, _ = _scalar(doc, ROOT, "archived")
+    read_only, _ = _scalar(doc, ROOT, "read_only")
+    requires, _ = _scalar(doc, ROOT, "requires")
+    try:
+        required = policy.decode(requires) if isinstance(requires, str) else () if requires is None else UNSATISFIABLE
+    except InvalidInput:
+        required = UNSATISFIABLE
+    if kind == ChannelKind.DIRECT:
+        participants, _ = _scalar(doc, ROOT, "participants")
+        listed = participants.split(",") if isinstance(participants, str) and participants else []
+        return ChannelHead(channel_id, name, "", ChannelKind.DIRECT, "", 0, False, {user: str(ChannelRole.MEMBER) for user in listed})
     return ChannelHead(
         channel_id=channel_id,
         name=name,
@@ -261,4 +331,38 @@ def read_head(doc: Document, channel_id: str) -> ChannelHead | None:
         created_at=created_at if isinstance(created_at, int) else 0,
         archived=archived is True,
         members=members,
+        read_only=read_only is True,
+        former=tuple(sorted(former)),
+        requires=required,
     )
+
+
+def op_id(exid: bytes) -> bytes:
+    """An op's identity as every copy of a document spells it: an exid is tag, actor length,
+    actor, the actor's index in this copy's actor table (which depends on the actors it holds),
+    counter - the index is left out."""
+    if len(exid) < 2 or exid[1] >= 0x80:
+        return exid
+    at = 2 + exid[1]
+    while at < len(exid) and exid[at] & 0x80:  # the index, a ULEB128
+        at += 1
+    return exid[: 2 + exid[1]] + exid[at + 1 :]
+
+
+def head_state(doc: Document) -> dict[str, tuple[Any, bytes]]:
+    """Every value of a head that a change can set, with the op that set it (root keys, and
+    "members/<user>" for the member map's entries): two versions of a head differ here exactly
+    where a change between them wrote (Automerge makes no op for a put of the value already there).
+    Ops are named by `op_id`: two copies of a document number their actors differently."""
+    state: dict[str, tuple[Any, bytes]] = {}
+    for key in doc.keys(ROOT):
+        got = doc.get(ROOT, key)
+        if got is not None:
+            state[key] = (got[0] if isinstance(got[0], core.ObjType) else got[0][1], op_id(got[1]))
+    members_obj = child(doc, ROOT, "members")
+    if members_obj is not None:
+        for key in doc.keys(members_obj):
+            got = doc.get(members_obj, key)
+            if got is not None:
+                state[f"members/{key}"] = (got[0] if isinstance(got[0], core.ObjType) else got[0][1], op_id(got[1]))
+    return state

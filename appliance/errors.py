@@ -18,8 +18,11 @@ translated at the boundary (`raise X(...) from exc`).
     │   │   ├── BlobTooLarge
     │   │   ├── CborTooLarge               (appliance.cbor)
     │   │   ├── NotARegularFile            (appliance.files)
-    │   │   └── FileTooLarge               (appliance.files)
+    │   │   ├── FileTooLarge               (appliance.files)
+    │   │   └── AmbiguousChannel           (appliance.services.heads)
     │   ├── ChangeRejected
+    │   │   ├── AttributesRefused
+    │   │   ├── HeadChangeRefused
     │   │   └── MissingDependencies
     │   ├── MalformedChange                (appliance.changes)
     │   ├── DocumentError                  (appliance.documents)
@@ -80,6 +83,27 @@ class BlobTooLarge(InvalidInput):
 
 class ChangeRejected(ApplianceError):
     """A batch of changes that failed verification; nothing of it was applied."""
+
+
+class HeadChangeRefused(ChangeRejected):
+    """A change to a channel's head (members, roles, name, purpose, archived, read-only) by
+    someone who may not make it, from elsewhere: the whole batch is refused and audited."""
+
+    def __init__(self, message: str, *, channel_id: str, channel: str, author: str) -> None:
+        super().__init__(message)
+        self.channel_id = channel_id
+        self.channel = channel
+        self.author = author
+
+
+class AttributesRefused(ChangeRejected):
+    """A certificate carrying attributes whose issuer is not an admin, from elsewhere: the
+    whole batch is refused and audited."""
+
+    def __init__(self, message: str, *, subject: str, issuer: str) -> None:
+        super().__init__(message)
+        self.subject = subject
+        self.issuer = issuer
 
 
 class MissingDependencies(ChangeRejected):

@@ -44,6 +44,7 @@ class UserInfo:
     role: Role
     local: bool  # this node holds the user's secret key
     revoked: bool = False
+    attributes: tuple[tuple[str, str], ...] = ()  # what an admin assigned (appliance/policy.py)
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,31 @@ class ChannelSummary:
     archived: bool
     unread: int
     mentions: int
-    members: tuple[str, ...]  # user names (private channels)
+    members: tuple[str, ...]  # user names (private channels, direct conversations' participants)
+    label: str = ""  # as lists show it: `#ops`, `#ops (alice, 3f2a)` when names clash, `@bob` for a direct conversation
+    read_only: bool = False
+    admins: tuple[str, ...] = ()  # channel admins' user names
+    created_by: str = ""  # its creator's user name
+    requires: tuple[tuple[str, str], ...] = ()  # attributes a user needs to be in it (appliance/policy.py)
+
+    @property
+    def is_direct(self) -> bool:
+        return self.kind == "direct"
+
+
+class MemberRole(StrEnum):
+    """A member's place in a channel as shown ("owner" in older heads shows as channel admin)."""
+
+    CHANNEL_ADMIN = "channel admin"
+    MEMBER = "member"
+    PARTICIPANT = "participant"  # of a direct conversation
+
+
+@dataclass(frozen=True)
+class ChannelMember:
+    name: str
+    user_key: str  # hex
+    role: MemberRole
 
 
 @dataclass(frozen=True)

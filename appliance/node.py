@@ -48,7 +48,7 @@ class Node:
         self.feed = kernel.feed
         self._roster = roster = Roster(kernel, row.workspace_key)
         self.identity = IdentityService(kernel, roster, row, keys)
-        heads = ChannelHeads(kernel, self.identity)
+        heads = ChannelHeads(kernel, self.identity, roster)
         self.replica = ReplicaService(kernel, self.identity, roster, heads)
         self.views = ViewsService(kernel, self.identity, roster, heads, self.replica)
         self.directory = DirectoryService(kernel, self.identity, roster, self.replica, self.views)

@@ -123,6 +123,9 @@ channels = Table(
     Column("created_by", String(64), nullable=False),
     Column("created_at", Integer, nullable=False),
     Column("members", Text, nullable=False),  # JSON {user_hex: role}
+    Column("read_only", Boolean, nullable=False, server_default=text("0")),  # announcements: only channel admins post
+    Column("former", Text, nullable=False, server_default=text("'[]'")),  # JSON [user_hex]: removed members (their nodes get the head)
+    Column("requires", Text, nullable=False, server_default=text("''")),  # attributes a user needs (appliance/policy.py), "" for none
 )
 
 # row_id is the stable rowid the FTS5 index (SQLite) points at; triggers keep it in step.
@@ -146,6 +149,9 @@ messages = Table(
     # Who set the delete flag when not the author (user hex): whether it counts depends on who
     # is an admin, so these rows are re-read when that changes. '' = not yet known (upgrade).
     Column("deleted_by", String(64)),
+    # A post or reply from elsewhere by someone not a channel admin, arrived while its channel
+    # was read-only or archived: kept in the document, never shown (appliance/services/withheld.py).
+    Column("withheld", Boolean, nullable=False, server_default=text("0")),
     Index("ix_messages_channel", "channel_id", "message_id"),
     # Partial: most messages are no reply and deleted by nobody else, and write no entry.
     Index("ix_messages_thread", "root_id", "message_id", sqlite_where=text("root_id IS NOT NULL"), postgresql_where=text("root_id IS NOT NULL")),

@@ -85,6 +85,8 @@ class RallypointApp(App[str]):
         if isinstance(screen, MainScreen):
             yield SystemCommand("Peers and sync health", "every known node, its trust, session and lag (F2)", partial(screen.action_open, "peers"))
             yield SystemCommand("New channel", "create a channel (ctrl+n)", screen.action_new_channel)
+            yield SystemCommand("Channel settings", "members, channel admins, rename, purpose, archive, read-only (F6)", screen.action_channel_settings)
+            yield SystemCommand("Direct message", "start a conversation with 1 to 7 users (F7)", screen.action_direct_message)
             yield SystemCommand("Attach a file", "to the next message, from a path or the folder tree (ctrl+o in the composer)", screen.action_attach)
             yield SystemCommand("Search", "full-text search across channels (ctrl+f)", screen.action_search)
             yield SystemCommand("Courier", "import and export bundles on a USB stick or any folder (F4)", partial(screen.action_open, "courier"))

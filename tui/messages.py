@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Literal
 from textual.message import Message
 
 from appliance.audit import AuditVerdict
-from appliance.model import ChannelSummary, Enrollment, Identity, MessageView, NodeInfo, PeerStatus, TermsInfo, TermsStanding, UserInfo
+from appliance.model import ChannelMember, ChannelSummary, Enrollment, Identity, MessageView, NodeInfo, PeerStatus, TermsInfo, TermsStanding, UserInfo
 from appliance.netpolicy import NetworkRule
 from appliance.node import Node
 from sync.lan import LanEvent, SessionInfo
@@ -139,6 +139,25 @@ class ChannelCreated(Message, bubble=False):
     def __init__(self, channel: ChannelSummary) -> None:
         super().__init__()
         self.channel = channel
+
+
+class SettingsLoaded(Message, bubble=False):
+    """A channel's members, read for its settings dialog; `manages`: the acting user may change it."""
+
+    def __init__(self, channel: ChannelSummary, members: list[ChannelMember], manages: bool) -> None:
+        super().__init__()
+        self.channel = channel
+        self.members = members
+        self.manages = manages
+
+
+class ChannelEdited(Message, bubble=False):
+    """A channel admin's change went through: what to tell the operator, which channel to show."""
+
+    def __init__(self, done: str, channel_id: str) -> None:
+        super().__init__()
+        self.done = done
+        self.channel_id = channel_id
 
 
 class SearchResults(Message, bubble=False):

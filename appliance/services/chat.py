@@ -1,4 +1,5 @@
-"""Writing: channels (create, add a member) and messages (post, bulk post, edit, delete,
+"""Writing: channels (create; running them is `chat.admin`, appliance/services/channel_admin.py)
+and messages (post, bulk post, edit, delete,
 react), each a signed change committed with its view rows in one transaction. A message's
 view row is built from what the call was given (a post's fields, or the stored row with what
 an edit, deletion or reaction changes), never read back from the document, and written in one
@@ -19,10 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from appliance import certs, documents, ids, segments
 from appliance import schema as t
 from appliance.audit_actions import AuditAction
-from appliance.errors import InvalidInput, NotFound, PermissionDenied
+from appliance.errors import InvalidInput, PermissionDenied
 from appliance.kernel import Kernel, Stale
 from appliance.model import ChannelSummary
 from appliance.services.blobs import Attachment, BlobsService
+from appliance.services.channel_admin import ChannelAdmin
 from appliance.services.heads import ChannelHeads
 from appliance.services.identity import IdentityService
 from appliance.services.replica import ReplicaService
@@ -72,6 +74,7 @@ class ChatService:
         self._blobs = blobs
         self._terms = TermsGate(identity, roster)  # nothing is written for a user who has not accepted the terms
         self._message_ids = ids.MessageIdFactory()
+        self.admin = ChannelAdmin(kernel, identity, roster, heads, replica, check_channel_name)
         self._segment_cursor: dict[str, tuple[int, int]] = {}  # channel -> (newest segment, its messages)
         kernel.on_stale(self._drop)
 
@@ -95,6 +98,7 @@ class ChatService:
             raise InvalidInput("purpose too long (at most 250 characters)")
         async with self._kernel.store.reading() as conn:
             clash = (await conn.execute(select(t.channels.c.channel_id).where(and_(t.channels.c.name == name, t.channels.c.archived.is_(False))))).first()
+        # Only here: another node may make a channel of this name while apart; both are kept.
         if clash is not None:
             raise InvalidInput(f"a channel named #{name} already exists")
         channel_id = self._kernel.rng(10).hex()
@@ -109,27 +113,16 @@ class ChatService:
             await self._kernel.audit(conn, self._kernel.clock(), self._identity.user_key.hex(), AuditAction.CHANNEL_CREATED, {"channel": name, "kind": kind})
 
         await self._replica.commit_local(doc_id, mutate, also)
-        return ChannelSummary(channel_id, name, purpose, kind, False, 0, 0, (cert.name,))
+        return ChannelSummary(channel_id, name, purpose, kind, False, 0, 0, (cert.name,), f"#{name}", False, (cert.name,), cert.name)
 
     async def add_member(self, channel: str, user_name: str) -> None:
+        """Adds a user to a private channel (`admin.add_member`)."""
         self._terms.require_accepted("adding a member")
-        head = await self._heads.channel(channel)
-        if head.kind != "private":
-            raise InvalidInput(f"#{head.name} is public: every user can already read it")
-        if head.members.get(self._identity.user_key.hex()) != "owner" and not self._roster.current.is_admin(self._identity.user_key):
-            raise PermissionDenied(f"only the owner of #{head.name} or an admin can add members")
-        target = self._roster.current.user_by_name(user_name)
-        if target is None:
-            raise NotFound(f"no user {user_name!r}")
-        doc_id = documents.head_doc_id(head.channel_id)
+        await self.admin.add_member(channel, user_name)
 
-        async def also(conn: AsyncConnection) -> None:
-            await self._heads.materialise_head(conn, head.channel_id, self._replica.loaded(doc_id))
-            await self._kernel.audit(conn, self._kernel.clock(), self._identity.user_key.hex(), AuditAction.MEMBER_ADDED, {"channel": head.name, "user": user_name, "role": "member"})
-
-        await self._replica.commit_local(doc_id, lambda doc: documents.set_member(doc, target.key.hex(), documents.ChannelRole.MEMBER), also)
-
-    async def _writable(self, channel: str) -> documents.ChannelHead:
+    async def _writable(self, channel: str, *, posting: bool = False) -> documents.ChannelHead:
+        """The channel, if the acting user may write in it: not an observer, not archived, and
+        for a post or reply in a read-only channel, a channel admin of it (reacting stays open)."""
         self._terms.require_accepted("posting")
         head = await self._heads.channel(channel)
         cert = self._identity.acting_cert()
@@ -137,6 +130,8 @@ class ChatService:
             raise PermissionDenied("observers can read but not write")
         if head.archived:
             raise PermissionDenied(f"#{head.name} is archived")
+        if posting and head.read_only and not head.is_channel_admin(self._identity.user_key.hex()):
+            raise await self.admin.denied(f"#{head.name} is read-only: only its channel admins post there", {"channel": head.name, "channel_id": head.channel_id})
         return head
 
     async def _segment_for_new_message(self, channel_id: str) -> str:
@@ -166,7 +161,7 @@ class ChatService:
         return found
 
     async def post(self, channel: str, body: str, *, reply_to: str | None = None, attachments: Sequence[Attachment] = ()) -> str:
-        head = await self._writable(channel)
+        head = await self._writable(channel, posting=True)
         if reply_to is not None:
             parent = await self._views.message_row(reply_to)
             if parent["channel_id"] != head.channel_id:
@@ -181,7 +176,7 @@ class ChatService:
         message, but one transaction per segment's worth. A segment it fills is snapshotted at
         once (~5 ms a segment, 10 us a message): history brought in is often sent on at once,
         and a segment goes whole as its snapshot."""
-        head = await self._writable(channel)
+        head = await self._writable(channel, posting=True)
         checked = [check_text(body) for body in bodies]
         posted: list[str] = []
         while len(posted) < len(checked):

@@ -11,7 +11,7 @@ from automerge._automerge import Document
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from appliance import certs, crypto, documents, ids
+from appliance import certs, crypto, documents, ids, policy
 from appliance import schema as t
 from appliance.audit_actions import AuditAction
 from appliance.directory_records import Record, record_key, record_kind
@@ -45,7 +45,7 @@ class DirectoryService:
     def users(self, revoked: bool = False) -> list[UserInfo]:
         """The workspace's users; with `revoked`, also those whose certificate was revoked (role as last certified)."""
         listed = [
-            UserInfo(name=c.name, key=k, role=c.role, local=k in self._identity.keys.users)
+            UserInfo(name=c.name, key=k, role=c.role, local=k in self._identity.keys.users, attributes=c.attributes)
             for k, c in self._roster.current.users.items()
         ]
         if revoked:
@@ -120,10 +120,42 @@ class DirectoryService:
             raise NotFound(f"no user {name!r}")
         issued_at = max(self._kernel.clock(), current.issued_at + 1)  # newer than the certificate it replaces
         cert = certs.issue_certificate(
-            issuer, workspace=self._identity.row.workspace_key, kind=certs.SubjectKind.USER, key=current.key, name=name, role=granted, issued_at=issued_at, home=current.home
+            issuer,
+            workspace=self._identity.row.workspace_key,
+            kind=certs.SubjectKind.USER,
+            key=current.key,
+            name=name,
+            role=granted,
+            issued_at=issued_at,
+            home=current.home,
+            attributes=current.attributes,
         )
         await self.add_entries([cert], AuditAction.ROLE_CHANGED, {"user": name, "from": current.role, "to": role})
-        return UserInfo(name=name, key=current.key, role=granted, local=current.key in self._identity.keys.users)
+        return UserInfo(name=name, key=current.key, role=granted, local=current.key in self._identity.keys.users, attributes=current.attributes)
+
+    async def set_attributes(self, name: str, attributes: policy.Attributes) -> UserInfo:
+        """Replaces a user's attributes (none: clears them) with a new certificate signed by the
+        acting admin; it travels with the directory, and every node routes and admits by it."""
+        issuer = await self._identity.require_admin("user attributes")
+        attributes = policy.check_attributes(attributes)
+        current = self._roster.current.user_by_name(name)
+        if current is None:
+            raise NotFound(f"no user {name!r}")
+        issued_at = max(self._kernel.clock(), current.issued_at + 1)
+        cert = certs.issue_certificate(
+            issuer,
+            workspace=self._identity.row.workspace_key,
+            kind=certs.SubjectKind.USER,
+            key=current.key,
+            name=name,
+            role=current.role,
+            issued_at=issued_at,
+            home=current.home,
+            attributes=attributes,
+        )
+        detail: dict[str, object] = {"user": name, "from": policy.describe(current.attributes), "to": policy.describe(attributes)}
+        await self.add_entries([cert], AuditAction.ATTRIBUTES_SET, detail)
+        return UserInfo(name=name, key=current.key, role=current.role, local=current.key in self._identity.keys.users, attributes=attributes)
 
     async def revoke(self, subject: bytes, reason: str) -> None:
         """A signed revocation entry in the directory; it travels with the directory document."""

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple, cast
 from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from appliance import documents, ids
+from appliance import documents, ids, policy
 from appliance import schema as t
 from appliance.changes import SignedChange
 from appliance.covered import add_to_graph, unpack_covered
@@ -74,16 +74,22 @@ class ExchangeService:
         self._heads = heads
         self._replica = replica
 
-    def routable_to(self, peer: bytes, head: documents.ChannelHead) -> bool:
+    def routable_to(self, peer: bytes, head: documents.ChannelHead, *, head_document: bool = False) -> bool:
         """Whether a channel's documents may go to node `peer`: public channels go everywhere,
-        private ones only to nodes that hold a member's key (its certificate's home)."""
-        if head.kind == "public":
+        private ones and direct conversations only to nodes that hold a member's (participant's)
+        key - its certificate's home - as the head now says: a member removed, their node gets
+        nothing new of it unless it serves another member. Only the head itself (names and
+        roles, no messages) still goes to a former member's node, so that it learns of the
+        removal and stops showing the channel. A channel that requires attributes goes, head
+        and all, only to nodes that serve a user who has them (a public one: any such user)."""
+        if head.kind == "public" and not head.requires:
             return True
-        for member in head.members:
-            cert = self._roster.current.users.get(bytes.fromhex(member))
-            if cert is not None and cert.home == peer:
-                return True
-        return False
+        if head.kind == "public":  # a requirement: only to nodes that serve a user who meets it
+            candidates = [cert for cert in self._roster.current.users.values() if cert.home == peer]
+        else:
+            users = list(head.members) + (list(head.former) if head_document else [])
+            candidates = [cert for member in users if (cert := self._roster.current.users.get(bytes.fromhex(member))) is not None and cert.home == peer]
+        return any(policy.satisfies(cert.attributes, head.requires) for cert in candidates)
 
     async def delta_for(
         self, peers: Sequence[bytes], *, only: Collection[str] | None = None, also_held: Mapping[str, Sequence[bytes]] | None = None, wholes: bool = True
@@ -256,7 +262,7 @@ class ExchangeService:
                 continue
             if row.kind != "directory":
                 head = await self._heads.head(row.channel_id)
-                if head is None or not all(self.routable_to(p, head) for p in peers):
+                if head is None or not all(self.routable_to(p, head, head_document=row.kind == "head") for p in peers):
                     continue
             allowed.append(row)
         allowed.sort(key=lambda r: (import_rank(r.doc_id), -r.segment_index, r.channel_id))

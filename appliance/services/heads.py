@@ -1,5 +1,8 @@
 """Channel heads as materialised in `channels`: the one cache of heads and of channel names,
-lookups by name or id among the channels the acting user can read."""
+lookups by name or id among the channels the acting user can read. Two channels may share a
+name (made apart on two nodes): a name that stands for several is an error listing each with
+the way to name it alone (`#ops~3f2a`, the start of its id, or the id); `@bob` or `@bob,carol`
+names the acting user's direct conversation with them."""
 
 from __future__ import annotations
 
@@ -10,17 +13,36 @@ from automerge._automerge import Document
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from appliance import documents
+from appliance import direct, documents, policy
 from appliance import schema as t
-from appliance.errors import NotFound
+from appliance.errors import InvalidInput, NotFound
 from appliance.kernel import Kernel, Stale
 from appliance.services.identity import IdentityService
+from appliance.services.roster import Roster
+
+SHORT_ID = 4  # hex digits of a channel id that tell same-named channels apart in lists
+
+
+def short_id(channel_id: str) -> str:
+    return channel_id[:SHORT_ID]
+
+
+def _requirement(text: str) -> policy.Attributes:
+    try:
+        return policy.decode(text)
+    except InvalidInput:
+        return documents.UNSATISFIABLE
+
+
+class AmbiguousChannel(InvalidInput):
+    """A channel name that several channels the user can read carry."""
 
 
 class ChannelHeads:
-    def __init__(self, kernel: Kernel, identity: IdentityService) -> None:
+    def __init__(self, kernel: Kernel, identity: IdentityService, roster: Roster) -> None:
         self._kernel = kernel
         self._identity = identity
+        self._roster = roster
         self._heads_cache: dict[str, documents.ChannelHead] = {}
         self._channel_by_name: dict[str, str] = {}
         kernel.on_stale(self._drop)
@@ -58,6 +80,9 @@ class ChannelHeads:
             created_at=row["created_at"],
             archived=row["archived"],
             members=json.loads(row["members"]),
+            read_only=row["read_only"],
+            former=tuple(json.loads(row["former"])),
+            requires=_requirement(row["requires"]),
         )
         self._heads_cache[channel_id] = head
         return head
@@ -74,6 +99,9 @@ class ChannelHeads:
             "created_by": head.created_by,
             "created_at": head.created_at,
             "members": json.dumps(head.members, sort_keys=True),
+            "read_only": head.read_only,
+            "former": json.dumps(list(head.former)),
+            "requires": policy.encode(head.requires) if head.requires != documents.UNSATISFIABLE else "-=-",
         }
         updated = await conn.execute(update(t.channels).where(t.channels.c.channel_id == channel_id).values(**values))
         if updated.rowcount == 0:
@@ -81,28 +109,85 @@ class ChannelHeads:
         self._heads_cache[channel_id] = head
         self._channel_by_name.clear()
 
-    @staticmethod
-    def can_read(head: documents.ChannelHead, user: bytes) -> bool:
-        return head.kind == "public" or user.hex() in head.members
+    def qualifies(self, head: documents.ChannelHead, user: bytes) -> bool:
+        """Whether the user's certificate carries every attribute the channel requires."""
+        if not head.requires:
+            return True
+        cert = self._roster.current.user(user)
+        return cert is not None and policy.satisfies(cert.attributes, head.requires)
 
-    async def channel(self, name_or_id: str) -> documents.ChannelHead:
-        """By id, or by name among the channels the acting user can read."""
+    def can_read(self, head: documents.ChannelHead, user: bytes) -> bool:
+        """Public channels: everyone; private channels and direct conversations: their members
+        (participants) - a member removed stops reading here, whatever this node still holds;
+        and in either, only users with every attribute the channel requires."""
+        return (head.kind == "public" or user.hex() in head.members) and self.qualifies(head, user)
+
+    def creator_name(self, head: documents.ChannelHead) -> str:
+        return self._roster.user_name(head.created_by) if head.created_by else "?"
+
+    def label(self, head: documents.ChannelHead, ambiguous: bool) -> str:
+        """How lists show a channel: `#ops`, or `#ops (alice, 3f2a)` when several share its
+        name; a direct conversation as `@` and its other participants."""
+        if head.kind == documents.ChannelKind.DIRECT:
+            me = self._identity.user_key.hex()
+            return "@" + ",".join(sorted(self._roster.user_name(u) for u in head.members if u != me))
+        return f"#{head.name} ({self.creator_name(head)}, {short_id(head.channel_id)})" if ambiguous else f"#{head.name}"
+
+    async def channel(self, name_or_id: str, *, administering: bool = False) -> documents.ChannelHead:
+        """By id, `name~idstart`, `@user[,user...]` (a direct conversation), or by name among the
+        channels the acting user can read - or, `administering` as a workspace admin, among every
+        channel but direct conversations; AmbiguousChannel when several share that name."""
         self._identity.require_unlocked()
+        me = self._identity.user_key
+        every = administering and self._roster.current.is_admin(me)
+
+        def visible(head: documents.ChannelHead | None) -> bool:
+            return head is not None and (self.can_read(head, me) or (every and head.kind != documents.ChannelKind.DIRECT))
+
         cached = self._channel_by_name.get(name_or_id)
-        if cached is not None:
+        if cached is not None and not every:
             head = await self.head(cached)
             if head is not None and self.can_read(head, self._identity.user_key):
                 return head
+        if name_or_id.startswith("@"):
+            return await self._direct(name_or_id)
+        name, _, prefix = name_or_id.lstrip("#").lower().partition("~")
         async with self._kernel.store.reading() as conn:
             by_id = (await conn.execute(select(t.channels.c.channel_id).where(t.channels.c.channel_id == name_or_id))).scalar()
             if by_id is None:
-                name = name_or_id.lstrip("#").lower()
-                candidates: Sequence[str] = (await conn.execute(select(t.channels.c.channel_id).where(t.channels.c.name == name).order_by(t.channels.c.created_at))).scalars().all()
+                query = select(t.channels.c.channel_id).where(t.channels.c.name == name, t.channels.c.kind != documents.ChannelKind.DIRECT)
+                if len(name) >= SHORT_ID and not prefix and all(c in "0123456789abcdef" for c in name):
+                    query = select(t.channels.c.channel_id).where((t.channels.c.name == name) | t.channels.c.channel_id.startswith(name))
+                candidates: Sequence[str] = (await conn.execute(query.order_by(t.channels.c.created_at, t.channels.c.channel_id))).scalars().all()
             else:
                 candidates = [by_id]
-        for channel_id in candidates:
-            head = await self.head(channel_id)
-            if head is not None and self.can_read(head, self._identity.user_key):
-                self._channel_by_name[name_or_id] = channel_id
-                return head
+        readable = [head for head in [await self.head(c) for c in candidates] if head is not None and visible(head)]
+        if prefix:
+            readable = [head for head in readable if head.channel_id.startswith(prefix)]
+        if len(readable) > 1:
+            listed = "; ".join(f"#{h.name}~{short_id(h.channel_id)} (created by {self.creator_name(h)}, id {h.channel_id})" for h in readable)
+            raise AmbiguousChannel(f"{len(readable)} channels are called #{name}: name one of them - {listed}")
+        if readable:
+            if not every:
+                self._channel_by_name[name_or_id] = readable[0].channel_id
+            return readable[0]
         raise NotFound(f"no channel {name_or_id!r} that you can read")
+
+    async def _direct(self, spec: str) -> documents.ChannelHead:
+        """The acting user's direct conversation with the users `@a,b` names."""
+        channel_id, _ = self.direct_id(spec.lstrip("@").split(","))
+        head = await self.head(channel_id)
+        if head is None or not self.can_read(head, self._identity.user_key):
+            raise NotFound(f"no direct conversation {spec} yet: start it with `rallypoint dm {' '.join(spec.lstrip('@').split(','))}`")
+        return head
+
+    def direct_id(self, user_names: Sequence[str]) -> tuple[str, tuple[bytes, ...]]:
+        """The id and participants of the acting user's direct conversation with `user_names`."""
+        keys = [self._identity.user_key]
+        for user_name in user_names:
+            cert = self._roster.current.user_by_name(user_name.strip().lstrip("@"))
+            if cert is None:
+                raise NotFound(f"no user {user_name!r}")
+            keys.append(cert.key)
+        participants = direct.participants_of(keys)
+        return direct.direct_channel_id(participants), participants

@@ -12,12 +12,12 @@ from automerge._automerge import Document
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from appliance import certs, documents, ids, segments
+from appliance import certs, documents, head_rules, ids, policy, segments
 from appliance import schema as t
 from appliance.audit_actions import AuditAction
 from appliance.changes import Authorise, SignedChange, VerifiedChange, verify_batch
-from appliance.directory_records import judge_directory_batch, record_kind
-from appliance.errors import ChangeRejected, MissingDependencies
+from appliance.directory_records import judge_directory_batch, record_kind, split_records
+from appliance.errors import AttributesRefused, ChangeRejected, HeadChangeRefused, MissingDependencies
 from appliance.feed import Origin
 from appliance.incoming import group_incoming
 from appliance.kernel import Kernel
@@ -137,7 +137,12 @@ class IntakeService:
             held_ids = self.held.for_workers(grouped)
             order = [doc_id for doc_id in grouped if doc_id not in held_ids]
             relay = receipt.sender if receipt is not None else None
-            plan, new_entries, directory, trial_heads = await self._verify_batches(order, grouped, known, relay, progress)
+            try:
+                plan, new_entries, directory, trial_heads = await self._verify_batches(order, grouped, known, relay, progress)
+            except (HeadChangeRefused, AttributesRefused) as exc:
+                if not preview:
+                    await self._audit_refusal(exc, received_from)
+                raise
             for doc_id in [whole.doc_id for whole in new_wholes] + list(held_ids):  # judged by the workers' authors, below
                 channel_id = documents.parse_doc_id(doc_id).channel_id
                 if channel_id not in trial_heads:
@@ -154,7 +159,9 @@ class IntakeService:
                 try:
                     async with self._kernel.store.transaction() as conn:
                         first = await self._replica.newest_change_id(conn)
+                        first_row = await self._views.newest_row(conn)
                         written = await self._write_batches(conn, plan, known, new_entries, blobs, received_from, preview, progress, wholes_of, held)
+                        await self._views.withhold(conn, first_row, received_from)
                         # Wholes admitted are new whole: the duplicates are the changes of batches not applied.
                         summary = replace(written.summary, duplicates=sum(len(c) for c in grouped.values()) - written.batched)
                         if receipt is not None:
@@ -209,11 +216,48 @@ class IntakeService:
             head = head_of(channel_id)
             if head is None:
                 return None if kind == "head" else f"segment of unknown channel {channel_id}"
+            if kind == "head":
+                return None  # what each head change did is judged on its own (head_rules, in _verify_batches)
+            if head.requires and not policy.satisfies(cert.attributes, head.requires):
+                return f"{cert.name} lacks the attributes #{head.name} requires ({policy.describe(head.requires)})"
+            if head.kind == documents.ChannelKind.DIRECT and author.hex() not in head.members:
+                return f"{cert.name} is not a participant of direct conversation {channel_id}"
             if head.kind != "public" and author.hex() not in head.members and not directory.is_admin(author):
                 return f"{cert.name} is not a member of private channel #{head.name}"
             return None
 
         return authorise
+
+    def _judge_head_changes(
+        self, channel_id: str, trial: Document, verified: Sequence[VerifiedChange], directory: certs.Directory, final: documents.ChannelHead | None
+    ) -> None:
+        """HeadChangeRefused for the first change of a head batch that its author may not make
+        (appliance/head_rules.py), judged on the directory and the head as the import leaves them."""
+        def name_of(author: bytes) -> str:
+            cert = directory.user(author) or self._roster.users_ever.get(author)
+            return cert.name if cert is not None else ids.key_id(author)
+
+        created = head_rules.creations(trial)
+        for edit in head_rules.head_edits(channel_id, trial, verified, self._replica.actor()):
+            reason = head_rules.refusal(channel_id, edit, directory.is_admin, name_of, created)
+            if reason is None and not head_rules.still_admin(edit, directory.is_admin):
+                reason = f"{name_of(edit.change.header.author)} is no longer a channel admin of #{final.name if final else channel_id}"
+            if reason is not None:
+                shown = edit.before or edit.after or final
+                channel = shown.name if shown is not None else ""
+                raise HeadChangeRefused(f"{documents.head_doc_id(channel_id)}: {reason}", channel_id=channel_id, channel=channel, author=edit.author_hex)
+
+    async def _audit_refusal(self, refused: HeadChangeRefused | AttributesRefused, received_from: str) -> None:
+        """A refused head change or certificate is recorded apart from the import, which leaves nothing else."""
+        async with self._kernel.store.transaction() as conn:
+            detail: dict[str, object] = {"from": received_from, "reason": str(refused)}
+            if isinstance(refused, HeadChangeRefused):
+                detail |= {"channel": refused.channel, "channel_id": refused.channel_id, "author": refused.author}
+                action = AuditAction.HEAD_CHANGE_REFUSED
+            else:
+                detail |= {"user": refused.subject, "issuer": refused.issuer}
+                action = AuditAction.ATTRIBUTES_REFUSED
+            await self._kernel.audit(conn, self._kernel.clock(), self._identity.row.node_key.hex(), action, detail)
 
     async def _verify_batches(
         self, order: Sequence[str], grouped: dict[str, list[SignedChange]], known: dict[str, set[bytes]], relay: bytes | None, progress: Callable[[str, int], None] | None = None
@@ -237,6 +281,7 @@ class IntakeService:
                 if verified and kind == "head":
                     trial = self._trial(await self._replica.document(doc_id), verified)
                     trial_heads[channel_id] = documents.read_head(trial, channel_id) or trial_heads[channel_id]
+                    self._judge_head_changes(channel_id, trial, verified, directory, trial_heads[channel_id])
             if verified:
                 plan.append((doc_id, verified))
             if progress is not None:
@@ -352,6 +397,24 @@ class IntakeService:
             load=lambda data: documents.load_document(data, self._replica.actor()),
             empty=lambda: documents.new_document(self._replica.actor()),
         )
+        found_certs = split_records(records)[0]
+        # Whoever was ever an admin by a certificate chained to the workspace key (as the
+        # directory resolves issuers; a certificate a non-admin issued to make themselves one
+        # counts for nothing): attributes issued by anyone else are refused, loudly.
+        issuers = {self._identity.row.workspace_key}
+        admin_certs = [c for c in found_certs + list(self._roster.users_ever.values()) if c.kind == certs.SubjectKind.USER and c.role == certs.Role.ADMIN]
+        grew = True
+        while grew:
+            grew = False
+            for admin_cert in admin_certs:
+                if admin_cert.issuer in issuers and admin_cert.key not in issuers:
+                    issuers.add(admin_cert.key)
+                    grew = True
+        for cert in found_certs:
+            if cert.attributes and cert.issuer not in issuers:
+                raise AttributesRefused(
+                    f"the certificate of {cert.name} carries attributes issued by {ids.key_id(cert.issuer)}, who is not an admin", subject=cert.name, issuer=ids.key_id(cert.issuer)
+                )
         return [(record_kind(record), record.encoded, record.fingerprint) for record in records], trial_dir
 
     async def record_receipt(self, conn: AsyncConnection, receipt: Receipt, summary: ImportSummary, blobs: Sequence[tuple[bytes, bytes]], preview: bool) -> None:

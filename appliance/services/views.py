@@ -16,8 +16,9 @@ from sqlalchemy import and_, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from appliance import ids, segments
+from appliance import documents, ids, segments
 from appliance import schema as t
+from appliance.audit_actions import AuditAction
 from appliance.bulk import insert_tuples, update_tuples
 from appliance.errors import InvalidInput, NotFound, StorageError
 from appliance.kernel import Kernel
@@ -68,22 +69,68 @@ class ViewsService:
                 async with self._kernel.lock, self._kernel.store.transaction() as conn:
                     await self.rejudge(conn, self._roster.admin_hexes(), t.messages.c.deleted_by == "")
 
+    async def newest_row(self, conn: AsyncConnection) -> int:
+        """The newest view row's id: an import's new rows are those above it."""
+        return int((await conn.execute(_NEWEST_ROW)).scalar_one())
+
+    async def withhold(self, conn: AsyncConnection, after_row: int, received_from: str) -> None:
+        """In an import's transaction: the posts and replies it brought (view rows above
+        `after_row`) into a channel that is, as the import leaves its head, read-only or
+        archived, by users who are not channel admins of it, are withheld - kept in their
+        document (it converges, and relays carry it on), never shown, audited. A post made
+        before its author learnt the channel turned read-only is withheld too: this node judges
+        on the head it holds, as it does any change from elsewhere."""
+        m, c = t.messages.c, t.channels.c
+        query = (
+            select(m.row_id, m.message_id, m.author, m.channel_id, c.name, c.members)
+            .join(t.channels, c.channel_id == m.channel_id)
+            .where(and_(m.row_id > after_row, (c.read_only.is_(True)) | (c.archived.is_(True))))
+        )
+        withheld: dict[tuple[str, str], list[Any]] = {}
+        for row in await conn.execute(query):
+            if not documents.is_channel_admin_role(json.loads(row.members).get(row.author)):
+                withheld.setdefault((row.channel_id, row.name), []).append(row)
+        for (channel_id, name), rows in sorted(withheld.items()):
+            await conn.execute(update(t.messages).where(m.row_id.in_([row.row_id for row in rows])).values(withheld=True))
+            detail: dict[str, object] = {
+                "channel": name,
+                "channel_id": channel_id,
+                "from": received_from,
+                "messages": [row.message_id for row in rows],
+                "authors": sorted({self._roster.user_name(row.author) for row in rows}),
+            }
+            await self._kernel.audit(conn, self._kernel.clock(), self._identity.row.node_key.hex(), AuditAction.POSTS_WITHHELD, detail)
+
     async def list_channels(self) -> list[ChannelSummary]:
+        """The channels and direct conversations the acting user can read; same-named channels
+        labelled apart (`ChannelSummary.label`)."""
         self._identity.require_unlocked()
         self._terms.require_accepted("listing channels")
         me = self._identity.user_key.hex()
         async with self._kernel.store.reading() as conn:
-            rows = (await conn.execute(select(t.channels).order_by(t.channels.c.name))).mappings().all()
+            rows = (await conn.execute(select(t.channels).order_by(t.channels.c.name, t.channels.c.created_at, t.channels.c.channel_id))).mappings().all()
             markers: dict[str, str] = dict((await conn.execute(select(t.read_markers.c.channel_id, t.read_markers.c.last_read).where(t.read_markers.c.user_key == self._identity.user_key))).all())
+            heads = {row["channel_id"]: await self._heads.head(row["channel_id"]) for row in rows}
+            readable = [row for row in rows if (head := heads[row["channel_id"]]) is not None and self._heads.can_read(head, self._identity.user_key)]
+            named: dict[str, int] = {}
+            for row in readable:
+                if row["kind"] != documents.ChannelKind.DIRECT:
+                    named[row["name"]] = named.get(row["name"], 0) + 1
             out = []
-            for row in rows:
+            for row in readable:
                 members = json.loads(row["members"])
-                if row["kind"] != "public" and me not in members:
-                    continue
+                head = heads[row["channel_id"]]
+                assert head is not None
                 since = markers.get(row["channel_id"], "")
                 # Unread counts top-level messages (replies show as reply counts); mentions count anywhere.
                 newer = select(func.count()).where(
-                    and_(t.messages.c.channel_id == row["channel_id"], t.messages.c.message_id > since, t.messages.c.author != me, t.messages.c.deleted.is_(False))
+                    and_(
+                        t.messages.c.channel_id == row["channel_id"],
+                        t.messages.c.message_id > since,
+                        t.messages.c.author != me,
+                        t.messages.c.deleted.is_(False),
+                        t.messages.c.withheld.is_(False),
+                    )
                 )
                 unread = (await conn.execute(newer.where(t.messages.c.root_id.is_(None)))).scalar_one()
                 mentions = (await conn.execute(newer.where(t.messages.c.mentions.contains(f'"{me}"')))).scalar_one()
@@ -96,7 +143,12 @@ class ViewsService:
                         archived=row["archived"],
                         unread=unread,
                         mentions=mentions,
-                        members=tuple(sorted(self._roster.user_name(u) for u in members)) if row["kind"] == "private" else (),
+                        members=tuple(sorted(self._roster.user_name(u) for u in members)) if row["kind"] != "public" else (),
+                        label=self._heads.label(head, named.get(row["name"], 0) > 1),
+                        read_only=head.read_only,
+                        admins=tuple(sorted(self._roster.user_name(u) for u in head.admins)),
+                        created_by=self._heads.creator_name(head) if head.created_by else "",
+                        requires=head.requires,
                     )
                 )
         return out
@@ -106,7 +158,7 @@ class ViewsService:
             raise InvalidInput(f"not a message id: {message_id!r}")
         async with self._kernel.store.reading() as conn:
             row = (await conn.execute(select(t.messages).where(t.messages.c.message_id == message_id.upper()))).mappings().first()
-        if row is None:
+        if row is None or row["withheld"]:
             raise NotFound(f"no message {message_id}")
         head = await self._heads.head(row["channel_id"])
         if head is None or not self._heads.can_read(head, self._identity.user_key):
@@ -182,9 +234,9 @@ class ViewsService:
         if thread is not None:
             root = await self.message_row(thread)
             root_id = root["root_id"] or root["message_id"]
-            query = select(t.messages).where(and_(m.channel_id == head.channel_id, (m.message_id == root_id) | (m.root_id == root_id)))
+            query = select(t.messages).where(and_(m.channel_id == head.channel_id, (m.message_id == root_id) | (m.root_id == root_id), m.withheld.is_(False)))
         else:
-            query = select(t.messages).where(and_(m.channel_id == head.channel_id, m.root_id.is_(None)))
+            query = select(t.messages).where(and_(m.channel_id == head.channel_id, m.root_id.is_(None), m.withheld.is_(False)))
         if before is not None:
             query = query.where(m.message_id < before)
         query = query.order_by(m.message_id.desc()).limit(max(1, min(limit, MAX_READ_PAGE)))
@@ -193,7 +245,7 @@ class ViewsService:
             counts: dict[str, int] = {}
             if thread is None and rows:
                 counted = await conn.execute(
-                    select(m.root_id, func.count()).where(and_(m.root_id.in_([r["message_id"] for r in rows]), m.deleted.is_(False))).group_by(m.root_id)
+                    select(m.root_id, func.count()).where(and_(m.root_id.in_([r["message_id"] for r in rows]), m.deleted.is_(False), m.withheld.is_(False))).group_by(m.root_id)
                 )
                 counts = dict(counted.all())
         if mark_read and rows and before is None:
@@ -236,12 +288,12 @@ class ViewsService:
                 rows = (await conn.execute(
                     text(
                         "SELECT m.* FROM messages_fts f JOIN messages m ON m.row_id = f.rowid "
-                        "WHERE messages_fts MATCH :q AND m.deleted = 0 ORDER BY m.message_id DESC LIMIT :n"
+                        "WHERE messages_fts MATCH :q AND m.deleted = 0 AND m.withheld = 0 ORDER BY m.message_id DESC LIMIT :n"
                     ),
                     {"q": match.strip(), "n": limit * 4},
                 )).mappings().all()
             else:
-                condition = and_(*(t.messages.c.text.ilike(f"%{term}%") for term in terms), t.messages.c.deleted.is_(False))
+                condition = and_(*(t.messages.c.text.ilike(f"%{term}%") for term in terms), t.messages.c.deleted.is_(False), t.messages.c.withheld.is_(False))
                 rows = (await conn.execute(select(t.messages).where(condition).order_by(t.messages.c.message_id.desc()).limit(limit * 4))).mappings().all()
         return [self._view(r, readable[r["channel_id"]]) for r in rows if r["channel_id"] in readable][:limit]
 

@@ -174,7 +174,7 @@ async def test_an_admin_deleting_another_users_message_and_membership_changes_ar
     alice, bob = await make_workspace(tmp_path, "bob")
     async with alice, bob:
         await alice.chat.create_channel("general")
-        await alice.chat.create_channel("ops", private=True)
+        ops = await alice.chat.create_channel("ops", private=True)
         await sync_all(alice, bob)
         theirs = await bob.chat.post("general", "bob's message")
         await sync_all(bob, alice)
@@ -185,7 +185,7 @@ async def test_an_admin_deleting_another_users_message_and_membership_changes_ar
         entries = [(e.action, e.detail) for e in await alice.audit.entries()]
         assert entries[-2:] == [
             ("message_deleted", {"message": theirs, "channel": "general", "author": "bob"}),
-            ("member_added", {"channel": "ops", "user": "bob", "role": "member"}),
+            ("member_added", {"channel": "ops", "channel_id": ops.channel_id, "user": "bob", "role": "member"}),  # the id: two channels may share a name
         ]
         assert "message_deleted" not in [action for action, _ in entries[:-2]]
         assert (await alice.audit.verify()).ok

@@ -252,6 +252,9 @@ async def test_a_node_that_joins_later_gets_the_terms_and_every_acceptance(tmp_p
             assert all(s.current for s in await alice.directory.terms.status())
 
 
+BEFORE_TERMS_MIGRATION = "0013"  # the revision migration 0014 upgrades from
+
+
 async def test_an_upgraded_node_finds_the_terms_its_directory_already_held(tmp_path: Path) -> None:
     """Migration 0014: a node of an earlier release stored the directory changes that carried
     terms and acceptances but not their entries; upgrading adds them, so the terms bind there."""
@@ -263,14 +266,14 @@ async def test_an_upgraded_node_finds_the_terms_its_directory_already_held(tmp_p
         await bob.directory.terms.accept()
     with sqlite3.connect(tmp_path / "bob" / "node.db") as conn:  # as the earlier release left it
         conn.execute("DELETE FROM directory_entries WHERE kind IN ('terms', 'acceptance')")
-        conn.execute("UPDATE alembic_version SET version_num = '0010'")
+        conn.execute("UPDATE alembic_version SET version_num = ?", (BEFORE_TERMS_MIGRATION,))
     async with await Node.open(tmp_path / "bob", PASSPHRASE) as bob:
         current = bob.directory.terms.current()
         assert current is not None and current.version == 1
         assert bob.directory.terms.pending() is None  # bob's own acceptance came back too
     with sqlite3.connect(tmp_path / "bob" / "node.db") as conn:
         conn.execute("DELETE FROM directory_entries WHERE kind = 'acceptance'")
-        conn.execute("UPDATE alembic_version SET version_num = '0010'")
+        conn.execute("UPDATE alembic_version SET version_num = ?", (BEFORE_TERMS_MIGRATION,))
         conn.execute("DELETE FROM snapshots WHERE doc_id = 'directory'")  # from the change log alone
     async with await Node.open(tmp_path / "bob", PASSPHRASE) as bob:
         assert bob.directory.terms.pending() is None

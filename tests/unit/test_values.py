@@ -23,8 +23,8 @@ SPELLED: dict[type[StrEnum], list[str]] = {
     certs.SubjectKind: ["user", "node"],
     certs.Trust: ["trusted", "unknown", "revoked", "other workspace"],
     documents.DocumentKind: ["directory", "head", "segment"],
-    documents.ChannelKind: ["public", "private"],
-    documents.ChannelRole: ["owner", "member"],
+    documents.ChannelKind: ["public", "private", "direct"],
+    documents.ChannelRole: ["owner", "admin", "member", "removed"],
     netpolicy.RuleAction: ["allow", "deny"],
     Carrier: ["bundle", "lan"],
     ImportOutcome: [

@@ -23,7 +23,7 @@ import sys
 from appliance import __version__
 from appliance.errors import NodeLocked, RallypointError
 from sync.errors import SyncError
-from tui.cli import admin, chat, console, courier, custody, lan, setup, terms
+from tui.cli import admin, channels, chat, console, courier, custody, lan, setup, terms
 from tui.cli.output import EXIT_ERROR, EXIT_REJECTED, EXIT_USAGE, EXIT_WIPED, report_error, stdout_closed
 from tui.cli.parsing import ArgumentParser, Command, common_options
 from tui.cli.unlock import default_home
@@ -38,7 +38,8 @@ COMMANDS: tuple[Command, ...] = (
     setup.WHOAMI,
     admin.USER,
     terms.TERMS,
-    chat.CHANNEL,
+    channels.CHANNEL,
+    channels.DM,
     chat.POST,
     chat.READ,
     chat.EDIT,

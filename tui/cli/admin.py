@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from appliance import ids
+from appliance import ids, policy
 from appliance.errors import InvalidInput
 from appliance.model import iso_utc
 from tui.cli.output import EXIT_ERROR, emit
@@ -44,6 +44,9 @@ async def cmd_user(args: argparse.Namespace) -> None:
         elif args.user_command == "role":
             user = await node.directory.set_role(args.name, args.role)
             emit(args, {"user": user.name, "role": user.role}, f"{user.name} is now {user.role}")
+        elif args.user_command == "attributes":
+            user = await node.directory.set_attributes(args.name, policy.parse_assignments(args.attributes))
+            emit(args, {"user": user.name, "attributes": dict(user.attributes)}, f"{user.name}: {policy.describe(user.attributes)}")
         elif args.user_command == "revoke":
             target = node.directory.current.user_by_name(args.name)
             if target is None:
@@ -54,8 +57,12 @@ async def cmd_user(args: argparse.Namespace) -> None:
             users = node.directory.users(revoked=True)
             emit(
                 args,
-                [{"name": u.name, "role": u.role, "key": u.key.hex(), "local": u.local, "revoked": u.revoked} for u in users],
-                "\n".join(f"{printable(u.name):<20} {u.role:<9} {'revoked' if u.revoked else ''}{' (this node)' if u.local else ''}".rstrip() for u in users),
+                [{"name": u.name, "role": u.role, "key": u.key.hex(), "local": u.local, "revoked": u.revoked, "attributes": dict(u.attributes)} for u in users],
+                "\n".join(
+                    f"{printable(u.name):<20} {u.role:<9} {'revoked' if u.revoked else ''}{' (this node)' if u.local else ''}"
+                    f"{'  ' + printable(', '.join(f'{k}={v}' for k, v in u.attributes)) if u.attributes else ''}".rstrip()
+                    for u in users
+                ),
             )
 
     await with_node(args, run)
@@ -138,6 +145,9 @@ def _user_arguments(parser: argparse.ArgumentParser, common: argparse.ArgumentPa
     q = user_sub.add_parser("role", parents=[common], help="admin: change a user's role")
     q.add_argument("name")
     q.add_argument("role", choices=["admin", "member", "observer"])
+    q = user_sub.add_parser("attributes", parents=[common], help="admin: set a user's attributes (a new certificate); none clears them")
+    q.add_argument("name")
+    q.add_argument("attributes", nargs="*", metavar="KEY=VALUE")
     q = user_sub.add_parser("revoke", parents=[common], help="admin: revoke a user's certificate")
     q.add_argument("name")
     q.add_argument("--reason", default="revoked by an admin")

@@ -1,4 +1,4 @@
-"""Commands of the conversation: channels, posting, reading a page, editing, deleting, reacting,
+"""Commands of the conversation (channels themselves: tui/cli/channels.py): posting, reading a page, editing, deleting, reacting,
 searching, saving an attachment."""
 
 from __future__ import annotations
@@ -38,42 +38,6 @@ def format_message(message: MessageView) -> str:
     if message.tampered:
         lines.append("    warning: someone other than the author altered this message; the alteration is ignored")
     return "\n".join(lines)
-
-
-async def cmd_channel(args: argparse.Namespace) -> None:
-    async def run(node: Node) -> None:
-        if args.channel_command == "create":
-            channel = await node.chat.create_channel(args.name, private=args.private, purpose=args.purpose)
-            emit(args, {"id": channel.channel_id, "name": channel.name, "kind": channel.kind}, f"#{channel.name} created ({channel.kind})")
-        elif args.channel_command == "add-member":
-            await node.chat.add_member(args.name, args.user)
-            emit(args, {"channel": args.name, "added": args.user}, f"{args.user} added to #{args.name}")
-        elif args.channel_command == "export":
-            documents = await node.replica.export_channel(args.name)
-            out = Path(args.automerge).expanduser()
-            out.mkdir(parents=True, exist_ok=True)
-            written = []
-            for doc_id, data in documents.items():
-                path = out / (doc_id.replace("/", "_") + ".automerge")
-                write_atomically(path, data, 0o644)
-                written.append({"document": doc_id, "file": str(path), "bytes": len(data)})
-            emit(args, written, "\n".join(f"{w['file']}  ({w['bytes']} bytes)" for w in written))
-        else:
-            channels = await node.views.list_channels()
-            emit(
-                args,
-                [
-                    {"id": c.channel_id, "name": c.name, "kind": c.kind, "purpose": c.purpose, "unread": c.unread, "mentions": c.mentions, "archived": c.archived}
-                    for c in channels
-                ],
-                "\n".join(
-                    f"#{printable(c.name):<24} {c.kind:<8} {c.unread:>5} unread" + (f", {c.mentions} mentions" if c.mentions else "") + (f"  {printable(c.purpose)}" if c.purpose else "")
-                    for c in channels
-                )
-                or "no channels yet: rallypoint channel create NAME",
-            )
-
-    await with_node(args, run)
 
 
 def _read_attachment(path: str, limit: int) -> Attachment:
@@ -168,21 +132,6 @@ def _page_size(text: str) -> int:
     return size
 
 
-def _channel_arguments(parser: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
-    channel_sub = parser.add_subparsers(dest="channel_command", required=True, metavar="ACTION")
-    q = channel_sub.add_parser("create", parents=[common], help="create a channel")
-    q.add_argument("name")
-    q.add_argument("--private", action="store_true")
-    q.add_argument("--purpose", default="")
-    channel_sub.add_parser("list", parents=[common], help="list channels with unread counts")
-    q = channel_sub.add_parser("export", parents=[common], help="write the channel's raw Automerge documents to a directory")
-    q.add_argument("name")
-    q.add_argument("--automerge", required=True, metavar="DIR")
-    q = channel_sub.add_parser("add-member", parents=[common], help="add a user to a private channel")
-    q.add_argument("name")
-    q.add_argument("user")
-
-
 def _post_arguments(parser: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     parser.add_argument("channel")
     parser.add_argument("text")
@@ -223,7 +172,6 @@ def _file_arguments(parser: argparse.ArgumentParser, common: argparse.ArgumentPa
     parser.add_argument("--out", required=True, metavar="PATH")
 
 
-CHANNEL = Command("channel", "create, list and export channels", cmd_channel, _channel_arguments)
 POST = Command("post", "post a message (prints its id)", cmd_post, _post_arguments)
 READ = Command("read", "read a channel or a thread, oldest first: the newest page, or the one before --before", cmd_read, _read_arguments)
 EDIT = Command("edit", "edit your message", cmd_edit, _edit_arguments)

@@ -23,7 +23,7 @@ from tui.dialogs.confirm import ConfirmScreen
 from tui.dialogs.new_channel import NewChannel, NewChannelScreen
 from tui.history import PAGE, Window, oldest_window
 from tui.messages import ChannelCreated, Destination, Draft, Failed, Navigate, OldestFound, StoreChanged, ViewLoaded, Written
-from tui.screens.message_actions import MessageActions
+from tui.screens.channel_actions import ChannelActions
 from tui.screens.search import SearchScreen
 from tui.services import BlobsService, ChatService, DirectoryService, IdentityService, PeersService, ViewsService
 from tui.text import printable
@@ -36,7 +36,7 @@ POLL_SECONDS = 0.5  # how soon a message written by another process (the CLI, sy
 WIDE_COLUMNS = 110  # from this width an open thread shows beside its channel
 
 
-class MainScreen(MessageActions):
+class MainScreen(ChannelActions):
     """Channel list on the left; the channel and the composer on the right. An open thread takes
     the channel's place at 80 columns, and opens beside it on a terminal WIDE_COLUMNS wide."""
 
@@ -49,6 +49,8 @@ class MainScreen(MessageActions):
         Binding("alt+down,ctrl+down", "cycle_channel(1)", "Channel", key_display="alt+↑↓"),
         Binding("alt+up,ctrl+up", "cycle_channel(-1)", "Previous channel", show=False),
         Binding("escape", "close_thread", "Close"),
+        Binding("f6", "channel_settings", "Channel settings and members", show=False),
+        Binding("f7", "direct_message", "Direct message", show=False),
     ]
 
     def __init__(
@@ -210,13 +212,15 @@ class MainScreen(MessageActions):
             return Content(firstsync.TITLE), "Channels arrive with the first sync"
         if channel is None:
             return Content("No channels yet: press ctrl+n to create one."), "Create a channel first (ctrl+n)"
-        name = printable(channel.name)
+        name = printable(channel.label[1:]) if channel.is_direct else printable(channel.name)
+        sign = "@ " if channel.is_direct else "# "
         if self.thread_root is not None and not beside:
-            return Content(f"Thread in # {name} · escape closes it"), "Reply in thread"
+            return Content(f"Thread in {sign}{name} · escape closes it"), "Reply in thread"
         if self.thread_root is not None:
-            return Content(f"# {name}"), "Reply in thread (beside)"
+            return Content(f"{sign}{name}"), "Reply in thread (beside)"
         purpose = f" — {printable(channel.purpose)}" if channel.purpose else ""
-        return Content(f"# {name}{purpose}"), f"Message # {name}"
+        flags = " (archived)" if channel.archived else " (read-only)" if channel.read_only else ""
+        return Content(f"{sign}{name}{flags}{purpose}"), f"Message {sign}{name}"
 
     @on(Failed)
     def failed(self, event: Failed) -> None:

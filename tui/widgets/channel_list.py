@@ -1,4 +1,6 @@
-"""The channel list: the channels the view load found, held in a reactive attribute."""
+"""The channel list: the channels the view load found, held in a reactive attribute; direct
+conversations below them, under a "Direct messages" heading. Same-named channels show their
+creator and the start of their id."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from tui.widgets.controls import StoppingOptionList
 class ChannelList(StoppingOptionList):
     """Channels with unread and mention counts, right-aligned in whatever width the list has."""
 
-    COMPONENT_CLASSES = {"channel--unread", "channel--count", "channel--mentions", "channel--archived"}
+    COMPONENT_CLASSES = {"channel--unread", "channel--count", "channel--mentions", "channel--archived", "channel--heading"}
 
     channels: var[list[ChannelSummary]] = var(list, always_update=True, init=False)  # a reload brings new counts
     current: var[str | None] = var(None)  # highlighted on the next rebuild
@@ -36,13 +38,22 @@ class ChannelList(StoppingOptionList):
     def rebuild(self) -> None:
         width = self.scrollable_content_region.width
         self.clear_options()
-        self.add_options(Option(self.label(channel, width), id=channel.channel_id) for channel in self.channels)
+        rooms = [channel for channel in self.channels if not channel.is_direct]
+        direct = [channel for channel in self.channels if channel.is_direct]
+        self.add_options(Option(self.label(channel, width), id=channel.channel_id) for channel in rooms)
+        if direct:
+            self.add_option(Option(Content.styled("Direct messages", self.get_visual_style("channel--heading", partial=True)), disabled=True))
+            self.add_options(Option(self.label(channel, width), id=channel.channel_id) for channel in direct)
         if self.current is not None and self.channels:
             self.highlighted = self.get_option_index(self.current)
 
     def label(self, channel: ChannelSummary, width: int) -> Content:
-        prefix = "🔒" if channel.kind == "private" else "# "
-        name = Content(prefix + printable(channel.name))
+        if channel.is_direct:
+            name = Content(printable(channel.label or "@?"))
+        else:
+            prefix = "🔒" if channel.kind == "private" else "# "
+            shown = channel.label[1:] if channel.label.startswith("#") else channel.name
+            name = Content(prefix + printable(shown))
         if channel.archived:
             name = name.stylize(self.get_visual_style("channel--archived", partial=True))
         elif channel.unread:

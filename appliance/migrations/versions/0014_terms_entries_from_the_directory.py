@@ -6,7 +6,7 @@ the terms records and acceptances its directory document holds are added here, e
 for any entry. No schema change.
 
 Revision ID: 0014
-Revises: 0010
+Revises: 0013
 """
 
 import time
@@ -19,7 +19,7 @@ from appliance.directory_records import decode_record, kind_of_key
 from appliance.errors import ApplianceError
 
 revision = '0014'
-down_revision = '0010'
+down_revision = '0013'
 branch_labels = None
 depends_on = None
 
