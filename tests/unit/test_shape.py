@@ -41,6 +41,7 @@ PURE = [
     "appliance/incoming.py",
     "appliance/wholes.py",
     "appliance/view_rows.py",
+    "appliance/audit_feed.py",
 ]
 IMPURE = {"asyncio", "sqlalchemy", "aiosqlite", "socket", "zeroconf", "textual"}
 STORE_LIBRARIES = {"sqlalchemy", "aiosqlite", "alembic"}  # only appliance/ talks to the database
