@@ -19,7 +19,8 @@ translated at the boundary (`raise X(...) from exc`).
     │   │   ├── NotARegularFile            (appliance.files)
     │   │   └── FileTooLarge               (appliance.files)
     │   ├── ChangeRejected
-    │   │   └── MissingDependencies
+    │   │   ├── MissingDependencies
+    │   │   └── AuditFeedRefused
     │   ├── MalformedChange                (appliance.changes)
     │   ├── DocumentError                  (appliance.documents)
     │   ├── NodeLocked
@@ -77,6 +78,11 @@ class ChangeRejected(ApplianceError):
 
 class MissingDependencies(ChangeRejected):
     """A batch that builds on changes this node does not have yet (an earlier bundle is missing)."""
+
+
+class AuditFeedRefused(ChangeRejected):
+    """Another node's audit trail that arrived with a gap, a broken link or a signature that does
+    not verify, or from a node the directory never certified; nothing of the batch was stored."""
 
 
 class NodeLocked(ApplianceError):

@@ -11,6 +11,7 @@ from typing import Protocol
 import nacl.signing
 
 from appliance import certs
+from appliance.audit_feed import AuditCarry
 from appliance.changes import SignedChange
 from appliance.feed import ChangeFeed
 from appliance.model import Delta, ImportSummary, Receipt, WholeSegment
@@ -65,6 +66,7 @@ class NodeIntake(Protocol):
         receipt: Receipt | None = None,
         preview: bool = False,
         progress: Callable[[str, int], None] | None = None,
+        audit: AuditCarry | None = None,
     ) -> ImportSummary: ...
 
 
@@ -100,6 +102,16 @@ class LanNode(Protocol):
     def feed(self) -> ChangeFeed: ...
 
 
+class NodeAuditFeeds(Protocol):
+    async def carry_for(self, peer: bytes) -> AuditCarry: ...
+
+
+class NodeAudit(Protocol):
+    @property
+    def feeds(self) -> NodeAuditFeeds: ...
+    async def record_export(self, recipients: Sequence[bytes], bundles: int, size: int, changes: int, audit_entries: int) -> None: ...
+
+
 class CourierDirectory(NodeDirectory, Protocol):
     @property
     def current(self) -> certs.Directory: ...
@@ -130,6 +142,8 @@ class CourierNode(Protocol):
     def blobs(self) -> NodeBlobs: ...
     @property
     def peers(self) -> LanBook: ...
+    @property
+    def audit(self) -> NodeAudit: ...
 
 
 class NodeReplica:

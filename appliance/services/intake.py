@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from appliance import certs, documents, ids, segments
 from appliance import schema as t
 from appliance.audit_actions import AuditAction
+from appliance.audit_feed import AuditCarry
 from appliance.changes import Authorise, SignedChange, VerifiedChange, verify_batch
 from appliance.errors import CertificateInvalid, ChangeRejected, MissingDependencies
 from appliance.feed import Origin
@@ -22,6 +23,7 @@ from appliance.graph import ancestors
 from appliance.incoming import group_incoming
 from appliance.kernel import Kernel
 from appliance.model import ChannelIntake, ImportResult, ImportSummary, Receipt, WholeSegment
+from appliance.services.audit_feeds import AuditFeeds, CheckedFeeds
 from appliance.services.blobs import BlobsService
 from appliance.services.custody import CustodyService
 from appliance.services.directory import DirectoryService
@@ -75,6 +77,7 @@ class IntakeService:
         blobs: BlobsService,
         exchange: ExchangeService,
         custody: CustodyService,
+        feeds: AuditFeeds,
     ) -> None:
         self._kernel = kernel
         self._identity = identity
@@ -86,6 +89,7 @@ class IntakeService:
         self._blobs = blobs
         self._exchange = exchange
         self._custody = custody
+        self._feeds = feeds
         self._wholes = WholesIntake(replica, views, kernel.clock)
         self.held = HeldIntake(replica, views, kernel.clock, self._wholes.pool)
 
@@ -113,6 +117,7 @@ class IntakeService:
         receipt: Receipt | None = None,
         preview: bool = False,
         progress: Callable[[str, int], None] | None = None,
+        audit: AuditCarry | None = None,
     ) -> ImportSummary:
         """The verification path for everything from elsewhere (bundles, LAN, enrollment),
         all or nothing. Every change is checked - format, hash chain, author signature, the
@@ -127,7 +132,11 @@ class IntakeService:
         `wholes` are segments carried whole: those of documents this node holds nothing of are
         read in worker processes and admitted by their authors' signatures (appliance/wholes.py),
         after the batches, judged on the directory and heads as the batches leave them; the
-        others are imported as their changes."""
+        others are imported as their changes.
+
+        `audit` carries other nodes' audit trails and the sender's acknowledgement of them (with
+        a `receipt` only): each trail is checked against its origin's key before anything is
+        written (AuditFeedRefused, a ChangeRejected) and stored in the same transaction."""
         grouped = group_incoming(batches, blobs, self._blobs.max_blob_bytes)
         check_wholes(wholes)
         async with self._kernel.lock:
@@ -137,6 +146,7 @@ class IntakeService:
             held_ids = self.held.for_workers(grouped)
             order = [doc_id for doc_id in grouped if doc_id not in held_ids]
             relay = receipt.sender if receipt is not None else None
+            feeds = await self._feeds.check(audit, receipt.sender) if audit and receipt is not None else CheckedFeeds((), {})
             plan, new_entries, directory, trial_heads = await self._verify_batches(order, grouped, known, relay, progress)
             for doc_id in [whole.doc_id for whole in new_wholes] + list(held_ids):  # judged by the workers' authors, below
                 channel_id = documents.parse_doc_id(doc_id).channel_id
@@ -156,8 +166,9 @@ class IntakeService:
                         first = await self._replica.newest_change_id(conn)
                         written = await self._write_batches(conn, plan, known, new_entries, blobs, received_from, preview, progress, wholes_of, held)
                         # Wholes admitted are new whole: the duplicates are the changes of batches not applied.
-                        summary = replace(written.summary, duplicates=sum(len(c) for c in grouped.values()) - written.batched)
+                        summary = replace(written.summary, duplicates=sum(len(c) for c in grouped.values()) - written.batched, audit_entries=feeds.entries)
                         if receipt is not None:
+                            await self._feeds.store(conn, feeds, receipt.sender)
                             await self.record_receipt(conn, receipt, summary, blobs, preview)
                         if preview:
                             raise _Rollback(summary)
@@ -386,7 +397,7 @@ class IntakeService:
         for digest, _ in blobs:
             await self._exchange.upsert_peer_blob(conn, sender, digest, None, None, now)
         await self._exchange.confirm_sent_blobs(conn, sender, receipt.sender_heads, now)
-        outcome = "accepted" if summary.changes or summary.blobs else "duplicate"
+        outcome = summary.outcome.value
         if receipt.digest is not None:
             await conn.execute(t.bundle_log.delete().where(t.bundle_log.c.digest == receipt.digest))  # an earlier "unknown sender"
             await conn.execute(
@@ -404,6 +415,8 @@ class IntakeService:
             "messages": sum(c.new_messages for c in summary.channels),
             "blobs": summary.blobs,
         }
+        if summary.audit_entries:
+            detail["audit_entries"] = summary.audit_entries
         if receipt.bundle_id is not None:
             detail["bundle"] = receipt.bundle_id.hex()
         await self._kernel.audit(conn, now, self._identity.row.node_key.hex(), AuditAction(f"{receipt.source}_{outcome}"), detail)
