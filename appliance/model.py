@@ -296,6 +296,7 @@ class NodeTrail:
     how many entries verified, the head hash, and the first problem (naming the bad entry)."""
 
     node_id: str
+    node_key: bytes  # what the chain is verified against
     name: str
     this_node: bool
     revoked: bool

@@ -82,6 +82,7 @@ class AuditService:
         )
         return NodeTrail(
             node_id=node_id,
+            node_key=origin,
             name=self._roster.node_names.get(origin, node_id),
             this_node=origin == self._identity.row.node_key,
             revoked=origin in self._roster.current.revoked,

@@ -16,7 +16,7 @@ from appliance.node import Node
 from sync import stick
 from sync.bundle import BundleContent, build_bundle
 from sync.sneakernet import export_bundles, import_bundles, medium_for
-from tests.conftest import FAST, PASSPHRASE, sync_all
+from tests.conftest import FAST, PASSPHRASE, run_cli, sync_all
 
 
 async def admin_workspace(root: Path) -> tuple[Node, Node, Node, Node]:
@@ -202,3 +202,59 @@ async def test_exporting_bundles_is_audited(tmp_path: Path) -> None:
         detail = exported[0].detail
         assert detail["for"] == [bravo.identity.node_id] and detail["bundles"] == 1 and json.dumps(detail)
         assert isinstance(detail["audit_entries"], int) and detail["audit_entries"] > 0
+
+
+def reverify(lines: list[str]) -> dict[str, audit.AuditVerdict]:
+    """What an auditor does with the export alone: each origin's entries rebuilt from their
+    JSON lines, hashes recomputed by the published rule, signatures checked with the origin's key."""
+    by_origin: dict[str, list[dict[str, object]]] = {}
+    for line in lines:
+        row = json.loads(line)
+        by_origin.setdefault(str(row["origin_key"]), []).append(row)
+    verdicts = {}
+    for origin_hex, rows in by_origin.items():
+        entries = [
+            audit.AuditEntry(
+                int(str(r["seq"])), int(str(r["at_ms"])), str(r["actor"]), str(r["action"]), str(r["detail"]),
+                bytes.fromhex(str(r["prev_hash"])), bytes.fromhex(str(r["hash"])), None if r["signature"] is None else bytes.fromhex(str(r["signature"])),
+            )
+            for r in rows
+        ]  # fmt: skip
+        verdicts[origin_hex] = verify_feed(entries, bytes.fromhex(origin_hex))
+    return verdicts
+
+
+async def test_the_cli_lists_verifies_and_exports_the_workspace_trail(tmp_path: Path) -> None:
+    alpha, bravo, charlie, delta = await admin_workspace(tmp_path)
+    async with alpha, bravo, charlie, delta:
+        await alpha.directory.add_user("erin")
+        await carry(alpha, bravo, tmp_path)
+        alpha_key, alpha_id = alpha.identity.node_key, alpha.identity.node_id
+    listing = run_cli(bravo.home, "audit", "--workspace")
+    assert listing.returncode == 0, listing.stderr
+    assert f"{alpha_id} alpha: intact" in listing.stdout and "user_added" in listing.stdout
+    exported = run_cli(bravo.home, "audit", "export", "--workspace")
+    assert exported.returncode == 0, exported.stderr
+    export_file = tmp_path / "trail.jsonl"
+    export_file.write_text(exported.stdout)
+    verdicts = reverify(export_file.read_text().splitlines())
+    assert set(verdicts) == {alpha_key.hex(), bravo.identity.node_key.hex()} and all(v.ok for v in verdicts.values())
+    first = json.loads(export_file.read_text().splitlines()[0])
+    assert first["origin"] == bravo.identity.node_id and first["at"].endswith("Z") and "." in first["at"]
+    alpha_rows = [json.loads(line) for line in export_file.read_text().splitlines() if json.loads(line)["origin"] == alpha_id]
+    assert alpha_rows[0]["actor_name"] == "alice" and alpha_rows[0]["received_from"] == alpha_id and alpha_rows[0]["received_at"]
+    only = run_cli(bravo.home, "audit", "export", "--node", "alpha", "--since", "2000-01-01")
+    assert {json.loads(line)["origin"] for line in only.stdout.splitlines()} == {alpha_id}
+    assert run_cli(bravo.home, "audit", "export", "--node", "alpha", "--since", "2999-01-01").stdout == ""
+    mine = run_cli(bravo.home, "audit", "export")
+    assert {json.loads(line)["origin"] for line in mine.stdout.splitlines()} == {bravo.identity.node_id}
+    assert run_cli(bravo.home, "audit", "--verify").returncode == 0
+    # An edited export no longer verifies, offline: the auditor sees it without the node.
+    edited = [line.replace('\\"user\\":\\"erin\\"', '\\"user\\":\\"mallory\\"') for line in export_file.read_text().splitlines()]
+    assert edited != export_file.read_text().splitlines() and not reverify(edited)[alpha_key.hex()].ok
+    # An edited copy in bravo's store: --verify and --workspace fail, naming the entry.
+    seq = next(r["seq"] for r in alpha_rows if r["action"] == "user_added")
+    recompute(bravo.home / "node.db", alpha_key, int(str(seq)), '{"user":"mallory"}')
+    verified = run_cli(bravo.home, "audit", "--verify")
+    assert verified.returncode == 1 and f"held of {alpha_id} alpha: BROKEN after {int(str(seq)) - 1} good entries: entry {seq} " in verified.stdout
+    assert run_cli(bravo.home, "audit", "--workspace").returncode == 1
