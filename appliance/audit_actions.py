@@ -18,6 +18,8 @@ When each is written (actor: the acting user's key, the node's key, or "-" for n
 - NETWORK_RULE: an admin allowed, denied or removed a network in the LAN allowlist.
 - BUNDLE_EXPORTED: bundles were written for a peer (or a broadcast): for whom, how many,
   their size, the changes and the audit trail entries they carry.
+- AUDIT_EXPORTED: an admin exported audit trails (`rallypoint audit export`): whose, how many
+  entries, from when.
 - BUNDLE_ACCEPTED, BUNDLE_DUPLICATE: a courier bundle was imported; it brought something new,
   or nothing this node lacked.
 - BUNDLE_REJECTED: a bundle was refused (also when an audit trail it carries has a gap, a broken
@@ -56,6 +58,7 @@ class AuditAction(enum.StrEnum):
     SETTING_CHANGED = "setting_changed"
     NETWORK_RULE = "network_rule"
     BUNDLE_EXPORTED = "bundle_exported"
+    AUDIT_EXPORTED = "audit_exported"
     BUNDLE_ACCEPTED = "bundle_accepted"
     BUNDLE_DUPLICATE = "bundle_duplicate"
     BUNDLE_REJECTED = "bundle_rejected"

@@ -58,7 +58,21 @@ class AuditService:
         """Every node's trail held here, this node's first, then by node id: each chain verified
         in full against its node's key (another node's with no legacy allowance: see
         appliance/audit_feed.py), then its entries kept by `node` (a node id or name) and
-        `since` (ms)."""
+        `since` (ms). For admins (PermissionDenied, audited, otherwise)."""
+        await self._identity.require_admin("the workspace's audit trail")
+        return await self._trails(node, since)
+
+    async def verify_all(self) -> list[NodeTrail]:
+        """Every trail held here verified, without its entries (any user may verify)."""
+        return [replace(trail, entries=()) for trail in await self._trails(None, None)]
+
+    async def record_trail_export(self, trails: Sequence[NodeTrail], since: int | None) -> None:
+        """Audits an export of the audit trail: whose trails, how many entries, from when."""
+        detail: dict[str, object] = {"nodes": [t.node_id for t in trails], "entries": sum(len(t.entries) for t in trails), "since": since}
+        async with self._kernel.store.transaction() as conn:
+            await self._kernel.audit(conn, self._kernel.clock(), self._identity.user_key.hex(), AuditAction.AUDIT_EXPORTED, detail)
+
+    async def _trails(self, node: str | None, since: int | None) -> list[NodeTrail]:
         me = self._identity.row.node_key
         legacy_until, own = await self._own()
         trails: list[NodeTrail] = []

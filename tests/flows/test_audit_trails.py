@@ -9,8 +9,11 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from appliance import audit, crypto
 from appliance.audit_feed import AuditCarry, FeedPart, verify_feed
+from appliance.errors import PermissionDenied
 from appliance.model import NodeTrail
 from appliance.node import Node
 from sync import stick
@@ -67,7 +70,10 @@ async def test_a_trail_reaches_admin_nodes_relayed_and_never_a_member_only_node(
         assert at_bravo.ok and at_bravo.problem is None and not at_bravo.this_node
         assert [e.action for e in at_bravo.entries][: len(own)] == own  # then the export audited itself
         assert {e.received_from for e in at_bravo.entries} == {alpha.identity.node_id}
-        assert await charlie.audit.workspace() == [trail_of(await charlie.audit.workspace(), charlie)]  # its own only
+        assert [t.node_id for t in await charlie.audit.verify_all()] == [charlie.identity.node_id]  # its own only
+        with pytest.raises(PermissionDenied):  # and the workspace view is for admins
+            await charlie.audit.workspace()
+        assert (await charlie.audit.entries())[-1].action == "permission_denied"
         assert stored_rows(charlie, alpha) == []
         # bravo relays alpha's trail, and its own, to delta; delta checks both against their keys.
         await carry(bravo, delta, tmp_path)
@@ -248,6 +254,8 @@ async def test_the_cli_lists_verifies_and_exports_the_workspace_trail(tmp_path: 
     assert run_cli(bravo.home, "audit", "export", "--node", "alpha", "--since", "2999-01-01").stdout == ""
     mine = run_cli(bravo.home, "audit", "export")
     assert {json.loads(line)["origin"] for line in mine.stdout.splitlines()} == {bravo.identity.node_id}
+    logged = json.loads(run_cli(bravo.home, "audit", "--json").stdout)[-1]
+    assert logged["action"] == "audit_exported" and logged["detail"]["nodes"] == [bravo.identity.node_id]
     assert run_cli(bravo.home, "audit", "--verify").returncode == 0
     # An edited export no longer verifies, offline: the auditor sees it without the node.
     edited = [line.replace('\\"user\\":\\"erin\\"', '\\"user\\":\\"mallory\\"') for line in export_file.read_text().splitlines()]

@@ -135,6 +135,8 @@ async def _audit_workspace(node: Node, args: argparse.Namespace) -> None:
         for trail in trails:
             for entry in trail.entries:
                 sys.stdout.write(export_line(trail, entry) + "\n")
+        sys.stdout.flush()
+        await node.audit.record_trail_export(trails, _since(args.since))
         return
     lines = []
     for trail in trails:
@@ -166,7 +168,7 @@ async def cmd_audit(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
         if args.verify:
             verdict = await node.audit.verify()
-            others = [t for t in await node.audit.workspace() if not t.this_node]
+            others = [t for t in await node.audit.verify_all() if not t.this_node]
             emit(
                 args,
                 {
