@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 from appliance.audit import AuditVerdict
-from appliance.model import AuditRecord, BackupInfo, ChannelSummary, Enrollment, Identity, MessageView, NodeInfo, PeerStatus, UserInfo
+from appliance.model import AuditRecord, BackupInfo, ChannelSummary, Enrollment, Identity, MessageView, NodeInfo, NodeTrail, PeerStatus, UserInfo
 from appliance.netpolicy import LocalNetwork, NetworkRule
 from appliance.node import Attachment
 
@@ -60,6 +60,7 @@ class EnrollmentService(Protocol):
 class AuditService(Protocol):
     async def entries(self, limit: int | None = None) -> list[AuditRecord]: ...
     async def verify(self) -> AuditVerdict: ...
+    async def workspace(self, *, node: str | None = None, since: int | None = None) -> list[NodeTrail]: ...
 
 
 class CustodyService(Protocol):

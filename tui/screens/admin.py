@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 
@@ -19,7 +19,6 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.content import Content
-from textual.coordinate import Coordinate
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedContent, TabPane
 
@@ -35,8 +34,10 @@ from tui.dialogs.admin_forms import BackupForm, EnrollmentCard, InviteForm, Netw
 from tui.files import write_atomically
 from tui.formatting import short_time
 from tui.messages import ActionDone, AdminLoaded, AuditRow, DirectoryChanged, Enrolled, Failed, Invitation
+from tui.screens.workspace_audit import WorkspaceAuditScreen
 from tui.services import AuditService, CustodyService, DirectoryService, EnrollmentService, IdentityService, PeersService
 from tui.text import printable
+from tui.widgets.tables import cell, fill, highlighted
 
 AUDIT_LIMIT = 1000  # newest entries loaded; verification still covers the whole chain
 NAME_WIDTH = 20  # names can be 64 characters: longer ones are cut so the other columns stay on screen
@@ -54,16 +55,9 @@ TAB_OF_ACTION = {
     "set_rule": "allowlist",
     "remove_rule": "allowlist",
     "filter": "audit",
+    "workspace_audit": "audit",
 }
 TABLE_OF_TAB = {"users": "#users-table", "nodes": "#nodes-table", "allowlist": "#rules-table", "audit": "#audit-table"}
-
-
-def cell(value: str, width: int | None = None) -> Text:
-    """A table cell that is never parsed as markup, cut with an ellipsis at `width`."""
-    text = Text(printable(value), no_wrap=True)
-    if width is not None:
-        text.truncate(width, overflow="ellipsis")
-    return text
 
 
 def rule_key(rule: NetworkRule) -> str:
@@ -99,7 +93,7 @@ class AdminScreen(Screen[None]):
       Users      a add · r role · x (or Delete) revoke
       Nodes      a enroll a node · x revoke
       Allowlist  a allow · d deny · x remove the rule
-      Audit log  / filter (Enter, Escape or ↓ return to the table)
+      Audit log  / filter (Enter, Escape or ↓ return to the table) · w every node's trail
       always     F5 refresh · Escape back
     All are single letters on the screen, not priority bindings: the only Input on the
     screen is the audit filter, and while it has focus letters are typed into it (the footer
@@ -120,6 +114,7 @@ class AdminScreen(Screen[None]):
         Binding("b", "backup", "Backup"),
         Binding("x,delete", "remove_rule", "Remove"),
         Binding("slash", "filter", "Filter"),
+        Binding("w", "workspace_audit", "All nodes"),
         Binding("f5", "reload", "Refresh"),
         Binding("1", "tab('users')", "Users", show=False),
         Binding("2", "tab('nodes')", "Nodes", show=False),
@@ -311,6 +306,9 @@ class AdminScreen(Screen[None]):
     def action_filter(self) -> None:
         self.query_one(AuditFilter).focus()
 
+    def action_workspace_audit(self) -> None:
+        self.app.push_screen(WorkspaceAuditScreen(self.audit_log))
+
     # --- outcomes ---
 
     @work(group="admin-write")
@@ -493,23 +491,3 @@ def admin_screen(node: Node) -> AdminScreen:
         custody=node.custody,
         feed=node.feed,
     )
-
-
-def fill(table: DataTable[Text], rows: Iterable[tuple[str, tuple[Text, ...]]], follow_first: bool = False) -> None:
-    """Replaces a table's rows, keeping the cursor on the same row when it is still there
-    (with `follow_first`, a cursor on the first row stays there: the newest audit entry)."""
-    kept = highlighted(table)
-    position = table.cursor_row
-    table.clear()
-    for key, cells in rows:
-        table.add_row(*cells, key=key)
-    if table.row_count:
-        keys = [row_key.value for row_key in table.rows]
-        stay = follow_first and position == 0
-        table.move_cursor(row=keys.index(kept) if kept in keys and not stay else min(position, table.row_count - 1))
-
-
-def highlighted(table: DataTable[Text]) -> str | None:
-    if table.row_count == 0:
-        return None
-    return table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
