@@ -21,6 +21,7 @@ MAX_ACTOR_CHARS = 64
 MAX_ACTION_CHARS = 48
 MAX_DETAIL_BYTES = 16 * 1024
 MAX_ENTRIES_CARRIED = 20_000  # entries one bundle or one LAN part carries, over all origins
+ENTRY_OVERHEAD_BYTES = 200  # an entry's encoded size beyond its actor, action and detail (at most)
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from typing import Any
 
 import zstandard
 
-from appliance import audit, cbor
-from appliance.audit_feed import MAX_ENTRIES_CARRIED, AuditCarry, FeedPart, check_entry_shape
+from appliance import cbor
+from appliance.audit_feed import AuditCarry
 from appliance.changes import SignedChange
 from appliance.model import WholeSegment
 from sync import fields
@@ -140,7 +140,7 @@ def content_to_wire(content: BundleContent, version: int) -> dict[str, Any]:
     elif content.wholes:
         raise ValueError(f"bundle format {version} cannot carry segments whole (format {COMPRESSED_FROM} can)")
     if version >= AUDIT_FROM:
-        wire["audit"] = audit_to_wire(content.audit)
+        wire["audit"] = fields.audit_to_wire(content.audit)
     elif content.audit:
         raise ValueError(f"bundle format {version} cannot carry audit trails (format {AUDIT_FROM} can)")
     return wire
@@ -150,58 +150,6 @@ def version_for(content: BundleContent) -> int:
     """The format a bundle with `content` is written in: 4 when it carries audit trails, else 3
     (readable by nodes that predate format 4)."""
     return AUDIT_FROM if content.audit else COMPRESSED_FROM
-
-
-def audit_to_wire(carry: AuditCarry) -> dict[str, Any]:
-    """`{"held": {origin hex: seq}, "feeds": {origin hex: [entry, ...]}}`, each entry
-    `[seq, at, actor, action, detail, prev_hash, hash, signature or null]`."""
-    for origin in list(carry.held) + [part.origin for part in carry.parts]:
-        if not isinstance(origin, bytes) or len(origin) != KEY_BYTES:
-            raise ValueError("audit: an origin is not a 32-byte node key")
-    return {
-        "held": {origin.hex(): seq for origin, seq in carry.held.items()},
-        "feeds": {part.origin.hex(): [[e.seq, e.at, e.actor, e.action, e.detail, e.prev_hash, e.hash, e.signature] for e in part.entries] for part in carry.parts},
-    }
-
-
-def audit_from_wire(obj: Any, what: str) -> AuditCarry:
-    """The audit part of a payload or a LAN message, strictly: raises Malformed."""
-    fields.need(isinstance(obj, dict) and set(obj) == {"held", "feeds"}, f"{what} must be a map of exactly held and feeds")
-    held_wire, feeds_wire = obj["held"], obj["feeds"]
-    fields.need(isinstance(held_wire, dict) and isinstance(feeds_wire, dict), f"{what}: held and feeds must be maps")
-    held: dict[bytes, int] = {}
-    for origin, seq in held_wire.items():
-        fields.need(isinstance(origin, str) and _HEX_KEY.fullmatch(origin) is not None, f"{what} held: an origin is not 64 lowercase hex digits")
-        fields.need(fields.is_int(seq) and 0 <= seq < 2**53, f"{what} held: a sequence number is not an int in range")
-        held[bytes.fromhex(origin)] = seq
-    parts, count = [], 0
-    for origin, entries in feeds_wire.items():
-        fields.need(isinstance(origin, str) and _HEX_KEY.fullmatch(origin) is not None, f"{what} feeds: an origin is not 64 lowercase hex digits")
-        fields.need(isinstance(entries, list) and len(entries) > 0, f"{what} feeds: the feed of {origin[:12]} is not a non-empty list")
-        count += len(entries)
-        fields.need(count <= MAX_ENTRIES_CARRIED, f"{what} carries more than {MAX_ENTRIES_CARRIED:,} audit entries")
-        parts.append(FeedPart(bytes.fromhex(origin), tuple(_audit_entry(e, f"{what} feed of {origin[:12]}") for e in entries)))
-    return AuditCarry(held, tuple(parts))
-
-
-def _audit_entry(obj: Any, what: str) -> audit.AuditEntry:
-    fields.need(isinstance(obj, list) and len(obj) == 8, f"{what}: an entry is not a list of 8 fields")
-    seq, at, actor, action, detail, prev_hash, digest, signature = obj
-    fields.need(fields.is_int(seq) and fields.is_int(at) and 0 < seq < 2**53 and 0 <= at < 2**63, f"{what}: an entry's seq or time is not an int in range")
-    fields.need(isinstance(actor, str) and isinstance(action, str) and isinstance(detail, str), f"{what}: entry {seq}'s actor, action and detail must be text")
-    entry = audit.AuditEntry(
-        seq,
-        at,
-        actor,
-        action,
-        detail,
-        fields.fixed_bytes(prev_hash, fields.HASH_BYTES, f"{what}: entry {seq}'s prev_hash"),
-        fields.fixed_bytes(digest, fields.HASH_BYTES, f"{what}: entry {seq}'s hash"),
-        None if signature is None else fields.fixed_bytes(signature, fields.SIGNATURE_BYTES, f"{what}: entry {seq}'s signature"),
-    )
-    problem = check_entry_shape(entry)
-    fields.need(problem is None, f"{what}: {problem}")
-    return entry
 
 
 def decode_payload(payload: cbor.Buffer, limits: Limits, version: int) -> BundleContent:
@@ -255,5 +203,5 @@ def from_wire(obj: Any, limits: Limits, version: int) -> BundleContent:
     for peer, docs in acks_wire.items():
         fields.need(isinstance(peer, str) and _HEX_KEY.fullmatch(peer) is not None, "payload acks: a peer is not 64 lowercase hex digits")
         acks[bytes.fromhex(peer)] = fields.heads(docs, f"payload acks for {peer[:12]}")
-    carried = audit_from_wire(obj["audit"], "payload audit") if "audit" in obj else AuditCarry()
+    carried = fields.audit_from_wire(obj["audit"], "payload audit") if "audit" in obj else AuditCarry()
     return BundleContent(directory=directory, changes=changes, blobs=blobs, acks=acks, wholes=wholes, audit=carried)

@@ -100,10 +100,13 @@ class LanNode(Protocol):
     def peers(self) -> LanBook: ...
     @property
     def feed(self) -> ChangeFeed: ...
+    @property
+    def audit(self) -> NodeAudit: ...
 
 
 class NodeAuditFeeds(Protocol):
-    async def carry_for(self, peer: bytes) -> AuditCarry: ...
+    async def carry_for(self, peer: bytes, *, max_bytes: int = ...) -> AuditCarry: ...
+    async def import_carry(self, sender: bytes, carry: AuditCarry) -> int: ...
 
 
 class NodeAudit(Protocol):
@@ -182,6 +185,12 @@ class NodeReplica:
 
     async def note_sent(self, peers: Sequence[bytes], blobs: Sequence[tuple[bytes, str]], heads: Mapping[str, Sequence[bytes]]) -> None:
         await self._node.exchange.note_sent(peers, blobs, heads)
+
+    async def audit_for(self, peer: bytes, *, max_bytes: int) -> AuditCarry:
+        return await self._node.audit.feeds.carry_for(peer, max_bytes=max_bytes)
+
+    async def import_audit(self, peer: bytes, carry: AuditCarry) -> int:
+        return await self._node.audit.feeds.import_carry(peer, carry)
 
     def trust_of(self, node_key: bytes) -> certs.Trust:
         return self._node.directory.trust_of(node_key)

@@ -46,9 +46,9 @@ from sync.bundle import (
     open_bundle,
     read_envelope,
 )
-from sync.bundle_payload import audit_to_wire
 from sync.defaults import DEFAULT_MAX_BYTES, MiB
 from sync.errors import AuditTrailRefused, BundleRejected, DoesNotFit, ExportRefused, NotAddressedToMe, StickError, SyncError, UnknownSender
+from sync.fields import audit_to_wire
 from sync.packing import pack_delta
 from sync.ports import Medium, StickFile, StickProblem, StickScan
 from sync.quarantine import DroppedFile, Quarantined, QuarantineQuota

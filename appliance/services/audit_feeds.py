@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance import audit, ids
 from appliance import schema as t
-from appliance.audit_feed import MAX_ENTRIES_CARRIED, AuditCarry, FeedHead, FeedPart, extend_feed, up_to_signed
+from appliance.audit_feed import ENTRY_OVERHEAD_BYTES, MAX_ENTRIES_CARRIED, AuditCarry, FeedHead, FeedPart, extend_feed, up_to_signed
 from appliance.errors import AuditFeedRefused
 from appliance.kernel import Kernel
 from appliance.services.identity import IdentityService
@@ -66,9 +66,10 @@ class AuditFeeds:
         held[self._identity.row.node_key] = own
         return {origin: seq for origin, seq in held.items() if seq}
 
-    async def carry_for(self, peer: bytes) -> AuditCarry:
+    async def carry_for(self, peer: bytes, *, max_bytes: int = 32 * 1024 * 1024) -> AuditCarry:
         """What to send `peer`: every trail beyond what it acknowledged, up to a signed entry
-        each, if it serves an admin; always how far this node holds each trail it may see."""
+        each and about `max_bytes` in all, if it serves an admin; always how far this node
+        holds each trail it may see."""
         me = self._identity.row.node_key
         async with self._kernel.store.reading() as conn:
             held = await self.held(conn)
@@ -86,7 +87,11 @@ class AuditFeeds:
                 query = select(table).where(table.c.seq > after).order_by(table.c.seq).limit(budget)
                 if origin != me:
                     query = query.where(t.workspace_audit.c.origin == origin)
-                entries = up_to_signed([_entry(r) for r in (await conn.execute(query)).mappings().all()], budget)
+                found = [_entry(r) for r in (await conn.execute(query)).mappings().all()]
+                sizes = [ENTRY_OVERHEAD_BYTES + len(e.actor) + len(e.action) + len(e.detail.encode("utf-8", "surrogatepass")) for e in found]
+                fit = next((i for i in range(len(found)) if sum(sizes[: i + 1]) > max_bytes), len(found))
+                entries = up_to_signed(found, min(budget, fit))
+                max_bytes -= sum(sizes[: len(entries)])
                 if entries:
                     parts.append(FeedPart(origin, entries))
                     budget -= len(entries)
@@ -117,6 +122,18 @@ class AuditFeeds:
                 if extension.new:
                     new.append(FeedPart(part.origin, extension.new))
         return CheckedFeeds(tuple(new), carry.held)
+
+    async def import_carry(self, sender: bytes, carry: AuditCarry) -> int:
+        """Trails that arrived on their own (a LAN Trails message): checked and stored under the
+        kernel's lock in one transaction with the sender's acknowledgement; returns the entries
+        new here. Not an audit entry of its own: each stored entry says when and from whom it
+        came (an entry per arrival would give the peers new entries to send each other for ever)."""
+        async with self._kernel.lock:
+            self._identity.require_unlocked()
+            checked = await self.check(carry, sender)
+            async with self._kernel.store.transaction() as conn:
+                await self.store(conn, checked, sender)
+        return checked.entries
 
     async def store(self, conn: AsyncConnection, checked: CheckedFeeds, sender: bytes) -> None:
         """In the import's transaction: the new entries, and the sender's acknowledgement (the

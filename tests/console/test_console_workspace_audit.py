@@ -159,3 +159,18 @@ async def test_the_view_matches_its_snapshot(bravo_home: tuple[Path, str, str]) 
     if os.environ.get("RALLYPOINT_UPDATE_SNAPSHOTS") == "1":
         SNAPSHOT.write_text(shown)
     assert shown == SNAPSHOT.read_text(), "the workspace audit screen changed; if on purpose, rerun with RALLYPOINT_UPDATE_SNAPSHOTS=1"
+
+
+async def test_enter_in_the_audit_filter_returns_to_the_table(bravo_home: tuple[Path, str, str]) -> None:
+    home, _, _ = bravo_home
+    async with RallypointApp(home, PASSPHRASE).run_test(size=SIZE) as pilot:
+        app = pilot.app
+        await main_screen(pilot)
+        assert isinstance(app, RallypointApp) and app.node is not None
+        screen = admin_screen(app.node)
+        await app.push_screen(screen)
+        await pilot.press("4")
+        await until(pilot, lambda: screen.query_one("#audit-table", DataTable).has_focus, "the audit tab")
+        await pilot.press("slash", *"joined", "enter")
+        await until(pilot, lambda: screen.query_one("#audit-table", DataTable).has_focus, "the table after Enter")
+        assert [str(row[2]) for row in (screen.query_one("#audit-table", DataTable).get_row_at(i) for i in range(screen.query_one("#audit-table", DataTable).row_count))] == ["joined"]

@@ -79,7 +79,11 @@ def unwritable(path: Path) -> str | None:
 class AuditFilter(Input):
     """Filters the audit log as you type; Enter, Escape or ↓ go back to the table."""
 
-    BINDINGS = [Binding("escape", "screen.focus_table", "Done"), Binding("down", "screen.focus_table", "Done", show=False)]
+    BINDINGS = [
+        Binding("escape", "screen.focus_table", "Done"),
+        Binding("enter", "screen.focus_table", "Done", show=False),
+        Binding("down", "screen.focus_table", "Done", show=False),
+    ]
 
 
 # --- the admin screen ----------------------------------------------------------------
@@ -298,10 +302,6 @@ class AdminScreen(Screen[None]):
         row = next((row for row in self.audit if str(row.seq) == key), None)
         text = "" if row is None else f"#{row.seq} {iso_utc(row.at)} {printable(row.actor)}: {printable(row.action)} {printable(row.detail)}"
         self.query_one("#audit-detail", Static).update(Content(text))
-
-    @on(Input.Submitted, "#audit-filter")
-    def filter_done(self) -> None:
-        self.action_focus_table()
 
     def action_filter(self) -> None:
         self.query_one(AuditFilter).focus()
