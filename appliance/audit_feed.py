@@ -66,6 +66,11 @@ class Extension:
 
     new: tuple[audit.AuditEntry, ...]
     problem: str | None = None
+    # A gap or a fork is what an honest sender causes when the receiver holds less than it
+    # acknowledged (restored from a backup) or the origin itself was restored: the part is
+    # skipped, and the receiver's next acknowledgement corrects the sender. Anything else -
+    # a bad link, hash or signature - is a forgery.
+    recoverable: bool = False
 
 
 def up_to_signed(entries: Sequence[audit.AuditEntry], limit: int) -> tuple[audit.AuditEntry, ...]:
@@ -127,12 +132,12 @@ def extend_feed(held: FeedHead, part: FeedPart) -> Extension:
         return Extension((), f"its last entry {entries[-1].seq} is not signed")
     at_held = [e for e in entries if e.seq == held.seq]
     if at_held and at_held[0].hash != held.hash:
-        return Extension((), f"entry {held.seq} differs from the one held here: the feed was rewritten")
+        return Extension((), f"entry {held.seq} differs from the one held here: the trail forked (its node restored from a backup, or rewritten)", recoverable=True)
     new = [e for e in entries if e.seq > held.seq]
     if not new:
         return Extension(())
     if new[0].seq != held.seq + 1:
-        return Extension((), f"entries {held.seq + 1} to {new[0].seq - 1} are missing (a gap)")
+        return Extension((), f"entries {held.seq + 1} to {new[0].seq - 1} are missing (a gap)", recoverable=True)
     good, _, problem = _walk(new, part.origin, held)
     if problem is not None:
         return Extension((), problem)

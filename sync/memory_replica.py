@@ -207,9 +207,9 @@ class MemoryReplica:
                 raise AuditFeedRefused(f"the audit trail of a node the directory never certified is refused (from {peer.hex()[:12]})")
             trail = self.trails.get(part.origin, [])
             extension = extend_feed(FeedHead(len(trail), trail[-1].hash) if trail else FeedHead(), part)
-            if extension.problem is not None:
+            if extension.problem is not None and not extension.recoverable:
                 raise AuditFeedRefused(f"an audit trail from {peer.hex()[:12]} is refused: {extension.problem}")
-            extended[part.origin] = extension.new
+            extended[part.origin] = extension.new  # nothing, for a part skipped (a gap, a fork)
         for origin, new in extended.items():
             self.trails.setdefault(origin, []).extend(new)
         self._peer_audit.setdefault(peer, {}).update(carry.held)

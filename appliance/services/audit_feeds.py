@@ -10,7 +10,7 @@ was sent: a lost bundle leaves no gap, the next one sends the same entries again
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlalchemy import and_, func, insert, select
@@ -32,6 +32,7 @@ class CheckedFeeds:
 
     new: tuple[FeedPart, ...]
     held: Mapping[bytes, int]
+    skipped: Mapping[str, str] = field(default_factory=dict)  # node id -> why its part was skipped (a gap, a fork)
 
     @property
     def entries(self) -> int:
@@ -73,8 +74,10 @@ class AuditFeeds:
         me = self._identity.row.node_key
         async with self._kernel.store.reading() as conn:
             held = await self.held(conn)
+            if self.serves_admin(me):  # this node receives trails: it says how far, also "none"
+                held = {origin: held.get(origin, 0) for origin in set(self._roster.node_names) | set(held)}
             if not self.serves_admin(peer):
-                return AuditCarry({peer: held[peer]} if held.get(peer) else {})
+                return AuditCarry({peer: held[peer]} if peer in held else {})
             query = select(t.peer_audit.c.origin, t.peer_audit.c.seq).where(t.peer_audit.c.peer == ids.key_id(peer))
             theirs = {bytes(origin): int(seq) for origin, seq in cast(list[tuple[bytes, int]], (await conn.execute(query)).all())}
             parts: list[FeedPart] = []
@@ -100,10 +103,12 @@ class AuditFeeds:
     async def check(self, carry: AuditCarry, sender: bytes) -> CheckedFeeds:
         """The new entries of each trail in `carry`, each checked against its origin's key after
         what this node holds; raises AuditFeedRefused for a trail with a gap, a broken link or
-        signature, or of a node the directory never certified. This node's own trail, sent
-        back, is skipped. Run under the kernel's lock, before the import's transaction."""
+        signature, or of a node the directory never certified. A part with a gap or a fork is
+        skipped (see `Extension.recoverable`), as is this node's own trail sent back. Run under
+        the kernel's lock, before the import's transaction."""
         me = self._identity.row.node_key
         new: list[FeedPart] = []
+        skipped: dict[str, str] = {}
         async with self._kernel.store.reading() as conn:
             for part in carry.parts:
                 if part.origin == me:
@@ -117,11 +122,13 @@ class AuditFeeds:
                     )
                 ).first()
                 extension = extend_feed(FeedHead() if last is None else FeedHead(last.seq, bytes(last.hash)), part)
-                if extension.problem is not None:
+                if extension.problem is not None and extension.recoverable:
+                    skipped[node] = extension.problem
+                elif extension.problem is not None:
                     raise AuditFeedRefused(f"the audit trail of node {node} from {ids.key_id(sender)} is refused: {extension.problem}")
                 if extension.new:
                     new.append(FeedPart(part.origin, extension.new))
-        return CheckedFeeds(tuple(new), carry.held)
+        return CheckedFeeds(tuple(new), carry.held, skipped)
 
     async def import_carry(self, sender: bytes, carry: AuditCarry) -> int:
         """Trails that arrived on their own (a LAN Trails message): checked and stored under the

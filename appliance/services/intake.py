@@ -169,7 +169,7 @@ class IntakeService:
                         summary = replace(written.summary, duplicates=sum(len(c) for c in grouped.values()) - written.batched, audit_entries=feeds.entries)
                         if receipt is not None:
                             await self._feeds.store(conn, feeds, receipt.sender)
-                            await self.record_receipt(conn, receipt, summary, blobs, preview)
+                            await self.record_receipt(conn, receipt, summary, blobs, preview, feeds.skipped)
                         if preview:
                             raise _Rollback(summary)
                         last = await self._replica.newest_change_id(conn)
@@ -388,7 +388,9 @@ class IntakeService:
         trial_dir = certs.resolve_directory(self._identity.row.workspace_key, existing_certs + found_certs, known_revs + found_revs, self._kernel.clock())
         return [(entry_kind(entry), entry.encoded, entry.fingerprint) for entry in decoded.values()], trial_dir
 
-    async def record_receipt(self, conn: AsyncConnection, receipt: Receipt, summary: ImportSummary, blobs: Sequence[tuple[bytes, bytes]], preview: bool) -> None:
+    async def record_receipt(
+        self, conn: AsyncConnection, receipt: Receipt, summary: ImportSummary, blobs: Sequence[tuple[bytes, bytes]], preview: bool, skipped: Mapping[str, str] | None = None
+    ) -> None:
         """In the import's transaction: what the sender told us it holds, the blobs it sent
         (so we never send them back), the bundle's log row and the audit entry."""
         now = self._kernel.clock()
@@ -417,6 +419,8 @@ class IntakeService:
         }
         if summary.audit_entries:
             detail["audit_entries"] = summary.audit_entries
+        if skipped:
+            detail["audit_skipped"] = dict(skipped)
         if receipt.bundle_id is not None:
             detail["bundle"] = receipt.bundle_id.hex()
         await self._kernel.audit(conn, now, self._identity.row.node_key.hex(), AuditAction(f"{receipt.source}_{outcome}"), detail)

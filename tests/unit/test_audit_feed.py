@@ -136,11 +136,14 @@ def test_extending_a_held_feed_skips_what_is_held_and_refuses_gaps_forks_and_for
     assert extend_feed(held, FeedPart(ORIGIN, tuple(entries))).new == tuple(entries[3:])
     assert extend_feed(held, FeedPart(ORIGIN, tuple(entries[3:]))).new == tuple(entries[3:])
     assert extend_feed(FeedHead(6, entries[5].hash), FeedPart(ORIGIN, tuple(entries))).new == ()
-    assert extend_feed(held, FeedPart(ORIGIN, tuple(entries[4:]))).problem == "entries 4 to 4 are missing (a gap)"
+    gap = extend_feed(held, FeedPart(ORIGIN, tuple(entries[4:])))
+    assert (gap.new, gap.problem, gap.recoverable) == ((), "entries 4 to 4 are missing (a gap)", True)
     forked = feed(3)  # another history under the same key: entry 3 differs from the one held
-    assert extend_feed(FeedHead(3, forked[2].hash), FeedPart(ORIGIN, tuple(entries))).problem == "entry 3 differs from the one held here: the feed was rewritten"
+    fork = extend_feed(FeedHead(3, forked[2].hash), FeedPart(ORIGIN, tuple(entries)))
+    assert fork.recoverable and fork.new == () and fork.problem is not None and fork.problem.startswith("entry 3 differs from the one held here: the trail forked")
     forged = audit.make_entry(entries[3], 5000, "-", "backup", {}, OTHER)
-    assert extend_feed(FeedHead(4, entries[3].hash), FeedPart(ORIGIN, (forged,))).problem == "entry 5 was altered: its signature by its node's key does not verify"
+    bad = extend_feed(FeedHead(4, entries[3].hash), FeedPart(ORIGIN, (forged,)))
+    assert (bad.problem, bad.recoverable) == ("entry 5 was altered: its signature by its node's key does not verify", False)
     assert extend_feed(held, FeedPart(ORIGIN, (entries[3], entries[5]))).problem == "its entries are not consecutive"
     tail = feed(3, frozenset({3}))
     assert extend_feed(FeedHead(), FeedPart(ORIGIN, tuple(tail))).problem == "its last entry 3 is not signed"
