@@ -73,6 +73,20 @@ class Extension:
     recoverable: bool = False
 
 
+def within(entries: Sequence[audit.AuditEntry], max_bytes: int) -> int:
+    """How many of `entries`, from the first, fit in about `max_bytes` once encoded."""
+    total = 0
+    for count, entry in enumerate(entries):
+        total += ENTRY_OVERHEAD_BYTES + len(entry.actor) + len(entry.action) + len(entry.detail.encode("utf-8", "surrogatepass"))
+        if total > max_bytes:
+            return count
+    return len(entries)
+
+
+def carried_bytes(entries: Sequence[audit.AuditEntry]) -> int:
+    return sum(ENTRY_OVERHEAD_BYTES + len(e.actor) + len(e.action) + len(e.detail.encode("utf-8", "surrogatepass")) for e in entries)
+
+
 def up_to_signed(entries: Sequence[audit.AuditEntry], limit: int) -> tuple[audit.AuditEntry, ...]:
     """The longest prefix of `entries`, at most `limit` long, that ends with a signed entry."""
     cut = min(len(entries), limit)

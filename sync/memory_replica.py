@@ -19,7 +19,7 @@ from automerge._automerge import Document
 from automerge.core import ROOT, ScalarType
 
 from appliance import audit, certs, crypto, documents, graph, segments
-from appliance.audit_feed import ENTRY_OVERHEAD_BYTES, AuditCarry, FeedHead, FeedPart, extend_feed, up_to_signed
+from appliance.audit_feed import AuditCarry, FeedHead, FeedPart, carried_bytes, extend_feed, up_to_signed, within
 from appliance.changes import ChangeHeader, SignedChange, parse_change, sign_change, verify_batch
 from appliance.errors import AuditFeedRefused, ChangeRejected, NodeLocked
 from appliance.feed import ChangeFeed, DocumentsChanged, NodeWiped, Origin
@@ -190,11 +190,9 @@ class MemoryReplica:
             after = self._peer_audit.get(peer, {}).get(origin, 0)
             if origin == peer or len(trail) <= after:
                 continue
-            sizes = [ENTRY_OVERHEAD_BYTES + len(e.actor) + len(e.action) + len(e.detail.encode()) for e in trail[after:]]
-            fit = next((i for i in range(len(sizes)) if sum(sizes[: i + 1]) > max_bytes), len(sizes))
-            if entries := up_to_signed(trail[after:], fit):
+            if entries := up_to_signed(trail[after:], within(trail[after:], max_bytes)):
                 parts.append(FeedPart(origin, entries))
-                max_bytes -= sum(sizes[: len(entries)])
+                max_bytes -= carried_bytes(entries)
         return AuditCarry(held, tuple(parts))
 
     async def import_audit(self, peer: bytes, carry: AuditCarry) -> int:

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance import audit, ids
 from appliance import schema as t
-from appliance.audit_feed import ENTRY_OVERHEAD_BYTES, MAX_ENTRIES_CARRIED, AuditCarry, FeedHead, FeedPart, extend_feed, up_to_signed
+from appliance.audit_feed import MAX_ENTRIES_CARRIED, AuditCarry, FeedHead, FeedPart, carried_bytes, extend_feed, up_to_signed, within
 from appliance.errors import AuditFeedRefused
 from appliance.kernel import Kernel
 from appliance.services.identity import IdentityService
@@ -91,10 +91,8 @@ class AuditFeeds:
                 if origin != me:
                     query = query.where(t.workspace_audit.c.origin == origin)
                 found = [_entry(r) for r in (await conn.execute(query)).mappings().all()]
-                sizes = [ENTRY_OVERHEAD_BYTES + len(e.actor) + len(e.action) + len(e.detail.encode("utf-8", "surrogatepass")) for e in found]
-                fit = next((i for i in range(len(found)) if sum(sizes[: i + 1]) > max_bytes), len(found))
-                entries = up_to_signed(found, min(budget, fit))
-                max_bytes -= sum(sizes[: len(entries)])
+                entries = up_to_signed(found, min(budget, within(found, max_bytes)))
+                max_bytes -= carried_bytes(entries)
                 if entries:
                     parts.append(FeedPart(origin, entries))
                     budget -= len(entries)

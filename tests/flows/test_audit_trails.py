@@ -98,6 +98,8 @@ async def test_what_a_peer_holds_comes_from_its_acknowledgement_so_a_lost_bundle
         await alpha.directory.add_user("erin")
         sent = await alpha.audit.feeds.carry_for(bravo.identity.node_key)
         assert sent.parts[0].entries[0].seq == 1  # nothing acknowledged yet: from the start again
+        small = await alpha.audit.feeds.carry_for(bravo.identity.node_key, max_bytes=900)  # a LAN message's share, say
+        assert 0 < len(small.parts[0].entries) < len(sent.parts[0].entries) and small.held == sent.held
         await carry(alpha, bravo, tmp_path)
         assert trail_of(await bravo.audit.workspace(), alpha).ok
         # bravo's bundle back acknowledges what it holds; alpha then sends only what is newer.

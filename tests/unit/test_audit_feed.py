@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appliance import audit, cbor, crypto
-from appliance.audit_feed import AuditCarry, FeedHead, FeedPart, extend_feed, up_to_signed, verify_feed
+from appliance.audit_feed import AuditCarry, FeedHead, FeedPart, carried_bytes, extend_feed, up_to_signed, verify_feed, within
 from sync import bundle_payload, errors
 from sync.bundle_payload import BundleContent, Limits, decode_payload, encode_payload
 
@@ -147,3 +147,13 @@ def test_extending_a_held_feed_skips_what_is_held_and_refuses_gaps_forks_and_for
     assert extend_feed(held, FeedPart(ORIGIN, (entries[3], entries[5]))).problem == "its entries are not consecutive"
     tail = feed(3, frozenset({3}))
     assert extend_feed(FeedHead(), FeedPart(ORIGIN, tuple(tail))).problem == "its last entry 3 is not signed"
+
+
+@given(st.integers(min_value=1, max_value=12), st.integers(min_value=0, max_value=4000))
+def test_a_part_is_cut_to_its_byte_budget_and_ends_signed(n: int, max_bytes: int) -> None:
+    entries = feed(n, frozenset({2, 5}))
+    fit = within(entries, max_bytes)
+    assert carried_bytes(entries[:fit]) <= max_bytes and (fit == n or carried_bytes(entries[: fit + 1]) > max_bytes)
+    part = up_to_signed(entries, fit)
+    assert part == tuple(entries[: len(part)]) and (not part or part[-1].signature is not None)
+    assert all(e.signature is None for e in entries[len(part) : fit])
