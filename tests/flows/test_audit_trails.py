@@ -274,3 +274,18 @@ async def test_the_cli_lists_verifies_and_exports_the_workspace_trail(tmp_path: 
     verified = run_cli(bravo.home, "audit", "--verify")
     assert verified.returncode == 1 and f"held of {alpha_id} alpha: BROKEN after {int(str(seq)) - 1} good entries: entry {seq} " in verified.stdout
     assert run_cli(bravo.home, "audit", "--workspace").returncode == 1
+
+
+async def test_a_revoked_nodes_trail_is_kept_verified_and_marked_revoked(tmp_path: Path) -> None:
+    """What a revoked node wrote while it was trusted still verifies against the key the
+    directory certified: relayed after the revocation, it is kept and shown as a revoked node's."""
+    alpha, bravo, charlie, delta = await admin_workspace(tmp_path)
+    async with alpha, bravo, charlie, delta:
+        assert (await alpha.audit.feeds.carry_for(charlie.identity.node_key)).parts == ()  # a member's node: none
+        await charlie.chat.create_channel("field")
+        await carry(charlie, alpha, tmp_path)
+        await alpha.directory.revoke(charlie.identity.node_key, "lost in the field")
+        await carry(alpha, bravo, tmp_path)  # the revocation and charlie's trail, in one bundle
+        trail = trail_of(await bravo.audit.workspace(), charlie)
+        assert trail.revoked and trail.ok and any(e.action == "channel_created" for e in trail.entries)
+        assert {e.received_from for e in trail.entries} == {alpha.identity.node_id}
