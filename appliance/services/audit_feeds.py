@@ -100,7 +100,7 @@ class AuditFeeds:
 
     async def check(self, carry: AuditCarry, sender: bytes) -> CheckedFeeds:
         """The new entries of each trail in `carry`, each checked against its origin's key after
-        what this node holds; raises AuditFeedRefused for a trail with a gap, a broken link or
+        what this node holds; raises AuditFeedRefused for a trail with a broken link, hash or
         signature, or of a node the directory never certified. A part with a gap or a fork is
         skipped (see `Extension.recoverable`), as is this node's own trail sent back. Run under
         the kernel's lock, before the import's transaction."""
