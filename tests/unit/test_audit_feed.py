@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from appliance import audit, cbor, crypto
 from appliance.audit_feed import AuditCarry, FeedHead, FeedPart, carried_bytes, extend_feed, up_to_signed, verify_feed, within
-from sync import bundle_payload, errors
+from sync import bundle_payload, errors, messages
 from sync.bundle_payload import BundleContent, Limits, decode_payload, encode_payload
 
 KEY = crypto.new_signing_key(bytes([7]) * 32)
@@ -157,3 +157,15 @@ def test_a_part_is_cut_to_its_byte_budget_and_ends_signed(n: int, max_bytes: int
     part = up_to_signed(entries, fit)
     assert part == tuple(entries[: len(part)]) and (not part or part[-1].signature is not None)
     assert all(e.signature is None for e in entries[len(part) : fit])
+
+
+@settings(max_examples=30, deadline=None)
+@given(entries_st, st.integers(min_value=1, max_value=60))
+def test_the_lan_trails_message_round_trips_and_refuses_truncation(entries: tuple[audit.AuditEntry, ...], cut: int) -> None:
+    message = messages.Trails(AuditCarry({ORIGIN: len(entries)}, (FeedPart(ORIGIN, entries),) if entries else ()))
+    raw = messages.encode_message(message)
+    assert messages.decode_message(raw) == message
+    with pytest.raises(errors.MessageMalformed):
+        messages.decode_message(raw[: max(0, len(raw) - cut)])
+    with pytest.raises(errors.MessageMalformed, match="exactly the fields"):
+        messages.decode_message(cbor.encode({"t": "audit", "held": {}}))
