@@ -249,6 +249,8 @@ class Session:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.timing.trails_interval_s):
                         await self._trails_acked.wait()
+        except SessionError as exc:
+            await self.close(str(exc))
         except (NodeLocked, ConnectionError, OSError):
             await self.close(None)
 
