@@ -33,9 +33,14 @@ When each is written (actor: the acting user's key, the node's key, or "-" for n
 - MESSAGE_DELETED: an admin deleted another user's message (deleting one's own is not audited).
 - SETTING_CHANGED: a node setting changed (the attachment size limit).
 - NETWORK_RULE: an admin allowed, denied or removed a network in the LAN allowlist.
+- BUNDLE_EXPORTED: bundles were written for a peer (or a broadcast): for whom, how many,
+  their size, the changes and the audit trail entries they carry.
+- AUDIT_EXPORTED: an admin exported audit trails (`rallypoint audit export`): whose, how many
+  entries, from when.
 - BUNDLE_ACCEPTED, BUNDLE_DUPLICATE: a courier bundle was imported; it brought something new,
   or nothing this node lacked.
-- BUNDLE_REJECTED: a bundle was refused (tampered, truncated, from a revoked or unknown node,
+- BUNDLE_REJECTED: a bundle was refused (also when an audit trail it carries has a gap, a broken
+  link or a forged entry: nothing of the bundle is stored) (tampered, truncated, from a revoked or unknown node,
   ...), with what happened to its quarantined copy; a bundle presented again is not audited
   again.
 - LAN_ACCEPTED, LAN_DUPLICATE: changes received in a LAN session were imported; new, or
@@ -85,6 +90,8 @@ class AuditAction(enum.StrEnum):
     ATTRIBUTES_REFUSED = "attributes_refused"
     SETTING_CHANGED = "setting_changed"
     NETWORK_RULE = "network_rule"
+    BUNDLE_EXPORTED = "bundle_exported"
+    AUDIT_EXPORTED = "audit_exported"
     BUNDLE_ACCEPTED = "bundle_accepted"
     BUNDLE_DUPLICATE = "bundle_duplicate"
     BUNDLE_REJECTED = "bundle_rejected"

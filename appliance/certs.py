@@ -264,6 +264,9 @@ class Directory:
     users: dict[bytes, Certificate]  # key -> effective (newest) valid certificate
     nodes: dict[bytes, Certificate]
     revoked: dict[bytes, Revocation]
+    # Users certified admin at some point (a demotion or revocation since included), through a
+    # chain to the workspace key: whose past admin acts other nodes may still be relaying.
+    ever_admins: frozenset[bytes] = frozenset()
 
     def user(self, key: bytes) -> Certificate | None:
         return self.users.get(key)
@@ -323,4 +326,5 @@ def resolve_directory(
         users={k: c for k, c in newest.items() if c.kind == SubjectKind.USER},
         nodes={k: c for k, c in newest.items() if c.kind == SubjectKind.NODE},
         revoked=revoked,
+        ever_admins=frozenset(revokers - {workspace}),
     )

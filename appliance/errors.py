@@ -23,7 +23,8 @@ translated at the boundary (`raise X(...) from exc`).
     │   ├── ChangeRejected
     │   │   ├── AttributesRefused
     │   │   ├── HeadChangeRefused
-    │   │   └── MissingDependencies
+    │   │   ├── MissingDependencies
+    │   │   └── AuditFeedRefused
     │   ├── MalformedChange                (appliance.changes)
     │   ├── DocumentError                  (appliance.documents)
     │   ├── NodeLocked
@@ -108,6 +109,11 @@ class AttributesRefused(ChangeRejected):
 
 class MissingDependencies(ChangeRejected):
     """A batch that builds on changes this node does not have yet (an earlier bundle is missing)."""
+
+
+class AuditFeedRefused(ChangeRejected):
+    """Another node's audit trail that arrived with a gap, a broken link or a signature that does
+    not verify, or from a node the directory never certified; nothing of the batch was stored."""
 
 
 class NodeLocked(ApplianceError):

@@ -173,6 +173,7 @@ class ImportOutcome(StrEnum):
     MALFORMED = "Malformed"
     CHANGE_REJECTED = "ChangeRejected"
     IDENTITY_CONFLICT = "IdentityConflict"
+    AUDIT_TRAIL_REFUSED = "AuditTrailRefused"  # an audit trail with a gap, a broken link or a forged entry
 
     @property
     def rejected(self) -> bool:
@@ -220,11 +221,12 @@ class ImportSummary:
     blobs: int  # new blobs stored
     preview: bool
     wiped: bool = False  # the batch revoked this very node: it locked itself and wiped its data
+    audit_entries: int = 0  # entries of other nodes' audit trails stored
 
     @property
     def outcome(self) -> ImportOutcome:
         """An import that stored nothing new was a duplicate."""
-        return ImportOutcome.ACCEPTED if self.changes or self.blobs else ImportOutcome.DUPLICATE
+        return ImportOutcome.ACCEPTED if self.changes or self.blobs or self.audit_entries else ImportOutcome.DUPLICATE
 
 
 @dataclass(frozen=True)
@@ -291,6 +293,44 @@ class AuditRecord:
     actor: str
     action: str
     detail: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrailEntry:
+    """One entry of a node's audit trail as the workspace view lists it: as its origin node
+    wrote and signed it, the actor's name when the directory knows it, and for another node's
+    entry when and from which node it arrived here."""
+
+    origin: str  # the node id that wrote it
+    seq: int
+    at: int
+    actor: str  # a user's or node's key (hex), or "-"
+    actor_name: str | None
+    action: str
+    detail: str  # canonical JSON, as hashed
+    prev_hash: bytes
+    hash: bytes
+    signature: bytes | None
+    received_at: int | None = None  # None: written by this node
+    received_from: str | None = None
+
+
+@dataclass(frozen=True)
+class NodeTrail:
+    """One node's audit trail held here and its chain verified against that node's key: `ok`,
+    how many entries verified, the head hash, and the first problem (naming the bad entry)."""
+
+    node_id: str
+    node_key: bytes  # what the chain is verified against
+    name: str
+    this_node: bool
+    revoked: bool
+    ok: bool
+    count: int  # entries held here (before any filter)
+    verified: int
+    head: bytes
+    problem: str | None
+    entries: tuple[TrailEntry, ...]  # those the filter kept
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from appliance.audit_actions import AuditAction
 from appliance.errors import AlreadyInitialised, ChangeRejected, EnrollmentRejected, NotInitialised
 from appliance.kernel import Clock, Kernel, Random, wall_clock_ms
 from appliance.services.audit import AuditService
+from appliance.services.audit_feeds import AuditFeeds
 from appliance.services.blobs import Attachment, BlobsService
 from appliance.services.chat import SEGMENT_SIZE, ChatService, check_channel_name
 from appliance.services.custody import BACKUP_SUFFIX, CustodyService, bring_in, remove_db
@@ -56,10 +57,11 @@ class Node:
         self.chat = ChatService(kernel, self.identity, roster, heads, self.replica, self.views, self.blobs)
         self.exchange = ExchangeService(kernel, self.identity, roster, heads, self.replica)
         self.custody = CustodyService(kernel, self.identity, roster)
-        self.intake = IntakeService(kernel, self.identity, roster, heads, self.replica, self.views, self.directory, self.blobs, self.exchange, self.custody)
+        feeds = AuditFeeds(kernel, self.identity, roster)
+        self.intake = IntakeService(kernel, self.identity, roster, heads, self.replica, self.views, self.directory, self.blobs, self.exchange, self.custody, feeds)
         self.enrollment = EnrollmentService(kernel, self.identity, roster, self.replica, self.directory, self.intake)
         self.peers = PeersService(kernel, self.identity, roster, self.directory, self.exchange)
-        self.audit = AuditService(kernel, self.identity)
+        self.audit = AuditService(kernel, self.identity, roster, feeds)
         self._upkeep = Upkeep(store, self.replica, kernel.note_skipped_write)  # started once the node is open
 
     def _opened(self) -> Node:

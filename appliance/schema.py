@@ -189,6 +189,36 @@ audit_log = Table(
     Column("signature", LargeBinary(64)),  # the node key's signature over the hash
 )
 
+# Other nodes' audit trails, carried by bundles and LAN sessions (appliance/audit_feed.py): the
+# entries as their origin node wrote and signed them, checked on arrival against its key, and
+# where and when each arrived. This node's own trail stays in `audit_log`.
+workspace_audit = Table(
+    "workspace_audit",
+    metadata,
+    Column("origin", LargeBinary(32), primary_key=True),  # the origin node's key
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("at", Integer, nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("action", String(48), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("prev_hash", LargeBinary(32), nullable=False),
+    Column("hash", LargeBinary(32), nullable=False),
+    Column("signature", LargeBinary(64)),
+    Column("received_at", Integer, nullable=False),
+    Column("received_from", String(32), nullable=False),  # the node id that sent it
+)
+
+# How far each peer told us it holds each origin's audit trail (its acknowledgements): what is
+# sent to it next starts after that. Never raised on sending: a lost bundle leaves no gap.
+peer_audit = Table(
+    "peer_audit",
+    metadata,
+    Column("peer", String(32), primary_key=True),  # node id
+    Column("origin", LargeBinary(32), primary_key=True),
+    Column("seq", Integer, nullable=False),
+    Column("updated_at", Integer, nullable=False),
+)
+
 # What each peer has told us it holds, so later deltas are small (bundles, LAN sync).
 peer_heads = Table(
     "peer_heads",

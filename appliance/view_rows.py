@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
-from appliance import segments
+from appliance import documents, policy, segments
 
 
 def view_values(channel_id: str, doc_id: str, state: segments.MessageState) -> dict[str, Any]:
@@ -33,6 +33,22 @@ def view_values(channel_id: str, doc_id: str, state: segments.MessageState) -> d
 
 
 # Most messages have no reactions, files or mentions: the literals spare a bulk import ~8 us a message.
+
+
+def head_view_values(head: documents.ChannelHead) -> dict[str, Any]:
+    """A channel's view row (table channels, its id aside) as its head says."""
+    return {
+        "name": head.name,
+        "purpose": head.purpose,
+        "kind": head.kind,
+        "archived": head.archived,
+        "created_by": head.created_by,
+        "created_at": head.created_at,
+        "members": json.dumps(head.members, sort_keys=True),
+        "read_only": head.read_only,
+        "former": json.dumps(list(head.former)),
+        "requires": policy.encode(head.requires) if head.requires != documents.UNSATISFIABLE else "-=-",
+    }
 
 
 def reactions_json(reactions: Mapping[str, Sequence[str]]) -> str:

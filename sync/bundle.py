@@ -2,7 +2,8 @@
 acknowledgements from one node to one or more others. docs/bundle-format.md is the
 specification; this module follows it to the byte. It writes format version 3, whose only
 clear text is what a recipient needs to find its key (anonymous recipient stanzas) and whose
-payload is compressed (sync/bundle_payload.py), and reads versions 3, 2 (the same framing, the
+payload is compressed (sync/bundle_payload.py) - or 4, the same with audit trails in the
+payload, for a bundle that carries some - and reads versions 4, 3, 2 (the same framing, the
 payload uncompressed) and 1 (sync/bundle_v1.py: an older release's format, with a clear header).
 
 Pure functions of bytes, keys, randomness and time: no file or socket I/O, no clock, no
@@ -54,9 +55,9 @@ MiB = 1024 * KiB
 GiB = 1024 * MiB
 
 MAGIC = b"\x89RPBNDL\n"
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
-FRAMED_VERSIONS = (2, 3)  # anonymous stanzas and an encrypted inner header: this module's framing
+FORMAT_VERSION = 3  # 4 for a bundle that carries audit trails (bundle_payload.version_for)
+READABLE_VERSIONS = (1, 2, 3, 4)
+FRAMED_VERSIONS = (2, 3, 4)  # anonymous stanzas and an encrypted inner header: this module's framing
 PREFIX_BYTES = len(MAGIC) + 1 + 4 + 2  # magic, version, chunk size, stanza count
 LENGTH_BYTES = 8  # the ciphertext length field
 SIGNATURE_BYTES = fields.SIGNATURE_BYTES
@@ -141,12 +142,12 @@ def build_bundle(
     randomness: bytes,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> bytes:
-    """The bundle's bytes (format version 3). `randomness` is 32 bytes that MUST come fresh
+    """The bundle's bytes (format version 3, or 4 when it carries audit trails). `randomness` is 32 bytes that MUST come fresh
     from a CSPRNG for each bundle (`appliance.crypto.random_bytes(32)`); the same inputs and
     randomness give the same bytes. Raises ValueError for inputs no reader would accept (bad
     lengths, duplicate keys or documents, a blob whose key is not its SHA-256, no recipients, ...)."""
     return _seal_plaintext(
-        bundle_payload.encode_payload(content, FORMAT_VERSION),
+        bundle_payload.encode_payload(content, bundle_payload.version_for(content)),
         sender_key=sender_key,
         workspace=workspace,
         recipients=recipients,
@@ -155,6 +156,7 @@ def build_bundle(
         incarnation=incarnation,
         randomness=randomness,
         chunk_size=chunk_size,
+        version=bundle_payload.version_for(content),
     )
 
 
@@ -346,7 +348,7 @@ def _version(view: memoryview) -> int:
         raise Truncated("bundle is truncated: the file ends before the format version")
     version = view[len(MAGIC)]
     if version not in READABLE_VERSIONS:
-        raise UnsupportedVersion(f"bundle format version {version} is not supported (this node reads versions 1, 2 and 3)")
+        raise UnsupportedVersion(f"bundle format version {version} is not supported (this node reads versions 1, 2, 3 and 4)")
     return version
 
 

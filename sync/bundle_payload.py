@@ -1,6 +1,8 @@
 """The bundle payload codec (docs/bundle-format.md section 8): what a bundle carries, as
 canonical CBOR, and in format 3 compressed with zstd. Formats 1 and 2 carry the CBOR map of four
-fields as it is; format 3 adds `wholes` (segments carried whole) and compresses the map.
+fields as it is; format 3 adds `wholes` (segments carried whole) and compresses the map; format 4
+adds `audit` (audit trails: appliance/audit_feed.py), and is written only for a bundle that
+carries some, so a node that reads format 3 still reads every other bundle.
 
 Pure: bytes in, bytes out. A reader's limits apply before anything is decoded: the
 decompressed size (streamed, never past `Limits.max_plaintext_bytes`), then the CBOR item count.
@@ -16,6 +18,7 @@ from typing import Any
 import zstandard
 
 from appliance import cbor
+from appliance.audit_feed import AuditCarry
 from appliance.changes import SignedChange
 from appliance.model import WholeSegment
 from sync import fields
@@ -26,12 +29,14 @@ MiB = 1024 * KiB
 GiB = 1024 * MiB
 
 COMPRESSED_FROM = 3  # the first format whose payload is compressed and may carry wholes
+AUDIT_FROM = 4  # the first format whose payload carries audit trails
 ZSTD_LEVEL = 3  # measured on real payloads: see the commit that chose zstd
 ZSTD_MAX_WINDOW = 8 * MiB  # bounds the decompressor's memory; the writer's level 3 window is far smaller
 READ_PIECE = 1 * MiB  # decompressed bytes produced at a time
 KEY_BYTES = 32
 _FIELDS_BEFORE_WHOLES = frozenset({"directory", "changes", "blobs", "acks"})
-PAYLOAD_FIELDS = _FIELDS_BEFORE_WHOLES | {"wholes"}
+_FIELDS_BEFORE_AUDIT = _FIELDS_BEFORE_WHOLES | {"wholes"}
+PAYLOAD_FIELDS = _FIELDS_BEFORE_AUDIT | {"audit"}
 _HEX_KEY = re.compile(r"[0-9a-f]{64}")
 
 DocChanges = fields.DocChanges
@@ -67,6 +72,7 @@ class BundleContent:
     blobs: tuple[tuple[bytes, bytes], ...] = ()
     acks: Mapping[bytes, Hashes] = field(default_factory=dict)
     wholes: tuple[WholeSegment, ...] = ()
+    audit: AuditCarry = field(default_factory=AuditCarry)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "directory", _doc_groups(self.directory))
@@ -133,7 +139,17 @@ def content_to_wire(content: BundleContent, version: int) -> dict[str, Any]:
         wire["wholes"] = fields.wholes_to_wire(content.wholes)
     elif content.wholes:
         raise ValueError(f"bundle format {version} cannot carry segments whole (format {COMPRESSED_FROM} can)")
+    if version >= AUDIT_FROM:
+        wire["audit"] = fields.audit_to_wire(content.audit)
+    elif content.audit:
+        raise ValueError(f"bundle format {version} cannot carry audit trails (format {AUDIT_FROM} can)")
     return wire
+
+
+def version_for(content: BundleContent) -> int:
+    """The format a bundle with `content` is written in: 4 when it carries audit trails, else 3
+    (readable by nodes that predate format 4)."""
+    return AUDIT_FROM if content.audit else COMPRESSED_FROM
 
 
 def decode_payload(payload: cbor.Buffer, limits: Limits, version: int) -> BundleContent:
@@ -171,7 +187,7 @@ def decompress(data: cbor.Buffer, max_bytes: int) -> bytearray:
 
 
 def from_wire(obj: Any, limits: Limits, version: int) -> BundleContent:
-    expected = PAYLOAD_FIELDS if version >= COMPRESSED_FROM else _FIELDS_BEFORE_WHOLES
+    expected = PAYLOAD_FIELDS if version >= AUDIT_FROM else _FIELDS_BEFORE_AUDIT if version >= COMPRESSED_FROM else _FIELDS_BEFORE_WHOLES
     fields.need(isinstance(obj, dict), "bundle payload is not a CBOR map")
     fields.need(set(obj) == expected, f"bundle payload must have exactly the fields {sorted(expected)}")
 
@@ -187,4 +203,5 @@ def from_wire(obj: Any, limits: Limits, version: int) -> BundleContent:
     for peer, docs in acks_wire.items():
         fields.need(isinstance(peer, str) and _HEX_KEY.fullmatch(peer) is not None, "payload acks: a peer is not 64 lowercase hex digits")
         acks[bytes.fromhex(peer)] = fields.heads(docs, f"payload acks for {peer[:12]}")
-    return BundleContent(directory=directory, changes=changes, blobs=blobs, acks=acks, wholes=wholes)
+    carried = fields.audit_from_wire(obj["audit"], "payload audit") if "audit" in obj else AuditCarry()
+    return BundleContent(directory=directory, changes=changes, blobs=blobs, acks=acks, wholes=wholes, audit=carried)

@@ -13,7 +13,8 @@ Every exception's message is one line meant for the user (the CLI prints it as i
         │   ├── RevokedSender
         │   ├── UnsupportedVersion
         │   ├── TooLarge
-        │   └── Malformed
+        │   ├── Malformed
+        │   └── AuditTrailRefused
         ├── StickError
         ├── SessionError
         │   ├── HandshakeFailed
@@ -70,6 +71,11 @@ class TooLarge(BundleRejected):
 
 class Malformed(BundleRejected):
     """Bytes that do not follow the bundle format (bad magic, non-canonical CBOR, wrong fields, trailing bytes)."""
+
+
+class AuditTrailRefused(BundleRejected):
+    """A bundle whose audit trail of some node has a gap, a broken link or a bad signature, or
+    belongs to a node the directory never certified (appliance's AuditFeedRefused, at the bundle's edge)."""
 
 
 class StickError(SyncError):

@@ -7,10 +7,12 @@ through as its own outcomes; the LAN codec translates them at its boundary."""
 
 from __future__ import annotations
 
+import re
 from itertools import pairwise
 from typing import Any
 
-from appliance import cbor, crypto
+from appliance import audit, cbor, crypto
+from appliance.audit_feed import MAX_ENTRIES_CARRIED, AuditCarry, FeedPart, check_entry_shape
 from appliance.changes import MAX_CHANGE_BYTES, SignedChange
 from appliance.errors import InvalidInput
 from appliance.model import WholeSegment
@@ -20,6 +22,8 @@ from sync.errors import Malformed, TooLarge
 MAX_DOC_ID_BYTES = 256
 HASH_BYTES = 32
 SIGNATURE_BYTES = 64
+
+HEX_KEY = re.compile(r"[0-9a-f]{64}")  # a node key as 64 lowercase hex digits
 
 DocChanges = tuple[tuple[str, tuple[SignedChange, ...]], ...]
 Blobs = tuple[tuple[bytes, bytes], ...]
@@ -162,3 +166,55 @@ def whole_entries(value: Any, what: str, chunked: set[str]) -> tuple[WholeSegmen
         need(all(a[0] < b[0] for a, b in pairwise(signatures)), f"{what} of {doc!r}: signatures are not sorted by change hash without duplicates")
         out.append(WholeSegment(doc, bytes(data), tuple(signatures)))
     return tuple(out)
+
+
+def audit_to_wire(carry: AuditCarry) -> dict[str, Any]:
+    """`{"held": {origin hex: seq}, "feeds": {origin hex: [entry, ...]}}`, each entry
+    `[seq, at, actor, action, detail, prev_hash, hash, signature or null]`."""
+    for origin in list(carry.held) + [part.origin for part in carry.parts]:
+        if not isinstance(origin, bytes) or len(origin) != HASH_BYTES:
+            raise ValueError("audit: an origin is not a 32-byte node key")
+    return {
+        "held": {origin.hex(): seq for origin, seq in carry.held.items()},
+        "feeds": {part.origin.hex(): [[e.seq, e.at, e.actor, e.action, e.detail, e.prev_hash, e.hash, e.signature] for e in part.entries] for part in carry.parts},
+    }
+
+
+def audit_from_wire(obj: Any, what: str) -> AuditCarry:
+    """The audit part of a payload or a LAN message, strictly: raises Malformed."""
+    need(isinstance(obj, dict) and set(obj) == {"held", "feeds"}, f"{what} must be a map of exactly held and feeds")
+    held_wire, feeds_wire = obj["held"], obj["feeds"]
+    need(isinstance(held_wire, dict) and isinstance(feeds_wire, dict), f"{what}: held and feeds must be maps")
+    held: dict[bytes, int] = {}
+    for origin, seq in held_wire.items():
+        need(isinstance(origin, str) and HEX_KEY.fullmatch(origin) is not None, f"{what} held: an origin is not 64 lowercase hex digits")
+        need(is_int(seq) and 0 <= seq < 2**53, f"{what} held: a sequence number is not an int in range")
+        held[bytes.fromhex(origin)] = seq
+    parts, count = [], 0
+    for origin, entries in feeds_wire.items():
+        need(isinstance(origin, str) and HEX_KEY.fullmatch(origin) is not None, f"{what} feeds: an origin is not 64 lowercase hex digits")
+        need(isinstance(entries, list) and len(entries) > 0, f"{what} feeds: the feed of {origin[:12]} is not a non-empty list")
+        count += len(entries)
+        need(count <= MAX_ENTRIES_CARRIED, f"{what} carries more than {MAX_ENTRIES_CARRIED:,} audit entries")
+        parts.append(FeedPart(bytes.fromhex(origin), tuple(_audit_entry(e, f"{what} feed of {origin[:12]}") for e in entries)))
+    return AuditCarry(held, tuple(parts))
+
+
+def _audit_entry(obj: Any, what: str) -> audit.AuditEntry:
+    need(isinstance(obj, list) and len(obj) == 8, f"{what}: an entry is not a list of 8 fields")
+    seq, at, actor, action, detail, prev_hash, digest, signature = obj
+    need(is_int(seq) and is_int(at) and 0 < seq < 2**53 and 0 <= at < 2**63, f"{what}: an entry's seq or time is not an int in range")
+    need(isinstance(actor, str) and isinstance(action, str) and isinstance(detail, str), f"{what}: entry {seq}'s actor, action and detail must be text")
+    entry = audit.AuditEntry(
+        seq,
+        at,
+        actor,
+        action,
+        detail,
+        fixed_bytes(prev_hash, HASH_BYTES, f"{what}: entry {seq}'s prev_hash"),
+        fixed_bytes(digest, HASH_BYTES, f"{what}: entry {seq}'s hash"),
+        None if signature is None else fixed_bytes(signature, SIGNATURE_BYTES, f"{what}: entry {seq}'s signature"),
+    )
+    problem = check_entry_shape(entry)
+    need(problem is None, f"{what}: {problem}")
+    return entry

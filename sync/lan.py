@@ -83,6 +83,7 @@ class LanConfig:
     handshake_penalty_s: float = 2.0  # an address that presented an unknown key or a bad handshake is shed this long
     ping_interval_s: float = 15.0
     idle_timeout_s: float = 45.0
+    trails_interval_s: float = 60.0  # audit entries written during a session go this often
     store_poll_s: float = 0.05
     backoff_min_s: float = 0.5
     backoff_max_s: float = 30.0
@@ -523,7 +524,7 @@ class LanService:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: bytes, keys: wire.SessionKeys, *, initiator: bool, address: str, port: int
     ) -> None:
         channel = StreamChannel(reader, writer, keys, self._rng(wire.STREAM_HEADER_BYTES), deadline_s=self.config.handshake_deadline_s)
-        timing = SessionTiming(ping_interval_s=self.config.ping_interval_s, idle_timeout_s=self.config.idle_timeout_s)
+        timing = SessionTiming(ping_interval_s=self.config.ping_interval_s, idle_timeout_s=self.config.idle_timeout_s, trails_interval_s=self.config.trails_interval_s)
         await self._sessions.run(Session(channel, self._replica, self._book, self, peer, initiator=initiator, address=address, port=port, timing=timing))
 
     def first_report(self, address: str, kind: str) -> bool:

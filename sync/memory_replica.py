@@ -18,9 +18,10 @@ import nacl.signing
 from automerge._automerge import Document
 from automerge.core import ROOT, ScalarType
 
-from appliance import certs, crypto, documents, graph, segments
+from appliance import audit, certs, crypto, documents, graph, segments
+from appliance.audit_feed import AuditCarry, FeedHead, FeedPart, carried_bytes, extend_feed, up_to_signed, within
 from appliance.changes import ChangeHeader, SignedChange, parse_change, sign_change, verify_batch
-from appliance.errors import ChangeRejected, NodeLocked
+from appliance.errors import AuditFeedRefused, ChangeRejected, NodeLocked
 from appliance.feed import ChangeFeed, DocumentsChanged, NodeWiped, Origin
 from appliance.incoming import group_incoming, import_rank
 from appliance.model import BlobDelta, ChannelIntake, Delta, DocumentDelta, ImportSummary, Receipt, WholeSegment
@@ -71,6 +72,8 @@ class MemoryReplica:
         self._peer_blobs: dict[bytes, dict[bytes, tuple[str, tuple[bytes, ...]] | None]] = {}  # None: held
         self._directory = certs.resolve_directory(workspace, [], [], clock())
         self.locked_reason: str | None = None
+        self.trails: dict[bytes, list[audit.AuditEntry]] = {}  # origin -> its trail as held here (this replica writes none of its own)
+        self._peer_audit: dict[bytes, dict[bytes, int]] = {}  # peer -> origin -> seq it acknowledged
 
     async def _nothing_to_poll(self) -> frozenset[str]:
         return frozenset()  # no other process writes this replica
@@ -175,6 +178,40 @@ class MemoryReplica:
             for digest, doc_id in blobs:
                 if sent.get(digest, ()) is not None:  # a confirmed blob stays confirmed
                     sent[digest] = (doc_id, tuple(heads.get(doc_id, ())))
+
+    async def audit_for(self, peer: bytes, *, max_bytes: int) -> AuditCarry:
+        """As the node: entries only for a peer that is an admin's home, beyond its acknowledgement."""
+        self._require_unlocked()
+        held = {origin: len(trail) for origin, trail in self.trails.items() if trail}
+        if not any(c.role == "admin" and c.home == peer for c in self._directory.users.values()):
+            return AuditCarry({peer: held[peer]} if peer in held else {})
+        parts = []
+        for origin, trail in sorted(self.trails.items()):
+            after = self._peer_audit.get(peer, {}).get(origin, 0)
+            if origin == peer or len(trail) <= after:
+                continue
+            if entries := up_to_signed(trail[after:], within(trail[after:], max_bytes)):
+                parts.append(FeedPart(origin, entries))
+                max_bytes -= carried_bytes(entries)
+        return AuditCarry(held, tuple(parts))
+
+    async def import_audit(self, peer: bytes, carry: AuditCarry) -> int:
+        self._require_unlocked()
+        extended: dict[bytes, tuple[audit.AuditEntry, ...]] = {}
+        for part in carry.parts:
+            if part.origin == self.node_key:
+                continue
+            if part.origin not in self._directory.nodes and part.origin not in self._directory.revoked:
+                raise AuditFeedRefused(f"the audit trail of a node the directory never certified is refused (from {peer.hex()[:12]})")
+            trail = self.trails.get(part.origin, [])
+            extension = extend_feed(FeedHead(len(trail), trail[-1].hash) if trail else FeedHead(), part)
+            if extension.problem is not None and not extension.recoverable:
+                raise AuditFeedRefused(f"an audit trail from {peer.hex()[:12]} is refused: {extension.problem}")
+            extended[part.origin] = extension.new  # nothing, for a part skipped (a gap, a fork)
+        for origin, new in extended.items():
+            self.trails.setdefault(origin, []).extend(new)
+        self._peer_audit.setdefault(peer, {}).update(carry.held)
+        return sum(len(new) for new in extended.values())
 
     def trust_of(self, node_key: bytes) -> certs.Trust:
         return self._directory.trust_of(node_key)

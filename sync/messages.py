@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from appliance import cbor
+from appliance.audit_feed import AuditCarry
 from appliance.changes import SignedChange
 from appliance.model import WholeSegment
 from sync import fields
@@ -88,7 +89,16 @@ class BlobPart:
     data: bytes
 
 
-Message = Heads | Changes | BlobPart | Ping | Pong | Bye
+@dataclass(frozen=True)
+class Trails:
+    """Audit trails (appliance/audit_feed.py): how far the sender holds each origin's trail (an
+    acknowledgement), and entries the receiver lacks - sent when a session starts, then now and
+    then, only to a peer that serves an admin (docs/lan-protocol.md section 6.7)."""
+
+    carry: AuditCarry
+
+
+Message = Heads | Changes | BlobPart | Ping | Pong | Bye | Trails
 
 _FIELDS: dict[str, frozenset[str]] = {
     "heads": frozenset({"t", "heads", "complete"}),
@@ -97,6 +107,7 @@ _FIELDS: dict[str, frozenset[str]] = {
     "pong": frozenset({"t", "nonce"}),
     "bye": frozenset({"t", "reason"}),
     "blob": frozenset({"t", "digest", "size", "offset", "data"}),
+    "audit": frozenset({"t", "held", "feeds"}),
 }
 MAX_BLOB_SIZE = 2**40  # a sanity bound on the declared size; the receiver's attachment limit is far lower
 
@@ -163,6 +174,8 @@ def _to_wire(message: Message) -> dict[str, Any]:
             return {"t": "pong", "nonce": nonce}
         case Bye(reason=reason):
             return {"t": "bye", "reason": reason}
+        case Trails(carry=carry):
+            return {"t": "audit", **fields.audit_to_wire(carry)}
     raise TypeError(f"not a LAN message: {type(message).__name__}")
 
 
@@ -195,6 +208,8 @@ def _from_wire(obj: Any) -> Message:
         fields.need(isinstance(data, bytes) and len(data) > 0, "blob message data must be non-empty bytes")
         fields.need(fields.is_int(offset) and 0 <= offset and offset + len(data) <= size, "blob message offset and data must lie within its size")
         return BlobPart(fields.fixed_bytes(obj["digest"], HASH_BYTES, "blob message digest"), size, offset, bytes(data))
+    if kind == "audit":
+        return Trails(fields.audit_from_wire({"held": obj["held"], "feeds": obj["feeds"]}, "audit message"))
     if kind == "bye":
         reason = obj["reason"]
         fields.need(

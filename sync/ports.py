@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, Self, TypeAlias
 
+from appliance.audit_feed import AuditCarry
 from appliance.certs import Trust
 from appliance.changes import SignedChange
 from appliance.model import Delta, ImportSummary, Receipt, WholeSegment
@@ -40,7 +41,7 @@ class Replica(Protocol):
     for what peers send, acknowledgements, and whom the directory trusts. Over a node:
     node.exchange (heads_for, documents_lacking, delta_for, record_peer_heads, note_sent),
     node.intake.import_batches, node.replica.document_heads, node.directory.trust_of,
-    node.blobs.max_blob_bytes, node.identity.now."""
+    node.blobs.max_blob_bytes, node.identity.now, node.audit.feeds (audit_for, import_audit)."""
 
     async def heads_for(self, peer: bytes) -> dict[str, tuple[bytes, ...]]:
         """Our heads of every document `peer` may receive (a revoked peer: the directory)."""
@@ -74,6 +75,17 @@ class Replica(Protocol):
 
     async def record_peer_heads(self, peer: bytes, heads: Mapping[str, Sequence[bytes]]) -> None:
         """What `peer` acknowledged holding: the next delta for it starts there."""
+        ...
+
+    async def audit_for(self, peer: bytes, *, max_bytes: int) -> AuditCarry:
+        """Audit trails for `peer`: how far we hold each it may see (an acknowledgement), and,
+        if it serves an admin, the entries beyond what it acknowledged (about `max_bytes` at most)."""
+        ...
+
+    async def import_audit(self, peer: bytes, carry: AuditCarry) -> int:
+        """Checks and stores the trails `peer` sent and records its acknowledgement; returns the
+        entries new here. A gap, a broken link or signature, or an origin the directory never
+        certified raises ChangeRejected (AuditFeedRefused) and stores nothing."""
         ...
 
     async def note_sent(self, peers: Sequence[bytes], blobs: Sequence[tuple[bytes, str]], heads: Mapping[str, Sequence[bytes]]) -> None:

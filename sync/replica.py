@@ -11,6 +11,7 @@ from typing import Protocol
 import nacl.signing
 
 from appliance import certs
+from appliance.audit_feed import AuditCarry
 from appliance.changes import SignedChange
 from appliance.feed import ChangeFeed
 from appliance.model import Delta, ImportSummary, Receipt, WholeSegment
@@ -65,6 +66,7 @@ class NodeIntake(Protocol):
         receipt: Receipt | None = None,
         preview: bool = False,
         progress: Callable[[str, int], None] | None = None,
+        audit: AuditCarry | None = None,
     ) -> ImportSummary: ...
 
 
@@ -98,6 +100,19 @@ class LanNode(Protocol):
     def peers(self) -> LanBook: ...
     @property
     def feed(self) -> ChangeFeed: ...
+    @property
+    def audit(self) -> NodeAudit: ...
+
+
+class NodeAuditFeeds(Protocol):
+    async def carry_for(self, peer: bytes, *, max_bytes: int = ...) -> AuditCarry: ...
+    async def import_carry(self, sender: bytes, carry: AuditCarry) -> int: ...
+
+
+class NodeAudit(Protocol):
+    @property
+    def feeds(self) -> NodeAuditFeeds: ...
+    async def record_export(self, recipients: Sequence[bytes], bundles: int, size: int, changes: int, audit_entries: int) -> None: ...
 
 
 class CourierDirectory(NodeDirectory, Protocol):
@@ -130,6 +145,8 @@ class CourierNode(Protocol):
     def blobs(self) -> NodeBlobs: ...
     @property
     def peers(self) -> LanBook: ...
+    @property
+    def audit(self) -> NodeAudit: ...
 
 
 class NodeReplica:
@@ -168,6 +185,12 @@ class NodeReplica:
 
     async def note_sent(self, peers: Sequence[bytes], blobs: Sequence[tuple[bytes, str]], heads: Mapping[str, Sequence[bytes]]) -> None:
         await self._node.exchange.note_sent(peers, blobs, heads)
+
+    async def audit_for(self, peer: bytes, *, max_bytes: int) -> AuditCarry:
+        return await self._node.audit.feeds.carry_for(peer, max_bytes=max_bytes)
+
+    async def import_audit(self, peer: bytes, carry: AuditCarry) -> int:
+        return await self._node.audit.feeds.import_carry(peer, carry)
 
     def trust_of(self, node_key: bytes) -> certs.Trust:
         return self._node.directory.trust_of(node_key)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from appliance import crypto, documents, identity, ids
+from appliance.audit_feed import AuditCarry
 from appliance.errors import ChangeRejected, MissingDependencies, NodeLocked, RallypointError
 from appliance.model import Carrier, Delta, Receipt
 from sync import messages, wire
@@ -30,12 +31,14 @@ PART_BUDGET = 1024 * 1024  # changes and blobs per Changes message: well under t
 ACK_WRITE_INTERVAL_S = 1.0
 BLOB_PART_BYTES = 512 * 1024  # blobs larger than this go in pieces of this size, after the changes
 RELAY_DELAY_S = 0.1  # before relaying what another peer sent: time for the peer to say it has it
+TRAILS_BYTES = wire.MAX_MESSAGE_BYTES // 2  # audit entries per Trails message, at most
 
 
 @dataclass(frozen=True)
 class SessionTiming:
     ping_interval_s: float = 15.0
     idle_timeout_s: float = 45.0
+    trails_interval_s: float = 60.0  # how often audit entries written since are sent (and at the start)
 
 
 class SessionHost(Protocol):
@@ -90,6 +93,8 @@ class Session:
         self._ack_writer: asyncio.Task[None] | None = None
         self._closed = False
         self._tasks: list[asyncio.Task[Any]] = []
+        self._trails_acked = asyncio.Event()  # the peer acknowledged audit entries: more may follow
+        self.received_audit_entries = 0
 
     def info(self) -> SessionInfo:
         return SessionInfo(
@@ -121,7 +126,7 @@ class Session:
             self.up = True
             self.host.emit(SessionUp(self.peer_id, self.address, self.initiator))
             self.channel.send(messages.Heads(await self.replica.heads_for(self.peer), complete=True))
-            self._tasks += [asyncio.create_task(self._pusher()), asyncio.create_task(self._pinger())]
+            self._tasks += [asyncio.create_task(self._pusher()), asyncio.create_task(self._pinger()), asyncio.create_task(self._trails())]
             while True:
                 async with asyncio.timeout(self.timing.idle_timeout_s):
                     message = await self.channel.receive()
@@ -180,6 +185,8 @@ class Session:
             await self._import(message)
         elif isinstance(message, messages.BlobPart):
             await self._receive_blob_part(message)
+        elif isinstance(message, messages.Trails):
+            await self._import_trails(message.carry)
         elif isinstance(message, messages.Ping):
             self.channel.send(messages.Pong(message.nonce))
         elif isinstance(message, messages.Bye):
@@ -214,6 +221,38 @@ class Session:
             return
         if summary.changes or summary.blobs:
             self.host.emit(Received(self.peer_id, summary.changes, sum(c.new_messages for c in summary.channels), tuple(c.channel_id for c in summary.channels)))
+
+    async def _import_trails(self, carry: AuditCarry) -> None:
+        """Audit trails the peer sent, checked and stored, then acknowledged (how far we now
+        hold each); an acknowledgement alone is recorded, and may let us send more."""
+        try:
+            self.received_audit_entries += await self.replica.import_audit(self.peer, carry)
+        except ChangeRejected as exc:
+            raise SessionError(f"{self.peer_id} sent an audit trail this node refuses: {exc}") from exc
+        if carry.parts:
+            self.channel.send(messages.Trails(AuditCarry((await self.replica.audit_for(self.peer, max_bytes=0)).held)))
+        else:
+            self._trails_acked.set()
+
+    async def _trails(self) -> None:
+        """Sends the audit trails the peer may receive beyond what it acknowledged: when the
+        session starts (with our acknowledgement of its trails), when it acknowledges a part
+        and more is waiting, and every `trails_interval_s` for entries written since."""
+        first = True
+        try:
+            while True:
+                carry = await self.replica.audit_for(self.peer, max_bytes=TRAILS_BYTES)
+                if carry.parts or (first and carry):
+                    await self._send_bulk(messages.Trails(carry))
+                first = False
+                self._trails_acked.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.timing.trails_interval_s):
+                        await self._trails_acked.wait()
+        except SessionError as exc:
+            await self.close(str(exc))
+        except (NodeLocked, ConnectionError, OSError):
+            await self.close(None)
 
     async def _write_acks(self, delay: float) -> None:
         await asyncio.sleep(delay)

@@ -21,9 +21,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance import crypto, ids
+from appliance import cbor, crypto, ids
+from appliance.audit_feed import AuditCarry
 from appliance.changes import SignedChange, parse_change
 from appliance.errors import (
+    AuditFeedRefused,
     ChangeRejected,
     IdentityConflict,
     MissingDependencies,
@@ -45,7 +47,8 @@ from sync.bundle import (
     read_envelope,
 )
 from sync.defaults import DEFAULT_MAX_BYTES, MiB
-from sync.errors import BundleRejected, DoesNotFit, ExportRefused, NotAddressedToMe, StickError, SyncError, UnknownSender
+from sync.errors import AuditTrailRefused, BundleRejected, DoesNotFit, ExportRefused, NotAddressedToMe, StickError, SyncError, UnknownSender
+from sync.fields import audit_to_wire
 from sync.packing import pack_delta
 from sync.ports import Medium, StickFile, StickProblem, StickScan
 from sync.quarantine import DroppedFile, Quarantined, QuarantineQuota
@@ -213,9 +216,11 @@ async def export_bundles(
         if progress:
             progress(Progress("export", index, len(groups), label))
         delta = await node.exchange.delta_for(group)
+        # Audit trails go to one peer at a time (a broadcast's every recipient could read them).
+        carry = AuditCarry() if broadcast else await node.audit.feeds.carry_for(group[0])
         names: list[str] = []
         series = rng(_SERIES_BYTES)
-        for part, content in enumerate(_split(delta, max_bytes, len(group))):
+        for part, content in enumerate(_split(delta, max_bytes, len(group), carry)):
             created_at = clock() + part
             data = await asyncio.to_thread(
                 build_bundle,
@@ -243,6 +248,8 @@ async def export_bundles(
                 )
             )
         superseded += await medium.remove_own_older(stick.BUNDLES, functools.partial(namer.is_own, group=group), names)
+        mine = written[len(written) - len(names) :]
+        await node.audit.record_export(group, len(names), sum(b.size for b in mine), sum(b.changes for b in mine), sum(len(p.entries) for p in carry.parts))
         await node.exchange.note_sent(group, [(digest, doc_id) for digest, doc_id, _ in delta.blobs], delta.heads)
     if progress:
         progress(Progress("export", len(groups), len(groups), "done"))
@@ -285,13 +292,15 @@ def _header_heads(delta: Delta, content: BundleContent) -> dict[str, tuple[bytes
     return {doc_id: delta.heads[doc_id] for doc_id in order[:MAX_HEADS_IN_HEADER] if delta.heads.get(doc_id)}
 
 
-def _split(delta: Delta, max_bytes: int, recipients: int) -> list[BundleContent]:
+def _split(delta: Delta, max_bytes: int, recipients: int, carry: AuditCarry | None = None) -> list[BundleContent]:
     """Packs the delta, in its priority order, into bundles of at most `max_bytes` (estimated
     conservatively). Always at least one bundle (it carries our heads, an acknowledgement,
-    even when nothing else is new)."""
+    even when nothing else is new); the first carries the audit trails, `carry`."""
     # Padding adds under 1/16 to a bundle of 32 KiB or more (MIN_MAX_BYTES is 64 KiB).
+    carry = carry or AuditCarry()
+    trails = len(cbor.encode(audit_to_wire(carry))) if carry else 0
     try:
-        parts = pack_delta(delta, (max_bytes - _fixed_overhead(delta, max_bytes, recipients)) * 15 // 16)
+        parts = pack_delta(delta, (max_bytes - _fixed_overhead(delta, max_bytes, recipients) - trails) * 15 // 16)
     except DoesNotFit as exc:
         raise DoesNotFit(f"{exc}; raise the bundle size limit") from exc
     return [
@@ -300,9 +309,10 @@ def _split(delta: Delta, max_bytes: int, recipients: int) -> list[BundleContent]
             changes=tuple((d, _one_signature_per_actor(c)) for d, c in documents if d != "directory"),
             blobs=blobs,
             wholes=wholes,
+            audit=carry if index == 0 else AuditCarry(),
         )
-        for documents, blobs, wholes in parts
-    ] or [BundleContent()]
+        for index, (documents, blobs, wholes) in enumerate(parts)
+    ] or [BundleContent(audit=carry)]
 
 
 def _one_signature_per_actor(changes: Sequence[SignedChange]) -> tuple[SignedChange, ...]:
@@ -433,16 +443,19 @@ async def _import_file(node: CourierNode, medium: Medium, file: StickFile, previ
             receipt=receipt,
             preview=preview,
             progress=_changes_progress(progress, content, file.name),
+            audit=content.audit,
         )
     except MissingDependencies as exc:
         if not last_try:
             return None
         return FileOutcome(file.name, WAITING, f"{exc}; import the earlier bundles from {sender} first", sender, opened.id.hex())
+    except AuditFeedRefused as exc:
+        return await _reject(node, medium, file, data, digest, opened, AuditTrailRefused.__name__, str(exc), preview, quota)
     except ChangeRejected as exc:
         return await _reject(node, medium, file, data, digest, opened, "ChangeRejected", str(exc), preview, quota)
     if not preview and _mine_alone(file, data):
         await medium.remove(file)
-    outcome = ACCEPTED if summary.changes or summary.blobs else DUPLICATE
+    outcome = ACCEPTED if summary.changes or summary.blobs or summary.audit_entries else DUPLICATE
     return FileOutcome(file.name, outcome, "", sender, opened.id.hex(), summary)
 
 

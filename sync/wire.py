@@ -29,7 +29,7 @@ MiB = 1024 * 1024
 # --- handshake layout ----------------------------------------------------------------------
 
 MAGIC = b"RPLAN"
-PROTOCOL_VERSION = 3  # 3: Changes carries segments whole (sync/messages.py)
+PROTOCOL_VERSION = 4  # 3: Changes carries segments whole; 4: the Trails message (sync/messages.py)
 ROLE_INITIATOR = 0  # the role byte of HELLO
 ROLE_RESPONDER = 1  # the role byte of RESPONSE
 SIGNATURE_DOMAIN = b"rallypoint/lan/v3\x00"

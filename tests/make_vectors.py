@@ -389,7 +389,7 @@ def build_v2_vectors() -> dict[str, bytes]:
     stream_header, pieces = chunks(ciphertext, 1024)
     assert len(pieces) == 4
     add("bad_magic", b"\x89RPBNDX\n" + base[8:], "the magic's seventh byte changed", "rejected: malformed")
-    add("unsupported_version", base[:8] + b"\x04" + base[9:], "format version byte 4", "rejected: unsupported version")
+    add("unsupported_version", base[:8] + b"\x05" + base[9:], "format version byte 5", "rejected: unsupported version")
     add("bad_chunk_size", base[:9] + (512).to_bytes(4, "big") + base[13:], "chunk size field 512 (under 1024)", "rejected: malformed")
     add("no_stanzas", base[:13] + b"\x00\x00" + base[15:], "stanza count 0", "rejected: malformed")
     add("too_many_stanzas", base[:13] + (bundle.MAX_RECIPIENTS + 1).to_bytes(2, "big") + base[15:], "stanza count 1025 (over 1024)", "rejected: too large")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Literal
 from textual.message import Message
 
 from appliance.audit import AuditVerdict
-from appliance.model import ChannelMember, ChannelSummary, Enrollment, Identity, MessageView, NodeInfo, PeerStatus, TermsInfo, TermsStanding, UserInfo
+from appliance.model import ChannelMember, ChannelSummary, Enrollment, Identity, MessageView, NodeInfo, NodeTrail, PeerStatus, TermsInfo, TermsStanding, UserInfo
 from appliance.netpolicy import NetworkRule
 from appliance.node import Node
 from sync.lan import LanEvent, SessionInfo
@@ -240,6 +240,12 @@ class AdminLoaded(Message, bubble=False):
         self.rules = rules
         self.audit = audit
         self.verdict = verdict
+
+
+class WorkspaceAuditLoaded(Message, bubble=False):
+    def __init__(self, trails: list[NodeTrail]) -> None:
+        super().__init__()
+        self.trails = trails  # every node's trail held here, verified
 
 
 class ActionDone(Message, bubble=False):

@@ -10,7 +10,7 @@ from typing import Protocol
 
 from appliance.audit import AuditVerdict
 from appliance.documents import ChannelHead
-from appliance.model import AuditRecord, BackupInfo, ChannelMember, ChannelSummary, Enrollment, Identity, MessageView, NodeInfo, PeerStatus, TermsInfo, TermsStanding, UserInfo
+from appliance.model import AuditRecord, BackupInfo, ChannelMember, ChannelSummary, Enrollment, Identity, MessageView, NodeInfo, NodeTrail, PeerStatus, TermsInfo, TermsStanding, UserInfo
 from appliance.netpolicy import LocalNetwork, NetworkRule
 from appliance.node import Attachment
 
@@ -76,6 +76,7 @@ class EnrollmentService(Protocol):
 class AuditService(Protocol):
     async def entries(self, limit: int | None = None) -> list[AuditRecord]: ...
     async def verify(self) -> AuditVerdict: ...
+    async def workspace(self, *, node: str | None = None, since: int | None = None) -> list[NodeTrail]: ...
 
 
 class CustodyService(Protocol):

@@ -19,6 +19,7 @@ from appliance.errors import InvalidInput, NotFound
 from appliance.kernel import Kernel, Stale
 from appliance.services.identity import IdentityService
 from appliance.services.roster import Roster
+from appliance.view_rows import head_view_values
 
 SHORT_ID = 4  # hex digits of a channel id that tell same-named channels apart in lists
 
@@ -91,18 +92,7 @@ class ChannelHeads:
         head = documents.read_head(doc, channel_id)
         if head is None:
             return
-        values = {
-            "name": head.name,
-            "purpose": head.purpose,
-            "kind": head.kind,
-            "archived": head.archived,
-            "created_by": head.created_by,
-            "created_at": head.created_at,
-            "members": json.dumps(head.members, sort_keys=True),
-            "read_only": head.read_only,
-            "former": json.dumps(list(head.former)),
-            "requires": policy.encode(head.requires) if head.requires != documents.UNSATISFIABLE else "-=-",
-        }
+        values = head_view_values(head)
         updated = await conn.execute(update(t.channels).where(t.channels.c.channel_id == channel_id).values(**values))
         if updated.rowcount == 0:
             await conn.execute(insert(t.channels).values(channel_id=channel_id, **values))

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from appliance import certs, documents, head_rules, ids, policy, segments
 from appliance import schema as t
 from appliance.audit_actions import AuditAction
+from appliance.audit_feed import AuditCarry
 from appliance.changes import Authorise, SignedChange, VerifiedChange, verify_batch
 from appliance.directory_records import judge_directory_batch, record_kind, split_records
 from appliance.errors import AttributesRefused, ChangeRejected, HeadChangeRefused, MissingDependencies
@@ -22,6 +23,7 @@ from appliance.feed import Origin
 from appliance.incoming import group_incoming
 from appliance.kernel import Kernel
 from appliance.model import ChannelIntake, ImportResult, ImportSummary, Receipt, WholeSegment
+from appliance.services.audit_feeds import AuditFeeds, CheckedFeeds
 from appliance.services.blobs import BlobsService
 from appliance.services.custody import CustodyService
 from appliance.services.directory import DirectoryService
@@ -75,6 +77,7 @@ class IntakeService:
         blobs: BlobsService,
         exchange: ExchangeService,
         custody: CustodyService,
+        feeds: AuditFeeds,
     ) -> None:
         self._kernel = kernel
         self._identity = identity
@@ -86,6 +89,7 @@ class IntakeService:
         self._blobs = blobs
         self._exchange = exchange
         self._custody = custody
+        self._feeds = feeds
         self._wholes = WholesIntake(replica, views, kernel.clock)
         self.held = HeldIntake(replica, views, kernel.clock, self._wholes.pool)
 
@@ -113,6 +117,7 @@ class IntakeService:
         receipt: Receipt | None = None,
         preview: bool = False,
         progress: Callable[[str, int], None] | None = None,
+        audit: AuditCarry | None = None,
     ) -> ImportSummary:
         """The verification path for everything from elsewhere (bundles, LAN, enrollment),
         all or nothing. Every change is checked - format, hash chain, author signature, the
@@ -127,7 +132,11 @@ class IntakeService:
         `wholes` are segments carried whole: those of documents this node holds nothing of are
         read in worker processes and admitted by their authors' signatures (appliance/wholes.py),
         after the batches, judged on the directory and heads as the batches leave them; the
-        others are imported as their changes."""
+        others are imported as their changes.
+
+        `audit` carries other nodes' audit trails and the sender's acknowledgement of them (with
+        a `receipt` only): each trail is checked against its origin's key before anything is
+        written (AuditFeedRefused, a ChangeRejected) and stored in the same transaction."""
         grouped = group_incoming(batches, blobs, self._blobs.max_blob_bytes)
         check_wholes(wholes)
         async with self._kernel.lock:
@@ -137,6 +146,7 @@ class IntakeService:
             held_ids = self.held.for_workers(grouped)
             order = [doc_id for doc_id in grouped if doc_id not in held_ids]
             relay = receipt.sender if receipt is not None else None
+            feeds = await self._feeds.check(audit, receipt.sender) if audit and receipt is not None else CheckedFeeds((), {})
             try:
                 plan, new_entries, directory, trial_heads = await self._verify_batches(order, grouped, known, relay, progress)
             except (HeadChangeRefused, AttributesRefused) as exc:
@@ -163,9 +173,10 @@ class IntakeService:
                         written = await self._write_batches(conn, plan, known, new_entries, blobs, received_from, preview, progress, wholes_of, held)
                         await self._views.withhold(conn, first_row, received_from)
                         # Wholes admitted are new whole: the duplicates are the changes of batches not applied.
-                        summary = replace(written.summary, duplicates=sum(len(c) for c in grouped.values()) - written.batched)
+                        summary = replace(written.summary, duplicates=sum(len(c) for c in grouped.values()) - written.batched, audit_entries=feeds.entries)
                         if receipt is not None:
-                            await self.record_receipt(conn, receipt, summary, blobs, preview)
+                            await self._feeds.store(conn, feeds, receipt.sender)
+                            await self.record_receipt(conn, receipt, summary, blobs, preview, feeds.skipped)
                         if preview:
                             raise _Rollback(summary)
                         last = await self._replica.newest_change_id(conn)
@@ -237,10 +248,17 @@ class IntakeService:
             cert = directory.user(author) or self._roster.users_ever.get(author)
             return cert.name if cert is not None else ids.key_id(author)
 
+        def workspace_admin(author: bytes) -> bool:
+            # Ever an admin, not admin now: a head change is not judged against the directory as
+            # it was when it was made (it cannot say), and a node that accepted it before a
+            # demotion reached it relays it on - refusing it here would refuse every later
+            # bundle from there. A demotion stops local changes at once; revocation stops all.
+            return author in directory.ever_admins
+
         created = head_rules.creations(trial)
         for edit in head_rules.head_edits(channel_id, trial, verified, self._replica.actor()):
-            reason = head_rules.refusal(channel_id, edit, directory.is_admin, name_of, created)
-            if reason is None and not head_rules.still_admin(edit, directory.is_admin):
+            reason = head_rules.refusal(channel_id, edit, workspace_admin, name_of, created)
+            if reason is None and not head_rules.still_admin(edit, workspace_admin):
                 reason = f"{name_of(edit.change.header.author)} is no longer a channel admin of #{final.name if final else channel_id}"
             if reason is not None:
                 shown = edit.before or edit.after or final
@@ -397,27 +415,17 @@ class IntakeService:
             load=lambda data: documents.load_document(data, self._replica.actor()),
             empty=lambda: documents.new_document(self._replica.actor()),
         )
-        found_certs = split_records(records)[0]
-        # Whoever was ever an admin by a certificate chained to the workspace key (as the
-        # directory resolves issuers; a certificate a non-admin issued to make themselves one
-        # counts for nothing): attributes issued by anyone else are refused, loudly.
-        issuers = {self._identity.row.workspace_key}
-        admin_certs = [c for c in found_certs + list(self._roster.users_ever.values()) if c.kind == certs.SubjectKind.USER and c.role == certs.Role.ADMIN]
-        grew = True
-        while grew:
-            grew = False
-            for admin_cert in admin_certs:
-                if admin_cert.issuer in issuers and admin_cert.key not in issuers:
-                    issuers.add(admin_cert.key)
-                    grew = True
-        for cert in found_certs:
-            if cert.attributes and cert.issuer not in issuers:
+        issuers = trial_dir.ever_admins | {self._identity.row.workspace_key}
+        for cert in split_records(records)[0]:
+            if cert.attributes and cert.issuer not in issuers:  # a certificate a non-admin issued to make themselves one counts for nothing
                 raise AttributesRefused(
                     f"the certificate of {cert.name} carries attributes issued by {ids.key_id(cert.issuer)}, who is not an admin", subject=cert.name, issuer=ids.key_id(cert.issuer)
                 )
         return [(record_kind(record), record.encoded, record.fingerprint) for record in records], trial_dir
 
-    async def record_receipt(self, conn: AsyncConnection, receipt: Receipt, summary: ImportSummary, blobs: Sequence[tuple[bytes, bytes]], preview: bool) -> None:
+    async def record_receipt(
+        self, conn: AsyncConnection, receipt: Receipt, summary: ImportSummary, blobs: Sequence[tuple[bytes, bytes]], preview: bool, skipped: Mapping[str, str] | None = None
+    ) -> None:
         """In the import's transaction: what the sender told us it holds, the blobs it sent
         (so we never send them back), the bundle's log row and the audit entry."""
         now = self._kernel.clock()
@@ -426,7 +434,7 @@ class IntakeService:
         for digest, _ in blobs:
             await self._exchange.upsert_peer_blob(conn, sender, digest, None, None, now)
         await self._exchange.confirm_sent_blobs(conn, sender, receipt.sender_heads, now)
-        outcome = "accepted" if summary.changes or summary.blobs else "duplicate"
+        outcome = summary.outcome.value
         if receipt.digest is not None:
             await conn.execute(t.bundle_log.delete().where(t.bundle_log.c.digest == receipt.digest))  # an earlier "unknown sender"
             await conn.execute(
@@ -444,6 +452,10 @@ class IntakeService:
             "messages": sum(c.new_messages for c in summary.channels),
             "blobs": summary.blobs,
         }
+        if summary.audit_entries:
+            detail["audit_entries"] = summary.audit_entries
+        if skipped:
+            detail["audit_skipped"] = dict(skipped)
         if receipt.bundle_id is not None:
             detail["bundle"] = receipt.bundle_id.hex()
         await self._kernel.audit(conn, now, self._identity.row.node_key.hex(), AuditAction(f"{receipt.source}_{outcome}"), detail)

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from automerge.core import ROOT, ScalarType
 
-from appliance import certs, documents, ids
+from appliance import audit, certs, crypto, documents, ids
+from appliance.audit_feed import AuditCarry, FeedPart
 from appliance.changes import SignedChange, parse_change
 from appliance.errors import ChangeRejected, MissingDependencies
 from appliance.model import Carrier, Receipt, WholeSegment
@@ -40,6 +41,7 @@ class World:
     revoke_peer: Callable[[], Awaitable[None]]
     whole: WholeSegment  # a segment the peer wrote and the replica lacks entirely, carried whole
     with_whole: list[tuple[str, list[SignedChange]]]  # what must come with it (its channel's head)
+    trail: FeedPart  # the peer's own audit trail, signed by its node key
 
 
 async def node_world(root: Path) -> AsyncIterator[World]:
@@ -69,7 +71,8 @@ async def node_world(root: Path) -> AsyncIterator[World]:
         whole = whole_segment(segment, await bravo.replica.changes_for(segment, []))
         assert whole is not None
         with_whole = [(head, await bravo.replica.changes_for(head, []))]
-        yield World(NodeReplica(alpha), bravo.identity.node_key, changed[0], list(batch), post, revoke, whole, with_whole)
+        trail = next(p for p in (await bravo.audit.feeds.carry_for(alpha.identity.node_key)).parts if p.origin == bravo.identity.node_key)
+        yield World(NodeReplica(alpha), bravo.identity.node_key, changed[0], list(batch), post, revoke, whole, with_whole, trail)
 
 
 async def memory_world() -> AsyncIterator[World]:
@@ -89,8 +92,11 @@ async def memory_world() -> AsyncIterator[World]:
     bravo.replica.post(side, workspace.admin, "only on bravo")
     whole = whole_segment(side, bravo.replica.changes_of(side))
     assert whole is not None
+    entries: list[audit.AuditEntry] = []
+    for seq in range(1, 4):
+        entries.append(audit.make_entry(entries[-1] if entries else None, 1000 + seq, "-", "bundle_exported", {"n": seq}, workspace.nodes[1]))
     try:
-        yield World(alpha.replica, bravo.node_key, segment, bravo.replica.changes_of(segment), post, revoke, whole, [])
+        yield World(alpha.replica, bravo.node_key, segment, bravo.replica.changes_of(segment), post, revoke, whole, [], FeedPart(bravo.node_key, tuple(entries)))
     finally:
         await alpha.aclose()
         await bravo.aclose()
@@ -209,3 +215,27 @@ async def test_a_bad_whole_segment_leaves_nothing(world: World) -> None:
     with pytest.raises(ChangeRejected):
         await world.replica.import_batches(world.with_whole, wholes=[unsigned], received_from=ids.key_id(world.peer))
     assert await world.replica.document_heads(world.whole.doc_id) == []
+
+
+async def test_a_peers_audit_trail_is_stored_once_and_acknowledged(world: World) -> None:
+    count = len(world.trail.entries)
+    assert count >= 2
+    assert await world.replica.import_audit(world.peer, AuditCarry({world.peer: count}, (world.trail,))) == count
+    assert await world.replica.import_audit(world.peer, AuditCarry({}, (world.trail,))) == 0  # held: skipped
+    # The peer serves no admin: it is told how far its own trail is held here, and sent none.
+    assert await world.replica.audit_for(world.peer, max_bytes=1 << 20) == AuditCarry({world.peer: count})
+
+
+async def test_a_forged_gapped_or_unknown_trail_is_refused_and_nothing_stored(world: World) -> None:
+    entries = list(world.trail.entries)
+    stranger = crypto.new_signing_key(bytes(32))
+    forged = audit.make_entry(entries[0], entries[1].at, entries[1].actor, "user_added", {"user": "mallory"}, stranger)
+    unknown = FeedPart(bytes(stranger.verify_key), (audit.make_entry(None, 1, "-", "init", {}, stranger),))
+    for part in (FeedPart(world.peer, (entries[0], forged, *entries[2:])), unknown):
+        with pytest.raises(ChangeRejected):
+            await world.replica.import_audit(world.peer, AuditCarry({}, (world.trail, part) if part is unknown else (part,)))
+    # A gap is what a receiver restored from a backup meets: that part is skipped, not refused.
+    assert await world.replica.import_audit(world.peer, AuditCarry({}, (FeedPart(world.peer, tuple(entries[1:])),))) == 0
+    after = await world.replica.audit_for(world.peer, max_bytes=1 << 20)
+    assert after.parts == () and set(after.held.values()) <= {0}  # nothing of it was kept
+    assert await world.replica.import_audit(world.peer, AuditCarry({}, (world.trail,))) == len(entries)

@@ -42,7 +42,7 @@ from appliance import schema as t
 from appliance.model import Receipt
 from appliance.node import CACHED_DOCUMENTS, Node
 from appliance.store import DB_FILE, MIGRATIONS, Store
-from appliance.view_rows import view_values
+from appliance.view_rows import head_view_values, view_values
 from sync.lan import PART_BUDGET
 from sync.packing import pack_delta
 from sync.replica import NodeReplica
@@ -143,7 +143,11 @@ async def view_of(node: Node) -> tuple[dict[str, dict[str, Any]], dict[str, dict
     """The node's materialised channels and messages, by id (the search index row id aside)."""
     async with node.store.reading() as conn:
         channels = {r["channel_id"]: dict(r) for r in (await conn.execute(select(t.channels))).mappings()}
-        messages = {r["message_id"]: {k: v for k, v in r.items() if k != "row_id"} for r in (await conn.execute(select(t.messages))).mappings()}
+        rows = (await conn.execute(select(t.messages))).mappings().all()
+    # Whether a post is withheld is the node's judgement of the channel's rules, not what the
+    # document says: it is only ever set in a channel that is read-only or archived.
+    assert all(channels[r["channel_id"]]["read_only"] or channels[r["channel_id"]]["archived"] for r in rows if r["withheld"])
+    messages = {r["message_id"]: {k: v for k, v in r.items() if k not in ("row_id", "withheld")} for r in rows}
     return channels, messages
 
 
@@ -175,16 +179,7 @@ async def rebuilt_view(node: Node) -> tuple[dict[str, dict[str, Any]], dict[str,
         if kind == "head":
             head = documents.read_head(doc, channel_id)
             if head is not None:
-                channels[channel_id] = {
-                    "channel_id": channel_id,
-                    "name": head.name,
-                    "purpose": head.purpose,
-                    "kind": head.kind,
-                    "archived": head.archived,
-                    "created_by": head.created_by,
-                    "created_at": head.created_at,
-                    "members": json.dumps(head.members, sort_keys=True),
-                }
+                channels[channel_id] = {"channel_id": channel_id, **head_view_values(head)}
         elif kind == "segment":
             for state in segments.read_messages(doc, admins):
                 if ids.is_message_id(state.message_id):

@@ -46,6 +46,7 @@ PURE = [
     "appliance/view_rows.py",
     "appliance/terms.py",
     "appliance/directory_records.py",
+    "appliance/audit_feed.py",
 ]
 IMPURE = {"asyncio", "sqlalchemy", "aiosqlite", "socket", "zeroconf", "textual"}
 STORE_LIBRARIES = {"sqlalchemy", "aiosqlite", "alembic"}  # only appliance/ talks to the database

@@ -29,7 +29,7 @@ SPELLED: dict[type[StrEnum], list[str]] = {
     Carrier: ["bundle", "lan"],
     ImportOutcome: [
         "accepted", "duplicate", "seen", "not for this node", "waiting", "Unreadable", "Tampered", "Truncated", "UnknownSender",
-        "RevokedSender", "UnsupportedVersion", "TooLarge", "Malformed", "ChangeRejected", "IdentityConflict",
+        "RevokedSender", "UnsupportedVersion", "TooLarge", "Malformed", "ChangeRejected", "IdentityConflict", "AuditTrailRefused",
     ],
 }  # fmt: skip
 

@@ -71,22 +71,22 @@ def test_fixed_vector_pins_the_format() -> None:
     is a protocol change and needs a new version (docs/lan-protocol.md, "Versioning")."""
     (hello, response, auth), (responder_node, keys), (initiator_node, _) = handshake()
     assert hello.hex() == (
-        "52504c414e03005c9c6df261c9cb840475776aaefcd944b405328fab28f9b3a95ef40490d3de84a493bfe285ca79c30588e4ce8c98a1"
-        "65dd799dfe110ba485fd3bdebb6faf5d5c"
+        "52504c414e04005c9c6df261c9cb840475776aaefcd944b405328fab28f9b3a95ef40490d3de84a493bfe285ca79c30588e4ce8c98a165"
+        "dd799dfe110ba485fd3bdebb6faf5d5c"
     )
     assert response.hex() == (
-        "52504c414e03015c9c6df261c9cb840475776aaefcd944b405328fab28f9b3a95ef40490d3de84e8448df25f5742a1b60d3d1f88e28b"
-        "d15ca119d8d56e8efc7e619de9d51f3b2929acbae141bccaf0b22e1a94d34d0bc7361e526d0bfe12c89794bc9322966dd7f6f6f6f6f6"
-        "f6f6f6f6f6f6f6f6f6f6f617032cf068e081b80b793a1a1d06de098dafd5be2a29d0189a35acb289dc8a042177534ff19e85d7af6c15"
-        "69e6ad93b1a66d6d503e4961b71ece05210f60cf09"
+        "52504c414e04015c9c6df261c9cb840475776aaefcd944b405328fab28f9b3a95ef40490d3de84e8448df25f5742a1b60d3d1f88e28bd1"
+        "5ca119d8d56e8efc7e619de9d51f3b2929acbae141bccaf0b22e1a94d34d0bc7361e526d0bfe12c89794bc9322966dd7f6f6f6f6f6f6f6"
+        "f6f6f6f6f6f6f6f6f66a3cfde03971f9404faa11c9ee015566a3a2177008524db2118bfca4957fdc5a741e6fdab26dd2271548ad563bc7"
+        "3069d50276511b95ea6419a56cb905ee5e0e"
     )
     assert auth.hex() == (
-        "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5d7c65d15a66d"
-        "4a805fb163cf3ec49f43e8609d600afbc45b1680e63a0d596f6ea749bd755c5719019f99c56259b41c3b481653b5c10c4151be7a4cbd"
-        "4d90ea04"
+        "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e59841259660d7d5"
+        "622d8d5c6dca4a2addef62534c5d867b5c078ead301e3fa83c92f1bd3eebe1f62176ea573f147dd809af579df07bea3c7c38e2bc3be854"
+        "4703"
     )
-    assert keys.send.hex() == "0a2220b7b3cc7e458d54e1501932a183e0cb641674e6279beeea859ccd08f776"
-    assert keys.receive.hex() == "bee70426f1ae81b53e203acb7a05608d97a7da24a03c603157223df08ecf65a6"
+    assert keys.send.hex() == "d220f687cc75c180c47dce9ca90e8545e82c0e8920a3b98ad33ddce378b694f7"
+    assert keys.receive.hex() == "b5194c869d3b19494088e29b35a4176a599885064a596758450d933c582d1e58"
     assert (responder_node, initiator_node) == (pk(RESPONDER_NODE), pk(INITIATOR_NODE))
 
     message = messages.encode_message(Heads({"directory": (DIRECTORY_HEAD,)}, complete=True))
@@ -97,8 +97,8 @@ def test_fixed_vector_pins_the_format() -> None:
     sealer = FrameSealer(keys.send, I2R_HEADER)
     assert sealer.header == I2R_HEADER
     assert sealer.seal(message).hex() == (
-        "00000058ed2b1250e2e08a01bbc963f1797cd0e13f6b26dee67d7955145b996c2c05a4567e2adcf14d65d6fabb0f657113955d03f9c9"
-        "fa5a92638d26a2e07bcd4db7b67278b3d45e18ec0566705f6ffe738da1c1b6f98351a1c614db"
+        "00000058f5eea597f1a4bf22ebf6213a9fc99ef52969b19e09b006027199c61e92b0cb1793248c44b49d18429799ec1d85e43f0136c938"
+        "92c344a78b72e7de8d6222523eadc325eddcfaf53bc147de3bd50cd00ea80312ed1006f29c"
     )
 
 
@@ -209,8 +209,8 @@ def test_peers_of_another_workspace_are_refused_by_both_sides() -> None:
         (lambda hello: b"SSH-2" + hello[5:], "bad magic"),
         (lambda hello: b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".ljust(71, b" "), "bad magic"),
         (lambda hello: hello[:5] + b"\x01" + hello[6:], "version 1"),
-        (lambda hello: hello[:5] + b"\x02" + hello[6:], "version 2, of an older Rallypoint release: upgrade it"),
-        (lambda hello: hello[:5] + b"\x04" + hello[6:], "version 4, of a newer Rallypoint release"),
+        (lambda hello: hello[:5] + b"\x03" + hello[6:], "version 3, of an older Rallypoint release: upgrade it"),
+        (lambda hello: hello[:5] + b"\x05" + hello[6:], "version 5, of a newer Rallypoint release"),
         (lambda hello: hello[:5] + b"\x00" + hello[6:], "version 0"),
         (lambda hello: hello[:6] + b"\x01" + hello[7:], "role 1"),
     ],

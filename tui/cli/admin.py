@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from appliance import ids, policy
 from appliance.errors import InvalidInput
-from appliance.model import iso_utc
+from appliance.model import NodeTrail, TrailEntry, iso_utc
 from tui.cli.output import EXIT_ERROR, emit
 from tui.cli.parsing import Command
 from tui.cli.unlock import with_node
@@ -88,17 +90,114 @@ def _audit_verdict_text(verdict: AuditVerdict) -> str:
     return text
 
 
+def _trail_verdict_text(trail: NodeTrail) -> str:
+    who = f"{trail.node_id} {printable(trail.name)}{' (revoked)' if trail.revoked else ''}"
+    if trail.ok:
+        return f"{who}: intact, {trail.count} entries, head {trail.head.hex()[:16]}"
+    return f"{who}: BROKEN after {trail.verified} good entries: {printable(trail.problem or '')}"
+
+
+def _since(text: str | None) -> int | None:
+    """`--since`: an ISO 8601 time (UTC unless it says otherwise) or a date, as ms."""
+    if text is None:
+        return None
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidInput(f"--since {text!r} is not a time like 2026-12-07 or 2026-12-07T08:30:00Z") from exc
+    return int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
+def export_line(trail: NodeTrail, entry: TrailEntry) -> str:
+    """One entry as a JSON line anyone can re-verify offline: the detail is the exact text the
+    hash covers; the origin's key is given beside its node id."""
+    return json.dumps(
+        {
+            "origin": entry.origin,
+            "origin_key": trail.node_key.hex(),
+            "origin_name": trail.name,
+            "seq": entry.seq,
+            "at": iso_utc(entry.at),
+            "at_ms": entry.at,
+            "actor": entry.actor,
+            "actor_name": entry.actor_name,
+            "action": entry.action,
+            "detail": entry.detail,
+            "prev_hash": entry.prev_hash.hex(),
+            "hash": entry.hash.hex(),
+            "signature": None if entry.signature is None else entry.signature.hex(),
+            "received_at": iso_utc(entry.received_at),
+            "received_from": entry.received_from,
+        },
+        ensure_ascii=False,
+        sort_keys=True,
+    )
+
+
+async def _audit_workspace(node: Node, args: argparse.Namespace) -> None:
+    trails = await node.audit.workspace(node=args.node, since=_since(args.since))
+    if args.node is not None and not trails:
+        raise InvalidInput(f"no audit trail of a node {args.node!r} is held here")
+    if getattr(args, "audit_command", None) == "export":
+        for trail in trails:
+            for entry in trail.entries:
+                sys.stdout.write(export_line(trail, entry) + "\n")
+        sys.stdout.flush()
+        await node.audit.record_trail_export(trails, _since(args.since))
+        return
+    lines = []
+    for trail in trails:
+        lines.append(_trail_verdict_text(trail))
+        lines.extend(
+            f"  {e.seq:>6} {iso_utc(e.at)} {e.action:<18} {printable(e.actor_name or e.actor[:12]):<12} {printable(e.detail)}" for e in trail.entries[-args.limit :] if args.limit
+        )
+    emit(args, [_trail_json(trail) | {"entries": [json.loads(export_line(trail, e)) for e in trail.entries]} for trail in trails], "\n".join(lines))
+    if not all(trail.ok for trail in trails):
+        raise CommandFailed("the audit trail of " + ", ".join(t.node_id for t in trails if not t.ok) + " is broken", EXIT_ERROR, "AuditBroken")
+
+
+def _trail_json(trail: NodeTrail) -> dict[str, object]:
+    return {
+        "node_id": trail.node_id,
+        "node_key": trail.node_key.hex(),
+        "name": trail.name,
+        "this_node": trail.this_node,
+        "revoked": trail.revoked,
+        "ok": trail.ok,
+        "entries_held": trail.count,
+        "verified": trail.verified,
+        "head": trail.head.hex(),
+        "problem": trail.problem,
+    }
+
+
 async def cmd_audit(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
         if args.verify:
             verdict = await node.audit.verify()
+            others = [t for t in await node.audit.verify_all() if not t.this_node]
             emit(
                 args,
-                {"ok": verdict.ok, "entries": verdict.count, "head": verdict.head.hex(), "problem": verdict.problem, "legacy": verdict.legacy, "uncovered": verdict.uncovered},
-                _audit_verdict_text(verdict),
+                {
+                    "ok": verdict.ok,
+                    "entries": verdict.count,
+                    "head": verdict.head.hex(),
+                    "problem": verdict.problem,
+                    "legacy": verdict.legacy,
+                    "uncovered": verdict.uncovered,
+                    "nodes": [_trail_json(t) for t in others],
+                },
+                "\n".join([_audit_verdict_text(verdict)] + [f"held of {_trail_verdict_text(t)}" for t in others]),
             )
             if not verdict.ok:
                 raise CommandFailed(f"the audit log is broken after {verdict.count} good entries: {verdict.problem}", EXIT_ERROR, "AuditBroken")
+            if broken := [t for t in others if not t.ok]:
+                raise CommandFailed(f"the audit trail held of node {broken[0].node_id} is broken: {broken[0].problem}", EXIT_ERROR, "AuditBroken")
+            return
+        if args.workspace or args.node is not None or getattr(args, "audit_command", None) == "export":
+            if not args.workspace and args.node is None:
+                args.node = node.identity.node_id  # export without --workspace: this node's trail
+            await _audit_workspace(node, args)
             return
         entries = await node.audit.entries(args.limit)
         emit(
@@ -158,9 +257,19 @@ def _config_arguments(parser: argparse.ArgumentParser, common: argparse.Argument
     parser.add_argument("--max-attachment-bytes", type=int)
 
 
+def _audit_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workspace", action="store_true", help="every node's trail held here, each verified against its node's key")
+    parser.add_argument("--node", metavar="NODE", help="one node's trail (node id or name)")
+    parser.add_argument("--since", metavar="TIME", help="entries from TIME on (ISO 8601, UTC unless it says otherwise)")
+
+
 def _audit_arguments(parser: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
-    parser.add_argument("--verify", action="store_true")
+    parser.add_argument("--verify", action="store_true", help="verify this node's chain and every other node's trail held here")
     parser.add_argument("--limit", type=int, default=200)
+    _audit_filters(parser)
+    sub = parser.add_subparsers(dest="audit_command", required=False, metavar="ACTION")
+    q = sub.add_parser("export", parents=[common], help="write the trail as JSON lines (one entry a line) that anyone can re-verify offline")
+    _audit_filters(q)
 
 
 def _node_arguments(parser: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 
@@ -20,7 +20,6 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.content import Content
-from textual.coordinate import Coordinate
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedContent, TabPane
 
@@ -36,8 +35,10 @@ from tui.dialogs.admin_forms import BackupForm, EnrollmentCard, InviteForm, Netw
 from tui.files import write_atomically
 from tui.formatting import short_time
 from tui.messages import ActionDone, AdminLoaded, AuditRow, DirectoryChanged, Enrolled, Failed, Invitation
+from tui.screens.workspace_audit import WorkspaceAuditScreen
 from tui.services import AuditService, CustodyService, DirectoryService, EnrollmentService, IdentityService, PeersService, TermsService
 from tui.text import printable
+from tui.widgets.tables import cell, fill, highlighted
 from tui.widgets.terms_status import TermsStatusPane
 
 AUDIT_LIMIT = 1000  # newest entries loaded; verification still covers the whole chain
@@ -56,16 +57,9 @@ TAB_OF_ACTION = {
     "set_rule": "allowlist",
     "remove_rule": "allowlist",
     "filter": "audit",
+    "workspace_audit": "audit",
 }
 TABLE_OF_TAB = {"users": "#users-table", "nodes": "#nodes-table", "allowlist": "#rules-table", "audit": "#audit-table", "terms": "#terms-table"}
-
-
-def cell(value: str, width: int | None = None) -> Text:
-    """A table cell that is never parsed as markup, cut with an ellipsis at `width`."""
-    text = Text(printable(value), no_wrap=True)
-    if width is not None:
-        text.truncate(width, overflow="ellipsis")
-    return text
 
 
 def rule_key(rule: NetworkRule) -> str:
@@ -87,7 +81,11 @@ def unwritable(path: Path) -> str | None:
 class AuditFilter(Input):
     """Filters the audit log as you type; Enter, Escape or ↓ go back to the table."""
 
-    BINDINGS = [Binding("escape", "screen.focus_table", "Done"), Binding("down", "screen.focus_table", "Done", show=False)]
+    BINDINGS = [
+        Binding("escape", "screen.focus_table", "Done"),
+        Binding("enter", "screen.focus_table", "Done", show=False),
+        Binding("down", "screen.focus_table", "Done", show=False),
+    ]
 
 
 # --- the admin screen ----------------------------------------------------------------
@@ -102,7 +100,7 @@ class AdminScreen(Screen[None]):
       Users      a add · r role · x (or Delete) revoke
       Nodes      a enroll a node · x revoke
       Allowlist  a allow · d deny · x remove the rule
-      Audit log  / filter (Enter, Escape or ↓ return to the table)
+      Audit log  / filter (Enter, Escape or ↓ return to the table) · w every node's trail
       Terms      who accepted the current terms of service, which version, when, where
       always     F5 refresh · Escape back
     All are single letters on the screen, not priority bindings: the only Input on the
@@ -124,6 +122,7 @@ class AdminScreen(Screen[None]):
         Binding("b", "backup", "Backup"),
         Binding("x,delete", "remove_rule", "Remove"),
         Binding("slash", "filter", "Filter"),
+        Binding("w", "workspace_audit", "All nodes"),
         Binding("f5", "reload", "Refresh"),
         Binding("1", "tab('users')", "Users", show=False),
         Binding("2", "tab('nodes')", "Nodes", show=False),
@@ -314,12 +313,11 @@ class AdminScreen(Screen[None]):
         text = "" if row is None else f"#{row.seq} {iso_utc(row.at)} {printable(row.actor)}: {printable(row.action)} {printable(row.detail)}"
         self.query_one("#audit-detail", Static).update(Content(text))
 
-    @on(Input.Submitted, "#audit-filter")
-    def filter_done(self) -> None:
-        self.action_focus_table()
-
     def action_filter(self) -> None:
         self.query_one(AuditFilter).focus()
+
+    def action_workspace_audit(self) -> None:
+        self.app.push_screen(WorkspaceAuditScreen(self.audit_log))
 
     # --- outcomes ---
 
@@ -504,23 +502,3 @@ def admin_screen(node: Node) -> AdminScreen:
         feed=node.feed,
         terms=node.directory.terms,
     )
-
-
-def fill(table: DataTable[Text], rows: Iterable[tuple[str, tuple[Text, ...]]], follow_first: bool = False) -> None:
-    """Replaces a table's rows, keeping the cursor on the same row when it is still there
-    (with `follow_first`, a cursor on the first row stays there: the newest audit entry)."""
-    kept = highlighted(table)
-    position = table.cursor_row
-    table.clear()
-    for key, cells in rows:
-        table.add_row(*cells, key=key)
-    if table.row_count:
-        keys = [row_key.value for row_key in table.rows]
-        stay = follow_first and position == 0
-        table.move_cursor(row=keys.index(kept) if kept in keys and not stay else min(position, table.row_count - 1))
-
-
-def highlighted(table: DataTable[Text]) -> str | None:
-    if table.row_count == 0:
-        return None
-    return table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value

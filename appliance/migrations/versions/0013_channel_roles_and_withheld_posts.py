@@ -6,14 +6,14 @@ its channel was read-only or archived: kept in its document, not shown). Existin
 neither.
 
 Revision ID: 0013
-Revises: 0010
+Revises: 0012
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0013'
-down_revision = '0010'
+down_revision = '0012'
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,170 @@
+"""Audit trails as feeds that travel: each node's audit log is an append-only feed of entries
+(appliance/audit.py), self-verifying by its hash chain and its origin node's signatures, so any
+node holding the origin's key (from the directory) can check a copy, whoever relayed it. Pure:
+entries in, verdict or the verified new entries out.
+
+A feed travels only up to a signed entry: an entry's signature covers, through the hash chain,
+every entry before it, so unsigned entries (written before audit signing, or failed unlocks
+written while the node was locked) are bound to the origin's key by the next signed entry. A
+receiver therefore needs no `legacy_until` of the origin (a value a relay or an editor of a
+database could raise to pass forged entries as legacy): it accepts an unsigned entry only when
+a signed entry after it verifies, and a copy whose newest entry is unsigned fails."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from appliance import audit, crypto
+
+MAX_ACTOR_CHARS = 64
+MAX_ACTION_CHARS = 48
+MAX_DETAIL_BYTES = 16 * 1024
+MAX_ENTRIES_CARRIED = 20_000  # entries one bundle or one LAN part carries, over all origins
+ENTRY_OVERHEAD_BYTES = 200  # an entry's encoded size beyond its actor, action and detail (at most)
+
+
+@dataclass(frozen=True)
+class FeedHead:
+    """How far a feed is held: the newest entry's sequence number and hash (0 and GENESIS: none)."""
+
+    seq: int = 0
+    hash: bytes = audit.GENESIS
+
+
+@dataclass(frozen=True)
+class FeedPart:
+    """Entries of the feed of node `origin` (its key), consecutive, the last one signed."""
+
+    origin: bytes
+    entries: tuple[audit.AuditEntry, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "entries", tuple(self.entries))
+
+
+@dataclass(frozen=True)
+class AuditCarry:
+    """What a bundle or a LAN session carries of audit trails: `held`, how far the sender holds
+    each origin's feed (an acknowledgement: the receiver sends only what lies beyond), and
+    `parts`, entries of feeds the receiver lacks, one part per origin."""
+
+    held: Mapping[bytes, int] = field(default_factory=dict)
+    parts: tuple[FeedPart, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "held", dict(sorted(self.held.items())))
+        object.__setattr__(self, "parts", tuple(sorted(self.parts, key=lambda p: p.origin)))
+
+    def __bool__(self) -> bool:
+        return bool(self.held) or bool(self.parts)
+
+
+@dataclass(frozen=True)
+class Extension:
+    """The entries of a part that extend a held feed (none: nothing new), or why the part is refused."""
+
+    new: tuple[audit.AuditEntry, ...]
+    problem: str | None = None
+    # A gap or a fork is what an honest sender causes when the receiver holds less than it
+    # acknowledged (restored from a backup) or the origin itself was restored: the part is
+    # skipped, and the receiver's next acknowledgement corrects the sender. Anything else -
+    # a bad link, hash or signature - is a forgery.
+    recoverable: bool = False
+
+
+def within(entries: Sequence[audit.AuditEntry], max_bytes: int) -> int:
+    """How many of `entries`, from the first, fit in about `max_bytes` once encoded."""
+    total = 0
+    for count, entry in enumerate(entries):
+        total += ENTRY_OVERHEAD_BYTES + len(entry.actor) + len(entry.action) + len(entry.detail.encode("utf-8", "surrogatepass"))
+        if total > max_bytes:
+            return count
+    return len(entries)
+
+
+def carried_bytes(entries: Sequence[audit.AuditEntry]) -> int:
+    return sum(ENTRY_OVERHEAD_BYTES + len(e.actor) + len(e.action) + len(e.detail.encode("utf-8", "surrogatepass")) for e in entries)
+
+
+def up_to_signed(entries: Sequence[audit.AuditEntry], limit: int) -> tuple[audit.AuditEntry, ...]:
+    """The longest prefix of `entries`, at most `limit` long, that ends with a signed entry."""
+    cut = min(len(entries), limit)
+    while cut and entries[cut - 1].signature is None:
+        cut -= 1
+    return tuple(entries[:cut])
+
+
+def _bad_signature(entry: audit.AuditEntry, unsigned_since: int | None) -> str:
+    also = "" if unsigned_since is None else f" (or an unsigned entry from {unsigned_since} on before it)"
+    return f"entry {entry.seq}{also} was altered: its signature by its node's key does not verify"
+
+
+def _walk(entries: Sequence[audit.AuditEntry], origin: bytes, start: FeedHead) -> tuple[int, FeedHead, str | None]:
+    """Checks entries following `start`: sequence, link, hash, signatures; unsigned entries
+    must be covered by a later signed one. Returns how many are good (up to the last signed
+    entry that verifies), the head there, and the first problem."""
+    expected, prev_hash, head, good = start.seq + 1, start.hash, start, 0
+    unsigned_since: int | None = None  # the first unsigned entry since the last signed one
+    for entry in entries:
+        if entry.seq != expected:
+            return good, head, f"entry {expected} is missing or out of order (found {entry.seq})"
+        if entry.prev_hash != prev_hash:
+            return good, head, f"entry {entry.seq} does not link to entry {entry.seq - 1}"
+        if audit.entry_hash(entry.seq, entry.at, entry.actor, entry.action, entry.detail, entry.prev_hash) != entry.hash:
+            return good, head, f"entry {entry.seq} was altered"
+        if entry.signature is None:
+            unsigned_since = entry.seq if unsigned_since is None else unsigned_since
+        elif not crypto.verify(origin, audit.SIGNATURE_DOMAIN + entry.hash, entry.signature):
+            return good, head, _bad_signature(entry, unsigned_since)
+        else:
+            good, head, unsigned_since = good + (entry.seq - head.seq), FeedHead(entry.seq, entry.hash), None
+        expected, prev_hash = expected + 1, entry.hash
+    if unsigned_since is not None:
+        return good, head, f"entries from {unsigned_since} on are not covered by a signature of their node's key"
+    return good, head, None
+
+
+def verify_feed(entries: Sequence[audit.AuditEntry], origin: bytes) -> audit.AuditVerdict:
+    """A copy of another node's feed, from its first entry, checked against `origin`, that
+    node's key. The problem names the first bad entry."""
+    good, head, problem = _walk(entries, origin, FeedHead())
+    return audit.AuditVerdict(problem is None, good, head.hash, problem)
+
+
+def extend_feed(held: FeedHead, part: FeedPart) -> Extension:
+    """The entries of `part` beyond `held`, checked: entries this node holds already are
+    skipped (the one at `held.seq` must be the one held: otherwise the feed forked), the first
+    new one must follow `held` (a gap is refused: the sender is to send from what was
+    acknowledged), and every new one must verify against the origin's key."""
+    entries = list(part.entries)
+    if not entries:
+        return Extension(())
+    if any(b.seq != a.seq + 1 for a, b in zip(entries, entries[1:], strict=False)):
+        return Extension((), "its entries are not consecutive")
+    if entries[-1].signature is None:
+        return Extension((), f"its last entry {entries[-1].seq} is not signed")
+    at_held = [e for e in entries if e.seq == held.seq]
+    if at_held and at_held[0].hash != held.hash:
+        return Extension((), f"entry {held.seq} differs from the one held here: the trail forked (its node restored from a backup, or rewritten)", recoverable=True)
+    new = [e for e in entries if e.seq > held.seq]
+    if not new:
+        return Extension(())
+    if new[0].seq != held.seq + 1:
+        return Extension((), f"entries {held.seq + 1} to {new[0].seq - 1} are missing (a gap)", recoverable=True)
+    good, _, problem = _walk(new, part.origin, held)
+    if problem is not None:
+        return Extension((), problem)
+    assert good == len(new)
+    return Extension(tuple(new))
+
+
+def check_entry_shape(entry: audit.AuditEntry) -> str | None:
+    """Why an entry from elsewhere is not one a node writes (sizes), or None."""
+    if entry.seq < 1 or entry.at < 0:
+        return f"entry {entry.seq}: a sequence number or time is out of range"
+    if len(entry.actor) > MAX_ACTOR_CHARS or len(entry.action) > MAX_ACTION_CHARS:
+        return f"entry {entry.seq}: its actor or action is too long"
+    if len(entry.detail.encode("utf-8", "surrogatepass")) > MAX_DETAIL_BYTES:
+        return f"entry {entry.seq}: its detail is over {MAX_DETAIL_BYTES:,} bytes"
+    return None
