@@ -44,6 +44,7 @@ class UserInfo:
     role: Role
     local: bool  # this node holds the user's secret key
     revoked: bool = False
+    initial_secret: str | None = None  # made up by the node when a user was added: shown once
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,8 @@ PURE = [
     "appliance/incoming.py",
     "appliance/wholes.py",
     "appliance/view_rows.py",
+    "appliance/totp.py",
+    "appliance/user_keys.py",
 ]
 IMPURE = {"asyncio", "sqlalchemy", "aiosqlite", "socket", "zeroconf", "textual"}
 STORE_LIBRARIES = {"sqlalchemy", "aiosqlite", "alembic"}  # only appliance/ talks to the database

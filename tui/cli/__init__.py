@@ -8,6 +8,7 @@ assembles the parser from them and is the boundary where errors become exit stat
     setup     init, join, whoami               chat      channel, post, read, edit, delete,
     admin     invite, user, config, audit,               react, search, file
               node                             courier   bundle, courier
+    mfa       mfa (enrol, status, admin settings)
     custody   backup, restore                  lan       serve, peers, allow, deny
     console   console                          unlock    the home, the passphrase, the open node
     output    results, errors, exit statuses   parsing   Command, the raising ArgumentParser
@@ -22,7 +23,7 @@ import sys
 from appliance import __version__
 from appliance.errors import NodeLocked, RallypointError
 from sync.errors import SyncError
-from tui.cli import admin, chat, console, courier, custody, lan, setup
+from tui.cli import admin, chat, console, courier, custody, lan, mfa, setup
 from tui.cli.output import EXIT_ERROR, EXIT_REJECTED, EXIT_USAGE, EXIT_WIPED, report_error, stdout_closed
 from tui.cli.parsing import ArgumentParser, Command, common_options
 from tui.cli.unlock import default_home
@@ -36,6 +37,7 @@ COMMANDS: tuple[Command, ...] = (
     setup.JOIN,
     setup.WHOAMI,
     admin.USER,
+    mfa.MFA,
     chat.CHANNEL,
     chat.POST,
     chat.READ,
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     as_json = "--json" in argv  # until the command line has parsed
     try:
         args = build_parser().parse_args(argv)
-        for name, default in (("home", str(default_home())), ("passphrase_file", None), ("as_user", None), ("json", False)):
+        for name, default in (("home", str(default_home())), ("passphrase_file", None), ("as_user", None), ("user_secret_file", None), ("totp", None), ("json", False)):
             if not hasattr(args, name):
                 setattr(args, name, default)
         as_json = args.json
