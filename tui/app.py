@@ -1,8 +1,8 @@
 """The Rallypoint console: a Textual front end that only orchestrates the node.
 
-This module is the app: which screen shows (setup or unlock, then the main screen, and the
-screens it asks for with a Navigate message, each handed the node's services it uses), the
-LAN worker, the command palette and `run_console`. Screens live in tui/screens/, dialogs in
+This module is the app: which screen shows (setup or unlock, sign-in, then the main screen,
+and the screens it asks for with a Navigate message, each handed the node's services it
+uses), the idle lock, the LAN worker, the command palette and `run_console`. Screens live in tui/screens/, dialogs in
 tui/dialogs/, widgets in tui/widgets/, the messages workers post back in tui/messages.py.
 
 Every node call runs in a worker and its outcome comes back to the UI as a Message, so the
@@ -13,29 +13,35 @@ purposes, file names, error messages quoting them) is shown through `printable()
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.dom import DOMNode
 from textual.screen import Screen
+from textual.timer import Timer
 
+from appliance.crypto import random_bytes
 from appliance.feed import FeedEvent, NodeWiped, Subscription
+from appliance.kernel import Clock, Random, wall_clock_ms
 from appliance.node import Node
 from sync.errors import SyncError
 from sync.lan import LanConfig, LanEvent, LanService, Received, RefusalsSummarised, Refused, SessionInfo, Wiped
-from tui.messages import Destination, LanNotice, Navigate, NodeUnlocked
+from tui.messages import Destination, LanNotice, Navigate, NodeUnlocked, SignedIn
 from tui.reports import node_label
 from tui.screens.admin import AdminScreen, admin_screen
 from tui.screens.courier import CourierScreen
 from tui.screens.help import HelpScreen
+from tui.screens.lock import LockScreen
 from tui.screens.main import MainScreen
 from tui.screens.peers import PeersScreen
 from tui.screens.setup import SetupScreen
+from tui.screens.signin import SignInScreen
 from tui.screens.unlock import UnlockScreen
 from tui.text import printable
 from tui.widgets.composer import Composer
@@ -64,8 +70,13 @@ class RallypointApp(App[str]):
         Binding("f1", "help", "Help: every key", show=False),
     ]
 
-    def __init__(self, home: Path, passphrase: str | None = None, as_user: str | None = None, lan: LanConfig | None = None) -> None:
+    def __init__(
+        self, home: Path, passphrase: str | None = None, as_user: str | None = None, lan: LanConfig | None = None, *, clock: Clock = wall_clock_ms, rng: Random = random_bytes
+    ) -> None:
+        """`clock` and `rng` are the node's (tests fix them)."""
         super().__init__()
+        self.clock = clock
+        self.rng = rng
         self.home = home
         self.passphrase = passphrase
         self.as_user = as_user
@@ -73,6 +84,9 @@ class RallypointApp(App[str]):
         self.lan_service: LanService | None = None
         self.node: Node | None = None
         self.feed_subscription: Subscription | None = None  # the app exits when the node wipes itself
+        self.lock_after = 0  # idle seconds before the console locks (0: never), the admin's setting
+        self.idle_since = time.monotonic()  # the last key or mouse input
+        self.idle_timer: Timer | None = None
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
@@ -93,16 +107,38 @@ class RallypointApp(App[str]):
 
     def on_mount(self) -> None:
         if Node.exists(self.home):
-            self.push_screen(UnlockScreen(self.home, self.as_user, self.passphrase))
+            self.push_screen(UnlockScreen(self.home, self.as_user, self.passphrase, clock=self.clock, rng=self.rng))
         else:
             self.push_screen(SetupScreen(self.home))
 
     @on(NodeUnlocked)
     def node_unlocked(self, event: NodeUnlocked) -> None:
+        """The node is open: its user signed in already (a new node, or the passphrase given on
+        the command line), or the sign-in screen asks who is there."""
         node = self.node = event.node
         self.feed_subscription = node.feed.subscribe(self.node_changed)
+        if self.lan is not None:
+            self.serve_lan(node, self.lan)
+        result = node.signin.result
+        if result is not None and result.complete:
+            self.show_channels(node)
+        else:
+            self.switch_screen(SignInScreen(node.signin, self.node_label(node), self.as_user))
+
+    @staticmethod
+    def node_label(node: Node) -> str:
+        return f"{node.identity.row.node_name} ({node.identity.row.workspace_name})"
+
+    @on(SignedIn)
+    def signed_in(self) -> None:
+        if self.node is not None:
+            self.show_channels(self.node)
+
+    def show_channels(self, node: Node) -> None:
+        self.idle_since = time.monotonic()
+        self.load_idle_lock(node)
         main = MainScreen(
-            event.identity,
+            node.identity.whoami(),
             identity=node.identity,
             chat=node.chat,
             views=node.views,
@@ -112,8 +148,34 @@ class RallypointApp(App[str]):
             feed=node.feed,
         )
         self.switch_screen(main)
-        if self.lan is not None:
-            self.serve_lan(node, self.lan)
+
+    @work(group="idle-lock", exclusive=True)
+    async def load_idle_lock(self, node: Node) -> None:
+        """The admin's idle time (read at each sign-in); the check runs every second."""
+        self.lock_after = await node.signin.console_lock_seconds()
+        if self.lock_after and self.idle_timer is None:
+            self.idle_timer = self.set_interval(1.0, self.lock_if_idle)
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key | events.MouseDown | events.MouseScrollUp | events.MouseScrollDown | events.MouseMove):
+            self.idle_since = time.monotonic()
+        await super().on_event(event)
+
+    def lock_if_idle(self) -> None:
+        node = self.node
+        if node is None or not self.lock_after or isinstance(self.screen, SignInScreen | UnlockScreen) or not node.identity.signed_in:
+            return
+        if time.monotonic() - self.idle_since >= self.lock_after:
+            self.lock_console(node)
+
+    def lock_console(self, node: Node) -> None:
+        """Signs the user out and takes every screen of theirs away: the lock screen shows
+        nothing of the channels until someone signs in again."""
+        who = node.identity.whoami().user_name
+        node.signin.sign_out()
+        while len(self.screen_stack) > 2:  # the default screen, then the user's screens
+            self.pop_screen()
+        self.switch_screen(LockScreen(node.signin, self.node_label(node), who))
 
     def node_changed(self, event: FeedEvent) -> None:
         if isinstance(event, NodeWiped):  # the node's revocation arrived: nothing is left to show

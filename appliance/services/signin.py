@@ -90,10 +90,9 @@ class SignInService:
         return await self._sign_in(user, cert.name if cert else ids.key_id(user), secret, totp_code, audited=False)
 
     async def _sign_in(self, user: bytes, name: str, secret: str, totp_code: str | None, *, audited: bool) -> SignInResult:
-        now = self._kernel.clock()
         async with self._kernel.store.reading() as conn:
             locked_until = (await conn.execute(select(t.sign_in_failures.c.locked_until).where(t.sign_in_failures.c.public_key == user))).scalar() or 0
-        if locked_until > now:
+        if locked_until and locked_until > (now := self._kernel.clock()):
             await self._audit_failure(user, name, "locked out")
             raise SignInLockedOut(f"too many failed sign-ins as {name}: try again in {(locked_until - now + 999) // 1000} s")
         opened = await self._open_key(user, name, secret)
@@ -111,7 +110,7 @@ class SignInService:
                 if await self.mfa.must_enrol(conn, user):
                     steps.append(SignInStep.ENROL_MFA)
                 if audited:
-                    await self._kernel.audit(conn, now, user.hex(), AuditAction.SIGNED_IN, {"user": name, "mfa": enrolled, "steps": [str(s) for s in steps]})
+                    await self._kernel.audit(conn, self._kernel.clock(), user.hex(), AuditAction.SIGNED_IN, {"user": name, "mfa": enrolled, "steps": [str(s) for s in steps]})
         if enrolled and totp_code is None:
             raise MfaCodeRequired(f"{name} also signs in with a code from their authenticator app (or a recovery code)")
         if not accepted:
