@@ -134,7 +134,8 @@ class SignInService:
             derived = await asyncio.to_thread(user_keys.derive, secret, row["salt"], kdf)
             seed = user_keys.open_sealed(derived, row["sealed"])
             return None if seed is None else (crypto.new_signing_key(seed), derived, row["salt"], bool(row["must_change"]))
-        if legacy is None or ident is None:
+        if legacy is None or ident is None:  # not a local user after all (removed meanwhile)
+            await self._audit_failure(user, name, "no key on this node")
             raise SignInRefused(REFUSED)
         if user != self._identity.row.default_user:
             await self._audit_failure(user, name, "no secret of their own yet")

@@ -37,9 +37,9 @@ async def cmd_mfa(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
         if args.mfa_command == "enrol":
             enrolment = node.signin.mfa.begin_enrol()
-            if not args.json:
-                print("\n".join(qr_lines(enrolment.uri)))
-                print(f"\n{printable(enrolment.uri)}\n\nOr type this secret into the app: {totp.grouped(enrolment.secret)}\n", flush=True)
+            shown = sys.stderr if args.json else sys.stdout  # under --json, stdout holds the result alone
+            print("\n".join(qr_lines(enrolment.uri)), file=shown)
+            print(f"\n{printable(enrolment.uri)}\n\nOr type this secret into the app: {totp.grouped(enrolment.secret)}\n", file=shown, flush=True)
             codes, _ = await node.signin.mfa.confirm_enrol(_read_code())
             emit(
                 args,
