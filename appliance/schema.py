@@ -219,7 +219,7 @@ bundle_log = Table(
     Column("decided_at", Integer, nullable=False),
 )
 
-SCHEMA_REVISION = "0010"
+SCHEMA_REVISION = "0011"
 
 # Nodes seen on the LAN (by mDNS or an incoming session), this workspace's or not: where they
 # were last seen and when a session last synced with them. Written by the serving process, read
