@@ -22,6 +22,7 @@ from appliance import certs, crypto, ids, totp, user_keys
 from appliance import schema as t
 from appliance.audit_actions import AuditAction
 from appliance.errors import InvalidInput, MfaCodeRequired, NotFound, RallypointError, SignInLockedOut, SignInRefused, WrongPassphrase
+from appliance.feed import FeedEvent, NodeWiped
 from appliance.kernel import Kernel
 from appliance.services.directory import DirectoryService
 from appliance.services.identity import IdentityService
@@ -59,6 +60,12 @@ class SignInService:
         self._directory = directory
         self._signed = SignedIn(identity)
         self.mfa = MfaService(kernel, identity, roster, self._signed)
+        kernel.feed.subscribe(self._wiped)
+
+    def _wiped(self, event: FeedEvent) -> None:
+        """A remote wipe: the signed-in user's keys leave memory with everything else."""
+        if isinstance(event, NodeWiped):
+            self._signed.close()
 
     def local_users(self) -> list[LocalUser]:
         """Who may sign in on this node (what the console lists), by name."""

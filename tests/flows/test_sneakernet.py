@@ -334,6 +334,7 @@ async def test_revocation_travels_and_the_revoked_node_wipes_itself(tmp_path: Pa
 
         wipe = await import_bundles(bob, root)
         assert wipe.wiped
+        assert bob.signin.result is None and not bob.identity.signed_in  # bob's keys left memory too
         with pytest.raises(NodeLocked):
             await bob.views.read("general")
         with pytest.raises(NodeLocked):
