@@ -73,3 +73,11 @@ def test_as_a_user_with_their_own_secret_and_mfa_from_the_command_line(tmp_path:
     assert json.loads(ok(cli(home, "whoami", "--as", "bob", "--json", RALLYPOINT_USER_SECRET=BOB_OWN)))["user"] == "bob"
     actions = [e["action"] for e in json.loads(ok(run_cli(home, "audit", "--json")))]
     assert {"mfa_enrolled", "mfa_reset", "mfa_required_set", "recovery_code_used", "sign_in_failed", "secret_changed"} <= set(actions)
+
+
+def test_init_with_a_separate_secret_for_the_first_user(tmp_path: Path) -> None:
+    home = tmp_path / "alpha"
+    ok(cli(home, "init", "--workspace", "acme", "--user", "alice", "--node-name", "alpha", RALLYPOINT_USER_SECRET="alice's own secret"))
+    refused = run_cli(home, "whoami")  # the passphrase is not alice's secret here
+    assert refused.returncode == 1 and "wrong user name or secret" in refused.stderr
+    assert json.loads(ok(cli(home, "whoami", "--json", RALLYPOINT_USER_SECRET="alice's own secret")))["user"] == "alice"
