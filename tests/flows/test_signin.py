@@ -168,13 +168,18 @@ async def test_admins_require_mfa_for_a_role_and_reset_a_users_mfa(tmp_path: Pat
         await node.chat.post("general", "enrolled")
         with pytest.raises(Exception, match="needs the admin role"):
             await node.signin.mfa.reset("bob")
+        with pytest.raises(Exception, match="needs the admin role"):
+            await node.signin.set_console_lock(60)
         clock.now += 30_000
         await node.signin.sign_in("alice", PASSPHRASE)  # alice is an admin, MFA is required of members only
         await node.signin.mfa.reset("bob")
         await node.signin.mfa.require(None)
+        assert await node.signin.set_console_lock(300) == 300 and await node.signin.console_lock_seconds() == 300
         entries = [(e.action, e.detail) for e in await node.audit.entries()]
         assert ("mfa_reset", {"user": "bob", "was_enrolled": True}) in entries
         assert [d["required"] for a, d in entries if a == "mfa_required_set"] == ["member", "off"]
+        assert ("console_lock_set", {"seconds": 300}) in entries
+        assert [d["action"] for a, d in entries if a == "permission_denied"] == ["mfa reset", "console lock"]
         assert (await node.signin.sign_in("bob", BOB_OWN)).complete  # no code asked any more
 
 

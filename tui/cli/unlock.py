@@ -75,14 +75,18 @@ def pending_message(user: str, step: SignInStep) -> str:
     return f"MFA is required for {user}, who has not enrolled: run `rallypoint mfa enrol --as {user}` first"
 
 
-async def open_node(args: argparse.Namespace) -> Node:
-    """Unlocks the node and signs the user in, asking for a TOTP code in a terminal if needed."""
+async def open_node(args: argparse.Namespace, sign_in: bool = True) -> Node:
+    """Unlocks the node and signs the user in, asking for a TOTP code in a terminal if needed;
+    without `sign_in`, nobody (the LAN service signs as the node)."""
     from appliance.node import Node
 
     home = Path(args.home).expanduser()
     if not Node.exists(home):
         raise NotInitialised(f"no node in {home}: run `rallypoint init` or `rallypoint join` first")
-    passphrase, secret, code = read_passphrase(args), read_user_secret(args), read_totp(args)
+    passphrase = read_passphrase(args)
+    if not sign_in:
+        return await Node.open(home, passphrase, sign_in=False)
+    secret, code = read_user_secret(args), read_totp(args)
     try:
         return await Node.open(home, passphrase, as_user=args.as_user, user_secret=secret, totp_code=code)
     except MfaCodeRequired as exc:
@@ -92,11 +96,11 @@ async def open_node(args: argparse.Namespace) -> Node:
     return await Node.open(home, passphrase, as_user=args.as_user, user_secret=secret, totp_code=code)
 
 
-async def with_node(args: argparse.Namespace, action: Callable[[Node], Awaitable[None]], allow: frozenset[SignInStep] = frozenset()) -> None:
+async def with_node(args: argparse.Namespace, action: Callable[[Node], Awaitable[None]], allow: frozenset[SignInStep] = frozenset(), *, sign_in: bool = True) -> None:
     """Opens the node, runs the action on it, closes it; the writes it skipped are warned of last.
     A user with a step still due (a secret to change, MFA to enrol) runs only the commands that
-    take it (`allow`)."""
-    node = await open_node(args)
+    take it (`allow`); without `sign_in` nobody signs in (`serve`)."""
+    node = await open_node(args, sign_in)
     try:
         async with node:
             result = node.signin.result
