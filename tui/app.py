@@ -39,6 +39,7 @@ from tui.screens.courier import CourierScreen
 from tui.screens.help import HelpScreen
 from tui.screens.lock import LockScreen
 from tui.screens.main import MainScreen
+from tui.screens.mfa_enrol import MfaEnrolScreen
 from tui.screens.peers import PeersScreen
 from tui.screens.setup import SetupScreen
 from tui.screens.signin import SignInScreen
@@ -100,6 +101,8 @@ class RallypointApp(App[str]):
             yield SystemCommand("Attach a file", "to the next message, from a path or the folder tree (ctrl+o in the composer)", screen.action_attach)
             yield SystemCommand("Search", "full-text search across channels (ctrl+f)", screen.action_search)
             yield SystemCommand("Courier", "import and export bundles on a USB stick or any folder (F4)", partial(screen.action_open, "courier"))
+            yield SystemCommand("Lock the console", "sign out now; the channels leave the screen until someone signs in", self.action_lock_now)
+            yield SystemCommand("Two-step sign-in", "enrol an authenticator app (TOTP) for your sign-in", self.action_enrol_mfa)
             if screen.identity.role == "admin":
                 yield SystemCommand("Admin", "users and roles, enrollment, revocation, IP allowlist, audit log (F3)", partial(screen.action_open, "admin"))
         yield SystemCommand("Help", "every key binding (F1)", self.action_help)
@@ -167,6 +170,14 @@ class RallypointApp(App[str]):
             return
         if time.monotonic() - self.idle_since >= self.lock_after:
             self.lock_console(node)
+
+    def action_lock_now(self) -> None:
+        if self.node is not None and self.node.identity.signed_in:
+            self.lock_console(self.node)
+
+    def action_enrol_mfa(self) -> None:
+        if self.node is not None and self.node.identity.signed_in:
+            self.push_screen(MfaEnrolScreen(self.node.signin.mfa))
 
     def lock_console(self, node: Node) -> None:
         """Signs the user out and takes every screen of theirs away: the lock screen shows

@@ -98,7 +98,7 @@ async def test_the_idle_lock_hides_the_channels_until_someone_signs_in(tmp_path:
         await main_screen(pilot)
         await until_shown(pilot, "secret plans")
         await until(pilot, lambda: isinstance(pilot.app.screen, LockScreen), "the idle lock", timeout=10)
-        await until_shown(pilot, "Locked after being idle (alice was signed in)")
+        await until_shown(pilot, "Console locked (alice was signed in)")
         shown = screen_text(pilot.app)
         assert "general" not in shown and "secret plans" not in shown
         app = pilot.app
@@ -106,3 +106,19 @@ async def test_the_idle_lock_hides_the_channels_until_someone_signs_in(tmp_path:
         await pilot.press(*PASSPHRASE, "enter")  # alice is chosen already
         await main_screen(pilot)
         await until_shown(pilot, "secret plans")
+
+
+async def test_a_user_locks_the_console_and_enrols_mfa_from_the_palette(tmp_path: Path) -> None:
+    home = tmp_path / "alpha"
+    await node_with_bob(home)
+    async with RallypointApp(home, PASSPHRASE).run_test(size=SIZE) as pilot:
+        await main_screen(pilot)
+        app = pilot.app
+        assert isinstance(app, RallypointApp) and app.node is not None
+        app.action_enrol_mfa()
+        await until(pilot, lambda: isinstance(pilot.app.screen, MfaEnrolScreen), "the enrolment screen")
+        await until_shown(pilot, "Two-step sign-in for alice")
+        await pilot.press("escape")
+        app.action_lock_now()
+        await until_shown(pilot, "Console locked (alice was signed in)")
+        assert "secret plans" not in screen_text(pilot.app) and not app.node.identity.signed_in

@@ -119,7 +119,7 @@ async def test_sign_in_and_lock_screens_match_their_snapshots(home: Path) -> Non
         await pilot.press("enter", *PASSPHRASE, "enter")
         await main_screen(pilot)
         await until(pilot, lambda: isinstance(pilot.app.screen, LockScreen), "the idle lock", timeout=10)
-        await until_shown(pilot, "Locked after being idle")
+        await until_shown(pilot, "Console locked")
         await check(pilot, "lock")
 
 

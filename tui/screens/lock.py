@@ -14,4 +14,4 @@ class LockScreen(SignInScreen):
         self.locked_user = locked_user
 
     def heading(self) -> str:
-        return f"Locked after being idle ({self.locked_user} was signed in). Sign in to go on."
+        return f"Console locked ({self.locked_user} was signed in). Sign in to go on."

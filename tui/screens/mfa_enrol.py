@@ -23,7 +23,7 @@ from tui.text import printable
 
 class MfaEnrolScreen(Screen[SignInResult]):
     CSS_PATH = "signin.tcss"
-    BINDINGS = [Binding("enter", "done", "Continue", show=False)]
+    BINDINGS = [Binding("enter", "done", "Continue", show=False), Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, mfa: MfaService) -> None:
         super().__init__()
@@ -96,3 +96,11 @@ class MfaEnrolScreen(Screen[SignInResult]):
     def action_done(self) -> None:
         if self.result is not None:
             self.dismiss(self.result)
+
+    def action_cancel(self) -> None:
+        """Leaves without enrolling (once enrolled, as Enter does); a sign-in that needed the
+        enrolment stays unfinished: the user signs in again."""
+        if self.result is not None:
+            self.dismiss(self.result)
+        else:
+            self.dismiss(None)
