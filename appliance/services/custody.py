@@ -74,7 +74,9 @@ class CustodyService:
         reason = f"this node was revoked by {by.name if by else ids.key_id(revocation.issuer)} ({revocation.reason or 'no reason given'}); its data was wiped"
         async with self._kernel.lock:
             async with self._kernel.store.transaction() as conn:
-                for table in (t.changes, t.snapshots, t.messages, t.read_markers, t.channels, t.blobs, t.peer_heads, t.peer_blobs, t.documents, t.sealed_secrets, t.user_secrets, t.user_mfa, t.recovery_codes):
+                content = (t.changes, t.snapshots, t.messages, t.read_markers, t.channels, t.blobs, t.peer_heads, t.peer_blobs, t.documents)
+                wiped = (*content, t.sealed_secrets, t.user_secrets, t.user_mfa, t.recovery_codes)
+                for table in wiped:
                     await conn.execute(table.delete())
                 if self._kernel.store.is_sqlite:  # FTS5 keeps deleted terms in its index until told otherwise
                     await conn.execute(text("INSERT INTO messages_fts(messages_fts) VALUES ('delete-all')"))
