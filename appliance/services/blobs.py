@@ -60,7 +60,7 @@ class BlobsService:
 
     async def blob(self, digest_hex: str) -> bytes:
         """An attachment by its hash, or by any unique start of it (`read` shows 12 hex digits)."""
-        self._identity.require_unlocked()
+        self._identity.require_reader()
         low, high = ids.hash_prefix_range(digest_hex)
         matching = t.blobs.c.hash.between(low, high)
         async with self._kernel.store.reading() as conn:

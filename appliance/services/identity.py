@@ -149,6 +149,12 @@ class IdentityService:
         self.require_unlocked()
         return self.keys.node
 
+    def require_reader(self) -> None:
+        """What reading content takes: the node unlocked and a user signed in (after a sign-out,
+        the console's lock, nothing is read until the next sign-in)."""
+        self.require_unlocked()
+        self.user_signing_key()
+
     def require_unlocked(self) -> None:
         if self._locked is not None:
             raise NodeLocked(self._locked)

@@ -67,7 +67,7 @@ class ViewsService:
                     await self.rejudge(conn, self._roster.admin_hexes(), t.messages.c.deleted_by == "")
 
     async def list_channels(self) -> list[ChannelSummary]:
-        self._identity.require_unlocked()
+        self._identity.require_reader()
         me = self._identity.user_key.hex()
         async with self._kernel.store.reading() as conn:
             rows = (await conn.execute(select(t.channels).order_by(t.channels.c.name))).mappings().all()
@@ -173,6 +173,7 @@ class ViewsService:
     async def read(self, channel: str, *, thread: str | None = None, limit: int = 50, before: str | None = None, mark_read: bool = True) -> list[MessageView]:
         """Oldest first. Without `thread`: the channel's top-level messages, each with its reply
         count; with `thread`: the thread's root and its replies."""
+        self._identity.require_reader()
         head = await self._heads.channel(channel)
         m = t.messages.c
         if thread is not None:
@@ -219,7 +220,7 @@ class ViewsService:
 
     async def search(self, query: str, *, limit: int = 50) -> list[MessageView]:
         """Full-text search over the channels the acting user can read, newest first."""
-        self._identity.require_unlocked()
+        self._identity.require_reader()
         terms = re.findall(r"\w+", query)
         if not terms:
             raise InvalidInput("search needs at least one word")

@@ -60,6 +60,9 @@ async def test_a_second_local_user_signs_in_with_their_own_secret_and_the_operat
         node.signin.sign_out()
         with pytest.raises(NotSignedIn):
             await node.chat.post("general", "after sign-out")
+        for read in (node.views.list_channels(), node.views.read("general"), node.views.search("hello")):
+            with pytest.raises(NotSignedIn):  # nothing is read either until the next sign-in
+                await read
         actions = await _actions(node)
         assert ("signed_in", "bob") in actions and ("secret_changed", "bob") in actions
     with pytest.raises(SignInRefused):
