@@ -55,6 +55,18 @@ When each is written (actor: the acting user's key, the node's key, or "-" for n
 - RESTORED: a backup was restored into an empty home.
 - TERMS_PUBLISHED: an admin published a version of the terms of service (and accepted it).
 - TERMS_ACCEPTED: a user accepted the current terms of service on this node.
+- SIGNED_IN: a local user signed in with their own secret (and code); the node's own user
+  signing in with the passphrase as the node opens is not audited, as unlocking is not.
+- SIGN_IN_FAILED: a sign-in was refused (unknown user, wrong secret, wrong or replayed code,
+  a key from before per-user sign-in, or while locked out).
+- SIGN_IN_LOCKED_OUT: a user's failed sign-ins reached the point where they wait before the next.
+- SECRET_CHANGED: a user set their own secret (or their key moved under it on upgrade).
+- SECRET_RESET: an admin gave a user a one-time secret (re-keying them when their key was
+  sealed under a secret nobody knows any more).
+- MFA_ENROLLED, MFA_RESET: a user enrolled an authenticator app; an admin removed a user's.
+- RECOVERY_CODE_USED: a sign-in used one of the user's one-time recovery codes.
+- MFA_REQUIRED_SET, MFA_WINDOW_SET: an admin changed who must use MFA, or the accepted clock skew.
+- CONSOLE_LOCK_SET: an admin changed the console's idle lock time.
 """
 
 from __future__ import annotations
@@ -106,3 +118,14 @@ class AuditAction(enum.StrEnum):
     RESTORED = "restored"
     TERMS_PUBLISHED = "terms_published"
     TERMS_ACCEPTED = "terms_accepted"
+    SIGNED_IN = "signed_in"
+    SIGN_IN_FAILED = "sign_in_failed"
+    SIGN_IN_LOCKED_OUT = "sign_in_locked_out"
+    SECRET_CHANGED = "secret_changed"
+    SECRET_RESET = "secret_reset"
+    MFA_ENROLLED = "mfa_enrolled"
+    MFA_RESET = "mfa_reset"
+    RECOVERY_CODE_USED = "recovery_code_used"
+    MFA_REQUIRED_SET = "mfa_required_set"
+    MFA_WINDOW_SET = "mfa_window_set"
+    CONSOLE_LOCK_SET = "console_lock_set"

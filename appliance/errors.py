@@ -10,6 +10,10 @@ translated at the boundary (`raise X(...) from exc`).
     │   ├── NotInitialised
     │   ├── AlreadyInitialised
     │   ├── WrongPassphrase
+    │   ├── SignInRefused
+    │   │   ├── SignInLockedOut
+    │   │   └── MfaCodeRequired
+    │   ├── NotSignedIn
     │   ├── EnrollmentRejected
     │   ├── PermissionDenied
     │   │   └── TermsNotAccepted
@@ -55,6 +59,22 @@ class AlreadyInitialised(ApplianceError):
 
 class WrongPassphrase(ApplianceError):
     """The passphrase does not open the sealed keys."""
+
+
+class SignInRefused(ApplianceError):
+    """A sign-in with a wrong secret or code (or as nobody this node holds a key for)."""
+
+
+class SignInLockedOut(SignInRefused):
+    """Too many failed sign-ins in a row for this user: refused without a try until a time."""
+
+
+class MfaCodeRequired(SignInRefused):
+    """The secret was right; this user also signs in with a code from their authenticator app."""
+
+
+class NotSignedIn(ApplianceError):
+    """Nobody is signed in (or they still have a step to take): nothing can be signed."""
 
 
 class EnrollmentRejected(ApplianceError):

@@ -45,6 +45,7 @@ class UserInfo:
     local: bool  # this node holds the user's secret key
     revoked: bool = False
     attributes: tuple[tuple[str, str], ...] = ()  # what an admin assigned (appliance/policy.py)
+    initial_secret: str | None = None  # made up by the node when a user was added: shown once
 
 
 @dataclass(frozen=True)

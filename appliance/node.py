@@ -6,7 +6,7 @@ assemble the node's services over one kernel (`appliance.kernel`: store, write l
 change feed, audit writer, cache invalidation); everything else is a service attribute:
 `node.identity`, `node.directory`, `node.enrollment`, `node.chat`, `node.views`,
 `node.replica`, `node.blobs`, `node.intake`, `node.exchange`, `node.peers`, `node.audit`,
-`node.custody`, and `node.feed`. Every operation checks the acting user's certificate and
+`node.custody`, `node.signin` (who acts: per-user sign-in and MFA), and `node.feed`. Every operation checks the acting user's certificate and
 channel role in its service, whatever interface calls it. `docs/node.md` maps the services."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from appliance import certs, crypto, identity
+from appliance import certs, crypto, identity, user_keys
 from appliance.audit_actions import AuditAction
 from appliance.errors import AlreadyInitialised, ChangeRejected, EnrollmentRejected, NotInitialised
 from appliance.kernel import Clock, Kernel, Random, wall_clock_ms
@@ -32,6 +32,7 @@ from appliance.services.intake import IntakeService
 from appliance.services.peers import PeersService
 from appliance.services.replica import CACHED_DOCUMENTS, ReplicaService
 from appliance.services.roster import Roster
+from appliance.services.signin import SignInService
 from appliance.services.views import ViewsService
 from appliance.store import DB_FILE, Storage, Store, ensure_home
 from appliance.upkeep import Upkeep
@@ -62,6 +63,7 @@ class Node:
         self.enrollment = EnrollmentService(kernel, self.identity, roster, self.replica, self.directory, self.intake)
         self.peers = PeersService(kernel, self.identity, roster, self.directory, self.exchange)
         self.audit = AuditService(kernel, self.identity, roster, feeds)
+        self.signin = SignInService(kernel, self.identity, roster, self.directory)
         self._upkeep = Upkeep(store, self.replica, kernel.note_skipped_write)  # started once the node is open
 
     def _opened(self) -> Node:
@@ -107,16 +109,20 @@ class Node:
         user_name: str,
         node_name: str,
         passphrase: str,
+        user_secret: str | None = None,
         kdf: crypto.KdfParams = crypto.INTERACTIVE,
         clock: Clock = wall_clock_ms,
         rng: Random = crypto.random_bytes,
         store: Storage | None = None,
     ) -> Node:
-        """A new workspace whose first admin is `user_name` on this node."""
+        """A new workspace whose first admin is `user_name` on this node, signed in; their secret
+        is `user_secret`, else the passphrase."""
         workspace_name = certs.check_name(workspace_name)
         user_name = certs.check_name(user_name)
         node_name = certs.check_name(node_name)
         check_passphrase(passphrase)
+        if user_secret is not None:
+            user_keys.check_secret(user_secret)
         store = await cls._fresh_store(home, store)
         try:
             workspace_key = crypto.new_signing_key(rng(32))
@@ -131,10 +137,11 @@ class Node:
                 certs.issue_certificate(workspace_key, workspace=ws_pub, kind=certs.SubjectKind.NODE, key=bytes(node_key.verify_key), name=node_name, role=certs.Role.NODE, issued_at=now),
             ]
             keys = Keys(rng(32), node_key, workspace_key, {bytes(user_key.verify_key): user_key})
-            row = IdentityRow(workspace_name, ws_pub, node_name, bytes(node_key.verify_key), bytes(user_key.verify_key), rng(identity.INCARNATION_BYTES))
-            await write_identity(store, row, keys, passphrase, kdf, rng, now)
+            row = IdentityRow(workspace_name, ws_pub, node_name, bytes(node_key.verify_key), bytes(user_key.verify_key), rng(identity.INCARNATION_BYTES), kdf)
+            await write_identity(store, row, keys, passphrase, kdf, rng, now, user_secret)
             node = cls(home, store, row, keys, clock, rng)
             await node.directory.add_entries(issued, AuditAction.INIT, {"workspace": node.identity.workspace_id, "user": user_name, "node": node.identity.node_id})
+            await node.signin.sign_in_own(user_secret or passphrase)
             return node._opened()
         except BaseException:
             await store.__aexit__(None, None, None)
@@ -147,12 +154,18 @@ class Node:
         passphrase: str,
         *,
         as_user: str | None = None,
+        user_secret: str | None = None,
+        totp_code: str | None = None,
+        sign_in: bool = True,
         clock: Clock = wall_clock_ms,
         rng: Random = crypto.random_bytes,
         store: Storage | None = None,
     ) -> Node:
         """Unlocks the node. A wrong passphrase raises WrongPassphrase, is audited, and
-        changes nothing else."""
+        changes nothing else. Then signs in `as_user` (default: the node's own user) with
+        `user_secret` (default: the passphrase) and `totp_code` - a refused sign-in raises and
+        leaves the node closed - unless `sign_in` is False (the console asks who signs in).
+        `node.signin.result` says what the user must still do before they act."""
         if store is None and not Node.exists(home):
             raise NotInitialised(f"no node in {home}: run `rallypoint init` or `rallypoint join` first")
         store = store or Store.at(home)
@@ -164,8 +177,10 @@ class Node:
             await node.replica.load()
             await node.blobs.load()
             await node.views.judge_upgraded()
-            if as_user is not None:
-                await node.identity.act_as(as_user)
+            if sign_in and as_user is None:
+                await node.signin.sign_in_own(user_secret or passphrase, totp_code)
+            elif sign_in and as_user is not None:
+                await node.signin.sign_in(as_user, user_secret or passphrase, totp_code)
             return node._opened()
         except BaseException:
             await store.__aexit__(None, None, None)
@@ -179,19 +194,24 @@ class Node:
         code: str,
         passphrase: str,
         *,
+        user_secret: str | None = None,
         kdf: crypto.KdfParams = crypto.INTERACTIVE,
         clock: Clock = wall_clock_ms,
         rng: Random = crypto.random_bytes,
         store: Storage | None = None,
     ) -> Node:
-        """A node made from an enrollment file and its one-time code (`node.enrollment.invite`)."""
+        """A node made from an enrollment file and its one-time code (`node.enrollment.invite`);
+        its user's secret is `user_secret`, else the passphrase."""
         check_passphrase(passphrase)
+        if user_secret is not None:
+            user_keys.check_secret(user_secret)
         inner = await asyncio.to_thread(open_enrollment, enrollment, code)
         store = await cls._fresh_store(home, store)
         try:
-            row, keys = enrolled_identity(inner, rng(identity.INCARNATION_BYTES), rng(32))
+            row, keys = enrolled_identity(inner, rng(identity.INCARNATION_BYTES), rng(32), kdf)
             node = cls(home, store, row, keys, clock, rng)
-            await node.enrollment.install(inner, passphrase, kdf)
+            await node.enrollment.install(inner, passphrase, kdf, user_secret)
+            await node.signin.sign_in_own(user_secret or passphrase)
             return node._opened()
         except ChangeRejected as exc:
             await store.__aexit__(None, None, None)

@@ -296,3 +296,49 @@ peer_incarnations = Table(
     Column("refusals", Integer, nullable=False),  # contacts refused since the conflict
     Column("audited_at", Integer),  # the last refusal audited (at most one an hour)
 )
+
+# Each local user's signing key, sealed under a key derived (Argon2id, this salt, the node's KDF
+# cost) from that user's own secret: unlocking the node does not let anyone act as them. A key
+# still sealed under the data key (`sealed_secrets`, kind user) is from before this table.
+user_secrets = Table(
+    "user_secrets",
+    metadata,
+    Column("public_key", LargeBinary(32), primary_key=True),
+    Column("salt", LargeBinary(16), nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("must_change", Boolean, nullable=False),  # an initial or reset secret the user has to replace
+    Column("changed_at", Integer, nullable=False),
+)
+
+# Failed sign-ins in a row, per local user, and until when they are refused without a try.
+sign_in_failures = Table(
+    "sign_in_failures",
+    metadata,
+    Column("public_key", LargeBinary(32), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("locked_until", Integer, nullable=False),
+    Column("last_failure_at", Integer, nullable=False),
+)
+
+# A user's TOTP secret, sealed under their secret-derived key (the operator cannot read it), and
+# the newest time step accepted (an older or equal one is a replay).
+user_mfa = Table(
+    "user_mfa",
+    metadata,
+    Column("public_key", LargeBinary(32), primary_key=True),
+    Column("sealed_secret", LargeBinary, nullable=False),
+    Column("enrolled_at", Integer, nullable=False),
+    Column("last_step", Integer, nullable=False),
+)
+
+# One-time recovery codes: only a salted SHA-256 of each is kept; used ones keep when.
+recovery_codes = Table(
+    "recovery_codes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("public_key", LargeBinary(32), nullable=False),
+    Column("salt", LargeBinary(16), nullable=False),
+    Column("digest", LargeBinary(32), nullable=False),
+    Column("used_at", Integer),
+    Index("ix_recovery_codes_user", "public_key"),
+)

@@ -14,6 +14,7 @@ from appliance.audit import AuditVerdict
 from appliance.model import ChannelMember, ChannelSummary, Enrollment, Identity, MessageView, NodeInfo, NodeTrail, PeerStatus, TermsInfo, TermsStanding, UserInfo
 from appliance.netpolicy import NetworkRule
 from appliance.node import Node
+from appliance.services.signed_in import SignInResult
 from sync.lan import LanEvent, SessionInfo
 from sync.sneakernet import Progress
 from tui.history import Window
@@ -75,6 +76,31 @@ class NodeUnlocked(Message):
         super().__init__()
         self.node = node
         self.identity = identity
+
+
+class SignedIn(Message):
+    """A user signed in on the unlocked node and has no step left: the channels may show."""
+
+
+class SignInAnswered(Message, bubble=False):
+    """The node's answer to a sign-in or secret change: what the user must still do."""
+
+    def __init__(self, result: SignInResult) -> None:
+        super().__init__()
+        self.result = result
+
+
+class CodeNeeded(Message, bubble=False):
+    """The secret was right; the user's authenticator code is asked for next."""
+
+
+class MfaEnrolled(Message, bubble=False):
+    """An MFA enrolment was confirmed: the recovery codes to show once."""
+
+    def __init__(self, codes: list[str], result: SignInResult) -> None:
+        super().__init__()
+        self.codes = codes
+        self.result = result
 
 
 class StoreChanged(Message, bubble=False):
@@ -288,6 +314,3 @@ class TermsLoaded(Message, bubble=False):
 class TermsPending(Message):
     """The directory changed and the acting user now has terms to accept (a new version)."""
 
-
-class SignedOut(Message):
-    """The user declined the terms: the node is closed, the console asks to unlock again."""

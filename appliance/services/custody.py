@@ -67,14 +67,16 @@ class CustodyService:
             await self._kernel.audit(conn, self._kernel.clock(), "-", AuditAction.RESTORED, {"file": backup.name})
 
     async def wipe_after_revocation(self, revocation: certs.Revocation) -> None:
-        """Remote wipe: this node's own revocation arrived. Its data key and sealed secrets are
+        """Remote wipe: this node's own revocation arrived. Its data key, sealed secrets and users' keys are
         destroyed and its content deleted (overwritten on disk, then the file is rewritten), so
         the store left behind opens to nothing but the audit log and the reason."""
         by = self._roster.current.users.get(revocation.issuer)
         reason = f"this node was revoked by {by.name if by else ids.key_id(revocation.issuer)} ({revocation.reason or 'no reason given'}); its data was wiped"
         async with self._kernel.lock:
             async with self._kernel.store.transaction() as conn:
-                for table in (t.changes, t.snapshots, t.messages, t.read_markers, t.channels, t.blobs, t.peer_heads, t.peer_blobs, t.documents, t.sealed_secrets):
+                content = (t.changes, t.snapshots, t.messages, t.read_markers, t.channels, t.blobs, t.peer_heads, t.peer_blobs, t.documents)
+                wiped = (*content, t.sealed_secrets, t.user_secrets, t.user_mfa, t.recovery_codes)
+                for table in wiped:
                     await conn.execute(table.delete())
                 if self._kernel.store.is_sqlite:  # FTS5 keeps deleted terms in its index until told otherwise
                     await conn.execute(text("INSERT INTO messages_fts(messages_fts) VALUES ('delete-all')"))

@@ -4,6 +4,7 @@ the directory document and the append-only entry table."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -11,7 +12,7 @@ from automerge._automerge import Document
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from appliance import certs, crypto, documents, ids, policy
+from appliance import certs, crypto, documents, ids, policy, user_keys
 from appliance import schema as t
 from appliance.audit_actions import AuditAction
 from appliance.directory_records import Record, record_key, record_kind
@@ -45,12 +46,12 @@ class DirectoryService:
     def users(self, revoked: bool = False) -> list[UserInfo]:
         """The workspace's users; with `revoked`, also those whose certificate was revoked (role as last certified)."""
         listed = [
-            UserInfo(name=c.name, key=k, role=c.role, local=k in self._identity.keys.users, attributes=c.attributes)
+            UserInfo(name=c.name, key=k, role=c.role, local=k in self._identity.keys.local, attributes=c.attributes)
             for k, c in self._roster.current.users.items()
         ]
         if revoked:
             listed += [
-                UserInfo(name=c.name, key=k, role=c.role, local=k in self._identity.keys.users, revoked=True)
+                UserInfo(name=c.name, key=k, role=c.role, local=k in self._identity.keys.local, revoked=True)
                 for k, c in self._roster.users_ever.items()
                 if k in self._roster.current.revoked
             ]
@@ -93,24 +94,30 @@ class DirectoryService:
             await self._views.rejudge(conn, admins, t.messages.c.deleted_by.is_not(None))
         return admins
 
-    async def add_user(self, name: str, role: str = "member") -> UserInfo:
-        """A new user whose secret key lives on this node (sealed), certified by the acting admin."""
+    async def add_user(self, name: str, role: str = "member", secret: str | None = None) -> UserInfo:
+        """A new user whose secret key lives on this node, certified by the acting admin. Their key
+        is sealed under `secret` - their initial secret, from the admin (made up by the node when
+        not given, and returned once) - which they must replace at their first sign-in."""
         issuer = await self._identity.require_admin("user add")
         name, granted = certs.check_name(name), certs.check_role(role)
         if self._roster.current.user_by_name(name) is not None:
             raise InvalidInput(f"user {name!r} already exists; use `user role` to change the role")
+        initial = secret or user_keys.one_time_secret(self._kernel.rng(user_keys.ONE_TIME_SECRET_CHARS))
+        user_keys.check_secret(initial)
         user_key = crypto.new_signing_key(self._kernel.rng(32))
         pub = bytes(user_key.verify_key)
         workspace = self._identity.row.workspace_key
         cert = certs.issue_certificate(issuer, workspace=workspace, kind=certs.SubjectKind.USER, key=pub, name=name, role=granted, issued_at=self._kernel.clock(), home=self._identity.row.node_key)
-        sealed = crypto.secretbox_seal(self._identity.keys.data_key, bytes(user_key), self._kernel.rng(crypto.NONCE_BYTES))
+        salt = self._kernel.rng(crypto.SALT_BYTES)
+        derived = await asyncio.to_thread(user_keys.derive, initial, salt, self._identity.row.kdf)
+        sealed = user_keys.seal(derived, bytes(user_key), self._kernel.rng(crypto.NONCE_BYTES))
 
         async def keep_secret(conn: AsyncConnection) -> None:
-            await conn.execute(insert(t.sealed_secrets).values(public_key=pub, kind="user", sealed=sealed))
+            await conn.execute(insert(t.user_secrets).values(public_key=pub, salt=salt, sealed=sealed, must_change=True, changed_at=self._kernel.clock()))
 
-        await self.add_entries([cert], AuditAction.USER_ADDED, {"user": name, "role": role, "key": pub.hex()}, keep_secret)
-        self._identity.keys.users[pub] = user_key
-        return UserInfo(name=name, key=pub, role=granted, local=True)
+        await self.add_entries([cert], AuditAction.USER_ADDED, {"user": name, "role": role, "key": pub.hex(), "initial_secret": "given" if secret else "made up"}, keep_secret)
+        self._identity.keys.local.add(pub)
+        return UserInfo(name=name, key=pub, role=granted, local=True, initial_secret=None if secret else initial)
 
     async def set_role(self, name: str, role: str) -> UserInfo:
         issuer = await self._identity.require_admin("user role")
@@ -131,7 +138,7 @@ class DirectoryService:
             attributes=current.attributes,
         )
         await self.add_entries([cert], AuditAction.ROLE_CHANGED, {"user": name, "from": current.role, "to": role})
-        return UserInfo(name=name, key=current.key, role=granted, local=current.key in self._identity.keys.users, attributes=current.attributes)
+        return UserInfo(name=name, key=current.key, role=granted, local=current.key in self._identity.keys.local, attributes=current.attributes)
 
     async def set_attributes(self, name: str, attributes: policy.Attributes) -> UserInfo:
         """Replaces a user's attributes (none: clears them) with a new certificate signed by the
@@ -155,7 +162,7 @@ class DirectoryService:
         )
         detail: dict[str, object] = {"user": name, "from": policy.describe(current.attributes), "to": policy.describe(attributes)}
         await self.add_entries([cert], AuditAction.ATTRIBUTES_SET, detail)
-        return UserInfo(name=name, key=current.key, role=current.role, local=current.key in self._identity.keys.users, attributes=attributes)
+        return UserInfo(name=name, key=current.key, role=current.role, local=current.key in self._identity.keys.local, attributes=attributes)
 
     async def revoke(self, subject: bytes, reason: str) -> None:
         """A signed revocation entry in the directory; it travels with the directory document."""

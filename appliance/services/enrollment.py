@@ -73,7 +73,7 @@ class EnrollmentService:
         shown = "-".join(code[i : i + 4] for i in range(0, len(code), 4))
         return Enrollment(data=data, code=shown, node_id=node_id, user_name=user_name)
 
-    async def install(self, inner: dict[str, Any], passphrase: str, kdf: crypto.KdfParams) -> None:
+    async def install(self, inner: dict[str, Any], passphrase: str, kdf: crypto.KdfParams, user_secret: str | None = None) -> None:
         """The join path, on the new node: imports the invitation's directory through the normal
         verification path, checks this node's own certificates resolve up to the workspace key,
         and only then writes its identity."""
@@ -82,17 +82,17 @@ class EnrollmentService:
         await self._intake.import_changes(documents.DIRECTORY_DOC, signed, received_from=inner["invited_by"])
         if self._roster.current.nodes.get(row.node_key) is None or self._roster.current.user(row.default_user) is None:
             raise EnrollmentRejected("the enrollment file's certificates do not verify up to its workspace key")
-        await write_identity(self._kernel.store, row, keys, passphrase, kdf, self._kernel.rng, self._kernel.clock())
+        await write_identity(self._kernel.store, row, keys, passphrase, kdf, self._kernel.rng, self._kernel.clock(), user_secret)
         async with self._kernel.store.transaction() as conn:
             joined = {"workspace": self._identity.workspace_id, "node": self._identity.node_id, "invited_by": inner["invited_by"]}
             await self._kernel.audit(conn, self._kernel.clock(), row.default_user.hex(), AuditAction.JOINED, joined)
 
 
-def enrolled_identity(inner: dict[str, Any], incarnation: bytes, data_key: bytes) -> tuple[IdentityRow, Keys]:
+def enrolled_identity(inner: dict[str, Any], incarnation: bytes, data_key: bytes, kdf: crypto.KdfParams) -> tuple[IdentityRow, Keys]:
     """The identity an opened enrollment file gives the new node."""
     node_key = crypto.new_signing_key(inner["node_seed"])
     user_key = crypto.new_signing_key(inner["user_seed"])
-    row = IdentityRow(inner["workspace_name"], inner["workspace_key"], inner["node_name"], bytes(node_key.verify_key), bytes(user_key.verify_key), incarnation)
+    row = IdentityRow(inner["workspace_name"], inner["workspace_key"], inner["node_name"], bytes(node_key.verify_key), bytes(user_key.verify_key), incarnation, kdf)
     return row, Keys(data_key, node_key, None, {row.default_user: user_key})
 
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nacl.signing
 from sqlalchemy import insert, select
 
-from appliance import certs, crypto, ids
+from appliance import certs, crypto, ids, user_keys
 from appliance import schema as t
 from appliance.audit_actions import AuditAction
-from appliance.errors import InvalidInput, NodeLocked, NotFound, NotInitialised, PermissionDenied, RallypointError, StorageError, WrongPassphrase
+from appliance.errors import InvalidInput, NodeLocked, NotInitialised, NotSignedIn, PermissionDenied, RallypointError, StorageError, WrongPassphrase
 from appliance.feed import NodeWiped
 from appliance.kernel import Clock, Kernel, Random, append_audit
 from appliance.model import Identity
@@ -26,12 +26,15 @@ LOCKED_SETTING = "locked"  # set by a remote wipe; its value is the reason shown
 
 @dataclass
 class Keys:
-    """Secrets held in memory while the node is unlocked."""
+    """Secrets held in memory while the node is unlocked. `users` holds the key of the one user
+    signed in (none before a sign-in or after a sign-out); `local` names every user whose key
+    this node keeps sealed (under their own secret, or the data key before the upgrade)."""
 
     data_key: bytes
     node: nacl.signing.SigningKey
     workspace: nacl.signing.SigningKey | None
     users: dict[bytes, nacl.signing.SigningKey]
+    local: set[bytes] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class IdentityRow:
     node_key: bytes
     default_user: bytes
     incarnation: bytes  # this installation of the identity (see schema.node_identity)
+    kdf: crypto.KdfParams = crypto.INTERACTIVE  # the node's Argon2id cost, for users' secrets too
 
 
 
@@ -89,24 +93,26 @@ class IdentityService:
     def user_key(self) -> bytes:
         return self._acting
 
-    async def act_as(self, name: str) -> None:
-        """Makes `name` the acting user. The passphrase unlocks the node, not a person: every
-        local user's key is sealed under it, so acting as anyone but the node's default user
-        would need that user's own sign-in, which this version does not have yet. Until it
-        does, only the default user acts; a refusal is audited."""
-        default = self._roster.current.user(self.row.default_user)
-        if default is not None and default.name == name:
-            self._acting = self.row.default_user
-            return
-        if not any((cert := self._roster.current.user(pub)) is not None and cert.name == name for pub in self.keys.users):
-            raise NotFound(f"no local user {name!r} on this node")
-        async with self._kernel.store.transaction() as conn:
-            await self._kernel.audit(conn, self._kernel.clock(), self.row.default_user.hex(), AuditAction.PERMISSION_DENIED, {"action": f"act as {name}"})
-        owner = default.name if default is not None else ids.key_id(self.row.default_user)
-        raise PermissionDenied(
-            f"this node acts only as its own user {owner}: acting as {name} needs {name}'s own sign-in, which this version does not have yet"
-            f" (the node's passphrase is not {name}'s secret); {name} can use a node enrolled for them (rallypoint invite)"
-        )
+    @property
+    def signed_in(self) -> bool:
+        """Whether a user is signed in (their key is in memory)."""
+        return self._acting in self.keys.users
+
+    def sign_in_as(self, user: bytes, key: nacl.signing.SigningKey) -> None:
+        """Makes `user` the acting user with their unsealed key (the sign-in service's last step)."""
+        self.keys.users = {user: key}
+        self._acting = user
+
+    def sign_out(self) -> None:
+        """Drops the acting user's key from memory: nothing is signed until the next sign-in."""
+        self.keys.users = {}
+
+    def user_signing_key(self) -> nacl.signing.SigningKey:
+        """The signed-in user's key; NotSignedIn when nobody is (or a step is still due)."""
+        key = self.keys.users.get(self._acting)
+        if key is None:
+            raise NotSignedIn("nobody is signed in on this node: sign in first")
+        return key
 
     def whoami(self) -> Identity:
         cert = self._roster.current.user(self.user_key)
@@ -135,13 +141,19 @@ class IdentityService:
             async with self._kernel.store.transaction() as conn:
                 await self._kernel.audit(conn, self._kernel.clock(), self.user_key.hex(), AuditAction.PERMISSION_DENIED, {"action": action})
             raise PermissionDenied(f"{action} needs the admin role")
-        return self.keys.users[self.user_key]
+        return self.user_signing_key()
 
     @property
     def signing_key(self) -> nacl.signing.SigningKey:
         """This node's identity key: signs bundles, opens the ones addressed to it."""
         self.require_unlocked()
         return self.keys.node
+
+    def require_reader(self) -> None:
+        """What reading content takes: the node unlocked and a user signed in (after a sign-out,
+        the console's lock, nothing is read until the next sign-in)."""
+        self.require_unlocked()
+        self.user_signing_key()
 
     def require_unlocked(self) -> None:
         if self._locked is not None:
@@ -157,13 +169,21 @@ class IdentityService:
         self._kernel.feed.publish(NodeWiped(reason))
 
 
-async def write_identity(store: Storage, row: IdentityRow, keys: Keys, passphrase: str, kdf: crypto.KdfParams, rng: Random, now: int) -> None:
+async def write_identity(
+    store: Storage, row: IdentityRow, keys: Keys, passphrase: str, kdf: crypto.KdfParams, rng: Random, now: int, user_secret: str | None = None
+) -> None:
+    """Writes the identity: the data key sealed under the passphrase, the node and workspace keys
+    under the data key, and the node's first user's key under that user's secret (the
+    passphrase unless `user_secret` is given)."""
     salt = rng(crypto.SALT_BYTES)
     sealed_data_key = await asyncio.to_thread(crypto.seal_with_passphrase, passphrase, keys.data_key, salt, rng(crypto.NONCE_BYTES), kdf)
     secrets_rows = [(bytes(keys.node.verify_key), "node", keys.node)]
     if keys.workspace is not None:
         secrets_rows.append((row.workspace_key, "workspace", keys.workspace))
-    secrets_rows += [(pub, "user", sk) for pub, sk in keys.users.items()]
+    user_salt = rng(crypto.SALT_BYTES)
+    derived = await asyncio.to_thread(user_keys.derive, user_secret or passphrase, user_salt, kdf)
+    first_user = user_keys.seal(derived, bytes(keys.users[row.default_user]), rng(crypto.NONCE_BYTES))
+    keys.local.add(row.default_user)
     async with store.transaction() as conn:
         await conn.execute(
             insert(t.node_identity).values(
@@ -185,6 +205,7 @@ async def write_identity(store: Storage, row: IdentityRow, keys: Keys, passphras
         for pub, kind, sk in secrets_rows:
             sealed = crypto.secretbox_seal(keys.data_key, bytes(sk), rng(crypto.NONCE_BYTES))
             await conn.execute(insert(t.sealed_secrets).values(public_key=pub, kind=kind, sealed=sealed))
+        await conn.execute(insert(t.user_secrets).values(public_key=row.default_user, salt=user_salt, sealed=first_user, must_change=False, changed_at=now))
 
 
 async def unlock(store: Storage, home: Path, passphrase: str, clock: Clock) -> tuple[IdentityRow, Keys]:
@@ -195,6 +216,7 @@ async def unlock(store: Storage, home: Path, passphrase: str, clock: Clock) -> t
         if ident is None:
             raise NotInitialised(f"no node in {home}: run `rallypoint init` or `rallypoint join` first")
         sealed_rows = (await conn.execute(select(t.sealed_secrets))).all()
+        local: set[bytes] = set((await conn.execute(select(t.user_secrets.c.public_key))).scalars().all())
         locked = (await conn.execute(select(t.settings.c.value).where(t.settings.c.name == LOCKED_SETTING))).scalar()
     if locked is not None:
         raise NodeLocked(locked)
@@ -206,8 +228,11 @@ async def unlock(store: Storage, home: Path, passphrase: str, clock: Clock) -> t
             async with store.transaction() as conn:
                 await append_audit(conn, None, clock(), "-", AuditAction.UNLOCK_FAILED, {"reason": "wrong passphrase"})
         raise
-    keys = Keys(data_key, None, None, {})  # type: ignore[arg-type]
+    keys = Keys(data_key, None, None, {}, local)  # type: ignore[arg-type]
     for secret in sealed_rows:
+        if secret.kind == "user":  # from before per-user sign-in: opened when that user signs in
+            keys.local.add(secret.public_key)
+            continue
         seed = crypto.secretbox_open(data_key, secret.sealed)
         if seed is None:
             raise RallypointError(f"sealed {secret.kind} key is damaged")
@@ -216,9 +241,7 @@ async def unlock(store: Storage, home: Path, passphrase: str, clock: Clock) -> t
             keys.node = sk
         elif secret.kind == "workspace":
             keys.workspace = sk
-        else:
-            keys.users[secret.public_key] = sk
-    row = IdentityRow(ident["workspace_name"], ident["workspace_key"], ident["node_name"], ident["node_key"], ident["default_user"], ident["incarnation"])
+    row = IdentityRow(ident["workspace_name"], ident["workspace_key"], ident["node_name"], ident["node_key"], ident["default_user"], ident["incarnation"], params)
     return row, keys
 
 

@@ -150,7 +150,7 @@ class ReplicaService:
 
     def _sign(self, doc_id: str, doc: Document, mutations: Sequence[Callable[[Document], None]]) -> list[tuple[ChangeHeader, bytes, bytes]]:
         """Applies each mutation to the document as one change of this node's actor and signs it."""
-        signer = self._identity.keys.users[self._identity.user_key]
+        signer = self._identity.user_signing_key()
         doc.set_actor(self.actor())
         made: list[tuple[ChangeHeader, bytes, bytes]] = []
         for mutation in mutations:

@@ -104,7 +104,7 @@ class ViewsService:
     async def list_channels(self) -> list[ChannelSummary]:
         """The channels and direct conversations the acting user can read; same-named channels
         labelled apart (`ChannelSummary.label`)."""
-        self._identity.require_unlocked()
+        self._identity.require_reader()
         self._terms.require_accepted("listing channels")
         me = self._identity.user_key.hex()
         async with self._kernel.store.reading() as conn:
@@ -228,6 +228,7 @@ class ViewsService:
     async def read(self, channel: str, *, thread: str | None = None, limit: int = 50, before: str | None = None, mark_read: bool = True) -> list[MessageView]:
         """Oldest first. Without `thread`: the channel's top-level messages, each with its reply
         count; with `thread`: the thread's root and its replies."""
+        self._identity.require_reader()
         self._terms.require_accepted("reading")
         head = await self._heads.channel(channel)
         m = t.messages.c
@@ -276,7 +277,7 @@ class ViewsService:
 
     async def search(self, query: str, *, limit: int = 50) -> list[MessageView]:
         """Full-text search over the channels the acting user can read, newest first."""
-        self._identity.require_unlocked()
+        self._identity.require_reader()
         self._terms.require_accepted("searching")
         terms = re.findall(r"\w+", query)
         if not terms:

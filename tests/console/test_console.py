@@ -154,6 +154,9 @@ async def test_unlock_with_a_wrong_then_the_right_passphrase(home: Path) -> None
         await until(pilot, lambda: not field.disabled and field.value == "", "the second attempt to fail")  # a failure clears the field
         assert "wrong passphrase" in screen_text(app)
         await pilot.press(*PASSPHRASE, "enter")
+        await until_shown(pilot, "choose who you are")  # typed by hand: who signs in is asked (issue 16)
+        assert "# general" not in screen_text(app)
+        await pilot.press("enter", *PASSPHRASE, "enter")
         await main_screen(pilot)
         assert "# general" in screen_text(app)
 

@@ -22,6 +22,8 @@ from appliance.node import Attachment, Node
 from tests.conftest import FAST, PASSPHRASE, REPO
 from tests.console_helpers import SIZE, main_screen, screen_text, until, until_shown
 from tui.app import RallypointApp
+from tui.screens.lock import LockScreen
+from tui.screens.mfa_enrol import MfaEnrolScreen
 from tui.screens.peers import PeersScreen
 from tui.widgets.message_list import MessageList
 
@@ -103,3 +105,32 @@ async def test_main_screens_match_their_snapshots(home: Path) -> None:
         await pilot.press("escape", "f1")
         await until_shown(pilot, "Keys (ctrl+p")
         await check(pilot, "help")
+
+
+async def test_sign_in_and_lock_screens_match_their_snapshots(home: Path) -> None:
+    async with await Node.open(home, PASSPHRASE, clock=fixed_clock(), rng=fixed_randomness(b"settings")) as node:
+        await node.directory.add_user("dave", secret="dave-initial-1")
+        await node.signin.set_console_lock(1)
+    async with RallypointApp(home).run_test(size=SIZE) as pilot:
+        await until_shown(pilot, "Unlock the node")
+        await pilot.press(*PASSPHRASE, "enter")
+        await until_shown(pilot, "dave  (member)")
+        await check(pilot, "signin")
+        await pilot.press("enter", *PASSPHRASE, "enter")
+        await main_screen(pilot)
+        await until(pilot, lambda: isinstance(pilot.app.screen, LockScreen), "the idle lock", timeout=10)
+        await until_shown(pilot, "Console locked")
+        await check(pilot, "lock")
+
+
+async def test_the_mfa_enrolment_screen_matches_its_snapshot(home: Path) -> None:
+    async with await Node.open(home, PASSPHRASE, clock=fixed_clock(), rng=fixed_randomness(b"settings")) as node:
+        await node.signin.mfa.require("admin")
+    async with RallypointApp(home, clock=fixed_clock(), rng=fixed_randomness(b"enrol")).run_test(size=SIZE) as pilot:
+        await until_shown(pilot, "Unlock the node")
+        await pilot.press(*PASSPHRASE, "enter")
+        await until_shown(pilot, "alice  (admin)")
+        await pilot.press("enter", *PASSPHRASE, "enter")
+        await until(pilot, lambda: isinstance(pilot.app.screen, MfaEnrolScreen), "the enrolment screen")
+        await until_shown(pilot, "Then type the code it shows")
+        await check(pilot, "mfa_enrol")

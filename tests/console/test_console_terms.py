@@ -17,8 +17,8 @@ from tests.console.test_console_snapshots import check, fixed_clock, fixed_rando
 from tests.console_helpers import SIZE, main_screen, screen_text, until, until_shown
 from tui.app import RallypointApp
 from tui.screens.admin import AdminScreen
+from tui.screens.signin import SignInScreen
 from tui.screens.terms import TermsScreen
-from tui.screens.unlock import UnlockScreen
 
 TEXT = "\n".join(
     [
@@ -72,14 +72,15 @@ async def test_unlock_shows_the_terms_and_accepting_them_shows_the_channels(tmp_
         await main_screen(pilot)
 
 
-async def test_signing_out_of_the_terms_closes_the_node_and_accepts_nothing(tmp_path: Path) -> None:
+async def test_signing_out_of_the_terms_signs_the_user_out_and_accepts_nothing(tmp_path: Path) -> None:
     home = await published_to_bob(tmp_path)
     async with RallypointApp(home, PASSPHRASE).run_test(size=SIZE, notifications=True) as pilot:
         await until(pilot, lambda: isinstance(pilot.app.screen, TermsScreen), "the terms screen")
         await until_shown(pilot, "Sign out")  # laid out: a click lands on the button
         await pilot.click("#terms-sign-out")
-        await until(pilot, lambda: isinstance(pilot.app.screen, UnlockScreen), "the unlock screen")
-        assert pilot.app.node is None  # type: ignore[attr-defined]
+        await until(pilot, lambda: isinstance(pilot.app.screen, SignInScreen), "the sign-in screen")
+        node = pilot.app.node  # type: ignore[attr-defined]
+        assert node is not None and not node.identity.signed_in  # the key left memory with the user
     node = await Node.open(home, PASSPHRASE)
     async with node:
         assert node.directory.terms.pending() is not None

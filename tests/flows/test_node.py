@@ -18,6 +18,7 @@ from appliance.errors import (
     InvalidInput,
     NotFound,
     PermissionDenied,
+    SignInRefused,
     WrongPassphrase,
 )
 from appliance.ids import normalise_key_id
@@ -291,26 +292,21 @@ async def test_search_finds_words_across_readable_channels_only(tmp_path: Path) 
         assert len(await alice.views.search("generator")) == 2
 
 
-async def test_only_the_nodes_own_user_acts_until_per_user_sign_in_exists(tmp_path: Path) -> None:
-    """Every local user's key is sealed under the node's passphrase: the passphrase is nobody's
-    personal secret, so it lets the node act as its own user only."""
+async def test_the_passphrase_signs_in_the_nodes_own_user_only(tmp_path: Path) -> None:
+    """The passphrase unlocks the node and is its own user's secret; another local user's key
+    opens only with that user's secret (tests/flows/test_signin.py has the rest)."""
     home = tmp_path / "alpha"
     async with await Node.init(home, workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST) as alice:
-        await alice.directory.add_user("bob")
-        with pytest.raises(PermissionDenied, match="needs bob's own sign-in"):
-            await alice.identity.act_as("bob")
-        assert alice.identity.whoami().user_name == "alice"
-        with pytest.raises(NotFound):
-            await alice.identity.act_as("nobody")
-        await alice.identity.act_as("alice")
-        assert [(e.action, e.detail) for e in await alice.audit.entries()][-1] == ("permission_denied", {"action": "act as bob"})
-    with pytest.raises(PermissionDenied, match="needs bob's own sign-in"):
+        await alice.directory.add_user("bob", secret="bob-initial-1")
+        await alice.chat.create_channel("general")
+    with pytest.raises(SignInRefused, match="wrong user name or secret"):
         await Node.open(home, PASSPHRASE, as_user="bob")
     async with await Node.open(home, PASSPHRASE, as_user="alice") as again:
         assert again.identity.whoami().user_name == "alice"
+        assert [(e.action, e.detail.get("user")) for e in await again.audit.entries()][-2:] == [("sign_in_failed", "bob"), ("signed_in", "alice")]
     refused = run_cli(home, "post", "general", "as bob", "--as", "bob")
-    assert refused.returncode == 1 and "needs bob's own sign-in" in refused.stderr
-    assert "only the node's own user may act" in " ".join(run_cli(home, "post", "--help").stdout.split())
+    assert refused.returncode == 1 and "no secret for bob" in refused.stderr
+    assert "sign in as this local user, with their secret" in " ".join(run_cli(home, "post", "--help").stdout.split())
 
 
 async def test_the_search_index_follows_every_way_a_message_arrives(tmp_path: Path) -> None:

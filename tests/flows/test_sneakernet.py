@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -334,12 +335,15 @@ async def test_revocation_travels_and_the_revoked_node_wipes_itself(tmp_path: Pa
 
         wipe = await import_bundles(bob, root)
         assert wipe.wiped
+        assert bob.signin.result is None and not bob.identity.signed_in  # bob's keys left memory too
         with pytest.raises(NodeLocked):
             await bob.views.read("general")
         with pytest.raises(NodeLocked):
             await export_bundles(bob, root)
     files = b"".join(p.read_bytes() for p in (tmp_path / "bob").glob("node.db*"))
     assert b"zebra" not in files
+    with sqlite3.connect(tmp_path / "bob" / "node.db") as db:  # users' keys went too, sealed or not
+        assert [db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in ("user_secrets", "user_mfa", "recovery_codes")] == [0, 0, 0]
     with pytest.raises(NodeLocked, match="revoked"):
         await Node.open(tmp_path / "bob", PASSPHRASE)
 

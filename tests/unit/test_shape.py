@@ -47,6 +47,8 @@ PURE = [
     "appliance/terms.py",
     "appliance/directory_records.py",
     "appliance/audit_feed.py",
+    "appliance/totp.py",
+    "appliance/user_keys.py",
 ]
 IMPURE = {"asyncio", "sqlalchemy", "aiosqlite", "socket", "zeroconf", "textual"}
 STORE_LIBRARIES = {"sqlalchemy", "aiosqlite", "alembic"}  # only appliance/ talks to the database

@@ -8,6 +8,7 @@ assembles the parser from them and is the boundary where errors become exit stat
     setup     init, join, whoami               chat      channel, post, read, edit, delete,
     admin     invite, user, config, audit,               react, search, file
               node                             courier   bundle, courier
+    mfa       mfa (enrol, status, admin settings)
     custody   backup, restore                  lan       serve, peers, allow, deny
     console   console                          unlock    the home, the passphrase, the open node
     terms     terms (publish, show, accept, status)
@@ -23,7 +24,7 @@ import sys
 from appliance import __version__
 from appliance.errors import NodeLocked, RallypointError
 from sync.errors import SyncError
-from tui.cli import admin, channels, chat, console, courier, custody, lan, setup, terms
+from tui.cli import admin, channels, chat, console, courier, custody, lan, mfa, setup, terms
 from tui.cli.output import EXIT_ERROR, EXIT_REJECTED, EXIT_USAGE, EXIT_WIPED, report_error, stdout_closed
 from tui.cli.parsing import ArgumentParser, Command, common_options
 from tui.cli.unlock import default_home
@@ -38,6 +39,7 @@ COMMANDS: tuple[Command, ...] = (
     setup.WHOAMI,
     admin.USER,
     terms.TERMS,
+    mfa.MFA,
     channels.CHANNEL,
     channels.DM,
     chat.POST,
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     as_json = "--json" in argv  # until the command line has parsed
     try:
         args = build_parser().parse_args(argv)
-        for name, default in (("home", str(default_home())), ("passphrase_file", None), ("as_user", None), ("json", False)):
+        for name, default in (("home", str(default_home())), ("passphrase_file", None), ("as_user", None), ("user_secret_file", None), ("totp", None), ("json", False)):
             if not hasattr(args, name):
                 setattr(args, name, default)
         as_json = args.json

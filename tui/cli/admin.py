@@ -4,7 +4,9 @@ revocation, node settings, the audit log."""
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +18,7 @@ from appliance.model import NodeTrail, TrailEntry, iso_utc
 from tui.cli.output import EXIT_ERROR, emit
 from tui.cli.parsing import Command
 from tui.cli.unlock import with_node
-from tui.errors import CommandFailed
+from tui.errors import CliError, CommandFailed
 from tui.files import write_atomically
 from tui.text import printable
 
@@ -38,11 +40,49 @@ async def cmd_invite(args: argparse.Namespace) -> None:
     await with_node(args, run)
 
 
+def given_secret(args: argparse.Namespace) -> str | None:
+    """A secret an admin gives a user: $RALLYPOINT_NEW_SECRET or --secret-file; None: the node makes one up."""
+    if os.environ.get("RALLYPOINT_NEW_SECRET"):
+        return os.environ["RALLYPOINT_NEW_SECRET"]
+    if args.secret_file:
+        try:
+            return Path(args.secret_file).read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise CliError(f"cannot read secret file: {exc.strerror}") from exc
+    return None
+
+
+def new_own_secret() -> str:
+    """The secret a user sets for themselves: $RALLYPOINT_NEW_SECRET, or asked twice in a terminal."""
+    if os.environ.get("RALLYPOINT_NEW_SECRET"):
+        return os.environ["RALLYPOINT_NEW_SECRET"]
+    if not sys.stdin.isatty():
+        raise CliError("no new secret: set RALLYPOINT_NEW_SECRET or run in a terminal")
+    first = getpass.getpass("New secret: ")
+    if getpass.getpass("Repeat the new secret: ") != first:
+        raise CliError("the secrets do not match")
+    return first
+
+
 async def cmd_user(args: argparse.Namespace) -> None:
+    from appliance.services.signed_in import SignInStep
+
     async def run(node: Node) -> None:
         if args.user_command == "add":
-            user = await node.directory.add_user(args.name, args.role)
-            emit(args, {"user": user.name, "role": user.role, "key": user.key.hex()}, f"User {user.name} added ({user.role})")
+            user = await node.directory.add_user(args.name, args.role, given_secret(args))
+            handover = f"\nOne-time secret for {user.name} (hand it over; they set their own at first sign-in):\n\n    {user.initial_secret}" if user.initial_secret else ""
+            emit(args, {"user": user.name, "role": user.role, "key": user.key.hex(), "initial_secret": user.initial_secret}, f"User {user.name} added ({user.role}){handover}")
+        elif args.user_command == "change-secret":
+            await node.signin.change_secret(new_own_secret())
+            emit(args, {"user": node.identity.whoami().user_name, "changed": True}, "Secret changed")
+        elif args.user_command == "reset-secret":
+            reset = await node.signin.reset_secret(args.name, given_secret(args))
+            rekeyed = f"\n{reset.user}'s old key was sealed under the forgotten secret: they have a new key (the old one is revoked)" if reset.rekeyed else ""
+            emit(
+                args,
+                {"user": reset.user, "secret": reset.secret, "rekeyed": reset.rekeyed},
+                f"One-time secret for {reset.user} (they set their own at next sign-in):\n\n    {reset.secret}{rekeyed}",
+            )
         elif args.user_command == "role":
             user = await node.directory.set_role(args.name, args.role)
             emit(args, {"user": user.name, "role": user.role}, f"{user.name} is now {user.role}")
@@ -67,14 +107,22 @@ async def cmd_user(args: argparse.Namespace) -> None:
                 ),
             )
 
-    await with_node(args, run)
+    allow = frozenset({SignInStep.CHANGE_SECRET, SignInStep.ENROL_MFA}) if args.user_command == "change-secret" else frozenset()
+    await with_node(args, run, allow)
 
 
 async def cmd_config(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
         if args.max_attachment_bytes is not None:
             await node.blobs.set_max_blob_bytes(args.max_attachment_bytes)
-        emit(args, {"max_attachment_bytes": node.blobs.max_blob_bytes}, f"max attachment size: {node.blobs.max_blob_bytes} bytes")
+        if args.console_lock is not None:
+            await node.signin.set_console_lock(args.console_lock)
+        lock = await node.signin.console_lock_seconds()
+        emit(
+            args,
+            {"max_attachment_bytes": node.blobs.max_blob_bytes, "console_lock_seconds": lock},
+            f"max attachment size: {node.blobs.max_blob_bytes} bytes\nconsole idle lock: {f'{lock} s' if lock else 'off'}",
+        )
 
     await with_node(args, run)
 
@@ -238,9 +286,14 @@ def _invite_arguments(parser: argparse.ArgumentParser, common: argparse.Argument
 
 def _user_arguments(parser: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     user_sub = parser.add_subparsers(dest="user_command", required=True, metavar="ACTION")
-    q = user_sub.add_parser("add", parents=[common], help="admin: add a user whose key lives on this node")
+    q = user_sub.add_parser("add", parents=[common], help="admin: add a user whose key lives on this node, with a one-time secret")
     q.add_argument("name")
     q.add_argument("--role", default="member", choices=["admin", "member", "observer"])
+    q.add_argument("--secret-file", metavar="FILE", help="their initial secret (else $RALLYPOINT_NEW_SECRET, else one is made up and printed)")
+    q = user_sub.add_parser("reset-secret", parents=[common], help="admin: give a local user a one-time secret (a forgotten one, or a key from before per-user sign-in)")
+    q.add_argument("name")
+    q.add_argument("--secret-file", metavar="FILE", help="the one-time secret (else $RALLYPOINT_NEW_SECRET, else one is made up and printed)")
+    user_sub.add_parser("change-secret", parents=[common], help="set your own secret ($RALLYPOINT_NEW_SECRET or a prompt)")
     q = user_sub.add_parser("role", parents=[common], help="admin: change a user's role")
     q.add_argument("name")
     q.add_argument("role", choices=["admin", "member", "observer"])
@@ -255,6 +308,7 @@ def _user_arguments(parser: argparse.ArgumentParser, common: argparse.ArgumentPa
 
 def _config_arguments(parser: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-attachment-bytes", type=int)
+    parser.add_argument("--console-lock", type=int, metavar="SECONDS", help="admin: lock the console after this many idle seconds (0: never)")
 
 
 def _audit_filters(parser: argparse.ArgumentParser) -> None:

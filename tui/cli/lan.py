@@ -60,7 +60,7 @@ async def cmd_serve(args: argparse.Namespace) -> None:
             raise NodeLocked(service.end_reason)
         emit(args, {"event": "Stopped"}, "stopped")
 
-    await with_node(args, run)
+    await with_node(args, run, sign_in=args.as_user is not None)  # LAN sync signs as the node, not as a user
 
 
 def _event_json(event: lan.LanEvent) -> dict[str, Any]:

@@ -50,7 +50,9 @@ def common_options() -> ArgumentParser:
         dest="as_user",
         default=argparse.SUPPRESS,
         metavar="USER",
-        help="act as this local user: only the node's own user may act until per-user sign-in exists (a later version); others are refused",
+        help="sign in as this local user, with their secret ($RALLYPOINT_USER_SECRET, --user-secret-file or a prompt); default: the node's own user",
     )
+    common.add_argument("--user-secret-file", default=argparse.SUPPRESS, metavar="FILE", help="read the signing-in user's secret from this file")
+    common.add_argument("--totp", default=argparse.SUPPRESS, metavar="CODE", help="the code from the user's authenticator app, or a recovery code (else $RALLYPOINT_TOTP, else a prompt)")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print stable JSON")
     return common

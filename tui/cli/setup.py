@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from appliance.files import read_regular_file
 from tui.cli.output import emit
 from tui.cli.parsing import Command
-from tui.cli.unlock import read_passphrase, with_node
+from tui.cli.unlock import read_passphrase, read_user_secret, with_node
 from tui.errors import CliError
 
 if TYPE_CHECKING:  # each command imports what it uses when it runs: `--help` loads none of it
@@ -25,7 +25,8 @@ async def cmd_init(args: argparse.Namespace) -> None:
     home = Path(args.home).expanduser()
     node_name = args.node_name or socket.gethostname().split(".")[0] or "node"
     passphrase = read_passphrase(args, confirm=True, prompt="New passphrase for this node: ")
-    async with await Node.init(home, workspace_name=args.workspace, user_name=args.user, node_name=node_name, passphrase=passphrase) as node:
+    secret = read_user_secret(args)  # the first user's own secret; else the passphrase is it
+    async with await Node.init(home, workspace_name=args.workspace, user_name=args.user, node_name=node_name, passphrase=passphrase, user_secret=secret) as node:
         me = node.identity.whoami()
         emit(
             args,
@@ -48,7 +49,7 @@ async def cmd_join(args: argparse.Namespace) -> None:
             raise CliError("no enrollment code: pass --code or run in a terminal")
         code = input("One-time code: ")
     passphrase = read_passphrase(args, confirm=True, prompt="New passphrase for this node: ")
-    async with await Node.join(Path(args.home).expanduser(), data, code, passphrase) as node:
+    async with await Node.join(Path(args.home).expanduser(), data, code, passphrase, user_secret=read_user_secret(args)) as node:
         unconsumed = identity.consume_enrollment_file(Path(args.file), node.identity.node_id, node.identity.now())
         if unconsumed is not None:
             print(identity.UNCONSUMED_WARNING.format(reason=unconsumed), file=sys.stderr)

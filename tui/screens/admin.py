@@ -374,7 +374,7 @@ class AdminScreen(Screen[None]):
 
     async def add_user(self, request: NewUser) -> str:
         user = await self.directory.add_user(request.name, request.role)
-        return f"User {user.name} added ({user.role})"
+        return f"User {user.name} added ({user.role}). One-time secret to hand over: {user.initial_secret} (they set their own at first sign-in)"
 
     def action_change_role(self) -> None:
         user = self.selected_user()

@@ -1,4 +1,6 @@
-"""Unlocking the node with its passphrase."""
+"""Unlocking the node with its passphrase. With the passphrase given on the command line and
+no `--as`, the node's own user is signed in with it, as every command does; otherwise the
+sign-in screen follows."""
 
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static
 
+from appliance.crypto import random_bytes
 from appliance.errors import RallypointError, WrongPassphrase
+from appliance.kernel import Clock, Random, wall_clock_ms
 from appliance.node import Node
 from tui.messages import Failed, NodeUnlocked
 from tui.text import printable
@@ -20,8 +24,10 @@ from tui.text import printable
 class UnlockScreen(Screen[None]):
     """Asks for the passphrase; tries the one given on the command line first, if any."""
 
-    def __init__(self, home: Path, as_user: str | None, passphrase: str | None) -> None:
+    def __init__(self, home: Path, as_user: str | None, passphrase: str | None, *, clock: Clock = wall_clock_ms, rng: Random = random_bytes) -> None:
         super().__init__()
+        self.clock = clock
+        self.rng = rng
         self.home = home
         self.as_user = as_user
         self.given_passphrase = passphrase
@@ -56,13 +62,18 @@ class UnlockScreen(Screen[None]):
     @work(group="unlock")
     async def unlock(self, passphrase: str) -> None:
         try:
-            node = await Node.open(self.home, passphrase, as_user=self.as_user)
+            node = await Node.open(self.home, passphrase, sign_in=False, clock=self.clock, rng=self.rng)
         except WrongPassphrase:
             self.post_message(Failed("wrong passphrase — try again"))
             return
         except RallypointError as exc:
             self.post_message(Failed(str(exc)))
             return
+        if self.as_user is None and passphrase == self.given_passphrase:
+            try:
+                await node.signin.sign_in_own(passphrase)
+            except RallypointError:
+                pass  # the node's own user has a secret of their own, or MFA: the sign-in screen asks
         self.post_message(NodeUnlocked(node, node.identity.whoami()))
 
     @on(Failed)

@@ -2,14 +2,14 @@
 (`workspace_audit`), and how far each peer holds each origin's trail (`peer_audit`).
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0012'
-down_revision = '0010'
+down_revision = '0011'
 branch_labels = None
 depends_on = None
 
