@@ -167,13 +167,19 @@ def issue_revocation(
     return decode_revocation(cbor.encode([body, signature]))
 
 
+def split_signed(encoded: bytes, what: str) -> tuple[object, bytes, bytes]:
+    """A signed record's envelope, CBOR [body, signature], taken apart: the decoded body, its
+    bytes (what the signature covers) and the signature. InvalidInput when malformed."""
+    outer = cbor.decode(encoded, what)
+    if not (isinstance(outer, list) and len(outer) == 2 and all(isinstance(x, bytes) for x in outer)):
+        raise InvalidInput(f"{what}: expected [body, signature]")
+    body_bytes, signature = outer
+    return cbor.decode(body_bytes, what), body_bytes, signature
+
+
 def _split(encoded: bytes, what: str) -> tuple[dict[str, object], bytes, bytes]:
     try:
-        outer = cbor.decode(encoded, what)
-        if not (isinstance(outer, list) and len(outer) == 2 and all(isinstance(x, bytes) for x in outer)):
-            raise InvalidInput(f"{what}: expected [body, signature]")
-        body_bytes, signature = outer
-        body = cbor.decode(body_bytes, what)
+        body, body_bytes, signature = split_signed(encoded, what)
     except InvalidInput as exc:
         raise CertificateInvalid(str(exc)) from exc
     if not isinstance(body, dict) or body.get("v") != 1:

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import nacl.signing
 
-from appliance import cbor, crypto
+from appliance import cbor, certs, crypto
 from appliance.errors import CertificateInvalid, InvalidInput
 
 TERMS_DOMAIN = b"rallypoint/terms/v1\x00"
@@ -133,11 +133,7 @@ def accept_terms(user_key: nacl.signing.SigningKey, *, terms: Terms, node: bytes
 
 def _body(encoded: bytes, what: str, kind: str, fields: set[str]) -> tuple[dict[str, object], bytes, bytes]:
     try:
-        outer = cbor.decode(encoded, what)
-        if not (isinstance(outer, list) and len(outer) == 2 and all(isinstance(x, bytes) for x in outer)):
-            raise InvalidInput(f"{what}: expected [body, signature]")
-        body_bytes, signature = outer
-        body = cbor.decode(body_bytes, what)
+        body, body_bytes, signature = certs.split_signed(encoded, what)
     except InvalidInput as exc:
         raise TermsInvalid(str(exc)) from exc
     if not isinstance(body, dict) or body.get("v") != 1 or body.get("kind") != kind:

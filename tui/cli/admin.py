@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +16,7 @@ from appliance.errors import InvalidInput
 from appliance.model import NodeTrail, TrailEntry, iso_utc
 from tui.cli.output import EXIT_ERROR, emit
 from tui.cli.parsing import Command
-from tui.cli.unlock import with_node
+from tui.cli.unlock import given_secret, with_node
 from tui.errors import CliError, CommandFailed
 from tui.files import write_atomically
 from tui.text import printable
@@ -40,22 +39,14 @@ async def cmd_invite(args: argparse.Namespace) -> None:
     await with_node(args, run)
 
 
-def given_secret(args: argparse.Namespace) -> str | None:
-    """A secret an admin gives a user: $RALLYPOINT_NEW_SECRET or --secret-file; None: the node makes one up."""
-    if os.environ.get("RALLYPOINT_NEW_SECRET"):
-        return os.environ["RALLYPOINT_NEW_SECRET"]
-    if args.secret_file:
-        try:
-            return Path(args.secret_file).read_text().rstrip("\r\n")
-        except OSError as exc:
-            raise CliError(f"cannot read secret file: {exc.strerror}") from exc
-    return None
+NEW_SECRET = "RALLYPOINT_NEW_SECRET"  # a secret an admin gives a user (or --secret-file; else the node makes one up), or a user sets
 
 
 def new_own_secret() -> str:
     """The secret a user sets for themselves: $RALLYPOINT_NEW_SECRET, or asked twice in a terminal."""
-    if os.environ.get("RALLYPOINT_NEW_SECRET"):
-        return os.environ["RALLYPOINT_NEW_SECRET"]
+    given = given_secret(NEW_SECRET, None, "secret")
+    if given is not None:
+        return given
     if not sys.stdin.isatty():
         raise CliError("no new secret: set RALLYPOINT_NEW_SECRET or run in a terminal")
     first = getpass.getpass("New secret: ")
@@ -69,14 +60,14 @@ async def cmd_user(args: argparse.Namespace) -> None:
 
     async def run(node: Node) -> None:
         if args.user_command == "add":
-            user = await node.directory.add_user(args.name, args.role, given_secret(args))
+            user = await node.directory.add_user(args.name, args.role, given_secret(NEW_SECRET, args.secret_file, "secret"))
             handover = f"\nOne-time secret for {user.name} (hand it over; they set their own at first sign-in):\n\n    {user.initial_secret}" if user.initial_secret else ""
             emit(args, {"user": user.name, "role": user.role, "key": user.key.hex(), "initial_secret": user.initial_secret}, f"User {user.name} added ({user.role}){handover}")
         elif args.user_command == "change-secret":
             await node.signin.change_secret(new_own_secret())
             emit(args, {"user": node.identity.whoami().user_name, "changed": True}, "Secret changed")
         elif args.user_command == "reset-secret":
-            reset = await node.signin.reset_secret(args.name, given_secret(args))
+            reset = await node.signin.reset_secret(args.name, given_secret(NEW_SECRET, args.secret_file, "secret"))
             rekeyed = f"\n{reset.user}'s old key was sealed under the forgotten secret: they have a new key (the old one is revoked)" if reset.rekeyed else ""
             emit(
                 args,

@@ -28,14 +28,23 @@ def default_home() -> Path:
     return Path(data) / "rallypoint"
 
 
-def read_passphrase(args: argparse.Namespace, *, confirm: bool = False, prompt: str = "Passphrase: ") -> str:
-    if os.environ.get("RALLYPOINT_PASSPHRASE"):
-        return os.environ["RALLYPOINT_PASSPHRASE"]
-    if args.passphrase_file:
+def given_secret(variable: str, path: str | None, what: str) -> str | None:
+    """A secret from the environment `variable`, else from the file at `path` (its last line
+    break dropped); None when neither gives one."""
+    if os.environ.get(variable):
+        return os.environ[variable]
+    if path:
         try:
-            return Path(args.passphrase_file).read_text().rstrip("\r\n")
+            return Path(path).read_text().rstrip("\r\n")
         except OSError as exc:
-            raise CliError(f"cannot read passphrase file: {exc.strerror}") from exc
+            raise CliError(f"cannot read {what} file: {exc.strerror}") from exc
+    return None
+
+
+def read_passphrase(args: argparse.Namespace, *, confirm: bool = False, prompt: str = "Passphrase: ") -> str:
+    given = given_secret("RALLYPOINT_PASSPHRASE", args.passphrase_file, "passphrase")
+    if given is not None:
+        return given
     if not sys.stdin.isatty():
         raise CliError("no passphrase: set RALLYPOINT_PASSPHRASE, use --passphrase-file, or run in a terminal")
     first = getpass.getpass(prompt)
@@ -48,13 +57,9 @@ def read_user_secret(args: argparse.Namespace) -> str | None:
     """The secret of the user signing in: $RALLYPOINT_USER_SECRET, --user-secret-file, or - with
     `--as` in a terminal - a prompt; None without `--as` (the passphrase is the node's own
     user's secret until they change it)."""
-    if os.environ.get("RALLYPOINT_USER_SECRET"):
-        return os.environ["RALLYPOINT_USER_SECRET"]
-    if args.user_secret_file:
-        try:
-            return Path(args.user_secret_file).read_text().rstrip("\r\n")
-        except OSError as exc:
-            raise CliError(f"cannot read user secret file: {exc.strerror}") from exc
+    given = given_secret("RALLYPOINT_USER_SECRET", args.user_secret_file, "user secret")
+    if given is not None:
+        return given
     if args.as_user is None:
         return None
     if not sys.stdin.isatty():
