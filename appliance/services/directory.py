@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import nacl.signing
 from automerge._automerge import Document
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -125,18 +126,7 @@ class DirectoryService:
         current = self._roster.current.user_by_name(name)
         if current is None:
             raise NotFound(f"no user {name!r}")
-        issued_at = max(self._kernel.clock(), current.issued_at + 1)  # newer than the certificate it replaces
-        cert = certs.issue_certificate(
-            issuer,
-            workspace=self._identity.row.workspace_key,
-            kind=certs.SubjectKind.USER,
-            key=current.key,
-            name=name,
-            role=granted,
-            issued_at=issued_at,
-            home=current.home,
-            attributes=current.attributes,
-        )
+        cert = self._recertified(issuer, current, granted, current.attributes)
         await self.add_entries([cert], AuditAction.ROLE_CHANGED, {"user": name, "from": current.role, "to": role})
         return UserInfo(name=name, key=current.key, role=granted, local=current.key in self._identity.keys.local, attributes=current.attributes)
 
@@ -148,21 +138,24 @@ class DirectoryService:
         current = self._roster.current.user_by_name(name)
         if current is None:
             raise NotFound(f"no user {name!r}")
-        issued_at = max(self._kernel.clock(), current.issued_at + 1)
-        cert = certs.issue_certificate(
+        cert = self._recertified(issuer, current, current.role, attributes)
+        detail: dict[str, object] = {"user": name, "from": policy.describe(current.attributes), "to": policy.describe(attributes)}
+        await self.add_entries([cert], AuditAction.ATTRIBUTES_SET, detail)
+        return UserInfo(name=name, key=current.key, role=current.role, local=current.key in self._identity.keys.local, attributes=attributes)
+
+    def _recertified(self, issuer: nacl.signing.SigningKey, current: certs.Certificate, role: certs.Role, attributes: policy.Attributes) -> certs.Certificate:
+        """`current`'s user certified anew with `role` and `attributes` by `issuer`."""
+        return certs.issue_certificate(
             issuer,
             workspace=self._identity.row.workspace_key,
             kind=certs.SubjectKind.USER,
             key=current.key,
-            name=name,
-            role=current.role,
-            issued_at=issued_at,
+            name=current.name,
+            role=role,
+            issued_at=max(self._kernel.clock(), current.issued_at + 1),  # newer than the certificate it replaces
             home=current.home,
             attributes=attributes,
         )
-        detail: dict[str, object] = {"user": name, "from": policy.describe(current.attributes), "to": policy.describe(attributes)}
-        await self.add_entries([cert], AuditAction.ATTRIBUTES_SET, detail)
-        return UserInfo(name=name, key=current.key, role=current.role, local=current.key in self._identity.keys.local, attributes=attributes)
 
     async def revoke(self, subject: bytes, reason: str) -> None:
         """A signed revocation entry in the directory; it travels with the directory document."""
