@@ -89,8 +89,11 @@ class DocumentError(ApplianceError):
     """Automerge refused to load or apply something (its errors are plain Exception)."""
 
 
+HEAD_SUFFIX = "/head"  # how every channel head's document id ends
+
+
 def head_doc_id(channel_id: str) -> str:
-    return f"{channel_id}/head"
+    return f"{channel_id}{HEAD_SUFFIX}"
 
 
 def segment_doc_id(channel_id: str, index: int) -> str:

@@ -86,6 +86,7 @@ class Session:
         self._dirty: set[str] = set()  # documents whose changes the peer may lack
         self._announce: set[str] = set()  # documents whose heads we tell the peer
         self._full_resync = False
+        self._rerouted = False  # a directory or channel head changed since the last look at what the peer may have
         self._wake = asyncio.Event()
         self._peer_has: dict[str, tuple[bytes, ...]] = {}  # the peer's heads as far as this session knows
         self._acks: dict[str, tuple[bytes, ...]] = {}  # acknowledged, not yet written
@@ -105,6 +106,8 @@ class Session:
         """Documents that gained changes: ours are pushed at once; what we received is announced
         (our new heads, which also acknowledge it to its sender) and relayed after a moment to a
         peer that still lacks it - by then the peer has usually told us it got it elsewhere."""
+        if any(doc_id == documents.DIRECTORY_DOC or doc_id.endswith(documents.HEAD_SUFFIX) for doc_id in doc_ids):
+            self._rerouted = True
         if received_from is None:
             self._dirty |= doc_ids
         else:
@@ -305,6 +308,14 @@ class Session:
                 lacking = [doc_id for doc_id in sorted(docs) if not set(await self._our_heads(doc_id)) <= set(self._peer_has.get(doc_id, ()))]
                 if lacking:
                     await self._send_delta(await self.replica.delta_for([self.peer], only=lacking, also_held=self._peer_has))
+                if self._rerouted:
+                    # The directory or a channel head changed, and with it perhaps who may have
+                    # what (a member added, a user cleared for a channel): documents the peer
+                    # may now have and lacks entirely go too, not only at the next session.
+                    self._rerouted = False
+                    newly = [(doc_id, count) for doc_id, count in await self.replica.documents_lacking(self.peer) if doc_id not in self._peer_has]
+                    for group in _batched_by_changes(newly, RESYNC_GROUP_CHANGES):
+                        await self._send_delta(await self.replica.delta_for([self.peer], only=group, also_held=self._peer_has))
         except SessionError as exc:
             await self.close(str(exc))
         except (NodeLocked, ConnectionError, OSError):

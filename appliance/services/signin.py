@@ -246,7 +246,9 @@ class SignInService:
         now = self._kernel.clock()
         workspace = self._identity.row.workspace_key
         revocation = certs.issue_revocation(issuer, workspace=workspace, subject=cert.key, reason=f"secret reset: {name} has a new key", revoked_at=now)
-        renewed = certs.issue_certificate(issuer, workspace=workspace, kind=certs.SubjectKind.USER, key=new, name=name, role=cert.role, issued_at=now, home=self._identity.row.node_key, attributes=cert.attributes)
+        renewed = certs.issue_certificate(
+            issuer, workspace=workspace, kind=certs.SubjectKind.USER, key=new, name=name, role=cert.role, issued_at=now, home=self._identity.row.node_key, attributes=cert.attributes
+        )
 
         async def rekey(conn: AsyncConnection) -> None:
             await self._keep_key(conn, new, key, derived, salt, must_change=True)

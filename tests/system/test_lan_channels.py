@@ -89,3 +89,54 @@ async def test_a_direct_conversation_started_apart_is_one_after_a_lan_session(tm
             await eventually(lambda: both(alpha, "@bob"), what="alpha to hold both")
             await eventually(lambda: both(bravo, "@alice"), what="bravo to hold both")
         assert [c.label for c in await alpha.views.list_channels() if c.is_direct] == ["@bob"]
+
+
+async def test_an_attribute_policy_keeps_a_channel_from_a_node_over_the_lan_across_three_nodes(tmp_path: Path) -> None:
+    """Alice's node serves; bob's (cleared) and carol's (not yet) dial it. #intel requires a
+    clearance: it reaches bravo and never charlie, until carol's new certificate clears her."""
+    secret = (("clearance", "secret"),)
+    alpha, bravo, charlie = await make_workspace(tmp_path, "bob", "carol")
+    async with alpha, bravo, charlie:
+        await alpha.directory.set_attributes("alice", secret)
+        await alpha.directory.set_attributes("bob", secret)
+        intel = await alpha.chat.create_channel("intel")
+        await alpha.chat.admin.set_requirements("intel", secret)
+        await alpha.chat.post("intel", "briefing")
+        await alpha.chat.create_channel("general")
+
+        async def reads(node: Node, channel: str, text: str) -> bool:
+            try:
+                return text in [m.text for m in await node.views.read(channel, mark_read=False)]
+            except NotFound:
+                return False
+
+        async with serving(alpha) as (a, _), serving(bravo) as (b, _), serving(charlie) as (c, _):
+            b.dial("127.0.0.1", a.port)
+            c.dial("127.0.0.1", a.port)
+            await eventually(lambda: reads(bravo, "intel", "briefing"), what="#intel to reach bob's node")
+            await alpha.chat.post("general", "after the briefing")  # sent after #intel: every session has passed it
+            await eventually(lambda: reads(charlie, "general", "after the briefing"), what="#general to reach carol's node")
+            assert not [d for d in await charlie.replica.document_ids() if d.startswith(intel.channel_id)]  # never left alpha for charlie
+            await alpha.directory.set_attributes("carol", secret)  # a new certificate, travelling with the directory
+            await eventually(lambda: reads(charlie, "intel", "briefing"), what="#intel to reach carol's node once she is cleared")
+
+
+async def test_a_member_added_during_a_session_gets_the_channels_history_at_once(tmp_path: Path) -> None:
+    alpha, bravo = await make_workspace(tmp_path, "bob")
+    async with alpha, bravo:
+        await alpha.chat.create_channel("ops", private=True)
+        await alpha.chat.post("ops", "written before bob was in")
+        await alpha.chat.create_channel("general")
+        async with serving(alpha) as (a, _), serving(bravo) as (b, _):
+            b.dial("127.0.0.1", a.port)
+            await alpha.chat.post("general", "session up")
+
+            async def reads(channel: str, text: str) -> bool:
+                try:
+                    return text in [m.text for m in await bravo.views.read(channel, mark_read=False)]
+                except NotFound:
+                    return False
+
+            await eventually(lambda: reads("general", "session up"), what="the session to sync")
+            await alpha.chat.add_member("ops", "bob")  # the head changes; the old segment does not
+            await eventually(lambda: reads("ops", "written before bob was in"), what="#ops's history to reach bob's node")
