@@ -98,7 +98,9 @@ class SignInService:
 
     async def _sign_in(self, user: bytes, name: str, secret: str, totp_code: str | None, *, audited: bool) -> SignInResult:
         async with self._kernel.store.reading() as conn:
-            locked_until = (await conn.execute(select(t.sign_in_failures.c.locked_until).where(t.sign_in_failures.c.public_key == user))).scalar() or 0
+            failures = (await conn.execute(select(t.sign_in_failures.c.locked_until).where(t.sign_in_failures.c.public_key == user))).first()
+            enrolled = await self._has_mfa(conn, user)
+        locked_until = (failures.locked_until if failures is not None else 0) or 0
         if locked_until and locked_until > (now := self._kernel.clock()):
             await self._audit_failure(user, name, "locked out")
             raise SignInLockedOut(f"too many failed sign-ins as {name}: try again in {(locked_until - now + 999) // 1000} s")
@@ -107,19 +109,22 @@ class SignInService:
             await self._failed(user, name, "wrong secret")
             raise SignInRefused(REFUSED)
         key, derived, salt, must_change = opened
-        async with self._kernel.store.transaction() as conn:
-            enrolled = await self._has_mfa(conn, user)
+        if enrolled and totp_code is None:
+            raise MfaCodeRequired(f"{name} also signs in with a code from their authenticator app (or a recovery code)")
+        # Only what must be recorded is written (a code used, failures cleared, the sign-in
+        # audited): the node's own user still signs in on a node the disk left read-only.
+        writes = enrolled or failures is not None or audited
+        async with self._kernel.store.transaction() if writes else self._kernel.store.reading() as conn:
             verdict = await self.mfa.check(conn, user, name, derived, totp_code) if enrolled and totp_code is not None else None
             accepted = not enrolled or verdict in (totp.CodeVerdict.ACCEPTED, totp.CodeVerdict.RECOVERY_USED)
             steps = [SignInStep.CHANGE_SECRET] if must_change else []
             if accepted:
-                await conn.execute(delete(t.sign_in_failures).where(t.sign_in_failures.c.public_key == user))
+                if failures is not None:
+                    await conn.execute(delete(t.sign_in_failures).where(t.sign_in_failures.c.public_key == user))
                 if await self.mfa.must_enrol(conn, user):
                     steps.append(SignInStep.ENROL_MFA)
                 if audited:
                     await self._kernel.audit(conn, self._kernel.clock(), user.hex(), AuditAction.SIGNED_IN, {"user": name, "mfa": enrolled, "steps": [str(s) for s in steps]})
-        if enrolled and totp_code is None:
-            raise MfaCodeRequired(f"{name} also signs in with a code from their authenticator app (or a recovery code)")
         if not accepted:
             await self._failed(user, name, "replayed code" if verdict is totp.CodeVerdict.REPLAYED else "wrong code")
             raise SignInRefused("sign-in refused: wrong or already used code")
