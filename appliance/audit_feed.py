@@ -153,6 +153,11 @@ def extend_feed(held: FeedHead, part: FeedPart) -> Extension:
     if new[0].seq != held.seq + 1:
         return Extension((), f"entries {held.seq + 1} to {new[0].seq - 1} are missing (a gap)", recoverable=True)
     good, _, problem = _walk(new, part.origin, held)
+    if problem is not None and new[0].prev_hash != held.hash and _walk(new, part.origin, FeedHead(new[0].seq - 1, new[0].prev_hash))[2] is None:
+        # The entries hold together and their node signed them, but not after the entry held
+        # here: its node went on from another history (restored from a backup, or rewritten).
+        forked = f"entry {new[0].seq} does not follow the entry {held.seq} held here, though its node signed it"
+        return Extension((), f"{forked}: the trail forked (its node restored from a backup, or rewritten)", recoverable=True)
     if problem is not None:
         return Extension((), problem)
     assert good == len(new)

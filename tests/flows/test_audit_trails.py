@@ -289,3 +289,29 @@ async def test_a_revoked_nodes_trail_is_kept_verified_and_marked_revoked(tmp_pat
         trail = trail_of(await bravo.audit.workspace(), charlie)
         assert trail.revoked and trail.ok and any(e.action == "channel_created" for e in trail.entries)
         assert {e.received_from for e in trail.entries} == {alpha.identity.node_id}
+
+
+async def test_a_node_restored_from_a_backup_still_syncs_with_the_admins_nodes(tmp_path: Path) -> None:
+    """bravo's trail reaches alpha; bravo is restored from an older backup and writes more than
+    alpha holds of its old trail: its entries do not follow alpha's copy, but its key signed
+    them - a fork, skipped (audited with the import), never a refused bundle."""
+    alpha, bravo, charlie, delta = await admin_workspace(tmp_path)
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    async with alpha, charlie, delta:
+        async with bravo:
+            taken = await bravo.custody.backup(backups)
+            for n in range(4):
+                await bravo.chat.create_channel(f"before-{n}")
+            await carry(bravo, alpha, tmp_path)
+            held_before = len(stored_rows(alpha, bravo))
+        restored = await Node.restore(tmp_path / "bravo-again", taken.path, PASSPHRASE)
+        async with restored:
+            await carry(alpha, restored, tmp_path)  # alpha says how far it holds bravo's trail
+            for n in range(8):  # past what alpha holds of the old trail
+                await restored.chat.create_channel(f"after-{n}")
+            await carry(restored, alpha, tmp_path)  # refused before: "entry N does not link"
+            assert [c.name for c in await alpha.views.list_channels() if c.name.startswith("after-")] == [f"after-{n}" for n in range(8)]
+        assert len(stored_rows(alpha, bravo)) == held_before  # the old copy is kept as it was
+        accepted = [e for e in await alpha.audit.entries() if e.action == "bundle_accepted"][-1]
+        assert "the trail forked" in json.dumps(accepted.detail)

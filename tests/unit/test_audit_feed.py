@@ -141,6 +141,15 @@ def test_extending_a_held_feed_skips_what_is_held_and_refuses_gaps_forks_and_for
     forked = feed(3)  # another history under the same key: entry 3 differs from the one held
     fork = extend_feed(FeedHead(3, forked[2].hash), FeedPart(ORIGIN, tuple(entries)))
     assert fork.recoverable and fork.new == () and fork.problem is not None and fork.problem.startswith("entry 3 differs from the one held here: the trail forked")
+    # The node restored from a backup of entry 3 and went on: its entries 4 to 6 are another
+    # history, signed by its key. Sent from the 5 this node acknowledged, entry 6 does not link.
+    restored = entries[:3]
+    for seq in (4, 5, 6):
+        restored.append(audit.make_entry(restored[-1], 9000 + seq, "-", "backup", {"restored": seq}, KEY))
+    after_restore = extend_feed(FeedHead(5, entries[4].hash), FeedPart(ORIGIN, (restored[5],)))
+    assert after_restore.recoverable and after_restore.new == () and after_restore.problem is not None and "the trail forked" in after_restore.problem
+    unsigned_fork = audit.make_entry(restored[4], 9100, "-", "backup", {}, OTHER)
+    assert extend_feed(FeedHead(5, entries[4].hash), FeedPart(ORIGIN, (unsigned_fork,))).recoverable is False  # not its node's: a forgery
     forged = audit.make_entry(entries[3], 5000, "-", "backup", {}, OTHER)
     bad = extend_feed(FeedHead(4, entries[3].hash), FeedPart(ORIGIN, (forged,)))
     assert (bad.problem, bad.recoverable) == ("entry 5 was altered: its signature by its node's key does not verify", False)
