@@ -17,24 +17,11 @@ from appliance.model import NodeTrail
 from appliance.node import Node
 from sync import messages
 from sync.lan import SessionDown
-from tests.conftest import FAST, PASSPHRASE, sync_all
+from tests.flows.test_audit_trails import admin_workspace
 from tests.system.test_lan import QUICK, Intercepted, eventually, serving
 
 pytestmark = pytest.mark.timeout(120)
 FAST_TRAILS = replace(QUICK, trails_interval_s=0.2)
-
-
-async def workspace(root: Path) -> tuple[Node, Node, Node, Node]:
-    """alpha (alice, admin), bravo (bob, admin), charlie (carol, member), delta (dave, admin)."""
-    alpha = await Node.init(root / "alpha", workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST)
-    joined = []
-    for node_name, user, role in (("bravo", "bob", "admin"), ("charlie", "carol", "member"), ("delta", "dave", "admin")):
-        enrollment = await alpha.enrollment.invite(node_name, user, role, kdf=FAST)
-        joined.append(await Node.join(root / node_name, enrollment.data, enrollment.code, PASSPHRASE, kdf=FAST))
-    for node in joined:
-        await sync_all(alpha, node)
-    bravo, charlie, delta = joined
-    return alpha, bravo, charlie, delta
 
 
 async def trail(node: Node, of: Node) -> NodeTrail | None:
@@ -47,7 +34,7 @@ def stored(node: Node, origin: Node) -> int:
 
 
 async def test_trails_reach_admin_nodes_over_the_lan_relayed_and_as_they_grow(tmp_path: Path) -> None:
-    alpha, bravo, charlie, delta = await workspace(tmp_path)
+    alpha, bravo, charlie, delta = await admin_workspace(tmp_path)
     async with alpha, bravo, charlie, delta:
         await charlie.chat.create_channel("field")  # an entry in charlie's trail
         async with serving(alpha, FAST_TRAILS) as (a, _), serving(bravo, FAST_TRAILS) as (b, _), serving(charlie, FAST_TRAILS) as (c, _):
@@ -91,7 +78,7 @@ async def test_trails_reach_admin_nodes_over_the_lan_relayed_and_as_they_grow(tm
 
 
 async def test_a_forged_trail_ends_the_session_is_audited_and_stores_nothing(tmp_path: Path) -> None:
-    alpha, bravo, charlie, delta = await workspace(tmp_path)
+    alpha, bravo, charlie, delta = await admin_workspace(tmp_path)
     async with alpha, bravo, charlie, delta:
         real = await delta.audit.feeds.carry_for(bravo.identity.node_key)
         part = next(p for p in real.parts if p.origin == delta.identity.node_key)
