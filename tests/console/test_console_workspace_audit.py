@@ -4,6 +4,7 @@ shown literally; and its snapshot (tests/snapshots/workspace_audit.txt)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import time
@@ -29,22 +30,27 @@ SNAPSHOT = REPO / "tests" / "snapshots" / "workspace_audit.txt"
 HOSTILE = '[bold]x[/] \x1b[31m'
 
 
-def fixed(seed: bytes) -> tuple[Any, Any]:
-    import hashlib
-    import itertools
+class Steps:
+    """A clock that moves only when the test says (a minute and a second a step), so what a
+    node's background upkeep reads of it changes no time shown, and randomness from a seed."""
 
-    ticks, counter = itertools.count(), itertools.count()
+    def __init__(self, seed: bytes) -> None:
+        self.at = START_MS
+        self._seed = seed
+        self._counter = 0
 
-    def clock() -> int:
-        return START_MS + 61_000 * next(ticks)
+    def step(self) -> None:
+        self.at += 61_000
 
-    def rng(size: int) -> bytes:
+    def clock(self) -> int:
+        return self.at
+
+    def rng(self, size: int) -> bytes:
         out = b""
         while len(out) < size:
-            out += hashlib.sha256(seed + next(counter).to_bytes(8, "big")).digest()
+            out += hashlib.sha256(self._seed + self._counter.to_bytes(8, "big")).digest()
+            self._counter += 1
         return out[:size]
-
-    return clock, rng
 
 
 @pytest.fixture(autouse=True)
@@ -57,17 +63,21 @@ def utc(monkeypatch: pytest.MonkeyPatch) -> None:
 async def bravo_home(tmp_path: Path) -> tuple[Path, str, str]:
     """alpha (alice, admin) whose trail reached bravo (bob, admin) by bundle; times and keys
     fixed. Returns bravo's home and the node ids of alpha and bravo."""
-    clock_a, rng_a = fixed(b"alpha")
-    clock_b, rng_b = fixed(b"bravo")
-    alpha = await Node.init(tmp_path / "alpha", workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST, clock=clock_a, rng=rng_a)
+    a, b = Steps(b"alpha"), Steps(b"bravo")
+    alpha = await Node.init(tmp_path / "alpha", workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST, clock=a.clock, rng=a.rng)
     async with alpha:
+        a.step()
         enrollment = await alpha.enrollment.invite("bravo", "bob", "admin", kdf=FAST)
-        async with await Node.join(tmp_path / "bravo", enrollment.data, enrollment.code, PASSPHRASE, kdf=FAST, clock=clock_b, rng=rng_b) as bravo:
+        async with await Node.join(tmp_path / "bravo", enrollment.data, enrollment.code, PASSPHRASE, kdf=FAST, clock=b.clock, rng=b.rng) as bravo:
+            a.step()
             await alpha.directory.add_user("erin")
+            a.step()
             await alpha.chat.create_channel("ops", private=True)
             stick = tmp_path / "stick"
             stick.mkdir()
-            await export_bundles(alpha, stick, for_nodes=[bravo.identity.node_id], clock=clock_a, rng=rng_a)
+            a.step()
+            await export_bundles(alpha, stick, for_nodes=[bravo.identity.node_id], clock=a.clock, rng=a.rng)
+            b.step()
             report = await import_bundles(bravo, stick)
             assert not report.rejected
             ids = (alpha.identity.node_id, bravo.identity.node_id)
@@ -135,8 +145,8 @@ async def test_every_nodes_trail_with_its_verdict_filtered_by_node(bravo_home: t
 
 
 async def test_a_member_gets_the_refusal_not_the_trails(tmp_path: Path) -> None:
-    clock, rng = fixed(b"alpha")
-    alpha = await Node.init(tmp_path / "alpha", workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST, clock=clock, rng=rng)
+    a = Steps(b"alpha")
+    alpha = await Node.init(tmp_path / "alpha", workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST, clock=a.clock, rng=a.rng)
     async with alpha:
         enrollment = await alpha.enrollment.invite("charlie", "carol", kdf=FAST)
     await (await Node.join(tmp_path / "charlie", enrollment.data, enrollment.code, PASSPHRASE, kdf=FAST)).close()
