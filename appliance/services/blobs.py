@@ -63,8 +63,7 @@ class BlobsService:
 
     async def blob(self, digest_hex: str) -> bytes:
         """An attachment by its hash, or by any unique start of it (`read` shows 12 hex digits)."""
-        self._identity.require_reader()
-        self._terms.require_accepted("reading an attachment")
+        self._terms.require_reading("reading an attachment")
         low, high = ids.hash_prefix_range(digest_hex)
         matching = t.blobs.c.hash.between(low, high)
         async with self._kernel.store.reading() as conn:

@@ -427,7 +427,7 @@ class ReplicaService:
 
     async def export_channel(self, channel: str) -> dict[str, bytes]:
         """Each of the channel's Automerge documents, saved whole (doc id -> bytes)."""
-        self._terms.require_accepted("exporting a channel")
+        self._terms.require_reading("exporting a channel")
         head = await self._heads.channel(channel)
         async with self._kernel.store.reading() as conn:
             doc_ids: Sequence[str] = (await conn.execute(select(t.documents.c.doc_id).where(t.documents.c.channel_id == head.channel_id).order_by(t.documents.c.doc_id))).scalars().all()

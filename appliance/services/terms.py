@@ -35,6 +35,12 @@ class TermsGate:
         self._identity = identity
         self._roster = roster
 
+    def require_reading(self, action: str) -> None:
+        """What reading content takes: the node unlocked, a user signed in, and the current
+        terms accepted by them."""
+        self._identity.require_reader()
+        self.require_accepted(action)
+
     def require_accepted(self, action: str) -> None:
         state = self._roster.terms
         user = self._identity.user_key

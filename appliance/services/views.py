@@ -104,8 +104,7 @@ class ViewsService:
     async def list_channels(self) -> list[ChannelSummary]:
         """The channels and direct conversations the acting user can read; same-named channels
         labelled apart (`ChannelSummary.label`)."""
-        self._identity.require_reader()
-        self._terms.require_accepted("listing channels")
+        self._terms.require_reading("listing channels")
         me = self._identity.user_key.hex()
         async with self._kernel.store.reading() as conn:
             rows = (await conn.execute(select(t.channels).order_by(t.channels.c.name, t.channels.c.created_at, t.channels.c.channel_id))).mappings().all()
@@ -228,8 +227,7 @@ class ViewsService:
     async def read(self, channel: str, *, thread: str | None = None, limit: int = 50, before: str | None = None, mark_read: bool = True) -> list[MessageView]:
         """Oldest first. Without `thread`: the channel's top-level messages, each with its reply
         count; with `thread`: the thread's root and its replies."""
-        self._identity.require_reader()
-        self._terms.require_accepted("reading")
+        self._terms.require_reading("reading")
         head = await self._heads.channel(channel)
         m = t.messages.c
         if thread is not None:
@@ -269,7 +267,7 @@ class ViewsService:
                 await conn.execute(update(t.read_markers).where(and_(t.read_markers.c.user_key == self._identity.user_key, t.read_markers.c.channel_id == channel_id)).values(last_read=last_read))
 
     async def message(self, message_id: str) -> MessageView:
-        self._terms.require_accepted("reading")
+        self._terms.require_reading("reading")
         row = await self.message_row(message_id)
         head = await self._heads.head(row["channel_id"])
         assert head is not None
@@ -277,8 +275,7 @@ class ViewsService:
 
     async def search(self, query: str, *, limit: int = 50) -> list[MessageView]:
         """Full-text search over the channels the acting user can read, newest first."""
-        self._identity.require_reader()
-        self._terms.require_accepted("searching")
+        self._terms.require_reading("searching")
         terms = re.findall(r"\w+", query)
         if not terms:
             raise InvalidInput("search needs at least one word")
