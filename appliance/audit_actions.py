@@ -53,6 +53,9 @@ When each is written (actor: the acting user's key, the node's key, or "-" for n
 - WIPED: this node's revocation arrived and it erased what it held.
 - BACKUP: an admin took a backup of the running node.
 - RESTORED: a backup was restored into an empty home.
+- TRAIL_SUPERSEDED: another node's audit trail held here gave way, from an entry on, to a
+  branch of it with a later restore (that node was restored from a backup); the entries it
+  replaced are kept apart.
 - TERMS_PUBLISHED: an admin published a version of the terms of service (and accepted it).
 - TERMS_ACCEPTED: a user accepted the current terms of service on this node.
 - SIGNED_IN: a local user signed in with their own secret (and code); the node's own user
@@ -116,6 +119,7 @@ class AuditAction(enum.StrEnum):
     WIPED = "wiped"
     BACKUP = "backup"
     RESTORED = "restored"
+    TRAIL_SUPERSEDED = "audit_trail_superseded"
     TERMS_PUBLISHED = "terms_published"
     TERMS_ACCEPTED = "terms_accepted"
     SIGNED_IN = "signed_in"

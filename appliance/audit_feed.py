@@ -8,14 +8,24 @@ every entry before it, so unsigned entries (written before audit signing, or fai
 written while the node was locked) are bound to the origin's key by the next signed entry. A
 receiver therefore needs no `legacy_until` of the origin (a value a relay or an editor of a
 database could raise to pass forged entries as legacy): it accepts an unsigned entry only when
-a signed entry after it verifies, and a copy whose newest entry is unsigned fails."""
+a signed entry after it verifies, and a copy whose newest entry is unsigned fails.
+
+A node restored from a backup goes on from the backup's entries with a signed `restored` entry:
+its trail forks from what other nodes hold of the history it lost. Where two branches of one
+node's trail part, the one whose last restore from there on is the later (by its time, ties by
+hash) is the node as it now is: it supersedes the other from there, and the superseded entries
+are kept apart as evidence. A branch with no restore from there on - the lost history relayed by
+another node, or a copy of the node's store run twice - never supersedes. An acknowledgement
+therefore says which branch it holds (its head's hash and its restores), so a sender holding a
+later branch sees where the two part and sends from there."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from appliance import audit, crypto
+from appliance.audit_actions import AuditAction
 
 MAX_ACTOR_CHARS = 64
 MAX_ACTION_CHARS = 48
@@ -30,6 +40,40 @@ class FeedHead:
 
     seq: int = 0
     hash: bytes = audit.GENESIS
+
+
+MAX_RESTORES_ACKED = 16  # the newest restores of a branch an acknowledgement names
+
+
+@dataclass(frozen=True)
+class Restore:
+    """A `restored` entry of a trail: where its node was brought back from a backup, and when."""
+
+    seq: int
+    hash: bytes
+    at: int
+
+
+@dataclass(frozen=True)
+class TrailAck:
+    """How far a node holds an origin's trail, and which branch: its head, and the restores in
+    it (the newest MAX_RESTORES_ACKED, in order) - two branches agree up to a restore both hold."""
+
+    head: FeedHead = FeedHead()
+    restores: tuple[Restore, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "restores", tuple(self.restores)[-MAX_RESTORES_ACKED:])
+
+
+@dataclass(frozen=True)
+class HeldBranch:
+    """What a node holds of an origin's trail, as much as judging a part needs: its head, its
+    entries by sequence number from the one before the part's first on, and its restores."""
+
+    head: FeedHead = FeedHead()
+    entries: Mapping[int, audit.AuditEntry] = field(default_factory=dict)
+    restores: tuple[Restore, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -49,7 +93,7 @@ class AuditCarry:
     each origin's feed (an acknowledgement: the receiver sends only what lies beyond), and
     `parts`, entries of feeds the receiver lacks, one part per origin."""
 
-    held: Mapping[bytes, int] = field(default_factory=dict)
+    held: Mapping[bytes, TrailAck] = field(default_factory=dict)
     parts: tuple[FeedPart, ...] = ()
 
     def __post_init__(self) -> None:
@@ -71,6 +115,7 @@ class Extension:
     # skipped, and the receiver's next acknowledgement corrects the sender. Anything else -
     # a bad link, hash or signature - is a forgery.
     recoverable: bool = False
+    supersedes: int | None = None  # the held entries from this seq on give way to `new` (a later restore)
 
 
 def within(entries: Sequence[audit.AuditEntry], max_bytes: int) -> int:
@@ -132,36 +177,98 @@ def verify_feed(entries: Sequence[audit.AuditEntry], origin: bytes) -> audit.Aud
     return audit.AuditVerdict(problem is None, good, head.hash, problem)
 
 
-def extend_feed(held: FeedHead, part: FeedPart) -> Extension:
-    """The entries of `part` beyond `held`, checked: entries this node holds already are
-    skipped (the one at `held.seq` must be the one held: otherwise the feed forked), the first
-    new one must follow `held` (a gap is refused: the sender is to send from what was
-    acknowledged), and every new one must verify against the origin's key."""
+def check_kept(entries: Iterable[audit.AuditEntry], origin: bytes) -> str | None:
+    """Why one of `entries` - kept apart, each on its own (a superseded branch) - is not as its
+    node wrote it: its hash recomputed, its signature checked. None: all are."""
+    for entry in entries:
+        if audit.entry_hash(entry.seq, entry.at, entry.actor, entry.action, entry.detail, entry.prev_hash) != entry.hash:
+            return f"superseded entry {entry.seq} was altered"
+        if entry.signature is not None and not crypto.verify(origin, audit.SIGNATURE_DOMAIN + entry.hash, entry.signature):
+            return f"superseded entry {entry.seq} was altered: its signature by its node's key does not verify"
+    return None
+
+
+def restores_in(entries: Iterable[audit.AuditEntry]) -> tuple[Restore, ...]:
+    return tuple(Restore(e.seq, e.hash, e.at) for e in entries if e.action == AuditAction.RESTORED)
+
+
+def wins(theirs: Sequence[Restore], ours: Sequence[Restore]) -> bool:
+    """Whether a branch whose restores after where it parts from ours are `theirs` supersedes
+    ours, whose restores after there are `ours`: its last restore is the later one."""
+    if not theirs:
+        return False
+    return not ours or (theirs[-1].at, theirs[-1].hash) > (ours[-1].at, ours[-1].hash)
+
+
+def resend_after(ack: TrailAck, ours_at_ack: bytes | None, restores: Sequence[Restore]) -> int | None:
+    """After which entry to send a peer that acknowledged `ack` of a trail of which this node
+    holds a branch with `restores` (in order) and, at the acknowledged seq, the entry hashed
+    `ours_at_ack` (None: none there). The peer's branch is ours up to its head: after its head.
+    Another branch: the two agree up to the last restore both hold and part at a restore after
+    it; if ours wins there, from before the first such restore of either; else nothing (None):
+    the peer's branch is the later, or a fork no restore explains, which resending cannot mend."""
+    if ack.head.seq == 0 or ours_at_ack == ack.head.hash:
+        return ack.head.seq
+    shared = max((r.seq for r in ack.restores if r in restores), default=0)
+    ours, theirs = [r for r in restores if r.seq > shared], [r for r in ack.restores if r.seq > shared]
+    if not wins(ours, theirs):
+        return None
+    return min(r.seq for r in ours + theirs) - 1
+
+
+def extend_feed(held: HeldBranch, part: FeedPart) -> Extension:
+    """The entries of `part` beyond what is `held`, checked: entries held already are skipped;
+    the first new one must follow the held head (a gap is refused: the sender is to send from
+    what was acknowledged), and every new one must verify against the origin's key. Where the
+    part parts from the held branch (a fork), its branch supersedes if it wins there (`wins`);
+    otherwise the part is skipped, the held branch kept."""
     entries = list(part.entries)
+    head = held.head
     if not entries:
         return Extension(())
     if any(b.seq != a.seq + 1 for a, b in zip(entries, entries[1:], strict=False)):
         return Extension((), "its entries are not consecutive")
     if entries[-1].signature is None:
         return Extension((), f"its last entry {entries[-1].seq} is not signed")
-    at_held = [e for e in entries if e.seq == held.seq]
-    if at_held and at_held[0].hash != held.hash:
-        return Extension((), f"entry {held.seq} differs from the one held here: the trail forked (its node restored from a backup, or rewritten)", recoverable=True)
-    new = [e for e in entries if e.seq > held.seq]
+    if entries[0].seq > head.seq + 1:
+        return Extension((), f"entries {head.seq + 1} to {entries[0].seq - 1} are missing (a gap)", recoverable=True)
+    parted = next((i for i, e in enumerate(entries) if e.seq <= head.seq and (e.seq not in held.entries or held.entries[e.seq].hash != e.hash)), None)
+    if parted is not None:
+        return _fork(held, part.origin, entries[parted:])
+    new = [e for e in entries if e.seq > head.seq]
     if not new:
         return Extension(())
-    if new[0].seq != held.seq + 1:
-        return Extension((), f"entries {held.seq + 1} to {new[0].seq - 1} are missing (a gap)", recoverable=True)
-    good, _, problem = _walk(new, part.origin, held)
-    if problem is not None and new[0].prev_hash != held.hash and _walk(new, part.origin, FeedHead(new[0].seq - 1, new[0].prev_hash))[2] is None:
+    good, _, problem = _walk(new, part.origin, head)
+    if problem is not None and new[0].prev_hash != head.hash and _walk(new, part.origin, FeedHead(new[0].seq - 1, new[0].prev_hash))[2] is None:
         # The entries hold together and their node signed them, but not after the entry held
-        # here: its node went on from another history (restored from a backup, or rewritten).
-        forked = f"entry {new[0].seq} does not follow the entry {held.seq} held here, though its node signed it"
+        # here, and the part does not reach back to where they part: skipped until a sender
+        # with the later restore sends from there (see `resend_after`).
+        forked = f"entry {new[0].seq} does not follow the entry {head.seq} held here, though its node signed it"
         return Extension((), f"{forked}: the trail forked (its node restored from a backup, or rewritten)", recoverable=True)
     if problem is not None:
         return Extension((), problem)
     assert good == len(new)
     return Extension(tuple(new))
+
+
+def _fork(held: HeldBranch, origin: bytes, branch: Sequence[audit.AuditEntry]) -> Extension:
+    """`branch` parts from the held entries at its first: it verifies from the held entry before
+    it, and supersedes the held ones from there if it wins there."""
+    at = branch[0].seq
+    before = FeedHead() if at == 1 else FeedHead(at - 1, held.entries[at - 1].hash) if at - 1 in held.entries else None
+    if before is None:
+        return Extension((), f"entry {at} differs from the one held here, and the entry before it is not at hand: the trail forked", recoverable=True)
+    if branch[0].prev_hash != before.hash and _walk(branch, origin, FeedHead(at - 1, branch[0].prev_hash))[2] is None:
+        return Extension((), f"entry {at} differs from the one held here and the branches part before it: the trail forked", recoverable=True)
+    good, _, problem = _walk(branch, origin, before)
+    if problem is not None:
+        return Extension((), problem)
+    assert good == len(branch)
+    ours = [r for r in held.restores if r.seq >= at]
+    if wins(restores_in(branch), ours):
+        return Extension(tuple(branch), supersedes=at)
+    why = "the branch held here has the later restore" if ours else "neither branch was restored from a backup there (a rewritten or cloned store)"
+    return Extension((), f"entry {at} differs from the one held here: the trail forked, and {why}, so the held one is kept", recoverable=True)
 
 
 def check_entry_shape(entry: audit.AuditEntry) -> str | None:

@@ -314,6 +314,8 @@ class TrailEntry:
     signature: bytes | None
     received_at: int | None = None  # None: written by this node
     received_from: str | None = None
+    superseded_at: int | None = None  # set: of a branch a later restore of its node superseded
+    superseded_by: str | None = None  # the node id that sent the later branch
 
 
 @dataclass(frozen=True)
@@ -332,6 +334,9 @@ class NodeTrail:
     head: bytes
     problem: str | None
     entries: tuple[TrailEntry, ...]  # those the filter kept
+    # Entries a branch with a later restore of the node superseded (those the filter kept), kept
+    # as evidence; each is checked on its own (hash, signature), a problem makes `ok` false.
+    superseded: tuple[TrailEntry, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -208,14 +208,37 @@ workspace_audit = Table(
     Column("received_from", String(32), nullable=False),  # the node id that sent it
 )
 
-# How far each peer told us it holds each origin's audit trail (its acknowledgements): what is
-# sent to it next starts after that. Never raised on sending: a lost bundle leaves no gap.
+# Entries of other nodes' trails that a branch with a later restore superseded (its node was
+# restored from a backup and went on from there: appliance/audit_feed.py), kept as evidence.
+audit_superseded = Table(
+    "audit_superseded",
+    metadata,
+    Column("origin", LargeBinary(32), primary_key=True),
+    Column("hash", LargeBinary(32), primary_key=True),  # a seq may be superseded more than once
+    Column("seq", Integer, nullable=False),
+    Column("at", Integer, nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("action", String(48), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("prev_hash", LargeBinary(32), nullable=False),
+    Column("signature", LargeBinary(64)),
+    Column("received_at", Integer, nullable=False),
+    Column("received_from", String(32), nullable=False),
+    Column("superseded_at", Integer, nullable=False),
+    Column("superseded_by", String(32), nullable=False),  # the node id that sent the later branch
+)
+
+# How far each peer told us it holds each origin's audit trail, and which branch (its
+# acknowledgements): what is sent to it next starts after that. Never raised on sending: a lost
+# bundle leaves no gap.
 peer_audit = Table(
     "peer_audit",
     metadata,
     Column("peer", String(32), primary_key=True),  # node id
     Column("origin", LargeBinary(32), primary_key=True),
     Column("seq", Integer, nullable=False),
+    Column("hash", LargeBinary(32), nullable=False),  # of its entry `seq`
+    Column("restores", LargeBinary, nullable=False),  # its branch's `restored` entries: CBOR [[seq, hash, at], ...]
     Column("updated_at", Integer, nullable=False),
 )
 
@@ -256,7 +279,7 @@ bundle_log = Table(
     Column("decided_at", Integer, nullable=False),
 )
 
-SCHEMA_REVISION = "0014"
+SCHEMA_REVISION = "0015"
 
 # Nodes seen on the LAN (by mDNS or an incoming session), this workspace's or not: where they
 # were last seen and when a session last synced with them. Written by the serving process, read

@@ -12,7 +12,7 @@ from itertools import pairwise
 from typing import Any
 
 from appliance import audit, cbor, crypto
-from appliance.audit_feed import MAX_ENTRIES_CARRIED, AuditCarry, FeedPart, check_entry_shape
+from appliance.audit_feed import MAX_ENTRIES_CARRIED, MAX_RESTORES_ACKED, AuditCarry, FeedHead, FeedPart, Restore, TrailAck, check_entry_shape
 from appliance.changes import MAX_CHANGE_BYTES, SignedChange
 from appliance.errors import InvalidInput
 from appliance.model import WholeSegment
@@ -169,13 +169,18 @@ def whole_entries(value: Any, what: str, chunked: set[str]) -> tuple[WholeSegmen
 
 
 def audit_to_wire(carry: AuditCarry) -> dict[str, Any]:
-    """`{"held": {origin hex: seq}, "feeds": {origin hex: [entry, ...]}}`, each entry
-    `[seq, at, actor, action, detail, prev_hash, hash, signature or null]`."""
+    """`{"held": {origin hex: [seq, hash, restore or null]}, "feeds": {origin hex: [entry, ...]}}`:
+    how far the sender holds each trail (its head) and which branch (its newest restore,
+    `[seq, hash, at]`); each entry `[seq, at, actor, action, detail, prev_hash, hash, signature
+    or null]`."""
     for origin in list(carry.held) + [part.origin for part in carry.parts]:
         if not isinstance(origin, bytes) or len(origin) != HASH_BYTES:
             raise ValueError("audit: an origin is not a 32-byte node key")
     return {
-        "held": {origin.hex(): seq for origin, seq in carry.held.items()},
+        "held": {
+            origin.hex(): [ack.head.seq, ack.head.hash, [[r.seq, r.hash, r.at] for r in ack.restores]]
+            for origin, ack in carry.held.items()
+        },
         "feeds": {part.origin.hex(): [[e.seq, e.at, e.actor, e.action, e.detail, e.prev_hash, e.hash, e.signature] for e in part.entries] for part in carry.parts},
     }
 
@@ -185,11 +190,21 @@ def audit_from_wire(obj: Any, what: str) -> AuditCarry:
     need(isinstance(obj, dict) and set(obj) == {"held", "feeds"}, f"{what} must be a map of exactly held and feeds")
     held_wire, feeds_wire = obj["held"], obj["feeds"]
     need(isinstance(held_wire, dict) and isinstance(feeds_wire, dict), f"{what}: held and feeds must be maps")
-    held: dict[bytes, int] = {}
-    for origin, seq in held_wire.items():
+    held: dict[bytes, TrailAck] = {}
+    for origin, ack in held_wire.items():
         need(isinstance(origin, str) and HEX_KEY.fullmatch(origin) is not None, f"{what} held: an origin is not 64 lowercase hex digits")
+        need(isinstance(ack, list) and len(ack) == 3, f"{what} held: {origin[:12]} is not [seq, hash, restores]")
+        seq, digest, restores = ack
         need(is_int(seq) and 0 <= seq < 2**53, f"{what} held: a sequence number is not an int in range")
-        held[bytes.fromhex(origin)] = seq
+        head = FeedHead(seq, fixed_bytes(digest, HASH_BYTES, f"{what} held: a head hash"))
+        need(isinstance(restores, list) and len(restores) <= MAX_RESTORES_ACKED, f"{what} held: the restores of {origin[:12]} are not a list of at most {MAX_RESTORES_ACKED}")
+        found: list[Restore] = []
+        for restore in restores:
+            need(isinstance(restore, list) and len(restore) == 3, f"{what} held: a restore of {origin[:12]} is not [seq, hash, at]")
+            need(is_int(restore[0]) and 0 < restore[0] <= seq and is_int(restore[2]) and 0 <= restore[2] < 2**63, f"{what} held: a restore's seq or time is out of range")
+            need(not found or found[-1].seq < restore[0], f"{what} held: the restores of {origin[:12]} are not in order")
+            found.append(Restore(restore[0], fixed_bytes(restore[1], HASH_BYTES, f"{what} held: a restore hash"), restore[2]))
+        held[bytes.fromhex(origin)] = TrailAck(head, tuple(found))
     parts, count = [], 0
     for origin, entries in feeds_wire.items():
         need(isinstance(origin, str) and HEX_KEY.fullmatch(origin) is not None, f"{what} feeds: an origin is not 64 lowercase hex digits")

@@ -19,7 +19,7 @@ from automerge._automerge import Document
 from automerge.core import ROOT, ScalarType
 
 from appliance import audit, certs, crypto, documents, graph, segments
-from appliance.audit_feed import AuditCarry, FeedHead, FeedPart, carried_bytes, extend_feed, up_to_signed, within
+from appliance.audit_feed import AuditCarry, Extension, FeedHead, FeedPart, HeldBranch, TrailAck, carried_bytes, extend_feed, resend_after, restores_in, up_to_signed, within
 from appliance.changes import ChangeHeader, SignedChange, parse_change, sign_change, verify_batch
 from appliance.errors import AuditFeedRefused, ChangeRejected, NodeLocked
 from appliance.feed import ChangeFeed, DocumentsChanged, NodeWiped, Origin
@@ -73,7 +73,8 @@ class MemoryReplica:
         self._directory = certs.resolve_directory(workspace, [], [], clock())
         self.locked_reason: str | None = None
         self.trails: dict[bytes, list[audit.AuditEntry]] = {}  # origin -> its trail as held here (this replica writes none of its own)
-        self._peer_audit: dict[bytes, dict[bytes, int]] = {}  # peer -> origin -> seq it acknowledged
+        self._peer_audit: dict[bytes, dict[bytes, TrailAck]] = {}  # peer -> origin -> what it acknowledged
+        self.superseded: dict[bytes, list[audit.AuditEntry]] = {}  # origin -> entries a later restore superseded
 
     async def _nothing_to_poll(self) -> frozenset[str]:
         return frozenset()  # no other process writes this replica
@@ -179,16 +180,21 @@ class MemoryReplica:
                 if sent.get(digest, ()) is not None:  # a confirmed blob stays confirmed
                     sent[digest] = (doc_id, tuple(heads.get(doc_id, ())))
 
+    def _ack(self, trail: Sequence[audit.AuditEntry]) -> TrailAck:
+        return TrailAck(FeedHead(len(trail), trail[-1].hash), restores_in(trail)) if trail else TrailAck()
+
     async def audit_for(self, peer: bytes, *, max_bytes: int) -> AuditCarry:
         """As the node: entries only for a peer that is an admin's home, beyond its acknowledgement."""
         self._require_unlocked()
-        held = {origin: len(trail) for origin, trail in self.trails.items() if trail}
+        held = {origin: self._ack(trail) for origin, trail in self.trails.items() if trail}
         if not any(c.role == "admin" and c.home == peer for c in self._directory.users.values()):
             return AuditCarry({peer: held[peer]} if peer in held else {})
         parts = []
         for origin, trail in sorted(self.trails.items()):
-            after = self._peer_audit.get(peer, {}).get(origin, 0)
-            if origin == peer or len(trail) <= after:
+            ack = self._peer_audit.get(peer, {}).get(origin, TrailAck())
+            at_ack = trail[ack.head.seq - 1].hash if 0 < ack.head.seq <= len(trail) else None
+            after = resend_after(ack, at_ack, restores_in(trail))
+            if origin == peer or after is None or len(trail) <= after:
                 continue
             if entries := up_to_signed(trail[after:], within(trail[after:], max_bytes)):
                 parts.append(FeedPart(origin, entries))
@@ -197,21 +203,26 @@ class MemoryReplica:
 
     async def import_audit(self, peer: bytes, carry: AuditCarry) -> int:
         self._require_unlocked()
-        extended: dict[bytes, tuple[audit.AuditEntry, ...]] = {}
+        extended: dict[bytes, Extension] = {}
         for part in carry.parts:
-            if part.origin == self.node_key:
+            if part.origin == self.node_key or not part.entries:
                 continue
             if part.origin not in self._directory.nodes and part.origin not in self._directory.revoked:
                 raise AuditFeedRefused(f"the audit trail of a node the directory never certified is refused (from {peer.hex()[:12]})")
             trail = self.trails.get(part.origin, [])
-            extension = extend_feed(FeedHead(len(trail), trail[-1].hash) if trail else FeedHead(), part)
+            branch = HeldBranch(FeedHead(len(trail), trail[-1].hash), dict(enumerate(trail, start=1)), restores_in(trail)) if trail else HeldBranch()
+            extension = extend_feed(branch, part)
             if extension.problem is not None and not extension.recoverable:
                 raise AuditFeedRefused(f"an audit trail from {peer.hex()[:12]} is refused: {extension.problem}")
-            extended[part.origin] = extension.new  # nothing, for a part skipped (a gap, a fork)
-        for origin, new in extended.items():
-            self.trails.setdefault(origin, []).extend(new)
+            extended[part.origin] = extension  # nothing new, for a part skipped (a gap, a fork)
+        for origin, extension in extended.items():
+            trail = self.trails.setdefault(origin, [])
+            if extension.supersedes is not None:
+                self.superseded.setdefault(origin, []).extend(trail[extension.supersedes - 1 :])
+                del trail[extension.supersedes - 1 :]
+            trail.extend(extension.new)
         self._peer_audit.setdefault(peer, {}).update(carry.held)
-        return sum(len(new) for new in extended.values())
+        return sum(len(extension.new) for extension in extended.values())
 
     def trust_of(self, node_key: bytes) -> certs.Trust:
         return self._directory.trust_of(node_key)

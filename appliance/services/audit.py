@@ -13,7 +13,7 @@ from sqlalchemy import select
 from appliance import audit, ids
 from appliance import schema as t
 from appliance.audit_actions import AuditAction
-from appliance.audit_feed import verify_feed
+from appliance.audit_feed import check_kept, verify_feed
 from appliance.kernel import Kernel
 from appliance.model import AuditRecord, NodeTrail, TrailEntry
 from appliance.services.audit_feeds import AuditFeeds
@@ -68,7 +68,7 @@ class AuditService:
 
     async def record_trail_export(self, trails: Sequence[NodeTrail], since: int | None) -> None:
         """Audits an export of the audit trail: whose trails, how many entries, from when."""
-        detail: dict[str, object] = {"nodes": [t.node_id for t in trails], "entries": sum(len(t.entries) for t in trails), "since": since}
+        detail: dict[str, object] = {"nodes": [t.node_id for t in trails], "entries": sum(len(t.entries) + len(t.superseded) for t in trails), "since": since}
         async with self._kernel.store.transaction() as conn:
             await self._kernel.audit(conn, self._kernel.clock(), self._identity.user_key.hex(), AuditAction.AUDIT_EXPORTED, detail)
 
@@ -78,22 +78,27 @@ class AuditService:
         trails: list[NodeTrail] = []
         own_verdict = audit.verify_chain(own, me, legacy_until=legacy_until)
         trails.append(self._trail(me, own_verdict, [(e, None, None) for e in own]))
+        superseded = await self.feeds.superseded()
         for origin, stored in sorted((await self.feeds.stored()).items(), key=lambda item: ids.key_id(item[0])):
-            trails.append(self._trail(origin, verify_feed([e for e, _, _ in stored], origin), stored))
+            trail = self._trail(origin, verify_feed([e for e, _, _ in stored], origin), stored)
+            apart = superseded.get(origin, [])
+            problem = check_kept([e for e, *_ in apart], origin)
+            kept_apart = tuple(
+                replace(self._entry(origin, e, received_at, received_from), superseded_at=superseded_at, superseded_by=superseded_by)
+                for e, received_at, received_from, superseded_at, superseded_by in apart
+            )
+            trails.append(replace(trail, superseded=kept_apart, ok=trail.ok and problem is None, problem=trail.problem or problem))
         kept = []
         for trail in trails:
             if node is not None and node not in (trail.node_id, trail.name):
                 continue
             entries = tuple(e for e in trail.entries if since is None or e.at >= since)
-            kept.append(replace(trail, entries=entries))
+            kept.append(replace(trail, entries=entries, superseded=tuple(e for e in trail.superseded if since is None or e.at >= since)))
         return kept
 
     def _trail(self, origin: bytes, verdict: audit.AuditVerdict, stored: Sequence[tuple[audit.AuditEntry, int | None, str | None]]) -> NodeTrail:
         node_id = ids.key_id(origin)
-        entries = tuple(
-            TrailEntry(node_id, e.seq, e.at, e.actor, self._actor_name(e.actor), e.action, e.detail, e.prev_hash, e.hash, e.signature, received_at, received_from)
-            for e, received_at, received_from in stored
-        )
+        entries = tuple(self._entry(origin, e, received_at, received_from) for e, received_at, received_from in stored)
         return NodeTrail(
             node_id=node_id,
             node_key=origin,
@@ -107,6 +112,9 @@ class AuditService:
             problem=verdict.problem,
             entries=entries,
         )
+
+    def _entry(self, origin: bytes, e: audit.AuditEntry, received_at: int | None, received_from: str | None) -> TrailEntry:
+        return TrailEntry(ids.key_id(origin), e.seq, e.at, e.actor, self._actor_name(e.actor), e.action, e.detail, e.prev_hash, e.hash, e.signature, received_at, received_from)
 
     def _actor_name(self, actor: str) -> str | None:
         try:

@@ -4,21 +4,38 @@ what arrives, storing it with the rest of an import, and how far each peer holds
 Who receives them: a node that serves an admin (an admin's certificate names it as `home`)
 receives every trail this node holds - its own, and those it holds of other nodes, which it
 relays; any other node receives none (only, as an acknowledgement, how far this node holds its
-own trail). How far a peer holds a trail is what it last acknowledged (`peer_audit`), never what
-was sent: a lost bundle leaves no gap, the next one sends the same entries again."""
+own trail). How far a peer holds a trail, and which branch, is what it last acknowledged
+(`peer_audit`), never what was sent: a lost bundle leaves no gap, the next one sends the same
+entries again. A branch that a later restore superseded is kept apart (`audit_superseded`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import and_, func, insert, select
+from sqlalchemy import Table, and_, func, insert, select, true
+from sqlalchemy import literal as sa_literal
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from appliance import audit, ids
+from appliance import audit, cbor, ids
 from appliance import schema as t
-from appliance.audit_feed import MAX_ENTRIES_CARRIED, AuditCarry, FeedHead, FeedPart, carried_bytes, extend_feed, up_to_signed, within
+from appliance.audit_actions import AuditAction
+from appliance.audit_feed import (
+    MAX_ENTRIES_CARRIED,
+    AuditCarry,
+    FeedHead,
+    FeedPart,
+    HeldBranch,
+    Restore,
+    TrailAck,
+    carried_bytes,
+    extend_feed,
+    resend_after,
+    restores_in,
+    up_to_signed,
+    within,
+)
 from appliance.errors import AuditFeedRefused
 from appliance.kernel import Kernel
 from appliance.services.identity import IdentityService
@@ -31,8 +48,9 @@ class CheckedFeeds:
     acknowledgement (how far it holds each origin's trail)."""
 
     new: tuple[FeedPart, ...]
-    held: Mapping[bytes, int]
+    held: Mapping[bytes, TrailAck]
     skipped: Mapping[str, str] = field(default_factory=dict)  # node id -> why its part was skipped (a gap, a fork)
+    supersede: Mapping[bytes, int] = field(default_factory=dict)  # origin -> the seq from which its held entries give way
 
     @property
     def entries(self) -> int:
@@ -59,37 +77,70 @@ class AuditFeeds:
         """Whether the directory ever certified node `origin` (revoked since or not)."""
         return origin in self._roster.node_names or origin in self._roster.current.revoked
 
-    async def held(self, conn: AsyncConnection) -> dict[bytes, int]:
-        """How far this node holds each trail: its own, and those of other nodes."""
-        own: int = (await conn.execute(select(func.coalesce(func.max(t.audit_log.c.seq), 0)))).scalar_one()
-        query = select(t.workspace_audit.c.origin, func.max(t.workspace_audit.c.seq)).group_by(t.workspace_audit.c.origin)
-        held = {bytes(origin): int(seq) for origin, seq in cast(list[tuple[bytes, int]], (await conn.execute(query)).all())}
-        held[self._identity.row.node_key] = own
-        return {origin: seq for origin, seq in held.items() if seq}
+    async def held(self, conn: AsyncConnection) -> dict[bytes, TrailAck]:
+        """How far this node holds each trail, its own and those of other nodes, and which branch."""
+        me = self._identity.row.node_key
+        heads: dict[bytes, FeedHead] = {}
+        own = (await conn.execute(select(t.audit_log.c.seq, t.audit_log.c.hash).order_by(t.audit_log.c.seq.desc()).limit(1))).first()
+        if own is not None:
+            heads[me] = FeedHead(own.seq, bytes(own.hash))
+        last = select(t.workspace_audit.c.origin, func.max(t.workspace_audit.c.seq).label("seq")).group_by(t.workspace_audit.c.origin).subquery()
+        query = select(t.workspace_audit.c.origin, t.workspace_audit.c.seq, t.workspace_audit.c.hash).join(
+            last, and_(t.workspace_audit.c.origin == last.c.origin, t.workspace_audit.c.seq == last.c.seq)
+        )
+        for row in (await conn.execute(query)).all():
+            heads[bytes(row.origin)] = FeedHead(row.seq, bytes(row.hash))
+        restores = await self._restores(conn, None)
+        return {origin: TrailAck(head, restores.get(origin, ())) for origin, head in heads.items()}
+
+    async def _restores(self, conn: AsyncConnection, origin: bytes | None) -> dict[bytes, tuple[Restore, ...]]:
+        """The `restored` entries of the trails held here (of `origin` only, if given), in order."""
+        me, found = self._identity.row.node_key, dict[bytes, list[Restore]]()
+        if origin in (None, me):
+            own = select(t.audit_log.c.seq, t.audit_log.c.hash, t.audit_log.c.at).where(t.audit_log.c.action == AuditAction.RESTORED).order_by(t.audit_log.c.seq)
+            found[me] = [Restore(r.seq, bytes(r.hash), r.at) for r in (await conn.execute(own)).all()]
+        if origin != me:
+            w = t.workspace_audit
+            query = select(w.c.origin, w.c.seq, w.c.hash, w.c.at).where(w.c.action == AuditAction.RESTORED).order_by(w.c.origin, w.c.seq)
+            for row in (await conn.execute(query if origin is None else query.where(w.c.origin == origin))).all():
+                found.setdefault(bytes(row.origin), []).append(Restore(row.seq, bytes(row.hash), row.at))
+        return {o: tuple(rs) for o, rs in found.items()}
+
+    def _trail(self, origin: bytes) -> tuple[Table, Any]:
+        """The table holding `origin`'s trail here, and the condition picking it out."""
+        if origin == self._identity.row.node_key:
+            return t.audit_log, true()
+        return t.workspace_audit, t.workspace_audit.c.origin == origin
+
+    async def _acks_of(self, conn: AsyncConnection, peer: bytes) -> dict[bytes, TrailAck]:
+        rows = (await conn.execute(select(t.peer_audit).where(t.peer_audit.c.peer == ids.key_id(peer)))).mappings().all()
+        return {bytes(r["origin"]): TrailAck(FeedHead(r["seq"], bytes(r["hash"])), tuple(Restore(*fields) for fields in cbor.decode(r["restores"], "a peer's acknowledged restores"))) for r in rows}
 
     async def carry_for(self, peer: bytes, *, max_bytes: int = 32 * 1024 * 1024) -> AuditCarry:
-        """What to send `peer`: every trail beyond what it acknowledged, up to a signed entry
-        each and about `max_bytes` in all, if it serves an admin; always how far this node
-        holds each trail it may see."""
+        """What to send `peer`: every trail beyond what it acknowledged (or, if it holds another
+        branch and ours has the later restore, from where they part), up to a signed entry each
+        and about `max_bytes` in all, if it serves an admin; always how far this node holds each
+        trail it may see."""
         me = self._identity.row.node_key
         async with self._kernel.store.reading() as conn:
             held = await self.held(conn)
             if self.serves_admin(me):  # this node receives trails: it says how far, also "none"
-                held = {origin: held.get(origin, 0) for origin in set(self._roster.node_names) | set(held)}
+                held = {origin: held.get(origin, TrailAck()) for origin in set(self._roster.node_names) | set(held)}
             if not self.serves_admin(peer):
                 return AuditCarry({peer: held[peer]} if peer in held else {})
-            query = select(t.peer_audit.c.origin, t.peer_audit.c.seq).where(t.peer_audit.c.peer == ids.key_id(peer))
-            theirs = {bytes(origin): int(seq) for origin, seq in cast(list[tuple[bytes, int]], (await conn.execute(query)).all())}
+            theirs = await self._acks_of(conn, peer)
             parts: list[FeedPart] = []
             budget = MAX_ENTRIES_CARRIED
-            for origin, seq in sorted(held.items()):
-                after = theirs.get(origin, 0)
-                if origin == peer or seq <= after or budget <= 0:
+            for origin, ours in sorted(held.items()):
+                if origin == peer or ours.head.seq == 0 or budget <= 0:
                     continue
-                table = t.audit_log if origin == me else t.workspace_audit
-                query = select(table).where(table.c.seq > after).order_by(table.c.seq).limit(budget)
-                if origin != me:
-                    query = query.where(t.workspace_audit.c.origin == origin)
+                table, picked = self._trail(origin)
+                ack = theirs.get(origin, TrailAck())
+                at_ack = (await conn.execute(select(table.c.hash).where(picked, table.c.seq == ack.head.seq))).scalar_one_or_none() if ack.head.seq else None
+                after = resend_after(ack, None if at_ack is None else bytes(at_ack), (await self._restores(conn, origin)).get(origin, ()))
+                if after is None or ours.head.seq <= after:
+                    continue
+                query = select(table).where(picked, table.c.seq > after).order_by(table.c.seq).limit(budget)
                 found = [_entry(r) for r in (await conn.execute(query)).mappings().all()]
                 entries = up_to_signed(found, min(budget, within(found, max_bytes)))
                 max_bytes -= carried_bytes(entries)
@@ -101,32 +152,41 @@ class AuditFeeds:
     async def check(self, carry: AuditCarry, sender: bytes) -> CheckedFeeds:
         """The new entries of each trail in `carry`, each checked against its origin's key after
         what this node holds; raises AuditFeedRefused for a trail with a broken link, hash or
-        signature, or of a node the directory never certified. A part with a gap or a fork is
-        skipped (see `Extension.recoverable`), as is this node's own trail sent back. Run under
-        the kernel's lock, before the import's transaction."""
+        signature, or of a node the directory never certified. A part with a gap, or a fork its
+        branch does not win, is skipped (see `Extension.recoverable`), as is this node's own
+        trail sent back. Run under the kernel's lock, before the import's transaction."""
         me = self._identity.row.node_key
         new: list[FeedPart] = []
         skipped: dict[str, str] = {}
+        supersede: dict[bytes, int] = {}
         async with self._kernel.store.reading() as conn:
             for part in carry.parts:
-                if part.origin == me:
+                if part.origin == me or not part.entries:
                     continue
                 node = ids.key_id(part.origin)
                 if not self.known_origin(part.origin):
                     raise AuditFeedRefused(f"the audit trail of node {node} from {ids.key_id(sender)} is refused: the directory never certified that node")
-                last = (
-                    await conn.execute(
-                        select(t.workspace_audit.c.seq, t.workspace_audit.c.hash).where(t.workspace_audit.c.origin == part.origin).order_by(t.workspace_audit.c.seq.desc()).limit(1)
-                    )
-                ).first()
-                extension = extend_feed(FeedHead() if last is None else FeedHead(last.seq, bytes(last.hash)), part)
+                extension = extend_feed(await self._branch(conn, part), part)
                 if extension.problem is not None and extension.recoverable:
                     skipped[node] = extension.problem
                 elif extension.problem is not None:
                     raise AuditFeedRefused(f"the audit trail of node {node} from {ids.key_id(sender)} is refused: {extension.problem}")
                 if extension.new:
                     new.append(FeedPart(part.origin, extension.new))
-        return CheckedFeeds(tuple(new), carry.held, skipped)
+                if extension.supersedes is not None:
+                    supersede[part.origin] = extension.supersedes
+        return CheckedFeeds(tuple(new), carry.held, skipped, supersede)
+
+    async def _branch(self, conn: AsyncConnection, part: FeedPart) -> HeldBranch:
+        """What this node holds of `part`'s trail, as `extend_feed` needs it."""
+        w = t.workspace_audit
+        last = (await conn.execute(select(w.c.seq, w.c.hash).where(w.c.origin == part.origin).order_by(w.c.seq.desc()).limit(1))).first()
+        if last is None:
+            return HeldBranch()
+        low, high = part.entries[0].seq - 1, min(part.entries[-1].seq, last.seq)
+        rows = (await conn.execute(select(w).where(w.c.origin == part.origin, w.c.seq >= low, w.c.seq <= high))).mappings().all()
+        restores = (await self._restores(conn, part.origin)).get(part.origin, ())
+        return HeldBranch(FeedHead(last.seq, bytes(last.hash)), {r["seq"]: _entry(r) for r in rows}, restores)
 
     async def import_carry(self, sender: bytes, carry: AuditCarry) -> int:
         """Trails that arrived on their own (a LAN Trails message): checked and stored under the
@@ -161,15 +221,36 @@ class AuditFeeds:
             for part in checked.new
             for e in part.entries
         ]
+        w, kept = t.workspace_audit, t.audit_superseded
+        for origin, since in checked.supersede.items():
+            gone = and_(w.c.origin == origin, w.c.seq >= since)
+            columns = [w.c.origin, w.c.hash, w.c.seq, w.c.at, w.c.actor, w.c.action, w.c.detail, w.c.prev_hash, w.c.signature, w.c.received_at, w.c.received_from]
+            moved = select(*columns, sa_literal(now), sa_literal(sender_id)).where(gone)
+            await conn.execute(kept.insert().from_select([*(c.name for c in columns), "superseded_at", "superseded_by"], moved).prefix_with("OR IGNORE", dialect="sqlite"))
+            apart = (await conn.execute(w.delete().where(gone))).rowcount
+            branch = next(part.entries for part in checked.new if part.origin == origin)
+            detail: dict[str, object] = {"node": ids.key_id(origin), "from_seq": since, "kept_apart": apart, "from": sender_id, "restored_at_seq": restores_in(branch)[-1].seq}
+            await self._kernel.audit(conn, now, self._identity.row.node_key.hex(), AuditAction.TRAIL_SUPERSEDED, detail)
         if rows:
             await conn.execute(insert(t.workspace_audit), rows)
         await self.store_held(conn, sender_id, checked.held, now)
 
-    async def store_held(self, conn: AsyncConnection, peer: str, held: Mapping[bytes, int], now: int) -> None:
+    async def store_held(self, conn: AsyncConnection, peer: str, held: Mapping[bytes, TrailAck], now: int) -> None:
         if not held:
             return
         await conn.execute(t.peer_audit.delete().where(and_(t.peer_audit.c.peer == peer, t.peer_audit.c.origin.in_(list(held)))))
-        await conn.execute(insert(t.peer_audit), [{"peer": peer, "origin": origin, "seq": seq, "updated_at": now} for origin, seq in held.items()])
+        acks = [
+            {
+                "peer": peer,
+                "origin": origin,
+                "seq": ack.head.seq,
+                "hash": ack.head.hash,
+                "restores": cbor.encode([[r.seq, r.hash, r.at] for r in ack.restores]),
+                "updated_at": now,
+            }
+            for origin, ack in held.items()
+        ]
+        await conn.execute(insert(t.peer_audit), acks)
 
     async def stored(self, origins: Sequence[bytes] | None = None) -> dict[bytes, list[tuple[audit.AuditEntry, int, str]]]:
         """Other nodes' trails as stored: per origin, (entry, received_at, received_from) in order."""
@@ -182,3 +263,14 @@ class AuditFeeds:
         for row in rows:
             trails.setdefault(bytes(row["origin"]), []).append((_entry(row), row["received_at"], row["received_from"]))
         return trails
+
+    async def superseded(self) -> dict[bytes, list[tuple[audit.AuditEntry, int, str, int, str]]]:
+        """Entries of other nodes' trails a later restore superseded: per origin, (entry,
+        received_at, received_from, superseded_at, superseded_by) by seq and time."""
+        kept = t.audit_superseded
+        async with self._kernel.store.reading() as conn:
+            rows = (await conn.execute(select(kept).order_by(kept.c.origin, kept.c.superseded_at, kept.c.seq))).mappings().all()
+        found: dict[bytes, list[tuple[audit.AuditEntry, int, str, int, str]]] = {}
+        for row in rows:
+            found.setdefault(bytes(row["origin"]), []).append((_entry(row), row["received_at"], row["received_from"], row["superseded_at"], row["superseded_by"]))
+        return found

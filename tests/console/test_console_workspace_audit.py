@@ -184,3 +184,24 @@ async def test_enter_in_the_audit_filter_returns_to_the_table(bravo_home: tuple[
         await pilot.press("slash", *"joined", "enter")
         await until(pilot, lambda: screen.query_one("#audit-table", DataTable).has_focus, "the table after Enter")
         assert [str(row[2]) for row in (screen.query_one("#audit-table", DataTable).get_row_at(i) for i in range(screen.query_one("#audit-table", DataTable).row_count))] == ["joined"]
+
+
+async def test_entries_a_restore_superseded_are_shown_marked_beside_the_trail(bravo_home: tuple[Path, str, str]) -> None:
+    """An entry of alpha's trail kept apart (as when a later restore of alpha superseded it)
+    counts in alpha's verdict and is listed marked, with who sent the branch that replaced it."""
+    home, alpha_id, _ = bravo_home
+    with sqlite3.connect(home / "node.db") as conn:
+        conn.execute(
+            "INSERT INTO audit_superseded SELECT origin, hash, seq, at, actor, action, detail, prev_hash, signature, received_at, received_from, ?, ? FROM workspace_audit WHERE seq = 2",
+            (START_MS + 600_000, alpha_id),
+        )
+        held = conn.execute("SELECT count(*) FROM workspace_audit").fetchone()[0]
+    async with RallypointApp(home, PASSPHRASE).run_test(size=SIZE) as pilot:
+        screen = await open_view(pilot)
+        assert rows(screen, "#trail-nodes")[2][2] == f"intact ({held}, 1 superseded)"
+        screen.query_one("#trail-nodes", DataTable).move_cursor(row=2)
+        await until(pilot, lambda: any(row[3].startswith("(superseded) ") for row in rows(screen, "#trail-entries")), "the superseded entry, marked")
+        marked = [index for index, row in enumerate(rows(screen, "#trail-entries")) if row[3].startswith("(superseded) ")]
+        screen.query_one("#trail-entries", DataTable).move_cursor(row=marked[0])
+        await until(pilot, lambda: "superseded at" in str(screen.query_one("#trail-detail", Static).render()), "the entry's detail")
+        assert f"by a later restore of its node, sent by {alpha_id}" in str(screen.query_one("#trail-detail", Static).render())

@@ -11,11 +11,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import nacl.signing
 import pytest
 from automerge.core import ROOT, ScalarType
 
 from appliance import audit, certs, crypto, documents, ids
-from appliance.audit_feed import AuditCarry, FeedPart
+from appliance.audit_feed import AuditCarry, FeedHead, FeedPart, TrailAck, restores_in
 from appliance.changes import SignedChange, parse_change
 from appliance.errors import ChangeRejected, MissingDependencies
 from appliance.model import Carrier, Receipt, WholeSegment
@@ -42,6 +43,15 @@ class World:
     whole: WholeSegment  # a segment the peer wrote and the replica lacks entirely, carried whole
     with_whole: list[tuple[str, list[SignedChange]]]  # what must come with it (its channel's head)
     trail: FeedPart  # the peer's own audit trail, signed by its node key
+    restored: FeedPart  # the peer's trail as it went on after a restore from a backup of its first entry
+
+
+def restored_branch(trail: FeedPart, signer: nacl.signing.SigningKey) -> FeedPart:
+    """The peer restored from a backup holding its trail's first entry, then wrote one more."""
+    branch = [trail.entries[0]]
+    branch.append(audit.make_entry(branch[-1], trail.entries[-1].at + 5, "-", "restored", {"file": "b"}, signer))
+    branch.append(audit.make_entry(branch[-1], trail.entries[-1].at + 6, "-", "bundle_exported", {"after": "restore"}, signer))
+    return FeedPart(trail.origin, tuple(branch))
 
 
 async def node_world(root: Path) -> AsyncIterator[World]:
@@ -72,7 +82,8 @@ async def node_world(root: Path) -> AsyncIterator[World]:
         assert whole is not None
         with_whole = [(head, await bravo.replica.changes_for(head, []))]
         trail = next(p for p in (await bravo.audit.feeds.carry_for(alpha.identity.node_key)).parts if p.origin == bravo.identity.node_key)
-        yield World(NodeReplica(alpha), bravo.identity.node_key, changed[0], list(batch), post, revoke, whole, with_whole, trail)
+        restored = restored_branch(trail, bravo.identity.keys.node)
+        yield World(NodeReplica(alpha), bravo.identity.node_key, changed[0], list(batch), post, revoke, whole, with_whole, trail, restored)
 
 
 async def memory_world() -> AsyncIterator[World]:
@@ -96,7 +107,8 @@ async def memory_world() -> AsyncIterator[World]:
     for seq in range(1, 4):
         entries.append(audit.make_entry(entries[-1] if entries else None, 1000 + seq, "-", "bundle_exported", {"n": seq}, workspace.nodes[1]))
     try:
-        yield World(alpha.replica, bravo.node_key, segment, bravo.replica.changes_of(segment), post, revoke, whole, [], FeedPart(bravo.node_key, tuple(entries)))
+        trail = FeedPart(bravo.node_key, tuple(entries))
+        yield World(alpha.replica, bravo.node_key, segment, bravo.replica.changes_of(segment), post, revoke, whole, [], trail, restored_branch(trail, workspace.nodes[1]))
     finally:
         await alpha.aclose()
         await bravo.aclose()
@@ -217,13 +229,26 @@ async def test_a_bad_whole_segment_leaves_nothing(world: World) -> None:
     assert await world.replica.document_heads(world.whole.doc_id) == []
 
 
+def acked(part: FeedPart) -> TrailAck:
+    return TrailAck(FeedHead(part.entries[-1].seq, part.entries[-1].hash), restores_in(part.entries))
+
+
 async def test_a_peers_audit_trail_is_stored_once_and_acknowledged(world: World) -> None:
     count = len(world.trail.entries)
     assert count >= 2
-    assert await world.replica.import_audit(world.peer, AuditCarry({world.peer: count}, (world.trail,))) == count
+    assert await world.replica.import_audit(world.peer, AuditCarry({world.peer: acked(world.trail)}, (world.trail,))) == count
     assert await world.replica.import_audit(world.peer, AuditCarry({}, (world.trail,))) == 0  # held: skipped
     # The peer serves no admin: it is told how far its own trail is held here, and sent none.
-    assert await world.replica.audit_for(world.peer, max_bytes=1 << 20) == AuditCarry({world.peer: count})
+    assert await world.replica.audit_for(world.peer, max_bytes=1 << 20) == AuditCarry({world.peer: acked(world.trail)})
+
+
+async def test_a_peers_trail_after_a_restore_supersedes_the_history_it_lost(world: World) -> None:
+    assert await world.replica.import_audit(world.peer, AuditCarry({}, (world.trail,))) == len(world.trail.entries)
+    assert await world.replica.import_audit(world.peer, AuditCarry({}, (world.restored,))) == 2
+    assert (await world.replica.audit_for(world.peer, max_bytes=1 << 20)).held[world.peer] == acked(world.restored)
+    # The lost history, relayed again, does not win it back.
+    assert await world.replica.import_audit(world.peer, AuditCarry({}, (world.trail,))) == 0
+    assert (await world.replica.audit_for(world.peer, max_bytes=1 << 20)).held[world.peer] == acked(world.restored)
 
 
 async def test_a_forged_gapped_or_unknown_trail_is_refused_and_nothing_stored(world: World) -> None:
@@ -237,5 +262,5 @@ async def test_a_forged_gapped_or_unknown_trail_is_refused_and_nothing_stored(wo
     # A gap is what a receiver restored from a backup meets: that part is skipped, not refused.
     assert await world.replica.import_audit(world.peer, AuditCarry({}, (FeedPart(world.peer, tuple(entries[1:])),))) == 0
     after = await world.replica.audit_for(world.peer, max_bytes=1 << 20)
-    assert after.parts == () and set(after.held.values()) <= {0}  # nothing of it was kept
+    assert after.parts == () and all(ack.head.seq == 0 for ack in after.held.values())  # nothing of it was kept
     assert await world.replica.import_audit(world.peer, AuditCarry({}, (world.trail,))) == len(entries)

@@ -291,10 +291,11 @@ async def test_a_revoked_nodes_trail_is_kept_verified_and_marked_revoked(tmp_pat
         assert {e.received_from for e in trail.entries} == {alpha.identity.node_id}
 
 
-async def test_a_node_restored_from_a_backup_still_syncs_with_the_admins_nodes(tmp_path: Path) -> None:
-    """bravo's trail reaches alpha; bravo is restored from an older backup and writes more than
-    alpha holds of its old trail: its entries do not follow alpha's copy, but its key signed
-    them - a fork, skipped (audited with the import), never a refused bundle."""
+async def test_a_node_restored_from_a_backup_supersedes_its_lost_history_on_every_admin_node(tmp_path: Path) -> None:
+    """bravo's trail reaches alpha and, relayed, delta; bravo is restored from an older backup
+    and goes on: its branch from its signed `restored` entry supersedes the lost history on
+    alpha (kept apart, shown, audited), alpha relays it to delta, which held the lost history;
+    the lost history offered back changes nothing, and nothing is sent twice."""
     alpha, bravo, charlie, delta = await admin_workspace(tmp_path)
     backups = tmp_path / "backups"
     backups.mkdir()
@@ -304,14 +305,36 @@ async def test_a_node_restored_from_a_backup_still_syncs_with_the_admins_nodes(t
             for n in range(4):
                 await bravo.chat.create_channel(f"before-{n}")
             await carry(bravo, alpha, tmp_path)
-            held_before = len(stored_rows(alpha, bravo))
+            await carry(alpha, delta, tmp_path)
+            lost = stored_rows(alpha, bravo)
+        assert stored_rows(delta, bravo) == [(seq, action, alpha.identity.node_id) for seq, action, _ in lost]
         restored = await Node.restore(tmp_path / "bravo-again", taken.path, PASSPHRASE)
         async with restored:
-            await carry(alpha, restored, tmp_path)  # alpha says how far it holds bravo's trail
-            for n in range(8):  # past what alpha holds of the old trail
-                await restored.chat.create_channel(f"after-{n}")
-            await carry(restored, alpha, tmp_path)  # refused before: "entry N does not link"
-            assert [c.name for c in await alpha.views.list_channels() if c.name.startswith("after-")] == [f"after-{n}" for n in range(8)]
-        assert len(stored_rows(alpha, bravo)) == held_before  # the old copy is kept as it was
-        accepted = [e for e in await alpha.audit.entries() if e.action == "bundle_accepted"][-1]
-        assert "the trail forked" in json.dumps(accepted.detail)
+            await restored.chat.create_channel("after-0")
+            own = [(e.seq, e.action) for e in await restored.audit.entries()]
+            at = next(seq for seq, action in own if action == "restored")
+            assert at <= len(lost)  # the restored branch parts from what alpha holds
+            await carry(restored, alpha, tmp_path)
+            assert [(seq, action) for seq, action, _ in stored_rows(alpha, bravo)] == own
+            await carry(alpha, delta, tmp_path)
+            assert [(seq, action) for seq, action, _ in stored_rows(delta, bravo)] == own
+            await carry(delta, alpha, tmp_path)  # delta's copy is alpha's: nothing changes
+            await carry(alpha, restored, tmp_path)  # alpha acknowledges bravo's new branch
+            held = len(stored_rows(alpha, bravo))
+            await carry(restored, alpha, tmp_path)  # only what bravo wrote since: nothing twice
+            sent = [e.detail for e in await restored.audit.entries() if e.action == "bundle_exported"][-1]
+            assert sent["audit_entries"] == len(stored_rows(alpha, bravo)) - held > 0
+            assert [(seq, action) for seq, action, _ in stored_rows(alpha, bravo)] == [(e.seq, e.action) for e in await restored.audit.entries()][:-1]
+        trail = trail_of(await alpha.audit.workspace(), bravo)
+        assert trail.ok and trail.count == len(stored_rows(alpha, bravo)) > len(own)
+        assert [(e.seq, e.action) for e in trail.superseded] == [(seq, action) for seq, action, _ in lost if seq >= at]
+        assert {e.superseded_by for e in trail.superseded} == {bravo.identity.node_id}
+        superseded = [e.detail for e in await alpha.audit.entries() if e.action == "audit_trail_superseded"]
+        assert superseded == [{"node": bravo.identity.node_id, "from_seq": at, "kept_apart": len(lost) - at + 1, "from": bravo.identity.node_id, "restored_at_seq": at}]
+        assert len([e for e in await delta.audit.entries() if e.action == "audit_trail_superseded"]) == 1
+        # An entry kept apart is evidence: an edit of it is named.
+        with sqlite3.connect(alpha.home / "node.db") as conn:
+            conn.execute("UPDATE audit_superseded SET detail = '{}' WHERE seq = ?", (at,))
+        edited = trail_of(await alpha.audit.workspace(), bravo)
+        assert not edited.ok and edited.problem == f"superseded entry {at} was altered"
+

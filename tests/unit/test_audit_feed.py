@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appliance import audit, cbor, crypto
-from appliance.audit_feed import AuditCarry, FeedHead, FeedPart, carried_bytes, extend_feed, up_to_signed, verify_feed, within
+from appliance.audit_feed import AuditCarry, FeedHead, FeedPart, HeldBranch, Restore, TrailAck, carried_bytes, extend_feed, up_to_signed, verify_feed, within
 from sync import bundle_payload, errors, messages
 from sync.bundle_payload import BundleContent, Limits, decode_payload, encode_payload
 
@@ -35,9 +35,24 @@ entries_st = st.builds(
 )
 
 
+hashes = st.binary(min_size=32, max_size=32)
+restores_st = st.lists(st.tuples(st.integers(min_value=1, max_value=2**40), hashes, st.integers(min_value=0, max_value=2**62)), max_size=4, unique_by=lambda r: r[0])
+acks_st = st.builds(
+    lambda seq, digest, restores: TrailAck(FeedHead(seq, digest), tuple(Restore(*r) for r in sorted(restores) if r[0] <= seq)),
+    st.integers(min_value=0, max_value=2**40),
+    hashes,
+    restores_st,
+)
+
+
+def branch(entries: list[audit.AuditEntry]) -> HeldBranch:
+    """What a node holding `entries` passes `extend_feed`."""
+    return HeldBranch(FeedHead(entries[-1].seq, entries[-1].hash), {e.seq: e for e in entries}) if entries else HeldBranch()
+
+
 @settings(max_examples=40, deadline=None)
-@given(entries_st, st.dictionaries(st.binary(min_size=32, max_size=32), st.integers(min_value=0, max_value=2**40), max_size=3))
-def test_the_audit_field_round_trips_in_format_4(entries: tuple[audit.AuditEntry, ...], held: dict[bytes, int]) -> None:
+@given(entries_st, st.dictionaries(hashes, acks_st, max_size=3))
+def test_the_audit_field_round_trips_in_format_4(entries: tuple[audit.AuditEntry, ...], held: dict[bytes, TrailAck]) -> None:
     carry = AuditCarry(held, (FeedPart(ORIGIN, entries),) if entries else ())
     content = BundleContent(audit=carry)
     version = bundle_payload.version_for(content)
@@ -48,7 +63,7 @@ def test_the_audit_field_round_trips_in_format_4(entries: tuple[audit.AuditEntry
 @settings(max_examples=60, deadline=None)
 @given(st.integers(min_value=1, max_value=400), st.data())
 def test_a_truncated_or_damaged_format_4_payload_is_refused(cut: int, data: st.DataObject) -> None:
-    content = BundleContent(audit=AuditCarry({ORIGIN: 3}, (FeedPart(ORIGIN, tuple(feed(3))),)))
+    content = BundleContent(audit=AuditCarry({ORIGIN: TrailAck(FeedHead(3, bytes(32)))}, (FeedPart(ORIGIN, tuple(feed(3))),)))
     raw = cbor.encode(bundle_payload.content_to_wire(content, 4))
     truncated = raw[: max(0, len(raw) - cut)]
     with pytest.raises(errors.BundleRejected):
@@ -70,8 +85,14 @@ def test_a_truncated_or_damaged_format_4_payload_is_refused(cut: int, data: st.D
     ("wire", "message"),
     [
         ({"held": {}}, "exactly held and feeds"),
-        ({"held": {"AB" * 32: 1}, "feeds": {}}, "64 lowercase hex"),
-        ({"held": {"ab" * 32: -1}, "feeds": {}}, "sequence number"),
+        ({"held": {"AB" * 32: [1, b"\0" * 32, []]}, "feeds": {}}, "64 lowercase hex"),
+        ({"held": {"ab" * 32: 1}, "feeds": {}}, "is not \\[seq, hash, restores\\]"),
+        ({"held": {"ab" * 32: [-1, b"\0" * 32, []]}, "feeds": {}}, "sequence number"),
+        ({"held": {"ab" * 32: [1, b"\0" * 31, []]}, "feeds": {}}, "head hash must be 32 bytes"),
+        ({"held": {"ab" * 32: [1, b"\0" * 32, None]}, "feeds": {}}, "not a list of at most 16"),
+        ({"held": {"ab" * 32: [1, b"\0" * 32, [[2, b"\0" * 32, 5]]]}, "feeds": {}}, "restore's seq or time"),
+        ({"held": {"ab" * 32: [3, b"\0" * 32, [[2, b"\0" * 32]]]}, "feeds": {}}, "not \\[seq, hash, at\\]"),
+        ({"held": {"ab" * 32: [3, b"\0" * 32, [[2, b"\0" * 32, 5], [1, b"\0" * 32, 6]]]}, "feeds": {}}, "not in order"),
         ({"held": {}, "feeds": {"ab" * 32: []}}, "non-empty list"),
         ({"held": {}, "feeds": {"ab" * 32: [[1, 2, "a", "b", "{}", b"\0" * 32, b"\0" * 32]]}}, "list of 8 fields"),
         ({"held": {}, "feeds": {"ab" * 32: [[1, 2, "a" * 65, "b", "{}", b"\0" * 32, b"\0" * 32, None]]}}, "too long"),
@@ -87,7 +108,7 @@ def test_a_malformed_audit_field_is_refused_with_its_reason(wire: object, messag
 
 
 def test_format_3_cannot_carry_trails_and_refuses_the_field() -> None:
-    content = BundleContent(audit=AuditCarry({ORIGIN: 1}))
+    content = BundleContent(audit=AuditCarry({ORIGIN: TrailAck(FeedHead(1, bytes(32)))}))
     with pytest.raises(ValueError, match="format 3 cannot carry audit trails"):
         encode_payload(content, 3)
     wire = bundle_payload.content_to_wire(BundleContent(), 3) | {"audit": {"held": {}, "feeds": {}}}
@@ -132,30 +153,34 @@ def test_unsigned_entries_count_only_once_a_signature_covers_them() -> None:
 
 def test_extending_a_held_feed_skips_what_is_held_and_refuses_gaps_forks_and_forgeries() -> None:
     entries = feed(6, frozenset({2}))
-    held = FeedHead(3, entries[2].hash)
+    held = branch(entries[:3])
     assert extend_feed(held, FeedPart(ORIGIN, tuple(entries))).new == tuple(entries[3:])
     assert extend_feed(held, FeedPart(ORIGIN, tuple(entries[3:]))).new == tuple(entries[3:])
-    assert extend_feed(FeedHead(6, entries[5].hash), FeedPart(ORIGIN, tuple(entries))).new == ()
+    assert extend_feed(branch(entries), FeedPart(ORIGIN, tuple(entries))).new == ()
     gap = extend_feed(held, FeedPart(ORIGIN, tuple(entries[4:])))
     assert (gap.new, gap.problem, gap.recoverable) == ((), "entries 4 to 4 are missing (a gap)", True)
-    forked = feed(3)  # another history under the same key: entry 3 differs from the one held
-    fork = extend_feed(FeedHead(3, forked[2].hash), FeedPart(ORIGIN, tuple(entries)))
-    assert fork.recoverable and fork.new == () and fork.problem is not None and fork.problem.startswith("entry 3 differs from the one held here: the trail forked")
-    # The node restored from a backup of entry 3 and went on: its entries 4 to 6 are another
-    # history, signed by its key. Sent from the 5 this node acknowledged, entry 6 does not link.
-    restored = entries[:3]
+    forked = feed(3)  # another history under the same key (no restore): entry 2 differs from the one held
+    fork = extend_feed(branch(forked), FeedPart(ORIGIN, tuple(entries)))
+    assert fork.recoverable and fork.new == () and fork.supersedes is None
+    assert fork.problem == "entry 2 differs from the one held here: the trail forked, and neither branch was restored from a backup there (a rewritten or cloned store), so the held one is kept"
+    # Another history from entry 4 on, signed by the node's key, sent from the 5 this node
+    # acknowledged: entry 6 does not follow the held entry 5, and the part does not reach back.
+    other = entries[:3]
     for seq in (4, 5, 6):
-        restored.append(audit.make_entry(restored[-1], 9000 + seq, "-", "backup", {"restored": seq}, KEY))
-    after_restore = extend_feed(FeedHead(5, entries[4].hash), FeedPart(ORIGIN, (restored[5],)))
-    assert after_restore.recoverable and after_restore.new == () and after_restore.problem is not None and "the trail forked" in after_restore.problem
-    unsigned_fork = audit.make_entry(restored[4], 9100, "-", "backup", {}, OTHER)
-    assert extend_feed(FeedHead(5, entries[4].hash), FeedPart(ORIGIN, (unsigned_fork,))).recoverable is False  # not its node's: a forgery
+        other.append(audit.make_entry(other[-1], 9000 + seq, "-", "backup", {"other": seq}, KEY))
+    unseen = extend_feed(branch(entries[:5]), FeedPart(ORIGIN, (other[5],)))
+    assert unseen.recoverable and unseen.new == () and unseen.problem is not None and "the trail forked" in unseen.problem
+    unsigned_fork = audit.make_entry(other[4], 9100, "-", "backup", {}, OTHER)
+    assert extend_feed(branch(entries[:5]), FeedPart(ORIGIN, (unsigned_fork,))).recoverable is False  # not its node's: a forgery
     forged = audit.make_entry(entries[3], 5000, "-", "backup", {}, OTHER)
-    bad = extend_feed(FeedHead(4, entries[3].hash), FeedPart(ORIGIN, (forged,)))
+    bad = extend_feed(branch(entries[:4]), FeedPart(ORIGIN, (forged,)))
     assert (bad.problem, bad.recoverable) == ("entry 5 was altered: its signature by its node's key does not verify", False)
+    # A branch that parts from the held one must verify too: a forged one is refused, not skipped.
+    forged_branch = extend_feed(branch(entries[:5]), FeedPart(ORIGIN, (entries[3], forged)))
+    assert not forged_branch.recoverable and forged_branch.problem is not None and "does not verify" in forged_branch.problem
     assert extend_feed(held, FeedPart(ORIGIN, (entries[3], entries[5]))).problem == "its entries are not consecutive"
     tail = feed(3, frozenset({3}))
-    assert extend_feed(FeedHead(), FeedPart(ORIGIN, tuple(tail))).problem == "its last entry 3 is not signed"
+    assert extend_feed(HeldBranch(), FeedPart(ORIGIN, tuple(tail))).problem == "its last entry 3 is not signed"
 
 
 @given(st.integers(min_value=1, max_value=12), st.integers(min_value=0, max_value=4000))
@@ -171,7 +196,7 @@ def test_a_part_is_cut_to_its_byte_budget_and_ends_signed(n: int, max_bytes: int
 @settings(max_examples=30, deadline=None)
 @given(entries_st, st.integers(min_value=1, max_value=60))
 def test_the_lan_trails_message_round_trips_and_refuses_truncation(entries: tuple[audit.AuditEntry, ...], cut: int) -> None:
-    message = messages.Trails(AuditCarry({ORIGIN: len(entries)}, (FeedPart(ORIGIN, entries),) if entries else ()))
+    message = messages.Trails(AuditCarry({ORIGIN: TrailAck(FeedHead(len(entries), entries[-1].hash if entries else bytes(32)))}, (FeedPart(ORIGIN, entries),) if entries else ()))
     raw = messages.encode_message(message)
     assert messages.decode_message(raw) == message
     with pytest.raises(errors.MessageMalformed):

@@ -132,7 +132,8 @@ def _audit_verdict_text(verdict: AuditVerdict) -> str:
 def _trail_verdict_text(trail: NodeTrail) -> str:
     who = f"{trail.node_id} {printable(trail.name)}{' (revoked)' if trail.revoked else ''}"
     if trail.ok:
-        return f"{who}: intact, {trail.count} entries, head {trail.head.hex()[:16]}"
+        apart = f"; {len(trail.superseded)} entries superseded by a restore of the node, kept apart" if trail.superseded else ""
+        return f"{who}: intact, {trail.count} entries, head {trail.head.hex()[:16]}{apart}"
     return f"{who}: BROKEN after {trail.verified} good entries: {printable(trail.problem or '')}"
 
 
@@ -167,6 +168,8 @@ def export_line(trail: NodeTrail, entry: TrailEntry) -> str:
             "signature": None if entry.signature is None else entry.signature.hex(),
             "received_at": iso_utc(entry.received_at),
             "received_from": entry.received_from,
+            "superseded_at": iso_utc(entry.superseded_at),
+            "superseded_by": entry.superseded_by,
         },
         ensure_ascii=False,
         sort_keys=True,
@@ -179,7 +182,7 @@ async def _audit_workspace(node: Node, args: argparse.Namespace) -> None:
         raise InvalidInput(f"no audit trail of a node {args.node!r} is held here")
     if getattr(args, "audit_command", None) == "export":
         for trail in trails:
-            for entry in trail.entries:
+            for entry in (*trail.entries, *trail.superseded):
                 sys.stdout.write(export_line(trail, entry) + "\n")
         sys.stdout.flush()
         await node.audit.record_trail_export(trails, _since(args.since))
@@ -190,7 +193,11 @@ async def _audit_workspace(node: Node, args: argparse.Namespace) -> None:
         lines.extend(
             f"  {e.seq:>6} {iso_utc(e.at)} {e.action:<18} {printable(e.actor_name or e.actor[:12]):<12} {printable(e.detail)}" for e in trail.entries[-args.limit :] if args.limit
         )
-    emit(args, [_trail_json(trail) | {"entries": [json.loads(export_line(trail, e)) for e in trail.entries]} for trail in trails], "\n".join(lines))
+    emit(
+        args,
+        [_trail_json(trail) | {"entries": [json.loads(export_line(trail, e)) for e in trail.entries], "superseded": [json.loads(export_line(trail, e)) for e in trail.superseded]} for trail in trails],
+        "\n".join(lines),
+    )
     if not all(trail.ok for trail in trails):
         raise CommandFailed("the audit trail of " + ", ".join(t.node_id for t in trails if not t.ok) + " is broken", EXIT_ERROR, "AuditBroken")
 

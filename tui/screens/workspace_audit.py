@@ -1,6 +1,7 @@
 """The workspace's audit across nodes: every node's trail held here, each chain verified
 against that node's key (a verdict per node, the first bad entry named), and the entries of
-all nodes or of the node picked.
+all nodes or of the node picked - with the entries a node's restore from a backup superseded,
+kept apart as evidence and marked so.
 
 Opened from the admin screen's audit tab (`w`). The trails come from the node in a worker
 and back as a message; everything in them was written by other nodes and is shown as plain
@@ -32,9 +33,14 @@ ENTRIES_SHOWN = 2000  # the newest entries listed (over the nodes shown); verdic
 
 
 def verdict_text(trail: NodeTrail) -> str:
-    if trail.ok:
-        return f"intact ({trail.count})"
-    return f"BROKEN after {trail.verified}"
+    if not trail.ok:
+        return f"BROKEN after {trail.verified}"
+    return f"intact ({trail.count}, {len(trail.superseded)} superseded)" if trail.superseded else f"intact ({trail.count})"
+
+
+def entry_key(entry: TrailEntry) -> str:
+    """A row's key: an entry a restore superseded shares its seq with the one that replaced it."""
+    return f"{entry.origin}:{entry.seq}" + ("" if entry.superseded_at is None else f":{entry.hash.hex()[:16]}")
 
 
 class WorkspaceAuditScreen(Screen[None]):
@@ -110,19 +116,19 @@ class WorkspaceAuditScreen(Screen[None]):
             self.show_entries()
 
     def shown(self) -> list[tuple[NodeTrail, TrailEntry]]:
-        pairs = [(trail, entry) for trail in self.trails if self.node in (ALL, trail.node_id) for entry in trail.entries]
+        pairs = [(trail, entry) for trail in self.trails if self.node in (ALL, trail.node_id) for entry in (*trail.entries, *trail.superseded)]
         pairs.sort(key=lambda pair: (pair[1].at, pair[1].origin, pair[1].seq), reverse=True)  # newest first
         return pairs[:ENTRIES_SHOWN]
 
     def show_entries(self) -> None:
         rows = [
             (
-                f"{entry.origin}:{entry.seq}",
+                entry_key(entry),
                 (
                     cell(trail.name, NAME_WIDTH),
                     Text(str(entry.seq), justify="right"),
                     cell(short_time(entry.at)),
-                    cell(entry.action),
+                    cell(entry.action if entry.superseded_at is None else f"(superseded) {entry.action}"),
                     cell(entry.actor_name or entry.actor[:8], ACTOR_WIDTH),
                     cell(entry.detail, DETAIL_WIDTH),
                 ),
@@ -135,11 +141,13 @@ class WorkspaceAuditScreen(Screen[None]):
     @on(DataTable.RowHighlighted, "#trail-entries")
     def show_detail(self) -> None:
         key = highlighted(self.query_one("#trail-entries", DataTable))
-        found = next(((t, e) for t, e in self.shown() if f"{e.origin}:{e.seq}" == key), None)
+        found = next(((t, e) for t, e in self.shown() if entry_key(e) == key), None)
         trail = next((t for t in self.trails if t.node_id == self.node), None)
         if found is not None:
             t, e = found
             via = "" if e.received_from is None else f" (from {e.received_from} at {iso_utc(e.received_at)})"
+            if e.superseded_at is not None:
+                via += f"; superseded at {iso_utc(e.superseded_at)} by a later restore of its node, sent by {e.superseded_by}"
             text = f"{printable(t.name)} #{e.seq} {iso_utc(e.at)} {printable(e.actor_name or e.actor)}: {printable(e.action)} {printable(e.detail)}{via}"
         elif trail is not None and trail.problem:
             text = f"{printable(trail.name)}: {printable(trail.problem)}"
