@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -65,3 +66,26 @@ def pane_title(app: App[Any]) -> str:
     """The line above the messages, right of the channel list."""
     lines = screen_text(app).splitlines()
     return lines[1][20:].strip() if len(lines) > 1 else ""
+
+
+class Steps:
+    """A clock that moves only when the test says (a minute and a second a step), so what a
+    node's background upkeep reads of it changes no time shown, and randomness from a seed."""
+
+    def __init__(self, seed: bytes, start_ms: int = 1_790_000_000_000) -> None:
+        self.at = start_ms
+        self._seed = seed
+        self._counter = 0
+
+    def step(self) -> None:
+        self.at += 61_000
+
+    def clock(self) -> int:
+        return self.at
+
+    def rng(self, size: int) -> bytes:
+        out = b""
+        while len(out) < size:
+            out += hashlib.sha256(self._seed + self._counter.to_bytes(8, "big")).digest()
+            self._counter += 1
+        return out[:size]

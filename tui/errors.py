@@ -5,6 +5,8 @@ root. appliance/errors.py and sync/errors.py draw their own branches; this modul
     └── TuiError                 raised by the command or the console, never by the node
         ├── CliError             how the command was called: no passphrase, an unreadable file,
         │   │                    a stick that is not mounted, a malformed --peer (exit 1)
+        │   ├── UnreadableFile   a file the user named cannot be read, is too big or not UTF-8
+        │   │                    (the console's forms report it too)
         │   └── UsageError       the command line does not parse: argparse's complaint and the
         │                        command's usage (exit 2)
         └── CommandFailed        the command ran and printed its report, and its exit status must
@@ -24,6 +26,10 @@ class TuiError(RallypointError):
 
 class CliError(TuiError):
     """A problem with how the command was called (missing passphrase, unreadable file)."""
+
+
+class UnreadableFile(CliError):
+    """A file the user named cannot be read, is over its size limit, or is not UTF-8 text."""
 
 
 class UsageError(CliError):

@@ -1,12 +1,15 @@
-"""Files the console and the command line write for the user: saved attachments, enrollment
-files, exported documents."""
+"""Files the console and the command line write for the user (saved attachments, enrollment
+files, exported documents) and text files they read for the user (terms of service)."""
 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import unicodedata
 from pathlib import Path
+
+from tui.errors import UnreadableFile
 
 
 def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
@@ -43,3 +46,22 @@ def free_path(folder: Path, name: str) -> Path:
         candidate = folder / f"{stem} ({number}){suffix}"
         number += 1
     return candidate
+
+
+def read_text(path: Path, max_bytes: int, what: str) -> str:
+    """The UTF-8 text of `path` ("-": standard input), at most `max_bytes`, else UnreadableFile
+    naming the file and `what` it should hold."""
+    try:
+        if str(path) == "-":
+            data = sys.stdin.buffer.read(max_bytes + 1)
+        else:
+            with path.expanduser().open("rb") as handle:
+                data = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise UnreadableFile(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if len(data) > max_bytes:
+        raise UnreadableFile(f"{path} is over {max_bytes:,} bytes: {what} are at most {max_bytes // 1024} KiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UnreadableFile(f"{path} is not UTF-8 text (byte {exc.start})") from exc

@@ -15,8 +15,8 @@ from textual.widgets import Input
 from appliance.node import Node
 from tests.conftest import FAST, PASSPHRASE, make_workspace, sync_all
 from tests.console.test_console_admin import assert_fits
-from tests.console.test_console_snapshots import check, fixed_clock, fixed_randomness
-from tests.console_helpers import SIZE, main_screen, pane_title, recorded_notifications, screen_text, until, until_notified, until_shown
+from tests.console.test_console_snapshots import START_MS, check
+from tests.console_helpers import SIZE, Steps, main_screen, pane_title, recorded_notifications, screen_text, until, until_notified, until_shown
 from tui.app import RallypointApp
 from tui.dialogs.channel_settings import ChannelSettingsScreen
 from tui.dialogs.prompt import PromptScreen
@@ -27,11 +27,14 @@ from tui.widgets.channel_list import ChannelList
 async def home(tmp_path: Path) -> Path:
     """alice (admin) with bob and carol enrolled, a private channel #ops, fixed keys and clock."""
     node_home = tmp_path / "alpha"
-    node = await Node.init(node_home, workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST, clock=fixed_clock(), rng=fixed_randomness(b"alpha"))
+    steps = Steps(b"alpha", START_MS)
+    node = await Node.init(node_home, workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST, clock=steps.clock, rng=steps.rng)
     async with node:
         await node.enrollment.invite("bravo", "bob", kdf=FAST)
         await node.enrollment.invite("charlie", "carol", kdf=FAST)
+        steps.step()
         await node.chat.create_channel("ops", private=True, purpose="night shift")
+        steps.step()
         await node.chat.post("ops", "generator check at 18:00")
     return node_home
 

@@ -7,11 +7,8 @@ rewrites the snapshots and the README's SVG screenshots (docs/screenshots/) from
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +17,7 @@ from textual.pilot import Pilot
 
 from appliance.node import Attachment, Node
 from tests.conftest import FAST, PASSPHRASE, REPO
-from tests.console_helpers import SIZE, main_screen, screen_text, until, until_shown
+from tests.console_helpers import SIZE, Steps, main_screen, screen_text, until, until_shown
 from tui.app import RallypointApp
 from tui.screens.lock import LockScreen
 from tui.screens.mfa_enrol import MfaEnrolScreen
@@ -33,23 +30,6 @@ UPDATE = os.environ.get("RALLYPOINT_UPDATE_SNAPSHOTS") == "1"
 START_MS = 1_790_000_000_000  # 2026-09-21, 14:13 UTC
 
 
-def fixed_randomness(seed: bytes) -> Callable[[int], bytes]:
-    counter = itertools.count()
-
-    def rng(size: int) -> bytes:
-        out = b""
-        while len(out) < size:
-            out += hashlib.sha256(seed + next(counter).to_bytes(8, "big")).digest()
-        return out[:size]
-
-    return rng
-
-
-def fixed_clock() -> Callable[[], int]:
-    ticks = itertools.count()
-    return lambda: START_MS + 61_000 * next(ticks)
-
-
 @pytest.fixture(autouse=True)
 def utc(monkeypatch: pytest.MonkeyPatch) -> None:
     """Times are shown in local time: the snapshots are taken in UTC."""
@@ -60,17 +40,24 @@ def utc(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 async def home(tmp_path: Path) -> Path:
     home = tmp_path / "alpha"
-    node = await Node.init(home, workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST, clock=fixed_clock(), rng=fixed_randomness(b"alpha"))
+    steps = Steps(b"alpha", START_MS)  # moves only between the actions below, whatever the node's upkeep reads
+    node = await Node.init(home, workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST, clock=steps.clock, rng=steps.rng)
     async with node:
         await node.enrollment.invite("bravo", "bob", kdf=FAST)
         await node.enrollment.invite("charlie", "carol", role="observer", kdf=FAST)
+        steps.step()
         await node.chat.create_channel("general", purpose="all hands")
         await node.chat.create_channel("ops")
+        steps.step()
         await node.chat.post("ops", "generator check at 18:00")
+        steps.step()
         root = await node.chat.post("general", "Water point moved to the north gate. @bob can you confirm?")
+        steps.step()
         await node.chat.post("general", "Confirmed, signs are up.", reply_to=root)
+        steps.step()
         await node.chat.post("general", "Map of the new layout", attachments=[Attachment("layout.png", b"\x89PNG" + bytes(2000))])
         await node.chat.react(root, "👍")
+        steps.step()
         await node.chat.post("general", "Courier leaves at dawn; bring the stick.")
     return home
 
@@ -108,8 +95,10 @@ async def test_main_screens_match_their_snapshots(home: Path) -> None:
 
 
 async def test_sign_in_and_lock_screens_match_their_snapshots(home: Path) -> None:
-    async with await Node.open(home, PASSPHRASE, clock=fixed_clock(), rng=fixed_randomness(b"settings")) as node:
+    steps = Steps(b"settings", START_MS + 3_600_000)
+    async with await Node.open(home, PASSPHRASE, clock=steps.clock, rng=steps.rng) as node:
         await node.directory.add_user("dave", secret="dave-initial-1")
+        steps.step()
         await node.signin.set_console_lock(1)
     async with RallypointApp(home).run_test(size=SIZE) as pilot:
         await until_shown(pilot, "Unlock the node")
@@ -124,9 +113,11 @@ async def test_sign_in_and_lock_screens_match_their_snapshots(home: Path) -> Non
 
 
 async def test_the_mfa_enrolment_screen_matches_its_snapshot(home: Path) -> None:
-    async with await Node.open(home, PASSPHRASE, clock=fixed_clock(), rng=fixed_randomness(b"settings")) as node:
+    steps = Steps(b"settings", START_MS + 3_600_000)
+    async with await Node.open(home, PASSPHRASE, clock=steps.clock, rng=steps.rng) as node:
         await node.signin.mfa.require("admin")
-    async with RallypointApp(home, clock=fixed_clock(), rng=fixed_randomness(b"enrol")).run_test(size=SIZE) as pilot:
+    enrol = Steps(b"enrol", START_MS + 7_200_000)
+    async with RallypointApp(home, clock=enrol.clock, rng=enrol.rng).run_test(size=SIZE) as pilot:
         await until_shown(pilot, "Unlock the node")
         await pilot.press(*PASSPHRASE, "enter")
         await until_shown(pilot, "alice  (admin)")

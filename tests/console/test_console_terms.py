@@ -1,21 +1,26 @@
 """Terms of service in the console (issue 16 points 3 and 9): a user who has not accepted the
 current version sees them after unlock, and nothing of the channels, until they accept; Sign out
 closes the node and asks to unlock again; a version arriving while the console runs covers the
-channels at once; the admin screen's Terms tab shows who accepted which version, where. The
-terms screen is compared with its 80x24 snapshot."""
+channels at once; the admin screen's Terms tab shows who accepted which version, where, and an
+admin publishes a new version from it (typed, or from a file). The terms screen, the Terms tab
+and the publish dialog are compared with their 80x24 snapshots."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from textual.pilot import Pilot
+from textual.widgets import Input
 
 from appliance.node import Node
 from tests.conftest import FAST, PASSPHRASE, make_workspace, sync_all
-from tests.console.test_console_snapshots import check, fixed_clock, fixed_randomness
-from tests.console_helpers import SIZE, main_screen, screen_text, until, until_shown
+from tests.console.test_console_snapshots import START_MS, check
+from tests.console_helpers import SIZE, Steps, main_screen, screen_text, until, until_shown
 from tui.app import RallypointApp
+from tui.dialogs.publish_terms import PublishTermsScreen
 from tui.screens.admin import AdminScreen
 from tui.screens.signin import SignInScreen
 from tui.screens.terms import TermsScreen
@@ -39,12 +44,16 @@ def utc(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def published_to_bob(tmp_path: Path) -> Path:
     """alpha (alice, admin) publishes the terms; bravo (bob) holds them and has not accepted."""
-    alice = await Node.init(tmp_path / "alpha", workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST, clock=fixed_clock(), rng=fixed_randomness(b"alpha"))
+    a = Steps(b"alpha", START_MS)  # a clock that the node's background upkeep cannot move
+    alice = await Node.init(tmp_path / "alpha", workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST, clock=a.clock, rng=a.rng)
+    a.step()
     enrollment = await alice.enrollment.invite("bravo", "bob", kdf=FAST)
     bob = await Node.join(tmp_path / "bravo", enrollment.data, enrollment.code, PASSPHRASE, kdf=FAST)
     async with alice, bob:
+        a.step()
         await alice.chat.create_channel("general", purpose="all hands")
         await alice.chat.post("general", "Water point moved to the north gate.")
+        a.step()
         await alice.directory.terms.publish(1, "Field rules", TEXT)
         await sync_all(alice, bob)
         assert bob.directory.terms.pending() is not None
@@ -135,3 +144,76 @@ async def test_the_terms_screen_matches_its_snapshot(tmp_path: Path) -> None:
         await until(pilot, lambda: isinstance(pilot.app.screen, TermsScreen), "the terms screen")
         await until_shown(pilot, "Field rules")
         await check(pilot, "terms")
+
+
+async def accepted_on_alpha(tmp_path: Path) -> Path:
+    """alpha (alice, admin) published version 1 and bravo's bob accepted it there; carol, a
+    user of alpha, has not. Clocks step only between the fixture's actions."""
+    a, b = Steps(b"alpha"), Steps(b"bravo")
+    alice = await Node.init(tmp_path / "alpha", workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST, clock=a.clock, rng=a.rng)
+    async with alice:
+        a.step()
+        enrollment = await alice.enrollment.invite("bravo", "bob", kdf=FAST)
+        async with await Node.join(tmp_path / "bravo", enrollment.data, enrollment.code, PASSPHRASE, kdf=FAST, clock=b.clock, rng=b.rng) as bob:
+            a.step()
+            await alice.directory.terms.publish(1, "Field rules", "Be kind.")
+            a.step()
+            await alice.directory.add_user("carol")
+            await sync_all(alice, bob)
+            b.step()
+            await bob.directory.terms.accept(1)
+            await sync_all(bob, alice)
+    return tmp_path / "alpha"
+
+
+async def terms_tab(pilot: Pilot[Any]) -> AdminScreen:
+    await main_screen(pilot)
+    await pilot.press("f3")
+    await until(pilot, lambda: isinstance(pilot.app.screen, AdminScreen), "the admin screen")
+    await pilot.press("5")
+    await until_shown(pilot, "2 of 3 users accepted")
+    screen = pilot.app.screen
+    assert isinstance(screen, AdminScreen)
+    return screen
+
+
+async def test_an_admin_publishes_a_new_version_from_the_terms_tab(tmp_path: Path) -> None:
+    home = await accepted_on_alpha(tmp_path)
+    async with RallypointApp(home, PASSPHRASE).run_test(size=SIZE, notifications=True) as pilot:
+        await terms_tab(pilot)
+        await check(pilot, "admin_terms")
+        await pilot.press("p")
+        await until(pilot, lambda: isinstance(pilot.app.screen, PublishTermsScreen), "the publish dialog")
+        assert pilot.app.screen.query_one("#terms-version", Input).value == "2"  # one above the current
+        await check(pilot, "publish_terms")
+        await pilot.press("ctrl+s")
+        await until_shown(pilot, "Enter a title.")
+        await pilot.press(*"Field rules, v2")
+        await pilot.press("ctrl+s")
+        await until_shown(pilot, "Type the terms below, or give the file that holds them.")
+        await pilot.press(*"Be kind. Report lost sticks.")
+        await pilot.press("ctrl+s")
+        await until_shown(pilot, "Version 2 · Field rules, v2: 1 of 3 users accepted; not yet: bob, carol")
+    async with await Node.open(home, PASSPHRASE) as alice:
+        current = alice.directory.terms.current()
+        assert current is not None and (current.version, current.text) == (2, "Be kind. Report lost sticks.")
+        assert [e.detail["version"] for e in await alice.audit.entries() if e.action == "terms_published"] == [1, 2]
+
+
+async def test_terms_read_from_a_file_and_a_file_that_is_not_text_is_refused(tmp_path: Path) -> None:
+    home = await accepted_on_alpha(tmp_path)
+    good, bad = tmp_path / "terms-v2.txt", tmp_path / "terms.bin"
+    good.write_text("1. Be kind.\n2. Report lost sticks.\n", encoding="utf-8")
+    bad.write_bytes(b"\xff\xfe not text")
+    async with RallypointApp(home, PASSPHRASE).run_test(size=SIZE, notifications=True) as pilot:
+        await terms_tab(pilot)
+        for path, expect in ((bad, "UTF-8 text (byte 0)"), (good, "Version 2 · From the stick")):
+            await pilot.press("p")
+            await until(pilot, lambda: isinstance(pilot.app.screen, PublishTermsScreen), "the publish dialog")
+            await pilot.press(*"From the stick", "tab")
+            await pilot.press(*str(path))
+            await pilot.press("ctrl+s")
+            await until_shown(pilot, expect)
+    async with await Node.open(home, PASSPHRASE) as alice:
+        current = alice.directory.terms.current()
+        assert current is not None and current.text == good.read_text(encoding="utf-8")

@@ -4,7 +4,6 @@ shown literally; and its snapshot (tests/snapshots/workspace_audit.txt)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 import time
@@ -20,7 +19,7 @@ from appliance import audit
 from appliance.node import Node
 from sync.sneakernet import export_bundles, import_bundles
 from tests.conftest import FAST, PASSPHRASE, REPO
-from tests.console_helpers import SIZE, main_screen, screen_text, until, until_shown
+from tests.console_helpers import SIZE, Steps, main_screen, screen_text, until, until_shown
 from tui.app import RallypointApp
 from tui.screens.admin import admin_screen
 from tui.screens.workspace_audit import WorkspaceAuditScreen
@@ -28,29 +27,6 @@ from tui.screens.workspace_audit import WorkspaceAuditScreen
 START_MS = 1_790_000_000_000
 SNAPSHOT = REPO / "tests" / "snapshots" / "workspace_audit.txt"
 HOSTILE = '[bold]x[/] \x1b[31m'
-
-
-class Steps:
-    """A clock that moves only when the test says (a minute and a second a step), so what a
-    node's background upkeep reads of it changes no time shown, and randomness from a seed."""
-
-    def __init__(self, seed: bytes) -> None:
-        self.at = START_MS
-        self._seed = seed
-        self._counter = 0
-
-    def step(self) -> None:
-        self.at += 61_000
-
-    def clock(self) -> int:
-        return self.at
-
-    def rng(self, size: int) -> bytes:
-        out = b""
-        while len(out) < size:
-            out += hashlib.sha256(self._seed + self._counter.to_bytes(8, "big")).digest()
-            self._counter += 1
-        return out[:size]
 
 
 @pytest.fixture(autouse=True)

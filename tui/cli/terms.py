@@ -4,7 +4,6 @@ terms, accept them, and see who accepted which version, when and on which node (
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,7 +11,7 @@ from appliance.model import iso_utc
 from tui.cli.output import emit
 from tui.cli.parsing import Command
 from tui.cli.unlock import with_node
-from tui.errors import CliError
+from tui.files import read_text
 from tui.text import printable
 
 if TYPE_CHECKING:  # each command imports what it uses when it runs: `--help` loads none of it
@@ -24,20 +23,7 @@ MAX_FILE_BYTES = 64 * 1024  # appliance.terms.MAX_TEXT_BYTES: a longer file is r
 
 def read_terms_file(path: str) -> str:
     """The terms' text from FILE ("-": standard input), as UTF-8."""
-    try:
-        if path == "-":
-            data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
-        else:
-            with Path(path).expanduser().open("rb") as handle:
-                data = handle.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    if len(data) > MAX_FILE_BYTES:
-        raise CliError(f"{path} is over {MAX_FILE_BYTES:,} bytes: terms of service are at most 64 KiB")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise CliError(f"{path} is not UTF-8 text (byte {exc.start})") from exc
+    return read_text(Path(path), MAX_FILE_BYTES, "terms of service")
 
 
 def terms_json(info: TermsInfo) -> dict[str, object]:
