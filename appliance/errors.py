@@ -148,6 +148,10 @@ class StorageError(ApplianceError):
     """The database refused a write (full disk, read-only medium, locked); nothing was half-written."""
 
 
+class BackupCheckFailed(StorageError):
+    """A fresh backup failed its check (integrity, identity, audit chain): it was not kept."""
+
+
 class IdentityConflict(ApplianceError):
     """Two machines present one node identity (an enrollment file used twice, a copied disk):
     that node is refused until an admin revokes it and it is re-enrolled."""

@@ -152,8 +152,14 @@ async def test_only_admins_take_backups_and_bad_folders_are_refused(tmp_path: Pa
         with pytest.raises(PermissionDenied, match="backup needs the admin role"):
             await bob.custody.backup(tmp_path)
         assert (await bob.audit.entries(1))[0].action == "permission_denied"
-        with pytest.raises(InvalidInput, match="no folder"):
-            await alpha.custody.backup(tmp_path / "missing")
+        with pytest.raises(InvalidInput, match="no folder"):  # an unmounted stick is not replaced by a folder on this disk
+            await alpha.custody.backup(tmp_path / "missing" / "backups")
+        assert not (tmp_path / "missing").exists()
+        (tmp_path / "a file").write_text("not a folder")
+        with pytest.raises(InvalidInput, match="is not a folder"):
+            await alpha.custody.backup(tmp_path / "a file")
+        taken = await alpha.custody.backup(tmp_path / "new")  # a missing folder is made, readable by its owner only
+        assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700 and taken.path.parent == tmp_path / "new"
 
 
 @pytest.mark.root
