@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import stat
 import subprocess
 import time
@@ -205,3 +206,76 @@ def test_backup_and_restore_from_the_command_line(tmp_path: Path) -> None:
     assert "restored into" in restored.stdout
     read = run_cli(rebuilt, "read", "general", "--json")
     assert [m["text"] for m in json.loads(read.stdout)] == ["kept"]
+
+
+def test_the_scheduled_backup_runs_beside_serve_and_prunes_by_the_configured_policy(tmp_path: Path) -> None:
+    """What the appliance's timer runs: `backup --scheduled` with the passphrase only, while the
+    node's LAN service holds the home; the folder and retention come from `config`."""
+    from tests.system.test_cli_gaps import start_serve, stop
+
+    home, shelf = tmp_path / "home", tmp_path / "shelf"
+    assert run_cli(home, "init", "--workspace", "acme", "--user", "alice").returncode == 0
+    unset = run_cli(home, "backup", "--scheduled")
+    assert unset.returncode == 1 and "no backup folder is set" in unset.stderr
+    assert "NONE taken yet" in run_cli(home, "backup", "--status").stdout
+    usage = run_cli(home, "backup", "--keep", "30d")
+    assert usage.returncode == 2 and "--to DIR" in usage.stderr
+    bad = run_cli(home, "config", "--backup-dir", str(shelf), "--backup-keep", "30 days")
+    assert bad.returncode == 1 and "cannot read the retention '30 days'" in bad.stderr
+    configured = run_cli(home, "config", "--backup-dir", str(shelf), "--backup-keep", "1h", "--backup-keep-at-least", "1", "--json")
+    assert json.loads(configured.stdout)["scheduled_backup"] == {"folder": str(shelf), "keep": "1h", "keep_at_least": 1}
+    shelf.mkdir(mode=0o700)
+    serve, _ = start_serve(home)
+    try:
+        first = run_cli(home, "backup", "--scheduled", "--json")
+        assert first.returncode == 0, first.stderr
+        name = Path(json.loads(first.stdout)["file"]).name
+        old = shelf / name.replace(name[-26:-10], "20200101T000000Z")
+        os.rename(shelf / name, old)  # as if it had been taken in 2020 (the check recorded is for its real name)
+        time.sleep(1)  # a new second: a new name
+        second = run_cli(home, "backup", "--scheduled", "--json")
+        assert second.returncode == 0, second.stderr
+        assert json.loads(second.stdout)["pruned"] == [old.name]  # not recorded as checked under that name, older than an hour
+        assert serve.poll() is None  # the LAN service kept running
+    finally:
+        stop(serve)
+    assert [p.name for p in shelf.iterdir()] == [Path(json.loads(second.stdout)["file"]).name]
+    status = run_cli(home, "backup", "--status", "--json")
+    report = json.loads(status.stdout)
+    assert report["state"] == "ok" and report["folder"] == str(shelf) and report["keep"] == "1h" and report["last"]["ok"] is True
+    assert "Backups: ok, last verified" in run_cli(home, "backup", "--status").stdout
+    audit = json.loads(run_cli(home, "audit", "--json", "--limit", "4").stdout)
+    assert [e["action"] for e in audit][-1] == "backup_pruned" and audit[-1]["detail"]["file"] == old.name
+
+
+def test_a_corrupted_backup_is_refused_by_restore_with_the_reason_and_leaves_nothing(tmp_path: Path) -> None:
+    home, shelf = tmp_path / "home", tmp_path / "shelf"
+    assert run_cli(home, "init", "--workspace", "acme", "--user", "alice").returncode == 0
+    assert run_cli(home, "channel", "create", "general").returncode == 0
+    written = run_cli(home, "backup", "--to", str(shelf), "--json")
+    good = Path(json.loads(written.stdout)["file"])
+    data = good.read_bytes()
+    with sqlite3.connect(good) as conn:  # where the audit log's rows live, to flip a byte in one
+        (page,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'audit_log'").fetchone()
+    page_size = 4096
+    cases: dict[str, tuple[bytes, str]] = {
+        "truncated.backup.db": (data[: len(data) // 2], "truncated.backup.db"),
+        "header.backup.db": (data[:100] + b"\xff" * 12 + data[112:], "header.backup.db"),
+    }
+    audit_page = bytearray(data)
+    body = audit_page[(page - 1) * page_size : page * page_size]
+    spot = body.rfind(b"backup")  # the text of an entry's action, inside its hashed record
+    if spot < 0:
+        spot = body.rfind(b"init")
+    assert spot > 0
+    audit_page[(page - 1) * page_size + spot] ^= 0x01
+    cases["flipped.backup.db"] = (bytes(audit_page), "audit log does not verify")
+    for name, (content, reason) in cases.items():
+        (shelf / name).write_bytes(content)
+        target = tmp_path / f"restored-{name}"
+        refused = run_cli(target, "restore", str(shelf / name))
+        assert refused.returncode == 1 and reason in refused.stderr and name in refused.stderr, refused.stderr
+        assert "\n" not in refused.stderr.strip()
+        assert not target.exists()  # nothing left behind, not even the folder it made
+    restored = run_cli(tmp_path / "restored", "restore", str(good))
+    assert restored.returncode == 0, restored.stderr
