@@ -61,6 +61,8 @@ class BackupRuns:
             debris = await asyncio.to_thread(backups.remove_debris, directory)
             with backups.partial_file(directory / backups.partial_name(name)) as partial:
                 await self._kernel.store.backup_into(partial)
+                if not partial.exists():  # the stick was pulled out, the folder removed
+                    raise StorageError(f"the backup folder {directory} went away while the backup was written")
                 problem = await self.check_copy(partial)
                 if problem is None:
                     await asyncio.to_thread(_publish_backup, partial, target)
@@ -70,7 +72,7 @@ class BackupRuns:
             await self._record(BackupCheck(name, str(directory), taken_at, 0, False, reason, self._kernel.clock()), actor)
             raise StorageError(reason) from exc
         except StorageError as exc:
-            await self._record(BackupCheck(name, str(directory), taken_at, 0, False, f"cannot write the backup: {exc}", self._kernel.clock()), actor)
+            await self._record(BackupCheck(name, str(directory), taken_at, 0, False, str(exc), self._kernel.clock()), actor)
             raise
         if problem is not None:
             await self._record(BackupCheck(name, str(directory), taken_at, 0, False, problem, self._kernel.clock()), actor)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import sqlite3
 import stat
 import subprocess
@@ -181,7 +182,10 @@ async def test_a_full_disk_fails_the_backup_cleanly(tmp_path: Path, room: str) -
                 await alpha.custody.backup(small)
             assert list(small.iterdir()) == []
             assert [m.text for m in await alpha.views.read("general")] == ["x" * 30_000]
-            assert (await alpha.audit.entries(1))[0].action != "backup"
+            last = (await alpha.audit.entries(1))[0]
+            assert last.action == "backup_checked" and last.detail["ok"] is False and "full" in str(last.detail["problem"])
+            health = await alpha.custody.backup_health()
+            assert health.state.value == "failed" and "full" in health.summary
     finally:
         subprocess.run(["umount", str(small)], capture_output=True, timeout=30)
 
@@ -279,3 +283,54 @@ def test_a_corrupted_backup_is_refused_by_restore_with_the_reason_and_leaves_not
         assert not target.exists()  # nothing left behind, not even the folder it made
     restored = run_cli(tmp_path / "restored", "restore", str(good))
     assert restored.returncode == 0, restored.stderr
+
+
+def _mount_tmpfs(where: Path, options: str) -> None:
+    where.mkdir(exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True, timeout=30)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a read-only tmpfs standing in for a write-protected stick")
+async def test_a_read_only_backup_folder_fails_the_backup_clearly_and_is_recorded(tmp_path: Path) -> None:
+    (alpha,) = await make_workspace(tmp_path)
+    stick = tmp_path / "stick"
+    _mount_tmpfs(stick, "ro,size=1m")
+    try:
+        async with alpha:
+            with pytest.raises(StorageError, match=f"cannot write the backup into {stick}: Read-only file system"):
+                await alpha.custody.backup(stick)
+            assert list(stick.iterdir()) == []
+            health = await alpha.custody.backup_health()
+            assert health.state.value == "failed" and health.last is not None and "Read-only file system" in (health.last.problem or "")
+    finally:
+        subprocess.run(["umount", str(stick)], capture_output=True, timeout=30)
+
+
+async def test_a_folder_removed_while_the_backup_is_written_leaves_nothing_and_says_so(tmp_path: Path) -> None:
+    """The stick pulled out (its folder gone) between the copy and its check: no file that looks
+    whole anywhere, a clear error, a failed check on record, and the next run into a folder that
+    is back works."""
+    (alpha,) = await make_workspace(tmp_path)
+    stick = tmp_path / "stick"
+    async with alpha:
+        await alpha.chat.create_channel("general")
+        real = alpha.store.backup_into
+
+        async def pulled_out(target: Path) -> None:
+            await real(target)
+            assert target.stat().st_size > 0
+            shutil.rmtree(target.parent)
+
+        alpha.store.backup_into = pulled_out  # type: ignore[method-assign]
+        with pytest.raises(StorageError, match=f"the backup folder {stick} went away while the backup was written"):
+            await alpha.custody.backup(stick)
+        assert not stick.exists()
+        last = (await alpha.audit.entries(1))[0]
+        assert last.action == "backup_checked" and last.detail["ok"] is False
+        alpha.store.backup_into = real  # type: ignore[method-assign]
+        taken = await alpha.custody.backup(stick)
+        assert [p.name for p in stick.iterdir()] == [taken.path.name]
+        assert (await alpha.custody.backup_health()).state.value == "ok"
