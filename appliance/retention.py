@@ -136,7 +136,7 @@ class BackupHealth:
     @property
     def summary(self) -> str:
         """One line for an operator."""
-        schedule = f"daily into {self.folder}, keep {self.policy}" if self.folder else "no scheduled backup (rallypoint config --backup-dir DIR)"
+        schedule = f"daily into {self.folder}, keep {self.policy}" if self.folder else "no daily backup set (config --backup-dir)"
         if self.state is HealthState.NONE:
             return f"Backups: NONE taken yet · {schedule}"
         if self.state is HealthState.FAILED and self.last is not None:

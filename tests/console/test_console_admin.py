@@ -254,7 +254,7 @@ async def test_a_backup_from_the_nodes_tab_restores(tmp_path: Path, home: Path) 
         await until_screen(pilot, BackupForm)
         await pilot.press("enter")
         await until_shown(pilot, "Enter the folder to write the backup into.")
-        await pilot.press(*str(tmp_path / "missing"), "enter")
+        await pilot.press(*str(tmp_path / "missing" / "backups"), "enter")  # a missing folder is made, but not its parent
         await until_notified(pilot, shown, "no folder")
         await pilot.press("b")
         await until_screen(pilot, BackupForm)

@@ -114,7 +114,7 @@ def test_health_names_a_failed_missed_or_missing_daily_backup() -> None:
     fresh = backup_health([_check(2, True)], NOW, "/media/BACKUPS", "30d")
     assert fresh.state is HealthState.OK and fresh.summary.startswith("Backups: ok, last verified") and "daily into /media/BACKUPS, keep 30d" in fresh.summary
     stale = backup_health([_check(STALE_AFTER_MS / HOUR_MS + 0.1, True)], NOW)
-    assert stale.state is HealthState.STALE and "OVERDUE" in stale.summary and "no scheduled backup" in stale.summary
+    assert stale.state is HealthState.STALE and "OVERDUE" in stale.summary and "no daily backup set" in stale.summary
     failed = backup_health([_check(30, True), _check(1, False)], NOW)
     assert failed.state is HealthState.FAILED and "LAST FAILED" in failed.summary and "the disk is full" in failed.summary
     assert failed.last_verified is not None and failed.last_verified.ok
