@@ -35,6 +35,7 @@ translated at the boundary (`raise X(...) from exc`).
     │   ├── CertificateInvalid
     │   │   └── TermsInvalid               (appliance.terms)
     │   ├── StorageError
+    │   │   └── BackupCheckFailed
     │   └── IdentityConflict
     ├── SyncError                          sync/errors.py draws its tree
     └── TuiError                           tui/errors.py: the console and the CLI
