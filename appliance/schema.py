@@ -357,5 +357,6 @@ backup_checks = Table(
     Column("ok", Boolean, nullable=False),
     Column("problem", Text),
     Column("checked_at", Integer, nullable=False),
+    Column("sha256", LargeBinary(32)),  # of the kept file, as written beside it (`<file>.sha256`)
     Index("ix_backup_checks_file", "file"),
 )

@@ -64,8 +64,7 @@ class BackupRuns:
                 if not partial.exists():  # the stick was pulled out, the folder removed
                     raise StorageError(f"the backup folder {directory} went away while the backup was written")
                 problem = await self.check_copy(partial)
-                if problem is None:
-                    await asyncio.to_thread(_publish_backup, partial, target)
+                digest = await asyncio.to_thread(_publish_backup, partial, target) if problem is None else None
             size = target.stat().st_size if problem is None else 0
         except OSError as exc:
             reason = f"cannot write the backup into {directory}: {exc.strerror or exc}"
@@ -78,7 +77,7 @@ class BackupRuns:
             await self._record(BackupCheck(name, str(directory), taken_at, 0, False, problem, self._kernel.clock()), actor)
             raise BackupCheckFailed(f"the backup failed its check and was not kept: {problem}")
         check = BackupCheck(name, str(directory), taken_at, size, True, None, self._kernel.clock())
-        await self._record(check, actor, debris)
+        await self._record(check, actor, debris, digest)
         pruned = await self.prune(directory, policy, name, actor) if policy is not None else []
         return BackupInfo(target, size, taken_at, debris.files, debris.bytes, tuple(b.name for b in pruned))
 
@@ -110,6 +109,7 @@ class BackupRuns:
         for backup in to_prune(candidates, self._kernel.clock(), policy, keep):
             try:
                 await asyncio.to_thread(_unlink_regular, directory / backup.name)
+                await asyncio.to_thread(backups.digest_path(directory / backup.name).unlink, missing_ok=True)
             except OSError as exc:
                 self._kernel.note_skipped_write(f"the old backup {backup.name} could not be deleted: {exc.strerror or exc}")
                 continue
@@ -149,10 +149,11 @@ class BackupRuns:
             detail: dict[str, object] = {"folder": str(schedule.folder), "keep": schedule.policy.text, "keep_at_least": schedule.policy.keep_at_least} if schedule else {"folder": None}
             await self._kernel.audit(conn, self._kernel.clock(), actor, AuditAction.BACKUP_SCHEDULE_SET, detail)
 
-    async def _record(self, check: BackupCheck, actor: str, debris: backups.Debris | None = None) -> None:
+    async def _record(self, check: BackupCheck, actor: str, debris: backups.Debris | None = None, digest: bytes | None = None) -> None:
         """Records the check and audits the run. On a full disk (when a backup is wanted most) a
         record that cannot be written is noted, and the backup is kept."""
         values = {"file": check.file, "folder": check.folder, "taken_at": check.taken_at, "bytes": check.bytes, "ok": check.ok, "problem": check.problem, "checked_at": check.checked_at}
+        values["sha256"] = digest
         try:
             async with self._kernel.store.transaction() as conn:
                 await conn.execute(insert(t.backup_checks).values(**values))
@@ -160,6 +161,8 @@ class BackupRuns:
                 await self._kernel.audit(conn, check.checked_at, actor, AuditAction.BACKUP_CHECKED, outcome)
                 if check.ok:  # then the backup itself, kept under its name
                     detail: dict[str, object] = {"file": check.file, "bytes": check.bytes}
+                    if digest is not None:
+                        detail["sha256"] = digest.hex()
                     if debris is not None and debris.files:
                         detail["removed_debris"] = {"files": debris.files, "bytes": debris.bytes}
                     await self._kernel.audit(conn, check.checked_at, actor, AuditAction.BACKUP, detail)
@@ -224,12 +227,20 @@ def _prepare_folder(directory: Path) -> None:
         raise StorageError(f"cannot make the backup folder {directory}: {exc.strerror or exc}") from exc
 
 
-def _publish_backup(partial: Path, target: Path) -> None:
-    """Makes the checked copy durable, then gives it its name: a crash or a full disk never
-    leaves a file that looks like a finished backup."""
+def _publish_backup(partial: Path, target: Path) -> bytes:
+    """Makes the checked copy durable, writes its SHA-256 beside where it goes, then gives it its
+    name: a crash or a full disk never leaves a file that looks like a finished backup. Returns
+    the SHA-256."""
     _fsync_path(partial)
-    os.rename(partial, target)
+    digest = backups.file_digest(partial)
+    try:
+        backups.write_digest(target, digest)
+        os.rename(partial, target)
+    except BaseException:
+        backups.digest_path(target).unlink(missing_ok=True)
+        raise
     _fsync_path(target.parent)
+    return digest
 
 
 def _fsync_path(path: Path) -> None:

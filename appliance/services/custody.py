@@ -4,14 +4,14 @@ the remote wipe when this node's own revocation arrives."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
-import shutil
 from contextlib import suppress
 from pathlib import Path
 
 from sqlalchemy import insert, text, update
 
-from appliance import certs, ids
+from appliance import backups, certs, ids
 from appliance import schema as t
 from appliance.audit_actions import AuditAction
 from appliance.errors import AlreadyInitialised, InvalidInput, StorageError
@@ -98,7 +98,10 @@ async def bring_in(home: Path, backup: Path) -> None:
     ensure_home(home)
     partial = home / f".{DB_FILE}.partial"
     try:
-        await asyncio.to_thread(_copy_privately, backup, partial)
+        recorded = await asyncio.to_thread(backups.recorded_digest, backup)
+        copied = await asyncio.to_thread(_copy_privately, backup, partial)
+        if recorded is not None and copied != recorded:
+            raise StorageError(f"{backup.name} is refused: its bytes differ from the SHA-256 recorded when it was taken ({backups.digest_path(backup).name}): it was changed or damaged")
         checked = await check_copy(partial)
         if checked.problem is not None:
             raise StorageError(f"{backup.name} is refused: {checked.problem}")
@@ -112,17 +115,22 @@ async def bring_in(home: Path, backup: Path) -> None:
                 home.rmdir()  # only if empty
 
 
-def _copy_privately(source: Path, partial: Path) -> None:
+def _copy_privately(source: Path, partial: Path) -> bytes:
     """Copies the backup at `source` (a regular file: a named pipe would block the copy forever)
     to `partial`, readable by its owner only, durably, and checks it is an intact database: what
-    is checked is what is used, even if `source` is swapped meanwhile."""
+    is checked is what is used, even if `source` is swapped meanwhile. Returns the SHA-256 of
+    what was copied."""
     partial.unlink(missing_ok=True)  # left by a restore that was killed
+    digest = hashlib.sha256()
     fd, _ = open_regular(source)
     with owned(fd), open(fd, "rb", closefd=False) as reader, open(create_private(partial), "wb") as writer:
-        shutil.copyfileobj(reader, writer, COPY_CHUNK_BYTES)
+        while chunk := reader.read(COPY_CHUNK_BYTES):
+            digest.update(chunk)
+            writer.write(chunk)
         writer.flush()
         os.fsync(writer.fileno())
     check_database_file(partial, source.name)
+    return digest.digest()
 
 
 def _publish(partial: Path, target: Path) -> None:

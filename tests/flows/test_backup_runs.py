@@ -52,7 +52,8 @@ async def test_daily_backups_are_checked_recorded_and_pruned_by_the_policy(tmp_p
         # Day 7: backups of days 4..7 are inside the 3-day window (day 4 is exactly on its edge).
         names = sorted(p.name for p in shelf.iterdir())
         kept = [t.path.name for t in taken[4:]]
-        assert names == sorted([*kept, other.name, "notes.txt", backup_name(alpha.identity.node_id, START - 90 * DAY_MS) + ".txt"])
+        sums = [f"{name}.sha256" for name in kept]  # each kept backup's SHA-256 beside it; the pruned ones' went with them
+        assert names == sorted([*kept, *sums, other.name, "notes.txt", backup_name(alpha.identity.node_id, START - 90 * DAY_MS) + ".txt"])
         assert all(stat.S_IMODE((shelf / name).stat().st_mode) == 0o600 for name in kept)
         assert [p for t in taken for p in t.pruned] == [t.path.name for t in taken[:4]]
         entries = [(e.action, e.detail) for e in await alpha.audit.entries(200)]
@@ -102,7 +103,7 @@ async def test_a_copy_that_fails_its_check_is_kept_nowhere_and_recorded(tmp_path
         clock.now += DAY_MS
         with pytest.raises(BackupCheckFailed, match="audit log does not verify against the node's key: entry 2 was altered"):
             await alpha.custody.backup(shelf, parse_keep("1h", 1))
-        assert len(list(shelf.iterdir())) == 1  # the earlier backup only: no partial, nothing pruned
+        assert len(list(shelf.iterdir())) == 2  # the earlier backup and its SHA-256 only: no partial, nothing pruned
         health = await alpha.custody.backup_health()
         assert health.state is HealthState.FAILED and health.last is not None and "entry 2 was altered" in (health.last.problem or "")
         assert "LAST FAILED" in health.summary
@@ -129,7 +130,7 @@ async def test_the_check_refuses_another_nodes_backup_and_a_damaged_file(tmp_pat
     # The copy is opened for reading only: the check writes nothing into what it checks.
     before = mine.path.read_bytes()
     assert (await check_copy(mine.path)).problem is None and mine.path.read_bytes() == before
-    assert sorted(p.name for p in mine.path.parent.iterdir()) == [mine.path.name]
+    assert sorted(p.name for p in mine.path.parent.iterdir()) == [mine.path.name, f"{mine.path.name}.sha256"]
     store = Store.copy_at(mine.path)
     async with store:
         assert store.read_only is not None
@@ -159,4 +160,4 @@ async def test_the_schedule_is_set_by_an_admin_audited_and_run_by_the_node(tmp_p
     async with await Node.open(tmp_path / "alpha", PASSPHRASE) as alpha_again:
         await alpha_again.custody.set_backup_schedule(None)
         assert await alpha_again.custody.backup_schedule() is None
-    assert os.listdir(shelf) == [taken.path.name]
+    assert sorted(os.listdir(shelf)) == [taken.path.name, f"{taken.path.name}.sha256"]

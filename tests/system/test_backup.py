@@ -4,6 +4,7 @@ never leaving a half-written file or a half-restored node behind."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import shutil
@@ -39,7 +40,10 @@ async def test_a_backup_taken_while_posting_restores_to_the_same_node(tmp_path: 
         taken = await alpha.custody.backup(shelf)
         await poster
         assert taken.path.parent == shelf and taken.path.name.endswith(BACKUP_SUFFIX) and taken.bytes == taken.path.stat().st_size
-        assert [p.name for p in shelf.iterdir()] == [taken.path.name]  # no partial file left beside it
+        sha256 = shelf / f"{taken.path.name}.sha256"  # beside it, as sha256sum writes it; no partial file
+        assert sorted(p.name for p in shelf.iterdir()) == [taken.path.name, sha256.name]
+        assert sha256.read_text() == f"{hashlib.sha256(taken.path.read_bytes()).hexdigest()}  {taken.path.name}\n"
+        assert stat.S_IMODE(sha256.stat().st_mode) == 0o600
         assert (await alpha.audit.entries(1))[0].action == "backup"
         node_id = alpha.identity.node_id
 
@@ -236,6 +240,7 @@ def test_the_scheduled_backup_runs_beside_serve_and_prunes_by_the_configured_pol
         name = Path(json.loads(first.stdout)["file"]).name
         old = shelf / name.replace(name[-26:-10], "20200101T000000Z")
         os.rename(shelf / name, old)  # as if it had been taken in 2020 (the check recorded is for its real name)
+        os.rename(shelf / f"{name}.sha256", shelf / f"{old.name}.sha256")
         time.sleep(1)  # a new second: a new name
         second = run_cli(home, "backup", "--scheduled", "--json")
         assert second.returncode == 0, second.stderr
@@ -243,7 +248,8 @@ def test_the_scheduled_backup_runs_beside_serve_and_prunes_by_the_configured_pol
         assert serve.poll() is None  # the LAN service kept running
     finally:
         stop(serve)
-    assert [p.name for p in shelf.iterdir()] == [Path(json.loads(second.stdout)["file"]).name]
+    kept = Path(json.loads(second.stdout)["file"]).name
+    assert sorted(p.name for p in shelf.iterdir()) == [kept, f"{kept}.sha256"]  # the pruned backup's SHA-256 went with it
     status = run_cli(home, "backup", "--status", "--json")
     report = json.loads(status.stdout)
     assert report["state"] == "ok" and report["folder"] == str(shelf) and report["keep"] == "1h" and report["last"]["ok"] is True
@@ -256,6 +262,7 @@ def test_a_corrupted_backup_is_refused_by_restore_with_the_reason_and_leaves_not
     home, shelf = tmp_path / "home", tmp_path / "shelf"
     assert run_cli(home, "init", "--workspace", "acme", "--user", "alice").returncode == 0
     assert run_cli(home, "channel", "create", "general").returncode == 0
+    assert run_cli(home, "post", "general", "the text nobody may change").returncode == 0
     written = run_cli(home, "backup", "--to", str(shelf), "--json")
     good = Path(json.loads(written.stdout)["file"])
     data = good.read_bytes()
@@ -281,8 +288,21 @@ def test_a_corrupted_backup_is_refused_by_restore_with_the_reason_and_leaves_not
         assert refused.returncode == 1 and reason in refused.stderr and name in refused.stderr, refused.stderr
         assert "\n" not in refused.stderr.strip()
         assert not target.exists()  # nothing left behind, not even the folder it made
+    # A changed byte that leaves the structure and the audit log intact - a letter of a message -
+    # is caught by the SHA-256 written beside the backup when it was taken.
+    checked = subprocess.run(["sha256sum", "-c", f"{good.name}.sha256"], cwd=shelf, capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0 and f"{good.name}: OK" in checked.stdout
+    pristine = good.read_bytes()
+    spot = pristine.find(b"the text nobody may change")
+    assert spot > 0
+    good.write_bytes(pristine[:spot] + b"T" + pristine[spot + 1 :])
+    refused = run_cli(tmp_path / "restored", "restore", str(good))
+    assert refused.returncode == 1 and f"{good.name} is refused: its bytes differ from the SHA-256 recorded when it was taken" in refused.stderr
+    assert not (tmp_path / "restored").exists()
+    good.write_bytes(pristine)
     restored = run_cli(tmp_path / "restored", "restore", str(good))
     assert restored.returncode == 0, restored.stderr
+    assert [m["text"] for m in json.loads(run_cli(tmp_path / "restored", "read", "general", "--json").stdout)] == ["the text nobody may change"]
 
 
 def _mount_tmpfs(where: Path, options: str) -> None:
@@ -332,5 +352,5 @@ async def test_a_folder_removed_while_the_backup_is_written_leaves_nothing_and_s
         assert last.action == "backup_checked" and last.detail["ok"] is False
         alpha.store.backup_into = real  # type: ignore[method-assign]
         taken = await alpha.custody.backup(stick)
-        assert [p.name for p in stick.iterdir()] == [taken.path.name]
+        assert sorted(p.name for p in stick.iterdir()) == [taken.path.name, f"{taken.path.name}.sha256"]
         assert (await alpha.custody.backup_health()).state.value == "ok"

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from appliance.backups import digest_line, parse_digest_line
 from appliance.errors import InvalidInput
 from appliance.retention import (
     DAY_MS,
@@ -120,3 +121,17 @@ def test_health_names_a_failed_missed_or_missing_daily_backup() -> None:
     assert failed.last_verified is not None and failed.last_verified.ok
     recovered = backup_health([_check(1, False), _check(0.5, True)], NOW)
     assert recovered.state is HealthState.OK
+
+
+@given(st.binary(min_size=32, max_size=32), st.text(st.characters(blacklist_characters="\n\r", blacklist_categories=("Cs",)), min_size=1, max_size=80))
+def test_a_backups_sha256_line_round_trips_as_sha256sum_writes_it(digest: bytes, name: str) -> None:
+    line = digest_line(digest, name)
+    assert line == f"{digest.hex()}  {name}\n".encode()
+    assert parse_digest_line(line, "x.sha256") == digest
+    assert parse_digest_line(line.rstrip(b"\n"), "x.sha256") == digest
+
+
+@pytest.mark.parametrize("data", [b"", b"abc  name\n", b"0" * 63 + b"  name\n", b"0" * 64 + b"\n", b"0" * 64 + b"  a\nb\n", b"0" * 64 + b"  name\n\n", b"A" * 64 + b"  name\n"])
+def test_anything_else_in_a_sha256_file_is_refused_by_name(data: bytes) -> None:
+    with pytest.raises(InvalidInput, match=r"x.backup.db.sha256 is not a SHA-256 line"):
+        parse_digest_line(data, "x.backup.db.sha256")

@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column('ok', sa.Boolean(), nullable=False),
         sa.Column('problem', sa.Text(), nullable=True),
         sa.Column('checked_at', sa.Integer(), nullable=False),
+        sa.Column('sha256', sa.LargeBinary(length=32), nullable=True),
         sa.PrimaryKeyConstraint('id'),
     )
     op.create_index('ix_backup_checks_file', 'backup_checks', ['file'])
