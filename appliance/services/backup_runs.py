@@ -50,10 +50,14 @@ class BackupRuns:
         """One run by `actor` (an admin's key, or the node's for the schedule): the copy, its
         check, its record, then pruning by `policy` (None: nothing is pruned). A failed write or
         check keeps no file that looks whole, is recorded as a failed check, and raises."""
-        await asyncio.to_thread(_prepare_folder, directory)
         taken_at = self._kernel.clock()
         name = backup_name(self._identity.node_id, taken_at)
         target = directory / name
+        try:
+            await asyncio.to_thread(_prepare_folder, directory)
+        except (InvalidInput, StorageError) as exc:  # the stick not plugged in is the likeliest failure of all
+            await self._record(BackupCheck(name, str(directory), taken_at, 0, False, str(exc), self._kernel.clock()), actor)
+            raise
         if target.exists():
             raise InvalidInput(f"{target} exists already")
         problem: str | None = None

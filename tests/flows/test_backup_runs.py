@@ -151,6 +151,12 @@ async def test_the_schedule_is_set_by_an_admin_audited_and_run_by_the_node(tmp_p
         assert await alpha.custody.backup_schedule() == BackupSchedule(shelf, parse_keep("2d", 3))
         assert (await alpha.audit.entries(1))[0].detail == {"folder": str(shelf), "keep": "2d", "keep_at_least": 3}
     async with await Node.open(tmp_path / "alpha", PASSPHRASE, sign_in=False) as node:  # the timer: nobody signs in
+        shelf.parent.rename(tmp_path / "unplugged")  # the stick is not there today
+        with pytest.raises(InvalidInput, match=f"no folder {shelf.parent}"):
+            await node.custody.scheduled_backup()
+        missed = await node.custody.backup_health()
+        assert missed.state is HealthState.FAILED and missed.last is not None and f"no folder {shelf.parent}" in (missed.last.problem or "")
+        (tmp_path / "unplugged").rename(shelf.parent)
         taken = await node.custody.scheduled_backup()
         assert taken.path.parent == shelf
         actions = [(e.action, e.actor) for e in await node.audit.entries(2)]
