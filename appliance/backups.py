@@ -5,7 +5,8 @@ however it ends, except when the process is killed. The next run in that folder 
 every file whose name is one of these (never anything else), unless a running backup holds it.
 
 A finished backup has its SHA-256 beside it, `<backup name>.sha256`, in `sha256sum`'s format
-(`sha256sum -c` checks it): a restore refuses a backup whose bytes no longer match it."""
+(`sha256sum -c` checks it): a restore refuses a backup whose bytes no longer match it. One whose
+backup never got its name (the run was killed in between) is debris too."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from appliance.errors import InvalidInput
 # The names of a run's own files: `.rallypoint-<NODE ID>-<UTC time>.backup.db.partial` and the
 # files SQLite may keep beside a database it writes.
 _DEBRIS = re.compile(r"(?P<partial>\.rallypoint-[A-Z2-7]{7}-[A-Z2-7]{7}-[A-Z2-7]{7}-[0-9]{8}T[0-9]{6}Z\.backup\.db\.partial)(-journal|-wal|-shm)?")
+# A backup's SHA-256 written by a run killed before the backup got its name: no backup beside it.
+_ORPHAN_DIGEST = re.compile(r"(?P<backup>rallypoint-[A-Z2-7]{7}-[A-Z2-7]{7}-[A-Z2-7]{7}-[0-9]{8}T[0-9]{6}Z\.backup\.db)\.sha256")
 _MAX_EXAMINED = 10_000  # folder entries looked at for debris: a huge folder costs bounded time
 DIGEST_SUFFIX = ".sha256"
 _DIGEST_LINE = re.compile(rb"(?P<hex>[0-9a-f]{64}) [ *](?P<name>[^\n]+)\n?")
@@ -70,11 +73,17 @@ def remove_debris(directory: Path) -> Debris:
             if index >= _MAX_EXAMINED:
                 break
             match = _DEBRIS.fullmatch(entry.name)
-            if match is None:
+            orphan = _ORPHAN_DIGEST.fullmatch(entry.name)
+            if match is None and orphan is None:
                 continue
+            partial = match["partial"] if match is not None else partial_name(orphan["backup"]) if orphan is not None else ""
             with suppress(OSError):
                 info = entry.stat(follow_symlinks=False)
-                if stat.S_ISREG(info.st_mode) and not _in_use(directory / match["partial"]):
+                if not stat.S_ISREG(info.st_mode) or _in_use(directory / partial):
+                    continue
+                # A digest's run holds its partial until the backup has its name: once the lock is
+                # free, either the backup is there (not debris) or the run died before naming it.
+                if orphan is None or not os.path.lexists(directory / orphan["backup"]):
                     os.unlink(entry.path)
                     removed += 1
                     size += info.st_size

@@ -167,3 +167,19 @@ async def test_the_schedule_is_set_by_an_admin_audited_and_run_by_the_node(tmp_p
         await alpha_again.custody.set_backup_schedule(None)
         assert await alpha_again.custody.backup_schedule() is None
     assert sorted(os.listdir(shelf)) == [taken.path.name, f"{taken.path.name}.sha256"]
+
+
+async def test_a_sha256_whose_backup_never_got_its_name_is_debris(tmp_path: Path) -> None:
+    """A run killed between writing the SHA-256 and naming the backup leaves the .sha256 alone:
+    the next run removes it (and counts it), and leaves every .sha256 whose backup is there."""
+    clock, shelf = Clock(START), tmp_path / "shelf"
+    async with await _alpha(tmp_path / "alpha", clock) as alpha:
+        first = await alpha.custody.backup(shelf)
+        orphan = shelf / f"{backup_name(alpha.identity.node_id, START + HOUR_MS)}.sha256"
+        orphan.write_text("0" * 64 + "  x\n")
+        users = shelf / "notes.sha256"
+        users.write_text("the operator's")
+        clock.now += DAY_MS
+        second = await alpha.custody.backup(shelf)
+        assert (second.debris_files, second.debris_bytes) == (1, 68)
+        assert sorted(p.name for p in shelf.iterdir()) == sorted([first.path.name, f"{first.path.name}.sha256", second.path.name, f"{second.path.name}.sha256", users.name])
