@@ -56,6 +56,9 @@ When each is written (actor: the acting user's key, the node's key, or "-" for n
 - TRAIL_SUPERSEDED: another node's audit trail held here gave way, from an entry on, to a
   branch of it with a later restore (that node was restored from a backup); the entries it
   replaced are kept apart.
+- BACKUP_CHECKED: a backup run's check (opens, integrity, identity, audit chain): passed or why not.
+- BACKUP_PRUNED: a backup of this node was deleted by the retention policy.
+- BACKUP_SCHEDULE_SET: an admin set (or cleared) the scheduled backup's folder and retention.
 - TERMS_PUBLISHED: an admin published a version of the terms of service (and accepted it).
 - TERMS_ACCEPTED: a user accepted the current terms of service on this node.
 - SIGNED_IN: a local user signed in with their own secret (and code); the node's own user
@@ -120,6 +123,9 @@ class AuditAction(enum.StrEnum):
     BACKUP = "backup"
     RESTORED = "restored"
     TRAIL_SUPERSEDED = "audit_trail_superseded"
+    BACKUP_CHECKED = "backup_checked"
+    BACKUP_PRUNED = "backup_pruned"
+    BACKUP_SCHEDULE_SET = "backup_schedule_set"
     TERMS_PUBLISHED = "terms_published"
     TERMS_ACCEPTED = "terms_accepted"
     SIGNED_IN = "signed_in"

@@ -2,11 +2,16 @@
 left. A run copies the store into `.<backup name>.partial` (mode 0600, created by us so no umask
 widens it), and SQLite keeps a `-journal` beside it while it writes; both go when the run ends,
 however it ends, except when the process is killed. The next run in that folder then removes them:
-every file whose name is one of these (never anything else), unless a running backup holds it."""
+every file whose name is one of these (never anything else), unless a running backup holds it.
+
+A finished backup has its SHA-256 beside it, `<backup name>.sha256`, in `sha256sum`'s format
+(`sha256sum -c` checks it): a restore refuses a backup whose bytes no longer match it. One whose
+backup never got its name (the run was killed in between) is debris too."""
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import re
 import stat
@@ -16,11 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance import files
+from appliance.errors import InvalidInput
 
 # The names of a run's own files: `.rallypoint-<NODE ID>-<UTC time>.backup.db.partial` and the
 # files SQLite may keep beside a database it writes.
 _DEBRIS = re.compile(r"(?P<partial>\.rallypoint-[A-Z2-7]{7}-[A-Z2-7]{7}-[A-Z2-7]{7}-[0-9]{8}T[0-9]{6}Z\.backup\.db\.partial)(-journal|-wal|-shm)?")
+# A backup's SHA-256 written by a run killed before the backup got its name: no backup beside it.
+_ORPHAN_DIGEST = re.compile(r"(?P<backup>rallypoint-[A-Z2-7]{7}-[A-Z2-7]{7}-[A-Z2-7]{7}-[0-9]{8}T[0-9]{6}Z\.backup\.db)\.sha256")
 _MAX_EXAMINED = 10_000  # folder entries looked at for debris: a huge folder costs bounded time
+DIGEST_SUFFIX = ".sha256"
+_DIGEST_LINE = re.compile(rb"(?P<hex>[0-9a-f]{64}) [ *](?P<name>[^\n]+)\n?")
+_MAX_DIGEST_FILE = 4096
 
 
 @dataclass(frozen=True)
@@ -62,11 +73,17 @@ def remove_debris(directory: Path) -> Debris:
             if index >= _MAX_EXAMINED:
                 break
             match = _DEBRIS.fullmatch(entry.name)
-            if match is None:
+            orphan = _ORPHAN_DIGEST.fullmatch(entry.name)
+            if match is None and orphan is None:
                 continue
+            partial = match["partial"] if match is not None else partial_name(orphan["backup"]) if orphan is not None else ""
             with suppress(OSError):
                 info = entry.stat(follow_symlinks=False)
-                if stat.S_ISREG(info.st_mode) and not _in_use(directory / match["partial"]):
+                if not stat.S_ISREG(info.st_mode) or _in_use(directory / partial):
+                    continue
+                # A digest's run holds its partial until the backup has its name: once the lock is
+                # free, either the backup is there (not debris) or the run died before naming it.
+                if orphan is None or not os.path.lexists(directory / orphan["backup"]):
                     os.unlink(entry.path)
                     removed += 1
                     size += info.st_size
@@ -85,3 +102,55 @@ def _in_use(partial: Path) -> bool:
         except BlockingIOError:
             return True
     return False
+
+
+def digest_path(backup: Path) -> Path:
+    """Where the SHA-256 of the backup at `backup` is kept."""
+    return backup.with_name(backup.name + DIGEST_SUFFIX)
+
+
+def file_digest(path: Path) -> bytes:
+    digest = hashlib.sha256()
+    with path.open("rb") as reader:
+        while chunk := reader.read(files.COPY_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.digest()
+
+
+def digest_line(digest: bytes, name: str) -> bytes:
+    """`sha256sum`'s line for the file `name`."""
+    return f"{digest.hex()}  {name}\n".encode()
+
+
+def parse_digest_line(data: bytes, shown: str) -> bytes:
+    """The SHA-256 a `.sha256` file's line gives (the name in it is not checked: a backup may be
+    renamed); InvalidInput naming `shown` when it is not such a line."""
+    match = _DIGEST_LINE.fullmatch(data)
+    if match is None:
+        raise InvalidInput(f"{shown} is not a SHA-256 line as sha256sum writes it")
+    return bytes.fromhex(match["hex"].decode())
+
+
+def write_digest(backup: Path, digest: bytes) -> Path:
+    """Writes the SHA-256 of the backup that is about to get the name `backup` beside it (0600,
+    durable); returns its path."""
+    sidecar = digest_path(backup)
+    sidecar.unlink(missing_ok=True)  # left by a run of this node in the same second that was killed
+    fd = files.create_private(sidecar)
+    with files.owned(fd):
+        os.write(fd, digest_line(digest, backup.name))
+        os.fsync(fd)
+    return sidecar
+
+
+def recorded_digest(backup: Path) -> bytes | None:
+    """The SHA-256 recorded beside the backup at `backup` when it was taken; None when there is no
+    record (a backup from before they were written, or copied without it)."""
+    sidecar = digest_path(backup)
+    try:
+        fd, _ = files.open_regular(sidecar)
+    except FileNotFoundError:
+        return None
+    with files.owned(fd):
+        data = files.read_at_most(fd, _MAX_DIGEST_FILE, sidecar.name)
+    return parse_digest_line(data, sidecar.name)

@@ -35,6 +35,7 @@ translated at the boundary (`raise X(...) from exc`).
     │   ├── CertificateInvalid
     │   │   └── TermsInvalid               (appliance.terms)
     │   ├── StorageError
+    │   │   └── BackupCheckFailed
     │   └── IdentityConflict
     ├── SyncError                          sync/errors.py draws its tree
     └── TuiError                           tui/errors.py: the console and the CLI
@@ -146,6 +147,10 @@ class CertificateInvalid(ApplianceError):
 
 class StorageError(ApplianceError):
     """The database refused a write (full disk, read-only medium, locked); nothing was half-written."""
+
+
+class BackupCheckFailed(StorageError):
+    """A fresh backup failed its check (integrity, identity, audit chain): it was not kept."""
 
 
 class IdentityConflict(ApplianceError):

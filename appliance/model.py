@@ -135,6 +135,7 @@ class BackupInfo:
     taken_at: int  # ms
     debris_files: int = 0  # left in the folder by interrupted backups, removed by this one
     debris_bytes: int = 0
+    pruned: tuple[str, ...] = ()  # this node's older backups the retention policy deleted
 
 
 @dataclass(frozen=True)

@@ -279,7 +279,7 @@ bundle_log = Table(
     Column("decided_at", Integer, nullable=False),
 )
 
-SCHEMA_REVISION = "0015"
+SCHEMA_REVISION = "0016"
 
 # Nodes seen on the LAN (by mDNS or an incoming session), this workspace's or not: where they
 # were last seen and when a session last synced with them. Written by the serving process, read
@@ -364,4 +364,22 @@ recovery_codes = Table(
     Column("digest", LargeBinary(32), nullable=False),
     Column("used_at", Integer),
     Index("ix_recovery_codes_user", "public_key"),
+)
+
+# Every backup run and its check (the copy opened read-only: integrity, this node's identity, its
+# audit chain against this node's key): what `backup --status` and the console's health show, and
+# what pruning counts as verified. A run that failed before a file existed has `bytes` 0.
+backup_checks = Table(
+    "backup_checks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("file", String(128), nullable=False),
+    Column("folder", Text, nullable=False),
+    Column("taken_at", Integer, nullable=False),
+    Column("bytes", Integer, nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("problem", Text),
+    Column("checked_at", Integer, nullable=False),
+    Column("sha256", LargeBinary(32)),  # of the kept file, as written beside it (`<file>.sha256`)
+    Index("ix_backup_checks_file", "file"),
 )

@@ -50,6 +50,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _copy_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA query_only=ON")
+    cursor.execute("PRAGMA busy_timeout=15000")
+    cursor.close()
+
+
 def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
 
@@ -213,6 +221,7 @@ class Store:
         self._writer = _Lane(sync_url, "rallypoint-writer", self._on_connect, writes=True)
         self._checkpointer = _Lane(sync_url, "rallypoint-checkpoint", self._on_connect, writes=False) if self.is_sqlite else None
         self._writes = 0
+        self._as_is = False  # a copy opened for reading: not migrated, never written
 
     @classmethod
     def at(cls, home: Path) -> Store:
@@ -235,6 +244,19 @@ class Store:
         store._keep_alive = sqlite3.connect(f"file:{name}?vfs=memdb", uri=True, check_same_thread=False)
         return store._with_pragmas()
 
+    @classmethod
+    def copy_at(cls, path: Path) -> Store:
+        """The database file at `path` (a backup being checked or restored) opened for reading
+        only and as it is: no migration, no journal mode set, every write refused. Its queries
+        go through the same engine as the node's own store."""
+        uri = path.absolute().as_uri()  # percent-encoded: a '?' or '#' in a folder name stays in the path
+        query = {"uri": "true", "mode": "ro"}
+        store = cls(create_async_engine(URL.create("sqlite+aiosqlite", database=uri, query=query)), path, URL.create("sqlite+pysqlite", database=uri, query=query))
+        store.read_only = f"{path.name} is opened for checking only"
+        store._as_is = True
+        event.listen(store.engine.sync_engine, "connect", _copy_pragmas)
+        return store
+
     def _with_pragmas(self) -> Store:
         if self.is_sqlite:
             self.on_connect(_sqlite_pragmas)
@@ -249,6 +271,8 @@ class Store:
         event.listen(self.engine.sync_engine, "connect", listener)
 
     async def __aenter__(self) -> Store:
+        if self._as_is:
+            return self
         await self.migrate()
         if self.read_only is None:
             self._writer.warm()  # while the node opens, not on its first post

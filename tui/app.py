@@ -238,7 +238,7 @@ class RallypointApp(App[str]):
 
     def screen_for(self, destination: Destination, node: Node) -> Screen[None]:
         if destination == "peers":
-            return PeersScreen(peers=node.peers, feed=node.feed, lan_sessions=self.lan_sessions)
+            return PeersScreen(peers=node.peers, feed=node.feed, lan_sessions=self.lan_sessions, backups=node.custody)
         if destination == "admin":
             return admin_screen(node)
         return CourierScreen(node)

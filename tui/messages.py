@@ -14,6 +14,7 @@ from appliance.audit import AuditVerdict
 from appliance.model import ChannelMember, ChannelSummary, Enrollment, Identity, MessageView, NodeInfo, NodeTrail, PeerStatus, TermsInfo, TermsStanding, UserInfo
 from appliance.netpolicy import NetworkRule
 from appliance.node import Node
+from appliance.retention import BackupHealth
 from appliance.services.signed_in import SignInResult
 from sync.lan import LanEvent, SessionInfo
 from sync.sneakernet import Progress
@@ -202,11 +203,12 @@ class Navigate(Message):
 
 
 class PeersLoaded(Message, bubble=False):
-    def __init__(self, rows: list[PeerStatus], sessions: dict[str, SessionInfo], lan_on: bool) -> None:
+    def __init__(self, rows: list[PeerStatus], sessions: dict[str, SessionInfo], lan_on: bool, backups: BackupHealth | None = None) -> None:
         super().__init__()
         self.rows = rows
         self.sessions = sessions
         self.lan_on = lan_on
+        self.backups = backups  # None: the backups' health could not be read
 
 
 # --- attaching files -------------------------------------------------------------------

@@ -13,6 +13,7 @@ from appliance.documents import ChannelHead
 from appliance.model import AuditRecord, BackupInfo, ChannelMember, ChannelSummary, Enrollment, Identity, MessageView, NodeInfo, NodeTrail, PeerStatus, TermsInfo, TermsStanding, UserInfo
 from appliance.netpolicy import LocalNetwork, NetworkRule
 from appliance.node import Attachment
+from appliance.retention import BackupHealth
 from appliance.services.mfa import MfaEnrolment
 from appliance.services.signed_in import SignInResult
 from appliance.services.signin import LocalUser
@@ -97,6 +98,10 @@ class AuditService(Protocol):
 
 class CustodyService(Protocol):
     async def backup(self, directory: Path) -> BackupInfo: ...
+
+
+class BackupHealthService(Protocol):
+    async def backup_health(self) -> BackupHealth: ...
 
 
 class TermsService(Protocol):

@@ -4,9 +4,9 @@ the remote wipe when this node's own revocation arrives."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
-import shutil
-import time
+from contextlib import suppress
 from pathlib import Path
 
 from sqlalchemy import insert, text, update
@@ -18,11 +18,12 @@ from appliance.errors import AlreadyInitialised, InvalidInput, StorageError
 from appliance.files import COPY_CHUNK_BYTES, create_private, open_regular, owned
 from appliance.kernel import Kernel
 from appliance.model import BackupInfo
+from appliance.retention import BACKUP_SUFFIX as BACKUP_SUFFIX
+from appliance.retention import BackupHealth, RetentionPolicy
+from appliance.services.backup_runs import BackupRuns, BackupSchedule, check_copy
 from appliance.services.identity import LOCKED_SETTING, IdentityService
 from appliance.services.roster import Roster
 from appliance.store import DB_FILE, check_database_file, ensure_home
-
-BACKUP_SUFFIX = ".backup.db"  # a SQLite file: `sqlite3` opens it read-only for inspection
 
 
 class CustodyService:
@@ -30,36 +31,35 @@ class CustodyService:
         self._kernel = kernel
         self._identity = identity
         self._roster = roster
+        self.runs = BackupRuns(kernel, identity)
 
-    async def backup(self, directory: Path) -> BackupInfo:
-        """Admin: writes a consistent copy of this node's store into `directory` while the node
-        keeps running, and audits it. The copy holds content in the clear and secrets sealed
-        under the passphrase; `Node.restore` brings it back on a new or rebuilt machine."""
+    async def backup(self, directory: Path, policy: RetentionPolicy | None = None) -> BackupInfo:
+        """Admin: writes a consistent copy of this node's store into `directory` (made 0700 if
+        missing) while the node keeps running, checks it before giving it its name, records and
+        audits the check, then deletes this node's older backups there that `policy` lets go.
+        The copy holds secrets sealed under the passphrase; `Node.restore` brings it back."""
         await self._identity.require_admin("backup")
-        if not directory.is_dir():
-            raise InvalidInput(f"no folder {directory}")
-        taken_at = self._kernel.clock()
-        name = f"rallypoint-{self._identity.node_id}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(taken_at / 1000))}{BACKUP_SUFFIX}"
-        target = directory / name
-        if target.exists():
-            raise InvalidInput(f"{target} exists already")
-        try:
-            debris = await asyncio.to_thread(backups.remove_debris, directory)
-            with backups.partial_file(directory / backups.partial_name(name)) as partial:
-                await self._kernel.store.backup_into(partial)
-                await asyncio.to_thread(_publish_backup, partial, target)
-            size = target.stat().st_size
-        except OSError as exc:
-            raise StorageError(f"cannot write the backup into {directory}: {exc.strerror or exc}") from exc
-        detail: dict[str, object] = {"file": name, "bytes": size}
-        if debris.files:
-            detail["removed_debris"] = {"files": debris.files, "bytes": debris.bytes}
-        try:
-            async with self._kernel.store.transaction() as conn:
-                await self._kernel.audit(conn, self._kernel.clock(), self._identity.user_key.hex(), AuditAction.BACKUP, detail)
-        except StorageError as exc:  # a full disk is when a backup is wanted most: keep it, say so
-            self._kernel.note_skipped_write(f"the backup {name} was written but is not in the audit log: {exc}")
-        return BackupInfo(target, size, taken_at, debris.files, debris.bytes)
+        return await self.runs.take(directory, policy, self._identity.user_key.hex())
+
+    async def scheduled_backup(self) -> BackupInfo:
+        """The daily backup an admin configured (`set_backup_schedule`), run by the node itself
+        (nobody signs in: the systemd timer runs it)."""
+        schedule = await self.runs.schedule()
+        if schedule is None:
+            raise InvalidInput("no backup folder is set: run `rallypoint config --backup-dir DIR --backup-keep 30d` first")
+        return await self.runs.take(schedule.folder, schedule.policy, self._identity.row.node_key.hex())
+
+    async def set_backup_schedule(self, schedule: BackupSchedule | None) -> None:
+        """Admin: the scheduled backup's folder and retention (None: none); audited."""
+        await self._identity.require_admin("backup schedule")
+        await self.runs.set_schedule(schedule, self._identity.user_key.hex())
+
+    async def backup_schedule(self) -> BackupSchedule | None:
+        return await self.runs.schedule()
+
+    async def backup_health(self) -> BackupHealth:
+        """The last backup, its check, and whether the daily one is overdue or failed."""
+        return await self.runs.health()
 
     async def record_restore(self, backup: Path) -> None:
         """Audits that this node was brought back from `backup` (the restore's last step)."""
@@ -88,47 +88,54 @@ class CustodyService:
 
 
 async def bring_in(home: Path, backup: Path) -> None:
-    """Copies a backup into an empty `home` (checked before it gets its name); the caller then
-    opens it and, if that fails, removes it again (`remove_db`)."""
+    """Copies a backup into an empty `home` and checks the copy (integrity, identity, audit chain
+    against the key it holds) before it gets its name; a refused or failed one leaves nothing in
+    `home` (nor `home` itself, when this made it). The caller then opens it and, if that fails,
+    removes it again (`remove_db`)."""
     if (home / DB_FILE).exists():
         raise AlreadyInitialised(f"{home} already holds a node: restore into an empty home")
+    made = not home.exists()
     ensure_home(home)
+    partial = home / f".{DB_FILE}.partial"
     try:
-        await asyncio.to_thread(_copy_durably, backup, home / DB_FILE)
+        recorded = await asyncio.to_thread(backups.recorded_digest, backup)
+        copied = await asyncio.to_thread(_copy_privately, backup, partial)
+        if recorded is not None and copied != recorded:
+            raise StorageError(f"{backup.name} is refused: its bytes differ from the SHA-256 recorded when it was taken ({backups.digest_path(backup).name}): it was changed or damaged")
+        checked = await check_copy(partial)
+        if checked.problem is not None:
+            raise StorageError(f"{backup.name} is refused: {checked.problem}")
+        await asyncio.to_thread(_publish, partial, home / DB_FILE)
     except OSError as exc:
-        remove_db(home)
         raise StorageError(f"cannot copy {backup.name} into {home}: {exc.strerror or exc}") from exc
-    except BaseException:
-        remove_db(home)
-        raise
-
-
-def _publish_backup(partial: Path, target: Path) -> None:
-    """Checks the fresh copy, makes it durable, then gives it its name: a crash or a full disk
-    never leaves a file that looks like a finished backup."""
-    check_database_file(partial)
-    _fsync_path(partial)
-    os.rename(partial, target)
-    _fsync_path(target.parent)
-
-
-def _copy_durably(source: Path, target: Path) -> None:
-    """Copies the backup at `source` (a regular file: a named pipe would block the copy forever)
-    to `target`, readable by its owner only, and checks the copy before giving it its name: what
-    is checked is what is used, even if `source` is swapped meanwhile."""
-    partial = target.with_name(f".{target.name}.partial")
-    try:
-        partial.unlink(missing_ok=True)  # left by a restore that was killed
-        fd, _ = open_regular(source)
-        with owned(fd), open(fd, "rb", closefd=False) as reader, open(create_private(partial), "wb") as writer:
-            shutil.copyfileobj(reader, writer, COPY_CHUNK_BYTES)
-            writer.flush()
-            os.fsync(writer.fileno())
-        check_database_file(partial, source.name)
-        os.rename(partial, target)
-        _fsync_path(target.parent)
     finally:
         partial.unlink(missing_ok=True)
+        if not (home / DB_FILE).exists() and made:
+            with suppress(OSError):
+                home.rmdir()  # only if empty
+
+
+def _copy_privately(source: Path, partial: Path) -> bytes:
+    """Copies the backup at `source` (a regular file: a named pipe would block the copy forever)
+    to `partial`, readable by its owner only, durably, and checks it is an intact database: what
+    is checked is what is used, even if `source` is swapped meanwhile. Returns the SHA-256 of
+    what was copied."""
+    partial.unlink(missing_ok=True)  # left by a restore that was killed
+    digest = hashlib.sha256()
+    fd, _ = open_regular(source)
+    with owned(fd), open(fd, "rb", closefd=False) as reader, open(create_private(partial), "wb") as writer:
+        while chunk := reader.read(COPY_CHUNK_BYTES):
+            digest.update(chunk)
+            writer.write(chunk)
+        writer.flush()
+        os.fsync(writer.fileno())
+    check_database_file(partial, source.name)
+    return digest.digest()
+
+
+def _publish(partial: Path, target: Path) -> None:
+    os.rename(partial, target)
+    _fsync_path(target.parent)
 
 
 def _fsync_path(path: Path) -> None:

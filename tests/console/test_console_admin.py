@@ -254,14 +254,14 @@ async def test_a_backup_from_the_nodes_tab_restores(tmp_path: Path, home: Path) 
         await until_screen(pilot, BackupForm)
         await pilot.press("enter")
         await until_shown(pilot, "Enter the folder to write the backup into.")
-        await pilot.press(*str(tmp_path / "missing"), "enter")
+        await pilot.press(*str(tmp_path / "missing" / "backups"), "enter")  # a missing folder is made, but not its parent
         await until_notified(pilot, shown, "no folder")
         await pilot.press("b")
         await until_screen(pilot, BackupForm)
         await pilot.press(*str(shelf), "enter")
         await until_notified(pilot, shown, f"Backup written to {shelf}")
         assert app.node is not None and (await app.node.audit.entries(1))[0].action == "backup"
-    (taken,) = shelf.iterdir()
+    (taken,) = shelf.glob("*.backup.db")  # beside it: its .sha256
     async with await Node.restore(tmp_path / "rebuilt", taken, PASSPHRASE) as restored:
         assert restored.identity.whoami().node_name == "alpha"
 

@@ -4,8 +4,11 @@ never leaving a half-written file or a half-restored node behind."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
+import shutil
+import sqlite3
 import stat
 import subprocess
 import time
@@ -37,7 +40,10 @@ async def test_a_backup_taken_while_posting_restores_to_the_same_node(tmp_path: 
         taken = await alpha.custody.backup(shelf)
         await poster
         assert taken.path.parent == shelf and taken.path.name.endswith(BACKUP_SUFFIX) and taken.bytes == taken.path.stat().st_size
-        assert [p.name for p in shelf.iterdir()] == [taken.path.name]  # no partial file left beside it
+        sha256 = shelf / f"{taken.path.name}.sha256"  # beside it, as sha256sum writes it; no partial file
+        assert sorted(p.name for p in shelf.iterdir()) == [taken.path.name, sha256.name]
+        assert sha256.read_text() == f"{hashlib.sha256(taken.path.read_bytes()).hexdigest()}  {taken.path.name}\n"
+        assert stat.S_IMODE(sha256.stat().st_mode) == 0o600
         assert (await alpha.audit.entries(1))[0].action == "backup"
         node_id = alpha.identity.node_id
 
@@ -152,8 +158,14 @@ async def test_only_admins_take_backups_and_bad_folders_are_refused(tmp_path: Pa
         with pytest.raises(PermissionDenied, match="backup needs the admin role"):
             await bob.custody.backup(tmp_path)
         assert (await bob.audit.entries(1))[0].action == "permission_denied"
-        with pytest.raises(InvalidInput, match="no folder"):
-            await alpha.custody.backup(tmp_path / "missing")
+        with pytest.raises(InvalidInput, match="no folder"):  # an unmounted stick is not replaced by a folder on this disk
+            await alpha.custody.backup(tmp_path / "missing" / "backups")
+        assert not (tmp_path / "missing").exists()
+        (tmp_path / "a file").write_text("not a folder")
+        with pytest.raises(InvalidInput, match="is not a folder"):
+            await alpha.custody.backup(tmp_path / "a file")
+        taken = await alpha.custody.backup(tmp_path / "new")  # a missing folder is made, readable by its owner only
+        assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700 and taken.path.parent == tmp_path / "new"
 
 
 @pytest.mark.root
@@ -174,7 +186,10 @@ async def test_a_full_disk_fails_the_backup_cleanly(tmp_path: Path, room: str) -
                 await alpha.custody.backup(small)
             assert list(small.iterdir()) == []
             assert [m.text for m in await alpha.views.read("general")] == ["x" * 30_000]
-            assert (await alpha.audit.entries(1))[0].action != "backup"
+            last = (await alpha.audit.entries(1))[0]
+            assert last.action == "backup_checked" and last.detail["ok"] is False and "full" in str(last.detail["problem"])
+            health = await alpha.custody.backup_health()
+            assert health.state.value == "failed" and "full" in health.summary
     finally:
         subprocess.run(["umount", str(small)], capture_output=True, timeout=30)
 
@@ -199,3 +214,143 @@ def test_backup_and_restore_from_the_command_line(tmp_path: Path) -> None:
     assert "restored into" in restored.stdout
     read = run_cli(rebuilt, "read", "general", "--json")
     assert [m["text"] for m in json.loads(read.stdout)] == ["kept"]
+
+
+def test_the_scheduled_backup_runs_beside_serve_and_prunes_by_the_configured_policy(tmp_path: Path) -> None:
+    """What the appliance's timer runs: `backup --scheduled` with the passphrase only, while the
+    node's LAN service holds the home; the folder and retention come from `config`."""
+    from tests.system.test_cli_gaps import start_serve, stop
+
+    home, shelf = tmp_path / "home", tmp_path / "shelf"
+    assert run_cli(home, "init", "--workspace", "acme", "--user", "alice").returncode == 0
+    unset = run_cli(home, "backup", "--scheduled")
+    assert unset.returncode == 1 and "no backup folder is set" in unset.stderr
+    assert "NONE taken yet" in run_cli(home, "backup", "--status").stdout
+    usage = run_cli(home, "backup", "--keep", "30d")
+    assert usage.returncode == 2 and "--to DIR" in usage.stderr
+    bad = run_cli(home, "config", "--backup-dir", str(shelf), "--backup-keep", "30 days")
+    assert bad.returncode == 1 and "cannot read the retention '30 days'" in bad.stderr
+    configured = run_cli(home, "config", "--backup-dir", str(shelf), "--backup-keep", "1h", "--backup-keep-at-least", "1", "--json")
+    assert json.loads(configured.stdout)["scheduled_backup"] == {"folder": str(shelf), "keep": "1h", "keep_at_least": 1}
+    shelf.mkdir(mode=0o700)
+    serve, _ = start_serve(home)
+    try:
+        first = run_cli(home, "backup", "--scheduled", "--json")
+        assert first.returncode == 0, first.stderr
+        name = Path(json.loads(first.stdout)["file"]).name
+        old = shelf / name.replace(name[-26:-10], "20200101T000000Z")
+        os.rename(shelf / name, old)  # as if it had been taken in 2020 (the check recorded is for its real name)
+        os.rename(shelf / f"{name}.sha256", shelf / f"{old.name}.sha256")
+        time.sleep(1)  # a new second: a new name
+        second = run_cli(home, "backup", "--scheduled", "--json")
+        assert second.returncode == 0, second.stderr
+        assert json.loads(second.stdout)["pruned"] == [old.name]  # not recorded as checked under that name, older than an hour
+        assert serve.poll() is None  # the LAN service kept running
+    finally:
+        stop(serve)
+    kept = Path(json.loads(second.stdout)["file"]).name
+    assert sorted(p.name for p in shelf.iterdir()) == [kept, f"{kept}.sha256"]  # the pruned backup's SHA-256 went with it
+    status = run_cli(home, "backup", "--status", "--json")
+    report = json.loads(status.stdout)
+    assert report["state"] == "ok" and report["folder"] == str(shelf) and report["keep"] == "1h" and report["last"]["ok"] is True
+    assert "Backups: ok, last verified" in run_cli(home, "backup", "--status").stdout
+    audit = json.loads(run_cli(home, "audit", "--json", "--limit", "4").stdout)
+    assert [e["action"] for e in audit][-1] == "backup_pruned" and audit[-1]["detail"]["file"] == old.name
+
+
+def test_a_corrupted_backup_is_refused_by_restore_with_the_reason_and_leaves_nothing(tmp_path: Path) -> None:
+    home, shelf = tmp_path / "home", tmp_path / "shelf"
+    assert run_cli(home, "init", "--workspace", "acme", "--user", "alice").returncode == 0
+    assert run_cli(home, "channel", "create", "general").returncode == 0
+    assert run_cli(home, "post", "general", "the text nobody may change").returncode == 0
+    written = run_cli(home, "backup", "--to", str(shelf), "--json")
+    good = Path(json.loads(written.stdout)["file"])
+    data = good.read_bytes()
+    with sqlite3.connect(good) as conn:  # where the audit log's rows live, to flip a byte in one
+        (page,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'audit_log'").fetchone()
+    page_size = 4096
+    cases: dict[str, tuple[bytes, str]] = {
+        "truncated.backup.db": (data[: len(data) // 2], "truncated.backup.db"),
+        "header.backup.db": (data[:100] + b"\xff" * 12 + data[112:], "header.backup.db"),
+    }
+    audit_page = bytearray(data)
+    body = audit_page[(page - 1) * page_size : page * page_size]
+    spot = body.rfind(b"backup")  # the text of an entry's action, inside its hashed record
+    if spot < 0:
+        spot = body.rfind(b"init")
+    assert spot > 0
+    audit_page[(page - 1) * page_size + spot] ^= 0x01
+    cases["flipped.backup.db"] = (bytes(audit_page), "audit log does not verify")
+    for name, (content, reason) in cases.items():
+        (shelf / name).write_bytes(content)
+        target = tmp_path / f"restored-{name}"
+        refused = run_cli(target, "restore", str(shelf / name))
+        assert refused.returncode == 1 and reason in refused.stderr and name in refused.stderr, refused.stderr
+        assert "\n" not in refused.stderr.strip()
+        assert not target.exists()  # nothing left behind, not even the folder it made
+    # A changed byte that leaves the structure and the audit log intact - a letter of a message -
+    # is caught by the SHA-256 written beside the backup when it was taken.
+    checked = subprocess.run(["sha256sum", "-c", f"{good.name}.sha256"], cwd=shelf, capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0 and f"{good.name}: OK" in checked.stdout
+    pristine = good.read_bytes()
+    spot = pristine.find(b"the text nobody may change")
+    assert spot > 0
+    good.write_bytes(pristine[:spot] + b"T" + pristine[spot + 1 :])
+    refused = run_cli(tmp_path / "restored", "restore", str(good))
+    assert refused.returncode == 1 and f"{good.name} is refused: its bytes differ from the SHA-256 recorded when it was taken" in refused.stderr
+    assert not (tmp_path / "restored").exists()
+    good.write_bytes(pristine)
+    restored = run_cli(tmp_path / "restored", "restore", str(good))
+    assert restored.returncode == 0, restored.stderr
+    assert [m["text"] for m in json.loads(run_cli(tmp_path / "restored", "read", "general", "--json").stdout)] == ["the text nobody may change"]
+
+
+def _mount_tmpfs(where: Path, options: str) -> None:
+    where.mkdir(exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True, timeout=30)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a read-only tmpfs standing in for a write-protected stick")
+async def test_a_read_only_backup_folder_fails_the_backup_clearly_and_is_recorded(tmp_path: Path) -> None:
+    (alpha,) = await make_workspace(tmp_path)
+    stick = tmp_path / "stick"
+    _mount_tmpfs(stick, "ro,size=1m")
+    try:
+        async with alpha:
+            with pytest.raises(StorageError, match=f"cannot write the backup into {stick}: Read-only file system"):
+                await alpha.custody.backup(stick)
+            assert list(stick.iterdir()) == []
+            health = await alpha.custody.backup_health()
+            assert health.state.value == "failed" and health.last is not None and "Read-only file system" in (health.last.problem or "")
+    finally:
+        subprocess.run(["umount", str(stick)], capture_output=True, timeout=30)
+
+
+async def test_a_folder_removed_while_the_backup_is_written_leaves_nothing_and_says_so(tmp_path: Path) -> None:
+    """The stick pulled out (its folder gone) between the copy and its check: no file that looks
+    whole anywhere, a clear error, a failed check on record, and the next run into a folder that
+    is back works."""
+    (alpha,) = await make_workspace(tmp_path)
+    stick = tmp_path / "stick"
+    async with alpha:
+        await alpha.chat.create_channel("general")
+        real = alpha.store.backup_into
+
+        async def pulled_out(target: Path) -> None:
+            await real(target)
+            assert target.stat().st_size > 0
+            shutil.rmtree(target.parent)
+
+        alpha.store.backup_into = pulled_out  # type: ignore[method-assign]
+        with pytest.raises(StorageError, match=f"the backup folder {stick} went away while the backup was written"):
+            await alpha.custody.backup(stick)
+        assert not stick.exists()
+        last = (await alpha.audit.entries(1))[0]
+        assert last.action == "backup_checked" and last.detail["ok"] is False
+        alpha.store.backup_into = real  # type: ignore[method-assign]
+        taken = await alpha.custody.backup(stick)
+        assert sorted(p.name for p in stick.iterdir()) == [taken.path.name, f"{taken.path.name}.sha256"]
+        assert (await alpha.custody.backup_health()).state.value == "ok"

@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from appliance.netpolicy import DEFAULT_ALLOWED
+from appliance.retention import STALE_AFTER_MS
 from sync.lan import DEFAULT_PORT
 from sync.sneakernet import import_bundles
 from tests.conftest import PASSPHRASE, make_workspace, revocation_on_stick, run_cli
@@ -41,6 +42,8 @@ SERVICE = OVERLAY / "etc/systemd/system/rallypoint.service"
 CONSOLE = OVERLAY / "etc/systemd/system/rallypoint-console.service"
 USB_UNIT = OVERLAY / "etc/systemd/system/rallypoint-usb-mount@.service"
 FIREWALL_UNIT = OVERLAY / "etc/systemd/system/rallypoint-firewall-networks.service"
+BACKUP_UNIT = OVERLAY / "etc/systemd/system/rallypoint-backup.service"
+BACKUP_TIMER = OVERLAY / "etc/systemd/system/rallypoint-backup.timer"
 USB_RULE = OVERLAY / "etc/udev/rules.d/90-rallypoint-usb.rules"
 NFTABLES = OVERLAY / "etc/nftables.conf"
 SBIN = OVERLAY / "usr/local/sbin"
@@ -95,6 +98,30 @@ def test_service_runs_serve_sandboxed_with_the_sealed_passphrase() -> None:
     assert f"RALLYPOINT_HOME={tty.NODE_HOME}" in unit["Environment"][0].split()
     assert unit["WantedBy"] == ["multi-user.target"]
     assert unit["RestartPreventExitStatus"] == [str(EXIT_WIPED)]  # a wiped node is not restarted
+
+
+def test_the_daily_backup_runs_from_a_timer_with_the_services_credential() -> None:
+    """The timer starts `backup --scheduled` daily, making up a missed day at boot, within the
+    slack the console's health view allows; the service unlocks the node exactly as
+    rallypoint.service does, beside it, in a sandbox without network; the build enables it."""
+    service, unit, timer = directives(SERVICE), directives(BACKUP_UNIT), directives(BACKUP_TIMER)
+    assert unit["ExecStart"] == ["/usr/local/bin/rallypoint backup --scheduled --passphrase-file %d/passphrase"]
+    for key in ("LoadCredentialEncrypted", "ConditionPathExists", "Environment", "User", "Group", "StateDirectory", "UMask"):
+        assert unit[key] == service[key], key
+    assert unit["Type"] == ["oneshot"] and "Conflicts" not in unit  # never stops the running node
+    for key, value in {"PrivateNetwork": "yes", "NoNewPrivileges": "yes", "ProtectHome": "yes", "CapabilityBoundingSet": "", "RestrictAddressFamilies": "AF_UNIX"}.items():
+        assert unit[key] == [value], key
+    assert timer["OnCalendar"] == ["daily"] and timer["Persistent"] == ["true"] and timer["WantedBy"] == ["timers.target"]
+    (delay,) = timer["RandomizedDelaySec"]
+    assert delay.endswith("min") and 24 * 60 + int(delay[:-3]) < STALE_AFTER_MS // 60_000  # a run late by the delay is not yet "overdue"
+    build = (IMAGES / "build").read_text()
+    enabled = re.search(r"^ENABLED_UNITS = (\[.*\])$", build, re.M)
+    sandboxed = re.search(r"^SANDBOXED_UNITS = (\[.*?\])", build, re.M)
+    assert enabled and "rallypoint-backup.timer" in json.loads(enabled[1])
+    assert sandboxed and "rallypoint-backup.service" in json.loads(sandboxed[1])
+    if shutil.which("systemd-analyze"):  # the sandbox's score on this host, as the build checks it in the image
+        scored = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--threshold=20", str(BACKUP_UNIT)], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+        assert scored.returncode == 0, scored.stdout + scored.stderr
 
 
 def test_console_replaces_the_getty_on_tty1() -> None:
@@ -464,9 +491,9 @@ def test_rootfs_has_the_user_units_and_no_password_login(built: Path) -> None:
     if (rootfs / "usr/sbin/sshd").exists():  # none is installed today; if one ever is, it takes keys only
         text = sshd_config.read_text() + "".join(p.read_text() for p in (rootfs / "etc/ssh/sshd_config.d").glob("*.conf"))
         assert "PasswordAuthentication no" in text and "KbdInteractiveAuthentication no" in text
-    units = ["rallypoint.service", "rallypoint-console.service", "nftables.service", "rallypoint-firewall-networks.service", "systemd-networkd.service", "getty@tty1.service"]
+    units = ["rallypoint.service", "rallypoint-console.service", "nftables.service", "rallypoint-firewall-networks.service", "systemd-networkd.service", "rallypoint-backup.timer", "getty@tty1.service"]
     states = in_chroot(rootfs, "systemctl", "is-enabled", *units).stdout.split()
-    assert states == ["enabled"] * 5 + ["masked"]  # tty1 is the console's
+    assert states == ["enabled"] * 6 + ["masked"]  # tty1 is the console's
     assert (rootfs / "etc/machine-id").read_text() == ""
     assert "DEVELOPMENT" in (rootfs / "etc/rallypoint/update-signing.pub").read_text()
     assert not list(rootfs.rglob("update-signing.key"))  # the dev key's secret half stays in OUT

@@ -9,7 +9,7 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from appliance import ids, policy
 from appliance.errors import InvalidInput
@@ -17,13 +17,14 @@ from appliance.model import NodeTrail, TrailEntry, iso_utc
 from tui.cli.output import EXIT_ERROR, emit
 from tui.cli.parsing import Command
 from tui.cli.unlock import given_secret, with_node
-from tui.errors import CliError, CommandFailed
+from tui.errors import CliError, CommandFailed, UsageError
 from tui.files import write_atomically
 from tui.text import printable
 
 if TYPE_CHECKING:  # each command imports what it uses when it runs: `--help` loads none of it
     from appliance.audit import AuditVerdict
     from appliance.node import Node
+    from appliance.services.backup_runs import BackupSchedule
 
 
 async def cmd_invite(args: argparse.Namespace) -> None:
@@ -103,19 +104,43 @@ async def cmd_user(args: argparse.Namespace) -> None:
 
 
 async def cmd_config(args: argparse.Namespace) -> None:
+    schedule = _backup_schedule(args)
+
     async def run(node: Node) -> None:
         if args.max_attachment_bytes is not None:
             await node.blobs.set_max_blob_bytes(args.max_attachment_bytes)
         if args.console_lock is not None:
             await node.signin.set_console_lock(args.console_lock)
+        if schedule is not None:
+            await node.custody.set_backup_schedule(schedule or None)
         lock = await node.signin.console_lock_seconds()
+        backup = await node.custody.backup_schedule()
+        backup_json = None if backup is None else {"folder": str(backup.folder), "keep": backup.policy.text, "keep_at_least": backup.policy.keep_at_least}
+        backup_text = "off" if backup is None else f"daily into {backup.folder}, keep {backup.policy.text} (at least {backup.policy.keep_at_least} verified)"
         emit(
             args,
-            {"max_attachment_bytes": node.blobs.max_blob_bytes, "console_lock_seconds": lock},
-            f"max attachment size: {node.blobs.max_blob_bytes} bytes\nconsole idle lock: {f'{lock} s' if lock else 'off'}",
+            {"max_attachment_bytes": node.blobs.max_blob_bytes, "console_lock_seconds": lock, "scheduled_backup": backup_json},
+            f"max attachment size: {node.blobs.max_blob_bytes} bytes\nconsole idle lock: {f'{lock} s' if lock else 'off'}\nscheduled backup: {printable(backup_text)}",
         )
 
     await with_node(args, run)
+
+
+def _backup_schedule(args: argparse.Namespace) -> BackupSchedule | Literal[False] | None:
+    """The scheduled backup `config` sets: a schedule, False to turn it off, None to leave it."""
+    from appliance.retention import DEFAULT_KEEP_AT_LEAST, parse_keep
+    from appliance.services.backup_runs import DEFAULT_KEEP, BackupSchedule
+
+    if args.no_backup:
+        if args.backup_dir or args.backup_keep or args.backup_keep_at_least is not None:
+            raise UsageError("--no-backup takes no other backup option", "rallypoint config", "")
+        return False
+    if args.backup_dir is None:
+        if args.backup_keep or args.backup_keep_at_least is not None:
+            raise UsageError("--backup-keep and --backup-keep-at-least go with --backup-dir", "rallypoint config", "")
+        return None
+    policy = parse_keep(args.backup_keep or DEFAULT_KEEP, DEFAULT_KEEP_AT_LEAST if args.backup_keep_at_least is None else args.backup_keep_at_least)
+    return BackupSchedule(Path(args.backup_dir).expanduser().absolute(), policy)
 
 
 def _audit_verdict_text(verdict: AuditVerdict) -> str:
@@ -307,6 +332,10 @@ def _user_arguments(parser: argparse.ArgumentParser, common: argparse.ArgumentPa
 def _config_arguments(parser: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-attachment-bytes", type=int)
     parser.add_argument("--console-lock", type=int, metavar="SECONDS", help="admin: lock the console after this many idle seconds (0: never)")
+    parser.add_argument("--backup-dir", metavar="DIR", help="admin: the daily backup's folder (the appliance's timer runs `backup --scheduled`)")
+    parser.add_argument("--backup-keep", metavar="AGE", help="admin: delete its backups older than AGE (30d, 36h, 1d12h; default 30d)")
+    parser.add_argument("--backup-keep-at-least", type=int, metavar="N", help="admin: but keep the newest N verified ones (default 7)")
+    parser.add_argument("--no-backup", action="store_true", help="admin: turn the daily backup off")
 
 
 def _audit_filters(parser: argparse.ArgumentParser) -> None:

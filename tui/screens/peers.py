@@ -1,4 +1,5 @@
-"""Peers and sync health: every node this one knows or has seen, live."""
+"""Peers and sync health: every node this one knows or has seen, live, and the health of the
+node's backups (the last one, its check, a failed or missed daily backup)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from appliance.errors import RallypointError
 from appliance.feed import ChangeFeed, FeedEvent
+from appliance.retention import BackupHealth, HealthState
 from sync.interfaces import interface_networks
 from sync.lan import SessionInfo
 from tui.formatting import ago
 from tui.messages import Failed, PeersLoaded
-from tui.services import PeersService
+from tui.services import BackupHealthService, PeersService
 from tui.text import printable
 
 PEERS_REFRESH_SECONDS = 2.0  # the peers view also changes without LAN events (courier visits, clocks)
@@ -28,21 +30,24 @@ LanSessions = Callable[[], Sequence[SessionInfo] | None]  # the console's live L
 
 class PeersScreen(Screen[None]):
     """Every known and discovered node: trust, where it was seen, its live session, when it last
-    synced by LAN and by courier, and how many of our changes it lacks. Live: LAN events reload it."""
+    synced by LAN and by courier, and how many of our changes it lacks. Live: LAN events reload it.
+    Above the table, the backups' health: a failed or overdue daily backup stands out."""
 
+    CSS_PATH = "peers.tcss"
     BINDINGS = [Binding("escape,f2", "app.pop_screen", "Back"), Binding("f5", "reload", "Refresh")]
     COLUMNS = ("Node", "Trust", "Address", "Session", "LAN sync", "Courier", "Behind")
 
-    def __init__(self, *, peers: PeersService, feed: ChangeFeed, lan_sessions: LanSessions) -> None:
+    def __init__(self, *, peers: PeersService, feed: ChangeFeed, lan_sessions: LanSessions, backups: BackupHealthService) -> None:
         super().__init__()
         self.peers = peers
         self.feed = feed
         self.lan_sessions = lan_sessions
-
+        self.backups = backups
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static(id="peers-status")
+        yield Static(id="peers-backup")
         yield DataTable(id="peers", cursor_type="row", zebra_stripes=True)
         yield Static(id="peers-refused")
         yield Footer(compact=True, show_command_palette=False)
@@ -74,9 +79,13 @@ class PeersScreen(Screen[None]):
         except RallypointError as exc:
             self.post_message(Failed(str(exc)))
             return
+        try:
+            health: BackupHealth | None = await self.backups.backup_health()
+        except RallypointError:
+            health = None  # the peers still show; the line says the health is unknown
         live = self.lan_sessions()
         sessions = {info.node_id: info for info in live} if live is not None else {}
-        self.post_message(PeersLoaded(rows, sessions, live is not None))
+        self.post_message(PeersLoaded(rows, sessions, live is not None, health))
 
     @on(PeersLoaded)
     def peers_loaded(self, event: PeersLoaded) -> None:
@@ -103,6 +112,13 @@ class PeersScreen(Screen[None]):
         self.query_one("#peers-status", Static).update(Content(f"{len(event.rows)} node(s) · {lan} · Behind: our changes it lacks{conflicts}"))
         refused = [f"{printable(row.name) or row.node_id}: not synced by LAN: {printable(row.refused)}" for row in event.rows if row.refused]
         self.query_one("#peers-refused", Static).update(Content("\n".join(refused)))
+        self.show_backups(event.backups)
+
+    def show_backups(self, health: BackupHealth | None) -> None:
+        line = self.query_one("#peers-backup", Static)
+        line.update(Content(printable(health.summary) if health else "Backups: their health could not be read"))  # Content: plain text
+        line.set_class(health is None or health.state is not HealthState.OK, "-warning")
+        line.set_class(health is not None and health.state is HealthState.FAILED, "-failed")
 
     @on(Failed)
     def failed(self, event: Failed) -> None:
