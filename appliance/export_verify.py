@@ -133,6 +133,7 @@ class _Checker:
 
     def record(self, number: int, body: dict[str, Any]) -> None:
         record_id = str(body.get("id")) if body.get("id") is not None else None
+        self.records += 1
         if not self.signed(body):
             self.problem(number, record_id, "the record was changed: its signature by the exporting node does not match")
             return
@@ -141,7 +142,6 @@ class _Checker:
         if record_id in self.seen:
             self.problem(number, record_id, "the record appears twice")
         self.seen.add(record_id or "")
-        self.records += 1
         author = _hex(body.get("author_key"), 32)
         cert = self.certified.get(author) if author else None
         if author is None or cert is None or cert.kind != certs.SubjectKind.USER:
@@ -166,7 +166,8 @@ class _Checker:
         if body.get("line") != number or body.get("records") != self.records:
             self.problem(number, None, f"the file held {body.get('records')} records when signed; {self.records} are here")
         elif body.get("digest") != digest:
-            self.problem(number, None, "the lines differ from those signed (reordered or changed)")
+            if not self.problems:  # a changed line was named already
+                self.problem(number, None, "the lines differ from those signed (reordered or changed)")
         else:
             self.complete = True
 

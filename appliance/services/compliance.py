@@ -84,7 +84,7 @@ class ComplianceService:
         self._identity = identity
         self._roster = roster
         self._replica = replica
-        self.schedule = ComplianceSchedule(kernel, identity, self)
+        self.schedule = ComplianceSchedule(kernel, identity, roster, self)
 
     async def export(
         self,

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING
 
 from appliance.audit_actions import AuditAction
 from appliance.compliance_records import ExportFilter, ExportFormat, ExportResult, TimeBasis
-from appliance.errors import InvalidInput, NotFound
+from appliance.errors import InvalidInput, NotFound, PermissionDenied
 from appliance.export_encoders import EXTENSIONS
 from appliance.export_sealing import parse_recipient
 from appliance.kernel import Kernel
 from appliance.services.identity import IdentityService
+from appliance.services.roster import Roster
 from appliance.settings_rows import read_setting, write_setting
 
 if TYPE_CHECKING:
@@ -65,9 +66,10 @@ def _parse_stamp(text: str) -> int:
 
 
 class ComplianceSchedule:
-    def __init__(self, kernel: Kernel, identity: IdentityService, compliance: ComplianceService) -> None:
+    def __init__(self, kernel: Kernel, identity: IdentityService, roster: Roster, compliance: ComplianceService) -> None:
         self._kernel = kernel
         self._identity = identity
+        self._roster = roster
         self._compliance = compliance
 
     async def set_policy(
@@ -111,6 +113,8 @@ class ComplianceSchedule:
         policy = await self.policy()
         if policy is None:
             raise NotFound("no scheduled compliance export is set (rallypoint compliance-schedule --to DIR --every 1d)")
+        if not self._roster.current.is_admin(bytes.fromhex(policy.set_by)):
+            raise PermissionDenied(f"the scheduled compliance export was set by {self._roster.user_name(policy.set_by)}, no longer an admin: an admin must set it again")
         since = await self.last_until()
         directory = Path(policy.directory)
         since = self._adopt_finished(directory, policy.format, since)
