@@ -1,5 +1,5 @@
 """The signed JSON-lines form of a compliance export. Every line is canonical JSON (sorted
-keys, no spaces, UTF-8) with a "sig" member: the exporting node's Ed25519 signature over the
+keys, no spaces, UTF-8) with a "sig" member added at its end: the exporting node's Ed25519 signature over the
 line's canonical bytes without it, under SIGNATURE_DOMAIN.
 
     line 1:  {"type": "header", workspace, node, certificates (base64), filters, created_at, ...}
@@ -73,8 +73,10 @@ def record_body(record: ExportRecord, line: int) -> dict[str, Any]:
 
 
 def signed_line(body: dict[str, Any], sign: Sign) -> bytes:
-    signature = sign(SIGNATURE_DOMAIN + canonical(body))
-    return canonical({**body, "sig": signature.hex()}) + b"\n"
+    """The body's canonical JSON with "sig" added last (a reader re-canonicalises without it)."""
+    data = canonical(body)
+    signature = sign(SIGNATURE_DOMAIN + data)
+    return data[:-1] + b',"sig":"' + signature.hex().encode() + b'"}\n'
 
 
 class SignedLines:

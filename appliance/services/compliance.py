@@ -31,9 +31,10 @@ from appliance.compliance_records import (
     RecordKind,
     TimeBasis,
 )
+from appliance.documents import ROOT
 from appliance.errors import InvalidInput, NotFound, StorageError
 from appliance.export_encoders import Chunk, Encoder
-from appliance.export_history import ChangeIndex, ChangeRef, Event
+from appliance.export_history import ChangeIndex, ChangeRef
 from appliance.export_writer import ExportSink, Written
 from appliance.kernel import Kernel
 from appliance.services.compliance_schedule import ComplianceSchedule
@@ -112,17 +113,8 @@ class ComplianceService:
         except OSError as exc:
             await self._audit_failure(actor, detail, exc)
             raise StorageError(f"cannot write the export into {target.parent}: {exc.strerror or exc}") from exc
-        records = messages = 0
         try:
-            await asyncio.to_thread(_write, sink, encoder.start(header))
-            async for batch, attachments in self._batches(filters, with_files):
-                chunks = [encoder.add(record, attachments) for record in batch]
-                records += len(batch)
-                messages += sum(1 for record in batch if record.kind == RecordKind.POST)
-                await asyncio.to_thread(_write, sink, chunks)
-                if with_files and not encoder.wants_files:
-                    await asyncio.to_thread(_attach, sink, attachments)
-            await asyncio.to_thread(_write, sink, encoder.finish())
+            records, messages = await self._stream(sink, encoder, header, filters, with_files)
             written: Written = await asyncio.to_thread(sink.commit)
         except OSError as exc:
             await asyncio.to_thread(sink.abort)
@@ -150,6 +142,26 @@ class ComplianceService:
             since=filters.since,
             until=filters.until,
         )
+
+    async def _stream(self, sink: ExportSink, encoder: Encoder, header: ExportHeader, filters: ExportFilter, with_files: bool) -> tuple[int, int]:
+        """Every record into the sink; (records, messages)."""
+        records = messages = 0
+        in_flight: asyncio.Future[None] | None = None  # the previous page, encoded and written in a thread meanwhile
+        try:
+            await asyncio.to_thread(_write, sink, encoder.start(header))
+            async for batch, attachments in self._batches(filters, with_files):
+                records += len(batch)
+                messages += sum(1 for record in batch if record.kind == RecordKind.POST)
+                if in_flight is not None:
+                    await in_flight
+                in_flight = asyncio.ensure_future(asyncio.to_thread(_encode, encoder, sink, batch, attachments, with_files and not encoder.wants_files))
+            if in_flight is not None:
+                await in_flight
+            await asyncio.to_thread(_write, sink, encoder.finish())
+        finally:
+            if in_flight is not None and not in_flight.done():  # failed meanwhile: the thread ends before its file is removed
+                await asyncio.wait([in_flight])
+        return records, messages
 
     async def _audit_failure(self, actor: str, detail: dict[str, object], exc: OSError) -> None:
         try:
@@ -213,31 +225,40 @@ class ComplianceService:
         if users:
             where.append(or_(m.author.in_(users), m.deleted_by.in_(users)))
         columns = (m.channel_id, m.doc_id, m.message_id, m.author, m.created_at, m.text, m.root_id, m.edited_at, m.deleted, m.deleted_by, m.reactions, m.files, m.withheld, m.tampered)
-        last: tuple[str, str, str] | None = None
         context: _DocContext | None = None
         here = self._identity.node_id
         nodes = {ids.key_id(key): name for key, name in self._roster.node_names.items()}
-        while True:
+        names: dict[str, str] = {}
+
+        async def page(after: tuple[str, str, str] | None) -> Sequence[Any]:
             query = select(*columns).where(and_(*where))
-            if last is not None:
-                query = query.where(tuple_(m.channel_id, m.doc_id, m.message_id) > tuple_(*last))
+            if after is not None:
+                query = query.where(tuple_(m.channel_id, m.doc_id, m.message_id) > tuple_(*after))
             async with self._kernel.store.reading() as conn:
-                rows = (await conn.execute(query.order_by(m.channel_id, m.doc_id, m.message_id).limit(PAGE))).all()
-            if not rows:
-                return
-            last = (rows[-1].channel_id, rows[-1].doc_id, rows[-1].message_id)
-            batch: list[ExportRecord] = []
-            for row in rows:
-                if context is None or context.doc_id != row.doc_id:
-                    context = await self._context(row.doc_id)
-                name, kind = channels[row.channel_id]
-                for record in self._records(row, context, name, kind, here, nodes):
-                    if users and record.author not in users:
-                        continue
-                    when = record.at if filters.basis == TimeBasis.SENT else (record.provenance.received_at if record.provenance else None)
-                    if filters.since is None and filters.until is None or (when is not None and filters.admits(when)):
-                        batch.append(record)
-            yield batch, (await self._attachments(batch) if with_files else {})
+                return (await conn.execute(query.order_by(m.channel_id, m.doc_id, m.message_id).limit(PAGE))).all()
+
+        following = asyncio.ensure_future(page(None))
+        try:
+            while True:
+                rows = await following
+                if not rows:
+                    return
+                # the next page is read (SQLite, off the GIL) while this one is turned into records
+                following = asyncio.ensure_future(page((rows[-1].channel_id, rows[-1].doc_id, rows[-1].message_id)))
+                batch: list[ExportRecord] = []
+                for row in rows:
+                    if context is None or context.doc_id != row.doc_id:
+                        context = await self._context(row.doc_id)
+                    name, kind = channels[row.channel_id]
+                    for record in self._records(row, context, (row.channel_id, name, kind), here, nodes, names):
+                        if users and record.author not in users:
+                            continue
+                        when = record.at if filters.basis == TimeBasis.SENT else (record.provenance.received_at if record.provenance else None)
+                        if filters.since is None and filters.until is None or (when is not None and filters.admits(when)):
+                            batch.append(record)
+                yield batch, (await self._attachments(batch) if with_files else {})
+        finally:
+            following.cancel()
 
     async def _context(self, doc_id: str) -> _DocContext:
         doc = await self._replica.document(doc_id)
@@ -254,36 +275,50 @@ class ComplianceService:
             rows = (await conn.execute(select(t.blobs.c.hash, t.blobs.c.data).where(t.blobs.c.hash.in_(wanted)))).all()
         return {row.hash.hex(): row.data for row in rows}
 
-    def _records(self, row: Any, context: _DocContext, channel_name: str, channel_kind: str, here: str, nodes: dict[str, str]) -> list[ExportRecord]:
+    def _records(self, row: Any, context: _DocContext, channel: tuple[str, str, str], here: str, nodes: dict[str, str], names: dict[str, str]) -> list[ExportRecord]:
+        """The message's events: the post, each edit, the deletion. A message never edited nor
+        deleted is what its view row says (one lookup for its change); the others are read
+        from the document's history."""
+        channel_id, channel_name, channel_kind = channel
         deleted_by = row.deleted_by or None
-        found = export_history.history(context.doc, context.index, row.message_id, bool(row.deleted), deleted_by)
-        reactions = tuple(
-            Reaction(emoji, user, self._roster.user_name(user)) for emoji, users in sorted(json.loads(row.reactions).items()) for user in users
-        )
 
-        def make(kind: RecordKind, n: int, author: str, event: Event | None, at: int, text: str, files: tuple[FileMeta, ...]) -> ExportRecord:
-            proof, provenance = self._proof(context, event.change if event else None, here, nodes)
+        def name(user: str) -> str:
+            found = names.get(user)
+            if found is None:
+                found = names[user] = self._roster.user_name(user)
+            return found
+
+        reactions = () if row.reactions == "{}" else tuple(Reaction(emoji, user, name(user)) for emoji, users in sorted(json.loads(row.reactions).items()) for user in users)
+
+        def make(kind: RecordKind, n: int, author: str, change: ChangeRef | None, at: int, text: str, files: tuple[FileMeta, ...]) -> ExportRecord:
+            proof, provenance = self._proof(context, change, here, nodes)
             return ExportRecord(
-                record_id=f"{row.message_id}/{kind.value}/{n}",
-                kind=kind,
-                message_id=row.message_id,
-                channel_id=row.channel_id,
-                channel_name=channel_name,
-                channel_kind=channel_kind,
-                author=author,
-                author_name=self._roster.user_name(author),
-                at=at,
-                posted_at=row.created_at,
-                text=text,
-                root_id=row.root_id,
-                files=files,
-                reactions=reactions if kind == RecordKind.POST else (),
-                withheld=bool(row.withheld),
-                tampered=bool(row.tampered),
-                proof=proof,
-                provenance=provenance,
+                f"{row.message_id}/{kind.value}/{n}",
+                kind,
+                row.message_id,
+                channel_id,
+                channel_name,
+                channel_kind,
+                author,
+                name(author),
+                at,
+                row.created_at,
+                text,
+                row.root_id,
+                files,
+                reactions if kind == RecordKind.POST else (),
+                bool(row.withheld),
+                bool(row.tampered),
+                proof,
+                provenance,
             )
 
+        if row.edited_at is None and not row.deleted and not row.tampered:
+            got = context.doc.get(ROOT, row.message_id)
+            change = context.index.of_op(got[1]) if got is not None else None
+            files = () if row.files == "[]" else tuple(FileMeta(f["name"], f["size"], f["hash"]) for f in json.loads(row.files))
+            return [make(RecordKind.POST, 0, row.author, change, row.created_at, row.text, files)]
+        found = export_history.history(context.doc, context.index, row.message_id, bool(row.deleted), deleted_by)
         if found is None:  # a format-1 segment: the view row as it stands
             files = tuple(FileMeta(f["name"], f["size"], f["hash"]) for f in json.loads(row.files))
             out = [make(RecordKind.POST, 0, row.author, None, row.created_at, row.text, files)]
@@ -291,10 +326,10 @@ class ComplianceService:
                 out.append(make(RecordKind.DELETION, 0, deleted_by or row.author, None, row.edited_at or row.created_at, "", ()))
             return out
         files = tuple(FileMeta(f.name, f.size, f.hash) for f in found.files)
-        out = [make(RecordKind.POST, 0, found.author, found.post, found.post.at, found.post.text, files)]
-        out.extend(make(RecordKind.EDIT, n, found.author, edit, edit.at, edit.text, ()) for n, edit in enumerate(found.edits, start=1))
+        out = [make(RecordKind.POST, 0, found.author, found.post.change, found.post.at, found.post.text, files)]
+        out.extend(make(RecordKind.EDIT, n, found.author, edit.change, edit.at, edit.text, ()) for n, edit in enumerate(found.edits, start=1))
         if found.deletion is not None:
-            out.append(make(RecordKind.DELETION, 0, deleted_by or found.author, found.deletion, found.deletion.at, "", ()))
+            out.append(make(RecordKind.DELETION, 0, deleted_by or found.author, found.deletion.change, found.deletion.at, "", ()))
         return out
 
     def _proof(self, context: _DocContext, change: ChangeRef | None, here: str, nodes: dict[str, str]) -> tuple[ChangeProof | None, Provenance | None]:
@@ -318,6 +353,10 @@ def _write(sink: ExportSink, chunks: Sequence[Chunk]) -> None:
             sink.entry(chunk.entry, chunk.data)
 
 
-def _attach(sink: ExportSink, attachments: dict[str, bytes]) -> None:
-    for digest, data in attachments.items():
-        sink.attachment(digest, data)
+def _encode(encoder: Encoder, sink: ExportSink, batch: Sequence[ExportRecord], attachments: dict[str, bytes], beside: bool) -> None:
+    """In a worker thread, one page at a time and in order: signing (which releases the GIL)
+    runs on another core while the next page is gathered."""
+    _write(sink, [encoder.add(record, attachments) for record in batch])
+    if beside:
+        for digest, data in attachments.items():
+            sink.attachment(digest, data)
