@@ -17,12 +17,13 @@ _NOT_XML = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-
 
 
 def text(value: str) -> str:
-    """`value` as XML character data: escaped, characters XML cannot hold replaced."""
-    return escape(_NOT_XML.sub("\ufffd", value))
+    """`value` as XML character data: escaped (a carriage return too: a parser would read it as a
+    line feed), characters XML cannot hold replaced."""
+    return escape(_NOT_XML.sub("\ufffd", value)).replace("\r", "&#13;")
 
 
 def _attr(value: str) -> str:
-    return quoteattr(_NOT_XML.sub("\ufffd", value))
+    return quoteattr(_NOT_XML.sub("\ufffd", value), {"\r": "&#13;", "\n": "&#10;", "\t": "&#9;"})
 
 
 def _el(name: str, value: str) -> str:

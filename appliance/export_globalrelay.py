@@ -22,6 +22,7 @@ from appliance.compliance_records import ExportHeader, ExportRecord, RecordKind,
 
 _DOMAIN = "rallypoint.invalid"  # no mail domain exists offline; the addresses are stable names
 _PLAIN = re.compile(r"^[\x20-\x7e]*$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _WORD_BYTES = 45  # UTF-8 bytes per encoded word: 60 base64 characters, under RFC 2047's 75
 _SUBJECTS = {RecordKind.POST: "Message", RecordKind.EDIT: "Edit", RecordKind.DELETION: "Deletion"}
 
@@ -46,7 +47,9 @@ def encoded_words(value: str) -> str:
 
 
 def _text(value: str) -> str:
-    """A header value: as is when short printable ASCII, else encoded words."""
+    """A header value: as is when short printable ASCII, else encoded words. Control characters
+    (names cannot hold them; a crafted one could) become U+FFFD: a header is one line."""
+    value = _CONTROL.sub("\ufffd", value)
     return value if _PLAIN.match(value) and len(value) < 900 and "=?" not in value else encoded_words(value)
 
 
@@ -55,7 +58,7 @@ def _local(value: str) -> str:
 
 
 def _address(name: str, local: str) -> str:
-    return f"{encoded_words(name)} <{_local(local)}@{_DOMAIN}>"
+    return f"{encoded_words(_CONTROL.sub(chr(0xFFFD), name))} <{_local(local)}@{_DOMAIN}>"
 
 
 def _base64_lines(data: bytes) -> str:
