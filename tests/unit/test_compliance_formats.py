@@ -33,7 +33,8 @@ STRANGER = crypto.new_signing_key(bytes([4]) * 32)
 WS = bytes(WORKSPACE.verify_key)
 DOC = "c0ffee/seg/000000"
 
-hostile = st.text(st.characters(codec="utf-8"), max_size=80) | st.sampled_from(["<b>&amp;</b>", "]]>", "\x00\x01\x1b[31m", '"quoted", comma\r\nline', "=?utf-8?b?AAA?=", "--boundary", "\ud7ff\ue000\ufffe", "Ω🎉\u202e"])
+NASTY = ["<b>&amp;</b>", "]]>", "\x00\x01\x1b[31m", '"quoted", comma\r\nline', "=?utf-8?b?AAA?=", "--boundary", "\ud7ff\ue000\ufffe", "Ω🎉\u202e"]
+hostile = st.text(st.characters(codec="utf-8"), max_size=80) | st.sampled_from(NASTY)
 
 
 def cert(kind: certs.SubjectKind, key: bytes, name: str, role: certs.Role) -> bytes:
@@ -47,7 +48,9 @@ def header(fmt: ExportFormat = ExportFormat.JSONL, name: str = "acme") -> Export
     return ExportHeader(fmt, name, WS.hex(), "NODEID", "alpha", bytes(NODE.verify_key).hex(), CERTS, ExportFilter(), 1_700_000_000_000, bytes(ALICE.verify_key).hex())
 
 
-def record(n: int = 0, text: str = "hello", *, channel: str = "general", user_name: str = "alice", file_name: str = "a.txt", kind: RecordKind = RecordKind.POST, signer: object = ALICE) -> ExportRecord:
+def record(
+    n: int = 0, text: str = "hello", *, channel: str = "general", user_name: str = "alice", file_name: str = "a.txt", kind: RecordKind = RecordKind.POST, signer: object = ALICE
+) -> ExportRecord:
     change_hash = crypto.sha256(f"change {n}".encode())
     signature = crypto.sign(signer, changes.signing_payload(DOC, change_hash))  # type: ignore[arg-type]
     return ExportRecord(
