@@ -148,3 +148,4 @@ class ExportResult:
     encrypted_to: str | None  # recipient key hex
     since: int | None
     until: int | None
+    workspace_key: str  # hex: what `rallypoint verify-export --workspace-key` checks against

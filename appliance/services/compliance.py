@@ -141,6 +141,7 @@ class ComplianceService:
             encrypted_to=recipient.hex() if recipient else None,
             since=filters.since,
             until=filters.until,
+            workspace_key=header.workspace_key,
         )
 
     async def _stream(self, sink: ExportSink, encoder: Encoder, header: ExportHeader, filters: ExportFilter, with_files: bool) -> tuple[int, int]:

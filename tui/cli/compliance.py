@@ -55,6 +55,7 @@ def _result_json(result: ExportResult) -> dict[str, object]:
         "encrypted_to": result.encrypted_to,
         "since": iso_utc(result.since) if result.since is not None else None,
         "until": iso_utc(result.until) if result.until is not None else None,
+        "workspace_key": result.workspace_key,
     }
 
 
@@ -62,9 +63,10 @@ def _result_text(result: ExportResult) -> str:
     lines = [f"Exported {result.records:,} records ({result.messages:,} messages) as {result.format.value} to {result.path} ({result.bytes:,} bytes, sha256 {result.sha256})"]
     if result.files_dir:
         lines.append(f"Attachments ({result.files:,}) in {result.files_dir}")
+    lines.append(f"Check it offline: rallypoint verify-export FILE --workspace-key {result.workspace_key}" if result.format == ExportFormat.JSONL else "")
     if result.encrypted_to:
         lines.append(f"Encrypted to {result.encrypted_to}: rallypoint decrypt-export FILE --identity KEYFILE opens it")
-    return "\n".join(lines)
+    return "\n".join(line for line in lines if line)
 
 
 async def cmd_compliance_export(args: argparse.Namespace) -> None:
@@ -177,7 +179,7 @@ def cmd_verify_export(args: argparse.Namespace) -> None:
         except ValueError:
             key = b""
         if len(key) != 32:
-            raise CliError("--workspace-key takes the workspace key as 64 hex digits (rallypoint whoami --json shows it)")
+            raise CliError("--workspace-key takes the workspace key as 64 hex digits (compliance-export prints it)")
     try:
         report = verify_lines(_plain_lines(Path(args.file).expanduser(), args.identity), key)
     except OSError as exc:
