@@ -246,3 +246,24 @@ async def test_received_basis_selects_by_arrival(tmp_path: Path) -> None:
         sent = await export_jsonl(alpha, tmp_path / "s.jsonl", ExportFilter(since=mark))
     assert [r["message_id"] for r in arrived] == [old] and sent == []
     assert RecordKind.POST.value == arrived[0]["kind"]
+
+
+async def test_messages_carried_in_whole_segments_keep_their_proofs(tmp_path: Path) -> None:
+    """A segment a peer lacked entirely arrives compacted with one signature per actor: each
+    message's record names its own change and the signature of the newest change that vouches
+    for it, and the export verifies."""
+    alpha, bravo = await make_workspace(tmp_path, "bob")
+    async with alpha, bravo:
+        await alpha.chat.create_channel("general")
+        await alpha.chat.post_many("general", [f"message {i}" for i in range(600)])
+        await alpha.directory.set_role("bob", "admin")  # bravo's user exports
+        delta = await alpha.exchange.delta_for([bravo.identity.node_key])
+        assert delta.wholes
+        await bravo.intake.import_batches([(d.doc_id, d.changes) for d in delta.documents], wholes=delta.wholes, received_from=alpha.identity.node_id)
+        records = await export_jsonl(bravo, tmp_path / "whole.jsonl")
+        workspace_key = bravo.identity.row.workspace_key
+    assert len(records) == 600 and all(r["proof"] is not None for r in records)
+    assert len({r["proof"]["change_hash"] for r in records}) == 600
+    assert len({r["proof"]["signed_hash"] for r in records}) == 2  # one signed change per segment
+    assert {r["provenance"]["received_from_name"] for r in records} == {"alpha"}
+    assert verify_lines((tmp_path / "whole.jsonl").read_bytes().splitlines(keepends=True), workspace_key).ok
