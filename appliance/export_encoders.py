@@ -5,7 +5,7 @@ chunks - bytes for the file, or named entries of the zip the EML form is. Pure."
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from appliance import export_csv, export_globalrelay
@@ -56,6 +56,12 @@ class Encoder:
             return Chunk(self._signed.add(record))
         assert self._header is not None
         return Chunk(export_globalrelay.eml(self._header, record, files), export_globalrelay.entry_name(record))
+
+    def add_many(self, records: Sequence[ExportRecord], files: Mapping[str, bytes]) -> list[Chunk]:
+        """A page of records: as `add` one by one, the CSV rows written at once."""
+        if self.format == ExportFormat.CSV:
+            return [Chunk(export_csv.rows(records))]
+        return [self.add(record, files) for record in records]
 
     def finish(self) -> list[Chunk]:
         if self.format == ExportFormat.ACTIANCE:

@@ -357,7 +357,7 @@ def _write(sink: ExportSink, chunks: Sequence[Chunk]) -> None:
 def _encode(encoder: Encoder, sink: ExportSink, batch: Sequence[ExportRecord], attachments: dict[str, bytes], beside: bool) -> None:
     """In a worker thread, one page at a time and in order: signing (which releases the GIL)
     runs on another core while the next page is gathered."""
-    _write(sink, [encoder.add(record, attachments) for record in batch])
+    _write(sink, encoder.add_many(batch, attachments))
     if beside:
         for digest, data in attachments.items():
             sink.attachment(digest, data)

@@ -263,3 +263,8 @@ def test_a_wrong_key_a_cut_or_an_altered_file_is_refused() -> None:
     altered[200] ^= 1
     with pytest.raises(SealedExportError, match="altered"):
         list(open_sealed(io.BytesIO(bytes(altered)), parse_identity(identity_text)))
+
+
+def test_rows_written_at_once_are_the_rows_written_one_by_one() -> None:
+    records = [record(n, text=NASTY[n % len(NASTY)]) for n in range(20)]
+    assert export_csv.rows(records) == b"".join(export_csv.row(r) for r in records)
