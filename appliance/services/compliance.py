@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, or_, select, tuple_
+from sqlalchemy import and_, or_, select
 
 from appliance import crypto, export_history, ids
 from appliance import schema as t
@@ -208,11 +208,12 @@ class ComplianceService:
         return frozenset(by_name[name] for name in names)
 
     async def _batches(self, filters: ExportFilter, with_files: bool) -> AsyncIterator[tuple[list[ExportRecord], dict[str, bytes]]]:
-        """The records, a page of view rows at a time, in channel, segment and message order."""
+        """The records, a page of view rows at a time, channel by channel in message order (each
+        page one range of the (channel_id, message_id) index: no page costs more than the last)."""
         channels = await self._channels(filters.channels)
         users = self._users(filters.users)
         m = t.messages.c
-        where: list[Any] = [m.channel_id.in_(list(channels))]
+        where: list[Any] = []
         if filters.basis == TimeBasis.SENT:
             if filters.until is not None:
                 where.append(m.created_at < filters.until)
@@ -226,30 +227,36 @@ class ComplianceService:
         if users:
             where.append(or_(m.author.in_(users), m.deleted_by.in_(users)))
         columns = (m.channel_id, m.doc_id, m.message_id, m.author, m.created_at, m.text, m.root_id, m.edited_at, m.deleted, m.deleted_by, m.reactions, m.files, m.withheld, m.tampered)
-        context: _DocContext | None = None
+        contexts: dict[str, _DocContext] = {}  # the segments being read (a late arrival sits in a later one)
         here = self._identity.node_id
         nodes = {ids.key_id(key): name for key, name in self._roster.node_names.items()}
         names: dict[str, str] = {}
 
-        async def page(after: tuple[str, str, str] | None) -> Sequence[Any]:
-            query = select(*columns).where(and_(*where))
-            if after is not None:
-                query = query.where(tuple_(m.channel_id, m.doc_id, m.message_id) > tuple_(*after))
+        async def page(after: tuple[str, str]) -> Sequence[Any]:
+            query = select(*columns).where(and_(m.channel_id == after[0], m.message_id > after[1], *where))
             async with self._kernel.store.reading() as conn:
-                return (await conn.execute(query.order_by(m.channel_id, m.doc_id, m.message_id).limit(PAGE))).all()
+                return (await conn.execute(query.order_by(m.message_id).limit(PAGE))).all()
 
-        following = asyncio.ensure_future(page(None))
+        keys = [(channel_id, "") for channel_id in sorted(channels)]
+        if not keys:
+            return
+        following = asyncio.ensure_future(page(keys.pop(0)))
         try:
             while True:
                 rows = await following
-                if not rows:
+                if len(rows) == PAGE:
+                    keys.insert(0, (rows[-1].channel_id, rows[-1].message_id))
+                if not keys and not rows:
                     return
                 # the next page is read (SQLite, off the GIL) while this one is turned into records
-                following = asyncio.ensure_future(page((rows[-1].channel_id, rows[-1].doc_id, rows[-1].message_id)))
+                following = asyncio.ensure_future(page(keys.pop(0))) if keys else asyncio.ensure_future(_nothing())
                 batch: list[ExportRecord] = []
                 for row in rows:
-                    if context is None or context.doc_id != row.doc_id:
-                        context = await self._context(row.doc_id)
+                    context = contexts.get(row.doc_id)
+                    if context is None:
+                        if len(contexts) >= 4:
+                            del contexts[next(iter(contexts))]
+                        context = contexts[row.doc_id] = await self._context(row.doc_id)
                     name, kind = channels[row.channel_id]
                     for record in self._records(row, context, (row.channel_id, name, kind), here, nodes, names):
                         if users and record.author not in users:
@@ -344,6 +351,10 @@ class ComplianceService:
         if signer is None or signer.signature is None:
             return None, provenance
         return ChangeProof(context.doc_id, change.hash.hex(), signer.hash.hex(), signer.signature.hex()), provenance
+
+
+async def _nothing() -> Sequence[Any]:
+    return ()
 
 
 def _write(sink: ExportSink, chunks: Sequence[Chunk]) -> None:
