@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
+from typing import Any
 
 from automerge._automerge import Document
 
@@ -46,29 +47,38 @@ class MessageHistory:
 
 
 class ChangeIndex:
-    """Which change made an op: per actor, the changes' op ranges."""
+    """Which change made an op: per actor, the changes' op ranges (the binding's Change objects,
+    turned into ChangeRefs only when asked for: most of a segment's changes never are)."""
 
     def __init__(self, doc: Document) -> None:
-        ranges: dict[bytes, list[tuple[int, int, ChangeRef]]] = {}
+        ranges: dict[bytes, list[tuple[int, int, Any]]] = {}
         for change in doc.get_changes([]):
-            ref = ChangeRef(bytes(change.hash), bytes(change.actor_id), change.seq, tuple(bytes(d) for d in change.deps))
-            ranges.setdefault(ref.actor, []).append((change.start_op, change.max_op, ref))
-        self._starts = {actor: [r[0] for r in sorted(rs, key=lambda r: r[0])] for actor, rs in ranges.items()}
+            ranges.setdefault(bytes(change.actor_id), []).append((change.start_op, change.max_op, change))
         self._ranges = {actor: sorted(rs, key=lambda r: r[0]) for actor, rs in ranges.items()}
+        self._starts = {actor: [r[0] for r in rs] for actor, rs in self._ranges.items()}
 
     def of_op(self, exid: bytes) -> ChangeRef | None:
-        parsed = _op(exid)
-        if parsed is None:
+        if len(exid) < 2 + ACTOR_BYTES or exid[1] != ACTOR_BYTES:
             return None
-        actor, counter = parsed
+        actor = exid[2 : 2 + ACTOR_BYTES]
         starts = self._starts.get(actor)
         if not starts:
             return None
+        pos = 2 + ACTOR_BYTES
+        if pos + 1 < len(exid) and exid[pos] < 0x80 and exid[pos + 1] < 0x80:  # one-byte actor index and counter
+            counter = exid[pos + 1]
+        else:
+            parsed = _op(exid)
+            if parsed is None:
+                return None
+            counter = parsed[1]
         at = bisect.bisect_right(starts, counter) - 1
         if at < 0:
             return None
-        start, end, ref = self._ranges[actor][at]
-        return ref if start <= counter <= end else None
+        start, end, change = self._ranges[actor][at]
+        if not start <= counter <= end:
+            return None
+        return ChangeRef(bytes(change.hash), actor, change.seq, tuple(bytes(d) for d in change.deps))
 
 
 def _uleb(data: bytes, pos: int) -> tuple[int, int]:

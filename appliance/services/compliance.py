@@ -65,6 +65,7 @@ class _DocContext:
         self.index = ChangeIndex(doc)
         self.by_hash = {row.hash: row for row in rows}
         self.by_actor: dict[bytes, list[_LogRow]] = {}
+        self.provenances: dict[tuple[str | None, int], Provenance] = {}  # most changes of a segment share one arrival
         for row in sorted(rows, key=lambda r: r.seq):
             self.by_actor.setdefault(row.actor, []).append(row)
 
@@ -346,8 +347,10 @@ class ComplianceService:
         row, signer = context.logged(change)
         if row is None:
             return None, None
-        source = row.received_from or here
-        provenance = Provenance(source, nodes.get(source, source), row.received_at)
+        provenance = context.provenances.get((row.received_from, row.received_at))
+        if provenance is None:
+            source = row.received_from or here
+            provenance = context.provenances[(row.received_from, row.received_at)] = Provenance(source, nodes.get(source, source), row.received_at)
         if signer is None or signer.signature is None:
             return None, provenance
         return ChangeProof(context.doc_id, change.hash.hex(), signer.hash.hex(), signer.signature.hex()), provenance
