@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import and_, or_, select
 
@@ -45,8 +44,9 @@ from appliance.services.roster import Roster
 PAGE = 2000  # view rows read at a time: memory stays bounded whatever the export's size
 
 
-@dataclass(frozen=True)
-class _LogRow:
+class _LogRow(Protocol):
+    """The columns of a change-log row the export reads (SQLAlchemy's rows, as read)."""
+
     hash: bytes
     actor: bytes
     seq: int
@@ -274,7 +274,7 @@ class ComplianceService:
         c = t.changes.c
         async with self._kernel.store.reading() as conn:
             rows = (await conn.execute(select(c.hash, c.actor, c.seq, c.signature, c.vouched_by, c.received_from, c.received_at).where(c.doc_id == doc_id))).all()
-        return _DocContext(doc_id, doc, [_LogRow(row.hash, row.actor, row.seq, row.signature, row.vouched_by, row.received_from, row.received_at) for row in rows])
+        return _DocContext(doc_id, doc, rows)  # rows as read: a value object each would cost a fifth of this
 
     async def _attachments(self, batch: Sequence[ExportRecord]) -> dict[str, bytes]:
         wanted = sorted({bytes.fromhex(f.hash) for record in batch for f in record.files})
