@@ -5,10 +5,13 @@ without gaps or overlaps, and a folder that vanishes mid-write."""
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import hashlib
 import json
 import shutil
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -134,6 +137,9 @@ async def test_each_format_writes_whole_files_readable_only_by_their_owner(tmp_p
             assert result.records == 5 and (tmp_path / f"out.{fmt.value}").stat().st_mode & 0o777 == 0o600
             if fmt != ExportFormat.GLOBALRELAY:
                 assert result.files == 5 and sorted(p.name for p in Path(result.files_dir or "").iterdir()) == sorted(hashlib.sha256(f"file {n}".encode()).hexdigest() for n in range(5))
+    with zipfile.ZipFile(tmp_path / "out.globalrelay") as archive:
+        mails = [email.message_from_bytes(archive.read(name), policy=email.policy.default) for name in sorted(archive.namelist()) if name.endswith(".eml")]
+    assert sorted((a.get_filename(), a.get_content()) for m in mails for a in m.iter_attachments()) == [(f"f{n}.txt", f"file {n}".encode()) for n in range(5)]
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
 
 

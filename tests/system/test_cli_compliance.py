@@ -80,6 +80,10 @@ def test_csv_and_an_encrypted_export_open_only_with_the_identity(node: tuple[Pat
     wrong = standalone("decrypt-export", str(sealed), "--identity", str(tmp_path / "other.key"))
     assert wrong.returncode == 1 and "not encrypted to this key" in wrong.stderr and not (tmp_path / "export.csv").exists()
     ok(standalone("decrypt-export", str(sealed), "--identity", str(tmp_path / "officer.key")))
+    signed = tmp_path / "export.jsonl.sealed"
+    ok(run_cli(home, "compliance-export", "--format", "jsonl", "--to", str(signed), "--recipient", keys["recipient"]))
+    assert "cut" not in ok(standalone("verify-export", str(signed), "--identity", str(tmp_path / "officer.key"), "--workspace-key", workspace_key))
+    assert standalone("verify-export", str(signed), "--workspace-key", workspace_key).returncode != 0  # encrypted: the identity is needed
     rows = list(csv.DictReader(io.StringIO((tmp_path / "export.csv").read_text(), newline="")))
     assert [(r["Record Type"], r["Post Message"]) for r in rows if r["Post Id"] == first] == [("post", "the plan, as first written"), ("edit", "the plan, as revised")]
 
