@@ -37,6 +37,11 @@ When each is written (actor: the acting user's key, the node's key, or "-" for n
   their size, the changes and the audit trail entries they carry.
 - AUDIT_EXPORTED: an admin exported audit trails (`rallypoint audit export`): whose, how many
   entries, from when.
+- COMPLIANCE_EXPORTED: an admin (or the schedule an admin set) wrote a compliance export: its
+  format, filters, records, file name, size and SHA-256, and the recipient it was encrypted to.
+- COMPLIANCE_EXPORT_FAILED: a compliance export could not be written (full, read-only or
+  vanished folder); nothing that looks whole was left.
+- COMPLIANCE_SCHEDULE_SET: an admin set or cleared the scheduled compliance export's policy.
 - BUNDLE_ACCEPTED, BUNDLE_DUPLICATE: a courier bundle was imported; it brought something new,
   or nothing this node lacked.
 - BUNDLE_REJECTED: a bundle was refused (also when an audit trail it carries has a gap, a broken
@@ -110,6 +115,9 @@ class AuditAction(enum.StrEnum):
     NETWORK_RULE = "network_rule"
     BUNDLE_EXPORTED = "bundle_exported"
     AUDIT_EXPORTED = "audit_exported"
+    COMPLIANCE_EXPORTED = "compliance_exported"
+    COMPLIANCE_EXPORT_FAILED = "compliance_export_failed"
+    COMPLIANCE_SCHEDULE_SET = "compliance_schedule_set"
     BUNDLE_ACCEPTED = "bundle_accepted"
     BUNDLE_DUPLICATE = "bundle_duplicate"
     BUNDLE_REJECTED = "bundle_rejected"

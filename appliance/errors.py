@@ -23,7 +23,8 @@ translated at the boundary (`raise X(...) from exc`).
     │   │   ├── CborTooLarge               (appliance.cbor)
     │   │   ├── NotARegularFile            (appliance.files)
     │   │   ├── FileTooLarge               (appliance.files)
-    │   │   └── AmbiguousChannel           (appliance.services.heads)
+    │   │   ├── AmbiguousChannel           (appliance.services.heads)
+    │   │   └── SealedExportError          (appliance.export_sealing)
     │   ├── ChangeRejected
     │   │   ├── AttributesRefused
     │   │   ├── HeadChangeRefused

@@ -22,6 +22,7 @@ from appliance.services.audit import AuditService
 from appliance.services.audit_feeds import AuditFeeds
 from appliance.services.blobs import Attachment, BlobsService
 from appliance.services.chat import SEGMENT_SIZE, ChatService, check_channel_name
+from appliance.services.compliance import ComplianceService
 from appliance.services.custody import BACKUP_SUFFIX, CustodyService, bring_in, remove_db
 from appliance.services.directory import DirectoryService
 from appliance.services.enrollment import MAX_ENROLLMENT_FILE_BYTES, EnrollmentService, enrolled_identity, open_enrollment
@@ -62,7 +63,7 @@ class Node:
         self.intake = IntakeService(kernel, self.identity, roster, heads, self.replica, self.views, self.directory, self.blobs, self.exchange, self.custody, feeds)
         self.enrollment = EnrollmentService(kernel, self.identity, roster, self.replica, self.directory, self.intake)
         self.peers = PeersService(kernel, self.identity, roster, self.directory, self.exchange)
-        self.audit = AuditService(kernel, self.identity, roster, feeds)
+        self.audit = AuditService(kernel, self.identity, roster, feeds, ComplianceService(kernel, self.identity, roster, self.replica))
         self.signin = SignInService(kernel, self.identity, roster, self.directory)
         self._upkeep = Upkeep(store, self.replica, kernel.note_skipped_write)  # started once the node is open
 

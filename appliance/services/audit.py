@@ -17,16 +17,18 @@ from appliance.audit_feed import check_kept, verify_feed
 from appliance.kernel import Kernel
 from appliance.model import AuditRecord, NodeTrail, TrailEntry
 from appliance.services.audit_feeds import AuditFeeds
+from appliance.services.compliance import ComplianceService
 from appliance.services.identity import IdentityService
 from appliance.services.roster import Roster
 
 
 class AuditService:
-    def __init__(self, kernel: Kernel, identity: IdentityService, roster: Roster, feeds: AuditFeeds) -> None:
+    def __init__(self, kernel: Kernel, identity: IdentityService, roster: Roster, feeds: AuditFeeds, compliance: ComplianceService) -> None:
         self._kernel = kernel
         self._identity = identity
         self._roster = roster
         self.feeds = feeds  # other nodes' trails: what travels, what arrived
+        self.compliance = compliance  # the records officer's exports of messages, and their schedule
 
     async def record_export(self, recipients: Sequence[bytes], bundles: int, size: int, changes: int, audit_entries: int) -> None:
         """Audits bundles written for `recipients` (one peer, or a broadcast's)."""

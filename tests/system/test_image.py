@@ -44,6 +44,8 @@ USB_UNIT = OVERLAY / "etc/systemd/system/rallypoint-usb-mount@.service"
 FIREWALL_UNIT = OVERLAY / "etc/systemd/system/rallypoint-firewall-networks.service"
 BACKUP_UNIT = OVERLAY / "etc/systemd/system/rallypoint-backup.service"
 BACKUP_TIMER = OVERLAY / "etc/systemd/system/rallypoint-backup.timer"
+EXPORT_UNIT = OVERLAY / "etc/systemd/system/rallypoint-compliance-export.service"
+EXPORT_TIMER = OVERLAY / "etc/systemd/system/rallypoint-compliance-export.timer"
 USB_RULE = OVERLAY / "etc/udev/rules.d/90-rallypoint-usb.rules"
 NFTABLES = OVERLAY / "etc/nftables.conf"
 SBIN = OVERLAY / "usr/local/sbin"
@@ -131,6 +133,21 @@ def test_console_replaces_the_getty_on_tty1() -> None:
     assert unit["ExecStart"] == ["/usr/local/sbin/rallypoint-tty"]
     assert unit["Restart"] == ["always"]
     assert os.access(SBIN / "rallypoint-tty", os.X_OK)
+
+
+def test_the_scheduled_compliance_export_runs_hourly_sandboxed_with_the_services_credential() -> None:
+    """The timer starts the export hourly (the stored policy says whether it is due); the unit
+    unlocks as rallypoint.service does, has no network, and is scored like the other services."""
+    service, unit, timer = directives(SERVICE), directives(EXPORT_UNIT), directives(EXPORT_TIMER)
+    assert unit["LoadCredentialEncrypted"] == service["LoadCredentialEncrypted"] and unit["User"] == service["User"]
+    assert unit["ExecStart"] == ["/usr/local/bin/rallypoint compliance-export --scheduled --passphrase-file %d/passphrase"]
+    assert unit["Type"] == ["oneshot"] and unit["PrivateNetwork"] == ["yes"] and unit["RestrictAddressFamilies"] == ["AF_UNIX"]
+    assert timer["OnCalendar"] == ["hourly"] and timer["Persistent"] == ["true"] and timer["WantedBy"] == ["timers.target"]
+    build = (IMAGES / "build").read_text()
+    enabled = re.search(r"^ENABLED_UNITS = (\[.*\])$", build, re.M)
+    sandboxed = re.search(r"^SANDBOXED_UNITS = (\[.*?\])", build, re.M)
+    assert enabled and "rallypoint-compliance-export.timer" in json.loads(enabled[1])
+    assert sandboxed and "rallypoint-compliance-export.service" in json.loads(sandboxed[1])
 
 
 def test_first_boot_restores_the_node_from_a_backup_on_a_stick(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -491,9 +508,18 @@ def test_rootfs_has_the_user_units_and_no_password_login(built: Path) -> None:
     if (rootfs / "usr/sbin/sshd").exists():  # none is installed today; if one ever is, it takes keys only
         text = sshd_config.read_text() + "".join(p.read_text() for p in (rootfs / "etc/ssh/sshd_config.d").glob("*.conf"))
         assert "PasswordAuthentication no" in text and "KbdInteractiveAuthentication no" in text
-    units = ["rallypoint.service", "rallypoint-console.service", "nftables.service", "rallypoint-firewall-networks.service", "systemd-networkd.service", "rallypoint-backup.timer", "getty@tty1.service"]
+    units = [
+        "rallypoint.service",
+        "rallypoint-console.service",
+        "nftables.service",
+        "rallypoint-firewall-networks.service",
+        "systemd-networkd.service",
+        "rallypoint-backup.timer",
+        "rallypoint-compliance-export.timer",
+        "getty@tty1.service",
+    ]
     states = in_chroot(rootfs, "systemctl", "is-enabled", *units).stdout.split()
-    assert states == ["enabled"] * 6 + ["masked"]  # tty1 is the console's
+    assert states == ["enabled"] * 7 + ["masked"]  # tty1 is the console's
     assert (rootfs / "etc/machine-id").read_text() == ""
     assert "DEVELOPMENT" in (rootfs / "etc/rallypoint/update-signing.pub").read_text()
     assert not list(rootfs.rglob("update-signing.key"))  # the dev key's secret half stays in OUT

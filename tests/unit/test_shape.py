@@ -50,6 +50,14 @@ PURE = [
     "appliance/totp.py",
     "appliance/user_keys.py",
     "appliance/retention.py",
+    "appliance/compliance_records.py",
+    "appliance/export_csv.py",
+    "appliance/export_actiance.py",
+    "appliance/export_globalrelay.py",
+    "appliance/export_signed.py",
+    "appliance/export_verify.py",
+    "appliance/export_encoders.py",
+    "appliance/export_history.py",
 ]
 IMPURE = {"asyncio", "sqlalchemy", "aiosqlite", "socket", "zeroconf", "textual"}
 STORE_LIBRARIES = {"sqlalchemy", "aiosqlite", "alembic"}  # only appliance/ talks to the database

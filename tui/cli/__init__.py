@@ -10,6 +10,7 @@ assembles the parser from them and is the boundary where errors become exit stat
               node                             courier   bundle, courier
     mfa       mfa (enrol, status, admin settings)
     custody   backup, restore                  lan       serve, peers, allow, deny
+    compliance  compliance-export, compliance-schedule, verify-export, decrypt-export, export-key
     console   console                          unlock    the home, the passphrase, the open node
     terms     terms (publish, show, accept, status)
     output    results, errors, exit statuses   parsing   Command, the raising ArgumentParser
@@ -24,7 +25,7 @@ import sys
 from appliance import __version__
 from appliance.errors import NodeLocked, RallypointError
 from sync.errors import SyncError
-from tui.cli import admin, channels, chat, console, courier, custody, lan, mfa, setup, terms
+from tui.cli import admin, channels, chat, compliance, console, courier, custody, lan, mfa, setup, terms
 from tui.cli.output import EXIT_ERROR, EXIT_REJECTED, EXIT_USAGE, EXIT_WIPED, report_error, stdout_closed
 from tui.cli.parsing import ArgumentParser, Command, common_options
 from tui.cli.unlock import default_home
@@ -53,6 +54,11 @@ COMMANDS: tuple[Command, ...] = (
     admin.AUDIT,
     custody.BACKUP,
     custody.RESTORE,
+    compliance.COMPLIANCE_EXPORT,
+    compliance.COMPLIANCE_SCHEDULE,
+    compliance.VERIFY_EXPORT,
+    compliance.DECRYPT_EXPORT,
+    compliance.EXPORT_KEY,
     courier.BUNDLE,
     courier.COURIER,
     admin.NODE,

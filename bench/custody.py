@@ -1,0 +1,174 @@
+"""Custody benchmark: what the node's data-custody operations cost on a realistic store, each
+figure beside what an operator would otherwise use.
+
+Compliance export (issue 17.5): records/s for each format (CSV, Actiance XML, GlobalRelay EML,
+signed JSON lines) over a channel of N messages (100k; 10k with --quick) where 2 % are edited,
+1 % deleted and 5 % reacted to; beside it a bare `sqlite3` SELECT of the messages table into
+Python's csv module (no history, no proofs, no signatures: the floor). Target: >= 20,000
+records/s in every format.
+
+    python bench/custody.py [--quick] [--json] [--messages N] [--home DIR] [--profile FORMAT]
+
+One function per figure (`figure_*`): other custody figures (backup, restore) are added as
+further functions and keys of the JSON. With --json the last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import csv
+import io
+import json
+import os
+import platform
+import pstats
+import random
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from chat import SEED, chat_line
+
+from appliance import crypto
+from appliance.compliance_records import ExportFilter, ExportFormat
+from appliance.node import Node
+
+CHANNEL = "general"
+PASSPHRASE = "bench passphrase"
+KDF = crypto.KdfParams(1, 8192)
+CHUNK = 2_000
+EXPORT_TARGET_RECORDS_S = 20_000
+
+
+@dataclass(frozen=True)
+class ExportFigure:
+    format: str
+    records: int
+    seconds: float
+    records_s: float
+    cpu_s: float  # CPU time of the process (every thread) during the export
+    records_per_cpu_s: float  # what a machine with a core free for it would approach
+    bytes: int
+    meets_target: bool
+
+
+@dataclass(frozen=True)
+class Baseline:
+    rows: int
+    seconds: float
+    rows_s: float
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+async def build_store(home: Path, messages: int) -> None:
+    """A node with one channel of `messages` messages, some edited, deleted, reacted to."""
+    rng = random.Random(SEED)
+    node = await Node.init(home, workspace_name="bench", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=KDF)
+    async with node:
+        await node.chat.create_channel(CHANNEL)
+        ids: list[str] = []
+        start = time.perf_counter()
+        while len(ids) < messages:
+            ids += await node.chat.post_many(CHANNEL, [chat_line(rng) for _ in range(min(CHUNK, messages - len(ids)))])
+            if len(ids) % 20_000 < CHUNK:
+                progress(f"filled {len(ids):,} messages ({time.perf_counter() - start:.0f} s)")
+        for message_id in rng.sample(ids, messages // 50):
+            await node.chat.edit(message_id, chat_line(rng))
+        for message_id in rng.sample(ids, messages // 20):
+            await node.chat.react(message_id, "👍")
+        for message_id in rng.sample(ids, messages // 100):
+            await node.chat.delete(message_id)
+        progress(f"store ready in {time.perf_counter() - start:.0f} s")
+
+
+async def figure_export(home: Path, out: Path, fmt: ExportFormat) -> ExportFigure:
+    """One export of the whole store in `fmt`, timed from the call to the renamed file."""
+    async with await Node.open(home, PASSPHRASE) as node:
+        target = out / f"export-{fmt.value}"
+        start, cpu = time.perf_counter(), time.process_time()
+        result = await node.audit.compliance.export(target, fmt, ExportFilter())
+        seconds, cpu_s = time.perf_counter() - start, time.process_time() - cpu
+    rate = result.records / seconds
+    return ExportFigure(fmt.value, result.records, round(seconds, 3), round(rate), round(cpu_s, 3), round(result.records / cpu_s), result.bytes, rate >= EXPORT_TARGET_RECORDS_S)
+
+
+def figure_sqlite_baseline(home: Path, out: Path) -> Baseline:
+    """What an operator would do by hand: SELECT the view into a CSV file."""
+    start = time.perf_counter()
+    conn = sqlite3.connect(f"file:{home / 'node.db'}?mode=ro", uri=True)
+    rows = 0
+    with open(out / "baseline.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        for row in conn.execute("SELECT message_id, channel_id, author, created_at, edited_at, deleted, text, reactions, files FROM messages ORDER BY channel_id, message_id"):
+            writer.writerow(row)
+            rows += 1
+    conn.close()
+    seconds = time.perf_counter() - start
+    return Baseline(rows, round(seconds, 3), round(rows / seconds))
+
+
+async def profile_export(home: Path, out: Path, fmt: ExportFormat) -> str:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    await figure_export(home, out / "profile", fmt)
+    profiler.disable()
+    buffer = io.StringIO()
+    pstats.Stats(profiler, stream=buffer).sort_stats("cumulative").print_stats(25)
+    return buffer.getvalue()
+
+
+def report(messages: int, exports: list[ExportFigure], baseline: Baseline) -> list[str]:
+    load = os.getloadavg()[0]
+    lines = [f"Compliance export of {messages:,} messages ({platform.machine()}, {os.cpu_count()} cores, load {load:.1f}, Python {platform.python_version()})", ""]
+    lines.append(f"{'format':<12} {'records':>9} {'seconds':>8} {'records/s':>10} {'rec/cpu-s':>10} {'bytes':>13}  target {EXPORT_TARGET_RECORDS_S:,}/s")
+    for f in exports:
+        lines.append(f"{f.format:<12} {f.records:>9,} {f.seconds:>8.2f} {f.records_s:>10,} {f.records_per_cpu_s:>10,} {f.bytes:>13,}  {'met' if f.meets_target else 'MISSED'}")
+    lines.append(f"{'sqlite3 csv':<12} {baseline.rows:>9,} {baseline.seconds:>8.2f} {baseline.rows_s:>10,} {'':>10} {'':>13}  (bare SELECT of the view: no history, proofs or signatures)")
+    return lines
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Custody figures: compliance export rates.")
+    parser.add_argument("--quick", action="store_true", help="under a minute: 10k messages")
+    parser.add_argument("--json", action="store_true", help="end with one line of JSON")
+    parser.add_argument("--messages", type=int, help="messages in the store (default 100,000; 10,000 with --quick)")
+    parser.add_argument("--home", type=Path, help="an empty directory to work in, kept afterwards")
+    parser.add_argument("--profile", choices=[f.value for f in ExportFormat], help="also print the profile of one export in this format")
+    return parser.parse_args()
+
+
+async def main() -> None:
+    args = parse_args()
+    messages = args.messages or (10_000 if args.quick else 100_000)
+    if args.home is not None and args.home.exists() and any(args.home.iterdir()):
+        sys.exit(f"{args.home} is not empty")
+    work = args.home or Path(tempfile.mkdtemp(prefix="rallypoint-custody-"))
+    try:
+        home, out = work / "node", work / "out"
+        out.mkdir(parents=True)
+        (out / "profile").mkdir()
+        await build_store(home, messages)
+        exports = [await figure_export(home, out, fmt) for fmt in ExportFormat]
+        baseline = figure_sqlite_baseline(home, out)
+        profile = await profile_export(home, out, ExportFormat(args.profile)) if args.profile else None
+    finally:
+        if args.home is None:
+            shutil.rmtree(work, ignore_errors=True)
+    print("\n".join(report(messages, exports, baseline)), flush=True)
+    if profile:
+        print(profile, flush=True)
+    if args.json:
+        print(json.dumps({"messages": messages, "load": os.getloadavg()[0], "export": {f.format: asdict(f) for f in exports}, "sqlite_csv_baseline": asdict(baseline)}), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
