@@ -148,6 +148,15 @@ class StorageError(ApplianceError):
     """The database refused a write (full disk, read-only medium, locked); nothing was half-written."""
 
 
+class WrongKey(WrongPassphrase):
+    """The data key given (a relay's key file) does not open this node's store; nothing changed."""
+
+
+class KeyFileInvalid(StorageError):
+    """A node's key file (or a relay's data key file) is damaged, of an unknown format, or open
+    to other users."""
+
+
 class IdentityConflict(ApplianceError):
     """Two machines present one node identity (an enrollment file used twice, a copied disk):
     that node is refused until an admin revokes it and it is re-enrolled."""

@@ -27,8 +27,8 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from appliance import schema
-from appliance.errors import StorageError
+from appliance import cipher, schema
+from appliance.errors import StorageError, WrongKey
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DB_FILE = "node.db"
@@ -94,8 +94,9 @@ class _Lane:
     (SQLite connections are happiest on one thread). The connection opens at the first job and
     is reopened after a database failure."""
 
-    def __init__(self, url: URL, name: str, on_connect: list[Callable[[Any, Any], None]], *, writes: bool) -> None:
+    def __init__(self, url: URL, name: str, on_connect: list[Callable[[Any, Any], None]], *, writes: bool, engine_args: dict[str, Any] | None = None) -> None:
         self._url = url
+        self._engine_args = engine_args or {}  # an encrypted store's: sqlcipher3, a keyed creator
         self._writes = writes
         self._on_connect = on_connect  # the store's list: set-ups added later apply to a later connection
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
@@ -125,7 +126,7 @@ class _Lane:
         if self._conn is None:
             if self._engine is None:
                 # NullPool: the one connection is held here, not pooled.
-                self._engine = create_engine(self._url, poolclass=NullPool)
+                self._engine = create_engine(self._url, poolclass=NullPool, **self._engine_args)
                 for listener in self._on_connect:
                     event.listen(self._engine, "connect", listener)
                 if self._engine.dialect.name == "sqlite":
@@ -201,8 +202,9 @@ class Store:
     transaction and `write(work)` runs `work` in one on the writer thread; any database failure
     surfaces as StorageError after a full rollback."""
 
-    def __init__(self, engine: AsyncEngine, path: Path | None = None, sync_url: URL | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, path: Path | None = None, sync_url: URL | None = None, keyed: cipher.Keyed | None = None) -> None:
         self.engine = engine
+        self.keyed = keyed  # how an encrypted store's connections open (None: a plain one)
         self.is_sqlite = engine.dialect.name == "sqlite"
         self.path = path  # the SQLite file, for a store on one
         self.read_only: str | None = None  # why, when the store could be opened for reading only
@@ -210,16 +212,23 @@ class Store:
         # The same database through the synchronous driver: the writer, and the checkpointer.
         sync_url = sync_url or engine.url.set(drivername=engine.url.drivername.split("+")[0])
         self._on_connect: list[Callable[[Any, Any], None]] = []
-        self._writer = _Lane(sync_url, "rallypoint-writer", self._on_connect, writes=True)
-        self._checkpointer = _Lane(sync_url, "rallypoint-checkpoint", self._on_connect, writes=False) if self.is_sqlite else None
+        sync_args: dict[str, Any] = {} if keyed is None else {"module": cipher.DRIVER, "creator": keyed.sync_creator()}
+        self._writer = _Lane(sync_url, "rallypoint-writer", self._on_connect, writes=True, engine_args=sync_args)
+        self._checkpointer = _Lane(sync_url, "rallypoint-checkpoint", self._on_connect, writes=False, engine_args=sync_args) if self.is_sqlite else None
         self._writes = 0
 
     @classmethod
-    def at(cls, home: Path) -> Store:
+    def at(cls, home: Path, db_key: bytes | None = None) -> Store:
+        """The node's database in `home`: encrypted by SQLCipher under `db_key` (a raw 256-bit key,
+        `atrest.database_key`), or a plain SQLite file without one (a node not yet converted)."""
         # URL.create takes the path as it is: in a URL string a '?' or '#' in a folder name would
         # end the path and the node would live in another file.
         path = home / DB_FILE
-        return cls(create_async_engine(URL.create("sqlite+aiosqlite", database=str(path))), path, URL.create("sqlite+pysqlite", database=str(path)))._with_pragmas()
+        async_url, sync_url = URL.create("sqlite+aiosqlite", database=str(path)), URL.create("sqlite+pysqlite", database=str(path))
+        if db_key is None:
+            return cls(create_async_engine(async_url), path, sync_url)._with_pragmas()
+        keyed = cipher.Keyed(str(path), db_key)
+        return cls(_keyed_engine(async_url, keyed), path, sync_url, keyed)._with_pragmas()
 
     @classmethod
     def memory(cls) -> Store:
@@ -269,6 +278,8 @@ class Store:
         try:
             revision = await self._current_revision()
         except SQLAlchemyError as exc:
+            if cipher.wrong_key(exc):
+                raise WrongKey(cipher.WRONG_KEY) from exc
             if self.path is None or not _no_room(exc):
                 raise StorageError(_describe(exc)) from exc
             revision = await self._open_for_reading_only()
@@ -290,7 +301,11 @@ class Store:
         try:
             os.close(os.open(f"{self.path}-shm", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
             uri = self.path.absolute().as_uri()  # percent-encoded: a '?' or '#' in a folder name stays in the path
-            self.engine = create_async_engine(URL.create("sqlite+aiosqlite", database=uri, query={"uri": "true", "mode": "ro", "readonly_shm": "1"}))
+            url = URL.create("sqlite+aiosqlite", database=uri, query={"uri": "true", "mode": "ro", "readonly_shm": "1"})
+            if self.keyed is None:
+                self.engine = create_async_engine(url)
+            else:
+                self.engine = _keyed_engine(url, cipher.Keyed(f"{uri}?mode=ro&readonly_shm=1", self.keyed.db_key, uri=True))
             self._with_pragmas()
             self.read_only = READ_ONLY_WHEN_FULL
             return await self._current_revision()
@@ -377,16 +392,22 @@ class Store:
 
     async def backup_into(self, target: Path) -> None:
         """Writes one consistent snapshot of the whole database to `target` (a new file) while the
-        node keeps running: SQLite's VACUUM INTO reads a single read transaction. Secrets stay
-        sealed in the copy, so opening it needs the same passphrase."""
+        node keeps running: SQLite's VACUUM INTO reads a single read transaction. The copy of an
+        encrypted store is encrypted under the same key (SQLCipher's VACUUM INTO writes through
+        the connection's codec), and its secrets stay sealed under the data key."""
         if not self.is_sqlite:
             raise StorageError("this store is PostgreSQL: back it up with pg_dump")
         try:
             async with self.engine.connect() as conn:
                 raw = await conn.get_raw_connection()
                 await raw.driver_connection.execute("VACUUM INTO ?", (str(target),))  # type: ignore[union-attr]
-        except (SQLAlchemyError, sqlite3.Error, OSError) as exc:
+        except (SQLAlchemyError, sqlite3.Error, cipher.DRIVER.Error, OSError) as exc:
             raise StorageError(_describe(exc)) from exc
+
+
+def _keyed_engine(url: URL, keyed: cipher.Keyed) -> AsyncEngine:
+    """An async engine whose connections are aiosqlite ones over keyed sqlcipher3 connections."""
+    return create_async_engine(url, async_creator=keyed.async_creator(), module=cipher.ASYNC_DRIVER)
 
 
 def check_database_file(path: Path, name: str | None = None) -> None:

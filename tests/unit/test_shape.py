@@ -49,6 +49,7 @@ PURE = [
     "appliance/audit_feed.py",
     "appliance/totp.py",
     "appliance/user_keys.py",
+    "appliance/atrest.py",
 ]
 IMPURE = {"asyncio", "sqlalchemy", "aiosqlite", "socket", "zeroconf", "textual"}
 STORE_LIBRARIES = {"sqlalchemy", "aiosqlite", "alembic"}  # only appliance/ talks to the database
