@@ -196,6 +196,8 @@ class Storage(Protocol):
 
     async def backup_into(self, target: Path) -> None: ...
 
+    def check_copy(self, path: Path) -> None: ...
+
 
 class Store:
     """An async context manager owning the engines. `transaction()` yields a connection in one
@@ -403,6 +405,14 @@ class Store:
                 await raw.driver_connection.execute("VACUUM INTO ?", (str(target),))  # type: ignore[union-attr]
         except (SQLAlchemyError, sqlite3.Error, cipher.DRIVER.Error, OSError) as exc:
             raise StorageError(_describe(exc)) from exc
+
+    def check_copy(self, path: Path) -> None:
+        """Raises StorageError unless `path` is an intact copy of this store (`backup_into`'s),
+        under its key when it is encrypted (blocking: run it in a thread)."""
+        if self.keyed is None:
+            check_database_file(path)
+        else:
+            cipher.check_encrypted_file(path, self.keyed.db_key)
 
 
 def _keyed_engine(url: URL, keyed: cipher.Keyed) -> AsyncEngine:

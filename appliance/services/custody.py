@@ -7,11 +7,12 @@ import asyncio
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import insert, text, update
 
-from appliance import backups, certs, ids
+from appliance import atrest, backups, certs, cipher, ids, keystore
 from appliance import schema as t
 from appliance.audit_actions import AuditAction
 from appliance.errors import AlreadyInitialised, InvalidInput, StorageError
@@ -22,12 +23,19 @@ from appliance.services.identity import LOCKED_SETTING, IdentityService
 from appliance.services.roster import Roster
 from appliance.store import DB_FILE, check_database_file, ensure_home
 
-BACKUP_SUFFIX = ".backup.db"  # a SQLite file: `sqlite3` opens it read-only for inspection
+BACKUP_SUFFIX = ".backup.db"  # a SQLCipher file under the node's database key (plain SQLite from before encryption)
+KEY_SUFFIX = ".key"  # beside each backup: the node's key file (the data key sealed under the passphrase)
+
+
+def backup_key_path(backup: Path) -> Path:
+    """The key file a backup is opened with: `<backup>.key`, a copy of node.key taken with it."""
+    return backup.with_name(backup.name + KEY_SUFFIX)
 
 
 class CustodyService:
-    def __init__(self, kernel: Kernel, identity: IdentityService, roster: Roster) -> None:
+    def __init__(self, kernel: Kernel, identity: IdentityService, roster: Roster, home: Path) -> None:
         self._kernel = kernel
+        self._home = home  # where node.key is, copied beside each backup
         self._identity = identity
         self._roster = roster
 
@@ -47,7 +55,7 @@ class CustodyService:
             debris = await asyncio.to_thread(backups.remove_debris, directory)
             with backups.partial_file(directory / backups.partial_name(name)) as partial:
                 await self._kernel.store.backup_into(partial)
-                await asyncio.to_thread(_publish_backup, partial, target)
+                await asyncio.to_thread(_publish_backup, partial, target, self._kernel.store.check_copy, self._home)
             size = target.stat().st_size
         except OSError as exc:
             raise StorageError(f"cannot write the backup into {directory}: {exc.strerror or exc}") from exc
@@ -87,14 +95,25 @@ class CustodyService:
         await self._kernel.store.scrub()
 
 
-async def bring_in(home: Path, backup: Path) -> None:
-    """Copies a backup into an empty `home` (checked before it gets its name); the caller then
-    opens it and, if that fails, removes it again (`remove_db`)."""
+async def bring_in(home: Path, backup: Path, passphrase: str) -> None:
+    """Copies a backup and its key file into an empty `home` (the copy is checked under the key
+    the passphrase unseals before it gets its name: a wrong passphrase leaves nothing); the
+    caller then opens it and, if that fails, removes it again (`remove_db`). A plain backup
+    from before encryption has no key file: it is converted when opened."""
     if (home / DB_FILE).exists():
         raise AlreadyInitialised(f"{home} already holds a node: restore into an empty home")
+    key_source = backup_key_path(backup)
+    check: Callable[[Path, str], None] = check_database_file
+    key_file: atrest.KeyFile | None = None
+    if key_source.exists() or not await asyncio.to_thread(_plain_backup, backup):
+        key_file = await asyncio.to_thread(keystore.read_key_file, key_source)
+        db_key = atrest.database_key(await asyncio.to_thread(keystore.unseal, key_file, passphrase))
+        check = lambda path, name: cipher.check_encrypted_file(path, db_key, name)  # noqa: E731
     ensure_home(home)
     try:
-        await asyncio.to_thread(_copy_durably, backup, home / DB_FILE)
+        if key_file is not None:
+            await asyncio.to_thread(keystore.write_private_atomically, keystore.key_path(home), atrest.encode_key_file(key_file))
+        await asyncio.to_thread(_copy_durably, backup, home / DB_FILE, check)
     except OSError as exc:
         remove_db(home)
         raise StorageError(f"cannot copy {backup.name} into {home}: {exc.strerror or exc}") from exc
@@ -103,16 +122,27 @@ async def bring_in(home: Path, backup: Path) -> None:
         raise
 
 
-def _publish_backup(partial: Path, target: Path) -> None:
-    """Checks the fresh copy, makes it durable, then gives it its name: a crash or a full disk
-    never leaves a file that looks like a finished backup."""
-    check_database_file(partial)
+def _plain_backup(backup: Path) -> bool:
+    try:
+        return cipher.is_plaintext(backup)
+    except OSError as exc:
+        raise StorageError(f"cannot read {backup.name}: {exc.strerror or exc}") from exc
+
+
+def _publish_backup(partial: Path, target: Path, check: Callable[[Path], None], home: Path) -> None:
+    """Checks the fresh copy, makes it durable, writes its key file beside it, then gives it its
+    name: a crash or a full disk never leaves a file that looks like a finished backup, nor a
+    finished backup without its key."""
+    check(partial)
     _fsync_path(partial)
+    node_key = keystore.key_path(home)
+    if node_key.exists():
+        keystore.write_private_atomically(backup_key_path(target), node_key.read_bytes())
     os.rename(partial, target)
     _fsync_path(target.parent)
 
 
-def _copy_durably(source: Path, target: Path) -> None:
+def _copy_durably(source: Path, target: Path, check: Callable[[Path, str], None]) -> None:
     """Copies the backup at `source` (a regular file: a named pipe would block the copy forever)
     to `target`, readable by its owner only, and checks the copy before giving it its name: what
     is checked is what is used, even if `source` is swapped meanwhile."""
@@ -124,7 +154,7 @@ def _copy_durably(source: Path, target: Path) -> None:
             shutil.copyfileobj(reader, writer, COPY_CHUNK_BYTES)
             writer.flush()
             os.fsync(writer.fileno())
-        check_database_file(partial, source.name)
+        check(partial, source.name)
         os.rename(partial, target)
         _fsync_path(target.parent)
     finally:
@@ -140,7 +170,9 @@ def _fsync_path(path: Path) -> None:
 
 
 def remove_db(home: Path) -> None:
+    """Removes what a failed join or restore left: the store, its logs and its key file."""
     for suffix in ("", "-wal", "-shm"):
         path = home / f"{DB_FILE}{suffix}"
         if path.exists():
             path.unlink()
+    keystore.key_path(home).unlink(missing_ok=True)

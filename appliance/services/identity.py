@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nacl.signing
 from sqlalchemy import insert, select
 
-from appliance import certs, crypto, ids, user_keys
+from appliance import atrest, certs, crypto, ids, user_keys
 from appliance import schema as t
 from appliance.audit_actions import AuditAction
-from appliance.errors import InvalidInput, NodeLocked, NotInitialised, NotSignedIn, PermissionDenied, RallypointError, StorageError, WrongPassphrase
+from appliance.errors import InvalidInput, NodeLocked, NotInitialised, NotSignedIn, PermissionDenied, StorageError, WrongKey
 from appliance.feed import NodeWiped
 from appliance.kernel import Clock, Kernel, Random, append_audit
 from appliance.model import Identity
@@ -170,13 +171,16 @@ class IdentityService:
 
 
 async def write_identity(
-    store: Storage, row: IdentityRow, keys: Keys, passphrase: str, kdf: crypto.KdfParams, rng: Random, now: int, user_secret: str | None = None
+    store: Storage, row: IdentityRow, keys: Keys, passphrase: str, kdf: crypto.KdfParams, rng: Random, now: int, user_secret: str | None = None, key_file: atrest.KeyFile | None = None
 ) -> None:
-    """Writes the identity: the data key sealed under the passphrase, the node and workspace keys
-    under the data key, and the node's first user's key under that user's secret (the
-    passphrase unless `user_secret` is given)."""
-    salt = rng(crypto.SALT_BYTES)
-    sealed_data_key = await asyncio.to_thread(crypto.seal_with_passphrase, passphrase, keys.data_key, salt, rng(crypto.NONCE_BYTES), kdf)
+    """Writes the identity: the data key sealed under the passphrase (`key_file`, the one in
+    node.key beside the store, else sealed here), the node and workspace keys under the data
+    key, and the node's first user's key under that user's secret (the passphrase unless
+    `user_secret` is given)."""
+    if key_file is None:
+        salt = rng(crypto.SALT_BYTES)
+        key_file = atrest.KeyFile(salt, kdf, await asyncio.to_thread(crypto.seal_with_passphrase, passphrase, keys.data_key, salt, rng(crypto.NONCE_BYTES), kdf))
+    salt, sealed_data_key = key_file.salt, key_file.sealed
     secrets_rows = [(bytes(keys.node.verify_key), "node", keys.node)]
     if keys.workspace is not None:
         secrets_rows.append((row.workspace_key, "workspace", keys.workspace))
@@ -208,9 +212,10 @@ async def write_identity(
         await conn.execute(insert(t.user_secrets).values(public_key=row.default_user, salt=user_salt, sealed=first_user, must_change=False, changed_at=now))
 
 
-async def unlock(store: Storage, home: Path, passphrase: str, clock: Clock) -> tuple[IdentityRow, Keys]:
-    """Reads the identity and unseals its keys. A wrong passphrase raises WrongPassphrase, is
-    audited, and changes nothing else."""
+async def unlock(store: Storage, home: Path, data_key: bytes, clock: Clock, failures: Sequence[int] = ()) -> tuple[IdentityRow, Keys]:
+    """Reads the identity and unseals its keys with the data key (which opened the store). The
+    wrong passphrases met before (`failures`, their times: the store could not be opened to
+    record them then) are audited now."""
     async with store.reading() as conn:
         ident = (await conn.execute(select(t.node_identity))).mappings().first()
         if ident is None:
@@ -221,13 +226,11 @@ async def unlock(store: Storage, home: Path, passphrase: str, clock: Clock) -> t
     if locked is not None:
         raise NodeLocked(locked)
     params = crypto.KdfParams(ident["kdf_opslimit"], ident["kdf_memlimit"])
-    try:
-        data_key = await asyncio.to_thread(crypto.open_with_passphrase, passphrase, ident["sealed_data_key"], ident["kdf_salt"], params)
-    except WrongPassphrase:
-        with contextlib.suppress(StorageError):  # a full disk: the attempt goes unaudited, the answer stays right
+    if failures:
+        with contextlib.suppress(StorageError):  # a full disk: the attempts go unaudited, the answer stays right
             async with store.transaction() as conn:
-                await append_audit(conn, None, clock(), "-", AuditAction.UNLOCK_FAILED, {"reason": "wrong passphrase"})
-        raise
+                for at in failures:
+                    await append_audit(conn, None, clock(), "-", AuditAction.UNLOCK_FAILED, {"reason": "wrong passphrase", "tried_at": at})
     keys = Keys(data_key, None, None, {}, local)  # type: ignore[arg-type]
     for secret in sealed_rows:
         if secret.kind == "user":  # from before per-user sign-in: opened when that user signs in
@@ -235,7 +238,7 @@ async def unlock(store: Storage, home: Path, passphrase: str, clock: Clock) -> t
             continue
         seed = crypto.secretbox_open(data_key, secret.sealed)
         if seed is None:
-            raise RallypointError(f"sealed {secret.kind} key is damaged")
+            raise WrongKey(f"the data key does not open this node's sealed {secret.kind} key (wrong key, or the key is damaged)")
         sk = crypto.new_signing_key(seed)
         if secret.kind == "node":
             keys.node = sk

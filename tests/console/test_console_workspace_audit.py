@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from textual.widgets import DataTable, Static
 from appliance import audit
 from appliance.node import Node
 from sync.sneakernet import export_bundles, import_bundles
-from tests.conftest import FAST, PASSPHRASE, REPO
+from tests.conftest import FAST, PASSPHRASE, REPO, connect_node_db
 from tests.console_helpers import SIZE, main_screen, screen_text, until, until_shown
 from tui.app import RallypointApp
 from tui.screens.admin import admin_screen
@@ -124,7 +123,7 @@ async def test_every_nodes_trail_with_its_verdict_filtered_by_node(bravo_home: t
 
     # A copy edited in bravo's store, hashes recomputed, with text meant to be markup: the view
     # names the first bad entry and shows the text literally.
-    with sqlite3.connect(home / "node.db") as db:
+    with connect_node_db(home / "node.db") as db:
         origin, seq = db.execute("SELECT origin, min(seq) FROM workspace_audit WHERE action = 'user_added'").fetchone()
         found = db.execute("SELECT seq, at, actor, action, detail, prev_hash FROM workspace_audit WHERE origin = ? AND seq >= ? ORDER BY seq", (origin, seq)).fetchall()
         prev = found[0][5]

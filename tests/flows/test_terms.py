@@ -5,7 +5,6 @@ refused, audited, and change nothing; a newer version must be accepted again."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from appliance import schema as t
 from appliance.errors import InvalidInput, PermissionDenied, TermsNotAccepted
 from appliance.node import Node
 from sync.sneakernet import export_bundles, import_bundles
-from tests.conftest import FAST, PASSPHRASE, make_workspace
+from tests.conftest import FAST, PASSPHRASE, connect_node_db, make_workspace
 
 TEXT = "1. Be kind.\n2. Report lost sticks at once.\n"
 
@@ -264,14 +263,14 @@ async def test_an_upgraded_node_finds_the_terms_its_directory_already_held(tmp_p
         await alice.directory.terms.publish(1, "Acceptable use", TEXT)
         await carry(alice, bob, root)
         await bob.directory.terms.accept()
-    with sqlite3.connect(tmp_path / "bob" / "node.db") as conn:  # as the earlier release left it
+    with connect_node_db(tmp_path / "bob" / "node.db") as conn:  # as the earlier release left it
         conn.execute("DELETE FROM directory_entries WHERE kind IN ('terms', 'acceptance')")
         conn.execute("UPDATE alembic_version SET version_num = ?", (BEFORE_TERMS_MIGRATION,))
     async with await Node.open(tmp_path / "bob", PASSPHRASE) as bob:
         current = bob.directory.terms.current()
         assert current is not None and current.version == 1
         assert bob.directory.terms.pending() is None  # bob's own acceptance came back too
-    with sqlite3.connect(tmp_path / "bob" / "node.db") as conn:
+    with connect_node_db(tmp_path / "bob" / "node.db") as conn:
         conn.execute("DELETE FROM directory_entries WHERE kind = 'acceptance'")
         conn.execute("UPDATE alembic_version SET version_num = ?", (BEFORE_TERMS_MIGRATION,))
         conn.execute("DELETE FROM snapshots WHERE doc_id = 'directory'")  # from the change log alone
