@@ -20,6 +20,7 @@ import asyncio
 import os
 import stat
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select
@@ -90,17 +91,6 @@ def read_data_key_file(path: Path) -> bytes:
     return atrest.decode_data_key_file(data, str(path))
 
 
-def write_data_key_file(path: Path, data_key: bytes) -> None:
-    """Writes a relay's data key file (0600, a new file: an existing one is never overwritten)."""
-    try:
-        with open(create_private(path), "wb") as writer:
-            writer.write(atrest.encode_data_key_file(data_key))
-            writer.flush()
-            os.fsync(writer.fileno())
-    except FileExistsError as exc:
-        raise KeyFileInvalid(f"{path} exists already") from exc
-
-
 def note_failure(home: Path, at: int) -> None:
     """Remembers a wrong passphrase met before the store could open (nothing else changes); the
     next unlock audits it. A full or read-only disk loses the note, not the refusal."""
@@ -128,7 +118,13 @@ def forget_failures(home: Path) -> None:
     (home / FAILURES).unlink(missing_ok=True)
 
 
-async def data_key_for(home: Path, passphrase: str, rng: Callable[[int], bytes], at: int) -> bytes:
+@dataclass(frozen=True)
+class Unsealed:
+    data_key: bytes
+    converted: bool  # this unlock encrypted a plain store
+
+
+async def data_key_for(home: Path, passphrase: str, rng: Callable[[int], bytes], at: int) -> Unsealed:
     """Unseals the data key of the node in `home` with `passphrase`, converting a plain store on
     the way (see the module's note). A wrong passphrase raises WrongPassphrase and is noted for
     the audit log."""
@@ -141,9 +137,10 @@ async def data_key_for(home: Path, passphrase: str, rng: Callable[[int], bytes],
     except WrongPassphrase:
         await asyncio.to_thread(note_failure, home, at)
         raise
-    if cipher.is_plaintext(home / DB_FILE):
+    converted = cipher.is_plaintext(home / DB_FILE)
+    if converted:
         await asyncio.to_thread(convert, home, atrest.database_key(data_key))
-    return data_key
+    return Unsealed(data_key, converted)
 
 
 async def _key_from_plain_store(home: Path, passphrase: str, rng: Callable[[int], bytes]) -> bytes:

@@ -17,7 +17,7 @@ from pathlib import Path
 from appliance import atrest, certs, crypto, identity, keystore, user_keys
 from appliance.audit_actions import AuditAction
 from appliance.errors import AlreadyInitialised, ChangeRejected, EnrollmentRejected, NotInitialised, WrongKey
-from appliance.kernel import Clock, Kernel, Random, wall_clock_ms
+from appliance.kernel import Clock, Kernel, Random, append_audit, wall_clock_ms
 from appliance.services.audit import AuditService
 from appliance.services.audit_feeds import AuditFeeds
 from appliance.services.blobs import Attachment, BlobsService
@@ -179,8 +179,10 @@ class Node:
         encrypted in place first (appliance/keystore.py)."""
         if store is None and not Node.exists(home):
             raise NotInitialised(f"no node in {home}: run `rallypoint init` or `rallypoint join` first")
+        converted = False
         if data_key is None:
-            data_key = await keystore.data_key_for(home, passphrase, rng, clock())
+            unsealed = await keystore.data_key_for(home, passphrase, rng, clock())
+            data_key, converted = unsealed.data_key, unsealed.converted
         failures = await asyncio.to_thread(keystore.noted_failures, home)
         store = store or Store.at(home, atrest.database_key(data_key))
         try:
@@ -193,6 +195,9 @@ class Node:
             if failures:
                 await asyncio.to_thread(keystore.forget_failures, home)
             node = cls(home, store, row, keys, clock, rng)
+            if converted:
+                async with store.transaction() as conn:
+                    await append_audit(conn, keys.node, clock(), row.node_key.hex(), AuditAction.STORE_ENCRYPTED, {"file": DB_FILE, "key_file": atrest.KEY_FILE})
             await node._roster.reload()
             await node.replica.load()
             await node.blobs.load()

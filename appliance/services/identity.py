@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,6 +157,18 @@ class IdentityService:
         self.require_unlocked()
         self.user_signing_key()
 
+    async def export_data_key(self, path: Path) -> None:
+        """Admin: writes this node's data key to the new file `path` (0600) for an unattended
+        relay (`Node.open(data_key=...)`), and audits it. Whoever reads that file reads the node."""
+        await self.require_admin("export the data key")
+        self.require_unlocked()
+        try:
+            await asyncio.to_thread(write_data_key_file, path, self.keys.data_key)
+        except OSError as exc:
+            raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        async with self._kernel.store.transaction() as conn:
+            await self._kernel.audit(conn, self._kernel.clock(), self.user_key.hex(), AuditAction.DATA_KEY_EXPORTED, {"file": str(path)})
+
     def require_unlocked(self) -> None:
         if self._locked is not None:
             raise NodeLocked(self._locked)
@@ -246,6 +259,16 @@ async def unlock(store: Storage, home: Path, data_key: bytes, clock: Clock, fail
             keys.workspace = sk
     row = IdentityRow(ident["workspace_name"], ident["workspace_key"], ident["node_name"], ident["node_key"], ident["default_user"], ident["incarnation"], params)
     return row, keys
+
+
+def write_data_key_file(path: Path, data_key: bytes) -> None:
+    """A relay's data key file: a new file (an existing one is never overwritten), 0600."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with open(fd, "wb") as writer:
+        os.fchmod(fd, 0o600)
+        writer.write(atrest.encode_data_key_file(data_key))
+        writer.flush()
+        os.fsync(fd)
 
 
 def check_passphrase(passphrase: str) -> None:

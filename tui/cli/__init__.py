@@ -24,7 +24,7 @@ import sys
 from appliance import __version__
 from appliance.errors import NodeLocked, RallypointError
 from sync.errors import SyncError
-from tui.cli import admin, channels, chat, console, courier, custody, lan, mfa, setup, terms
+from tui.cli import admin, channels, chat, console, courier, custody, keys, lan, mfa, setup, terms
 from tui.cli.output import EXIT_ERROR, EXIT_REJECTED, EXIT_USAGE, EXIT_WIPED, report_error, stdout_closed
 from tui.cli.parsing import ArgumentParser, Command, common_options
 from tui.cli.unlock import default_home
@@ -53,6 +53,7 @@ COMMANDS: tuple[Command, ...] = (
     admin.AUDIT,
     custody.BACKUP,
     custody.RESTORE,
+    keys.DATA_KEY,
     courier.BUNDLE,
     courier.COURIER,
     admin.NODE,
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     as_json = "--json" in argv  # until the command line has parsed
     try:
         args = build_parser().parse_args(argv)
-        for name, default in (("home", str(default_home())), ("passphrase_file", None), ("as_user", None), ("user_secret_file", None), ("totp", None), ("json", False)):
+        for name, default in (("home", str(default_home())), ("passphrase_file", None), ("data_key_file", None), ("as_user", None), ("user_secret_file", None), ("totp", None), ("json", False)):
             if not hasattr(args, name):
                 setattr(args, name, default)
         as_json = args.json
