@@ -9,7 +9,8 @@ steps that each leave a store the next unlock opens, whatever kills the process 
    `node.key` is written (temporary file, fsync, rename, fsync of the folder);
 2. the plain store's write-ahead log is checkpointed into it and the log removed;
 3. an encrypted copy is exported to `node.db.encrypting` and flushed;
-4. the copy takes the name `node.db` (one rename) and the folder is flushed.
+4. the copy takes the name `node.db` (one rename) and the folder is flushed; a note
+   (`store-encrypted.pending`) made just before says the unlock has the conversion to audit.
 Until step 4 `node.db` is the plain store, readable with `node.key` present; after it, the
 encrypted one. A later unlock that finds a plain `node.db` and a `node.key` removes any partial
 copy and starts again from step 2."""
@@ -33,6 +34,7 @@ from appliance.services.identity import LOCKED_SETTING
 from appliance.store import DB_FILE, Store
 
 ENCRYPTING = f"{DB_FILE}.encrypting"  # the encrypted copy while a conversion writes it
+CONVERTED = "store-encrypted.pending"  # a conversion done and not yet in the audit log
 FAILURES = "unlock-failures"  # wrong passphrases met before the store could open, audited at the next unlock
 _MAX_FAILURE_LINES = 10_000
 
@@ -137,10 +139,15 @@ async def data_key_for(home: Path, passphrase: str, rng: Callable[[int], bytes],
     except WrongPassphrase:
         await asyncio.to_thread(note_failure, home, at)
         raise
-    converted = cipher.is_plaintext(home / DB_FILE)
-    if converted:
+    if cipher.is_plaintext(home / DB_FILE):
         await asyncio.to_thread(convert, home, atrest.database_key(data_key))
-    return Unsealed(data_key, converted)
+    return Unsealed(data_key, (home / CONVERTED).exists())
+
+
+def forget_conversion(home: Path) -> None:
+    """Once the conversion is in the audit log."""
+    (home / CONVERTED).unlink(missing_ok=True)
+    cipher.fsync_path(home)
 
 
 async def _key_from_plain_store(home: Path, passphrase: str, rng: Callable[[int], bytes]) -> bytes:
@@ -175,6 +182,7 @@ def convert(home: Path, db_key: bytes) -> None:
         os.close(create_private(partial))
         cipher.encrypt_copy(db, partial, db_key)
         cipher.check_encrypted_file(partial, db_key, DB_FILE)
+        os.close(os.open(home / CONVERTED, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))  # audited by the unlock
         os.rename(partial, db)
         cipher.fsync_path(home)
     except cipher.DRIVER.Error as exc:

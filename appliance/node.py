@@ -198,6 +198,7 @@ class Node:
             if converted:
                 async with store.transaction() as conn:
                     await append_audit(conn, keys.node, clock(), row.node_key.hex(), AuditAction.STORE_ENCRYPTED, {"file": DB_FILE, "key_file": atrest.KEY_FILE})
+                await asyncio.to_thread(keystore.forget_conversion, home)
             await node._roster.reload()
             await node.replica.load()
             await node.blobs.load()
