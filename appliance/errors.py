@@ -10,6 +10,7 @@ translated at the boundary (`raise X(...) from exc`).
     │   ├── NotInitialised
     │   ├── AlreadyInitialised
     │   ├── WrongPassphrase
+    │   │   └── WrongKey
     │   ├── SignInRefused
     │   │   ├── SignInLockedOut
     │   │   └── MfaCodeRequired
@@ -35,6 +36,7 @@ translated at the boundary (`raise X(...) from exc`).
     │   ├── CertificateInvalid
     │   │   └── TermsInvalid               (appliance.terms)
     │   ├── StorageError
+    │   │   └── KeyFileInvalid
     │   └── IdentityConflict
     ├── SyncError                          sync/errors.py draws its tree
     └── TuiError                           tui/errors.py: the console and the CLI

@@ -126,7 +126,7 @@ class Unsealed:
     converted: bool  # this unlock encrypted a plain store
 
 
-async def data_key_for(home: Path, passphrase: str, rng: Callable[[int], bytes], at: int) -> Unsealed:
+async def data_key_for(home: Path, passphrase: str, rng: Callable[[int], bytes], at: int, *, convert: bool = True) -> Unsealed:
     """Unseals the data key of the node in `home` with `passphrase`, converting a plain store on
     the way (see the module's note). A wrong passphrase raises WrongPassphrase and is noted for
     the audit log."""
@@ -139,8 +139,8 @@ async def data_key_for(home: Path, passphrase: str, rng: Callable[[int], bytes],
     except WrongPassphrase:
         await asyncio.to_thread(note_failure, home, at)
         raise
-    if cipher.is_plaintext(home / DB_FILE):
-        await asyncio.to_thread(convert, home, atrest.database_key(data_key))
+    if convert and cipher.is_plaintext(home / DB_FILE):  # not on a store the caller opens itself
+        await asyncio.to_thread(encrypt_in_place, home, atrest.database_key(data_key))
     return Unsealed(data_key, (home / CONVERTED).exists())
 
 
@@ -170,7 +170,7 @@ async def _key_from_plain_store(home: Path, passphrase: str, rng: Callable[[int]
     return data_key
 
 
-def convert(home: Path, db_key: bytes) -> None:
+def encrypt_in_place(home: Path, db_key: bytes) -> None:
     """Steps 2 to 4: the plain `node.db` becomes its encrypted copy, crash-safely."""
     db, partial = home / DB_FILE, home / ENCRYPTING
     for leftover in (partial, home / f"{ENCRYPTING}-journal"):

@@ -181,7 +181,7 @@ class Node:
             raise NotInitialised(f"no node in {home}: run `rallypoint init` or `rallypoint join` first")
         converted = False
         if data_key is None:
-            unsealed = await keystore.data_key_for(home, passphrase, rng, clock())
+            unsealed = await keystore.data_key_for(home, passphrase, rng, clock(), convert=store is None)
             data_key, converted = unsealed.data_key, unsealed.converted
         failures = await asyncio.to_thread(keystore.noted_failures, home)
         store = store or Store.at(home, atrest.database_key(data_key))

@@ -105,7 +105,9 @@ async def bring_in(home: Path, backup: Path, passphrase: str) -> None:
     key_source = backup_key_path(backup)
     check: Callable[[Path, str], None] = check_database_file
     key_file: atrest.KeyFile | None = None
-    if key_source.exists() or not await asyncio.to_thread(_plain_backup, backup):
+    if not key_source.exists() and not await asyncio.to_thread(_plain_backup, backup):
+        raise StorageError(f"{backup.name} is not a readable node database: it is not plain SQLite and has no {key_source.name} beside it to open it with")
+    if key_source.exists():
         key_file = await asyncio.to_thread(keystore.read_key_file, key_source)
         db_key = atrest.database_key(await asyncio.to_thread(keystore.unseal, key_file, passphrase))
         check = lambda path, name: cipher.check_encrypted_file(path, db_key, name)  # noqa: E731

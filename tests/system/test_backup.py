@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import stat
 import subprocess
 import time
@@ -15,6 +16,7 @@ import pytest
 
 from appliance.errors import AlreadyInitialised, InvalidInput, PermissionDenied, StorageError, WrongPassphrase
 from appliance.node import BACKUP_SUFFIX, Attachment, Node
+from appliance.services.custody import backup_key_path
 from tests.conftest import PASSPHRASE, make_workspace, run_cli, start_cli
 
 KILLS = 3  # backups killed mid-copy before the one that must clean up after them
@@ -37,7 +39,8 @@ async def test_a_backup_taken_while_posting_restores_to_the_same_node(tmp_path: 
         taken = await alpha.custody.backup(shelf)
         await poster
         assert taken.path.parent == shelf and taken.path.name.endswith(BACKUP_SUFFIX) and taken.bytes == taken.path.stat().st_size
-        assert [p.name for p in shelf.iterdir()] == [taken.path.name]  # no partial file left beside it
+        # No partial file left beside it; its key file (node.key, sealed under the passphrase) is.
+        assert sorted(p.name for p in shelf.iterdir()) == [taken.path.name, backup_key_path(taken.path).name]
         assert (await alpha.audit.entries(1))[0].action == "backup"
         node_id = alpha.identity.node_id
 
@@ -62,6 +65,7 @@ async def test_a_failed_restore_leaves_no_node_and_a_bad_backup_is_named(tmp_pat
 
     truncated = tmp_path / "truncated.backup.db"
     truncated.write_bytes(taken.path.read_bytes()[: taken.bytes // 2])
+    shutil.copy(backup_key_path(taken.path), backup_key_path(truncated))
     with pytest.raises(StorageError, match="truncated.backup.db"):
         await Node.restore(target, truncated, PASSPHRASE)
     not_a_database = tmp_path / "notes.backup.db"
