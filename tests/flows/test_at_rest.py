@@ -178,3 +178,33 @@ async def test_tests_read_the_store_keyed(tmp_path: Path) -> None:
     await (await _node_with_content(home)).close()
     with connect_node_db(home / "node.db") as conn:
         assert conn.execute("SELECT count(*) FROM messages_fts WHERE messages_fts MATCH 'zebracrossing'").fetchone() == (1,)
+
+
+async def test_what_a_courier_leaves_under_the_home_stays_ciphertext(tmp_path: Path) -> None:
+    """A peer's node: its store fed by a bundle, and a tampered copy of the bundle in its
+    quarantine with the reason beside it. Nothing under its home holds the content."""
+    from sync import stick
+    from sync.sneakernet import export_bundles, import_bundles
+    from tests.conftest import make_workspace
+
+    alice, bob = await make_workspace(tmp_path, "bob")
+    root = tmp_path / "stick"
+    root.mkdir()
+    async with alice, bob:
+        await alice.chat.create_channel("general")
+        await alice.chat.post("general", SECRET_TEXT, attachments=[Attachment("manifest.txt", SECRET_FILE)])
+        await export_bundles(alice, root)
+        (path,) = sorted((root / stick.STICK_DIR).glob("*/*.rpb"))
+        good = path.read_bytes()
+        tampered = bytearray(good)
+        tampered[-100] ^= 0x01
+        path.write_bytes(bytes(tampered))
+        (refused,) = (await import_bundles(bob, root)).rejected
+        assert refused.quarantined is not None and refused.quarantined.is_relative_to(bob.home)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(good)
+        assert (await import_bundles(bob, root)).changes_applied
+        assert [m.text for m in await bob.views.search("zebracrossing")] == [SECRET_TEXT]
+        assert files_holding(NEEDLES, bob.home) == {}
+    assert files_holding(NEEDLES, bob.home) == {}
+    assert {p.name for p in bob.home.iterdir()} <= {"node.db", "node.db-wal", "node.db-shm", atrest.KEY_FILE, "quarantine"}
