@@ -22,7 +22,8 @@ async def cmd_backup(args: argparse.Namespace) -> None:
         emit(
             args,
             {"file": str(taken.path), "bytes": taken.bytes, "taken_at": iso_utc(taken.taken_at), "removed_debris": {"files": taken.debris_files, "bytes": taken.debris_bytes}},
-            f"Backup written to {taken.path} ({taken.bytes:,} bytes){debris}\nIt is encrypted; it opens only with its key file beside it ({taken.path.name}.key) and this node's passphrase. Keep them as safe as the node itself.",
+            f"Backup written to {taken.path} ({taken.bytes:,} bytes){debris}\n"
+            f"It is encrypted; it opens only with its key file beside it ({taken.path.name}.key) and this node's passphrase.",
         )
 
     await with_node(args, run)
