@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
-import sqlcipher3  # type: ignore[import-untyped]
+import sqlcipher3
 from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_dbapi
 
 from appliance import atrest
