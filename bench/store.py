@@ -105,9 +105,9 @@ class RallypointResult:
 def make_plan(quick: bool, sizes: list[int] | None) -> Plan:
     if quick:
         sizes = sizes or [1_000, 10_000]
-        return Plan(True, sizes, [n for n in (1_000, 5_000) if n <= max(sizes)], 10.0, 100, 500, 5 * SEGMENT_SIZE, 2_000, 2_000, 2)
+        return Plan(True, sizes, [n for n in (1_000, 5_000) if n <= max(sizes)], 10.0, 100, 500, 5 * SEGMENT_SIZE, 2_000, 2_000, 5)
     sizes = sizes or [1_000, 100_000, 1_000_000]
-    return Plan(False, sizes, [n for n in (1_000, 20_000, 40_000) if n <= max(sizes)], 180.0, 200, 2_000, 10 * SEGMENT_SIZE, 20_000, 10_000, 3)
+    return Plan(False, sizes, [n for n in (1_000, 20_000, 40_000) if n <= max(sizes)], 180.0, 200, 2_000, 10 * SEGMENT_SIZE, 20_000, 10_000, 5)
 
 
 def progress(message: str) -> None:
@@ -365,8 +365,8 @@ async def bench_encryption(work: Path, plan: Plan) -> EncryptionCost:
             for start in range(0, len(bodies), plan.fill_chunk):
                 await node.chat.post_many(CHANNEL, bodies[start : start + plan.fill_chunk])
         samples: dict[str, list[float]] = {label: [] for label in labels}
-        for body in source.texts(plan.samples * 2):  # interleaved: both meet the same load
-            for label in labels:
+        for index, body in enumerate(source.texts(plan.samples * 2)):  # interleaved: both meet the same load
+            for label in labels if index % 2 == 0 else labels[::-1]:
                 samples[label] += await timed_posts(nodes[label], [body])
         post = {label: summarise(samples[label]) for label in labels}
         progress("encryption: post p50 " + ", ".join(f"{label} {post[label].p50_ms:.2f} ms" for label in labels))
@@ -391,8 +391,11 @@ async def bench_encryption(work: Path, plan: Plan) -> EncryptionCost:
             bob_id = (await _read_node_id(work / f"bob-template-{label}", label))
             (stick / label).mkdir(parents=True)
             await export_bundles(alice, stick / label, for_nodes=[bob_id])
+        for node in nodes.values():  # their upkeep must not run beside the timed imports
+            await node.close()
+        nodes = {}
         for round_ in range(plan.import_rounds):
-            for label in labels:
+            for label in labels if round_ % 2 == 0 else labels[::-1]:  # neither always goes first
                 seconds = await _timed_import(work, stick / label, label, round_)
                 rates[label].append(plan.import_messages / seconds)
         best = {label: max(rates[label]) for label in labels}
