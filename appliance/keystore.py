@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -124,35 +125,41 @@ def forget_failures(home: Path) -> None:
 class Unsealed:
     data_key: bytes
     converted: bool  # this unlock encrypted a plain store
+    plain: bool = False  # the store is still plain: it could not be converted now (a full disk)
 
 
 async def data_key_for(home: Path, passphrase: str, rng: Callable[[int], bytes], at: int, *, convert: bool = True) -> Unsealed:
     """Unseals the data key of the node in `home` with `passphrase`, converting a plain store on
-    the way (see the module's note). A wrong passphrase raises WrongPassphrase and is noted for
-    the audit log."""
-    path = key_path(home)
+    the way (see the module's note) unless `convert` is False (a caller opening its own store).
+    A wrong passphrase raises WrongPassphrase and is noted for the audit log."""
+    path, db = key_path(home), home / DB_FILE
     try:
         if path.exists():
             data_key = await asyncio.to_thread(unseal, await asyncio.to_thread(read_key_file, path), passphrase)
+            params = None
         else:
-            data_key = await _key_from_plain_store(home, passphrase, rng)
+            data_key, params = await _key_from_plain_store(home, passphrase)
     except WrongPassphrase:
         await asyncio.to_thread(note_failure, home, at)
         raise
-    if convert and cipher.is_plaintext(home / DB_FILE):  # not on a store the caller opens itself
-        await asyncio.to_thread(encrypt_in_place, home, atrest.database_key(data_key))
+    if not convert or not cipher.is_plaintext(db):
+        return Unsealed(data_key, (home / CONVERTED).exists())
+    try:
+        if params is not None:  # step 1
+            sealed = await asyncio.to_thread(seal_key_file, data_key, passphrase, params, rng(crypto.SALT_BYTES), rng(crypto.NONCE_BYTES))
+            await asyncio.to_thread(_write_key_file, path, sealed)
+        await asyncio.to_thread(encrypt_in_place, home, atrest.database_key(data_key))  # steps 2 to 4
+    except StorageError:
+        if shutil.disk_usage(home).free > 2 * db.stat().st_size:
+            raise
+        # No room for the key file or the copy (a full disk): the plain store is opened as it is,
+        # for reading, and converted by an unlock that finds room.
+        return Unsealed(data_key, False, plain=True)
     return Unsealed(data_key, (home / CONVERTED).exists())
 
 
-def forget_conversion(home: Path) -> None:
-    """Once the conversion is in the audit log."""
-    (home / CONVERTED).unlink(missing_ok=True)
-    cipher.fsync_path(home)
-
-
-async def _key_from_plain_store(home: Path, passphrase: str, rng: Callable[[int], bytes]) -> bytes:
-    """Step 1: the data key from a plain store's identity row, and `node.key` written with it
-    (sealed anew, under the same passphrase)."""
+async def _key_from_plain_store(home: Path, passphrase: str) -> tuple[bytes, crypto.KdfParams]:
+    """The data key from a plain store's identity row, and the Argon2id cost it was sealed with."""
     if not cipher.is_plaintext(home / DB_FILE):
         raise KeyFileInvalid(f"{home / DB_FILE} is encrypted but {atrest.KEY_FILE} is missing: restore it from a backup of this node")
     async with Store.at(home) as store:
@@ -165,9 +172,20 @@ async def _key_from_plain_store(home: Path, passphrase: str, rng: Callable[[int]
         raise NodeLocked(locked)
     params = crypto.KdfParams(ident["kdf_opslimit"], ident["kdf_memlimit"])
     data_key = await asyncio.to_thread(crypto.open_with_passphrase, passphrase, ident["sealed_data_key"], ident["kdf_salt"], params)
-    sealed = await asyncio.to_thread(seal_key_file, data_key, passphrase, params, rng(crypto.SALT_BYTES), rng(crypto.NONCE_BYTES))
-    await asyncio.to_thread(write_private_atomically, key_path(home), atrest.encode_key_file(sealed))
-    return data_key
+    return data_key, params
+
+
+def _write_key_file(path: Path, sealed: atrest.KeyFile) -> None:
+    try:
+        write_private_atomically(path, atrest.encode_key_file(sealed))
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {exc.strerror or exc}; the store is unchanged") from exc
+
+
+def forget_conversion(home: Path) -> None:
+    """Once the conversion is in the audit log."""
+    (home / CONVERTED).unlink(missing_ok=True)
+    cipher.fsync_path(home)
 
 
 def encrypt_in_place(home: Path, db_key: bytes) -> None:

@@ -179,12 +179,12 @@ class Node:
         encrypted in place first (appliance/keystore.py)."""
         if store is None and not Node.exists(home):
             raise NotInitialised(f"no node in {home}: run `rallypoint init` or `rallypoint join` first")
-        converted = False
+        converted = plain = False
         if data_key is None:
             unsealed = await keystore.data_key_for(home, passphrase, rng, clock(), convert=store is None)
-            data_key, converted = unsealed.data_key, unsealed.converted
+            data_key, converted, plain = unsealed.data_key, unsealed.converted, unsealed.plain
         failures = await asyncio.to_thread(keystore.noted_failures, home)
-        store = store or Store.at(home, atrest.database_key(data_key))
+        store = store or Store.at(home, None if plain else atrest.database_key(data_key))
         try:
             await store.__aenter__()
         except BaseException:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import shutil
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -68,8 +69,16 @@ _NO_ROOM = frozenset({"SQLITE_IOERR_SHMSIZE", "SQLITE_IOERR_SHMMAP", "SQLITE_FUL
 READ_ONLY_WHEN_FULL = "the disk is full: this node is open for reading only"
 
 
-def _no_room(exc: SQLAlchemyError) -> bool:
-    return getattr(getattr(exc, "orig", None), "sqlite_errorname", None) in _NO_ROOM
+_SHM_ROOM_BYTES = 64 * 1024  # what the -shm index needs at least; less free than this is a full disk
+
+
+def _no_room(exc: SQLAlchemyError, path: Path) -> bool:
+    name = getattr(getattr(exc, "orig", None), "sqlite_errorname", None)
+    if name in _NO_ROOM:
+        return True
+    # sqlcipher3 reports only primary result codes: a bare I/O error on a disk without room for
+    # the -shm index is the same failure.
+    return name == "SQLITE_IOERR" and shutil.disk_usage(path.parent).free < _SHM_ROOM_BYTES
 
 
 def _describe(exc: BaseException) -> str:
@@ -282,7 +291,7 @@ class Store:
         except SQLAlchemyError as exc:
             if cipher.wrong_key(exc):
                 raise WrongKey(cipher.WRONG_KEY) from exc
-            if self.path is None or not _no_room(exc):
+            if self.path is None or not _no_room(exc, self.path):
                 raise StorageError(_describe(exc)) from exc
             revision = await self._open_for_reading_only()
         if revision == schema.SCHEMA_REVISION:
