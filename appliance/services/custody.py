@@ -125,8 +125,12 @@ async def bring_in(home: Path, backup: Path, passphrase: str) -> None:
 
 
 def _plain_backup(backup: Path) -> bool:
+    """Whether `backup` is a plain SQLite file (from before encryption); what is not a regular
+    file is refused at once (a named pipe would block the read)."""
     try:
-        return cipher.is_plaintext(backup)
+        fd, _ = open_regular(backup)
+        with owned(fd):
+            return atrest.is_plaintext_database(os.read(fd, len(atrest.PLAINTEXT_HEADER)))
     except OSError as exc:
         raise StorageError(f"cannot read {backup.name}: {exc.strerror or exc}") from exc
 
