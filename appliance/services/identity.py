@@ -164,6 +164,8 @@ class IdentityService:
         self.require_unlocked()
         try:
             await asyncio.to_thread(write_data_key_file, path, self.keys.data_key)
+        except FileExistsError as exc:
+            raise InvalidInput(f"{path} exists already: a data key file is never overwritten") from exc
         except OSError as exc:
             raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
         async with self._kernel.store.transaction() as conn:
