@@ -127,14 +127,15 @@ class Node:
         check_passphrase(passphrase)
         if user_secret is not None:
             user_keys.check_secret(user_secret)
-        data_key = rng(32)
+        # Drawn in the order of earlier releases: a seeded `rng` makes the same workspace.
+        workspace_key = crypto.new_signing_key(rng(32))
+        node_key = crypto.new_signing_key(rng(32))
+        user_key = crypto.new_signing_key(rng(32))
+        data_key, incarnation = rng(32), rng(identity.INCARNATION_BYTES)
         key_file = await _new_key_file(data_key, passphrase, kdf, rng)
         store = await cls._fresh_store(home, store, data_key)
         try:
             await asyncio.to_thread(keystore.write_private_atomically, keystore.key_path(home), atrest.encode_key_file(key_file))
-            workspace_key = crypto.new_signing_key(rng(32))
-            node_key = crypto.new_signing_key(rng(32))
-            user_key = crypto.new_signing_key(rng(32))
             ws_pub = bytes(workspace_key.verify_key)
             now = clock()
             issued = [
@@ -144,7 +145,7 @@ class Node:
                 certs.issue_certificate(workspace_key, workspace=ws_pub, kind=certs.SubjectKind.NODE, key=bytes(node_key.verify_key), name=node_name, role=certs.Role.NODE, issued_at=now),
             ]
             keys = Keys(data_key, node_key, workspace_key, {bytes(user_key.verify_key): user_key})
-            row = IdentityRow(workspace_name, ws_pub, node_name, bytes(node_key.verify_key), bytes(user_key.verify_key), rng(identity.INCARNATION_BYTES), kdf)
+            row = IdentityRow(workspace_name, ws_pub, node_name, bytes(node_key.verify_key), bytes(user_key.verify_key), incarnation, kdf)
             await write_identity(store, row, keys, passphrase, kdf, rng, now, user_secret, key_file)
             node = cls(home, store, row, keys, clock, rng)
             await node.directory.add_entries(issued, AuditAction.INIT, {"workspace": node.identity.workspace_id, "user": user_name, "node": node.identity.node_id})
@@ -232,12 +233,12 @@ class Node:
         if user_secret is not None:
             user_keys.check_secret(user_secret)
         inner = await asyncio.to_thread(open_enrollment, enrollment, code)
-        data_key = rng(32)
+        incarnation, data_key = rng(identity.INCARNATION_BYTES), rng(32)  # in the order of earlier releases
         key_file = await _new_key_file(data_key, passphrase, kdf, rng)
         store = await cls._fresh_store(home, store, data_key)
         try:
             await asyncio.to_thread(keystore.write_private_atomically, keystore.key_path(home), atrest.encode_key_file(key_file))
-            row, keys = enrolled_identity(inner, rng(identity.INCARNATION_BYTES), data_key, kdf)
+            row, keys = enrolled_identity(inner, incarnation, data_key, kdf)
             node = cls(home, store, row, keys, clock, rng)
             await node.enrollment.install(inner, passphrase, kdf, user_secret, key_file)
             await node.signin.sign_in_own(user_secret or passphrase)

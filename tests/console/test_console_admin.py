@@ -260,7 +260,7 @@ async def test_a_backup_from_the_nodes_tab_restores(tmp_path: Path, home: Path) 
         await pilot.press(*str(shelf), "enter")
         await until_notified(pilot, shown, f"Backup written to {shelf}")
         assert app.node is not None and (await app.node.audit.entries(1))[0].action == "backup"
-    (taken,) = shelf.iterdir()
+    (taken,) = shelf.glob("*.backup.db")  # its key file (.backup.db.key) beside it
     async with await Node.restore(tmp_path / "rebuilt", taken, PASSPHRASE) as restored:
         assert restored.identity.whoami().node_name == "alpha"
 
