@@ -78,6 +78,9 @@ When each is written (actor: the acting user's key, the node's key, or "-" for n
 - RECOVERY_CODE_USED: a sign-in used one of the user's one-time recovery codes.
 - MFA_REQUIRED_SET, MFA_WINDOW_SET: an admin changed who must use MFA, or the accepted clock skew.
 - CONSOLE_LOCK_SET: an admin changed the console's idle lock time.
+- DATA_KEY_EXPORTED: an admin wrote this node's data key to a root-only file, so an unattended
+  relay opens without the passphrase (`rallypoint data-key --out FILE`).
+- STORE_ENCRYPTED: a store from before encryption at rest was encrypted in place at this unlock.
 """
 
 from __future__ import annotations
@@ -147,3 +150,5 @@ class AuditAction(enum.StrEnum):
     MFA_REQUIRED_SET = "mfa_required_set"
     MFA_WINDOW_SET = "mfa_window_set"
     CONSOLE_LOCK_SET = "console_lock_set"
+    DATA_KEY_EXPORTED = "data_key_exported"
+    STORE_ENCRYPTED = "store_encrypted"

@@ -5,8 +5,9 @@ however it ends, except when the process is killed. The next run in that folder 
 every file whose name is one of these (never anything else), unless a running backup holds it.
 
 A finished backup has its SHA-256 beside it, `<backup name>.sha256`, in `sha256sum`'s format
-(`sha256sum -c` checks it): a restore refuses a backup whose bytes no longer match it. One whose
-backup never got its name (the run was killed in between) is debris too."""
+(`sha256sum -c` checks it): a restore refuses a backup whose bytes no longer match it. Beside it
+too, `<backup name>.key`: the node's key file, without which an encrypted backup does not open.
+One of these whose backup never got its name (the run was killed in between) is debris too."""
 
 from __future__ import annotations
 
@@ -26,10 +27,12 @@ from appliance.errors import InvalidInput
 # The names of a run's own files: `.rallypoint-<NODE ID>-<UTC time>.backup.db.partial` and the
 # files SQLite may keep beside a database it writes.
 _DEBRIS = re.compile(r"(?P<partial>\.rallypoint-[A-Z2-7]{7}-[A-Z2-7]{7}-[A-Z2-7]{7}-[0-9]{8}T[0-9]{6}Z\.backup\.db\.partial)(-journal|-wal|-shm)?")
-# A backup's SHA-256 written by a run killed before the backup got its name: no backup beside it.
-_ORPHAN_DIGEST = re.compile(r"(?P<backup>rallypoint-[A-Z2-7]{7}-[A-Z2-7]{7}-[A-Z2-7]{7}-[0-9]{8}T[0-9]{6}Z\.backup\.db)\.sha256")
+# A backup's SHA-256 or key file written by a run killed before the backup got its name (no
+# backup beside it), or the key file's own partial file.
+_ORPHAN_DIGEST = re.compile(r"\.?(?P<backup>rallypoint-[A-Z2-7]{7}-[A-Z2-7]{7}-[A-Z2-7]{7}-[0-9]{8}T[0-9]{6}Z\.backup\.db)(\.sha256|\.key|\.key\.partial)")
 _MAX_EXAMINED = 10_000  # folder entries looked at for debris: a huge folder costs bounded time
 DIGEST_SUFFIX = ".sha256"
+KEY_SUFFIX = ".key"  # beside each backup: the node's key file (its data key sealed under the passphrase)
 _DIGEST_LINE = re.compile(rb"(?P<hex>[0-9a-f]{64}) [ *](?P<name>[^\n]+)\n?")
 _MAX_DIGEST_FILE = 4096
 
@@ -83,7 +86,7 @@ def remove_debris(directory: Path) -> Debris:
                     continue
                 # A digest's run holds its partial until the backup has its name: once the lock is
                 # free, either the backup is there (not debris) or the run died before naming it.
-                if orphan is None or not os.path.lexists(directory / orphan["backup"]):
+                if orphan is None or entry.name.endswith(".partial") or not os.path.lexists(directory / orphan["backup"]):
                     os.unlink(entry.path)
                     removed += 1
                     size += info.st_size
@@ -102,6 +105,11 @@ def _in_use(partial: Path) -> bool:
         except BlockingIOError:
             return True
     return False
+
+
+def backup_key_path(backup: Path) -> Path:
+    """The key file a backup is opened with: `<backup>.key`, a copy of node.key taken with it."""
+    return backup.with_name(backup.name + KEY_SUFFIX)
 
 
 def digest_path(backup: Path) -> Path:

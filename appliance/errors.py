@@ -10,6 +10,7 @@ translated at the boundary (`raise X(...) from exc`).
     │   ├── NotInitialised
     │   ├── AlreadyInitialised
     │   ├── WrongPassphrase
+    │   │   └── WrongKey
     │   ├── SignInRefused
     │   │   ├── SignInLockedOut
     │   │   └── MfaCodeRequired
@@ -36,7 +37,8 @@ translated at the boundary (`raise X(...) from exc`).
     │   ├── CertificateInvalid
     │   │   └── TermsInvalid               (appliance.terms)
     │   ├── StorageError
-    │   │   └── BackupCheckFailed
+    │   │   ├── BackupCheckFailed
+    │   │   └── KeyFileInvalid
     │   └── IdentityConflict
     ├── SyncError                          sync/errors.py draws its tree
     └── TuiError                           tui/errors.py: the console and the CLI
@@ -152,6 +154,15 @@ class StorageError(ApplianceError):
 
 class BackupCheckFailed(StorageError):
     """A fresh backup failed its check (integrity, identity, audit chain): it was not kept."""
+
+
+class WrongKey(WrongPassphrase):
+    """The data key given (a relay's key file) does not open this node's store; nothing changed."""
+
+
+class KeyFileInvalid(StorageError):
+    """A node's key file (or a relay's data key file) is damaged, of an unknown format, or open
+    to other users."""
 
 
 class IdentityConflict(ApplianceError):

@@ -14,10 +14,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from appliance import certs, crypto, identity, user_keys
+from appliance import atrest, certs, crypto, identity, keystore, user_keys
 from appliance.audit_actions import AuditAction
-from appliance.errors import AlreadyInitialised, ChangeRejected, EnrollmentRejected, NotInitialised
-from appliance.kernel import Clock, Kernel, Random, wall_clock_ms
+from appliance.errors import AlreadyInitialised, ChangeRejected, EnrollmentRejected, NotInitialised, WrongKey
+from appliance.kernel import Clock, Kernel, Random, append_audit, wall_clock_ms
 from appliance.services.audit import AuditService
 from appliance.services.audit_feeds import AuditFeeds
 from appliance.services.blobs import Attachment, BlobsService
@@ -58,7 +58,7 @@ class Node:
         self.blobs = BlobsService(kernel, self.identity, roster)
         self.chat = ChatService(kernel, self.identity, roster, heads, self.replica, self.views, self.blobs)
         self.exchange = ExchangeService(kernel, self.identity, roster, heads, self.replica)
-        self.custody = CustodyService(kernel, self.identity, roster)
+        self.custody = CustodyService(kernel, self.identity, roster, home)
         feeds = AuditFeeds(kernel, self.identity, roster)
         self.intake = IntakeService(kernel, self.identity, roster, heads, self.replica, self.views, self.directory, self.blobs, self.exchange, self.custody, feeds)
         self.enrollment = EnrollmentService(kernel, self.identity, roster, self.replica, self.directory, self.intake)
@@ -92,10 +92,14 @@ class Node:
         return (home / DB_FILE).exists()
 
     @staticmethod
-    async def _fresh_store(home: Path, store: Storage | None) -> Storage:
+    async def _fresh_store(home: Path, store: Storage | None, data_key: bytes) -> Storage:
+        """A store for a new node: encrypted under `data_key` unless one is given."""
         ensure_home(home)
-        store = store or Store.at(home)
-        await store.__aenter__()
+        store = store or Store.at(home, atrest.database_key(data_key))
+        try:
+            await store.__aenter__()
+        except WrongKey as exc:  # a store under another key: another node's
+            raise AlreadyInitialised(f"{home} already holds a node") from exc
         if await store.has_identity():
             await store.__aexit__(None, None, None)
             raise AlreadyInitialised(f"{home} already holds a node")
@@ -124,11 +128,15 @@ class Node:
         check_passphrase(passphrase)
         if user_secret is not None:
             user_keys.check_secret(user_secret)
-        store = await cls._fresh_store(home, store)
+        # Drawn in the order of earlier releases: a seeded `rng` makes the same workspace.
+        workspace_key = crypto.new_signing_key(rng(32))
+        node_key = crypto.new_signing_key(rng(32))
+        user_key = crypto.new_signing_key(rng(32))
+        data_key, incarnation = rng(32), rng(identity.INCARNATION_BYTES)
+        key_file = await _new_key_file(data_key, passphrase, kdf, rng)
+        store = await cls._fresh_store(home, store, data_key)
         try:
-            workspace_key = crypto.new_signing_key(rng(32))
-            node_key = crypto.new_signing_key(rng(32))
-            user_key = crypto.new_signing_key(rng(32))
+            await asyncio.to_thread(keystore.write_private_atomically, keystore.key_path(home), atrest.encode_key_file(key_file))
             ws_pub = bytes(workspace_key.verify_key)
             now = clock()
             issued = [
@@ -137,9 +145,9 @@ class Node:
                 ),
                 certs.issue_certificate(workspace_key, workspace=ws_pub, kind=certs.SubjectKind.NODE, key=bytes(node_key.verify_key), name=node_name, role=certs.Role.NODE, issued_at=now),
             ]
-            keys = Keys(rng(32), node_key, workspace_key, {bytes(user_key.verify_key): user_key})
-            row = IdentityRow(workspace_name, ws_pub, node_name, bytes(node_key.verify_key), bytes(user_key.verify_key), rng(identity.INCARNATION_BYTES), kdf)
-            await write_identity(store, row, keys, passphrase, kdf, rng, now, user_secret)
+            keys = Keys(data_key, node_key, workspace_key, {bytes(user_key.verify_key): user_key})
+            row = IdentityRow(workspace_name, ws_pub, node_name, bytes(node_key.verify_key), bytes(user_key.verify_key), incarnation, kdf)
+            await write_identity(store, row, keys, passphrase, kdf, rng, now, user_secret, key_file)
             node = cls(home, store, row, keys, clock, rng)
             await node.directory.add_entries(issued, AuditAction.INIT, {"workspace": node.identity.workspace_id, "user": user_name, "node": node.identity.node_id})
             await node.signin.sign_in_own(user_secret or passphrase)
@@ -154,6 +162,7 @@ class Node:
         home: Path,
         passphrase: str,
         *,
+        data_key: bytes | None = None,
         as_user: str | None = None,
         user_secret: str | None = None,
         totp_code: str | None = None,
@@ -166,14 +175,32 @@ class Node:
         changes nothing else. Then signs in `as_user` (default: the node's own user) with
         `user_secret` (default: the passphrase) and `totp_code` - a refused sign-in raises and
         leaves the node closed - unless `sign_in` is False (the console asks who signs in).
-        `node.signin.result` says what the user must still do before they act."""
+        `node.signin.result` says what the user must still do before they act. An unattended
+        relay gives the `data_key` itself (its key file) instead of the passphrase; a wrong one
+        raises WrongKey and changes nothing. A plain store (from before encryption) is
+        encrypted in place first (appliance/keystore.py)."""
         if store is None and not Node.exists(home):
             raise NotInitialised(f"no node in {home}: run `rallypoint init` or `rallypoint join` first")
-        store = store or Store.at(home)
-        await store.__aenter__()
+        converted = plain = False
+        if data_key is None:
+            unsealed = await keystore.data_key_for(home, passphrase, rng, clock(), convert=store is None)
+            data_key, converted, plain = unsealed.data_key, unsealed.converted, unsealed.plain
+        failures = await asyncio.to_thread(keystore.noted_failures, home)
+        store = store or Store.at(home, None if plain else atrest.database_key(data_key))
         try:
-            row, keys = await unlock(store, home, passphrase, clock)
+            await store.__aenter__()
+        except BaseException:
+            await store.__aexit__(None, None, None)
+            raise
+        try:
+            row, keys = await unlock(store, home, data_key, clock, failures)
+            if failures:
+                await asyncio.to_thread(keystore.forget_failures, home)
             node = cls(home, store, row, keys, clock, rng)
+            if converted:
+                async with store.transaction() as conn:
+                    await append_audit(conn, keys.node, clock(), row.node_key.hex(), AuditAction.STORE_ENCRYPTED, {"file": DB_FILE, "key_file": atrest.KEY_FILE})
+                await asyncio.to_thread(keystore.forget_conversion, home)
             await node._roster.reload()
             await node.replica.load()
             await node.blobs.load()
@@ -207,11 +234,14 @@ class Node:
         if user_secret is not None:
             user_keys.check_secret(user_secret)
         inner = await asyncio.to_thread(open_enrollment, enrollment, code)
-        store = await cls._fresh_store(home, store)
+        incarnation, data_key = rng(identity.INCARNATION_BYTES), rng(32)  # in the order of earlier releases
+        key_file = await _new_key_file(data_key, passphrase, kdf, rng)
+        store = await cls._fresh_store(home, store, data_key)
         try:
-            row, keys = enrolled_identity(inner, rng(identity.INCARNATION_BYTES), rng(32), kdf)
+            await asyncio.to_thread(keystore.write_private_atomically, keystore.key_path(home), atrest.encode_key_file(key_file))
+            row, keys = enrolled_identity(inner, incarnation, data_key, kdf)
             node = cls(home, store, row, keys, clock, rng)
-            await node.enrollment.install(inner, passphrase, kdf, user_secret)
+            await node.enrollment.install(inner, passphrase, kdf, user_secret, key_file)
             await node.signin.sign_in_own(user_secret or passphrase)
             return node._opened()
         except ChangeRejected as exc:
@@ -227,7 +257,7 @@ class Node:
     async def restore(cls, home: Path, backup: Path, passphrase: str, *, clock: Clock = wall_clock_ms, rng: Random = crypto.random_bytes) -> Node:
         """Makes an empty `home` the node a backup was taken of: the file is checked, copied in and
         unlocked with `passphrase`; if any step fails, `home` is left without a node again."""
-        await bring_in(home, backup)
+        await bring_in(home, backup, passphrase)
         try:
             node = await cls.open(home, passphrase, clock=clock, rng=rng)
         except BaseException:
@@ -235,3 +265,9 @@ class Node:
             raise
         await node.custody.record_restore(backup)
         return node
+
+
+async def _new_key_file(data_key: bytes, passphrase: str, kdf: crypto.KdfParams, rng: Random) -> atrest.KeyFile:
+    """A new node's data key sealed under its passphrase (Argon2id, off the event loop)."""
+    salt, nonce = rng(crypto.SALT_BYTES), rng(crypto.NONCE_BYTES)
+    return await asyncio.to_thread(keystore.seal_key_file, data_key, passphrase, kdf, salt, nonce)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import shutil
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,8 +28,8 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from appliance import schema
-from appliance.errors import StorageError
+from appliance import cipher, schema
+from appliance.errors import StorageError, WrongKey
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DB_FILE = "node.db"
@@ -76,8 +77,16 @@ _NO_ROOM = frozenset({"SQLITE_IOERR_SHMSIZE", "SQLITE_IOERR_SHMMAP", "SQLITE_FUL
 READ_ONLY_WHEN_FULL = "the disk is full: this node is open for reading only"
 
 
-def _no_room(exc: SQLAlchemyError) -> bool:
-    return getattr(getattr(exc, "orig", None), "sqlite_errorname", None) in _NO_ROOM
+_SHM_ROOM_BYTES = 64 * 1024  # what the -shm index needs at least; less free than this is a full disk
+
+
+def _no_room(exc: SQLAlchemyError, path: Path) -> bool:
+    name = getattr(getattr(exc, "orig", None), "sqlite_errorname", None)
+    if name in _NO_ROOM:
+        return True
+    # sqlcipher3 reports only primary result codes: a bare I/O error on a disk without room for
+    # the -shm index is the same failure.
+    return name == "SQLITE_IOERR" and shutil.disk_usage(path.parent).free < _SHM_ROOM_BYTES
 
 
 def _describe(exc: BaseException) -> str:
@@ -102,8 +111,9 @@ class _Lane:
     (SQLite connections are happiest on one thread). The connection opens at the first job and
     is reopened after a database failure."""
 
-    def __init__(self, url: URL, name: str, on_connect: list[Callable[[Any, Any], None]], *, writes: bool) -> None:
+    def __init__(self, url: URL, name: str, on_connect: list[Callable[[Any, Any], None]], *, writes: bool, engine_args: dict[str, Any] | None = None) -> None:
         self._url = url
+        self._engine_args = engine_args or {}  # an encrypted store's: sqlcipher3, a keyed creator
         self._writes = writes
         self._on_connect = on_connect  # the store's list: set-ups added later apply to a later connection
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
@@ -133,7 +143,7 @@ class _Lane:
         if self._conn is None:
             if self._engine is None:
                 # NullPool: the one connection is held here, not pooled.
-                self._engine = create_engine(self._url, poolclass=NullPool)
+                self._engine = create_engine(self._url, poolclass=NullPool, **self._engine_args)
                 for listener in self._on_connect:
                     event.listen(self._engine, "connect", listener)
                 if self._engine.dialect.name == "sqlite":
@@ -203,14 +213,20 @@ class Storage(Protocol):
 
     async def backup_into(self, target: Path) -> None: ...
 
+    @property
+    def db_key(self) -> bytes | None:
+        """The key the database is encrypted under (None: plain), for opening copies of it."""
+        ...
+
 
 class Store:
     """An async context manager owning the engines. `transaction()` yields a connection in one
     transaction and `write(work)` runs `work` in one on the writer thread; any database failure
     surfaces as StorageError after a full rollback."""
 
-    def __init__(self, engine: AsyncEngine, path: Path | None = None, sync_url: URL | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, path: Path | None = None, sync_url: URL | None = None, keyed: cipher.Keyed | None = None) -> None:
         self.engine = engine
+        self.keyed = keyed  # how an encrypted store's connections open (None: a plain one)
         self.is_sqlite = engine.dialect.name == "sqlite"
         self.path = path  # the SQLite file, for a store on one
         self.read_only: str | None = None  # why, when the store could be opened for reading only
@@ -218,17 +234,24 @@ class Store:
         # The same database through the synchronous driver: the writer, and the checkpointer.
         sync_url = sync_url or engine.url.set(drivername=engine.url.drivername.split("+")[0])
         self._on_connect: list[Callable[[Any, Any], None]] = []
-        self._writer = _Lane(sync_url, "rallypoint-writer", self._on_connect, writes=True)
-        self._checkpointer = _Lane(sync_url, "rallypoint-checkpoint", self._on_connect, writes=False) if self.is_sqlite else None
+        sync_args: dict[str, Any] = {} if keyed is None else {"module": cipher.DRIVER, "creator": keyed.sync_creator()}
+        self._writer = _Lane(sync_url, "rallypoint-writer", self._on_connect, writes=True, engine_args=sync_args)
+        self._checkpointer = _Lane(sync_url, "rallypoint-checkpoint", self._on_connect, writes=False, engine_args=sync_args) if self.is_sqlite else None
         self._writes = 0
         self._as_is = False  # a copy opened for reading: not migrated, never written
 
     @classmethod
-    def at(cls, home: Path) -> Store:
+    def at(cls, home: Path, db_key: bytes | None = None) -> Store:
+        """The node's database in `home`: encrypted by SQLCipher under `db_key` (a raw 256-bit key,
+        `atrest.database_key`), or a plain SQLite file without one (a node not yet converted)."""
         # URL.create takes the path as it is: in a URL string a '?' or '#' in a folder name would
         # end the path and the node would live in another file.
         path = home / DB_FILE
-        return cls(create_async_engine(URL.create("sqlite+aiosqlite", database=str(path))), path, URL.create("sqlite+pysqlite", database=str(path)))._with_pragmas()
+        async_url, sync_url = URL.create("sqlite+aiosqlite", database=str(path)), URL.create("sqlite+pysqlite", database=str(path))
+        if db_key is None:
+            return cls(create_async_engine(async_url), path, sync_url)._with_pragmas()
+        keyed = cipher.Keyed(str(path), db_key)
+        return cls(_keyed_engine(async_url, keyed), path, sync_url, keyed)._with_pragmas()
 
     @classmethod
     def memory(cls) -> Store:
@@ -245,13 +268,18 @@ class Store:
         return store._with_pragmas()
 
     @classmethod
-    def copy_at(cls, path: Path) -> Store:
+    def copy_at(cls, path: Path, db_key: bytes | None = None) -> Store:
         """The database file at `path` (a backup being checked or restored) opened for reading
-        only and as it is: no migration, no journal mode set, every write refused. Its queries
-        go through the same engine as the node's own store."""
+        only and as it is, under `db_key` if it is encrypted: no migration, no journal mode set,
+        every write refused. Its queries go through the same engine as the node's own store."""
         uri = path.absolute().as_uri()  # percent-encoded: a '?' or '#' in a folder name stays in the path
         query = {"uri": "true", "mode": "ro"}
-        store = cls(create_async_engine(URL.create("sqlite+aiosqlite", database=uri, query=query)), path, URL.create("sqlite+pysqlite", database=uri, query=query))
+        async_url, sync_url = URL.create("sqlite+aiosqlite", database=uri, query=query), URL.create("sqlite+pysqlite", database=uri, query=query)
+        if db_key is None:
+            store = cls(create_async_engine(async_url), path, sync_url)
+        else:
+            keyed = cipher.Keyed(f"{uri}?mode=ro", db_key, uri=True)
+            store = cls(_keyed_engine(async_url, keyed), path, sync_url, keyed)
         store.read_only = f"{path.name} is opened for checking only"
         store._as_is = True
         event.listen(store.engine.sync_engine, "connect", _copy_pragmas)
@@ -293,7 +321,9 @@ class Store:
         try:
             revision = await self._current_revision()
         except SQLAlchemyError as exc:
-            if self.path is None or not _no_room(exc):
+            if cipher.wrong_key(exc):
+                raise WrongKey(cipher.WRONG_KEY) from exc
+            if self.path is None or not _no_room(exc, self.path):
                 raise StorageError(_describe(exc)) from exc
             revision = await self._open_for_reading_only()
         if revision == schema.SCHEMA_REVISION:
@@ -314,7 +344,11 @@ class Store:
         try:
             os.close(os.open(f"{self.path}-shm", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
             uri = self.path.absolute().as_uri()  # percent-encoded: a '?' or '#' in a folder name stays in the path
-            self.engine = create_async_engine(URL.create("sqlite+aiosqlite", database=uri, query={"uri": "true", "mode": "ro", "readonly_shm": "1"}))
+            url = URL.create("sqlite+aiosqlite", database=uri, query={"uri": "true", "mode": "ro", "readonly_shm": "1"})
+            if self.keyed is None:
+                self.engine = create_async_engine(url)
+            else:
+                self.engine = _keyed_engine(url, cipher.Keyed(f"{uri}?mode=ro&readonly_shm=1", self.keyed.db_key, uri=True))
             self._with_pragmas()
             self.read_only = READ_ONLY_WHEN_FULL
             return await self._current_revision()
@@ -401,16 +435,26 @@ class Store:
 
     async def backup_into(self, target: Path) -> None:
         """Writes one consistent snapshot of the whole database to `target` (a new file) while the
-        node keeps running: SQLite's VACUUM INTO reads a single read transaction. Secrets stay
-        sealed in the copy, so opening it needs the same passphrase."""
+        node keeps running: SQLite's VACUUM INTO reads a single read transaction. The copy of an
+        encrypted store is encrypted under the same key (SQLCipher's VACUUM INTO writes through
+        the connection's codec), and its secrets stay sealed under the data key."""
         if not self.is_sqlite:
             raise StorageError("this store is PostgreSQL: back it up with pg_dump")
         try:
             async with self.engine.connect() as conn:
                 raw = await conn.get_raw_connection()
                 await raw.driver_connection.execute("VACUUM INTO ?", (str(target),))  # type: ignore[union-attr]
-        except (SQLAlchemyError, sqlite3.Error, OSError) as exc:
+        except (SQLAlchemyError, sqlite3.Error, cipher.DRIVER.Error, OSError) as exc:
             raise StorageError(_describe(exc)) from exc
+
+    @property
+    def db_key(self) -> bytes | None:
+        return None if self.keyed is None else self.keyed.db_key
+
+
+def _keyed_engine(url: URL, keyed: cipher.Keyed) -> AsyncEngine:
+    """An async engine whose connections are aiosqlite ones over keyed sqlcipher3 connections."""
+    return create_async_engine(url, async_creator=keyed.async_creator(), module=cipher.ASYNC_DRIVER)
 
 
 def check_database_file(path: Path, name: str | None = None) -> None:

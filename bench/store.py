@@ -12,6 +12,12 @@ Three systems, the same generated chat text, the same disk:
   sqlite      a plain SQLite messages table, WAL + synchronous=FULL, one transaction
               per message: the floor a plain chat server would have.
 
+The node's store is encrypted (SQLCipher), as every node's is. A last section measures what
+encryption at rest costs: an encrypted and a plain node side by side (the plain one opened on a
+plain store it is given), their timed posts interleaved so both meet the same machine load,
+and a bundle of messages imported into a fresh encrypted and a fresh plain node, alternately,
+the best of a few rounds each.
+
 The channel is filled with `post_many` (untimed except for its rate); at each checkpoint
 individual `post()` calls are timed with perf_counter. At the main sizes the node is also
 closed (bytes on disk), reopened (open, first `read(limit=50)`, first post) and
@@ -47,6 +53,8 @@ from chat import SEED, chat_line
 
 from appliance import crypto, ids
 from appliance.node import SEGMENT_SIZE, Node
+from appliance.store import Store
+from sync.sneakernet import export_bundles, import_bundles
 
 CHANNEL = "general"
 PASSPHRASE = "bench passphrase"
@@ -63,6 +71,9 @@ class Plan:
     samples: int  # individually timed post() calls per checkpoint
     sustained_posts: int
     fill_chunk: int
+    encryption_size: int  # messages in the channel when encrypted and plain posts are compared
+    import_messages: int  # messages in the bundle whose import is timed
+    import_rounds: int
 
 
 @dataclass(frozen=True)
@@ -94,9 +105,9 @@ class RallypointResult:
 def make_plan(quick: bool, sizes: list[int] | None) -> Plan:
     if quick:
         sizes = sizes or [1_000, 10_000]
-        return Plan(True, sizes, [n for n in (1_000, 5_000) if n <= max(sizes)], 10.0, 100, 500, 5 * SEGMENT_SIZE)
+        return Plan(True, sizes, [n for n in (1_000, 5_000) if n <= max(sizes)], 10.0, 100, 500, 5 * SEGMENT_SIZE, 2_000, 2_000, 5)
     sizes = sizes or [1_000, 100_000, 1_000_000]
-    return Plan(False, sizes, [n for n in (1_000, 20_000, 40_000) if n <= max(sizes)], 180.0, 200, 2_000, 10 * SEGMENT_SIZE)
+    return Plan(False, sizes, [n for n in (1_000, 20_000, 40_000) if n <= max(sizes)], 180.0, 200, 2_000, 10 * SEGMENT_SIZE, 20_000, 10_000, 5)
 
 
 def progress(message: str) -> None:
@@ -304,6 +315,105 @@ async def bench_rallypoint(home: Path, plan: Plan, latency_sizes: list[int]) -> 
     return result
 
 
+# --- encryption at rest: encrypted and plain, side by side -------------------------
+
+
+@dataclass(frozen=True)
+class EncryptionCost:
+    messages: int
+    post: dict[str, Latency]  # "encrypted", "plain"
+    import_messages: int
+    import_per_s: dict[str, float]  # best of the rounds
+
+    def overhead_pct(self, encrypted: float, plain: float) -> float:
+        return round((encrypted / plain - 1) * 100, 1)
+
+
+def _plain(home: Path) -> Store | None:
+    return Store.at(home) if home.name.endswith("plain") else None
+
+
+async def _new_node(home: Path) -> Node:
+    return await Node.init(home, workspace_name="bench", user_name="alice", node_name=home.name, passphrase=PASSPHRASE, kdf=KDF, store=_plain(home))
+
+
+async def _timed_import(work: Path, stick: Path, label: str, round_: int) -> float:
+    """Imports the stick's bundle into a fresh node (a copy of the joined template): messages/s."""
+    home = work / f"bob-{round_}-{label}"
+    shutil.copytree(work / f"bob-template-{label}", home)
+    copy = work / f"stick-{round_}-{label}"  # an import takes the bundle off the stick
+    shutil.copytree(stick, copy)
+    bob = await Node.open(home, PASSPHRASE, store=_plain(home))
+    try:
+        start = time.perf_counter()
+        report = await import_bundles(bob, copy)
+        seconds = time.perf_counter() - start
+        assert report.files and all(f.outcome == "accepted" for f in report.files), [f.outcome for f in report.files]
+    finally:
+        await bob.close()
+    return seconds
+
+
+async def bench_encryption(work: Path, plan: Plan) -> EncryptionCost:
+    labels = ("encrypted", "plain")
+    nodes = {label: await _new_node(work / f"alice-{label}") for label in labels}
+    try:
+        source = Messages()
+        bodies = source.texts(plan.encryption_size)
+        for node in nodes.values():
+            await node.chat.create_channel(CHANNEL)
+            for start in range(0, len(bodies), plan.fill_chunk):
+                await node.chat.post_many(CHANNEL, bodies[start : start + plan.fill_chunk])
+        samples: dict[str, list[float]] = {label: [] for label in labels}
+        for index, body in enumerate(source.texts(plan.samples * 2)):  # interleaved: both meet the same load
+            for label in labels if index % 2 == 0 else labels[::-1]:
+                samples[label] += await timed_posts(nodes[label], [body])
+        post = {label: summarise(samples[label]) for label in labels}
+        progress("encryption: post p50 " + ", ".join(f"{label} {post[label].p50_ms:.2f} ms" for label in labels))
+
+        # The import: a bundle of `import_messages` from one alice to a new bob, for each kind.
+        alice = nodes["plain"]
+        await alice.chat.create_channel("imported")
+        texts = source.texts(plan.import_messages)
+        for start in range(0, len(texts), plan.fill_chunk):
+            await alice.chat.post_many("imported", texts[start : start + plan.fill_chunk])
+        rates: dict[str, list[float]] = {label: [] for label in labels}
+        stick = work / "stick"
+        for label in labels:
+            enrollment = await alice.enrollment.invite(f"bob-{label}", f"bob{label}", kdf=KDF)
+            home = work / f"bob-template-{label}"
+            store = Store.at(home) if label == "plain" else None
+            if store is not None:
+                home.mkdir()
+            bob = await Node.join(home, enrollment.data, enrollment.code, PASSPHRASE, kdf=KDF, store=store)
+            await bob.close()
+        for label in labels:
+            bob_id = (await _read_node_id(work / f"bob-template-{label}", label))
+            (stick / label).mkdir(parents=True)
+            await export_bundles(alice, stick / label, for_nodes=[bob_id])
+        for node in nodes.values():  # their upkeep must not run beside the timed imports
+            await node.close()
+        nodes = {}
+        for round_ in range(plan.import_rounds):
+            for label in labels if round_ % 2 == 0 else labels[::-1]:  # neither always goes first
+                seconds = await _timed_import(work, stick / label, label, round_)
+                rates[label].append(plan.import_messages / seconds)
+        best = {label: max(rates[label]) for label in labels}
+        progress("encryption: import " + ", ".join(f"{label} {best[label]:,.0f} msg/s" for label in labels))
+    finally:
+        for node in nodes.values():
+            await node.close()
+    return EncryptionCost(plan.encryption_size, post, plan.import_messages, best)
+
+
+async def _read_node_id(home: Path, label: str) -> str:
+    node = await Node.open(home, PASSPHRASE, store=_plain(home) if label == "plain" else None, sign_in=False)
+    try:
+        return node.identity.node_id
+    finally:
+        await node.close()
+
+
 # --- report -------------------------------------------------------------------------
 
 
@@ -385,6 +495,36 @@ def report(plan: Plan, ours: RallypointResult, naive: dict[int, Latency], floor:
     return lines
 
 
+def encryption_report(cost: EncryptionCost) -> list[str]:
+    enc, plain = cost.post["encrypted"], cost.post["plain"]
+    imp_enc, imp_plain = cost.import_per_s["encrypted"], cost.import_per_s["plain"]
+    return [
+        f"encryption at rest (SQLCipher, raw key) at {cost.messages:,} messages, posts interleaved:",
+        f"  post p50 {enc.p50_ms:.3f} ms encrypted, {plain.p50_ms:.3f} ms plain ({cost.overhead_pct(enc.p50_ms, plain.p50_ms):+.1f} %)",
+        f"  post p99 {enc.p99_ms:.3f} ms encrypted, {plain.p99_ms:.3f} ms plain ({cost.overhead_pct(enc.p99_ms, plain.p99_ms):+.1f} %)",
+        f"  import of {cost.import_messages:,} messages: {imp_enc:,.0f} msg/s encrypted, {imp_plain:,.0f} msg/s plain "
+        f"({-cost.overhead_pct(imp_enc, imp_plain):+.1f} % slower; target: at most 15 %)",
+    ]
+
+
+def encryption_json(cost: EncryptionCost) -> dict[str, object]:
+    enc, plain = cost.post["encrypted"], cost.post["plain"]
+    imp_enc, imp_plain = cost.import_per_s["encrypted"], cost.import_per_s["plain"]
+    return {
+        "encryption_at_messages": cost.messages,
+        "post_p50_ms_encrypted": round(enc.p50_ms, 4),
+        "post_p99_ms_encrypted": round(enc.p99_ms, 4),
+        "post_p50_ms_plain": round(plain.p50_ms, 4),
+        "post_p99_ms_plain": round(plain.p99_ms, 4),
+        "encryption_overhead_post_p50_pct": cost.overhead_pct(enc.p50_ms, plain.p50_ms),
+        "encryption_overhead_post_p99_pct": cost.overhead_pct(enc.p99_ms, plain.p99_ms),
+        "import_messages": cost.import_messages,
+        "import_msgs_per_s": round(imp_enc, 1),
+        "import_msgs_per_s_plain": round(imp_plain, 1),
+        "encryption_overhead_import_pct": -cost.overhead_pct(imp_enc, imp_plain),
+    }
+
+
 def as_json(plan: Plan, ours: RallypointResult, naive: dict[int, Latency], floor: dict[int, Latency], floor_bytes: float, compared: dict[str, float], grown: dict[str, dict[str, float]]) -> str:
     def by_size(latency: dict[int, Latency], key: str) -> dict[str, float]:
         return {str(n): round(getattr(v, key), 4) for n, v in sorted(latency.items())}
@@ -449,14 +589,15 @@ async def main() -> None:
         latency_sizes = sorted(set(plan.sizes) | set(naive))
         floor, floor_bytes = bench_sqlite(work / "plain.db", latency_sizes, plan.samples)
         ours = await bench_rallypoint(work / "node", plan, latency_sizes)
+        cost = await bench_encryption(work, plan)
     finally:
         if args.home is None:
             shutil.rmtree(work, ignore_errors=True)
     compared = comparisons(ours.latency, naive, floor)
     grown = growths({"rallypoint": ours.latency, "naive single doc": naive, "plain sqlite": floor})
-    print("\n".join(report(plan, ours, naive, floor, floor_bytes, compared, grown)), flush=True)
+    print("\n".join(report(plan, ours, naive, floor, floor_bytes, compared, grown) + encryption_report(cost)), flush=True)
     if args.json:
-        print(as_json(plan, ours, naive, floor, floor_bytes, compared, grown), flush=True)
+        print(json.dumps(json.loads(as_json(plan, ours, naive, floor, floor_bytes, compared, grown)) | encryption_json(cost)), flush=True)
 
 
 if __name__ == "__main__":

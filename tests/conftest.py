@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,3 +109,34 @@ def cli_command(home: Path, passphrase: str | None = PASSPHRASE) -> tuple[list[s
         env["RALLYPOINT_PASSPHRASE"] = passphrase
     executable = shutil.which("rallypoint", path=str(Path(sys.executable).parent))
     return ([executable] if executable else [sys.executable, "-m", "tui.cli"]), env
+
+
+def node_db_key(home: Path, passphrase: str = PASSPHRASE) -> bytes:
+    """The key a node's database is encrypted under (node.key unsealed with the passphrase)."""
+    from appliance import atrest, keystore
+
+    return atrest.database_key(keystore.unseal(keystore.read_key_file(keystore.key_path(home)), passphrase))
+
+
+def connect_node_db(db: Path, passphrase: str = PASSPHRASE, **kwargs: object) -> Any:
+    """A DB-API connection to the node database file `db` (its home's node.key unsealed): what
+    `sqlite3.connect` was for a store before encryption, for tests that look into the file."""
+    from appliance import cipher
+
+    return cipher.Keyed(str(db), node_db_key(db.parent, passphrase)).connect(**kwargs)
+
+
+def node_store(home: Path, passphrase: str = PASSPHRASE) -> Any:
+    """`Store.at(home)` keyed as the node opens it."""
+    from appliance.store import Store
+
+    return Store.at(home, node_db_key(home, passphrase))
+
+
+def node_engine(db: Path, passphrase: str = PASSPHRASE) -> Any:
+    """A synchronous SQLAlchemy engine on the node database file `db`, keyed."""
+    from sqlalchemy import create_engine
+
+    from appliance import cipher
+
+    return create_engine("sqlite://", module=cipher.DRIVER, creator=cipher.Keyed(str(db), node_db_key(db.parent, passphrase)).sync_creator())

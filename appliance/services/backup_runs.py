@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import insert, select, text
 
-from appliance import audit, backups, ids
+from appliance import audit, backups, ids, keystore
 from appliance import schema as t
 from appliance.audit_actions import AuditAction
 from appliance.errors import BackupCheckFailed, InvalidInput, StorageError
@@ -42,9 +42,10 @@ class BackupSchedule:
 
 
 class BackupRuns:
-    def __init__(self, kernel: Kernel, identity: IdentityService) -> None:
+    def __init__(self, kernel: Kernel, identity: IdentityService, home: Path) -> None:
         self._kernel = kernel
         self._identity = identity
+        self._home = home  # where node.key is, copied beside each backup
 
     async def take(self, directory: Path, policy: RetentionPolicy | None, actor: str) -> BackupInfo:
         """One run by `actor` (an admin's key, or the node's for the schedule): the copy, its
@@ -68,7 +69,7 @@ class BackupRuns:
                 if not partial.exists():  # the stick was pulled out, the folder removed
                     raise StorageError(f"the backup folder {directory} went away while the backup was written")
                 problem = await self.check_copy(partial)
-                digest = await asyncio.to_thread(_publish_backup, partial, target) if problem is None else None
+                digest = await asyncio.to_thread(_publish_backup, partial, target, keystore.key_path(self._home)) if problem is None else None
             size = target.stat().st_size if problem is None else 0
         except OSError as exc:
             reason = f"cannot write the backup into {directory}: {exc.strerror or exc}"
@@ -88,7 +89,7 @@ class BackupRuns:
     async def check_copy(self, path: Path) -> str | None:
         """Why the file at `path` is not a good backup of this node, or None (`check_copy`, and
         its audit log matches this node's own up to its last entry)."""
-        checked = await check_copy(path, self._identity.row.node_key)
+        checked = await check_copy(path, self._identity.row.node_key, self._kernel.store.db_key)
         if checked.problem is not None or checked.head is None:
             return checked.problem
         seq, head = checked.head
@@ -113,7 +114,8 @@ class BackupRuns:
         for backup in to_prune(candidates, self._kernel.clock(), policy, keep):
             try:
                 await asyncio.to_thread(_unlink_regular, directory / backup.name)
-                await asyncio.to_thread(backups.digest_path(directory / backup.name).unlink, missing_ok=True)
+                for beside in (backups.digest_path(directory / backup.name), backups.backup_key_path(directory / backup.name)):
+                    await asyncio.to_thread(beside.unlink, missing_ok=True)
             except OSError as exc:
                 self._kernel.note_skipped_write(f"the old backup {backup.name} could not be deleted: {exc.strerror or exc}")
                 continue
@@ -188,12 +190,12 @@ class CopyCheck:
     head: tuple[int, bytes] | None = None  # its audit log's last entry (sequence number, hash)
 
 
-async def check_copy(path: Path, node_key: bytes | None = None) -> CopyCheck:
+async def check_copy(path: Path, node_key: bytes | None = None, db_key: bytes | None = None) -> CopyCheck:
     """Checks the database file at `path` as a backup of the node with `node_key` (None: of the
-    node it says it is, as a restore knows no other): it opens read-only through the store,
-    passes SQLite's full integrity check, holds that node's identity, and its audit chain
-    verifies against that node's key."""
-    copy = Store.copy_at(path)
+    node it says it is, as a restore knows no other): it opens read-only through the store
+    (under `db_key`, if it is encrypted), passes SQLite's full integrity check, holds that
+    node's identity, and its audit chain verifies against that node's key."""
+    copy = Store.copy_at(path, db_key)
     try:
         async with copy, copy.reading() as conn:
             verdict = [str(row[0]) for row in (await conn.execute(text("PRAGMA integrity_check(20)"))).all()]
@@ -231,17 +233,21 @@ def _prepare_folder(directory: Path) -> None:
         raise StorageError(f"cannot make the backup folder {directory}: {exc.strerror or exc}") from exc
 
 
-def _publish_backup(partial: Path, target: Path) -> bytes:
-    """Makes the checked copy durable, writes its SHA-256 beside where it goes, then gives it its
-    name: a crash or a full disk never leaves a file that looks like a finished backup. Returns
-    the SHA-256."""
+def _publish_backup(partial: Path, target: Path, node_key: Path) -> bytes:
+    """Makes the checked copy durable, writes its SHA-256 and the node's key file (`node_key`,
+    if the store is encrypted) beside where it goes, then gives it its name: a crash or a full
+    disk never leaves a file that looks like a finished backup, nor one without its key.
+    Returns the SHA-256."""
     _fsync_path(partial)
     digest = backups.file_digest(partial)
     try:
         backups.write_digest(target, digest)
+        if node_key.exists():
+            keystore.write_private_atomically(backups.backup_key_path(target), node_key.read_bytes())
         os.rename(partial, target)
     except BaseException:
         backups.digest_path(target).unlink(missing_ok=True)
+        backups.backup_key_path(target).unlink(missing_ok=True)
         raise
     _fsync_path(target.parent)
     return digest

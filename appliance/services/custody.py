@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import insert, text, update
 
-from appliance import backups, certs, ids
+from appliance import atrest, backups, certs, cipher, ids, keystore
 from appliance import schema as t
 from appliance.audit_actions import AuditAction
 from appliance.errors import AlreadyInitialised, InvalidInput, StorageError
@@ -27,11 +27,11 @@ from appliance.store import DB_FILE, check_database_file, ensure_home
 
 
 class CustodyService:
-    def __init__(self, kernel: Kernel, identity: IdentityService, roster: Roster) -> None:
+    def __init__(self, kernel: Kernel, identity: IdentityService, roster: Roster, home: Path) -> None:
         self._kernel = kernel
         self._identity = identity
         self._roster = roster
-        self.runs = BackupRuns(kernel, identity)
+        self.runs = BackupRuns(kernel, identity, home)
 
     async def backup(self, directory: Path, policy: RetentionPolicy | None = None) -> BackupInfo:
         """Admin: writes a consistent copy of this node's store into `directory` (made 0700 if
@@ -87,13 +87,23 @@ class CustodyService:
         await self._kernel.store.scrub()
 
 
-async def bring_in(home: Path, backup: Path) -> None:
-    """Copies a backup into an empty `home` and checks the copy (integrity, identity, audit chain
-    against the key it holds) before it gets its name; a refused or failed one leaves nothing in
-    `home` (nor `home` itself, when this made it). The caller then opens it and, if that fails,
-    removes it again (`remove_db`)."""
+async def bring_in(home: Path, backup: Path, passphrase: str) -> None:
+    """Copies a backup and its key file into an empty `home`; the copy is checked (its recorded
+    SHA-256, integrity, identity, audit chain, under the key the passphrase unseals) before it
+    gets its name: a refused one, or a wrong passphrase, leaves nothing in `home` (nor `home`
+    itself, when this made it). The caller then opens it and, if that fails, removes it again
+    (`remove_db`). A plain backup from before encryption has no key file: it is converted when
+    opened."""
     if (home / DB_FILE).exists():
         raise AlreadyInitialised(f"{home} already holds a node: restore into an empty home")
+    key_source = backups.backup_key_path(backup)
+    key_file: atrest.KeyFile | None = None
+    db_key: bytes | None = None
+    if key_source.exists():
+        key_file = await asyncio.to_thread(keystore.read_key_file, key_source)
+        db_key = atrest.database_key(await asyncio.to_thread(keystore.unseal, key_file, passphrase))
+    elif not await asyncio.to_thread(_plain_backup, backup):
+        raise StorageError(f"{backup.name} is not a readable node database: it is not plain SQLite and has no {key_source.name} beside it to open it with")
     made = not home.exists()
     ensure_home(home)
     partial = home / f".{DB_FILE}.partial"
@@ -102,12 +112,19 @@ async def bring_in(home: Path, backup: Path) -> None:
         copied = await asyncio.to_thread(_copy_privately, backup, partial)
         if recorded is not None and copied != recorded:
             raise StorageError(f"{backup.name} is refused: its bytes differ from the SHA-256 recorded when it was taken ({backups.digest_path(backup).name}): it was changed or damaged")
-        checked = await check_copy(partial)
+        await asyncio.to_thread(_check_file, partial, backup.name, db_key)
+        checked = await check_copy(partial, db_key=db_key)
         if checked.problem is not None:
             raise StorageError(f"{backup.name} is refused: {checked.problem}")
+        if key_file is not None:
+            await asyncio.to_thread(keystore.write_private_atomically, keystore.key_path(home), atrest.encode_key_file(key_file))
         await asyncio.to_thread(_publish, partial, home / DB_FILE)
     except OSError as exc:
+        remove_db(home)
         raise StorageError(f"cannot copy {backup.name} into {home}: {exc.strerror or exc}") from exc
+    except BaseException:
+        remove_db(home)
+        raise
     finally:
         partial.unlink(missing_ok=True)
         if not (home / DB_FILE).exists() and made:
@@ -115,11 +132,21 @@ async def bring_in(home: Path, backup: Path) -> None:
                 home.rmdir()  # only if empty
 
 
+def _plain_backup(backup: Path) -> bool:
+    """Whether `backup` is a plain SQLite file (from before encryption); what is not a regular
+    file is refused at once (a named pipe would block the read)."""
+    try:
+        fd, _ = open_regular(backup)
+        with owned(fd):
+            return atrest.is_plaintext_database(os.read(fd, len(atrest.PLAINTEXT_HEADER)))
+    except OSError as exc:
+        raise StorageError(f"cannot read {backup.name}: {exc.strerror or exc}") from exc
+
+
 def _copy_privately(source: Path, partial: Path) -> bytes:
     """Copies the backup at `source` (a regular file: a named pipe would block the copy forever)
-    to `partial`, readable by its owner only, durably, and checks it is an intact database: what
-    is checked is what is used, even if `source` is swapped meanwhile. Returns the SHA-256 of
-    what was copied."""
+    to `partial`, readable by its owner only, durably: what is then checked is what is used,
+    even if `source` is swapped meanwhile. Returns the SHA-256 of what was copied."""
     partial.unlink(missing_ok=True)  # left by a restore that was killed
     digest = hashlib.sha256()
     fd, _ = open_regular(source)
@@ -129,8 +156,15 @@ def _copy_privately(source: Path, partial: Path) -> bytes:
             writer.write(chunk)
         writer.flush()
         os.fsync(writer.fileno())
-    check_database_file(partial, source.name)
     return digest.digest()
+
+
+def _check_file(copy: Path, name: str, db_key: bytes | None) -> None:
+    """Raises unless `copy` is an intact database (under `db_key`, if it is encrypted)."""
+    if db_key is None:
+        check_database_file(copy, name)
+    else:
+        cipher.check_encrypted_file(copy, db_key, name)
 
 
 def _publish(partial: Path, target: Path) -> None:
@@ -147,7 +181,9 @@ def _fsync_path(path: Path) -> None:
 
 
 def remove_db(home: Path) -> None:
+    """Removes what a failed join or restore left: the store, its logs and its key file."""
     for suffix in ("", "-wal", "-shm"):
         path = home / f"{DB_FILE}{suffix}"
         if path.exists():
             path.unlink()
+    keystore.key_path(home).unlink(missing_ok=True)

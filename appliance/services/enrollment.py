@@ -9,7 +9,7 @@ import secrets
 import time
 from typing import Any
 
-from appliance import cbor, certs, crypto, documents, identity, ids
+from appliance import atrest, cbor, certs, crypto, documents, identity, ids
 from appliance.audit_actions import AuditAction
 from appliance.changes import SignedChange
 from appliance.errors import EnrollmentRejected, InvalidInput, WrongPassphrase
@@ -73,7 +73,7 @@ class EnrollmentService:
         shown = "-".join(code[i : i + 4] for i in range(0, len(code), 4))
         return Enrollment(data=data, code=shown, node_id=node_id, user_name=user_name)
 
-    async def install(self, inner: dict[str, Any], passphrase: str, kdf: crypto.KdfParams, user_secret: str | None = None) -> None:
+    async def install(self, inner: dict[str, Any], passphrase: str, kdf: crypto.KdfParams, user_secret: str | None = None, key_file: atrest.KeyFile | None = None) -> None:
         """The join path, on the new node: imports the invitation's directory through the normal
         verification path, checks this node's own certificates resolve up to the workspace key,
         and only then writes its identity."""
@@ -82,7 +82,7 @@ class EnrollmentService:
         await self._intake.import_changes(documents.DIRECTORY_DOC, signed, received_from=inner["invited_by"])
         if self._roster.current.nodes.get(row.node_key) is None or self._roster.current.user(row.default_user) is None:
             raise EnrollmentRejected("the enrollment file's certificates do not verify up to its workspace key")
-        await write_identity(self._kernel.store, row, keys, passphrase, kdf, self._kernel.rng, self._kernel.clock(), user_secret)
+        await write_identity(self._kernel.store, row, keys, passphrase, kdf, self._kernel.rng, self._kernel.clock(), user_secret, key_file)
         async with self._kernel.store.transaction() as conn:
             joined = {"workspace": self._identity.workspace_id, "node": self._identity.node_id, "invited_by": inner["invited_by"]}
             await self._kernel.audit(conn, self._kernel.clock(), row.default_user.hex(), AuditAction.JOINED, joined)

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nacl.signing
 from sqlalchemy import insert, select
 
-from appliance import certs, crypto, ids, user_keys
+from appliance import atrest, certs, crypto, ids, user_keys
 from appliance import schema as t
 from appliance.audit_actions import AuditAction
-from appliance.errors import InvalidInput, NodeLocked, NotInitialised, NotSignedIn, PermissionDenied, RallypointError, StorageError, WrongPassphrase
+from appliance.errors import InvalidInput, NodeLocked, NotInitialised, NotSignedIn, PermissionDenied, StorageError, WrongKey
 from appliance.feed import NodeWiped
 from appliance.kernel import Clock, Kernel, Random, append_audit
 from appliance.model import Identity
@@ -155,6 +157,20 @@ class IdentityService:
         self.require_unlocked()
         self.user_signing_key()
 
+    async def export_data_key(self, path: Path) -> None:
+        """Admin: writes this node's data key to the new file `path` (0600) for an unattended
+        relay (`Node.open(data_key=...)`), and audits it. Whoever reads that file reads the node."""
+        await self.require_admin("export the data key")
+        self.require_unlocked()
+        try:
+            await asyncio.to_thread(write_data_key_file, path, self.keys.data_key)
+        except FileExistsError as exc:
+            raise InvalidInput(f"{path} exists already: a data key file is never overwritten") from exc
+        except OSError as exc:
+            raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        async with self._kernel.store.transaction() as conn:
+            await self._kernel.audit(conn, self._kernel.clock(), self.user_key.hex(), AuditAction.DATA_KEY_EXPORTED, {"file": str(path)})
+
     def require_unlocked(self) -> None:
         if self._locked is not None:
             raise NodeLocked(self._locked)
@@ -170,13 +186,16 @@ class IdentityService:
 
 
 async def write_identity(
-    store: Storage, row: IdentityRow, keys: Keys, passphrase: str, kdf: crypto.KdfParams, rng: Random, now: int, user_secret: str | None = None
+    store: Storage, row: IdentityRow, keys: Keys, passphrase: str, kdf: crypto.KdfParams, rng: Random, now: int, user_secret: str | None = None, key_file: atrest.KeyFile | None = None
 ) -> None:
-    """Writes the identity: the data key sealed under the passphrase, the node and workspace keys
-    under the data key, and the node's first user's key under that user's secret (the
-    passphrase unless `user_secret` is given)."""
-    salt = rng(crypto.SALT_BYTES)
-    sealed_data_key = await asyncio.to_thread(crypto.seal_with_passphrase, passphrase, keys.data_key, salt, rng(crypto.NONCE_BYTES), kdf)
+    """Writes the identity: the data key sealed under the passphrase (`key_file`, the one in
+    node.key beside the store, else sealed here), the node and workspace keys under the data
+    key, and the node's first user's key under that user's secret (the passphrase unless
+    `user_secret` is given)."""
+    if key_file is None:
+        salt = rng(crypto.SALT_BYTES)
+        key_file = atrest.KeyFile(salt, kdf, await asyncio.to_thread(crypto.seal_with_passphrase, passphrase, keys.data_key, salt, rng(crypto.NONCE_BYTES), kdf))
+    salt, sealed_data_key = key_file.salt, key_file.sealed
     secrets_rows = [(bytes(keys.node.verify_key), "node", keys.node)]
     if keys.workspace is not None:
         secrets_rows.append((row.workspace_key, "workspace", keys.workspace))
@@ -208,9 +227,10 @@ async def write_identity(
         await conn.execute(insert(t.user_secrets).values(public_key=row.default_user, salt=user_salt, sealed=first_user, must_change=False, changed_at=now))
 
 
-async def unlock(store: Storage, home: Path, passphrase: str, clock: Clock) -> tuple[IdentityRow, Keys]:
-    """Reads the identity and unseals its keys. A wrong passphrase raises WrongPassphrase, is
-    audited, and changes nothing else."""
+async def unlock(store: Storage, home: Path, data_key: bytes, clock: Clock, failures: Sequence[int] = ()) -> tuple[IdentityRow, Keys]:
+    """Reads the identity and unseals its keys with the data key (which opened the store). The
+    wrong passphrases met before (`failures`, their times: the store could not be opened to
+    record them then) are audited now."""
     async with store.reading() as conn:
         ident = (await conn.execute(select(t.node_identity))).mappings().first()
         if ident is None:
@@ -221,13 +241,11 @@ async def unlock(store: Storage, home: Path, passphrase: str, clock: Clock) -> t
     if locked is not None:
         raise NodeLocked(locked)
     params = crypto.KdfParams(ident["kdf_opslimit"], ident["kdf_memlimit"])
-    try:
-        data_key = await asyncio.to_thread(crypto.open_with_passphrase, passphrase, ident["sealed_data_key"], ident["kdf_salt"], params)
-    except WrongPassphrase:
-        with contextlib.suppress(StorageError):  # a full disk: the attempt goes unaudited, the answer stays right
+    if failures:
+        with contextlib.suppress(StorageError):  # a full disk: the attempts go unaudited, the answer stays right
             async with store.transaction() as conn:
-                await append_audit(conn, None, clock(), "-", AuditAction.UNLOCK_FAILED, {"reason": "wrong passphrase"})
-        raise
+                for at in failures:
+                    await append_audit(conn, None, clock(), "-", AuditAction.UNLOCK_FAILED, {"reason": "wrong passphrase", "tried_at": at})
     keys = Keys(data_key, None, None, {}, local)  # type: ignore[arg-type]
     for secret in sealed_rows:
         if secret.kind == "user":  # from before per-user sign-in: opened when that user signs in
@@ -235,7 +253,7 @@ async def unlock(store: Storage, home: Path, passphrase: str, clock: Clock) -> t
             continue
         seed = crypto.secretbox_open(data_key, secret.sealed)
         if seed is None:
-            raise RallypointError(f"sealed {secret.kind} key is damaged")
+            raise WrongKey(f"the data key does not open this node's sealed {secret.kind} key (wrong key, or the key is damaged)")
         sk = crypto.new_signing_key(seed)
         if secret.kind == "node":
             keys.node = sk
@@ -243,6 +261,16 @@ async def unlock(store: Storage, home: Path, passphrase: str, clock: Clock) -> t
             keys.workspace = sk
     row = IdentityRow(ident["workspace_name"], ident["workspace_key"], ident["node_name"], ident["node_key"], ident["default_user"], ident["incarnation"], params)
     return row, keys
+
+
+def write_data_key_file(path: Path, data_key: bytes) -> None:
+    """A relay's data key file: a new file (an existing one is never overwritten), 0600."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with open(fd, "wb") as writer:
+        os.fchmod(fd, 0o600)
+        writer.write(atrest.encode_data_key_file(data_key))
+        writer.flush()
+        os.fsync(fd)
 
 
 def check_passphrase(passphrase: str) -> None:

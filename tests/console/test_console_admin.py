@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sqlite3
 import stat
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from textual.widgets import DataTable, Input, Static
 
 from appliance import certs
 from appliance.node import Node
-from tests.conftest import FAST, PASSPHRASE, make_workspace
+from tests.conftest import FAST, PASSPHRASE, connect_node_db, make_workspace
 from tests.console_helpers import SIZE, main_screen, recorded_notifications, screen_text, until, until_notified, until_shown
 from tui.app import RallypointApp
 from tui.dialogs.admin_forms import BackupForm, EnrollmentCard, InviteForm, NetworkForm, ReasonForm, RoleConfirm, RoleForm, UserForm
@@ -261,7 +260,7 @@ async def test_a_backup_from_the_nodes_tab_restores(tmp_path: Path, home: Path) 
         await pilot.press(*str(shelf), "enter")
         await until_notified(pilot, shown, f"Backup written to {shelf}")
         assert app.node is not None and (await app.node.audit.entries(1))[0].action == "backup"
-    (taken,) = shelf.glob("*.backup.db")  # beside it: its .sha256
+    (taken,) = shelf.glob("*.backup.db")  # beside it: its .sha256 and its key file (.backup.db.key)
     async with await Node.restore(tmp_path / "rebuilt", taken, PASSPHRASE) as restored:
         assert restored.identity.whoami().node_name == "alpha"
 
@@ -341,7 +340,7 @@ async def test_audit_log_lists_filters_and_verifies(home: Path) -> None:
         screen.query_one("#audit-filter", Input).value = "NETWORK_RULE"  # case-insensitive, on the action
         await until(pilot, lambda: [row[2] for row in rows(screen, "#audit-table")] == ["network_rule"], "the action filter")
 
-    with sqlite3.connect(home / "node.db") as db:
+    with connect_node_db(home / "node.db") as db:
         db.execute("UPDATE audit_log SET detail = '{}' WHERE seq = 2")
     async with RallypointApp(home, PASSPHRASE).run_test(size=SIZE, notifications=True) as pilot:
         await open_admin(pilot)

@@ -3,13 +3,13 @@ verified one and a failed one, each shown as it happens (the screen reloads on i
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 from textual.widgets import Static
 
+from appliance import cipher
 from appliance.errors import BackupCheckFailed
 from appliance.node import Node
 from tests.conftest import FAST, PASSPHRASE
@@ -44,7 +44,8 @@ async def test_the_peers_screen_shows_an_overdue_a_fresh_and_a_failed_backup(tmp
 
         async def damaged(target: Path) -> None:  # the copy as a failing medium returns it
             await real(target)
-            with sqlite3.connect(target) as conn:
+            assert app.node is not None and app.node.store.db_key is not None
+            with cipher.Keyed(str(target), app.node.store.db_key).connect() as conn:
                 conn.execute("UPDATE audit_log SET actor = 'someone else' WHERE seq = 1")
 
         app.node.store.backup_into = damaged  # type: ignore[method-assign]

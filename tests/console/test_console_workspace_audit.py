@@ -5,7 +5,6 @@ shown literally; and its snapshot (tests/snapshots/workspace_audit.txt)."""
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from textual.widgets import DataTable, Static
 from appliance import audit
 from appliance.node import Node
 from sync.sneakernet import export_bundles, import_bundles
-from tests.conftest import FAST, PASSPHRASE, REPO
+from tests.conftest import FAST, PASSPHRASE, REPO, connect_node_db
 from tests.console_helpers import SIZE, Steps, main_screen, screen_text, until, until_shown
 from tui.app import RallypointApp
 from tui.screens.admin import admin_screen
@@ -100,7 +99,7 @@ async def test_every_nodes_trail_with_its_verdict_filtered_by_node(bravo_home: t
 
     # A copy edited in bravo's store, hashes recomputed, with text meant to be markup: the view
     # names the first bad entry and shows the text literally.
-    with sqlite3.connect(home / "node.db") as db:
+    with connect_node_db(home / "node.db") as db:
         origin, seq = db.execute("SELECT origin, min(seq) FROM workspace_audit WHERE action = 'user_added'").fetchone()
         found = db.execute("SELECT seq, at, actor, action, detail, prev_hash FROM workspace_audit WHERE origin = ? AND seq >= ? ORDER BY seq", (origin, seq)).fetchall()
         prev = found[0][5]
@@ -166,7 +165,7 @@ async def test_entries_a_restore_superseded_are_shown_marked_beside_the_trail(br
     """An entry of alpha's trail kept apart (as when a later restore of alpha superseded it)
     counts in alpha's verdict and is listed marked, with who sent the branch that replaced it."""
     home, alpha_id, _ = bravo_home
-    with sqlite3.connect(home / "node.db") as conn:
+    with connect_node_db(home / "node.db") as conn:
         conn.execute(
             "INSERT INTO audit_superseded SELECT origin, hash, seq, at, actor, action, detail, prev_hash, signature, received_at, received_from, ?, ? FROM workspace_audit WHERE seq = 2",
             (START_MS + 600_000, alpha_id),

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from appliance.atrest import database_key
 from appliance.errors import StorageError
 from appliance.store import Checkpoint, Storage, Store
 
@@ -26,17 +27,23 @@ def file_store(tmp_path: Path) -> Store:
     return Store.at(tmp_path)
 
 
+def encrypted_store(tmp_path: Path) -> Store:
+    return Store.at(tmp_path, database_key(bytes(range(32))))
+
+
 def memory_store(_tmp_path: Path) -> Store:
     return Store.memory()
 
 
 PORT = Storage
-IMPLEMENTATIONS = {"file": Store.at, "memory": Store.memory}  # the twin: SQLite in memory
+# The twin: SQLite in memory; "encrypted" is the file under SQLCipher, as a node keeps it.
+IMPLEMENTATIONS = {"file": Store.at, "encrypted": Store.at, "memory": Store.memory}
+_MAKERS: dict[str, Callable[[Path], Store]] = {"file": file_store, "encrypted": encrypted_store, "memory": memory_store}
 
 
 @pytest.fixture(params=list(IMPLEMENTATIONS))
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
-    make: Callable[[Path], Store] = file_store if request.param == "file" else memory_store
+    make = _MAKERS[request.param]
     async with make(tmp_path) as opened:
         async with opened.transaction() as conn:
             await conn.execute(text("CREATE TABLE probe (id INTEGER PRIMARY KEY, value TEXT NOT NULL)"))

@@ -3,7 +3,6 @@ and reorderings show, also when the chain was recomputed by someone without the 
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from hypothesis import strategies as st
 from appliance import audit, crypto
 from appliance.errors import WrongPassphrase
 from appliance.node import Node
-from tests.conftest import FAST, PASSPHRASE, make_workspace, run_cli, sync_all
+from tests.conftest import FAST, PASSPHRASE, connect_node_db, make_workspace, node_engine, run_cli, sync_all
 
 NODE_KEY = crypto.new_signing_key(bytes(range(32)))
 NODE_PUB = bytes(NODE_KEY.verify_key)
@@ -84,6 +83,8 @@ async def _node_with_history(home: Path) -> None:
         await node.chat.create_channel("general")
     with pytest.raises(WrongPassphrase):
         await Node.open(home, "wrong passphrase")
+    # The store cannot be opened to record it then: the next unlock audits the attempt.
+    await (await Node.open(home, PASSPHRASE)).close()
 
 
 @pytest.mark.parametrize(
@@ -102,7 +103,7 @@ async def test_audit_verify_detects_tampering_in_the_store(tmp_path: Path, tampe
     assert run_cli(home, "audit", "--verify").returncode == 0
     actions = [line.split()[2] for line in run_cli(home, "audit").stdout.splitlines()]
     assert actions[:5] == ["init", "user_added", "role_changed", "channel_created", "unlock_failed"]
-    with sqlite3.connect(home / "node.db") as conn:
+    with connect_node_db(home / "node.db") as conn:
         conn.executescript(tamper)
     result = run_cli(home, "audit", "--verify")
     assert result.returncode == 1 and "AUDIT LOG BROKEN" in result.stdout
@@ -111,7 +112,7 @@ async def test_audit_verify_detects_tampering_in_the_store(tmp_path: Path, tampe
 def _recompute_chain_from(db: Path, seq: int, detail: str) -> None:
     """The attack, with nothing but sqlite3 and the published hash rule: entry `seq` edited,
     every later hash recomputed so that the links and hashes all check out."""
-    with sqlite3.connect(db) as conn:
+    with connect_node_db(db) as conn:
         rows = conn.execute("SELECT seq, at, actor, action, detail, prev_hash FROM audit_log WHERE seq >= ? ORDER BY seq", (seq,)).fetchall()
         prev = conn.execute("SELECT prev_hash FROM audit_log WHERE seq = ?", (seq,)).fetchone()[0]
         for row_seq, at, actor, action, old_detail, _ in rows:
@@ -127,7 +128,7 @@ async def test_an_edited_entry_with_the_chain_recomputed_is_named_by_verify(tmp_
     await _node_with_history(home)
     _recompute_chain_from(home / "node.db", 2, '{"key":"00","role":"admin","user":"mallory"}')
     if strip:
-        with sqlite3.connect(home / "node.db") as conn:
+        with connect_node_db(home / "node.db") as conn:
             conn.execute("UPDATE audit_log SET signature = NULL WHERE seq >= 2")
     result = run_cli(home, "audit", "--verify")
     assert result.returncode == 1 and "AUDIT LOG BROKEN after 1 good entries: entry 2 " in result.stdout
@@ -141,15 +142,14 @@ async def test_entries_written_before_the_upgrade_verify_as_legacy(tmp_path: Pat
     place: its entries verify as legacy, every later one is signed and checked."""
     home = tmp_path / "alpha"
     await _node_with_history(home)
-    with sqlite3.connect(home / "node.db") as conn:  # back to what version 0004 wrote
+    with connect_node_db(home / "node.db") as conn:  # back to what version 0004 wrote
         conn.execute("UPDATE audit_log SET signature = NULL")
     from alembic import command
     from alembic.config import Config
-    from sqlalchemy import create_engine
 
     from appliance.store import MIGRATIONS
 
-    engine = create_engine(f"sqlite:///{home / 'node.db'}")
+    engine = node_engine(home / "node.db")
     with engine.begin() as conn:
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
@@ -164,7 +164,7 @@ async def test_entries_written_before_the_upgrade_verify_as_legacy(tmp_path: Pat
         assert (verdict.ok, verdict.count, verdict.legacy) == (True, 6, 5)
     assert "5 legacy entries" in run_cli(home, "audit", "--verify").stdout
     _recompute_chain_from(home / "node.db", 6, '{"channel":"other","kind":"public"}')
-    with sqlite3.connect(home / "node.db") as conn:
+    with connect_node_db(home / "node.db") as conn:
         conn.execute("UPDATE audit_log SET signature = NULL WHERE seq = 6")
     result = run_cli(home, "audit", "--verify")
     assert result.returncode == 1 and "entry 6 is not signed" in result.stdout

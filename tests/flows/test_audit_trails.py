@@ -6,7 +6,6 @@ trail is refused, audited, and nothing of it is stored."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from appliance.node import Node
 from sync import stick
 from sync.bundle import BundleContent, build_bundle
 from sync.sneakernet import export_bundles, import_bundles, medium_for
-from tests.conftest import FAST, PASSPHRASE, run_cli, sync_all
+from tests.conftest import FAST, PASSPHRASE, connect_node_db, run_cli, sync_all
 
 
 async def admin_workspace(root: Path) -> tuple[Node, Node, Node, Node]:
@@ -55,7 +54,7 @@ def trail_of(trails: list[NodeTrail], node: Node) -> NodeTrail:
 
 
 def stored_rows(node: Node, origin: Node) -> list[tuple[int, str, str]]:
-    with sqlite3.connect(node.home / "node.db") as conn:
+    with connect_node_db(node.home / "node.db") as conn:
         return conn.execute("SELECT seq, action, received_from FROM workspace_audit WHERE origin = ? ORDER BY seq", (origin.identity.node_key,)).fetchall()
 
 
@@ -116,7 +115,7 @@ async def test_what_a_peer_holds_comes_from_its_acknowledgement_so_a_lost_bundle
 def recompute(db: Path, origin: bytes, seq: int, detail: str) -> None:
     """The attack on a copy: entry `seq` of `origin`'s trail edited in workspace_audit, every
     later hash recomputed so links and hashes check out (signatures kept)."""
-    with sqlite3.connect(db) as conn:
+    with connect_node_db(db) as conn:
         rows = conn.execute("SELECT seq, at, actor, action, detail, prev_hash FROM workspace_audit WHERE origin = ? AND seq >= ? ORDER BY seq", (origin, seq)).fetchall()
         prev = rows[0][5]
         for row_seq, at, actor, action, old, _ in rows:
@@ -141,7 +140,7 @@ async def test_an_edited_copy_with_its_hashes_recomputed_names_the_first_bad_ent
         assert after.problem is not None and after.problem.startswith(f"entry {edited} ")
         assert trail_of(await reopened.audit.workspace(), reopened).ok  # bravo's own chain is intact
     # The same attack on alpha's own log is named on alpha, and in the copy bravo receives next.
-    with sqlite3.connect(alpha.home / "node.db") as conn:
+    with connect_node_db(alpha.home / "node.db") as conn:
         rows = conn.execute("SELECT seq, at, actor, action, detail, prev_hash FROM audit_log WHERE seq >= 2 ORDER BY seq").fetchall()
         prev = rows[0][5]
         for seq, at, actor, action, old, _ in rows:
@@ -193,7 +192,7 @@ async def test_a_forged_or_gapped_trail_is_refused_audited_and_nothing_stored(tm
             assert stored_rows(bravo, alpha) == []
             rejected = [e for e in await bravo.audit.entries() if e.action == "bundle_rejected"]
             assert len(rejected) == index + 1 and rejected[-1].detail["outcome"] == "AuditTrailRefused"
-        with sqlite3.connect(bravo.home / "node.db") as conn:
+        with connect_node_db(bravo.home / "node.db") as conn:
             assert conn.execute("SELECT count(*) FROM workspace_audit").fetchone() == (0,)
         # A gap (bravo holds less than it acknowledged: restored from a backup) skips that
         # trail, stores nothing of it, and the rest of the bundle is accepted and audited so.
@@ -333,7 +332,7 @@ async def test_a_node_restored_from_a_backup_supersedes_its_lost_history_on_ever
         assert superseded == [{"node": bravo.identity.node_id, "from_seq": at, "kept_apart": len(lost) - at + 1, "from": bravo.identity.node_id, "restored_at_seq": at}]
         assert len([e for e in await delta.audit.entries() if e.action == "audit_trail_superseded"]) == 1
         # An entry kept apart is evidence: an edit of it is named.
-        with sqlite3.connect(alpha.home / "node.db") as conn:
+        with connect_node_db(alpha.home / "node.db") as conn:
             conn.execute("UPDATE audit_superseded SET detail = '{}' WHERE seq = ?", (at,))
         edited = trail_of(await alpha.audit.workspace(), bravo)
         assert not edited.ok and edited.problem == f"superseded entry {at} was altered"

@@ -5,12 +5,12 @@ backups' health, and a copy that fails its check kept nowhere."""
 from __future__ import annotations
 
 import os
-import sqlite3
 import stat
 from pathlib import Path
 
 import pytest
 
+from appliance import cipher
 from appliance.errors import BackupCheckFailed, InvalidInput, PermissionDenied
 from appliance.node import Node
 from appliance.retention import DAY_MS, HOUR_MS, BackupHealth, HealthState, backup_name, parse_keep
@@ -52,8 +52,8 @@ async def test_daily_backups_are_checked_recorded_and_pruned_by_the_policy(tmp_p
         # Day 7: backups of days 4..7 are inside the 3-day window (day 4 is exactly on its edge).
         names = sorted(p.name for p in shelf.iterdir())
         kept = [t.path.name for t in taken[4:]]
-        sums = [f"{name}.sha256" for name in kept]  # each kept backup's SHA-256 beside it; the pruned ones' went with them
-        assert names == sorted([*kept, *sums, other.name, "notes.txt", backup_name(alpha.identity.node_id, START - 90 * DAY_MS) + ".txt"])
+        beside = [f"{name}{suffix}" for name in kept for suffix in (".sha256", ".key")]  # each kept backup's SHA-256 and key file; the pruned ones' went with them
+        assert names == sorted([*kept, *beside, other.name, "notes.txt", backup_name(alpha.identity.node_id, START - 90 * DAY_MS) + ".txt"])
         assert all(stat.S_IMODE((shelf / name).stat().st_mode) == 0o600 for name in kept)
         assert [p for t in taken for p in t.pruned] == [t.path.name for t in taken[:4]]
         entries = [(e.action, e.detail) for e in await alpha.audit.entries(200)]
@@ -96,14 +96,16 @@ async def test_a_copy_that_fails_its_check_is_kept_nowhere_and_recorded(tmp_path
 
         async def damaging(target: Path) -> None:
             await real(target)
-            with sqlite3.connect(target) as conn:  # an audit entry rewritten behind the chain's back
+            key = alpha.store.db_key
+            assert key is not None
+            with cipher.Keyed(str(target), key).connect() as conn:  # an audit entry rewritten behind the chain's back
                 conn.execute("UPDATE audit_log SET detail = '{\"forged\":1}' WHERE seq = 2")
 
         alpha.store.backup_into = damaging  # type: ignore[method-assign]
         clock.now += DAY_MS
         with pytest.raises(BackupCheckFailed, match="audit log does not verify against the node's key: entry 2 was altered"):
             await alpha.custody.backup(shelf, parse_keep("1h", 1))
-        assert len(list(shelf.iterdir())) == 2  # the earlier backup and its SHA-256 only: no partial, nothing pruned
+        assert len(list(shelf.iterdir())) == 3  # the earlier backup, its SHA-256 and key file only: no partial, nothing pruned
         health = await alpha.custody.backup_health()
         assert health.state is HealthState.FAILED and health.last is not None and "entry 2 was altered" in (health.last.problem or "")
         assert "LAST FAILED" in health.summary
@@ -115,23 +117,25 @@ async def test_the_check_refuses_another_nodes_backup_and_a_damaged_file(tmp_pat
     alpha, bravo = await make_workspace(tmp_path, "bravo")
     async with alpha, bravo:
         mine = await alpha.custody.backup(tmp_path / "shelf")
-        assert (await check_copy(mine.path, alpha.identity.row.node_key)).problem is None
-        refused = await check_copy(mine.path, bravo.identity.row.node_key)
+        key = alpha.store.db_key
+        assert (await check_copy(mine.path, alpha.identity.row.node_key, key)).problem is None
+        assert "does not open as a node database" in ((await check_copy(mine.path, alpha.identity.row.node_key)).problem or "")  # no key
+        refused = await check_copy(mine.path, bravo.identity.row.node_key, key)
         assert refused.problem is not None and "backup of another node" in refused.problem and alpha.identity.node_id in refused.problem
     data = bytearray(mine.path.read_bytes())
     page = 4096  # the second page: a b-tree page whose header is garbled
     data[page : page + 8] = b"\xff" * 8
     damaged = tmp_path / "damaged.db"
     damaged.write_bytes(bytes(data))
-    problem = (await check_copy(damaged)).problem
+    problem = (await check_copy(damaged, db_key=key)).problem
     assert problem is not None and ("integrity check failed" in problem or "does not open" in problem)
     (tmp_path / "text.db").write_text("shopping list" * 400)
     assert "does not open as a node database" in ((await check_copy(tmp_path / "text.db")).problem or "")
     # The copy is opened for reading only: the check writes nothing into what it checks.
     before = mine.path.read_bytes()
-    assert (await check_copy(mine.path)).problem is None and mine.path.read_bytes() == before
-    assert sorted(p.name for p in mine.path.parent.iterdir()) == [mine.path.name, f"{mine.path.name}.sha256"]
-    store = Store.copy_at(mine.path)
+    assert (await check_copy(mine.path, db_key=key)).problem is None and mine.path.read_bytes() == before
+    assert sorted(p.name for p in mine.path.parent.iterdir()) == [mine.path.name, f"{mine.path.name}.key", f"{mine.path.name}.sha256"]
+    store = Store.copy_at(mine.path, key)
     async with store:
         assert store.read_only is not None
 
@@ -166,7 +170,7 @@ async def test_the_schedule_is_set_by_an_admin_audited_and_run_by_the_node(tmp_p
     async with await Node.open(tmp_path / "alpha", PASSPHRASE) as alpha_again:
         await alpha_again.custody.set_backup_schedule(None)
         assert await alpha_again.custody.backup_schedule() is None
-    assert sorted(os.listdir(shelf)) == [taken.path.name, f"{taken.path.name}.sha256"]
+    assert sorted(os.listdir(shelf)) == [taken.path.name, f"{taken.path.name}.key", f"{taken.path.name}.sha256"]
 
 
 async def test_a_sha256_whose_backup_never_got_its_name_is_debris(tmp_path: Path) -> None:
@@ -177,9 +181,13 @@ async def test_a_sha256_whose_backup_never_got_its_name_is_debris(tmp_path: Path
         first = await alpha.custody.backup(shelf)
         orphan = shelf / f"{backup_name(alpha.identity.node_id, START + HOUR_MS)}.sha256"
         orphan.write_text("0" * 64 + "  x\n")
+        orphan_key = shelf / f"{backup_name(alpha.identity.node_id, START + HOUR_MS)}.key"  # its key file too, and a key file's partial
+        orphan_key.write_bytes(b"k" * 10)
+        (shelf / f".{backup_name(alpha.identity.node_id, START + 2 * HOUR_MS)}.key.partial").write_bytes(b"k" * 5)
         users = shelf / "notes.sha256"
         users.write_text("the operator's")
         clock.now += DAY_MS
         second = await alpha.custody.backup(shelf)
-        assert (second.debris_files, second.debris_bytes) == (1, 68)
-        assert sorted(p.name for p in shelf.iterdir()) == sorted([first.path.name, f"{first.path.name}.sha256", second.path.name, f"{second.path.name}.sha256", users.name])
+        assert (second.debris_files, second.debris_bytes) == (3, 68 + 10 + 5)
+        kept = [first.path.name, second.path.name]
+        assert sorted(p.name for p in shelf.iterdir()) == sorted([*kept, *(f"{name}{suffix}" for name in kept for suffix in (".sha256", ".key")), users.name])

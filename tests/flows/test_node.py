@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ from appliance.ids import normalise_key_id
 from appliance.node import Attachment, Node
 from appliance.services import chat as chat_module
 from appliance.services import replica as replica_module
-from tests.conftest import FAST, PASSPHRASE, make_workspace, run_cli, sync_all
+from tests.conftest import FAST, PASSPHRASE, connect_node_db, make_workspace, run_cli, sync_all
 
 
 async def test_secret_keys_are_sealed_on_disk(tmp_path: Path) -> None:
@@ -52,7 +51,7 @@ async def test_wrong_passphrase_is_a_clear_error_and_changes_nothing_but_the_aud
     db = tmp_path / "a" / "node.db"
 
     def snapshot() -> dict[str, list[tuple]]:
-        with sqlite3.connect(db) as conn:
+        with connect_node_db(db) as conn:
             tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'messages_fts%'")]
             return {t: conn.execute(f"SELECT * FROM {t}").fetchall() for t in tables if t != "audit_log"}
 
@@ -403,6 +402,6 @@ async def test_each_process_writes_under_a_fresh_actor_of_the_same_author(tmp_pa
         async with await Node.open(home, PASSPHRASE) as original:
             await sync_all(restored, original)  # would fail on "duplicate seq" with a reused actor
             assert [m.text for m in await original.views.read("general")] == ["first run", "second run", "after the restore"]
-    with sqlite3.connect(home / "node.db") as conn:
+    with connect_node_db(home / "node.db") as conn:
         actors = {row[0] for row in conn.execute("SELECT DISTINCT actor FROM changes WHERE doc_id LIKE '%/seg/%'")}
     assert len(actors) == 3 and len({actor[:32] for actor in actors}) == 1

@@ -24,10 +24,10 @@ from appliance.certs import Role
 from appliance.errors import StorageError
 from appliance.node import SEGMENT_SIZE, Attachment, Node
 from appliance.services import replica
-from appliance.store import Checkpoint, Store
+from appliance.store import Checkpoint
 from appliance.upkeep import CHECKPOINT_EVERY, IDLE_AFTER_S, LULL_S, MERGE_EVERY, Upkeep
 from appliance.view_rows import view_values
-from tests.conftest import FAST, PASSPHRASE, make_workspace, sync_all
+from tests.conftest import FAST, PASSPHRASE, connect_node_db, make_workspace, node_store, sync_all
 
 AUTOMATIC_CHECKPOINT_PAGES = 1000  # SQLite's default wal_autocheckpoint
 READER_HOLDS_S = 0.3  # how long a reader keeps the log from being emptied
@@ -110,10 +110,10 @@ async def test_a_failed_write_drops_the_cached_document(tmp_path: Path) -> None:
     async with await Node.init(home, workspace_name="acme", user_name="alice", node_name="alpha", passphrase=PASSPHRASE, kdf=FAST) as node:
         await node.chat.create_channel("general")
         await node.chat.post("general", "kept")
-    with sqlite3.connect(home / "node.db") as conn:
+    with connect_node_db(home / "node.db") as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
-    store = Store.at(home)
+    store = node_store(home)
 
     def cap_size(dbapi_connection: sqlite3.Connection, _record: object) -> None:
         dbapi_connection.execute(f"PRAGMA max_page_count = {pages + 2}")
@@ -214,7 +214,7 @@ async def test_a_log_readers_hold_past_its_bound_is_emptied_once_they_let_go(tmp
         clock = Clock()
         upkeep = await manual_upkeep(node, clock)
         await node.chat.create_channel("general")
-        with closing(sqlite3.connect(home / "node.db", isolation_level=None)) as reader:
+        with closing(connect_node_db(home / "node.db", isolation_level=None)) as reader:
             reader.execute("BEGIN")
             reader.execute("SELECT count(*) FROM messages").fetchone()  # holds its snapshot: what comes after cannot be copied
             await node.chat.post("general", "written while a reader looks")
@@ -261,7 +261,7 @@ async def test_close_flushes_what_the_upkeep_had_not_snapshotted(tmp_path: Path)
         posted = [await node.chat.post("general", f"message {i}") for i in range(10)]
         assert node.replica.pending_snapshots()
         segment = (await node.views.message_row(posted[0]))["doc_id"]
-    with sqlite3.connect(home / "node.db") as conn:
+    with connect_node_db(home / "node.db") as conn:
         upto = dict(conn.execute("SELECT doc_id, upto_change_id FROM snapshots").fetchall())
         newest = conn.execute("SELECT max(id) FROM changes WHERE doc_id = ?", (segment,)).fetchone()[0]
     assert upto[segment] == newest

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-import sqlalchemy
 from alembic import command
 from alembic.config import Config
 from hypothesis import HealthCheck, Phase, settings
@@ -47,7 +46,7 @@ from sync.lan import PART_BUDGET
 from sync.packing import pack_delta
 from sync.replica import NodeReplica
 from sync.sneakernet import export_bundles, import_bundles
-from tests.conftest import PASSPHRASE, make_workspace
+from tests.conftest import PASSPHRASE, make_workspace, node_db_key, node_engine
 
 T = TypeVar("T")
 USERS = ("alice", "bob", "carol")  # node i acts as USERS[i]; alice and bob start as admins
@@ -231,7 +230,7 @@ class Schedules(RuleBasedStateMachine):
         for index, name in enumerate(("alpha", *USERS[1:])):
             shutil.copytree(template / name, self.work / name)
             rng = random.Random(index)
-            store = GatedStore.at(self.work / name)
+            store = GatedStore.at(self.work / name, node_db_key(self.work / name))
             self.nodes.append(self.run(Node.open(self.work / name, PASSPHRASE, clock=self.clock, rng=rng.randbytes, store=store)))
 
     def run(self, work: Coroutine[Any, Any, T]) -> T:
@@ -480,7 +479,7 @@ async def test_an_upgraded_store_judges_the_deletions_it_could_not(tmp_path: Pat
     db = tmp_path / "alpha" / DB_FILE
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with sqlalchemy.create_engine(f"sqlite:///{db}").begin() as conn:
+    with node_engine(db).begin() as conn:
         config.attributes["connection"] = conn
         command.downgrade(config, "0004")
         # what an older node could have left: the deletion judged as by a non-admin

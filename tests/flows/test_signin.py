@@ -5,7 +5,6 @@ work once, admins require and reset MFA, and homes from before the upgrade move 
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pyotp
@@ -15,7 +14,7 @@ from appliance import crypto
 from appliance.errors import MfaCodeRequired, NotSignedIn, SignInLockedOut, SignInRefused
 from appliance.node import Node
 from appliance.services.signed_in import SignInStep
-from tests.conftest import FAST, PASSPHRASE
+from tests.conftest import FAST, PASSPHRASE, connect_node_db
 
 START = 1_800_000_000_000
 BOB_FIRST = "bob-initial-1"
@@ -149,7 +148,7 @@ async def test_totp_codes_within_the_window_are_accepted_once_and_recovery_codes
         await alice.signin.sign_in("alice", PASSPHRASE)
         await alice.signin.mfa.set_window(3)  # a field box whose clock drifted
         assert (await alice.signin.sign_in("bob", BOB_OWN, app.at(at - 60))).complete
-    with sqlite3.connect(home / "node.db") as db:  # the operator sees no TOTP secret
+    with connect_node_db(home / "node.db") as db:  # the operator sees no TOTP secret
         sealed = db.execute("SELECT sealed_secret FROM user_mfa").fetchone()[0]
         assert app.secret.encode() not in sealed
 
@@ -196,7 +195,7 @@ async def test_a_home_from_before_per_user_sign_in_moves_its_keys(tmp_path: Path
         bob_key, bob_seed = node.identity.user_key, bytes(node.identity.user_signing_key())
     async with await Node.open(home, PASSPHRASE, clock=clock) as node:
         alice_key, alice_seed = node.identity.row.default_user, bytes(node.identity.user_signing_key())
-    with sqlite3.connect(home / "node.db") as db:
+    with connect_node_db(home / "node.db") as db:
         db.execute("DELETE FROM user_secrets")
         for pub, seed in ((alice_key, alice_seed), (bob_key, bob_seed)):
             db.execute("INSERT INTO sealed_secrets (public_key, kind, sealed) VALUES (?, 'user', ?)", (pub, crypto.secretbox_seal(data_key, seed, crypto.random_bytes(24))))
@@ -212,7 +211,7 @@ async def test_a_home_from_before_per_user_sign_in_moves_its_keys(tmp_path: Path
         await node.chat.post("general", "bob after the upgrade")
         actions = await _actions(node)
         assert ("secret_changed", "alice") in actions and ("secret_reset", "bob") in actions
-    with sqlite3.connect(home / "node.db") as db:
+    with connect_node_db(home / "node.db") as db:
         assert db.execute("SELECT count(*) FROM sealed_secrets WHERE kind = 'user'").fetchone() == (0,)
         assert sorted(r[0] for r in db.execute("SELECT public_key FROM user_secrets")) == sorted([alice_key, bob_key])
 

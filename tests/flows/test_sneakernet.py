@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -29,7 +28,7 @@ from sync.errors import ExportRefused
 from sync.memory_medium import MemoryMedium
 from sync.sneakernet import export_bundles, import_bundles
 from tests import format1_writer
-from tests.conftest import FAST, PASSPHRASE, make_workspace
+from tests.conftest import FAST, PASSPHRASE, connect_node_db, make_workspace
 
 
 def stick_dir(tmp_path: Path) -> Path:
@@ -342,7 +341,7 @@ async def test_revocation_travels_and_the_revoked_node_wipes_itself(tmp_path: Pa
             await export_bundles(bob, root)
     files = b"".join(p.read_bytes() for p in (tmp_path / "bob").glob("node.db*"))
     assert b"zebra" not in files
-    with sqlite3.connect(tmp_path / "bob" / "node.db") as db:  # users' keys went too, sealed or not
+    with connect_node_db(tmp_path / "bob" / "node.db") as db:  # users' keys went too, sealed or not
         assert [db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in ("user_secrets", "user_mfa", "recovery_codes")] == [0, 0, 0]
     with pytest.raises(NodeLocked, match="revoked"):
         await Node.open(tmp_path / "bob", PASSPHRASE)

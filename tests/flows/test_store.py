@@ -16,7 +16,7 @@ from appliance import schema
 from appliance.errors import StorageError
 from appliance.node import Node
 from appliance.store import MIGRATIONS, Store
-from tests.conftest import FAST, PASSPHRASE
+from tests.conftest import FAST, PASSPHRASE, connect_node_db, node_store
 
 
 def test_the_code_knows_the_newest_migration() -> None:
@@ -44,10 +44,10 @@ async def test_a_full_disk_is_a_clear_error_and_loses_nothing(tmp_path: Path) ->
         for i in range(20):
             await node.chat.post("general", f"kept {i}")
 
-    with sqlite3.connect(home / "node.db") as conn:
+    with connect_node_db(home / "node.db") as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
-    store = Store.at(home)
+    store = node_store(home)
 
     def cap_size(dbapi_connection: sqlite3.Connection, _record: object) -> None:
         cursor = dbapi_connection.cursor()

@@ -5,13 +5,12 @@ refused, audited, and change nothing; a newer version must be accepted again."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import URL, create_engine, func, select
+from sqlalchemy import func, select
 
 from appliance import cbor, crypto, documents, terms
 from appliance import schema as t
@@ -19,7 +18,7 @@ from appliance.errors import InvalidInput, PermissionDenied, TermsNotAccepted
 from appliance.node import Node
 from appliance.store import MIGRATIONS
 from sync.sneakernet import export_bundles, import_bundles
-from tests.conftest import FAST, PASSPHRASE, make_workspace
+from tests.conftest import FAST, PASSPHRASE, connect_node_db, make_workspace, node_engine
 
 TEXT = "1. Be kind.\n2. Report lost sticks at once.\n"
 
@@ -262,7 +261,7 @@ def at_revision(db: Path, revision: str) -> None:
     """The store's schema as the release at `revision` left it: later migrations undone."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with create_engine(URL.create("sqlite+pysqlite", database=str(db))).begin() as conn:
+    with node_engine(db).begin() as conn:
         config.attributes["connection"] = conn
         command.downgrade(config, revision)
 
@@ -277,14 +276,14 @@ async def test_an_upgraded_node_finds_the_terms_its_directory_already_held(tmp_p
         await carry(alice, bob, root)
         await bob.directory.terms.accept()
     at_revision(tmp_path / "bob" / "node.db", BEFORE_TERMS_MIGRATION)
-    with sqlite3.connect(tmp_path / "bob" / "node.db") as conn:  # as the earlier release left it
+    with connect_node_db(tmp_path / "bob" / "node.db") as conn:  # as the earlier release left it
         conn.execute("DELETE FROM directory_entries WHERE kind IN ('terms', 'acceptance')")
     async with await Node.open(tmp_path / "bob", PASSPHRASE) as bob:
         current = bob.directory.terms.current()
         assert current is not None and current.version == 1
         assert bob.directory.terms.pending() is None  # bob's own acceptance came back too
     at_revision(tmp_path / "bob" / "node.db", BEFORE_TERMS_MIGRATION)
-    with sqlite3.connect(tmp_path / "bob" / "node.db") as conn:
+    with connect_node_db(tmp_path / "bob" / "node.db") as conn:
         conn.execute("DELETE FROM directory_entries WHERE kind = 'acceptance'")
         conn.execute("DELETE FROM snapshots WHERE doc_id = 'directory'")  # from the change log alone
     async with await Node.open(tmp_path / "bob", PASSPHRASE) as bob:

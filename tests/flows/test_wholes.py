@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-import sqlalchemy
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import func, select
@@ -27,7 +26,7 @@ from appliance.node import Node
 from appliance.store import DB_FILE, MIGRATIONS
 from appliance.whole_reader import WORKER_MEMORY_BYTES
 from appliance.wholes import MAX_WHOLE_BYTES
-from tests.conftest import PASSPHRASE, make_workspace, sync_all
+from tests.conftest import PASSPHRASE, make_workspace, node_engine, sync_all
 
 VECTORS = Path(__file__).parent / "automerge_vectors"
 MESSAGES = 1200  # three segments of 512
@@ -303,7 +302,7 @@ async def test_a_downgrade_below_0008_fills_the_bytes_in_from_the_snapshots(tmp_
         expected = [c.data for c in await alpha.replica.changes_for(segment, [])]
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'bravo' / DB_FILE}").begin() as conn:
+    with node_engine(tmp_path / "bravo" / DB_FILE).begin() as conn:
         config.attributes["connection"] = conn
         command.downgrade(config, "0006")
         assert [row[0] for row in conn.execute(select(t.changes.c.data).where(t.changes.c.doc_id == segment).order_by(t.changes.c.id))] == expected

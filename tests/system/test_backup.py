@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import shutil
-import sqlite3
 import stat
 import subprocess
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.backups import backup_key_path
 from appliance.errors import AlreadyInitialised, InvalidInput, PermissionDenied, StorageError, WrongPassphrase
 from appliance.node import BACKUP_SUFFIX, Attachment, Node
 from tests.conftest import PASSPHRASE, make_workspace, run_cli, start_cli
@@ -40,8 +40,8 @@ async def test_a_backup_taken_while_posting_restores_to_the_same_node(tmp_path: 
         taken = await alpha.custody.backup(shelf)
         await poster
         assert taken.path.parent == shelf and taken.path.name.endswith(BACKUP_SUFFIX) and taken.bytes == taken.path.stat().st_size
-        sha256 = shelf / f"{taken.path.name}.sha256"  # beside it, as sha256sum writes it; no partial file
-        assert sorted(p.name for p in shelf.iterdir()) == [taken.path.name, sha256.name]
+        sha256 = shelf / f"{taken.path.name}.sha256"  # beside it, as sha256sum writes it, and its key file; no partial file
+        assert sorted(p.name for p in shelf.iterdir()) == [taken.path.name, backup_key_path(taken.path).name, sha256.name]
         assert sha256.read_text() == f"{hashlib.sha256(taken.path.read_bytes()).hexdigest()}  {taken.path.name}\n"
         assert stat.S_IMODE(sha256.stat().st_mode) == 0o600
         assert (await alpha.audit.entries(1))[0].action == "backup"
@@ -68,6 +68,7 @@ async def test_a_failed_restore_leaves_no_node_and_a_bad_backup_is_named(tmp_pat
 
     truncated = tmp_path / "truncated.backup.db"
     truncated.write_bytes(taken.path.read_bytes()[: taken.bytes // 2])
+    shutil.copy(backup_key_path(taken.path), backup_key_path(truncated))
     with pytest.raises(StorageError, match="truncated.backup.db"):
         await Node.restore(target, truncated, PASSPHRASE)
     not_a_database = tmp_path / "notes.backup.db"
@@ -249,7 +250,7 @@ def test_the_scheduled_backup_runs_beside_serve_and_prunes_by_the_configured_pol
     finally:
         stop(serve)
     kept = Path(json.loads(second.stdout)["file"]).name
-    assert sorted(p.name for p in shelf.iterdir()) == [kept, f"{kept}.sha256"]  # the pruned backup's SHA-256 went with it
+    assert sorted(p.name for p in shelf.iterdir()) == [kept, f"{kept}.key", f"{kept}.sha256"]  # the pruned backup's SHA-256 and key file went with it
     status = run_cli(home, "backup", "--status", "--json")
     report = json.loads(status.stdout)
     assert report["state"] == "ok" and report["folder"] == str(shelf) and report["keep"] == "1h" and report["last"]["ok"] is True
@@ -265,41 +266,30 @@ def test_a_corrupted_backup_is_refused_by_restore_with_the_reason_and_leaves_not
     assert run_cli(home, "post", "general", "the text nobody may change").returncode == 0
     written = run_cli(home, "backup", "--to", str(shelf), "--json")
     good = Path(json.loads(written.stdout)["file"])
-    data = good.read_bytes()
-    with sqlite3.connect(good) as conn:  # where the audit log's rows live, to flip a byte in one
-        (page,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'audit_log'").fetchone()
-    page_size = 4096
-    cases: dict[str, tuple[bytes, str]] = {
-        "truncated.backup.db": (data[: len(data) // 2], "truncated.backup.db"),
-        "header.backup.db": (data[:100] + b"\xff" * 12 + data[112:], "header.backup.db"),
+    data, key = good.read_bytes(), backup_key_path(good).read_bytes()
+    middle = len(data) // 2  # a byte inside some page: its authentication code no longer matches
+    cases = {
+        "truncated.backup.db": data[: len(data) // 2],
+        "header.backup.db": b"\xff" * 16 + data[16:],
+        "flipped.backup.db": data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1 :],
     }
-    audit_page = bytearray(data)
-    body = audit_page[(page - 1) * page_size : page * page_size]
-    spot = body.rfind(b"backup")  # the text of an entry's action, inside its hashed record
-    if spot < 0:
-        spot = body.rfind(b"init")
-    assert spot > 0
-    audit_page[(page - 1) * page_size + spot] ^= 0x01
-    cases["flipped.backup.db"] = (bytes(audit_page), "audit log does not verify")
-    for name, (content, reason) in cases.items():
+    for name, content in cases.items():
         (shelf / name).write_bytes(content)
+        backup_key_path(shelf / name).write_bytes(key)  # the right key beside it: the file itself is bad
         target = tmp_path / f"restored-{name}"
         refused = run_cli(target, "restore", str(shelf / name))
-        assert refused.returncode == 1 and reason in refused.stderr and name in refused.stderr, refused.stderr
+        assert refused.returncode == 1 and name in refused.stderr, refused.stderr
         assert "\n" not in refused.stderr.strip()
         assert not target.exists()  # nothing left behind, not even the folder it made
-    # A changed byte that leaves the structure and the audit log intact - a letter of a message -
-    # is caught by the SHA-256 written beside the backup when it was taken.
+    # The SHA-256 written beside the backup when it was taken names a changed copy before anything
+    # else is read.
     checked = subprocess.run(["sha256sum", "-c", f"{good.name}.sha256"], cwd=shelf, capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0 and f"{good.name}: OK" in checked.stdout
-    pristine = good.read_bytes()
-    spot = pristine.find(b"the text nobody may change")
-    assert spot > 0
-    good.write_bytes(pristine[:spot] + b"T" + pristine[spot + 1 :])
+    good.write_bytes(cases["flipped.backup.db"])
     refused = run_cli(tmp_path / "restored", "restore", str(good))
     assert refused.returncode == 1 and f"{good.name} is refused: its bytes differ from the SHA-256 recorded when it was taken" in refused.stderr
     assert not (tmp_path / "restored").exists()
-    good.write_bytes(pristine)
+    good.write_bytes(data)
     restored = run_cli(tmp_path / "restored", "restore", str(good))
     assert restored.returncode == 0, restored.stderr
     assert [m["text"] for m in json.loads(run_cli(tmp_path / "restored", "read", "general", "--json").stdout)] == ["the text nobody may change"]
@@ -352,5 +342,5 @@ async def test_a_folder_removed_while_the_backup_is_written_leaves_nothing_and_s
         assert last.action == "backup_checked" and last.detail["ok"] is False
         alpha.store.backup_into = real  # type: ignore[method-assign]
         taken = await alpha.custody.backup(stick)
-        assert sorted(p.name for p in stick.iterdir()) == [taken.path.name, f"{taken.path.name}.sha256"]
+        assert sorted(p.name for p in stick.iterdir()) == [taken.path.name, f"{taken.path.name}.key", f"{taken.path.name}.sha256"]
         assert (await alpha.custody.backup_health()).state.value == "ok"

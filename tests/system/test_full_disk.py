@@ -169,3 +169,29 @@ async def test_junk_that_cannot_be_quarantined_does_not_stop_the_genuine_bundle(
         assert [m.text for m in await bravo.views.read("general")] == ["genuine"]
         audited = next(e for e in await bravo.audit.entries() if e.action == "bundle_rejected")
         assert audited.detail["quarantine"]["problem"] == rejected.quarantine_problem
+
+
+async def test_a_plain_node_on_a_full_disk_opens_for_reading_and_is_encrypted_once_there_is_room(disk: Path) -> None:
+    """A node from before encryption at rest whose disk is full when it is first unlocked after
+    the update: there is no room for its encrypted copy, so it opens as it is (for reading), and
+    the first unlock with room converts it."""
+    from appliance import atrest, cipher
+    from tests.plain_store import make_plain
+
+    home = disk / "alpha"
+    posted = await _node_with_messages(home)
+    make_plain(home)
+    fill(disk)
+    async with await Node.open(home, PASSPHRASE) as node:
+        assert [m.id for m in await node.views.search("hello")] == posted[4::-1]
+        with pytest.raises(StorageError, match="the disk is full"):
+            await node.chat.post("general", "no room")
+    assert cipher.is_plaintext(home / "node.db") and not (home / atrest.KEY_FILE).exists()
+    assert not (home / "node.db.encrypting").exists()
+
+    make_room(disk)
+    async with await Node.open(home, PASSPHRASE) as node:
+        assert [m.text for m in await node.views.read("general")] == [f"hello {i}" for i in range(5)]
+        await node.chat.post("general", "room again")
+        assert [e.action for e in await node.audit.entries()][-1] == "store_encrypted"
+    assert not cipher.is_plaintext(home / "node.db") and (home / atrest.KEY_FILE).exists()

@@ -5,7 +5,6 @@ nothing of it is stored."""
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from appliance.model import NodeTrail
 from appliance.node import Node
 from sync import messages
 from sync.lan import SessionDown
+from tests.conftest import connect_node_db
 from tests.flows.test_audit_trails import admin_workspace
 from tests.system.test_lan import QUICK, Intercepted, eventually, serving
 
@@ -29,7 +29,7 @@ async def trail(node: Node, of: Node) -> NodeTrail | None:
 
 
 def stored(node: Node, origin: Node) -> int:
-    with sqlite3.connect(node.home / "node.db") as conn:
+    with connect_node_db(node.home / "node.db") as conn:
         return int(conn.execute("SELECT count(*) FROM workspace_audit WHERE origin = ?", (origin.identity.node_key,)).fetchone()[0])
 
 

@@ -58,6 +58,7 @@ PURE = [
     "appliance/export_verify.py",
     "appliance/export_encoders.py",
     "appliance/export_history.py",
+    "appliance/atrest.py",
 ]
 IMPURE = {"asyncio", "sqlalchemy", "aiosqlite", "socket", "zeroconf", "textual"}
 STORE_LIBRARIES = {"sqlalchemy", "aiosqlite", "alembic"}  # only appliance/ talks to the database

@@ -25,7 +25,7 @@ import sys
 from appliance import __version__
 from appliance.errors import NodeLocked, RallypointError
 from sync.errors import SyncError
-from tui.cli import admin, channels, chat, compliance, console, courier, custody, lan, mfa, setup, terms
+from tui.cli import admin, channels, chat, compliance, console, courier, custody, keys, lan, mfa, setup, terms
 from tui.cli.output import EXIT_ERROR, EXIT_REJECTED, EXIT_USAGE, EXIT_WIPED, report_error, stdout_closed
 from tui.cli.parsing import ArgumentParser, Command, common_options
 from tui.cli.unlock import default_home
@@ -59,6 +59,7 @@ COMMANDS: tuple[Command, ...] = (
     compliance.VERIFY_EXPORT,
     compliance.DECRYPT_EXPORT,
     compliance.EXPORT_KEY,
+    keys.DATA_KEY,
     courier.BUNDLE,
     courier.COURIER,
     admin.NODE,
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     as_json = "--json" in argv  # until the command line has parsed
     try:
         args = build_parser().parse_args(argv)
-        for name, default in (("home", str(default_home())), ("passphrase_file", None), ("as_user", None), ("user_secret_file", None), ("totp", None), ("json", False)):
+        for name, default in (("home", str(default_home())), ("passphrase_file", None), ("data_key_file", None), ("as_user", None), ("user_secret_file", None), ("totp", None), ("json", False)):
             if not hasattr(args, name):
                 setattr(args, name, default)
         as_json = args.json

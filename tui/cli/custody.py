@@ -69,7 +69,7 @@ def _report(args: argparse.Namespace, taken: BackupInfo) -> None:
             "pruned": list(taken.pruned),
         },
         f"Backup written to {taken.path} ({taken.bytes:,} bytes) and checked: it opens, is intact, and its audit log verifies.{debris}{pruned}\n"
-        "It opens only with this node's passphrase; keep it as safe as the node itself.",
+        f"It is encrypted: it opens only with its key file beside it ({taken.path.name}.key) and this node's passphrase.",
     )
 
 

@@ -54,5 +54,11 @@ def common_options() -> ArgumentParser:
     )
     common.add_argument("--user-secret-file", default=argparse.SUPPRESS, metavar="FILE", help="read the signing-in user's secret from this file")
     common.add_argument("--totp", default=argparse.SUPPRESS, metavar="CODE", help="the code from the user's authenticator app, or a recovery code (else $RALLYPOINT_TOTP, else a prompt)")
+    common.add_argument(
+        "--data-key-file",
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help="unattended relay: open the node with the data key in this root-only file (`rallypoint data-key --out FILE`) instead of the passphrase",
+    )
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print stable JSON")
     return common

@@ -88,6 +88,8 @@ async def open_node(args: argparse.Namespace, sign_in: bool = True) -> Node:
     home = Path(args.home).expanduser()
     if not Node.exists(home):
         raise NotInitialised(f"no node in {home}: run `rallypoint init` or `rallypoint join` first")
+    if args.data_key_file:
+        return await _open_with_data_key(args, home, sign_in)
     passphrase = read_passphrase(args)
     if not sign_in:
         return await Node.open(home, passphrase, sign_in=False)
@@ -99,6 +101,23 @@ async def open_node(args: argparse.Namespace, sign_in: bool = True) -> Node:
             raise CliError(f"{exc}: pass --totp CODE or set RALLYPOINT_TOTP") from exc
         code = input("Code from the authenticator app (or a recovery code): ")
     return await Node.open(home, passphrase, as_user=args.as_user, user_secret=secret, totp_code=code)
+
+
+async def _open_with_data_key(args: argparse.Namespace, home: Path, sign_in: bool) -> Node:
+    """An unattended relay: the data key from its root-only file; a user signs in only with
+    their own secret (there is no passphrase to stand for it)."""
+    import asyncio
+
+    from appliance.keystore import read_data_key_file
+    from appliance.node import Node
+
+    data_key = await asyncio.to_thread(read_data_key_file, Path(args.data_key_file).expanduser())
+    if not sign_in:
+        return await Node.open(home, "", data_key=data_key, sign_in=False)
+    secret = read_user_secret(args)
+    if secret is None:
+        raise CliError("with --data-key-file a user signs in with their own secret: set RALLYPOINT_USER_SECRET or use --user-secret-file")
+    return await Node.open(home, "", data_key=data_key, as_user=args.as_user, user_secret=secret, totp_code=read_totp(args))
 
 
 async def with_node(args: argparse.Namespace, action: Callable[[Node], Awaitable[None]], allow: frozenset[SignInStep] = frozenset(), *, sign_in: bool = True) -> None:

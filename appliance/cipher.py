@@ -1,0 +1,131 @@
+"""SQLCipher under SQLAlchemy: the connections of an encrypted store, and the file-level work on
+encrypted databases (converting a plain one in place, checking one, exporting a copy).
+
+Every connection is a sqlcipher3 connection keyed first thing with the raw database key
+(`appliance.atrest.database_key`): the async engine gets it through aiosqlite (its worker thread
+runs our connector), the writer and checkpointer through `creator=`. Both engines are told
+sqlcipher3 is their DB-API module, so its exceptions become SQLAlchemy's like sqlite3's do. A
+wrong key surfaces as SQLite's "file is not a database" (SQLITE_NOTADB): `wrong_key` says so."""
+
+from __future__ import annotations
+
+import os
+import types
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import sqlcipher3
+from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_dbapi
+
+from appliance import atrest
+from appliance.errors import StorageError, WrongKey
+
+NOT_A_DATABASE = "SQLITE_NOTADB"
+WRONG_KEY = "the data key does not open this node's store (wrong passphrase or key file); nothing changed"
+DRIVER: Any = sqlcipher3.dbapi2
+
+# aiosqlite with sqlcipher3's exception classes, for SQLAlchemy's aiosqlite adapter.
+_aiosqlite_cipher = types.ModuleType("aiosqlite_sqlcipher")
+for _name in dir(aiosqlite):
+    setattr(_aiosqlite_cipher, _name, getattr(aiosqlite, _name))
+for _name in ("DatabaseError", "Error", "IntegrityError", "NotSupportedError", "OperationalError", "ProgrammingError", "sqlite_version", "sqlite_version_info"):
+    setattr(_aiosqlite_cipher, _name, getattr(DRIVER, _name))
+ASYNC_DRIVER: Any = AsyncAdapt_aiosqlite_dbapi(_aiosqlite_cipher, DRIVER)
+
+
+@dataclass(frozen=True)
+class Keyed:
+    """How to open one encrypted database: its location (a path, or a `file:` URI) and key."""
+
+    database: str
+    db_key: bytes
+    uri: bool = False
+
+    def connect(self, **kwargs: Any) -> Any:
+        """A sqlcipher3 connection, keyed; SQLITE_NOTADB at once when the key is wrong."""
+        conn = DRIVER.connect(self.database, uri=self.uri, **kwargs)
+        try:
+            conn.execute("PRAGMA cipher_log_level = NONE")  # its own errors go to stderr otherwise
+            conn.execute(atrest.key_pragma(self.db_key))
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the key is checked here
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def sync_creator(self) -> Callable[[], Any]:
+        return lambda: self.connect(check_same_thread=False)
+
+    def async_creator(self) -> Callable[[], Any]:
+        async def create() -> Any:
+            conn = aiosqlite.Connection(lambda: self.connect(check_same_thread=False), 64)
+            conn._thread.daemon = True  # as SQLAlchemy does for its own: a forgotten one never holds the exit
+            return await conn
+
+        return create
+
+
+def wrong_key(exc: BaseException) -> bool:
+    """Whether `exc` (or the DB-API error it wraps) says the key does not open the file."""
+    orig = getattr(exc, "orig", None) or exc
+    return getattr(orig, "sqlite_errorname", None) == NOT_A_DATABASE
+
+
+def is_plaintext(path: Path) -> bool:
+    """Whether the file at `path` is a plain SQLite database (not yet converted)."""
+    with open(path, "rb") as file:
+        return atrest.is_plaintext_database(file.read(len(atrest.PLAINTEXT_HEADER)))
+
+
+def check_encrypted_file(path: Path, db_key: bytes, name: str | None = None) -> None:
+    """Raises unless `path` is an intact database under `db_key`: WrongKey for another key,
+    StorageError naming `name` for a damaged or unreadable file."""
+    name = name or path.name
+    try:
+        with closing(Keyed(f"{path.absolute().as_uri()}?mode=ro", db_key, uri=True).connect()) as conn:
+            verdict = conn.execute("PRAGMA quick_check").fetchone()
+    except DRIVER.Error as exc:
+        if wrong_key(exc):
+            raise WrongKey(f"{name} is not encrypted under this node's data key (or not a node database)") from exc
+        # SQLCipher checks each page's authentication code as it reads it: a changed or cut
+        # page reports only a generic error.
+        raise StorageError(f"{name} is not a readable node database: it is damaged (a page fails its check: {exc})") from exc
+    if verdict != ("ok",):
+        raise StorageError(f"{name} is damaged: {verdict[0] if verdict else 'no verdict'}")
+
+
+def encrypt_copy(plain: Path, target: Path, db_key: bytes) -> None:
+    """Writes an encrypted copy of the plain database `plain` to the new file `target` with
+    SQLCipher's export (schema, rows, the search index, user_version), then flushes it to disk.
+    `plain` must have no write-ahead log left to apply (the caller checkpointed it)."""
+    with closing(DRIVER.connect(str(plain), isolation_level=None)) as conn:
+        conn.execute("PRAGMA cipher_log_level = NONE")
+        conn.execute(f"ATTACH DATABASE ? AS encrypted KEY \"x'{db_key.hex()}'\"", (str(target),))
+        conn.execute("SELECT sqlcipher_export('encrypted')")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        conn.execute(f"PRAGMA encrypted.user_version = {int(version)}")
+        conn.execute("DETACH DATABASE encrypted")
+    fsync_path(target)
+
+
+def checkpoint_plain(path: Path) -> None:
+    """Empties the write-ahead log of the plain database `path` into it and leaves it in
+    rollback-journal mode, so no -wal file is left to be applied to what takes its name."""
+    with closing(DRIVER.connect(str(path), isolation_level=None)) as conn:
+        conn.execute("PRAGMA cipher_log_level = NONE")
+        conn.execute("PRAGMA busy_timeout = 15000")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        conn.execute("PRAGMA journal_mode = DELETE").fetchone()
+    fsync_path(path)
+
+
+def fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
