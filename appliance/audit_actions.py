@@ -52,7 +52,7 @@ When each is written (actor: the acting user's key, the node's key, or "-" for n
 - IDENTITY_CONFLICT_REPORTED: a peer reported such a conflict about this node.
 - WIPED: this node's revocation arrived and it erased what it held.
 - BACKUP: an admin took a backup of the running node.
-- RESTORED: a backup was restored into an empty home.
+- RESTORED: a backup was restored into an empty home (detail `as_at`: as the node was at that time; `read_only`: an inspection copy).
 - TRAIL_SUPERSEDED: another node's audit trail held here gave way, from an entry on, to a
   branch of it with a later restore (that node was restored from a backup); the entries it
   replaced are kept apart.

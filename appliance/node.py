@@ -22,7 +22,7 @@ from appliance.services.audit import AuditService
 from appliance.services.audit_feeds import AuditFeeds
 from appliance.services.blobs import Attachment, BlobsService
 from appliance.services.chat import SEGMENT_SIZE, ChatService, check_channel_name
-from appliance.services.custody import BACKUP_SUFFIX, CustodyService, bring_in, remove_db
+from appliance.services.custody import BACKUP_SUFFIX, CustodyService, bring_in, remove_db, rewind_home
 from appliance.services.directory import DirectoryService
 from appliance.services.enrollment import MAX_ENROLLMENT_FILE_BYTES, EnrollmentService, enrolled_identity, open_enrollment
 from appliance.services.exchange import ExchangeService
@@ -181,6 +181,7 @@ class Node:
                 await node.signin.sign_in_own(user_secret or passphrase, totp_code)
             elif sign_in and as_user is not None:
                 await node.signin.sign_in(as_user, user_secret or passphrase, totp_code)
+            await node.custody.hold_if_copy()
             return node._opened()
         except BaseException:
             await store.__aexit__(None, None, None)
@@ -223,14 +224,30 @@ class Node:
             raise
 
     @classmethod
-    async def restore(cls, home: Path, backup: Path, passphrase: str, *, clock: Clock = wall_clock_ms, rng: Random = crypto.random_bytes) -> Node:
+    async def restore(
+        cls,
+        home: Path,
+        backup: Path,
+        passphrase: str,
+        *,
+        at: int | None = None,
+        log: Path | None = None,
+        read_only: bool = False,
+        clock: Clock = wall_clock_ms,
+        rng: Random = crypto.random_bytes,
+    ) -> Node:
         """Makes an empty `home` the node a backup was taken of: the file is checked, copied in and
-        unlocked with `passphrase`; if any step fails, `home` is left without a node again."""
+        unlocked with `passphrase`; if any step fails, `home` is left without a node again. With
+        `at` (ms), the node as it was then (appliance/rewind.py: `log` a later store whose change
+        log covers `at`), optionally as a `read_only` copy for inspection."""
         await bring_in(home, backup)
         try:
+            rewound = await rewind_home(home, backup, at, log) if at is not None else None
             node = await cls.open(home, passphrase, clock=clock, rng=rng)
         except BaseException:
             remove_db(home)
             raise
-        await node.custody.record_restore(backup)
+        if rewound is not None:
+            await node.views.rebuild(rewound.rebuilt, rewound.withheld)
+        await node.custody.record_restore(backup, rewound, read_only)
         return node

@@ -9,18 +9,19 @@ import shutil
 import time
 from pathlib import Path
 
-from sqlalchemy import insert, text, update
+from sqlalchemy import insert, select, text, update
 
-from appliance import backups, certs, ids
+from appliance import backups, certs, ids, rewind
 from appliance import schema as t
 from appliance.audit_actions import AuditAction
 from appliance.errors import AlreadyInitialised, InvalidInput, StorageError
 from appliance.files import COPY_CHUNK_BYTES, create_private, open_regular, owned
 from appliance.kernel import Kernel
-from appliance.model import BackupInfo
+from appliance.model import BackupInfo, iso_utc
+from appliance.rewind import READ_ONLY_SETTING, Rewound
 from appliance.services.identity import LOCKED_SETTING, IdentityService
 from appliance.services.roster import Roster
-from appliance.store import DB_FILE, check_database_file, ensure_home
+from appliance.store import DB_FILE, Store, check_database_file, ensure_home
 
 BACKUP_SUFFIX = ".backup.db"  # a SQLite file: `sqlite3` opens it read-only for inspection
 
@@ -61,10 +62,30 @@ class CustodyService:
             self._kernel.note_skipped_write(f"the backup {name} was written but is not in the audit log: {exc}")
         return BackupInfo(target, size, taken_at, debris.files, debris.bytes)
 
-    async def record_restore(self, backup: Path) -> None:
-        """Audits that this node was brought back from `backup` (the restore's last step)."""
+    async def record_restore(self, backup: Path, rewound: Rewound | None = None, read_only: bool = False) -> None:
+        """Audits that this node was brought back from `backup` (the restore's last step) - as it
+        was at the time `rewound` names, for a point-in-time restore - and, for an inspection copy,
+        makes the store refuse every write from then on, in this process and whoever opens it."""
+        detail: dict[str, object] = {"file": backup.name}
+        if rewound is not None:
+            detail.update({"as_at": iso_utc(rewound.at), "changes_dropped": rewound.dropped, "changes_merged": rewound.merged})
+        if read_only:
+            detail["read_only"] = True
         async with self._kernel.store.transaction() as conn:
-            await self._kernel.audit(conn, self._kernel.clock(), "-", AuditAction.RESTORED, {"file": backup.name})
+            await self._kernel.audit(conn, self._kernel.clock(), "-", AuditAction.RESTORED, detail)
+            if read_only:
+                when = f"as it was at {iso_utc(rewound.at)}" if rewound is not None else f"from {backup.name}"
+                reason = f"this store is a read-only copy of the node {when}, for inspection"
+                await conn.execute(insert(t.settings).values(name=READ_ONLY_SETTING, value=reason))
+        await self.hold_if_copy()
+
+    async def hold_if_copy(self) -> None:
+        """A read-only inspection copy (`record_restore`) refuses writes once it is open: each says
+        so in one line and writes nothing."""
+        async with self._kernel.store.reading() as conn:
+            reason = (await conn.execute(select(t.settings.c.value).where(t.settings.c.name == READ_ONLY_SETTING))).scalar()
+        if reason is not None:
+            self._kernel.store.read_only = str(reason)
 
     async def wipe_after_revocation(self, revocation: certs.Revocation) -> None:
         """Remote wipe: this node's own revocation arrived. Its data key, sealed secrets and users' keys are
@@ -101,6 +122,23 @@ async def bring_in(home: Path, backup: Path) -> None:
     except BaseException:
         remove_db(home)
         raise
+
+
+async def rewind_home(home: Path, backup: Path, at: int, log: Path | None) -> Rewound:
+    """Cuts the store just brought into `home` from `backup` back to `at` (appliance/rewind.py),
+    merging first the rows up to `at` of the later store `log`. A backup taken before `at` holds
+    nothing of what came between: without a log that covers `at`, InvalidInput."""
+    later = await asyncio.to_thread(rewind.read_later_log, log, at) if log is not None else None
+    store = Store.at(home)
+    async with store:
+        async with store.reading() as conn:
+            until = await conn.run_sync(rewind.covers_until, backup.name)
+        if later is not None:
+            until = max(until, later.covers_until)
+        if at > until:
+            hint = "a log taken later" if log is not None else "the change log of a later backup or the live store with --log"
+            raise InvalidInput(f"the backup was taken at {iso_utc(until)}, before {iso_utc(at)}: give {hint}")
+        return await store.write(lambda conn: rewind.rewind(conn, at, later))
 
 
 def _publish_backup(partial: Path, target: Path) -> None:

@@ -38,6 +38,7 @@ _INDEX_NEW_MESSAGES = text("INSERT INTO messages_fts(rowid, text) SELECT row_id,
 
 
 _VIEW_COLUMNS = [t.messages.c[name] for name in VIEW_COLUMNS]
+_REBUILD_BATCH = 32  # segments written again per transaction by a point-in-time restore
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,29 @@ class ViewsService:
             with contextlib.suppress(StorageError):  # a full disk still opens; the next open retries
                 async with self._kernel.lock, self._kernel.store.transaction() as conn:
                     await self.rejudge(conn, self._roster.admin_hexes(), t.messages.c.deleted_by == "")
+
+    async def rebuild(self, doc_ids: Sequence[str], withheld: Collection[str]) -> None:
+        """Writes again the view rows of documents a point-in-time restore rebuilt (their rows
+        were deleted): channel rows from heads, every message of segments - those `withheld`
+        stay withheld - and, when the directory was rebuilt, every deletion judged again."""
+        refs = [(doc_id, documents.parse_doc_id(doc_id)) for doc_id in doc_ids]
+        heads = [ref.channel_id for _, ref in refs if ref.kind == documents.DocumentKind.HEAD]
+        seg_ids = [(ref.channel_id, doc_id) for doc_id, ref in refs if ref.kind == documents.DocumentKind.SEGMENT]
+        admins = self._roster.admin_hexes()
+        async with self._kernel.lock:
+            with self._replica.snapshots_held():
+                for start in range(0, max(len(heads), len(seg_ids)), _REBUILD_BATCH):
+                    async with self._kernel.store.transaction() as conn:
+                        for channel_id in heads[start : start + _REBUILD_BATCH]:
+                            await self._heads.materialise_head(conn, channel_id, await self._replica.document(documents.head_doc_id(channel_id)))
+                        touched = [SegmentTouched(channel_id, doc_id, await self._replica.document(doc_id), None) for channel_id, doc_id in seg_ids[start : start + _REBUILD_BATCH]]
+                        await self.materialise_segments(conn, touched, admins)
+                async with self._kernel.store.transaction() as conn:
+                    listed = sorted(withheld)
+                    for start in range(0, len(listed), 500):
+                        await conn.execute(update(t.messages).where(t.messages.c.message_id.in_(listed[start : start + 500])).values(withheld=True))
+                    if documents.DIRECTORY_DOC in doc_ids:
+                        await self.rejudge(conn, admins, t.messages.c.deleted_by.is_not(None))
 
     async def newest_row(self, conn: AsyncConnection) -> int:
         """The newest view row's id: an import's new rows are those above it."""
