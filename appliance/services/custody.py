@@ -11,15 +11,16 @@ from pathlib import Path
 
 from sqlalchemy import insert, select, text, update
 
-from appliance import backups, certs, ids, rewind
+from appliance import backups, certs, crypto, documents, ids, recovery_kit, rewind
 from appliance import schema as t
 from appliance.audit_actions import AuditAction
-from appliance.errors import AlreadyInitialised, InvalidInput, StorageError
+from appliance.errors import AlreadyInitialised, InvalidInput, StorageError, WrongPassphrase
 from appliance.files import COPY_CHUNK_BYTES, create_private, open_regular, owned
 from appliance.kernel import Kernel
-from appliance.model import BackupInfo, iso_utc
+from appliance.model import BackupInfo, RecoveryKit, iso_utc
 from appliance.rewind import READ_ONLY_SETTING, Rewound
 from appliance.services.identity import LOCKED_SETTING, IdentityService
+from appliance.services.replica import ReplicaService
 from appliance.services.roster import Roster
 from appliance.store import DB_FILE, Store, check_database_file, ensure_home
 
@@ -27,10 +28,11 @@ BACKUP_SUFFIX = ".backup.db"  # a SQLite file: `sqlite3` opens it read-only for 
 
 
 class CustodyService:
-    def __init__(self, kernel: Kernel, identity: IdentityService, roster: Roster) -> None:
+    def __init__(self, kernel: Kernel, identity: IdentityService, roster: Roster, replica: ReplicaService) -> None:
         self._kernel = kernel
         self._identity = identity
         self._roster = roster
+        self._replica = replica
 
     async def backup(self, directory: Path) -> BackupInfo:
         """Admin: writes a consistent copy of this node's store into `directory` while the node
@@ -86,6 +88,51 @@ class CustodyService:
             reason = (await conn.execute(select(t.settings.c.value).where(t.settings.c.name == READ_ONLY_SETTING))).scalar()
         if reason is not None:
             self._kernel.store.read_only = str(reason)
+
+    async def recovery_kit(self, passphrase: str, *, kdf: crypto.KdfParams = crypto.MODERATE) -> RecoveryKit:
+        """What rebuilds this node on new hardware (appliance/recovery_kit.py), sealed under a
+        recovery code shown once. Needs the node's passphrase again - the kit carries the node key
+        it guards - and is audited; users' keys stay sealed under their own secrets."""
+        self._identity.require_unlocked()
+        row, keys = self._identity.row, self._identity.keys
+        async with self._kernel.store.reading() as conn:
+            ident = (await conn.execute(select(t.node_identity))).mappings().one()
+            users = (await conn.execute(select(t.user_secrets))).mappings().all()
+            mfa = {r["public_key"]: r for r in (await conn.execute(select(t.user_mfa))).mappings().all()}
+        try:
+            await asyncio.to_thread(crypto.open_with_passphrase, passphrase, ident["sealed_data_key"], ident["kdf_salt"], self._identity.row.kdf)
+        except WrongPassphrase:
+            async with self._kernel.store.transaction() as conn:
+                await self._kernel.audit(conn, self._kernel.clock(), self._identity.user_key.hex(), AuditAction.PERMISSION_DENIED, {"action": "recovery-kit", "reason": "wrong passphrase"})
+            raise
+        directory = await self._replica.changes_for(documents.DIRECTORY_DOC, [])
+        now = self._kernel.clock()
+        contents = recovery_kit.KitContents(
+            workspace_name=row.workspace_name,
+            workspace_key=row.workspace_key,
+            node_name=row.node_name,
+            node_seed=bytes(keys.node),
+            workspace_seed=bytes(keys.workspace) if keys.workspace is not None else None,
+            default_user=row.default_user,
+            incarnation=row.incarnation,
+            kdf=row.kdf,
+            users=tuple(
+                recovery_kit.SealedUser(
+                    u["public_key"], u["salt"], u["sealed"], u["must_change"], u["changed_at"],
+                    (mfa[u["public_key"]]["sealed_secret"], mfa[u["public_key"]]["enrolled_at"], mfa[u["public_key"]]["last_step"]) if u["public_key"] in mfa else None,
+                )
+                for u in users
+            ),
+            directory=tuple((c.data, c.signature) for c in directory),
+            made_at=now,
+        )
+        code = recovery_kit.new_code(list(self._kernel.rng(recovery_kit.KIT_CODE_CHARS)))
+        data = await asyncio.to_thread(
+            recovery_kit.seal_kit, recovery_kit.encode_contents(contents), code, self._kernel.rng(crypto.SALT_BYTES), self._kernel.rng(crypto.NONCE_BYTES), kdf
+        )
+        async with self._kernel.store.transaction() as conn:
+            await self._kernel.audit(conn, now, self._identity.user_key.hex(), AuditAction.RECOVERY_KIT_MADE, {"node": self._identity.node_id, "users": len(users)})
+        return RecoveryKit(data, recovery_kit.shown_code(code), self._identity.node_id, len(users))
 
     async def wipe_after_revocation(self, revocation: certs.Revocation) -> None:
         """Remote wipe: this node's own revocation arrived. Its data key, sealed secrets and users' keys are

@@ -53,6 +53,8 @@ COMMANDS: tuple[Command, ...] = (
     admin.AUDIT,
     custody.BACKUP,
     custody.RESTORE,
+    custody.RECOVERY_KIT,
+    custody.RECOVER,
     courier.BUNDLE,
     courier.COURIER,
     admin.NODE,

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from appliance.errors import InvalidInput
+from appliance.files import read_regular_file
 from appliance.model import iso_utc
 from tui.cli.output import emit
 from tui.cli.parsing import Command
-from tui.cli.unlock import read_passphrase, with_node
+from tui.cli.unlock import read_passphrase, read_user_secret, with_node
+from tui.errors import CliError
+from tui.files import write_atomically
 
 if TYPE_CHECKING:  # each command imports what it uses when it runs: `--help` loads none of it
     from appliance.node import Node
@@ -64,6 +69,56 @@ def _time(text: str) -> int:
     return int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
+async def cmd_recovery_kit(args: argparse.Namespace) -> None:
+    async def run(node: Node) -> None:
+        kit = await node.custody.recovery_kit(read_passphrase(args))
+        write_atomically(Path(args.to).expanduser(), kit.data)
+        emit(
+            args,
+            {"file": args.to, "code": kit.code, "node_id": kit.node_id, "users": kit.users},
+            f"Recovery kit of node {kit.node_id} ({kit.users} local user(s)) written to {args.to}\n"
+            f"Recovery code (keep it apart from the kit, e.g. in the admin's safe):\n\n    {kit.code}\n\n"
+            "With both, `rallypoint recover` rebuilds this node on new hardware; its users still need their own secrets.",
+        )
+
+    await with_node(args, run)
+
+
+async def cmd_recover(args: argparse.Namespace) -> None:
+    from appliance.recovery import recover
+    from appliance.recovery_kit import MAX_KIT_BYTES
+
+    try:
+        data = read_regular_file(Path(args.kit).expanduser(), MAX_KIT_BYTES)
+    except OSError as exc:
+        raise CliError(f"cannot read the recovery kit: {exc.strerror}") from exc
+    code = args.code or os.environ.get("RALLYPOINT_RECOVERY_CODE")
+    if not code:
+        if not sys.stdin.isatty():
+            raise CliError("no recovery code: pass --code or run in a terminal")
+        code = input("Recovery code: ")
+    home = Path(args.home).expanduser()
+    passphrase = read_passphrase(args, confirm=True, prompt="New passphrase for this node: ")
+    async with await recover(home, data, code, passphrase, user_secret=read_user_secret(args)) as node:
+        me = node.identity.whoami()
+        emit(
+            args,
+            {"home": str(home), "workspace": me.workspace_name, "node": me.node_name, "node_id": me.node_id, "user": me.user_name},
+            f"Node {me.node_name} ({me.node_id}) of {me.workspace_name} recovered into {home}, with an empty store\n"
+            "Refill it: `rallypoint serve` on the LAN with any peer, or by courier - export a bundle from here first (it tells each peer\n"
+            "this node holds nothing), import it on a peer, then bring back that peer's bundle.",
+        )
+
+
+def _recovery_kit_arguments(parser: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    parser.add_argument("--to", required=True, metavar="FILE")
+
+
+def _recover_arguments(parser: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    parser.add_argument("kit", metavar="KIT")
+    parser.add_argument("--code", help="the recovery code (else $RALLYPOINT_RECOVERY_CODE, else a prompt)")
+
+
 def _backup_arguments(parser: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--to", required=True, metavar="DIR")
 
@@ -77,3 +132,5 @@ def _restore_arguments(parser: argparse.ArgumentParser, common: argparse.Argumen
 
 BACKUP = Command("backup", "admin: write a consistent copy of this node's store into a folder (while it runs)", cmd_backup, _backup_arguments)
 RESTORE = Command("restore", "make an empty home the node a backup was taken of, now or as at a time (needs that node's passphrase)", cmd_restore, _restore_arguments)
+RECOVERY_KIT = Command("recovery-kit", "write this node's recovery kit (its key, users' sealed keys, certificates) and print its code", cmd_recovery_kit, _recovery_kit_arguments)
+RECOVER = Command("recover", "rebuild a lost node in an empty home from its recovery kit and code; peers then refill it", cmd_recover, _recover_arguments)
