@@ -248,6 +248,6 @@ class Node:
             remove_db(home)
             raise
         if rewound is not None:
-            await node.views.rebuild(rewound.rebuilt, rewound.withheld)
+            await node.views.rebuild(rewound.rebuilt, rewound.touched)
         await node.custody.record_restore(backup, rewound, read_only)
         return node

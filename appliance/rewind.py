@@ -15,8 +15,9 @@ derives from them. `rewind` runs in one transaction on a copy of a backup:
 - drops what arrived after TIME: directory entries, blobs, the node's own audit entries and other
   nodes' trails, peers' acknowledgements, the bundle log (a bundle imported after TIME is read
   again if presented again);
-- leaves the view rows of rebuilt documents for the node to write again (`ViewsService.rebuild`):
-  their messages (withheld ones noted) and channel rows are deleted here.
+- leaves the view rows of rebuilt documents for the node to write again (`ViewsService.rebuild`:
+  rows that differ are updated, those of messages that did not exist yet deleted); the rows of
+  removed documents are deleted here.
 
 Not rewound: users' sealed secrets and sign-in state (a user who changed their secret after
 TIME keeps the new one), LAN peers seen, IP rules and settings."""
@@ -32,20 +33,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from automerge._automerge import Document
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.engine import Connection
 
 from appliance import documents
 from appliance import schema as t
-from appliance.covered import unpack_covered
+from appliance.covered import add_to_graph
 from appliance.errors import InvalidInput, StorageError
-from appliance.graph import causal_order, frontier
+from appliance.graph import frontier
 from appliance.model import iso_utc
-from appliance.services.replica import put_snapshot
+from appliance.services.replica import put_snapshot, stored_documents
 
 _TAKEN_AT = re.compile(r"-(?P<at>[0-9]{8}T[0-9]{6}Z)\.backup\.db$")
 READ_ONLY_SETTING = "read_only_copy"  # why this store refuses writes: an inspection copy
+_ACTOR = bytes(16)  # the rebuilt documents are only saved: no change is made with it
 _CHANGE_COLUMNS = ("doc_id", "hash", "actor", "seq", "deps", "data", "signature", "vouched_by", "received_from", "received_at", "covered", "covers")
 
 
@@ -73,7 +74,7 @@ class Rewound:
     removed: tuple[str, ...]
     dropped: int
     merged: int
-    withheld: frozenset[str]  # messages of rebuilt segments that were withheld: they stay so
+    touched: dict[str, frozenset[str]]  # of rebuilt segments: the messages whose rows may differ (absent: any)
 
 
 def taken_at_from_name(name: str) -> int | None:
@@ -132,22 +133,23 @@ def rewind(conn: Connection, at: int, later: LaterLog | None) -> Rewound:
     later_docs = set(conn.execute(select(c.doc_id).where(c.received_at > at).distinct()).scalars().all()) | merged_docs
     rebuilt: list[str] = []
     removed: list[str] = []
+    touched: dict[str, frozenset[str]] = {}
     for doc_id in sorted(later_docs):
-        (rebuilt if _rebuild_document(conn, doc_id, at) else removed).append(doc_id)
+        left, changed = _rebuild_document(conn, doc_id, at, doc_id in merged_docs)
+        (rebuilt if left else removed).append(doc_id)
+        if left and changed is not None and documents.parse_doc_id(doc_id).kind == documents.DocumentKind.SEGMENT:
+            touched[doc_id] = changed
     dropped = conn.execute(delete(t.changes).where(c.received_at > at)).rowcount
-    segments = [doc_id for doc_id in later_docs if documents.parse_doc_id(doc_id).kind == documents.DocumentKind.SEGMENT]
-    withheld: set[str] = set()
+    segments = [doc_id for doc_id in removed if documents.parse_doc_id(doc_id).kind == documents.DocumentKind.SEGMENT]
     for start in range(0, len(segments), 500):
-        chunk = segments[start : start + 500]
-        withheld.update(conn.execute(select(t.messages.c.message_id).where(t.messages.c.doc_id.in_(chunk), t.messages.c.withheld)).scalars().all())
-        conn.execute(delete(t.messages).where(t.messages.c.doc_id.in_(chunk)))
+        conn.execute(delete(t.messages).where(t.messages.c.doc_id.in_(segments[start : start + 500])))
     gone_channels = [documents.parse_doc_id(doc_id).channel_id for doc_id in removed if documents.parse_doc_id(doc_id).kind == documents.DocumentKind.HEAD]
     if gone_channels:
         conn.execute(delete(t.channels).where(t.channels.c.channel_id.in_(gone_channels)))
         conn.execute(delete(t.read_markers).where(t.read_markers.c.channel_id.in_(gone_channels)))
     conn.execute(delete(t.read_markers).where(t.read_markers.c.last_read.not_in(select(t.messages.c.message_id))))
     _drop_later_records(conn, at)
-    return Rewound(at, tuple(rebuilt), tuple(removed), dropped, merged, frozenset(withheld))
+    return Rewound(at, tuple(rebuilt), tuple(removed), dropped, merged, touched)
 
 
 def _merge(conn: Connection, later: LaterLog) -> tuple[set[str], int]:
@@ -180,48 +182,35 @@ def _merge(conn: Connection, later: LaterLog) -> tuple[set[str], int]:
     return touched, len(rows)
 
 
-def _rebuild_document(conn: Connection, doc_id: str, at: int) -> bool:
-    """Rebuilds one document from its log rows received up to `at` and stores it as its snapshot;
-    False (and the document is gone) when none is left."""
+def _rebuild_document(conn: Connection, doc_id: str, at: int, merged: bool) -> tuple[bool, frozenset[str] | None]:
+    """Rebuilds one document as of its log rows received up to `at` and stores it as its
+    snapshot. Returns whether any row is left (else the document is gone) and the messages whose
+    view rows may differ (None: any may). The document as stored (snapshot and the log's bytes
+    after it: a row without bytes is held in the snapshot) is forked at the kept rows' frontier;
+    the fork must have exactly those heads, or the store lacks a kept change's bytes."""
     c = t.changes.c
-    rows = cast(
-        Sequence[tuple[int, bytes, bytes, bytes | None, bytes | None, int]],
-        conn.execute(select(c.id, c.hash, c.deps, c.data, c.covers, c.received_at).where(c.doc_id == doc_id).order_by(c.id)).all(),
-    )
-    kept = [row for row in rows if row[5] <= at]
+    rows = cast(Sequence[tuple[int, bytes, bytes, bytes | None, int]], conn.execute(select(c.id, c.hash, c.deps, c.covers, c.received_at).where(c.doc_id == doc_id).order_by(c.id)).all())
+    kept = [row for row in rows if row[4] <= at]
     if not kept:
         conn.execute(delete(t.snapshots).where(t.snapshots.c.doc_id == doc_id))
         conn.execute(delete(t.changes).where(c.doc_id == doc_id))
         conn.execute(delete(t.documents).where(t.documents.c.doc_id == doc_id))
-        return False
-    entries: list[tuple[bytes, bytes, bytes | None]] = []  # hash, deps, bytes when the row holds them
-    for _, change_hash, deps, data, covers, _ in kept:
-        entries += [(change.hash, change.deps, None) for change in unpack_covered(covers)] if covers else []
-        entries.append((bytes(change_hash), bytes(deps), None if data is None else bytes(data)))
-    held = _held_bytes(conn, doc_id, {entry[0] for entry in entries if entry[2] is None})
-    order = causal_order([(change_hash, deps) for change_hash, deps, _ in entries]) if any(row[4] for row in kept) else range(len(entries))
-    chunks = [entries[i][2] or held[entries[i][0]] for i in order]
-    doc = documents.load_document(b"".join(chunks), b"\x00" * 16)
-    expected = set(frontier({change_hash: deps for change_hash, deps, _ in entries}))
-    if set(doc.get_heads()) != expected:
-        raise StorageError(f"{doc_id} cannot be rebuilt as at that time: its change log does not hold a complete history")
+        return False, None
+    graph: dict[bytes, bytes] = {}
+    for _, change_hash, deps, covers, _ in kept:
+        add_to_graph(graph, bytes(change_hash), bytes(deps), None if covers is None else bytes(covers))
+    heads = list(frontier(graph))
+    stored = stored_documents(conn, [doc_id])[doc_id]
+    try:
+        full = documents.load_document(stored.data, _ACTOR)
+        doc = documents.fork_at(full, heads)
+    except documents.DocumentError as exc:
+        raise StorageError(f"{doc_id} cannot be rebuilt as at that time: {exc}") from exc
+    if set(doc.get_heads()) != set(heads):
+        raise StorageError(f"{doc_id} cannot be rebuilt as at that time: the store lacks the bytes of changes its log holds")
+    changed = None if merged else documents.root_keys_changed(full, heads, full.get_heads())
     put_snapshot(conn, doc_id, doc.save(), kept[-1][0], at)
-    return True
-
-
-def _held_bytes(conn: Connection, doc_id: str, hashes: set[bytes]) -> dict[bytes, bytes]:
-    """The bytes of changes logged without them, from the document's snapshot; StorageError when
-    any is missing (the log must hold every kept change's bytes)."""
-    if not hashes:
-        return {}
-    snapshot = conn.execute(select(t.snapshots.c.data).where(t.snapshots.c.doc_id == doc_id)).scalar()
-    found: dict[bytes, bytes] = {}
-    if snapshot is not None:
-        with documents.binding_errors(f"cannot load the snapshot of {doc_id}"):
-            found = {change.hash: change.raw_bytes for change in Document.load(bytes(snapshot)).get_changes([]) if change.hash in hashes}
-    if len(found) != len(hashes):
-        raise StorageError(f"{doc_id} cannot be rebuilt: the bytes of {len(hashes) - len(found)} of its changes are neither in the log nor in its snapshot")
-    return found
+    return True, None if changed is None else frozenset(key.partition("/")[0] for key in changed)
 
 
 def _drop_later_records(conn: Connection, at: int) -> None:
