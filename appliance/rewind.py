@@ -59,7 +59,7 @@ class LaterLog:
     covers_until: int
     documents: tuple[tuple[str, str, str, int], ...]
     changes: tuple[tuple[Any, ...], ...]  # _CHANGE_COLUMNS values, in log order
-    snapshots: dict[str, bytes]  # of documents with rows stored without bytes
+    snapshots: dict[str, bytes]  # of documents with rows stored without bytes or standing for others
     directory_entries: tuple[tuple[bytes, str, bytes, int], ...]
     blobs: tuple[tuple[bytes, int, bytes, int], ...]
 
@@ -105,7 +105,7 @@ def read_later_log(path: Path, at: int) -> LaterLog:
                 raise InvalidInput(f"{path.name} holds no node: it cannot be this node's change log")
             newest = db.execute("SELECT max(coalesce((SELECT max(received_at) FROM changes), 0), coalesce((SELECT max(at) FROM audit_log), 0))").fetchone()[0]
             changes = tuple(db.execute(f"SELECT {', '.join(_CHANGE_COLUMNS)} FROM changes WHERE received_at <= ? ORDER BY id", (at,)).fetchall())
-            held = sorted({row[0] for row in changes if row[5] is None})
+            held = sorted({row[0] for row in changes if row[5] is None or row[11] is not None})  # bytes in the snapshot
             snapshots = {doc_id: bytes(data) for doc_id in held for (data,) in db.execute("SELECT data FROM snapshots WHERE doc_id = ?", (doc_id,))}
             return LaterLog(
                 node_key=bytes(node_key[0]),
