@@ -203,3 +203,14 @@ def test_the_command_restores_as_at_a_time_and_refuses_one_before_the_workspace(
     assert texts == ["first words"]
     refused = run_cli(tmp_path / "early", "restore", "--at", "2001-01-01T00:00:00Z", str(backup))
     assert refused.returncode == 1 and "before this node held its workspace" in refused.stderr
+
+
+async def test_a_damaged_backup_is_refused_with_the_reason_and_leaves_no_node(tmp_path: Path) -> None:
+    clock, _, marks, backup = await story(tmp_path)
+    damaged = tmp_path / "damaged.backup.db"
+    data = bytearray(backup.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 4096] = bytes(4096)  # a page of the store zeroed
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(StorageError, match="damaged|not a readable"):
+        await Node.restore(tmp_path / "from-damaged", damaged, PASSPHRASE, at=marks["after_a"], clock=clock)
+    assert not Node.exists(tmp_path / "from-damaged")
