@@ -57,7 +57,7 @@ class Node:
         self.blobs = BlobsService(kernel, self.identity, roster)
         self.chat = ChatService(kernel, self.identity, roster, heads, self.replica, self.views, self.blobs)
         self.exchange = ExchangeService(kernel, self.identity, roster, heads, self.replica)
-        self.custody = CustodyService(kernel, self.identity, roster, self.replica)
+        self.custody = CustodyService(kernel, self.identity, roster, self.replica, self.directory)
         feeds = AuditFeeds(kernel, self.identity, roster)
         self.intake = IntakeService(kernel, self.identity, roster, heads, self.replica, self.views, self.directory, self.blobs, self.exchange, self.custody, feeds)
         self.enrollment = EnrollmentService(kernel, self.identity, roster, self.replica, self.directory, self.intake)

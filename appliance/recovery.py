@@ -8,8 +8,9 @@ session or a courier's bundles from any peer refill it. A peer learns that the n
 nothing from the node's first complete report of what it holds (a LAN session's opening heads,
 a bundle addressed to that peer alone) and from then on sends it everything it may receive.
 
-A node whose hardware was taken is not recovered with its old key: an admin revokes it, and the
-users come back on a new node enrolled for them (docs/operations.md, "Disaster recovery")."""
+A node whose hardware was taken is not recovered with its old key: an admin replaces it from its
+kit (`CustodyService.replace_node`: the old key revoked, a new one certified, its users certified
+anew with the new home) and `recover` installs the new identity's kit the same way."""
 
 from __future__ import annotations
 

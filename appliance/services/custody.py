@@ -4,6 +4,7 @@ the remote wipe when this node's own revocation arrives."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import time
@@ -16,9 +17,11 @@ from appliance import schema as t
 from appliance.audit_actions import AuditAction
 from appliance.errors import AlreadyInitialised, InvalidInput, StorageError, WrongPassphrase
 from appliance.files import COPY_CHUNK_BYTES, create_private, open_regular, owned
+from appliance.identity import INCARNATION_BYTES
 from appliance.kernel import Kernel
 from appliance.model import BackupInfo, RecoveryKit, iso_utc
 from appliance.rewind import READ_ONLY_SETTING, Rewound
+from appliance.services.directory import DirectoryService
 from appliance.services.identity import LOCKED_SETTING, IdentityService
 from appliance.services.replica import ReplicaService
 from appliance.services.roster import Roster
@@ -28,11 +31,12 @@ BACKUP_SUFFIX = ".backup.db"  # a SQLite file: `sqlite3` opens it read-only for 
 
 
 class CustodyService:
-    def __init__(self, kernel: Kernel, identity: IdentityService, roster: Roster, replica: ReplicaService) -> None:
+    def __init__(self, kernel: Kernel, identity: IdentityService, roster: Roster, replica: ReplicaService, directory: DirectoryService) -> None:
         self._kernel = kernel
         self._identity = identity
         self._roster = roster
         self._replica = replica
+        self._directory = directory
 
     async def backup(self, directory: Path) -> BackupInfo:
         """Admin: writes a consistent copy of this node's store into `directory` while the node
@@ -133,6 +137,54 @@ class CustodyService:
         async with self._kernel.store.transaction() as conn:
             await self._kernel.audit(conn, now, self._identity.user_key.hex(), AuditAction.RECOVERY_KIT_MADE, {"node": self._identity.node_id, "users": len(users)})
         return RecoveryKit(data, recovery_kit.shown_code(code), self._identity.node_id, len(users))
+
+    async def replace_node(self, kit: bytes, code: str, *, reason: str = "hardware taken", kdf: crypto.KdfParams = crypto.MODERATE) -> RecoveryKit:
+        """Admin: the identity of a node whose hardware was taken is not recovered - whoever holds
+        the box may hold its key. From its recovery kit, this revokes the lost node, certifies a
+        new node key in its place and certifies its users anew with the new node as their home
+        (their keys stay theirs, still sealed under their own secrets), in one directory change;
+        returns a recovery kit of the new identity (a fresh incarnation) for `recover` on the new
+        hardware, sealed under a new code."""
+        issuer = await self._identity.require_admin("replace node")
+        old = await asyncio.to_thread(recovery_kit.open_kit, kit, code)
+        if old.workspace_key != self._identity.workspace_key:
+            raise InvalidInput("the recovery kit is of another workspace")
+        old_key = bytes(crypto.new_signing_key(old.node_seed).verify_key)
+        if old_key == self._identity.node_key:
+            raise InvalidInput("this is the kit of this node: replace it from another admin's node")
+        current = self._roster.current
+        lost = current.nodes.get(old_key)
+        if lost is None:
+            raise InvalidInput("the kit's node is not a node of this workspace now (revoked already, or unknown): nothing to replace")
+        now = self._kernel.clock()
+        new_key = crypto.new_signing_key(self._kernel.rng(32))
+        new_public = bytes(new_key.verify_key)
+        ws = self._identity.workspace_key
+        records: list[certs.Certificate | certs.Revocation] = [
+            certs.issue_revocation(issuer, workspace=ws, subject=old_key, reason=reason, revoked_at=now),
+            certs.issue_certificate(issuer, workspace=ws, kind=certs.SubjectKind.NODE, key=new_public, name=lost.name, role=certs.Role.NODE, issued_at=now),
+        ]
+        for user in old.users:
+            cert = current.users.get(user.public_key)
+            if cert is not None:
+                records.append(
+                    certs.issue_certificate(
+                        issuer, workspace=ws, kind=certs.SubjectKind.USER, key=cert.key, name=cert.name, role=cert.role,
+                        issued_at=max(now, cert.issued_at + 1), home=new_public, attributes=cert.attributes,
+                    )
+                )
+        new_id = ids.key_id(new_public)
+        detail: dict[str, object] = {"node": lost.name, "old": ids.key_id(old_key), "new": new_id, "users": len(records) - 2, "reason": reason}
+        await self._directory.add_entries(records, AuditAction.NODE_REPLACED, detail)
+        directory = await self._replica.changes_for(documents.DIRECTORY_DOC, [])
+        contents = dataclasses.replace(
+            old, node_seed=bytes(new_key), incarnation=self._kernel.rng(INCARNATION_BYTES), directory=tuple((c.data, c.signature) for c in directory), made_at=now
+        )
+        new_code = recovery_kit.new_code(list(self._kernel.rng(recovery_kit.KIT_CODE_CHARS)))
+        data = await asyncio.to_thread(
+            recovery_kit.seal_kit, recovery_kit.encode_contents(contents), new_code, self._kernel.rng(crypto.SALT_BYTES), self._kernel.rng(crypto.NONCE_BYTES), kdf
+        )
+        return RecoveryKit(data, recovery_kit.shown_code(new_code), new_id, len(old.users))
 
     async def wipe_after_revocation(self, revocation: certs.Revocation) -> None:
         """Remote wipe: this node's own revocation arrived. Its data key, sealed secrets and users' keys are

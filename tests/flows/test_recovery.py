@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.errors import InvalidInput, NotFound, SignInRefused, WrongPassphrase
+from appliance.errors import InvalidInput, NotFound, PermissionDenied, SignInRefused, WrongPassphrase
 from appliance.node import Attachment, Node
 from appliance.recovery import recover
 from appliance.recovery_kit import KitRejected
@@ -128,3 +128,62 @@ async def test_not_found_is_what_a_recovered_node_says_before_it_is_refilled(tmp
     async with await recover(tmp_path / "new", kit.data, kit.code, NEW_PASSPHRASE, user_secret=PASSPHRASE) as again:
         with pytest.raises(NotFound):
             await again.views.message(posted)
+
+
+async def test_a_node_whose_hardware_was_taken_comes_back_as_a_new_identity_for_the_same_users(tmp_path: Path) -> None:
+    """The admin replaces it from its kit: the old key is revoked (the box wipes itself when the
+    news reaches it), a new node key is certified for bob, whose own key stays his; the new node
+    is refilled by one bundle from alpha, which never knew it."""
+    alpha, bravo = await two_nodes(tmp_path)
+    stick = tmp_path / "stick"
+    async with alpha, bravo:
+        await alpha.chat.create_channel("general")
+        await alpha.chat.create_channel("ops", private=True)
+        await alpha.chat.add_member("ops", "bob")
+        await alpha.chat.post("ops", "private plan")
+        posted = await alpha.chat.post("general", "hello all")
+        await carry(alpha, bravo, stick)
+        kit = await bravo.custody.recovery_kit(PASSPHRASE, kdf=FAST)
+        old_id, bob = bravo.identity.node_id, bravo.identity.user_key
+        with pytest.raises(PermissionDenied):  # bob is no admin
+            await bravo.custody.replace_node(kit.data, kit.code, kdf=FAST)
+        replaced = await alpha.custody.replace_node(kit.data, kit.code, kdf=FAST)
+        assert replaced.node_id != old_id and (await alpha.audit.entries())[-1].action == "node_replaced"
+        assert alpha.directory.trust_of(bravo.identity.node_key) == "revoked"
+        with pytest.raises(InvalidInput, match="nothing to replace"):  # once is enough
+            await alpha.custody.replace_node(kit.data, kit.code, kdf=FAST)
+        with pytest.raises(KitRejected):
+            await recover(tmp_path / "new", replaced.data, kit.code, NEW_PASSPHRASE, user_secret=PASSPHRASE)
+        async with await recover(tmp_path / "new", replaced.data, replaced.code, NEW_PASSPHRASE, user_secret=PASSPHRASE) as fresh:
+            assert (fresh.identity.node_id, fresh.identity.user_key) == (replaced.node_id, bob)
+            assert fresh.identity.incarnation != bravo.identity.incarnation
+            await carry(alpha, fresh, stick)  # one bundle: alpha never heard of this node
+            assert {c.name for c in await fresh.views.list_channels()} == {"general", "ops"}
+            assert (await fresh.views.message(posted)).text == "hello all"
+            mine = await fresh.chat.post("ops", "bob again, on a new box")
+            await carry(fresh, alpha, stick)
+            assert (await alpha.views.message(mine)).author == "bob"
+        # The taken box, when it next meets the workspace, learns it is revoked and wipes itself.
+        await export_bundles(alpha, stick, for_nodes=[old_id])
+        report = await import_bundles(bravo, stick)
+        assert report.wiped
+
+
+def test_an_admin_replaces_a_taken_node_from_the_command_line(tmp_path: Path) -> None:
+    import json
+
+    alpha, bravo = tmp_path / "alpha", tmp_path / "bravo"
+    assert run_cli(alpha, "init", "--workspace", "acme", "--user", "alice").returncode == 0
+    invited = json.loads(run_cli(alpha, "invite", "bravo", "--user", "bob", "--out", str(tmp_path / "bravo.enroll"), "--json").stdout)
+    assert run_cli(bravo, "join", str(tmp_path / "bravo.enroll"), "--code", invited["code"]).returncode == 0
+    kit = json.loads(run_cli(bravo, "recovery-kit", "--to", str(tmp_path / "bravo.kit"), "--json").stdout)
+    refused = run_cli(bravo, "replace-node", str(tmp_path / "bravo.kit"), "--code", kit["code"], "--to", str(tmp_path / "x.kit"))
+    assert refused.returncode == 1 and "needs the admin role" in refused.stderr
+    done = run_cli(alpha, "replace-node", str(tmp_path / "bravo.kit"), "--code", kit["code"], "--to", str(tmp_path / "new.kit"), "--json")
+    assert done.returncode == 0, done.stderr
+    replaced = json.loads(done.stdout)
+    assert replaced["node_id"] != invited["node_id"]
+    recovered = run_cli(tmp_path / "new", "recover", str(tmp_path / "new.kit"), "--code", replaced["code"], "--json")
+    assert recovered.returncode == 0, recovered.stderr
+    me = json.loads(run_cli(tmp_path / "new", "whoami", "--json").stdout)
+    assert (me["node_id"], me["user"]) == (replaced["node_id"], "bob")

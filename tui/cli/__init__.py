@@ -55,6 +55,7 @@ COMMANDS: tuple[Command, ...] = (
     custody.RESTORE,
     custody.RECOVERY_KIT,
     custody.RECOVER,
+    custody.REPLACE_NODE,
     courier.BUNDLE,
     courier.COURIER,
     admin.NODE,

@@ -110,6 +110,35 @@ async def cmd_recover(args: argparse.Namespace) -> None:
         )
 
 
+async def cmd_replace_node(args: argparse.Namespace) -> None:
+    from appliance.recovery_kit import MAX_KIT_BYTES
+
+    try:
+        data = read_regular_file(Path(args.kit).expanduser(), MAX_KIT_BYTES)
+    except OSError as exc:
+        raise CliError(f"cannot read the recovery kit: {exc.strerror}") from exc
+
+    async def run(node: Node) -> None:
+        kit = await node.custody.replace_node(data, args.code, reason=args.reason)
+        write_atomically(Path(args.to).expanduser(), kit.data)
+        emit(
+            args,
+            {"file": args.to, "code": kit.code, "node_id": kit.node_id, "users": kit.users},
+            f"The lost node is revoked; its new identity {kit.node_id} ({kit.users} user(s), their keys unchanged) is in {args.to}\n"
+            f"Recovery code of the new identity:\n\n    {kit.code}\n\n"
+            "On the new hardware: `rallypoint recover` with it, then sync with any peer.",
+        )
+
+    await with_node(args, run)
+
+
+def _replace_node_arguments(parser: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    parser.add_argument("kit", metavar="KIT", help="the lost node's recovery kit")
+    parser.add_argument("--code", required=True, help="its recovery code")
+    parser.add_argument("--to", required=True, metavar="FILE", help="where to write the new identity's recovery kit")
+    parser.add_argument("--reason", default="hardware taken", help="the revocation's reason (default: hardware taken)")
+
+
 def _recovery_kit_arguments(parser: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--to", required=True, metavar="FILE")
 
@@ -134,3 +163,4 @@ BACKUP = Command("backup", "admin: write a consistent copy of this node's store 
 RESTORE = Command("restore", "make an empty home the node a backup was taken of, now or as at a time (needs that node's passphrase)", cmd_restore, _restore_arguments)
 RECOVERY_KIT = Command("recovery-kit", "write this node's recovery kit (its key, users' sealed keys, certificates) and print its code", cmd_recovery_kit, _recovery_kit_arguments)
 RECOVER = Command("recover", "rebuild a lost node in an empty home from its recovery kit and code; peers then refill it", cmd_recover, _recover_arguments)
+REPLACE_NODE = Command("replace-node", "admin: a node whose hardware was taken - revoke it and write a kit of a new identity for its users", cmd_replace_node, _replace_node_arguments)
