@@ -57,7 +57,11 @@ When each is written (actor: the acting user's key, the node's key, or "-" for n
 - IDENTITY_CONFLICT_REPORTED: a peer reported such a conflict about this node.
 - WIPED: this node's revocation arrived and it erased what it held.
 - BACKUP: an admin took a backup of the running node.
-- RESTORED: a backup was restored into an empty home.
+- RESTORED: a backup was restored into an empty home (detail `as_at`: as the node was at that time; `read_only`: an inspection copy).
+- RECOVERY_KIT_MADE: a recovery kit of this node was written (its node key, sealed under a code).
+- NODE_REPLACED: an admin replaced a node whose hardware was taken: revoked it, certified a new
+  node key in its place and its users anew with that home, and wrote the new identity's kit.
+- RECOVERED: this node was rebuilt on new hardware from a recovery kit, with an empty store.
 - TRAIL_SUPERSEDED: another node's audit trail held here gave way, from an entry on, to a
   branch of it with a later restore (that node was restored from a backup); the entries it
   replaced are kept apart.
@@ -137,6 +141,9 @@ class AuditAction(enum.StrEnum):
     BACKUP_CHECKED = "backup_checked"
     BACKUP_PRUNED = "backup_pruned"
     BACKUP_SCHEDULE_SET = "backup_schedule_set"
+    RECOVERY_KIT_MADE = "recovery_kit_made"
+    RECOVERED = "recovered"
+    NODE_REPLACED = "node_replaced"
     TERMS_PUBLISHED = "terms_published"
     TERMS_ACCEPTED = "terms_accepted"
     SIGNED_IN = "signed_in"

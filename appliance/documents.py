@@ -17,7 +17,7 @@ two nodes that roll over to the same next segment concurrently only add distinct
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -135,6 +135,33 @@ def binding_errors(what: str) -> Iterator[None]:
         if type(exc).__module__ != "pyo3_runtime":
             raise
         raise DocumentError(f"{what}: the Automerge library failed on these bytes ({exc})") from exc
+
+
+_ROOT_PUT = re.compile(r'Patch \{ obj: Root, path: \[\], action: (?:PutMap|DeleteMap) \{ key: "((?:[^"\\]|\\.)*)"')
+
+
+def root_keys_changed(doc: Document, before: Sequence[bytes], after: Sequence[bytes]) -> set[str] | None:
+    """The root keys whose value differs between two states of `doc` (its heads then), from
+    Automerge's diff; None when a change lies below the root (a format-1 segment's nested
+    message objects) or is of a kind read here as unknown: then every key counts as changed.
+    The binding shows patches only as their debug text, which the pinned version fixes."""
+    with binding_errors("cannot compare two states of a document"):
+        patches = doc.diff(list(before), list(after))
+    keys: set[str] = set()
+    for patch in patches:
+        match = _ROOT_PUT.match(repr(patch))
+        if match is None:
+            return None
+        keys.add(match.group(1))
+    return keys
+
+
+def fork_at(doc: Document, heads: Sequence[bytes]) -> Document:
+    """A new document holding exactly the changes of `doc` up to `heads` (the binding has the
+    method; its type stub lists only `fork`, which takes no heads)."""
+    with binding_errors("cannot fork a document at earlier heads"):
+        forked: Document = doc.fork_at(list(heads))  # type: ignore[attr-defined]
+    return forked
 
 
 def load_document(data: bytes, actor: bytes) -> Document:

@@ -16,6 +16,7 @@ translated at the boundary (`raise X(...) from exc`).
     │   │   └── MfaCodeRequired
     │   ├── NotSignedIn
     │   ├── EnrollmentRejected
+    │   ├── KitRejected                    (appliance.recovery_kit)
     │   ├── PermissionDenied
     │   │   └── TermsNotAccepted
     │   ├── NotFound

@@ -139,6 +139,16 @@ class BackupInfo:
 
 
 @dataclass(frozen=True)
+class RecoveryKit:
+    """A recovery kit's bytes and the code that opens it (shown once, never stored)."""
+
+    data: bytes
+    code: str
+    node_id: str
+    users: int  # local users whose sealed keys it carries
+
+
+@dataclass(frozen=True)
 class Enrollment:
     """An enrollment file's bytes and the one-time code that opens it (shown, never stored)."""
 
@@ -241,6 +251,7 @@ class Receipt:
     sender_heads: Mapping[str, tuple[bytes, ...]]  # what the sender holds: an acknowledgement
     digest: bytes | None = None  # SHA-256 of the bundle file
     bundle_id: bytes | None = None
+    complete: bool = False  # sender_heads lists every document the sender holds that we may receive
 
 
 class DocumentDelta(NamedTuple):

@@ -23,7 +23,7 @@ from appliance.services.audit_feeds import AuditFeeds
 from appliance.services.blobs import Attachment, BlobsService
 from appliance.services.chat import SEGMENT_SIZE, ChatService, check_channel_name
 from appliance.services.compliance import ComplianceService
-from appliance.services.custody import BACKUP_SUFFIX, CustodyService, bring_in, remove_db
+from appliance.services.custody import BACKUP_SUFFIX, CustodyService, bring_in, remove_db, rewind_home
 from appliance.services.directory import DirectoryService
 from appliance.services.enrollment import MAX_ENROLLMENT_FILE_BYTES, EnrollmentService, enrolled_identity, open_enrollment
 from appliance.services.exchange import ExchangeService
@@ -58,7 +58,7 @@ class Node:
         self.blobs = BlobsService(kernel, self.identity, roster)
         self.chat = ChatService(kernel, self.identity, roster, heads, self.replica, self.views, self.blobs)
         self.exchange = ExchangeService(kernel, self.identity, roster, heads, self.replica)
-        self.custody = CustodyService(kernel, self.identity, roster, home)
+        self.custody = CustodyService(kernel, self.identity, roster, home, self.replica, self.directory)
         feeds = AuditFeeds(kernel, self.identity, roster)
         self.intake = IntakeService(kernel, self.identity, roster, heads, self.replica, self.views, self.directory, self.blobs, self.exchange, self.custody, feeds)
         self.enrollment = EnrollmentService(kernel, self.identity, roster, self.replica, self.directory, self.intake)
@@ -209,6 +209,7 @@ class Node:
                 await node.signin.sign_in_own(user_secret or passphrase, totp_code)
             elif sign_in and as_user is not None:
                 await node.signin.sign_in(as_user, user_secret or passphrase, totp_code)
+            await node.custody.hold_if_copy()
             return node._opened()
         except BaseException:
             await store.__aexit__(None, None, None)
@@ -254,16 +255,32 @@ class Node:
             raise
 
     @classmethod
-    async def restore(cls, home: Path, backup: Path, passphrase: str, *, clock: Clock = wall_clock_ms, rng: Random = crypto.random_bytes) -> Node:
+    async def restore(
+        cls,
+        home: Path,
+        backup: Path,
+        passphrase: str,
+        *,
+        at: int | None = None,
+        log: Path | None = None,
+        read_only: bool = False,
+        clock: Clock = wall_clock_ms,
+        rng: Random = crypto.random_bytes,
+    ) -> Node:
         """Makes an empty `home` the node a backup was taken of: the file is checked, copied in and
-        unlocked with `passphrase`; if any step fails, `home` is left without a node again."""
-        await bring_in(home, backup, passphrase)
+        unlocked with `passphrase`; if any step fails, `home` is left without a node again. With
+        `at` (ms), the node as it was then (appliance/rewind.py: `log` a later store whose change
+        log covers `at`), optionally as a `read_only` copy for inspection."""
+        db_key = await bring_in(home, backup, passphrase)
         try:
+            rewound = await rewind_home(home, backup, at, log, db_key) if at is not None else None
             node = await cls.open(home, passphrase, clock=clock, rng=rng)
         except BaseException:
             remove_db(home)
             raise
-        await node.custody.record_restore(backup)
+        if rewound is not None:
+            await node.views.rebuild(rewound.rebuilt, rewound.touched)
+        await node.custody.record_restore(backup, rewound, read_only)
         return node
 
 

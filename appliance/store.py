@@ -191,6 +191,7 @@ class Storage(Protocol):
     tests/contracts/test_store.py holds both to the same contract."""
 
     is_sqlite: bool
+    read_only: str | None  # why every write is refused (a full disk, an inspection copy), else None
 
     async def __aenter__(self) -> Storage: ...
 

@@ -162,9 +162,14 @@ class MemoryReplica:
             self._publish(touched, Origin.PEER, received_from)
         return summary
 
-    async def record_peer_heads(self, peer: bytes, heads: Mapping[str, Sequence[bytes]]) -> None:
+    async def record_peer_heads(self, peer: bytes, heads: Mapping[str, Sequence[bytes]], *, complete: bool = False) -> None:
         self._require_unlocked()
         known = self._peer_heads.setdefault(peer, {})
+        forgotten = [doc_id for doc_id in known if doc_id not in heads] if complete else []
+        for doc_id in forgotten:
+            del known[doc_id]
+        if forgotten:
+            self._peer_blobs.pop(peer, None)
         for doc_id, hashes in heads.items():
             known[doc_id] = tuple(hashes)
         sent = self._peer_blobs.get(peer, {})

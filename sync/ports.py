@@ -73,8 +73,9 @@ class Replica(Protocol):
         only if every change in it is covered by its own author's signature (appliance.wholes)."""
         ...
 
-    async def record_peer_heads(self, peer: bytes, heads: Mapping[str, Sequence[bytes]]) -> None:
-        """What `peer` acknowledged holding: the next delta for it starts there."""
+    async def record_peer_heads(self, peer: bytes, heads: Mapping[str, Sequence[bytes]], *, complete: bool = False) -> None:
+        """What `peer` acknowledged holding: the next delta for it starts there. `complete`: it
+        holds nothing of the documents the report leaves out."""
         ...
 
     async def audit_for(self, peer: bytes, *, max_bytes: int) -> AuditCarry:

@@ -47,7 +47,7 @@ class NodeExchange(Protocol):
     async def delta_for(
         self, peers: Sequence[bytes], *, only: Collection[str] | None = None, also_held: Mapping[str, Sequence[bytes]] | None = None
     ) -> Delta: ...
-    async def record_peer_heads(self, peer: bytes, heads: Mapping[str, Sequence[bytes]]) -> None: ...
+    async def record_peer_heads(self, peer: bytes, heads: Mapping[str, Sequence[bytes]], *, complete: bool = False) -> None: ...
     async def note_sent(self, peers: Sequence[bytes], blobs: Sequence[tuple[bytes, str]], heads: Mapping[str, Sequence[bytes]]) -> None: ...
 
 
@@ -180,8 +180,8 @@ class NodeReplica:
     ) -> ImportSummary:
         return await self._node.intake.import_batches(batches, wholes=wholes, blobs=blobs, received_from=received_from, receipt=receipt)
 
-    async def record_peer_heads(self, peer: bytes, heads: Mapping[str, Sequence[bytes]]) -> None:
-        await self._node.exchange.record_peer_heads(peer, heads)
+    async def record_peer_heads(self, peer: bytes, heads: Mapping[str, Sequence[bytes]], *, complete: bool = False) -> None:
+        await self._node.exchange.record_peer_heads(peer, heads, complete=complete)
 
     async def note_sent(self, peers: Sequence[bytes], blobs: Sequence[tuple[bytes, str]], heads: Mapping[str, Sequence[bytes]]) -> None:
         await self._node.exchange.note_sent(peers, blobs, heads)

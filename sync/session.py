@@ -173,7 +173,7 @@ class Session:
             if message.complete:
                 self._acks.clear()
                 self._peer_has = dict(message.heads)
-                await self.replica.record_peer_heads(self.peer, message.heads)
+                await self.replica.record_peer_heads(self.peer, message.heads, complete=True)
                 await self.book.note_lan_sync(self.peer, self.address, self.port)
                 self._full_resync = True
                 self._wake.set()

@@ -433,7 +433,10 @@ async def _import_file(node: CourierNode, medium: Medium, file: StickFile, previ
         except IdentityConflict as exc:
             return await _reject(node, medium, file, data, digest, opened, "IdentityConflict", str(exc), preview, quota)
     sender = ids.key_id(opened.sender)
-    receipt = Receipt(source=Carrier.BUNDLE, sender=opened.sender, created_at=opened.created_at, sender_heads=opened.heads, digest=digest, bundle_id=opened.id)
+    # A bundle for this node alone lists the sender's heads of every document we may receive,
+    # unless there are more than its header holds: then its report is complete.
+    complete = opened.recipients == (node.identity.node_key,) and len(opened.heads) < MAX_HEADS_IN_HEADER
+    receipt = Receipt(source=Carrier.BUNDLE, sender=opened.sender, created_at=opened.created_at, sender_heads=opened.heads, digest=digest, bundle_id=opened.id, complete=complete)
     try:
         summary = await node.intake.import_batches(
             list(content.directory) + list(content.changes),

@@ -4,33 +4,40 @@ the remote wipe when this node's own revocation arrives."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 from contextlib import suppress
 from pathlib import Path
 
-from sqlalchemy import insert, text, update
+from sqlalchemy import insert, select, text, update
 
-from appliance import atrest, backups, certs, cipher, ids, keystore
+from appliance import atrest, backups, certs, cipher, crypto, documents, ids, keystore, recovery_kit, rewind
 from appliance import schema as t
 from appliance.audit_actions import AuditAction
-from appliance.errors import AlreadyInitialised, InvalidInput, StorageError
+from appliance.errors import AlreadyInitialised, InvalidInput, StorageError, WrongPassphrase
 from appliance.files import COPY_CHUNK_BYTES, create_private, open_regular, owned
+from appliance.identity import INCARNATION_BYTES
 from appliance.kernel import Kernel
-from appliance.model import BackupInfo
+from appliance.model import BackupInfo, RecoveryKit, iso_utc
 from appliance.retention import BACKUP_SUFFIX as BACKUP_SUFFIX
 from appliance.retention import BackupHealth, RetentionPolicy
+from appliance.rewind import READ_ONLY_SETTING, Rewound
 from appliance.services.backup_runs import BackupRuns, BackupSchedule, check_copy
+from appliance.services.directory import DirectoryService
 from appliance.services.identity import LOCKED_SETTING, IdentityService
+from appliance.services.replica import ReplicaService
 from appliance.services.roster import Roster
-from appliance.store import DB_FILE, check_database_file, ensure_home
+from appliance.store import DB_FILE, Store, check_database_file, ensure_home
 
 
 class CustodyService:
-    def __init__(self, kernel: Kernel, identity: IdentityService, roster: Roster, home: Path) -> None:
+    def __init__(self, kernel: Kernel, identity: IdentityService, roster: Roster, home: Path, replica: ReplicaService, directory: DirectoryService) -> None:
         self._kernel = kernel
         self._identity = identity
         self._roster = roster
+        self._replica = replica
+        self._directory = directory
         self.runs = BackupRuns(kernel, identity, home)
 
     async def backup(self, directory: Path, policy: RetentionPolicy | None = None) -> BackupInfo:
@@ -61,10 +68,123 @@ class CustodyService:
         """The last backup, its check, and whether the daily one is overdue or failed."""
         return await self.runs.health()
 
-    async def record_restore(self, backup: Path) -> None:
-        """Audits that this node was brought back from `backup` (the restore's last step)."""
+    async def record_restore(self, backup: Path, rewound: Rewound | None = None, read_only: bool = False) -> None:
+        """Audits that this node was brought back from `backup` (the restore's last step) - as it
+        was at the time `rewound` names, for a point-in-time restore - and, for an inspection copy,
+        makes the store refuse every write from then on, in this process and whoever opens it."""
+        detail: dict[str, object] = {"file": backup.name}
+        if rewound is not None:
+            detail.update({"as_at": iso_utc(rewound.at), "changes_dropped": rewound.dropped, "changes_merged": rewound.merged})
+        if read_only:
+            detail["read_only"] = True
         async with self._kernel.store.transaction() as conn:
-            await self._kernel.audit(conn, self._kernel.clock(), "-", AuditAction.RESTORED, {"file": backup.name})
+            await self._kernel.audit(conn, self._kernel.clock(), "-", AuditAction.RESTORED, detail)
+            if read_only:
+                when = f"as it was at {iso_utc(rewound.at)}" if rewound is not None else f"from {backup.name}"
+                reason = f"this store is a read-only copy of the node {when}, for inspection"
+                await conn.execute(insert(t.settings).values(name=READ_ONLY_SETTING, value=reason))
+        await self.hold_if_copy()
+
+    async def hold_if_copy(self) -> None:
+        """A read-only inspection copy (`record_restore`) refuses writes once it is open: each says
+        so in one line and writes nothing."""
+        async with self._kernel.store.reading() as conn:
+            reason = (await conn.execute(select(t.settings.c.value).where(t.settings.c.name == READ_ONLY_SETTING))).scalar()
+        if reason is not None:
+            self._kernel.store.read_only = str(reason)
+
+    async def recovery_kit(self, passphrase: str, *, kdf: crypto.KdfParams = crypto.MODERATE) -> RecoveryKit:
+        """What rebuilds this node on new hardware (appliance/recovery_kit.py), sealed under a
+        recovery code shown once. Needs the node's passphrase again - the kit carries the node key
+        it guards - and is audited; users' keys stay sealed under their own secrets."""
+        self._identity.require_unlocked()
+        row, keys = self._identity.row, self._identity.keys
+        async with self._kernel.store.reading() as conn:
+            ident = (await conn.execute(select(t.node_identity))).mappings().one()
+            users = (await conn.execute(select(t.user_secrets))).mappings().all()
+            mfa = {r["public_key"]: r for r in (await conn.execute(select(t.user_mfa))).mappings().all()}
+        try:
+            await asyncio.to_thread(crypto.open_with_passphrase, passphrase, ident["sealed_data_key"], ident["kdf_salt"], self._identity.row.kdf)
+        except WrongPassphrase:
+            async with self._kernel.store.transaction() as conn:
+                await self._kernel.audit(conn, self._kernel.clock(), self._identity.user_key.hex(), AuditAction.PERMISSION_DENIED, {"action": "recovery-kit", "reason": "wrong passphrase"})
+            raise
+        directory = await self._replica.changes_for(documents.DIRECTORY_DOC, [])
+        now = self._kernel.clock()
+        contents = recovery_kit.KitContents(
+            workspace_name=row.workspace_name,
+            workspace_key=row.workspace_key,
+            node_name=row.node_name,
+            node_seed=bytes(keys.node),
+            workspace_seed=bytes(keys.workspace) if keys.workspace is not None else None,
+            default_user=row.default_user,
+            incarnation=row.incarnation,
+            kdf=row.kdf,
+            users=tuple(
+                recovery_kit.SealedUser(
+                    u["public_key"], u["salt"], u["sealed"], u["must_change"], u["changed_at"],
+                    (mfa[u["public_key"]]["sealed_secret"], mfa[u["public_key"]]["enrolled_at"], mfa[u["public_key"]]["last_step"]) if u["public_key"] in mfa else None,
+                )
+                for u in users
+            ),
+            directory=tuple((c.data, c.signature) for c in directory),
+            made_at=now,
+        )
+        code = recovery_kit.new_code(list(self._kernel.rng(recovery_kit.KIT_CODE_CHARS)))
+        data = await asyncio.to_thread(
+            recovery_kit.seal_kit, recovery_kit.encode_contents(contents), code, self._kernel.rng(crypto.SALT_BYTES), self._kernel.rng(crypto.NONCE_BYTES), kdf
+        )
+        async with self._kernel.store.transaction() as conn:
+            await self._kernel.audit(conn, now, self._identity.user_key.hex(), AuditAction.RECOVERY_KIT_MADE, {"node": self._identity.node_id, "users": len(users)})
+        return RecoveryKit(data, recovery_kit.shown_code(code), self._identity.node_id, len(users))
+
+    async def replace_node(self, kit: bytes, code: str, *, reason: str = "hardware taken", kdf: crypto.KdfParams = crypto.MODERATE) -> RecoveryKit:
+        """Admin: the identity of a node whose hardware was taken is not recovered - whoever holds
+        the box may hold its key. From its recovery kit, this revokes the lost node, certifies a
+        new node key in its place and certifies its users anew with the new node as their home
+        (their keys stay theirs, still sealed under their own secrets), in one directory change;
+        returns a recovery kit of the new identity (a fresh incarnation) for `recover` on the new
+        hardware, sealed under a new code."""
+        issuer = await self._identity.require_admin("replace node")
+        old = await asyncio.to_thread(recovery_kit.open_kit, kit, code)
+        if old.workspace_key != self._identity.workspace_key:
+            raise InvalidInput("the recovery kit is of another workspace")
+        old_key = bytes(crypto.new_signing_key(old.node_seed).verify_key)
+        if old_key == self._identity.node_key:
+            raise InvalidInput("this is the kit of this node: replace it from another admin's node")
+        current = self._roster.current
+        lost = current.nodes.get(old_key)
+        if lost is None:
+            raise InvalidInput("the kit's node is not a node of this workspace now (revoked already, or unknown): nothing to replace")
+        now = self._kernel.clock()
+        new_key = crypto.new_signing_key(self._kernel.rng(32))
+        new_public = bytes(new_key.verify_key)
+        ws = self._identity.workspace_key
+        records: list[certs.Certificate | certs.Revocation] = [
+            certs.issue_revocation(issuer, workspace=ws, subject=old_key, reason=reason, revoked_at=now),
+            certs.issue_certificate(issuer, workspace=ws, kind=certs.SubjectKind.NODE, key=new_public, name=lost.name, role=certs.Role.NODE, issued_at=now),
+        ]
+        for user in old.users:
+            cert = current.users.get(user.public_key)
+            if cert is not None:
+                records.append(
+                    certs.issue_certificate(
+                        issuer, workspace=ws, kind=certs.SubjectKind.USER, key=cert.key, name=cert.name, role=cert.role,
+                        issued_at=max(now, cert.issued_at + 1), home=new_public, attributes=cert.attributes,
+                    )
+                )
+        new_id = ids.key_id(new_public)
+        detail: dict[str, object] = {"node": lost.name, "old": ids.key_id(old_key), "new": new_id, "users": len(records) - 2, "reason": reason}
+        await self._directory.add_entries(records, AuditAction.NODE_REPLACED, detail)
+        directory = await self._replica.changes_for(documents.DIRECTORY_DOC, [])
+        contents = dataclasses.replace(
+            old, node_seed=bytes(new_key), incarnation=self._kernel.rng(INCARNATION_BYTES), directory=tuple((c.data, c.signature) for c in directory), made_at=now
+        )
+        new_code = recovery_kit.new_code(list(self._kernel.rng(recovery_kit.KIT_CODE_CHARS)))
+        data = await asyncio.to_thread(
+            recovery_kit.seal_kit, recovery_kit.encode_contents(contents), new_code, self._kernel.rng(crypto.SALT_BYTES), self._kernel.rng(crypto.NONCE_BYTES), kdf
+        )
+        return RecoveryKit(data, recovery_kit.shown_code(new_code), new_id, len(old.users))
 
     async def wipe_after_revocation(self, revocation: certs.Revocation) -> None:
         """Remote wipe: this node's own revocation arrived. Its data key, sealed secrets and users' keys are
@@ -87,13 +207,13 @@ class CustodyService:
         await self._kernel.store.scrub()
 
 
-async def bring_in(home: Path, backup: Path, passphrase: str) -> None:
+async def bring_in(home: Path, backup: Path, passphrase: str) -> bytes | None:
     """Copies a backup and its key file into an empty `home`; the copy is checked (its recorded
     SHA-256, integrity, identity, audit chain, under the key the passphrase unseals) before it
     gets its name: a refused one, or a wrong passphrase, leaves nothing in `home` (nor `home`
     itself, when this made it). The caller then opens it and, if that fails, removes it again
     (`remove_db`). A plain backup from before encryption has no key file: it is converted when
-    opened."""
+    opened. Returns the database key the copy is encrypted under (None: plain)."""
     if (home / DB_FILE).exists():
         raise AlreadyInitialised(f"{home} already holds a node: restore into an empty home")
     key_source = backups.backup_key_path(backup)
@@ -119,6 +239,7 @@ async def bring_in(home: Path, backup: Path, passphrase: str) -> None:
         if key_file is not None:
             await asyncio.to_thread(keystore.write_private_atomically, keystore.key_path(home), atrest.encode_key_file(key_file))
         await asyncio.to_thread(_publish, partial, home / DB_FILE)
+        return db_key
     except OSError as exc:
         remove_db(home)
         raise StorageError(f"cannot copy {backup.name} into {home}: {exc.strerror or exc}") from exc
@@ -130,6 +251,24 @@ async def bring_in(home: Path, backup: Path, passphrase: str) -> None:
         if not (home / DB_FILE).exists() and made:
             with suppress(OSError):
                 home.rmdir()  # only if empty
+
+
+async def rewind_home(home: Path, backup: Path, at: int, log: Path | None, db_key: bytes | None) -> Rewound:
+    """Cuts the store just brought into `home` from `backup` (under `db_key`, if encrypted) back
+    to `at` (appliance/rewind.py), merging first the rows up to `at` of the later store `log` (the
+    same node's: the same key). A backup taken before `at` holds nothing of what came between:
+    without a log that covers `at`, InvalidInput."""
+    later = await asyncio.to_thread(rewind.read_later_log, log, at, db_key) if log is not None else None
+    store = Store.at(home, db_key)
+    async with store:
+        async with store.reading() as conn:
+            until = await conn.run_sync(rewind.covers_until, backup.name)
+        if later is not None:
+            until = max(until, later.covers_until)
+        if at > until:
+            hint = "a log taken later" if log is not None else "the change log of a later backup or the live store with --log"
+            raise InvalidInput(f"the backup was taken at {iso_utc(until)}, before {iso_utc(at)}: give {hint}")
+        return await store.write(lambda conn: rewind.rewind(conn, at, later))
 
 
 def _plain_backup(backup: Path) -> bool:

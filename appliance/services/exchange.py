@@ -296,21 +296,30 @@ class ExchangeService:
                 for digest, doc_id in blobs:
                     await self.upsert_peer_blob(conn, ids.key_id(peer), digest, doc_id, b"".join(heads.get(doc_id, ())) or b"\x00", now)
 
-    async def record_peer_heads(self, peer: bytes, heads: Mapping[str, Sequence[bytes]]) -> None:
+    async def record_peer_heads(self, peer: bytes, heads: Mapping[str, Sequence[bytes]], *, complete: bool = False) -> None:
         """What a peer just told us it holds (a LAN acknowledgement): the base of the next delta
-        for it, by LAN or by bundle, and confirmation of the blobs sent before those heads."""
+        for it, by LAN or by bundle, and confirmation of the blobs sent before those heads.
+        `complete`: the report lists every document it holds (store_peer_heads)."""
         now, peer_id = self._kernel.clock(), ids.key_id(peer)
         async with self._kernel.store.transaction() as conn:
-            await self.store_peer_heads(conn, peer_id, heads, now)
+            await self.store_peer_heads(conn, peer_id, heads, now, complete=complete)
             await self.confirm_sent_blobs(conn, peer_id, heads, now)
 
-    async def store_peer_heads(self, conn: AsyncConnection, peer: str, heads: Mapping[str, Sequence[bytes]], now: int) -> None:
+    async def store_peer_heads(self, conn: AsyncConnection, peer: str, heads: Mapping[str, Sequence[bytes]], now: int, *, complete: bool = False) -> None:
         """The latest report to arrive replaces what we believed of each document it lists; no
         clock decides (a sender's clock a day ahead once froze its acknowledgements, and a
         receiver cannot order two boxes' clocks). A report that arrives out of order (a late,
         older bundle) only makes the next delta larger: importing twice changes nothing. Any
         rule that kept the larger of two reports would over-credit a peer restored from a
-        backup, which then would never be sent what it lost."""
+        backup, which then would never be sent what it lost. A `complete` report (a LAN session's
+        opening heads, a bundle for this node alone) lists every document the peer holds that we
+        may send it: what it leaves out, the peer holds nothing of - a node recovered on new
+        hardware from its kit, with an empty store - and is forgotten, with the attachments we
+        believed it held, so everything goes again."""
+        if complete:
+            forgotten = await conn.execute(t.peer_heads.delete().where(and_(t.peer_heads.c.peer == peer, t.peer_heads.c.doc_id.not_in(list(heads)))))
+            if forgotten.rowcount:  # it lost what it held: which attachments it kept, nothing says
+                await conn.execute(t.peer_blobs.delete().where(t.peer_blobs.c.peer == peer))
         stored: set[str] = set((await conn.execute(select(t.peer_heads.c.doc_id).where(t.peer_heads.c.peer == peer))).scalars().all())
         new = [{"peer": peer, "doc_id": doc_id, "heads": b"".join(hashes), "updated_at": now} for doc_id, hashes in heads.items() if doc_id not in stored]
         known = [{"of_peer": peer, "of_doc": doc_id, "heads": b"".join(hashes), "updated_at": now} for doc_id, hashes in heads.items() if doc_id in stored]

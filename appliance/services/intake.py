@@ -430,7 +430,7 @@ class IntakeService:
         (so we never send them back), the bundle's log row and the audit entry."""
         now = self._kernel.clock()
         sender = ids.key_id(receipt.sender)
-        await self._exchange.store_peer_heads(conn, sender, receipt.sender_heads, now)
+        await self._exchange.store_peer_heads(conn, sender, receipt.sender_heads, now, complete=receipt.complete)
         for digest, _ in blobs:
             await self._exchange.upsert_peer_blob(conn, sender, digest, None, None, now)
         await self._exchange.confirm_sent_blobs(conn, sender, receipt.sender_heads, now)

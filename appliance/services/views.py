@@ -5,11 +5,12 @@ change. Rows are rebuilt from the documents, never the other way round."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from automerge._automerge import Document
 from sqlalchemy import and_, func, insert, select, text, update
@@ -38,6 +39,7 @@ _INDEX_NEW_MESSAGES = text("INSERT INTO messages_fts(rowid, text) SELECT row_id,
 
 
 _VIEW_COLUMNS = [t.messages.c[name] for name in VIEW_COLUMNS]
+_REBUILD_BATCH = 32  # segments written again per transaction by a point-in-time restore
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,33 @@ class ViewsService:
             with contextlib.suppress(StorageError):  # a full disk still opens; the next open retries
                 async with self._kernel.lock, self._kernel.store.transaction() as conn:
                     await self.rejudge(conn, self._roster.admin_hexes(), t.messages.c.deleted_by == "")
+
+    async def rebuild(self, doc_ids: Sequence[str], touched: Mapping[str, frozenset[str]]) -> None:
+        """Writes again the view rows of documents a point-in-time restore rebuilt: channel rows
+        from heads; a segment's messages as they now read - of those `touched` names for it, else
+        all - a row that differs is updated (withheld ones stay so), a missing one inserted, the
+        row of a message the document no longer holds deleted; and, when the directory was
+        rebuilt, every deletion judged again."""
+        refs = [(doc_id, documents.parse_doc_id(doc_id)) for doc_id in doc_ids]
+        heads = [ref.channel_id for _, ref in refs if ref.kind == documents.DocumentKind.HEAD]
+        seg_ids = [(ref.channel_id, doc_id) for doc_id, ref in refs if ref.kind == documents.DocumentKind.SEGMENT and touched.get(doc_id) != frozenset()]
+        admins = self._roster.admin_hexes()
+        async with self._kernel.lock:
+            with self._replica.snapshots_held():
+                async with self._kernel.store.transaction() as conn:
+                    for channel_id in heads:
+                        await self._heads.materialise_head(conn, channel_id, await self._replica.document(documents.head_doc_id(channel_id)))
+                for start in range(0, len(seg_ids), _REBUILD_BATCH):
+                    rows: list[tuple[Any, ...]] = []
+                    for channel_id, doc_id in seg_ids[start : start + _REBUILD_BATCH]:
+                        states = segments.read_messages(await self._replica.document(doc_id), admins, only=touched.get(doc_id))
+                        rows += [view_row(channel_id, doc_id, s) for s in states if ids.is_message_id(s.message_id)]
+                    batch = {doc_id: touched.get(doc_id) for _, doc_id in seg_ids[start : start + _REBUILD_BATCH]}
+                    await self._kernel.store.write(functools.partial(_rewrite_segments, rows=rows, batch=batch))
+                    self.view_changed(list(batch))
+                if documents.DIRECTORY_DOC in doc_ids:
+                    async with self._kernel.store.transaction() as conn:
+                        await self.rejudge(conn, admins, t.messages.c.deleted_by.is_not(None))
 
     async def newest_row(self, conn: AsyncConnection) -> int:
         """The newest view row's id: an import's new rows are those above it."""
@@ -294,6 +323,21 @@ class ViewsService:
                 condition = and_(*(t.messages.c.text.ilike(f"%{term}%") for term in terms), t.messages.c.deleted.is_(False), t.messages.c.withheld.is_(False))
                 rows = (await conn.execute(select(t.messages).where(condition).order_by(t.messages.c.message_id.desc()).limit(limit * 4))).mappings().all()
         return [self._view(r, readable[r["channel_id"]]) for r in rows if r["channel_id"] in readable][:limit]
+
+
+def _rewrite_segments(conn: Connection, rows: Sequence[tuple[Any, ...]], batch: Mapping[str, frozenset[str] | None]) -> None:
+    """The view rows `rows` read of segments (doc id -> the messages read, None: all) stored
+    (store_view_rows), and the rows of the messages read that `rows` leaves out deleted."""
+    store_view_rows(conn, rows, [doc_id for doc_id, only in batch.items() if only is None])
+    kept = {(row[_DOC], row[_MESSAGE]) for row in rows}
+    gone: list[int] = []
+    for doc_id, only in batch.items():
+        query = select(t.messages.c.row_id, t.messages.c.message_id).where(t.messages.c.doc_id == doc_id)
+        if only is not None:
+            query = query.where(t.messages.c.message_id.in_(sorted(only)))
+        gone += [row_id for row_id, message_id in cast(list[tuple[int, str]], conn.execute(query).all()) if (doc_id, message_id) not in kept]
+    for start in range(0, len(gone), 500):
+        conn.execute(t.messages.delete().where(t.messages.c.row_id.in_(gone[start : start + 500])))
 
 
 def insert_view_rows(conn: Connection, rows: Sequence[tuple[Any, ...]], indexed: bool) -> None:

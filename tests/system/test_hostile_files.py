@@ -1,5 +1,5 @@
 """Files handed to the command line that are no files: a named pipe, a link to one, a folder, a
-socket, a device. `bundle inspect`, `join` and `restore` refuse each at once with a reason (a named
+socket, a device. `bundle inspect`, `join`, `restore` and `recover` refuse each at once with a reason (a named
 pipe used to block them forever), and a stick strewn with them does not stop a courier run."""
 
 from __future__ import annotations
@@ -57,10 +57,11 @@ def _commands(path: Path) -> dict[str, tuple[str, ...]]:
         "bundle inspect": ("bundle", "inspect", str(path)),
         "join": ("join", str(path), "--code", "AAAA-BBBB-CCCC"),
         "restore": ("restore", str(path)),
+        "recover": ("recover", str(path), "--code", "AAAA-BBBB-CCCC-DDDD"),
     }
 
 
-@pytest.mark.parametrize("command", ["bundle inspect", "join", "restore"])
+@pytest.mark.parametrize("command", ["bundle inspect", "join", "restore", "recover"])
 @pytest.mark.parametrize("kind", sorted(MAKERS))
 def test_what_is_not_a_regular_file_is_refused_at_once(tmp_path: Path, command: str, kind: str) -> None:
     make, reason = MAKERS[kind]
@@ -75,7 +76,7 @@ def test_what_is_not_a_regular_file_is_refused_at_once(tmp_path: Path, command: 
     assert not (home / "node.db").exists()
 
 
-@pytest.mark.parametrize("command", ["bundle inspect", "join", "restore"])
+@pytest.mark.parametrize("command", ["bundle inspect", "join", "restore", "recover"])
 def test_a_socket_is_refused(tmp_path: Path, listening_socket: Path, command: str) -> None:
     result = run_cli(tmp_path / "home", *_commands(listening_socket)[command], timeout=BOUND_S)
     assert result.returncode == 1 and f"{listening_socket} is a socket, not a regular file" in result.stderr

@@ -48,6 +48,7 @@ PURE = [
     "appliance/directory_records.py",
     "appliance/audit_feed.py",
     "appliance/totp.py",
+    "appliance/recovery_kit.py",
     "appliance/user_keys.py",
     "appliance/retention.py",
     "appliance/compliance_records.py",

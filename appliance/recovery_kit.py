@@ -1,0 +1,136 @@
+"""Recovery kits: what makes a node that node, sealed under a recovery code.
+
+A kit holds the node's key (and the workspace key, on the node that has it), its name,
+workspace and incarnation, the Argon2id cost its users' secrets are sealed at, each local
+user's key exactly as the node keeps it - sealed under that user's own secret, so the kit and
+its code do not let anyone act as a user - with their MFA rows (sealed the same way), and the
+directory's signed changes (the certificates that say who the node and its users are). Sealed
+like an enrollment file: Argon2id on a 16-character code shown once, XSalsa20-Poly1305.
+
+Pure: bytes and values in, bytes and values out; randomness and time are parameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from appliance import cbor, crypto, ids
+from appliance.errors import ApplianceError, InvalidInput, WrongPassphrase
+
+KIT_FORMAT = "rallypoint-recovery-kit/1"
+KIT_CODE_CHARS = 16  # 80 bits behind Argon2id "moderate": the kit may sit in a drawer for years
+MAX_KIT_BYTES = 16 * 1024 * 1024
+
+
+class KitRejected(ApplianceError):
+    """A recovery kit that is damaged, of another format, or opened with a wrong code."""
+
+
+@dataclass(frozen=True)
+class SealedUser:
+    """A local user's key as the node keeps it (user_secrets), and their MFA row if any."""
+
+    public_key: bytes
+    salt: bytes
+    sealed: bytes
+    must_change: bool
+    changed_at: int
+    mfa: tuple[bytes, int, int] | None  # sealed secret, enrolled at, last step
+
+
+@dataclass(frozen=True)
+class KitContents:
+    workspace_name: str
+    workspace_key: bytes
+    node_name: str
+    node_seed: bytes
+    workspace_seed: bytes | None
+    default_user: bytes
+    incarnation: bytes
+    kdf: crypto.KdfParams
+    users: tuple[SealedUser, ...]
+    directory: tuple[tuple[bytes, bytes | None], ...]  # signed changes of the directory document
+    made_at: int
+
+
+def new_code(random_index: list[int]) -> str:
+    """The recovery code from KIT_CODE_CHARS random indexes into the Crockford alphabet."""
+    return "".join(ids.CROCKFORD[i % len(ids.CROCKFORD)] for i in random_index[:KIT_CODE_CHARS])
+
+
+def shown_code(code: str) -> str:
+    return "-".join(code[i : i + 4] for i in range(0, len(code), 4))
+
+
+def encode_contents(kit: KitContents) -> bytes:
+    return cbor.encode(
+        {
+            "workspace_name": kit.workspace_name,
+            "workspace_key": kit.workspace_key,
+            "node_name": kit.node_name,
+            "node_seed": kit.node_seed,
+            "workspace_seed": kit.workspace_seed or b"",
+            "default_user": kit.default_user,
+            "incarnation": kit.incarnation,
+            "kdf": [kit.kdf.opslimit, kit.kdf.memlimit],
+            "users": [[u.public_key, u.salt, u.sealed, int(u.must_change), u.changed_at, list(u.mfa) if u.mfa else []] for u in kit.users],
+            "directory": [[data, signature or b""] for data, signature in kit.directory],
+            "made_at": kit.made_at,
+        }
+    )
+
+
+def decode_contents(data: bytes) -> KitContents:
+    try:
+        obj: dict[str, Any] = cbor.decode(data, "recovery kit contents")
+        return KitContents(
+            workspace_name=str(obj["workspace_name"]),
+            workspace_key=bytes(obj["workspace_key"]),
+            node_name=str(obj["node_name"]),
+            node_seed=bytes(obj["node_seed"]),
+            workspace_seed=bytes(obj["workspace_seed"]) or None,
+            default_user=bytes(obj["default_user"]),
+            incarnation=bytes(obj["incarnation"]),
+            kdf=crypto.KdfParams(int(obj["kdf"][0]), int(obj["kdf"][1])),
+            users=tuple(
+                SealedUser(bytes(u[0]), bytes(u[1]), bytes(u[2]), bool(u[3]), int(u[4]), (bytes(u[5][0]), int(u[5][1]), int(u[5][2])) if u[5] else None) for u in obj["users"]
+            ),
+            directory=tuple((bytes(c[0]), bytes(c[1]) or None) for c in obj["directory"]),
+            made_at=int(obj["made_at"]),
+        )
+    except (InvalidInput, KeyError, TypeError, ValueError, IndexError) as exc:
+        raise KitRejected("the recovery kit's contents are damaged") from exc
+
+
+def seal_kit(contents: bytes, code: str, salt: bytes, nonce: bytes, kdf: crypto.KdfParams) -> bytes:
+    """The kit file: `contents` sealed under `code` (blocking: Argon2id)."""
+    sealed = crypto.seal_with_passphrase(normalise(code), contents, salt, nonce, kdf)
+    return cbor.encode({"format": KIT_FORMAT, "salt": salt, "opslimit": kdf.opslimit, "memlimit": kdf.memlimit, "sealed": sealed})
+
+
+def open_kit(data: bytes, code: str) -> KitContents:
+    """The contents of a kit file; KitRejected for another file, a damaged one or a wrong code
+    (blocking: Argon2id)."""
+    if len(data) > MAX_KIT_BYTES:
+        raise KitRejected(f"a recovery kit is at most {MAX_KIT_BYTES:,} bytes")
+    try:
+        outer = cbor.decode(data, "recovery kit")
+    except InvalidInput as exc:
+        raise KitRejected(f"not a recovery kit ({exc})") from exc
+    if not isinstance(outer, dict) or outer.get("format") != KIT_FORMAT:
+        raise KitRejected("not a Rallypoint recovery kit (or an unsupported version)")
+    try:
+        params = crypto.KdfParams(int(outer["opslimit"]), int(outer["memlimit"]))
+        if params.memlimit > 1 << 30 or params.opslimit > 16:
+            raise KitRejected("the recovery kit asks for an unreasonable key-derivation cost")
+        inner = crypto.open_with_passphrase(normalise(code), outer["sealed"], outer["salt"], params)
+    except WrongPassphrase as exc:
+        raise KitRejected("wrong recovery code (or the kit was altered)") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise KitRejected("damaged recovery kit") from exc
+    return decode_contents(inner)
+
+
+def normalise(code: str) -> str:
+    """As typed: dashes and spaces dropped, the letters Crockford's alphabet reads as digits."""
+    return "".join(ch for ch in code if ch not in " -\t").upper().replace("O", "0").replace("I", "1").replace("L", "1")
