@@ -9,7 +9,6 @@ wrong key surfaces as SQLite's "file is not a database" (SQLITE_NOTADB): `wrong_
 
 from __future__ import annotations
 
-import os
 import types
 from collections.abc import Callable
 from contextlib import closing
@@ -21,7 +20,7 @@ import aiosqlite
 import sqlcipher3
 from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_dbapi
 
-from appliance import atrest
+from appliance import atrest, files
 from appliance.errors import StorageError, WrongKey
 
 NOT_A_DATABASE = "SQLITE_NOTADB"
@@ -109,7 +108,7 @@ def encrypt_copy(plain: Path, target: Path, db_key: bytes) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         conn.execute(f"PRAGMA encrypted.user_version = {int(version)}")
         conn.execute("DETACH DATABASE encrypted")
-    fsync_path(target)
+    files.fsync_path(target)
 
 
 def checkpoint_plain(path: Path) -> None:
@@ -120,12 +119,5 @@ def checkpoint_plain(path: Path) -> None:
         conn.execute("PRAGMA busy_timeout = 15000")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         conn.execute("PRAGMA journal_mode = DELETE").fetchone()
-    fsync_path(path)
+    files.fsync_path(path)
 
-
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

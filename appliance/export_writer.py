@@ -107,10 +107,10 @@ class ExportSink:
         files_dir = None
         if self._files_partial is not None:
             files_dir = self.target.with_name(self.target.name + FILES_SUFFIX)
-            _fsync(self._files_partial)
+            files.fsync_path(self._files_partial)
             os.rename(self._files_partial, files_dir)
         os.rename(self._partial, self.target)
-        _fsync(self.target.parent)
+        files.fsync_path(self.target.parent)
         return Written(self.target, self._hashing.size, self._hashing.digest.hexdigest(), files_dir, self._files_written)
 
     def abort(self) -> None:
@@ -122,10 +122,3 @@ class ExportSink:
         if self._files_partial is not None:
             shutil.rmtree(self._files_partial, ignore_errors=True)
 
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -116,3 +116,12 @@ def read_regular_file(path: Path, max_bytes: int) -> bytes:
         if info.st_size > max_bytes:
             raise FileTooLarge(f"{path}: it is {info.st_size:,} bytes, over the limit of {max_bytes:,}")
         return read_at_most(fd, max_bytes, str(path))
+
+
+def fsync_path(path: Path) -> None:
+    """Flushes the file or folder at `path` to disk (a folder: the names just made or renamed in it)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

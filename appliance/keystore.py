@@ -27,7 +27,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from appliance import atrest, cipher, crypto
+from appliance import atrest, cipher, crypto, files
 from appliance import schema as t
 from appliance.errors import KeyFileInvalid, NodeLocked, NotInitialised, StorageError, WrongPassphrase
 from appliance.files import create_private, open_regular, owned, read_at_most
@@ -67,7 +67,7 @@ def write_private_atomically(path: Path, data: bytes) -> None:
             writer.flush()
             os.fsync(writer.fileno())
         os.rename(partial, path)
-        cipher.fsync_path(path.parent)
+        files.fsync_path(path.parent)
     finally:
         partial.unlink(missing_ok=True)
 
@@ -185,7 +185,7 @@ def _write_key_file(path: Path, sealed: atrest.KeyFile) -> None:
 def forget_conversion(home: Path) -> None:
     """Once the conversion is in the audit log."""
     (home / CONVERTED).unlink(missing_ok=True)
-    cipher.fsync_path(home)
+    files.fsync_path(home)
 
 
 def encrypt_in_place(home: Path, db_key: bytes) -> None:
@@ -202,7 +202,7 @@ def encrypt_in_place(home: Path, db_key: bytes) -> None:
         cipher.check_encrypted_file(partial, db_key, DB_FILE)
         os.close(os.open(home / CONVERTED, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))  # audited by the unlock
         os.rename(partial, db)
-        cipher.fsync_path(home)
+        files.fsync_path(home)
     except cipher.DRIVER.Error as exc:
         raise StorageError(f"cannot encrypt {db}: {exc}; the store is unchanged") from exc
     except OSError as exc:

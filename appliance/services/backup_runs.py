@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import insert, select, text
 
-from appliance import audit, backups, ids, keystore
+from appliance import audit, backups, files, ids, keystore
 from appliance import schema as t
 from appliance.audit_actions import AuditAction
 from appliance.errors import BackupCheckFailed, InvalidInput, StorageError
@@ -238,7 +238,7 @@ def _publish_backup(partial: Path, target: Path, node_key: Path) -> bytes:
     if the store is encrypted) beside where it goes, then gives it its name: a crash or a full
     disk never leaves a file that looks like a finished backup, nor one without its key.
     Returns the SHA-256."""
-    _fsync_path(partial)
+    files.fsync_path(partial)
     digest = backups.file_digest(partial)
     try:
         backups.write_digest(target, digest)
@@ -249,16 +249,9 @@ def _publish_backup(partial: Path, target: Path, node_key: Path) -> bytes:
         backups.digest_path(target).unlink(missing_ok=True)
         backups.backup_key_path(target).unlink(missing_ok=True)
         raise
-    _fsync_path(target.parent)
+    files.fsync_path(target.parent)
     return digest
 
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _listing(directory: Path) -> dict[str, int]:

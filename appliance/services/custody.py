@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import insert, select, text, update
 
-from appliance import atrest, backups, certs, cipher, crypto, documents, ids, keystore, recovery_kit, rewind
+from appliance import atrest, backups, certs, cipher, crypto, documents, files, ids, keystore, recovery_kit, rewind
 from appliance import schema as t
 from appliance.audit_actions import AuditAction
 from appliance.errors import AlreadyInitialised, InvalidInput, StorageError, WrongPassphrase
@@ -308,15 +308,8 @@ def _check_file(copy: Path, name: str, db_key: bytes | None) -> None:
 
 def _publish(partial: Path, target: Path) -> None:
     os.rename(partial, target)
-    _fsync_path(target.parent)
+    files.fsync_path(target.parent)
 
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def remove_db(home: Path) -> None:
