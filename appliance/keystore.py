@@ -37,6 +37,8 @@ from appliance.store import DB_FILE, Store
 ENCRYPTING = f"{DB_FILE}.encrypting"  # the encrypted copy while a conversion writes it
 CONVERTED = "store-encrypted.pending"  # a conversion done and not yet in the audit log
 FAILURES = "unlock-failures"  # wrong passphrases met before the store could open, audited at the next unlock
+WIPED = "wiped"  # a remote wipe's reason, readable without any key: the store says it only once unlocked
+_MAX_WIPED_BYTES = 4096
 _MAX_FAILURE_LINES = 10_000
 
 
@@ -121,6 +123,21 @@ def forget_failures(home: Path) -> None:
     (home / FAILURES).unlink(missing_ok=True)
 
 
+def note_wiped(home: Path, reason: str) -> None:
+    """Records, outside the encrypted store, that this node wiped itself and why: every later
+    open says so before it asks for any key (the appliance's console offers a fresh enrollment)."""
+    write_private_atomically(home / WIPED, reason.encode("utf-8", "replace")[:_MAX_WIPED_BYTES])
+
+
+def wiped_reason(home: Path) -> str | None:
+    """Why the node in `home` wiped itself, or None."""
+    try:
+        with (home / WIPED).open("rb") as handle:
+            return handle.read(_MAX_WIPED_BYTES).decode("utf-8", "replace")
+    except FileNotFoundError:
+        return None
+
+
 @dataclass(frozen=True)
 class Unsealed:
     data_key: bytes
@@ -131,8 +148,11 @@ class Unsealed:
 async def data_key_for(home: Path, passphrase: str, rng: Callable[[int], bytes], at: int, *, convert: bool = True) -> Unsealed:
     """Unseals the data key of the node in `home` with `passphrase`, converting a plain store on
     the way (see the module's note) unless `convert` is False (a caller opening its own store).
-    A wrong passphrase raises WrongPassphrase and is noted for the audit log."""
+    A wrong passphrase raises WrongPassphrase and is noted for the audit log; a node that wiped
+    itself raises NodeLocked with the reason, whatever the passphrase."""
     path, db = key_path(home), home / DB_FILE
+    if (reason := await asyncio.to_thread(wiped_reason, home)) is not None:
+        raise NodeLocked(reason)
     try:
         if path.exists():
             data_key = await asyncio.to_thread(unseal, await asyncio.to_thread(read_key_file, path), passphrase)

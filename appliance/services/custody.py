@@ -38,6 +38,7 @@ class CustodyService:
         self._roster = roster
         self._replica = replica
         self._directory = directory
+        self._home = home
         self.runs = BackupRuns(kernel, identity, home)
 
     async def backup(self, directory: Path, policy: RetentionPolicy | None = None) -> BackupInfo:
@@ -193,6 +194,9 @@ class CustodyService:
         by = self._roster.current.users.get(revocation.issuer)
         reason = f"this node was revoked by {by.name if by else ids.key_id(revocation.issuer)} ({revocation.reason or 'no reason given'}); its data was wiped"
         async with self._kernel.lock:
+            # First, outside the encrypted store: if the wipe is cut short, the node still never
+            # opens again (the store says it only to whoever holds its key).
+            await asyncio.to_thread(keystore.note_wiped, self._home, reason)
             async with self._kernel.store.transaction() as conn:
                 content = (t.changes, t.snapshots, t.messages, t.read_markers, t.channels, t.blobs, t.peer_heads, t.peer_blobs, t.documents)
                 wiped = (*content, t.sealed_secrets, t.user_secrets, t.user_mfa, t.recovery_codes)
