@@ -12,7 +12,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +141,17 @@ def node_engine(db: Path, passphrase: str = PASSPHRASE) -> Any:
     from appliance import cipher
 
     return create_engine("sqlite://", module=cipher.DRIVER, creator=cipher.Keyed(str(db), node_db_key(db.parent, passphrase)).sync_creator())
+
+
+@contextmanager
+def tmpfs(where: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted at `where` (made if missing) with mount `options` - a small stick, a full
+    or write-protected disk -, unmounted afterwards. Skips the test where mounting is refused."""
+    where.mkdir(exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True, timeout=30)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "--lazy", str(where)], capture_output=True, timeout=30)

@@ -18,7 +18,7 @@ import pytest
 from appliance.backups import backup_key_path
 from appliance.errors import AlreadyInitialised, InvalidInput, PermissionDenied, StorageError, WrongPassphrase
 from appliance.node import BACKUP_SUFFIX, Attachment, Node
-from tests.conftest import PASSPHRASE, make_workspace, run_cli, start_cli
+from tests.conftest import PASSPHRASE, make_workspace, run_cli, start_cli, tmpfs
 
 KILLS = 3  # backups killed mid-copy before the one that must clean up after them
 KILL_ATTEMPTS = 8  # a backup that finishes before the kill lands is one attempt more
@@ -174,12 +174,7 @@ async def test_only_admins_take_backups_and_bad_folders_are_refused(tmp_path: Pa
 @pytest.mark.parametrize("room", ["64k", "1m"])  # full at once; full in the middle of the copy
 async def test_a_full_disk_fails_the_backup_cleanly(tmp_path: Path, room: str) -> None:
     (alpha,) = await make_workspace(tmp_path)
-    small = tmp_path / "small"
-    small.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={room}", "tmpfs", str(small)], capture_output=True, text=True, timeout=30)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "small", f"size={room}") as small:
         async with alpha:
             await alpha.chat.create_channel("general")
             await alpha.chat.post("general", "x" * 30_000, attachments=[Attachment("big.bin", os.urandom(2 << 20))])
@@ -191,8 +186,6 @@ async def test_a_full_disk_fails_the_backup_cleanly(tmp_path: Path, room: str) -
             assert last.action == "backup_checked" and last.detail["ok"] is False and "full" in str(last.detail["problem"])
             health = await alpha.custody.backup_health()
             assert health.state.value == "failed" and "full" in health.summary
-    finally:
-        subprocess.run(["umount", str(small)], capture_output=True, timeout=30)
 
 
 def test_backup_and_restore_from_the_command_line(tmp_path: Path) -> None:
@@ -295,28 +288,17 @@ def test_a_corrupted_backup_is_refused_by_restore_with_the_reason_and_leaves_not
     assert [m["text"] for m in json.loads(run_cli(tmp_path / "restored", "read", "general", "--json").stdout)] == ["the text nobody may change"]
 
 
-def _mount_tmpfs(where: Path, options: str) -> None:
-    where.mkdir(exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True, timeout=30)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-
-
 @pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a read-only tmpfs standing in for a write-protected stick")
 async def test_a_read_only_backup_folder_fails_the_backup_clearly_and_is_recorded(tmp_path: Path) -> None:
     (alpha,) = await make_workspace(tmp_path)
-    stick = tmp_path / "stick"
-    _mount_tmpfs(stick, "ro,size=1m")
-    try:
+    with tmpfs(tmp_path / "stick", "ro,size=1m") as stick:
         async with alpha:
             with pytest.raises(StorageError, match=f"cannot write the backup into {stick}: Read-only file system"):
                 await alpha.custody.backup(stick)
             assert list(stick.iterdir()) == []
             health = await alpha.custody.backup_health()
             assert health.state.value == "failed" and health.last is not None and "Read-only file system" in (health.last.problem or "")
-    finally:
-        subprocess.run(["umount", str(stick)], capture_output=True, timeout=30)
 
 
 async def test_a_folder_removed_while_the_backup_is_written_leaves_nothing_and_says_so(tmp_path: Path) -> None:

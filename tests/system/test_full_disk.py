@@ -10,7 +10,6 @@ import errno
 import json
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from appliance.errors import StorageError
 from appliance.node import Node
 from sync import sneakernet, stick
 from sync.sneakernet import export_bundles, import_bundles
-from tests.conftest import FAST, PASSPHRASE, make_workspace, run_cli
+from tests.conftest import FAST, PASSPHRASE, make_workspace, run_cli, tmpfs
 from tests.console_helpers import SIZE, main_screen, screen_text, until_shown
 from tui.app import RallypointApp
 
@@ -32,15 +31,8 @@ FILLER = "filler"
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[Path]:
     """A 24 MiB tmpfs, unmounted afterwards."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", str(mount_point)], capture_output=True, text=True, timeout=30)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", "size=24m,mode=0700") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "--lazy", str(mount_point)], capture_output=True, timeout=30)
 
 
 def fill(disk: Path, leave: int = 0) -> None:
