@@ -28,7 +28,7 @@ from appliance.kernel import Clock, Random, append_audit, wall_clock_ms
 from appliance.node import Node
 from appliance.recovery_kit import KitContents, KitRejected, open_kit
 from appliance.services.custody import remove_db
-from appliance.services.identity import IdentityRow, Keys, check_passphrase
+from appliance.services.identity import IdentityRow, Keys, check_passphrase, insert_identity
 from appliance.store import Storage, Store, ensure_home
 
 
@@ -93,28 +93,8 @@ async def _install(home: Path, store: Storage, kit: KitContents, data_key: bytes
     if roster.nodes.get(row.node_key) is None:
         raise KitRejected("the recovery kit's node is revoked or unknown to its own directory: an admin enrolls a new node for its users instead")
     now = clock()
-    salt, sealed_data_key = key_file.salt, key_file.sealed  # the key file's, as a new node keeps them
-    secrets = [(row.node_key, "node", bytes(node_key))] + ([(kit.workspace_key, "workspace", bytes(workspace_key))] if workspace_key is not None else [])
     async with store.transaction() as conn:
-        await conn.execute(
-            insert(t.node_identity).values(
-                id=1,
-                workspace_name=row.workspace_name,
-                workspace_key=row.workspace_key,
-                node_name=row.node_name,
-                node_key=row.node_key,
-                default_user=row.default_user,
-                kdf_salt=salt,
-                kdf_opslimit=kit.kdf.opslimit,
-                kdf_memlimit=kit.kdf.memlimit,
-                sealed_data_key=sealed_data_key,
-                created_at=now,
-                incarnation=row.incarnation,
-                audit_legacy_until=0,
-            )
-        )
-        for public, kind, seed in secrets:
-            await conn.execute(insert(t.sealed_secrets).values(public_key=public, kind=kind, sealed=crypto.secretbox_seal(keys.data_key, seed, rng(crypto.NONCE_BYTES))))
+        await insert_identity(conn, row, keys, key_file, now, rng)
         for user in kit.users:
             await conn.execute(insert(t.user_secrets).values(public_key=user.public_key, salt=user.salt, sealed=user.sealed, must_change=user.must_change, changed_at=user.changed_at))
             if user.mfa is not None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import nacl.signing
 from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance import atrest, certs, crypto, ids, user_keys
 from appliance import schema as t
@@ -195,36 +196,38 @@ async def write_identity(
     if key_file is None:
         salt = rng(crypto.SALT_BYTES)
         key_file = atrest.KeyFile(salt, kdf, await asyncio.to_thread(crypto.seal_with_passphrase, passphrase, keys.data_key, salt, rng(crypto.NONCE_BYTES), kdf))
-    salt, sealed_data_key = key_file.salt, key_file.sealed
-    secrets_rows = [(bytes(keys.node.verify_key), "node", keys.node)]
-    if keys.workspace is not None:
-        secrets_rows.append((row.workspace_key, "workspace", keys.workspace))
     user_salt = rng(crypto.SALT_BYTES)
     derived = await asyncio.to_thread(user_keys.derive, user_secret or passphrase, user_salt, kdf)
     first_user = user_keys.seal(derived, bytes(keys.users[row.default_user]), rng(crypto.NONCE_BYTES))
     keys.local.add(row.default_user)
     async with store.transaction() as conn:
-        await conn.execute(
-            insert(t.node_identity).values(
-                id=1,
-                workspace_name=row.workspace_name,
-                workspace_key=row.workspace_key,
-                node_name=row.node_name,
-                node_key=row.node_key,
-                default_user=row.default_user,
-                kdf_salt=salt,
-                kdf_opslimit=kdf.opslimit,
-                kdf_memlimit=kdf.memlimit,
-                sealed_data_key=sealed_data_key,
-                created_at=now,
-                incarnation=row.incarnation,
-                audit_legacy_until=0,
-            )
-        )
-        for pub, kind, sk in secrets_rows:
-            sealed = crypto.secretbox_seal(keys.data_key, bytes(sk), rng(crypto.NONCE_BYTES))
-            await conn.execute(insert(t.sealed_secrets).values(public_key=pub, kind=kind, sealed=sealed))
+        await insert_identity(conn, row, keys, key_file, now, rng)
         await conn.execute(insert(t.user_secrets).values(public_key=row.default_user, salt=user_salt, sealed=first_user, must_change=False, changed_at=now))
+
+
+async def insert_identity(conn: AsyncConnection, row: IdentityRow, keys: Keys, key_file: atrest.KeyFile, now: int, rng: Random) -> None:
+    """In `conn`'s transaction: the identity row, with the data key as `key_file` seals it (the
+    one in node.key), and the node's and the workspace's keys sealed under the data key."""
+    await conn.execute(
+        insert(t.node_identity).values(
+            id=1,
+            workspace_name=row.workspace_name,
+            workspace_key=row.workspace_key,
+            node_name=row.node_name,
+            node_key=row.node_key,
+            default_user=row.default_user,
+            kdf_salt=key_file.salt,
+            kdf_opslimit=key_file.kdf.opslimit,
+            kdf_memlimit=key_file.kdf.memlimit,
+            sealed_data_key=key_file.sealed,
+            created_at=now,
+            incarnation=row.incarnation,
+            audit_legacy_until=0,
+        )
+    )
+    secrets = [(row.node_key, "node", keys.node)] + ([(row.workspace_key, "workspace", keys.workspace)] if keys.workspace is not None else [])
+    for public, kind, key in secrets:
+        await conn.execute(insert(t.sealed_secrets).values(public_key=public, kind=kind, sealed=crypto.secretbox_seal(keys.data_key, bytes(key), rng(crypto.NONCE_BYTES))))
 
 
 async def unlock(store: Storage, home: Path, data_key: bytes, clock: Clock, failures: Sequence[int] = ()) -> tuple[IdentityRow, Keys]:
