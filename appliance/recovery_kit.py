@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from appliance import cbor, crypto, ids
+from appliance import cbor, coded, crypto, ids
 from appliance.errors import ApplianceError, InvalidInput, WrongPassphrase
 
 KIT_FORMAT = "rallypoint-recovery-kit/1"
@@ -56,10 +56,6 @@ class KitContents:
 def new_code(random_index: list[int]) -> str:
     """The recovery code from KIT_CODE_CHARS random indexes into the Crockford alphabet."""
     return "".join(ids.CROCKFORD[i % len(ids.CROCKFORD)] for i in random_index[:KIT_CODE_CHARS])
-
-
-def shown_code(code: str) -> str:
-    return "-".join(code[i : i + 4] for i in range(0, len(code), 4))
 
 
 def encode_contents(kit: KitContents) -> bytes:
@@ -104,8 +100,7 @@ def decode_contents(data: bytes) -> KitContents:
 
 def seal_kit(contents: bytes, code: str, salt: bytes, nonce: bytes, kdf: crypto.KdfParams) -> bytes:
     """The kit file: `contents` sealed under `code` (blocking: Argon2id)."""
-    sealed = crypto.seal_with_passphrase(normalise(code), contents, salt, nonce, kdf)
-    return cbor.encode({"format": KIT_FORMAT, "salt": salt, "opslimit": kdf.opslimit, "memlimit": kdf.memlimit, "sealed": sealed})
+    return coded.seal(KIT_FORMAT, contents, normalise(code), salt, nonce, kdf)
 
 
 def open_kit(data: bytes, code: str) -> KitContents:
@@ -120,10 +115,9 @@ def open_kit(data: bytes, code: str) -> KitContents:
     if not isinstance(outer, dict) or outer.get("format") != KIT_FORMAT:
         raise KitRejected("not a Rallypoint recovery kit (or an unsupported version)")
     try:
-        params = crypto.KdfParams(int(outer["opslimit"]), int(outer["memlimit"]))
-        if params.memlimit > 1 << 30 or params.opslimit > 16:
-            raise KitRejected("the recovery kit asks for an unreasonable key-derivation cost")
-        inner = crypto.open_with_passphrase(normalise(code), outer["sealed"], outer["salt"], params)
+        inner = coded.unseal(outer, normalise(code))
+    except InvalidInput as exc:
+        raise KitRejected("the recovery kit asks for an unreasonable key-derivation cost") from exc
     except WrongPassphrase as exc:
         raise KitRejected("wrong recovery code (or the kit was altered)") from exc
     except (KeyError, TypeError, ValueError) as exc:

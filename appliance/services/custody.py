@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import insert, select, text, update
 
-from appliance import atrest, backups, certs, cipher, crypto, documents, files, ids, keystore, recovery_kit, rewind
+from appliance import atrest, backups, certs, cipher, coded, crypto, documents, files, ids, keystore, recovery_kit, rewind
 from appliance import schema as t
 from appliance.audit_actions import AuditAction
 from appliance.errors import AlreadyInitialised, InvalidInput, StorageError, WrongPassphrase
@@ -137,7 +137,7 @@ class CustodyService:
         )
         async with self._kernel.store.transaction() as conn:
             await self._kernel.audit(conn, now, self._identity.user_key.hex(), AuditAction.RECOVERY_KIT_MADE, {"node": self._identity.node_id, "users": len(users)})
-        return RecoveryKit(data, recovery_kit.shown_code(code), self._identity.node_id, len(users))
+        return RecoveryKit(data, coded.shown(code), self._identity.node_id, len(users))
 
     async def replace_node(self, kit: bytes, code: str, *, reason: str = "hardware taken", kdf: crypto.KdfParams = crypto.MODERATE) -> RecoveryKit:
         """Admin: the identity of a node whose hardware was taken is not recovered - whoever holds
@@ -185,7 +185,7 @@ class CustodyService:
         data = await asyncio.to_thread(
             recovery_kit.seal_kit, recovery_kit.encode_contents(contents), new_code, self._kernel.rng(crypto.SALT_BYTES), self._kernel.rng(crypto.NONCE_BYTES), kdf
         )
-        return RecoveryKit(data, recovery_kit.shown_code(new_code), new_id, len(old.users))
+        return RecoveryKit(data, coded.shown(new_code), new_id, len(old.users))
 
     async def wipe_after_revocation(self, revocation: certs.Revocation) -> None:
         """Remote wipe: this node's own revocation arrived. Its data key, sealed secrets and users' keys are

@@ -9,7 +9,7 @@ import secrets
 import time
 from typing import Any
 
-from appliance import atrest, cbor, certs, crypto, documents, identity, ids
+from appliance import atrest, cbor, certs, coded, crypto, documents, identity, ids
 from appliance.audit_actions import AuditAction
 from appliance.changes import SignedChange
 from appliance.errors import EnrollmentRejected, InvalidInput, WrongPassphrase
@@ -68,10 +68,8 @@ class EnrollmentService:
         )
         code = "".join(secrets.choice(ids.CROCKFORD) for _ in range(ENROLLMENT_CODE_CHARS))
         salt = self._kernel.rng(crypto.SALT_BYTES)
-        sealed = await asyncio.to_thread(crypto.seal_with_passphrase, normalise_code(code), inner, salt, self._kernel.rng(crypto.NONCE_BYTES), kdf)
-        data = cbor.encode({"format": ENROLLMENT_FORMAT, "salt": salt, "opslimit": kdf.opslimit, "memlimit": kdf.memlimit, "sealed": sealed})
-        shown = "-".join(code[i : i + 4] for i in range(0, len(code), 4))
-        return Enrollment(data=data, code=shown, node_id=node_id, user_name=user_name)
+        data = await asyncio.to_thread(coded.seal, ENROLLMENT_FORMAT, inner, normalise_code(code), salt, self._kernel.rng(crypto.NONCE_BYTES), kdf)
+        return Enrollment(data=data, code=coded.shown(code), node_id=node_id, user_name=user_name)
 
     async def install(self, inner: dict[str, Any], passphrase: str, kdf: crypto.KdfParams, user_secret: str | None = None, key_file: atrest.KeyFile | None = None) -> None:
         """The join path, on the new node: imports the invitation's directory through the normal
@@ -112,10 +110,9 @@ def open_enrollment(data: bytes, code: str) -> dict[str, Any]:
     if not isinstance(outer, dict) or outer.get("format") != ENROLLMENT_FORMAT:
         raise EnrollmentRejected("not a Rallypoint enrollment file (or an unsupported version)")
     try:
-        params = crypto.KdfParams(int(outer["opslimit"]), int(outer["memlimit"]))
-        if params.memlimit > 1 << 30 or params.opslimit > 16:
-            raise EnrollmentRejected("enrollment file asks for an unreasonable key-derivation cost")
-        inner_bytes = crypto.open_with_passphrase(normalise_code(code), outer["sealed"], outer["salt"], params)
+        inner_bytes = coded.unseal(outer, normalise_code(code))
+    except InvalidInput as exc:
+        raise EnrollmentRejected("enrollment file asks for an unreasonable key-derivation cost") from exc
     except WrongPassphrase as exc:
         raise EnrollmentRejected("wrong enrollment code (or the file was altered)") from exc
     except (KeyError, TypeError, ValueError) as exc:

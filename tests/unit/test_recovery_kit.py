@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appliance import crypto, documents
-from appliance.recovery_kit import KitContents, KitRejected, SealedUser, decode_contents, encode_contents, open_kit, seal_kit, shown_code
+from appliance.coded import shown
+from appliance.recovery_kit import KitContents, KitRejected, SealedUser, decode_contents, encode_contents, open_kit, seal_kit
 from appliance.rewind import taken_at_from_name
 
 FAST = crypto.KdfParams(1, 8192)
@@ -57,7 +58,7 @@ def test_arbitrary_bytes_are_refused_as_a_kit_not_crashed_on(data: bytes) -> Non
 def test_a_kit_opens_with_its_code_typed_loosely_and_not_otherwise() -> None:
     kit = KitContents("acme", bytes(32), "bravo", bytes(range(32)), None, bytes(32), bytes(16), FAST, (), (), 5)
     sealed = seal_kit(encode_contents(kit), "0123456789ABCDEF", bytes(16), bytes(24), FAST)
-    assert open_kit(sealed, shown_code("0123456789ABCDEF").lower().replace("1", "l")) == kit
+    assert open_kit(sealed, shown("0123456789ABCDEF").lower().replace("1", "l")) == kit
     with pytest.raises(KitRejected, match="wrong recovery code"):
         open_kit(sealed, "0123456789ABCDEE")
     tampered = bytearray(sealed)

@@ -49,6 +49,7 @@ PURE = [
     "appliance/audit_feed.py",
     "appliance/totp.py",
     "appliance/recovery_kit.py",
+    "appliance/coded.py",
     "appliance/user_keys.py",
     "appliance/retention.py",
     "appliance/compliance_records.py",
