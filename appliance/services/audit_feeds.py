@@ -77,8 +77,8 @@ class AuditFeeds:
         """Whether the directory ever certified node `origin` (revoked since or not)."""
         return origin in self._roster.node_names or origin in self._roster.current.revoked
 
-    async def held(self, conn: AsyncConnection) -> dict[bytes, TrailAck]:
-        """How far this node holds each trail, its own and those of other nodes, and which branch."""
+    async def _heads(self, conn: AsyncConnection) -> dict[bytes, FeedHead]:
+        """How far this node holds each trail, its own and those of other nodes."""
         me = self._identity.row.node_key
         heads: dict[bytes, FeedHead] = {}
         own = (await conn.execute(select(t.audit_log.c.seq, t.audit_log.c.hash).order_by(t.audit_log.c.seq.desc()).limit(1))).first()
@@ -90,8 +90,7 @@ class AuditFeeds:
         )
         for row in (await conn.execute(query)).all():
             heads[bytes(row.origin)] = FeedHead(row.seq, bytes(row.hash))
-        restores = await self._restores(conn, None)
-        return {origin: TrailAck(head, restores.get(origin, ())) for origin, head in heads.items()}
+        return heads
 
     async def _restores(self, conn: AsyncConnection, origin: bytes | None) -> dict[bytes, tuple[Restore, ...]]:
         """The `restored` entries of the trails held here (of `origin` only, if given), in order."""
@@ -123,7 +122,8 @@ class AuditFeeds:
         trail it may see."""
         me = self._identity.row.node_key
         async with self._kernel.store.reading() as conn:
-            held = await self.held(conn)
+            restores = await self._restores(conn, None)
+            held = {origin: TrailAck(head, restores.get(origin, ())) for origin, head in (await self._heads(conn)).items()}  # and which branch
             if self.serves_admin(me):  # this node receives trails: it says how far, also "none"
                 held = {origin: held.get(origin, TrailAck()) for origin in set(self._roster.node_names) | set(held)}
             if not self.serves_admin(peer):
@@ -137,7 +137,7 @@ class AuditFeeds:
                 table, picked = self._trail(origin)
                 ack = theirs.get(origin, TrailAck())
                 at_ack = (await conn.execute(select(table.c.hash).where(picked, table.c.seq == ack.head.seq))).scalar_one_or_none() if ack.head.seq else None
-                after = resend_after(ack, None if at_ack is None else bytes(at_ack), (await self._restores(conn, origin)).get(origin, ()))
+                after = resend_after(ack, None if at_ack is None else bytes(at_ack), restores.get(origin, ()))
                 if after is None or ours.head.seq <= after:
                     continue
                 query = select(table).where(picked, table.c.seq > after).order_by(table.c.seq).limit(budget)
