@@ -5,10 +5,17 @@ Every connection is a sqlcipher3 connection keyed first thing with the raw datab
 (`appliance.atrest.database_key`): the async engine gets it through aiosqlite (its worker thread
 runs our connector), the writer and checkpointer through `creator=`. Both engines are told
 sqlcipher3 is their DB-API module, so its exceptions become SQLAlchemy's like sqlite3's do. A
-wrong key surfaces as SQLite's "file is not a database" (SQLITE_NOTADB): `wrong_key` says so."""
+wrong key surfaces as SQLite's "file is not a database" (SQLITE_NOTADB): `wrong_key` says so.
+
+Pages are authenticated with HMAC-SHA256, not SQLCipher 4's default HMAC-SHA512: SHA-256 runs on
+the CPU's SHA extensions and a post writes about a dozen pages (measured: the cipher's share of a
+post fell by about a third). It is made the process's default, so every database SQLCipher
+creates here - a new store, an ATTACHed conversion target, a VACUUM INTO backup - gets it.
+Stores and backups written before carry HMAC-SHA512; `Keyed.connect` opens them with it."""
 
 from __future__ import annotations
 
+import functools
 import types
 from collections.abc import Callable
 from contextlib import closing
@@ -26,6 +33,8 @@ from appliance.errors import StorageError, WrongKey
 NOT_A_DATABASE = "SQLITE_NOTADB"
 WRONG_KEY = "the data key does not open this node's store (wrong passphrase or key file); nothing changed"
 DRIVER: Any = sqlcipher3.dbapi2
+HMAC = "HMAC_SHA256"
+LEGACY_HMAC = "HMAC_SHA512"  # SQLCipher 4's default: stores and backups made before HMAC
 
 # aiosqlite with sqlcipher3's exception classes, for SQLAlchemy's aiosqlite adapter.
 _aiosqlite_cipher = types.ModuleType("aiosqlite_sqlcipher")
@@ -46,10 +55,23 @@ class Keyed:
 
     def connect(self, **kwargs: Any) -> Any:
         """A sqlcipher3 connection, keyed; SQLITE_NOTADB at once when the key is wrong."""
+        _settle_defaults()
+        try:
+            return self._open(None, kwargs)
+        except DRIVER.Error as exc:
+            if not wrong_key(exc):
+                raise
+            try:
+                return self._open(LEGACY_HMAC, kwargs)
+            except DRIVER.Error:
+                raise exc from None
+
+    def _open(self, hmac: str | None, kwargs: dict[str, Any]) -> Any:
         conn = DRIVER.connect(self.database, uri=self.uri, **kwargs)
         try:
-            conn.execute("PRAGMA cipher_log_level = NONE")  # its own errors go to stderr otherwise
             conn.execute(atrest.key_pragma(self.db_key))
+            if hmac is not None:
+                conn.execute(f"PRAGMA cipher_hmac_algorithm = {hmac}")
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the key is checked here
         except BaseException:
             conn.close()
@@ -66,6 +88,15 @@ class Keyed:
             return await conn
 
         return create
+
+
+@functools.cache
+def _settle_defaults() -> None:
+    """SQLCipher's process-wide defaults, set once: HMAC for every database created from here
+    on, and no logging of its own to stderr (errors come back as exceptions)."""
+    with closing(DRIVER.connect(":memory:")) as conn:
+        conn.execute("PRAGMA cipher_log_level = NONE")
+        conn.execute(f"PRAGMA cipher_default_hmac_algorithm = {HMAC}")
 
 
 def wrong_key(exc: BaseException) -> bool:
@@ -101,8 +132,8 @@ def encrypt_copy(plain: Path, target: Path, db_key: bytes) -> None:
     """Writes an encrypted copy of the plain database `plain` to the new file `target` with
     SQLCipher's export (schema, rows, the search index, user_version), then flushes it to disk.
     `plain` must have no write-ahead log left to apply (the caller checkpointed it)."""
+    _settle_defaults()
     with closing(DRIVER.connect(str(plain), isolation_level=None)) as conn:
-        conn.execute("PRAGMA cipher_log_level = NONE")
         conn.execute(f"ATTACH DATABASE ? AS encrypted KEY \"x'{db_key.hex()}'\"", (str(target),))
         conn.execute("SELECT sqlcipher_export('encrypted')")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -114,8 +145,8 @@ def encrypt_copy(plain: Path, target: Path, db_key: bytes) -> None:
 def checkpoint_plain(path: Path) -> None:
     """Empties the write-ahead log of the plain database `path` into it and leaves it in
     rollback-journal mode, so no -wal file is left to be applied to what takes its name."""
+    _settle_defaults()
     with closing(DRIVER.connect(str(path), isolation_level=None)) as conn:
-        conn.execute("PRAGMA cipher_log_level = NONE")
         conn.execute("PRAGMA busy_timeout = 15000")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         conn.execute("PRAGMA journal_mode = DELETE").fetchone()

@@ -8,15 +8,16 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from appliance import atrest, keystore
+from appliance import atrest, cipher, keystore
 from appliance.backups import backup_key_path
 from appliance.errors import KeyFileInvalid, StorageError, WrongKey, WrongPassphrase
 from appliance.node import Attachment, Node
-from tests.conftest import FAST, PASSPHRASE, connect_node_db
+from tests.conftest import FAST, PASSPHRASE, connect_node_db, node_db_key
 from tests.plain_store import decrypt_to, files_holding, make_plain
 
 SECRET_TEXT = "zebracrossing-7f3a quartermaster manifest"
@@ -208,3 +209,42 @@ async def test_what_a_courier_leaves_under_the_home_stays_ciphertext(tmp_path: P
         assert files_holding(NEEDLES, bob.home) == {}
     assert files_holding(NEEDLES, bob.home) == {}
     assert {p.name for p in bob.home.iterdir()} <= {"node.db", "node.db-wal", "node.db-shm", atrest.KEY_FILE, "quarantine"}
+
+
+def _hmac_of(db: Path, home: Path) -> str:
+    with closing(cipher.Keyed(str(db), node_db_key(home)).connect()) as conn:
+        return str(conn.execute("PRAGMA cipher_hmac_algorithm").fetchone()[0])
+
+
+def _rewrite_with_legacy_hmac(db: Path) -> None:
+    """The store as the previous release encrypted it: pages authenticated with HMAC-SHA512."""
+    legacy = db.with_name("legacy.db")
+    with closing(connect_node_db(db, isolation_level=None)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute(f"ATTACH DATABASE ? AS legacy KEY \"x'{node_db_key(db.parent).hex()}'\"", (str(legacy),))
+        conn.execute(f"PRAGMA legacy.cipher_hmac_algorithm = {cipher.LEGACY_HMAC}")
+        conn.execute("SELECT sqlcipher_export('legacy')")
+        conn.execute(f"PRAGMA legacy.user_version = {int(conn.execute('PRAGMA user_version').fetchone()[0])}")
+        conn.execute("DETACH DATABASE legacy")
+    for log in (db.with_name("node.db-wal"), db.with_name("node.db-shm")):
+        log.unlink(missing_ok=True)
+    os.replace(legacy, db)
+
+
+async def test_a_store_of_the_previous_release_opens_with_its_hmac_and_its_backup_takes_the_new_one(tmp_path: Path) -> None:
+    home, backups = tmp_path / "alpha", tmp_path / "backups"
+    backups.mkdir()
+    await (await _node_with_content(home)).close()
+    assert _hmac_of(home / "node.db", home) == cipher.HMAC
+    _rewrite_with_legacy_hmac(home / "node.db")
+    assert _hmac_of(home / "node.db", home) == cipher.LEGACY_HMAC
+    async with await Node.open(home, PASSPHRASE) as node:
+        await node.chat.post("general", "written under the old settings")
+        assert [m.text for m in await node.views.search("zebracrossing")] == [SECRET_TEXT]
+        taken = await node.custody.backup(backups)
+    with pytest.raises(WrongPassphrase):
+        await Node.open(home, "not the passphrase")
+    assert _hmac_of(taken.path, home) == cipher.HMAC  # a copy is written with this release's settings
+    async with await Node.restore(tmp_path / "rebuilt", taken.path, PASSPHRASE) as node:
+        assert "written under the old settings" in [m.text for m in await node.views.read("general")]
+    assert files_holding(NEEDLES, home) == {} and files_holding(NEEDLES, tmp_path / "rebuilt") == {}
