@@ -219,7 +219,8 @@ def test_the_scheduled_backup_runs_beside_serve_and_prunes_by_the_configured_pol
     assert run_cli(home, "init", "--workspace", "acme", "--user", "alice").returncode == 0
     unset = run_cli(home, "backup", "--scheduled")
     assert unset.returncode == 1 and "no backup folder is set" in unset.stderr
-    assert "NONE taken yet" in run_cli(home, "backup", "--status").stdout
+    none = run_cli(home, "backup", "--status")
+    assert "NONE taken yet" in none.stdout and none.returncode == 1 and "backups need attention: none" in none.stderr  # a monitoring check sees it
     usage = run_cli(home, "backup", "--keep", "30d")
     assert usage.returncode == 2 and "--to DIR" in usage.stderr
     bad = run_cli(home, "config", "--backup-dir", str(shelf), "--backup-keep", "30 days")
@@ -245,6 +246,7 @@ def test_the_scheduled_backup_runs_beside_serve_and_prunes_by_the_configured_pol
     kept = Path(json.loads(second.stdout)["file"]).name
     assert sorted(p.name for p in shelf.iterdir()) == [kept, f"{kept}.key", f"{kept}.sha256"]  # the pruned backup's SHA-256 and key file went with it
     status = run_cli(home, "backup", "--status", "--json")
+    assert status.returncode == 0, status.stderr
     report = json.loads(status.stdout)
     assert report["state"] == "ok" and report["folder"] == str(shelf) and report["keep"] == "1h" and report["last"]["ok"] is True
     assert "Backups: ok, last verified" in run_cli(home, "backup", "--status").stdout

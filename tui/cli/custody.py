@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 from appliance.errors import InvalidInput
 from appliance.files import read_regular_file
 from appliance.model import iso_utc
-from tui.cli.output import emit
+from tui.cli.output import EXIT_ERROR, emit
 from tui.cli.parsing import Command
 from tui.cli.unlock import read_passphrase, read_user_secret, with_node
-from tui.errors import CliError, UsageError
+from tui.errors import CliError, CommandFailed, UsageError
 from tui.files import write_atomically
 from tui.text import printable
 
@@ -80,6 +80,8 @@ def _report(args: argparse.Namespace, taken: BackupInfo) -> None:
 
 
 async def _print_health(args: argparse.Namespace, node: Node) -> None:
+    from appliance.retention import HealthState
+
     health = await node.custody.backup_health()
     last, verified = health.last, health.last_verified
     emit(
@@ -93,6 +95,8 @@ async def _print_health(args: argparse.Namespace, node: Node) -> None:
         },
         printable(health.summary),
     )
+    if health.state is not HealthState.OK:  # a monitoring check (cron, Nagios) reads the status alone
+        raise CommandFailed(f"backups need attention: {health.state.value}", EXIT_ERROR, "BackupsUnhealthy")
 
 
 async def cmd_restore(args: argparse.Namespace) -> None:
