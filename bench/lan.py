@@ -253,31 +253,37 @@ async def measure_propagation(work: Path, bodies: list[str], posts: int, mdns: b
     return Propagation(posts, statistics.median(ms), ms[min(len(ms) - 1, int(len(ms) * 0.99))], ms[-1], statistics.median(post_times) * 1000)
 
 
+async def lan_fill(node: Node, port: int, size: int, bodies: list[str], timeout: float = 900) -> tuple[float, int]:
+    """Dials the node serving at `port` and waits until `node` has stored `size` messages:
+    the seconds it took and the bytes the sessions moved. The last message must read back."""
+    received = 0
+    done = asyncio.Event()
+
+    def on_event(event: LanEvent) -> None:
+        nonlocal received
+        if isinstance(event, Received):
+            received += event.messages
+            if received >= size:
+                done.set()
+
+    async with LanService(node, LanConfig(bind="127.0.0.1", port=0, discovery=False), on_event=on_event) as service:
+        start = time.perf_counter()
+        service.dial("127.0.0.1", port)
+        await asyncio.wait_for(done.wait(), timeout)
+        last = await node.views.read(CHANNEL, limit=1, mark_read=False)
+        seconds = time.perf_counter() - start
+        if not last or last[-1].text != bodies[size - 1]:
+            raise RuntimeError("B does not read the last message sent")
+        return seconds, sum(s.bytes_sent + s.bytes_received for s in service.sessions())
+
+
 async def measure_initial_sync(work: Path, bodies: list[str], size: int) -> InitialSync:
     homes = await make_workspace(work / f"sync-{size}", ["alpha", "bravo"], size, bodies)
     source = ServeProcess(homes[0], mdns=False)
     try:
         _, listening = source.wait_for("Listening", 60)
-        bravo = await Node.open(homes[1], PASSPHRASE)
-        received = 0
-        done = asyncio.Event()
-
-        def on_event(event: LanEvent) -> None:
-            nonlocal received
-            if isinstance(event, Received):
-                received += event.messages
-                if received >= size:
-                    done.set()
-
-        async with bravo, LanService(bravo, LanConfig(bind="127.0.0.1", port=0, discovery=False), on_event=on_event) as service:
-            start = time.perf_counter()
-            service.dial("127.0.0.1", listening["port"])
-            await asyncio.wait_for(done.wait(), 600)
-            last = await bravo.views.read(CHANNEL, limit=1, mark_read=False)
-            seconds = time.perf_counter() - start
-            if not last or last[-1].text != bodies[size - 1]:
-                raise RuntimeError("B does not read the last message sent")
-            wire = sum(s.bytes_sent + s.bytes_received for s in service.sessions())
+        async with await Node.open(homes[1], PASSPHRASE) as bravo:
+            seconds, wire = await lan_fill(bravo, listening["port"], size, bodies, timeout=600)
         return InitialSync(size, seconds, wire)
     finally:
         source.stop()

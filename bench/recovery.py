@@ -38,12 +38,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from chat import chat_lines  # noqa: E402
-from lan import CHANNEL, FILL_CHUNK, KDF, PASSPHRASE, ServeProcess, make_workspace, progress  # noqa: E402
+from lan import CHANNEL, FILL_CHUNK, KDF, PASSPHRASE, ServeProcess, lan_fill, make_workspace, progress  # noqa: E402
 
 from appliance.kernel import wall_clock_ms  # noqa: E402
 from appliance.node import SEGMENT_SIZE, Node  # noqa: E402
 from appliance.recovery import recover  # noqa: E402
-from sync.lan import LanConfig, LanEvent, LanService, Received  # noqa: E402
 
 TARGET_PITR_S = {100_000: 10.0}  # issue 17: a point-in-time restore of 100k messages
 TARGET_RECOVERY_RATIO = 1.2  # recovery within 20 % of the LAN initial sync
@@ -114,36 +113,13 @@ async def measure_pitr(work: Path, bodies: list[str], size: int) -> Pitr:
     return Pitr(size, len(first_of_segments), taken.bytes, timings["restore"], timings["half"], timings["all"])
 
 
-async def lan_fill(node: Node, port: int, size: int, bodies: list[str]) -> float:
-    """Dials A at `port` and waits until `node` has stored `size` messages; the seconds it took."""
-    received = 0
-    done = asyncio.Event()
-
-    def on_event(event: LanEvent) -> None:
-        nonlocal received
-        if isinstance(event, Received):
-            received += event.messages
-            if received >= size:
-                done.set()
-
-    async with LanService(node, LanConfig(bind="127.0.0.1", port=0, discovery=False), on_event=on_event) as service:
-        start = time.perf_counter()
-        service.dial("127.0.0.1", port)
-        await asyncio.wait_for(done.wait(), 900)
-        last = await node.views.read(CHANNEL, limit=1, mark_read=False)
-        seconds = time.perf_counter() - start
-    if not last or last[-1].text != bodies[size - 1]:
-        raise RuntimeError("B does not read the last message sent")
-    return seconds
-
-
 async def measure_recovery(work: Path, bodies: list[str], size: int) -> Recovery:
     homes = await make_workspace(work / f"recovery-{size}", ["alpha", "bravo"], size, bodies)
     source = ServeProcess(homes[0], mdns=False)
     try:
         _, listening = source.wait_for("Listening", 60)
         async with await Node.open(homes[1], PASSPHRASE) as bravo:
-            initial = await lan_fill(bravo, listening["port"], size, bodies)
+            initial, _ = await lan_fill(bravo, listening["port"], size, bodies)
             progress(f"recovery: initial sync of {size:,} in {initial:.2f} s")
             kit = await bravo.custody.recovery_kit(PASSPHRASE, kdf=KDF)
         shutil.rmtree(homes[1])
@@ -151,7 +127,7 @@ async def measure_recovery(work: Path, bodies: list[str], size: int) -> Recovery
         again = await recover(homes[1].with_name("bravo-new"), kit.data, kit.code, PASSPHRASE)
         recovered = time.perf_counter() - start
         async with again:
-            refill = await lan_fill(again, listening["port"], size, bodies)
+            refill, _ = await lan_fill(again, listening["port"], size, bodies)
         progress(f"recovery: recover {recovered:.2f} s, refill {refill:.2f} s")
         return Recovery(size, initial, recovered, refill, recovered + refill)
     finally:
