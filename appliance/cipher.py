@@ -93,10 +93,22 @@ class Keyed:
 @functools.cache
 def _settle_defaults() -> None:
     """SQLCipher's process-wide defaults, set once: HMAC for every database created from here
-    on, and no logging of its own to stderr (errors come back as exceptions)."""
+    on, no logging of its own to stderr (errors come back as exceptions), and adapters that
+    bind bytes and None as they are."""
+    # sqlcipher3 looks for `__conform__` on every bytes or None parameter it binds and builds an
+    # AttributeError each time it is missing (~0.6 us a parameter; the standard library's driver
+    # looks without raising). An adapter found first skips that: measured, a row of five such
+    # parameters 5.3-5.5 us -> 1.0-1.4 us (the standard library's: 2.0-2.6 us), and a 10k import's
+    # CPU in the node's process 0.27-0.29 s -> 0.24-0.26 s (a plain store's: 0.21 s).
+    DRIVER.register_adapter(bytes, bytes)
+    DRIVER.register_adapter(type(None), _as_null)
     with closing(DRIVER.connect(":memory:")) as conn:
         conn.execute("PRAGMA cipher_log_level = NONE")
         conn.execute(f"PRAGMA cipher_default_hmac_algorithm = {HMAC}")
+
+
+def _as_null(_value: None) -> None:
+    return None
 
 
 def wrong_key(exc: BaseException) -> bool:
