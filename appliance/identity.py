@@ -99,6 +99,20 @@ async def record_incarnation(
     return IncarnationVerdict(True, detected, audit, refusals)
 
 
+async def adopt_incarnation(conn: AsyncConnection, node_key: bytes, incarnation: bytes, now: int) -> bytes | None:
+    """In the caller's transaction: `node_key` is known by `incarnation` from now on, any conflict
+    recorded for it cleared - the node came back from the recovery kit its certificate commits
+    to (certs.Certificate.recovers_as), so the lost machine's incarnation is the one refused from
+    now on. Returns the incarnation it replaced (None: the key was not seen before)."""
+    before = (await conn.execute(select(t.peer_incarnations.c.incarnation).where(t.peer_incarnations.c.node_key == node_key))).scalar()
+    if before is None:
+        await conn.execute(insert(t.peer_incarnations).values(node_key=node_key, incarnation=incarnation, first_seen=now, refusals=0))
+    else:
+        reset = {"incarnation": incarnation, "conflict_at": None, "conflicting": None, "refusals": 0, "audited_at": None}
+        await conn.execute(update(t.peer_incarnations).where(t.peer_incarnations.c.node_key == node_key).values(**reset))
+    return bytes(before) if before is not None else None
+
+
 async def known_good(conn: AsyncConnection, node_key: bytes, incarnation: bytes) -> bool:
     """Whether `node_key` was first seen with `incarnation` and is not in conflict: the common
     case, answered by a read alone (no write lock for every LAN session)."""

@@ -156,6 +156,7 @@ class Enrollment:
     code: str
     node_id: str
     user_name: str
+    kit: RecoveryKit | None = None  # the node's recovery kit for the admin to keep (its own code)
 
 
 class Carrier(StrEnum):
