@@ -38,7 +38,12 @@ def consume_enrollment_file(path: Path, node_id: str, used_at: int) -> str | Non
     first with the used marker and zeros, flushed to the medium, then cut to the marker - so
     the file cannot be joined with again. Returns None, or why the file could not be consumed
     (a read-only stick): the caller then tells the operator to destroy it (UNCONSUMED_WARNING)."""
-    marker = used_enrollment_marker(node_id, used_at)
+    return overwrite_with_marker(path, used_enrollment_marker(node_id, used_at))
+
+
+def overwrite_with_marker(path: Path, marker: bytes) -> str | None:
+    """Overwrites a file of sealed keys in place - with `marker` and zeros, flushed to the
+    medium, then cut to the marker. Returns None, or why it could not be (a read-only stick)."""
     try:
         fd = os.open(path, os.O_WRONLY)
         try:

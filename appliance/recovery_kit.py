@@ -20,6 +20,7 @@ Pure: bytes and values in, bytes and values out; randomness and time are paramet
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -29,6 +30,7 @@ from appliance.errors import ApplianceError, InvalidInput, WrongPassphrase
 
 KIT_FORMAT = "rallypoint-recovery-kit/2"
 OLD_KIT_FORMATS = ("rallypoint-recovery-kit/1",)  # node kits only, no "kind"
+REPLACED_KIT_FORMAT = "rallypoint-recovery-kit-replaced/1"  # what `replace-node` leaves of the lost node's kit
 KIT_CODE_CHARS = 16  # 80 bits behind Argon2id "moderate": the kit may sit in a drawer for years
 MAX_KIT_BYTES = 16 * 1024 * 1024
 
@@ -154,6 +156,12 @@ def open_kit(data: bytes, code: str) -> KitContents:
         outer = cbor.decode(data, "recovery kit")
     except InvalidInput as exc:
         raise KitRejected(f"not a recovery kit ({exc})") from exc
+    if isinstance(outer, dict) and outer.get("format") == REPLACED_KIT_FORMAT:
+        at = outer.get("replaced_at")
+        when = f" at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(at / 1000))}" if isinstance(at, int) else ""
+        raise KitRejected(
+            f"this recovery kit's node {str(outer.get('node'))[:40]} was revoked and replaced by node {str(outer.get('by'))[:40]}{when}: recover with the new identity's kit"
+        )
     if not isinstance(outer, dict) or outer.get("format") not in (KIT_FORMAT, *OLD_KIT_FORMATS):
         raise KitRejected("not a Rallypoint recovery kit (or an unsupported version)")
     try:
@@ -165,6 +173,11 @@ def open_kit(data: bytes, code: str) -> KitContents:
     except (KeyError, TypeError, ValueError) as exc:
         raise KitRejected("damaged recovery kit") from exc
     return decode_contents(inner)
+
+
+def replaced_marker(node_id: str, by: str, replaced_at: int) -> bytes:
+    """What the kit of a replaced node holds afterwards (identity.overwrite_with_marker)."""
+    return cbor.encode({"format": REPLACED_KIT_FORMAT, "node": node_id, "by": by, "replaced_at": replaced_at})
 
 
 def normalise(code: str) -> str:

@@ -187,7 +187,7 @@ class CustodyService:
         data = await asyncio.to_thread(
             recovery_kit.seal_kit, recovery_kit.encode_contents(contents), new_code, self._kernel.rng(crypto.SALT_BYTES), self._kernel.rng(crypto.NONCE_BYTES), kdf
         )
-        return RecoveryKit(data, coded.shown(new_code), new_id, len(old.user_keys))
+        return RecoveryKit(data, coded.shown(new_code), new_id, len(old.user_keys), replaces=ids.key_id(old_key), made_at=now)
 
     async def wipe_after_revocation(self, revocation: certs.Revocation) -> None:
         """Remote wipe: this node's own revocation arrived. Its data key, sealed secrets and users' keys are

@@ -181,6 +181,9 @@ async def cmd_recover(args: argparse.Namespace) -> None:
 
 
 async def cmd_replace_node(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from appliance import identity, recovery_kit
     from appliance.recovery_kit import MAX_KIT_BYTES
 
     try:
@@ -191,6 +194,11 @@ async def cmd_replace_node(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
         kit = await node.custody.replace_node(data, args.code, reason=args.reason)
         write_atomically(Path(args.to).expanduser(), kit.data)
+        # The lost node's kit now names its replacement: recovering the revoked identity from it is refused.
+        marker = recovery_kit.replaced_marker(kit.replaces or "", kit.node_id, kit.made_at)
+        unconsumed = await asyncio.to_thread(identity.overwrite_with_marker, Path(args.kit).expanduser(), marker)
+        if unconsumed is not None:
+            print(f"rallypoint: warning: the lost node's kit could not be overwritten ({unconsumed}): destroy it, its identity is revoked", file=sys.stderr)
         emit(
             args,
             {"file": args.to, "code": kit.code, "node_id": kit.node_id, "users": kit.users},
