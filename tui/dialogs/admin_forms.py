@@ -250,9 +250,10 @@ class EnrollmentCard(ModalScreen[None]):
             yield Static(Content(enrollment.code), id="enrollment-code")
             yield Static(Content(f"Node id {enrollment.node_id}, first user {printable(enrollment.user_name)} ({request.role})"))
             if enrollment.kit is not None and request.kit_path is not None:
-                yield Static(Content("Recovery kit, for the admin to keep (off the node's stick):"), classes="kit-label")
+                yield Static(Content("Recovery kit (the admin keeps it, off the node's stick):"), classes="kit-label")
                 yield Static(Content(printable(str(request.kit_path))), id="kit-file")
                 yield Static(Content("Its recovery code, for the admin alone:"))
                 yield Static(Content(enrollment.kit.code), id="kit-code")
-            yield Static(Content("Enter or Escape closes; the code is not shown again."), classes="dialog-hint")
+            codes = "the codes are" if enrollment.kit is not None else "the code is"
+            yield Static(Content(f"Enter or Escape closes; {codes} not shown again."), classes="dialog-hint")
         yield Footer(compact=True)
