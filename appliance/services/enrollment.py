@@ -89,7 +89,7 @@ class EnrollmentService:
                 workspace_seed=None,
                 default_user=bytes(user_key.verify_key),
                 incarnation=kit_incarnation,
-                kdf=kdf,
+                kdf=joined_cost(kdf),
                 users=(),
                 directory=tuple((c.data, c.signature) for c in directory_changes),
                 made_at=now,
@@ -129,6 +129,13 @@ def enrolled_identity(inner: dict[str, Any], incarnation: bytes, data_key: bytes
     user_key = crypto.new_signing_key(inner["user_seed"])
     row = IdentityRow(inner["workspace_name"], inner["workspace_key"], inner["node_name"], bytes(node_key.verify_key), bytes(user_key.verify_key), incarnation, kdf)
     return row, Keys(data_key, node_key, None, {row.default_user: user_key})
+
+
+def joined_cost(kdf: crypto.KdfParams) -> crypto.KdfParams:
+    """The Argon2id cost a node recovered from an enrollment-time kit seals its users' secrets and
+    its data key at: what a join sets by default (INTERACTIVE), or the invitation's own cost when
+    that is lower (a test's). The kit itself is sealed at the invitation's cost."""
+    return kdf if kdf.memlimit <= crypto.INTERACTIVE.memlimit and kdf.opslimit <= crypto.INTERACTIVE.opslimit else crypto.INTERACTIVE
 
 
 def normalise_code(code: str) -> str:

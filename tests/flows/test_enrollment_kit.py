@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance import certs, recovery_kit
+from appliance import certs, crypto, recovery_kit
 from appliance.errors import InvalidInput, NotFound, SignInRefused
 from appliance.node import Node
 from appliance.recovery import recover
@@ -194,6 +194,8 @@ def test_invite_writes_the_kit_in_the_admins_home_and_recover_says_who_is_not_in
     kit_file = Path(invited["recovery_kit"]["file"])
     assert kit_file.parent == alpha / "recovery-kits" and kit_file.stat().st_mode & 0o077 == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alpha", "bravo.enroll"]  # nothing beside the enrollment file
+    # Sealed at the invitation's cost; the node it rebuilds seals secrets at a join's cost.
+    assert recovery_kit.open_kit(kit_file.read_bytes(), invited["recovery_kit"]["code"]).kdf == crypto.INTERACTIVE
     audit = run_cli(alpha, "audit", "--json")
     assert invited["recovery_kit"]["code"] not in audit.stdout and '"at_enrollment": true' in audit.stdout.replace("True", "true")
     elsewhere = tmp_path / "safe" / "bravo.kit"
