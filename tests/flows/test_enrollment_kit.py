@@ -202,6 +202,10 @@ def test_invite_writes_the_kit_in_the_admins_home_and_recover_says_who_is_not_in
     elsewhere.parent.mkdir()
     other = run_cli(alpha, "invite", "charlie", "--user", "chuck", "--out", str(tmp_path / "c.enroll"), "--recovery-kit", str(elsewhere), "--json")
     assert other.returncode == 0 and json.loads(other.stdout)["recovery_kit"]["file"] == str(elsewhere) and elsewhere.exists()
+    clash = run_cli(alpha, "invite", "echo", "--user", "eve", "--out", str(tmp_path / "e.enroll"), "--recovery-kit", str(tmp_path / "e.enroll"))
+    assert clash.returncode == 2 and "two files" in clash.stderr and not (tmp_path / "e.enroll").exists()
+    beside = run_cli(alpha, "invite", "echo", "--user", "eve", "--out", str(tmp_path / "e.enroll"), "--recovery-kit", str(tmp_path / "e.kit"))
+    assert beside.returncode == 0 and "keep it off the stick" in beside.stderr
     none = run_cli(alpha, "invite", "delta", "--user", "dan", "--out", str(tmp_path / "d.enroll"), "--no-recovery-kit", "--json")
     assert none.returncode == 0 and "recovery_kit" not in json.loads(none.stdout)
     assert run_cli(tmp_path / "bravo", "join", str(tmp_path / "bravo.enroll"), "--code", invited["code"]).returncode == 0

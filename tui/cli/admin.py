@@ -28,6 +28,12 @@ if TYPE_CHECKING:  # each command imports what it uses when it runs: `--help` lo
 
 
 async def cmd_invite(args: argparse.Namespace) -> None:
+    out = Path(args.out).expanduser().absolute()
+    if args.recovery_kit and Path(args.recovery_kit).expanduser().absolute() == out:
+        raise UsageError("the recovery kit and the enrollment file need two files (the kit stays with the admin)", "rallypoint invite", "")
+    if args.recovery_kit and Path(args.recovery_kit).expanduser().absolute().parent == out.parent:
+        print("rallypoint: warning: the recovery kit is beside the enrollment file: keep it off the stick that goes to the new node", file=sys.stderr)
+
     async def run(node: Node) -> None:
         enrollment = await node.enrollment.invite(args.node_name, args.user, args.role, with_kit=not args.no_recovery_kit)
         kit_path = None

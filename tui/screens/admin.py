@@ -427,7 +427,10 @@ class AdminScreen(Screen[None]):
         if problem is not None:
             self.post_message(Failed(problem))
             return
-        problem = None if request.kit_path is None else await asyncio.to_thread(unwritable, request.kit_path)
+        same = request.kit_path == request.path
+        problem = "the recovery kit and the enrollment file need two files" if same else None
+        if request.kit_path is not None and problem is None:
+            problem = await asyncio.to_thread(unwritable, request.kit_path)
         if problem is not None:
             self.post_message(Failed(f"recovery kit: {problem}"))
             return
