@@ -105,17 +105,21 @@ async def record_incarnation(
 
 
 async def adopt_incarnation(conn: AsyncConnection, node_key: bytes, incarnation: bytes, now: int) -> bytes | None:
-    """In the caller's transaction: `node_key` is known by `incarnation` from now on, any conflict
-    recorded for it cleared - the node came back from the recovery kit its certificate commits
-    to (certs.Certificate.recovers_as), so the lost machine's incarnation is the one refused from
-    now on. Returns the incarnation it replaced (None: the key was not seen before)."""
+    """In the caller's transaction: `node_key` is known by `incarnation` from now on - the node
+    came back from the recovery kit its certificate commits to (certs.Certificate.recovers_as),
+    so the lost machine's incarnation is the one refused from then on: a conflict recorded
+    before is cleared once, and one the lost machine causes later stays (it is refused, audited
+    at most hourly, while this incarnation is still accepted). Returns the incarnation replaced
+    (None: the key was not seen before, or was known by this one already)."""
     before = (await conn.execute(select(t.peer_incarnations.c.incarnation).where(t.peer_incarnations.c.node_key == node_key))).scalar()
     if before is None:
         await conn.execute(insert(t.peer_incarnations).values(node_key=node_key, incarnation=incarnation, first_seen=now, refusals=0))
-    else:
-        reset = {"incarnation": incarnation, "conflict_at": None, "conflicting": None, "refusals": 0, "audited_at": None}
-        await conn.execute(update(t.peer_incarnations).where(t.peer_incarnations.c.node_key == node_key).values(**reset))
-    return bytes(before) if before is not None else None
+        return None
+    if bytes(before) == incarnation:
+        return None
+    reset = {"incarnation": incarnation, "conflict_at": None, "conflicting": None, "refusals": 0, "audited_at": None}
+    await conn.execute(update(t.peer_incarnations).where(t.peer_incarnations.c.node_key == node_key).values(**reset))
+    return bytes(before)
 
 
 async def known_good(conn: AsyncConnection, node_key: bytes, incarnation: bytes) -> bool:

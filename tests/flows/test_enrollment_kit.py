@@ -99,6 +99,14 @@ async def test_a_lost_node_comes_back_from_the_kit_made_at_its_enrollment_and_a_
             await export_bundles(old, stick, for_nodes=[alpha.identity.node_id])
         report = await import_bundles(alpha, stick)
         assert report.rejected and all("identity conflict" in (f.reason or "") for f in report.rejected)
+        for leftover in (stick / "rallypoint").rglob("*.rpb"):
+            leftover.unlink()
+        # ... while the recovered node is still accepted, with no second `peer_recovered`.
+        async with await Node.open(tmp_path / "new", NEW_PASSPHRASE, user_secret=BOBS_SECRET) as again:
+            later = await again.chat.post("general", "still here")
+            await carry(again, alpha, stick)
+            assert (await alpha.views.message(later)).text == "still here"
+        assert [e.action for e in await alpha.audit.entries()].count("peer_recovered") == 1
 
 
 async def test_users_added_after_enrollment_are_not_in_the_kit_and_an_admin_re_keys_them(tmp_path: Path) -> None:
