@@ -58,7 +58,10 @@ When each is written (actor: the acting user's key, the node's key, or "-" for n
 - WIPED: this node's revocation arrived and it erased what it held.
 - BACKUP: an admin took a backup of the running node.
 - RESTORED: a backup was restored into an empty home (detail `as_at`: as the node was at that time; `read_only`: an inspection copy).
-- RECOVERY_KIT_MADE: a recovery kit of this node was written (its node key, sealed under a code).
+- RECOVERY_KIT_MADE: a recovery kit of this node was written (its node key, sealed under a code);
+  on an admin's node, with `at_enrollment`, the kit of a node it invited (`node`, `name`).
+- PEER_RECOVERED: another node came back from the recovery kit made at its enrollment: it
+  presented the incarnation its certificate commits to, and is known by that one from now on.
 - NODE_REPLACED: an admin replaced a node whose hardware was taken: revoked it, certified a new
   node key in its place and its users anew with that home, and wrote the new identity's kit.
 - RECOVERED: this node was rebuilt on new hardware from a recovery kit, with an empty store.
@@ -143,6 +146,7 @@ class AuditAction(enum.StrEnum):
     BACKUP_SCHEDULE_SET = "backup_schedule_set"
     RECOVERY_KIT_MADE = "recovery_kit_made"
     RECOVERED = "recovered"
+    PEER_RECOVERED = "peer_recovered"
     NODE_REPLACED = "node_replaced"
     TERMS_PUBLISHED = "terms_published"
     TERMS_ACCEPTED = "terms_accepted"

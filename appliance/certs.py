@@ -19,6 +19,7 @@ from appliance.errors import CertificateInvalid, InvalidInput
 
 CERT_DOMAIN = b"rallypoint/certificate/v1\x00"
 REVOCATION_DOMAIN = b"rallypoint/revocation/v1\x00"
+RECOVERY_DOMAIN = b"rallypoint/recovery-incarnation/v1\x00"
 MAX_NAME = 64
 T = TypeVar("T")
 
@@ -67,10 +68,15 @@ class Certificate:
     encoded: bytes = field(compare=False, repr=False)
     home: bytes | None = None  # users: the node holding the user's key (routes private channels)
     attributes: policy.Attributes = ()  # users: what an admin assigned (organisation, clearance...), sorted
+    recovery: bytes | None = None  # nodes: commits to the incarnation of the kit the admin made at enrollment
 
     @property
     def fingerprint(self) -> bytes:
         return crypto.sha256(self.encoded)
+
+    def recovers_as(self, incarnation: bytes) -> bool:
+        """Whether `incarnation` is the one this node's enrollment-time recovery kit presents."""
+        return self.recovery is not None and self.recovery == recovery_commitment(incarnation)
 
     def valid_at(self, now_ms: int) -> bool:
         return self.issued_at <= now_ms + 5 * 60_000 and (
@@ -91,6 +97,13 @@ class Revocation:
     @property
     def fingerprint(self) -> bytes:
         return crypto.sha256(self.encoded)
+
+
+def recovery_commitment(incarnation: bytes) -> bytes:
+    """What a node certificate carries of its enrollment-time recovery kit's incarnation: a peer
+    that sees the node come back presenting it knows the kit's holder, not a copy of the lost
+    disk or of its enrollment file, brought it back (appliance/recovery.py)."""
+    return crypto.sha256(RECOVERY_DOMAIN + incarnation)
 
 
 def check_role(role: str) -> Role:
@@ -119,6 +132,7 @@ def issue_certificate(
     expires_at: int | None = None,
     home: bytes | None = None,
     attributes: policy.Attributes = (),
+    recovery: bytes | None = None,
 ) -> Certificate:
     if kind not in tuple(SubjectKind):
         raise InvalidInput(f"unknown certificate kind {str(kind)!r}")
@@ -131,6 +145,10 @@ def issue_certificate(
     optional: dict[str, object] = {} if home is None else {"home": home}
     if attributes:  # only when there are some: certificates without keep their bytes
         optional["attrs"] = dict(attributes)
+    if recovery is not None:
+        if kind != SubjectKind.NODE or len(recovery) != crypto.KEY_BYTES:
+            raise InvalidInput("only a node certificate commits to a recovery incarnation, by its 32-byte hash")
+        optional["recovery"] = recovery
     body = cbor.encode(
         {
             **optional,
@@ -191,7 +209,7 @@ def _field(body: dict[str, object], name: str, kind: type[T], what: str) -> T:
     value = body.get(name)
     if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
         raise CertificateInvalid(f"{what}: field {name!r} missing or of the wrong type")
-    if isinstance(value, bytes) and name in ("workspace", "key", "issuer", "subject", "home") and len(value) != crypto.KEY_BYTES:
+    if isinstance(value, bytes) and name in ("workspace", "key", "issuer", "subject", "home", "recovery") and len(value) != crypto.KEY_BYTES:
         raise CertificateInvalid(f"{what}: field {name!r} is not a 32-byte key")
     return value
 
@@ -202,8 +220,14 @@ def decode_certificate(encoded: bytes) -> Certificate:
     what = "certificate"
     kind = _field(body, "kind", str, what)
     required = {"v", "kind", "workspace", "key", "name", "role", "issuer", "issued_at", "expires_at"}
-    optional = {"home", "attrs"}
-    if kind not in tuple(SubjectKind) or not required <= set(body) <= required | optional or (set(body) & optional and kind != SubjectKind.USER):
+    optional = {"home", "attrs", "recovery"}
+    user_only = {"home", "attrs"}
+    if (
+        kind not in tuple(SubjectKind)
+        or not required <= set(body) <= required | optional
+        or (set(body) & user_only and kind != SubjectKind.USER)
+        or ("recovery" in body and kind != SubjectKind.NODE)
+    ):
         raise CertificateInvalid("certificate: unexpected fields")
     expires_at = body["expires_at"]
     if expires_at is not None and not isinstance(expires_at, int):
@@ -215,6 +239,7 @@ def decode_certificate(encoded: bytes) -> Certificate:
     issuer = _field(body, "issuer", bytes, what)
     issued_at = _field(body, "issued_at", int, what)
     home = _field(body, "home", bytes, what) if "home" in body else None
+    recovery = _field(body, "recovery", bytes, what) if "recovery" in body else None
     attributes: policy.Attributes = ()
     if "attrs" in body:
         raw = _field(body, "attrs", dict, what)
@@ -239,6 +264,7 @@ def decode_certificate(encoded: bytes) -> Certificate:
         encoded=encoded,
         home=home,
         attributes=attributes,
+        recovery=recovery,
     )
     crypto.require_signature(cert.issuer, CERT_DOMAIN + body_bytes, signature, "certificate")
     return cert

@@ -38,7 +38,12 @@ def consume_enrollment_file(path: Path, node_id: str, used_at: int) -> str | Non
     first with the used marker and zeros, flushed to the medium, then cut to the marker - so
     the file cannot be joined with again. Returns None, or why the file could not be consumed
     (a read-only stick): the caller then tells the operator to destroy it (UNCONSUMED_WARNING)."""
-    marker = used_enrollment_marker(node_id, used_at)
+    return overwrite_with_marker(path, used_enrollment_marker(node_id, used_at))
+
+
+def overwrite_with_marker(path: Path, marker: bytes) -> str | None:
+    """Overwrites a file of sealed keys in place - with `marker` and zeros, flushed to the
+    medium, then cut to the marker. Returns None, or why it could not be (a read-only stick)."""
     try:
         fd = os.open(path, os.O_WRONLY)
         try:
@@ -97,6 +102,24 @@ async def record_incarnation(
         values["audited_at"] = now
     await conn.execute(update(t.peer_incarnations).where(t.peer_incarnations.c.node_key == node_key).values(**values))
     return IncarnationVerdict(True, detected, audit, refusals)
+
+
+async def adopt_incarnation(conn: AsyncConnection, node_key: bytes, incarnation: bytes, now: int) -> bytes | None:
+    """In the caller's transaction: `node_key` is known by `incarnation` from now on - the node
+    came back from the recovery kit its certificate commits to (certs.Certificate.recovers_as),
+    so the lost machine's incarnation is the one refused from then on: a conflict recorded
+    before is cleared once, and one the lost machine causes later stays (it is refused, audited
+    at most hourly, while this incarnation is still accepted). Returns the incarnation replaced
+    (None: the key was not seen before, or was known by this one already)."""
+    before = (await conn.execute(select(t.peer_incarnations.c.incarnation).where(t.peer_incarnations.c.node_key == node_key))).scalar()
+    if before is None:
+        await conn.execute(insert(t.peer_incarnations).values(node_key=node_key, incarnation=incarnation, first_seen=now, refusals=0))
+        return None
+    if bytes(before) == incarnation:
+        return None
+    reset = {"incarnation": incarnation, "conflict_at": None, "conflicting": None, "refusals": 0, "audited_at": None}
+    await conn.execute(update(t.peer_incarnations).where(t.peer_incarnations.c.node_key == node_key).values(**reset))
+    return bytes(before)
 
 
 async def known_good(conn: AsyncConnection, node_key: bytes, incarnation: bytes) -> bool:

@@ -146,6 +146,8 @@ class RecoveryKit:
     code: str
     node_id: str
     users: int  # local users whose sealed keys it carries
+    replaces: str | None = None  # replace-node: the id of the node it replaces
+    made_at: int = 0
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,7 @@ class Enrollment:
     code: str
     node_id: str
     user_name: str
+    kit: RecoveryKit | None = None  # the node's recovery kit for the admin to keep (its own code)
 
 
 class Carrier(StrEnum):

@@ -1,29 +1,49 @@
 """Recovery kits: what makes a node that node, sealed under a recovery code.
 
-A kit holds the node's key (and the workspace key, on the node that has it), its name,
+Two kinds. A node's own kit (`rallypoint recovery-kit`, KitKind.NODE) holds the node's key (and the workspace key, on the node that has it), its name,
 workspace and incarnation, the Argon2id cost its users' secrets are sealed at, each local
 user's key exactly as the node keeps it - sealed under that user's own secret, so the kit and
 its code do not let anyone act as a user - with their MFA rows (sealed the same way), and the
 directory's signed changes (the certificates that say who the node and its users are). Sealed
 like an enrollment file: Argon2id on a 16-character code shown once, XSalsa20-Poly1305.
 
+The kit an admin makes at enrollment (`rallypoint invite`, KitKind.ENROLLMENT) holds what the
+enrollment file holds - the node's key and its first user's key, in the clear inside the sealed
+kit, as the admin's node had them - and an incarnation of its own that the node's certificate
+commits to (certs.recovery_commitment): no user secret exists yet when it is made, and the
+incarnation the node will pick at join is not known. It brings back the node and its first user
+only; users added on the node later come back from a node's own kit or by `user reset-secret`.
+
+Format 2 names the kind; format 1 (node kits of the previous release) is still read.
+
 Pure: bytes and values in, bytes and values out; randomness and time are parameters."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from appliance import cbor, coded, crypto, ids
 from appliance.errors import ApplianceError, InvalidInput, WrongPassphrase
 
-KIT_FORMAT = "rallypoint-recovery-kit/1"
+KIT_FORMAT = "rallypoint-recovery-kit/2"
+OLD_KIT_FORMATS = ("rallypoint-recovery-kit/1",)  # node kits only, no "kind"
+REPLACED_KIT_FORMAT = "rallypoint-recovery-kit-replaced/1"  # what `replace-node` leaves of the lost node's kit
 KIT_CODE_CHARS = 16  # 80 bits behind Argon2id "moderate": the kit may sit in a drawer for years
 MAX_KIT_BYTES = 16 * 1024 * 1024
 
 
 class KitRejected(ApplianceError):
     """A recovery kit that is damaged, of another format, or opened with a wrong code."""
+
+
+class KitKind(StrEnum):
+    """Who made a recovery kit, and so what it brings back."""
+
+    NODE = "node"  # the node itself: every local user, sealed under their own secrets
+    ENROLLMENT = "enrollment"  # the admin, at invite: the node and its first user's key
 
 
 @dataclass(frozen=True)
@@ -51,6 +71,14 @@ class KitContents:
     users: tuple[SealedUser, ...]
     directory: tuple[tuple[bytes, bytes | None], ...]  # signed changes of the directory document
     made_at: int
+    kind: KitKind = KitKind.NODE
+    first_user_seed: bytes | None = None  # ENROLLMENT: `default_user`'s key, as the enrollment file holds it
+
+    @property
+    def user_keys(self) -> tuple[bytes, ...]:
+        """The users the kit brings back."""
+        sealed = tuple(user.public_key for user in self.users)
+        return sealed if self.first_user_seed is None or self.default_user in sealed else (*sealed, self.default_user)
 
 
 def new_code(random_index: list[int]) -> str:
@@ -72,6 +100,8 @@ def encode_contents(kit: KitContents) -> bytes:
             "users": [[u.public_key, u.salt, u.sealed, int(u.must_change), u.changed_at, list(u.mfa) if u.mfa else []] for u in kit.users],
             "directory": [[data, signature or b""] for data, signature in kit.directory],
             "made_at": kit.made_at,
+            "kind": str(kit.kind),
+            "first_user_seed": kit.first_user_seed or b"",
         }
     )
 
@@ -79,7 +109,7 @@ def encode_contents(kit: KitContents) -> bytes:
 def decode_contents(data: bytes) -> KitContents:
     try:
         obj: dict[str, Any] = cbor.decode(data, "recovery kit contents")
-        return KitContents(
+        contents = KitContents(
             workspace_name=str(obj["workspace_name"]),
             workspace_key=bytes(obj["workspace_key"]),
             node_name=str(obj["node_name"]),
@@ -93,9 +123,23 @@ def decode_contents(data: bytes) -> KitContents:
             ),
             directory=tuple((bytes(c[0]), bytes(c[1]) or None) for c in obj["directory"]),
             made_at=int(obj["made_at"]),
+            kind=KitKind(obj.get("kind", KitKind.NODE)),
+            first_user_seed=bytes(obj.get("first_user_seed", b"")) or None,
         )
     except (InvalidInput, KeyError, TypeError, ValueError, IndexError) as exc:
         raise KitRejected("the recovery kit's contents are damaged") from exc
+    if (contents.kind == KitKind.ENROLLMENT) != (contents.first_user_seed is not None):
+        raise KitRejected("the recovery kit's contents are damaged (its kind and its keys disagree)")
+    if contents.first_user_seed is not None and _public(contents.first_user_seed) != contents.default_user:
+        raise KitRejected("the recovery kit's contents are damaged (its first user's key does not match)")
+    return contents
+
+
+def _public(seed: bytes) -> bytes | None:
+    try:
+        return bytes(crypto.new_signing_key(seed).verify_key)
+    except ValueError:  # PyNaCl's own ValueError for a seed of the wrong length is one too
+        return None
 
 
 def seal_kit(contents: bytes, code: str, salt: bytes, nonce: bytes, kdf: crypto.KdfParams) -> bytes:
@@ -112,7 +156,13 @@ def open_kit(data: bytes, code: str) -> KitContents:
         outer = cbor.decode(data, "recovery kit")
     except InvalidInput as exc:
         raise KitRejected(f"not a recovery kit ({exc})") from exc
-    if not isinstance(outer, dict) or outer.get("format") != KIT_FORMAT:
+    if isinstance(outer, dict) and outer.get("format") == REPLACED_KIT_FORMAT:
+        at = outer.get("replaced_at")
+        when = f" at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(at / 1000))}" if isinstance(at, int) else ""
+        raise KitRejected(
+            f"this recovery kit's node {str(outer.get('node'))[:40]} was revoked and replaced by node {str(outer.get('by'))[:40]}{when}: recover with the new identity's kit"
+        )
+    if not isinstance(outer, dict) or outer.get("format") not in (KIT_FORMAT, *OLD_KIT_FORMATS):
         raise KitRejected("not a Rallypoint recovery kit (or an unsupported version)")
     try:
         inner = coded.unseal(outer, normalise(code))
@@ -123,6 +173,11 @@ def open_kit(data: bytes, code: str) -> KitContents:
     except (KeyError, TypeError, ValueError) as exc:
         raise KitRejected("damaged recovery kit") from exc
     return decode_contents(inner)
+
+
+def replaced_marker(node_id: str, by: str, replaced_at: int) -> bytes:
+    """What the kit of a replaced node holds afterwards (identity.overwrite_with_marker)."""
+    return cbor.encode({"format": REPLACED_KIT_FORMAT, "node": node_id, "by": by, "replaced_at": replaced_at})
 
 
 def normalise(code: str) -> str:

@@ -58,6 +58,7 @@ from chat import chat_lines  # noqa: E402
 from syncthing_side import SyncthingFigures, measure_syncthing, messages_needed, syncthing_missing_hint  # noqa: E402
 
 from appliance import crypto  # noqa: E402
+from appliance.model import RecoveryKit  # noqa: E402
 from appliance.node import SEGMENT_SIZE, Node  # noqa: E402
 from sync.lan import LanConfig, LanEvent, LanService, Received, SessionUp  # noqa: E402
 
@@ -85,12 +86,15 @@ def loopback_multicast() -> bool:
 # --- nodes ------------------------------------------------------------------------------
 
 
-async def make_workspace(root: Path, names: list[str], fill: int, bodies: list[str]) -> list[Path]:
-    """A workspace made on the first home, the others enrolled; the first holds `fill` messages."""
+async def make_workspace(root: Path, names: list[str], fill: int, bodies: list[str], kits: dict[str, RecoveryKit] | None = None) -> list[Path]:
+    """A workspace made on the first home, the others enrolled; the first holds `fill` messages.
+    The recovery kits made with the invitations go into `kits`, by name, when given."""
     first = await Node.init(root / names[0], workspace_name="bench", user_name="alice", node_name=names[0], passphrase=PASSPHRASE, kdf=KDF)
     async with first:
         for name in names[1:]:
             enrollment = await first.enrollment.invite(name, f"user-{name}", kdf=KDF)
+            if kits is not None and enrollment.kit is not None:
+                kits[name] = enrollment.kit
             await (await Node.join(root / name, enrollment.data, enrollment.code, PASSPHRASE, kdf=KDF)).close()
         await first.chat.create_channel(CHANNEL)
         start = time.perf_counter()

@@ -41,6 +41,7 @@ from chat import chat_lines  # noqa: E402
 from lan import CHANNEL, FILL_CHUNK, KDF, PASSPHRASE, ServeProcess, lan_fill, make_workspace, progress  # noqa: E402
 
 from appliance.kernel import wall_clock_ms  # noqa: E402
+from appliance.model import RecoveryKit  # noqa: E402
 from appliance.node import SEGMENT_SIZE, Node  # noqa: E402
 from appliance.recovery import recover  # noqa: E402
 
@@ -113,15 +114,17 @@ async def measure_pitr(work: Path, bodies: list[str], size: int) -> Pitr:
     return Pitr(size, len(first_of_segments), taken.bytes, timings["restore"], timings["half"], timings["all"])
 
 
-async def measure_recovery(work: Path, bodies: list[str], size: int) -> Recovery:
-    homes = await make_workspace(work / f"recovery-{size}", ["alpha", "bravo"], size, bodies)
+async def measure_recovery(work: Path, bodies: list[str], size: int, made_at_enrollment: bool = False) -> Recovery:
+    kits: dict[str, RecoveryKit] = {}
+    homes = await make_workspace(work / f"recovery-{size}{'-enrollment-kit' if made_at_enrollment else ''}", ["alpha", "bravo"], size, bodies, kits)
     source = ServeProcess(homes[0], mdns=False)
     try:
         _, listening = source.wait_for("Listening", 60)
         async with await Node.open(homes[1], PASSPHRASE) as bravo:
             initial, _ = await lan_fill(bravo, listening["port"], size, bodies)
             progress(f"recovery: initial sync of {size:,} in {initial:.2f} s")
-            kit = await bravo.custody.recovery_kit(PASSPHRASE, kdf=KDF)
+            # The admin's kit from the invitation (alpha then accepts its incarnation), or bravo's own.
+            kit = kits["bravo"] if made_at_enrollment else await bravo.custody.recovery_kit(PASSPHRASE, kdf=KDF)
         shutil.rmtree(homes[1])
         start = time.perf_counter()
         again = await recover(homes[1].with_name("bravo-new"), kit.data, kit.code, PASSPHRASE)
@@ -140,6 +143,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="end with one JSON line of every figure")
     parser.add_argument("--sizes", help="sizes, comma-separated (default 10000,100000; quick: 10000 for pitr, 2000 for recovery)")
     parser.add_argument("--home", help="keep the nodes' homes here (default: a temporary directory)")
+    parser.add_argument("--enrollment-kit", action="store_true", help="recover from the kit the admin made at enrollment rather than the node's own")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [10_000, 100_000]
     pitr_sizes = [10_000] if args.quick and not args.sizes else sizes
@@ -155,8 +159,8 @@ def main() -> None:
             figures["pitr"].append(asdict(asyncio.run(measure_pitr(work, bodies, size))))
         for size in recovery_sizes:
             progress(f"recovery of {size:,} messages from a peer over loopback")
-            run = asyncio.run(measure_recovery(work, bodies, size))
-            figures["recovery"].append({**asdict(run), "ratio": run.ratio})
+            run = asyncio.run(measure_recovery(work, bodies, size, args.enrollment_kit))
+            figures["recovery"].append({**asdict(run), "ratio": run.ratio, "kit": "enrollment" if args.enrollment_kit else "node"})
     figures["elapsed_s"] = time.perf_counter() - started
     print("\n".join(report(figures)))
     if args.json:

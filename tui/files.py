@@ -65,3 +65,22 @@ def read_text(path: Path, max_bytes: int, what: str) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise UnreadableFile(f"{path} is not UTF-8 text (byte {exc.start})") from exc
+
+
+KITS_FOLDER = "recovery-kits"  # in the admin's node's home: the kits of the nodes it enrolled
+
+
+def enrollment_kit_path(home: Path, node_name: str, node_id: str) -> Path:
+    """Where `invite` keeps a new node's recovery kit unless told otherwise: on the admin's own
+    node, never beside the enrollment file - that stick travels with the node, and a kit lost
+    with the node it should bring back is no kit. Named by the node and its id's first group (two
+    invitations of one name never overwrite each other's kit)."""
+    return home / KITS_FOLDER / f"{node_name}-{node_id.split('-')[0]}.kit"
+
+
+def write_kit(path: Path, data: bytes) -> None:
+    """A recovery kit, 0600; a missing folder of the default place is made 0700."""
+    path = path.expanduser()
+    if path.parent.name == KITS_FOLDER and not path.parent.exists():
+        path.parent.mkdir(mode=0o700)
+    write_atomically(path, data)

@@ -53,6 +53,7 @@ class Invitation:
     user_name: str
     role: str
     path: Path
+    kit_path: Path | None = None  # the node's recovery kit (None: the default place in the admin's home)
 
 
 class Failed(Message, bubble=False):

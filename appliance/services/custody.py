@@ -160,13 +160,15 @@ class CustodyService:
         now = self._kernel.clock()
         new_key = crypto.new_signing_key(self._kernel.rng(32))
         new_public = bytes(new_key.verify_key)
+        incarnation = self._kernel.rng(INCARNATION_BYTES)
         ws = self._identity.workspace_key
+        commitment = certs.recovery_commitment(incarnation)  # the new kit is one an admin made: peers accept it again if it comes back
         records: list[certs.Certificate | certs.Revocation] = [
             certs.issue_revocation(issuer, workspace=ws, subject=old_key, reason=reason, revoked_at=now),
-            certs.issue_certificate(issuer, workspace=ws, kind=certs.SubjectKind.NODE, key=new_public, name=lost.name, role=certs.Role.NODE, issued_at=now),
+            certs.issue_certificate(issuer, workspace=ws, kind=certs.SubjectKind.NODE, key=new_public, name=lost.name, role=certs.Role.NODE, issued_at=now, recovery=commitment),
         ]
-        for user in old.users:
-            cert = current.users.get(user.public_key)
+        for public_key in old.user_keys:
+            cert = current.users.get(public_key)
             if cert is not None:
                 records.append(
                     certs.issue_certificate(
@@ -179,13 +181,13 @@ class CustodyService:
         await self._directory.add_entries(records, AuditAction.NODE_REPLACED, detail)
         directory = await self._replica.changes_for(documents.DIRECTORY_DOC, [])
         contents = dataclasses.replace(
-            old, node_seed=bytes(new_key), incarnation=self._kernel.rng(INCARNATION_BYTES), directory=tuple((c.data, c.signature) for c in directory), made_at=now
+            old, node_seed=bytes(new_key), incarnation=incarnation, directory=tuple((c.data, c.signature) for c in directory), made_at=now
         )
         new_code = recovery_kit.new_code(list(self._kernel.rng(recovery_kit.KIT_CODE_CHARS)))
         data = await asyncio.to_thread(
             recovery_kit.seal_kit, recovery_kit.encode_contents(contents), new_code, self._kernel.rng(crypto.SALT_BYTES), self._kernel.rng(crypto.NONCE_BYTES), kdf
         )
-        return RecoveryKit(data, coded.shown(new_code), new_id, len(old.users))
+        return RecoveryKit(data, coded.shown(new_code), new_id, len(old.user_keys), replaces=ids.key_id(old_key), made_at=now)
 
     async def wipe_after_revocation(self, revocation: certs.Revocation) -> None:
         """Remote wipe: this node's own revocation arrived. Its data key, sealed secrets and users' keys are

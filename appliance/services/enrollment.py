@@ -9,12 +9,12 @@ import secrets
 import time
 from typing import Any
 
-from appliance import atrest, cbor, certs, coded, crypto, documents, identity, ids
+from appliance import atrest, cbor, certs, coded, crypto, documents, identity, ids, recovery_kit
 from appliance.audit_actions import AuditAction
 from appliance.changes import SignedChange
 from appliance.errors import EnrollmentRejected, InvalidInput, WrongPassphrase
 from appliance.kernel import Kernel
-from appliance.model import Enrollment
+from appliance.model import Enrollment, RecoveryKit
 from appliance.services.directory import DirectoryService
 from appliance.services.identity import IdentityRow, IdentityService, Keys, write_identity
 from appliance.services.intake import IntakeService
@@ -37,9 +37,15 @@ class EnrollmentService:
         self._directory = directory
         self._intake = intake
 
-    async def invite(self, node_name: str, user_name: str, role: str = "member", *, kdf: crypto.KdfParams = crypto.MODERATE) -> Enrollment:
+    async def invite(
+        self, node_name: str, user_name: str, role: str = "member", *, kdf: crypto.KdfParams = crypto.MODERATE, with_kit: bool = True
+    ) -> Enrollment:
         """Certificates and fresh keys for a new node and its first user, sealed in a file
-        that opens only with a one-time code shown here (so a lost stick exposes nothing)."""
+        that opens only with a one-time code shown here (so a lost stick exposes nothing).
+        With `with_kit` (the default), also the node's recovery kit for the admin to keep
+        (appliance/recovery_kit.py, KitKind.ENROLLMENT), sealed under a code of its own: the
+        node's certificate commits to the kit's incarnation, so its peers accept the node when
+        it comes back from that kit. Making the kit is audited (never its code)."""
         issuer = await self._identity.require_admin("invite")
         node_name, user_name, granted = certs.check_name(node_name), certs.check_name(user_name), certs.check_role(role)
         if self._roster.current.user_by_name(user_name) is not None:
@@ -47,8 +53,12 @@ class EnrollmentService:
         node_key, user_key = crypto.new_signing_key(self._kernel.rng(32)), crypto.new_signing_key(self._kernel.rng(32))
         now = self._kernel.clock()
         ws = self._identity.row.workspace_key
+        kit_incarnation = self._kernel.rng(identity.INCARNATION_BYTES) if with_kit else None
+        commitment = certs.recovery_commitment(kit_incarnation) if kit_incarnation is not None else None
         issued = [
-            certs.issue_certificate(issuer, workspace=ws, kind=certs.SubjectKind.NODE, key=bytes(node_key.verify_key), name=node_name, role=certs.Role.NODE, issued_at=now),
+            certs.issue_certificate(
+                issuer, workspace=ws, kind=certs.SubjectKind.NODE, key=bytes(node_key.verify_key), name=node_name, role=certs.Role.NODE, issued_at=now, recovery=commitment
+            ),
             certs.issue_certificate(issuer, workspace=ws, kind=certs.SubjectKind.USER, key=bytes(user_key.verify_key), name=user_name, role=granted, issued_at=now, home=bytes(node_key.verify_key)),
         ]
         node_id = ids.key_id(bytes(node_key.verify_key))
@@ -69,7 +79,34 @@ class EnrollmentService:
         code = "".join(secrets.choice(ids.CROCKFORD) for _ in range(ENROLLMENT_CODE_CHARS))
         salt = self._kernel.rng(crypto.SALT_BYTES)
         data = await asyncio.to_thread(coded.seal, ENROLLMENT_FORMAT, inner, normalise_code(code), salt, self._kernel.rng(crypto.NONCE_BYTES), kdf)
-        return Enrollment(data=data, code=coded.shown(code), node_id=node_id, user_name=user_name)
+        kit = None
+        if kit_incarnation is not None:
+            contents = recovery_kit.KitContents(
+                workspace_name=self._identity.row.workspace_name,
+                workspace_key=ws,
+                node_name=node_name,
+                node_seed=bytes(node_key),
+                workspace_seed=None,
+                default_user=bytes(user_key.verify_key),
+                incarnation=kit_incarnation,
+                kdf=joined_cost(kdf),
+                users=(),
+                directory=tuple((c.data, c.signature) for c in directory_changes),
+                made_at=now,
+                kind=recovery_kit.KitKind.ENROLLMENT,
+                first_user_seed=bytes(user_key),
+            )
+            kit = await self._seal_kit(contents, node_id, kdf)
+        return Enrollment(data=data, code=coded.shown(code), node_id=node_id, user_name=user_name, kit=kit)
+
+    async def _seal_kit(self, contents: recovery_kit.KitContents, node_id: str, kdf: crypto.KdfParams) -> RecoveryKit:
+        kit_code = recovery_kit.new_code(list(self._kernel.rng(recovery_kit.KIT_CODE_CHARS)))
+        rng = self._kernel.rng
+        sealed = await asyncio.to_thread(recovery_kit.seal_kit, recovery_kit.encode_contents(contents), kit_code, rng(crypto.SALT_BYTES), rng(crypto.NONCE_BYTES), kdf)
+        async with self._kernel.store.transaction() as conn:
+            made: dict[str, object] = {"node": node_id, "name": contents.node_name, "users": 1, "at_enrollment": True}
+            await self._kernel.audit(conn, self._kernel.clock(), self._identity.user_key.hex(), AuditAction.RECOVERY_KIT_MADE, made)
+        return RecoveryKit(sealed, coded.shown(kit_code), node_id, 1)
 
     async def install(self, inner: dict[str, Any], passphrase: str, kdf: crypto.KdfParams, user_secret: str | None = None, key_file: atrest.KeyFile | None = None) -> None:
         """The join path, on the new node: imports the invitation's directory through the normal
@@ -92,6 +129,13 @@ def enrolled_identity(inner: dict[str, Any], incarnation: bytes, data_key: bytes
     user_key = crypto.new_signing_key(inner["user_seed"])
     row = IdentityRow(inner["workspace_name"], inner["workspace_key"], inner["node_name"], bytes(node_key.verify_key), bytes(user_key.verify_key), incarnation, kdf)
     return row, Keys(data_key, node_key, None, {row.default_user: user_key})
+
+
+def joined_cost(kdf: crypto.KdfParams) -> crypto.KdfParams:
+    """The Argon2id cost a node recovered from an enrollment-time kit seals its users' secrets and
+    its data key at: what a join sets by default (INTERACTIVE), or the invitation's own cost when
+    that is lower (a test's). The kit itself is sealed at the invitation's cost."""
+    return kdf if kdf.memlimit <= crypto.INTERACTIVE.memlimit and kdf.opslimit <= crypto.INTERACTIVE.opslimit else crypto.INTERACTIVE
 
 
 def normalise_code(code: str) -> str:

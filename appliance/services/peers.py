@@ -120,7 +120,9 @@ class PeersService:
         """Judges a node key presented with `incarnation` (a LAN handshake, a bundle). Raises
         IdentityConflict - audited, at most once an hour per key after the first - when the key
         is this node's own from another machine, was first seen with another incarnation, or is
-        already in conflict; otherwise remembers the first incarnation seen. Without `record`
+        already in conflict; otherwise remembers the first incarnation seen. The incarnation a
+        node's certificate commits to (its enrollment-time recovery kit's) is accepted and
+        replaces the one seen before: the node came back from that kit (audited). Without `record`
         (a preview) it judges and writes nothing."""
         own = peer == self._identity.row.node_key
         if own and incarnation == self._identity.row.incarnation:
@@ -129,6 +131,15 @@ class PeersService:
             if await identity.known_good(conn, peer, incarnation):
                 return
         now = self._kernel.clock()
+        cert = None if own else self._roster.current.nodes.get(peer)
+        if cert is not None and cert.recovers_as(incarnation):
+            if record:
+                async with self._kernel.store.transaction() as conn:
+                    replaced = await identity.adopt_incarnation(conn, peer, incarnation, now)
+                    if replaced is not None:
+                        back: dict[str, object] = {"node": ids.key_id(peer), "via": via, "incarnation": incarnation.hex(), "replaced": replaced.hex()}
+                        await self._kernel.audit(conn, now, self._identity.row.node_key.hex(), AuditAction.PEER_RECOVERED, back)
+            return
         async with self._kernel.store.transaction() as conn:
             verdict = await identity.record_incarnation(conn, peer, incarnation, now, first=self._identity.row.incarnation if own else None, record=record)
             if verdict.audit:

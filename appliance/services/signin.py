@@ -223,12 +223,14 @@ class SignInService:
     async def reset_secret(self, name: str, one_time: str | None = None) -> SecretReset:
         """Admin: gives local user `name` a one-time secret (made up when not given) that they
         must replace at their next sign-in; their lock-out ends. A key still under the data key
-        moves under it (and that copy goes); a key sealed under a secret nobody knows any more
-        cannot be opened by anyone, so the user gets a new key, certified with their name and
+        moves under it (and that copy goes); a key sealed under a secret nobody knows any more,
+        or one this node lost (a user its certificate homes here whom the kit made at enrollment
+        did not hold), cannot be opened by anyone, so the user gets a new key, certified with their name and
         role, and the old one is revoked. Audited."""
         issuer = await self._identity.require_admin("user reset-secret")
         cert = self._roster.current.user_by_name(name)
-        if cert is None or cert.key not in self._identity.keys.local:
+        homed_here = cert is not None and cert.home == self._identity.row.node_key  # a key this node lost (recovered from a kit made at enrollment)
+        if cert is None or (cert.key not in self._identity.keys.local and not homed_here):
             raise NotFound(f"no local user {name!r} on this node")
         if cert.key == self._identity.user_key:
             raise InvalidInput("change your own secret with `rallypoint user change-secret`")

@@ -14,7 +14,7 @@ from textual.pilot import Pilot
 from textual.screen import Screen
 from textual.widgets import DataTable, Input, Static
 
-from appliance import certs
+from appliance import certs, recovery_kit
 from appliance.node import Node
 from tests.conftest import FAST, PASSPHRASE, connect_node_db, make_workspace
 from tests.console_helpers import SIZE, main_screen, recorded_notifications, screen_text, until, until_notified, until_shown
@@ -165,7 +165,7 @@ async def test_enroll_a_node_writes_the_file_shows_the_code_and_the_node_can_joi
         await pilot.press(*"bob")
         await pilot.press("enter", "enter")  # role: member
         await pilot.press(*str(tmp_path / "missing" / "bravo.enrollment"))
-        await pilot.press("enter")
+        await pilot.press("enter", "enter")  # the file, then the recovery kit's place (empty: the default)
         await until_notified(pilot, shown, f"there is no directory {tmp_path / 'missing'}")
         assert app.node is not None and [n.name for n in app.node.directory.nodes()] == ["alpha"]  # checked before anything was certified
 
@@ -173,7 +173,7 @@ async def test_enroll_a_node_writes_the_file_shows_the_code_and_the_node_can_joi
         await until_screen(pilot, InviteForm)
         for field, value in (("invite-node", "bravo"), ("invite-user", "bob"), ("invite-file", str(out))):
             app.screen.query_one(f"#{field}", Input).value = value
-        app.screen.query_one("#invite-file", Input).focus()
+        app.screen.query_one("#invite-kit", Input).focus()
         await pilot.press("enter")
         await until_screen(pilot, EnrollmentCard)
         await until(pilot, lambda: (screen_text(app).splitlines() or [""])[-1].strip() != "", "the card's footer to be drawn")  # under load it paints a frame later (or none yet)
@@ -181,13 +181,21 @@ async def test_enroll_a_node_writes_the_file_shows_the_code_and_the_node_can_joi
         assert re.fullmatch(r"[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}", code)
         assert code in screen_text(app)
         assert str(app.screen.query_one("#enrollment-file", Static).render()) == str(out)
+        kit_code = str(app.screen.query_one("#kit-code", Static).render())
+        assert re.fullmatch(r"[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}", kit_code)
+        assert kit_code in screen_text(app)
+        kit = Path(str(app.screen.query_one("#kit-file", Static).render()))
+        assert kit.parent == home / "recovery-kits" and kit.name.startswith("bravo-")  # on the admin's node, not beside the enrollment file
         assert_fits(app)
         await pilot.press("enter")
         await until_screen(pilot, AdminScreen)
         await until(pilot, lambda: "bravo" in first_column(screen, "#nodes-table"), "bravo in the nodes table")
-        assert code not in screen_text(app)  # shown once
+        assert code not in screen_text(app) and kit_code not in screen_text(app)  # shown once
 
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert stat.S_IMODE(kit.stat().st_mode) == 0o600 and stat.S_IMODE(kit.parent.stat().st_mode) == 0o700
+    opened = recovery_kit.open_kit(kit.read_bytes(), kit_code)
+    assert opened.kind == recovery_kit.KitKind.ENROLLMENT and opened.node_name == "bravo"
     async with await Node.join(tmp_path / "bravo", out.read_bytes(), code, PASSPHRASE, kdf=FAST) as bravo:
         me = bravo.identity.whoami()
         assert (me.node_name, me.user_name, me.role) == ("bravo", "bob", "member")

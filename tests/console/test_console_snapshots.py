@@ -15,10 +15,13 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
+from appliance.model import Enrollment, RecoveryKit
 from appliance.node import Attachment, Node
 from tests.conftest import FAST, PASSPHRASE, REPO
 from tests.console_helpers import SIZE, Steps, main_screen, screen_text, until, until_shown
 from tui.app import RallypointApp
+from tui.dialogs.admin_forms import EnrollmentCard
+from tui.messages import Invitation
 from tui.screens.lock import LockScreen
 from tui.screens.mfa_enrol import MfaEnrolScreen
 from tui.screens.peers import PeersScreen
@@ -125,3 +128,17 @@ async def test_the_mfa_enrolment_screen_matches_its_snapshot(home: Path) -> None
         await until(pilot, lambda: isinstance(pilot.app.screen, MfaEnrolScreen), "the enrolment screen")
         await until_shown(pilot, "Then type the code it shows")
         await check(pilot, "mfa_enrol")
+
+
+async def test_the_enrollment_card_with_its_recovery_kit_matches_its_snapshot(home: Path) -> None:
+    """What the admin reads once after enrolling a node: the file and its code for the new node's
+    operator, the recovery kit's place and code for the admin alone."""
+    kit = RecoveryKit(b"", "K1TC-0DE0-F0RT-HEAD", "ABCDEFG-HIJKMNP-QRSTVWX", 1)
+    enrollment = Enrollment(b"", "J01N-C0DE-F0RB", "ABCDEFG-HIJKMNP-QRSTVWX", "bob", kit)
+    request = Invitation("bravo", "bob", "member", Path("/media/stick/bravo.enroll"), Path("/srv/rallypoint/recovery-kits/bravo-ABCDEFG.kit"))
+    async with RallypointApp(home, PASSPHRASE).run_test(size=SIZE) as pilot:
+        await main_screen(pilot)
+        await until_shown(pilot, "Courier leaves at dawn")
+        await pilot.app.push_screen(EnrollmentCard(enrollment, request))
+        await until_shown(pilot, "K1TC-0DE0-F0RT-HEAD")
+        await check(pilot, "enrollment_card")

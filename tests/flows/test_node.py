@@ -86,7 +86,7 @@ async def test_invite_and_join_need_the_one_time_code(tmp_path: Path, alice: Nod
         me = bob.identity.whoami()
         assert (me.user_name, me.role, me.node_id, me.workspace_id) == ("bob", "member", enrollment.node_id, alice.identity.workspace_id)
         assert {u.name for u in bob.directory.users()} == {"alice", "bob"}
-    assert [e.action for e in await alice.audit.entries()][-1] == "invited"
+    assert [e.action for e in await alice.audit.entries()][-2:] == ["invited", "recovery_kit_made"]  # the node's kit, made with the invitation
 
 
 async def test_only_admins_administer_and_refusals_are_audited(tmp_path: Path) -> None:

@@ -3,15 +3,17 @@ a point-in-time restore which messages a later change touched."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance import crypto, documents
+from appliance import cbor, certs, coded, crypto, documents
 from appliance.coded import shown
-from appliance.recovery_kit import KitContents, KitRejected, SealedUser, decode_contents, encode_contents, open_kit, seal_kit
+from appliance.errors import CertificateInvalid, InvalidInput
+from appliance.recovery_kit import KitContents, KitKind, KitRejected, SealedUser, decode_contents, encode_contents, open_kit, replaced_marker, seal_kit
 from appliance.rewind import taken_at_from_name
 
 FAST = crypto.KdfParams(1, 8192)
@@ -41,11 +43,66 @@ kits = st.builds(
     made_at=st.integers(0, 2**53),
 )
 
+enrollment_kits = st.tuples(kits, key).map(
+    lambda pair: dataclasses.replace(
+        pair[0], kind=KitKind.ENROLLMENT, first_user_seed=pair[1], default_user=bytes(crypto.new_signing_key(pair[1]).verify_key), users=(), workspace_seed=None
+    )
+)
 
-@given(kits)
+
+@given(kits | enrollment_kits)
 @settings(max_examples=60, deadline=None)
 def test_contents_come_back_as_they_went_in(kit: KitContents) -> None:
     assert decode_contents(encode_contents(kit)) == kit
+
+
+def test_an_enrollment_kit_brings_back_its_first_user_and_its_kind_must_match_its_keys() -> None:
+    seed = bytes(range(32))
+    first = bytes(crypto.new_signing_key(seed).verify_key)
+    kit = KitContents("acme", bytes(32), "bravo", bytes(32), None, first, bytes(16), FAST, (), (), 5, KitKind.ENROLLMENT, seed)
+    assert decode_contents(encode_contents(kit)).user_keys == (first,)
+    for bad in (dataclasses.replace(kit, first_user_seed=None), dataclasses.replace(kit, kind=KitKind.NODE), dataclasses.replace(kit, default_user=bytes(32))):
+        with pytest.raises(KitRejected, match="damaged"):
+            decode_contents(encode_contents(bad))
+    with pytest.raises(KitRejected, match="damaged"):
+        decode_contents(encode_contents(dataclasses.replace(kit, first_user_seed=b"short")))
+
+
+def test_a_node_kit_of_the_previous_format_is_still_read() -> None:
+    kit = KitContents("acme", bytes(32), "bravo", bytes(range(32)), None, bytes(32), bytes(16), FAST, (), (), 5)
+    fields = cbor.decode(encode_contents(kit), "kit")
+    old = {k: v for k, v in fields.items() if k not in ("kind", "first_user_seed")}
+    sealed = coded.seal("rallypoint-recovery-kit/1", cbor.encode(old), "0123456789ABCDEF", bytes(16), bytes(24), FAST)
+    assert open_kit(sealed, "0123-4567-89AB-CDEF") == kit
+    with pytest.raises(KitRejected, match="unsupported version"):
+        open_kit(coded.seal("rallypoint-recovery-kit/9", cbor.encode(old), "0123456789ABCDEF", bytes(16), bytes(24), FAST), "0123456789ABCDEF")
+
+
+def test_the_kit_of_a_replaced_node_says_by_whom() -> None:
+    with pytest.raises(KitRejected, match="node OLD was revoked and replaced by node NEW at 2026-12-07 08:30 UTC"):
+        open_kit(replaced_marker("OLD", "NEW", int(datetime(2026, 12, 7, 8, 30, tzinfo=UTC).timestamp() * 1000)), "anything")
+
+
+def test_a_node_certificate_commits_to_its_recovery_incarnation_and_only_a_node_certificate() -> None:
+    admin = crypto.new_signing_key(bytes(32))
+    incarnation = bytes(range(16))
+    cert = certs.issue_certificate(
+        admin, workspace=bytes(32), kind=certs.SubjectKind.NODE, key=bytes(31) + b"\x01", name="bravo", role=certs.Role.NODE, issued_at=1,
+        recovery=certs.recovery_commitment(incarnation),
+    )
+    again = certs.decode_certificate(cert.encoded)
+    assert again.recovers_as(incarnation) and not again.recovers_as(bytes(16))
+    plain = certs.issue_certificate(admin, workspace=bytes(32), kind=certs.SubjectKind.NODE, key=bytes(32), name="bravo", role=certs.Role.NODE, issued_at=1)
+    assert plain.recovery is None and not plain.recovers_as(incarnation)
+    with pytest.raises(InvalidInput):
+        certs.issue_certificate(
+            admin, workspace=bytes(32), kind=certs.SubjectKind.USER, key=bytes(32), name="bob", role=certs.Role.MEMBER, issued_at=1, recovery=certs.recovery_commitment(incarnation)
+        )
+    # A user certificate carrying one, signed by hand, is refused on decoding.
+    body = cbor.encode({"v": 1, "kind": "user", "workspace": bytes(32), "key": bytes(32), "name": "bob", "role": "member", "issuer": bytes(admin.verify_key),
+                        "issued_at": 1, "expires_at": None, "recovery": bytes(32)})
+    with pytest.raises(CertificateInvalid, match="unexpected fields"):
+        certs.decode_certificate(cbor.encode([body, crypto.sign(admin, certs.CERT_DOMAIN + body)]))
 
 
 @given(st.binary(max_size=300))

@@ -18,7 +18,7 @@ from tui.cli.output import EXIT_ERROR, emit
 from tui.cli.parsing import Command
 from tui.cli.unlock import given_secret, with_node
 from tui.errors import CliError, CommandFailed, UsageError
-from tui.files import write_atomically
+from tui.files import enrollment_kit_path, write_atomically, write_kit
 from tui.text import printable
 
 if TYPE_CHECKING:  # each command imports what it uses when it runs: `--help` loads none of it
@@ -28,14 +28,31 @@ if TYPE_CHECKING:  # each command imports what it uses when it runs: `--help` lo
 
 
 async def cmd_invite(args: argparse.Namespace) -> None:
+    out = Path(args.out).expanduser().absolute()
+    if args.recovery_kit and Path(args.recovery_kit).expanduser().absolute() == out:
+        raise UsageError("the recovery kit and the enrollment file need two files (the kit stays with the admin)", "rallypoint invite", "")
+    if args.recovery_kit and Path(args.recovery_kit).expanduser().absolute().parent == out.parent:
+        print("rallypoint: warning: the recovery kit is beside the enrollment file: keep it off the stick that goes to the new node", file=sys.stderr)
+
     async def run(node: Node) -> None:
-        enrollment = await node.enrollment.invite(args.node_name, args.user, args.role)
+        enrollment = await node.enrollment.invite(args.node_name, args.user, args.role, with_kit=not args.no_recovery_kit)
+        kit_path = None
+        if enrollment.kit is not None:  # first: a node whose kit could not be written is not enrolled unknowingly
+            kit_path = Path(args.recovery_kit).expanduser() if args.recovery_kit else enrollment_kit_path(node.home, args.node_name, enrollment.node_id)
+            try:
+                write_kit(kit_path, enrollment.kit.data)
+            except OSError as exc:
+                raise CliError(f"cannot write the recovery kit to {kit_path}: {exc.strerror or exc} (the invitation stands: invite again under a new name, or revoke it)") from exc
         write_atomically(Path(args.out), enrollment.data)
-        emit(
-            args,
-            {"file": args.out, "code": enrollment.code, "node_id": enrollment.node_id, "user": enrollment.user_name},
-            f"Enrollment file written to {args.out}\nOne-time code (tell it to the new node's operator, never write it on the stick):\n\n    {enrollment.code}\n\nNew node id: {enrollment.node_id}",
-        )
+        result: dict[str, object] = {"file": args.out, "code": enrollment.code, "node_id": enrollment.node_id, "user": enrollment.user_name}
+        text = f"Enrollment file written to {args.out}\nOne-time code (tell it to the new node's operator, never write it on the stick):\n\n    {enrollment.code}\n\nNew node id: {enrollment.node_id}"
+        if enrollment.kit is not None and kit_path is not None:
+            result["recovery_kit"] = {"file": str(kit_path), "code": enrollment.kit.code}
+            text += (
+                f"\n\nRecovery kit of {args.node_name} written to {kit_path}\nIts recovery code (for the admin alone: keep it apart from the kit):\n\n    {enrollment.kit.code}\n\n"
+                f"Keep the kit off the stick that goes to {args.node_name}: if that node is lost, `rallypoint recover` with it brings back its identity and {enrollment.user_name}."
+            )
+        emit(args, result, text)
 
     await with_node(args, run)
 
@@ -305,6 +322,11 @@ def _invite_arguments(parser: argparse.ArgumentParser, common: argparse.Argument
     parser.add_argument("--user", required=True, help="the new node's first user")
     parser.add_argument("--role", default="member", choices=["admin", "member", "observer"])
     parser.add_argument("--out", required=True, metavar="FILE")
+    kit = parser.add_mutually_exclusive_group()
+    kit.add_argument(
+        "--recovery-kit", metavar="FILE", help="where to write the new node's recovery kit (default: recovery-kits/ in this node's home, never beside the enrollment file)"
+    )
+    kit.add_argument("--no-recovery-kit", action="store_true", help="make no recovery kit (the node can then only be recovered from a kit it makes itself)")
 
 
 def _user_arguments(parser: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
@@ -361,7 +383,7 @@ def _node_arguments(parser: argparse.ArgumentParser, common: argparse.ArgumentPa
     node_sub.add_parser("list", parents=[common], help="list the workspace's nodes")
 
 
-INVITE = Command("invite", "admin: write an enrollment file for a new node and print its one-time code", cmd_invite, _invite_arguments)
+INVITE = Command("invite", "admin: write an enrollment file for a new node and its recovery kit; print both codes", cmd_invite, _invite_arguments)
 USER = Command("user", "users and roles", cmd_user, _user_arguments)
 CONFIG = Command("config", "show or (admin) change node settings", cmd_config, _config_arguments)
 AUDIT = Command("audit", "show or verify the audit log", cmd_audit, _audit_arguments)

@@ -149,8 +149,10 @@ async def cmd_recovery_kit(args: argparse.Namespace) -> None:
 
 
 async def cmd_recover(args: argparse.Namespace) -> None:
-    from appliance.recovery import recover
-    from appliance.recovery_kit import MAX_KIT_BYTES
+    import asyncio
+
+    from appliance.recovery import recover_opened
+    from appliance.recovery_kit import MAX_KIT_BYTES, KitKind, open_kit
 
     try:
         data = read_regular_file(Path(args.kit).expanduser(), MAX_KIT_BYTES)
@@ -163,18 +165,29 @@ async def cmd_recover(args: argparse.Namespace) -> None:
         code = input("Recovery code: ")
     home = Path(args.home).expanduser()
     passphrase = read_passphrase(args, confirm=True, prompt="New passphrase for this node: ")
-    async with await recover(home, data, code, passphrase, user_secret=read_user_secret(args)) as node:
+    contents = await asyncio.to_thread(open_kit, data, code)
+    async with await recover_opened(home, contents, passphrase, user_secret=read_user_secret(args)) as node:
         me = node.identity.whoami()
-        emit(
-            args,
-            {"home": str(home), "workspace": me.workspace_name, "node": me.node_name, "node_id": me.node_id, "user": me.user_name},
-            f"Node {me.node_name} ({me.node_id}) of {me.workspace_name} recovered into {home}, with an empty store\n"
+        result: dict[str, object] = {"home": str(home), "workspace": me.workspace_name, "node": me.node_name, "node_id": me.node_id, "user": me.user_name, "kit": str(contents.kind)}
+        text = f"Node {me.node_name} ({me.node_id}) of {me.workspace_name} recovered into {home}, with an empty store\n"
+        if contents.kind == KitKind.ENROLLMENT:
+            result["users_not_in_kit"] = "users added on the node after its enrollment"
+            text += (
+                f"From the kit made at its enrollment: {me.user_name} is back (their secret is the one given now);\n"
+                "users added on this node after its enrollment are not in this kit - an admin re-keys each with\n"
+                "`rallypoint user reset-secret NAME` once the directory is back (a kit the node makes itself covers them).\n"
+            )
+        text += (
             "Refill it: `rallypoint serve` on the LAN with any peer, or by courier - export a bundle from here first (it tells each peer\n"
-            "this node holds nothing), import it on a peer, then bring back that peer's bundle.",
+            "this node holds nothing), import it on a peer, then bring back that peer's bundle."
         )
+        emit(args, result, text)
 
 
 async def cmd_replace_node(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from appliance import identity, recovery_kit
     from appliance.recovery_kit import MAX_KIT_BYTES
 
     try:
@@ -185,6 +198,11 @@ async def cmd_replace_node(args: argparse.Namespace) -> None:
     async def run(node: Node) -> None:
         kit = await node.custody.replace_node(data, args.code, reason=args.reason)
         write_atomically(Path(args.to).expanduser(), kit.data)
+        # The lost node's kit now names its replacement: recovering the revoked identity from it is refused.
+        marker = recovery_kit.replaced_marker(kit.replaces or "", kit.node_id, kit.made_at)
+        unconsumed = await asyncio.to_thread(identity.overwrite_with_marker, Path(args.kit).expanduser(), marker)
+        if unconsumed is not None:
+            print(f"rallypoint: warning: the lost node's kit could not be overwritten ({unconsumed}): destroy it, its identity is revoked", file=sys.stderr)
         emit(
             args,
             {"file": args.to, "code": kit.code, "node_id": kit.node_id, "users": kit.users},

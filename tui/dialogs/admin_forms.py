@@ -1,5 +1,6 @@
 """The admin screen's dialogs: the forms (add a user, change a role, enroll a node, a reason,
-a network, a backup folder) and the enrollment card that shows a one-time code once."""
+a network, a backup folder) and the enrollment card that shows a one-time code (and the new
+node's recovery kit's code) once."""
 
 from __future__ import annotations
 
@@ -182,12 +183,14 @@ class InviteForm(FormScreen[Invitation]):
         yield labelled("First user", Input(id="invite-user", placeholder="a new user, e.g. bob", classes="field"))
         yield labelled("Role", RoleList("member", id="invite-role"))
         yield labelled("Write to", Input(id="invite-file", placeholder="file, e.g. /media/stick/bravo.enrollment", classes="field"))
+        yield labelled("Kit to", Input(id="invite-kit", placeholder="recovery kit (empty: in this node's home)", classes="field"))
 
     def result(self) -> Invitation:
         node_name = self.value("invite-node", "the new node's name")
         user_name = self.value("invite-user", "the first user's name")
         path = Path(self.value("invite-file", "where to write the enrollment file")).expanduser().absolute()
-        return Invitation(node_name, user_name, self.query_one(RoleList).role, path)
+        kit = self.query_one("#invite-kit", Input).value.strip()
+        return Invitation(node_name, user_name, self.query_one(RoleList).role, path, Path(kit).expanduser().absolute() if kit else None)
 
 
 class ReasonForm(FormScreen[str]):
@@ -226,7 +229,8 @@ class BackupForm(FormScreen[Path]):
 
 
 class EnrollmentCard(ModalScreen[None]):
-    """The one-time code, shown once: the file travels on the stick, the code by voice."""
+    """The one-time code, shown once: the file travels on the stick, the code by voice; and the
+    node's recovery kit's place and code, which stay with the admin."""
 
     CSS_PATH = "admin_forms.tcss"
     BINDINGS = [Binding("escape,enter", "dismiss", "Close")]
@@ -245,5 +249,11 @@ class EnrollmentCard(ModalScreen[None]):
             yield Static(Content("One-time code: tell it to the new node's operator, never write it on the stick:"))
             yield Static(Content(enrollment.code), id="enrollment-code")
             yield Static(Content(f"Node id {enrollment.node_id}, first user {printable(enrollment.user_name)} ({request.role})"))
-            yield Static(Content("Enter or Escape closes; the code is not shown again."), classes="dialog-hint")
+            if enrollment.kit is not None and request.kit_path is not None:
+                yield Static(Content("Recovery kit (the admin keeps it, off the node's stick):"), classes="kit-label")
+                yield Static(Content(printable(str(request.kit_path))), id="kit-file")
+                yield Static(Content("Its recovery code, for the admin alone:"))
+                yield Static(Content(enrollment.kit.code), id="kit-code")
+            codes = "the codes are" if enrollment.kit is not None else "the code is"
+            yield Static(Content(f"Enter or Escape closes; {codes} not shown again."), classes="dialog-hint")
         yield Footer(compact=True)

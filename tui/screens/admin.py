@@ -9,6 +9,7 @@ and text from the network is shown through `printable()` in `Content` or rich `T
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 from collections.abc import Awaitable, Callable
@@ -32,7 +33,7 @@ from appliance.netpolicy import NetworkRule
 from appliance.node import Node
 from sync.interfaces import interface_networks
 from tui.dialogs.admin_forms import BackupForm, EnrollmentCard, InviteForm, NetworkForm, NewUser, ReasonForm, RoleConfirm, RoleForm, UserForm
-from tui.files import write_atomically
+from tui.files import enrollment_kit_path, write_atomically, write_kit
 from tui.formatting import short_time
 from tui.messages import ActionDone, AdminLoaded, AuditRow, DirectoryChanged, Enrolled, Failed, Invitation
 from tui.screens.workspace_audit import WorkspaceAuditScreen
@@ -142,8 +143,10 @@ class AdminScreen(Screen[None]):
         custody: CustodyService,
         feed: ChangeFeed,
         terms: TermsService,
+        home: Path,
     ) -> None:
         super().__init__()
+        self.home = home  # the node's: enrollment-time recovery kits go in it unless the admin says where
         self.identity = identity
         self.directory = directory
         self.enrollment = enrollment
@@ -424,16 +427,29 @@ class AdminScreen(Screen[None]):
         if problem is not None:
             self.post_message(Failed(problem))
             return
+        same = request.kit_path == request.path
+        problem = "the recovery kit and the enrollment file need two files" if same else None
+        if request.kit_path is not None and problem is None:
+            problem = await asyncio.to_thread(unwritable, request.kit_path)
+        if problem is not None:
+            self.post_message(Failed(f"recovery kit: {problem}"))
+            return
         try:
             enrollment = await self.enrollment.invite(request.node_name, request.user_name, request.role)
         except RallypointError as exc:
             self.post_message(Failed(str(exc), reload=True))
             return
+        if enrollment.kit is not None:
+            kit_path = request.kit_path or enrollment_kit_path(self.home, request.node_name, enrollment.node_id)
+            request = dataclasses.replace(request, kit_path=kit_path)
         try:
+            if enrollment.kit is not None and request.kit_path is not None:
+                await asyncio.to_thread(write_kit, request.kit_path, enrollment.kit.data)
             await asyncio.to_thread(write_atomically, request.path, enrollment.data)
         except OSError as exc:
             # The certificates are in the directory already; without the file they are of no use.
-            self.post_message(Failed(f"node {enrollment.node_id} was certified but {request.path} could not be written ({exc.strerror or exc}): revoke it and enroll again", reload=True))
+            unwritten = exc.filename or request.path
+            self.post_message(Failed(f"node {enrollment.node_id} was certified but {unwritten} could not be written ({exc.strerror or exc}): revoke it and enroll again", reload=True))
             return
         self.post_message(Enrolled(enrollment, request))
 
@@ -501,4 +517,5 @@ def admin_screen(node: Node) -> AdminScreen:
         custody=node.custody,
         feed=node.feed,
         terms=node.directory.terms,
+        home=node.home,
     )
