@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import zipfile
+from datetime import UTC, datetime
 from email import policy
 from pathlib import Path
 from xml.etree import ElementTree
@@ -21,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from appliance import certs, changes, crypto, export_csv, export_globalrelay
-from appliance.compliance_records import ChangeProof, ExportFilter, ExportFormat, ExportHeader, ExportRecord, FileMeta, Provenance, Reaction, RecordKind
+from appliance.compliance_records import ChangeProof, ExportFilter, ExportFormat, ExportHeader, ExportRecord, FileMeta, Provenance, Reaction, RecordKind, iso_utc
 from appliance.export_actiance import ActianceWriter
 from appliance.export_encoders import Encoder
 from appliance.export_sealing import CHUNK_BYTES, SealedExportError, SealingWriter, new_identity, open_sealed, parse_identity, parse_recipient
@@ -36,6 +37,7 @@ WS = bytes(WORKSPACE.verify_key)
 DOC = "c0ffee/seg/000000"
 
 NASTY = ["<b>&amp;</b>", "]]>", "\x00\x01\x1b[31m", '"quoted", comma\r\nline', "=?utf-8?b?AAA?=", "--boundary", "\ud7ff\ue000\ufffe", "Ω🎉\u202e"]
+NASTY += ["x\r\nBcc: victim@example.com", "\nSubject: forged", "next\u0085line\u2028", "<evil@x>, other@y", "é" * 700, "a" * 1000, "=_rallypoint_"]
 hostile = st.text(st.characters(codec="utf-8"), max_size=80) | st.sampled_from(NASTY)
 
 
@@ -81,6 +83,11 @@ def signed_export(records: list[ExportRecord]) -> list[bytes]:
     lines = SignedLines(lambda m: crypto.sign(NODE, m))
     out = [lines.start(header())] + [lines.add(r) for r in records] + [lines.finish()]
     return out
+
+
+@given(st.integers(-2_208_988_800_000, 4_102_444_800_000))  # 1900 to 2100
+def test_times_are_iso_utc_to_the_millisecond(ms: int) -> None:
+    assert iso_utc(ms) == datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 # --- CSV, XML, EML ---------------------------------------------------------------------------

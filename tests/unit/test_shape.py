@@ -61,6 +61,7 @@ PURE = [
     "appliance/export_encoders.py",
     "appliance/export_history.py",
     "appliance/export_segment.py",
+    "appliance/export_zip.py",
     "appliance/atrest.py",
 ]
 IMPURE = {"asyncio", "sqlalchemy", "aiosqlite", "socket", "zeroconf", "textual"}
