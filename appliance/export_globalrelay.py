@@ -65,6 +65,11 @@ def _address(name: str, local: str) -> str:
     return f"{encoded_words(_CONTROL.sub(chr(0xFFFD), name))} <{_local(local)}@{_DOMAIN}>"
 
 
+@functools.lru_cache(maxsize=4096)  # records come in bursts within the same seconds
+def _date(seconds: int) -> str:
+    return format_datetime(datetime.fromtimestamp(seconds, UTC))
+
+
 def _base64_lines(data: bytes) -> str:
     return base64.encodebytes(data).decode().replace("\n", "\r\n")
 
@@ -77,7 +82,7 @@ def eml(header: ExportHeader, record: ExportRecord, files: Mapping[str, bytes]) 
         f"From: {_address(record.author_name, f'{record.author_name}.{record.author[:16]}')}",
         f"To: {_address('#' + record.channel_name, f'channel.{record.channel_id}')}",
         f"Subject: {_text(f'Rallypoint {_SUBJECTS[record.kind]} in #{record.channel_name} by {record.author_name}')}",
-        f"Date: {format_datetime(datetime.fromtimestamp(record.at / 1000, UTC))}",
+        f"Date: {_date(record.at // 1000)}",
         f"Message-ID: <{record.record_id.replace('/', '.')}.{workspace}@{_DOMAIN}>",
         f"X-Rallypoint-Workspace: {_text(header.workspace_name)} {header.workspace_key}",
         f"X-Rallypoint-Record: {record.kind.value} {record.record_id}",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple
 
 from automerge._automerge import Document
 
@@ -22,8 +22,9 @@ _SUFFIX = {kind: kind.value for kind in RecordKind}  # a member's value read thr
 _NO_PROOF: tuple[ChangeProof | None, Provenance | None] = (None, None)
 
 
-class LogRow(Protocol):
-    """The columns of a change-log row the export reads (SQLAlchemy's rows, as read)."""
+class LogRow(NamedTuple):
+    """The columns of a change-log row the export reads, as read (SQLAlchemy's rows answer
+    each attribute through a lookup: several a record add up)."""
 
     hash: bytes
     actor: bytes
@@ -32,6 +33,25 @@ class LogRow(Protocol):
     vouched_by: bytes
     received_from: str | None
     received_at: int
+
+
+class ViewRow(NamedTuple):
+    """The columns of a message's view row the export reads, in this order."""
+
+    channel_id: str
+    doc_id: str
+    message_id: str
+    author: str
+    created_at: int
+    text: str
+    root_id: str | None
+    edited_at: int | None
+    deleted: bool
+    deleted_by: str | None
+    reactions: str  # JSON
+    files: str  # JSON
+    withheld: bool
+    tampered: bool
 
 
 @dataclass(frozen=True)
@@ -97,7 +117,7 @@ class SegmentRecords:
             return None, provenance
         return ChangeProof(self.doc_id, change.hash.hex(), signer.hash.hex(), signer.signature.hex()), provenance
 
-    def records(self, row: Any, channel: Channel) -> list[ExportRecord]:
+    def records(self, row: ViewRow, channel: Channel) -> list[ExportRecord]:
         """The message's events: the post, each edit, the deletion. A message never edited nor
         deleted is what its view row says (its op id from the root's listing); the others are
         read from the document's history."""
@@ -123,7 +143,7 @@ class SegmentRecords:
 
     def _make(
         self,
-        row: Any,
+        row: ViewRow,
         channel: Channel,
         reactions: tuple[Reaction, ...],
         kind: RecordKind,

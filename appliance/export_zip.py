@@ -18,9 +18,10 @@ from typing import Protocol
 
 # zlib's default state (32 KiB window, memLevel 8: ~260 KiB) is allocated and freed for every
 # entry, and a block that size may come fresh from the kernel each time: 45 us an entry was
-# measured where a 8 KiB window (~40 KiB of state) took 4.7 us. EML entries are 1-2 KiB; level 1
-# against 6 saved 10 % of 12 us an entry for 2 % more bytes: level 6 kept.
-DEFLATE_LEVEL = 6
+# measured to create it, where an 8 KiB window (~40 KiB of state) took 0.4 us. On 1-2 KiB EML
+# entries level 1 took 16.7 us, level 6 18.2 us, for 1.5 % more bytes: level 1. (zlib lets go
+# of the GIL while it deflates: the records of the next page are made meanwhile.)
+DEFLATE_LEVEL = 1
 WINDOW_BITS = 13
 MEMORY_LEVEL = 5
 CLASSIC_LIMIT = 0xFFFFFFFF  # the classic fields' largest offset or size; past it ZIP64 takes over

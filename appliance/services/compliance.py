@@ -19,7 +19,7 @@ from appliance.audit_actions import AuditAction
 from appliance.compliance_records import ExportFilter, ExportFormat, ExportHeader, ExportRecord, ExportResult, RecordKind, TimeBasis
 from appliance.errors import InvalidInput, NotFound, StorageError
 from appliance.export_encoders import Chunk, Encoder
-from appliance.export_segment import Channel, Provenances, SegmentRecords
+from appliance.export_segment import Channel, LogRow, Provenances, SegmentRecords, ViewRow
 from appliance.export_writer import ExportSink, Written
 from appliance.kernel import Kernel
 from appliance.services.compliance_schedule import ComplianceSchedule
@@ -177,7 +177,7 @@ class ComplianceService:
             where.append(m.doc_id.in_(select(c.doc_id).where(and_(*window)).distinct()))
         if users:
             where.append(or_(m.author.in_(users), m.deleted_by.in_(users)))
-        columns = (m.channel_id, m.doc_id, m.message_id, m.author, m.created_at, m.text, m.root_id, m.edited_at, m.deleted, m.deleted_by, m.reactions, m.files, m.withheld, m.tampered)
+        columns = [m[name] for name in ViewRow._fields]
         segments: dict[str, SegmentRecords] = {}  # the segments being read (a late arrival sits in a later one)
         origins = Provenances(self._identity.node_id, {ids.key_id(key): name for key, name in self._roster.node_names.items()})
         names: dict[str, str] = {}
@@ -191,10 +191,10 @@ class ComplianceService:
         described = {channel_id: Channel(channel_id, name, kind) for channel_id, (name, kind) in channels.items()}
         everything = filters.since is None and filters.until is None
 
-        async def page(after: tuple[str, str]) -> Sequence[Any]:
+        async def page(after: tuple[str, str]) -> Sequence[ViewRow]:
             query = select(*columns).where(and_(m.channel_id == after[0], m.message_id > after[1], *where))
             async with self._kernel.store.reading() as conn:
-                return (await conn.execute(query.order_by(m.message_id).limit(PAGE))).all()
+                return [ViewRow._make(row) for row in await conn.execute(query.order_by(m.message_id).limit(PAGE))]
 
         keys = [(channel_id, "") for channel_id in sorted(channels)]
         if not keys:
@@ -234,11 +234,11 @@ class ComplianceService:
         one hop), loaded apart from the replica's cache: an export reads every segment once and
         would push out what the node is working on."""
         c = t.changes.c
-        query = select(c.hash, c.actor, c.seq, c.signature, c.vouched_by, c.received_from, c.received_at).where(c.doc_id == doc_id)
+        query = select(*(c[name] for name in LogRow._fields)).where(c.doc_id == doc_id)
         async with self._kernel.store.reading() as conn:
-            stored, rows = await conn.run_sync(lambda sync_conn: (stored_documents(sync_conn, [doc_id])[doc_id], sync_conn.execute(query).all()))
+            stored, rows = await conn.run_sync(lambda sync_conn: (stored_documents(sync_conn, [doc_id])[doc_id], [LogRow._make(row) for row in sync_conn.execute(query)]))
         doc = documents.load_document(stored.data, self._replica.actor()) if stored.data else documents.new_document(self._replica.actor())
-        return SegmentRecords(doc_id, doc, rows, origins, user_name)  # rows as read: a value object each would cost a fifth of this
+        return SegmentRecords(doc_id, doc, rows, origins, user_name)
 
     async def _attachments(self, batch: Sequence[ExportRecord]) -> dict[str, bytes]:
         wanted = sorted({bytes.fromhex(f.hash) for record in batch for f in record.files})
@@ -249,7 +249,7 @@ class ComplianceService:
         return {row.hash.hex(): row.data for row in rows}
 
 
-async def _nothing() -> Sequence[Any]:
+async def _nothing() -> Sequence[ViewRow]:
     return ()
 
 
