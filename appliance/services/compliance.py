@@ -179,6 +179,7 @@ class ComplianceService:
             where.append(or_(m.author.in_(users), m.deleted_by.in_(users)))
         columns = [m[name] for name in ViewRow._fields]
         segments: dict[str, SegmentRecords] = {}  # the segments being read (a late arrival sits in a later one)
+        reading: dict[str, asyncio.Future[tuple[bytes, list[LogRow]]]] = {}  # segments of this page, read ahead
         origins = Provenances(self._identity.node_id, {ids.key_id(key): name for key, name in self._roster.node_names.items()})
         names: dict[str, str] = {}
 
@@ -210,12 +211,16 @@ class ComplianceService:
                 # the next page is read (SQLite, off the GIL) while this one is turned into records
                 following = asyncio.ensure_future(page(keys.pop(0))) if keys else asyncio.ensure_future(_nothing())
                 batch: list[ExportRecord] = []
+                for doc_id in dict.fromkeys(row.doc_id for row in rows):  # the page's segments are read meanwhile too
+                    if doc_id not in segments and doc_id not in reading:
+                        reading[doc_id] = asyncio.ensure_future(self._read_segment(doc_id))
                 for row in rows:
                     segment = segments.get(row.doc_id)
                     if segment is None:
                         if len(segments) >= 4:
                             del segments[next(iter(segments))]
-                        segment = segments[row.doc_id] = await self._segment(row.doc_id, origins, user_name)
+                        read = reading.pop(row.doc_id, None) or asyncio.ensure_future(self._read_segment(row.doc_id))
+                        segment = segments[row.doc_id] = self._segment(row.doc_id, await read, origins, user_name)
                     for record in segment.records(row, described[row.channel_id]):
                         if users and record.author not in users:
                             continue
@@ -228,16 +233,21 @@ class ComplianceService:
                 yield batch, (await self._attachments(batch) if with_files else {})
         finally:
             following.cancel()
+            for pending in reading.values():
+                pending.cancel()
 
-    async def _segment(self, doc_id: str, origins: Provenances, user_name: Callable[[str], str]) -> SegmentRecords:
-        """A segment as stored (its snapshot and later changes, and its change-log rows, read in
-        one hop), loaded apart from the replica's cache: an export reads every segment once and
-        would push out what the node is working on."""
+    async def _read_segment(self, doc_id: str) -> tuple[bytes, list[LogRow]]:
+        """A segment as stored (its snapshot and later changes) and its change-log rows, in one
+        hop, apart from the replica's cache: an export reads every segment once and would push
+        out what the node is working on."""
         c = t.changes.c
         query = select(*(c[name] for name in LogRow._fields)).where(c.doc_id == doc_id)
         async with self._kernel.store.reading() as conn:
-            stored, rows = await conn.run_sync(lambda sync_conn: (stored_documents(sync_conn, [doc_id])[doc_id], [LogRow._make(row) for row in sync_conn.execute(query)]))
-        doc = documents.load_document(stored.data, self._replica.actor()) if stored.data else documents.new_document(self._replica.actor())
+            return await conn.run_sync(lambda sync_conn: (stored_documents(sync_conn, [doc_id])[doc_id].data, [LogRow._make(row) for row in sync_conn.execute(query)]))
+
+    def _segment(self, doc_id: str, read: tuple[bytes, list[LogRow]], origins: Provenances, user_name: Callable[[str], str]) -> SegmentRecords:
+        data, rows = read
+        doc = documents.load_document(data, self._replica.actor()) if data else documents.new_document(self._replica.actor())
         return SegmentRecords(doc_id, doc, rows, origins, user_name)
 
     async def _attachments(self, batch: Sequence[ExportRecord]) -> dict[str, bytes]:
