@@ -242,7 +242,7 @@ def test_an_uncertified_author_is_named() -> None:
 
 # --- format /2: checkpoints ----------------------------------------------------------------------
 
-V1_VECTOR = Path(__file__).resolve().parents[1] / "vectors" / "compliance" / "export_v1.jsonl"
+V1_VECTOR = Path(__file__).resolve().parents[1] / "export_vectors" / "export_v1.jsonl"
 
 
 def checkpointed(records: list[ExportRecord], every: int) -> list[bytes]:
