@@ -4,6 +4,7 @@ them. Values only; the formatters (appliance/export_*.py) turn them into bytes."
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -120,7 +121,14 @@ class ExportHeader:
 
 
 def iso_utc(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """ms since the epoch as ISO 8601 UTC to the millisecond ("2026-03-01T09:00:00.000Z")."""
+    seconds, millis = divmod(ms, 1000)
+    return f"{_iso_second(seconds)}.{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=4096)  # an export writes three times a record, most within the same seconds
+def _iso_second(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).replace(tzinfo=None).isoformat(timespec="seconds")
 
 
 def parse_time(value: str) -> int:

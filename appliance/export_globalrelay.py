@@ -11,6 +11,7 @@ tests parse every message back with the `email` package. Pure: a record in, byte
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 from collections.abc import Mapping
@@ -22,6 +23,7 @@ from appliance.compliance_records import ExportHeader, ExportRecord, RecordKind,
 
 _DOMAIN = "rallypoint.invalid"  # no mail domain exists offline; the addresses are stable names
 _PLAIN = re.compile(r"^[\x20-\x7e]*$")
+_NOT_LOCAL = re.compile(r"[^A-Za-z0-9._-]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _WORD_BYTES = 45  # UTF-8 bytes per encoded word: 60 base64 characters, under RFC 2047's 75
 _SUBJECTS = {RecordKind.POST: "Message", RecordKind.EDIT: "Edit", RecordKind.DELETION: "Deletion"}
@@ -46,6 +48,7 @@ def encoded_words(value: str) -> str:
     return "\r\n ".join(words)
 
 
+@functools.lru_cache(maxsize=4096)  # subjects and names repeat record after record
 def _text(value: str) -> str:
     """A header value: as is when short printable ASCII, else encoded words. Control characters
     (names cannot hold them; a crafted one could) become U+FFFD: a header is one line."""
@@ -54,11 +57,17 @@ def _text(value: str) -> str:
 
 
 def _local(value: str) -> str:
-    return "".join(c if c.isascii() and (c.isalnum() or c in "-._") else "_" for c in value)[:64] or "unknown"
+    return _NOT_LOCAL.sub("_", value)[:64] or "unknown"
 
 
+@functools.lru_cache(maxsize=4096)  # one per author and channel
 def _address(name: str, local: str) -> str:
     return f"{encoded_words(_CONTROL.sub(chr(0xFFFD), name))} <{_local(local)}@{_DOMAIN}>"
+
+
+@functools.lru_cache(maxsize=4096)  # records come in bursts within the same seconds
+def _date(seconds: int) -> str:
+    return format_datetime(datetime.fromtimestamp(seconds, UTC))
 
 
 def _base64_lines(data: bytes) -> str:
@@ -73,7 +82,7 @@ def eml(header: ExportHeader, record: ExportRecord, files: Mapping[str, bytes]) 
         f"From: {_address(record.author_name, f'{record.author_name}.{record.author[:16]}')}",
         f"To: {_address('#' + record.channel_name, f'channel.{record.channel_id}')}",
         f"Subject: {_text(f'Rallypoint {_SUBJECTS[record.kind]} in #{record.channel_name} by {record.author_name}')}",
-        f"Date: {format_datetime(datetime.fromtimestamp(record.at / 1000, UTC))}",
+        f"Date: {_date(record.at // 1000)}",
         f"Message-ID: <{record.record_id.replace('/', '.')}.{workspace}@{_DOMAIN}>",
         f"X-Rallypoint-Workspace: {_text(header.workspace_name)} {header.workspace_key}",
         f"X-Rallypoint-Record: {record.kind.value} {record.record_id}",

@@ -26,7 +26,6 @@ class ChangeRef:
     hash: bytes
     actor: bytes
     seq: int
-    deps: tuple[bytes, ...]
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,8 @@ class MessageHistory:
 
 class ChangeIndex:
     """Which change made an op: per actor, the changes' op ranges (the binding's Change objects,
-    turned into ChangeRefs only when asked for: most of a segment's changes never are)."""
+    turned into ChangeRefs only when asked for, once each: most of a segment's messages share
+    a few changes, and most of its changes are never asked for)."""
 
     def __init__(self, doc: Document) -> None:
         ranges: dict[bytes, list[tuple[int, int, Any]]] = {}
@@ -56,17 +56,22 @@ class ChangeIndex:
             ranges.setdefault(bytes(change.actor_id), []).append((change.start_op, change.max_op, change))
         self._ranges = {actor: sorted(rs, key=lambda r: r[0]) for actor, rs in ranges.items()}
         self._starts = {actor: [r[0] for r in rs] for actor, rs in self._ranges.items()}
+        self._refs: dict[tuple[bytes, int], ChangeRef] = {}
+        self._changes: dict[bytes, Any] = {}  # hash -> the binding's Change, for those asked for
 
     def of_op(self, exid: bytes) -> ChangeRef | None:
-        if len(exid) < 2 + ACTOR_BYTES or exid[1] != ACTOR_BYTES:
+        if len(exid) < 4 + ACTOR_BYTES or exid[1] != ACTOR_BYTES:
             return None
         actor = exid[2 : 2 + ACTOR_BYTES]
         starts = self._starts.get(actor)
         if not starts:
             return None
         pos = 2 + ACTOR_BYTES
-        if pos + 1 < len(exid) and exid[pos] < 0x80 and exid[pos + 1] < 0x80:  # one-byte actor index and counter
-            counter = exid[pos + 1]
+        first = exid[pos + 1]
+        if exid[pos] < 0x80 and first < 0x80:  # one-byte actor index and counter
+            counter = first
+        elif exid[pos] < 0x80 and pos + 2 < len(exid) and exid[pos + 2] < 0x80:  # a two-byte counter
+            counter = (first & 0x7F) | (exid[pos + 2] << 7)
         else:
             parsed = _op(exid)
             if parsed is None:
@@ -75,10 +80,20 @@ class ChangeIndex:
         at = bisect.bisect_right(starts, counter) - 1
         if at < 0:
             return None
+        ref = self._refs.get((actor, at))
+        if ref is not None:
+            return ref if counter <= self._ranges[actor][at][1] else None
         start, end, change = self._ranges[actor][at]
         if not start <= counter <= end:
             return None
-        return ChangeRef(bytes(change.hash), actor, change.seq, tuple(bytes(d) for d in change.deps))
+        ref = self._refs[(actor, at)] = ChangeRef(bytes(change.hash), actor, change.seq)
+        self._changes[ref.hash] = change
+        return ref
+
+    def deps(self, ref: ChangeRef) -> list[bytes]:
+        """The changes `ref` depends on (read only when a history is walked back)."""
+        change = self._changes.get(ref.hash)
+        return [] if change is None else [bytes(d) for d in change.deps]
 
 
 def _uleb(data: bytes, pos: int) -> tuple[int, int]:
@@ -137,9 +152,10 @@ def _edits(doc: Document, index: ChangeIndex, key: str, author: str) -> list[Eve
         decoded = segments._decode_edit(got[0][1]) if isinstance(got[0], tuple) else None
         if decoded is not None and writer is not None and writer.hex() == author:
             found.append(Event(decoded[0], decoded[1], change))
-        if change is None or not change.deps:
+        deps = index.deps(change) if change is not None else []
+        if not deps:
             break
-        previous = doc.get(ROOT, key, list(change.deps))
+        previous = doc.get(ROOT, key, deps)
         if previous is not None and previous[1] == got[1]:
             break
         got = previous

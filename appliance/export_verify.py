@@ -1,7 +1,9 @@
 """Checks a signed JSON-lines compliance export offline, from its bytes and the workspace key
-alone: every line's signature by the exporting node, that node's and every author's certificate
-chained to the workspace key, each record's author signature over its change, the line numbers,
-and the end line's count and digest. Every problem is named by its line (and record id). Pure."""
+alone: the exporting node's signatures (format /2: the header, each checkpoint and the end line,
+every record line's SHA-256 against the one its checkpoint lists; format /1: every line), that
+node's and every author's certificate chained to the workspace key, each record's author
+signature over its change, the line numbers, and the end line's count and digest. Every problem
+is named by its line (and record id). Pure."""
 
 from __future__ import annotations
 
@@ -15,9 +17,20 @@ from typing import Any
 
 from appliance import certs, changes, crypto
 from appliance.errors import CertificateInvalid, InvalidInput
-from appliance.export_signed import FORMAT_NAME, SIGNATURE_DOMAIN, canonical
+from appliance.export_signed import FORMAT_NAME, FORMAT_V1, SIGNATURE_DOMAIN, SIGNATURE_DOMAIN_V1, canonical, line_hash
 
 MAX_REPORTED = 1000  # problems listed; a wholly wrong file says the first of them
+MAX_UNCHECKED = 8192  # record lines held waiting for their checkpoint: bounds a crafted file (writers use 512)
+_DOMAINS = {FORMAT_NAME: SIGNATURE_DOMAIN, FORMAT_V1: SIGNATURE_DOMAIN_V1}
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A record line of format /2 waiting for the checkpoint that lists its hash."""
+
+    line: int
+    record_id: str | None
+    hash: str
 
 
 @dataclass(frozen=True)
@@ -93,19 +106,29 @@ class _Checker:
         self.seen: set[str] = set()
         self.ended = False
         self.complete = False
+        self.format = FORMAT_NAME
+        self.pending: list[_Pending] = []  # format /2: record lines since the last checkpoint
+        self.first = 2  # format /2: the first line the next checkpoint must cover
+        self.named: set[int] = set()  # lines a problem names already
+
+    @property
+    def every_line_signed(self) -> bool:
+        return self.format == FORMAT_V1
 
     def problem(self, line: int, record_id: str | None, reason: str) -> None:
+        self.named.add(line)
         if len(self.problems) < MAX_REPORTED:
             self.problems.append(Problem(line, record_id, reason))
 
     def signed(self, body: dict[str, Any]) -> bool:
         signature = _hex(body.pop("sig", None), crypto.SIGNATURE_BYTES)
-        return signature is not None and bool(self.node_key) and crypto.verify(self.node_key, SIGNATURE_DOMAIN + canonical(body), signature)
+        return signature is not None and bool(self.node_key) and crypto.verify(self.node_key, _DOMAINS[self.format] + canonical(body), signature)
 
     def header(self, body: dict[str, Any]) -> None:
-        if body.get("type") != "header" or body.get("format") != FORMAT_NAME:
-            self.problem(1, None, f"not a {FORMAT_NAME} header")
+        if body.get("type") != "header" or body.get("format") not in _DOMAINS:
+            self.problem(1, None, f"not a {FORMAT_NAME} (or {FORMAT_V1}) header")
             return
+        self.format = str(body["format"])
         workspace, node = body.get("workspace") or {}, body.get("node") or {}
         in_file = _hex(workspace.get("key") if isinstance(workspace, dict) else None, 32)
         if self.given is None:
@@ -131,10 +154,24 @@ class _Checker:
         if node_cert is None or node_cert.kind != certs.SubjectKind.NODE:
             self.problem(1, None, "the exporting node is not certified by the workspace key")
 
-    def record(self, number: int, body: dict[str, Any]) -> None:
+    def unreadable(self, number: int, raw: bytes) -> None:
+        self.problem(number, None, "not a JSON object: the line was cut or changed")
+        self.hold(number, None, raw)
+
+    def hold(self, number: int, record_id: str | None, raw: bytes) -> None:
+        """Format /2: a record line's hash, until its checkpoint comes."""
+        if self.every_line_signed:
+            return
+        if len(self.pending) >= MAX_UNCHECKED:
+            self.problem(number, record_id, f"no signed checkpoint covers the {MAX_UNCHECKED} lines before this one: lines were added or a checkpoint removed")
+            self.pending, self.first = [], number
+        self.pending.append(_Pending(number, record_id, line_hash(raw)))
+
+    def record(self, number: int, body: dict[str, Any], raw: bytes) -> None:
         record_id = str(body.get("id")) if body.get("id") is not None else None
         self.records += 1
-        if not self.signed(body):
+        self.hold(number, record_id, raw)
+        if self.every_line_signed and not self.signed(body):
             self.problem(number, record_id, "the record was changed: its signature by the exporting node does not match")
             return
         if body.get("line") != number:
@@ -158,8 +195,36 @@ class _Checker:
         elif not crypto.verify(author, changes.signing_payload(doc_id, signed_hash), signature):
             self.problem(number, record_id, f"its author's change signature does not hold for {cert.name}")
 
+    def checkpoint(self, number: int, body: dict[str, Any], digest: str) -> bool:
+        """Format /2: the lines since the last checkpoint against the hashes this one lists;
+        False when the checkpoint itself does not hold (its lines are then left unchecked)."""
+        pending, first = self.pending, self.first
+        self.pending, self.first = [], number + 1
+        what = "the end line" if body.get("type") == "end" else "the checkpoint"
+        if not self.signed(body):
+            self.problem(number, None, f"{what} was changed: its signature does not match (lines {first} to {number - 1} are unchecked)")
+            return False
+        hashes = body.get("hashes")
+        if body.get("line") != number or body.get("first") != first or not isinstance(hashes, list) or len(hashes) != len(pending):
+            self.problem(number, None, f"{what} was signed for lines {body.get('first')} to {_before(body.get('line'))}, not {first} to {number - 1}: lines were moved, removed or added")
+            return False
+        for held, signed in zip(pending, hashes, strict=True):
+            if held.hash != signed and held.line not in self.named:
+                self.problem(held.line, held.record_id, "the record was changed: it is not the line the exporting node signed")
+        if body.get("digest") != digest and not self.problems:  # a changed line was named already
+            self.problem(number, None, "the lines differ from those signed (reordered or changed)")
+        return True
+
     def end(self, number: int, body: dict[str, Any], digest: str) -> None:
         self.ended = True
+        if not self.every_line_signed:
+            if not self.checkpoint(number, body, digest):
+                return
+            if body.get("records") != self.records:
+                self.problem(number, None, f"the file held {body.get('records')} records when signed; {self.records} are here")
+            else:
+                self.complete = body.get("digest") == digest
+            return
         if not self.signed(body):
             self.problem(number, None, "the end line was changed: its signature does not match")
             return
@@ -181,17 +246,20 @@ def verify_lines(lines: Iterable[bytes], workspace_key: bytes | None = None) -> 
             if not isinstance(body, dict):
                 raise ValueError("not an object")
         except ValueError:
-            checker.problem(number, None, "not a JSON object: the line was cut or changed")
+            checker.unreadable(number, raw)
             checker.digest.update(raw)
             continue
+        kind = body.get("type")
         if checker.ended:
             checker.problem(number, None, "a line after the end line: lines were added")
         elif number == 1:
             checker.header(body)
-        elif body.get("type") == "end":
+        elif kind == "end":
             checker.end(number, body, checker.digest.hexdigest())
+        elif kind == "checkpoint" and not checker.every_line_signed:
+            checker.checkpoint(number, body, checker.digest.hexdigest())
         else:
-            checker.record(number, body)
+            checker.record(number, body, raw)
         checker.digest.update(raw)
     if number == 0:
         checker.problem(1, None, "the file is empty")
@@ -199,7 +267,7 @@ def verify_lines(lines: Iterable[bytes], workspace_key: bytes | None = None) -> 
         checker.problem(number + 1, None, "the file is cut: its end line is missing")
     return VerifyReport(
         records=checker.records,
-        problems=tuple(checker.problems),
+        problems=tuple(sorted(checker.problems, key=lambda p: p.line)),  # a changed record is found at its checkpoint: named in file order
         workspace_key=checker.workspace.hex(),
         workspace_key_from_file=workspace_key is None,
         node_id=checker.node_id,
@@ -207,3 +275,7 @@ def verify_lines(lines: Iterable[bytes], workspace_key: bytes | None = None) -> 
         created_at=checker.created_at,
         complete=checker.complete,
     )
+
+
+def _before(line: object) -> object:
+    return line - 1 if isinstance(line, int) and not isinstance(line, bool) else line

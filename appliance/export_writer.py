@@ -10,13 +10,13 @@ import contextlib
 import hashlib
 import os
 import shutil
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, BinaryIO, cast
+from typing import BinaryIO, cast
 
 from appliance import files
 from appliance.export_sealing import SealingWriter
+from appliance.export_zip import ZipStream
 
 FILES_SUFFIX = ".files"  # the folder of attachments beside an export
 SEALED_SUFFIX = ".sealed"  # an attachment encrypted to the recipient
@@ -63,7 +63,7 @@ class ExportSink:
             self._hashing = _Hashing(self._raw)
             self._sealing = SealingWriter(cast(BinaryIO, self._hashing), recipient) if recipient is not None else None
             self._out: _Hashing | SealingWriter = self._sealing or self._hashing
-            self._zip = zipfile.ZipFile(cast(IO[bytes], self._out), "w", zipfile.ZIP_DEFLATED) if zip_entries else None
+            self._zip = ZipStream(self._out) if zip_entries else None
             if self._files_partial is not None:
                 shutil.rmtree(self._files_partial, ignore_errors=True)
                 self._files_partial.mkdir(mode=0o700)
@@ -76,7 +76,7 @@ class ExportSink:
 
     def entry(self, name: str, data: bytes) -> None:
         assert self._zip is not None
-        self._zip.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data, zipfile.ZIP_DEFLATED)
+        self._zip.entry(name, data)
 
     def attachment(self, hash_hex: str, data: bytes) -> None:
         """An attachment's bytes beside the export, named by their hash (once each)."""

@@ -7,77 +7,27 @@ and written under a partial name until whole. Scheduled runs: appliance/services
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import and_, or_, select
 
-from appliance import crypto, export_history, ids
+from appliance import crypto, documents, ids
 from appliance import schema as t
 from appliance.audit_actions import AuditAction
-from appliance.compliance_records import (
-    ChangeProof,
-    ExportFilter,
-    ExportFormat,
-    ExportHeader,
-    ExportRecord,
-    ExportResult,
-    FileMeta,
-    Provenance,
-    Reaction,
-    RecordKind,
-    TimeBasis,
-)
-from appliance.documents import ROOT
+from appliance.compliance_records import ExportFilter, ExportFormat, ExportHeader, ExportRecord, ExportResult, RecordKind, TimeBasis
 from appliance.errors import InvalidInput, NotFound, StorageError
 from appliance.export_encoders import Chunk, Encoder
-from appliance.export_history import ChangeIndex, ChangeRef
+from appliance.export_segment import Channel, LogRow, Provenances, SegmentRecords, ViewRow
 from appliance.export_writer import ExportSink, Written
 from appliance.kernel import Kernel
 from appliance.services.compliance_schedule import ComplianceSchedule
 from appliance.services.identity import IdentityService
-from appliance.services.replica import ReplicaService
+from appliance.services.replica import ReplicaService, stored_documents
 from appliance.services.roster import Roster
 
 PAGE = 2000  # view rows read at a time: memory stays bounded whatever the export's size
-
-
-class _LogRow(Protocol):
-    """The columns of a change-log row the export reads (SQLAlchemy's rows, as read)."""
-
-    hash: bytes
-    actor: bytes
-    seq: int
-    signature: bytes | None
-    vouched_by: bytes
-    received_from: str | None
-    received_at: int
-
-
-class _DocContext:
-    """One segment's document, its change index and its change-log rows."""
-
-    def __init__(self, doc_id: str, doc: Any, rows: Sequence[_LogRow]) -> None:
-        self.doc_id = doc_id
-        self.doc = doc
-        self.index = ChangeIndex(doc)
-        self.by_hash = {row.hash: row for row in rows}
-        self.by_actor: dict[bytes, list[_LogRow]] = {}
-        self.provenances: dict[tuple[str | None, int], Provenance] = {}  # most changes of a segment share one arrival
-        for row in sorted(rows, key=lambda r: r.seq):
-            self.by_actor.setdefault(row.actor, []).append(row)
-
-    def logged(self, change: ChangeRef) -> tuple[_LogRow | None, _LogRow | None]:
-        """(the row standing for the change, the row whose signature vouches for it)."""
-        row = self.by_hash.get(change.hash)
-        if row is None:  # carried inside a whole segment: the actor's later signed row covers it
-            row = next((r for r in self.by_actor.get(change.actor, ()) if r.seq >= change.seq and r.signature is not None), None)
-        if row is None:
-            return None, None
-        signer = row if row.signature is not None else self.by_hash.get(row.vouched_by)
-        return row, signer
 
 
 class ComplianceService:
@@ -227,16 +177,25 @@ class ComplianceService:
             where.append(m.doc_id.in_(select(c.doc_id).where(and_(*window)).distinct()))
         if users:
             where.append(or_(m.author.in_(users), m.deleted_by.in_(users)))
-        columns = (m.channel_id, m.doc_id, m.message_id, m.author, m.created_at, m.text, m.root_id, m.edited_at, m.deleted, m.deleted_by, m.reactions, m.files, m.withheld, m.tampered)
-        contexts: dict[str, _DocContext] = {}  # the segments being read (a late arrival sits in a later one)
-        here = self._identity.node_id
-        nodes = {ids.key_id(key): name for key, name in self._roster.node_names.items()}
+        columns = [m[name] for name in ViewRow._fields]
+        segments: dict[str, SegmentRecords] = {}  # the segments being read (a late arrival sits in a later one)
+        reading: dict[str, asyncio.Future[tuple[bytes, list[LogRow]]]] = {}  # segments of this page, read ahead
+        origins = Provenances(self._identity.node_id, {ids.key_id(key): name for key, name in self._roster.node_names.items()})
         names: dict[str, str] = {}
 
-        async def page(after: tuple[str, str]) -> Sequence[Any]:
+        def user_name(user: str) -> str:
+            found = names.get(user)
+            if found is None:
+                found = names[user] = self._roster.user_name(user)
+            return found
+
+        described = {channel_id: Channel(channel_id, name, kind) for channel_id, (name, kind) in channels.items()}
+        everything = filters.since is None and filters.until is None
+
+        async def page(after: tuple[str, str]) -> Sequence[ViewRow]:
             query = select(*columns).where(and_(m.channel_id == after[0], m.message_id > after[1], *where))
             async with self._kernel.store.reading() as conn:
-                return (await conn.execute(query.order_by(m.message_id).limit(PAGE))).all()
+                return [ViewRow._make(row) for row in await conn.execute(query.order_by(m.message_id).limit(PAGE))]
 
         keys = [(channel_id, "") for channel_id in sorted(channels)]
         if not keys:
@@ -252,29 +211,44 @@ class ComplianceService:
                 # the next page is read (SQLite, off the GIL) while this one is turned into records
                 following = asyncio.ensure_future(page(keys.pop(0))) if keys else asyncio.ensure_future(_nothing())
                 batch: list[ExportRecord] = []
+                for doc_id in dict.fromkeys(row.doc_id for row in rows):  # the page's segments are read meanwhile too
+                    if doc_id not in segments and doc_id not in reading:
+                        reading[doc_id] = asyncio.ensure_future(self._read_segment(doc_id))
                 for row in rows:
-                    context = contexts.get(row.doc_id)
-                    if context is None:
-                        if len(contexts) >= 4:
-                            del contexts[next(iter(contexts))]
-                        context = contexts[row.doc_id] = await self._context(row.doc_id)
-                    name, kind = channels[row.channel_id]
-                    for record in self._records(row, context, (row.channel_id, name, kind), here, nodes, names):
+                    segment = segments.get(row.doc_id)
+                    if segment is None:
+                        if len(segments) >= 4:
+                            del segments[next(iter(segments))]
+                        read = reading.pop(row.doc_id, None) or asyncio.ensure_future(self._read_segment(row.doc_id))
+                        segment = segments[row.doc_id] = self._segment(row.doc_id, await read, origins, user_name)
+                    for record in segment.records(row, described[row.channel_id]):
                         if users and record.author not in users:
                             continue
+                        if everything:
+                            batch.append(record)
+                            continue
                         when = record.at if filters.basis == TimeBasis.SENT else (record.provenance.received_at if record.provenance else None)
-                        if filters.since is None and filters.until is None or (when is not None and filters.admits(when)):
+                        if when is not None and filters.admits(when):
                             batch.append(record)
                 yield batch, (await self._attachments(batch) if with_files else {})
         finally:
             following.cancel()
+            for pending in reading.values():
+                pending.cancel()
 
-    async def _context(self, doc_id: str) -> _DocContext:
-        doc = await self._replica.document(doc_id)
+    async def _read_segment(self, doc_id: str) -> tuple[bytes, list[LogRow]]:
+        """A segment as stored (its snapshot and later changes) and its change-log rows, in one
+        hop, apart from the replica's cache: an export reads every segment once and would push
+        out what the node is working on."""
         c = t.changes.c
+        query = select(*(c[name] for name in LogRow._fields)).where(c.doc_id == doc_id)
         async with self._kernel.store.reading() as conn:
-            rows = (await conn.execute(select(c.hash, c.actor, c.seq, c.signature, c.vouched_by, c.received_from, c.received_at).where(c.doc_id == doc_id))).all()
-        return _DocContext(doc_id, doc, rows)  # rows as read: a value object each would cost a fifth of this
+            return await conn.run_sync(lambda sync_conn: (stored_documents(sync_conn, [doc_id])[doc_id].data, [LogRow._make(row) for row in sync_conn.execute(query)]))
+
+    def _segment(self, doc_id: str, read: tuple[bytes, list[LogRow]], origins: Provenances, user_name: Callable[[str], str]) -> SegmentRecords:
+        data, rows = read
+        doc = documents.load_document(data, self._replica.actor()) if data else documents.new_document(self._replica.actor())
+        return SegmentRecords(doc_id, doc, rows, origins, user_name)
 
     async def _attachments(self, batch: Sequence[ExportRecord]) -> dict[str, bytes]:
         wanted = sorted({bytes.fromhex(f.hash) for record in batch for f in record.files})
@@ -284,79 +258,8 @@ class ComplianceService:
             rows = (await conn.execute(select(t.blobs.c.hash, t.blobs.c.data).where(t.blobs.c.hash.in_(wanted)))).all()
         return {row.hash.hex(): row.data for row in rows}
 
-    def _records(self, row: Any, context: _DocContext, channel: tuple[str, str, str], here: str, nodes: dict[str, str], names: dict[str, str]) -> list[ExportRecord]:
-        """The message's events: the post, each edit, the deletion. A message never edited nor
-        deleted is what its view row says (one lookup for its change); the others are read
-        from the document's history."""
-        channel_id, channel_name, channel_kind = channel
-        deleted_by = row.deleted_by or None
 
-        def name(user: str) -> str:
-            found = names.get(user)
-            if found is None:
-                found = names[user] = self._roster.user_name(user)
-            return found
-
-        reactions = () if row.reactions == "{}" else tuple(Reaction(emoji, user, name(user)) for emoji, users in sorted(json.loads(row.reactions).items()) for user in users)
-
-        def make(kind: RecordKind, n: int, author: str, change: ChangeRef | None, at: int, text: str, files: tuple[FileMeta, ...]) -> ExportRecord:
-            proof, provenance = self._proof(context, change, here, nodes)
-            return ExportRecord(
-                f"{row.message_id}/{kind.value}/{n}",
-                kind,
-                row.message_id,
-                channel_id,
-                channel_name,
-                channel_kind,
-                author,
-                name(author),
-                at,
-                row.created_at,
-                text,
-                row.root_id,
-                files,
-                reactions if kind == RecordKind.POST else (),
-                bool(row.withheld),
-                bool(row.tampered),
-                proof,
-                provenance,
-            )
-
-        if row.edited_at is None and not row.deleted and not row.tampered:
-            got = context.doc.get(ROOT, row.message_id)
-            change = context.index.of_op(got[1]) if got is not None else None
-            files = () if row.files == "[]" else tuple(FileMeta(f["name"], f["size"], f["hash"]) for f in json.loads(row.files))
-            return [make(RecordKind.POST, 0, row.author, change, row.created_at, row.text, files)]
-        found = export_history.history(context.doc, context.index, row.message_id, bool(row.deleted), deleted_by)
-        if found is None:  # a format-1 segment: the view row as it stands
-            files = tuple(FileMeta(f["name"], f["size"], f["hash"]) for f in json.loads(row.files))
-            out = [make(RecordKind.POST, 0, row.author, None, row.created_at, row.text, files)]
-            if row.deleted:
-                out.append(make(RecordKind.DELETION, 0, deleted_by or row.author, None, row.edited_at or row.created_at, "", ()))
-            return out
-        files = tuple(FileMeta(f.name, f.size, f.hash) for f in found.files)
-        out = [make(RecordKind.POST, 0, found.author, found.post.change, found.post.at, found.post.text, files)]
-        out.extend(make(RecordKind.EDIT, n, found.author, edit.change, edit.at, edit.text, ()) for n, edit in enumerate(found.edits, start=1))
-        if found.deletion is not None:
-            out.append(make(RecordKind.DELETION, 0, deleted_by or found.author, found.deletion.change, found.deletion.at, "", ()))
-        return out
-
-    def _proof(self, context: _DocContext, change: ChangeRef | None, here: str, nodes: dict[str, str]) -> tuple[ChangeProof | None, Provenance | None]:
-        if change is None:
-            return None, None
-        row, signer = context.logged(change)
-        if row is None:
-            return None, None
-        provenance = context.provenances.get((row.received_from, row.received_at))
-        if provenance is None:
-            source = row.received_from or here
-            provenance = context.provenances[(row.received_from, row.received_at)] = Provenance(source, nodes.get(source, source), row.received_at)
-        if signer is None or signer.signature is None:
-            return None, provenance
-        return ChangeProof(context.doc_id, change.hash.hex(), signer.hash.hex(), signer.signature.hex()), provenance
-
-
-async def _nothing() -> Sequence[Any]:
+async def _nothing() -> Sequence[ViewRow]:
     return ()
 
 

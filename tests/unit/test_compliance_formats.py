@@ -8,10 +8,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import email
+import hashlib
 import io
 import json
 import zipfile
+from datetime import UTC, datetime
 from email import policy
+from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
@@ -19,11 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from appliance import certs, changes, crypto, export_csv, export_globalrelay
-from appliance.compliance_records import ChangeProof, ExportFilter, ExportFormat, ExportHeader, ExportRecord, FileMeta, Provenance, Reaction, RecordKind
+from appliance.compliance_records import ChangeProof, ExportFilter, ExportFormat, ExportHeader, ExportRecord, FileMeta, Provenance, Reaction, RecordKind, iso_utc
 from appliance.export_actiance import ActianceWriter
 from appliance.export_encoders import Encoder
 from appliance.export_sealing import CHUNK_BYTES, SealedExportError, SealingWriter, new_identity, open_sealed, parse_identity, parse_recipient
-from appliance.export_signed import SignedLines
+from appliance.export_signed import FORMAT_NAME, SignedLines
 from appliance.export_verify import verify_lines
 
 WORKSPACE = crypto.new_signing_key(bytes([1]) * 32)
@@ -34,6 +37,7 @@ WS = bytes(WORKSPACE.verify_key)
 DOC = "c0ffee/seg/000000"
 
 NASTY = ["<b>&amp;</b>", "]]>", "\x00\x01\x1b[31m", '"quoted", comma\r\nline', "=?utf-8?b?AAA?=", "--boundary", "\ud7ff\ue000\ufffe", "Ω🎉\u202e"]
+NASTY += ["x\r\nBcc: victim@example.com", "\nSubject: forged", "next\u0085line\u2028", "<evil@x>, other@y", "é" * 700, "a" * 1000, "=_rallypoint_"]
 hostile = st.text(st.characters(codec="utf-8"), max_size=80) | st.sampled_from(NASTY)
 
 
@@ -79,6 +83,11 @@ def signed_export(records: list[ExportRecord]) -> list[bytes]:
     lines = SignedLines(lambda m: crypto.sign(NODE, m))
     out = [lines.start(header())] + [lines.add(r) for r in records] + [lines.finish()]
     return out
+
+
+@given(st.integers(-2_208_988_800_000, 4_102_444_800_000))  # 1900 to 2100
+def test_times_are_iso_utc_to_the_millisecond(ms: int) -> None:
+    assert iso_utc(ms) == datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 # --- CSV, XML, EML ---------------------------------------------------------------------------
@@ -229,6 +238,77 @@ def test_an_uncertified_author_is_named() -> None:
     stranger = dataclasses.replace(record(0, signer=STRANGER), author=bytes(STRANGER.verify_key).hex())
     out = [lines.start(header()), lines.add(stranger), lines.finish()]
     assert "not certified" in verify_lines(out, WS).problems[0].reason
+
+
+# --- format /2: checkpoints ----------------------------------------------------------------------
+
+V1_VECTOR = Path(__file__).resolve().parents[1] / "export_vectors" / "export_v1.jsonl"
+
+
+def checkpointed(records: list[ExportRecord], every: int) -> list[bytes]:
+    """A format /2 export with a checkpoint every `every` records, one line an item."""
+    lines = SignedLines(lambda m: crypto.sign(NODE, m), checkpoint_every=every)
+    data = lines.start(header()) + b"".join(lines.add(r) for r in records) + lines.finish()
+    return data.splitlines(keepends=True)
+
+
+def test_records_carry_no_signature_and_checkpoints_list_every_line() -> None:
+    lines = checkpointed([record(n) for n in range(7)], every=3)
+    kinds = [json.loads(line)["type"] for line in lines]
+    assert kinds == ["header"] + ["record"] * 3 + ["checkpoint"] + ["record"] * 3 + ["checkpoint", "record", "end"]
+    assert json.loads(lines[0])["format"] == FORMAT_NAME
+    assert all("sig" not in json.loads(line) for line, kind in zip(lines, kinds, strict=True) if kind == "record")
+    assert json.loads(lines[4])["hashes"] == [hashlib.sha256(line).hexdigest() for line in lines[1:4]]
+    report = verify_lines(lines, WS)
+    assert report.ok and report.records == 7
+
+
+@given(st.data(), st.integers(1, 5), st.integers(1, 12))
+@settings(max_examples=40, deadline=None)
+def test_any_changed_record_is_named_by_line_and_id_whatever_the_checkpoints(data: st.DataObject, every: int, count: int) -> None:
+    lines = checkpointed([record(n) for n in range(count)], every)
+    records = [i for i, line in enumerate(lines) if json.loads(line)["type"] == "record"]
+    at = data.draw(st.sampled_from(records))
+    body = json.loads(lines[at])
+    change = data.draw(st.sampled_from(["text", "time", "provenance", "channel", "bytes"]))
+    if change == "bytes":  # the same JSON, written another way
+        lines[at] = json.dumps(body, ensure_ascii=True).encode() + b"\n"
+    else:
+        lines[at] = json.dumps(FIELDS[change](body), ensure_ascii=False).encode() + b"\n"
+    report = verify_lines(lines, WS)
+    assert not report.ok
+    assert (report.problems[0].line, report.problems[0].record_id) == (at + 1, body["id"]), report.problems
+    assert "the record was changed" in report.problems[0].reason
+
+
+@pytest.mark.parametrize("fault", ["checkpoint_removed", "checkpoint_changed", "record_removed", "records_swapped_across", "line_added", "end_removed", "extended"])
+def test_cut_reordered_or_extended_files_fail_across_checkpoints(fault: str) -> None:
+    lines = checkpointed([record(n) for n in range(8)], every=3)
+    # 0 header, 1-3 records, 4 checkpoint, 5-7 records, 8 checkpoint, 9-10 records, 11 end
+    changed = {
+        "checkpoint_removed": lines[:4] + lines[5:],
+        "checkpoint_changed": lines[:4] + [lines[4].replace(b'"records":3', b'"records":4')] + lines[5:],
+        "record_removed": lines[:6] + lines[7:],
+        "records_swapped_across": lines[:3] + [lines[5], lines[4], lines[3]] + lines[6:],
+        "line_added": lines[:6] + [lines[6]] + lines[6:],
+        "end_removed": lines[:-1],
+        "extended": lines + [lines[2]],
+    }[fault]
+    report = verify_lines(changed, WS)
+    assert not report.ok and report.problems, fault
+
+
+def test_an_export_of_format_1_still_verifies_and_names_a_changed_record() -> None:
+    """The committed file an earlier release wrote (every line signed, no checkpoints)."""
+    lines = V1_VECTOR.read_bytes().splitlines(keepends=True)
+    assert json.loads(lines[0])["format"] == "rallypoint-compliance-export/1"
+    report = verify_lines(lines, WS)
+    assert report.ok and report.records == 3 and report.complete
+    body = json.loads(lines[2])
+    lines[2] = json.dumps(body | {"text": "revised"}, ensure_ascii=False).encode() + b"\n"
+    changed = verify_lines(lines, WS)
+    assert (changed.problems[0].line, changed.problems[0].record_id) == (3, body["id"]) and "the record was changed" in changed.problems[0].reason
+    assert not verify_lines(lines[:-1], WS).ok
 
 
 # --- encryption --------------------------------------------------------------------------------

@@ -60,6 +60,8 @@ PURE = [
     "appliance/export_verify.py",
     "appliance/export_encoders.py",
     "appliance/export_history.py",
+    "appliance/export_segment.py",
+    "appliance/export_zip.py",
     "appliance/atrest.py",
 ]
 IMPURE = {"asyncio", "sqlalchemy", "aiosqlite", "socket", "zeroconf", "textual"}
