@@ -20,13 +20,16 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
-from typing import Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from appliance import held_reader, whole_reader
 from appliance.errors import ChangeRejected, MissingDependencies
 from appliance.held_reader import HeldApplied, HeldBatch, apply_held
 from appliance.whole_reader import LogStamp, WholeAdmitted, WholeChanges, WorkRefused, admit_whole, list_whole, start_worker
 from appliance.wholes import MAX_WHOLE_BYTES
+
+if TYPE_CHECKING:
+    from multiprocessing.context import ForkServerContext
 
 _Result = TypeVar("_Result", WholeAdmitted, WholeChanges, HeldApplied)
 
@@ -109,18 +112,11 @@ class WorkerPool:
             return self._executor or self._new_pool()
 
     def _new_pool(self) -> Executor:
-        # Imported here: multiprocessing is not loaded by a node that never reads a whole.
-        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
-        from multiprocessing import forkserver, resource_tracker
 
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([whole_reader.__name__, held_reader.__name__])  # each worker forks with the binding already loaded
+        context = _fork_server()
         try:
             with _stderr_with_a_descriptor(), _main_module_hidden():
-                # Both helper processes start now, while stderr has a descriptor to hand them.
-                resource_tracker.ensure_running()
-                forkserver.ensure_running()
                 self._executor = ProcessPoolExecutor(self.workers, mp_context=context, initializer=start_worker, initargs=(os.getpid(),))
         except (OSError, ValueError) as exc:
             raise ChangeRejected(f"cannot start the processes that read segments carried whole: {exc}") from exc
@@ -179,6 +175,33 @@ class WorkerPool:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+
+
+def start_fork_server() -> None:
+    """Starts the process the workers fork from, and returns at once: it loads the Automerge
+    binding and the readers (~0.1 s of its own) while the caller goes on - a one-shot command
+    that is about to import calls this before it unlocks the node, so the workers fork at once
+    when the import starts them. Nothing else starts; a failure is left for the pool to report."""
+    with contextlib.suppress(ChangeRejected):
+        _fork_server()
+
+
+def _fork_server() -> ForkServerContext:
+    """The forkserver context, its server and resource tracker running (each started once per
+    process, while stderr has a descriptor to hand them)."""
+    # Imported here: multiprocessing is not loaded by a node that never reads a whole.
+    import multiprocessing
+    from multiprocessing import forkserver, resource_tracker
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([whole_reader.__name__, held_reader.__name__])  # each worker forks with the binding already loaded
+    try:
+        with _stderr_with_a_descriptor(), _main_module_hidden():
+            resource_tracker.ensure_running()
+            forkserver.ensure_running()
+    except (OSError, ValueError) as exc:
+        raise ChangeRejected(f"cannot start the processes that read segments carried whole: {exc}") from exc
+    return context
 
 
 async def settle(readings: Sequence[asyncio.Future[Any]]) -> None:

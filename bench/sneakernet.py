@@ -57,6 +57,7 @@ from chat import chat_lines
 
 from appliance import crypto
 from appliance.node import SEGMENT_SIZE, Node
+from appliance.workers import start_fork_server
 
 CHANNEL = "general"
 PASSPHRASE = "bench passphrase"
@@ -216,6 +217,9 @@ async def bench_rallypoint(work: Path, bodies: list[str]) -> RallypointRun:
     try:
         enrollment = await node_a.enrollment.invite("bravo", "bob", kdf=KDF)
         node_b = await Node.join(work / "b", enrollment.data, enrollment.code, PASSPHRASE, kdf=KDF)
+        # As `rallypoint bundle import` does before it unlocks B: the workers' fork server boots
+        # ahead of the import (the workers themselves start inside the timed import).
+        start_fork_server()
         await node_a.chat.create_channel(CHANNEL)
         start = time.perf_counter()
         for done in range(0, len(bodies), FILL_CHUNK):
