@@ -31,6 +31,8 @@ from appliance.wholes import MAX_WHOLE_BYTES
 if TYPE_CHECKING:
     from multiprocessing.context import ForkServerContext
 
+_WARM_UP_WAIT_S = 60.0  # a warm-up's submissions wait for no result: only a stuck fork server outlasts this
+
 _Result = TypeVar("_Result", WholeAdmitted, WholeChanges, HeldApplied)
 
 
@@ -90,22 +92,38 @@ class WorkerPool:
         self.workers = workers or min(2, os.cpu_count() or 1)
         self._executor: Executor | None = None
         self._starting = threading.Lock()  # `warm` starts the pool on a thread while a read may start it too
+        self._warming = False  # a warm-up is starting the workers on its thread
+        self._warmed = threading.Event()  # ... and has started them (or failed to)
 
     async def warm(self) -> None:
         """Starts the fork server and every worker now, on a thread (0.1-0.3 s that would
-        otherwise hold up the first segment read, and the event loop with it). A failure is
-        left for the first read to report."""
+        otherwise hold up the first segment read, and the event loop with it); while another
+        warm-up runs, waits for it. A failure is left for the first read to report."""
         if self._executor is None:
+            self._warming = True
+            self._warmed.clear()
             with contextlib.suppress(ChangeRejected):
                 await asyncio.to_thread(self._start_workers)
+        else:
+            await self._warm_up_done()
+
+    async def _warm_up_done(self) -> None:
+        """Waits, off the event loop, for a warm-up under way: a read submitted meanwhile would
+        block the loop while the warm-up holds the pool to start its workers."""
+        if self._warming:
+            await asyncio.to_thread(self._warmed.wait, _WARM_UP_WAIT_S)
 
     def _start_workers(self) -> None:
-        pool = self._pool()
-        with _main_module_hidden():  # each submission starts a worker while none is idle
-            started = [pool.submit(os.getpid) for _ in range(self.workers)]
-        for future in started:
-            with contextlib.suppress(Exception):
-                future.result()
+        try:
+            pool = self._pool()
+            with _main_module_hidden():  # each submission starts a worker while none is idle
+                started = [pool.submit(os.getpid) for _ in range(self.workers)]
+            for future in started:
+                with contextlib.suppress(Exception):
+                    future.result()
+        finally:
+            self._warming = False
+            self._warmed.set()
 
     def _pool(self) -> Executor:
         with self._starting:
@@ -151,6 +169,7 @@ class WorkerPool:
         (MissingDependencies: it lacks earlier changes) or died."""
         from concurrent.futures.process import BrokenProcessPool
 
+        await self._warm_up_done()
         pool = self._pool()
         try:
             with _main_module_hidden():  # a worker is started by this submission, if one is needed

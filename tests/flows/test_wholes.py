@@ -26,7 +26,7 @@ from appliance.node import Node
 from appliance.store import DB_FILE, MIGRATIONS
 from appliance.whole_reader import WORKER_MEMORY_BYTES
 from appliance.wholes import MAX_WHOLE_BYTES
-from appliance.workers import start_fork_server
+from appliance.workers import WorkerPool, start_fork_server
 from tests.conftest import PASSPHRASE, make_workspace, node_engine, sync_all
 
 VECTORS = Path(__file__).parent / "automerge_vectors"
@@ -302,6 +302,25 @@ async def test_a_fork_server_started_ahead_is_the_one_the_workers_fork_from(tmp_
         assert {worker.pid for worker in multiprocessing.active_children()} & _children_of(servers.pop())  # forked by the server started ahead
         await import_delta(bravo, await delta_to(alpha, bravo), alpha)
         assert len(await texts(bravo)) == MESSAGES
+
+
+async def test_a_warm_up_under_way_is_waited_for_not_repeated() -> None:
+    """A LAN service warms the pool as it starts; whoever warms it meanwhile (a bench, a session)
+    returns once the workers are up, and starts none of its own."""
+    pool = WorkerPool()
+    try:
+        before = {p.pid for p in multiprocessing.active_children()}
+        first = asyncio.ensure_future(pool.warm())
+        deadline = time.monotonic() + 30
+        while pool._executor is None:  # the first warm-up has the pool, its workers still starting
+            assert time.monotonic() < deadline and not first.done()
+            await asyncio.sleep(0.001)
+        await pool.warm()
+        assert len({p.pid for p in multiprocessing.active_children()} - before) == pool.workers
+        await first
+        assert len({p.pid for p in multiprocessing.active_children()} - before) == pool.workers
+    finally:
+        pool.close()
 
 
 async def test_heads_of_a_document_not_in_memory_come_from_its_change_log(tmp_path: Path) -> None:
