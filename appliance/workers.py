@@ -2,8 +2,10 @@
 changes to segments held here, so an import uses both cores: the Automerge binding holds the
 GIL, threads would not help.
 
-A small pool (min(2, cpus)) started on first use from a "forkserver" context - the node's
-asyncio process is never forked. Each worker caps its address space and turns whatever the
+A small pool (min(2, cpus)) from a "forkserver" context - the node's asyncio process is never
+forked - started ahead of an import (`warm`: the LAN service as it starts, a courier import as it
+scans the stick; `start_fork_server`: a one-shot CLI import boots the fork server before it
+unlocks the node) or on first use. Each worker caps its address space and turns whatever the
 binding raises on crafted bytes (including pyo3's PanicException) into a refusal; a worker
 that dies (killed, out of memory) breaks the pool, which is then rebuilt, and the item it held
 is refused - the node never dies. Workers return plain picklable values, so the parent never
@@ -85,8 +87,8 @@ def _has_descriptor(stream: TextIO) -> bool:
 
 
 class WorkerPool:
-    """The node's pool of segment readers. Nothing starts until the first segment is read: a
-    node opened for one CLI command that imports no whole segment pays nothing for it."""
+    """The node's pool of segment readers. Nothing starts until it is warmed or the first
+    segment is read: a node opened for one CLI command that imports nothing pays nothing for it."""
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or min(2, os.cpu_count() or 1)
