@@ -2,8 +2,10 @@
 changes to segments held here, so an import uses both cores: the Automerge binding holds the
 GIL, threads would not help.
 
-A small pool (min(2, cpus)) started on first use from a "forkserver" context - the node's
-asyncio process is never forked. Each worker caps its address space and turns whatever the
+A small pool (min(2, cpus)) from a "forkserver" context - the node's asyncio process is never
+forked - started ahead of an import (`warm`: the LAN service as it starts, a courier import as it
+scans the stick; `start_fork_server`: a one-shot CLI import boots the fork server before it
+unlocks the node) or on first use. Each worker caps its address space and turns whatever the
 binding raises on crafted bytes (including pyo3's PanicException) into a refusal; a worker
 that dies (killed, out of memory) breaks the pool, which is then rebuilt, and the item it held
 is refused - the node never dies. Workers return plain picklable values, so the parent never
@@ -20,13 +22,18 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
-from typing import Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from appliance import held_reader, whole_reader
 from appliance.errors import ChangeRejected, MissingDependencies
 from appliance.held_reader import HeldApplied, HeldBatch, apply_held
 from appliance.whole_reader import LogStamp, WholeAdmitted, WholeChanges, WorkRefused, admit_whole, list_whole, start_worker
 from appliance.wholes import MAX_WHOLE_BYTES
+
+if TYPE_CHECKING:
+    from multiprocessing.context import ForkServerContext
+
+_WARM_UP_WAIT_S = 60.0  # a warm-up's submissions wait for no result: only a stuck fork server outlasts this
 
 _Result = TypeVar("_Result", WholeAdmitted, WholeChanges, HeldApplied)
 
@@ -80,47 +87,56 @@ def _has_descriptor(stream: TextIO) -> bool:
 
 
 class WorkerPool:
-    """The node's pool of segment readers. Nothing starts until the first segment is read: a
-    node opened for one CLI command that imports no whole segment pays nothing for it."""
+    """The node's pool of segment readers. Nothing starts until it is warmed or the first
+    segment is read: a node opened for one CLI command that imports nothing pays nothing for it."""
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or min(2, os.cpu_count() or 1)
         self._executor: Executor | None = None
         self._starting = threading.Lock()  # `warm` starts the pool on a thread while a read may start it too
+        self._warming = False  # a warm-up is starting the workers on its thread
+        self._warmed = threading.Event()  # ... and has started them (or failed to)
 
     async def warm(self) -> None:
         """Starts the fork server and every worker now, on a thread (0.1-0.3 s that would
-        otherwise hold up the first segment read, and the event loop with it). A failure is
-        left for the first read to report."""
+        otherwise hold up the first segment read, and the event loop with it); while another
+        warm-up runs, waits for it. A failure is left for the first read to report."""
         if self._executor is None:
+            self._warming = True
+            self._warmed.clear()
             with contextlib.suppress(ChangeRejected):
                 await asyncio.to_thread(self._start_workers)
+        else:
+            await self._warm_up_done()
+
+    async def _warm_up_done(self) -> None:
+        """Waits, off the event loop, for a warm-up under way: a read submitted meanwhile would
+        block the loop while the warm-up holds the pool to start its workers."""
+        if self._warming:
+            await asyncio.to_thread(self._warmed.wait, _WARM_UP_WAIT_S)
 
     def _start_workers(self) -> None:
-        pool = self._pool()
-        with _main_module_hidden():  # each submission starts a worker while none is idle
-            started = [pool.submit(os.getpid) for _ in range(self.workers)]
-        for future in started:
-            with contextlib.suppress(Exception):
-                future.result()
+        try:
+            pool = self._pool()
+            with _main_module_hidden():  # each submission starts a worker while none is idle
+                started = [pool.submit(os.getpid) for _ in range(self.workers)]
+            for future in started:
+                with contextlib.suppress(Exception):
+                    future.result()
+        finally:
+            self._warming = False
+            self._warmed.set()
 
     def _pool(self) -> Executor:
         with self._starting:
             return self._executor or self._new_pool()
 
     def _new_pool(self) -> Executor:
-        # Imported here: multiprocessing is not loaded by a node that never reads a whole.
-        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
-        from multiprocessing import forkserver, resource_tracker
 
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([whole_reader.__name__, held_reader.__name__])  # each worker forks with the binding already loaded
+        context = _fork_server()
         try:
             with _stderr_with_a_descriptor(), _main_module_hidden():
-                # Both helper processes start now, while stderr has a descriptor to hand them.
-                resource_tracker.ensure_running()
-                forkserver.ensure_running()
                 self._executor = ProcessPoolExecutor(self.workers, mp_context=context, initializer=start_worker, initargs=(os.getpid(),))
         except (OSError, ValueError) as exc:
             raise ChangeRejected(f"cannot start the processes that read segments carried whole: {exc}") from exc
@@ -155,6 +171,7 @@ class WorkerPool:
         (MissingDependencies: it lacks earlier changes) or died."""
         from concurrent.futures.process import BrokenProcessPool
 
+        await self._warm_up_done()
         pool = self._pool()
         try:
             with _main_module_hidden():  # a worker is started by this submission, if one is needed
@@ -179,6 +196,33 @@ class WorkerPool:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+
+
+def start_fork_server() -> None:
+    """Starts the process the workers fork from, and returns at once: it loads the Automerge
+    binding and the readers (~0.1 s of its own) while the caller goes on - a one-shot command
+    that is about to import calls this before it unlocks the node, so the workers fork at once
+    when the import starts them. Nothing else starts; a failure is left for the pool to report."""
+    with contextlib.suppress(ChangeRejected):
+        _fork_server()
+
+
+def _fork_server() -> ForkServerContext:
+    """The forkserver context, its server and resource tracker running (each started once per
+    process, while stderr has a descriptor to hand them)."""
+    # Imported here: multiprocessing is not loaded by a node that never reads a whole.
+    import multiprocessing
+    from multiprocessing import forkserver, resource_tracker
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([whole_reader.__name__, held_reader.__name__])  # each worker forks with the binding already loaded
+    try:
+        with _stderr_with_a_descriptor(), _main_module_hidden():
+            resource_tracker.ensure_running()
+            forkserver.ensure_running()
+    except (OSError, ValueError) as exc:
+        raise ChangeRejected(f"cannot start the processes that read segments carried whole: {exc}") from exc
+    return context
 
 
 async def settle(readings: Sequence[asyncio.Future[Any]]) -> None:

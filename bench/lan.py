@@ -8,8 +8,9 @@ loopback, beside Syncthing moving the same messages as files between two folders
                 post() call until B and C each have it stored (the wall-clock stamp of their
                 `Received` event, emitted once the import's transaction committed) is its
                 latency. p50 and p99 over the posts (two latencies per post).
-  initial sync  A (a `serve` process) holds N messages; B, empty and enrolled, starts in this
-                process and dials it: time until B has stored all N and reads the last one,
+  initial sync  A (a `serve` process) holds N messages; B, empty and enrolled, starts its service
+                in this process (and, as a running service, its import workers) and dials A:
+                time from the dial until B has stored all N and reads the last one,
                 and the bytes of the session on the wire (both directions, frames included).
   floor         for each initial sync size, what the pinned Automerge binding alone takes to
                 apply those messages' changes as import does and read every message back as
@@ -271,6 +272,9 @@ async def lan_fill(node: Node, port: int, size: int, bodies: list[str], timeout:
                 done.set()
 
     async with LanService(node, LanConfig(bind="127.0.0.1", port=0, discovery=False), on_event=on_event) as service:
+        # B is a running service, as a daemon or console would be long before a peer turns up:
+        # the workers it starts with are up before the timed sync (waits for them).
+        await node.intake.warm_workers()
         start = time.perf_counter()
         service.dial("127.0.0.1", port)
         await asyncio.wait_for(done.wait(), timeout)

@@ -57,6 +57,7 @@ from chat import chat_lines
 
 from appliance import crypto
 from appliance.node import SEGMENT_SIZE, Node
+from appliance.workers import start_fork_server
 
 CHANNEL = "general"
 PASSPHRASE = "bench passphrase"
@@ -108,6 +109,7 @@ class RallypointRun:
     messages: int
     export_s: float
     import_s: float
+    import_cpu_s: float  # B's process (not its workers): wall time swings with this machine's neighbours, this less
     read_s: float  # B's first read(limit=50) after the import
     stick_bytes: int
     stick_files: int
@@ -117,6 +119,7 @@ class RallypointRun:
     # A second courier round: reactions to earlier messages, i.e. changes into segments B holds.
     existing_changes: int = 0
     existing_import_s: float = 0.0
+    existing_import_cpu_s: float = 0.0
 
     @property
     def verified_existing_changes_per_s(self) -> float:
@@ -167,9 +170,9 @@ async def courier(node_a: Node, node_b: Node, stick: Path, messages: int, last_t
     report = await export_bundles(node_a, stick, for_nodes=[node_b.identity.node_id])
     export_s = time.perf_counter() - start
     stick_bytes, stick_files = tree_bytes(stick)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = await import_bundles(node_b, stick)
-    import_s = time.perf_counter() - start
+    import_s, import_cpu_s = time.perf_counter() - start, time.process_time() - cpu
     assert not result.rejected, f"B rejected bundles: {result.rejected}"
     start = time.perf_counter()
     view = await node_b.views.read(CHANNEL, limit=50)
@@ -179,6 +182,7 @@ async def courier(node_a: Node, node_b: Node, stick: Path, messages: int, last_t
         messages=messages,
         export_s=export_s,
         import_s=import_s,
+        import_cpu_s=import_cpu_s,
         read_s=read_s,
         stick_bytes=stick_bytes,
         stick_files=stick_files,
@@ -188,10 +192,10 @@ async def courier(node_a: Node, node_b: Node, stick: Path, messages: int, last_t
     )
 
 
-async def react_and_courier(node_a: Node, node_b: Node, stick: Path, messages: int) -> tuple[int, float]:
+async def react_and_courier(node_a: Node, node_b: Node, stick: Path, messages: int) -> tuple[int, float, float]:
     """B's answer first (its bundle acknowledges what it now holds), then A reacts to every
     tenth message (one signed change each, into segments B holds: they travel as change chunks)
-    and couriers them to B. Returns (changes applied, import s)."""
+    and couriers them to B. Returns (changes applied, import s, B's process CPU s in it)."""
     export_bundles, import_bundles = sneakernet_api()
     await export_bundles(node_b, stick, for_nodes=[node_a.identity.node_id])
     answered = await import_bundles(node_a, stick)
@@ -201,11 +205,11 @@ async def react_and_courier(node_a: Node, node_b: Node, stick: Path, messages: i
         await node_a.chat.react(view.id, "+1")
     await export_bundles(node_a, stick, for_nodes=[node_b.identity.node_id])
     await settle(node_a, node_b)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = await import_bundles(node_b, stick)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     assert not result.rejected, f"B rejected bundles: {result.rejected}"
-    return result.changes_applied, elapsed
+    return result.changes_applied, elapsed, cpu
 
 
 async def bench_rallypoint(work: Path, bodies: list[str]) -> RallypointRun:
@@ -216,6 +220,9 @@ async def bench_rallypoint(work: Path, bodies: list[str]) -> RallypointRun:
     try:
         enrollment = await node_a.enrollment.invite("bravo", "bob", kdf=KDF)
         node_b = await Node.join(work / "b", enrollment.data, enrollment.code, PASSPHRASE, kdf=KDF)
+        # As `rallypoint bundle import` does before it unlocks B: the workers' fork server boots
+        # ahead of the import (the workers themselves start inside the timed import).
+        start_fork_server()
         await node_a.chat.create_channel(CHANNEL)
         start = time.perf_counter()
         for done in range(0, len(bodies), FILL_CHUNK):
@@ -228,9 +235,9 @@ async def bench_rallypoint(work: Path, bodies: list[str]) -> RallypointRun:
         stick.mkdir()
         run = await courier(node_a, node_b, stick, len(bodies), bodies[-1])
         progress(f"rallypoint: {len(bodies):,} messages, round trip {run.round_trip_s:.2f} s, {run.bytes_per_message:.0f} bytes/message on the stick")
-        existing, existing_s = await react_and_courier(node_a, node_b, stick, len(bodies))
+        existing, existing_s, existing_cpu_s = await react_and_courier(node_a, node_b, stick, len(bodies))
         progress(f"rallypoint: {existing:,} reactions into segments B holds imported at {existing / existing_s:,.0f} changes/s")
-        return replace(run, existing_changes=existing, existing_import_s=existing_s)
+        return replace(run, existing_changes=existing, existing_import_s=existing_s, existing_import_cpu_s=existing_cpu_s)
     finally:
         await node_a.close()
         if node_b is not None:
@@ -507,6 +514,7 @@ def rallypoint_json(run: RallypointRun) -> dict[str, object]:
     return {
         "export_s": round(run.export_s, 4),
         "import_s": round(run.import_s, 4),
+        "import_cpu_s": round(run.import_cpu_s, 4),
         "first_read_s": round(run.read_s, 4),
         "round_trip_s": round(run.round_trip_s, 4),
         "stick_bytes": run.stick_bytes,
@@ -518,6 +526,7 @@ def rallypoint_json(run: RallypointRun) -> dict[str, object]:
         "verified_changes_per_s": round(run.verified_changes_per_s, 1),
         "existing_segment_changes": run.existing_changes,
         "verified_existing_changes_per_s": round(run.verified_existing_changes_per_s, 1),
+        "existing_import_cpu_s": round(run.existing_import_cpu_s, 4),
     }
 
 

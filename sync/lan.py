@@ -160,6 +160,9 @@ class LanService:
             self._subscription = self.node.feed.subscribe(self._on_feed)
             self._spawn(self._poll_store())
             self._spawn(self._report_refusals())
+            # A long-running node: the workers that read what peers send start now, off every
+            # session's path (once started, warming again is a no-op).
+            self._spawn(self.node.intake.warm_workers())
             # What is alive now (the node, its directory and store, the libraries) lives as long as
             # the process: frozen, the collector's full passes - which a flood of short-lived
             # connections triggers - no longer walk it (~100k objects: a 30-200 ms stall each).

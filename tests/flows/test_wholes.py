@@ -26,6 +26,7 @@ from appliance.node import Node
 from appliance.store import DB_FILE, MIGRATIONS
 from appliance.whole_reader import WORKER_MEMORY_BYTES
 from appliance.wholes import MAX_WHOLE_BYTES
+from appliance.workers import WorkerPool, start_fork_server
 from tests.conftest import PASSPHRASE, make_workspace, node_engine, sync_all
 
 VECTORS = Path(__file__).parent / "automerge_vectors"
@@ -262,6 +263,64 @@ async def test_workers_started_ahead_read_the_next_import(tmp_path: Path) -> Non
         await import_delta(bravo, await delta_to(alpha, bravo), alpha)
         assert len(await texts(bravo)) == MESSAGES
         assert {p.pid for p in multiprocessing.active_children()} - before == started  # read by the workers already running
+
+
+def _children_of(pid: int) -> set[int]:
+    """The processes whose parent is `pid` (from /proc)."""
+    children = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                children.add(int(entry.name))
+    return children
+
+
+def _is_fork_server(pid: int) -> bool:
+    try:
+        return b"forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+async def test_a_fork_server_started_ahead_is_the_one_the_workers_fork_from(tmp_path: Path) -> None:
+    """What `rallypoint bundle import` does before it unlocks the node: the fork server boots
+    while the caller goes on, once per process, and the node's workers fork from it."""
+    start_fork_server()
+    servers = {pid for pid in _children_of(os.getpid()) if _is_fork_server(pid)}
+    assert len(servers) == 1
+    start_fork_server()  # started once
+    assert {pid for pid in _children_of(os.getpid()) if _is_fork_server(pid)} == servers
+    alpha, bravo = await make_workspace(tmp_path, "bravo")
+    async with alpha, bravo:
+        await alpha.chat.create_channel("general")
+        await alpha.chat.post_many("general", [f"message {i}" for i in range(MESSAGES)])
+        await bravo.intake.warm_workers()
+        assert {worker.pid for worker in multiprocessing.active_children()} & _children_of(servers.pop())  # forked by the server started ahead
+        await import_delta(bravo, await delta_to(alpha, bravo), alpha)
+        assert len(await texts(bravo)) == MESSAGES
+
+
+async def test_a_warm_up_under_way_is_waited_for_not_repeated() -> None:
+    """A LAN service warms the pool as it starts; whoever warms it meanwhile (a bench, a session)
+    returns once the workers are up, and starts none of its own."""
+    pool = WorkerPool()
+    try:
+        before = {p.pid for p in multiprocessing.active_children()}
+        first = asyncio.ensure_future(pool.warm())
+        deadline = time.monotonic() + 30
+        while pool._executor is None:  # the first warm-up has the pool, its workers still starting
+            assert time.monotonic() < deadline and not first.done()
+            await asyncio.sleep(0.001)
+        await pool.warm()
+        assert len({p.pid for p in multiprocessing.active_children()} - before) == pool.workers
+        await first
+        assert len({p.pid for p in multiprocessing.active_children()} - before) == pool.workers
+    finally:
+        pool.close()
 
 
 async def test_heads_of_a_document_not_in_memory_come_from_its_change_log(tmp_path: Path) -> None:

@@ -84,6 +84,21 @@ async def audit_actions(node: Node) -> list[tuple[str, str]]:
     return [(e.action, str(e.detail.get("reason", ""))) for e in await node.audit.entries()]
 
 
+async def test_a_running_service_starts_the_workers_before_any_session(tmp_path: Path) -> None:
+    """A long-running node reads what peers send in worker processes: they start with the
+    service, not inside the first session's import."""
+    import multiprocessing
+
+    (node,) = await make_workspace(tmp_path)
+    before = {p.pid for p in multiprocessing.active_children()}
+    async with node, serving(node) as (_, recorder):
+        deadline = time.monotonic() + 30
+        while len({p.pid for p in multiprocessing.active_children()} - before) < 2:
+            assert time.monotonic() < deadline, "the service started no worker"
+            await asyncio.sleep(0.01)
+        assert not recorder.of(SessionUp)
+
+
 async def test_two_nodes_sync_everything_then_push_live_both_ways(tmp_path: Path) -> None:
     alpha, bravo = await make_workspace(tmp_path, "bravo")
     async with alpha, bravo:

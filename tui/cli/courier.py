@@ -117,6 +117,8 @@ async def cmd_bundle(args: argparse.Namespace) -> None:
     if args.bundle_command == "inspect":
         await _inspect(args)
         return
+    if args.bundle_command == "import":
+        _start_fork_server()
 
     async def run(node: Node) -> None:
         if args.bundle_command == "export":
@@ -210,6 +212,8 @@ async def cmd_courier(args: argparse.Namespace) -> None:
     from sync import sneakernet
     from tui.reports import export_report_text, import_report_text
 
+    _start_fork_server()
+
     async def run(node: Node) -> None:
         imported, exported = await sneakernet.courier(node, _stick_root(args.dir), progress=_progress_printer(args), max_bytes=args.max_bytes, quarantine_quota=_quarantine_quota(args))
         payload = {"import": _import_json(imported), "export": _export_json(exported) if exported else None}
@@ -219,6 +223,14 @@ async def cmd_courier(args: argparse.Namespace) -> None:
         _exit_for(imported, node)
 
     await with_node(args, run)
+
+
+def _start_fork_server() -> None:
+    """An import is coming: the process its workers fork from boots while the node unlocks
+    (the key derivation alone outlasts it), not when the first segment is read."""
+    from appliance.workers import start_fork_server
+
+    start_fork_server()
 
 
 def _bundle_arguments(parser: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
