@@ -106,9 +106,10 @@ async def test_a_peer_that_goes_silent_is_let_go() -> None:
     workspace, (alpha, bravo) = await twin_nodes(2, timing=SessionTiming(ping_interval_s=60, idle_timeout_s=0.1))
     try:
         alpha_side, bravo_side = alpha.connect(bravo)
-        # Neither pings within the idle timeout: both give up on the other.
-        assert await asyncio.wait_for(alpha_side, 5) == "the peer went silent"
-        assert await asyncio.wait_for(bravo_side, 5) in ("the peer went silent", "connection lost")
+        # Neither pings within the idle timeout: both give up on the other. Whichever notices
+        # first says so; the other may see the connection close before its own timer fires.
+        reasons = {await asyncio.wait_for(alpha_side, 5), await asyncio.wait_for(bravo_side, 5)}
+        assert "the peer went silent" in reasons and reasons <= {"the peer went silent", "connection lost"}
     finally:
         await alpha.aclose()
         await bravo.aclose()
