@@ -79,7 +79,9 @@ async def main():
         print("ready", flush=True)
         start = time.monotonic()
         report = await sneakernet.import_bundles(node, root)
-        print("done", time.monotonic() - start, ",".join(f.outcome for f in report.files), flush=True)
+        # one write: with PYTHONUNBUFFERED each argument of print() is its own, and a kill
+        # between them left a bare "done"
+        print(f"done {time.monotonic() - start} {','.join(f.outcome for f in report.files)}", flush=True)
 
 asyncio.run(main())
 """
@@ -113,7 +115,7 @@ async def main():
         print("ready", flush=True)
         start = time.monotonic()
         summary = await node.intake.import_batches(documents, wholes=wholes, received_from=sender)
-        print("done", time.monotonic() - start, summary.outcome, flush=True)
+        print(f"done {time.monotonic() - start} {summary.outcome}", flush=True)  # one write (see RUNNER)
 
 if __name__ == "__main__":
     asyncio.run(main())
