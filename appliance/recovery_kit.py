@@ -147,6 +147,13 @@ def seal_kit(contents: bytes, code: str, salt: bytes, nonce: bytes, kdf: crypto.
     return coded.seal(KIT_FORMAT, contents, normalise(code), salt, nonce, kdf)
 
 
+def seal_new_kit(contents: KitContents, code_index: bytes, salt: bytes, nonce: bytes, kdf: crypto.KdfParams) -> tuple[bytes, str]:
+    """A new kit file of `contents` and the code it opens with, drawn from `code_index`
+    (KIT_CODE_CHARS random bytes), as typed (blocking: Argon2id)."""
+    code = new_code(list(code_index))
+    return seal_kit(encode_contents(contents), code, salt, nonce, kdf), code
+
+
 def open_kit(data: bytes, code: str) -> KitContents:
     """The contents of a kit file; KitRejected for another file, a damaged one or a wrong code
     (blocking: Argon2id)."""

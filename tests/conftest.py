@@ -150,7 +150,7 @@ def tmpfs(where: Path, options: str) -> Iterator[Path]:
     where.mkdir(exist_ok=True)
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True, timeout=30)
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+        pytest.skip(f"needs root to mount a small tmpfs disk (a stick, a full or read-only disk): {mounted.stderr.strip()}")
     try:
         yield where
     finally:

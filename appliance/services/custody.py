@@ -131,9 +131,8 @@ class CustodyService:
             directory=tuple((c.data, c.signature) for c in directory),
             made_at=now,
         )
-        code = recovery_kit.new_code(list(self._kernel.rng(recovery_kit.KIT_CODE_CHARS)))
-        data = await asyncio.to_thread(
-            recovery_kit.seal_kit, recovery_kit.encode_contents(contents), code, self._kernel.rng(crypto.SALT_BYTES), self._kernel.rng(crypto.NONCE_BYTES), kdf
+        data, code = await asyncio.to_thread(
+            recovery_kit.seal_new_kit, contents, self._kernel.rng(recovery_kit.KIT_CODE_CHARS), self._kernel.rng(crypto.SALT_BYTES), self._kernel.rng(crypto.NONCE_BYTES), kdf
         )
         async with self._kernel.store.transaction() as conn:
             await self._kernel.audit(conn, now, self._identity.user_key.hex(), AuditAction.RECOVERY_KIT_MADE, {"node": self._identity.node_id, "users": len(users)})
@@ -183,9 +182,8 @@ class CustodyService:
         contents = dataclasses.replace(
             old, node_seed=bytes(new_key), incarnation=incarnation, directory=tuple((c.data, c.signature) for c in directory), made_at=now
         )
-        new_code = recovery_kit.new_code(list(self._kernel.rng(recovery_kit.KIT_CODE_CHARS)))
-        data = await asyncio.to_thread(
-            recovery_kit.seal_kit, recovery_kit.encode_contents(contents), new_code, self._kernel.rng(crypto.SALT_BYTES), self._kernel.rng(crypto.NONCE_BYTES), kdf
+        data, new_code = await asyncio.to_thread(
+            recovery_kit.seal_new_kit, contents, self._kernel.rng(recovery_kit.KIT_CODE_CHARS), self._kernel.rng(crypto.SALT_BYTES), self._kernel.rng(crypto.NONCE_BYTES), kdf
         )
         return RecoveryKit(data, coded.shown(new_code), new_id, len(old.user_keys), replaces=ids.key_id(old_key), made_at=now)
 

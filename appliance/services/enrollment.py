@@ -100,9 +100,8 @@ class EnrollmentService:
         return Enrollment(data=data, code=coded.shown(code), node_id=node_id, user_name=user_name, kit=kit)
 
     async def _seal_kit(self, contents: recovery_kit.KitContents, node_id: str, kdf: crypto.KdfParams) -> RecoveryKit:
-        kit_code = recovery_kit.new_code(list(self._kernel.rng(recovery_kit.KIT_CODE_CHARS)))
         rng = self._kernel.rng
-        sealed = await asyncio.to_thread(recovery_kit.seal_kit, recovery_kit.encode_contents(contents), kit_code, rng(crypto.SALT_BYTES), rng(crypto.NONCE_BYTES), kdf)
+        sealed, kit_code = await asyncio.to_thread(recovery_kit.seal_new_kit, contents, rng(recovery_kit.KIT_CODE_CHARS), rng(crypto.SALT_BYTES), rng(crypto.NONCE_BYTES), kdf)
         async with self._kernel.store.transaction() as conn:
             made: dict[str, object] = {"node": node_id, "name": contents.node_name, "users": 1, "at_enrollment": True}
             await self._kernel.audit(conn, self._kernel.clock(), self._identity.user_key.hex(), AuditAction.RECOVERY_KIT_MADE, made)
