@@ -42,7 +42,8 @@ from appliance.covered import add_to_graph
 from appliance.errors import InvalidInput, StorageError
 from appliance.graph import frontier
 from appliance.model import iso_utc
-from appliance.services.replica import put_snapshot, stored_documents
+from appliance.services.replica import put_snapshot
+from appliance.stored_documents import stored_documents
 
 _TAKEN_AT = re.compile(r"-(?P<at>[0-9]{8}T[0-9]{6}Z)\.backup\.db$")
 READ_ONLY_SETTING = "read_only_copy"  # why this store refuses writes: an inspection copy

@@ -20,8 +20,9 @@ from appliance.bulk import insert_tuples
 from appliance.changes import Authorise, SignedChange, check_authors
 from appliance.held_reader import HeldApplied, HeldBatch
 from appliance.kernel import Clock
-from appliance.services.replica import SNAPSHOT_EVERY, ReplicaService, StoredDocument, newest_change_ids, put_snapshot, stored_documents
+from appliance.services.replica import SNAPSHOT_EVERY, ReplicaService, newest_change_ids, put_snapshot
 from appliance.services.views import ViewsService, set_reactions, store_view_rows
+from appliance.stored_documents import StoredDocument, stored_documents
 from appliance.whole_reader import LOG_COLUMNS, LogStamp
 from appliance.workers import WorkerPool, settle
 
