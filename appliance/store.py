@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from appliance import cipher, schema
 from appliance.errors import StorageError, WrongKey
+from appliance.store_access import ReadAccess
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DB_FILE = "node.db"
@@ -219,6 +220,8 @@ class Storage(Protocol):
         """The key the database is encrypted under (None: plain), for opening copies of it."""
         ...
 
+    def read_access(self) -> ReadAccess | None: ...
+
 
 class Store:
     """An async context manager owning the engines. `transaction()` yields a connection in one
@@ -234,6 +237,7 @@ class Store:
         self._keep_alive: sqlite3.Connection | None = None  # holds an in-memory database open
         # The same database through the synchronous driver: the writer, and the checkpointer.
         sync_url = sync_url or engine.url.set(drivername=engine.url.drivername.split("+")[0])
+        self._sync_url = sync_url
         self._on_connect: list[Callable[[Any, Any], None]] = []
         sync_args: dict[str, Any] = {} if keyed is None else {"module": cipher.DRIVER, "creator": keyed.sync_creator()}
         self._writer = _Lane(sync_url, "rallypoint-writer", self._on_connect, writes=True, engine_args=sync_args)
@@ -451,6 +455,14 @@ class Store:
     @property
     def db_key(self) -> bytes | None:
         return None if self.keyed is None else self.keyed.db_key
+
+    def read_access(self) -> ReadAccess | None:
+        """How another process reads this store (appliance/store_access.py); None where no
+        other connection may: a store that is not SQLite."""
+        if not self.is_sqlite:
+            return None
+        in_memory = self._sync_url.query.get("vfs") == "memdb"
+        return ReadAccess(self._sync_url.render_as_string(hide_password=False), self.keyed, in_memory)
 
 
 def _keyed_engine(url: URL, keyed: cipher.Keyed) -> AsyncEngine:

@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
 
 from appliance.atrest import database_key
 from appliance.errors import StorageError
 from appliance.store import Checkpoint, Storage, Store
+from appliance.store_access import open_reader
 
 READER_WAIT = 0.3  # seconds the writer keeps its transaction open with a reader running
 READER_DEADLINE = 20.0  # seconds a reader may take once the writer is done
@@ -196,3 +198,36 @@ async def test_a_truncating_checkpoint_copies_the_whole_log(store: Storage) -> N
     assert log == copied
     assert await store.checkpoint(Checkpoint.PASSIVE) == (0, 0)  # truncated: nothing left
     assert len(await values(store)) == 50
+
+
+async def test_a_reader_elsewhere_sees_one_snapshot_of_what_was_committed_and_writes_nothing(store: Storage) -> None:
+    """What an export's worker holds: its own connection (`read_access`), one snapshot a job -
+    a commit meanwhile is not seen half-way -, every write refused."""
+    await store.write(insert("one", "two"))
+    access = store.read_access()
+    assert access is not None
+    loop = asyncio.get_running_loop()
+    first_read, release = asyncio.Event(), threading.Event()
+
+    def job() -> tuple[list[str], list[str]]:
+        engine = open_reader(access)
+        try:
+            with engine.begin() as conn:
+                before = [row[0] for row in conn.execute(text("SELECT value FROM probe ORDER BY id"))]
+                loop.call_soon_threadsafe(first_read.set)
+                release.wait(READER_DEADLINE)
+                after = [row[0] for row in conn.execute(text("SELECT value FROM probe ORDER BY id"))]
+                with pytest.raises(OperationalError, match="readonly|read-only|query_only"):
+                    conn.execute(text("INSERT INTO probe (value) VALUES ('sneaked')"))
+            return before, after
+        finally:
+            engine.dispose()
+
+    reading = asyncio.ensure_future(asyncio.to_thread(job))
+    await asyncio.wait_for(first_read.wait(), READER_DEADLINE)
+    writing = asyncio.ensure_future(store.write(insert("three")))
+    await asyncio.wait({writing}, timeout=READER_WAIT)  # a file store commits meanwhile; memory waits for the reader
+    release.set()
+    assert await asyncio.wait_for(reading, READER_DEADLINE) == (["one", "two"], ["one", "two"])
+    await asyncio.wait_for(writing, READER_DEADLINE)
+    assert await values(store) == ["one", "two", "three"]
