@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from appliance import files
+from appliance.export_encoders import ZipEntry
 from appliance.export_sealing import SealingWriter
 from appliance.export_zip import ZipStream
 
@@ -74,9 +75,10 @@ class ExportSink:
     def write(self, data: bytes) -> None:
         self._out.write(data)
 
-    def entry(self, name: str, data: bytes) -> None:
+    def entry(self, entry: ZipEntry, packed: bytes) -> None:
+        """One entry of the zip, deflated already (appliance/export_encoders.py)."""
         assert self._zip is not None
-        self._zip.entry(name, data)
+        self._zip.add_deflated(entry.name, packed, entry.crc, entry.size)
 
     def attachment(self, hash_hex: str, data: bytes) -> None:
         """An attachment's bytes beside the export, named by their hash (once each)."""

@@ -42,6 +42,13 @@ _END64 = struct.Struct("<IQHHIIQQQQ")
 _LOCATOR64 = struct.Struct("<IIQI")
 
 
+def deflate(data: bytes, level: int = DEFLATE_LEVEL) -> tuple[bytes, int]:
+    """An entry's bytes raw-deflated, and their CRC-32: made apart from the archive (in the
+    export's worker processes), added to it in order by `ZipStream.add_deflated`."""
+    compressor = zlib.compressobj(level, zlib.DEFLATED, -WINDOW_BITS, MEMORY_LEVEL)
+    return compressor.compress(data) + compressor.flush(), zlib.crc32(data)
+
+
 class Output(Protocol):
     def write(self, data: bytes, /) -> int: ...
 
@@ -60,16 +67,18 @@ class ZipStream:
 
     def entry(self, name: str, data: bytes) -> None:
         """One file of the archive, deflated."""
+        packed, crc = deflate(data, self._level)
+        self.add_deflated(name, packed, crc, len(data))
+
+    def add_deflated(self, name: str, packed: bytes, crc: int, size: int) -> None:
+        """One file of the archive, deflated elsewhere (`deflate`): its `size` bytes' CRC-32."""
         if self._closed:
             raise ValueError("the archive is closed")
-        if len(data) > CLASSIC_LIMIT:
-            raise ValueError(f"{name}: an entry of {len(data):,} bytes is over what this archive holds")
-        compressor = zlib.compressobj(self._level, zlib.DEFLATED, -WINDOW_BITS, MEMORY_LEVEL)  # raw deflate
-        packed = compressor.compress(data) + compressor.flush()
-        crc = zlib.crc32(data)
+        if size > CLASSIC_LIMIT or len(packed) > CLASSIC_LIMIT:
+            raise ValueError(f"{name}: an entry of {size:,} bytes is over what this archive holds")
         encoded = name.encode()
         offset = self._offset
-        self._write(_LOCAL.pack(0x04034B50, _VERSION, _UTF8, _DEFLATED, _DOS_TIME, _DOS_DATE, crc, len(packed), len(data), len(encoded), 0) + encoded)
+        self._write(_LOCAL.pack(0x04034B50, _VERSION, _UTF8, _DEFLATED, _DOS_TIME, _DOS_DATE, crc, len(packed), size, len(encoded), 0) + encoded)
         self._write(packed)
         extra = b"" if offset < CLASSIC_LIMIT else struct.pack("<HHQ", 0x0001, 8, offset)
         self._central.append(
@@ -83,7 +92,7 @@ class ZipStream:
                 _DOS_DATE,
                 crc,
                 len(packed),
-                len(data),
+                size,
                 len(encoded),
                 len(extra),
                 0,

@@ -63,7 +63,7 @@ class Node:
         self.intake = IntakeService(kernel, self.identity, roster, heads, self.replica, self.views, self.directory, self.blobs, self.exchange, self.custody, feeds)
         self.enrollment = EnrollmentService(kernel, self.identity, roster, self.replica, self.directory, self.intake)
         self.peers = PeersService(kernel, self.identity, roster, self.directory, self.exchange)
-        self.audit = AuditService(kernel, self.identity, roster, feeds, ComplianceService(kernel, self.identity, roster, self.replica))
+        self.audit = AuditService(kernel, self.identity, roster, feeds, ComplianceService(kernel, self.identity, roster, self.replica, self.intake.pool))
         self.signin = SignInService(kernel, self.identity, roster, self.directory)
         self._upkeep = Upkeep(store, self.replica, kernel.note_skipped_write)  # started once the node is open
 

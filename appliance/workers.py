@@ -1,6 +1,6 @@
-"""Worker processes that load, list and read segments carried whole, and apply a big import's
-changes to segments held here, so an import uses both cores: the Automerge binding holds the
-GIL, threads would not help.
+"""Worker processes that load, list and read segments carried whole, apply a big import's
+changes to segments held here, and make the parts of a compliance export, so an import and an
+export use both cores: the Automerge binding holds the GIL, threads would not help.
 
 A small pool (min(2, cpus)) from a "forkserver" context - the node's asyncio process is never
 forked - started ahead of an import (`warm`: the LAN service as it starts, a courier import as it
@@ -11,7 +11,9 @@ that dies (killed, out of memory) breaks the pool, which is then rebuilt, and th
 is refused - the node never dies. Workers return plain picklable values, so the parent never
 loads the document itself; they also check each segment against its authors' signatures and
 build its rows, so the parent's work per change is one row handed to the database. What a
-worker runs is in appliance/whole_reader.py and appliance/held_reader.py."""
+worker runs is in appliance/whole_reader.py, appliance/held_reader.py and
+appliance/export_job.py (which opens the node's database itself, read-only: only its parts'
+bytes come back)."""
 
 from __future__ import annotations
 
@@ -24,8 +26,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
-from appliance import held_reader, whole_reader
+from appliance import export_job, held_reader, whole_reader
 from appliance.errors import ChangeRejected, MissingDependencies
+from appliance.export_encoders import EncodedPart
+from appliance.export_job import ExportJob, PartRefused
 from appliance.held_reader import HeldApplied, HeldBatch, apply_held
 from appliance.whole_reader import LogStamp, WholeAdmitted, WholeChanges, WorkRefused, admit_whole, list_whole, start_worker
 from appliance.wholes import MAX_WHOLE_BYTES
@@ -166,9 +170,29 @@ class WorkerPool:
                 raise result
         return [r for r in results if isinstance(r, WholeChanges)]
 
+    async def export_part(self, job: ExportJob) -> EncodedPart:
+        """One part of a compliance export read, built and encoded in a worker
+        (export_job.run_job); ChangeRejected when it could not be made or the worker died."""
+        label = f"a part of the export of #{job.channel.name}"
+        result = await self._submit(label, export_job.run_job, job)
+        if isinstance(result, PartRefused):
+            raise ChangeRejected(result.reason)
+        if not isinstance(result, EncodedPart):
+            raise ChangeRejected(f"{label}: the worker returned {type(result).__name__}")
+        return result
+
     async def _run(self, doc_id: str, expected: type[_Result], work: Callable[..., _Result | WorkRefused], *args: Any) -> _Result:
         """`work(*args)` on one segment in a worker; ChangeRejected when the worker refuses it
         (MissingDependencies: it lacks earlier changes) or died."""
+        result = await self._submit(doc_id, work, *args)
+        if isinstance(result, WorkRefused):
+            raise (MissingDependencies if result.missing else ChangeRejected)(result.reason)
+        if not isinstance(result, expected):
+            raise ChangeRejected(f"{doc_id}: the worker returned {type(result).__name__}, not {expected.__name__}")
+        return result
+
+    async def _submit(self, label: str, work: Callable[..., object], *args: Any) -> object:
+        """`work(*args)` in a worker; ChangeRejected naming `label` when the worker died."""
         from concurrent.futures.process import BrokenProcessPool
 
         await self._warm_up_done()
@@ -176,15 +200,10 @@ class WorkerPool:
         try:
             with _main_module_hidden():  # a worker is started by this submission, if one is needed
                 running = asyncio.get_running_loop().run_in_executor(pool, work, *args)
-            result = await running
+            return await running
         except BrokenProcessPool as exc:
             self._discard(pool)
-            raise ChangeRejected(f"{doc_id}: the worker reading it died ({exc})") from exc
-        if isinstance(result, WorkRefused):
-            raise (MissingDependencies if result.missing else ChangeRejected)(result.reason)
-        if not isinstance(result, expected):
-            raise ChangeRejected(f"{doc_id}: the worker returned {type(result).__name__}, not {expected.__name__}")
-        return result
+            raise ChangeRejected(f"{label}: the worker reading it died ({exc})") from exc
 
     def _discard(self, pool: Executor) -> None:
         """A broken pool is shut down and forgotten; the next read starts a fresh one."""

@@ -1,41 +1,47 @@
 """Compliance export: an admin's copy of the messages in a time range, channels or users, with
 edits and deletions as history, reactions, attachments (metadata, optionally the files), each
 event with its author's change proof and its provenance, in CSV, Actiance XML, GlobalRelay EML
-or signed JSON lines, optionally encrypted to a recipient key; audited, streamed page by page,
-and written under a partial name until whole. Scheduled runs: appliance/services/compliance_schedule.py."""
+or signed JSON lines, optionally encrypted to a recipient key; audited, and written under a
+partial name until whole. The records are read, built and encoded part by part in the node's
+worker processes (appliance/export_job.py: both cores; a few parts ahead, so memory stays
+bounded); this process puts the parts into the file in order. Scheduled runs:
+appliance/services/compliance_schedule.py."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+import dataclasses
+from collections import deque
+from collections.abc import Sequence
+from itertools import islice
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import func, select
 
-from appliance import crypto, documents, ids
+from appliance import crypto, export_job, ids
 from appliance import schema as t
 from appliance.audit_actions import AuditAction
-from appliance.compliance_records import ExportFilter, ExportFormat, ExportHeader, ExportRecord, ExportResult, RecordKind, TimeBasis
-from appliance.errors import InvalidInput, NotFound, StorageError
-from appliance.export_encoders import Chunk, Encoder
-from appliance.export_segment import Channel, LogRow, Provenances, SegmentRecords, ViewRow
+from appliance.compliance_records import ExportFilter, ExportFormat, ExportHeader, ExportResult
+from appliance.errors import ChangeRejected, InvalidInput, NotFound, StorageError
+from appliance.export_encoders import Chunk, EncodedPart, Encoder
+from appliance.export_job import ExportJob, PartRefused, SegmentSpan, message_filter, plan_ranges, run_job
+from appliance.export_segment import Channel, Provenances
 from appliance.export_writer import ExportSink, Written
 from appliance.kernel import Kernel
 from appliance.services.compliance_schedule import ComplianceSchedule
 from appliance.services.identity import IdentityService
-from appliance.services.replica import ReplicaService, stored_documents
+from appliance.services.replica import ReplicaService
 from appliance.services.roster import Roster
-
-PAGE = 2000  # view rows read at a time: memory stays bounded whatever the export's size
+from appliance.workers import WorkerPool, settle
 
 
 class ComplianceService:
-    def __init__(self, kernel: Kernel, identity: IdentityService, roster: Roster, replica: ReplicaService) -> None:
+    def __init__(self, kernel: Kernel, identity: IdentityService, roster: Roster, replica: ReplicaService, pool: WorkerPool) -> None:
         self._kernel = kernel
         self._identity = identity
         self._roster = roster
         self._replica = replica
+        self._pool = pool
         self.schedule = ComplianceSchedule(kernel, identity, roster, self)
 
     async def export(
@@ -62,15 +68,19 @@ class ComplianceService:
         try:
             sink = await asyncio.to_thread(ExportSink, target, zip_entries=encoder.zipped, recipient=recipient, with_files=with_files and not encoder.wants_files)
         except OSError as exc:
-            await self._audit_failure(actor, detail, exc)
+            await self._audit_failure(actor, detail, exc.strerror or str(exc))
             raise StorageError(f"cannot write the export into {target.parent}: {exc.strerror or exc}") from exc
         try:
             records, messages = await self._stream(sink, encoder, header, filters, with_files)
             written: Written = await asyncio.to_thread(sink.commit)
         except OSError as exc:
             await asyncio.to_thread(sink.abort)
-            await self._audit_failure(actor, detail, exc)
+            await self._audit_failure(actor, detail, exc.strerror or str(exc))
             raise StorageError(f"cannot write the export into {target.parent}: {exc.strerror or exc}; nothing was left there") from exc
+        except StorageError as exc:  # a part could not be read or made
+            await asyncio.to_thread(sink.abort)
+            await self._audit_failure(actor, detail, str(exc))
+            raise StorageError(f"{exc}; nothing was left in {target.parent}") from exc
         except BaseException:
             await asyncio.to_thread(sink.abort)
             raise
@@ -96,29 +106,54 @@ class ComplianceService:
         )
 
     async def _stream(self, sink: ExportSink, encoder: Encoder, header: ExportHeader, filters: ExportFilter, with_files: bool) -> tuple[int, int]:
-        """Every record into the sink; (records, messages)."""
+        """Every part into the sink, in order; (records, messages)."""
+        jobs = iter(await self._jobs(header, filters, with_files and not encoder.wants_files, with_files and encoder.wants_files))
         records = messages = 0
-        in_flight: asyncio.Future[None] | None = None  # the previous page, encoded and written in a thread meanwhile
+        parts: deque[tuple[ExportJob, asyncio.Future[EncodedPart]]] = deque((job, asyncio.ensure_future(self._part(job))) for job in islice(jobs, self._pool.workers + 1))
+        writing: asyncio.Future[None] | None = None  # the previous part, written in a thread meanwhile
         try:
             await asyncio.to_thread(_write, sink, encoder.start(header))
-            async for batch, attachments in self._batches(filters, with_files):
-                records += len(batch)
-                messages += sum(1 for record in batch if record.kind == RecordKind.POST)
-                if in_flight is not None:
-                    await in_flight
-                in_flight = asyncio.ensure_future(asyncio.to_thread(_encode, encoder, sink, batch, attachments, with_files and not encoder.wants_files))
-            if in_flight is not None:
-                await in_flight
+            while parts:
+                job, making = parts.popleft()
+                part = await making
+                if part.resume_after is not None:  # its attachments filled it: the rest of its range comes next
+                    rest = dataclasses.replace(job, after=part.resume_after)
+                    parts.appendleft((rest, asyncio.ensure_future(self._part(rest))))
+                else:
+                    following = next(jobs, None)
+                    if following is not None:
+                        parts.append((following, asyncio.ensure_future(self._part(following))))
+                records, messages = records + part.records, messages + part.messages
+                attachments = await self._attachments(part.file_hashes)
+                if writing is not None:
+                    await writing
+                writing = asyncio.ensure_future(asyncio.to_thread(_write_part, encoder, sink, part, attachments))
+            if writing is not None:
+                await writing
             await asyncio.to_thread(_write, sink, encoder.finish())
         finally:
-            if in_flight is not None and not in_flight.done():  # failed meanwhile: the thread ends before its file is removed
-                await asyncio.wait([in_flight])
+            await settle([making for _, making in parts])
+            if writing is not None and not writing.done():  # failed meanwhile: the thread ends before its file is removed
+                await asyncio.wait([writing])
         return records, messages
 
-    async def _audit_failure(self, actor: str, detail: dict[str, object], exc: OSError) -> None:
+    async def _part(self, job: ExportJob) -> EncodedPart:
+        """One part, made in a worker process (in a thread of this one for an in-memory store,
+        which no other process reaches)."""
+        if job.access.in_process_only:
+            made = await asyncio.to_thread(run_job, job)
+            if isinstance(made, PartRefused):
+                raise StorageError(f"the export could not be made: {made.reason}")
+            return made
+        try:
+            return await self._pool.export_part(job)
+        except ChangeRejected as exc:
+            raise StorageError(f"the export could not be made: {exc}") from exc
+
+    async def _audit_failure(self, actor: str, detail: dict[str, object], error: str) -> None:
         try:
             async with self._kernel.store.transaction() as conn:
-                await self._kernel.audit(conn, self._kernel.clock(), actor, AuditAction.COMPLIANCE_EXPORT_FAILED, detail | {"error": exc.strerror or str(exc)})
+                await self._kernel.audit(conn, self._kernel.clock(), actor, AuditAction.COMPLIANCE_EXPORT_FAILED, detail | {"error": error})
         except StorageError as failed:
             self._kernel.note_skipped_write(f"a failed compliance export is not in the audit log: {failed}")
 
@@ -158,109 +193,36 @@ class ComplianceService:
             raise NotFound(f"no user named {', '.join(unknown)} in this workspace")
         return frozenset(by_name[name] for name in names)
 
-    async def _batches(self, filters: ExportFilter, with_files: bool) -> AsyncIterator[tuple[list[ExportRecord], dict[str, bytes]]]:
-        """The records, a page of view rows at a time, channel by channel in message order (each
-        page one range of the (channel_id, message_id) index: no page costs more than the last)."""
+    async def _jobs(self, header: ExportHeader, filters: ExportFilter, name_files: bool, attach: bool) -> list[ExportJob]:
+        """The export's parts: each channel (by id) cut along its segments by `plan_ranges`, from
+        one summing statement a channel."""
+        access = self._kernel.store.read_access()
+        if access is None:
+            raise StorageError("a compliance export reads the store from its worker processes: this store is not SQLite")
         channels = await self._channels(filters.channels)
         users = self._users(filters.users)
-        m = t.messages.c
-        where: list[Any] = []
-        if filters.basis == TimeBasis.SENT:
-            if filters.until is not None:
-                where.append(m.created_at < filters.until)
-            if filters.since is not None:
-                where.append(or_(m.created_at >= filters.since, m.edited_at >= filters.since))
-        elif filters.since is not None or filters.until is not None:
-            c = t.changes.c
-            window = [c.received_at >= filters.since] if filters.since is not None else []
-            window += [c.received_at < filters.until] if filters.until is not None else []
-            where.append(m.doc_id.in_(select(c.doc_id).where(and_(*window)).distinct()))
-        if users:
-            where.append(or_(m.author.in_(users), m.deleted_by.in_(users)))
-        columns = [m[name] for name in ViewRow._fields]
-        segments: dict[str, SegmentRecords] = {}  # the segments being read (a late arrival sits in a later one)
-        reading: dict[str, asyncio.Future[tuple[bytes, list[LogRow]]]] = {}  # segments of this page, read ahead
         origins = Provenances(self._identity.node_id, {ids.key_id(key): name for key, name in self._roster.node_names.items()})
-        names: dict[str, str] = {}
-
-        def user_name(user: str) -> str:
-            found = names.get(user)
-            if found is None:
-                found = names[user] = self._roster.user_name(user)
-            return found
-
-        described = {channel_id: Channel(channel_id, name, kind) for channel_id, (name, kind) in channels.items()}
-        everything = filters.since is None and filters.until is None
-
-        async def page(after: tuple[str, str]) -> Sequence[ViewRow]:
-            query = select(*columns).where(and_(m.channel_id == after[0], m.message_id > after[1], *where))
-            async with self._kernel.store.reading() as conn:
-                return [ViewRow._make(row) for row in await conn.execute(query.order_by(m.message_id).limit(PAGE))]
-
-        keys = [(channel_id, "") for channel_id in sorted(channels)]
-        if not keys:
-            return
-        following = asyncio.ensure_future(page(keys.pop(0)))
-        try:
-            while True:
-                rows = await following
-                if len(rows) == PAGE:
-                    keys.insert(0, (rows[-1].channel_id, rows[-1].message_id))
-                if not keys and not rows:
-                    return
-                # the next page is read (SQLite, off the GIL) while this one is turned into records
-                following = asyncio.ensure_future(page(keys.pop(0))) if keys else asyncio.ensure_future(_nothing())
-                batch: list[ExportRecord] = []
-                for doc_id in dict.fromkeys(row.doc_id for row in rows):  # the page's segments are read meanwhile too
-                    if doc_id not in segments and doc_id not in reading:
-                        reading[doc_id] = asyncio.ensure_future(self._read_segment(doc_id))
-                for row in rows:
-                    segment = segments.get(row.doc_id)
-                    if segment is None:
-                        if len(segments) >= 4:
-                            del segments[next(iter(segments))]
-                        read = reading.pop(row.doc_id, None) or asyncio.ensure_future(self._read_segment(row.doc_id))
-                        segment = segments[row.doc_id] = self._segment(row.doc_id, await read, origins, user_name)
-                    for record in segment.records(row, described[row.channel_id]):
-                        if users and record.author not in users:
-                            continue
-                        if everything:
-                            batch.append(record)
-                            continue
-                        when = record.at if filters.basis == TimeBasis.SENT else (record.provenance.received_at if record.provenance else None)
-                        if when is not None and filters.admits(when):
-                            batch.append(record)
-                yield batch, (await self._attachments(batch) if with_files else {})
-        finally:
-            following.cancel()
-            for pending in reading.values():
-                pending.cancel()
-
-    async def _read_segment(self, doc_id: str) -> tuple[bytes, list[LogRow]]:
-        """A segment as stored (its snapshot and later changes) and its change-log rows, in one
-        hop, apart from the replica's cache: an export reads every segment once and would push
-        out what the node is working on."""
-        c = t.changes.c
-        query = select(*(c[name] for name in LogRow._fields)).where(c.doc_id == doc_id)
+        user_names = {key.hex(): cert.name for key, cert in self._roster.current.users.items()}
+        m = t.messages.c
+        where = message_filter(filters, users)
+        jobs: list[ExportJob] = []
         async with self._kernel.store.reading() as conn:
-            return await conn.run_sync(lambda sync_conn: (stored_documents(sync_conn, [doc_id])[doc_id].data, [LogRow._make(row) for row in sync_conn.execute(query)]))
+            for channel_id in sorted(channels):
+                name, kind = channels[channel_id]
+                summed = select(func.count(), func.min(m.message_id), func.max(m.message_id)).where(m.channel_id == channel_id, *where).group_by(m.doc_id)
+                spans = [SegmentSpan(*row) for row in await conn.execute(summed)]
+                channel = Channel(channel_id, name, kind)
+                for after, upto in plan_ranges(spans, export_job.ROWS_PER_PART):
+                    jobs.append(ExportJob(access, header.format, header, channel, after, upto, filters, users, origins, user_names, self._replica.actor(), attach, name_files, export_job.PART_FILE_BYTES))
+        return jobs
 
-    def _segment(self, doc_id: str, read: tuple[bytes, list[LogRow]], origins: Provenances, user_name: Callable[[str], str]) -> SegmentRecords:
-        data, rows = read
-        doc = documents.load_document(data, self._replica.actor()) if data else documents.new_document(self._replica.actor())
-        return SegmentRecords(doc_id, doc, rows, origins, user_name)
-
-    async def _attachments(self, batch: Sequence[ExportRecord]) -> dict[str, bytes]:
-        wanted = sorted({bytes.fromhex(f.hash) for record in batch for f in record.files})
-        if not wanted:
+    async def _attachments(self, hashes: Sequence[str]) -> dict[str, bytes]:
+        """The bytes of the attachments a part names, to copy beside the export."""
+        if not hashes:
             return {}
         async with self._kernel.store.reading() as conn:
-            rows = (await conn.execute(select(t.blobs.c.hash, t.blobs.c.data).where(t.blobs.c.hash.in_(wanted)))).all()
+            rows = (await conn.execute(select(t.blobs.c.hash, t.blobs.c.data).where(t.blobs.c.hash.in_([bytes.fromhex(h) for h in hashes])))).all()
         return {row.hash.hex(): row.data for row in rows}
-
-
-async def _nothing() -> Sequence[ViewRow]:
-    return ()
 
 
 def _write(sink: ExportSink, chunks: Sequence[Chunk]) -> None:
@@ -271,10 +233,10 @@ def _write(sink: ExportSink, chunks: Sequence[Chunk]) -> None:
             sink.entry(chunk.entry, chunk.data)
 
 
-def _encode(encoder: Encoder, sink: ExportSink, batch: Sequence[ExportRecord], attachments: dict[str, bytes], beside: bool) -> None:
-    """In a worker thread, one page at a time and in order: signing (which releases the GIL)
-    runs on another core while the next page is gathered."""
-    _write(sink, encoder.add_many(batch, attachments))
-    if beside:
-        for digest, data in attachments.items():
-            sink.attachment(digest, data)
+def _write_part(encoder: Encoder, sink: ExportSink, part: EncodedPart, attachments: dict[str, bytes]) -> None:
+    """In a thread, one part at a time and in order: the file's share of the work (line
+    numbers and checkpoints, Conversations, the zip's headers), its writing, hashing and
+    encryption, and the attachments copied beside."""
+    _write(sink, encoder.add_part(part))
+    for digest, data in attachments.items():
+        sink.attachment(digest, data)

@@ -35,6 +35,7 @@ from appliance.services.replica import ReplicaService
 from appliance.services.roster import Roster, admin_hexes
 from appliance.services.views import SegmentTouched, ViewsService
 from appliance.services.wholes_intake import WholeReads, WholesIntake, check_wholes
+from appliance.workers import WorkerPool
 
 
 class _Rollback(Exception):
@@ -92,6 +93,11 @@ class IntakeService:
         self._feeds = feeds
         self._wholes = WholesIntake(replica, views, kernel.clock)
         self.held = HeldIntake(replica, views, kernel.clock, self._wholes.pool)
+
+    @property
+    def pool(self) -> WorkerPool:
+        """The node's worker processes (the compliance export's parts are made there too)."""
+        return self._wholes.pool
 
     def close(self) -> None:
         """Stops the worker processes, if any were started."""

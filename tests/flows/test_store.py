@@ -13,6 +13,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from appliance import schema
+from appliance.compliance_records import ExportFilter, ExportFormat
 from appliance.errors import StorageError
 from appliance.node import Node
 from appliance.store import MIGRATIONS, Store
@@ -75,6 +76,9 @@ async def test_the_in_memory_store_runs_a_whole_node(tmp_path: Path) -> None:
     message = await node.chat.post("general", "kept in memory")
     assert [m.id for m in await node.views.read("general")] == [message]
     assert [m.id for m in await node.views.search("memory")] == [message]
+    # No other process reaches the database: the export's parts are made on a thread here.
+    exported = await node.audit.compliance.export(tmp_path / "export.csv", ExportFormat.CSV, ExportFilter())
+    assert exported.records == 1 and b"kept in memory" in (tmp_path / "export.csv").read_bytes()
     assert not (tmp_path / "memory" / "node.db").exists()
     await node.close()
 
@@ -88,6 +92,10 @@ async def test_a_home_is_any_folder_name(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == [home.name]
     async with await Node.open(home, PASSPHRASE) as node:
         assert [m.text for m in await node.views.read("general")] == ["kept where it belongs"]
+        # The export's workers open the same file by its name.
+        exported = await node.audit.compliance.export(tmp_path / "export.csv", ExportFormat.CSV, ExportFilter())
+        assert exported.records == 1 and b"kept where it belongs" in (tmp_path / "export.csv").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([home.name, "export.csv"])
 
 
 async def test_read_then_write_transactions_of_two_processes_do_not_collide(tmp_path: Path) -> None:

@@ -24,10 +24,12 @@ from hypothesis import strategies as st
 from appliance import certs, changes, crypto, export_csv, export_globalrelay
 from appliance.compliance_records import ChangeProof, ExportFilter, ExportFormat, ExportHeader, ExportRecord, FileMeta, Provenance, Reaction, RecordKind, iso_utc
 from appliance.export_actiance import ActianceWriter
-from appliance.export_encoders import Encoder
+from appliance.export_encoders import Encoder, ZipEntry, encode_part
 from appliance.export_sealing import CHUNK_BYTES, SealedExportError, SealingWriter, new_identity, open_sealed, parse_identity, parse_recipient
-from appliance.export_signed import FORMAT_NAME, SignedLines
+from appliance.export_segment import Channel
+from appliance.export_signed import FORMAT_NAME, SignedLines, canonical, record_body, record_halves
 from appliance.export_verify import verify_lines
+from appliance.export_zip import ZipStream
 
 WORKSPACE = crypto.new_signing_key(bytes([1]) * 32)
 NODE = crypto.new_signing_key(bytes([2]) * 32)
@@ -150,14 +152,19 @@ def test_every_eml_parses_with_the_email_package(text: str, channel: str, user: 
 
 def test_the_eml_form_is_a_zip_of_one_message_per_record() -> None:
     encoder = Encoder(ExportFormat.GLOBALRELAY, lambda m: crypto.sign(NODE, m))
+    channel = Channel("c0ffee", "general", "public")
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for chunk in [*encoder.start(header(ExportFormat.GLOBALRELAY)), *(encoder.add(record(n), {}) for n in range(3)), *encoder.finish()]:
-            assert chunk.entry is not None
-            archive.writestr(chunk.entry, chunk.data)
-    with zipfile.ZipFile(buffer) as archive:
-        names = archive.namelist()
-    assert names[0] == "manifest.json" and len([n for n in names if n.endswith(".eml")]) == 3
+    archive = ZipStream(buffer)
+    for chunk in [*encoder.start(header(ExportFormat.GLOBALRELAY)), *encoder.add_many(channel, [record(n) for n in range(3)], {}), *encoder.finish()]:
+        assert chunk.entry is not None
+        archive.add_deflated(chunk.entry.name, chunk.data, chunk.entry.crc, chunk.entry.size)
+    archive.close()
+    with zipfile.ZipFile(buffer) as opened:
+        assert opened.testzip() is None
+        names = opened.namelist()
+        emls = [opened.read(n) for n in names if n.endswith(".eml")]
+    assert names[0] == "manifest.json" and len(emls) == 3
+    assert emls[0] == export_globalrelay.eml(header(ExportFormat.GLOBALRELAY), record(0), {})
 
 
 # --- signed JSON lines -------------------------------------------------------------------------
@@ -349,3 +356,45 @@ def test_a_wrong_key_a_cut_or_an_altered_file_is_refused() -> None:
 def test_rows_written_at_once_are_the_rows_written_one_by_one() -> None:
     records = [record(n, text=NASTY[n % len(NASTY)]) for n in range(20)]
     assert export_csv.rows(records) == b"".join(export_csv.row(r) for r in records)
+
+
+# --- parts: runs of records encoded apart (in workers), put in order by one Encoder ---------------
+
+
+@given(text=hostile, user=hostile, channel=hostile, line=st.integers(2, 10**9))
+def test_a_records_halves_around_its_line_number_are_its_canonical_line(text: str, user: str, channel: str, line: int) -> None:
+    rec = record(0, text, user_name=user, channel=channel, file_name=text)
+    before, after = record_halves(rec)
+    assert before + str(line).encode() + after == canonical(record_body(rec, line))
+
+
+def encoded(fmt: ExportFormat, runs: list[tuple[Channel, list[ExportRecord]]]) -> list[tuple[ZipEntry | None, bytes]]:
+    """The file's bytes (one item), or the zip's entries, as the Encoder gives them."""
+    encoder = Encoder(fmt, lambda m: crypto.sign(NODE, m))
+    chunks = encoder.start(header(fmt))
+    for channel, run in runs:
+        chunks += encoder.add_part(encode_part(fmt, header(fmt), channel, run, {}, name_files=False))
+    chunks += encoder.finish()
+    if fmt == ExportFormat.GLOBALRELAY:
+        return [(chunk.entry, chunk.data) for chunk in chunks]
+    return [(None, b"".join(chunk.data for chunk in chunks))]
+
+
+@given(st.data(), st.sampled_from(list(ExportFormat)), st.integers(1, 14), st.integers(0, 14))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_records_cut_into_parts_anywhere_encode_as_in_one_part(data: st.DataObject, fmt: ExportFormat, first: int, second: int) -> None:
+    """Two channels' records by three authors, each channel cut at arbitrary points: the same
+    bytes as one part a channel (who entered a Conversation, line numbers, checkpoints, entries)."""
+    authors = [(bytes(key.verify_key).hex(), name) for key, name in ((ALICE, "alice"), (STRANGER, "mallory"), (NODE, "nodey"))]
+    groups: list[tuple[Channel, list[ExportRecord]]] = []
+    for channel, count in ((Channel("c0ffee", "general", "public"), first), (Channel("d00d", "ops", "private"), second)):
+        if count:
+            picks = data.draw(st.lists(st.sampled_from(authors), min_size=count, max_size=count))
+            texts = data.draw(st.lists(hostile, min_size=count, max_size=count))
+            made = [record(len(groups) * 100 + n, texts[n], channel=channel.name, user_name=name) for n, (_, name) in enumerate(picks)]
+            groups.append((channel, [dataclasses.replace(r, channel_id=channel.channel_id, author=key) for r, (key, _) in zip(made, picks, strict=True)]))
+    runs: list[tuple[Channel, list[ExportRecord]]] = []
+    for channel, group in groups:
+        cuts = sorted(data.draw(st.sets(st.integers(1, len(group)), max_size=4)))
+        runs += [(channel, group[a:b]) for a, b in zip([0, *cuts], [*cuts, len(group)], strict=True)]
+    assert encoded(fmt, runs) == encoded(fmt, groups)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from appliance.compliance_records import ExportFilter, ExportFormat, ExportResult, TimeBasis, iso_utc, parse_time
 from tui.cli.output import emit
 from tui.cli.parsing import Command
-from tui.cli.unlock import with_node
+from tui.cli.unlock import start_workers_early, with_node
 from tui.errors import CliError, CommandFailed
 
 if TYPE_CHECKING:  # each command imports what it uses when it runs: `--help` loads none of it
@@ -94,6 +94,7 @@ async def cmd_compliance_export(args: argparse.Namespace) -> None:
         basis=TimeBasis.RECEIVED if args.by_received else TimeBasis.SENT,
     )
     recipient = parse_recipient(args.recipient) if args.recipient else None
+    start_workers_early()
 
     async def run(node: Node) -> None:
         result = await node.audit.compliance.export(Path(args.to).expanduser().absolute(), fmt, filters, with_files=args.files, recipient=recipient)

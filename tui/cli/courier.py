@@ -18,7 +18,7 @@ from sync.errors import SyncError
 from sync.quarantine import QuarantineQuota
 from tui.cli.output import EXIT_REJECTED, emit
 from tui.cli.parsing import Command
-from tui.cli.unlock import with_node
+from tui.cli.unlock import start_workers_early, with_node
 from tui.errors import CliError, CommandFailed
 from tui.text import printable
 
@@ -118,7 +118,7 @@ async def cmd_bundle(args: argparse.Namespace) -> None:
         await _inspect(args)
         return
     if args.bundle_command == "import":
-        _start_fork_server()
+        start_workers_early()
 
     async def run(node: Node) -> None:
         if args.bundle_command == "export":
@@ -212,7 +212,7 @@ async def cmd_courier(args: argparse.Namespace) -> None:
     from sync import sneakernet
     from tui.reports import export_report_text, import_report_text
 
-    _start_fork_server()
+    start_workers_early()
 
     async def run(node: Node) -> None:
         imported, exported = await sneakernet.courier(node, _stick_root(args.dir), progress=_progress_printer(args), max_bytes=args.max_bytes, quarantine_quota=_quarantine_quota(args))
@@ -223,14 +223,6 @@ async def cmd_courier(args: argparse.Namespace) -> None:
         _exit_for(imported, node)
 
     await with_node(args, run)
-
-
-def _start_fork_server() -> None:
-    """An import is coming: the process its workers fork from boots while the node unlocks
-    (the key derivation alone outlasts it), not when the first segment is read."""
-    from appliance.workers import start_fork_server
-
-    start_fork_server()
 
 
 def _bundle_arguments(parser: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
