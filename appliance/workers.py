@@ -217,16 +217,19 @@ class WorkerPool:
             self._executor = None
 
 
-def start_fork_server() -> None:
+def start_fork_server(*, for_export: bool = False) -> None:
     """Starts the process the workers fork from, and returns at once: it loads the Automerge
     binding and the readers (~0.1 s of its own) while the caller goes on - a one-shot command
     that is about to import calls this before it unlocks the node, so the workers fork at once
-    when the import starts them. Nothing else starts; a failure is left for the pool to report."""
+    when the import starts them. `for_export`: a compliance export is coming, and the server
+    loads what its parts are made with too (SQLAlchemy and the store's driver: ~0.25 s more,
+    which an import would wait for; without it each worker loads them at its first part).
+    Nothing else starts; a failure is left for the pool to report."""
     with contextlib.suppress(ChangeRejected):
-        _fork_server()
+        _fork_server(for_export)
 
 
-def _fork_server() -> ForkServerContext:
+def _fork_server(for_export: bool = False) -> ForkServerContext:
     """The forkserver context, its server and resource tracker running (each started once per
     process, while stderr has a descriptor to hand them)."""
     # Imported here: multiprocessing is not loaded by a node that never reads a whole.
@@ -234,7 +237,8 @@ def _fork_server() -> ForkServerContext:
     from multiprocessing import forkserver, resource_tracker
 
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([whole_reader.__name__, held_reader.__name__])  # each worker forks with the binding already loaded
+    preload = [whole_reader.__name__, held_reader.__name__] + ([export_job.__name__] if for_export else [])
+    context.set_forkserver_preload(preload)  # each worker forks with these loaded (where the server starts now)
     try:
         with _stderr_with_a_descriptor(), _main_module_hidden():
             resource_tracker.ensure_running()

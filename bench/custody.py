@@ -42,6 +42,7 @@ from chat import SEED, chat_line
 from appliance import atrest, cipher, crypto, keystore
 from appliance.compliance_records import ExportFilter, ExportFormat
 from appliance.node import Node
+from appliance.workers import start_fork_server
 
 CHANNEL = "general"
 PASSPHRASE = "bench passphrase"
@@ -57,10 +58,11 @@ class ExportFigure:
     records: int
     seconds: float
     records_s: float
-    cpu_s: float  # CPU time of the process (every thread) during the export
-    records_per_cpu_s: float  # what a machine with a core free for it would approach
+    cpu_s: float  # CPU time during the export of the node's process and its worker processes, where the parts are made
+    records_per_cpu_s: float  # records per CPU-second of all of them: what one core would approach
     bytes: int
     meets_target: bool
+    node_cpu_s: float = 0.0  # of `cpu_s`, the node's process alone (putting the parts into the file)
 
 
 @dataclass(frozen=True)
@@ -108,11 +110,35 @@ async def figure_export(home: Path, out: Path, fmt: ExportFormat) -> ExportFigur
     """One export of the whole store in `fmt`, timed from the call to the renamed file."""
     async with await Node.open(home, PASSPHRASE) as node:
         target = out / f"export-{fmt.value}"
-        start, cpu = time.perf_counter(), time.process_time()
+        start, cpu, workers_cpu = time.perf_counter(), time.process_time(), descendants_cpu_s()
         result = await node.audit.compliance.export(target, fmt, ExportFilter())
-        seconds, cpu_s = time.perf_counter() - start, time.process_time() - cpu
+        seconds, node_cpu_s = time.perf_counter() - start, time.process_time() - cpu
+        cpu_s = node_cpu_s + descendants_cpu_s() - workers_cpu
     rate = result.records / seconds
-    return ExportFigure(fmt.value, result.records, round(seconds, 3), round(rate), round(cpu_s, 3), round(result.records / cpu_s), result.bytes, rate >= EXPORT_TARGET_RECORDS_S)
+    return ExportFigure(fmt.value, result.records, round(seconds, 3), round(rate), round(cpu_s, 3), round(result.records / cpu_s), result.bytes, rate >= EXPORT_TARGET_RECORDS_S, round(node_cpu_s, 3))
+
+
+def descendants_cpu_s() -> float:
+    """CPU seconds used so far by the live processes descended from this one (the workers fork
+    from a fork server this process started: they are its grandchildren, not its children)."""
+    parents: dict[int, int] = {}
+    used: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        used[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    mine, total = {os.getpid()}, 0.0
+    for _ in range(8):  # a few generations deep at most
+        children = {pid for pid, parent in parents.items() if parent in mine and pid not in mine}
+        total += sum(used[pid] for pid in children)
+        mine |= children
+    return total
 
 
 async def figure_backup(home: Path, out: Path) -> BackupFigure:
@@ -164,9 +190,10 @@ def report(messages: int, exports: list[ExportFigure], baseline: Baseline, backu
     lines.append(f"cp of node.db   {backup.copy_s:>7.2f} s  (no consistency while the node runs, no check)")
     lines.append(f"restore         {backup.restore_s:>7.2f} s  (copy, SHA-256, check, open)")
     lines.append("")
-    lines.append(f"{'format':<12} {'records':>9} {'seconds':>8} {'records/s':>10} {'rec/cpu-s':>10} {'bytes':>13}  target {EXPORT_TARGET_RECORDS_S:,}/s")
+    lines.append(f"{'format':<12} {'records':>9} {'seconds':>8} {'records/s':>10} {'rec/cpu-s':>10} {'node cpu':>9} {'bytes':>13}  target {EXPORT_TARGET_RECORDS_S:,}/s")
     for f in exports:
-        lines.append(f"{f.format:<12} {f.records:>9,} {f.seconds:>8.2f} {f.records_s:>10,} {f.records_per_cpu_s:>10,} {f.bytes:>13,}  {'met' if f.meets_target else 'MISSED'}")
+        lines.append(f"{f.format:<12} {f.records:>9,} {f.seconds:>8.2f} {f.records_s:>10,} {f.records_per_cpu_s:>10,} {f.node_cpu_s:>8.2f}s {f.bytes:>13,}  {'met' if f.meets_target else 'MISSED'}")
+    lines.append("(rec/cpu-s: records per CPU-second of the node's process and its workers; node cpu: of that, the node's process)")
     lines.append(f"{'sqlite3 csv':<12} {baseline.rows:>9,} {baseline.seconds:>8.2f} {baseline.rows_s:>10,} {'':>10} {'':>13}  (bare SELECT of the view: no history, proofs or signatures)")
     return lines
 
@@ -183,6 +210,7 @@ def parse_args() -> argparse.Namespace:
 
 async def main() -> None:
     args = parse_args()
+    start_fork_server(for_export=True)  # as `rallypoint compliance-export` does while it unlocks the node
     messages = args.messages or (10_000 if args.quick else 100_000)
     if args.home is not None and args.home.exists() and any(args.home.iterdir()):
         sys.exit(f"{args.home} is not empty")

@@ -213,7 +213,9 @@ class ComplianceService:
                 spans = [SegmentSpan(*row) for row in await conn.execute(summed)]
                 channel = Channel(channel_id, name, kind)
                 for after, upto in plan_ranges(spans, export_job.ROWS_PER_PART):
-                    jobs.append(ExportJob(access, header.format, header, channel, after, upto, filters, users, origins, user_names, self._replica.actor(), attach, name_files, export_job.PART_FILE_BYTES))
+                    jobs.append(
+                        ExportJob(access, header.format, header, channel, after, upto, filters, users, origins, user_names, self._replica.actor(), attach, name_files, export_job.PART_FILE_BYTES)
+                    )
         return jobs
 
     async def _attachments(self, hashes: Sequence[str]) -> dict[str, bytes]:

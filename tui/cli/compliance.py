@@ -94,7 +94,7 @@ async def cmd_compliance_export(args: argparse.Namespace) -> None:
         basis=TimeBasis.RECEIVED if args.by_received else TimeBasis.SENT,
     )
     recipient = parse_recipient(args.recipient) if args.recipient else None
-    start_workers_early()
+    start_workers_early(for_export=True)
 
     async def run(node: Node) -> None:
         result = await node.audit.compliance.export(Path(args.to).expanduser().absolute(), fmt, filters, with_files=args.files, recipient=recipient)

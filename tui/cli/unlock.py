@@ -120,13 +120,12 @@ async def _open_with_data_key(args: argparse.Namespace, home: Path, sign_in: boo
     return await Node.open(home, "", data_key=data_key, as_user=args.as_user, user_secret=secret, totp_code=read_totp(args))
 
 
-def start_workers_early() -> None:
+def start_workers_early(*, for_export: bool = False) -> None:
     """An import or a compliance export is coming: the process the node's workers fork from
-    boots while the node unlocks (the key derivation alone outlasts it), not when the first
-    segment is read."""
+    boots while the node unlocks, not when the first segment is read."""
     from appliance.workers import start_fork_server
 
-    start_fork_server()
+    start_fork_server(for_export=for_export)
 
 
 async def with_node(args: argparse.Namespace, action: Callable[[Node], Awaitable[None]], allow: frozenset[SignInStep] = frozenset(), *, sign_in: bool = True) -> None:
