@@ -12,6 +12,7 @@ channel role in its service, whatever interface calls it. `docs/node.md` maps th
 from __future__ import annotations
 
 import asyncio
+import gc
 from pathlib import Path
 
 from appliance import atrest, certs, crypto, identity, keystore, user_keys
@@ -68,8 +69,13 @@ class Node:
         self._upkeep = Upkeep(store, self.replica, kernel.note_skipped_write)  # started once the node is open
 
     def _opened(self) -> Node:
-        """The node is open: its store upkeep (snapshots, checkpoints, index merges) starts."""
+        """The node is open: its store upkeep (snapshots, checkpoints, index merges) starts, and
+        what the process holds by now - modules, the node's services and caches, ~100k objects
+        - is set aside from the cycle collector, which otherwise walks all of it in each full
+        collection (measured: 8-13 % of an import's CPU, twice as much encrypted as plain, a
+        source of the import rate's spread). They are handed back when the node closes."""
         self._upkeep.start()
+        gc.freeze()
         return self
 
     async def __aenter__(self) -> Node:
@@ -85,6 +91,7 @@ class Node:
         finally:
             self.intake.close()
             await self.store.__aexit__(None, None, None)
+            gc.unfreeze()
 
     @staticmethod
     def exists(home: Path) -> bool:
