@@ -9,7 +9,7 @@ channel into parts along its segments, from counts the database sums up."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -129,16 +129,20 @@ def _part(job: ExportJob, conn: Connection) -> EncodedPart:
     segments = _segments(job, conn, list(dict.fromkeys(row.doc_id for row in rows)))
     records: list[ExportRecord] = []
     files: dict[str, int] = {}  # hash -> size, of the attachments the records name
+    file_bytes = 0
+    resume_after: str | None = None
     for at, row in enumerate(rows):
         made = [record for record in segments[row.doc_id].records(row, job.channel) if _admitted(job, record)]
         if job.attach or job.name_files:
             more = {f.hash: f.size for record in made for f in record.files if f.hash not in files}
-            if at and sum(files.values()) + sum(more.values()) > job.file_bytes:
-                part = encode_part(job.format, job.header, job.channel, records, _attachments(conn, files) if job.attach else {}, name_files=job.name_files)
-                return dataclasses.replace(part, resume_after=rows[at - 1].message_id)
+            if at and file_bytes + sum(more.values()) > job.file_bytes:
+                resume_after = rows[at - 1].message_id
+                break
             files |= more
+            file_bytes += sum(more.values())
         records += made
-    return encode_part(job.format, job.header, job.channel, records, _attachments(conn, files) if job.attach else {}, name_files=job.name_files)
+    part = encode_part(job.format, job.header, job.channel, records, attachment_bytes(conn, files) if job.attach else {}, name_files=job.name_files)
+    return part if resume_after is None else dataclasses.replace(part, resume_after=resume_after)
 
 
 def _segments(job: ExportJob, conn: Connection, doc_ids: list[str]) -> dict[str, SegmentRecords]:
@@ -170,8 +174,11 @@ def _admitted(job: ExportJob, record: ExportRecord) -> bool:
     return when is not None and filters.admits(when)
 
 
-def _attachments(conn: Connection, files: Mapping[str, int]) -> dict[str, bytes]:
-    if not files:
+def attachment_bytes(conn: Connection, hashes: Iterable[str]) -> dict[str, bytes]:
+    """The stored bytes of the attachments `hashes` (hex) names, by hash: those a part carries
+    (EML), or copies beside the export (in the node's process)."""
+    wanted = sorted(bytes.fromhex(h) for h in hashes)
+    if not wanted:
         return {}
-    rows: Any = conn.execute(select(t.blobs.c.hash, t.blobs.c.data).where(t.blobs.c.hash.in_([bytes.fromhex(h) for h in sorted(files)])))
+    rows: Any = conn.execute(select(t.blobs.c.hash, t.blobs.c.data).where(t.blobs.c.hash.in_(wanted)))
     return {row.hash.hex(): row.data for row in rows}

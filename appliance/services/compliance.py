@@ -24,7 +24,7 @@ from appliance.audit_actions import AuditAction
 from appliance.compliance_records import ExportFilter, ExportFormat, ExportHeader, ExportResult
 from appliance.errors import ChangeRejected, InvalidInput, NotFound, StorageError
 from appliance.export_encoders import Chunk, EncodedPart, Encoder
-from appliance.export_job import ExportJob, PartRefused, SegmentSpan, message_filter, plan_ranges, run_job
+from appliance.export_job import ExportJob, PartRefused, SegmentSpan, attachment_bytes, message_filter, plan_ranges, run_job
 from appliance.export_segment import Channel, Provenances
 from appliance.export_writer import ExportSink, Written
 from appliance.kernel import Kernel
@@ -223,8 +223,7 @@ class ComplianceService:
         if not hashes:
             return {}
         async with self._kernel.store.reading() as conn:
-            rows = (await conn.execute(select(t.blobs.c.hash, t.blobs.c.data).where(t.blobs.c.hash.in_([bytes.fromhex(h) for h in hashes])))).all()
-        return {row.hash.hex(): row.data for row in rows}
+            return await conn.run_sync(attachment_bytes, hashes)
 
 
 def _write(sink: ExportSink, chunks: Sequence[Chunk]) -> None:
