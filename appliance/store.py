@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from appliance import cipher, schema
 from appliance.errors import StorageError, WrongKey
-from appliance.store_access import ReadAccess
+from appliance.store_access import BUSY_TIMEOUT_MS, ReadAccess, read_only_pragmas
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DB_FILE = "node.db"
@@ -47,16 +47,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")  # WAL+NORMAL may lose the last commits on power loss
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=15000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA secure_delete=ON")  # deleted rows are overwritten, not left in free pages
-    cursor.close()
-
-
-def _copy_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA query_only=ON")
-    cursor.execute("PRAGMA busy_timeout=15000")
     cursor.close()
 
 
@@ -287,7 +279,7 @@ class Store:
             store = cls(_keyed_engine(async_url, keyed), path, sync_url, keyed)
         store.read_only = f"{path.name} is opened for checking only"
         store._as_is = True
-        event.listen(store.engine.sync_engine, "connect", _copy_pragmas)
+        event.listen(store.engine.sync_engine, "connect", read_only_pragmas)
         return store
 
     def _with_pragmas(self) -> Store:

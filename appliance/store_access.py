@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 
 from appliance import cipher
 
-_BUSY_TIMEOUT_MS = 15_000  # as the node's own connections: a checkpoint in progress is waited for
+BUSY_TIMEOUT_MS = 15_000  # every connection to the store waits this long for a lock (a checkpoint, a writer)
 
 
 @dataclass(frozen=True)
@@ -31,16 +31,17 @@ def open_reader(access: ReadAccess) -> Engine:
     (`with engine.begin() as conn:`). Dispose of it after the job: it holds the file open."""
     args: dict[str, Any] = {} if access.keyed is None else {"module": cipher.DRIVER, "creator": access.keyed.sync_creator()}
     engine = create_engine(make_url(access.url), poolclass=NullPool, **args)
-    event.listen(engine, "connect", _reader_pragmas)
+    event.listen(engine, "connect", read_only_pragmas)
     event.listen(engine, "begin", _begin_read)
     return engine
 
 
-def _reader_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    dbapi_connection.isolation_level = None  # BEGIN is said by `_begin_read`, not at the driver's whim
+def read_only_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """A connection that refuses writes: an export's reader, a backup opened to be checked."""
+    dbapi_connection.isolation_level = None  # the driver begins no transaction of its own: BEGIN is said where one is wanted
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA query_only=ON")
-    cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.close()
 
 
