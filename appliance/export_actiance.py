@@ -46,10 +46,6 @@ class ActianceWriter:
         comment = f"Rallypoint compliance export of {header.workspace_name} by node {header.node_name} ({header.node_id}) at {iso_utc(header.created_at)}"
         return f'<?xml version="1.0" encoding="UTF-8"?>\n<!-- {text(comment).replace("--", "- -")} -->\n<FileDump xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">\n'.encode()
 
-    def add(self, record: ExportRecord) -> bytes:
-        pieces, entrants = messages([record])
-        return self.add_part(record.channel_id, record.channel_name, record.channel_kind, pieces, entrants, record.at)
-
     def add_part(self, channel_id: str, channel_name: str, channel_kind: str, pieces: Sequence[bytes], entrants: Sequence[Entrant], last_at: int) -> bytes:
         """A run of one channel's records, made by `messages` (where the records were): their
         elements, each author's entry into the Conversation before their first record in it."""

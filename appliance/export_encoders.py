@@ -89,12 +89,10 @@ class Encoder:
         self.format = fmt
         self.zipped = fmt == ExportFormat.GLOBALRELAY
         self.wants_files = fmt == ExportFormat.GLOBALRELAY  # the others put files beside
-        self._header: ExportHeader | None = None
         self._actiance = ActianceWriter()
         self._signed = SignedLines(sign)
 
     def start(self, header: ExportHeader) -> list[Chunk]:
-        self._header = header
         if self.format == ExportFormat.CSV:
             return [Chunk(export_csv.header())]
         if self.format == ExportFormat.ACTIANCE:
@@ -108,11 +106,6 @@ class Encoder:
             "filters": header.filters.as_json(),
         }
         return [zip_chunk("manifest.json", json.dumps(manifest, indent=1, ensure_ascii=False).encode())]
-
-    def add_many(self, channel: Channel, records: Sequence[ExportRecord], files: Mapping[str, bytes]) -> list[Chunk]:
-        """A run of one channel's records, encoded here."""
-        assert self._header is not None
-        return self.add_part(encode_part(self.format, self._header, channel, records, files, name_files=False))
 
     def add_part(self, part: EncodedPart) -> list[Chunk]:
         """The next run of records, encoded by `encode_part`."""

@@ -129,10 +129,6 @@ class SignedLines:
     def start(self, header: ExportHeader) -> bytes:
         return self._emit(signed_line(header_body(header), self._sign))
 
-    def add(self, record: ExportRecord) -> bytes:
-        """The record's line, and a signed checkpoint after it when one is due."""
-        return self.add_halves(*record_halves(record))
-
     def add_halves(self, before: bytes, after: bytes) -> bytes:
         """A record's line from its `record_halves`, numbered; a checkpoint after it when due."""
         line = self._emit(before + str(self._line + 1).encode() + after + b"\n")

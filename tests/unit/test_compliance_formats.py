@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 
 from appliance import certs, changes, crypto, export_csv, export_globalrelay
 from appliance.compliance_records import ChangeProof, ExportFilter, ExportFormat, ExportHeader, ExportRecord, FileMeta, Provenance, Reaction, RecordKind, iso_utc
-from appliance.export_actiance import ActianceWriter
 from appliance.export_encoders import Encoder, ZipEntry, encode_part
 from appliance.export_sealing import CHUNK_BYTES, SealedExportError, SealingWriter, new_identity, open_sealed, parse_identity, parse_recipient
 from appliance.export_segment import Channel
@@ -83,7 +82,7 @@ def record(
 
 def signed_export(records: list[ExportRecord]) -> list[bytes]:
     lines = SignedLines(lambda m: crypto.sign(NODE, m))
-    out = [lines.start(header())] + [lines.add(r) for r in records] + [lines.finish()]
+    out = [lines.start(header())] + [lines.add_halves(*record_halves(r)) for r in records] + [lines.finish()]
     return out
 
 
@@ -109,11 +108,12 @@ def test_csv_rows_round_trip_through_the_csv_module(text: str, channel: str, use
 
 @given(texts=st.lists(hostile, min_size=1, max_size=4), channel=hostile, user=hostile)
 def test_actiance_xml_parses_and_keeps_the_text_it_can_carry(texts: list[str], channel: str, user: str) -> None:
-    writer = ActianceWriter()
-    data = writer.start(header(ExportFormat.ACTIANCE, name="<acme -- & co>"))
-    data += b"".join(writer.add(record(n, t, channel=channel, user_name=user)) for n, t in enumerate(texts))
-    data += writer.add(dataclasses.replace(record(99, "other channel", channel="x"), channel_id="beef"))
-    data += writer.finish()
+    encoder = Encoder(ExportFormat.ACTIANCE, lambda m: crypto.sign(NODE, m))
+    head = header(ExportFormat.ACTIANCE, name="<acme -- & co>")
+    runs = [(Channel("c0ffee", channel, "public"), [record(n, t, channel=channel, user_name=user) for n, t in enumerate(texts)])]
+    runs.append((Channel("beef", "x", "public"), [dataclasses.replace(record(99, "other channel", channel="x"), channel_id="beef")]))
+    chunks = encoder.start(head) + [c for ch, run in runs for c in encoder.add_part(encode_part(ExportFormat.ACTIANCE, head, ch, run, {}, name_files=False))] + encoder.finish()
+    data = b"".join(chunk.data for chunk in chunks)
     root = ElementTree.fromstring(data)
     conversations = root.findall("Conversation")
     assert len(conversations) == 2
@@ -155,7 +155,8 @@ def test_the_eml_form_is_a_zip_of_one_message_per_record() -> None:
     channel = Channel("c0ffee", "general", "public")
     buffer = io.BytesIO()
     archive = ZipStream(buffer)
-    for chunk in [*encoder.start(header(ExportFormat.GLOBALRELAY)), *encoder.add_many(channel, [record(n) for n in range(3)], {}), *encoder.finish()]:
+    part = encode_part(ExportFormat.GLOBALRELAY, header(ExportFormat.GLOBALRELAY), channel, [record(n) for n in range(3)], {}, name_files=False)
+    for chunk in [*encoder.start(header(ExportFormat.GLOBALRELAY)), *encoder.add_part(part), *encoder.finish()]:
         assert chunk.entry is not None
         archive.add_deflated(chunk.entry.name, chunk.data, chunk.entry.crc, chunk.entry.size)
     archive.close()
@@ -243,7 +244,7 @@ def test_a_header_with_a_changed_filter_or_certificate_fails() -> None:
 def test_an_uncertified_author_is_named() -> None:
     lines = SignedLines(lambda m: crypto.sign(NODE, m))
     stranger = dataclasses.replace(record(0, signer=STRANGER), author=bytes(STRANGER.verify_key).hex())
-    out = [lines.start(header()), lines.add(stranger), lines.finish()]
+    out = [lines.start(header()), lines.add_halves(*record_halves(stranger)), lines.finish()]
     assert "not certified" in verify_lines(out, WS).problems[0].reason
 
 
@@ -255,7 +256,7 @@ V1_VECTOR = Path(__file__).resolve().parents[1] / "export_vectors" / "export_v1.
 def checkpointed(records: list[ExportRecord], every: int) -> list[bytes]:
     """A format /2 export with a checkpoint every `every` records, one line an item."""
     lines = SignedLines(lambda m: crypto.sign(NODE, m), checkpoint_every=every)
-    data = lines.start(header()) + b"".join(lines.add(r) for r in records) + lines.finish()
+    data = lines.start(header()) + b"".join(lines.add_halves(*record_halves(r)) for r in records) + lines.finish()
     return data.splitlines(keepends=True)
 
 
