@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
-from appliance import documents
+from appliance import documents, ids
 from appliance import schema as t
 from appliance.compliance_records import ExportFilter, ExportFormat, ExportHeader, ExportRecord, TimeBasis
 from appliance.errors import RallypointError
@@ -154,7 +154,7 @@ def _segments(job: ExportJob, conn: Connection, doc_ids: list[str]) -> dict[str,
     names = job.user_names
 
     def user_name(user: str) -> str:
-        return names.get(user) or f"unknown:{user[:8]}"
+        return names.get(user) or ids.unknown_user(user)
 
     out: dict[str, SegmentRecords] = {}
     for doc_id in doc_ids:

@@ -87,6 +87,11 @@ class MessageIdFactory:
         return encode_crockford(now_ms, 10) + encode_crockford(random80, 16)
 
 
+def unknown_user(user_hex: str) -> str:
+    """How a user the directory does not name is shown: the start of their key."""
+    return f"unknown:{user_hex[:8]}"
+
+
 def is_message_id(text: str) -> bool:
     return bool(_MESSAGE_ID.match(text))
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 from sqlalchemy import select
 
-from appliance import certs, directory_records, terms
+from appliance import certs, directory_records, ids, terms
 from appliance import schema as t
 from appliance.errors import CertificateInvalid
 from appliance.kernel import Kernel
@@ -58,7 +58,7 @@ class Roster:
             cert = self.current.user(bytes.fromhex(user_hex))
         except ValueError:
             cert = None
-        return cert.name if cert else f"unknown:{user_hex[:8]}"
+        return cert.name if cert else ids.unknown_user(user_hex)
 
 
 def admin_hexes(directory: certs.Directory) -> frozenset[str]:
