@@ -172,9 +172,13 @@ class WorkerPool:
 
     async def export_part(self, job: ExportJob) -> EncodedPart:
         """One part of a compliance export read, built and encoded in a worker
-        (export_job.run_job); ChangeRejected when it could not be made or the worker died."""
+        (export_job.run_job) - on a thread of this process for a store no other process reaches
+        (in memory) -; ChangeRejected when it could not be made or the worker died."""
         label = f"a part of the export of #{job.channel.name}"
-        result = await self._submit(label, export_job.run_job, job)
+        if job.access.in_process_only:
+            result: object = await asyncio.to_thread(export_job.run_job, job)
+        else:
+            result = await self._submit(label, export_job.run_job, job)
         if isinstance(result, PartRefused):
             raise ChangeRejected(result.reason)
         if not isinstance(result, EncodedPart):

@@ -24,7 +24,7 @@ from appliance.audit_actions import AuditAction
 from appliance.compliance_records import ExportFilter, ExportFormat, ExportHeader, ExportResult
 from appliance.errors import ChangeRejected, InvalidInput, NotFound, StorageError
 from appliance.export_encoders import Chunk, EncodedPart, Encoder
-from appliance.export_job import ExportJob, PartRefused, SegmentSpan, attachment_bytes, message_filter, plan_ranges, run_job
+from appliance.export_job import ExportJob, SegmentSpan, attachment_bytes, message_filter, plan_ranges
 from appliance.export_segment import Channel, Provenances
 from appliance.export_writer import ExportSink, Written
 from appliance.kernel import Kernel
@@ -138,13 +138,7 @@ class ComplianceService:
         return records, messages
 
     async def _part(self, job: ExportJob) -> EncodedPart:
-        """One part, made in a worker process (in a thread of this one for an in-memory store,
-        which no other process reaches)."""
-        if job.access.in_process_only:
-            made = await asyncio.to_thread(run_job, job)
-            if isinstance(made, PartRefused):
-                raise StorageError(f"the export could not be made: {made.reason}")
-            return made
+        """One part, made by the node's worker processes."""
         try:
             return await self._pool.export_part(job)
         except ChangeRejected as exc:
