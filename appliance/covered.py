@@ -51,6 +51,21 @@ def unpack_covered(packed: bytes) -> list[CoveredChange]:
     return found
 
 
+def covered_hashes(packed: bytes) -> list[bytes]:
+    """The hashes alone of the changes a `covers` column lists (as `unpack_covered` reads them,
+    without building the rest: an import asks this of every row of the segments it touches)."""
+    hashes: list[bytes] = []
+    position, end, deps_at = 0, len(packed), _ENTRY.size - 2
+    while position < end:
+        if position + _ENTRY.size > end:
+            raise StorageError("a change-log row lists the changes it stands for in a damaged form")
+        hashes.append(packed[position : position + HASH_BYTES])
+        position += _ENTRY.size + HASH_BYTES * int.from_bytes(packed[position + deps_at : position + _ENTRY.size], "big")
+    if position != end:
+        raise StorageError("a change-log row lists the changes it stands for in a damaged form")
+    return hashes
+
+
 def add_to_graph(graph: dict[bytes, bytes], change_hash: bytes, deps: bytes, covers: bytes | None) -> None:
     """Adds every change a log row stands for to `graph` (hash -> deps): those it covers (in
     sequence order), then its own."""
@@ -63,4 +78,4 @@ def add_hashes(found: set[bytes], change_hash: bytes, covers: bytes | None) -> N
     """Adds the hash of every change a log row stands for to `found`."""
     found.add(change_hash)
     if covers:
-        found.update(change.hash for change in unpack_covered(covers))
+        found.update(covered_hashes(covers))

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from appliance.changes import ChangeHeader
-from appliance.covered import CoveredChange, add_hashes, add_to_graph, pack_covered, unpack_covered
+from appliance.covered import CoveredChange, add_hashes, add_to_graph, covered_hashes, pack_covered, unpack_covered
 from appliance.errors import StorageError
 from appliance.graph import causal_order, split_hashes
 from appliance.whole_reader import LOG_COLUMNS, LogStamp, WholeAdmitted, admit_whole
@@ -26,6 +26,11 @@ def test_packed_headers_come_back_as_they_went(changes: list[ChangeHeader]) -> N
     assert unpack_covered(pack_covered(changes)) == [CoveredChange(h.hash, h.seq, b"".join(h.deps)) for h in changes]
 
 
+@given(headers)
+def test_the_hashes_alone_are_those_of_the_packed_headers(changes: list[ChangeHeader]) -> None:
+    assert covered_hashes(pack_covered(changes)) == [h.hash for h in changes]
+
+
 @given(headers.filter(bool), st.data())
 def test_packed_headers_cut_inside_an_entry_are_refused(changes: list[ChangeHeader], data: st.DataObject) -> None:
     packed = pack_covered(changes)
@@ -33,6 +38,8 @@ def test_packed_headers_cut_inside_an_entry_are_refused(changes: list[ChangeHead
     cut = data.draw(st.integers(1, len(packed) - 1).filter(lambda at: at not in boundaries))
     with pytest.raises(StorageError, match="damaged"):
         unpack_covered(packed[:cut])
+    with pytest.raises(StorageError, match="damaged"):
+        covered_hashes(packed[:cut])
 
 
 def test_a_row_stands_for_what_it_covers_then_itself() -> None:
