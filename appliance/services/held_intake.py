@@ -78,6 +78,7 @@ class HeldIntake:
         back everything) and writes its change rows, view rows and - when due, and not a
         `preview` - its snapshot, every segment back by then in one go."""
         stored: dict[str, StoredDocument] = await conn.run_sync(stored_documents, list(work.doc_ids))
+        await self._replica.ensure_document_rows(conn, list(work.doc_ids))  # held here: their rows are there, but for a damaged store
         stamp = LogStamp(received_from, self._clock())
         pending = [
             asyncio.ensure_future(self._pool.apply_held(self._batch(doc_id, stored[doc_id], work, admins, stamp, preview)))
@@ -94,7 +95,6 @@ class HeldIntake:
                     if progress is not None:
                         progress("verify", len(work.grouped[applied.doc_id]))
                 applied_now = [applied for applied in ready if applied.changes]
-                await self._replica.ensure_document_rows(conn, [applied.doc_id for applied in applied_now])
                 new_messages = await conn.run_sync(_store_held, applied_now, self._clock())
                 self._views.view_changed([applied.doc_id for applied in applied_now])
                 for applied in ready:

@@ -513,6 +513,8 @@ def logged_hashes(conn: Connection, doc_ids: Sequence[str]) -> dict[str, set[byt
 def newest_change_ids(conn: Connection, doc_ids: Sequence[str]) -> dict[str, int]:
     """The newest change-log row of each of `doc_ids` that has one (what a snapshot written
     now covers)."""
+    if not doc_ids:
+        return {}
     query = select(t.changes.c.doc_id, func.max(t.changes.c.id)).where(t.changes.c.doc_id.in_(doc_ids)).group_by(t.changes.c.doc_id)
     return dict(cast(list[tuple[str, int]], conn.execute(query).all()))
 
