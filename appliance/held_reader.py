@@ -15,6 +15,7 @@ from automerge._automerge import Document
 from appliance import documents, ids, segments
 from appliance.changes import SignedChange, VerifiedChange, verify_batch
 from appliance.errors import ChangeRejected, MissingDependencies
+from appliance.kept_documents import kept
 from appliance.view_rows import reactions_json, view_row
 from appliance.whole_reader import WORKER_MEMORY_BYTES, LogStamp, WorkRefused, log_rows_per_actor
 
@@ -68,7 +69,9 @@ def apply_held(batch: HeldBatch) -> HeldApplied | WorkRefused:
         if not verified:
             return HeldApplied(doc_id, 0, (), (), (), False, frozenset(), None, ())
         with documents.binding_errors(f"{doc_id}: cannot load the segment"):
-            doc = Document.load(batch.stored) if batch.stored else Document()
+            doc = kept.take(doc_id, batch.stored)
+            if doc is None:
+                doc = Document.load(batch.stored) if batch.stored else Document()
             before = doc.get_heads()
         try:
             documents.apply_changes(doc, [change.data for change in verified])
@@ -82,6 +85,8 @@ def apply_held(batch: HeldBatch) -> HeldApplied | WorkRefused:
             states = segments.read_messages(doc, batch.admins, only=None if touched is None else [m for m in touched if m not in reacted])
             saved = doc.save() if batch.save else None
             heads = tuple(doc.get_heads())
+        # As the store will hold it once the node writes these rows: the snapshot saved, or the one loaded and these changes logged after it.
+        kept.keep(doc_id, saved if saved is not None else batch.stored + b"".join(change.data for change in verified), doc)
         channel_id = documents.parse_doc_id(doc_id).channel_id
         messages = tuple(view_row(channel_id, doc_id, state) for state in states if ids.is_message_id(state.message_id))
         reactions = tuple((message_id, doc_id, reactions_json(users)) for message_id, users in reacted.items() if ids.is_message_id(message_id))

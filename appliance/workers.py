@@ -22,6 +22,7 @@ import contextlib
 import os
 import sys
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from multiprocessing.context import ForkServerContext
 
 _WARM_UP_WAIT_S = 60.0  # a warm-up's submissions wait for no result: only a stuck fork server outlasts this
+_PLACED_SLACK = 2  # jobs a segment's own worker may have beyond the least busy one's and still get it
+_PLACES_REMEMBERED = 8192  # segments whose worker the pool remembers (the workers keep far fewer loaded)
 
 _Result = TypeVar("_Result", WholeAdmitted, WholeChanges, HeldApplied)
 
@@ -92,20 +95,32 @@ def _has_descriptor(stream: TextIO) -> bool:
 
 class WorkerPool:
     """The node's pool of segment readers. Nothing starts until it is warmed or the first
-    segment is read: a node opened for one CLI command that imports nothing pays nothing for it."""
+    segment is read: a node opened for one CLI command that imports nothing pays nothing for it.
+
+    Each worker is an executor of its own, so work on a segment can go back to the worker that
+    last had it, which may still hold it loaded (appliance/kept_documents.py): a reaction into a
+    segment received moments ago then costs no second load. Work with no segment, or whose
+    worker is busier than another by more than _PLACED_SLACK jobs, goes to the least busy."""
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or min(2, os.cpu_count() or 1)
-        self._executor: Executor | None = None
-        self._starting = threading.Lock()  # `warm` starts the pool on a thread while a read may start it too
+        self._executors: list[Executor | None] = [None] * self.workers
+        self._busy = [0] * self.workers  # jobs submitted and not yet back, per worker
+        self._placed: OrderedDict[str, int] = OrderedDict()  # segment -> the worker it last went to
+        self._starting = threading.Lock()  # `warm` starts the workers on a thread while a read may start one too
         self._warming = False  # a warm-up is starting the workers on its thread
         self._warmed = threading.Event()  # ... and has started them (or failed to)
+
+    @property
+    def started(self) -> bool:
+        """Whether every worker's executor exists (its process may still be starting)."""
+        return all(executor is not None for executor in self._executors)
 
     async def warm(self) -> None:
         """Starts the fork server and every worker now, on a thread (0.1-0.3 s that would
         otherwise hold up the first segment read, and the event loop with it); while another
         warm-up runs, waits for it. A failure is left for the first read to report."""
-        if self._executor is None:
+        if not self.started:
             self._warming = True
             self._warmed.clear()
             with contextlib.suppress(ChangeRejected):
@@ -121,9 +136,8 @@ class WorkerPool:
 
     def _start_workers(self) -> None:
         try:
-            pool = self._pool()
-            with _main_module_hidden():  # each submission starts a worker while none is idle
-                started = [pool.submit(os.getpid) for _ in range(self.workers)]
+            with _main_module_hidden():  # a submission starts its executor's worker
+                started = [self._executor(index).submit(os.getpid) for index in range(self.workers)]
             for future in started:
                 with contextlib.suppress(Exception):
                     future.result()
@@ -131,20 +145,40 @@ class WorkerPool:
             self._warming = False
             self._warmed.set()
 
-    def _pool(self) -> Executor:
+    def _executor(self, index: int) -> Executor:
+        """Worker `index`'s executor; a fresh one if its worker died while idle (killed, out of
+        memory after its last job): nothing of its was running, so the next job need not fail."""
         with self._starting:
-            return self._executor or self._new_pool()
+            executor = self._executors[index]
+            if executor is not None and getattr(executor, "_broken", False):
+                executor.shutdown(wait=False, cancel_futures=True)
+                executor = None
+            return executor or self._new_executor(index)
 
-    def _new_pool(self) -> Executor:
+    def _new_executor(self, index: int) -> Executor:
         from concurrent.futures import ProcessPoolExecutor
 
         context = _fork_server()
         try:
             with _stderr_with_a_descriptor(), _main_module_hidden():
-                self._executor = ProcessPoolExecutor(self.workers, mp_context=context, initializer=start_worker, initargs=(os.getpid(),))
+                executor = ProcessPoolExecutor(1, mp_context=context, initializer=start_worker, initargs=(os.getpid(),))
         except (OSError, ValueError) as exc:
             raise ChangeRejected(f"cannot start the processes that read segments carried whole: {exc}") from exc
-        return self._executor
+        self._executors[index] = executor
+        return executor
+
+    def _choose(self, segment: str | None) -> int:
+        """The worker for a job: the one `segment` last went to, unless it is busier than the
+        least busy by more than _PLACED_SLACK; else the least busy. Remembers the choice."""
+        least = min(range(self.workers), key=self._busy.__getitem__)
+        if segment is None:
+            return least
+        placed = self._placed.pop(segment, None)
+        index = placed if placed is not None and self._busy[placed] - self._busy[least] <= _PLACED_SLACK else least
+        self._placed[segment] = index
+        if len(self._placed) > _PLACES_REMEMBERED:
+            self._placed.popitem(last=False)
+        return index
 
     async def admit(self, doc_id: str, data: bytes, signatures: Mapping[bytes, bytes], admins: frozenset[str], stamp: LogStamp) -> WholeAdmitted:
         """One segment read and checked against its authors' signatures in a worker
@@ -186,39 +220,46 @@ class WorkerPool:
         return result
 
     async def _run(self, doc_id: str, expected: type[_Result], work: Callable[..., _Result | WorkRefused], *args: Any) -> _Result:
-        """`work(*args)` on one segment in a worker; ChangeRejected when the worker refuses it
-        (MissingDependencies: it lacks earlier changes) or died."""
-        result = await self._submit(doc_id, work, *args)
+        """`work(*args)` on one segment in a worker (the one that last had it, if not too busy);
+        ChangeRejected when the worker refuses it (MissingDependencies: it lacks earlier
+        changes) or died."""
+        result = await self._submit(doc_id, work, *args, segment=doc_id)
         if isinstance(result, WorkRefused):
             raise (MissingDependencies if result.missing else ChangeRejected)(result.reason)
         if not isinstance(result, expected):
             raise ChangeRejected(f"{doc_id}: the worker returned {type(result).__name__}, not {expected.__name__}")
         return result
 
-    async def _submit(self, label: str, work: Callable[..., object], *args: Any) -> object:
-        """`work(*args)` in a worker; ChangeRejected naming `label` when the worker died."""
+    async def _submit(self, label: str, work: Callable[..., object], *args: Any, segment: str | None = None) -> object:
+        """`work(*args)` in a worker (see `_choose`); ChangeRejected naming `label` when the
+        worker died."""
         from concurrent.futures.process import BrokenProcessPool
 
         await self._warm_up_done()
-        pool = self._pool()
+        index = self._choose(segment)
+        executor = self._executor(index)
+        self._busy[index] += 1
         try:
-            with _main_module_hidden():  # a worker is started by this submission, if one is needed
-                running = asyncio.get_running_loop().run_in_executor(pool, work, *args)
+            with _main_module_hidden():  # the worker is started by this submission, if it is not running
+                running = asyncio.get_running_loop().run_in_executor(executor, work, *args)
             return await running
         except BrokenProcessPool as exc:
-            self._discard(pool)
+            self._discard(index, executor)
             raise ChangeRejected(f"{label}: the worker reading it died ({exc})") from exc
+        finally:
+            self._busy[index] -= 1
 
-    def _discard(self, pool: Executor) -> None:
-        """A broken pool is shut down and forgotten; the next read starts a fresh one."""
-        if self._executor is pool:
-            self._executor = None
-        pool.shutdown(wait=False, cancel_futures=True)
+    def _discard(self, index: int, executor: Executor) -> None:
+        """A broken worker's executor is shut down and forgotten; its next job starts a fresh one."""
+        if self._executors[index] is executor:
+            self._executors[index] = None
+        executor.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+        for index, executor in enumerate(self._executors):
+            if executor is not None:
+                executor.shutdown(wait=True, cancel_futures=True)
+                self._executors[index] = None
 
 
 def start_fork_server(*, for_export: bool = False) -> None:

@@ -117,25 +117,42 @@ async def test_a_segment_that_cannot_be_read_stops_the_export_and_leaves_nothing
         assert (await node.audit.compliance.export(folder / "rest.csv", ExportFormat.CSV, clean)).records > 0
 
 
+def _die_making_a_part(job: export_job.ExportJob) -> None:
+    """What the worker runs instead of making a part, in the test below: it dies."""
+    os._exit(1)
+
+
 async def test_a_worker_that_dies_fails_the_export_cleanly_and_the_next_export_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     node = await filled_node(tmp_path / "alpha", monkeypatch)
     folder = tmp_path / "usb"
     folder.mkdir()
     async with node:
         await node.intake.warm_workers()
-        executor = node.intake.pool._executor
-        assert executor is not None
-        os.kill(next(iter(executor._processes)), signal.SIGKILL)  # type: ignore[attr-defined]
-        deadline = time.monotonic() + WORKER_GONE_S
-        while not executor._broken and time.monotonic() < deadline:  # type: ignore[attr-defined]
-            await asyncio.sleep(0.02)
-        with pytest.raises(StorageError, match="died.*nothing was left"):
-            await node.audit.compliance.export(folder / "out.jsonl", ExportFormat.JSONL, ExportFilter())
+        with monkeypatch.context() as dying:
+            dying.setattr(export_job, "run_job", _die_making_a_part)
+            with pytest.raises(StorageError, match="died.*nothing was left"):
+                await node.audit.compliance.export(folder / "out.jsonl", ExportFormat.JSONL, ExportFilter())
         assert list(folder.iterdir()) == []
         assert (await node.audit.entries(1))[0].action == "compliance_export_failed"
         result = await node.audit.compliance.export(folder / "again.jsonl", ExportFormat.JSONL, ExportFilter())
         assert result.messages == 150 + 275 + 400
         assert verify_lines((folder / "again.jsonl").read_bytes().splitlines(keepends=True), node.identity.row.workspace_key).ok
+
+
+async def test_a_worker_killed_between_jobs_is_replaced_before_the_next(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    node = await filled_node(tmp_path / "alpha", monkeypatch)
+    async with node:
+        await node.intake.warm_workers()
+        executor = node.intake.pool._executors[0]
+        assert executor is not None
+        os.kill(next(iter(executor._processes)), signal.SIGKILL)  # type: ignore[attr-defined]
+        deadline = time.monotonic() + WORKER_GONE_S
+        while not executor._broken and time.monotonic() < deadline:  # type: ignore[attr-defined]
+            await asyncio.sleep(0.02)
+        assert executor._broken  # type: ignore[attr-defined]
+        result = await node.audit.compliance.export(tmp_path / "out.jsonl", ExportFormat.JSONL, ExportFilter())
+        assert result.messages == 150 + 275 + 400
+        assert node.intake.pool._executors[0] is not executor
 
 
 async def test_a_run_of_big_attachments_is_cut_into_more_parts_and_nothing_is_lost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

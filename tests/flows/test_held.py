@@ -230,3 +230,36 @@ async def test_an_import_after_a_local_post_is_not_taken_for_another_process(tmp
         async with await Node.open(tmp_path / "bravo", PASSPHRASE) as other:  # another process's write is still seen
             await other.chat.post("general", "from the other process")
         assert await bravo.replica.refresh()
+
+
+async def test_a_segment_a_worker_keeps_loaded_is_used_only_for_the_bytes_stored(tmp_path: Path) -> None:
+    """A worker keeps the segments it read (appliance/kept_documents.py). After an import the
+    node rolled back (a preview), the worker's copy holds changes the store does not: the next
+    import into that segment must start from the store's bytes, not from that copy."""
+    alpha, bravo, charlie = await make_workspace(tmp_path, "bravo", "charlie")
+    async with alpha, bravo, charlie:
+        await alpha.chat.create_channel("general")
+        await alpha.chat.post_many("general", [f"message {i}" for i in range(600)])
+        await import_from(alpha, charlie)
+        await import_from(alpha, bravo)  # whole: the workers read each segment, and keep it
+        first = [m.id for m in await alpha.views.read("general", limit=MAX_READ_PAGE, mark_read=False)][:300]
+        for message_id in first:
+            await alpha.chat.react(message_id, "+1")
+            await charlie.chat.react(message_id, "eyes")
+        bravo.intake.held.threshold = 0
+        preview = await bravo.intake.import_batches(await segment_changes(alpha, bravo), received_from=alpha.identity.node_id, preview=True)
+        assert preview.preview and preview.changes == 300
+
+        assert (await import_from(charlie, bravo)).changes == 300
+        reactions = {m.id: m.reactions for m in await bravo.views.read("general", limit=MAX_READ_PAGE, mark_read=False)}
+        assert [reactions[message_id] for message_id in first] == [{"eyes": ["charlie"]}] * 300  # alice's, previewed, are not there
+        for doc_id in await segment_ids(bravo):
+            assert sorted(await bravo.replica.document_heads(doc_id)) == sorted(await charlie.replica.document_heads(doc_id))
+
+        assert (await import_from(alpha, bravo)).changes == 300
+        reactions = {m.id: m.reactions for m in await bravo.views.read("general", limit=MAX_READ_PAGE, mark_read=False)}
+        assert [reactions[message_id] for message_id in first] == [{"+1": ["alice"], "eyes": ["charlie"]}] * 300
+        heads = {doc_id: sorted(await bravo.replica.document_heads(doc_id)) for doc_id in await segment_ids(bravo)}
+    async with await Node.open(tmp_path / "bravo", PASSPHRASE) as reopened:  # what the store holds, loaded afresh
+        for doc_id, expected in heads.items():
+            assert sorted((await reopened.replica.document(doc_id)).get_heads()) == expected

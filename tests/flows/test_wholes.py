@@ -312,7 +312,7 @@ async def test_a_warm_up_under_way_is_waited_for_not_repeated() -> None:
         before = {p.pid for p in multiprocessing.active_children()}
         first = asyncio.ensure_future(pool.warm())
         deadline = time.monotonic() + 30
-        while pool._executor is None:  # the first warm-up has the pool, its workers still starting
+        while not pool.started:  # the first warm-up has the pool, its workers still starting
             assert time.monotonic() < deadline and not first.done()
             await asyncio.sleep(0.001)
         await pool.warm()
