@@ -19,7 +19,7 @@ from collections import OrderedDict
 
 from automerge._automerge import Document
 
-KEPT_STORED_BYTES = 12 * 1024 * 1024  # stored bytes of the segments one worker keeps loaded (~120 MiB in memory)
+KEPT_STORED_BYTES = 4 * 1024 * 1024  # stored bytes of the segments one worker keeps loaded (~40 MiB in memory: ~180 segments of 512 messages)
 
 
 class KeptDocuments:
