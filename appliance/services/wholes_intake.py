@@ -84,6 +84,7 @@ class WholesIntake:
         segments."""
         written: list[WrittenWhole] = []
         pending = list(reads.pending)
+        await self._replica.ensure_document_rows(conn, [whole.doc_id for whole, _ in pending])  # while the workers read
         while pending:
             await asyncio.wait([reading for _, reading in pending], return_when=asyncio.FIRST_COMPLETED)
             ready = [(whole, reading.result()) for whole, reading in pending if reading.done()]
@@ -92,7 +93,6 @@ class WholesIntake:
                 check_authors(whole.doc_id, admitted.authors, authoriser(whole.doc_id))
                 if progress is not None:
                     progress("verify", admitted.changes)
-            await self._replica.ensure_document_rows(conn, [whole.doc_id for whole, _ in ready])
             await conn.run_sync(_store_wholes, ready, self._clock())
             for whole, admitted in ready:
                 written.append(WrittenWhole(whole.doc_id, admitted.changes, len(admitted.messages), admitted.heads))
