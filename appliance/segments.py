@@ -45,6 +45,7 @@ from appliance import cbor
 from appliance.changes import AUTHOR_KEY_BYTES
 from appliance.documents import ROOT, Bool, Bytes, DocumentError, Int, ListType, MapType, Null, Str, child, op_author
 from appliance.errors import InvalidInput
+from appliance.usual_message import read_usual_message
 
 FORMAT_KEY = "format"
 FORMAT_2 = 2
@@ -321,6 +322,15 @@ def decode_message(data: bytes) -> tuple[str, int, str, str | None, tuple[FileRe
     """A format-2 message value: (author hex, created_at, text, root_id, files, mentions).
     Raises InvalidInput for anything else. The value is its author's own signed op, so the
     profile (no tags, no bombs) is checked, not the canonical encoding."""
+    usual = read_usual_message(data)
+    if usual is None:
+        return decode_any_message(data)
+    author, created_at, text, root_id, mentions = usual
+    return author, created_at, text, root_id, (), mentions
+
+
+def decode_any_message(data: bytes) -> tuple[str, int, str, str | None, tuple[FileRef, ...], tuple[str, ...]]:
+    """`decode_message` for values of any shape, by the CBOR profile check and cbor2."""
     value = cbor.decode_in_profile(data, "message", max_items=_MAX_VALUE_ITEMS)
     if not isinstance(value, list) or not 3 <= len(value) <= 6:
         raise InvalidInput("a message value is an array of 3 to 6 items")
