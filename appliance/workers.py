@@ -282,7 +282,9 @@ def _fork_server(for_export: bool = False) -> ForkServerContext:
     from multiprocessing import forkserver, resource_tracker
 
     context = multiprocessing.get_context("forkserver")
-    preload = [whole_reader.__name__, held_reader.__name__] + ([export_job.__name__] if for_export else [])
+    # A worker runs concurrent.futures' worker loop: loaded in the server, each worker starts
+    # without importing it (~10 ms of the first job's wait).
+    preload = ["concurrent.futures.process", whole_reader.__name__, held_reader.__name__] + ([export_job.__name__] if for_export else [])
     context.set_forkserver_preload(preload)  # each worker forks with these loaded (where the server starts now)
     try:
         with _stderr_with_a_descriptor(), _main_module_hidden():
