@@ -12,25 +12,29 @@ Pure: bytes in, values out."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from appliance.changes import AUTHOR_KEY_BYTES
 
 _ARRAY = 0x80  # major type 4 with its count in the initial byte: 0x80-0x97
-_BYTES_32 = bytes([0x58, AUTHOR_KEY_BYTES])  # a byte string of 32, as every author key is written
+_KEY_HEAD = bytes([0x58, AUTHOR_KEY_BYTES])  # a byte string of 32, as every author key is written
 _NULL = 0xF6
 
-UsualMessage = tuple[str, int, str, str | None, tuple[str, ...]]  # author hex, created_at, text, root_id, mentions
 
-
-class _NotUsual(Exception):
-    """Internal: the bytes are not the usual shape (the caller falls back)."""
+class UsualMessage(NamedTuple):
+    author: str  # hex
+    created_at: int
+    text: str
+    root_id: str | None
+    mentions: tuple[str, ...]  # user hexes
 
 
 def read_usual_message(data: bytes) -> UsualMessage | None:
-    """(author hex, created_at, text, root_id, mentions) of a value in the usual shape, exactly
-    as the general path reads it; None for any other bytes."""
+    """The message in `data` if it is in the usual shape, exactly as the general path reads
+    it; None for any other bytes."""
     try:
         count = data[0] - _ARRAY
-        if not 3 <= count <= 6 or data[1:3] != _BYTES_32:
+        if not 3 <= count <= 6 or data[1:3] != _KEY_HEAD:
             return None
         author = data[3:35].hex()
         initial = data[35]  # the time: an unsigned integer
@@ -41,13 +45,19 @@ def read_usual_message(data: bytes) -> UsualMessage | None:
             created_at, position = int.from_bytes(data[36:end], "big"), end
         else:
             return None
-        text, position = _text(data, position)
+        read = _text(data, position)
+        if read is None:
+            return None
+        text, position = read
         root_id = None
         if count > 3:
             if data[position] == _NULL:
                 position += 1
             else:
-                root_id, position = _text(data, position)
+                read = _text(data, position)
+                if read is None:
+                    return None
+                root_id, position = read
         if count > 4:
             if data[position] != _ARRAY:  # files: the general path reads them
                 return None
@@ -59,20 +69,20 @@ def read_usual_message(data: bytes) -> UsualMessage | None:
                 return None
             position += 1
             for _ in range(listed):
-                if data[position : position + 2] != _BYTES_32:
+                if data[position : position + 2] != _KEY_HEAD:
                     return None
                 mentions.append(data[position + 2 : position + 34].hex())
                 position += 34
-    except (IndexError, UnicodeDecodeError, _NotUsual):
+    except (IndexError, UnicodeDecodeError):  # cut short, or text that is not UTF-8
         return None
     if position != len(data):  # trailing bytes, or an item that ran past the end
         return None
-    return author, created_at, text, root_id, tuple(mentions)
+    return UsualMessage._make((author, created_at, text, root_id, tuple(mentions)))  # no keyword handling: ~0.3 us less
 
 
-def _text(data: bytes, position: int) -> tuple[str, int]:
-    """The text string whose head is at `position`, and where the next item starts (past the
-    end of `data` when the string is cut short: the caller's final check refuses it)."""
+def _text(data: bytes, position: int) -> tuple[str, int] | None:
+    """The text string whose head is at `position` and where the next item starts; None for
+    another type, an indefinite length or a string cut short."""
     initial = data[position]
     if 0x60 <= initial < 0x78:
         start, length = position + 1, initial - 0x60
@@ -80,8 +90,8 @@ def _text(data: bytes, position: int) -> tuple[str, int]:
         start = position + 1 + (1 << (initial - 0x78))
         length = int.from_bytes(data[position + 1 : start], "big")
     else:
-        raise _NotUsual  # another type, or an indefinite length
+        return None
     end = start + length
     if end > len(data):
-        raise _NotUsual
+        return None
     return data[start:end].decode("utf-8"), end
