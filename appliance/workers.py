@@ -150,6 +150,8 @@ class WorkerPool:
         memory after its last job): nothing of its was running, so the next job need not fail."""
         with self._starting:
             executor = self._executors[index]
+            # ProcessPoolExecutor sets _broken (its own, undocumented) once a worker died; read
+            # defensively: a Python without it only loses this replacement, not the refusal.
             if executor is not None and getattr(executor, "_broken", False):
                 executor.shutdown(wait=False, cancel_futures=True)
                 executor = None
