@@ -7,8 +7,8 @@ forked - started ahead of an import (`warm`: the LAN service as it starts, a cou
 scans the stick; `start_fork_server`: a one-shot CLI import boots the fork server before it
 unlocks the node) or on first use. Each worker caps its address space and turns whatever the
 binding raises on crafted bytes (including pyo3's PanicException) into a refusal; a worker
-that dies (killed, out of memory) breaks the pool, which is then rebuilt, and the item it held
-is refused - the node never dies. Workers return plain picklable values, so the parent never
+that dies (killed, out of memory) is replaced, and the item it held is refused - the node never
+dies. Workers return plain picklable values, so the parent never
 loads the document itself; they also check each segment against its authors' signatures and
 build its rows, so the parent's work per change is one row handed to the database. What a
 worker runs is in appliance/whole_reader.py, appliance/held_reader.py and
