@@ -18,6 +18,7 @@ from appliance.changes import HASH_BYTES, ChangeHeader
 from appliance.errors import StorageError
 
 _ENTRY = struct.Struct(f">{HASH_BYTES}sIH")  # hash, seq, number of dependencies
+_DAMAGED = "a change-log row lists the changes it stands for in a damaged form"
 
 
 class CoveredChange(NamedTuple):
@@ -40,12 +41,12 @@ def unpack_covered(packed: bytes) -> list[CoveredChange]:
     position, end = 0, len(packed)
     while position < end:
         if position + _ENTRY.size > end:
-            raise StorageError("a change-log row lists the changes it stands for in a damaged form")
+            raise StorageError(_DAMAGED)
         change_hash, seq, dep_count = _ENTRY.unpack_from(packed, position)
         position += _ENTRY.size
         deps = packed[position : position + dep_count * HASH_BYTES]
         if len(deps) != dep_count * HASH_BYTES:
-            raise StorageError("a change-log row lists the changes it stands for in a damaged form")
+            raise StorageError(_DAMAGED)
         position += len(deps)
         found.append(CoveredChange(change_hash, seq, deps))
     return found
@@ -58,11 +59,11 @@ def covered_hashes(packed: bytes) -> list[bytes]:
     position, end, deps_at = 0, len(packed), _ENTRY.size - 2
     while position < end:
         if position + _ENTRY.size > end:
-            raise StorageError("a change-log row lists the changes it stands for in a damaged form")
+            raise StorageError(_DAMAGED)
         hashes.append(packed[position : position + HASH_BYTES])
         position += _ENTRY.size + HASH_BYTES * int.from_bytes(packed[position + deps_at : position + _ENTRY.size], "big")
     if position != end:
-        raise StorageError("a change-log row lists the changes it stands for in a damaged form")
+        raise StorageError(_DAMAGED)
     return hashes
 
 
