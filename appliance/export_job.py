@@ -89,6 +89,8 @@ def plan_ranges(spans: Sequence[SegmentSpan], rows_per_part: int = ROWS_PER_PART
     ranges: list[tuple[str, str | None]] = []
     after, upto, rows = "", "", 0
     for span in sorted(spans, key=lambda s: s.first):
+        if span.last <= after:  # nested in a span already cut: its rows are in the parts planned
+            continue
         rows += span.rows
         upto = max(upto, span.last)
         if rows >= rows_per_part and upto > after:  # (spans ending where the last part did add to the next)
