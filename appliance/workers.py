@@ -234,7 +234,10 @@ class WorkerPool:
 
     async def _submit(self, label: str, work: Callable[..., object], *args: Any, segment: str | None = None) -> object:
         """`work(*args)` in a worker (see `_choose`); ChangeRejected naming `label` when the
-        worker died."""
+        worker died. A job cancelled after it reached its worker (an import or export that
+        failed elsewhere) leaves that worker in a state nobody waits for - still busy, or about
+        to die of what it was given, which its executor learns only later: the next job goes to
+        a fresh one instead."""
         from concurrent.futures.process import BrokenProcessPool
 
         await self._warm_up_done()
@@ -243,11 +246,15 @@ class WorkerPool:
         self._busy[index] += 1
         try:
             with _main_module_hidden():  # the worker is started by this submission, if it is not running
-                running = asyncio.get_running_loop().run_in_executor(executor, work, *args)
-            return await running
+                submitted = executor.submit(work, *args)
+            return await asyncio.wrap_future(submitted)
         except BrokenProcessPool as exc:
             self._discard(index, executor)
             raise ChangeRejected(f"{label}: the worker reading it died ({exc})") from exc
+        except asyncio.CancelledError:
+            if not submitted.cancelled():  # it was already handed to the worker
+                self._discard(index, executor)
+            raise
         finally:
             self._busy[index] -= 1
 

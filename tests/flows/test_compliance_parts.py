@@ -23,6 +23,7 @@ from appliance.node import Node
 from appliance.services import chat
 from appliance.services.blobs import Attachment
 from appliance.services.compliance import ComplianceService
+from appliance.workers import WorkerPool, settle
 from tests.conftest import FAST, PASSPHRASE, connect_node_db
 
 CHANNELS = ("general", "ops", "random")
@@ -153,6 +154,31 @@ async def test_a_worker_killed_between_jobs_is_replaced_before_the_next(tmp_path
         result = await node.audit.compliance.export(tmp_path / "out.jsonl", ExportFormat.JSONL, ExportFilter())
         assert result.messages == 150 + 275 + 400
         assert node.intake.pool._executors[0] is not executor
+
+
+def _die_slowly(started: str) -> None:
+    """A job that reaches its worker, says so, and kills it a little later."""
+    Path(started).touch()
+    time.sleep(0.5)
+    os._exit(1)
+
+
+async def test_a_job_cancelled_in_a_worker_about_to_die_does_not_take_the_next_job_with_it(tmp_path: Path) -> None:
+    """An export or import that fails elsewhere cancels its jobs still out; one already in its
+    worker may yet kill it, which its executor learns only then. The next job on that worker
+    (the same segment) must not queue behind it and die too: the CI failure of stop 27."""
+    pool = WorkerPool(1)
+    started = tmp_path / "started"
+    try:
+        dying = asyncio.ensure_future(pool._submit("a dying job", _die_slowly, str(started), segment="s1"))
+        deadline = time.monotonic() + WORKER_GONE_S
+        while not started.exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert started.exists()
+        await settle([dying])
+        assert await pool._submit("the next job", os.getpid, segment="s1") != os.getpid()
+    finally:
+        pool.close()
 
 
 async def test_a_run_of_big_attachments_is_cut_into_more_parts_and_nothing_is_lost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
