@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, update
+from sqlalchemy import Table, TextClause, bindparam, insert, update
 from sqlalchemy.engine import Connection
 
 _COMPILED: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], tuple[str, tuple[str, ...]]] = {}
@@ -71,3 +71,25 @@ def update_tuples(conn: Connection, table: Table, key_columns: tuple[str, ...], 
         return
     positions = itemgetter(*(names.index(name) for name in order))
     conn.exec_driver_sql(sql, [positions(row) for row in rows])
+
+
+_COMPILED_TEXT: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {}
+
+
+def execute_tuples(conn: Connection, statement: TextClause, names: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> None:
+    """Runs `statement` for each of `rows` (a tuple of the values of its bind parameters
+    `names`) in one executemany."""
+    if not rows:
+        return
+    cache_key = (conn.dialect.name, statement.text)
+    found = _COMPILED_TEXT.get(cache_key)
+    if found is None:
+        compiled = statement.compile(dialect=conn.dialect)
+        found = _COMPILED_TEXT[cache_key] = (str(compiled), tuple(compiled.positiontup or ()) if compiled.positional else ())
+    sql, order = found
+    if not order:
+        conn.exec_driver_sql(sql, [dict(zip(names, row, strict=True)) for row in rows])
+        return
+    places = [names.index(name) for name in order]
+    positions = itemgetter(*places)
+    conn.exec_driver_sql(sql, [positions(row) for row in rows] if len(places) > 1 else [(row[places[0]],) for row in rows])

@@ -126,7 +126,8 @@ def _part(job: ExportJob, conn: Connection) -> EncodedPart:
     bounds = [m.channel_id == job.channel.channel_id, m.message_id > job.after]
     if job.upto is not None:
         bounds.append(m.message_id <= job.upto)
-    query = select(*(m[name] for name in ViewRow._fields)).where(and_(*bounds, *message_filter(job.filters, job.users))).order_by(m.message_id)
+    columns = (t.REACTIONS_READ if name == "reactions" else m[name] for name in ViewRow._fields)
+    query = select(*columns).select_from(t.MESSAGES_WITH_REACTIONS).where(and_(*bounds, *message_filter(job.filters, job.users))).order_by(m.message_id)
     rows = [ViewRow._make(row) for row in conn.execute(query)]
     segments = _segments(job, conn, list(dict.fromkeys(row.doc_id for row in rows)))
     records: list[ExportRecord] = []

@@ -16,7 +16,7 @@ from appliance import documents, ids, segments
 from appliance.changes import SignedChange, VerifiedChange, verify_batch
 from appliance.errors import ChangeRejected, MissingDependencies
 from appliance.kept_documents import kept
-from appliance.view_rows import reactions_json, view_row
+from appliance.view_rows import reactions_json, reactions_row, view_row
 from appliance.whole_reader import WORKER_MEMORY_BYTES, LogStamp, WorkRefused, log_rows_per_actor
 
 
@@ -40,8 +40,8 @@ class HeldApplied:
     and applied: its new changes' log rows (LOG_COLUMNS values, one per change), the view rows
     (VIEW_COLUMNS values) of the messages they touched - of every message, when `every_message`
     (the changes touched something no message id names) - but for those whose reactions alone
-    changed, given as (message id, segment, reactions column); the segment saved, if asked, and
-    its heads."""
+    changed -, the reactions (reactions_row) of those and of every message read; the segment
+    saved, if asked, and its heads."""
 
     doc_id: str
     changes: int
@@ -80,7 +80,7 @@ def apply_held(batch: HeldBatch) -> HeldApplied | WorkRefused:
         with documents.binding_errors(f"{doc_id}: cannot read the segment"):
             touched = segments.touched_parts(doc, before) if before else None
             # Most of a big import is reactions: a message whose reactions alone changed is read
-            # from its reaction parts, and only that column of its row is set.
+            # from its reaction parts, and only its reactions are set.
             reacted = segments.read_reactions(doc, [m for m, kinds in touched.items() if kinds == {segments.REACTION}]) if touched is not None else {}
             states = segments.read_messages(doc, batch.admins, only=None if touched is None else [m for m in touched if m not in reacted])
             saved = doc.save() if batch.save else None
@@ -88,8 +88,10 @@ def apply_held(batch: HeldBatch) -> HeldApplied | WorkRefused:
         # As the store will hold it once the node writes these rows: the snapshot saved, or the one loaded and these changes logged after it.
         kept.keep(doc_id, saved if saved is not None else batch.stored + b"".join(change.data for change in verified), doc)
         channel_id = documents.parse_doc_id(doc_id).channel_id
-        messages = tuple(view_row(channel_id, doc_id, state) for state in states if ids.is_message_id(state.message_id))
+        read = [state for state in states if ids.is_message_id(state.message_id)]
+        messages = tuple(view_row(channel_id, doc_id, state) for state in read)
         reactions = tuple((message_id, doc_id, reactions_json(users)) for message_id, users in reacted.items() if ids.is_message_id(message_id))
+        reactions += tuple(reactions_row(doc_id, state) for state in read)
     except MissingDependencies as exc:
         return WorkRefused(doc_id, str(exc), missing=True)
     except (documents.DocumentError, ChangeRejected) as exc:

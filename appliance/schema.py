@@ -15,6 +15,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    func,
     text,
 )
 
@@ -142,7 +143,6 @@ messages = Table(
     Column("root_id", String(26)),
     Column("edited_at", Integer),
     Column("deleted", Boolean, nullable=False),
-    Column("reactions", Text, nullable=False),  # JSON {emoji: [user_hex]}
     Column("files", Text, nullable=False),  # JSON [{name, size, hash}]
     Column("mentions", Text, nullable=False),  # JSON [user_hex]
     Column("tampered", Boolean, nullable=False),
@@ -158,6 +158,21 @@ messages = Table(
     Index("ix_messages_doc", "doc_id"),
     Index("ix_messages_deleted_by", "deleted_by", sqlite_where=text("deleted_by IS NOT NULL"), postgresql_where=text("deleted_by IS NOT NULL")),
 )
+
+# A message's reactions, apart from its view row: most changes an import brings into segments
+# held here are reactions, and one to every tenth message rewrites a row on nearly every page
+# of `messages` (its text, ids and JSON) - here it is a narrow row in a table of its own. A
+# message without reactions has no row.
+message_reactions = Table(
+    "message_reactions",
+    metadata,
+    Column("message_id", String(26), primary_key=True),
+    Column("reactions", Text, nullable=False),  # JSON {emoji: [user_hex]}, never "{}"
+    sqlite_with_rowid=False,
+)
+# A view row as read: its message's columns and its reactions ("{}" for none).
+REACTIONS_READ = func.coalesce(message_reactions.c.reactions, "{}").label("reactions")
+MESSAGES_WITH_REACTIONS = messages.outerjoin(message_reactions, message_reactions.c.message_id == messages.c.message_id)
 
 read_markers = Table(
     "read_markers",
@@ -279,7 +294,7 @@ bundle_log = Table(
     Column("decided_at", Integer, nullable=False),
 )
 
-SCHEMA_REVISION = "0016"
+SCHEMA_REVISION = "0017"
 
 # Nodes seen on the LAN (by mDNS or an incoming session), this workspace's or not: where they
 # were last seen and when a session last synced with them. Written by the serving process, read

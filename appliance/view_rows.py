@@ -13,7 +13,8 @@ from appliance import documents, policy, segments
 
 
 def view_values(channel_id: str, doc_id: str, state: segments.MessageState) -> dict[str, Any]:
-    """A message's row in the view (in VIEW_COLUMNS order)."""
+    """A message as the view shows it: its row's columns (VIEW_COLUMNS) and its reactions,
+    which are stored apart (`message_reactions`)."""
     return {
         "message_id": state.message_id,
         "channel_id": channel_id,
@@ -61,7 +62,7 @@ def mentions_json(mentions: Sequence[str]) -> str:
     return json.dumps(list(mentions)) if mentions else "[]"
 
 
-VIEW_COLUMNS = ("message_id", "channel_id", "doc_id", "author", "created_at", "text", "root_id", "edited_at", "deleted", "reactions", "files", "mentions", "tampered", "deleted_by")
+VIEW_COLUMNS = ("message_id", "channel_id", "doc_id", "author", "created_at", "text", "root_id", "edited_at", "deleted", "files", "mentions", "tampered", "deleted_by")
 _IN_ORDER = itemgetter(*VIEW_COLUMNS)
 
 
@@ -73,3 +74,8 @@ def view_tuple(values: Mapping[str, Any]) -> tuple[Any, ...]:
 def view_row(channel_id: str, doc_id: str, state: segments.MessageState) -> tuple[Any, ...]:
     """A message's row in the view as a tuple of VIEW_COLUMNS values."""
     return view_tuple(view_values(channel_id, doc_id, state))
+
+
+def reactions_row(doc_id: str, state: segments.MessageState) -> tuple[str, str, str]:
+    """A message's reactions as the view stores them: (message id, segment, reactions_json)."""
+    return (state.message_id, doc_id, reactions_json(state.reactions))

@@ -17,7 +17,7 @@ from appliance.changes import ChangeHeader
 from appliance.covered import pack_covered
 from appliance.errors import ChangeRejected
 from appliance.kept_documents import kept
-from appliance.view_rows import view_row
+from appliance.view_rows import reactions_row, view_row
 from appliance.wholes import vouch_for_whole
 
 WORKER_MEMORY_BYTES = 1024 * 1024 * 1024  # address space of one worker: a 2 MiB segment needs far less
@@ -39,8 +39,9 @@ class LogStamp:
 @dataclass(frozen=True)
 class WholeAdmitted:
     """A segment carried whole whose changes its authors' signatures cover, as a worker read
-    it: how many changes it holds, the change-log rows (LOG_COLUMNS values: one per actor) and
-    message view rows (VIEW_COLUMNS values) to insert, the authors whose changes it holds -
+    it: how many changes it holds, the change-log rows (LOG_COLUMNS values: one per actor),
+    message view rows (VIEW_COLUMNS values) to insert and the reactions (reactions_row) of
+    those that have any, the authors whose changes it holds -
     whom the receiver must still allow to write it (the directory lives in the node's process,
     not here) - and its heads."""
 
@@ -49,6 +50,7 @@ class WholeAdmitted:
     # Plain tuples, not dataclasses: they cross the process boundary about six times faster.
     log_rows: tuple[tuple[Any, ...], ...]
     messages: tuple[tuple[Any, ...], ...]
+    reactions: tuple[tuple[str, str, str], ...]
     authors: frozenset[bytes]
     heads: tuple[bytes, ...]
 
@@ -90,12 +92,14 @@ def admit_whole(doc_id: str, data: bytes, signatures: Mapping[bytes, bytes], adm
             heads = tuple(doc.get_heads())
         kept.keep(doc_id, data, doc)  # the store keeps `data` as received: its snapshot
         channel_id = documents.parse_doc_id(doc_id).channel_id
-        messages = tuple(view_row(channel_id, doc_id, state) for state in states if ids.is_message_id(state.message_id))
+        read = [state for state in states if ids.is_message_id(state.message_id)]
+        messages = tuple(view_row(channel_id, doc_id, state) for state in read)
+        reactions = tuple(reactions_row(doc_id, state) for state in read if state.reactions)
     except (documents.DocumentError, ChangeRejected) as exc:
         return WorkRefused(doc_id, str(exc))
     except MemoryError:
         return _too_big(doc_id)
-    return WholeAdmitted(doc_id, len(headers), log_rows_per_actor(doc_id, headers, vouched, signatures, stamp), messages, frozenset(authors), heads)
+    return WholeAdmitted(doc_id, len(headers), log_rows_per_actor(doc_id, headers, vouched, signatures, stamp), messages, reactions, frozenset(authors), heads)
 
 
 def log_rows_per_actor(doc_id: str, headers: Sequence[ChangeHeader], vouched: Mapping[bytes, bytes], signatures: Mapping[bytes, bytes], stamp: LogStamp) -> tuple[tuple[Any, ...], ...]:

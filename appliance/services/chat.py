@@ -230,8 +230,8 @@ class ChatService:
 
     async def _modify(self, row: dict[str, Any], mutate: Callable[[Document], None], changes: dict[str, Any], audited: AuditAction | None = None) -> None:
         """Commits `mutate` on a message and sets `changes` on its view row (what the mutation
-        does to it); `audited`: the audit action to record with the change (its detail names the
-        message)."""
+        does to it; "reactions" go to its reactions); `audited`: the audit action to record with
+        the change (its detail names the message)."""
         head = await self._writable(row["channel_id"])
         if row["deleted"]:
             raise InvalidInput(f"message {row['message_id']} was deleted")
@@ -241,7 +241,7 @@ class ChatService:
             audit = (self._kernel.clock(), self._identity.user_key.hex(), audited, detail)
 
         def write(conn: Connection) -> None:
-            ViewsService.update_message_in(conn, row["message_id"], changes)
+            ViewsService.update_message_in(conn, row["message_id"], row["doc_id"], changes)
             if audit is not None:
                 self._kernel.audit_in(conn, *audit)
 

@@ -198,7 +198,7 @@ class CustodyService:
             # opens again (the store says it only to whoever holds its key).
             await asyncio.to_thread(keystore.note_wiped, self._home, reason)
             async with self._kernel.store.transaction() as conn:
-                content = (t.changes, t.snapshots, t.messages, t.read_markers, t.channels, t.blobs, t.peer_heads, t.peer_blobs, t.documents)
+                content = (t.changes, t.snapshots, t.messages, t.message_reactions, t.read_markers, t.channels, t.blobs, t.peer_heads, t.peer_blobs, t.documents)
                 wiped = (*content, t.sealed_secrets, t.user_secrets, t.user_mfa, t.recovery_codes)
                 for table in wiped:
                     await conn.execute(table.delete())

@@ -21,7 +21,7 @@ from appliance.changes import Authorise, SignedChange, check_authors
 from appliance.held_reader import HeldApplied, HeldBatch
 from appliance.kernel import Clock
 from appliance.services.replica import SNAPSHOT_EVERY, ReplicaService, newest_change_ids, put_snapshot
-from appliance.services.views import ViewsService, set_reactions, store_view_rows
+from appliance.services.views import ViewsService, store_view_rows
 from appliance.stored_documents import StoredDocument, stored_documents
 from appliance.whole_reader import LOG_COLUMNS, LogStamp
 from appliance.workers import WorkerPool, settle
@@ -119,5 +119,5 @@ def _store_held(conn: Connection, applied: Sequence[HeldApplied], now: int) -> d
     saved = {item.doc_id: item.saved for item in applied if item.saved is not None}
     for doc_id, newest in newest_change_ids(conn, list(saved)).items():
         put_snapshot(conn, doc_id, saved[doc_id], newest, now)
-    set_reactions(conn, [row for item in applied for row in item.reactions])
-    return store_view_rows(conn, [row for item in applied for row in item.messages], {item.doc_id for item in applied if item.every_message})
+    messages = [row for item in applied for row in item.messages]
+    return store_view_rows(conn, messages, {item.doc_id for item in applied if item.every_message}, [row for item in applied for row in item.reactions])

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from appliance import documents, ids, segments
 from appliance import schema as t
 from appliance.audit_actions import AuditAction
-from appliance.bulk import insert_tuples, update_tuples
+from appliance.bulk import execute_tuples, insert_tuples, update_tuples
 from appliance.errors import InvalidInput, NotFound, StorageError
 from appliance.kernel import Kernel
 from appliance.model import MAX_READ_PAGE, ChannelSummary, FileView, MessageView
@@ -29,16 +29,29 @@ from appliance.services.identity import IdentityService
 from appliance.services.replica import ReplicaService
 from appliance.services.roster import Roster
 from appliance.services.terms import TermsGate
-from appliance.view_rows import VIEW_COLUMNS, view_row, view_tuple
+from appliance.view_rows import VIEW_COLUMNS, reactions_row, view_row, view_tuple
 
 # Built once: SQLAlchemy then reuses their compiled form on the hot path.
 _INSERT_MESSAGE = insert(t.messages)
 _NEWEST_ROW = select(func.coalesce(func.max(t.messages.c.row_id), 0))
 _INDEX_MESSAGE = text("INSERT INTO messages_fts(rowid, text) VALUES (:row_id, :text)")
 _INDEX_NEW_MESSAGES = text("INSERT INTO messages_fts(rowid, text) SELECT row_id, text FROM messages WHERE row_id > :before")
+# A message's reactions are written only where the view holds that message in that segment: a
+# message id another segment holds is not this one's.
+_SET_REACTIONS = text(
+    "INSERT INTO message_reactions (message_id, reactions) SELECT :message_id, :reactions "
+    "WHERE EXISTS (SELECT 1 FROM messages WHERE message_id = :message_id AND doc_id = :doc_id) "
+    "ON CONFLICT (message_id) DO UPDATE SET reactions = excluded.reactions"
+)
+_CLEAR_REACTIONS = text(
+    "DELETE FROM message_reactions WHERE message_id = :message_id "
+    "AND EXISTS (SELECT 1 FROM messages WHERE message_id = :message_id AND doc_id = :doc_id)"
+)
+_REACTIONS_PARAMETERS = ("message_id", "doc_id", "reactions")
 
 
 _VIEW_COLUMNS = [t.messages.c[name] for name in VIEW_COLUMNS]
+_MESSAGES_READ = select(*t.messages.c, t.REACTIONS_READ).select_from(t.MESSAGES_WITH_REACTIONS)  # a view row with its reactions
 _REBUILD_BATCH = 32  # segments written again per transaction by a point-in-time restore
 
 
@@ -88,11 +101,13 @@ class ViewsService:
                         await self._heads.materialise_head(conn, channel_id, await self._replica.document(documents.head_doc_id(channel_id)))
                 for start in range(0, len(seg_ids), _REBUILD_BATCH):
                     rows: list[tuple[Any, ...]] = []
+                    reactions: list[tuple[str, str, str]] = []
                     for channel_id, doc_id in seg_ids[start : start + _REBUILD_BATCH]:
-                        states = segments.read_messages(await self._replica.document(doc_id), admins, only=touched.get(doc_id))
-                        rows += [view_row(channel_id, doc_id, s) for s in states if ids.is_message_id(s.message_id)]
+                        states = [s for s in segments.read_messages(await self._replica.document(doc_id), admins, only=touched.get(doc_id)) if ids.is_message_id(s.message_id)]
+                        rows += [view_row(channel_id, doc_id, s) for s in states]
+                        reactions += [reactions_row(doc_id, s) for s in states]
                     batch = {doc_id: touched.get(doc_id) for _, doc_id in seg_ids[start : start + _REBUILD_BATCH]}
-                    await self._kernel.store.write(functools.partial(_rewrite_segments, rows=rows, batch=batch))
+                    await self._kernel.store.write(functools.partial(_rewrite_segments, rows=rows, reactions=reactions, batch=batch))
                     self.view_changed(list(batch))
                 if documents.DIRECTORY_DOC in doc_ids:
                     async with self._kernel.store.transaction() as conn:
@@ -185,7 +200,7 @@ class ViewsService:
         if not ids.is_message_id(message_id.upper()):
             raise InvalidInput(f"not a message id: {message_id!r}")
         async with self._kernel.store.reading() as conn:
-            row = (await conn.execute(select(t.messages).where(t.messages.c.message_id == message_id.upper()))).mappings().first()
+            row = (await conn.execute(_MESSAGES_READ.where(t.messages.c.message_id == message_id.upper()))).mappings().first()
         if row is None or row["withheld"]:
             raise NotFound(f"no message {message_id}")
         head = await self._heads.head(row["channel_id"])
@@ -194,10 +209,14 @@ class ViewsService:
         return dict(row)
 
     @staticmethod
-    def update_message_in(conn: Connection, message_id: str, changes: dict[str, Any]) -> None:
-        """Sets columns of one message's view row (a local edit, deletion or reaction, whose
-        effect is known without reading the document back)."""
-        conn.execute(update(t.messages).where(t.messages.c.message_id == message_id).values(changes))
+    def update_message_in(conn: Connection, message_id: str, doc_id: str, changes: Mapping[str, Any]) -> None:
+        """Sets columns of one message's view row, or its reactions (a local edit, deletion or
+        reaction, whose effect is known without reading the document back)."""
+        columns = {name: value for name, value in changes.items() if name != "reactions"}
+        if columns:
+            conn.execute(update(t.messages).where(t.messages.c.message_id == message_id).values(columns))
+        if "reactions" in changes:
+            store_reactions(conn, [(message_id, doc_id, changes["reactions"])])
 
     async def materialise_segment(
         self, conn: AsyncConnection, channel_id: str, doc_id: str, doc: Document, only: set[str] | None, admins: frozenset[str]
@@ -210,10 +229,12 @@ class ViewsService:
         segment (`only`; None: every message), judged with `admins` (store_view_rows). Returns
         how many messages are new, per segment."""
         rows: list[tuple[Any, ...]] = []
+        reactions: list[tuple[str, str, str]] = []
         for item in touched:
-            states = segments.read_messages(item.doc, admins, only=None if item.only is None else sorted(item.only))
-            rows += [view_row(item.channel_id, item.doc_id, s) for s in states if ids.is_message_id(s.message_id)]
-        new = await conn.run_sync(store_view_rows, rows, [item.doc_id for item in touched if item.only is None])
+            states = [s for s in segments.read_messages(item.doc, admins, only=None if item.only is None else sorted(item.only)) if ids.is_message_id(s.message_id)]
+            rows += [view_row(item.channel_id, item.doc_id, s) for s in states]
+            reactions += [reactions_row(item.doc_id, s) for s in states]
+        new = await conn.run_sync(store_view_rows, rows, [item.doc_id for item in touched if item.only is None], reactions)
         self.view_changed([item.doc_id for item in touched])
         return {item.doc_id: new.get(item.doc_id, 0) for item in touched}
 
@@ -262,9 +283,9 @@ class ViewsService:
         if thread is not None:
             root = await self.message_row(thread)
             root_id = root["root_id"] or root["message_id"]
-            query = select(t.messages).where(and_(m.channel_id == head.channel_id, (m.message_id == root_id) | (m.root_id == root_id), m.withheld.is_(False)))
+            query = _MESSAGES_READ.where(and_(m.channel_id == head.channel_id, (m.message_id == root_id) | (m.root_id == root_id), m.withheld.is_(False)))
         else:
-            query = select(t.messages).where(and_(m.channel_id == head.channel_id, m.root_id.is_(None), m.withheld.is_(False)))
+            query = _MESSAGES_READ.where(and_(m.channel_id == head.channel_id, m.root_id.is_(None), m.withheld.is_(False)))
         if before is not None:
             query = query.where(m.message_id < before)
         query = query.order_by(m.message_id.desc()).limit(max(1, min(limit, MAX_READ_PAGE)))
@@ -314,30 +335,33 @@ class ViewsService:
                 match = " ".join(f'"{term}"' for term in terms[:-1]) + f' "{terms[-1]}"*'
                 rows = (await conn.execute(
                     text(
-                        "SELECT m.* FROM messages_fts f JOIN messages m ON m.row_id = f.rowid "
-                        "WHERE messages_fts MATCH :q AND m.deleted = 0 AND m.withheld = 0 ORDER BY m.message_id DESC LIMIT :n"
+                        "SELECT m.*, coalesce(r.reactions, '{}') AS reactions FROM messages_fts f JOIN messages m ON m.row_id = f.rowid "
+                        "LEFT JOIN message_reactions r ON r.message_id = m.message_id WHERE messages_fts MATCH :q AND m.deleted = 0 AND m.withheld = 0 ORDER BY m.message_id DESC LIMIT :n"
                     ),
                     {"q": match.strip(), "n": limit * 4},
                 )).mappings().all()
             else:
                 condition = and_(*(t.messages.c.text.ilike(f"%{term}%") for term in terms), t.messages.c.deleted.is_(False), t.messages.c.withheld.is_(False))
-                rows = (await conn.execute(select(t.messages).where(condition).order_by(t.messages.c.message_id.desc()).limit(limit * 4))).mappings().all()
+                rows = (await conn.execute(_MESSAGES_READ.where(condition).order_by(t.messages.c.message_id.desc()).limit(limit * 4))).mappings().all()
         return [self._view(r, readable[r["channel_id"]]) for r in rows if r["channel_id"] in readable][:limit]
 
 
-def _rewrite_segments(conn: Connection, rows: Sequence[tuple[Any, ...]], batch: Mapping[str, frozenset[str] | None]) -> None:
-    """The view rows `rows` read of segments (doc id -> the messages read, None: all) stored
-    (store_view_rows), and the rows of the messages read that `rows` leaves out deleted."""
-    store_view_rows(conn, rows, [doc_id for doc_id, only in batch.items() if only is None])
+def _rewrite_segments(conn: Connection, rows: Sequence[tuple[Any, ...]], reactions: Sequence[tuple[str, str, str]], batch: Mapping[str, frozenset[str] | None]) -> None:
+    """The view rows `rows` (and their `reactions`) read of segments (doc id -> the messages
+    read, None: all) stored (store_view_rows), and the rows of the messages read that `rows`
+    leaves out deleted."""
+    store_view_rows(conn, rows, [doc_id for doc_id, only in batch.items() if only is None], reactions)
     kept = {(row[_DOC], row[_MESSAGE]) for row in rows}
-    gone: list[int] = []
+    gone: list[tuple[int, str]] = []
     for doc_id, only in batch.items():
         query = select(t.messages.c.row_id, t.messages.c.message_id).where(t.messages.c.doc_id == doc_id)
         if only is not None:
             query = query.where(t.messages.c.message_id.in_(sorted(only)))
-        gone += [row_id for row_id, message_id in cast(list[tuple[int, str]], conn.execute(query).all()) if (doc_id, message_id) not in kept]
+        gone += [(row_id, message_id) for row_id, message_id in cast(list[tuple[int, str]], conn.execute(query).all()) if (doc_id, message_id) not in kept]
     for start in range(0, len(gone), 500):
-        conn.execute(t.messages.delete().where(t.messages.c.row_id.in_(gone[start : start + 500])))
+        chunk = gone[start : start + 500]
+        conn.execute(t.message_reactions.delete().where(t.message_reactions.c.message_id.in_([message_id for _, message_id in chunk])))
+        conn.execute(t.messages.delete().where(t.messages.c.row_id.in_([row_id for row_id, _ in chunk])))
 
 
 def insert_view_rows(conn: Connection, rows: Sequence[tuple[Any, ...]], indexed: bool) -> None:
@@ -351,18 +375,20 @@ def insert_view_rows(conn: Connection, rows: Sequence[tuple[Any, ...]], indexed:
             conn.execute(_INDEX_NEW_MESSAGES, {"before": before})
 
 
-def set_reactions(conn: Connection, reactions: Sequence[tuple[str, str, str]]) -> None:
-    """Sets the `reactions` column of messages whose reactions alone changed: (message id,
-    segment, reactions_json) each."""
-    update_tuples(conn, t.messages, _MESSAGE_OF_SEGMENT, ("reactions",), reactions)
+def store_reactions(conn: Connection, reactions: Sequence[tuple[str, str, str]]) -> None:
+    """Sets the reactions of messages the view holds: (message id, segment, reactions_json)
+    each (reactions_row), "{}" removing them - after their rows are written."""
+    execute_tuples(conn, _SET_REACTIONS, _REACTIONS_PARAMETERS, [row for row in reactions if row[2] != "{}"])
+    execute_tuples(conn, _CLEAR_REACTIONS, _REACTIONS_PARAMETERS, [row for row in reactions if row[2] == "{}"])
 
 
-def store_view_rows(conn: Connection, rows: Sequence[tuple[Any, ...]], whole_docs: Collection[str]) -> dict[str, int]:
+def store_view_rows(conn: Connection, rows: Sequence[tuple[Any, ...]], whole_docs: Collection[str], reactions: Sequence[tuple[str, str, str]]) -> dict[str, int]:
     """Writes the view rows (VIEW_COLUMNS values) an import read of the messages its changes
     touched - of every message, in the segments `whole_docs`: the rows present get the columns
     that changed (a reaction rewrites no text, so the search index is left alone), one
-    executemany per set of columns; the rest are inserted in one. Returns how many rows are
-    new, per segment."""
+    executemany per set of columns; the rest are inserted in one - and then the `reactions`
+    read of them and of messages whose reactions alone changed (store_reactions). Returns how
+    many rows are new, per segment."""
     touched_ids = [row[_MESSAGE] for row in rows if row[_DOC] not in whole_docs]
     whole_docs = list(whole_docs)
     present: dict[tuple[str, str], Any] = {}
@@ -383,6 +409,7 @@ def store_view_rows(conn: Connection, rows: Sequence[tuple[Any, ...]], whole_doc
     for columns, updates in changed.items():
         update_tuples(conn, t.messages, _MESSAGE_OF_SEGMENT, tuple(VIEW_COLUMNS[i] for i in columns), updates)
     insert_view_rows(conn, inserts, conn.dialect.name == "sqlite")
+    store_reactions(conn, reactions)
     new: dict[str, int] = {}
     for row in inserts:
         new[row[_DOC]] = new.get(row[_DOC], 0) + 1

@@ -23,7 +23,7 @@ from appliance.errors import ChangeRejected
 from appliance.kernel import Clock
 from appliance.model import WholeSegment
 from appliance.services.replica import ReplicaService, newest_change_ids
-from appliance.services.views import ViewsService, insert_view_rows
+from appliance.services.views import ViewsService, insert_view_rows, store_reactions
 from appliance.whole_reader import LOG_COLUMNS, LogStamp, WholeAdmitted
 from appliance.workers import WorkerPool, settle
 
@@ -123,8 +123,8 @@ class WrittenWhole:
 
 def _store_wholes(conn: Connection, ready: Sequence[tuple[WholeSegment, WholeAdmitted]], now: int) -> None:
     """The change rows without bytes (one per actor), the snapshots as received covering them
-    (the documents are not loaded here), the message view rows (VIEW_COLUMNS) and their search
-    entries. A document wholly new here has no messages in the view yet, unless a crafted
+    (the documents are not loaded here), the message view rows (VIEW_COLUMNS), their search
+    entries and reactions. A document wholly new here has no messages in the view yet, unless a crafted
     segment repeats a message id of another: the insert then fails, and the import with it."""
     insert_tuples(conn, t.changes, LOG_COLUMNS, [row for _, admitted in ready for row in admitted.log_rows])
     doc_ids = [whole.doc_id for whole, _ in ready]
@@ -132,6 +132,7 @@ def _store_wholes(conn: Connection, ready: Sequence[tuple[WholeSegment, WholeAdm
     conn.execute(delete(t.snapshots).where(t.snapshots.c.doc_id.in_(doc_ids)))  # none is expected: the documents are new here
     insert_tuples(conn, t.snapshots, _SNAPSHOT_COLUMNS, [(whole.doc_id, whole.data, newest[whole.doc_id], now) for whole, _ in ready])
     insert_view_rows(conn, [row for _, admitted in ready for row in admitted.messages], conn.dialect.name == "sqlite")
+    store_reactions(conn, [row for _, admitted in ready for row in admitted.reactions])
 
 
 _SNAPSHOT_COLUMNS = ("doc_id", "data", "upto_change_id", "saved_at")

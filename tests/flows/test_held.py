@@ -27,9 +27,12 @@ IN_PROCESS = 10**9  # a threshold no import reaches
 
 
 async def view(node: Node) -> list[tuple[Any, ...]]:
+    """The message view, reactions included (no reactions row says "no reactions")."""
     columns = [c for c in t.messages.c if c.name != "row_id"]
     async with node.store.reading() as conn:
-        return [tuple(row) for row in (await conn.execute(select(*columns).order_by(t.messages.c.message_id))).all()]
+        assert (await conn.execute(select(func.count()).where(t.message_reactions.c.reactions == "{}"))).scalar_one() == 0
+        query = select(*columns, t.REACTIONS_READ).select_from(t.MESSAGES_WITH_REACTIONS).order_by(t.messages.c.message_id)
+        return [tuple(row) for row in (await conn.execute(query)).all()]
 
 
 async def change_log(node: Node) -> list[tuple[Any, ...]]:
@@ -121,6 +124,18 @@ async def test_workers_store_what_the_process_stores(tmp_path: Path) -> None:
         for doc_id in segments_now:
             assert sorted((await reopened.replica.document(doc_id)).get_heads()) == sorted(heads[doc_id])
         assert [m.text for m in await reopened.views.read("general", limit=5, mark_read=False)][-1] == "late 199"
+    nodes = [await Node.open(tmp_path / name, PASSPHRASE) for name in ("alpha", "bravo", "charlie")]
+    async with nodes[0] as alpha, nodes[1] as bravo, nodes[2] as charlie:  # reactions taken back: cleared by the workers as in the process
+        for message_id in page[600:700]:
+            await alpha.chat.react(message_id, "tada", remove=True)
+        bravo.intake.held.threshold = 0
+        charlie.intake.held.threshold = IN_PROCESS
+        assert await import_from(alpha, bravo) == await import_from(alpha, charlie)
+        assert not set(segments_now) & bravo.replica.in_memory()
+        assert await view(bravo) == await view(charlie)
+        shown = {m.id: m.reactions for m in await bravo.views.read("general", limit=MAX_READ_PAGE, mark_read=False)}
+        assert [shown[message_id] for message_id in page[600:700]] == [{}] * 100
+        assert shown[page[0]] == {"+1": ["alice"]}  # others' reactions stay
 
 
 @pytest.mark.parametrize("threshold", [0, IN_PROCESS], ids=["workers", "in-process"])
