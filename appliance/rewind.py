@@ -156,7 +156,7 @@ def rewind(conn: Connection, at: int, later: LaterLog | None) -> Rewound:
     segments = [doc_id for doc_id in removed if documents.parse_doc_id(doc_id).kind == documents.DocumentKind.SEGMENT]
     for start in range(0, len(segments), 500):
         chunk = segments[start : start + 500]
-        conn.execute(delete(t.message_reactions).where(t.message_reactions.c.message_id.in_(select(t.messages.c.message_id).where(t.messages.c.doc_id.in_(chunk)))))
+        conn.execute(delete(t.message_reactions).where(t.message_reactions.c.doc_id.in_(chunk)))
         conn.execute(delete(t.messages).where(t.messages.c.doc_id.in_(chunk)))
     gone_channels = [documents.parse_doc_id(doc_id).channel_id for doc_id in removed if documents.parse_doc_id(doc_id).kind == documents.DocumentKind.HEAD]
     if gone_channels:

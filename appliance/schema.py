@@ -162,17 +162,22 @@ messages = Table(
 # A message's reactions, apart from its view row: most changes an import brings into segments
 # held here are reactions, and one to every tenth message rewrites a row on nearly every page
 # of `messages` (its text, ids and JSON) - here it is a narrow row in a table of its own. A
-# message without reactions has no row.
+# message without reactions has no row. Keyed by the segment too, and read only where the view
+# holds that message in that segment: a crafted segment naming a message id another segment
+# holds reaches nothing, without a lookup of the view row on every write.
 message_reactions = Table(
     "message_reactions",
     metadata,
+    Column("doc_id", String(96), primary_key=True),
     Column("message_id", String(26), primary_key=True),
     Column("reactions", Text, nullable=False),  # JSON {emoji: [user_hex]}, never "{}"
     sqlite_with_rowid=False,
 )
 # A view row as read: its message's columns and its reactions ("{}" for none).
 REACTIONS_READ = func.coalesce(message_reactions.c.reactions, "{}").label("reactions")
-MESSAGES_WITH_REACTIONS = messages.outerjoin(message_reactions, message_reactions.c.message_id == messages.c.message_id)
+MESSAGES_WITH_REACTIONS = messages.outerjoin(
+    message_reactions, (message_reactions.c.doc_id == messages.c.doc_id) & (message_reactions.c.message_id == messages.c.message_id)
+)
 
 read_markers = Table(
     "read_markers",

@@ -36,17 +36,12 @@ _INSERT_MESSAGE = insert(t.messages)
 _NEWEST_ROW = select(func.coalesce(func.max(t.messages.c.row_id), 0))
 _INDEX_MESSAGE = text("INSERT INTO messages_fts(rowid, text) VALUES (:row_id, :text)")
 _INDEX_NEW_MESSAGES = text("INSERT INTO messages_fts(rowid, text) SELECT row_id, text FROM messages WHERE row_id > :before")
-# A message's reactions are written only where the view holds that message in that segment: a
-# message id another segment holds is not this one's.
+# Keyed by segment and message, as the view reads them (schema.message_reactions).
 _SET_REACTIONS = text(
-    "INSERT INTO message_reactions (message_id, reactions) SELECT :message_id, :reactions "
-    "WHERE EXISTS (SELECT 1 FROM messages WHERE message_id = :message_id AND doc_id = :doc_id) "
-    "ON CONFLICT (message_id) DO UPDATE SET reactions = excluded.reactions"
+    "INSERT INTO message_reactions (doc_id, message_id, reactions) VALUES (:doc_id, :message_id, :reactions) "
+    "ON CONFLICT (doc_id, message_id) DO UPDATE SET reactions = excluded.reactions"
 )
-_CLEAR_REACTIONS = text(
-    "DELETE FROM message_reactions WHERE message_id = :message_id "
-    "AND EXISTS (SELECT 1 FROM messages WHERE message_id = :message_id AND doc_id = :doc_id)"
-)
+_CLEAR_REACTIONS = text("DELETE FROM message_reactions WHERE doc_id = :doc_id AND message_id = :message_id")
 _REACTIONS_PARAMETERS = ("message_id", "doc_id", "reactions")
 
 
@@ -336,7 +331,8 @@ class ViewsService:
                 rows = (await conn.execute(
                     text(
                         "SELECT m.*, coalesce(r.reactions, '{}') AS reactions FROM messages_fts f JOIN messages m ON m.row_id = f.rowid "
-                        "LEFT JOIN message_reactions r ON r.message_id = m.message_id WHERE messages_fts MATCH :q AND m.deleted = 0 AND m.withheld = 0 ORDER BY m.message_id DESC LIMIT :n"
+                        "LEFT JOIN message_reactions r ON r.doc_id = m.doc_id AND r.message_id = m.message_id "
+                        "WHERE messages_fts MATCH :q AND m.deleted = 0 AND m.withheld = 0 ORDER BY m.message_id DESC LIMIT :n"
                     ),
                     {"q": match.strip(), "n": limit * 4},
                 )).mappings().all()
@@ -352,16 +348,15 @@ def _rewrite_segments(conn: Connection, rows: Sequence[tuple[Any, ...]], reactio
     leaves out deleted."""
     store_view_rows(conn, rows, [doc_id for doc_id, only in batch.items() if only is None], reactions)
     kept = {(row[_DOC], row[_MESSAGE]) for row in rows}
-    gone: list[tuple[int, str]] = []
+    gone: list[tuple[int, str, str]] = []
     for doc_id, only in batch.items():
         query = select(t.messages.c.row_id, t.messages.c.message_id).where(t.messages.c.doc_id == doc_id)
         if only is not None:
             query = query.where(t.messages.c.message_id.in_(sorted(only)))
-        gone += [(row_id, message_id) for row_id, message_id in cast(list[tuple[int, str]], conn.execute(query).all()) if (doc_id, message_id) not in kept]
+        gone += [(row_id, doc_id, message_id) for row_id, message_id in cast(list[tuple[int, str]], conn.execute(query).all()) if (doc_id, message_id) not in kept]
+    store_reactions(conn, [(message_id, doc_id, "{}") for _, doc_id, message_id in gone])
     for start in range(0, len(gone), 500):
-        chunk = gone[start : start + 500]
-        conn.execute(t.message_reactions.delete().where(t.message_reactions.c.message_id.in_([message_id for _, message_id in chunk])))
-        conn.execute(t.messages.delete().where(t.messages.c.row_id.in_([row_id for row_id, _ in chunk])))
+        conn.execute(t.messages.delete().where(t.messages.c.row_id.in_([row_id for row_id, _, _ in gone[start : start + 500]])))
 
 
 def insert_view_rows(conn: Connection, rows: Sequence[tuple[Any, ...]], indexed: bool) -> None:
@@ -376,8 +371,8 @@ def insert_view_rows(conn: Connection, rows: Sequence[tuple[Any, ...]], indexed:
 
 
 def store_reactions(conn: Connection, reactions: Sequence[tuple[str, str, str]]) -> None:
-    """Sets the reactions of messages the view holds: (message id, segment, reactions_json)
-    each (reactions_row), "{}" removing them - after their rows are written."""
+    """Sets the reactions of messages: (message id, segment, reactions_json) each
+    (reactions_row), "{}" removing them."""
     execute_tuples(conn, _SET_REACTIONS, _REACTIONS_PARAMETERS, [row for row in reactions if row[2] != "{}"])
     execute_tuples(conn, _CLEAR_REACTIONS, _REACTIONS_PARAMETERS, [row for row in reactions if row[2] == "{}"])
 

@@ -1,6 +1,6 @@
 """A message's reactions live apart from its view row (`message_reactions`, migration 0017): a
-row only for a message that has any, written only where the view holds that message in the
-segment that says so, and carried over both ways by the migration."""
+row only for a message that has any, shown only where the view holds that message in the
+segment that wrote them, and carried over both ways by the migration."""
 
 from __future__ import annotations
 
@@ -51,22 +51,25 @@ async def test_the_migration_carries_reactions_both_ways(tmp_path: Path) -> None
         assert [(await node.views.message(message_id)).reactions for message_id in posted] == reactions
         async with node.store.reading() as conn:
             assert {row.message_id for row in await conn.execute(select(t.message_reactions))} == {posted[0], posted[2]}
+            assert {row.doc_id for row in await conn.execute(select(t.message_reactions))} == {(await node.views.message_row(posted[0]))["doc_id"]}
         await node.chat.react(posted[1], "+1")
     at_revision(db, BEFORE_REACTIONS_TABLE)
     with connect_node_db(db) as conn:
         assert dict(conn.execute("SELECT message_id, reactions FROM messages").fetchall())[posted[1]] != "{}"
 
 
-async def test_reactions_are_written_only_for_the_segment_that_holds_the_message(tmp_path: Path) -> None:
+async def test_reactions_reach_a_message_only_from_the_segment_that_holds_it(tmp_path: Path) -> None:
     """A crafted segment may name a message id another segment holds: its reactions, or their
     absence, must not reach that message."""
     posted, _ = await reacted_node(tmp_path / "alpha")
     async with await Node.open(tmp_path / "alpha", PASSPHRASE) as node:
         doc_id = (await node.views.message_row(posted[0]))["doc_id"]
         elsewhere = doc_id.replace("/seg/000000", "/seg/000007")
-        forged = '{"x": ["' + "ab" * 32 + '"]}'
+        forged = '{"x": ["' + node.identity.user_key.hex() + '"]}'
         await node.store.write(lambda conn: store_reactions(conn, [(posted[0], elsewhere, "{}"), (posted[1], elsewhere, forged)]))
         assert [(await node.views.message(message_id)).reactions for message_id in posted[:2]] == [{"+1": ["alice"], "tada": ["alice"]}, {}]
+        assert [m.reactions for m in await node.views.search("one two")] == []
+        assert [m.reactions for m in await node.views.read("general", mark_read=False)] == [{"+1": ["alice"], "tada": ["alice"]}, {}, {"eyes": ["alice"]}]
         await node.store.write(lambda conn: store_reactions(conn, [(posted[0], doc_id, "{}"), (posted[1], doc_id, forged)]))
-        async with node.store.reading() as conn:
-            assert dict((await conn.execute(select(t.message_reactions))).all()) == {posted[1]: forged, posted[2]: '{"eyes": ["' + node.identity.user_key.hex() + '"]}'}
+        assert [m.reactions for m in await node.views.read("general", mark_read=False)] == [{}, {"x": ["alice"]}, {"eyes": ["alice"]}]
+        assert [m.reactions for m in await node.views.search("two")] == [{"x": ["alice"]}]

@@ -145,8 +145,8 @@ async def view_of(node: Node) -> tuple[dict[str, dict[str, Any]], dict[str, dict
         rows = (await conn.execute(select(*t.messages.c, t.REACTIONS_READ).select_from(t.MESSAGES_WITH_REACTIONS))).mappings().all()
         # Reactions are kept apart, a row only for a message the view holds that has any.
         reacted = (await conn.execute(select(t.message_reactions))).all()
-    assert all(reactions != "{}" for _, reactions in reacted)
-    assert {message_id for message_id, _ in reacted} <= {r["message_id"] for r in rows}
+    assert all(reactions != "{}" for _, _, reactions in reacted)
+    assert {(doc_id, message_id) for doc_id, message_id, _ in reacted} <= {(r["doc_id"], r["message_id"]) for r in rows}
     # Whether a post is withheld is the node's judgement of the channel's rules, not what the
     # document says: it is only ever set in a channel that is read-only or archived.
     assert all(channels[r["channel_id"]]["read_only"] or channels[r["channel_id"]]["archived"] for r in rows if r["withheld"])

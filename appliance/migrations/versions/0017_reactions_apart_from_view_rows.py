@@ -18,12 +18,13 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         'message_reactions',
+        sa.Column('doc_id', sa.String(length=96), nullable=False),
         sa.Column('message_id', sa.String(length=26), nullable=False),
         sa.Column('reactions', sa.Text(), nullable=False),
-        sa.PrimaryKeyConstraint('message_id'),
+        sa.PrimaryKeyConstraint('doc_id', 'message_id'),
         sqlite_with_rowid=False,
     )
-    op.execute("INSERT INTO message_reactions (message_id, reactions) SELECT message_id, reactions FROM messages WHERE reactions != '{}'")
+    op.execute("INSERT INTO message_reactions (doc_id, message_id, reactions) SELECT doc_id, message_id, reactions FROM messages WHERE reactions != '{}'")
     # SQLite drops a column in place (3.35+): the rows keep their row ids, which the search
     # index is keyed by.
     op.drop_column('messages', 'reactions')
@@ -31,5 +32,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.add_column('messages', sa.Column('reactions', sa.Text(), nullable=False, server_default='{}'))
-    op.execute("UPDATE messages SET reactions = (SELECT r.reactions FROM message_reactions r WHERE r.message_id = messages.message_id) WHERE message_id IN (SELECT message_id FROM message_reactions)")
+    op.execute(
+        "UPDATE messages SET reactions = r.reactions FROM message_reactions r WHERE r.doc_id = messages.doc_id AND r.message_id = messages.message_id"
+    )
     op.drop_table('message_reactions')
