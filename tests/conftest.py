@@ -143,6 +143,21 @@ def node_engine(db: Path, passphrase: str = PASSPHRASE) -> Any:
     return create_engine("sqlite://", module=cipher.DRIVER, creator=cipher.Keyed(str(db), node_db_key(db.parent, passphrase)).sync_creator())
 
 
+def store_at_revision(db: Path, revision: str) -> None:
+    """The node database file `db` as the release at `revision` left it: later migrations
+    undone (the node upgrades it again as it opens)."""
+    from alembic import command
+    from alembic.config import Config
+
+    from appliance.store import MIGRATIONS
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with node_engine(db).begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, revision)
+
+
 @contextmanager
 def tmpfs(where: Path, options: str) -> Iterator[Path]:
     """A tmpfs mounted at `where` (made if missing) with mount `options` - a small stick, a full

@@ -6,25 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import select
 
 from appliance import schema as t
 from appliance.node import Node
 from appliance.services.views import store_reactions
-from appliance.store import MIGRATIONS
-from tests.conftest import FAST, PASSPHRASE, connect_node_db, node_engine
+from tests.conftest import FAST, PASSPHRASE, connect_node_db, store_at_revision
 
 BEFORE_REACTIONS_TABLE = "0016"  # the revision migration 0017 upgrades from
-
-
-def at_revision(db: Path, revision: str) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with node_engine(db).begin() as conn:
-        config.attributes["connection"] = conn
-        command.downgrade(config, revision)
 
 
 async def reacted_node(home: Path) -> tuple[list[str], list[dict[str, list[str]]]]:
@@ -42,7 +31,7 @@ async def test_the_migration_carries_reactions_both_ways(tmp_path: Path) -> None
     posted, reactions = await reacted_node(tmp_path / "alpha")
     assert reactions == [{"+1": ["alice"], "tada": ["alice"]}, {}, {"eyes": ["alice"]}]
     db = tmp_path / "alpha" / "node.db"
-    at_revision(db, BEFORE_REACTIONS_TABLE)
+    store_at_revision(db, BEFORE_REACTIONS_TABLE)
     with connect_node_db(db) as conn:  # as the earlier release kept them: in the view row
         columns = dict(conn.execute("SELECT message_id, reactions FROM messages").fetchall())
         assert not conn.execute("SELECT name FROM sqlite_master WHERE name = 'message_reactions'").fetchall()
@@ -53,7 +42,7 @@ async def test_the_migration_carries_reactions_both_ways(tmp_path: Path) -> None
             assert {row.message_id for row in await conn.execute(select(t.message_reactions))} == {posted[0], posted[2]}
             assert {row.doc_id for row in await conn.execute(select(t.message_reactions))} == {(await node.views.message_row(posted[0]))["doc_id"]}
         await node.chat.react(posted[1], "+1")
-    at_revision(db, BEFORE_REACTIONS_TABLE)
+    store_at_revision(db, BEFORE_REACTIONS_TABLE)
     with connect_node_db(db) as conn:
         assert dict(conn.execute("SELECT message_id, reactions FROM messages").fetchall())[posted[1]] != "{}"
 

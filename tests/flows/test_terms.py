@@ -8,17 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import func, select
 
 from appliance import cbor, crypto, documents, terms
 from appliance import schema as t
 from appliance.errors import InvalidInput, PermissionDenied, TermsNotAccepted
 from appliance.node import Node
-from appliance.store import MIGRATIONS
 from sync.sneakernet import export_bundles, import_bundles
-from tests.conftest import FAST, PASSPHRASE, connect_node_db, make_workspace, node_engine
+from tests.conftest import FAST, PASSPHRASE, connect_node_db, make_workspace, store_at_revision
 
 TEXT = "1. Be kind.\n2. Report lost sticks at once.\n"
 
@@ -257,15 +254,6 @@ async def test_a_node_that_joins_later_gets_the_terms_and_every_acceptance(tmp_p
 BEFORE_TERMS_MIGRATION = "0013"  # the revision migration 0014 upgrades from
 
 
-def at_revision(db: Path, revision: str) -> None:
-    """The store's schema as the release at `revision` left it: later migrations undone."""
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with node_engine(db).begin() as conn:
-        config.attributes["connection"] = conn
-        command.downgrade(config, revision)
-
-
 async def test_an_upgraded_node_finds_the_terms_its_directory_already_held(tmp_path: Path) -> None:
     """Migration 0014: a node of an earlier release stored the directory changes that carried
     terms and acceptances but not their entries; upgrading adds them, so the terms bind there."""
@@ -275,14 +263,14 @@ async def test_an_upgraded_node_finds_the_terms_its_directory_already_held(tmp_p
         await alice.directory.terms.publish(1, "Acceptable use", TEXT)
         await carry(alice, bob, root)
         await bob.directory.terms.accept()
-    at_revision(tmp_path / "bob" / "node.db", BEFORE_TERMS_MIGRATION)
+    store_at_revision(tmp_path / "bob" / "node.db", BEFORE_TERMS_MIGRATION)
     with connect_node_db(tmp_path / "bob" / "node.db") as conn:  # as the earlier release left it
         conn.execute("DELETE FROM directory_entries WHERE kind IN ('terms', 'acceptance')")
     async with await Node.open(tmp_path / "bob", PASSPHRASE) as bob:
         current = bob.directory.terms.current()
         assert current is not None and current.version == 1
         assert bob.directory.terms.pending() is None  # bob's own acceptance came back too
-    at_revision(tmp_path / "bob" / "node.db", BEFORE_TERMS_MIGRATION)
+    store_at_revision(tmp_path / "bob" / "node.db", BEFORE_TERMS_MIGRATION)
     with connect_node_db(tmp_path / "bob" / "node.db") as conn:
         conn.execute("DELETE FROM directory_entries WHERE kind = 'acceptance'")
         conn.execute("DELETE FROM snapshots WHERE doc_id = 'directory'")  # from the change log alone
