@@ -15,7 +15,7 @@ from automerge._automerge import Document
 from appliance import documents, ids, segments
 from appliance.changes import SignedChange, VerifiedChange, verify_batch
 from appliance.errors import ChangeRejected, MissingDependencies
-from appliance.kept_documents import kept
+from appliance.kept_documents import KeptDocument, kept
 from appliance.view_rows import reactions_json, reactions_row, view_row
 from appliance.whole_reader import WORKER_MEMORY_BYTES, LogStamp, WorkRefused, log_rows_per_actor
 
@@ -28,7 +28,6 @@ class HeldBatch:
     doc_id: str
     stored: bytes
     incoming: tuple[SignedChange, ...]
-    known: frozenset[bytes]  # hashes of the changes the node holds of it
     admins: frozenset[str]
     stamp: LogStamp
     save: bool  # its snapshot is due: return the segment saved
@@ -65,14 +64,19 @@ def apply_held(batch: HeldBatch) -> HeldApplied | WorkRefused:
         return None
 
     try:
-        verified = verify_batch(doc_id, batch.incoming, batch.known, note_author)
-        if not verified:
-            return HeldApplied(doc_id, 0, (), (), (), False, frozenset(), None, ())
         with documents.binding_errors(f"{doc_id}: cannot load the segment"):
-            doc = kept.take(doc_id, batch.stored)
-            if doc is None:
+            # The changes the node holds of it are those of the document as stored (the bytes
+            # loaded are the snapshot and every change logged after it): the node need not
+            # expand the log's rows into hashes for it.
+            taken = kept.take(doc_id, batch.stored)
+            if taken is None:
                 doc = Document.load(batch.stored) if batch.stored else Document()
-            before = doc.get_heads()
+                taken = KeptDocument(doc, frozenset(change.hash for change in doc.get_changes([])))
+            doc, before = taken.doc, taken.doc.get_heads()
+        verified = verify_batch(doc_id, batch.incoming, taken.hashes, note_author)
+        if not verified:
+            kept.keep(doc_id, batch.stored, taken)
+            return HeldApplied(doc_id, 0, (), (), (), False, frozenset(), None, ())
         try:
             documents.apply_changes(doc, [change.data for change in verified])
         except documents.DocumentError as exc:
@@ -86,7 +90,8 @@ def apply_held(batch: HeldBatch) -> HeldApplied | WorkRefused:
             saved = doc.save() if batch.save else None
             heads = tuple(doc.get_heads())
         # As the store will hold it once the node writes these rows: the snapshot saved, or the one loaded and these changes logged after it.
-        kept.keep(doc_id, saved if saved is not None else batch.stored + b"".join(change.data for change in verified), doc)
+        hashes = taken.hashes | {change.header.hash for change in verified}
+        kept.keep(doc_id, saved if saved is not None else batch.stored + b"".join(change.data for change in verified), KeptDocument(doc, hashes))
         channel_id = documents.parse_doc_id(doc_id).channel_id
         read = [state for state in states if ids.is_message_id(state.message_id)]
         messages = tuple(view_row(channel_id, doc_id, state) for state in read)

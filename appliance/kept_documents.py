@@ -16,10 +16,19 @@ keeps (a loaded segment takes about ten times its stored size in memory)."""
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import NamedTuple
 
 from automerge._automerge import Document
 
 KEPT_STORED_BYTES = 4 * 1024 * 1024  # stored bytes of the segments one worker keeps loaded (~40 MiB in memory: ~180 segments of 512 messages)
+
+
+class KeptDocument(NamedTuple):
+    """A loaded document and the hashes of the changes it holds (what an import into it
+    checks for duplicates and dependencies: listing them costs about as much as loading)."""
+
+    doc: Document
+    hashes: frozenset[bytes]
 
 
 class KeptDocuments:
@@ -28,10 +37,10 @@ class KeptDocuments:
 
     def __init__(self, budget: int = KEPT_STORED_BYTES) -> None:
         self._budget = budget
-        self._kept: OrderedDict[str, tuple[bytes, Document]] = OrderedDict()
+        self._kept: OrderedDict[str, tuple[bytes, KeptDocument]] = OrderedDict()
         self._bytes = 0
 
-    def take(self, doc_id: str, stored: bytes) -> Document | None:
+    def take(self, doc_id: str, stored: bytes) -> KeptDocument | None:
         """The document kept for `doc_id` if it was filed under exactly `stored`, removed from
         the keep (the caller changes it, and keeps it again under its new bytes); else None,
         and whatever was kept for `doc_id` is dropped."""
@@ -41,7 +50,7 @@ class KeptDocuments:
         self._bytes -= len(kept[0])
         return kept[1] if kept[0] == stored else None
 
-    def keep(self, doc_id: str, stored: bytes, doc: Document) -> None:
+    def keep(self, doc_id: str, stored: bytes, doc: KeptDocument) -> None:
         """Keeps `doc`, whose stored form will be `stored`; the least recently used go while
         the keep is over its budget. A document bigger than a quarter of the budget is not kept."""
         dropped = self._kept.pop(doc_id, None)

@@ -16,7 +16,7 @@ from appliance import documents, ids, segments
 from appliance.changes import ChangeHeader
 from appliance.covered import pack_covered
 from appliance.errors import ChangeRejected
-from appliance.kept_documents import kept
+from appliance.kept_documents import KeptDocument, kept
 from appliance.view_rows import reactions_row, view_row
 from appliance.wholes import vouch_for_whole
 
@@ -90,7 +90,7 @@ def admit_whole(doc_id: str, data: bytes, signatures: Mapping[bytes, bytes], adm
             vouched = vouch_for_whole(doc_id, headers, signatures, note_author)
             states = segments.read_messages(doc, admins)
             heads = tuple(doc.get_heads())
-        kept.keep(doc_id, data, doc)  # the store keeps `data` as received: its snapshot
+        kept.keep(doc_id, data, KeptDocument(doc, frozenset(header.hash for header in headers)))  # the store keeps `data` as received: its snapshot
         channel_id = documents.parse_doc_id(doc_id).channel_id
         read = [state for state in states if ids.is_message_id(state.message_id)]
         messages = tuple(view_row(channel_id, doc_id, state) for state in read)

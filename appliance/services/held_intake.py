@@ -31,12 +31,12 @@ HELD_IN_WORKERS = 256  # changes into segments held here but not in memory from 
 
 @dataclass(frozen=True)
 class HeldWork:
-    """An import's segments for the workers (`doc_ids`), with everything it brings (`grouped`),
-    the hashes held of each document (`known`) and who may write each (`authoriser`)."""
+    """An import's segments for the workers (`doc_ids`), with everything it brings (`grouped`)
+    and who may write each (`authoriser`). Which changes of each the node holds, the worker
+    reads from the segment as stored."""
 
     doc_ids: tuple[str, ...]
     grouped: Mapping[str, Sequence[SignedChange]]
-    known: Mapping[str, set[bytes]]
     authoriser: Callable[[str], Authorise]
 
 
@@ -109,7 +109,7 @@ class HeldIntake:
     def _batch(doc_id: str, stored: StoredDocument, work: HeldWork, admins: frozenset[str], stamp: LogStamp, preview: bool) -> HeldBatch:
         incoming = tuple(work.grouped[doc_id])
         due = not preview and stored.since_snapshot + len(incoming) >= SNAPSHOT_EVERY
-        return HeldBatch(doc_id, stored.data, incoming, frozenset(work.known[doc_id]), admins, stamp, due)
+        return HeldBatch(doc_id, stored.data, incoming, admins, stamp, due)
 
 
 def _store_held(conn: Connection, applied: Sequence[HeldApplied], now: int) -> dict[str, int]:

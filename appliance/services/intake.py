@@ -147,7 +147,11 @@ class IntakeService:
         check_wholes(wholes)
         async with self._kernel.lock:
             self._identity.require_unlocked()
-            known = await self._replica.stored_hashes(list(grouped) + [whole.doc_id for whole in wholes if whole.doc_id not in grouped])
+            # The workers find which changes of their segments are held, from the segments as
+            # stored. Wholes of documents held here join `grouped` as changes: the workers may
+            # then take more (never fewer: the more changes, the sooner they take every segment).
+            to_workers = self.held.for_workers(grouped)
+            known = await self._replica.stored_hashes([doc_id for doc_id in grouped if doc_id not in to_workers] + [whole.doc_id for whole in wholes if whole.doc_id not in grouped])
             new_wholes = await self._wholes.split_known(wholes, known, grouped)
             held_ids = self.held.for_workers(grouped)
             order = [doc_id for doc_id in grouped if doc_id not in held_ids]
@@ -169,7 +173,7 @@ class IntakeService:
                     raise MissingDependencies(f"{whole.doc_id}: its channel's head has not arrived yet")
             reads = self._wholes.start_reading(new_wholes, admin_hexes(directory), received_from)
             wholes_of = Wholes(reads, lambda doc_id: self._authoriser(doc_id, directory, trial_heads.get, relay))
-            held = HeldWork(held_ids, grouped, known, lambda doc_id: self._authoriser(doc_id, directory, trial_heads.get, relay))
+            held = HeldWork(held_ids, grouped, lambda doc_id: self._authoriser(doc_id, directory, trial_heads.get, relay))
             touched = [doc_id for doc_id, _ in plan] + [whole.doc_id for whole in new_wholes] + list(held_ids)
             with self._replica.snapshots_held():  # an evicted document must not open a second write transaction
                 try:
