@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Table, TextClause, bindparam, insert, update
+from sqlalchemy import Insert, Table, TextClause, Update, bindparam, insert, update
 from sqlalchemy.engine import Connection
 
 _COMPILED: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], tuple[str, tuple[str, ...]]] = {}
@@ -31,10 +31,13 @@ def _compiled(conn: Connection, table: Table, columns: tuple[str, ...], key_colu
     if found is None:
         values: dict[str, Any] = {name: bindparam(name) for name in columns}
         statement = update(table).where(*(table.c[key] == bindparam(_key_bind(key)) for key in key_columns)).values(values) if key_columns else insert(table).values(values)
-        compiled = statement.compile(dialect=conn.dialect)
-        order = tuple(compiled.positiontup or ()) if compiled.positional else ()
-        found = _COMPILED[cache_key] = (str(compiled), order)
+        found = _COMPILED[cache_key] = _sql_and_order(statement, conn)
     return found
+
+
+def _sql_and_order(statement: Insert | Update | TextClause, conn: Connection) -> tuple[str, tuple[str, ...]]:
+    compiled = statement.compile(dialect=conn.dialect)
+    return str(compiled), tuple(compiled.positiontup or ()) if compiled.positional else ()
 
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -49,14 +52,7 @@ def insert_tuples(conn: Connection, table: Table, columns: tuple[str, ...], rows
     """Inserts `rows`, each a tuple of `columns`' values, in one executemany."""
     if not rows:
         return
-    sql, order = _compiled(conn, table, columns)
-    if not order:  # a dialect that takes named parameters
-        conn.exec_driver_sql(sql, [dict(zip(columns, row, strict=True)) for row in rows])
-        return
-    if order != columns:
-        positions = itemgetter(*(columns.index(name) for name in order))
-        rows = [positions(row) for row in rows]
-    conn.exec_driver_sql(sql, list(rows))
+    _execute(conn, *_compiled(conn, table, columns), columns, rows)
 
 
 def update_tuples(conn: Connection, table: Table, key_columns: tuple[str, ...], columns: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> None:
@@ -64,13 +60,7 @@ def update_tuples(conn: Connection, table: Table, key_columns: tuple[str, ...], 
     keys' values and then `columns`' values. One executemany."""
     if not rows:
         return
-    sql, order = _compiled(conn, table, columns, key_columns)
-    names = (*(_key_bind(key) for key in key_columns), *columns)
-    if not order:
-        conn.exec_driver_sql(sql, [dict(zip(names, row, strict=True)) for row in rows])
-        return
-    positions = itemgetter(*(names.index(name) for name in order))
-    conn.exec_driver_sql(sql, [positions(row) for row in rows])
+    _execute(conn, *_compiled(conn, table, columns, key_columns), (*(_key_bind(key) for key in key_columns), *columns), rows)
 
 
 _COMPILED_TEXT: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {}
@@ -84,12 +74,18 @@ def execute_tuples(conn: Connection, statement: TextClause, names: tuple[str, ..
     cache_key = (conn.dialect.name, statement.text)
     found = _COMPILED_TEXT.get(cache_key)
     if found is None:
-        compiled = statement.compile(dialect=conn.dialect)
-        found = _COMPILED_TEXT[cache_key] = (str(compiled), tuple(compiled.positiontup or ()) if compiled.positional else ())
-    sql, order = found
+        found = _COMPILED_TEXT[cache_key] = _sql_and_order(statement, conn)
+    _execute(conn, *found, names, rows)
+
+
+def _execute(conn: Connection, sql: str, order: tuple[str, ...], names: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> None:
+    """One executemany of `sql` over `rows` (tuples of the parameters `names`), handed to the
+    driver in the compiled statement's `order` - or by name, for a dialect that takes names."""
     if not order:
         conn.exec_driver_sql(sql, [dict(zip(names, row, strict=True)) for row in rows])
         return
-    places = [names.index(name) for name in order]
-    positions = itemgetter(*places)
-    conn.exec_driver_sql(sql, [positions(row) for row in rows] if len(places) > 1 else [(row[places[0]],) for row in rows])
+    if order != names:
+        places = [names.index(name) for name in order]
+        positions = itemgetter(*places)
+        rows = [positions(row) for row in rows] if len(places) > 1 else [(row[places[0]],) for row in rows]
+    conn.exec_driver_sql(sql, list(rows))
